@@ -1,0 +1,1 @@
+"""What proxies are measured against: stability-based memorization and published score files."""

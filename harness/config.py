@@ -1,0 +1,34 @@
+"""An experiment's configuration, after the CLI (or a preset) has been parsed and validated."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from harness.recipe import Recipe
+
+
+@dataclass
+class ExperimentConfig:
+    dataset: str = "digits"
+    model: str = "mlp"
+    recipe: Recipe = field(default_factory=Recipe)
+    preset: str = "quick"
+    subset: int | None = None
+    data_root: Path | None = None
+    download: bool = False
+    seeds: tuple[int, ...] = (0, 1, 2)
+    tasks: tuple[str, ...] = ("mislabeled", "duplicates", "cost")
+    proxies: str = "all"
+    proxy_args: dict[str, dict[str, Any]] = field(default_factory=dict)
+    noise_rates: tuple[float, ...] = (0.01, 0.02, 0.05, 0.10)
+    duplicate_pairs: int | None = None  # None: 0.5% of N
+    noisy_labels: str | None = None  # "file.npy" or "file.npz:key"
+    reference: str = "stability"
+    task_args: dict[str, dict[str, Any]] = field(default_factory=dict)
+    device: str = "auto"
+    out: Path = Path("results/latest")
+    store: Path | None = None  # default: <out>/../store shared across outputs
+    progress: bool = True
+    checkpoint_every_s: float = 120.0

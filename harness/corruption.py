@@ -1,0 +1,196 @@
+"""Ground truth for the detection tasks (methods.md §3): injected label noise and duplicates.
+
+Pure numpy, seeded with `np.random.default_rng(seed)`, inputs never modified: the same seed must
+give the same positives on every machine, so that a proxy's AUROC is comparable across runs and
+the clean labels stay available for the other tasks. Callers convert torch tensors themselves.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from harness.errors import HarnessError
+
+__all__ = ["default_duplicate_pairs", "inject_duplicates", "read_label_file", "symmetric_noise"]
+
+
+def symmetric_noise(
+    labels: np.ndarray, num_classes: int, rate: float, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Give exactly round(rate * N) samples a label drawn uniformly from the *other* classes.
+
+    Exact counts (not a Bernoulli draw per sample) make "precision at k = number of positives"
+    well defined and equal across seeds. Returns (noisy labels, mask of changed samples).
+    """
+    y = _check_labels(labels, num_classes, "labels")
+    if not 0.0 <= rate < 1.0:
+        raise HarnessError(f"noise rate must be in [0, 1), got {rate}; e.g. --noise 0.05 for 5%")
+    rng = np.random.default_rng(seed)
+    n = len(y)
+    k = round(rate * n)
+    chosen = rng.choice(n, size=k, replace=False)
+    noisy = y.copy()
+    noisy[chosen] = _other_label(y[chosen], num_classes, rng)
+    mask = np.zeros(n, dtype=bool)
+    mask[chosen] = True
+    return noisy, mask
+
+
+def default_duplicate_pairs(n: int) -> int:
+    """0.5% of the training set, the paper's 250 pairs of 50,000 scaled to N."""
+    return max(1, round(0.005 * n))
+
+
+def inject_duplicates(
+    images: np.ndarray, labels: np.ndarray, num_classes: int, pairs: int, seed: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Copy image b into slot a for P disjoint pairs, relabelling a to a class other than b's.
+
+    Both members of a pair are positives: a detector cannot know which one is the "copy", and the
+    conflicting labels on identical inputs are what a memorization proxy should flag.
+    Returns (images, labels, positives mask), all new arrays.
+    """
+    y = _check_labels(labels, num_classes, "labels")
+    x = np.asarray(images)
+    n = len(y)
+    if len(x) != n:
+        raise HarnessError(
+            f"inject_duplicates: {len(x)} images but {n} labels; pass aligned arrays"
+        )
+    if pairs < 1 or 2 * pairs > n:
+        raise HarnessError(
+            f"cannot inject {pairs} duplicate pairs into {n} samples: need 1 <= pairs <= {n // 2}; "
+            f"lower --duplicates or use a larger --subset"
+        )
+    rng = np.random.default_rng(seed)
+    perm = rng.permutation(n)
+    a, b = perm[:pairs], perm[pairs : 2 * pairs]
+    new_x = x.copy()
+    new_y = y.copy()
+    new_x[a] = x[b]
+    new_y[a] = _other_label(y[b], num_classes, rng)
+    positives = np.zeros(n, dtype=bool)
+    positives[a] = True
+    positives[b] = True
+    return new_x, new_y, positives
+
+
+def read_label_file(spec: str, n: int, num_classes: int) -> np.ndarray:
+    """Read a noisy-label vector (e.g. human label noise) from "f.npy", "f.npz" or "f.npz:key".
+
+    Every check names the problem and the fix: a silently misaligned label file would produce
+    plausible-looking but meaningless AUROCs.
+    """
+    path, key = _parse_label_spec(spec)
+    if not path.is_file():
+        raise HarnessError(
+            f"label file {path} does not exist; pass --labels PATH.npy or PATH.npz[:KEY]"
+        )
+    arr = _load_label_array(path, key)
+    where = f"{path}" + (f":{key}" if key else "")
+    if arr.ndim != 1:
+        raise HarnessError(
+            f"labels in {where} have shape {arr.shape}; expected a 1-D array of {n} class ids"
+        )
+    arr = _as_int_labels(arr, where)
+    if len(arr) != n:
+        raise HarnessError(
+            f"labels in {where} have length {len(arr)} but the training set has {n} samples; "
+            f"the file must hold one label per training sample in canonical order (check --subset)"
+        )
+    bad = np.flatnonzero((arr < 0) | (arr >= num_classes))
+    if bad.size:
+        i = int(bad[0])
+        raise HarnessError(
+            f"labels in {where} must be in [0, {num_classes}); {bad.size} are not (first: index {i} "
+            f"has {int(arr[i])}); the file may belong to a different dataset"
+        )
+    return arr
+
+
+# --------------------------------------------------------------------------------------------
+
+
+def _other_label(labels: np.ndarray, num_classes: int, rng: np.random.Generator) -> np.ndarray:
+    """Uniform over the num_classes - 1 classes different from each given label."""
+    offset = rng.integers(1, num_classes, size=len(labels))
+    return (labels + offset) % num_classes
+
+
+def _check_labels(labels: np.ndarray, num_classes: int, what: str) -> np.ndarray:
+    """A 1-D int64 copy, after checking there is another class to move each label to."""
+    if num_classes < 2:
+        raise HarnessError(
+            f"label corruption needs at least 2 classes, got num_classes={num_classes}"
+        )
+    y = np.asarray(labels)
+    if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer):
+        raise HarnessError(f"{what} must be a 1-D integer array, got {y.dtype} of shape {y.shape}")
+    if y.size and (y.min() < 0 or y.max() >= num_classes):
+        raise HarnessError(
+            f"{what} must be in [0, {num_classes}), found values {y.min()}..{y.max()}"
+        )
+    return y.astype(np.int64, copy=True)
+
+
+def _parse_label_spec(spec: str) -> tuple[Path, str | None]:
+    """Split "f.npz:key"; a colon elsewhere (e.g. a Windows drive) is part of the path."""
+    if spec.endswith((".npy", ".npz")):
+        return Path(spec).expanduser(), None
+    head, sep, key = spec.rpartition(":")
+    if sep and head.endswith(".npz") and key:
+        return Path(head).expanduser(), key
+    raise HarnessError(
+        f"label file {spec!r} is not .npy or .npz; pass PATH.npy, PATH.npz or PATH.npz:KEY"
+    )
+
+
+def _load_label_array(path: Path, key: str | None) -> np.ndarray:
+    try:
+        loaded = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise HarnessError(
+            f"cannot read label file {path}: {exc}; save it with numpy.save/savez"
+        ) from exc
+    if isinstance(loaded, np.ndarray):
+        if key is not None:
+            raise HarnessError(
+                f"{path} is a .npy file holding one array; drop ':{key}' from the spec"
+            )
+        return loaded
+    with loaded:
+        keys = list(loaded.files)
+        if key is None:
+            if len(keys) != 1:
+                raise HarnessError(
+                    f"{path} holds {len(keys)} arrays ({', '.join(keys) or 'none'}); "
+                    f"choose one with {path}:KEY"
+                )
+            key = keys[0]
+        if key not in keys:
+            raise HarnessError(
+                f"{path} has no array {key!r}; available keys: {', '.join(keys) or 'none'}"
+            )
+        try:
+            return loaded[key]
+        except ValueError as exc:  # object arrays need pickle, which is refused
+            raise HarnessError(
+                f"cannot read {path}:{key}: {exc}; store labels as an integer array"
+            ) from exc
+
+
+def _as_int_labels(arr: np.ndarray, where: str) -> np.ndarray:
+    """Accept integer-valued floats (a common by-product of pandas/CSV), nothing else."""
+    if np.issubdtype(arr.dtype, np.integer):
+        return arr.astype(np.int64)
+    if np.issubdtype(arr.dtype, np.floating):
+        finite = np.isfinite(arr)
+        if finite.all() and np.array_equal(arr, np.round(arr)):
+            return arr.astype(np.int64)
+    raise HarnessError(
+        f"labels in {where} must be integer class ids, got dtype {arr.dtype}"
+        + ("" if not np.issubdtype(arr.dtype, np.floating) else " with non-integer values")
+        + "; convert with labels.astype(int)"
+    )

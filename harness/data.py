@@ -1,0 +1,516 @@
+"""Datasets held in memory as uint8 tensors, in a canonical training order.
+
+Every proxy returns one score per training sample aligned with the dataset's canonical order, and
+published reference scores (Feldman & Zhang, C-scores) are indexed by the *original* training
+order. So the order of `x_train` is part of the contract, not an implementation detail: it must be
+the same on every machine, every run, with and without `--subset`.
+
+Images stay uint8 (N, C, H, W) so that even CIFAR-scale data fits on a GPU as one tensor;
+normalization happens later, batched, on the device.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import tempfile
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from harness.errors import HarnessError
+
+__all__ = [
+    "Dataset",
+    "dataset_names",
+    "default_cache_dir",
+    "default_data_root",
+    "load_dataset",
+]
+
+#: Bumped whenever the cached array layout changes, so stale caches are never read.
+_CACHE_VERSION = 1
+
+#: Test images kept when `subset` is set: enough for a stable accuracy, but bounded so that a
+#: small subset of a big folder does not decode the whole test split.
+_MIN_TEST_WITH_SUBSET = 1000
+
+_IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
+
+_TORCHVISION = {
+    "cifar10": "CIFAR10",
+    "cifar100": "CIFAR100",
+    "mnist": "MNIST",
+    "fashion-mnist": "FashionMNIST",
+}
+
+_IMAGEFOLDER_PREFIX = "imagefolder:"
+
+
+@dataclass(frozen=True, eq=False)  # eq=False: field-wise == on tensors is ambiguous
+class Dataset:
+    """A labelled train/test split; `x_train[i]` is sample i in the canonical order."""
+
+    name: str
+    x_train: torch.Tensor  # (N, C, H, W) uint8, canonical order
+    y_train: torch.Tensor  # (N,) int64
+    x_test: torch.Tensor  # (M, C, H, W) uint8 (M may be 0: no test split)
+    y_test: torch.Tensor  # (M,) int64
+    classes: tuple[str, ...]
+    full_train_size: int  # training-set length before --subset
+
+    def __post_init__(self) -> None:
+        # Fail at construction, not deep inside a training loop, when a loader is wrong.
+        for split, x, y in (
+            ("train", self.x_train, self.y_train),
+            ("test", self.x_test, self.y_test),
+        ):
+            if x.dtype != torch.uint8 or x.dim() != 4:
+                raise HarnessError(
+                    f"{self.name}: x_{split} must be uint8 (N, C, H, W), got {x.dtype} {tuple(x.shape)}"
+                )
+            if y.dtype != torch.int64 or y.dim() != 1 or y.shape[0] != x.shape[0]:
+                raise HarnessError(
+                    f"{self.name}: y_{split} must be int64 of length {x.shape[0]}, got {y.dtype} {tuple(y.shape)}"
+                )
+        if self.x_test.shape[0] and self.x_test.shape[1:] != self.x_train.shape[1:]:
+            raise HarnessError(
+                f"{self.name}: test images are {tuple(self.x_test.shape[1:])} but train images are "
+                f"{tuple(self.x_train.shape[1:])}"
+            )
+
+    def __repr__(self) -> str:
+        # The dataclass default would print every pixel.
+        return (
+            f"Dataset({self.name!r}, train={tuple(self.x_train.shape)}, "
+            f"test={tuple(self.x_test.shape)}, classes={self.num_classes}, "
+            f"full_train_size={self.full_train_size})"
+        )
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        c, h, w = self.x_train.shape[1:]
+        return (int(c), int(h), int(w))
+
+    @property
+    def n_train(self) -> int:
+        return int(self.x_train.shape[0])
+
+    def channel_stats(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        """Per-channel mean and (population) std of x_train / 255, for input normalization.
+
+        Accumulated in float64 chunks: a float copy of all of CIFAR would take ~600 MB.
+        """
+        n, c = self.x_train.shape[:2]
+        total = torch.zeros(c, dtype=torch.float64)
+        total_sq = torch.zeros(c, dtype=torch.float64)
+        for start in range(0, n, 4096):
+            chunk = self.x_train[start : start + 4096].to(device="cpu", dtype=torch.float64) / 255.0
+            total += chunk.sum(dim=(0, 2, 3))
+            total_sq += chunk.square().sum(dim=(0, 2, 3))
+        count = max(1, n * self.x_train.shape[2] * self.x_train.shape[3])
+        mean = total / count
+        var = (total_sq / count - mean.square()).clamp_min(0.0)
+        return tuple(float(v) for v in mean), tuple(float(v) for v in var.sqrt())
+
+
+def dataset_names() -> list[str]:
+    return ["digits", *_TORCHVISION, f"{_IMAGEFOLDER_PREFIX}PATH"]
+
+
+def default_cache_dir() -> Path:
+    """`$MEMPROX_CACHE`, else ~/.cache/memprox: one place to delete to reclaim disk."""
+    env = os.environ.get("MEMPROX_CACHE")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "memprox"
+
+
+def default_data_root() -> Path:
+    """Where torchvision datasets live when `--data-root` is not given."""
+    return default_cache_dir() / "data"
+
+
+def load_dataset(
+    name: str,
+    *,
+    data_root: str | Path | None = None,
+    download: bool = False,
+    subset: int | None = None,
+    cache_dir: str | Path | None = None,
+) -> Dataset:
+    """Load a dataset by name; `subset=N` keeps the first N training samples in canonical order."""
+    if subset is not None and (
+        isinstance(subset, bool) or not isinstance(subset, (int, np.integer)) or subset <= 0
+    ):
+        raise HarnessError(f"--subset must be a positive integer, got {subset!r}")
+    if name == "digits":
+        return _load_digits(subset)
+    if name in _TORCHVISION:
+        root = Path(data_root).expanduser() if data_root is not None else default_data_root()
+        return _load_torchvision(name, root, download, subset)
+    if name.startswith(_IMAGEFOLDER_PREFIX):
+        path = name[len(_IMAGEFOLDER_PREFIX) :]
+        if not path:
+            raise HarnessError(
+                "imagefolder needs a path: use --dataset imagefolder:/path/to/folder"
+            )
+        cache = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+        return _load_imagefolder(name, Path(path).expanduser(), subset, cache)
+    raise HarnessError(f"unknown dataset {name!r}; valid names: {', '.join(dataset_names())}")
+
+
+# --------------------------------------------------------------------------------------------
+# subset handling shared by all loaders
+
+
+def _check_subset(name: str, subset: int | None, available: int) -> int:
+    """Resolve `subset` to a count; asking for more than exists is a user error, not a clamp."""
+    if subset is None:
+        return available
+    if subset > available:
+        raise HarnessError(
+            f"--subset {subset} is larger than the {available} training samples of {name}; "
+            f"use --subset {available} or less"
+        )
+    return subset
+
+
+def _test_count(subset: int | None, available: int) -> int:
+    """Test samples to keep: all without a subset, else at most max(1000, subset)."""
+    if subset is None:
+        return available
+    return min(available, max(_MIN_TEST_WITH_SUBSET, subset))
+
+
+def _make(
+    name: str,
+    x_train: np.ndarray,
+    y_train: np.ndarray,
+    x_test: np.ndarray,
+    y_test: np.ndarray,
+    classes: Sequence[str],
+    subset: int | None,
+) -> Dataset:
+    """Apply `subset` (first N in canonical order) and wrap the arrays as tensors."""
+    full = len(y_train)
+    n = _check_subset(name, subset, full)
+    m = _test_count(subset, len(y_test))
+    return Dataset(
+        name=name,
+        x_train=torch.from_numpy(np.ascontiguousarray(x_train[:n], dtype=np.uint8)),
+        y_train=torch.from_numpy(np.ascontiguousarray(y_train[:n], dtype=np.int64)),
+        x_test=torch.from_numpy(np.ascontiguousarray(x_test[:m], dtype=np.uint8)),
+        y_test=torch.from_numpy(np.ascontiguousarray(y_test[:m], dtype=np.int64)),
+        classes=tuple(str(c) for c in classes),
+        full_train_size=full,
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# digits
+
+
+def _load_digits(subset: int | None) -> Dataset:
+    """scikit-learn's 8x8 digits with a fixed stratified 80/20 split (no download, ~1 MB)."""
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    bunch = load_digits()
+    images = np.rint(bunch.images * (255.0 / 16.0)).astype(np.uint8)[:, None, :, :]
+    y = bunch.target.astype(np.int64)
+    idx_train, idx_test = train_test_split(
+        np.arange(len(y)), test_size=0.2, random_state=0, stratify=y
+    )
+    # Canonical order = ascending original index, independent of the split's shuffle.
+    idx_train, idx_test = np.sort(idx_train), np.sort(idx_test)
+    classes = [str(c) for c in bunch.target_names]
+    return _make(
+        "digits", images[idx_train], y[idx_train], images[idx_test], y[idx_test], classes, subset
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# torchvision datasets
+
+
+def _load_torchvision(name: str, root: Path, download: bool, subset: int | None) -> Dataset:
+    """torchvision datasets are already arrays in their original order, so no cache is needed."""
+    import torchvision.datasets as tvd
+
+    cls = getattr(tvd, _TORCHVISION[name])
+    splits = []
+    for train in (True, False):
+        try:
+            splits.append(cls(root=str(root), train=train, download=download))
+        except RuntimeError as exc:  # torchvision: "Dataset not found or corrupted ..."
+            if download:
+                raise HarnessError(
+                    f"{name}: files under {root} are unusable after download ({exc}); "
+                    f"delete them and retry with --download, or pass --data-root DIR"
+                ) from exc
+            raise HarnessError(
+                f"{name}: dataset files not found under data root {root}; pass --download to fetch "
+                f"them there, or --data-root DIR pointing at an existing copy"
+            ) from exc
+        except OSError as exc:  # network failures (URLError is an OSError)
+            raise HarnessError(
+                f"{name}: download into {root} failed ({exc}); check the network, or place the files "
+                f"there yourself and pass --data-root DIR"
+            ) from exc
+    tr, te = splits
+    return _make(
+        name,
+        _nchw(tr.data),
+        _labels(tr.targets),
+        _nchw(te.data),
+        _labels(te.targets),
+        tr.classes,
+        subset,
+    )
+
+
+def _nchw(data: np.ndarray | torch.Tensor) -> np.ndarray:
+    """CIFAR stores (N, H, W, C) arrays, MNIST (N, H, W) tensors; unify to (N, C, H, W)."""
+    arr = data.numpy() if isinstance(data, torch.Tensor) else np.asarray(data)
+    if arr.ndim == 3:
+        return arr[:, None, :, :]
+    return arr.transpose(0, 3, 1, 2)
+
+
+def _labels(targets: Sequence[int] | torch.Tensor) -> np.ndarray:
+    if isinstance(targets, torch.Tensor):
+        return targets.numpy().astype(np.int64)
+    return np.asarray(targets, dtype=np.int64)
+
+
+# --------------------------------------------------------------------------------------------
+# imagefolder
+
+
+@dataclass(frozen=True, eq=False)
+class _Split:
+    """The listing of one split: files in canonical order plus what the cache key needs."""
+
+    root: Path
+    files: tuple[Path, ...]
+    labels: np.ndarray
+    newest_mtime_ns: int
+
+
+def _load_imagefolder(name: str, path: Path, subset: int | None, cache_dir: Path) -> Dataset:
+    path = path.resolve()
+    if not path.is_dir():
+        raise HarnessError(
+            f"{name}: folder {path} does not exist; pass imagefolder:PATH with an existing folder"
+        )
+    train_dir, test_dir = path, None
+    if (path / "train").is_dir():
+        train_dir = path / "train"
+        test_dir = path / "test" if (path / "test").is_dir() else None
+    classes = _class_names(train_dir)
+    if not classes:
+        raise HarnessError(
+            f"{name}: {train_dir} has no class subfolders; expected {train_dir}/<class>/<image>"
+        )
+    class_to_idx = {c: i for i, c in enumerate(classes)}
+
+    train = _list_split(train_dir, class_to_idx)
+    if not train.files:
+        raise HarnessError(
+            f"{name}: no images ({', '.join(_IMG_EXTENSIONS)}) under {train_dir}; "
+            f"expected {train_dir}/<class>/<image>"
+        )
+    n = _check_subset(name, subset, len(train.files))
+    x_train = _cached_decode(train, "train", n, cache_dir)
+
+    if test_dir is not None:
+        test = _list_split(test_dir, class_to_idx)
+        m = _test_count(subset, len(test.files))
+        x_test = _cached_decode(test, "test", m, cache_dir) if m else _empty_like(x_train)
+        y_test = test.labels[:m]
+    else:
+        x_test, y_test = _empty_like(x_train), np.zeros(0, dtype=np.int64)
+
+    x_train, x_test = _match_channels(x_train, x_test)
+    if len(x_test) and x_test.shape[1:] != x_train.shape[1:]:
+        raise HarnessError(
+            f"{name}: test images ({test_dir}) are {x_test.shape[2]}x{x_test.shape[3]} but training "
+            f"images are {x_train.shape[2]}x{x_train.shape[3]}; resize them to one size"
+        )
+    return Dataset(
+        name=name,
+        x_train=torch.from_numpy(x_train),
+        y_train=torch.from_numpy(np.ascontiguousarray(train.labels[:n], dtype=np.int64)),
+        x_test=torch.from_numpy(x_test),
+        y_test=torch.from_numpy(np.ascontiguousarray(y_test, dtype=np.int64)),
+        classes=tuple(classes),
+        full_train_size=len(train.files),
+    )
+
+
+def _class_names(root: Path) -> list[str]:
+    """Sorted subfolder names, as torchvision's ImageFolder, so label ids agree with it."""
+    return sorted(e.name for e in os.scandir(root) if e.is_dir() and not e.name.startswith("."))
+
+
+def _list_split(root: Path, class_to_idx: dict[str, int]) -> _Split:
+    """List a split's images and put them in canonical order.
+
+    Integer stems are the samples' original indices (`00042.jpg` is sample 42), so that order is
+    used when every stem is an integer and no two collide; otherwise ImageFolder's (class, path)
+    order, which is deterministic but carries no meaning beyond that.
+    """
+    entries: list[tuple[str, str, Path, int]] = []  # (class, relative path, path, label)
+    newest = 0
+    unknown = sorted(set(_class_names(root)) - set(class_to_idx))
+    if unknown:
+        raise HarnessError(
+            f"{root} has class folders {unknown} that the training split lacks; "
+            f"the test split may only use the training classes {sorted(class_to_idx)}"
+        )
+    for cls in sorted(class_to_idx):
+        cls_dir = root / cls
+        if not cls_dir.is_dir():
+            continue
+        for dirpath, dirnames, filenames in os.walk(cls_dir, followlinks=True):
+            dirnames.sort()
+            for fname in sorted(filenames):
+                if fname.startswith(".") or not fname.lower().endswith(_IMG_EXTENSIONS):
+                    continue
+                file = Path(dirpath) / fname
+                newest = max(newest, file.stat().st_mtime_ns)
+                entries.append((cls, file.relative_to(cls_dir).as_posix(), file, class_to_idx[cls]))
+    entries.sort(key=lambda e: (e[0], e[1]))
+    stems = [e[2].stem for e in entries]
+    if (
+        entries
+        and all(re.fullmatch(r"\d+", s) for s in stems)
+        and len({int(s) for s in stems}) == len(stems)
+    ):
+        order = sorted(range(len(entries)), key=lambda i: int(stems[i]))
+        entries = [entries[i] for i in order]
+    return _Split(
+        root=root,
+        files=tuple(e[2] for e in entries),
+        labels=np.array([e[3] for e in entries], dtype=np.int64),
+        newest_mtime_ns=newest,
+    )
+
+
+def _cache_key(split: _Split, split_name: str, count: int) -> str:
+    """Any change to the folder's path, files or their mtimes, or to the count kept, gives a new key.
+
+    The key holds the number of images decoded rather than `--subset` itself, so subsets that keep
+    the same test images (at most max(1000, N)) share one cache file.
+    """
+    listing = hashlib.sha256("\n".join(str(f) for f in split.files).encode()).hexdigest()
+    key = {
+        "version": _CACHE_VERSION,
+        "root": str(split.root),
+        "split": split_name,
+        "decoded": count,
+        "count": len(split.files),
+        "newest_mtime_ns": split.newest_mtime_ns,
+        "listing": listing,
+    }
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:32]
+
+
+def _cached_decode(split: _Split, split_name: str, count: int, cache_dir: Path) -> np.ndarray:
+    """Decode the first `count` images of a split, or read them back from the array cache."""
+    cache_file = cache_dir / "datasets" / f"{_cache_key(split, split_name, count)}.npz"
+    cached = _read_cache(cache_file, count)
+    if cached is not None:
+        return cached
+    x = _decode_images(split.files[:count])
+    _write_cache(cache_file, x)
+    return x
+
+
+def _read_cache(file: Path, count: int) -> np.ndarray | None:
+    """A missing, unreadable or mismatched cache file is a miss, never an error."""
+    try:
+        with np.load(file, allow_pickle=False) as z:
+            x = z["x"]
+    except (OSError, KeyError, ValueError):
+        return None
+    if x.dtype != np.uint8 or x.ndim != 4 or len(x) != count:
+        return None
+    return x
+
+
+def _write_cache(file: Path, x: np.ndarray) -> None:
+    """Write atomically (temp file + os.replace) so concurrent runs never read half a file."""
+    try:
+        file.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=file.parent, prefix=file.stem, suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                np.savez(f, x=x)
+            os.replace(tmp, file)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+    except OSError as exc:
+        warnings.warn(
+            f"could not write dataset cache {file}: {exc}; images will be decoded again next run",
+            stacklevel=3,
+        )
+
+
+def _decode_images(files: Sequence[Path]) -> np.ndarray:
+    """Decode images to one (N, C, H, W) uint8 array; 1 channel if every image is grayscale."""
+    from PIL import Image, UnidentifiedImageError
+
+    arrays: list[np.ndarray] = []
+    size: tuple[int, int] | None = None
+    for file in files:
+        try:
+            with Image.open(file) as img:
+                img = img.convert("L") if img.mode == "L" else img.convert("RGB")
+                arr = np.asarray(img, dtype=np.uint8)
+        except (OSError, UnidentifiedImageError) as exc:
+            raise HarnessError(
+                f"cannot decode image {file}: {exc}; remove or replace the file"
+            ) from exc
+        if size is None:
+            size = arr.shape[:2]
+        elif arr.shape[:2] != size:
+            raise HarnessError(
+                f"image {file} is {arr.shape[1]}x{arr.shape[0]} but {files[0]} is {size[1]}x{size[0]}; "
+                f"all images of an imagefolder dataset must have one size"
+            )
+        arrays.append(arr)
+    if not arrays:
+        return np.zeros((0, 3, 0, 0), dtype=np.uint8)
+    if all(a.ndim == 2 for a in arrays):
+        return np.stack(arrays)[:, None, :, :]
+    # Mixed modes: replicate gray to RGB, which is exactly what PIL's convert("RGB") does for "L".
+    rgb = [np.repeat(a[:, :, None], 3, axis=2) if a.ndim == 2 else a for a in arrays]
+    return np.ascontiguousarray(np.stack(rgb).transpose(0, 3, 1, 2))
+
+
+def _match_channels(x_train: np.ndarray, x_test: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """If one split decoded as gray and the other as RGB, widen the gray one to RGB."""
+    if not len(x_test):
+        return x_train, _empty_like(x_train)
+    if x_train.shape[1] != x_test.shape[1]:
+        return _widen(x_train), _widen(x_test)
+    return x_train, x_test
+
+
+def _widen(x: np.ndarray) -> np.ndarray:
+    return np.repeat(x, 3, axis=1) if x.shape[1] == 1 else x
+
+
+def _empty_like(x: np.ndarray) -> np.ndarray:
+    return np.zeros((0, *x.shape[1:]), dtype=np.uint8)

@@ -1,0 +1,28 @@
+"""Recorder registry; every module in this package is imported so its recorders register."""
+
+import importlib
+import pkgutil
+
+from harness.recorders.base import (
+    RECORDERS,
+    Recorder,
+    RecorderRequest,
+    RunContext,
+    build_recorder,
+    eval_batches,
+    register_recorder,
+)
+
+for _mod in pkgutil.iter_modules(__path__):
+    if _mod.name != "base":
+        importlib.import_module(f"{__name__}.{_mod.name}")
+
+__all__ = [
+    "RECORDERS",
+    "Recorder",
+    "RecorderRequest",
+    "RunContext",
+    "build_recorder",
+    "eval_batches",
+    "register_recorder",
+]

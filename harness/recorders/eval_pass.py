@@ -1,0 +1,48 @@
+"""A separate eval-mode pass over the training set at epoch checkpoints (no augmentation).
+
+`epochs="last"` runs it once, at the final checkpoint (final loss, in-confidence, held-out
+probabilities); `epochs="all"` runs it after every epoch (the released code's CSL variant). The two
+are kept apart even on one run, at the price of one duplicated pass at the end, so that each proxy
+is charged exactly the passes it needs.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from harness.recorders.base import Recorder, RunContext, eval_batches, register_recorder
+
+
+@register_recorder
+class EvalPass(Recorder):
+    name = "eval_pass"
+    description = "eval-mode loss, correctness and label probability on every training sample"
+
+    def __init__(self, ctx: RunContext, epochs: str = "last") -> None:
+        super().__init__(ctx, epochs=epochs)
+        self.every_epoch = epochs == "all"
+        rows = ctx.epochs if self.every_epoch else 1
+        for s in ("loss", "correct", "p_label", "p_max"):
+            self.buffer(s, (rows, ctx.n), fill=float("nan"))
+        self.buffer("probs_last", (ctx.n, ctx.data.num_classes), fill=float("nan"))
+        self.all_idx = torch.arange(ctx.n, device=ctx.device)
+
+    def on_epoch_end(self, epoch: int, phase: int, model: nn.Module) -> None:
+        last = epoch == self.ctx.epochs - 1
+        if not (self.every_epoch or last):
+            return
+        row = epoch if self.every_epoch else 0
+        y = self.ctx.data.y
+        for idx, logits in eval_batches(model, self.ctx.data, self.all_idx, 4 * self.ctx.batch_size):
+            logits = logits.float()
+            labels = y[idx]
+            probs = torch.softmax(logits, 1)
+            self.buffers["loss"][row].index_copy_(
+                0, idx, nn.functional.cross_entropy(logits, labels, reduction="none")
+            )
+            self.buffers["correct"][row].index_copy_(0, idx, (logits.argmax(1) == labels).float())
+            self.buffers["p_label"][row].index_copy_(0, idx, probs.gather(1, labels[:, None]).squeeze(1))
+            self.buffers["p_max"][row].index_copy_(0, idx, probs.amax(1))
+            if last:
+                self.buffers["probs_last"].index_copy_(0, idx, probs)

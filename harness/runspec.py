@@ -1,0 +1,94 @@
+"""Run specs: frozen, hashable descriptions of one training run.
+
+Two proxies that need the same run produce equal specs, so the planner trains it once; the spec's
+hash is the run's address in the store. Recorders are *not* part of the spec: they are what a
+run writes down, not how it trains.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field, replace
+
+from harness.recipe import Recipe
+
+STORE_FORMAT = 1  # bump when stored arrays change meaning; old entries then stop matching
+
+
+@dataclass(frozen=True)
+class Corruption:
+    """What was done to the training labels/images before training (ground truth for the tasks)."""
+
+    kind: str = "none"  # "none" | "noise" | "duplicates" | "label_file"
+    rate: float = 0.0
+    pairs: int = 0
+    seed: int = 0
+    label_file: str = ""  # "path.npy" or "path.npz:key"
+    label_file_sha: str = ""  # content hash, so an edited file is a different run
+
+    def label(self) -> str:
+        if self.kind == "noise":
+            return f"noise={self.rate:g}"
+        if self.kind == "duplicates":
+            return f"duplicates={self.pairs}"
+        if self.kind == "label_file":
+            return f"labels={self.label_file}"
+        return "clean"
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    dataset: str = "digits"
+    subset: int | None = None
+    corruption: Corruption = field(default_factory=Corruption)
+
+
+@dataclass(frozen=True)
+class TrainSubset:
+    """Which training samples a run (or a run phase) trains on.
+
+    kind: "all"; "fold" (all folds but `index` of `count` stratified folds); "half" (stratified half
+    `index` of 2); "random" (first round(fraction*N) of a seeded permutation, model `index`).
+    """
+
+    kind: str = "all"
+    index: int = 0
+    count: int = 1
+    seed: int = 0
+    fraction: float = 1.0
+
+    def label(self) -> str:
+        if self.kind == "all":
+            return "all"
+        if self.kind == "random":
+            return f"random{self.fraction:g}#{self.index}@{self.seed}"
+        return f"{self.kind}{self.index}/{self.count}@{self.seed}"
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    data: DataSpec
+    model: str
+    recipe: Recipe
+    seed: int = 0
+    train_on: TrainSubset = field(default_factory=TrainSubset)
+    then_on: TrainSubset | None = None  # a second phase with a fresh optimizer (SSFT)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def digest(self) -> str:
+        payload = json.dumps({"format": STORE_FORMAT, "spec": self.to_dict()}, sort_keys=True, default=str)
+        return hashlib.sha256(payload.encode()).hexdigest()[:20]
+
+    def label(self) -> str:
+        parts = [self.data.dataset, self.data.corruption.label(), self.model, f"seed{self.seed}"]
+        if self.train_on.kind != "all":
+            parts.append(f"on={self.train_on.label()}")
+        if self.then_on is not None:
+            parts.append(f"then={self.then_on.label()}")
+        return " ".join(parts)
+
+    def with_subset(self, train_on: TrainSubset, then_on: TrainSubset | None = None) -> RunSpec:
+        return replace(self, train_on=train_on, then_on=then_on)

@@ -1,0 +1,34 @@
+"""Cost (paper Table 5): each proxy's measured FLOPs and seconds, absolute and relative to one
+plain training run. It reuses the runs of the experiment's first other setting (no extra training)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from harness.config import ExperimentConfig
+from harness.cost import proxy_cost
+from harness.runspec import DataSpec
+from harness.tasks.base import TASKS, EvalContext, Row, Setting, Task, register_task
+
+
+@register_task
+class Cost(Task):
+    name = "cost"
+    description = "measured FLOPs and wall seconds of each proxy, absolute and relative to plain training"
+
+    def settings(self, cfg: ExperimentConfig, base_data: DataSpec, n_train: int) -> list[Setting]:
+        for other in cfg.tasks:
+            if other != self.name and other in TASKS:
+                settings = TASKS[other]().settings(cfg, base_data, n_train)
+                first = settings[0].label
+                return [Setting(self.name, s.label, s.data, s.seed) for s in settings if s.label == first]
+        return [Setting(self.name, "clean", base_data, seed) for seed in cfg.seeds]
+
+    def evaluate(self, ctx: EvalContext, scores: dict[str, np.ndarray]) -> list[Row]:
+        rows = []
+        for proxy in ctx.proxies:
+            if proxy.label not in scores:
+                continue
+            for metric, value in proxy_cost(proxy, ctx.base, ctx.runs).items():
+                rows.append({"proxy": proxy.label, "metric": metric, "value": value})
+        return rows

@@ -1,0 +1,223 @@
+"""The one training loop every run goes through.
+
+A run trains `spec.model` with `spec.recipe` on `spec.train_on` (and, for two-phase runs such as
+SSFT's, then on `spec.then_on` with a fresh optimizer), while recorders write per-sample signals
+into device buffers. Inside an epoch nothing leaves the device: losses and accuracies are summed on
+the device and read once per epoch, which is also when a non-finite loss is caught.
+
+Randomness is derived from (seed, epoch), not carried in generator state, so a run resumed from a
+checkpoint continues the exact batch order and augmentation it would have had.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from harness.errors import RunFailed
+from harness.models import build_model
+from harness.prepared import PreparedData
+from harness.recipe import make_optimizer, make_scheduler, random_crop_flip
+from harness.recorders import Recorder, RecorderRequest, RunContext, build_recorder, eval_batches
+from harness.runspec import RunSpec
+from harness.subsets import subset_indices
+from harness.timing import Stopwatch, count_flops
+
+CheckpointFn = Callable[[dict], None]
+
+
+@dataclass
+class RunOutput:
+    """What a finished run hands to the store."""
+
+    arrays: dict[str, dict[str, np.ndarray]]  # recorder key -> named arrays
+    train_seconds: float  # the training loop alone (recorders excluded)
+    train_flops: int  # measured on one batch, scaled by samples processed
+    recorder_seconds: dict[str, float]
+    recorder_flops: dict[str, int]
+    train_acc: float  # eval mode, on the samples and labels the (last phase of the) run trained on
+    test_acc: float
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+def _seed_for(seed: int, epoch: int, stream: int) -> int:
+    return (seed * 1_000_003 + epoch * 7919 + stream) % (2**63 - 1)
+
+
+def _accuracy(model: nn.Module, data: PreparedData, idx: torch.Tensor, batch: int) -> float:
+    correct = torch.zeros((), device=data.x.device)
+    for b, logits in eval_batches(model, data, idx, batch):
+        correct += (logits.argmax(1) == data.y[b]).sum()
+    return float(correct) / max(1, len(idx))
+
+
+def _test_accuracy(model: nn.Module, data: PreparedData, batch: int) -> float:
+    x, y = data.test_inputs()
+    if len(y) == 0:
+        return float("nan")
+    was = model.training
+    model.eval()
+    correct = 0
+    with torch.no_grad():
+        for s in range(0, len(y), batch):
+            correct += int((model(x[s : s + batch]).argmax(1) == y[s : s + batch]).sum())
+    model.train(was)
+    return correct / len(y)
+
+
+def train_run(
+    spec: RunSpec,
+    data: PreparedData,
+    requests: list[RecorderRequest],
+    *,
+    resume_state: dict | None = None,
+    checkpoint: CheckpointFn | None = None,
+    checkpoint_every_s: float = 120.0,
+    progress: bool = True,
+) -> RunOutput:
+    device = data.x.device
+    recipe = spec.recipe
+    labels = data.labels
+    phase_idx = [torch.as_tensor(subset_indices(spec.train_on, labels), device=device)]
+    if spec.then_on is not None:
+        phase_idx.append(torch.as_tensor(subset_indices(spec.then_on, labels), device=device))
+    total_epochs = recipe.epochs * len(phase_idx)
+
+    torch.manual_seed(spec.seed)
+    model = build_model(spec.model, tuple(data.x.shape[1:]), data.num_classes).to(device)
+    ctx = RunContext(data, recipe.epochs, phase_idx[0], recipe.batch_size, device)
+    recorders: list[Recorder] = [build_recorder(r, ctx) for r in requests]
+    keys = [r.key for r in requests]
+    watches = {k: Stopwatch(device) for k in keys}
+    rec_flops: dict[str, int] = {k: 0 for k in keys}
+    train_watch = Stopwatch(device)
+    train_flops_per_sample = 0.0
+    samples_seen = 0
+    history: list[dict[str, float]] = []
+
+    def new_optimizer():
+        opt = make_optimizer(recipe, model.parameters())
+        return opt, make_scheduler(recipe, opt)
+
+    optimizer, scheduler = new_optimizer()
+    start_epoch = 0
+    if resume_state is not None:
+        start_epoch = resume_state["epoch"]
+        if start_epoch >= recipe.epochs and len(phase_idx) > 1:
+            optimizer, scheduler = new_optimizer()
+        model.load_state_dict(resume_state["model"])
+        optimizer.load_state_dict(resume_state["optimizer"])
+        scheduler.load_state_dict(resume_state["scheduler"])
+        for rec, key in zip(recorders, keys):
+            rec.load_arrays(resume_state["recorders"][key])
+        train_watch.add(resume_state["train_seconds"])
+        for key in keys:
+            watches[key].add(resume_state["recorder_seconds"][key])
+        rec_flops.update(resume_state["recorder_flops"])
+        train_flops_per_sample = resume_state["train_flops_per_sample"]
+        samples_seen = resume_state["samples_seen"]
+        history = resume_state["history"]
+    last_checkpoint = time.monotonic()
+
+    batch_recs = [(r, k) for r, k in zip(recorders, keys) if r.on_batches]
+    bar = tqdm(range(start_epoch, total_epochs), desc=spec.label(), leave=False, disable=not progress)
+    for g in bar:
+        phase = 1 if g < recipe.epochs else 2
+        epoch = g if phase == 1 else g - recipe.epochs
+        if phase == 2 and epoch == 0:
+            optimizer, scheduler = new_optimizer()
+        idx_all = phase_idx[phase - 1]
+        gen_cpu = torch.Generator().manual_seed(_seed_for(spec.seed, g, 0))
+        aug_gen = torch.Generator(device=device).manual_seed(_seed_for(spec.seed, g, 1))
+        perm = idx_all[torch.randperm(len(idx_all), generator=gen_cpu).to(device)]
+        loss_sum = torch.zeros((), device=device)
+        correct_sum = torch.zeros((), device=device)
+        model.train()
+        t0 = time.perf_counter()
+        for start in range(0, len(perm), recipe.batch_size):
+            idx = perm[start : start + recipe.batch_size]
+            yb = data.y[idx]
+            xb = data.inputs(idx)
+            if recipe.augment and xb.shape[-1] >= 16:
+                xb = random_crop_flip(xb, recipe.crop_padding, aug_gen)
+            measuring = samples_seen == 0
+            flops: list[int] = []
+            with count_flops(flops) if measuring else nullcontext():
+                logits = model(xb)
+                loss = nn.functional.cross_entropy(logits, yb, reduction="none")
+                optimizer.zero_grad(set_to_none=True)
+                loss.mean().backward()
+                optimizer.step()
+            if measuring:
+                train_flops_per_sample = flops[0] / len(idx)
+            samples_seen += len(idx)
+            loss_d, logits_d = loss.detach(), logits.detach()
+            loss_sum += loss_d.sum()
+            correct_sum += (logits_d.argmax(1) == yb).sum()
+            if phase == 1:
+                for rec, key in batch_recs:
+                    with watches[key].measure():
+                        if measuring:
+                            f: list[int] = []
+                            with count_flops(f):
+                                rec.on_batch(epoch, idx, logits_d, loss_d, yb)
+                            rec_flops[key] += int(f[0] * len(phase_idx[0]) * recipe.epochs / len(idx))
+                        else:
+                            rec.on_batch(epoch, idx, logits_d, loss_d, yb)
+        scheduler.step()
+        mean_loss = float(loss_sum) / len(perm)  # the one host sync of the epoch
+        train_watch.add(time.perf_counter() - t0)
+        if not np.isfinite(mean_loss):
+            raise RunFailed(
+                f"run {spec.label()} [{spec.digest()}]: training loss became non-finite in epoch {g + 1}; "
+                "lower the learning rate (--lr) or check the data"
+            )
+        history.append({"epoch": g + 1, "phase": phase, "loss": mean_loss, "acc": float(correct_sum) / len(perm)})
+        bar.set_postfix(loss=f"{mean_loss:.3f}", acc=f"{history[-1]['acc']:.3f}")
+        for rec, key in zip(recorders, keys):
+            if phase in rec.phases:
+                f = []
+                with watches[key].measure(), count_flops(f):
+                    rec.on_epoch_end(epoch, phase, model)
+                rec_flops[key] += f[0]
+        if checkpoint is not None and g + 1 < total_epochs and (
+            time.monotonic() - last_checkpoint >= checkpoint_every_s
+        ):
+            checkpoint(
+                {
+                    "epoch": g + 1,
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "recorders": {k: r.arrays() for r, k in zip(recorders, keys)},
+                    "train_seconds": train_watch.seconds(),
+                    "recorder_seconds": {k: w.seconds() for k, w in watches.items()},
+                    "recorder_flops": dict(rec_flops),
+                    "train_flops_per_sample": train_flops_per_sample,
+                    "samples_seen": samples_seen,
+                    "history": history,
+                }
+            )
+            last_checkpoint = time.monotonic()
+    bar.close()
+
+    rec_seconds = {k: w.seconds() for k, w in watches.items()}
+    batch_seconds = sum(rec_seconds[k] for _, k in batch_recs)
+    return RunOutput(
+        arrays={k: r.arrays() for r, k in zip(recorders, keys)},
+        train_seconds=max(0.0, train_watch.seconds() - batch_seconds),
+        train_flops=int(round(train_flops_per_sample * samples_seen)),
+        recorder_seconds=rec_seconds,
+        recorder_flops=rec_flops,
+        train_acc=_accuracy(model, data, phase_idx[-1], 4 * recipe.batch_size),
+        test_acc=_test_accuracy(model, data, 4 * recipe.batch_size),
+        history=history,
+    )
+

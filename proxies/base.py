@@ -1,0 +1,72 @@
+"""What a proxy is: a named, cited scoring rule plus the runs and recorders it needs.
+
+The split between `needs` and `score` is what lets the planner share training runs: proxies never
+train anything themselves, they declare run specs and recorders, and read the records back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+
+from harness.errors import HarnessError
+from harness.recorders import RecorderRequest
+from harness.runspec import RunSpec
+from harness.store import StoredRun
+
+
+@dataclass(frozen=True)
+class Need:
+    """One run a proxy reads, and the recorders it must carry."""
+
+    spec: RunSpec
+    recorders: frozenset[RecorderRequest]
+
+
+@dataclass
+class ScoreContext:
+    base: RunSpec  # the setting's base run (trained on every sample with the setting's labels)
+    labels: np.ndarray  # the labels trained on, canonical order
+    num_classes: int
+    runs: Mapping[RunSpec, StoredRun]
+
+    def arrays(self, request: RecorderRequest, spec: RunSpec | None = None) -> dict[str, np.ndarray]:
+        return self.runs[spec or self.base].arrays(request.key)
+
+
+class Proxy:
+    """Subclass, set the class attributes, implement `score`; register with `@register_proxy`.
+
+    `recorders` covers the common case of a proxy that reads the base run only; override `needs`
+    for proxies that train runs of their own (SSFT, confident learning).
+    """
+
+    name: ClassVar[str]
+    description: ClassVar[str]
+    citation: ClassVar[str]
+    defaults: ClassVar[dict[str, Any]] = {}
+    recorders: ClassVar[tuple[RecorderRequest, ...]] = ()
+
+    def __init__(self, **params: Any) -> None:
+        unknown = set(params) - set(self.defaults)
+        if unknown:
+            valid = ", ".join(sorted(self.defaults)) or "none"
+            raise HarnessError(f"proxy {self.name!r} has no parameter(s) {sorted(unknown)}; valid: {valid}")
+        self.params: dict[str, Any] = {**self.defaults, **params}
+
+    @property
+    def label(self) -> str:
+        """`name`, or `name(k=v,...)` for non-default parameters, so variants sit side by side."""
+        changed = {k: v for k, v in self.params.items() if v != self.defaults[k]}
+        if not changed:
+            return self.name
+        return f"{self.name}({','.join(f'{k}={v}' for k, v in sorted(changed.items()))})"
+
+    def needs(self, base: RunSpec) -> list[Need]:
+        return [Need(base, frozenset(self.recorders))]
+
+    def score(self, ctx: ScoreContext) -> np.ndarray:
+        raise NotImplementedError

@@ -1,0 +1,20 @@
+"""Dataset-cartography variability (Swayamdipta et al. 2020)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from harness.recorders import RecorderRequest
+from proxies.base import Proxy, ScoreContext
+from proxies.registry import register_proxy
+
+
+@register_proxy
+class Variability(Proxy):
+    name = "variability"
+    description = "std over epochs of the training-pass probability of the given label"
+    citation = "Swayamdipta et al., Dataset Cartography, EMNLP 2020"
+    recorders = (RecorderRequest.of("train_prob"),)
+
+    def score(self, ctx: ScoreContext) -> np.ndarray:
+        return np.nanstd(ctx.arrays(self.recorders[0])["p_label"], axis=0)

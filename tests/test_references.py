@@ -1,0 +1,86 @@
+"""Loaders for published reference files: correct values, and loud failures on misalignment."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from baselines.references import Reference, load_cscore, load_fz
+from harness.errors import HarnessError
+
+LABELS = np.array([3, 1, 4, 1, 5, 9, 2, 6], dtype=np.int64)
+VALUES = np.linspace(0.0, 0.7, len(LABELS))
+
+
+def _fz(tmp_path: Path, **arrays: np.ndarray) -> Path:
+    path = tmp_path / "infl.npz"
+    np.savez(path, **arrays)
+    return path
+
+
+def test_load_fz(tmp_path: Path) -> None:
+    ref = load_fz(_fz(tmp_path, tr_mem=VALUES, tr_labels=LABELS), LABELS)
+    assert isinstance(ref, Reference)
+    assert ref.name == "fz" and ref.stderr is None
+    np.testing.assert_array_equal(ref.scores, VALUES)
+
+
+def test_load_cscore_is_one_minus_score(tmp_path: Path) -> None:
+    path = tmp_path / "cscores.npz"
+    np.savez(path, scores=VALUES, labels=LABELS)
+    ref = load_cscore(path, LABELS)
+    assert ref.name == "cscore"
+    np.testing.assert_allclose(ref.scores, 1.0 - VALUES)
+
+
+def test_subset_uses_prefix(tmp_path: Path) -> None:
+    ref = load_fz(_fz(tmp_path, tr_mem=VALUES, tr_labels=LABELS), LABELS[:5])
+    np.testing.assert_array_equal(ref.scores, VALUES[:5])
+
+
+def test_dataset_longer_than_file(tmp_path: Path) -> None:
+    path = _fz(tmp_path, tr_mem=VALUES[:5], tr_labels=LABELS[:5])
+    with pytest.raises(HarnessError, match=r"5.*8|8.*5"):
+        load_fz(path, LABELS)
+
+
+def test_differing_labels_are_counted(tmp_path: Path) -> None:
+    wrong = LABELS.copy()
+    wrong[[0, 2, 7]] = 0
+    path = _fz(tmp_path, tr_mem=VALUES, tr_labels=wrong)
+    with pytest.raises(HarnessError, match=r"3 of 8.*original training order"):
+        load_fz(path, LABELS)
+
+
+def test_differing_labels_in_subset_prefix(tmp_path: Path) -> None:
+    wrong = LABELS.copy()
+    wrong[1] = 7
+    path = _fz(tmp_path, tr_mem=VALUES, tr_labels=wrong)
+    with pytest.raises(HarnessError, match=r"1 of 4"):
+        load_fz(path, LABELS[:4])
+    # a difference beyond the prefix does not matter
+    wrong = LABELS.copy()
+    wrong[6] = 0
+    load_fz(_fz(tmp_path, tr_mem=VALUES, tr_labels=wrong), LABELS[:4])
+
+
+def test_missing_key_lists_keys_present(tmp_path: Path) -> None:
+    path = tmp_path / "cscores.npz"
+    np.savez(path, score=VALUES, labels=LABELS)
+    expected = r"missing key.*'scores'.*keys present.*'score', 'labels'"
+    with pytest.raises(HarnessError, match=expected):
+        load_cscore(path, LABELS)
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(HarnessError, match="not found"):
+        load_fz(tmp_path / "nope.npz", LABELS)
+
+
+def test_corrupt_file(tmp_path: Path) -> None:
+    path = tmp_path / "bad.npz"
+    path.write_bytes(b"not a zip")
+    with pytest.raises(HarnessError):
+        load_fz(path, LABELS)
