@@ -1,0 +1,72 @@
+"""Per-sample input gradients ∇ₓℓ(w_t, z) at every epoch checkpoint (eval mode, no augmentation).
+
+One recorder serves loss sensitivity, learning time and CSG: they all request the identical
+`input_grads` recorder, so the planner merges them and the gradients are computed once per epoch.
+
+Exactness: the gradient of the *sum* of per-sample losses w.r.t. the batch input is, row by row,
+each sample's own input gradient, because in eval mode no sample's output depends on another's
+input. Differentiating the batch *mean* (as the released code did) divides every gradient by the
+batch size, so a short last batch comes out larger than the rest.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import torch
+from torch import nn
+
+from harness.recorders.base import Recorder, RunContext, register_recorder
+
+
+@contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Put the model in eval mode for the block and restore its mode afterwards."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
+
+
+def per_sample_input_grads(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(∇ₓℓ for every row of x, per-sample losses), both detached.
+
+    The caller puts the model in eval mode (`eval_mode`): in train mode batch norm couples the
+    samples of a batch and the rows are no longer per-sample gradients. Only the input requires a
+    gradient (`autograd.grad` w.r.t. x), so no parameter gradient is computed or accumulated.
+    """
+    with torch.enable_grad():
+        leaf = x.detach().requires_grad_(True)
+        # the model sees a non-leaf view: torch's FlopCounterMode (used to charge recorders) hooks
+        # module inputs in a way that autograd.grad rejects when that input is a leaf
+        losses = nn.functional.cross_entropy(model(leaf.view_as(leaf)).float(), y, reduction="none")
+        (grads,) = torch.autograd.grad(losses.sum(), leaf)
+    return grads, losses.detach()
+
+
+@register_recorder
+class InputGrads(Recorder):
+    name = "input_grads"
+    description = "per-sample input-gradient norms (l1, l2, squared l2) at every epoch checkpoint, eval mode"
+    phases = (1,)
+
+    def __init__(self, ctx: RunContext) -> None:
+        super().__init__(ctx)
+        for s in ("l1", "l2", "sq"):
+            self.buffer(s, (ctx.epochs, ctx.n), fill=float("nan"))
+        self.all_idx = torch.arange(ctx.n, device=ctx.device)
+
+    def on_epoch_end(self, epoch: int, phase: int, model: nn.Module) -> None:
+        data, bs = self.ctx.data, self.ctx.batch_size
+        with eval_mode(model):
+            for start in range(0, self.ctx.n, bs):
+                idx = self.all_idx[start : start + bs]
+                grads, _ = per_sample_input_grads(model, data.inputs(idx), data.y[idx])
+                flat = grads.flatten(1)
+                sq = (flat * flat).sum(1)
+                self.buffers["l1"][epoch].index_copy_(0, idx, flat.abs().sum(1))
+                self.buffers["sq"][epoch].index_copy_(0, idx, sq)
+                self.buffers["l2"][epoch].index_copy_(0, idx, sq.sqrt())

@@ -1,0 +1,72 @@
+"""Confident learning (Northcutt et al. 2021) through cleanlab, on honest out-of-fold predictions.
+
+K stratified folds; each fold's model trains from scratch on the other folds with the base recipe
+and predicts its own, held-out fold in eval mode. The released benchmark code reused one network
+across folds, so its "held-out" probabilities had been trained on; here every fold is its own run,
+and the planner shares nothing between them.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from cleanlab.filter import find_label_issues
+
+from harness.errors import HarnessError
+from harness.recorders import RecorderRequest
+from harness.runspec import RunSpec, TrainSubset
+from harness.subsets import stratified_folds
+from proxies.base import Need, Proxy, ScoreContext
+from proxies.registry import register_proxy
+
+EVAL_LAST = RecorderRequest.of("eval_pass", epochs="last")
+
+
+def confident_learning_scores(labels: np.ndarray, pred_probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(score, flags): cleanlab's confident-learning issue flags, and flag + (1 - self-confidence).
+
+    Self-confidence is the predicted probability of the given label, in [0, 1], so every flagged
+    sample scores in [1, 2] and every unflagged one in [0, 1]: flagged rank first, and within
+    each group lower self-confidence ranks higher.
+    """
+    labels = np.asarray(labels, dtype=np.int64)
+    pred_probs = np.asarray(pred_probs, dtype=np.float64)
+    if pred_probs.ndim != 2 or len(pred_probs) != len(labels) or np.isnan(pred_probs).any():
+        raise HarnessError(f"pred_probs must be a complete (N, C) array for N={len(labels)}, got {pred_probs.shape}")
+    pred_probs = pred_probs / pred_probs.sum(axis=1, keepdims=True)  # float32 softmax rounding
+    flags = find_label_issues(labels, pred_probs, filter_by="confident_learning", n_jobs=1)
+    self_confidence = pred_probs[np.arange(len(labels)), labels]
+    return flags.astype(np.float64) + (1.0 - self_confidence), flags
+
+
+@register_proxy
+class ConfidentLearning(Proxy):
+    name = "confident_learning"
+    description = "cleanlab confident-learning flag + (1 - self-confidence) on K-fold out-of-fold probabilities"
+    citation = "Northcutt et al., Confident Learning: Estimating Uncertainty in Dataset Labels, JAIR 2021"
+    defaults = {"folds": 3}
+
+    def fold_specs(self, base: RunSpec) -> list[RunSpec]:
+        """Run k trains on every fold but k (TrainSubset kind "fold"), from a fresh init."""
+        k = int(self.params["folds"])
+        if k < 2:
+            raise HarnessError(f"confident_learning needs at least 2 folds (got folds={k})")
+        return [base.with_subset(TrainSubset(kind="fold", index=i, count=k, seed=base.seed)) for i in range(k)]
+
+    def needs(self, base: RunSpec) -> list[Need]:
+        return [Need(spec, frozenset({EVAL_LAST})) for spec in self.fold_specs(base)]
+
+    def out_of_fold(self, ctx: ScoreContext) -> tuple[np.ndarray, np.ndarray]:
+        """(pred_probs (N, C), source (N,)): each sample's final eval-mode softmax from the fold
+        model that held it out, and that model's fold index."""
+        specs = self.fold_specs(ctx.base)
+        held_out = stratified_folds(ctx.labels, len(specs), ctx.base.seed)
+        pred_probs = np.full((len(ctx.labels), ctx.num_classes), np.nan)
+        source = np.full(len(ctx.labels), -1, dtype=np.int64)
+        for k, (spec, idx) in enumerate(zip(specs, held_out, strict=True)):
+            pred_probs[idx] = ctx.arrays(EVAL_LAST, spec)["probs_last"][idx]
+            source[idx] = k
+        return pred_probs, source
+
+    def score(self, ctx: ScoreContext) -> np.ndarray:
+        pred_probs, _ = self.out_of_fold(ctx)
+        return confident_learning_scores(ctx.labels, pred_probs)[0]

@@ -1,0 +1,31 @@
+"""Loss sensitivity (Arpit et al. 2017): the input-gradient norm of a sample's loss, averaged over
+epoch checkpoints (eval mode). Arpit used the l1 norm (the default); the seed paper's code used l2."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from harness.errors import HarnessError
+from harness.recorders import RecorderRequest
+from proxies.base import Proxy, ScoreContext
+from proxies.registry import register_proxy
+
+
+@register_proxy
+class LossSensitivity(Proxy):
+    name = "loss_sensitivity"
+    description = "input-gradient norm of the loss (l1 by default, norm=2 for l2), mean over epoch checkpoints"
+    citation = "Arpit et al., A Closer Look at Memorization in Deep Networks, ICML 2017"
+    defaults = {"norm": 1}
+    recorders = (RecorderRequest.of("input_grads"),)
+
+    def __init__(self, **params: Any) -> None:
+        super().__init__(**params)
+        if self.params["norm"] not in (1, 2):
+            raise HarnessError(f"loss_sensitivity.norm must be 1 or 2 (got {self.params['norm']!r})")
+
+    def score(self, ctx: ScoreContext) -> np.ndarray:
+        key = "l1" if self.params["norm"] == 1 else "l2"
+        return ctx.arrays(self.recorders[0])[key].mean(axis=0)

@@ -1,0 +1,136 @@
+"""Finite-difference curvature: closed-form quadratic cases, a linear-softmax model with a known
+Hessian, the checkpoint schedule, and the proxy's request."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from harness.data import load_dataset
+from harness.errors import HarnessError
+from harness.prepared import PreparedData, prepare
+from harness.recipe import Recipe
+from harness.recorders import RecorderRequest, RunContext, build_recorder
+from harness.recorders.curvature import curvature_seed, finite_difference_curvature, rademacher
+from harness.runspec import DataSpec, RunSpec
+from proxies import make_proxy
+
+CPU = torch.device("cpu")
+
+
+def _quadratic_grad_fn(a: torch.Tensor, b: torch.Tensor):
+    """Per-row gradient of l(x) = 1/2 x^T A x + b^T x, by autograd on the loss itself."""
+
+    def grad_fn(x: torch.Tensor) -> torch.Tensor:
+        with torch.enable_grad():
+            x = x.detach().requires_grad_(True)
+            loss = 0.5 * ((x @ a) * x).sum(1) + x @ b
+            (g,) = torch.autograd.grad(loss.sum(), x)
+        return g
+
+    return grad_fn
+
+
+def _symmetric(d: int, seed: int) -> torch.Tensor:
+    m = torch.randn(d, d, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    return m + m.T
+
+
+def test_quadratic_equals_mean_norm_of_h_a_v_with_the_same_draws() -> None:
+    d, rows, n, h = 6, 5, 7, 1e-3
+    a, b = _symmetric(d, 0), torch.arange(d, dtype=torch.float64)
+    x = torch.randn(rows, d, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    got = finite_difference_curvature(_quadratic_grad_fn(a, b), x, n, h, torch.Generator().manual_seed(42))
+    gen = torch.Generator().manual_seed(42)
+    draws = [rademacher(x.shape, gen, CPU).double() for _ in range(n)]
+    want = torch.stack([(h * v @ a).norm(dim=1) for v in draws]).mean(0)  # A symmetric: (Av)^T = v^T A
+    torch.testing.assert_close(got, want, rtol=1e-9, atol=0.0)
+    assert all(set(v.unique().tolist()) == {-1.0, 1.0} for v in draws)
+
+
+def test_reflection_curvature_is_h_c_sqrt_d_for_every_draw() -> None:
+    # A = c (I - 2uu^T) is symmetric and c times orthogonal, so ||hAv|| = h c ||v|| = h c sqrt(d) for any v
+    d, c, h = 16, 3.0, 1e-2
+    u = torch.randn(d, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    u = u / u.norm()
+    a = c * (torch.eye(d, dtype=torch.float64) - 2 * torch.outer(u, u))
+    x = torch.randn(4, d, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    got = finite_difference_curvature(_quadratic_grad_fn(a, torch.zeros(d, dtype=torch.float64)), x, 3, h,
+                                      torch.Generator().manual_seed(0))
+    torch.testing.assert_close(got, torch.full((4,), h * c * np.sqrt(d), dtype=torch.float64), rtol=1e-9, atol=0.0)
+
+
+def _data(n: int) -> PreparedData:
+    return prepare(DataSpec(subset=n), load_dataset("digits", subset=n), CPU)
+
+
+def test_recorder_matches_closed_form_hessian_of_a_linear_softmax_model() -> None:
+    # logits = W x + c: the input Hessian of cross-entropy is W^T (diag(p) - p p^T) W, so the finite
+    # difference equals h H v up to O(h^2)
+    torch.manual_seed(0)
+    data, n_draws, h, batch = _data(20), 3, 1e-3, 8  # batches of 8, 8, 4
+    linear = nn.Linear(64, data.num_classes)
+    model = nn.Sequential(nn.Flatten(), linear)
+    ctx = RunContext(data, epochs=2, train_idx=torch.arange(data.n), batch_size=batch, device=CPU)
+    rec = build_recorder(RecorderRequest.of("curvature", n=n_draws, h=h, every=1), ctx)
+    rec.on_epoch_end(1, 1, model)
+    got = rec.arrays()["curvature"]
+    assert np.isnan(got[0]).all()
+
+    w = linear.weight.detach().double()
+    x = data.inputs(torch.arange(data.n)).double()
+    p = torch.softmax(x.flatten(1) @ w.T + linear.bias.detach().double(), 1)
+    hess = torch.einsum("kd,nkl,le->nde", w, torch.diag_embed(p) - p[:, :, None] * p[:, None, :], w)
+    gen = torch.Generator().manual_seed(curvature_seed(0, 1))
+    want = []
+    for start in range(0, data.n, batch):
+        sl = slice(start, start + batch)
+        vs = [rademacher(x[sl].shape, gen, CPU).double().flatten(1) for _ in range(n_draws)]
+        want.append(torch.stack([(h * torch.einsum("nde,ne->nd", hess[sl], v)).norm(dim=1) for v in vs]).mean(0))
+    np.testing.assert_allclose(got[1], torch.cat(want).numpy(), rtol=5e-3)
+
+
+def test_schedule_every_k_and_last_epoch_and_proxy_nanmean(tmp_path) -> None:
+    torch.manual_seed(0)
+    data = _data(12)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.Tanh(), nn.Linear(32, data.num_classes))
+    ctx = RunContext(data, epochs=5, train_idx=torch.arange(data.n), batch_size=5, device=CPU)
+    rec = build_recorder(RecorderRequest.of("curvature", n=2, h=1e-3, every=2), ctx)
+    for epoch in range(5):
+        rec.on_epoch_end(epoch, 1, model)
+    c = rec.arrays()["curvature"]
+    assert [bool(np.isfinite(c[e]).all()) for e in range(5)] == [False, True, False, True, True]
+    assert np.isnan(c[[0, 2]]).all() and (c[[1, 3, 4]] > 0).all()
+    # same model, different checkpoints -> different draws; same checkpoint again -> identical
+    assert not np.array_equal(c[1], c[3])
+    again = build_recorder(RecorderRequest.of("curvature", n=2, h=1e-3, every=2), ctx)
+    again.on_epoch_end(3, 1, model)
+    np.testing.assert_array_equal(again.arrays()["curvature"][3], c[3])
+
+    from harness.store import RunStore
+    from harness.training import RunOutput
+    from proxies import ScoreContext
+
+    proxy = make_proxy("curvature", n=2, every=2)
+    spec = RunSpec(data=data.spec, model="mlp", recipe=Recipe(epochs=5), seed=0)
+    (need,) = proxy.needs(spec)
+    (request,) = need.recorders
+    assert request == RecorderRequest.of("curvature", n=2, h=1e-3, every=2)
+    out = RunOutput(arrays={request.key: rec.arrays()}, train_seconds=1.0, train_flops=1,
+                    recorder_seconds={request.key: 0.0}, recorder_flops={request.key: 0}, train_acc=1.0,
+                    test_acc=1.0)
+    run = RunStore(tmp_path).put(spec, out, "cpu")
+    ctx_s = ScoreContext(base=spec, labels=data.labels, num_classes=data.num_classes, runs={spec: run})
+    np.testing.assert_allclose(proxy.score(ctx_s), c[[1, 3, 4]].mean(0), rtol=1e-6)
+
+
+def test_proxy_defaults_label_and_validation() -> None:
+    proxy = make_proxy("curvature")
+    assert proxy.params == {"n": 10, "h": 1e-3, "every": 1} and proxy.label == "curvature"
+    assert proxy.request.key == "curvature[every=1,h=0.001,n=10]"
+    assert make_proxy("curvature", n=2).label == "curvature(n=2)"
+    for bad in ({"n": 0}, {"n": 2.5}, {"h": 0.0}, {"every": 0}):
+        with pytest.raises(HarnessError):
+            make_proxy("curvature", **bad)

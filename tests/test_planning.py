@@ -1,0 +1,74 @@
+"""The planner: every proxy's needs become one set of distinct runs, recorders on a shared run are
+merged, and a second experiment on the same store trains nothing."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import replace
+
+import pytest
+import torch
+
+from harness.config import ExperimentConfig
+from harness.experiment import Experiment
+from harness.presets import preset_for
+from harness.recorders import RECORDERS
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> Iterator[None]:
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _config(tmp_path) -> ExperimentConfig:
+    return ExperimentConfig(
+        dataset="digits",
+        model="mlp",
+        recipe=replace(preset_for("quick", "digits").recipe, epochs=3),
+        seeds=(0,),
+        tasks=("mislabeled",),
+        proxies="all",
+        noise_rates=(0.1,),
+        device="cpu",
+        out=tmp_path / "out",
+        store=tmp_path / "store",
+        progress=False,
+    )
+
+
+def _kind(spec) -> str:
+    return spec.train_on.kind + ("" if spec.then_on is None else f"->{spec.then_on.kind}")
+
+
+def test_plan_shares_runs_and_rerun_trains_nothing(tmp_path) -> None:
+    exp = Experiment(_config(tmp_path))
+    runs = exp.plan.runs
+    assert Counter(_kind(s) for s in runs) == {"all": 1, "half->half": 2, "fold": 3}
+    (_, _, base) = exp.plan.settings[0]
+    assert base in runs and base.train_on.kind == "all" and base.then_on is None
+
+    ssft = [s for s in runs if s.then_on is not None]
+    assert {(s.train_on.index, s.then_on.index) for s in ssft} == {(0, 1), (1, 0)}
+    assert all({r.key for r in runs[s]} == {"ssft_correct"} for s in ssft)
+    folds = [s for s in runs if s.train_on.kind == "fold"]
+    assert sorted(s.train_on.index for s in folds) == [0, 1, 2] and {s.train_on.count for s in folds} == {3}
+    assert all({r.key for r in runs[s]} == {"eval_pass[epochs=last]"} for s in folds)
+
+    # the base run carries the union of every proxy's recorders on it, each request once
+    union = {r for p in exp.proxies for n in p.needs(base) if n.spec == base for r in n.recorders}
+    assert runs[base] == union
+    names = Counter(r.name for r in runs[base])
+    assert {"train_loss", "train_correct", "train_margin", "train_prob", "eval_pass"} <= set(names)
+    assert names["train_loss"] == names["train_correct"] == 1
+    if "input_grads" in RECORDERS:  # loss_sensitivity, learning_time and csg share one pass
+        assert names["input_grads"] == 1
+
+    first = exp.run()
+    assert not first.failures and len(first.trained) == 6 and first.reused == []
+    again = Experiment(_config(tmp_path)).run()
+    assert again.trained == [] and len(again.reused) == 6 and not again.failures
+    assert again.raw.equals(first.raw)
