@@ -92,6 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="run store (default $MEMPROX_CACHE/store or ~/.cache/memprox/store)")
     r.add_argument("--checkpoint-every", type=float, default=120.0,
                    help="seconds between in-run checkpoints (resume after interruption)")
+    r.add_argument("--threads", type=int, default=None,
+                   help="CPU threads for torch (default: torch's; 1 is fastest for the tiny digits MLP on a busy machine)")
     r.add_argument("--no-progress", action="store_true", help="hide progress bars")
     sub.add_parser("list", help="list proxies, datasets, models, tasks and presets")
     return p
@@ -116,8 +118,12 @@ def config_from_args(a: argparse.Namespace) -> ExperimentConfig:
         proxy_args=_key_values(a.proxy_arg, "--proxy-arg"), task_args=_key_values(a.task_arg, "--task-arg"),
         noise_rates=_floats(a.noise_rates), duplicate_pairs=a.duplicate_pairs, noisy_labels=a.noisy_labels,
         reference=a.reference, device=a.device, out=a.out, store=a.store, progress=not a.no_progress,
-        checkpoint_every_s=a.checkpoint_every,
+        checkpoint_every_s=a.checkpoint_every, threads=a.threads,
     )
+
+
+def preset_note(cfg: ExperimentConfig) -> str:
+    return preset_for(cfg.preset, cfg.dataset).note
 
 
 def cmd_list() -> None:
@@ -150,8 +156,10 @@ def cmd_run(a: argparse.Namespace) -> int:
           f"device {exp.device} · preset {cfg.preset}", file=sys.stderr)
     result = exp.run()
     print(f"runs: {len(result.trained)} trained, {len(result.reused)} reused from the store", file=sys.stderr)
-    accs = [r for r in result.raw.itertuples()] and None
-    del accs
+    if result.base_train_acc:
+        accs = result.base_train_acc
+        print(f"final training accuracy of the base runs on the labels they trained on: "
+              f"mean {sum(accs) / len(accs):.3f}, min {min(accs):.3f} ({preset_note(cfg)})", file=sys.stderr)
     from harness.leaderboard import markdown
 
     print(markdown(result.leaderboard))

@@ -31,4 +31,5 @@ class ExperimentConfig:
     out: Path = Path("results/latest")
     store: Path | None = None  # default: <out>/../store shared across outputs
     progress: bool = True
+    threads: int | None = None  # CPU threads for torch; None keeps torch's default
     checkpoint_every_s: float = 120.0

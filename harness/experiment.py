@@ -31,6 +31,7 @@ from harness.prepared import PreparedData, prepare
 from harness.recorders import RecorderRequest
 from harness.runspec import DataSpec, RunSpec
 from harness.store import RunStore, StoredRun
+from harness.subsets import subset_indices
 from harness.tasks import EvalContext, Setting, Task, make_tasks
 from harness.training import train_run
 from proxies import Proxy, ScoreContext, resolve_proxies
@@ -76,6 +77,7 @@ class ExperimentResult:
     trained: list[str] = field(default_factory=list)
     reused: list[str] = field(default_factory=list)
     outputs: dict[str, str] = field(default_factory=dict)
+    base_train_acc: list[float] = field(default_factory=list)  # eval-mode, on the labels trained on
 
 
 class Experiment:
@@ -89,6 +91,8 @@ class Experiment:
         self.proxies: list[Proxy] = resolve_proxies(cfg.proxies, cfg.proxy_args)
         self.tasks = make_tasks(cfg.tasks)
         self.device = resolve_device(cfg.device)
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
         check_writable(cfg.out)
         self.store = RunStore(cfg.store or default_store())
         self.dataset: Dataset = load_dataset(
@@ -111,8 +115,11 @@ class Experiment:
                 settings.append((task, setting, base))
                 for need in [n for p in self.proxies for n in p.needs(base)] + task.needs(setting, base, self.cfg):
                     runs[need.spec] |= set(need.recorders)
-        for spec in runs:  # surface data errors (label file, duplicate counts) before training
-            self.prepared(spec.data)
+        for spec in runs:  # surface data and subset errors (label file, folds of tiny classes) before training
+            labels = self.prepared(spec.data).labels
+            for part in (spec.train_on, spec.then_on):
+                if part is not None:
+                    subset_indices(part, labels)
         return Plan(settings, dict(runs))
 
     def prepared(self, spec: DataSpec) -> PreparedData:
@@ -233,6 +240,7 @@ class Experiment:
         raw = pd.DataFrame(rows, columns=["task", "dataset", "model", "setting", "proxy", "metric", "seed", "value"])
         board = aggregate(raw)
         result = ExperimentResult(raw, board, failures, trained, reused)
+        result.base_train_acc = [runs[b].manifest["train_acc"] for _, _, b in self.plan.settings if b in runs]
         self._write(result, scores_by_data, runs)
         return result
 

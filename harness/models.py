@@ -63,17 +63,18 @@ def _conv_bn(cin: int, cout: int) -> list[nn.Module]:
     return [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
 
 
-@register_model("small_cnn", "4-conv CNN with batch norm (~0.3M params); fast CPU model for 32x32 inputs")
+@register_model("small_cnn", "4-conv CNN with batch norm, pooling after each conv (~0.4M params); fast CPU model")
 def small_cnn(input_shape: tuple[int, int, int], num_classes: int) -> nn.Module:
     c = input_shape[0]
     return nn.Sequential(
         *_conv_bn(c, 32),
+        nn.MaxPool2d(2),
         *_conv_bn(32, 64),
         nn.MaxPool2d(2),
         *_conv_bn(64, 128),
         nn.MaxPool2d(2),
         *_conv_bn(128, 256),
-        nn.AdaptiveMaxPool2d(1),
+        nn.AdaptiveAvgPool2d(1),
         nn.Flatten(),
         nn.Linear(256, num_classes),
     )
