@@ -54,3 +54,55 @@ def count_flops(sink: list[int]) -> Iterator[None]:
     with mode:
         yield
     sink.append(int(mode.get_total_flops()))
+
+
+class Meter:
+    """Charges one recorder its FLOPs and seconds without billing the FLOP counter's overhead.
+
+    FLOPs are counted on the first call only and scaled by the work units done (samples for batch
+    recorders, calls for checkpoint recorders); seconds are timed on the other calls and scaled the
+    same way. A recorder called once is timed on its counted call (the only measurement there is).
+    """
+
+    def __init__(self, device: torch.device) -> None:
+        self.watch = Stopwatch(device)
+        self.first = Stopwatch(device)
+        self.flops_per_unit: float | None = None
+        self.units = 0.0
+        self.timed_units = 0.0
+
+    def run(self, fn, units: float = 1.0) -> None:
+        if self.flops_per_unit is None:
+            sink: list[int] = []
+            with self.first.measure(), count_flops(sink):
+                fn()
+            self.flops_per_unit = sink[0] / units
+        else:
+            with self.watch.measure():
+                fn()
+            self.timed_units += units
+        self.units += units
+
+    def seconds(self) -> float:
+        if self.timed_units:
+            return self.watch.seconds() / self.timed_units * self.units
+        return self.first.seconds()
+
+    def flops(self) -> int:
+        return int(round((self.flops_per_unit or 0.0) * self.units))
+
+    def state(self) -> dict:
+        return {"seconds": self.watch.seconds(), "first": self.first.seconds(),
+                "flops_per_unit": self.flops_per_unit, "units": self.units, "timed_units": self.timed_units}
+
+    def load(self, state: dict) -> None:
+        self.watch.add(state["seconds"])
+        self.first.add(state["first"])
+        self.flops_per_unit = state["flops_per_unit"]
+        self.units, self.timed_units = state["units"], state["timed_units"]
+
+
+def warm_up_flop_counter() -> None:
+    """FlopCounterMode's first use pays a one-off setup cost; pay it before anything is timed."""
+    with FlopCounterMode(display=False):
+        torch.ones(2, 2) @ torch.ones(2, 2)

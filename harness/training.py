@@ -28,7 +28,7 @@ from harness.recipe import make_optimizer, make_scheduler, random_crop_flip
 from harness.recorders import Recorder, RecorderRequest, RunContext, build_recorder, eval_batches
 from harness.runspec import RunSpec
 from harness.subsets import subset_indices
-from harness.timing import Stopwatch, count_flops
+from harness.timing import Meter, Stopwatch, count_flops, warm_up_flop_counter
 
 CheckpointFn = Callable[[dict], None]
 
@@ -92,14 +92,15 @@ def train_run(
 
     torch.manual_seed(spec.seed)
     model = build_model(spec.model, tuple(data.x.shape[1:]), data.num_classes).to(device)
-    ctx = RunContext(data, recipe.epochs, phase_idx[0], recipe.batch_size, device)
+    ctx = RunContext(data, recipe.epochs, phase_idx[0], recipe.batch_size, device, seed=spec.seed)
     recorders: list[Recorder] = [build_recorder(r, ctx) for r in requests]
     keys = [r.key for r in requests]
-    watches = {k: Stopwatch(device) for k in keys}
-    rec_flops: dict[str, int] = {k: 0 for k in keys}
+    meters = {k: Meter(device) for k in keys}
     train_watch = Stopwatch(device)
+    warm_up_flop_counter()
     train_flops_per_sample = 0.0
     samples_seen = 0
+    first_batch_seconds, first_batch_samples = 0.0, 0
     history: list[dict[str, float]] = []
 
     def new_optimizer():
@@ -119,8 +120,7 @@ def train_run(
             rec.load_arrays(resume_state["recorders"][key])
         train_watch.add(resume_state["train_seconds"])
         for key in keys:
-            watches[key].add(resume_state["recorder_seconds"][key])
-        rec_flops.update(resume_state["recorder_flops"])
+            meters[key].load(resume_state["meters"][key])
         train_flops_per_sample = resume_state["train_flops_per_sample"]
         samples_seen = resume_state["samples_seen"]
         history = resume_state["history"]
@@ -147,8 +147,9 @@ def train_run(
             xb = data.inputs(idx)
             if recipe.augment and xb.shape[-1] >= 16:
                 xb = random_crop_flip(xb, recipe.crop_padding, aug_gen)
-            measuring = samples_seen == 0
+            measuring = samples_seen == 0  # count FLOPs on the run's first batch, keep it off the clock
             flops: list[int] = []
+            t_first = time.perf_counter()
             with count_flops(flops) if measuring else nullcontext():
                 logits = model(xb)
                 loss = nn.functional.cross_entropy(logits, yb, reduction="none")
@@ -157,20 +158,15 @@ def train_run(
                 optimizer.step()
             if measuring:
                 train_flops_per_sample = flops[0] / len(idx)
+                first_batch_seconds = time.perf_counter() - t_first
+                first_batch_samples = len(idx)
             samples_seen += len(idx)
             loss_d, logits_d = loss.detach(), logits.detach()
             loss_sum += loss_d.sum()
             correct_sum += (logits_d.argmax(1) == yb).sum()
             if phase == 1:
                 for rec, key in batch_recs:
-                    with watches[key].measure():
-                        if measuring:
-                            f: list[int] = []
-                            with count_flops(f):
-                                rec.on_batch(epoch, idx, logits_d, loss_d, yb)
-                            rec_flops[key] += int(f[0] * len(phase_idx[0]) * recipe.epochs / len(idx))
-                        else:
-                            rec.on_batch(epoch, idx, logits_d, loss_d, yb)
+                    meters[key].run(lambda r=rec: r.on_batch(epoch, idx, logits_d, loss_d, yb), units=len(idx))
         scheduler.step()
         mean_loss = float(loss_sum) / len(perm)  # the one host sync of the epoch
         train_watch.add(time.perf_counter() - t0)
@@ -182,11 +178,8 @@ def train_run(
         history.append({"epoch": g + 1, "phase": phase, "loss": mean_loss, "acc": float(correct_sum) / len(perm)})
         bar.set_postfix(loss=f"{mean_loss:.3f}", acc=f"{history[-1]['acc']:.3f}")
         for rec, key in zip(recorders, keys):
-            if phase in rec.phases:
-                f = []
-                with watches[key].measure(), count_flops(f):
-                    rec.on_epoch_end(epoch, phase, model)
-                rec_flops[key] += f[0]
+            if rec.active(epoch, phase):
+                meters[key].run(lambda r=rec: r.on_epoch_end(epoch, phase, model))
         if checkpoint is not None and g + 1 < total_epochs and (
             time.monotonic() - last_checkpoint >= checkpoint_every_s
         ):
@@ -198,8 +191,7 @@ def train_run(
                     "scheduler": scheduler.state_dict(),
                     "recorders": {k: r.arrays() for r, k in zip(recorders, keys)},
                     "train_seconds": train_watch.seconds(),
-                    "recorder_seconds": {k: w.seconds() for k, w in watches.items()},
-                    "recorder_flops": dict(rec_flops),
+                    "meters": {k: m.state() for k, m in meters.items()},
                     "train_flops_per_sample": train_flops_per_sample,
                     "samples_seen": samples_seen,
                     "history": history,
@@ -208,14 +200,19 @@ def train_run(
             last_checkpoint = time.monotonic()
     bar.close()
 
-    rec_seconds = {k: w.seconds() for k, w in watches.items()}
-    batch_seconds = sum(rec_seconds[k] for _, k in batch_recs)
+    # the loop's clock ran through batch recorders and the FLOP-counted first batch: take both out,
+    # and bill the first batch at the mean rate of the others
+    loop_seconds = train_watch.seconds() - sum(meters[k].watch.seconds() + meters[k].first.seconds()
+                                               for _, k in batch_recs)
+    if samples_seen > first_batch_samples and start_epoch == 0:
+        loop_seconds -= first_batch_seconds
+        loop_seconds *= samples_seen / (samples_seen - first_batch_samples)
     return RunOutput(
         arrays={k: r.arrays() for r, k in zip(recorders, keys)},
-        train_seconds=max(0.0, train_watch.seconds() - batch_seconds),
+        train_seconds=max(0.0, loop_seconds),
         train_flops=int(round(train_flops_per_sample * samples_seen)),
-        recorder_seconds=rec_seconds,
-        recorder_flops=rec_flops,
+        recorder_seconds={k: m.seconds() for k, m in meters.items()},
+        recorder_flops={k: m.flops() for k, m in meters.items()},
         train_acc=_accuracy(model, data, phase_idx[-1], 4 * recipe.batch_size),
         test_acc=_test_accuracy(model, data, 4 * recipe.batch_size),
         history=history,

@@ -47,6 +47,7 @@ class RunContext:
     train_idx: torch.Tensor  # samples the first phase trains on
     batch_size: int
     device: torch.device
+    seed: int = 0  # the run's seed, for recorders that draw random numbers
 
     @property
     def n(self) -> int:
@@ -71,6 +72,10 @@ class Recorder:
 
     def on_epoch_end(self, epoch: int, phase: int, model: nn.Module) -> None:
         """At the checkpoint after `epoch` (0-based, within `phase`)."""
+
+    def active(self, epoch: int, phase: int) -> bool:
+        """Whether `on_epoch_end` does work at this checkpoint; cost is charged per active call."""
+        return phase in self.phases
 
     def buffer(self, name: str, shape: tuple[int, ...], dtype: torch.dtype = torch.float32, fill: float = 0.0):
         self.buffers[name] = torch.full(shape, fill, dtype=dtype, device=self.ctx.device)

@@ -59,11 +59,13 @@ class Curvature(Recorder):
         self.n, self.h, self.every = int(n), float(h), int(every)
         self.buffer("curvature", (ctx.epochs, ctx.n), fill=float("nan"))
         self.all_idx = torch.arange(ctx.n, device=ctx.device)
-        # RunContext may not carry the run seed; without it every run draws from seed 0's stream
-        self.run_seed = int(getattr(ctx, "seed", 0))
+        self.run_seed = ctx.seed
 
     def scored(self, epoch: int) -> bool:
         return (epoch + 1) % self.every == 0 or epoch == self.ctx.epochs - 1
+
+    def active(self, epoch: int, phase: int) -> bool:
+        return self.scored(epoch)
 
     def on_epoch_end(self, epoch: int, phase: int, model: nn.Module) -> None:
         if not self.scored(epoch):

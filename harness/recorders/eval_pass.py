@@ -28,10 +28,11 @@ class EvalPass(Recorder):
         self.buffer("probs_last", (ctx.n, ctx.data.num_classes), fill=float("nan"))
         self.all_idx = torch.arange(ctx.n, device=ctx.device)
 
+    def active(self, epoch: int, phase: int) -> bool:
+        return phase == 1 and (self.every_epoch or epoch == self.ctx.epochs - 1)
+
     def on_epoch_end(self, epoch: int, phase: int, model: nn.Module) -> None:
         last = epoch == self.ctx.epochs - 1
-        if not (self.every_epoch or last):
-            return
         row = epoch if self.every_epoch else 0
         y = self.ctx.data.y
         for idx, logits in eval_batches(model, self.ctx.data, self.all_idx, 4 * self.ctx.batch_size):
