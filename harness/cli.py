@@ -93,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--checkpoint-every", type=float, default=120.0,
                    help="seconds between in-run checkpoints (resume after interruption)")
     r.add_argument("--threads", type=int, default=None,
-                   help="CPU threads for torch (default: torch's; 1 is fastest for the tiny digits MLP on a busy machine)")
+                   help="CPU threads for torch (default: torch's; 1 is fastest for tiny models on a busy machine)")
     r.add_argument("--no-progress", action="store_true", help="hide progress bars")
     sub.add_parser("list", help="list proxies, datasets, models, tasks and presets")
     return p

@@ -153,7 +153,8 @@ class Experiment:
     def _pending(self) -> tuple[dict[RunSpec, StoredRun], list[tuple[RunSpec, set[RecorderRequest]]]]:
         """Stored runs that already carry every wanted recorder, and what is left to train."""
         done, pending = {}, []
-        for spec, wanted in sorted(self.plan.runs.items(), key=lambda kv: (str(kv[0].data), kv[0].seed, kv[0].digest())):
+        order = sorted(self.plan.runs.items(), key=lambda kv: (str(kv[0].data), kv[0].seed, kv[0].digest()))
+        for spec, wanted in order:
             stored = self.store.get(spec)
             if stored is not None and {r.key for r in wanted} <= stored.recorders:
                 done[spec] = stored
@@ -232,7 +233,7 @@ class Experiment:
                 scores_by_data[key] = self._score(base, data, runs, failures)
             ctx = EvalContext(setting, base, data, runs, self.cfg, self.proxies)
             if any(n.spec not in runs for n in task.needs(setting, base, self.cfg)):
-                failures.append(f"task {task.name} [{setting.label} seed {setting.seed}] skipped: a run it needs failed")
+                failures.append(f"task {task.name} [{setting.label} seed {setting.seed}] skipped: a needed run failed")
                 continue
             for row in task.evaluate(ctx, scores_by_data[key]):
                 rows.append({"task": task.name, "dataset": self.cfg.dataset, "model": self.cfg.model,

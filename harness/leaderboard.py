@@ -40,5 +40,6 @@ def markdown(board: pd.DataFrame) -> str:
         order = sub.groupby("proxy")["mean"].mean().sort_values(ascending=task == "cost").index
         table = table.loc[order]
         n = int(sub["n_seeds"].max())
-        parts.append(f"### {task}: {metric} (mean ± std over {n} seed(s))\n\n{table.to_markdown()}\n")
+        body = table.fillna("").to_markdown(disable_numparse=True)
+        parts.append(f"### {task}: {metric} (mean ± std over {n} seed(s))\n\n{body}\n")
     return "\n".join(parts)

@@ -7,8 +7,11 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 
 
 def _clean(scores: np.ndarray) -> np.ndarray:
+    """NaN (could not score) ranks below every finite score; +inf above, -inf below."""
     s = np.asarray(scores, dtype=np.float64)
-    return np.where(np.isfinite(s), s, np.min(s[np.isfinite(s)], initial=0.0) - 1.0)
+    finite = s[np.isfinite(s)]
+    lo, hi = np.min(finite, initial=0.0), np.max(finite, initial=0.0)
+    return np.where(np.isnan(s), lo - 2.0, np.clip(s, lo - 1.0, hi + 1.0))
 
 
 def precision_at_k(positives: np.ndarray, scores: np.ndarray, k: int) -> float:

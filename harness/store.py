@@ -99,38 +99,42 @@ class RunStore:
     def put(self, spec: RunSpec, out: RunOutput, device: str, extra: dict | None = None) -> StoredRun:
         final = self._dir(spec)
         tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{spec.digest()}-", dir=self.root / "runs"))
-        checksums: dict[str, str] = {}
-        recorders: dict[str, dict] = {}
-        for key, arrays in out.arrays.items():
-            recorders[key] = {
-                "arrays": sorted(arrays),
-                "seconds": out.recorder_seconds[key],
-                "flops": out.recorder_flops[key],
+        try:
+            checksums: dict[str, str] = {}
+            recorders: dict[str, dict] = {}
+            for key, arrays in out.arrays.items():
+                recorders[key] = {
+                    "arrays": sorted(arrays),
+                    "seconds": out.recorder_seconds[key],
+                    "flops": out.recorder_flops[key],
+                }
+                for name, arr in arrays.items():
+                    fname = f"{key}.{name}.npy"
+                    np.save(tmp / fname, arr)
+                    checksums[fname] = _sha256(tmp / fname)
+            manifest = {
+                "spec": spec.to_dict(),
+                "spec_hash": spec.digest(),
+                "label": spec.label(),
+                "versions": package_versions(),
+                "device": device,
+                "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                "train_seconds": out.train_seconds,
+                "train_flops": out.train_flops,
+                "train_acc": out.train_acc,
+                "test_acc": out.test_acc,
+                "recorders": recorders,
+                "history": out.history,
+                "checksums": checksums,
+                **(extra or {}),
             }
-            for name, arr in arrays.items():
-                fname = f"{key}.{name}.npy"
-                np.save(tmp / fname, arr)
-                checksums[fname] = _sha256(tmp / fname)
-        manifest = {
-            "spec": spec.to_dict(),
-            "spec_hash": spec.digest(),
-            "label": spec.label(),
-            "versions": package_versions(),
-            "device": device,
-            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "train_seconds": out.train_seconds,
-            "train_flops": out.train_flops,
-            "train_acc": out.train_acc,
-            "test_acc": out.test_acc,
-            "recorders": recorders,
-            "history": out.history,
-            "checksums": checksums,
-            **(extra or {}),
-        }
-        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1, default=str))
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
+            (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1, default=str))
+            if final.exists():
+                shutil.rmtree(final)
+            os.replace(tmp, final)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
         self.clear_checkpoint(spec)
         return StoredRun(spec, final, manifest)
 

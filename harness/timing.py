@@ -7,7 +7,7 @@ timing recorders inside the hot loop costs no synchronisation; on CPU it is a pe
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import torch
@@ -60,27 +60,35 @@ class Meter:
     """Charges one recorder its FLOPs and seconds without billing the FLOP counter's overhead.
 
     FLOPs are counted on the first call only and scaled by the work units done (samples for batch
-    recorders, calls for checkpoint recorders); seconds are timed on the other calls and scaled the
-    same way. A recorder called once is timed on its counted call (the only measurement there is).
+    recorders, calls for checkpoint recorders). Seconds are timed on every `sample_every`-th other
+    call and scaled the same way: per-batch CUDA timing events would otherwise cost more than the
+    recorders they time. A recorder called once is timed on its counted call (the only measurement).
     """
 
-    def __init__(self, device: torch.device) -> None:
+    def __init__(self, device: torch.device, sample_every: int = 1) -> None:
         self.watch = Stopwatch(device)
         self.first = Stopwatch(device)
+        self.sample_every = sample_every
         self.flops_per_unit: float | None = None
+        self.first_units = 0.0
+        self.calls = 0
         self.units = 0.0
         self.timed_units = 0.0
 
-    def run(self, fn, units: float = 1.0) -> None:
+    def run(self, fn: Callable[[], None], units: float = 1.0) -> None:
         if self.flops_per_unit is None:
             sink: list[int] = []
             with self.first.measure(), count_flops(sink):
                 fn()
             self.flops_per_unit = sink[0] / units
-        else:
+            self.first_units = units
+        elif self.calls % self.sample_every == 0:
             with self.watch.measure():
                 fn()
             self.timed_units += units
+        else:
+            fn()
+        self.calls += 1
         self.units += units
 
     def seconds(self) -> float:
@@ -88,18 +96,28 @@ class Meter:
             return self.watch.seconds() / self.timed_units * self.units
         return self.first.seconds()
 
+    def clock_seconds(self) -> float:
+        """Estimated seconds these calls spent inside an enclosing clock (the FLOP-counted call at
+        its measured, counter-inflated time), to take them out of that clock."""
+        if not self.timed_units:
+            return self.first.seconds()
+        rate = self.watch.seconds() / self.timed_units
+        return self.first.seconds() + rate * (self.units - self.first_units)
+
     def flops(self) -> int:
         return int(round((self.flops_per_unit or 0.0) * self.units))
 
     def state(self) -> dict:
-        return {"seconds": self.watch.seconds(), "first": self.first.seconds(),
+        return {"seconds": self.watch.seconds(), "first": self.first.seconds(), "calls": self.calls,
+                "first_units": self.first_units,
                 "flops_per_unit": self.flops_per_unit, "units": self.units, "timed_units": self.timed_units}
 
     def load(self, state: dict) -> None:
         self.watch.add(state["seconds"])
         self.first.add(state["first"])
         self.flops_per_unit = state["flops_per_unit"]
-        self.units, self.timed_units = state["units"], state["timed_units"]
+        self.calls, self.units, self.timed_units = state["calls"], state["units"], state["timed_units"]
+        self.first_units = state["first_units"]
 
 
 def warm_up_flop_counter() -> None:

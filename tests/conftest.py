@@ -1,0 +1,111 @@
+"""Shared fixtures: a small experiment config, digits on the CPU, and a fake ScoreContext.
+
+Torch is pinned to one intra-op thread: the suite's models are tiny, and on a small shared CI box
+(2 cores) torch's default thread pool spends more time spinning than computing (a digits MLP step
+goes from ~5 ms to >100 ms under load). One thread also makes CPU runs bitwise reproducible,
+which the determinism and resume tests rely on. Override with MEMPROX_TEST_THREADS.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from harness.config import ExperimentConfig
+from harness.data import Dataset, load_dataset
+from harness.prepared import PreparedData, prepare
+from harness.recipe import Recipe
+from harness.runspec import Corruption, DataSpec, RunSpec
+from proxies import ScoreContext
+
+torch.set_num_threads(int(os.environ.get("MEMPROX_TEST_THREADS", "1")))
+
+#: A recipe that trains a digits MLP in about a second: enough to exercise every code path.
+TINY_RECIPE = Recipe(optimizer="sgd", lr=0.05, momentum=0.9, weight_decay=0.0, batch_size=64, epochs=3,
+                     schedule="cosine", milestones=(), augment=False)
+
+
+@pytest.fixture
+def tiny_recipe() -> Recipe:
+    return TINY_RECIPE
+
+
+@pytest.fixture
+def make_config(tmp_path: Path) -> Callable[..., ExperimentConfig]:
+    """ExperimentConfig factory: digits, MLP, 3 epochs, one seed, one noise rate, csl only, on the
+    CPU, store and outputs under tmp_path; keyword arguments override any field (`epochs=` and
+    `lr=` override the recipe's)."""
+
+    def make(**overrides: Any) -> ExperimentConfig:
+        recipe = overrides.pop("recipe", TINY_RECIPE)
+        recipe_fields = {k: overrides.pop(k) for k in ("epochs", "lr", "batch_size") if k in overrides}
+        fields: dict[str, Any] = {
+            "dataset": "digits",
+            "model": "mlp",
+            "recipe": replace(recipe, **recipe_fields),
+            "seeds": (0,),
+            "tasks": ("mislabeled",),
+            "proxies": "csl",
+            "noise_rates": (0.1,),
+            "device": "cpu",
+            "out": tmp_path / "out",
+            "store": tmp_path / "store",
+            "progress": False,
+        }
+        fields.update(overrides)
+        return ExperimentConfig(**fields)
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def digits() -> Dataset:
+    return load_dataset("digits")
+
+
+@pytest.fixture(scope="session")
+def digits_noisy(digits: Dataset) -> PreparedData:
+    """Digits with 10% symmetric label noise (seed 0), on the CPU."""
+    spec = DataSpec(dataset="digits", corruption=Corruption(kind="noise", rate=0.1, seed=0))
+    return prepare(spec, digits, torch.device("cpu"))
+
+
+@pytest.fixture
+def base_spec(digits_noisy: PreparedData) -> RunSpec:
+    return RunSpec(data=digits_noisy.spec, model="mlp", recipe=TINY_RECIPE, seed=0)
+
+
+class FakeRun:
+    """Stands in for a StoredRun: `.arrays(key)` returns hand-made arrays."""
+
+    def __init__(self, arrays: Mapping[str, Mapping[str, np.ndarray]]) -> None:
+        self._arrays = {k: dict(v) for k, v in arrays.items()}
+
+    @property
+    def recorders(self) -> set[str]:
+        return set(self._arrays)
+
+    def arrays(self, recorder_key: str) -> dict[str, np.ndarray]:
+        return {k: np.asarray(v) for k, v in self._arrays[recorder_key].items()}
+
+
+@pytest.fixture
+def score_ctx() -> Callable[..., ScoreContext]:
+    """`score_ctx({recorder_key: {array_name: array}}, n=..., num_classes=...)` -> a ScoreContext
+    whose base run is a FakeRun holding those arrays."""
+
+    def make(arrays: Mapping[str, Mapping[str, np.ndarray]], n: int | None = None, num_classes: int = 10):
+        if n is None:
+            n = next(np.asarray(a).shape[-1] for rec in arrays.values() for a in rec.values())
+        base = RunSpec(data=DataSpec(), model="mlp", recipe=TINY_RECIPE)
+        return ScoreContext(base=base, labels=np.zeros(n, dtype=np.int64), num_classes=num_classes,
+                            runs={base: FakeRun(arrays)})
+
+    return make
