@@ -59,7 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     r = sub.add_parser("run", help="train the shared runs, score proxies, write a leaderboard",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    r.add_argument("--proxies", default="all", help="'all' or a comma-separated list (see `list`)")
+    r.add_argument("--proxies", default="all",
+                   help="'all' or a comma-separated list; PROXY(k=v,...) selects a variant, so "
+                   "'curvature(n=2),curvature(n=10)' compares two side by side (see `list`)")
     r.add_argument("--tasks", default="mislabeled,duplicates,cost", help="comma-separated tasks (see `list`)")
     r.add_argument("--dataset", default="digits",
                    help="digits (bundled), cifar10, cifar100, mnist, fashion-mnist, or imagefolder:PATH")

@@ -4,7 +4,9 @@
 
 from __future__ import annotations
 
+import ast
 import importlib.metadata
+import re
 import warnings
 from typing import Any
 
@@ -55,15 +57,44 @@ def make_proxy(name: str, **params: Any) -> Proxy:
     return proxies[name](**params)
 
 
+def parse_selection(selection: str) -> list[tuple[str, dict[str, Any]]]:
+    """'csl,curvature(n=2),curvature(n=10,h=0.01)' -> [(name, params), ...] (values as Python literals)."""
+    items = re.findall(r"\s*([A-Za-z_][\w.-]*)\s*(?:\(([^)]*)\))?\s*(?:,|$)", selection)
+    if ",".join(n + (f"({a})" if a else "") for n, a in items).replace(" ", "") != selection.replace(" ", ""):
+        raise HarnessError(f"cannot parse --proxies {selection!r}; use e.g. 'csl,curvature(n=2),curvature(n=10)'")
+    out = []
+    for name, args in items:
+        params: dict[str, Any] = {}
+        for part in filter(None, (a.strip() for a in args.split(","))):
+            key, sep, value = part.partition("=")
+            if not sep:
+                raise HarnessError(f"proxy parameter {part!r} in {name}({args}) must be KEY=VALUE")
+            try:
+                params[key.strip()] = ast.literal_eval(value.strip())
+            except (ValueError, SyntaxError):
+                params[key.strip()] = value.strip()
+        out.append((name, params))
+    return out
+
+
 def resolve_proxies(selection: str, params: dict[str, dict[str, Any]] | None = None) -> list[Proxy]:
-    """'all' or a comma list; `params` maps proxy name -> overrides (from --proxy-arg)."""
+    """'all', or a comma list whose items may carry parameters (`curvature(n=2)`), so variants of
+    one proxy sit side by side; `params` (from --proxy-arg) maps proxy name -> overrides for every
+    selected instance of that proxy."""
     params = params or {}
-    names = list(available_proxies()) if selection.strip() == "all" else [
-        s.strip() for s in selection.split(",") if s.strip()
-    ]
-    if not names:
+    if selection.strip() == "all":
+        chosen = [(n, {}) for n in available_proxies()]
+    else:
+        chosen = parse_selection(selection)
+    if not chosen:
         raise HarnessError("no proxies selected; pass --proxies all or a comma-separated list")
+    names = {n for n, _ in chosen}
     for name in params:
         if name not in names:
             raise HarnessError(f"--proxy-arg names proxy {name!r}, which is not among the selected proxies")
-    return [make_proxy(n, **params.get(n, {})) for n in names]
+    proxies = [make_proxy(n, **{**params.get(n, {}), **p}) for n, p in chosen]
+    labels = [p.label for p in proxies]
+    duplicated = sorted({label for label in labels if labels.count(label) > 1})
+    if duplicated:
+        raise HarnessError(f"proxy variant(s) selected twice: {', '.join(duplicated)}")
+    return proxies

@@ -1,0 +1,49 @@
+"""Proxy selection syntax: variants of one proxy side by side, and clear errors."""
+
+from __future__ import annotations
+
+import pytest
+
+from harness.errors import HarnessError
+from proxies import available_proxies, resolve_proxies
+from proxies.registry import parse_selection
+
+
+def test_parse_selection_with_parameters() -> None:
+    assert parse_selection("csl, curvature(n=2),curvature(n=10, h=0.01), in_confidence(variant=max)") == [
+        ("csl", {}),
+        ("curvature", {"n": 2}),
+        ("curvature", {"n": 10, "h": 0.01}),
+        ("in_confidence", {"variant": "max"}),
+    ]
+
+
+def test_variants_get_distinct_labels() -> None:
+    labels = [p.label for p in resolve_proxies("curvature(n=2),curvature")]
+    assert labels == ["curvature(n=2)", "curvature"]
+
+
+def test_all_selects_every_registered_proxy() -> None:
+    assert [p.name for p in resolve_proxies("all")] == list(available_proxies())
+    assert len(available_proxies()) >= 15
+
+
+def test_proxy_arg_applies_to_every_instance_and_inline_wins() -> None:
+    ps = resolve_proxies("curvature,curvature(n=3)", {"curvature": {"h": 0.01, "n": 5}})
+    assert [p.params["n"] for p in ps] == [5, 3]
+    assert all(p.params["h"] == 0.01 for p in ps)
+
+
+@pytest.mark.parametrize(
+    "selection, message",
+    [
+        ("csl,,aum", "cannot parse"),
+        ("curvature(n)", "KEY=VALUE"),
+        ("csl,csl", "selected twice"),
+        ("nope", "valid proxies"),
+        ("curvature(z=1)", "no parameter"),
+    ],
+)
+def test_bad_selections(selection: str, message: str) -> None:
+    with pytest.raises(HarnessError, match=message):
+        resolve_proxies(selection)
