@@ -76,7 +76,7 @@ class ExperimentResult:
     failures: list[str] = field(default_factory=list)
     trained: list[str] = field(default_factory=list)
     reused: list[str] = field(default_factory=list)
-    outputs: dict[str, str] = field(default_factory=dict)
+    outputs: dict[str, object] = field(default_factory=dict)
     base_train_acc: list[float] = field(default_factory=list)  # eval-mode, on the labels trained on
 
 
@@ -267,12 +267,14 @@ class Experiment:
                                   "positive": data.positives, **scores})
             name = f"scores/{data_spec.corruption.label().replace('/', '_')}_seed{seed}.csv"
             atomic_write(out / name, lambda p, f=frame: f.to_csv(p, index=False))
-            result.outputs.setdefault("scores", [])
-            result.outputs["scores"].append(name)  # type: ignore[union-attr]
+            result.outputs.setdefault("scores", []).append(name)  # type: ignore[union-attr]
         atomic_write(out / "raw.csv", lambda p: result.raw.to_csv(p, index=False))
         atomic_write(out / "leaderboard.csv", lambda p: result.leaderboard.to_csv(p, index=False))
         md = markdown(result.leaderboard)
         atomic_write_text(out / "leaderboard.md", md)
+        figures = out / "figures" / "index.json"
+        if figures.exists():
+            result.outputs["figures"] = json.loads(figures.read_text())
         summary = {
             "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(self.cfg).items()
                        if k not in ("recipe",)} | {"recipe": vars(self.cfg.recipe)},
