@@ -125,7 +125,9 @@ def config_from_args(a: argparse.Namespace) -> ExperimentConfig:
 
 
 def preset_note(cfg: ExperimentConfig) -> str:
-    return preset_for(cfg.preset, cfg.dataset).note
+    r = cfg.recipe
+    return (f"preset {cfg.preset}: {cfg.model}, {r.epochs} epochs {r.optimizer} lr {r.lr:g} {r.schedule}, "
+            f"batch {r.batch_size}, augmentation {'on' if r.augment else 'off'}")
 
 
 def cmd_list() -> None:

@@ -46,16 +46,16 @@ def build_model(name: str, input_shape: tuple[int, int, int], num_classes: int) 
     return MODELS[name].factory(input_shape, num_classes)
 
 
-@register_model("mlp", "2-hidden-layer MLP (512 units, ReLU); the digits default", batchnorm_free=True)
+@register_model("mlp", "2-hidden-layer MLP (256 units, ReLU); the digits default", batchnorm_free=True)
 def mlp(input_shape: tuple[int, int, int], num_classes: int) -> nn.Module:
     c, h, w = input_shape
     return nn.Sequential(
         nn.Flatten(),
-        nn.Linear(c * h * w, 512),
+        nn.Linear(c * h * w, 256),
         nn.ReLU(),
-        nn.Linear(512, 512),
+        nn.Linear(256, 256),
         nn.ReLU(),
-        nn.Linear(512, num_classes),
+        nn.Linear(256, num_classes),
     )
 
 

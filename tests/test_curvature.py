@@ -70,7 +70,7 @@ def test_recorder_matches_closed_form_hessian_of_a_linear_softmax_model() -> Non
     # logits = W x + c: the input Hessian of cross-entropy is W^T (diag(p) - p p^T) W, so the finite
     # difference equals h H v up to O(h^2)
     torch.manual_seed(0)
-    data, n_draws, h, batch = _data(20), 3, 1e-3, 8  # batches of 8, 8, 4
+    data, n_draws, h, batch = _data(20), 3, 1e-3, 2  # eval batches of 4*2: 8, 8, 4
     linear = nn.Linear(64, data.num_classes)
     model = nn.Sequential(nn.Flatten(), linear)
     ctx = RunContext(data, epochs=2, train_idx=torch.arange(data.n), batch_size=batch, device=CPU)
@@ -85,8 +85,9 @@ def test_recorder_matches_closed_form_hessian_of_a_linear_softmax_model() -> Non
     hess = torch.einsum("kd,nkl,le->nde", w, torch.diag_embed(p) - p[:, :, None] * p[:, None, :], w)
     gen = torch.Generator().manual_seed(curvature_seed(0, 1))
     want = []
-    for start in range(0, data.n, batch):
-        sl = slice(start, start + batch)
+    step = ctx.eval_batch_size
+    for start in range(0, data.n, step):
+        sl = slice(start, start + step)
         vs = [rademacher(x[sl].shape, gen, CPU).double().flatten(1) for _ in range(n_draws)]
         want.append(torch.stack([(h * torch.einsum("nde,ne->nd", hess[sl], v)).norm(dim=1) for v in vs]).mean(0))
     np.testing.assert_allclose(got[1], torch.cat(want).numpy(), rtol=5e-3)

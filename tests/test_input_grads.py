@@ -71,7 +71,7 @@ def test_per_sample_grads_match_single_sample_autograd_including_last_partial_ba
     data = _data(10)
     model = _trained_bn_cnn(data)
     model.train()  # the recorder must switch to eval mode itself and switch back
-    ctx = RunContext(data, epochs=2, train_idx=torch.arange(10), batch_size=4, device=CPU)  # batches 4, 4, 2
+    ctx = RunContext(data, epochs=2, train_idx=torch.arange(10), batch_size=1, device=CPU)  # eval batches 4, 4, 2
     rec = build_recorder(RecorderRequest.of("input_grads"), ctx)
     rec.on_epoch_end(1, 1, model)
     assert model.training

@@ -90,10 +90,10 @@ def test_subset_run_records_only_its_samples(digits_noisy, base_spec) -> None:
 
 
 def test_training_flops_match_the_mlp_by_hand(digits_noisy, base_spec) -> None:
-    """FlopCounterMode on the 64-512-512-10 MLP: forward + weight grads + input grads of layers 2, 3."""
+    """FlopCounterMode on the 64-256-256-10 MLP: forward + weight grads + input grads of layers 2, 3."""
     out = train_run(base_spec, digits_noisy, [], progress=False)
-    fwd = 2 * (64 * 512 + 512 * 512 + 512 * 10)
-    per_sample = 2 * fwd + 2 * (512 * 512 + 512 * 10)
+    fwd = 2 * (64 * 256 + 256 * 256 + 256 * 10)
+    per_sample = 2 * fwd + 2 * (256 * 256 + 256 * 10)
     assert out.train_flops == per_sample * digits_noisy.n * base_spec.recipe.epochs
     assert out.train_seconds > 0
 

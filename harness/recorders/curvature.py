@@ -70,7 +70,7 @@ class Curvature(Recorder):
     def on_epoch_end(self, epoch: int, phase: int, model: nn.Module) -> None:
         if not self.scored(epoch):
             return
-        data, bs = self.ctx.data, self.ctx.batch_size
+        data, bs = self.ctx.data, self.ctx.eval_batch_size
         gen = torch.Generator(device=self.ctx.device).manual_seed(curvature_seed(self.run_seed, epoch))
         with eval_mode(model):
             for start in range(0, self.ctx.n, bs):

@@ -35,7 +35,7 @@ class EvalPass(Recorder):
         last = epoch == self.ctx.epochs - 1
         row = epoch if self.every_epoch else 0
         y = self.ctx.data.y
-        for idx, logits in eval_batches(model, self.ctx.data, self.all_idx, 4 * self.ctx.batch_size):
+        for idx, logits in eval_batches(model, self.ctx.data, self.all_idx, self.ctx.eval_batch_size):
             logits = logits.float()
             labels = y[idx]
             probs = torch.softmax(logits, 1)

@@ -60,7 +60,7 @@ class InputGrads(Recorder):
         self.all_idx = torch.arange(ctx.n, device=ctx.device)
 
     def on_epoch_end(self, epoch: int, phase: int, model: nn.Module) -> None:
-        data, bs = self.ctx.data, self.ctx.batch_size
+        data, bs = self.ctx.data, self.ctx.eval_batch_size
         with eval_mode(model):
             for start in range(0, self.ctx.n, bs):
                 idx = self.all_idx[start : start + bs]

@@ -26,5 +26,5 @@ class SSFTCorrect(Recorder):
     def on_epoch_end(self, epoch: int, phase: int, model: nn.Module) -> None:
         row = self.buffers["correct"][epoch]
         y = self.ctx.data.y
-        for idx, logits in eval_batches(model, self.ctx.data, self.ctx.train_idx, 4 * self.ctx.batch_size):
+        for idx, logits in eval_batches(model, self.ctx.data, self.ctx.train_idx, self.ctx.eval_batch_size):
             row.index_copy_(0, idx, (logits.argmax(1) == y[idx]).float())
