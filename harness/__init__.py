@@ -1,1 +1,1 @@
-__all__ = []
+"""memprox engine: data, training with recorders, run store, planning, tasks, leaderboard, CLI."""

@@ -15,6 +15,7 @@ import numpy as np
 
 from harness.config import ExperimentConfig
 from harness.errors import HarnessError
+from harness.metrics import detection_metrics
 from harness.prepared import PreparedData
 from harness.runspec import DataSpec, RunSpec
 from harness.store import StoredRun
@@ -55,6 +56,15 @@ class Task:
 
     def evaluate(self, ctx: EvalContext, scores: dict[str, np.ndarray]) -> list[Row]:
         raise NotImplementedError
+
+
+def detection_rows(positives: np.ndarray, scores: dict[str, np.ndarray], metrics: tuple[str, ...]) -> list[Row]:
+    """Rows of detection metrics (harness.metrics) of every proxy against a ground-truth mask."""
+    rows: list[Row] = []
+    for proxy, s in scores.items():
+        values = detection_metrics(positives, s)
+        rows += [{"proxy": proxy, "metric": m, "value": values[m]} for m in metrics]
+    return rows
 
 
 TASKS: dict[str, type[Task]] = {}

@@ -8,9 +8,8 @@ import numpy as np
 
 from harness.config import ExperimentConfig
 from harness.corruption import default_duplicate_pairs
-from harness.metrics import detection_metrics
 from harness.runspec import Corruption, DataSpec
-from harness.tasks.base import EvalContext, Row, Setting, Task, register_task
+from harness.tasks.base import EvalContext, Row, Setting, Task, detection_rows, register_task
 
 
 @register_task
@@ -27,8 +26,4 @@ class Duplicates(Task):
         return out
 
     def evaluate(self, ctx: EvalContext, scores: dict[str, np.ndarray]) -> list[Row]:
-        rows = []
-        for proxy, s in scores.items():
-            m = detection_metrics(ctx.data.positives, s)
-            rows += [{"proxy": proxy, "metric": k, "value": m[k]} for k in ("auroc", "auprc")]
-        return rows
+        return detection_rows(ctx.data.positives, scores, ("auroc", "auprc"))

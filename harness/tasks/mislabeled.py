@@ -8,10 +8,9 @@ import numpy as np
 
 from harness.config import ExperimentConfig
 from harness.errors import HarnessError
-from harness.metrics import detection_metrics
 from harness.prepared import file_sha
 from harness.runspec import Corruption, DataSpec
-from harness.tasks.base import EvalContext, Row, Setting, Task, register_task
+from harness.tasks.base import EvalContext, Row, Setting, Task, detection_rows, register_task
 
 
 @register_task
@@ -35,8 +34,4 @@ class Mislabeled(Task):
         return out
 
     def evaluate(self, ctx: EvalContext, scores: dict[str, np.ndarray]) -> list[Row]:
-        rows = []
-        for proxy, s in scores.items():
-            for metric, value in detection_metrics(ctx.data.positives, s).items():
-                rows.append({"proxy": proxy, "metric": metric, "value": value})
-        return rows
+        return detection_rows(ctx.data.positives, scores, ("auroc", "auprc", "precision_at_k"))
