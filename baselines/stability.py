@@ -2,22 +2,37 @@
 
 K models are trained, each on a random subset of the training set; for sample i the estimate is
 the mean correctness of the models that trained on i minus that of the models that did not.
-This module holds only the arithmetic and the subset masks; training lives in the harness.
+This module holds the arithmetic, the subset masks and the K run specs; training lives in the
+harness (which trains the K runs as one batched ensemble when the model allows it).
 """
 
 from __future__ import annotations
 
 import warnings
+from collections.abc import Mapping
+from dataclasses import replace
 
 import numpy as np
 
 from baselines.references import Reference
 from harness.errors import HarnessError
+from harness.recorders import RecorderRequest
+from harness.runspec import RunSpec, TrainSubset
+from harness.store import StoredRun
+from harness.subsets import random_subset
+
+#: The one record a stability model needs: its final model's eval pass over every training sample.
+EVAL_LAST = RecorderRequest.of("eval_pass", epochs="last")
+#: Which eval_pass array each variant reads: 0/1 correctness (Feldman & Zhang) or p(label).
+VARIANTS = {"correct": "correct", "prob": "p_label"}
+#: Model j of the reference for base seed s trains with seed SEED_STRIDE * (s + 1) + j.
+SEED_STRIDE = 1_000_000
 
 
 def subset_masks(n: int, k: int, fraction: float, seed: int) -> np.ndarray:
     """(k, n) bool membership masks; model j trains on the first round(fraction*n) samples of
-    ``default_rng([seed, j]).permutation(n)``.
+    ``default_rng([seed, j]).permutation(n)`` -- ``harness.subsets.random_subset``, the very
+    function that picks a random-subset run's training samples, so masks and runs cannot drift.
 
     Seeding each model by (seed, j) rather than drawing from one stream makes model j's subset
     independent of k, so an estimate can later be refined by training more models while the
@@ -35,8 +50,63 @@ def subset_masks(n: int, k: int, fraction: float, seed: int) -> np.ndarray:
         )
     masks = np.zeros((k, n), dtype=bool)
     for j in range(k):
-        masks[j, np.random.default_rng([seed, j]).permutation(n)[:m]] = True
+        masks[j, random_subset(n, fraction, seed, j)] = True
     return masks
+
+
+def model_seed(base_seed: int, j: int) -> int:
+    """Training seed (initialisation, batch order) of model j.
+
+    Memorization is defined over the training algorithm's randomness, initialisation included,
+    so each model gets its own seed; deriving it from (base seed, j) keeps the models of
+    different base seeds apart and model j the same whatever K is.
+    """
+    return SEED_STRIDE * (base_seed + 1) + j
+
+
+def stability_specs(base: RunSpec, k: int, fraction: float) -> list[RunSpec]:
+    """The K runs of the reference for `base`'s setting: model j trains on random subset j
+    (seeded by the base seed) with its own training seed."""
+    if k < 2:
+        raise HarnessError(f"stability memorization needs at least 2 models (k >= 2), got k={k}")
+    return [
+        replace(base.with_subset(TrainSubset(kind="random", fraction=fraction, seed=base.seed, index=j)),
+                seed=model_seed(base.seed, j))
+        for j in range(k)
+    ]
+
+
+def stability_matrix(
+    runs: Mapping[RunSpec, StoredRun], base: RunSpec, k: int, fraction: float, variant: str = "correct"
+) -> tuple[np.ndarray, np.ndarray]:
+    """(K, N) eval-pass values of the K stored runs (correctness, or p(label) for "prob") and
+    the (K, N) membership masks of the subsets they trained on."""
+    if variant not in VARIANTS:
+        raise HarnessError(f"unknown stability variant {variant!r}; valid: {', '.join(VARIANTS)}")
+    specs = stability_specs(base, k, fraction)
+    matrix = np.stack([runs[s].arrays(EVAL_LAST.key)[VARIANTS[variant]][0] for s in specs])
+    return matrix, subset_masks(matrix.shape[1], k, fraction, base.seed)
+
+
+def stability_from_runs(
+    runs: Mapping[RunSpec, StoredRun], base: RunSpec, k: int, fraction: float, variant: str = "correct"
+) -> Reference:
+    """The reference read back from the K stored runs."""
+    return stability_memorization(*stability_matrix(runs, base, k, fraction, variant))
+
+
+def split_half_pearson(matrix: np.ndarray, masks: np.ndarray) -> float:
+    """Pearson correlation between the estimates from the even- and the odd-numbered models: how
+    reproducible the reference is at K/2 models, a ceiling on how well any proxy can track it."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        a = stability_memorization(matrix[0::2], masks[0::2]).scores
+        b = stability_memorization(matrix[1::2], masks[1::2]).scores
+    keep = np.isfinite(a) & np.isfinite(b)
+    a, b = a[keep], b[keep]
+    if a.size < 2 or a.std() == 0 or b.std() == 0:
+        return float("nan")
+    return float(np.corrcoef(a, b)[0, 1])
 
 
 def _group_stats(values: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -62,7 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--proxies", default="all",
                    help="'all' or a comma-separated list; PROXY(k=v,...) selects a variant, so "
                    "'curvature(n=2),curvature(n=10)' compares two side by side (see `list`)")
-    r.add_argument("--tasks", default="mislabeled,duplicates,cost", help="comma-separated tasks (see `list`)")
+    r.add_argument("--tasks", default="mislabeled,duplicates,cost,memorization,theory",
+                   help="comma-separated tasks (see `list`)")
     r.add_argument("--dataset", default="digits",
                    help="digits (bundled), cifar10, cifar100, mnist, fashion-mnist, or imagefolder:PATH")
     r.add_argument("--data-root", type=Path, default=None, help="folder holding torchvision datasets")

@@ -199,7 +199,11 @@ class Experiment:
 
             ordered = sorted(requests, key=lambda r: r.key)
             t0 = time.perf_counter()
-            outs = train_ensemble(specs, self.prepared(specs[0].data), ordered, progress=self.cfg.progress)
+            try:
+                outs = train_ensemble(specs, self.prepared(specs[0].data), ordered, progress=self.cfg.progress)
+            except RunFailed:  # one member diverged: train them one by one so only that one fails
+                singles.extend((spec, set(requests)) for spec in specs)
+                continue
             wall = (time.perf_counter() - t0) / len(specs)
             for spec, out in zip(specs, outs):
                 runs[spec] = self._put(spec, out, ordered, wall)

@@ -1,0 +1,130 @@
+"""Batched ensembles: each member trains exactly as `train_run` would train its spec alone."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from baselines.ensemble import EVAL_LAST, can_ensemble, train_ensemble
+from baselines.stability import stability_specs
+from harness.errors import RunFailed
+from harness.recipe import make_optimizer
+from harness.recorders import RecorderRequest
+from harness.runspec import RunSpec, TrainSubset
+from harness.training import train_run
+
+KEY = EVAL_LAST.key
+
+
+def _specs(base: RunSpec, k: int, fraction: float = 0.7) -> list[RunSpec]:
+    return stability_specs(base, k, fraction)
+
+
+def _assert_same_run(ens, ref, *, exact_correct: float = 1.0) -> None:
+    a, b = ens.arrays[KEY], ref.arrays[KEY]
+    assert set(a) == set(b) == {"loss", "correct", "p_label", "p_max", "probs_last"}
+    for name in a:
+        assert a[name].shape == b[name].shape and a[name].dtype == b[name].dtype
+    assert (a["correct"] == b["correct"]).mean() >= exact_correct
+    np.testing.assert_allclose(a["p_label"], b["p_label"], atol=1e-4)
+    np.testing.assert_allclose(a["probs_last"], b["probs_last"], atol=1e-4)
+    np.testing.assert_allclose(a["loss"], b["loss"], rtol=1e-3, atol=1e-4)
+    assert ens.train_flops == ref.train_flops
+    assert ens.recorder_flops == ref.recorder_flops
+    assert ens.train_acc == pytest.approx(ref.train_acc, abs=2e-3)
+    assert ens.test_acc == pytest.approx(ref.test_acc, abs=3e-3)
+    assert [h["epoch"] for h in ens.history] == [h["epoch"] for h in ref.history]
+    np.testing.assert_allclose([h["loss"] for h in ens.history], [h["loss"] for h in ref.history], rtol=1e-4)
+
+
+def test_can_ensemble(base_spec: RunSpec) -> None:
+    assert can_ensemble(base_spec, {EVAL_LAST})
+    assert can_ensemble(base_spec, set())
+    assert not can_ensemble(replace(base_spec, model="small_cnn"), {EVAL_LAST})  # batch norm
+    assert not can_ensemble(base_spec.with_subset(TrainSubset("half", 0, 2), TrainSubset("half", 1, 2)), set())
+    assert not can_ensemble(base_spec, {RecorderRequest.of("eval_pass", epochs="all")})
+    assert not can_ensemble(base_spec, {EVAL_LAST, RecorderRequest.of("train_loss")})
+
+
+def test_members_match_train_run_sgd(base_spec: RunSpec, digits_noisy) -> None:
+    specs = _specs(base_spec, 3)  # distinct seeds, distinct subsets, equal sizes
+    outs = train_ensemble(specs, digits_noisy, [EVAL_LAST], progress=False)
+    assert len(outs) == 3
+    for spec, out in zip(specs, outs, strict=True):
+        _assert_same_run(out, train_run(spec, digits_noisy, [EVAL_LAST], progress=False))
+    # members really differ (own init and subset), so the comparison above is not vacuous
+    assert not np.array_equal(outs[0].arrays[KEY]["p_label"], outs[1].arrays[KEY]["p_label"])
+
+
+def test_members_match_train_run_adam_weight_decay(base_spec: RunSpec, digits_noisy) -> None:
+    recipe = replace(base_spec.recipe, optimizer="adam", lr=1e-3, weight_decay=1e-3, epochs=2, schedule="multistep",
+                     milestones=(1,), gamma=0.5)
+    specs = _specs(replace(base_spec, recipe=recipe), 2)
+    outs = train_ensemble(specs, digits_noisy, [EVAL_LAST], progress=False)
+    for spec, out in zip(specs, outs, strict=True):
+        _assert_same_run(out, train_run(spec, digits_noisy, [EVAL_LAST], progress=False))
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_one_optimizer_over_stacked_tensors_is_per_member_optimizers(tiny_recipe, optimizer: str) -> None:
+    """The premise of the ensemble: torch.optim on (K, ...) stacked tensors updates each member
+    exactly (bitwise) as K separate optimizers would."""
+    recipe = replace(tiny_recipe, optimizer=optimizer, momentum=0.9, weight_decay=0.01, lr=0.1)
+    gen = torch.Generator().manual_seed(0)
+    stacked = [torch.randn(3, 4, 5, generator=gen).requires_grad_(), torch.randn(3, 5, generator=gen).requires_grad_()]
+    members = [[p.detach()[j].clone().requires_grad_() for p in stacked] for j in range(3)]
+    opt = make_optimizer(recipe, stacked)
+    opts = [make_optimizer(recipe, m) for m in members]
+    for _ in range(4):
+        grads = [torch.randn(p.shape, generator=gen) for p in stacked]
+        for p, g in zip(stacked, grads, strict=True):
+            p.grad = g.clone()
+        for j, m in enumerate(members):
+            for p, g in zip(m, grads, strict=True):
+                p.grad = g[j].clone()
+        opt.step()
+        for o in opts:
+            o.step()
+    for j, m in enumerate(members):
+        for p, q in zip(stacked, m, strict=True):
+            torch.testing.assert_close(p.detach()[j], q.detach(), rtol=0, atol=0)
+
+
+def test_unequal_subset_sizes_fall_back(base_spec: RunSpec, digits_noisy) -> None:
+    """Members whose subsets differ in size cannot share batches: they are grouped by size, and
+    a group of one is plain train_run (so bitwise identical)."""
+    recipe = replace(base_spec.recipe, epochs=1)
+    base = replace(base_spec, recipe=recipe)
+    specs = [*_specs(base, 2, 0.7), _specs(base, 2, 0.5)[0]]
+    outs = train_ensemble(specs, digits_noisy, [EVAL_LAST], progress=False)
+    alone = train_run(specs[2], digits_noisy, [EVAL_LAST], progress=False)
+    np.testing.assert_array_equal(outs[2].arrays[KEY]["p_label"], alone.arrays[KEY]["p_label"])
+    _assert_same_run(outs[0], train_run(specs[0], digits_noisy, [EVAL_LAST], progress=False))
+
+
+def test_no_requests_still_reports_accuracy(base_spec: RunSpec, digits_noisy) -> None:
+    specs = _specs(replace(base_spec, recipe=replace(base_spec.recipe, epochs=1)), 2)
+    outs = train_ensemble(specs, digits_noisy, [], progress=False)
+    ref = train_run(specs[1], digits_noisy, [], progress=False)
+    assert outs[1].arrays == {} and outs[1].recorder_seconds == {}
+    assert outs[1].train_acc == pytest.approx(ref.train_acc, abs=2e-3)
+    assert outs[1].train_seconds > 0 and outs[1].train_flops == ref.train_flops
+
+
+def test_non_finite_member_raises(base_spec: RunSpec, digits_noisy) -> None:
+    recipe = replace(base_spec.recipe, epochs=1, lr=1e6)
+    specs = _specs(replace(base_spec, recipe=recipe), 2)
+    with pytest.raises(RunFailed, match="non-finite"):
+        train_ensemble(specs, digits_noisy, [EVAL_LAST], progress=False)
+
+
+def test_chunks_of_max_members(base_spec: RunSpec, digits_noisy) -> None:
+    """Three members in chunks of two: the lone third member is plain train_run (bitwise)."""
+    specs = _specs(replace(base_spec, recipe=replace(base_spec.recipe, epochs=1)), 3)
+    outs = train_ensemble(specs, digits_noisy, [EVAL_LAST], progress=False, max_members=2)
+    alone = train_run(specs[2], digits_noisy, [EVAL_LAST], progress=False)
+    np.testing.assert_array_equal(outs[2].arrays[KEY]["p_label"], alone.arrays[KEY]["p_label"])
+    _assert_same_run(outs[1], train_run(specs[1], digits_noisy, [EVAL_LAST], progress=False))
