@@ -3,12 +3,10 @@ flagged samples ranked above unflagged ones."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import replace
 
 import numpy as np
 import pytest
-import torch
 from cleanlab.filter import find_label_issues
 
 from harness.config import ExperimentConfig
@@ -18,14 +16,6 @@ from harness.runspec import TrainSubset
 from harness.subsets import subset_indices
 from proxies import ScoreContext
 from proxies.confident_learning import confident_learning_scores
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _hand_probs() -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -4,24 +4,12 @@ merged, and a second experiment on the same store trains nothing."""
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import replace
-
-import pytest
-import torch
 
 from harness.config import ExperimentConfig
 from harness.experiment import Experiment
 from harness.presets import preset_for
 from harness.recorders import RECORDERS
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _config(tmp_path) -> ExperimentConfig:

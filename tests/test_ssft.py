@@ -3,7 +3,6 @@ first splits combine into one score per sample."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import replace
 
 import numpy as np
@@ -22,15 +21,6 @@ from proxies import ScoreContext, make_proxy
 from proxies.ssft import forgetting_times, ssft_scores
 
 NAN = np.nan
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    """Tiny MLPs run far faster on one thread than on an oversubscribed pool."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def test_forgetting_times_hand_traces() -> None:
