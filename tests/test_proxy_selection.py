@@ -47,3 +47,36 @@ def test_proxy_arg_applies_to_every_instance_and_inline_wins() -> None:
 def test_bad_selections(selection: str, message: str) -> None:
     with pytest.raises(HarnessError, match=message):
         resolve_proxies(selection)
+
+
+def test_installed_plugin_proxies_register_through_the_entry_point_group(monkeypatch) -> None:
+    """A third-party package's entry point makes its proxy selectable; a broken one only warns."""
+    import importlib.metadata
+    import types
+
+    import numpy as np
+
+    from harness.recorders import RecorderRequest
+    from proxies import Proxy, ScoreContext, registry
+
+    class PluginProxy(Proxy):
+        name = "plugin_proxy"
+        description = "test plugin"
+        citation = "nobody"
+        recorders = (RecorderRequest.of("train_loss"),)
+
+        def score(self, ctx: ScoreContext) -> np.ndarray:
+            return np.zeros(len(ctx.labels))
+
+    module = types.ModuleType("fake_plugin_module")
+    module.PluginProxy = PluginProxy
+    monkeypatch.setitem(__import__("sys").modules, "fake_plugin_module", module)
+    good = importlib.metadata.EntryPoint("plugin_proxy", "fake_plugin_module:PluginProxy", registry.ENTRY_POINT_GROUP)
+    broken = importlib.metadata.EntryPoint("broken", "no_such_module_xyz:Nope", registry.ENTRY_POINT_GROUP)
+    monkeypatch.setattr(importlib.metadata, "entry_points", lambda group: [good, broken])
+    monkeypatch.setattr(registry, "_plugins_loaded", False)
+    monkeypatch.setattr(registry, "PROXIES", dict(registry.PROXIES))
+    with pytest.warns(UserWarning, match="broken"):
+        proxies = available_proxies()
+    assert "plugin_proxy" in proxies
+    assert [p.name for p in resolve_proxies("csl,plugin_proxy")] == ["csl", "plugin_proxy"]
