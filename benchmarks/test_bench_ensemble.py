@@ -4,7 +4,8 @@
     MEMPROX_BENCH_DEVICE=cuda pytest benchmarks/test_bench_ensemble.py -s
 
 Environment: MEMPROX_BENCH_K (64), MEMPROX_BENCH_EPOCHS (the quick preset's 40),
-MEMPROX_BENCH_DEVICE (cpu), MEMPROX_BENCH_BIG_K (256). Torch threads are left at their default.
+MEMPROX_BENCH_DEVICE (cpu), MEMPROX_BENCH_BIG_K (256), MEMPROX_BENCH_MODEL (the preset's mlp; mlp_small
+is the 64-unit one-hidden-layer MLP). Torch threads are left at their default.
 The speed-up and times are printed and stored in the benchmark's extra_info.
 """
 
@@ -31,6 +32,7 @@ BIG_K = int(os.environ.get("MEMPROX_BENCH_BIG_K", "256"))
 DEVICE = torch.device(os.environ.get("MEMPROX_BENCH_DEVICE", "cpu"))
 PRESET = preset_for("quick", "digits")
 RECIPE = replace(PRESET.recipe, epochs=int(os.environ.get("MEMPROX_BENCH_EPOCHS", PRESET.recipe.epochs)))
+MODEL = os.environ.get("MEMPROX_BENCH_MODEL", PRESET.model)
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +41,7 @@ def data():
 
 
 def _specs(k: int) -> list[RunSpec]:
-    return stability_specs(RunSpec(DataSpec(), PRESET.model, RECIPE, seed=0), k, 0.7)
+    return stability_specs(RunSpec(DataSpec(), MODEL, RECIPE, seed=0), k, 0.7)
 
 
 def _sync() -> None:
@@ -59,7 +61,7 @@ def test_ensemble_vs_one_at_a_time(benchmark, data) -> None:
     ensemble = benchmark.stats.stats.mean
     agree = float(np.mean([(o.arrays[EVAL_LAST.key]["correct"] == s.arrays[EVAL_LAST.key]["correct"]).mean()
                            for o, s in zip(outs, singles, strict=True)]))
-    info = {"k": K, "epochs": RECIPE.epochs, "device": str(DEVICE), "threads": torch.get_num_threads(),
+    info = {"k": K, "model": MODEL, "epochs": RECIPE.epochs, "device": str(DEVICE), "threads": torch.get_num_threads(),
             "one_at_a_time_s": one_at_a_time, "ensemble_s": ensemble, "speedup": one_at_a_time / ensemble,
             "eval_correct_agreement": agree}
     benchmark.extra_info.update(info)

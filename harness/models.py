@@ -59,6 +59,12 @@ def mlp(input_shape: tuple[int, int, int], num_classes: int) -> nn.Module:
     )
 
 
+@register_model("mlp_small", "1-hidden-layer MLP (64 units, ReLU); for large stability ensembles", batchnorm_free=True)
+def mlp_small(input_shape: tuple[int, int, int], num_classes: int) -> nn.Module:
+    c, h, w = input_shape
+    return nn.Sequential(nn.Flatten(), nn.Linear(c * h * w, 64), nn.ReLU(), nn.Linear(64, num_classes))
+
+
 def _conv_bn(cin: int, cout: int) -> list[nn.Module]:
     return [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
 
