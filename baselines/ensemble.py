@@ -39,6 +39,7 @@ from harness.models import MODELS, build_model
 from harness.prepared import PreparedData
 from harness.recipe import make_optimizer, make_scheduler, random_crop_flip
 from harness.recorders import RecorderRequest
+from harness.recorders.eval_pass import eval_signals
 from harness.runspec import RunSpec
 from harness.subsets import subset_indices
 from harness.timing import count_flops
@@ -264,15 +265,10 @@ def _eval_pass(forward_shared, params, buffers, data: PreparedData, batch: int) 
     out["probs_last"] = torch.full((k, n, data.num_classes), float("nan"), device=data.x.device)
     for start in range(0, n, batch):
         idx = torch.arange(start, min(n, start + batch), device=data.x.device)
-        logits = forward_shared(params, buffers, data.inputs(idx)).float()  # (K, b, C)
-        labels = y[idx].expand(k, -1)
-        probs = torch.softmax(logits, 2)
-        ce = nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), reduction="none")
-        out["loss"][:, idx] = ce.reshape(k, -1)
-        out["correct"][:, idx] = (logits.argmax(2) == labels).float()
-        out["p_label"][:, idx] = probs.gather(2, labels[:, :, None]).squeeze(2)
-        out["p_max"][:, idx] = probs.amax(2)
-        out["probs_last"][:, idx] = probs
+        signals = eval_signals(forward_shared(params, buffers, data.inputs(idx)), y[idx].expand(k, -1))  # (K, b, ...)
+        for name in _EVAL_ARRAYS:
+            out[name][:, idx] = signals[name]
+        out["probs_last"][:, idx] = signals["probs"]
     return out
 
 

@@ -14,6 +14,21 @@ from torch import nn
 from harness.recorders.base import Recorder, RunContext, eval_batches, register_recorder
 
 
+def eval_signals(logits: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Per-sample eval signals from logits (..., C) and labels (...): loss, correct, p_label,
+    p_max and the probabilities; any leading shape, so batched ensembles (K, B, C) share it."""
+    logits = logits.float()
+    probs = torch.softmax(logits, -1)
+    loss = nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), reduction="none")
+    return {
+        "loss": loss.reshape(labels.shape),
+        "correct": (logits.argmax(-1) == labels).float(),
+        "p_label": probs.gather(-1, labels[..., None]).squeeze(-1),
+        "p_max": probs.amax(-1),
+        "probs": probs,
+    }
+
+
 @register_recorder
 class EvalPass(Recorder):
     name = "eval_pass"
@@ -36,14 +51,8 @@ class EvalPass(Recorder):
         row = epoch if self.every_epoch else 0
         y = self.ctx.data.y
         for idx, logits in eval_batches(model, self.ctx.data, self.all_idx, self.ctx.eval_batch_size):
-            logits = logits.float()
-            labels = y[idx]
-            probs = torch.softmax(logits, 1)
-            self.buffers["loss"][row].index_copy_(
-                0, idx, nn.functional.cross_entropy(logits, labels, reduction="none")
-            )
-            self.buffers["correct"][row].index_copy_(0, idx, (logits.argmax(1) == labels).float())
-            self.buffers["p_label"][row].index_copy_(0, idx, probs.gather(1, labels[:, None]).squeeze(1))
-            self.buffers["p_max"][row].index_copy_(0, idx, probs.amax(1))
+            signals = eval_signals(logits, y[idx])
+            for name in ("loss", "correct", "p_label", "p_max"):
+                self.buffers[name][row].index_copy_(0, idx, signals[name])
             if last:
-                self.buffers["probs_last"].index_copy_(0, idx, probs)
+                self.buffers["probs_last"].index_copy_(0, idx, signals["probs"])
