@@ -176,7 +176,7 @@ class Experiment:
         groups: dict[tuple, list] = defaultdict(list)
         singles = []
         for spec, requests in pending:
-            if can_ensemble(spec, requests):
+            if can_ensemble(spec, requests, self.device):
                 groups[(spec.data, spec.model, spec.recipe, frozenset(requests))].append(spec)
             else:
                 singles.append((spec, requests))

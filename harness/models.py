@@ -86,6 +86,30 @@ def small_cnn(input_shape: tuple[int, int, int], num_classes: int) -> nn.Module:
     )
 
 
+def _conv_gn(cin: int, cout: int) -> list[nn.Module]:
+    return [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.GroupNorm(8, cout), nn.ReLU(inplace=True)]
+
+
+@register_model("small_cnn_gn", "small_cnn with GroupNorm (8 groups) for batch norm: no running statistics, "
+                "so stability ensembles of it train batched", batchnorm_free=True)
+def small_cnn_gn(input_shape: tuple[int, int, int], num_classes: int) -> nn.Module:
+    """GroupNorm normalises each sample on its own, so a member's output does not depend on the
+    rest of its batch and there are no buffers to update: ``torch.func.vmap`` can stack it."""
+    c = input_shape[0]
+    return nn.Sequential(
+        *_conv_gn(c, 32),
+        nn.MaxPool2d(2),
+        *_conv_gn(32, 64),
+        nn.MaxPool2d(2),
+        *_conv_gn(64, 128),
+        nn.MaxPool2d(2),
+        *_conv_gn(128, 256),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(256, num_classes),
+    )
+
+
 class _BasicBlock(nn.Module):
     def __init__(self, cin: int, cout: int, stride: int) -> None:
         super().__init__()

@@ -128,3 +128,41 @@ def test_chunks_of_max_members(base_spec: RunSpec, digits_noisy) -> None:
     alone = train_run(specs[2], digits_noisy, [EVAL_LAST], progress=False)
     np.testing.assert_array_equal(outs[2].arrays[KEY]["p_label"], alone.arrays[KEY]["p_label"])
     _assert_same_run(outs[1], train_run(specs[1], digits_noisy, [EVAL_LAST], progress=False))
+
+
+def test_cpu_batches_linear_models_only(base_spec: RunSpec) -> None:
+    gn = replace(base_spec, model="small_cnn_gn")
+    assert can_ensemble(gn, {EVAL_LAST})  # no batch norm: stackable in principle
+    assert not can_ensemble(gn, {EVAL_LAST}, "cpu")  # grouped convolutions are slow on a CPU
+    assert can_ensemble(gn, {EVAL_LAST}, "cuda")
+    assert can_ensemble(base_spec, {EVAL_LAST}, torch.device("cpu"))
+    assert not can_ensemble(replace(base_spec, model="small_cnn"), {EVAL_LAST}, "cuda")  # batch norm
+
+
+def _images(n: int = 96, side: int = 16, seed: int = 0):
+    """Three classes of 16x16 RGB images (a bright square in one of three corners, plus noise):
+    large enough for the crop-and-flip augmentation, learnable in a few epochs."""
+    from harness.data import Dataset
+    from harness.prepared import prepare
+    from harness.runspec import DataSpec
+
+    g = torch.Generator().manual_seed(seed)
+    y = torch.arange(n) % 3
+    x = torch.randint(0, 60, (n, 3, side, side), generator=g)
+    for i, c in enumerate(y.tolist()):
+        r0, c0 = [(0, 0), (0, side // 2), (side // 2, 0)][c]
+        x[i, :, r0 : r0 + side // 2, c0 : c0 + side // 2] += 150
+    ds = Dataset("squares", x.to(torch.uint8), y, x[:12].to(torch.uint8), y[:12], ("a", "b", "c"), n)
+    return prepare(DataSpec(dataset="squares"), ds, torch.device("cpu"))
+
+
+@pytest.mark.parametrize("augment", [False, True])
+def test_groupnorm_cnn_members_match_train_run(tiny_recipe, augment: bool) -> None:
+    """Convolutions and GroupNorm under vmap, with each member's own augmentation draws."""
+    data = _images()
+    recipe = replace(tiny_recipe, epochs=2, batch_size=32, augment=augment, lr=0.02)
+    specs = _specs(RunSpec(data.spec, "small_cnn_gn", recipe, seed=0), 2)
+    outs = train_ensemble(specs, data, [EVAL_LAST], progress=False)
+    for spec, out in zip(specs, outs, strict=True):
+        _assert_same_run(out, train_run(spec, data, [EVAL_LAST], progress=False), exact_correct=0.98)
+    assert not np.array_equal(outs[0].arrays[KEY]["p_label"], outs[1].arrays[KEY]["p_label"])
