@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -138,6 +139,22 @@ def test_experiment_rows_and_estimator_from_store(make_config) -> None:
     assert sorted(s.train_on.index for s, _ in pending) == [6, 7]
 
 
+@pytest.mark.filterwarnings("ignore:stability memorization undefined")
+def test_reference_with_another_model(make_config) -> None:
+    """memorization.model trains the K stability models with another architecture than the
+    proxies' run, on the same data, recipe and subsets, and the task reads those runs."""
+    cfg = make_config(tasks=("memorization",), proxies="csl", subset=SUBSET, epochs=1,
+                      task_args={"memorization": {"k": 4, "model": "mlp_small"}})
+    exp = Experiment(cfg)
+    (_, _, base), = exp.plan.settings
+    specs = stability_specs(replace(base, model="mlp_small"), 4, 0.7)
+    assert base.model == "mlp" and set(exp.plan.runs) == {base, *specs}
+    raw = exp.run().raw
+    assert raw[(raw.proxy == "csl") & (raw.metric == "pearson")].value.notna().all()
+    store = RunStore(cfg.store)
+    assert all(store.get(s) is not None for s in specs)
+
+
 def _write_fz(path: Path, mem: np.ndarray, labels: np.ndarray) -> str:
     np.savez(path, tr_mem=mem, tr_labels=labels)
     return str(path)
@@ -182,7 +199,7 @@ def test_cli_exits_2_before_training(digits, tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("args", [{"k": 1}, {"k": 2.5}, {"fraction": 1.0}, {"variant": "max"}, {"top_k": 0},
-                                  {"K": 3}])
+                                  {"K": 3}, {"model": "resnet9000"}])
 def test_bad_task_args(make_config, args: dict) -> None:
     with pytest.raises(HarnessError, match="memorization"):
         Experiment(make_config(tasks=("memorization",), subset=SUBSET, task_args={"memorization": args}))

@@ -3,7 +3,8 @@
 The reference is chosen with ``--reference``:
 - ``stability`` (default): Feldman & Zhang's estimator from K models, each trained on a random
   fraction r of the clean training set (``--task-arg memorization.k=128``, ``.fraction=0.7``,
-  ``.variant=correct|prob``). The K runs are ordinary store entries, so a second experiment
+  ``.variant=correct|prob``, ``.model=NAME`` to train the K models with another architecture
+  than the proxies' runs). The K runs are ordinary store entries, so a second experiment
   reuses them, and the planner trains them as one batched ensemble when the model allows it.
 - ``fz:PATH`` / ``cscore:PATH``: a published score file, checked against the dataset's clean
   labels while planning, so a misaligned file stops the experiment before anything trains.
@@ -28,6 +29,7 @@ from baselines.stability import EVAL_LAST, VARIANTS, split_half_pearson, stabili
 from baselines.stability import stability_memorization as _stability
 from harness.config import ExperimentConfig
 from harness.errors import HarnessError
+from harness.models import MODELS
 from harness.runspec import Corruption, DataSpec, RunSpec
 from harness.similarity import similarity_metrics
 from harness.tasks.base import EvalContext, Row, Setting, Task, register_task
@@ -37,7 +39,7 @@ from proxies.base import Need
 #: estimates of two disjoint halves of the models correlate 0.97 at K = 128 (0.91 at K = 64, 0.88
 #: at K = 32), i.e. a reliability of ~0.98, so the reference's own noise barely dents a proxy's
 #: Pearson; the 128 models train as a batched ensemble in ~30 s per seed on 2 CPU cores.
-DEFAULTS: dict[str, Any] = {"k": 128, "fraction": 0.7, "variant": "correct", "top_k": None}
+DEFAULTS: dict[str, Any] = {"k": 128, "fraction": 0.7, "variant": "correct", "top_k": None, "model": None}
 LOADERS = {"fz": load_fz, "cscore": load_cscore}
 
 
@@ -51,6 +53,7 @@ class ReferenceConfig:
     fraction: float = DEFAULTS["fraction"]
     variant: str = DEFAULTS["variant"]
     top_k: int | None = DEFAULTS["top_k"]
+    model: str | None = None  # the stability models' architecture; None: the proxies' model
 
     def label(self) -> str:
         return "stability" if self.kind == "stability" else f"{self.kind}:{Path(self.path).name}"
@@ -71,11 +74,15 @@ def reference_config(cfg: ExperimentConfig) -> ReferenceConfig:
     top_k = p["top_k"]
     if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
         raise HarnessError(f"memorization.top_k must be a positive integer, got {top_k!r}")
+    model = p["model"]
+    if model is not None and model not in MODELS:
+        raise HarnessError(f"memorization.model {model!r} is not a registered model; "
+                           f"valid: {', '.join(sorted(MODELS))}")
     kind, _, path = cfg.reference.partition(":")
     if kind == "stability" and not path:
-        return ReferenceConfig("stability", "", p["k"], float(p["fraction"]), p["variant"], top_k)
+        return ReferenceConfig("stability", "", p["k"], float(p["fraction"]), p["variant"], top_k, model)
     if kind in LOADERS and path:
-        return ReferenceConfig(kind, path, p["k"], float(p["fraction"]), p["variant"], top_k)
+        return ReferenceConfig(kind, path, p["k"], float(p["fraction"]), p["variant"], top_k, model)
     raise HarnessError(f"unknown --reference {cfg.reference!r}; use stability, fz:PATH or cscore:PATH")
 
 
@@ -102,11 +109,19 @@ def clean_settings(task: str, cfg: ExperimentConfig, base_data: DataSpec) -> lis
     return [Setting(task, "clean", data, seed) for seed in cfg.seeds]
 
 
+def reference_base(rc: ReferenceConfig, base: RunSpec) -> RunSpec:
+    """The run the stability models derive from: the proxies' base run, or the same data, recipe
+    and seed with another architecture (the paper's reference came from ResNet-50s while its
+    proxies came from ResNet-18s; a batch-norm-free model lets the K models train batched)."""
+    return base if rc.model is None else replace(base, model=rc.model)
+
+
 def reference_needs(cfg: ExperimentConfig, base: RunSpec) -> list[Need]:
     rc = reference_config(cfg)
     if rc.kind != "stability":
         return []
-    return [Need(spec, frozenset({EVAL_LAST})) for spec in stability_specs(base, rc.k, rc.fraction)]
+    specs = stability_specs(reference_base(rc, base), rc.k, rc.fraction)
+    return [Need(spec, frozenset({EVAL_LAST})) for spec in specs]
 
 
 def reference_scores(ctx: EvalContext) -> tuple[Reference, float]:
@@ -114,7 +129,7 @@ def reference_scores(ctx: EvalContext) -> tuple[Reference, float]:
     rc = reference_config(ctx.config)
     if rc.kind != "stability":
         return _load_file(rc, ctx.data.y_clean), float("nan")
-    matrix, masks = stability_matrix(ctx.runs, ctx.base, rc.k, rc.fraction, rc.variant)
+    matrix, masks = stability_matrix(ctx.runs, reference_base(rc, ctx.base), rc.k, rc.fraction, rc.variant)
     return _stability(matrix, masks), split_half_pearson(matrix, masks)
 
 
