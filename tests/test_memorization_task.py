@@ -109,8 +109,17 @@ def test_experiment_rows_and_estimator_from_store(make_config) -> None:
         assert set(sub.metric) == METRICS
         assert ((sub.value >= -1) & (sub.value <= 1)).all()
     ref_rows = raw[raw.proxy == "reference"].set_index("metric").value
-    assert set(ref_rows.index) == {"reference_mean_stderr", "reference_split_half_pearson"}
+    assert set(ref_rows.index) == {"reference_mean_stderr", "reference_split_half_pearson", "reference_flops",
+                                   "reference_seconds", "reference_flops_rel", "reference_seconds_rel"}
     assert ref_rows["reference_mean_stderr"] >= 0
+    # the reference's cost is the K runs' training plus final eval pass, from their manifests
+    manifests = [RunStore(cfg.store).get(s).manifest for s in specs]
+    want = sum(m["train_flops"] + m["recorders"][EVAL_LAST.key]["flops"] for m in manifests)
+    assert ref_rows["reference_flops"] == pytest.approx(want)
+    plain = RunStore(cfg.store).get(base).manifest["train_flops"]
+    assert ref_rows["reference_flops_rel"] == pytest.approx(want / plain)
+    # 6 models on 70 % subsets, 2 epochs (3 passes' worth per sample) plus one full eval pass each
+    assert 6 * 0.7 < ref_rows["reference_flops_rel"] < 6 * (0.7 + 0.2)
 
     # the estimator equals a direct computation from the stored correctness of the K runs
     store = RunStore(cfg.store)
