@@ -212,7 +212,9 @@ def _train_group(
             gen = torch.Generator().manual_seed(_seed_for(s.seed, epoch, 0))
             perms.append(train_idx[j][torch.randperm(m, generator=gen).to(device)])
         perm = torch.stack(perms)  # (K, M)
-        aug_gens = [torch.Generator(device=device).manual_seed(_seed_for(s.seed, epoch, 1)) for s in specs]
+        augmenting = recipe.augment and shape[-1] >= 16  # as train_run decides
+        aug_gens = [torch.Generator(device=device).manual_seed(_seed_for(s.seed, epoch, 1))
+                    for s in specs] if augmenting else []
         loss_sum = torch.zeros(k, device=device)
         correct_sum = torch.zeros(k, device=device)
         t0 = time.perf_counter()
@@ -221,7 +223,7 @@ def _train_group(
             b = idx.shape[1]
             yb = data.y[idx]
             xb = normalized[idx] if normalized is not None else data.inputs(idx.reshape(-1)).reshape(k, b, *shape)
-            if recipe.augment and xb.shape[-1] >= 16:
+            if augmenting:
                 xb = torch.stack([random_crop_flip(xb[j], recipe.crop_padding, aug_gens[j]) for j in range(k)])
             if samples_seen == 0:
                 flops_per_sample = _plain_flops(probe, xb[0], yb[0]) / b
