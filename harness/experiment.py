@@ -168,7 +168,7 @@ class Experiment:
 
     def _ensemble_groups(self, pending):
         """Runs that differ only in training subset and seed, train together as one batched
-        ensemble when `baselines.ensemble` says the model and recorders allow it."""
+        ensemble when `baselines.ensemble` says the model, recorders and device allow it."""
         try:
             from baselines.ensemble import can_ensemble
         except ImportError:
