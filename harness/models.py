@@ -65,29 +65,20 @@ def mlp_small(input_shape: tuple[int, int, int], num_classes: int) -> nn.Module:
     return nn.Sequential(nn.Flatten(), nn.Linear(c * h * w, 64), nn.ReLU(), nn.Linear(64, num_classes))
 
 
-def _conv_bn(cin: int, cout: int) -> list[nn.Module]:
-    return [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
+def _small_cnn(channels: int, num_classes: int, norm: Callable[[int], nn.Module]) -> nn.Sequential:
+    """Four 3x3 conv + norm + ReLU blocks (32-64-128-256), max-pooling between them."""
+    layers: list[nn.Module] = []
+    widths = (channels, 32, 64, 128, 256)
+    for i, (cin, cout) in enumerate(zip(widths, widths[1:])):
+        if i:
+            layers.append(nn.MaxPool2d(2))
+        layers += [nn.Conv2d(cin, cout, 3, padding=1, bias=False), norm(cout), nn.ReLU(inplace=True)]
+    return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(256, num_classes))
 
 
 @register_model("small_cnn", "4-conv CNN with batch norm, pooling after each conv (~0.4M params); fast CPU model")
 def small_cnn(input_shape: tuple[int, int, int], num_classes: int) -> nn.Module:
-    c = input_shape[0]
-    return nn.Sequential(
-        *_conv_bn(c, 32),
-        nn.MaxPool2d(2),
-        *_conv_bn(32, 64),
-        nn.MaxPool2d(2),
-        *_conv_bn(64, 128),
-        nn.MaxPool2d(2),
-        *_conv_bn(128, 256),
-        nn.AdaptiveAvgPool2d(1),
-        nn.Flatten(),
-        nn.Linear(256, num_classes),
-    )
-
-
-def _conv_gn(cin: int, cout: int) -> list[nn.Module]:
-    return [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.GroupNorm(8, cout), nn.ReLU(inplace=True)]
+    return _small_cnn(input_shape[0], num_classes, nn.BatchNorm2d)
 
 
 @register_model("small_cnn_gn", "small_cnn with GroupNorm (8 groups) for batch norm: no running statistics, "
@@ -95,19 +86,7 @@ def _conv_gn(cin: int, cout: int) -> list[nn.Module]:
 def small_cnn_gn(input_shape: tuple[int, int, int], num_classes: int) -> nn.Module:
     """GroupNorm normalises each sample on its own, so a member's output does not depend on the
     rest of its batch and there are no buffers to update: ``torch.func.vmap`` can stack it."""
-    c = input_shape[0]
-    return nn.Sequential(
-        *_conv_gn(c, 32),
-        nn.MaxPool2d(2),
-        *_conv_gn(32, 64),
-        nn.MaxPool2d(2),
-        *_conv_gn(64, 128),
-        nn.MaxPool2d(2),
-        *_conv_gn(128, 256),
-        nn.AdaptiveAvgPool2d(1),
-        nn.Flatten(),
-        nn.Linear(256, num_classes),
-    )
+    return _small_cnn(input_shape[0], num_classes, lambda width: nn.GroupNorm(8, width))
 
 
 class _BasicBlock(nn.Module):
