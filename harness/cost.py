@@ -30,6 +30,12 @@ def proxy_cost(proxy: Proxy, base: RunSpec, runs: Mapping[RunSpec, StoredRun]) -
     for need in proxy.needs(base):
         f, s = run_cost(runs[need.spec], {r.key for r in need.recorders}, include_training=need.spec != base)
         flops, seconds = flops + f, seconds + s
+    return cost_row(flops, seconds, runs[base])
+
+
+def cost_row(flops: float, seconds: float, base: StoredRun) -> dict[str, float]:
+    """Absolute cost and its ratio to `base`'s plain training (recorders excluded)."""
+    plain_flops, plain_seconds = run_cost(base, set(), include_training=True)
     return {
         "flops": flops,
         "seconds": seconds,

@@ -29,7 +29,7 @@ from baselines.references import Reference, load_cscore, load_fz
 from baselines.stability import EVAL_LAST, VARIANTS, split_half_pearson, stability_matrix, stability_specs
 from baselines.stability import stability_memorization as _stability
 from harness.config import ExperimentConfig
-from harness.cost import run_cost
+from harness.cost import cost_row, run_cost
 from harness.errors import HarnessError
 from harness.models import MODELS
 from harness.runspec import Corruption, DataSpec, RunSpec
@@ -168,14 +168,8 @@ def reference_cost(rc: ReferenceConfig, ctx: EvalContext) -> dict[str, float]:
     """Measured FLOPs and seconds of the K stability models (training and final eval pass), and
     their ratio to the base run's plain training: the paper's Table 5 row for stability, at the
     K used. Seconds of batched members are their share of the ensemble's wall time."""
-    plain_flops, plain_seconds = run_cost(ctx.runs[ctx.base], set(), include_training=True)
     flops = seconds = 0.0
     for spec in stability_specs(reference_base(rc, ctx.base), rc.k, rc.fraction):
         f, sec = run_cost(ctx.runs[spec], {EVAL_LAST.key}, include_training=True)
         flops, seconds = flops + f, seconds + sec
-    return {
-        "flops": flops,
-        "seconds": seconds,
-        "flops_rel": flops / plain_flops if plain_flops else float("nan"),
-        "seconds_rel": seconds / plain_seconds if plain_seconds else float("nan"),
-    }
+    return cost_row(flops, seconds, ctx.runs[ctx.base])
