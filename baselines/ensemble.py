@@ -188,7 +188,8 @@ def _train_group(
     models = _init_models(specs, data)
     params, buffers = _stack(models)
     skeleton = copy.deepcopy(models[0]).to("meta")
-    probe = models[0]  # a plain copy of member 0, for counting FLOPs as train_run does
+    first = train_idx[0, : recipe.batch_size]  # FLOPs as train_run counts them: one plain member's batch
+    flops_per_sample = _plain_flops(models[0], data.inputs(first), data.y[first]) / len(first)
     del models
 
     def one(p, b, x):
@@ -201,7 +202,7 @@ def _train_group(
     scheduler = make_scheduler(recipe, optimizer)
     skeleton.train()
     history: list[list[dict[str, float]]] = [[] for _ in specs]
-    flops_per_sample = 0.0
+    augmenting = recipe.augment and shape[-1] >= 16  # as train_run decides
     samples_seen = 0
     train_seconds = 0.0
     failed: dict[int, int] = {}
@@ -212,7 +213,6 @@ def _train_group(
             gen = torch.Generator().manual_seed(_seed_for(s.seed, epoch, 0))
             perms.append(train_idx[j][torch.randperm(m, generator=gen).to(device)])
         perm = torch.stack(perms)  # (K, M)
-        augmenting = recipe.augment and shape[-1] >= 16  # as train_run decides
         aug_gens = [torch.Generator(device=device).manual_seed(_seed_for(s.seed, epoch, 1))
                     for s in specs] if augmenting else []
         loss_sum = torch.zeros(k, device=device)
@@ -225,9 +225,6 @@ def _train_group(
             xb = normalized[idx] if normalized is not None else data.inputs(idx.reshape(-1)).reshape(k, b, *shape)
             if augmenting:
                 xb = torch.stack([random_crop_flip(xb[j], recipe.crop_padding, aug_gens[j]) for j in range(k)])
-            if samples_seen == 0:
-                flops_per_sample = _plain_flops(probe, xb[0], yb[0]) / b
-                del probe
             logits = forward(params, buffers, xb)  # (K, b, C)
             # classes on dim 1: (K, C, b) runs the CPU kernel ~5x faster than (K * b, C)
             loss = nn.functional.cross_entropy(logits.transpose(1, 2), yb, reduction="none")  # (K, b)
