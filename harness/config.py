@@ -33,3 +33,14 @@ class ExperimentConfig:
     progress: bool = True
     threads: int | None = None  # CPU threads for torch; None keeps torch's default
     checkpoint_every_s: float = 120.0
+    # execution (issue 8): where the runs train
+    executor: str = "local"  # "local" | "ray"
+    workers: int | None = None  # ray: concurrent jobs on a local Ray (default: CPU cores)
+    ray_address: str | None = None  # ray: join an existing cluster instead of starting one
+    gpus_per_run: float = 1.0  # ray on GPUs: fraction of a GPU each job reserves (0.25 packs four)
+    # statistics (issue 9)
+    bootstrap: int = 1000  # resamples for confidence intervals and paired tests; 0 disables them
+    overwrite: bool = False  # let --out replace a folder another experiment wrote
+    # GPU path (issue 10)
+    precision: str = "fp32"  # "fp32" | "bf16" (autocast; recorded signals stay float32)
+    compile: bool = False  # torch.compile the model
