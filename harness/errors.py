@@ -14,3 +14,17 @@ class HarnessError(Exception):
 
 class RunFailed(RuntimeError):
     """A training run could not finish (non-finite loss, ...); names the run."""
+
+
+class StorageError(RuntimeError):
+    """A write after training failed (disk full, permissions); names the path. The CLI prints the
+    one-line message and exits 1; every run already in the store is kept."""
+
+
+class Interrupted(Exception):
+    """Ctrl-C during an experiment: outstanding jobs were cancelled, the store is consistent.
+    The CLI prints `interrupted; N runs kept in the store, rerun to resume` and exits 130."""
+
+    def __init__(self, kept_runs: int) -> None:
+        super().__init__(f"interrupted; {kept_runs} runs kept in the store, rerun to resume")
+        self.kept_runs = kept_runs
