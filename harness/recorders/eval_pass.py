@@ -13,10 +13,23 @@ from torch import nn
 
 from harness.recorders.base import Recorder, RunContext, eval_batches, register_recorder
 
+#: The per-sample arrays kept at every recorded checkpoint (the probabilities only at the last).
+SIGNALS = ("loss", "correct", "p_label", "p_max", "phi")
+
+
+def logit_confidence(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """phi = log p_y - log(1 - p_y), LiRA's logit-scaled confidence (Carlini et al. 2022), as
+    logit_y - logsumexp of the other logits: computed from p_y it saturates once p_y rounds to 1
+    (float32: a margin of ~17 nats), from the logits it stays exact for any margin."""
+    picked = labels[..., None]
+    others = logits.scatter(-1, picked, float("-inf"))
+    return logits.gather(-1, picked).squeeze(-1) - torch.logsumexp(others, -1)
+
 
 def eval_signals(logits: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
     """Per-sample eval signals from logits (..., C) and labels (...): loss, correct, p_label,
-    p_max and the probabilities; any leading shape, so batched ensembles (K, B, C) share it."""
+    p_max, phi (logit-scaled confidence, for the privacy task) and the probabilities; any
+    leading shape, so batched ensembles (K, B, C) share it."""
     logits = logits.float()
     probs = torch.softmax(logits, -1)
     loss = nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), reduction="none")
@@ -25,6 +38,7 @@ def eval_signals(logits: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.
         "correct": (logits.argmax(-1) == labels).float(),
         "p_label": probs.gather(-1, labels[..., None]).squeeze(-1),
         "p_max": probs.amax(-1),
+        "phi": logit_confidence(logits, labels),
         "probs": probs,
     }
 
@@ -38,7 +52,7 @@ class EvalPass(Recorder):
         super().__init__(ctx, epochs=epochs)
         self.every_epoch = epochs == "all"
         rows = ctx.epochs if self.every_epoch else 1
-        for s in ("loss", "correct", "p_label", "p_max"):
+        for s in SIGNALS:
             self.buffer(s, (rows, ctx.n), fill=float("nan"))
         self.buffer("probs_last", (ctx.n, ctx.data.num_classes), fill=float("nan"))
         self.all_idx = torch.arange(ctx.n, device=ctx.device)
@@ -52,7 +66,7 @@ class EvalPass(Recorder):
         y = self.ctx.data.y
         for idx, logits in eval_batches(model, self.ctx.data, self.all_idx, self.ctx.eval_batch_size):
             signals = eval_signals(logits, y[idx])
-            for name in ("loss", "correct", "p_label", "p_max"):
+            for name in SIGNALS:
                 self.buffers[name][row].index_copy_(0, idx, signals[name])
             if last:
                 self.buffers["probs_last"].index_copy_(0, idx, signals["probs"])
