@@ -4,65 +4,196 @@ Cosine similarity is reported because the paper does, but for non-negative vecto
 inflated (two unrelated positive vectors already score high), so Pearson and Spearman are
 reported beside it. The top-k variants look only at the samples the reference calls most
 memorized, where a proxy is actually used.
+
+Every statistic is a weighted one, so the same code gives the point estimate (weight 1 per
+sample) and the bootstrap replicates (weight = how often a resample drew the sample):
+weighted cosine, Pearson from weighted moments, Spearman = weighted Pearson of weighted
+mid-ranks (the ranks of the resampled multiset, ties averaged). With unit weights these are
+exactly numpy's and scipy's statistics.
+
+Top-k without index bias: the top-k set is the k samples with the highest reference; when the
+k-th place falls inside a group of tied reference values, every member of that group belongs to
+the set with the same fractional weight (places left / group size), so the set's weight is
+exactly k and no sample is preferred for its position in the dataset.
 """
 
 from __future__ import annotations
 
 import numpy as np
-from scipy import stats
 
+from harness.bootstrap import Resamples
 from harness.errors import HarnessError
 
-
-def _cosine(a: np.ndarray, b: np.ndarray) -> float:
-    """Cosine similarity; NaN when either vector is all zeros (the angle is undefined)."""
-    norm = float(np.linalg.norm(a) * np.linalg.norm(b))
-    return float(np.dot(a, b) / norm) if norm > 0 else float("nan")
+SIMILARITY = ("cosine", "pearson", "spearman")
+METRICS = (*SIMILARITY, *(f"{m}_topk" for m in SIMILARITY))
 
 
-def _is_constant(a: np.ndarray) -> bool:
-    return a.size < 2 or bool(np.all(a == a[0]))
+def _sorted_groups(x: np.ndarray, descending: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    order = np.argsort(-x if descending else x, kind="stable")
+    s = x[order]
+    return order, np.flatnonzero(np.r_[True, s[1:] != s[:-1]])
 
 
-def _correlations(a: np.ndarray, b: np.ndarray) -> dict[str, float]:
-    """Cosine, Pearson, Spearman; correlations of a constant vector are NaN, checked up front
-    so scipy's ConstantInputWarning never fires (one per proxy per seed would drown the log)."""
-    out = {"cosine": _cosine(a, b)}
-    if _is_constant(a) or _is_constant(b) or not (np.isfinite(a).all() and np.isfinite(b).all()):
-        out["pearson"] = out["spearman"] = float("nan")
-    else:
-        out["pearson"] = float(stats.pearsonr(a, b).statistic)
-        out["spearman"] = float(stats.spearmanr(a, b).statistic)
+def _group_bounds(order: np.ndarray, starts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For each sample (original order): the sorted positions where its tie group starts and ends."""
+    sizes = np.diff(np.r_[starts, len(order)])
+    lo, hi = np.empty(len(order), dtype=np.intp), np.empty(len(order), dtype=np.intp)
+    lo[order] = np.repeat(starts, sizes)
+    hi[order] = np.repeat(starts + sizes, sizes)
+    return lo, hi
+
+
+def _cumulative(weights: np.ndarray, order: np.ndarray) -> np.ndarray:
+    """(b, N + 1): weight of the first j samples in `order`, per row."""
+    out = np.zeros((weights.shape[0], weights.shape[1] + 1))
+    np.cumsum(weights[:, order], axis=1, out=out[:, 1:])
     return out
 
 
-def similarity_metrics(
-    proxy: np.ndarray, reference: np.ndarray, top_k: int | None = None
-) -> dict[str, float]:
-    """cosine, pearson, spearman on all samples, and the same with suffix ``_topk`` on the
-    top_k samples by reference (default max(1, round(0.1 * N))).
+def weighted_ranks(x: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Mid-ranks of x in the weighted multiset, per row of weights (b, N): weight strictly below
+    plus half the tied weight (ranks up to a constant, which no correlation sees)."""
+    order, starts = _sorted_groups(x)
+    lo, hi = _group_bounds(order, starts)
+    c = _cumulative(weights, order)
+    return (np.take(c, lo, axis=1) + np.take(c, hi, axis=1)) / 2
 
-    Samples whose reference is NaN (e.g. stability estimates that no model left out) are
-    dropped from both vectors before anything is computed; N is the count that remains. A NaN
-    in the proxy is not dropped: it is a proxy bug and shows up as NaN metrics. Ties in the
-    reference at the top-k boundary go to the lower sample index (stable sort).
-    """
+
+def top_k_weights(reference: np.ndarray, weights: np.ndarray, k: float) -> np.ndarray:
+    """Weights (b, N) of the top-k set by reference within each weighted resample: whole weight
+    above the k-th place, the boundary tie group by the fraction of it that fits, 0 below."""
+    order, starts = _sorted_groups(reference, descending=True)
+    lo, hi = _group_bounds(order, starts)
+    c = _cumulative(weights, order)
+    before, group = np.take(c, lo, axis=1), np.take(c, hi, axis=1)
+    total = group - before
+    frac = np.divide(k - before, total, out=np.zeros_like(total), where=total > 0)
+    return weights * np.clip(frac, 0.0, 1.0)
+
+
+#: A weighted variance this small relative to the mean square is a constant vector up to
+#: rounding (a constant's variance from weighted sums is ~1e-16 of its square, not exactly 0).
+FLAT = 1e-10
+
+
+def _dot(w: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """Per-row weighted sum: a matrix-vector product for a shared (N,) vector, else rowwise."""
+    return w @ x if x.ndim == 1 else np.einsum("bn,bn->b", w, x)
+
+
+def _moments(x: np.ndarray, w: np.ndarray, sw: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Weighted mean, variance and "constant on the support" flag per row of w."""
+    mean = _dot(w, x) / sw
+    square = _dot(w, x * x) / sw
+    var = square - mean**2
+    return mean, var, var <= FLAT * np.maximum(square, np.finfo(float).tiny)
+
+
+class _Side:
+    """One vector's weighted moments under a weight matrix, kept to pair with many proxies."""
+
+    def __init__(self, x: np.ndarray, w: np.ndarray, sw: np.ndarray) -> None:
+        self.x = x
+        self.mean, self.var, self.flat = _moments(x, w, sw)
+
+
+def _pearson(a: _Side, b: _Side, w: np.ndarray, sw: np.ndarray) -> np.ndarray:
+    """Weighted Pearson per row; NaN where either side is constant on the support."""
+    if a.x.ndim == 1 and b.x.ndim == 1:
+        cross = w @ (a.x * b.x)
+    else:
+        cross = np.einsum("bn,bn,bn->b", w, np.broadcast_to(a.x, w.shape), np.broadcast_to(b.x, w.shape))
+    cov = cross / sw - a.mean * b.mean
+    ok = ~(a.flat | b.flat)
+    r = np.divide(cov, np.sqrt(np.abs(a.var * b.var)), out=np.full(len(w), np.nan), where=ok)
+    return np.clip(r, -1.0, 1.0)
+
+
+def _cosine(a: np.ndarray, b: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """Weighted cosine per row; NaN when either vector is all zeros on the support."""
+    norm = np.sqrt((w @ (a * a)) * (w @ (b * b)))
+    return np.divide(w @ (a * b), norm, out=np.full(len(w), np.nan), where=norm > 0)
+
+
+class _Reference:
+    """The reference's side of every metric under one weight matrix: its moments, its mid-ranks
+    and the top-k weights, computed once and paired with each proxy."""
+
+    def __init__(self, reference: np.ndarray, weights: np.ndarray, k: float) -> None:
+        self.raw = reference
+        centered = reference - reference.mean()  # correlations are shift-invariant; sums stay exact
+        top = top_k_weights(reference, weights, k)
+        used = (top > 0).any(axis=0)  # ~k of N columns: the top-k metrics only look at these
+        self.parts = {}
+        for suffix, cols, w in (("", slice(None), weights), ("_topk", used, top[:, used])):
+            sw = w.sum(axis=1)
+            ranks = weighted_ranks(reference[cols], w)
+            self.parts[suffix] = (cols, w, sw, _Side(centered[cols], w, sw), _Side(ranks, w, sw))
+
+    def metrics(self, proxy: np.ndarray) -> dict[str, np.ndarray]:
+        out: dict[str, np.ndarray] = {}
+        centered = proxy - proxy.mean()
+        for suffix, (cols, w, sw, ref, ref_ranks) in self.parts.items():
+            if not np.isfinite(proxy).all():  # a proxy bug: every metric NaN
+                out.update({f"{m}{suffix}": np.full(len(w), np.nan) for m in SIMILARITY})
+                continue
+            out[f"cosine{suffix}"] = _cosine(proxy[cols], self.raw[cols], w)
+            out[f"pearson{suffix}"] = _pearson(_Side(centered[cols], w, sw), ref, w, sw)
+            out[f"spearman{suffix}"] = _pearson(_Side(weighted_ranks(proxy[cols], w), w, sw), ref_ranks, w, sw)
+        return out
+
+
+def weighted_similarity(
+    proxy: np.ndarray, reference: np.ndarray, weights: np.ndarray, k: float
+) -> dict[str, np.ndarray]:
+    """All six metrics per row of weights (b, N); proxy and reference already without NaN
+    reference entries. A non-finite proxy value (a proxy bug) makes every metric NaN."""
+    return _Reference(reference, np.atleast_2d(weights), k).metrics(proxy)
+
+
+def _prepare(
+    proxy: np.ndarray, reference: np.ndarray, top_k: int | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
     proxy = np.asarray(proxy, dtype=np.float64)
     reference = np.asarray(reference, dtype=np.float64)
     if proxy.ndim != 1 or proxy.shape != reference.shape:
         raise HarnessError(
-            f"proxy and reference must be 1-D of equal length, got {proxy.shape} and "
-            f"{reference.shape}"
+            f"proxy and reference must be 1-D of equal length, got {proxy.shape} and {reference.shape}"
         )
     keep = ~np.isnan(reference)
-    proxy, reference = proxy[keep], reference[keep]
-    n = len(reference)
+    n = int(keep.sum())
     k = max(1, round(0.1 * n)) if top_k is None else int(top_k)
     if k < 1:
         raise HarnessError(f"top_k must be >= 1, got {top_k}")
-    top = np.argsort(-reference, kind="stable")[: min(k, n)]
-    metrics = _correlations(proxy, reference)
-    metrics.update(
-        {f"{name}_topk": v for name, v in _correlations(proxy[top], reference[top]).items()}
-    )
-    return metrics
+    return proxy[keep], reference[keep], keep, min(k, n)
+
+
+def similarity_metrics(proxy: np.ndarray, reference: np.ndarray, top_k: int | None = None) -> dict[str, float]:
+    """cosine, pearson, spearman on all samples, and the same with suffix ``_topk`` on the top_k
+    samples by reference (default max(1, round(0.1 * N)); ties at the boundary share it).
+
+    Samples whose reference is NaN (e.g. stability estimates that no model left out) are
+    dropped from both vectors before anything is computed; N is the count that remains. A NaN
+    in the proxy is not dropped: it is a proxy bug and shows up as NaN metrics.
+    """
+    p, r, _, k = _prepare(proxy, reference, top_k)
+    return {m: float(v[0]) for m, v in weighted_similarity(p, r, np.ones((1, len(r))), k).items()}
+
+
+def similarity_boot(
+    scores: dict[str, np.ndarray], reference: np.ndarray, resamples: Resamples, top_k: int | None = None
+) -> dict[str, dict[str, np.ndarray]]:
+    """Every proxy's six metrics on each of the B resamples of all N samples: {proxy: {metric:
+    (B,)}}. Samples with a NaN reference are dropped from every resample, as from the point
+    estimate; the reference's side is computed once per block of resamples, not per proxy."""
+    prepared = {name: _prepare(s, reference, top_k) for name, s in scores.items()}
+    if not prepared:
+        return {}
+    _, ref, keep, k = next(iter(prepared.values()))
+    parts: dict[str, dict[str, list[np.ndarray]]] = {name: {} for name in prepared}
+    for w in resamples.chunks():
+        side = _Reference(ref, w[:, keep], k)
+        for name, (p, _, _, _) in prepared.items():
+            for metric, v in side.metrics(p).items():
+                parts[name].setdefault(metric, []).append(v)
+    return {name: {m: np.concatenate(v) for m, v in d.items()} for name, d in parts.items()}

@@ -1,26 +1,42 @@
-"""Learning time from the seed paper (Eq. 7, threshold from App. B.4 Eq. 17).
+"""Learning time from the seed paper (Eq. 7, threshold from App. B.4 Eq. 17), in both forms.
 
-With g_t = ‖∇ₓℓ(w_t, z)‖² at checkpoints t = 1..E, the running mean m_T = (1/T) Σ_{t≤T} g_t; the
-threshold τ is the mean of m_T over all T and all samples; a sample's learning time is the first T
-with m_T ≤ τ, divided by E (never -> 1). Learned later = higher score.
+With g_t = ‖∇ₓℓ(w_t, z)‖^power at checkpoints t = 1..E (power 2 in the paper, 1 for ‖g‖, what the
+released gradient files appear to hold), the running mean m_T = (1/T) Σ_{t≤T} g_t; the threshold
+τ is the mean of m_T over all T and all samples. Learned later = higher score.
+- ``rule=first`` (the paper's text, default): the first T with m_T ≤ τ, divided by E (never -> 1).
+- ``rule=count`` (the authors' released notebook): the fraction of checkpoints with m_T > τ.
+  m_T need not fall monotonically, and then ``first`` stops at an early dip (AUROC 0.50 on
+  CIFAR-10 mislabeled detection, per issue 9), while counting is robust to it.
 """
 
 from __future__ import annotations
 
+from typing import Any, ClassVar
+
 import numpy as np
 
+from harness.errors import HarnessError
 from harness.recorders import RecorderRequest
 from proxies.base import Proxy, ScoreContext
 from proxies.registry import register_proxy
 
+RULES = ("first", "count")
+POWERS = (1, 2)
 
-def learning_time(sq: np.ndarray) -> np.ndarray:
-    """sq: (E, N) squared input-gradient norms per checkpoint. Returns first T (1-based) with
-    running mean ≤ τ, divided by E; samples whose running mean never drops to τ get 1."""
-    sq = np.asarray(sq, dtype=np.float64)
-    epochs = sq.shape[0]
-    running = np.cumsum(sq, axis=0) / np.arange(1, epochs + 1)[:, None]
-    below = running <= running.mean()
+
+def learning_time(sq: np.ndarray, rule: str = "first", power: int = 2) -> np.ndarray:
+    """sq: (E, N) squared input-gradient norms per checkpoint -> (N,) learning times in [0, 1]."""
+    if rule not in RULES or power not in POWERS:
+        raise HarnessError(f"learning_time needs rule in {RULES} and power in {POWERS}, got {rule!r}, {power!r}")
+    g = np.asarray(sq, dtype=np.float64)
+    if power == 1:
+        g = np.sqrt(g)
+    epochs = g.shape[0]
+    running = np.cumsum(g, axis=0) / np.arange(1, epochs + 1)[:, None]
+    tau = running.mean()
+    if rule == "count":
+        return (running > tau).mean(axis=0)
+    below = running <= tau
     first = np.where(below.any(axis=0), below.argmax(axis=0) + 1, epochs)
     return first / epochs
 
@@ -28,9 +44,24 @@ def learning_time(sq: np.ndarray) -> np.ndarray:
 @register_proxy
 class LearningTime(Proxy):
     name = "learning_time"
-    description = "first checkpoint where the running mean of squared input-gradient norms is <= its global mean, / E"
+    description = ("learning time from input-gradient norms: first checkpoint whose running mean is <= the "
+                   "global mean, / E (rule=first, paper) or fraction of checkpoints above it (rule=count)")
     citation = "Ravikumar et al., Towards Memorization Estimation: Fast, Formal and Free, ICML 2025 (Eq. 7, 17)"
+    defaults: ClassVar[dict[str, Any]] = {"rule": "first", "power": 2}
     recorders = (RecorderRequest.of("input_grads"),)
+    #: Variants that `--proxies all` runs beside the default (the released notebook's rule).
+    variants_in_all: ClassVar[tuple[dict[str, Any], ...]] = ({"rule": "count"},)
+
+    def __init__(self, **params: Any) -> None:
+        super().__init__(**params)
+        self.validate()  # proxies.base calls this hook too once it has one; checking twice is harmless
+
+    def validate(self) -> None:
+        rule, power = self.params["rule"], self.params["power"]
+        if rule not in RULES:
+            raise HarnessError(f"learning_time.rule must be one of {', '.join(RULES)}, got {rule!r}")
+        if isinstance(power, bool) or power not in POWERS:
+            raise HarnessError(f"learning_time.power must be 1 (‖g‖) or 2 (‖g‖², paper), got {power!r}")
 
     def score(self, ctx: ScoreContext) -> np.ndarray:
-        return learning_time(ctx.arrays(self.recorders[0])["sq"])
+        return learning_time(ctx.arrays(self.recorders[0])["sq"], self.params["rule"], self.params["power"])

@@ -33,11 +33,34 @@ def test_precision_at_k_by_hand() -> None:
     assert np.isnan(precision_at_k(positives, scores, 0))
 
 
-def test_precision_at_k_breaks_ties_by_sample_order() -> None:
+def test_precision_at_k_is_the_expectation_under_random_tie_breaking() -> None:
+    # three samples tied at the top, two of them positive: any of the three is equally likely to
+    # take a place, so each place holds 2/3 of a positive in expectation (index order said 0 and 1/2)
     positives = np.array([0, 1, 1, 0], dtype=bool)
     scores = np.array([1.0, 1.0, 1.0, 0.0])
-    assert precision_at_k(positives, scores, 1) == 0.0  # sample 0 comes first among the tied
-    assert precision_at_k(positives, scores, 2) == 0.5
+    assert precision_at_k(positives, scores, 1) == pytest.approx(2 / 3)
+    assert precision_at_k(positives, scores, 2) == pytest.approx(2 / 3)
+    assert precision_at_k(positives, scores, 3) == pytest.approx(2 / 3)
+    assert precision_at_k(positives, scores, 4) == pytest.approx(1 / 2)
+    # a tie group straddling the k-th place: 0.9 is in, {0.5 x 4, one positive} fills 2 places
+    positives = np.array([1, 1, 0, 0, 0, 0], dtype=bool)
+    scores = np.array([0.9, 0.5, 0.5, 0.5, 0.5, 0.1])
+    assert precision_at_k(positives, scores, 3) == pytest.approx((1 + 2 * 1 / 4) / 3)
+    # the same holds whichever position the tied positive sits at (no index bias)
+    assert precision_at_k(positives[[0, 4, 2, 3, 1, 5]], scores, 3) == pytest.approx((1 + 2 * 1 / 4) / 3)
+
+
+def test_precision_at_k_equals_the_mean_over_all_tie_orders() -> None:
+    from itertools import permutations
+
+    positives = np.array([1, 0, 1, 0, 0, 1, 0], dtype=bool)
+    scores = np.array([3.0, 2.0, 2.0, 2.0, 1.0, 1.0, 0.0])
+    for k in range(1, 8):
+        hits = []
+        for perm in permutations(range(7)):  # break ties by a random order: average over all orders
+            order = sorted(range(7), key=lambda i: (-scores[i], perm[i]))
+            hits.append(positives[order[:k]].mean())
+        assert precision_at_k(positives, scores, k) == pytest.approx(np.mean(hits), abs=1e-12)
 
 
 def test_nan_scores_rank_lowest() -> None:
@@ -51,9 +74,10 @@ def test_nan_scores_rank_lowest() -> None:
     assert precision_at_k(positives, np.array([np.nan, np.nan, 1.0, 0.0]), 2) == 0.0
 
 
-def test_all_nan_scores_do_not_crash() -> None:
+def test_all_nan_scores_are_nan_metrics_not_chance() -> None:
+    # a proxy that scored nothing has no ranking: NaN (reported as a failure), never a silent 0.5
     m = detection_metrics(np.array([1, 0, 0], dtype=bool), np.full(3, np.nan))
-    assert m["auroc"] == pytest.approx(0.5)
+    assert all(np.isnan(v) for v in m.values())
 
 
 def test_degenerate_ground_truth_gives_nan() -> None:

@@ -65,10 +65,10 @@ class Curvature(Recorder):
         return (epoch + 1) % self.every == 0 or epoch == self.ctx.epochs - 1
 
     def active(self, epoch: int, phase: int) -> bool:
-        return self.scored(epoch)
+        return phase in self.phases and self.scored(epoch)
 
     def on_epoch_end(self, epoch: int, phase: int, model: nn.Module) -> None:
-        if not self.scored(epoch):
+        if not self.active(epoch, phase):  # a second phase (SSFT-style run) must not overwrite phase 1
             return
         data, bs = self.ctx.data, self.ctx.eval_batch_size
         gen = torch.Generator(device=self.ctx.device).manual_seed(curvature_seed(self.run_seed, epoch))

@@ -8,17 +8,20 @@ memorization reference), and evaluates every proxy's scores in a setting into ro
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import ClassVar
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
 
 import numpy as np
 
+from harness.bootstrap import Resamples
 from harness.config import ExperimentConfig
 from harness.errors import HarnessError
-from harness.metrics import detection_metrics
+from harness.metrics import detection_boot, detection_metrics
 from harness.prepared import PreparedData
 from harness.runspec import DataSpec, RunSpec
 from harness.store import StoredRun
+from harness.tasks.reference import REFERENCE_DEFAULTS, ReferenceConfig, reference_config
 from proxies.base import Need, Proxy
 
 
@@ -38,14 +41,46 @@ class EvalContext:
     runs: Mapping[RunSpec, StoredRun]
     config: ExperimentConfig
     proxies: list[Proxy]
+    out: Path | None = None  # where figures go; None: the task writes no files
+    artifacts: dict[str, list[str]] = field(default_factory=dict)  # files written, relative to out
+
+    def resamples(self) -> Resamples | None:
+        """The setting's bootstrap resamples (config.bootstrap of them; None when 0), the same
+        for every proxy and drawn from (task, setting, seed) so a rerun draws them again."""
+        b = int(getattr(self.config, "bootstrap", 0) or 0)
+        if b <= 0:
+            return None
+        return Resamples.draw(self.data.n, b, self.setting.task, self.setting.label, self.setting.seed)
 
 
 Row = dict[str, object]
 
 
 class Task:
+    """Subclass, set the class attributes, implement `settings` and `evaluate`; register with
+    `@register_task`. Parameters (`--task-arg NAME.PARAM=VALUE`) are declared in `defaults`,
+    checked once in the constructor (`validate`), and read from `self.params`. Tasks that
+    compare against the memorization reference set `uses_reference` and read `self.reference`."""
+
     name: ClassVar[str]
     description: ClassVar[str]
+    defaults: ClassVar[dict[str, Any]] = {}
+    uses_reference: ClassVar[bool] = False
+
+    def __init__(self, reference: ReferenceConfig | None = None, **params: Any) -> None:
+        unknown = sorted(set(params) - set(self.defaults))
+        if unknown:
+            valid = ", ".join(self.defaults) or "none"
+            raise HarnessError(f"task {self.name!r} has no parameter(s) {unknown}; valid: {valid}")
+        self.params: dict[str, Any] = {**self.defaults, **params}
+        self.reference: ReferenceConfig | None = (reference or ReferenceConfig()) if self.uses_reference else None
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise HarnessError for a bad parameter value (called once, by the constructor)."""
+
+    def bind(self, tasks: list[Task]) -> None:
+        """Called once by make_tasks with every selected task (e.g. cost borrows a sibling's settings)."""
 
     def settings(self, cfg: ExperimentConfig, base_data: DataSpec, n_train: int) -> list[Setting]:
         raise NotImplementedError
@@ -58,12 +93,26 @@ class Task:
         raise NotImplementedError
 
 
-def detection_rows(positives: np.ndarray, scores: dict[str, np.ndarray], metrics: tuple[str, ...]) -> list[Row]:
-    """Rows of detection metrics (harness.metrics) of every proxy against a ground-truth mask."""
+def positive_int(task: str, key: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise HarnessError(f"{task}.{key} must be a positive integer, got {value!r}")
+    return value
+
+
+def detection_rows(
+    positives: np.ndarray, scores: dict[str, np.ndarray], metrics: tuple[str, ...], resamples: Resamples | None = None
+) -> list[Row]:
+    """Rows of detection metrics (harness.metrics) of every proxy against a ground-truth mask,
+    each with its bootstrap replicates under "boot" when resamples are given."""
     rows: list[Row] = []
     for proxy, s in scores.items():
         values = detection_metrics(positives, s)
-        rows += [{"proxy": proxy, "metric": m, "value": values[m]} for m in metrics]
+        boot = detection_boot(positives, s, resamples) if resamples is not None else {}
+        for m in metrics:
+            row: Row = {"proxy": proxy, "metric": m, "value": values[m]}
+            if m in boot:
+                row["boot"] = boot[m]
+            rows.append(row)
     return rows
 
 
@@ -75,10 +124,40 @@ def register_task(cls: type[Task]) -> type[Task]:
     return cls
 
 
-def make_tasks(names: tuple[str, ...]) -> list[Task]:
+def make_tasks(
+    names: tuple[str, ...] | list[str],
+    task_args: Mapping[str, Mapping[str, Any]] | None = None,
+    reference: str = "stability",
+) -> list[Task]:
+    """The selected tasks, each built once with its `--task-arg` parameters, sharing one
+    ReferenceConfig (from `--reference` and the `memorization.k|fraction|variant|model` args)
+    among the tasks that use the reference. Bad names or parameters raise HarnessError."""
+    names = list(names)
+    task_args = {k: dict(v) for k, v in (task_args or {}).items()}
+    valid = ", ".join(TASKS)
+    if not names:
+        raise HarnessError(f"no tasks selected; pass --tasks with some of: {valid}")
     unknown = [n for n in names if n not in TASKS]
     if unknown:
-        raise HarnessError(f"unknown task(s) {unknown}; valid tasks: {', '.join(TASKS)}")
-    if not names:
-        raise HarnessError(f"no tasks selected; pass --tasks with some of: {', '.join(TASKS)}")
-    return [TASKS[n]() for n in names]
+        raise HarnessError(f"unknown task(s) {unknown}; valid tasks: {valid}")
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise HarnessError(f"task(s) {repeated} selected more than once; list each task once in --tasks")
+    for owner in task_args:
+        if owner not in TASKS:
+            raise HarnessError(f"--task-arg names unknown task {owner!r}; valid tasks: {valid}")
+    referencing = [n for n in names if TASKS[n].uses_reference]
+    mem_args = task_args.get("memorization", {})
+    ref_args = {k: v for k, v in mem_args.items() if k in REFERENCE_DEFAULTS}
+    for owner in task_args:
+        if owner in names:
+            continue
+        if owner == "memorization" and referencing and set(mem_args) <= set(REFERENCE_DEFAULTS):
+            continue  # the reference's settings, for theory/privacy without the memorization task
+        raise HarnessError(f"--task-arg names task {owner!r}, which is not among the selected tasks "
+                           f"({', '.join(names)}); add it to --tasks or drop the argument")
+    rc = reference_config(reference, ref_args) if referencing else None
+    tasks = [TASKS[n](reference=rc, **task_args.get(n, {})) for n in names]
+    for task in tasks:
+        task.bind(tasks)
+    return tasks

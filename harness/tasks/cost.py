@@ -1,14 +1,18 @@
 """Cost (paper Table 5): each proxy's measured FLOPs and seconds, absolute and relative to one
-plain training run. It reuses the runs of the experiment's first other setting (no extra training)."""
+plain training run. It reuses the runs of the first other selected task's first setting label
+(no extra training); alone, it trains one clean base run per seed."""
 
 from __future__ import annotations
+
+from typing import Any
 
 import numpy as np
 
 from harness.config import ExperimentConfig
 from harness.cost import proxy_cost
 from harness.runspec import DataSpec
-from harness.tasks.base import TASKS, EvalContext, Row, Setting, Task, register_task
+from harness.tasks.base import EvalContext, Row, Setting, Task, register_task
+from harness.tasks.reference import ReferenceConfig
 
 
 @register_task
@@ -16,12 +20,18 @@ class Cost(Task):
     name = "cost"
     description = "measured FLOPs and wall seconds of each proxy, absolute and relative to plain training"
 
+    def __init__(self, reference: ReferenceConfig | None = None, **params: Any) -> None:
+        super().__init__(reference, **params)
+        self.source: Task | None = None
+
+    def bind(self, tasks: list[Task]) -> None:
+        self.source = next((t for t in tasks if not isinstance(t, Cost)), None)
+
     def settings(self, cfg: ExperimentConfig, base_data: DataSpec, n_train: int) -> list[Setting]:
-        for other in cfg.tasks:
-            if other != self.name and other in TASKS:
-                settings = TASKS[other]().settings(cfg, base_data, n_train)
-                first = settings[0].label
-                return [Setting(self.name, s.label, s.data, s.seed) for s in settings if s.label == first]
+        if self.source is not None:
+            settings = self.source.settings(cfg, base_data, n_train)
+            first = settings[0].label
+            return [Setting(self.name, s.label, s.data, s.seed) for s in settings if s.label == first]
         return [Setting(self.name, "clean", base_data, seed) for seed in cfg.seeds]
 
     def evaluate(self, ctx: EvalContext, scores: dict[str, np.ndarray]) -> list[Row]:

@@ -8,6 +8,7 @@ import numpy as np
 
 from harness.config import ExperimentConfig
 from harness.corruption import default_duplicate_pairs
+from harness.errors import HarnessError
 from harness.runspec import Corruption, DataSpec
 from harness.tasks.base import EvalContext, Row, Setting, Task, detection_rows, register_task
 
@@ -18,7 +19,10 @@ class Duplicates(Task):
     description = "detect both members of duplicated pairs with conflicting labels (AUROC, AUPRC)"
 
     def settings(self, cfg: ExperimentConfig, base_data: DataSpec, n_train: int) -> list[Setting]:
-        pairs = cfg.duplicate_pairs or default_duplicate_pairs(n_train)
+        pairs = default_duplicate_pairs(n_train) if cfg.duplicate_pairs is None else cfg.duplicate_pairs
+        if isinstance(pairs, bool) or not isinstance(pairs, int) or not 1 <= pairs <= n_train // 2:
+            raise HarnessError(f"--duplicate-pairs {pairs!r} must be an integer in [1, {n_train // 2}] for N={n_train} "
+                               "samples (0 pairs leave nothing to detect); omit it for the default 0.5% of N")
         out = []
         for seed in cfg.seeds:
             c = Corruption(kind="duplicates", pairs=pairs, seed=seed)
@@ -26,4 +30,4 @@ class Duplicates(Task):
         return out
 
     def evaluate(self, ctx: EvalContext, scores: dict[str, np.ndarray]) -> list[Row]:
-        return detection_rows(ctx.data.positives, scores, ("auroc", "auprc"))
+        return detection_rows(ctx.data.positives, scores, ("auroc", "auprc"), ctx.resamples())

@@ -1,4 +1,7 @@
-"""Mislabeled-sample detection (paper Table 2): symmetric noise or a file of real noisy labels."""
+"""Mislabeled-sample detection (paper Table 2): symmetric noise or a file of real noisy labels.
+
+Ground truth without positives (a rate that flips no sample at this N, a label file equal to the
+clean labels) would give an all-NaN leaderboard; it is bad input, refused while planning."""
 
 from __future__ import annotations
 
@@ -7,10 +10,12 @@ from dataclasses import replace
 import numpy as np
 
 from harness.config import ExperimentConfig
+from harness.corruption import read_label_file
 from harness.errors import HarnessError
 from harness.prepared import file_sha
 from harness.runspec import Corruption, DataSpec
 from harness.tasks.base import EvalContext, Row, Setting, Task, detection_rows, register_task
+from harness.tasks.reference import planning_dataset
 
 
 @register_task
@@ -20,12 +25,18 @@ class Mislabeled(Task):
 
     def settings(self, cfg: ExperimentConfig, base_data: DataSpec, n_train: int) -> list[Setting]:
         if cfg.noisy_labels:
+            self._check_label_file(cfg)
             c = Corruption(kind="label_file", label_file=cfg.noisy_labels, label_file_sha=file_sha(cfg.noisy_labels))
             data = replace(base_data, corruption=c)
             return [Setting(self.name, c.label(), data, s) for s in cfg.seeds]
+        if not cfg.noise_rates:
+            raise HarnessError("no noise rates given; pass e.g. --noise-rates 0.01,0.1")
         for rate in cfg.noise_rates:
             if not 0.0 <= rate < 1.0:
                 raise HarnessError(f"noise rate {rate} is outside [0, 1); pass rates like --noise-rates 0.01,0.1")
+            if round(rate * n_train) < 1:  # symmetric_noise flips exactly round(rate * N) samples
+                raise HarnessError(f"noise rate {rate} flips no label of N={n_train} samples, so there is nothing "
+                                   f"to detect; use a rate >= {1 / n_train:.2g} = 1/N or a larger --subset")
         out = []
         for rate in cfg.noise_rates:
             for seed in cfg.seeds:
@@ -33,5 +44,14 @@ class Mislabeled(Task):
                 out.append(Setting(self.name, c.label(), replace(base_data, corruption=c), seed))
         return out
 
+    @staticmethod
+    def _check_label_file(cfg: ExperimentConfig) -> None:
+        dataset = planning_dataset(cfg.dataset, cfg.data_root, cfg.subset)
+        clean = dataset.y_train.numpy()
+        noisy = read_label_file(cfg.noisy_labels, dataset.full_train_size, dataset.num_classes)[: len(clean)]
+        if not np.any(noisy != clean):
+            raise HarnessError(f"--noisy-labels {cfg.noisy_labels} equals the clean labels on all {len(clean)} "
+                               "samples: no mislabeled sample to detect; check the file or the key")
+
     def evaluate(self, ctx: EvalContext, scores: dict[str, np.ndarray]) -> list[Row]:
-        return detection_rows(ctx.data.positives, scores, ("auroc", "auprc", "precision_at_k"))
+        return detection_rows(ctx.data.positives, scores, ("auroc", "auprc", "precision_at_k"), ctx.resamples())

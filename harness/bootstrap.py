@@ -1,0 +1,123 @@
+"""Confidence intervals and paired comparisons by the bootstrap (methods.md §3, last paragraph).
+
+Method, as the leaderboard reports it:
+1. Within one (task, setting, seed), B resamples of the N samples are drawn once, with
+   replacement, from a generator seeded by (task, setting, seed) -- so a rerun draws the same
+   resamples and every proxy of that setting is evaluated on the *same* resamples (paired).
+   A resample is held as multinomial counts: sample i appears ``counts[b, i]`` times.
+   Each metric is computed on all B resamples at once as a weighted statistic (AUROC as a
+   weighted Mann-Whitney count, correlations from weighted moments and weighted mid-ranks):
+   no per-sample or per-resample Python loop.
+2. Across seeds, replicate b draws S seeds with replacement (one draw per replicate, shared by
+   every proxy of the task, setting and metric) and averages their replicate-b values. The 95 %
+   confidence interval is the 2.5 / 97.5 percentile interval of these B combined replicates, so
+   it carries both the sample and the seed variation.
+3. Paired test against the best proxy (best = highest mean; lowest for cost-like metrics): on
+   the same combined replicates, d_b = proxy_b - best_b (sign flipped when lower is better).
+   ``p_vs_best`` = fraction of replicates with d_b >= 0 (how often the proxy is at least as good
+   as the best); ``tied_with_best`` = the 95 % percentile interval of d contains 0 (the best is
+   tied with itself).
+Replicates whose metric is undefined (e.g. a resample without positives) are NaN and ignored.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import numpy as np
+
+#: Float64 elements per chunk of resample weights (32 MiB): bounds memory at CIFAR scale
+#: (B = 1,000 x N = 50,000) while keeping every chunk one vectorised computation.
+CHUNK_ELEMENTS = 1 << 22
+LEVEL = 0.95
+
+
+def generator(*key: object) -> np.random.Generator:
+    """A generator seeded by a stable hash of `key` (Python's hash() is salted per process)."""
+    digest = hashlib.sha256("|".join(map(str, key)).encode()).digest()
+    return np.random.default_rng(int.from_bytes(digest[:16], "little"))
+
+
+@dataclass(frozen=True)
+class Resamples:
+    """B bootstrap resamples of N samples as counts (B, N): how often each sample was drawn."""
+
+    counts: np.ndarray
+
+    @classmethod
+    def draw(cls, n: int, b: int, *key: object) -> Resamples:
+        """B resamples of size n, seeded by `key` (e.g. task, setting label, seed)."""
+        rng = generator("resamples", n, b, *key)
+        counts = np.empty((b, n), dtype=np.uint16)  # a count above 65,535 has probability ~0
+        rows = max(1, CHUNK_ELEMENTS // max(n, 1))
+        for start in range(0, b, rows):
+            m = min(rows, b - start)
+            idx = rng.integers(0, n, size=(m, n)) + (np.arange(m) * n)[:, None]
+            counts[start : start + m] = np.bincount(idx.ravel(), minlength=m * n).reshape(m, n)
+        return cls(counts)
+
+    @property
+    def b(self) -> int:
+        return self.counts.shape[0]
+
+    @property
+    def n(self) -> int:
+        return self.counts.shape[1]
+
+    def chunks(self) -> Iterator[np.ndarray]:
+        """Float64 weight blocks (b_chunk, N) covering the B resamples in order."""
+        rows = max(1, CHUNK_ELEMENTS // max(self.n, 1))
+        for start in range(0, self.b, rows):
+            yield self.counts[start : start + rows].astype(np.float64)
+
+    def apply(self, fn: Callable[[np.ndarray], dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+        """`fn(weights) -> {metric: (b_chunk,)}` over all chunks, concatenated to (B,) arrays."""
+        parts: dict[str, list[np.ndarray]] = {}
+        for w in self.chunks():
+            for k, v in fn(w).items():
+                parts.setdefault(k, []).append(np.asarray(v, dtype=np.float64))
+        return {k: np.concatenate(v) for k, v in parts.items()}
+
+
+def combine_seeds(values: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """values (P, S, B): P proxies' replicates for S seeds -> (P, B) replicates of the seed mean,
+    each replicate b averaging the seeds of one with-replacement draw shared by all proxies.
+    A missing seed (NaN) is left out of that replicate's mean."""
+    p, s, b = values.shape
+    draw = rng.integers(0, s, size=(b, s))
+    picked = values[:, draw, np.arange(b)[:, None]]  # (P, B, S)
+    counts = np.isfinite(picked).sum(axis=2)
+    total = np.where(np.isfinite(picked), picked, 0.0).sum(axis=2)
+    return np.divide(total, counts, out=np.full((p, b), np.nan), where=counts > 0)
+
+
+def percentile_interval(replicates: np.ndarray, level: float = LEVEL) -> tuple[np.ndarray, np.ndarray]:
+    """Percentile interval along the last axis, ignoring NaN replicates (all NaN -> NaN)."""
+    tail = 100 * (1 - level) / 2
+    reps = np.asarray(replicates, dtype=np.float64)
+    finite = np.isfinite(reps).any(axis=-1)
+    safe = np.where(finite[..., None], reps, 0.0)
+    low, high = np.nanpercentile(safe, [tail, 100 - tail], axis=-1)
+    return np.where(finite, low, np.nan), np.where(finite, high, np.nan)
+
+
+def compare_to_best(
+    replicates: np.ndarray, best: int, higher_is_better: bool = True, level: float = LEVEL
+) -> tuple[np.ndarray, np.ndarray]:
+    """replicates (P, B) -> (p_vs_best, tied_with_best) per proxy, paired on the replicates.
+
+    p_vs_best: fraction of replicates in which the proxy is at least as good as proxy `best`;
+    tied_with_best: the `level` percentile interval of the difference contains 0. A proxy
+    without finite paired replicates gets NaN and False."""
+    diff = replicates - replicates[best]
+    if not higher_is_better:
+        diff = -diff
+    valid = np.isfinite(diff)
+    n_valid = valid.sum(axis=1)
+    p = np.divide((diff >= 0).sum(axis=1, where=valid), n_valid, out=np.full(len(diff), np.nan),
+                  where=n_valid > 0)
+    low, high = percentile_interval(diff, level)
+    tied = (low <= 0) & (high >= 0)
+    return p, tied
