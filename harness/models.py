@@ -1,8 +1,14 @@
 """Model registry, in the spirit of timm's: a name maps to a factory taking the input shape and
 the number of classes, so run specs can name models and the store can hash them.
 
-`batchnorm_free` tells the ensemble trainer (baselines) whether a model can be trained K at a time
-with torch.func: batch-norm running statistics are buffers that vmap cannot update.
+`batchnorm_free` tells the ensemble trainer whether a model can be trained K at a time with
+torch.func: batch-norm running statistics are buffers that vmap cannot update.
+
+The cross-architecture models (paper App. B.2; Feldman & Zhang's CIFAR-100 Inception) are the
+CIFAR variants that common CIFAR code trains on 32x32 inputs: 3x3 stride-1 stems and no ImageNet
+max-pool, so a 32x32 image is not reduced to 1x1 before the last stage. Where torchvision has the
+architecture it builds it, with only the stem (and MobileNetV2's first stride) changed; parameter
+counts and FLOPs are checked against published figures in tests/test_models.py.
 """
 
 from __future__ import annotations
@@ -11,9 +17,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
+import torchvision
 from torch import nn
 
 from harness.errors import HarnessError
+from harness.registry import Registry
 
 Factory = Callable[[tuple[int, int, int], int], nn.Module]
 
@@ -26,24 +34,20 @@ class ModelEntry:
     batchnorm_free: bool
 
 
-MODELS: dict[str, ModelEntry] = {}
+MODELS: Registry[ModelEntry] = Registry("model")
 
 
 def register_model(name: str, description: str, *, batchnorm_free: bool = False):
     def wrap(factory: Factory) -> Factory:
-        MODELS[name] = ModelEntry(name, description, factory, batchnorm_free)
+        MODELS.register(name, ModelEntry(name, description, factory, batchnorm_free))
         return factory
 
     return wrap
 
 
 def build_model(name: str, input_shape: tuple[int, int, int], num_classes: int) -> nn.Module:
-    if name not in MODELS:
-        raise HarnessError(
-            f"unknown model {name!r}; valid models: {', '.join(sorted(MODELS))} "
-            "(see `python -m harness list`)"
-        )
-    return MODELS[name].factory(input_shape, num_classes)
+    """A freshly initialised model; an unknown name is a HarnessError listing the valid ones."""
+    return MODELS.get(name).factory(input_shape, num_classes)
 
 
 @register_model("mlp", "2-hidden-layer MLP (256 units, ReLU); the digits default", batchnorm_free=True)
@@ -128,3 +132,133 @@ class ResNet18(nn.Module):
 @register_model("resnet18", "ResNet-18 with a 3x3 stem for 32x32 inputs (the paper's model)")
 def resnet18(input_shape: tuple[int, int, int], num_classes: int) -> nn.Module:
     return ResNet18(input_shape[0], num_classes)
+
+
+def _min_size(name: str, input_shape: tuple[int, int, int], side: int) -> None:
+    if min(input_shape[1:]) < side:
+        raise HarnessError(f"model {name} needs inputs of at least {side}x{side} pixels (got "
+                           f"{input_shape[1]}x{input_shape[2]}); pick small_cnn or mlp for small images")
+
+
+_VGG16 = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M")
+
+
+@register_model("vgg16", "VGG-16 with batch norm, CIFAR variant: 13 conv layers, one linear layer on the "
+                "512 features (~14.7M params); paper App. B.2")
+def vgg16(input_shape: tuple[int, int, int], num_classes: int) -> nn.Module:
+    """The CIFAR VGG-16 of common CIFAR code: torchvision's vgg16_bn convolution stack ("D" with
+    batch norm) and, because five poolings leave 1x1x512 on a 32x32 image, one linear layer in
+    place of the three 4096-wide ImageNet ones."""
+    _min_size("vgg16", input_shape, 32)
+    layers: list[nn.Module] = []
+    cin = input_shape[0]
+    for v in _VGG16:
+        if v == "M":
+            layers.append(nn.MaxPool2d(2, 2))
+        else:
+            layers += [nn.Conv2d(cin, int(v), 3, padding=1), nn.BatchNorm2d(int(v)), nn.ReLU(inplace=True)]
+            cin = int(v)
+    return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(512, num_classes))
+
+
+def _stem(in_channels: int, out_channels: int) -> nn.Conv2d:
+    """3x3 stride-1 stem conv, initialised as torchvision initialises the conv it replaces."""
+    conv = nn.Conv2d(in_channels, out_channels, 3, 1, 1, bias=False)
+    nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
+    return conv
+
+
+#: torchvision's MobileNetV2 stages (expansion t, channels c, repeats n, stride s) with the
+#: 24-channel stage at stride 1, as in common CIFAR code: with the stride-1 stem, a 32x32 image
+#: reaches the last stage at 4x4 (ImageNet's setting would leave 1x1).
+_MOBILENETV2_CIFAR = [[1, 16, 1, 1], [6, 24, 2, 1], [6, 32, 3, 2], [6, 64, 4, 2], [6, 96, 3, 1],
+                      [6, 160, 3, 2], [6, 320, 1, 1]]
+
+
+@register_model("mobilenetv2", "MobileNetV2 (torchvision), CIFAR variant: stride-1 3x3 stem and stride-1 "
+                "second stage, no dropout (~2.24M params); paper App. B.2")
+def mobilenetv2(input_shape: tuple[int, int, int], num_classes: int) -> nn.Module:
+    model = torchvision.models.MobileNetV2(num_classes=num_classes, inverted_residual_setting=_MOBILENETV2_CIFAR,
+                                           dropout=0.0)
+    model.features[0][0] = _stem(input_shape[0], 32)
+    return model
+
+
+@register_model("resnet50", "ResNet-50 (torchvision bottleneck blocks) with a 3x3 stride-1 stem and no "
+                "max-pool for 32x32 inputs (~23.5M params)")
+def resnet50(input_shape: tuple[int, int, int], num_classes: int) -> nn.Module:
+    model = torchvision.models.resnet50(num_classes=num_classes)
+    model.conv1 = _stem(input_shape[0], 64)
+    model.maxpool = nn.Identity()
+    return model
+
+
+class _ConvBN(nn.Module):
+    """Zhang et al.'s conv module: conv, batch norm with a learned shift but no learned scale
+    (TensorFlow's batch_norm default, which their parameter count reflects), ReLU."""
+
+    def __init__(self, cin: int, cout: int, kernel: int, stride: int = 1) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(cin, cout, kernel, stride, kernel // 2, bias=False)
+        self.bn = nn.BatchNorm2d(cout, affine=False)
+        self.shift = nn.Parameter(torch.zeros(cout))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(self.bn(self.conv(x)) + self.shift[:, None, None])
+
+
+class _Inception(nn.Module):
+    """A 1x1 and a 3x3 conv module side by side, concatenated."""
+
+    def __init__(self, cin: int, ch1: int, ch3: int) -> None:
+        super().__init__()
+        self.b1 = _ConvBN(cin, ch1, 1)
+        self.b3 = _ConvBN(cin, ch3, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([self.b1(x), self.b3(x)], 1)
+
+
+class _Downsample(nn.Module):
+    """A stride-2 3x3 conv module beside a stride-2 3x3 max-pool, concatenated."""
+
+    def __init__(self, cin: int, ch3: int) -> None:
+        super().__init__()
+        self.conv = _ConvBN(cin, ch3, 3, stride=2)
+        self.pool = nn.MaxPool2d(3, 2, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([self.conv(x), self.pool(x)], 1)
+
+
+class InceptionSmall(nn.Module):
+    """The small Inception of Zhang et al. 2017 (Understanding deep learning requires rethinking
+    generalization, App. A, Fig. 3), the network Feldman & Zhang (2020) trained on CIFAR-100.
+    Zhang et al. fed 28x28 crops; here "same" padding and global mean pooling take any size
+    (32x32 -> 16x16 -> 8x8 before pooling); the parameter count does not depend on it."""
+
+    def __init__(self, in_channels: int, num_classes: int) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            _ConvBN(in_channels, 96, 3),
+            _Inception(96, 32, 32),
+            _Inception(64, 32, 48),
+            _Downsample(80, 80),
+            _Inception(160, 112, 48),
+            _Inception(160, 96, 64),
+            _Inception(160, 80, 80),
+            _Inception(160, 48, 96),
+            _Downsample(144, 96),
+            _Inception(240, 176, 160),
+            _Inception(336, 176, 160),
+        )
+        self.head = nn.Linear(336, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x).mean((2, 3)))
+
+
+@register_model("inception_small", "Zhang et al. (2017)'s small Inception for CIFAR (~1.65M params), the one "
+                "Feldman & Zhang trained on CIFAR-100")
+def inception_small(input_shape: tuple[int, int, int], num_classes: int) -> nn.Module:
+    return InceptionSmall(input_shape[0], num_classes)
