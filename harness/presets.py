@@ -1,14 +1,19 @@
 """Named recipes. `quick` fits on 2 CPU cores in minutes and still trains into the memorization
 regime (near-100% training accuracy on the noisy labels: below that, final loss separates noisy
 samples trivially and the comparison says nothing about memorization). `paper` is App. B.1.
+`gpu` is full CIFAR on one GPU in minutes, still in the memorization regime.
+
+A preset may depend on the dataset (the quick CPU preset trains an MLP on digits and a small CNN
+on image datasets), so the registry maps a name to a `PresetEntry` that picks one `Preset`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
-from harness.errors import HarnessError
 from harness.recipe import Recipe
+from harness.registry import Registry
 
 
 @dataclass(frozen=True)
@@ -17,41 +22,75 @@ class Preset:
     model: str
     recipe: Recipe
     subset: int | None
-    note: str
 
 
+@dataclass(frozen=True)
+class PresetEntry:
+    name: str
+    description: str
+    default: Preset
+    by_dataset: Mapping[str, Preset] = field(default_factory=dict)
+
+    def for_dataset(self, dataset: str) -> Preset:
+        return self.by_dataset.get(dataset, self.default)
+
+
+PRESETS: Registry[PresetEntry] = Registry("preset")
+
+_QUICK_IMAGES = Preset(
+    "quick",
+    "small_cnn",
+    # no augmentation: it would keep a small CNN from fitting the noisy labels within a CPU budget
+    Recipe(optimizer="adam", lr=1e-3, momentum=0.9, weight_decay=0.0, batch_size=64, epochs=20,
+           schedule="cosine", milestones=(), augment=False),
+    4000,
+)
 _QUICK_DIGITS = Preset(
     "quick",
     "mlp",
     Recipe(optimizer="sgd", lr=0.1, momentum=0.9, weight_decay=0.0, batch_size=128, epochs=40,
            schedule="cosine", milestones=(), augment=False),
     None,
-    "CPU preset: MLP on digits, 40 epochs SGD (lr 0.1, cosine), batch 128, no augmentation",
 )
-_QUICK_IMAGES = Preset(
+PRESETS.register("quick", PresetEntry(
     "quick",
-    "small_cnn",
-    Recipe(optimizer="adam", lr=1e-3, momentum=0.9, weight_decay=0.0, batch_size=64, epochs=20,
-           schedule="cosine", milestones=(), augment=False),
-    4000,
-    "CPU preset: small CNN on a 4,000-sample subset, 20 epochs Adam (lr 1e-3, cosine), no augmentation "
-    "(augmentation would keep a small CNN from fitting the noisy labels within a CPU budget)",
-)
-_PAPER = Preset(
+    "CPU-sized: digits -> MLP, 40 epochs SGD; image datasets -> small_cnn on a 4,000-sample subset, "
+    "20 epochs Adam; cosine lr, no augmentation; fits the noisy labels",
+    _QUICK_IMAGES,
+    {"digits": _QUICK_DIGITS},
+))
+
+PRESETS.register("paper", PresetEntry(
     "paper",
-    "resnet18",
-    Recipe(optimizer="sgd", lr=0.1, momentum=0.9, weight_decay=1e-4, batch_size=128, epochs=200,
-           schedule="multistep", milestones=(120, 180), augment=True),
-    None,
-    "paper App. B.1: ResNet-18, SGD lr 0.1 momentum 0.9 wd 1e-4, batch 128, 200 epochs, "
-    "lr /10 at 120 and 180, random crop 32 (pad 4) + flip",
-)
-PRESETS = ("quick", "paper")
+    "paper App. B.1: ResNet-18, SGD lr 0.1 momentum 0.9 wd 1e-4, batch 128, 200 epochs, lr /10 at 120 "
+    "and 180, random crop 32 (pad 4) + flip; full dataset",
+    Preset("paper", "resnet18",
+           Recipe(optimizer="sgd", lr=0.1, momentum=0.9, weight_decay=1e-4, batch_size=128, epochs=200,
+                  schedule="multistep", milestones=(120, 180), augment=True),
+           None),
+))
+
+# The gpu preset (untested on a GPU so far: no GPU was at hand when it was written). Reasoning:
+# without augmentation every epoch shows the network the same 50,000 images, so ResNet-18 fits
+# them, the 10% relabelled ones included, in tens of epochs instead of the paper's 200 (Zhang et
+# al. 2017 fit even random labels without augmentation); a one-cycle schedule ending near lr 0
+# lets the last epochs memorise what the high-lr phase could not. Batch 512 with the linearly
+# scaled lr 0.4 (0.1 per 128) keeps a modern GPU busy; bf16 autocast and channels-last are the
+# two settings that make convolutions run on tensor cores. Expected, not yet measured: >= 99%
+# training accuracy on 10% noisy CIFAR-10 labels after 40 epochs; if a GPU run falls short,
+# raise epochs before anything else.
+PRESETS.register("gpu", PresetEntry(
+    "gpu",
+    "one GPU, full dataset, minutes: ResNet-18, SGD one-cycle to lr 0.4 (momentum 0.9, wd 5e-4), batch 512, "
+    "40 epochs, no augmentation, bf16 autocast, channels-last; aims at >= 99% training accuracy on 10% "
+    "noisy labels (untested)",
+    Preset("gpu", "resnet18",
+           Recipe(optimizer="sgd", lr=0.4, momentum=0.9, weight_decay=5e-4, batch_size=512, epochs=40,
+                  schedule="onecycle", milestones=(), augment=False, precision="bf16", channels_last=True),
+           None),
+))
 
 
 def preset_for(name: str, dataset: str) -> Preset:
-    if name == "paper":
-        return _PAPER
-    if name == "quick":
-        return _QUICK_DIGITS if dataset == "digits" else _QUICK_IMAGES
-    raise HarnessError(f"unknown preset {name!r}; valid presets: {', '.join(PRESETS)}")
+    """The preset `name` for `dataset`; an unknown name is a HarnessError listing the valid ones."""
+    return PRESETS.get(name).for_dataset(dataset)

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import nn
 
 from harness.errors import HarnessError
+from harness.precision import PRECISIONS
+
+SCHEDULES = ("multistep", "cosine", "constant", "onecycle")
 
 
 @dataclass(frozen=True)
@@ -18,11 +22,15 @@ class Recipe:
     weight_decay: float = 1e-4
     batch_size: int = 128
     epochs: int = 200
-    schedule: str = "multistep"  # "multistep" | "cosine" | "constant"
+    schedule: str = "multistep"  # one of SCHEDULES
     milestones: tuple[int, ...] = (120, 180)
     gamma: float = 0.1
     augment: bool = True  # random crop (padding 4) + horizontal flip, batched on the device
     crop_padding: int = 4
+    # numerics (issue 10); part of the run's address because they change its numbers (see
+    # RunSpec.digest for how old stores keep matching). torch.compile is not here: same numbers.
+    precision: str = "fp32"  # one of PRECISIONS: autocast of the training forward (harness.precision)
+    channels_last: bool = False  # NHWC memory format for the model and its 4-D inputs
 
     def validate(self) -> None:
         if self.epochs < 1:
@@ -33,8 +41,10 @@ class Recipe:
             raise HarnessError(f"learning rate must be > 0 (got {self.lr})")
         if self.optimizer not in ("sgd", "adam"):
             raise HarnessError(f"unknown optimizer {self.optimizer!r}; valid: sgd, adam")
-        if self.schedule not in ("multistep", "cosine", "constant"):
-            raise HarnessError(f"unknown lr schedule {self.schedule!r}; valid: multistep, cosine, constant")
+        if self.schedule not in SCHEDULES:
+            raise HarnessError(f"unknown lr schedule {self.schedule!r}; valid: {', '.join(SCHEDULES)}")
+        if self.precision not in PRECISIONS:
+            raise HarnessError(f"unknown precision {self.precision!r}; valid: {', '.join(PRECISIONS)}")
 
 
 def make_optimizer(recipe: Recipe, params) -> torch.optim.Optimizer:
@@ -44,7 +54,17 @@ def make_optimizer(recipe: Recipe, params) -> torch.optim.Optimizer:
 
 
 def make_scheduler(recipe: Recipe, optimizer: torch.optim.Optimizer) -> torch.optim.lr_scheduler.LRScheduler:
-    """Stepped once per epoch."""
+    """Stepped once per epoch.
+
+    "onecycle" is the piecewise-linear one-cycle of fast CIFAR training (Smith & Topin; Page's
+    DAWNBench ResNet): lr/25 rising to lr at a quarter of the epochs, then falling linearly towards
+    0 at the end (the last epoch still learns). torch's OneCycleLR is made for per-batch steps and
+    divides by zero for short runs stepped per epoch, hence a LambdaLR.
+    """
+    if recipe.schedule == "onecycle":
+        peak = recipe.epochs / 4
+        return torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda e: float(np.interp(e, [0.0, peak, recipe.epochs], [1 / 25, 1.0, 0.0])))
     if recipe.schedule == "multistep":
         return torch.optim.lr_scheduler.MultiStepLR(optimizer, list(recipe.milestones), recipe.gamma)
     if recipe.schedule == "cosine":

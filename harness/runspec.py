@@ -15,6 +15,11 @@ from harness.recipe import Recipe
 
 STORE_FORMAT = 1  # bump when stored arrays change meaning; old entries then stop matching
 
+#: Recipe fields added after STORE_FORMAT 1, with their defaults. At its default such a field is
+#: left out of the hashed spec, so every run stored before the field existed keeps its address;
+#: any other value is hashed, so e.g. a bf16 run never reuses an fp32 one.
+_ADDED_RECIPE_DEFAULTS: dict[str, object] = {"precision": "fp32", "channels_last": False}
+
 
 @dataclass(frozen=True)
 class Corruption:
@@ -79,7 +84,10 @@ class RunSpec:
         return asdict(self)
 
     def digest(self) -> str:
-        payload = json.dumps({"format": STORE_FORMAT, "spec": self.to_dict()}, sort_keys=True, default=str)
+        spec = self.to_dict()
+        spec["recipe"] = {k: v for k, v in spec["recipe"].items()
+                          if k not in _ADDED_RECIPE_DEFAULTS or v != _ADDED_RECIPE_DEFAULTS[k]}
+        payload = json.dumps({"format": STORE_FORMAT, "spec": spec}, sort_keys=True, default=str)
         return hashlib.sha256(payload.encode()).hexdigest()[:20]
 
     def label(self) -> str:

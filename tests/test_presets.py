@@ -1,0 +1,67 @@
+"""Presets: `paper` is App. B.1 exactly, `gpu` is the fast full-CIFAR recipe, `quick` depends on
+the dataset; the one-cycle schedule the gpu preset uses."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from harness.errors import HarnessError
+from harness.models import MODELS
+from harness.presets import PRESETS, preset_for
+from harness.recipe import Recipe, make_optimizer, make_scheduler
+from harness.registry import Registry
+
+
+def test_paper_preset_is_appendix_b1() -> None:
+    p = preset_for("paper", "cifar10")
+    assert p.model == "resnet18" and p.subset is None
+    assert p.recipe == Recipe(optimizer="sgd", lr=0.1, momentum=0.9, weight_decay=1e-4, batch_size=128,
+                              epochs=200, schedule="multistep", milestones=(120, 180), gamma=0.1,
+                              augment=True, crop_padding=4, precision="fp32", channels_last=False)
+
+
+def test_gpu_preset_trains_resnet18_fast_on_the_full_dataset() -> None:
+    p = preset_for("gpu", "cifar100")
+    assert p.model == "resnet18" and p.subset is None
+    r = p.recipe
+    assert (r.precision, r.channels_last, r.schedule, r.augment) == ("bf16", True, "onecycle", False)
+    assert r.batch_size == 512 and r.epochs == 40
+    r.validate()
+
+
+def test_quick_preset_depends_on_the_dataset() -> None:
+    assert preset_for("quick", "digits").model == "mlp"
+    assert preset_for("quick", "cifar10").model == "small_cnn"
+    assert preset_for("quick", "cifar10").subset == 4000
+
+
+def test_registry_holds_every_preset_with_a_known_model() -> None:
+    assert isinstance(PRESETS, Registry)
+    assert list(PRESETS) == ["quick", "paper", "gpu"]
+    for entry in PRESETS.values():
+        for preset in (entry.default, *entry.by_dataset.values()):
+            assert preset.model in MODELS and preset.name == entry.name
+            preset.recipe.validate()
+    with pytest.raises(HarnessError, match="unknown preset 'fast'.*gpu, paper, quick"):
+        preset_for("fast", "cifar10")
+
+
+def _lrs(recipe: Recipe) -> list[float]:
+    opt = make_optimizer(recipe, [torch.zeros(1, requires_grad=True)])
+    sched = make_scheduler(recipe, opt)
+    out = []
+    for _ in range(recipe.epochs):
+        out.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    return out
+
+
+def test_onecycle_rises_to_lr_at_a_quarter_then_falls_linearly() -> None:
+    # 4 epochs, lr 0.4: peak at epoch 1; lr/25 at epoch 0; 2/3 and 1/3 of the peak after it
+    assert _lrs(Recipe(lr=0.4, epochs=4, schedule="onecycle")) == pytest.approx([0.016, 0.4, 0.4 * 2 / 3, 0.4 / 3])
+    lrs = _lrs(Recipe(lr=0.4, epochs=40, schedule="onecycle"))
+    assert max(lrs) == pytest.approx(0.4) and lrs.index(max(lrs)) == 10
+    assert 0 < lrs[-1] < 0.02  # the last epoch still learns
+    assert _lrs(Recipe(lr=0.4, epochs=1, schedule="onecycle")) == pytest.approx([0.016])  # no crash when short
