@@ -3,10 +3,14 @@ attack, and the privacy task on the memorization task's stability runs."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
+import pandas as pd
 import pytest
+import torch
 from scipy import stats
-from sklearn.metrics import roc_auc_score
+from sklearn.metrics import average_precision_score, roc_auc_score
 
 from baselines.privacy import (
     GaussianFit,
@@ -17,7 +21,16 @@ from baselines.privacy import (
     lira_scores,
     vulnerability,
 )
+from baselines.stability import EVAL_LAST, subset_masks
+from harness.config import ExperimentConfig
+from harness.data import load_dataset
 from harness.errors import HarnessError
+from harness.experiment import Experiment
+from harness.prepared import prepare
+from harness.runspec import DataSpec, RunSpec
+from harness.tasks import EvalContext, Setting, make_tasks
+from harness.tasks.privacy import proxy_metrics
+from harness.recipe import Recipe
 
 
 def _shifted(k: int, n: int, shift: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -128,3 +141,131 @@ def test_attack_tpr_at_fpr_by_hand() -> None:
     nan_scores = np.where(np.arange(14) == 4, np.nan, scores)  # NaN pairs are dropped
     dropped = attack_metrics(nan_scores, members)
     assert dropped.pairs == 13 and dropped.tpr_at[0.01] == 1.0 and dropped.auroc == 1.0
+
+
+# the task ----------------------------------------------------------------------------------------
+
+K_TASK, N_TASK = 10, 300
+
+
+class _Run:
+    """A stored stability run holding only what the task reads."""
+
+    def __init__(self, arrays: dict[str, np.ndarray]) -> None:
+        self._arrays = arrays
+
+    def arrays(self, key: str) -> dict[str, np.ndarray]:
+        assert key == EVAL_LAST.key
+        return self._arrays
+
+
+@pytest.fixture(scope="module")
+def task_case():
+    """Digits' first 300 samples; K = 10 stability "runs" whose φ rises with membership by a
+    per-sample amount `leak` (so v is monotone in leak), plus noise. Model 0 is an old run that
+    stored only its probabilities (3 classes carry the mass; φ derives from them)."""
+    n = N_TASK
+    data = prepare(DataSpec(dataset="digits", subset=n), load_dataset("digits", subset=n), torch.device("cpu"))
+    base = RunSpec(data=data.spec, model="mlp", recipe=Recipe(), seed=0)
+    task = make_tasks(["privacy"], {"memorization": {"k": K_TASK}})[0]
+    specs = task.reference.specs(base)
+    members = subset_masks(n, K_TASK, 0.7, 0)
+    rng = np.random.default_rng(0)
+    leak = np.linspace(0.0, 4.0, n)
+    phi = rng.normal(0, 1, (K_TASK, n)) + leak * members
+    runs = {spec: _Run({"phi": phi[j][None, :]}) for j, spec in enumerate(specs[1:], start=1)}
+    # model 0: probabilities whose phi is phi[0] (p_y = sigmoid(phi), the rest split over two classes)
+    p_y = 1 / (1 + np.exp(-phi[0]))
+    probs = np.zeros((n, 10), dtype=np.float32)
+    labels = data.labels
+    probs[np.arange(n), labels] = p_y
+    probs[np.arange(n), (labels + 1) % 10] = (1 - p_y) / 2
+    probs[np.arange(n), (labels + 2) % 10] = (1 - p_y) / 2
+    runs[specs[0]] = _Run({"probs_last": probs})
+    return task, data, base, runs, phi, members, leak
+
+
+def _context(case, tmp_path: Path | None, bootstrap: int) -> EvalContext:
+    task, data, base, runs, *_ = case
+    cfg = ExperimentConfig(dataset="digits", subset=N_TASK, seeds=(0,), bootstrap=bootstrap, out=tmp_path)
+    return EvalContext(setting=Setting("privacy", "clean", data.spec, 0), base=base, data=data, runs=runs,
+                       config=cfg, proxies=[], out=tmp_path)
+
+
+def test_task_rows_against_independent_computation(task_case, tmp_path: Path) -> None:
+    task, data, base, runs, phi, members, leak = task_case
+    never_out = members.all(0) | (~members).all(0)
+    assert never_out.any()  # K = 10 at r = 0.7 leaves some samples in every model
+    v = vulnerability(phi, members, sigma_floor=0.1)  # model 0's phi comes back from its probabilities
+    keep = np.isfinite(v)
+    assert (~keep == never_out).all()
+    # a proxy that is v itself where v exists and absurd elsewhere: if the samples without v
+    # were not dropped, its Spearman would not be 1
+    oracle = np.where(keep, v, -1e6)
+    noise = np.random.default_rng(1).normal(size=N_TASK)
+    scores = {"oracle": oracle, "noise": noise, "anti": -oracle}
+    ctx = _context(task_case, tmp_path, bootstrap=30)
+    rows = task.evaluate(ctx, scores)
+    got = {(r["proxy"], r["metric"]): r for r in rows}
+    assert got["oracle", "spearman"]["value"] == pytest.approx(1.0)
+    for name, s in scores.items():
+        assert got[name, "spearman"]["value"] == pytest.approx(stats.spearmanr(s[keep], v[keep]).statistic)
+        assert got[name, "pearson"]["value"] == pytest.approx(stats.pearsonr(s[keep], v[keep]).statistic)
+        flag = np.zeros(keep.sum(), dtype=bool)  # the round(10%) highest v (no ties: v is continuous)
+        flag[np.argsort(-v[keep])[: round(0.1 * keep.sum())]] = True
+        assert got[name, "auroc"]["value"] == pytest.approx(roc_auc_score(flag, s[keep]))
+        assert got[name, "auprc"]["value"] == pytest.approx(average_precision_score(flag, s[keep]))
+        boot = got[name, "spearman"]["boot"]
+        assert boot.shape == (30,) and np.isfinite(boot).all()
+    assert got["oracle", "auroc"]["value"] == 1.0 and got["anti", "auroc"]["value"] == 0.0
+    attack = attack_metrics(lira_scores(phi, members), members)
+    assert got["reference", "lira_auroc"]["value"] == pytest.approx(attack.auroc, abs=1e-6)
+    assert got["reference", "lira_tpr@0.001fpr"]["value"] == pytest.approx(attack.tpr_at[0.001], abs=1e-6)
+    assert 0.6 < attack.auroc < 1.0
+    assert "boot" not in got["reference", "lira_auroc"]
+
+    figures = ctx.artifacts["figures"]
+    assert "figures/privacy_attack_roc_seed0.png" in figures
+    assert "figures/privacy_oracle_vs_vulnerability_seed0.png" in figures  # the best Spearman (no csl)
+    assert all((tmp_path / f).stat().st_size > 0 for f in figures)
+    table = pd.read_csv(tmp_path / ctx.artifacts["privacy"][0])
+    np.testing.assert_allclose(table["vulnerability"], v, rtol=1e-6)
+
+
+def test_flag_ties_at_the_boundary_share_it() -> None:
+    """v = [3, 2, 2, 1, 0], top 2 of 5: sample 0 is flagged, samples 1 and 2 each half the time.
+    Scores [5, 4, 0, 1, 2]: flag {0, 1} gives AUROC 1, flag {0, 2} gives 3/6; expected 0.75."""
+    got = proxy_metrics(np.array([3.0, 2, 2, 1, 0]), np.array([5.0, 4, 0, 1, 2]), np.ones((1, 5)), 0.4)
+    assert got["auroc"][0] == pytest.approx(0.75)
+
+
+def test_task_without_output_folder_writes_nothing(task_case) -> None:
+    ctx = _context(task_case, None, bootstrap=0)
+    rows = task_case[0].evaluate(ctx, {"noise": np.zeros(N_TASK)})
+    assert ctx.artifacts == {}
+    assert not any("boot" in r for r in rows)
+
+
+@pytest.mark.parametrize(("args", "reference", "match"), [
+    ({"privacy": {"top": 1.5}}, "stability", "privacy.top"),
+    ({"privacy": {"vulnerability": "lira"}}, "stability", "privacy.vulnerability"),
+    ({"privacy": {"sigma_floor": 0}}, "stability", "privacy.sigma_floor"),
+    ({"privacy": {"fixed_variance": "yes"}}, "stability", "privacy.fixed_variance"),
+    ({"privacy": {"topp": 0.1}}, "stability", "topp"),
+    ({"memorization": {"k": 2}}, "stability", "k >= 3"),
+    ({}, "fz:/nonexistent.npz", "privacy needs --reference stability"),
+])
+def test_bad_task_arguments(args, reference: str, match: str) -> None:
+    with pytest.raises(HarnessError, match=match):
+        make_tasks(["privacy"], args, reference=reference)
+
+
+def test_privacy_beside_memorization_trains_nothing_more(make_config) -> None:
+    """The plan of memorization + privacy has the very runs, with the very recorders, of
+    memorization alone: the K stability models serve both."""
+    common = {"proxies": "csl,final_loss", "subset": 200, "task_args": {"memorization": {"k": 8}}}
+    alone = Experiment(make_config(tasks=("memorization",), **common)).plan
+    both = Experiment(make_config(tasks=("memorization", "privacy"), **common)).plan
+    assert both.runs == alone.runs
+    assert len(alone.runs) == 1 + 8
+    assert {s.task for _, s, _ in both.settings} == {"memorization", "privacy"}

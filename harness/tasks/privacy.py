@@ -1,0 +1,176 @@
+"""Privacy (beyond the paper): which samples leak membership, and which proxy predicts it.
+
+Memorized samples are the ones a membership-inference attack finds. The K stability models of
+the memorization reference (``--reference stability``; K, r and the architecture from
+``--task-arg memorization.k|fraction|model``) are exactly the shadow models of LiRA (Carlini et
+al., S&P 2022), so this task trains nothing of its own: beside ``memorization`` it plans the
+very same runs (same specs, same ``eval_pass[epochs=last]`` recorder). On the clean setting of
+each seed (shared with the memorization and theory tasks):
+
+- Reference, per sample i: vulnerability v_i from the in/out Gaussians of φ = logit_y −
+  logsumexp_{j≠y} logit_j over the models that did and did not train on i
+  (``baselines.privacy``: definitions, the σ floor, the fixed-variance and empirical variants).
+  Samples that no model or every model trained on have no v and are dropped.
+- Rows under proxy ``reference``: the leave-one-model-out online LiRA attack over all
+  (model, sample) pairs -- ``lira_auroc``, ``lira_tpr@0.001fpr``, ``lira_tpr@0.01fpr`` -- and
+  ``mean_vulnerability``. Carlini et al. report theirs for CIFAR-10 at full scale with 256
+  shadow models of a WideResNet; ours are at the preset's scale (data, model, epochs, K), so
+  they compare in kind, not in value.
+- Rows per proxy, against v: ``pearson``, ``spearman``, and ``auroc`` / ``auprc`` for flagging
+  the ``top`` fraction (default 10 %) most vulnerable samples; samples tied with the boundary
+  value share the remaining places fractionally (as the memorization task's top-k set). Each
+  carries ``boot``, its value on the B bootstrap resamples of the samples (``harness.bootstrap``),
+  drawn once per (task, setting, seed) and shared by all proxies.
+- With an output folder: ``figures/privacy_<proxy>_vs_vulnerability_seed<s>.png`` (bin means ±
+  std of CSL and of the proxy with the best Spearman among the others, over equal-width bins of
+  v), ``figures/privacy_attack_roc_seed<s>.png`` (log-log) and
+  ``privacy/vulnerability_seed<s>.csv`` (per sample: v, the Gaussians, the model counts).
+
+Parameters (``--task-arg privacy.NAME=VALUE``): ``top`` (0.1), ``vulnerability``
+(``gaussian`` | ``empirical``), ``sigma_floor`` (0.1, in units of φ), ``fixed_variance``
+(false), ``bins`` (20, for the figures).
+
+Stored stability runs from before φ was recorded are not retrained: their eval pass kept the
+final probabilities, and φ = log p_y − log Σ_{j≠y} p_j recomputed from them matches the logits'
+value (to ~1e-5) until the other classes underflow float32 (a margin beyond ~87 nats, where it is
+capped: ``baselines.privacy.phi_from_probs``). The cost is therefore zero training either way.
+When ``memorization.model`` names another architecture, v measures that architecture's leakage.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import pandas as pd
+
+from baselines.privacy import (
+    VULNERABILITIES,
+    attack_metrics,
+    fit_gaussians,
+    gaussian_auroc,
+    lira_scores,
+    phi_from_probs,
+    vulnerability,
+)
+from baselines.stability import EVAL_LAST, subset_masks
+from harness.errors import HarnessError
+from harness.io import atomic_write
+from harness.metrics import weighted_detection
+from harness.plots import plot_binned
+from harness.privacy_plots import best_other, plot_attack_roc
+from harness.similarity import top_k_weights, weighted_similarity
+from harness.tasks.base import EvalContext, Row, register_task
+from harness.tasks.memorization import ReferenceTask
+
+METRICS = ("pearson", "spearman", "auroc", "auprc")
+
+
+def stored_phi(run: Any, labels: np.ndarray) -> np.ndarray:
+    """A stability run's φ over all samples: recorded, or from its stored final probabilities."""
+    arrays = run.arrays(EVAL_LAST.key)
+    if "phi" in arrays:
+        return np.asarray(arrays["phi"][0], dtype=np.float64)
+    return phi_from_probs(arrays["probs_last"], labels)
+
+
+def proxy_metrics(v: np.ndarray, score: np.ndarray, weights: np.ndarray, top: float) -> dict[str, np.ndarray]:
+    """Pearson, Spearman and flag AUROC/AUPRC of one proxy against v, per row of weights (b, N)
+    (all ones: the point estimate; bootstrap counts: the replicates). The flag is the `top`
+    fraction of each row's weight (rounded, at least 1) with the highest v, tied boundary values
+    sharing the last places; a sample's flag weight w_top and the rest w − w_top enter the
+    detection metrics as a positive and a negative copy. The AUROC is then exactly its expected
+    value under random tie-breaking: within a tied group every unordered pair contributes 1/2 in
+    expectation, which is what the copies' cross and self pairs add up to."""
+    k = np.maximum(1.0, np.round(top * weights.sum(1, keepdims=True)))
+    corr = weighted_similarity(score, v, weights, k)
+    top = top_k_weights(v, weights, k)
+    positives = np.r_[np.ones(len(v), dtype=bool), np.zeros(len(v), dtype=bool)]
+    detect = weighted_detection(positives, np.r_[score, score], np.hstack([top, weights - top]))
+    return {"pearson": corr["pearson"], "spearman": corr["spearman"],
+            "auroc": detect["auroc"], "auprc": detect["auprc"]}
+
+
+@register_task
+class Privacy(ReferenceTask):
+    name = "privacy"
+    description = ("membership-inference vulnerability from the stability models (LiRA): attack AUROC/TPR, "
+                   "and each proxy against per-sample vulnerability (Pearson, Spearman, AUROC/AUPRC top 10%)")
+    defaults: ClassVar[dict[str, Any]] = {"top": 0.1, "vulnerability": "gaussian", "sigma_floor": 0.1,
+                                          "fixed_variance": False, "bins": 20}
+
+    def validate(self) -> None:
+        p = self.params
+        top = p["top"]
+        if isinstance(top, bool) or not isinstance(top, (int, float)) or not 0 < top < 1:
+            raise HarnessError(f"privacy.top must be a fraction in (0, 1) (e.g. 0.1 for the 10% most "
+                               f"vulnerable samples), got {top!r}")
+        if p["vulnerability"] not in VULNERABILITIES:
+            raise HarnessError(f"privacy.vulnerability must be one of {', '.join(VULNERABILITIES)}, "
+                               f"got {p['vulnerability']!r}")
+        floor = p["sigma_floor"]
+        if isinstance(floor, bool) or not isinstance(floor, (int, float)) or not floor > 0:
+            raise HarnessError(f"privacy.sigma_floor must be a number > 0, got {floor!r}")
+        if not isinstance(p["fixed_variance"], bool):
+            raise HarnessError(f"privacy.fixed_variance must be true or false, got {p['fixed_variance']!r}")
+        bins = p["bins"]
+        if isinstance(bins, bool) or not isinstance(bins, int) or bins < 1:
+            raise HarnessError(f"privacy.bins must be a positive integer, got {bins!r}")
+        rc = self.reference
+        if rc.kind != "stability":
+            raise HarnessError(f"privacy needs --reference stability (its K models are the attack's shadow "
+                               f"models); --reference {rc.label()} trains none")
+        if rc.k < 3:
+            raise HarnessError(f"privacy needs memorization.k >= 3 models (leave-one-model-out attack), "
+                               f"got {rc.k}")
+
+    def evaluate(self, ctx: EvalContext, scores: dict[str, np.ndarray]) -> list[Row]:
+        p, rc = self.params, self.reference
+        ref_base = rc.base(ctx.base)
+        phi = np.stack([stored_phi(ctx.runs[s], ctx.data.labels) for s in rc.specs(ctx.base)])
+        members = subset_masks(phi.shape[1], rc.k, rc.fraction, ref_base.seed)
+        fit = fit_gaussians(phi, members, p["sigma_floor"], p["fixed_variance"])
+        if p["vulnerability"] == "gaussian":
+            v = gaussian_auroc(fit)
+        else:
+            v = vulnerability(phi, members, p["vulnerability"])
+        attack = attack_metrics(lira_scores(phi, members, p["sigma_floor"], p["fixed_variance"]), members)
+        rows: list[Row] = [{"proxy": "reference", "metric": m, "value": x} for m, x in attack.rows().items()]
+        rows.append({"proxy": "reference", "metric": "mean_vulnerability", "value": float(np.nanmean(v))})
+
+        keep = np.isfinite(v)
+        resamples = ctx.resamples()
+        spearman: dict[str, float] = {}
+        for proxy, s in scores.items():
+            point = proxy_metrics(v[keep], s[keep], np.ones((1, int(keep.sum()))), p["top"])
+            reps = (resamples.apply(lambda w, s=s: proxy_metrics(v[keep], s[keep], w[:, keep], p["top"]))
+                    if resamples is not None else {})
+            for metric in METRICS:
+                row: Row = {"proxy": proxy, "metric": metric, "value": float(point[metric][0])}
+                if metric in reps:
+                    row["boot"] = reps[metric]
+                rows.append(row)
+            spearman[proxy] = float(point["spearman"][0])
+        if ctx.out is not None:
+            self._write(ctx, v, fit, attack, scores, spearman)
+        return rows
+
+    def _write(self, ctx: EvalContext, v, fit, attack, scores: dict[str, np.ndarray],
+               spearman: dict[str, float]) -> None:
+        out, seed = Path(ctx.out), ctx.setting.seed
+        written: list[Path] = []
+        for proxy in ("csl", best_other(spearman)):
+            if proxy in scores:
+                written.append(plot_binned(v, scores[proxy], "vulnerability v", proxy,
+                                           out / "figures" / f"privacy_{proxy}_vs_vulnerability_seed{seed}.png",
+                                           bins=self.params["bins"]))
+        written.append(plot_attack_roc(attack, out / "figures" / f"privacy_attack_roc_seed{seed}.png",
+                                       title=f"LiRA on the stability models, seed {seed}"))
+        ctx.artifacts.setdefault("figures", []).extend(str(f.relative_to(out)) for f in written)
+        table = pd.DataFrame({"index": np.arange(len(v)), "vulnerability": v,
+                              "mu_in": fit.mu_in, "sigma_in": fit.sigma_in, "n_in": fit.n_in,
+                              "mu_out": fit.mu_out, "sigma_out": fit.sigma_out, "n_out": fit.n_out})
+        name = f"privacy/vulnerability_seed{seed}.csv"
+        atomic_write(out / name, lambda path: table.to_csv(path, index=False))
+        ctx.artifacts.setdefault("privacy", []).append(name)
