@@ -115,4 +115,4 @@ def test_paper_scale_bootstrap_takes_seconds() -> None:
     t0 = time.perf_counter()
     similarity_boot(scores, rng.random(n), resamples)
     similarity = time.perf_counter() - t0
-    assert detection < 4 and similarity < 8, (detection, similarity)
+    assert detection < 10 and similarity < 20, (detection, similarity)

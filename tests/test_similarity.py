@@ -65,3 +65,38 @@ def test_constant_vectors_give_nan_without_warnings() -> None:
 def test_length_mismatch() -> None:
     with pytest.raises(HarnessError):
         similarity_metrics(np.ones(3), np.ones(4))
+
+
+def test_topk_boundary_ties_share_the_last_places_equally() -> None:
+    # reference: one clear top sample, then four tied at 0.5 for the remaining 2 places of k = 3.
+    # The old stable sort took samples 1 and 2 (lowest index); now all four tied samples carry
+    # weight 2/4, so permuting the tied samples changes nothing.
+    ref = np.array([0.9, 0.5, 0.5, 0.5, 0.5, 0.1])
+    proxy = np.array([4.0, 3.0, 0.0, 1.0, 2.0, 9.0])
+    m = similarity_metrics(proxy, ref, top_k=3)
+    w = np.array([1.0, 0.5, 0.5, 0.5, 0.5, 0.0])
+    # weighted cosine and Pearson over the weighted top-k set, written out
+    norms = np.sqrt((w * proxy**2).sum() * (w * ref**2).sum())
+    assert m["cosine_topk"] == pytest.approx((w * proxy * ref).sum() / norms)
+    mp, mr = (w * proxy).sum() / w.sum(), (w * ref).sum() / w.sum()
+    cov = (w * (proxy - mp) * (ref - mr)).sum()
+    var = (w * (proxy - mp) ** 2).sum() * (w * (ref - mr) ** 2).sum()
+    assert m["pearson_topk"] == pytest.approx(cov / np.sqrt(var))
+    old = np.argsort(-ref, kind="stable")[:3]  # lowest-index tie-breaking: samples 0, 1, 2
+    assert m["pearson_topk"] != pytest.approx(np.corrcoef(proxy[old], ref[old])[0, 1])
+    swapped = similarity_metrics(proxy[[0, 4, 3, 2, 1, 5]], ref, top_k=3)  # same values, tied ones reordered
+    assert swapped == pytest.approx(m, nan_ok=True)
+
+
+def test_topk_without_boundary_ties_is_the_plain_subset() -> None:
+    rng = np.random.default_rng(3)
+    ref, proxy = rng.random(50), rng.random(50)
+    m = similarity_metrics(proxy, ref, top_k=7)
+    top = np.argsort(-ref)[:7]
+    assert m["spearman_topk"] == pytest.approx(stats.spearmanr(proxy[top], ref[top]).statistic)
+    assert m["pearson_topk"] == pytest.approx(np.corrcoef(proxy[top], ref[top])[0, 1])
+
+
+def test_nonfinite_proxy_gives_nan_metrics() -> None:
+    m = similarity_metrics(np.array([1.0, np.nan, 3.0, 4.0]), np.array([0.1, 0.2, 0.3, 0.4]))
+    assert all(np.isnan(v) for v in m.values())
