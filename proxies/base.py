@@ -6,6 +6,7 @@ train anything themselves, they declare run specs and recorders, and read the re
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -56,6 +57,40 @@ class Proxy:
             valid = ", ".join(sorted(self.defaults)) or "none"
             raise HarnessError(f"proxy {self.name!r} has no parameter(s) {sorted(unknown)}; valid: {valid}")
         self.params: dict[str, Any] = {**self.defaults, **params}
+        self.validate()
+
+    def validate(self) -> None:
+        """Check `self.params`; raise HarnessError naming the parameter and its valid values.
+
+        Runs in the constructor, i.e. before anything trains, so a bad value costs nothing (a check
+        inside `score` would fire only after training). Use the `check_*` helpers below.
+        """
+
+    def check_int(self, key: str, minimum: int) -> int:
+        """An integer (a bool is not one) >= minimum."""
+        value = self.params[key]
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            raise HarnessError(f"{self.name}.{key} must be an integer >= {minimum} (got {value!r})")
+        return value
+
+    def check_number(self, key: str, low: float, high: float, *, low_open: bool = True,
+                     high_open: bool = False) -> float:
+        """A finite real number in the interval from low to high (open at either end as told)."""
+        value = self.params[key]
+        ok = isinstance(value, int | float) and not isinstance(value, bool)
+        ok = ok and (isinstance(value, int) or math.isfinite(value))  # math.isfinite overflows on huge ints
+        ok = ok and (value > low if low_open else value >= low) and (value < high if high_open else value <= high)
+        if not ok:
+            interval = f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+            raise HarnessError(f"{self.name}.{key} must be a finite number in {interval} (got {value!r})")
+        return float(value)
+
+    def check_choice(self, key: str, choices: tuple[Any, ...]) -> Any:
+        """One of `choices`, matched by type as well as value (True is not 1, 1.0 is not 1)."""
+        value = self.params[key]
+        if not any(type(value) is type(c) and value == c for c in choices):
+            raise HarnessError(f"{self.name}.{key} must be one of {', '.join(map(repr, choices))} (got {value!r})")
+        return value
 
     @property
     def label(self) -> str:

@@ -45,11 +45,12 @@ class ConfidentLearning(Proxy):
     citation = "Northcutt et al., Confident Learning: Estimating Uncertainty in Dataset Labels, JAIR 2021"
     defaults = {"folds": 3}
 
+    def validate(self) -> None:
+        self.check_int("folds", 2)
+
     def fold_specs(self, base: RunSpec) -> list[RunSpec]:
         """Run k trains on every fold but k (TrainSubset kind "fold"), from a fresh init."""
-        k = int(self.params["folds"])
-        if k < 2:
-            raise HarnessError(f"confident_learning needs at least 2 folds (got folds={k})")
+        k = self.params["folds"]
         return [base.with_subset(TrainSubset(kind="fold", index=i, count=k, seed=base.seed)) for i in range(k)]
 
     def needs(self, base: RunSpec) -> list[Need]:

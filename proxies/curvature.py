@@ -4,11 +4,8 @@ paper's Tables 2-3 setting); `every` scores every k-th epoch (and always the las
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 
-from harness.errors import HarnessError
 from harness.recorders import RecorderRequest
 from harness.runspec import RunSpec
 from proxies.base import Need, Proxy, ScoreContext
@@ -22,15 +19,10 @@ class Curvature(Proxy):
     citation = "Garg et al., Memorization Through the Lens of Curvature of Loss Function Around Samples, ICML 2024"
     defaults = {"n": 10, "h": 1e-3, "every": 1}
 
-    def __init__(self, **params: Any) -> None:
-        super().__init__(**params)
-        p = self.params
-        if isinstance(p["n"], bool) or not isinstance(p["n"], int) or p["n"] < 1:
-            raise HarnessError(f"curvature.n must be an integer >= 1 (got {p['n']!r})")
-        if isinstance(p["every"], bool) or not isinstance(p["every"], int) or p["every"] < 1:
-            raise HarnessError(f"curvature.every must be an integer >= 1 (got {p['every']!r})")
-        if isinstance(p["h"], bool) or not isinstance(p["h"], (int, float)) or not p["h"] > 0:
-            raise HarnessError(f"curvature.h must be a number > 0 (got {p['h']!r})")
+    def validate(self) -> None:
+        self.check_int("n", 1)
+        self.check_int("every", 1)
+        self.check_number("h", 0.0, 1.0)  # a finite-difference step on standardised inputs
 
     @property
     def request(self) -> RecorderRequest:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from harness.errors import HarnessError
 from harness.recorders import RecorderRequest
 from proxies.base import Proxy, ScoreContext
 from proxies.registry import register_proxy
@@ -18,10 +17,10 @@ class EL2N(Proxy):
     defaults = {"window": 0.1}
     recorders = (RecorderRequest.of("train_prob"),)
 
+    def validate(self) -> None:
+        self.check_number("window", 0.0, 1.0)
+
     def score(self, ctx: ScoreContext) -> np.ndarray:
         el2n = ctx.arrays(self.recorders[0])["el2n"]
-        window = float(self.params["window"])
-        if not 0.0 < window <= 1.0:
-            raise HarnessError(f"el2n.window must be in (0, 1] (got {window})")
-        first = max(1, int(round(window * el2n.shape[0])))
+        first = max(1, int(round(float(self.params["window"]) * el2n.shape[0])))
         return np.nanmean(el2n[:first], axis=0)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from harness.errors import HarnessError
 from harness.recorders import RecorderRequest
 from proxies.base import Proxy, ScoreContext
 from proxies.registry import register_proxy
@@ -22,10 +21,9 @@ class InConfidence(Proxy):
     defaults = {"variant": "given"}
     recorders = (RecorderRequest.of("eval_pass", epochs="last"),)
 
+    def validate(self) -> None:
+        self.check_choice("variant", ("given", "max"))
+
     def score(self, ctx: ScoreContext) -> np.ndarray:
-        arrays = ctx.arrays(self.recorders[0])
-        if self.params["variant"] == "given":
-            return 1.0 - arrays["p_label"][-1]
-        if self.params["variant"] == "max":
-            return 1.0 - arrays["p_max"][-1]
-        raise HarnessError(f"in_confidence.variant must be 'given' or 'max' (got {self.params['variant']!r})")
+        key = "p_label" if self.params["variant"] == "given" else "p_max"
+        return 1.0 - ctx.arrays(self.recorders[0])[key][-1]

@@ -3,11 +3,8 @@ epoch checkpoints (eval mode). Arpit used the l1 norm (the default); the seed pa
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 
-from harness.errors import HarnessError
 from harness.recorders import RecorderRequest
 from proxies.base import Proxy, ScoreContext
 from proxies.registry import register_proxy
@@ -21,10 +18,8 @@ class LossSensitivity(Proxy):
     defaults = {"norm": 1}
     recorders = (RecorderRequest.of("input_grads"),)
 
-    def __init__(self, **params: Any) -> None:
-        super().__init__(**params)
-        if self.params["norm"] not in (1, 2):
-            raise HarnessError(f"loss_sensitivity.norm must be 1 or 2 (got {self.params['norm']!r})")
+    def validate(self) -> None:
+        self.check_choice("norm", (1, 2))
 
     def score(self, ctx: ScoreContext) -> np.ndarray:
         key = "l1" if self.params["norm"] == 1 else "l2"

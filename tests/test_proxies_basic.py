@@ -247,3 +247,71 @@ def test_eval_pass_is_active_at_the_right_checkpoints(digits_noisy) -> None:
     assert [last.active(e, 1) for e in range(3)] == [False, False, True]
     assert [every.active(e, 1) for e in range(3)] == [True, True, True]
     assert not last.active(2, 2) and not every.active(0, 2)  # never in a second (SSFT) phase
+
+
+# --- parameters are validated when the proxy is built, before anything trains ----------------
+
+@pytest.mark.parametrize(
+    "name, params, needle",
+    [
+        ("curvature", {"h": 1e999}, "curvature.h"),  # parsed from 'curvature(h=1e999)' as inf
+        ("curvature", {"h": float("nan")}, "curvature.h"),
+        ("curvature", {"h": 0.0}, "curvature.h"),
+        ("curvature", {"h": -1e-3}, "curvature.h"),
+        ("curvature", {"h": 10**400}, "curvature.h"),  # an int too large for a float
+        ("curvature", {"h": True}, "curvature.h"),
+        ("curvature", {"n": 0}, "curvature.n"),
+        ("curvature", {"n": 2.0}, "curvature.n"),
+        ("curvature", {"n": True}, "curvature.n"),
+        ("curvature", {"every": 0}, "curvature.every"),
+        ("curvature", {"every": "2"}, "curvature.every"),
+        ("el2n", {"window": 0.0}, "el2n.window"),
+        ("el2n", {"window": 1.5}, "el2n.window"),
+        ("el2n", {"window": float("inf")}, "el2n.window"),
+        ("el2n", {"window": "0.1"}, "el2n.window"),
+        ("in_confidence", {"variant": "median"}, "in_confidence.variant"),
+        ("in_confidence", {"variant": 1}, "in_confidence.variant"),
+        ("loss_sensitivity", {"norm": 3}, "loss_sensitivity.norm"),
+        ("loss_sensitivity", {"norm": True}, "loss_sensitivity.norm"),  # True == 1, but not a norm
+        ("loss_sensitivity", {"norm": 2.0}, "loss_sensitivity.norm"),
+        ("confident_learning", {"folds": 1}, "confident_learning.folds"),
+        ("confident_learning", {"folds": True}, "confident_learning.folds"),
+        ("confident_learning", {"folds": 2.5}, "confident_learning.folds"),
+    ],
+)
+def test_bad_parameters_fail_at_construction(name: str, params: dict, needle: str) -> None:
+    with pytest.raises(HarnessError, match=needle.replace(".", r"\.")):
+        make_proxy(name, **params)
+
+
+def test_good_boundary_parameters_construct() -> None:
+    assert make_proxy("el2n", window=1.0).params["window"] == 1.0
+    assert make_proxy("curvature", n=1, every=1, h=1.0).label == "curvature(h=1.0,n=1)"
+    assert make_proxy("loss_sensitivity", norm=2).params["norm"] == 2
+    assert make_proxy("confident_learning", folds=2).params["folds"] == 2
+
+
+def test_every_proxy_constructs_with_its_defaults() -> None:
+    """The defaults themselves pass every proxy's validate()."""
+    from proxies import available_proxies
+
+    for name in available_proxies():
+        assert make_proxy(name).label == name
+
+
+def test_validate_hook_runs_in_the_constructor() -> None:
+    """A plugin proxy gets its checks run by Proxy.__init__ without overriding it."""
+    from proxies import Proxy
+
+    class Windowed(Proxy):
+        name = "windowed_test"
+        description = "test"
+        citation = "test"
+        defaults = {"k": 3}
+
+        def validate(self) -> None:
+            self.check_int("k", 2)
+
+    assert Windowed(k=2).params == {"k": 2}
+    with pytest.raises(HarnessError, match=r"windowed_test\.k must be an integer >= 2 \(got 1\)"):
+        Windowed(k=1)
