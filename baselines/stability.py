@@ -16,13 +16,11 @@ import numpy as np
 
 from baselines.references import Reference
 from harness.errors import HarnessError
-from harness.recorders import RecorderRequest
+from harness.recorders import EVAL_LAST
 from harness.runspec import RunSpec, TrainSubset
 from harness.store import StoredRun
 from harness.subsets import random_subset
 
-#: The one record a stability model needs: its final model's eval pass over every training sample.
-EVAL_LAST = RecorderRequest.of("eval_pass", epochs="last")
 #: Which eval_pass array each variant reads: 0/1 correctness (Feldman & Zhang) or p(label).
 VARIANTS = {"correct": "correct", "prob": "p_label"}
 #: Model j of the reference for base seed s trains with seed SEED_STRIDE * (s + 1) + j.
@@ -86,13 +84,6 @@ def stability_matrix(
     specs = stability_specs(base, k, fraction)
     matrix = np.stack([runs[s].arrays(EVAL_LAST.key)[VARIANTS[variant]][0] for s in specs])
     return matrix, subset_masks(matrix.shape[1], k, fraction, base.seed)
-
-
-def stability_from_runs(
-    runs: Mapping[RunSpec, StoredRun], base: RunSpec, k: int, fraction: float, variant: str = "correct"
-) -> Reference:
-    """The reference read back from the K stored runs."""
-    return stability_memorization(*stability_matrix(runs, base, k, fraction, variant))
 
 
 def split_half_pearson(matrix: np.ndarray, masks: np.ndarray) -> float:

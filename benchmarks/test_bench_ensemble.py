@@ -19,11 +19,12 @@ import numpy as np
 import pytest
 import torch
 
-from baselines.ensemble import EVAL_LAST, train_ensemble
 from baselines.stability import stability_specs
 from harness.data import load_dataset
+from harness.ensemble import train_ensemble
 from harness.prepared import prepare
 from harness.presets import preset_for
+from harness.recorders import EVAL_LAST
 from harness.runspec import DataSpec, RunSpec
 from harness.training import train_run
 

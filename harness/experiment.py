@@ -1,19 +1,30 @@
-"""An experiment end to end: plan the runs every proxy and task needs, run each distinct run once,
-score, evaluate, and write the leaderboard.
+"""An experiment end to end, as a thin orchestrator: plan the runs every proxy and task needs, turn
+the runs not yet stored into self-contained jobs, hand them to an executor, put each result in the
+store as it arrives, then score, evaluate and write the outputs.
 
-Everything that can be wrong with the input is checked before the first run trains, so bad input
-costs nothing and leaves no partial output; a run that fails (non-finite loss) is reported and the
-rest of the experiment still finishes.
+Everything that can be wrong with the input (and an unwritable store or output folder) is checked
+before the first run trains, so bad input costs nothing and leaves no partial output. A run that
+fails (non-finite loss, a worker that died twice) is reported and the rest still finishes. Store
+entries are claimed with per-entry locks, so experiments sharing a store train each spec once.
+Outputs are written to a temporary folder beside `--out` and moved in at the end, so an
+interrupted experiment never leaves half an output folder, and a folder never mixes two experiments.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import inspect
 import json
 import os
+import shutil
 import sys
-import time
+import tempfile
+import warnings
 from collections import defaultdict
-from dataclasses import dataclass, field
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -21,20 +32,29 @@ import pandas as pd
 import torch
 
 from harness.config import ExperimentConfig
-from harness.data import Dataset, load_dataset
-from harness.errors import HarnessError, RunFailed
-from harness.executor import Executor, LocalExecutor
+from harness.data import Dataset
+from harness.ensemble import can_ensemble, ensemble_chunks
+from harness.errors import HarnessError, Interrupted, StorageError
+from harness.executor import Executor, LocalExecutor, make_executor
 from harness.io import atomic_write, atomic_write_text
+from harness.jobs import DataSource, Job, JobResult, load_source, prepared_data
 from harness.leaderboard import aggregate, markdown
 from harness.models import MODELS
-from harness.prepared import PreparedData, prepare
+from harness.prepared import PreparedData
 from harness.recorders import RecorderRequest
 from harness.runspec import DataSpec, RunSpec
 from harness.store import RunStore, StoredRun
 from harness.subsets import subset_indices
 from harness.tasks import EvalContext, Setting, Task, make_tasks
-from harness.training import train_run
 from proxies import Proxy, ScoreContext, resolve_proxies
+
+#: Config fields that say how or where an experiment runs, not what it computes: two configs that
+#: differ only in these are the same experiment (and may write to the same --out).
+RUNTIME_FIELDS = ("out", "store", "progress", "executor", "workers", "ray_address", "gpus_per_run", "overwrite",
+                  "checkpoint_every_s")
+#: What an experiment writes into --out; with a foreign folder (--overwrite) only these are replaced.
+OUTPUT_NAMES = ("leaderboard.csv", "raw.csv", "leaderboard.md", "summary.json", "scores", "figures")
+RAW_COLUMNS = ["task", "dataset", "model", "setting", "proxy", "metric", "seed", "value"]
 
 
 def resolve_device(name: str) -> torch.device:
@@ -53,14 +73,34 @@ def default_store() -> Path:
     return Path(os.environ.get("MEMPROX_CACHE", Path.home() / ".cache" / "memprox")) / "store"
 
 
-def check_writable(out: Path) -> None:
+def experiment_id(cfg: ExperimentConfig) -> str:
+    """Hash of what the experiment computes (not where or how it runs): the ownership mark of --out."""
+    what = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in RUNTIME_FIELDS}
+    return hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _owner(out: Path) -> str | None:
     try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / f".write-test-{os.getpid()}"
-        probe.write_text("")
-        probe.unlink()
+        return json.loads((out / "summary.json").read_text()).get("experiment")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def check_out(out: Path, identity: str, overwrite: bool) -> None:
+    """Before training: --out must be writable and hold no other experiment's results."""
+    if out.exists() and not out.is_dir():
+        raise HarnessError(f"--out {out} is a file, not a folder; pass a folder")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        for folder in (out.parent, out) if out.exists() else (out.parent,):
+            fd, probe = tempfile.mkstemp(prefix=".write-test-", dir=folder)
+            os.close(fd)
+            os.unlink(probe)
     except OSError as e:
-        raise HarnessError(f"output directory {out} is not writable ({e.strerror}); pass a writable --out") from e
+        raise HarnessError(f"output folder {out} is not writable ({e.strerror}); pass a writable --out") from e
+    if out.exists() and any(out.iterdir()) and _owner(out) != identity and not overwrite:
+        raise HarnessError(f"--out {out} holds results of another experiment (or other files); pass another --out, "
+                           "or --overwrite to replace them")
 
 
 @dataclass
@@ -78,28 +118,40 @@ class ExperimentResult:
     reused: list[str] = field(default_factory=list)
     outputs: dict[str, object] = field(default_factory=dict)
     base_train_acc: list[float] = field(default_factory=list)  # eval-mode, on the labels trained on
+    scores: dict[str, pd.DataFrame] = field(default_factory=dict)  # "noise=0.1_seed0" -> scores/<key>.csv
+
+
+def _make_tasks(cfg: ExperimentConfig) -> list[Task]:
+    """make_tasks with the task arguments and reference where it takes them (issue 9's signature)."""
+    if len(inspect.signature(make_tasks).parameters) >= 3:
+        return make_tasks(cfg.tasks, cfg.task_args, cfg.reference)
+    return make_tasks(cfg.tasks)
 
 
 class Experiment:
     def __init__(self, cfg: ExperimentConfig, executor: Executor | None = None) -> None:
         self.cfg = cfg
+        validate = getattr(cfg, "validate", None)
+        if validate is not None:
+            validate()
         cfg.recipe.validate()
         if cfg.model not in MODELS:
             raise HarnessError(f"unknown model {cfg.model!r}; valid models: {', '.join(sorted(MODELS))}")
         if not cfg.seeds:
             raise HarnessError("no seeds given; pass e.g. --seeds 3")
         self.proxies: list[Proxy] = resolve_proxies(cfg.proxies, cfg.proxy_args)
-        self.tasks = make_tasks(cfg.tasks)
+        self.tasks = _make_tasks(cfg)
         self.device = resolve_device(cfg.device)
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
-        check_writable(cfg.out)
+        self.executor = executor or make_executor(cfg)
+        self.identity = experiment_id(cfg)
+        if cfg.out is not None:
+            check_out(Path(cfg.out), self.identity, cfg.overwrite)
         self.store = RunStore(cfg.store or default_store())
-        self.dataset: Dataset = load_dataset(
-            cfg.dataset, data_root=cfg.data_root, download=cfg.download, subset=cfg.subset
-        )
-        self.executor = executor or LocalExecutor(cfg.progress)
-        self._prepared: dict[DataSpec, PreparedData] = {}
+        self.store.check_writable()
+        self.source = DataSource(cfg.dataset, str(cfg.data_root) if cfg.data_root else None, cfg.subset)
+        self.dataset: Dataset = load_source(self.source, download=cfg.download)
         self.plan = self._plan()
 
     # planning ---------------------------------------------------------------------------
@@ -123,36 +175,12 @@ class Experiment:
         return Plan(settings, dict(runs))
 
     def prepared(self, spec: DataSpec) -> PreparedData:
-        if spec not in self._prepared:
-            if len(self._prepared) >= 4:
-                self._prepared.pop(next(iter(self._prepared)))
-            self._prepared[spec] = prepare(spec, self.dataset, self.device)
-        return self._prepared[spec]
+        return prepared_data(self.source, spec, self.device)
 
-    # execution --------------------------------------------------------------------------
-    def _train_and_store(self, spec: RunSpec, requests: set[RecorderRequest]) -> StoredRun:
-        ordered = sorted(requests, key=lambda r: r.key)
-        keys = [r.key for r in ordered]
-        t0 = time.perf_counter()
-        out = train_run(
-            spec,
-            self.prepared(spec.data),
-            ordered,
-            resume_state=self.store.load_checkpoint(spec, keys),
-            checkpoint=lambda state: self.store.save_checkpoint(spec, state, keys),
-            checkpoint_every_s=self.cfg.checkpoint_every_s,
-            progress=self.cfg.progress,
-        )
-        return self._put(spec, out, ordered, time.perf_counter() - t0)
-
-    def _put(self, spec: RunSpec, out, ordered: list[RecorderRequest], wall: float) -> StoredRun:
-        extra = {"wall_seconds": wall,
-                 "requests": {r.key: {"name": r.name, "params": list(r.params)} for r in ordered}}
-        return self.store.put(spec, out, str(self.device), extra)
-
-    def _pending(self) -> tuple[dict[RunSpec, StoredRun], list[tuple[RunSpec, set[RecorderRequest]]]]:
-        """Stored runs that already carry every wanted recorder, and what is left to train."""
-        done, pending = {}, []
+    def pending(self) -> tuple[dict[RunSpec, StoredRun], list[tuple[RunSpec, set[RecorderRequest]]]]:
+        """Stored runs that already carry every wanted recorder, and what is left to train (with
+        the recorders a stored entry has, so an upgraded entry keeps them)."""
+        done, todo = {}, []
         order = sorted(self.plan.runs.items(), key=lambda kv: (str(kv[0].data), kv[0].seed, kv[0].digest()))
         for spec, wanted in order:
             stored = self.store.get(spec)
@@ -160,93 +188,157 @@ class Experiment:
                 done[spec] = stored
                 continue
             requests = set(wanted)
-            if stored is not None:  # keep what it recorded before; deterministic seeds retrace the run
-                requests |= {RecorderRequest(v["name"], tuple(map(tuple, v["params"])))
-                             for v in stored.manifest.get("requests", {}).values()}
-            pending.append((spec, requests))
-        return done, pending
+            if stored is not None:  # deterministic seeds retrace the run: keep what it recorded before
+                requests |= {RecorderRequest(r.name, tuple(map(tuple, r.params)))
+                             for r in stored.manifest.recorders.values() if r.name}
+            todo.append((spec, requests))
+        return done, todo
 
-    def _ensemble_groups(self, pending):
-        """Runs that differ only in training subset and seed, train together as one batched
-        ensemble when `baselines.ensemble` says the model, recorders and device allow it."""
-        try:
-            from baselines.ensemble import can_ensemble
-        except ImportError:
-            return [], pending
-        groups: dict[tuple, list] = defaultdict(list)
-        singles = []
+    def jobs(self, pending: list[tuple[RunSpec, set[RecorderRequest]]]) -> list[Job]:
+        """Self-contained jobs for the pending runs. A spec that can be an ensemble member trains in
+        the ensemble engine, always (even alone), so how a spec is trained depends only on the spec
+        and the device type; members sharing data, model, recipe and recorders train together, in
+        chunks of `harness.ensemble.ensemble_chunks`."""
+        groups: dict[tuple, list[RunSpec]] = defaultdict(list)
+        singles: list[tuple[RunSpec, set[RecorderRequest]]] = []
         for spec, requests in pending:
             if can_ensemble(spec, requests, self.device):
                 groups[(spec.data, spec.model, spec.recipe, frozenset(requests))].append(spec)
             else:
                 singles.append((spec, requests))
-        batched = []
-        for (_, _, _, requests), specs in groups.items():
-            if len(specs) == 1:
-                singles.append((specs[0], set(requests)))
-            else:
-                batched.append((specs, set(requests)))
-        return batched, singles
+        jobs = []
+        for (data, _, _, requests), specs in groups.items():
+            for chunk in ensemble_chunks(specs, self.prepared(data)):
+                jobs.append(self._job(tuple(specs[i] for i in chunk), requests, "ensemble"))
+        jobs += [self._job((spec, ), requests, "single") for spec, requests in singles]
+        return jobs
 
+    def _job(self, specs: tuple[RunSpec, ...], requests, engine: str) -> Job:
+        cfg = self.cfg
+        local = isinstance(self.executor, LocalExecutor)
+        threads = self.executor.job_threads(cfg.threads)
+        on_gpu = self.device.type == "cuda"
+        return Job(
+            specs=specs, requests=tuple(sorted(requests, key=lambda r: r.key)), engine=engine, source=self.source,
+            device=str(self.device) if local or not on_gpu else "cuda",  # a Ray worker sees only its own GPU
+            threads=threads, precision=cfg.precision, compile=cfg.compile,
+            checkpoint_root=str(self.store.root) if self.executor.shares_store else None,
+            checkpoint_every_s=cfg.checkpoint_every_s, progress=cfg.progress and local,
+            num_cpus=float(threads or 1), num_gpus=float(cfg.gpus_per_run) if on_gpu else 0.0,
+        )
+
+    # execution --------------------------------------------------------------------------
     def execute(self) -> tuple[dict[RunSpec, StoredRun], dict[RunSpec, str], list[str], list[str]]:
-        runs, pending = self._pending()
+        """Train what the store lacks and store it: (runs, failed, trained labels, reused labels).
+
+        Each pending spec is claimed with its entry's lock, without waiting; a spec another process
+        holds is left to it, and once that process lets go it is read back (or, if it failed there,
+        claimed again). No lock is ever awaited while others are held, so processes cannot deadlock.
+        Raises Interrupted on Ctrl-C and StorageError when a store write fails; either way every
+        run already stored stays, and no lock is left held."""
+        runs, todo = self.pending()
         reused = [spec.label() for spec in runs]
         failed: dict[RunSpec, str] = {}
         trained: list[str] = []
-        batched, singles = self._ensemble_groups(pending)
-        for specs, requests in batched:
-            from baselines.ensemble import train_ensemble
-
-            ordered = sorted(requests, key=lambda r: r.key)
-            t0 = time.perf_counter()
-            try:
-                outs = train_ensemble(specs, self.prepared(specs[0].data), ordered, progress=self.cfg.progress)
-            except RunFailed:  # one member diverged: train them one by one so only that one fails
-                singles.extend((spec, set(requests)) for spec in specs)
-                continue
-            wall = (time.perf_counter() - t0) / len(specs)
-            for spec, out in zip(specs, outs):
-                runs[spec] = self._put(spec, out, ordered, wall)
-                trained.append(spec.label())
-
-        def guarded(item: tuple[RunSpec, set[RecorderRequest]]):
-            try:
-                return item[0], self._train_and_store(*item), ""
-            except RunFailed as e:
-                return item[0], None, str(e)
-
-        for spec, run, error in self.executor.map(guarded, singles, desc="runs"):
-            if run is None:
-                failed[spec] = error
-                print(f"error: {error}", file=sys.stderr)
-            else:
-                runs[spec] = run
-                trained.append(spec.label())
+        try:
+            while todo:
+                waiting = self._train_claimed(todo, runs, failed, trained, reused)
+                todo = []
+                for spec, requests in waiting:
+                    with self.store.lock(spec):  # wait for the other process to let go
+                        if not self._reuse(spec, runs, reused):
+                            todo.append((spec, requests))
+        except KeyboardInterrupt:
+            raise Interrupted(len(runs)) from None
         return runs, failed, trained, reused
+
+    def _reuse(self, spec: RunSpec, runs, reused) -> bool:
+        stored = self.store.get(spec)
+        if stored is not None and {r.key for r in self.plan.runs[spec]} <= stored.recorders:
+            runs[spec] = stored
+            reused.append(spec.label())
+            return True
+        return False
+
+    def _train_claimed(self, pending, runs, failed, trained, reused) -> list[tuple[RunSpec, set[RecorderRequest]]]:
+        """Claim (lock), train and store `pending`; returns the specs another process holds."""
+        waiting = []
+        with ExitStack() as held:
+            claimed = []
+            for spec, requests in pending:
+                lock = self.store.lock(spec)
+                try:
+                    lock.acquire(timeout=0)
+                except TimeoutError:
+                    waiting.append((spec, requests))
+                    continue
+                held.callback(lock.release)
+                if not self._reuse(spec, runs, reused):  # it may have been stored since we looked
+                    claimed.append((spec, requests))
+            outcomes = self.executor.run(self.jobs(claimed))
+            try:
+                for job, outcome in outcomes:
+                    self._store_outcome(job, outcome, runs, failed, trained)
+            finally:
+                close = getattr(outcomes, "close", None)
+                if close is not None:
+                    close()  # cancels outstanding jobs when we leave early
+        return waiting
+
+    def _store_outcome(self, job: Job, outcome: JobResult | BaseException, runs, failed, trained) -> None:
+        if isinstance(outcome, BaseException):
+            if not isinstance(outcome, Exception):
+                raise outcome
+            outcome = JobResult(failures={spec: str(outcome) or type(outcome).__name__ for spec in job.specs})
+        for spec, message in outcome.failures.items():
+            failed[spec] = message
+            print(f"error: {message}", file=sys.stderr)
+        for spec, (arrays, manifest) in outcome.outputs.items():
+            runs[spec] = self.store.put(spec, arrays, manifest)
+            trained.append(spec.label())
 
     # scoring and evaluation -------------------------------------------------------------
     def run(self) -> ExperimentResult:
+        self.store.clean()
         runs, failed, trained, reused = self.execute()
+        try:
+            with _staging(self.cfg.out) as staging:
+                return self._evaluate(runs, failed, trained, reused, staging)
+        except KeyboardInterrupt:
+            raise Interrupted(len(runs)) from None
+
+    def _evaluate(self, runs, failed, trained, reused, staging: Path | None) -> ExperimentResult:
         rows: list[dict] = []
         failures = list(failed.values())
         scores_by_data: dict[tuple[DataSpec, int], dict[str, np.ndarray]] = {}
+        artifacts: dict[str, list[str]] = {}
+        config = replace(self.cfg, out=staging)  # tasks that write figures write them into the staging folder
+        ctx_fields = {f.name for f in dataclasses.fields(EvalContext)}
         for task, setting, base in self.plan.settings:
             data = self.prepared(setting.data)
             key = (setting.data, setting.seed)
             if key not in scores_by_data:
                 scores_by_data[key] = self._score(base, data, runs, failures)
-            ctx = EvalContext(setting, base, data, runs, self.cfg, self.proxies)
+            extra = {k: v for k, v in (("out", staging), ("artifacts", artifacts)) if k in ctx_fields}
+            ctx = EvalContext(setting, base, data, runs, config, self.proxies, **extra)
             if any(n.spec not in runs for n in task.needs(setting, base, self.cfg)):
                 failures.append(f"task {task.name} [{setting.label} seed {setting.seed}] skipped: a needed run failed")
                 continue
             for row in task.evaluate(ctx, scores_by_data[key]):
                 rows.append({"task": task.name, "dataset": self.cfg.dataset, "model": self.cfg.model,
                              "setting": setting.label, "seed": setting.seed, **row})
-        raw = pd.DataFrame(rows, columns=["task", "dataset", "model", "setting", "proxy", "metric", "seed", "value"])
-        board = aggregate(raw)
+        full = pd.DataFrame(rows)
+        raw = pd.DataFrame(rows, columns=RAW_COLUMNS)  # written without the bootstrap arrays ("boot")
+        board = aggregate(full if "boot" in full.columns else raw)
         result = ExperimentResult(raw, board, failures, trained, reused)
-        result.base_train_acc = [runs[b].manifest["train_acc"] for _, _, b in self.plan.settings if b in runs]
-        self._write(result, scores_by_data, runs)
+        result.base_train_acc = [runs[b].manifest.train_acc for _, _, b in self.plan.settings if b in runs]
+        for (data_spec, seed), scores in scores_by_data.items():
+            data = self.prepared(data_spec)
+            name = f"{data_spec.corruption.label().replace('/', '_')}_seed{seed}"
+            result.scores[name] = pd.DataFrame({"index": np.arange(data.n), "label": data.labels,
+                                                "clean_label": data.y_clean, "positive": data.positives, **scores})
+        if staging is not None:
+            self._write(result, runs, staging, artifacts)
         return result
 
     def _score(self, base: RunSpec, data: PreparedData, runs, failures: list[str]) -> dict[str, np.ndarray]:
@@ -256,44 +348,129 @@ class Experiment:
             if any(n.spec not in runs for n in proxy.needs(base)):
                 failures.append(f"proxy {proxy.label} skipped for {base.label()}: a run it needs failed")
                 continue
-            s = np.asarray(proxy.score(ctx), dtype=np.float64)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN slices are reported below
+                s = np.asarray(proxy.score(ctx), dtype=np.float64)
             if s.shape != (data.n,):
                 raise RuntimeError(f"proxy {proxy.label} returned shape {s.shape}, expected ({data.n},)")
+            if np.isnan(s).all():
+                failures.append(f"proxy {proxy.label} failed for {base.label()}: every score is NaN "
+                                "(check its parameters); left out of the leaderboard")
+                continue
             scores[proxy.label] = s
         return scores
 
     # outputs ----------------------------------------------------------------------------
-    def _write(self, result: ExperimentResult, scores_by_data, runs: dict[RunSpec, StoredRun]) -> None:
-        out = self.cfg.out
-        for (data_spec, seed), scores in scores_by_data.items():
-            data = self.prepared(data_spec)
-            frame = pd.DataFrame({"index": np.arange(data.n), "label": data.labels, "clean_label": data.y_clean,
-                                  "positive": data.positives, **scores})
-            name = f"scores/{data_spec.corruption.label().replace('/', '_')}_seed{seed}.csv"
-            atomic_write(out / name, lambda p, f=frame: f.to_csv(p, index=False))
-            result.outputs.setdefault("scores", []).append(name)  # type: ignore[union-attr]
-        atomic_write(out / "raw.csv", lambda p: result.raw.to_csv(p, index=False))
-        atomic_write(out / "leaderboard.csv", lambda p: result.leaderboard.to_csv(p, index=False))
-        md = markdown(result.leaderboard)
-        atomic_write_text(out / "leaderboard.md", md)
-        figures = out / "figures" / "index.json"
-        if figures.exists():
-            result.outputs["figures"] = json.loads(figures.read_text())
-        summary = {
-            "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(self.cfg).items()
-                       if k not in ("recipe",)} | {"recipe": vars(self.cfg.recipe)},
+    def _write(self, result: ExperimentResult, runs: dict[RunSpec, StoredRun], tmp: Path,
+               artifacts: dict[str, list[str]]) -> None:
+        out = Path(self.cfg.out)
+        try:
+            for name, frame in result.scores.items():
+                path = f"scores/{name}.csv"
+                atomic_write(tmp / path, lambda p, f=frame: f.to_csv(p, index=False))
+                result.outputs.setdefault("scores", []).append(path)  # type: ignore[union-attr]
+            atomic_write(tmp / "raw.csv", lambda p: result.raw.to_csv(p, index=False))
+            atomic_write(tmp / "leaderboard.csv", lambda p: result.leaderboard.to_csv(p, index=False))
+            atomic_write_text(tmp / "leaderboard.md", markdown(result.leaderboard))
+            result.outputs.update(artifacts)
+            legacy_index = tmp / "figures" / "index.json"  # tasks that predate ctx.artifacts
+            if "figures" not in result.outputs and legacy_index.exists():
+                result.outputs["figures"] = json.loads(legacy_index.read_text())
+            atomic_write_text(tmp / "summary.json", json.dumps(self._summary(result, runs), indent=1, default=str))
+            owner = _owner(out)
+            _publish(tmp, out, owned=not out.exists() or not any(out.iterdir()) or owner == self.identity
+                     or (owner is not None and self.cfg.overwrite))
+        except OSError as e:
+            raise StorageError(f"cannot write outputs to {e.filename or out} ({e.strerror or e}); every run is kept "
+                               "in the store, rerun once the folder is writable") from e
+
+    def _summary(self, result: ExperimentResult, runs: dict[RunSpec, StoredRun]) -> dict:
+        cfg = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(self.cfg).items() if k != "recipe"}
+        return {
+            "experiment": self.identity,
+            "config": cfg | {"recipe": vars(self.cfg.recipe)},
             "device": str(self.device),
-            "runs": [{"label": r.manifest["label"], "hash": r.manifest["spec_hash"],
-                      "train_acc": r.manifest["train_acc"], "test_acc": r.manifest["test_acc"],
-                      "train_seconds": r.manifest["train_seconds"]} for r in runs.values()],
+            "runs": [{"label": r.manifest.label, "hash": r.manifest.spec_hash, "engine": r.manifest.engine,
+                      "threads": r.manifest.threads, "train_acc": r.manifest.train_acc,
+                      "test_acc": r.manifest.test_acc, "train_seconds": r.manifest.train_seconds}
+                     for r in runs.values()],
             "trained": result.trained,
             "reused": result.reused,
             "failures": result.failures,
             "outputs": {"leaderboard": "leaderboard.csv", "raw": "raw.csv", "markdown": "leaderboard.md",
                         **result.outputs},
         }
-        atomic_write_text(out / "summary.json", json.dumps(summary, indent=1, default=str))
 
 
-def run_experiment(cfg: ExperimentConfig) -> ExperimentResult:
-    return Experiment(cfg).run()
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+@contextmanager
+def _staging(out: Path | None) -> Iterator[Path | None]:
+    """A temporary folder beside --out that becomes --out once complete (None without --out)."""
+    if out is None:
+        yield None
+        return
+    out = Path(out)
+    _clean_stale_staging(out)
+    try:
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-{os.getpid()}-", dir=out.parent))
+        os.chmod(tmp, 0o777 & ~_umask())
+    except OSError as e:
+        raise StorageError(f"cannot write outputs beside {out} ({e.strerror}); every run is kept in the store, "
+                           "rerun once the folder is writable") from e
+    try:
+        yield tmp
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _publish(tmp: Path, out: Path, owned: bool) -> None:
+    """Move the complete staging folder into place. A folder this experiment owns (empty, its own
+    earlier outputs, or another experiment's outputs replaced with --overwrite) is swapped whole, so
+    no stale file survives; in a folder of unknown files (--overwrite) only the outputs' names are
+    replaced and everything else is left alone."""
+    if not out.exists():
+        os.rename(tmp, out)
+        return
+    if owned:
+        old = out.parent / f".{out.name}.old-{os.getpid()}"
+        os.rename(out, old)
+        os.rename(tmp, out)
+        shutil.rmtree(old, ignore_errors=True)
+        return
+    for entry in tmp.iterdir():
+        target = out / entry.name
+        if target.is_dir() and not target.is_symlink():
+            shutil.rmtree(target)
+        elif target.exists():
+            target.unlink()
+        os.rename(entry, target)
+
+
+def _clean_stale_staging(out: Path) -> None:
+    """Remove staging and swapped-out folders of --out that a killed experiment left behind (those
+    of a live process stay)."""
+    if not out.parent.exists():
+        return
+    for p in out.parent.glob(f".{out.name}.*-*"):
+        kind, _, rest = p.name[len(out.name) + 2 :].partition("-")
+        pid = rest.split("-")[0]
+        if kind not in ("tmp", "old") or not pid.isdigit() or _alive(int(pid)):
+            continue
+        shutil.rmtree(p, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 from harness.errors import RunFailed
 from harness.models import build_model
 from harness.prepared import PreparedData
-from harness.recipe import make_optimizer, make_scheduler, random_crop_flip
+from harness.recipe import Recipe, make_optimizer, make_scheduler, random_crop_flip
 from harness.recorders import Recorder, RecorderRequest, RunContext, build_recorder, eval_batches
 from harness.runspec import RunSpec
 from harness.subsets import subset_indices
@@ -52,6 +52,59 @@ def _seed_for(seed: int, epoch: int, stream: int) -> int:
     return (seed * 1_000_003 + epoch * 7919 + stream) % (2**63 - 1)
 
 
+# The per-epoch schedule, shared by `train_run` and the batched ensemble (harness.ensemble) so the
+# two engines cannot drift apart: batch order, augmentation decision and draws, the epoch's loss and
+# accuracy read once, the non-finite check, and accuracy on held-out data.
+
+
+def augmenting(recipe: Recipe, input_shape: tuple[int, ...]) -> bool:
+    """Crop and flip only images big enough for them (not 8x8 digits)."""
+    return recipe.augment and input_shape[-1] >= 16
+
+
+def batch_order(seed: int, epoch: int, idx: torch.Tensor) -> torch.Tensor:
+    """This epoch's order of the training indices `idx`: a function of (seed, epoch) only, so a
+    resumed run and an ensemble member see exactly the batches the run would have seen."""
+    gen = torch.Generator().manual_seed(_seed_for(seed, epoch, 0))
+    return idx[torch.randperm(len(idx), generator=gen).to(idx.device)]
+
+
+def augment_generator(seed: int, epoch: int, device: torch.device) -> torch.Generator:
+    return torch.Generator(device=device).manual_seed(_seed_for(seed, epoch, 1))
+
+
+def batch_starts(m: int, batch_size: int) -> range:
+    return range(0, m, batch_size)
+
+
+def close_epoch(epoch: int, phase: int, loss_sum: torch.Tensor, correct_sum: torch.Tensor, m: int
+                ) -> list[dict[str, float]]:
+    """History rows (one per member; `loss_sum` is () or (K,)) from the epoch's device sums: the one
+    host sync of the epoch."""
+    losses = torch.atleast_1d(loss_sum / m).tolist()
+    accs = torch.atleast_1d(correct_sum / m).tolist()
+    return [{"epoch": epoch, "phase": phase, "loss": lo, "acc": a} for lo, a in zip(losses, accs)]
+
+
+def non_finite(row: dict[str, float]) -> bool:
+    return not np.isfinite(row["loss"])
+
+
+def non_finite_message(runs: str) -> str:
+    return (f"training loss became non-finite in {runs}; lower the learning rate (--lr) or check the data")
+
+
+@torch.no_grad()
+def count_correct(forward: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, y: torch.Tensor,
+                  batch: int) -> torch.Tensor:
+    """Correct predictions of `forward` (logits (..., b, C); leading dims are ensemble members)."""
+    correct = None
+    for s in range(0, len(y), batch):
+        hits = (forward(x[s : s + batch]).argmax(-1) == y[s : s + batch]).sum(-1)
+        correct = hits if correct is None else correct + hits
+    return correct if correct is not None else torch.zeros(())
+
+
 def _accuracy(model: nn.Module, data: PreparedData, idx: torch.Tensor, batch: int) -> float:
     correct = torch.zeros((), device=data.x.device)
     for b, logits in eval_batches(model, data, idx, batch):
@@ -65,12 +118,10 @@ def _test_accuracy(model: nn.Module, data: PreparedData, batch: int) -> float:
         return float("nan")
     was = model.training
     model.eval()
-    correct = 0
-    with torch.no_grad():
-        for s in range(0, len(y), batch):
-            correct += int((model(x[s : s + batch]).argmax(1) == y[s : s + batch]).sum())
-    model.train(was)
-    return correct / len(y)
+    try:
+        return float(count_correct(model, x, y, batch)) / len(y)
+    finally:
+        model.train(was)
 
 
 def train_run(
@@ -129,25 +180,24 @@ def train_run(
     last_checkpoint = time.monotonic()
 
     batch_recs = [(r, k) for r, k in zip(recorders, keys) if r.on_batches]
+    augment = augmenting(recipe, tuple(data.x.shape[1:]))
     bar = tqdm(range(start_epoch, total_epochs), desc=spec.label(), leave=False, disable=not progress)
     for g in bar:
         phase = 1 if g < recipe.epochs else 2
         epoch = g if phase == 1 else g - recipe.epochs
         if phase == 2 and epoch == 0:
             optimizer, scheduler = new_optimizer()
-        idx_all = phase_idx[phase - 1]
-        gen_cpu = torch.Generator().manual_seed(_seed_for(spec.seed, g, 0))
-        aug_gen = torch.Generator(device=device).manual_seed(_seed_for(spec.seed, g, 1))
-        perm = idx_all[torch.randperm(len(idx_all), generator=gen_cpu).to(device)]
+        perm = batch_order(spec.seed, g, phase_idx[phase - 1])
+        aug_gen = augment_generator(spec.seed, g, device) if augment else None
         loss_sum = torch.zeros((), device=device)
         correct_sum = torch.zeros((), device=device)
         model.train()
         t0 = time.perf_counter()
-        for start in range(0, len(perm), recipe.batch_size):
+        for start in batch_starts(len(perm), recipe.batch_size):
             idx = perm[start : start + recipe.batch_size]
             yb = data.y[idx]
             xb = data.inputs(idx)
-            if recipe.augment and xb.shape[-1] >= 16:
+            if aug_gen is not None:
                 xb = random_crop_flip(xb, recipe.crop_padding, aug_gen)
             measuring = samples_seen == 0  # count FLOPs on the run's first batch, keep it off the clock
             flops: list[int] = []
@@ -170,15 +220,13 @@ def train_run(
                 for rec, key in batch_recs:
                     meters[key].run(partial(rec.on_batch, epoch, idx, logits_d, loss_d, yb), units=len(idx))
         scheduler.step()
-        mean_loss = float(loss_sum) / len(perm)  # the one host sync of the epoch
+        (row,) = close_epoch(g + 1, phase, loss_sum, correct_sum, len(perm))
         train_watch.add(time.perf_counter() - t0)
-        if not np.isfinite(mean_loss):
-            raise RunFailed(
-                f"run {spec.label()} [{spec.digest()}]: training loss became non-finite in epoch {g + 1}; "
-                "lower the learning rate (--lr) or check the data"
-            )
-        history.append({"epoch": g + 1, "phase": phase, "loss": mean_loss, "acc": float(correct_sum) / len(perm)})
-        bar.set_postfix(loss=f"{mean_loss:.3f}", acc=f"{history[-1]['acc']:.3f}")
+        if non_finite(row):
+            raise RunFailed(f"run {spec.label()} [{spec.digest()}]: "
+                            + non_finite_message(f"epoch {g + 1}"))
+        history.append(row)
+        bar.set_postfix(loss=f"{row['loss']:.3f}", acc=f"{row['acc']:.3f}")
         for rec, key in zip(recorders, keys):
             if rec.active(epoch, phase):
                 meters[key].run(partial(rec.on_epoch_end, epoch, phase, model))

@@ -11,18 +11,20 @@ import warnings
 from typing import Any
 
 from harness.errors import HarnessError
+from harness.registry import Registry
 from proxies.base import Proxy
 
 ENTRY_POINT_GROUP = "memprox.proxies"
-PROXIES: dict[str, type[Proxy]] = {}
+PROXIES: Registry[type[Proxy]] = Registry("proxy")
 _plugins_loaded = False
 
 
 def register_proxy(cls: type[Proxy]) -> type[Proxy]:
+    """Class decorator; a second proxy under a taken name is an error, not a silent overwrite."""
     for attr in ("name", "description", "citation"):
         if not getattr(cls, attr, None):
             raise TypeError(f"proxy {cls.__name__} must declare a non-empty `{attr}`")
-    PROXIES[cls.name] = cls
+    PROXIES.register(cls.name, cls)
     return cls
 
 
@@ -39,8 +41,15 @@ def load_plugins() -> None:
             warnings.warn(f"proxy plugin {ep.name!r} ({ep.value}) failed to load: {e}")
             continue
         if isinstance(cls, type) and issubclass(cls, Proxy):
-            if cls.name not in PROXIES:
+            taken = PROXIES[cls.name] if getattr(cls, "name", None) in PROXIES else None
+            if taken is not None and taken is not cls:
+                warnings.warn(f"proxy plugin {ep.name!r} ({ep.value}) is named {cls.name!r} like "
+                              f"{taken.__module__}.{taken.__qualname__}; keeping the latter, ignoring the plugin")
+                continue
+            try:
                 register_proxy(cls)
+            except TypeError as e:
+                warnings.warn(f"proxy plugin {ep.name!r} ({ep.value}) is invalid: {e}; ignored")
         else:
             warnings.warn(f"proxy plugin {ep.name!r} ({ep.value}) is not a Proxy subclass; ignored")
 

@@ -8,11 +8,12 @@ import numpy as np
 import pytest
 import torch
 
-from baselines.ensemble import EVAL_LAST, can_ensemble, train_ensemble
 from baselines.stability import stability_specs
+from harness.ensemble import can_ensemble, train_ensemble, train_members
 from harness.errors import RunFailed
 from harness.recipe import make_optimizer
-from harness.recorders import RecorderRequest
+from harness.recorders import EVAL_LAST, RecorderRequest
+from harness.recorders.eval_pass import eval_signals
 from harness.runspec import RunSpec, TrainSubset
 from harness.training import train_run
 
@@ -25,8 +26,10 @@ def _specs(base: RunSpec, k: int, fraction: float = 0.7) -> list[RunSpec]:
 
 def _assert_same_run(ens, ref, *, exact_correct: float = 1.0) -> None:
     a, b = ens.arrays[KEY], ref.arrays[KEY]
-    assert set(a) == set(b) == {"loss", "correct", "p_label", "p_max", "probs_last"}
-    for name in a:
+    signals = eval_signals(torch.zeros(1, 10), torch.zeros(1, dtype=torch.long))
+    assert set(a) == (set(signals) - {"probs"}) | {"probs_last"}  # every eval signal, probs at the end
+    assert {"loss", "correct", "p_label", "p_max", "probs_last"} <= set(b) <= set(a)
+    for name in b:
         assert a[name].shape == b[name].shape and a[name].dtype == b[name].dtype
     assert (a["correct"] == b["correct"]).mean() >= exact_correct
     np.testing.assert_allclose(a["p_label"], b["p_label"], atol=1e-4)
@@ -93,15 +96,17 @@ def test_one_optimizer_over_stacked_tensors_is_per_member_optimizers(tiny_recipe
             torch.testing.assert_close(p.detach()[j], q.detach(), rtol=0, atol=0)
 
 
-def test_unequal_subset_sizes_fall_back(base_spec: RunSpec, digits_noisy) -> None:
-    """Members whose subsets differ in size cannot share batches: they are grouped by size, and
-    a group of one is plain train_run (so bitwise identical)."""
+def test_unequal_subset_sizes_train_apart(base_spec: RunSpec, digits_noisy) -> None:
+    """Members whose subsets differ in size cannot share batches: they are grouped by size, and a
+    group of one still trains in the ensemble engine (an ensemble of one), so how a spec is trained
+    never depends on its company: bitwise the same as that spec's ensemble of one."""
     recipe = replace(base_spec.recipe, epochs=1)
     base = replace(base_spec, recipe=recipe)
     specs = [*_specs(base, 2, 0.7), _specs(base, 2, 0.5)[0]]
     outs = train_ensemble(specs, digits_noisy, [EVAL_LAST], progress=False)
-    alone = train_run(specs[2], digits_noisy, [EVAL_LAST], progress=False)
+    (alone,) = train_ensemble([specs[2]], digits_noisy, [EVAL_LAST], progress=False)
     np.testing.assert_array_equal(outs[2].arrays[KEY]["p_label"], alone.arrays[KEY]["p_label"])
+    _assert_same_run(outs[2], train_run(specs[2], digits_noisy, [EVAL_LAST], progress=False))
     _assert_same_run(outs[0], train_run(specs[0], digits_noisy, [EVAL_LAST], progress=False))
 
 
@@ -121,11 +126,54 @@ def test_non_finite_member_raises(base_spec: RunSpec, digits_noisy) -> None:
         train_ensemble(specs, digits_noisy, [EVAL_LAST], progress=False)
 
 
+def test_a_diverging_member_fails_alone(base_spec: RunSpec, digits_noisy) -> None:
+    """The summed loss gives each member only its own gradient: one member's NaN (a poisoned
+    initial weight) fails that member alone and leaves the other's training bitwise untouched."""
+    specs = _specs(replace(base_spec, recipe=replace(base_spec.recipe, epochs=1)), 2)
+    import harness.ensemble as ensemble
+
+    real_init = ensemble._init_models
+
+    def poisoned(specs_, data):
+        models = real_init(specs_, data)
+        if len(models) == 2:
+            with torch.no_grad():
+                next(models[1].parameters()).fill_(float("nan"))
+        return models
+
+    clean = train_members(specs, digits_noisy, [EVAL_LAST], progress=False)
+    try:
+        ensemble._init_models = poisoned
+        outs = train_members(specs, digits_noisy, [EVAL_LAST], progress=False)
+    finally:
+        ensemble._init_models = real_init
+    assert isinstance(outs[1], RunFailed) and specs[1].digest() in str(outs[1]) and "non-finite" in str(outs[1])
+    np.testing.assert_array_equal(outs[0].arrays[KEY]["p_label"], clean[0].arrays[KEY]["p_label"])
+
+
+def test_every_eval_signal_is_stored(base_spec: RunSpec, digits_noisy, monkeypatch) -> None:
+    """A signal added to eval_signals reaches ensemble members without an edit here."""
+    import harness.ensemble as ensemble
+    from harness.recorders import eval_pass
+
+    def with_extra(logits, labels):
+        out = eval_pass.eval_signals(logits, labels)
+        return {**out, "extra_signal": out["loss"] * 2}
+
+    monkeypatch.setattr(ensemble, "eval_signals", with_extra)
+    specs = _specs(replace(base_spec, recipe=replace(base_spec.recipe, epochs=1)), 2)
+    outs = train_ensemble(specs, digits_noisy, [EVAL_LAST], progress=False)
+    arrays = outs[0].arrays[KEY]
+    assert "probs" not in arrays and arrays["probs_last"].shape == (digits_noisy.n, 10)
+    np.testing.assert_allclose(arrays["extra_signal"], 2 * arrays["loss"])
+    assert arrays["extra_signal"].shape == (1, digits_noisy.n)
+
+
 def test_chunks_of_max_members(base_spec: RunSpec, digits_noisy) -> None:
-    """Three members in chunks of two: the lone third member is plain train_run (bitwise)."""
+    """Three members in chunks of two: the lone third member is an ensemble of one (bitwise)."""
     specs = _specs(replace(base_spec, recipe=replace(base_spec.recipe, epochs=1)), 3)
     outs = train_ensemble(specs, digits_noisy, [EVAL_LAST], progress=False, max_members=2)
-    alone = train_run(specs[2], digits_noisy, [EVAL_LAST], progress=False)
+    (alone,) = train_ensemble([specs[2]], digits_noisy, [EVAL_LAST], progress=False)
     np.testing.assert_array_equal(outs[2].arrays[KEY]["p_label"], alone.arrays[KEY]["p_label"])
     _assert_same_run(outs[1], train_run(specs[1], digits_noisy, [EVAL_LAST], progress=False))
 

@@ -10,7 +10,9 @@ import pytest
 import torch
 
 import harness.training as training
+from harness.errors import StorageError
 from harness.experiment import Experiment
+from harness.jobs import make_manifest
 from harness.recorders import RecorderRequest
 from harness.runspec import RunSpec
 from harness.store import RunStore
@@ -36,9 +38,13 @@ def _output() -> RunOutput:
                      test_acc=0.5, history=[{"epoch": 1, "phase": 1, "loss": 1.0, "acc": 0.5}])
 
 
+def _put(store: RunStore, spec: RunSpec, out: RunOutput, wall: float = 0.0):
+    return store.put(spec, out.arrays, make_manifest(spec, out, "single", "cpu", wall=wall))
+
+
 def _tmp_leftovers(store: RunStore) -> list[str]:
-    return [p.name for p in (store.root / "runs").iterdir() if p.name.startswith(".tmp")] + [
-        p.name for p in (store.root / "partial").iterdir() if ".tmp" in p.name]
+    return [p.name for p in (store.root / "runs").iterdir() if p.name.startswith((".tmp", ".old"))] + [
+        p.name for p in (store.root / "partial").iterdir() if ".tmp" in p.name or p.name.startswith(".")]
 
 
 # --- the store on its own --------------------------------------------------------------------
@@ -48,7 +54,7 @@ def test_put_get_roundtrip(tmp_path, base_spec) -> None:
     store = RunStore(tmp_path / "store")
     assert store.get(base_spec) is None
     out = _output()
-    store.put(base_spec, out, "cpu", {"wall_seconds": 3.0})
+    _put(store, base_spec, out, wall=3.0)
     got = store.get(base_spec)
     assert got is not None
     assert got.path.name == base_spec.digest()
@@ -60,12 +66,14 @@ def test_put_get_roundtrip(tmp_path, base_spec) -> None:
             np.testing.assert_array_equal(back[name], arr)
             assert back[name].dtype == arr.dtype
     m = got.manifest
-    assert (m["train_seconds"], m["train_flops"], m["train_acc"], m["test_acc"]) == (2.5, 1234, 0.75, 0.5)
-    assert m["recorders"]["train_prob"] == {"arrays": ["el2n", "p_label"], "seconds": 0.2, "flops": 7}
-    assert m["spec_hash"] == base_spec.digest() and m["label"] == base_spec.label()
-    assert m["spec"] == json.loads(json.dumps(base_spec.to_dict(), default=str))
-    assert m["wall_seconds"] == 3.0 and m["history"] == out.history
-    assert set(m["checksums"]) == {"train_loss.loss.npy", "train_prob.p_label.npy", "train_prob.el2n.npy"}
+    assert (m.train_seconds, m.train_flops, m.train_acc, m.test_acc) == (2.5, 1234, 0.75, 0.5)
+    rec = m.recorders["train_prob"]
+    assert (rec.arrays, rec.seconds, rec.flops) == (["el2n", "p_label"], 0.2, 7)
+    assert m.spec_hash == base_spec.digest() and m.label == base_spec.label()
+    assert m.spec == json.loads(json.dumps(base_spec.to_dict(), default=str))
+    assert m.wall_seconds == 3.0 and m.history == out.history and m.engine == "single"
+    assert m.threads == torch.get_num_threads()
+    assert set(m.checksums) == {"train_loss.loss.npy", "train_prob.p_label.npy", "train_prob.el2n.npy"}
     with pytest.raises(KeyError, match="did not record"):
         got.arrays("train_margin")
     assert _tmp_leftovers(store) == []
@@ -75,42 +83,62 @@ def test_distinct_specs_get_distinct_entries(tmp_path, base_spec) -> None:
     store = RunStore(tmp_path / "store")
     other = replace(base_spec, seed=1)
     assert other.digest() != base_spec.digest()
-    store.put(base_spec, _output(), "cpu")
+    _put(store, base_spec, _output())
     assert store.get(other) is None
     assert store.get(replace(base_spec)) is not None  # equal spec, same address
 
 
 def test_put_overwrites_an_existing_entry(tmp_path, base_spec) -> None:
     store = RunStore(tmp_path / "store")
-    store.put(base_spec, _output(), "cpu")
+    _put(store, base_spec, _output())
     second = replace(_output(), train_acc=0.9)
-    store.put(base_spec, second, "cpu")
-    assert store.get(base_spec).manifest["train_acc"] == 0.9
+    _put(store, base_spec, second)
+    assert store.get(base_spec).manifest.train_acc == 0.9
     assert len(list((store.root / "runs").iterdir())) == 1
 
 
-def test_checksum_damage_is_detected_and_removed(tmp_path, base_spec) -> None:
+def test_checksum_damage_is_detected_and_replaced_by_the_next_put(tmp_path, base_spec) -> None:
     store = RunStore(tmp_path / "store")
-    stored = store.put(base_spec, _output(), "cpu")
+    stored = _put(store, base_spec, _output())
     np.save(stored.path / "train_loss.loss.npy", np.zeros((3, 5), dtype=np.float32))  # valid .npy, wrong bytes
     with pytest.warns(UserWarning, match="damaged"):
         assert store.get(base_spec) is None
-    assert not stored.path.exists()
-    assert store.get(base_spec) is None  # gone, so no second warning is needed
+    assert stored.path.exists()  # a reader never deletes: a writer may be about to replace it
+    _put(store, base_spec, _output())
+    np.testing.assert_array_equal(store.get(base_spec).arrays("train_loss")["loss"],
+                                  _output().arrays["train_loss"]["loss"])
 
 
-@pytest.mark.parametrize("damage", ["missing_array", "missing_manifest", "garbled_manifest"])
-def test_other_damage_reads_as_missing(tmp_path, base_spec, damage: str) -> None:
+@pytest.mark.parametrize("damage", ["missing_array", "missing_manifest", "garbled_manifest", "manifest_lacks_key",
+                                    "old_dict_manifest", "entry_is_a_file"])
+def test_other_damage_reads_as_missing_and_is_replaced(tmp_path, base_spec, damage: str) -> None:
     store = RunStore(tmp_path / "store")
-    stored = store.put(base_spec, _output(), "cpu")
+    stored = _put(store, base_spec, _output())
+    manifest = stored.path / "manifest.json"
     if damage == "missing_array":
         (stored.path / "train_prob.el2n.npy").unlink()
     elif damage == "missing_manifest":
-        (stored.path / "manifest.json").unlink()
+        manifest.unlink()
+    elif damage == "garbled_manifest":
+        manifest.write_text("{not json")
+    elif damage == "manifest_lacks_key":
+        raw = json.loads(manifest.read_text())
+        del raw["train_acc"]
+        manifest.write_text(json.dumps(raw))
+    elif damage == "old_dict_manifest":  # written before the manifest recorded the engine
+        raw = json.loads(manifest.read_text())
+        del raw["engine"], raw["threads"]
+        manifest.write_text(json.dumps(raw))
     else:
-        (stored.path / "manifest.json").write_text("{not json")
+        import shutil
+
+        shutil.rmtree(stored.path)
+        stored.path.write_text("not a run")
     with pytest.warns(UserWarning, match="damaged"):
         assert store.get(base_spec) is None
+    _put(store, base_spec, _output())  # recomputed into place
+    assert store.get(base_spec).manifest.train_acc == 0.75
+    assert _tmp_leftovers(store) == []
 
 
 def test_failed_put_leaves_no_entry(tmp_path, base_spec, monkeypatch) -> None:
@@ -124,8 +152,8 @@ def test_failed_put_leaves_no_entry(tmp_path, base_spec, monkeypatch) -> None:
         np.lib.format.write_array(open(path, "wb"), np.asanyarray(arr))
 
     monkeypatch.setattr(np, "save", failing_save)
-    with pytest.raises(OSError):
-        store.put(base_spec, _output(), "cpu")
+    with pytest.raises(StorageError, match="No space left"):
+        _put(store, base_spec, _output())
     monkeypatch.undo()
     assert store.get(base_spec) is None
     assert not (store.root / "runs" / base_spec.digest()).exists()
@@ -138,8 +166,8 @@ def test_failed_put_cleans_its_temporary_folder(tmp_path, base_spec, monkeypatch
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(np, "save", failing_save)
-    with pytest.raises(OSError):
-        store.put(base_spec, _output(), "cpu")
+    with pytest.raises(StorageError):
+        _put(store, base_spec, _output())
     assert _tmp_leftovers(store) == []
 
 
@@ -153,7 +181,7 @@ def test_checkpoint_roundtrip_and_key_mismatch(tmp_path, base_spec) -> None:
     assert back["epoch"] == 2 and back["history"] == [{"epoch": 1}]
     torch.testing.assert_close(back["weights"], torch.arange(4.0))
     assert store.load_checkpoint(base_spec, ["a"]) is None  # recorded different signals: start over
-    store.put(base_spec, _output(), "cpu")  # a finished run clears its checkpoint
+    _put(store, base_spec, _output())  # a finished run clears its checkpoint
     assert store.load_checkpoint(base_spec, ["a", "b"]) is None
 
 
@@ -187,12 +215,12 @@ def test_rerun_trains_nothing(make_config) -> None:
 
 def test_new_recorder_retrains_keeping_the_old_ones(make_config) -> None:
     Experiment(make_config(epochs=2, proxies="csl")).run()
-    both = Experiment(make_config(epochs=2, proxies="csl,aum"))
+    both = Experiment(make_config(epochs=2, proxies="csl,aum", overwrite=True))
     result = both.run()
     assert len(result.trained) == 1
     stored = both.store.get(_only_run(both))
     assert {"train_loss", "train_margin"} <= stored.recorders
-    again = Experiment(make_config(epochs=2, proxies="aum")).run()
+    again = Experiment(make_config(epochs=2, proxies="aum", overwrite=True)).run()
     assert again.trained == [] and len(again.reused) == 1
 
 
@@ -271,7 +299,7 @@ def test_resume_after_interruption_equals_uninterrupted_run(tmp_path, digits_noi
 
 
 def test_experiment_resumes_an_interrupted_run(make_config, digits_noisy, monkeypatch) -> None:
-    cfg = make_config(epochs=4, proxies="csl,forgetting", checkpoint_every_s=0)
+    cfg = make_config(epochs=4, proxies="csl,forgetting", checkpoint_every_s=1e-6)
     exp = Experiment(cfg)
     spec = _only_run(exp)
     keys = sorted(r.key for r in exp.plan.runs[spec])
@@ -287,7 +315,7 @@ def test_experiment_resumes_an_interrupted_run(make_config, digits_noisy, monkey
     assert result.trained == [spec.label()]
     assert exp.store.load_checkpoint(spec, keys) is None  # cleared once the run was stored
     stored = exp.store.get(spec)
-    assert [h["epoch"] for h in stored.manifest["history"]] == [1, 2, 3, 4]
+    assert [h["epoch"] for h in stored.manifest.history] == [1, 2, 3, 4]
     monkeypatch.undo()
     full = train_run(spec, digits_noisy, requests, progress=False)
     for key in keys:

@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch import nn
 
-import harness.experiment as experiment
+import harness.jobs as jobs
 from harness.cli import main
 from harness.errors import RunFailed
 from harness.experiment import Experiment
@@ -104,7 +104,7 @@ def test_quick_preset_fits_noisy_digits(make_config) -> None:
     result = exp.run()
     assert result.failures == []
     (spec,) = exp.plan.runs
-    assert exp.store.get(spec).manifest["train_acc"] >= 0.95
+    assert exp.store.get(spec).manifest.train_acc >= 0.95
 
 
 def test_exploding_run_raises_run_failed_naming_the_run(digits_noisy, base_spec) -> None:
@@ -118,14 +118,14 @@ def test_exploding_run_raises_run_failed_naming_the_run(digits_noisy, base_spec)
 
 def _fail_noise_10(monkeypatch) -> None:
     """Make the noise=0.1 run diverge for real (lr 1e6); every other run trains normally."""
-    real = experiment.train_run
+    real = jobs.train_run
 
     def patched(spec, data, requests, **kw):
         if spec.data.corruption.rate == 0.1:
             spec = replace(spec, recipe=replace(spec.recipe, lr=1e6))
         return real(spec, data, requests, **kw)
 
-    monkeypatch.setattr(experiment, "train_run", patched)
+    monkeypatch.setattr(jobs, "train_run", patched)
 
 
 def test_a_failed_run_does_not_stop_the_others(make_config, monkeypatch) -> None:

@@ -4,6 +4,7 @@ import importlib
 import pkgutil
 
 from harness.recorders.base import (
+    EVAL_LAST,
     RECORDERS,
     Recorder,
     RecorderRequest,
@@ -18,6 +19,7 @@ for _mod in pkgutil.iter_modules(__path__):
         importlib.import_module(f"{__name__}.{_mod.name}")
 
 __all__ = [
+    "EVAL_LAST",
     "RECORDERS",
     "Recorder",
     "RecorderRequest",

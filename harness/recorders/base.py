@@ -16,8 +16,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from harness.errors import HarnessError
 from harness.prepared import PreparedData
+from harness.registry import Registry
 
 
 @dataclass(frozen=True)
@@ -94,18 +94,21 @@ class Recorder:
             self.buffers[k].copy_(torch.from_numpy(v))
 
 
-RECORDERS: dict[str, type[Recorder]] = {}
+RECORDERS: Registry[type[Recorder]] = Registry("recorder")
+
+#: The final model's eval pass over every training sample: held-out probabilities of fold models,
+#: the stability reference's correctness, final loss. The one definition every user imports.
+EVAL_LAST = RecorderRequest.of("eval_pass", epochs="last")
 
 
 def register_recorder(cls: type[Recorder]) -> type[Recorder]:
-    RECORDERS[cls.name] = cls
+    """Class decorator; a second recorder under a taken name is an error, not a silent overwrite."""
+    RECORDERS.register(cls.name, cls)
     return cls
 
 
 def build_recorder(request: RecorderRequest, ctx: RunContext) -> Recorder:
-    if request.name not in RECORDERS:
-        raise HarnessError(f"unknown recorder {request.name!r}; known: {', '.join(sorted(RECORDERS))}")
-    return RECORDERS[request.name](ctx, **dict(request.params))
+    return RECORDERS.get(request.name)(ctx, **dict(request.params))
 
 
 def eval_batches(

@@ -16,9 +16,18 @@ Each member reproduces what ``harness.training.train_run`` would do for its spec
   the gradient of its own loss.
 Results agree with ``train_run`` up to float rounding (batched matmuls reduce in another order).
 
+Both engines share one per-epoch schedule (``harness.training``: batch order, augmentation,
+epoch loss and accuracy, non-finite check, held-out accuracy) and one eval-signal function, and
+every array that ``eval_signals`` returns is stored (``probs`` as ``probs_last``), so new signals
+reach both engines at once.
+
 Only models without batch-norm (buffers ``vmap`` cannot update), single-phase runs and the final
 eval pass are supported, and on a CPU only models without convolutions (there batching them is
-slower); ``can_ensemble`` says so, and everything else trains one run at a time.
+slower); ``can_ensemble`` says so, and everything else trains one run at a time. A spec that can be
+a member always trains here, even alone (an ensemble of one), so the engine that produced a stored
+run depends only on the spec and the device type, never on what else happened to be pending.
+Members are independent (the summed loss gives each only its own gradient), so a member whose loss
+became non-finite fails alone.
 """
 
 from __future__ import annotations
@@ -39,16 +48,24 @@ from harness.errors import HarnessError, RunFailed
 from harness.models import MODELS, build_model
 from harness.prepared import PreparedData
 from harness.recipe import make_optimizer, make_scheduler, random_crop_flip
-from harness.recorders import RecorderRequest
+from harness.recorders import EVAL_LAST, RecorderRequest
 from harness.recorders.eval_pass import eval_signals
 from harness.runspec import RunSpec
 from harness.subsets import subset_indices
 from harness.timing import count_flops
-from harness.training import RunOutput, _seed_for, train_run
+from harness.training import (
+    RunOutput,
+    augment_generator,
+    augmenting,
+    batch_order,
+    batch_starts,
+    close_epoch,
+    count_correct,
+    non_finite,
+    non_finite_message,
+)
 
-EVAL_LAST = RecorderRequest.of("eval_pass", epochs="last")
 SUPPORTED = frozenset({EVAL_LAST})
-_EVAL_ARRAYS = ("loss", "correct", "p_label", "p_max")
 
 
 def can_ensemble(spec: RunSpec, requests, device: torch.device | str | None = None) -> bool:
@@ -86,20 +103,38 @@ def _cpu_chunk(spec: RunSpec, data: PreparedData) -> int:
     return max(1, CPU_PARAMS_PER_CHUNK // sum(p.numel() for p in model.parameters()))
 
 
-def train_ensemble(
+def ensemble_chunks(specs: Sequence[RunSpec], data: PreparedData, max_members: int | None = None
+                    ) -> list[list[int]]:
+    """Indices of `specs` that train together: members whose training sets differ in size cannot
+    share batches, so specs are grouped by that size, then split into balanced chunks of at most
+    `max_members` (default: about CPU_PARAMS_PER_CHUNK stacked parameters on a CPU, all on a GPU).
+    The planner makes one job per chunk, so chunks also spread an ensemble over workers."""
+    specs = list(specs)
+    if not specs:
+        return []
+    labels = data.labels
+    by_size: dict[int, list[int]] = defaultdict(list)
+    for i, s in enumerate(specs):
+        by_size[len(subset_indices(s.train_on, labels))].append(i)
+    if max_members is None:
+        max_members = _cpu_chunk(specs[0], data) if data.x.device.type == "cpu" else len(specs)
+    chunks = []
+    for group in by_size.values():  # balanced: 64 members at most 47 a chunk go as 32 + 32
+        n_chunks = -(-len(group) // max(1, max_members))
+        size = -(-len(group) // n_chunks)
+        chunks += [group[i : i + size] for i in range(0, len(group), size)]
+    return chunks
+
+
+def train_members(
     specs: Sequence[RunSpec],
     data: PreparedData,
     requests: Sequence[RecorderRequest],
     progress: bool = True,
     max_members: int | None = None,
-) -> list[RunOutput]:
-    """One RunOutput per spec, in order. Members whose training sets differ in size cannot share
-    batches, so specs are grouped by that size; a group of one trains with `train_run`. Groups
-    train in chunks of at most `max_members` (default: about CPU_PARAMS_PER_CHUNK stacked
-    parameters on a CPU, unbounded on a GPU).
-
-    Raises RunFailed (naming every failed member) when some member's loss became non-finite.
-    """
+) -> list[RunOutput | RunFailed]:
+    """One RunOutput per spec, in order, or a RunFailed for a member whose loss became non-finite
+    (the other members are unaffected). Trains `ensemble_chunks(specs, data, max_members)`."""
     specs = list(specs)
     if not specs:
         return []
@@ -109,29 +144,30 @@ def train_ensemble(
             raise HarnessError(f"run {s.label()} cannot join this ensemble (different model/recipe/data, "
                                "a second phase, batch norm or an unsupported recorder)")
     labels = data.labels
-    indices = [subset_indices(s.train_on, labels) for s in specs]
-    by_size: dict[int, list[int]] = defaultdict(list)
-    for i, idx in enumerate(indices):
-        by_size[len(idx)].append(i)
-    outputs: list[RunOutput | None] = [None] * len(specs)
-    if max_members is None:
-        max_members = _cpu_chunk(first, data) if data.x.device.type == "cpu" else len(specs)
-    chunks = []
-    for group in by_size.values():  # balanced: 64 members at most 47 a chunk go as 32 + 32
-        n_chunks = -(-len(group) // max(1, max_members))
-        size = -(-len(group) // n_chunks)
-        chunks += [group[i : i + size] for i in range(0, len(group), size)]
+    outputs: list[RunOutput | RunFailed | None] = [None] * len(specs)
     normalized = _normalized_inputs(data)
-    for members in chunks:
-        if len(members) == 1:
-            i = members[0]
-            outputs[i] = train_run(specs[i], data, list(requests), progress=progress)
-            continue
-        outs = _train_group([specs[i] for i in members], [indices[i] for i in members], data, requests,
-                            progress, normalized)
+    for members in ensemble_chunks(specs, data, max_members):
+        outs = _train_group([specs[i] for i in members], [subset_indices(specs[i].train_on, labels) for i in members],
+                            data, requests, progress, normalized)
         for i, out in zip(members, outs, strict=True):
             outputs[i] = out
     return [o for o in outputs if o is not None]
+
+
+def train_ensemble(
+    specs: Sequence[RunSpec],
+    data: PreparedData,
+    requests: Sequence[RecorderRequest],
+    progress: bool = True,
+    max_members: int | None = None,
+) -> list[RunOutput]:
+    """One RunOutput per spec, in order; raises RunFailed naming every member whose loss became
+    non-finite (`train_members` returns the others instead)."""
+    outs = train_members(specs, data, requests, progress, max_members)
+    failed = [o for o in outs if isinstance(o, RunFailed)]
+    if failed:
+        raise RunFailed("; ".join(str(f) for f in failed))
+    return [o for o in outs if isinstance(o, RunOutput)]
 
 
 #: The whole training set is normalised once per ensemble when its float copy stays below this;
@@ -178,7 +214,7 @@ def _train_group(
     requests: Sequence[RecorderRequest],
     progress: bool,
     normalized: torch.Tensor | None,
-) -> list[RunOutput]:
+) -> list[RunOutput | RunFailed]:
     device = data.x.device
     recipe = specs[0].recipe
     k, m = len(specs), len(indices[0])
@@ -202,28 +238,23 @@ def _train_group(
     scheduler = make_scheduler(recipe, optimizer)
     skeleton.train()
     history: list[list[dict[str, float]]] = [[] for _ in specs]
-    augmenting = recipe.augment and shape[-1] >= 16  # as train_run decides
+    augment = augmenting(recipe, shape)
     samples_seen = 0
     train_seconds = 0.0
     failed: dict[int, int] = {}
     bar = tqdm(range(recipe.epochs), desc=f"ensemble of {k} ({specs[0].model})", leave=False, disable=not progress)
     for epoch in bar:
-        perms = []
-        for j, s in enumerate(specs):
-            gen = torch.Generator().manual_seed(_seed_for(s.seed, epoch, 0))
-            perms.append(train_idx[j][torch.randperm(m, generator=gen).to(device)])
-        perm = torch.stack(perms)  # (K, M)
-        aug_gens = [torch.Generator(device=device).manual_seed(_seed_for(s.seed, epoch, 1))
-                    for s in specs] if augmenting else []
+        perm = torch.stack([batch_order(s.seed, epoch, train_idx[j]) for j, s in enumerate(specs)])  # (K, M)
+        aug_gens = [augment_generator(s.seed, epoch, device) for s in specs] if augment else []
         loss_sum = torch.zeros(k, device=device)
         correct_sum = torch.zeros(k, device=device)
         t0 = time.perf_counter()
-        for start in range(0, m, recipe.batch_size):
+        for start in batch_starts(m, recipe.batch_size):
             idx = perm[:, start : start + recipe.batch_size]  # (K, b)
             b = idx.shape[1]
             yb = data.y[idx]
             xb = normalized[idx] if normalized is not None else data.inputs(idx.reshape(-1)).reshape(k, b, *shape)
-            if augmenting:
+            if augment:
                 xb = torch.stack([random_crop_flip(xb[j], recipe.crop_padding, aug_gens[j]) for j in range(k)])
             logits = forward(params, buffers, xb)  # (K, b, C)
             # classes on dim 1: (K, C, b) runs the CPU kernel ~5x faster than (K * b, C)
@@ -235,19 +266,14 @@ def _train_group(
             loss_sum += loss.detach().sum(1)
             correct_sum += (logits.detach().argmax(2) == yb).sum(1)
         scheduler.step()
-        mean_loss = (loss_sum / m).tolist()  # the one host sync of the epoch
-        acc = (correct_sum / m).tolist()
+        rows = close_epoch(epoch + 1, 1, loss_sum, correct_sum, m)
         train_seconds += time.perf_counter() - t0
-        for j in range(k):
-            if not np.isfinite(mean_loss[j]) and j not in failed:
+        for j, row in enumerate(rows):
+            if non_finite(row) and j not in failed:
                 failed[j] = epoch + 1
-            history[j].append({"epoch": epoch + 1, "phase": 1, "loss": mean_loss[j], "acc": acc[j]})
-        bar.set_postfix(loss=f"{np.mean(mean_loss):.3f}")
+            history[j].append(row)
+        bar.set_postfix(loss=f"{np.mean([r['loss'] for r in rows]):.3f}")
     bar.close()
-    if failed:
-        names = ", ".join(f"{specs[j].label()} [{specs[j].digest()}] (epoch {e})" for j, e in sorted(failed.items()))
-        raise RunFailed(f"training loss became non-finite in ensemble member(s) {names}; "
-                        "lower the learning rate (--lr) or check the data")
 
     skeleton.eval()
     t0 = time.perf_counter()
@@ -261,14 +287,16 @@ def _train_group(
 
     host = {name: a.cpu().numpy() for name, a in arrays.items()}
     want_eval = EVAL_LAST in set(requests)
-    outputs = []
+    outputs: list[RunOutput | RunFailed] = []
     for j in range(k):
+        if j in failed:
+            outputs.append(RunFailed(f"run {specs[j].label()} [{specs[j].digest()}] (ensemble member): "
+                                     + non_finite_message(f"epoch {failed[j]}")))
+            continue
         recorded = {}
-        if want_eval:
-            recorded[EVAL_LAST.key] = {
-                **{name: host[name][j][None, :] for name in _EVAL_ARRAYS},
-                "probs_last": host["probs_last"][j],
-            }
+        if want_eval:  # per-epoch arrays as (1, N) rows, as the eval_pass recorder stores them
+            recorded[EVAL_LAST.key] = {name: a[j] if name == "probs_last" else a[j][None, :]
+                                       for name, a in host.items()}
         outputs.append(
             RunOutput(
                 arrays=recorded,
@@ -296,18 +324,20 @@ def _plain_flops(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> int:
 
 @torch.no_grad()
 def _eval_pass(forward_shared, params, buffers, data: PreparedData, batch: int) -> dict[str, torch.Tensor]:
-    """The eval_pass recorder's arrays for every member at once: (K, N) loss, correctness, label
-    probability and top probability, and (K, N, C) probabilities."""
+    """Every array of `eval_signals` for every member at once, (K, N) per-sample values (loss,
+    correctness, probabilities of the label and the top class, and whatever signal is added there),
+    with the (K, N, C) probabilities kept as `probs_last`."""
     n, y = data.n, data.y
     k = next(iter(params.values())).shape[0]
-    out = {name: torch.full((k, n), float("nan"), device=data.x.device) for name in _EVAL_ARRAYS}
-    out["probs_last"] = torch.full((k, n, data.num_classes), float("nan"), device=data.x.device)
+    out: dict[str, torch.Tensor] = {}
     for start in range(0, n, batch):
         idx = torch.arange(start, min(n, start + batch), device=data.x.device)
         signals = eval_signals(forward_shared(params, buffers, data.inputs(idx)), y[idx].expand(k, -1))  # (K, b, ...)
-        for name in _EVAL_ARRAYS:
-            out[name][:, idx] = signals[name]
-        out["probs_last"][:, idx] = signals["probs"]
+        for name, values in signals.items():
+            key = "probs_last" if name == "probs" else name
+            if key not in out:
+                out[key] = torch.full((k, n, *values.shape[2:]), float("nan"), device=data.x.device)
+            out[key][:, idx] = values.float()
     return out
 
 
@@ -317,7 +347,5 @@ def _test_accuracy(forward_shared, params, buffers, data: PreparedData, batch: i
     k = next(iter(params.values())).shape[0]
     if len(y) == 0:
         return [float("nan")] * k
-    correct = torch.zeros(k, device=data.x.device)
-    for s in range(0, len(y), batch):
-        correct += (forward_shared(params, buffers, x[s : s + batch]).argmax(2) == y[s : s + batch]).sum(1)
+    correct = count_correct(lambda xb: forward_shared(params, buffers, xb), x, y, batch)
     return (correct.double() / len(y)).tolist()

@@ -1,0 +1,151 @@
+"""Self-contained training jobs: what a worker (this process, or a Ray worker on another machine)
+needs to train one run or one batched ensemble, and what it sends back.
+
+A `Job` names its data (dataset, root, subset; the corruption travels in each spec's DataSpec),
+never holds tensors or a reference to the Experiment, so it pickles small and runs anywhere the
+package and the dataset are installed. `run_job` loads and prepares the data (decoded images come
+from the cache in `harness.data`, prepared tensors from a small per-process cache), sets the
+worker's torch threads and device, trains, and returns each run's arrays with its typed manifest.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from harness.data import Dataset, load_dataset
+from harness.ensemble import train_members
+from harness.errors import RunFailed
+from harness.manifest import Manifest, RecorderRecord
+from harness.prepared import PreparedData, prepare
+from harness.recorders import RecorderRequest
+from harness.runspec import DataSpec, RunSpec
+from harness.training import RunOutput, train_run
+
+ENGINES = ("single", "ensemble")
+
+
+@dataclass(frozen=True)
+class DataSource:
+    """Where a worker loads the clean dataset from (the driver downloads before planning)."""
+
+    dataset: str
+    data_root: str | None = None
+    subset: int | None = None
+
+
+@dataclass(frozen=True)
+class Job:
+    specs: tuple[RunSpec, ...]  # one spec (engine "single") or the members of one ensemble chunk
+    requests: tuple[RecorderRequest, ...]  # recorders every spec of the job records, sorted by key
+    engine: str
+    source: DataSource
+    device: str = "cpu"
+    threads: int | None = None  # torch intra-op threads in the worker; None keeps torch's default
+    precision: str = "fp32"
+    compile: bool = False
+    checkpoint_root: str | None = None  # a run store the worker can reach: single runs checkpoint there
+    checkpoint_every_s: float = 120.0
+    progress: bool = False
+    num_cpus: float = 1.0  # resources a scheduler reserves for the job
+    num_gpus: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.engine not in ENGINES or not self.specs or (self.engine == "single" and len(self.specs) != 1):
+            raise ValueError(f"bad job: engine {self.engine!r} with {len(self.specs)} specs")
+
+    def label(self) -> str:
+        if self.engine == "single":
+            return self.specs[0].label()
+        return f"ensemble of {len(self.specs)} ({self.specs[0].label()}, ...)"
+
+
+@dataclass
+class JobResult:
+    """Per spec either (arrays, manifest) or a failure message."""
+
+    outputs: dict[RunSpec, tuple[dict[str, dict[str, np.ndarray]], Manifest]] = field(default_factory=dict)
+    failures: dict[RunSpec, str] = field(default_factory=dict)
+
+
+# per-process caches: a worker that gets several jobs on one dataset loads and prepares it once
+_DATASETS: OrderedDict[DataSource, Dataset] = OrderedDict()
+_PREPARED: OrderedDict[tuple[DataSpec, str], PreparedData] = OrderedDict()
+
+
+def load_source(source: DataSource, download: bool = False) -> Dataset:
+    if source not in _DATASETS:
+        root = Path(source.data_root) if source.data_root else None
+        _DATASETS[source] = load_dataset(source.dataset, data_root=root, download=download, subset=source.subset)
+        while len(_DATASETS) > 2:
+            _DATASETS.popitem(last=False)
+    return _DATASETS[source]
+
+
+def prepared_data(source: DataSource, spec: DataSpec, device: torch.device) -> PreparedData:
+    key = (spec, str(device))
+    if key not in _PREPARED:
+        _PREPARED[key] = prepare(spec, load_source(source), device)
+        while len(_PREPARED) > 4:
+            _PREPARED.popitem(last=False)
+    return _PREPARED[key]
+
+
+def make_manifest(spec: RunSpec, out: RunOutput, engine: str, device: str, requests: tuple[RecorderRequest, ...] = (),
+                  wall: float = 0.0) -> Manifest:
+    """The manifest of a finished run (checksums are the store's to fill in)."""
+    by_key = {r.key: r for r in requests}
+    return Manifest(
+        spec=json.loads(json.dumps(spec.to_dict(), default=str)), spec_hash=spec.digest(), label=spec.label(), engine=engine, device=device,
+        threads=torch.get_num_threads(), train_seconds=out.train_seconds, train_flops=out.train_flops,
+        train_acc=out.train_acc, test_acc=out.test_acc, history=out.history, wall_seconds=wall,
+        recorders={k: RecorderRecord(arrays=sorted(a), seconds=out.recorder_seconds[k], flops=out.recorder_flops[k],
+                                     name=by_key[k].name if k in by_key else "",
+                                     params=[list(p) for p in by_key[k].params] if k in by_key else [])
+                   for k, a in out.arrays.items()},
+    )
+
+
+def run_job(job: Job) -> JobResult:
+    """Train the job's runs; a run whose loss became non-finite is a failure, not an exception."""
+    if job.threads:
+        torch.set_num_threads(job.threads)
+    device = torch.device(job.device)
+    data = prepared_data(job.source, job.specs[0].data, device)
+    result = JobResult()
+    t0 = time.perf_counter()
+    if job.engine == "ensemble":
+        outs = train_members(job.specs, data, job.requests, progress=job.progress, max_members=len(job.specs))
+    else:
+        outs = [_train_single(job, data)]
+    wall = (time.perf_counter() - t0) / len(job.specs)
+    for spec, out in zip(job.specs, outs, strict=True):
+        if isinstance(out, RunFailed):
+            result.failures[spec] = str(out)
+        else:
+            result.outputs[spec] = (out.arrays, make_manifest(spec, out, job.engine, job.device, job.requests, wall))
+    return result
+
+
+def _train_single(job: Job, data: PreparedData) -> RunOutput | RunFailed:
+    from harness.store import RunStore  # checkpoints go through the store's paths and atomic writes
+
+    (spec,) = job.specs
+    keys = [r.key for r in job.requests]
+    store = RunStore(job.checkpoint_root) if job.checkpoint_root else None
+    try:
+        return train_run(
+            spec, data, list(job.requests),
+            resume_state=store.load_checkpoint(spec, keys) if store else None,
+            checkpoint=(lambda state: store.save_checkpoint(spec, state, keys)) if store else None,
+            checkpoint_every_s=job.checkpoint_every_s,
+            progress=job.progress,
+        )
+    except RunFailed as e:
+        return e

@@ -1,0 +1,89 @@
+"""The typed manifest of a stored run: what was trained, how, on what, and what it cost.
+
+The store writes it as `manifest.json` beside the arrays and reads it back with `from_dict`, which
+refuses an entry with a missing or mistyped field (the store then treats the entry as missing and
+recomputes it) instead of failing later on a string key. `engine` and `threads` are recorded
+because they change results at float-rounding level: the same spec trained one at a time and in a
+batched ensemble, or with another thread count, agrees only up to rounding.
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+from dataclasses import MISSING, asdict, dataclass, field, fields
+from typing import Any
+
+ENGINES = ("single", "ensemble")
+
+
+def package_versions() -> dict[str, str]:
+    import importlib.metadata as md
+
+    out = {"python": platform.python_version()}
+    for pkg in ("memprox", "torch", "numpy", "scikit-learn", "cleanlab"):
+        try:
+            out[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            out[pkg] = "not installed"
+    return out
+
+
+@dataclass
+class RecorderRecord:
+    """One recorder's arrays and measured cost on one run."""
+
+    arrays: list[str]
+    seconds: float
+    flops: int
+    name: str = ""  # the recorder request, so an upgrade can re-request exactly what was recorded
+    params: list[list[Any]] = field(default_factory=list)
+
+
+@dataclass
+class Manifest:
+    spec: dict[str, Any]
+    spec_hash: str
+    label: str
+    engine: str  # "single" | "ensemble"
+    device: str
+    threads: int
+    train_seconds: float
+    train_flops: int
+    train_acc: float
+    test_acc: float
+    recorders: dict[str, RecorderRecord]
+    history: list[dict[str, float]] = field(default_factory=list)
+    wall_seconds: float = 0.0  # the job's wall clock, shared out over the runs it trained
+    versions: dict[str, str] = field(default_factory=package_versions)
+    created: str = field(default_factory=lambda: time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+    checksums: dict[str, str] = field(default_factory=dict)  # array file -> SHA-256, set by the store
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, raw: Any) -> Manifest:
+        """The manifest, or ValueError naming what is missing or malformed."""
+        if not isinstance(raw, dict):
+            raise ValueError("manifest is not a JSON object")
+        required = [f.name for f in fields(cls) if f.default is MISSING and f.default_factory is MISSING]
+        missing = [k for k in required if k not in raw]
+        if missing:
+            raise ValueError(f"manifest lacks {', '.join(missing)}")
+        known = {f.name for f in fields(cls)}
+        kwargs = {k: v for k, v in raw.items() if k in known}
+        try:
+            kwargs["recorders"] = {k: RecorderRecord(**v) for k, v in raw["recorders"].items()}
+            manifest = cls(**kwargs)
+        except (TypeError, AttributeError) as e:
+            raise ValueError(f"manifest is malformed ({e})") from e
+        if manifest.engine not in ENGINES or not isinstance(manifest.checksums, dict):
+            raise ValueError(f"manifest has an unknown engine {manifest.engine!r}")
+        return manifest
+
+    def __getitem__(self, key: str) -> Any:
+        """Read access by field name for code written against the old dict manifest
+        (`manifest["train_flops"]`, `manifest["recorders"][key]["flops"]`); prefer attributes."""
+        return self.to_dict()[key]
+
