@@ -6,7 +6,12 @@ order. So the order of `x_train` is part of the contract, not an implementation 
 the same on every machine, every run, with and without `--subset`.
 
 Images stay uint8 (N, C, H, W) so that even CIFAR-scale data fits on a GPU as one tensor;
-normalization happens later, batched, on the device.
+normalization happens later, batched, on the device. Features that are not images (`npz:` files of
+tabular or pre-processed data) are float32 (N, D, 1, 1): every feature is a "channel", so the same
+per-channel normalization standardizes each feature.
+
+Loaders live in one registry, `DATASETS`; a loader registered with `takes_path=True` is selected as
+`NAME:PATH` (`imagefolder:/data/cifar10`, `npz:/data/table.npz`).
 """
 
 from __future__ import annotations
@@ -15,9 +20,9 @@ import hashlib
 import json
 import os
 import re
-import tempfile
 import warnings
-from collections.abc import Sequence
+import zipfile
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,13 +30,19 @@ import numpy as np
 import torch
 
 from harness.errors import HarnessError
+from harness.io import atomic_write
+from harness.registry import Registry
 
 __all__ = [
+    "DATASETS",
     "Dataset",
+    "DatasetLoader",
+    "LoadRequest",
     "dataset_names",
     "default_cache_dir",
     "default_data_root",
     "load_dataset",
+    "register_dataset",
 ]
 
 #: Bumped whenever the cached array layout changes, so stale caches are never read.
@@ -50,20 +61,20 @@ _TORCHVISION = {
     "fashion-mnist": "FashionMNIST",
 }
 
-_IMAGEFOLDER_PREFIX = "imagefolder:"
-
-
 @dataclass(frozen=True, eq=False)  # eq=False: field-wise == on tensors is ambiguous
 class Dataset:
     """A labelled train/test split; `x_train[i]` is sample i in the canonical order."""
 
     name: str
-    x_train: torch.Tensor  # (N, C, H, W) uint8, canonical order
+    x_train: torch.Tensor  # (N, C, H, W) uint8 images, or (N, D, 1, 1) float32 features; canonical order
     y_train: torch.Tensor  # (N,) int64
-    x_test: torch.Tensor  # (M, C, H, W) uint8 (M may be 0: no test split)
+    x_test: torch.Tensor  # (M, ...) like x_train (M may be 0: no test split)
     y_test: torch.Tensor  # (M,) int64
     classes: tuple[str, ...]
     full_train_size: int  # training-set length before --subset
+    #: Content identity of a file-backed dataset (npz: SHA-256 of the file; imagefolder: its listing
+    #: and mtimes), "" for the built-in ones: the same name with other contents is another dataset.
+    fingerprint: str = ""
 
     def __post_init__(self) -> None:
         # Fail at construction, not deep inside a training loop, when a loader is wrong.
@@ -71,14 +82,17 @@ class Dataset:
             ("train", self.x_train, self.y_train),
             ("test", self.x_test, self.y_test),
         ):
-            if x.dtype != torch.uint8 or x.dim() != 4:
+            if x.dtype not in (torch.uint8, torch.float32) or x.dim() != 4:
                 raise HarnessError(
-                    f"{self.name}: x_{split} must be uint8 (N, C, H, W), got {x.dtype} {tuple(x.shape)}"
+                    f"{self.name}: x_{split} must be uint8 images (N, C, H, W) or float32 features "
+                    f"(N, D, 1, 1), got {x.dtype} {tuple(x.shape)}"
                 )
             if y.dtype != torch.int64 or y.dim() != 1 or y.shape[0] != x.shape[0]:
                 raise HarnessError(
                     f"{self.name}: y_{split} must be int64 of length {x.shape[0]}, got {y.dtype} {tuple(y.shape)}"
                 )
+        if self.x_test.shape[0] and self.x_test.dtype != self.x_train.dtype:
+            raise HarnessError(f"{self.name}: x_test is {self.x_test.dtype} but x_train is {self.x_train.dtype}")
         if self.x_test.shape[0] and self.x_test.shape[1:] != self.x_train.shape[1:]:
             raise HarnessError(
                 f"{self.name}: test images are {tuple(self.x_test.shape[1:])} but train images are "
@@ -92,6 +106,11 @@ class Dataset:
             f"test={tuple(self.x_test.shape)}, classes={self.num_classes}, "
             f"full_train_size={self.full_train_size})"
         )
+
+    @property
+    def is_image(self) -> bool:
+        """uint8 with 1 or 3 channels: something an image grid can show."""
+        return self.x_train.dtype == torch.uint8 and self.x_train.shape[1] in (1, 3)
 
     @property
     def num_classes(self) -> int:
@@ -124,8 +143,44 @@ class Dataset:
         return tuple(float(v) for v in mean), tuple(float(v) for v in var.sqrt())
 
 
+@dataclass(frozen=True)
+class LoadRequest:
+    """Everything a loader may use; `path` is the part after `NAME:` for loaders that take one."""
+
+    name: str  # as the user gave it, e.g. "npz:/data/table.npz"
+    path: str | None
+    data_root: Path | None
+    download: bool
+    subset: int | None
+    cache_dir: Path | None
+
+    @property
+    def cache(self) -> Path:
+        return self.cache_dir.expanduser() if self.cache_dir is not None else default_cache_dir()
+
+
+@dataclass(frozen=True)
+class DatasetLoader:
+    load: Callable[[LoadRequest], Dataset]
+    description: str
+    takes_path: bool = False
+
+
+DATASETS: Registry[DatasetLoader] = Registry("dataset")
+
+
+def register_dataset(name: str, description: str, *, takes_path: bool = False):
+    """Decorator: `load(request) -> Dataset` becomes `--dataset NAME` (or `NAME:PATH`)."""
+
+    def wrap(load: Callable[[LoadRequest], Dataset]) -> Callable[[LoadRequest], Dataset]:
+        DATASETS.register(name, DatasetLoader(load, description, takes_path))
+        return load
+
+    return wrap
+
+
 def dataset_names() -> list[str]:
-    return ["digits", *_TORCHVISION, f"{_IMAGEFOLDER_PREFIX}PATH"]
+    return [f"{name}:PATH" if entry.takes_path else name for name, entry in DATASETS.items()]
 
 
 def default_cache_dir() -> Path:
@@ -152,20 +207,23 @@ def load_dataset(
         isinstance(subset, bool) or not isinstance(subset, (int, np.integer)) or subset <= 0
     ):
         raise HarnessError(f"--subset must be a positive integer, got {subset!r}")
-    if name == "digits":
-        return _load_digits(subset)
-    if name in _TORCHVISION:
-        root = Path(data_root).expanduser() if data_root is not None else default_data_root()
-        return _load_torchvision(name, root, download, subset)
-    if name.startswith(_IMAGEFOLDER_PREFIX):
-        path = name[len(_IMAGEFOLDER_PREFIX) :]
-        if not path:
-            raise HarnessError(
-                "imagefolder needs a path: use --dataset imagefolder:/path/to/folder"
-            )
-        cache = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
-        return _load_imagefolder(name, Path(path).expanduser(), subset, cache)
-    raise HarnessError(f"unknown dataset {name!r}; valid names: {', '.join(dataset_names())}")
+    kind, sep, path = name.partition(":")
+    if kind not in DATASETS:
+        raise HarnessError(f"unknown dataset {name!r}; valid names: {', '.join(dataset_names())}")
+    entry = DATASETS[kind]
+    if entry.takes_path and not path:
+        raise HarnessError(f"{kind} needs a path: use --dataset {kind}:/path/to/data")
+    if sep and not entry.takes_path:
+        raise HarnessError(f"dataset {kind!r} takes no path (got {name!r}); use --dataset {kind}")
+    request = LoadRequest(
+        name=name,
+        path=path or None,
+        data_root=Path(data_root).expanduser() if data_root is not None else None,
+        download=download,
+        subset=subset,
+        cache_dir=Path(cache_dir) if cache_dir is not None else None,
+    )
+    return entry.load(request)
 
 
 # --------------------------------------------------------------------------------------------
@@ -199,24 +257,34 @@ def _make(
     y_test: np.ndarray,
     classes: Sequence[str],
     subset: int | None,
+    fingerprint: str = "",
 ) -> Dataset:
-    """Apply `subset` (first N in canonical order) and wrap the arrays as tensors."""
+    """Apply `subset` (first N in canonical order) and wrap the arrays as tensors.
+
+    uint8 stays uint8 (images); anything else becomes float32 (features)."""
     full = len(y_train)
     n = _check_subset(name, subset, full)
     m = _test_count(subset, len(y_test))
+    dtype = np.uint8 if x_train.dtype == np.uint8 else np.float32
     return Dataset(
         name=name,
-        x_train=torch.from_numpy(np.ascontiguousarray(x_train[:n], dtype=np.uint8)),
+        x_train=torch.from_numpy(np.ascontiguousarray(x_train[:n], dtype=dtype)),
         y_train=torch.from_numpy(np.ascontiguousarray(y_train[:n], dtype=np.int64)),
-        x_test=torch.from_numpy(np.ascontiguousarray(x_test[:m], dtype=np.uint8)),
+        x_test=torch.from_numpy(np.ascontiguousarray(x_test[:m], dtype=dtype)),
         y_test=torch.from_numpy(np.ascontiguousarray(y_test[:m], dtype=np.int64)),
         classes=tuple(str(c) for c in classes),
         full_train_size=full,
+        fingerprint=fingerprint,
     )
 
 
 # --------------------------------------------------------------------------------------------
 # digits
+
+
+@register_dataset("digits", "scikit-learn's 8x8 handwritten digits (bundled, the default)")
+def _load_digits_request(request: LoadRequest) -> Dataset:
+    return _load_digits(request.subset)
 
 
 def _load_digits(subset: int | None) -> Dataset:
@@ -240,6 +308,18 @@ def _load_digits(subset: int | None) -> Dataset:
 
 # --------------------------------------------------------------------------------------------
 # torchvision datasets
+
+
+def _torchvision_loader(name: str) -> Callable[[LoadRequest], Dataset]:
+    def load(request: LoadRequest) -> Dataset:
+        root = request.data_root if request.data_root is not None else default_data_root()
+        return _load_torchvision(name, root, request.download, request.subset)
+
+    return load
+
+
+for _name, _cls in _TORCHVISION.items():
+    register_dataset(_name, f"torchvision {_cls} (--data-root, --download)")(_torchvision_loader(_name))
 
 
 def _load_torchvision(name: str, root: Path, download: bool, subset: int | None) -> Dataset:
@@ -306,6 +386,12 @@ class _Split:
     newest_mtime_ns: int
 
 
+@register_dataset("imagefolder", "a folder of class subfolders (optionally train/ and test/)", takes_path=True)
+def _load_imagefolder_request(request: LoadRequest) -> Dataset:
+    assert request.path is not None  # load_dataset checked it
+    return _load_imagefolder(request.name, Path(request.path).expanduser(), request.subset, request.cache)
+
+
 def _load_imagefolder(name: str, path: Path, subset: int | None, cache_dir: Path) -> Dataset:
     path = path.resolve()
     if not path.is_dir():
@@ -331,9 +417,11 @@ def _load_imagefolder(name: str, path: Path, subset: int | None, cache_dir: Path
         )
     n = _check_subset(name, subset, len(train.files))
     x_train = _cached_decode(train, "train", n, cache_dir)
+    identity = [_cache_key(train, "train", len(train.files))]
 
     if test_dir is not None:
         test = _list_split(test_dir, class_to_idx)
+        identity.append(_cache_key(test, "test", len(test.files)))
         m = _test_count(subset, len(test.files))
         x_test = _cached_decode(test, "test", m, cache_dir) if m else _empty_like(x_train)
         y_test = test.labels[:m]
@@ -354,6 +442,7 @@ def _load_imagefolder(name: str, path: Path, subset: int | None, cache_dir: Path
         y_test=torch.from_numpy(np.ascontiguousarray(y_test, dtype=np.int64)),
         classes=tuple(classes),
         full_train_size=len(train.files),
+        fingerprint=hashlib.sha256("\n".join(identity).encode()).hexdigest()[:16],
     )
 
 
@@ -449,17 +538,14 @@ def _read_cache(file: Path, count: int) -> np.ndarray | None:
 
 
 def _write_cache(file: Path, x: np.ndarray) -> None:
-    """Write atomically (temp file + os.replace) so concurrent runs never read half a file."""
+    """Write atomically so concurrent runs never read half a file; failing to cache is not fatal."""
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as f:  # a file object: np.savez would append ".npz" to a bare path
+            np.savez(f, x=x)
+
     try:
-        file.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=file.parent, prefix=file.stem, suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez(f, x=x)
-            os.replace(tmp, file)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        atomic_write(file, write)
     except OSError as exc:
         warnings.warn(
             f"could not write dataset cache {file}: {exc}; images will be decoded again next run",
@@ -514,3 +600,151 @@ def _widen(x: np.ndarray) -> np.ndarray:
 
 def _empty_like(x: np.ndarray) -> np.ndarray:
     return np.zeros((0, *x.shape[1:]), dtype=np.uint8)
+
+
+# --------------------------------------------------------------------------------------------
+# npz: any array data set
+
+
+@register_dataset(
+    "npz",
+    "a .npz with x (N, ...) and y (N,) class ids 0..C-1; optional x_test/y_test and classes (names)",
+    takes_path=True,
+)
+def _load_npz(request: LoadRequest) -> Dataset:
+    """Arrays in their stored order are the canonical order (sample i is x[i]).
+
+    x may be (N, D) features (become float32 (N, D, 1, 1)), (N, H, W) gray images or (N, C, H, W)
+    images; uint8 stays uint8 (images), any other real dtype becomes float32 and must be finite.
+    Without a `classes` array the classes are 0..max(y), and every one of them must occur in y.
+    No decode cache: reading the arrays is as fast as reading a cache would be. The file's SHA-256
+    is the dataset's fingerprint, so an edited file is a different dataset.
+    """
+    assert request.path is not None  # load_dataset checked it
+    name = request.name
+    path = Path(request.path).expanduser().resolve()
+    if not path.is_file():
+        raise HarnessError(f"{name}: file {path} does not exist; pass npz:PATH with an existing .npz file")
+    arrays = _read_npz(name, path)
+    missing = [k for k in ("x", "y") if k not in arrays]
+    if missing:
+        raise HarnessError(
+            f"{name}: {path} lacks array(s) {missing} (it has {sorted(arrays) or 'none'}); "
+            f"save it with numpy.savez(path, x=features, y=labels)"
+        )
+    if ("x_test" in arrays) != ("y_test" in arrays):
+        raise HarnessError(f"{name}: {path} has only one of x_test and y_test; save both or neither")
+    x = _npz_features(name, "x", arrays["x"])
+    y = _npz_labels(name, "y", arrays["y"], len(x))
+    has_test = "x_test" in arrays
+    x_test = _npz_features(name, "x_test", arrays["x_test"], allow_empty=True) if has_test else x[:0]
+    y_test = _npz_labels(name, "y_test", arrays["y_test"], len(x_test)) if has_test else y[:0]
+    if x_test.shape[1:] != x.shape[1:] and len(x_test):
+        raise HarnessError(
+            f"{name}: x_test samples are {x_test.shape[1:]} but x samples are {x.shape[1:]}; save them with one shape"
+        )
+    if x.dtype != x_test.dtype:  # uint8 images in one split, real values in the other: compare as floats
+        x, x_test = x.astype(np.float32), x_test.astype(np.float32)
+    classes = _npz_classes(name, arrays.get("classes"), y, y_test)
+    return _make(name, x, y, x_test, y_test, classes, request.subset, fingerprint=_file_sha256(path)[:16])
+
+
+def _read_npz(name: str, path: Path) -> dict[str, np.ndarray]:
+    save_hint = "save it with numpy.savez(path, x=features, y=labels)"
+    with open(path, "rb") as f:
+        magic = f.read(6)
+    if magic == b"\x93NUMPY":
+        raise HarnessError(f"{name}: {path} holds a single array, not an .npz archive; {save_hint}")
+    if not magic.startswith(b"PK"):  # np.load would try to unpickle anything else
+        raise HarnessError(f"{name}: cannot read {path} as a .npz file (not a zip archive); {save_hint}")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+    except (OSError, EOFError, zipfile.BadZipFile) as exc:
+        raise HarnessError(f"{name}: cannot read {path} as a .npz file ({exc}); {save_hint}") from exc
+    except ValueError as exc:  # object arrays need pickle, which a data file must not run
+        raise HarnessError(f"{name}: {path} holds an object array ({exc}); save numeric arrays only") from exc
+
+
+def _npz_features(name: str, key: str, x: np.ndarray, allow_empty: bool = False) -> np.ndarray:
+    """Bring x to (N, C, H, W): uint8 stays as is, other real dtypes become finite float32."""
+    if x.ndim < 2 or x.ndim > 4:
+        raise HarnessError(
+            f"{name}: {key} has shape {x.shape}; expected (N, D) features, (N, H, W) or (N, C, H, W) images"
+        )
+    if (len(x) == 0 and not allow_empty) or (len(x) and x.size == 0):
+        raise HarnessError(f"{name}: {key} is empty (shape {x.shape}); it needs at least one sample and one feature")
+    if x.dtype != np.uint8:
+        if not (np.issubdtype(x.dtype, np.number) or x.dtype == np.bool_) or np.iscomplexobj(x):
+            raise HarnessError(f"{name}: {key} has dtype {x.dtype}; save real numbers (float32, or uint8 images)")
+        x = x.astype(np.float32)
+        finite = np.isfinite(x.reshape(len(x), -1)).all(axis=1)
+        if not finite.all():
+            bad = np.flatnonzero(~finite)
+            raise HarnessError(
+                f"{name}: {key} has NaN or inf in {len(bad)} sample(s) (first: {bad[:5].tolist()}); "
+                f"drop or impute them before saving"
+            )
+    if x.ndim == 4 and x.shape[3] in (1, 3) and x.shape[1] not in (1, 3):
+        raise HarnessError(
+            f"{name}: {key} has shape {x.shape}, which looks channels-last (N, H, W, C); "
+            f"save x.transpose(0, 3, 1, 2) (channels first)"
+        )
+    if x.ndim == 2:
+        return x[:, :, None, None]
+    if x.ndim == 3:
+        return x[:, None, :, :]
+    return x
+
+
+def _npz_labels(name: str, key: str, y: np.ndarray, n: int) -> np.ndarray:
+    if y.ndim != 1 or len(y) != n:
+        raise HarnessError(f"{name}: {key} has shape {y.shape} but must be ({n},), one class id per sample")
+    if not np.issubdtype(y.dtype, np.integer):
+        raise HarnessError(
+            f"{name}: {key} has dtype {y.dtype} but must hold integer class ids 0..C-1; save "
+            f"{key}.astype(np.int64), or np.unique({key}, return_inverse=True)[1] for arbitrary labels"
+        )
+    y = y.astype(np.int64)
+    if len(y) and y.min() < 0:
+        raise HarnessError(f"{name}: {key} has negative class id {int(y.min())}; class ids must be 0..C-1")
+    return y
+
+
+def _npz_classes(name: str, classes: np.ndarray | None, y: np.ndarray, y_test: np.ndarray) -> list[str]:
+    """Class names from `classes`, else 0..max(y); every id must be a class, every class must train."""
+    if classes is not None:
+        if classes.ndim != 1 or len(classes) < 2:
+            raise HarnessError(f"{name}: classes must be a 1-D array of at least 2 names, got shape {classes.shape}")
+        names = [str(c) for c in classes]
+        if len(set(names)) != len(names):
+            raise HarnessError(f"{name}: classes has duplicate names; give every class a distinct name")
+        top = max(int(y.max()), int(y_test.max()) if len(y_test) else 0)
+        if top >= len(names):
+            raise HarnessError(
+                f"{name}: class id {top} is out of range for {len(names)} classes; ids must be 0..{len(names) - 1}"
+            )
+        return names
+    num = int(y.max()) + 1
+    if len(y_test) and int(y_test.max()) >= num:
+        raise HarnessError(
+            f"{name}: y_test has class id {int(y_test.max())} but y only has ids up to {num - 1}; "
+            f"every test class must occur in training (or save a classes array naming all of them)"
+        )
+    absent = np.setdiff1d(np.arange(num), y)
+    if len(absent):
+        raise HarnessError(
+            f"{name}: y must use class ids 0..C-1 with every class present, but {absent[:10].tolist()} never occur; "
+            f"remap with np.unique(y, return_inverse=True)[1], or save a classes array naming all classes"
+        )
+    if num < 2:
+        raise HarnessError(f"{name}: y has a single class; a classifier needs at least 2")
+    return [str(c) for c in range(num)]
+
+
+def _file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
