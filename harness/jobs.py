@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import time
+import warnings
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -102,7 +103,8 @@ def make_manifest(spec: RunSpec, out: RunOutput, engine: str, device: str, reque
     """The manifest of a finished run (checksums are the store's to fill in)."""
     by_key = {r.key: r for r in requests}
     return Manifest(
-        spec=json.loads(json.dumps(spec.to_dict(), default=str)), spec_hash=spec.digest(), label=spec.label(), engine=engine, device=device,
+        spec=json.loads(json.dumps(spec.to_dict(), default=str)), spec_hash=spec.digest(), label=spec.label(),
+        engine=engine, device=device,
         threads=torch.get_num_threads(), train_seconds=out.train_seconds, train_flops=out.train_flops,
         train_acc=out.train_acc, test_acc=out.test_acc, history=out.history, wall_seconds=wall,
         recorders={k: RecorderRecord(arrays=sorted(a), seconds=out.recorder_seconds[k], flops=out.recorder_flops[k],
@@ -139,11 +141,20 @@ def _train_single(job: Job, data: PreparedData) -> RunOutput | RunFailed:
     (spec,) = job.specs
     keys = [r.key for r in job.requests]
     store = RunStore(job.checkpoint_root) if job.checkpoint_root else None
+
+    def checkpoint(state: dict) -> None:
+        """A checkpoint only saves time after a kill: one that cannot be written is a warning."""
+        try:
+            store.save_checkpoint(spec, state, keys)
+        except OSError as e:
+            warnings.warn(f"cannot write a checkpoint of {spec.label()} under {store.root / 'partial'} "
+                          f"({e.strerror or e}); training goes on without it")
+
     try:
         return train_run(
             spec, data, list(job.requests),
             resume_state=store.load_checkpoint(spec, keys) if store else None,
-            checkpoint=(lambda state: store.save_checkpoint(spec, state, keys)) if store else None,
+            checkpoint=checkpoint if store else None,
             checkpoint_every_s=job.checkpoint_every_s,
             progress=job.progress,
         )

@@ -232,10 +232,11 @@ class RunStore:
     def clean(self) -> list[str]:
         """Remove temp and swapped-out entry folders, temp checkpoints, and checkpoints of runs
         that are already complete, each only when its entry's lock is free (no live writer).
+        An entry swapped aside by a writer killed mid-swap is put back instead.
         Returns the names removed."""
         removed = []
         candidates: list[tuple[str, Path]] = []
-        for p in (self.root / "runs").iterdir():
+        for p in sorted((self.root / "runs").iterdir(), key=lambda p: not p.name.startswith(".old-")):
             m = _LEFTOVER.match(p.name)
             if m:
                 candidates.append((m.group(1), p))
@@ -248,6 +249,10 @@ class RunStore:
         for digest, path in candidates:
             try:
                 with self.lock(digest).acquire(timeout=0):
+                    final = self.root / "runs" / digest
+                    if path.name.startswith(".old-") and not os.path.lexists(final):
+                        os.rename(path, final)  # killed mid-swap: the old complete entry goes back
+                        continue
                     _rmtree(path)
             except (Timeout, OSError):
                 continue  # a live writer holds it, or it is not ours to remove
