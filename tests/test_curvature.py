@@ -93,7 +93,7 @@ def test_recorder_matches_closed_form_hessian_of_a_linear_softmax_model() -> Non
     np.testing.assert_allclose(got[1], torch.cat(want).numpy(), rtol=5e-3)
 
 
-def test_schedule_every_k_and_last_epoch_and_proxy_nanmean(tmp_path) -> None:
+def test_schedule_every_k_and_last_epoch_and_proxy_nanmean(score_ctx) -> None:
     torch.manual_seed(0)
     data = _data(12)
     model = nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.Tanh(), nn.Linear(32, data.num_classes))
@@ -110,20 +110,12 @@ def test_schedule_every_k_and_last_epoch_and_proxy_nanmean(tmp_path) -> None:
     again.on_epoch_end(3, 1, model)
     np.testing.assert_array_equal(again.arrays()["curvature"][3], c[3])
 
-    from harness.store import RunStore
-    from harness.training import RunOutput
-    from proxies import ScoreContext
-
     proxy = make_proxy("curvature", n=2, every=2)
     spec = RunSpec(data=data.spec, model="mlp", recipe=Recipe(epochs=5), seed=0)
     (need,) = proxy.needs(spec)
     (request,) = need.recorders
     assert request == RecorderRequest.of("curvature", n=2, h=1e-3, every=2)
-    out = RunOutput(arrays={request.key: rec.arrays()}, train_seconds=1.0, train_flops=1,
-                    recorder_seconds={request.key: 0.0}, recorder_flops={request.key: 0}, train_acc=1.0,
-                    test_acc=1.0)
-    run = RunStore(tmp_path).put(spec, out, "cpu")
-    ctx_s = ScoreContext(base=spec, labels=data.labels, num_classes=data.num_classes, runs={spec: run})
+    ctx_s = score_ctx({request.key: rec.arrays()})
     np.testing.assert_allclose(proxy.score(ctx_s), c[[1, 3, 4]].mean(0), rtol=1e-6)
 
 
@@ -135,3 +127,21 @@ def test_proxy_defaults_label_and_validation() -> None:
     for bad in ({"n": 0}, {"n": 2.5}, {"h": 0.0}, {"every": 0}):
         with pytest.raises(HarnessError):
             make_proxy("curvature", **bad)
+
+
+def test_second_phase_does_not_overwrite_phase_one() -> None:
+    """A two-phase run calls every recorder at each phase's checkpoints; curvature records phase 1
+    only, like the other phase-1 recorders (a phase-2 call used to overwrite the same epoch row)."""
+    torch.manual_seed(0)
+    data = _data(12)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, data.num_classes))
+    ctx = RunContext(data, epochs=2, train_idx=torch.arange(data.n), batch_size=4, device=CPU)
+    rec = build_recorder(RecorderRequest.of("curvature", n=2, h=1e-3, every=1), ctx)
+    rec.on_epoch_end(1, 1, model)
+    before = rec.arrays()["curvature"].copy()
+    with torch.no_grad():
+        model[1].weight.mul_(5.0)  # phase 2 trains on: a different model at the same epoch index
+    assert not rec.active(1, 2)
+    rec.on_epoch_end(1, 2, model)
+    np.testing.assert_array_equal(rec.arrays()["curvature"], before)
+    assert rec.active(1, 1)

@@ -10,17 +10,17 @@ import pandas as pd
 import pytest
 import torch
 
-from baselines.ensemble import train_ensemble
 from baselines.stability import (
     EVAL_LAST,
     model_seed,
-    stability_from_runs,
+    stability_matrix,
     stability_memorization,
     stability_specs,
     subset_masks,
 )
 from harness.cli import main
 from harness.data import load_dataset
+from harness.ensemble import train_ensemble
 from harness.errors import HarnessError
 from harness.experiment import Experiment
 from harness.prepared import file_sha, prepare
@@ -97,9 +97,9 @@ def test_experiment_rows_and_estimator_from_store(make_config) -> None:
     specs = stability_specs(base, 6, 0.7)
     assert set(exp.plan.runs) == {base, *specs}
     assert all(exp.plan.runs[s] == {EVAL_LAST} for s in specs)
-    batched, singles = exp._ensemble_groups(exp._pending()[1])
-    assert [sorted(s.train_on.index for s in group) for group, _ in batched] == [list(range(6))]
-    assert [s for s, _ in singles] == [base]
+    jobs = exp.jobs(exp.pending()[1])  # the K models train together, as one batched ensemble
+    (reference_job,) = [j for j in jobs if set(j.specs) & set(specs)]
+    assert set(reference_job.specs) == set(specs) and reference_job.engine == "ensemble"
 
     result = exp.run()
     raw = result.raw
@@ -128,7 +128,7 @@ def test_experiment_rows_and_estimator_from_store(make_config) -> None:
     for variant, array in (("correct", "correct"), ("prob", "p_label")):
         matrix = np.stack([store.get(s).arrays(EVAL_LAST.key)[array][0] for s in specs]).astype(np.float64)
         direct = _loop_mem(matrix, members)
-        got = stability_from_runs({s: store.get(s) for s in specs}, base, 6, 0.7, variant)
+        got = stability_memorization(*stability_matrix({s: store.get(s) for s in specs}, base, 6, 0.7, variant))
         np.testing.assert_allclose(got.scores, direct, atol=1e-12)
         if variant == "correct":
             mem = direct
@@ -143,8 +143,8 @@ def test_experiment_rows_and_estimator_from_store(make_config) -> None:
 
     # the same store reuses every run; a larger K trains only the new models
     again = Experiment(make_config(tasks=("memorization",), proxies="csl,final_loss", subset=SUBSET, epochs=2,
-                                   task_args={"memorization": {"k": 8}}))
-    done, pending = again._pending()
+                                   task_args={"memorization": {"k": 8}}, out=cfg.out.parent / "out_k8"))
+    done, pending = again.pending()
     assert sorted(s.train_on.index for s, _ in pending) == [6, 7]
 
 

@@ -1,4 +1,5 @@
-"""The theory task: figures on disk, their index, and rows equal to direct computations.
+"""The theory task: figures on disk listed as the experiment's artifacts, rows equal to direct
+computations, the learning-time rule parameter, and no files without an output folder.
 
 A score file stands in for the memorization reference, so no stability models are trained."""
 
@@ -10,11 +11,18 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from scipy import stats
 
+from harness.config import ExperimentConfig
+from harness.data import load_dataset
 from harness.errors import HarnessError
 from harness.experiment import Experiment
 from harness.plots import binned_relation
+from harness.prepared import prepare
+from harness.recipe import Recipe
+from harness.runspec import DataSpec, RunSpec
+from harness.tasks import EvalContext, make_tasks
 from harness.tasks.theory import NOT_SELECTED, bimodality_coefficient
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -31,10 +39,12 @@ def _reference(digits, tmp_path: Path) -> tuple[str, np.ndarray]:
 def _run(make_config, reference: str, proxies: str, **task_args):
     cfg = make_config(tasks=("theory",), proxies=proxies, subset=SUBSET, epochs=2, reference=reference,
                       task_args={"theory": task_args} if task_args else {})
-    raw = Experiment(cfg).run().raw
-    index = json.loads((cfg.out / "figures" / "index.json").read_text())["figures"]
+    result = Experiment(cfg).run()
+    index = result.outputs.get("figures", [])
+    assert json.loads((cfg.out / "summary.json").read_text())["outputs"].get("figures", []) == index
+    assert not (cfg.out / "figures" / "index.json").exists()
     scores = pd.read_csv(cfg.out / "scores" / "clean_seed0.csv")
-    return cfg, raw, index, scores
+    return cfg, result.raw, index, scores
 
 
 def test_all_figures_and_rows(make_config, digits, tmp_path: Path) -> None:
@@ -70,8 +80,45 @@ def test_missing_proxies_are_skipped_with_a_row(make_config, digits, tmp_path: P
     assert set(skipped.proxy) == {"learning_time vs memorization", "csl vs learning_time",
                                   "learning_time histogram"}
     assert skipped.value.isna().all()
-    assert sorted(p.name for p in (cfg.out / "figures").iterdir()) == sorted(
-        [Path(p).name for p in index] + ["index.json"])
+    assert sorted(p.name for p in (cfg.out / "figures").iterdir()) == sorted(Path(p).name for p in index)
+
+
+def _direct(tmp_path: Path, task_args: dict, scores: dict[str, np.ndarray], out: Path | None):
+    """Evaluate the theory task on hand-made scores without training anything."""
+    reference, mem = _reference(load_dataset("digits"), tmp_path)
+    (task,) = make_tasks(["theory"], {"theory": task_args}, reference)
+    cfg = ExperimentConfig(seeds=(0,), subset=SUBSET, out=out)
+    (setting,) = task.settings(cfg, DataSpec(subset=SUBSET), SUBSET)
+    data = prepare(setting.data, load_dataset("digits", subset=SUBSET), torch.device("cpu"))
+    ctx = EvalContext(setting, RunSpec(data=setting.data, model="mlp", recipe=Recipe()), data, {}, cfg, [], out=out)
+    rows = task.evaluate(ctx, scores)
+    return {(r["proxy"], r["metric"]): r["value"] for r in rows}, ctx, mem
+
+
+def test_rule_parameter_picks_the_learning_time_variant(tmp_path: Path) -> None:
+    """theory.rule=count reads the scores of learning_time(rule=count); with only the paper's
+    rule's proxy selected, learning time counts as "not selected"."""
+    rng = np.random.default_rng(0)
+    first, count = rng.integers(1, 5, SUBSET) / 4, rng.integers(0, 5, SUBSET) / 4
+    scores = {"csl": rng.random(SUBSET), "learning_time": first, "learning_time(rule=count)": count}
+    got, _, mem = _direct(tmp_path, {"rule": "count"}, scores, None)
+    assert got[("learning_time vs memorization", "spearman")] == pytest.approx(stats.spearmanr(mem, count).statistic)
+    assert got[("learning_time", "skewness")] == pytest.approx(stats.skew(count))
+    got, _, _ = _direct(tmp_path, {}, scores, None)  # default: the paper's rule
+    assert got[("learning_time", "skewness")] == pytest.approx(stats.skew(first))
+    got, _, _ = _direct(tmp_path, {"rule": "count"}, {"csl": scores["csl"], "learning_time": first}, None)
+    assert np.isnan(got[("learning_time vs memorization", NOT_SELECTED)])
+
+
+def test_no_output_folder_writes_no_figures(tmp_path: Path, monkeypatch) -> None:
+    """With ctx.out None (an experiment without --out) the task computes its rows and writes nothing
+    (test_all_figures_and_rows covers the figures of an experiment with a folder)."""
+    rng = np.random.default_rng(0)
+    scores = {"csl": rng.random(SUBSET), "learning_time": rng.integers(0, 5, SUBSET) / 4}
+    monkeypatch.chdir(tmp_path)
+    got, ctx, mem = _direct(tmp_path, {"bins": 5}, scores, None)
+    assert ctx.artifacts == {} and not list(tmp_path.rglob("*.png"))
+    assert got[("csl vs memorization", "spearman")] == pytest.approx(stats.spearmanr(mem, scores["csl"]).statistic)
 
 
 def test_bimodality_coefficient_by_hand() -> None:
@@ -89,7 +136,7 @@ def test_bimodality_coefficient_by_hand() -> None:
     assert np.isnan(bimodality_coefficient(np.ones(10)))
 
 
-@pytest.mark.parametrize("args", [{"bins": 0}, {"per_class": "5"}, {"colour": 1}])
+@pytest.mark.parametrize("args", [{"bins": 0}, {"per_class": "5"}, {"colour": 1}, {"rule": "last"}])
 def test_bad_theory_args(make_config, digits, tmp_path: Path, args: dict) -> None:
     reference, _ = _reference(digits, tmp_path)
     with pytest.raises(HarnessError, match="theory"):
