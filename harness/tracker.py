@@ -50,6 +50,7 @@ _BASE = RunSpec(data=DataSpec(dataset="user"), model="user", recipe=Recipe())
 _TRAIN_KEYS = tuple(name for name, cls in RECORDERS.items() if issubclass(cls, PerEpochRecorder))
 _EVAL_ALL = RecorderRequest.of("eval_pass", epochs="all").key
 _EVAL_LAST = RecorderRequest.of("eval_pass", epochs="last").key
+_INDEX_DTYPES = frozenset({torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8})
 #: Proxies that say nothing with fewer epochs: forgetting counts transitions between epochs,
 #: variability is a standard deviation over epochs.
 _MIN_EPOCHS = {"forgetting": 2, "variability": 2}
@@ -116,6 +117,7 @@ class SampleTracker:
         else:
             self._train_keys = ("train_loss",) if running_sums else _TRAIN_KEYS
             self._keep_eval_history = True
+        self._logit_keys = [k for k in self._train_keys if k != "train_loss"]
         self._fixed_labels = None if labels is None else self._label_array(labels)
         self._device: torch.device | None = None
         self._pending = False  # update() called since the last end_epoch()
@@ -145,7 +147,7 @@ class SampleTracker:
             raise HarnessError(f"update(): losses and logits must be torch tensors, got {type(ref).__name__}")
         self._ensure_device(ref.device, "update()")
         idx = self._indices(indices)
-        b = len(idx)
+        b = idx.shape[0]
         if logits is not None:
             logits = self._tensor("logits", logits, ndim=2, length=b, floating=True)
             classes = logits.shape[1]
@@ -157,33 +159,37 @@ class SampleTracker:
                 )
         if labels is not None:
             labels = self._tensor("labels", labels, ndim=1, length=b, floating=False)
-            self._check_label_range(labels)
         elif logits is not None:
             if self._fixed_labels is None:
                 raise HarnessError("update(): logits= needs labels= (or SampleTracker(labels=...) at construction)")
             labels = self._given[idx]
         if losses is not None:
-            loss = self._tensor("losses", losses, ndim=1, length=b, floating=True).float()
-        else:
-            loss = nn.functional.cross_entropy(logits.float(), labels, reduction="none")
+            losses = self._tensor("losses", losses, ndim=1, length=b, floating=True)
 
         if logits is None:
             self._all_batches_had_logits = False
-            needing = [k for k in self._train_keys if k != "train_loss"]
-            if needing and self._selected is not None:
+            if self._logit_keys and self._selected is not None:
                 raise HarnessError(
-                    f"update(): the selected proxies need {needing}, computed from logits= and labels=; "
+                    f"update(): the selected proxies need {self._logit_keys}, computed from logits= and labels=; "
                     "pass them too, or select proxies=['csl'] for losses alone"
                 )
             keys: Sequence[str] = ("train_loss",)
         else:
             keys = self._train_keys
-            self._pred.index_copy_(0, idx, logits.argmax(1))
-        for key in keys:
-            for name, value in RECORDERS[key].compute(logits, loss, labels).items():
-                self._current[f"{key}.{name}"].index_copy_(0, idx, value)
-        if labels is not None and self._fixed_labels is None:
-            self._given.index_copy_(0, idx, labels)
+        try:  # on the CPU, index_copy_ and gather check indices and labels for free: explain their errors
+            if losses is not None:
+                loss = losses.float()
+            else:
+                loss = nn.functional.cross_entropy(logits.float(), labels, reduction="none")
+            if logits is not None:
+                self._pred.index_copy_(0, idx, logits.argmax(1))
+            for key in keys:
+                for name, value in RECORDERS[key].compute(logits, loss, labels).items():
+                    self._current[self._slot[key, name]].index_copy_(0, idx, value)
+            if labels is not None and self._fixed_labels is None:
+                self._given.index_copy_(0, idx, labels)
+        except (IndexError, RuntimeError) as exc:
+            raise self._explain(exc, idx, labels) from exc
         self._pending = True
 
     def end_epoch(self) -> None:
@@ -387,7 +393,8 @@ class SampleTracker:
     def _allocate(self, device: torch.device) -> None:
         self._device = device
         nan = float("nan")
-        names = [f"{key}.{s}" for key in self._train_keys for s in RECORDERS[key].signals]
+        self._slot = {(key, s): f"{key}.{s}" for key in self._train_keys for s in RECORDERS[key].signals}
+        names = list(self._slot.values())
         self._current = {name: torch.full((self.n,), nan, device=device) for name in names}
         self._rows: dict[str, list[torch.Tensor]] = {name: [] for name in names}
         if self.running_sums:
@@ -399,20 +406,39 @@ class SampleTracker:
 
     def _indices(self, indices: Any) -> torch.Tensor:
         idx = indices if isinstance(indices, torch.Tensor) else torch.as_tensor(np.asarray(indices))
-        if idx.dim() != 1 or idx.dtype.is_floating_point or idx.dtype.is_complex or idx.dtype == torch.bool:
+        if idx.dim() != 1 or idx.dtype not in _INDEX_DTYPES:
             raise HarnessError(f"update(): indices must be a 1-D integer tensor of sample indices, got {idx.dtype} "
                                f"{tuple(idx.shape)}; let the dataset return its index (see the WithIndex wrapper)")
-        if idx.device.type == "cpu":  # checking costs no device sync here
-            if len(idx):
-                low, high = (int(v) for v in torch.aminmax(idx))
-                if low < 0 or high >= self.n:
-                    bad = low if low < 0 else high
-                    raise HarnessError(f"update(): sample index {bad} is outside [0, {self.n}); pass the dataset's "
-                                       f"own indices and n = len(dataset)")
+        if idx.device.type == "cpu":
+            if self._device.type == "cpu":  # index_copy_ itself rejects bad indices (see _explain)
+                return idx if idx.dtype == torch.int64 else idx.long()
+            self._check_index_range(idx)  # a host tensor: checking costs no device sync
             return idx.to(self._device, torch.int64, non_blocking=True)
         idx = idx.to(self._device, torch.int64)
         self._bad |= ((idx < 0) | (idx >= self.n)).any()  # raised at end_epoch, without a sync here
         return idx.clamp(0, self.n - 1)
+
+    def _check_index_range(self, idx: torch.Tensor) -> None:
+        if len(idx):
+            low, high = (int(v) for v in torch.aminmax(idx))
+            if low < 0 or high >= self.n:
+                raise HarnessError(f"update(): sample index {low if low < 0 else high} is outside [0, {self.n}); "
+                                   f"pass the dataset's own indices and n = len(dataset)")
+
+    def _explain(self, exc: Exception, idx: torch.Tensor, labels: torch.Tensor | None) -> Exception:
+        """A clear HarnessError for what torch rejected (bad index or label); anything else as is."""
+        if idx.device.type == "cpu":
+            try:
+                self._check_index_range(idx)
+            except HarnessError as clear:
+                return clear
+        if labels is not None and labels.device.type == "cpu" and len(labels):
+            low, high = (int(v) for v in torch.aminmax(labels))
+            top = self.num_classes
+            if low < 0 or (top is not None and high >= top):
+                return HarnessError(f"update(): label {low if low < 0 else high} is outside [0, {top}); "
+                                    f"labels must be class ids 0..C-1")
+        return exc
 
     def _tensor(self, what: str, value: Any, *, ndim: int, length: int, floating: bool) -> torch.Tensor:
         if not isinstance(value, torch.Tensor):
@@ -429,15 +455,6 @@ class SampleTracker:
             raise HarnessError(f"update(): {what} is on {value.device} but the tracker's buffers are on "
                                f"{self._device}; keep the batch's tensors on one device")
         return value.detach()
-
-    def _check_label_range(self, labels: torch.Tensor) -> None:
-        if labels.device.type != "cpu" or not len(labels):
-            return  # on a GPU, cross_entropy in the user's loop has already checked them
-        low, high = (int(v) for v in torch.aminmax(labels))
-        top = self.num_classes if self.num_classes is not None else None
-        if low < 0 or (top is not None and high >= top):
-            raise HarnessError(f"update(): label {low if low < 0 else high} is outside [0, {top}); "
-                               f"labels must be class ids 0..C-1")
 
     def _label_array(self, labels: Any) -> np.ndarray:
         y = labels.cpu().numpy() if isinstance(labels, torch.Tensor) else np.asarray(labels)
