@@ -1,0 +1,128 @@
+"""Task parameters the way proxies have them: declared defaults, validated once in the constructor,
+built once by make_tasks from --task-arg; one shared memorization reference; ground truth without
+positives refused while planning."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from harness.cli import main
+from harness.config import ExperimentConfig
+from harness.errors import HarnessError
+from harness.runspec import DataSpec
+from harness.tasks import TASKS, make_tasks
+from harness.tasks.reference import ReferenceConfig
+
+
+def test_defaults_and_overrides_land_in_params() -> None:
+    theory, memorization = make_tasks(["theory", "memorization"], {"theory": {"bins": 7}})
+    assert theory.params == {"bins": 7, "per_class": 5, "rule": "first"}
+    assert memorization.params["top_k"] is None and memorization.params["k"] == 128
+
+
+def test_one_reference_config_shared_by_every_task_that_uses_it() -> None:
+    tasks = make_tasks(["memorization", "theory", "mislabeled"], {"memorization": {"k": 4, "fraction": 0.5}},
+                       reference="stability")
+    mem, theory, mislabeled = tasks
+    assert mem.reference is theory.reference
+    assert mem.reference == ReferenceConfig("stability", "", 4, 0.5, "correct", None)
+    assert mislabeled.reference is None
+    # theory alone still takes the reference's settings from memorization.*
+    (theory,) = make_tasks(["theory"], {"memorization": {"k": 6}})
+    assert theory.reference.k == 6
+
+
+def test_reference_args_are_parsed_once(monkeypatch) -> None:
+    import harness.tasks.base as base
+
+    calls = []
+    real = base.reference_config
+    monkeypatch.setattr(base, "reference_config", lambda *a: calls.append(a) or real(*a))
+    make_tasks(["memorization", "theory"], {"memorization": {"k": 4}})
+    assert len(calls) == 1
+
+
+@pytest.mark.parametrize(("names", "args", "match"), [
+    (["mislabeled", "mislabeled"], {}, "more than once"),
+    (["nosuch"], {}, "unknown task"),
+    ([], {}, "no tasks"),
+    (["memorization"], {"memorisation": {"fraction": 0.5}}, "unknown task 'memorisation'.*valid tasks: "),
+    (["memorization"], {"nosuch": {"k": 1}}, "unknown task 'nosuch'"),
+    (["mislabeled"], {"theory": {"bins": 3}}, "not among the selected tasks"),
+    (["mislabeled"], {"memorization": {"k": 4}}, "not among the selected tasks"),
+    (["theory"], {"memorization": {"top_k": 4}}, "not among the selected tasks"),
+    (["theory"], {"theory": {"binz": 3}}, "no parameter.*binz.*valid: bins, per_class, rule"),
+    (["theory"], {"theory": {"rule": "last"}}, "theory.rule"),
+    (["mislabeled"], {"mislabeled": {"rate": 0.1}}, "task 'mislabeled' has no parameter.*valid: none"),
+    (["memorization"], {"memorization": {"top_k": 0}}, "memorization.top_k"),
+    (["memorization"], {"memorization": {"k": 1}}, "memorization.k"),
+])
+def test_bad_task_selection_or_args(names, args, match) -> None:
+    with pytest.raises(HarnessError, match=match):
+        make_tasks(names, args)
+
+
+def test_cost_borrows_settings_without_building_other_tasks(monkeypatch) -> None:
+    built = []
+    for name, cls in TASKS.items():
+        original = cls.__init__
+        monkeypatch.setattr(cls, "__init__", lambda self, *a, _o=original, _n=name, **k: built.append(_n) or _o(
+            self, *a, **k))
+    mislabeled, cost = make_tasks(["mislabeled", "cost"])
+    cfg = ExperimentConfig(seeds=(0, 1), noise_rates=(0.05, 0.1))
+    settings = cost.settings(cfg, DataSpec(), 1000)
+    assert sorted(built) == ["cost", "mislabeled"]  # once each, by make_tasks
+    assert [(s.task, s.label, s.seed) for s in settings] == [("cost", "noise=0.05", 0), ("cost", "noise=0.05", 1)]
+    assert [s.data for s in settings] == [s.data for s in mislabeled.settings(cfg, DataSpec(), 1000)[:2]]
+    (alone,) = make_tasks(["cost"])
+    assert [s.label for s in alone.settings(cfg, DataSpec(), 1000)] == ["clean", "clean"]
+
+
+@pytest.mark.parametrize(("fields", "n", "match"), [
+    ({"noise_rates": (0.0001,)}, 1000, "flips no label"),
+    ({"noise_rates": (0.1, 0.0)}, 1000, "flips no label"),
+    ({"noise_rates": ()}, 1000, "no noise rates"),
+])
+def test_mislabeled_without_positives_is_refused_while_planning(fields, n, match) -> None:
+    (task,) = make_tasks(["mislabeled"])
+    with pytest.raises(HarnessError, match=match):
+        task.settings(ExperimentConfig(seeds=(0,), **fields), DataSpec(), n)
+
+
+@pytest.mark.parametrize("pairs", [0, -1, 501])
+def test_duplicates_without_valid_pairs_are_refused(pairs: int) -> None:
+    (task,) = make_tasks(["duplicates"])
+    with pytest.raises(HarnessError, match="duplicate-pairs"):
+        task.settings(ExperimentConfig(seeds=(0,), duplicate_pairs=pairs), DataSpec(), 1000)
+    # the default (None) is 0.5 % of N; an explicit value is kept as given
+    assert task.settings(ExperimentConfig(seeds=(0,)), DataSpec(), 1000)[0].data.corruption.pairs == 5
+    (setting,) = task.settings(ExperimentConfig(seeds=(0,), duplicate_pairs=3), DataSpec(), 1000)
+    assert setting.data.corruption.pairs == 3
+
+
+def test_label_file_equal_to_the_clean_labels_is_refused(digits, tmp_path: Path) -> None:
+    np.save(tmp_path / "same.npy", digits.y_train.numpy())
+    (task,) = make_tasks(["mislabeled"])
+    cfg = ExperimentConfig(seeds=(0,), noisy_labels=str(tmp_path / "same.npy"))
+    with pytest.raises(HarnessError, match="equals the clean labels"):
+        task.settings(cfg, DataSpec(), len(digits.y_train))
+
+
+@pytest.mark.parametrize("argv", [
+    ["--task-arg", "memorisation.fraction=0.5", "--tasks", "memorization"],
+    ["--task-arg", "nosuch.k=1"],
+    ["--tasks", "mislabeled,mislabeled"],
+    ["--noise-rates", "0.0001"],
+    ["--duplicate-pairs", "0", "--tasks", "duplicates"],
+])
+def test_cli_exits_2_and_trains_nothing(argv, tmp_path: Path, capsys) -> None:
+    store = tmp_path / "store"
+    code = main(["run", "--proxies", "csl", "--seeds", "1", "--epochs", "1", "--no-progress", "--device", "cpu",
+                 "--out", str(tmp_path / "out"), "--store", str(store), *argv])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert err.startswith("error: ") and "Traceback" not in err
+    assert not (store / "runs").exists() or not any((store / "runs").iterdir())
