@@ -27,6 +27,11 @@ except ImportError:  # the optional extra
 MAX_RETRIES = 1
 
 
+def _call(fn: JobFn, job: Job):
+    """The remote task: `fn` travels as an argument, so any picklable callable (a partial) works."""
+    return fn(job)
+
+
 class RayExecutor:
     def __init__(self, workers: int | None = None, address: str | None = None, progress: bool = True,
                  fn: JobFn = run_job) -> None:
@@ -68,10 +73,11 @@ class RayExecutor:
         if not jobs:
             return
         self._init()
-        remote = ray.remote(self.fn)
+        remote = ray.remote(_call)
+        fn = ray.put(self.fn)
         pending = {
             remote.options(num_cpus=job.num_cpus, num_gpus=job.num_gpus, max_retries=MAX_RETRIES,
-                           retry_exceptions=False, name=job.label()[:100]).remote(job): job
+                           retry_exceptions=False, name=job.label()[:100]).remote(fn, job): job
             for job in jobs
         }
         slots = max(1, int(ray.cluster_resources().get("CPU", 1) // max(j.num_cpus for j in jobs)))
