@@ -1,128 +1,115 @@
 """`python -m harness`: run experiments and list what is available.
 
-Exit codes: 0 success; 1 some run or proxy failed (the rest finished and was written);
-2 bad input (nothing was trained or written).
+A thin layer over `harness.api`: argv becomes a dict of the flags actually given, and
+`experiment_config` (the same builder `run_experiment` uses) fills the defaults and validates.
+
+Exit codes: 0 success; 1 some run or proxy failed (the rest finished and was written), or a write
+after training failed (StorageError; the runs stay in the store); 2 bad input (one `error:` line,
+nothing trained or written); 130 interrupted (Ctrl-C; finished runs stay in the store).
 """
 
 from __future__ import annotations
 
 import argparse
-import ast
 import sys
-from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
-from harness.config import ExperimentConfig
-from harness.errors import HarnessError
-from harness.presets import PRESETS, preset_for
+from harness.api import DEFAULTS, experiment_config
+from harness.config import EXECUTORS, PRECISIONS, ExperimentConfig
+from harness.errors import HarnessError, Interrupted, StorageError
+from harness.presets import PRESETS
 
-
-def _floats(text: str) -> tuple[float, ...]:
-    try:
-        return tuple(float(t) for t in text.split(",") if t.strip())
-    except ValueError as e:
-        raise HarnessError(f"expected comma-separated numbers, got {text!r}") from e
+CLI_OUT = Path("results/latest")  # the CLI always writes; the API only when given `out`
 
 
-def _seeds(text: str) -> tuple[int, ...]:
-    """'3' means seeds 0,1,2; '0,5' means exactly those seeds."""
-    try:
-        if "," in text:
-            return tuple(int(t) for t in text.split(",") if t.strip())
-        return tuple(range(int(text)))
-    except ValueError as e:
-        raise HarnessError(f"--seeds takes a count (3) or a list (0,5), got {text!r}") from e
+class _Parser(argparse.ArgumentParser):
+    """argparse prints its usage and exits; memprox promises one `error:` line and exit 2 instead."""
+
+    def error(self, message: str) -> NoReturn:
+        raise HarnessError(f"{message}; see `{self.prog} --help`")
 
 
-def _value(text: str) -> Any:
-    try:
-        return ast.literal_eval(text)
-    except (ValueError, SyntaxError):
-        return text
+class _Once(argparse.Action):
+    """Store a flag's value, refusing a second occurrence (argparse would keep the last silently)."""
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:  # type: ignore[override]
+        if self.dest in vars(namespace):
+            parser.error(f"{option_string} given more than once")
+        setattr(namespace, self.dest, self.const if self.nargs == 0 else values)
 
 
-def _key_values(items: list[str], flag: str) -> dict[str, dict[str, Any]]:
-    """['curvature.n=2', ...] -> {'curvature': {'n': 2}}."""
-    out: dict[str, dict[str, Any]] = {}
-    for item in items:
-        name, sep, value = item.partition("=")
-        owner, dot, key = name.partition(".")
-        if not sep or not dot or not owner or not key:
-            raise HarnessError(f"{flag} takes NAME.PARAM=VALUE (e.g. curvature.n=2), got {item!r}")
-        out.setdefault(owner, {})[key] = _value(value)
-    return out
+def _add(group: argparse.ArgumentParser, flag: str, help: str, *, dest: str | None = None,
+         flag_value: Any = None, default: Any = None, **kwargs: Any) -> None:
+    """A flag whose default lives in `run_experiment`'s signature; absent flags stay out of the
+    namespace, so the builder can tell `--duplicate-pairs 0` from no flag at all."""
+    dest = dest or flag.lstrip("-").replace("-", "_")
+    if flag_value is None and kwargs.get("action") != "append":
+        shown = default if default is not None else DEFAULTS.get(dest)
+        if shown is None:
+            shown = "the preset's" if dest in _FROM_PRESET else "none"
+        help += f" (default: {','.join(map(str, shown)) if isinstance(shown, tuple) else shown})"
+    if flag_value is not None:
+        kwargs.update(nargs=0, const=flag_value)
+    kwargs.setdefault("action", _Once)
+    group.add_argument(flag, dest=dest, default=argparse.SUPPRESS, help=help, **kwargs)
+
+
+_FROM_PRESET = {"model", "epochs", "batch_size", "lr", "augment", "subset", "precision"}
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m harness", description="memprox: benchmark memorization proxies")
+    p = _Parser(prog="python -m harness", description="memprox: benchmark memorization proxies")
     sub = p.add_subparsers(dest="command", required=True)
-    r = sub.add_parser("run", help="train the shared runs, score proxies, write a leaderboard",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    r.add_argument("--proxies", default="all",
-                   help="'all' or a comma-separated list; PROXY(k=v,...) selects a variant, so "
-                   "'curvature(n=2),curvature(n=10)' compares two side by side (see `list`)")
-    r.add_argument("--tasks", default="mislabeled,duplicates,cost,memorization,theory",
-                   help="comma-separated tasks (see `list`)")
-    r.add_argument("--dataset", default="digits",
-                   help="digits (bundled), cifar10, cifar100, mnist, fashion-mnist, or imagefolder:PATH")
-    r.add_argument("--data-root", type=Path, default=None, help="folder holding torchvision datasets")
-    r.add_argument("--download", action="store_true", help="let torchvision download the dataset into --data-root")
-    r.add_argument("--subset", type=int, default=None,
-                   help="keep the first N training samples in canonical order (default: the preset's)")
-    r.add_argument("--preset", default="quick", choices=PRESETS,
-                   help="quick: CPU-sized model/recipe that still fits the noisy labels; paper: App. B.1")
-    r.add_argument("--model", default=None, help="model name (default: the preset's; see `list`)")
-    r.add_argument("--epochs", type=int, default=None, help="training epochs (default: the preset's)")
-    r.add_argument("--batch-size", type=int, default=None, help="batch size (default: the preset's)")
-    r.add_argument("--lr", type=float, default=None, help="learning rate (default: the preset's)")
-    r.add_argument("--augment", choices=["on", "off"], default=None,
-                   help="random crop + flip (default: the preset's)")
-    r.add_argument("--seeds", default="3", help="number of seeds (3 -> 0,1,2) or an explicit list (0,5)")
-    r.add_argument("--noise-rates", default="0.01,0.02,0.05,0.1", help="symmetric label-noise rates, each in [0,1)")
-    r.add_argument("--duplicate-pairs", type=int, default=None, help="duplicated pairs (default 0.5%% of N)")
-    r.add_argument("--noisy-labels", default=None,
-                   help="FILE.npy or FILE.npz[:KEY] of real noisy labels (replaces --noise-rates)")
-    r.add_argument("--proxy-arg", action="append", default=[], metavar="PROXY.PARAM=VALUE",
-                   help="proxy parameter, repeatable (e.g. in_confidence.variant=max)")
-    r.add_argument("--task-arg", action="append", default=[], metavar="TASK.PARAM=VALUE",
-                   help="task parameter, repeatable")
-    r.add_argument("--reference", default="stability",
-                   help="memorization reference: stability, fz:PATH or cscore:PATH")
-    r.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N")
-    r.add_argument("--out", type=Path, default=Path("results/latest"), help="output directory")
-    r.add_argument("--store", type=Path, default=None,
-                   help="run store (default $MEMPROX_CACHE/store or ~/.cache/memprox/store)")
-    r.add_argument("--checkpoint-every", type=float, default=120.0,
-                   help="seconds between in-run checkpoints (resume after interruption)")
-    r.add_argument("--threads", type=int, default=None,
-                   help="CPU threads for torch (default: torch's; 1 is fastest for tiny models on a busy machine)")
-    r.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    r = sub.add_parser("run", help="train the shared runs, score proxies, write a leaderboard")
+    _add(r, "--proxies", "'all' or a comma-separated list; PROXY(k=v,...) selects a variant, so "
+         "'curvature(n=2),curvature(n=10)' compares two side by side (see `list`)")
+    _add(r, "--tasks", "comma-separated tasks (see `list`)")
+    _add(r, "--dataset", "digits (bundled), cifar10, cifar100, mnist, fashion-mnist, or imagefolder:PATH")
+    _add(r, "--data-root", "folder holding torchvision datasets", type=Path)
+    _add(r, "--download", "let torchvision download the dataset into --data-root", flag_value=True)
+    _add(r, "--subset", "keep the first N training samples in canonical order", type=int)
+    _add(r, "--preset", f"recipe and model: {', '.join(PRESETS)} (see `list`)")
+    _add(r, "--model", "model name (see `list`)")
+    _add(r, "--epochs", "training epochs", type=int)
+    _add(r, "--batch-size", "batch size", type=int)
+    _add(r, "--lr", "learning rate", type=float)
+    _add(r, "--augment", "random crop + flip", choices=["on", "off"])
+    _add(r, "--seeds", "number of seeds (3 -> 0,1,2) or an explicit list (0,5)")
+    _add(r, "--noise-rates", "symmetric label-noise rates, each in (0, 1)",
+         default=",".join(map(str, ExperimentConfig.noise_rates)))
+    _add(r, "--duplicate-pairs", "duplicated pairs, >= 1", type=int, default="0.5%% of N")
+    _add(r, "--noisy-labels", "FILE.npy or FILE.npz[:KEY] of real noisy labels (replaces --noise-rates)")
+    _add(r, "--proxy-arg", "proxy parameter, repeatable (e.g. in_confidence.variant=max)", dest="proxy_args",
+         action="append", metavar="PROXY.PARAM=VALUE")
+    _add(r, "--task-arg", "task parameter, repeatable (e.g. memorization.k=64)", dest="task_args",
+         action="append", metavar="TASK.PARAM=VALUE")
+    _add(r, "--reference", "memorization reference: stability, fz:PATH or cscore:PATH")
+    _add(r, "--device", "auto (CUDA when present), cpu, cuda, cuda:N")
+    _add(r, "--out", "output directory (see --overwrite)",
+         type=Path, default=CLI_OUT)
+    _add(r, "--store", "run store", type=Path, default="$MEMPROX_CACHE/store or ~/.cache/memprox/store")
+    _add(r, "--checkpoint-every", "seconds between in-run checkpoints (resume after interruption)", type=float)
+    _add(r, "--threads", "CPU threads for torch, >= 1 (1 is fastest for tiny models on a busy machine)",
+         type=int, default="torch's")
+    _add(r, "--no-progress", "hide progress bars", dest="progress", flag_value=False)
+    _add(r, "--executor", "where runs train: local (this process) or ray", choices=EXECUTORS)
+    _add(r, "--workers", "ray: concurrent jobs on a local Ray", type=int, default="CPU cores")
+    _add(r, "--ray-address", "ray: join this cluster (HOST:PORT or auto) instead of starting one")
+    _add(r, "--gpus-per-run", "ray on GPUs: fraction of a GPU per run, in (0, 1] (0.25 packs four)", type=float)
+    _add(r, "--bootstrap", "bootstrap resamples for confidence intervals and paired tests (0: none)", type=int)
+    _add(r, "--overwrite", "let --out replace a folder another experiment wrote", flag_value=True)
+    _add(r, "--precision", "training precision: fp32 or bf16 (autocast)", choices=PRECISIONS)
+    _add(r, "--compile", "torch.compile the model", flag_value=True)
     sub.add_parser("list", help="list proxies, datasets, models, tasks and presets")
     return p
 
 
-def config_from_args(a: argparse.Namespace) -> ExperimentConfig:
-    preset = preset_for(a.preset, a.dataset)
-    recipe = preset.recipe
-    if a.epochs is not None:
-        recipe = replace(recipe, epochs=a.epochs, milestones=tuple(m for m in recipe.milestones if m < a.epochs))
-    if a.batch_size is not None:
-        recipe = replace(recipe, batch_size=a.batch_size)
-    if a.lr is not None:
-        recipe = replace(recipe, lr=a.lr)
-    if a.augment is not None:
-        recipe = replace(recipe, augment=a.augment == "on")
-    subset = a.subset if a.subset is not None else preset.subset
-    return ExperimentConfig(
-        dataset=a.dataset, model=a.model or preset.model, recipe=recipe, preset=preset.name, subset=subset,
-        data_root=a.data_root, download=a.download, seeds=_seeds(a.seeds),
-        tasks=tuple(t.strip() for t in a.tasks.split(",") if t.strip()), proxies=a.proxies,
-        proxy_args=_key_values(a.proxy_arg, "--proxy-arg"), task_args=_key_values(a.task_arg, "--task-arg"),
-        noise_rates=_floats(a.noise_rates), duplicate_pairs=a.duplicate_pairs, noisy_labels=a.noisy_labels,
-        reference=a.reference, device=a.device, out=a.out, store=a.store, progress=not a.no_progress,
-        checkpoint_every_s=a.checkpoint_every, threads=a.threads,
-    )
+def run_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The flags given, as `run_experiment` keywords (`--out` defaults to results/latest)."""
+    options = {k: v for k, v in vars(args).items() if k != "command"}
+    options.setdefault("out", CLI_OUT)
+    return options
 
 
 def preset_note(cfg: ExperimentConfig) -> str:
@@ -150,14 +137,14 @@ def cmd_list() -> None:
     print("\nPresets:", ", ".join(PRESETS))
 
 
-def cmd_run(a: argparse.Namespace) -> int:
+def cmd_run(args: argparse.Namespace) -> int:
+    cfg = experiment_config(**run_options(args))  # bad options fail here, before the heavy imports
     from harness.experiment import Experiment
+    from harness.leaderboard import markdown
 
-    cfg = config_from_args(a)
     exp = Experiment(cfg)
-    n_runs = len(exp.plan.runs)
     print(f"memprox: {cfg.dataset} (N={exp.dataset.n_train}) · {cfg.model} · {cfg.recipe.epochs} epochs · "
-          f"{len(exp.proxies)} proxies · {len(exp.plan.settings)} settings · {n_runs} distinct runs · "
+          f"{len(exp.proxies)} proxies · {len(exp.plan.settings)} settings · {len(exp.plan.runs)} distinct runs · "
           f"device {exp.device} · preset {cfg.preset}", file=sys.stderr)
     result = exp.run()
     print(f"runs: {len(result.trained)} trained, {len(result.reused)} reused from the store", file=sys.stderr)
@@ -165,10 +152,9 @@ def cmd_run(a: argparse.Namespace) -> int:
         accs = result.base_train_acc
         print(f"final training accuracy of the base runs on the labels they trained on: "
               f"mean {sum(accs) / len(accs):.3f}, min {min(accs):.3f} ({preset_note(cfg)})", file=sys.stderr)
-    from harness.leaderboard import markdown
-
     print(markdown(result.leaderboard))
-    print(f"leaderboard: {cfg.out / 'leaderboard.csv'}  (per-seed rows: raw.csv, per-sample scores: scores/)")
+    if cfg.out is not None:
+        print(f"leaderboard: {cfg.out / 'leaderboard.csv'}  (per-seed rows: raw.csv, per-sample scores: scores/)")
     if result.failures:
         print(f"{len(result.failures)} failure(s):", file=sys.stderr)
         for f in result.failures:
@@ -178,8 +164,9 @@ def cmd_run(a: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    """Run the CLI; returns the exit code (see the module docstring) instead of raising."""
     try:
+        args = build_parser().parse_args(argv)
         if args.command == "list":
             cmd_list()
             return 0
@@ -187,3 +174,12 @@ def main(argv: list[str] | None = None) -> int:
     except HarnessError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except StorageError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except Interrupted as e:
+        print(str(e), file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:
+        print("interrupted; runs that finished are kept in the store, rerun to resume", file=sys.stderr)
+        return 130

@@ -11,16 +11,26 @@ import numpy as np
 import pytest
 
 from harness.cli import main
+from harness.errors import Interrupted, StorageError
 from proxies import available_proxies
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def _run(tmp_path: Path, *args: str, out: Path | None = None) -> list[str]:
+    """A tiny experiment; a flag in `args` replaces the default one (flags may not repeat), and
+    --noisy-labels replaces --noise-rates."""
     out = out or tmp_path / "out"
-    return ["run", "--seeds", "1", "--noise-rates", "0.1", "--tasks", "mislabeled", "--proxies", "csl",
-            "--epochs", "1", "--device", "cpu", "--no-progress", "--out", str(out),
-            "--store", str(tmp_path / "store"), *args]
+    flags = {"--seeds": "1", "--noise-rates": "0.1", "--tasks": "mislabeled", "--proxies": "csl", "--epochs": "1",
+             "--device": "cpu", "--out": str(out), "--store": str(tmp_path / "store")}
+    if "--noisy-labels" in args:
+        del flags["--noise-rates"]
+    rest = list(args)
+    for i, arg in enumerate(args):
+        if arg in flags and i + 1 < len(args):
+            flags[arg] = args[i + 1]
+            rest[i:i + 2] = [None, None]
+    return ["run", "--no-progress", *[x for kv in flags.items() for x in kv], *[a for a in rest if a is not None]]
 
 
 def _bad_input(tmp_path: Path, capsys, *args: str, out: Path | None = None) -> str:
@@ -58,10 +68,10 @@ def test_unknown_task(tmp_path, capsys) -> None:
     assert "sorting" in line and "mislabeled" in line and "duplicates" in line
 
 
-@pytest.mark.parametrize("rate", ["1.5", "-0.1", "1.0"])
+@pytest.mark.parametrize("rate", ["1.5", "-0.1", "1.0", "0"])
 def test_noise_rate_outside_unit_interval(tmp_path, capsys, rate: str) -> None:
     line = _bad_input(tmp_path, capsys, "--noise-rates", f"0.1,{rate}")
-    assert "[0, 1)" in line
+    assert "(0, 1)" in line
 
 
 def test_malformed_noise_rates_and_seeds(tmp_path, capsys) -> None:
@@ -156,7 +166,8 @@ def test_help_mentions_every_flag(capsys) -> None:
     for flag in ("--proxies", "--tasks", "--dataset", "--data-root", "--download", "--subset", "--preset",
                  "--model", "--epochs", "--batch-size", "--lr", "--augment", "--seeds", "--noise-rates",
                  "--duplicate-pairs", "--noisy-labels", "--proxy-arg", "--task-arg", "--reference", "--device",
-                 "--out", "--store", "--checkpoint-every", "--threads", "--no-progress"):
+                 "--out", "--store", "--checkpoint-every", "--threads", "--no-progress", "--executor", "--workers",
+                 "--ray-address", "--gpus-per-run", "--bootstrap", "--overwrite", "--precision", "--compile"):
         assert flag in text, flag
 
 
@@ -167,3 +178,45 @@ def test_a_good_run_exits_0(tmp_path, capsys) -> None:
     assert "error:" not in captured.err
     assert "### mislabeled: auroc" in captured.out
     assert (tmp_path / "out" / "leaderboard.csv").exists()
+
+
+@pytest.mark.parametrize(
+    "error, code, needle",
+    [
+        (StorageError("cannot write /x/raw.csv: No space left on device"), 1,
+         "error: cannot write /x/raw.csv: No space left on device"),
+        (Interrupted(3), 130, "interrupted; 3 runs kept in the store, rerun to resume"),
+        (KeyboardInterrupt(), 130, "interrupted; runs that finished are kept in the store"),
+    ],
+)
+def test_exit_codes_after_the_plan(tmp_path, capsys, monkeypatch, error: BaseException, code: int,
+                                   needle: str) -> None:
+    """A failed write (1), Ctrl-C in the experiment (130): one line, no traceback."""
+    from harness.experiment import Experiment
+
+    def fail(self):
+        raise error
+
+    monkeypatch.setattr(Experiment, "run", fail)
+    assert main(_run(tmp_path)) == code
+    captured = capsys.readouterr()
+    lines = [line for line in captured.err.splitlines() if not line.startswith("memprox: ")]
+    assert len(lines) == 1 and lines[0].startswith(needle), captured.err
+    assert "Traceback" not in captured.err
+
+
+def test_ctrl_c_before_the_experiment_starts(tmp_path, capsys, monkeypatch) -> None:
+    from harness.experiment import Experiment
+
+    def interrupted(self, *args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Experiment, "__init__", interrupted)
+    assert main(_run(tmp_path)) == 130
+    assert capsys.readouterr().err.strip().startswith("interrupted")
+
+
+def test_no_command_is_one_error_line(capsys) -> None:
+    assert main([]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and "command" in err[0]

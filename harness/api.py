@@ -1,0 +1,223 @@
+"""The harness from Python: `run_experiment(...)` takes the CLI's options as keywords and returns the
+leaderboard, raw rows and per-sample scores as DataFrames.
+
+    from harness.api import run_experiment
+    result = run_experiment(proxies="csl,aum", tasks="mislabeled", seeds=2, noise_rates=[0.1])
+    result.leaderboard      # one row per (task, setting, proxy, metric)
+    result.scores           # {"noise=0.1_seed0": per-sample scores, ...}
+
+`run_experiment`'s signature is the one list of options and defaults: the CLI parses argv into a
+dict of the flags given and hands it to `experiment_config`, which fills the rest from that
+signature, so the two cannot drift (the only difference: the CLI writes to results/latest unless
+told otherwise; the API writes files only when `out` is given).
+"""
+
+from __future__ import annotations
+
+import ast
+import inspect
+import numbers
+import operator
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from harness.config import ExperimentConfig
+from harness.errors import HarnessError
+from harness.presets import preset_for
+
+if TYPE_CHECKING:
+    from harness.experiment import ExperimentResult
+
+DEFAULT_NOISE_RATES: tuple[float, ...] = ExperimentConfig.noise_rates
+
+
+def run_experiment(
+    *,
+    dataset: str = "digits",
+    proxies: str | Sequence[str] = "all",
+    tasks: str | Sequence[str] = ExperimentConfig.tasks,
+    seeds: int | str | Sequence[int] = 3,
+    preset: str = "quick",
+    model: str | None = None,
+    epochs: int | None = None,
+    batch_size: int | None = None,
+    lr: float | None = None,
+    augment: bool | str | None = None,
+    subset: int | None = None,
+    data_root: str | Path | None = None,
+    download: bool = False,
+    noise_rates: str | Sequence[float] | None = None,
+    duplicate_pairs: int | None = None,
+    noisy_labels: str | Path | None = None,
+    proxy_args: Mapping[str, Mapping[str, Any]] | Sequence[str] | None = None,
+    task_args: Mapping[str, Mapping[str, Any]] | Sequence[str] | None = None,
+    reference: str = "stability",
+    device: str = "auto",
+    out: str | Path | None = None,
+    store: str | Path | None = None,
+    checkpoint_every: float = 120.0,
+    threads: int | None = None,
+    progress: bool = True,
+    executor: str = "local",
+    workers: int | None = None,
+    ray_address: str | None = None,
+    gpus_per_run: float = 1.0,
+    bootstrap: int = 1000,
+    overwrite: bool = False,
+    precision: str | None = None,
+    compile: bool = False,
+) -> ExperimentResult:
+    """Plan, train (or reuse from `store`), score and evaluate; `python -m harness run` with keywords.
+
+    Options mirror the CLI flags (`--noise-rates` -> `noise_rates`); lists may be Python sequences
+    or the CLI's comma strings. `seeds`: a count (3 -> 0, 1, 2) or the seeds themselves.
+    `model`, `epochs`, `batch_size`, `lr`, `augment`, `subset`, `precision` default to the preset's.
+    `noise_rates` defaults to 0.01, 0.02, 0.05, 0.1 and contradicts `noisy_labels`.
+    `proxy_args`/`task_args`: {"curvature": {"n": 2}} or ["curvature.n=2"].
+    `out`: None writes nothing (the result holds everything); a folder gets the CLI's files.
+    `store`: the run store (default $MEMPROX_CACHE/store or ~/.cache/memprox/store).
+
+    Returns an ExperimentResult: `leaderboard`, `raw` and `scores` (DataFrames), `failures`,
+    `trained`, `reused`. Bad input raises HarnessError before anything trains.
+    """
+    from harness.experiment import Experiment
+
+    return Experiment(experiment_config(**locals())).run()
+
+
+OPTIONS: Mapping[str, inspect.Parameter] = inspect.signature(run_experiment).parameters
+DEFAULTS: dict[str, Any] = {name: p.default for name, p in OPTIONS.items()}
+
+
+def experiment_config(**options: Any) -> ExperimentConfig:
+    """The validated config `run_experiment(**options)` runs; options not given take its defaults."""
+    unknown = sorted(set(options) - set(OPTIONS))
+    if unknown:
+        raise HarnessError(f"unknown option(s) {', '.join(unknown)}; valid: {', '.join(OPTIONS)}")
+    o = {**DEFAULTS, **options}
+    if o["noisy_labels"] is not None and o["noise_rates"] is not None:
+        raise HarnessError("--noisy-labels replaces --noise-rates; pass one of them")
+    preset = preset_for(o["preset"], o["dataset"])
+    recipe = preset.recipe
+    if o["epochs"] is not None:
+        epochs = o["epochs"]
+        kept = tuple(m for m in recipe.milestones if isinstance(epochs, int) and m < epochs)
+        recipe = replace(recipe, epochs=epochs, milestones=kept)
+    if o["batch_size"] is not None:
+        recipe = replace(recipe, batch_size=o["batch_size"])
+    if o["lr"] is not None:
+        recipe = replace(recipe, lr=o["lr"])
+    if o["augment"] is not None:
+        recipe = replace(recipe, augment=_switch(o["augment"], "augment"))
+    precision = o["precision"] if o["precision"] is not None else getattr(recipe, "precision", "fp32")
+    if hasattr(recipe, "precision"):  # numerics belong to the run's address (harness.recipe)
+        recipe = replace(recipe, precision=precision)
+    if o["noisy_labels"] is not None:
+        noise_rates: tuple[float, ...] = ()
+    elif o["noise_rates"] is None:
+        noise_rates = DEFAULT_NOISE_RATES
+    else:
+        noise_rates = _floats(o["noise_rates"], "--noise-rates")
+    cfg = ExperimentConfig(
+        dataset=o["dataset"], model=o["model"] or preset.model, recipe=recipe, preset=preset.name,
+        subset=o["subset"] if o["subset"] is not None else preset.subset, data_root=_path(o["data_root"]),
+        download=o["download"], seeds=_seeds(o["seeds"]), tasks=_names(o["tasks"], "--tasks"),
+        proxies=_selection(o["proxies"]), proxy_args=_key_values(o["proxy_args"], "--proxy-arg"),
+        task_args=_key_values(o["task_args"], "--task-arg"), noise_rates=noise_rates,
+        duplicate_pairs=o["duplicate_pairs"],
+        noisy_labels=str(o["noisy_labels"]) if o["noisy_labels"] is not None else None,
+        reference=o["reference"], device=o["device"], out=_path(o["out"]), store=_path(o["store"]),
+        progress=o["progress"], checkpoint_every_s=o["checkpoint_every"], threads=o["threads"],
+        executor=o["executor"], workers=o["workers"], ray_address=o["ray_address"],
+        gpus_per_run=o["gpus_per_run"], bootstrap=o["bootstrap"], overwrite=o["overwrite"],
+        precision=precision, compile=o["compile"],
+    )
+    cfg.validate()
+    return cfg
+
+
+def _path(value: str | Path | None) -> Path | None:
+    return None if value is None else Path(value)
+
+
+def _switch(value: bool | str, name: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    if value in ("on", "off"):
+        return value == "on"
+    raise HarnessError(f"{name} takes on/off or True/False (got {value!r})")
+
+
+def _floats(value: str | Sequence[float], flag: str) -> tuple[float, ...]:
+    if isinstance(value, str):
+        try:
+            return tuple(float(t) for t in value.split(",") if t.strip())
+        except ValueError as e:
+            raise HarnessError(f"{flag} takes comma-separated numbers, got {value!r}") from e
+    if isinstance(value, numbers.Real):
+        value = [value]
+    if not all(isinstance(v, numbers.Real) and not isinstance(v, bool) for v in value):
+        raise HarnessError(f"{flag} takes numbers, got {value!r}")
+    return tuple(float(v) for v in value)
+
+
+def _seeds(value: int | str | Sequence[int]) -> tuple[int, ...]:
+    """3 means seeds 0, 1, 2; '0,5' or [0, 5] means exactly those seeds."""
+    fix = "--seeds takes a count (3) or a list (0,5)"
+    try:
+        if isinstance(value, str):
+            parts = [t for t in value.split(",") if t.strip()]
+            if "," in value:
+                return tuple(int(t) for t in parts)
+            value = int(value)
+        if isinstance(value, bool):
+            raise TypeError
+        if isinstance(value, numbers.Integral):
+            if value < 1:
+                raise HarnessError(f"{fix}; a count must be >= 1 (got {value})")
+            return tuple(range(int(value)))
+        if any(isinstance(v, bool) for v in value):
+            raise TypeError
+        return tuple(operator.index(v) for v in value)
+    except (TypeError, ValueError) as e:
+        raise HarnessError(f"{fix}, got {value!r}") from e
+
+
+def _names(value: str | Sequence[str], flag: str) -> tuple[str, ...]:
+    if isinstance(value, str):
+        return tuple(t.strip() for t in value.split(",") if t.strip())
+    if not all(isinstance(v, str) for v in value):
+        raise HarnessError(f"{flag} takes names, got {value!r}")
+    return tuple(value)
+
+
+def _selection(value: str | Sequence[str]) -> str:
+    """Proxies as the selection string the registry parses ('csl,curvature(n=2)')."""
+    return value if isinstance(value, str) else ",".join(_names(value, "--proxies"))
+
+
+def _key_values(value: Mapping[str, Mapping[str, Any]] | Sequence[str] | None, flag: str) -> dict[str, dict[str, Any]]:
+    """['curvature.n=2', ...] (values as Python literals) or {'curvature': {'n': 2}}."""
+    if value is None:
+        return {}
+    if isinstance(value, Mapping):
+        return {owner: dict(params) if isinstance(params, Mapping) else params for owner, params in value.items()}
+    if isinstance(value, str):
+        value = [value]
+    out: dict[str, dict[str, Any]] = {}
+    for item in value:
+        name, sep, text = str(item).partition("=")
+        owner, dot, key = name.strip().partition(".")
+        if not sep or not dot or not owner or not key:
+            raise HarnessError(f"{flag} takes NAME.PARAM=VALUE (e.g. curvature.n=2), got {item!r}")
+        try:
+            parsed: Any = ast.literal_eval(text.strip())
+        except (ValueError, SyntaxError):
+            parsed = text.strip()
+        params = out.setdefault(owner, {})
+        if key in params:
+            raise HarnessError(f"{flag} sets {owner}.{key} twice; pass it once")
+        params[key] = parsed
+    return out
