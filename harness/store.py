@@ -139,7 +139,26 @@ class RunStore:
     # reading ------------------------------------------------------------------------------
     def get(self, spec: RunSpec) -> StoredRun | None:
         """The stored run, or None when absent or damaged. Never deletes: a damaged entry is
-        replaced by the next `put`, under its lock."""
+        replaced by the next `put`, under its lock. An entry that looks missing or damaged while a
+        writer is swapping it is read again once the writer lets go of the lock."""
+        found = self._read(spec)
+        if isinstance(found, StoredRun):
+            return found
+        if found is not None or self._swapping(spec) or os.path.lexists(self._dir(spec)):
+            with self.lock(spec):
+                found = self._read(spec)
+        if isinstance(found, Exception):
+            path = self._dir(spec)
+            reason = found.strerror if isinstance(found, OSError) and found.strerror else found
+            warnings.warn(f"run store entry {path} ({spec.label()}) is damaged or unreadable ({reason}); "
+                          "recomputing it")
+            return None
+        return found
+
+    def _swapping(self, spec: RunSpec) -> bool:
+        return any((self.root / "runs").glob(f".old-{spec.digest()}-*"))
+
+    def _read(self, spec: RunSpec) -> StoredRun | Exception | None:
         path = self._dir(spec)
         if not os.path.lexists(path):
             return None
@@ -153,10 +172,7 @@ class RunStore:
             if manifest.spec_hash != spec.digest():
                 raise ValueError("it belongs to another spec")
         except (OSError, ValueError, KeyError, TypeError) as e:
-            reason = e.strerror if isinstance(e, OSError) and e.strerror else e
-            warnings.warn(f"run store entry {path} ({spec.label()}) is damaged or unreadable ({reason}); "
-                          "recomputing it")
-            return None
+            return e
         return StoredRun(spec, path, manifest, self.lock(spec))
 
     # writing ------------------------------------------------------------------------------
