@@ -82,9 +82,10 @@ def run_experiment(
     Returns an ExperimentResult: `leaderboard`, `raw` and `scores` (DataFrames), `failures`,
     `trained`, `reused`. Bad input raises HarnessError before anything trains.
     """
+    cfg = experiment_config(**locals())  # first statement: locals() are exactly the options
     from harness.experiment import Experiment
 
-    return Experiment(experiment_config(**locals())).run()
+    return Experiment(cfg).run()
 
 
 OPTIONS: Mapping[str, inspect.Parameter] = inspect.signature(run_experiment).parameters

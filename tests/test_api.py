@@ -1,0 +1,125 @@
+"""The Python API: `run_experiment` gives the CLI's leaderboard as DataFrames, from the same builder,
+with the same defaults and the same validation; files only when `out` is given."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from harness.api import OPTIONS, experiment_config, run_experiment
+from harness.cli import build_parser, main, run_options
+from harness.errors import HarnessError
+
+TINY = {"dataset": "digits", "proxies": "csl,aum", "tasks": "mislabeled", "seeds": "2", "noise_rates": "0.1",
+        "epochs": "2", "device": "cpu", "bootstrap": "50"}
+
+
+def as_csv(frame: pd.DataFrame) -> pd.DataFrame:
+    """The frame as a CSV file holds it (nullable booleans and NaN read back alike)."""
+    return pd.read_csv(io.StringIO(frame.to_csv(index=False)))
+
+
+def _cli_argv(options: dict[str, str], **paths: Path) -> list[str]:
+    argv = ["run", "--no-progress"]
+    for key, value in {**options, **{k: str(v) for k, v in paths.items()}}.items():
+        argv += [f"--{key.replace('_', '-')}", value]
+    return argv
+
+
+def test_run_experiment_returns_the_cli_leaderboard(tmp_path) -> None:
+    cli_out, store = tmp_path / "cli", tmp_path / "store"
+    assert main(_cli_argv(TINY, out=cli_out, store=store)) == 0
+    result = run_experiment(dataset="digits", proxies=["csl", "aum"], tasks=["mislabeled"], seeds=2,
+                            noise_rates=[0.1], epochs=2, device="cpu", bootstrap=50, store=store, progress=False)
+    assert result.trained == [] and len(result.reused) == 2  # the same runs, found in the store
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cli", "store"]  # out=None wrote nothing
+    expected = pd.read_csv(cli_out / "leaderboard.csv")
+    assert len(expected) > 0 and set(expected["proxy"]) == {"csl", "aum"}
+    pd.testing.assert_frame_equal(as_csv(result.leaderboard), expected)
+    pd.testing.assert_frame_equal(as_csv(result.raw.drop(columns="boot", errors="ignore")),
+                                  pd.read_csv(cli_out / "raw.csv"))
+    assert sorted(result.scores) == ["noise=0.1_seed0", "noise=0.1_seed1"]
+    for key, frame in result.scores.items():
+        on_disk = pd.read_csv(cli_out / "scores" / f"{key}.csv")
+        pd.testing.assert_frame_equal(as_csv(frame), on_disk)
+        assert np.isfinite(frame["csl"]).all()
+
+
+def test_run_experiment_writes_files_when_given_out(tmp_path) -> None:
+    result = run_experiment(proxies="csl", tasks="mislabeled", seeds=1, noise_rates=[0.1], epochs=1, device="cpu",
+                            bootstrap=0, store=tmp_path / "store", out=tmp_path / "out", progress=False)
+    board = pd.read_csv(tmp_path / "out" / "leaderboard.csv")
+    pd.testing.assert_frame_equal(as_csv(result.leaderboard), board)
+
+
+def test_cli_flags_and_api_options_are_the_same_set() -> None:
+    run_parser = next(a for a in build_parser()._actions if a.dest == "command").choices["run"]
+    dests = {a.dest for a in run_parser._actions if a.dest != "help"}
+    assert dests == set(OPTIONS)
+
+
+def test_cli_defaults_are_the_api_defaults() -> None:
+    """`python -m harness run` with no flags builds the config `run_experiment()` builds (out aside)."""
+    from_cli = experiment_config(**run_options(build_parser().parse_args(["run"])))
+    assert from_cli == experiment_config(out="results/latest")
+    assert experiment_config().out is None
+    assert from_cli.seeds == (0, 1, 2) and from_cli.noise_rates == (0.01, 0.02, 0.05, 0.1)
+    assert from_cli.duplicate_pairs is None and from_cli.bootstrap == 1000 and from_cli.executor == "local"
+
+
+def test_python_values_and_cli_strings_build_the_same_config() -> None:
+    from_strings = experiment_config(seeds="0,5", noise_rates="0.05,0.1", tasks="mislabeled,cost",
+                                     proxies="csl,curvature(n=2)", proxy_args=["el2n.window=0.2"], augment="on",
+                                     epochs=3)
+    from_python = experiment_config(seeds=np.array([0, 5]), noise_rates=(0.05, 0.1), tasks=["mislabeled", "cost"],
+                                    proxies=["csl", "curvature(n=2)"], proxy_args={"el2n": {"window": 0.2}},
+                                    augment=True, epochs=3)
+    assert from_strings == from_python
+    assert from_python.seeds == (0, 5) and from_python.recipe.epochs == 3 and from_python.recipe.augment
+
+
+def test_duplicate_pairs_keeps_none_and_zero_apart() -> None:
+    assert experiment_config().duplicate_pairs is None  # the default, 0.5 % of N
+    assert experiment_config(duplicate_pairs=5).duplicate_pairs == 5
+    with pytest.raises(HarnessError, match="duplicate pairs must be an integer >= 1"):
+        experiment_config(duplicate_pairs=0)
+
+
+def test_noisy_labels_replace_the_noise_rates() -> None:
+    assert experiment_config(noisy_labels="labels.npy").noise_rates == ()
+    with pytest.raises(HarnessError, match="--noisy-labels replaces --noise-rates"):
+        experiment_config(noisy_labels="labels.npy", noise_rates=[0.1])
+
+
+@pytest.mark.parametrize(
+    "options, needle",
+    [
+        ({"seeds": True}, "--seeds"),
+        ({"seeds": [0.5]}, "--seeds"),
+        ({"seeds": [1, 1]}, "repeats seed"),
+        ({"noise_rates": [True]}, "--noise-rates"),
+        ({"augment": "maybe"}, "augment"),
+        ({"compile": 1}, "compile must be True or False"),
+        ({"threads": 1.5}, "thread count"),
+        ({"epochs": 2.5}, "epochs"),
+        ({"bootstrap": True}, "bootstrap"),
+        ({"gpus_per_run": float("nan")}, "GPUs per run"),
+        ({"preset": "nosuch"}, "preset"),
+        ({"nosuch": 1}, "unknown option(s) nosuch; valid: dataset, proxies"),
+    ],
+)
+def test_python_values_are_validated_like_flags(options: dict, needle: str) -> None:
+    with pytest.raises(HarnessError) as info:
+        experiment_config(**options)
+    assert needle in str(info.value)
+
+
+def test_run_experiment_raises_before_training(tmp_path) -> None:
+    with pytest.raises(HarnessError, match="curvature.h"):
+        run_experiment(proxies="curvature(h=1e999)", tasks="mislabeled", seeds=1, noise_rates=[0.1], epochs=1,
+                       device="cpu", store=tmp_path / "store")
+    assert not any(p.is_file() for p in tmp_path.rglob("*"))
