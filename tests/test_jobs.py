@@ -1,0 +1,80 @@
+"""Jobs are self-contained (they pickle, and `run_job` needs nothing from the Experiment), the engine
+a spec trains in depends only on the spec and the device type, and the registries refuse clashes."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import pickle
+import types
+
+import numpy as np
+import pytest
+
+from harness.experiment import Experiment
+from harness.jobs import run_job
+from harness.recorders import EVAL_LAST, RECORDERS, Recorder, register_recorder
+from harness.training import train_run
+
+
+def test_a_job_pickles_and_runs_without_the_experiment(make_config, digits_noisy) -> None:
+    exp = Experiment(make_config(epochs=2, proxies="csl,aum"))
+    pending = exp.pending()[1]
+    (job,) = exp.jobs(pending)
+    assert job.engine == "single" and job.source.dataset == "digits" and job.checkpoint_root == str(exp.store.root)
+    blob = pickle.dumps(job)
+    assert len(blob) < 10_000  # names its data, carries no tensors
+    result = run_job(pickle.loads(blob))
+    ((spec, (arrays, manifest)),) = result.outputs.items()
+    direct = train_run(spec, digits_noisy, list(job.requests), progress=False)
+    for key, named in direct.arrays.items():
+        for name, arr in named.items():
+            np.testing.assert_array_equal(arrays[key][name], arr)  # bit-identical to train_run
+    assert manifest.engine == "single" and manifest.threads >= 1 and manifest.train_acc == direct.train_acc
+    assert {r.name for r in manifest.recorders.values()} == {"train_loss", "train_margin"}
+
+
+def test_the_engine_is_chosen_by_the_spec_not_by_its_company(make_config) -> None:
+    """A spec that can be an ensemble member trains as an ensemble even when it is the only one
+    pending, so its stored results do not depend on what else needed training."""
+    exp = Experiment(make_config(epochs=2, proxies="final_loss,confident_learning"))
+    pending = exp.pending()[1]
+    base = exp.plan.settings[0][2]
+    alone = exp.jobs([p for p in pending if p[0] == base])
+    together = exp.jobs(pending)
+    assert [j.engine for j in alone] == ["ensemble"] and alone[0].specs == (base,)
+    assert all(j.engine == "ensemble" for j in together)
+    assert exp.plan.runs[base] == {EVAL_LAST}
+    result = exp.run()
+    assert {exp.store.get(s).manifest.engine for s in exp.plan.runs} == {"ensemble"}
+    assert not result.failures
+
+
+def test_recorder_name_clash_is_refused() -> None:
+    class Clash(Recorder):
+        name = "train_loss"
+
+    with pytest.raises(ValueError, match="already registered"):
+        register_recorder(Clash)
+    assert RECORDERS["train_loss"] is not Clash
+
+
+def test_plugin_proxy_with_a_taken_name_warns_and_keeps_the_builtin(monkeypatch) -> None:
+    from proxies import Proxy, registry
+
+    class FakeCSL(Proxy):
+        name = "csl"
+        description = "impostor"
+        citation = "nobody"
+
+        def score(self, ctx):
+            return np.zeros(len(ctx.labels))
+
+    module = types.ModuleType("fake_clash_module")
+    module.FakeCSL = FakeCSL
+    monkeypatch.setitem(__import__("sys").modules, "fake_clash_module", module)
+    ep = importlib.metadata.EntryPoint("csl", "fake_clash_module:FakeCSL", registry.ENTRY_POINT_GROUP)
+    monkeypatch.setattr(importlib.metadata, "entry_points", lambda group: [ep])
+    monkeypatch.setattr(registry, "_plugins_loaded", False)
+    with pytest.warns(UserWarning, match="fake_clash_module:FakeCSL.*csl.*proxies.csl.CSL"):
+        proxies = registry.available_proxies()
+    assert proxies["csl"].__module__ == "proxies.csl"
