@@ -25,6 +25,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -67,10 +68,20 @@ class Resamples:
         return self.counts.shape[1]
 
     def chunks(self) -> Iterator[np.ndarray]:
-        """Float64 weight blocks (b_chunk, N) covering the B resamples in order."""
+        """Float64 weight blocks (b_chunk, N) covering the B resamples in order. Blocks are
+        column-major, so gathering samples (columns) in a proxy's score order copies contiguous
+        memory; a single block (B x N <= CHUNK_ELEMENTS, e.g. digits) is converted once and
+        shared by every proxy of the setting."""
+        if self.b * self.n <= CHUNK_ELEMENTS:
+            yield self._single
+            return
         rows = max(1, CHUNK_ELEMENTS // max(self.n, 1))
         for start in range(0, self.b, rows):
-            yield self.counts[start : start + rows].astype(np.float64)
+            yield np.asfortranarray(self.counts[start : start + rows], dtype=np.float64)
+
+    @cached_property
+    def _single(self) -> np.ndarray:
+        return np.asfortranarray(self.counts, dtype=np.float64)
 
     def apply(self, fn: Callable[[np.ndarray], dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
         """`fn(weights) -> {metric: (b_chunk,)}` over all chunks, concatenated to (B,) arrays."""

@@ -32,24 +32,39 @@ def _clean(scores: np.ndarray) -> np.ndarray:
     return np.where(np.isnan(s), lo - 2.0, np.clip(s, lo - 1.0, hi + 1.0))
 
 
-def _groups(positives: np.ndarray, scores: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Positive and negative weight per distinct score, in *descending* score order: (b, U) each."""
+def _at_positive_groups(
+    positives: np.ndarray, scores: np.ndarray, weights: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Cumulative weights in descending score order, read only where they matter: at the tie groups
+    that hold a positive (every statistic below sums over positives). Returns, per row of weights
+    (b, N), the positive and total weight through each such group and through the group before
+    it, (b, G) each, and the total positive and total weight (b,). One sort, one gather, one cumsum."""
     order = np.argsort(-scores, kind="stable")
     s = scores[order]
-    starts = np.flatnonzero(np.r_[True, s[1:] != s[:-1]])
-    w = weights[:, order]
-    pos = positives[order]
-    return np.add.reduceat(w * pos, starts, axis=1), np.add.reduceat(w * ~pos, starts, axis=1)
+    ends = np.r_[np.flatnonzero(s[1:] != s[:-1]) + 1, len(s)]  # exclusive end of each tie group
+    group_of = np.repeat(np.arange(len(ends)), np.diff(np.r_[0, ends]))
+    pos_at = np.flatnonzero(positives[order])  # sorted positions of the positives
+    groups = np.unique(group_of[pos_at])
+    w = weights.T[order]  # (N, b), contiguous rows when weights are column-major (Resamples)
+    total = np.zeros((w.shape[0] + 1, w.shape[1]))
+    np.cumsum(w, axis=0, out=total[1:])  # row after row: vectorised across the b resamples
+    pos = np.zeros((len(pos_at) + 1, w.shape[1]))
+    np.cumsum(w[pos_at], axis=0, out=pos[1:])
+    starts = np.r_[0, ends[:-1]][groups]
+    through, before = ends[groups], starts
+
+    def positives_through(end: np.ndarray) -> np.ndarray:
+        return pos[np.searchsorted(pos_at, end)].T
+
+    return (positives_through(through), total[through].T, positives_through(before), total[before].T,
+            pos[-1], total[-1])
 
 
-def _expected_top_k(pos: np.ndarray, neg: np.ndarray, k: np.ndarray) -> np.ndarray:
-    """Expected positive weight among the k highest under random tie-breaking; pos/neg (b, U)
-    descending groups, k (b,). A group fully above the k-th place counts whole, the group holding
-    it counts by the fraction of its members that fit, groups below count nothing."""
-    total = pos + neg
-    before = np.cumsum(total, axis=1) - total
-    frac = np.divide(k[:, None] - before, total, out=np.zeros_like(total), where=total > 0)
-    return (pos * np.clip(frac, 0.0, 1.0)).sum(axis=1)
+def _expected_hits(pos: np.ndarray, group: np.ndarray, before: np.ndarray, k: np.ndarray) -> np.ndarray:
+    """Expected positive weight among the k highest under random tie-breaking: a tie group wholly
+    above the k-th place counts whole, the group holding it by the fraction of it that fits."""
+    fit = np.divide(k[:, None] - before, group, out=np.zeros_like(group), where=group > 0)
+    return (pos * np.clip(fit, 0.0, 1.0)).sum(axis=1)
 
 
 def weighted_detection(positives: np.ndarray, scores: np.ndarray, weights: np.ndarray) -> dict[str, np.ndarray]:
@@ -57,17 +72,16 @@ def weighted_detection(positives: np.ndarray, scores: np.ndarray, weights: np.nd
     positives = np.asarray(positives, dtype=bool)
     weights = np.atleast_2d(weights)
     nan = np.full(weights.shape[0], np.nan)
-    if not np.isfinite(np.asarray(scores, dtype=np.float64)).any():
+    if not np.isfinite(np.asarray(scores, dtype=np.float64)).any() or not positives.any():
         return {m: nan.copy() for m in DETECTION}
-    pos, neg = _groups(positives, _clean(scores), weights)
-    n_pos, n_neg = pos.sum(axis=1), neg.sum(axis=1)
+    tp, seen, tp_before, seen_before, n_pos, n_all = _at_positive_groups(positives, _clean(scores), weights)
+    n_neg = n_all - n_pos
     ok = (n_pos > 0) & (n_neg > 0)
-    neg_below = n_neg[:, None] - np.cumsum(neg, axis=1)  # strictly lower scores (descending order)
-    auc = (pos * (neg_below + 0.5 * neg)).sum(axis=1)
-    tp, fp = np.cumsum(pos, axis=1), np.cumsum(neg, axis=1)
-    precision = np.divide(tp, tp + fp, out=np.zeros_like(tp), where=tp + fp > 0)
-    ap = (pos * precision).sum(axis=1)
-    hits = _expected_top_k(pos, neg, n_pos)
+    pos, group = tp - tp_before, seen - seen_before  # each group's positive and total weight
+    fp, neg = seen - tp, group - pos
+    auc = (pos * (n_neg[:, None] - fp + 0.5 * neg)).sum(axis=1)  # negatives below + half the tied
+    ap = (pos * np.divide(tp, seen, out=np.zeros_like(tp), where=seen > 0)).sum(axis=1)
+    hits = _expected_hits(pos, group, seen_before, n_pos)
     return {
         "auroc": np.divide(auc, n_pos * n_neg, out=nan.copy(), where=ok),
         "auprc": np.divide(ap, n_pos, out=nan.copy(), where=ok),
@@ -80,8 +94,12 @@ def precision_at_k(positives: np.ndarray, scores: np.ndarray, k: int) -> float:
     positives = np.asarray(positives, dtype=bool)
     if k <= 0 or not np.isfinite(np.asarray(scores, dtype=np.float64)).any():
         return float("nan")
-    pos, neg = _groups(positives, _clean(scores), np.ones((1, len(positives))))
-    return float(_expected_top_k(pos, neg, np.array([float(min(k, len(positives)))]))[0] / k)
+    if not positives.any():
+        return 0.0
+    ones = np.ones((1, len(positives)))
+    tp, seen, tp_before, seen_before, _, _ = _at_positive_groups(positives, _clean(scores), ones)
+    places = np.array([min(k, len(positives))], dtype=np.float64)
+    return float(_expected_hits(tp - tp_before, seen - seen_before, seen_before, places)[0] / k)
 
 
 def detection_metrics(positives: np.ndarray, scores: np.ndarray) -> dict[str, float]:
