@@ -26,6 +26,7 @@ with ``tracker.end_epoch()`` after each epoch and ``tracker.scores()`` (a DataFr
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -308,7 +309,8 @@ class SampleTracker:
     def scores(self, proxies: Sequence[str | Proxy] | str | None = None) -> pd.DataFrame:
         """One row per sample (index, given label, one column per proxy; higher = more memorized /
         more suspicious). Ends recording. `proxies` defaults to the constructor's selection, else
-        every proxy the recorded signals allow."""
+        every proxy the recorded signals allow. A sample never presented scores as the proxies
+        score missing values (csl 0, means NaN)."""
         self.finish()
         chosen = self._resolve(proxies) if proxies is not None else self._default_proxies()
         ctx = ScoreContext(
@@ -320,7 +322,9 @@ class SampleTracker:
         columns: dict[str, Any] = {"index": np.arange(self.n), "label": _nullable(self._labels_host)}
         for proxy in chosen:
             self._check_available(proxy)
-            columns[proxy.label] = np.asarray(proxy.score(ctx), dtype=np.float64)
+            with warnings.catch_warnings():  # a sample never presented has no values: NaN, not a warning
+                warnings.filterwarnings("ignore", "Mean of empty slice|Degrees of freedom", RuntimeWarning)
+                columns[proxy.label] = np.asarray(proxy.score(ctx), dtype=np.float64)
         return pd.DataFrame(columns)
 
     def suspects(self, k: int = 20, by: str | Proxy = "csl") -> pd.DataFrame:
@@ -409,9 +413,10 @@ class SampleTracker:
         if idx.dim() != 1 or idx.dtype not in _INDEX_DTYPES:
             raise HarnessError(f"update(): indices must be a 1-D integer tensor of sample indices, got {idx.dtype} "
                                f"{tuple(idx.shape)}; let the dataset return its index (see the WithIndex wrapper)")
+        if self._device.type == "cpu":  # index_copy_ itself rejects bad indices (see _explain)
+            idx = idx if idx.device.type == "cpu" else idx.cpu()
+            return idx if idx.dtype == torch.int64 else idx.long()
         if idx.device.type == "cpu":
-            if self._device.type == "cpu":  # index_copy_ itself rejects bad indices (see _explain)
-                return idx if idx.dtype == torch.int64 else idx.long()
             self._check_index_range(idx)  # a host tensor: checking costs no device sync
             return idx.to(self._device, torch.int64, non_blocking=True)
         idx = idx.to(self._device, torch.int64)
