@@ -23,7 +23,8 @@ reach both engines at once.
 
 Only models without batch-norm (buffers ``vmap`` cannot update), single-phase runs and the final
 eval pass are supported, and on a CPU only models without convolutions (there batching them is
-slower); ``can_ensemble`` says so, and everything else trains one run at a time. A spec that can be
+slower), in float32 and the default memory format; ``can_ensemble`` says so, and everything else
+trains one run at a time. A spec that can be
 a member always trains here, even alone (an ensemble of one), so the engine that produced a stored
 run depends only on the spec and the device type, never on what else happened to be pending.
 Members are independent (the summed loss gives each only its own gradient), so a member whose loss
@@ -71,9 +72,11 @@ SUPPORTED = frozenset({EVAL_LAST})
 def can_ensemble(spec: RunSpec, requests, device: torch.device | str | None = None) -> bool:
     """True when `spec` can be one member of a batched ensemble with these recorders, and, when
     `device` is given, batching pays there: on a CPU only for models without convolutions."""
-    entry = MODELS.get(spec.model)
+    entry = MODELS[spec.model] if spec.model in MODELS else None
     if entry is None or not entry.batchnorm_free or spec.then_on is not None or not set(requests) <= SUPPORTED:
         return False
+    if getattr(spec.recipe, "precision", "fp32") != "fp32" or getattr(spec.recipe, "channels_last", False):
+        return False  # the batched step is float32, row-major only
     return device is None or torch.device(device).type != "cpu" or not _has_conv(spec.model)
 
 

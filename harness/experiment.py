@@ -221,7 +221,7 @@ class Experiment:
         return Job(
             specs=specs, requests=tuple(sorted(requests, key=lambda r: r.key)), engine=engine, source=self.source,
             device=str(self.device) if local or not on_gpu else "cuda",  # a Ray worker sees only its own GPU
-            threads=threads, precision=cfg.precision, compile=cfg.compile,
+            threads=threads, compile=cfg.compile,
             checkpoint_root=str(self.store.root) if self.executor.shares_store else None,
             checkpoint_every_s=cfg.checkpoint_every_s, progress=cfg.progress and local,
             num_cpus=float(threads or 1), num_gpus=float(cfg.gpus_per_run) if on_gpu else 0.0,

@@ -49,8 +49,7 @@ class Job:
     source: DataSource
     device: str = "cpu"
     threads: int | None = None  # torch intra-op threads in the worker; None keeps torch's default
-    precision: str = "fp32"
-    compile: bool = False
+    compile: bool = False  # torch.compile the training step (precision and memory format are the recipe's)
     checkpoint_root: str | None = None  # a run store the worker can reach: single runs checkpoint there
     checkpoint_every_s: float = 120.0
     progress: bool = False
@@ -157,6 +156,7 @@ def _train_single(job: Job, data: PreparedData) -> RunOutput | RunFailed:
             checkpoint=checkpoint if store else None,
             checkpoint_every_s=job.checkpoint_every_s,
             progress=job.progress,
+            compile=job.compile,
         )
     except RunFailed as e:
         return e

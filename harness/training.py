@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 
 from harness.errors import RunFailed
 from harness.models import build_model
+from harness.precision import autocast, channels_last, per_sample_loss
 from harness.prepared import PreparedData
 from harness.recipe import Recipe, make_optimizer, make_scheduler, random_crop_flip
 from harness.recorders import Recorder, RecorderRequest, RunContext, build_recorder, eval_batches
@@ -133,7 +134,11 @@ def train_run(
     checkpoint: CheckpointFn | None = None,
     checkpoint_every_s: float = 120.0,
     progress: bool = True,
+    compile: bool = False,
 ) -> RunOutput:
+    """Train `spec`, recording `requests`. The recipe's precision (bf16 autocast of the training
+    forward; losses and records stay float32) and memory format apply here; `compile` wraps the
+    training step's model in torch.compile (same numbers up to kernel choice, so not in the spec)."""
     device = data.x.device
     recipe = spec.recipe
     labels = data.labels
@@ -144,6 +149,11 @@ def train_run(
 
     torch.manual_seed(spec.seed)
     model = build_model(spec.model, tuple(data.x.shape[1:]), data.num_classes).to(device)
+    precision = getattr(recipe, "precision", "fp32")
+    nhwc = getattr(recipe, "channels_last", False)
+    if nhwc:
+        model = channels_last(model)
+    step_model = torch.compile(model) if compile else model
     ctx = RunContext(data, recipe.epochs, phase_idx[0], recipe.batch_size, device, seed=spec.seed)
     recorders: list[Recorder] = [build_recorder(r, ctx) for r in requests]
     keys = [r.key for r in requests]
@@ -196,15 +206,16 @@ def train_run(
         for start in batch_starts(len(perm), recipe.batch_size):
             idx = perm[start : start + recipe.batch_size]
             yb = data.y[idx]
-            xb = data.inputs(idx)
+            xb = channels_last(data.inputs(idx)) if nhwc else data.inputs(idx)
             if aug_gen is not None:
                 xb = random_crop_flip(xb, recipe.crop_padding, aug_gen)
             measuring = samples_seen == 0  # count FLOPs on the run's first batch, keep it off the clock
             flops: list[int] = []
             t_first = time.perf_counter()
             with count_flops(flops) if measuring else nullcontext():
-                logits = model(xb)
-                loss = nn.functional.cross_entropy(logits, yb, reduction="none")
+                with autocast(device, precision):
+                    logits = step_model(xb)
+                loss = per_sample_loss(logits, yb)
                 optimizer.zero_grad(set_to_none=True)
                 loss.mean().backward()
                 optimizer.step()
