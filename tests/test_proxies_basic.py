@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from harness.errors import HarnessError
+from harness.jobs import make_manifest
 from harness.recorders import RecorderRequest, RunContext, build_recorder
 from harness.store import RunStore
 from harness.training import RunOutput
@@ -136,7 +137,7 @@ def test_scores_through_a_real_stored_run(tmp_path, base_spec, score_ctx) -> Non
     arrays = {"train_loss": {"loss": loss}, "train_correct": {"correct": correct}}
     out = RunOutput(arrays=arrays, train_seconds=1.0, train_flops=10, recorder_seconds={k: 0.0 for k in arrays},
                     recorder_flops={k: 0 for k in arrays}, train_acc=1.0, test_acc=1.0)
-    stored = RunStore(tmp_path / "store").put(base_spec, out, "cpu")
+    stored = RunStore(tmp_path / "store").put(base_spec, out.arrays, make_manifest(base_spec, out, "single", "cpu"))
     ctx = ScoreContext(base=base_spec, labels=np.zeros(3, dtype=np.int64), num_classes=10, runs={base_spec: stored})
     np.testing.assert_allclose(score("csl", ctx), [1.5, 3.0, 1.0])
     np.testing.assert_array_equal(score("forgetting", ctx), [1, 2, 0])
