@@ -89,11 +89,12 @@ class SampleTracker:
     epoch, i.e. O(N x epochs) -- loss (csl), correct (forgetting, threshold_lt), margin (aum),
     p_label and el2n (el2n, variability), so 5 x 4 bytes x N x epochs for the default set
     (N = 50,000 and 200 epochs: 200 MB) -- plus one (N,) row per signal for the epoch in progress,
-    two int64 (N,) rows (given and predicted label), and for `eval_epoch` 4 floats x N per call and
-    the last pass's (N, C) probabilities. `running_sums=True`: one float64 and one float32 (N,)
-    row. Nothing is copied to the host before `scores()`; per batch there is no host sync (index
-    checks of CUDA tensors are collected on the device and raised at `end_epoch`). Inputs in half
-    precision (AMP) are cast to float32.
+    two int64 (N,) rows (given and predicted label), and for `eval_epoch` one float32 (N,) row per
+    eval signal (loss, correct, p_label, p_max, phi) per call and the last pass's (N, C)
+    probabilities (only the last call's rows when the selected proxies do not include csl_eval).
+    `running_sums=True`: one float64 and one float32 (N,) row. Nothing is copied to the host before
+    `scores()`; per batch there is no host sync (index checks of CUDA tensors are collected on the
+    device and raised at `end_epoch`). Inputs in half precision (AMP) are cast to float32.
     """
 
     def __init__(
@@ -248,15 +249,15 @@ class SampleTracker:
                 elif classes != self.num_classes:
                     raise HarnessError(f"eval_epoch(): the model gives {classes} classes, training batches had "
                                        f"{self.num_classes}")
-                for name, value in signals.items():
-                    if name == "probs":
-                        if "probs_last" not in row:
-                            row["probs_last"] = torch.full((self.n, classes), float("nan"), device=self._device)
-                        row["probs_last"].index_copy_(0, idx, value)
-                    else:
-                        if name not in row:
-                            row[name] = torch.full((self.n,), float("nan"), device=self._device)
-                        row[name].index_copy_(0, idx, value.float())
+                try:
+                    for name, value in signals.items():
+                        slot = "probs_last" if name == "probs" else name
+                        if slot not in row:
+                            shape = (self.n, classes) if name == "probs" else (self.n,)
+                            row[slot] = torch.full(shape, float("nan"), device=self._device)
+                        row[slot].index_copy_(0, idx, value.float())
+                except (IndexError, RuntimeError) as exc:
+                    raise self._explain(exc, idx, None) from exc
         finally:
             model.train(was_training)
         if not row:
@@ -427,7 +428,7 @@ class SampleTracker:
         if len(idx):
             low, high = (int(v) for v in torch.aminmax(idx))
             if low < 0 or high >= self.n:
-                raise HarnessError(f"update(): sample index {low if low < 0 else high} is outside [0, {self.n}); "
+                raise HarnessError(f"sample index {low if low < 0 else high} is outside [0, {self.n}); "
                                    f"pass the dataset's own indices and n = len(dataset)")
 
     def _explain(self, exc: Exception, idx: torch.Tensor, labels: torch.Tensor | None) -> Exception:
