@@ -125,6 +125,11 @@ class ExperimentConfig:
             raise HarnessError(f"unknown executor {self.executor!r}; valid: {', '.join(EXECUTORS)}")
         if self.workers is not None:
             _integer(self.workers, "worker count", "--workers", minimum=1)
+            if self.executor != "ray":
+                raise HarnessError("--workers needs --executor ray (the local executor runs one job at a time)")
+            if self.ray_address is not None:
+                raise HarnessError("--workers sizes a local Ray; a cluster joined with --ray-address has its own "
+                                   "workers: pass one of them")
         if self.ray_address is not None:
             if not isinstance(self.ray_address, str) or not self.ray_address:
                 raise HarnessError(f"ray address must be HOST:PORT or 'auto' (got {self.ray_address!r})")

@@ -73,6 +73,9 @@ CASES = [
     case("proxy-arg-set-twice", {"--proxies": "el2n"}, "el2n.window twice",
          "--proxy-arg", "el2n.window=0.2", "--proxy-arg", "el2n.window=0.3"),
     case("ray-address-without-ray", {}, "--executor ray", "--ray-address", "127.0.0.1:6379"),
+    case("workers-without-ray", {}, "--workers needs --executor ray", "--workers", "2"),
+    case("workers-with-ray-address", {}, "pass one of them", "--executor", "ray", "--workers", "2",
+         "--ray-address", "127.0.0.1:6379"),
     case("unknown-flag", {}, "unrecognized arguments: --sedes", "--sedes", "2"),
     # --- config values -----------------------------------------------------------------------
     case("seeds-count-0", {"--seeds": "0"}, "--seeds"),
