@@ -122,10 +122,8 @@ def _csl_auroc(out, positives: np.ndarray) -> float:
     return roc_auc_score(positives, out.arrays["train_loss"]["loss"].mean(0))
 
 
-@pytest.mark.xfail(strict=True, reason="the training loops do not read Recipe.precision yet (integrator wires "
-                   "harness.precision into harness/training.py; remove this marker then)")
 def test_bf16_training_run_records_float32_and_scores_like_fp32(digits_noisy: PreparedData, tiny_recipe) -> None:
-    requests = [RecorderRequest.of("train_loss"), RecorderRequest.of("eval_pass")]
+    requests = [RecorderRequest.of(n) for n in ("train_loss", "train_margin", "train_prob", "eval_pass")]
     spec = RunSpec(data=digits_noisy.spec, model="mlp", recipe=replace(tiny_recipe, epochs=5), seed=0)
     fp32 = train_run(spec, digits_noisy, requests, progress=False)
     bf16 = train_run(replace(spec, recipe=replace(spec.recipe, precision="bf16", channels_last=True)),
@@ -137,5 +135,5 @@ def test_bf16_training_run_records_float32_and_scores_like_fp32(digits_noisy: Pr
     positives = digits_noisy.positives
     assert abs(_csl_auroc(bf16, positives) - _csl_auroc(fp32, positives)) < 0.03
     assert abs(bf16.train_acc - fp32.train_acc) < 0.05
-    # the bf16 run must actually have run in bf16 (fails while the loop ignores the recipe field)
+    # the bf16 run must actually have run in bf16
     assert not np.array_equal(bf16.arrays["train_loss"]["loss"], fp32.arrays["train_loss"]["loss"])
