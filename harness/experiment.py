@@ -43,7 +43,7 @@ from harness.models import MODELS
 from harness.prepared import PreparedData
 from harness.recorders import RecorderRequest
 from harness.runspec import DataSpec, RunSpec
-from harness.store import RunStore, StoredRun
+from harness.store import MIN_FREE_BYTES, RunStore, StoredRun
 from harness.subsets import subset_indices
 from harness.tasks import EvalContext, Setting, Task, make_tasks
 from proxies import Proxy, ScoreContext, resolve_proxies
@@ -98,6 +98,10 @@ def check_out(out: Path, identity: str, overwrite: bool) -> None:
             os.unlink(probe)
     except OSError as e:
         raise HarnessError(f"output folder {out} is not writable ({e.strerror}); pass a writable --out") from e
+    free = shutil.disk_usage(out.parent).free
+    if free < MIN_FREE_BYTES:
+        raise HarnessError(f"output folder {out} has only {free / 2**20:.0f} MiB free; free some space or pass "
+                           "another --out")
     if out.exists() and any(out.iterdir()) and _owner(out) != identity and not overwrite:
         raise HarnessError(f"--out {out} holds results of another experiment (or other files); pass another --out, "
                            "or --overwrite to replace them")

@@ -79,6 +79,20 @@ def test_put_get_roundtrip(tmp_path, base_spec) -> None:
     assert _tmp_leftovers(store) == []
 
 
+def test_entries_are_readable_as_the_umask_allows(tmp_path, base_spec) -> None:
+    """mkdtemp makes 0700 folders: an entry must be readable by the group/others when the umask says so."""
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        stored = _put(RunStore(tmp_path / "store"), base_spec, _output())
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(stored.path.stat().st_mode) == 0o755
+    assert all(stat.S_IMODE(p.stat().st_mode) == 0o644 for p in stored.path.iterdir())
+
+
 def test_distinct_specs_get_distinct_entries(tmp_path, base_spec) -> None:
     store = RunStore(tmp_path / "store")
     other = replace(base_spec, seed=1)
