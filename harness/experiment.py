@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import inspect
 import json
 import os
 import shutil
@@ -125,26 +124,16 @@ class ExperimentResult:
     scores: dict[str, pd.DataFrame] = field(default_factory=dict)  # "noise=0.1_seed0" -> scores/<key>.csv
 
 
-def _make_tasks(cfg: ExperimentConfig) -> list[Task]:
-    """make_tasks with the task arguments and reference where it takes them (issue 9's signature)."""
-    if len(inspect.signature(make_tasks).parameters) >= 3:
-        return make_tasks(cfg.tasks, cfg.task_args, cfg.reference)
-    return make_tasks(cfg.tasks)
-
-
 class Experiment:
     def __init__(self, cfg: ExperimentConfig, executor: Executor | None = None) -> None:
         self.cfg = cfg
-        validate = getattr(cfg, "validate", None)
-        if validate is not None:
-            validate()
-        cfg.recipe.validate()
+        cfg.validate()
         if cfg.model not in MODELS:
             raise HarnessError(f"unknown model {cfg.model!r}; valid models: {', '.join(sorted(MODELS))}")
         if not cfg.seeds:
             raise HarnessError("no seeds given; pass e.g. --seeds 3")
         self.proxies: list[Proxy] = resolve_proxies(cfg.proxies, cfg.proxy_args)
-        self.tasks = _make_tasks(cfg)
+        self.tasks = make_tasks(cfg.tasks, cfg.task_args, cfg.reference)
         self.device = resolve_device(cfg.device)
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
@@ -316,15 +305,13 @@ class Experiment:
         failures = list(failed.values())
         scores_by_data: dict[tuple[DataSpec, int], dict[str, np.ndarray]] = {}
         artifacts: dict[str, list[str]] = {}
-        config = replace(self.cfg, out=staging)  # tasks that write figures write them into the staging folder
-        ctx_fields = {f.name for f in dataclasses.fields(EvalContext)}
+        config = replace(self.cfg, out=staging)  # nothing reads config.out for its files: ctx.out is the place
         for task, setting, base in self.plan.settings:
             data = self.prepared(setting.data)
             key = (setting.data, setting.seed)
             if key not in scores_by_data:
                 scores_by_data[key] = self._score(base, data, runs, failures)
-            extra = {k: v for k, v in (("out", staging), ("artifacts", artifacts)) if k in ctx_fields}
-            ctx = EvalContext(setting, base, data, runs, config, self.proxies, **extra)
+            ctx = EvalContext(setting, base, data, runs, config, self.proxies, out=staging, artifacts=artifacts)
             if any(n.spec not in runs for n in task.needs(setting, base, self.cfg)):
                 failures.append(f"task {task.name} [{setting.label} seed {setting.seed}] skipped: a needed run failed")
                 continue
@@ -377,9 +364,6 @@ class Experiment:
             atomic_write(tmp / "leaderboard.csv", lambda p: result.leaderboard.to_csv(p, index=False))
             atomic_write_text(tmp / "leaderboard.md", markdown(result.leaderboard))
             result.outputs.update(artifacts)
-            legacy_index = tmp / "figures" / "index.json"  # tasks that predate ctx.artifacts
-            if "figures" not in result.outputs and legacy_index.exists():
-                result.outputs["figures"] = json.loads(legacy_index.read_text())
             atomic_write_text(tmp / "summary.json", json.dumps(self._summary(result, runs), indent=1, default=str))
             owner = _owner(out)
             _publish(tmp, out, owned=not out.exists() or not any(out.iterdir()) or owner == self.identity
