@@ -11,6 +11,7 @@ from typing import Any
 #: public name -> module that defines it
 _LAZY = {
     "SampleTracker": "harness.tracker",
+    "run_experiment": "harness.api",
 }
 
 __all__ = sorted(_LAZY)
