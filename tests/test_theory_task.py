@@ -141,3 +141,15 @@ def test_bad_theory_args(make_config, digits, tmp_path: Path, args: dict) -> Non
     reference, _ = _reference(digits, tmp_path)
     with pytest.raises(HarnessError, match="theory"):
         Experiment(make_config(tasks=("theory",), subset=SUBSET, reference=reference, task_args={"theory": args}))
+
+
+def test_skewness_of_a_constant_is_nan_without_warnings() -> None:
+    import warnings
+
+    from harness.tasks.theory import skewness
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert np.isnan(skewness(np.ones(50))) and np.isnan(skewness(np.array([1.0, np.nan])))
+    v = np.array([0.0, 0.0, 1.0, 5.0, np.nan])
+    assert skewness(v) == pytest.approx(stats.skew(v[:4]))

@@ -46,6 +46,16 @@ def _spearman(x: np.ndarray, y: np.ndarray) -> float:
     return float(stats.spearmanr(x, y).statistic)
 
 
+def skewness(values: np.ndarray) -> float:
+    """Sample skewness of the finite values; NaN for fewer than 3 or a constant vector (scipy
+    would warn about catastrophic cancellation and return noise)."""
+    v = np.asarray(values, dtype=np.float64)
+    v = v[np.isfinite(v)]
+    if v.size < 3 or np.all(v == v[0]):
+        return float("nan")
+    return float(stats.skew(v))
+
+
 def bimodality_coefficient(values: np.ndarray) -> float:
     """Sarle's bimodality coefficient with the sample skewness and excess kurtosis (bias-corrected);
     5/9 is its value for a uniform distribution, larger values suggest bimodality."""
@@ -106,7 +116,7 @@ class Theory(ReferenceTask):
             if q not in values:
                 skipped(f"{q} histogram")
                 continue
-            rows.append({"proxy": q, "metric": "skewness", "value": float(stats.skew(values[q], nan_policy="omit"))})
+            rows.append({"proxy": q, "metric": "skewness", "value": skewness(values[q])})
             rows.append({"proxy": q, "metric": "bimodality_coefficient", "value": bimodality_coefficient(values[q])})
             if (path := target(f"{q}_histogram")) is not None:
                 figures.append(plot_histogram(values[q], QUANTITIES[q], path))
