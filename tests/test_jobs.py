@@ -78,3 +78,22 @@ def test_plugin_proxy_with_a_taken_name_warns_and_keeps_the_builtin(monkeypatch)
     with pytest.warns(UserWarning, match="fake_clash_module:FakeCSL.*csl.*proxies.csl.CSL"):
         proxies = registry.available_proxies()
     assert proxies["csl"].__module__ == "proxies.csl"
+
+
+def test_gpu_jobs_reserve_a_fraction_of_a_gpu_on_ray(make_config) -> None:
+    """No GPU here: the resources and device a GPU job would get, checked on the job itself."""
+    pytest.importorskip("ray")
+    import torch
+
+    from harness.ray_executor import RayExecutor
+
+    exp = Experiment(make_config(epochs=1, gpus_per_run=0.25, executor="ray", workers=2))
+    pending = exp.pending()[1]
+    exp.device = torch.device("cuda:1")
+    (job,) = exp.jobs(pending)
+    assert isinstance(exp.executor, RayExecutor)
+    assert (job.num_gpus, job.num_cpus, job.threads, job.device) == (0.25, 1.0, 1, "cuda")  # Ray picks the GPU
+    assert job.checkpoint_root == str(exp.store.root)  # a local Ray shares the store
+    exp.executor = RayExecutor(address="10.0.0.1:6379")
+    (job,) = exp.jobs(pending)
+    assert job.checkpoint_root is None  # a remote cluster may not see this machine's store
