@@ -134,7 +134,8 @@ def cmd_list() -> None:
     print(tabulate([(m.name, m.description) for m in MODELS.values()], headers=["name", "description"]))
     print("\nTasks:")
     print(tabulate([(n, t.description) for n, t in TASKS.items()], headers=["name", "description"]))
-    print("\nPresets:", ", ".join(PRESETS))
+    print("\nPresets:")
+    print(tabulate([(n, p.description) for n, p in PRESETS.items()], headers=["name", "description"]))
 
 
 def cmd_run(args: argparse.Namespace) -> int:

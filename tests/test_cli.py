@@ -156,6 +156,11 @@ def test_list_prints_every_proxy_with_its_citation() -> None:
         assert cls.citation in rows[0], f"{name}: citation missing"
     for section in ("Datasets:", "Models:", "Tasks:", "Presets:"):
         assert section in done.stdout
+    from harness.presets import PRESETS
+
+    presets = done.stdout.split("Presets:")[1].splitlines()
+    for name, entry in PRESETS.items():
+        assert any(line.startswith(f"{name} ") and entry.description in line for line in presets), name
 
 
 def test_help_mentions_every_flag(capsys) -> None:
