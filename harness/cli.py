@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any, NoReturn
 
-from harness.api import DEFAULTS, experiment_config
+from harness.api import DEFAULT_NOISE_RATES, DEFAULTS, experiment_config
 from harness.config import EXECUTORS, PRECISIONS, ExperimentConfig
 from harness.errors import HarnessError, Interrupted, StorageError
 from harness.presets import PRESETS
@@ -40,12 +40,13 @@ class _Once(argparse.Action):
 
 
 def _add(group: argparse.ArgumentParser, flag: str, help: str, *, dest: str | None = None,
-         flag_value: Any = None, default: Any = None, **kwargs: Any) -> None:
-    """A flag whose default lives in `run_experiment`'s signature; absent flags stay out of the
-    namespace, so the builder can tell `--duplicate-pairs 0` from no flag at all."""
+         flag_value: Any = None, shown_default: Any = None, **kwargs: Any) -> None:
+    """A flag whose default lives in `run_experiment`'s signature (`shown_default` only words it
+    for --help); absent flags stay out of the namespace, so the builder can tell
+    `--duplicate-pairs 0` from no flag at all. `flag_value`: a switch that stores this value."""
     dest = dest or flag.lstrip("-").replace("-", "_")
     if flag_value is None and kwargs.get("action") != "append":
-        shown = default if default is not None else DEFAULTS.get(dest)
+        shown = shown_default if shown_default is not None else DEFAULTS.get(dest)
         if shown is None:
             shown = "the preset's" if dest in _FROM_PRESET else "none"
         help += f" (default: {','.join(map(str, shown)) if isinstance(shown, tuple) else shown})"
@@ -65,7 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add(r, "--proxies", "'all' or a comma-separated list; PROXY(k=v,...) selects a variant, so "
          "'curvature(n=2),curvature(n=10)' compares two side by side (see `list`)")
     _add(r, "--tasks", "comma-separated tasks (see `list`)")
-    _add(r, "--dataset", "digits (bundled), cifar10, cifar100, mnist, fashion-mnist, or imagefolder:PATH")
+    _add(r, "--dataset", "digits (bundled), cifar10, cifar100, mnist, fashion-mnist, imagefolder:PATH or "
+         "npz:PATH (see `list`)")
     _add(r, "--data-root", "folder holding torchvision datasets", type=Path)
     _add(r, "--download", "let torchvision download the dataset into --data-root", flag_value=True)
     _add(r, "--subset", "keep the first N training samples in canonical order", type=int)
@@ -77,8 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add(r, "--augment", "random crop + flip", choices=["on", "off"])
     _add(r, "--seeds", "number of seeds (3 -> 0,1,2) or an explicit list (0,5)")
     _add(r, "--noise-rates", "symmetric label-noise rates, each in (0, 1)",
-         default=",".join(map(str, ExperimentConfig.noise_rates)))
-    _add(r, "--duplicate-pairs", "duplicated pairs, >= 1", type=int, default="0.5%% of N")
+         shown_default=DEFAULT_NOISE_RATES)
+    _add(r, "--duplicate-pairs", "duplicated pairs, >= 1", type=int, shown_default="0.5%% of N")
     _add(r, "--noisy-labels", "FILE.npy or FILE.npz[:KEY] of real noisy labels (replaces --noise-rates)")
     _add(r, "--proxy-arg", "proxy parameter, repeatable (e.g. in_confidence.variant=max)", dest="proxy_args",
          action="append", metavar="PROXY.PARAM=VALUE")
@@ -86,15 +88,14 @@ def build_parser() -> argparse.ArgumentParser:
          action="append", metavar="TASK.PARAM=VALUE")
     _add(r, "--reference", "memorization reference: stability, fz:PATH or cscore:PATH")
     _add(r, "--device", "auto (CUDA when present), cpu, cuda, cuda:N")
-    _add(r, "--out", "output directory (see --overwrite)",
-         type=Path, default=CLI_OUT)
-    _add(r, "--store", "run store", type=Path, default="$MEMPROX_CACHE/store or ~/.cache/memprox/store")
+    _add(r, "--out", "output directory (see --overwrite)", type=Path, shown_default=CLI_OUT)
+    _add(r, "--store", "run store", type=Path, shown_default="$MEMPROX_CACHE/store or ~/.cache/memprox/store")
     _add(r, "--checkpoint-every", "seconds between in-run checkpoints (resume after interruption)", type=float)
     _add(r, "--threads", "CPU threads for torch, >= 1 (1 is fastest for tiny models on a busy machine)",
-         type=int, default="torch's")
+         type=int, shown_default="torch's")
     _add(r, "--no-progress", "hide progress bars", dest="progress", flag_value=False)
     _add(r, "--executor", "where runs train: local (this process) or ray", choices=EXECUTORS)
-    _add(r, "--workers", "ray: concurrent jobs on a local Ray", type=int, default="CPU cores")
+    _add(r, "--workers", "ray: concurrent jobs on a local Ray", type=int, shown_default="CPU cores")
     _add(r, "--ray-address", "ray: join this cluster (HOST:PORT or auto) instead of starting one")
     _add(r, "--gpus-per-run", "ray on GPUs: fraction of a GPU per run, in (0, 1] (0.25 packs four)", type=float)
     _add(r, "--bootstrap", "bootstrap resamples for confidence intervals and paired tests (0: none)", type=int)
