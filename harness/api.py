@@ -112,9 +112,8 @@ def experiment_config(**options: Any) -> ExperimentConfig:
         recipe = replace(recipe, lr=o["lr"])
     if o["augment"] is not None:
         recipe = replace(recipe, augment=_switch(o["augment"], "augment"))
-    precision = o["precision"] if o["precision"] is not None else getattr(recipe, "precision", "fp32")
-    if hasattr(recipe, "precision"):  # numerics belong to the run's address (harness.recipe)
-        recipe = replace(recipe, precision=precision)
+    if o["precision"] is not None:  # numerics belong to the run's address, hence to the recipe
+        recipe = replace(recipe, precision=o["precision"])
     if o["noisy_labels"] is not None:
         noise_rates: tuple[float, ...] = ()
     elif o["noise_rates"] is None:
@@ -133,7 +132,7 @@ def experiment_config(**options: Any) -> ExperimentConfig:
         progress=o["progress"], checkpoint_every_s=o["checkpoint_every"], threads=o["threads"],
         executor=o["executor"], workers=o["workers"], ray_address=o["ray_address"],
         gpus_per_run=o["gpus_per_run"], bootstrap=o["bootstrap"], overwrite=o["overwrite"],
-        precision=precision, compile=o["compile"],
+        precision=recipe.precision, compile=o["compile"],
     )
     cfg.validate()
     return cfg

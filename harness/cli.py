@@ -16,8 +16,9 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from harness.api import DEFAULT_NOISE_RATES, DEFAULTS, experiment_config
-from harness.config import EXECUTORS, PRECISIONS, ExperimentConfig
+from harness.config import EXECUTORS, ExperimentConfig
 from harness.errors import HarnessError, Interrupted, StorageError
+from harness.precision import PRECISIONS
 from harness.presets import PRESETS
 
 CLI_OUT = Path("results/latest")  # the CLI always writes; the API only when given `out`

@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import HarnessError
+from harness.precision import PRECISIONS
 from harness.recipe import Recipe
 
 EXECUTORS = ("local", "ray")
-PRECISIONS = ("fp32", "bf16")
 
 
 @dataclass
@@ -56,7 +56,7 @@ class ExperimentConfig:
     bootstrap: int = 1000  # resamples for confidence intervals and paired tests; 0 disables them
     overwrite: bool = False  # let --out replace a folder another experiment wrote
     # GPU path (issue 10)
-    precision: str = "fp32"  # "fp32" | "bf16" (autocast; recorded signals stay float32)
+    precision: str = "fp32"  # "fp32" | "bf16"; equals recipe.precision, which training reads
     compile: bool = False  # torch.compile the model
 
     def validate(self) -> None:
@@ -141,6 +141,9 @@ class ExperimentConfig:
                                "pass e.g. --gpus-per-run 0.25 to pack four runs on a GPU")
         if self.precision not in PRECISIONS:
             raise HarnessError(f"unknown precision {self.precision!r}; valid: {', '.join(PRECISIONS)}")
+        if self.precision != self.recipe.precision:  # training reads the recipe's: never ignore one silently
+            raise HarnessError(f"precision {self.precision!r} disagrees with recipe.precision "
+                               f"{self.recipe.precision!r}; set both (harness.api.experiment_config does)")
 
 
 def _integer(value: Any, what: str, flag: str, *, minimum: int, fix: str = "") -> None:

@@ -123,3 +123,18 @@ def test_run_experiment_raises_before_training(tmp_path) -> None:
         run_experiment(proxies="curvature(h=1e999)", tasks="mislabeled", seeds=1, noise_rates=[0.1], epochs=1,
                        device="cpu", store=tmp_path / "store")
     assert not any(p.is_file() for p in tmp_path.rglob("*"))
+
+
+def test_precision_reaches_the_recipe_training_reads() -> None:
+    """--precision changes the run's numbers, so it goes into the recipe (the run's address)."""
+    assert experiment_config().recipe.precision == "fp32"
+    bf16 = experiment_config(precision="bf16")
+    assert bf16.precision == bf16.recipe.precision == "bf16"
+    gpu = experiment_config(preset="gpu", dataset="cifar10")  # the preset's own precision
+    assert gpu.precision == gpu.recipe.precision == "bf16"
+    assert experiment_config(preset="gpu", dataset="cifar10", precision="fp32").recipe.precision == "fp32"
+
+
+def test_a_hand_built_config_cannot_ignore_its_precision(make_config) -> None:
+    with pytest.raises(HarnessError, match="disagrees with recipe.precision"):
+        make_config(precision="bf16").validate()
