@@ -27,10 +27,10 @@ from harness.data import load_dataset
 from harness.errors import HarnessError
 from harness.experiment import Experiment
 from harness.prepared import prepare
+from harness.recipe import Recipe
 from harness.runspec import DataSpec, RunSpec
 from harness.tasks import EvalContext, Setting, make_tasks
 from harness.tasks.privacy import proxy_metrics
-from harness.recipe import Recipe
 
 
 def _shifted(k: int, n: int, shift: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

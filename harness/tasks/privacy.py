@@ -28,7 +28,7 @@ each seed (shared with the memorization and theory tasks):
 
 Parameters (``--task-arg privacy.NAME=VALUE``): ``top`` (0.1), ``vulnerability``
 (``gaussian`` | ``empirical``), ``sigma_floor`` (0.1, in units of φ), ``fixed_variance``
-(false), ``bins`` (20, for the figures).
+(False), ``bins`` (20, for the figures).
 
 Stored stability runs from before φ was recorded are not retrained: their eval pass kept the
 final probabilities, and φ = log p_y − log Σ_{j≠y} p_j recomputed from them matches the logits'
@@ -95,8 +95,7 @@ def proxy_metrics(v: np.ndarray, score: np.ndarray, weights: np.ndarray, top: fl
 @register_task
 class Privacy(ReferenceTask):
     name = "privacy"
-    description = ("membership-inference vulnerability from the stability models (LiRA): attack AUROC/TPR, "
-                   "and each proxy against per-sample vulnerability (Pearson, Spearman, AUROC/AUPRC top 10%)")
+    description = "per-sample membership-inference vulnerability (LiRA on the stability models) vs each proxy"
     defaults: ClassVar[dict[str, Any]] = {"top": 0.1, "vulnerability": "gaussian", "sigma_floor": 0.1,
                                           "fixed_variance": False, "bins": 20}
 
@@ -113,7 +112,7 @@ class Privacy(ReferenceTask):
         if isinstance(floor, bool) or not isinstance(floor, (int, float)) or not floor > 0:
             raise HarnessError(f"privacy.sigma_floor must be a number > 0, got {floor!r}")
         if not isinstance(p["fixed_variance"], bool):
-            raise HarnessError(f"privacy.fixed_variance must be true or false, got {p['fixed_variance']!r}")
+            raise HarnessError(f"privacy.fixed_variance must be True or False, got {p['fixed_variance']!r}")
         bins = p["bins"]
         if isinstance(bins, bool) or not isinstance(bins, int) or bins < 1:
             raise HarnessError(f"privacy.bins must be a positive integer, got {bins!r}")
