@@ -23,8 +23,8 @@ run (512 images, small_cnn, 2 epochs, batch 128; ResNet-18 throughput on 16x16 i
 minutes on one core. Environment knobs:
 MEMPROX_BENCH_DEVICE, MEMPROX_BENCH_MODEL, MEMPROX_BENCH_N, MEMPROX_BENCH_EPOCHS,
 MEMPROX_BENCH_BATCH, MEMPROX_BENCH_ROUNDS, MEMPROX_BENCH_PRECISION (fp32; bf16 sets channels-last
-too -- meaningful for `train_run` only once the loop reads Recipe.precision), MEMPROX_BENCH_AUGMENT
-(0), MEMPROX_BENCH_THREADS (1), MEMPROX_BENCH_COMPILE (0); for images/second MEMPROX_BENCH_IPS_SIDE,
+too), MEMPROX_BENCH_AUGMENT (0), MEMPROX_BENCH_THREADS (1), MEMPROX_BENCH_COMPILE (0: 1 compiles
+both loops' models and adds a compiled throughput case); for images/second MEMPROX_BENCH_IPS_SIDE,
 MEMPROX_BENCH_IPS_BATCH, MEMPROX_BENCH_IPS_STEPS.
 """
 
@@ -126,7 +126,7 @@ def bare_loop(spec: RunSpec, data: PreparedData) -> float:
     recipe = spec.recipe
     _sync()
     t0 = time.perf_counter()
-    model = _bare_model(spec.model, recipe, data.x.shape[1:])
+    model = _bare_model(spec.model, recipe, data.x.shape[1:], COMPILE)
     optimizer = make_optimizer(recipe, model.parameters())
     scheduler = make_scheduler(recipe, optimizer)
     gen = torch.Generator(device=DEVICE).manual_seed(0)
@@ -147,7 +147,7 @@ def bare_loop(spec: RunSpec, data: PreparedData) -> float:
 def memprox_loop(spec: RunSpec, data: PreparedData, requests: list[RecorderRequest]):
     _sync()
     t0 = time.perf_counter()
-    out = train_run(spec, data, requests, progress=False)
+    out = train_run(spec, data, requests, progress=False, compile=COMPILE)
     _sync()
     return out, time.perf_counter() - t0
 
@@ -160,7 +160,7 @@ def _alternate(benchmark, plain: Callable[[], None], measured: Callable[[], None
 
 def _report(benchmark, name: str, info: dict) -> None:
     info.update(device=str(DEVICE), model=MODEL, n=N, epochs=EPOCHS, batch=BATCH, precision=PRECISION,
-                augment=AUGMENT, threads=THREADS)
+                augment=AUGMENT, threads=THREADS, compile=COMPILE)
     benchmark.extra_info.update(info)
     shown = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in info.items())
     print(f"\n[{name}] {shown}")

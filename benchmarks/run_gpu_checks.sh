@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Issue 10 (a): the training-loop benchmarks on one GPU in one go, JSON per case under $OUT.
+# Full size by default (50,000 CIFAR-shaped images, ResNet-18, 3 epochs, 2 rounds); any
+# MEMPROX_BENCH_* variable set by the caller wins, so the same script runs small on a CPU:
+#   MEMPROX_BENCH_DEVICE=cpu MEMPROX_BENCH_N=128 MEMPROX_BENCH_ROUNDS=1 benchmarks/run_gpu_checks.sh
+set -euo pipefail
+out=${OUT:-bench-out}
+py=${PYTHON:-python}
+mkdir -p "$out"
+export MEMPROX_BENCH_DEVICE=${MEMPROX_BENCH_DEVICE:-cuda}
+export MEMPROX_BENCH_ROUNDS=${MEMPROX_BENCH_ROUNDS:-2}
+bench() {  # NAME [env assignments...]: one pytest run of the loop benchmarks
+  local name=$1; shift
+  env "$@" "$py" -m pytest benchmarks/test_bench_training_loop.py --benchmark-only -s -q -p no:cacheprovider \
+    --benchmark-json="$out/$name.json" 2>&1 | tee "$out/$name.log" | grep -E '^\[|passed|failed|Error'
+}
+"$py" -c 'import torch; print("torch", torch.__version__, "cuda", torch.cuda.is_available(),
+      torch.cuda.get_device_name() if torch.cuda.is_available() else "")' | tee "$out/env.txt"
+bench fp32 MEMPROX_BENCH_PRECISION=fp32
+bench bf16 MEMPROX_BENCH_PRECISION=bf16
+bench bf16_compiled MEMPROX_BENCH_PRECISION=bf16 MEMPROX_BENCH_COMPILE=1
