@@ -269,3 +269,20 @@ def test_privacy_beside_memorization_trains_nothing_more(make_config) -> None:
     assert both.runs == alone.runs
     assert len(alone.runs) == 1 + 8
     assert {s.task for _, s, _ in both.settings} == {"memorization", "privacy"}
+
+
+def test_end_to_end_on_trained_stability_models(make_config) -> None:
+    """A tiny real run: the stability models record φ, the task turns it into rows, figures and
+    the per-sample table, and the experiment lists them among its outputs."""
+    cfg = make_config(tasks=("privacy",), proxies="csl,final_loss", subset=150, bootstrap=20,
+                      task_args={"memorization": {"k": 4}})
+    result = Experiment(cfg).run()
+    rows = result.raw[result.raw.task == "privacy"]
+    reference = rows[rows.proxy == "reference"].set_index("metric")["value"]
+    assert 0.0 <= reference["lira_tpr@0.001fpr"] <= reference["lira_tpr@0.01fpr"] <= 1.0
+    assert 0.3 < reference["lira_auroc"] < 1.0
+    assert set(rows[rows.proxy == "csl"].metric) == {"pearson", "spearman", "auroc", "auprc"}
+    table = pd.read_csv(cfg.out / "privacy" / "vulnerability_seed0.csv")
+    assert len(table) == 150 and table["vulnerability"].isna().sum() == ((table.n_in == 0) | (table.n_out == 0)).sum()
+    summary = (cfg.out / "summary.json").read_text()
+    assert "figures/privacy_attack_roc_seed0.png" in summary and "privacy/vulnerability_seed0.csv" in summary
