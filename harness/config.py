@@ -31,7 +31,7 @@ class ExperimentConfig:
     data_root: Path | None = None
     download: bool = False
     seeds: tuple[int, ...] = (0, 1, 2)
-    tasks: tuple[str, ...] = ("mislabeled", "duplicates", "cost", "memorization", "theory")
+    tasks: tuple[str, ...] = ("mislabeled", "duplicates", "cost", "memorization", "theory", "privacy")
     proxies: str = "all"
     proxy_args: dict[str, dict[str, Any]] = field(default_factory=dict)
     noise_rates: tuple[float, ...] = (0.01, 0.02, 0.05, 0.10)

@@ -24,13 +24,13 @@ from harness.errors import HarnessError
 BINNED_COLUMNS = ["bin_left", "bin_right", "bin_center", "mean", "std", "count"]
 
 
-def _new_figure(figsize: tuple[float, float]) -> Figure:
+def new_figure(figsize: tuple[float, float]) -> Figure:
     fig = Figure(figsize=figsize, dpi=100)
     FigureCanvasAgg(fig)
     return fig
 
 
-def _save(fig: Figure, path: str | Path) -> Path:
+def save_figure(fig: Figure, path: str | Path) -> Path:
     """Write ``fig`` as PNG to ``path`` atomically (temp file in the same dir + os.replace)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -99,7 +99,7 @@ def plot_binned(
 ) -> Path:
     """PNG of the bin means of y against bin centers of x, with a ±std band."""
     table = binned_relation(x, y, bins=bins)
-    fig = _new_figure((5.0, 3.5))
+    fig = new_figure((5.0, 3.5))
     ax = fig.add_subplot()
     c, m, s = (table[k].to_numpy() for k in ("bin_center", "mean", "std"))
     ax.fill_between(c, m - s, m + s, alpha=0.25, linewidth=0, label="± std")
@@ -107,19 +107,19 @@ def plot_binned(
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.legend(frameon=False)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_histogram(values: np.ndarray, xlabel: str, path: str | Path, bins: int = 50) -> Path:
     """PNG histogram of the finite values (e.g. CSL, learning time: bimodality, long tail)."""
     values = np.asarray(values, dtype=np.float64).ravel()
     values = values[np.isfinite(values)]
-    fig = _new_figure((5.0, 3.5))
+    fig = new_figure((5.0, 3.5))
     ax = fig.add_subplot()
     ax.hist(values, bins=bins)
     ax.set_xlabel(xlabel)
     ax.set_ylabel("count")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def _extremes(scores: np.ndarray, members: np.ndarray, per_class: int) -> tuple[list, list]:
@@ -130,7 +130,7 @@ def _extremes(scores: np.ndarray, members: np.ndarray, per_class: int) -> tuple[
     return list(order[:per_class]), list(low[:per_class])
 
 
-def _show(ax, image: np.ndarray, title: str | None) -> None:
+def show_image(ax, image: np.ndarray, title: str | None) -> None:
     """Draw one (C, H, W) uint8 image; grayscale when C == 1."""
     if image.shape[0] == 1:
         ax.imshow(image[0], cmap="gray", vmin=0, vmax=255)
@@ -171,7 +171,7 @@ def plot_extreme_images(
     if per_class < 1 or len(classes) < 1:
         raise HarnessError("need per_class >= 1 and at least one class")
     n_cls = len(classes)
-    fig = _new_figure((2 * per_class * 0.75 + 1.2, n_cls * 0.8 + 0.6))
+    fig = new_figure((2 * per_class * 0.75 + 1.2, n_cls * 0.8 + 0.6))
     blocks = fig.subfigures(1, 2, wspace=0.05)
     grids = []
     for block, title in zip(blocks, ("highest", "lowest"), strict=True):
@@ -183,11 +183,11 @@ def plot_extreme_images(
             for j in range(per_class):
                 ax = axes[c, j]
                 if j < len(chosen):
-                    _show(ax, images[chosen[j]], f"{scores[chosen[j]]:.3g}")
+                    show_image(ax, images[chosen[j]], f"{scores[chosen[j]]:.3g}")
                 else:  # blank cell; keep the axes so the row's class label stays visible
                     ax.set_xticks([])
                     ax.set_yticks([])
                     for spine in ax.spines.values():
                         spine.set_visible(False)
             axes[c, 0].set_ylabel(str(name), fontsize=7, rotation=0, ha="right", va="center")
-    return _save(fig, path)
+    return save_figure(fig, path)

@@ -10,13 +10,13 @@ from pathlib import Path
 import numpy as np
 
 from baselines.privacy import AttackResult
-from harness.plots import _new_figure, _save
+from harness.plots import new_figure, save_figure
 
 
 def plot_attack_roc(result: AttackResult, path: str | Path, title: str = "") -> Path:
     """PNG of the attack's ROC curve (log-log), the chance diagonal, and its AUROC and TPR at
     each reported FPR in the legend. Points at FPR or TPR 0 cannot be drawn on log axes."""
-    fig = _new_figure((4.2, 4.0))
+    fig = new_figure((4.2, 4.0))
     ax = fig.add_subplot()
     keep = (result.fpr > 0) & (result.tpr > 0)
     tprs = ", ".join(f"TPR@{a:g} = {t:.3f}" for a, t in result.tpr_at.items())
@@ -32,7 +32,7 @@ def plot_attack_roc(result: AttackResult, path: str | Path, title: str = "") -> 
     if title:
         ax.set_title(title, fontsize=9)
     ax.legend(frameon=False, fontsize=7, loc="lower right")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def best_other(spearman: dict[str, float], exclude: str = "csl") -> str | None:

@@ -47,6 +47,9 @@ class DataSpec:
     dataset: str = "digits"
     subset: int | None = None
     corruption: Corruption = field(default_factory=Corruption)
+    #: content hash of a user-supplied dataset (npz file, image folder listing): an edited file is
+    #: another dataset, so its runs get other store addresses; empty for built-in datasets
+    dataset_sha: str = ""
 
 
 @dataclass(frozen=True)
@@ -87,6 +90,8 @@ class RunSpec:
         spec = self.to_dict()
         spec["recipe"] = {k: v for k, v in spec["recipe"].items()
                           if k not in _ADDED_RECIPE_DEFAULTS or v != _ADDED_RECIPE_DEFAULTS[k]}
+        if not spec["data"].get("dataset_sha"):  # built-in datasets keep their pre-fingerprint addresses
+            spec["data"].pop("dataset_sha", None)
         payload = json.dumps({"format": STORE_FORMAT, "spec": spec}, sort_keys=True, default=str)
         return hashlib.sha256(payload.encode()).hexdigest()[:20]
 

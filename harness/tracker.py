@@ -361,12 +361,12 @@ class SampleTracker:
         `images`: all n training images in index order, (N, H, W), (N, C, H, W) or (N, H, W, C)
         with C in (1, 3); uint8, or real values scaled to 0..255 (min to max over all of them).
         """
-        from harness.plots import _new_figure, _save, _show  # the extreme-image grid's drawing
+        from harness.plots import new_figure, save_figure, show_image  # the extreme-image grid's drawing
 
         pictures = _as_uint8_nchw(images, self.n)
         table = self.suspects(k, by)
         rows = max(1, math.ceil(len(table) / columns))
-        fig = _new_figure((columns * 1.1, rows * 1.3 + 0.4))
+        fig = new_figure((columns * 1.1, rows * 1.3 + 0.4))
         fig.suptitle(f"top {len(table)} by {by.label if isinstance(by, Proxy) else by}", fontsize=8)
         axes = fig.subplots(rows, columns, squeeze=False)
 
@@ -377,10 +377,10 @@ class SampleTracker:
             if cell < len(table):
                 r = table.iloc[cell]
                 caption = f"#{int(r['index'])} {name(r['label'])}->{name(r['predicted'])}\n{r['score']:.3g}"
-                _show(ax, pictures[int(r["index"])], caption)
+                show_image(ax, pictures[int(r["index"])], caption)
             else:
                 ax.set_axis_off()
-        return _save(fig, path)
+        return save_figure(fig, path)
 
     # -- helpers -----------------------------------------------------------------------------
     def _check_open(self, what: str) -> None:

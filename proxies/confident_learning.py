@@ -9,7 +9,6 @@ and the planner shares nothing between them.
 from __future__ import annotations
 
 import numpy as np
-from cleanlab.filter import find_label_issues
 
 from harness.errors import HarnessError
 from harness.recorders import RecorderRequest
@@ -32,6 +31,8 @@ def confident_learning_scores(labels: np.ndarray, pred_probs: np.ndarray) -> tup
     pred_probs = np.asarray(pred_probs, dtype=np.float64)
     if pred_probs.ndim != 2 or len(pred_probs) != len(labels) or np.isnan(pred_probs).any():
         raise HarnessError(f"pred_probs must be a complete (N, C) array for N={len(labels)}, got {pred_probs.shape}")
+    from cleanlab.filter import find_label_issues  # here, not at import: cleanlab takes seconds to import
+
     pred_probs = pred_probs / pred_probs.sum(axis=1, keepdims=True)  # float32 softmax rounding
     flags = find_label_issues(labels, pred_probs, filter_by="confident_learning", n_jobs=1)
     self_confidence = pred_probs[np.arange(len(labels)), labels]

@@ -19,6 +19,7 @@ from harness.recipe import Recipe
 from harness.recorders import RECORDERS, Recorder, RecorderRequest, RunContext, build_recorder
 from harness.recorders.input_grads import eval_mode, per_sample_input_grads
 from harness.runspec import DataSpec, RunSpec
+from harness.jobs import make_manifest
 from harness.store import RunStore
 from harness.training import train_run
 from proxies import ScoreContext, make_proxy
@@ -113,7 +114,7 @@ def test_proxies_on_a_recorded_run_match_single_sample_recomputation(tmp_path, m
     spec = RunSpec(data=data.spec, model="mlp", recipe=recipe, seed=0)
     requests = [RecorderRequest.of("input_grads"), RecorderRequest.of(_SingleSampleGrads.name)]
     out = train_run(spec, data, requests, progress=False)
-    run = RunStore(tmp_path / "store").put(spec, out, "cpu")
+    run = RunStore(tmp_path / "store").put(spec, out.arrays, make_manifest(spec, out, "single", "cpu"))
     ref = run.arrays(_SingleSampleGrads.name)
     got = run.arrays("input_grads")
     for key in ("l1", "l2", "sq"):

@@ -120,7 +120,7 @@ class Theory(ReferenceTask):
             rows.append({"proxy": q, "metric": "bimodality_coefficient", "value": bimodality_coefficient(values[q])})
             if (path := target(f"{q}_histogram")) is not None:
                 figures.append(plot_histogram(values[q], QUANTITIES[q], path))
-        if "csl" not in values:
+        if "csl" not in values or not ctx.data.dataset.is_image:
             skipped("csl extreme images")
         elif (path := target("csl_extremes")) is not None:
             figures.append(plot_extreme_images(
