@@ -16,11 +16,11 @@ from proxies.base import Proxy
 
 def run_cost(run: StoredRun, recorder_keys: set[str], include_training: bool) -> tuple[float, float]:
     m = run.manifest
-    flops = float(m["train_flops"]) if include_training else 0.0
-    seconds = float(m["train_seconds"]) if include_training else 0.0
+    flops = float(m.train_flops) if include_training else 0.0
+    seconds = float(m.train_seconds) if include_training else 0.0
     for key in recorder_keys:
-        flops += float(m["recorders"][key]["flops"])
-        seconds += float(m["recorders"][key]["seconds"])
+        flops += float(m.recorders[key].flops)
+        seconds += float(m.recorders[key].seconds)
     return flops, seconds
 
 

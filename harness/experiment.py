@@ -130,8 +130,6 @@ class Experiment:
         cfg.validate()
         if cfg.model not in MODELS:
             raise HarnessError(f"unknown model {cfg.model!r}; valid models: {', '.join(sorted(MODELS))}")
-        if not cfg.seeds:
-            raise HarnessError("no seeds given; pass e.g. --seeds 3")
         self.proxies: list[Proxy] = resolve_proxies(cfg.proxies, cfg.proxy_args)
         self.tasks = make_tasks(cfg.tasks, cfg.task_args, cfg.reference)
         self.device = resolve_device(cfg.device)
@@ -152,7 +150,8 @@ class Experiment:
         return RunSpec(data=setting.data, model=self.cfg.model, recipe=self.cfg.recipe, seed=setting.seed)
 
     def _plan(self) -> Plan:
-        base_data = DataSpec(dataset=self.cfg.dataset, subset=self.cfg.subset)
+        self._check_classes()
+        base_data = DataSpec(dataset=self.cfg.dataset, subset=self.cfg.subset, dataset_sha=self.dataset.fingerprint)
         settings, runs = [], defaultdict(set)
         for task in self.tasks:
             for setting in task.settings(self.cfg, base_data, self.dataset.n_train):
@@ -166,6 +165,16 @@ class Experiment:
                 if part is not None:
                     subset_indices(part, labels)
         return Plan(settings, dict(runs))
+
+    def _check_classes(self) -> None:
+        """Every class needs two training samples: stratified folds and halves, and a label to flip
+        to, are undefined below that, and a leaderboard of one-sample classes says nothing."""
+        counts = np.bincount(self.dataset.y_train.numpy(), minlength=self.dataset.num_classes)
+        thin = [str(c) for c, k in enumerate(counts) if k < 2]
+        if thin:
+            where = f"--subset {self.cfg.subset}" if self.cfg.subset else f"dataset {self.cfg.dataset}"
+            raise HarnessError(f"{where} leaves class(es) {', '.join(thin)} with fewer than 2 training samples; "
+                               "use a larger --subset (or drop those classes from the data)")
 
     def prepared(self, spec: DataSpec) -> PreparedData:
         return prepared_data(self.source, spec, self.device)

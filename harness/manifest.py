@@ -82,8 +82,3 @@ class Manifest:
             raise ValueError(f"manifest has an unknown engine {manifest.engine!r}")
         return manifest
 
-    def __getitem__(self, key: str) -> Any:
-        """Read access by field name for code written against the old dict manifest
-        (`manifest["train_flops"]`, `manifest["recorders"][key]["flops"]`); prefer attributes."""
-        return self.to_dict()[key]
-

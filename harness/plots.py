@@ -9,8 +9,6 @@ interrupted run never leaves a truncated PNG that looks finished.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -20,6 +18,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from harness.errors import HarnessError
+from harness.io import atomic_write
 
 BINNED_COLUMNS = ["bin_left", "bin_right", "bin_center", "mean", "std", "count"]
 
@@ -31,20 +30,11 @@ def new_figure(figsize: tuple[float, float]) -> Figure:
 
 
 def save_figure(fig: Figure, path: str | Path) -> Path:
-    """Write ``fig`` as PNG to ``path`` atomically (temp file in the same dir + os.replace)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    """Write ``fig`` as PNG to ``path`` atomically, so a reader never sees half a figure."""
     try:
-        with os.fdopen(fd, "wb") as fh:
-            fig.savefig(fh, format="png", bbox_inches="tight")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        return atomic_write(path, lambda p: fig.savefig(p, format="png", bbox_inches="tight"))
     finally:
         fig.clear()
-    return path
 
 
 def _finite_pairs(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -38,7 +38,7 @@ from torch import nn
 
 from harness.errors import HarnessError
 from harness.recipe import Recipe
-from harness.recorders import RECORDERS, RecorderRequest
+from harness.recorders import EVAL_LAST, RECORDERS, RecorderRequest
 from harness.recorders.eval_pass import eval_signals
 from harness.recorders.train_pass import PerEpochRecorder
 from harness.runspec import DataSpec, RunSpec
@@ -50,7 +50,7 @@ __all__ = ["SampleTracker"]
 _BASE = RunSpec(data=DataSpec(dataset="user"), model="user", recipe=Recipe())
 _TRAIN_KEYS = tuple(name for name, cls in RECORDERS.items() if issubclass(cls, PerEpochRecorder))
 _EVAL_ALL = RecorderRequest.of("eval_pass", epochs="all").key
-_EVAL_LAST = RecorderRequest.of("eval_pass", epochs="last").key
+_EVAL_LAST = EVAL_LAST.key
 _INDEX_DTYPES = frozenset({torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8})
 #: Proxies that say nothing with fewer epochs: forgetting counts transitions between epochs,
 #: variability is a standard deviation over epochs.

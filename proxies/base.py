@@ -50,6 +50,8 @@ class Proxy:
     citation: ClassVar[str]
     defaults: ClassVar[dict[str, Any]] = {}
     recorders: ClassVar[tuple[RecorderRequest, ...]] = ()
+    #: Parameter sets that `--proxies all` runs beside the defaults (e.g. a released code's variant)
+    variants_in_all: ClassVar[tuple[dict[str, Any], ...]] = ()
 
     def __init__(self, **params: Any) -> None:
         unknown = set(params) - set(self.defaults)

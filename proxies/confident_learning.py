@@ -11,13 +11,11 @@ from __future__ import annotations
 import numpy as np
 
 from harness.errors import HarnessError
-from harness.recorders import RecorderRequest
+from harness.recorders import EVAL_LAST
 from harness.runspec import RunSpec, TrainSubset
 from harness.subsets import stratified_folds
 from proxies.base import Need, Proxy, ScoreContext
 from proxies.registry import register_proxy
-
-EVAL_LAST = RecorderRequest.of("eval_pass", epochs="last")
 
 
 def confident_learning_scores(labels: np.ndarray, pred_probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

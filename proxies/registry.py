@@ -91,8 +91,10 @@ def resolve_proxies(selection: str, params: dict[str, dict[str, Any]] | None = N
     one proxy sit side by side; `params` (from --proxy-arg) maps proxy name -> overrides for every
     selected instance of that proxy."""
     params = params or {}
-    if selection.strip() == "all":
-        chosen = [(n, {}) for n in available_proxies()]
+    everything = selection.strip() == "all"
+    if everything:  # every proxy, plus the variants a proxy asks to be compared in `all`
+        chosen = [(n, dict(v)) for n, cls in available_proxies().items()
+                  for v in ({}, *getattr(cls, "variants_in_all", ()))]
     else:
         chosen = parse_selection(selection)
     if not chosen:
@@ -102,6 +104,8 @@ def resolve_proxies(selection: str, params: dict[str, dict[str, Any]] | None = N
         if name not in names:
             raise HarnessError(f"--proxy-arg names proxy {name!r}, which is not among the selected proxies")
     proxies = [make_proxy(n, **{**params.get(n, {}), **p}) for n, p in chosen]
+    if everything:  # --proxy-arg may turn a default into its listed variant: keep one of the two
+        proxies = list({p.label: p for p in proxies[::-1]}.values())[::-1]
     labels = [p.label for p in proxies]
     duplicated = sorted({label for label in labels if labels.count(label) > 1})
     if duplicated:

@@ -82,7 +82,7 @@ def test_out_of_fold_on_stored_runs(tmp_path) -> None:
     # the model a sample's probabilities came from never trained on it (stored spec, not ours)
     for k, spec in enumerate(fold_specs):
         stored = exp.store.get(spec)
-        trained_on = subset_indices(TrainSubset(**stored.manifest["spec"]["train_on"]), data.labels)
+        trained_on = subset_indices(TrainSubset(**stored.manifest.spec["train_on"]), data.labels)
         got_k = np.flatnonzero(source == k)
         assert len(np.intersect1d(got_k, trained_on)) == 0
         assert len(got_k) + len(trained_on) == data.n
@@ -93,7 +93,7 @@ def test_out_of_fold_on_stored_runs(tmp_path) -> None:
     for spec in fold_specs:
         stored = exp.store.get(spec)
         held = np.setdiff1d(
-            np.arange(data.n), subset_indices(TrainSubset(**stored.manifest["spec"]["train_on"]), data.labels)
+            np.arange(data.n), subset_indices(TrainSubset(**stored.manifest.spec["train_on"]), data.labels)
         )
         assert np.isnan(independent[held]).all()
         independent[held] = stored.arrays("eval_pass[epochs=last]")["probs_last"][held]

@@ -440,7 +440,6 @@ def test_npz_trains_through_the_harness(tmp_path: Path, make_config) -> None:
     assert len(auroc) == 1 and auroc.iloc[0] > 0.8
 
 
-@pytest.mark.xfail(strict=True, reason="needs DataSpec.dataset_sha filled from Dataset.fingerprint (integrator)")
 def test_an_edited_npz_file_is_a_new_dataset_for_the_store(tmp_path: Path, make_config) -> None:
     from harness.experiment import Experiment
 

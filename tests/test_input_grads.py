@@ -13,13 +13,13 @@ from torch import nn
 from harness.cli import main
 from harness.data import load_dataset
 from harness.errors import HarnessError
+from harness.jobs import make_manifest
 from harness.models import build_model
 from harness.prepared import PreparedData, prepare
 from harness.recipe import Recipe
 from harness.recorders import RECORDERS, Recorder, RecorderRequest, RunContext, build_recorder
 from harness.recorders.input_grads import eval_mode, per_sample_input_grads
 from harness.runspec import DataSpec, RunSpec
-from harness.jobs import make_manifest
 from harness.store import RunStore
 from harness.training import train_run
 from proxies import ScoreContext, make_proxy
@@ -108,7 +108,7 @@ class _SingleSampleGrads(Recorder):
 
 
 def test_proxies_on_a_recorded_run_match_single_sample_recomputation(tmp_path, monkeypatch) -> None:
-    monkeypatch.setitem(RECORDERS, _SingleSampleGrads.name, _SingleSampleGrads)
+    monkeypatch.setitem(RECORDERS._items, _SingleSampleGrads.name, _SingleSampleGrads)
     data = _data(150)
     recipe = Recipe(lr=0.05, weight_decay=0.0, batch_size=32, epochs=3, schedule="constant", augment=False)
     spec = RunSpec(data=data.spec, model="mlp", recipe=recipe, seed=0)

@@ -116,7 +116,7 @@ def test_experiment_rows_and_estimator_from_store(make_config) -> None:
     manifests = [RunStore(cfg.store).get(s).manifest for s in specs]
     want = sum(m["train_flops"] + m["recorders"][EVAL_LAST.key]["flops"] for m in manifests)
     assert ref_rows["reference_flops"] == pytest.approx(want)
-    plain = RunStore(cfg.store).get(base).manifest["train_flops"]
+    plain = RunStore(cfg.store).get(base).manifest.train_flops
     assert ref_rows["reference_flops_rel"] == pytest.approx(want / plain)
     # 6 models on 70 % subsets, 2 epochs (3 passes' worth per sample) plus one full eval pass each
     assert 6 * 0.7 < ref_rows["reference_flops_rel"] < 6 * (0.7 + 0.2)

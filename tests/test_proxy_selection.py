@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from harness.errors import HarnessError
+from harness.registry import Registry
 from proxies import available_proxies, resolve_proxies
 from proxies.registry import parse_selection
 
@@ -75,8 +76,20 @@ def test_installed_plugin_proxies_register_through_the_entry_point_group(monkeyp
     broken = importlib.metadata.EntryPoint("broken", "no_such_module_xyz:Nope", registry.ENTRY_POINT_GROUP)
     monkeypatch.setattr(importlib.metadata, "entry_points", lambda group: [good, broken])
     monkeypatch.setattr(registry, "_plugins_loaded", False)
-    monkeypatch.setattr(registry, "PROXIES", dict(registry.PROXIES))
+    fresh = Registry("proxy")
+    for name, cls in registry.PROXIES.items():
+        fresh.register(name, cls)
+    monkeypatch.setattr(registry, "PROXIES", fresh)
     with pytest.warns(UserWarning, match="broken"):
         proxies = available_proxies()
     assert "plugin_proxy" in proxies
     assert [p.name for p in resolve_proxies("csl,plugin_proxy")] == ["csl", "plugin_proxy"]
+
+
+def test_all_runs_listed_variants_beside_the_defaults_once() -> None:
+    labels = [p.label for p in resolve_proxies("all")]
+    assert "learning_time" in labels and "learning_time(rule=count)" in labels
+    assert len(labels) == len(set(labels))
+    # --proxy-arg turning the default into the variant leaves one instance, not a clash
+    labels = [p.label for p in resolve_proxies("all", {"learning_time": {"rule": "count"}})]
+    assert labels.count("learning_time(rule=count)") == 1 and "learning_time" not in labels
