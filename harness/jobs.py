@@ -22,7 +22,7 @@ import torch
 
 from harness.data import Dataset, load_dataset
 from harness.ensemble import train_members
-from harness.errors import RunFailed
+from harness.errors import HarnessError, RunFailed
 from harness.manifest import Manifest, RecorderRecord
 from harness.prepared import PreparedData, prepare
 from harness.recorders import RecorderRequest
@@ -79,19 +79,30 @@ _DATASETS: OrderedDict[DataSource, Dataset] = OrderedDict()
 _PREPARED: OrderedDict[tuple[DataSpec, str], PreparedData] = OrderedDict()
 
 
-def load_source(source: DataSource, download: bool = False) -> Dataset:
-    if source not in _DATASETS:
+def load_source(source: DataSource, download: bool = False, fingerprint: str | None = None) -> Dataset:
+    """The dataset, from this process's cache when its content fingerprint is the one asked for.
+
+    `fingerprint=None` always reloads: a file-backed dataset (npz, image folder) may have been
+    edited since it was cached, and a notebook or a long-lived Ray worker would otherwise train
+    the old contents under the new contents' address."""
+    cached = _DATASETS.get(source)
+    if cached is None or fingerprint is None or cached.fingerprint != fingerprint:
         root = Path(source.data_root) if source.data_root else None
-        _DATASETS[source] = load_dataset(source.dataset, data_root=root, download=download, subset=source.subset)
+        cached = load_dataset(source.dataset, data_root=root, download=download, subset=source.subset)
+        _DATASETS[source] = cached
+        _DATASETS.move_to_end(source)
         while len(_DATASETS) > 2:
             _DATASETS.popitem(last=False)
-    return _DATASETS[source]
+    if fingerprint is not None and cached.fingerprint != fingerprint:
+        raise HarnessError(f"dataset {source.dataset} changed while the experiment ran (its content fingerprint "
+                           "differs from the planned one); rerun the experiment on the final data")
+    return cached
 
 
 def prepared_data(source: DataSource, spec: DataSpec, device: torch.device) -> PreparedData:
     key = (spec, str(device))
     if key not in _PREPARED:
-        _PREPARED[key] = prepare(spec, load_source(source), device)
+        _PREPARED[key] = prepare(spec, load_source(source, fingerprint=spec.dataset_sha), device)
         while len(_PREPARED) > 4:
             _PREPARED.popitem(last=False)
     return _PREPARED[key]

@@ -131,7 +131,7 @@ def test_proxies_on_a_recorded_run_match_single_sample_recomputation(tmp_path, m
 
 
 def test_loss_sensitivity_rejects_other_norms() -> None:
-    with pytest.raises(HarnessError, match="1 or 2"):
+    with pytest.raises(HarnessError, match="one of 1, 2"):
         make_proxy("loss_sensitivity", norm=3)
 
 

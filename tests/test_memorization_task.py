@@ -114,7 +114,7 @@ def test_experiment_rows_and_estimator_from_store(make_config) -> None:
     assert ref_rows["reference_mean_stderr"] >= 0
     # the reference's cost is the K runs' training plus final eval pass, from their manifests
     manifests = [RunStore(cfg.store).get(s).manifest for s in specs]
-    want = sum(m["train_flops"] + m["recorders"][EVAL_LAST.key]["flops"] for m in manifests)
+    want = sum(m.train_flops + m.recorders[EVAL_LAST.key].flops for m in manifests)
     assert ref_rows["reference_flops"] == pytest.approx(want)
     plain = RunStore(cfg.store).get(base).manifest.train_flops
     assert ref_rows["reference_flops_rel"] == pytest.approx(want / plain)
