@@ -42,21 +42,12 @@ from harness.training import RunOutput, train_run
 DEVICE = torch.device(os.environ.get("MEMPROX_BENCH_DEVICE", "cpu"))
 EPOCHS = int(os.environ.get("MEMPROX_BENCH_EPOCHS", "10"))
 ROUNDS = int(os.environ.get("MEMPROX_BENCH_ROUNDS", "7"))
-THREADS = int(os.environ.get("MEMPROX_BENCH_THREADS", "1"))
 MODEL = os.environ.get("MEMPROX_BENCH_MODEL", "mlp")
 TARGET = 1.01  # recorded / plain wall time
 
 CSL = [RecorderRequest.of("train_loss")]
 TRAINING_PASS = [RecorderRequest.of(n) for n in ("train_loss", "train_correct", "train_margin", "train_prob")]
 
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _threads():
-    before = torch.get_num_threads()
-    torch.set_num_threads(THREADS)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
@@ -106,7 +97,7 @@ def _overhead(benchmark, setup_run, requests: list[RecorderRequest], name: str) 
         "epochs": EPOCHS,
         "device": str(DEVICE),
         "model": MODEL,
-        "threads": THREADS,
+        "threads": torch.get_num_threads(),
     }
     info["target_met"] = info["ratio_paired"] <= TARGET
     benchmark.extra_info.update(info)

@@ -39,17 +39,8 @@ from harness.models import build_model
 DEVICE = torch.device(os.environ.get("MEMPROX_BENCH_DEVICE", "cpu"))
 EPOCHS = int(os.environ.get("MEMPROX_BENCH_EPOCHS", "10"))
 ROUNDS = int(os.environ.get("MEMPROX_BENCH_ROUNDS", "7"))
-THREADS = int(os.environ.get("MEMPROX_BENCH_THREADS", "1"))
 TARGET = 1.01
 BATCH = 128
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _threads():
-    before = torch.get_num_threads()
-    torch.set_num_threads(THREADS)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
@@ -148,7 +139,7 @@ def _overhead(benchmark, digits, name: str, proxies: list[str] | None, with_logi
         "rounds": n,
         "epochs": EPOCHS,
         "device": str(DEVICE),
-        "threads": THREADS,
+        "threads": torch.get_num_threads(),
     }
     info["target_met"] = info["ratio_paired"] <= TARGET
     benchmark.extra_info.update(info)

@@ -58,7 +58,6 @@ BATCH = int(os.environ.get("MEMPROX_BENCH_BATCH", "512" if GPU else "128"))
 ROUNDS = int(os.environ.get("MEMPROX_BENCH_ROUNDS", "3"))
 PRECISION = os.environ.get("MEMPROX_BENCH_PRECISION", "fp32")
 AUGMENT = os.environ.get("MEMPROX_BENCH_AUGMENT", "0") == "1"
-THREADS = int(os.environ.get("MEMPROX_BENCH_THREADS", "1"))
 COMPILE = os.environ.get("MEMPROX_BENCH_COMPILE", "0") == "1"
 # images/second: full size on a GPU; one 8-image step of 16x16 images on the CPU (a 32x32 ResNet-18
 # training step costs ~3.3 GFLOPs per image, and CPUs without bf16 units run bf16 ~8x slower)
@@ -71,14 +70,6 @@ RECIPE = Recipe(optimizer="sgd", lr=0.05, momentum=0.9, weight_decay=5e-4, batch
                 channels_last=PRECISION == "bf16")
 LOOP_TARGET = 0.95  # bare / memprox wall time
 CSL_TARGET = 1.01  # recorded / plain wall time
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _threads():
-    before = torch.get_num_threads()
-    torch.set_num_threads(THREADS)
-    yield
-    torch.set_num_threads(before)
 
 
 def _synthetic(n: int, side: int) -> Dataset:
@@ -160,7 +151,7 @@ def _alternate(benchmark, plain: Callable[[], None], measured: Callable[[], None
 
 def _report(benchmark, name: str, info: dict) -> None:
     info.update(device=str(DEVICE), model=MODEL, n=N, epochs=EPOCHS, batch=BATCH, precision=PRECISION,
-                augment=AUGMENT, threads=THREADS, compile=COMPILE)
+                augment=AUGMENT, threads=torch.get_num_threads(), compile=COMPILE)
     benchmark.extra_info.update(info)
     shown = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in info.items())
     print(f"\n[{name}] {shown}")

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from harness.errors import HarnessError
-from harness.io import atomic_write
+from harness.io import atomic_write, file_sha256
 from harness.registry import Registry
 
 __all__ = [
@@ -646,7 +646,7 @@ def _load_npz(request: LoadRequest) -> Dataset:
     if x.dtype != x_test.dtype:  # uint8 images in one split, real values in the other: compare as floats
         x, x_test = x.astype(np.float32), x_test.astype(np.float32)
     classes = _npz_classes(name, arrays.get("classes"), y, y_test)
-    return _make(name, x, y, x_test, y_test, classes, request.subset, fingerprint=_file_sha256(path)[:16])
+    return _make(name, x, y, x_test, y_test, classes, request.subset, fingerprint=file_sha256(path)[:16])
 
 
 def _read_npz(name: str, path: Path) -> dict[str, np.ndarray]:
@@ -742,9 +742,3 @@ def _npz_classes(name: str, classes: np.ndarray | None, y: np.ndarray, y_test: n
     return [str(c) for c in range(num)]
 
 
-def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()

@@ -14,7 +14,6 @@ checkpoint under `partial/` (written by the lock holder) that the next attempt r
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -30,7 +29,7 @@ import torch
 from filelock import FileLock, Timeout
 
 from harness.errors import HarnessError, StorageError
-from harness.io import atomic_write
+from harness.io import atomic_write, file_sha256
 from harness.manifest import Manifest
 from harness.runspec import RunSpec
 
@@ -38,14 +37,6 @@ from harness.runspec import RunSpec
 MIN_FREE_BYTES = 64 * 2**20
 _LEFTOVER = re.compile(r"^\.(?:tmp|old)-([0-9a-f]+)-")
 _CKPT_TEMP = re.compile(r"^(?:\.([0-9a-f]+)\.pt\..+|([0-9a-f]+)\.tmp\d+)$")
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _umask() -> int:
@@ -167,7 +158,7 @@ class RunStore:
                 raise ValueError("it is not a folder")
             manifest = Manifest.from_dict(json.loads((path / "manifest.json").read_text()))
             for fname, digest in manifest.checksums.items():
-                if _sha256(path / fname) != digest:
+                if file_sha256(path / fname) != digest:
                     raise ValueError(f"checksum mismatch in {fname}")
             if manifest.spec_hash != spec.digest():
                 raise ValueError("it belongs to another spec")
@@ -191,7 +182,7 @@ class RunStore:
                     for name, arr in named.items():
                         fname = f"{key}.{name}.npy"
                         np.save(tmp / fname, arr)
-                        checksums[fname] = _sha256(tmp / fname)
+                        checksums[fname] = file_sha256(tmp / fname)
                 manifest.checksums = checksums
                 (tmp / "manifest.json").write_text(json.dumps(manifest.to_dict(), indent=1, default=str))
                 self._swap(tmp, final)
