@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Issue 10 (a): the training-loop benchmarks on one GPU in one go, JSON per case under $OUT.
+# Issue 10 (a) and item 3: the training-loop benchmarks and the batched conv-net stability ensembles
+# (K models/hour) on one GPU in one go, JSON per case under $OUT.
 # Full size by default (50,000 CIFAR-shaped images, ResNet-18, 3 epochs, 2 rounds); any
 # MEMPROX_BENCH_* variable set by the caller wins, so the same script runs small on a CPU:
 #   MEMPROX_BENCH_DEVICE=cpu MEMPROX_BENCH_N=128 MEMPROX_BENCH_ROUNDS=1 benchmarks/run_gpu_checks.sh
@@ -21,3 +22,6 @@ bench bf16 "loop_vs or csl" MEMPROX_BENCH_PRECISION=bf16
 # compiling costs tens of seconds per fresh model: time the compiled step once, and one compiled
 # loop-vs-loop comparison, rather than every recorded run
 bench bf16_compiled "images or loop_vs" MEMPROX_BENCH_PRECISION=bf16 MEMPROX_BENCH_COMPILE=1 MEMPROX_BENCH_ROUNDS=1
+# stability ensembles of batch-norm conv nets, batched vs one at a time (small_cnn, resnet18)
+env "$py" -m pytest benchmarks/test_bench_conv_ensemble.py --benchmark-only -s -q -p no:cacheprovider \
+  --benchmark-json="$out/conv_ensemble.json" 2>&1 | tee "$out/conv_ensemble.log" | grep -E '^(small_cnn|resnet18)|passed|failed|Error'

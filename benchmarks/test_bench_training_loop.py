@@ -38,9 +38,9 @@ from dataclasses import replace
 
 import pytest
 import torch
+from synthetic import synthetic_images
 from torch import nn
 
-from harness.data import Dataset
 from harness.models import build_model
 from harness.precision import autocast, channels_last
 from harness.prepared import PreparedData, prepare
@@ -72,18 +72,10 @@ LOOP_TARGET = 0.95  # bare / memprox wall time
 CSL_TARGET = 1.01  # recorded / plain wall time
 
 
-def _synthetic(n: int, side: int) -> Dataset:
-    g = torch.Generator().manual_seed(0)
-    return Dataset(
-        name="synthetic", x_train=torch.randint(0, 256, (n, 3, side, side), dtype=torch.uint8, generator=g),
-        y_train=torch.randint(0, 10, (n,), generator=g), x_test=torch.zeros(0, 3, side, side, dtype=torch.uint8),
-        y_test=torch.zeros(0, dtype=torch.int64), classes=tuple(str(c) for c in range(10)), full_train_size=n)
-
-
 @pytest.fixture(scope="module")
 def resident() -> tuple[RunSpec, PreparedData]:
     spec = DataSpec(dataset="synthetic")
-    data = prepare(spec, _synthetic(N, 32), DEVICE)
+    data = prepare(spec, synthetic_images(N, 32), DEVICE)
     return RunSpec(data=spec, model=MODEL, recipe=RECIPE, seed=0), data
 
 

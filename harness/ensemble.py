@@ -21,10 +21,16 @@ epoch loss and accuracy, non-finite check, held-out accuracy) and one eval-signa
 every array that ``eval_signals`` returns is stored (``probs`` as ``probs_last``), so new signals
 reach both engines at once.
 
-Only models without batch-norm (buffers ``vmap`` cannot update), single-phase runs and the final
-eval pass are supported, and on a CPU only models without convolutions (there batching them is
-slower), in float32 and the default memory format; ``can_ensemble`` says so, and everything else
-trains one run at a time. A spec that can be
+Batch norm is supported: each member's running statistics are rows of the stacked buffers, which
+``functional_call`` under ``vmap`` updates in place per member, so a member normalises with its own
+batch's statistics in training and its own running statistics in eval, exactly as alone.
+bf16 autocast covers the training forward as in ``train_run`` (the loss is taken in float32).
+Channels-last is a layout request the batched engine does not apply: under ``vmap`` a stacked
+convolution is one grouped convolution whose layout torch picks; the computation is the same.
+
+Only single-phase runs and the final eval pass are supported, and on a CPU only models without
+convolutions (there batching them is slower); ``can_ensemble`` says so, and everything else trains
+one run at a time. A spec that can be
 a member always trains here, even alone (an ensemble of one), so the engine that produced a stored
 run depends only on the spec and the device type, never on what else happened to be pending.
 Members are independent (the summed loss gives each only its own gradient), so a member whose loss
@@ -47,6 +53,7 @@ from tqdm.auto import tqdm
 
 from harness.errors import HarnessError, RunFailed
 from harness.models import MODELS, build_model
+from harness.precision import autocast
 from harness.prepared import PreparedData
 from harness.recipe import make_optimizer, make_scheduler, random_crop_flip
 from harness.recorders import EVAL_LAST, RecorderRequest
@@ -72,11 +79,8 @@ SUPPORTED = frozenset({EVAL_LAST})
 def can_ensemble(spec: RunSpec, requests, device: torch.device | str | None = None) -> bool:
     """True when `spec` can be one member of a batched ensemble with these recorders, and, when
     `device` is given, batching pays there: on a CPU only for models without convolutions."""
-    entry = MODELS[spec.model] if spec.model in MODELS else None
-    if entry is None or not entry.batchnorm_free or spec.then_on is not None or not set(requests) <= SUPPORTED:
+    if spec.model not in MODELS or spec.then_on is not None or not set(requests) <= SUPPORTED:
         return False
-    if getattr(spec.recipe, "precision", "fp32") != "fp32" or getattr(spec.recipe, "channels_last", False):
-        return False  # the batched step is float32, row-major only
     return device is None or torch.device(device).type != "cpu" or not _has_conv(spec.model)
 
 
@@ -106,11 +110,48 @@ def _cpu_chunk(spec: RunSpec, data: PreparedData) -> int:
     return max(1, CPU_PARAMS_PER_CHUNK // sum(p.numel() for p in model.parameters()))
 
 
-def ensemble_chunks(specs: Sequence[RunSpec], data: PreparedData, max_members: int | None = None
-                    ) -> list[list[int]]:
+#: Share of the GPU's free memory one ensemble chunk may plan for; the rest covers the allocator's
+#: fragmentation, convolution workspaces and the eval pass's (K, N, C) probabilities.
+GPU_MEMORY_SHARE = 0.6
+
+
+def members_that_fit(free_bytes: int, member_bytes: int, share: float = GPU_MEMORY_SHARE) -> int:
+    """How many members' training steps fit into `share` of `free_bytes` (at least one)."""
+    return max(1, int(share * free_bytes) // max(1, member_bytes))
+
+
+def _gpu_chunk(spec: RunSpec, data: PreparedData, gpu_fraction: float = 1.0) -> int:
+    """Members per chunk on a GPU, from one member's measured training step: peak memory of a
+    forward and backward at the recipe's batch size, plus its parameters' optimizer state.
+    Small models all go at once; a ResNet-18 at batch 512 needs a few GB each, so 64 of them
+    cannot share one device. `gpu_fraction` is the share of the GPU one job gets (Ray's
+    `--gpus-per-run`): four jobs at 0.25 each plan for a quarter of the free memory."""
+    device = data.x.device
+    if device.type != "cuda":
+        return 1 << 30  # no allocator statistics to ask: all at once, as before
+    torch.manual_seed(spec.seed)
+    model = build_model(spec.model, tuple(data.x.shape[1:]), data.num_classes).to(device)
+    idx = torch.arange(min(spec.recipe.batch_size, data.n), device=device)
+    torch.cuda.synchronize(device)
+    base = torch.cuda.memory_allocated(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    with autocast(device, spec.recipe.precision):
+        logits = model(data.inputs(idx))
+    nn.functional.cross_entropy(logits.float(), data.y[idx]).backward()
+    peak = torch.cuda.max_memory_allocated(device) - base
+    state = 3 * sum(p.numel() * p.element_size() for p in model.parameters())  # grads, 2 Adam moments
+    del model, logits
+    torch.cuda.empty_cache()
+    free, _ = torch.cuda.mem_get_info(device)
+    return members_that_fit(free, peak + state, GPU_MEMORY_SHARE * min(1.0, gpu_fraction))
+
+
+def ensemble_chunks(specs: Sequence[RunSpec], data: PreparedData, max_members: int | None = None,
+                    gpu_fraction: float = 1.0) -> list[list[int]]:
     """Indices of `specs` that train together: members whose training sets differ in size cannot
     share batches, so specs are grouped by that size, then split into balanced chunks of at most
-    `max_members` (default: about CPU_PARAMS_PER_CHUNK stacked parameters on a CPU, all on a GPU).
+    `max_members` (default: about CPU_PARAMS_PER_CHUNK stacked parameters on a CPU; on a GPU as many
+    as fit in GPU_MEMORY_SHARE of its free memory, by `_gpu_chunk`).
     The planner makes one job per chunk, so chunks also spread an ensemble over workers."""
     specs = list(specs)
     if not specs:
@@ -120,7 +161,8 @@ def ensemble_chunks(specs: Sequence[RunSpec], data: PreparedData, max_members: i
     for i, s in enumerate(specs):
         by_size[len(subset_indices(s.train_on, labels))].append(i)
     if max_members is None:
-        max_members = _cpu_chunk(specs[0], data) if data.x.device.type == "cpu" else len(specs)
+        on_cpu = data.x.device.type == "cpu"
+        max_members = _cpu_chunk(specs[0], data) if on_cpu else _gpu_chunk(specs[0], data, gpu_fraction)
     chunks = []
     for group in by_size.values():  # balanced: 64 members at most 47 a chunk go as 32 + 32
         n_chunks = -(-len(group) // max(1, max_members))
@@ -145,7 +187,7 @@ def train_members(
     for s in specs:
         if (s.data, s.model, s.recipe) != (first.data, first.model, first.recipe) or not can_ensemble(s, requests):
             raise HarnessError(f"run {s.label()} cannot join this ensemble (different model/recipe/data, "
-                               "a second phase, batch norm or an unsupported recorder)")
+                               "a second phase or an unsupported recorder)")
     labels = data.labels
     outputs: list[RunOutput | RunFailed | None] = [None] * len(specs)
     normalized = _normalized_inputs(data)
@@ -259,9 +301,11 @@ def _train_group(
             xb = normalized[idx] if normalized is not None else data.inputs(idx.reshape(-1)).reshape(k, b, *shape)
             if augment:
                 xb = torch.stack([random_crop_flip(xb[j], recipe.crop_padding, aug_gens[j]) for j in range(k)])
-            logits = forward(params, buffers, xb)  # (K, b, C)
-            # classes on dim 1: (K, C, b) runs the CPU kernel ~5x faster than (K * b, C)
-            loss = nn.functional.cross_entropy(logits.transpose(1, 2), yb, reduction="none")  # (K, b)
+            with autocast(device, recipe.precision):
+                logits = forward(params, buffers, xb)  # (K, b, C)
+            # float32 as train_run's per_sample_loss; classes on dim 1: (K, C, b) runs the CPU kernel
+            # ~5x faster than (K * b, C)
+            loss = nn.functional.cross_entropy(logits.float().transpose(1, 2), yb, reduction="none")  # (K, b)
             optimizer.zero_grad(set_to_none=True)
             loss.mean(1).sum().backward()
             optimizer.step()

@@ -210,7 +210,7 @@ class Experiment:
                 singles.append((spec, requests))
         jobs = []
         for (data, _, _, requests), specs in groups.items():
-            for chunk in ensemble_chunks(specs, self.prepared(data)):
+            for chunk in ensemble_chunks(specs, self.prepared(data), gpu_fraction=self.cfg.gpus_per_run or 1.0):
                 jobs.append(self._job(tuple(specs[i] for i in chunk), requests, "ensemble"))
         jobs += [self._job((spec, ), requests, "single") for spec, requests in singles]
         return jobs

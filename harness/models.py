@@ -1,9 +1,6 @@
 """Model registry, in the spirit of timm's: a name maps to a factory taking the input shape and
 the number of classes, so run specs can name models and the store can hash them.
 
-`batchnorm_free` tells the ensemble trainer whether a model can be trained K at a time with
-torch.func: batch-norm running statistics are buffers that vmap cannot update.
-
 The cross-architecture models (paper App. B.2; Feldman & Zhang's CIFAR-100 Inception) are the
 CIFAR variants that common CIFAR code trains on 32x32 inputs: 3x3 stride-1 stems and no ImageNet
 max-pool, so a 32x32 image is not reduced to 1x1 before the last stage. Where torchvision has the
@@ -31,15 +28,14 @@ class ModelEntry:
     name: str
     description: str
     factory: Factory
-    batchnorm_free: bool
 
 
 MODELS: Registry[ModelEntry] = Registry("model")
 
 
-def register_model(name: str, description: str, *, batchnorm_free: bool = False):
+def register_model(name: str, description: str):
     def wrap(factory: Factory) -> Factory:
-        MODELS.register(name, ModelEntry(name, description, factory, batchnorm_free))
+        MODELS.register(name, ModelEntry(name, description, factory))
         return factory
 
     return wrap
@@ -50,7 +46,7 @@ def build_model(name: str, input_shape: tuple[int, int, int], num_classes: int) 
     return MODELS.get(name).factory(input_shape, num_classes)
 
 
-@register_model("mlp", "2-hidden-layer MLP (256 units, ReLU); the digits default", batchnorm_free=True)
+@register_model("mlp", "2-hidden-layer MLP (256 units, ReLU); the digits default")
 def mlp(input_shape: tuple[int, int, int], num_classes: int) -> nn.Module:
     c, h, w = input_shape
     return nn.Sequential(
@@ -63,7 +59,7 @@ def mlp(input_shape: tuple[int, int, int], num_classes: int) -> nn.Module:
     )
 
 
-@register_model("mlp_small", "1-hidden-layer MLP (64 units, ReLU); for large stability ensembles", batchnorm_free=True)
+@register_model("mlp_small", "1-hidden-layer MLP (64 units, ReLU); for large stability ensembles")
 def mlp_small(input_shape: tuple[int, int, int], num_classes: int) -> nn.Module:
     c, h, w = input_shape
     return nn.Sequential(nn.Flatten(), nn.Linear(c * h * w, 64), nn.ReLU(), nn.Linear(64, num_classes))
@@ -85,8 +81,8 @@ def small_cnn(input_shape: tuple[int, int, int], num_classes: int) -> nn.Module:
     return _small_cnn(input_shape[0], num_classes, nn.BatchNorm2d)
 
 
-@register_model("small_cnn_gn", "small_cnn with GroupNorm (8 groups) for batch norm: no running statistics, "
-                "so stability ensembles of it train batched", batchnorm_free=True)
+@register_model("small_cnn_gn", "small_cnn with GroupNorm (8 groups) for batch norm: each sample normalised "
+                "on its own, independent of its batch")
 def small_cnn_gn(input_shape: tuple[int, int, int], num_classes: int) -> nn.Module:
     """GroupNorm normalises each sample on its own, so a member's output does not depend on the
     rest of its batch and there are no buffers to update: ``torch.func.vmap`` can stack it."""

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import copy
 from dataclasses import replace
 
 import numpy as np
 import pytest
 import torch
+from torch.func import functional_call, stack_module_state, vmap
 
 from baselines.stability import stability_specs
-from harness.ensemble import can_ensemble, train_ensemble, train_members
+from harness.ensemble import can_ensemble, ensemble_chunks, members_that_fit, train_ensemble, train_members
 from harness.errors import RunFailed
+from harness.models import MODELS, build_model
 from harness.recipe import make_optimizer
 from harness.recorders import EVAL_LAST, RecorderRequest
 from harness.recorders.eval_pass import eval_signals
@@ -46,7 +49,9 @@ def _assert_same_run(ens, ref, *, exact_correct: float = 1.0) -> None:
 def test_can_ensemble(base_spec: RunSpec) -> None:
     assert can_ensemble(base_spec, {EVAL_LAST})
     assert can_ensemble(base_spec, set())
-    assert not can_ensemble(replace(base_spec, model="small_cnn"), {EVAL_LAST})  # batch norm
+    assert can_ensemble(replace(base_spec, model="small_cnn"), {EVAL_LAST})  # batch norm: per-member buffers
+    assert can_ensemble(replace(base_spec, recipe=replace(base_spec.recipe, precision="bf16")), {EVAL_LAST})
+    assert not can_ensemble(replace(base_spec, model="no_such_model"), {EVAL_LAST})
     assert not can_ensemble(base_spec.with_subset(TrainSubset("half", 0, 2), TrainSubset("half", 1, 2)), set())
     assert not can_ensemble(base_spec, {RecorderRequest.of("eval_pass", epochs="all")})
     assert not can_ensemble(base_spec, {EVAL_LAST, RecorderRequest.of("train_loss")})
@@ -179,12 +184,68 @@ def test_chunks_of_max_members(base_spec: RunSpec, digits_noisy) -> None:
 
 
 def test_cpu_batches_linear_models_only(base_spec: RunSpec) -> None:
-    gn = replace(base_spec, model="small_cnn_gn")
-    assert can_ensemble(gn, {EVAL_LAST})  # no batch norm: stackable in principle
-    assert not can_ensemble(gn, {EVAL_LAST}, "cpu")  # grouped convolutions are slow on a CPU
-    assert can_ensemble(gn, {EVAL_LAST}, "cuda")
+    for model in ("small_cnn_gn", "small_cnn", "resnet18"):
+        conv = replace(base_spec, model=model)
+        assert can_ensemble(conv, {EVAL_LAST})  # stackable, batch norm included
+        assert not can_ensemble(conv, {EVAL_LAST}, "cpu")  # grouped convolutions are slow on a CPU
+        assert can_ensemble(conv, {EVAL_LAST}, "cuda")
     assert can_ensemble(base_spec, {EVAL_LAST}, torch.device("cpu"))
-    assert not can_ensemble(replace(base_spec, model="small_cnn"), {EVAL_LAST}, "cuda")  # batch norm
+
+
+def test_batchnorm_cnn_members_match_train_run(tiny_recipe) -> None:
+    """Batch norm under vmap: each member normalises with its own batch in training and its own
+    running statistics in the eval pass, as it would alone (forced through the ensemble engine,
+    which on a CPU the planner would not pick for a convolutional model)."""
+    data = _images()
+    recipe = replace(tiny_recipe, epochs=2, batch_size=32, lr=0.02)
+    specs = _specs(RunSpec(data.spec, "small_cnn", recipe, seed=0), 2)
+    outs = train_ensemble(specs, data, [EVAL_LAST], progress=False)
+    for spec, out in zip(specs, outs, strict=True):
+        _assert_same_run(out, train_run(spec, data, [EVAL_LAST], progress=False), exact_correct=0.98)
+    assert not np.array_equal(outs[0].arrays[KEY]["p_label"], outs[1].arrays[KEY]["p_label"])
+
+
+def test_bf16_members_close_to_train_run(base_spec: RunSpec, digits_noisy) -> None:
+    """bf16 autocast of the forward in both engines: the same run up to bf16 rounding, losses float32."""
+    spec = replace(base_spec, recipe=replace(base_spec.recipe, precision="bf16", epochs=3))
+    specs = _specs(spec, 2)
+    outs = train_ensemble(specs, digits_noisy, [EVAL_LAST], progress=False)
+    for s, out in zip(specs, outs, strict=True):
+        ref = train_run(s, digits_noisy, [EVAL_LAST], progress=False)
+        a, b = out.arrays[KEY], ref.arrays[KEY]
+        assert a["loss"].dtype == np.float32
+        assert (a["correct"] == b["correct"]).mean() >= 0.97
+        assert np.corrcoef(a["loss"][0], b["loss"][0])[0, 1] > 0.99
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_every_model_stacks_under_vmap(name: str) -> None:
+    """Every registered model can be an ensemble member: a stacked training forward equals each
+    member's own, and each member's batch-norm running statistics move as they would alone."""
+    side = 32 if name in ("vgg16", "resnet50", "inception_small", "mobilenetv2") else 16
+    torch.manual_seed(0)
+    models = [build_model(name, (3, side, side), 10) for _ in range(2)]
+    params, buffers = stack_module_state(models)
+    skeleton = copy.deepcopy(models[0]).to("meta").train()
+    x = torch.randn(2, 4, 3, side, side)
+    out = vmap(lambda p, b, xb: functional_call(skeleton, (p, b), (xb,)))(params, buffers, x)
+    for j, model in enumerate(models):
+        alone = model.train()(x[j])
+        torch.testing.assert_close(out[j], alone, atol=1e-4, rtol=1e-4)
+        for key, value in model.state_dict().items():
+            if key in buffers:
+                torch.testing.assert_close(buffers[key][j], value, atol=1e-4, rtol=1e-4)
+
+
+def test_members_that_fit() -> None:
+    assert members_that_fit(100 * 2**30, 2**30, share=0.6) == 60
+    assert members_that_fit(2**30, 4 * 2**30) == 1  # never zero: one member still trains
+    assert members_that_fit(10 * 2**30, 2**30, share=0.6 * 0.25) == 1
+
+
+def test_gpu_fraction_ignored_without_cuda(base_spec: RunSpec, digits_noisy) -> None:
+    specs = _specs(base_spec, 4)
+    assert ensemble_chunks(specs, digits_noisy, gpu_fraction=0.25) == ensemble_chunks(specs, digits_noisy)
 
 
 def _images(n: int = 96, side: int = 16, seed: int = 0):

@@ -133,7 +133,6 @@ def test_output_shape_on_a_real_forward(name: str) -> None:
         out = model(torch.randn(2, *CIFAR))
     assert out.shape == (2, 100)
     assert torch.isfinite(out).all()
-    assert not MODELS[name].batchnorm_free  # all four use batch norm: not stackable with vmap
 
 
 def test_grayscale_inputs_get_a_one_channel_stem() -> None:

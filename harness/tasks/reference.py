@@ -56,8 +56,7 @@ class ReferenceConfig:
     def base(self, base: RunSpec) -> RunSpec:
         """The run the stability models derive from: the proxies' base run, or the same data,
         recipe and seed with another architecture (the paper's reference came from ResNet-50s
-        while its proxies came from ResNet-18s; a batch-norm-free model lets the K models train
-        batched)."""
+        while its proxies came from ResNet-18s; an MLP lets the K models train batched on a CPU)."""
         return base if self.model is None else replace(base, model=self.model)
 
     def specs(self, base: RunSpec) -> list[RunSpec]:
