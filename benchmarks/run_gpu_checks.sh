@@ -17,6 +17,9 @@ bench() {  # NAME TESTS [env assignments...]: one pytest run of the loop benchma
 }
 "$py" -c 'import torch; print("torch", torch.__version__, "cuda", torch.cuda.is_available(),
       torch.cuda.get_device_name() if torch.cuda.is_available() else "")' | tee "$out/env.txt"
+# the GPU-only correctness tests first (batched batch norm on cuDNN, the tracker's device buffers)
+"$py" -m pytest tests/test_ensemble.py tests/test_tracker.py -q -p no:cacheprovider -k cuda 2>&1 \
+  | tee "$out/cuda_tests.log" | tail -3
 bench fp32 "loop_vs or csl or images" MEMPROX_BENCH_PRECISION=fp32
 bench bf16 "loop_vs or csl" MEMPROX_BENCH_PRECISION=bf16
 # compiling costs tens of seconds per fresh model: time the compiled step once, and one compiled

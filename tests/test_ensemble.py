@@ -205,6 +205,23 @@ def test_batchnorm_cnn_members_match_train_run(tiny_recipe) -> None:
     assert not np.array_equal(outs[0].arrays[KEY]["p_label"], outs[1].arrays[KEY]["p_label"])
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_batchnorm_cnn_members_on_cuda(tiny_recipe, precision: str) -> None:
+    """The GPU path the planner takes for conv nets: batch norm under vmap on CUDA (cuDNN's batch
+    norm, not the CPU kernel), chunks sized by `_gpu_chunk`, against train_run on the same device."""
+    data = _images(device="cuda")
+    recipe = replace(tiny_recipe, epochs=2, batch_size=32, lr=0.02, precision=precision)
+    specs = _specs(RunSpec(data.spec, "small_cnn", recipe, seed=0), 3)
+    assert can_ensemble(specs[0], {EVAL_LAST}, "cuda") and ensemble_chunks(specs, data) == [[0, 1, 2]]
+    outs = train_ensemble(specs, data, [EVAL_LAST], progress=False)
+    for spec, out in zip(specs, outs, strict=True):
+        ref = train_run(spec, data, [EVAL_LAST], progress=False)
+        a, b = out.arrays[KEY], ref.arrays[KEY]
+        assert (a["correct"] == b["correct"]).mean() >= 0.95
+        np.testing.assert_allclose(a["p_label"], b["p_label"], atol=0.05 if precision == "bf16" else 2e-3)
+
+
 def test_bf16_members_close_to_train_run(base_spec: RunSpec, digits_noisy) -> None:
     """bf16 autocast of the forward in both engines: the same run up to bf16 rounding, losses float32."""
     spec = replace(base_spec, recipe=replace(base_spec.recipe, precision="bf16", epochs=3))
@@ -248,7 +265,7 @@ def test_gpu_fraction_ignored_without_cuda(base_spec: RunSpec, digits_noisy) -> 
     assert ensemble_chunks(specs, digits_noisy, gpu_fraction=0.25) == ensemble_chunks(specs, digits_noisy)
 
 
-def _images(n: int = 96, side: int = 16, seed: int = 0):
+def _images(n: int = 96, side: int = 16, seed: int = 0, device: str = "cpu"):
     """Three classes of 16x16 RGB images (a bright square in one of three corners, plus noise):
     large enough for the crop-and-flip augmentation, learnable in a few epochs."""
     from harness.data import Dataset
@@ -262,7 +279,7 @@ def _images(n: int = 96, side: int = 16, seed: int = 0):
         r0, c0 = [(0, 0), (0, side // 2), (side // 2, 0)][c]
         x[i, :, r0 : r0 + side // 2, c0 : c0 + side // 2] += 150
     ds = Dataset("squares", x.to(torch.uint8), y, x[:12].to(torch.uint8), y[:12], ("a", "b", "c"), n)
-    return prepare(DataSpec(dataset="squares"), ds, torch.device("cpu"))
+    return prepare(DataSpec(dataset="squares"), ds, torch.device(device))
 
 
 @pytest.mark.parametrize("augment", [False, True])
