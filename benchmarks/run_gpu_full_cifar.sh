@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Issue 10 (b) and (c): every single-run proxy plus loss sensitivity on full CIFAR-10 at 10 %
+# symmetric noise with the `gpu` preset, on one GPU; then (DUPLICATES=1) the duplicates task.
+# The device machine cannot download and receives 64 MiB at most, so the dataset travels packed
+# (benchmarks/pack_imagefolder.py: the 50,000 training JPEGs are 48 MB as one blob):
+#   python benchmarks/pack_imagefolder.py pack ../shared/data/cifar10 .gpu_pack --test-per-class 200
+# with .gpu_pack ignored by git and named in the device call's `carry`. Each experiment's folder
+# (leaderboards, gzipped per-sample scores, figures) and log go to $WORK, and one NAME.tgz of
+# them to $OUT (the device returns at most 8 files); the store stays on the device.
+# A small CPU rehearsal of the same command lines:
+#   DEVICE=cpu EXTRA="--subset 300 --epochs 1 --precision fp32" benchmarks/run_gpu_full_cifar.sh
+set -euo pipefail
+out=${WORK:-gpu-work}
+py=${PYTHON:-python}
+data=.gpu_data/cifar10
+mkdir -p "$out" ${OUT:+"$OUT"}
+[ -d "$data/train" ] || "$py" benchmarks/pack_imagefolder.py unpack "${PACK:-.gpu_pack}" "$data"
+proxies="csl,csl_eval,final_loss,in_confidence,forgetting,threshold_lt,aum,el2n,variability"
+proxies+=",loss_sensitivity,learning_time,learning_time(rule=count),csg"
+run() {  # NAME TASK-FLAGS...: one experiment, its log and outputs under $out/NAME
+  local name=$1; shift
+  # shellcheck disable=SC2086  # EXTRA is a list of flags
+  "$py" -m harness run --dataset "imagefolder:$data" --preset gpu --device "${DEVICE:-cuda}" \
+    --proxies "$proxies" --seeds 1 --out "$out/$name" "$@" ${EXTRA:-} 2>&1 | tee "$out/$name.log" | grep -v '^\s*$' | tail -40
+  gzip -f "$out/$name"/scores/*.csv
+  if [ -n "${OUT:-}" ]; then tar czf "$OUT/$name.tgz" -C "$out" "$name" "$name.log"; fi
+}
+run full-cifar10-mislabeled --tasks mislabeled,cost --noise-rates 0.1
+if [ "${DUPLICATES:-0}" = 1 ]; then
+  run full-cifar10-duplicates --tasks duplicates
+fi
