@@ -29,6 +29,7 @@ from harness.runspec import Corruption, DataSpec, RunSpec
 from harness.similarity import similarity_metrics
 from harness.store import RunStore
 from harness.subsets import subset_indices
+from harness.tasks.memorization import boundary_tie_group
 
 METRICS = {"cosine", "pearson", "spearman", "cosine_topk", "pearson_topk", "spearman_topk"}
 SUBSET = 400
@@ -110,7 +111,8 @@ def test_experiment_rows_and_estimator_from_store(make_config) -> None:
         assert ((sub.value >= -1) & (sub.value <= 1)).all()
     ref_rows = raw[raw.proxy == "reference"].set_index("metric").value
     assert set(ref_rows.index) == {"reference_mean_stderr", "reference_split_half_pearson", "reference_flops",
-                                   "reference_seconds", "reference_flops_rel", "reference_seconds_rel"}
+                                   "reference_seconds", "reference_flops_rel", "reference_seconds_rel",
+                                   "reference_topk_tied"}
     assert ref_rows["reference_mean_stderr"] >= 0
     # the reference's cost is the K runs' training plus final eval pass, from their manifests
     manifests = [RunStore(cfg.store).get(s).manifest for s in specs]
@@ -231,8 +233,22 @@ def test_loaded_reference_rows(make_config, digits, tmp_path: Path, kind: str) -
     exp = Experiment(cfg)
     assert len(exp.plan.runs) == 1
     raw = exp.run().raw
-    assert set(raw.proxy) == {"csl"}  # a file has no stderr and no split halves
+    # a file has no stderr and no split halves: the only reference row is its k-th place tie group
+    assert list(raw[raw.proxy == "reference"].metric) == ["reference_topk_tied"]
+    assert raw[raw.proxy == "reference"].value.item() == boundary_tie_group(expected, 7)
     want = similarity_metrics(_scores_csv(cfg)["csl"].to_numpy(), expected, top_k=7)
-    got = raw.set_index("metric").value
+    got = raw[raw.proxy == "csl"].set_index("metric").value
     for metric in METRICS:
         assert got[metric] == pytest.approx(want[metric], abs=1e-9)
+
+
+def test_boundary_tie_group_flags_a_flat_top_k() -> None:
+    """The k-th place's tie group: larger than k means the top-k set is constant in the reference,
+    and the top-k correlations are blank (NaN) rather than a number from an arbitrary subset."""
+    ref = np.array([1.0] * 5 + [0.5, 0.4, 0.3, 0.2, 0.1] + [0.0] * 10 + [np.nan])  # N = 20 without the NaN
+    assert boundary_tie_group(ref, None) == 5  # k = 2 falls inside the five 1.0s
+    assert boundary_tie_group(ref, 6) == 1  # k = 6: the 0.5 alone
+    proxy = np.arange(21, dtype=float)
+    m = similarity_metrics(proxy, ref, top_k=3)
+    assert np.isnan(m["pearson_topk"]) and np.isnan(m["spearman_topk"])
+    assert np.isfinite(similarity_metrics(proxy, ref, top_k=7)["pearson_topk"])
