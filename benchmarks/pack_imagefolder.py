@@ -66,7 +66,10 @@ def main() -> None:
     u.add_argument("src", type=Path)
     u.add_argument("dest", type=Path)
     args = parser.parse_args()
-    n = pack(args.src, args.dest, args.splits, args.test_per_class) if args.command == "pack" else unpack(args.src, args.dest)
+    if args.command == "pack":
+        n = pack(args.src, args.dest, args.splits, args.test_per_class)
+    else:
+        n = unpack(args.src, args.dest)
     print(f"{args.command}: {n} files")
 
 
