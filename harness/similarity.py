@@ -161,11 +161,15 @@ def _prepare(
             f"proxy and reference must be 1-D of equal length, got {proxy.shape} and {reference.shape}"
         )
     keep = ~np.isnan(reference)
-    n = int(keep.sum())
+    return proxy[keep], reference[keep], keep, top_k_count(int(keep.sum()), top_k)
+
+
+def top_k_count(n: int, top_k: int | None) -> int:
+    """The size of the top-k set among n samples: `top_k`, or 10 % of n (at least 1), at most n."""
     k = max(1, round(0.1 * n)) if top_k is None else int(top_k)
     if k < 1:
         raise HarnessError(f"top_k must be >= 1, got {top_k}")
-    return proxy[keep], reference[keep], keep, min(k, n)
+    return min(k, n)
 
 
 def similarity_metrics(proxy: np.ndarray, reference: np.ndarray, top_k: int | None = None) -> dict[str, float]:

@@ -15,7 +15,8 @@ harness.similarity), each with bootstrap replicates for its confidence interval.
 proxy "reference" describe the reference's own noise: its mean per-sample standard error and
 the split-half Pearson between the estimates of the even- and odd-numbered models (a ceiling on
 any proxy's Pearson), the size of the reference's tie group at the k-th place
-(``reference_topk_tied``: k or more means the top-k set is flat and its correlations undefined),
+(``reference_topk_tied``; when that group holds the maximum, the top-k set is flat and its
+correlations undefined),
 and for stability its measured cost (``reference_flops``,
 ``reference_seconds`` and both relative to one plain run).
 """
@@ -32,7 +33,7 @@ from harness.config import ExperimentConfig
 from harness.cost import cost_row, run_cost
 from harness.errors import HarnessError
 from harness.runspec import Corruption, DataSpec, RunSpec
-from harness.similarity import similarity_boot, similarity_metrics
+from harness.similarity import similarity_boot, similarity_metrics, top_k_count
 from harness.tasks.base import EvalContext, Row, Setting, Task, register_task
 from harness.tasks.reference import REFERENCE_DEFAULTS, ReferenceConfig, reference_config
 from proxies.base import Need
@@ -102,16 +103,16 @@ class Memorization(ReferenceTask):
 
 
 def boundary_tie_group(reference: np.ndarray, top_k: int | None) -> int:
-    """Samples sharing the reference value at the k-th place. When it is k or more, the top-k set
-    is one tie group, constant in the reference, and the top-k Pearson and Spearman are undefined
-    (left blank): a stability reference from few models has hundreds of samples at exactly 1.0
-    (never right when held out), e.g. 473 of 4,000 CIFAR-10 images at K = 32."""
+    """Samples sharing the reference value at the k-th place. When that value is also the
+    reference's maximum, the top-k set is one tie group, constant in the reference, and the top-k
+    Pearson and Spearman are undefined (left blank): a stability reference from few models puts
+    hundreds of samples at exactly 1.0 (never right when held out), e.g. 473 of 4,000 CIFAR-10
+    images at K = 32."""
     ref = np.asarray(reference, dtype=np.float64)
     ref = ref[~np.isnan(ref)]
     if len(ref) == 0:
         return 0
-    k = min(len(ref), max(1, round(0.1 * len(ref))) if top_k is None else int(top_k))
-    kth = np.sort(ref)[::-1][k - 1]
+    kth = np.sort(ref)[::-1][top_k_count(len(ref), top_k) - 1]
     return int((ref == kth).sum())
 
 
