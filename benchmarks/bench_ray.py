@@ -2,13 +2,19 @@
 
     python benchmarks/bench_ray.py                     # local (2 threads), ray 2 workers, ray 1 worker
     python benchmarks/bench_ray.py --epochs 40 --configs local2,ray2
+    python benchmarks/bench_ray.py --configs gpu1,gpu025 --no-overhead --epochs 20 \
+        --grid "--dataset imagefolder:DIR --tasks mislabeled --proxies csl --seeds 4 --device cuda --no-progress"
 
 Each configuration runs `python -m harness run` in a fresh process on a fresh store (Ray's start-up
-is inside the measured time), on the same grid: digits, `--tasks mislabeled,duplicates --proxies
-all`, 3 seeds = 15 settings x (1 base + 2 SSFT + 3 folds) = 90 runs. The outputs of every
-configuration are compared byte for byte with the earlier ones (equal thread counts give equal
-bytes; 2 threads vs 1 differ at rounding level). Then Ray's overhead per job is measured with a no-op job
-function through the same executor. Prints a markdown table and writes JSON (`--json`).
+is inside the measured time), on the same grid, by default digits, `--tasks mislabeled,duplicates
+--proxies all`, 3 seeds = 15 settings x (1 base + 2 SSFT + 3 folds) = 90 runs (`--grid` replaces
+it). The outputs of every configuration are compared byte for byte with the earlier ones (equal
+thread counts give equal bytes on a CPU; 2 threads vs 1 differ at rounding level, and GPU kernels
+need not be bitwise repeatable). Then Ray's overhead per job is measured with a no-op job function
+through the same executor (`--no-overhead` skips it). Prints a markdown table and writes JSON.
+
+On a GPU, `gpu1` (one run on the GPU at a time) against `gpu025` (`--gpus-per-run 0.25`: four runs
+share the GPU) measures what packing small runs onto one GPU buys.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -28,12 +35,14 @@ CONFIGS = {
     "local1": ["--executor", "local", "--threads", "1"],
     "ray2": ["--executor", "ray", "--workers", "2", "--threads", "1"],
     "ray1": ["--executor", "ray", "--workers", "1", "--threads", "1"],
+    "gpu1": ["--executor", "ray", "--gpus-per-run", "1", "--threads", "1"],
+    "gpu025": ["--executor", "ray", "--gpus-per-run", "0.25", "--threads", "1"],
 }
 
 
-def run_grid(name: str, epochs: int, root: Path) -> dict:
+def run_grid(name: str, epochs: int, root: Path, grid: list[str]) -> dict:
     out, store = root / name / "out", root / name / "store"
-    cmd = [sys.executable, "-m", "harness", "run", *GRID, "--epochs", str(epochs), "--out", str(out),
+    cmd = [sys.executable, "-m", "harness", "run", *grid, "--epochs", str(epochs), "--out", str(out),
            "--store", str(store), *CONFIGS[name]]
     t0 = time.perf_counter()
     done = subprocess.run(cmd, capture_output=True, text=True)
@@ -87,10 +96,16 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--configs", default="local2,ray2,ray1")
     p.add_argument("--json", type=Path, default=None)
+    p.add_argument("--grid", default=shlex.join(GRID), help="the experiment's flags, as one string")
+    p.add_argument("--no-overhead", action="store_true", help="skip the no-op job overhead measurement")
     a = p.parse_args()
+    unknown = set(a.configs.split(",")) - set(CONFIGS)
+    if unknown:
+        p.error(f"unknown configs {sorted(unknown)}; valid: {', '.join(CONFIGS)}")
+    grid = shlex.split(a.grid)
     results = {"epochs": a.epochs, "cpus": os.cpu_count(), "load_before": os.getloadavg()}
     with tempfile.TemporaryDirectory() as tmp:
-        runs = [run_grid(name, a.epochs, Path(tmp)) for name in a.configs.split(",")]
+        runs = [run_grid(name, a.epochs, Path(tmp), grid) for name in a.configs.split(",")]
         ref = runs[0]
         for i, r in enumerate(runs):
             r["speedup_vs_first"] = ref["wall_s"] / r["wall_s"]
@@ -98,18 +113,19 @@ def main() -> None:
         for r in runs:
             del r["out"]
     results["grid"] = runs
-    results["overhead"] = job_overhead()
+    results["overhead"] = None if a.no_overhead else job_overhead()
     results["load_after"] = os.getloadavg()
-    print(f"digits, {a.epochs} epochs, mislabeled+duplicates, proxies all, 3 seeds; {os.cpu_count()} CPUs; "
+    print(f"`{shlex.join(grid)}`, {a.epochs} epochs; {os.cpu_count()} CPUs; "
           f"load average before {results['load_before'][0]:.1f}, after {results['load_after'][0]:.1f}")
     print("| config | runs trained | wall (s) | speedup vs first | outputs byte-identical to |")
     print("|---|---|---|---|---|")
     for r in runs:
         print(f"| {r['config']} | {r['trained']} | {r['wall_s']:.1f} | {r['speedup_vs_first']:.2f}x | "
               f"{', '.join(r['identical_to']) or '-'} |")
-    o = results["overhead"]
-    print(f"Ray: init {o['ray_init_s']:.1f} s; per no-op job {1000 * o['ray_per_job_s']:.2f} ms "
-          f"(local executor {1000 * o['local_per_job_s']:.3f} ms)")
+    o = results["overhead"] or {}
+    if o:
+        print(f"Ray: init {o['ray_init_s']:.1f} s; per no-op job {1000 * o['ray_per_job_s']:.2f} ms "
+              f"(local executor {1000 * o['local_per_job_s']:.3f} ms)")
     if a.json:
         a.json.write_text(json.dumps(results, indent=1))
 

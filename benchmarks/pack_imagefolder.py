@@ -20,14 +20,17 @@ import numpy as np
 BLOB, INDEX = "images.bin", "index.npz"
 
 
-def pack(src: Path, dest: Path, splits: list[str], test_per_class: int | None = None) -> int:
+def pack(src: Path, dest: Path, splits: list[str], test_per_class: int | None = None,
+         train_per_class: int | None = None) -> int:
     """Writes dest/images.bin and dest/index.npz; returns the number of files packed. The test split
-    can be cut to its first `test_per_class` files per class (it only yields held-out accuracy)."""
+    can be cut to its first `test_per_class` files per class (it only yields held-out accuracy), the
+    training split to `train_per_class` (a small grid that must travel beside other files)."""
     files = []
     for split in splits:
+        keep = test_per_class if split == "test" else train_per_class if split == "train" else None
         for class_dir in sorted(d for d in (src / split).iterdir() if d.is_dir()):
             members = sorted(p for p in class_dir.iterdir() if p.is_file())
-            files += members[:test_per_class] if split == "test" and test_per_class else members
+            files += members[:keep] if keep else members
     if not files:
         raise SystemExit(f"no files under {src} in splits {splits}")
     dest.mkdir(parents=True, exist_ok=True)
@@ -62,12 +65,13 @@ def main() -> None:
     p.add_argument("dest", type=Path)
     p.add_argument("--splits", nargs="+", default=["train", "test"])
     p.add_argument("--test-per-class", type=int, default=None)
+    p.add_argument("--train-per-class", type=int, default=None)
     u = sub.add_parser("unpack")
     u.add_argument("src", type=Path)
     u.add_argument("dest", type=Path)
     args = parser.parse_args()
     if args.command == "pack":
-        n = pack(args.src, args.dest, args.splits, args.test_per_class)
+        n = pack(args.src, args.dest, args.splits, args.test_per_class, args.train_per_class)
     else:
         n = unpack(args.src, args.dest)
     print(f"{args.command}: {n} files")

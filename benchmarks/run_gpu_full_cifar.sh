@@ -7,6 +7,7 @@
 # with .gpu_pack ignored by git and named in the device call's `carry`. Each experiment's folder
 # (leaderboards, gzipped per-sample scores, figures) and log go to $WORK, and one NAME.tgz of
 # them to $OUT (the device returns at most 8 files); the store stays on the device.
+# benchmarks/run_gpu_session.sh runs this script inside one time-boxed device call.
 # A small CPU rehearsal of the same command lines:
 #   DEVICE=cpu EXTRA="--subset 300 --epochs 1 --precision fp32" benchmarks/run_gpu_full_cifar.sh
 set -euo pipefail
@@ -17,6 +18,7 @@ mkdir -p "$out" ${OUT:+"$OUT"}
 [ -d "$data/train" ] || "$py" benchmarks/pack_imagefolder.py unpack "${PACK:-.gpu_pack}" "$data"
 proxies="csl,csl_eval,final_loss,in_confidence,forgetting,threshold_lt,aum,el2n,variability"
 proxies+=",loss_sensitivity,learning_time,learning_time(rule=count),csg"
+proxies=${PROXIES:-$proxies}  # e.g. PROXIES=csl,aum for a shorter call
 run() {  # NAME TASK-FLAGS...: one experiment, its log and outputs under $out/NAME
   local name=$1; shift
   # shellcheck disable=SC2086  # EXTRA is a list of flags
