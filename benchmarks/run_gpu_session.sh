@@ -11,7 +11,9 @@
 # throughput and loop, compiled throughput. A stage that would get less than 20 s is skipped, and
 # The loop benchmarks run 2 epochs (bf16) and 1 (fp32) instead of 3 to fit. `session.log` says what ran, its exit status and seconds. $OUT gets session.log, checks.tgz
 # (logs and JSON of the checks, nvidia-smi) and full-cifar10.tgz (leaderboard, summary, figures,
-# gzipped per-sample scores, log); the run store stays on the device.
+# gzipped per-sample scores, log); the run store stays on the device. SESSION_STAGES picks and
+# orders the stages (also full_cifar_duplicates: the duplicates task with the proxies that need no
+# input gradients; bench_bf16_long: one 10-epoch round of the bf16 loop comparison).
 # CPU rehearsal: DEVICE=cpu EXTRA="--subset 300 --epochs 1 --precision fp32" MEMPROX_BENCH_DEVICE=cpu \
 #   MEMPROX_BENCH_N=128 MEMPROX_BENCH_ROUNDS=1 MEMPROX_BENCH_K=2 OUT=/tmp/o benchmarks/run_gpu_session.sh
 set -uo pipefail
@@ -19,6 +21,11 @@ set -uo pipefail
 export PYTHON=${PYTHON:-python3} PYTHONUNBUFFERED=1 MEMPROX_CACHE=${MEMPROX_CACHE:-$PWD/.gpu_cache}
 work=${WORK:-gpu-work}
 end=$((SECONDS + ${BUDGET_S:-450}))
+SESSION_STAGES=${SESSION_STAGES:-cuda_tests,full_cifar,bench_bf16,conv_ensemble,bench_fp32,bench_compiled}
+known=" cuda_tests full_cifar full_cifar_duplicates bench_bf16 bench_bf16_long conv_ensemble bench_fp32 bench_compiled "
+for name in ${SESSION_STAGES//,/ }; do  # refuse a typo before any device time is spent
+  [[ $known == *" $name "* ]] || { echo "unknown session stage $name; valid:$known" >&2; exit 2; }
+done
 checks=$work/checks
 mkdir -p "$checks" "$work/full" "$OUT"
 log=$OUT/session.log
@@ -41,12 +48,35 @@ stage() {  # NAME CAP_S CMD...: CMD with at most CAP_S seconds (less if the budg
   && "$PYTHON" -c "from harness.data import load_dataset; print(load_dataset('imagefolder:.gpu_data/cifar10'))" \
 ) > "$checks/decode.log" 2>&1 &
 decode=$!
-stage cuda_tests 120 env OUT="$checks" STAGES=cuda benchmarks/run_gpu_checks.sh
-wait "$decode" || echo "[decode] failed: see checks/decode.log" | tee -a "$log"
-stage full_cifar ${FULL_CAP_S:-280} env -u OUT WORK="$work/full" benchmarks/run_gpu_full_cifar.sh
-tar czf "$OUT/full-cifar10.tgz" -C "$work" full
-stage bench_bf16 75 env OUT="$checks" STAGES=bf16 MEMPROX_BENCH_EPOCHS=2 benchmarks/run_gpu_checks.sh
-stage conv_ensemble 75 env OUT="$checks" STAGES=conv_ensemble benchmarks/run_gpu_checks.sh
-stage bench_fp32 60 env OUT="$checks" STAGES=fp32 FP32_K="loop_vs or images" MEMPROX_BENCH_EPOCHS=1 benchmarks/run_gpu_checks.sh
-stage bench_compiled 90 env OUT="$checks" STAGES=bf16_compiled COMPILED_K=images benchmarks/run_gpu_checks.sh
+data_ready() {  # wait once for the background decode
+  if [ -n "${decode:-}" ]; then
+    wait "$decode" || echo "[decode] failed: see checks/decode.log" | tee -a "$log"
+    decode=
+  fi
+}
+for name in ${SESSION_STAGES//,/ }; do
+  case $name in
+    cuda_tests) stage cuda_tests 120 env OUT="$checks" STAGES=cuda benchmarks/run_gpu_checks.sh ;;
+    full_cifar)
+      data_ready
+      stage full_cifar "${FULL_CAP_S:-280}" env -u OUT WORK="$work/full" benchmarks/run_gpu_full_cifar.sh
+      tar czf "$OUT/full-cifar10.tgz" -C "$work" full ;;
+    full_cifar_duplicates)  # the single-run proxies that need no input gradients
+      data_ready
+      stage full_cifar_duplicates "${FULL_CAP_S:-280}" env -u OUT WORK="$work/full" EXPERIMENTS=duplicates \
+        PROXIES=csl,csl_eval,final_loss,in_confidence,forgetting,threshold_lt,aum,el2n,variability \
+        benchmarks/run_gpu_full_cifar.sh
+      tar czf "$OUT/full-cifar10.tgz" -C "$work" full ;;
+    bench_bf16) stage bench_bf16 75 env OUT="$checks" STAGES=bf16 MEMPROX_BENCH_EPOCHS=2 benchmarks/run_gpu_checks.sh ;;
+    bench_bf16_long)  # one round at 10 epochs: the fixed costs of a call weigh as in a real run
+      stage bench_bf16_long 90 env OUT="$checks/long" STAGES=bf16 BF16_K=loop_vs MEMPROX_BENCH_EPOCHS=10 \
+        MEMPROX_BENCH_ROUNDS=1 benchmarks/run_gpu_checks.sh ;;
+    conv_ensemble) stage conv_ensemble 75 env OUT="$checks" STAGES=conv_ensemble benchmarks/run_gpu_checks.sh ;;
+    bench_fp32) stage bench_fp32 60 env OUT="$checks" STAGES=fp32 FP32_K="loop_vs or images" MEMPROX_BENCH_EPOCHS=1 \
+      benchmarks/run_gpu_checks.sh ;;
+    bench_compiled) stage bench_compiled 90 env OUT="$checks" STAGES=bf16_compiled COMPILED_K=images \
+      benchmarks/run_gpu_checks.sh ;;
+    *) echo "unknown session stage $name" | tee -a "$log"; exit 2 ;;
+  esac
+done
 echo "[session] $((SECONDS)) s in all" | tee -a "$log"

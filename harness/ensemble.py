@@ -24,7 +24,8 @@ reach both engines at once.
 Batch norm is supported: each member's running statistics are rows of the stacked buffers, which
 ``functional_call`` under ``vmap`` updates in place per member, so a member normalises with its own
 batch's statistics in training and its own running statistics in eval, exactly as alone.
-bf16 autocast covers the training forward as in ``train_run`` (the loss is taken in float32).
+bf16 autocast covers the training forward as in ``train_run`` (the loss is taken in float32); on
+CUDA, batch norm under vmap gets a float32 input (``_float32_batch_norm``).
 Channels-last is a layout request the batched engine does not apply: under ``vmap`` a stacked
 convolution is one grouped convolution whose layout torch picks; the computation is the same.
 
@@ -252,6 +253,27 @@ def _stack(models: list[nn.Module]) -> tuple[dict[str, torch.Tensor], dict[str, 
     return out, buffers
 
 
+def _float32_batch_norm(skeleton: nn.Module) -> None:
+    """Batch norm layers of a bf16 ensemble on CUDA normalise a float32 copy of their input and
+    hand back the input's dtype.
+
+    For one model, cuDNN's batch norm takes a bf16 input with float32 running statistics (it
+    computes in float32 and returns bf16). Under vmap the batched backward calls the kernel
+    without the affine weight, and it then demands running statistics in the input's dtype
+    ("Expected running_mean to have type BFloat16 but got Float": torch 2.11 on an H200). A
+    float32 input with float32 statistics, rounded back to bf16 on the way out, is the arithmetic
+    the single-model kernel does, and it keeps the running statistics float32 as in train_run.
+    """
+    for module in skeleton.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            plain = module.forward
+
+            def forward(x: torch.Tensor, plain=plain) -> torch.Tensor:
+                return plain(x.float()).to(x.dtype)
+
+            module.forward = forward
+
+
 def _train_group(
     specs: list[RunSpec],
     indices: list[np.ndarray],
@@ -269,6 +291,8 @@ def _train_group(
     models = _init_models(specs, data)
     params, buffers = _stack(models)
     skeleton = copy.deepcopy(models[0]).to("meta")
+    if device.type == "cuda" and recipe.precision != "fp32":
+        _float32_batch_norm(skeleton)
     first = train_idx[0, : recipe.batch_size]  # FLOPs as train_run counts them: one plain member's batch
     flops_per_sample = _plain_flops(models[0], data.inputs(first), data.y[first]) / len(first)
     del models

@@ -11,7 +11,14 @@ import torch
 from torch.func import functional_call, stack_module_state, vmap
 
 from baselines.stability import stability_specs
-from harness.ensemble import can_ensemble, ensemble_chunks, members_that_fit, train_ensemble, train_members
+from harness.ensemble import (
+    _float32_batch_norm,
+    can_ensemble,
+    ensemble_chunks,
+    members_that_fit,
+    train_ensemble,
+    train_members,
+)
 from harness.errors import RunFailed
 from harness.models import MODELS, build_model
 from harness.recipe import make_optimizer
@@ -292,3 +299,24 @@ def test_groupnorm_cnn_members_match_train_run(tiny_recipe, augment: bool) -> No
     for spec, out in zip(specs, outs, strict=True):
         _assert_same_run(out, train_run(spec, data, [EVAL_LAST], progress=False), exact_correct=0.98)
     assert not np.array_equal(outs[0].arrays[KEY]["p_label"], outs[1].arrays[KEY]["p_label"])
+
+
+def test_float32_batch_norm_matches_the_plain_layer() -> None:
+    """The bf16-on-CUDA batch norm of ensembles (`_float32_batch_norm`): under vmap it gives each
+    member's own layer's numbers and running statistics, and a bf16 input comes back bf16, the
+    rounded float32 result, as cuDNN's mixed-precision kernel returns it for one model."""
+    torch.manual_seed(0)
+    layers = [torch.nn.BatchNorm2d(4) for _ in range(2)]
+    params, buffers = stack_module_state(layers)
+    skeleton = copy.deepcopy(layers[0]).to("meta")
+    _float32_batch_norm(skeleton)
+    x = torch.randn(2, 8, 4, 5, 5)
+    out = vmap(lambda p, b, xi: functional_call(skeleton, (p, b), (xi,)))(params, buffers, x)
+    ref = torch.stack([layer(x[j]) for j, layer in enumerate(layers)])
+    torch.testing.assert_close(out, ref, rtol=0, atol=1e-6)
+    torch.testing.assert_close(buffers["running_var"], torch.stack([layer.running_var for layer in layers]))
+    half = x[0].bfloat16()
+    single = copy.deepcopy(layers[0]).eval()
+    _float32_batch_norm(single)
+    assert single(half).dtype == torch.bfloat16
+    assert torch.equal(single(half), layers[0].eval()(half.float()).bfloat16())
