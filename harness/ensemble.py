@@ -116,6 +116,37 @@ def _cpu_chunk(spec: RunSpec, data: PreparedData) -> int:
 GPU_MEMORY_SHARE = 0.6
 
 
+#: Elements one stacked activation may hold. Under vmap a layer's output for K members is one
+#: tensor (K x batch x per-sample elements), and cuDNN indexes with 32-bit integers: a ResNet-18
+#: ensemble of 16 whose eval pass fed 2,048 images to every member made a 2^31-element batch-norm
+#: input, and cuDNN refused it (CUDNN_STATUS_NOT_SUPPORTED, seen on an H200).
+MAX_STACKED_ELEMENTS = 2**31 - 1
+
+
+def largest_activation(model: nn.Module, x: torch.Tensor) -> int:
+    """Elements per sample of the largest output of any layer of `model` on the batch `x`."""
+    largest = [int(x[0].numel())]
+
+    def record(_module: nn.Module, _inputs: object, output: object) -> None:
+        if isinstance(output, torch.Tensor) and output.dim() > 0 and len(output):
+            largest[0] = max(largest[0], output.numel() // len(output))
+
+    hooks = [m.register_forward_hook(record) for m in model.modules()]
+    try:
+        with torch.no_grad():
+            model(x)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return largest[0]
+
+
+def stacked_batch(members: int, batch: int, per_sample: int) -> int:
+    """The largest batch (at most `batch`) at which `members` stacked activations of `per_sample`
+    elements each stay within MAX_STACKED_ELEMENTS (at least 1)."""
+    return max(1, min(batch, MAX_STACKED_ELEMENTS // max(1, members * per_sample)))
+
+
 def members_that_fit(free_bytes: int, member_bytes: int, share: float = GPU_MEMORY_SHARE) -> int:
     """How many members' training steps fit into `share` of `free_bytes` (at least one)."""
     return max(1, int(share * free_bytes) // max(1, member_bytes))
@@ -141,10 +172,14 @@ def _gpu_chunk(spec: RunSpec, data: PreparedData, gpu_fraction: float = 1.0) -> 
     nn.functional.cross_entropy(logits.float(), data.y[idx]).backward()
     peak = torch.cuda.max_memory_allocated(device) - base
     state = 3 * sum(p.numel() * p.element_size() for p in model.parameters())  # grads, 2 Adam moments
-    del model, logits
+    del logits
     torch.cuda.empty_cache()
     free, _ = torch.cuda.mem_get_info(device)
-    return members_that_fit(free, peak + state, GPU_MEMORY_SHARE * min(1.0, gpu_fraction))
+    fit = members_that_fit(free, peak + state, GPU_MEMORY_SHARE * min(1.0, gpu_fraction))
+    # the training step's stacked activations must stay indexable too (an eval pass can shrink its
+    # batch, a training step cannot)
+    per_sample = largest_activation(model.eval(), data.inputs(idx[:1]))
+    return max(1, min(fit, MAX_STACKED_ELEMENTS // max(1, len(idx) * per_sample)))
 
 
 def ensemble_chunks(specs: Sequence[RunSpec], data: PreparedData, max_members: int | None = None,
@@ -295,6 +330,8 @@ def _train_group(
         _float32_batch_norm(skeleton)
     first = train_idx[0, : recipe.batch_size]  # FLOPs as train_run counts them: one plain member's batch
     flops_per_sample = _plain_flops(models[0], data.inputs(first), data.y[first]) / len(first)
+    # the eval passes feed every member the same images: a batch whose stacked activations fit
+    eval_batch = stacked_batch(k, 4 * recipe.batch_size, largest_activation(models[0].eval(), data.inputs(first[:1])))
     del models
 
     def one(p, b, x):
@@ -350,9 +387,9 @@ def _train_group(
     t0 = time.perf_counter()
     eval_flops: list[int] = []
     with count_flops(eval_flops):
-        arrays = _eval_pass(forward_shared, params, buffers, data, 4 * recipe.batch_size)
+        arrays = _eval_pass(forward_shared, params, buffers, data, eval_batch)
     eval_seconds = time.perf_counter() - t0
-    test_acc = _test_accuracy(forward_shared, params, buffers, data, 4 * recipe.batch_size)
+    test_acc = _test_accuracy(forward_shared, params, buffers, data, eval_batch)
     correct = arrays["correct"]  # (K, N)
     train_acc = torch.gather(correct, 1, train_idx).double().mean(1).tolist()
 

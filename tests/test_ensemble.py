@@ -10,12 +10,16 @@ import pytest
 import torch
 from torch.func import functional_call, stack_module_state, vmap
 
+import harness.ensemble as ensemble_module
 from baselines.stability import stability_specs
 from harness.ensemble import (
+    MAX_STACKED_ELEMENTS,
     _float32_batch_norm,
     can_ensemble,
     ensemble_chunks,
+    largest_activation,
     members_that_fit,
+    stacked_batch,
     train_ensemble,
     train_members,
 )
@@ -320,3 +324,41 @@ def test_float32_batch_norm_matches_the_plain_layer() -> None:
     _float32_batch_norm(single)
     assert single(half).dtype == torch.bfloat16
     assert torch.equal(single(half), layers[0].eval()(half.float()).bfloat16())
+
+
+def test_stacked_batch_keeps_activations_indexable() -> None:
+    """The cuDNN limit that a 16-member ResNet-18 eval pass hit on an H200: 16 members x 2,048
+    images x 65,536 elements (64 channels of 32x32) is exactly 2^31."""
+    assert 16 * 2048 * 65536 > MAX_STACKED_ELEMENTS
+    assert stacked_batch(16, 2048, 65536) == 2047
+    assert stacked_batch(4, 512, 65536) == 512  # well inside: the batch asked for
+    assert stacked_batch(10**6, 512, 10**6) == 1  # never below one sample
+
+
+def test_largest_activation_counts_per_sample_elements() -> None:
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.Flatten(),
+                                torch.nn.Linear(8 * 4 * 4, 2))
+    assert largest_activation(model, torch.zeros(5, 3, 4, 4)) == 8 * 4 * 4
+    small = build_model("small_cnn", (3, 32, 32), 10)
+    first_conv = next(m for m in small.modules() if isinstance(m, torch.nn.Conv2d))
+    assert largest_activation(small, torch.zeros(2, 3, 32, 32)) >= first_conv.out_channels * 32 * 32
+
+
+def test_eval_batch_shrinks_under_the_element_limit(base_spec: RunSpec, digits_noisy, monkeypatch) -> None:
+    """With the limit lowered so the eval pass runs 3 images a batch, members' eval signals are
+    those of the default batch (eval mode: a sample's outputs do not depend on its batch)."""
+    spec = replace(base_spec, recipe=replace(base_spec.recipe, epochs=2))
+    specs = _specs(spec, 2)
+    default = train_ensemble(specs, digits_noisy, [EVAL_LAST], progress=False)
+    per_sample = largest_activation(build_model(spec.model, tuple(digits_noisy.x.shape[1:]), 10),
+                                    digits_noisy.inputs(torch.arange(1)))
+    monkeypatch.setattr("harness.ensemble.MAX_STACKED_ELEMENTS", 2 * 3 * per_sample)
+    batches: list[int] = []
+    plain_eval = ensemble_module._eval_pass
+    monkeypatch.setattr(ensemble_module, "_eval_pass", lambda *a: batches.append(a[-1]) or plain_eval(*a))
+    small = train_ensemble(specs, digits_noisy, [EVAL_LAST], progress=False)
+    assert batches == [3]
+    for a, b in zip(default, small, strict=True):
+        for name in ("loss", "p_label", "probs_last"):
+            np.testing.assert_allclose(a.arrays[KEY][name], b.arrays[KEY][name], rtol=1e-5, atol=1e-6)
+        assert a.test_acc == b.test_acc
