@@ -73,20 +73,19 @@ PRESETS.register("paper", PresetEntry(
            None),
 ))
 
-# The gpu preset (untested on a GPU so far: no GPU was at hand when it was written). Reasoning:
-# without augmentation every epoch shows the network the same 50,000 images, so ResNet-18 fits
-# them, the 10% relabelled ones included, in tens of epochs instead of the paper's 200 (Zhang et
-# al. 2017 fit even random labels without augmentation); a one-cycle schedule ending near lr 0
-# lets the last epochs memorise what the high-lr phase could not. Batch 512 with the linearly
-# scaled lr 0.4 (0.1 per 128) keeps a modern GPU busy; bf16 autocast and channels-last are the
-# two settings that make convolutions run on tensor cores. Expected, not yet measured: >= 99%
-# training accuracy on 10% noisy CIFAR-10 labels after 40 epochs; if a GPU run falls short,
-# raise epochs before anything else.
+# The gpu preset. Reasoning: without augmentation every epoch shows the network the same 50,000
+# images, so ResNet-18 fits them, the 10% relabelled ones included, in tens of epochs instead of the
+# paper's 200 (Zhang et al. 2017 fit even random labels without augmentation); a one-cycle schedule
+# ending near lr 0 lets the last epochs memorise what the high-lr phase could not. Batch 512 with the
+# linearly scaled lr 0.4 (0.1 per 128) keeps a modern GPU busy; bf16 autocast and channels-last are
+# the two settings that make convolutions run on tensor cores. Measured on one H200 (torch 2.11,
+# full offline CIFAR-10, 1 seed): training accuracy 1.000 on 10% noisy labels, held-out accuracy
+# 0.77 (2,000 test images), 43.7 s of training loop for the 40 epochs (results/cifar10-full-gpu).
 PRESETS.register("gpu", PresetEntry(
     "gpu",
     "one GPU, full dataset, minutes: ResNet-18, SGD one-cycle to lr 0.4 (momentum 0.9, wd 5e-4), batch 512, "
-    "40 epochs, no augmentation, bf16 autocast, channels-last; aims at >= 99% training accuracy on 10% "
-    "noisy labels (untested)",
+    "40 epochs, no augmentation, bf16 autocast, channels-last; fits 10% noisy CIFAR-10 labels (training "
+    "accuracy 1.000, ~45 s of training on one H200)",
     Preset("gpu", "resnet18",
            Recipe(optimizer="sgd", lr=0.4, momentum=0.9, weight_decay=5e-4, batch_size=512, epochs=40,
                   schedule="onecycle", milestones=(), augment=False, precision="bf16", channels_last=True),
