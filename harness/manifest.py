@@ -1,20 +1,34 @@
 """The typed manifest of a stored run: what was trained, how, on what, and what it cost.
 
-The store writes it as `manifest.json` beside the arrays and reads it back with `from_dict`, which
-refuses an entry with a missing or mistyped field (the store then treats the entry as missing and
-recomputes it) instead of failing later on a string key. `engine` and `threads` are recorded
+The store writes it as `manifest.json` beside the arrays (`to_json`) and reads it back with
+`from_json`, which refuses an entry with a missing or mistyped field (the store then treats the entry
+as missing and recomputes it) instead of failing later on a string key. Every number in it can reach
+an output (costs, accuracies, the summary), so the file carries a SHA-256 over the canonical JSON of
+everything else in it (`manifest_sha256`): a manifest without it (written before it existed) or
+with any value changed is not trusted. `engine` and `threads` are recorded
 because they change results at float-rounding level: the same spec trained one at a time and in a
 batched ensemble, or with another thread count, agrees only up to rounding.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import platform
 import time
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import Any
 
 ENGINES = ("single", "ensemble")
+#: The manifest.json field holding the SHA-256 of the manifest's other fields (`manifest_digest`).
+DIGEST_FIELD = "manifest_sha256"
+
+
+def manifest_digest(raw: dict[str, Any]) -> str:
+    """SHA-256 of the canonical JSON (sorted keys, compact separators) of a parsed manifest: it
+    depends on the values a reader gets, not on the file's layout, so any tool can check it."""
+    canonical = json.dumps(raw, sort_keys=True, separators=(",", ":"), allow_nan=True)
+    return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 def package_versions() -> dict[str, str]:
@@ -62,6 +76,29 @@ class Manifest:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def to_json(self) -> str:
+        """manifest.json's text: the fields plus `manifest_sha256`, computed over exactly what a
+        reader parses back (values that JSON cannot hold are written, and hashed, as strings)."""
+        body = json.loads(json.dumps(self.to_dict(), default=str))
+        return json.dumps({**body, DIGEST_FIELD: manifest_digest(body)}, indent=1, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> Manifest:
+        """The manifest of a manifest.json, or ValueError when it is not JSON, lacks its checksum
+        (written by a memprox before manifests were checksummed) or does not match it."""
+        try:
+            raw = json.loads(text)
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise ValueError(f"manifest.json is not valid JSON ({e})") from e
+        if not isinstance(raw, dict):
+            raise ValueError("manifest is not a JSON object")
+        claimed = raw.pop(DIGEST_FIELD, None)
+        if claimed is None:
+            raise ValueError("manifest.json has no checksum: written before memprox checksummed manifests")
+        if claimed != manifest_digest(raw):
+            raise ValueError("checksum mismatch in manifest.json")
+        return cls.from_dict(raw)
+
     @classmethod
     def from_dict(cls, raw: Any) -> Manifest:
         """The manifest, or ValueError naming what is missing or malformed."""
@@ -78,7 +115,9 @@ class Manifest:
             manifest = cls(**kwargs)
         except (TypeError, AttributeError) as e:
             raise ValueError(f"manifest is malformed ({e})") from e
-        if manifest.engine not in ENGINES or not isinstance(manifest.checksums, dict):
+        if manifest.engine not in ENGINES:
             raise ValueError(f"manifest has an unknown engine {manifest.engine!r}")
+        if not isinstance(manifest.checksums, dict):
+            raise ValueError("manifest's checksums are not a JSON object")
         return manifest
 
