@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import re
 import warnings
@@ -409,7 +410,8 @@ def _load_imagefolder(name: str, path: Path, subset: int | None, cache_dir: Path
         )
     class_to_idx = {c: i for i, c in enumerate(classes)}
 
-    train = _list_split(train_dir, class_to_idx)
+    seen: dict[str, Path] = {}  # resolved image -> where it was listed: no image counts twice
+    train = _list_split(train_dir, class_to_idx, path, seen)
     if not train.files:
         raise HarnessError(
             f"{name}: no images ({', '.join(_IMG_EXTENSIONS)}) under {train_dir}; "
@@ -420,7 +422,7 @@ def _load_imagefolder(name: str, path: Path, subset: int | None, cache_dir: Path
     identity = [_cache_key(train, "train", len(train.files))]
 
     if test_dir is not None:
-        test = _list_split(test_dir, class_to_idx)
+        test = _list_split(test_dir, class_to_idx, path, seen)
         identity.append(_cache_key(test, "test", len(test.files)))
         m = _test_count(subset, len(test.files))
         x_test = _cached_decode(test, "test", m, cache_dir) if m else _empty_like(x_train)
@@ -448,16 +450,27 @@ def _load_imagefolder(name: str, path: Path, subset: int | None, cache_dir: Path
 
 def _class_names(root: Path) -> list[str]:
     """Sorted subfolder names, as torchvision's ImageFolder, so label ids agree with it."""
-    return sorted(e.name for e in os.scandir(root) if e.is_dir() and not e.name.startswith("."))
+    try:
+        return sorted(e.name for e in os.scandir(root) if e.is_dir() and not e.name.startswith("."))
+    except OSError as exc:
+        raise HarnessError(f"cannot list folder {root}: {exc}; check that it exists and is readable") from exc
 
 
-def _list_split(root: Path, class_to_idx: dict[str, int]) -> _Split:
+def _list_split(root: Path, class_to_idx: dict[str, int], tree: Path, seen: dict[str, Path]) -> _Split:
     """List a split's images and put them in canonical order.
 
     Integer stems are the samples' original indices (`00042.jpg` is sample 42), so that order is
     used when every stem is an integer and no two collide; otherwise ImageFolder's (class, path)
     order, which is deterministic but carries no meaning beyond that.
+
+    Symbolic links: every sample must be counted once, so a folder link that leads back into
+    `tree` (the dataset folder), to an ancestor, or to a folder already listed is not followed
+    (a `loop -> .` once turned 20 images into 420 samples), and a file reached twice (through a
+    link, in this split or in `seen`, resolved image -> listed path, shared by both splits) is
+    refused: a duplicate sample, or a test image that is also a training image. Links to files
+    and folders elsewhere are followed: datasets assembled from links are common.
     """
+    tree = tree.resolve()
     entries: list[tuple[str, str, Path, int]] = []  # (class, relative path, path, label)
     newest = 0
     unknown = sorted(set(_class_names(root)) - set(class_to_idx))
@@ -470,14 +483,19 @@ def _list_split(root: Path, class_to_idx: dict[str, int]) -> _Split:
         cls_dir = root / cls
         if not cls_dir.is_dir():
             continue
-        for dirpath, dirnames, filenames in os.walk(cls_dir, followlinks=True):
-            dirnames.sort()
-            for fname in sorted(filenames):
-                if fname.startswith(".") or not fname.lower().endswith(_IMG_EXTENSIONS):
-                    continue
-                file = Path(dirpath) / fname
+        for file, real in _image_files(cls_dir, tree):
+            if real in seen:
+                raise HarnessError(
+                    f"image {real} is reached twice, as {seen[real]} and as {file} (through a symbolic "
+                    f"link); every sample must occur once: remove one of the links, or copy the file if "
+                    f"the duplicate is intended"
+                )
+            seen[real] = file
+            try:
                 newest = max(newest, file.stat().st_mtime_ns)
-                entries.append((cls, file.relative_to(cls_dir).as_posix(), file, class_to_idx[cls]))
+            except OSError as exc:
+                raise HarnessError(f"cannot read image {file}: {exc}; remove the file or fix it") from exc
+            entries.append((cls, file.relative_to(cls_dir).as_posix(), file, class_to_idx[cls]))
     entries.sort(key=lambda e: (e[0], e[1]))
     stems = [e[2].stem for e in entries]
     if (
@@ -493,6 +511,69 @@ def _list_split(root: Path, class_to_idx: dict[str, int]) -> _Split:
         labels=np.array([e[3] for e in entries], dtype=np.int64),
         newest_mtime_ns=newest,
     )
+
+
+def _image_files(top: Path, tree: Path) -> list[tuple[Path, str]]:
+    """Image files under `top` (not hidden, by extension) with their resolved paths, following
+    only safe folder links.
+
+    A subfolder is skipped, with a warning, when it is a link that resolves inside `tree` or to
+    an ancestor of the folder holding it, or when it resolves to a folder already listed:
+    following it would count images twice or never end. `top` itself is always listed (a class
+    folder linked to another class folder is caught file by file, as images reached twice).
+    An image-named entry that is not a readable file (a link to a missing file) is an error.
+    """
+    files: list[tuple[Path, str]] = []
+    listed: set[str] = set()
+    stack: list[tuple[Path, str | None]] = [(top, None)]  # (folder, resolved parent; None for top)
+    while stack:
+        folder, parent = stack.pop()
+        here = os.path.realpath(folder)
+        reason = _skip_reason(folder, here, parent, tree, listed) if parent is not None else None
+        if reason:
+            warnings.warn(
+                f"not following folder link {folder} -> {here}: it {reason}, so its images would count "
+                f"twice; remove the link to silence this",
+                stacklevel=6,  # the caller of load_dataset
+            )
+            continue
+        listed.add(here)
+        try:
+            listing = sorted(os.scandir(folder), key=lambda e: e.name)
+        except OSError as exc:
+            raise HarnessError(f"cannot list folder {folder}: {exc}; check that it is readable") from exc
+        subfolders = []
+        for entry in listing:
+            path = Path(entry.path)
+            if entry.is_dir():  # follows links; which ones to enter is decided when popped
+                subfolders.append((path, here))
+            elif not entry.name.startswith(".") and entry.name.lower().endswith(_IMG_EXTENSIONS):
+                if not entry.is_file():
+                    raise HarnessError(
+                        f"image {path} is not a readable file (a link to a missing file?); remove it or "
+                        f"fix its target"
+                    )
+                # one realpath per folder, not per file: only a linked file needs its own
+                files.append((path, os.path.realpath(path) if entry.is_symlink() else os.path.join(here, entry.name)))
+        stack.extend(reversed(subfolders))
+    return files
+
+
+def _skip_reason(folder: Path, here: str, parent: str, tree: Path, listed: set[str]) -> str | None:
+    """Why subfolder `folder` (resolved: `here`, inside resolved `parent`) must not be listed."""
+    link = folder.is_symlink()
+    if link and _inside(parent, here):
+        return "points to a folder that contains it (a loop)"
+    if link and _inside(here, str(tree)):
+        return "points back into the dataset folder"
+    if here in listed:
+        return "resolves to a folder already listed"
+    return None
+
+
+def _inside(path: str, folder: str) -> bool:
+    """`path` is `folder` or lies below it (both resolved)."""
+    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
 
 
 def _cache_key(split: _Split, split_name: str, count: int) -> str:
@@ -650,6 +731,9 @@ def _load_npz(request: LoadRequest) -> Dataset:
 
 
 def _read_npz(name: str, path: Path) -> dict[str, np.ndarray]:
+    """The archive's arrays, read without unpickling, after checking each member's header: a zip of
+    other files, an object array or a header that promises more data than the member holds is a
+    clear error before anything is allocated."""
     save_hint = "save it with numpy.savez(path, x=features, y=labels)"
     with open(path, "rb") as f:
         magic = f.read(6)
@@ -658,12 +742,45 @@ def _read_npz(name: str, path: Path) -> dict[str, np.ndarray]:
     if not magic.startswith(b"PK"):  # np.load would try to unpickle anything else
         raise HarnessError(f"{name}: cannot read {path} as a .npz file (not a zip archive); {save_hint}")
     try:
+        with zipfile.ZipFile(path) as archive:
+            for info in archive.infolist():
+                _check_npz_member(name, path, archive, info, save_hint)
         with np.load(path, allow_pickle=False) as z:
             return {k: z[k] for k in z.files}
-    except (OSError, EOFError, zipfile.BadZipFile) as exc:
+    except HarnessError:
+        raise
+    except (OSError, EOFError, ValueError, zipfile.BadZipFile) as exc:
         raise HarnessError(f"{name}: cannot read {path} as a .npz file ({exc}); {save_hint}") from exc
-    except ValueError as exc:  # object arrays need pickle, which a data file must not run
-        raise HarnessError(f"{name}: {path} holds an object array ({exc}); save numeric arrays only") from exc
+
+
+def _check_npz_member(name: str, path: Path, archive: zipfile.ZipFile, info: zipfile.ZipInfo,
+                      save_hint: str) -> None:
+    """One member must be a .npy array of a plain dtype whose data fits in the member."""
+    member = info.filename
+    if info.is_dir():
+        return
+    if not member.endswith(".npy"):
+        raise HarnessError(f"{name}: {path} is a zip archive, but its member {member!r} is not a numpy array "
+                           f"(.npy); {save_hint}")
+    with archive.open(info) as f:
+        try:
+            version = np.lib.format.read_magic(f)
+            if version == (1, 0):
+                shape, _, dtype = np.lib.format.read_array_header_1_0(f)
+            elif version == (2, 0):
+                shape, _, dtype = np.lib.format.read_array_header_2_0(f)
+            else:  # rarer header versions: np.load still checks the data's length
+                return
+        except ValueError as exc:
+            raise HarnessError(f"{name}: member {member!r} of {path} is not a numpy array ({exc}); "
+                               f"{save_hint}") from exc
+        header = f.tell()
+    if dtype.hasobject:  # object arrays need pickle, which a data file must not run
+        raise HarnessError(f"{name}: {path} holds an object array ({member!r}); save numeric arrays only")
+    needed = math.prod(shape) * dtype.itemsize
+    if needed > info.file_size - header:
+        raise HarnessError(f"{name}: member {member!r} of {path} declares shape {shape} ({needed:,} bytes) but "
+                           f"holds {info.file_size - header:,} bytes: the file is damaged; save it again")
 
 
 def _npz_features(name: str, key: str, x: np.ndarray, allow_empty: bool = False) -> np.ndarray:
@@ -705,6 +822,8 @@ def _npz_labels(name: str, key: str, y: np.ndarray, n: int) -> np.ndarray:
             f"{name}: {key} has dtype {y.dtype} but must hold integer class ids 0..C-1; save "
             f"{key}.astype(np.int64), or np.unique({key}, return_inverse=True)[1] for arbitrary labels"
         )
+    if len(y) and y.dtype.kind == "u" and int(y.max()) > np.iinfo(np.int64).max:
+        raise HarnessError(f"{name}: {key} has class id {int(y.max())}; class ids must be 0..C-1")
     y = y.astype(np.int64)
     if len(y) and y.min() < 0:
         raise HarnessError(f"{name}: {key} has negative class id {int(y.min())}; class ids must be 0..C-1")
@@ -716,7 +835,7 @@ def _npz_classes(name: str, classes: np.ndarray | None, y: np.ndarray, y_test: n
     if classes is not None:
         if classes.ndim != 1 or len(classes) < 2:
             raise HarnessError(f"{name}: classes must be a 1-D array of at least 2 names, got shape {classes.shape}")
-        names = [str(c) for c in classes]
+        names = [c.decode() if isinstance(c, bytes) else str(c) for c in classes.tolist()]
         if len(set(names)) != len(names):
             raise HarnessError(f"{name}: classes has duplicate names; give every class a distinct name")
         top = max(int(y.max()), int(y_test.max()) if len(y_test) else 0)
@@ -726,6 +845,12 @@ def _npz_classes(name: str, classes: np.ndarray | None, y: np.ndarray, y_test: n
             )
         return names
     num = int(y.max()) + 1
+    if num > len(y):  # checked before anything of size num is allocated (a huge id once asked for 8 TiB)
+        raise HarnessError(
+            f"{name}: y has class id {num - 1} but only {len(y)} samples, so not every class 0..{num - 1} can "
+            f"occur; class ids must be 0..C-1: remap with np.unique(y, return_inverse=True)[1], or save a "
+            f"classes array naming all classes"
+        )
     if len(y_test) and int(y_test.max()) >= num:
         raise HarnessError(
             f"{name}: y_test has class id {int(y_test.max())} but y only has ids up to {num - 1}; "

@@ -52,6 +52,8 @@ _TRAIN_KEYS = tuple(name for name, cls in RECORDERS.items() if issubclass(cls, P
 _EVAL_ALL = RecorderRequest.of("eval_pass", epochs="all").key
 _EVAL_LAST = EVAL_LAST.key
 _INDEX_DTYPES = frozenset({torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8})
+#: Key of an eval pass's row that marks samples whose logits or loss were not finite (not a signal).
+_NONFINITE = "nonfinite"
 #: Proxies that say nothing with fewer epochs: forgetting counts transitions between epochs,
 #: variability is a standard deviation over epochs.
 _MIN_EPOCHS = {"forgetting": 2, "variability": 2}
@@ -95,6 +97,14 @@ class SampleTracker:
     `running_sums=True`: one float64 and one float32 (N,) row. Nothing is copied to the host before
     `scores()`; per batch there is no host sync (index checks of CUDA tensors are collected on the
     device and raised at `end_epoch`). Inputs in half precision (AMP) are cast to float32.
+
+    Non-finite values: a sample whose loss or logits are NaN or inf in some batch (a diverged
+    sample, an overflow that a GradScaler skipped) scores NaN in every proxy that reads that
+    signal -- never the 0 or the partial sum that the proxies' "not presented" rule would give, which
+    would rank a diverged sample least suspicious. The samples are counted on the device (one int32
+    and one bool (N,) row, one int32 row per eval pass), read at `end_epoch` together with the index
+    check, reported by a RuntimeWarning at the first such epoch and again by `scores()`. The loop is
+    yours, so the tracker does not stop it; `warnings.simplefilter("error", RuntimeWarning)` does.
     """
 
     def __init__(
@@ -190,6 +200,7 @@ class SampleTracker:
                     self._current[self._slot[key, name]].index_copy_(0, idx, value)
             if labels is not None and self._fixed_labels is None:
                 self._given.index_copy_(0, idx, labels)
+            self._flag_non_finite(idx, loss, logits if keys != ("train_loss",) else None)
         except (IndexError, RuntimeError) as exc:
             raise self._explain(exc, idx, labels) from exc
         self._pending = True
@@ -200,9 +211,12 @@ class SampleTracker:
         if not self._pending:
             raise HarnessError("end_epoch() without update() since the previous epoch; "
                                "call update() for every batch and end_epoch() once per epoch")
-        if self._device.type != "cpu" and bool(self._bad):
+        bad_index, non_finite = (bool(v) for v in torch.stack([self._bad, self._non_finite_now.any()]).tolist())
+        if bad_index:  # only CUDA indices get here: on the CPU update() raised at once
             raise HarnessError(f"update() got sample indices outside [0, {self.n}) in epoch {self.epochs + 1}; "
                                f"pass the dataset's own indices and n = len(dataset)")
+        if non_finite:
+            self._close_non_finite_epoch()
         if self.running_sums:
             row = self._current["train_loss.loss"]
             self._loss_sum += torch.where(torch.isnan(row), 0.0, row.double())
@@ -242,7 +256,8 @@ class SampleTracker:
         model.eval()
         try:
             for idx, x, y in self._eval_batches(data, batch_size):
-                signals = eval_signals(model(x), y)
+                logits = model(x)
+                signals = eval_signals(logits, y)
                 classes = signals["probs"].shape[-1]
                 if self.num_classes is None:
                     self.num_classes = classes
@@ -256,6 +271,10 @@ class SampleTracker:
                             shape = (self.n, classes) if name == "probs" else (self.n,)
                             row[slot] = torch.full(shape, float("nan"), device=self._device)
                         row[slot].index_copy_(0, idx, value.float())
+                    bad = ~torch.isfinite(signals["loss"]) | ~torch.isfinite(logits).all(-1)
+                    if _NONFINITE not in row:
+                        row[_NONFINITE] = torch.zeros(self.n, dtype=torch.int32, device=self._device)
+                    row[_NONFINITE].index_add_(0, idx, bad.to(torch.int32))
                 except (IndexError, RuntimeError) as exc:
                     raise self._explain(exc, idx, None) from exc
         finally:
@@ -282,6 +301,8 @@ class SampleTracker:
             raise HarnessError("no epoch recorded: call update() for every batch and end_epoch() after each epoch")
         self._finished = True
         arrays: dict[str, dict[str, np.ndarray]] = {}
+        train_flags = self._non_finite_train.cpu().numpy()
+        self._non_finite_host = {key: train_flags for key in _TRAIN_KEYS}
         if self.running_sums:
             arrays["train_loss"] = {"loss": self._loss_sum.cpu().numpy()[None, :]}
         else:
@@ -290,13 +311,16 @@ class SampleTracker:
                 arrays.setdefault(key, {})[signal] = torch.stack(rows).cpu().numpy()
         if self._eval_at:
             host = [{k: v.cpu().numpy() for k, v in row.items()} for row in self._eval_rows]
+            flags = [h.pop(_NONFINITE) > 0 for h in host]
             signals = [k for k in host[-1] if k != "probs_last"]
             if self._eval_at[-1] == self.epochs:
                 arrays[_EVAL_LAST] = {k: host[-1][k][None, :] for k in signals}
                 arrays[_EVAL_LAST]["probs_last"] = host[-1]["probs_last"]
+                self._non_finite_host[_EVAL_LAST] = flags[-1]
             if self._eval_at == list(range(1, self.epochs + 1)):
                 arrays[_EVAL_ALL] = {k: np.stack([h[k] for h in host]) for k in signals}
                 arrays[_EVAL_ALL]["probs_last"] = host[-1]["probs_last"]
+                self._non_finite_host[_EVAL_ALL] = np.logical_or.reduce(flags)
         self._host = _TrackedRun(arrays)
         self._labels_host = self._given.cpu().numpy()
         self._pred_host = self._pred.cpu().numpy()
@@ -311,7 +335,8 @@ class SampleTracker:
         """One row per sample (index, given label, one column per proxy; higher = more memorized /
         more suspicious). Ends recording. `proxies` defaults to the constructor's selection, else
         every proxy the recorded signals allow. A sample never presented scores as the proxies
-        score missing values (csl 0, means NaN)."""
+        score missing values (csl 0, means NaN); a sample with a non-finite loss or logits scores
+        NaN in every proxy that reads them, with a RuntimeWarning naming the samples."""
         self.finish()
         chosen = self._resolve(proxies) if proxies is not None else self._default_proxies()
         ctx = ScoreContext(
@@ -321,11 +346,20 @@ class SampleTracker:
             runs={_BASE: self._host},  # type: ignore[dict-item]  # offers .arrays() like StoredRun
         )
         columns: dict[str, Any] = {"index": np.arange(self.n), "label": _nullable(self._labels_host)}
+        spoiled: dict[str, np.ndarray] = {}  # proxy label -> samples with a non-finite signal it reads
         for proxy in chosen:
             self._check_available(proxy)
             with warnings.catch_warnings():  # a sample never presented has no values: NaN, not a warning
                 warnings.filterwarnings("ignore", "Mean of empty slice|Degrees of freedom", RuntimeWarning)
-                columns[proxy.label] = np.asarray(proxy.score(ctx), dtype=np.float64)
+                column = np.array(proxy.score(ctx), dtype=np.float64)
+            flags = [self._non_finite_host[k] for k in self._keys_of(proxy) if k in self._non_finite_host]
+            bad = np.logical_or.reduce(flags) if flags else np.zeros(self.n, dtype=bool)
+            if bad.any():
+                column[bad] = np.nan  # the proxies read NaN as "not presented", which would score 0 or skip it
+                spoiled[proxy.label] = np.flatnonzero(bad)
+            columns[proxy.label] = column
+        if spoiled:
+            warnings.warn(_non_finite_report(spoiled), RuntimeWarning, stacklevel=2)
         return pd.DataFrame(columns)
 
     def suspects(self, k: int = 20, by: str | Proxy = "csl") -> pd.DataFrame:
@@ -408,6 +442,32 @@ class SampleTracker:
         self._given = torch.as_tensor(given, dtype=torch.int64).to(device)
         self._pred = torch.full((self.n,), -1, dtype=torch.int64, device=device)
         self._bad = torch.zeros((), dtype=torch.bool, device=device)
+        self._non_finite_now = torch.zeros(self.n, dtype=torch.int32, device=device)  # this epoch's, per sample
+        self._non_finite_train = torch.zeros(self.n, dtype=torch.bool, device=device)  # any epoch's
+
+    def _flag_non_finite(self, idx: torch.Tensor, loss: torch.Tensor, logits: torch.Tensor | None) -> None:
+        """Count the batch's samples whose loss (or logits, when logit signals are recorded) are not
+        finite, on the device: no host sync per batch; `end_epoch` reads the count once."""
+        bad = ~torch.isfinite(loss)
+        if logits is not None:
+            bad |= ~torch.isfinite(logits).all(1)
+        self._non_finite_now.index_add_(0, idx, bad.to(torch.int32))
+
+    def _close_non_finite_epoch(self) -> None:
+        """Fold this epoch's non-finite samples into the record (their scores become NaN) and warn
+        at the first epoch that has any, so a loop that keeps going is told at once."""
+        now = self._non_finite_now > 0
+        if not bool(self._non_finite_train.any()):
+            samples = torch.nonzero(now).flatten().tolist()
+            warnings.warn(
+                f"SampleTracker: non-finite loss or logits (NaN or inf) for {len(samples)} sample(s) in epoch "
+                f"{self.epochs + 1} (first: {samples[:10]}); they will score NaN in the proxies that read the "
+                f"training pass. Lower the learning rate, or check these samples' inputs and labels",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+        self._non_finite_train |= now
+        self._non_finite_now.zero_()
 
     def _indices(self, indices: Any) -> torch.Tensor:
         idx = indices if isinstance(indices, torch.Tensor) else torch.as_tensor(np.asarray(indices))
@@ -574,6 +634,15 @@ def _trackable() -> list[Proxy]:
         }:
             out.append(proxy)
     return out
+
+
+def _non_finite_report(spoiled: dict[str, np.ndarray]) -> str:
+    """One warning for `scores()`: which samples got NaN because a signal was not finite, and why."""
+    samples = np.unique(np.concatenate(list(spoiled.values())))
+    per_proxy = ", ".join(f"{label} ({len(idx)})" for label, idx in spoiled.items())
+    return (f"SampleTracker: {len(samples)} sample(s) had a non-finite loss or logits (NaN or inf), first: "
+            f"{samples[:10].tolist()}; they score NaN in {per_proxy} rather than a number that would rank them. "
+            f"Lower the learning rate, or check these samples' inputs and labels")
 
 
 def _nullable(labels: np.ndarray) -> pd.arrays.IntegerArray:

@@ -89,7 +89,9 @@ def test_combine_seeds_and_compare_by_hand() -> None:
             return np.array([[1, 1], [0, 1]])
 
     reps = combine_seeds(values, Fixed())  # type: ignore[arg-type]
-    np.testing.assert_allclose(reps, [[3.0, 3.0], [np.nan, 3.0]])  # a missing seed is left out
+    # replicate 0: seed 1 twice, its replicates 0 and 1 (a second copy is another resample);
+    # replicate 1: seeds 0 and 1, each its replicate 1. A missing value (NaN) is left out.
+    np.testing.assert_allclose(reps, [[3.5, 3.0], [5.0, 3.0]])
     p, tied = compare_to_best(np.array([[0.5, 0.6, 0.7, 0.8], [0.6, 0.5, 0.7, 0.9]]), best=0)
     assert p.tolist() == [1.0, 0.75] and tied.tolist() == [True, True]
     p, tied = compare_to_best(np.array([[0.5, 0.6], [0.1, 0.2]]), best=0)

@@ -89,9 +89,11 @@ def test_seeds_resampled_with_one_draw_shared_by_every_proxy() -> None:
     board = aggregate(_boot_raw({"a": a, "b": b}))
     values = np.stack([np.stack(a), np.stack(b)])  # (P, S, B)
     reps = combine_seeds(values, generator("seeds", "mislabeled", "noise=0.1", "auroc", 0, 1, 2))
-    # the same draw by hand: replicate j averages the seeds drawn for it
+    # the same draw by hand: replicate j averages the seeds drawn for it, and the k-th copy of a
+    # seed drawn more than once reads that seed's replicate (j + k) mod B
     draw = generator("seeds", "mislabeled", "noise=0.1", "auroc", 0, 1, 2).integers(0, 3, size=(200, 3))
-    np.testing.assert_allclose(reps[0], [values[0, draw[j], j].mean() for j in range(200)])
+    cols = [[(j + list(row[:i]).count(s)) % 200 for i, s in enumerate(row)] for j, row in enumerate(draw)]
+    np.testing.assert_allclose(reps[0], [values[0, draw[j], cols[j]].mean() for j in range(200)])
     ra, rb = _row(board, proxy="a"), _row(board, proxy="b")
     assert ra["ci_low"] == pytest.approx(np.percentile(reps[0], 2.5))
     assert rb["ci_high"] == pytest.approx(np.percentile(reps[1], 97.5))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -297,3 +298,88 @@ def test_cuda_buffers_and_deferred_index_check() -> None:
     bad.update(torch.tensor([0, 9], device=dev), losses=torch.ones(2, device=dev))
     with pytest.raises(HarnessError, match="outside"):
         bad.end_epoch()
+
+
+# --- non-finite losses (issue 16): NaN, never a number that ranks the sample ---------------------
+
+NAN = float("nan")
+
+
+def test_a_nan_loss_scores_nan_not_zero() -> None:
+    """Sample 1's loss is NaN in epoch 1: its csl is NaN (it once came out 0, least suspicious), the
+    others' are the plain sums; with running sums too."""
+    epochs = [torch.tensor([1.0, NAN, 0.5]), torch.tensor([2.0, 1.0, 0.25])]
+    for running in (False, True):
+        t = SampleTracker(3, running_sums=running)
+        for e, losses in enumerate(epochs):
+            t.update(torch.arange(3), losses=losses)
+            if e == 0:
+                with pytest.warns(RuntimeWarning, match=r"1 sample\(s\) in epoch 1 \(first: \[1\]\).*learning rate"):
+                    t.end_epoch()
+            else:
+                t.end_epoch()
+        with pytest.warns(RuntimeWarning, match=r"first: \[1\]; they score NaN in csl \(1\)"):
+            csl = t.scores()["csl"].to_numpy()
+        np.testing.assert_array_equal(csl, [3.0, NAN, 0.75])
+        with pytest.warns(RuntimeWarning, match="non-finite"):
+            assert t.suspects(3)["index"].tolist() == [0, 2]  # ranked by nothing: left out, not last
+
+
+def test_a_nan_logit_spoils_every_training_proxy_of_that_sample_only() -> None:
+    labels = torch.tensor([0, 1, 0])
+    epochs = [torch.tensor([[1.0, 0.0], [NAN, 0.0], [0.0, 0.0]]), torch.tensor([[2.0, 0.0], [0.0, 1.0], [0.0, 1.0]])]
+    t = SampleTracker(3)
+    t.update(torch.arange(3), logits=epochs[0], labels=labels)
+    with pytest.warns(RuntimeWarning, match=r"first: \[1\]"):
+        t.end_epoch()
+    t.update(torch.arange(3), logits=epochs[1], labels=labels)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a clean epoch says nothing
+        t.end_epoch()
+    with pytest.warns(RuntimeWarning, match=r"1 sample\(s\).*first: \[1\]"):
+        table = t.scores(["csl", "aum", "forgetting", "threshold_lt", "el2n", "variability"])
+    assert table.iloc[1, 2:].isna().all()  # every proxy of the diverged sample
+    assert table.drop(index=1).iloc[:, 2:].notna().all().all()
+    ce = np.log1p(np.exp(-1.0)) + np.log1p(np.exp(-2.0)), np.log(2.0) + np.log1p(np.e)
+    np.testing.assert_allclose(table["csl"].to_numpy()[[0, 2]], ce, rtol=1e-6)
+    np.testing.assert_allclose(table["aum"].to_numpy()[[0, 2]], [-1.5, 0.5], rtol=1e-6)  # -mean margin
+    assert table["forgetting"].tolist()[::2] == [0, 1]  # sample 2: correct (tie -> class 0), then wrong
+
+
+def test_a_nan_in_one_eval_pass_spoils_only_the_proxies_reading_it() -> None:
+    """Eval passes after epochs 1 and 2 through nn.Identity (the inputs are the logits): sample 2 is
+    NaN after epoch 1 only, so csl_eval (every pass) is NaN for it, final_loss (last pass) is not."""
+    labels = torch.tensor([0, 1, 0])
+    passes = [torch.tensor([[1.0, 0.0], [0.0, 1.0], [NAN, 0.0]]), torch.tensor([[2.0, 0.0], [0.0, 2.0], [0.0, 0.0]])]
+    t = SampleTracker(3)
+    for logits in passes:
+        t.update(torch.arange(3), losses=torch.ones(3))
+        t.end_epoch()
+        t.eval_epoch(nn.Identity(), (logits, labels))
+    with pytest.warns(RuntimeWarning, match=r"first: \[2\]; they score NaN in csl_eval \(1\)"):
+        table = t.scores(["csl", "csl_eval", "final_loss"])
+    np.testing.assert_array_equal(table["csl"], [2.0, 2.0, 2.0])
+    assert np.isnan(table["csl_eval"][2]) and table["csl_eval"][:2].notna().all()
+    np.testing.assert_allclose(table["csl_eval"][:2], [np.log1p(np.exp(-1.0)) + np.log1p(np.exp(-2.0))] * 2,
+                               rtol=1e-6)
+    np.testing.assert_allclose(table["final_loss"], [np.log1p(np.exp(-2.0))] * 2 + [np.log(2.0)], rtol=1e-6)
+
+
+def test_an_inf_loss_is_not_finite_either() -> None:
+    t = SampleTracker(2, proxies=["csl"])
+    t.update(torch.tensor([0, 1]), losses=torch.tensor([float("inf"), 1.0]))
+    with pytest.warns(RuntimeWarning, match=r"first: \[0\]"):
+        t.end_epoch()
+    with pytest.warns(RuntimeWarning):
+        np.testing.assert_array_equal(t.scores()["csl"], [NAN, 1.0])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+def test_cuda_nan_loss_is_counted_on_the_device() -> None:
+    dev = torch.device("cuda")
+    t = SampleTracker(3)
+    t.update(torch.arange(3, device=dev), losses=torch.tensor([1.0, NAN, 0.5], device=dev))
+    with pytest.warns(RuntimeWarning, match=r"first: \[1\]"):
+        t.end_epoch()
+    with pytest.warns(RuntimeWarning):
+        np.testing.assert_array_equal(t.scores()["csl"], [1.0, NAN, 0.5])
