@@ -28,7 +28,9 @@ class Executor(Protocol):
 
     def run(self, jobs: Sequence[Job]) -> Iterator[Outcome]:
         """Yield each job's outcome as it finishes. Closing the iterator early (Ctrl-C in the
-        consumer, a storage error) cancels the jobs still outstanding."""
+        consumer, a storage error) cancels the jobs still outstanding. An executor that loses
+        its workers altogether (a Ray cluster gone) raises a StorageError subclass: one line,
+        exit 1, the runs already stored are kept."""
         ...
 
     def job_threads(self, threads: int | None) -> int | None:

@@ -80,12 +80,16 @@ def test_plugin_proxy_with_a_taken_name_warns_and_keeps_the_builtin(monkeypatch)
     assert proxies["csl"].__module__ == "proxies.csl"
 
 
-def test_gpu_jobs_reserve_a_fraction_of_a_gpu_on_ray(make_config) -> None:
+def test_gpu_jobs_reserve_a_fraction_of_a_gpu_on_ray(make_config, monkeypatch) -> None:
     """No GPU here: the resources and device a GPU job would get, checked on the job itself."""
     pytest.importorskip("ray")
     import torch
 
+    from harness import ray_executor
     from harness.ray_executor import RayExecutor
+
+    # a cluster address is checked when the executor is made; no cluster here, so pretend it answers
+    monkeypatch.setattr(ray_executor, "check_reachable", lambda address: ("10.0.0.1", 6379))
 
     exp = Experiment(make_config(epochs=1, gpus_per_run=0.25, executor="ray", workers=2))
     pending = exp.pending()[1]

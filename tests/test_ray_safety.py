@@ -1,0 +1,386 @@
+"""Ray and stopping (issue 16): Ctrl-C stops a Ray run (exit 130, no leaderboard), kill -9 of the
+driver leaves no Ray process behind, a bad or unreachable `--ray-address` and a head lost mid-run
+each end in seconds with one `error:` line, and a local Ray listens on loopback only with a
+private token file.
+
+Every Ray here runs with its own short RAY_TMPDIR (Ray's socket paths must stay under 108
+characters), and a process belongs to a test when that directory is in its environment: the
+tests never look at, or kill, a Ray they did not start.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import harness.ray_executor as ray_executor
+from harness.errors import HarnessError
+
+ray = pytest.importorskip("ray")
+import psutil  # noqa: E402  (Ray ships it; importing Ray first puts its copy on the path)
+
+REPO = Path(__file__).resolve().parent.parent
+#: Long enough that a job is still training when the test acts on it.
+LONG_RUN = ["--proxies", "csl", "--tasks", "mislabeled", "--noise-rates", "0.1", "--epochs", "2000",
+            "--device", "cpu", "--no-progress"]
+
+
+# helpers ----------------------------------------------------------------------------------------
+@pytest.fixture
+def short_tmp() -> Iterator[Path]:
+    path = Path(tempfile.mkdtemp(prefix="mpx", dir="/tmp"))
+    yield path
+    kill_session(path)
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def session(tmp: Path) -> list[psutil.Process]:
+    """Live processes (zombies excluded) whose environment has RAY_TMPDIR=tmp."""
+    mark = f"RAY_TMPDIR={tmp}".encode()
+    found = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/environ", "rb") as f:
+                if mark not in f.read().split(b"\0"):
+                    continue
+            proc = psutil.Process(int(name))
+            if proc.status() != psutil.STATUS_ZOMBIE:
+                found.append(proc)
+        except (OSError, psutil.Error):
+            pass
+    return found
+
+
+def kill_session(tmp: Path) -> None:
+    for proc in session(tmp):
+        try:
+            proc.kill()
+        except psutil.Error:
+            pass
+
+
+def names(procs: list[psutil.Process]) -> list[str]:
+    out = []
+    for proc in procs:
+        try:
+            out.append(" ".join(proc.cmdline())[:80])
+        except psutil.Error:
+            pass
+    return out
+
+
+def wait_gone(tmp: Path, seconds: float) -> list[str]:
+    """Wait up to `seconds` for the session's processes to end; what is left."""
+    deadline = time.monotonic() + seconds
+    while (left := session(tmp)) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    return names(left)
+
+
+def env_for(tmp: Path, **extra: str) -> dict[str, str]:
+    """This environment without Ray's settings (a Ray started in this process sets RAY_AUTH_MODE)."""
+    ray_settings = ("RAY_ADDRESS", "RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH")
+    env = {k: v for k, v in os.environ.items() if k not in ray_settings}
+    env.update(RAY_TMPDIR=str(tmp), PYTHONUNBUFFERED="1", **extra)
+    return env
+
+
+def start_cli(tmp: Path, args: list[str], env: dict[str, str], **popen) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "harness", "run", *args, "--out", str(tmp / "out"), "--store", str(tmp / "store")]
+    return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True, **popen)
+
+
+def wait_for_job(ray_tmp: Path, proc: subprocess.Popen, seconds: float = 180) -> None:
+    """Until a Ray worker of that session trains a job (its process is named after the job)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"the run ended before a job started: {proc.returncode}\n{proc.stderr.read()}")
+        if any(n.startswith("ray::digits") for n in names(session(ray_tmp))):
+            return
+        time.sleep(0.5)
+    pytest.fail("no job started")
+
+
+def finish(proc: subprocess.Popen, seconds: float) -> tuple[int | None, str, float]:
+    """(exit code, stderr, seconds it took); None and a killed process group past `seconds`."""
+    start = time.monotonic()
+    try:
+        _, err = proc.communicate(timeout=seconds)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        _, err = proc.communicate()
+        return None, err, time.monotonic() - start
+    return proc.returncode, err, time.monotonic() - start
+
+
+def error_lines(err: str) -> list[str]:
+    return [line for line in err.splitlines() if line.startswith("error:")]
+
+
+def listeners(procs: list[psutil.Process]) -> list[tuple[str, str]]:
+    out = []
+    for proc in procs:
+        try:
+            out += [(proc.name(), c.laddr.ip) for c in proc.net_connections(kind="inet")
+                    if c.status == psutil.CONN_LISTEN]
+        except psutil.Error:
+            pass
+    return out
+
+
+def is_loopback(ip: str) -> bool:
+    return ip.startswith("127.") or ip in ("::1", "::ffff:127.0.0.1") or ip.startswith("::ffff:127.")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# one interrupted local Ray run: Ctrl-C, loopback, token file ----------------------------------
+@pytest.fixture(scope="module")
+def interrupted_run() -> Iterator[dict]:
+    """A local Ray run (2 workers) in a fresh HOME, watched while a job trains, then Ctrl-C'd the
+    way a terminal does it (SIGINT to the whole foreground process group)."""
+    tmp = Path(tempfile.mkdtemp(prefix="mpx", dir="/tmp"))
+    home = tmp / "home"
+    home.mkdir()
+    try:
+        proc = start_cli(tmp, [*LONG_RUN, "--seeds", "2", "--executor", "ray", "--workers", "2"],
+                         env_for(tmp, HOME=str(home)))
+        wait_for_job(tmp, proc)
+        seen = {"listeners": listeners(session(tmp)), "token": home / ".ray" / "auth_token"}
+        seen["token_mode"] = stat.S_IMODE(seen["token"].stat().st_mode) if seen["token"].exists() else None
+        os.killpg(proc.pid, signal.SIGINT)
+        seen["code"], seen["err"], seen["seconds"] = finish(proc, 60)
+        seen["left"] = wait_gone(tmp, 30)
+        seen["out"] = tmp / "out"
+        yield seen
+    finally:
+        kill_session(tmp)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def test_ctrl_c_stops_a_ray_run_with_exit_130(interrupted_run) -> None:
+    run = interrupted_run
+    assert run["code"] == 130, run["err"][-2000:]
+    assert run["seconds"] < 15, f"took {run['seconds']:.1f} s to stop"
+    assert "interrupted" in run["err"] and "Traceback" not in run["err"]
+    assert not (run["out"] / "leaderboard.csv").exists()
+
+
+def test_an_interrupted_ray_run_leaves_no_ray_process(interrupted_run) -> None:
+    assert interrupted_run["left"] == []
+
+
+def test_a_local_ray_listens_on_loopback_only(interrupted_run) -> None:
+    found = interrupted_run["listeners"]
+    assert found, "no listening socket seen: the check saw nothing"
+    assert [(name, ip) for name, ip in found if not is_loopback(ip)] == []
+
+
+def test_the_token_file_ray_gets_is_private(interrupted_run) -> None:
+    assert interrupted_run["token_mode"] == 0o600
+    assert stat.S_IMODE(interrupted_run["token"].parent.stat().st_mode) == 0o700
+
+
+def test_ctrl_c_stops_a_run_started_with_sigint_ignored(short_tmp) -> None:
+    """A shell script's `memprox run ... &` starts it with SIGINT ignored, so a later `kill -INT`
+    (or Ctrl-C) was ignored and the run completed with exit 0."""
+    proc = start_cli(short_tmp, [*LONG_RUN, "--seeds", "1", "--executor", "ray", "--workers", "1"],
+                     env_for(short_tmp), preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    wait_for_job(short_tmp, proc)
+    os.kill(proc.pid, signal.SIGINT)
+    code, err, seconds = finish(proc, 30)
+    assert code == 130 and seconds < 15, err[-2000:]
+    assert not (short_tmp / "out" / "leaderboard.csv").exists()
+
+
+# kill -9 of the driver ------------------------------------------------------------------------
+def test_kill_9_of_the_driver_leaves_no_ray_process(short_tmp) -> None:
+    proc = start_cli(short_tmp, [*LONG_RUN, "--seeds", "2", "--executor", "ray", "--workers", "2"],
+                     env_for(short_tmp))
+    wait_for_job(short_tmp, proc)
+    proc.kill()
+    proc.communicate()
+    assert wait_gone(short_tmp, 20) == []  # Ray's agents alone linger a minute or more
+
+
+def test_the_reaper_stops_only_the_processes_it_was_given() -> None:
+    mark = "abc123"
+    ours = subprocess.Popen(["sleep", "60"], env={**os.environ, ray_executor.SESSION_VAR: mark})
+    other = subprocess.Popen(["sleep", "60"], env={**os.environ, ray_executor.SESSION_VAR: "another"})
+    try:
+        reaper = ray_executor._start_reaper(f"{ray_executor.SESSION_VAR}={mark}")
+        time.sleep(0.5)
+        assert ours.poll() is None  # nothing happens while the driver lives
+        reaper.stdin.close()  # what the driver's death does
+        assert reaper.wait(timeout=15) == 0
+        assert ours.wait(timeout=5) == -signal.SIGTERM
+        assert other.poll() is None
+    finally:
+        for p in (ours, other):
+            p.kill()
+            p.wait()
+
+
+# --ray-address --------------------------------------------------------------------------------
+@pytest.mark.parametrize("address", ["memprox-test.invalid:6379", "closed-port", "host:notaport", ":::", "auto"])
+def test_a_bad_ray_address_is_one_error_line_in_seconds(short_tmp, address) -> None:
+    address = f"127.0.0.1:{free_port()}" if address == "closed-port" else address
+    proc = start_cli(short_tmp, ["--proxies", "csl", "--tasks", "mislabeled", "--seeds", "1", "--epochs", "1",
+                                 "--device", "cpu", "--no-progress", "--executor", "ray", "--ray-address", address],
+                     env_for(short_tmp))
+    code, err, seconds = finish(proc, 40)
+    assert code == 2, f"exit {code} after {seconds:.0f} s\n{err[-2000:]}"
+    assert seconds < 15 + 10  # 15 s promised, plus Python, torch and Ray imports on a busy machine
+    assert len(error_lines(err)) == 1 and "Traceback" not in err, err
+    assert not (short_tmp / "out").exists()
+
+
+@pytest.mark.parametrize("address, parsed", [("h:1", ("h", 1)), ("10.0.0.5:6379", ("10.0.0.5", 6379)),
+                                             ("[::1]:6379", ("::1", 6379)), ("ray://head:10001", ("head", 10001)),
+                                             ("a.b.example:65535", ("a.b.example", 65535))])
+def test_ray_addresses_that_parse(address, parsed) -> None:
+    assert ray_executor.split_address(address) == parsed
+
+
+@pytest.mark.parametrize("address", ["", ":", ":6379", "host", "host:", "host:0", "host:65536", "host:6e3",
+                                     "::1:6379", ":::", "[::1]", "a b:1"])
+def test_ray_addresses_that_do_not(address) -> None:
+    with pytest.raises(HarnessError, match="HOST:PORT"):
+        ray_executor.split_address(address)
+
+
+def test_auto_takes_ray_address_then_the_recorded_cluster(monkeypatch, tmp_path) -> None:
+    monkeypatch.setenv("RAY_TMPDIR", str(tmp_path))
+    monkeypatch.setenv("RAY_ADDRESS", "10.1.2.3:6379")
+    assert ray_executor.cluster_address("auto") == "10.1.2.3:6379"
+    monkeypatch.delenv("RAY_ADDRESS")
+    with pytest.raises(HarnessError, match="no Ray cluster"):
+        ray_executor.cluster_address("auto")
+    (tmp_path / "ray").mkdir()
+    (tmp_path / "ray" / "ray_current_cluster").write_text("10.9.8.7:6379")
+    assert ray_executor.cluster_address("auto") == "10.9.8.7:6379"
+
+
+# a cluster that refuses us, a head lost mid-run ----------------------------------------------
+@pytest.fixture(scope="module")
+def ray_head() -> Iterator[dict]:
+    """A one-node cluster started with `ray start --head` and token authentication, as the README
+    tells a user to; the test of a lost head kills it, so it comes last."""
+    tmp = Path(tempfile.mkdtemp(prefix="mpx", dir="/tmp"))
+    head = {"tmp": tmp / "h", "home": tmp / "home", "port": free_port(), "root": tmp}
+    (head["home"] / ".ray").mkdir(parents=True)
+    head["tmp"].mkdir()
+    token = head["home"] / ".ray" / "auth_token"
+    token.write_text("0" * 64)
+    token.chmod(0o600)
+    ray_cli = Path(sys.executable).parent / "ray"
+    try:
+        subprocess.run([str(ray_cli), "start", "--head", f"--port={head['port']}", "--num-cpus=2",
+                        "--include-dashboard=false", "--disable-usage-stats"],
+                       env=env_for(head["tmp"], HOME=str(head["home"]), RAY_AUTH_MODE="token"),
+                       check=True, capture_output=True, timeout=120)
+        yield head
+    finally:
+        kill_session(head["tmp"])
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def test_a_cluster_that_refuses_the_driver_is_one_error_line(ray_head, short_tmp) -> None:
+    """Without RAY_AUTH_MODE=token the driver sends no token: Ray retried for 20 s and more, then
+    ended in a traceback."""
+    proc = start_cli(short_tmp, ["--proxies", "csl", "--tasks", "mislabeled", "--seeds", "1", "--epochs", "1",
+                                 "--device", "cpu", "--no-progress", "--executor", "ray",
+                                 "--ray-address", f"127.0.0.1:{ray_head['port']}"],
+                     env_for(short_tmp, HOME=str(ray_head["home"])))
+    code, err, seconds = finish(proc, 60)
+    assert code == 2, f"exit {code} after {seconds:.0f} s\n{err[-2000:]}"
+    assert seconds < 15 + 10
+    lines = error_lines(err)
+    assert len(lines) == 1 and "RAY_AUTH_MODE=token" in lines[0] and "Traceback" not in err, err
+
+
+def test_auto_joins_the_cluster_ray_start_recorded(ray_head) -> None:
+    """`auto` reads `ray start`'s record in Ray's temp dir, and Ray uses this machine's token for
+    it (as for a bare `ray.init()`): no RAY_AUTH_MODE needed."""
+    out = ray_head["root"] / "auto"
+    proc = start_cli(out, ["--proxies", "csl", "--tasks", "mislabeled", "--seeds", "1", "--noise-rates", "0.1",
+                           "--epochs", "1", "--device", "cpu", "--no-progress", "--executor", "ray",
+                           "--ray-address", "auto"],
+                     env_for(ray_head["tmp"], HOME=str(ray_head["home"])))
+    code, err, seconds = finish(proc, 120)
+    assert code == 0, f"exit {code} after {seconds:.0f} s\n{err[-2000:]}"
+    assert (out / "out" / "leaderboard.csv").exists()
+
+
+def test_a_lost_head_ends_the_run_with_one_line(ray_head, short_tmp) -> None:
+    """Ray waited 60 s, then ended the process with its own "Failed to connect to GCS" line."""
+    proc = start_cli(short_tmp, [*LONG_RUN, "--seeds", "2", "--executor", "ray",
+                                 "--ray-address", f"127.0.0.1:{ray_head['port']}"],
+                     env_for(short_tmp, HOME=str(ray_head["home"]), RAY_AUTH_MODE="token"))
+    wait_for_job(ray_head["tmp"], proc)
+    kill_session(ray_head["tmp"])  # the head node dies: GCS, raylet, workers
+    code, err, seconds = finish(proc, 45)
+    assert code == 1, f"exit {code} after {seconds:.0f} s\n{err[-2000:]}"
+    assert seconds < 15 + 10, f"took {seconds:.0f} s"  # ~12 s here: 5 s to decide, then Ray's own shutdown
+    lines = error_lines(err)
+    assert len(lines) == 1 and "lost the Ray cluster" in lines[0] and "Traceback" not in err, err
+    assert not (short_tmp / "out" / "leaderboard.csv").exists()
+
+
+# the token file -------------------------------------------------------------------------------
+def test_the_harness_creates_the_token_file_private(monkeypatch, tmp_path) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))
+    for name in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH"):
+        monkeypatch.delenv(name, raising=False)
+    ray_executor.ensure_private_token()
+    token = tmp_path / ".ray" / "auth_token"
+    assert stat.S_IMODE(token.stat().st_mode) == 0o600 and len(token.read_text()) == 64
+    assert stat.S_IMODE(token.parent.stat().st_mode) == 0o700
+    before = token.read_text()
+    ray_executor.ensure_private_token()
+    assert token.read_text() == before  # an existing token is kept
+
+
+def test_an_existing_readable_token_file_is_left_with_a_warning(monkeypatch, tmp_path, capsys) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.delenv("RAY_AUTH_MODE", raising=False)
+    monkeypatch.delenv("RAY_AUTH_TOKEN", raising=False)
+    monkeypatch.delenv("RAY_AUTH_TOKEN_PATH", raising=False)
+    token = tmp_path / ".ray" / "auth_token"
+    token.parent.mkdir()
+    token.write_text("t" * 64)
+    os.chmod(token, 0o644)
+    ray_executor.ensure_private_token()
+    assert stat.S_IMODE(token.stat().st_mode) == 0o644 and token.read_text() == "t" * 64
+    assert "chmod 600" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("env", [{"RAY_AUTH_MODE": "disabled"}, {"RAY_AUTH_TOKEN": "x" * 64},
+                                 {"RAY_AUTH_TOKEN_PATH": "/elsewhere"}])
+def test_no_token_file_when_ray_would_not_create_one(monkeypatch, tmp_path, env) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))
+    for name in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    ray_executor.ensure_private_token()
+    assert not (tmp_path / ".ray").exists()
