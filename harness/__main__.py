@@ -1,5 +1,8 @@
 import sys
 
-from harness.cli import main
+try:  # Ctrl-C while torch imports: exit 130 quietly, as after the imports
+    from harness.cli import main
+except KeyboardInterrupt:
+    sys.exit(130)
 
 sys.exit(main())

@@ -18,12 +18,13 @@ import ast
 import inspect
 import numbers
 import operator
-from collections.abc import Mapping, Sequence
+import os
+from collections.abc import Iterable, Mapping, Sequence, Sized
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from harness.config import ExperimentConfig
+from harness.config import MAX_SEEDS, ExperimentConfig, short_repr
 from harness.errors import HarnessError
 from harness.presets import preset_for
 
@@ -53,7 +54,7 @@ def run_experiment(
     noisy_labels: str | Path | None = None,
     proxy_args: Mapping[str, Mapping[str, Any]] | Sequence[str] | None = None,
     task_args: Mapping[str, Mapping[str, Any]] | Sequence[str] | None = None,
-    reference: str = "stability",
+    reference: str | None = None,
     device: str = "auto",
     out: str | Path | None = None,
     store: str | Path | None = None,
@@ -76,6 +77,7 @@ def run_experiment(
     `model`, `epochs`, `batch_size`, `lr`, `augment`, `subset`, `precision` default to the preset's.
     `noise_rates` defaults to 0.01, 0.02, 0.05, 0.1 and contradicts `noisy_labels`.
     `proxy_args`/`task_args`: {"curvature": {"n": 2}} or ["curvature.n=2"].
+    `reference`: the memorization reference (default stability), only with a task that uses one.
     `out`: None writes nothing (the result holds everything); a folder gets the CLI's files.
     `store`: the run store (default $MEMPROX_CACHE/store or ~/.cache/memprox/store).
 
@@ -90,6 +92,33 @@ def run_experiment(
 
 OPTIONS: Mapping[str, inspect.Parameter] = inspect.signature(run_experiment).parameters
 DEFAULTS: dict[str, Any] = {name: p.default for name, p in OPTIONS.items()}
+DEFAULT_REFERENCE = "stability"
+
+_PATH = (str, os.PathLike, type(None))
+_NAMES = (str, Iterable)
+#: The type each option must have before it is parsed (numbers and switches are checked, with their
+#: ranges, by ExperimentConfig.validate): a wrong type is bad input, not a TypeError from deep inside.
+_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
+    "dataset": ((str,), "str"),
+    "proxies": (_NAMES, "str or list of str"),
+    "tasks": (_NAMES, "str or list of str"),
+    "seeds": ((numbers.Integral, str, Iterable), "int, str or list of int"),
+    "preset": ((str,), "str"),
+    "model": ((str, type(None)), "str or None"),
+    "augment": ((bool, str, type(None)), "bool, 'on'/'off' or None"),
+    "data_root": (_PATH, "str, pathlib.Path or None"),
+    "noise_rates": ((str, numbers.Real, Iterable, type(None)), "str, number, list of numbers or None"),
+    "noisy_labels": (_PATH, "str, pathlib.Path or None"),
+    "proxy_args": ((Mapping, str, Iterable, type(None)), "dict, str, list of str or None"),
+    "task_args": ((Mapping, str, Iterable, type(None)), "dict, str, list of str or None"),
+    "reference": ((str, type(None)), "str or None"),
+    "device": ((str,), "str"),
+    "out": (_PATH, "str, pathlib.Path or None"),
+    "store": (_PATH, "str, pathlib.Path or None"),
+    "executor": ((str,), "str"),
+    "ray_address": ((str, type(None)), "str or None"),
+    "precision": ((str, type(None)), "str or None"),
+}
 
 
 def experiment_config(**options: Any) -> ExperimentConfig:
@@ -98,6 +127,9 @@ def experiment_config(**options: Any) -> ExperimentConfig:
     if unknown:
         raise HarnessError(f"unknown option(s) {', '.join(unknown)}; valid: {', '.join(OPTIONS)}")
     o = {**DEFAULTS, **options}
+    for name, (types, expected) in _TYPES.items():
+        if not isinstance(o[name], types) or isinstance(o[name], bytes):
+            raise HarnessError(f"{name} must be {expected} (got {type(o[name]).__name__} {short_repr(o[name])})")
     if o["noisy_labels"] is not None and o["noise_rates"] is not None:
         raise HarnessError("--noisy-labels replaces --noise-rates; pass one of them")
     preset = preset_for(o["preset"], o["dataset"])
@@ -121,25 +153,61 @@ def experiment_config(**options: Any) -> ExperimentConfig:
     else:
         noise_rates = _floats(o["noise_rates"], "--noise-rates")
     cfg = ExperimentConfig(
-        dataset=o["dataset"], model=o["model"] or preset.model, recipe=recipe, preset=preset.name,
-        subset=o["subset"] if o["subset"] is not None else preset.subset, data_root=_path(o["data_root"]),
+        dataset=o["dataset"], model=o["model"] if o["model"] is not None else preset.model, recipe=recipe,
+        preset=preset.name, subset=o["subset"] if o["subset"] is not None else preset.subset,
+        data_root=_path(o["data_root"], "data_root"),
         download=o["download"], seeds=_seeds(o["seeds"]), tasks=_names(o["tasks"], "--tasks"),
         proxies=_selection(o["proxies"]), proxy_args=_key_values(o["proxy_args"], "--proxy-arg"),
         task_args=_key_values(o["task_args"], "--task-arg"), noise_rates=noise_rates,
         duplicate_pairs=o["duplicate_pairs"],
         noisy_labels=str(o["noisy_labels"]) if o["noisy_labels"] is not None else None,
-        reference=o["reference"], device=o["device"], out=_path(o["out"]), store=_path(o["store"]),
+        reference=o["reference"] if o["reference"] is not None else DEFAULT_REFERENCE, device=o["device"],
+        out=_path(o["out"], "out"), store=_path(o["store"], "store"),
         progress=o["progress"], checkpoint_every_s=o["checkpoint_every"], threads=o["threads"],
         executor=o["executor"], workers=o["workers"], ray_address=o["ray_address"],
         gpus_per_run=o["gpus_per_run"], bootstrap=o["bootstrap"], overwrite=o["overwrite"],
         precision=recipe.precision, compile=o["compile"],
     )
     cfg.validate()
+    _check_used(o, cfg)
     return cfg
 
 
-def _path(value: str | Path | None) -> Path | None:
-    return None if value is None else Path(value)
+def _check_used(options: Mapping[str, Any], cfg: ExperimentConfig) -> None:
+    """An option that no selected task reads would be ignored silently, and the experiment would
+    look as if it had used it: refuse it, naming the tasks that would. (Unknown task names are
+    left to make_tasks, whose message lists the valid ones.)"""
+    from harness.tasks import TASKS
+
+    if not all(name in TASKS for name in cfg.tasks):
+        return
+    for flag, option, user in (("--noisy-labels", "noisy_labels", "mislabeled"),
+                               ("--noise-rates", "noise_rates", "mislabeled"),
+                               ("--duplicate-pairs", "duplicate_pairs", "duplicates")):
+        if options[option] is not None and user not in cfg.tasks:
+            raise HarnessError(f"{flag} is used only by the {user} task; add it to --tasks or drop {flag}")
+    if options["reference"] is not None:
+        users = [name for name, task in TASKS.items() if task.uses_reference]
+        if not set(users) & set(cfg.tasks):
+            raise HarnessError(f"--reference is used only by the {_words(users)} task{'s' * (len(users) > 1)}; "
+                               "add one to --tasks or drop --reference")
+
+
+def _words(names: Sequence[str]) -> str:
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
+
+
+def _path(value: str | os.PathLike | None, name: str) -> Path | None:
+    """A path option; "" would silently mean the current folder."""
+    if value is None:
+        return None
+    try:
+        path = Path(value)
+    except TypeError as e:  # a PathLike whose fspath is bytes
+        raise HarnessError(f"{name} must be a str or pathlib.Path path (got {short_repr(value)})") from e
+    if not str(value).strip():
+        raise HarnessError(f"{name} is an empty path; pass a folder (--{name.replace('_', '-')} PATH)")
+    return path
 
 
 def _switch(value: bool | str, name: str) -> bool:
@@ -155,11 +223,11 @@ def _floats(value: str | Sequence[float], flag: str) -> tuple[float, ...]:
         try:
             return tuple(float(t) for t in value.split(",") if t.strip())
         except ValueError as e:
-            raise HarnessError(f"{flag} takes comma-separated numbers, got {value!r}") from e
+            raise HarnessError(f"{flag} takes comma-separated numbers, got {short_repr(value)}") from e
     if isinstance(value, numbers.Real):
         value = [value]
     if not all(isinstance(v, numbers.Real) and not isinstance(v, bool) for v in value):
-        raise HarnessError(f"{flag} takes numbers, got {value!r}")
+        raise HarnessError(f"{flag} takes numbers, got {short_repr(value)}")
     return tuple(float(v) for v in value)
 
 
@@ -177,19 +245,28 @@ def _seeds(value: int | str | Sequence[int]) -> tuple[int, ...]:
         if isinstance(value, numbers.Integral):
             if value < 1:
                 raise HarnessError(f"{fix}; a count must be >= 1 (got {value})")
+            _count_seeds(value)  # before range() makes a tuple of that length
             return tuple(range(int(value)))
+        if isinstance(value, Sized):
+            _count_seeds(len(value))
         if any(isinstance(v, bool) for v in value):
             raise TypeError
         return tuple(operator.index(v) for v in value)
-    except (TypeError, ValueError) as e:
-        raise HarnessError(f"{fix}, got {value!r}") from e
+    except (TypeError, ValueError, OverflowError) as e:
+        raise HarnessError(f"{fix}, got {short_repr(value)}") from e
+
+
+def _count_seeds(count: int) -> None:
+    if count > MAX_SEEDS:
+        raise HarnessError(f"--seeds gives {count} seeds; at most {MAX_SEEDS} are allowed (each seed trains runs of "
+                           "its own)")
 
 
 def _names(value: str | Sequence[str], flag: str) -> tuple[str, ...]:
     if isinstance(value, str):
         return tuple(t.strip() for t in value.split(",") if t.strip())
     if not all(isinstance(v, str) for v in value):
-        raise HarnessError(f"{flag} takes names, got {value!r}")
+        raise HarnessError(f"{flag} takes names, got {short_repr(value)}")
     return tuple(value)
 
 
@@ -214,7 +291,7 @@ def _key_values(value: Mapping[str, Mapping[str, Any]] | Sequence[str] | None, f
             raise HarnessError(f"{flag} takes NAME.PARAM=VALUE (e.g. curvature.n=2), got {item!r}")
         try:
             parsed: Any = ast.literal_eval(text.strip())
-        except (ValueError, SyntaxError):
+        except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):  # not a literal: the text
             parsed = text.strip()
         params = out.setdefault(owner, {})
         if key in params:

@@ -11,6 +11,7 @@ nothing trained or written); 130 interrupted (Ctrl-C; finished runs stay in the 
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from pathlib import Path
 from typing import Any, NoReturn
@@ -61,15 +62,16 @@ _FROM_PRESET = {"model", "epochs", "batch_size", "lr", "augment", "subset", "pre
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="python -m harness", description="memprox: benchmark memorization proxies")
+    # no abbreviations: `--seed 5` would silently mean `--seeds 5`, i.e. five seeds
+    p = _Parser(prog="python -m harness", description="memprox: benchmark memorization proxies", allow_abbrev=False)
     sub = p.add_subparsers(dest="command", required=True)
-    r = sub.add_parser("run", help="train the shared runs, score proxies, write a leaderboard")
+    r = sub.add_parser("run", help="train the shared runs, score proxies, write a leaderboard", allow_abbrev=False)
     _add(r, "--proxies", "'all' or a comma-separated list; PROXY(k=v,...) selects a variant, so "
          "'curvature(n=2),curvature(n=10)' compares two side by side (see `list`)")
     _add(r, "--tasks", "comma-separated tasks (see `list`)")
     _add(r, "--dataset", "digits (bundled), cifar10, cifar100, mnist, fashion-mnist, imagefolder:PATH or "
          "npz:PATH (see `list`)")
-    _add(r, "--data-root", "folder holding torchvision datasets", type=Path)
+    _add(r, "--data-root", "folder holding torchvision datasets")
     _add(r, "--download", "let torchvision download the dataset into --data-root", flag_value=True)
     _add(r, "--subset", "keep the first N training samples in canonical order", type=int)
     _add(r, "--preset", f"recipe and model: {', '.join(PRESETS)} (see `list`)")
@@ -87,18 +89,20 @@ def build_parser() -> argparse.ArgumentParser:
          action="append", metavar="PROXY.PARAM=VALUE")
     _add(r, "--task-arg", "task parameter, repeatable (e.g. memorization.k=64)", dest="task_args",
          action="append", metavar="TASK.PARAM=VALUE")
-    _add(r, "--reference", "memorization reference: stability, fz:PATH or cscore:PATH")
+    _add(r, "--reference", "memorization reference: stability, fz:PATH or cscore:PATH (memorization, theory and "
+         "privacy tasks)", shown_default="stability")
     _add(r, "--device", "auto (CUDA when present), cpu, cuda, cuda:N")
-    _add(r, "--out", "output directory (see --overwrite)", type=Path, shown_default=CLI_OUT)
-    _add(r, "--store", "run store", type=Path, shown_default="$MEMPROX_CACHE/store or ~/.cache/memprox/store")
+    # paths stay str here: Path("") would be the current folder; the API refuses an empty path
+    _add(r, "--out", "output directory (see --overwrite)", shown_default=CLI_OUT)
+    _add(r, "--store", "run store", shown_default="$MEMPROX_CACHE/store or ~/.cache/memprox/store")
     _add(r, "--checkpoint-every", "seconds between in-run checkpoints (resume after interruption)", type=float)
-    _add(r, "--threads", "CPU threads for torch, >= 1 (1 is fastest for tiny models on a busy machine)",
+    _add(r, "--threads", "CPU threads for torch, 1 to 1024 (1 is fastest for tiny models on a busy machine)",
          type=int, shown_default="torch's")
     _add(r, "--no-progress", "hide progress bars", dest="progress", flag_value=False)
     _add(r, "--executor", "where runs train: local (this process) or ray", choices=EXECUTORS)
     _add(r, "--workers", "ray: concurrent jobs on a local Ray", type=int, shown_default="CPU cores")
     _add(r, "--ray-address", "ray: join this cluster (HOST:PORT or auto) instead of starting one")
-    _add(r, "--gpus-per-run", "ray on GPUs: fraction of a GPU per run, in (0, 1] (0.25 packs four)", type=float)
+    _add(r, "--gpus-per-run", "ray on GPUs: fraction of a GPU per run, in [0.01, 1] (0.25 packs four)", type=float)
     _add(r, "--bootstrap", "bootstrap resamples for confidence intervals and paired tests (0: none)", type=int)
     _add(r, "--overwrite", "let --out replace a folder another experiment wrote", flag_value=True)
     _add(r, "--precision", "training precision: fp32 or bf16 (autocast)", choices=PRECISIONS)
@@ -166,8 +170,21 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _take_back_ctrl_c() -> None:
+    """A shell starts a script's background job (`memprox run ... &`) with SIGINT ignored, and
+    Python then never raises KeyboardInterrupt: `kill -INT` and Ctrl-C were ignored and the run went
+    on to exit 0. memprox promises that Ctrl-C always stops a run (exit 130, stored runs kept), so
+    it restores Python's handler."""
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        try:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+        except ValueError:  # not the main thread: the embedding program owns signals
+            pass
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns the exit code (see the module docstring) instead of raising."""
+    _take_back_ctrl_c()
     try:
         args = build_parser().parse_args(argv)
         if args.command == "list":

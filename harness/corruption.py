@@ -7,6 +7,8 @@ the clean labels stay available for the other tasks. Callers convert torch tenso
 
 from __future__ import annotations
 
+import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +28,7 @@ def symmetric_noise(
     """
     y = _check_labels(labels, num_classes, "labels")
     if not 0.0 <= rate < 1.0:
-        raise HarnessError(f"noise rate must be in [0, 1), got {rate}; e.g. --noise 0.05 for 5%")
+        raise HarnessError(f"noise rate must be in [0, 1), got {rate}; e.g. --noise-rates 0.05 for 5%")
     rng = np.random.default_rng(seed)
     n = len(y)
     k = round(rate * n)
@@ -62,7 +64,7 @@ def inject_duplicates(
     if pairs < 1 or 2 * pairs > n:
         raise HarnessError(
             f"cannot inject {pairs} duplicate pairs into {n} samples: need 1 <= pairs <= {n // 2}; "
-            f"lower --duplicates or use a larger --subset"
+            f"lower --duplicate-pairs or use a larger --subset"
         )
     rng = np.random.default_rng(seed)
     perm = rng.permutation(n)
@@ -84,9 +86,13 @@ def read_label_file(spec: str, n: int, num_classes: int) -> np.ndarray:
     plausible-looking but meaningless AUROCs.
     """
     path, key = _parse_label_spec(spec)
-    if not path.is_file():
+    try:
+        exists = path.is_file()
+    except OSError as exc:  # e.g. a name longer than the file system allows
+        raise HarnessError(f"label file {spec!r} cannot be looked up ({exc.strerror}); pass an existing file") from exc
+    if not exists:
         raise HarnessError(
-            f"label file {path} does not exist; pass --labels PATH.npy or PATH.npz[:KEY]"
+            f"label file {path} does not exist; pass --noisy-labels PATH.npy or PATH.npz[:KEY]"
         )
     arr = _load_label_array(path, key)
     where = f"{path}" + (f":{key}" if key else "")
@@ -147,13 +153,21 @@ def _parse_label_spec(spec: str) -> tuple[Path, str | None]:
     )
 
 
+#: What numpy raises for a file that is not a readable .npy/.npz (empty, truncated, a zip of
+#: other files, a damaged member): bad input, not a traceback.
+_UNREADABLE = (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error, KeyError)
+
+
 def _load_label_array(path: Path, key: str | None) -> np.ndarray:
+    if path.stat().st_size == 0:
+        raise HarnessError(f"label file {path} is empty; save the labels with numpy.save/savez")
     try:
         loaded = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as exc:
-        raise HarnessError(
-            f"cannot read label file {path}: {exc}; save it with numpy.save/savez"
-        ) from exc
+    except _UNREADABLE as exc:
+        # numpy takes a file without the .npy/zip signature for a pickle, and says how to load one:
+        # the harness never unpickles a user's file, so say what the file is not instead
+        why = "it is not a .npy or .npz file" if "pickle" in str(exc) else str(exc) or type(exc).__name__
+        raise HarnessError(f"cannot read label file {path}: {why}; save the labels with numpy.save/savez") from exc
     if isinstance(loaded, np.ndarray):
         if key is not None:
             raise HarnessError(
@@ -174,11 +188,14 @@ def _load_label_array(path: Path, key: str | None) -> np.ndarray:
                 f"{path} has no array {key!r}; available keys: {', '.join(keys) or 'none'}"
             )
         try:
-            return loaded[key]
-        except ValueError as exc:  # object arrays need pickle, which is refused
+            array = loaded[key]
+        except _UNREADABLE as exc:  # object arrays need pickle, which is refused; a damaged member
             raise HarnessError(
-                f"cannot read {path}:{key}: {exc}; store labels as an integer array"
+                f"cannot read {path}:{key}: {exc or type(exc).__name__}; store labels as an integer array"
             ) from exc
+    if not isinstance(array, np.ndarray):  # numpy hands back a member that is no .npy as raw bytes
+        raise HarnessError(f"cannot read {path}:{key}: it is not a numpy array; save it with numpy.savez")
+    return array
 
 
 def _as_int_labels(arr: np.ndarray, where: str) -> np.ndarray:

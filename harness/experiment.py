@@ -6,8 +6,11 @@ Everything that can be wrong with the input (and an unwritable store or output f
 before the first run trains, so bad input costs nothing and leaves no partial output. A run that
 fails (non-finite loss, a worker that died twice) is reported and the rest still finishes. Store
 entries are claimed with per-entry locks, so experiments sharing a store train each spec once.
-Outputs are written to a temporary folder beside `--out` and moved in at the end, so an
-interrupted experiment never leaves half an output folder, and a folder never mixes two experiments.
+Outputs are written to a temporary folder beside `--out` and swapped in at the end with rollback, so
+an interrupted experiment never leaves half an output folder, and a folder never mixes two
+experiments. The folder's own record (`.memprox-outputs.json`: each file with its checksum) says
+what memprox wrote there: only those files, unchanged since, are ever replaced or removed, so a
+user's files, a repository or the store beside them are never touched.
 """
 
 from __future__ import annotations
@@ -16,13 +19,14 @@ import dataclasses
 import hashlib
 import json
 import os
+import re
 import shutil
 import sys
 import tempfile
 import warnings
 from collections import defaultdict
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -35,7 +39,20 @@ from harness.data import Dataset
 from harness.ensemble import can_ensemble, ensemble_chunks
 from harness.errors import HarnessError, Interrupted, StorageError
 from harness.executor import Executor, LocalExecutor, make_executor
-from harness.io import atomic_write, atomic_write_text
+from harness.io import (
+    JOURNAL,
+    atomic_write,
+    atomic_write_text,
+    blocked_by,
+    exclusive,
+    file_sha256,
+    is_plain_relpath,
+    pid_alive,
+    plain_file,
+    recover_swap,
+    regular_files,
+    swap_files,
+)
 from harness.jobs import DataSource, Job, JobResult, load_source, prepared_data
 from harness.leaderboard import aggregate, markdown
 from harness.models import MODELS
@@ -51,21 +68,31 @@ from proxies import Proxy, ScoreContext, resolve_proxies
 #: differ only in these are the same experiment (and may write to the same --out).
 RUNTIME_FIELDS = ("out", "store", "progress", "executor", "workers", "ray_address", "gpus_per_run", "overwrite",
                   "checkpoint_every_s")
-#: What an experiment writes into --out; with a foreign folder (--overwrite) only these are replaced.
-OUTPUT_NAMES = ("leaderboard.csv", "raw.csv", "leaderboard.md", "summary.json", "scores", "figures")
+#: The output folder's own record of what memprox wrote into it: {"experiment": id, "publish": nonce,
+#: "files": {relative path: SHA-256}}. Only files listed there, and unchanged since, are ever removed.
+RECORD = ".memprox-outputs.json"
+#: Written into a staging folder when it is made: proof that a stale one is memprox's to remove.
+STAGING_MARKER = ".memprox-staging"
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 RAW_COLUMNS = ["task", "dataset", "model", "setting", "proxy", "metric", "seed", "value"]
 
 
 def resolve_device(name: str) -> torch.device:
+    """The device runs train on. Only devices this machine can train on are accepted: torch also
+    parses names such as meta, mps (without Apple's GPU), cpu:9 or cuda:7 (with one GPU) that fail
+    only later, deep inside training."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError as e:
-        raise HarnessError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N") from e
-    if device.type == "cuda" and not torch.cuda.is_available():
+    if isinstance(name, str) and name.startswith("cuda") and not torch.cuda.is_available():
         raise HarnessError(f"device {name!r} requested but CUDA is not available; use --device cpu")
-    return device
+    valid = ["auto", "cpu"]
+    if torch.cuda.is_available():
+        valid += ["cuda", *(f"cuda:{i}" for i in range(torch.cuda.device_count()))]
+    if torch.backends.mps.is_available():
+        valid.append("mps")
+    if name not in valid:
+        raise HarnessError(f"device {name!r} is not available on this machine; valid: {', '.join(valid)}")
+    return torch.device(name)
 
 
 def default_store() -> Path:
@@ -78,15 +105,62 @@ def experiment_id(cfg: ExperimentConfig) -> str:
     return hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def _owner(out: Path) -> str | None:
+def _record(out: Path) -> tuple[str | None, dict[str, str]]:
+    """The folder's record of its outputs: (experiment id, relative path -> SHA-256). A record that is
+    missing, or malformed in any entry, counts as none: then no file there is known to be ours."""
+    path = plain_file(out, RECORD)
     try:
-        return json.loads((out / "summary.json").read_text()).get("experiment")
-    except (OSError, ValueError, AttributeError):
-        return None
+        data = json.loads(path.read_text()) if path is not None else None
+    except (OSError, ValueError):
+        return None, {}
+    files = data.get("files") if isinstance(data, dict) else None
+    if not isinstance(files, dict) or not isinstance(data.get("experiment"), str):
+        return None, {}
+    if not all(is_plain_relpath(rel) and isinstance(sha, str) and _SHA256.fullmatch(sha) for rel, sha in files.items()):
+        return None, {}
+    return data["experiment"], files
 
 
-def check_out(out: Path, identity: str, overwrite: bool) -> None:
-    """Before training: --out must be writable and hold no other experiment's results."""
+def _owner(out: Path) -> str | None:
+    """The experiment whose outputs `out` holds, by the folder's record (None: unknown)."""
+    return _record(out)[0]
+
+
+def _ours(out: Path) -> tuple[str | None, dict[str, str], list[str]]:
+    """(owner, recorded files still exactly as memprox wrote them, recorded files changed since).
+    A changed file is the user's now: it is never removed, and replaced only with --overwrite."""
+    owner, files = _record(out)
+    ours, changed = {}, []
+    for rel, sha in files.items():
+        path = plain_file(out, rel)
+        try:
+            same = path is not None and file_sha256(path) == sha
+        except OSError:  # unreadable: not provably ours
+            same = False
+        if same:
+            ours[rel] = sha
+        elif os.path.lexists(out / rel):
+            changed.append(rel)
+    return owner, ours, changed
+
+
+def _out_lock(out: Path) -> AbstractContextManager[None]:
+    """Serialises publishing into `out` between processes. Its file lives beside `out`, like the
+    staging folders, because `out` may not exist yet; it is removed on release."""
+    return exclusive(out.parent / f".{out.name}.memprox-lock")
+
+
+def check_out(out: Path, identity: str, overwrite: bool, store: Path) -> None:
+    """Before training: --out must be a writable folder apart from the run store, holding no other
+    experiment's results, no files memprox cannot show it wrote, and none changed since it wrote
+    them, unless --overwrite (which replaces only files a new output has the name of)."""
+    out, store = Path(out).resolve(), Path(store).resolve()
+    if out == store or store in out.parents or out in store.parents:
+        where = "is" if out == store else "is inside" if store in out.parents else "contains"
+        raise HarnessError(f"--out {out} {where} the run store {store}; pass an --out outside the store that does "
+                           "not contain it")
+    if out == out.parent:
+        raise HarnessError(f"--out {out} is the file system root; pass a folder")
     if out.exists() and not out.is_dir():
         raise HarnessError(f"--out {out} is a file, not a folder; pass a folder")
     try:
@@ -101,9 +175,23 @@ def check_out(out: Path, identity: str, overwrite: bool) -> None:
     if free < MIN_FREE_BYTES:
         raise HarnessError(f"output folder {out} has only {free / 2**20:.0f} MiB free; free some space or pass "
                            "another --out")
-    if out.exists() and any(out.iterdir()) and _owner(out) != identity and not overwrite:
-        raise HarnessError(f"--out {out} holds results of another experiment (or other files); pass another --out, "
-                           "or --overwrite to replace them")
+    if _stale(out):
+        with _out_lock(out):
+            _clean_stale_staging(out)
+    if overwrite or not out.exists():
+        return
+    try:
+        owner, _, changed = _ours(out)
+        empty = not any(out.iterdir())
+    except OSError as e:
+        raise HarnessError(f"--out {out} cannot be read ({e.strerror}); pass a readable --out") from e
+    if owner != identity and not empty:
+        raise HarnessError(f"--out {out} holds results of another experiment (or files memprox cannot show it "
+                           "wrote); pass another --out, or --overwrite to replace the outputs there (other files "
+                           "are kept)")
+    if changed:
+        raise HarnessError(f"--out {out}: {changed[0]} was changed after memprox wrote it; move it away, or pass "
+                           "--overwrite to replace it")
 
 
 @dataclass
@@ -138,12 +226,13 @@ class Experiment:
         self.executor = executor or make_executor(cfg)
         self.identity = experiment_id(cfg)
         if cfg.out is not None:
-            check_out(Path(cfg.out), self.identity, cfg.overwrite)
+            check_out(Path(cfg.out), self.identity, cfg.overwrite, Path(cfg.store or default_store()))
         self.store = RunStore(cfg.store or default_store())
         self.store.check_writable()
         self.source = DataSource(cfg.dataset, str(cfg.data_root) if cfg.data_root else None, cfg.subset)
         self.dataset: Dataset = load_source(self.source, download=cfg.download)
         self.plan = self._plan()
+        cfg.validate_for_data(self.dataset, {spec.model for spec in self.plan.runs}, len(self.proxies))
 
     # planning ---------------------------------------------------------------------------
     def base_spec(self, setting: Setting) -> RunSpec:
@@ -363,7 +452,7 @@ class Experiment:
     # outputs ----------------------------------------------------------------------------
     def _write(self, result: ExperimentResult, runs: dict[RunSpec, StoredRun], tmp: Path,
                artifacts: dict[str, list[str]]) -> None:
-        out = Path(self.cfg.out)
+        out = Path(self.cfg.out).resolve()
         try:
             for name, frame in result.scores.items():
                 path = f"scores/{name}.csv"
@@ -374,9 +463,8 @@ class Experiment:
             atomic_write_text(tmp / "leaderboard.md", markdown(result.leaderboard))
             result.outputs.update(artifacts)
             atomic_write_text(tmp / "summary.json", json.dumps(self._summary(result, runs), indent=1, default=str))
-            owner = _owner(out)
-            _publish(tmp, out, owned=not out.exists() or not any(out.iterdir()) or owner == self.identity
-                     or (owner is not None and self.cfg.overwrite))
+            _write_record(tmp, self.identity)
+            _publish(tmp, out, self.identity, self.cfg.overwrite)
         except OSError as e:
             raise StorageError(f"cannot write outputs to {e.filename or out} ({e.strerror or e}); every run is kept "
                                "in the store, rerun once the folder is writable") from e
@@ -407,14 +495,15 @@ def _umask() -> int:
 
 @contextmanager
 def _staging(out: Path | None) -> Iterator[Path | None]:
-    """A temporary folder beside --out that becomes --out once complete (None without --out)."""
+    """A temporary folder beside --out, marked as memprox's when made, that the outputs are written
+    to and published from (None without --out)."""
     if out is None:
         yield None
         return
-    out = Path(out)
-    _clean_stale_staging(out)
+    out = Path(out).resolve()
     try:
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-{os.getpid()}-", dir=out.parent))
+        tmp = _folder_beside(out, "tmp")
+        (tmp / STAGING_MARKER).write_text("memprox staging folder of an experiment's outputs\n")
         os.chmod(tmp, 0o777 & ~_umask())
     except OSError as e:
         raise StorageError(f"cannot write outputs beside {out} ({e.strerror}); every run is kept in the store, "
@@ -425,49 +514,88 @@ def _staging(out: Path | None) -> Iterator[Path | None]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _publish(tmp: Path, out: Path, owned: bool) -> None:
-    """Move the complete staging folder into place. A folder this experiment owns (empty, its own
-    earlier outputs, or another experiment's outputs replaced with --overwrite) is swapped whole, so
-    no stale file survives; in a folder of unknown files (--overwrite) only the outputs' names are
-    replaced and everything else is left alone."""
-    if not out.exists():
-        os.rename(tmp, out)
-        return
-    if owned:
-        old = out.parent / f".{out.name}.old-{os.getpid()}"
-        os.rename(out, old)
-        os.rename(tmp, out)
-        shutil.rmtree(old, ignore_errors=True)
-        return
-    for entry in tmp.iterdir():
-        target = out / entry.name
-        if target.is_dir() and not target.is_symlink():
-            shutil.rmtree(target)
-        elif target.exists():
-            target.unlink()
-        os.rename(entry, target)
+def _folder_beside(out: Path, kind: str) -> Path:
+    """A new folder `.NAME.KIND-PID-RANDOM` beside `out` (same file system, so renames are atomic)."""
+    return Path(tempfile.mkdtemp(prefix=f".{out.name}.{kind}-{os.getpid()}-", dir=out.parent))
+
+
+def _write_record(tmp: Path, identity: str) -> None:
+    """Record every file written into `tmp` with its checksum. The nonce makes each publish's record
+    unique, so after a kill part-way a committed swap can be told from one that was not."""
+    files = {rel: file_sha256(tmp / rel) for rel in regular_files(tmp, skip=(STAGING_MARKER, RECORD))}
+    hidden = [rel for rel in files if not is_plain_relpath(rel)]
+    if hidden:  # a record naming them would not be trusted (it could name .git/...): a bug, not bad input
+        raise RuntimeError(f"outputs with hidden names cannot be recorded: {', '.join(hidden)}")
+    record = {"experiment": identity, "publish": os.urandom(8).hex(), "files": files}
+    atomic_write_text(tmp / RECORD, json.dumps(record, indent=1))
+
+
+def _publish(tmp: Path, out: Path, identity: str, overwrite: bool) -> None:
+    """Move the complete outputs in `tmp` (with their record) into `out`, under the folder's lock.
+    A folder that does not exist is the staging folder renamed. Into an existing one the new files
+    are swapped in with rollback (`harness.io.swap_files`); set aside, and deleted once the new set
+    is in, are only memprox's own earlier outputs (recorded, unchanged) and, with --overwrite, files
+    a new output has the name of. Every other file and folder stays."""
+    with _out_lock(out):
+        _clean_stale_staging(out)
+        if not os.path.lexists(out):
+            (tmp / STAGING_MARKER).unlink()
+            os.rename(tmp, out)
+            return
+        if out.is_symlink() or not out.is_dir():
+            raise StorageError(f"--out {out} is no longer a folder; every run is kept in the store, rerun with a "
+                               "folder as --out")
+        owner, ours, _ = _ours(out)
+        if owner != identity and not overwrite and any(out.iterdir()):
+            raise StorageError(f"--out {out} got another experiment's results (or other files) while this one ran; "
+                               "every run is kept in the store, rerun with another --out or --overwrite")
+        _, incoming = _record(tmp)
+        for rel in incoming:
+            _check_place(out, rel, ours, overwrite)
+        outgoing = [rel for rel in incoming if os.path.lexists(out / rel)]
+        outgoing += [rel for rel in ours if rel not in incoming]
+        swap_files(tmp, out, incoming, outgoing, _folder_beside(out, "old"), RECORD)
+
+
+def _check_place(out: Path, rel: str, ours: dict[str, str], overwrite: bool) -> None:
+    """A new output may take the place of memprox's own file, of any file with --overwrite, but
+    never of a folder or a link on the way (those are never removed)."""
+    target = out / rel
+    blocker = blocked_by(out, rel)
+    if blocker is None and target.is_dir() and not target.is_symlink():
+        blocker = target
+    if blocker is not None:
+        raise StorageError(f"cannot write {rel} into --out {out}: {blocker} is in the way; move it away and rerun "
+                           "(every run is kept in the store)")
+    if os.path.lexists(target) and rel not in ours and not overwrite:
+        raise StorageError(f"--out {out}: {rel} was not written by memprox (or was changed since); move it away, or "
+                           "rerun with --overwrite to replace it (every run is kept in the store)")
+
+
+def _stale(out: Path) -> list[tuple[str, Path]]:
+    """Staging ("tmp") and set-aside ("old") folders beside `out` that killed processes left: the
+    name pattern, a dead owner process, and the marker or journal written inside on creation."""
+    prefix, found = f".{out.name}.", []
+    if not out.parent.is_dir():
+        return found
+    for p in out.parent.iterdir():
+        if not p.name.startswith(prefix) or p.is_symlink() or not p.is_dir():
+            continue
+        kind, _, rest = p.name[len(prefix):].partition("-")
+        pid = rest.split("-")[0]
+        if kind not in ("tmp", "old") or not pid.isdigit() or pid_alive(int(pid)):
+            continue
+        if plain_file(p, STAGING_MARKER if kind == "tmp" else JOURNAL) is not None:
+            found.append((kind, p))
+    return found
 
 
 def _clean_stale_staging(out: Path) -> None:
-    """Remove staging and swapped-out folders of --out that a killed experiment left behind (those
-    of a live process stay)."""
-    if not out.parent.exists():
-        return
-    for p in out.parent.glob(f".{out.name}.*-*"):
-        kind, _, rest = p.name[len(out.name) + 2 :].partition("-")
-        pid = rest.split("-")[0]
-        if kind not in ("tmp", "old") or not pid.isdigit() or _alive(int(pid)):
-            continue
-        shutil.rmtree(p, ignore_errors=True)
-
-
-def _alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    """Settle what killed experiments left beside --out (call under the folder's lock): a staging
+    folder is removed, a swap of outputs is finished or rolled back (`harness.io.recover_swap`).
+    A folder that merely has the name is never touched."""
+    for kind, folder in _stale(out):
+        if kind == "tmp":
+            shutil.rmtree(folder, ignore_errors=True)
+        else:
+            recover_swap(folder, out)

@@ -38,8 +38,22 @@ class Corruption:
         if self.kind == "duplicates":
             return f"duplicates={self.pairs}"
         if self.kind == "label_file":
-            return f"labels={self.label_file}"
+            return f"labels={_file_label(self.label_file)}"
         return "clean"
+
+
+#: Longest label-file spec kept whole in a label: the label names output files
+#: (scores/<label>_seed<k>.csv), and a file name may not exceed 255 bytes.
+MAX_LABEL_FILE_BYTES = 120
+
+
+def _file_label(spec: str) -> str:
+    """The label file as given, or, when that is too long for a file name, a digest of it and
+    the end of its name (the digest keeps two long paths with one file name apart)."""
+    if len(spec.encode()) <= MAX_LABEL_FILE_BYTES:
+        return spec
+    tail = spec.replace("\\", "/").rsplit("/", 1)[-1][-40:]
+    return f"{hashlib.sha256(spec.encode()).hexdigest()[:12]}_{tail}"
 
 
 @dataclass(frozen=True)

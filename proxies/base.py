@@ -18,6 +18,10 @@ from harness.recorders import RecorderRequest
 from harness.runspec import RunSpec
 from harness.store import StoredRun
 
+#: Default bound of a proxy's count parameters (draws, folds, epochs between checkpoints): far
+#: above any use, so a mistyped 2**40 is refused before training instead of looping inside it.
+MAX_COUNT = 10_000
+
 
 @dataclass(frozen=True)
 class Need:
@@ -68,11 +72,14 @@ class Proxy:
         inside `score` would fire only after training). Use the `check_*` helpers below.
         """
 
-    def check_int(self, key: str, minimum: int) -> int:
-        """An integer (a bool is not one) >= minimum."""
+    def check_int(self, key: str, minimum: int, maximum: int | None = None) -> int:
+        """An integer (a bool is not one) >= minimum and <= maximum (default MAX_COUNT)."""
         value = self.params[key]
         if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
             raise HarnessError(f"{self.name}.{key} must be an integer >= {minimum} (got {value!r})")
+        maximum = MAX_COUNT if maximum is None else maximum
+        if value > maximum:
+            raise HarnessError(f"{self.name}.{key} must be at most {maximum} (got {value})")
         return value
 
     def check_number(self, key: str, low: float, high: float, *, low_open: bool = True,

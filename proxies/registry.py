@@ -8,6 +8,7 @@ import ast
 import importlib.metadata
 import re
 import warnings
+from collections import Counter
 from typing import Any
 
 from harness.errors import HarnessError
@@ -78,18 +79,25 @@ def parse_selection(selection: str) -> list[tuple[str, dict[str, Any]]]:
             key, sep, value = part.partition("=")
             if not sep:
                 raise HarnessError(f"proxy parameter {part!r} in {name}({args}) must be KEY=VALUE")
-            try:
-                params[key.strip()] = ast.literal_eval(value.strip())
-            except (ValueError, SyntaxError):
-                params[key.strip()] = value.strip()
+            if key.strip() in params:  # the last would win silently
+                raise HarnessError(f"{name}({args}) sets {key.strip()} twice; pass it once")
+            params[key.strip()] = _literal(value.strip())
         out.append((name, params))
     return out
+
+
+def _literal(text: str) -> Any:
+    """A Python literal (2, 0.1, 'max', True), or the text itself when it is not one."""
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+        return text
 
 
 def resolve_proxies(selection: str, params: dict[str, dict[str, Any]] | None = None) -> list[Proxy]:
     """'all', or a comma list whose items may carry parameters (`curvature(n=2)`), so variants of
     one proxy sit side by side; `params` (from --proxy-arg) maps proxy name -> overrides for every
-    selected instance of that proxy."""
+    selected instance of that proxy. A parameter set both ways is refused: one would be ignored."""
     params = params or {}
     everything = selection.strip() == "all"
     if everything:  # every proxy, plus the variants a proxy asks to be compared in `all`
@@ -103,11 +111,16 @@ def resolve_proxies(selection: str, params: dict[str, dict[str, Any]] | None = N
     for name in params:
         if name not in names:
             raise HarnessError(f"--proxy-arg names proxy {name!r}, which is not among the selected proxies")
+    if not everything:  # inline values would override --proxy-arg silently
+        for name, inline in chosen:
+            twice = sorted(set(inline) & set(params.get(name, {})))
+            if twice:
+                raise HarnessError(f"{name}.{twice[0]} is given both by --proxy-arg and in --proxies "
+                                   f"{name}({twice[0]}={inline[twice[0]]!r}); pass it once")
     proxies = [make_proxy(n, **{**params.get(n, {}), **p}) for n, p in chosen]
     if everything:  # --proxy-arg may turn a default into its listed variant: keep one of the two
         proxies = list({p.label: p for p in proxies[::-1]}.values())[::-1]
-    labels = [p.label for p in proxies]
-    duplicated = sorted({label for label in labels if labels.count(label) > 1})
+    duplicated = sorted(label for label, k in Counter(p.label for p in proxies).items() if k > 1)
     if duplicated:
         raise HarnessError(f"proxy variant(s) selected twice: {', '.join(duplicated)}")
     return proxies

@@ -18,7 +18,7 @@ import torch
 import harness.jobs as jobs
 from harness.cli import main
 from harness.errors import HarnessError, Interrupted, StorageError
-from harness.experiment import Experiment
+from harness.experiment import STAGING_MARKER, Experiment
 from harness.store import RunStore
 from proxies.csl import CSL
 
@@ -111,13 +111,17 @@ def test_stale_debris_of_kills_is_cleaned(make_config) -> None:
     other = "0" * 16
     (root / "partial" / f"{other}.pt").write_bytes(b"resumable")  # a run not yet complete: kept
     scores = cfg.out / "scores"
-    (scores / ".noise=0.1_seed0.csv.ab12").write_text("torn")
-    (cfg.out.parent / f".{cfg.out.name}.tmp-999999-zz").mkdir()  # staging of a dead process
+    (scores / ".noise=0.1_seed0.csv.ab12").write_text("torn")  # not in the folder's record: not ours to delete
+    staging = cfg.out.parent / f".{cfg.out.name}.tmp-999999-zz"  # staging of a dead process
+    staging.mkdir()
+    (staging / STAGING_MARKER).write_text("")
+    lookalike = cfg.out.parent / f".{cfg.out.name}.tmp-999999-yy"  # the name alone proves nothing
+    lookalike.mkdir()
     result = Experiment(cfg).run()
     assert result.trained == [] and result.reused == [spec.label()]
     assert sorted(_leftovers(exp.store)) == [f"{other}.pt"]
-    assert not any(p.name.startswith(".") for p in scores.iterdir())
-    assert [p.name for p in cfg.out.parent.iterdir() if p.name.startswith(f".{cfg.out.name}")] == []
+    assert [p.name for p in scores.iterdir() if p.name.startswith(".")] == [".noise=0.1_seed0.csv.ab12"]
+    assert [p.name for p in cfg.out.parent.iterdir() if p.name.startswith(f".{cfg.out.name}")] == [lookalike.name]
 
 
 def test_a_live_writers_temp_folder_is_left_alone(tmp_path, base_spec) -> None:

@@ -29,10 +29,12 @@ def test_all_selects_every_registered_proxy() -> None:
     assert len(available_proxies()) >= 15
 
 
-def test_proxy_arg_applies_to_every_instance_and_inline_wins() -> None:
-    ps = resolve_proxies("curvature,curvature(n=3)", {"curvature": {"h": 0.01, "n": 5}})
+def test_proxy_arg_applies_to_every_instance_and_may_not_repeat_an_inline_value() -> None:
+    ps = resolve_proxies("curvature(n=5),curvature(n=3)", {"curvature": {"h": 0.01}})
     assert [p.params["n"] for p in ps] == [5, 3]
     assert all(p.params["h"] == 0.01 for p in ps)
+    with pytest.raises(HarnessError, match=r"curvature.n is given both by --proxy-arg and in --proxies"):
+        resolve_proxies("curvature,curvature(n=3)", {"curvature": {"h": 0.01, "n": 5}})  # once the inline won
 
 
 @pytest.mark.parametrize(

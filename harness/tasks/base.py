@@ -93,9 +93,16 @@ class Task:
         raise NotImplementedError
 
 
-def positive_int(task: str, key: str, value: object) -> int:
+#: Bound on a task's count parameters (bins, samples per class): far above any use, so a mistyped
+#: 2**40 is refused before training instead of becoming an allocation after it.
+MAX_TASK_COUNT = 10_000
+
+
+def positive_int(task: str, key: str, value: object, maximum: int = MAX_TASK_COUNT) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise HarnessError(f"{task}.{key} must be a positive integer, got {value!r}")
+    if value > maximum:
+        raise HarnessError(f"{task}.{key} must be at most {maximum}, got {value}")
     return value
 
 

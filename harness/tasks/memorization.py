@@ -50,6 +50,7 @@ class ReferenceTask(Task):
 
     def settings(self, cfg: ExperimentConfig, base_data: DataSpec, n_train: int) -> list[Setting]:
         self.reference.check(cfg.dataset, cfg.data_root, cfg.subset)
+        self.reference.check_size(n_train)
         data = replace(base_data, corruption=Corruption())
         return [Setting(self.name, "clean", data, seed) for seed in cfg.seeds]
 
@@ -76,6 +77,13 @@ class Memorization(ReferenceTask):
         top_k = self.params["top_k"]
         if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
             raise HarnessError(f"memorization.top_k must be a positive integer, got {top_k!r}")
+
+    def settings(self, cfg: ExperimentConfig, base_data: DataSpec, n_train: int) -> list[Setting]:
+        top_k = self.params["top_k"]
+        if top_k is not None and top_k > n_train:  # it would be cut to N: the top-k metrics would be the others
+            raise HarnessError(f"memorization.top_k {top_k} is larger than the N={n_train} training samples; "
+                               f"pass at most {n_train} (default: 10% of N)")
+        return super().settings(cfg, base_data, n_train)
 
     def evaluate(self, ctx: EvalContext, scores: dict[str, np.ndarray]) -> list[Row]:
         top_k = self.params["top_k"]

@@ -39,6 +39,7 @@ When ``memorization.model`` names another architecture, v measures that architec
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -61,7 +62,7 @@ from harness.metrics import weighted_detection
 from harness.plots import plot_binned
 from harness.privacy_plots import best_other, plot_attack_roc
 from harness.similarity import top_k_weights, weighted_similarity
-from harness.tasks.base import EvalContext, Row, register_task
+from harness.tasks.base import EvalContext, Row, positive_int, register_task
 from harness.tasks.memorization import ReferenceTask
 
 METRICS = ("pearson", "spearman", "auroc", "auprc")
@@ -109,13 +110,11 @@ class Privacy(ReferenceTask):
             raise HarnessError(f"privacy.vulnerability must be one of {', '.join(VULNERABILITIES)}, "
                                f"got {p['vulnerability']!r}")
         floor = p["sigma_floor"]
-        if isinstance(floor, bool) or not isinstance(floor, (int, float)) or not floor > 0:
-            raise HarnessError(f"privacy.sigma_floor must be a number > 0, got {floor!r}")
+        if isinstance(floor, bool) or not isinstance(floor, (int, float)) or not 0 < floor < math.inf:
+            raise HarnessError(f"privacy.sigma_floor must be a finite number > 0, got {floor!r}")
         if not isinstance(p["fixed_variance"], bool):
             raise HarnessError(f"privacy.fixed_variance must be True or False, got {p['fixed_variance']!r}")
-        bins = p["bins"]
-        if isinstance(bins, bool) or not isinstance(bins, int) or bins < 1:
-            raise HarnessError(f"privacy.bins must be a positive integer, got {bins!r}")
+        positive_int(self.name, "bins", p["bins"])
         rc = self.reference
         if rc.kind != "stability":
             raise HarnessError(f"privacy needs --reference stability (its K models are the attack's shadow "

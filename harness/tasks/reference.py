@@ -30,6 +30,8 @@ from proxies.base import Need
 #: at K = 32), i.e. a reliability of ~0.98, so the reference's own noise barely dents a proxy's
 #: Pearson; the 128 models train as a batched ensemble in ~30 s per seed on 2 CPU cores.
 REFERENCE_DEFAULTS: dict[str, Any] = {"k": 128, "fraction": 0.7, "variant": "correct", "model": None}
+#: Stability models at most: each is a training run (the estimator is reliable from K = 128).
+MAX_REFERENCE_MODELS = 10_000
 LOADERS = {"fz": load_fz, "cscore": load_cscore}
 
 
@@ -51,7 +53,20 @@ class ReferenceConfig:
     def check(self, dataset: str, data_root: Path | None, subset: int | None) -> None:
         """A score file that does not match the dataset is bad input: fail before training."""
         if self.kind != "stability":
-            self.load_file(_clean_labels(dataset, data_root, subset))
+            labels = _clean_labels(dataset, data_root, subset)
+            try:
+                self.load_file(labels)
+            except OSError as e:  # e.g. a name longer than the file system allows
+                raise HarnessError(f"--reference {self.kind}:{self.path} cannot be read ({e.strerror or e}); pass "
+                                   "an existing score file") from e
+
+    def check_size(self, n: int) -> None:
+        """Each stability model trains on round(fraction * N) samples: at least one, and not all
+        (a sample that no model leaves out has no memorization estimate)."""
+        size = round(self.fraction * n)
+        if self.kind == "stability" and not 1 <= size < n:
+            raise HarnessError(f"memorization.fraction {self.fraction:g} trains each reference model on {size} of "
+                               f"the N={n} samples; pick a fraction that keeps at least one sample in and one out")
 
     def base(self, base: RunSpec) -> RunSpec:
         """The run the stability models derive from: the proxies' base run, or the same data,
@@ -90,16 +105,18 @@ def reference_config(reference: str, args: Mapping[str, Any]) -> ReferenceConfig
     p = {**REFERENCE_DEFAULTS, **args}
     if not _is_int(p["k"]) or p["k"] < 2:
         raise HarnessError(f"memorization.k must be an integer >= 2 (models to train), got {p['k']!r}")
+    if p["k"] > MAX_REFERENCE_MODELS:
+        raise HarnessError(f"memorization.k must be at most {MAX_REFERENCE_MODELS} (models to train), got {p['k']}")
     fraction = p["fraction"]
     if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 < fraction < 1:
         raise HarnessError(f"memorization.fraction must be a number in (0, 1), got {fraction!r}")
-    if p["variant"] not in VARIANTS:
+    if not isinstance(p["variant"], str) or p["variant"] not in VARIANTS:
         raise HarnessError(f"memorization.variant must be one of {', '.join(VARIANTS)}, got {p['variant']!r}")
     model = p["model"]
     if model is not None:
         from harness.models import MODELS
 
-        if model not in MODELS:
+        if not isinstance(model, str) or model not in MODELS:
             raise HarnessError(f"memorization.model {model!r} is not a registered model; "
                                f"valid: {', '.join(sorted(MODELS))}")
     kind, _, path = reference.partition(":")
