@@ -224,7 +224,12 @@ def load_dataset(
         subset=subset,
         cache_dir=Path(cache_dir) if cache_dir is not None else None,
     )
-    return entry.load(request)
+    try:
+        return entry.load(request)
+    except OSError as exc:  # a path the OS refuses (too long, a loop of links, no permission, ...)
+        where = exc.filename if exc.filename is not None else path or name
+        raise HarnessError(f"dataset {name[:200]!r} cannot be read: {exc.strerror or exc} ({str(where)[:200]}); "
+                           "check the path and its permissions") from exc
 
 
 # --------------------------------------------------------------------------------------------

@@ -192,3 +192,10 @@ def test_npz_header_promising_terabytes_is_refused_before_allocating(tmp_path: P
 def test_npz_class_names_saved_as_bytes_are_decoded(tmp_path: Path) -> None:
     np.savez(tmp_path / "d.npz", x=_features(), y=np.array([0, 1, 0, 1]), classes=np.array([b"cat", b"dog"]))
     assert load_dataset(f"npz:{tmp_path / 'd.npz'}").classes == ("cat", "dog")
+
+
+@pytest.mark.parametrize("kind", ["npz", "imagefolder"])
+def test_a_path_the_os_refuses_is_one_error(kind: str, tmp_path) -> None:
+    """A file name longer than the file system allows was an OSError traceback."""
+    with pytest.raises(HarnessError, match="cannot be read: File name too long"):
+        load_dataset(f"{kind}:{tmp_path / ('a' * 300)}")
