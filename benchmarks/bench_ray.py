@@ -60,12 +60,12 @@ def _noop(job):
 
 
 def job_overhead(n: int = 200) -> dict:
-    """Seconds per no-op job through RayExecutor (2 workers) and LocalExecutor, after a warm-up."""
+    """Seconds per no-op job through RayExecutor (2 workers) and InProcessExecutor, after a warm-up."""
     import ray
 
-    from harness.executor import LocalExecutor
+    from harness.executors.inprocess import InProcessExecutor
+    from harness.executors.ray import RayExecutor
     from harness.jobs import DataSource, Job
-    from harness.ray_executor import RayExecutor
     from harness.recipe import Recipe
     from harness.runspec import DataSpec, RunSpec
 
@@ -80,7 +80,7 @@ def job_overhead(n: int = 200) -> dict:
     list(ex.run([job] * n))
     ray_s = (time.perf_counter() - t0) / n
     ray.shutdown()
-    local = LocalExecutor(progress=False, fn=_noop)
+    local = InProcessExecutor(progress=False, fn=_noop)
     t0 = time.perf_counter()
     list(local.run([job] * n))
     return {"ray_init_s": start, "ray_per_job_s": ray_s, "local_per_job_s": (time.perf_counter() - t0) / n}

@@ -59,7 +59,7 @@ def run_experiment(
     out: str | Path | None = None,
     store: str | Path | None = None,
     checkpoint_every: float = 120.0,
-    threads: int | None = None,
+    threads: int = 1,
     progress: bool = True,
     executor: str = "local",
     workers: int | None = None,
@@ -80,6 +80,8 @@ def run_experiment(
     `reference`: the memorization reference (default stability), only with a task that uses one.
     `out`: None writes nothing (the result holds everything); a folder gets the CLI's files.
     `store`: the run store (default $MEMPROX_CACHE/store or ~/.cache/memprox/store).
+    `executor`: local (a pool of `workers` processes, default usable CPUs // `threads`), ray, or
+    inprocess (this process, for debugging); `threads`: torch threads of each run (default 1).
 
     Returns an ExperimentResult: `leaderboard`, `raw` and `scores` (DataFrames), `failures`,
     `trained`, `reused`. Bad input raises HarnessError before anything trains.

@@ -17,8 +17,9 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from harness.api import DEFAULT_NOISE_RATES, DEFAULTS, experiment_config
-from harness.config import EXECUTORS, ExperimentConfig
+from harness.config import ExperimentConfig
 from harness.errors import HarnessError, Interrupted, StorageError
+from harness.executors import executor_names
 from harness.precision import PRECISIONS
 from harness.presets import PRESETS
 
@@ -96,11 +97,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add(r, "--out", "output directory (see --overwrite)", shown_default=CLI_OUT)
     _add(r, "--store", "run store", shown_default="$MEMPROX_CACHE/store or ~/.cache/memprox/store")
     _add(r, "--checkpoint-every", "seconds between in-run checkpoints (resume after interruption)", type=float)
-    _add(r, "--threads", "CPU threads for torch, 1 to 1024 (1 is fastest for tiny models on a busy machine)",
-         type=int, shown_default="torch's")
+    _add(r, "--threads", "torch threads of each run, 1 to 1024; more pays only for a large model alone on an idle "
+         "machine (see 'Threads and workers' in the README)", type=int)
     _add(r, "--no-progress", "hide progress bars", dest="progress", flag_value=False)
-    _add(r, "--executor", "where runs train: local (this process) or ray", choices=EXECUTORS)
-    _add(r, "--workers", "ray: concurrent jobs on a local Ray", type=int, shown_default="CPU cores")
+    _add(r, "--executor", "where runs train: local (a pool of worker processes), ray (a local Ray or a cluster), "
+         "inprocess (this process, for debugging)", choices=executor_names())
+    _add(r, "--workers", "local, ray: runs training at once (worker processes, or jobs on a local Ray)", type=int,
+         shown_default="usable CPUs // --threads")
     _add(r, "--ray-address", "ray: join this cluster (HOST:PORT or auto) instead of starting one")
     _add(r, "--gpus-per-run", "ray on GPUs: fraction of a GPU per run, in [0.01, 1] (0.25 packs four)", type=float)
     _add(r, "--bootstrap", "bootstrap resamples for confidence intervals and paired tests (0: none)", type=int)

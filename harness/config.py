@@ -26,12 +26,10 @@ from harness.recipe import Recipe
 if TYPE_CHECKING:
     from harness.data import Dataset
 
-EXECUTORS = ("local", "ray")
-
 MAX_EPOCHS = 100_000
 MAX_SEEDS = 1_000  # seeds of one experiment; each trains runs of its own
 MAX_SEED = 2**64 - 1  # torch seeds are 64-bit
-MAX_THREADS = 1_024  # torch threads of a run, and --workers of a local Ray
+MAX_THREADS = 1_024  # torch threads of a run, and --workers
 MAX_BATCH_SIZE = 2**24
 MAX_LR = 1e6  # far above any working rate; past 3.4e38 torch cannot even hold it in float32
 MAX_NOISE_RATES = 1_000
@@ -63,11 +61,11 @@ class ExperimentConfig:
     out: Path | None = Path("results/latest")  # None: the experiment writes no files
     store: Path | None = None  # default: $MEMPROX_CACHE/store or ~/.cache/memprox/store
     progress: bool = True
-    threads: int | None = None  # CPU threads for torch; None keeps torch's default
+    threads: int = 1  # torch threads of each job, under every executor (the bits depend on it); None means 1
     checkpoint_every_s: float = 120.0
-    # execution (issue 8): where the runs train
-    executor: str = "local"  # "local" | "ray"
-    workers: int | None = None  # ray: concurrent jobs on a local Ray (default: CPU cores)
+    # execution (issues 8, 17): where the runs train; each executor checks its own options
+    executor: str = "local"  # a name in harness.executors: local (worker processes), ray, inprocess
+    workers: int | None = None  # local, ray: concurrent jobs (default: usable CPUs // threads)
     ray_address: str | None = None  # ray: join an existing cluster instead of starting one
     # ray on GPUs: fraction of one GPU each job reserves, in [0.01, 1] (0.25 packs four); a run
     # trains on one device, so more than one GPU per run would only leave GPUs idle
@@ -186,24 +184,15 @@ class ExperimentConfig:
                                "fix --reference")
 
     def _validate_execution(self) -> None:
+        from harness.executors import validate_executor  # light: no torch, no Ray unless --executor ray
+
         if self.threads is not None:
             _integer(self.threads, "thread count", "--threads", minimum=1, maximum=MAX_THREADS,
-                     fix="omit it for torch's default")
+                     fix="1 (the default) suits most runs; see 'Threads and workers' in the README")
         _number(self.checkpoint_every_s, "checkpoint interval", "--checkpoint-every")
-        if self.executor not in EXECUTORS:
-            raise HarnessError(f"unknown executor {self.executor!r}; valid: {', '.join(EXECUTORS)}")
-        if self.workers is not None:
-            _integer(self.workers, "worker count", "--workers", minimum=1, maximum=MAX_THREADS)
-            if self.executor != "ray":
-                raise HarnessError("--workers needs --executor ray (the local executor runs one job at a time)")
-            if self.ray_address is not None:
-                raise HarnessError("--workers sizes a local Ray; a cluster joined with --ray-address has its own "
-                                   "workers: pass one of them")
-        if self.ray_address is not None:
-            if not isinstance(self.ray_address, str) or not self.ray_address:
-                raise HarnessError(f"ray address must be HOST:PORT or 'auto' (got {self.ray_address!r})")
-            if self.executor != "ray":
-                raise HarnessError("--ray-address needs --executor ray")
+        if not isinstance(self.executor, str) or not self.executor:
+            raise HarnessError(f"executor must be a name such as local or ray (got {short_repr(self.executor)})")
+        validate_executor(self)  # the name, other executors' options, and its own options
         gpus = self.gpus_per_run
         if isinstance(gpus, bool) or not isinstance(gpus, (int, float)) or not MIN_GPUS_PER_RUN <= gpus <= 1.0:
             raise HarnessError(f"GPUs per run must be in [{MIN_GPUS_PER_RUN:g}, 1] (got {gpus!r}): a run trains on one "

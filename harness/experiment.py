@@ -38,7 +38,7 @@ from harness.config import ExperimentConfig
 from harness.data import Dataset
 from harness.ensemble import can_ensemble, ensemble_chunks
 from harness.errors import HarnessError, Interrupted, StorageError
-from harness.executor import Executor, LocalExecutor, make_executor
+from harness.executors import Executor, make_executor
 from harness.io import (
     JOURNAL,
     atomic_write,
@@ -305,17 +305,15 @@ class Experiment:
         return jobs
 
     def _job(self, specs: tuple[RunSpec, ...], requests, engine: str) -> Job:
+        """A job as the executor places it: it says how jobs see the device, threads and the store."""
         cfg = self.cfg
-        local = isinstance(self.executor, LocalExecutor)
-        threads = self.executor.job_threads(cfg.threads)
-        on_gpu = self.device.type == "cuda"
+        placed = self.executor.placement(cfg, self.device)
         return Job(
             specs=specs, requests=tuple(sorted(requests, key=lambda r: r.key)), engine=engine, source=self.source,
-            device=str(self.device) if local or not on_gpu else "cuda",  # a Ray worker sees only its own GPU
-            threads=threads, compile=cfg.compile,
+            device=placed.device, threads=placed.threads, compile=cfg.compile,
             checkpoint_root=str(self.store.root) if self.executor.shares_store else None,
-            checkpoint_every_s=cfg.checkpoint_every_s, progress=cfg.progress and local,
-            num_cpus=float(threads or 1), num_gpus=float(cfg.gpus_per_run) if on_gpu else 0.0,
+            checkpoint_every_s=cfg.checkpoint_every_s, progress=placed.progress,
+            num_cpus=placed.num_cpus, num_gpus=placed.num_gpus,
         )
 
     # execution --------------------------------------------------------------------------
@@ -326,7 +324,7 @@ class Experiment:
         holds is left to it, and once that process lets go it is read back (or, if it failed there,
         claimed again). No lock is ever awaited while others are held, so processes cannot deadlock.
         Raises Interrupted on Ctrl-C and StorageError when a store write fails; either way every
-        run already stored stays, and no lock is left held."""
+        run already stored stays, no lock is left held and the executor's workers are stopped."""
         runs, todo = self.pending()
         reused = [spec.label() for spec in runs]
         failed: dict[RunSpec, str] = {}
@@ -341,6 +339,8 @@ class Experiment:
                             todo.append((spec, requests))
         except KeyboardInterrupt:
             raise Interrupted(len(runs)) from None
+        finally:
+            self.executor.close()  # training is over: the workers' memory goes back before evaluation
         return runs, failed, trained, reused
 
     def _reuse(self, spec: RunSpec, runs, reused) -> bool:

@@ -11,6 +11,7 @@ worker's torch threads and device, trains, and returns each run's arrays with it
 from __future__ import annotations
 
 import json
+import os
 import time
 import warnings
 from collections import OrderedDict
@@ -48,7 +49,7 @@ class Job:
     engine: str
     source: DataSource
     device: str = "cpu"
-    threads: int | None = None  # torch intra-op threads in the worker; None keeps torch's default
+    threads: int = 1  # torch intra-op threads of the job (the bits depend on it: every executor uses --threads)
     compile: bool = False  # torch.compile the training step (precision and memory format are the recipe's)
     checkpoint_root: str | None = None  # a run store the worker can reach: single runs checkpoint there
     checkpoint_every_s: float = 120.0
@@ -124,9 +125,31 @@ def make_manifest(spec: RunSpec, out: RunOutput, engine: str, device: str, reque
     )
 
 
+#: Thread-pool sizes of the native libraries a worker may load (OpenMP, MKL, OpenBLAS). A worker
+#: process gets them in its environment before it starts (they are read when a library loads).
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+
+
+def thread_environment(threads: int) -> dict[str, str]:
+    return {name: str(threads) for name in THREAD_VARIABLES}
+
+
+def configure_threads(threads: int) -> None:
+    """A worker process's thread set-up, once when it starts and before its first job: `threads`
+    intra-op and inter-op torch threads (inter-op threads can be set only once, before any parallel
+    work), and the same in the thread variables for any library loaded later. A worker then never
+    runs more threads than the pool reserved for it."""
+    os.environ.update(thread_environment(threads))
+    torch.set_num_threads(threads)
+    try:
+        torch.set_num_interop_threads(threads)
+    except RuntimeError:  # already set, or parallel work already ran in this process
+        pass
+
+
 def run_job(job: Job) -> JobResult:
     """Train the job's runs; a run whose loss became non-finite is a failure, not an exception."""
-    if job.threads:
+    if torch.get_num_threads() != job.threads:
         torch.set_num_threads(job.threads)
     device = torch.device(job.device)
     data = prepared_data(job.source, job.specs[0].data, device)

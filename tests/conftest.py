@@ -40,8 +40,9 @@ def tiny_recipe() -> Recipe:
 @pytest.fixture
 def make_config(tmp_path: Path) -> Callable[..., ExperimentConfig]:
     """ExperimentConfig factory: digits, MLP, 3 epochs, one seed, one noise rate, csl only, on the
-    CPU, store and outputs under tmp_path; keyword arguments override any field (`epochs=` and
-    `lr=` override the recipe's)."""
+    CPU, trained in this process (`--executor inprocess`: spawning workers costs seconds), store and
+    outputs under tmp_path; keyword arguments override any field (`epochs=` and `lr=` override the
+    recipe's)."""
 
     def make(**overrides: Any) -> ExperimentConfig:
         recipe = overrides.pop("recipe", TINY_RECIPE)
@@ -58,6 +59,7 @@ def make_config(tmp_path: Path) -> Callable[..., ExperimentConfig]:
             "out": tmp_path / "out",
             "store": tmp_path / "store",
             "progress": False,
+            "executor": "inprocess",  # no worker processes to spawn; the pool has tests of its own
         }
         fields.update(overrides)
         return ExperimentConfig(**fields)

@@ -1,6 +1,6 @@
-"""The Ray executor on a local Ray with 2 CPUs: the same outputs as the local executor, a worker
-that dies is retried once (and a job whose worker dies twice fails alone), and `--executor ray`
-without Ray installed is a clear exit-2 error."""
+"""The Ray executor on a local Ray with 2 CPUs: the same outputs as the local pool at both
+executors' defaults, a worker that dies is retried once (and a job whose worker dies twice fails
+alone), and `--executor ray` without Ray installed is a clear exit-2 error."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-import harness.ray_executor as ray_executor
+import harness.executors.ray as ray_executor
 from harness.cli import main
 from harness.errors import HarnessError
 from harness.experiment import Experiment
@@ -34,7 +34,7 @@ def local_ray():
 
 
 def _config(make_config, tmp_path: Path, name: str, **kw):
-    return make_config(epochs=2, proxies="csl,final_loss,confident_learning", threads=1,
+    return make_config(epochs=2, proxies="csl,final_loss,confident_learning",
                        out=tmp_path / name / "out", store=tmp_path / name / "store", **kw)
 
 
@@ -43,14 +43,16 @@ def _files(out: Path) -> dict[str, bytes]:
     return {n: (out / n).read_bytes() for n in names}
 
 
-def test_ray_and_local_give_identical_outputs(make_config, tmp_path, local_ray) -> None:
-    local = Experiment(_config(make_config, tmp_path, "local")).run()
-    ray_cfg = _config(make_config, tmp_path, "ray", executor="ray", workers=2)
+def test_ray_and_local_give_identical_outputs_at_their_defaults(make_config, tmp_path, local_ray) -> None:
+    """No --threads: before issue 17 the local executor trained with torch's thread count and Ray
+    with 1, and the scores differed at rounding level."""
+    local = Experiment(_config(make_config, tmp_path, "local", executor="local", seeds=(0, 1))).run()
+    ray_cfg = _config(make_config, tmp_path, "ray", executor="ray", workers=2, seeds=(0, 1))
     exp = Experiment(ray_cfg)
     assert not exp.executor.shares_store or exp.executor.address is None
     remote = exp.run()
     assert not local.failures and not remote.failures
-    assert sorted(local.trained) == sorted(remote.trained) and len(remote.trained) == 4  # base + 3 folds
+    assert sorted(local.trained) == sorted(remote.trained) and len(remote.trained) == 8  # (base + 3 folds) x 2
     assert _files(tmp_path / "local" / "out") == _files(tmp_path / "ray" / "out")  # bit-identical on CPU
     engines = {r.manifest.engine for r in (exp.store.get(s) for s in exp.plan.runs)}
     assert engines == {"single", "ensemble"}  # the folds trained as ensembles, the base run alone

@@ -85,8 +85,8 @@ def test_gpu_jobs_reserve_a_fraction_of_a_gpu_on_ray(make_config, monkeypatch) -
     pytest.importorskip("ray")
     import torch
 
-    from harness import ray_executor
-    from harness.ray_executor import RayExecutor
+    from harness.executors import ray as ray_executor
+    from harness.executors.ray import RayExecutor
 
     # a cluster address is checked when the executor is made; no cluster here, so pretend it answers
     monkeypatch.setattr(ray_executor, "check_reachable", lambda address: ("10.0.0.1", 6379))

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-import harness.ray_executor as ray_executor
+import harness.executors.ray as ray_executor
 from harness.errors import HarnessError
 
 ray = pytest.importorskip("ray")

@@ -494,8 +494,12 @@ def _keyword(call: ast.Call, name: str) -> Any:
 
 def test_no_code_path_unpickles() -> None:
     """Every np.load passes allow_pickle=False and every torch.load weights_only=True; nothing calls
-    pickle (or its relatives) to load."""
-    files = [p for d in ("harness", "proxies", "baselines") for p in sorted((ROOT / d).rglob("*.py"))]
+    pickle (or its relatives) to load. The one exception is the local pool's worker, which reads
+    what its driver sends over a socket pair only the two processes hold (as multiprocessing and
+    Ray do): never a file."""
+    ipc = {"harness/executors/worker.py"}
+    files = [p for d in ("harness", "proxies", "baselines") for p in sorted((ROOT / d).rglob("*.py"))
+             if str(p.relative_to(ROOT)) not in ipc]
     assert len(files) > 20
     bad, loads = [], 0
     for path in files:

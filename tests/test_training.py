@@ -148,8 +148,8 @@ def test_cli_exits_1_when_a_run_fails(tmp_path, monkeypatch, capsys) -> None:
     _fail_noise_10(monkeypatch)
     out = tmp_path / "out"
     code = main(["run", "--proxies", "csl", "--tasks", "mislabeled", "--seeds", "1", "--noise-rates", "0.05,0.1",
-                 "--epochs", "2", "--device", "cpu", "--out", str(out), "--store", str(tmp_path / "store"),
-                 "--no-progress"])
+                 "--epochs", "2", "--device", "cpu", "--executor", "inprocess",  # the failure is patched in here
+                 "--out", str(out), "--store", str(tmp_path / "store"), "--no-progress"])
     assert code == 1
     err = capsys.readouterr().err
     assert "failure(s)" in err

@@ -1,5 +1,6 @@
-"""Run jobs on Ray: a local Ray on this machine (`--workers N`), or an existing cluster
-(`--ray-address`), each job reserving `num_cpus` (its torch threads) and `num_gpus`.
+"""`--executor ray`: run jobs on Ray, a local Ray on this machine (`--workers N` jobs at a time) or
+an existing cluster (`--ray-address`), each job reserving `num_cpus` (its torch threads) and
+`num_gpus` (`--gpus-per-run` on CUDA; Ray makes the job's GPU its only visible one).
 
 Results travel back to the driver through Ray's object store and the driver writes the run store,
 so the workers need the package and the dataset, not the store. A job whose worker dies (killed,
@@ -35,10 +36,28 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from harness.errors import HarnessError, RunFailed, StorageError
-from harness.executor import JobFn, Outcome, progress_bar
-from harness.jobs import Job, run_job
+from harness.errors import HarnessError, RunFailed
+from harness.executors import register_executor
+from harness.executors.base import (
+    MAX_RETRIES,
+    Executor,
+    JobFn,
+    JobPlacement,
+    Outcome,
+    WorkersLost,
+    check_workers,
+    progress_bar,
+    warn_if_oversubscribed,
+)
+from harness.executors.cpus import usable_cpus
+
+if TYPE_CHECKING:
+    import torch
+
+    from harness.config import ExperimentConfig
+    from harness.jobs import Job
 
 try:
     import ray
@@ -46,8 +65,6 @@ try:
 except ImportError:  # the optional extra
     ray = None  # type: ignore[assignment]
 
-#: Retries of a job whose worker process or node died.
-MAX_RETRIES = 1
 #: Seconds for resolving a cluster's host name and for a TCP connect to it.
 RESOLVE_TIMEOUT_S = 5.0
 CONNECT_TIMEOUT_S = 3.0
@@ -103,7 +120,7 @@ for _ in range(150):
 _reaper: subprocess.Popen | None = None
 
 
-class ClusterLost(StorageError):
+class ClusterLost(WorkersLost):
     """The Ray cluster stopped answering mid-run. Like a failed store write: one line, exit 1,
     every run already stored is kept and a rerun resumes."""
 
@@ -295,30 +312,62 @@ def _is_loopback(ip: str) -> bool:
 
 
 # the executor ---------------------------------------------------------------------------------
-class RayExecutor:
+def _check_installed() -> None:
+    if ray is None:
+        raise HarnessError("--executor ray needs Ray, an optional extra: pip install -e '.[ray]' "
+                           "(or pip install 'memprox[ray]')")
+
+
+@register_executor
+class RayExecutor(Executor):
+    name = "ray"
+    description = "a local Ray on this machine, or a Ray cluster (--ray-address)"
+    options = ("workers", "ray_address")
+
     def __init__(self, workers: int | None = None, address: str | None = None, progress: bool = True,
-                 fn: JobFn = run_job) -> None:
-        if ray is None:
-            raise HarnessError("--executor ray needs Ray, an optional extra: pip install -e '.[ray]' "
-                               "(or pip install 'memprox[ray]')")
+                 fn: JobFn | None = None, threads: int = 1) -> None:
+        _check_installed()
         if workers is not None and workers < 1:
             raise HarnessError(f"--workers must be at least 1, got {workers}")
         self.workers = workers
         self.address = address
         self.progress = progress
-        self.fn = fn
+        self.fn = fn  # None: harness.jobs.run_job
+        self.threads = threads  # of each job: a local Ray gets --workers x threads CPUs
         self.started_ray = False
         # a cluster to join is checked now, before the experiment writes anything
         self.target = cluster_address(address) if address else None
         self.head = check_reachable(self.target) if self.target else None
 
+    @classmethod
+    def validate(cls, cfg: ExperimentConfig) -> None:
+        _check_installed()
+        check_workers(cfg)
+        if cfg.ray_address is not None:
+            if not isinstance(cfg.ray_address, str) or not cfg.ray_address:
+                raise HarnessError(f"ray address must be HOST:PORT or 'auto' (got {cfg.ray_address!r})")
+            if cfg.workers is not None:
+                raise HarnessError("--workers sizes a local Ray; a cluster joined with --ray-address has its own "
+                                   "workers: pass one of them")
+
+    @classmethod
+    def from_config(cls, cfg: ExperimentConfig) -> RayExecutor:
+        threads = cfg.threads or 1
+        if cfg.ray_address is None:  # a local Ray shares this machine's CPUs
+            cpus = usable_cpus()
+            warn_if_oversubscribed(cfg.workers or max(1, cpus // threads), threads, cpus)
+        return cls(workers=cfg.workers, address=cfg.ray_address, progress=cfg.progress, threads=threads)
+
     @property
-    def shares_store(self) -> bool:
+    def shares_store(self) -> bool:  # type: ignore[override]
         """A local Ray shares this machine's file system; a remote cluster may not."""
         return self.address is None
 
-    def job_threads(self, threads: int | None) -> int:
-        return threads or 1  # one thread per job: workers, not threads, are the parallelism
+    def placement(self, cfg: ExperimentConfig, device: torch.device) -> JobPlacement:
+        placed = super().placement(cfg, device)
+        if device.type == "cuda":  # Ray sets each worker's visible GPU: the job's device is plain `cuda`
+            placed = JobPlacement("cuda", placed.threads, placed.progress, placed.num_cpus, placed.num_gpus)
+        return placed
 
     def _init(self) -> None:
         if not ray.is_initialized():
@@ -367,8 +416,9 @@ class RayExecutor:
         _stop_reaper()
         _reaper = _start_reaper(f"{SESSION_VAR}={mark}")
         with _loopback_only(), _environ(**{SESSION_VAR: mark}):
-            ray.init(address="local", num_cpus=self.workers or os.cpu_count() or 1, include_dashboard=False,
-                     log_to_driver=False)
+            # --workers jobs at a time, each reserving its threads; by default the CPUs this process may use
+            cpus = self.workers * self.threads if self.workers else usable_cpus()
+            ray.init(address="local", num_cpus=cpus, include_dashboard=False, log_to_driver=False)
         self.started_ray = True
         ip = ray.util.get_node_ip_address()
         if not _is_loopback(ip):
@@ -403,9 +453,11 @@ class RayExecutor:
     def run(self, jobs: Sequence[Job]) -> Iterator[Outcome]:
         if not jobs:
             return
+        from harness.jobs import run_job
+
         self._init()
         remote = ray.remote(_call)
-        fn = ray.put(self.fn)
+        fn = ray.put(self.fn or run_job)
         pending = {
             remote.options(num_cpus=job.num_cpus, num_gpus=job.num_gpus, max_retries=MAX_RETRIES,
                            retry_exceptions=False, name=job.label()[:100]).remote(fn, job): job

@@ -1,0 +1,78 @@
+"""How many CPUs this process may use: its affinity mask, capped by a cgroup CPU quota.
+
+`os.cpu_count()` counts the machine's CPUs, not this process's: a container limited to 2 CPUs on a
+64-core host, or a job pinned with `taskset`, would start 64 workers and oversubscribe its share
+(every parallel region of a thread that the scheduler parks waits for it). Both limits are read
+here, once per call: the affinity mask (`os.sched_getaffinity`) and the CPU quota of the process's
+cgroup and its ancestors (cgroup v2 `cpu.max`, v1 `cpu.cfs_quota_us` / `cpu.cfs_period_us`).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+SELF_CGROUP = Path("/proc/self/cgroup")
+
+
+def usable_cpus(root: Path = CGROUP_ROOT, self_cgroup: Path = SELF_CGROUP) -> int:
+    """CPUs this process may keep busy: affinity, capped by the cgroup quota rounded down (a quota
+    of 1.5 CPUs is 1: a second thread would be throttled), at least 1."""
+    count = affinity_cpus()
+    quota = cgroup_cpu_quota(root, self_cgroup)
+    if quota is not None:
+        count = min(count, math.floor(quota))
+    return max(1, count)
+
+
+def affinity_cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # no affinity on macOS and Windows
+        return os.cpu_count() or 1
+
+
+def cgroup_cpu_quota(root: Path = CGROUP_ROOT, self_cgroup: Path = SELF_CGROUP) -> float | None:
+    """The smallest CPU quota (in CPUs) over this process's cgroup and its ancestors, v2 or v1;
+    None when there is none (no cgroups, `max`, -1) or nothing is readable."""
+    limits = [q for d in _cgroup_dirs(root, self_cgroup) if (q := _quota(d)) is not None]
+    return min(limits) if limits else None
+
+
+def _cgroup_dirs(root: Path, self_cgroup: Path) -> list[Path]:
+    """Folders whose CPU limits apply: for each CPU hierarchy (v2's unified one, v1's `cpu`), the
+    process's own cgroup folder and every ancestor up to the mount point. In a container the path
+    /proc shows may be the host's; the mount point itself (the container's cgroup) is always read."""
+    try:
+        lines = self_cgroup.read_text().splitlines()
+    except OSError:
+        lines = []
+    dirs = [root]  # cgroup v2 in a container, or a v2-only host without /proc/self/cgroup
+    for line in lines:
+        _, controllers, path = (line.split(":", 2) + ["", ""])[:3]
+        if controllers == "":  # v2
+            mounts = [root, root / "unified"]
+        elif "cpu" in controllers.split(","):  # v1: /sys/fs/cgroup/cpu or cpu,cpuacct
+            mounts = [root / "cpu", root / controllers, root / "cpu,cpuacct"]
+        else:
+            continue
+        rel = Path(path.strip().lstrip("/"))
+        for mount in mounts:
+            dirs += [mount / rel, *[mount / p for p in rel.parents]]
+    return list(dict.fromkeys(dirs))
+
+
+def _quota(folder: Path) -> float | None:
+    try:
+        if (folder / "cpu.max").is_file():
+            quota, _, period = (folder / "cpu.max").read_text().strip().partition(" ")
+            return None if quota == "max" else int(quota) / int(period or 100_000)
+        if (folder / "cpu.cfs_quota_us").is_file():
+            quota = int((folder / "cpu.cfs_quota_us").read_text())
+            period = int((folder / "cpu.cfs_period_us").read_text())
+            return quota / period if quota > 0 and period > 0 else None
+    except (OSError, ValueError, ZeroDivisionError):  # unreadable or malformed: no limit known
+        return None
+    return None

@@ -1,0 +1,48 @@
+"""`--executor inprocess`: jobs one after another in this process. For debugging and tests: a
+traceback points straight into training, monkeypatches apply, nothing is spawned. Exceptions other
+than a failed run propagate unchanged, so a bug shows its traceback. Jobs run with the same torch
+threads as under any other executor (`--threads`, default 1), so the bits are the same; the thread
+count is set on this process and stays set."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import replace
+from typing import TYPE_CHECKING
+
+from harness.executors import register_executor
+from harness.executors.base import Executor, JobFn, JobPlacement, Outcome, progress_bar
+
+if TYPE_CHECKING:
+    import torch
+
+    from harness.config import ExperimentConfig
+    from harness.jobs import Job
+
+
+@register_executor
+class InProcessExecutor(Executor):
+    name = "inprocess"
+    description = "jobs one after another in this process (for debugging and tests)"
+
+    def __init__(self, progress: bool = True, fn: JobFn | None = None) -> None:
+        self.progress = progress
+        self.fn = fn
+
+    @classmethod
+    def from_config(cls, cfg: ExperimentConfig) -> InProcessExecutor:
+        return cls(cfg.progress)
+
+    def placement(self, cfg: ExperimentConfig, device: torch.device) -> JobPlacement:
+        return replace(super().placement(cfg, device), progress=cfg.progress)  # the terminal is the job's own
+
+    def run(self, jobs: Sequence[Job]) -> Iterator[Outcome]:
+        from harness.jobs import run_job
+
+        fn = self.fn or run_job
+        with progress_bar(len(jobs), self.progress) as bar:
+            for job in jobs:
+                bar.set_postfix(running=1)
+                result = fn(job)
+                bar.update()
+                yield job, result

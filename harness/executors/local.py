@@ -1,0 +1,241 @@
+"""`--executor local` (the default): a pool of worker processes on this machine.
+
+Why a pool and not threads in one process: torch's intra-op threads oversubscribe as soon as other
+work shares the CPUs (every parallel region waits for its parked thread; a digits step went from
+~1 ms to 64 ms under load), while one-thread workers degrade gracefully and add up. So each worker
+runs `--threads` torch threads (default 1) and the pool has at most as many workers as this process
+may use CPUs (`usable_cpus`: affinity and cgroup quota) divided by that, unless `--workers` says
+otherwise. The driver trains nothing: it hands out jobs, stores results and writes outputs.
+
+Workers are fresh interpreters (`python -m harness.executors.worker`), never forks of the driver:
+forking a process whose torch has started threads is unsafe, and a fresh interpreter gets its thread
+variables before torch loads. They live as long as the executor (across `run` calls, keeping their
+per-process dataset caches) and are stopped by `close`, by Ctrl-C, or by the driver's death.
+
+A job whose worker dies (killed, out of memory) is retried once on a new worker, then reported as
+failed, as under Ray; an exception inside a job is reported, not retried. Workers share this
+machine's file system, so single runs checkpoint into the run store and resume from it.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import pickle
+import signal
+import socket
+import subprocess
+import sys
+import time
+import weakref
+from collections import deque
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from multiprocessing.connection import Connection, wait
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from harness.errors import RunFailed
+from harness.executors import register_executor
+from harness.executors.base import (
+    MAX_RETRIES,
+    Executor,
+    JobFn,
+    Outcome,
+    WorkersLost,
+    check_workers,
+    describe_exit,
+    progress_bar,
+    warn_if_oversubscribed,
+)
+from harness.executors.cpus import usable_cpus
+from harness.executors.worker import READY
+
+if TYPE_CHECKING:
+    from harness.config import ExperimentConfig
+    from harness.jobs import Job
+
+#: Seconds between checks of the workers while waiting for results.
+POLL_S = 1.0
+#: Seconds stopped workers get to exit after SIGTERM before SIGKILL.
+STOP_GRACE_S = 2.0
+#: Workers in a row that die before they are ready: then the pool cannot start at all.
+START_FAILURES = 2
+_PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
+
+
+@dataclass(eq=False)
+class _Worker:
+    proc: subprocess.Popen
+    conn: Connection
+    ready: bool = False
+    job: int | None = None  # index (in the current `run`) of the job it trains
+
+
+def default_workers(threads: int, gpus_per_job: float = 0.0, cpus: int | None = None) -> int:
+    """Workers that keep the usable CPUs busy without oversubscribing them: CPUs // threads, at
+    least 1; on a GPU also at most 1 / (GPU share of a job), as they all share one device."""
+    workers = max(1, (usable_cpus() if cpus is None else cpus) // threads)
+    if gpus_per_job > 0:
+        workers = min(workers, max(1, math.floor(1 / gpus_per_job + 1e-9)))
+    return workers
+
+
+@register_executor
+class LocalExecutor(Executor):
+    name = "local"
+    description = "a pool of worker processes on this machine, --threads torch threads each (the default)"
+    options = ("workers",)
+
+    def __init__(self, workers: int | None = None, threads: int = 1, progress: bool = True,
+                 fn: JobFn | None = None) -> None:
+        self.workers = workers
+        self.threads = threads
+        self.progress = progress
+        self.fn = fn  # None: harness.jobs.run_job; else a picklable callable the workers can import
+        self._pool: list[_Worker] = []
+        self._failed_starts = 0
+        weakref.finalize(self, _stop, self._pool)  # at the latest when the executor goes (or at exit)
+
+    @classmethod
+    def validate(cls, cfg: ExperimentConfig) -> None:
+        check_workers(cfg)
+
+    @classmethod
+    def from_config(cls, cfg: ExperimentConfig) -> LocalExecutor:
+        threads = cfg.threads or 1
+        cpus = usable_cpus()
+        warn_if_oversubscribed(cfg.workers or default_workers(threads, cpus=cpus), threads, cpus)
+        return cls(workers=cfg.workers, threads=threads, progress=cfg.progress)
+
+    def close(self) -> None:
+        _stop(self._pool)
+
+    # the pool ---------------------------------------------------------------------------------
+    def _slots(self, jobs: Sequence[Job]) -> int:
+        if self.workers:
+            return self.workers
+        return default_workers(self.threads, max(job.num_gpus for job in jobs))
+
+    def _start(self) -> None:
+        from harness.jobs import thread_environment
+
+        ours, theirs = socket.socketpair()
+        path = os.pathsep.join(p for p in (_PACKAGE_ROOT, os.environ.get("PYTHONPATH")) if p)
+        env = {**os.environ, **thread_environment(self.threads), "PYTHONPATH": path}
+        try:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "harness.executors.worker", str(theirs.fileno()), str(os.getpid())],
+                stdin=subprocess.PIPE, pass_fds=(theirs.fileno(),), env=env, start_new_session=True)
+        except OSError as e:
+            ours.close()
+            raise WorkersLost(f"cannot start a worker process of the local executor ({e.strerror or e}); "
+                              "runs already stored are kept") from e
+        finally:
+            theirs.close()
+        worker = _Worker(proc, Connection(ours.detach()))
+        self._pool.append(worker)
+        worker.conn.send((list(sys.path), self.threads, pickle.dumps(self.fn) if self.fn is not None else None))
+
+    def _gone(self, worker: _Worker) -> str:
+        """Remove a dead worker; how it ended."""
+        self._pool.remove(worker)
+        _stop([worker])
+        if not worker.ready:
+            self._failed_starts += 1
+            if self._failed_starts >= START_FAILURES:
+                raise WorkersLost(f"the local executor's worker processes end before they are ready "
+                                  f"({describe_exit(worker.proc.returncode)}; see the error above); runs already "
+                                  "stored are kept")
+        return describe_exit(worker.proc.returncode)
+
+    # running jobs -------------------------------------------------------------------------------
+    def run(self, jobs: Sequence[Job]) -> Iterator[Outcome]:
+        jobs = list(jobs)
+        if not jobs:
+            return
+        queue = deque(range(len(jobs)))
+        deaths = [0] * len(jobs)
+        slots = self._slots(jobs)
+        left = len(jobs)
+        finished = False
+        try:
+            with progress_bar(len(jobs), self.progress) as bar:
+                while left:
+                    while len(self._pool) < min(slots, left):
+                        self._start()
+                    for worker in self._pool:
+                        if worker.ready and worker.job is None and queue:
+                            worker.job = queue.popleft()
+                            worker.conn.send((worker.job, jobs[worker.job]))
+                    bar.set_postfix(running=sum(w.job is not None for w in self._pool))
+                    for worker in self._readable():
+                        index, outcome = self._receive(worker, jobs, deaths, queue)
+                        if outcome is not None:
+                            left -= 1
+                            bar.update()
+                            yield jobs[index], outcome
+            finished = True
+        finally:  # Ctrl-C, a consumer's error, a closed iterator: stop the jobs still running
+            if not finished:
+                self.close()
+
+    def _readable(self) -> list[_Worker]:
+        by_conn = {w.conn: w for w in self._pool}
+        ready = wait(list(by_conn), timeout=POLL_S)
+        dead = [w for w in self._pool if w.conn not in ready and w.proc.poll() is not None]
+        return [by_conn[c] for c in ready] + dead  # type: ignore[index]
+
+    def _receive(self, worker: _Worker, jobs: list[Job], deaths: list[int],
+                 queue: deque[int]) -> tuple[int, object | None]:
+        """Read one message; (job index, outcome) when a job ended, outcome None otherwise."""
+        index = worker.job
+        try:
+            message = worker.conn.recv()
+        except (EOFError, OSError):
+            how = self._gone(worker)
+            if index is None:
+                return -1, None
+            deaths[index] += 1
+            if deaths[index] <= MAX_RETRIES:
+                queue.appendleft(index)
+                return index, None
+            return index, RunFailed(f"job {jobs[index].label()}: its worker died {deaths[index]} times ({how}); "
+                                    "the runs of this job are not stored")
+        except Exception as e:  # a result the driver cannot unpickle: that job's failure, not the run's
+            worker.job = None
+            if index is None:
+                return -1, None
+            return index, RuntimeError(f"job {jobs[index].label()}: its result could not be read ({e})")
+        if message == READY:
+            worker.ready = True
+            self._failed_starts = 0
+            return -1, None
+        job_id, _, payload = message
+        worker.job = None
+        return job_id, payload
+
+
+def _stop(workers: list[_Worker]) -> None:
+    """Stop workers for good: close their pipes (a worker exits at EOF), SIGTERM, and SIGKILL what
+    is left after STOP_GRACE_S. Empties the list."""
+    stopping = list(workers)
+    workers.clear()
+    for worker in stopping:
+        for stream in (worker.proc.stdin, worker.conn):
+            try:
+                stream.close()
+            except OSError:
+                pass
+        if worker.proc.poll() is None:
+            try:
+                worker.proc.send_signal(signal.SIGTERM)
+            except OSError:
+                pass
+    deadline = time.monotonic() + STOP_GRACE_S
+    for worker in stopping:
+        try:
+            worker.proc.wait(max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            worker.proc.kill()
+            worker.proc.wait()

@@ -1,0 +1,100 @@
+"""A worker process of the local pool: `python -m harness.executors.worker FD DRIVER_PID`.
+
+It talks to the driver over the socket FD (a `multiprocessing.connection.Connection`): first
+(sys.path, threads, pickled job function or None), to which it answers READY once torch is set up;
+then (job id, job) messages, each answered (job id, ok, result or exception); None or EOF ends it.
+
+It must never outlive the driver, however the driver ends (Ctrl-C, an exception, kill -9): on Linux
+the kernel kills it when the driver dies (PR_SET_PDEATHSIG), and everywhere a thread watches its
+stdin, a pipe only the driver holds, and exits at EOF. It runs in a session of its own, so a Ctrl-C
+in the terminal reaches the driver only, which then stops its workers.
+
+Standard library only at import: the driver sets the thread variables (OMP_NUM_THREADS, ...) in
+this process's environment, and torch is imported after that, with the first job message.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import signal
+import sys
+import threading
+import traceback
+from multiprocessing.connection import Connection
+from typing import Any
+
+READY = "ready"
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+def main(argv: list[str]) -> None:
+    fd, driver = int(argv[0]), int(argv[1])
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # stopping is the driver's job
+    die_with_driver(driver)
+    conn = Connection(fd)
+    path, threads, fn_blob = conn.recv()
+    sys.path[:0] = [p for p in path if p not in sys.path]  # the driver's modules (a test's job function)
+    from harness.jobs import configure_threads, run_job
+
+    configure_threads(threads)
+    fn = pickle.loads(fn_blob) if fn_blob is not None else run_job
+    conn.send(READY)
+    while True:
+        try:
+            message = conn.recv()
+        except EOFError:
+            return
+        if message is None:
+            return
+        job_id, job = message
+        ok, payload = attempt(fn, job)
+        try:
+            conn.send((job_id, ok, payload))
+        except Exception as e:  # the result (or the exception) does not pickle
+            conn.send((job_id, False, RuntimeError(f"the job's result could not be sent back: {e}")))
+
+
+def attempt(fn: Any, job: Any) -> tuple[bool, Any]:
+    """(True, result) or (False, the exception); an exception's traceback goes to stderr (the
+    driver's), so a bug in a job shows where it happened."""
+    try:
+        return True, fn(job)
+    except Exception as e:
+        traceback.print_exc()
+        return False, portable(e)
+
+
+def portable(error: Exception) -> Exception:
+    """The exception itself if it survives pickling, else a RuntimeError naming it."""
+    try:
+        pickle.loads(pickle.dumps(error))
+        return error
+    except Exception:
+        return RuntimeError(f"{type(error).__name__}: {error}")
+
+
+def die_with_driver(driver: int) -> None:
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        except (OSError, AttributeError):  # no prctl: the stdin watch below still applies
+            pass
+    if os.getppid() != driver:  # the driver died before the line above took effect
+        os._exit(1)
+    threading.Thread(target=_exit_at_eof, name="driver-watch", daemon=True).start()
+
+
+def _exit_at_eof() -> None:
+    try:
+        while os.read(0, 4096):
+            pass
+    except OSError:
+        pass
+    os._exit(0)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
