@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from harness.errors import HarnessError
-from harness.io import atomic_write, file_sha256
+from harness.io import atomic_write, exclusive, file_sha256
 from harness.registry import Registry
 
 __all__ = [
@@ -47,7 +47,7 @@ __all__ = [
 ]
 
 #: Bumped whenever the cached array layout changes, so stale caches are never read.
-_CACHE_VERSION = 1
+_CACHE_VERSION = 2  # 2: one memory-mapped .npy per split, any prefix served from it
 
 #: Test images kept when `subset` is set: enough for a stable accuracy, but bounded so that a
 #: small subset of a big folder does not decode the whole test split.
@@ -424,11 +424,11 @@ def _load_imagefolder(name: str, path: Path, subset: int | None, cache_dir: Path
         )
     n = _check_subset(name, subset, len(train.files))
     x_train = _cached_decode(train, "train", n, cache_dir)
-    identity = [_cache_key(train, "train", len(train.files))]
+    identity = [_identity_key(train, "train")]
 
     if test_dir is not None:
         test = _list_split(test_dir, class_to_idx, path, seen)
-        identity.append(_cache_key(test, "test", len(test.files)))
+        identity.append(_identity_key(test, "test"))
         m = _test_count(subset, len(test.files))
         x_test = _cached_decode(test, "test", m, cache_dir) if m else _empty_like(x_train)
         y_test = test.labels[:m]
@@ -581,18 +581,29 @@ def _inside(path: str, folder: str) -> bool:
     return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
 
 
-def _cache_key(split: _Split, split_name: str, count: int) -> str:
-    """Any change to the folder's path, files or their mtimes, or to the count kept, gives a new key.
+def _identity_key(split: _Split, split_name: str) -> str:
+    """A split's part of the dataset fingerprint: its path, files and their mtimes. Frozen: the
+    fields and their values are those of the first cache layout, so fingerprints, and with them
+    every stored run's address, stay the same when the cache changes."""
+    listing = hashlib.sha256("\n".join(str(f) for f in split.files).encode()).hexdigest()
+    key = {
+        "version": 1,
+        "root": str(split.root),
+        "split": split_name,
+        "decoded": len(split.files),
+        "count": len(split.files),
+        "newest_mtime_ns": split.newest_mtime_ns,
+        "listing": listing,
+    }
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:32]
 
-    The key holds the number of images decoded rather than `--subset` itself, so subsets that keep
-    the same test images (at most max(1000, N)) share one cache file.
-    """
+
+def _split_key(split: _Split, split_name: str) -> str:
     listing = hashlib.sha256("\n".join(str(f) for f in split.files).encode()).hexdigest()
     key = {
         "version": _CACHE_VERSION,
         "root": str(split.root),
         "split": split_name,
-        "decoded": count,
         "count": len(split.files),
         "newest_mtime_ns": split.newest_mtime_ns,
         "listing": listing,
@@ -601,42 +612,81 @@ def _cache_key(split: _Split, split_name: str, count: int) -> str:
 
 
 def _cached_decode(split: _Split, split_name: str, count: int, cache_dir: Path) -> np.ndarray:
-    """Decode the first `count` images of a split, or read them back from the array cache."""
-    cache_file = cache_dir / "datasets" / f"{_cache_key(split, split_name, count)}.npz"
-    cached = _read_cache(cache_file, count)
+    """The first `count` images of a split as one (N, C, H, W) uint8 array, decoded once per machine.
+
+    Decoding 50,000 JPEGs takes ~100 s, and every process of an experiment (each pool worker, each
+    Ray worker on this machine) loads the dataset: so the decoded array is stored once as a `.npy`
+    beside the run store and memory-mapped, and all processes share its pages (copy-on-write: a
+    write to the array stays in the writing process). A cache holding more images than asked for
+    serves a prefix, so a `--subset` run reuses the full decode; a lock lets one process decode
+    while the others wait for its file instead of decoding too."""
+    folder = cache_dir / "datasets"
+    key = _split_key(split, split_name)
+    cached = _read_cache(folder, key, count)
     if cached is not None:
         return cached
-    x = _decode_images(split.files[:count])
-    _write_cache(cache_file, x)
-    return x
-
-
-def _read_cache(file: Path, count: int) -> np.ndarray | None:
-    """A missing, unreadable or mismatched cache file is a miss, never an error."""
     try:
-        with np.load(file, allow_pickle=False) as z:
-            x = z["x"]
-    except (OSError, KeyError, ValueError):
-        return None
-    if x.dtype != np.uint8 or x.ndim != 4 or len(x) != count:
-        return None
-    return x
+        folder.mkdir(parents=True, exist_ok=True)
+        lock = exclusive(folder / f"{key}.lock")
+        lock.__enter__()
+    except OSError:  # a cache folder we cannot write: decode in this process, every time
+        return _decode_images(split.files[:count])
+    try:
+        cached = _read_cache(folder, key, count)  # decoded by another process while we waited
+        if cached is not None:
+            return cached
+        x = _decode_images(split.files[:count])
+        if _write_cache(folder / f"{key}-{count}.npy", x):
+            for smaller in _cache_files(folder, key):  # a prefix of the new file: ours to remove
+                if smaller[0] < count:
+                    smaller[1].unlink(missing_ok=True)
+            return _read_cache(folder, key, count) if len(x) else x
+        return x
+    finally:
+        lock.__exit__(None, None, None)
 
 
-def _write_cache(file: Path, x: np.ndarray) -> None:
+def _cache_files(folder: Path, key: str) -> list[tuple[int, Path]]:
+    """(images held, file) of every cache file of a split, largest first."""
+    found = []
+    for file in folder.glob(f"{key}-*.npy"):
+        held = file.name[len(key) + 1 : -len(".npy")]
+        if held.isdigit():
+            found.append((int(held), file))
+    return sorted(found, reverse=True)
+
+
+def _read_cache(folder: Path, key: str, count: int) -> np.ndarray | None:
+    """The first `count` images from the largest cache file of the split, memory-mapped; a missing,
+    unreadable or mismatched file is a miss, never an error."""
+    for held, file in _cache_files(folder, key):
+        if held < count:
+            return None
+        try:
+            x = np.load(file, mmap_mode="c", allow_pickle=False)
+        except (OSError, ValueError):
+            continue
+        if x.dtype == np.uint8 and x.ndim == 4 and len(x) == held:
+            return x[:count]
+    return None
+
+
+def _write_cache(file: Path, x: np.ndarray) -> bool:
     """Write atomically so concurrent runs never read half a file; failing to cache is not fatal."""
 
     def write(tmp: Path) -> None:
-        with open(tmp, "wb") as f:  # a file object: np.savez would append ".npz" to a bare path
-            np.savez(f, x=x)
+        with open(tmp, "wb") as f:  # a file object: np.save would append ".npy" to a bare path
+            np.save(f, x, allow_pickle=False)
 
     try:
         atomic_write(file, write)
+        return True
     except OSError as exc:
         warnings.warn(
             f"could not write dataset cache {file}: {exc}; images will be decoded again next run",
             stacklevel=3,
         )
+        return False
 
 
 def _decode_images(files: Sequence[Path]) -> np.ndarray:

@@ -201,9 +201,9 @@ def test_imagefolder_cache_is_reused(tmp_path: Path, monkeypatch: pytest.MonkeyP
     root, cache = tmp_path / "folder", tmp_path / "cache"
     _integer_folder(root)
     first = load_dataset(f"imagefolder:{root}", cache_dir=cache)
-    cached = list((cache / "datasets").glob("*.npz"))
+    cached = list((cache / "datasets").glob("*.npy"))
     assert len(cached) == 1
-    assert list((cache / "datasets").iterdir()) == cached  # the temp file was renamed into place
+    assert list((cache / "datasets").iterdir()) == cached  # the temp file was renamed, the lock removed
 
     def no_decode(files):  # type: ignore[no-untyped-def]
         raise AssertionError("decoded again although the cache should have been used")
@@ -225,7 +225,7 @@ def test_imagefolder_cache_dir_defaults_to_env(
     _integer_folder(root)
     monkeypatch.setenv("MEMPROX_CACHE", str(tmp_path / "envcache"))
     load_dataset(f"imagefolder:{root}")
-    assert len(list((tmp_path / "envcache" / "datasets").glob("*.npz"))) == 1
+    assert len(list((tmp_path / "envcache" / "datasets").glob("*.npy"))) == 1
 
 
 def test_imagefolder_missing_path(tmp_path: Path) -> None:

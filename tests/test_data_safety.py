@@ -126,7 +126,7 @@ def test_cache_file_names_are_short_digests_even_for_a_long_path(tmp_path: Path)
     root = _tree(deep / "ds", per_class=2)
     assert _load(root, tmp_path).n_train == 4
     (cached,) = (tmp_path / "cache" / "datasets").iterdir()
-    assert len(cached.name) == len("0" * 32 + ".npz")
+    assert len(cached.name) == len("0" * 32 + "-4.npy")
 
 
 # --- npz ---------------------------------------------------------------------------------------
