@@ -67,7 +67,9 @@ class Dataset:
     """A labelled train/test split; `x_train[i]` is sample i in the canonical order."""
 
     name: str
-    x_train: torch.Tensor  # (N, C, H, W) uint8 images, or (N, D, 1, 1) float32 features; canonical order
+    #: (N, C, H, W) uint8 images, (N, D, 1, 1) float32 features, or (N, L, 1, 1) int64 token ids
+    #: (text, `hf:` loader: tokenizer id + 1, 0 = padding; never normalised or augmented); canonical order
+    x_train: torch.Tensor
     y_train: torch.Tensor  # (N,) int64
     x_test: torch.Tensor  # (M, ...) like x_train (M may be 0: no test split)
     y_test: torch.Tensor  # (M,) int64
@@ -83,10 +85,11 @@ class Dataset:
             ("train", self.x_train, self.y_train),
             ("test", self.x_test, self.y_test),
         ):
-            if x.dtype not in (torch.uint8, torch.float32) or x.dim() != 4:
+            tokens = x.dtype == torch.int64 and x.dim() == 4 and tuple(x.shape[2:]) == (1, 1)
+            if (x.dtype not in (torch.uint8, torch.float32) and not tokens) or x.dim() != 4:
                 raise HarnessError(
-                    f"{self.name}: x_{split} must be uint8 images (N, C, H, W) or float32 features "
-                    f"(N, D, 1, 1), got {x.dtype} {tuple(x.shape)}"
+                    f"{self.name}: x_{split} must be uint8 images (N, C, H, W), float32 features "
+                    f"(N, D, 1, 1) or int64 token ids (N, L, 1, 1), got {x.dtype} {tuple(x.shape)}"
                 )
             if y.dtype != torch.int64 or y.dim() != 1 or y.shape[0] != x.shape[0]:
                 raise HarnessError(
@@ -114,6 +117,11 @@ class Dataset:
         return self.x_train.dtype == torch.uint8 and self.x_train.shape[1] in (1, 3)
 
     @property
+    def is_tokens(self) -> bool:
+        """int64 token ids (N, L, 1, 1): text, fed to the model as is (no normalisation, no augmentation)."""
+        return self.x_train.dtype == torch.int64
+
+    @property
     def num_classes(self) -> int:
         return len(self.classes)
 
@@ -130,8 +138,11 @@ class Dataset:
         """Per-channel mean and (population) std of x_train / 255, for input normalization.
 
         Accumulated in float64 chunks: a float copy of all of CIFAR would take ~600 MB.
+        Token ids are not normalised: mean 0, std 1 per position.
         """
         n, c = self.x_train.shape[:2]
+        if self.is_tokens:
+            return (0.0,) * int(c), (1.0,) * int(c)
         total = torch.zeros(c, dtype=torch.float64)
         total_sq = torch.zeros(c, dtype=torch.float64)
         for start in range(0, n, 4096):
@@ -922,3 +933,7 @@ def _npz_classes(name: str, classes: np.ndarray | None, y: np.ndarray, y_test: n
     return [str(c) for c in range(num)]
 
 
+
+# `hf:PATH` (a Hugging Face dataset saved with save_to_disk) lives in its own module; importing it
+# registers the loader. It imports `datasets` only when such a dataset is loaded (extra `hf`).
+from harness import hf_data as _hf_data  # noqa: E402,F401

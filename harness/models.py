@@ -258,3 +258,7 @@ class InceptionSmall(nn.Module):
                 "Feldman & Zhang trained on CIFAR-100")
 def inception_small(input_shape: tuple[int, int, int], num_classes: int) -> nn.Module:
     return InceptionSmall(input_shape[0], num_classes)
+
+
+# Text classifiers (token-id inputs from `hf:` text datasets) are registered by their own module.
+from harness import text_models as _text_models  # noqa: E402,F401

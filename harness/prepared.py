@@ -43,6 +43,8 @@ class PreparedData:
         return self.y.cpu().numpy()
 
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
+        if images.dtype == torch.int64:  # token ids (text): the model embeds them as they are
+            return images
         return (images.float() / 255.0 - self.mean) / self.std
 
     def inputs(self, idx: torch.Tensor) -> torch.Tensor:
