@@ -1,6 +1,6 @@
 """Wall time of a digits sub-grid with the local executor vs a local Ray, and Ray's per-job overhead.
 
-    python benchmarks/bench_ray.py                     # local (2 threads), ray 2 workers, ray 1 worker
+    python benchmarks/bench_ray.py                     # local pool (2 workers), ray 2 workers, ray 1 worker
     python benchmarks/bench_ray.py --epochs 40 --configs local2,ray2
     python benchmarks/bench_ray.py --configs gpu1,gpu025 --no-overhead --epochs 20 \
         --grid "--dataset imagefolder:DIR --tasks mislabeled --proxies csl --seeds 4 --device cuda --no-progress"
@@ -31,8 +31,9 @@ from pathlib import Path
 
 GRID = ["--tasks", "mislabeled,duplicates", "--proxies", "all", "--seeds", "3", "--device", "cpu", "--no-progress"]
 CONFIGS = {
-    "local2": ["--executor", "local", "--threads", "2"],
-    "local1": ["--executor", "local", "--threads", "1"],
+    "local2": ["--executor", "local", "--workers", "2"],  # the default on 2 CPUs: 2 workers x 1 thread
+    "local1": ["--executor", "local", "--workers", "1"],
+    "local1x2": ["--executor", "local", "--workers", "1", "--threads", "2"],  # one run at a time, 2 threads
     "ray2": ["--executor", "ray", "--workers", "2", "--threads", "1"],
     "ray1": ["--executor", "ray", "--workers", "1", "--threads", "1"],
     "gpu1": ["--executor", "ray", "--gpus-per-run", "1", "--threads", "1"],

@@ -20,6 +20,7 @@ import warnings
 from functools import partial
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -65,6 +66,25 @@ def kill_always(victim: str, job: Job) -> JobResult:
     if any(spec.digest() == victim for spec in job.specs):
         os.kill(os.getpid(), signal.SIGKILL)
     return run_job(job)
+
+
+def resumed_from(log: str, job: Job) -> JobResult:
+    """run_job, writing to `log` the epoch each run of the job resumes from (0: from scratch)."""
+    import harness.jobs as jobs
+
+    real = jobs.train_run
+
+    def spy(spec, data, requests, **kw):  # type: ignore[no-untyped-def]
+        state = kw.get("resume_state")
+        with open(log, "a") as f:
+            f.write(f"{state['epoch'] if state else 0}\n")
+        return real(spec, data, requests, **kw)
+
+    jobs.train_run = spy
+    try:
+        return run_job(job)
+    finally:
+        jobs.train_run = real
 
 
 def _job(seed: int) -> Job:
@@ -260,6 +280,37 @@ def test_a_worker_that_dies_twice_fails_its_job_alone(make_config, tmp_path) -> 
     assert any("worker died 2 times" in f and "SIGKILL" in f and base.label() in f for f in result.failures)
     assert len(result.trained) == 3 and base.label() not in result.trained  # the folds finished
     assert exp.store.get(base) is None and (cfg.out / "leaderboard.csv").exists()
+
+
+def test_a_pool_worker_resumes_an_interrupted_run_from_its_checkpoint(make_config, tmp_path) -> None:
+    """In-run checkpoints keep working with the pool: the worker finds the run's checkpoint in the
+    shared store and trains only the epochs after it, to the same result as an uninterrupted run."""
+    from harness.training import train_run
+
+    cfg = make_config(executor="local", workers=1, epochs=4, proxies="csl,forgetting", checkpoint_every_s=1e-6)
+    exp = Experiment(cfg)
+    (spec,) = exp.plan.runs
+    requests = sorted(exp.plan.runs[spec], key=lambda r: r.key)
+    keys = [r.key for r in requests]
+
+    def stop_after_2(state: dict) -> None:
+        exp.store.save_checkpoint(spec, state, keys)
+        if state["epoch"] == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train_run(spec, exp.prepared(spec.data), requests, checkpoint=stop_after_2, checkpoint_every_s=0,
+                  progress=False)
+    log = tmp_path / "resumed.log"
+    executor = LocalExecutor(workers=1, progress=False, fn=partial(resumed_from, str(log)))
+    result = Experiment(cfg, executor=executor).run()
+    assert result.trained == [spec.label()] and log.read_text().split() == ["2"]
+    stored = exp.store.get(spec)
+    full = train_run(spec, exp.prepared(spec.data), requests, progress=False)
+    assert [h["epoch"] for h in stored.manifest.history] == [1, 2, 3, 4]
+    for key in keys:
+        for name, arr in full.arrays[key].items():
+            np.testing.assert_allclose(stored.arrays(key)[name], arr, rtol=1e-5, atol=1e-6, err_msg=f"{key}.{name}")
 
 
 # stopping -----------------------------------------------------------------------------------------
