@@ -1,0 +1,129 @@
+"""What both trainer integrations share: the index-carrying dataset wrapper, and a recorder that
+feeds one `SampleTracker` from one process or from every rank of a DDP job.
+
+One process: each batch goes to `SampleTracker.update` as it is, so a callback's scores are the
+plain loop's, bitwise. Several processes (torch.distributed initialised, world size > 1): every
+rank sees only its shard of the batch, so the recorder first gathers (indices, losses, logits,
+labels) from all ranks -- batches of unequal size included -- and every rank then records the same
+global batch, so `scores()` works on any rank and all ranks agree. A `DistributedSampler` pads the
+epoch by repeating a few samples so every rank gets as many; a sample met twice in an epoch keeps
+its first loss (its presentation as a member of the epoch, not as padding), so each sample
+contributes one loss per epoch, as in a single-process run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from harness.errors import HarnessError
+from harness.tracker import SampleTracker
+
+__all__ = ["DistributedRecorder", "WithIndex", "world_size"]
+
+
+class WithIndex(torch.utils.data.Dataset):
+    """Wraps a map-style dataset so each item carries its index: a tuple item `(x, y)` becomes
+    `(x, y, index)`, a dict item gets the key `key` (default "sample_index", the name the Hugging
+    Face integration looks for). The index is what ties a loss to its sample in the scores."""
+
+    def __init__(self, dataset: Any, key: str = "sample_index") -> None:
+        self.dataset = dataset
+        self.key = key
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, i: int) -> Any:
+        item = self.dataset[i]
+        if isinstance(item, dict):
+            if self.key in item:
+                raise HarnessError(f"WithIndex: the dataset's items already have a {self.key!r} key; pass key=...")
+            return {**item, self.key: i}
+        if isinstance(item, (tuple, list)):
+            return (*item, i)
+        return (item, i)
+
+
+def world_size() -> int:
+    dist = torch.distributed
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+def _gather(t: torch.Tensor, world: int) -> torch.Tensor:
+    """Concatenate `t` (B, ...) of every rank in rank order; B may differ between ranks."""
+    dist = torch.distributed
+    size = torch.tensor([t.shape[0]], device=t.device, dtype=torch.int64)
+    sizes = [torch.zeros_like(size) for _ in range(world)]
+    dist.all_gather(sizes, size)
+    counts = [int(s) for s in torch.cat(sizes).tolist()]
+    top = max(counts)
+    if t.shape[0] < top:  # all_gather needs equal shapes: pad, then trim
+        t = torch.cat([t, t.new_zeros((top - t.shape[0], *t.shape[1:]))])
+    parts = [torch.empty_like(t) for _ in range(world)]
+    dist.all_gather(parts, t.contiguous())
+    return torch.cat([p[:c] for p, c in zip(parts, counts)])
+
+
+class DistributedRecorder:
+    """Feeds `tracker` one batch at a time; gathers across ranks when there are several."""
+
+    def __init__(self, tracker: SampleTracker) -> None:
+        self.tracker = tracker
+        self.batches = 0  # recorded in the epoch in progress
+        self._seen: torch.Tensor | None = None  # (n,) bool, DDP only: samples recorded this epoch
+
+    def update(self, indices: Any, *, losses: torch.Tensor | None = None, logits: torch.Tensor | None = None,
+               labels: torch.Tensor | None = None) -> None:
+        world = world_size()
+        if world > 1:
+            ref = losses if losses is not None else logits
+            if ref is None:
+                raise HarnessError("the batch needs per-sample losses (or logits and labels) to record")
+            idx = torch.as_tensor(np.asarray(indices)) if not isinstance(indices, torch.Tensor) else indices
+            idx = _gather(idx.to(ref.device, torch.int64).reshape(-1), world)
+            losses = _gather(losses.detach(), world) if losses is not None else None
+            logits = _gather(logits.detach(), world) if logits is not None else None
+            labels = _gather(labels.detach(), world) if labels is not None else None
+            keep = self._first_presentations(idx)
+            if keep is not None:
+                idx = idx[keep]
+                losses = losses[keep] if losses is not None else None
+                logits = logits[keep] if logits is not None else None
+                labels = labels[keep] if labels is not None else None
+            indices = idx
+        self.tracker.update(indices, losses=losses, logits=logits, labels=labels)
+        self.batches += 1
+
+    def end_epoch(self) -> None:
+        self.tracker.end_epoch()
+        self.batches = 0
+        if self._seen is not None:
+            self._seen.zero_()
+
+    def _first_presentations(self, idx: torch.Tensor) -> torch.Tensor | None:
+        """Mask of the batch's samples not met before in this epoch (first of repeats within the
+        batch), or None when all are new (the usual case: nothing to drop)."""
+        n = self.tracker.n
+        if len(idx) and (int(idx.min()) < 0 or int(idx.max()) >= n):
+            return None  # let the tracker report the bad index
+        if self._seen is None:
+            self._seen = torch.zeros(n, dtype=torch.bool, device=idx.device)
+        first = torch.zeros(len(idx), dtype=torch.bool, device=idx.device)
+        order = torch.argsort(idx, stable=True)
+        sorted_idx = idx[order]
+        first[order] = torch.cat([sorted_idx.new_ones(1, dtype=torch.bool)[: len(idx)],
+                                  sorted_idx[1:] != sorted_idx[:-1]])
+        keep = first & ~self._seen[idx]
+        self._seen[idx] = True
+        return None if bool(keep.all()) else keep
+
+
+def check_indices(indices: Any, where: str, contract: str) -> None:
+    """A clear error when a batch carries no usable sample indices."""
+    ok = isinstance(indices, torch.Tensor) or isinstance(indices, (np.ndarray, Sequence))
+    if indices is None or not ok:
+        raise HarnessError(f"{where}: no sample indices ({type(indices).__name__}); {contract}")

@@ -1,0 +1,126 @@
+"""CSL (and the other training-pass proxies) from a PyTorch Lightning run: one callback.
+
+The two changes to your code:
+
+1. the dataset returns each sample's index: wrap it, ``WithIndex(dataset)`` (items become
+   ``(x, y, index)``);
+2. ``training_step`` returns the per-sample losses and the batch's indices besides the loss::
+
+       def training_step(self, batch, batch_idx):
+           x, y, idx = batch
+           logits = self(x)
+           losses = F.cross_entropy(logits, y, reduction="none")
+           return {"loss": losses.mean(), "losses": losses, "indices": idx}
+           # optional, for forgetting / aum / el2n / ...: "logits": logits, "labels": y
+
+then ``trainer = L.Trainer(callbacks=[csl := CSLCallback(len(dataset))])``, ``trainer.fit(...)``,
+and ``csl.scores()``, ``csl.suspects(20)``; ``CSLCallback(..., images=..., plot_path="suspects.png")``
+draws the suspects when training ends (rank 0). The callback passes each batch to
+`SampleTracker.update` unchanged and closes the tracker's epoch at each training epoch's end, so
+the scores are those of a plain loop on the same batches, bitwise. Under DDP every rank's batch is
+gathered first (`harness.integrations._common`), so every rank holds the scores of all samples.
+
+Lightning is imported from ``lightning`` (``lightning.pytorch``), else ``pytorch_lightning``:
+``pip install 'memprox[lightning]'``. Resuming a fit from a checkpoint starts a new record (the
+callback keeps no state in checkpoints).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from harness.errors import HarnessError
+from harness.integrations._common import DistributedRecorder, WithIndex, check_indices
+from harness.tracker import SampleTracker
+from proxies import Proxy
+
+try:
+    from lightning.pytorch import Callback
+except ImportError:  # pragma: no cover - the standalone package
+    try:
+        from pytorch_lightning import Callback
+    except ImportError as exc:
+        raise ImportError("harness.integrations.lightning needs Lightning: pip install 'memprox[lightning]'") from exc
+
+__all__ = ["CONTRACT", "CSLCallback", "WithIndex"]
+
+CONTRACT = ('training_step must return {"loss": losses.mean(), "losses": losses, "indices": idx} with the '
+            'per-sample losses (reduction="none") and the batch\'s sample indices (wrap the dataset in '
+            'harness.integrations.WithIndex); add "logits" and "labels" for the proxies beyond csl')
+
+
+class CSLCallback(Callback):
+    """Records per-sample signals of every training batch into a `SampleTracker`.
+
+    Args:
+        n: number of training samples (``len(dataset)``); indices are in [0, n).
+        proxies, labels, running_sums: as `SampleTracker` (default: csl alone from losses, every
+            training-pass proxy when ``training_step`` also returns logits and labels).
+        images: all n training images in index order, to draw the suspects when training ends.
+        plot_path: where that figure goes (needs ``images``); ``k``, ``by``, ``classes``: its top k,
+            ranking proxy and class names.
+    """
+
+    def __init__(
+        self,
+        n: int,
+        *,
+        proxies: Sequence[str | Proxy] | str | None = None,
+        labels: Sequence[int] | np.ndarray | torch.Tensor | None = None,
+        running_sums: bool = False,
+        images: np.ndarray | torch.Tensor | None = None,
+        plot_path: str | Path | None = None,
+        k: int = 16,
+        by: str = "csl",
+        classes: Sequence[str] | None = None,
+    ) -> None:
+        super().__init__()
+        if plot_path is not None and images is None:
+            raise HarnessError("CSLCallback(plot_path=...) needs images= (all n training images in index order)")
+        self.tracker = SampleTracker(n, proxies=proxies, labels=labels, running_sums=running_sums)
+        self._recorder = DistributedRecorder(self.tracker)
+        self.images, self.plot_path, self.k, self.by, self.classes = images, plot_path, k, by, classes
+        self.figure: Path | None = None
+
+    # -- Lightning hooks ------------------------------------------------------------------------
+    def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
+        if outputs is None:  # Lightning skips a batch whose training_step returned None: so do we
+            return
+        if not isinstance(outputs, Mapping) or "losses" not in outputs or "indices" not in outputs:
+            got = sorted(outputs) if isinstance(outputs, Mapping) else type(outputs).__name__
+            raise HarnessError(f"CSLCallback: training_step returned {got}; {CONTRACT}")
+        check_indices(outputs["indices"], "CSLCallback", CONTRACT)
+        self._recorder.update(outputs["indices"], losses=outputs["losses"], logits=outputs.get("logits"),
+                              labels=outputs.get("labels"))
+
+    def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
+        if self._recorder.batches == 0:
+            if getattr(trainer, "sanity_checking", False):
+                return
+            raise HarnessError(f"CSLCallback: no batch of this epoch was recorded; {CONTRACT}")
+        self._recorder.end_epoch()
+
+    def on_train_end(self, trainer: Any, pl_module: Any) -> None:
+        if self.plot_path is not None and getattr(trainer, "is_global_zero", True):
+            self.figure = self.plot_suspects(self.images, self.k, by=self.by, path=self.plot_path,
+                                             classes=self.classes)
+
+    # -- results (the tracker's) ---------------------------------------------------------------
+    def scores(self, proxies: Sequence[str | Proxy] | str | None = None) -> pd.DataFrame:
+        """`SampleTracker.scores`: one row per sample, one column per proxy (higher = more suspicious)."""
+        return self.tracker.scores(proxies)
+
+    def suspects(self, k: int = 20, by: str | Proxy = "csl") -> pd.DataFrame:
+        """`SampleTracker.suspects`: the k highest-scoring samples with given and predicted label."""
+        return self.tracker.suspects(k, by)
+
+    def plot_suspects(self, images: Any, k: int = 16, *, by: str | Proxy = "csl", path: str | Path = "suspects.png",
+                      classes: Sequence[str] | None = None) -> Path:
+        """`SampleTracker.plot_suspects`: a captioned grid of the k suspects' images."""
+        return self.tracker.plot_suspects(images, k, by=by, path=path, classes=classes)
