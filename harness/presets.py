@@ -63,6 +63,27 @@ PRESETS.register("quick", PresetEntry(
     {"digits": _QUICK_DIGITS, "npz": _QUICK_DIGITS},
 ))
 
+# The cpu-full preset (issue 19): the full training set on CPU cores in about half an hour per run.
+# small_cnn is the largest of the registered models whose epoch of 50,000 images fits in about a
+# minute on one core; channels-last is its fastest layout on the CPU (measured: 53 s vs 69 s per
+# epoch at batch 64, one thread) and batch 128 with SGD one-cycle to lr 0.1 and weight decay 5e-4 is
+# the standard CIFAR recipe; augmentation is on, because without it this small net stays well below
+# 85 % held-out accuracy. The measured accuracies are in results/cifar10-full-cpu.
+_CPU_FULL_IMAGES = Preset(
+    "cpu-full",
+    "small_cnn",
+    Recipe(optimizer="sgd", lr=0.1, momentum=0.9, weight_decay=5e-4, batch_size=128, epochs=20,
+           schedule="onecycle", milestones=(), augment=True, channels_last=True),
+    None,
+)
+PRESETS.register("cpu-full", PresetEntry(
+    "cpu-full",
+    "CPU cores, full dataset: image datasets -> small_cnn, channels-last, SGD one-cycle to lr 0.1 (momentum "
+    "0.9, wd 5e-4), batch 128, 20 epochs, random crop + flip; digits and npz:PATH as quick",
+    _CPU_FULL_IMAGES,
+    {"digits": _QUICK_DIGITS, "npz": _QUICK_DIGITS},
+))
+
 PRESETS.register("paper", PresetEntry(
     "paper",
     "paper App. B.1: ResNet-18, SGD lr 0.1 momentum 0.9 wd 1e-4, batch 128, 200 epochs, lr /10 at 120 "

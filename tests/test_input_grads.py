@@ -153,3 +153,43 @@ def test_end_to_end_one_run_one_input_grads_recorder(tmp_path) -> None:
     assert auroc.value.between(0, 1).all()
     scores = pd.read_csv(next((out / "scores").iterdir()))
     assert np.isfinite(scores[["loss_sensitivity", "learning_time", "csg", "curvature(n=2)"]].to_numpy()).all()
+
+
+# --- every k-th checkpoint (issue 19: full CIFAR-10 on a CPU) ----------------------------------
+
+
+def test_input_grads_every_k_scores_every_kth_checkpoint_and_the_last(digits_noisy, base_spec) -> None:
+    spec = RunSpec(base_spec.data, "mlp", Recipe(optimizer="sgd", lr=0.05, batch_size=64, epochs=5,
+                                                  schedule="cosine", milestones=(), augment=False), 0)
+    every1, every2 = RecorderRequest.of("input_grads"), RecorderRequest.of("input_grads", every=2)
+    out = train_run(spec, digits_noisy, [every1, every2], progress=False)
+    full, sparse = out.arrays[every1.key], out.arrays[every2.key]
+    for name in ("l1", "l2", "sq"):
+        scored = [1, 3, 4]  # epochs 2 and 4 (0-based 1, 3) and the last
+        np.testing.assert_array_equal(sparse[name][scored], full[name][scored])
+        assert np.isnan(sparse[name][[0, 2]]).all()
+    assert out.recorder_flops[every2.key] * 5 == pytest.approx(out.recorder_flops[every1.key] * 3, rel=0.01)
+
+
+def test_every_1_keeps_the_request_that_stored_runs_carry() -> None:
+    """Runs stored before `every` existed are addressed by the key `input_grads`: still reused."""
+    for name in ("loss_sensitivity", "csg", "learning_time"):
+        assert [r.key for r in make_proxy(name).recorders] == ["input_grads"]
+    assert [r.key for r in make_proxy("csg", every=3).recorders] == ["input_grads[every=3]"]
+    with pytest.raises(HarnessError, match="loss_sensitivity.every must be an integer >= 1"):
+        make_proxy("loss_sensitivity", every=0)
+
+
+def test_every_k_proxies_average_and_sum_the_scored_checkpoints() -> None:
+    l1 = np.array([[np.nan, np.nan], [1.0, 2.0], [np.nan, np.nan], [3.0, 6.0]])
+    request = RecorderRequest.of("input_grads", every=2)
+
+    class Run:
+        def arrays(self, key):
+            assert key == request.key
+            return {"l1": l1, "l2": 2 * l1, "sq": 4 * l1 * l1}
+
+    base = RunSpec(DataSpec(), "mlp", Recipe(), 0)
+    ctx = ScoreContext(base=base, labels=np.zeros(2, dtype=np.int64), num_classes=2, runs={base: Run()})
+    np.testing.assert_array_equal(make_proxy("loss_sensitivity", every=2).score(ctx), [2.0, 4.0])
+    np.testing.assert_array_equal(make_proxy("csg", every=2).score(ctx), [8.0, 16.0])

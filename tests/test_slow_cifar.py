@@ -37,3 +37,30 @@ def test_quick_preset_memorizes_and_csl_beats_final_loss(tmp_path) -> None:
     assert board[("csl", "auroc")] > 0.85
     assert board[("csl", "auroc")] > board[("final_loss", "auroc")] + 0.05
     assert isinstance(result.raw, pd.DataFrame) and not result.failures
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not CIFAR.exists(), reason=f"offline CIFAR-10 copy not found at {CIFAR}")
+def test_cpu_full_preset_on_a_1000_image_slice(tmp_path) -> None:
+    """The cpu-full preset end to end on 1,000 images for one epoch, in the local worker pool: the
+    recipe the full-size results were made with trains channels-last with augmentation, and every
+    proxy of the full-size mislabeled experiment gives a finite score per sample."""
+    dataset = f"imagefolder:{CIFAR}"
+    preset = preset_for("cpu-full", dataset)
+    assert preset.model == "small_cnn" and preset.subset is None
+    assert preset.recipe.channels_last and preset.recipe.augment and preset.recipe.batch_size == 128
+    cfg = ExperimentConfig(
+        dataset=dataset, model=preset.model, recipe=replace(preset.recipe, epochs=1), subset=1000,
+        seeds=(0,), tasks=("mislabeled",), noise_rates=(0.1,), executor="local",
+        proxies="csl,csl_eval,final_loss,aum,el2n,loss_sensitivity,csg,curvature",
+        proxy_args={"loss_sensitivity": {"every": 2}, "csg": {"every": 2}, "curvature": {"n": 2, "every": 5}},
+        out=tmp_path / "out", store=tmp_path / "store", progress=False,
+    )
+    result = Experiment(cfg).run()
+    assert not result.failures and len(result.trained) == 1
+    (scores,) = result.scores.values()
+    wanted = ["csl", "csl_eval", "final_loss", "aum", "el2n", "loss_sensitivity(every=2)", "csg(every=2)",
+              "curvature(every=5,n=2)"]
+    assert len(scores) == 1000 and set(wanted) <= set(scores.columns), list(scores.columns)
+    assert scores[wanted].notna().all().all()
+    assert result.leaderboard.query("metric == 'auroc'")["mean"].between(0, 1).all()

@@ -2,6 +2,10 @@
 
 One recorder serves loss sensitivity, learning time and CSG: they all request the identical
 `input_grads` recorder, so the planner merges them and the gradients are computed once per epoch.
+`every=k` computes them at every k-th checkpoint and the last only (the others stay NaN): on full
+CIFAR-10 on a CPU one pass costs about half a training epoch, so scoring every epoch would more than
+double a run. `every=1` is the default and its request carries no parameter, so runs stored before
+the option existed keep their addresses.
 
 Exactness: the gradient of the *sum* of per-sample losses w.r.t. the batch input is, row by row,
 each sample's own input gradient, because in eval mode no sample's output depends on another's
@@ -17,7 +21,7 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
-from harness.recorders.base import Recorder, RunContext, register_recorder
+from harness.recorders.base import Recorder, RecorderRequest, RunContext, register_recorder
 
 
 @contextmanager
@@ -47,17 +51,26 @@ def per_sample_input_grads(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -
     return grads, losses.detach()
 
 
+def input_grads_request(every: int = 1) -> RecorderRequest:
+    """The request for input gradients at every `every`-th checkpoint; `every=1` has no parameter."""
+    return RecorderRequest.of("input_grads", **({"every": int(every)} if int(every) != 1 else {}))
+
+
 @register_recorder
 class InputGrads(Recorder):
     name = "input_grads"
     description = "per-sample input-gradient norms (l1, l2, squared l2) at every epoch checkpoint, eval mode"
     phases = (1,)
 
-    def __init__(self, ctx: RunContext) -> None:
-        super().__init__(ctx)
+    def __init__(self, ctx: RunContext, every: int = 1) -> None:
+        super().__init__(ctx, **({"every": every} if every != 1 else {}))
+        self.every = int(every)
         for s in ("l1", "l2", "sq"):
             self.buffer(s, (ctx.epochs, ctx.n), fill=float("nan"))
         self.all_idx = torch.arange(ctx.n, device=ctx.device)
+
+    def active(self, epoch: int, phase: int) -> bool:
+        return super().active(epoch, phase) and ((epoch + 1) % self.every == 0 or epoch == self.ctx.epochs - 1)
 
     def on_epoch_end(self, epoch: int, phase: int, model: nn.Module) -> None:
         data, bs = self.ctx.data, self.ctx.eval_batch_size
