@@ -1,0 +1,170 @@
+"""CSL (and the other training-pass proxies) from a Hugging Face `Trainer` run.
+
+The `Trainer` computes one mean loss per batch inside `compute_loss` and tells callbacks nothing
+about the batch, so the per-sample signals come from a small `Trainer` subclass:
+
+    train = with_sample_index(train_dataset)           # a `sample_index` column (or WithIndex)
+    csl = CSLTrainerCallback(len(train))
+    trainer = CSLTrainer(model=model, args=args, train_dataset=train, callbacks=[csl], ...)
+    trainer.train()
+    csl.scores(); csl.suspects(20)
+
+`CSLTrainer.compute_loss` takes the batch's `sample_index` out of the inputs, runs the model
+without `labels`, computes the per-sample cross-entropy of its logits (what a sequence or image
+classification head computes, with `reduction="none"`), hands losses, logits, labels and indices
+to the callback in training mode, and returns their mean for the backward pass. The index travels
+through the collator: `CSLTrainer` wraps whatever collator the `Trainer` would use (padding for
+text included) in `IndexCollator`, which sets the index aside before collating and puts it back
+as a (B,) tensor, and keeps the column from the `Trainer`'s removal of unused columns. The
+callback closes the tracker's epoch at each epoch's end. Under DDP the batch of every rank is
+gathered first, as in the Lightning callback.
+
+What it does not do: label smoothing (`label_smoothing_factor`) and `compute_loss_func` are
+replaced by plain cross-entropy (both refused); token-level tasks (one label per token) are not
+per-sample losses and are refused. `pip install 'memprox[hf]'`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from harness.errors import HarnessError
+from harness.integrations._common import DistributedRecorder, WithIndex
+from harness.tracker import SampleTracker
+from proxies import Proxy
+
+try:
+    from transformers import Trainer, TrainerCallback
+    from transformers.data.data_collator import default_data_collator
+except ImportError as exc:  # pragma: no cover
+    raise ImportError("harness.integrations.transformers needs transformers: pip install 'memprox[hf]'") from exc
+
+__all__ = ["INDEX_KEY", "CSLTrainer", "CSLTrainerCallback", "IndexCollator", "WithIndex", "with_sample_index"]
+
+#: The batch key (dataset column) carrying each sample's index.
+INDEX_KEY = "sample_index"
+
+
+def with_sample_index(dataset: Any, key: str = INDEX_KEY) -> Any:
+    """`dataset` with each row's index: a `datasets.Dataset` gets a column `key` (0..n-1), any other
+    map-style dataset of dict items is wrapped in `WithIndex`."""
+    if hasattr(dataset, "add_column") and hasattr(dataset, "column_names"):
+        if key in dataset.column_names:
+            raise HarnessError(f"with_sample_index: the dataset already has a {key!r} column")
+        return dataset.add_column(key, np.arange(len(dataset), dtype=np.int64))
+    return WithIndex(dataset, key)
+
+
+class IndexCollator:
+    """Collates with `collate` after setting each feature's `key` aside, then adds the indices as a
+    (B,) int64 tensor: any collator (padding, masking, default) works unchanged."""
+
+    def __init__(self, collate: Callable[[list[Any]], Any] | None = None, key: str = INDEX_KEY) -> None:
+        self.collate = collate if collate is not None else default_data_collator
+        self.key = key
+
+    def __call__(self, features: list[Any]) -> Any:
+        if not features or not isinstance(features[0], Mapping) or self.key not in features[0]:
+            return self.collate(features)  # eval batches, datasets without indices
+        indices = torch.tensor([int(f[self.key]) for f in features], dtype=torch.int64)
+        batch = self.collate([{k: v for k, v in f.items() if k != self.key} for f in features])
+        batch[self.key] = indices
+        return batch
+
+
+class CSLTrainerCallback(TrainerCallback):
+    """Holds the `SampleTracker` a `CSLTrainer` records into and closes its epochs.
+
+    Args:
+        n: number of training samples (``len(train_dataset)``).
+        proxies, labels, running_sums: as `SampleTracker` (default: every training-pass proxy; the
+            trainer passes logits and labels).
+    """
+
+    def __init__(self, n: int, *, proxies: Sequence[str | Proxy] | str | None = None,
+                 labels: Sequence[int] | np.ndarray | torch.Tensor | None = None, running_sums: bool = False) -> None:
+        self.tracker = SampleTracker(n, proxies=proxies, labels=labels, running_sums=running_sums)
+        self._recorder = DistributedRecorder(self.tracker)
+
+    def record(self, indices: torch.Tensor, losses: torch.Tensor, logits: torch.Tensor | None,
+               labels: torch.Tensor | None) -> None:
+        """One training batch (called by `CSLTrainer.compute_loss`)."""
+        self._recorder.update(indices, losses=losses, logits=logits, labels=labels)
+
+    def on_epoch_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if self._recorder.batches == 0:
+            raise HarnessError("CSLTrainerCallback: no batch of this epoch was recorded; train with CSLTrainer (its "
+                               f"compute_loss records) on a dataset with a {INDEX_KEY!r} column (with_sample_index)")
+        self._recorder.end_epoch()
+
+    def scores(self, proxies: Sequence[str | Proxy] | str | None = None) -> pd.DataFrame:
+        """`SampleTracker.scores`: one row per sample, one column per proxy (higher = more suspicious)."""
+        return self.tracker.scores(proxies)
+
+    def suspects(self, k: int = 20, by: str | Proxy = "csl") -> pd.DataFrame:
+        """`SampleTracker.suspects`: the k highest-scoring samples with given and predicted label."""
+        return self.tracker.suspects(k, by)
+
+    def plot_suspects(self, images: Any, k: int = 16, **kwargs: Any) -> Any:
+        """`SampleTracker.plot_suspects` (image datasets)."""
+        return self.tracker.plot_suspects(images, k, **kwargs)
+
+
+class CSLTrainer(Trainer):
+    """A `Trainer` whose loss is per-sample cross-entropy, recorded into the `CSLTrainerCallback`
+    among its callbacks. Everything else (optimizer, schedule, DDP, mixed precision) is the
+    `Trainer`'s. Gradient accumulation: the returned loss is the batch mean, which the `Trainer`
+    divides by the accumulation steps."""
+
+    index_key = INDEX_KEY
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        found = [cb for cb in self.callback_handler.callbacks if isinstance(cb, CSLTrainerCallback)]
+        if len(found) != 1:
+            raise HarnessError(f"CSLTrainer needs exactly one CSLTrainerCallback in callbacks=[...], got {len(found)}")
+        if getattr(self.args, "label_smoothing_factor", 0) or self.compute_loss_func is not None:
+            raise HarnessError("CSLTrainer computes plain per-sample cross-entropy: drop label_smoothing_factor and "
+                               "compute_loss_func (CSL sums the loss the model is trained on)")
+        self.csl = found[0]
+        self.data_collator = IndexCollator(self.data_collator, self.index_key)
+        self.model_accepts_loss_kwargs = False  # our loss is a batch mean: the Trainer scales it for accumulation
+        self.loss_is_scaled_for_ga = False
+
+    def _set_signature_columns_if_needed(self) -> None:
+        super()._set_signature_columns_if_needed()
+        if self.index_key not in self._signature_columns:  # keep the index through remove_unused_columns
+            self._signature_columns.append(self.index_key)
+
+    def compute_loss(self, model: nn.Module, inputs: dict[str, Any], return_outputs: bool = False,
+                     num_items_in_batch: Any = None) -> Any:
+        inputs = dict(inputs)
+        indices = inputs.pop(self.index_key, None)
+        labels = inputs.pop("labels", None)
+        if labels is None:
+            labels = inputs.pop("label", None)
+        if labels is None:
+            raise HarnessError("CSLTrainer: the batch has no labels; the collator must give `labels` (a `label` "
+                               "column becomes `labels` in the default collators)")
+        outputs = model(**inputs)
+        if isinstance(outputs, torch.Tensor):  # a plain nn.Module returning logits
+            logits = outputs
+        else:
+            logits = outputs["logits"] if isinstance(outputs, Mapping) else outputs[0]
+        if logits.dim() != 2 or labels.dim() != 1:
+            raise HarnessError(f"CSLTrainer scores classification (logits (B, C), labels (B,)); got logits "
+                               f"{tuple(logits.shape)} and labels {tuple(labels.shape)}")
+        losses = nn.functional.cross_entropy(logits, labels, reduction="none")
+        if model.training:
+            if indices is None:
+                raise HarnessError(f"CSLTrainer: the training batch has no {self.index_key!r}; give the dataset the "
+                                   f"column with with_sample_index(train_dataset)")
+            self.csl.record(indices, losses, logits, labels)
+        loss = losses.mean()
+        return (loss, outputs) if return_outputs else loss

@@ -1,0 +1,143 @@
+"""The Hugging Face Trainer integration on text classification (a tiny BERT built from a config, a
+tokenizer trained in code, no downloads): bitwise the same scores as SampleTracker in a plain loop
+on the batches the Trainer drew, the index carried through the padding collator."""
+
+from __future__ import annotations
+
+import copy
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+pytest.importorskip("transformers")
+pytest.importorskip("datasets")
+sys.path.insert(0, str(Path(__file__).parent))
+import _hf_tiny as tiny  # noqa: E402  (sets HF_HUB_OFFLINE / TRANSFORMERS_OFFLINE)
+
+sys.path.pop(0)
+import datasets  # noqa: E402
+from transformers import (  # noqa: E402
+    AutoTokenizer,
+    BertConfig,
+    BertForSequenceClassification,
+    DataCollatorWithPadding,
+    TrainingArguments,
+)
+
+from harness import SampleTracker  # noqa: E402
+from harness.errors import HarnessError  # noqa: E402
+from harness.integrations.transformers import (  # noqa: E402
+    INDEX_KEY,
+    CSLTrainer,
+    CSLTrainerCallback,
+    IndexCollator,
+    with_sample_index,
+)
+
+N, EPOCHS, BATCH, LR = 48, 2, 8, 0.05
+assert os.environ["HF_HUB_OFFLINE"] == "1"
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    tok = AutoTokenizer.from_pretrained(str(tiny.make_tokenizer(tmp_path_factory.mktemp("tok"))))
+    texts, y = tiny.text_corpus(N)
+    y[:4] = 1 - y[:4]  # a few wrong labels
+    enc = tok(texts, truncation=True, max_length=32)
+    train = datasets.Dataset.from_dict({"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"],
+                                        "label": y.tolist()})
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=len(tok), hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                        intermediate_size=32, max_position_embeddings=64, hidden_dropout_prob=0.0,
+                        attention_probs_dropout_prob=0.0, num_labels=2)
+    model = BertForSequenceClassification(config)
+    return tok, train, model
+
+
+def _args(tmp_path, **kw) -> TrainingArguments:
+    base = dict(output_dir=str(tmp_path / "out"), per_device_train_batch_size=BATCH, num_train_epochs=EPOCHS,
+                learning_rate=LR, optim="sgd", lr_scheduler_type="constant", weight_decay=0.0, max_grad_norm=0.0,
+                use_cpu=True, report_to=[], save_strategy="no", logging_strategy="no", disable_tqdm=True, seed=0,
+                dataloader_num_workers=0)
+    return TrainingArguments(**{**base, **kw})
+
+
+class _Spy(CSLTrainer):
+    """Keeps the index batches the Trainer drew, for the plain loop to repeat."""
+
+    def compute_loss(self, model, inputs, **kw):
+        if model.training:
+            self.batches.append(inputs[INDEX_KEY].clone())
+        return super().compute_loss(model, inputs, **kw)
+
+
+def test_trainer_scores_bitwise_equal_to_plain_loop(setup, tmp_path):
+    tok, train, model0 = setup
+    model = copy.deepcopy(model0)
+    csl = CSLTrainerCallback(N)
+    trainer = _Spy(model=model, args=_args(tmp_path), train_dataset=with_sample_index(train), processing_class=tok,
+                   callbacks=[csl])
+    trainer.batches = []
+    trainer.train()
+    assert len(trainer.batches) == EPOCHS * N // BATCH
+    assert sorted(torch.cat(trainer.batches[: N // BATCH]).tolist()) == list(range(N))  # shuffled, each once
+
+    plain_model = copy.deepcopy(model0)
+    plain_model.train()
+    opt = torch.optim.SGD(plain_model.parameters(), lr=LR)
+    collate = DataCollatorWithPadding(tok)
+    tracker = SampleTracker(N)
+    per_epoch = N // BATCH
+    for epoch in range(EPOCHS):
+        for idx in trainer.batches[epoch * per_epoch : (epoch + 1) * per_epoch]:
+            batch = collate([train[i] for i in idx.tolist()])
+            labels = batch.pop("labels")
+            logits = plain_model(**batch).logits
+            losses = nn.functional.cross_entropy(logits, labels, reduction="none")
+            losses.mean().backward()
+            opt.step()
+            opt.zero_grad()
+            tracker.update(idx, losses=losses, logits=logits, labels=labels)
+        tracker.end_epoch()
+    got, want = csl.scores(), tracker.scores()
+    assert list(got.columns) == list(want.columns) and "csl" in got.columns and "aum" in got.columns
+    assert got["label"].equals(want["label"])
+    for column in got.columns.drop("label"):
+        assert np.array_equal(got[column].to_numpy(), want[column].to_numpy()), column
+    assert csl.suspects(4)["index"].tolist() == tracker.suspects(4)["index"].tolist()
+
+
+def test_torch_dataset_of_dicts_and_evaluation(setup, tmp_path):
+    """WithIndex over a torch dataset of dict rows works too, and evaluation (no index) records nothing."""
+    tok, train, model0 = setup
+    rows = [train[i] for i in range(N)]
+    csl = CSLTrainerCallback(N, proxies=["csl"])
+    trainer = CSLTrainer(model=copy.deepcopy(model0), args=_args(tmp_path, num_train_epochs=1),
+                         train_dataset=with_sample_index(rows), eval_dataset=train, processing_class=tok,
+                         callbacks=[csl])
+    trainer.train()
+    assert "eval_loss" in trainer.evaluate()
+    scores = csl.scores()
+    assert list(scores.columns) == ["index", "label", "csl"] and (scores["csl"] > 0).all()
+
+
+def test_clear_errors(setup, tmp_path):
+    tok, train, model0 = setup
+    with pytest.raises(HarnessError, match="exactly one CSLTrainerCallback"):
+        CSLTrainer(model=copy.deepcopy(model0), args=_args(tmp_path), train_dataset=train, processing_class=tok)
+    trainer = CSLTrainer(model=copy.deepcopy(model0), args=_args(tmp_path), train_dataset=train,
+                         processing_class=tok, callbacks=[CSLTrainerCallback(N)])
+    with pytest.raises(HarnessError, match="with_sample_index"):
+        trainer.train()
+    with pytest.raises(HarnessError, match="already has"):
+        with_sample_index(with_sample_index(train))
+
+
+def test_index_collator_sets_the_index_aside():
+    batch = IndexCollator()([{"x": [1.0], "labels": 0, INDEX_KEY: 5}, {"x": [2.0], "labels": 1, INDEX_KEY: 2}])
+    assert batch[INDEX_KEY].tolist() == [5, 2] and batch["x"].shape == (2, 1)
