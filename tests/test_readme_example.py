@@ -1,7 +1,7 @@
-"""The README's "Score your own training run" example runs as written and finds the flipped labels.
+"""The "Your own training loop" example (docs/own-training-loop.md) runs as written and finds the
+flipped labels: its AUROC and suspects, beyond test_docs.py's check that it runs.
 
-The example is the fenced python block right after the `<!-- tracker-example -->` marker, taken
-from README.md when the marker is there, else from the draft in notes/readme-issue11.md.
+The example is the fenced python block right after the `<!-- tracker-example -->` marker.
 """
 
 from __future__ import annotations
@@ -18,12 +18,12 @@ MARKER = "<!-- tracker-example -->"
 
 
 def example_source() -> str:
-    for doc in (ROOT / "README.md", ROOT / "notes" / "readme-issue11.md"):
-        if doc.exists() and MARKER in (text := doc.read_text()):
-            match = re.search(re.escape(MARKER) + r"\s*```python\n(.*?)```", text, re.S)
-            assert match, f"{doc}: {MARKER} must be followed by a ```python block"
-            return match.group(1)
-    pytest.skip(f"no {MARKER} in README.md or notes/readme-issue11.md")
+    doc = ROOT / "docs" / "own-training-loop.md"
+    text = doc.read_text()
+    assert MARKER in text, f"{doc} lost its {MARKER} marker"
+    match = re.search(re.escape(MARKER) + r"\s*```python\n(.*?)```", text, re.S)
+    assert match, f"{doc}: {MARKER} must be followed by a ```python block"
+    return match.group(1)
 
 
 def test_readme_tracker_example_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
