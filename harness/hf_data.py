@@ -119,10 +119,17 @@ def _load_hf(request: LoadRequest) -> Dataset:
                            f"dataset_info.json, nor dataset_dict.json; it holds {found or 'nothing'}){hint}; "
                            f"{_SAVE_HINT}")
     datasets = _import("datasets", name)
-    loaded = datasets.load_from_disk(str(path))
+    if not is_dict and _empty_state(path):
+        raise HarnessError(f"{name}: the saved dataset {path} is empty (0 rows); it needs at least one sample "
+                           "per class")
+    try:
+        loaded = datasets.load_from_disk(str(path))
+    except (OSError, ValueError, KeyError, IndexError, TypeError) as exc:
+        raise HarnessError(f"{name}: datasets.load_from_disk cannot read {path} ({type(exc).__name__}: "
+                           f"{str(exc)[:200]}); the folder may be damaged or empty; {_SAVE_HINT}") from exc
     train, test = _splits(name, opts, loaded, is_dict)
-    column_kind, column = _input_column(name, opts, train)
     label = _label_column(name, opts, train)
+    column_kind, column = _input_column(name, opts, train, label)
     for split_name, split in (("test", test),):
         if split is not None:
             _require_columns(name, split, split_name, [column, label])
@@ -167,6 +174,14 @@ def _import(module: str, name: str) -> Any:
         raise HarnessError(f"{name}: needs the `{module}` package: pip install 'memprox[hf]'") from exc
 
 
+def _empty_state(folder: Path) -> bool:
+    """A Dataset folder whose state.json lists no data files: datasets cannot load it back."""
+    try:
+        return json.loads((folder / "state.json").read_text()).get("_data_files") == []
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
 def _has_images(path: Path) -> bool:
     exts = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
     return any(p.suffix.lower() in exts for p in list(path.rglob("*"))[:200])
@@ -205,18 +220,23 @@ def _require_columns(name: str, split: Any, split_name: str, columns: list[str])
                            f"{split.column_names}); give it the training split's columns, or test=none")
 
 
-def _input_column(name: str, opts: HFOptions, train: Any) -> tuple[str, str]:
-    """('image' | 'text', column), from the options or, when unique, from the features' types."""
+def _input_column(name: str, opts: HFOptions, train: Any, label: str) -> tuple[str, str]:
+    """('image' | 'text', column), from the options or, when unique, from the features' types
+    (the label column is never the input)."""
     import datasets
 
     features = train.features
-    cols = train.column_names
+    cols = [c for c in train.column_names if c != label]
+    for given in (opts.image, opts.text):
+        if given is not None and given == label:
+            raise HarnessError(f"{name}: column {given!r} is the label column; the input must be another column "
+                               f"(columns: {train.column_names}), or set label=COLUMN")
     image_cols = [c for c in cols if isinstance(features[c], datasets.Image)]
     text_cols = [c for c in cols if isinstance(features[c], datasets.Value) and features[c].dtype in ("string",
                                                                                                        "large_string")]
     if opts.image is not None:
         if opts.image not in cols:
-            raise HarnessError(f"{name}: no image column {opts.image!r}; the dataset has columns {cols} "
+            raise HarnessError(f"{name}: no image column {opts.image!r}; the dataset has columns {train.column_names} "
                                f"(set image=COLUMN)")
         if opts.image not in image_cols:
             raise HarnessError(f"{name}: column {opts.image!r} is {features[opts.image]!r}, not an Image feature; "
@@ -225,7 +245,7 @@ def _input_column(name: str, opts: HFOptions, train: Any) -> tuple[str, str]:
         return "image", opts.image
     if opts.text is not None:
         if opts.text not in cols:
-            raise HarnessError(f"{name}: no text column {opts.text!r}; the dataset has columns {cols} "
+            raise HarnessError(f"{name}: no text column {opts.text!r}; the dataset has columns {train.column_names} "
                                f"(set text=COLUMN)")
         if opts.text not in text_cols:
             raise HarnessError(f"{name}: column {opts.text!r} is {features[opts.text]!r}, not strings; "
@@ -245,8 +265,8 @@ def _input_column(name: str, opts: HFOptions, train: Any) -> tuple[str, str]:
         raise HarnessError(f"{name}: column {text_cols[0]!r} holds text: add tokenizer=NAME_OR_DIR (and "
                            f"text={text_cols[0]} to be explicit)")
     found = f"Image columns {image_cols}, string columns {text_cols}"
-    raise HarnessError(f"{name}: cannot tell the input column ({found}; all columns {cols}); set image=COLUMN or "
-                       f"text=COLUMN,tokenizer=NAME_OR_DIR")
+    raise HarnessError(f"{name}: cannot tell the input column ({found}; all columns {train.column_names}); set "
+                       f"image=COLUMN or text=COLUMN,tokenizer=NAME_OR_DIR")
 
 
 def _label_column(name: str, opts: HFOptions, train: Any) -> str:
