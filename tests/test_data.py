@@ -85,6 +85,7 @@ def test_dataset_names() -> None:
         "fashion-mnist",
         "imagefolder:PATH",
         "npz:PATH",
+        "hf:PATH",
     ]
 
 

@@ -251,11 +251,12 @@ def test_every_model_stacks_under_vmap(name: str) -> None:
     """Every registered model can be an ensemble member: a stacked training forward equals each
     member's own, and each member's batch-norm running statistics move as they would alone."""
     side = 32 if name in ("vgg16", "resnet50", "inception_small", "mobilenetv2") else 16
+    shape = (12, 1, 1) if name.startswith("text_") else (3, side, side)  # text models take token ids
     torch.manual_seed(0)
-    models = [build_model(name, (3, side, side), 10) for _ in range(2)]
+    models = [build_model(name, shape, 10) for _ in range(2)]
     params, buffers = stack_module_state(models)
     skeleton = copy.deepcopy(models[0]).to("meta").train()
-    x = torch.randn(2, 4, 3, side, side)
+    x = torch.randint(0, 50, (2, 4, *shape)) if name.startswith("text_") else torch.randn(2, 4, *shape)
     out = vmap(lambda p, b, xb: functional_call(skeleton, (p, b), (xb,)))(params, buffers, x)
     for j, model in enumerate(models):
         alone = model.train()(x[j])
