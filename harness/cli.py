@@ -149,7 +149,7 @@ def cmd_list() -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     cfg = experiment_config(**run_options(args))  # bad options fail here, before the heavy imports
-    from harness.experiment import Experiment
+    from harness.experiment import Experiment, format_phases
     from harness.leaderboard import markdown
 
     exp = Experiment(cfg)
@@ -165,6 +165,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     print(markdown(result.leaderboard))
     if cfg.out is not None:
         print(f"leaderboard: {cfg.out / 'leaderboard.csv'}  (per-seed rows: raw.csv, per-sample scores: scores/)")
+    print(format_phases(result.phase_seconds), file=sys.stderr)
     if result.failures:
         print(f"{len(result.failures)} failure(s):", file=sys.stderr)
         for f in result.failures:

@@ -23,10 +23,11 @@ import re
 import shutil
 import sys
 import tempfile
+import time
 import warnings
 from collections import defaultdict
 from collections.abc import Iterator
-from contextlib import AbstractContextManager, ExitStack, contextmanager
+from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -75,6 +76,56 @@ RECORD = ".memprox-outputs.json"
 STAGING_MARKER = ".memprox-staging"
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 RAW_COLUMNS = ["task", "dataset", "model", "setting", "proxy", "metric", "seed", "value"]
+#: The stages of a run, timed into summary.json's ``phase_seconds``: plan (checks, planning, the
+#: corrupted data every run needs), load (the dataset, the store's cleanup and lookups), train
+#: (training what the store lacks and storing it), score (every proxy's scores), evaluate (the
+#: tasks, their figures included, and the leaderboard with its bootstrap), write (the output files).
+PHASES = ("plan", "load", "train", "score", "evaluate", "write")
+
+
+class PhaseTimer:
+    """Wall seconds per phase (`PHASES`), summed over every stretch spent in it; `rounded` counts
+    a stretch still open up to now (the summary is written from inside the write phase)."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = dict.fromkeys(PHASES, 0.0)
+        self._open: dict[str, float] = {}
+
+    def add(self, phase: str, seconds: float) -> None:
+        self.seconds[phase] += max(0.0, seconds)
+
+    @contextmanager
+    def __call__(self, phase: str) -> Iterator[None]:
+        if phase in self._open:  # nested in the same phase: the outer stretch counts it
+            yield
+            return
+        self._open[phase] = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.add(phase, time.perf_counter() - self._open.pop(phase))
+
+    def rounded(self) -> dict[str, float]:
+        now = time.perf_counter()
+        return {k: round(v + (now - self._open[k] if k in self._open else 0.0), 3) for k, v in self.seconds.items()}
+
+
+def single_blas_thread() -> AbstractContextManager[object]:
+    """Scoring and evaluation run numpy's BLAS on one thread. Their matrices are small (B x N
+    bootstrap weights), so a second thread gains little, while on a machine whose CPUs are busy a
+    multi-threaded BLAS call waits for its parked threads: the bootstrap ran 2-3x slower with two
+    threads than with one on two loaded cores. Results are the same bits either way (checked on
+    the default run's outputs), and now also the same on any machine."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # scikit-learn's dependency; without it the default threads are kept
+        return nullcontext()
+    return threadpool_limits(1, user_api="blas")
+
+
+def format_phases(phases: dict[str, float]) -> str:
+    """One line: `phases: plan 0.1 s · load 0.8 s · train 120.3 s · ...`."""
+    return "phases: " + " · ".join(f"{k} {v:.1f} s" for k, v in phases.items())
 
 
 def resolve_device(name: str) -> torch.device:
@@ -210,10 +261,13 @@ class ExperimentResult:
     outputs: dict[str, object] = field(default_factory=dict)
     base_train_acc: list[float] = field(default_factory=list)  # eval-mode, on the labels trained on
     scores: dict[str, pd.DataFrame] = field(default_factory=dict)  # "noise=0.1_seed0" -> scores/<key>.csv
+    phase_seconds: dict[str, float] = field(default_factory=dict)  # PHASES -> wall seconds (summary.json)
 
 
 class Experiment:
     def __init__(self, cfg: ExperimentConfig, executor: Executor | None = None) -> None:
+        self.timer = PhaseTimer()
+        t0 = time.perf_counter()
         self.cfg = cfg
         cfg.validate()
         if cfg.model not in MODELS:
@@ -230,9 +284,13 @@ class Experiment:
         self.store = RunStore(cfg.store or default_store())
         self.store.check_writable()
         self.source = DataSource(cfg.dataset, str(cfg.data_root) if cfg.data_root else None, cfg.subset)
+        t1 = time.perf_counter()
         self.dataset: Dataset = load_source(self.source, download=cfg.download)
+        t2 = time.perf_counter()
         self.plan = self._plan()
         cfg.validate_for_data(self.dataset, {spec.model for spec in self.plan.runs}, len(self.proxies))
+        self.timer.add("load", t2 - t1)
+        self.timer.add("plan", time.perf_counter() - t0 - (t2 - t1))
 
     # planning ---------------------------------------------------------------------------
     def base_spec(self, setting: Setting) -> RunSpec:
@@ -271,6 +329,10 @@ class Experiment:
     def pending(self) -> tuple[dict[RunSpec, StoredRun], list[tuple[RunSpec, set[RecorderRequest]]]]:
         """Stored runs that already carry every wanted recorder, and what is left to train (with
         the recorders a stored entry has, so an upgraded entry keeps them)."""
+        with self.timer("load"):
+            return self._pending()
+
+    def _pending(self) -> tuple[dict[RunSpec, StoredRun], list[tuple[RunSpec, set[RecorderRequest]]]]:
         done, todo = {}, []
         order = sorted(self.plan.runs.items(), key=lambda kv: (str(kv[0].data), kv[0].seed, kv[0].digest()))
         for spec, wanted in order:
@@ -390,13 +452,20 @@ class Experiment:
 
     # scoring and evaluation -------------------------------------------------------------
     def run(self) -> ExperimentResult:
-        self.store.clean()
+        with self.timer("load"):
+            self.store.clean()
+        loading = self.timer.seconds["load"]
+        t0 = time.perf_counter()
         runs, failed, trained, reused = self.execute()
+        # execute's store lookups (`pending`) count as load; the rest is training and storing
+        self.timer.add("train", time.perf_counter() - t0 - (self.timer.seconds["load"] - loading))
         try:
-            with _staging(self.cfg.out) as staging:
-                return self._evaluate(runs, failed, trained, reused, staging)
+            with _staging(self.cfg.out) as staging, single_blas_thread():
+                result = self._evaluate(runs, failed, trained, reused, staging)
         except KeyboardInterrupt:
             raise Interrupted(len(runs)) from None
+        result.phase_seconds = self.timer.rounded()
+        return result
 
     def _evaluate(self, runs, failed, trained, reused, staging: Path | None) -> ExperimentResult:
         rows: list[dict] = []
@@ -404,30 +473,36 @@ class Experiment:
         scores_by_data: dict[tuple[DataSpec, int], dict[str, np.ndarray]] = {}
         artifacts: dict[str, list[str]] = {}
         config = replace(self.cfg, out=staging)  # nothing reads config.out for its files: ctx.out is the place
+        timer = self.timer
         for task, setting, base in self.plan.settings:
             data = self.prepared(setting.data)
             key = (setting.data, setting.seed)
             if key not in scores_by_data:
-                scores_by_data[key] = self._score(base, data, runs, failures)
+                with timer("score"):
+                    scores_by_data[key] = self._score(base, data, runs, failures)
             ctx = EvalContext(setting, base, data, runs, config, self.proxies, out=staging, artifacts=artifacts)
             if any(n.spec not in runs for n in task.needs(setting, base, self.cfg)):
                 failures.append(f"task {task.name} [{setting.label} seed {setting.seed}] skipped: a needed run failed")
                 continue
-            for row in task.evaluate(ctx, scores_by_data[key]):
-                rows.append({"task": task.name, "dataset": self.cfg.dataset, "model": self.cfg.model,
-                             "setting": setting.label, "seed": setting.seed, **row})
-        full = pd.DataFrame(rows)
-        raw = pd.DataFrame(rows, columns=RAW_COLUMNS)  # written without the bootstrap arrays ("boot")
-        board = aggregate(full if "boot" in full.columns else raw)
-        result = ExperimentResult(raw, board, failures, trained, reused)
-        result.base_train_acc = [runs[b].manifest.train_acc for _, _, b in self.plan.settings if b in runs]
-        for (data_spec, seed), scores in scores_by_data.items():
-            data = self.prepared(data_spec)
-            name = f"{data_spec.corruption.label().replace('/', '_')}_seed{seed}"
-            result.scores[name] = pd.DataFrame({"index": np.arange(data.n), "label": data.labels,
-                                                "clean_label": data.y_clean, "positive": data.positives, **scores})
-        if staging is not None:
-            self._write(result, runs, staging, artifacts)
+            with timer("evaluate"):
+                for row in task.evaluate(ctx, scores_by_data[key]):
+                    rows.append({"task": task.name, "dataset": self.cfg.dataset, "model": self.cfg.model,
+                                 "setting": setting.label, "seed": setting.seed, **row})
+        with timer("evaluate"):
+            full = pd.DataFrame(rows)
+            raw = pd.DataFrame(rows, columns=RAW_COLUMNS)  # written without the bootstrap arrays ("boot")
+            board = aggregate(full if "boot" in full.columns else raw)
+        with timer("write"):
+            result = ExperimentResult(raw, board, failures, trained, reused)
+            result.base_train_acc = [runs[b].manifest.train_acc for _, _, b in self.plan.settings if b in runs]
+            for (data_spec, seed), scores in scores_by_data.items():
+                data = self.prepared(data_spec)
+                name = f"{data_spec.corruption.label().replace('/', '_')}_seed{seed}"
+                result.scores[name] = pd.DataFrame({"index": np.arange(data.n), "label": data.labels,
+                                                    "clean_label": data.y_clean, "positive": data.positives,
+                                                    **scores})
+            if staging is not None:
+                self._write(result, runs, staging, artifacts)
         return result
 
     def _score(self, base: RunSpec, data: PreparedData, runs, failures: list[str]) -> dict[str, np.ndarray]:
@@ -462,7 +537,8 @@ class Experiment:
             atomic_write(tmp / "leaderboard.csv", lambda p: result.leaderboard.to_csv(p, index=False))
             atomic_write_text(tmp / "leaderboard.md", markdown(result.leaderboard))
             result.outputs.update(artifacts)
-            atomic_write_text(tmp / "summary.json", json.dumps(self._summary(result, runs), indent=1, default=str))
+            summary = self._summary(result, runs)  # its write phase ends here (summary and record follow)
+            atomic_write_text(tmp / "summary.json", json.dumps(summary, indent=1, default=str))
             _write_record(tmp, self.identity)
             _publish(tmp, out, self.identity, self.cfg.overwrite)
         except OSError as e:
@@ -484,6 +560,7 @@ class Experiment:
             "failures": result.failures,
             "outputs": {"leaderboard": "leaderboard.csv", "raw": "raw.csv", "markdown": "leaderboard.md",
                         **result.outputs},
+            "phase_seconds": self.timer.rounded(),  # write: up to this summary (it and the publish take ms)
         }
 
 

@@ -115,31 +115,39 @@ def _cosine(a: np.ndarray, b: np.ndarray, w: np.ndarray) -> np.ndarray:
     return np.divide(w @ (a * b), norm, out=np.full(len(w), np.nan), where=norm > 0)
 
 
-class _Reference:
+class ReferenceSide:
     """The reference's side of every metric under one weight matrix: its moments, its mid-ranks
-    and the top-k weights, computed once and paired with each proxy."""
+    and the top-k weights, computed once and paired with each proxy (`metrics`). `top_k=False`
+    leaves out the top-k part (its metrics are then not computed); `metrics(proxy, which)` computes
+    only the metrics named in `which` (a subset of SIMILARITY), each exactly as when all are asked."""
 
-    def __init__(self, reference: np.ndarray, weights: np.ndarray, k: float) -> None:
+    def __init__(self, reference: np.ndarray, weights: np.ndarray, k: float | np.ndarray, top_k: bool = True) -> None:
         self.raw = reference
         centered = reference - reference.mean()  # correlations are shift-invariant; sums stay exact
-        top = top_k_weights(reference, weights, k)
-        used = (top > 0).any(axis=0)  # ~k of N columns: the top-k metrics only look at these
+        parts: list[tuple[str, slice | np.ndarray, np.ndarray]] = [("", slice(None), weights)]
+        if top_k:
+            top = top_k_weights(reference, weights, k)
+            used = (top > 0).any(axis=0)  # ~k of N columns: the top-k metrics only look at these
+            parts.append(("_topk", used, top[:, used]))
         self.parts = {}
-        for suffix, cols, w in (("", slice(None), weights), ("_topk", used, top[:, used])):
+        for suffix, cols, w in parts:
             sw = w.sum(axis=1)
             ranks = weighted_ranks(reference[cols], w)
             self.parts[suffix] = (cols, w, sw, _Side(centered[cols], w, sw), _Side(ranks, w, sw))
 
-    def metrics(self, proxy: np.ndarray) -> dict[str, np.ndarray]:
+    def metrics(self, proxy: np.ndarray, which: tuple[str, ...] = SIMILARITY) -> dict[str, np.ndarray]:
         out: dict[str, np.ndarray] = {}
         centered = proxy - proxy.mean()
         for suffix, (cols, w, sw, ref, ref_ranks) in self.parts.items():
             if not np.isfinite(proxy).all():  # a proxy bug: every metric NaN
-                out.update({f"{m}{suffix}": np.full(len(w), np.nan) for m in SIMILARITY})
+                out.update({f"{m}{suffix}": np.full(len(w), np.nan) for m in SIMILARITY if m in which})
                 continue
-            out[f"cosine{suffix}"] = _cosine(proxy[cols], self.raw[cols], w)
-            out[f"pearson{suffix}"] = _pearson(_Side(centered[cols], w, sw), ref, w, sw)
-            out[f"spearman{suffix}"] = _pearson(_Side(weighted_ranks(proxy[cols], w), w, sw), ref_ranks, w, sw)
+            if "cosine" in which:
+                out[f"cosine{suffix}"] = _cosine(proxy[cols], self.raw[cols], w)
+            if "pearson" in which:
+                out[f"pearson{suffix}"] = _pearson(_Side(centered[cols], w, sw), ref, w, sw)
+            if "spearman" in which:
+                out[f"spearman{suffix}"] = _pearson(_Side(weighted_ranks(proxy[cols], w), w, sw), ref_ranks, w, sw)
         return out
 
 
@@ -148,7 +156,7 @@ def weighted_similarity(
 ) -> dict[str, np.ndarray]:
     """All six metrics per row of weights (b, N); proxy and reference already without NaN
     reference entries. A non-finite proxy value (a proxy bug) makes every metric NaN."""
-    return _Reference(reference, np.atleast_2d(weights), k).metrics(proxy)
+    return ReferenceSide(reference, np.atleast_2d(weights), k).metrics(proxy)
 
 
 def _prepare(
@@ -196,7 +204,7 @@ def similarity_boot(
     _, ref, keep, k = next(iter(prepared.values()))
     parts: dict[str, dict[str, list[np.ndarray]]] = {name: {} for name in prepared}
     for w in resamples.chunks():
-        side = _Reference(ref, w[:, keep], k)
+        side = ReferenceSide(ref, w[:, keep], k)
         for name, (p, _, _, _) in prepared.items():
             for metric, v in side.metrics(p).items():
                 parts[name].setdefault(metric, []).append(v)

@@ -56,12 +56,13 @@ from baselines.privacy import (
     vulnerability,
 )
 from baselines.stability import EVAL_LAST, subset_masks
+from harness.bootstrap import Resamples
 from harness.errors import HarnessError
 from harness.io import atomic_write
 from harness.metrics import weighted_detection
 from harness.plots import plot_binned
 from harness.privacy_plots import best_other, plot_attack_roc
-from harness.similarity import top_k_weights, weighted_similarity
+from harness.similarity import ReferenceSide, top_k_weights
 from harness.tasks.base import EvalContext, Row, positive_int, register_task
 from harness.tasks.memorization import ReferenceTask
 
@@ -76,6 +77,24 @@ def stored_phi(run: Any, labels: np.ndarray) -> np.ndarray:
     return phi_from_probs(arrays["probs_last"], labels)
 
 
+class VulnerabilitySide:
+    """v's side of `proxy_metrics` under one weight matrix (b, N), computed once and paired with
+    every proxy: its moments and mid-ranks, and the flag weights of its `top` fraction."""
+
+    def __init__(self, v: np.ndarray, weights: np.ndarray, top: float) -> None:
+        k = np.maximum(1.0, np.round(top * weights.sum(1, keepdims=True)))
+        self.corr = ReferenceSide(v, weights, k, top_k=False)
+        flag = top_k_weights(v, weights, k)
+        self.positives = np.r_[np.ones(len(v), dtype=bool), np.zeros(len(v), dtype=bool)]
+        self.detect_weights = np.hstack([flag, weights - flag])
+
+    def metrics(self, score: np.ndarray) -> dict[str, np.ndarray]:
+        corr = self.corr.metrics(score, ("pearson", "spearman"))
+        detect = weighted_detection(self.positives, np.r_[score, score], self.detect_weights)
+        return {"pearson": corr["pearson"], "spearman": corr["spearman"],
+                "auroc": detect["auroc"], "auprc": detect["auprc"]}
+
+
 def proxy_metrics(v: np.ndarray, score: np.ndarray, weights: np.ndarray, top: float) -> dict[str, np.ndarray]:
     """Pearson, Spearman and flag AUROC/AUPRC of one proxy against v, per row of weights (b, N)
     (all ones: the point estimate; bootstrap counts: the replicates). The flag is the `top`
@@ -83,14 +102,30 @@ def proxy_metrics(v: np.ndarray, score: np.ndarray, weights: np.ndarray, top: fl
     sharing the last places; a sample's flag weight w_top and the rest w − w_top enter the
     detection metrics as a positive and a negative copy. The AUROC is then exactly its expected
     value under random tie-breaking: within a tied group every unordered pair contributes 1/2 in
-    expectation, which is what the copies' cross and self pairs add up to."""
-    k = np.maximum(1.0, np.round(top * weights.sum(1, keepdims=True)))
-    corr = weighted_similarity(score, v, weights, k)
-    top = top_k_weights(v, weights, k)
-    positives = np.r_[np.ones(len(v), dtype=bool), np.zeros(len(v), dtype=bool)]
-    detect = weighted_detection(positives, np.r_[score, score], np.hstack([top, weights - top]))
-    return {"pearson": corr["pearson"], "spearman": corr["spearman"],
-            "auroc": detect["auroc"], "auprc": detect["auprc"]}
+    expectation, which is what the copies' cross and self pairs add up to. For many proxies, build
+    one `VulnerabilitySide` per weight matrix and pair it with each (the same numbers)."""
+    return VulnerabilitySide(v, weights, top).metrics(score)
+
+
+def all_proxy_metrics(v: np.ndarray, scores: dict[str, np.ndarray], top: float,
+                      resamples: Resamples | None) -> tuple[dict[str, dict[str, np.ndarray]],
+                                                            dict[str, dict[str, np.ndarray]]]:
+    """Every proxy's `proxy_metrics` against v (finite entries only): the point estimates (1,)
+    and, with resamples, the (B,) replicates; v's side is computed once per weight matrix."""
+    keep = np.isfinite(v)
+    vk = v[keep]
+    side = VulnerabilitySide(vk, np.ones((1, int(keep.sum()))), top)
+    points = {proxy: side.metrics(s[keep]) for proxy, s in scores.items()}
+    reps: dict[str, dict[str, np.ndarray]] = {proxy: {} for proxy in scores}
+    if resamples is not None and scores:
+        parts: dict[str, dict[str, list[np.ndarray]]] = {proxy: {} for proxy in scores}
+        for w in resamples.chunks():
+            side = VulnerabilitySide(vk, w[:, keep], top)
+            for proxy, s in scores.items():
+                for metric, x in side.metrics(s[keep]).items():
+                    parts[proxy].setdefault(metric, []).append(np.asarray(x, dtype=np.float64))
+        reps = {proxy: {m: np.concatenate(x) for m, x in d.items()} for proxy, d in parts.items()}
+    return points, reps
 
 
 @register_task
@@ -137,13 +172,10 @@ class Privacy(ReferenceTask):
         rows: list[Row] = [{"proxy": "reference", "metric": m, "value": x} for m, x in attack.rows().items()]
         rows.append({"proxy": "reference", "metric": "mean_vulnerability", "value": float(np.nanmean(v))})
 
-        keep = np.isfinite(v)
-        resamples = ctx.resamples()
+        points, replicates = all_proxy_metrics(v, scores, p["top"], ctx.resamples())
         spearman: dict[str, float] = {}
-        for proxy, s in scores.items():
-            point = proxy_metrics(v[keep], s[keep], np.ones((1, int(keep.sum()))), p["top"])
-            reps = (resamples.apply(lambda w, s=s: proxy_metrics(v[keep], s[keep], w[:, keep], p["top"]))
-                    if resamples is not None else {})
+        for proxy in scores:
+            point, reps = points[proxy], replicates[proxy]
             for metric in METRICS:
                 row: Row = {"proxy": proxy, "metric": metric, "value": float(point[metric][0])}
                 if metric in reps:
