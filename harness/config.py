@@ -92,7 +92,8 @@ class ExperimentConfig:
         self._check_epochs_memory(n)
         self._check_bootstrap_memory(n, n_proxies)
         for model in sorted(set(models)):
-            check_model_input(model, tuple(dataset.x_train.shape[1:]), dataset.num_classes, self.dataset)
+            check_model_input(model, tuple(dataset.x_train.shape[1:]), dataset.num_classes, self.dataset,
+                              tokens=dataset.is_tokens)
 
     def _check_epochs_memory(self, n: int) -> None:
         """Recorders keep one float32 per sample and epoch ((epochs, N) buffers, several per run)."""
@@ -204,23 +205,27 @@ class ExperimentConfig:
                                f"{self.recipe.precision!r}; set both (harness.api.experiment_config does)")
 
 
-def check_model_input(model: str, input_shape: tuple[int, ...], num_classes: int, dataset: str) -> None:
+def check_model_input(model: str, input_shape: tuple[int, ...], num_classes: int, dataset: str,
+                      tokens: bool = False) -> None:
     """Refuse a model that cannot take the dataset's samples (e.g. small_cnn on (N, D) features,
-    which pooling shrinks below 1x1) before anything trains: a forward pass of two samples on the
-    meta device costs no memory and no time. A model the meta device cannot run is tried on the
-    CPU before it is refused, so only a real shape mismatch stops the experiment."""
+    which pooling shrinks below 1x1, or an image model on token ids) before anything trains: a
+    forward pass of two samples on the meta device costs no memory and no time. A model the meta
+    device cannot run is tried on the CPU before it is refused, so only a real mismatch stops the
+    experiment. `tokens`: the samples are int64 token ids (text), and the test input is too."""
     import torch
 
     from harness.models import build_model
 
     def forward(device: str) -> None:
         with torch.device(device), torch.no_grad():
-            build_model(model, input_shape, num_classes).eval()(torch.zeros(2, *input_shape))
+            x = torch.zeros(2, *input_shape, dtype=torch.int64 if tokens else torch.float32)
+            build_model(model, input_shape, num_classes).eval()(x)
 
     with torch.random.fork_rng(devices=[]):  # building initialises weights: leave the caller's RNG alone
         try:
-            forward("meta")
-            return
+            if not tokens:  # the meta device does not check dtypes: token ids go straight to the CPU
+                forward("meta")
+                return
         except HarnessError:
             raise
         except Exception:  # confirmed on the CPU below
@@ -231,7 +236,8 @@ def check_model_input(model: str, input_shape: tuple[int, ...], num_classes: int
             raise
         except Exception as e:  # any failure of a forward pass means the model cannot train here
             shape = "x".join(map(str, input_shape))
-            kind = " ((N, D) features are stored as D x 1 x 1)" if input_shape[1:] == (1, 1) else ""
+            kind = (" (token ids of text: pick a text model such as text_bow or text_cnn)" if tokens else
+                    " ((N, D) features are stored as D x 1 x 1)" if input_shape[1:] == (1, 1) else "")
             raise HarnessError(f"model {model} cannot take the {shape} samples of dataset {dataset}{kind}: "
                                f"{str(e).splitlines()[0] if str(e) else type(e).__name__}; pick a model that takes "
                                "this input (e.g. mlp)") from e

@@ -175,3 +175,12 @@ def test_cli_refuses_bad_dataset_in_one_line(saved, tmp_path, capsys):
                  "text_bow", "--out", str(tmp_path / "o"), "--store", str(tmp_path / "s"), "--no-progress"])
     err = capsys.readouterr().err
     assert code == 2 and "no text column 'nope'" in err
+
+
+@pytest.mark.parametrize("model", ["mlp", "small_cnn"])
+def test_an_image_model_on_text_is_refused_before_training(saved, tmp_path, capsys, model):
+    dataset = f"hf:{saved['text']},text=sentence,tokenizer={saved['tok']},max_length=16"
+    assert _run(dataset, model, tmp_path / "out", tmp_path / "store") == 2
+    err = capsys.readouterr().err
+    assert f"model {model} cannot take" in err and "text_bow or text_cnn" in err
+    assert not (tmp_path / "store").exists() or not list((tmp_path / "store").rglob("*.npz"))
