@@ -17,6 +17,7 @@ distinct score once (one sort), and per-group positive and negative weights give
 from __future__ import annotations
 
 import numpy as np
+from scipy import sparse
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from harness.bootstrap import Resamples
@@ -33,31 +34,75 @@ def _clean(scores: np.ndarray) -> np.ndarray:
 
 
 def _at_positive_groups(
-    positives: np.ndarray, scores: np.ndarray, weights: np.ndarray
+    positives: np.ndarray, scores: np.ndarray, weights: np.ndarray, integral: bool = False,
+    live: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Cumulative weights in descending score order, read only where they matter: at the tie groups
     that hold a positive (every statistic below sums over positives). Returns, per row of weights
     (b, N), the positive and total weight through each such group and through the group before
-    it, (b, G) each, and the total positive and total weight (b,). One sort, one gather, one cumsum."""
+    it, (b, G) each, and the total positive and total weight (b,). One sort, one gather, one cumsum.
+
+    `integral`: the caller promises whole-number weights (bootstrap counts). Their sums are exact
+    in any order, so only the sums between the places read are formed (one sparse product, no
+    cumulative sum over all N) -- the same numbers, bit for bit, in a third of the time.
+    `live`: the samples (columns) with a nonzero weight in some row; the others are left out of
+    the running sums, which adding their zeros would not change (non-negative weights)."""
     order = np.argsort(-scores, kind="stable")
     s = scores[order]
     ends = np.r_[np.flatnonzero(s[1:] != s[:-1]) + 1, len(s)]  # exclusive end of each tie group
     group_of = np.repeat(np.arange(len(ends)), np.diff(np.r_[0, ends]))
     pos_at = np.flatnonzero(positives[order])  # sorted positions of the positives
     groups = np.unique(group_of[pos_at])
-    w = weights.T[order]  # (N, b), contiguous rows when weights are column-major (Resamples)
+    through, before = ends[groups], np.r_[0, ends[:-1]][groups]
+    if integral:
+        return _at_places_integral(order, positives, through, before, weights)
+    if live is None:
+        kept, rows = None, order
+    else:  # a place whose weight is 0 in every row adds exactly nothing to a running sum: skipped
+        kept = np.flatnonzero(live[order])  # the places summed
+        rows = order[kept]
+        pos_at = kept[np.flatnonzero(positives[rows])]
+    w = weights.T[rows]  # (N, b), contiguous rows when weights are column-major (Resamples)
     total = np.zeros((w.shape[0] + 1, w.shape[1]))
     np.cumsum(w, axis=0, out=total[1:])  # row after row: vectorised across the b resamples
     pos = np.zeros((len(pos_at) + 1, w.shape[1]))
-    np.cumsum(w[pos_at], axis=0, out=pos[1:])
-    starts = np.r_[0, ends[:-1]][groups]
-    through, before = ends[groups], starts
+    np.cumsum(w[np.flatnonzero(positives[rows])], axis=0, out=pos[1:])
 
     def positives_through(end: np.ndarray) -> np.ndarray:
         return pos[np.searchsorted(pos_at, end)].T
 
-    return (positives_through(through), total[through].T, positives_through(before), total[before].T,
+    def total_through(end: np.ndarray) -> np.ndarray:
+        return (total[end] if kept is None else total[np.searchsorted(kept, end)]).T
+
+    return (positives_through(through), total_through(through), positives_through(before), total_through(before),
             pos[-1], total[-1])
+
+
+def _at_places_integral(
+    order: np.ndarray, positives: np.ndarray, through: np.ndarray, before: np.ndarray, weights: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """`_at_positive_groups` for whole-number weights: the positive and total weight of the samples
+    in the first `e` places of `order`, for e in `through` and in `before`, from the sums over
+    the stretches between consecutive places read (a sparse (2S, N) x (N, b) product) and a
+    cumulative sum over those S stretches. Exact, as every partial sum is a whole number < 2**53."""
+    n = len(order)
+    cuts = np.unique(np.r_[through, before, n])  # the places read, ascending
+    stretch = np.empty(n, dtype=np.intp)
+    stretch[order] = np.searchsorted(cuts, np.arange(n), side="right")  # stretch k: cuts[k-1] <= place < cuts[k]
+    rows = len(cuts) + 1
+    pos_idx = np.flatnonzero(positives)
+    select = sparse.csr_matrix(
+        (np.ones(n + len(pos_idx)), (np.r_[stretch, rows + stretch[pos_idx]], np.r_[np.arange(n), pos_idx])),
+        shape=(2 * rows, n),
+    )
+    sums = np.asarray(select @ weights.T)  # (2 * rows, b): total, then positive, weight per stretch
+    total = np.cumsum(sums[:rows], axis=0)  # total[k]: weight of the places before cuts[k]
+    pos = np.cumsum(sums[rows:], axis=0)
+
+    def at(cum: np.ndarray, places: np.ndarray) -> np.ndarray:
+        return cum[np.searchsorted(cuts, places)].T
+
+    return at(pos, through), at(total, through), at(pos, before), at(total, before), pos[-2], total[-2]
 
 
 def _expected_hits(pos: np.ndarray, group: np.ndarray, before: np.ndarray, k: np.ndarray) -> np.ndarray:
@@ -67,14 +112,21 @@ def _expected_hits(pos: np.ndarray, group: np.ndarray, before: np.ndarray, k: np
     return (pos * np.clip(fit, 0.0, 1.0)).sum(axis=1)
 
 
-def weighted_detection(positives: np.ndarray, scores: np.ndarray, weights: np.ndarray) -> dict[str, np.ndarray]:
-    """AUROC, AUPRC and precision at k (k = positive weight) for each row of weights (b, N)."""
+def weighted_detection(
+    positives: np.ndarray, scores: np.ndarray, weights: np.ndarray, integral: bool = False,
+    live: np.ndarray | None = None,
+) -> dict[str, np.ndarray]:
+    """AUROC, AUPRC and precision at k (k = positive weight) for each row of weights (b, N).
+    Two hints give the same numbers faster: `integral`, the weights are whole numbers (bootstrap
+    counts); `live`, the (N,) mask of samples with a nonzero weight in some row (when many are
+    zero everywhere, as the privacy task's flag copies)."""
     positives = np.asarray(positives, dtype=bool)
     weights = np.atleast_2d(weights)
     nan = np.full(weights.shape[0], np.nan)
     if not np.isfinite(np.asarray(scores, dtype=np.float64)).any() or not positives.any():
         return {m: nan.copy() for m in DETECTION}
-    tp, seen, tp_before, seen_before, n_pos, n_all = _at_positive_groups(positives, _clean(scores), weights)
+    tp, seen, tp_before, seen_before, n_pos, n_all = _at_positive_groups(positives, _clean(scores), weights,
+                                                                         integral, live)
     n_neg = n_all - n_pos
     ok = (n_pos > 0) & (n_neg > 0)
     pos, group = tp - tp_before, seen - seen_before  # each group's positive and total weight
@@ -116,4 +168,4 @@ def detection_metrics(positives: np.ndarray, scores: np.ndarray) -> dict[str, fl
 
 def detection_boot(positives: np.ndarray, scores: np.ndarray, resamples: Resamples) -> dict[str, np.ndarray]:
     """The detection metrics on each of the B resamples: {metric: (B,)}."""
-    return resamples.apply(lambda w: weighted_detection(positives, scores, w))
+    return resamples.apply(lambda w: weighted_detection(positives, scores, w, integral=True))

@@ -171,3 +171,53 @@ def test_reused_extreme_image_grid_draws_the_same_picture(tmp_path: Path, channe
         reused = plots.plot_extreme_images(images, labels, scores, classes, tmp_path / f"reused{i}.png", per_class=3)
         assert len(plots._GRIDS) == 1
         np.testing.assert_array_equal(_png(reused), _png(fresh))
+
+
+def _detection_cases(seed: int):
+    rng = np.random.default_rng(seed)
+    n = 300
+    for npos in (1, 3, 30, 150, 299):
+        positives = np.zeros(n, dtype=bool)
+        positives[rng.choice(n, npos, replace=False)] = True
+        for kind in ("ties", "continuous", "odd"):
+            if kind == "ties":
+                s = np.round(rng.random(n), 1)
+            elif kind == "continuous":
+                s = rng.standard_normal(n) + positives
+            else:  # NaN ranks lowest, infinities clipped: all in the cleaned order
+                s = rng.standard_normal(n)
+                s[rng.integers(0, n, 10)] = np.nan
+                s[rng.integers(0, n, 3)] = np.inf
+                s[rng.integers(0, n, 3)] = -np.inf
+            yield positives, s
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_detection_on_counts_equals_the_running_sum(seed: int) -> None:
+    counts = Resamples.draw(300, 64, "detect", seed)
+    for w in counts.chunks():
+        for positives, s in _detection_cases(seed):
+            fast = weighted_detection(positives, s, w, integral=True)
+            slow = weighted_detection(positives, s, w)
+            for m in slow:
+                np.testing.assert_array_equal(fast[m], slow[m])
+    ones = np.ones((1, 300))
+    for positives, s in _detection_cases(seed):
+        fast, slow = weighted_detection(positives, s, ones, integral=True), weighted_detection(positives, s, ones)
+        for m in slow:
+            np.testing.assert_array_equal(fast[m], slow[m])
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_detection_skipping_samples_without_weight_equals_the_running_sum(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    counts = Resamples.draw(300, 64, "live", seed).counts.astype(np.float64)
+    weights = counts * rng.random(300)  # fractional weights: the order of the sums matters
+    weights[:, rng.random(300) < 0.6] = 0.0  # most samples weigh nothing in any row
+    live = (weights != 0).any(axis=0)
+    for w in (weights, np.asfortranarray(weights)):
+        for positives, s in _detection_cases(seed):
+            fast = weighted_detection(positives, s, w, live=live)
+            slow = weighted_detection(positives, s, w)
+            for m in slow:
+                np.testing.assert_array_equal(fast[m], slow[m])

@@ -86,11 +86,13 @@ class VulnerabilitySide:
         self.corr = ReferenceSide(v, weights, k, top_k=False)
         flag = top_k_weights(v, weights, k)
         self.positives = np.r_[np.ones(len(v), dtype=bool), np.zeros(len(v), dtype=bool)]
-        self.detect_weights = np.hstack([flag, weights - flag])
+        # column-major: the detection gathers samples (columns) in each proxy's score order
+        self.detect_weights = np.asfortranarray(np.hstack([flag, weights - flag]))
+        self.live = (self.detect_weights != 0).any(axis=0)  # most flag copies weigh 0 in every row
 
     def metrics(self, score: np.ndarray) -> dict[str, np.ndarray]:
         corr = self.corr.metrics(score, ("pearson", "spearman"))
-        detect = weighted_detection(self.positives, np.r_[score, score], self.detect_weights)
+        detect = weighted_detection(self.positives, np.r_[score, score], self.detect_weights, live=self.live)
         return {"pearson": corr["pearson"], "spearman": corr["spearman"],
                 "auroc": detect["auroc"], "auprc": detect["auprc"]}
 
