@@ -115,7 +115,8 @@ def single_blas_thread() -> AbstractContextManager[object]:
     bootstrap weights), so a second thread gains little, while on a machine whose CPUs are busy a
     multi-threaded BLAS call waits for its parked threads: the bootstrap ran 2-3x slower with two
     threads than with one on two loaded cores. Results are the same bits either way (checked on
-    the default run's outputs), and now also the same on any machine."""
+    the default run's outputs and in tests/test_phases.py), and no longer depend on how many
+    cores the machine has."""
     try:
         from threadpoolctl import threadpool_limits
     except ImportError:  # scikit-learn's dependency; without it the default threads are kept
