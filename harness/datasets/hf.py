@@ -40,7 +40,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from harness.data import Dataset, LoadRequest, _check_subset, _npz_classes, _test_count, register_dataset
+from harness.datasets.base import Dataset, LoadRequest, _check_subset, _test_count, register_dataset
+from harness.datasets.npz import _npz_classes
 from harness.errors import HarnessError
 
 __all__ = ["HFOptions", "parse_hf_name"]

@@ -1,0 +1,48 @@
+"""Datasets: the `Dataset` type, the loader registry and the built-in loaders, one module each.
+
+    harness.datasets.base              Dataset, LoadRequest, the DATASETS registry, load_dataset, subset rules
+    harness.datasets.digits            digits (bundled, the default)
+    harness.datasets.torchvision_sets  cifar10, cifar100, mnist, fashion-mnist
+    harness.datasets.imagefolder       imagefolder:PATH (listing and link safety)
+    harness.datasets.imagefolder_cache   its per-machine decode cache
+    harness.datasets.npz               npz:PATH
+    harness.datasets.hf                hf:PATH (a Hugging Face dataset saved with save_to_disk)
+
+Adding a dataset is one module: a function `load(request) -> Dataset` decorated with
+`@register_dataset(NAME, DESCRIPTION)`, imported before the name is loaded (here, for a built-in;
+by your own code, or through the `memprox.datasets` entry-point group, for a plugin).
+`harness.data` is the former single module, kept as an alias of this package's public names.
+"""
+
+from __future__ import annotations
+
+from harness.datasets.base import (
+    DATASETS,
+    ENTRY_POINT_GROUP,
+    Dataset,
+    DatasetLoader,
+    LoadRequest,
+    dataset_names,
+    default_cache_dir,
+    default_data_root,
+    load_dataset,
+    register_dataset,
+)
+
+# The built-in loaders register themselves on import; this order is the order of `dataset_names()`.
+# isort: off
+from harness.datasets import digits, torchvision_sets, imagefolder, npz, hf  # noqa: F401
+# isort: on
+
+__all__ = [
+    "DATASETS",
+    "ENTRY_POINT_GROUP",
+    "Dataset",
+    "DatasetLoader",
+    "LoadRequest",
+    "dataset_names",
+    "default_cache_dir",
+    "default_data_root",
+    "load_dataset",
+    "register_dataset",
+]

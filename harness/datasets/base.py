@@ -1,0 +1,317 @@
+"""The `Dataset` type, the loader registry and the subset rules every loader shares.
+
+Datasets are held in memory as tensors in a canonical training order. Every proxy returns one score
+per training sample aligned with that order, and published reference scores (Feldman & Zhang,
+C-scores) are indexed by the *original* training order: so the order of `x_train` is part of the
+contract, the same on every machine, every run, with and without `--subset`.
+
+Images stay uint8 (N, C, H, W) so that even CIFAR-scale data fits on a GPU as one tensor;
+normalization happens later, batched, on the device. Features that are not images (`npz:` files of
+tabular or pre-processed data) are float32 (N, D, 1, 1): every feature is a "channel", so the same
+per-channel normalization standardizes each feature.
+
+Loaders live in one registry, `DATASETS`; a loader registered with `takes_path=True` is selected as
+`NAME:PATH` (`imagefolder:/data/cifar10`, `npz:/data/table.npz`). Each built-in loader is a module of
+this package that registers itself when `harness.datasets` is imported. Other packages add datasets
+through the `memprox.datasets` entry-point group, e.g.
+`[project.entry-points."memprox.datasets"] blobs = "my_pkg.blobs"`: the entry point names a module
+(or an object in it) whose import registers the dataset with `register_dataset`; it is imported the
+first time that name is loaded, in every process (worker processes included).
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from harness.errors import HarnessError
+from harness.registry import Registry
+
+__all__ = [
+    "DATASETS",
+    "Dataset",
+    "DatasetLoader",
+    "LoadRequest",
+    "dataset_names",
+    "default_cache_dir",
+    "default_data_root",
+    "load_dataset",
+    "register_dataset",
+]
+
+
+#: Test images kept when `subset` is set: enough for a stable accuracy, but bounded so that a
+#: small subset of a big folder does not decode the whole test split.
+_MIN_TEST_WITH_SUBSET = 1000
+
+
+@dataclass(frozen=True, eq=False)  # eq=False: field-wise == on tensors is ambiguous
+class Dataset:
+    """A labelled train/test split; `x_train[i]` is sample i in the canonical order."""
+
+    name: str
+    #: (N, C, H, W) uint8 images, (N, D, 1, 1) float32 features, or (N, L, 1, 1) int64 token ids
+    #: (text, `hf:` loader: tokenizer id + 1, 0 = padding; never normalised or augmented); canonical order
+    x_train: torch.Tensor
+    y_train: torch.Tensor  # (N,) int64
+    x_test: torch.Tensor  # (M, ...) like x_train (M may be 0: no test split)
+    y_test: torch.Tensor  # (M,) int64
+    classes: tuple[str, ...]
+    full_train_size: int  # training-set length before --subset
+    #: Content identity of a file-backed dataset (npz: SHA-256 of the file; imagefolder: its listing
+    #: and mtimes), "" for the built-in ones: the same name with other contents is another dataset.
+    fingerprint: str = ""
+
+    def __post_init__(self) -> None:
+        # Fail at construction, not deep inside a training loop, when a loader is wrong.
+        for split, x, y in (
+            ("train", self.x_train, self.y_train),
+            ("test", self.x_test, self.y_test),
+        ):
+            tokens = x.dtype == torch.int64 and x.dim() == 4 and tuple(x.shape[2:]) == (1, 1)
+            if (x.dtype not in (torch.uint8, torch.float32) and not tokens) or x.dim() != 4:
+                raise HarnessError(
+                    f"{self.name}: x_{split} must be uint8 images (N, C, H, W), float32 features "
+                    f"(N, D, 1, 1) or int64 token ids (N, L, 1, 1), got {x.dtype} {tuple(x.shape)}"
+                )
+            if y.dtype != torch.int64 or y.dim() != 1 or y.shape[0] != x.shape[0]:
+                raise HarnessError(
+                    f"{self.name}: y_{split} must be int64 of length {x.shape[0]}, got {y.dtype} {tuple(y.shape)}"
+                )
+        if self.x_test.shape[0] and self.x_test.dtype != self.x_train.dtype:
+            raise HarnessError(f"{self.name}: x_test is {self.x_test.dtype} but x_train is {self.x_train.dtype}")
+        if self.x_test.shape[0] and self.x_test.shape[1:] != self.x_train.shape[1:]:
+            raise HarnessError(
+                f"{self.name}: test images are {tuple(self.x_test.shape[1:])} but train images are "
+                f"{tuple(self.x_train.shape[1:])}"
+            )
+
+    def __repr__(self) -> str:
+        # The dataclass default would print every pixel.
+        return (
+            f"Dataset({self.name!r}, train={tuple(self.x_train.shape)}, "
+            f"test={tuple(self.x_test.shape)}, classes={self.num_classes}, "
+            f"full_train_size={self.full_train_size})"
+        )
+
+    @property
+    def is_image(self) -> bool:
+        """uint8 with 1 or 3 channels: something an image grid can show."""
+        return self.x_train.dtype == torch.uint8 and self.x_train.shape[1] in (1, 3)
+
+    @property
+    def is_tokens(self) -> bool:
+        """int64 token ids (N, L, 1, 1): text, fed to the model as is (no normalisation, no augmentation)."""
+        return self.x_train.dtype == torch.int64
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        c, h, w = self.x_train.shape[1:]
+        return (int(c), int(h), int(w))
+
+    @property
+    def n_train(self) -> int:
+        return int(self.x_train.shape[0])
+
+    def channel_stats(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        """Per-channel mean and (population) std of x_train / 255, for input normalization.
+
+        Accumulated in float64 chunks: a float copy of all of CIFAR would take ~600 MB.
+        Token ids are not normalised: mean 0, std 1 per position.
+        """
+        n, c = self.x_train.shape[:2]
+        if self.is_tokens:
+            return (0.0,) * int(c), (1.0,) * int(c)
+        total = torch.zeros(c, dtype=torch.float64)
+        total_sq = torch.zeros(c, dtype=torch.float64)
+        for start in range(0, n, 4096):
+            chunk = self.x_train[start : start + 4096].to(device="cpu", dtype=torch.float64) / 255.0
+            total += chunk.sum(dim=(0, 2, 3))
+            total_sq += chunk.square().sum(dim=(0, 2, 3))
+        count = max(1, n * self.x_train.shape[2] * self.x_train.shape[3])
+        mean = total / count
+        var = (total_sq / count - mean.square()).clamp_min(0.0)
+        return tuple(float(v) for v in mean), tuple(float(v) for v in var.sqrt())
+
+
+@dataclass(frozen=True)
+class LoadRequest:
+    """Everything a loader may use; `path` is the part after `NAME:` for loaders that take one."""
+
+    name: str  # as the user gave it, e.g. "npz:/data/table.npz"
+    path: str | None
+    data_root: Path | None
+    download: bool
+    subset: int | None
+    cache_dir: Path | None
+
+    @property
+    def cache(self) -> Path:
+        return self.cache_dir.expanduser() if self.cache_dir is not None else default_cache_dir()
+
+
+@dataclass(frozen=True)
+class DatasetLoader:
+    load: Callable[[LoadRequest], Dataset]
+    description: str
+    takes_path: bool = False
+
+
+ENTRY_POINT_GROUP = "memprox.datasets"
+DATASETS: Registry[DatasetLoader] = Registry("dataset")
+
+
+def register_dataset(name: str, description: str, *, takes_path: bool = False):
+    """Decorator: `load(request) -> Dataset` becomes `--dataset NAME` (or `NAME:PATH`)."""
+
+    def wrap(load: Callable[[LoadRequest], Dataset]) -> Callable[[LoadRequest], Dataset]:
+        DATASETS.register(name, DatasetLoader(load, description, takes_path))
+        return load
+
+    return wrap
+
+
+def dataset_names() -> list[str]:
+    """Every name --dataset accepts, `NAME:PATH` for loaders that take a path; installed plugins not
+    loaded yet are listed by their bare name (their module is imported only when used)."""
+    names = [f"{name}:PATH" if entry.takes_path else name for name, entry in DATASETS.items()]
+    return names + sorted(set(_entry_points()) - set(DATASETS))
+
+
+def _entry_points() -> dict[str, importlib.metadata.EntryPoint]:
+    """Installed dataset plugins by name; one named like a registered dataset is ignored with a warning."""
+    found = {}
+    for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        if ep.name in DATASETS and DATASETS[ep.name].load.__module__.startswith("harness."):
+            warnings.warn(f"dataset plugin {ep.name!r} ({ep.value}) is named like a built-in dataset; ignored",
+                          stacklevel=3)
+            continue
+        found[ep.name] = ep
+    return found
+
+
+def _load_plugin(kind: str) -> None:
+    """Import the plugin that provides dataset `kind`, if one is installed; it registers itself."""
+    ep = _entry_points().get(kind)
+    if ep is None:
+        return
+    try:
+        ep.load()
+    except Exception as e:  # a third-party import error is the plugin's, reported in one line
+        raise HarnessError(f"dataset plugin {kind!r} ({ep.value}) failed to load: {e}") from e
+    if kind not in DATASETS:
+        raise HarnessError(f"dataset plugin {kind!r} ({ep.value}) loaded but registered no dataset {kind!r}; "
+                           f"decorate its loader with @register_dataset({kind!r}, ...)")
+
+
+def default_cache_dir() -> Path:
+    """`$MEMPROX_CACHE`, else ~/.cache/memprox: one place to delete to reclaim disk."""
+    env = os.environ.get("MEMPROX_CACHE")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "memprox"
+
+
+def default_data_root() -> Path:
+    """Where torchvision datasets live when `--data-root` is not given."""
+    return default_cache_dir() / "data"
+
+
+def load_dataset(
+    name: str,
+    *,
+    data_root: str | Path | None = None,
+    download: bool = False,
+    subset: int | None = None,
+    cache_dir: str | Path | None = None,
+) -> Dataset:
+    """Load a dataset by name; `subset=N` keeps the first N training samples in canonical order."""
+    if subset is not None and (
+        isinstance(subset, bool) or not isinstance(subset, (int, np.integer)) or subset <= 0
+    ):
+        raise HarnessError(f"--subset must be a positive integer, got {subset!r}")
+    kind, sep, path = name.partition(":")
+    if kind not in DATASETS:
+        _load_plugin(kind)
+    if kind not in DATASETS:
+        raise HarnessError(f"unknown dataset {name!r}; valid names: {', '.join(dataset_names())}")
+    entry = DATASETS[kind]
+    if entry.takes_path and not path:
+        raise HarnessError(f"{kind} needs a path: use --dataset {kind}:/path/to/data")
+    if sep and not entry.takes_path:
+        raise HarnessError(f"dataset {kind!r} takes no path (got {name!r}); use --dataset {kind}")
+    request = LoadRequest(
+        name=name,
+        path=path or None,
+        data_root=Path(data_root).expanduser() if data_root is not None else None,
+        download=download,
+        subset=subset,
+        cache_dir=Path(cache_dir) if cache_dir is not None else None,
+    )
+    try:
+        return entry.load(request)
+    except OSError as exc:  # a path the OS refuses (too long, a loop of links, no permission, ...)
+        where = exc.filename if exc.filename is not None else path or name
+        raise HarnessError(f"dataset {name[:200]!r} cannot be read: {exc.strerror or exc} ({str(where)[:200]}); "
+                           "check the path and its permissions") from exc
+
+
+# --------------------------------------------------------------------------------------------
+# subset handling shared by all loaders
+
+
+def _check_subset(name: str, subset: int | None, available: int) -> int:
+    """Resolve `subset` to a count; asking for more than exists is a user error, not a clamp."""
+    if subset is None:
+        return available
+    if subset > available:
+        raise HarnessError(
+            f"--subset {subset} is larger than the {available} training samples of {name}; "
+            f"use --subset {available} or less"
+        )
+    return subset
+
+
+def _test_count(subset: int | None, available: int) -> int:
+    """Test samples to keep: all without a subset, else at most max(1000, subset)."""
+    if subset is None:
+        return available
+    return min(available, max(_MIN_TEST_WITH_SUBSET, subset))
+
+
+def _make(
+    name: str,
+    x_train: np.ndarray,
+    y_train: np.ndarray,
+    x_test: np.ndarray,
+    y_test: np.ndarray,
+    classes: Sequence[str],
+    subset: int | None,
+    fingerprint: str = "",
+) -> Dataset:
+    """Apply `subset` (first N in canonical order) and wrap the arrays as tensors.
+
+    uint8 stays uint8 (images); anything else becomes float32 (features)."""
+    full = len(y_train)
+    n = _check_subset(name, subset, full)
+    m = _test_count(subset, len(y_test))
+    dtype = np.uint8 if x_train.dtype == np.uint8 else np.float32
+    return Dataset(
+        name=name,
+        x_train=torch.from_numpy(np.ascontiguousarray(x_train[:n], dtype=dtype)),
+        y_train=torch.from_numpy(np.ascontiguousarray(y_train[:n], dtype=np.int64)),
+        x_test=torch.from_numpy(np.ascontiguousarray(x_test[:m], dtype=dtype)),
+        y_test=torch.from_numpy(np.ascontiguousarray(y_test[:m], dtype=np.int64)),
+        classes=tuple(str(c) for c in classes),
+        full_train_size=full,
+        fingerprint=fingerprint,
+    )

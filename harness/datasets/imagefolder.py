@@ -1,0 +1,250 @@
+"""`imagefolder:PATH`: a folder of class subfolders (optionally `train/` and `test/`).
+
+Listing puts the images in a canonical order (integer stems are original indices) and follows
+symbolic links only where no image can count twice; decoding goes through the per-machine decode
+cache (`harness.datasets.imagefolder_cache`). The fingerprint (`_identity_key`) has a frozen
+definition: it is part of every stored run's address.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from harness.datasets.base import Dataset, LoadRequest, _check_subset, _test_count, register_dataset
+from harness.datasets.imagefolder_cache import _cached_decode, _Split
+from harness.errors import HarnessError
+
+_IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
+
+
+@register_dataset("imagefolder", "a folder of class subfolders (optionally train/ and test/)", takes_path=True)
+def _load_imagefolder_request(request: LoadRequest) -> Dataset:
+    assert request.path is not None  # load_dataset checked it
+    return _load_imagefolder(request.name, Path(request.path).expanduser(), request.subset, request.cache)
+
+
+def _load_imagefolder(name: str, path: Path, subset: int | None, cache_dir: Path) -> Dataset:
+    path = path.resolve()
+    if not path.is_dir():
+        raise HarnessError(
+            f"{name}: folder {path} does not exist; pass imagefolder:PATH with an existing folder"
+        )
+    train_dir, test_dir = path, None
+    if (path / "train").is_dir():
+        train_dir = path / "train"
+        test_dir = path / "test" if (path / "test").is_dir() else None
+    classes = _class_names(train_dir)
+    if not classes:
+        raise HarnessError(
+            f"{name}: {train_dir} has no class subfolders; expected {train_dir}/<class>/<image>"
+        )
+    class_to_idx = {c: i for i, c in enumerate(classes)}
+
+    seen: dict[str, Path] = {}  # resolved image -> where it was listed: no image counts twice
+    train = _list_split(train_dir, class_to_idx, path, seen)
+    if not train.files:
+        raise HarnessError(
+            f"{name}: no images ({', '.join(_IMG_EXTENSIONS)}) under {train_dir}; "
+            f"expected {train_dir}/<class>/<image>"
+        )
+    n = _check_subset(name, subset, len(train.files))
+    x_train = _cached_decode(train, "train", n, cache_dir)
+    identity = [_identity_key(train, "train")]
+
+    if test_dir is not None:
+        test = _list_split(test_dir, class_to_idx, path, seen)
+        identity.append(_identity_key(test, "test"))
+        m = _test_count(subset, len(test.files))
+        x_test = _cached_decode(test, "test", m, cache_dir) if m else _empty_like(x_train)
+        y_test = test.labels[:m]
+    else:
+        x_test, y_test = _empty_like(x_train), np.zeros(0, dtype=np.int64)
+
+    x_train, x_test = _match_channels(x_train, x_test)
+    if len(x_test) and x_test.shape[1:] != x_train.shape[1:]:
+        raise HarnessError(
+            f"{name}: test images ({test_dir}) are {x_test.shape[2]}x{x_test.shape[3]} but training "
+            f"images are {x_train.shape[2]}x{x_train.shape[3]}; resize them to one size"
+        )
+    return Dataset(
+        name=name,
+        x_train=torch.from_numpy(x_train),
+        y_train=torch.from_numpy(np.ascontiguousarray(train.labels[:n], dtype=np.int64)),
+        x_test=torch.from_numpy(x_test),
+        y_test=torch.from_numpy(np.ascontiguousarray(y_test, dtype=np.int64)),
+        classes=tuple(classes),
+        full_train_size=len(train.files),
+        fingerprint=hashlib.sha256("\n".join(identity).encode()).hexdigest()[:16],
+    )
+
+
+def _class_names(root: Path) -> list[str]:
+    """Sorted subfolder names, as torchvision's ImageFolder, so label ids agree with it."""
+    try:
+        return sorted(e.name for e in os.scandir(root) if e.is_dir() and not e.name.startswith("."))
+    except OSError as exc:
+        raise HarnessError(f"cannot list folder {root}: {exc}; check that it exists and is readable") from exc
+
+
+def _list_split(root: Path, class_to_idx: dict[str, int], tree: Path, seen: dict[str, Path]) -> _Split:
+    """List a split's images and put them in canonical order.
+
+    Integer stems are the samples' original indices (`00042.jpg` is sample 42), so that order is
+    used when every stem is an integer and no two collide; otherwise ImageFolder's (class, path)
+    order, which is deterministic but carries no meaning beyond that.
+
+    Symbolic links: every sample must be counted once, so a folder link that leads back into
+    `tree` (the dataset folder), to an ancestor, or to a folder already listed is not followed
+    (a `loop -> .` once turned 20 images into 420 samples), and a file reached twice (through a
+    link, in this split or in `seen`, resolved image -> listed path, shared by both splits) is
+    refused: a duplicate sample, or a test image that is also a training image. Links to files
+    and folders elsewhere are followed: datasets assembled from links are common.
+    """
+    tree = tree.resolve()
+    entries: list[tuple[str, str, Path, int]] = []  # (class, relative path, path, label)
+    newest = 0
+    unknown = sorted(set(_class_names(root)) - set(class_to_idx))
+    if unknown:
+        raise HarnessError(
+            f"{root} has class folders {unknown} that the training split lacks; "
+            f"the test split may only use the training classes {sorted(class_to_idx)}"
+        )
+    for cls in sorted(class_to_idx):
+        cls_dir = root / cls
+        if not cls_dir.is_dir():
+            continue
+        for file, real in _image_files(cls_dir, tree):
+            if real in seen:
+                raise HarnessError(
+                    f"image {real} is reached twice, as {seen[real]} and as {file} (through a symbolic "
+                    f"link); every sample must occur once: remove one of the links, or copy the file if "
+                    f"the duplicate is intended"
+                )
+            seen[real] = file
+            try:
+                newest = max(newest, file.stat().st_mtime_ns)
+            except OSError as exc:
+                raise HarnessError(f"cannot read image {file}: {exc}; remove the file or fix it") from exc
+            entries.append((cls, file.relative_to(cls_dir).as_posix(), file, class_to_idx[cls]))
+    entries.sort(key=lambda e: (e[0], e[1]))
+    stems = [e[2].stem for e in entries]
+    if (
+        entries
+        and all(re.fullmatch(r"\d+", s) for s in stems)
+        and len({int(s) for s in stems}) == len(stems)
+    ):
+        order = sorted(range(len(entries)), key=lambda i: int(stems[i]))
+        entries = [entries[i] for i in order]
+    return _Split(
+        root=root,
+        files=tuple(e[2] for e in entries),
+        labels=np.array([e[3] for e in entries], dtype=np.int64),
+        newest_mtime_ns=newest,
+    )
+
+
+def _image_files(top: Path, tree: Path) -> list[tuple[Path, str]]:
+    """Image files under `top` (not hidden, by extension) with their resolved paths, following
+    only safe folder links.
+
+    A subfolder is skipped, with a warning, when it is a link that resolves inside `tree` or to
+    an ancestor of the folder holding it, or when it resolves to a folder already listed:
+    following it would count images twice or never end. `top` itself is always listed (a class
+    folder linked to another class folder is caught file by file, as images reached twice).
+    An image-named entry that is not a readable file (a link to a missing file) is an error.
+    """
+    files: list[tuple[Path, str]] = []
+    listed: set[str] = set()
+    stack: list[tuple[Path, str | None]] = [(top, None)]  # (folder, resolved parent; None for top)
+    while stack:
+        folder, parent = stack.pop()
+        here = os.path.realpath(folder)
+        reason = _skip_reason(folder, here, parent, tree, listed) if parent is not None else None
+        if reason:
+            warnings.warn(
+                f"not following folder link {folder} -> {here}: it {reason}, so its images would count "
+                f"twice; remove the link to silence this",
+                stacklevel=6,  # the caller of load_dataset
+            )
+            continue
+        listed.add(here)
+        try:
+            listing = sorted(os.scandir(folder), key=lambda e: e.name)
+        except OSError as exc:
+            raise HarnessError(f"cannot list folder {folder}: {exc}; check that it is readable") from exc
+        subfolders = []
+        for entry in listing:
+            path = Path(entry.path)
+            if entry.is_dir():  # follows links; which ones to enter is decided when popped
+                subfolders.append((path, here))
+            elif not entry.name.startswith(".") and entry.name.lower().endswith(_IMG_EXTENSIONS):
+                if not entry.is_file():
+                    raise HarnessError(
+                        f"image {path} is not a readable file (a link to a missing file?); remove it or "
+                        f"fix its target"
+                    )
+                # one realpath per folder, not per file: only a linked file needs its own
+                files.append((path, os.path.realpath(path) if entry.is_symlink() else os.path.join(here, entry.name)))
+        stack.extend(reversed(subfolders))
+    return files
+
+
+def _skip_reason(folder: Path, here: str, parent: str, tree: Path, listed: set[str]) -> str | None:
+    """Why subfolder `folder` (resolved: `here`, inside resolved `parent`) must not be listed."""
+    link = folder.is_symlink()
+    if link and _inside(parent, here):
+        return "points to a folder that contains it (a loop)"
+    if link and _inside(here, str(tree)):
+        return "points back into the dataset folder"
+    if here in listed:
+        return "resolves to a folder already listed"
+    return None
+
+
+def _inside(path: str, folder: str) -> bool:
+    """`path` is `folder` or lies below it (both resolved)."""
+    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
+
+
+def _identity_key(split: _Split, split_name: str) -> str:
+    """A split's part of the dataset fingerprint: its path, files and their mtimes. Frozen: the
+    fields and their values are those of the first cache layout, so fingerprints, and with them
+    every stored run's address, stay the same when the cache changes."""
+    listing = hashlib.sha256("\n".join(str(f) for f in split.files).encode()).hexdigest()
+    key = {
+        "version": 1,
+        "root": str(split.root),
+        "split": split_name,
+        "decoded": len(split.files),
+        "count": len(split.files),
+        "newest_mtime_ns": split.newest_mtime_ns,
+        "listing": listing,
+    }
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:32]
+
+
+
+
+def _match_channels(x_train: np.ndarray, x_test: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """If one split decoded as gray and the other as RGB, widen the gray one to RGB."""
+    if not len(x_test):
+        return x_train, _empty_like(x_train)
+    if x_train.shape[1] != x_test.shape[1]:
+        return _widen(x_train), _widen(x_test)
+    return x_train, x_test
+
+
+def _widen(x: np.ndarray) -> np.ndarray:
+    return np.repeat(x, 3, axis=1) if x.shape[1] == 1 else x
+
+
+def _empty_like(x: np.ndarray) -> np.ndarray:
+    return np.zeros((0, *x.shape[1:]), dtype=np.uint8)

@@ -1,0 +1,158 @@
+"""The decode cache of `imagefolder:` datasets: one memory-mapped `.npy` per split and machine.
+
+Decoding 50,000 JPEGs takes ~100 s and every process of an experiment loads the dataset, so a
+split is decoded once, stored under `<cache>/datasets/<key>-<count>.npy` and memory-mapped by every
+process after that; a file holding more images than asked for serves a prefix (`--subset`). The
+cache key (`_split_key`) is the cache's own: the dataset fingerprint (`imagefolder._identity_key`)
+does not depend on it, so a new cache layout keeps every stored run's address.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from harness.errors import HarnessError
+from harness.io import atomic_write, exclusive
+
+#: Bumped whenever the cached array layout changes, so stale caches are never read.
+_CACHE_VERSION = 2  # 2: one memory-mapped .npy per split, any prefix served from it
+
+
+@dataclass(frozen=True, eq=False)
+class _Split:
+    """The listing of one split: files in canonical order plus what the cache key needs."""
+
+    root: Path
+    files: tuple[Path, ...]
+    labels: np.ndarray
+    newest_mtime_ns: int
+
+
+def _split_key(split: _Split, split_name: str) -> str:
+    listing = hashlib.sha256("\n".join(str(f) for f in split.files).encode()).hexdigest()
+    key = {
+        "version": _CACHE_VERSION,
+        "root": str(split.root),
+        "split": split_name,
+        "count": len(split.files),
+        "newest_mtime_ns": split.newest_mtime_ns,
+        "listing": listing,
+    }
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:32]
+
+
+def _cached_decode(split: _Split, split_name: str, count: int, cache_dir: Path) -> np.ndarray:
+    """The first `count` images of a split as one (N, C, H, W) uint8 array, decoded once per machine.
+
+    Decoding 50,000 JPEGs takes ~100 s, and every process of an experiment (each pool worker, each
+    Ray worker on this machine) loads the dataset: so the decoded array is stored once as a `.npy`
+    beside the run store and memory-mapped, and all processes share its pages (copy-on-write: a
+    write to the array stays in the writing process). A cache holding more images than asked for
+    serves a prefix, so a `--subset` run reuses the full decode; a lock lets one process decode
+    while the others wait for its file instead of decoding too."""
+    folder = cache_dir / "datasets"
+    key = _split_key(split, split_name)
+    cached = _read_cache(folder, key, count)
+    if cached is not None:
+        return cached
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        lock = exclusive(folder / f"{key}.lock")
+        lock.__enter__()
+    except OSError:  # a cache folder we cannot write: decode in this process, every time
+        return _decode_images(split.files[:count])
+    try:
+        cached = _read_cache(folder, key, count)  # decoded by another process while we waited
+        if cached is not None:
+            return cached
+        x = _decode_images(split.files[:count])
+        if _write_cache(folder / f"{key}-{count}.npy", x):
+            for smaller in _cache_files(folder, key):  # a prefix of the new file: ours to remove
+                if smaller[0] < count:
+                    smaller[1].unlink(missing_ok=True)
+            return _read_cache(folder, key, count) if len(x) else x
+        return x
+    finally:
+        lock.__exit__(None, None, None)
+
+
+def _cache_files(folder: Path, key: str) -> list[tuple[int, Path]]:
+    """(images held, file) of every cache file of a split, largest first."""
+    found = []
+    for file in folder.glob(f"{key}-*.npy"):
+        held = file.name[len(key) + 1 : -len(".npy")]
+        if held.isdigit():
+            found.append((int(held), file))
+    return sorted(found, reverse=True)
+
+
+def _read_cache(folder: Path, key: str, count: int) -> np.ndarray | None:
+    """The first `count` images from the largest cache file of the split, memory-mapped; a missing,
+    unreadable or mismatched file is a miss, never an error."""
+    for held, file in _cache_files(folder, key):
+        if held < count:
+            return None
+        try:
+            x = np.load(file, mmap_mode="c", allow_pickle=False)
+        except (OSError, ValueError):
+            continue
+        if x.dtype == np.uint8 and x.ndim == 4 and len(x) == held:
+            return x[:count]
+    return None
+
+
+def _write_cache(file: Path, x: np.ndarray) -> bool:
+    """Write atomically so concurrent runs never read half a file; failing to cache is not fatal."""
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as f:  # a file object: np.save would append ".npy" to a bare path
+            np.save(f, x, allow_pickle=False)
+
+    try:
+        atomic_write(file, write)
+        return True
+    except OSError as exc:
+        warnings.warn(
+            f"could not write dataset cache {file}: {exc}; images will be decoded again next run",
+            stacklevel=3,
+        )
+        return False
+
+
+def _decode_images(files: Sequence[Path]) -> np.ndarray:
+    """Decode images to one (N, C, H, W) uint8 array; 1 channel if every image is grayscale."""
+    from PIL import Image, UnidentifiedImageError
+
+    arrays: list[np.ndarray] = []
+    size: tuple[int, int] | None = None
+    for file in files:
+        try:
+            with Image.open(file) as img:
+                img = img.convert("L") if img.mode == "L" else img.convert("RGB")
+                arr = np.asarray(img, dtype=np.uint8)
+        except (OSError, UnidentifiedImageError) as exc:
+            raise HarnessError(
+                f"cannot decode image {file}: {exc}; remove or replace the file"
+            ) from exc
+        if size is None:
+            size = arr.shape[:2]
+        elif arr.shape[:2] != size:
+            raise HarnessError(
+                f"image {file} is {arr.shape[1]}x{arr.shape[0]} but {files[0]} is {size[1]}x{size[0]}; "
+                f"all images of an imagefolder dataset must have one size"
+            )
+        arrays.append(arr)
+    if not arrays:
+        return np.zeros((0, 3, 0, 0), dtype=np.uint8)
+    if all(a.ndim == 2 for a in arrays):
+        return np.stack(arrays)[:, None, :, :]
+    # Mixed modes: replicate gray to RGB, which is exactly what PIL's convert("RGB") does for "L".
+    rgb = [np.repeat(a[:, :, None], 3, axis=2) if a.ndim == 2 else a for a in arrays]
+    return np.ascontiguousarray(np.stack(rgb).transpose(0, 3, 1, 2))

@@ -1,0 +1,200 @@
+"""`npz:PATH`: any array data set saved with `numpy.savez` (x, y; optional x_test, y_test, classes).
+
+The file is read without unpickling, after checking every member's header; its SHA-256 is the
+dataset's fingerprint. The label rules (`_npz_labels`, `_npz_classes`) are shared with `hf:`.
+"""
+
+from __future__ import annotations
+
+import math
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from harness.datasets.base import Dataset, LoadRequest, _make, register_dataset
+from harness.errors import HarnessError
+from harness.io import file_sha256
+
+# --------------------------------------------------------------------------------------------
+# npz: any array data set
+
+
+@register_dataset(
+    "npz",
+    "a .npz with x (N, ...) and y (N,) class ids 0..C-1; optional x_test/y_test and classes (names)",
+    takes_path=True,
+)
+def _load_npz(request: LoadRequest) -> Dataset:
+    """Arrays in their stored order are the canonical order (sample i is x[i]).
+
+    x may be (N, D) features (become float32 (N, D, 1, 1)), (N, H, W) gray images or (N, C, H, W)
+    images; uint8 stays uint8 (images), any other real dtype becomes float32 and must be finite.
+    Without a `classes` array the classes are 0..max(y), and every one of them must occur in y.
+    No decode cache: reading the arrays is as fast as reading a cache would be. The file's SHA-256
+    is the dataset's fingerprint, so an edited file is a different dataset.
+    """
+    assert request.path is not None  # load_dataset checked it
+    name = request.name
+    path = Path(request.path).expanduser().resolve()
+    if not path.is_file():
+        raise HarnessError(f"{name}: file {path} does not exist; pass npz:PATH with an existing .npz file")
+    arrays = _read_npz(name, path)
+    missing = [k for k in ("x", "y") if k not in arrays]
+    if missing:
+        raise HarnessError(
+            f"{name}: {path} lacks array(s) {missing} (it has {sorted(arrays) or 'none'}); "
+            f"save it with numpy.savez(path, x=features, y=labels)"
+        )
+    if ("x_test" in arrays) != ("y_test" in arrays):
+        raise HarnessError(f"{name}: {path} has only one of x_test and y_test; save both or neither")
+    x = _npz_features(name, "x", arrays["x"])
+    y = _npz_labels(name, "y", arrays["y"], len(x))
+    has_test = "x_test" in arrays
+    x_test = _npz_features(name, "x_test", arrays["x_test"], allow_empty=True) if has_test else x[:0]
+    y_test = _npz_labels(name, "y_test", arrays["y_test"], len(x_test)) if has_test else y[:0]
+    if x_test.shape[1:] != x.shape[1:] and len(x_test):
+        raise HarnessError(
+            f"{name}: x_test samples are {x_test.shape[1:]} but x samples are {x.shape[1:]}; save them with one shape"
+        )
+    if x.dtype != x_test.dtype:  # uint8 images in one split, real values in the other: compare as floats
+        x, x_test = x.astype(np.float32), x_test.astype(np.float32)
+    classes = _npz_classes(name, arrays.get("classes"), y, y_test)
+    return _make(name, x, y, x_test, y_test, classes, request.subset, fingerprint=file_sha256(path)[:16])
+
+
+def _read_npz(name: str, path: Path) -> dict[str, np.ndarray]:
+    """The archive's arrays, read without unpickling, after checking each member's header: a zip of
+    other files, an object array or a header that promises more data than the member holds is a
+    clear error before anything is allocated."""
+    save_hint = "save it with numpy.savez(path, x=features, y=labels)"
+    with open(path, "rb") as f:
+        magic = f.read(6)
+    if magic == b"\x93NUMPY":
+        raise HarnessError(f"{name}: {path} holds a single array, not an .npz archive; {save_hint}")
+    if not magic.startswith(b"PK"):  # np.load would try to unpickle anything else
+        raise HarnessError(f"{name}: cannot read {path} as a .npz file (not a zip archive); {save_hint}")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            for info in archive.infolist():
+                _check_npz_member(name, path, archive, info, save_hint)
+        with np.load(path, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+    except HarnessError:
+        raise
+    except (OSError, EOFError, ValueError, zipfile.BadZipFile) as exc:
+        raise HarnessError(f"{name}: cannot read {path} as a .npz file ({exc}); {save_hint}") from exc
+
+
+def _check_npz_member(name: str, path: Path, archive: zipfile.ZipFile, info: zipfile.ZipInfo,
+                      save_hint: str) -> None:
+    """One member must be a .npy array of a plain dtype whose data fits in the member."""
+    member = info.filename
+    if info.is_dir():
+        return
+    if not member.endswith(".npy"):
+        raise HarnessError(f"{name}: {path} is a zip archive, but its member {member!r} is not a numpy array "
+                           f"(.npy); {save_hint}")
+    with archive.open(info) as f:
+        try:
+            version = np.lib.format.read_magic(f)
+            if version == (1, 0):
+                shape, _, dtype = np.lib.format.read_array_header_1_0(f)
+            elif version == (2, 0):
+                shape, _, dtype = np.lib.format.read_array_header_2_0(f)
+            else:  # rarer header versions: np.load still checks the data's length
+                return
+        except ValueError as exc:
+            raise HarnessError(f"{name}: member {member!r} of {path} is not a numpy array ({exc}); "
+                               f"{save_hint}") from exc
+        header = f.tell()
+    if dtype.hasobject:  # object arrays need pickle, which a data file must not run
+        raise HarnessError(f"{name}: {path} holds an object array ({member!r}); save numeric arrays only")
+    needed = math.prod(shape) * dtype.itemsize
+    if needed > info.file_size - header:
+        raise HarnessError(f"{name}: member {member!r} of {path} declares shape {shape} ({needed:,} bytes) but "
+                           f"holds {info.file_size - header:,} bytes: the file is damaged; save it again")
+
+
+def _npz_features(name: str, key: str, x: np.ndarray, allow_empty: bool = False) -> np.ndarray:
+    """Bring x to (N, C, H, W): uint8 stays as is, other real dtypes become finite float32."""
+    if x.ndim < 2 or x.ndim > 4:
+        raise HarnessError(
+            f"{name}: {key} has shape {x.shape}; expected (N, D) features, (N, H, W) or (N, C, H, W) images"
+        )
+    if (len(x) == 0 and not allow_empty) or (len(x) and x.size == 0):
+        raise HarnessError(f"{name}: {key} is empty (shape {x.shape}); it needs at least one sample and one feature")
+    if x.dtype != np.uint8:
+        if not (np.issubdtype(x.dtype, np.number) or x.dtype == np.bool_) or np.iscomplexobj(x):
+            raise HarnessError(f"{name}: {key} has dtype {x.dtype}; save real numbers (float32, or uint8 images)")
+        x = x.astype(np.float32)
+        finite = np.isfinite(x.reshape(len(x), -1)).all(axis=1)
+        if not finite.all():
+            bad = np.flatnonzero(~finite)
+            raise HarnessError(
+                f"{name}: {key} has NaN or inf in {len(bad)} sample(s) (first: {bad[:5].tolist()}); "
+                f"drop or impute them before saving"
+            )
+    if x.ndim == 4 and x.shape[3] in (1, 3) and x.shape[1] not in (1, 3):
+        raise HarnessError(
+            f"{name}: {key} has shape {x.shape}, which looks channels-last (N, H, W, C); "
+            f"save x.transpose(0, 3, 1, 2) (channels first)"
+        )
+    if x.ndim == 2:
+        return x[:, :, None, None]
+    if x.ndim == 3:
+        return x[:, None, :, :]
+    return x
+
+
+def _npz_labels(name: str, key: str, y: np.ndarray, n: int) -> np.ndarray:
+    if y.ndim != 1 or len(y) != n:
+        raise HarnessError(f"{name}: {key} has shape {y.shape} but must be ({n},), one class id per sample")
+    if not np.issubdtype(y.dtype, np.integer):
+        raise HarnessError(
+            f"{name}: {key} has dtype {y.dtype} but must hold integer class ids 0..C-1; save "
+            f"{key}.astype(np.int64), or np.unique({key}, return_inverse=True)[1] for arbitrary labels"
+        )
+    if len(y) and y.dtype.kind == "u" and int(y.max()) > np.iinfo(np.int64).max:
+        raise HarnessError(f"{name}: {key} has class id {int(y.max())}; class ids must be 0..C-1")
+    y = y.astype(np.int64)
+    if len(y) and y.min() < 0:
+        raise HarnessError(f"{name}: {key} has negative class id {int(y.min())}; class ids must be 0..C-1")
+    return y
+
+
+def _npz_classes(name: str, classes: np.ndarray | None, y: np.ndarray, y_test: np.ndarray) -> list[str]:
+    """Class names from `classes`, else 0..max(y); every id must be a class, every class must train."""
+    if classes is not None:
+        if classes.ndim != 1 or len(classes) < 2:
+            raise HarnessError(f"{name}: classes must be a 1-D array of at least 2 names, got shape {classes.shape}")
+        names = [c.decode() if isinstance(c, bytes) else str(c) for c in classes.tolist()]
+        if len(set(names)) != len(names):
+            raise HarnessError(f"{name}: classes has duplicate names; give every class a distinct name")
+        top = max(int(y.max()), int(y_test.max()) if len(y_test) else 0)
+        if top >= len(names):
+            raise HarnessError(
+                f"{name}: class id {top} is out of range for {len(names)} classes; ids must be 0..{len(names) - 1}"
+            )
+        return names
+    num = int(y.max()) + 1
+    if num > len(y):  # checked before anything of size num is allocated (a huge id once asked for 8 TiB)
+        raise HarnessError(
+            f"{name}: y has class id {num - 1} but only {len(y)} samples, so not every class 0..{num - 1} can "
+            f"occur; class ids must be 0..C-1: remap with np.unique(y, return_inverse=True)[1], or save a "
+            f"classes array naming all classes"
+        )
+    if len(y_test) and int(y_test.max()) >= num:
+        raise HarnessError(
+            f"{name}: y_test has class id {int(y_test.max())} but y only has ids up to {num - 1}; "
+            f"every test class must occur in training (or save a classes array naming all of them)"
+        )
+    absent = np.setdiff1d(np.arange(num), y)
+    if len(absent):
+        raise HarnessError(
+            f"{name}: y must use class ids 0..C-1 with every class present, but {absent[:10].tolist()} never occur; "
+            f"remap with np.unique(y, return_inverse=True)[1], or save a classes array naming all classes"
+        )
+    if num < 2:
+        raise HarnessError(f"{name}: y has a single class; a classifier needs at least 2")
+    return [str(c) for c in range(num)]

@@ -1,0 +1,85 @@
+"""torchvision's CIFAR-10/100, MNIST and Fashion-MNIST (`--data-root`, `--download`).
+
+Named `torchvision_sets` so that it does not shadow the `torchvision` package; torchvision itself
+is imported only when one of these datasets is loaded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from harness.datasets.base import Dataset, LoadRequest, _make, default_data_root, register_dataset
+from harness.errors import HarnessError
+
+_TORCHVISION = {
+    "cifar10": "CIFAR10",
+    "cifar100": "CIFAR100",
+    "mnist": "MNIST",
+    "fashion-mnist": "FashionMNIST",
+}
+
+
+def _torchvision_loader(name: str) -> Callable[[LoadRequest], Dataset]:
+    def load(request: LoadRequest) -> Dataset:
+        root = request.data_root if request.data_root is not None else default_data_root()
+        return _load_torchvision(name, root, request.download, request.subset)
+
+    return load
+
+
+for _name, _cls in _TORCHVISION.items():
+    register_dataset(_name, f"torchvision {_cls} (--data-root, --download)")(_torchvision_loader(_name))
+
+
+def _load_torchvision(name: str, root: Path, download: bool, subset: int | None) -> Dataset:
+    """torchvision datasets are already arrays in their original order, so no cache is needed."""
+    import torchvision.datasets as tvd
+
+    cls = getattr(tvd, _TORCHVISION[name])
+    splits = []
+    for train in (True, False):
+        try:
+            splits.append(cls(root=str(root), train=train, download=download))
+        except RuntimeError as exc:  # torchvision: "Dataset not found or corrupted ..."
+            if download:
+                raise HarnessError(
+                    f"{name}: files under {root} are unusable after download ({exc}); "
+                    f"delete them and retry with --download, or pass --data-root DIR"
+                ) from exc
+            raise HarnessError(
+                f"{name}: dataset files not found under data root {root}; pass --download to fetch "
+                f"them there, or --data-root DIR pointing at an existing copy"
+            ) from exc
+        except OSError as exc:  # network failures (URLError is an OSError)
+            raise HarnessError(
+                f"{name}: download into {root} failed ({exc}); check the network, or place the files "
+                f"there yourself and pass --data-root DIR"
+            ) from exc
+    tr, te = splits
+    return _make(
+        name,
+        _nchw(tr.data),
+        _labels(tr.targets),
+        _nchw(te.data),
+        _labels(te.targets),
+        tr.classes,
+        subset,
+    )
+
+
+def _nchw(data: np.ndarray | torch.Tensor) -> np.ndarray:
+    """CIFAR stores (N, H, W, C) arrays, MNIST (N, H, W) tensors; unify to (N, C, H, W)."""
+    arr = data.numpy() if isinstance(data, torch.Tensor) else np.asarray(data)
+    if arr.ndim == 3:
+        return arr[:, None, :, :]
+    return arr.transpose(0, 3, 1, 2)
+
+
+def _labels(targets: Sequence[int] | torch.Tensor) -> np.ndarray:
+    if isinstance(targets, torch.Tensor):
+        return targets.numpy().astype(np.int64)
+    return np.asarray(targets, dtype=np.int64)
