@@ -10,8 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from harness import data
-from harness.data import Dataset, dataset_names, load_dataset
+from harness.datasets import Dataset, dataset_names, imagefolder_cache, load_dataset
 from harness.errors import HarnessError
 
 # --- digits ----------------------------------------------------------------------------------
@@ -187,13 +186,13 @@ def test_imagefolder_subset_decodes_only_the_prefix(
     root = tmp_path / "folder"
     _integer_folder(root)
     decoded: list[int] = []
-    real = data._decode_images
+    real = imagefolder_cache._decode_images
 
     def counting(files):  # type: ignore[no-untyped-def]
         decoded.append(len(files))
         return real(files)
 
-    monkeypatch.setattr(data, "_decode_images", counting)
+    monkeypatch.setattr(imagefolder_cache, "_decode_images", counting)
     ds = load_dataset(f"imagefolder:{root}", subset=3, cache_dir=tmp_path / "cache")
     assert decoded == [3] and ds.n_train == 3 and ds.full_train_size == 7
 
@@ -209,7 +208,7 @@ def test_imagefolder_cache_is_reused(tmp_path: Path, monkeypatch: pytest.MonkeyP
     def no_decode(files):  # type: ignore[no-untyped-def]
         raise AssertionError("decoded again although the cache should have been used")
 
-    monkeypatch.setattr(data, "_decode_images", no_decode)
+    monkeypatch.setattr(imagefolder_cache, "_decode_images", no_decode)
     second = load_dataset(f"imagefolder:{root}", cache_dir=cache)
     assert torch.equal(first.x_train, second.x_train) and torch.equal(first.y_train, second.y_train)
 

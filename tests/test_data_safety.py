@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from harness.data import load_dataset
+from harness.datasets import load_dataset
 from harness.errors import HarnessError
 
 # --- imagefolder and symbolic links ------------------------------------------------------------

@@ -14,8 +14,7 @@ import pytest
 import torch
 from PIL import Image
 
-from harness import data
-from harness.data import load_dataset
+from harness.datasets import imagefolder_cache, load_dataset
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -34,7 +33,7 @@ def _forbid_decoding(monkeypatch: pytest.MonkeyPatch) -> None:
     def refuse(files):  # type: ignore[no-untyped-def]
         raise AssertionError(f"decoded {len(files)} images again")
 
-    monkeypatch.setattr(data, "_decode_images", refuse)
+    monkeypatch.setattr(imagefolder_cache, "_decode_images", refuse)
 
 
 def test_the_decode_is_one_memory_mapped_npy_that_serves_every_subset(tmp_path, monkeypatch) -> None:
@@ -104,13 +103,13 @@ def test_processes_loading_at_once_decode_once(tmp_path) -> None:
     root, cache = _folder(tmp_path / "ds", per_class=30), tmp_path / "cache"
     script = (
         "import sys\n"
-        "from harness import data\n"
-        "real = data._decode_images\n"
+        "from harness.datasets import imagefolder_cache, load_dataset\n"
+        "real = imagefolder_cache._decode_images\n"
         "def counted(files):\n"
         "    open(sys.argv[2], 'a').write('decoded\\n')\n"
         "    return real(files)\n"
-        "data._decode_images = counted\n"
-        f"d = data.load_dataset('imagefolder:{root}', cache_dir=sys.argv[1])\n"
+        "imagefolder_cache._decode_images = counted\n"
+        f"d = load_dataset('imagefolder:{root}', cache_dir=sys.argv[1])\n"
         "print(int(d.x_train.sum()))\n"
     )
     log = tmp_path / "decodes.log"

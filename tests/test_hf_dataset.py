@@ -19,7 +19,7 @@ sys.path.pop(0)
 import datasets  # noqa: E402
 
 from harness.cli import main  # noqa: E402
-from harness.data import load_dataset  # noqa: E402
+from harness.datasets import load_dataset  # noqa: E402
 from harness.errors import HarnessError  # noqa: E402
 from harness.models import build_model  # noqa: E402
 from harness.prepared import prepare  # noqa: E402
