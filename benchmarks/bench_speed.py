@@ -159,7 +159,7 @@ def bench_epoch(cifar: Path, images: int) -> dict:
     """Seconds of one training epoch (the loop's own clock) of small_cnn on `images` CIFAR-10 images."""
     import torch
 
-    from harness.data import load_dataset
+    from harness.datasets import load_dataset
     from harness.prepared import prepare
     from harness.recipe import Recipe
     from harness.recorders import RecorderRequest

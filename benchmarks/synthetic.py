@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from harness.data import Dataset
+from harness.datasets import Dataset
 
 
 def synthetic_images(n: int, side: int = 32, classes: int = 10) -> Dataset:

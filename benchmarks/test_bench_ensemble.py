@@ -20,7 +20,7 @@ import pytest
 import torch
 
 from baselines.stability import stability_specs
-from harness.data import load_dataset
+from harness.datasets import load_dataset
 from harness.ensemble import train_ensemble
 from harness.prepared import prepare
 from harness.presets import preset_for

@@ -32,7 +32,7 @@ from dataclasses import replace
 import pytest
 import torch
 
-from harness.data import load_dataset
+from harness.datasets import load_dataset
 from harness.prepared import PreparedData, prepare
 from harness.presets import preset_for
 from harness.recorders import RecorderRequest

@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 from harness import SampleTracker
-from harness.data import load_dataset
+from harness.datasets import load_dataset
 from harness.models import build_model
 
 DEVICE = torch.device(os.environ.get("MEMPROX_BENCH_DEVICE", "cpu"))

@@ -79,7 +79,7 @@ def executor_table() -> str:
 
 
 def dataset_table() -> str:
-    from harness.data import DATASETS
+    from harness.datasets import DATASETS
 
     rows = ["| `--dataset` | what it is |", "|---|---|"]
     for name, entry in DATASETS.items():

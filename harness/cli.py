@@ -130,7 +130,7 @@ def preset_note(cfg: ExperimentConfig) -> str:
 def cmd_list() -> None:
     from tabulate import tabulate
 
-    from harness.data import dataset_names
+    from harness.datasets import dataset_names
     from harness.models import MODELS
     from harness.tasks import TASKS
     from proxies import available_proxies

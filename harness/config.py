@@ -24,7 +24,7 @@ from harness.precision import PRECISIONS
 from harness.recipe import Recipe
 
 if TYPE_CHECKING:
-    from harness.data import Dataset
+    from harness.datasets import Dataset
 
 MAX_EPOCHS = 100_000
 MAX_SEEDS = 1_000  # seeds of one experiment; each trains runs of its own

@@ -36,7 +36,7 @@ import pandas as pd
 import torch
 
 from harness.config import ExperimentConfig
-from harness.data import Dataset
+from harness.datasets import Dataset
 from harness.ensemble import can_ensemble, ensemble_chunks
 from harness.errors import HarnessError, Interrupted, StorageError
 from harness.executors import Executor, make_executor

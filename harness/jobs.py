@@ -4,7 +4,7 @@ needs to train one run or one batched ensemble, and what it sends back.
 A `Job` names its data (dataset, root, subset; the corruption travels in each spec's DataSpec),
 never holds tensors or a reference to the Experiment, so it pickles small and runs anywhere the
 package and the dataset are installed. `run_job` loads and prepares the data (decoded images come
-from the cache in `harness.data`, prepared tensors from a small per-process cache), sets the
+from the cache in `harness.datasets`, prepared tensors from a small per-process cache), sets the
 worker's torch threads and device, trains, and returns each run's arrays with its typed manifest.
 """
 
@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from harness.data import Dataset, load_dataset
+from harness.datasets import Dataset, load_dataset
 from harness.ensemble import train_members
 from harness.errors import HarnessError, RunFailed
 from harness.manifest import Manifest, RecorderRecord

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from harness.corruption import inject_duplicates, read_label_file, symmetric_noise
-from harness.data import Dataset
+from harness.datasets import Dataset
 from harness.errors import HarnessError
 from harness.runspec import Corruption, DataSpec
 

@@ -3,7 +3,7 @@
 A registry factory sees only the input shape and the number of classes, not the tokenizer's
 vocabulary, so the embedding is a fixed table of `VOCAB_BUCKETS` rows and token ids beyond it are
 hashed into it (id modulo the table size): any tokenizer works, and a vocabulary of up to 32,767
-tokens (BERT's 30,522 included) maps one row per token. Inputs follow `harness.data.Dataset`'s
+tokens (BERT's 30,522 included) maps one row per token. Inputs follow `harness.datasets.Dataset`'s
 token convention: (B, L, 1, 1) int64, tokenizer id + 1, 0 = padding, which every model here masks.
 
 Both models are deliberately tiny (CPU-trainable in seconds on thousands of sentences) and

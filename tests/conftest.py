@@ -19,7 +19,7 @@ import pytest
 import torch
 
 from harness.config import ExperimentConfig
-from harness.data import Dataset, load_dataset
+from harness.datasets import Dataset, load_dataset
 from harness.prepared import PreparedData, prepare
 from harness.recipe import Recipe
 from harness.runspec import Corruption, DataSpec, RunSpec

@@ -195,7 +195,7 @@ def features_npz(tmp_path: Path, n: int, d: int = 2, classes: int = 2) -> Path:
 
 def digits_noisy_labels(path: Path) -> Path:
     """Digits' training labels with every tenth one moved to the next class."""
-    from harness.data import load_dataset
+    from harness.datasets import load_dataset
 
     labels = load_dataset("digits").y_train.numpy().copy()
     labels[::10] = (labels[::10] + 1) % 10

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from harness.data import load_dataset
+from harness.datasets import load_dataset
 from harness.errors import HarnessError
 from harness.prepared import PreparedData, prepare
 from harness.recipe import Recipe

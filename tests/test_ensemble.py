@@ -280,7 +280,7 @@ def test_gpu_fraction_ignored_without_cuda(base_spec: RunSpec, digits_noisy) -> 
 def _images(n: int = 96, side: int = 16, seed: int = 0, device: str = "cpu"):
     """Three classes of 16x16 RGB images (a bright square in one of three corners, plus noise):
     large enough for the crop-and-flip augmentation, learnable in a few epochs."""
-    from harness.data import Dataset
+    from harness.datasets import Dataset
     from harness.prepared import prepare
     from harness.runspec import DataSpec
 

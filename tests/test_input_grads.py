@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from harness.cli import main
-from harness.data import load_dataset
+from harness.datasets import load_dataset
 from harness.errors import HarnessError
 from harness.jobs import make_manifest
 from harness.models import build_model

@@ -19,7 +19,7 @@ from baselines.stability import (
     subset_masks,
 )
 from harness.cli import main
-from harness.data import load_dataset
+from harness.datasets import load_dataset
 from harness.ensemble import train_ensemble
 from harness.errors import HarnessError
 from harness.experiment import Experiment

@@ -23,7 +23,7 @@ from baselines.privacy import (
 )
 from baselines.stability import EVAL_LAST, subset_masks
 from harness.config import ExperimentConfig
-from harness.data import load_dataset
+from harness.datasets import load_dataset
 from harness.errors import HarnessError
 from harness.experiment import Experiment
 from harness.prepared import prepare

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from harness.data import load_dataset
+from harness.datasets import load_dataset
 from harness.errors import HarnessError
 from harness.prepared import prepare
 from harness.presets import preset_for

@@ -15,7 +15,7 @@ import torch
 from scipy import stats
 
 from harness.config import ExperimentConfig
-from harness.data import load_dataset
+from harness.datasets import load_dataset
 from harness.errors import HarnessError
 from harness.experiment import Experiment
 from harness.plots import binned_relation

@@ -130,7 +130,7 @@ def planning_dataset(dataset: str, data_root: Path | None, subset: int | None) -
     """The dataset, for tasks that check their input while planning (a score file's labels, a
     label file's differences); the experiment's own copy is not handed to tasks at that point,
     and the loaders cache to disk."""
-    from harness.data import load_dataset
+    from harness.datasets import load_dataset
 
     return load_dataset(dataset, data_root=data_root, download=False, subset=subset)
 
