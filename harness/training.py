@@ -15,7 +15,6 @@ import time
 from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass, field
-from functools import partial
 
 import numpy as np
 import torch
@@ -27,10 +26,10 @@ from harness.models import build_model
 from harness.precision import autocast, channels_last, per_sample_loss
 from harness.prepared import PreparedData
 from harness.recipe import Recipe, make_optimizer, make_scheduler, random_crop_flip
-from harness.recorders import Recorder, RecorderRequest, RunContext, build_recorder, eval_batches
+from harness.recorders import RecorderBank, RecorderRequest, RunContext, eval_batches
 from harness.runspec import RunSpec
 from harness.subsets import subset_indices
-from harness.timing import Meter, Stopwatch, count_flops, warm_up_flop_counter
+from harness.timing import Stopwatch, count_flops, warm_up_flop_counter
 
 CheckpointFn = Callable[[dict], None]
 
@@ -155,10 +154,7 @@ def train_run(
         model = channels_last(model)
     step_model = torch.compile(model) if compile else model
     ctx = RunContext(data, recipe.epochs, phase_idx[0], recipe.batch_size, device, seed=spec.seed)
-    recorders: list[Recorder] = [build_recorder(r, ctx) for r in requests]
-    keys = [r.key for r in requests]
-    # batch recorders are timed on every 16th batch: per-batch CUDA events would cost more than they do
-    meters = {k: Meter(device, sample_every=16 if r.on_batches else 1) for r, k in zip(recorders, keys)}
+    bank = RecorderBank(ctx, requests)
     train_watch = Stopwatch(device)
     warm_up_flop_counter()
     train_flops_per_sample = 0.0
@@ -179,17 +175,14 @@ def train_run(
         model.load_state_dict(resume_state["model"])
         optimizer.load_state_dict(resume_state["optimizer"])
         scheduler.load_state_dict(resume_state["scheduler"])
-        for rec, key in zip(recorders, keys):
-            rec.load_arrays(resume_state["recorders"][key])
+        bank.load_arrays(resume_state["recorders"])
         train_watch.add(resume_state["train_seconds"])
-        for key in keys:
-            meters[key].load(resume_state["meters"][key])
+        bank.load_state(resume_state["meters"])
         train_flops_per_sample = resume_state["train_flops_per_sample"]
         samples_seen = resume_state["samples_seen"]
         history = list(resume_state["history"])
     last_checkpoint = time.monotonic()
 
-    batch_recs = [(r, k) for r, k in zip(recorders, keys) if r.on_batches]
     augment = augmenting(recipe, tuple(data.x.shape[1:]))
     bar = tqdm(range(start_epoch, total_epochs), desc=spec.label(), leave=False, disable=not progress)
     for g in bar:
@@ -230,8 +223,7 @@ def train_run(
             loss_sum += loss_d.sum()
             correct_sum += (logits_d.argmax(1) == yb).sum()
             if phase == 1:
-                for rec, key in batch_recs:
-                    meters[key].run(partial(rec.on_batch, epoch, idx, logits_d, loss_d, yb), units=len(idx))
+                bank.on_batch(epoch, idx, logits_d, loss_d, yb)
         scheduler.step()
         (row,) = close_epoch(g + 1, phase, loss_sum, correct_sum, len(perm))
         train_watch.add(time.perf_counter() - t0)
@@ -240,9 +232,7 @@ def train_run(
                             + non_finite_message(f"epoch {g + 1}"))
         history.append(row)
         bar.set_postfix(loss=f"{row['loss']:.3f}", acc=f"{row['acc']:.3f}")
-        for rec, key in zip(recorders, keys):
-            if rec.active(epoch, phase):
-                meters[key].run(partial(rec.on_epoch_end, epoch, phase, model))
+        bank.on_epoch_end(epoch, phase, model)
         if checkpoint is not None and g + 1 < total_epochs and (
             time.monotonic() - last_checkpoint >= checkpoint_every_s
         ):
@@ -252,9 +242,9 @@ def train_run(
                     "model": model.state_dict(),
                     "optimizer": optimizer.state_dict(),
                     "scheduler": scheduler.state_dict(),
-                    "recorders": {k: r.arrays() for r, k in zip(recorders, keys)},
+                    "recorders": bank.arrays(),
                     "train_seconds": train_watch.seconds(),
-                    "meters": {k: m.state() for k, m in meters.items()},
+                    "meters": bank.state(),
                     "train_flops_per_sample": train_flops_per_sample,
                     "samples_seen": samples_seen,
                     "history": history,
@@ -265,16 +255,16 @@ def train_run(
 
     # the loop's clock ran through batch recorders and the FLOP-counted first batch: take both out,
     # and bill the first batch at the mean rate of the others
-    loop_seconds = train_watch.seconds() - sum(meters[k].clock_seconds() for _, k in batch_recs)
+    loop_seconds = train_watch.seconds() - bank.batch_clock_seconds()
     if samples_seen > first_batch_samples and start_epoch == 0:
         loop_seconds -= first_batch_seconds
         loop_seconds *= samples_seen / (samples_seen - first_batch_samples)
     return RunOutput(
-        arrays={k: r.arrays() for r, k in zip(recorders, keys)},
+        arrays=bank.arrays(),
         train_seconds=max(0.0, loop_seconds),
         train_flops=int(round(train_flops_per_sample * samples_seen)),
-        recorder_seconds={k: m.seconds() for k, m in meters.items()},
-        recorder_flops={k: m.flops() for k, m in meters.items()},
+        recorder_seconds=bank.seconds(),
+        recorder_flops=bank.flops(),
         train_acc=_accuracy(model, data, phase_idx[-1], 4 * recipe.batch_size),
         test_acc=_test_accuracy(model, data, 4 * recipe.batch_size),
         history=history,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 import numpy as np
 import torch
@@ -38,20 +38,39 @@ class RecorderRequest:
         return f"{self.name}[{','.join(f'{k}={v}' for k, v in self.params)}]"
 
 
+class RunArrays(Protocol):
+    """What a reader of a run's records needs: the named arrays of one recorder key. A stored run
+    (`harness.store.StoredRun`), a finished bank's `Records` and test doubles all offer it, so
+    proxies read records without importing the store."""
+
+    def arrays(self, recorder_key: str) -> dict[str, np.ndarray]: ...
+
+
 @dataclass
 class RunContext:
-    """What a recorder may know about the run it is attached to."""
+    """What a recorder may know about the run it is attached to.
 
-    data: PreparedData
-    epochs: int  # epochs of the (first) training phase; buffers are (epochs, N)
-    train_idx: torch.Tensor  # samples the first phase trains on
+    A user's own loop (`harness.tracker.SampleTracker`) has no `data` and no epoch count: there
+    `samples` and `classes` say N and C, and `epochs=None` makes per-epoch buffers grow a row at a
+    time (`GrowingRows`); recorders that run passes of their own need `data`.
+    """
+
+    data: PreparedData | None
+    epochs: int | None  # epochs of the (first) training phase; buffers are (epochs, N); None: open-ended
+    train_idx: torch.Tensor | None  # samples the first phase trains on
     batch_size: int
     device: torch.device
     seed: int = 0  # the run's seed, for recorders that draw random numbers
+    samples: int | None = None  # N without `data`
+    classes: int | None = None  # C without `data`
 
     @property
     def n(self) -> int:
-        return self.data.n
+        return self.data.n if self.data is not None else int(self.samples or 0)
+
+    @property
+    def num_classes(self) -> int:
+        return self.data.num_classes if self.data is not None else int(self.classes or 0)
 
     @property
     def eval_batch_size(self) -> int:
@@ -59,16 +78,45 @@ class RunContext:
         return 4 * self.batch_size
 
 
+class GrowingRows:
+    """An (epochs, N) buffer whose epoch count is not known in advance (a user's loop): one (N,)
+    row per epoch, made when first indexed, stacked when read. Indexing it like a tensor's first
+    dimension (`rows[epoch].index_copy_(...)`) lets recorders write either kind alike."""
+
+    def __init__(self, width: int, dtype: torch.dtype, fill: float, device: torch.device) -> None:
+        self.width, self.dtype, self.fill, self.device = width, dtype, fill, device
+        self.rows: list[torch.Tensor] = []
+
+    def __getitem__(self, row: int) -> torch.Tensor:
+        if row < 0:
+            raise IndexError(f"row {row} of an open-ended buffer")
+        while len(self.rows) <= row:
+            self.rows.append(torch.full((self.width,), self.fill, dtype=self.dtype, device=self.device))
+        return self.rows[row]
+
+    def numpy(self, rows: int | None = None) -> np.ndarray:
+        """The first `rows` rows (default: all made) as one (rows, N) array."""
+        rows = len(self.rows) if rows is None else rows
+        if rows:
+            self[rows - 1]
+        if not rows:
+            return torch.empty((0, self.width), dtype=self.dtype).numpy()
+        return torch.stack(self.rows[:rows]).cpu().numpy()
+
+
 class Recorder:
     name: ClassVar[str]
     description: ClassVar[str] = ""
     on_batches: ClassVar[bool] = False  # wants on_batch during training passes
+    #: takes eval-mode signals from a pass someone else ran (`on_eval_batch`): the batched ensemble's,
+    #: a user's loop's
+    takes_eval: ClassVar[bool] = False
     phases: ClassVar[tuple[int, ...]] = (1,)
 
     def __init__(self, ctx: RunContext, **params: Any) -> None:
         self.ctx = ctx
         self.params = params
-        self.buffers: dict[str, torch.Tensor] = {}
+        self.buffers: dict[str, torch.Tensor | GrowingRows] = {}
 
     def on_batch(
         self, epoch: int, idx: torch.Tensor, logits: torch.Tensor, loss: torch.Tensor, labels: torch.Tensor
@@ -78,16 +126,29 @@ class Recorder:
     def on_epoch_end(self, epoch: int, phase: int, model: nn.Module) -> None:
         """At the checkpoint after `epoch` (0-based, within `phase`)."""
 
+    def on_eval_start(self, epoch: int) -> None:
+        """Before the first batch of an eval pass fed through `on_eval_batch` after `epoch`."""
+
+    def on_eval_batch(self, epoch: int, idx: torch.Tensor, signals: dict[str, torch.Tensor]) -> None:
+        """One batch of an eval pass after `epoch` run elsewhere: `eval_signals` of samples `idx`."""
+
     def active(self, epoch: int, phase: int) -> bool:
         """Whether `on_epoch_end` does work at this checkpoint; cost is charged per active call."""
         return phase in self.phases
 
-    def buffer(self, name: str, shape: tuple[int, ...], dtype: torch.dtype = torch.float32, fill: float = 0.0):
-        self.buffers[name] = torch.full(shape, fill, dtype=dtype, device=self.ctx.device)
+    def buffer(self, name: str, shape: tuple[int | None, ...], dtype: torch.dtype = torch.float32,
+               fill: float = 0.0):
+        """A device buffer; a first dimension of None (open-ended epochs) makes `GrowingRows`."""
+        if shape[0] is None:
+            (width,) = shape[1:]
+            self.buffers[name] = GrowingRows(int(width), dtype, fill, self.ctx.device)
+        else:
+            self.buffers[name] = torch.full(shape, fill, dtype=dtype, device=self.ctx.device)
         return self.buffers[name]
 
-    def arrays(self) -> dict[str, np.ndarray]:
-        return {k: v.cpu().numpy() for k, v in self.buffers.items()}
+    def arrays(self, rows: int | None = None) -> dict[str, np.ndarray]:
+        """Host copies of the buffers; open-ended ones as their first `rows` rows."""
+        return {k: v.numpy(rows) if isinstance(v, GrowingRows) else v.cpu().numpy() for k, v in self.buffers.items()}
 
     def load_arrays(self, arrays: dict[str, np.ndarray]) -> None:
         for k, v in arrays.items():

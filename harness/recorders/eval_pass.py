@@ -45,8 +45,16 @@ def eval_signals(logits: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.
 
 @register_recorder
 class EvalPass(Recorder):
+    """The eval pass's signals, (rows, N) each, and the last pass's (N, C) probabilities.
+
+    In `train_run` the recorder runs the pass itself (`on_epoch_end`); the batched ensemble and a
+    user's loop run it elsewhere and feed the signals (`on_eval_batch`, after `on_eval_start`).
+    With an open-ended epoch count (a user's loop) every fed pass is taken for the last so far.
+    """
+
     name = "eval_pass"
     description = "eval-mode loss, correctness and label probability on every training sample"
+    takes_eval = True
 
     def __init__(self, ctx: RunContext, epochs: str = "last") -> None:
         super().__init__(ctx, epochs=epochs)
@@ -54,19 +62,33 @@ class EvalPass(Recorder):
         rows = ctx.epochs if self.every_epoch else 1
         for s in SIGNALS:
             self.buffer(s, (rows, ctx.n), fill=float("nan"))
-        self.buffer("probs_last", (ctx.n, ctx.data.num_classes), fill=float("nan"))
+        self.buffer("probs_last", (ctx.n, ctx.num_classes), fill=float("nan"))
         self.all_idx = torch.arange(ctx.n, device=ctx.device)
 
     def active(self, epoch: int, phase: int) -> bool:
+        if self.ctx.data is None:  # no training set to pass over: fed by on_eval_batch
+            return False
         return phase == 1 and (self.every_epoch or epoch == self.ctx.epochs - 1)
 
+    def _last(self, epoch: int) -> bool:
+        return self.ctx.epochs is None or epoch == self.ctx.epochs - 1
+
     def on_epoch_end(self, epoch: int, phase: int, model: nn.Module) -> None:
-        last = epoch == self.ctx.epochs - 1
-        row = epoch if self.every_epoch else 0
         y = self.ctx.data.y
         for idx, logits in eval_batches(model, self.ctx.data, self.all_idx, self.ctx.eval_batch_size):
-            signals = eval_signals(logits, y[idx])
-            for name in SIGNALS:
-                self.buffers[name][row].index_copy_(0, idx, signals[name])
-            if last:
-                self.buffers["probs_last"].index_copy_(0, idx, signals["probs"])
+            self.on_eval_batch(epoch, idx, eval_signals(logits, y[idx]))
+
+    def on_eval_start(self, epoch: int) -> None:
+        """A fed pass replaces what an earlier pass wrote into its row (and the probabilities)."""
+        row = epoch if self.every_epoch else 0
+        for name in SIGNALS:
+            self.buffers[name][row].fill_(float("nan"))
+        if self._last(epoch):
+            self.buffers["probs_last"].fill_(float("nan"))
+
+    def on_eval_batch(self, epoch: int, idx: torch.Tensor, signals: dict[str, torch.Tensor]) -> None:
+        row = epoch if self.every_epoch else 0
+        for name in SIGNALS:
+            self.buffers[name][row].index_copy_(0, idx, signals[name])
+        if self._last(epoch):
+            self.buffers["probs_last"].index_copy_(0, idx, signals["probs"])

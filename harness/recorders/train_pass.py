@@ -1,8 +1,9 @@
 """Signals taken from the training pass itself: the logits and losses already exist for the
 gradient step, so recording them is one scatter per batch (the "free" recorders).
 
-Each recorder's `compute` is the one definition of its signals: the harness's training loop and
-`harness.tracker.SampleTracker` (a user's own loop) both call it, so the two cannot drift apart.
+The harness's training loop and `harness.tracker.SampleTracker` (a user's own loop) both record
+through these recorders (in a `RecorderBank`), so signals and their storage cannot drift apart; a
+user's loop has an open-ended epoch count, so there the (epochs, N) buffers grow a row per epoch.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ class PerEpochRecorder(Recorder):
 
     signals: tuple[str, ...] = ()
     on_batches = True
+    needs_logits = True  # a batch without logits (a user's loop passing losses only) is skipped
 
     def __init__(self, ctx: RunContext, **params) -> None:
         super().__init__(ctx, **params)
@@ -31,6 +33,8 @@ class PerEpochRecorder(Recorder):
         raise NotImplementedError
 
     def on_batch(self, epoch, idx, logits, loss, labels) -> None:
+        if logits is None and self.needs_logits:
+            return
         for name, value in self.compute(logits, loss, labels).items():
             self.buffers[name][epoch].index_copy_(0, idx, value)
 
@@ -40,10 +44,34 @@ class TrainLoss(PerEpochRecorder):
     name = "train_loss"
     description = "per-sample cross-entropy of the training pass, every epoch"
     signals = ("loss",)
+    needs_logits = False
 
     @staticmethod
     def compute(logits, loss, labels):
         return {"loss": loss.float()}
+
+
+class RunningLossSum(Recorder):
+    """train_loss kept as a running sum: the per-sample float64 sum over epochs of the training-pass
+    loss (a sample missing from an epoch adds 0), one (1, N) row under `loss`, O(N) memory for a
+    user's loop over millions of samples (`SampleTracker(running_sums=True)`). Not registered: the
+    harness's runs keep every epoch's row."""
+
+    name = "train_loss"
+    on_batches = True
+
+    def __init__(self, ctx: RunContext) -> None:
+        super().__init__(ctx)
+        self.buffer("loss", (1, ctx.n), dtype=torch.float64)
+        self.epoch_row = torch.full((ctx.n,), float("nan"), device=ctx.device)  # the epoch in progress
+
+    def on_batch(self, epoch, idx, logits, loss, labels) -> None:
+        self.epoch_row.index_copy_(0, idx, TrainLoss.compute(logits, loss, labels)["loss"])
+
+    def on_epoch_end(self, epoch, phase, model) -> None:
+        row = self.epoch_row
+        self.buffers["loss"][0] += torch.where(torch.isnan(row), 0.0, row.double())
+        row.fill_(float("nan"))
 
 
 @register_recorder
