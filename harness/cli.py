@@ -13,17 +13,13 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
-from pathlib import Path
 from typing import Any, NoReturn
 
-from harness.api import DEFAULT_NOISE_RATES, DEFAULTS, experiment_config
+from harness.api import experiment_config
 from harness.config import ExperimentConfig
 from harness.errors import HarnessError, Interrupted, StorageError
-from harness.executors import executor_names
-from harness.precision import PRECISIONS
+from harness.options import Option, keyword_options
 from harness.presets import PRESETS
-
-CLI_OUT = Path("results/latest")  # the CLI always writes; the API only when given `out`
 
 
 class _Parser(argparse.ArgumentParser):
@@ -42,24 +38,30 @@ class _Once(argparse.Action):
         setattr(namespace, self.dest, self.const if self.nargs == 0 else values)
 
 
-def _add(group: argparse.ArgumentParser, flag: str, help: str, *, dest: str | None = None,
-         flag_value: Any = None, shown_default: Any = None, **kwargs: Any) -> None:
-    """A flag whose default lives in `run_experiment`'s signature (`shown_default` only words it
-    for --help); absent flags stay out of the namespace, so the builder can tell
-    `--duplicate-pairs 0` from no flag at all. `flag_value`: a switch that stores this value."""
-    dest = dest or flag.lstrip("-").replace("-", "_")
-    if flag_value is None and kwargs.get("action") != "append":
-        shown = shown_default if shown_default is not None else DEFAULTS.get(dest)
-        if shown is None:
-            shown = "the preset's" if dest in _FROM_PRESET else "none"
-        help += f" (default: {','.join(map(str, shown)) if isinstance(shown, tuple) else shown})"
-    if flag_value is not None:
-        kwargs.update(nargs=0, const=flag_value)
-    kwargs.setdefault("action", _Once)
-    group.add_argument(flag, dest=dest, default=argparse.SUPPRESS, help=help, **kwargs)
+def help_text(option: Option) -> str:
+    """The option's --help line: its help and, for a flag that takes a value, its default."""
+    text = option.help() if callable(option.help) else option.help
+    if option.switch is None and not option.repeat:
+        shown = next((v for v in (option.shown_default, option.cli_default, option.default) if v is not None), "none")
+        text += f" (default: {','.join(map(str, shown)) if isinstance(shown, tuple) else shown})"
+    return text.replace("%", "%%")  # argparse formats help with %
 
 
-_FROM_PRESET = {"model", "epochs", "batch_size", "lr", "augment", "subset", "precision"}
+def add_flag(group: argparse.ArgumentParser, option: Option) -> None:
+    """The option's flag, generated from its table entry. Absent flags stay out of the namespace
+    (their defaults live in the table), so the builder can tell `--duplicate-pairs 0` from no flag
+    at all; a flag given twice is an error."""
+    kwargs: dict[str, Any] = {"action": "append" if option.repeat else _Once}
+    if option.switch is not None:
+        kwargs.update(nargs=0, const=option.switch)
+    if option.cli_type is not None:
+        kwargs["type"] = option.cli_type
+    if option.choices is not None:
+        kwargs["choices"] = option.choices() if callable(option.choices) else option.choices
+    if option.metavar:
+        kwargs["metavar"] = option.metavar
+    group.add_argument(option.flag, dest=option.keyword, default=argparse.SUPPRESS, help=help_text(option),
+                       **kwargs)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -67,57 +69,20 @@ def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="python -m harness", description="memprox: benchmark memorization proxies", allow_abbrev=False)
     sub = p.add_subparsers(dest="command", required=True)
     r = sub.add_parser("run", help="train the shared runs, score proxies, write a leaderboard", allow_abbrev=False)
-    _add(r, "--proxies", "'all' or a comma-separated list; PROXY(k=v,...) selects a variant, so "
-         "'curvature(n=2),curvature(n=10)' compares two side by side (see `list`)")
-    _add(r, "--tasks", "comma-separated tasks (see `list`)")
-    _add(r, "--dataset", "digits (bundled), cifar10, cifar100, mnist, fashion-mnist, imagefolder:PATH or "
-         "npz:PATH (see `list`)")
-    _add(r, "--data-root", "folder holding torchvision datasets")
-    _add(r, "--download", "let torchvision download the dataset into --data-root", flag_value=True)
-    _add(r, "--subset", "keep the first N training samples in canonical order", type=int)
-    _add(r, "--preset", f"recipe and model: {', '.join(PRESETS)} (see `list`)")
-    _add(r, "--model", "model name (see `list`)")
-    _add(r, "--epochs", "training epochs", type=int)
-    _add(r, "--batch-size", "batch size", type=int)
-    _add(r, "--lr", "learning rate", type=float)
-    _add(r, "--augment", "random crop + flip", choices=["on", "off"])
-    _add(r, "--seeds", "number of seeds (3 -> 0,1,2) or an explicit list (0,5)")
-    _add(r, "--noise-rates", "symmetric label-noise rates, each in (0, 1)",
-         shown_default=DEFAULT_NOISE_RATES)
-    _add(r, "--duplicate-pairs", "duplicated pairs, >= 1", type=int, shown_default="0.5%% of N")
-    _add(r, "--noisy-labels", "FILE.npy or FILE.npz[:KEY] of real noisy labels (replaces --noise-rates)")
-    _add(r, "--proxy-arg", "proxy parameter, repeatable (e.g. in_confidence.variant=max)", dest="proxy_args",
-         action="append", metavar="PROXY.PARAM=VALUE")
-    _add(r, "--task-arg", "task parameter, repeatable (e.g. memorization.k=64)", dest="task_args",
-         action="append", metavar="TASK.PARAM=VALUE")
-    _add(r, "--reference", "memorization reference: stability, fz:PATH or cscore:PATH (memorization, theory and "
-         "privacy tasks)", shown_default="stability")
-    _add(r, "--device", "auto (CUDA when present), cpu, cuda, cuda:N")
-    # paths stay str here: Path("") would be the current folder; the API refuses an empty path
-    _add(r, "--out", "output directory (see --overwrite)", shown_default=CLI_OUT)
-    _add(r, "--store", "run store", shown_default="$MEMPROX_CACHE/store or ~/.cache/memprox/store")
-    _add(r, "--checkpoint-every", "seconds between in-run checkpoints (resume after interruption)", type=float)
-    _add(r, "--threads", "torch threads of each run, 1 to 1024; more pays only for a large model alone on an idle "
-         "machine (see 'Threads and workers' in the README)", type=int)
-    _add(r, "--no-progress", "hide progress bars", dest="progress", flag_value=False)
-    _add(r, "--executor", "where runs train: local (a pool of worker processes), ray (a local Ray or a cluster), "
-         "inprocess (this process, for debugging)", choices=executor_names())
-    _add(r, "--workers", "local, ray: runs training at once (worker processes, or jobs on a local Ray)", type=int,
-         shown_default="usable CPUs // --threads")
-    _add(r, "--ray-address", "ray: join this cluster (HOST:PORT or auto) instead of starting one")
-    _add(r, "--gpus-per-run", "ray on GPUs: fraction of a GPU per run, in [0.01, 1] (0.25 packs four)", type=float)
-    _add(r, "--bootstrap", "bootstrap resamples for confidence intervals and paired tests (0: none)", type=int)
-    _add(r, "--overwrite", "let --out replace a folder another experiment wrote", flag_value=True)
-    _add(r, "--precision", "training precision: fp32 or bf16 (autocast)", choices=PRECISIONS)
-    _add(r, "--compile", "torch.compile the model", flag_value=True)
+    for option in keyword_options().values():  # every option of the table with a help text has a flag
+        if option.help:
+            add_flag(r, option)
     sub.add_parser("list", help="list proxies, datasets, models, tasks and presets")
     return p
 
 
 def run_options(args: argparse.Namespace) -> dict[str, Any]:
-    """The flags given, as `run_experiment` keywords (`--out` defaults to results/latest)."""
+    """The flags given, as `run_experiment` keywords, with the CLI's own defaults (`Option.cli_default`:
+    `--out` defaults to results/latest, where the API writes nothing)."""
     options = {k: v for k, v in vars(args).items() if k != "command"}
-    options.setdefault("out", CLI_OUT)
+    for name, option in keyword_options().items():
+        if option.cli_default is not None:
+            options.setdefault(name, option.cli_default)
     return options
 
 

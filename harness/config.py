@@ -1,88 +1,89 @@
 """An experiment's configuration, after the CLI or `harness.api` has turned options into it.
 
-`validate()` is the one place where config-level input is checked, so the CLI, the Python API and a
-hand-built config all refuse the same mistakes before anything is trained or written (each message
-names the problem and the fix; the CLI exits 2). Counts are bounded (`MAX_*` below, each far above
-any real experiment) so that a mistyped number (2**40 epochs) is refused instead of becoming an
-allocation or a loop that never ends. `validate_for_data()` adds the checks that need the loaded
+`ExperimentConfig`'s fields are generated from the option table (`harness.options.OPTIONS`: one
+entry per option, with its default and its check), and `validate()` is the one place where
+config-level input is checked, so the CLI, the Python API and a hand-built config all refuse the
+same mistakes before anything is trained or written (each message names the problem and the fix;
+the CLI exits 2). It runs each option's check once per config (a second call on an unchanged
+config returns at once), then the checks that span options, then the executor's own
+(`harness.executors.validate_executor`). `validate_for_data()` adds the checks that need the loaded
 dataset (the memory --epochs and --bootstrap imply at its N, whether the models take its inputs);
 the experiment calls it while planning, before the first run trains. Checks that need a registry
 (task and proxy names, their parameters) live with the tasks and the proxies.
+
+`experiment_id(cfg)` is the experiment's identity: a hash of every field but the runtime ones
+(`Option.runtime`: how or where it runs, not what it computes).
 """
 
 from __future__ import annotations
 
-import math
-from collections import Counter
+import dataclasses
+import hashlib
+import json
+import weakref
 from collections.abc import Iterable
-from dataclasses import dataclass, field
-from pathlib import Path
+from functools import cache
 from typing import TYPE_CHECKING, Any
 
+from harness import options as _options
 from harness.errors import HarnessError
-from harness.precision import PRECISIONS
-from harness.recipe import Recipe
+from harness.values import (  # noqa: F401  (MAX_*, short_repr and _integer: imported from here by others)
+    MAX_BATCH_SIZE,
+    MAX_BOOTSTRAP,
+    MAX_EPOCHS,
+    MAX_LR,
+    MAX_NOISE_RATES,
+    MAX_SEED,
+    MAX_SEEDS,
+    MAX_THREADS,
+    MIN_GPUS_PER_RUN,
+    short_repr,
+)
+from harness.values import check_integer as _integer  # noqa: F401  (harness.executors.base)
 
 if TYPE_CHECKING:
-    from harness.datasets import Dataset
+    from harness.data import Dataset
 
-MAX_EPOCHS = 100_000
-MAX_SEEDS = 1_000  # seeds of one experiment; each trains runs of its own
-MAX_SEED = 2**64 - 1  # torch seeds are 64-bit
-MAX_THREADS = 1_024  # torch threads of a run, and --workers
-MAX_BATCH_SIZE = 2**24
-MAX_LR = 1e6  # far above any working rate; past 3.4e38 torch cannot even hold it in float32
-MAX_NOISE_RATES = 1_000
-MAX_BOOTSTRAP = 100_000  # far past the point where percentile intervals stop changing
-MIN_GPUS_PER_RUN = 0.01  # Ray rounds smaller fractions away
 #: What --epochs and --bootstrap may imply in memory once N is known (see `validate_for_data`).
 MAX_IMPLIED_BYTES = 4 * 2**30
+#: The fields in the order they have always had: summary.json lists a config's fields in this
+#: order. Options not listed here (new ones) follow, in table order.
+FIELD_ORDER = ("dataset", "model", "recipe", "preset", "subset", "data_root", "download", "seeds", "tasks",
+               "proxies", "proxy_args", "noise_rates", "duplicate_pairs", "noisy_labels", "reference", "task_args",
+               "device", "out", "store", "progress", "threads", "checkpoint_every_s", "executor", "workers",
+               "ray_address", "gpus_per_run", "bootstrap", "overwrite", "precision", "compile")
+#: id(config) -> (a weak reference to it, the field values it passed validate() with)
+_VALIDATED: dict[int, tuple[weakref.ref, str]] = {}
 
 
-@dataclass
-class ExperimentConfig:
-    dataset: str = "digits"
-    model: str = "mlp"
-    recipe: Recipe = field(default_factory=Recipe)
-    preset: str = "quick"
-    subset: int | None = None
-    data_root: Path | None = None
-    download: bool = False
-    seeds: tuple[int, ...] = (0, 1, 2)
-    tasks: tuple[str, ...] = ("mislabeled", "duplicates", "cost", "memorization", "theory", "privacy")
-    proxies: str = "all"
-    proxy_args: dict[str, dict[str, Any]] = field(default_factory=dict)
-    noise_rates: tuple[float, ...] = (0.01, 0.02, 0.05, 0.10)
-    duplicate_pairs: int | None = None  # None: 0.5% of N
-    noisy_labels: str | None = None  # "file.npy" or "file.npz:key"
-    reference: str = "stability"
-    task_args: dict[str, dict[str, Any]] = field(default_factory=dict)
-    device: str = "auto"
-    out: Path | None = Path("results/latest")  # None: the experiment writes no files
-    store: Path | None = None  # default: $MEMPROX_CACHE/store or ~/.cache/memprox/store
-    progress: bool = True
-    threads: int = 1  # torch threads of each job, under every executor (the bits depend on it); None means 1
-    checkpoint_every_s: float = 120.0
-    # execution (issues 8, 17): where the runs train; each executor checks its own options
-    executor: str = "local"  # a name in harness.executors: local (worker processes), ray, inprocess
-    workers: int | None = None  # local, ray: concurrent jobs (default: usable CPUs // threads)
-    ray_address: str | None = None  # ray: join an existing cluster instead of starting one
-    # ray on GPUs: fraction of one GPU each job reserves, in [0.01, 1] (0.25 packs four); a run
-    # trains on one device, so more than one GPU per run would only leave GPUs idle
-    gpus_per_run: float = 1.0
-    # statistics (issue 9)
-    bootstrap: int = 1000  # resamples for confidence intervals and paired tests; 0 disables them
-    overwrite: bool = False  # let --out replace a folder another experiment wrote
-    # GPU path (issue 10)
-    precision: str = "fp32"  # "fp32" | "bf16"; equals recipe.precision, which training reads
-    compile: bool = False  # torch.compile the model
+class ConfigChecks:
+    """What an ExperimentConfig does; its fields come from the option table (`config_class`)."""
 
     def validate(self) -> None:
-        """Raise HarnessError for the first config-level mistake; called before anything runs."""
-        self._validate_recipe()
-        self._validate_selection()
-        self._validate_data()
-        self._validate_execution()
+        """Raise HarnessError for the first config-level mistake; called before anything runs. The
+        checks run once per config: called again on the same, unchanged config, it returns at once."""
+        values = repr([getattr(self, f.name) for f in dataclasses.fields(self)])  # type: ignore
+        seen = _VALIDATED.get(id(self))
+        if seen is not None and seen[0]() is self and seen[1] == values:
+            return
+        self._check()
+        key = id(self)
+        _VALIDATED[key] = (weakref.ref(self, lambda _, key=key: _VALIDATED.pop(key, None)), values)
+
+    def _check(self) -> None:
+        from harness.executors import validate_executor  # light: no torch, no Ray unless --executor ray
+
+        for option in _options.table():
+            if option.check is not None:
+                option.check(option.value_in(self), option)
+        cfg: Any = self
+        if "mislabeled" in cfg.tasks and not cfg.noisy_labels and not cfg.noise_rates:
+            raise HarnessError("the mislabeled task needs noise rates; pass --noise-rates 0.1 (or --noisy-labels "
+                               "FILE, or drop the task)")
+        validate_executor(cfg)  # the name, other executors' options, and its own options
+        if cfg.precision != cfg.recipe.precision:  # training reads the recipe's: never ignore one silently
+            raise HarnessError(f"precision {cfg.precision!r} disagrees with recipe.precision "
+                               f"{cfg.recipe.precision!r}; set both (harness.api.experiment_config does)")
 
     def validate_for_data(self, dataset: Dataset, models: Iterable[str], n_proxies: int) -> None:
         """The checks that need the loaded dataset, run while planning (before the first run
@@ -120,89 +121,39 @@ class ExperimentConfig:
                                f"in {_gib(MAX_IMPLIED_BYTES)}: lower --bootstrap (1000 is typical, 0 disables the "
                                "intervals)")
 
-    def _validate_recipe(self) -> None:
-        r = self.recipe
-        _integer(r.epochs, "epochs", "--epochs", minimum=1, maximum=MAX_EPOCHS)
-        _integer(r.batch_size, "batch size", "--batch-size", minimum=1, maximum=MAX_BATCH_SIZE)
-        _number(r.lr, "learning rate", "--lr", maximum=MAX_LR)
-        r.validate()
-        if not isinstance(self.model, str) or not self.model.strip():
-            raise HarnessError(f"model must be a model name (got {self.model!r}); see `python -m harness list`")
 
-    def _validate_selection(self) -> None:
-        if not isinstance(self.proxies, str) or not self.proxies.strip():
-            raise HarnessError("no proxies selected; pass --proxies all or a comma-separated list")
-        if not self.tasks:
-            raise HarnessError("no tasks selected; pass e.g. --tasks mislabeled,duplicates")
-        _unique(self.tasks, "task", "--tasks")
-        if not self.seeds:
-            raise HarnessError("no seeds given; pass a count (--seeds 3) or a list (--seeds 0,5)")
-        _at_most(len(self.seeds), MAX_SEEDS, "seeds", "--seeds", "each seed trains runs of its own")
-        for seed in self.seeds:
-            _integer(seed, "seed", "--seeds", minimum=0, maximum=MAX_SEED)
-        _unique(self.seeds, "seed", "--seeds")
-        for flag, args in (("--proxy-arg", self.proxy_args), ("--task-arg", self.task_args)):
-            if not isinstance(args, dict) or not all(
-                isinstance(k, str) and isinstance(v, dict) and all(isinstance(p, str) for p in v)
-                for k, v in args.items()
-            ):
-                raise HarnessError(f"{flag} must map NAME -> {{PARAM: VALUE}} (got {args!r})")
-        _integer(self.bootstrap, "bootstrap resamples", "--bootstrap", minimum=0, maximum=MAX_BOOTSTRAP,
-                 fix="0 disables the intervals")
+@cache
+def _class_for(table: tuple[_options.Option, ...]) -> type:
+    by_name = {o.name: o for o in table if o.field}
+    names = [n for n in FIELD_ORDER if n in by_name] + [n for n in by_name if n not in FIELD_ORDER]
 
-    def _validate_data(self) -> None:
-        if not isinstance(self.dataset, str) or not self.dataset:
-            raise HarnessError(f"dataset must be a name (got {self.dataset!r}); see `python -m harness list`")
-        if self.subset is not None:
-            _integer(self.subset, "subset size", "--subset", minimum=1)
-        if self.duplicate_pairs is not None:
-            _integer(self.duplicate_pairs, "duplicate pairs", "--duplicate-pairs", minimum=1,
-                     fix="omit it for the default of 0.5% of N, or drop the duplicates task")
-        _at_most(len(self.noise_rates), MAX_NOISE_RATES, "noise rates", "--noise-rates",
-                 "each rate trains runs of its own")
-        for rate in self.noise_rates:
-            if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0.0 < rate < 1.0:
-                raise HarnessError(f"noise rate {rate!r} is outside (0, 1); pass rates like --noise-rates 0.01,0.1 "
-                                   "(a clean run needs no noise rate)")
-        _unique(self.noise_rates, "noise rate", "--noise-rates")
-        if self.noisy_labels is not None and (not isinstance(self.noisy_labels, str) or not self.noisy_labels.strip()):
-            raise HarnessError(f"--noisy-labels must name a file (got {self.noisy_labels!r}); pass FILE.npy or "
-                               "FILE.npz[:KEY]")
-        if "mislabeled" in self.tasks and not self.noisy_labels and not self.noise_rates:
-            raise HarnessError("the mislabeled task needs noise rates; pass --noise-rates 0.1 (or --noisy-labels "
-                               "FILE, or drop the task)")
-        for name in ("download", "progress", "overwrite", "compile"):
-            if not isinstance(getattr(self, name), bool):
-                raise HarnessError(f"{name} must be True or False (got {getattr(self, name)!r})")
-        for name in ("out", "store", "data_root"):
-            value = getattr(self, name)
-            if value is not None and not isinstance(value, Path):
-                raise HarnessError(f"{name} must be a pathlib.Path or None (got {type(value).__name__} {value!r})")
-        if not isinstance(self.device, str) or not self.device.strip():
-            raise HarnessError(f"device must be a name such as auto, cpu or cuda (got {self.device!r}); fix --device")
-        if not isinstance(self.reference, str):
-            raise HarnessError(f"reference must be stability, fz:PATH or cscore:PATH (got {self.reference!r}); "
-                               "fix --reference")
+    def spec(option: _options.Option) -> tuple[str, str, Any]:
+        if option.factory is not None:
+            return option.name, option.annotation, dataclasses.field(default_factory=option.factory)
+        return option.name, option.annotation, dataclasses.field(default=option.make_default())
 
-    def _validate_execution(self) -> None:
-        from harness.executors import validate_executor  # light: no torch, no Ray unless --executor ray
+    doc = ("An experiment's options, validated by `validate()`; one field per entry of "
+           "`harness.options.OPTIONS` that is a config field.")
+    return dataclasses.make_dataclass("ExperimentConfig", [spec(by_name[n]) for n in names], bases=(ConfigChecks,),
+                                      namespace={"__module__": __name__, "__doc__": doc})
 
-        if self.threads is not None:
-            _integer(self.threads, "thread count", "--threads", minimum=1, maximum=MAX_THREADS,
-                     fix="1 (the default) suits most runs; see 'Threads and workers' in the README")
-        _number(self.checkpoint_every_s, "checkpoint interval", "--checkpoint-every")
-        if not isinstance(self.executor, str) or not self.executor:
-            raise HarnessError(f"executor must be a name such as local or ray (got {short_repr(self.executor)})")
-        validate_executor(self)  # the name, other executors' options, and its own options
-        gpus = self.gpus_per_run
-        if isinstance(gpus, bool) or not isinstance(gpus, (int, float)) or not MIN_GPUS_PER_RUN <= gpus <= 1.0:
-            raise HarnessError(f"GPUs per run must be in [{MIN_GPUS_PER_RUN:g}, 1] (got {gpus!r}): a run trains on one "
-                               "device; pass e.g. --gpus-per-run 0.25 to pack four runs on a GPU")
-        if self.precision not in PRECISIONS:
-            raise HarnessError(f"unknown precision {self.precision!r}; valid: {', '.join(PRECISIONS)}")
-        if self.precision != self.recipe.precision:  # training reads the recipe's: never ignore one silently
-            raise HarnessError(f"precision {self.precision!r} disagrees with recipe.precision "
-                               f"{self.recipe.precision!r}; set both (harness.api.experiment_config does)")
+
+def config_class() -> type:
+    """The ExperimentConfig class of the option table as it is now."""
+    return _class_for(_options.table())
+
+
+ExperimentConfig = config_class()
+#: Config fields that say how or where an experiment runs, not what it computes: two configs that
+#: differ only in these are the same experiment (and may write to the same --out).
+RUNTIME_FIELDS = _options.runtime_fields()
+
+
+def experiment_id(cfg: Any) -> str:
+    """Hash of what the experiment computes (not where or how it runs): the ownership mark of --out."""
+    runtime = _options.runtime_fields()
+    what = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in runtime}
+    return hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def check_model_input(model: str, input_shape: tuple[int, ...], num_classes: int, dataset: str,
@@ -241,43 +192,6 @@ def check_model_input(model: str, input_shape: tuple[int, ...], num_classes: int
             raise HarnessError(f"model {model} cannot take the {shape} samples of dataset {dataset}{kind}: "
                                f"{str(e).splitlines()[0] if str(e) else type(e).__name__}; pick a model that takes "
                                "this input (e.g. mlp)") from e
-
-
-def _integer(value: Any, what: str, flag: str, *, minimum: int, maximum: int | None = None, fix: str = "") -> None:
-    """Integers only (a bool is not a count), at least `minimum` and at most `maximum`."""
-    hint = f"; {fix}" if fix else ""
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise HarnessError(f"{what} must be an integer >= {minimum} (got {short_repr(value)}); fix {flag}{hint}")
-    if maximum is not None and value > maximum:
-        raise HarnessError(f"{what} must be at most {maximum} (got {value}); fix {flag}{hint}")
-
-
-def _number(value: Any, what: str, flag: str, maximum: float = math.inf) -> None:
-    """A finite number > 0 (and at most `maximum`)."""
-    ok = not isinstance(value, bool) and isinstance(value, (int, float))
-    ok = ok and (isinstance(value, int) or math.isfinite(value))  # math.isfinite overflows on huge ints
-    if not ok or value <= 0:
-        raise HarnessError(f"{what} must be a finite number > 0 (got {short_repr(value)}); fix {flag}")
-    if value > maximum:
-        raise HarnessError(f"{what} must be at most {maximum:g} (got {short_repr(value)}); fix {flag}")
-
-
-def _at_most(count: int, maximum: int, what: str, flag: str, why: str) -> None:
-    if count > maximum:
-        raise HarnessError(f"{flag} gives {count} {what}; at most {maximum} are allowed ({why})")
-
-
-def _unique(values: Iterable[Any], what: str, flag: str) -> None:
-    """A repeated seed, rate or task would be counted twice (n_seeds 2, std 0) instead of once."""
-    repeated = sorted((v for v, k in Counter(values).items() if k > 1), key=str)
-    if repeated:
-        raise HarnessError(f"{flag} repeats {what}(s) {', '.join(map(str, repeated))}; list each once")
-
-
-def short_repr(value: Any, limit: int = 80) -> str:
-    """repr(value), shortened: a message is one line even for a huge list."""
-    text = repr(value)
-    return text if len(text) <= limit else f"{text[:limit]}..."
 
 
 def _gib(n_bytes: float) -> str:

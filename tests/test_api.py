@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from harness.api import OPTIONS, experiment_config, run_experiment
+from harness.api import experiment_config, keywords, run_experiment
 from harness.cli import build_parser, main, run_options
 from harness.errors import HarnessError
 
@@ -59,7 +59,7 @@ def test_run_experiment_writes_files_when_given_out(tmp_path) -> None:
 def test_cli_flags_and_api_options_are_the_same_set() -> None:
     run_parser = next(a for a in build_parser()._actions if a.dest == "command").choices["run"]
     dests = {a.dest for a in run_parser._actions if a.dest != "help"}
-    assert dests == set(OPTIONS)
+    assert dests == set(keywords())
 
 
 def test_cli_defaults_are_the_api_defaults() -> None:

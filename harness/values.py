@@ -1,0 +1,169 @@
+"""Checks and parsers for option values, shared by the option table (`harness.options`) and the
+executors: each check raises HarnessError naming the value, the flag and the fix; each parser turns
+a CLI string or a Python value into what the config holds. Bounds (`MAX_*`) are far above any real
+experiment, so that a mistyped number (2**40 epochs) is refused instead of becoming an allocation
+or a loop that never ends. No imports beyond the harness's errors: everything else builds on this.
+"""
+
+from __future__ import annotations
+
+import ast
+import math
+import numbers
+import operator
+import os
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence, Sized
+from pathlib import Path
+from typing import Any
+
+from harness.errors import HarnessError
+
+MAX_EPOCHS = 100_000
+MAX_SEEDS = 1_000  # seeds of one experiment; each trains runs of its own
+MAX_SEED = 2**64 - 1  # torch seeds are 64-bit
+MAX_THREADS = 1_024  # torch threads of a run, and --workers
+MAX_BATCH_SIZE = 2**24
+MAX_LR = 1e6  # far above any working rate; past 3.4e38 torch cannot even hold it in float32
+MAX_NOISE_RATES = 1_000
+MAX_BOOTSTRAP = 100_000  # far past the point where percentile intervals stop changing
+MIN_GPUS_PER_RUN = 0.01  # Ray rounds smaller fractions away
+
+
+def short_repr(value: Any, limit: int = 80) -> str:
+    """repr(value), shortened: a message is one line even for a huge list."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}..."
+
+
+# checks ------------------------------------------------------------------------------------------
+def check_integer(value: Any, what: str, flag: str, *, minimum: int, maximum: int | None = None,
+                  fix: str = "") -> None:
+    """Integers only (a bool is not a count), at least `minimum` and at most `maximum`."""
+    hint = f"; {fix}" if fix else ""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise HarnessError(f"{what} must be an integer >= {minimum} (got {short_repr(value)}); fix {flag}{hint}")
+    if maximum is not None and value > maximum:
+        raise HarnessError(f"{what} must be at most {maximum} (got {value}); fix {flag}{hint}")
+
+
+def check_number(value: Any, what: str, flag: str, maximum: float = math.inf) -> None:
+    """A finite number > 0 (and at most `maximum`)."""
+    ok = not isinstance(value, bool) and isinstance(value, (int, float))
+    ok = ok and (isinstance(value, int) or math.isfinite(value))  # math.isfinite overflows on huge ints
+    if not ok or value <= 0:
+        raise HarnessError(f"{what} must be a finite number > 0 (got {short_repr(value)}); fix {flag}")
+    if value > maximum:
+        raise HarnessError(f"{what} must be at most {maximum:g} (got {short_repr(value)}); fix {flag}")
+
+
+def check_count(count: int, maximum: int, what: str, flag: str, why: str) -> None:
+    if count > maximum:
+        raise HarnessError(f"{flag} gives {count} {what}; at most {maximum} are allowed ({why})")
+
+
+def check_unique(values: Iterable[Any], what: str, flag: str) -> None:
+    """A repeated seed, rate or task would be counted twice (n_seeds 2, std 0) instead of once."""
+    repeated = sorted((v for v, k in Counter(values).items() if k > 1), key=str)
+    if repeated:
+        raise HarnessError(f"{flag} repeats {what}(s) {', '.join(map(str, repeated))}; list each once")
+
+
+# parsers -----------------------------------------------------------------------------------------
+def parse_path(value: str | os.PathLike | None, name: str) -> Path | None:
+    """A path option; "" would silently mean the current folder."""
+    if value is None:
+        return None
+    try:
+        path = Path(value)
+    except TypeError as e:  # a PathLike whose fspath is bytes
+        raise HarnessError(f"{name} must be a str or pathlib.Path path (got {short_repr(value)})") from e
+    if not str(value).strip():
+        raise HarnessError(f"{name} is an empty path; pass a folder (--{name.replace('_', '-')} PATH)")
+    return path
+
+
+def parse_switch(value: bool | str, name: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    if value in ("on", "off"):
+        return value == "on"
+    raise HarnessError(f"{name} takes on/off or True/False (got {value!r})")
+
+
+def parse_floats(value: str | Sequence[float], flag: str) -> tuple[float, ...]:
+    if isinstance(value, str):
+        try:
+            return tuple(float(t) for t in value.split(",") if t.strip())
+        except ValueError as e:
+            raise HarnessError(f"{flag} takes comma-separated numbers, got {short_repr(value)}") from e
+    if isinstance(value, numbers.Real):
+        value = [value]
+    if not all(isinstance(v, numbers.Real) and not isinstance(v, bool) for v in value):
+        raise HarnessError(f"{flag} takes numbers, got {short_repr(value)}")
+    return tuple(float(v) for v in value)
+
+
+def parse_seeds(value: int | str | Sequence[int]) -> tuple[int, ...]:
+    """3 means seeds 0, 1, 2; '0,5' or [0, 5] means exactly those seeds."""
+    fix = "--seeds takes a count (3) or a list (0,5)"
+    try:
+        if isinstance(value, str):
+            parts = [t for t in value.split(",") if t.strip()]
+            if "," in value:
+                return tuple(int(t) for t in parts)
+            value = int(value)
+        if isinstance(value, bool):
+            raise TypeError
+        if isinstance(value, numbers.Integral):
+            if value < 1:
+                raise HarnessError(f"{fix}; a count must be >= 1 (got {value})")
+            _count_seeds(value)  # before range() makes a tuple of that length
+            return tuple(range(int(value)))
+        if isinstance(value, Sized):
+            _count_seeds(len(value))
+        if any(isinstance(v, bool) for v in value):
+            raise TypeError
+        return tuple(operator.index(v) for v in value)
+    except (TypeError, ValueError, OverflowError) as e:
+        raise HarnessError(f"{fix}, got {short_repr(value)}") from e
+
+
+def _count_seeds(count: int) -> None:
+    check_count(count, MAX_SEEDS, "seeds", "--seeds", "each seed trains runs of its own")
+
+
+def parse_names(value: str | Sequence[str], flag: str) -> tuple[str, ...]:
+    if isinstance(value, str):
+        return tuple(t.strip() for t in value.split(",") if t.strip())
+    if not all(isinstance(v, str) for v in value):
+        raise HarnessError(f"{flag} takes names, got {short_repr(value)}")
+    return tuple(value)
+
+
+def parse_selection(value: str | Sequence[str]) -> str:
+    """Proxies as the selection string the registry parses ('csl,curvature(n=2)')."""
+    return value if isinstance(value, str) else ",".join(parse_names(value, "--proxies"))
+
+
+def parse_key_values(value: Mapping[str, Mapping[str, Any]] | Sequence[str], flag: str) -> dict[str, dict[str, Any]]:
+    """['curvature.n=2', ...] (values as Python literals) or {'curvature': {'n': 2}}."""
+    if isinstance(value, Mapping):
+        return {owner: dict(params) if isinstance(params, Mapping) else params for owner, params in value.items()}
+    if isinstance(value, str):
+        value = [value]
+    out: dict[str, dict[str, Any]] = {}
+    for item in value:
+        name, sep, text = str(item).partition("=")
+        owner, dot, key = name.strip().partition(".")
+        if not sep or not dot or not owner or not key:
+            raise HarnessError(f"{flag} takes NAME.PARAM=VALUE (e.g. curvature.n=2), got {item!r}")
+        try:
+            parsed: Any = ast.literal_eval(text.strip())
+        except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):  # not a literal: the text
+            parsed = text.strip()
+        params = out.setdefault(owner, {})
+        if key in params:
+            raise HarnessError(f"{flag} sets {owner}.{key} twice; pass it once")
+        params[key] = parsed
+    return out
