@@ -17,9 +17,10 @@ Each member reproduces what ``harness.training.train_run`` would do for its spec
 Results agree with ``train_run`` up to float rounding (batched matmuls reduce in another order).
 
 Both engines share one per-epoch schedule (``harness.training``: batch order, augmentation,
-epoch loss and accuracy, non-finite check, held-out accuracy) and one eval-signal function, and
-every array that ``eval_signals`` returns is stored (``probs`` as ``probs_last``), so new signals
-reach both engines at once.
+epoch loss and accuracy, non-finite check, held-out accuracy) and one storage: each member has a
+``RecorderBank`` whose ``eval_pass`` recorder takes that member's share of one batched eval pass
+(``eval_signals`` on the stacked logits, fed through ``on_eval_batch``), so the arrays are the
+recorder's and new signals reach both engines at once.
 
 Batch norm is supported: each member's running statistics are rows of the stacked buffers, which
 ``functional_call`` under ``vmap`` updates in place per member, so a member normalises with its own
@@ -57,7 +58,7 @@ from harness.models import MODELS, build_model
 from harness.precision import autocast
 from harness.prepared import PreparedData
 from harness.recipe import make_optimizer, make_scheduler, random_crop_flip
-from harness.recorders import EVAL_LAST, RecorderRequest
+from harness.recorders import EVAL_LAST, RecorderBank, RecorderRequest, RunContext
 from harness.recorders.eval_pass import eval_signals
 from harness.runspec import RunSpec
 from harness.subsets import subset_indices
@@ -384,16 +385,18 @@ def _train_group(
     bar.close()
 
     skeleton.eval()
+    # the final eval pass always runs (train accuracy reads its correctness); it is stored when requested
+    banks = [RecorderBank(RunContext(data, recipe.epochs, train_idx[j], recipe.batch_size, device, seed=s.seed),
+                          [EVAL_LAST], timed=False) for j, s in enumerate(specs)]
     t0 = time.perf_counter()
     eval_flops: list[int] = []
     with count_flops(eval_flops):
-        arrays = _eval_pass(forward_shared, params, buffers, data, eval_batch)
+        _eval_pass(banks, recipe.epochs - 1, forward_shared, params, buffers, data, eval_batch)
     eval_seconds = time.perf_counter() - t0
     test_acc = _test_accuracy(forward_shared, params, buffers, data, eval_batch)
-    correct = arrays["correct"]  # (K, N)
-    train_acc = torch.gather(correct, 1, train_idx).double().mean(1).tolist()
+    train_acc = [float(torch.gather(bank[EVAL_LAST.key].buffers["correct"][0], 0, train_idx[j]).double().mean())
+                 for j, bank in enumerate(banks)]
 
-    host = {name: a.cpu().numpy() for name, a in arrays.items()}
     want_eval = EVAL_LAST in set(requests)
     outputs: list[RunOutput | RunFailed] = []
     for j in range(k):
@@ -401,13 +404,9 @@ def _train_group(
             outputs.append(RunFailed(f"run {specs[j].label()} [{specs[j].digest()}] (ensemble member): "
                                      + non_finite_message(f"epoch {failed[j]}")))
             continue
-        recorded = {}
-        if want_eval:  # per-epoch arrays as (1, N) rows, as the eval_pass recorder stores them
-            recorded[EVAL_LAST.key] = {name: a[j] if name == "probs_last" else a[j][None, :]
-                                       for name, a in host.items()}
         outputs.append(
             RunOutput(
-                arrays=recorded,
+                arrays=banks[j].arrays() if want_eval else {},
                 train_seconds=train_seconds / k,
                 train_flops=int(round(flops_per_sample * samples_seen)),
                 recorder_seconds={EVAL_LAST.key: eval_seconds / k} if want_eval else {},
@@ -431,22 +430,19 @@ def _plain_flops(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> int:
 
 
 @torch.no_grad()
-def _eval_pass(forward_shared, params, buffers, data: PreparedData, batch: int) -> dict[str, torch.Tensor]:
-    """Every array of `eval_signals` for every member at once, (K, N) per-sample values (loss,
-    correctness, probabilities of the label and the top class, and whatever signal is added there),
-    with the (K, N, C) probabilities kept as `probs_last`."""
+def _eval_pass(banks: Sequence[RecorderBank], epoch: int, forward_shared, params, buffers, data: PreparedData,
+               batch: int) -> None:
+    """The eval pass after `epoch` for every member at once: `eval_signals` of the stacked logits
+    (K, b, ...), each member's share fed to its bank."""
     n, y = data.n, data.y
-    k = next(iter(params.values())).shape[0]
-    out: dict[str, torch.Tensor] = {}
+    k = len(banks)
+    for bank in banks:
+        bank.on_eval_start(epoch)
     for start in range(0, n, batch):
         idx = torch.arange(start, min(n, start + batch), device=data.x.device)
         signals = eval_signals(forward_shared(params, buffers, data.inputs(idx)), y[idx].expand(k, -1))  # (K, b, ...)
-        for name, values in signals.items():
-            key = "probs_last" if name == "probs" else name
-            if key not in out:
-                out[key] = torch.full((k, n, *values.shape[2:]), float("nan"), device=data.x.device)
-            out[key][:, idx] = values.float()
-    return out
+        for j, bank in enumerate(banks):
+            bank.on_eval_batch(epoch, idx, {name: values[j] for name, values in signals.items()})
 
 
 @torch.no_grad()

@@ -13,7 +13,8 @@ from torch import nn
 
 from harness.recorders.base import Recorder, RunContext, eval_batches, register_recorder
 
-#: The per-sample arrays kept at every recorded checkpoint (the probabilities only at the last).
+#: The per-sample arrays every pass keeps, allocated up front in this order (the probabilities only at the
+#: last pass); any other signal `eval_signals` returns gets a buffer at its first batch.
 SIGNALS = ("loss", "correct", "p_label", "p_max", "phi")
 
 
@@ -59,9 +60,9 @@ class EvalPass(Recorder):
     def __init__(self, ctx: RunContext, epochs: str = "last") -> None:
         super().__init__(ctx, epochs=epochs)
         self.every_epoch = epochs == "all"
-        rows = ctx.epochs if self.every_epoch else 1
+        self.rows = ctx.epochs if self.every_epoch else 1
         for s in SIGNALS:
-            self.buffer(s, (rows, ctx.n), fill=float("nan"))
+            self.buffer(s, (self.rows, ctx.n), fill=float("nan"))
         self.buffer("probs_last", (ctx.n, ctx.num_classes), fill=float("nan"))
         self.all_idx = torch.arange(ctx.n, device=ctx.device)
 
@@ -81,14 +82,22 @@ class EvalPass(Recorder):
     def on_eval_start(self, epoch: int) -> None:
         """A fed pass replaces what an earlier pass wrote into its row (and the probabilities)."""
         row = epoch if self.every_epoch else 0
-        for name in SIGNALS:
-            self.buffers[name][row].fill_(float("nan"))
+        for name, buffer in self.buffers.items():
+            if name != "probs_last":
+                buffer[row].fill_(float("nan"))
         if self._last(epoch):
             self.buffers["probs_last"].fill_(float("nan"))
 
     def on_eval_batch(self, epoch: int, idx: torch.Tensor, signals: dict[str, torch.Tensor]) -> None:
+        """Stores every signal it is given (a signal added to `eval_signals` gets a buffer of its
+        own at its first batch), `probs` as `probs_last`."""
         row = epoch if self.every_epoch else 0
-        for name in SIGNALS:
-            self.buffers[name][row].index_copy_(0, idx, signals[name])
-        if self._last(epoch):
-            self.buffers["probs_last"].index_copy_(0, idx, signals["probs"])
+        last = self._last(epoch)
+        for name, values in signals.items():
+            if name == "probs":
+                if last:
+                    self.buffers["probs_last"].index_copy_(0, idx, values)
+                continue
+            if name not in self.buffers:
+                self.buffer(name, (self.rows, self.ctx.n), fill=float("nan"))
+            self.buffers[name][row].index_copy_(0, idx, values.float())
