@@ -14,7 +14,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
-import torchvision
 from torch import nn
 
 from harness.errors import HarnessError
@@ -174,6 +173,8 @@ _MOBILENETV2_CIFAR = [[1, 16, 1, 1], [6, 24, 2, 1], [6, 32, 3, 2], [6, 64, 4, 2]
 @register_model("mobilenetv2", "MobileNetV2 (torchvision), CIFAR variant: stride-1 3x3 stem and stride-1 "
                 "second stage, no dropout (~2.24M params); paper App. B.2")
 def mobilenetv2(input_shape: tuple[int, int, int], num_classes: int) -> nn.Module:
+    import torchvision  # here, not at import: torchvision.models costs seconds of start-up in every worker
+
     model = torchvision.models.MobileNetV2(num_classes=num_classes, inverted_residual_setting=_MOBILENETV2_CIFAR,
                                            dropout=0.0)
     model.features[0][0] = _stem(input_shape[0], 32)
@@ -183,6 +184,8 @@ def mobilenetv2(input_shape: tuple[int, int, int], num_classes: int) -> nn.Modul
 @register_model("resnet50", "ResNet-50 (torchvision bottleneck blocks) with a 3x3 stride-1 stem and no "
                 "max-pool for 32x32 inputs (~23.5M params)")
 def resnet50(input_shape: tuple[int, int, int], num_classes: int) -> nn.Module:
+    import torchvision
+
     model = torchvision.models.resnet50(num_classes=num_classes)
     model.conv1 = _stem(input_shape[0], 64)
     model.maxpool = nn.Identity()

@@ -7,7 +7,6 @@ train on (confident learning's held-out fold, SSFT's first split, stability's ou
 from __future__ import annotations
 
 import numpy as np
-from sklearn.model_selection import StratifiedKFold
 
 from harness.errors import HarnessError
 from harness.runspec import TrainSubset
@@ -21,6 +20,8 @@ def stratified_folds(labels: np.ndarray, count: int, seed: int) -> list[np.ndarr
             f"cannot make {count} stratified folds: a class has only {counts[counts > 0].min()} samples; "
             "use a larger --subset or fewer folds"
         )
+    from sklearn.model_selection import StratifiedKFold  # here: scikit-learn costs every worker seconds to import
+
     skf = StratifiedKFold(n_splits=count, shuffle=True, random_state=seed)
     return [np.sort(test) for _, test in skf.split(np.zeros(len(labels)), labels)]
 
