@@ -74,10 +74,10 @@ def _signature() -> inspect.Signature:
 
 
 def _options_doc() -> str:
-    lines = ["", "    Options (generated from `harness.options.OPTIONS`; the CLI flag, then its help):", ""]
+    lines = ["", "    Options (from `harness.options.OPTIONS`): keyword = default (the CLI flag: its help)", ""]
     for name, option in keyword_options().items():
         text = option.help() if callable(option.help) else option.help
-        lines.append(f"    - `{name}` (default {option.default!r}; {option.flag}): {text}")
+        lines.append(f"    - `{name}` = {option.default!r} ({option.flag}: {text})")
     return "\n".join(lines) + "\n"
 
 
@@ -86,7 +86,13 @@ run_experiment.__doc__ = (run_experiment.__doc__ or "") + _options_doc()
 
 
 def experiment_config(**options: Any) -> ExperimentConfig:
-    """The validated config `run_experiment(**options)` runs; options not given take their defaults."""
+    """The validated config `run_experiment(**options)` runs; options not given take their defaults.
+
+    Every step reads the option table: unknown keywords (with close matches), each keyword's type,
+    options that replace others, then the preset; each given value is parsed (`Option.parse`), the
+    recipe options change the preset's recipe (`into_recipe`), each field is filled (`fill`: the
+    preset's model, the recipe, ...), and the config is validated once. Last, an option that no
+    selected task reads (`used_by`) is refused."""
     by_keyword = keyword_options()
     _refuse_unknown(options, list(by_keyword))
     given = {by_keyword[k].name: v for k, v in options.items()}
@@ -98,8 +104,8 @@ def experiment_config(**options: Any) -> ExperimentConfig:
             replaced = next(o for o in table() if o.name == option.replaces)
             raise HarnessError(f"{option.flag} replaces {replaced.flag}; pass one of them")
     preset = preset_for(values["preset"], values["dataset"])
-    parsed = {name: (o.parse(values[name]) if o.parse and values[name] is not None else values[name])
-              for name, o in ((o.name, o) for o in by_keyword.values())}
+    parsed = {o.name: o.parse(values[o.name]) if o.parse and values[o.name] is not None else values[o.name]
+              for o in by_keyword.values()}
     recipe = preset.recipe
     for option in by_keyword.values():
         if option.into_recipe is not None and parsed[option.name] is not None:

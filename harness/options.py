@@ -69,6 +69,10 @@ class Context(NamedTuple):
 
 @dataclass(frozen=True, eq=False)
 class Option:
+    """One experiment option: everything the config, the API, the CLI, validation and the identity
+    need to know about it (see the module docstring). `eq=False`: entries compare by identity, so a
+    table is hashable whatever its defaults are."""
+
     name: str  # the ExperimentConfig field (or, with field=False, the keyword)
     default: Any = None  # run_experiment's default; None: not given (then `fill` decides)
     help: str | Callable[[], str] = ""  # --help text; "" hides the option from the CLI
