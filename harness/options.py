@@ -59,8 +59,8 @@ _SAME = object()  # Option.field_default: the same as the keyword's default
 
 
 class Context(NamedTuple):
-    """What an option's `fill` may read: the preset, the recipe after the recipe options, and the
-    keywords given (by option name, parsed; None: not given)."""
+    """What an option's `fill` may read: the preset, the recipe after the recipe options, and every
+    keyword's value (by option name, parsed; None: neither given nor defaulted)."""
 
     preset: Preset
     recipe: Recipe
