@@ -3,9 +3,11 @@
 CSL's promise is that it is free: the loop already computes every sample's loss. `SampleTracker`
 keeps those per-sample signals on the model's device while you train, then scores them with the
 very proxy classes `python -m harness run` uses (`proxies.make_proxy`), reading the signals through
-the same `ScoreContext` interface a stored run offers; the per-batch signals come from the
-harness's own recorders (`Recorder.compute` in `harness/recorders/train_pass.py`, `eval_signals` in
-`harness/recorders/eval_pass.py`). There is no second implementation of any formula.
+the same `ScoreContext` interface a stored run offers. The signals are recorded, and stored, by
+the harness's own recorders in a `RecorderBank` (`harness/recorders/`): each batch goes to the
+training-pass recorders' `on_batch`, each `eval_epoch` pass to the `eval_pass` recorder's
+`on_eval_batch`, exactly as in `python -m harness run`. There is no second implementation of any
+formula or of their storage.
 
 Your loop needs each batch's sample indices. Wrap the dataset so it returns them::
 
@@ -38,9 +40,9 @@ from torch import nn
 
 from harness.errors import HarnessError
 from harness.recipe import Recipe
-from harness.recorders import EVAL_LAST, RECORDERS, RecorderRequest
+from harness.recorders import EVAL_LAST, RECORDERS, RecorderBank, RecorderRequest, Records, RunContext, build_recorder
 from harness.recorders.eval_pass import eval_signals
-from harness.recorders.train_pass import PerEpochRecorder
+from harness.recorders.train_pass import PerEpochRecorder, RunningLossSum
 from harness.runspec import DataSpec, RunSpec
 from proxies import Proxy, ScoreContext, available_proxies, resolve_proxies
 
@@ -52,25 +54,9 @@ _TRAIN_KEYS = tuple(name for name, cls in RECORDERS.items() if issubclass(cls, P
 _EVAL_ALL = RecorderRequest.of("eval_pass", epochs="all").key
 _EVAL_LAST = EVAL_LAST.key
 _INDEX_DTYPES = frozenset({torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8})
-#: Key of an eval pass's row that marks samples whose logits or loss were not finite (not a signal).
-_NONFINITE = "nonfinite"
 #: Proxies that say nothing with fewer epochs: forgetting counts transitions between epochs,
 #: variability is a standard deviation over epochs.
 _MIN_EPOCHS = {"forgetting": 2, "variability": 2}
-
-
-class _TrackedRun:
-    """What the proxies read: `.arrays(recorder_key)`, like a `StoredRun` from the run store."""
-
-    def __init__(self, arrays: dict[str, dict[str, np.ndarray]]) -> None:
-        self._arrays = arrays
-
-    @property
-    def recorders(self) -> set[str]:
-        return set(self._arrays)
-
-    def arrays(self, recorder_key: str) -> dict[str, np.ndarray]:
-        return self._arrays[recorder_key]
 
 
 class SampleTracker:
@@ -136,8 +122,10 @@ class SampleTracker:
         self._finished = False
         self._all_batches_had_logits = True
         self._eval_at: list[int] = []  # epochs completed when each eval pass ran
-        self._eval_rows: list[dict[str, torch.Tensor]] = []
-        self._host: _TrackedRun | None = None
+        self._eval_flags: list[torch.Tensor] = []  # per pass: int32 (N,) count of non-finite batches
+        self._eval_key = _EVAL_ALL if self._keep_eval_history else _EVAL_LAST  # the eval recorder's storage
+        self._bank: RecorderBank | None = None
+        self._host: Records | None = None
 
     # -- recording ---------------------------------------------------------------------------
     def update(
@@ -195,9 +183,7 @@ class SampleTracker:
                 loss = nn.functional.cross_entropy(logits.float(), labels, reduction="none")
             if logits is not None:
                 self._pred.index_copy_(0, idx, logits.argmax(1))
-            for key in keys:
-                for name, value in RECORDERS[key].compute(logits, loss, labels).items():
-                    self._current[self._slot[key, name]].index_copy_(0, idx, value)
+            self._bank.on_batch(self.epochs, idx, logits, loss, labels)  # without logits: train_loss only
             if labels is not None and self._fixed_labels is None:
                 self._given.index_copy_(0, idx, labels)
             self._flag_non_finite(idx, loss, logits if keys != ("train_loss",) else None)
@@ -217,14 +203,7 @@ class SampleTracker:
                                f"pass the dataset's own indices and n = len(dataset)")
         if non_finite:
             self._close_non_finite_epoch()
-        if self.running_sums:
-            row = self._current["train_loss.loss"]
-            self._loss_sum += torch.where(torch.isnan(row), 0.0, row.double())
-            row.fill_(float("nan"))
-        else:
-            for name, row in self._current.items():
-                self._rows[name].append(row)
-                self._current[name] = torch.full_like(row, float("nan"))
+        self._bank.on_epoch_end(self.epochs, 1, None)  # the running sum folds the epoch in
         self.epochs += 1
         self._pending = False
 
@@ -251,7 +230,8 @@ class SampleTracker:
             raise HarnessError("eval_epoch() runs between epochs: call end_epoch() first")
         param = next(iter(model.parameters()), None)
         self._ensure_device(param.device if param is not None else torch.device("cpu"), "eval_epoch()")
-        row: dict[str, torch.Tensor] = {}
+        flags: torch.Tensor | None = None  # this pass's non-finite count per sample
+        epoch = self.epochs - 1  # the recorder's row: the epoch just closed (a pass before any is not stored)
         was_training = model.training
         model.eval()
         try:
@@ -264,31 +244,37 @@ class SampleTracker:
                 elif classes != self.num_classes:
                     raise HarnessError(f"eval_epoch(): the model gives {classes} classes, training batches had "
                                        f"{self.num_classes}")
+                if flags is None:
+                    flags = torch.zeros(self.n, dtype=torch.int32, device=self._device)
+                    self._start_eval_pass(epoch, classes)
                 try:
-                    for name, value in signals.items():
-                        slot = "probs_last" if name == "probs" else name
-                        if slot not in row:
-                            shape = (self.n, classes) if name == "probs" else (self.n,)
-                            row[slot] = torch.full(shape, float("nan"), device=self._device)
-                        row[slot].index_copy_(0, idx, value.float())
+                    if epoch >= 0:
+                        self._bank.on_eval_batch(epoch, idx, signals)
                     bad = ~torch.isfinite(signals["loss"]) | ~torch.isfinite(logits).all(-1)
-                    if _NONFINITE not in row:
-                        row[_NONFINITE] = torch.zeros(self.n, dtype=torch.int32, device=self._device)
-                    row[_NONFINITE].index_add_(0, idx, bad.to(torch.int32))
+                    flags.index_add_(0, idx, bad.to(torch.int32))
                 except (IndexError, RuntimeError) as exc:
                     raise self._explain(exc, idx, None) from exc
         finally:
             model.train(was_training)
-        if not row:
+        if flags is None:
             raise HarnessError("eval_epoch(): data yielded no batches")
         if self._eval_at and self._eval_at[-1] == self.epochs:  # a repeated pass replaces this epoch's
             self._eval_at.pop()
-            self._eval_rows.pop()
+            self._eval_flags.pop()
         if not self._keep_eval_history:
             self._eval_at.clear()
-            self._eval_rows.clear()
+            self._eval_flags.clear()
         self._eval_at.append(self.epochs)
-        self._eval_rows.append(row)
+        self._eval_flags.append(flags)
+
+    def _start_eval_pass(self, epoch: int, classes: int) -> None:
+        """The eval recorder (made at the first pass, when C is known) clears the row it will write."""
+        if self._eval_key not in self._bank:
+            ctx = RunContext(None, None, None, 0, self._device, samples=self.n, classes=classes)
+            self._bank.add(self._eval_key, build_recorder(RecorderRequest.of("eval_pass", epochs=(
+                "all" if self._keep_eval_history else "last")), ctx))
+        if epoch >= 0:
+            self._bank.on_eval_start(epoch)
 
     # -- results -----------------------------------------------------------------------------
     def finish(self) -> SampleTracker:
@@ -300,35 +286,26 @@ class SampleTracker:
         if self.epochs == 0:
             raise HarnessError("no epoch recorded: call update() for every batch and end_epoch() after each epoch")
         self._finished = True
-        arrays: dict[str, dict[str, np.ndarray]] = {}
+        arrays = self._bank.arrays(rows=self.epochs)
         train_flags = self._non_finite_train.cpu().numpy()
         self._non_finite_host = {key: train_flags for key in _TRAIN_KEYS}
-        if self.running_sums:
-            arrays["train_loss"] = {"loss": self._loss_sum.cpu().numpy()[None, :]}
-        else:
-            for name, rows in self._rows.items():
-                key, signal = name.split(".", 1)
-                arrays.setdefault(key, {})[signal] = torch.stack(rows).cpu().numpy()
+        passes = arrays.pop(self._eval_key, None)  # offered below under the keys the passes qualify for
         if self._eval_at:
-            host = [{k: v.cpu().numpy() for k, v in row.items()} for row in self._eval_rows]
-            flags = [h.pop(_NONFINITE) > 0 for h in host]
-            signals = [k for k in host[-1] if k != "probs_last"]
-            if self._eval_at[-1] == self.epochs:
-                arrays[_EVAL_LAST] = {k: host[-1][k][None, :] for k in signals}
-                arrays[_EVAL_LAST]["probs_last"] = host[-1]["probs_last"]
+            flags = [f.cpu().numpy() > 0 for f in self._eval_flags]
+            last = self.epochs
+            if self._eval_at[-1] == last:  # the pass after the last epoch: its row and probabilities
+                arrays[_EVAL_LAST] = {k: v if k == "probs_last" else v[-1:].copy() for k, v in passes.items()}
                 self._non_finite_host[_EVAL_LAST] = flags[-1]
-            if self._eval_at == list(range(1, self.epochs + 1)):
-                arrays[_EVAL_ALL] = {k: np.stack([h[k] for h in host]) for k in signals}
-                arrays[_EVAL_ALL]["probs_last"] = host[-1]["probs_last"]
+            if self._eval_at == list(range(1, last + 1)):  # a pass after every epoch (history kept, or 1 epoch)
+                arrays[_EVAL_ALL] = passes
                 self._non_finite_host[_EVAL_ALL] = np.logical_or.reduce(flags)
-        self._host = _TrackedRun(arrays)
+        self._host = Records(arrays)
         self._labels_host = self._given.cpu().numpy()
         self._pred_host = self._pred.cpu().numpy()
         if _EVAL_LAST in arrays:  # the final model's eval-mode prediction beats the last batches'
             probs = arrays[_EVAL_LAST]["probs_last"]
             self._pred_host = np.where(np.isnan(probs).any(1), -1, np.nan_to_num(probs, nan=0.0).argmax(1))
-        # free the device buffers
-        self._rows, self._current, self._eval_rows = {}, {}, []
+        self._bank, self._eval_flags = None, []  # free the device buffers
         return self
 
     def scores(self, proxies: Sequence[str | Proxy] | str | None = None) -> pd.DataFrame:
@@ -343,7 +320,7 @@ class SampleTracker:
             base=_BASE,
             labels=self._labels_host,
             num_classes=self.num_classes or 0,
-            runs={_BASE: self._host},  # type: ignore[dict-item]  # offers .arrays() like StoredRun
+            runs={_BASE: self._host},
         )
         columns: dict[str, Any] = {"index": np.arange(self.n), "label": _nullable(self._labels_host)}
         spoiled: dict[str, np.ndarray] = {}  # proxy label -> samples with a non-finite signal it reads
@@ -431,13 +408,13 @@ class SampleTracker:
 
     def _allocate(self, device: torch.device) -> None:
         self._device = device
-        nan = float("nan")
-        self._slot = {(key, s): f"{key}.{s}" for key in self._train_keys for s in RECORDERS[key].signals}
-        names = list(self._slot.values())
-        self._current = {name: torch.full((self.n,), nan, device=device) for name in names}
-        self._rows: dict[str, list[torch.Tensor]] = {name: [] for name in names}
+        ctx = RunContext(None, None, None, 0, device, samples=self.n)  # open-ended: rows grow per epoch
+        self._bank = RecorderBank(ctx, timed=False)
         if self.running_sums:
-            self._loss_sum = torch.zeros(self.n, dtype=torch.float64, device=device)
+            self._bank.add("train_loss", RunningLossSum(ctx))
+        else:
+            for key in self._train_keys:
+                self._bank.add(key, build_recorder(RecorderRequest.of(key), ctx))
         given = self._fixed_labels if self._fixed_labels is not None else np.full(self.n, -1)
         self._given = torch.as_tensor(given, dtype=torch.int64).to(device)
         self._pred = torch.full((self.n,), -1, dtype=torch.int64, device=device)
