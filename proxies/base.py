@@ -14,9 +14,8 @@ from typing import Any, ClassVar
 import numpy as np
 
 from harness.errors import HarnessError
-from harness.recorders import RecorderRequest
+from harness.recorders import RecorderRequest, RunArrays
 from harness.runspec import RunSpec
-from harness.store import StoredRun
 
 #: Default bound of a proxy's count parameters (draws, folds, epochs between checkpoints): far
 #: above any use, so a mistyped 2**40 is refused before training instead of looping inside it.
@@ -36,7 +35,7 @@ class ScoreContext:
     base: RunSpec  # the setting's base run (trained on every sample with the setting's labels)
     labels: np.ndarray  # the labels trained on, canonical order
     num_classes: int
-    runs: Mapping[RunSpec, StoredRun]
+    runs: Mapping[RunSpec, RunArrays]  # a stored run, a tracker's records: anything with .arrays(key)
 
     def arrays(self, request: RecorderRequest, spec: RunSpec | None = None) -> dict[str, np.ndarray]:
         return self.runs[spec or self.base].arrays(request.key)
