@@ -42,6 +42,7 @@ from harness.errors import HarnessError, Interrupted, StorageError
 from harness.executors import Executor, make_executor
 from harness.io import (
     JOURNAL,
+    MIN_FREE_BYTES,
     atomic_write,
     atomic_write_text,
     blocked_by,
@@ -60,7 +61,7 @@ from harness.models import MODELS
 from harness.prepared import PreparedData
 from harness.recorders import RecorderRequest
 from harness.runspec import DataSpec, RunSpec
-from harness.store import MIN_FREE_BYTES, RunStore, StoredRun
+from harness.store import RunStore, StoredRun
 from harness.subsets import subset_indices
 from harness.tasks import EvalContext, Setting, Task, make_tasks
 from proxies import Proxy, ScoreContext, resolve_proxies

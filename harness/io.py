@@ -1,6 +1,9 @@
-"""File system primitives. Atomic file writes: a reader (or a crash) never sees half a leaderboard.
-Swapping a set of files into a folder with rollback: the old files are set aside, not deleted, until
-the new set is committed, so an error, Ctrl-C or kill part-way leaves (or gets back) the old set.
+"""File system primitives, shared by the run store and the output folder. Atomic file writes: a
+reader (or a crash) never sees half a leaderboard. Folders: the umask, a write probe, the free-space
+check, a new folder beside another (same file system, so renames are atomic), swapping a whole
+folder into place with rollback, and finding the leftovers of killed processes. Swapping a set of
+files into a folder with rollback: the old files are set aside, not deleted, until the new set is
+committed, so an error, Ctrl-C or kill part-way leaves (or gets back) the old set.
 """
 
 from __future__ import annotations
@@ -9,6 +12,7 @@ import errno
 import hashlib
 import json
 import os
+import re
 import shutil
 import signal
 import stat
@@ -52,6 +56,13 @@ def file_sha256(path: str | Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def failure_reason(e: BaseException) -> str:
+    """One line saying why a read failed (OSError's strerror, else the exception's first line)."""
+    if isinstance(e, OSError) and e.strerror:
+        return e.strerror
+    return (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
 
 
 def pid_alive(pid: int) -> bool:
@@ -114,6 +125,92 @@ def interrupts_held() -> Iterator[None]:
         signal.signal(signal.SIGINT, previous if previous is not None else signal.default_int_handler)
         if caught:
             raise KeyboardInterrupt
+
+
+# --- folders: umask, write probe, free space, new folders, whole-folder swaps, leftovers ----------------
+
+#: Refuse to start when the store's or the outputs' file system has less room than this.
+MIN_FREE_BYTES = 64 * 2**20
+
+
+def umask() -> int:
+    """The process's umask (read by setting it, then put back)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def probe_writable(folder: Path) -> None:
+    """OSError when no file can be created in `folder` (read-only, another user's, missing)."""
+    fd, probe = tempfile.mkstemp(prefix=".write-test-", dir=folder)
+    os.close(fd)
+    os.unlink(probe)
+
+
+def free_bytes_short(folder: Path) -> int | None:
+    """The free bytes of `folder`'s file system when fewer than MIN_FREE_BYTES, else None."""
+    free = shutil.disk_usage(folder).free
+    return free if free < MIN_FREE_BYTES else None
+
+
+def folder_beside(parent: Path, prefix: str) -> Path:
+    """A new empty folder `parent/PREFIX<random>`, with the permissions the umask gives (mkdtemp
+    makes 0700 folders: the umask decides who may read what is published from it)."""
+    path = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
+    try:
+        os.chmod(path, 0o777 & ~umask())
+    except BaseException:
+        rmtree(path)
+        raise
+    return path
+
+
+def rmtree(path: Path) -> None:
+    """Remove a folder (or file), making read-only parts writable first; leave what cannot be removed."""
+
+    def writable_then_retry(func, p, _exc):
+        try:
+            os.chmod(os.path.dirname(p), stat.S_IRWXU)
+            os.chmod(p, stat.S_IRWXU)
+            func(p)
+        except OSError:
+            pass
+
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, onerror=writable_then_retry)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def swap_folder(new: Path, final: Path, aside: Path) -> None:
+    """Move the complete folder `new` to `final`. Whatever is at `final` is renamed to `aside`
+    first and removed only once `new` is in; if moving `new` in fails, it is put back. A remnant of
+    `aside` that cannot be removed (another user's files) is for the caller's leftover cleanup."""
+    if not os.path.lexists(final):
+        os.rename(new, final)
+        return
+    os.rename(final, aside)
+    try:
+        os.rename(new, final)
+    except BaseException:
+        os.rename(aside, final)  # put the old one back
+        raise
+    rmtree(aside)
+
+
+def leftovers(parent: Path, pattern: re.Pattern[str], owned: Callable[[re.Match[str], Path], bool]
+              ) -> list[tuple[re.Match[str], Path]]:
+    """Real folders in `parent` that killed processes left: their name matches `pattern` and
+    `owned(match, path)` proves them ours (a dead owner, a marker written inside on creation, ...).
+    A link, a file, or a folder that merely has the name is never listed."""
+    found = []
+    if not parent.is_dir():
+        return found
+    for p in sorted(parent.iterdir()):
+        m = pattern.match(p.name)
+        if m is not None and not p.is_symlink() and p.is_dir() and owned(m, p):
+            found.append((m, p))
+    return found
 
 
 # --- paths inside a folder, never through a link -------------------------------------------------------

@@ -28,65 +28,32 @@ from __future__ import annotations
 import hashlib
 import io
 import os
-import pickle
 import re
-import shutil
-import stat
-import tempfile
 import warnings
-import zipfile
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
-import torch
 from filelock import FileLock, Timeout
 
+from harness.checkpoints import load_checkpoint, save_checkpoint
 from harness.errors import HarnessError, StorageError
-from harness.io import atomic_write, file_sha256
+from harness.io import (
+    failure_reason,
+    file_sha256,
+    folder_beside,
+    free_bytes_short,
+    leftovers,
+    probe_writable,
+    rmtree,
+    swap_folder,
+)
 from harness.manifest import Manifest
 from harness.runspec import RunSpec
 
-#: Refuse to start training when the store's file system has less room than this.
-MIN_FREE_BYTES = 64 * 2**20
 _DIGEST = "[0-9a-f]{20}"  # RunSpec.digest()
 _LEFTOVER = re.compile(rf"^\.(?:tmp|old)-({_DIGEST})-")
 _CKPT_TEMP = re.compile(rf"^(?:\.({_DIGEST})\.pt\..+|({_DIGEST})\.tmp\d+)$")
-#: Bumped when the checkpoint layout changes; a checkpoint of another format restarts its run.
-CKPT_FORMAT = 2
-_NUMPY = "__numpy__"  # marks a numpy array saved as a tensor in a checkpoint
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def _rmtree(path: Path) -> None:
-    """Remove a folder, making read-only parts writable first; leave what cannot be removed."""
-
-    def writable_then_retry(func, p, _exc):
-        try:
-            os.chmod(os.path.dirname(p), stat.S_IRWXU)
-            os.chmod(p, stat.S_IRWXU)
-            func(p)
-        except OSError:
-            pass
-
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path, onerror=writable_then_retry)
-    else:
-        path.unlink(missing_ok=True)
-
-
-def _reason(e: BaseException) -> str:
-    """One line saying why a read failed (OSError's strerror, else the exception's first line)."""
-    if isinstance(e, OSError) and e.strerror:
-        return e.strerror
-    return (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
 
 
 def _unreadable(path: Path, e: OSError) -> HarnessError:
@@ -183,7 +150,7 @@ class StoredRun:
         return out
 
     def _damaged(self, e: BaseException) -> StorageError:
-        return StorageError(f"run store entry {self.path} was damaged while in use ({_reason(e)}); "
+        return StorageError(f"run store entry {self.path} was damaged while in use ({failure_reason(e)}); "
                             "rerun to recompute it")
 
 
@@ -208,25 +175,21 @@ class RunStore:
             self._locks[digest] = FileLock(self.root / "locks" / f"{digest}.lock")
         return self._locks[digest]
 
-    # checks before training ---------------------------------------------------------------
     def check_writable(self) -> None:
         """HarnessError naming the folder when the store cannot take new entries (read-only,
         another user's, nearly full): said before anything trains, not after."""
         for sub in ("runs", "partial", "locks"):
             folder = self.root / sub
             try:
-                fd, probe = tempfile.mkstemp(prefix=".write-test-", dir=folder)
-                os.close(fd)
-                os.unlink(probe)
+                probe_writable(folder)
             except OSError as e:
                 raise HarnessError(f"run store folder {folder} is not writable ({e.strerror}); "
                                    "fix its permissions or pass another --store") from e
-        free = shutil.disk_usage(self.root).free
-        if free < MIN_FREE_BYTES:
+        free = free_bytes_short(self.root)
+        if free is not None:
             raise HarnessError(f"run store {self.root} has only {free / 2**20:.0f} MiB free; "
                                "free some space or pass another --store")
 
-    # reading ------------------------------------------------------------------------------
     def get(self, spec: RunSpec) -> StoredRun | None:
         """The stored run, or None when absent, damaged or unverifiable (one warning line naming
         the entry; that includes entries written before manifests carried their own checksum,
@@ -241,7 +204,7 @@ class RunStore:
                 found = self._read(spec)
         if isinstance(found, Exception):
             warnings.warn(f"run store entry {self._dir(spec)} ({spec.label()}) is damaged or unverifiable "
-                          f"({_reason(found)}); recomputing it")
+                          f"({failure_reason(found)}); recomputing it")
             return None
         return found
 
@@ -270,7 +233,6 @@ class RunStore:
             return e
         return StoredRun(spec, path, manifest, self.lock(spec))
 
-    # writing ------------------------------------------------------------------------------
     def put(self, spec: RunSpec, arrays: dict[str, dict[str, np.ndarray]], manifest: Manifest) -> StoredRun:
         """Write the entry (checksums filled in here) and swap it into place under the entry's lock.
         StorageError naming the path when the file system refuses; any old complete entry stays."""
@@ -279,8 +241,7 @@ class RunStore:
         with self.lock(spec):
             tmp: Path | None = None
             try:
-                tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{spec.digest()}-", dir=runs))
-                os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700: let the umask decide who reads
+                tmp = folder_beside(runs, f".tmp-{spec.digest()}-")
                 checksums: dict[str, str] = {}
                 for key, named in arrays.items():
                     for name, arr in named.items():
@@ -296,67 +257,32 @@ class RunStore:
                 except ValueError as e:
                     raise StorageError(f"run store entry {final} did not read back as written ({e}); "
                                        "the runs already stored are kept") from e
-                self._swap(tmp, final)
+                swap_folder(tmp, final, runs / f".old-{final.name}-{os.getpid()}")
                 tmp = None
             except OSError as e:
                 raise StorageError(f"cannot write run store entry {e.filename or final} ({e.strerror or e}); "
                                    "the runs already stored are kept, rerun once the store is writable") from e
             finally:
                 if tmp is not None:
-                    _rmtree(tmp)
+                    rmtree(tmp)
             self.clear_checkpoint(spec)
         return StoredRun(spec, final, manifest, self.lock(spec))
-
-    @staticmethod
-    def _swap(tmp: Path, final: Path) -> None:
-        """Move the complete new entry into place; the old one (entry, stray file) goes only after."""
-        if not os.path.lexists(final):
-            os.rename(tmp, final)
-            return
-        old = final.parent / f".old-{final.name}-{os.getpid()}"
-        os.rename(final, old)
-        try:
-            os.rename(tmp, final)
-        except OSError:
-            os.rename(old, final)  # put the old entry back
-            raise
-        _rmtree(old)  # a remnant (another user's files) is retried by clean()
 
     # checkpoints of unfinished runs (written by the holder of the entry's lock) -------------
     def _ckpt(self, spec: RunSpec) -> Path:
         return self.root / "partial" / f"{spec.digest()}.pt"
 
     def save_checkpoint(self, spec: RunSpec, state: dict, recorder_keys: list[str]) -> None:
-        """Save `state` so that `load_checkpoint` can read it with `weights_only=True`: numpy
-        arrays become tensors (and come back as arrays), numpy scalars Python numbers."""
-        blob = {"format": CKPT_FORMAT, "spec": spec.digest(), "recorder_keys": sorted(recorder_keys),
-                "state": _to_tensors(state)}
-        atomic_write(self._ckpt(spec), lambda p: torch.save(blob, p))
+        """Save `state` so that `load_checkpoint` reads it with `weights_only=True`."""
+        save_checkpoint(self._ckpt(spec), spec.digest(), state, recorder_keys)
 
     def load_checkpoint(self, spec: RunSpec, recorder_keys: list[str]) -> dict | None:
-        """The saved state, or None to start the run over: no checkpoint, one that recorded other
-        signals, or (with one warning line) one that is torn, damaged, of another spec or format,
-        or foreign (anything that needs unpickling is refused, never run). The file is left for
-        the run's next checkpoint to replace."""
-        path = self._ckpt(spec)
-        if not path.exists():
-            return None
-        try:
-            blob = _read_checkpoint(path, spec.digest())
-        except Exception as e:  # a torn, damaged or foreign file: start the run over
-            reason = ("it needs unpickling, which memprox refuses" if isinstance(e, pickle.UnpicklingError)
-                      else _reason(e))
-            warnings.warn(f"checkpoint {path} is unreadable or not a memprox checkpoint ({reason}); "
-                          "ignoring it and restarting that run")
-            return None
-        if blob["recorder_keys"] != sorted(recorder_keys):
-            return None
-        return _from_tensors(blob["state"])
+        """The saved state, or None to start the run over (`harness.checkpoints.load_checkpoint`)."""
+        return load_checkpoint(self._ckpt(spec), spec.digest(), recorder_keys)
 
     def clear_checkpoint(self, spec: RunSpec) -> None:
         self._ckpt(spec).unlink(missing_ok=True)
 
-    # cleaning up after kills --------------------------------------------------------------
     def clean(self) -> list[str]:
         """Remove temp and swapped-out entry folders, temp checkpoints, and checkpoints of runs
         that are already complete, each only when it is the store's own (named as the store names
@@ -364,32 +290,36 @@ class RunStore:
         An entry swapped aside by a writer killed mid-swap is put back instead.
         Returns the names removed."""
         removed = []
-        candidates: list[tuple[str, Path]] = []
-        for p in sorted((self.root / "runs").iterdir(), key=lambda p: not p.name.startswith(".old-")):
-            m = _LEFTOVER.match(p.name)
-            if m and _own_entry_folder(p):
-                candidates.append((m.group(1), p))
-        for p in (self.root / "partial").iterdir():
-            if not _plain_file(p):
-                continue
-            m = _CKPT_TEMP.match(p.name)
-            if m:
-                candidates.append((m.group(1) or m.group(2), p))
-            elif re.fullmatch(rf"{_DIGEST}\.pt", p.name) and (self.root / "runs" / p.stem / "manifest.json").exists():
-                candidates.append((p.stem, p))
-        for digest, path in candidates:
+        for digest, path in _leftovers(self.root):
             try:
                 with self.lock(digest).acquire(timeout=0):
                     final = self.root / "runs" / digest
                     if path.name.startswith(".old-") and not os.path.lexists(final):
                         os.rename(path, final)  # killed mid-swap: the old complete entry goes back
                         continue
-                    _rmtree(path)
+                    rmtree(path)
             except (Timeout, OSError):
                 continue  # a live writer holds it, or it is not ours to remove
             if not os.path.lexists(path):
                 removed.append(path.name)
         return removed
+
+
+def _leftovers(root: Path) -> list[tuple[str, Path]]:
+    """(entry digest, path) of what kills may have left in the store at `root`, by name and
+    contents (not yet by lock): entry folders set aside mid-swap (first) and temp entry folders,
+    temp checkpoints, checkpoints of runs already complete."""
+    found = leftovers(root / "runs", _LEFTOVER, lambda m, p: _own_entry_folder(p))
+    candidates = [(m.group(1), p) for m, p in sorted(found, key=lambda mp: not mp[1].name.startswith(".old-"))]
+    for p in (root / "partial").iterdir():
+        if not _plain_file(p):
+            continue
+        m = _CKPT_TEMP.match(p.name)
+        if m:
+            candidates.append((m.group(1) or m.group(2), p))
+        elif re.fullmatch(rf"{_DIGEST}\.pt", p.name) and (root / "runs" / p.stem / "manifest.json").exists():
+            candidates.append((p.stem, p))
+    return candidates
 
 
 def _plain_file(path: Path) -> bool:
@@ -398,59 +328,8 @@ def _plain_file(path: Path) -> bool:
 
 def _own_entry_folder(path: Path) -> bool:
     """A folder only the store could have left: a real folder of entry files (arrays, manifest)."""
-    if path.is_symlink() or not path.is_dir():
-        return False
     try:
         return all(_plain_file(p) and (p.name == "manifest.json" or p.name.endswith(".npy"))
                    for p in path.iterdir())
     except OSError:
         return False
-
-
-def _to_tensors(obj: Any) -> Any:
-    """`obj` with numpy arrays as marked tensors and numpy scalars as Python numbers, the only
-    forms a `weights_only` load accepts."""
-    if isinstance(obj, np.ndarray):
-        return {_NUMPY: torch.from_numpy(np.require(obj, requirements=["C", "W"]))}
-    if isinstance(obj, np.generic):
-        return obj.item()
-    return _map_containers(obj, _to_tensors)
-
-
-def _from_tensors(obj: Any) -> Any:
-    """The inverse of `_to_tensors`: marked tensors back to numpy arrays."""
-    if isinstance(obj, dict):
-        if set(obj) == {_NUMPY} and isinstance(obj[_NUMPY], torch.Tensor):
-            return obj[_NUMPY].numpy()
-    return _map_containers(obj, _from_tensors)
-
-
-def _map_containers(obj: Any, fn: Callable[[Any], Any]) -> Any:
-    """`fn` applied to the values of a dict, list or tuple; the container itself when nothing
-    changed (so a model's state dict keeps its OrderedDict type and version metadata)."""
-    if isinstance(obj, dict):
-        new = {k: fn(v) for k, v in obj.items()}
-        return obj if all(new[k] is v for k, v in obj.items()) else new
-    if isinstance(obj, (list, tuple)):
-        items = [fn(v) for v in obj]
-        if all(a is b for a, b in zip(items, obj)):
-            return obj
-        return items if isinstance(obj, list) else tuple(items)
-    return obj
-
-
-def _read_checkpoint(path: Path, digest: str) -> dict:
-    """The checkpoint's contents after its zip CRCs are checked (torch does not check them) and
-    with `weights_only=True` (nothing is unpickled); ValueError when it is not this store's
-    checkpoint of `digest`."""
-    with zipfile.ZipFile(path) as z:
-        bad = z.testzip()
-    if bad is not None:
-        raise ValueError(f"CRC mismatch in {bad}")
-    blob = torch.load(path, map_location="cpu", weights_only=True)
-    if (not isinstance(blob, dict) or blob.get("format") != CKPT_FORMAT or not isinstance(blob.get("state"), dict)
-            or not isinstance(blob.get("recorder_keys"), list)):
-        raise ValueError(f"it is not a format-{CKPT_FORMAT} memprox checkpoint")
-    if blob.get("spec") != digest:
-        raise ValueError("it belongs to another run")
-    return blob
