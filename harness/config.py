@@ -42,7 +42,7 @@ from harness.values import (  # noqa: F401  (MAX_*, short_repr and _integer: imp
 from harness.values import check_integer as _integer  # noqa: F401  (harness.executors.base)
 
 if TYPE_CHECKING:
-    from harness.data import Dataset
+    from harness.datasets import Dataset
 
 #: What --epochs and --bootstrap may imply in memory once N is known (see `validate_for_data`).
 MAX_IMPLIED_BYTES = 4 * 2**30
