@@ -26,7 +26,7 @@ Batch norm is supported: each member's running statistics are rows of the stacke
 ``functional_call`` under ``vmap`` updates in place per member, so a member normalises with its own
 batch's statistics in training and its own running statistics in eval, exactly as alone.
 bf16 autocast covers the training forward as in ``train_run`` (the loss is taken in float32); on
-CUDA, batch norm under vmap gets a float32 input (``_float32_batch_norm``).
+CUDA, batch norm under vmap gets a float32 input (``float32_batch_norm``).
 Channels-last is a layout request the batched engine does not apply: under ``vmap`` a stacked
 convolution is one grouped convolution whose layout torch picks; the computation is the same.
 
@@ -50,9 +50,17 @@ from functools import cache
 import numpy as np
 import torch
 from torch import nn
-from torch.func import functional_call, stack_module_state, vmap
+from torch.func import functional_call, vmap
 from tqdm.auto import tqdm
 
+from harness.ensemble_stack import (
+    float32_batch_norm,
+    largest_activation,
+    members_test_accuracy,
+    normalized_inputs,
+    plain_flops,
+    stack_members,
+)
 from harness.errors import HarnessError, RunFailed
 from harness.models import MODELS, build_model
 from harness.precision import autocast
@@ -70,7 +78,6 @@ from harness.training import (
     batch_order,
     batch_starts,
     close_epoch,
-    count_correct,
     non_finite,
     non_finite_message,
 )
@@ -122,24 +129,6 @@ GPU_MEMORY_SHARE = 0.6
 #: ensemble of 16 whose eval pass fed 2,048 images to every member made a 2^31-element batch-norm
 #: input, and cuDNN refused it (CUDNN_STATUS_NOT_SUPPORTED, seen on an H200).
 MAX_STACKED_ELEMENTS = 2**31 - 1
-
-
-def largest_activation(model: nn.Module, x: torch.Tensor) -> int:
-    """Elements per sample of the largest output of any layer of `model` on the batch `x`."""
-    largest = [int(x[0].numel())]
-
-    def record(_module: nn.Module, _inputs: object, output: object) -> None:
-        if isinstance(output, torch.Tensor) and output.dim() > 0 and len(output):
-            largest[0] = max(largest[0], output.numel() // len(output))
-
-    hooks = [m.register_forward_hook(record) for m in model.modules()]
-    try:
-        with torch.no_grad():
-            model(x)
-    finally:
-        for hook in hooks:
-            hook.remove()
-    return largest[0]
 
 
 def stacked_batch(members: int, batch: int, per_sample: int) -> int:
@@ -227,7 +216,7 @@ def train_members(
                                "a second phase or an unsupported recorder)")
     labels = data.labels
     outputs: list[RunOutput | RunFailed | None] = [None] * len(specs)
-    normalized = _normalized_inputs(data)
+    normalized = normalized_inputs(data)
     for members in ensemble_chunks(specs, data, max_members):
         outs = _train_group([specs[i] for i in members], [subset_indices(specs[i].train_on, labels) for i in members],
                             data, requests, progress, normalized)
@@ -252,62 +241,12 @@ def train_ensemble(
     return [o for o in outs if isinstance(o, RunOutput)]
 
 
-#: The whole training set is normalised once per ensemble when its float copy stays below this;
-#: per-batch normalisation of K batches costs a tenth of a small MLP ensemble's step.
-NORMALIZED_BYTES = 256 * 2**20
-
-
-def _normalized_inputs(data: PreparedData) -> torch.Tensor | None:
-    if data.x.numel() * 4 > NORMALIZED_BYTES:
-        return None
-    return data.inputs(torch.arange(data.n, device=data.x.device))
-
-
 def _init_models(specs: Sequence[RunSpec], data: PreparedData) -> list[nn.Module]:
     models = []
     for s in specs:
         torch.manual_seed(s.seed)  # exactly as train_run
         models.append(build_model(s.model, tuple(data.x.shape[1:]), data.num_classes).to(data.x.device))
     return models
-
-
-def _stack(models: list[nn.Module]) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-    """Stacked parameters (leaf tensors the optimizer updates) and buffers.
-
-    Stacked matrices (linear weights, (K, out, in)) are stored column-major: the batched matmul
-    under vmap computes the weight gradient as (K, in, out), and a parameter with that same
-    memory layout takes the gradient as is instead of copying it into row-major order every
-    step (a third of the step time on CPU). Values, and so the optimizer's arithmetic, are unchanged.
-    """
-    params, buffers = stack_module_state(models)
-    out = {}
-    for name, p in params.items():
-        p = p.detach()
-        if p.dim() == 3:
-            p = p.transpose(1, 2).contiguous().transpose(1, 2)
-        out[name] = p.requires_grad_()
-    return out, buffers
-
-
-def _float32_batch_norm(skeleton: nn.Module) -> None:
-    """Batch norm layers of a bf16 ensemble on CUDA normalise a float32 copy of their input and
-    hand back the input's dtype.
-
-    For one model, cuDNN's batch norm takes a bf16 input with float32 running statistics (it
-    computes in float32 and returns bf16). Under vmap the batched backward calls the kernel
-    without the affine weight, and it then demands running statistics in the input's dtype
-    ("Expected running_mean to have type BFloat16 but got Float": torch 2.11 on an H200). A
-    float32 input with float32 statistics, rounded back to bf16 on the way out, is the arithmetic
-    the single-model kernel does, and it keeps the running statistics float32 as in train_run.
-    """
-    for module in skeleton.modules():
-        if isinstance(module, nn.modules.batchnorm._BatchNorm):
-            plain = module.forward
-
-            def forward(x: torch.Tensor, plain=plain) -> torch.Tensor:
-                return plain(x.float()).to(x.dtype)
-
-            module.forward = forward
 
 
 def _train_group(
@@ -325,12 +264,12 @@ def _train_group(
     train_idx = torch.as_tensor(np.stack(indices), device=device)  # (K, M)
 
     models = _init_models(specs, data)
-    params, buffers = _stack(models)
+    params, buffers = stack_members(models)
     skeleton = copy.deepcopy(models[0]).to("meta")
     if device.type == "cuda" and recipe.precision != "fp32":
-        _float32_batch_norm(skeleton)
+        float32_batch_norm(skeleton)
     first = train_idx[0, : recipe.batch_size]  # FLOPs as train_run counts them: one plain member's batch
-    flops_per_sample = _plain_flops(models[0], data.inputs(first), data.y[first]) / len(first)
+    flops_per_sample = plain_flops(models[0], data.inputs(first), data.y[first]) / len(first)
     # the eval passes feed every member the same images: a batch whose stacked activations fit
     eval_batch = stacked_batch(k, 4 * recipe.batch_size, largest_activation(models[0].eval(), data.inputs(first[:1])))
     del models
@@ -393,7 +332,7 @@ def _train_group(
     with count_flops(eval_flops):
         _eval_pass(banks, recipe.epochs - 1, forward_shared, params, buffers, data, eval_batch)
     eval_seconds = time.perf_counter() - t0
-    test_acc = _test_accuracy(forward_shared, params, buffers, data, eval_batch)
+    test_acc = members_test_accuracy(forward_shared, params, buffers, data, eval_batch)
     train_acc = [float(torch.gather(bank[EVAL_LAST.key].buffers["correct"][0], 0, train_idx[j]).double().mean())
                  for j, bank in enumerate(banks)]
 
@@ -419,16 +358,6 @@ def _train_group(
     return outputs
 
 
-def _plain_flops(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> int:
-    """FLOPs of one training step of one member, counted on an unbatched copy. Counting under
-    vmap would charge what batching adds (stacked convolutions also compute the first layer's
-    input gradient), so a run's FLOPs would depend on how it was trained, not on what it is."""
-    flops: list[int] = []
-    with count_flops(flops):
-        nn.functional.cross_entropy(model(x), y).backward()
-    return flops[0]
-
-
 @torch.no_grad()
 def _eval_pass(banks: Sequence[RecorderBank], epoch: int, forward_shared, params, buffers, data: PreparedData,
                batch: int) -> None:
@@ -445,11 +374,3 @@ def _eval_pass(banks: Sequence[RecorderBank], epoch: int, forward_shared, params
             bank.on_eval_batch(epoch, idx, {name: values[j] for name, values in signals.items()})
 
 
-@torch.no_grad()
-def _test_accuracy(forward_shared, params, buffers, data: PreparedData, batch: int) -> list[float]:
-    x, y = data.test_inputs()
-    k = next(iter(params.values())).shape[0]
-    if len(y) == 0:
-        return [float("nan")] * k
-    correct = count_correct(lambda xb: forward_shared(params, buffers, xb), x, y, batch)
-    return (correct.double() / len(y)).tolist()

@@ -14,9 +14,9 @@ import harness.ensemble as ensemble_module
 from baselines.stability import stability_specs
 from harness.ensemble import (
     MAX_STACKED_ELEMENTS,
-    _float32_batch_norm,
     can_ensemble,
     ensemble_chunks,
+    float32_batch_norm,
     largest_activation,
     members_that_fit,
     stacked_batch,
@@ -307,14 +307,14 @@ def test_groupnorm_cnn_members_match_train_run(tiny_recipe, augment: bool) -> No
 
 
 def test_float32_batch_norm_matches_the_plain_layer() -> None:
-    """The bf16-on-CUDA batch norm of ensembles (`_float32_batch_norm`): under vmap it gives each
+    """The bf16-on-CUDA batch norm of ensembles (`float32_batch_norm`): under vmap it gives each
     member's own layer's numbers and running statistics, and a bf16 input comes back bf16, the
     rounded float32 result, as cuDNN's mixed-precision kernel returns it for one model."""
     torch.manual_seed(0)
     layers = [torch.nn.BatchNorm2d(4) for _ in range(2)]
     params, buffers = stack_module_state(layers)
     skeleton = copy.deepcopy(layers[0]).to("meta")
-    _float32_batch_norm(skeleton)
+    float32_batch_norm(skeleton)
     x = torch.randn(2, 8, 4, 5, 5)
     out = vmap(lambda p, b, xi: functional_call(skeleton, (p, b), (xi,)))(params, buffers, x)
     ref = torch.stack([layer(x[j]) for j, layer in enumerate(layers)])
@@ -322,7 +322,7 @@ def test_float32_batch_norm_matches_the_plain_layer() -> None:
     torch.testing.assert_close(buffers["running_var"], torch.stack([layer.running_var for layer in layers]))
     half = x[0].bfloat16()
     single = copy.deepcopy(layers[0]).eval()
-    _float32_batch_norm(single)
+    float32_batch_norm(single)
     assert single(half).dtype == torch.bfloat16
     assert torch.equal(single(half), layers[0].eval()(half.float()).bfloat16())
 

@@ -1,0 +1,97 @@
+"""Stacked models for the batched ensemble (`harness.ensemble`): stacking K members' parameters
+for `torch.func`, the float32 batch norm a bf16 ensemble needs on CUDA, what one member's step
+costs (FLOPs, the largest activation), the once-normalised training set, and held-out accuracy of
+every member at once.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.func import stack_module_state
+
+from harness.prepared import PreparedData
+from harness.timing import count_flops
+from harness.training import count_correct
+
+
+def largest_activation(model: nn.Module, x: torch.Tensor) -> int:
+    """Elements per sample of the largest output of any layer of `model` on the batch `x`."""
+    largest = [int(x[0].numel())]
+
+    def record(_module: nn.Module, _inputs: object, output: object) -> None:
+        if isinstance(output, torch.Tensor) and output.dim() > 0 and len(output):
+            largest[0] = max(largest[0], output.numel() // len(output))
+
+    hooks = [m.register_forward_hook(record) for m in model.modules()]
+    try:
+        with torch.no_grad():
+            model(x)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return largest[0]
+
+#: The whole training set is normalised once per ensemble when its float copy stays below this;
+#: per-batch normalisation of K batches costs a tenth of a small MLP ensemble's step.
+NORMALIZED_BYTES = 256 * 2**20
+
+def normalized_inputs(data: PreparedData) -> torch.Tensor | None:
+    if data.x.numel() * 4 > NORMALIZED_BYTES:
+        return None
+    return data.inputs(torch.arange(data.n, device=data.x.device))
+
+def stack_members(models: list[nn.Module]) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """Stacked parameters (leaf tensors the optimizer updates) and buffers.
+
+    Stacked matrices (linear weights, (K, out, in)) are stored column-major: the batched matmul
+    under vmap computes the weight gradient as (K, in, out), and a parameter with that same
+    memory layout takes the gradient as is instead of copying it into row-major order every
+    step (a third of the step time on CPU). Values, and so the optimizer's arithmetic, are unchanged.
+    """
+    params, buffers = stack_module_state(models)
+    out = {}
+    for name, p in params.items():
+        p = p.detach()
+        if p.dim() == 3:
+            p = p.transpose(1, 2).contiguous().transpose(1, 2)
+        out[name] = p.requires_grad_()
+    return out, buffers
+
+def float32_batch_norm(skeleton: nn.Module) -> None:
+    """Batch norm layers of a bf16 ensemble on CUDA normalise a float32 copy of their input and
+    hand back the input's dtype.
+
+    For one model, cuDNN's batch norm takes a bf16 input with float32 running statistics (it
+    computes in float32 and returns bf16). Under vmap the batched backward calls the kernel
+    without the affine weight, and it then demands running statistics in the input's dtype
+    ("Expected running_mean to have type BFloat16 but got Float": torch 2.11 on an H200). A
+    float32 input with float32 statistics, rounded back to bf16 on the way out, is the arithmetic
+    the single-model kernel does, and it keeps the running statistics float32 as in train_run.
+    """
+    for module in skeleton.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            plain = module.forward
+
+            def forward(x: torch.Tensor, plain=plain) -> torch.Tensor:
+                return plain(x.float()).to(x.dtype)
+
+            module.forward = forward
+
+def plain_flops(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> int:
+    """FLOPs of one training step of one member, counted on an unbatched copy. Counting under
+    vmap would charge what batching adds (stacked convolutions also compute the first layer's
+    input gradient), so a run's FLOPs would depend on how it was trained, not on what it is."""
+    flops: list[int] = []
+    with count_flops(flops):
+        nn.functional.cross_entropy(model(x), y).backward()
+    return flops[0]
+
+@torch.no_grad()
+def members_test_accuracy(forward_shared, params, buffers, data: PreparedData, batch: int) -> list[float]:
+    x, y = data.test_inputs()
+    k = next(iter(params.values())).shape[0]
+    if len(y) == 0:
+        return [float("nan")] * k
+    correct = count_correct(lambda xb: forward_shared(params, buffers, xb), x, y, batch)
+    return (correct.double() / len(y)).tolist()
