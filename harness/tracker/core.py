@@ -1,0 +1,298 @@
+"""`SampleTracker`, the public face of `harness.tracker`: argument checks and the call order of a
+user's loop here; inputs in `inputs`, recording state in `signals`, proxy choice in `selection`."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from harness.errors import HarnessError
+from harness.recorders import Records
+from harness.recorders.eval_pass import eval_signals
+from harness.tracker.inputs import Inputs, label_array
+from harness.tracker.report import as_uint8_nchw, draw_suspects, non_finite_report, nullable
+from harness.tracker.selection import BASE, ProxySelection
+from harness.tracker.signals import TrackedSignals
+from proxies import Proxy, ScoreContext
+
+
+class SampleTracker:
+    """Per-sample training signals of a user-written loop, scored by memprox's proxies.
+
+    Args:
+        n: number of samples in the training set; indices passed to `update` are in [0, n).
+        proxies: proxies to compute (names, `"name(k=v)"` variants or Proxy objects). Default: every
+            proxy the data you pass allows -- the training-pass proxies (csl, forgetting,
+            threshold_lt, aum, el2n, variability) when `update` gets logits and labels, csl alone
+            when it gets only losses, plus csl_eval / final_loss / in_confidence after `eval_epoch`.
+            Naming them records only the signals they need (less memory, less work per batch).
+        labels: the given label of every sample (optional; otherwise taken from `update`).
+        running_sums: keep only a running per-sample loss sum: O(N) memory for N in the millions,
+            but then csl is the only proxy available.
+
+    Memory, on the device of the first batch's tensors: one float32 (N,) row per signal per
+    epoch (made at the epoch's first batch), i.e. O(N x epochs) -- loss (csl), correct
+    (forgetting, threshold_lt), margin (aum), p_label and el2n (el2n, variability), so
+    5 x 4 bytes x N x epochs for the default set (N = 50,000 and 200 epochs: 200 MB) -- plus two
+    int64 (N,) rows (given and predicted label), and for `eval_epoch` one float32 (N,) row per
+    eval signal (loss, correct, p_label, p_max, phi) per epoch and the last pass's (N, C)
+    probabilities (only the last call's rows when the selected proxies do not include csl_eval).
+    `running_sums=True`: one float64 and one float32 (N,) row. Nothing is copied to the host before
+    `scores()`; per batch there is no host sync (index checks of CUDA tensors are collected on the
+    device and raised at `end_epoch`). Inputs in half precision (AMP) are cast to float32.
+
+    Non-finite values: a sample whose loss or logits are NaN or inf in some batch (a diverged
+    sample, an overflow that a GradScaler skipped) scores NaN in every proxy that reads that
+    signal -- never the 0 or the partial sum that the proxies' "not presented" rule would give, which
+    would rank a diverged sample least suspicious. The samples are counted on the device (one int32
+    and one bool (N,) row, one int32 row per eval pass), read at `end_epoch` together with the index
+    check, reported by a RuntimeWarning at the first such epoch and again by `scores()`. The loop is
+    yours, so the tracker does not stop it; `warnings.simplefilter("error", RuntimeWarning)` does.
+    """
+
+    def __init__(
+        self,
+        n: int,
+        *,
+        proxies: Sequence[str | Proxy] | str | None = None,
+        labels: Sequence[int] | np.ndarray | torch.Tensor | None = None,
+        running_sums: bool = False,
+    ) -> None:
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+            raise HarnessError(f"SampleTracker(n=...) must be the number of training samples (>= 1), got {n!r}")
+        self.n = int(n)
+        self.running_sums = running_sums
+        self.epochs = 0
+        self.num_classes: int | None = None
+        self._selection = ProxySelection(proxies, running_sums)
+        self._fixed_labels = None if labels is None else label_array(labels, self.n)
+        self._device: torch.device | None = None
+        self._inputs: Inputs | None = None
+        self._signals: TrackedSignals | None = None
+        self._pending = False  # update() called since the last end_epoch()
+        self._finished = False
+        self._all_batches_had_logits = True
+        self._eval_at: list[int] = []  # epochs completed when each eval pass ran (kept after finish)
+        self._host: Records | None = None
+
+    # -- recording ---------------------------------------------------------------------------
+    def update(
+        self,
+        indices: torch.Tensor | np.ndarray | Sequence[int],
+        *,
+        losses: torch.Tensor | None = None,
+        logits: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+    ) -> None:
+        """Record one training batch: sample indices and per-sample losses (`reduction="none"`),
+        and/or logits (B, C) with labels (B,); the loss is computed from logits when not given.
+        Tensors may require grad (they are detached) and be half precision."""
+        self._check_open("update")
+        if losses is None and logits is None:
+            raise HarnessError("update() needs losses= (per-sample, reduction='none') or logits= and labels=")
+        ref = logits if logits is not None else losses
+        if not isinstance(ref, torch.Tensor):
+            raise HarnessError(f"update(): losses and logits must be torch tensors, got {type(ref).__name__}")
+        self._ensure_device(ref.device, "update()")
+        inputs, signals, selection = self._inputs, self._signals, self._selection
+        idx = inputs.indices(indices)
+        b = idx.shape[0]
+        if logits is not None:
+            logits = inputs.tensor("logits", logits, ndim=2, length=b, floating=True)
+            self._check_classes(logits.shape[1], "update(): logits have {} classes but earlier batches had {}")
+        if labels is not None:
+            labels = inputs.tensor("labels", labels, ndim=1, length=b, floating=False)
+        elif logits is not None:
+            if self._fixed_labels is None:
+                raise HarnessError("update(): logits= needs labels= (or SampleTracker(labels=...) at construction)")
+            labels = signals.given[idx]
+        if losses is not None:
+            losses = inputs.tensor("losses", losses, ndim=1, length=b, floating=True)
+        if logits is None:
+            self._all_batches_had_logits = False
+            if selection.logit_keys and selection.selected is not None:
+                raise HarnessError(
+                    f"update(): the selected proxies need {selection.logit_keys}, computed from logits= and labels=; "
+                    "pass them too, or select proxies=['csl'] for losses alone"
+                )
+        # logits are checked for non-finite values when logit signals are recorded from them
+        flag_logits = logits is not None and selection.train_keys != ("train_loss",)
+        try:  # on the CPU, index_copy_ and gather check indices and labels for free: explain their errors
+            signals.record_batch(self.epochs, idx, losses, logits, labels, flag_logits)
+        except (IndexError, RuntimeError) as exc:
+            raise inputs.explain(exc, idx, labels, self.num_classes) from exc
+        self._pending = True
+
+    def end_epoch(self) -> None:
+        """Close the epoch in progress (one device-to-host read of the deferred index check)."""
+        self._check_open("end_epoch")
+        if not self._pending:
+            raise HarnessError("end_epoch() without update() since the previous epoch; "
+                               "call update() for every batch and end_epoch() once per epoch")
+        signals = self._signals
+        checks = torch.stack([self._inputs.bad, signals.non_finite_now.any()])
+        bad_index, non_finite = (bool(v) for v in checks.tolist())
+        if bad_index:  # only CUDA indices get here: on the CPU update() raised at once
+            raise HarnessError(f"update() got sample indices outside [0, {self.n}) in epoch {self.epochs + 1}; "
+                               f"pass the dataset's own indices and n = len(dataset)")
+        if non_finite:
+            signals.close_non_finite_epoch(self.epochs + 1)
+        signals.close_epoch(self.epochs)
+        self.epochs += 1
+        self._pending = False
+
+    @torch.no_grad()
+    def eval_epoch(
+        self,
+        model: nn.Module,
+        data: tuple[torch.Tensor, torch.Tensor] | Iterable[Sequence[torch.Tensor]],
+        *,
+        batch_size: int = 1024,
+    ) -> None:
+        """An eval-mode pass over the training set after an epoch, for csl_eval (call it after
+        every epoch), final_loss and in_confidence (after the last one).
+
+        `data` is either `(x, y)` tensors holding all n samples in index order, or an iterable of
+        `(x, y, index)` batches (a DataLoader over the `WithIndex` wrapper, without augmentation).
+        Wrap the call in `torch.autocast(...)` for a half-precision pass.
+        """
+        self._check_open("eval_epoch")
+        if self.running_sums:
+            raise HarnessError("eval_epoch(): running_sums=True keeps only the loss sum that csl needs; "
+                               "use SampleTracker(running_sums=False) for csl_eval, final_loss, in_confidence")
+        if self._pending:
+            raise HarnessError("eval_epoch() runs between epochs: call end_epoch() first")
+        param = next(iter(model.parameters()), None)
+        self._ensure_device(param.device if param is not None else torch.device("cpu"), "eval_epoch()")
+        signals = self._signals
+        flags: torch.Tensor | None = None  # this pass's non-finite count per sample
+        epoch = self.epochs - 1  # the recorder's row: the epoch just closed
+        was_training = model.training
+        model.eval()
+        try:
+            for idx, x, y in self._inputs.eval_batches(data, batch_size):
+                logits = model(x)
+                batch = eval_signals(logits, y)
+                classes = batch["probs"].shape[-1]
+                self._check_classes(classes, "eval_epoch(): the model gives {} classes, training batches had {}")
+                if flags is None:
+                    flags = signals.start_eval_pass(epoch, classes)
+                try:
+                    signals.eval_batch(epoch, idx, batch, logits, flags)
+                except (IndexError, RuntimeError) as exc:
+                    raise self._inputs.explain(exc, idx, None, self.num_classes) from exc
+        finally:
+            model.train(was_training)
+        if flags is None:
+            raise HarnessError("eval_epoch(): data yielded no batches")
+        signals.end_eval_pass(self.epochs, flags)
+        self._eval_at = signals.eval_at
+
+    # -- results -----------------------------------------------------------------------------
+    def finish(self) -> SampleTracker:
+        """Stop recording and copy the signals to the host (`scores()` and `suspects()` call it)."""
+        if self._finished:
+            return self
+        if self._pending:
+            raise HarnessError("the last epoch is still open: call end_epoch() after its last batch, then scores()")
+        if self.epochs == 0:
+            raise HarnessError("no epoch recorded: call update() for every batch and end_epoch() after each epoch")
+        self._finished = True
+        self._host, self._non_finite_host, self._labels_host, self._pred_host = self._signals.to_host(self.epochs)
+        self._signals = None  # free the device buffers
+        return self
+
+    def scores(self, proxies: Sequence[str | Proxy] | str | None = None) -> pd.DataFrame:
+        """One row per sample (index, given label, one column per proxy; higher = more memorized /
+        more suspicious). Ends recording. `proxies` defaults to the constructor's selection, else
+        every proxy the recorded signals allow. A sample never presented scores as the proxies
+        score missing values (csl 0, means NaN); a sample with a non-finite loss or logits scores
+        NaN in every proxy that reads them, with a RuntimeWarning naming the samples."""
+        self.finish()
+        selection, recorded = self._selection, self._host.recorders
+        chosen = (selection.resolve(proxies) if proxies is not None
+                  else selection.default(recorded, self.epochs, self._all_batches_had_logits))
+        ctx = ScoreContext(base=BASE, labels=self._labels_host, num_classes=self.num_classes or 0,
+                           runs={BASE: self._host})
+        columns: dict[str, Any] = {"index": np.arange(self.n), "label": nullable(self._labels_host)}
+        spoiled: dict[str, np.ndarray] = {}  # proxy label -> samples with a non-finite signal it reads
+        for proxy in chosen:
+            selection.check_available(proxy, recorded, self.epochs, self._all_batches_had_logits, self._eval_at)
+            with warnings.catch_warnings():  # a sample never presented has no values: NaN, not a warning
+                warnings.filterwarnings("ignore", "Mean of empty slice|Degrees of freedom", RuntimeWarning)
+                column = np.array(proxy.score(ctx), dtype=np.float64)
+            flags = [self._non_finite_host[k] for k in selection.keys_of(proxy) if k in self._non_finite_host]
+            bad = np.logical_or.reduce(flags) if flags else np.zeros(self.n, dtype=bool)
+            if bad.any():
+                column[bad] = np.nan  # the proxies read NaN as "not presented", which would score 0 or skip it
+                spoiled[proxy.label] = np.flatnonzero(bad)
+            columns[proxy.label] = column
+        if spoiled:
+            warnings.warn(non_finite_report(spoiled), RuntimeWarning, stacklevel=2)
+        return pd.DataFrame(columns)
+
+    def suspects(self, k: int = 20, by: str | Proxy = "csl") -> pd.DataFrame:
+        """The k samples ranked most likely mislabeled / memorized by proxy `by`: index, given
+        label, predicted label (from the eval pass after the last epoch if there was one, else the
+        last training-pass prediction) and score, highest score first (ties: lower index)."""
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+            raise HarnessError(f"suspects(k=...) must be a positive integer, got {k!r}")
+        table = self.scores([by])
+        score = table.columns[-1]
+        ranked = table.dropna(subset=[score]).sort_values(score, ascending=False, kind="stable").head(int(k))
+        return pd.DataFrame(
+            {
+                "index": ranked["index"].to_numpy(),
+                "label": ranked["label"].to_numpy(),
+                "predicted": nullable(self._pred_host[ranked["index"].to_numpy()]),
+                "score": ranked[score].to_numpy(),
+            }
+        )
+
+    def plot_suspects(
+        self,
+        images: np.ndarray | torch.Tensor,
+        k: int = 16,
+        *,
+        by: str | Proxy = "csl",
+        path: str | Path = "suspects.png",
+        classes: Sequence[str] | None = None,
+        columns: int = 8,
+    ) -> Path:
+        """PNG grid of the k suspects' images, captioned `#index given->predicted` and the score.
+
+        `images`: all n training images in index order, (N, H, W), (N, C, H, W) or (N, H, W, C)
+        with C in (1, 3); uint8, or real values scaled to 0..255 (min to max over all of them).
+        """
+        pictures = as_uint8_nchw(images, self.n)
+        table = self.suspects(k, by)
+        return draw_suspects(table, pictures, by.label if isinstance(by, Proxy) else by, path, classes, columns)
+
+    # -- helpers -----------------------------------------------------------------------------
+    def _check_open(self, what: str) -> None:
+        if self._finished:
+            raise HarnessError(f"{what}() after the tracker finished (scores()/suspects()/finish() was called); "
+                               "create a new SampleTracker for another run")
+
+    def _check_classes(self, classes: int, message: str) -> None:
+        if self.num_classes is None:
+            self.num_classes = classes
+        elif classes != self.num_classes:
+            raise HarnessError(message.format(classes, self.num_classes))
+
+    def _ensure_device(self, device: torch.device, where: str) -> None:
+        if self._device is None:
+            self._device = device
+            self._inputs = Inputs(self.n, device)
+            self._signals = TrackedSignals(self.n, device, self._selection.train_keys, self.running_sums,
+                                           self._selection.keep_eval_history, self._fixed_labels)
+        elif device != self._device:
+            raise HarnessError(f"{where}: tensors are on {device} but earlier ones were on {self._device}; "
+                               "keep the model and the tracked tensors on one device")

@@ -1,0 +1,106 @@
+"""What `SampleTracker` accepts from a user's loop -- sample indices, batch tensors, labels, eval
+data -- each checked, with an error that says what to pass instead of what torch rejected."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import torch
+
+from harness.errors import HarnessError
+
+_INDEX_DTYPES = frozenset({torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8})
+
+
+def label_array(labels: Any, n: int) -> np.ndarray:
+    """`SampleTracker(labels=...)` as n int64 class ids >= 0."""
+    y = labels.cpu().numpy() if isinstance(labels, torch.Tensor) else np.asarray(labels)
+    if y.shape != (n,) or not np.issubdtype(y.dtype, np.integer) or (len(y) and y.min() < 0):
+        raise HarnessError(f"SampleTracker(labels=...) must be {n} integer class ids >= 0, got "
+                           f"{y.dtype} {y.shape}")
+    return y.astype(np.int64)
+
+
+class Inputs:
+    """Checks of one tracker's inputs on its device. Indices of CUDA tensors are checked on the
+    device (`bad`, read at `end_epoch`): a per-batch check would sync the host every batch."""
+
+    def __init__(self, n: int, device: torch.device) -> None:
+        self.n = n
+        self.device = device
+        self.bad = torch.zeros((), dtype=torch.bool, device=device)
+
+    def indices(self, indices: Any) -> torch.Tensor:
+        idx = indices if isinstance(indices, torch.Tensor) else torch.as_tensor(np.asarray(indices))
+        if idx.dim() != 1 or idx.dtype not in _INDEX_DTYPES:
+            raise HarnessError(f"update(): indices must be a 1-D integer tensor of sample indices, got {idx.dtype} "
+                               f"{tuple(idx.shape)}; let the dataset return its index (see the WithIndex wrapper)")
+        if self.device.type == "cpu":  # index_copy_ itself rejects bad indices (see explain)
+            idx = idx if idx.device.type == "cpu" else idx.cpu()
+            return idx if idx.dtype == torch.int64 else idx.long()
+        if idx.device.type == "cpu":
+            self.check_index_range(idx)  # a host tensor: checking costs no device sync
+            return idx.to(self.device, torch.int64, non_blocking=True)
+        idx = idx.to(self.device, torch.int64)
+        self.bad |= ((idx < 0) | (idx >= self.n)).any()  # raised at end_epoch, without a sync here
+        return idx.clamp(0, self.n - 1)
+
+    def check_index_range(self, idx: torch.Tensor) -> None:
+        if len(idx):
+            low, high = (int(v) for v in torch.aminmax(idx))
+            if low < 0 or high >= self.n:
+                raise HarnessError(f"sample index {low if low < 0 else high} is outside [0, {self.n}); "
+                                   f"pass the dataset's own indices and n = len(dataset)")
+
+    def explain(self, exc: Exception, idx: torch.Tensor, labels: torch.Tensor | None,
+                num_classes: int | None) -> Exception:
+        """A clear HarnessError for what torch rejected (bad index or label); anything else as is."""
+        if idx.device.type == "cpu":
+            try:
+                self.check_index_range(idx)
+            except HarnessError as clear:
+                return clear
+        if labels is not None and labels.device.type == "cpu" and len(labels):
+            low, high = (int(v) for v in torch.aminmax(labels))
+            top = num_classes
+            if low < 0 or (top is not None and high >= top):
+                return HarnessError(f"update(): label {low if low < 0 else high} is outside [0, {top}); "
+                                    f"labels must be class ids 0..C-1")
+        return exc
+
+    def tensor(self, what: str, value: Any, *, ndim: int, length: int, floating: bool) -> torch.Tensor:
+        if not isinstance(value, torch.Tensor):
+            raise HarnessError(f"update(): {what} must be a torch tensor, got {type(value).__name__}")
+        if value.dim() != ndim or value.shape[0] != length:
+            want = f"({length},)" if ndim == 1 else f"({length}, classes)"
+            hint = "; compute the loss with reduction='none'" if what == "losses" else ""
+            raise HarnessError(f"update(): {what} has shape {tuple(value.shape)} but must be {want} for "
+                               f"{length} indices{hint}")
+        if floating != value.dtype.is_floating_point or value.dtype == torch.bool:
+            kind = "floating point" if floating else "integer class ids"
+            raise HarnessError(f"update(): {what} must be {kind}, got {value.dtype}")
+        if value.device != self.device:
+            raise HarnessError(f"update(): {what} is on {value.device} but the tracker's buffers are on "
+                               f"{self.device}; keep the batch's tensors on one device")
+        return value.detach()
+
+    def eval_batches(self, data: Any, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """(index, x, y) batches on the tracker's device."""
+        dev = self.device
+        if isinstance(data, (tuple, list)) and len(data) == 2 and all(isinstance(t, torch.Tensor) for t in data):
+            x, y = data
+            if len(x) != self.n or y.shape != (self.n,):
+                raise HarnessError(f"eval_epoch(): (x, y) must hold all {self.n} samples in index order, got "
+                                   f"{tuple(x.shape)} and {tuple(y.shape)}; or pass batches (x, y, index)")
+            for start in range(0, self.n, batch_size):
+                stop = min(self.n, start + batch_size)
+                yield (torch.arange(start, stop, device=dev), x[start:stop].to(dev), y[start:stop].to(dev))
+            return
+        for batch in data:
+            if not (isinstance(batch, (tuple, list)) and len(batch) == 3):
+                raise HarnessError("eval_epoch(): batches must be (x, y, index) -- wrap the dataset so it returns "
+                                   "its index (WithIndex in harness.tracker's docstring) -- or pass (x, y) tensors")
+            x, y, idx = batch
+            yield self.indices(idx), x.to(dev), y.to(dev)

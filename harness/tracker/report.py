@@ -1,0 +1,72 @@
+"""What a tracker's results are made of besides the scores: the non-finite warning, labels with
+<NA> for samples never seen, and the suspects' image grid."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from harness.errors import HarnessError
+
+
+def non_finite_report(spoiled: dict[str, np.ndarray]) -> str:
+    """One warning for `scores()`: which samples got NaN because a signal was not finite, and why."""
+    samples = np.unique(np.concatenate(list(spoiled.values())))
+    per_proxy = ", ".join(f"{label} ({len(idx)})" for label, idx in spoiled.items())
+    return (f"SampleTracker: {len(samples)} sample(s) had a non-finite loss or logits (NaN or inf), first: "
+            f"{samples[:10].tolist()}; they score NaN in {per_proxy} rather than a number that would rank them. "
+            f"Lower the learning rate, or check these samples' inputs and labels")
+
+
+def nullable(labels: np.ndarray) -> pd.arrays.IntegerArray:
+    """Class ids with -1 (never seen) as <NA>."""
+    labels = np.asarray(labels, dtype=np.int64)
+    return pd.arrays.IntegerArray(np.where(labels < 0, 0, labels), labels < 0)
+
+
+def as_uint8_nchw(images: Any, n: int) -> np.ndarray:
+    x = images.detach().cpu().numpy() if isinstance(images, torch.Tensor) else np.asarray(images)
+    if len(x) != n:
+        raise HarnessError(f"plot_suspects(): images must hold all {n} samples in index order, got {len(x)}")
+    if x.ndim == 3:
+        x = x[:, None]
+    elif x.ndim == 4 and x.shape[1] not in (1, 3) and x.shape[3] in (1, 3):
+        x = x.transpose(0, 3, 1, 2)
+    if x.ndim != 4 or x.shape[1] not in (1, 3):
+        raise HarnessError(f"plot_suspects(): images must be (N, H, W), (N, C, H, W) or (N, H, W, C) with C in "
+                           f"(1, 3), got {x.shape}")
+    if x.dtype != np.uint8:
+        x = x.astype(np.float64)
+        low, high = np.nanmin(x), np.nanmax(x)
+        x = np.rint((x - low) / (high - low if high > low else 1.0) * 255).astype(np.uint8)
+    return x
+
+
+def draw_suspects(table: pd.DataFrame, pictures: np.ndarray, by: str, path: str | Path,
+                  classes: Sequence[str] | None, columns: int) -> Path:
+    """PNG grid of the suspects in `table` (index, label, predicted, score), captioned
+    `#index given->predicted` and the score."""
+    from harness.plots import new_figure, save_figure, show_image  # the extreme-image grid's drawing
+
+    rows = max(1, math.ceil(len(table) / columns))
+    fig = new_figure((columns * 1.1, rows * 1.3 + 0.4))
+    fig.suptitle(f"top {len(table)} by {by}", fontsize=8)
+    axes = fig.subplots(rows, columns, squeeze=False)
+
+    def name(c: Any) -> str:
+        return "?" if pd.isna(c) else (classes[int(c)] if classes is not None else str(int(c)))
+
+    for cell, ax in enumerate(axes.flat):
+        if cell < len(table):
+            r = table.iloc[cell]
+            caption = f"#{int(r['index'])} {name(r['label'])}->{name(r['predicted'])}\n{r['score']:.3g}"
+            show_image(ax, pictures[int(r["index"])], caption)
+        else:
+            ax.set_axis_off()
+    return save_figure(fig, path)

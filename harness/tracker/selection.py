@@ -1,0 +1,125 @@
+"""Which proxies a tracker computes: the ones it was asked for, or every one the recorded signals
+allow, and a clear error for a proxy it cannot supply (one that trains runs of its own, reads a
+recorder only memprox's training loop has, or needs a pass or epochs that were not recorded)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from harness.errors import HarnessError
+from harness.recipe import Recipe
+from harness.recorders import EVAL_LAST, RECORDERS, RecorderRequest
+from harness.recorders.train_pass import PerEpochRecorder
+from harness.runspec import DataSpec, RunSpec
+from proxies import Proxy, available_proxies, resolve_proxies
+
+#: The tracker's stand-in for "the base run": proxies ask for their recorders on it.
+BASE = RunSpec(data=DataSpec(dataset="user"), model="user", recipe=Recipe())
+TRAIN_KEYS = tuple(name for name, cls in RECORDERS.items() if issubclass(cls, PerEpochRecorder))
+EVAL_ALL_KEY = RecorderRequest.of("eval_pass", epochs="all").key
+EVAL_LAST_KEY = EVAL_LAST.key
+#: Proxies that say nothing with fewer epochs: forgetting counts transitions between epochs,
+#: variability is a standard deviation over epochs.
+MIN_EPOCHS = {"forgetting": 2, "variability": 2}
+
+
+def trackable() -> list[Proxy]:
+    """Every registered proxy (plugins included) that reads only signals the tracker records."""
+    out = []
+    for cls in available_proxies().values():
+        try:
+            proxy = cls()
+        except Exception:  # a proxy whose defaults cannot be built is not ours to report here
+            continue
+        needs = proxy.needs(BASE)
+        if len(needs) == 1 and needs[0].spec == BASE and {r.key for r in needs[0].recorders} <= {
+            *TRAIN_KEYS, EVAL_ALL_KEY, EVAL_LAST_KEY
+        }:
+            out.append(proxy)
+    return out
+
+
+class ProxySelection:
+    """A tracker's proxies and the recorders they need: `train_keys` (training-pass recorders to
+    run on every batch) and `keep_eval_history` (whether every eval pass is kept, for csl_eval)."""
+
+    def __init__(self, proxies: Sequence[str | Proxy] | str | None, running_sums: bool) -> None:
+        self.running_sums = running_sums
+        self.selected = None if proxies is None else self.resolve(proxies)
+        if self.selected is not None:
+            keys = set().union(*(self.keys_of(p) for p in self.selected))
+            self.train_keys = tuple(k for k in TRAIN_KEYS if k in keys)
+            self.keep_eval_history = EVAL_ALL_KEY in keys
+        else:
+            self.train_keys = ("train_loss",) if running_sums else TRAIN_KEYS
+            self.keep_eval_history = True
+        self.logit_keys = [k for k in self.train_keys if k != "train_loss"]
+
+    def resolve(self, proxies: Sequence[str | Proxy] | str | Proxy) -> list[Proxy]:
+        if isinstance(proxies, (str, Proxy)):
+            proxies = [proxies]
+        named = [p for p in proxies if isinstance(p, str)]
+        chosen = resolve_proxies(",".join(named)) if named else []
+        chosen += [p for p in proxies if isinstance(p, Proxy)]
+        if len(chosen) != len(proxies):
+            raise HarnessError("proxies must be proxy names ('csl', 'in_confidence(variant=max)') or Proxy objects")
+        for proxy in chosen:
+            self.keys_of(proxy)
+        return chosen
+
+    def keys_of(self, proxy: Proxy) -> set[str]:
+        """The recorder keys a proxy reads, or a HarnessError if the tracker cannot supply them."""
+        supported = [p.label for p in trackable()]
+        needs = proxy.needs(BASE)
+        if len(needs) != 1 or needs[0].spec != BASE:
+            raise HarnessError(f"{proxy.label} trains runs of its own, which only `python -m harness run` does; "
+                               f"the tracker computes {', '.join(supported)}")
+        keys = {r.key for r in needs[0].recorders}
+        unknown = keys - set(TRAIN_KEYS) - {EVAL_ALL_KEY, EVAL_LAST_KEY}
+        if unknown:
+            raise HarnessError(f"{proxy.label} needs {', '.join(sorted(unknown))}, which only memprox's own training "
+                               f"loop records; the tracker computes {', '.join(supported)}")
+        if self.running_sums and proxy.name != "csl":
+            raise HarnessError(f"running_sums=True keeps only the running loss sum that csl needs, not what "
+                               f"{proxy.label} reads; use SampleTracker(running_sums=False) (O(N x epochs) memory)")
+        return keys
+
+    def default(self, recorded: set[str], epochs: int, all_had_logits: bool) -> list[Proxy]:
+        """The selected proxies, else every trackable one the recorded signals allow."""
+        if self.selected is not None:
+            return self.selected
+        out = []
+        for proxy in trackable():
+            try:
+                keys = self.keys_of(proxy)
+            except HarnessError:
+                continue
+            if keys <= recorded and epochs >= MIN_EPOCHS.get(proxy.name, 1):
+                if any(k != "train_loss" and k in TRAIN_KEYS for k in keys) and not all_had_logits:
+                    continue
+                out.append(proxy)
+        return out
+
+    def check_available(self, proxy: Proxy, recorded: set[str], epochs: int, all_had_logits: bool,
+                        eval_at: list[int]) -> None:
+        """A HarnessError naming what to call or pass when `proxy` cannot be scored."""
+        keys = self.keys_of(proxy)
+        need = MIN_EPOCHS.get(proxy.name, 1)
+        if epochs < need:
+            raise HarnessError(f"{proxy.label} needs at least {need} epochs, the tracker recorded {epochs}")
+        for key in sorted(keys):
+            found = key in recorded
+            if key in TRAIN_KEYS and key != "train_loss" and not all_had_logits:
+                found = False  # some batches came without logits: these rows have holes
+            if found:
+                continue
+            if key == EVAL_ALL_KEY:
+                fix = (f"call eval_epoch(model, data) after every epoch (passes ran after epochs "
+                       f"{eval_at or 'none'} of {epochs})")
+            elif key == EVAL_LAST_KEY:
+                fix = f"call eval_epoch(model, data) after the last end_epoch() (epoch {epochs})"
+            elif key not in self.train_keys:
+                fix = f"select it when creating the tracker: SampleTracker(n, proxies=[..., {proxy.label!r}])"
+            else:
+                fix = "pass logits= and labels= to every update()"
+            raise HarnessError(f"{proxy.label} reads {key}, which this tracker did not record; {fix}")
