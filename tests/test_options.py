@@ -186,3 +186,15 @@ def test_the_table_imports_below_the_config() -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
+
+
+def test_the_option_modules_stay_small() -> None:
+    """Issue 18: no module over 400 lines, no class over 150."""
+    import ast
+
+    for name in ("values", "options", "config", "api", "cli"):
+        text = (ROOT / "harness" / f"{name}.py").read_text()
+        assert len(text.splitlines()) <= 400, name
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, ast.ClassDef):
+                assert node.end_lineno - node.lineno + 1 <= 150, f"{name}.{node.name}"
