@@ -38,12 +38,12 @@ def test_quick_preset_depends_on_the_dataset() -> None:
 
 def test_registry_holds_every_preset_with_a_known_model() -> None:
     assert isinstance(PRESETS, Registry)
-    assert list(PRESETS) == ["quick", "paper", "gpu"]
+    assert list(PRESETS) == ["quick", "cpu-full", "paper", "gpu"]
     for entry in PRESETS.values():
         for preset in (entry.default, *entry.by_dataset.values()):
             assert preset.model in MODELS and preset.name == entry.name
             preset.recipe.validate()
-    with pytest.raises(HarnessError, match="unknown preset 'fast'.*gpu, paper, quick"):
+    with pytest.raises(HarnessError, match="unknown preset 'fast'.*cpu-full, gpu, paper, quick"):
         preset_for("fast", "cifar10")
 
 
