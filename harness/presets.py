@@ -10,7 +10,7 @@ on image datasets), so the registry maps a name to a `PresetEntry` that picks on
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from harness.recipe import Recipe
 from harness.registry import Registry
@@ -81,7 +81,7 @@ PRESETS.register("cpu-full", PresetEntry(
     "CPU cores, full dataset: image datasets -> small_cnn, channels-last, SGD one-cycle to lr 0.1 (momentum "
     "0.9, wd 5e-4), batch 128, 20 epochs, random crop + flip; digits and npz:PATH as quick",
     _CPU_FULL_IMAGES,
-    {"digits": _QUICK_DIGITS, "npz": _QUICK_DIGITS},
+    {"digits": replace(_QUICK_DIGITS, name="cpu-full"), "npz": replace(_QUICK_DIGITS, name="cpu-full")},
 ))
 
 PRESETS.register("paper", PresetEntry(
