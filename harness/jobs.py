@@ -24,13 +24,14 @@ import torch
 from harness.datasets import Dataset, load_dataset
 from harness.ensemble import train_members
 from harness.errors import HarnessError, RunFailed
-from harness.manifest import Manifest, RecorderRecord
+from harness.manifest import ENGINES, Manifest, RecorderRecord
 from harness.prepared import PreparedData, prepare
 from harness.recorders import RecorderRequest
 from harness.runspec import DataSpec, RunSpec
 from harness.training import RunOutput, train_run
 
-ENGINES = ("single", "ensemble")
+#: Runs still to train, each with the recorders it must carry (planned, claimed, turned into jobs).
+Pending = list[tuple[RunSpec, set[RecorderRequest]]]
 
 
 @dataclass(frozen=True)

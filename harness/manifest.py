@@ -19,6 +19,7 @@ import time
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import Any
 
+#: How a run was trained: alone, or as a member of a batched ensemble (`harness.jobs.Job.engine`).
 ENGINES = ("single", "ensemble")
 #: The manifest.json field holding the SHA-256 of the manifest's other fields (`manifest_digest`).
 DIGEST_FIELD = "manifest_sha256"
