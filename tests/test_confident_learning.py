@@ -69,7 +69,8 @@ def test_out_of_fold_on_stored_runs(tmp_path) -> None:
         progress=False,
     )
     exp = Experiment(cfg)
-    runs, failed, trained, _ = exp.execute()
+    ran = exp.execute()
+    runs, failed, trained = ran.runs, ran.failed, ran.trained
     assert not failed and len(trained) == 3
     (proxy,) = exp.proxies
     (_, setting, base) = exp.plan.settings[0]

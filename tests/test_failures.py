@@ -202,12 +202,12 @@ def test_unwritable_store_or_out_is_one_line_before_training(tmp_path, monkeypat
 
 def test_output_write_failure_after_training_keeps_the_runs(make_config, monkeypatch) -> None:
     cfg = make_config(epochs=2)
-    import harness.experiment as experiment
+    import harness.outputs as outputs
 
     def full(path, text):
         raise OSError(28, "No space left on device", str(path))
 
-    monkeypatch.setattr(experiment, "atomic_write_text", full)
+    monkeypatch.setattr(outputs, "atomic_write_text", full)
     exp = Experiment(cfg)
     with pytest.raises(StorageError, match="No space left on device.*kept in the store"):
         exp.run()

@@ -26,16 +26,9 @@ import pytest
 from harness import io
 from harness.cli import main
 from harness.errors import HarnessError, Interrupted, StorageError
-from harness.experiment import (
-    RECORD,
-    STAGING_MARKER,
-    Experiment,
-    _clean_stale_staging,
-    _publish,
-    _staging,
-    _write_record,
-    check_out,
-)
+from harness.experiment import Experiment
+from harness.outputs import RECORD, STAGING_MARKER, check_out, clean_stale, publish, write_record
+from harness.outputs import staging as make_staging
 
 # --- helpers --------------------------------------------------------------------------------------------
 
@@ -235,12 +228,12 @@ def test_out_that_is_a_file_is_refused(make_config, tmp_path) -> None:
 
 def _prepare(out: Path, identity: str, files: dict[str, str]):
     """A staging folder for `out` holding `files` and their record (a context manager)."""
-    staging = _staging(out)
+    staging = make_staging(out)
     tmp = staging.__enter__()
     for rel, text in files.items():
         (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
         (tmp / rel).write_text(text)
-    _write_record(tmp, identity)
+    write_record(tmp, identity)
     return staging, tmp
 
 
@@ -253,7 +246,7 @@ def published(tmp_path) -> Path:
     """An output folder with OLD published by experiment "e1" and the user's files beside them."""
     out = tmp_path / "out"
     staging, tmp = _prepare(out, "e1", OLD)
-    _publish(tmp, out, "e1", overwrite=False)
+    publish(tmp, out, "e1", overwrite=False)
     staging.__exit__(None, None, None)
     _user_files(out)
     return out
@@ -270,7 +263,7 @@ def _renames_of_a_publish(out: Path) -> int:
     staging, tmp = _prepare(out, "e1", NEW)
     os.rename, os.replace = counting(real_rename), counting(real_replace)
     try:
-        _publish(tmp, out, "e1", overwrite=False)
+        publish(tmp, out, "e1", overwrite=False)
     finally:
         os.rename, os.replace = real_rename, real_replace
         staging.__exit__(None, None, None)
@@ -301,14 +294,14 @@ def test_a_failure_at_any_rename_of_a_publish_rolls_back(published, tmp_path, mo
         monkeypatch.setattr(os, "replace", failing(real_replace))
         try:
             with pytest.raises(type(error)):
-                _publish(tmp, published, "e1", overwrite=False)
+                publish(tmp, published, "e1", overwrite=False)
         finally:
             monkeypatch.undo()
             staging.__exit__(None, None, None)
         assert _tree(published) == before, f"failure at rename {fail_at} of {total}"
         _no_debris(published)
     staging, tmp = _prepare(published, "e1", NEW)
-    _publish(tmp, published, "e1", overwrite=False)
+    publish(tmp, published, "e1", overwrite=False)
     staging.__exit__(None, None, None)
     assert not (published / "scores" / "gone.csv").exists() and (published / "figures" / "f.png").exists()
     _assert_kept(published, USER_FILES)
@@ -343,26 +336,26 @@ def test_a_kill_part_way_is_rolled_back_or_finished_by_the_next_process(publishe
         monkeypatch.setattr(io, "roll_back", lambda aside, journal: False)  # a kill rolls nothing back
         try:
             with pytest.raises(Killed):
-                _publish(tmp, published, "e1", overwrite=False)
+                publish(tmp, published, "e1", overwrite=False)
         finally:
             monkeypatch.undo()
             staging.__exit__(None, None, None)
         (aside,) = [p for p in published.parent.iterdir() if p.name.startswith(".out.old-")]
         aside.rename(aside.with_name(f".out.old-{dead}-x{kill_at}"))  # as if its process had died
-        _clean_stale_staging(published)
+        clean_stale(published)
         _no_debris(published)
         assert _tree(published) == before, f"kill at rename {kill_at} of {total}"
     staging, tmp = _prepare(published, "e1", NEW)  # a kill after the commit: the swap is finished
     monkeypatch.setattr(io, "_finish", lambda aside, journal: (_ for _ in ()).throw(Killed()))
     try:
         with pytest.raises(Killed):
-            _publish(tmp, published, "e1", overwrite=False)
+            publish(tmp, published, "e1", overwrite=False)
     finally:
         monkeypatch.undo()
         staging.__exit__(None, None, None)
     (aside,) = [p for p in published.parent.iterdir() if p.name.startswith(".out.old-")]
     aside.rename(aside.with_name(f".out.old-{dead}-done"))
-    _clean_stale_staging(published)
+    clean_stale(published)
     _no_debris(published)
     assert not (published / "scores" / "gone.csv").exists()
     assert (published / "figures" / "f.png").read_text() == "new fig"
@@ -384,7 +377,7 @@ def test_stale_folders_are_removed_only_when_provably_ours(tmp_path) -> None:
     alive = tmp_path / f".out.tmp-{os.getpid()}-ghi"
     alive.mkdir()
     (alive / STAGING_MARKER).write_text("")
-    _clean_stale_staging(out)
+    clean_stale(out)
     assert not ours.exists() and alive.exists()
     for folder in lookalikes:
         assert (folder / "thesis.tex").read_text() == "precious"
@@ -465,20 +458,20 @@ def test_concurrent_publishes_into_one_folder_are_serialised(published, monkeypa
     monkeypatch.setattr(os, "rename", slow_in_first)
     outcomes: dict[str, object] = {}
 
-    def publish(name: str, identity: str, files: dict[str, str]) -> None:
+    def publish_one(name: str, identity: str, files: dict[str, str]) -> None:
         staging, tmp = _prepare(published, identity, files)
         try:
-            _publish(tmp, published, identity, overwrite=False)
+            publish(tmp, published, identity, overwrite=False)
             outcomes[name] = "ok"
         except StorageError as e:
             outcomes[name] = e
         finally:
             staging.__exit__(None, None, None)
 
-    first = threading.Thread(target=publish, args=("first", "e1", NEW), name="first")
+    first = threading.Thread(target=publish_one, args=("first", "e1", NEW), name="first")
     first.start()
     assert first_in.wait(10)
-    other = threading.Thread(target=publish, args=("second", second, {"leaderboard.csv": "second board"}))
+    other = threading.Thread(target=publish_one, args=("second", second, {"leaderboard.csv": "second board"}))
     other.start()
     other.join(0.5)
     assert other.is_alive(), "the second publish did not wait for the first"

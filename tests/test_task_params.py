@@ -5,6 +5,7 @@ positives refused while planning."""
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -15,6 +16,11 @@ from harness.errors import HarnessError
 from harness.runspec import DataSpec
 from harness.tasks import TASKS, make_tasks
 from harness.tasks.reference import ReferenceConfig
+
+
+def _sized(n: int) -> SimpleNamespace:
+    """A stand-in for the loaded dataset where a task's settings read only its N."""
+    return SimpleNamespace(n_train=n)
 
 
 def test_defaults_and_overrides_land_in_params() -> None:
@@ -73,12 +79,12 @@ def test_cost_borrows_settings_without_building_other_tasks(monkeypatch) -> None
             self, *a, **k))
     mislabeled, cost = make_tasks(["mislabeled", "cost"])
     cfg = ExperimentConfig(seeds=(0, 1), noise_rates=(0.05, 0.1))
-    settings = cost.settings(cfg, DataSpec(), 1000)
+    settings = cost.settings(cfg, DataSpec(), _sized(1000))
     assert sorted(built) == ["cost", "mislabeled"]  # once each, by make_tasks
     assert [(s.task, s.label, s.seed) for s in settings] == [("cost", "noise=0.05", 0), ("cost", "noise=0.05", 1)]
-    assert [s.data for s in settings] == [s.data for s in mislabeled.settings(cfg, DataSpec(), 1000)[:2]]
+    assert [s.data for s in settings] == [s.data for s in mislabeled.settings(cfg, DataSpec(), _sized(1000))[:2]]
     (alone,) = make_tasks(["cost"])
-    assert [s.label for s in alone.settings(cfg, DataSpec(), 1000)] == ["clean", "clean"]
+    assert [s.label for s in alone.settings(cfg, DataSpec(), _sized(1000))] == ["clean", "clean"]
 
 
 @pytest.mark.parametrize(("fields", "n", "match"), [
@@ -89,17 +95,17 @@ def test_cost_borrows_settings_without_building_other_tasks(monkeypatch) -> None
 def test_mislabeled_without_positives_is_refused_while_planning(fields, n, match) -> None:
     (task,) = make_tasks(["mislabeled"])
     with pytest.raises(HarnessError, match=match):
-        task.settings(ExperimentConfig(seeds=(0,), **fields), DataSpec(), n)
+        task.settings(ExperimentConfig(seeds=(0,), **fields), DataSpec(), _sized(n))
 
 
 @pytest.mark.parametrize("pairs", [0, -1, 501])
 def test_duplicates_without_valid_pairs_are_refused(pairs: int) -> None:
     (task,) = make_tasks(["duplicates"])
     with pytest.raises(HarnessError, match="duplicate-pairs"):
-        task.settings(ExperimentConfig(seeds=(0,), duplicate_pairs=pairs), DataSpec(), 1000)
+        task.settings(ExperimentConfig(seeds=(0,), duplicate_pairs=pairs), DataSpec(), _sized(1000))
     # the default (None) is 0.5 % of N; an explicit value is kept as given
-    assert task.settings(ExperimentConfig(seeds=(0,)), DataSpec(), 1000)[0].data.corruption.pairs == 5
-    (setting,) = task.settings(ExperimentConfig(seeds=(0,), duplicate_pairs=3), DataSpec(), 1000)
+    assert task.settings(ExperimentConfig(seeds=(0,)), DataSpec(), _sized(1000))[0].data.corruption.pairs == 5
+    (setting,) = task.settings(ExperimentConfig(seeds=(0,), duplicate_pairs=3), DataSpec(), _sized(1000))
     assert setting.data.corruption.pairs == 3
 
 
@@ -108,7 +114,7 @@ def test_label_file_equal_to_the_clean_labels_is_refused(digits, tmp_path: Path)
     (task,) = make_tasks(["mislabeled"])
     cfg = ExperimentConfig(seeds=(0,), noisy_labels=str(tmp_path / "same.npy"))
     with pytest.raises(HarnessError, match="equals the clean labels"):
-        task.settings(cfg, DataSpec(), len(digits.y_train))
+        task.settings(cfg, DataSpec(), digits)
 
 
 @pytest.mark.parametrize("argv", [

@@ -88,7 +88,7 @@ def _direct(tmp_path: Path, task_args: dict, scores: dict[str, np.ndarray], out:
     reference, mem = _reference(load_dataset("digits"), tmp_path)
     (task,) = make_tasks(["theory"], {"theory": task_args}, reference)
     cfg = ExperimentConfig(seeds=(0,), subset=SUBSET, out=out)
-    (setting,) = task.settings(cfg, DataSpec(subset=SUBSET), SUBSET)
+    (setting,) = task.settings(cfg, DataSpec(subset=SUBSET), load_dataset("digits", subset=SUBSET))
     data = prepare(setting.data, load_dataset("digits", subset=SUBSET), torch.device("cpu"))
     ctx = EvalContext(setting, RunSpec(data=setting.data, model="mlp", recipe=Recipe()), data, {}, cfg, [], out=out)
     rows = task.evaluate(ctx, scores)

@@ -7,6 +7,8 @@ memorization reference), and evaluates every proxy's scores in a setting into ro
 
 from __future__ import annotations
 
+import importlib.metadata
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,9 +18,11 @@ import numpy as np
 
 from harness.bootstrap import Resamples
 from harness.config import ExperimentConfig
+from harness.datasets import Dataset
 from harness.errors import HarnessError
 from harness.metrics import detection_boot, detection_metrics
 from harness.prepared import PreparedData
+from harness.registry import Registry
 from harness.runspec import DataSpec, RunSpec
 from harness.store import StoredRun
 from harness.tasks.reference import REFERENCE_DEFAULTS, ReferenceConfig, reference_config
@@ -57,10 +61,11 @@ Row = dict[str, object]
 
 
 class Task:
-    """Subclass, set the class attributes, implement `settings` and `evaluate`; register with
-    `@register_task`. Parameters (`--task-arg NAME.PARAM=VALUE`) are declared in `defaults`,
-    checked once in the constructor (`validate`), and read from `self.params`. Tasks that
-    compare against the memorization reference set `uses_reference` and read `self.reference`."""
+    """Subclass, set the class attributes, implement `settings` (given the loaded dataset) and
+    `evaluate`; register with `@register_task` (or the `memprox.tasks` entry-point group).
+    Parameters (`--task-arg NAME.PARAM=VALUE`) are declared in `defaults`, checked once in the
+    constructor (`validate`), and read from `self.params`. Tasks that compare against the
+    memorization reference set `uses_reference` and read `self.reference`."""
 
     name: ClassVar[str]
     description: ClassVar[str]
@@ -82,7 +87,7 @@ class Task:
     def bind(self, tasks: list[Task]) -> None:
         """Called once by make_tasks with every selected task (e.g. cost borrows a sibling's settings)."""
 
-    def settings(self, cfg: ExperimentConfig, base_data: DataSpec, n_train: int) -> list[Setting]:
+    def settings(self, cfg: ExperimentConfig, base_data: DataSpec, dataset: Dataset) -> list[Setting]:
         raise NotImplementedError
 
     def needs(self, setting: Setting, base: RunSpec, cfg: ExperimentConfig) -> list[Need]:
@@ -123,12 +128,48 @@ def detection_rows(
     return rows
 
 
-TASKS: dict[str, type[Task]] = {}
+#: Third-party tasks: the entry point names a Task subclass, e.g.
+#: `[project.entry-points."memprox.tasks"] my_task = "my_pkg.module:MyTask"`.
+ENTRY_POINT_GROUP = "memprox.tasks"
+TASKS: Registry[type[Task]] = Registry("task")
+_plugins_loaded = False
 
 
 def register_task(cls: type[Task]) -> type[Task]:
-    TASKS[cls.name] = cls
+    """Class decorator; a second task under a taken name is an error, not a silent overwrite."""
+    for attr in ("name", "description"):
+        if not getattr(cls, attr, None):
+            raise TypeError(f"task {cls.__name__} must declare a non-empty `{attr}`")
+    TASKS.register(cls.name, cls)
     return cls
+
+
+def load_plugins() -> None:
+    """Register the tasks installed by other packages (once; `harness.tasks` calls it on import). A
+    plugin that fails to load, is no Task, or takes a registered name warns and is ignored."""
+    global _plugins_loaded
+    if _plugins_loaded:
+        return
+    _plugins_loaded = True
+    for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            cls = ep.load()
+        except Exception as e:  # a third-party import error must not take the harness down
+            warnings.warn(f"task plugin {ep.name!r} ({ep.value}) failed to load: {e}", stacklevel=2)
+            continue
+        if not (isinstance(cls, type) and issubclass(cls, Task)):
+            warnings.warn(f"task plugin {ep.name!r} ({ep.value}) is not a Task subclass; ignored", stacklevel=2)
+            continue
+        taken = TASKS[cls.name] if getattr(cls, "name", None) in TASKS else None
+        if taken is not None and taken is not cls:
+            warnings.warn(f"task plugin {ep.name!r} ({ep.value}) is named {cls.name!r} like "
+                          f"{taken.__module__}.{taken.__qualname__}; keeping the latter, ignoring the plugin",
+                          stacklevel=2)
+            continue
+        try:
+            register_task(cls)
+        except TypeError as e:
+            warnings.warn(f"task plugin {ep.name!r} ({ep.value}) is invalid: {e}; ignored", stacklevel=2)
 
 
 def make_tasks(
@@ -139,6 +180,7 @@ def make_tasks(
     """The selected tasks, each built once with its `--task-arg` parameters, sharing one
     ReferenceConfig (from `--reference` and the `memorization.k|fraction|variant|model` args)
     among the tasks that use the reference. Bad names or parameters raise HarnessError."""
+    load_plugins()
     names = list(names)
     task_args = {k: dict(v) for k, v in (task_args or {}).items()}
     valid = ", ".join(TASKS)

@@ -10,6 +10,7 @@ import numpy as np
 
 from harness.config import ExperimentConfig
 from harness.cost import proxy_cost
+from harness.datasets import Dataset
 from harness.runspec import DataSpec
 from harness.tasks.base import EvalContext, Row, Setting, Task, register_task
 from harness.tasks.reference import ReferenceConfig
@@ -27,9 +28,9 @@ class Cost(Task):
     def bind(self, tasks: list[Task]) -> None:
         self.source = next((t for t in tasks if not isinstance(t, Cost)), None)
 
-    def settings(self, cfg: ExperimentConfig, base_data: DataSpec, n_train: int) -> list[Setting]:
+    def settings(self, cfg: ExperimentConfig, base_data: DataSpec, dataset: Dataset) -> list[Setting]:
         if self.source is not None:
-            settings = self.source.settings(cfg, base_data, n_train)
+            settings = self.source.settings(cfg, base_data, dataset)
             first = settings[0].label
             return [Setting(self.name, s.label, s.data, s.seed) for s in settings if s.label == first]
         return [Setting(self.name, "clean", base_data, seed) for seed in cfg.seeds]

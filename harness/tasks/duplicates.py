@@ -8,6 +8,7 @@ import numpy as np
 
 from harness.config import ExperimentConfig
 from harness.corruption import default_duplicate_pairs
+from harness.datasets import Dataset
 from harness.errors import HarnessError
 from harness.runspec import Corruption, DataSpec
 from harness.tasks.base import EvalContext, Row, Setting, Task, detection_rows, register_task
@@ -18,7 +19,8 @@ class Duplicates(Task):
     name = "duplicates"
     description = "detect both members of duplicated pairs with conflicting labels (AUROC, AUPRC)"
 
-    def settings(self, cfg: ExperimentConfig, base_data: DataSpec, n_train: int) -> list[Setting]:
+    def settings(self, cfg: ExperimentConfig, base_data: DataSpec, dataset: Dataset) -> list[Setting]:
+        n_train = dataset.n_train
         pairs = default_duplicate_pairs(n_train) if cfg.duplicate_pairs is None else cfg.duplicate_pairs
         if isinstance(pairs, bool) or not isinstance(pairs, int) or not 1 <= pairs <= n_train // 2:
             raise HarnessError(f"--duplicate-pairs {pairs!r} must be an integer in [1, {n_train // 2}] for N={n_train} "

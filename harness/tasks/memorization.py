@@ -31,6 +31,7 @@ import numpy as np
 from baselines.stability import EVAL_LAST
 from harness.config import ExperimentConfig
 from harness.cost import cost_row, run_cost
+from harness.datasets import Dataset
 from harness.errors import HarnessError
 from harness.runspec import Corruption, DataSpec, RunSpec
 from harness.similarity import similarity_boot, similarity_metrics, top_k_count
@@ -48,9 +49,9 @@ class ReferenceTask(Task):
     uses_reference = True
     reference: ReferenceConfig
 
-    def settings(self, cfg: ExperimentConfig, base_data: DataSpec, n_train: int) -> list[Setting]:
-        self.reference.check(cfg.dataset, cfg.data_root, cfg.subset)
-        self.reference.check_size(n_train)
+    def settings(self, cfg: ExperimentConfig, base_data: DataSpec, dataset: Dataset) -> list[Setting]:
+        self.reference.check(dataset.y_train.numpy())
+        self.reference.check_size(dataset.n_train)
         data = replace(base_data, corruption=Corruption())
         return [Setting(self.name, "clean", data, seed) for seed in cfg.seeds]
 
@@ -78,12 +79,13 @@ class Memorization(ReferenceTask):
         if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
             raise HarnessError(f"memorization.top_k must be a positive integer, got {top_k!r}")
 
-    def settings(self, cfg: ExperimentConfig, base_data: DataSpec, n_train: int) -> list[Setting]:
+    def settings(self, cfg: ExperimentConfig, base_data: DataSpec, dataset: Dataset) -> list[Setting]:
         top_k = self.params["top_k"]
+        n_train = dataset.n_train
         if top_k is not None and top_k > n_train:  # it would be cut to N: the top-k metrics would be the others
             raise HarnessError(f"memorization.top_k {top_k} is larger than the N={n_train} training samples; "
                                f"pass at most {n_train} (default: 10% of N)")
-        return super().settings(cfg, base_data, n_train)
+        return super().settings(cfg, base_data, dataset)
 
     def evaluate(self, ctx: EvalContext, scores: dict[str, np.ndarray]) -> list[Row]:
         top_k = self.params["top_k"]

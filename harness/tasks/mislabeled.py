@@ -11,11 +11,11 @@ import numpy as np
 
 from harness.config import ExperimentConfig
 from harness.corruption import read_label_file
+from harness.datasets import Dataset
 from harness.errors import HarnessError
 from harness.prepared import file_sha
 from harness.runspec import Corruption, DataSpec
 from harness.tasks.base import EvalContext, Row, Setting, Task, detection_rows, register_task
-from harness.tasks.reference import planning_dataset
 
 
 @register_task
@@ -23,9 +23,10 @@ class Mislabeled(Task):
     name = "mislabeled"
     description = "detect samples whose label was changed (AUROC, AUPRC, precision at k)"
 
-    def settings(self, cfg: ExperimentConfig, base_data: DataSpec, n_train: int) -> list[Setting]:
+    def settings(self, cfg: ExperimentConfig, base_data: DataSpec, dataset: Dataset) -> list[Setting]:
+        n_train = dataset.n_train
         if cfg.noisy_labels:
-            self._check_label_file(cfg)
+            self._check_label_file(cfg, dataset)
             c = Corruption(kind="label_file", label_file=cfg.noisy_labels, label_file_sha=file_sha(cfg.noisy_labels))
             data = replace(base_data, corruption=c)
             return [Setting(self.name, c.label(), data, s) for s in cfg.seeds]
@@ -45,8 +46,7 @@ class Mislabeled(Task):
         return out
 
     @staticmethod
-    def _check_label_file(cfg: ExperimentConfig) -> None:
-        dataset = planning_dataset(cfg.dataset, cfg.data_root, cfg.subset)
+    def _check_label_file(cfg: ExperimentConfig, dataset: Dataset) -> None:
         clean = dataset.y_train.numpy()
         noisy = read_label_file(cfg.noisy_labels, dataset.full_train_size, dataset.num_classes)[: len(clean)]
         if not np.any(noisy != clean):

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -50,10 +49,10 @@ class ReferenceConfig:
         return "stability" if self.kind == "stability" else f"{self.kind}:{Path(self.path).name}"
 
     # planning --------------------------------------------------------------------------
-    def check(self, dataset: str, data_root: Path | None, subset: int | None) -> None:
-        """A score file that does not match the dataset is bad input: fail before training."""
+    def check(self, labels: np.ndarray) -> None:
+        """A score file that does not match the dataset's clean training labels is bad input: fail
+        before training."""
         if self.kind != "stability":
-            labels = _clean_labels(dataset, data_root, subset)
             try:
                 self.load_file(labels)
             except OSError as e:  # e.g. a name longer than the file system allows
@@ -123,17 +122,3 @@ def reference_config(reference: str, args: Mapping[str, Any]) -> ReferenceConfig
     if not ((kind == "stability" and not path) or (kind in LOADERS and path)):
         raise HarnessError(f"unknown --reference {reference!r}; use stability, fz:PATH or cscore:PATH")
     return ReferenceConfig(kind, path, p["k"], float(fraction), p["variant"], model)
-
-
-@lru_cache(maxsize=4)
-def planning_dataset(dataset: str, data_root: Path | None, subset: int | None) -> Any:
-    """The dataset, for tasks that check their input while planning (a score file's labels, a
-    label file's differences); the experiment's own copy is not handed to tasks at that point,
-    and the loaders cache to disk."""
-    from harness.datasets import load_dataset
-
-    return load_dataset(dataset, data_root=data_root, download=False, subset=subset)
-
-
-def _clean_labels(dataset: str, data_root: Path | None, subset: int | None) -> np.ndarray:
-    return planning_dataset(dataset, data_root, subset).y_train.numpy()

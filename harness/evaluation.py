@@ -1,0 +1,108 @@
+"""Evaluation: every proxy's scores on each setting's data, every task's rows from those scores, and
+the leaderboard (with its bootstrap) over them, gathered into the experiment's result.
+
+Scoring and evaluation run numpy's BLAS on one thread (`single_blas_thread`). A proxy that needs a
+failed run, or whose scores are all NaN, is left out and reported; so is a task setting that needs
+a failed run. The result holds what the outputs are written from.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from harness.config import ExperimentConfig
+from harness.leaderboard import aggregate
+from harness.phases import PhaseTimer
+from harness.planner import Plan
+from harness.prepared import PreparedData
+from harness.runner import RunnerResult
+from harness.runspec import DataSpec, RunSpec
+from harness.store import StoredRun
+from harness.tasks import EvalContext
+from proxies import Proxy, ScoreContext
+
+RAW_COLUMNS = ["task", "dataset", "model", "setting", "proxy", "metric", "seed", "value"]
+
+
+@dataclass
+class ExperimentResult:
+    raw: pd.DataFrame
+    leaderboard: pd.DataFrame
+    failures: list[str] = field(default_factory=list)
+    trained: list[str] = field(default_factory=list)
+    reused: list[str] = field(default_factory=list)
+    outputs: dict[str, object] = field(default_factory=dict)
+    base_train_acc: list[float] = field(default_factory=list)  # eval-mode, on the labels trained on
+    scores: dict[str, pd.DataFrame] = field(default_factory=dict)  # "noise=0.1_seed0" -> scores/<key>.csv
+    phase_seconds: dict[str, float] = field(default_factory=dict)  # PHASES -> wall seconds (summary.json)
+
+
+def score(proxies: list[Proxy], base: RunSpec, data: PreparedData, runs: Mapping[RunSpec, StoredRun]
+          ) -> tuple[dict[str, np.ndarray], list[str]]:
+    """Every proxy's scores on the base run's data (proxy label -> one score per sample), and a line
+    for each proxy left out (a run it needs failed, or all its scores are NaN)."""
+    ctx = ScoreContext(base=base, labels=data.labels, num_classes=data.num_classes, runs=runs)
+    scores, problems = {}, []
+    for proxy in proxies:
+        if any(n.spec not in runs for n in proxy.needs(base)):
+            problems.append(f"proxy {proxy.label} skipped for {base.label()}: a run it needs failed")
+            continue
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN slices are reported below
+            s = np.asarray(proxy.score(ctx), dtype=np.float64)
+        if s.shape != (data.n,):
+            raise RuntimeError(f"proxy {proxy.label} returned shape {s.shape}, expected ({data.n},)")
+        if np.isnan(s).all():
+            problems.append(f"proxy {proxy.label} failed for {base.label()}: every score is NaN "
+                            "(check its parameters); left out of the leaderboard")
+            continue
+        scores[proxy.label] = s
+    return scores, problems
+
+
+def evaluate(cfg: ExperimentConfig, plan: Plan, proxies: list[Proxy], ran: RunnerResult,
+             prepared: Callable[[DataSpec], PreparedData], timer: PhaseTimer, out: Path | None
+             ) -> tuple[ExperimentResult, dict[str, list[str]]]:
+    """Score each setting's data once, evaluate every task setting on it and aggregate the
+    leaderboard. Returns the result and the files tasks wrote into `out` (artifacts: kind ->
+    relative paths; `out` None: tasks write no files)."""
+    runs, rows = ran.runs, []
+    failures = list(ran.failed.values())
+    scores_by_data: dict[tuple[DataSpec, int], dict[str, np.ndarray]] = {}
+    artifacts: dict[str, list[str]] = {}
+    config = replace(cfg, out=out)  # nothing reads config.out for its files: ctx.out is the place
+    for task, setting, base in plan.settings:
+        data = prepared(setting.data)
+        key = (setting.data, setting.seed)
+        if key not in scores_by_data:
+            with timer("score"):
+                scores_by_data[key], problems = score(proxies, base, data, runs)
+            failures += problems
+        ctx = EvalContext(setting, base, data, runs, config, proxies, out=out, artifacts=artifacts)
+        if any(n.spec not in runs for n in task.needs(setting, base, cfg)):
+            failures.append(f"task {task.name} [{setting.label} seed {setting.seed}] skipped: a needed run failed")
+            continue
+        with timer("evaluate"):
+            for row in task.evaluate(ctx, scores_by_data[key]):
+                rows.append({"task": task.name, "dataset": cfg.dataset, "model": cfg.model,
+                             "setting": setting.label, "seed": setting.seed, **row})
+    with timer("evaluate"):
+        full = pd.DataFrame(rows)
+        raw = pd.DataFrame(rows, columns=RAW_COLUMNS)  # written without the bootstrap arrays ("boot")
+        board = aggregate(full if "boot" in full.columns else raw)
+    with timer("write"):
+        result = ExperimentResult(raw, board, failures, ran.trained, ran.reused)
+        result.base_train_acc = [runs[b].manifest.train_acc for _, _, b in plan.settings if b in runs]
+        for (data_spec, seed), scores in scores_by_data.items():
+            data = prepared(data_spec)
+            name = f"{data_spec.corruption.label().replace('/', '_')}_seed{seed}"
+            result.scores[name] = pd.DataFrame({"index": np.arange(data.n), "label": data.labels,
+                                                "clean_label": data.y_clean, "positive": data.positives,
+                                                **scores})
+    return result, artifacts

@@ -1,0 +1,167 @@
+"""Planning: which runs every proxy and task needs (with the union of their recorders), which of them
+the store lacks, and the self-contained jobs that train those, placed by the executor.
+
+Whatever can be wrong with the plan (classes too thin to split, a subset or label file the data
+cannot take, input gradients asked of token ids) is refused here, before anything trains.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from harness.config import ExperimentConfig
+from harness.datasets import Dataset
+from harness.ensemble import can_ensemble, ensemble_chunks
+from harness.errors import HarnessError
+from harness.executors import Executor
+from harness.jobs import DataSource, Job, Pending, prepared_data
+from harness.prepared import PreparedData
+from harness.recorders import RecorderRequest
+from harness.runspec import DataSpec, RunSpec
+from harness.store import RunStore, StoredRun
+from harness.subsets import subset_indices
+from harness.tasks import Setting, Task
+from proxies import Proxy
+
+#: Recorders that differentiate the loss with respect to the inputs: token ids (int64) have no
+#: gradient, so a text dataset cannot take them.
+INPUT_GRADIENT_RECORDERS = ("input_grads", "curvature")
+#: The built-in proxies that read them (named in the error, with the selected ones).
+INPUT_GRADIENT_PROXIES = ("loss_sensitivity", "csg", "learning_time", "curvature")
+
+def resolve_device(name: str) -> torch.device:
+    """The device runs train on. Only devices this machine can train on are accepted: torch also
+    parses names such as meta, mps (without Apple's GPU), cpu:9 or cuda:7 (with one GPU) that fail
+    only later, deep inside training."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if isinstance(name, str) and name.startswith("cuda") and not torch.cuda.is_available():
+        raise HarnessError(f"device {name!r} requested but CUDA is not available; use --device cpu")
+    valid = ["auto", "cpu"]
+    if torch.cuda.is_available():
+        valid += ["cuda", *(f"cuda:{i}" for i in range(torch.cuda.device_count()))]
+    if torch.backends.mps.is_available():
+        valid.append("mps")
+    if name not in valid:
+        raise HarnessError(f"device {name!r} is not available on this machine; valid: {', '.join(valid)}")
+    return torch.device(name)
+
+
+@dataclass
+class Plan:
+    settings: list[tuple[Task, Setting, RunSpec]]
+    runs: dict[RunSpec, set[RecorderRequest]]  # every distinct run with the union of its recorders
+
+
+class Planner:
+    """Plans an experiment's runs on its loaded dataset, and turns what the store lacks into jobs
+    placed by the executor (on the device) that `jobs` is given."""
+
+    def __init__(self, cfg: ExperimentConfig, source: DataSource, dataset: Dataset, device: torch.device,
+                 store: RunStore) -> None:
+        self.cfg, self.source, self.dataset, self.device, self.store = cfg, source, dataset, device, store
+
+    def prepared(self, spec: DataSpec) -> PreparedData:
+        return prepared_data(self.source, spec, self.device)
+
+    def base_spec(self, setting: Setting) -> RunSpec:
+        return RunSpec(data=setting.data, model=self.cfg.model, recipe=self.cfg.recipe, seed=setting.seed)
+
+    def plan(self, tasks: list[Task], proxies: list[Proxy]) -> Plan:
+        """Every task's settings (each task given the loaded dataset) with their base runs, and
+        every distinct run the proxies and tasks need, with the union of their recorders."""
+        self._check_classes()
+        base_data = DataSpec(dataset=self.cfg.dataset, subset=self.cfg.subset, dataset_sha=self.dataset.fingerprint)
+        settings, runs = [], defaultdict(set)
+        for task in tasks:
+            for setting in task.settings(self.cfg, base_data, self.dataset):
+                base = self.base_spec(setting)
+                settings.append((task, setting, base))
+                for need in [n for p in proxies for n in p.needs(base)] + task.needs(setting, base, self.cfg):
+                    runs[need.spec] |= set(need.recorders)
+        self._check_input_gradients(runs, proxies, settings)
+        for spec in runs:  # surface data and subset errors (label file, folds of tiny classes) before training
+            labels = self.prepared(spec.data).labels
+            for part in (spec.train_on, spec.then_on):
+                if part is not None:
+                    subset_indices(part, labels)
+        return Plan(settings, dict(runs))
+
+    def _check_classes(self) -> None:
+        """Every class needs two training samples: stratified folds and halves, and a label to flip
+        to, are undefined below that, and a leaderboard of one-sample classes says nothing."""
+        counts = np.bincount(self.dataset.y_train.numpy(), minlength=self.dataset.num_classes)
+        thin = [str(c) for c, k in enumerate(counts) if k < 2]
+        if thin:
+            where = f"--subset {self.cfg.subset}" if self.cfg.subset else f"dataset {self.cfg.dataset}"
+            raise HarnessError(f"{where} leaves class(es) {', '.join(thin)} with fewer than 2 training samples; "
+                               "use a larger --subset (or drop those classes from the data)")
+
+    def _check_input_gradients(self, runs: dict[RunSpec, set[RecorderRequest]], proxies: list[Proxy],
+                               settings: list[tuple[Task, Setting, RunSpec]]) -> None:
+        """Token ids (a text dataset) have no input gradient: refuse the recorders that need one."""
+        if not self.dataset.is_tokens:
+            return
+        asked = {r.name for requests in runs.values() for r in requests} & set(INPUT_GRADIENT_RECORDERS)
+        if not asked:
+            return
+        bases = {base for _, _, base in settings}
+        selected = sorted({p.label for p in proxies for base in bases for n in p.needs(base)
+                           if {r.name for r in n.recorders} & asked})
+        raise HarnessError(f"dataset {self.cfg.dataset} holds text (token ids), which have no input gradients; "
+                           f"the proxies {', '.join(selected) or '(of the tasks)'} need them (the input-gradient "
+                           f"proxies are {', '.join(INPUT_GRADIENT_PROXIES)}); drop them from --proxies for text")
+
+    def pending(self, plan: Plan) -> tuple[dict[RunSpec, StoredRun], Pending]:
+        """Stored runs that already carry every wanted recorder, and what is left to train (with
+        the recorders a stored entry has, so an upgraded entry keeps them)."""
+        done, todo = {}, []
+        order = sorted(plan.runs.items(), key=lambda kv: (str(kv[0].data), kv[0].seed, kv[0].digest()))
+        for spec, wanted in order:
+            stored = self.store.get(spec)
+            if stored is not None and {r.key for r in wanted} <= stored.recorders:
+                done[spec] = stored
+                continue
+            requests = set(wanted)
+            if stored is not None:  # deterministic seeds retrace the run: keep what it recorded before
+                requests |= {RecorderRequest(r.name, tuple(map(tuple, r.params)))
+                             for r in stored.manifest.recorders.values() if r.name}
+            todo.append((spec, requests))
+        return done, todo
+
+    def jobs(self, pending: Pending, device: torch.device, executor: Executor) -> list[Job]:
+        """Self-contained jobs for the pending runs. A spec that can be an ensemble member trains in
+        the ensemble engine, always (even alone), so how a spec is trained depends only on the spec
+        and the device type; members sharing data, model, recipe and recorders train together, in
+        chunks of `harness.ensemble.ensemble_chunks`."""
+        groups: dict[tuple, list[RunSpec]] = defaultdict(list)
+        singles: Pending = []
+        for spec, requests in pending:
+            if can_ensemble(spec, requests, device):
+                groups[(spec.data, spec.model, spec.recipe, frozenset(requests))].append(spec)
+            else:
+                singles.append((spec, requests))
+        jobs = []
+        for (data, _, _, requests), specs in groups.items():
+            prepared = prepared_data(self.source, data, device)
+            for chunk in ensemble_chunks(specs, prepared, gpu_fraction=self.cfg.gpus_per_run or 1.0):
+                jobs.append(self._job(tuple(specs[i] for i in chunk), requests, "ensemble", device, executor))
+        jobs += [self._job((spec, ), requests, "single", device, executor) for spec, requests in singles]
+        return jobs
+
+    def _job(self, specs: tuple[RunSpec, ...], requests, engine: str, device: torch.device,
+             executor: Executor) -> Job:
+        """A job as the executor places it: it says how jobs see the device, threads and the store."""
+        cfg = self.cfg
+        placed = executor.placement(cfg, device)
+        return Job(
+            specs=specs, requests=tuple(sorted(requests, key=lambda r: r.key)), engine=engine, source=self.source,
+            device=placed.device, threads=placed.threads, compile=cfg.compile,
+            checkpoint_root=str(self.store.root) if executor.shares_store else None,
+            checkpoint_every_s=cfg.checkpoint_every_s, progress=placed.progress,
+            num_cpus=placed.num_cpus, num_gpus=placed.num_gpus,
+        )

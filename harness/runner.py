@@ -1,0 +1,104 @@
+"""Running the plan: claim each pending run's store entry, train what is still missing through the
+executor, and put every result in the store as it arrives.
+
+Each pending spec is claimed with its entry's lock, without waiting; a spec another process holds
+is left to it, and once that process lets go it is read back (or, if it failed there, claimed
+again). No lock is ever awaited while others are held, so processes cannot deadlock.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+
+from harness.errors import Interrupted
+from harness.executors import Executor
+from harness.jobs import Job, JobResult, Pending
+from harness.recorders import RecorderRequest
+from harness.runspec import RunSpec
+from harness.store import RunStore, StoredRun
+
+
+@dataclass
+class RunnerResult:
+    """Every run the plan needs that is in the store now, and how each got there."""
+
+    runs: dict[RunSpec, StoredRun] = field(default_factory=dict)
+    failed: dict[RunSpec, str] = field(default_factory=dict)  # spec -> why it failed
+    trained: list[str] = field(default_factory=list)  # labels trained by this process
+    reused: list[str] = field(default_factory=list)  # labels read from the store
+
+
+class Runner:
+    """Trains the pending runs of a plan (`wanted`: spec -> the recorders it must carry) into `store`,
+    `jobs` turning claimed specs into executor jobs."""
+
+    def __init__(self, store: RunStore, executor: Executor, wanted: dict[RunSpec, set[RecorderRequest]],
+                 jobs: Callable[[Pending], list[Job]]) -> None:
+        self.store, self.executor, self.wanted, self.jobs = store, executor, wanted, jobs
+
+    def run(self, done: dict[RunSpec, StoredRun], todo: Pending) -> RunnerResult:
+        """Train what the store lacks (`todo`; `done` is already stored) and store it. Raises
+        Interrupted on Ctrl-C and StorageError when a store write fails; either way every run
+        already stored stays, no lock is left held and the executor's workers are stopped."""
+        result = RunnerResult(runs=dict(done), reused=[spec.label() for spec in done])
+        try:
+            while todo:
+                waiting = self._train_claimed(todo, result)
+                todo = []
+                for spec, requests in waiting:
+                    with self.store.lock(spec):  # wait for the other process to let go
+                        if not self._reuse(spec, result):
+                            todo.append((spec, requests))
+        except KeyboardInterrupt:
+            raise Interrupted(len(result.runs)) from None
+        finally:
+            self.executor.close()  # training is over: the workers' memory goes back before evaluation
+        return result
+
+    def _reuse(self, spec: RunSpec, result: RunnerResult) -> bool:
+        stored = self.store.get(spec)
+        if stored is not None and {r.key for r in self.wanted[spec]} <= stored.recorders:
+            result.runs[spec] = stored
+            result.reused.append(spec.label())
+            return True
+        return False
+
+    def _train_claimed(self, pending: Pending, result: RunnerResult) -> Pending:
+        """Claim (lock), train and store `pending`; returns the specs another process holds."""
+        waiting = []
+        with ExitStack() as held:
+            claimed = []
+            for spec, requests in pending:
+                lock = self.store.lock(spec)
+                try:
+                    lock.acquire(timeout=0)
+                except TimeoutError:
+                    waiting.append((spec, requests))
+                    continue
+                held.callback(lock.release)
+                if not self._reuse(spec, result):  # it may have been stored since we looked
+                    claimed.append((spec, requests))
+            outcomes = self.executor.run(self.jobs(claimed))
+            try:
+                for job, outcome in outcomes:
+                    self._store_outcome(job, outcome, result)
+            finally:
+                close = getattr(outcomes, "close", None)
+                if close is not None:
+                    close()  # cancels outstanding jobs when we leave early
+        return waiting
+
+    def _store_outcome(self, job: Job, outcome: JobResult | BaseException, result: RunnerResult) -> None:
+        if isinstance(outcome, BaseException):
+            if not isinstance(outcome, Exception):
+                raise outcome
+            outcome = JobResult(failures={spec: str(outcome) or type(outcome).__name__ for spec in job.specs})
+        for spec, message in outcome.failures.items():
+            result.failed[spec] = message
+            print(f"error: {message}", file=sys.stderr)
+        for spec, (arrays, manifest) in outcome.outputs.items():
+            result.runs[spec] = self.store.put(spec, arrays, manifest)
+            result.trained.append(spec.label())

@@ -1,0 +1,54 @@
+"""Text datasets (int64 token ids) have no input gradients: the proxies whose recorders need them
+(loss_sensitivity, csg, learning_time, curvature) are refused while planning, before anything trains,
+with the fix in the message."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("datasets")
+pytest.importorskip("transformers")
+sys.path.insert(0, str(Path(__file__).parent))
+import _hf_tiny as tiny  # noqa: E402  (sets HF_HUB_OFFLINE / TRANSFORMERS_OFFLINE)
+
+sys.path.pop(0)
+
+from harness.cli import main  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def text(tmp_path_factory) -> str:
+    root = tmp_path_factory.mktemp("hf")
+    tok, saved = tiny.make_tokenizer(root / "tok"), tiny.save_text_dataset(root / "text")
+    return f"hf:{saved},text=sentence,tokenizer={tok},max_length=16"
+
+
+def _run(dataset: str, proxies: str, tmp_path: Path) -> int:
+    return main(["run", "--dataset", dataset, "--model", "text_bow", "--epochs", "2", "--batch-size", "16",
+                 "--subset", "30", "--seeds", "1", "--noise-rates", "0.1", "--proxies", proxies,
+                 "--tasks", "mislabeled", "--executor", "inprocess", "--no-progress", "--bootstrap", "0",
+                 "--out", str(tmp_path / "out"), "--store", str(tmp_path / "store")])
+
+
+@pytest.mark.parametrize(("proxies", "named"), [
+    ("csl,loss_sensitivity", ["loss_sensitivity"]),
+    ("csg,curvature,aum", ["csg", "curvature"]),
+    ("learning_time", ["learning_time"]),
+])
+def test_input_gradient_proxies_are_refused_on_text_before_training(text, tmp_path, capsys, proxies, named) -> None:
+    assert _run(text, proxies, tmp_path) == 2
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    assert "text (token ids)" in err and "no input gradients" in err and "drop them from --proxies" in err
+    assert all(name in err for name in named)
+    assert "loss_sensitivity, csg, learning_time, curvature" in err  # every proxy that needs them
+    assert not (tmp_path / "store").exists() or not list((tmp_path / "store").rglob("manifest.json"))
+    assert not (tmp_path / "out").exists()
+
+
+def test_text_without_input_gradient_proxies_still_runs(text, tmp_path) -> None:
+    assert _run(text, "csl,aum", tmp_path) == 0
