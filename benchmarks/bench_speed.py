@@ -155,8 +155,9 @@ class _Nothing:
         return None
 
 
-def bench_epoch(cifar: Path, images: int) -> dict:
-    """Seconds of one training epoch (the loop's own clock) of small_cnn on `images` CIFAR-10 images."""
+def bench_epoch(cifar: Path, images: int, only: tuple[str, ...] | None = None) -> dict:
+    """Seconds of one training epoch (the loop's own clock) of small_cnn on `images` CIFAR-10 images;
+    `only` names the variants to time (default: all)."""
     import torch
 
     from harness.datasets import load_dataset
@@ -183,6 +184,8 @@ def bench_epoch(cifar: Path, images: int) -> dict:
                                                    augment=False, channels_last=True), True),
     }
     for name, (recipe, compile_) in variants.items():
+        if only is not None and name not in only:
+            continue
         spec = RunSpec(spec_data, "small_cnn", recipe, 0)
         t0 = time.perf_counter()
         run = train_run(spec, data, [RecorderRequest("train_loss")], progress=False, compile=compile_)
