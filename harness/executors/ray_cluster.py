@@ -1,0 +1,235 @@
+"""What the Ray executor needs around Ray itself (see `harness.executors.ray`): cluster addresses
+checked in seconds (syntax, name resolution, a TCP connect), a local Ray bound to the loopback
+interface, Ray's token file created private, and the reaper that stops a local Ray's processes once
+the driver is gone. Standard library only at import; Ray is imported where it is used."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+import stat
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from harness.errors import HarnessError
+
+#: Seconds for resolving a cluster's host name and for a TCP connect to it.
+RESOLVE_TIMEOUT_S = 5.0
+CONNECT_TIMEOUT_S = 3.0
+#: Marks the environment of every process of a local Ray this harness starts (the reaper's key).
+SESSION_VAR = "MEMPROX_RAY_SESSION"
+CLUSTER_HELP = "see 'Running on a cluster' in the README"
+
+#: The reaper: waits for the driver's end of its stdin pipe to close (the driver exited or was
+#: killed), then stops every process whose environment carries the session mark: SIGTERM for
+#: two seconds, then SIGKILL, for at most ~15 s. Standard library only: it starts in milliseconds.
+_REAPER = r"""
+import os, signal, sys, time
+mark = sys.argv[1].encode()
+sys.stdin.buffer.read()
+
+def session():
+    found = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            with open("/proc/%s/environ" % pid, "rb") as f:
+                if mark in f.read().split(b"\0"):
+                    found.append(int(pid))
+        except OSError:
+            pass
+    return found
+
+term_until = time.monotonic() + 2.0
+quiet = 0
+for _ in range(150):
+    pids = session()
+    quiet = 0 if pids else quiet + 1
+    if quiet == 3:  # three empty looks in a row: no child was being forked during one of them
+        break
+    sig = signal.SIGTERM if time.monotonic() < term_until else signal.SIGKILL
+    for pid in pids:
+        try:
+            os.kill(pid, sig)
+        except OSError:
+            pass
+    time.sleep(0.1)
+"""
+
+# addresses ------------------------------------------------------------------------------------
+def split_address(address: str) -> tuple[str, int]:
+    """(host, port) of HOST:PORT, [IPv6]:PORT or ray://HOST:PORT; HarnessError for anything else."""
+    rest = address.removeprefix("ray://")
+    if rest.startswith("["):
+        host, _, port = rest[1:].partition("]:")
+    else:
+        host, _, port = rest.rpartition(":")
+        if ":" in host:
+            host = ""  # an IPv6 address needs brackets, or the port is ambiguous
+    if not host or any(c.isspace() for c in host) or not port.isdigit() or not 0 < int(port) < 65536:
+        raise HarnessError(f"Ray address {address!r} is not HOST:PORT (e.g. 10.0.0.5:6379, [::1]:6379) or auto; "
+                           f"{CLUSTER_HELP}")
+    return host, int(port)
+
+
+def cluster_address(address: str) -> str:
+    """The address to join: `address` itself, or for `auto` RAY_ADDRESS or the cluster `ray start`
+    recorded on this machine. HarnessError when `auto` finds neither."""
+    if address != "auto":
+        return address
+    found = os.environ.get("RAY_ADDRESS") or _recorded_cluster()
+    if not found or found in ("auto", "local"):
+        raise HarnessError("--ray-address auto found no Ray cluster: RAY_ADDRESS is not set and no cluster started "
+                           "with `ray start` is recorded on this machine; start one (`ray start --head`), pass "
+                           "--ray-address HOST:PORT, or drop --ray-address to start a local Ray")
+    return found
+
+
+def _recorded_cluster() -> str | None:
+    """The address the last `ray start` on this machine recorded (Ray's temp dir), if any."""
+    try:
+        import ray
+
+        return ray._private.utils.read_ray_address() or None
+    except Exception:  # a private helper: any failure means nothing usable is recorded
+        return None
+
+
+def check_reachable(address: str) -> tuple[str, int]:
+    """Resolve the host and open a TCP connection to the port, each with a short timeout, so a
+    wrong address fails in seconds with one line instead of Ray's minutes of retries."""
+    host, port = split_address(address)
+    infos = _resolve(host, port, address)
+    errors = []
+    for family, kind, proto, _, sockaddr in infos:
+        try:
+            with socket.socket(family, kind, proto) as s:
+                s.settimeout(CONNECT_TIMEOUT_S)
+                s.connect(sockaddr)
+            return host, port
+        except OSError as e:
+            errors.append(e.strerror or type(e).__name__)
+    raise HarnessError(f"no Ray cluster answers at {address} ({errors[0] if errors else 'no address'}): start it "
+                       f"(`ray start --head --port={port}` on the head node) or fix --ray-address; {CLUSTER_HELP}")
+
+
+def _resolve(host: str, port: int, address: str) -> list:
+    """getaddrinfo in a daemon thread: a resolver that hangs must neither block the run nor its exit."""
+    result: list = []
+
+    def lookup() -> None:
+        try:
+            result.append(socket.getaddrinfo(host, port, type=socket.SOCK_STREAM))
+        except OSError as e:
+            result.append(e)
+
+    thread = threading.Thread(target=lookup, daemon=True)
+    thread.start()
+    thread.join(RESOLVE_TIMEOUT_S)
+    if not result:
+        raise HarnessError(f"the host of Ray address {address} did not resolve within {RESOLVE_TIMEOUT_S:.0f} s; "
+                           "check the name or use the head node's IP address")
+    if isinstance(result[0], OSError):
+        reason = result[0].strerror or str(result[0])
+        raise HarnessError(f"the host {host!r} of Ray address {address} does not resolve ({reason}); check the "
+                           "name or use the head node's IP address")
+    return result[0]
+
+
+def _answers(host: str, port: int, timeout: float = 1.0) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+# a local Ray ----------------------------------------------------------------------------------
+@contextmanager
+def _environ(**values: str) -> Iterator[None]:
+    """Set environment variables for what starts inside the block (Ray's processes inherit them)."""
+    saved = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+@contextmanager
+def _loopback_only() -> Iterator[None]:
+    """Make `ray.init` start its local cluster on 127.0.0.1, so that it listens on the loopback
+    interface only. Ray takes a node address from the network unless it believes it runs on
+    macOS or Windows (where it uses loopback to avoid firewall prompts), and maps an explicit
+    `_node_ip_address="127.0.0.1"` back to the network address; this flag is the one switch.
+    Ray's child processes read the variable, this process the constant it was read into."""
+    import ray
+
+    constants = ray._private.ray_constants
+    saved = constants.ENABLE_RAY_CLUSTER
+    constants.ENABLE_RAY_CLUSTER = False
+    try:
+        with _environ(RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0"):
+            yield
+    finally:
+        constants.ENABLE_RAY_CLUSTER = saved
+
+
+def token_file() -> Path:
+    """Ray's default token file (the one `ray.init` creates for a new local cluster)."""
+    return Path.home() / ".ray" / "auth_token"
+
+
+def ensure_private_token() -> None:
+    """Create Ray's token file before `ray.init` would, readable by this user only (Ray writes it
+    with the umask's mode, 0644 by default: any local user could then use the local cluster).
+    Only when Ray would create it: token mode (Ray's default) and no token given another way.
+    An existing file is left as it is, with a warning if other users can read it."""
+    if os.environ.get("RAY_AUTH_MODE", "token").lower() != "token":
+        return
+    if os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH"):
+        return
+    try:
+        path = token_file()
+        path.parent.mkdir(mode=0o700, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        _warn_if_readable(path)
+        return
+    except (OSError, RuntimeError):  # no home folder: Ray reports the missing token itself
+        return
+    with os.fdopen(fd, "w") as f:
+        f.write(secrets.token_hex(32))  # what `ray get-auth-token --generate` writes: 256 random bits
+
+
+def _warn_if_readable(path: Path) -> None:
+    try:
+        mode = stat.S_IMODE(path.stat().st_mode)
+    except OSError:
+        return
+    if mode & 0o077:
+        print(f"warning: Ray's token file {path} is readable by other users (mode {mode:04o}); "
+              f"`chmod 600 {path}` keeps them off your local Ray", file=sys.stderr)
+
+
+def _start_reaper(mark: str) -> subprocess.Popen | None:
+    """The reaper process (Linux: it reads /proc): in its own session, so Ctrl-C and a closed
+    terminal do not stop it before it has done its work."""
+    if not sys.platform.startswith("linux"):
+        return None
+    return subprocess.Popen([sys.executable, "-I", "-S", "-c", _REAPER, mark], stdin=subprocess.PIPE,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+
+
+def _is_loopback(ip: str) -> bool:
+    return ip.startswith("127.") or ip in ("::1", "localhost")
