@@ -110,7 +110,7 @@ def warn_if_oversubscribed(workers: int, threads: int, cpus: int) -> None:
     if workers * threads > cpus:
         warnings.warn(f"{workers} worker(s) x {threads} torch thread(s) = {workers * threads} threads on {cpus} "
                       "usable CPU(s): they will compete for the CPUs and every run slows down; lower --workers or "
-                      "--threads (see 'Threads and workers' in the README)", UserWarning, stacklevel=3)
+                      "--threads (see 'Threads and workers' in docs/executors.md)", UserWarning, stacklevel=3)
 
 
 def describe_exit(code: int | None) -> str:
