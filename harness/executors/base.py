@@ -20,8 +20,8 @@ from typing import TYPE_CHECKING, ClassVar
 
 from tqdm.auto import tqdm
 
-from harness.config import MAX_THREADS, _integer
 from harness.errors import StorageError
+from harness.values import MAX_THREADS, check_integer
 
 if TYPE_CHECKING:
     import torch
@@ -101,7 +101,7 @@ def progress_bar(total: int, enabled: bool) -> tqdm:
 
 def check_workers(cfg: ExperimentConfig) -> None:
     if cfg.workers is not None:
-        _integer(cfg.workers, "worker count", "--workers", minimum=1, maximum=MAX_THREADS)
+        check_integer(cfg.workers, "worker count", "--workers", minimum=1, maximum=MAX_THREADS)
 
 
 def warn_if_oversubscribed(workers: int, threads: int, cpus: int) -> None:
