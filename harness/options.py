@@ -322,9 +322,9 @@ OPTIONS: tuple[Option, ...] = (
            keyword="checkpoint_every", annotation="float", cli_type=float, check=_number("checkpoint interval"),
            runtime=True),
     Option("threads", 1, "torch threads of each run, 1 to 1024; more pays only for a large model alone on an idle "
-           "machine (see 'Threads and workers' in the README)", annotation="int", cli_type=int,
+           "machine (see 'Threads and workers' in docs/executors.md)", annotation="int", cli_type=int,
            check=_integer("thread count", 1, MAX_THREADS, optional=True,
-                          fix="1 (the default) suits most runs; see 'Threads and workers' in the README")),
+                          fix="1 (the default) suits most runs; see 'Threads and workers' in docs/executors.md")),
     Option("progress", True, "hide progress bars", annotation="bool", flag="--no-progress", switch=False,
            check=_boolean, runtime=True),
     Option("executor", "local", "where runs train: local (a pool of worker processes), ray (a local Ray or a "
