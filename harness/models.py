@@ -11,38 +11,12 @@ counts and FLOPs are checked against published figures in tests/test_models.py.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from harness.errors import HarnessError
-from harness.registry import Registry
-
-Factory = Callable[[tuple[int, int, int], int], nn.Module]
-
-
-@dataclass(frozen=True)
-class ModelEntry:
-    name: str
-    description: str
-    factory: Factory
-
-
-MODELS: Registry[ModelEntry] = Registry("model")
-
-
-def register_model(name: str, description: str):
-    def wrap(factory: Factory) -> Factory:
-        MODELS.register(name, ModelEntry(name, description, factory))
-        return factory
-
-    return wrap
-
-
-def build_model(name: str, input_shape: tuple[int, int, int], num_classes: int) -> nn.Module:
-    """A freshly initialised model; an unknown name is a HarnessError listing the valid ones."""
-    return MODELS.get(name).factory(input_shape, num_classes)
+from harness.model_registry import MODELS, Factory, ModelEntry, build_model, register_model  # noqa: F401
 
 
 @register_model("mlp", "2-hidden-layer MLP (256 units, ReLU); the digits default")

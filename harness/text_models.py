@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from harness.errors import HarnessError
-from harness.models import register_model
+from harness.model_registry import register_model
 
 __all__ = ["VOCAB_BUCKETS", "TextBoW", "TextCNN"]
 
