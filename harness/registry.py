@@ -7,7 +7,9 @@ for a plugin, so registering a taken name raises unless the caller opts into rep
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import importlib.metadata
+import warnings
+from collections.abc import Callable, Iterator
 from typing import Generic, TypeVar
 
 from harness.errors import HarnessError
@@ -57,3 +59,30 @@ class Registry(Generic[T]):
 
     def values(self):
         return self._items.values()
+
+
+def load_class_plugins(group: str, registry: Registry[type], base: type, register: Callable[[type], type]) -> None:
+    """Register the classes other packages install under the entry-point `group` (each names a
+    `base` subclass), through `register` (the kind's own checks). A plugin that fails to import, is
+    no `base` subclass, takes a registered name or fails `register`'s checks warns and is ignored:
+    a third-party package must not take the harness down."""
+    kind = registry.kind
+    for ep in importlib.metadata.entry_points(group=group):
+        where = f"{kind} plugin {ep.name!r} ({ep.value})"
+        try:
+            cls = ep.load()
+        except Exception as e:
+            warnings.warn(f"{where} failed to load: {e}", stacklevel=3)
+            continue
+        if not (isinstance(cls, type) and issubclass(cls, base)):
+            warnings.warn(f"{where} is not a {base.__name__} subclass; ignored", stacklevel=3)
+            continue
+        taken = registry[cls.name] if getattr(cls, "name", None) in registry else None
+        if taken is not None and taken is not cls:
+            warnings.warn(f"{where} is named {cls.name!r} like {taken.__module__}.{taken.__qualname__}; keeping "
+                          "the latter, ignoring the plugin", stacklevel=3)
+            continue
+        try:
+            register(cls)
+        except TypeError as e:
+            warnings.warn(f"{where} is invalid: {e}; ignored", stacklevel=3)

@@ -5,14 +5,12 @@
 from __future__ import annotations
 
 import ast
-import importlib.metadata
 import re
-import warnings
 from collections import Counter
 from typing import Any
 
 from harness.errors import HarnessError
-from harness.registry import Registry
+from harness.registry import Registry, load_class_plugins
 from proxies.base import Proxy
 
 ENTRY_POINT_GROUP = "memprox.proxies"
@@ -32,27 +30,9 @@ def register_proxy(cls: type[Proxy]) -> type[Proxy]:
 def load_plugins() -> None:
     """Import proxies installed by other packages; a broken plugin warns instead of failing."""
     global _plugins_loaded
-    if _plugins_loaded:
-        return
-    _plugins_loaded = True
-    for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
-        try:
-            cls = ep.load()
-        except Exception as e:  # a third-party import error must not take the harness down
-            warnings.warn(f"proxy plugin {ep.name!r} ({ep.value}) failed to load: {e}")
-            continue
-        if isinstance(cls, type) and issubclass(cls, Proxy):
-            taken = PROXIES[cls.name] if getattr(cls, "name", None) in PROXIES else None
-            if taken is not None and taken is not cls:
-                warnings.warn(f"proxy plugin {ep.name!r} ({ep.value}) is named {cls.name!r} like "
-                              f"{taken.__module__}.{taken.__qualname__}; keeping the latter, ignoring the plugin")
-                continue
-            try:
-                register_proxy(cls)
-            except TypeError as e:
-                warnings.warn(f"proxy plugin {ep.name!r} ({ep.value}) is invalid: {e}; ignored")
-        else:
-            warnings.warn(f"proxy plugin {ep.name!r} ({ep.value}) is not a Proxy subclass; ignored")
+    if not _plugins_loaded:
+        _plugins_loaded = True
+        load_class_plugins(ENTRY_POINT_GROUP, PROXIES, Proxy, register_proxy)
 
 
 def available_proxies() -> dict[str, type[Proxy]]:

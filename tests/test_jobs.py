@@ -73,7 +73,9 @@ def test_plugin_proxy_with_a_taken_name_warns_and_keeps_the_builtin(monkeypatch)
     module.FakeCSL = FakeCSL
     monkeypatch.setitem(__import__("sys").modules, "fake_clash_module", module)
     ep = importlib.metadata.EntryPoint("csl", "fake_clash_module:FakeCSL", registry.ENTRY_POINT_GROUP)
-    monkeypatch.setattr(importlib.metadata, "entry_points", lambda group: [ep])
+    real = importlib.metadata.entry_points  # other libraries look up their own groups
+    monkeypatch.setattr(importlib.metadata, "entry_points",
+                        lambda group=None, **kw: [ep] if group == ep.group else real(group=group, **kw))
     monkeypatch.setattr(registry, "_plugins_loaded", False)
     with pytest.warns(UserWarning, match="fake_clash_module:FakeCSL.*csl.*proxies.csl.CSL"):
         proxies = registry.available_proxies()

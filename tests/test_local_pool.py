@@ -385,7 +385,9 @@ def test_an_executor_plugin_registers_through_an_entry_point(make_config, monkey
     module.DaskLike = DaskLike
     monkeypatch.setitem(sys.modules, "fake_executor_plugin", module)
     ep = importlib.metadata.EntryPoint("dasklike", "fake_executor_plugin:DaskLike", executors.ENTRY_POINT_GROUP)
-    monkeypatch.setattr(importlib.metadata, "entry_points", lambda group: [ep])
+    real = importlib.metadata.entry_points  # other libraries (narwhals, via scikit-learn) look up their own groups
+    monkeypatch.setattr(importlib.metadata, "entry_points",
+                        lambda group=None, **kw: [ep] if group == ep.group else real(group=group, **kw))
     monkeypatch.setattr(executors, "EXECUTORS", type(executors.EXECUTORS)("executor"))
     assert "dasklike" in executor_names()
     cfg = make_config(executor="dasklike", epochs=1)

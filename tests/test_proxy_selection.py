@@ -76,7 +76,9 @@ def test_installed_plugin_proxies_register_through_the_entry_point_group(monkeyp
     monkeypatch.setitem(__import__("sys").modules, "fake_plugin_module", module)
     good = importlib.metadata.EntryPoint("plugin_proxy", "fake_plugin_module:PluginProxy", registry.ENTRY_POINT_GROUP)
     broken = importlib.metadata.EntryPoint("broken", "no_such_module_xyz:Nope", registry.ENTRY_POINT_GROUP)
-    monkeypatch.setattr(importlib.metadata, "entry_points", lambda group: [good, broken])
+    real = importlib.metadata.entry_points  # other libraries look up their own groups
+    monkeypatch.setattr(importlib.metadata, "entry_points",
+                        lambda group=None, **kw: [good, broken] if group == good.group else real(group=group, **kw))
     monkeypatch.setattr(registry, "_plugins_loaded", False)
     fresh = Registry("proxy")
     for name, cls in registry.PROXIES.items():

@@ -7,8 +7,6 @@ memorization reference), and evaluates every proxy's scores in a setting into ro
 
 from __future__ import annotations
 
-import importlib.metadata
-import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +20,7 @@ from harness.datasets import Dataset
 from harness.errors import HarnessError
 from harness.metrics import detection_boot, detection_metrics
 from harness.prepared import PreparedData
-from harness.registry import Registry
+from harness.registry import Registry, load_class_plugins
 from harness.runspec import DataSpec, RunSpec
 from harness.store import StoredRun
 from harness.tasks.reference import REFERENCE_DEFAULTS, ReferenceConfig, reference_config
@@ -148,28 +146,9 @@ def load_plugins() -> None:
     """Register the tasks installed by other packages (once; `harness.tasks` calls it on import). A
     plugin that fails to load, is no Task, or takes a registered name warns and is ignored."""
     global _plugins_loaded
-    if _plugins_loaded:
-        return
-    _plugins_loaded = True
-    for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
-        try:
-            cls = ep.load()
-        except Exception as e:  # a third-party import error must not take the harness down
-            warnings.warn(f"task plugin {ep.name!r} ({ep.value}) failed to load: {e}", stacklevel=2)
-            continue
-        if not (isinstance(cls, type) and issubclass(cls, Task)):
-            warnings.warn(f"task plugin {ep.name!r} ({ep.value}) is not a Task subclass; ignored", stacklevel=2)
-            continue
-        taken = TASKS[cls.name] if getattr(cls, "name", None) in TASKS else None
-        if taken is not None and taken is not cls:
-            warnings.warn(f"task plugin {ep.name!r} ({ep.value}) is named {cls.name!r} like "
-                          f"{taken.__module__}.{taken.__qualname__}; keeping the latter, ignoring the plugin",
-                          stacklevel=2)
-            continue
-        try:
-            register_task(cls)
-        except TypeError as e:
-            warnings.warn(f"task plugin {ep.name!r} ({ep.value}) is invalid: {e}; ignored", stacklevel=2)
+    if not _plugins_loaded:
+        _plugins_loaded = True
+        load_class_plugins(ENTRY_POINT_GROUP, TASKS, Task, register_task)
 
 
 def make_tasks(
