@@ -278,20 +278,8 @@ def test_a_failure_at_any_rename_of_a_publish_rolls_back(published, tmp_path, mo
     assert total >= len(OLD) + len(NEW)
     before = _tree(published)
     for fail_at in range(1, total + 1):
-        calls = [0]
-        real_rename, real_replace = os.rename, os.replace
-
-        def failing(real, calls=calls, fail_at=fail_at):
-            def rename(*args, **kwargs):
-                calls[0] += 1
-                if calls[0] == fail_at:
-                    raise error
-                return real(*args, **kwargs)
-            return rename
-
         staging, tmp = _prepare(published, "e1", NEW)
-        monkeypatch.setattr(os, "rename", failing(real_rename))
-        monkeypatch.setattr(os, "replace", failing(real_replace))
+        _raise_at_rename(monkeypatch, fail_at, error)
         try:
             with pytest.raises(type(error)):
                 publish(tmp, published, "e1", overwrite=False)
@@ -309,6 +297,22 @@ def test_a_failure_at_any_rename_of_a_publish_rolls_back(published, tmp_path, mo
     _no_debris(published)
 
 
+def _raise_at_rename(monkeypatch, n: int, error: BaseException) -> None:
+    """os.rename and os.replace, counted together, raise `error` at the n-th call of either."""
+    calls = [0]
+
+    def counting(real):
+        def rename(*args, **kwargs):
+            calls[0] += 1
+            if calls[0] == n:
+                raise error
+            return real(*args, **kwargs)
+        return rename
+
+    monkeypatch.setattr(os, "rename", counting(os.rename))
+    monkeypatch.setattr(os, "replace", counting(os.replace))
+
+
 class Killed(BaseException):
     """A kill -9 as far as the swap can tell: nothing after it runs (rollback is switched off)."""
 
@@ -319,20 +323,8 @@ def test_a_kill_part_way_is_rolled_back_or_finished_by_the_next_process(publishe
     before, dead = _tree(published), _dead_pid()
     total = 2 + len(OLD) + len(NEW)  # the journal, outgoing and incoming files, the record
     for kill_at in range(2, total + 1):
-        calls = [0]
-        real_rename, real_replace = os.rename, os.replace
-
-        def killing(real, calls=calls, kill_at=kill_at):
-            def rename(*args, **kwargs):
-                calls[0] += 1
-                if calls[0] == kill_at:
-                    raise Killed
-                return real(*args, **kwargs)
-            return rename
-
         staging, tmp = _prepare(published, "e1", NEW)
-        monkeypatch.setattr(os, "rename", killing(real_rename))
-        monkeypatch.setattr(os, "replace", killing(real_replace))
+        _raise_at_rename(monkeypatch, kill_at, Killed())
         monkeypatch.setattr(io, "roll_back", lambda aside, journal: False)  # a kill rolls nothing back
         try:
             with pytest.raises(Killed):
