@@ -104,7 +104,9 @@ def render_markers(markdown: str, where: str = "page") -> str:
 
 
 def figures() -> list[Path]:
-    return sorted(ROOT.glob(FIGURES))
+    """The committed result figures: not those of `results/latest`, the CLI's default --out (git
+    ignores it), which a user's own run fills."""
+    return sorted(p for p in ROOT.glob(FIGURES) if p.parts[-3] != "latest")
 
 
 # -- MkDocs events ----------------------------------------------------------------------------
