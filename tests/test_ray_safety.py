@@ -384,3 +384,33 @@ def test_no_token_file_when_ray_would_not_create_one(monkeypatch, tmp_path, env)
         monkeypatch.setenv(name, value)
     ray_executor.ensure_private_token()
     assert not (tmp_path / ".ray").exists()
+
+
+def test_the_reaper_stops_an_unmarked_child_whose_marked_parent_died_first() -> None:
+    """Ray's agents overwrite their environment with their process title (the mark is gone at
+    times) and their parent, the raylet, dies with the driver: the reaper knows them by descent,
+    seen when the driver nudges it, and stops them although they now hang off init unmarked."""
+    mark = "def456"
+    parent = subprocess.Popen(
+        [sys.executable, "-c", "import subprocess, sys; "
+         "c = subprocess.Popen(['sleep', '60'], env={}); print(c.pid, flush=True); sys.stdin.read()"],
+        env={**os.environ, ray_executor.SESSION_VAR: mark}, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        text=True)
+    child = psutil.Process(int(parent.stdout.readline()))
+    try:
+        reaper = ray_executor._start_reaper(f"{ray_executor.SESSION_VAR}={mark}")
+        ray_executor._nudge_reaper(reaper)
+        time.sleep(1.0)  # the reaper has looked
+        parent.kill()
+        parent.wait()
+        assert child.is_running() and child.ppid() != parent.pid
+        reaper.stdin.close()
+        assert reaper.wait(timeout=15) == 0
+        child.wait(timeout=5)
+        assert not child.is_running()
+    finally:
+        for p in (parent, child):
+            try:
+                p.kill()
+            except (OSError, psutil.Error):
+                pass

@@ -56,6 +56,7 @@ from harness.executors.ray_cluster import (  # noqa: F401  (re-exported: tests a
     _environ,
     _is_loopback,
     _loopback_only,
+    _nudge_reaper,
     _start_reaper,
     check_reachable,
     cluster_address,
@@ -219,6 +220,7 @@ class RayExecutor(Executor):
             # --workers jobs at a time, each reserving its threads; by default the CPUs this process may use
             cpus = self.workers * self.threads if self.workers else usable_cpus()
             ray.init(address="local", num_cpus=cpus, include_dashboard=False, log_to_driver=False)
+        _nudge_reaper(_reaper)
         self.started_ray = True
         ip = ray.util.get_node_ip_address()
         if not _is_loopback(ip):

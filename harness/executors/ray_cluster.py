@@ -26,30 +26,54 @@ SESSION_VAR = "MEMPROX_RAY_SESSION"
 CLUSTER_HELP = "see 'Running on a cluster' in the README"
 
 #: The reaper: waits for the driver's end of its stdin pipe to close (the driver exited or was
-#: killed), then stops every process whose environment carries the session mark: SIGTERM for
-#: two seconds, then SIGKILL, for at most ~15 s. Standard library only: it starts in milliseconds.
+#: killed), then stops every process of that Ray: those whose environment carries the session mark
+#: and every descendant of one (Ray's agents rewrite their environment area with their process
+#: title, so the mark alone misses them at times; a descendant is known by its parent and start
+#: time, seen when the driver says its Ray has started, every two seconds after, and at the end).
+#: SIGTERM for two seconds, then SIGKILL, for at most ~15 s. Standard library only: it starts in
+#: milliseconds.
 _REAPER = r"""
-import os, signal, sys, time
+import os, select, signal, sys, time
 mark = sys.argv[1].encode()
-sys.stdin.buffer.read()
+me = os.getpid()
+known = set()  # (pid, start time) of every process of the session seen so far
 
-def session():
-    found = []
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit() or int(pid) == os.getpid():
+def table():
+    procs = {}
+    for name in os.listdir("/proc"):
+        if not name.isdigit() or int(name) == me:
             continue
         try:
-            with open("/proc/%s/environ" % pid, "rb") as f:
-                if mark in f.read().split(b"\0"):
-                    found.append(int(pid))
-        except OSError:
-            pass
-    return found
+            with open("/proc/%s/stat" % name, "rb") as f:
+                fields = f.read().rsplit(b")", 1)[1].split()
+            with open("/proc/%s/environ" % name, "rb") as f:
+                marked = mark in f.read().split(b"\0")
+        except (OSError, IndexError):
+            continue
+        if fields[0] != b"Z":  # a zombie is already dead
+            procs[int(name)] = (int(fields[1]), fields[19], marked)
+    return procs
+
+def look():
+    procs = table()
+    known.update((pid, start) for pid, (_, start, marked) in procs.items() if marked)
+    grew = True
+    while grew:
+        kids = {(pid, start) for pid, (ppid, start, _) in procs.items()
+                if ppid in procs and (ppid, procs[ppid][1]) in known}
+        grew = not kids <= known
+        known.update(kids)
+    return [pid for pid, (_, start, _) in procs.items() if (pid, start) in known]
+
+while True:  # a byte from the driver (its Ray has started) or two quiet seconds: look again
+    if select.select([sys.stdin], [], [], 2.0)[0] and not os.read(sys.stdin.fileno(), 4096):
+        break
+    look()
 
 term_until = time.monotonic() + 2.0
 quiet = 0
 for _ in range(150):
-    pids = session()
+    pids = look()
     quiet = 0 if pids else quiet + 1
     if quiet == 3:  # three empty looks in a row: no child was being forked during one of them
         break
@@ -61,7 +85,6 @@ for _ in range(150):
             pass
     time.sleep(0.1)
 """
-
 # addresses ------------------------------------------------------------------------------------
 def split_address(address: str) -> tuple[str, int]:
     """(host, port) of HOST:PORT, [IPv6]:PORT or ray://HOST:PORT; HarnessError for anything else."""
@@ -220,6 +243,17 @@ def _warn_if_readable(path: Path) -> None:
     if mode & 0o077:
         print(f"warning: Ray's token file {path} is readable by other users (mode {mode:04o}); "
               f"`chmod 600 {path}` keeps them off your local Ray", file=sys.stderr)
+
+
+def _nudge_reaper(reaper: subprocess.Popen | None) -> None:
+    """Tell the reaper to look at the session now (Ray has just started its processes), so that it
+    knows their children before a sudden end of the driver takes their parents with it."""
+    if reaper is not None and reaper.stdin is not None:
+        try:
+            reaper.stdin.write(b".")
+            reaper.stdin.flush()
+        except OSError:
+            pass
 
 
 def _start_reaper(mark: str) -> subprocess.Popen | None:
