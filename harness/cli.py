@@ -88,8 +88,11 @@ def run_options(args: argparse.Namespace) -> dict[str, Any]:
 
 def preset_note(cfg: ExperimentConfig) -> str:
     r = cfg.recipe
+    augment = "on" if r.augment else "off"
+    if r.augment and r.augment_epochs is not None and r.augment_epochs < r.epochs:
+        augment = f"in the first {r.augment_epochs} epochs, then off"
     return (f"preset {cfg.preset}: {cfg.model}, {r.epochs} epochs {r.optimizer} lr {r.lr:g} {r.schedule}, "
-            f"batch {r.batch_size}, augmentation {'on' if r.augment else 'off'}")
+            f"batch {r.batch_size}, augmentation {augment}")
 
 
 def cmd_list() -> None:

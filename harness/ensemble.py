@@ -284,13 +284,13 @@ def _train_group(
     scheduler = make_scheduler(recipe, optimizer)
     skeleton.train()
     history: list[list[dict[str, float]]] = [[] for _ in specs]
-    augment = augmenting(recipe, shape)
     samples_seen = 0
     train_seconds = 0.0
     failed: dict[int, int] = {}
     bar = tqdm(range(recipe.epochs), desc=f"ensemble of {k} ({specs[0].model})", leave=False, disable=not progress)
     for epoch in bar:
         perm = torch.stack([batch_order(s.seed, epoch, train_idx[j]) for j, s in enumerate(specs)])  # (K, M)
+        augment = augmenting(recipe, shape, epoch)
         aug_gens = [augment_generator(s.seed, epoch, device) for s in specs] if augment else []
         loss_sum = torch.zeros(k, device=device)
         correct_sum = torch.zeros(k, device=device)

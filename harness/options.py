@@ -222,8 +222,17 @@ def _into(field: str):
 
 
 def _epochs_into(recipe: Recipe, epochs: Any) -> Recipe:
+    """A preset's milestones past the new epochs go, and its augment epochs are cut to them."""
     kept = tuple(m for m in recipe.milestones if isinstance(epochs, int) and m < epochs)
-    return replace(recipe, epochs=epochs, milestones=kept)
+    augment_epochs = recipe.augment_epochs
+    if augment_epochs is not None and isinstance(epochs, int):
+        augment_epochs = min(augment_epochs, epochs)
+    return replace(recipe, epochs=epochs, milestones=kept, augment_epochs=augment_epochs)
+
+
+def _augment_into(recipe: Recipe, augment: Any) -> Recipe:
+    """Augmentation off also drops a preset's augment epochs (nothing left to stop)."""
+    return replace(recipe, augment=augment, augment_epochs=recipe.augment_epochs if augment else None)
 
 
 def _reference_users() -> list[str]:
@@ -282,7 +291,11 @@ OPTIONS: tuple[Option, ...] = (
            read=lambda cfg: cfg.recipe.lr, check=_number("learning rate", MAX_LR), **_FROM_PRESET),
     Option("augment", None, "random crop + flip", field=False, choices=("on", "off"),
            types=(bool, str, type(None)), type_words="bool, 'on'/'off' or None",
-           parse=lambda v: parse_switch(v, "augment"), into_recipe=_into("augment"), **_FROM_PRESET),
+           parse=lambda v: parse_switch(v, "augment"), into_recipe=_augment_into, **_FROM_PRESET),
+    Option("augment_epochs", None, "augment only the first N epochs, then train on the plain images (lets the "
+           "last epochs fit every label)", field=False, cli_type=int, into_recipe=_into("augment_epochs"),
+           read=lambda cfg: cfg.recipe.augment_epochs, check=_integer("augment epochs", 0, MAX_EPOCHS, optional=True),
+           **_FROM_PRESET),
     Option("recipe", keyword=None, annotation="Recipe", factory=Recipe, fill=lambda ctx, value: ctx.recipe,
            check=_recipe),
     Option("subset", None, "keep the first N training samples in canonical order", annotation="int | None",

@@ -12,6 +12,10 @@ from harness.errors import HarnessError
 from harness.precision import PRECISIONS
 
 SCHEDULES = ("multistep", "cosine", "constant", "onecycle")
+#: Fields added after experiment ids (the --out ownership mark) were fixed, with the default that a
+#: config made before them had in effect: left out of the id at that value, so old --out folders
+#: stay the same experiment's. (Run addresses keep their own list: harness.runspec.)
+LATER_RECIPE_DEFAULTS: dict[str, object] = {"augment_epochs": None}
 
 
 @dataclass(frozen=True)
@@ -27,10 +31,24 @@ class Recipe:
     gamma: float = 0.1
     augment: bool = True  # random crop (padding 4) + horizontal flip, batched on the device
     crop_padding: int = 4
+    # augment only the first N epochs (of each phase), then show the plain images: the features are
+    # learned under augmentation, and the plain last epochs let the network fit (memorise) every
+    # label, which is the regime the memorization proxies are about. None: every epoch.
+    augment_epochs: int | None = None
     # numerics (issue 10); part of the run's address because they change its numbers (see
     # RunSpec.digest for how old stores keep matching). torch.compile is not here: same numbers.
     precision: str = "fp32"  # one of PRECISIONS: autocast of the training forward (harness.precision)
     channels_last: bool = False  # NHWC memory format for the model and its 4-D inputs
+
+    def __post_init__(self) -> None:
+        """Augment epochs that change nothing take the plain form, so the same training has one store
+        address: all the epochs is augmentation throughout, none of them is augmentation off."""
+        if self.augment and self.augment_epochs is not None:
+            if self.augment_epochs == self.epochs:
+                object.__setattr__(self, "augment_epochs", None)
+            elif self.augment_epochs == 0:
+                object.__setattr__(self, "augment", False)
+                object.__setattr__(self, "augment_epochs", None)
 
     def validate(self) -> None:
         if self.epochs < 1:
@@ -43,6 +61,13 @@ class Recipe:
             raise HarnessError(f"unknown optimizer {self.optimizer!r}; valid: sgd, adam")
         if self.schedule not in SCHEDULES:
             raise HarnessError(f"unknown lr schedule {self.schedule!r}; valid: {', '.join(SCHEDULES)}")
+        if self.augment_epochs is not None:
+            if not self.augment:
+                raise HarnessError(f"augment epochs ({self.augment_epochs}) given with augmentation off; "
+                                   "drop --augment-epochs or use --augment on")
+            if not 0 <= self.augment_epochs <= self.epochs:
+                raise HarnessError(f"augment epochs must be in [0, epochs={self.epochs}] "
+                                   f"(got {self.augment_epochs})")
         if self.precision not in PRECISIONS:
             raise HarnessError(f"unknown precision {self.precision!r}; valid: {', '.join(PRECISIONS)}")
 

@@ -11,14 +11,14 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass, field, replace
 
-from harness.recipe import Recipe
+from harness.recipe import LATER_RECIPE_DEFAULTS, Recipe
 
 STORE_FORMAT = 1  # bump when stored arrays change meaning; old entries then stop matching
 
 #: Recipe fields added after STORE_FORMAT 1, with their defaults. At its default such a field is
 #: left out of the hashed spec, so every run stored before the field existed keeps its address;
 #: any other value is hashed, so e.g. a bf16 run never reuses an fp32 one.
-_ADDED_RECIPE_DEFAULTS: dict[str, object] = {"precision": "fp32", "channels_last": False}
+_ADDED_RECIPE_DEFAULTS: dict[str, object] = {"precision": "fp32", "channels_last": False, **LATER_RECIPE_DEFAULTS}
 
 
 @dataclass(frozen=True)

@@ -57,9 +57,11 @@ def _seed_for(seed: int, epoch: int, stream: int) -> int:
 # accuracy read once, the non-finite check, and accuracy on held-out data.
 
 
-def augmenting(recipe: Recipe, input_shape: tuple[int, ...]) -> bool:
-    """Crop and flip only images big enough for them (not 8x8 digits)."""
-    return recipe.augment and input_shape[-1] >= 16
+def augmenting(recipe: Recipe, input_shape: tuple[int, ...], epoch: int) -> bool:
+    """Crop and flip only images big enough for them (not 8x8 digits), and only in the first
+    `recipe.augment_epochs` epochs of a phase when that is set."""
+    in_time = recipe.augment_epochs is None or epoch < recipe.augment_epochs
+    return recipe.augment and in_time and input_shape[-1] >= 16
 
 
 def batch_order(seed: int, epoch: int, idx: torch.Tensor) -> torch.Tensor:
@@ -183,7 +185,6 @@ def train_run(
         history = list(resume_state["history"])
     last_checkpoint = time.monotonic()
 
-    augment = augmenting(recipe, tuple(data.x.shape[1:]))
     bar = tqdm(range(start_epoch, total_epochs), desc=spec.label(), leave=False, disable=not progress)
     for g in bar:
         phase = 1 if g < recipe.epochs else 2
@@ -191,6 +192,7 @@ def train_run(
         if phase == 2 and epoch == 0:
             optimizer, scheduler = new_optimizer()
         perm = batch_order(spec.seed, g, phase_idx[phase - 1])
+        augment = augmenting(recipe, tuple(data.x.shape[1:]), epoch)
         aug_gen = augment_generator(spec.seed, g, device) if augment else None
         loss_sum = torch.zeros((), device=device)
         correct_sum = torch.zeros((), device=device)

@@ -135,8 +135,13 @@ IDENTITY_CASES = {
 
 
 def _whole(cfg) -> str:
-    """A hash of every field, runtime ones included."""
-    return hashlib.sha256(json.dumps(dataclasses.asdict(cfg), sort_keys=True, default=str).encode()).hexdigest()[:16]
+    """A hash of every field, runtime ones included (recipe fields added since, at their old-
+    behaviour defaults, left out as experiment ids leave them out)."""
+    from harness.recipe import LATER_RECIPE_DEFAULTS
+
+    whole = dataclasses.asdict(cfg)
+    whole["recipe"] = {k: v for k, v in whole["recipe"].items() if LATER_RECIPE_DEFAULTS.get(k, k) != v}
+    return hashlib.sha256(json.dumps(whole, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 @pytest.mark.parametrize("options, identity, whole", IDENTITY_CASES.values(), ids=IDENTITY_CASES.keys())

@@ -32,9 +32,7 @@ class Mislabeled(Task):
             return [Setting(self.name, c.label(), data, s) for s in cfg.seeds]
         if not cfg.noise_rates:
             raise HarnessError("no noise rates given; pass e.g. --noise-rates 0.01,0.1")
-        for rate in cfg.noise_rates:
-            if not 0.0 <= rate < 1.0:
-                raise HarnessError(f"noise rate {rate} is outside [0, 1); pass rates like --noise-rates 0.01,0.1")
+        for rate in cfg.noise_rates:  # each in (0, 1) and unique: the option table checked them
             if round(rate * n_train) < 1:  # symmetric_noise flips exactly round(rate * N) samples
                 raise HarnessError(f"noise rate {rate} flips no label of N={n_train} samples, so there is nothing "
                                    f"to detect; use a rate >= {1 / n_train:.2g} = 1/N or a larger --subset")
