@@ -130,6 +130,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         accs = result.base_train_acc
         print(f"final training accuracy of the base runs on the labels they trained on: "
               f"mean {sum(accs) / len(accs):.3f}, min {min(accs):.3f} ({preset_note(cfg)})", file=sys.stderr)
+    if result.flipped_fit:
+        fits = list(result.flipped_fit.values())
+        print(f"share of the flipped labels the noisy base runs fit: mean {sum(fits) / len(fits):.3f}, min "
+              f"{min(fits):.3f} (near 1: the memorization regime of the paper's tables; near 0: the last "
+              "epoch's loss alone finds them)", file=sys.stderr)
     print(markdown(result.leaderboard))
     if cfg.out is not None:
         print(f"leaderboard: {cfg.out / 'leaderboard.csv'}  (per-seed rows: raw.csv, per-sample scores: scores/)")

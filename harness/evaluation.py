@@ -21,6 +21,7 @@ from harness.leaderboard import aggregate
 from harness.phases import PhaseTimer
 from harness.planner import Plan
 from harness.prepared import PreparedData
+from harness.recorders import EVAL_LAST
 from harness.runner import RunnerResult
 from harness.runspec import DataSpec, RunSpec
 from harness.store import StoredRun
@@ -39,6 +40,7 @@ class ExperimentResult:
     reused: list[str] = field(default_factory=list)
     outputs: dict[str, object] = field(default_factory=dict)
     base_train_acc: list[float] = field(default_factory=list)  # eval-mode, on the labels trained on
+    flipped_fit: dict[str, float] = field(default_factory=dict)  # noisy base run's hash -> share fitted
     scores: dict[str, pd.DataFrame] = field(default_factory=dict)  # "noise=0.1_seed0" -> scores/<key>.csv
     phase_seconds: dict[str, float] = field(default_factory=dict)  # PHASES -> wall seconds (summary.json)
 
@@ -64,6 +66,25 @@ def score(proxies: list[Proxy], base: RunSpec, data: PreparedData, runs: Mapping
             continue
         scores[proxy.label] = s
     return scores, problems
+
+
+def flipped_fit(plan: Plan, runs: Mapping[RunSpec, StoredRun], prepared: Callable[[DataSpec], PreparedData]
+                ) -> dict[str, float]:
+    """For each base run trained on flipped labels (noise or a label file): the share of the flipped
+    samples whose given label it predicts at the end (eval mode), read from its last-epoch eval pass
+    where one was recorded. Near 1 is the memorization regime the paper's mislabeled tables assume;
+    near 0 the network ignores the flipped labels and the last epoch's loss alone finds them."""
+    out = {}
+    for _, _, base in plan.settings:
+        run = runs.get(base)
+        flipped = base.data.corruption.kind in ("noise", "label_file")
+        if run is None or not flipped or EVAL_LAST.key not in run.recorders:
+            continue
+        positives = prepared(base.data).positives
+        if positives.any():
+            correct = np.asarray(run.arrays(EVAL_LAST.key)["correct"]).reshape(-1)
+            out[run.manifest.spec_hash] = float(correct[positives].astype(np.float64).mean())
+    return out
 
 
 def evaluate(cfg: ExperimentConfig, plan: Plan, proxies: list[Proxy], ran: RunnerResult,
@@ -99,6 +120,7 @@ def evaluate(cfg: ExperimentConfig, plan: Plan, proxies: list[Proxy], ran: Runne
     with timer("write"):
         result = ExperimentResult(raw, board, failures, ran.trained, ran.reused)
         result.base_train_acc = [runs[b].manifest.train_acc for _, _, b in plan.settings if b in runs]
+        result.flipped_fit = flipped_fit(plan, runs, prepared)
         for (data_spec, seed), scores in scores_by_data.items():
             data = prepared(data_spec)
             name = f"{data_spec.corruption.label().replace('/', '_')}_seed{seed}"
