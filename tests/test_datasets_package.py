@@ -11,6 +11,7 @@ from __future__ import annotations
 import ast
 import hashlib
 import io
+import os
 import sys
 import textwrap
 import zipfile
@@ -74,10 +75,31 @@ def test_npz_is_unchanged(tmp_path: Path) -> None:
 
 @pytest.mark.skipif(not (CIFAR / "train").is_dir(), reason="needs the shared CIFAR-10 image folder")
 def test_imagefolder_is_unchanged() -> None:
-    """The fingerprint is the frozen `_identity_key` of the folder's listing and mtimes: the
-    addresses of runs already in the store."""
+    """The decoded pixels of the shared copy, frozen. (Its fingerprint hashes the listing and the
+    files' mtimes, which differ from one copy of the folder to the next: frozen on a folder with
+    pinned mtimes below.)"""
     ds = load_dataset(f"imagefolder:{CIFAR}", subset=500)
-    assert _summary(ds) == ("83b8ad2d37d29f13", "c301a0d8f4e29fc1", 50000, (500, 3, 32, 32), (1000, 3, 32, 32))
+    assert _summary(ds)[1:] == ("c301a0d8f4e29fc1", 50000, (500, 3, 32, 32), (1000, 3, 32, 32))
+
+
+def test_imagefolder_pixels_frozen_and_fingerprint_follows_the_files(tmp_path: Path) -> None:
+    """PNG (lossless) images: the decoded arrays are frozen; the fingerprint (the folder's listing
+    and mtimes) is stable for the same folder and changes when a file does."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 3), ("test", 2)):
+        for cls in ("a", "b"):
+            (tmp_path / split / cls).mkdir(parents=True)
+            for i in range(n):
+                f = tmp_path / split / cls / f"{i}.png"
+                Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(f)
+                os.utime(f, (1_700_000_000, 1_700_000_000 + i))
+    first = _summary(load_dataset(f"imagefolder:{tmp_path}"))
+    assert first[1:] == ("d98f0b0bb8e8bd7b", 6, (6, 3, 32, 32), (4, 3, 32, 32))
+    assert _summary(load_dataset(f"imagefolder:{tmp_path}"))[0] == first[0]
+    os.utime(tmp_path / "train" / "a" / "0.png", (1_700_000_000, 1_700_000_100))
+    assert _summary(load_dataset(f"imagefolder:{tmp_path}"))[0] != first[0]
 
 
 def test_hf_is_unchanged(tmp_path: Path) -> None:

@@ -6,6 +6,7 @@
 #                        side by side, one worker each
 #   ./run.sh low-noise   mislabeled 1, 2 and 5 %, single-run proxies, two workers
 #   ./run.sh cl          confident learning at 10 % noise with 2 folds (one full run's worth of training)
+#   ./run.sh ssft        second-split forgetting time at 10 % noise (two runs, each half then the other half)
 #   ./run.sh regimes     the two 16-epoch recipes that fit more of the flipped labels (csl, final_loss)
 # Per-sample scores are then gzipped with 7 significant digits (float32 precision): `compress` below.
 set -euo pipefail
@@ -41,6 +42,9 @@ low-noise)
 cl)
   python -m harness run "${COMMON[@]}" --workers 1 --tasks mislabeled --noise-rates 0.1 \
     --proxies confident_learning --proxy-arg confident_learning.folds=2 --out "$OUT/confident-learning" ;;
+ssft)
+  python -m harness run "${COMMON[@]}" --workers 2 --tasks mislabeled --noise-rates 0.1 --proxies ssft \
+    --out "$OUT/ssft" ;;
 regimes)
   python -m harness run "${COMMON[@]}" --workers 1 --tasks mislabeled --noise-rates 0.1 --proxies csl,final_loss \
     --epochs 16 --augment-epochs 8 --out "$OUT/regimes/augment-8-of-16" &
@@ -49,6 +53,6 @@ regimes)
     --epochs 16 --augment off --out "$OUT/regimes/augment-off-16" &
   second=$!
   wait "$first" && wait "$second" ;;
-*) echo "usage: $0 [main|low-noise|cl|regimes]" >&2; exit 2 ;;
+*) echo "usage: $0 [main|low-noise|cl|ssft|regimes]" >&2; exit 2 ;;
 esac
 compress "$OUT"
