@@ -151,12 +151,11 @@ RUNTIME_FIELDS = _options.runtime_fields()
 
 def experiment_id(cfg: Any) -> str:
     """Hash of what the experiment computes (not where or how it runs): the ownership mark of --out."""
-    from harness.recipe import LATER_RECIPE_DEFAULTS
+    from harness.recipe import LATER_RECIPE_DEFAULTS, without_defaults
 
     runtime = _options.runtime_fields()
     what = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in runtime}
-    what["recipe"] = {k: v for k, v in what["recipe"].items()
-                      if k not in LATER_RECIPE_DEFAULTS or v != LATER_RECIPE_DEFAULTS[k]}
+    what["recipe"] = without_defaults(what["recipe"], LATER_RECIPE_DEFAULTS)
     return hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 

@@ -75,7 +75,7 @@ def flipped_fit(plan: Plan, runs: Mapping[RunSpec, StoredRun], prepared: Callabl
     where one was recorded. Near 1 is the memorization regime the paper's mislabeled tables assume;
     near 0 the network ignores the flipped labels and the last epoch's loss alone finds them."""
     out = {}
-    for _, _, base in plan.settings:
+    for base in dict.fromkeys(b for _, _, b in plan.settings):  # a base shared by tasks is read once
         run = runs.get(base)
         flipped = base.data.corruption.kind in ("noise", "label_file")
         if run is None or not flipped or EVAL_LAST.key not in run.recorders:

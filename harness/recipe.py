@@ -18,6 +18,12 @@ SCHEDULES = ("multistep", "cosine", "constant", "onecycle")
 LATER_RECIPE_DEFAULTS: dict[str, object] = {"augment_epochs": None}
 
 
+def without_defaults(fields: dict[str, object], defaults: dict[str, object]) -> dict[str, object]:
+    """A recipe's fields as hashed: those added later (`defaults`) left out at their default value,
+    so a hash made before a field existed stays the same."""
+    return {k: v for k, v in fields.items() if k not in defaults or v != defaults[k]}
+
+
 @dataclass(frozen=True)
 class Recipe:
     optimizer: str = "sgd"  # "sgd" | "adam"

@@ -11,7 +11,7 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass, field, replace
 
-from harness.recipe import LATER_RECIPE_DEFAULTS, Recipe
+from harness.recipe import LATER_RECIPE_DEFAULTS, Recipe, without_defaults
 
 STORE_FORMAT = 1  # bump when stored arrays change meaning; old entries then stop matching
 
@@ -102,8 +102,7 @@ class RunSpec:
 
     def digest(self) -> str:
         spec = self.to_dict()
-        spec["recipe"] = {k: v for k, v in spec["recipe"].items()
-                          if k not in _ADDED_RECIPE_DEFAULTS or v != _ADDED_RECIPE_DEFAULTS[k]}
+        spec["recipe"] = without_defaults(spec["recipe"], _ADDED_RECIPE_DEFAULTS)
         if not spec["data"].get("dataset_sha"):  # built-in datasets keep their pre-fingerprint addresses
             spec["data"].pop("dataset_sha", None)
         payload = json.dumps({"format": STORE_FORMAT, "spec": spec}, sort_keys=True, default=str)

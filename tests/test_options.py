@@ -137,10 +137,10 @@ IDENTITY_CASES = {
 def _whole(cfg) -> str:
     """A hash of every field, runtime ones included (recipe fields added since, at their old-
     behaviour defaults, left out as experiment ids leave them out)."""
-    from harness.recipe import LATER_RECIPE_DEFAULTS
+    from harness.recipe import LATER_RECIPE_DEFAULTS, without_defaults
 
     whole = dataclasses.asdict(cfg)
-    whole["recipe"] = {k: v for k, v in whole["recipe"].items() if LATER_RECIPE_DEFAULTS.get(k, k) != v}
+    whole["recipe"] = without_defaults(whole["recipe"], LATER_RECIPE_DEFAULTS)
     return hashlib.sha256(json.dumps(whole, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 

@@ -85,6 +85,7 @@ for _ in range(150):
             pass
     time.sleep(0.1)
 """
+
 # addresses ------------------------------------------------------------------------------------
 def split_address(address: str) -> tuple[str, int]:
     """(host, port) of HOST:PORT, [IPv6]:PORT or ray://HOST:PORT; HarnessError for anything else."""
