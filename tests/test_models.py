@@ -162,3 +162,32 @@ def test_registry_lists_models_and_refuses_unknown_and_clashing_names() -> None:
         build_model("resnet1000", CIFAR, 10)
     with pytest.raises(ValueError, match="already registered"):
         register_model("resnet18", "a clash")(lambda shape, classes: nn.Identity())
+
+
+def _resnet9_hand_count(width: int) -> tuple[int, int]:
+    """(parameters, forward MACs) of the DAWNBench ResNet-9 at stage width `width`, by hand: each
+    conv is 3x3 without bias and has a batch norm (2 parameters per channel) after it."""
+    convs = [(3, width, 32), (width, 2 * width, 32), (2 * width, 2 * width, 16), (2 * width, 2 * width, 16),
+             (2 * width, 4 * width, 16), (4 * width, 8 * width, 8), (8 * width, 8 * width, 4),
+             (8 * width, 8 * width, 4)]  # (cin, cout, output side before any pooling)
+    params = sum(9 * ci * co + 2 * co for ci, co, _ in convs) + _linear(8 * width, 10)
+    macs = sum(9 * ci * co * side * side for ci, co, side in convs) + 8 * width * 10
+    return params, macs
+
+
+@pytest.mark.parametrize(("name", "width"), [("resnet9", 64), ("resnet9_quarter", 16)])
+def test_resnet9_parameters_and_flops_equal_a_hand_count(name: str, width: int) -> None:
+    params, macs = _resnet9_hand_count(width)
+    assert _params(_meta_model(name)) == params
+    assert _forward_flops(name) == 2 * macs
+
+
+@pytest.mark.parametrize("name", ["resnet9", "resnet9_quarter"])
+def test_resnet9_forward_and_smallest_input(name: str) -> None:
+    torch.manual_seed(0)
+    model = build_model(name, (1, 8, 8), 7).eval()
+    with torch.no_grad():
+        out = model(torch.randn(3, 1, 8, 8))
+    assert out.shape == (3, 7) and torch.isfinite(out).all()
+    with pytest.raises(HarnessError, match="at least 8x8"):
+        build_model(name, (3, 4, 4), 10)
