@@ -203,7 +203,9 @@ def test_imagefolder_cache_is_reused(tmp_path: Path, monkeypatch: pytest.MonkeyP
     first = load_dataset(f"imagefolder:{root}", cache_dir=cache)
     cached = list((cache / "datasets").glob("*.npy"))
     assert len(cached) == 1
-    assert list((cache / "datasets").iterdir()) == cached  # the temp file was renamed, the lock removed
+    digests = list((cache / "datasets").glob("*.sha256"))
+    assert len(digests) == 1  # the split's content digest, keyed by its listing's sizes and mtimes
+    assert sorted((cache / "datasets").iterdir()) == sorted(cached + digests)  # temp files renamed, lock removed
 
     def no_decode(files):  # type: ignore[no-untyped-def]
         raise AssertionError("decoded again although the cache should have been used")

@@ -125,8 +125,8 @@ def test_cache_file_names_are_short_digests_even_for_a_long_path(tmp_path: Path)
     deep = tmp_path.joinpath(*(["x" * 200] * 8))  # a 1,600-character folder path
     root = _tree(deep / "ds", per_class=2)
     assert _load(root, tmp_path).n_train == 4
-    (cached,) = (tmp_path / "cache" / "datasets").iterdir()
-    assert len(cached.name) == len("0" * 32 + "-4.npy")
+    names = sorted(p.name for p in (tmp_path / "cache" / "datasets").iterdir())
+    assert sorted(len(n) for n in names) == [len("0" * 32 + "-4.npy"), len("0" * 32 + ".sha256")], names
 
 
 # --- npz ---------------------------------------------------------------------------------------

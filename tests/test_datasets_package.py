@@ -75,31 +75,27 @@ def test_npz_is_unchanged(tmp_path: Path) -> None:
 
 @pytest.mark.skipif(not (CIFAR / "train").is_dir(), reason="needs the shared CIFAR-10 image folder")
 def test_imagefolder_is_unchanged() -> None:
-    """The decoded pixels of the shared copy, frozen. (Its fingerprint hashes the listing and the
-    files' mtimes, which differ from one copy of the folder to the next: frozen on a folder with
-    pinned mtimes below.)"""
+    """The shared copy: fingerprint (from the JPEG bytes, so the same on every copy of the folder)
+    and decoded pixels, frozen."""
     ds = load_dataset(f"imagefolder:{CIFAR}", subset=500)
-    assert _summary(ds)[1:] == ("c301a0d8f4e29fc1", 50000, (500, 3, 32, 32), (1000, 3, 32, 32))
+    assert _summary(ds)[:2] == ("1fe278cf305bb524", "c301a0d8f4e29fc1")
+    assert _summary(ds)[2:] == (50000, (500, 3, 32, 32), (1000, 3, 32, 32))
 
 
-def test_imagefolder_pixels_frozen_and_fingerprint_follows_the_files(tmp_path: Path) -> None:
-    """PNG (lossless) images: the decoded arrays are frozen; the fingerprint (the folder's listing
-    and mtimes) is stable for the same folder and changes when a file does."""
-    from PIL import Image
-
+def test_imagefolder_pixels_and_fingerprint_frozen(tmp_path: Path) -> None:
+    """Binary PPM images, written byte by byte (no encoder whose output could change): the decoded
+    arrays and the fingerprint are frozen, whatever the folder's path and the files' mtimes."""
     rng = np.random.default_rng(0)
     for split, n in (("train", 3), ("test", 2)):
         for cls in ("a", "b"):
             (tmp_path / split / cls).mkdir(parents=True)
             for i in range(n):
-                f = tmp_path / split / cls / f"{i}.png"
-                Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(f)
-                os.utime(f, (1_700_000_000, 1_700_000_000 + i))
+                pixels = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
+                (tmp_path / split / cls / f"{i}.ppm").write_bytes(b"P6\n32 32\n255\n" + pixels.tobytes())
     first = _summary(load_dataset(f"imagefolder:{tmp_path}"))
-    assert first[1:] == ("d98f0b0bb8e8bd7b", 6, (6, 3, 32, 32), (4, 3, 32, 32))
-    assert _summary(load_dataset(f"imagefolder:{tmp_path}"))[0] == first[0]
-    os.utime(tmp_path / "train" / "a" / "0.png", (1_700_000_000, 1_700_000_100))
-    assert _summary(load_dataset(f"imagefolder:{tmp_path}"))[0] != first[0]
+    assert first == ("df77c5a10639c373", "d98f0b0bb8e8bd7b", 6, (6, 3, 32, 32), (4, 3, 32, 32))
+    os.utime(tmp_path / "train" / "a" / "0.ppm", (1_700_000_000, 1_700_000_100))
+    assert _summary(load_dataset(f"imagefolder:{tmp_path}")) == first
 
 
 def test_hf_is_unchanged(tmp_path: Path) -> None:

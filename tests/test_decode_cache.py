@@ -1,10 +1,15 @@
 """Decode once (issue 17): an image folder is decoded into one uint8 `.npy` per split beside the
 run store, memory-mapped by every process that loads it; a subset is served from a larger decode,
-concurrent processes decode once between them, a changed folder is a new file, and the dataset
-fingerprint (part of every stored run's address) is what it was before the cache changed."""
+concurrent processes decode once between them, a changed folder is a new file; the dataset
+fingerprint (part of every stored run's address) is made from the images' names, labels and bytes,
+so a copy of the folder elsewhere, with new mtimes, is the same dataset and reuses the decode."""
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -39,7 +44,7 @@ def _forbid_decoding(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_the_decode_is_one_memory_mapped_npy_that_serves_every_subset(tmp_path, monkeypatch) -> None:
     root, cache = _folder(tmp_path / "ds"), tmp_path / "cache"
     full = load_dataset(f"imagefolder:{root}", cache_dir=cache)
-    (file,) = (cache / "datasets").iterdir()
+    (file,) = (cache / "datasets").glob("*.npy")
     assert file.name.endswith("-12.npy")
     assert np.array_equal(np.load(file, allow_pickle=False), full.x_train.numpy())
     _forbid_decoding(monkeypatch)
@@ -56,9 +61,9 @@ def test_the_decode_is_one_memory_mapped_npy_that_serves_every_subset(tmp_path, 
 def test_a_larger_decode_replaces_the_smaller_prefix(tmp_path, monkeypatch) -> None:
     root, cache = _folder(tmp_path / "ds"), tmp_path / "cache"
     small = load_dataset(f"imagefolder:{root}", subset=3, cache_dir=cache)
-    assert [p.name.rsplit("-", 1)[1] for p in (cache / "datasets").iterdir()] == ["3.npy"]
+    assert [p.name.rsplit("-", 1)[1] for p in (cache / "datasets").glob("*.npy")] == ["3.npy"]
     full = load_dataset(f"imagefolder:{root}", cache_dir=cache)
-    assert [p.name.rsplit("-", 1)[1] for p in (cache / "datasets").iterdir()] == ["12.npy"]
+    assert [p.name.rsplit("-", 1)[1] for p in (cache / "datasets").glob("*.npy")] == ["12.npy"]
     assert torch.equal(small.x_train, full.x_train[:3])  # the old map stays valid after the unlink
 
 
@@ -74,7 +79,7 @@ def test_a_changed_folder_is_decoded_again(tmp_path) -> None:
 def test_a_damaged_cache_file_is_a_miss_not_an_error(tmp_path) -> None:
     root, cache = _folder(tmp_path / "ds"), tmp_path / "cache"
     first = load_dataset(f"imagefolder:{root}", cache_dir=cache).x_train.clone()
-    (file,) = (cache / "datasets").iterdir()
+    (file,) = (cache / "datasets").glob("*.npy")
     damaged = file.with_suffix(".tmp")
     damaged.write_bytes(file.read_bytes()[:-7])  # cut short
     damaged.replace(file)
@@ -83,20 +88,57 @@ def test_a_damaged_cache_file_is_a_miss_not_an_error(tmp_path) -> None:
     assert torch.equal(load_dataset(f"imagefolder:{root}", cache_dir=cache).x_train, first)
 
 
-def test_the_fingerprint_is_that_of_the_first_cache_layout(tmp_path) -> None:
-    """Stored runs are addressed by the fingerprint: recomputed here from its frozen definition."""
-    import hashlib
-    import json
-
-    root = _folder(tmp_path / "ds")
-    ds = load_dataset(f"imagefolder:{root}", cache_dir=tmp_path / "cache")
-    train = root / "train"
+def _frozen_fingerprint(train: Path) -> str:
+    """The fingerprint from its frozen definition (version 2): per split, SHA-256 over each image's
+    path in the split, label and bytes; nothing about where the folder lies or when it was written."""
     files = sorted(train.rglob("*.png"), key=lambda p: int(p.stem))
-    key = {"version": 1, "root": str(train.resolve()), "split": "train", "decoded": 12, "count": 12,
-           "newest_mtime_ns": max(p.stat().st_mtime_ns for p in files),
-           "listing": hashlib.sha256("\n".join(str(p.resolve()) for p in files).encode()).hexdigest()}
+    classes = sorted(d.name for d in train.iterdir())
+    lines = "".join(f"{p.relative_to(train).as_posix()}\t{classes.index(p.parent.name)}\t"
+                    f"{hashlib.sha256(p.read_bytes()).hexdigest()}\n" for p in files)
+    key = {"version": 2, "split": "train", "count": len(files), "content": hashlib.sha256(lines.encode()).hexdigest()}
     part = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:32]
-    assert ds.fingerprint == hashlib.sha256(part.encode()).hexdigest()[:16]
+    return hashlib.sha256(part.encode()).hexdigest()[:16]
+
+
+def test_the_fingerprint_equals_its_frozen_definition(tmp_path) -> None:
+    """Stored runs are addressed by the fingerprint: recomputed here from its frozen definition."""
+    root = _folder(tmp_path / "ds")
+    assert load_dataset(f"imagefolder:{root}", cache_dir=tmp_path / "cache").fingerprint == _frozen_fingerprint(
+        root / "train")
+
+
+def test_a_copy_elsewhere_with_new_mtimes_is_the_same_dataset(tmp_path, monkeypatch) -> None:
+    """A folder copied to another disk or Ray node (new path, new mtimes) keeps its fingerprint, so
+    its stored runs are found and its workers agree with the driver; the decode is reused too."""
+    root, cache = _folder(tmp_path / "ds"), tmp_path / "cache"
+    first = load_dataset(f"imagefolder:{root}", cache_dir=cache)
+    copy = tmp_path / "elsewhere" / "copied"
+    shutil.copytree(root, copy, copy_function=shutil.copyfile)  # contents only: new mtimes
+    for f in copy.rglob("*.png"):
+        os.utime(f, (1_800_000_000, 1_800_000_000))
+    _forbid_decoding(monkeypatch)
+    second = load_dataset(f"imagefolder:{copy}", cache_dir=cache)
+    assert second.fingerprint == first.fingerprint and torch.equal(second.x_train, first.x_train)
+    assert len(list((cache / "datasets").glob("*.npy"))) == 1
+    assert len(list((cache / "datasets").glob("*.sha256"))) == 2  # one content digest per listing
+
+
+def test_the_fingerprint_follows_bytes_and_labels_not_mtimes(tmp_path) -> None:
+    root, cache = _folder(tmp_path / "ds"), tmp_path / "cache"
+    first = load_dataset(f"imagefolder:{root}", cache_dir=cache).fingerprint
+    image = root / "train" / "bee" / "00005.png"
+    os.utime(image, (1_900_000_000, 1_900_000_000))
+    assert load_dataset(f"imagefolder:{root}", cache_dir=cache).fingerprint == first  # touched, same bytes
+    data = bytearray(image.read_bytes())
+    data[-13] ^= 1  # one bit of the IEND chunk's CRC: same size, other bytes
+    image.write_bytes(bytes(data))
+    os.utime(image, (1_900_000_000, 1_900_000_000))  # the old mtime put back: only the bytes differ,
+    # which the cached digest's key (path, size, mtime) cannot see, so a fresh cache reads them
+    changed = load_dataset(f"imagefolder:{root}", cache_dir=tmp_path / "fresh").fingerprint
+    assert changed != first
+    image.rename(root / "train" / "ant" / "00005.png")  # same bytes, another label
+    relabelled = load_dataset(f"imagefolder:{root}", cache_dir=cache).fingerprint
+    assert relabelled not in (first, changed)
 
 
 def test_processes_loading_at_once_decode_once(tmp_path) -> None:

@@ -3,7 +3,9 @@
 Listing puts the images in a canonical order (integer stems are original indices) and follows
 symbolic links only where no image can count twice; decoding goes through the per-machine decode
 cache (`harness.datasets.imagefolder_cache`). The fingerprint (`_identity_key`) has a frozen
-definition: it is part of every stored run's address.
+definition: it is part of every stored run's address. It is made from the images' names, labels and
+bytes, never from where the folder lies or when its files were written, so a copy of the folder on
+another machine (a Ray node, a new disk) is the same dataset and finds the same stored runs.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import numpy as np
 import torch
 
 from harness.datasets.base import Dataset, LoadRequest, _check_subset, _test_count, register_dataset
-from harness.datasets.imagefolder_cache import _cached_decode, _Split
+from harness.datasets.imagefolder_cache import _cached_decode, _Split, content_digest
 from harness.errors import HarnessError
 
 _IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
@@ -56,14 +58,16 @@ def _load_imagefolder(name: str, path: Path, subset: int | None, cache_dir: Path
             f"expected {train_dir}/<class>/<image>"
         )
     n = _check_subset(name, subset, len(train.files))
-    x_train = _cached_decode(train, "train", n, cache_dir)
-    identity = [_identity_key(train, "train")]
+    train_content = content_digest(train, "train", cache_dir)
+    x_train = _cached_decode(train, "train", train_content, n, cache_dir)
+    identity = [_identity_key("train", len(train.files), train_content)]
 
     if test_dir is not None:
         test = _list_split(test_dir, class_to_idx, path, seen)
-        identity.append(_identity_key(test, "test"))
+        test_content = content_digest(test, "test", cache_dir)
+        identity.append(_identity_key("test", len(test.files), test_content))
         m = _test_count(subset, len(test.files))
-        x_test = _cached_decode(test, "test", m, cache_dir) if m else _empty_like(x_train)
+        x_test = _cached_decode(test, "test", test_content, m, cache_dir) if m else _empty_like(x_train)
         y_test = test.labels[:m]
     else:
         x_test, y_test = _empty_like(x_train), np.zeros(0, dtype=np.int64)
@@ -110,7 +114,7 @@ def _list_split(root: Path, class_to_idx: dict[str, int], tree: Path, seen: dict
     """
     tree = tree.resolve()
     entries: list[tuple[str, str, Path, int]] = []  # (class, relative path, path, label)
-    newest = 0
+    stats = hashlib.sha256()
     unknown = sorted(set(_class_names(root)) - set(class_to_idx))
     if unknown:
         raise HarnessError(
@@ -130,7 +134,8 @@ def _list_split(root: Path, class_to_idx: dict[str, int], tree: Path, seen: dict
                 )
             seen[real] = file
             try:
-                newest = max(newest, file.stat().st_mtime_ns)
+                st = file.stat()
+                stats.update(f"{file}\t{st.st_size}\t{st.st_mtime_ns}\n".encode())
             except OSError as exc:
                 raise HarnessError(f"cannot read image {file}: {exc}; remove the file or fix it") from exc
             entries.append((cls, file.relative_to(cls_dir).as_posix(), file, class_to_idx[cls]))
@@ -147,7 +152,7 @@ def _list_split(root: Path, class_to_idx: dict[str, int], tree: Path, seen: dict
         root=root,
         files=tuple(e[2] for e in entries),
         labels=np.array([e[3] for e in entries], dtype=np.int64),
-        newest_mtime_ns=newest,
+        stat_digest=stats.hexdigest(),
     )
 
 
@@ -214,23 +219,11 @@ def _inside(path: str, folder: str) -> bool:
     return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
 
 
-def _identity_key(split: _Split, split_name: str) -> str:
-    """A split's part of the dataset fingerprint: its path, files and their mtimes. Frozen: the
-    fields and their values are those of the first cache layout, so fingerprints, and with them
-    every stored run's address, stay the same when the cache changes."""
-    listing = hashlib.sha256("\n".join(str(f) for f in split.files).encode()).hexdigest()
-    key = {
-        "version": 1,
-        "root": str(split.root),
-        "split": split_name,
-        "decoded": len(split.files),
-        "count": len(split.files),
-        "newest_mtime_ns": split.newest_mtime_ns,
-        "listing": listing,
-    }
+def _identity_key(split_name: str, count: int, content: str) -> str:
+    """A split's part of the dataset fingerprint, from its content digest. Frozen (version 2; version
+    1 hashed the folder's path and newest mtime, so every copy of a folder was a new dataset)."""
+    key = {"version": 2, "split": split_name, "count": count, "content": content}
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:32]
-
-
 
 
 def _match_channels(x_train: np.ndarray, x_test: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -1,16 +1,24 @@
-"""The decode cache of `imagefolder:` datasets: one memory-mapped `.npy` per split and machine.
+"""The per-machine caches of `imagefolder:` datasets: each split's content digest, and its decode as
+one memory-mapped `.npy`.
+
+The content digest (`content_digest`) hashes every image's name, label and bytes, so a copied or
+moved folder is the same dataset (the fingerprint, and with it every stored run's address, is made
+from it), and an edited one is another. Reading 60,000 small files takes seconds, so the digest is
+kept under `<cache>/datasets/<stat key>.sha256`, where the stat key hashes the listing with each
+file's size and mtime: a folder unchanged since is not read again (as with git's index, an edit
+that keeps a file's size and puts its old mtime back goes unseen until the cache is cleared).
 
 Decoding 50,000 JPEGs takes ~100 s and every process of an experiment loads the dataset, so a
-split is decoded once, stored under `<cache>/datasets/<key>-<count>.npy` and memory-mapped by every
-process after that; a file holding more images than asked for serves a prefix (`--subset`). The
-cache key (`_split_key`) is the cache's own: the dataset fingerprint (`imagefolder._identity_key`)
-does not depend on it, so a new cache layout keeps every stored run's address.
+split is decoded once, stored under `<cache>/datasets/<key>-<count>.npy` (the key made from the
+content digest: a copy of the folder reuses it) and memory-mapped by every process after that; a
+file holding more images than asked for serves a prefix (`--subset`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import re
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -22,33 +30,65 @@ from harness.errors import HarnessError
 from harness.io import atomic_write, exclusive
 
 #: Bumped whenever the cached array layout changes, so stale caches are never read.
-_CACHE_VERSION = 2  # 2: one memory-mapped .npy per split, any prefix served from it
+_CACHE_VERSION = 3  # 2: one memory-mapped .npy per split, any prefix served from it; 3: keyed by content
 
 
 @dataclass(frozen=True, eq=False)
 class _Split:
-    """The listing of one split: files in canonical order plus what the cache key needs."""
+    """The listing of one split: files in canonical order, their labels, and a digest of every
+    file's path, size and mtime (it changes whenever a file does, without reading any)."""
 
     root: Path
     files: tuple[Path, ...]
     labels: np.ndarray
-    newest_mtime_ns: int
+    stat_digest: str
 
 
-def _split_key(split: _Split, split_name: str) -> str:
-    listing = hashlib.sha256("\n".join(str(f) for f in split.files).encode()).hexdigest()
-    key = {
-        "version": _CACHE_VERSION,
-        "root": str(split.root),
-        "split": split_name,
-        "count": len(split.files),
-        "newest_mtime_ns": split.newest_mtime_ns,
-        "listing": listing,
-    }
+def _stat_key(split: _Split, split_name: str) -> str:
+    key = {"version": 1, "root": str(split.root), "split": split_name, "count": len(split.files),
+           "stats": split.stat_digest}
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:32]
 
 
-def _cached_decode(split: _Split, split_name: str, count: int, cache_dir: Path) -> np.ndarray:
+def content_digest(split: _Split, split_name: str, cache_dir: Path) -> str:
+    """SHA-256 over every image's path within the split, label and bytes, in canonical order.
+
+    Read from the cache when the folder is unchanged since it was hashed (same stat key); a cache
+    folder that cannot be written costs a rehash per load, never an error."""
+    index = cache_dir / "datasets" / f"{_stat_key(split, split_name)}.sha256"
+    try:
+        known = index.read_text().strip()
+        if re.fullmatch(r"[0-9a-f]{64}", known):
+            return known
+    except OSError:
+        pass
+    digest = _hash_contents(split)
+    try:
+        index.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(index, lambda tmp: tmp.write_text(digest + "\n"))
+    except OSError:
+        pass
+    return digest
+
+
+def _hash_contents(split: _Split) -> str:
+    total = hashlib.sha256()
+    for file, label in zip(split.files, split.labels, strict=True):
+        try:
+            data = file.read_bytes()
+        except OSError as exc:
+            raise HarnessError(f"cannot read image {file}: {exc}; remove the file or fix it") from exc
+        name = file.relative_to(split.root).as_posix()
+        total.update(f"{name}\t{int(label)}\t{hashlib.sha256(data).hexdigest()}\n".encode())
+    return total.hexdigest()
+
+
+def _decode_key(split_name: str, content: str) -> str:
+    key = {"version": _CACHE_VERSION, "split": split_name, "content": content}
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:32]
+
+
+def _cached_decode(split: _Split, split_name: str, content: str, count: int, cache_dir: Path) -> np.ndarray:
     """The first `count` images of a split as one (N, C, H, W) uint8 array, decoded once per machine.
 
     Decoding 50,000 JPEGs takes ~100 s, and every process of an experiment (each pool worker, each
@@ -58,7 +98,7 @@ def _cached_decode(split: _Split, split_name: str, count: int, cache_dir: Path) 
     serves a prefix, so a `--subset` run reuses the full decode; a lock lets one process decode
     while the others wait for its file instead of decoding too."""
     folder = cache_dir / "datasets"
-    key = _split_key(split, split_name)
+    key = _decode_key(split_name, content)
     cached = _read_cache(folder, key, count)
     if cached is not None:
         return cached
