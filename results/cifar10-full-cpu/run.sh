@@ -8,12 +8,15 @@
 #   ./run.sh cl          confident learning at 10 % noise with 2 folds (one full run's worth of training)
 #   ./run.sh ssft        second-split forgetting time at 10 % noise (two runs, each half then the other half)
 #   ./run.sh regimes     the two 16-epoch recipes that fit more of the flipped labels (csl, final_loss)
+#   ./run.sh resnet9     resnet9_quarter in place of small_cnn: mislabeled 10 % (single-run proxies), then a
+#                        clean run (held-out accuracy) beside the 16-epoch, augment-8 recipe (csl, final_loss)
 # Per-sample scores are then gzipped with 7 significant digits (float32 precision): `compress` below.
 set -euo pipefail
 CIFAR=${CIFAR:-../shared/data/cifar10}
 STORE=${STORE:-$HOME/.cache/memprox/store}
 OUT=${OUT:-results/cifar10-full-cpu}
-COMMON=(--dataset "imagefolder:$CIFAR" --preset cpu-full --seeds 1 --no-progress --store "$STORE")
+BASE=(--dataset "imagefolder:$CIFAR" --preset cpu-full --seeds 1 --no-progress --store "$STORE")
+COMMON=("${BASE[@]}" --model small_cnn)  # cpu-full's model until the resnet9 step made resnet9_quarter its model
 SINGLE=csl,csl_eval,final_loss,in_confidence,forgetting,threshold_lt,aum,el2n,variability
 
 compress() {  # every scores/*.csv under $1 -> .csv.gz, 7 significant digits
@@ -53,6 +56,16 @@ regimes)
     --epochs 16 --augment off --out "$OUT/regimes/augment-off-16" &
   second=$!
   wait "$first" && wait "$second" ;;
-*) echo "usage: $0 [main|low-noise|cl|ssft|regimes]" >&2; exit 2 ;;
+resnet9)
+  R9=("${BASE[@]}" --model resnet9_quarter --workers 1)
+  python -m harness run "${R9[@]}" --tasks mislabeled,cost --noise-rates 0.1 --proxies "$SINGLE" \
+    --out "$OUT/resnet9-quarter/mislabeled"
+  python -m harness run "${R9[@]}" --tasks cost --proxies csl --out "$OUT/resnet9-quarter/clean" &
+  first=$!
+  python -m harness run "${R9[@]}" --tasks mislabeled --noise-rates 0.1 --proxies csl,final_loss \
+    --epochs 16 --augment-epochs 8 --out "$OUT/resnet9-quarter/augment-8-of-16" &
+  second=$!
+  wait "$first" && wait "$second" ;;
+*) echo "usage: $0 [main|low-noise|cl|ssft|regimes|resnet9]" >&2; exit 2 ;;
 esac
 compress "$OUT"
