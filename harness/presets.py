@@ -63,27 +63,29 @@ PRESETS.register("quick", PresetEntry(
     {"digits": _QUICK_DIGITS, "npz": _QUICK_DIGITS},
 ))
 
-# The cpu-full preset (issue 19): the full training set on CPU cores in about half an hour per run.
-# small_cnn is the largest of the registered models whose epoch of 50,000 images fits in about a
-# minute on one core; channels-last is its fastest layout on the CPU (measured: 53 s vs 69 s per
-# epoch at batch 64, one thread) and batch 128 with SGD one-cycle to lr 0.1 and weight decay 5e-4 is
-# the standard CIFAR recipe; augmentation is on, because without it this small net stays well below
-# 85 % held-out accuracy. It does not fit 10 % noisy labels, and no recipe of this net measured so far
-# does in this budget (full CIFAR-10, 1 seed; held-out accuracy, share of flipped labels fitted):
-# this preset 0.81, 0 %; `--epochs 16 --augment-epochs 8` 0.77, 17 %; `--epochs 16 --augment off`
-# 0.74, 39 %. The memorization regime needs a larger network than a CPU core trains in half an hour
-# (the gpu preset). Figures and per-sample scores: results/cifar10-full-cpu.
+# The cpu-full preset (issue 19): the full training set on CPU cores, under an hour per run on one
+# core. resnet9_quarter (the DAWNBench ResNet-9 at a quarter width, 0.41M parameters) convolves at
+# full resolution before pooling, where small_cnn (same size) pools after every conv; measured on full
+# CIFAR-10 with this recipe, 1 seed: held-out accuracy 0.864 trained on clean labels, 0.834 on 10 %
+# noisy ones (small_cnn 0.811), 143 s per epoch of one idle core (small_cnn 73 s). Channels-last is
+# the fastest CPU layout; batch 128 with SGD one-cycle to lr 0.1 and weight decay 5e-4 is the standard
+# CIFAR recipe; augmentation is on because held-out accuracy needs it. It does not fit 10 % noisy
+# labels (3.8 % of the flipped ones): with augmentation in the first 8 of 16 epochs only
+# (`--epochs 16 --augment-epochs 8`) it fits 55 % of them at 0.783 held-out, so the memorization
+# regime costs held-out accuracy on a CPU budget (the gpu preset reaches it). Most of
+# results/cifar10-full-cpu was made when this preset's model was small_cnn (`--model small_cnn`).
 _CPU_FULL_IMAGES = Preset(
     "cpu-full",
-    "small_cnn",
+    "resnet9_quarter",
     Recipe(optimizer="sgd", lr=0.1, momentum=0.9, weight_decay=5e-4, batch_size=128, epochs=20,
            schedule="onecycle", milestones=(), augment=True, channels_last=True),
     None,
 )
 PRESETS.register("cpu-full", PresetEntry(
     "cpu-full",
-    "CPU cores, full dataset: image datasets -> small_cnn, channels-last, SGD one-cycle to lr 0.1 (momentum "
-    "0.9, wd 5e-4), batch 128, 20 epochs, random crop + flip; digits and npz:PATH as quick",
+    "CPU cores, full dataset: image datasets -> resnet9_quarter, channels-last, SGD one-cycle to lr 0.1 "
+    "(momentum 0.9, wd 5e-4), batch 128, 20 epochs, random crop + flip (CIFAR-10: 0.86 held-out, ~48 min "
+    "per run on one core); digits and npz:PATH as quick",
     _CPU_FULL_IMAGES,
     {"digits": replace(_QUICK_DIGITS, name="cpu-full"), "npz": replace(_QUICK_DIGITS, name="cpu-full")},
 ))

@@ -47,7 +47,7 @@ def test_cpu_full_preset_on_a_1000_image_slice(tmp_path) -> None:
     proxy of the full-size mislabeled experiment gives a finite score per sample."""
     dataset = f"imagefolder:{CIFAR}"
     preset = preset_for("cpu-full", dataset)
-    assert preset.model == "small_cnn" and preset.subset is None
+    assert preset.model == "resnet9_quarter" and preset.subset is None
     assert preset.recipe.channels_last and preset.recipe.augment and preset.recipe.batch_size == 128
     cfg = ExperimentConfig(
         dataset=dataset, model=preset.model, recipe=replace(preset.recipe, epochs=1), subset=1000,
