@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 
 from harness.recorders import RecorderRequest
 from proxies.base import Proxy, ScoreContext
@@ -10,10 +11,16 @@ from proxies.registry import register_proxy
 
 
 def forgetting_counts(correct: np.ndarray) -> np.ndarray:
-    """correct: (E, N) training-pass correctness. Never-correct samples get E, above any real count."""
-    c = np.nan_to_num(correct, nan=0.0) > 0.5
-    events = (c[:-1] & ~c[1:]).sum(axis=0).astype(np.float64)
-    events[~c.any(axis=0)] = c.shape[0]
+    """correct: (E, N) training-pass correctness, NaN where the sample was not presented that epoch.
+
+    An event compares a presentation with the sample's previous *presentation*, so an epoch that
+    skipped the sample (drop_last, a custom sampler, a DDP shard in the tracker) is no event.
+    Never-correct samples get E, above any real count.
+    """
+    c = np.asarray(correct, dtype=np.float64)
+    previous = pd.DataFrame(c).ffill().shift(1).to_numpy()  # the last presented value before each epoch
+    events = ((previous > 0.5) & (c <= 0.5)).sum(axis=0).astype(np.float64)  # NaN compares False
+    events[~(c > 0.5).any(axis=0)] = c.shape[0]
     return events
 
 

@@ -70,6 +70,22 @@ def test_forgetting_counts_correct_to_incorrect_transitions(score_ctx) -> None:
     np.testing.assert_array_equal(score("forgetting", ctx), [0, 2, 4, 1, 1])
 
 
+def test_forgetting_compares_successive_presentations_not_epochs(score_ctx) -> None:
+    nan = np.nan
+    correct = np.array(
+        [  # samples:   0    1    2    3    4
+            [1, 1, nan, 1, nan],
+            [nan, nan, 1, 0, nan],
+            [1, 0, nan, nan, nan],
+            [nan, 1, 0, 1, nan],
+        ]
+    )
+    # 0: correct, skipped, correct -> 0 (a skipped epoch is no event); 1: correct, skipped, wrong,
+    # correct -> 1; 2: skipped, correct, skipped, wrong -> 1; 3: 1, 0, skipped, 1 -> 1; 4: never seen -> E
+    ctx = score_ctx({"train_correct": {"correct": correct}})
+    np.testing.assert_array_equal(score("forgetting", ctx), [0, 1, 1, 1, 4])
+
+
 def test_threshold_learning_time(score_ctx) -> None:
     correct = np.array([[0, 0, 0, 1, 1, 0, 1], [0] * 7, [1] * 7], dtype=np.float32).T  # (E=7, N=3)
     ctx = score_ctx({"train_correct": {"correct": correct}})
