@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 from scipy import sparse
+from scipy.stats import rankdata
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from harness.bootstrap import Resamples
@@ -26,11 +27,11 @@ DETECTION = ("auroc", "auprc", "precision_at_k")
 
 
 def _clean(scores: np.ndarray) -> np.ndarray:
-    """NaN (could not score) ranks below every finite score; +inf above, -inf below."""
+    """Dense ranks: NaN (could not score) 0, below every score, -inf and +inf included. Ranks keep
+    the order and the ties of the scores, so every statistic here is unchanged, and no offset from
+    the finite range can round into it (1e17 + 1.0 == 1e17 would tie +inf with the maximum)."""
     s = np.asarray(scores, dtype=np.float64)
-    finite = s[np.isfinite(s)]
-    lo, hi = np.min(finite, initial=0.0), np.max(finite, initial=0.0)
-    return np.where(np.isnan(s), lo - 2.0, np.clip(s, lo - 1.0, hi + 1.0))
+    return np.nan_to_num(rankdata(s, method="dense", nan_policy="omit"), nan=0.0)
 
 
 def _at_positive_groups(
@@ -144,7 +145,7 @@ def weighted_detection(
 def precision_at_k(positives: np.ndarray, scores: np.ndarray, k: int) -> float:
     """Expected fraction of positives among the k highest scores under random tie-breaking."""
     positives = np.asarray(positives, dtype=bool)
-    if k <= 0 or not np.isfinite(np.asarray(scores, dtype=np.float64)).any():
+    if k <= 0 or np.isnan(np.asarray(scores, dtype=np.float64)).all():
         return float("nan")
     if not positives.any():
         return 0.0
@@ -156,7 +157,7 @@ def precision_at_k(positives: np.ndarray, scores: np.ndarray, k: int) -> float:
 
 def detection_metrics(positives: np.ndarray, scores: np.ndarray) -> dict[str, float]:
     positives = np.asarray(positives, dtype=bool)
-    if positives.all() or not positives.any() or not np.isfinite(np.asarray(scores, dtype=np.float64)).any():
+    if positives.all() or not positives.any() or np.isnan(np.asarray(scores, dtype=np.float64)).all():
         return {m: float("nan") for m in DETECTION}
     s = _clean(scores)
     return {

@@ -74,6 +74,18 @@ def test_nan_scores_rank_lowest() -> None:
     assert precision_at_k(positives, np.array([np.nan, np.nan, 1.0, 0.0]), 2) == 0.0
 
 
+def test_infinite_and_huge_scores_keep_their_order() -> None:
+    # +inf above 1e17, -inf below every finite score, NaN below -inf: no offset rounds into a tie
+    positives = np.array([1, 0, 1, 0, 1, 0], dtype=bool)
+    scores = np.array([np.inf, 1e17, 2e16, 1e17, -np.inf, np.nan])
+    expected = roc_auc_score(positives, [6, 5, 4, 5, 2, 1])
+    assert detection_metrics(positives, scores)["auroc"] == pytest.approx(expected)
+    assert precision_at_k(positives, scores, 1) == 1.0
+    only_infinite = np.array([np.inf, -np.inf, np.inf, -np.inf, np.nan, np.nan])  # a ranking still
+    expected = roc_auc_score(positives, [3, 2, 3, 2, 1, 1])
+    assert detection_metrics(positives, only_infinite)["auroc"] == pytest.approx(expected)
+
+
 def test_all_nan_scores_are_nan_metrics_not_chance() -> None:
     # a proxy that scored nothing has no ranking: NaN (reported as a failure), never a silent 0.5
     m = detection_metrics(np.array([1, 0, 0], dtype=bool), np.full(3, np.nan))
