@@ -8,7 +8,8 @@ reference would turn every similarity number into noise.
 
 Subsets: when the dataset was cut with ``--subset`` it holds the first ``n`` training samples in
 canonical order, so a full-size file is accepted and its first ``n`` entries are used (and checked).
-Any other length mismatch is an error.
+Any other length mismatch is an error: given the dataset's size before ``--subset`` (``full_size``),
+a file of another length is refused even when its first entries' labels happen to agree.
 """
 
 from __future__ import annotations
@@ -47,11 +48,12 @@ def _read_npz(path: Path, keys: tuple[str, ...]) -> dict[str, np.ndarray]:
 
 
 def _align(
-    path: Path, scores: np.ndarray, file_labels: np.ndarray, labels: np.ndarray
+    path: Path, scores: np.ndarray, file_labels: np.ndarray, labels: np.ndarray, full_size: int | None = None
 ) -> np.ndarray:
     """Return the file's scores for the dataset's samples after checking length and labels.
 
-    A file longer than the dataset is accepted only as a prefix (the ``--subset`` case).
+    A file longer than the dataset is accepted only as a prefix (the ``--subset`` case), and, when
+    the training set's size before the cut is known, only if it has exactly that many entries.
     """
     labels = np.asarray(labels)
     if labels.ndim != 1:
@@ -62,6 +64,11 @@ def _align(
             f"{scores.shape} and {file_labels.shape}"
         )
     n, n_file = len(labels), len(scores)
+    if full_size is not None and n_file != full_size:
+        raise HarnessError(
+            f"{path}: length mismatch: the file has {n_file} samples but the dataset's training set has "
+            f"{full_size}; a score file must hold one score per training sample of this dataset"
+        )
     if n > n_file:
         raise HarnessError(
             f"{path}: length mismatch: the file has {n_file} samples but the dataset has {n}"
@@ -77,18 +84,18 @@ def _align(
     return scores.astype(np.float64)
 
 
-def load_fz(path: str | Path, labels: np.ndarray) -> Reference:
+def load_fz(path: str | Path, labels: np.ndarray, full_size: int | None = None) -> Reference:
     """Feldman & Zhang (2020) memorization estimates (``tr_mem``), checked via ``tr_labels``."""
     path = Path(path)
     arrays = _read_npz(path, ("tr_mem", "tr_labels"))
-    scores = _align(path, arrays["tr_mem"], arrays["tr_labels"], labels)
+    scores = _align(path, arrays["tr_mem"], arrays["tr_labels"], labels, full_size)
     return Reference(name="fz", scores=scores, stderr=None)
 
 
-def load_cscore(path: str | Path, labels: np.ndarray) -> Reference:
+def load_cscore(path: str | Path, labels: np.ndarray, full_size: int | None = None) -> Reference:
     """C-scores (Jiang et al. 2021) as ``1 - score``: a high C-score means typical, so it is
     complemented to follow the harness convention that higher means more memorized."""
     path = Path(path)
     arrays = _read_npz(path, ("scores", "labels"))
-    scores = _align(path, arrays["scores"], arrays["labels"], labels)
+    scores = _align(path, arrays["scores"], arrays["labels"], labels, full_size)
     return Reference(name="cscore", scores=1.0 - scores, stderr=None)

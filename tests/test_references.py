@@ -40,6 +40,19 @@ def test_subset_uses_prefix(tmp_path: Path) -> None:
     np.testing.assert_array_equal(ref.scores, VALUES[:5])
 
 
+def test_prefix_only_of_a_file_of_the_full_training_size(tmp_path: Path) -> None:
+    # --subset 5 of an 8-sample training set: the 8-entry file's prefix; a 9-entry file is another
+    # dataset's even when its first labels agree (they do here: LABELS + one more)
+    path = _fz(tmp_path, tr_mem=VALUES, tr_labels=LABELS)
+    np.testing.assert_array_equal(load_fz(path, LABELS[:5], full_size=8).scores, VALUES[:5])
+    longer = _fz(tmp_path, tr_mem=np.r_[VALUES, 0.5], tr_labels=np.r_[LABELS, 0])
+    with pytest.raises(HarnessError, match="file has 9 samples but the dataset's training set has 8"):
+        load_fz(longer, LABELS[:5], full_size=8)
+    with pytest.raises(HarnessError, match="file has 9 samples"):
+        np.savez(tmp_path / "cs.npz", scores=np.r_[VALUES, 0.5], labels=np.r_[LABELS, 0])
+        load_cscore(tmp_path / "cs.npz", LABELS, full_size=8)
+
+
 def test_dataset_longer_than_file(tmp_path: Path) -> None:
     path = _fz(tmp_path, tr_mem=VALUES[:5], tr_labels=LABELS[:5])
     with pytest.raises(HarnessError, match=r"5.*8|8.*5"):

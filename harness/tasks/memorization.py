@@ -50,7 +50,7 @@ class ReferenceTask(Task):
     reference: ReferenceConfig
 
     def settings(self, cfg: ExperimentConfig, base_data: DataSpec, dataset: Dataset) -> list[Setting]:
-        self.reference.check(dataset.y_train.numpy())
+        self.reference.check(dataset.y_train.numpy(), dataset.full_train_size)
         self.reference.check_size(dataset.n_train)
         data = replace(base_data, corruption=Corruption())
         return [Setting(self.name, "clean", data, seed) for seed in cfg.seeds]
@@ -60,7 +60,7 @@ class ReferenceTask(Task):
 
     def reference_scores(self, ctx: EvalContext):
         """The setting's reference and, for stability, its split-half Pearson (NaN otherwise)."""
-        return self.reference.scores(ctx.runs, ctx.base, ctx.data.y_clean)
+        return self.reference.scores(ctx.runs, ctx.base, ctx.data.y_clean, ctx.data.dataset.full_train_size)
 
 
 @register_task

@@ -49,12 +49,12 @@ class ReferenceConfig:
         return "stability" if self.kind == "stability" else f"{self.kind}:{Path(self.path).name}"
 
     # planning --------------------------------------------------------------------------
-    def check(self, labels: np.ndarray) -> None:
-        """A score file that does not match the dataset's clean training labels is bad input: fail
-        before training."""
+    def check(self, labels: np.ndarray, full_size: int | None = None) -> None:
+        """A score file that does not match the dataset's clean training labels (or its size before
+        ``--subset``) is bad input: fail before training."""
         if self.kind != "stability":
             try:
-                self.load_file(labels)
+                self.load_file(labels, full_size)
             except OSError as e:  # e.g. a name longer than the file system allows
                 raise HarnessError(f"--reference {self.kind}:{self.path} cannot be read ({e.strerror or e}); pass "
                                    "an existing score file") from e
@@ -80,13 +80,14 @@ class ReferenceConfig:
         return [Need(spec, frozenset({EVAL_LAST})) for spec in self.specs(base)]
 
     # evaluation ------------------------------------------------------------------------
-    def load_file(self, labels: np.ndarray) -> Reference:
-        return LOADERS[self.kind](self.path, labels)
+    def load_file(self, labels: np.ndarray, full_size: int | None = None) -> Reference:
+        return LOADERS[self.kind](self.path, labels, full_size)
 
-    def scores(self, runs: Mapping[RunSpec, Any], base: RunSpec, clean_labels: np.ndarray) -> tuple[Reference, float]:
+    def scores(self, runs: Mapping[RunSpec, Any], base: RunSpec, clean_labels: np.ndarray,
+               full_size: int | None = None) -> tuple[Reference, float]:
         """The setting's reference and, for stability, its split-half Pearson (NaN otherwise)."""
         if self.kind != "stability":
-            return self.load_file(clean_labels), float("nan")
+            return self.load_file(clean_labels, full_size), float("nan")
         matrix, masks = stability_matrix(runs, self.base(base), self.k, self.fraction, self.variant)
         return _stability(matrix, masks), split_half_pearson(matrix, masks)
 
