@@ -15,12 +15,13 @@ def forgetting_counts(correct: np.ndarray) -> np.ndarray:
 
     An event compares a presentation with the sample's previous *presentation*, so an epoch that
     skipped the sample (drop_last, a custom sampler, a DDP shard in the tracker) is no event.
-    Never-correct samples get E, above any real count.
+    Never-correct samples get E, above any real count; never-presented ones NaN (no evidence).
     """
     c = np.asarray(correct, dtype=np.float64)
     previous = pd.DataFrame(c).ffill().shift(1).to_numpy()  # the last presented value before each epoch
     events = ((previous > 0.5) & (c <= 0.5)).sum(axis=0).astype(np.float64)  # NaN compares False
     events[~(c > 0.5).any(axis=0)] = c.shape[0]
+    events[np.isnan(c).all(axis=0)] = np.nan
     return events
 
 

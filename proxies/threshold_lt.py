@@ -13,11 +13,14 @@ from proxies.registry import register_proxy
 
 
 def threshold_learning_time(correct: np.ndarray) -> np.ndarray:
-    """correct: (E, N). First correct epoch (0-based) / E; never correct -> 1."""
+    """correct: (E, N), NaN where not presented. First correct epoch (0-based) / E; never correct
+    -> 1; never presented (a sample the user's loop skipped, in the tracker) -> NaN, not 1: a sample
+    nobody saw is no evidence of late learning."""
+    correct = np.asarray(correct, dtype=np.float64)
     c = np.nan_to_num(correct, nan=0.0) > 0.5
     epochs = c.shape[0]
-    first = np.where(c.any(axis=0), c.argmax(axis=0), epochs)
-    return first / epochs
+    first = np.where(c.any(axis=0), c.argmax(axis=0), epochs) / epochs
+    return np.where(np.isnan(correct).all(axis=0), np.nan, first)
 
 
 @register_proxy

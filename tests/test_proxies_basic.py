@@ -81,9 +81,11 @@ def test_forgetting_compares_successive_presentations_not_epochs(score_ctx) -> N
         ]
     )
     # 0: correct, skipped, correct -> 0 (a skipped epoch is no event); 1: correct, skipped, wrong,
-    # correct -> 1; 2: skipped, correct, skipped, wrong -> 1; 3: 1, 0, skipped, 1 -> 1; 4: never seen -> E
+    # correct -> 1; 2: skipped, correct, skipped, wrong -> 1; 3: 1, 0, skipped, 1 -> 1; 4: never
+    # presented -> NaN (not E: nothing was forgotten, nothing was seen); threshold_lt alike
     ctx = score_ctx({"train_correct": {"correct": correct}})
-    np.testing.assert_array_equal(score("forgetting", ctx), [0, 1, 1, 1, 4])
+    np.testing.assert_array_equal(score("forgetting", ctx), [0, 1, 1, 1, nan])
+    np.testing.assert_array_equal(score("threshold_lt", ctx), [0, 0, 1 / 4, 0, nan])
 
 
 def test_threshold_learning_time(score_ctx) -> None:
