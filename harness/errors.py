@@ -12,6 +12,15 @@ class HarnessError(Exception):
     """Bad input or configuration; the message says what is wrong and how to fix it."""
 
 
+class SubsetTooLarge(HarnessError):
+    """`--subset` asks for more training samples than the dataset has (`available`). A preset's
+    built-in subset is a cap, so the experiment catches this one and takes every sample."""
+
+    def __init__(self, message: str, available: int) -> None:
+        super().__init__(message)
+        self.available = available
+
+
 class RunFailed(RuntimeError):
     """A training run could not finish (non-finite loss, ...); names the run."""
 

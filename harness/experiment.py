@@ -13,13 +13,15 @@ from __future__ import annotations
 
 import os
 import time
+import warnings
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 
 from harness.config import RUNTIME_FIELDS, ExperimentConfig, experiment_id
 from harness.datasets import Dataset
-from harness.errors import HarnessError, Interrupted
+from harness.errors import HarnessError, Interrupted, SubsetTooLarge
 from harness.evaluation import RAW_COLUMNS, ExperimentResult, evaluate
 from harness.executors import Executor, make_executor
 from harness.jobs import DataSource, Job, Pending, load_source
@@ -28,6 +30,7 @@ from harness.outputs import RECORD, STAGING_MARKER, check_out, staging, write
 from harness.phases import PHASES, PhaseTimer, format_phases, single_blas_thread
 from harness.planner import Plan, Planner, resolve_device
 from harness.prepared import PreparedData
+from harness.presets import PRESETS
 from harness.runner import Runner, RunnerResult
 from harness.runspec import DataSpec, RunSpec
 from harness.store import RunStore, StoredRun
@@ -64,15 +67,34 @@ class Experiment:
             check_out(Path(cfg.out), self.identity, cfg.overwrite, Path(cfg.store or default_store()))
         self.store = RunStore(cfg.store or default_store())
         self.store.check_writable()
-        self.source = DataSource(cfg.dataset, str(cfg.data_root) if cfg.data_root else None, cfg.subset)
         t1 = time.perf_counter()
-        self.dataset: Dataset = load_source(self.source, download=cfg.download)
+        self.dataset: Dataset = self._load()
+        cfg = self.cfg  # without the preset's subset if the dataset is smaller
         t2 = time.perf_counter()
         self.planner = Planner(cfg, self.source, self.dataset, self.device, self.store)
         self.plan: Plan = self.planner.plan(self.tasks, self.proxies)
         cfg.validate_for_data(self.dataset, {spec.model for spec in self.plan.runs}, len(self.proxies))
         self.timer.add("load", t2 - t1)
         self.timer.add("plan", time.perf_counter() - t0 - (t2 - t1))
+
+    def _load(self) -> Dataset:
+        """The dataset, cut to the subset. A preset's subset (quick: 4,000 images) is a cap: a smaller
+        dataset is used whole, with a warning, rather than refused for a flag the user never passed."""
+        cfg = self.cfg
+        self.source = DataSource(cfg.dataset, str(cfg.data_root) if cfg.data_root else None, cfg.subset)
+        try:
+            return load_source(self.source, download=cfg.download)
+        except SubsetTooLarge as e:
+            if cfg.subset != PRESETS[cfg.preset].for_dataset(cfg.dataset).subset:
+                raise
+            warnings.warn(f"the {cfg.preset} preset's subset of {cfg.subset} is more than the {e.available} training "
+                          f"samples of {cfg.dataset}: all {e.available} are used", stacklevel=3)
+        self.cfg = cfg = replace(cfg, subset=None)
+        self.identity = experiment_id(cfg)
+        if cfg.out is not None:
+            check_out(Path(cfg.out), self.identity, cfg.overwrite, Path(cfg.store or default_store()))
+        self.source = replace(self.source, subset=None)
+        return load_source(self.source, download=cfg.download)
 
     def base_spec(self, setting: Setting) -> RunSpec:
         return self.planner.base_spec(setting)

@@ -138,3 +138,33 @@ def test_precision_reaches_the_recipe_training_reads() -> None:
 def test_a_hand_built_config_cannot_ignore_its_precision(make_config) -> None:
     with pytest.raises(HarnessError, match="disagrees with recipe.precision"):
         make_config(precision="bf16").validate()
+
+
+def _small_image_folder(root: Path, per_class: int = 10) -> None:
+    """3 classes of 32x32 RGB PNGs, `per_class` training images each, 2 test images each."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split, count in (("train", per_class), ("test", 2)):
+        for c in range(3):
+            for i in range(count):
+                pixels = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
+                (root / split / f"class{c}").mkdir(parents=True, exist_ok=True)
+                Image.fromarray(pixels).save(root / split / f"class{c}" / f"{c * count + i}.png")
+
+
+def test_a_presets_subset_caps_a_smaller_image_dataset(tmp_path) -> None:
+    # the quick preset keeps 4,000 images; a 30-image folder is used whole (with a warning), not
+    # refused for a --subset the user never passed; an explicit --subset too large is still an error
+    root = tmp_path / "folder"
+    _small_image_folder(root)
+    common = {"dataset": f"imagefolder:{root}", "proxies": "csl", "tasks": "mislabeled", "noise_rates": [0.1],
+              "seeds": 1, "epochs": 1, "device": "cpu", "bootstrap": 0, "store": tmp_path / "store",
+              "progress": False, "executor": "inprocess"}
+    with pytest.warns(UserWarning, match="quick preset's subset of 4000 is more than the 30 training samples"):
+        result = run_experiment(**common, out=tmp_path / "out")
+    assert len(result.scores["noise=0.1_seed0"]) == 30
+    summary = (tmp_path / "out" / "summary.json").read_text()
+    assert '"subset": null' in summary
+    with pytest.raises(HarnessError, match="--subset 31 is larger than the 30 training samples"):
+        run_experiment(**common, subset=31)

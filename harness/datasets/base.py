@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from harness.errors import HarnessError
+from harness.errors import HarnessError, SubsetTooLarge
 from harness.registry import Registry
 
 __all__ = [
@@ -274,9 +274,10 @@ def _check_subset(name: str, subset: int | None, available: int) -> int:
     if subset is None:
         return available
     if subset > available:
-        raise HarnessError(
+        raise SubsetTooLarge(
             f"--subset {subset} is larger than the {available} training samples of {name}; "
-            f"use --subset {available} or less"
+            f"use --subset {available} or less",
+            available,
         )
     return subset
 
