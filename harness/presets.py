@@ -57,8 +57,8 @@ _QUICK_DIGITS = Preset(
 )
 PRESETS.register("quick", PresetEntry(
     "quick",
-    "CPU-sized: digits and npz:PATH -> MLP, 40 epochs SGD, all samples; image datasets -> small_cnn on a "
-    "4,000-sample subset, 20 epochs Adam; cosine lr, no augmentation; fits the noisy labels",
+    "CPU-sized: digits and npz:PATH -> MLP, 40 epochs SGD, all samples; image datasets -> small_cnn on the first "
+    "4,000 samples (all, if fewer), 20 epochs Adam; cosine lr, no augmentation; fits the noisy labels",
     _QUICK_IMAGES,
     {"digits": _QUICK_DIGITS, "npz": _QUICK_DIGITS},
 ))
