@@ -118,9 +118,10 @@ def bare_loop(spec: RunSpec, data: PreparedData) -> float:
         perm = torch.randperm(data.n, device=DEVICE, generator=gen)
         for start in range(0, data.n, recipe.batch_size):
             idx = perm[start : start + recipe.batch_size]
-            xb = data.normalize(data.x[idx])
-            if recipe.augment:
+            xb = data.x[idx]
+            if recipe.augment:  # on the raw images, as train_run does (black padding)
                 xb = random_crop_flip(xb, recipe.crop_padding, gen)
+            xb = data.normalize(xb)
             _bare_step(model, optimizer, recipe, xb, data.y[idx])
         scheduler.step()
     _sync()

@@ -299,9 +299,12 @@ def _train_group(
             idx = perm[:, start : start + recipe.batch_size]  # (K, b)
             b = idx.shape[1]
             yb = data.y[idx]
-            xb = normalized[idx] if normalized is not None else data.inputs(idx.reshape(-1)).reshape(k, b, *shape)
-            if augment:
-                xb = torch.stack([random_crop_flip(xb[j], recipe.crop_padding, aug_gens[j]) for j in range(k)])
+            if augment:  # crop the raw images, then normalize: the padding is black, as in train_run
+                raw = data.x[idx.reshape(-1)].reshape(k, b, *shape)
+                xb = data.normalize(torch.stack([random_crop_flip(raw[j], recipe.crop_padding, aug_gens[j])
+                                                 for j in range(k)]))
+            else:
+                xb = normalized[idx] if normalized is not None else data.inputs(idx.reshape(-1)).reshape(k, b, *shape)
             with autocast(device, recipe.precision):
                 logits = forward(params, buffers, xb)  # (K, b, C)
             # float32 as train_run's per_sample_loss; classes on dim 1: (K, C, b) runs the CPU kernel

@@ -103,8 +103,16 @@ def make_scheduler(recipe: Recipe, optimizer: torch.optim.Optimizer) -> torch.op
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
 
 
+#: Bumped when augmentation changes what a run sees; hashed into the address of every run whose recipe
+#: augments (harness.runspec), so a stored run is never reused for other images. 2: the crop pads the
+#: raw image with black, before normalizing (methods.md, torchvision's RandomCrop then Normalize);
+#: version 1 padded the normalized image with 0, i.e. with each channel's mean.
+AUGMENT_VERSION = 2
+
+
 def random_crop_flip(x: torch.Tensor, padding: int, generator: torch.Generator) -> torch.Tensor:
-    """Random crop with zero padding plus horizontal flip for a whole batch at once.
+    """Random crop with zero padding plus horizontal flip for a whole batch at once. Call it on the
+    raw uint8 images and normalize after, so that the padding is black, as the recipe specifies.
 
     One gather over precomputed index grids keeps augmentation on the device with no per-sample
     Python, which is what makes the in-memory pipeline fast.

@@ -11,7 +11,7 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass, field, replace
 
-from harness.recipe import LATER_RECIPE_DEFAULTS, Recipe, without_defaults
+from harness.recipe import AUGMENT_VERSION, LATER_RECIPE_DEFAULTS, Recipe, without_defaults
 
 STORE_FORMAT = 1  # bump when stored arrays change meaning; old entries then stop matching
 
@@ -103,6 +103,8 @@ class RunSpec:
     def digest(self) -> str:
         spec = self.to_dict()
         spec["recipe"] = without_defaults(spec["recipe"], _ADDED_RECIPE_DEFAULTS)
+        if self.recipe.augment:  # runs stored before AUGMENT_VERSION 2 padded crops with grey: not reused
+            spec["recipe"]["augment_version"] = AUGMENT_VERSION
         if not spec["data"].get("dataset_sha"):  # built-in datasets keep their pre-fingerprint addresses
             spec["data"].pop("dataset_sha", None)
         payload = json.dumps({"format": STORE_FORMAT, "spec": spec}, sort_keys=True, default=str)

@@ -201,9 +201,10 @@ def train_run(
         for start in batch_starts(len(perm), recipe.batch_size):
             idx = perm[start : start + recipe.batch_size]
             yb = data.y[idx]
-            xb = data.inputs(idx)
-            if aug_gen is not None:
-                xb = random_crop_flip(xb, recipe.crop_padding, aug_gen)
+            if aug_gen is not None:  # crop the raw images, then normalize: the padding is black
+                xb = data.normalize(random_crop_flip(data.x[idx], recipe.crop_padding, aug_gen))
+            else:
+                xb = data.inputs(idx)
             if nhwc:  # after augmentation, whose crop hands back a row-major batch
                 xb = channels_last(xb)
             measuring = samples_seen == 0  # count FLOPs on the run's first batch, keep it off the clock

@@ -99,7 +99,13 @@ OLD_DIGESTS = [
 
 @pytest.mark.parametrize(("spec", "digest"), OLD_DIGESTS)
 def test_default_precision_keeps_old_run_addresses(spec: RunSpec, digest: str) -> None:
-    assert spec.digest() == digest
+    # runs that augment moved once, on purpose: their crops were padded with grey before
+    # AUGMENT_VERSION 2 (harness.recipe), and such a stored run must not be reused
+    if spec.recipe.augment:
+        assert spec.digest() != digest
+        assert replace(spec, recipe=replace(spec.recipe, augment=False)).digest() != digest
+    else:
+        assert spec.digest() == digest
 
 
 def test_precision_and_channels_last_are_part_of_the_address() -> None:

@@ -178,6 +178,40 @@ def test_random_crop_flip_equals_per_sample_crop_and_flip() -> None:
         torch.testing.assert_close(out[i], want, rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("engine", ["train_run", "train_ensemble"])
+def test_augmentation_pads_the_raw_image_with_black(monkeypatch, tiny_recipe, engine: str) -> None:
+    """methods.md: crop with padding 4 + flip, *then* normalize, so the border is black ((0 - mean) /
+    std after normalizing), not 0 after normalizing (each channel's mean, a grey border)."""
+    import harness.ensemble as ensemble
+    import harness.training as training
+    from harness.datasets import Dataset
+    from harness.prepared import prepare
+    from harness.runspec import DataSpec, RunSpec
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(1, 256, (32, 3, 16, 16), generator=g, dtype=torch.uint8)  # no black pixel of its own
+    y = torch.arange(32) % 2
+    data = prepare(DataSpec(dataset="pixels"), Dataset("pixels", x, y, x[:4], y[:4], ("a", "b"), 32),
+                   torch.device("cpu"))
+    seen: list[torch.Tensor] = []
+
+    def crop(batch: torch.Tensor, padding: int, generator: torch.Generator) -> torch.Tensor:
+        out = random_crop_flip(batch, padding, generator)
+        seen.append(out)
+        return out
+
+    monkeypatch.setattr(training, "random_crop_flip", crop)
+    monkeypatch.setattr(ensemble, "random_crop_flip", crop)
+    spec = RunSpec(data.spec, "small_cnn", replace(tiny_recipe, epochs=1, batch_size=16, augment=True))
+    if engine == "train_run":
+        train_run(spec, data, [], progress=False)
+    else:
+        ensemble.train_ensemble([spec, replace(spec, seed=1)], data, [], progress=False)
+    assert seen and all(batch.dtype == torch.uint8 for batch in seen)  # cropped before normalizing
+    black = (seen[0] == 0).all(dim=1)  # (b, h, w): padding shows as pixels black in every channel
+    assert black.any() and not (x == 0).any()
+
+
 def test_random_crop_flip_draws_vary_and_padding_zero_only_flips() -> None:
     x = torch.arange(2 * 1 * 4 * 4, dtype=torch.float32).reshape(2, 1, 4, 4)
     for seed in range(5):
