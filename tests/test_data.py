@@ -174,7 +174,7 @@ def test_imagefolder_train_test_subset_and_grayscale(tmp_path: Path) -> None:
 def test_imagefolder_mixed_gray_and_rgb_becomes_rgb(tmp_path: Path) -> None:
     root = tmp_path / "folder"
     _write_png(root / "a" / "0.png", value=40, mode="L")
-    _write_png(root / "a" / "1.png", value=50)
+    _write_png(root / "b" / "1.png", value=50)
     ds = load_dataset(f"imagefolder:{root}", cache_dir=tmp_path / "cache")
     assert ds.x_train.shape == (2, 3, 5, 6)
     assert ds.x_train[0, :, 0, 0].tolist() == [40, 40, 40]
@@ -248,7 +248,7 @@ def test_imagefolder_without_images(tmp_path: Path) -> None:
 def test_imagefolder_size_mismatch_names_the_file(tmp_path: Path) -> None:
     root = tmp_path / "folder"
     _write_png(root / "a" / "0.png", value=1)
-    _write_png(root / "a" / "1.png", value=2, size=(7, 5))
+    _write_png(root / "b" / "1.png", value=2, size=(7, 5))
     with pytest.raises(HarnessError, match=r"1\.png.*one size"):
         load_dataset(f"imagefolder:{root}", cache_dir=tmp_path / "cache")
 
@@ -334,11 +334,11 @@ def test_npz_features_round_trip(tmp_path: Path) -> None:
 def test_npz_images_and_class_names(tmp_path: Path) -> None:
     images = np.arange(4 * 6 * 5, dtype=np.uint8).reshape(4, 6, 5)  # (N, H, W) gray
     file = tmp_path / "img.npz"
-    np.savez(file, x=images, y=np.array([1, 0, 1, 0]), classes=np.array(["cat", "dog", "emu"]))
+    np.savez(file, x=images, y=np.array([1, 0, 1, 2]), classes=np.array(["cat", "dog", "emu"]))
     ds = load_dataset(f"npz:{file}")
     assert ds.x_train.dtype == torch.uint8 and ds.x_train.shape == (4, 1, 6, 5) and ds.is_image
     assert np.array_equal(ds.x_train[:, 0].numpy(), images)
-    assert ds.classes == ("cat", "dog", "emu") and ds.num_classes == 3  # a named class may be absent
+    assert ds.classes == ("cat", "dog", "emu") and ds.num_classes == 3
     assert ds.x_test.shape == (0, 1, 6, 5)
     rgb = np.zeros((2, 3, 4, 4), dtype=np.uint8)
     np.savez(file, x=rgb, y=np.array([0, 1]))

@@ -5,6 +5,7 @@
     harness.datasets.torchvision_sets  cifar10, cifar100, mnist, fashion-mnist
     harness.datasets.imagefolder       imagefolder:PATH (listing and link safety)
     harness.datasets.imagefolder_cache   its per-machine decode cache
+    harness.datasets.pixels            PIL images to uint8 pixels (8-bit only; the gray/RGB rule of imagefolder and hf)
     harness.datasets.npz               npz:PATH
     harness.datasets.hf                hf:PATH (a Hugging Face dataset saved with save_to_disk)
 

@@ -316,3 +316,22 @@ def _make(
         full_train_size=full,
         fingerprint=fingerprint,
     )
+
+
+def _require_every_class(name: str, classes: list[str], y: np.ndarray, fix: str) -> None:
+    """Every class must have training samples, and there must be at least two: the documented rule of
+    every file-backed loader (`npz:`, `hf:`, `imagefolder:`), so that the same data has the same
+    classes through each. A class without training samples would still get an output and receive
+    flipped labels in the `mislabeled` task, with no clean sample of its own to learn from."""
+    absent = np.setdiff1d(np.arange(len(classes)), y)
+    if len(absent):
+        ids = absent[:10].tolist()
+        shown = [classes[i] for i in ids]
+        named = "" if shown == [str(i) for i in ids] else f" (classes {shown})"
+        raise HarnessError(
+            f"{name}: every class must occur in the training labels, but class id(s) {ids}{named} never occur; {fix}"
+        )
+    if len(classes) < 2:
+        raise HarnessError(
+            f"{name}: the training labels hold a single class ({classes[0]!r}); a classifier needs at least 2"
+        )

@@ -15,10 +15,11 @@ every worker and into the store's addresses with no extra flag):
     split=NAME        the training split of a DatasetDict (default `train`)
     test=NAME|none    the test split (default `test` when it exists)
 
-Samples are in the stored row order (row i is sample i). Images must share one size; they become
-uint8 (N, C, H, W), gray when every image is gray, else RGB. Text becomes int64 token ids
-(N, L, 1, 1), tokenizer id + 1 with 0 for padding, L = min(max_length, longest sample), for the
-text models of the registry (`text_bow`, `text_cnn`). Labels are validated as `npz:`'s are.
+Samples are in the stored row order (row i is sample i). Images must share one size and be 8-bit;
+they become uint8 (N, C, H, W), gray when every image is gray, else RGB (`harness.datasets.pixels`,
+the rule `imagefolder:` follows too). Text becomes int64 token ids (N, L, 1, 1), tokenizer id + 1
+with 0 for padding, L = min(max_length, longest sample), for the text models of the registry
+(`text_bow`, `text_cnn`). Labels are validated as `npz:`'s are: every class occurs in training.
 
 The fingerprint is a SHA-256 of what the model sees (the decoded images or token ids, the labels
 and the class names), so the same saved dataset always gets the same store addresses
@@ -42,6 +43,7 @@ import torch
 
 from harness.datasets.base import Dataset, LoadRequest, _check_subset, _test_count, register_dataset
 from harness.datasets.npz import _npz_classes
+from harness.datasets.pixels import stack, to_pixels, widen
 from harness.errors import HarnessError
 
 __all__ = ["HFOptions", "parse_hf_name"]
@@ -317,9 +319,10 @@ def _class_names(name: str, train: Any, column: str, y: np.ndarray, y_test: np.n
     import datasets
 
     feature = train.features[column]
-    if isinstance(feature, datasets.ClassLabel):
-        return _npz_classes(name, np.asarray(feature.names), y, y_test)
-    return _npz_classes(name, None, y, y_test)
+    fix = (f"re-encode column {column!r} with ids 0..C-1 of the classes that occur (a ClassLabel naming only "
+           f"those), or filter the dataset")
+    names = np.asarray(feature.names) if isinstance(feature, datasets.ClassLabel) else None
+    return _npz_classes(name, names, y, y_test, fix)
 
 
 # --------------------------------------------------------------------------------------------
@@ -327,21 +330,19 @@ def _class_names(name: str, train: Any, column: str, y: np.ndarray, y_test: np.n
 
 
 def _images(name: str, split: Any, column: str) -> np.ndarray:
-    """Decoded uint8 (N, C, H, W): gray when every image is gray, else RGB; one size required."""
+    """Decoded uint8 (N, C, H, W) by `imagefolder:`'s rule (`harness.datasets.pixels`): gray when every
+    image is gray, else RGB; modes wider than 8 bits refused; one size required."""
     arrays: list[np.ndarray] = []
-    gray = True
     for start in range(0, len(split), 1024):
         for i, image in enumerate(split[start : start + 1024][column]):
             if image is None:
                 raise HarnessError(f"{name}: row {start + i} has no image in column {column!r}; drop such rows")
-            gray = gray and image.mode in ("L", "1", "I;16", "I", "F")
-            arrays.append(np.asarray(image.convert("RGB")))
+            arrays.append(to_pixels(image, f"{name}: the image of row {start + i} (column {column!r})"))
     sizes = {a.shape[:2] for a in arrays}
     if len(sizes) > 1:
         raise HarnessError(f"{name}: images in column {column!r} have {len(sizes)} sizes (e.g. "
                            f"{sorted(sizes)[:3]}); resize them to one size before save_to_disk")
-    x = np.stack(arrays).transpose(0, 3, 1, 2)
-    return np.ascontiguousarray(x[:, :1] if gray else x)
+    return stack(arrays)
 
 
 def _match(name: str, x: np.ndarray, x_test: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -349,8 +350,7 @@ def _match(name: str, x: np.ndarray, x_test: np.ndarray) -> tuple[np.ndarray, np
     if x.shape[2:] != x_test.shape[2:]:
         raise HarnessError(f"{name}: test images are {x_test.shape[2]}x{x_test.shape[3]} but training images "
                            f"are {x.shape[2]}x{x.shape[3]}; resize them to one size")
-    rgb = (x if x.shape[1] == 3 else np.repeat(x, 3, 1), x_test if x_test.shape[1] == 3 else np.repeat(x_test, 3, 1))
-    return rgb
+    return widen(x), widen(x_test)
 
 
 def _tokenizer(name: str, opts: HFOptions) -> Any:

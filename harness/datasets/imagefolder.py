@@ -6,6 +6,10 @@ cache (`harness.datasets.imagefolder_cache`). The fingerprint (`_identity_key`) 
 definition: it is part of every stored run's address. It is made from the images' names, labels and
 bytes, never from where the folder lies or when its files were written, so a copy of the folder on
 another machine (a Ray node, a new disk) is the same dataset and finds the same stored runs.
+
+As with `npz:` and `hf:`, every class (training subfolder) must hold images and there must be two.
+Pixels follow `harness.datasets.pixels`, the rule `hf:` shares: 8-bit modes only, and a split is gray
+(1 channel) when every image of the whole split is gray, whatever `--subset` decodes of it.
 """
 
 from __future__ import annotations
@@ -20,8 +24,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from harness.datasets.base import Dataset, LoadRequest, _check_subset, _test_count, register_dataset
+from harness.datasets.base import (
+    Dataset,
+    LoadRequest,
+    _check_subset,
+    _require_every_class,
+    _test_count,
+    register_dataset,
+)
 from harness.datasets.imagefolder_cache import _cached_decode, _Split, content_digest
+from harness.datasets.pixels import widen
 from harness.errors import HarnessError
 
 _IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
@@ -57,6 +69,8 @@ def _load_imagefolder(name: str, path: Path, subset: int | None, cache_dir: Path
             f"{name}: no images ({', '.join(_IMG_EXTENSIONS)}) under {train_dir}; "
             f"expected {train_dir}/<class>/<image>"
         )
+    _require_every_class(name, classes, train.labels,
+                         f"put images in those class folders of {train_dir}, or remove the folders")
     n = _check_subset(name, subset, len(train.files))
     train_content = content_digest(train, "train", cache_dir)
     x_train = _cached_decode(train, "train", train_content, n, cache_dir)
@@ -231,12 +245,8 @@ def _match_channels(x_train: np.ndarray, x_test: np.ndarray) -> tuple[np.ndarray
     if not len(x_test):
         return x_train, _empty_like(x_train)
     if x_train.shape[1] != x_test.shape[1]:
-        return _widen(x_train), _widen(x_test)
+        return widen(x_train), widen(x_test)
     return x_train, x_test
-
-
-def _widen(x: np.ndarray) -> np.ndarray:
-    return np.repeat(x, 3, axis=1) if x.shape[1] == 1 else x
 
 
 def _empty_like(x: np.ndarray) -> np.ndarray:

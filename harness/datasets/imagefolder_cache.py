@@ -26,11 +26,15 @@ from pathlib import Path
 
 import numpy as np
 
+from harness.datasets.pixels import check_depth, is_gray, stack, to_pixels, widen
 from harness.errors import HarnessError
 from harness.io import atomic_write, exclusive
 
 #: Bumped whenever the cached array layout changes, so stale caches are never read.
-_CACHE_VERSION = 3  # 2: one memory-mapped .npy per split, any prefix served from it; 3: keyed by content
+#: 2: one memory-mapped .npy per split, any prefix served from it; 3: keyed by content; 4: channel count
+#: from the whole split (a prefix decoded gray from a mixed split must not be served again), gray modes
+#: "1", "LA" and gray palettes decode to 1 channel (`harness.datasets.pixels`).
+_CACHE_VERSION = 4
 
 
 @dataclass(frozen=True, eq=False)
@@ -107,12 +111,12 @@ def _cached_decode(split: _Split, split_name: str, content: str, count: int, cac
         lock = exclusive(folder / f"{key}.lock")
         lock.__enter__()
     except OSError:  # a cache folder we cannot write: decode in this process, every time
-        return _decode_images(split.files[:count])
+        return _decode_split(split, count)
     try:
         cached = _read_cache(folder, key, count)  # decoded by another process while we waited
         if cached is not None:
             return cached
-        x = _decode_images(split.files[:count])
+        x = _decode_split(split, count)
         if _write_cache(folder / f"{key}-{count}.npy", x):
             for smaller in _cache_files(folder, key):  # a prefix of the new file: ours to remove
                 if smaller[0] < count:
@@ -166,8 +170,36 @@ def _write_cache(file: Path, x: np.ndarray) -> bool:
         return False
 
 
+def _decode_split(split: _Split, count: int) -> np.ndarray:
+    """The first `count` images of a split with the channel count of the whole split.
+
+    Gray (1 channel) only when every image of the split is gray: deciding from the decoded prefix
+    made `--subset 2` of a mixed folder gray on a fresh cache and RGB when served from a full decode,
+    under one fingerprint. The images past the prefix are checked from their headers (PIL reads
+    pixels lazily), so a wide mode anywhere in the split is refused whatever the subset."""
+    rest_gray = _all_gray(split.files[count:])
+    x = _decode_images(split.files[:count])
+    return x if rest_gray else widen(x)
+
+
+def _all_gray(files: Sequence[Path]) -> bool:
+    """Every image is gray (`is_gray`); refuses any image whose mode does not fit 8 bits."""
+    from PIL import Image, UnidentifiedImageError
+
+    gray = True
+    for file in files:
+        try:
+            with Image.open(file) as img:
+                check_depth(img.mode, f"image {file}")
+                gray = gray and is_gray(img)
+        except (OSError, UnidentifiedImageError, ValueError) as exc:
+            raise HarnessError(f"cannot decode image {file}: {exc}; remove or replace the file") from exc
+    return gray
+
+
 def _decode_images(files: Sequence[Path]) -> np.ndarray:
-    """Decode images to one (N, C, H, W) uint8 array; 1 channel if every image is grayscale."""
+    """Decode images to one (N, C, H, W) uint8 array: 1 channel if every image is gray, else RGB
+    (the rule of `harness.datasets.pixels`, shared with `hf:`); a mode wider than 8 bits is refused."""
     from PIL import Image, UnidentifiedImageError
 
     arrays: list[np.ndarray] = []
@@ -175,9 +207,8 @@ def _decode_images(files: Sequence[Path]) -> np.ndarray:
     for file in files:
         try:
             with Image.open(file) as img:
-                img = img.convert("L") if img.mode == "L" else img.convert("RGB")
-                arr = np.asarray(img, dtype=np.uint8)
-        except (OSError, UnidentifiedImageError) as exc:
+                arr = to_pixels(img, f"image {file}")
+        except (OSError, UnidentifiedImageError, ValueError) as exc:
             raise HarnessError(
                 f"cannot decode image {file}: {exc}; remove or replace the file"
             ) from exc
@@ -191,8 +222,4 @@ def _decode_images(files: Sequence[Path]) -> np.ndarray:
         arrays.append(arr)
     if not arrays:
         return np.zeros((0, 3, 0, 0), dtype=np.uint8)
-    if all(a.ndim == 2 for a in arrays):
-        return np.stack(arrays)[:, None, :, :]
-    # Mixed modes: replicate gray to RGB, which is exactly what PIL's convert("RGB") does for "L".
-    rgb = [np.repeat(a[:, :, None], 3, axis=2) if a.ndim == 2 else a for a in arrays]
-    return np.ascontiguousarray(np.stack(rgb).transpose(0, 3, 1, 2))
+    return stack(arrays)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from harness.datasets.base import Dataset, LoadRequest, _make, register_dataset
+from harness.datasets.base import Dataset, LoadRequest, _make, _require_every_class, register_dataset
 from harness.errors import HarnessError
 from harness.io import file_sha256
 
@@ -30,7 +30,9 @@ def _load_npz(request: LoadRequest) -> Dataset:
 
     x may be (N, D) features (become float32 (N, D, 1, 1)), (N, H, W) gray images or (N, C, H, W)
     images; uint8 stays uint8 (images), any other real dtype becomes float32 and must be finite.
-    Without a `classes` array the classes are 0..max(y), and every one of them must occur in y.
+    The classes are the `classes` names, else 0..max(y); every one of them must occur in y, and
+    there must be two. An empty x_test/y_test (0 samples) is the same as none: the dataset has no
+    test split, and a run's held-out accuracy is NaN.
     No decode cache: reading the arrays is as fast as reading a cache would be. The file's SHA-256
     is the dataset's fingerprint, so an edited file is a different dataset.
     """
@@ -53,7 +55,9 @@ def _load_npz(request: LoadRequest) -> Dataset:
     has_test = "x_test" in arrays
     x_test = _npz_features(name, "x_test", arrays["x_test"], allow_empty=True) if has_test else x[:0]
     y_test = _npz_labels(name, "y_test", arrays["y_test"], len(x_test)) if has_test else y[:0]
-    if x_test.shape[1:] != x.shape[1:] and len(x_test):
+    if not len(x_test):  # an empty test split is no test split: the training layout, no dtype change
+        x_test = x[:0]
+    if x_test.shape[1:] != x.shape[1:]:
         raise HarnessError(
             f"{name}: x_test samples are {x_test.shape[1:]} but x samples are {x.shape[1:]}; save them with one shape"
         )
@@ -128,14 +132,14 @@ def _npz_features(name: str, key: str, x: np.ndarray, allow_empty: bool = False)
         if not (np.issubdtype(x.dtype, np.number) or x.dtype == np.bool_) or np.iscomplexobj(x):
             raise HarnessError(f"{name}: {key} has dtype {x.dtype}; save real numbers (float32, or uint8 images)")
         x = x.astype(np.float32)
-        finite = np.isfinite(x.reshape(len(x), -1)).all(axis=1)
+        finite = np.isfinite(x.reshape(len(x), -1)).all(axis=1) if len(x) else np.ones(0, dtype=bool)
         if not finite.all():
             bad = np.flatnonzero(~finite)
             raise HarnessError(
                 f"{name}: {key} has NaN or inf in {len(bad)} sample(s) (first: {bad[:5].tolist()}); "
                 f"drop or impute them before saving"
             )
-    if x.ndim == 4 and x.shape[3] in (1, 3) and x.shape[1] not in (1, 3):
+    if x.ndim == 4 and x.shape[3] in (1, 3, 4) and x.shape[1] not in (1, 3, 4):  # gray, RGB, RGBA
         raise HarnessError(
             f"{name}: {key} has shape {x.shape}, which looks channels-last (N, H, W, C); "
             f"save x.transpose(0, 3, 1, 2) (channels first)"
@@ -163,8 +167,17 @@ def _npz_labels(name: str, key: str, y: np.ndarray, n: int) -> np.ndarray:
     return y
 
 
-def _npz_classes(name: str, classes: np.ndarray | None, y: np.ndarray, y_test: np.ndarray) -> list[str]:
-    """Class names from `classes`, else 0..max(y); every id must be a class, every class must train."""
+#: How to fix labels that leave a class empty, for an `npz:` file.
+_NPZ_REMAP = ("remap with np.unique(y, return_inverse=True)[1] (and save classes without the unused names); "
+              "ids must be 0..C-1 with every class present")
+
+
+def _npz_classes(name: str, classes: np.ndarray | None, y: np.ndarray, y_test: np.ndarray,
+                 fix: str = _NPZ_REMAP) -> list[str]:
+    """Class names from `classes`, else 0..max(y); every id must be a class, every class must train.
+
+    `fix` says how to repair labels that leave a class without training samples (`hf:` shares
+    these rules with its own advice)."""
     if classes is not None:
         if classes.ndim != 1 or len(classes) < 2:
             raise HarnessError(f"{name}: classes must be a 1-D array of at least 2 names, got shape {classes.shape}")
@@ -176,25 +189,19 @@ def _npz_classes(name: str, classes: np.ndarray | None, y: np.ndarray, y_test: n
             raise HarnessError(
                 f"{name}: class id {top} is out of range for {len(names)} classes; ids must be 0..{len(names) - 1}"
             )
+        _require_every_class(name, names, y, fix)
         return names
     num = int(y.max()) + 1
     if num > len(y):  # checked before anything of size num is allocated (a huge id once asked for 8 TiB)
         raise HarnessError(
             f"{name}: y has class id {num - 1} but only {len(y)} samples, so not every class 0..{num - 1} can "
-            f"occur; class ids must be 0..C-1: remap with np.unique(y, return_inverse=True)[1], or save a "
-            f"classes array naming all classes"
+            f"occur; {fix}"
         )
     if len(y_test) and int(y_test.max()) >= num:
         raise HarnessError(
             f"{name}: y_test has class id {int(y_test.max())} but y only has ids up to {num - 1}; "
-            f"every test class must occur in training (or save a classes array naming all of them)"
+            f"every test class must occur in training"
         )
-    absent = np.setdiff1d(np.arange(num), y)
-    if len(absent):
-        raise HarnessError(
-            f"{name}: y must use class ids 0..C-1 with every class present, but {absent[:10].tolist()} never occur; "
-            f"remap with np.unique(y, return_inverse=True)[1], or save a classes array naming all classes"
-        )
-    if num < 2:
-        raise HarnessError(f"{name}: y has a single class; a classifier needs at least 2")
-    return [str(c) for c in range(num)]
+    names = [str(c) for c in range(num)]
+    _require_every_class(name, names, y, fix)
+    return names
