@@ -141,3 +141,41 @@ def test_clear_errors(setup, tmp_path):
 def test_index_collator_sets_the_index_aside():
     batch = IndexCollator()([{"x": [1.0], "labels": 0, INDEX_KEY: 5}, {"x": [2.0], "labels": 1, INDEX_KEY: 2}])
     assert batch[INDEX_KEY].tolist() == [5, 2] and batch["x"].shape == (2, 1)
+
+
+class _Plain(nn.Module):
+    """A plain module returning logits: its forward takes no `labels`."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.linear = nn.Linear(4, 2)
+
+    def forward(self, x):
+        return self.linear(x)
+
+
+@pytest.mark.parametrize("column", ["labels", "label"])
+def test_plain_module_keeps_its_label_column(tmp_path, column):
+    """remove_unused_columns (on by default) would drop `labels`, which the module's forward does
+    not take; CSLTrainer keeps the label columns. With learning rate 0 csl is the initial loss."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(16, 4, generator=g)
+    y = (x[:, 0] > 0).long()
+    train = with_sample_index(datasets.Dataset.from_dict({"x": x.tolist(), column: y.tolist()}).with_format("torch"))
+    csl = CSLTrainerCallback(16, proxies=["csl"])
+    model = _Plain()
+    args = _args(tmp_path, num_train_epochs=1, learning_rate=0.0, remove_unused_columns=True)
+    CSLTrainer(model=model, args=args, train_dataset=train, callbacks=[csl]).train()
+    want = nn.functional.cross_entropy(_Plain()(x), y, reduction="none").detach().numpy()
+    table = csl.scores()
+    np.testing.assert_allclose(table["csl"], want, rtol=1e-5)
+    assert table["label"].tolist() == y.tolist()
+
+
+def test_label_names_are_kept_through_remove_unused_columns(tmp_path):
+    train = with_sample_index(datasets.Dataset.from_dict({"x": [[0.0] * 4] * 2, "target": [0, 1]}))
+    args = _args(tmp_path, label_names=["target"], remove_unused_columns=True)
+    trainer = CSLTrainer(model=_Plain(), args=args, train_dataset=train, callbacks=[CSLTrainerCallback(2)])
+    trainer._set_signature_columns_if_needed()
+    assert {INDEX_KEY, "labels", "label", "target", "x"} <= set(trainer._signature_columns)

@@ -5,10 +5,12 @@ One process: each batch goes to `SampleTracker.update` as it is, so a callback's
 plain loop's, bitwise. Several processes (torch.distributed initialised, world size > 1): every
 rank sees only its shard of the batch, so the recorder first gathers (indices, losses, logits,
 labels) from all ranks -- batches of unequal size included -- and every rank then records the same
-global batch, so `scores()` works on any rank and all ranks agree. A `DistributedSampler` pads the
-epoch by repeating a few samples so every rank gets as many; a sample met twice in an epoch keeps
-its first loss (its presentation as a member of the epoch, not as padding), so each sample
-contributes one loss per epoch, as in a single-process run.
+global batch (rank 0's samples first), so `scores()` works on any rank and all ranks agree. A
+`DistributedSampler` pads the epoch by repeating a few samples so every rank gets as many; the
+tracker keeps a sample's first presentation of an epoch (its presentation as a member of the
+epoch, not as padding), the rule of a single-process run too, so each sample contributes one loss
+per epoch. Up to world size - 1 repeated samples per epoch (the most padding there can be) pass
+without the tracker's warning about repeated samples.
 """
 
 from __future__ import annotations
@@ -74,7 +76,6 @@ class DistributedRecorder:
     def __init__(self, tracker: SampleTracker) -> None:
         self.tracker = tracker
         self.batches = 0  # recorded in the epoch in progress
-        self._seen: torch.Tensor | None = None  # (n,) bool, DDP only: samples recorded this epoch
 
     def update(self, indices: Any, *, losses: torch.Tensor | None = None, logits: torch.Tensor | None = None,
                labels: torch.Tensor | None = None) -> None:
@@ -88,38 +89,14 @@ class DistributedRecorder:
             losses = _gather(losses.detach(), world) if losses is not None else None
             logits = _gather(logits.detach(), world) if logits is not None else None
             labels = _gather(labels.detach(), world) if labels is not None else None
-            keep = self._first_presentations(idx)
-            if keep is not None:
-                idx = idx[keep]
-                losses = losses[keep] if losses is not None else None
-                logits = logits[keep] if logits is not None else None
-                labels = labels[keep] if labels is not None else None
             indices = idx
+            self.tracker.allowed_repeats = world - 1  # a DistributedSampler's padding is no surprise
         self.tracker.update(indices, losses=losses, logits=logits, labels=labels)
         self.batches += 1
 
     def end_epoch(self) -> None:
         self.tracker.end_epoch()
         self.batches = 0
-        if self._seen is not None:
-            self._seen.zero_()
-
-    def _first_presentations(self, idx: torch.Tensor) -> torch.Tensor | None:
-        """Mask of the batch's samples not met before in this epoch (first of repeats within the
-        batch), or None when all are new (the usual case: nothing to drop)."""
-        n = self.tracker.n
-        if len(idx) and (int(idx.min()) < 0 or int(idx.max()) >= n):
-            return None  # let the tracker report the bad index
-        if self._seen is None:
-            self._seen = torch.zeros(n, dtype=torch.bool, device=idx.device)
-        first = torch.zeros(len(idx), dtype=torch.bool, device=idx.device)
-        order = torch.argsort(idx, stable=True)
-        sorted_idx = idx[order]
-        first[order] = torch.cat([sorted_idx.new_ones(1, dtype=torch.bool)[: len(idx)],
-                                  sorted_idx[1:] != sorted_idx[:-1]])
-        keep = first & ~self._seen[idx]
-        self._seen[idx] = True
-        return None if bool(keep.all()) else keep
 
 
 def check_indices(indices: Any, where: str, contract: str) -> None:

@@ -15,7 +15,8 @@ classification head computes, with `reduction="none"`), hands losses, logits, la
 to the callback in training mode, and returns their mean for the backward pass. The index travels
 through the collator: `CSLTrainer` wraps whatever collator the `Trainer` would use (padding for
 text included) in `IndexCollator`, which sets the index aside before collating and puts it back
-as a (B,) tensor, and keeps the column from the `Trainer`'s removal of unused columns. The
+as a (B,) tensor, and keeps the column, and the label columns (`labels`, `label`,
+`args.label_names`), from the `Trainer`'s removal of unused columns. The
 callback closes the tracker's epoch at each epoch's end. Under DDP the batch of every rank is
 gathered first, as in the Lightning callback.
 
@@ -138,9 +139,12 @@ class CSLTrainer(Trainer):
         self.loss_is_scaled_for_ga = False
 
     def _set_signature_columns_if_needed(self) -> None:
+        """Keep the index and the labels through `remove_unused_columns`: `compute_loss` reads both
+        itself, and a plain `nn.Module` whose forward takes no `labels` would otherwise lose them."""
         super()._set_signature_columns_if_needed()
-        if self.index_key not in self._signature_columns:  # keep the index through remove_unused_columns
-            self._signature_columns.append(self.index_key)
+        for column in (self.index_key, "labels", "label", *(self.args.label_names or ())):
+            if column not in self._signature_columns:
+                self._signature_columns.append(column)
 
     def compute_loss(self, model: nn.Module, inputs: dict[str, Any], return_outputs: bool = False,
                      num_items_in_batch: Any = None) -> Any:

@@ -15,11 +15,10 @@ from torch import nn
 
 from harness.errors import HarnessError
 from harness.recorders import Records
-from harness.recorders.eval_pass import eval_signals
 from harness.tracker.inputs import Inputs, label_array
-from harness.tracker.report import as_uint8_nchw, draw_suspects, non_finite_report, nullable
+from harness.tracker.report import as_uint8_nchw, check_class_names, draw_suspects, non_finite_report, nullable
 from harness.tracker.selection import BASE, ProxySelection
-from harness.tracker.signals import TrackedSignals
+from harness.tracker.signals import EvalPassState, TrackedSignals
 from proxies import Proxy, ScoreContext
 
 
@@ -28,12 +27,15 @@ class SampleTracker:
 
     Args:
         n: number of samples in the training set; indices passed to `update` are in [0, n).
-        proxies: proxies to compute (names, `"name(k=v)"` variants or Proxy objects). Default: every
+        proxies: proxies to compute (names, `"name(k=v)"` variants, a comma-separated string of
+            them, "all" for every proxy the tracker can compute, or Proxy objects). Default: every
             proxy the data you pass allows -- the training-pass proxies (csl, forgetting,
             threshold_lt, aum, el2n, variability) when `update` gets logits and labels, csl alone
             when it gets only losses, plus csl_eval / final_loss / in_confidence after `eval_epoch`.
             Naming them records only the signals they need (less memory, less work per batch).
-        labels: the given label of every sample (optional; otherwise taken from `update`).
+        labels: the given label of every sample (optional; otherwise taken from `update`). One
+            source of truth: `update(labels=...)` may then be left out, and must give the same
+            labels when passed (else `end_epoch` raises); `eval_epoch` must use them too.
         running_sums: keep only a running per-sample loss sum: O(N) memory for N in the millions,
             but then csl is the only proxy available.
 
@@ -41,12 +43,20 @@ class SampleTracker:
     epoch (made at the epoch's first batch), i.e. O(N x epochs) -- loss (csl), correct
     (forgetting, threshold_lt), margin (aum), p_label and el2n (el2n, variability), so
     5 x 4 bytes x N x epochs for the default set (N = 50,000 and 200 epochs: 200 MB) -- plus two
-    int64 (N,) rows (given and predicted label), and for `eval_epoch` one float32 (N,) row per
-    eval signal (loss, correct, p_label, p_max, phi) per epoch and the last pass's (N, C)
-    probabilities (only the last call's rows when the selected proxies do not include csl_eval).
+    int64 (N,) rows (given and predicted label), an int32 and an int64 (N,) row for the epoch's
+    presentations (and an int32 one counting label conflicts when `labels` is given), and for
+    `eval_epoch` one float32 (N,) row per eval signal (loss, correct, p_label, p_max, phi) per
+    epoch and the last pass's (N, C) probabilities (only the last call's rows when the selected
+    proxies do not include csl_eval).
     `running_sums=True`: one float64 and one float32 (N,) row. Nothing is copied to the host before
     `scores()`; per batch there is no host sync (index checks of CUDA tensors are collected on the
-    device and raised at `end_epoch`). Inputs in half precision (AMP) are cast to float32.
+    device and raised at `end_epoch`). Inputs in half precision (AMP) are cast to float32, integer
+    labels of any width to int64.
+
+    One presentation per sample and epoch: when a sampler with replacement (or a repeated index)
+    shows a sample again within an epoch, its first presentation of the epoch is kept and the
+    later ones are dropped -- the rule of the DDP integrations, whose `DistributedSampler` pads an
+    epoch with repeats -- and `end_epoch` warns once (RuntimeWarning) naming the samples.
 
     Non-finite values: a sample whose loss or logits are NaN or inf in some batch (a diverged
     sample, an overflow that a GradScaler skipped) scores NaN in every proxy that reads that
@@ -80,6 +90,10 @@ class SampleTracker:
         self._finished = False
         self._all_batches_had_logits = True
         self._eval_at: list[int] = []  # epochs completed when each eval pass ran (kept after finish)
+        #: samples an epoch may present more than once without a warning: the DDP integrations set it
+        #: to world size - 1, the most a `DistributedSampler` repeats to pad the epoch
+        self.allowed_repeats = 0
+        self._warned_repeats = False
         self._host: Records | None = None
 
     # -- recording ---------------------------------------------------------------------------
@@ -124,26 +138,31 @@ class SampleTracker:
                 )
         # logits are checked for non-finite values when logit signals are recorded from them
         flag_logits = logits is not None and selection.train_keys != ("train_loss",)
-        try:  # on the CPU, index_copy_ and gather check indices and labels for free: explain their errors
+        try:  # on the CPU, the loss and gathers check labels for free: explain their errors
             signals.record_batch(self.epochs, idx, losses, logits, labels, flag_logits)
         except (IndexError, RuntimeError) as exc:
-            raise inputs.explain(exc, idx, labels, self.num_classes) from exc
+            raise inputs.explain(exc, labels, self.num_classes) from exc
         self._pending = True
 
     def end_epoch(self) -> None:
-        """Close the epoch in progress (one device-to-host read of the deferred index check)."""
+        """Close the epoch in progress: one device-to-host read of the deferred checks (indices,
+        labels against the constructor's, non-finite signals, repeated presentations)."""
         self._check_open("end_epoch")
         if not self._pending:
             raise HarnessError("end_epoch() without update() since the previous epoch; "
                                "call update() for every batch and end_epoch() once per epoch")
         signals = self._signals
-        checks = torch.stack([self._inputs.bad, signals.non_finite_now.any()])
-        bad_index, non_finite = (bool(v) for v in checks.tolist())
+        bad_index, non_finite, repeated, conflicts = signals.epoch_checks(self._inputs.bad)
         if bad_index:  # only CUDA indices get here: on the CPU update() raised at once
             raise HarnessError(f"update() got sample indices outside [0, {self.n}) in epoch {self.epochs + 1}; "
                                f"pass the dataset's own indices and n = len(dataset)")
+        if conflicts:
+            raise signals.label_conflict_error(conflicts, self.epochs + 1)
         if non_finite:
             signals.close_non_finite_epoch(self.epochs + 1)
+        if repeated > self.allowed_repeats and not self._warned_repeats:
+            self._warned_repeats = True
+            signals.warn_repeats(repeated, self.epochs + 1)
         signals.close_epoch(self.epochs)
         self.epochs += 1
         self._pending = False
@@ -161,7 +180,11 @@ class SampleTracker:
 
         `data` is either `(x, y)` tensors holding all n samples in index order, or an iterable of
         `(x, y, index)` batches (a DataLoader over the `WithIndex` wrapper, without augmentation).
-        Wrap the call in `torch.autocast(...)` for a half-precision pass.
+        `y` must be the labels the model is trained on: labels other than the recorded ones (from
+        `update` or the constructor), or outside the classes, fail the pass (one host read at its
+        end) and it is not recorded. Wrap the call in `torch.autocast(...)` for a half-precision
+        pass, or in `torch.inference_mode()`. A pass before the first `end_epoch()` (a baseline)
+        is allowed and recorded nowhere: csl_eval still wants one pass after every epoch.
         """
         self._check_open("eval_epoch")
         if self.running_sums:
@@ -172,27 +195,28 @@ class SampleTracker:
         param = next(iter(model.parameters()), None)
         self._ensure_device(param.device if param is not None else torch.device("cpu"), "eval_epoch()")
         signals = self._signals
-        flags: torch.Tensor | None = None  # this pass's non-finite count per sample
-        epoch = self.epochs - 1  # the recorder's row: the epoch just closed
+        state: EvalPassState | None = None
+        classes = 0
+        epoch = self.epochs - 1  # the recorder's row: the epoch just closed (-1: a baseline pass)
         was_training = model.training
         model.eval()
         try:
             for idx, x, y in self._inputs.eval_batches(data, batch_size):
                 logits = model(x)
-                batch = eval_signals(logits, y)
-                classes = batch["probs"].shape[-1]
-                self._check_classes(classes, "eval_epoch(): the model gives {} classes, training batches had {}")
-                if flags is None:
-                    flags = signals.start_eval_pass(epoch, classes)
-                try:
-                    signals.eval_batch(epoch, idx, batch, logits, flags)
-                except (IndexError, RuntimeError) as exc:
-                    raise self._inputs.explain(exc, idx, None, self.num_classes) from exc
+                classes = self._eval_classes(logits, len(idx))
+                with torch.inference_mode(False):  # the buffers outlive a caller's inference_mode
+                    if state is None:
+                        state = signals.start_eval_pass(epoch, classes)
+                    signals.eval_batch(epoch, idx, logits, y, state)
+        except BaseException:
+            if state is not None:  # the row was cleared and partly rewritten: no pass of it stands
+                signals.discard_eval_pass(self.epochs)
+            raise
         finally:
             model.train(was_training)
-        if flags is None:
+        if state is None:
             raise HarnessError("eval_epoch(): data yielded no batches")
-        signals.end_eval_pass(self.epochs, flags)
+        signals.end_eval_pass(self.epochs, state, classes)
         self._eval_at = signals.eval_at
 
     # -- results -----------------------------------------------------------------------------
@@ -273,6 +297,7 @@ class SampleTracker:
         """
         pictures = as_uint8_nchw(images, self.n)
         table = self.suspects(k, by)
+        check_class_names(classes, table, self.num_classes)
         return draw_suspects(table, pictures, by.label if isinstance(by, Proxy) else by, path, classes, columns)
 
     # -- helpers -----------------------------------------------------------------------------
@@ -280,6 +305,15 @@ class SampleTracker:
         if self._finished:
             raise HarnessError(f"{what}() after the tracker finished (scores()/suspects()/finish() was called); "
                                "create a new SampleTracker for another run")
+
+    def _eval_classes(self, logits: Any, batch: int) -> int:
+        """The classes of an eval batch's logits, which must be (batch, C) like the training ones."""
+        if not isinstance(logits, torch.Tensor) or logits.dim() != 2 or logits.shape[0] != batch:
+            got = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
+            raise HarnessError(f"eval_epoch(): the model returned {got} for a batch of {batch}; it must return "
+                               f"logits ({batch}, classes)")
+        self._check_classes(logits.shape[1], "eval_epoch(): the model gives {} classes, training batches had {}")
+        return logits.shape[1]
 
     def _check_classes(self, classes: int, message: str) -> None:
         if self.num_classes is None:
@@ -290,9 +324,10 @@ class SampleTracker:
     def _ensure_device(self, device: torch.device, where: str) -> None:
         if self._device is None:
             self._device = device
-            self._inputs = Inputs(self.n, device)
-            self._signals = TrackedSignals(self.n, device, self._selection.train_keys, self.running_sums,
-                                           self._selection.keep_eval_history, self._fixed_labels)
+            with torch.inference_mode(False):  # a first eval_epoch under inference_mode: buffers stay writable
+                self._inputs = Inputs(self.n, device)
+                self._signals = TrackedSignals(self.n, device, self._selection.train_keys, self.running_sums,
+                                               self._selection.keep_eval_history, self._fixed_labels)
         elif device != self._device:
             raise HarnessError(f"{where}: tensors are on {device} but earlier ones were on {self._device}; "
                                "keep the model and the tracked tensors on one device")

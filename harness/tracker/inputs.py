@@ -12,6 +12,7 @@ import torch
 from harness.errors import HarnessError
 
 _INDEX_DTYPES = frozenset({torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8})
+_UNSIGNED_TORCH = frozenset({torch.uint16, torch.uint32, torch.uint64})
 
 
 def label_array(labels: Any, n: int) -> np.ndarray:
@@ -32,20 +33,33 @@ class Inputs:
         self.device = device
         self.bad = torch.zeros((), dtype=torch.bool, device=device)
 
-    def indices(self, indices: Any) -> torch.Tensor:
-        idx = indices if isinstance(indices, torch.Tensor) else torch.as_tensor(np.asarray(indices))
+    def indices(self, indices: Any, where: str = "update()") -> torch.Tensor:
+        """The batch's sample indices as int64 on the device. Host indices are range-checked at once
+        (free); CUDA ones on the device (`bad`, read at `end_epoch`)."""
+        idx = indices if isinstance(indices, torch.Tensor) else self._from_numpy(np.asarray(indices))
+        if idx.dtype in _UNSIGNED_TORCH and idx.dtype != torch.uint64:
+            idx = idx.long()  # uint16 / uint32 ids always fit in int64
         if idx.dim() != 1 or idx.dtype not in _INDEX_DTYPES:
-            raise HarnessError(f"update(): indices must be a 1-D integer tensor of sample indices, got {idx.dtype} "
-                               f"{tuple(idx.shape)}; let the dataset return its index (see the WithIndex wrapper)")
-        if self.device.type == "cpu":  # index_copy_ itself rejects bad indices (see explain)
-            idx = idx if idx.device.type == "cpu" else idx.cpu()
-            return idx if idx.dtype == torch.int64 else idx.long()
+            fix = "; convert them with .long()" if idx.dtype == torch.uint64 else ""
+            raise HarnessError(f"{where}: indices must be a 1-D integer tensor of sample indices, got {idx.dtype} "
+                               f"{tuple(idx.shape)}{fix}; let the dataset return its index (see the WithIndex "
+                               f"wrapper)")
         if idx.device.type == "cpu":
             self.check_index_range(idx)  # a host tensor: checking costs no device sync
             return idx.to(self.device, torch.int64, non_blocking=True)
         idx = idx.to(self.device, torch.int64)
         self.bad |= ((idx < 0) | (idx >= self.n)).any()  # raised at end_epoch, without a sync here
         return idx.clamp(0, self.n - 1)
+
+    def _from_numpy(self, array: np.ndarray) -> torch.Tensor:
+        """Host indices as a tensor; unsigned ones (which torch indexes poorly) as int64 once they
+        are known to be < n, so that uint64 values past int64 cannot wrap around."""
+        if array.dtype.kind == "u":
+            if array.size and int(array.max()) >= self.n:
+                raise HarnessError(f"sample index {int(array.max())} is outside [0, {self.n}); pass the dataset's own "
+                                   f"indices and n = len(dataset)")
+            array = array.astype(np.int64)
+        return torch.as_tensor(array)
 
     def check_index_range(self, idx: torch.Tensor) -> None:
         if len(idx):
@@ -54,14 +68,9 @@ class Inputs:
                 raise HarnessError(f"sample index {low if low < 0 else high} is outside [0, {self.n}); "
                                    f"pass the dataset's own indices and n = len(dataset)")
 
-    def explain(self, exc: Exception, idx: torch.Tensor, labels: torch.Tensor | None,
-                num_classes: int | None) -> Exception:
-        """A clear HarnessError for what torch rejected (bad index or label); anything else as is."""
-        if idx.device.type == "cpu":
-            try:
-                self.check_index_range(idx)
-            except HarnessError as clear:
-                return clear
+    def explain(self, exc: Exception, labels: torch.Tensor | None, num_classes: int | None) -> Exception:
+        """A clear HarnessError for a label torch rejected (host labels: CUDA ones cannot be read
+        without a sync); anything else as is. Indices were checked before recording."""
         if labels is not None and labels.device.type == "cpu" and len(labels):
             low, high = (int(v) for v in torch.aminmax(labels))
             top = num_classes
@@ -81,21 +90,26 @@ class Inputs:
         if floating != value.dtype.is_floating_point or value.dtype == torch.bool:
             kind = "floating point" if floating else "integer class ids"
             raise HarnessError(f"update(): {what} must be {kind}, got {value.dtype}")
+        if not floating and value.dtype != torch.int64:
+            value = value.long()  # uint8 / int32 class ids (numpy, collate): the losses and gathers need int64
         if value.device != self.device:
             raise HarnessError(f"update(): {what} is on {value.device} but the tracker's buffers are on "
                                f"{self.device}; keep the batch's tensors on one device")
         return value.detach()
 
     def eval_batches(self, data: Any, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-        """(index, x, y) batches on the tracker's device."""
+        """(index, x, y) batches on the tracker's device, y as int64 class ids."""
+        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+            raise HarnessError(f"eval_epoch(batch_size=...) must be an integer >= 1, got {batch_size!r}")
         dev = self.device
         if isinstance(data, (tuple, list)) and len(data) == 2 and all(isinstance(t, torch.Tensor) for t in data):
             x, y = data
             if len(x) != self.n or y.shape != (self.n,):
                 raise HarnessError(f"eval_epoch(): (x, y) must hold all {self.n} samples in index order, got "
                                    f"{tuple(x.shape)} and {tuple(y.shape)}; or pass batches (x, y, index)")
-            for start in range(0, self.n, batch_size):
-                stop = min(self.n, start + batch_size)
+            y = eval_labels(y, self.n)
+            for start in range(0, self.n, int(batch_size)):
+                stop = min(self.n, start + int(batch_size))
                 yield (torch.arange(start, stop, device=dev), x[start:stop].to(dev), y[start:stop].to(dev))
             return
         for batch in data:
@@ -103,4 +117,20 @@ class Inputs:
                 raise HarnessError("eval_epoch(): batches must be (x, y, index) -- wrap the dataset so it returns "
                                    "its index (WithIndex in harness.tracker's docstring) -- or pass (x, y) tensors")
             x, y, idx = batch
-            yield self.indices(idx), x.to(dev), y.to(dev)
+            idx = self.indices(idx, "eval_epoch()")
+            yield idx, x.to(dev), eval_labels(y, len(idx)).to(dev)
+
+
+def eval_labels(y: Any, length: int) -> torch.Tensor:
+    """An eval pass's labels, checked as `update()` checks its own: (length,) integer class ids,
+    as int64. Their range, and their agreement with the training labels, are counted on the
+    device during the pass (`TrackedSignals.eval_batch`)."""
+    if not isinstance(y, torch.Tensor):
+        raise HarnessError(f"eval_epoch(): labels must be a torch tensor, got {type(y).__name__}")
+    if y.dtype.is_floating_point or y.dtype.is_complex or y.dtype == torch.bool:
+        raise HarnessError(f"eval_epoch(): labels must be integer class ids, got {y.dtype}; pass the labels the "
+                           f"model is trained on, e.g. y.long() of integral values")
+    if y.shape != (length,):
+        raise HarnessError(f"eval_epoch(): labels have shape {tuple(y.shape)} but must be ({length},) for {length} "
+                           f"indices")
+    return y.long()

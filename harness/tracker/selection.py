@@ -56,16 +56,33 @@ class ProxySelection:
         self.logit_keys = [k for k in self.train_keys if k != "train_loss"]
 
     def resolve(self, proxies: Sequence[str | Proxy] | str | Proxy) -> list[Proxy]:
-        if isinstance(proxies, (str, Proxy)):
-            proxies = [proxies]
-        named = [p for p in proxies if isinstance(p, str)]
-        chosen = resolve_proxies(",".join(named)) if named else []
-        chosen += [p for p in proxies if isinstance(p, Proxy)]
-        if len(chosen) != len(proxies):
-            raise HarnessError("proxies must be proxy names ('csl', 'in_confidence(variant=max)') or Proxy objects")
+        """Proxies from names (a comma-separated string too, as `--proxies` takes it; "all" alone:
+        every proxy this tracker can compute) and Proxy objects."""
+        items = [proxies] if isinstance(proxies, (str, Proxy)) else list(proxies)
+        strange = [p for p in items if not isinstance(p, (str, Proxy))]
+        if strange:
+            raise HarnessError(f"proxies must be proxy names ('csl', 'csl,aum', 'in_confidence(variant=max)', 'all') "
+                               f"or Proxy objects, got {type(strange[0]).__name__}")
+        names = ",".join(p for p in items if isinstance(p, str))
+        if names.strip() == "all":
+            chosen = self.everything()
+        else:
+            chosen = resolve_proxies(names) if names else []
+        chosen += [p for p in items if isinstance(p, Proxy)]
         for proxy in chosen:
             self.keys_of(proxy)
         return chosen
+
+    def everything(self) -> list[Proxy]:
+        """`proxies="all"`: every registered proxy the tracker can compute with its settings."""
+        out = []
+        for proxy in trackable():
+            try:
+                self.keys_of(proxy)
+            except HarnessError:  # running_sums=True: csl alone
+                continue
+            out.append(proxy)
+        return out
 
     def keys_of(self, proxy: Proxy) -> set[str]:
         """The recorder keys a proxy reads, or a HarnessError if the tracker cannot supply them."""
