@@ -67,25 +67,54 @@ def test_length_mismatch() -> None:
         similarity_metrics(np.ones(3), np.ones(4))
 
 
-def test_topk_boundary_ties_share_the_last_places_equally() -> None:
+def test_topk_boundary_ties_are_the_expectation_over_random_tie_breaks() -> None:
     # reference: one clear top sample, then four tied at 0.5 for the remaining 2 places of k = 3.
-    # The old stable sort took samples 1 and 2 (lowest index); now all four tied samples carry
-    # weight 2/4, so permuting the tied samples changes nothing.
+    # methods.md: the expected value under random tie-breaking, i.e. the mean over the 6 equally
+    # likely top-3 sets {0} + 2 of the 4 tied; the harness estimates it from TIE_DRAWS seeded draws
+    # (lowest index first, the old stable sort, would take samples 1 and 2 every time)
+    from itertools import combinations
+
+    from harness.similarity import TIE_DRAWS
+
     ref = np.array([0.9, 0.5, 0.5, 0.5, 0.5, 0.1])
     proxy = np.array([4.0, 3.0, 0.0, 1.0, 2.0, 9.0])
     m = similarity_metrics(proxy, ref, top_k=3)
+    sets = [np.r_[0, list(pair)] for pair in combinations([1, 2, 3, 4], 2)]
+    stats_by_metric = {"cosine_topk": lambda a, b: a @ b / np.linalg.norm(a) / np.linalg.norm(b),
+                       "pearson_topk": lambda a, b: np.corrcoef(a, b)[0, 1],
+                       "spearman_topk": lambda a, b: stats.spearmanr(a, b).statistic}
+    expected = {}
+    for metric, stat in stats_by_metric.items():
+        values = np.array([stat(proxy[t], ref[t]) for t in sets])
+        expected[metric] = values.mean()
+        tolerance = 4 * values.std() / np.sqrt(TIE_DRAWS) + 1e-12  # four Monte Carlo standard errors
+        assert m[metric] == pytest.approx(values.mean(), abs=tolerance), metric
+    # the other statistic, each tied sample at weight 2/4 (0.791), is not it (0.849); nor is lowest
+    # index first (0.693, the set {0, 1, 2})
     w = np.array([1.0, 0.5, 0.5, 0.5, 0.5, 0.0])
-    # weighted cosine and Pearson over the weighted top-k set, written out
-    norms = np.sqrt((w * proxy**2).sum() * (w * ref**2).sum())
-    assert m["cosine_topk"] == pytest.approx((w * proxy * ref).sum() / norms)
     mp, mr = (w * proxy).sum() / w.sum(), (w * ref).sum() / w.sum()
-    cov = (w * (proxy - mp) * (ref - mr)).sum()
-    var = (w * (proxy - mp) ** 2).sum() * (w * (ref - mr) ** 2).sum()
-    assert m["pearson_topk"] == pytest.approx(cov / np.sqrt(var))
-    old = np.argsort(-ref, kind="stable")[:3]  # lowest-index tie-breaking: samples 0, 1, 2
-    assert m["pearson_topk"] != pytest.approx(np.corrcoef(proxy[old], ref[old])[0, 1])
-    swapped = similarity_metrics(proxy[[0, 4, 3, 2, 1, 5]], ref, top_k=3)  # same values, tied ones reordered
-    assert swapped == pytest.approx(m, nan_ok=True)
+    fractional = (w * (proxy - mp) * (ref - mr)).sum() / np.sqrt(
+        (w * (proxy - mp) ** 2).sum() * (w * (ref - mr) ** 2).sum())
+    assert fractional == pytest.approx(0.7906, abs=1e-4) and expected["pearson_topk"] == pytest.approx(0.8495, abs=1e-4)
+    assert abs(m["pearson_topk"] - fractional) > 0.05
+    assert abs(m["pearson_topk"] - np.corrcoef(proxy[:3], ref[:3])[0, 1]) > 0.1
+    swapped = similarity_metrics(proxy[[0, 4, 3, 2, 1, 5]], ref, top_k=3)  # the tied ones reordered
+    assert swapped["pearson_topk"] == pytest.approx(expected["pearson_topk"], abs=0.015)
+    assert similarity_metrics(proxy, ref, top_k=3) == m  # seeded: the same number every time
+
+
+def test_topk_resamples_fill_exactly_k_places_by_random_tie_breaks() -> None:
+    from harness.similarity import top_k_weights
+
+    rng = np.random.default_rng(1)
+    ref = np.r_[np.full(5, 2.0), np.full(40, 1.0), np.zeros(55)]  # k = 20: 15 places among 40 tied
+    weights = rng.multinomial(100, np.full(100, 0.01), size=64).astype(float)
+    top = top_k_weights(ref, weights, 20, np.random.default_rng(0))
+    np.testing.assert_allclose(top.sum(axis=1), np.minimum(20, weights.sum(axis=1)))
+    assert ((top > 0) & (top < weights)).sum(axis=1).max() <= 1  # at most one sample cut per row
+    assert (top[:, ref == 0] == 0).all() and (top[:, ref == 2] == weights[:, ref == 2]).all()
+    fractional = top_k_weights(ref, weights, 20)  # without a draw: expected membership, same total
+    np.testing.assert_allclose(fractional.sum(axis=1), top.sum(axis=1))
 
 
 def test_topk_without_boundary_ties_is_the_plain_subset() -> None:

@@ -10,8 +10,8 @@ The reference (harness.tasks.reference) is chosen with ``--reference``:
   labels while planning, so a misaligned file stops the experiment before anything trains.
 
 Metrics per proxy: cosine, Pearson, Spearman on all samples and on the top-k samples by the
-reference (``.top_k``, default 10% of N; reference ties at the k-th place share it, see
-harness.similarity), each with bootstrap replicates for its confidence interval. Rows under
+reference (``.top_k``, default 10% of N; a reference tie at the k-th place is broken at random,
+the metric the mean over seeded draws, see harness.similarity), each with bootstrap replicates for its confidence interval. Rows under
 proxy "reference" describe the reference's own noise: its mean per-sample standard error and
 the split-half Pearson between the estimates of the even- and odd-numbered models (a ceiling on
 any proxy's Pearson), the size of the reference's tie group at the k-th place
@@ -34,7 +34,7 @@ from harness.cost import cost_row, run_cost
 from harness.datasets import Dataset
 from harness.errors import HarnessError
 from harness.runspec import Corruption, DataSpec, RunSpec
-from harness.similarity import similarity_boot, similarity_metrics, top_k_count
+from harness.similarity import similarity_boot, similarity_table, top_k_count
 from harness.tasks.base import EvalContext, Row, Setting, Task, register_task
 from harness.tasks.reference import REFERENCE_DEFAULTS, ReferenceConfig, reference_config
 from proxies.base import Need
@@ -93,8 +93,8 @@ class Memorization(ReferenceTask):
         resamples = ctx.resamples()
         boot = similarity_boot(scores, reference.scores, resamples, top_k) if resamples is not None else {}
         rows: list[Row] = []
-        for proxy, s in scores.items():
-            for metric, value in similarity_metrics(s, reference.scores, top_k).items():
+        for proxy, metrics in similarity_table(scores, reference.scores, top_k).items():
+            for metric, value in metrics.items():
                 row: Row = {"proxy": proxy, "metric": metric, "value": value}
                 if proxy in boot:
                     row["boot"] = boot[proxy][metric]
