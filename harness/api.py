@@ -20,6 +20,8 @@ import inspect
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from harness import config as _config
 from harness.config import ExperimentConfig
 from harness.errors import HarnessError
@@ -95,7 +97,7 @@ def experiment_config(**options: Any) -> ExperimentConfig:
     selected task reads (`used_by`) is refused."""
     by_keyword = keyword_options()
     _refuse_unknown(options, list(by_keyword))
-    given = {by_keyword[k].name: v for k, v in options.items()}
+    given = {by_keyword[k].name: _plain(v) for k, v in options.items()}
     values = {o.name: given.get(o.name, o.default) for o in by_keyword.values()}
     for option in by_keyword.values():
         _check_type(option, values[option.name])
@@ -120,6 +122,18 @@ def experiment_config(**options: Any) -> ExperimentConfig:
     cfg.validate()
     _check_used(values, cfg)
     return cfg
+
+
+def _plain(value: Any) -> Any:
+    """numpy scalars (a value read from an array: epochs=np.int64(3)) and arrays as the Python
+    numbers and lists they hold, so they pass the same checks and hash to the same experiment."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, (list, tuple)):
+        return type(value)(_plain(v) for v in value)
+    return value
 
 
 def _refuse_unknown(options: Mapping[str, Any], valid: list[str]) -> None:

@@ -168,3 +168,14 @@ def test_a_presets_subset_caps_a_smaller_image_dataset(tmp_path) -> None:
     assert '"subset": null' in summary
     with pytest.raises(HarnessError, match="--subset 31 is larger than the 30 training samples"):
         run_experiment(**common, subset=31)
+
+
+def test_numpy_values_are_the_python_numbers_they_hold() -> None:
+    # values read from arrays: the same config and the same experiment identity as plain numbers
+    from harness.config import experiment_id
+
+    plain = experiment_config(epochs=3, seeds=2, noise_rates=[0.1, 0.2], lr=0.05, subset=100)
+    numpy = experiment_config(epochs=np.int64(3), seeds=np.int32(2), noise_rates=np.array([0.1, 0.2]),
+                              lr=np.float64(0.05), subset=np.int64(100))
+    assert numpy == plain and experiment_id(numpy) == experiment_id(plain)
+    assert type(numpy.recipe.epochs) is int

@@ -11,13 +11,12 @@ The reference (harness.tasks.reference) is chosen with ``--reference``:
 
 Metrics per proxy: cosine, Pearson, Spearman on all samples and on the top-k samples by the
 reference (``.top_k``, default 10% of N; a reference tie at the k-th place is broken at random,
-the metric the mean over seeded draws, see harness.similarity), each with bootstrap replicates for its confidence interval. Rows under
-proxy "reference" describe the reference's own noise: its mean per-sample standard error and
-the split-half Pearson between the estimates of the even- and odd-numbered models (a ceiling on
-any proxy's Pearson), the size of the reference's tie group at the k-th place
-(``reference_topk_tied``; when that group holds the maximum, the top-k set is flat and its
-correlations undefined),
-and for stability its measured cost (``reference_flops``,
+the metric the mean over seeded draws, see harness.similarity), each with bootstrap replicates
+for its confidence interval. Rows under proxy "reference" describe the reference's own noise: its
+mean per-sample standard error and the split-half Pearson between the estimates of the even- and
+odd-numbered models (a ceiling on any proxy's Pearson), the size of the reference's tie group at
+the k-th place (``reference_topk_tied``; when that group holds the maximum, the top-k set is flat
+and its correlations undefined), and for stability its measured cost (``reference_flops``,
 ``reference_seconds`` and both relative to one plain run).
 """
 
