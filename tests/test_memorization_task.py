@@ -134,6 +134,11 @@ def test_experiment_rows_and_estimator_from_store(make_config) -> None:
         np.testing.assert_allclose(got.scores, direct, atol=1e-12)
         if variant == "correct":
             mem = direct
+            # the reference and its per-sample standard error are written beside the scores
+            written = pd.read_csv(cfg.out / "memorization" / "reference_seed0.csv")
+            np.testing.assert_allclose(written["reference"], direct, atol=1e-12)
+            np.testing.assert_allclose(written["reference_stderr"], got.stderr, atol=1e-12, equal_nan=True)
+            assert written["index"].tolist() == list(range(len(direct)))
     csv = _scores_csv(cfg)
     for proxy in ("csl", "final_loss"):
         want = similarity_metrics(csv[proxy].to_numpy(), mem)

@@ -23,15 +23,19 @@ and its correlations undefined), and for stability its measured cost (``referenc
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
+from baselines.references import Reference
 from baselines.stability import EVAL_LAST
 from harness.config import ExperimentConfig
 from harness.cost import cost_row, run_cost
 from harness.datasets import Dataset
 from harness.errors import HarnessError
+from harness.io import atomic_write
 from harness.runspec import Corruption, DataSpec, RunSpec
 from harness.similarity import similarity_boot, similarity_table, top_k_count
 from harness.tasks.base import EvalContext, Row, Setting, Task, register_task
@@ -108,7 +112,20 @@ class Memorization(ReferenceTask):
         if self.reference.kind == "stability":
             for metric, value in reference_cost(self.reference, ctx).items():
                 rows.append({"proxy": "reference", "metric": f"reference_{metric}", "value": value})
+        if ctx.out is not None:
+            write_reference(ctx, reference)
         return rows
+
+
+def write_reference(ctx: EvalContext, reference: Reference) -> None:
+    """`memorization/reference_seed<s>.csv`: the reference per sample, and for stability its
+    standard error per sample (methods.md asks for it), beside the proxies' scores/ files."""
+    name = f"memorization/reference_seed{ctx.setting.seed}.csv"
+    table = pd.DataFrame({"index": np.arange(len(reference.scores)), "reference": reference.scores})
+    if reference.stderr is not None:
+        table["reference_stderr"] = reference.stderr
+    atomic_write(Path(ctx.out) / name, lambda path: table.to_csv(path, index=False))
+    ctx.artifacts.setdefault("memorization", []).append(name)
 
 
 def boundary_tie_group(reference: np.ndarray, top_k: int | None) -> int:
