@@ -64,6 +64,11 @@ def score(proxies: list[Proxy], base: RunSpec, data: PreparedData, runs: Mapping
             problems.append(f"proxy {proxy.label} failed for {base.label()}: every score is NaN "
                             "(check its parameters); left out of the leaderboard")
             continue
+        finite = s[np.isfinite(s)]
+        if len(finite) == len(s) and len(s) > 1 and (finite == finite[0]).all():
+            warnings.warn(f"proxy {proxy.label} gives every sample the same score ({finite[0]:g}) for {base.label()}: "
+                          "it ranks nothing (detection AUROC 0.5, correlations undefined); with few epochs some "
+                          "proxies cannot separate samples (e.g. learning_time's rule=first)", stacklevel=2)
         scores[proxy.label] = s
     return scores, problems
 
