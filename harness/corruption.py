@@ -7,6 +7,8 @@ the clean labels stay available for the other tasks. Callers convert torch tenso
 
 from __future__ import annotations
 
+import hashlib
+import io
 import zipfile
 import zlib
 from pathlib import Path
@@ -79,11 +81,13 @@ def inject_duplicates(
     return new_x, new_y, positives
 
 
-def read_label_file(spec: str, n: int, num_classes: int) -> np.ndarray:
+def read_label_file(spec: str, n: int, num_classes: int, expected_sha: str = "") -> np.ndarray:
     """Read a noisy-label vector (e.g. human label noise) from "f.npy", "f.npz" or "f.npz:key".
 
     Every check names the problem and the fix: a silently misaligned label file would produce
-    plausible-looking but meaningless AUROCs.
+    plausible-looking but meaningless AUROCs. `expected_sha`: the content hash the run's address
+    holds (`Corruption.label_file_sha`); the bytes read are checked against it and parsed, so a file
+    replaced after planning is refused rather than trained under the old file's address.
     """
     path, key = _parse_label_spec(spec)
     try:
@@ -94,7 +98,11 @@ def read_label_file(spec: str, n: int, num_classes: int) -> np.ndarray:
         raise HarnessError(
             f"label file {path} does not exist; pass --noisy-labels PATH.npy or PATH.npz[:KEY]"
         )
-    arr = _load_label_array(path, key)
+    data = path.read_bytes()
+    if expected_sha and content_sha(data) != expected_sha:
+        raise HarnessError(f"label file {path} changed while the experiment ran (content hash {content_sha(data)}, "
+                           f"planned with {expected_sha}); leave it unchanged until the experiment ends, and rerun")
+    arr = _load_label_array(path, key, data)
     where = f"{path}" + (f":{key}" if key else "")
     if arr.ndim != 1:
         raise HarnessError(
@@ -158,11 +166,16 @@ def _parse_label_spec(spec: str) -> tuple[Path, str | None]:
 _UNREADABLE = (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error, KeyError)
 
 
-def _load_label_array(path: Path, key: str | None) -> np.ndarray:
-    if path.stat().st_size == 0:
+def content_sha(data: bytes) -> str:
+    """A label file's content hash, as run addresses hold it."""
+    return hashlib.sha256(data).hexdigest()[:16]
+
+
+def _load_label_array(path: Path, key: str | None, data: bytes) -> np.ndarray:
+    if not data:
         raise HarnessError(f"label file {path} is empty; save the labels with numpy.save/savez")
     try:
-        loaded = np.load(path, allow_pickle=False)
+        loaded = np.load(io.BytesIO(data), allow_pickle=False)
     except _UNREADABLE as exc:
         # numpy takes a file without the .npy/zip signature for a pickle, and says how to load one:
         # the harness never unpickles a user's file, so say what the file is not instead

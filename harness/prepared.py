@@ -6,14 +6,13 @@ so tasks score proxies against exactly what the run trained on.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from harness.corruption import inject_duplicates, read_label_file, symmetric_noise
+from harness.corruption import content_sha, inject_duplicates, read_label_file, symmetric_noise
 from harness.datasets import Dataset
 from harness.errors import HarnessError
 from harness.runspec import Corruption, DataSpec
@@ -60,7 +59,7 @@ def file_sha(path: str) -> str:
     file = Path(path.split(":")[0] if not Path(path).exists() else path)
     if not file.exists():
         raise HarnessError(f"label file {file} does not exist; pass an existing .npy/.npz to --noisy-labels")
-    return hashlib.sha256(file.read_bytes()).hexdigest()[:16]
+    return content_sha(file.read_bytes())
 
 
 def prepare(spec: DataSpec, dataset: Dataset, device: torch.device) -> PreparedData:
@@ -74,7 +73,8 @@ def prepare(spec: DataSpec, dataset: Dataset, device: torch.device) -> PreparedD
         x, y, positives = inject_duplicates(x, y_clean, dataset.num_classes, c.pairs, c.seed)
     elif c.kind == "label_file":
         # the file describes the whole training set; a --subset keeps its canonical prefix
-        y = read_label_file(c.label_file, dataset.full_train_size, dataset.num_classes)[: len(y_clean)]
+        y = read_label_file(c.label_file, dataset.full_train_size, dataset.num_classes,
+                            expected_sha=c.label_file_sha)[: len(y_clean)]
         positives = y != y_clean
     elif c.kind != "none":
         raise HarnessError(f"unknown corruption {c.kind!r}")

@@ -206,3 +206,27 @@ def test_read_label_file_rejects_non_label_arrays(
 def test_read_label_file_rejects_unknown_extension(tmp_path: Path) -> None:
     with pytest.raises(HarnessError, match=r"\.npy or \.npz"):
         read_label_file(str(tmp_path / "labels.csv"), 5, 10)
+
+
+def test_a_label_file_replaced_after_planning_is_refused_not_stored(make_config, digits, tmp_path: Path) -> None:
+    # the run's address holds the planned file's hash: training on a replaced file under it would
+    # store wrong labels for good (and score them against the old ones); the run fails instead
+    from harness.experiment import Experiment
+    from harness.store import RunStore
+
+    y = digits.y_train.numpy()
+    path = tmp_path / "noisy.npy"
+    planned = y.copy()
+    planned[:30] = (planned[:30] + 1) % 10
+    np.save(path, planned)
+    exp = Experiment(make_config(noisy_labels=str(path), noise_rates=(), epochs=1, executor="local", workers=1))
+    (_, _, base), = exp.plan.settings
+    replaced = y.copy()
+    replaced[100:130] = (replaced[100:130] + 1) % 10
+    np.save(path, replaced)
+    result = exp.run()
+    assert any("changed while the experiment ran" in f for f in result.failures), result.failures
+    assert RunStore(exp.cfg.store).get(base) is None
+    with pytest.raises(HarnessError, match="changed while the experiment ran"):
+        read_label_file(str(path), len(y), 10, expected_sha=base.data.corruption.label_file_sha)
+    assert read_label_file(str(path), len(y), 10).tolist() == replaced.tolist()  # no hash asked: read as is
