@@ -205,7 +205,8 @@ def test_imagefolder_cache_is_reused(tmp_path: Path, monkeypatch: pytest.MonkeyP
     assert len(cached) == 1
     digests = list((cache / "datasets").glob("*.sha256"))
     assert len(digests) == 1  # the split's content digest, keyed by its listing's sizes and mtimes
-    assert sorted((cache / "datasets").iterdir()) == sorted(cached + digests)  # temp files renamed, lock removed
+    pixels = [f.with_suffix(".pixels") for f in cached]  # each decode's pixel hash beside it
+    assert sorted((cache / "datasets").iterdir()) == sorted(cached + digests + pixels)  # no temp file, no lock
 
     def no_decode(files):  # type: ignore[no-untyped-def]
         raise AssertionError("decoded again although the cache should have been used")

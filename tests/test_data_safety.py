@@ -126,7 +126,8 @@ def test_cache_file_names_are_short_digests_even_for_a_long_path(tmp_path: Path)
     root = _tree(deep / "ds", per_class=2)
     assert _load(root, tmp_path).n_train == 4
     names = sorted(p.name for p in (tmp_path / "cache" / "datasets").iterdir())
-    assert sorted(len(n) for n in names) == [len("0" * 32 + "-4.npy"), len("0" * 32 + ".sha256")], names
+    assert sorted(len(n) for n in names) == sorted([len("0" * 32 + "-4.npy"), len("0" * 32 + ".sha256"),
+                                                    len("0" * 32 + "-4.pixels")]), names
 
 
 # --- npz ---------------------------------------------------------------------------------------

@@ -88,6 +88,27 @@ def test_a_damaged_cache_file_is_a_miss_not_an_error(tmp_path) -> None:
     assert torch.equal(load_dataset(f"imagefolder:{root}", cache_dir=cache).x_train, first)
 
 
+def test_cached_pixels_changed_in_place_are_decoded_again_not_trained_on(tmp_path) -> None:
+    # same size, same header, other pixels: the array loads fine, so only the hash written beside
+    # it can tell; a run trained on it would be stored under the dataset's true fingerprint
+    root, cache = _folder(tmp_path / "ds"), tmp_path / "cache"
+    first = load_dataset(f"imagefolder:{root}", cache_dir=cache).x_train.clone()
+    (file,) = (cache / "datasets").glob("*.npy")
+    assert file.with_suffix(".pixels").read_text().strip() == hashlib.sha256(first.numpy().tobytes()).hexdigest()
+    zeroed = np.load(file, allow_pickle=False) * 0
+    with open(file, "r+b") as f:  # overwrite the pixels after the header, as a stray write would
+        f.seek(len(file.read_bytes()) - zeroed.nbytes)
+        f.write(zeroed.tobytes())
+    assert (np.load(file, allow_pickle=False) == 0).all()
+    with pytest.warns(UserWarning, match="is damaged"):
+        again = load_dataset(f"imagefolder:{root}", cache_dir=cache).x_train
+    assert torch.equal(again, first)
+    assert np.array_equal(np.load(file, allow_pickle=False), first.numpy())  # written anew, with its hash
+    file.with_suffix(".pixels").unlink()  # a file without its hash is never served unchecked
+    assert torch.equal(load_dataset(f"imagefolder:{root}", cache_dir=cache).x_train, first)
+    assert file.with_suffix(".pixels").exists()
+
+
 def _frozen_fingerprint(train: Path) -> str:
     """The fingerprint from its frozen definition (version 2): per split, SHA-256 over each image's
     path in the split, label and bytes; nothing about where the folder lies or when it was written."""

@@ -33,7 +33,8 @@ from harness.io import atomic_write, exclusive
 #: Bumped whenever the cached array layout changes, so stale caches are never read.
 #: 2: one memory-mapped .npy per split, any prefix served from it; 3: keyed by content; 4: channel count
 #: from the whole split (a prefix decoded gray from a mixed split must not be served again), gray modes
-#: "1", "LA" and gray palettes decode to 1 channel (`harness.datasets.pixels`).
+#: "1", "LA" and gray palettes decode to 1 channel (`harness.datasets.pixels`); each file's pixels are
+#: hashed into `<key>-<count>.pixels` beside it and checked on every load.
 _CACHE_VERSION = 4
 
 
@@ -121,6 +122,7 @@ def _cached_decode(split: _Split, split_name: str, content: str, count: int, cac
             for smaller in _cache_files(folder, key):  # a prefix of the new file: ours to remove
                 if smaller[0] < count:
                     smaller[1].unlink(missing_ok=True)
+                    _digest_file(smaller[1]).unlink(missing_ok=True)
             return _read_cache(folder, key, count) if len(x) else x
         return x
     finally:
@@ -139,17 +141,32 @@ def _cache_files(folder: Path, key: str) -> list[tuple[int, Path]]:
 
 def _read_cache(folder: Path, key: str, count: int) -> np.ndarray | None:
     """The first `count` images from the largest cache file of the split, memory-mapped; a missing,
-    unreadable or mismatched file is a miss, never an error."""
+    unreadable, mismatched or damaged file is a miss, never an error. Damaged: its pixels' hash is
+    not the one written beside it (a disk error, a stray write): runs trained on it would be stored
+    under the dataset's true fingerprint, so the pixels are checked on every load (0.1 s for the
+    50,000 CIFAR-10 images)."""
     for held, file in _cache_files(folder, key):
         if held < count:
             return None
         try:
             x = np.load(file, mmap_mode="c", allow_pickle=False)
+            expected = _digest_file(file).read_text().strip()
         except (OSError, ValueError):
             continue
         if x.dtype == np.uint8 and x.ndim == 4 and len(x) == held:
-            return x[:count]
+            if _pixels_digest(x) == expected:
+                return x[:count]
+            warnings.warn(f"dataset cache {file} is damaged (its pixels do not match their hash); decoding the "
+                          "images again", stacklevel=3)
     return None
+
+
+def _digest_file(file: Path) -> Path:
+    return file.with_suffix(".pixels")  # the SHA-256 of the pixels (not "*.sha256": the content digests)
+
+
+def _pixels_digest(x: np.ndarray) -> str:
+    return hashlib.sha256(memoryview(np.ascontiguousarray(x)).cast("B")).hexdigest()
 
 
 def _write_cache(file: Path, x: np.ndarray) -> bool:
@@ -159,7 +176,8 @@ def _write_cache(file: Path, x: np.ndarray) -> bool:
         with open(tmp, "wb") as f:  # a file object: np.save would append ".npy" to a bare path
             np.save(f, x, allow_pickle=False)
 
-    try:
+    try:  # the hash first: a cache file without its hash is a miss, never served unchecked
+        atomic_write(_digest_file(file), lambda tmp: tmp.write_text(_pixels_digest(x) + "\n"))
         atomic_write(file, write)
         return True
     except OSError as exc:
