@@ -5,6 +5,7 @@ refused (nothing is ever unpickled)."""
 
 from __future__ import annotations
 
+import errno
 import pickle
 import warnings
 import zipfile
@@ -26,7 +27,17 @@ def save_checkpoint(path: Path, digest: str, state: dict, recorder_keys: list[st
     """Save `state` so that `load_checkpoint` can read it with `weights_only=True`: numpy
     arrays become tensors (and come back as arrays), numpy scalars Python numbers."""
     blob = {"format": CKPT_FORMAT, "spec": digest, "recorder_keys": sorted(recorder_keys), "state": to_tensors(state)}
-    atomic_write(path, lambda p: torch.save(blob, p))
+    atomic_write(path, lambda p: _torch_save(blob, p))
+
+
+def _torch_save(blob: dict, path: Path) -> None:
+    """torch.save, with a failed write as the OSError it is: torch's zip writer reports a full disk
+    as a RuntimeError ("unexpected pos ..."), which callers that keep training on a failed
+    checkpoint (and atomic_write's clean-up) would not take for a write error."""
+    try:
+        torch.save(blob, path)
+    except RuntimeError as e:
+        raise OSError(errno.EIO, f"writing {path} failed, the disk may be full ({e})", str(path)) from e
 
 
 def load_checkpoint(path: Path, digest: str, recorder_keys: list[str]) -> dict | None:
