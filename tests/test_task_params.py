@@ -91,6 +91,7 @@ def test_cost_borrows_settings_without_building_other_tasks(monkeypatch) -> None
     ({"noise_rates": (0.0001,)}, 1000, "flips no label"),
     ({"noise_rates": (0.1, 0.0)}, 1000, "flips no label"),
     ({"noise_rates": ()}, 1000, "no noise rates"),
+    ({"noise_rates": (0.9999,)}, 1000, "flips every label"),  # no negatives: as empty a leaderboard
 ])
 def test_mislabeled_without_positives_is_refused_while_planning(fields, n, match) -> None:
     (task,) = make_tasks(["mislabeled"])
@@ -98,7 +99,7 @@ def test_mislabeled_without_positives_is_refused_while_planning(fields, n, match
         task.settings(ExperimentConfig(seeds=(0,), **fields), DataSpec(), _sized(n))
 
 
-@pytest.mark.parametrize("pairs", [0, -1, 501])
+@pytest.mark.parametrize("pairs", [0, -1, 500, 501])  # 500 pairs of 1,000: no sample outside them
 def test_duplicates_without_valid_pairs_are_refused(pairs: int) -> None:
     (task,) = make_tasks(["duplicates"])
     with pytest.raises(HarnessError, match="duplicate-pairs"):
@@ -107,6 +108,8 @@ def test_duplicates_without_valid_pairs_are_refused(pairs: int) -> None:
     assert task.settings(ExperimentConfig(seeds=(0,)), DataSpec(), _sized(1000))[0].data.corruption.pairs == 5
     (setting,) = task.settings(ExperimentConfig(seeds=(0,), duplicate_pairs=3), DataSpec(), _sized(1000))
     assert setting.data.corruption.pairs == 3
+    (setting,) = task.settings(ExperimentConfig(seeds=(0,), duplicate_pairs=499), DataSpec(), _sized(1000))
+    assert setting.data.corruption.pairs == 499
 
 
 def test_label_file_equal_to_the_clean_labels_is_refused(digits, tmp_path: Path) -> None:
@@ -114,6 +117,10 @@ def test_label_file_equal_to_the_clean_labels_is_refused(digits, tmp_path: Path)
     (task,) = make_tasks(["mislabeled"])
     cfg = ExperimentConfig(seeds=(0,), noisy_labels=str(tmp_path / "same.npy"))
     with pytest.raises(HarnessError, match="equals the clean labels"):
+        task.settings(cfg, DataSpec(), digits)
+    np.save(tmp_path / "shifted.npy", (digits.y_train.numpy() + 1) % 10)  # every label differs
+    cfg = ExperimentConfig(seeds=(0,), noisy_labels=str(tmp_path / "shifted.npy"))
+    with pytest.raises(HarnessError, match="differs from the clean labels on all"):
         task.settings(cfg, DataSpec(), digits)
 
 

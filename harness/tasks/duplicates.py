@@ -22,9 +22,11 @@ class Duplicates(Task):
     def settings(self, cfg: ExperimentConfig, base_data: DataSpec, dataset: Dataset) -> list[Setting]:
         n_train = dataset.n_train
         pairs = default_duplicate_pairs(n_train) if cfg.duplicate_pairs is None else cfg.duplicate_pairs
-        if isinstance(pairs, bool) or not isinstance(pairs, int) or not 1 <= pairs <= n_train // 2:
-            raise HarnessError(f"--duplicate-pairs {pairs!r} must be an integer in [1, {n_train // 2}] for N={n_train} "
-                               "samples (0 pairs leave nothing to detect); omit it for the default 0.5% of N")
+        most = (n_train - 1) // 2  # 2P < N: at least one sample outside the pairs, a negative
+        if isinstance(pairs, bool) or not isinstance(pairs, int) or not 1 <= pairs <= most:
+            raise HarnessError(f"--duplicate-pairs {pairs!r} must be an integer in [1, {most}] for N={n_train} "
+                               "samples (0 pairs leave nothing to detect, N/2 pairs leave no sample outside them); "
+                               "omit it for the default 0.5% of N")
         out = []
         for seed in cfg.seeds:
             c = Corruption(kind="duplicates", pairs=pairs, seed=seed)

@@ -1,7 +1,8 @@
 """Mislabeled-sample detection (paper Table 2): symmetric noise or a file of real noisy labels.
 
 Ground truth without positives (a rate that flips no sample at this N, a label file equal to the
-clean labels) would give an all-NaN leaderboard; it is bad input, refused while planning."""
+clean labels) or without negatives (a rate that flips every sample, a label file that differs
+everywhere) would give an all-NaN leaderboard; it is bad input, refused while planning."""
 
 from __future__ import annotations
 
@@ -36,6 +37,9 @@ class Mislabeled(Task):
             if round(rate * n_train) < 1:  # symmetric_noise flips exactly round(rate * N) samples
                 raise HarnessError(f"noise rate {rate} flips no label of N={n_train} samples, so there is nothing "
                                    f"to detect; use a rate >= {1 / n_train:.2g} = 1/N or a larger --subset")
+            if round(rate * n_train) >= n_train:
+                raise HarnessError(f"noise rate {rate} flips every label of N={n_train} samples, so no clean sample "
+                                   "is left to tell the flipped ones from; use a smaller rate")
         out = []
         for rate in cfg.noise_rates:
             for seed in cfg.seeds:
@@ -50,6 +54,10 @@ class Mislabeled(Task):
         if not np.any(noisy != clean):
             raise HarnessError(f"--noisy-labels {cfg.noisy_labels} equals the clean labels on all {len(clean)} "
                                "samples: no mislabeled sample to detect; check the file or the key")
+        if np.all(noisy != clean):
+            raise HarnessError(f"--noisy-labels {cfg.noisy_labels} differs from the clean labels on all {len(clean)} "
+                               "samples: no correctly labeled sample to tell the mislabeled ones from; check the file "
+                               "(is it in the dataset's canonical order?) or the key")
 
     def evaluate(self, ctx: EvalContext, scores: dict[str, np.ndarray]) -> list[Row]:
         return detection_rows(ctx.data.positives, scores, ("auroc", "auprc", "precision_at_k"), ctx.resamples())
