@@ -31,6 +31,7 @@ from harness.errors import HarnessError
 from harness.precision import PRECISIONS
 from harness.presets import PRESETS, Preset
 from harness.recipe import Recipe
+from harness.runspec import Corruption
 from harness.values import (
     MAX_BATCH_SIZE,
     MAX_BOOTSTRAP,
@@ -173,6 +174,13 @@ def _noise_rates(value: Any, opt: Option) -> None:
             raise HarnessError(f"noise rate {rate!r} is outside (0, 1); pass rates like --noise-rates 0.01,0.1 "
                                "(a clean run needs no noise rate)")
     check_unique(value, "noise rate", opt.flag)
+    labels: dict[str, float] = {}
+    for rate in value:  # a setting is named noise=<rate:g>: two rates with one name would be one setting
+        name = Corruption(kind="noise", rate=rate).label()
+        if name in labels:
+            raise HarnessError(f"noise rates {labels[name]!r} and {rate!r} are both named {name} in outputs (6 "
+                               f"significant digits), so their results would merge; pass rates that differ there")
+        labels[name] = rate
 
 
 def _noisy_labels(value: Any, opt: Option) -> None:

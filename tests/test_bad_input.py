@@ -48,6 +48,7 @@ CASES = [
     # --- issue 9, "Wrong or ignored, with exit 0" -------------------------------------------
     case("seeds-repeated", {"--seeds": "0,0"}, "--seeds repeats seed(s) 0"),
     case("noise-rates-repeated", {"--noise-rates": "0.1,0.1"}, "--noise-rates repeats noise rate(s) 0.1"),
+    case("noise-rates-one-name", {"--noise-rates": "0.1,0.1000000001"}, "are both named noise=0.1"),
     case("tasks-repeated", {"--tasks": "mislabeled,mislabeled"}, "--tasks repeats task(s) mislabeled"),
     case("task-arg-misspelt-task", {}, "memorisation", "--task-arg", "memorisation.fraction=0.5"),
     case("task-arg-unknown-task", {}, "nosuch", "--task-arg", "nosuch.k=1"),
