@@ -136,7 +136,7 @@ def test_bimodality_coefficient_by_hand() -> None:
     assert np.isnan(bimodality_coefficient(np.ones(10)))
 
 
-@pytest.mark.parametrize("args", [{"bins": 0}, {"per_class": "5"}, {"colour": 1}, {"rule": "last"}])
+@pytest.mark.parametrize("args", [{"bins": 0}, {"per_class": "5"}, {"per_class": 51}, {"colour": 1}, {"rule": "last"}])
 def test_bad_theory_args(make_config, digits, tmp_path: Path, args: dict) -> None:
     reference, _ = _reference(digits, tmp_path)
     with pytest.raises(HarnessError, match="theory"):

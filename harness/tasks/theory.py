@@ -33,6 +33,7 @@ from harness.tasks.memorization import ReferenceTask
 from proxies.learning_time import RULES, LearningTime
 
 DEFAULTS: dict[str, Any] = {"bins": 20, "per_class": 5, "rule": "first"}
+MAX_PER_CLASS = 50
 QUANTITIES = {"csl": "CSL", "learning_time": "learning time", "memorization": "memorization"}
 RELATIONS = (("learning_time", "memorization"), ("csl", "learning_time"), ("csl", "memorization"))  # (y, x)
 NOT_SELECTED = "skipped_proxy_not_selected"
@@ -77,7 +78,9 @@ class Theory(ReferenceTask):
 
     def validate(self) -> None:
         positive_int(self.name, "bins", self.params["bins"])
-        positive_int(self.name, "per_class", self.params["per_class"])
+        # the image grid has 2 x per_class columns per class: 50 (100 images a row) is past readable,
+        # and 10,000 built ~200,000 axes for minutes and gigabytes
+        positive_int(self.name, "per_class", self.params["per_class"], maximum=MAX_PER_CLASS)
         if self.params["rule"] not in RULES:
             raise HarnessError(f"theory.rule must be one of {', '.join(RULES)}, got {self.params['rule']!r}")
 
