@@ -6,7 +6,8 @@ Everything that can be wrong with the input (and an unwritable store or output f
 before the first run trains, so bad input costs nothing and leaves no partial output. A run that
 fails (non-finite loss, a worker that died twice) is reported and the rest still finishes. Store
 entries are claimed with per-entry locks, so experiments sharing a store train each spec once.
-Outputs are staged beside `--out` and published at the end with rollback.
+Outputs are staged beside `--out` (inside it when it is a mount point) and published at the end
+with rollback.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from harness.evaluation import RAW_COLUMNS, ExperimentResult, evaluate
 from harness.executors import Executor, make_executor
 from harness.jobs import DataSource, Job, Pending, load_source
 from harness.models import MODELS
-from harness.outputs import RECORD, STAGING_MARKER, check_out, staging, write
+from harness.outputs import RECORD, STAGING_MARKER, check_out, data_folders, staging, write
 from harness.phases import PHASES, PhaseTimer, format_phases, single_blas_thread
 from harness.planner import Plan, Planner, resolve_device
 from harness.prepared import PreparedData
@@ -64,7 +65,8 @@ class Experiment:
         self.executor = executor or make_executor(cfg)
         self.identity = experiment_id(cfg)
         if cfg.out is not None:
-            check_out(Path(cfg.out), self.identity, cfg.overwrite, Path(cfg.store or default_store()))
+            check_out(Path(cfg.out), self.identity, cfg.overwrite, Path(cfg.store or default_store()),
+                      data_paths=data_folders(cfg))
         self.store = RunStore(cfg.store or default_store())
         self.store.check_writable()
         t1 = time.perf_counter()
@@ -92,7 +94,8 @@ class Experiment:
         self.cfg = cfg = replace(cfg, subset=None)
         self.identity = experiment_id(cfg)
         if cfg.out is not None:
-            check_out(Path(cfg.out), self.identity, cfg.overwrite, Path(cfg.store or default_store()))
+            check_out(Path(cfg.out), self.identity, cfg.overwrite, Path(cfg.store or default_store()),
+                      data_paths=data_folders(cfg))
         self.source = replace(self.source, subset=None)
         return load_source(self.source, download=cfg.download)
 

@@ -31,12 +31,14 @@ except ImportError:  # Windows
 
 
 def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
-    """Call `write(tmp_path)`, then rename the temporary file over `path`."""
+    """Call `write(tmp_path)`, then rename the temporary file over `path`. The file gets the mode the
+    umask gives a new file (mkstemp makes 0600 files), as every other file memprox writes does."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     os.close(fd)
     try:
+        os.chmod(tmp, 0o666 & ~umask())
         write(Path(tmp))
         os.replace(tmp, path)
     finally:
@@ -134,17 +136,27 @@ MIN_FREE_BYTES = 64 * 2**20
 
 
 def umask() -> int:
-    """The process's umask (read by setting it, then put back)."""
-    mask = os.umask(0)
+    """The process's umask, read from /proc where it can be: setting it to read it (the fallback,
+    0o077 meanwhile) would change the mode of files other threads create at that moment."""
+    with suppress(OSError, ValueError, StopIteration), open("/proc/self/status") as f:
+        return int(next(line for line in f if line.startswith("Umask:")).split()[1], 8)
+    mask = os.umask(0o077)
     os.umask(mask)
     return mask
 
 
-def probe_writable(folder: Path) -> None:
-    """OSError when no file can be created in `folder` (read-only, another user's, missing)."""
+def probe_writable(folder: Path, into: Path | None = None) -> None:
+    """OSError when no file can be created in `folder` (read-only, another user's, missing), or,
+    with `into`, cannot be renamed from there into the folder `into` (EXDEV: another file system,
+    such as a mount point or a bind mount, even where st_dev is the same)."""
     fd, probe = tempfile.mkstemp(prefix=".write-test-", dir=folder)
     os.close(fd)
-    os.unlink(probe)
+    try:
+        if into is not None:
+            os.rename(probe, into / Path(probe).name)
+            probe = str(into / Path(probe).name)
+    finally:
+        os.unlink(probe)
 
 
 def free_bytes_short(folder: Path) -> int | None:

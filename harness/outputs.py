@@ -1,23 +1,28 @@
-"""The output folder (`--out`): checked before anything trains, written to a staging folder beside
-it, and published into it at the end with rollback, so an interrupted experiment never leaves half
-an output folder and a folder never mixes two experiments.
+"""The output folder (`--out`): checked before anything trains, written to a staging folder, and
+published into it at the end with rollback, so an interrupted experiment never leaves half an output
+folder and a folder never mixes two experiments. The staging folder is made where a rename into
+`--out` works: beside it, or, where `--out` is a mount point (another file system than its parent)
+or its parent may not be written, inside it under a hidden name memprox never records.
 
 The folder's own record (`.memprox-outputs.json`: each file with its checksum) says what memprox
 wrote there: only those files, unchanged since, are ever replaced or removed, so a user's files, a
-repository or the store beside them are never touched. What killed experiments leave beside the
-folder (a staging folder, a swap of outputs part-way) is settled by the next one.
+repository or the store beside them are never touched. What killed experiments leave (a staging
+folder whose owner's lock is free, a swap of outputs part-way) is settled by the next one.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
-from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager
+import stat
+from collections.abc import Callable, Collection, Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import torch
+from filelock import FileLock, Timeout
 
 from harness.config import ExperimentConfig
 from harness.errors import HarnessError, StorageError
@@ -50,7 +55,20 @@ from harness.store import StoredRun
 RECORD = ".memprox-outputs.json"
 #: Written into a staging folder when it is made: proof that a stale one is memprox's to remove.
 STAGING_MARKER = ".memprox-staging"
+#: Locked (flock, the `filelock` package) by the staging folder's process for the folder's whole life,
+#: before the marker is written: the folder is stale only when this lock is free. A PID would not do:
+#: a process in another PID namespace (a container sharing the volume) sees other PIDs.
+STAGING_LOCK = ".memprox-staging.lock"
+#: What every experiment writes into --out: files, and folders of files (checked before training).
+OUTPUT_FILES, OUTPUT_FOLDERS = ("leaderboard.csv", "leaderboard.md", "raw.csv", "summary.json", RECORD), ("scores",)
+#: What memprox keeps inside --out while it works there (its lock, staging and set-aside folders,
+#: write probes): never content, never recorded (hidden names).
+_WORKING = re.compile(r"\.memprox-(?:lock|(?:tmp|old)-\d+-.*)|\.write-test-.*")
+_INSIDE = re.compile(r"\.memprox-(tmp|old)-(\d+)(?:-|$)")
+_NOT_WRITABLE = (errno.EACCES, errno.EPERM, errno.EROFS)
 _SHA256 = re.compile(r"[0-9a-f]{64}")
+#: Staging folder -> the lock its process holds (released by `publish` before renaming the folder).
+_HELD: dict[Path, FileLock] = {}
 
 
 def read_record(out: Path) -> tuple[str | None, dict[str, str]]:
@@ -87,77 +105,154 @@ def _ours(out: Path) -> tuple[str | None, dict[str, str], list[str]]:
     return owner, ours, changed
 
 
-def _out_lock(out: Path) -> AbstractContextManager[None]:
-    """Serialises publishing into `out` between processes. Its file lives beside `out`, like the
-    staging folders, because `out` may not exist yet; it is removed on release."""
-    return exclusive(out.parent / f".{out.name}.memprox-lock")
+@contextmanager
+def _out_lock(out: Path) -> Iterator[None]:
+    """Serialises work on `out` between processes: a lock file beside it (`out` may not exist yet)
+    and, when it is a folder, one inside it. A process that may not write beside it (a mount point
+    under a read-only parent) takes only the inner one: every swap into an existing `out` holds it.
+    The files are removed on release."""
+    with ExitStack() as stack:
+        try:
+            stack.enter_context(exclusive(out.parent / f".{out.name}.memprox-lock"))
+        except OSError as e:
+            if e.errno not in _NOT_WRITABLE or not out.is_dir():
+                raise
+        if out.is_dir():
+            stack.enter_context(exclusive(out / ".memprox-lock"))
+        yield
 
 
-def check_out(out: Path, identity: str, overwrite: bool, store: Path) -> None:
-    """Before training: --out must be a writable folder apart from the run store, holding no other
-    experiment's results, no files memprox cannot show it wrote, and none changed since it wrote
-    them, unless --overwrite (which replaces only files a new output has the name of)."""
+def _apart(path: Path, other: Path, flag: str, what: str, fix: str) -> None:
+    if path == other or other in path.parents or path in other.parents:
+        where = "is" if path == other else "is inside" if other in path.parents else "contains"
+        raise HarnessError(f"{flag} {path} {where} {what} {other}; {fix}")
+
+
+def data_folders(cfg: ExperimentConfig) -> tuple[Path, ...]:
+    """The folders `cfg` reads data from (a NAME:PATH dataset's path, --data-root): `check_out`'s
+    `data_paths`."""
+    _, sep, path = cfg.dataset.partition(":")
+    return tuple(Path(p).expanduser() for p in (path if sep else None, cfg.data_root) if p)
+
+
+def check_out(out: Path, identity: str, overwrite: bool, store: Path, data_paths: Collection[Path] = ()) -> None:
+    """Before training: --out must be a writable folder apart from the run store and from the data
+    (`data_paths`: the folders the experiment reads; files are left out), holding no other
+    experiment's results, no files memprox cannot show it wrote, none changed since it wrote them
+    (unless --overwrite, which replaces only files a new output has the name of), and nothing in the
+    way of an output every experiment writes (a folder named leaderboard.csv, a file named scores)."""
     out, store = Path(out).resolve(), Path(store).resolve()
-    if out == store or store in out.parents or out in store.parents:
-        where = "is" if out == store else "is inside" if store in out.parents else "contains"
-        raise HarnessError(f"--out {out} {where} the run store {store}; pass an --out outside the store that does "
-                           "not contain it")
+    _apart(out, store, "--out", "the run store", "pass an --out outside the store that does not contain it")
+    for data in {Path(p).expanduser().resolve() for p in data_paths if Path(p).expanduser().is_dir()}:
+        mix = "would mix with the data (an image folder reads every subfolder as a class)"
+        _apart(out, data, "--out", "the dataset folder", f"its outputs {mix}; pass an --out apart from the data")
+        _apart(store, data, "--store", "the dataset folder", f"its runs {mix}; pass a --store apart from the data")
     if out == out.parent:
         raise HarnessError(f"--out {out} is the file system root; pass a folder")
     if out.exists() and not out.is_dir():
         raise HarnessError(f"--out {out} is a file, not a folder; pass a folder")
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        for folder in (out.parent, out) if out.exists() else (out.parent,):
-            probe_writable(folder)
+    try:  # what publishing needs: a staging folder that renames into --out (`_work_place`), its lock
+        if not out.exists():
+            out.parent.mkdir(parents=True, exist_ok=True)
+        probe_writable(out if out.exists() else out.parent)
+        place = _work_place(out)
+        with _out_lock(out):
+            clean_stale(out)
     except OSError as e:
         raise HarnessError(f"output folder {out} is not writable ({e.strerror}); pass a writable --out") from e
-    free = free_bytes_short(out.parent)
+    free = free_bytes_short(place)
     if free is not None:
         raise HarnessError(f"output folder {out} has only {free / 2**20:.0f} MiB free; free some space or pass "
                            "another --out")
-    if _stale(out):
-        with _out_lock(out):
-            clean_stale(out)
-    if overwrite or not out.exists():
+    if not out.exists():
         return
     try:
-        owner, _, changed = _ours(out)
-        empty = not any(out.iterdir())
+        owner, ours, changed = _ours(out)
+        content = _has_content(out)
     except OSError as e:
         raise HarnessError(f"--out {out} cannot be read ({e.strerror}); pass a readable --out") from e
-    if owner != identity and not empty:
+    _check_in_the_way(out)
+    if overwrite:
+        return
+    if owner != identity and content:
         raise HarnessError(f"--out {out} holds results of another experiment (or files memprox cannot show it "
                            "wrote); pass another --out, or --overwrite to replace the outputs there (other files "
                            "are kept)")
-    if changed:
-        raise HarnessError(f"--out {out}: {changed[0]} was changed after memprox wrote it; move it away, or pass "
-                           "--overwrite to replace it")
+    foreign = [name for name in OUTPUT_FILES if name != RECORD and os.path.lexists(out / name) and name not in ours]
+    if changed or foreign:
+        what = f"{changed[0]} was changed after memprox wrote it" if changed else \
+            f"{foreign[0]} was not written by memprox"
+        raise HarnessError(f"--out {out}: {what}; move it away, or pass --overwrite to replace it")
+
+
+def _check_in_the_way(out: Path) -> None:
+    """A folder where every experiment writes a file, or a file or link where it writes a folder:
+    refused before training (`publish` removes neither, so it would refuse after it)."""
+    for name in (*OUTPUT_FILES, *OUTPUT_FOLDERS):
+        try:
+            mode = os.lstat(out / name).st_mode
+        except FileNotFoundError:
+            continue
+        if stat.S_ISDIR(mode) != (name in OUTPUT_FOLDERS):
+            what = "a folder" if stat.S_ISDIR(mode) else "a link" if stat.S_ISLNK(mode) else "a file"
+            raise HarnessError(f"--out {out}: {out / name} is {what}, where memprox writes its "
+                               f"{name + '/' if name in OUTPUT_FOLDERS else name}; move it away and rerun")
+
+
+def _has_content(out: Path) -> bool:
+    """Whether `out` holds anything but what memprox keeps there while it works."""
+    return any(not _WORKING.fullmatch(p.name) for p in out.iterdir())
+
+
+def _work_place(out: Path) -> Path:
+    """Where `out`'s staging and set-aside folders go: beside it when it does not exist yet or a file
+    made there renames into it, else inside it (a mount point, a bind mount, a parent this process
+    may not write)."""
+    if not out.is_dir():
+        return out.parent
+    try:
+        probe_writable(out.parent, into=out)
+    except OSError:
+        return out
+    return out.parent
+
+
+def _new_folder(out: Path, kind: str, place: Path) -> Path:
+    """A new folder for `out` in `place`: `.NAME.KIND-PID-RANDOM` beside it, `.memprox-KIND-PID-RANDOM`
+    inside it (the PID says which process made it; whether it still lives is the lock's to say)."""
+    prefix = f".memprox-{kind}-" if place == out else f".{out.name}.{kind}-"
+    return folder_beside(place, f"{prefix}{os.getpid()}-")
 
 
 @contextmanager
 def staging(out: Path | None) -> Iterator[Path | None]:
-    """A temporary folder beside --out, marked as memprox's when made, that the outputs are written
-    to and published from (None without --out)."""
+    """A temporary folder for --out (`_work_place`), locked and marked as memprox's when made, that
+    the outputs are written to and published from (None without --out)."""
     if out is None:
         yield None
         return
     out = Path(out).resolve()
+    tmp = None
     try:
-        tmp = _beside(out, "tmp")
-        (tmp / STAGING_MARKER).write_text("memprox staging folder of an experiment's outputs\n")
-    except OSError as e:
-        raise StorageError(f"cannot write outputs beside {out} ({e.strerror}); every run is kept in the store, "
-                           "rerun once the folder is writable") from e
-    try:
+        try:
+            tmp = _new_folder(out, "tmp", _work_place(out))
+            _HELD[tmp] = lock = FileLock(tmp / STAGING_LOCK)
+            lock.acquire()
+            (tmp / STAGING_MARKER).write_text("memprox staging folder of an experiment's outputs\n")
+        except OSError as e:
+            raise StorageError(f"cannot write outputs for {out} to {e.filename or out} ({e.strerror}); every run "
+                               "is kept in the store, rerun once the folder is writable") from e
         yield tmp
     finally:
-        rmtree(tmp)
+        if tmp is not None:
+            _release(tmp)
+            rmtree(tmp)
 
 
-def _beside(out: Path, kind: str) -> Path:
-    """A new folder `.NAME.KIND-PID-RANDOM` beside `out` (same file system, so renames are atomic)."""
-    return folder_beside(out.parent, f".{out.name}.{kind}-{os.getpid()}-")
+def _release(tmp: Path) -> None:
+    lock = _HELD.pop(tmp, None)
+    if lock is not None and lock.is_locked:
+        lock.release()
 
 
 def write(result: ExperimentResult, runs: dict[RunSpec, StoredRun], tmp: Path, artifacts: dict[str, list[str]],
@@ -209,7 +304,7 @@ def summary(result: ExperimentResult, runs: dict[RunSpec, StoredRun], cfg: Exper
 def write_record(tmp: Path, identity: str) -> None:
     """Record every file written into `tmp` with its checksum. The nonce makes each publish's record
     unique, so after a kill part-way a committed swap can be told from one that was not."""
-    files = {rel: file_sha256(tmp / rel) for rel in regular_files(tmp, skip=(STAGING_MARKER, RECORD))}
+    files = {rel: file_sha256(tmp / rel) for rel in regular_files(tmp, skip=(STAGING_MARKER, STAGING_LOCK, RECORD))}
     hidden = [rel for rel in files if not is_plain_relpath(rel)]
     if hidden:  # a record naming them would not be trusted (it could name .git/...): a bug, not bad input
         raise RuntimeError(f"outputs with hidden names cannot be recorded: {', '.join(hidden)}")
@@ -226,14 +321,16 @@ def publish(tmp: Path, out: Path, identity: str, overwrite: bool) -> None:
     with _out_lock(out):
         clean_stale(out)
         if not os.path.lexists(out):
-            (tmp / STAGING_MARKER).unlink()
+            _release(tmp)  # no cleaner runs meanwhile: they hold the folder's lock
+            for name in (STAGING_MARKER, STAGING_LOCK):
+                (tmp / name).unlink(missing_ok=True)
             os.rename(tmp, out)
             return
         if out.is_symlink() or not out.is_dir():
             raise StorageError(f"--out {out} is no longer a folder; every run is kept in the store, rerun with a "
                                "folder as --out")
         owner, ours, _ = _ours(out)
-        if owner != identity and not overwrite and any(out.iterdir()):
+        if owner != identity and not overwrite and _has_content(out):
             raise StorageError(f"--out {out} got another experiment's results (or other files) while this one ran; "
                                "every run is kept in the store, rerun with another --out or --overwrite")
         _, incoming = read_record(tmp)
@@ -241,7 +338,7 @@ def publish(tmp: Path, out: Path, identity: str, overwrite: bool) -> None:
             _check_place(out, rel, ours, overwrite)
         outgoing = [rel for rel in incoming if os.path.lexists(out / rel)]
         outgoing += [rel for rel in ours if rel not in incoming]
-        swap_files(tmp, out, incoming, outgoing, _beside(out, "old"), RECORD)
+        swap_files(tmp, out, incoming, outgoing, _new_folder(out, "old", tmp.parent), RECORD)
 
 
 def _check_place(out: Path, rel: str, ours: dict[str, str], overwrite: bool) -> None:
@@ -260,19 +357,29 @@ def _check_place(out: Path, rel: str, ours: dict[str, str], overwrite: bool) -> 
 
 
 def _stale(out: Path) -> list[tuple[re.Match[str], Path]]:
-    """Staging ("tmp") and set-aside ("old") folders beside `out` that killed processes left: the
-    name pattern, a dead owner process, and the marker or journal written inside on creation."""
-    pattern = re.compile(rf"\.{re.escape(out.name)}\.(tmp|old)-(\d+)(?:-|$)")
-
+    """Staging ("tmp") and set-aside ("old") folders of `out` that killed processes left, beside it
+    and inside it: the name pattern, and the marker or journal written inside on creation; a staging
+    folder also needs its lock to be free (one of an older memprox, which took none: a dead PID). A
+    set-aside folder is found under the folder's lock, which every swap holds: none is running."""
     def owned(m: re.Match[str], folder: Path) -> bool:
-        return not pid_alive(int(m.group(2))) and plain_file(folder, STAGING_MARKER if m.group(1) == "tmp"
-                                                              else JOURNAL) is not None
+        if m.group(1) == "old":
+            return plain_file(folder, JOURNAL) is not None
+        if plain_file(folder, STAGING_MARKER) is None:
+            return False
+        if plain_file(folder, STAGING_LOCK) is None:
+            return not pid_alive(int(m.group(2)))
+        try:
+            with FileLock(folder / STAGING_LOCK).acquire(timeout=0):
+                return True
+        except (Timeout, OSError):
+            return False
 
-    return leftovers(out.parent, pattern, owned)
+    beside = re.compile(rf"\.{re.escape(out.name)}\.(tmp|old)-(\d+)(?:-|$)")
+    return leftovers(out.parent, beside, owned) + (leftovers(out, _INSIDE, owned) if out.is_dir() else [])
 
 
 def clean_stale(out: Path) -> None:
-    """Settle what killed experiments left beside --out (call under the folder's lock): a staging
+    """Settle what killed experiments left for --out (call under the folder's lock): a staging
     folder is removed, a swap of outputs is finished or rolled back (`harness.io.recover_swap`).
     A folder that merely has the name is never touched."""
     for m, folder in _stale(out):

@@ -71,16 +71,23 @@ def check_unique(values: Iterable[Any], what: str, flag: str) -> None:
 
 # parsers -----------------------------------------------------------------------------------------
 def parse_path(value: str | os.PathLike | None, name: str) -> Path | None:
-    """A path option; "" would silently mean the current folder."""
+    """A path option, with `~` expanded as in every other path memprox reads (`npz:~/x.npz`,
+    `--noisy-labels ~/y.npy`): the shell leaves `--out=~/x` and a quoted "~/x" alone, and
+    Path("~/x") is a folder named "~" in the current one. "" would silently mean the current folder."""
     if value is None:
         return None
+    flag = f"--{name.replace('_', '-')}"
     try:
         path = Path(value)
     except TypeError as e:  # a PathLike whose fspath is bytes
         raise HarnessError(f"{name} must be a str or pathlib.Path path (got {short_repr(value)})") from e
     if not str(value).strip():
-        raise HarnessError(f"{name} is an empty path; pass a folder (--{name.replace('_', '-')} PATH)")
-    return path
+        raise HarnessError(f"{name} is an empty path; pass a folder ({flag} PATH)")
+    try:
+        return path.expanduser()
+    except RuntimeError as e:  # ~user of no such user, or no home folder
+        raise HarnessError(f"{flag} {short_repr(str(value))}: {str(e).rstrip('.')} to expand ~ in; pass a path "
+                           "without ~, or ~user of an existing user") from e
 
 
 def parse_switch(value: bool | str, name: str) -> bool:

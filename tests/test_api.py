@@ -179,3 +179,17 @@ def test_numpy_values_are_the_python_numbers_they_hold() -> None:
                               lr=np.float64(0.05), subset=np.int64(100))
     assert numpy == plain and experiment_id(numpy) == experiment_id(plain)
     assert type(numpy.recipe.epochs) is int
+
+
+def test_an_out_inside_the_image_folder_is_refused_before_training(tmp_path) -> None:
+    # results written into an imagefolder: would become a class folder and break the dataset
+    root = tmp_path / "folder"
+    _small_image_folder(root)
+    common = {"dataset": f"imagefolder:{root}", "proxies": "csl", "tasks": "mislabeled", "noise_rates": [0.1],
+              "seeds": 1, "epochs": 1, "device": "cpu", "bootstrap": 0, "progress": False, "executor": "inprocess"}
+    with pytest.raises(HarnessError, match="folder"):
+        run_experiment(**common, store=tmp_path / "store", out=root / "train" / "results")
+    with pytest.raises(HarnessError, match="folder"):
+        run_experiment(**common, store=root / "store", out=tmp_path / "out")
+    assert sorted(p.name for p in (root / "train").iterdir()) == ["class0", "class1", "class2"]
+    assert not (tmp_path / "store").exists() or not any((tmp_path / "store").rglob("manifest.json"))

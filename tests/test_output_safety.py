@@ -440,9 +440,10 @@ def test_concurrent_publishes_into_one_folder_are_serialised(published, monkeypa
     them (same experiment) or is refused (another experiment, no --overwrite). Either way the record
     matches the files, and the user's files stay."""
     first_in, release, real_rename = threading.Event(), threading.Event(), os.rename
+    publishing = threading.Event()  # the first thread's staging folder is made (its probe renames too)
 
     def slow_in_first(*args, **kwargs):
-        if threading.current_thread().name == "first" and not first_in.is_set():
+        if threading.current_thread().name == "first" and publishing.is_set() and not first_in.is_set():
             first_in.set()
             release.wait(10)
         return real_rename(*args, **kwargs)
@@ -452,6 +453,8 @@ def test_concurrent_publishes_into_one_folder_are_serialised(published, monkeypa
 
     def publish_one(name: str, identity: str, files: dict[str, str]) -> None:
         staging, tmp = _prepare(published, identity, files)
+        if name == "first":
+            publishing.set()
         try:
             publish(tmp, published, identity, overwrite=False)
             outcomes[name] = "ok"
