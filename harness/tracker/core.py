@@ -15,10 +15,11 @@ from torch import nn
 
 from harness.errors import HarnessError
 from harness.recorders import Records
+from harness.tracker.eval_passes import EvalPassState
 from harness.tracker.inputs import Inputs, label_array
 from harness.tracker.report import as_uint8_nchw, check_class_names, draw_suspects, non_finite_report, nullable
 from harness.tracker.selection import BASE, ProxySelection
-from harness.tracker.signals import EvalPassState, TrackedSignals
+from harness.tracker.signals import TrackedSignals
 from proxies import Proxy, ScoreContext
 
 

@@ -5,7 +5,6 @@ and the non-finite bookkeeping that turns a diverged sample's scores into NaN.""
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -13,34 +12,59 @@ from torch import nn
 
 from harness.errors import HarnessError
 from harness.recorders import RecorderBank, RecorderRequest, Records, RunContext, build_recorder
-from harness.recorders.eval_pass import eval_signals
 from harness.recorders.train_pass import RunningLossSum
-from harness.tracker.selection import EVAL_ALL_KEY, EVAL_LAST_KEY, TRAIN_KEYS
+from harness.tracker.eval_passes import EvalPasses, EvalPassState
+from harness.tracker.selection import EVAL_LAST_KEY, TRAIN_KEYS
 
 _NEVER = torch.iinfo(torch.int64).max  # `first_seen` of a sample not presented this epoch
 
 
-@dataclass
-class EvalPassState:
-    """What one eval pass counts on the device, read once when it ends: per sample, the batches
-    whose signals were not finite; in all, labels outside the classes and labels other than the
-    ones the samples were trained on."""
+class Presentations:
+    """One presentation per sample and epoch: a sampler with replacement, or a repeated index,
+    shows a sample again within an epoch, and every row holds one value per sample. The first
+    presentation is kept (the rule of the DDP path, where a `DistributedSampler` pads by repeating
+    samples); later ones go to the scratch column `n`, so choosing costs no host sync. `presented`
+    counts the epoch's presentations, for the warning at `end_epoch`; `first_seen` holds each
+    sample's first presentation (its sequence number in the epoch)."""
 
-    flags: torch.Tensor  # int32 (N,)
-    bad_labels: torch.Tensor  # int64 ()
-    mismatched: torch.Tensor  # int64 ()
+    def __init__(self, n: int, device: torch.device) -> None:
+        self.n = n
+        self.presented = torch.zeros(n + 1, dtype=torch.int32, device=device)
+        self.first_seen = torch.full((n + 1,), _NEVER, dtype=torch.int64, device=device)
+        self.sequence = 0  # presentations so far this epoch
 
+    def slots(self, idx: torch.Tensor) -> torch.Tensor:
+        """Where each of the batch's values goes: its sample's column at the sample's first
+        presentation of the epoch (the first of repeats within the batch), else the scratch column
+        `n`. Each presentation gets the epoch's next sequence number and `first_seen` keeps every
+        sample's smallest (an order-free `amin`, so deterministic on CUDA too); no host sync."""
+        b = idx.shape[0]
+        seq = torch.arange(self.sequence, self.sequence + b, device=idx.device)
+        self.sequence += b
+        self.first_seen.scatter_reduce_(0, idx, seq, "amin")
+        self.presented.index_add_(0, idx, torch.ones_like(idx, dtype=torch.int32))
+        return torch.where(self.first_seen.index_select(0, idx) == seq, idx, self.n)
 
-def eval_label_error(bad_labels: int, mismatched: int, classes: int) -> HarnessError:
-    """Why an eval pass was refused: its labels must be the class ids the model was trained on."""
-    if bad_labels:
-        what = (f"{bad_labels} label(s) outside [0, {classes}); labels must be class ids 0..C-1 of the model's "
-                f"{classes} outputs")
-    else:
-        what = (f"{mismatched} sample(s) have a label other than the one they were trained on (update(labels=...) "
-                f"or SampleTracker(labels=...)); final_loss, in_confidence and csl_eval are computed against the "
-                f"training labels, so pass those")
-    return HarnessError(f"eval_epoch(): {what} (the pass was not recorded)")
+    def repeated(self) -> torch.Tensor:
+        """How many samples were presented more than once this epoch (on the device)."""
+        return (self.presented[: self.n] > 1).sum()
+
+    def warn(self, count: int, epoch_number: int) -> None:
+        """Say once, at the first epoch that has them, that repeated presentations are dropped."""
+        first = torch.nonzero(self.presented[: self.n] > 1).flatten()[:10].tolist()
+        warnings.warn(
+            f"SampleTracker: {count} sample(s) were presented more than once in epoch {epoch_number} "
+            f"(first: {first}); each keeps its first presentation of the epoch (loss, logits, label) and the "
+            f"later ones are not recorded, as under DDP. A sampler with replacement or repeated indices do "
+            f"this; iterate over every sample once per epoch for one value per sample",
+            RuntimeWarning,
+            stacklevel=4,
+        )
+
+    def reset(self) -> None:
+        self.presented.zero_()
+        self.first_seen.fill_(_NEVER)
+        self.sequence = 0
 
 
 class TrackedSignals:
@@ -52,13 +76,8 @@ class TrackedSignals:
     are offered at `to_host` under the keys the passes qualify for (a pass after the last epoch:
     eval_pass[epochs=last]; a pass after every epoch: eval_pass[epochs=all]).
 
-    One presentation per sample and epoch: a sampler with replacement, or a repeated index, shows
-    a sample again within an epoch, and every row holds one value per sample. The first
-    presentation is kept (the rule of the DDP path, where a `DistributedSampler` pads by
-    repeating samples); later ones are written to a scratch column `n` of the training-pass
-    buffers (which are n + 1 wide, the scratch dropped at `to_host`), so choosing costs no host
-    sync. `presented` counts the presentations of the epoch, for the warning at `end_epoch`;
-    `first_seen` holds each sample's first presentation (its sequence number in the epoch).
+    One presentation per sample and epoch (`Presentations`): repeats within an epoch go to a
+    scratch column `n` of the training-pass buffers (n + 1 wide, the scratch dropped at `to_host`).
     """
 
     def __init__(self, n: int, device: torch.device, train_keys: tuple[str, ...], running_sums: bool,
@@ -71,21 +90,16 @@ class TrackedSignals:
         else:
             for key in train_keys:
                 self.bank.add(key, build_recorder(RecorderRequest.of(key), self.ctx))
-        self.keep_eval_history = keep_eval_history
-        self.eval_key = EVAL_ALL_KEY if keep_eval_history else EVAL_LAST_KEY
-        self.eval_at: list[int] = []  # epochs completed when each eval pass ran
-        self.eval_flags: list[torch.Tensor] = []  # per pass: int32 (N,) count of non-finite batches
         given = np.full(n + 1, -1, dtype=np.int64)
         if fixed_labels is not None:
             given[:n] = fixed_labels
         self.given = torch.as_tensor(given).to(device)
+        self.evals = EvalPasses(self.bank, self.given, n, device, keep_eval_history)
         self.keep_labels = fixed_labels is None  # labels come from update()
         # constructor labels: per sample, the presentations whose update() label differed from them
         self.label_conflicts = None if self.keep_labels else torch.zeros(n, dtype=torch.int32, device=device)
         self.pred = torch.full((n + 1,), -1, dtype=torch.int64, device=device)
-        self.presented = torch.zeros(n + 1, dtype=torch.int32, device=device)  # this epoch's, per sample
-        self.first_seen = torch.full((n + 1,), _NEVER, dtype=torch.int64, device=device)  # sequence number
-        self.sequence = 0  # presentations so far this epoch
+        self.presentations = Presentations(n, device)
         self.non_finite_now = torch.zeros(n + 1, dtype=torch.int32, device=device)  # this epoch's, per sample
         self.non_finite_train = torch.zeros(n, dtype=torch.bool, device=device)  # any epoch's
 
@@ -97,7 +111,7 @@ class TrackedSignals:
         must be in [0, n) (checked by `Inputs`)."""
         loss = losses.float() if losses is not None else nn.functional.cross_entropy(
             logits.float(), labels, reduction="none")
-        slot = self.first_presentation_slots(idx)
+        slot = self.presentations.slots(idx)
         if logits is not None:
             self.pred.index_copy_(0, slot, logits.argmax(1))
         self.bank.on_batch(epoch, slot, logits, loss, labels)
@@ -111,25 +125,13 @@ class TrackedSignals:
             bad |= ~torch.isfinite(logits).all(1)
         self.non_finite_now.index_add_(0, slot, bad.to(torch.int32))
 
-    def first_presentation_slots(self, idx: torch.Tensor) -> torch.Tensor:
-        """Where each of the batch's values goes: its sample's column at the sample's first
-        presentation of the epoch (the first of repeats within the batch), else the scratch column
-        `n`. Each presentation gets the epoch's next sequence number and `first_seen` keeps every
-        sample's smallest (an order-free `amin`, so deterministic on CUDA too); no host sync."""
-        b = idx.shape[0]
-        seq = torch.arange(self.sequence, self.sequence + b, device=idx.device)
-        self.sequence += b
-        self.first_seen.scatter_reduce_(0, idx, seq, "amin")
-        self.presented.index_add_(0, idx, torch.ones_like(idx, dtype=torch.int32))
-        return torch.where(self.first_seen.index_select(0, idx) == seq, idx, self.n)
-
     def epoch_checks(self, bad_index: torch.Tensor) -> tuple[bool, bool, int, int]:
         """The epoch's deferred checks in one device-to-host read: (an index was out of range, a
         signal was not finite, samples presented more than once, samples whose update() label
         differed from the constructor's)."""
         conflicts = (self.label_conflicts > 0).sum() if self.label_conflicts is not None else bad_index.new_zeros(())
         checks = torch.stack([bad_index.long(), self.non_finite_now[: self.n].any().long(),
-                              (self.presented[: self.n] > 1).sum(), conflicts.long()])
+                              self.presentations.repeated(), conflicts.long()])
         bad, non_finite, repeated, conflicted = checks.tolist()
         return bool(bad), bool(non_finite), repeated, conflicted
 
@@ -143,22 +145,11 @@ class TrackedSignals:
         )
 
     def warn_repeats(self, count: int, epoch_number: int) -> None:
-        """Say once, at the first epoch that has them, that repeated presentations are dropped."""
-        first = torch.nonzero(self.presented[: self.n] > 1).flatten()[:10].tolist()
-        warnings.warn(
-            f"SampleTracker: {count} sample(s) were presented more than once in epoch {epoch_number} "
-            f"(first: {first}); each keeps its first presentation of the epoch (loss, logits, label) and the "
-            f"later ones are not recorded, as under DDP. A sampler with replacement or repeated indices do "
-            f"this; iterate over every sample once per epoch for one value per sample",
-            RuntimeWarning,
-            stacklevel=3,
-        )
+        self.presentations.warn(count, epoch_number)
 
     def close_epoch(self, epoch: int) -> None:
         self.bank.on_epoch_end(epoch, 1, None)  # the running sum folds the epoch in
-        self.presented.zero_()
-        self.first_seen.fill_(_NEVER)
-        self.sequence = 0
+        self.presentations.reset()
 
     def close_non_finite_epoch(self, epoch_number: int) -> None:
         """Fold this epoch's non-finite samples into the record (their scores become NaN) and warn
@@ -176,65 +167,23 @@ class TrackedSignals:
         self.non_finite_train |= now
         self.non_finite_now.zero_()
 
-    # -- eval passes ---------------------------------------------------------------------------
+    # -- eval passes (harness.tracker.eval_passes) ----------------------------------------------
     def start_eval_pass(self, epoch: int, classes: int) -> EvalPassState:
-        """At a pass's first batch (after `epoch`, 0-based; -1: before training, not stored): the
-        recorder clears the row it will write. Returns the pass's device counters."""
-        if self.eval_key not in self.bank:
-            ctx = RunContext(None, None, None, 0, self.device, samples=self.n, classes=classes)
-            request = RecorderRequest.of("eval_pass", epochs="all" if self.keep_eval_history else "last")
-            self.bank.add(self.eval_key, build_recorder(request, ctx))
-        if epoch >= 0:
-            self.bank.on_eval_start(epoch)
-        zero = torch.zeros((), dtype=torch.int64, device=self.device)
-        return EvalPassState(torch.zeros(self.n, dtype=torch.int32, device=self.device), zero, zero.clone())
+        return self.evals.start(epoch, classes)
 
     def eval_batch(self, epoch: int, idx: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor,
                    state: EvalPassState) -> None:
-        """One eval batch: labels outside the classes are counted and clamped (a CUDA kernel would
-        fail on them beyond recovery), labels other than the recorded given ones counted; the
-        pass is refused at its end (`end_eval_pass`) if there were any."""
-        classes = logits.shape[-1]
-        out_of_range = (labels < 0) | (labels >= classes)
-        state.bad_labels += out_of_range.sum()
-        labels = labels.clamp(0, classes - 1)
-        known = self.given[idx]
-        state.mismatched += ((known >= 0) & (known != labels) & ~out_of_range).sum()
-        signals = eval_signals(logits, labels)
-        if epoch >= 0:
-            self.bank.on_eval_batch(epoch, idx, signals)
-        bad = ~torch.isfinite(signals["loss"]) | ~torch.isfinite(logits).all(-1)
-        state.flags.index_add_(0, idx, bad.to(torch.int32))
+        self.evals.batch(epoch, idx, logits, labels, state)
 
     def end_eval_pass(self, epochs: int, state: EvalPassState, classes: int) -> None:
-        """Count the pass as the eval pass after `epochs` epochs (one host read of its label
-        checks). A pass before the first epoch (a baseline) is no epoch's pass: it is not
-        counted, so csl_eval still sees one pass per epoch."""
-        bad_labels, mismatched = torch.stack([state.bad_labels, state.mismatched]).tolist()
-        if bad_labels or mismatched:
-            self.discard_eval_pass(epochs)
-            raise eval_label_error(bad_labels, mismatched, classes)
-        if epochs == 0:
-            return
-        if self.eval_at and self.eval_at[-1] == epochs:  # a repeated pass replaces this epoch's
-            self.eval_at.pop()
-            self.eval_flags.pop()
-        if not self.keep_eval_history:
-            self.eval_at.clear()
-            self.eval_flags.clear()
-        self.eval_at.append(epochs)
-        self.eval_flags.append(state.flags)
+        self.evals.end(epochs, state, classes)
 
     def discard_eval_pass(self, epochs: int) -> None:
-        """Forget the pass after `epochs` that failed midway: its row was cleared at its start and
-        partly rewritten, so no earlier pass of that row is offered either (without history, the
-        single row is every pass's)."""
-        if not self.keep_eval_history:
-            self.eval_at.clear()
-            self.eval_flags.clear()
-        elif self.eval_at and self.eval_at[-1] == epochs:
-            self.eval_at.pop()
-            self.eval_flags.pop()
+        self.evals.discard(epochs)
+
+    @property
+    def eval_at(self) -> list[int]:
+        return self.evals.at
 
     # -- results -------------------------------------------------------------------------------
     def to_host(self, epochs: int) -> tuple[Records, dict[str, np.ndarray], np.ndarray, np.ndarray]:
@@ -245,15 +194,7 @@ class TrackedSignals:
                 arrays[key] = {name: values[:, : self.n] for name, values in arrays[key].items()}
         train_flags = self.non_finite_train.cpu().numpy()
         non_finite = {key: train_flags for key in TRAIN_KEYS}
-        passes = arrays.pop(self.eval_key, None)  # offered below under the keys the passes qualify for
-        if self.eval_at:
-            flags = [f.cpu().numpy() > 0 for f in self.eval_flags]
-            if self.eval_at[-1] == epochs:  # the pass after the last epoch: its row and probabilities
-                arrays[EVAL_LAST_KEY] = {k: v if k == "probs_last" else v[-1:].copy() for k, v in passes.items()}
-                non_finite[EVAL_LAST_KEY] = flags[-1]
-            if self.eval_at == list(range(1, epochs + 1)):  # a pass after every epoch (history kept, or 1 epoch)
-                arrays[EVAL_ALL_KEY] = passes
-                non_finite[EVAL_ALL_KEY] = np.logical_or.reduce(flags)
+        self.evals.offer(arrays, non_finite, epochs)
         pred = self.pred[: self.n].cpu().numpy()
         if EVAL_LAST_KEY in arrays:  # the final model's eval-mode prediction beats the last batches'
             probs = arrays[EVAL_LAST_KEY]["probs_last"]

@@ -1,0 +1,125 @@
+"""The eval passes a user runs through `SampleTracker.eval_epoch`: the `eval_pass` recorder they
+feed, which epochs they belong to, and the checks of their labels, all on the device until a pass
+ends (one host read)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from harness.errors import HarnessError
+from harness.recorders import RecorderBank, RecorderRequest, RunContext, build_recorder
+from harness.recorders.eval_pass import eval_signals
+from harness.tracker.selection import EVAL_ALL_KEY, EVAL_LAST_KEY
+
+
+@dataclass
+class EvalPassState:
+    """What one eval pass counts on the device, read once when it ends: per sample, the batches
+    whose signals were not finite; in all, labels outside the classes and labels other than the
+    ones the samples were trained on."""
+
+    flags: torch.Tensor  # int32 (N,)
+    bad_labels: torch.Tensor  # int64 ()
+    mismatched: torch.Tensor  # int64 ()
+
+
+def eval_label_error(bad_labels: int, mismatched: int, classes: int) -> HarnessError:
+    """Why an eval pass was refused: its labels must be the class ids the model was trained on."""
+    if bad_labels:
+        what = (f"{bad_labels} label(s) outside [0, {classes}); labels must be class ids 0..C-1 of the model's "
+                f"{classes} outputs")
+    else:
+        what = (f"{mismatched} sample(s) have a label other than the one they were trained on (update(labels=...) "
+                f"or SampleTracker(labels=...)); final_loss, in_confidence and csl_eval are computed against the "
+                f"training labels, so pass those")
+    return HarnessError(f"eval_epoch(): {what} (the pass was not recorded)")
+
+
+class EvalPasses:
+    """The `eval_pass` recorder (made at the first pass, when C is known) is fed the passes the
+    user runs: all of them when `keep_history`, else only the last. Its arrays are offered at
+    `offer` under the keys the passes qualify for (a pass after the last epoch:
+    eval_pass[epochs=last]; a pass after every epoch: eval_pass[epochs=all])."""
+
+    def __init__(self, bank: RecorderBank, given: torch.Tensor, n: int, device: torch.device,
+                 keep_history: bool) -> None:
+        self.bank, self.given, self.n, self.device = bank, given, n, device
+        self.keep_eval_history = keep_history
+        self.key = EVAL_ALL_KEY if keep_history else EVAL_LAST_KEY
+        self.at: list[int] = []  # epochs completed when each eval pass ran
+        self.flags: list[torch.Tensor] = []  # per pass: int32 (N,) count of non-finite batches
+
+    def start(self, epoch: int, classes: int) -> EvalPassState:
+        """At a pass's first batch (after `epoch`, 0-based; -1: before training, not stored): the
+        recorder clears the row it will write. Returns the pass's device counters."""
+        if self.key not in self.bank:
+            ctx = RunContext(None, None, None, 0, self.device, samples=self.n, classes=classes)
+            request = RecorderRequest.of("eval_pass", epochs="all" if self.keep_eval_history else "last")
+            self.bank.add(self.key, build_recorder(request, ctx))
+        if epoch >= 0:
+            self.bank.on_eval_start(epoch)
+        zero = torch.zeros((), dtype=torch.int64, device=self.device)
+        return EvalPassState(torch.zeros(self.n, dtype=torch.int32, device=self.device), zero, zero.clone())
+
+    def batch(self, epoch: int, idx: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor,
+                   state: EvalPassState) -> None:
+        """One eval batch: labels outside the classes are counted and clamped (a CUDA kernel would
+        fail on them beyond recovery), labels other than the recorded given ones counted; the
+        pass is refused at its end (`end`) if there were any."""
+        classes = logits.shape[-1]
+        out_of_range = (labels < 0) | (labels >= classes)
+        state.bad_labels += out_of_range.sum()
+        labels = labels.clamp(0, classes - 1)
+        known = self.given[idx]
+        state.mismatched += ((known >= 0) & (known != labels) & ~out_of_range).sum()
+        signals = eval_signals(logits, labels)
+        if epoch >= 0:
+            self.bank.on_eval_batch(epoch, idx, signals)
+        bad = ~torch.isfinite(signals["loss"]) | ~torch.isfinite(logits).all(-1)
+        state.flags.index_add_(0, idx, bad.to(torch.int32))
+
+    def end(self, epochs: int, state: EvalPassState, classes: int) -> None:
+        """Count the pass as the eval pass after `epochs` epochs (one host read of its label
+        checks). A pass before the first epoch (a baseline) is no epoch's pass: it is not
+        counted, so csl_eval still sees one pass per epoch."""
+        bad_labels, mismatched = torch.stack([state.bad_labels, state.mismatched]).tolist()
+        if bad_labels or mismatched:
+            self.discard(epochs)
+            raise eval_label_error(bad_labels, mismatched, classes)
+        if epochs == 0:
+            return
+        if self.at and self.at[-1] == epochs:  # a repeated pass replaces this epoch's
+            self.at.pop()
+            self.flags.pop()
+        if not self.keep_eval_history:
+            self.at.clear()
+            self.flags.clear()
+        self.at.append(epochs)
+        self.flags.append(state.flags)
+
+    def discard(self, epochs: int) -> None:
+        """Forget the pass after `epochs` that failed midway: its row was cleared at its start and
+        partly rewritten, so no earlier pass of that row is offered either (without history, the
+        single row is every pass's)."""
+        if not self.keep_eval_history:
+            self.at.clear()
+            self.flags.clear()
+        elif self.at and self.at[-1] == epochs:
+            self.at.pop()
+            self.flags.pop()
+
+    def offer(self, arrays: dict, non_finite: dict[str, np.ndarray], epochs: int) -> None:
+        """Move the recorder's arrays (in `arrays`) to the keys the passes qualify for."""
+        passes = arrays.pop(self.key, None)
+        if not self.at:
+            return
+        flags = [f.cpu().numpy() > 0 for f in self.flags]
+        if self.at[-1] == epochs:  # the pass after the last epoch: its row and probabilities
+            arrays[EVAL_LAST_KEY] = {k: v if k == "probs_last" else v[-1:].copy() for k, v in passes.items()}
+            non_finite[EVAL_LAST_KEY] = flags[-1]
+        if self.at == list(range(1, epochs + 1)):  # a pass after every epoch (history kept, or 1 epoch)
+            arrays[EVAL_ALL_KEY] = passes
+            non_finite[EVAL_ALL_KEY] = np.logical_or.reduce(flags)
