@@ -319,3 +319,25 @@ def test_cuda_repeats_labels_and_eval_checks() -> None:
         cuda.eval_epoch(nn.Identity(), (LOGITS.to(dev), torch.tensor([0, 5], device=dev)))
     cuda.eval_epoch(nn.Identity(), (LOGITS.to(dev), CLEAN.to(dev)))
     np.testing.assert_allclose(cuda.scores(["final_loss"])["final_loss"], [0.01815] * 2, atol=1e-5)
+
+
+def test_host_and_device_presentation_rules_agree() -> None:
+    # host indices take the numpy path, GPU ones the device path (tested here on CPU tensors): the
+    # same batches with repeats within and across batches give the same slots and the same count
+    from harness.tracker.signals import Presentations
+
+    rng = np.random.default_rng(0)
+    n = 50
+    host_side, device_side = Presentations(n, torch.device("cpu")), Presentations(n, torch.device("cpu"))
+    for epoch in range(3):
+        for _ in range(6):
+            idx = torch.as_tensor(rng.integers(0, n, size=int(rng.integers(1, 20))))
+            got = host_side.slots(idx, idx.numpy())
+            want = device_side.slots(idx)
+            assert torch.equal(got, want), (epoch, idx)
+        assert int(host_side.repeated()) == int(device_side.repeated()) > 0
+        host_side.reset()
+        device_side.reset()
+    once = torch.randperm(n)[:20]
+    assert host_side.slots(once, once.numpy()) is once  # the usual batch: no tensor op at all
+    assert int(host_side.repeated()) == 0

@@ -140,7 +140,7 @@ class SampleTracker:
         # logits are checked for non-finite values when logit signals are recorded from them
         flag_logits = logits is not None and selection.train_keys != ("train_loss",)
         try:  # on the CPU, the loss and gathers check labels for free: explain their errors
-            signals.record_batch(self.epochs, idx, losses, logits, labels, flag_logits)
+            signals.record_batch(self.epochs, idx, losses, logits, labels, flag_logits, inputs.host)
         except (IndexError, RuntimeError) as exc:
             raise inputs.explain(exc, labels, self.num_classes) from exc
         self._pending = True

@@ -32,6 +32,7 @@ class Inputs:
         self.n = n
         self.device = device
         self.bad = torch.zeros((), dtype=torch.bool, device=device)
+        self.host: np.ndarray | None = None  # the last indices() call's int64 indices, when given on the host
 
     def indices(self, indices: Any, where: str = "update()") -> torch.Tensor:
         """The batch's sample indices as int64 on the device. Host indices are range-checked at once
@@ -45,8 +46,11 @@ class Inputs:
                                f"{tuple(idx.shape)}{fix}; let the dataset return its index (see the WithIndex "
                                f"wrapper)")
         if idx.device.type == "cpu":
-            self.check_index_range(idx)  # a host tensor: checking costs no device sync
+            host = idx.numpy() if idx.dtype == torch.int64 else idx.long().numpy()
+            self.check_host_range(host)  # a host tensor: checking costs no device sync
+            self.host = host
             return idx.to(self.device, torch.int64, non_blocking=True)
+        self.host = None
         idx = idx.to(self.device, torch.int64)
         self.bad |= ((idx < 0) | (idx >= self.n)).any()  # raised at end_epoch, without a sync here
         return idx.clamp(0, self.n - 1)
@@ -61,9 +65,9 @@ class Inputs:
             array = array.astype(np.int64)
         return torch.as_tensor(array)
 
-    def check_index_range(self, idx: torch.Tensor) -> None:
-        if len(idx):
-            low, high = (int(v) for v in torch.aminmax(idx))
+    def check_host_range(self, host: np.ndarray) -> None:
+        if np.count_nonzero(host.view(np.uint64) >= self.n):  # one pass: a negative index is huge unsigned
+            low, high = int(host.min()), int(host.max())
             if low < 0 or high >= self.n:
                 raise HarnessError(f"sample index {low if low < 0 else high} is outside [0, {self.n}); "
                                    f"pass the dataset's own indices and n = len(dataset)")

@@ -23,21 +23,46 @@ class Presentations:
     """One presentation per sample and epoch: a sampler with replacement, or a repeated index,
     shows a sample again within an epoch, and every row holds one value per sample. The first
     presentation is kept (the rule of the DDP path, where a `DistributedSampler` pads by repeating
-    samples); later ones go to the scratch column `n`, so choosing costs no host sync. `presented`
-    counts the epoch's presentations, for the warning at `end_epoch`; `first_seen` holds each
-    sample's first presentation (its sequence number in the epoch)."""
+    samples); later ones go to the scratch column `n`. Indices given on the host (the usual
+    DataLoader case) are checked on the host, where a batch of samples not yet seen this epoch costs
+    two numpy lookups and no tensor op; indices on a GPU are checked there without a host sync
+    (`first_seen`: each sample's first presentation, its sequence number in the epoch, kept by an
+    order-free `amin`, so deterministic on CUDA too; `presented`: the epoch's count per sample)."""
 
     def __init__(self, n: int, device: torch.device) -> None:
         self.n = n
+        self.seen = np.zeros(n, dtype=bool)  # host indices: presented this epoch
+        self.stamp = np.zeros(n, dtype=np.int32)  # host indices: a position in the current batch
+        self.positions = np.arange(0, dtype=np.int32)
+        self.repeated_host: set[int] = set()  # host indices: samples presented again this epoch
         self.presented = torch.zeros(n + 1, dtype=torch.int32, device=device)
         self.first_seen = torch.full((n + 1,), _NEVER, dtype=torch.int64, device=device)
-        self.sequence = 0  # presentations so far this epoch
+        self.sequence = 0  # device indices: presentations so far this epoch
 
-    def slots(self, idx: torch.Tensor) -> torch.Tensor:
+    def slots(self, idx: torch.Tensor, host: np.ndarray | None = None) -> torch.Tensor:
         """Where each of the batch's values goes: its sample's column at the sample's first
         presentation of the epoch (the first of repeats within the batch), else the scratch column
-        `n`. Each presentation gets the epoch's next sequence number and `first_seen` keeps every
-        sample's smallest (an order-free `amin`, so deterministic on CUDA too); no host sync."""
+        `n`. `host`: the same indices as a host array, when the caller has them."""
+        return self._device_slots(idx) if host is None else self._host_slots(idx, host)
+
+    def _host_slots(self, idx: torch.Tensor, host: np.ndarray) -> torch.Tensor:
+        if not np.count_nonzero(self.seen[host]):  # the usual batch, unless it repeats a sample in itself:
+            if len(self.positions) < len(host):  # a repeat's later position overwrites the earlier's
+                self.positions = np.arange(len(host), dtype=np.int32)
+            positions = self.positions[: len(host)]
+            self.stamp[host] = positions
+            if not np.count_nonzero(self.stamp[host] != positions):
+                self.seen[host] = True
+                return idx
+        _, first = np.unique(host, return_index=True)
+        keep = np.zeros(len(host), dtype=bool)
+        keep[first] = True
+        keep &= ~self.seen[host]
+        self.repeated_host.update(host[~keep].tolist())
+        self.seen[host] = True
+        return torch.from_numpy(np.where(keep, host, self.n)).to(idx.device)
+
+    def _device_slots(self, idx: torch.Tensor) -> torch.Tensor:
         b = idx.shape[0]
         seq = torch.arange(self.sequence, self.sequence + b, device=idx.device)
         self.sequence += b
@@ -45,13 +70,19 @@ class Presentations:
         self.presented.index_add_(0, idx, torch.ones_like(idx, dtype=torch.int32))
         return torch.where(self.first_seen.index_select(0, idx) == seq, idx, self.n)
 
+    def _repeated_mask(self) -> torch.Tensor:
+        mask = self.presented[: self.n] > 1
+        if self.repeated_host:
+            mask[torch.as_tensor(sorted(self.repeated_host), device=mask.device)] = True
+        return mask
+
     def repeated(self) -> torch.Tensor:
         """How many samples were presented more than once this epoch (on the device)."""
-        return (self.presented[: self.n] > 1).sum()
+        return self._repeated_mask().sum()
 
     def warn(self, count: int, epoch_number: int) -> None:
         """Say once, at the first epoch that has them, that repeated presentations are dropped."""
-        first = torch.nonzero(self.presented[: self.n] > 1).flatten()[:10].tolist()
+        first = torch.nonzero(self._repeated_mask()).flatten()[:10].tolist()
         warnings.warn(
             f"SampleTracker: {count} sample(s) were presented more than once in epoch {epoch_number} "
             f"(first: {first}); each keeps its first presentation of the epoch (loss, logits, label) and the "
@@ -62,9 +93,12 @@ class Presentations:
         )
 
     def reset(self) -> None:
-        self.presented.zero_()
-        self.first_seen.fill_(_NEVER)
-        self.sequence = 0
+        self.seen[:] = False
+        self.repeated_host.clear()
+        if self.sequence:
+            self.presented.zero_()
+            self.first_seen.fill_(_NEVER)
+            self.sequence = 0
 
 
 class TrackedSignals:
@@ -105,13 +139,13 @@ class TrackedSignals:
 
     # -- training batches and epochs ---------------------------------------------------------------
     def record_batch(self, epoch: int, idx: torch.Tensor, losses: torch.Tensor | None, logits: torch.Tensor | None,
-                     labels: torch.Tensor | None, flag_logits: bool) -> None:
+                     labels: torch.Tensor | None, flag_logits: bool, host: np.ndarray | None = None) -> None:
         """One batch to the bank (without logits: train_loss only), the labels, and the count of
         samples whose loss (or logits, when `flag_logits`) are not finite: no host sync. Indices
         must be in [0, n) (checked by `Inputs`)."""
         loss = losses.float() if losses is not None else nn.functional.cross_entropy(
             logits.float(), labels, reduction="none")
-        slot = self.presentations.slots(idx)
+        slot = self.presentations.slots(idx, host)
         if logits is not None:
             self.pred.index_copy_(0, slot, logits.argmax(1))
         self.bank.on_batch(epoch, slot, logits, loss, labels)
