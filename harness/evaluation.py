@@ -129,7 +129,9 @@ def evaluate(cfg: ExperimentConfig, plan: Plan, proxies: list[Proxy], ran: Runne
         for (data_spec, seed), scores in scores_by_data.items():
             data = prepared(data_spec)
             name = f"{data_spec.corruption.label().replace('/', '_')}_seed{seed}"
-            result.scores[name] = pd.DataFrame({"index": np.arange(data.n), "label": data.labels,
-                                                "clean_label": data.y_clean, "positive": data.positives,
-                                                **scores})
+            files = data.dataset.sample_names
+            result.scores[name] = pd.DataFrame({"index": np.arange(data.n),
+                                                **({"file": list(files)} if files is not None else {}),
+                                                "label": data.labels, "clean_label": data.y_clean,
+                                                "positive": data.positives, **scores})
     return result, artifacts

@@ -164,6 +164,11 @@ def test_a_presets_subset_caps_a_smaller_image_dataset(tmp_path) -> None:
     with pytest.warns(UserWarning, match="quick preset's subset of 4000 is more than the 30 training samples"):
         result = run_experiment(**common, out=tmp_path / "out")
     assert len(result.scores["noise=0.1_seed0"]) == 30
+    # each score names its image, so a suspect can be found in the folder
+    on_disk = pd.read_csv(tmp_path / "out" / "scores" / "noise=0.1_seed0.csv")
+    assert list(on_disk.columns[:3]) == ["index", "file", "label"]
+    assert on_disk["file"].tolist() == [f"train/class{i // 10}/{i}.png" for i in range(30)]
+    assert on_disk["file"].tolist() == result.scores["noise=0.1_seed0"]["file"].tolist()
     summary = (tmp_path / "out" / "summary.json").read_text()
     assert '"subset": null' in summary
     with pytest.raises(HarnessError, match="--subset 31 is larger than the 30 training samples"):

@@ -68,6 +68,10 @@ class Dataset:
     #: Content identity of a file-backed dataset (npz: SHA-256 of the file; imagefolder: its listing
     #: and mtimes), "" for the built-in ones: the same name with other contents is another dataset.
     fingerprint: str = ""
+    #: Where each training sample came from, in canonical order (`imagefolder:`: the image's path
+    #: relative to the folder), so a suspect in the scores can be found and fixed; None: no files.
+    #: Not part of the fingerprint (which hashes names and bytes itself).
+    sample_names: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         # Fail at construction, not deep inside a training loop, when a loader is wrong.
@@ -85,6 +89,9 @@ class Dataset:
                 raise HarnessError(
                     f"{self.name}: y_{split} must be int64 of length {x.shape[0]}, got {y.dtype} {tuple(y.shape)}"
                 )
+        if self.sample_names is not None and len(self.sample_names) != self.x_train.shape[0]:
+            raise HarnessError(f"{self.name}: {len(self.sample_names)} sample names for {self.x_train.shape[0]} "
+                               "training samples")
         if self.x_test.shape[0] and self.x_test.dtype != self.x_train.dtype:
             raise HarnessError(f"{self.name}: x_test is {self.x_test.dtype} but x_train is {self.x_train.dtype}")
         if self.x_test.shape[0] and self.x_test.shape[1:] != self.x_train.shape[1:]:

@@ -101,6 +101,7 @@ def _load_imagefolder(name: str, path: Path, subset: int | None, cache_dir: Path
         classes=tuple(classes),
         full_train_size=len(train.files),
         fingerprint=hashlib.sha256("\n".join(identity).encode()).hexdigest()[:16],
+        sample_names=tuple(Path(os.path.relpath(f, path)).as_posix() for f in train.files[:n]),
     )
 
 
