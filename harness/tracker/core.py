@@ -44,8 +44,9 @@ class SampleTracker:
     epoch (made at the epoch's first batch), i.e. O(N x epochs) -- loss (csl), correct
     (forgetting, threshold_lt), margin (aum), p_label and el2n (el2n, variability), so
     5 x 4 bytes x N x epochs for the default set (N = 50,000 and 200 epochs: 200 MB) -- plus two
-    int64 (N,) rows (given and predicted label), an int32 and an int64 (N,) row for the epoch's
-    presentations (and an int32 one counting label conflicts when `labels` is given), and for
+    int64 (N,) rows (given and predicted label), a bool and an int32 (N,) host array for the epoch's
+    presentations (plus an int32 and an int64 device row once indices come on a GPU), an int32 row
+    counting label conflicts when `labels` is given, and for
     `eval_epoch` one float32 (N,) row per eval signal (loss, correct, p_label, p_max, phi) per
     epoch and the last pass's (N, C) probabilities (only the last call's rows when the selected
     proxies do not include csl_eval).
@@ -163,7 +164,7 @@ class SampleTracker:
             signals.close_non_finite_epoch(self.epochs + 1)
         if repeated > self.allowed_repeats and not self._warned_repeats:
             self._warned_repeats = True
-            signals.warn_repeats(repeated, self.epochs + 1)
+            signals.presentations.warn(repeated, self.epochs + 1)
         signals.close_epoch(self.epochs)
         self.epochs += 1
         self._pending = False
@@ -207,18 +208,18 @@ class SampleTracker:
                 classes = self._eval_classes(logits, len(idx))
                 with torch.inference_mode(False):  # the buffers outlive a caller's inference_mode
                     if state is None:
-                        state = signals.start_eval_pass(epoch, classes)
-                    signals.eval_batch(epoch, idx, logits, y, state)
+                        state = signals.evals.start(epoch, classes)
+                    signals.evals.batch(epoch, idx, logits, y, state)
         except BaseException:
             if state is not None:  # the row was cleared and partly rewritten: no pass of it stands
-                signals.discard_eval_pass(self.epochs)
+                signals.evals.discard(self.epochs)
             raise
         finally:
             model.train(was_training)
         if state is None:
             raise HarnessError("eval_epoch(): data yielded no batches")
-        signals.end_eval_pass(self.epochs, state, classes)
-        self._eval_at = signals.eval_at
+        signals.evals.end(self.epochs, state, classes)
+        self._eval_at = signals.evals.at
 
     # -- results -----------------------------------------------------------------------------
     def finish(self) -> SampleTracker:

@@ -13,7 +13,7 @@ from torch import nn
 from harness.errors import HarnessError
 from harness.recorders import RecorderBank, RecorderRequest, Records, RunContext, build_recorder
 from harness.recorders.train_pass import RunningLossSum
-from harness.tracker.eval_passes import EvalPasses, EvalPassState
+from harness.tracker.eval_passes import EvalPasses
 from harness.tracker.selection import EVAL_LAST_KEY, TRAIN_KEYS
 
 _NEVER = torch.iinfo(torch.int64).max  # `first_seen` of a sample not presented this epoch
@@ -27,16 +27,17 @@ class Presentations:
     DataLoader case) are checked on the host, where a batch of samples not yet seen this epoch costs
     two numpy lookups and no tensor op; indices on a GPU are checked there without a host sync
     (`first_seen`: each sample's first presentation, its sequence number in the epoch, kept by an
-    order-free `amin`, so deterministic on CUDA too; `presented`: the epoch's count per sample)."""
+    order-free `amin`, so deterministic on CUDA too; `presented`: the epoch's count per sample; both
+    made at the first GPU batch, so a loop with host indices never holds them)."""
 
     def __init__(self, n: int, device: torch.device) -> None:
-        self.n = n
+        self.n, self.device = n, device
         self.seen = np.zeros(n, dtype=bool)  # host indices: presented this epoch
         self.stamp = np.zeros(n, dtype=np.int32)  # host indices: a position in the current batch
         self.positions = np.arange(0, dtype=np.int32)
         self.repeated_host: set[int] = set()  # host indices: samples presented again this epoch
-        self.presented = torch.zeros(n + 1, dtype=torch.int32, device=device)
-        self.first_seen = torch.full((n + 1,), _NEVER, dtype=torch.int64, device=device)
+        self.presented: torch.Tensor | None = None  # device indices: (n + 1,) int32
+        self.first_seen: torch.Tensor | None = None  # device indices: (n + 1,) int64
         self.sequence = 0  # device indices: presentations so far this epoch
 
     def slots(self, idx: torch.Tensor, host: np.ndarray | None = None) -> torch.Tensor:
@@ -63,6 +64,9 @@ class Presentations:
         return torch.from_numpy(np.where(keep, host, self.n)).to(idx.device)
 
     def _device_slots(self, idx: torch.Tensor) -> torch.Tensor:
+        if self.presented is None or self.first_seen is None:
+            self.presented = torch.zeros(self.n + 1, dtype=torch.int32, device=self.device)
+            self.first_seen = torch.full((self.n + 1,), _NEVER, dtype=torch.int64, device=self.device)
         b = idx.shape[0]
         seq = torch.arange(self.sequence, self.sequence + b, device=idx.device)
         self.sequence += b
@@ -71,7 +75,10 @@ class Presentations:
         return torch.where(self.first_seen.index_select(0, idx) == seq, idx, self.n)
 
     def _repeated_mask(self) -> torch.Tensor:
-        mask = self.presented[: self.n] > 1
+        if self.presented is None:
+            mask = torch.zeros(self.n, dtype=torch.bool, device=self.device)
+        else:
+            mask = self.presented[: self.n] > 1
         if self.repeated_host:
             mask[torch.as_tensor(sorted(self.repeated_host), device=mask.device)] = True
         return mask
@@ -89,13 +96,13 @@ class Presentations:
             f"later ones are not recorded, as under DDP. A sampler with replacement or repeated indices do "
             f"this; iterate over every sample once per epoch for one value per sample",
             RuntimeWarning,
-            stacklevel=4,
+            stacklevel=3,
         )
 
     def reset(self) -> None:
         self.seen[:] = False
         self.repeated_host.clear()
-        if self.sequence:
+        if self.sequence and self.presented is not None and self.first_seen is not None:
             self.presented.zero_()
             self.first_seen.fill_(_NEVER)
             self.sequence = 0
@@ -105,10 +112,7 @@ class TrackedSignals:
     """Everything one tracker records, allocated on the device of the first tensor it sees.
 
     The bank's context is open-ended (no epoch count, no data): per-epoch recorders grow a row per
-    epoch, and the `eval_pass` recorder (made at the first eval pass, when C is known) is fed the
-    passes the user runs: all of them when `keep_eval_history`, else only the last. Its arrays
-    are offered at `to_host` under the keys the passes qualify for (a pass after the last epoch:
-    eval_pass[epochs=last]; a pass after every epoch: eval_pass[epochs=all]).
+    epoch; the eval passes the user runs are `evals` (`harness.tracker.eval_passes`).
 
     One presentation per sample and epoch (`Presentations`): repeats within an epoch go to a
     scratch column `n` of the training-pass buffers (n + 1 wide, the scratch dropped at `to_host`).
@@ -178,9 +182,6 @@ class TrackedSignals:
             f"only one of them (update(idx, logits=...) without labels= reads the constructor's)"
         )
 
-    def warn_repeats(self, count: int, epoch_number: int) -> None:
-        self.presentations.warn(count, epoch_number)
-
     def close_epoch(self, epoch: int) -> None:
         self.bank.on_epoch_end(epoch, 1, None)  # the running sum folds the epoch in
         self.presentations.reset()
@@ -200,24 +201,6 @@ class TrackedSignals:
             )
         self.non_finite_train |= now
         self.non_finite_now.zero_()
-
-    # -- eval passes (harness.tracker.eval_passes) ----------------------------------------------
-    def start_eval_pass(self, epoch: int, classes: int) -> EvalPassState:
-        return self.evals.start(epoch, classes)
-
-    def eval_batch(self, epoch: int, idx: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor,
-                   state: EvalPassState) -> None:
-        self.evals.batch(epoch, idx, logits, labels, state)
-
-    def end_eval_pass(self, epochs: int, state: EvalPassState, classes: int) -> None:
-        self.evals.end(epochs, state, classes)
-
-    def discard_eval_pass(self, epochs: int) -> None:
-        self.evals.discard(epochs)
-
-    @property
-    def eval_at(self) -> list[int]:
-        return self.evals.at
 
     # -- results -------------------------------------------------------------------------------
     def to_host(self, epochs: int) -> tuple[Records, dict[str, np.ndarray], np.ndarray, np.ndarray]:
