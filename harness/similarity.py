@@ -241,9 +241,9 @@ def similarity_table(scores: dict[str, np.ndarray], reference: np.ndarray,
     if not prepared:
         return {}
     _, ref, _, k = next(iter(prepared.values()))
-    side = ReferenceSide(ref, np.ones((1, len(ref))), k)
-    out = {name: {m: float(v[0]) for m, v in side.metrics(p).items()} for name, (p, _, _, _) in prepared.items()}
     draws = _tie_draws(ref, k)
+    side = ReferenceSide(ref, np.ones((1, len(ref))), k, top_k=draws is None)  # a tied top k: from the draws
+    out = {name: {m: float(v[0]) for m, v in side.metrics(p).items()} for name, (p, _, _, _) in prepared.items()}
     if draws is not None:  # the k-th place is tied: the top-k metrics are means over random tie-breaks
         cols, chunks = draws
         sums: dict[str, dict[str, float]] = {name: {} for name in prepared}
