@@ -63,10 +63,7 @@ class Experiment:
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         self.executor = executor or make_executor(cfg)
-        self.identity = experiment_id(cfg)
-        if cfg.out is not None:
-            check_out(Path(cfg.out), self.identity, cfg.overwrite, Path(cfg.store or default_store()),
-                      data_paths=data_folders(cfg))
+        self._check_out()
         self.store = RunStore(cfg.store or default_store())
         self.store.check_writable()
         t1 = time.perf_counter()
@@ -92,12 +89,17 @@ class Experiment:
             warnings.warn(f"the {cfg.preset} preset's subset of {cfg.subset} is more than the {e.available} training "
                           f"samples of {cfg.dataset}: all {e.available} are used", stacklevel=3)
         self.cfg = cfg = replace(cfg, subset=None)
+        self._check_out()  # the identity changed with the subset
+        self.source = replace(self.source, subset=None)
+        return load_source(self.source, download=cfg.download)
+
+    def _check_out(self) -> None:
+        """The experiment's identity, and --out checked against it (`harness.outputs.check_out`)."""
+        cfg = self.cfg
         self.identity = experiment_id(cfg)
         if cfg.out is not None:
             check_out(Path(cfg.out), self.identity, cfg.overwrite, Path(cfg.store or default_store()),
                       data_paths=data_folders(cfg))
-        self.source = replace(self.source, subset=None)
-        return load_source(self.source, download=cfg.download)
 
     def base_spec(self, setting: Setting) -> RunSpec:
         return self.planner.base_spec(setting)
