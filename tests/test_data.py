@@ -180,11 +180,8 @@ def test_imagefolder_mixed_gray_and_rgb_becomes_rgb(tmp_path: Path) -> None:
     assert ds.x_train[0, :, 0, 0].tolist() == [40, 40, 40]
 
 
-def test_imagefolder_subset_decodes_only_the_prefix(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    root = tmp_path / "folder"
-    _integer_folder(root)
+def count_decodes(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The number of images of each decode call from now on (the cache's `_decode_images`)."""
     decoded: list[int] = []
     real = imagefolder_cache._decode_images
 
@@ -193,6 +190,15 @@ def test_imagefolder_subset_decodes_only_the_prefix(
         return real(files)
 
     monkeypatch.setattr(imagefolder_cache, "_decode_images", counting)
+    return decoded
+
+
+def test_imagefolder_subset_decodes_only_the_prefix(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = tmp_path / "folder"
+    _integer_folder(root)
+    decoded = count_decodes(monkeypatch)
     ds = load_dataset(f"imagefolder:{root}", subset=3, cache_dir=tmp_path / "cache")
     assert decoded == [3] and ds.n_train == 3 and ds.full_train_size == 7
 

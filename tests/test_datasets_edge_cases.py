@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from test_data import count_decodes
 
 from harness.datasets import imagefolder_cache, load_dataset
 from harness.errors import HarnessError
@@ -150,14 +151,7 @@ def test_a_subset_decodes_only_its_prefix_and_reads_only_the_headers_of_the_rest
                                                                                   monkeypatch) -> None:
     root = tmp_path / "ds"
     _mixed_folder(root)
-    decoded: list[int] = []
-    real = imagefolder_cache._decode_images
-
-    def counting(files):  # type: ignore[no-untyped-def]
-        decoded.append(len(files))
-        return real(files)
-
-    monkeypatch.setattr(imagefolder_cache, "_decode_images", counting)
+    decoded = count_decodes(monkeypatch)
     ds = load_dataset(f"imagefolder:{root}", subset=2, cache_dir=tmp_path / "cache")
     assert decoded == [2] and ds.x_train.shape == (2, 3, 8, 6)
 

@@ -23,7 +23,18 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from test_output_safety import NEW, OLD, USER_FILES, _assert_kept, _assert_record_matches, _prepare, _tree, _user_files
+from test_output_safety import (
+    NEW,
+    OLD,
+    USER_FILES,
+    Killed,
+    _assert_kept,
+    _assert_record_matches,
+    _prepare,
+    _raise_at_rename,
+    _tree,
+    _user_files,
+)
 
 from harness import io, outputs
 from harness.api import experiment_config
@@ -213,7 +224,7 @@ def test_a_failure_at_any_rename_of_a_publish_inside_out_rolls_back(tmp_path, mo
         staging, tmp = _prepare(out, "e1", NEW)
         assert tmp.parent == out
         with pytest.MonkeyPatch.context() as mp:
-            _fail_at_rename(mp, fail_at, error)
+            _raise_at_rename(mp, fail_at, error)
             try:
                 publish(tmp, out, "e1", overwrite=False)
                 done = True
@@ -228,26 +239,6 @@ def test_a_failure_at_any_rename_of_a_publish_inside_out_rolls_back(tmp_path, mo
     assert (out / "figures" / "f.png").read_text() == "new fig" and not (out / "scores" / "gone.csv").exists()
     _assert_kept(out, USER_FILES)
     _assert_record_matches(out)
-
-
-def _fail_at_rename(mp: pytest.MonkeyPatch, n: int, error: BaseException) -> None:
-    """os.rename and os.replace, counted together, raise `error` at the n-th call of either."""
-    calls = [0]
-
-    def counting(real):
-        def rename(*args, **kwargs):
-            calls[0] += 1
-            if calls[0] == n:
-                raise error
-            return real(*args, **kwargs)
-        return rename
-
-    mp.setattr(os, "rename", counting(os.rename))
-    mp.setattr(os, "replace", counting(os.replace))
-
-
-class Killed(BaseException):
-    """A kill -9 as far as the swap can tell: nothing after it runs."""
 
 
 def test_a_kill_part_way_inside_out_is_settled_by_the_next_process(tmp_path, monkeypatch) -> None:
