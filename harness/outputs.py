@@ -27,24 +27,18 @@ from filelock import FileLock, Timeout
 from harness.config import ExperimentConfig
 from harness.errors import HarnessError, StorageError
 from harness.evaluation import ExperimentResult
+from harness.file_swap import JOURNAL, blocked_by, is_plain_relpath, plain_file, recover_swap, regular_files, swap_files
 from harness.io import (
-    JOURNAL,
     atomic_write,
     atomic_write_text,
-    blocked_by,
     exclusive,
     file_sha256,
     folder_beside,
     free_bytes_short,
-    is_plain_relpath,
     leftovers,
     pid_alive,
-    plain_file,
     probe_writable,
-    recover_swap,
-    regular_files,
     rmtree,
-    swap_files,
 )
 from harness.leaderboard import markdown
 from harness.runspec import RunSpec
@@ -315,7 +309,7 @@ def write_record(tmp: Path, identity: str) -> None:
 def publish(tmp: Path, out: Path, identity: str, overwrite: bool) -> None:
     """Move the complete outputs in `tmp` (with their record) into `out`, under the folder's lock.
     A folder that does not exist is the staging folder renamed. Into an existing one the new files
-    are swapped in with rollback (`harness.io.swap_files`); set aside, and deleted once the new set
+    are swapped in with rollback (`harness.file_swap.swap_files`); set aside, and deleted once the new set
     is in, are only memprox's own earlier outputs (recorded, unchanged) and, with --overwrite, files
     a new output has the name of. Every other file and folder stays."""
     with _out_lock(out):
@@ -380,7 +374,7 @@ def _stale(out: Path) -> list[tuple[re.Match[str], Path]]:
 
 def clean_stale(out: Path) -> None:
     """Settle what killed experiments left for --out (call under the folder's lock): a staging
-    folder is removed, a swap of outputs is finished or rolled back (`harness.io.recover_swap`).
+    folder is removed, a swap of outputs is finished or rolled back (`harness.file_swap.recover_swap`).
     A folder that merely has the name is never touched."""
     for m, folder in _stale(out):
         if m.group(1) == "tmp":

@@ -11,8 +11,8 @@ import harness.io as io
 import harness.store as store
 
 REPO = Path(__file__).resolve().parents[1]
-STAGES = ("experiment", "planner", "runner", "evaluation", "outputs", "phases", "io", "store", "checkpoints",
-          "jobs", "manifest", "registry")
+STAGES = ("experiment", "planner", "runner", "evaluation", "outputs", "phases", "io", "file_swap", "store",
+          "checkpoints", "jobs", "manifest", "registry")
 
 
 def _lines(name: str) -> int:

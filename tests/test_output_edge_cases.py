@@ -36,7 +36,7 @@ from test_output_safety import (
     _user_files,
 )
 
-from harness import io, outputs
+from harness import file_swap, io, outputs
 from harness.api import experiment_config
 from harness.cli import build_parser, main, run_options
 from harness.errors import HarnessError, StorageError
@@ -263,7 +263,7 @@ def test_a_kill_part_way_inside_out_is_settled_by_the_next_process(tmp_path, mon
             return real(*args, **kwargs)
 
         mp.setattr(os, "rename", killed_at_third)
-        mp.setattr(io, "roll_back", lambda aside, journal: False)
+        mp.setattr(file_swap, "roll_back", lambda aside, journal: False)
         with pytest.raises(Killed):
             publish(tmp, out, "e1", overwrite=False)
     staging.__exit__(None, None, None)

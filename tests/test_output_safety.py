@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import io
+from harness import file_swap, io
 from harness.cli import main
 from harness.errors import HarnessError, Interrupted, StorageError
 from harness.experiment import Experiment
@@ -325,7 +325,7 @@ def test_a_kill_part_way_is_rolled_back_or_finished_by_the_next_process(publishe
     for kill_at in range(2, total + 1):
         staging, tmp = _prepare(published, "e1", NEW)
         _raise_at_rename(monkeypatch, kill_at, Killed())
-        monkeypatch.setattr(io, "roll_back", lambda aside, journal: False)  # a kill rolls nothing back
+        monkeypatch.setattr(file_swap, "roll_back", lambda aside, journal: False)  # a kill rolls nothing back
         try:
             with pytest.raises(Killed):
                 publish(tmp, published, "e1", overwrite=False)
@@ -338,7 +338,7 @@ def test_a_kill_part_way_is_rolled_back_or_finished_by_the_next_process(publishe
         _no_debris(published)
         assert _tree(published) == before, f"kill at rename {kill_at} of {total}"
     staging, tmp = _prepare(published, "e1", NEW)  # a kill after the commit: the swap is finished
-    monkeypatch.setattr(io, "_finish", lambda aside, journal: (_ for _ in ()).throw(Killed()))
+    monkeypatch.setattr(file_swap, "_finish", lambda aside, journal: (_ for _ in ()).throw(Killed()))
     try:
         with pytest.raises(Killed):
             publish(tmp, published, "e1", overwrite=False)
