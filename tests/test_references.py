@@ -97,3 +97,14 @@ def test_corrupt_file(tmp_path: Path) -> None:
     path.write_bytes(b"not a zip")
     with pytest.raises(HarnessError):
         load_fz(path, LABELS)
+
+
+def test_a_reference_path_starting_with_tilde_is_the_home_folder(tmp_path: Path, monkeypatch) -> None:
+    """`--reference fz:~/infl.npz` reads $HOME/infl.npz, as the shell would for a path of its own."""
+    from harness.tasks.reference import reference_config
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    _fz(tmp_path, tr_mem=VALUES, tr_labels=LABELS)
+    config = reference_config("fz:~/infl.npz", {})
+    assert config.path == str(tmp_path / "infl.npz") and config.label() == "fz:infl.npz"
+    np.testing.assert_array_equal(config.load_file(LABELS).scores, VALUES)

@@ -122,4 +122,5 @@ def reference_config(reference: str, args: Mapping[str, Any]) -> ReferenceConfig
     kind, _, path = reference.partition(":")
     if not ((kind == "stability" and not path) or (kind in LOADERS and path)):
         raise HarnessError(f"unknown --reference {reference!r}; use stability, fz:PATH or cscore:PATH")
-    return ReferenceConfig(kind, path, p["k"], float(fraction), p["variant"], model)
+    return ReferenceConfig(kind, str(Path(path).expanduser()) if path else "", p["k"], float(fraction), p["variant"],
+                           model)
