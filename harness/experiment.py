@@ -12,7 +12,6 @@ with rollback.
 
 from __future__ import annotations
 
-import os
 import time
 import warnings
 from dataclasses import replace
@@ -21,7 +20,7 @@ from pathlib import Path
 import torch
 
 from harness.config import RUNTIME_FIELDS, ExperimentConfig, experiment_id
-from harness.datasets import Dataset
+from harness.datasets import Dataset, default_cache_dir
 from harness.errors import HarnessError, Interrupted, SubsetTooLarge
 from harness.evaluation import RAW_COLUMNS, ExperimentResult, evaluate
 from harness.executors import Executor, make_executor
@@ -44,7 +43,7 @@ __all__ = ["PHASES", "RAW_COLUMNS", "RECORD", "RUNTIME_FIELDS", "STAGING_MARKER"
 
 
 def default_store() -> Path:
-    return Path(os.environ.get("MEMPROX_CACHE", Path.home() / ".cache" / "memprox")) / "store"
+    return default_cache_dir() / "store"
 
 
 class Experiment:
@@ -64,7 +63,7 @@ class Experiment:
             torch.set_num_threads(cfg.threads)
         self.executor = executor or make_executor(cfg)
         self._check_out()
-        self.store = RunStore(cfg.store or default_store())
+        self.store = RunStore(cfg.store or default_store(), create=False)  # made when training starts
         self.store.check_writable()
         t1 = time.perf_counter()
         self.dataset: Dataset = self._load()
@@ -118,11 +117,13 @@ class Experiment:
 
     def execute(self) -> RunnerResult:
         """Train what the store lacks and store it (`harness.runner.Runner.run`)."""
+        self.store.create()
         done, todo = self.pending()
         return Runner(self.store, self.executor, self.plan.runs, self.jobs).run(done, todo)
 
     def run(self) -> ExperimentResult:
         with self.timer("load"):
+            self.store.create()
             self.store.clean()
         loading = self.timer.seconds["load"]
         t0 = time.perf_counter()

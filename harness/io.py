@@ -156,6 +156,16 @@ def probe_writable(folder: Path, into: Path | None = None) -> None:
         os.unlink(probe)
 
 
+def nearest_folder(path: Path) -> Path:
+    """`path`, or its nearest ancestor that exists: where a folder not made yet would be made, so
+    what is checked before training (writable, free space) can be checked without making it (bad
+    input found later would leave the empty folder behind)."""
+    path = Path(path).absolute()
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
 def free_bytes_short(folder: Path) -> int | None:
     """The free bytes of `folder`'s file system when fewer than MIN_FREE_BYTES, else None."""
     free = shutil.disk_usage(folder).free

@@ -36,6 +36,7 @@ from harness.io import (
     folder_beside,
     free_bytes_short,
     leftovers,
+    nearest_folder,
     pid_alive,
     probe_writable,
     rmtree,
@@ -146,12 +147,14 @@ def check_out(out: Path, identity: str, overwrite: bool, store: Path, data_paths
     if out.exists() and not out.is_dir():
         raise HarnessError(f"--out {out} is a file, not a folder; pass a folder")
     try:  # what publishing needs: a staging folder that renames into --out (`_work_place`), its lock
-        if not out.exists():
-            out.parent.mkdir(parents=True, exist_ok=True)
-        probe_writable(out if out.exists() else out.parent)
-        place = _work_place(out)
-        with _out_lock(out):
-            clean_stale(out)
+        if not out.parent.is_dir():  # made by `staging`: nothing is there to clean up yet
+            place = nearest_folder(out.parent)
+            probe_writable(place)
+        else:
+            probe_writable(out if out.exists() else out.parent)
+            place = _work_place(out)
+            with _out_lock(out):
+                clean_stale(out)
     except OSError as e:
         raise HarnessError(f"output folder {out} is not writable ({e.strerror}); pass a writable --out") from e
     free = free_bytes_short(place)
@@ -229,6 +232,7 @@ def staging(out: Path | None) -> Iterator[Path | None]:
     tmp = None
     try:
         try:
+            out.parent.mkdir(parents=True, exist_ok=True)
             tmp = _new_folder(out, "tmp", _work_place(out))
             _HELD[tmp] = lock = FileLock(tmp / STAGING_LOCK)
             lock.acquire()

@@ -44,6 +44,7 @@ from harness.io import (
     folder_beside,
     free_bytes_short,
     leftovers,
+    nearest_folder,
     probe_writable,
     rmtree,
     swap_folder,
@@ -155,9 +156,17 @@ class StoredRun:
 
 
 class RunStore:
-    def __init__(self, root: str | Path) -> None:
+    """Runs by spec, on disk. `create=False` reads (an absent store holds nothing) and checks
+    (`check_writable`) without making any folder until `create()`: an experiment refused for bad
+    input found while planning leaves no empty store behind."""
+
+    def __init__(self, root: str | Path, create: bool = True) -> None:
         self.root = Path(root)
         self._locks: dict[str, FileLock] = {}
+        if create:
+            self.create()
+
+    def create(self) -> None:
         try:
             for sub in ("runs", "partial", "locks"):
                 (self.root / sub).mkdir(parents=True, exist_ok=True)
@@ -181,11 +190,11 @@ class RunStore:
         for sub in ("runs", "partial", "locks"):
             folder = self.root / sub
             try:
-                probe_writable(folder)
+                probe_writable(nearest_folder(folder))
             except OSError as e:
                 raise HarnessError(f"run store folder {folder} is not writable ({e.strerror}); "
                                    "fix its permissions or pass another --store") from e
-        free = free_bytes_short(self.root)
+        free = free_bytes_short(nearest_folder(self.root))
         if free is not None:
             raise HarnessError(f"run store {self.root} has only {free / 2**20:.0f} MiB free; "
                                "free some space or pass another --store")
@@ -242,15 +251,7 @@ class RunStore:
             tmp: Path | None = None
             try:
                 tmp = folder_beside(runs, f".tmp-{spec.digest()}-")
-                checksums: dict[str, str] = {}
-                for key, named in arrays.items():
-                    for name, arr in named.items():
-                        if np.asarray(arr).dtype.hasobject:  # would need unpickling to read back
-                            raise TypeError(f"{key}.{name} is an object array; the store keeps numbers only")
-                        fname = f"{key}.{name}.npy"
-                        np.save(tmp / fname, arr)
-                        checksums[fname] = file_sha256(tmp / fname)  # the bytes as written, read back
-                manifest.checksums = checksums
+                manifest.checksums = _write_arrays(tmp, arrays)
                 (tmp / "manifest.json").write_text(manifest.to_json())
                 try:
                     _read_manifest(tmp, spec.digest())  # as every reader will check it
@@ -303,6 +304,19 @@ class RunStore:
             if not os.path.lexists(path):
                 removed.append(path.name)
         return removed
+
+
+def _write_arrays(folder: Path, arrays: dict[str, dict[str, np.ndarray]]) -> dict[str, str]:
+    """Each recorder's arrays as `KEY.NAME.npy` in `folder`; their SHA-256, of the bytes as written."""
+    checksums: dict[str, str] = {}
+    for key, named in arrays.items():
+        for name, arr in named.items():
+            if np.asarray(arr).dtype.hasobject:  # would need unpickling to read back
+                raise TypeError(f"{key}.{name} is an object array; the store keeps numbers only")
+            fname = f"{key}.{name}.npy"
+            np.save(folder / fname, arr)
+            checksums[fname] = file_sha256(folder / fname)
+    return checksums
 
 
 def _leftovers(root: Path) -> list[tuple[str, Path]]:

@@ -58,6 +58,8 @@ CASES = [
     case("noise-rate-0", {"--noise-rates": "0"}, "outside (0, 1)"),
     case("noise-rate-flips-nothing", {"--noise-rates": "0.0001"}, "flips no label"),
     case("subset-5", {}, "--subset", "--subset", "5"),  # 10 % of 5 samples flips none
+    case("subset-leaves-classes-short", {}, "leaves class(es) 2, 3, 4, 5, 6, 7, 8, 9 with fewer than 2 training",
+         "--subset", "12"),
     case("subset-5-half-noise", {"--noise-rates": "0.5"}, "--subset", "--subset", "5"),
     case("subset-0", {}, "--subset", "--subset", "0"),
     case("subset-negative", {}, "--subset", "--subset=-3"),
@@ -164,7 +166,7 @@ def no_training(monkeypatch) -> None:
 
 
 def assert_refused(tmp_path: Path, capsys, args: list[str], needle: str) -> None:
-    """Exit 2, one `error:` line holding `needle`, no traceback, no file written outside inputs/."""
+    """Exit 2, one `error:` line holding `needle`, no traceback, no file or folder made outside inputs/."""
     code = main(args)
     captured = capsys.readouterr()
     assert code == 2, captured.err
@@ -172,8 +174,8 @@ def assert_refused(tmp_path: Path, capsys, args: list[str], needle: str) -> None
     assert len(lines) == 1 and lines[0].startswith("error: "), captured.err
     assert needle in lines[0], lines[0]
     assert "Traceback" not in captured.err and captured.out == ""
-    written = [p for p in tmp_path.rglob("*") if p.is_file() and "inputs" not in p.relative_to(tmp_path).parts]
-    assert not written, f"bad input wrote {written}"
+    made = [p for p in tmp_path.rglob("*") if "inputs" not in p.relative_to(tmp_path).parts]
+    assert not made, f"bad input left {made}"  # not even an empty --out or --store folder
 
 
 @pytest.mark.parametrize("flags, extra, needle", CASES)
@@ -322,3 +324,19 @@ def test_cuda_devices_are_checked_against_the_gpus_present(monkeypatch) -> None:
     with pytest.raises(HarnessError, match=r"device 'cuda:1' is not available on this machine; valid: auto, cpu, "
                                            r"cuda, cuda:0"):
         resolve_device("cuda:1")
+
+
+def test_refused_input_makes_no_folder_on_the_way_to_out_or_store(tmp_path, capsys, no_training) -> None:
+    """Input found bad only once the data loads (--subset past the dataset's end) makes neither
+    --out's nor --store's missing parent folders: they are made when training starts."""
+    args = argv(tmp_path, {"--out": tmp_path / "a" / "b" / "out", "--store": tmp_path / "c" / "d" / "store"},
+                ("--subset", "99999"))
+    assert_refused(tmp_path, capsys, args, "--subset 99999 is larger than the 1437 training samples")
+
+
+def test_the_store_under_a_tilde_memprox_cache_is_in_the_home_folder(tmp_path, monkeypatch) -> None:
+    from harness.experiment import default_store
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("MEMPROX_CACHE", "~/memprox-cache")
+    assert default_store() == tmp_path / "memprox-cache" / "store"

@@ -164,6 +164,7 @@ def test_resume_skips_a_torn_checkpoint_left_by_a_kill(make_config) -> None:
     cfg = make_config(epochs=2)
     exp = Experiment(cfg)
     (spec,) = exp.plan.runs
+    exp.store.create()  # an experiment makes its store only when training starts
     (exp.store.root / "partial" / f"{spec.digest()}.pt").write_bytes(b"torn by a kill")
     with pytest.warns(UserWarning, match="unreadable"):
         result = exp.run()

@@ -175,6 +175,29 @@ def test_an_out_that_does_not_exist_under_a_read_only_parent_is_refused_before_t
         Experiment(cfg)
 
 
+@pytest.mark.parametrize("flag", ["out", "store"])
+def test_missing_parents_under_a_read_only_folder_are_refused_before_training(make_config, tmp_path, monkeypatch,
+                                                                              flag) -> None:
+    """The write check of a folder not made yet probes the nearest folder that exists (it makes
+    none: bad input found later would leave them behind)."""
+    cfg = make_config(epochs=1, **{flag: tmp_path / "ro" / "a" / "b" / flag})
+    (tmp_path / "ro").mkdir()
+    _read_only(monkeypatch, tmp_path / "ro")
+    with pytest.raises(HarnessError, match="is not writable"):
+        Experiment(cfg)
+    assert not any((tmp_path / "ro").iterdir())
+
+
+def test_missing_parents_of_out_and_store_are_made_when_training_starts(make_config, tmp_path) -> None:
+    cfg = make_config(epochs=1, out=tmp_path / "a" / "b" / "out", store=tmp_path / "c" / "d" / "store")
+    experiment = Experiment(cfg)
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+    experiment.run()
+    _assert_record_matches(cfg.out)
+    _no_debris(cfg.out)
+    assert len(list((cfg.store / "runs").iterdir())) == 1
+
+
 @pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="root writes a 0555 folder anyway")
 def test_a_writable_out_under_a_0555_parent_is_used(make_config, tmp_path) -> None:
     cfg = make_config(epochs=1, out=tmp_path / "ro" / "out")

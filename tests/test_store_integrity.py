@@ -402,6 +402,7 @@ def test_an_experiment_ignores_a_planted_checkpoint(make_config, monkeypatch, tm
     (spec,) = exp.plan.runs
     keys = sorted(r.key for r in exp.plan.runs[spec])
     marker = tmp_path / "pwned"
+    exp.store.create()  # an experiment makes its store only when training starts
     _plant(exp.store, spec, keys, marker)
     epochs: list[int] = []  # the epochs the training loop draws its batch order for, i.e. trains
     real = training._seed_for
