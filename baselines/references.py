@@ -10,6 +10,8 @@ Subsets: when the dataset was cut with ``--subset`` it holds the first ``n`` tra
 canonical order, so a full-size file is accepted and its first ``n`` entries are used (and checked).
 Any other length mismatch is an error: given the dataset's size before ``--subset`` (``full_size``),
 a file of another length is refused even when its first entries' labels happen to agree.
+Scores must be finite real numbers where they are used and labels integer class indices: a NaN
+would otherwise drop its sample from every metric unnoticed.
 """
 
 from __future__ import annotations
@@ -34,10 +36,16 @@ class Reference:
 
 def _read_npz(path: Path, keys: tuple[str, ...]) -> dict[str, np.ndarray]:
     """Read the named arrays, turning every way a file can be unusable into a HarnessError."""
+    if path.is_dir():
+        raise HarnessError(f"reference file {path} is a folder; pass the .npz file itself")
     if not path.is_file():
         raise HarnessError(f"reference file not found: {path}")
     try:
-        with np.load(path, allow_pickle=False) as npz:
+        loaded = np.load(path, allow_pickle=False)
+        if not isinstance(loaded, np.lib.npyio.NpzFile):  # a .npy file: one bare array, no labels to check
+            raise HarnessError(f"{path}: a single .npy array, not an .npz archive; a reference file must be an "
+                               f".npz holding the keys {list(keys)} (scores and the labels they belong to)")
+        with loaded as npz:
             present = list(npz.files)
             missing = [k for k in keys if k not in present]
             if missing:
@@ -63,6 +71,7 @@ def _align(
             f"{path}: scores and labels must be 1-D arrays of equal length, got shapes "
             f"{scores.shape} and {file_labels.shape}"
         )
+    _check_dtypes(path, scores, file_labels)
     n, n_file = len(labels), len(scores)
     if full_size is not None and n_file != full_size:
         raise HarnessError(
@@ -74,6 +83,7 @@ def _align(
             f"{path}: length mismatch: the file has {n_file} samples but the dataset has {n}"
         )
     scores, file_labels = scores[:n], file_labels[:n]
+    _check_finite(path, scores)
     differ = int(np.count_nonzero(file_labels != labels))
     if differ:
         prefix = f" (first {n} of {n_file} file entries, --subset)" if n < n_file else ""
@@ -82,6 +92,28 @@ def _align(
             "the dataset's original training order (and belong to the same dataset)"
         )
     return scores.astype(np.float64)
+
+
+def _check_dtypes(path: Path, scores: np.ndarray, file_labels: np.ndarray) -> None:
+    """Scores must be real numbers and labels class indices: a string would otherwise escape as a
+    bare ValueError, a complex score lose its imaginary part, a date pass as a number."""
+    if scores.dtype.kind not in "biuf":
+        raise HarnessError(f"{path}: scores must be real numbers, got dtype {scores.dtype}; store them as float64")
+    kind = file_labels.dtype.kind
+    whole = kind == "f" and bool(np.all(np.isfinite(file_labels) & (file_labels == np.round(file_labels))))
+    if kind not in "biu" and not whole:
+        values = " with non-integer values" if kind == "f" else ""
+        raise HarnessError(f"{path}: labels must be integer class indices, got dtype {file_labels.dtype}{values}; "
+                           "store them as int64")
+
+
+def _check_finite(path: Path, scores: np.ndarray) -> None:
+    """A NaN would silently drop its sample from every metric (as an undefined stability estimate
+    is), an inf would turn the metrics into NaN: a score file must be finite where it is used."""
+    bad = np.flatnonzero(~np.isfinite(scores))
+    if len(bad):
+        raise HarnessError(f"{path}: {len(bad)} of the {len(scores)} scores used are NaN or infinite (first at "
+                           f"index {', '.join(map(str, bad[:5]))}); a reference needs a finite score for every sample")
 
 
 def load_fz(path: str | Path, labels: np.ndarray, full_size: int | None = None) -> Reference:
