@@ -41,8 +41,9 @@ from sklearn.metrics import roc_auc_score, roc_curve
 from harness.errors import HarnessError
 
 VULNERABILITIES = ("gaussian", "empirical")
-#: −log of float32's smallest subnormal: a lower bound for φ when every other class's
-#: probability underflowed to 0 in a stored float32 probability vector.
+#: −log of float32's smallest subnormal: the bound on |φ| from a stored float32 probability
+#: vector, reached when every other class's probability (φ > 0) or the label's own (φ < 0)
+#: underflowed to 0.
 PHI_CAP = float(-np.log(np.finfo(np.float32).smallest_subnormal))
 #: False-positive rates at which the attack's TPR is reported, and the metric names.
 FPR_TARGETS = {0.001: "lira_tpr@0.001fpr", 0.01: "lira_tpr@0.01fpr"}
@@ -52,7 +53,10 @@ def phi_from_probs(probs: np.ndarray, labels: np.ndarray) -> np.ndarray:
     """φ from stored probabilities (..., N, C), for runs recorded before φ existed: log p_y −
     log Σ_{j≠y} p_j in float64. Summing the other classes (rather than 1 − p_y) keeps it exact
     while they stay representable in float32, i.e. for a margin below ~87 nats; beyond that
-    the sum underflows to 0 and φ is capped at PHI_CAP (a lower bound of the true value)."""
+    the sum underflows to 0 and φ is capped at PHI_CAP (a lower bound of the true value). A
+    confidently wrong model underflows p_y itself: φ is then floored at −PHI_CAP (an upper
+    bound), not −inf, which the fit would take for a damaged run. NaN (a sample the pass never
+    reached) stays NaN."""
     p = np.asarray(probs, dtype=np.float64)
     y = np.broadcast_to(np.asarray(labels)[..., None], p.shape[:-1] + (1,))
     p_y = np.take_along_axis(p, y, -1)[..., 0]
@@ -61,7 +65,7 @@ def phi_from_probs(probs: np.ndarray, labels: np.ndarray) -> np.ndarray:
     rest = others.sum(-1)
     with np.errstate(divide="ignore"):
         phi = np.log(p_y) - np.log(rest)
-    return np.minimum(phi, PHI_CAP)
+    return np.clip(phi, -PHI_CAP, PHI_CAP)
 
 
 @dataclass(frozen=True)

@@ -286,3 +286,13 @@ def test_end_to_end_on_trained_stability_models(make_config) -> None:
     assert len(table) == 150 and table["vulnerability"].isna().sum() == ((table.n_in == 0) | (table.n_out == 0)).sum()
     summary = (cfg.out / "summary.json").read_text()
     assert "figures/privacy_attack_roc_seed0.png" in summary and "privacy/vulnerability_seed0.csv" in summary
+
+
+def test_a_top_fraction_flagging_every_sample_warns(task_case) -> None:
+    """privacy.top 0.999 of the ~280 samples with a vulnerability rounds to all of them: no
+    negatives, so the flag AUROC is NaN, and a warning says why and what to change."""
+    _, data, base, runs, *_ = task_case
+    task = make_tasks(["privacy"], {"memorization": {"k": K_TASK}, "privacy": {"top": 0.999}})[0]
+    with pytest.warns(UserWarning, match="privacy.top 0.999 flags all .* lower privacy.top"):
+        rows = task.evaluate(_context(task_case, None, bootstrap=0), {"noise": np.zeros(N_TASK)})
+    assert np.isnan({r["metric"]: r["value"] for r in rows if r["proxy"] == "noise"}["auroc"])

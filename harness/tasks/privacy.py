@@ -40,6 +40,7 @@ When ``memorization.model`` names another architecture, v measures that architec
 from __future__ import annotations
 
 import math
+import warnings
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -174,6 +175,10 @@ class Privacy(ReferenceTask):
         rows: list[Row] = [{"proxy": "reference", "metric": m, "value": x} for m, x in attack.rows().items()]
         rows.append({"proxy": "reference", "metric": "mean_vulnerability", "value": float(np.nanmean(v))})
 
+        scored = int(np.isfinite(v).sum())
+        if max(1, round(p["top"] * scored)) >= scored:
+            warnings.warn(f"privacy.top {p['top']:g} flags all {scored} samples with a vulnerability: their AUROC "
+                          "and AUPRC have no negatives and are NaN; lower privacy.top", stacklevel=2)
         points, replicates = all_proxy_metrics(v, scores, p["top"], ctx.resamples())
         spearman: dict[str, float] = {}
         for proxy in scores:
