@@ -53,6 +53,8 @@ CASES = [
     case("task-arg-misspelt-task", {}, "memorisation", "--task-arg", "memorisation.fraction=0.5"),
     case("task-arg-unknown-task", {}, "nosuch", "--task-arg", "nosuch.k=1"),
     case("task-arg-unselected-task", {}, "memorization", "--task-arg", "memorization.k=4"),
+    case("task-arg-reference-typo", {"--tasks": "privacy"}, "the memorization reference has no parameter(s) ['kk']",
+         "--task-arg", "memorization.kk=4"),
     case("duplicate-pairs-0", {"--tasks": "duplicates"}, "--duplicate-pairs", "--duplicate-pairs", "0"),
     case("noise-rates-empty", {"--noise-rates": ""}, "needs noise rates"),
     case("noise-rate-0", {"--noise-rates": "0"}, "outside (0, 1)"),

@@ -257,3 +257,17 @@ def test_boundary_tie_group_flags_a_flat_top_k() -> None:
     m = similarity_metrics(proxy, ref, top_k=3)
     assert np.isnan(m["pearson_topk"]) and np.isnan(m["spearman_topk"])
     assert np.isfinite(similarity_metrics(proxy, ref, top_k=7)["pearson_topk"])
+
+
+def test_a_top_k_covering_every_estimated_sample_warns(make_config, digits, tmp_path: Path) -> None:
+    """top_k = N makes the top-k set every sample: the *_topk metrics are the plain ones, said by a
+    warning rather than shown as a second measurement."""
+    labels = _full_labels(digits)
+    np.savez(tmp_path / "r.npz", tr_mem=np.random.default_rng(0).random(len(labels)), tr_labels=labels)
+    cfg = make_config(tasks=("memorization",), proxies="csl", subset=SUBSET, epochs=1,
+                      reference=f"fz:{tmp_path / 'r.npz'}", task_args={"memorization": {"top_k": SUBSET}})
+    with pytest.warns(UserWarning, match=rf"memorization.top_k {SUBSET} is not below the {SUBSET} samples"):
+        raw = Experiment(cfg).run().raw
+    got = raw[raw.proxy == "csl"].set_index("metric").value
+    assert got["pearson_topk"] == pytest.approx(got["pearson"]) and got["spearman_topk"] == pytest.approx(
+        got["spearman"])

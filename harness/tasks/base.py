@@ -180,8 +180,13 @@ def make_tasks(
     for owner in task_args:
         if owner in names:
             continue
-        if owner == "memorization" and referencing and set(mem_args) <= set(REFERENCE_DEFAULTS):
-            continue  # the reference's settings, for theory/privacy without the memorization task
+        if owner == "memorization" and referencing:
+            unknown = sorted(set(mem_args) - set(REFERENCE_DEFAULTS))
+            if not unknown:
+                continue  # the reference's settings, for theory/privacy without the memorization task
+            raise HarnessError(f"the memorization reference has no parameter(s) {unknown} (the memorization task "
+                               f"is not selected, so only its reference's apply); valid: "
+                               f"{', '.join(REFERENCE_DEFAULTS)}")
         raise HarnessError(f"--task-arg names task {owner!r}, which is not among the selected tasks "
                            f"({', '.join(names)}); add it to --tasks or drop the argument")
     rc = reference_config(reference, ref_args) if referencing else None

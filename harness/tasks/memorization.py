@@ -22,6 +22,7 @@ and its correlations undefined), and for stability its measured cost (``referenc
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -93,6 +94,11 @@ class Memorization(ReferenceTask):
     def evaluate(self, ctx: EvalContext, scores: dict[str, np.ndarray]) -> list[Row]:
         top_k = self.params["top_k"]
         reference, split_half = self.reference_scores(ctx)
+        estimated = int(np.isfinite(reference.scores).sum())
+        if top_k is not None and top_k >= estimated:
+            warnings.warn(f"memorization.top_k {top_k} is not below the {estimated} samples with a reference "
+                          "estimate (the others were never held out): the *_topk metrics are those over all of "
+                          "them; lower memorization.top_k", stacklevel=2)
         resamples = ctx.resamples()
         boot = similarity_boot(scores, reference.scores, resamples, top_k) if resamples is not None else {}
         rows: list[Row] = []
