@@ -101,7 +101,8 @@ def split_half_pearson(matrix: np.ndarray, masks: np.ndarray) -> float:
 
 
 def _group_stats(values: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per-column count, mean and sample variance (ddof=1; 0 when count <= 1) over masked rows.
+    """Per-column count, mean and sample variance (ddof=1; NaN when count <= 1: one value has no
+    spread to measure, and 0 would claim an exact estimate) over masked rows.
 
     Written with sums instead of nanmean/nanvar so empty groups yield NaN without numpy's
     RuntimeWarnings; the caller reports them once, with a count.
@@ -110,7 +111,7 @@ def _group_stats(values: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.n
     safe = np.maximum(count, 1)
     mean = np.where(mask, values, 0.0).sum(axis=0) / safe
     sq = np.where(mask, (values - mean) ** 2, 0.0).sum(axis=0)
-    var = np.where(count > 1, sq / np.maximum(count - 1, 1), 0.0)
+    var = np.where(count > 1, sq / np.maximum(count - 1, 1), np.nan)
     mean = np.where(count > 0, mean, np.nan)
     return count, mean, var
 
@@ -121,8 +122,9 @@ def stability_memorization(correct: np.ndarray, trained_on: np.ndarray) -> Refer
     ``correct`` is (K, N) eval-mode correctness (bool or float; p(y_i) for the probability
     variant) of K final models on every training sample; ``trained_on`` is the (K, N) bool
     membership mask. stderr_i = sqrt(var_in/n_in + var_out/n_out), the usual standard error of a
-    difference of two independent means. Samples that every model (or no model) trained on have
-    no estimate: they get NaN and a single warning with their count.
+    difference of two independent means; NaN when either group has a single model (at K = 4 and
+    fraction 0.7 about 4 in 10 samples have one out-model). Samples that every model (or no model)
+    trained on have no estimate: they get NaN and a single warning with their count.
     """
     correct = np.asarray(correct, dtype=np.float64)
     trained_on = np.asarray(trained_on)

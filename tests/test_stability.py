@@ -15,8 +15,8 @@ def _loop_reference(correct: np.ndarray, trained: np.ndarray) -> tuple[np.ndarra
     mem, se = [], []
     for i in range(correct.shape[1]):
         a, b = correct[trained[:, i], i], correct[~trained[:, i], i]
-        va = a.var(ddof=1) if len(a) > 1 else 0.0
-        vb = b.var(ddof=1) if len(b) > 1 else 0.0
+        va = a.var(ddof=1) if len(a) > 1 else np.nan
+        vb = b.var(ddof=1) if len(b) > 1 else np.nan
         mem.append(a.mean() - b.mean())
         se.append(np.sqrt(va / len(a) + vb / len(b)))
     return np.array(mem), np.array(se)
@@ -35,12 +35,15 @@ def test_matches_direct_loop() -> None:
     np.testing.assert_allclose(ref.stderr, se, atol=1e-12)
 
 
-def test_single_member_groups_have_zero_variance() -> None:
-    correct = np.array([[1.0], [0.0], [1.0]])
-    trained = np.array([[True], [False], [False]])
+def test_a_single_model_group_leaves_the_stderr_unknown() -> None:
+    """One in-model has no spread to measure: the estimate stands, its stderr is NaN (it was 0 for
+    that group, i.e. sqrt(0.5 / 2) here, understating the error at small K)."""
+    correct = np.array([[1.0, 1.0], [0.0, 1.0], [1.0, 0.0], [1.0, 1.0]])
+    trained = np.array([[True, True], [False, True], [False, False], [False, False]])
     ref = stability_memorization(correct, trained)
-    np.testing.assert_allclose(ref.scores, [0.5])
-    np.testing.assert_allclose(ref.stderr, [np.sqrt(0.5 / 2)])
+    np.testing.assert_allclose(ref.scores, [1 - 2 / 3, 1 - 0.5])
+    assert np.isnan(ref.stderr[0])
+    np.testing.assert_allclose(ref.stderr[1], np.sqrt(0.0 / 2 + 0.5 / 2))
 
 
 def test_constructed_case() -> None:

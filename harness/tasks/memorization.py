@@ -108,9 +108,10 @@ class Memorization(ReferenceTask):
                 if proxy in boot:
                     row["boot"] = boot[proxy][metric]
                 rows.append(row)
-        if reference.stderr is not None:
+        if reference.stderr is not None:  # over the samples whose stderr is known (>= 2 models in and out)
+            known = reference.stderr[np.isfinite(reference.stderr)]
             rows.append({"proxy": "reference", "metric": "reference_mean_stderr",
-                         "value": float(np.nanmean(reference.stderr))})
+                         "value": float(known.mean()) if len(known) else float("nan")})
         if np.isfinite(split_half):
             rows.append({"proxy": "reference", "metric": "reference_split_half_pearson", "value": split_half})
         rows.append({"proxy": "reference", "metric": "reference_topk_tied",
