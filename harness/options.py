@@ -274,8 +274,8 @@ def _path(name: str, help: str, **kwargs: Any) -> Option:
 
 #: Every experiment option, in run_experiment's keyword order (also the order of --help).
 OPTIONS: tuple[Option, ...] = (
-    Option("dataset", "digits", "digits (bundled), cifar10, cifar100, mnist, fashion-mnist, imagefolder:PATH or "
-           "npz:PATH (see `list`)", annotation="str", types=(str,), type_words="str",
+    Option("dataset", "digits", "digits (bundled), cifar10, cifar100, mnist, fashion-mnist, imagefolder:PATH, "
+           "npz:PATH or hf:PATH (see `list`)", annotation="str", types=(str,), type_words="str",
            check=_named("a name", "see `python -m harness list`")),
     Option("proxies", "all", "'all' or a comma-separated list; PROXY(k=v,...) selects a variant, so "
            "'curvature(n=2),curvature(n=10)' compares two side by side (see `list`)", annotation="str",

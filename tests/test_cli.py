@@ -225,3 +225,12 @@ def test_no_command_is_one_error_line(capsys) -> None:
     assert main([]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ") and "command" in err[0]
+
+
+def test_the_help_of_dataset_names_every_built_in_dataset() -> None:
+    """`run --help` and `list` say the same (the help lacked hf:PATH)."""
+    from harness.datasets import dataset_names
+    from harness.options import OPTIONS
+
+    (dataset,) = [o for o in OPTIONS if o.name == "dataset"]
+    assert all(name in dataset.help for name in dataset_names())
