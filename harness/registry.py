@@ -25,11 +25,15 @@ class Registry(Generic[T]):
         self._items: dict[str, T] = {}
 
     def register(self, name: str, item: T, *, replace: bool = False) -> T:
+        """Register `item`; a taken name raises unless `replace`, or unless `item` redefines the
+        registered one (same module and qualified name: a notebook cell run again, a reloaded
+        module), which replaces it, as re-running the definition means to."""
         if not name:
             raise TypeError(f"a {self.kind} needs a non-empty name")
-        if name in self._items and not replace and self._items[name] is not item:
-            raise ValueError(f"{self.kind} {name!r} is already registered ({self._items[name]!r}); "
-                             "pick another name or pass replace=True")
+        taken = self._items.get(name)
+        if name in self._items and not replace and taken is not item and not _redefines(item, taken):
+            raise ValueError(f"{self.kind} {name!r} is already registered by {_origin(taken)}; give "
+                             f"{_origin(item)} another name")
         self._items[name] = item
         return item
 
@@ -61,6 +65,18 @@ class Registry(Generic[T]):
         return self._items.values()
 
 
+def _origin(item: object) -> str:
+    """`module.QualName` of a class or function (what a user can find), else its repr."""
+    module, qualname = getattr(item, "__module__", None), getattr(item, "__qualname__", None)
+    return f"{module}.{qualname}" if isinstance(module, str) and isinstance(qualname, str) else repr(item)
+
+
+def _redefines(new: object, old: object) -> bool:
+    """Whether `new` is a fresh definition of `old`: both classes of one module and qualified name."""
+    return (isinstance(new, type) and isinstance(old, type) and new.__module__ == old.__module__
+            and new.__qualname__ == old.__qualname__)
+
+
 def load_class_plugins(group: str, registry: Registry[type], base: type, register: Callable[[type], type]) -> None:
     """Register the classes other packages install under the entry-point `group` (each names a
     `base` subclass), through `register` (the kind's own checks). A plugin that fails to import, is
@@ -79,10 +95,14 @@ def load_class_plugins(group: str, registry: Registry[type], base: type, registe
             continue
         taken = registry[cls.name] if getattr(cls, "name", None) in registry else None
         if taken is not None and taken is not cls:
-            warnings.warn(f"{where} is named {cls.name!r} like {taken.__module__}.{taken.__qualname__}; keeping "
-                          "the latter, ignoring the plugin", stacklevel=3)
+            warnings.warn(f"{where} is named {cls.name!r} like {taken.__module__}.{taken.__qualname__}, which keeps "
+                          "the name; the plugin is ignored (give it another `name`)", stacklevel=3)
             continue
         try:
             register(cls)
         except TypeError as e:
             warnings.warn(f"{where} is invalid: {e}; ignored", stacklevel=3)
+            continue
+        if ep.name != cls.name:  # selected by the class's name: the entry point's would be unknown
+            warnings.warn(f"{where} registers {kind} {cls.name!r}: select it by that name, and name the entry "
+                          f"point {cls.name!r} too", stacklevel=3)

@@ -5,11 +5,14 @@
 from __future__ import annotations
 
 import ast
+import difflib
+import inspect
 import re
 from collections import Counter
 from typing import Any
 
 from harness.errors import HarnessError
+from harness.recorders import RecorderRequest
 from harness.registry import Registry, load_class_plugins
 from proxies.base import Proxy
 
@@ -18,13 +21,48 @@ PROXIES: Registry[type[Proxy]] = Registry("proxy")
 _plugins_loaded = False
 
 
+#: What `--proxies` and `--proxy-arg PROXY.PARAM=VALUE` can select: no space, comma, bracket or dot.
+NAME = re.compile(r"[a-z_][a-z0-9_-]*")
+
+
 def register_proxy(cls: type[Proxy]) -> type[Proxy]:
-    """Class decorator; a second proxy under a taken name is an error, not a silent overwrite."""
+    """Class decorator; a second proxy under a taken name is an error, not a silent overwrite. The
+    class is checked here, when its module is imported, because a flaw found later (a name
+    `--proxies` cannot select, no `score`) would show only after every run has trained."""
     for attr in ("name", "description", "citation"):
         if not getattr(cls, attr, None):
             raise TypeError(f"proxy {cls.__name__} must declare a non-empty `{attr}`")
+    _check_name(cls)
+    _check_declarations(cls)
     PROXIES.register(cls.name, cls)
     return cls
+
+
+def _check_name(cls: type[Proxy]) -> None:
+    name = cls.name
+    if not isinstance(name, str) or not NAME.fullmatch(name):
+        raise TypeError(f"proxy {cls.__name__} has name {name!r}, which --proxies cannot select: use lower-case "
+                        "letters, digits, '_' and '-', starting with a letter or '_' (e.g. 'late_loss')")
+
+
+def _check_declarations(cls: type[Proxy]) -> None:
+    """`score` implemented, `defaults` a dict of named parameters, `recorders` a tuple of
+    RecorderRequest and each `variants_in_all` entry a dict of declared parameters."""
+    where = f"proxy {cls.__name__} ({cls.name!r})"
+    if getattr(cls, "score", None) is Proxy.score:
+        raise TypeError(f"{where} must implement `score(self, ctx) -> np.ndarray` (one float per sample)")
+    if not isinstance(cls.defaults, dict) or not all(isinstance(k, str) for k in cls.defaults):
+        raise TypeError(f"{where}: `defaults` must be a dict of parameter name -> default value "
+                        f"(got {cls.defaults!r})")
+    recorders = inspect.getattr_static(cls, "recorders")  # a property computes them from the parameters
+    if not isinstance(recorders, property) and not (
+            isinstance(recorders, tuple | list) and all(isinstance(r, RecorderRequest) for r in recorders)):
+        raise TypeError(f"{where}: `recorders` must be a tuple of RecorderRequest, e.g. "
+                        f"(RecorderRequest.of(\"train_loss\"),) (got {recorders!r})")
+    for variant in cls.variants_in_all:
+        if not isinstance(variant, dict) or not set(variant) <= set(cls.defaults):
+            raise TypeError(f"{where}: each `variants_in_all` entry must be a dict of parameters declared in "
+                            f"`defaults` ({', '.join(cls.defaults) or 'none'}); got {variant!r}")
 
 
 def load_plugins() -> None:
@@ -43,14 +81,16 @@ def available_proxies() -> dict[str, type[Proxy]]:
 def make_proxy(name: str, **params: Any) -> Proxy:
     proxies = available_proxies()
     if name not in proxies:
-        raise HarnessError(f"unknown proxy {name!r}; valid proxies: {', '.join(proxies)} (or 'all')")
+        close = difflib.get_close_matches(name.lower(), list(proxies), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise HarnessError(f"unknown proxy {name!r}{hint}; valid proxies: {', '.join(proxies)} (or 'all')")
     return proxies[name](**params)
 
 
 def parse_selection(selection: str) -> list[tuple[str, dict[str, Any]]]:
     """'csl,curvature(n=2),curvature(n=10,h=0.01)' -> [(name, params), ...] (values as Python literals)."""
     items = re.findall(r"\s*([A-Za-z_][\w.-]*)\s*(?:\(([^)]*)\))?\s*(?:,|$)", selection)
-    if ",".join(n + (f"({a})" if a else "") for n, a in items).replace(" ", "") != selection.replace(" ", ""):
+    if _squeezed(",".join(n + (f"({a})" if a else "") for n, a in items)) != _squeezed(selection):
         raise HarnessError(f"cannot parse --proxies {selection!r}; use e.g. 'csl,curvature(n=2),curvature(n=10)'")
     out = []
     for name, args in items:
@@ -64,6 +104,11 @@ def parse_selection(selection: str) -> list[tuple[str, dict[str, Any]]]:
             params[key.strip()] = _literal(value.strip())
         out.append((name, params))
     return out
+
+
+def _squeezed(text: str) -> str:
+    """`text` without any whitespace (tabs and newlines too, which the item pattern skips as well)."""
+    return re.sub(r"\s", "", text)
 
 
 def _literal(text: str) -> Any:
