@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import difflib
 import inspect
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -126,13 +126,23 @@ def experiment_config(**options: Any) -> ExperimentConfig:
 
 def _plain(value: Any) -> Any:
     """numpy scalars (a value read from an array: epochs=np.int64(3)) and arrays as the Python
-    numbers and lists they hold, so they pass the same checks and hash to the same experiment."""
+    numbers and lists they hold, so they pass the same checks and hash to the same experiment. A
+    float32 is the decimal it prints as (np.float32(0.1) -> 0.1, not 0.10000000149011612: another
+    experiment, named noise=0.10000000149011612); an iterator (a generator) becomes a tuple, read
+    once (the checks would consume it and leave parsing nothing: "needs noise rates"); dicts
+    (proxy_args) are converted value by value."""
+    if isinstance(value, np.floating) and value.dtype.itemsize < 8:
+        return float(str(value))
     if isinstance(value, np.generic):
         return value.item()
     if isinstance(value, np.ndarray):
-        return value.tolist()
+        return _plain(value[()] if value.ndim == 0 else list(value))
+    if isinstance(value, Iterator):
+        value = tuple(value)
     if isinstance(value, (list, tuple)):
         return type(value)(_plain(v) for v in value)
+    if isinstance(value, dict):  # proxy_args / task_args: {"curvature": {"n": np.int64(2)}}
+        return {k: _plain(v) for k, v in value.items()}
     return value
 
 

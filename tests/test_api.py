@@ -186,6 +186,34 @@ def test_numpy_values_are_the_python_numbers_they_hold() -> None:
     assert type(numpy.recipe.epochs) is int
 
 
+def test_float32_values_are_the_decimals_they_print_as() -> None:
+    """Before: np.float32(0.1) became 0.10000000149011612, another experiment (no reuse of the
+    store) whose setting and learning rate read 0.10000000149011612."""
+    from harness.config import experiment_id
+
+    plain = experiment_config(noise_rates=[0.1, 0.2], lr=0.05)
+    single = experiment_config(noise_rates=np.array([0.1, 0.2], dtype=np.float32), lr=np.float32(0.05))
+    assert single.noise_rates == (0.1, 0.2) and single.recipe.lr == 0.05
+    assert experiment_id(single) == experiment_id(plain)
+
+
+def test_a_generator_is_read_once() -> None:
+    """Before: the type check consumed it and parsing saw nothing: 'the mislabeled task needs noise
+    rates', about rates the caller had passed."""
+    cfg = experiment_config(noise_rates=(r for r in [0.1, 0.05]), seeds=iter([0, 3]), tasks=(t for t in ["mislabeled"]))
+    assert (cfg.noise_rates, cfg.seeds, cfg.tasks) == ((0.1, 0.05), (0, 3), ("mislabeled",))
+
+
+def test_numpy_values_in_proxy_args_are_python_numbers() -> None:
+    """Before: curvature.n=np.int64(2) passed the config and failed `check_int` when the proxies
+    were built ('must be an integer >= 1 (got np.int64(2))')."""
+    from proxies import resolve_proxies
+
+    cfg = experiment_config(proxies="curvature", proxy_args={"curvature": {"n": np.int64(2), "h": np.float32(0.01)}})
+    assert cfg.proxy_args == {"curvature": {"n": 2, "h": 0.01}}
+    assert [p.label for p in resolve_proxies(cfg.proxies, cfg.proxy_args)] == ["curvature(h=0.01,n=2)"]
+
+
 def test_an_out_inside_the_image_folder_is_refused_before_training(tmp_path) -> None:
     # results written into an imagefolder: would become a class folder and break the dataset
     root = tmp_path / "folder"
