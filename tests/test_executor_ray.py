@@ -5,6 +5,7 @@ alone), and `--executor ray` without Ray installed is a clear exit-2 error."""
 from __future__ import annotations
 
 import os
+import socket
 import sys
 from functools import partial
 from pathlib import Path
@@ -106,3 +107,26 @@ def test_executor_ray_without_ray_is_exit_2(make_config, tmp_path, monkeypatch, 
     err = capsys.readouterr().err
     assert code == 2 and "pip install" in err and "Traceback" not in err
     assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())
+
+
+def test_a_job_that_raises_is_reported_by_its_own_message(capsys) -> None:
+    """Before: the failure line was Ray's wrapper text, the worker's whole traceback with terminal
+    colour codes, where the local executor reports the exception's message."""
+    from ray.exceptions import RayTaskError
+
+    trace = "\x1b[36mray::digits seed0()\x1b[39m\nTraceback (most recent call last):\nHarnessError: unknown dataset 'x'"
+    error = RayTaskError("_call", trace, HarnessError("unknown dataset 'x'"))
+    outcome = ray_executor._job_error(error)
+    assert type(outcome) is HarnessError and str(outcome) == "unknown dataset 'x'"
+    err = capsys.readouterr().err
+    assert "Traceback" in err and "\x1b[" not in err
+
+
+@pytest.mark.parametrize("scheme, flag", [("", "--port"), ("ray://", "--ray-client-server-port")])
+def test_a_closed_port_names_the_flag_that_opens_it(scheme, flag) -> None:
+    """Before: a ray:// (Ray Client) address was told `ray start --head --port=PORT`, the GCS port."""
+    with socket.socket() as s:  # a port nothing listens on once closed
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.raises(HarnessError, match=rf"`ray start --head {flag}={port}`"):
+        ray_executor.check_reachable(f"{scheme}127.0.0.1:{port}")

@@ -26,6 +26,7 @@ What the harness adds around Ray, because Ray alone gets these wrong for a comma
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import subprocess
 import sys
@@ -96,6 +97,18 @@ class ClusterLost(WorkersLost):
 def _call(fn: JobFn, job: Job):
     """The remote task: `fn` travels as an argument, so any picklable callable (a partial) works."""
     return fn(job)
+
+
+def _job_error(error: RayTaskError) -> BaseException:
+    """The exception a job raised, as the local executor reports it: the exception itself, its
+    traceback on stderr. Ray's wrapper reads as the worker's whole traceback in terminal colours,
+    which would become the run's failure line (on screen and in summary.json)."""
+    cause = getattr(error, "cause", None)
+    if not isinstance(cause, Exception):  # e.g. a cause Ray could not unpickle: keep Ray's text
+        return error.as_instanceof_cause() if hasattr(error, "as_instanceof_cause") else error
+    trace = getattr(error, "traceback_str", "") or str(error)
+    print(re.sub(r"\x1b\[[0-9;]*m", "", trace), file=sys.stderr)  # without Ray's colour codes
+    return cause
 
 
 def _stop_reaper() -> None:
@@ -275,7 +288,7 @@ class RayExecutor(Executor):
                     try:
                         outcome: object = ray.get(ref)
                     except RayTaskError as e:  # the job raised: report it, do not retry
-                        outcome = e.as_instanceof_cause() if hasattr(e, "as_instanceof_cause") else e
+                        outcome = _job_error(e)
                     except ray.exceptions.RayError as e:  # the worker or its node died, twice
                         if _head_gone(self.head):  # not one job's fault: the whole cluster is gone
                             pending[ref] = job

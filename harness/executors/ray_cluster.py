@@ -139,8 +139,10 @@ def check_reachable(address: str) -> tuple[str, int]:
             return host, port
         except OSError as e:
             errors.append(e.strerror or type(e).__name__)
+    # a ray:// address is the head's Ray Client server, which `--port` (the GCS port) does not move
+    flag = "--ray-client-server-port" if address.startswith("ray://") else "--port"
     raise HarnessError(f"no Ray cluster answers at {address} ({errors[0] if errors else 'no address'}): start it "
-                       f"(`ray start --head --port={port}` on the head node) or fix --ray-address; {CLUSTER_HELP}")
+                       f"(`ray start --head {flag}={port}` on the head node) or fix --ray-address; {CLUSTER_HELP}")
 
 
 def _resolve(host: str, port: int, address: str) -> list:
