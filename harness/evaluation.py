@@ -8,6 +8,7 @@ a failed run. The result holds what the outputs are written from.
 
 from __future__ import annotations
 
+import traceback
 import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
@@ -17,6 +18,8 @@ import numpy as np
 import pandas as pd
 
 from harness.config import ExperimentConfig
+from harness.errors import HarnessError
+from harness.io import failure_reason
 from harness.leaderboard import aggregate
 from harness.phases import PhaseTimer
 from harness.planner import Plan
@@ -55,22 +58,39 @@ def score(proxies: list[Proxy], base: RunSpec, data: PreparedData, runs: Mapping
         if any(n.spec not in runs for n in proxy.needs(base)):
             problems.append(f"proxy {proxy.label} skipped for {base.label()}: a run it needs failed")
             continue
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN slices are reported below
-            s = np.asarray(proxy.score(ctx), dtype=np.float64)
-        if s.shape != (data.n,):
-            raise RuntimeError(f"proxy {proxy.label} returned shape {s.shape}, expected ({data.n},)")
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN slices are reported below
+                s = _checked(proxy.score(ctx), data.n)
+        except HarnessError:
+            raise  # the harness's own (a store entry damaged while read): its message says what to do
+        except Exception as e:  # a bug in one proxy (a plugin's, say) costs that proxy, not the experiment
+            traceback.print_exc()
+            problems.append(f"proxy {proxy.label} failed for {base.label()}: {type(e).__name__}: "
+                            f"{failure_reason(e)}; left out of the leaderboard")
+            continue
         if np.isnan(s).all():
             problems.append(f"proxy {proxy.label} failed for {base.label()}: every score is NaN "
                             "(check its parameters); left out of the leaderboard")
             continue
-        finite = s[np.isfinite(s)]
-        if len(finite) == len(s) and len(s) > 1 and (finite == finite[0]).all():
-            warnings.warn(f"proxy {proxy.label} gives every sample the same score ({finite[0]:g}) for {base.label()}: "
+        seen = s[~np.isnan(s)]
+        if len(seen) == len(s) and len(s) > 1 and (seen == seen[0]).all():
+            warnings.warn(f"proxy {proxy.label} gives every sample the same score ({seen[0]:g}) for {base.label()}: "
                           "it ranks nothing (detection AUROC 0.5, correlations undefined); with few epochs some "
                           "proxies cannot separate samples (e.g. learning_time's rule=first)", stacklevel=2)
         scores[proxy.label] = s
     return scores, problems
+
+
+def _checked(raw: object, n: int) -> np.ndarray:
+    """A proxy's scores as float64 (n,): any other shape, or complex or non-numeric values, are an
+    error of that proxy (a complex score would lose its imaginary part in the cast unnoticed)."""
+    s = np.asarray(raw)
+    if s.shape != (n,):
+        raise ValueError(f"it returned shape {s.shape}; a proxy returns one score per sample, shape ({n},)")
+    if s.dtype.kind not in "biuf":
+        raise TypeError(f"it returned {s.dtype} scores; a proxy returns real numbers")
+    return s.astype(np.float64)
 
 
 def flipped_fit(plan: Plan, runs: Mapping[RunSpec, StoredRun], prepared: Callable[[DataSpec], PreparedData]

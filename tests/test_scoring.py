@@ -36,3 +36,54 @@ def test_a_proxy_that_ranks_nothing_is_said_not_hidden(base_spec, digits_noisy) 
         warnings.simplefilter("error")  # a proxy that ranks the samples says nothing
         scores, problems = score([_Ranked()], base_spec, digits_noisy, {base_spec: None})
     assert problems == [] and len(scores["ranked"]) == digits_noisy.n
+
+
+class _Short(_Constant):
+    name = "short"
+
+    def score(self, ctx) -> np.ndarray:
+        return np.arange(len(ctx.labels) - 1, dtype=float)
+
+
+class _Raises(_Constant):
+    name = "raises"
+
+    def score(self, ctx) -> np.ndarray:
+        raise ZeroDivisionError("a bug in the proxy")
+
+
+class _Complex(_Constant):
+    name = "complex"
+
+    def score(self, ctx) -> np.ndarray:
+        return np.arange(len(ctx.labels)) * (1 + 1j)
+
+
+class _MinusInf(_Constant):
+    name = "minus_inf"
+
+    def score(self, ctx) -> np.ndarray:
+        return np.full(len(ctx.labels), -np.inf)
+
+
+def test_a_broken_proxy_is_left_out_and_the_others_kept(base_spec, digits_noisy, capsys) -> None:
+    """A wrong shape, an exception or complex scores ended the whole experiment after training
+    (a traceback, no leaderboard for any proxy); now that proxy is one failure line."""
+    proxies = [_Short(), _Raises(), _Complex(), _Ranked()]
+    scores, problems = score(proxies, base_spec, digits_noisy, {base_spec: None})
+    assert list(scores) == ["ranked"]
+    n = digits_noisy.n
+    assert problems == [
+        f"proxy short failed for {base_spec.label()}: ValueError: it returned shape ({n - 1},); a proxy returns one "
+        f"score per sample, shape ({n},); left out of the leaderboard",
+        f"proxy raises failed for {base_spec.label()}: ZeroDivisionError: a bug in the proxy; left out of the "
+        "leaderboard",
+        f"proxy complex failed for {base_spec.label()}: TypeError: it returned complex128 scores; a proxy returns "
+        "real numbers; left out of the leaderboard",
+    ]
+    assert "ZeroDivisionError: a bug in the proxy" in capsys.readouterr().err  # the traceback, to debug it
+
+
+def test_infinite_constant_scores_rank_nothing_too(base_spec, digits_noisy) -> None:
+    with pytest.warns(UserWarning, match=r"proxy minus_inf gives every sample the same score \(-inf\)"):
+        score([_MinusInf()], base_spec, digits_noisy, {base_spec: None})
