@@ -135,3 +135,13 @@ def test_any_whitespace_between_items_is_ignored(selection: str, labels: list[st
 def test_an_unknown_proxy_suggests_the_close_name(selection: str, close: str) -> None:
     with pytest.raises(HarnessError, match=rf"unknown proxy '{selection}' \(did you mean '{close}'\?\)"):
         resolve_proxies(selection)
+
+
+@pytest.mark.parametrize("name", ["my task", "my.task", "MyTask", ""])
+def test_a_task_name_tasks_cannot_select_is_refused_when_registered(name: str) -> None:
+    """`--tasks a,b` and `--task-arg TASK.PARAM=V` could never select these names."""
+    from harness.tasks.base import TASKS, Task, register_task
+
+    with pytest.raises(TypeError, match="task Odd"):
+        register_task(type("Odd", (Task,), {"name": name, "description": "d"}))
+    assert name not in TASKS

@@ -7,6 +7,7 @@ memorization reference), and evaluates every proxy's scores in a setting into ro
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -138,6 +139,9 @@ def register_task(cls: type[Task]) -> type[Task]:
     for attr in ("name", "description"):
         if not getattr(cls, attr, None):
             raise TypeError(f"task {cls.__name__} must declare a non-empty `{attr}`")
+    if not isinstance(cls.name, str) or not re.fullmatch(r"[a-z_][a-z0-9_-]*", cls.name):
+        raise TypeError(f"task {cls.__name__} has name {cls.name!r}, which --tasks and --task-arg TASK.PARAM cannot "
+                        "select: use lower-case letters, digits, '_' and '-', starting with a letter or '_'")
     TASKS.register(cls.name, cls)
     return cls
 
