@@ -107,8 +107,9 @@ def parse_selection(selection: str) -> list[tuple[str, dict[str, Any]]]:
 
 
 def _squeezed(text: str) -> str:
-    """`text` without any whitespace (tabs and newlines too, which the item pattern skips as well)."""
-    return re.sub(r"\s", "", text)
+    """`text` without any whitespace (tabs and newlines too, which the item pattern skips as well)
+    and without empty parentheses (`csl()` is csl with its defaults)."""
+    return re.sub(r"([\w.-])\(\)", r"\1", re.sub(r"\s", "", text))
 
 
 def _literal(text: str) -> Any:

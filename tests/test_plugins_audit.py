@@ -131,6 +131,13 @@ def test_any_whitespace_between_items_is_ignored(selection: str, labels: list[st
     assert [p.label for p in resolve_proxies(selection)] == labels
 
 
+def test_empty_parentheses_are_the_defaults_and_stray_ones_are_refused() -> None:
+    assert [p.label for p in resolve_proxies("csl(), aum")] == ["csl", "aum"]
+    for bad in ("csl()()", "csl,()", "csl("):
+        with pytest.raises(HarnessError, match="cannot parse --proxies"):
+            resolve_proxies(bad)
+
+
 @pytest.mark.parametrize(("selection", "close"), [("CSL", "csl"), ("curvatur", "curvature")])
 def test_an_unknown_proxy_suggests_the_close_name(selection: str, close: str) -> None:
     with pytest.raises(HarnessError, match=rf"unknown proxy '{selection}' \(did you mean '{close}'\?\)"):
