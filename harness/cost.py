@@ -1,8 +1,12 @@
 """What each proxy costs: measured FLOPs and seconds of everything it needs.
 
-Every proxy needs one trained model, so each is charged the base run's training; on top come the
-recorders it asked for on that run and the whole of any extra run (SSFT's, the folds'). Ratios are
-relative to the base run's plain training (recorders excluded), the paper's Table 5 convention.
+A proxy is charged exactly the runs it declares in `needs` (methods.md, "cost": its runs and its
+extra passes): each such run's training once, plus the recorders the proxy asked for on it. A
+proxy that reads the base run (csl, final_loss, ...) is thus charged the base run's training; one
+that trains its own models (ssft's two two-phase runs, confident_learning's folds) is charged those
+and not the base run, which its score never reads -- as the stability reference is charged its K
+models only. Ratios are relative to the base run's plain training (recorders excluded), the paper's
+Table 5 convention.
 """
 
 from __future__ import annotations
@@ -24,18 +28,27 @@ def run_cost(run: StoredRun, recorder_keys: set[str], include_training: bool) ->
     return flops, seconds
 
 
-def proxy_cost(proxy: Proxy, base: RunSpec, runs: Mapping[RunSpec, StoredRun]) -> dict[str, float]:
-    plain_flops, plain_seconds = run_cost(runs[base], set(), include_training=True)
-    flops, seconds = plain_flops, plain_seconds
+def needed_recorders(proxy: Proxy, base: RunSpec) -> dict[RunSpec, set[str]]:
+    """The runs `proxy` reads, each once, with the union of the recorder keys it asks for there
+    (a run named by two needs is trained once, so it is charged once)."""
+    wanted: dict[RunSpec, set[str]] = {}
     for need in proxy.needs(base):
-        f, s = run_cost(runs[need.spec], {r.key for r in need.recorders}, include_training=need.spec != base)
+        wanted.setdefault(need.spec, set()).update(r.key for r in need.recorders)
+    return wanted
+
+
+def proxy_cost(proxy: Proxy, base: RunSpec, runs: Mapping[RunSpec, StoredRun]) -> dict[str, float]:
+    flops = seconds = 0.0
+    for spec, keys in needed_recorders(proxy, base).items():
+        f, s = run_cost(runs[spec], keys, include_training=True)
         flops, seconds = flops + f, seconds + s
     return cost_row(flops, seconds, runs[base])
 
 
-def cost_row(flops: float, seconds: float, base: StoredRun) -> dict[str, float]:
-    """Absolute cost and its ratio to `base`'s plain training (recorders excluded)."""
-    plain_flops, plain_seconds = run_cost(base, set(), include_training=True)
+def cost_row(flops: float, seconds: float, base: StoredRun | None) -> dict[str, float]:
+    """Absolute cost and its ratio to `base`'s plain training (recorders excluded); the ratios are
+    NaN without a base run (no selected proxy or task trained one, e.g. --proxies ssft alone)."""
+    plain_flops, plain_seconds = run_cost(base, set(), include_training=True) if base is not None else (0.0, 0.0)
     return {
         "flops": flops,
         "seconds": seconds,

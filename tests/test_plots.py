@@ -51,6 +51,18 @@ def test_binned_relation_ignores_nonfinite() -> None:
     assert table["count"].sum() == 1
 
 
+def test_binned_relation_constant_x_and_histogram_counts() -> None:
+    # a constant x is one bin of zero width holding every sample, not an error or empty table
+    table = binned_relation(np.full(4, 2.0), np.array([1.0, 2.0, 3.0, 4.0]), bins=5)
+    assert table[["bin_left", "bin_right", "mean", "count"]].values.tolist() == [[2.0, 2.0, 2.5, 4]]
+    assert table["std"].iloc[0] == pytest.approx(np.std([1.0, 2.0, 3.0, 4.0]))
+    # values on interior edges and the top edge fall where np.histogram puts them
+    rng = np.random.default_rng(3)
+    x = np.round(rng.random(400) * 7, 1)
+    counts, _ = np.histogram(x, bins=7)
+    np.testing.assert_array_equal(binned_relation(x, x, bins=7)["count"], counts[counts > 0])
+
+
 def test_plot_binned(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     x = rng.random(500)

@@ -59,7 +59,7 @@ def test_reference_args_are_parsed_once(monkeypatch) -> None:
     (["memorization"], {"nosuch": {"k": 1}}, "unknown task 'nosuch'"),
     (["mislabeled"], {"theory": {"bins": 3}}, "not among the selected tasks"),
     (["mislabeled"], {"memorization": {"k": 4}}, "not among the selected tasks"),
-    (["theory"], {"memorization": {"top_k": 4}}, "not among the selected tasks"),
+    (["theory"], {"memorization": {"top_k": 4}}, r"\['top_k'\] \(the memorization task is not selected"),
     (["theory"], {"theory": {"binz": 3}}, "no parameter.*binz.*valid: bins, per_class, rule"),
     (["theory"], {"theory": {"rule": "last"}}, "theory.rule"),
     (["mislabeled"], {"mislabeled": {"rate": 0.1}}, "task 'mislabeled' has no parameter.*valid: none"),

@@ -1,6 +1,8 @@
 """Cost (paper Table 5): each proxy's measured FLOPs and seconds, absolute and relative to one
 plain training run. It reuses the runs of the first other selected task's first setting label
-(no extra training); alone, it trains one clean base run per seed."""
+(no extra training); alone, it trains one clean base run per seed. The base run is the task's own
+need: the denominator of every ratio, trained even when no selected proxy reads it (ssft or
+confident_learning alone train only their own runs)."""
 
 from __future__ import annotations
 
@@ -11,9 +13,10 @@ import numpy as np
 from harness.config import ExperimentConfig
 from harness.cost import proxy_cost
 from harness.datasets import Dataset
-from harness.runspec import DataSpec
+from harness.runspec import DataSpec, RunSpec
 from harness.tasks.base import EvalContext, Row, Setting, Task, register_task
 from harness.tasks.reference import ReferenceConfig
+from proxies.base import Need
 
 
 @register_task
@@ -34,6 +37,10 @@ class Cost(Task):
             first = settings[0].label
             return [Setting(self.name, s.label, s.data, s.seed) for s in settings if s.label == first]
         return [Setting(self.name, "clean", base_data, seed) for seed in cfg.seeds]
+
+    def needs(self, setting: Setting, base: RunSpec, cfg: ExperimentConfig) -> list[Need]:
+        """The plain base run, without recorders: the "1x" every ratio divides by."""
+        return [Need(base, frozenset())]
 
     def evaluate(self, ctx: EvalContext, scores: dict[str, np.ndarray]) -> list[Row]:
         rows = []
