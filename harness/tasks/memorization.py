@@ -152,9 +152,10 @@ def boundary_tie_group(reference: np.ndarray, top_k: int | None) -> int:
 def reference_cost(rc: ReferenceConfig, ctx: EvalContext) -> dict[str, float]:
     """Measured FLOPs and seconds of the K stability models (training and final eval pass), and
     their ratio to the base run's plain training: the paper's Table 5 row for stability, at the
-    K used. Seconds of batched members are their share of the ensemble's wall time."""
+    K used (NaN when no selected proxy trains the base run: it is not trained for a ratio alone).
+    Seconds of batched members are their share of the ensemble's wall time."""
     flops = seconds = 0.0
     for spec in rc.specs(ctx.base):
         f, sec = run_cost(ctx.runs[spec], {EVAL_LAST.key}, include_training=True)
         flops, seconds = flops + f, seconds + sec
-    return cost_row(flops, seconds, ctx.runs[ctx.base])
+    return cost_row(flops, seconds, ctx.runs.get(ctx.base))
