@@ -76,6 +76,22 @@ class Recipe:
                                    f"(got {self.augment_epochs})")
         if self.precision not in PRECISIONS:
             raise HarnessError(f"unknown precision {self.precision!r}; valid: {', '.join(PRECISIONS)}")
+        self._validate_numbers()
+
+    def _validate_numbers(self) -> None:
+        """The fields no CLI flag sets (a Recipe built in Python): checked here, before anything
+        trains, because torch refuses a negative momentum or weight decay only when the optimizer is
+        built inside a worker, and a negative crop padding only at the first augmented batch."""
+        if not 0 <= self.momentum < 1:
+            raise HarnessError(f"momentum must be in [0, 1) (got {self.momentum})")
+        if not 0 <= self.weight_decay < float("inf"):
+            raise HarnessError(f"weight decay must be a finite number >= 0 (got {self.weight_decay})")
+        if not 0 < self.gamma < float("inf"):
+            raise HarnessError(f"lr decay factor gamma must be a finite number > 0 (got {self.gamma})")
+        if self.crop_padding < 0:
+            raise HarnessError(f"crop padding must be >= 0 (got {self.crop_padding})")
+        if any(m < 1 for m in self.milestones):
+            raise HarnessError(f"lr milestones must be epochs >= 1 (got {self.milestones})")
 
 
 def make_optimizer(recipe: Recipe, params) -> torch.optim.Optimizer:
