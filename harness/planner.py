@@ -7,6 +7,7 @@ cannot take, input gradients asked of token ids) is refused here, before anythin
 
 from __future__ import annotations
 
+import warnings
 from collections import defaultdict
 from dataclasses import dataclass
 
@@ -145,6 +146,10 @@ class Planner:
                 groups[(spec.data, spec.model, spec.recipe, frozenset(requests))].append(spec)
             else:
                 singles.append((spec, requests))
+        if self.cfg.compile and groups:
+            warnings.warn("--compile applies to runs trained alone; runs trained in the batched ensemble engine "
+                          "(torch.func.vmap: every run whose model and recorders allow it, e.g. the stability "
+                          "models) run eagerly", stacklevel=2)
         jobs = []
         for (data, _, _, requests), specs in groups.items():
             prepared = prepared_data(self.source, data, device)

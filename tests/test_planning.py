@@ -6,6 +6,8 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import replace
 
+import pytest
+
 from harness.config import ExperimentConfig
 from harness.experiment import Experiment
 from harness.presets import preset_for
@@ -60,3 +62,12 @@ def test_plan_shares_runs_and_rerun_trains_nothing(tmp_path) -> None:
     again = Experiment(_config(tmp_path)).run()
     assert again.trained == [] and len(again.reused) == 6 and not again.failures
     assert again.raw.equals(first.raw)
+
+
+def test_compile_says_that_ensemble_runs_stay_eager(make_config) -> None:
+    """The ensemble engine does not compile its vmapped step: --compile was a silent no-op there."""
+    exp = Experiment(make_config(compile=True, proxies="final_loss"))
+    _, todo = exp.pending()
+    with pytest.warns(UserWarning, match="--compile applies to runs trained alone"):
+        jobs = exp.jobs(todo)
+    assert [j.engine for j in jobs] == ["ensemble"]
