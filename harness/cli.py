@@ -91,7 +91,11 @@ def preset_note(cfg: ExperimentConfig) -> str:
     augment = "on" if r.augment else "off"
     if r.augment and r.augment_epochs is not None and r.augment_epochs < r.epochs:
         augment = f"in the first {r.augment_epochs} epochs, then off"
-    return (f"preset {cfg.preset}: {cfg.model}, {r.epochs} epochs {r.optimizer} lr {r.lr:g} {r.schedule}, "
+    schedule = r.schedule
+    if r.schedule == "multistep":
+        steps = ", ".join(map(str, r.milestones))
+        schedule = f"multistep (/{1 / r.gamma:g} at epochs {steps})" if steps else "multistep (no milestone: constant)"
+    return (f"preset {cfg.preset}: {cfg.model}, {r.epochs} epochs {r.optimizer} lr {r.lr:g} {schedule}, "
             f"batch {r.batch_size}, augmentation {augment}")
 
 

@@ -230,8 +230,13 @@ def _into(field: str):
 
 
 def _epochs_into(recipe: Recipe, epochs: Any) -> Recipe:
-    """A preset's milestones past the new epochs go, and its augment epochs are cut to them."""
-    kept = tuple(m for m in recipe.milestones if isinstance(epochs, int) and m < epochs)
+    """A preset's lr milestones scale with the epochs, as its cosine and one-cycle schedules do (the
+    paper's 120/180 of 200 epochs are 60/90 of 100): cutting the ones past the new end instead left
+    `--preset paper --epochs 100` at a constant lr. Its augment epochs are cut to the new end."""
+    kept: tuple[int, ...] = ()
+    if isinstance(epochs, int) and not isinstance(epochs, bool) and recipe.milestones:
+        scaled = (round(m * epochs / recipe.epochs) for m in recipe.milestones)
+        kept = tuple(sorted({m for m in scaled if 1 <= m < epochs}))
     augment_epochs = recipe.augment_epochs
     if augment_epochs is not None and isinstance(epochs, int):
         augment_epochs = min(augment_epochs, epochs)

@@ -65,3 +65,16 @@ def test_onecycle_rises_to_lr_at_a_quarter_then_falls_linearly() -> None:
     assert max(lrs) == pytest.approx(0.4) and lrs.index(max(lrs)) == 10
     assert 0 < lrs[-1] < 0.02  # the last epoch still learns
     assert _lrs(Recipe(lr=0.4, epochs=1, schedule="onecycle")) == pytest.approx([0.016])  # no crash when short
+
+
+@pytest.mark.parametrize(("epochs", "milestones"), [(200, (120, 180)), (100, (60, 90)), (150, (90, 135)),
+                                                    (10, (6, 9)), (2, (1,)), (1, ())])
+def test_epochs_scale_the_paper_presets_milestones(epochs: int, milestones: tuple[int, ...]) -> None:
+    """--epochs 100 cut both of 120/180 and trained the paper preset at a constant lr, silently."""
+    from harness.api import experiment_config
+    from harness.cli import preset_note
+
+    cfg = experiment_config(preset="paper", epochs=epochs, dataset="digits", model="mlp")
+    assert cfg.recipe.milestones == milestones
+    steps = ", ".join(map(str, milestones))
+    assert (f"multistep (/10 at epochs {steps})" if milestones else "multistep (no milestone") in preset_note(cfg)
