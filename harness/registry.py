@@ -7,7 +7,9 @@ for a plugin, so registering a taken name raises unless the caller opts into rep
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.metadata
+import inspect
 import warnings
 from collections.abc import Callable, Iterator
 from typing import Generic, TypeVar
@@ -65,16 +67,32 @@ class Registry(Generic[T]):
         return self._items.values()
 
 
+def _definition(item: object) -> tuple | None:
+    """Where `item` was defined: (module, qualified name) of a class or function; for a registry
+    entry wrapping code (a dataset's `load`, a model's `factory`), that of its callables."""
+    if isinstance(item, type) or inspect.isfunction(item):
+        return (item.__module__, item.__qualname__)
+    if dataclasses.is_dataclass(item):
+        values = (getattr(item, f.name) for f in dataclasses.fields(item))
+        inner = tuple(_definition(v) for v in values if callable(v))
+        return inner if inner and None not in inner else None
+    return None
+
+
 def _origin(item: object) -> str:
-    """`module.QualName` of a class or function (what a user can find), else its repr."""
-    module, qualname = getattr(item, "__module__", None), getattr(item, "__qualname__", None)
-    return f"{module}.{qualname}" if isinstance(module, str) and isinstance(qualname, str) else repr(item)
+    """`module.QualName` of where `item` was defined (what a user can find), else its repr."""
+    where = _definition(item)
+    if where is None:
+        return repr(item)
+    parts = [where] if isinstance(where[0], str) else list(where)
+    return ", ".join(f"{module}.{name}" for module, name in parts)
 
 
 def _redefines(new: object, old: object) -> bool:
-    """Whether `new` is a fresh definition of `old`: both classes of one module and qualified name."""
-    return (isinstance(new, type) and isinstance(old, type) and new.__module__ == old.__module__
-            and new.__qualname__ == old.__qualname__)
+    """Whether `new` is a fresh definition of `old` (a notebook cell run again, a module reloaded):
+    both defined at one module and qualified name."""
+    where = _definition(new)
+    return where is not None and where == _definition(old)
 
 
 def load_class_plugins(group: str, registry: Registry[type], base: type, register: Callable[[type], type]) -> None:

@@ -152,3 +152,20 @@ def test_a_task_name_tasks_cannot_select_is_refused_when_registered(name: str) -
     with pytest.raises(TypeError, match="task Odd"):
         register_task(type("Odd", (Task,), {"name": name, "description": "d"}))
     assert name not in TASKS
+
+
+def test_running_a_cell_that_registers_a_dataset_again_replaces_it() -> None:
+    """The notebook rule holds for loaders (registered as a function wrapped in an entry), not only
+    for proxy classes; another function under the taken name is still an error naming both."""
+    from harness.datasets import DATASETS, register_dataset
+
+    cell = "@register_dataset('audit_cell_data', 'd')\ndef {}(request):\n    raise NotImplementedError\n"
+    try:
+        for _ in range(2):
+            exec(compile(cell.format("load"), "<cell>", "exec"), {"register_dataset": register_dataset,
+                                                                  "__name__": "__main__"})
+        with pytest.raises(ValueError, match=r"registered by __main__\.load; give __main__\.other another name"):
+            exec(compile(cell.format("other"), "<cell>", "exec"), {"register_dataset": register_dataset,
+                                                                   "__name__": "__main__"})
+    finally:
+        DATASETS._items.pop("audit_cell_data", None)
