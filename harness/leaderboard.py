@@ -80,10 +80,11 @@ def aggregate(raw: pd.DataFrame) -> pd.DataFrame:
     for col in STATS[3:6]:
         board[col] = board[col].astype(float)
     cost = raw[raw.task == "cost"].groupby(["proxy", "metric"])["value"].mean().unstack()
+    scored = board["task"] != "theory"  # theory rows name quantities (a histogram of learning_time), not proxies
     for col in COST_COLUMNS:
         metric = col.removeprefix("cost_")
         mapping = cost[metric] if metric in getattr(cost, "columns", []) else pd.Series(dtype=float)
-        board[col] = board["proxy"].map(mapping)
+        board[col] = board["proxy"].map(mapping).where(scored)
     board = board[COLUMNS]
     board.attrs["bootstrap"] = n_boot
     return board
@@ -114,7 +115,8 @@ def markdown(board: pd.DataFrame, bootstrap: int | None = None) -> str:
         higher = higher_is_better(task, metric)
         order = sub.groupby("proxy")["mean"].mean().sort_values(ascending=not higher).index
         table = table.loc[order]
-        n = int(sub["n_seeds"].max())
+        low, high = int(sub["n_seeds"].min()), int(sub["n_seeds"].max())
+        n = str(high) if low == high else f"{low}-{high}"  # a seed whose value is NaN is not counted
         body = table.fillna("").to_markdown(disable_numparse=True)
         if sub["ci_low"].notna().any():
             how = (f"mean [95% CI] over {n} seed(s), bootstrap B = {b} resamples of samples and seeds; "
