@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import importlib.metadata
 import inspect
+import re
 import warnings
 from collections.abc import Callable, Iterator
 from typing import Generic, TypeVar
@@ -67,25 +68,36 @@ class Registry(Generic[T]):
         return self._items.values()
 
 
-def _definition(item: object) -> tuple | None:
-    """Where `item` was defined: (module, qualified name) of a class or function; for a registry
-    entry wrapping code (a dataset's `load`, a model's `factory`), that of its callables."""
+#: A name the command line can select: `--proxies a,b(k=1)` splits at commas and brackets and
+#: `--proxy-arg NAME.PARAM=V` / `--task-arg NAME.PARAM=V` at the first dot.
+SELECTABLE_NAME = re.compile(r"[a-z_][a-z0-9_-]*")
+
+
+def check_selectable_name(cls: type, kind: str, flags: str) -> None:
+    """TypeError when `cls.name` is no name `flags` can select (checked when the class registers,
+    not after every run has trained)."""
+    name = getattr(cls, "name", None)
+    if not isinstance(name, str) or not SELECTABLE_NAME.fullmatch(name):
+        raise TypeError(f"{kind} {cls.__name__} has name {name!r}, which {flags} cannot select: use lower-case "
+                        "letters, digits, '_' and '-', starting with a letter or '_' (e.g. 'late_loss')")
+
+
+def _definition(item: object) -> tuple[tuple[str, str], ...] | None:
+    """Where `item` was defined: ((module, qualified name),) of a class or function; for a registry
+    entry wrapping code (a dataset's `load`, a model's `factory`), those of its callables."""
     if isinstance(item, type) or inspect.isfunction(item):
-        return (item.__module__, item.__qualname__)
+        return ((item.__module__, item.__qualname__),)
     if dataclasses.is_dataclass(item):
         values = (getattr(item, f.name) for f in dataclasses.fields(item))
-        inner = tuple(_definition(v) for v in values if callable(v))
-        return inner if inner and None not in inner else None
+        inner = [_definition(v) for v in values if callable(v)]
+        return tuple(pair for d in inner if d for pair in d) if inner and None not in inner else None
     return None
 
 
 def _origin(item: object) -> str:
     """`module.QualName` of where `item` was defined (what a user can find), else its repr."""
     where = _definition(item)
-    if where is None:
-        return repr(item)
-    parts = [where] if isinstance(where[0], str) else list(where)
-    return ", ".join(f"{module}.{name}" for module, name in parts)
+    return ", ".join(f"{module}.{name}" for module, name in where) if where else repr(item)
 
 
 def _redefines(new: object, old: object) -> bool:

@@ -13,16 +13,12 @@ from typing import Any
 
 from harness.errors import HarnessError
 from harness.recorders import RecorderRequest
-from harness.registry import Registry, load_class_plugins
+from harness.registry import Registry, check_selectable_name, load_class_plugins
 from proxies.base import Proxy
 
 ENTRY_POINT_GROUP = "memprox.proxies"
 PROXIES: Registry[type[Proxy]] = Registry("proxy")
 _plugins_loaded = False
-
-
-#: What `--proxies` and `--proxy-arg PROXY.PARAM=VALUE` can select: no space, comma, bracket or dot.
-NAME = re.compile(r"[a-z_][a-z0-9_-]*")
 
 
 def register_proxy(cls: type[Proxy]) -> type[Proxy]:
@@ -32,17 +28,10 @@ def register_proxy(cls: type[Proxy]) -> type[Proxy]:
     for attr in ("name", "description", "citation"):
         if not getattr(cls, attr, None):
             raise TypeError(f"proxy {cls.__name__} must declare a non-empty `{attr}`")
-    _check_name(cls)
+    check_selectable_name(cls, "proxy", "--proxies")
     _check_declarations(cls)
     PROXIES.register(cls.name, cls)
     return cls
-
-
-def _check_name(cls: type[Proxy]) -> None:
-    name = cls.name
-    if not isinstance(name, str) or not NAME.fullmatch(name):
-        raise TypeError(f"proxy {cls.__name__} has name {name!r}, which --proxies cannot select: use lower-case "
-                        "letters, digits, '_' and '-', starting with a letter or '_' (e.g. 'late_loss')")
 
 
 def _check_declarations(cls: type[Proxy]) -> None:

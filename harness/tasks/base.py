@@ -7,7 +7,6 @@ memorization reference), and evaluates every proxy's scores in a setting into ro
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +20,7 @@ from harness.datasets import Dataset
 from harness.errors import HarnessError
 from harness.metrics import detection_boot, detection_metrics
 from harness.prepared import PreparedData
-from harness.registry import Registry, load_class_plugins
+from harness.registry import Registry, check_selectable_name, load_class_plugins
 from harness.runspec import DataSpec, RunSpec
 from harness.store import StoredRun
 from harness.tasks.reference import REFERENCE_DEFAULTS, ReferenceConfig, reference_config
@@ -139,9 +138,7 @@ def register_task(cls: type[Task]) -> type[Task]:
     for attr in ("name", "description"):
         if not getattr(cls, attr, None):
             raise TypeError(f"task {cls.__name__} must declare a non-empty `{attr}`")
-    if not isinstance(cls.name, str) or not re.fullmatch(r"[a-z_][a-z0-9_-]*", cls.name):
-        raise TypeError(f"task {cls.__name__} has name {cls.name!r}, which --tasks and --task-arg TASK.PARAM cannot "
-                        "select: use lower-case letters, digits, '_' and '-', starting with a letter or '_'")
+    check_selectable_name(cls, "task", "--tasks and --task-arg TASK.PARAM")
     TASKS.register(cls.name, cls)
     return cls
 
