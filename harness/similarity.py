@@ -78,8 +78,9 @@ def top_k_weights(reference: np.ndarray, weights: np.ndarray, k: float,
     """Weights (b, N) of the top-k set by reference within each weighted resample: whole weight
     above the k-th place, 0 below. The tie group at the k-th place: without `ties`, each member by
     the fraction of the group that fits (its expected membership, which makes a statistic linear
-    in the weights, such as a count of flagged samples, its exact expectation); with `ties`, the
-    places left filled by members in a random order of each row (one draw of the tie-breaking)."""
+    in the weights, such as a count of flagged samples, its exact expectation); with `ties` (whole-
+    number weights), the places left filled by a random choice of the group's elements in each
+    row (one draw of the tie-breaking of the resampled multiset, `_break_ties`)."""
     order, starts = _sorted_groups(reference, descending=True)
     lo, hi = _group_bounds(order, starts)
     c = _cumulative(weights, order)
@@ -94,21 +95,23 @@ def top_k_weights(reference: np.ndarray, weights: np.ndarray, k: float,
 
 def _break_ties(top: np.ndarray, weights: np.ndarray, partial: np.ndarray, left: np.ndarray,
                 ties: np.random.Generator) -> None:
-    """In place: in each row, the boundary group's members (`partial`) in a random order take whole
-    weights while places are left (`left`: k minus the weight above the group), the last one the
-    remainder, the rest none."""
+    """In place: in each row, the places left (`left`: k minus the weight above the boundary group)
+    go to a uniformly random choice of the group's *elements*, a sample drawn m times by the
+    resample being m tied elements -- a random tie-break of the resampled multiset, whose expected
+    membership is the fractional one (`top_k_weights` without `ties`). Ordering the samples
+    instead, each taking its whole weight, gave a sample drawn twice the chance of one drawn once
+    (1/2 instead of 2/3 for one place between counts 2 and 1). Weights are whole numbers (counts)."""
     cols = np.flatnonzero(partial.any(axis=0))
     if not len(cols):
         return
     p = partial[:, cols]
     w = np.where(p, weights[:, cols], 0.0)
     room = np.where(p, left[:, cols], 0.0).max(axis=1, keepdims=True)
-    keys = np.where(p, ties.random(p.shape), np.inf)
-    order = np.argsort(keys, axis=1)
-    ws = np.take_along_axis(w, order, axis=1)
-    taken = np.clip(room - (np.cumsum(ws, axis=1) - ws), 0.0, ws)
-    drawn = np.zeros_like(w)
-    np.put_along_axis(drawn, order, taken, axis=1)
+    copies = int(w.max())
+    keys = ties.random((*w.shape, copies))  # one key per element: copy j of a sample exists if j < count
+    keys[np.arange(copies) >= w[..., None]] = np.inf
+    rank = keys.reshape(len(w), -1).argsort(axis=1).argsort(axis=1)  # each element's place in the order
+    drawn = (rank < room).reshape(keys.shape).sum(axis=2)
     top[:, cols] = np.where(p, drawn, top[:, cols])
 
 
@@ -156,6 +159,19 @@ def _cosine(a: np.ndarray, b: np.ndarray, w: np.ndarray) -> np.ndarray:
     return np.divide(w @ (a * b), norm, out=np.full(len(w), np.nan), where=norm > 0)
 
 
+def _centered(x: np.ndarray, w: np.ndarray, sw: np.ndarray, per_row: bool) -> np.ndarray:
+    """x minus its mean: over all samples (one vector), or, `per_row`, its weighted mean in each
+    row of w (a (b, columns) matrix). Correlations are shift-invariant, but the constant-vector test
+    (FLAT) compares the variance with the mean square: a top-k set far from the overall mean and
+    narrow beside that offset (a reference at 1 +- 1e-6 where the rest is below 0.5, a proxy at
+    1e6 +- 0.01) read as constant when centred over all N, and its correlations as NaN. The top-k
+    part is centred per row, as its rows select different samples (~k columns, cheap)."""
+    if not per_row:
+        return x - x.mean()
+    mean = np.divide(w @ x, sw, out=np.zeros(len(w)), where=sw > 0)
+    return x[None, :] - mean[:, None]
+
+
 class ReferenceSide:
     """The reference's side of every metric under one weight matrix: its moments, its mid-ranks
     and the top-k weights, computed once and paired with each proxy (`metrics`). `top_k=False`
@@ -165,7 +181,6 @@ class ReferenceSide:
     def __init__(self, reference: np.ndarray, weights: np.ndarray, k: float | np.ndarray, top_k: bool = True,
                  ties: np.random.Generator | None = None) -> None:
         self.raw = reference
-        centered = reference - reference.mean()  # correlations are shift-invariant; sums stay exact
         parts: list[tuple[str, slice | np.ndarray, np.ndarray]] = [("", slice(None), weights)]
         if top_k:
             top = top_k_weights(reference, weights, k, ties)
@@ -175,11 +190,11 @@ class ReferenceSide:
         for suffix, cols, w in parts:
             sw = w.sum(axis=1)
             ranks = weighted_ranks(reference[cols], w)
-            self.parts[suffix] = (cols, w, sw, _Side(centered[cols], w, sw), _Side(ranks, w, sw))
+            centered = _centered(reference[cols], w, sw, per_row=bool(suffix))
+            self.parts[suffix] = (cols, w, sw, _Side(centered, w, sw), _Side(ranks, w, sw))
 
     def metrics(self, proxy: np.ndarray, which: tuple[str, ...] = SIMILARITY) -> dict[str, np.ndarray]:
         out: dict[str, np.ndarray] = {}
-        centered = proxy - proxy.mean()
         for suffix, (cols, w, sw, ref, ref_ranks) in self.parts.items():
             if not np.isfinite(proxy).all():  # a proxy bug: every metric NaN
                 out.update({f"{m}{suffix}": np.full(len(w), np.nan) for m in SIMILARITY if m in which})
@@ -187,7 +202,8 @@ class ReferenceSide:
             if "cosine" in which:
                 out[f"cosine{suffix}"] = _cosine(proxy[cols], self.raw[cols], w)
             if "pearson" in which:
-                out[f"pearson{suffix}"] = _pearson(_Side(centered[cols], w, sw), ref, w, sw)
+                centered = _centered(proxy[cols], w, sw, per_row=bool(suffix))
+                out[f"pearson{suffix}"] = _pearson(_Side(centered, w, sw), ref, w, sw)
             if "spearman" in which:
                 out[f"spearman{suffix}"] = _pearson(_Side(weighted_ranks(proxy[cols], w), w, sw), ref_ranks, w, sw)
         return out
