@@ -52,16 +52,12 @@ class LearningTime(Proxy):
     #: Variants that `--proxies all` runs beside the default (the released notebook's rule).
     variants_in_all: ClassVar[tuple[dict[str, Any], ...]] = ({"rule": "count"},)
 
-    def __init__(self, **params: Any) -> None:
-        super().__init__(**params)
-        self.validate()  # proxies.base calls this hook too once it has one; checking twice is harmless
-
     def validate(self) -> None:
-        rule, power = self.params["rule"], self.params["power"]
-        if rule not in RULES:
-            raise HarnessError(f"learning_time.rule must be one of {', '.join(RULES)}, got {rule!r}")
-        if isinstance(power, bool) or power not in POWERS:
-            raise HarnessError(f"learning_time.power must be 1 (‖g‖) or 2 (‖g‖², paper), got {power!r}")
+        """Matched by type as well as value, like every proxy's choices: `power=2.0` would pass an
+        `in` test but label itself as the default (2.0 == 2) and `power=1.0` as a second variant
+        beside `power=1`, the same scores under two names."""
+        self.check_choice("rule", RULES)
+        self.check_choice("power", POWERS)
 
     def score(self, ctx: ScoreContext) -> np.ndarray:
         return learning_time(ctx.arrays(self.recorders[0])["sq"], self.params["rule"], self.params["power"])
