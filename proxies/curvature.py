@@ -6,10 +6,16 @@ from __future__ import annotations
 
 import numpy as np
 
+from harness.errors import HarnessError
 from harness.recorders import RecorderRequest
 from harness.runspec import RunSpec
 from proxies.base import Need, Proxy, ScoreContext
 from proxies.registry import register_proxy
+
+#: Smallest step `h` accepted. The recorder works in float32: measured against a float64 reference on
+#: a digits MLP, the median relative error of the scores is 3.5e-4 at h = 1e-3, 4 % at 1e-5, 29 % at
+#: 1e-6, and at 1e-9 most scores are exactly 0 (x + h*v == x in float32).
+MIN_STEP = 1e-5
 
 
 @register_proxy
@@ -22,7 +28,11 @@ class Curvature(Proxy):
     def validate(self) -> None:
         self.check_int("n", 1)
         self.check_int("every", 1)
-        self.check_number("h", 0.0, 1.0)  # a finite-difference step on standardised inputs
+        h = self.check_number("h", 0.0, 1.0)  # a finite-difference step on standardised inputs
+        if h < MIN_STEP:
+            raise HarnessError(f"curvature.h must be at least {MIN_STEP:g} (got {self.params['h']!r}): a smaller "
+                               "step drowns in float32 rounding (x + h*v rounds back to x), so the scores "
+                               "would be rounding noise, not curvature")
 
     @property
     def request(self) -> RecorderRequest:
