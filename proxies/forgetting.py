@@ -28,7 +28,7 @@ def forgetting_counts(correct: np.ndarray) -> np.ndarray:
 @register_proxy
 class Forgetting(Proxy):
     name = "forgetting"
-    description = "number of correct->incorrect transitions across training-pass presentations"
+    description = "number of correct->incorrect transitions across training-pass presentations (never correct -> E)"
     citation = "Toneva et al., An Empirical Study of Example Forgetting, ICLR 2019"
     recorders = (RecorderRequest.of("train_correct"),)
 

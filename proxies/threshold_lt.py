@@ -26,7 +26,7 @@ def threshold_learning_time(correct: np.ndarray) -> np.ndarray:
 @register_proxy
 class ThresholdLearningTime(Proxy):
     name = "threshold_lt"
-    description = "first epoch at which the training-pass prediction is correct, / E (never -> 1)"
+    description = "first epoch (0-based) at which the training-pass prediction is correct, / E (never -> 1)"
     citation = "Jiang et al. 2021; Maini et al., Characterizing Datapoints via Second-Split Forgetting, NeurIPS 2022"
     recorders = (RecorderRequest.of("train_correct"),)
 
