@@ -23,9 +23,11 @@ bench() {  # NAME TESTS [env assignments...]: one pytest run of the loop benchma
       torch.cuda.get_device_name() if torch.cuda.is_available() else "")' | tee -a "$out/env.txt"
 for stage in ${stages//,/ }; do
   case $stage in
-    cuda)  # batched batch norm on cuDNN, the tracker's device buffers; a failure is reported and the
+    cuda)  # batched batch norm on cuDNN, the tracker's device buffers, curvature in IEEE float32 (not
+           # TF32) against float64; a failure is reported and the
            # timings still run (device time is too scarce to stop here)
-      "$py" -m pytest tests/test_ensemble.py tests/test_tracker.py tests/test_tracker_edge_cases.py -q -p no:cacheprovider \
+      "$py" -m pytest tests/test_ensemble.py tests/test_tracker.py tests/test_tracker_edge_cases.py tests/test_curvature.py \
+        -q -p no:cacheprovider \
         -k cuda -rA 2>&1 \
         | tee "$out/cuda_tests.log" | tail -3 || echo "CUDA tests FAILED: see $out/cuda_tests.log" ;;
     fp32) bench fp32 "${FP32_K:-loop_vs or csl or images}" MEMPROX_BENCH_PRECISION=fp32 ;;

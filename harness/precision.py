@@ -12,11 +12,17 @@ stays float32:
 - eval passes, input gradients and curvature finite differences run outside `autocast` (or inside
   `full_precision`), in float32: a bf16 forward has ~3 significant digits, far coarser than the
   finite-difference steps of curvature or the small input-gradient norms learning time averages.
+- on a GPU, float32 convolutions run in TF32 by PyTorch's default (10-bit mantissa operands). That
+  is kept for training and eval passes, and for input gradients (a CPU emulation of TF32 convs
+  moved a small CNN's input-gradient norms by 0.13 %), but curvature differences two gradients a
+  step h = 1e-3 apart: the same emulation gave it a median 1.1 % error (Spearman 0.991 against
+  float64), so its passes run in IEEE float32 (`ieee_float32`).
 """
 
 from __future__ import annotations
 
-from contextlib import AbstractContextManager, nullcontext
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import TypeVar
 
 import torch
@@ -41,6 +47,23 @@ def autocast(device: torch.device, precision: str) -> AbstractContextManager:
 def full_precision(device: torch.device) -> AbstractContextManager:
     """Switches autocast off inside an autocast region: for recorder work that must be float32."""
     return torch.autocast(device_type=device.type, enabled=False)
+
+
+@contextmanager
+def ieee_float32(device: torch.device) -> Iterator[None]:
+    """On CUDA, float32 convolutions and matmuls in IEEE float32 instead of TF32 inside the block,
+    then the previous settings back. Only the new `fp32_precision` flags are touched: setting them
+    and reading the legacy `allow_tf32` ones in between raises in torch 2.9+. Nothing on a CPU."""
+    if device.type != "cuda":
+        yield
+        return
+    conv, matmul = torch.backends.cudnn.conv, torch.backends.cuda.matmul
+    saved = conv.fp32_precision, matmul.fp32_precision
+    conv.fp32_precision = matmul.fp32_precision = "ieee"
+    try:
+        yield
+    finally:
+        conv.fp32_precision, matmul.fp32_precision = saved
 
 
 def channels_last(obj: M) -> M:

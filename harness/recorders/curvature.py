@@ -15,6 +15,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from harness.precision import ieee_float32
 from harness.recorders.base import Recorder, RunContext, register_recorder
 from harness.recorders.input_grads import eval_mode, per_sample_input_grads
 
@@ -72,7 +73,7 @@ class Curvature(Recorder):
             return
         data, bs = self.ctx.data, self.ctx.eval_batch_size
         gen = torch.Generator(device=self.ctx.device).manual_seed(curvature_seed(self.run_seed, epoch))
-        with eval_mode(model):
+        with eval_mode(model), ieee_float32(self.ctx.device):
             for start in range(0, self.ctx.n, bs):
                 idx = self.all_idx[start : start + bs]
                 y = data.y[idx]
