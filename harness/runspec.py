@@ -14,6 +14,10 @@ from dataclasses import asdict, dataclass, field, replace
 from harness.recipe import AUGMENT_VERSION, LATER_RECIPE_DEFAULTS, Recipe, without_defaults
 
 STORE_FORMAT = 1  # bump when stored arrays change meaning; old entries then stop matching
+#: Which test samples a `--subset` run is scored on (its stored test_acc). Version 2: max(1000, subset)
+#: taken round robin over the classes (`harness.datasets.base._test_keep`); version 1 took a prefix,
+#: which in a split stored class by class (the offline CIFAR-10 copy) was all airplanes.
+TEST_KEEP_VERSION = 2
 
 #: Recipe fields added after STORE_FORMAT 1, with their defaults. At its default such a field is
 #: left out of the hashed spec, so every run stored before the field existed keeps its address;
@@ -105,6 +109,8 @@ class RunSpec:
         spec["recipe"] = without_defaults(spec["recipe"], _ADDED_RECIPE_DEFAULTS)
         if self.recipe.augment:  # runs stored before AUGMENT_VERSION 2 padded crops with grey: not reused
             spec["recipe"]["augment_version"] = AUGMENT_VERSION
+        if self.data.subset is not None:  # runs stored before TEST_KEEP_VERSION 2 measured test_acc on
+            spec["data"]["test_keep_version"] = TEST_KEEP_VERSION  # a prefix of the test split: not reused
         if not spec["data"].get("dataset_sha"):  # built-in datasets keep their pre-fingerprint addresses
             spec["data"].pop("dataset_sha", None)
         payload = json.dumps({"format": STORE_FORMAT, "spec": spec}, sort_keys=True, default=str)

@@ -296,6 +296,26 @@ def _test_count(subset: int | None, available: int) -> int:
     return min(available, max(_MIN_TEST_WITH_SUBSET, subset))
 
 
+def _round_robin(labels: np.ndarray) -> np.ndarray:
+    """Every index, ordered by rank within its class, then by class: the first sample of each class,
+    then the second of each, ... (canonical order within a class). Any prefix is as class-balanced
+    as the split allows."""
+    by_class = np.argsort(labels, kind="stable")
+    grouped = labels[by_class]
+    rank = np.empty(len(labels), dtype=np.int64)
+    rank[by_class] = np.arange(len(labels)) - np.searchsorted(grouped, grouped)
+    return np.lexsort((labels, rank))
+
+
+def _test_keep(y_test: np.ndarray, subset: int | None) -> np.ndarray:
+    """Ascending indices of the test samples kept: all without a subset, else `_test_count` of them
+    taken round robin over the classes. A prefix kept one class of a split stored class by class (an
+    image folder's (class, path) order, a Hugging Face dataset built from folders): the offline
+    CIFAR-10 copy's first 1,000 test images are all airplanes, so test accuracy measured one class."""
+    m = _test_count(subset, len(y_test))
+    return np.arange(m) if m == len(y_test) else np.sort(_round_robin(y_test)[:m])
+
+
 def _make(
     name: str,
     x_train: np.ndarray,
@@ -305,20 +325,23 @@ def _make(
     classes: Sequence[str],
     subset: int | None,
     fingerprint: str = "",
+    keep_dtype: bool = False,
 ) -> Dataset:
-    """Apply `subset` (first N in canonical order) and wrap the arrays as tensors.
+    """Apply `subset` (first N in canonical order; test samples by `_test_keep`) and wrap the arrays as tensors.
 
-    uint8 stays uint8 (images); anything else becomes float32 (features)."""
+    uint8 stays uint8 (images); anything else becomes float32 (features), unless `keep_dtype` (`hf:`'s
+    int64 token ids)."""
     full = len(y_train)
     n = _check_subset(name, subset, full)
-    m = _test_count(subset, len(y_test))
-    dtype = np.uint8 if x_train.dtype == np.uint8 else np.float32
+    keep = _test_keep(np.asarray(y_test), subset)
+    sel = keep if len(keep) < len(y_test) else slice(None)  # no copy of a test split kept whole
+    dtype = x_train.dtype if keep_dtype else np.uint8 if x_train.dtype == np.uint8 else np.float32
     return Dataset(
         name=name,
         x_train=torch.from_numpy(np.ascontiguousarray(x_train[:n], dtype=dtype)),
         y_train=torch.from_numpy(np.ascontiguousarray(y_train[:n], dtype=np.int64)),
-        x_test=torch.from_numpy(np.ascontiguousarray(x_test[:m], dtype=dtype)),
-        y_test=torch.from_numpy(np.ascontiguousarray(y_test[:m], dtype=np.int64)),
+        x_test=torch.from_numpy(np.ascontiguousarray(x_test[sel], dtype=dtype)),
+        y_test=torch.from_numpy(np.ascontiguousarray(np.asarray(y_test)[sel], dtype=np.int64)),
         classes=tuple(str(c) for c in classes),
         full_train_size=full,
         fingerprint=fingerprint,

@@ -34,14 +34,13 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
-from harness.datasets.base import Dataset, LoadRequest, _check_subset, _test_count, register_dataset
+from harness.datasets.base import Dataset, LoadRequest, _make, register_dataset
 from harness.datasets.npz import _npz_classes
 from harness.datasets.pixels import stack, to_pixels, widen
 from harness.errors import HarnessError
@@ -133,11 +132,10 @@ def _load_hf(request: LoadRequest) -> Dataset:
     train, test = _splits(name, opts, loaded, is_dict)
     label = _label_column(name, opts, train)
     column_kind, column = _input_column(name, opts, train, label)
-    for split_name, split in (("test", test),):
-        if split is not None:
-            _require_columns(name, split, split_name, [column, label])
+    if test is not None:
+        _require_columns(name, test, "test", [column, label])
     y = _labels(name, train, label, "train")
-    y_test = _labels(name, test, label, "test") if test is not None else y[:0]
+    y_test = _test_labels(name, train, test, label) if test is not None else y[:0]
     classes = _class_names(name, train, label, y, y_test)
     if column_kind == "image":
         x = _images(name, train, column)
@@ -152,18 +150,7 @@ def _load_hf(request: LoadRequest) -> Dataset:
         width = max([len(r) for r in ids] + [len(r) for r in ids_test] + [1])
         x, x_test = _pad(ids, width), _pad(ids_test, width)
     fingerprint = _fingerprint(column_kind, x, y, x_test, y_test, classes)
-    n = _check_subset(name, request.subset, len(y))
-    m = _test_count(request.subset, len(y_test))
-    return Dataset(
-        name=name,
-        x_train=torch.from_numpy(np.ascontiguousarray(x[:n])),
-        y_train=torch.from_numpy(np.ascontiguousarray(y[:n], dtype=np.int64)),
-        x_test=torch.from_numpy(np.ascontiguousarray(x_test[:m])),
-        y_test=torch.from_numpy(np.ascontiguousarray(y_test[:m], dtype=np.int64)),
-        classes=tuple(classes),
-        full_train_size=len(y),
-        fingerprint=fingerprint,
-    )
+    return _make(name, x, y, x_test, y_test, classes, request.subset, fingerprint=fingerprint, keep_dtype=True)
 
 
 # --------------------------------------------------------------------------------------------
@@ -314,6 +301,21 @@ def _labels(name: str, split: Any, column: str, split_name: str) -> np.ndarray:
                        f"ids (set label=COLUMN to pick another column)")
 
 
+def _test_labels(name: str, train: Any, test: Any, column: str) -> np.ndarray:
+    """The test split's class ids in the training split's numbering, mapped by ClassLabel name: splits saved
+    apart may name their ids otherwise (a class missing from one), and test accuracy used the wrong classes."""
+    import datasets
+
+    y, ours, theirs = _labels(name, test, column, "test"), train.features[column], test.features[column]
+    if not isinstance(ours, datasets.ClassLabel) or not isinstance(theirs, datasets.ClassLabel) or ours == theirs:
+        return y
+    unknown = sorted({theirs.names[i] for i in np.unique(y)} - set(ours.names))
+    if unknown:
+        raise HarnessError(f"{name}: the test split's labels {unknown[:5]} are not classes of the training split "
+                           f"({ours.names[:10]}); drop those rows, or pick test=NAME / test=none")
+    return np.array([ours.names.index(c) if c in ours.names else -1 for c in theirs.names], dtype=np.int64)[y]
+
+
 def _class_names(name: str, train: Any, column: str, y: np.ndarray, y_test: np.ndarray) -> list[str]:
     """ClassLabel names, else 0..max(y) checked as npz: does (every class present, at least 2)."""
     import datasets
@@ -332,6 +334,8 @@ def _class_names(name: str, train: Any, column: str, y: np.ndarray, y_test: np.n
 def _images(name: str, split: Any, column: str) -> np.ndarray:
     """Decoded uint8 (N, C, H, W) by `imagefolder:`'s rule (`harness.datasets.pixels`): gray when every
     image is gray, else RGB; modes wider than 8 bits refused; one size required."""
+    if not split.features[column].decode:  # saved with Image(decode=False): rows are {path, bytes}, not images
+        split = split.cast_column(column, replace(split.features[column], decode=True))
     arrays: list[np.ndarray] = []
     for start in range(0, len(split), 1024):
         for i, image in enumerate(split[start : start + 1024][column]):

@@ -29,6 +29,7 @@ from harness.datasets.base import (
     LoadRequest,
     _check_subset,
     _require_every_class,
+    _round_robin,
     _test_count,
     register_dataset,
 )
@@ -37,6 +38,11 @@ from harness.datasets.pixels import widen
 from harness.errors import HarnessError
 
 _IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
+#: Images by name that torchvision's ImageFolder (whose extensions `_IMG_EXTENSIONS` are) skips too:
+#: skipped with a warning, so that a folder of mixed .jpg and .gif does not lose the GIFs unnoticed.
+_SKIPPED_IMAGES = (".gif", ".jfif", ".jpe", ".pbm", ".pnm", ".avif", ".heic", ".heif", ".jp2", ".tga", ".dib")
+#: Folder names of splits: one among the class folders (no `train/` beside it) would become a class.
+_SPLIT_NAMES = ("train", "training", "test", "testing", "val", "valid", "validation")
 
 
 @register_dataset("imagefolder", "a folder of class subfolders (optionally train/ and test/)", takes_path=True)
@@ -60,10 +66,11 @@ def _load_imagefolder(name: str, path: Path, subset: int | None, cache_dir: Path
         raise HarnessError(
             f"{name}: {train_dir} has no class subfolders; expected {train_dir}/<class>/<image>"
         )
+    _check_split_folders(name, path, train_dir, test_dir, classes)
     class_to_idx = {c: i for i, c in enumerate(classes)}
 
     seen: dict[str, Path] = {}  # resolved image -> where it was listed: no image counts twice
-    train = _list_split(train_dir, class_to_idx, path, seen)
+    train = _list_split(train_dir, class_to_idx, path, seen, warn_order=True)
     if not train.files:
         raise HarnessError(
             f"{name}: no images ({', '.join(_IMG_EXTENSIONS)}) under {train_dir}; "
@@ -81,8 +88,11 @@ def _load_imagefolder(name: str, path: Path, subset: int | None, cache_dir: Path
         test_content = content_digest(test, "test", cache_dir)
         identity.append(_identity_key("test", len(test.files), test_content))
         m = _test_count(subset, len(test.files))
-        x_test = _cached_decode(test, "test", test_content, m, cache_dir) if m else _empty_like(x_train)
-        y_test = test.labels[:m]
+        if m < len(test.files):
+            x_test, y_test = _decode_test_subset(test, test_content, m, cache_dir)
+        else:
+            x_test = _cached_decode(test, "test", test_content, m, cache_dir) if m else _empty_like(x_train)
+            y_test = test.labels
     else:
         x_test, y_test = _empty_like(x_train), np.zeros(0, dtype=np.int64)
 
@@ -105,6 +115,27 @@ def _load_imagefolder(name: str, path: Path, subset: int | None, cache_dir: Path
     )
 
 
+def _check_split_folders(name: str, path: Path, train_dir: Path, test_dir: Path | None, classes: list[str]) -> None:
+    """Refuse split folders taken for classes, and say when a test split is not read.
+
+    Without a `train/` folder every subfolder is a class, so `training/` and `testing/` (or `Train/`
+    and `Test/` on a case-sensitive disk) became two classes whose labels said which split an image
+    came from; a `val/` beside `train/` is not read, so the dataset silently had no test split."""
+    splits = [c for c in classes if c.lower() in _SPLIT_NAMES]
+    if train_dir == path and splits:
+        raise HarnessError(
+            f"{name}: {path} has split folders {splits} among its class folders, so the split would be the "
+            f"label; name them train/ and test/ ({path}/train/<class>/<image>), or point imagefolder: at "
+            f"one split's folder"
+        )
+    if test_dir is not None or train_dir == path:
+        return
+    others = [c for c in _class_names(path) if c.lower() in _SPLIT_NAMES and c not in ("train", "test")]
+    if others:
+        warnings.warn(f"{name}: no {path}/test folder, so the dataset has no test split; {others} is not read: "
+                      f"rename it to test/ to use it as the test split", stacklevel=5)
+
+
 def _class_names(root: Path) -> list[str]:
     """Sorted subfolder names, as torchvision's ImageFolder, so label ids agree with it."""
     try:
@@ -113,12 +144,15 @@ def _class_names(root: Path) -> list[str]:
         raise HarnessError(f"cannot list folder {root}: {exc}; check that it exists and is readable") from exc
 
 
-def _list_split(root: Path, class_to_idx: dict[str, int], tree: Path, seen: dict[str, Path]) -> _Split:
+def _list_split(root: Path, class_to_idx: dict[str, int], tree: Path, seen: dict[str, Path],
+                warn_order: bool = False) -> _Split:
     """List a split's images and put them in canonical order.
 
     Integer stems are the samples' original indices (`00042.jpg` is sample 42), so that order is
     used when every stem is an integer and no two collide; otherwise ImageFolder's (class, path)
-    order, which is deterministic but carries no meaning beyond that.
+    order, which is deterministic but carries no meaning beyond that (`_by_index`). The stat digest
+    holds each file's label and ctime too: the cached content digest is keyed by it (see
+    `imagefolder_cache`), and a test split's labels change with the training classes.
 
     Symbolic links: every sample must be counted once, so a folder link that leads back into
     `tree` (the dataset folder), to an ancestor, or to a folder already listed is not followed
@@ -136,11 +170,12 @@ def _list_split(root: Path, class_to_idx: dict[str, int], tree: Path, seen: dict
             f"{root} has class folders {unknown} that the training split lacks; "
             f"the test split may only use the training classes {sorted(class_to_idx)}"
         )
+    skipped: list[str] = []
     for cls in sorted(class_to_idx):
         cls_dir = root / cls
         if not cls_dir.is_dir():
             continue
-        for file, real in _image_files(cls_dir, tree):
+        for file, real in _image_files(cls_dir, tree, skipped):
             if real in seen:
                 raise HarnessError(
                     f"image {real} is reached twice, as {seen[real]} and as {file} (through a symbolic "
@@ -150,19 +185,15 @@ def _list_split(root: Path, class_to_idx: dict[str, int], tree: Path, seen: dict
             seen[real] = file
             try:
                 st = file.stat()
-                stats.update(f"{file}\t{st.st_size}\t{st.st_mtime_ns}\n".encode())
+                stats.update(f"{file}\t{class_to_idx[cls]}\t{st.st_size}\t{st.st_mtime_ns}\t{st.st_ctime_ns}\n".encode())
             except OSError as exc:
                 raise HarnessError(f"cannot read image {file}: {exc}; remove the file or fix it") from exc
             entries.append((cls, file.relative_to(cls_dir).as_posix(), file, class_to_idx[cls]))
-    entries.sort(key=lambda e: (e[0], e[1]))
-    stems = [e[2].stem for e in entries]
-    if (
-        entries
-        and all(re.fullmatch(r"\d+", s) for s in stems)
-        and len({int(s) for s in stems}) == len(stems)
-    ):
-        order = sorted(range(len(entries)), key=lambda i: int(stems[i]))
-        entries = [entries[i] for i in order]
+    if skipped:
+        warnings.warn(f"{root}: skipped {len(skipped)} image(s) whose type imagefolder does not read (e.g. "
+                      f"{skipped[:3]}); convert them to one of {', '.join(_IMG_EXTENSIONS)} to use them",
+                      stacklevel=5)
+    entries = _by_index(sorted(entries, key=lambda e: (e[0], e[1])), root, warn_order)
     return _Split(
         root=root,
         files=tuple(e[2] for e in entries),
@@ -171,9 +202,37 @@ def _list_split(root: Path, class_to_idx: dict[str, int], tree: Path, seen: dict
     )
 
 
-def _image_files(top: Path, tree: Path) -> list[tuple[Path, str]]:
+def _by_index(entries: list[tuple[str, str, Path, int]], root: Path, warn: bool) -> list[tuple[str, str, Path, int]]:
+    """Entries sorted by integer stem when every stem is one and none collide, else as given.
+
+    With `warn` (the training split), a folder whose stems are partly integers says why they are not
+    the order: one stray `00001 copy.jpg` or `.../dog/00007.jpg` beside `.../cat/00007.jpg` silently
+    reordered all 50,000 samples, and a label file in the original order (`--noisy-labels`) then
+    lined up with the wrong images."""
+    ints = [int(e[2].stem) if re.fullmatch(r"\d+", e[2].stem) else None for e in entries]
+    if entries and None not in ints and len(set(ints)) == len(ints):
+        return [e for _, e in sorted(zip(ints, entries), key=lambda p: p[0])]
+    if warn and any(i is not None for i in ints):
+        names = [f"{e[0]}/{e[1]}" for e in entries]
+        others = [n for n, i in zip(names, ints) if i is None]
+        if others:
+            why = f"{len(others)} do not (e.g. {others[:3]})"
+        else:
+            first: dict[int | None, str] = {}
+            clash = next(f"{first[i]} and {n}" for n, i in zip(names, ints) if first.setdefault(i, n) != n)
+            why = f"two have one index ({clash})"
+        warnings.warn(f"{root}: {len(ints) - len(others)} of {len(ints)} training images have integer file stems "
+                      f"(sample indices), but {why}; so the samples are in (class, path) order, not by index, and a "
+                      f"label file in the original order would not line up: rename or remove those files",
+                      stacklevel=6)
+    return entries
+
+
+def _image_files(top: Path, tree: Path, skipped: list[str]) -> list[tuple[Path, str]]:
     """Image files under `top` (not hidden, by extension) with their resolved paths, following
-    only safe folder links.
+    only safe folder links; hidden subfolders (`.ipynb_checkpoints`, `.thumbnails`) are not entered,
+    as hidden files are not listed: their images are copies, not samples. Files named like an image
+    of a type not read are added to `skipped`.
 
     A subfolder is skipped, with a warning, when it is a link that resolves inside `tree` or to
     an ancestor of the folder holding it, or when it resolves to a folder already listed:
@@ -203,9 +262,13 @@ def _image_files(top: Path, tree: Path) -> list[tuple[Path, str]]:
         subfolders = []
         for entry in listing:
             path = Path(entry.path)
+            if entry.name.startswith("."):
+                continue
             if entry.is_dir():  # follows links; which ones to enter is decided when popped
                 subfolders.append((path, here))
-            elif not entry.name.startswith(".") and entry.name.lower().endswith(_IMG_EXTENSIONS):
+            elif entry.name.lower().endswith(_SKIPPED_IMAGES):
+                skipped.append(str(path))
+            elif entry.name.lower().endswith(_IMG_EXTENSIONS):
                 if not entry.is_file():
                     raise HarnessError(
                         f"image {path} is not a readable file (a link to a missing file?); remove it or "
@@ -232,6 +295,19 @@ def _skip_reason(folder: Path, here: str, parent: str, tree: Path, listed: set[s
 def _inside(path: str, folder: str) -> bool:
     """`path` is `folder` or lies below it (both resolved)."""
     return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
+
+
+def _decode_test_subset(test: _Split, content: str, m: int, cache_dir: Path) -> tuple[np.ndarray, np.ndarray]:
+    """The `m` test images kept under `--subset` (`harness.datasets.base._test_keep`: round robin over
+    the classes, in canonical order), decoded through the cache as the prefix of the split listed in
+    round-robin order: its own cache file, the fingerprint untouched, and the gray rule still decided
+    by the whole split (the rest of that listing)."""
+    order = _round_robin(test.labels)
+    listing = _Split(test.root, tuple(test.files[i] for i in order), test.labels[order], test.stat_digest)
+    key = hashlib.sha256(f"round robin\n{content}".encode()).hexdigest()
+    kept = order[:m]
+    back = np.argsort(kept)  # round-robin order -> canonical order
+    return np.ascontiguousarray(_cached_decode(listing, "test", key, m, cache_dir)[back]), test.labels[kept[back]]
 
 
 def _identity_key(split_name: str, count: int, content: str) -> str:

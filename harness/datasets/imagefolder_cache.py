@@ -5,8 +5,11 @@ The content digest (`content_digest`) hashes every image's name, label and bytes
 moved folder is the same dataset (the fingerprint, and with it every stored run's address, is made
 from it), and an edited one is another. Reading 60,000 small files takes seconds, so the digest is
 kept under `<cache>/datasets/<stat key>.sha256`, where the stat key hashes the listing with each
-file's size and mtime: a folder unchanged since is not read again (as with git's index, an edit
-that keeps a file's size and puts its old mtime back goes unseen until the cache is cleared).
+file's label, size, mtime and ctime: a folder unchanged since is not read again. The ctime (which no
+program can set back) is there because size and mtime were not enough: a file rewritten with the
+same size and its old mtime put back (`tar -x`, `cp -p`, `rsync -a` of another version) kept its
+stale digest, and the old pixels were served under the old fingerprint. The label is there because
+a test split's labels change with the training classes while its files do not.
 
 Decoding 50,000 JPEGs takes ~100 s and every process of an experiment loads the dataset, so a
 split is decoded once, stored under `<cache>/datasets/<key>-<count>.npy` (the key made from the
@@ -41,7 +44,7 @@ _CACHE_VERSION = 4
 @dataclass(frozen=True, eq=False)
 class _Split:
     """The listing of one split: files in canonical order, their labels, and a digest of every
-    file's path, size and mtime (it changes whenever a file does, without reading any)."""
+    file's path, label, size, mtime and ctime (it changes whenever a file does, without reading any)."""
 
     root: Path
     files: tuple[Path, ...]
@@ -50,7 +53,7 @@ class _Split:
 
 
 def _stat_key(split: _Split, split_name: str) -> str:
-    key = {"version": 1, "root": str(split.root), "split": split_name, "count": len(split.files),
+    key = {"version": 2, "root": str(split.root), "split": split_name, "count": len(split.files),
            "stats": split.stat_digest}
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:32]
 
