@@ -7,6 +7,7 @@ dataset's fingerprint. The label rules (`_npz_labels`, `_npz_classes`) are share
 from __future__ import annotations
 
 import math
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -18,6 +19,8 @@ from harness.io import file_sha256
 
 # --------------------------------------------------------------------------------------------
 # npz: any array data set
+
+_NPZ_KEYS = ("x", "y", "x_test", "y_test", "classes")
 
 
 @register_dataset(
@@ -48,6 +51,10 @@ def _load_npz(request: LoadRequest) -> Dataset:
             f"{name}: {path} lacks array(s) {missing} (it has {sorted(arrays) or 'none'}); "
             f"save it with numpy.savez(path, x=features, y=labels)"
         )
+    unread = sorted(set(arrays) - set(_NPZ_KEYS))
+    if unread:  # a typo (`xtest`, `ytest`) silently left the dataset without its test split
+        warnings.warn(f"{name}: {path} holds arrays {unread} that are not read (it reads {', '.join(_NPZ_KEYS)}); "
+                      f"rename one that is meant as one of those", stacklevel=3)
     if ("x_test" in arrays) != ("y_test" in arrays):
         raise HarnessError(f"{name}: {path} has only one of x_test and y_test; save both or neither")
     x = _npz_features(name, "x", arrays["x"])
@@ -113,7 +120,8 @@ def _check_npz_member(name: str, path: Path, archive: zipfile.ZipFile, info: zip
                                f"{save_hint}") from exc
         header = f.tell()
     if dtype.hasobject:  # object arrays need pickle, which a data file must not run
-        raise HarnessError(f"{name}: {path} holds an object array ({member!r}); save numeric arrays only")
+        raise HarnessError(f"{name}: {path} holds an object array ({member!r}); save numbers, and class names "
+                           f"as a str array (np.array(names, dtype=str))")
     needed = math.prod(shape) * dtype.itemsize
     if needed > info.file_size - header:
         raise HarnessError(f"{name}: member {member!r} of {path} declares shape {shape} ({needed:,} bytes) but "
