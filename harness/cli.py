@@ -11,6 +11,7 @@ nothing trained or written); 130 interrupted (Ctrl-C; finished runs stay in the 
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 from typing import Any, NoReturn
@@ -36,6 +37,23 @@ class _Once(argparse.Action):
         if self.dest in vars(namespace):
             parser.error(f"{option_string} given more than once")
         setattr(namespace, self.dest, self.const if self.nargs == 0 else values)
+
+
+def say(text: str, err: bool = False) -> None:
+    """Print a line of the report. A reader that went away (`run ... | head`) ends the report, not the
+    command: the outputs are written by then, and the exit code must still say how the experiment
+    went (a BrokenPipeError made it 1, with a traceback, and hid the failures)."""
+    stream = sys.stderr if err else sys.stdout
+    try:
+        print(text, file=stream, flush=True)
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        try:  # what is left to print, and Python's flush at exit, go nowhere
+            os.dup2(devnull, stream.fileno())
+        except (OSError, ValueError):  # not a file (a captured stream): each later line is dropped here
+            pass
+        finally:
+            os.close(devnull)
 
 
 def help_text(option: Option) -> str:
@@ -95,8 +113,10 @@ def preset_note(cfg: ExperimentConfig) -> str:
     if r.schedule == "multistep":
         steps = ", ".join(map(str, r.milestones))
         schedule = f"multistep (/{1 / r.gamma:g} at epochs {steps})" if steps else "multistep (no milestone: constant)"
+    formats = "".join(f", {word}" for word, on in ((r.precision, r.precision != "fp32"),
+                                                    ("channels-last", r.channels_last)) if on)
     return (f"preset {cfg.preset}: {cfg.model}, {r.epochs} epochs {r.optimizer} lr {r.lr:g} {schedule}, "
-            f"batch {r.batch_size}, augmentation {augment}")
+            f"batch {r.batch_size}, augmentation {augment}{formats}")
 
 
 def cmd_list() -> None:
@@ -107,16 +127,16 @@ def cmd_list() -> None:
     from harness.tasks import TASKS
     from proxies import available_proxies
 
-    print("Proxies:")
-    print(tabulate([(n, c.description, c.citation) for n, c in available_proxies().items()],
-                   headers=["name", "description", "citation"]))
-    print("\nDatasets:", ", ".join(dataset_names()))
-    print("\nModels:")
-    print(tabulate([(m.name, m.description) for m in MODELS.values()], headers=["name", "description"]))
-    print("\nTasks:")
-    print(tabulate([(n, t.description) for n, t in TASKS.items()], headers=["name", "description"]))
-    print("\nPresets:")
-    print(tabulate([(n, p.description) for n, p in PRESETS.items()], headers=["name", "description"]))
+    say("Proxies:")
+    say(tabulate([(n, c.description, c.citation) for n, c in available_proxies().items()],
+                 headers=["name", "description", "citation"]))
+    say(f"\nDatasets: {', '.join(dataset_names())}")
+    say("\nModels:")
+    say(tabulate([(m.name, m.description) for m in MODELS.values()], headers=["name", "description"]))
+    say("\nTasks:")
+    say(tabulate([(n, t.description) for n, t in TASKS.items()], headers=["name", "description"]))
+    say("\nPresets:")
+    say(tabulate([(n, p.description) for n, p in PRESETS.items()], headers=["name", "description"]))
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -125,28 +145,28 @@ def cmd_run(args: argparse.Namespace) -> int:
     from harness.leaderboard import markdown
 
     exp = Experiment(cfg)
-    print(f"memprox: {cfg.dataset} (N={exp.dataset.n_train}) · {cfg.model} · {cfg.recipe.epochs} epochs · "
-          f"{len(exp.proxies)} proxies · {len(exp.plan.settings)} settings · {len(exp.plan.runs)} distinct runs · "
-          f"device {exp.device} · preset {cfg.preset}", file=sys.stderr)
+    say(f"memprox: {cfg.dataset} (N={exp.dataset.n_train}) · {cfg.model} · {cfg.recipe.epochs} epochs · "
+        f"{len(exp.proxies)} proxies · {len(exp.plan.settings)} settings · {len(exp.plan.runs)} distinct runs · "
+        f"device {exp.device} · preset {cfg.preset}", err=True)
     result = exp.run()
-    print(f"runs: {len(result.trained)} trained, {len(result.reused)} reused from the store", file=sys.stderr)
+    say(f"runs: {len(result.trained)} trained, {len(result.reused)} reused from the store", err=True)
     if result.base_train_acc:
         accs = result.base_train_acc
-        print(f"final training accuracy of the base runs on the labels they trained on: "
-              f"mean {sum(accs) / len(accs):.3f}, min {min(accs):.3f} ({preset_note(cfg)})", file=sys.stderr)
+        say(f"final training accuracy of the base runs on the labels they trained on: "
+            f"mean {sum(accs) / len(accs):.3f}, min {min(accs):.3f} ({preset_note(cfg)})", err=True)
     if result.flipped_fit:
         fits = list(result.flipped_fit.values())
-        print(f"share of the flipped labels the noisy base runs fit: mean {sum(fits) / len(fits):.3f}, min "
-              f"{min(fits):.3f} (near 1: the memorization regime of the paper's tables; near 0: the last "
-              "epoch's loss alone finds them)", file=sys.stderr)
-    print(markdown(result.leaderboard))
+        say(f"share of the flipped labels the noisy base runs fit: mean {sum(fits) / len(fits):.3f}, min "
+            f"{min(fits):.3f} (near 1: the memorization regime of the paper's tables; near 0: the last "
+            "epoch's loss alone finds them)", err=True)
+    say(markdown(result.leaderboard))
     if cfg.out is not None:
-        print(f"leaderboard: {cfg.out / 'leaderboard.csv'}  (per-seed rows: raw.csv, per-sample scores: scores/)")
-    print(format_phases(result.phase_seconds), file=sys.stderr)
+        say(f"leaderboard: {cfg.out / 'leaderboard.csv'}  (per-seed rows: raw.csv, per-sample scores: scores/)")
+    say(format_phases(result.phase_seconds), err=True)
     if result.failures:
-        print(f"{len(result.failures)} failure(s):", file=sys.stderr)
+        say(f"{len(result.failures)} failure(s):", err=True)
         for f in result.failures:
-            print(f"  - {f}", file=sys.stderr)
+            say(f"  - {f}", err=True)
         return 1
     return 0
 
@@ -173,14 +193,14 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         return cmd_run(args)
     except HarnessError as e:
-        print(f"error: {e}", file=sys.stderr)
+        say(f"error: {e}", err=True)
         return 2
     except StorageError as e:
-        print(f"error: {e}", file=sys.stderr)
+        say(f"error: {e}", err=True)
         return 1
     except Interrupted as e:
-        print(str(e), file=sys.stderr)
+        say(str(e), err=True)
         return 130
     except KeyboardInterrupt:
-        print("interrupted; runs that finished are kept in the store, rerun to resume", file=sys.stderr)
+        say("interrupted; runs that finished are kept in the store, rerun to resume", err=True)
         return 130

@@ -42,6 +42,7 @@ from harness.io import (
     rmtree,
 )
 from harness.leaderboard import markdown
+from harness.run_summary import summary
 from harness.runspec import RunSpec
 from harness.store import StoredRun
 
@@ -117,6 +118,15 @@ def _out_lock(out: Path) -> Iterator[None]:
         yield
 
 
+def _resolved(path: Path, flag: str) -> Path:
+    """The absolute path with links resolved; a link loop on the way is bad input, not a traceback
+    (RuntimeError before Python 3.13, OSError since)."""
+    try:
+        return Path(path).resolve()
+    except (RuntimeError, OSError) as e:
+        raise HarnessError(f"{flag} {path} cannot be resolved ({e}); pass a path without a symbolic link loop") from e
+
+
 def _apart(path: Path, other: Path, flag: str, what: str, fix: str) -> None:
     if path == other or other in path.parents or path in other.parents:
         where = "is" if path == other else "is inside" if other in path.parents else "contains"
@@ -136,7 +146,7 @@ def check_out(out: Path, identity: str, overwrite: bool, store: Path, data_paths
     experiment's results, no files memprox cannot show it wrote, none changed since it wrote them
     (unless --overwrite, which replaces only files a new output has the name of), and nothing in the
     way of an output every experiment writes (a folder named leaderboard.csv, a file named scores)."""
-    out, store = Path(out).resolve(), Path(store).resolve()
+    out, store = _resolved(out, "--out"), _resolved(store, "--store")
     _apart(out, store, "--out", "the run store", "pass an --out outside the store that does not contain it")
     for data in {Path(p).expanduser().resolve() for p in data_paths if Path(p).expanduser().is_dir()}:
         mix = "would mix with the data (an image folder reads every subfolder as a class)"
@@ -260,7 +270,7 @@ def write(result: ExperimentResult, runs: dict[RunSpec, StoredRun], tmp: Path, a
     out = Path(cfg.out).resolve()
     try:
         for name, frame in result.scores.items():
-            path = f"scores/{name}.csv"
+            path = f"scores/{score_file(name)}.csv"
             atomic_write(tmp / path, lambda p, f=frame: f.to_csv(p, index=False))
             result.outputs.setdefault("scores", []).append(path)  # type: ignore[union-attr]
         atomic_write(tmp / "raw.csv", lambda p: result.raw.to_csv(p, index=False))
@@ -276,27 +286,10 @@ def write(result: ExperimentResult, runs: dict[RunSpec, StoredRun], tmp: Path, a
                            "in the store, rerun once the folder is writable") from e
 
 
-def summary(result: ExperimentResult, runs: dict[RunSpec, StoredRun], cfg: ExperimentConfig, identity: str,
-            device: torch.device, phase_seconds: dict[str, float]) -> dict:
-    """summary.json: the experiment, its config, every run it used, what failed, and its outputs."""
-    config = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(cfg).items() if k != "recipe"}
-    return {
-        "experiment": identity,
-        "config": config | {"recipe": vars(cfg.recipe)},
-        "device": str(device),
-        "runs": [{"label": r.manifest.label, "hash": r.manifest.spec_hash, "engine": r.manifest.engine,
-                  "threads": r.manifest.threads, "train_acc": r.manifest.train_acc,
-                  "test_acc": r.manifest.test_acc, "train_seconds": r.manifest.train_seconds,
-                  **({"flipped_fit": result.flipped_fit[r.manifest.spec_hash]}
-                     if r.manifest.spec_hash in result.flipped_fit else {})}
-                 for r in runs.values()],
-        "trained": result.trained,
-        "reused": result.reused,
-        "failures": result.failures,
-        "outputs": {"leaderboard": "leaderboard.csv", "raw": "raw.csv", "markdown": "leaderboard.md",
-                    **result.outputs},
-        "phase_seconds": phase_seconds,  # write: up to this summary (it and the publish take ms)
-    }
+def score_file(name: str) -> str:
+    """A setting's name as a plain file name: a label file's path in it (`labels=C:\\x.npy`) may hold a
+    backslash, which no record may name (`is_plain_relpath`), so the write failed after training."""
+    return name.replace("\\", "_").replace("/", "_")
 
 
 def write_record(tmp: Path, identity: str) -> None:
