@@ -62,10 +62,11 @@ def score(proxies: list[Proxy], base: RunSpec, data: PreparedData, runs: Mapping
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN slices are reported below
                 s = _checked(proxy.score(ctx), data.n)
-        except HarnessError:
-            raise  # the harness's own (a store entry damaged while read): its message says what to do
         except Exception as e:  # a bug in one proxy (a plugin's, say) costs that proxy, not the experiment
-            traceback.print_exc()
+            # the harness's own checks (ssft's halves, CL's folds) say what is wrong in the message; they
+            # were re-raised, which ended a trained experiment with exit 2 ("bad input, nothing trained")
+            if not isinstance(e, HarnessError):
+                traceback.print_exc()
             problems.append(f"proxy {proxy.label} failed for {base.label()}: {type(e).__name__}: "
                             f"{failure_reason(e)}; left out of the leaderboard")
             continue
@@ -144,7 +145,8 @@ def evaluate(cfg: ExperimentConfig, plan: Plan, proxies: list[Proxy], ran: Runne
         board = aggregate(full if "boot" in full.columns else raw)
     with timer("write"):
         result = ExperimentResult(raw, board, failures, ran.trained, ran.reused)
-        result.base_train_acc = [runs[b].manifest.train_acc for _, _, b in plan.settings if b in runs]
+        bases = dict.fromkeys(b for _, _, b in plan.settings if b in runs)  # tasks share base runs: each once
+        result.base_train_acc = [runs[b].manifest.train_acc for b in bases]
         result.flipped_fit = flipped_fit(plan, runs, prepared)
         for (data_spec, seed), scores in scores_by_data.items():
             data = prepared(data_spec)

@@ -46,3 +46,13 @@ def test_the_cli_prints_it_after_the_training_accuracy(tmp_path, capsys) -> None
     assert code == 0
     fit = json.loads((tmp_path / "out" / "summary.json").read_text())["runs"][0]["flipped_fit"]
     assert f"share of the flipped labels the noisy base runs fit: mean {fit:.3f}, min {fit:.3f}" in err
+
+
+def test_the_training_accuracy_counts_each_base_run_once(make_config) -> None:
+    """Tasks share base runs (cost and theory both read the clean one); the printed mean listed a base
+    once per task, so with the default tasks the clean run weighed three or four times."""
+    exp = Experiment(make_config(proxies="csl", tasks=("cost", "theory"), epochs=3))
+    result = exp.run()
+    ((base,),) = {(b,) for _, _, b in exp.plan.settings}
+    assert len(exp.plan.settings) == 2
+    assert result.base_train_acc == [RunStore(exp.cfg.store).get(base).manifest.train_acc]

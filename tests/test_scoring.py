@@ -87,3 +87,22 @@ def test_a_broken_proxy_is_left_out_and_the_others_kept(base_spec, digits_noisy,
 def test_infinite_constant_scores_rank_nothing_too(base_spec, digits_noisy) -> None:
     with pytest.warns(UserWarning, match=r"proxy minus_inf gives every sample the same score \(-inf\)"):
         score([_MinusInf()], base_spec, digits_noisy, {base_spec: None})
+
+
+class _HarnessCheck(_Constant):
+    name = "harness_check"
+
+    def score(self, ctx) -> np.ndarray:
+        from harness.errors import HarnessError
+
+        raise HarnessError("samples were in neither run's first split")
+
+
+def test_a_harness_check_failing_after_training_costs_that_proxy_only(base_spec, digits_noisy, capsys) -> None:
+    """A HarnessError inside a proxy's score (the harness's own consistency checks) was re-raised: the
+    CLI then exited 2, "bad input, nothing trained", after training, and no proxy was written."""
+    scores, problems = score([_HarnessCheck(), _Ranked()], base_spec, digits_noisy, {base_spec: None})
+    assert list(scores) == ["ranked"]
+    assert problems == [f"proxy harness_check failed for {base_spec.label()}: HarnessError: samples were in "
+                        "neither run's first split; left out of the leaderboard"]
+    assert "Traceback" not in capsys.readouterr().err  # the message is the whole story
