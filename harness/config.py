@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import re
 import weakref
 from collections.abc import Iterable
 from functools import cache
@@ -156,6 +157,9 @@ def experiment_id(cfg: Any) -> str:
     runtime = _options.runtime_fields()
     what = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in runtime}
     what["recipe"] = without_defaults(what["recipe"], LATER_RECIPE_DEFAULTS)
+    # the selection as the registry reads it (whitespace ignored, `csl()` is csl): ' csl' or 'csl()' in a
+    # rerun named "another experiment" and needed --overwrite; plain selections keep their identity
+    what["proxies"] = re.sub(r"\s+", "", str(what["proxies"])).replace("()", "")
     return hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 

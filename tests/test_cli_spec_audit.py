@@ -105,3 +105,15 @@ def test_the_printed_recipe_shows_precision_and_memory_format() -> None:
     fp32 = preset_note(experiment_config(preset="gpu", precision="fp32"))
     assert fp32.endswith("batch 512, augmentation off, channels-last")
     assert preset_note(experiment_config()).endswith("batch 128, augmentation off")
+
+
+def test_the_experiment_identity_reads_the_selection_as_the_registry_does() -> None:
+    """' csl' or 'aum()' in a rerun selects the same proxies, but the identity hashed the raw text, so
+    the rerun was refused as "another experiment" needing --overwrite. Plain selections keep theirs."""
+    from harness.config import ExperimentConfig, experiment_id
+
+    plain = experiment_id(ExperimentConfig(proxies="csl,aum"))
+    assert experiment_id(ExperimentConfig(proxies=" csl , aum()")) == plain
+    assert experiment_id(ExperimentConfig(proxies="csl,el2n")) != plain
+    variant = experiment_id(ExperimentConfig(proxies="curvature(n=2)"))
+    assert variant != experiment_id(ExperimentConfig(proxies="curvature"))
