@@ -124,6 +124,24 @@ def test_label_file_equal_to_the_clean_labels_is_refused(digits, tmp_path: Path)
         task.settings(cfg, DataSpec(), digits)
 
 
+def test_a_label_file_in_another_order_is_warned_about(digits, tmp_path: Path) -> None:
+    """A file of labels in another order agrees with the clean ones on about 1/C of the samples, and
+    passed every check (it neither equals them nor differs everywhere); real noise keeps most labels."""
+    import warnings
+
+    (task,) = make_tasks(["mislabeled"])
+    clean = digits.y_train.numpy()
+    np.save(tmp_path / "shuffled.npy", np.random.default_rng(0).permutation(clean))
+    with pytest.warns(UserWarning, match=r"agrees with the clean labels on only \d+\.\d% .* canonical order"):
+        task.settings(ExperimentConfig(seeds=(0,), noisy_labels=str(tmp_path / "shuffled.npy")), DataSpec(), digits)
+    noisy = clean.copy()
+    noisy[: len(clean) * 4 // 10] = (noisy[: len(clean) * 4 // 10] + 1) % 10  # 40 % noise, CIFAR-10N's worst
+    np.save(tmp_path / "noisy.npy", noisy)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        task.settings(ExperimentConfig(seeds=(0,), noisy_labels=str(tmp_path / "noisy.npy")), DataSpec(), digits)
+
+
 @pytest.mark.parametrize("argv", [
     ["--task-arg", "memorisation.fraction=0.5", "--tasks", "memorization"],
     ["--task-arg", "nosuch.k=1"],
