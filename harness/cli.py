@@ -14,6 +14,7 @@ import argparse
 import os
 import signal
 import sys
+from dataclasses import replace
 from typing import Any, NoReturn
 
 from harness.api import experiment_config
@@ -104,9 +105,15 @@ def run_options(args: argparse.Namespace) -> dict[str, Any]:
     return options
 
 
-def preset_note(cfg: ExperimentConfig) -> str:
+def preset_note(cfg: ExperimentConfig, input_shape: tuple[int, ...] | None = None) -> str:
+    """The recipe as trained. With the dataset's `input_shape`, augmentation the engine does not apply
+    (images under 16 pixels wide, token ids: `harness.training.augmenting`) is not called "on"."""
+    from harness.training import augmenting
+
     r = cfg.recipe
     augment = "on" if r.augment else "off"
+    if r.augment and input_shape is not None and not augmenting(replace(r, augment_epochs=None), input_shape, 0):
+        augment = "on, not applied to these inputs (images under 16 pixels wide, or token ids)"
     if r.augment and r.augment_epochs is not None and r.augment_epochs < r.epochs:
         augment = f"in the first {r.augment_epochs} epochs, then off"
     schedule = r.schedule
@@ -151,9 +158,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     result = exp.run()
     say(f"runs: {len(result.trained)} trained, {len(result.reused)} reused from the store", err=True)
     if result.base_train_acc:
-        accs = result.base_train_acc
+        accs, shape = result.base_train_acc, tuple(exp.dataset.x_train.shape[1:])
         say(f"final training accuracy of the base runs on the labels they trained on: "
-            f"mean {sum(accs) / len(accs):.3f}, min {min(accs):.3f} ({preset_note(cfg)})", err=True)
+            f"mean {sum(accs) / len(accs):.3f}, min {min(accs):.3f} ({preset_note(cfg, shape)})", err=True)
     if result.flipped_fit:
         fits = list(result.flipped_fit.values())
         say(f"share of the flipped labels the noisy base runs fit: mean {sum(fits) / len(fits):.3f}, min "

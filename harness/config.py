@@ -21,6 +21,7 @@ import dataclasses
 import hashlib
 import json
 import re
+import warnings
 import weakref
 from collections.abc import Iterable
 from functools import cache
@@ -96,6 +97,9 @@ class ConfigChecks:
         for model in sorted(set(models)):
             check_model_input(model, tuple(dataset.x_train.shape[1:]), dataset.num_classes, self.dataset,
                               tokens=dataset.is_tokens)
+        if self.dataset == "mnist" and self.recipe.augment and dataset.x_train.shape[-1] >= 16:
+            warnings.warn("--augment on mirrors MNIST digits, and a mirrored digit is not its label (a 2, a 7); the "
+                          "recipe's crop + flip is CIFAR's: pass --augment off for mnist", stacklevel=3)
 
     def _check_epochs_memory(self, n: int) -> None:
         """Recorders keep one float32 per sample and epoch ((epochs, N) buffers, several per run)."""

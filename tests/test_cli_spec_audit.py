@@ -117,3 +117,30 @@ def test_the_experiment_identity_reads_the_selection_as_the_registry_does() -> N
     assert experiment_id(ExperimentConfig(proxies="csl,el2n")) != plain
     variant = experiment_id(ExperimentConfig(proxies="curvature(n=2)"))
     assert variant != experiment_id(ExperimentConfig(proxies="curvature"))
+
+
+def test_the_printed_recipe_says_when_augmentation_cannot_apply() -> None:
+    """`--preset paper` on 8x8 digits printed "augmentation on", but the engine crops and flips only
+    images at least 16 pixels wide (harness.training.augmenting): nothing was augmented."""
+    paper = experiment_config(preset="paper")
+    assert preset_note(paper).endswith("augmentation on")
+    assert "augmentation on, not applied to these inputs" in preset_note(paper, (1, 8, 8))
+    assert preset_note(paper, (3, 32, 32)).endswith("augmentation on")
+
+
+def test_augmenting_mnist_warns_that_mirrored_digits_change_class() -> None:
+    import torch
+
+    from harness.datasets import Dataset
+
+    digits = Dataset(name="mnist", x_train=torch.zeros(4, 1, 28, 28, dtype=torch.uint8),
+                     y_train=torch.tensor([0, 1, 0, 1]), x_test=torch.zeros(0, 1, 28, 28, dtype=torch.uint8),
+                     y_test=torch.zeros(0, dtype=torch.int64), classes=("0", "1"), full_train_size=4)
+    cfg = experiment_config(preset="paper", dataset="mnist")
+    with pytest.warns(UserWarning, match="mirrors MNIST digits.*--augment off"):
+        cfg.validate_for_data(digits, ["mlp"], 1)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        experiment_config(dataset="mnist").validate_for_data(digits, ["mlp"], 1)  # quick preset: no augmentation
