@@ -21,12 +21,14 @@ the scores are those of a plain loop on the same batches, bitwise. Under DDP eve
 gathered first (`harness.integrations._common`), so every rank holds the scores of all samples.
 
 Lightning is imported from ``lightning`` (``lightning.pytorch``), else ``pytorch_lightning``:
-``pip install 'memprox[lightning]'``. Resuming a fit from a checkpoint starts a new record (the
-callback keeps no state in checkpoints).
+``pip install 'memprox[lightning]'``. The tracker's state goes into Lightning's checkpoints (the
+callback's `state_dict`), so a fit resumed from a checkpoint (``fit(..., ckpt_path=...)``) goes on
+with the epochs recorded before it.
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -38,6 +40,7 @@ import torch
 from harness.errors import HarnessError
 from harness.integrations._common import DistributedRecorder, WithIndex, check_indices
 from harness.tracker import SampleTracker
+from harness.tracker.report import check_png_path
 from proxies import Proxy
 
 try:
@@ -83,10 +86,13 @@ class CSLCallback(Callback):
         super().__init__()
         if plot_path is not None and images is None:
             raise HarnessError("CSLCallback(plot_path=...) needs images= (all n training images in index order)")
+        if plot_path is not None:
+            check_png_path(plot_path)  # said now, not when training has ended
         self.tracker = SampleTracker(n, proxies=proxies, labels=labels, running_sums=running_sums)
         self._recorder = DistributedRecorder(self.tracker)
         self.images, self.plot_path, self.k, self.by, self.classes = images, plot_path, k, by, classes
         self.figure: Path | None = None
+        self._loaded: dict[str, Any] | None = None  # a checkpoint's state, until the fit starts
 
     # -- Lightning hooks ------------------------------------------------------------------------
     def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
@@ -98,6 +104,31 @@ class CSLCallback(Callback):
         check_indices(outputs["indices"], "CSLCallback", CONTRACT)
         self._recorder.update(outputs["indices"], losses=outputs["losses"], logits=outputs.get("logits"),
                               labels=outputs.get("labels"))
+
+    def on_train_start(self, trainer: Any, pl_module: Any) -> None:
+        if self._loaded is not None:  # restored before the model reached its device: put the record there
+            self.tracker.load_state_dict(self._loaded["tracker"], device=pl_module.device)
+            self._recorder.batches, self._loaded = int(self._loaded["batches"]), None
+        epoch = getattr(trainer, "current_epoch", 0)
+        if self._recorder.batches and epoch > self.tracker.epochs:  # saved after the epoch's last batch, before
+            self._recorder.end_epoch()  # its end: Lightning resumes with the next epoch, so close this one
+        if epoch > 0 and self.tracker.epochs == 0 and self._recorder.batches == 0:
+            warnings.warn(f"CSLCallback: the fit resumes at epoch {trainer.current_epoch} but the callback has no "
+                          f"record of the epochs before (a checkpoint saved without its state, e.g. by an older "
+                          f"memprox); csl will sum the epochs from here on only", RuntimeWarning, stacklevel=2)
+
+    def state_dict(self) -> dict[str, Any]:
+        """What Lightning saves in a checkpoint: the tracker's record so far (`SampleTracker.state_dict`)."""
+        if self._loaded is not None:  # a checkpoint saved before the resumed fit started
+            return self._loaded
+        if self.tracker.finished:  # trainer.save_checkpoint() after scores(): the record is closed
+            return {}
+        return {"tracker": self.tracker.state_dict(), "batches": self._recorder.batches}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """A resumed fit's checkpoint: the record goes on from there (loaded at the fit's start, on the
+        model's device; refused there if it is another dataset's)."""
+        self._loaded = state_dict if "tracker" in state_dict else None
 
     def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
         if self._recorder.batches == 0:

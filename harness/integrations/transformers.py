@@ -18,7 +18,9 @@ text included) in `IndexCollator`, which sets the index aside before collating a
 as a (B,) tensor, and keeps the column, and the label columns (`labels`, `label`,
 `args.label_names`), from the `Trainer`'s removal of unused columns. The
 callback closes the tracker's epoch at each epoch's end. Under DDP the batch of every rank is
-gathered first, as in the Lightning callback.
+gathered first, as in the Lightning callback. Each checkpoint the `Trainer` saves gets the
+tracker's state (`csl_tracker.pt`), and `train(resume_from_checkpoint=...)` loads it back, so a
+resumed run goes on with the epochs recorded before it.
 
 What it does not do: label smoothing (`label_smoothing_factor`) and `compute_loss_func` are
 replaced by plain cross-entropy (both refused); token-level tasks (one label per token) are not
@@ -27,7 +29,10 @@ per-sample losses and are refused. `pip install 'memprox[hf]'`.
 
 from __future__ import annotations
 
+import math
+import warnings
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -37,19 +42,24 @@ from torch import nn
 
 from harness.errors import HarnessError
 from harness.integrations._common import DistributedRecorder, WithIndex
+from harness.io import atomic_write
 from harness.tracker import SampleTracker
 from proxies import Proxy
 
 try:
     from transformers import Trainer, TrainerCallback
     from transformers.data.data_collator import default_data_collator
+    from transformers.trainer_utils import get_last_checkpoint
 except ImportError as exc:  # pragma: no cover
     raise ImportError("harness.integrations.transformers needs transformers: pip install 'memprox[hf]'") from exc
 
-__all__ = ["INDEX_KEY", "CSLTrainer", "CSLTrainerCallback", "IndexCollator", "WithIndex", "with_sample_index"]
+__all__ = ["INDEX_KEY", "STATE_FILE", "CSLTrainer", "CSLTrainerCallback", "IndexCollator", "WithIndex",
+           "with_sample_index"]
 
 #: The batch key (dataset column) carrying each sample's index.
 INDEX_KEY = "sample_index"
+#: The tracker's state in each checkpoint folder the `Trainer` saves.
+STATE_FILE = "csl_tracker.pt"
 
 
 def with_sample_index(dataset: Any, key: str = INDEX_KEY) -> Any:
@@ -92,6 +102,7 @@ class CSLTrainerCallback(TrainerCallback):
                  labels: Sequence[int] | np.ndarray | torch.Tensor | None = None, running_sums: bool = False) -> None:
         self.tracker = SampleTracker(n, proxies=proxies, labels=labels, running_sums=running_sums)
         self._recorder = DistributedRecorder(self.tracker)
+        self._loaded: dict[str, Any] | None = None  # a checkpoint's state, until training begins
 
     def record(self, indices: torch.Tensor, losses: torch.Tensor, logits: torch.Tensor | None,
                labels: torch.Tensor | None) -> None:
@@ -103,6 +114,32 @@ class CSLTrainerCallback(TrainerCallback):
             raise HarnessError("CSLTrainerCallback: no batch of this epoch was recorded; train with CSLTrainer (its "
                                f"compute_loss records) on a dataset with a {INDEX_KEY!r} column (with_sample_index)")
         self._recorder.end_epoch()
+
+    def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        """A checkpoint saved at an epoch's last step holds that epoch still open, and the resumed
+        `Trainer` goes on with the next one (its `epoch` is whole): close it."""
+        if self._loaded is not None:  # CSLTrainer.train(resume_from_checkpoint=...) read it
+            self.tracker.load_state_dict(self._loaded["tracker"], device=args.device)
+            self._recorder.batches, self._loaded = int(self._loaded["batches"]), None
+        if self._recorder.batches and math.floor((state.epoch or 0) + 1e-9) > self.tracker.epochs:
+            self._recorder.end_epoch()
+
+    def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        """The checkpoint the `Trainer` just wrote gets the tracker's state (`CSLTrainer.train` reads it)."""
+        folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        if state.is_world_process_zero and folder.is_dir() and not self.tracker.finished:  # ranks agree
+            saved = {"tracker": self.tracker.state_dict(), "batches": self._recorder.batches}
+            atomic_write(folder / STATE_FILE, lambda path: torch.save(saved, path))
+
+    def load(self, checkpoint: str | Path) -> None:
+        """Resume the record from a checkpoint folder's `csl_tracker.pt`; warns when it has none."""
+        path = Path(checkpoint) / STATE_FILE
+        if not path.is_file():
+            warnings.warn(f"CSLTrainer: {checkpoint} holds no {STATE_FILE} (saved without CSLTrainerCallback, or by "
+                          f"an older memprox); csl will sum the epochs from the resumed step on only",
+                          RuntimeWarning, stacklevel=3)
+            return
+        self._loaded = torch.load(path, map_location="cpu", weights_only=True)
 
     def scores(self, proxies: Sequence[str | Proxy] | str | None = None) -> pd.DataFrame:
         """`SampleTracker.scores`: one row per sample, one column per proxy (higher = more suspicious)."""
@@ -137,6 +174,15 @@ class CSLTrainer(Trainer):
         self.data_collator = IndexCollator(self.data_collator, self.index_key)
         self.model_accepts_loss_kwargs = False  # our loss is a batch mean: the Trainer scales it for accumulation
         self.loss_is_scaled_for_ga = False
+
+    def train(self, resume_from_checkpoint: str | bool | None = None, *args: Any, **kwargs: Any) -> Any:
+        """`Trainer.train`; resuming from a checkpoint also resumes the tracker's record from it."""
+        checkpoint = resume_from_checkpoint
+        if checkpoint is True:
+            checkpoint = get_last_checkpoint(self.args.output_dir)
+        if checkpoint:
+            self.csl.load(checkpoint)
+        return super().train(resume_from_checkpoint, *args, **kwargs)
 
     def _set_signature_columns_if_needed(self) -> None:
         """Keep the index and the labels through `remove_unused_columns`: `compute_loss` reads both

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Iterable, Sequence
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -17,13 +18,22 @@ from harness.errors import HarnessError
 from harness.recorders import Records
 from harness.tracker.eval_passes import EvalPassState
 from harness.tracker.inputs import Inputs, label_array
-from harness.tracker.report import as_uint8_nchw, check_class_names, draw_suspects, non_finite_report, nullable
+from harness.tracker.report import (
+    absent_report,
+    as_uint8_nchw,
+    check_class_names,
+    check_png_path,
+    draw_suspects,
+    non_finite_report,
+    nullable,
+)
 from harness.tracker.selection import BASE, ProxySelection
 from harness.tracker.signals import TrackedSignals
+from harness.tracker.state import TrackerCheckpoints, restore_signals
 from proxies import Proxy, ScoreContext
 
 
-class SampleTracker:
+class SampleTracker(TrackerCheckpoints):
     """Per-sample training signals of a user-written loop, scored by memprox's proxies.
 
     Args:
@@ -67,6 +77,10 @@ class SampleTracker:
     and one bool (N,) row, one int32 row per eval pass), read at `end_epoch` together with the index
     check, reported by a RuntimeWarning at the first such epoch and again by `scores()`. The loop is
     yours, so the tracker does not stop it; `warnings.simplefilter("error", RuntimeWarning)` does.
+
+    Checkpoints (`harness.tracker.state.TrackerCheckpoints`): `state_dict()` holds everything
+    recorded so far, the epoch in progress included; `load_state_dict(state)` resumes it in a new
+    tracker made with the same arguments, so an interrupted run scores as an uninterrupted one.
     """
 
     def __init__(
@@ -97,6 +111,7 @@ class SampleTracker:
         self.allowed_repeats = 0
         self._warned_repeats = False
         self._host: Records | None = None
+        self._saved: dict[str, Any] | None = None  # a loaded state, written to the device at its first use
 
     # -- recording ---------------------------------------------------------------------------
     def update(
@@ -141,7 +156,9 @@ class SampleTracker:
         # logits are checked for non-finite values when logit signals are recorded from them
         flag_logits = logits is not None and selection.train_keys != ("train_loss",)
         try:  # on the CPU, the loss and gathers check labels for free: explain their errors
-            signals.record_batch(self.epochs, idx, losses, logits, labels, flag_logits, inputs.host)
+            # rows made under the caller's inference_mode would refuse every later write outside it
+            with torch.inference_mode(False) if torch.is_inference_mode_enabled() else nullcontext():
+                signals.record_batch(self.epochs, idx, losses, logits, labels, flag_logits, inputs.host)
         except (IndexError, RuntimeError) as exc:
             raise inputs.explain(exc, labels, self.num_classes) from exc
         self._pending = True
@@ -153,6 +170,7 @@ class SampleTracker:
         if not self._pending:
             raise HarnessError("end_epoch() without update() since the previous epoch; "
                                "call update() for every batch and end_epoch() once per epoch")
+        self._restore_now("end_epoch()")
         signals = self._signals
         bad_index, non_finite, repeated, conflicts = signals.epoch_checks(self._inputs.bad)
         if bad_index:  # only CUDA indices get here: on the CPU update() raised at once
@@ -230,8 +248,10 @@ class SampleTracker:
             raise HarnessError("the last epoch is still open: call end_epoch() after its last batch, then scores()")
         if self.epochs == 0:
             raise HarnessError("no epoch recorded: call update() for every batch and end_epoch() after each epoch")
+        self._restore_now("scores()")
         self._finished = True
         self._host, self._non_finite_host, self._labels_host, self._pred_host = self._signals.to_host(self.epochs)
+        self._presented_host = self._signals.presentations.epochs.cpu().numpy().astype(np.int64)
         self._signals = None  # free the device buffers
         return self
 
@@ -262,7 +282,15 @@ class SampleTracker:
             columns[proxy.label] = column
         if spoiled:
             warnings.warn(non_finite_report(spoiled), RuntimeWarning, stacklevel=2)
+        absent = absent_report(self._presented_host, self.epochs)
+        if absent and any("train_loss" in selection.keys_of(proxy) for proxy in chosen):  # a sum over epochs
+            warnings.warn(absent, RuntimeWarning, stacklevel=2)
         return pd.DataFrame(columns)
+
+    def epochs_presented(self) -> np.ndarray:
+        """How many of the recorded epochs presented each sample (int64 (N,); ends recording): csl
+        sums over those, so `csl / epochs_presented()` is its per-epoch mean where epochs were missed."""
+        return self.finish()._presented_host.copy()
 
     def suspects(self, k: int = 20, by: str | Proxy = "csl") -> pd.DataFrame:
         """The k samples ranked most likely mislabeled / memorized by proxy `by`: index, given
@@ -297,6 +325,7 @@ class SampleTracker:
         `images`: all n training images in index order, (N, H, W), (N, C, H, W) or (N, H, W, C)
         with C in (1, 3); uint8, or real values scaled to 0..255 (min to max over all of them).
         """
+        check_png_path(path)
         pictures = as_uint8_nchw(images, self.n)
         table = self.suspects(k, by)
         check_class_names(classes, table, self.num_classes)
@@ -330,6 +359,10 @@ class SampleTracker:
                 self._inputs = Inputs(self.n, device)
                 self._signals = TrackedSignals(self.n, device, self._selection.train_keys, self.running_sums,
                                                self._selection.keep_eval_history, self._fixed_labels)
+                if self._saved is not None:
+                    restore_signals(self._signals, self._inputs.bad, self._saved["signals"], self.num_classes,
+                                    self._eval_at)
+                    self._saved = None
         elif device != self._device:
             raise HarnessError(f"{where}: tensors are on {device} but earlier ones were on {self._device}; "
                                "keep the model and the tracked tensors on one device")

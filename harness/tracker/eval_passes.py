@@ -55,14 +55,18 @@ class EvalPasses:
     def start(self, epoch: int, classes: int) -> EvalPassState:
         """At a pass's first batch (after `epoch`, 0-based; -1: before training, not stored): the
         recorder clears the row it will write. Returns the pass's device counters."""
-        if self.key not in self.bank:
-            ctx = RunContext(None, None, None, 0, self.device, samples=self.n, classes=classes)
-            request = RecorderRequest.of("eval_pass", epochs="all" if self.keep_eval_history else "last")
-            self.bank.add(self.key, build_recorder(request, ctx))
+        self.recorder(classes)
         if epoch >= 0:
             self.bank.on_eval_start(epoch)
         zero = torch.zeros((), dtype=torch.int64, device=self.device)
         return EvalPassState(torch.zeros(self.n, dtype=torch.int32, device=self.device), zero, zero.clone())
+
+    def recorder(self, classes: int) -> None:
+        """The `eval_pass` recorder, made at the first pass (or when a saved state is loaded)."""
+        if self.key not in self.bank:
+            ctx = RunContext(None, None, None, 0, self.device, samples=self.n, classes=classes)
+            request = RecorderRequest.of("eval_pass", epochs="all" if self.keep_eval_history else "last")
+            self.bank.add(self.key, build_recorder(request, ctx))
 
     def batch(self, epoch: int, idx: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor,
                    state: EvalPassState) -> None:

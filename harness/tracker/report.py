@@ -24,6 +24,22 @@ def non_finite_report(spoiled: dict[str, np.ndarray]) -> str:
             f"Lower the learning rate, or check these samples' inputs and labels")
 
 
+def absent_report(presented: np.ndarray, epochs: int) -> str | None:
+    """One warning for `scores()` when some samples missed some epochs (`presented`: epochs each
+    sample was presented in): csl sums over the epochs a sample was presented in, so a missed epoch
+    lowers it with no sign in the score -- drop_last, a sampler with replacement or over a subset,
+    a fit cut short or resumed without the tracker's state, or n larger than the dataset."""
+    never, fewer = np.flatnonzero(presented == 0), np.flatnonzero((presented > 0) & (presented < epochs))
+    cases = ((fewer, f"were presented in fewer than all {epochs} epochs"), (never, "were never presented"))
+    parts = [f"{len(found)} sample(s) {what} (first: {found[:10].tolist()})" for found, what in cases if len(found)]
+    if not parts:
+        return None
+    return (f"SampleTracker: {' and '.join(parts)}: csl sums the losses of the epochs a sample was presented in, "
+            f"so it is lower for that reason alone (never presented: csl 0, the other proxies NaN). drop_last=True, "
+            f"a sampler with replacement or over a subset, an epoch cut short, or n larger than the dataset do this; "
+            f"epochs_presented() gives each sample's count")
+
+
 def nullable(labels: np.ndarray) -> pd.arrays.IntegerArray:
     """Class ids with -1 (never seen) as <NA>."""
     labels = np.asarray(labels, dtype=np.int64)
@@ -58,6 +74,14 @@ def check_class_names(classes: Sequence[str] | None, table: pd.DataFrame, num_cl
     if len(classes) < needed:
         raise HarnessError(f"plot_suspects(classes=...) names {len(classes)} class(es) but the captions need class "
                            f"ids 0..{needed - 1}; pass one name per class, in class-id order")
+
+
+def check_png_path(path: str | Path) -> Path:
+    """The suspects' grid is written as PNG: a path named .pdf or .svg would hold PNG bytes."""
+    path = Path(path)
+    if path.suffix.lower() != ".png":
+        raise HarnessError(f"plot_suspects(path=...) writes a PNG image; name it *.png, got {str(path)!r}")
+    return path
 
 
 def draw_suspects(table: pd.DataFrame, pictures: np.ndarray, by: str, path: str | Path,

@@ -39,6 +39,9 @@ class Presentations:
         self.presented: torch.Tensor | None = None  # device indices: (n + 1,) int32
         self.first_seen: torch.Tensor | None = None  # device indices: (n + 1,) int64
         self.sequence = 0  # device indices: presentations so far this epoch
+        #: epochs in which each sample was presented: csl sums over those, so a sample that drop_last, a
+        #: sampler or a too-large n left out of some epochs scores lower for that reason alone (`absent_report`)
+        self.epochs = torch.zeros(n, dtype=torch.int32, device=device)
 
     def slots(self, idx: torch.Tensor, host: np.ndarray | None = None) -> torch.Tensor:
         """Where each of the batch's values goes: its sample's column at the sample's first
@@ -100,6 +103,11 @@ class Presentations:
         )
 
     def reset(self) -> None:
+        """Close the epoch: count it for the samples it presented, then forget who was seen."""
+        presented = torch.from_numpy(self.seen).to(self.device)  # one (N,) copy per epoch, no sync
+        if self.sequence and self.presented is not None:
+            presented = presented | (self.presented[: self.n] > 0)
+        self.epochs += presented
         self.seen[:] = False
         self.repeated_host.clear()
         if self.sequence and self.presented is not None and self.first_seen is not None:
