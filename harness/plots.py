@@ -47,12 +47,14 @@ def _finite_pairs(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]
     return x[keep], y[keep]
 
 
-def binned_relation(x: np.ndarray, y: np.ndarray, bins: int = 20) -> pd.DataFrame:
+def binned_relation(x: np.ndarray, y: np.ndarray, bins: int = 20, keep_empty: bool = False) -> pd.DataFrame:
     """Mean and std of y over ``bins`` equal-width bins of x (paper Figs. 3-8).
 
     Bins are half-open [left, right) except the last, which includes max(x), as in
     ``np.histogram``. ``std`` is the population std (ddof=0), so a one-sample bin reads 0
-    rather than NaN. Empty bins are dropped; non-finite pairs are ignored.
+    rather than NaN. Empty bins are dropped (kept with NaN mean and std with ``keep_empty``, so a
+    figure can leave a gap there instead of drawing a line across x values no sample has);
+    non-finite pairs are ignored.
     """
     if bins < 1:
         raise HarnessError(f"bins must be >= 1, got {bins}")
@@ -72,12 +74,12 @@ def binned_relation(x: np.ndarray, y: np.ndarray, bins: int = 20) -> pd.DataFram
             "bin_left": edges[:-1],
             "bin_right": edges[1:],
             "bin_center": (edges[:-1] + edges[1:]) / 2,
-            "mean": mean,
-            "std": std,
+            "mean": np.where(used, mean, np.nan),
+            "std": np.where(used, std, np.nan),
             "count": count,
         }
     )
-    return frame[used].reset_index(drop=True)
+    return frame if keep_empty else frame[used].reset_index(drop=True)
 
 
 def plot_binned(
@@ -87,29 +89,59 @@ def plot_binned(
     ylabel: str,
     path: str | Path,
     bins: int = 20,
+    title: str = "",
 ) -> Path:
-    """PNG of the bin means of y against bin centers of x, with a ±std band."""
-    table = binned_relation(x, y, bins=bins)
+    """PNG of the bin means of y against the bin centers of x, each with a ±std error bar.
+
+    The line breaks at empty bins (it would otherwise claim a mean where no sample is), and the
+    std is a bar per bin rather than a band, which an isolated bin between empty ones would
+    reduce to nothing."""
+    table = binned_relation(x, y, bins=bins, keep_empty=True)
     fig = new_figure((5.0, 3.5))
     ax = fig.add_subplot()
     c, m, s = (table[k].to_numpy() for k in ("bin_center", "mean", "std"))
-    ax.fill_between(c, m - s, m + s, alpha=0.25, linewidth=0, label="± std")
+    used = table["count"].to_numpy() > 0
     ax.plot(c, m, marker="o", markersize=3, label="bin mean")
+    ax.errorbar(c[used], m[used], yerr=s[used], fmt="none", ecolor="C0", alpha=0.5, capsize=2, label="± std")
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
+    if title:
+        ax.set_title(title, fontsize=9)
     ax.legend(frameon=False)
     return save_figure(fig, path)
 
 
-def plot_histogram(values: np.ndarray, xlabel: str, path: str | Path, bins: int = 50) -> Path:
-    """PNG histogram of the finite values (e.g. CSL, learning time: bimodality, long tail)."""
+def histogram_edges(values: np.ndarray, bins: int) -> np.ndarray:
+    """Equal-width bin edges over the values; for values on a lattice (learning time is k/E) the
+    edges fall halfway between lattice points and every bin holds the same number of them. Plain
+    equal-width bins would leave bins between lattice values empty (E = 40 of 50 bins: a gap every
+    4 or 5 bars) or hold 1 or 2 values each (E = 60: bars 1x and 2x high), a comb of empty or tall
+    bars that reads as structure."""
+    u = np.unique(values)
+    if u.size >= 2:
+        step = float(np.min(np.diff(u)))
+        points = (u - u[0]) / step
+        n = int(np.rint(points[-1])) + 1
+        if n <= 100 * bins and np.allclose(points, np.rint(points), rtol=0, atol=1e-6):
+            per = -(-n // bins)
+            # the last bin ends at the last lattice point: when per does not divide n it holds
+            # fewer points, and its width says so
+            return u[0] + step * (np.minimum(per * np.arange(-(-n // per) + 1), n) - 0.5)
+    return np.histogram_bin_edges(values, bins=bins)
+
+
+def plot_histogram(values: np.ndarray, xlabel: str, path: str | Path, bins: int = 50, title: str = "") -> Path:
+    """PNG histogram of the finite values (e.g. CSL, learning time: bimodality, long tail), in at
+    most ``bins`` bins (``histogram_edges``)."""
     values = np.asarray(values, dtype=np.float64).ravel()
     values = values[np.isfinite(values)]
     fig = new_figure((5.0, 3.5))
     ax = fig.add_subplot()
-    ax.hist(values, bins=bins)
+    ax.hist(values, bins=histogram_edges(values, bins) if values.size else bins)
     ax.set_xlabel(xlabel)
     ax.set_ylabel("count")
+    if title:
+        ax.set_title(title, fontsize=9)
     return save_figure(fig, path)
 
 
@@ -163,11 +195,11 @@ def plot_extreme_images(
     """PNG grid (paper Figs. 10, 16-17): one row per class, the per_class highest-scoring
     images in a block titled "highest" and the per_class lowest in a block titled "lowest".
 
-    Each image is captioned with its score; NaN scores are skipped, and classes with fewer
-    images than per_class leave the remaining cells blank. A second grid of the same layout
-    (classes, images per class, image shape, and which cells are filled) reuses the first's
-    figure with its images and captions replaced: the same picture, without building the axes
-    again.
+    Each image is captioned ``#index: score``, the index to find it in scores/*.csv; NaN scores
+    are skipped, and classes with fewer images than per_class leave the remaining cells blank.
+    A second grid of the same layout (classes, images per class, image shape, and which cells are
+    filled) reuses the first's figure with its images and captions replaced: the same picture,
+    without building the axes again.
     """
     images = np.asarray(images_uint8)
     labels = np.asarray(labels)
@@ -195,13 +227,18 @@ def plot_extreme_images(
         else:
             for (ax, im), i in zip(grid.cells, chosen, strict=True):
                 im.set_data(_pixels(images[i]))
-                ax.set_title(f"{scores[i]:.3g}", fontsize=6, pad=2)
+                ax.set_title(_caption(i, scores), fontsize=6, pad=2)
         return save_figure(grid.fig, path)
+
+
+def _caption(i: int, scores: np.ndarray) -> str:
+    """A grid cell's caption: the sample's index (to find it in scores/*.csv) and its score."""
+    return f"#{i}: {scores[i]:.3g}"
 
 
 def _draw_grid(images: np.ndarray, scores: np.ndarray, classes: Sequence[str], picks: list, per_class: int) -> _Grid:
     n_cls = len(classes)
-    fig = new_figure((2 * per_class * 0.75 + 1.2, n_cls * 0.8 + 0.6))
+    fig = new_figure((2 * per_class * 0.9 + 1.2, n_cls * 0.8 + 0.6))  # room for "#49999: 0.716"
     blocks = fig.subfigures(1, 2, wspace=0.05)
     grids = []
     for block, title in zip(blocks, ("highest", "lowest"), strict=True):
@@ -213,7 +250,7 @@ def _draw_grid(images: np.ndarray, scores: np.ndarray, classes: Sequence[str], p
             for j in range(per_class):
                 ax = axes[c, j]
                 if j < len(chosen):
-                    show_image(ax, images[chosen[j]], f"{scores[chosen[j]]:.3g}")
+                    show_image(ax, images[chosen[j]], _caption(chosen[j], scores))
                     cells.append((ax, ax.images[-1]))
                 else:  # blank cell; keep the axes so the row's class label stays visible
                     ax.set_xticks([])

@@ -14,13 +14,19 @@ from harness.plots import new_figure, save_figure
 
 
 def plot_attack_roc(result: AttackResult, path: str | Path, title: str = "") -> Path:
-    """PNG of the attack's ROC curve (log-log), the chance diagonal, and its AUROC and TPR at
-    each reported FPR in the legend. Points at FPR or TPR 0 cannot be drawn on log axes."""
+    """PNG of the attack's ROC curve (log-log), the chance diagonal, its AUROC in the legend, and
+    a marker at the TPR of each reported FPR, where the curve is read (legend: "TPR at 0.1% FPR").
+    Points at FPR or TPR 0 cannot be drawn on log axes."""
     fig = new_figure((4.2, 4.0))
     ax = fig.add_subplot()
     keep = (result.fpr > 0) & (result.tpr > 0)
-    tprs = ", ".join(f"TPR@{a:g} = {t:.3f}" for a, t in result.tpr_at.items())
-    ax.plot(result.fpr[keep], result.tpr[keep], label=f"LiRA, AUROC = {result.auroc:.3f}\n{tprs}")
+    tprs = "\n".join(f"TPR at {100 * a:g}% FPR = {t:.3f}" for a, t in result.tpr_at.items())
+    marks = {a: t for a, t in result.tpr_at.items() if np.isfinite(t) and t > 0}
+    curve = f"LiRA, AUROC = {result.auroc:.3f}" + ("" if marks else f"\n{tprs}")
+    ax.plot(result.fpr[keep], result.tpr[keep], label=curve)
+    if marks:
+        ax.plot(list(marks), list(marks.values()), linestyle="none", marker="o", markersize=4, color="C3",
+                label=tprs)
     lowest = max(1.0 / max(result.pairs, 1), 1e-5)
     ax.plot([lowest, 1], [lowest, 1], linestyle="--", color="gray", linewidth=0.8, label="chance")
     ax.set_xscale("log")

@@ -195,13 +195,14 @@ class Privacy(ReferenceTask):
 
     def _write(self, ctx: EvalContext, v, fit, attack, scores: dict[str, np.ndarray],
                spearman: dict[str, float]) -> None:
-        out, seed = Path(ctx.out), ctx.setting.seed
+        out, seed, bins = Path(ctx.out), ctx.setting.seed, self.params["bins"]
         written: list[Path] = []
+        xlabel = f"vulnerability v ({self.params['vulnerability']} in/out AUROC)"
+        title = f"seed {seed}: bin means over {bins} equal-width bins of v"
         for proxy in ("csl", best_other(spearman)):
             if proxy in scores:
-                written.append(plot_binned(v, scores[proxy], "vulnerability v", proxy,
-                                           out / "figures" / f"privacy_{proxy}_vs_vulnerability_seed{seed}.png",
-                                           bins=self.params["bins"]))
+                path = out / "figures" / f"privacy_{proxy}_vs_vulnerability_seed{seed}.png"
+                written.append(plot_binned(v, scores[proxy], xlabel, proxy, path, bins=bins, title=title))
         written.append(plot_attack_roc(attack, out / "figures" / f"privacy_attack_roc_seed{seed}.png",
                                        title=f"LiRA on the stability models, seed {seed}"))
         ctx.artifacts.setdefault("figures", []).extend(str(f.relative_to(out)) for f in written)

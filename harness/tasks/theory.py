@@ -34,7 +34,6 @@ from proxies.learning_time import RULES, LearningTime
 
 DEFAULTS: dict[str, Any] = {"bins": 20, "per_class": 5, "rule": "first"}
 MAX_PER_CLASS = 50
-QUANTITIES = {"csl": "CSL", "learning_time": "learning time", "memorization": "memorization"}
 RELATIONS = (("learning_time", "memorization"), ("csl", "learning_time"), ("csl", "memorization"))  # (y, x)
 NOT_SELECTED = "skipped_proxy_not_selected"
 
@@ -89,6 +88,22 @@ class Theory(ReferenceTask):
         """The proxy label whose scores are "learning time" here (e.g. learning_time(rule=count))."""
         return LearningTime(rule=self.params["rule"]).label
 
+    def axis_labels(self) -> dict[str, str]:
+        """Each quantity's axis label, naming what was measured and its unit: "memorization" alone
+        read as stability memorization whatever --reference was (1 - C-score, a score file), and
+        "learning time" alone hid which rule's proxy it was."""
+        rc = self.reference
+        if rc.kind == "stability":
+            variant = "" if rc.variant == "correct" else f", variant={rc.variant}"
+            memorization = f"memorization (stability, K = {rc.k}{variant})"
+        elif rc.kind == "cscore":
+            memorization = f"memorization = 1 - C-score ({rc.label()})"
+        else:
+            memorization = f"memorization ({rc.label()})"
+        return {"csl": "CSL (training loss summed over epochs)",
+                "learning_time": f"learning time ({self.learning_time_label}, fraction of epochs)",
+                "memorization": memorization}
+
     def evaluate(self, ctx: EvalContext, scores: dict[str, np.ndarray]) -> list[Row]:
         bins, per_class = self.params["bins"], self.params["per_class"]
         tag = f"seed{ctx.setting.seed}"
@@ -97,6 +112,7 @@ class Theory(ReferenceTask):
         values["memorization"] = self.reference_scores(ctx)[0].scores
         rows: list[Row] = []
         figures: list[Path] = []
+        names = self.axis_labels()
 
         def target(name: str) -> Path | None:
             return None if ctx.out is None else Path(ctx.out) / "figures" / f"{name}_{tag}.png"
@@ -114,7 +130,8 @@ class Theory(ReferenceTask):
             rows.append({"proxy": label, "metric": "binned_spearman",
                          "value": _spearman(table["bin_center"].to_numpy(), table["mean"].to_numpy())})
             if (path := target(f"{y}_vs_{x}")) is not None:
-                figures.append(plot_binned(values[x], values[y], QUANTITIES[x], QUANTITIES[y], path, bins=bins))
+                figures.append(plot_binned(values[x], values[y], names[x], names[y], path, bins=bins,
+                                           title=f"seed {ctx.setting.seed}: bin means over {bins} equal-width bins"))
         for q in ("csl", "learning_time"):
             if q not in values:
                 skipped(f"{q} histogram")
@@ -122,7 +139,7 @@ class Theory(ReferenceTask):
             rows.append({"proxy": q, "metric": "skewness", "value": skewness(values[q])})
             rows.append({"proxy": q, "metric": "bimodality_coefficient", "value": bimodality_coefficient(values[q])})
             if (path := target(f"{q}_histogram")) is not None:
-                figures.append(plot_histogram(values[q], QUANTITIES[q], path))
+                figures.append(plot_histogram(values[q], names[q], path, title=f"seed {ctx.setting.seed}"))
         if "csl" not in values or not ctx.data.dataset.is_image:
             skipped("csl extreme images")
         elif (path := target("csl_extremes")) is not None:
