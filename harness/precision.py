@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import torch
 from torch import nn
@@ -52,18 +52,27 @@ def full_precision(device: torch.device) -> AbstractContextManager:
 @contextmanager
 def ieee_float32(device: torch.device) -> Iterator[None]:
     """On CUDA, float32 convolutions and matmuls in IEEE float32 instead of TF32 inside the block,
-    then the previous settings back. Only the new `fp32_precision` flags are touched: setting them
-    and reading the legacy `allow_tf32` ones in between raises in torch 2.9+. Nothing on a CPU."""
+    then the previous settings back. Where torch has the `fp32_precision` flags (2.9+) only they are
+    touched: setting them and reading the legacy `allow_tf32` ones in between raises there; older
+    torch has only the legacy flags. Nothing on a CPU."""
     if device.type != "cuda":
         yield
         return
-    conv, matmul = torch.backends.cudnn.conv, torch.backends.cuda.matmul
-    saved = conv.fp32_precision, matmul.fp32_precision
-    conv.fp32_precision = matmul.fp32_precision = "ieee"
+    conv = getattr(torch.backends.cudnn, "conv", None)
+    if conv is not None and hasattr(conv, "fp32_precision"):
+        flags: tuple[Any, ...] = (conv, torch.backends.cuda.matmul)
+        name, off = "fp32_precision", "ieee"
+    else:
+        flags = (torch.backends.cudnn, torch.backends.cuda.matmul)
+        name, off = "allow_tf32", False
+    saved = [getattr(f, name) for f in flags]
+    for f in flags:
+        setattr(f, name, off)
     try:
         yield
     finally:
-        conv.fp32_precision, matmul.fp32_precision = saved
+        for f, value in zip(flags, saved):
+            setattr(f, name, value)
 
 
 def channels_last(obj: M) -> M:

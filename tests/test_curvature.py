@@ -189,3 +189,17 @@ def test_cuda_curvature_of_a_conv_net_matches_float64_with_the_same_draws() -> N
                                                 x[sl].double(), 4, 1e-3, gen))
     rel = np.abs(got - torch.cat(want).cpu().numpy()) / torch.cat(want).cpu().numpy()
     assert np.median(rel) < 2e-3, np.median(rel)
+
+
+def test_ieee_float32_uses_the_legacy_flags_on_a_torch_without_fp32_precision(monkeypatch) -> None:
+    """torch >= 2.3 is supported; `fp32_precision` exists only since 2.9 (the GPU machine had 2.11)."""
+    from types import SimpleNamespace
+
+    from harness.precision import ieee_float32
+
+    cudnn, matmul = SimpleNamespace(allow_tf32=True), SimpleNamespace(allow_tf32=True)
+    monkeypatch.setattr(torch.backends, "cudnn", cudnn)
+    monkeypatch.setattr(torch.backends.cuda, "matmul", matmul)
+    with ieee_float32(torch.device("cuda")):
+        assert (cudnn.allow_tf32, matmul.allow_tf32) == (False, False)
+    assert (cudnn.allow_tf32, matmul.allow_tf32) == (True, True)
