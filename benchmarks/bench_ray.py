@@ -14,7 +14,8 @@ need not be bitwise repeatable). Then Ray's overhead per job is measured with a 
 through the same executor (`--no-overhead` skips it). Prints a markdown table and writes JSON.
 
 On a GPU, `gpu1` (one run on the GPU at a time) against `gpu025` (`--gpus-per-run 0.25`: four runs
-share the GPU) measures what packing small runs onto one GPU buys.
+share the GPU) measures what packing small runs onto one GPU buys; `local_gpu1` and `local_gpu025`
+measure the same with the local executor's pool (1 / --gpus-per-run workers), which needs no Ray.
 """
 
 from __future__ import annotations
@@ -38,6 +39,9 @@ CONFIGS = {
     "ray1": ["--executor", "ray", "--workers", "1", "--threads", "1"],
     "gpu1": ["--executor", "ray", "--gpus-per-run", "1", "--threads", "1"],
     "gpu025": ["--executor", "ray", "--gpus-per-run", "0.25", "--threads", "1"],
+    # the same without Ray (the device image has none): the local pool runs 1 / --gpus-per-run workers on a GPU
+    "local_gpu1": ["--executor", "local", "--gpus-per-run", "1", "--threads", "1"],
+    "local_gpu025": ["--executor", "local", "--gpus-per-run", "0.25", "--threads", "1"],
 }
 
 
@@ -104,7 +108,8 @@ def main() -> None:
     if unknown:
         p.error(f"unknown configs {sorted(unknown)}; valid: {', '.join(CONFIGS)}")
     grid = shlex.split(a.grid)
-    results = {"epochs": a.epochs, "cpus": os.cpu_count(), "load_before": os.getloadavg()}
+    results = {"epochs": a.epochs, "cpus": os.cpu_count(), "grid_flags": shlex.join(grid),
+               "load_before": os.getloadavg()}
     with tempfile.TemporaryDirectory() as tmp:
         runs = [run_grid(name, a.epochs, Path(tmp), grid) for name in a.configs.split(",")]
         ref = runs[0]

@@ -3,7 +3,7 @@
 # symmetric noise with the `gpu` preset, on one GPU; EXPERIMENTS=mislabeled,duplicates adds the
 # duplicates task (250 duplicated pairs, the paper's setting), EXPERIMENTS=duplicates runs it alone.
 # The device machine cannot download and receives 64 MiB at most, so the dataset travels packed
-# (benchmarks/pack_imagefolder.py: the 50,000 training JPEGs are 48 MB as one blob):
+# (benchmarks/pack_imagefolder.py: the 50,000 training JPEGs are 16 MB as one zlib stream):
 #   python benchmarks/pack_imagefolder.py pack ../shared/data/cifar10 .gpu_pack --test-per-class 200
 # with .gpu_pack ignored by git and named in the device call's `carry`. Each experiment's folder
 # (leaderboards, gzipped per-sample scores, figures) and log go to $WORK, and one NAME.tgz of
@@ -11,6 +11,7 @@
 # benchmarks/run_gpu_session.sh runs this script inside one time-boxed device call.
 # A small CPU rehearsal of the same command lines:
 #   DEVICE=cpu EXTRA="--subset 300 --epochs 1 --precision fp32" benchmarks/run_gpu_full_cifar.sh
+# (with EXPERIMENTS=duplicates also DUPLICATE_PAIRS=20: 250 pairs need at least 501 samples)
 set -euo pipefail
 EXPERIMENTS=${EXPERIMENTS:-mislabeled}
 out=${WORK:-gpu-work}
@@ -32,7 +33,7 @@ run() {  # NAME TASK-FLAGS...: one experiment, its log and outputs under $out/NA
 for experiment in ${EXPERIMENTS//,/ }; do
   case $experiment in
     mislabeled) run full-cifar10-mislabeled --tasks mislabeled,cost --noise-rates 0.1 ;;
-    duplicates) run full-cifar10-duplicates --tasks duplicates,cost --duplicate-pairs 250 ;;
+    duplicates) run full-cifar10-duplicates --tasks duplicates,cost --duplicate-pairs "${DUPLICATE_PAIRS:-250}" ;;
     *) echo "unknown experiment $experiment; valid: mislabeled, duplicates" >&2; exit 2 ;;
   esac
 done
