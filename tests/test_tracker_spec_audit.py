@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import io
+import shutil
 import sys
 import warnings
 from pathlib import Path
@@ -295,3 +296,130 @@ def test_trainer_resumed_from_a_checkpoint_scores_as_the_uninterrupted_run(tmp_p
     (tmp_path / "full" / "checkpoint-3" / STATE_FILE).unlink()  # a checkpoint of an older memprox
     with pytest.warns(RuntimeWarning, match="holds no csl_tracker.pt"):
         run(tmp_path / "old", tmp_path / "full" / "checkpoint-3")
+
+
+# --- review of the checkpoint code: damaged states, failed loads, Lightning and HF corner cases ----
+
+def _one_epoch_state() -> tuple[dict, list[float]]:
+    t = SampleTracker(N, labels=Y)
+    t.update(torch.arange(N), logits=X)
+    t.end_epoch()
+    state = t.state_dict()
+    return state, t.scores()["csl"].tolist()
+
+
+def test_a_damaged_state_is_refused_at_load_before_anything_changes() -> None:
+    """A state missing a key, with a truncated or retyped buffer, or an edited epoch count failed
+    deep inside (KeyError, a broadcast error, a stack error at scores()) -- some only at the next
+    update(), with the tracker half-restored and refusing another load -- or was taken silently
+    (float labels cast to int, 3 epochs scored from 1 row)."""
+    state, want = _one_epoch_state()
+    damaged = []
+    for drop in ("pending", "signals"):
+        damaged.append({k: v for k, v in state.items() if k != drop})
+    for edit in ("seen", "row", "given", "epochs"):
+        bad = copy.deepcopy(state)
+        if edit == "seen":
+            del bad["signals"]["seen"]
+        elif edit == "row":
+            bad["signals"]["bank"]["train_loss"]["loss"][0] = bad["signals"]["bank"]["train_loss"]["loss"][0][:5]
+        elif edit == "given":
+            bad["signals"]["given"] = bad["signals"]["given"].float() + 0.5
+        else:
+            bad["epochs"] = 3
+        damaged.append(bad)
+    messages = []
+    t = SampleTracker(N, labels=Y)
+    for bad in damaged:
+        with pytest.raises(HarnessError, match="load_state_dict") as info:
+            t.load_state_dict(bad)
+        messages.append(str(info.value))
+    assert "KeyError: 'pending'" in messages[0] and "KeyError: 'seen'" in messages[2]
+    assert "train_loss loss row is (5,) torch.float32, this tracker's is (21,)" in messages[3]
+    assert "given is (21,) torch.float32, this tracker's is (21,) torch.int64" in messages[4]
+    assert "1 rows of train_loss loss for 3 epochs" in messages[5]
+    assert t.epochs == 0
+    t.load_state_dict(state)  # the refusals changed nothing: the right state still loads
+    t.update(torch.arange(N), logits=X)
+    t.end_epoch()
+    assert t.scores()["csl"].tolist() == [2 * v for v in want]
+
+
+def test_a_load_that_fails_on_its_device_leaves_the_tracker_loadable() -> None:
+    """load_state_dict(device=...) on a device that cannot be used left the tracker with that device
+    and the saved epoch count: a second load was refused and every update failed."""
+    state, want = _one_epoch_state()
+    t = SampleTracker(N, labels=Y)
+    with pytest.raises((RuntimeError, AssertionError)):
+        t.load_state_dict(state, device="cuda:99")
+    assert t.epochs == 0
+    t.load_state_dict(state)
+    t.update(torch.arange(N), logits=X)
+    t.end_epoch()
+    assert t.scores()["csl"].tolist() == [2 * v for v in want]
+
+
+def test_lightning_two_callbacks_a_resumed_finished_fit_and_a_second_fit(tmp_path: Path) -> None:
+    """Two CSLCallbacks (other proxies) made fit() raise "more than one stateful callback" since the
+    callback has a state; a fit resumed from its last epoch's checkpoint trains nothing, calls no
+    on_train_start, and scores() said "no epoch recorded" with the record in the checkpoint; the
+    same callbacks in a second fit(ckpt_path="last") -- which went on recording before the callback
+    had a state -- were refused ("load_state_dict() resumes a new tracker")."""
+    L, Module, loader = _lightning_setup()
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    from harness.integrations.lightning import CSLCallback
+
+    def fit(folder: Path, ckpt: Path | str | None = None, epochs: int = 2, csl: list | None = None,
+            module: object = None) -> list[CSLCallback]:
+        csl = csl or [CSLCallback(N), CSLCallback(N, proxies=["csl"], running_sums=True)]
+        trainer = L.Trainer(max_epochs=epochs, callbacks=[*csl, ModelCheckpoint(dirpath=folder, save_last=True)],
+                            accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False)
+        trainer.fit(module or Module(), loader(), ckpt_path=ckpt)
+        return csl
+
+    full, running = fit(tmp_path / "full")
+    want = full.scores()
+    np.testing.assert_allclose(running.scores()["csl"], want["csl"], rtol=1e-6)
+    again, running_again = fit(tmp_path / "again", tmp_path / "full" / "last.ckpt")
+    assert again.scores().equals(want)
+    assert running_again.scores()["csl"].equals(running.scores()["csl"])
+    module = Module()
+    first = fit(tmp_path / "twice", epochs=1, module=module)
+    shutil.copy(tmp_path / "twice" / "last.ckpt", tmp_path / "one.ckpt")
+    assert fit(tmp_path / "twice", "last", csl=first, module=module)[0].scores().equals(want)
+    with pytest.raises(HarnessError, match=r"CSLCallback: this callback ended its record \(scores\(\)\)"):
+        fit(tmp_path / "x", tmp_path / "one.ckpt", epochs=3, csl=first)
+    with pytest.raises(HarnessError, match=r"recorded 2 epoch\(s\) and 0 batch\(es\), the checkpoint holds 1 and 0"):
+        fit(tmp_path / "y", tmp_path / "one.ckpt", epochs=3, csl=[first[1]])
+
+
+def test_trainer_checkpoints_on_each_node_get_the_tracker_state(tmp_path: Path) -> None:
+    """With save_on_each_node the Trainer writes a checkpoint on every node's local rank 0; the
+    state went only to world rank 0's, so another node resumed without it (and its ranks then
+    disagreed with node 0's). And the same callback resuming its own last checkpoint (a second
+    train() in one process) was refused ("load_state_dict() resumes a new tracker")."""
+    pytest.importorskip("transformers")
+    from transformers import TrainerControl, TrainerState, TrainingArguments
+
+    from harness.integrations.transformers import STATE_FILE, CSLTrainerCallback
+
+    args = TrainingArguments(output_dir=str(tmp_path), save_on_each_node=True, use_cpu=True, report_to=[])
+    csl = CSLTrainerCallback(N)
+    csl.record(torch.arange(N), _ce(torch.arange(N), 1.0), X, Y)
+    (tmp_path / "checkpoint-3").mkdir()
+    node1 = TrainerState(global_step=3, epoch=0.5, is_world_process_zero=False)  # node 1's local rank 0
+    csl.on_save(args, node1, TrainerControl())
+    assert (tmp_path / "checkpoint-3" / STATE_FILE).is_file()
+    csl.load(tmp_path / "checkpoint-3")  # the same callback, a second train(resume_from_checkpoint=...)
+    csl.on_train_begin(args, node1, TrainerControl())  # its own last checkpoint: it goes on recording
+    csl.record(torch.arange(N), _ce(torch.arange(N), 2.0), X * 2, Y)  # repeats, dropped as usual
+    csl.on_epoch_end(args, node1, TrainerControl())
+    resumed = CSLTrainerCallback(N)
+    resumed.load(tmp_path / "checkpoint-3")
+    resumed.on_train_begin(args, node1, TrainerControl())
+    resumed.on_epoch_end(args, node1, TrainerControl())
+    np.testing.assert_allclose(resumed.scores()["csl"], _ce(torch.arange(N), 1.0).numpy(), rtol=1e-6)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the repeats
+        np.testing.assert_allclose(csl.scores()["csl"], _ce(torch.arange(N), 1.0).numpy(), rtol=1e-6)

@@ -98,6 +98,27 @@ class DistributedRecorder:
         self.tracker.end_epoch()
         self.batches = 0
 
+    def state(self) -> dict[str, Any]:
+        """What a checkpoint keeps: the tracker's record and the batches of the epoch in progress."""
+        return {"tracker": self.tracker.state_dict(), "batches": self.batches}
+
+    def resume(self, saved: dict[str, Any], device: Any, who: str) -> None:
+        """Take a checkpoint's `state()`. A tracker that recorded already (the same callback trained
+        on, in a second fit / train call) keeps its record when the checkpoint holds just as much
+        of it -- its own last checkpoint; any other would count epochs twice or drop some."""
+        tracker = self.tracker
+        if not (tracker.finished or tracker.epochs or self.batches):
+            tracker.load_state_dict(saved["tracker"], device=device)
+            self.batches = int(saved["batches"])
+            return
+        ours, theirs = (tracker.epochs, self.batches), (int(saved["tracker"]["epochs"]), int(saved["batches"]))
+        if tracker.finished or ours != theirs:
+            what = "ended its record (scores())" if tracker.finished else (
+                f"recorded {ours[0]} epoch(s) and {ours[1]} batch(es), the checkpoint holds {theirs[0]} and "
+                f"{theirs[1]}")
+            raise HarnessError(f"{who}: this callback {what}; resume from a checkpoint with a new {who} (the same "
+                               f"arguments), which takes the checkpoint's record")
+
 
 def check_indices(indices: Any, where: str, contract: str) -> None:
     """A clear error when a batch carries no usable sample indices."""

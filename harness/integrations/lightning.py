@@ -106,16 +106,34 @@ class CSLCallback(Callback):
                               labels=outputs.get("labels"))
 
     def on_train_start(self, trainer: Any, pl_module: Any) -> None:
+        self._resume(trainer, pl_module)
+
+    def on_fit_end(self, trainer: Any, pl_module: Any) -> None:
+        # a fit resumed from a checkpoint of its last epoch trains nothing and calls no on_train_start
+        self._resume(trainer, pl_module)
+
+    def _resume(self, trainer: Any, pl_module: Any) -> None:
         if self._loaded is not None:  # restored before the model reached its device: put the record there
-            self.tracker.load_state_dict(self._loaded["tracker"], device=pl_module.device)
-            self._recorder.batches, self._loaded = int(self._loaded["batches"]), None
+            saved, self._loaded = self._loaded, None
+            self._recorder.resume(saved, pl_module.device, "CSLCallback")
+        elif self.tracker.finished:
+            return
         epoch = getattr(trainer, "current_epoch", 0)
         if self._recorder.batches and epoch > self.tracker.epochs:  # saved after the epoch's last batch, before
             self._recorder.end_epoch()  # its end: Lightning resumes with the next epoch, so close this one
         if epoch > 0 and self.tracker.epochs == 0 and self._recorder.batches == 0:
             warnings.warn(f"CSLCallback: the fit resumes at epoch {trainer.current_epoch} but the callback has no "
-                          f"record of the epochs before (a checkpoint saved without its state, e.g. by an older "
-                          f"memprox); csl will sum the epochs from here on only", RuntimeWarning, stacklevel=2)
+                          f"record of the epochs before (a checkpoint saved without its state, by an older memprox "
+                          f"or by a CSLCallback with other proxies or running_sums); csl will sum the epochs from "
+                          f"here on only", RuntimeWarning, stacklevel=3)
+
+    @property
+    def state_key(self) -> str:
+        """Where Lightning keeps this callback's state in a checkpoint: one per proxy selection, so that
+        callbacks with other proxies (or running_sums) can train side by side."""
+        selected = self.tracker._selection.selected
+        return self._generate_state_key(proxies=None if selected is None else [p.label for p in selected],
+                                        running_sums=bool(self.tracker.running_sums))
 
     def state_dict(self) -> dict[str, Any]:
         """What Lightning saves in a checkpoint: the tracker's record so far (`SampleTracker.state_dict`)."""
@@ -123,7 +141,7 @@ class CSLCallback(Callback):
             return self._loaded
         if self.tracker.finished:  # trainer.save_checkpoint() after scores(): the record is closed
             return {}
-        return {"tracker": self.tracker.state_dict(), "batches": self._recorder.batches}
+        return self._recorder.state()
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """A resumed fit's checkpoint: the record goes on from there (loaded at the fit's start, on the

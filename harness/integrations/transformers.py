@@ -119,16 +119,18 @@ class CSLTrainerCallback(TrainerCallback):
         """A checkpoint saved at an epoch's last step holds that epoch still open, and the resumed
         `Trainer` goes on with the next one (its `epoch` is whole): close it."""
         if self._loaded is not None:  # CSLTrainer.train(resume_from_checkpoint=...) read it
-            self.tracker.load_state_dict(self._loaded["tracker"], device=args.device)
-            self._recorder.batches, self._loaded = int(self._loaded["batches"]), None
+            saved, self._loaded = self._loaded, None
+            self._recorder.resume(saved, args.device, "CSLTrainerCallback")
         if self._recorder.batches and math.floor((state.epoch or 0) + 1e-9) > self.tracker.epochs:
             self._recorder.end_epoch()
 
     def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         """The checkpoint the `Trainer` just wrote gets the tracker's state (`CSLTrainer.train` reads it)."""
         folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
-        if state.is_world_process_zero and folder.is_dir() and not self.tracker.finished:  # ranks agree
-            saved = {"tracker": self.tracker.state_dict(), "batches": self._recorder.batches}
+        # the Trainer's own rule for who writes a checkpoint: rank 0, or each node's local rank 0 under
+        # save_on_each_node (no shared disk: each node resumes from its own copy); the ranks' records agree
+        if args.should_save and folder.is_dir() and not self.tracker.finished:
+            saved = self._recorder.state()
             atomic_write(folder / STATE_FILE, lambda path: torch.save(saved, path))
 
     def load(self, checkpoint: str | Path) -> None:

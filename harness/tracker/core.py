@@ -353,16 +353,14 @@ class SampleTracker(TrackerCheckpoints):
             raise HarnessError(message.format(classes, self.num_classes))
 
     def _ensure_device(self, device: torch.device, where: str) -> None:
-        if self._device is None:
-            self._device = device
+        if self._device is None:  # set only once the buffers are made: a failure here leaves no half a tracker
             with torch.inference_mode(False):  # a first eval_epoch under inference_mode: buffers stay writable
-                self._inputs = Inputs(self.n, device)
-                self._signals = TrackedSignals(self.n, device, self._selection.train_keys, self.running_sums,
-                                               self._selection.keep_eval_history, self._fixed_labels)
+                inputs = Inputs(self.n, device)
+                signals = TrackedSignals(self.n, device, self._selection.train_keys, self.running_sums,
+                                         self._selection.keep_eval_history, self._fixed_labels)
                 if self._saved is not None:
-                    restore_signals(self._signals, self._inputs.bad, self._saved["signals"], self.num_classes,
-                                    self._eval_at)
-                    self._saved = None
+                    restore_signals(signals, inputs.bad, self._saved["signals"], self.num_classes, self._eval_at)
+            self._device, self._inputs, self._signals, self._saved = device, inputs, signals, None
         elif device != self._device:
             raise HarnessError(f"{where}: tensors are on {device} but earlier ones were on {self._device}; "
                                "keep the model and the tracked tensors on one device")

@@ -14,15 +14,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import torch
 
 from harness.errors import HarnessError
 from harness.recorders.base import GrowingRows, Recorder
+from harness.tracker.signals import TrackedSignals
 
 if TYPE_CHECKING:
     from harness.tracker.core import SampleTracker
-    from harness.tracker.signals import TrackedSignals
 
 FORMAT, VERSION = "memprox.SampleTracker", 1
 
@@ -75,7 +74,8 @@ def _buffers(rec: Recorder) -> dict[str, Any]:
 
 
 def check(tracker: SampleTracker, state: Any) -> None:
-    """A HarnessError, before anything changes, when `state` cannot resume this tracker."""
+    """A HarnessError, before anything changes, when `state` cannot resume this tracker: another
+    tracker's, or one damaged or cut short (its every buffer is checked against this tracker's)."""
     if not isinstance(state, Mapping) or state.get("format") != FORMAT:
         raise HarnessError("load_state_dict(): not a SampleTracker state (use what SampleTracker.state_dict() "
                            "returned, or CSLCallback's entry of a Lightning checkpoint)")
@@ -93,9 +93,64 @@ def check(tracker: SampleTracker, state: Any) -> None:
                                f"tracker on the same dataset (SampleTracker(n, proxies=..., labels=..., "
                                f"running_sums=...) as when it was saved)")
     saved, own = state.get("labels"), mine["labels"]
-    if (saved is None) != (own is None) or (own is not None and not torch.equal(torch.as_tensor(saved), own)):
+    same = (saved is None) == (own is None) and (own is None or (isinstance(saved, torch.Tensor)
+                                                                 and saved.shape == own.shape
+                                                                 and torch.equal(saved.cpu().long(), own)))
+    if not same:
         raise HarnessError("load_state_dict(): the state was saved by a tracker with other constructor labels "
                            "(SampleTracker(labels=...)); pass the same labels, or none if it had none")
+    try:
+        _validate(tracker, state)
+    except HarnessError:
+        raise
+    except (KeyError, TypeError, AttributeError, ValueError, IndexError, RuntimeError) as exc:
+        raise HarnessError(f"load_state_dict(): the state is incomplete or damaged ({type(exc).__name__}: {exc}); "
+                           f"pass what state_dict() returned, unchanged") from exc
+
+
+def _damaged(what: str) -> HarnessError:
+    return HarnessError(f"load_state_dict(): the state is incomplete or damaged: {what}; pass what state_dict() "
+                        f"returned, unchanged")
+
+
+def _validate(tracker: SampleTracker, state: Mapping[str, Any]) -> None:
+    """The counters' types and ranges, then a dry run of `restore_signals` on the meta device (no
+    memory), then the agreement of the rows with the epoch count."""
+    epochs, classes, eval_at = state["epochs"], state["num_classes"], state["eval_at"]
+    if not _is_int(epochs) or epochs < 0 or not (classes is None or (_is_int(classes) and classes >= 1)):
+        raise _damaged(f"epochs = {epochs!r}, num_classes = {classes!r}")
+    for name in ("pending", "all_batches_had_logits", "warned_repeats"):
+        if not isinstance(state[name], bool):
+            raise _damaged(f"{name} = {state[name]!r}")
+    if (not isinstance(eval_at, (list, tuple)) or not all(_is_int(e) and 1 <= e <= epochs for e in eval_at)
+            or list(eval_at) != sorted(set(eval_at))):
+        raise _damaged(f"eval_at = {eval_at!r} for {epochs} epochs")
+    signals = state["signals"]
+    if signals is None:
+        if epochs or state["pending"] or eval_at:
+            raise _damaged(f"no signals for {epochs} epochs")
+        return
+    if not isinstance(signals, Mapping):
+        raise _damaged(f"signals is a {type(signals).__name__}")
+    sel = tracker._selection
+    meta = torch.device("meta")
+    template = TrackedSignals(tracker.n, meta, sel.train_keys, tracker.running_sums, sel.keep_eval_history,
+                              tracker._fixed_labels)
+    restore_signals(template, torch.zeros((), dtype=torch.bool, device=meta), signals, classes, list(eval_at))
+    top = epochs + 1  # an epoch's rows are made at its first batch
+    for key in template.bank:
+        for name, buf in template.bank[key].buffers.items():
+            if isinstance(buf, GrowingRows):
+                low = epochs if key == "train_loss" else 0  # every batch records a loss
+                high = epochs if key == template.evals.key else top
+                if not low <= len(buf.rows) <= high:
+                    raise _damaged(f"{len(buf.rows)} rows of {key} {name} for {epochs} epochs")
+    if int(signals["epochs_presented"].max()) > epochs or int(signals["epochs_presented"].min()) < 0:
+        raise _damaged(f"a sample presented in more than the {epochs} epochs")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def restore_counters(tracker: SampleTracker, state: Mapping[str, Any]) -> None:
@@ -108,42 +163,79 @@ def restore_counters(tracker: SampleTracker, state: Mapping[str, Any]) -> None:
     tracker._eval_at = list(state["eval_at"])
 
 
+_COUNTERS = ("epochs", "num_classes", "_pending", "_all_batches_had_logits", "_warned_repeats", "_eval_at", "_saved")
+
+
 def restore_signals(s: TrackedSignals, bad_index: torch.Tensor, state: Mapping[str, Any], classes: int | None,
                     eval_at: list[int]) -> None:
-    """Write a `_signals_state` into freshly made signals on their device."""
+    """Write a `_signals_state` into freshly made signals on their device; every saved tensor must
+    have the shape and dtype of the buffer it goes to (`_validate` runs this on the meta device)."""
     dev = s.device
 
-    def put(target: torch.Tensor, value: torch.Tensor) -> None:
-        if target.shape != value.shape:
-            raise HarnessError(f"load_state_dict(): a saved buffer has shape {tuple(value.shape)}, this tracker's "
-                               f"{tuple(target.shape)}; the state does not fit this tracker")
+    def fits(target: torch.Tensor, value: Any, what: str) -> None:
+        if not isinstance(value, torch.Tensor) or value.shape != target.shape or value.dtype != target.dtype:
+            got = (f"{tuple(value.shape)} {value.dtype}" if isinstance(value, torch.Tensor)
+                   else type(value).__name__)
+            raise HarnessError(f"load_state_dict(): the saved {what} is {got}, this tracker's is "
+                               f"{tuple(target.shape)} {target.dtype}; the state does not fit this tracker")
+
+    def put(target: torch.Tensor, value: Any, what: str) -> None:
+        fits(target, value, what)
         target.copy_(value)
 
-    for key, buffers in state["bank"].items():
+    def rows(value: Any, like: torch.Tensor, what: str) -> list[torch.Tensor]:
+        if not isinstance(value, (list, tuple)):
+            raise _damaged(f"{what} is a {type(value).__name__}, not a list of rows")
+        for row in value:
+            fits(like, row, what)
+        return [r.to(dev, copy=True) for r in value]
+
+    bank = state["bank"]
+    if not isinstance(bank, Mapping) or not set(s.bank) <= set(bank) <= {*s.bank, s.evals.key}:
+        got = sorted(bank) if isinstance(bank, Mapping) else type(bank).__name__
+        raise _damaged(f"its recorders are {got}, this tracker's {sorted(s.bank)}")
+    for key, buffers in bank.items():
         if key not in s.bank:  # the eval pass recorder, made at the first pass
-            s.evals.recorder(int(classes or 0))
+            if classes is None:
+                raise _damaged(f"{key} without num_classes")
+            s.evals.recorder(int(classes))
         rec = s.bank[key]
+        if not isinstance(buffers, Mapping) or set(buffers) != set(rec.buffers):
+            raise _damaged(f"the buffers of {key} are not {sorted(rec.buffers)}")
         for name, value in buffers.items():
             buf = rec.buffers[name]
             if isinstance(buf, GrowingRows):
-                buf.rows = [r.to(dev, copy=True) for r in value]
+                like = torch.empty(buf.width, dtype=buf.dtype, device="meta")
+                buf.rows = rows(value, like, f"{key} {name} row")
             else:
-                put(buf, value)
-    if state["running_row"] is not None:
-        put(s.bank["train_loss"].epoch_row, state["running_row"])
-    for name in ("given", "pred", "non_finite_now", "non_finite_train", "label_conflicts"):
-        if state[name] is not None:
-            put(getattr(s, name), state[name])
-    put(bad_index, state["bad_index"])
+                put(buf, value, f"{key} {name}")
+    running = getattr(s.bank["train_loss"], "epoch_row", None) if "train_loss" in s.bank else None
+    for name, target in (("running_row", running), ("label_conflicts", s.label_conflicts)):
+        if (target is None) != (state[name] is None):
+            raise _damaged(f"{name} is {'missing' if target is not None else 'unexpected'}")
+        if target is not None:
+            put(target, state[name], name)
+    for name in ("given", "pred", "non_finite_now", "non_finite_train"):
+        put(getattr(s, name), state[name], name)
+    put(bad_index, state["bad_index"], "bad_index")
+    if len(state["eval_flags"]) != len(eval_at):
+        raise _damaged(f"{len(state['eval_flags'])} eval flag rows for {len(eval_at)} eval passes")
     s.evals.at = list(eval_at)
-    s.evals.flags = [f.to(dev, copy=True) for f in state["eval_flags"]]
+    s.evals.flags = rows(state["eval_flags"], torch.empty(s.n, dtype=torch.int32, device="meta"), "eval flags")
     p = s.presentations
-    p.seen[:] = np.asarray(state["seen"].numpy(), dtype=bool)
-    p.repeated_host = set(state["repeated"])
-    p.sequence = int(state["sequence"])
-    p.presented = None if state["presented"] is None else state["presented"].to(dev, copy=True)
-    p.first_seen = None if state["first_seen"] is None else state["first_seen"].to(dev, copy=True)
-    put(p.epochs, state["epochs_presented"])
+    fits(torch.from_numpy(p.seen), state["seen"], "seen")
+    repeated, sequence = state["repeated"], state["sequence"]
+    if not all(_is_int(i) and 0 <= i < s.n for i in repeated) or not _is_int(sequence) or sequence < 0:
+        raise _damaged(f"repeated = {list(repeated)[:10]}, sequence = {sequence!r}")
+    p.seen[:] = state["seen"].cpu().numpy()
+    p.repeated_host = set(repeated)
+    p.sequence = sequence
+    for name, dtype in (("presented", torch.int32), ("first_seen", torch.int64)):
+        value = state[name]
+        if value is not None:
+            fits(torch.empty(s.n + 1, dtype=dtype, device="meta"), value, name)
+        setattr(p, name, None if value is None else value.to(dev, copy=True))
+    put(p.epochs, state["epochs_presented"], "epochs_presented")
 
 
 class TrackerCheckpoints:
@@ -168,10 +260,16 @@ class TrackerCheckpoints:
         proxies, labels, running_sums; a state from another dataset size or selection is refused).
         The recorded signals go to `device`, else to the device of the next update() or eval_epoch()."""
         check(self, saved)
+        before = {name: getattr(self, name) for name in _COUNTERS}
         restore_counters(self, saved)
         self._saved = dict(saved) if saved["signals"] is not None else None
         if device is not None:
-            self._ensure_device(torch.device(device), "load_state_dict()")
+            try:
+                self._ensure_device(torch.device(device), "load_state_dict()")
+            except BaseException:  # e.g. no such device: the tracker stays as it was, to load again
+                for name, value in before.items():
+                    setattr(self, name, value)
+                raise
 
     def _restore_now(self, where: str) -> None:
         """A loaded state needed before any batch told the device: where it was loaded to."""
