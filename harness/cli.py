@@ -45,6 +45,8 @@ def say(text: str, err: bool = False) -> None:
     command: the outputs are written by then, and the exit code must still say how the experiment
     went (a BrokenPipeError made it 1, with a traceback, and hid the failures)."""
     stream = sys.stderr if err else sys.stdout
+    if stream is None:  # started with the stream closed (`2>&-`): print(file=None) wrote to stdout instead
+        return
     try:
         print(text, file=stream, flush=True)
     except BrokenPipeError:

@@ -71,6 +71,9 @@ def weighted_ranks(x: np.ndarray, weights: np.ndarray) -> np.ndarray:
 TIE_DRAWS = 1024
 TIE_SEED = 20250
 _TIE_BLOCK = 128
+#: Tie-break keys (float64) per piece of rows in `_break_ties`: (rows, tied columns, copies) of a
+#: bootstrap chunk reached 83 x 45,000 x 10 at CIFAR scale (90 % of a reference tied at the cut-off).
+_TIE_ELEMENTS = 1 << 22
 
 
 def top_k_weights(reference: np.ndarray, weights: np.ndarray, k: float,
@@ -106,13 +109,18 @@ def _break_ties(top: np.ndarray, weights: np.ndarray, partial: np.ndarray, left:
         return
     p = partial[:, cols]
     w = np.where(p, weights[:, cols], 0.0)
-    room = np.where(p, left[:, cols], 0.0).max(axis=1, keepdims=True)
+    room = np.ceil(np.where(p, left[:, cols], 0.0).max(axis=1)).astype(np.intp)  # elements taken per row
     copies = int(w.max())
-    keys = ties.random((*w.shape, copies))  # one key per element: copy j of a sample exists if j < count
-    keys[np.arange(copies) >= w[..., None]] = np.inf
-    rank = keys.reshape(len(w), -1).argsort(axis=1).argsort(axis=1)  # each element's place in the order
-    drawn = (rank < room).reshape(keys.shape).sum(axis=2)
-    top[:, cols] = np.where(p, drawn, top[:, cols])
+    step = max(1, _TIE_ELEMENTS // max(1, len(cols) * copies))
+    for start in range(0, len(w), step):  # rows in pieces: the same keys in the same order, less memory
+        rows = slice(start, start + step)
+        keys = ties.random((*w[rows].shape, copies))  # one key per element: copy j of a sample exists if j < count
+        keys[np.arange(copies) >= w[rows, :, None]] = np.inf
+        flat = keys.reshape(len(keys), -1)
+        take = room[rows, None]
+        last = np.take_along_axis(np.sort(flat, axis=1), np.clip(take - 1, 0, flat.shape[1] - 1), axis=1)
+        chosen = (flat <= last) & (take > 0) & (flat < np.inf)  # the `take` smallest keys (distinct a.s.)
+        top[rows, cols] = np.where(p[rows], chosen.reshape(keys.shape).sum(axis=2), top[rows, cols])
 
 
 #: A weighted variance this small relative to the mean square is a constant vector up to

@@ -120,9 +120,11 @@ def _check_split_folders(name: str, path: Path, train_dir: Path, test_dir: Path 
 
     Without a `train/` folder every subfolder is a class, so `training/` and `testing/` (or `Train/`
     and `Test/` on a case-sensitive disk) became two classes whose labels said which split an image
-    came from; a `val/` beside `train/` is not read, so the dataset silently had no test split."""
+    came from; a `val/` beside `train/` is not read, so the dataset silently had no test split. A folder
+    named like a split is a class when it holds its images itself (no subfolder) beside other classes:
+    a real `val` or `test` category was refused unless the classes were moved under `train/`."""
     splits = [c for c in classes if c.lower() in _SPLIT_NAMES]
-    if train_dir == path and splits:
+    if train_dir == path and splits and (len(splits) == len(classes) or any(_class_names(path / c) for c in splits)):
         raise HarnessError(
             f"{name}: {path} has split folders {splits} among its class folders, so the split would be the "
             f"label; name them train/ and test/ ({path}/train/<class>/<image>), or point imagefolder: at "
