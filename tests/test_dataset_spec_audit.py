@@ -208,3 +208,15 @@ def test_npz_arrays_that_are_not_read_are_reported(tmp_path: Path) -> None:
     with pytest.warns(UserWarning, match=r"holds arrays \['xtest', 'ytest'\] that are not read"):
         ds = load_dataset(f"npz:{tmp_path / 't.npz'}")
     assert ds.x_test.shape[0] == 0
+
+
+def test_a_folder_numbered_per_class_is_not_warned_about(tmp_path: Path) -> None:
+    """`cat/0.ppm` beside `dog/0.ppm` (numbering per class, common in real data) is not a broken
+    global index: every load warned and advised renaming the files."""
+    root = tmp_path / "ds"
+    for cls in ("cat", "dog", "eel"):
+        for i in range(4):
+            _ppm(root / cls / f"{i}.ppm", i)
+    ds, caught = _load(root, tmp_path / "cache")
+    assert ds.n_train == 12 and ds.sample_names[:2] == ("cat/0.ppm", "cat/1.ppm")  # (class, path) order
+    assert caught == []

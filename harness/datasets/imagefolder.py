@@ -210,11 +210,15 @@ def _by_index(entries: list[tuple[str, str, Path, int]], root: Path, warn: bool)
     With `warn` (the training split), a folder whose stems are partly integers says why they are not
     the order: one stray `00001 copy.jpg` or `.../dog/00007.jpg` beside `.../cat/00007.jpg` silently
     reordered all 50,000 samples, and a label file in the original order (`--noisy-labels`) then
-    lined up with the wrong images."""
+    lined up with the wrong images. A folder that breaks the rule in more than a few files (at most
+    2, or a tenth) is not numbered by sample index at all (`cat/1.jpg` beside `dog/1.jpg`, numbered per
+    class; names of any kind) and gets no warning: its (class, path) order is what its names mean."""
     ints = [int(e[2].stem) if re.fullmatch(r"\d+", e[2].stem) else None for e in entries]
     if entries and None not in ints and len(set(ints)) == len(ints):
         return [e for _, e in sorted(zip(ints, entries), key=lambda p: p[0])]
-    if warn and any(i is not None for i in ints):
+    numbered = [i for i in ints if i is not None]
+    offenders = len(ints) - len(set(numbered))  # names without an index, and repeats of an index
+    if warn and numbered and offenders <= max(2, len(ints) // 10):
         names = [f"{e[0]}/{e[1]}" for e in entries]
         others = [n for n, i in zip(names, ints) if i is None]
         if others:
