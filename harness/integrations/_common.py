@@ -98,6 +98,12 @@ class DistributedRecorder:
         self.tracker.end_epoch()
         self.batches = 0
 
+    def close_epoch_before(self, epoch: int) -> None:
+        """At a resume: a checkpoint saved after an epoch's last batch, before its end, holds that
+        epoch still open, while the trainer goes on with `epoch` (whole epochs done): close it."""
+        if self.batches and epoch > self.tracker.epochs:
+            self.end_epoch()
+
     def state(self) -> dict[str, Any]:
         """What a checkpoint keeps: the tracker's record and the batches of the epoch in progress."""
         return {"tracker": self.tracker.state_dict(), "batches": self.batches}

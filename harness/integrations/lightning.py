@@ -119,8 +119,7 @@ class CSLCallback(Callback):
         elif self.tracker.finished:
             return
         epoch = getattr(trainer, "current_epoch", 0)
-        if self._recorder.batches and epoch > self.tracker.epochs:  # saved after the epoch's last batch, before
-            self._recorder.end_epoch()  # its end: Lightning resumes with the next epoch, so close this one
+        self._recorder.close_epoch_before(epoch)  # saved after the epoch's last batch: Lightning resumes after it
         if epoch > 0 and self.tracker.epochs == 0 and self._recorder.batches == 0:
             warnings.warn(f"CSLCallback: the fit resumes at epoch {trainer.current_epoch} but the callback has no "
                           f"record of the epochs before (a checkpoint saved without its state, by an older memprox "

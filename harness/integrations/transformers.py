@@ -121,8 +121,7 @@ class CSLTrainerCallback(TrainerCallback):
         if self._loaded is not None:  # CSLTrainer.train(resume_from_checkpoint=...) read it
             saved, self._loaded = self._loaded, None
             self._recorder.resume(saved, args.device, "CSLTrainerCallback")
-        if self._recorder.batches and math.floor((state.epoch or 0) + 1e-9) > self.tracker.epochs:
-            self._recorder.end_epoch()
+        self._recorder.close_epoch_before(math.floor((state.epoch or 0) + 1e-9))
 
     def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         """The checkpoint the `Trainer` just wrote gets the tracker's state (`CSLTrainer.train` reads it)."""
