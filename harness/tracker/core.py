@@ -16,6 +16,7 @@ from torch import nn
 
 from harness.errors import HarnessError
 from harness.recorders import Records
+from harness.tracker.batch_log import Batch, BatchLog
 from harness.tracker.eval_passes import EvalPassState
 from harness.tracker.inputs import Inputs, label_array
 from harness.tracker.report import (
@@ -60,7 +61,10 @@ class SampleTracker(TrackerCheckpoints):
     `eval_epoch` one float32 (N,) row per eval signal (loss, correct, p_label, p_max, phi) per
     epoch and the last pass's (N, C) probabilities (only the last call's rows when the selected
     proxies do not include csl_eval).
-    `running_sums=True`: one float64 and one float32 (N,) row. Nothing is copied to the host before
+    `running_sums=True`: one float64 and one float32 (N,) row. Batches are held and recorded
+    together (at `end_epoch`, or every 65,536 samples; `harness.tracker.batch_log`), so a batch
+    costs a few copies: a log of at most 1 MiB of indices, losses and labels plus 4 MiB of logits,
+    on the device. Nothing is copied to the host before
     `scores()`; per batch there is no host sync (index checks of CUDA tensors are collected on the
     device and raised at `end_epoch`). Inputs in half precision (AMP) are cast to float32, integer
     labels of any width to int64.
@@ -102,6 +106,7 @@ class SampleTracker(TrackerCheckpoints):
         self._device: torch.device | None = None
         self._inputs: Inputs | None = None
         self._signals: TrackedSignals | None = None
+        self._log: BatchLog | None = None  # the epoch's batches not yet recorded
         self._pending = False  # update() called since the last end_epoch()
         self._finished = False
         self._all_batches_had_logits = True
@@ -132,18 +137,18 @@ class SampleTracker(TrackerCheckpoints):
         if not isinstance(ref, torch.Tensor):
             raise HarnessError(f"update(): losses and logits must be torch tensors, got {type(ref).__name__}")
         self._ensure_device(ref.device, "update()")
-        inputs, signals, selection = self._inputs, self._signals, self._selection
-        idx = inputs.indices(indices)
-        b = idx.shape[0]
+        inputs, selection = self._inputs, self._selection
+        host, idx = inputs.batch_indices(indices)
+        b = len(host) if host is not None else idx.shape[0]
         if logits is not None:
             logits = inputs.tensor("logits", logits, ndim=2, length=b, floating=True)
             self._check_classes(logits.shape[1], "update(): logits have {} classes but earlier batches had {}")
         if labels is not None:
             labels = inputs.tensor("labels", labels, ndim=1, length=b, floating=False)
-        elif logits is not None:
-            if self._fixed_labels is None:
-                raise HarnessError("update(): logits= needs labels= (or SampleTracker(labels=...) at construction)")
-            labels = signals.given[idx]
+            if logits is not None:
+                inputs.check_host_labels(labels, self.num_classes)
+        elif logits is not None and self._fixed_labels is None:
+            raise HarnessError("update(): logits= needs labels= (or SampleTracker(labels=...) at construction)")
         if losses is not None:
             losses = inputs.tensor("losses", losses, ndim=1, length=b, floating=True)
         if logits is None:
@@ -155,12 +160,13 @@ class SampleTracker(TrackerCheckpoints):
                 )
         # logits are checked for non-finite values when logit signals are recorded from them
         flag_logits = logits is not None and selection.train_keys != ("train_loss",)
-        try:  # on the CPU, the loss and gathers check labels for free: explain their errors
-            # rows made under the caller's inference_mode would refuse every later write outside it
-            with torch.inference_mode(False) if torch.is_inference_mode_enabled() else nullcontext():
-                signals.record_batch(self.epochs, idx, losses, logits, labels, flag_logits, inputs.host)
-        except (IndexError, RuntimeError) as exc:
-            raise inputs.explain(exc, labels, self.num_classes) from exc
+        batch = Batch(host, idx, losses, logits, labels, flag_logits)
+        # rows made under the caller's inference_mode would refuse every later write outside it
+        with torch.inference_mode(False) if torch.is_inference_mode_enabled() else nullcontext():
+            if not self._log.add(batch):  # the log holds another kind, or is full
+                self._flush()
+                if not self._log.add(batch):  # larger than the log: recorded as it is
+                    self._record(batch)
         self._pending = True
 
     def end_epoch(self) -> None:
@@ -171,6 +177,8 @@ class SampleTracker(TrackerCheckpoints):
             raise HarnessError("end_epoch() without update() since the previous epoch; "
                                "call update() for every batch and end_epoch() once per epoch")
         self._restore_now("end_epoch()")
+        with torch.inference_mode(False) if torch.is_inference_mode_enabled() else nullcontext():
+            self._flush()
         signals = self._signals
         bad_index, non_finite, repeated, conflicts = signals.epoch_checks(self._inputs.bad)
         if bad_index:  # only CUDA indices get here: on the CPU update() raised at once
@@ -337,6 +345,26 @@ class SampleTracker(TrackerCheckpoints):
             raise HarnessError(f"{what}() after the tracker finished (scores()/suspects()/finish() was called); "
                                "create a new SampleTracker for another run")
 
+    def _flush(self) -> None:
+        """Record the batches the log holds (`harness.tracker.batch_log`)."""
+        held = self._log.take() if self._log is not None else None
+        if held is not None:
+            self._record(held)
+
+    def _record(self, batch: Batch) -> None:
+        inputs, signals = self._inputs, self._signals
+        if batch.host is None:
+            idx = inputs.on_device(batch.idx)
+        else:
+            idx = torch.from_numpy(batch.host).to(self._device, non_blocking=True)
+        labels = batch.labels
+        if labels is None and batch.logits is not None:
+            labels = signals.given[idx]  # the constructor's
+        try:  # on the CPU, the loss and gathers check labels for free: explain their errors
+            signals.record_batch(self.epochs, idx, batch.losses, batch.logits, labels, batch.flag_logits, batch.host)
+        except (IndexError, RuntimeError) as exc:
+            raise inputs.explain(exc, labels, self.num_classes) from exc
+
     def _eval_classes(self, logits: Any, batch: int) -> int:
         """The classes of an eval batch's logits, which must be (batch, C) like the training ones."""
         if not isinstance(logits, torch.Tensor) or logits.dim() != 2 or logits.shape[0] != batch:
@@ -361,6 +389,7 @@ class SampleTracker(TrackerCheckpoints):
                 if self._saved is not None:
                     restore_signals(signals, inputs.bad, self._saved["signals"], self.num_classes, self._eval_at)
             self._device, self._inputs, self._signals, self._saved = device, inputs, signals, None
+            self._log = BatchLog(device)
         elif device != self._device:
             raise HarnessError(f"{where}: tensors are on {device} but earlier ones were on {self._device}; "
                                "keep the model and the tracked tensors on one device")

@@ -32,11 +32,11 @@ class Inputs:
         self.n = n
         self.device = device
         self.bad = torch.zeros((), dtype=torch.bool, device=device)
-        self.host: np.ndarray | None = None  # the last indices() call's int64 indices, when given on the host
 
-    def indices(self, indices: Any, where: str = "update()") -> torch.Tensor:
-        """The batch's sample indices as int64 on the device. Host indices are range-checked at once
-        (free); CUDA ones on the device (`bad`, read at `end_epoch`)."""
+    def batch_indices(self, indices: Any, where: str = "update()") -> tuple[np.ndarray | None, torch.Tensor | None]:
+        """The batch's sample indices as (host int64 array, None) when given on the host, range-checked
+        at once (free), or (None, int64 tensor on the tracker's device) when given on a GPU, to be
+        range-checked there by `on_device` (a check here would sync the host every batch)."""
         idx = indices if isinstance(indices, torch.Tensor) else self._from_numpy(np.asarray(indices))
         if idx.dtype in _UNSIGNED_TORCH and idx.dtype != torch.uint64:
             idx = idx.long()  # uint16 / uint32 ids always fit in int64
@@ -48,12 +48,21 @@ class Inputs:
         if idx.device.type == "cpu":
             host = idx.numpy() if idx.dtype == torch.int64 else idx.long().numpy()
             self.check_host_range(host)  # a host tensor: checking costs no device sync
-            self.host = host
-            return idx.to(self.device, torch.int64, non_blocking=True)
-        self.host = None
-        idx = idx.to(self.device, torch.int64)
-        self.bad |= ((idx < 0) | (idx >= self.n)).any()  # raised at end_epoch, without a sync here
+            return host, None
+        return None, idx.to(self.device, torch.int64)
+
+    def on_device(self, idx: torch.Tensor) -> torch.Tensor:
+        """Device indices counted into `bad` when outside [0, n) (raised at `end_epoch`, without a sync
+        here) and clamped, so that recording them cannot fault."""
+        self.bad |= ((idx < 0) | (idx >= self.n)).any()
         return idx.clamp(0, self.n - 1)
+
+    def indices(self, indices: Any, where: str = "update()") -> torch.Tensor:
+        """The batch's sample indices as int64 on the device, checked (`batch_indices`, `on_device`)."""
+        host, idx = self.batch_indices(indices, where)
+        if host is None:
+            return self.on_device(idx)
+        return torch.from_numpy(host).to(self.device, torch.int64, non_blocking=True)
 
     def _from_numpy(self, array: np.ndarray) -> torch.Tensor:
         """Host indices as a tensor; unsigned ones (which torch indexes poorly) as int64 once they
@@ -75,13 +84,15 @@ class Inputs:
     def explain(self, exc: Exception, labels: torch.Tensor | None, num_classes: int | None) -> Exception:
         """A clear HarnessError for a label torch rejected (host labels: CUDA ones cannot be read
         without a sync); anything else as is. Indices were checked before recording."""
-        if labels is not None and labels.device.type == "cpu" and len(labels):
-            low, high = (int(v) for v in torch.aminmax(labels))
-            top = num_classes
-            if low < 0 or (top is not None and high >= top):
-                return HarnessError(f"update(): label {low if low < 0 else high} is outside [0, {top}); "
-                                    f"labels must be class ids 0..C-1")
-        return exc
+        return (label_error(labels, num_classes) if labels is not None else None) or exc
+
+    @staticmethod
+    def check_host_labels(labels: torch.Tensor, num_classes: int | None) -> None:
+        """Host labels given with logits, range-checked at once (free on the host): recording them
+        comes later (`harness.tracker.batch_log`), and the error belongs to this update()."""
+        error = label_error(labels, num_classes)
+        if error is not None:
+            raise error
 
     def tensor(self, what: str, value: Any, *, ndim: int, length: int, floating: bool) -> torch.Tensor:
         if not isinstance(value, torch.Tensor):
@@ -123,6 +134,16 @@ class Inputs:
             x, y, idx = batch
             idx = self.indices(idx, "eval_epoch()")
             yield idx, x.to(dev), eval_labels(y, len(idx)).to(dev)
+
+
+def label_error(labels: torch.Tensor, num_classes: int | None) -> HarnessError | None:
+    """The error for host labels outside [0, num_classes), if any (device labels: not read here)."""
+    if labels.device.type == "cpu" and len(labels):
+        low, high = (int(v) for v in torch.aminmax(labels))
+        if low < 0 or (num_classes is not None and high >= num_classes):
+            return HarnessError(f"update(): label {low if low < 0 else high} is outside [0, {num_classes}); "
+                                f"labels must be class ids 0..C-1")
+    return None
 
 
 def eval_labels(y: Any, length: int) -> torch.Tensor:
