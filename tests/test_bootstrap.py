@@ -3,8 +3,6 @@ plain metric on the resampled (repeated) samples, and the combination rules by h
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pytest
 from scipy import stats
@@ -107,22 +105,3 @@ def test_combine_seeds_and_compare_by_hand() -> None:
     low, high = percentile_interval(np.array([[np.nan, np.nan], [1.0, 3.0]]))
     assert np.isnan(low[0]) and (low[1], high[1]) == (pytest.approx(1.05), pytest.approx(2.95))
     assert generator("a", 1).integers(0, 10**9) == generator("a", 1).integers(0, 10**9)
-
-
-def test_paper_scale_bootstrap_takes_seconds() -> None:
-    """N = 1,800 digits x B = 1,000 for 5 proxies (an experiment has ~15 proxies x ~20 settings):
-    seconds, not minutes, even on a busy 2-core box (measured ~0.05 s per proxy for detection and
-    ~0.2 s for similarity when idle)."""
-    rng = np.random.default_rng(2)
-    n = 1800
-    positives = rng.random(n) < 0.1
-    scores = {f"p{i}": rng.normal(size=n) + positives for i in range(5)}
-    resamples = Resamples.draw(n, 1000, "speed")
-    t0 = time.perf_counter()
-    for s in scores.values():
-        detection_boot(positives, s, resamples)
-    detection = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    similarity_boot(scores, rng.random(n), resamples)
-    similarity = time.perf_counter() - t0
-    assert detection < 10 and similarity < 20, (detection, similarity)
