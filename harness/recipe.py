@@ -92,6 +92,12 @@ class Recipe:
             raise HarnessError(f"crop padding must be >= 0 (got {self.crop_padding})")
         if any(m < 1 for m in self.milestones):
             raise HarnessError(f"lr milestones must be epochs >= 1 (got {self.milestones})")
+        late = [m for m in self.milestones if m >= self.epochs]
+        if self.schedule == "multistep" and late:
+            raise HarnessError(
+                f"lr milestones {late} are at or past the end of training ({self.epochs} epochs), so the lr would "
+                f"never decay there; give milestones below {self.epochs} (the paper's 120 and 180 of 200 epochs "
+                f"are 60 and 90 of 100), or milestones=() for a constant lr")
 
 
 def make_optimizer(recipe: Recipe, params) -> torch.optim.Optimizer:

@@ -126,6 +126,18 @@ def test_recipe_refuses_what_torch_would_refuse_mid_run(tiny_recipe, field: str,
         replace(tiny_recipe, **{field: value}).validate()
 
 
+def test_multistep_milestones_past_the_end_are_refused_not_trained_at_a_constant_lr(tiny_recipe) -> None:
+    """Before: Recipe(epochs=10) kept the default milestones 120 and 180 and trained at lr 0.1
+    throughout, labelled multistep."""
+    with pytest.raises(HarnessError, match=r"milestones \[120, 180\] are at or past the end of training \(10 epochs"):
+        Recipe(epochs=10).validate()
+    with pytest.raises(HarnessError, match=r"milestones \[3\]"):
+        replace(tiny_recipe, schedule="multistep", milestones=(1, 3)).validate()  # 3 epochs: 0, 1, 2
+    replace(tiny_recipe, schedule="multistep", milestones=(1, 2)).validate()
+    replace(tiny_recipe, schedule="multistep", milestones=()).validate()  # a constant lr, said so
+    replace(tiny_recipe, schedule="cosine", milestones=(120,)).validate()  # not read by cosine
+
+
 def test_a_bad_recipe_fails_before_anything_trains(make_config) -> None:
     """Before the fix a negative weight decay passed validation and came back as torch's ValueError
     from inside the training phase."""
