@@ -1,0 +1,124 @@
+"""`SampleTracker`'s results: the recorded signals copied to the host once (`finish`), scored by
+the proxies (`scores`), ranked (`suspects`) and drawn (`plot_suspects`)."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from harness.errors import HarnessError
+from harness.tracker.report import (
+    absent_report,
+    as_uint8_nchw,
+    check_class_names,
+    check_png_path,
+    draw_suspects,
+    non_finite_report,
+    nullable,
+)
+from harness.tracker.selection import BASE
+from proxies import Proxy, ScoreContext
+
+if TYPE_CHECKING:
+    from harness.tracker.core import SampleTracker
+
+
+class TrackerResults:
+    """`SampleTracker`'s results API (its state lives in the tracker, see `SampleTracker`)."""
+
+    def finish(self) -> SampleTracker:
+        """Stop recording and copy the signals to the host (`scores()` and `suspects()` call it)."""
+        if self._finished:
+            return self
+        if self._pending:
+            raise HarnessError("the last epoch is still open: call end_epoch() after its last batch, then scores()")
+        if self.epochs == 0:
+            raise HarnessError("no epoch recorded: call update() for every batch and end_epoch() after each epoch")
+        self._restore_now("scores()")
+        self._finished = True
+        self._host, self._non_finite_host, self._labels_host, self._pred_host = self._signals.to_host(self.epochs)
+        self._presented_host = self._signals.presentations.epochs.cpu().numpy().astype(np.int64)
+        self._signals = None  # free the device buffers
+        return self
+
+    def scores(self, proxies: Sequence[str | Proxy] | str | None = None) -> pd.DataFrame:
+        """One row per sample (index, given label, one column per proxy; higher = more memorized /
+        more suspicious). Ends recording. `proxies` defaults to the constructor's selection, else
+        every proxy the recorded signals allow. A sample never presented scores as the proxies
+        score missing values (csl 0, means NaN); a sample with a non-finite loss or logits scores
+        NaN in every proxy that reads them, with a RuntimeWarning naming the samples."""
+        self.finish()
+        selection, recorded = self._selection, self._host.recorders
+        chosen = (selection.resolve(proxies) if proxies is not None
+                  else selection.default(recorded, self.epochs, self._all_batches_had_logits))
+        ctx = ScoreContext(base=BASE, labels=self._labels_host, num_classes=self.num_classes or 0,
+                           runs={BASE: self._host})
+        columns: dict[str, Any] = {"index": np.arange(self.n), "label": nullable(self._labels_host)}
+        spoiled: dict[str, np.ndarray] = {}  # proxy label -> samples with a non-finite signal it reads
+        for proxy in chosen:
+            selection.check_available(proxy, recorded, self.epochs, self._all_batches_had_logits, self._eval_at)
+            with warnings.catch_warnings():  # a sample never presented has no values: NaN, not a warning
+                warnings.filterwarnings("ignore", "Mean of empty slice|Degrees of freedom", RuntimeWarning)
+                column = np.array(proxy.score(ctx), dtype=np.float64)
+            flags = [self._non_finite_host[k] for k in selection.keys_of(proxy) if k in self._non_finite_host]
+            bad = np.logical_or.reduce(flags) if flags else np.zeros(self.n, dtype=bool)
+            if bad.any():
+                column[bad] = np.nan  # the proxies read NaN as "not presented", which would score 0 or skip it
+                spoiled[proxy.label] = np.flatnonzero(bad)
+            columns[proxy.label] = column
+        if spoiled:
+            warnings.warn(non_finite_report(spoiled), RuntimeWarning, stacklevel=2)
+        absent = absent_report(self._presented_host, self.epochs)
+        if absent and any("train_loss" in selection.keys_of(proxy) for proxy in chosen):  # a sum over epochs
+            warnings.warn(absent, RuntimeWarning, stacklevel=2)
+        return pd.DataFrame(columns)
+
+    def epochs_presented(self) -> np.ndarray:
+        """How many of the recorded epochs presented each sample (int64 (N,); ends recording): csl
+        sums over those, so `csl / epochs_presented()` is its per-epoch mean where epochs were missed."""
+        return self.finish()._presented_host.copy()
+
+    def suspects(self, k: int = 20, by: str | Proxy = "csl") -> pd.DataFrame:
+        """The k samples ranked most likely mislabeled / memorized by proxy `by`: index, given
+        label, predicted label (from the eval pass after the last epoch if there was one, else the
+        last training-pass prediction) and score, highest score first (ties: lower index)."""
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+            raise HarnessError(f"suspects(k=...) must be a positive integer, got {k!r}")
+        table = self.scores([by])
+        score = table.columns[-1]
+        ranked = table.dropna(subset=[score]).sort_values(score, ascending=False, kind="stable").head(int(k))
+        return pd.DataFrame(
+            {
+                "index": ranked["index"].to_numpy(),
+                "label": ranked["label"].to_numpy(),
+                "predicted": nullable(self._pred_host[ranked["index"].to_numpy()]),
+                "score": ranked[score].to_numpy(),
+            }
+        )
+
+    def plot_suspects(
+        self,
+        images: np.ndarray | torch.Tensor,
+        k: int = 16,
+        *,
+        by: str | Proxy = "csl",
+        path: str | Path = "suspects.png",
+        classes: Sequence[str] | None = None,
+        columns: int = 8,
+    ) -> Path:
+        """PNG grid of the k suspects' images, captioned `#index given->predicted` and the score.
+
+        `images`: all n training images in index order, (N, H, W), (N, C, H, W) or (N, H, W, C)
+        with C in (1, 3); uint8, or real values scaled to 0..255 (min to max over all of them).
+        """
+        check_png_path(path)
+        pictures = as_uint8_nchw(images, self.n)
+        table = self.suspects(k, by)
+        check_class_names(classes, table, self.num_classes)
+        return draw_suspects(table, pictures, by.label if isinstance(by, Proxy) else by, path, classes, columns)
