@@ -1,5 +1,6 @@
 """`SampleTracker`, the public face of `harness.tracker`: argument checks and the call order of a
-user's loop here; inputs in `inputs`, recording state in `signals`, proxy choice in `selection`."""
+user's loop here; inputs in `inputs`, batches held for recording in `batch_log`, recording state in
+`signals`, proxy choice in `selection`, results in `results`, checkpoints in `state`."""
 
 from __future__ import annotations
 
