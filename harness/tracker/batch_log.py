@@ -21,7 +21,7 @@ import torch
 
 #: most samples held before they are recorded (1 MiB of indices and losses)
 MAX_ROWS = 1 << 16
-#: most logit values held (4 MiB in float32): with many classes, fewer samples
+#: most logit values held (4 MiB in float32, 8 in float64): with many classes, fewer samples
 MAX_LOGIT_VALUES = 1 << 20
 
 
@@ -61,10 +61,10 @@ class BatchLog:
 
     def add(self, batch: Batch) -> bool:
         """Hold the batch; False when it cannot be held now (the log holds another kind or is full:
-        record `take()` first; or the batch alone is larger than the log: record it as it is)."""
+        record `held()` and `clear()` first; or the batch alone is larger than the log: record it as it is)."""
         kind, b = batch.kind, batch.size
         if kind != self._kind:
-            if self.rows:
+            if self.rows or b > self.capacity(batch):
                 return False
             self._make(batch)
         if self.rows + b > self._capacity:
@@ -77,21 +77,32 @@ class BatchLog:
         self.rows = stop
         return True
 
-    def take(self) -> Batch | None:
-        """The held batches as one (views of the log's buffers: record it before the next `add`),
-        or None when nothing is held."""
+    def held(self) -> Batch | None:
+        """The held batches as one (views of the log's buffers: record them, then `clear()`), or
+        None when nothing is held."""
         if not self.rows:
             return None
-        rows, self.rows = self.rows, 0
+        rows = self.rows
         held = {name: buffer[:rows] for name, buffer in self._buffers.items()}
         host = None if self._host is None else self._host[:rows].copy()
         _, _, _, _, flag_logits = self._kind
         return Batch(host=host, idx=held.get("idx"), losses=held.get("losses"), logits=held.get("logits"),
                      labels=held.get("labels"), flag_logits=bool(flag_logits))
 
+    def clear(self) -> None:
+        """Forget the held batches (after they were recorded)."""
+        self.rows = 0
+
+    @staticmethod
+    def capacity(batch: Batch) -> int:
+        """How many samples of the batch's kind the log holds."""
+        if batch.logits is None:
+            return MAX_ROWS
+        return max(1, min(MAX_ROWS, MAX_LOGIT_VALUES // max(1, int(batch.logits.shape[1]))))
+
     def _make(self, batch: Batch) -> None:
         width = None if batch.logits is None else max(1, int(batch.logits.shape[1]))
-        capacity = MAX_ROWS if width is None else max(1, min(MAX_ROWS, MAX_LOGIT_VALUES // width))
+        capacity = self.capacity(batch)
         dev = self.device
         buffers: dict[str, torch.Tensor] = {}
         if batch.host is None:

@@ -53,8 +53,9 @@ class SampleTracker(TrackerCheckpoints, TrackerResults):
     proxies do not include csl_eval).
     `running_sums=True`: one float64 and one float32 (N,) row. Batches are held and recorded
     together (at `end_epoch`, or every 65,536 samples; `harness.tracker.batch_log`), so a batch
-    costs a few copies: a log of at most 1 MiB of indices, losses and labels plus 4 MiB of logits,
-    on the device. Nothing is copied to the host before
+    costs a few copies: a log of at most 1.3 MiB of indices, losses and labels plus 2^20 logit values
+    (4 MiB in float32), on the device. Call `update()` and `end_epoch()` on one CUDA stream: the
+    log is written by the one and read by the other. Nothing is copied to the host before
     `scores()`; per batch there is no host sync (index checks of CUDA tensors are collected on the
     device and raised at `end_epoch`). Inputs in half precision (AMP) are cast to float32, integer
     labels of any width to int64.
@@ -137,8 +138,8 @@ class SampleTracker(TrackerCheckpoints, TrackerResults):
             labels = inputs.tensor("labels", labels, ndim=1, length=b, floating=False)
             if logits is not None:
                 inputs.check_host_labels(labels, self.num_classes)
-        elif logits is not None and self._fixed_labels is None:
-            raise HarnessError("update(): logits= needs labels= (or SampleTracker(labels=...) at construction)")
+        elif logits is not None:
+            self._check_fixed_labels()
         if losses is not None:
             losses = inputs.tensor("losses", losses, ndim=1, length=b, floating=True)
         if logits is None:
@@ -244,10 +245,12 @@ class SampleTracker(TrackerCheckpoints, TrackerResults):
                                "create a new SampleTracker for another run")
 
     def _flush(self) -> None:
-        """Record the batches the log holds (`harness.tracker.batch_log`)."""
-        held = self._log.take() if self._log is not None else None
+        """Record the batches the log holds (`harness.tracker.batch_log`). The log is emptied once
+        they are recorded: a failure keeps them, and every later flush fails alike, loudly."""
+        held = self._log.held() if self._log is not None else None
         if held is not None:
             self._record(held)
+            self._log.clear()
 
     def _record(self, batch: Batch) -> None:
         inputs, signals = self._inputs, self._signals
@@ -262,6 +265,17 @@ class SampleTracker(TrackerCheckpoints, TrackerResults):
             signals.record_batch(self.epochs, idx, batch.losses, batch.logits, labels, batch.flag_logits, batch.host)
         except (IndexError, RuntimeError) as exc:
             raise inputs.explain(exc, labels, self.num_classes) from exc
+
+    def _check_fixed_labels(self) -> None:
+        """Logits without labels= read the constructor's labels, all of which must be classes of the
+        logits: checked once for all samples, since the batches are recorded later (`batch_log`)."""
+        if self._fixed_labels is None:
+            raise HarnessError("update(): logits= needs labels= (or SampleTracker(labels=...) at construction)")
+        if len(self._fixed_labels) and self._fixed_labels.max() >= self.num_classes:
+            sample = int(self._fixed_labels.argmax())
+            label, top = int(self._fixed_labels[sample]), self.num_classes
+            raise HarnessError(f"update(): SampleTracker(labels=...) gives sample {sample} label {label}, outside "
+                               f"the logits' classes [0, {top}); labels must be class ids 0..C-1")
 
     def _eval_classes(self, logits: Any, batch: int) -> int:
         """The classes of an eval batch's logits, which must be (batch, C) like the training ones."""
