@@ -94,6 +94,7 @@ class SampleTracker(TrackerCheckpoints, TrackerResults):
         self.num_classes: int | None = None
         self._selection = ProxySelection(proxies, running_sums)
         self._fixed_labels = None if labels is None else label_array(labels, self.n)
+        self._fixed_top = -1 if self._fixed_labels is None else int(self._fixed_labels.max())  # n >= 1
         self._device: torch.device | None = None
         self._inputs: Inputs | None = None
         self._signals: TrackedSignals | None = None
@@ -271,7 +272,7 @@ class SampleTracker(TrackerCheckpoints, TrackerResults):
         logits: checked once for all samples, since the batches are recorded later (`batch_log`)."""
         if self._fixed_labels is None:
             raise HarnessError("update(): logits= needs labels= (or SampleTracker(labels=...) at construction)")
-        if len(self._fixed_labels) and self._fixed_labels.max() >= self.num_classes:
+        if self._fixed_top >= self.num_classes:
             sample = int(self._fixed_labels.argmax())
             label, top = int(self._fixed_labels[sample]), self.num_classes
             raise HarnessError(f"update(): SampleTracker(labels=...) gives sample {sample} label {label}, outside "
