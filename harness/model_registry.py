@@ -35,3 +35,12 @@ def register_model(name: str, description: str):
 def build_model(name: str, input_shape: tuple[int, int, int], num_classes: int) -> nn.Module:
     """A freshly initialised model; an unknown name is a HarnessError listing the valid ones."""
     return MODELS.get(name).factory(input_shape, num_classes)
+
+
+def registered_here_only(name: str) -> str | None:
+    """The module that registered model `name` when a fresh process would not know it (a factory
+    defined in a script or notebook: models have no plugin entry points), else None."""
+    entry = MODELS[name] if name in MODELS else None
+    if entry is None or entry.factory.__module__.startswith("harness."):
+        return None
+    return entry.factory.__module__

@@ -16,10 +16,12 @@ import torch
 
 from harness.config import ExperimentConfig
 from harness.datasets import Dataset
+from harness.datasets.base import registered_here_only as dataset_registered_here_only
 from harness.ensemble import can_ensemble, ensemble_chunks
 from harness.errors import HarnessError
 from harness.executors import Executor
 from harness.jobs import DataSource, Job, Pending, prepared_data
+from harness.model_registry import registered_here_only as model_registered_here_only
 from harness.prepared import PreparedData
 from harness.recorders import RecorderRequest
 from harness.runspec import DataSpec, RunSpec
@@ -139,6 +141,7 @@ class Planner:
         the ensemble engine, always (even alone), so how a spec is trained depends only on the spec
         and the device type; members sharing data, model, recipe and recorders train together, in
         chunks of `harness.ensemble.ensemble_chunks`."""
+        check_workers_know(pending, executor)
         groups: dict[tuple, list[RunSpec]] = defaultdict(list)
         singles: Pending = []
         for spec, requests in pending:
@@ -170,3 +173,22 @@ class Planner:
             checkpoint_every_s=cfg.checkpoint_every_s, progress=placed.progress,
             num_cpus=placed.num_cpus, num_gpus=placed.num_gpus,
         )
+
+
+def check_workers_know(pending: Pending, executor: Executor) -> None:
+    """A dataset or model registered by this process only (in a script, a notebook) is unknown to an
+    executor's worker processes, which import memprox afresh: refused before anything trains,
+    instead of failing every run in its worker with "unknown dataset"."""
+    if executor.runs_jobs_here:
+        return
+    for spec, _ in pending:
+        kind = spec.data.dataset.partition(":")[0]
+        for what, name, module in (("dataset", kind, dataset_registered_here_only(kind)),
+                                   ("model", spec.model, model_registered_here_only(spec.model))):
+            if module is not None:
+                plugin = (", or make it a `memprox.datasets` entry point (docs/datasets.md)" if what == "dataset"
+                          else " (models have no plugin entry point)")
+                raise HarnessError(
+                    f"{what} {name!r} is registered in this process only (by {module}), and the {executor.name} "
+                    f"executor trains in worker processes that import memprox afresh; run with "
+                    f"executor='inprocess' (--executor inprocess){plugin}")

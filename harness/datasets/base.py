@@ -196,6 +196,15 @@ def dataset_names() -> list[str]:
     return names + sorted(set(_entry_points()) - set(DATASETS))
 
 
+def registered_here_only(kind: str) -> str | None:
+    """The module that registered dataset `kind` when a fresh process would not know it (neither
+    memprox's own nor an installed plugin: a loader defined in a script or notebook), else None."""
+    entry = DATASETS[kind] if kind in DATASETS else None
+    if entry is None or entry.load.__module__.startswith("harness.") or kind in _entry_points():
+        return None
+    return entry.load.__module__
+
+
 def _entry_points() -> dict[str, importlib.metadata.EntryPoint]:
     """Installed dataset plugins by name; one named like a registered dataset is ignored with a warning."""
     found = {}

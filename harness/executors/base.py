@@ -63,6 +63,10 @@ class Executor(ABC):
     options: ClassVar[tuple[str, ...]] = ()
     #: Whether jobs can reach this machine's run store (then single runs checkpoint into it).
     shares_store: bool = True
+    #: Whether jobs run in this process, and so see what it registered at run time (a dataset or
+    #: model defined in the user's script); worker processes import memprox afresh and see only
+    #: memprox's own and installed plugins (`harness.planner.check_workers_know`).
+    runs_jobs_here: ClassVar[bool] = False
 
     @classmethod
     def validate(cls, cfg: ExperimentConfig) -> None:

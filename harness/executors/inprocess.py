@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 class InProcessExecutor(Executor):
     name = "inprocess"
     description = "jobs one after another in this process (for debugging and tests)"
+    runs_jobs_here = True
 
     def __init__(self, progress: bool = True, fn: JobFn | None = None) -> None:
         self.progress = progress
