@@ -182,9 +182,8 @@ def check_out(out: Path, identity: str, overwrite: bool, store: Path, data_paths
     if overwrite:
         return
     if owner != identity and content:
-        raise HarnessError(f"--out {out} holds results of another experiment (or files memprox cannot show it "
-                           "wrote); pass another --out, or --overwrite to replace the outputs there (other files "
-                           "are kept)")
+        raise HarnessError(f"--out {out} holds {_whose(out, owner)}; pass another --out, or --overwrite to replace "
+                           "the outputs there (other files are kept)")
     foreign = [name for name in OUTPUT_FILES if name != RECORD and os.path.lexists(out / name) and name not in ours]
     if changed or foreign:
         what = f"{changed[0]} was changed after memprox wrote it" if changed else \
@@ -204,6 +203,16 @@ def _check_in_the_way(out: Path) -> None:
             what = "a folder" if stat.S_ISDIR(mode) else "a link" if stat.S_ISLNK(mode) else "a file"
             raise HarnessError(f"--out {out}: {out / name} is {what}, where memprox writes its "
                                f"{name + '/' if name in OUTPUT_FOLDERS else name}; move it away and rerun")
+
+
+def _whose(out: Path, owner: str | None) -> str:
+    """What is in the way in `out`, for the refusal: another experiment's results, or the names of
+    (some of) the entries memprox has no record of writing."""
+    if owner is not None:
+        return "results of another experiment"
+    names = sorted(p.name for p in out.iterdir() if not _WORKING.fullmatch(p.name))
+    shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+    return f"files memprox has no record of writing ({shown})"
 
 
 def _has_content(out: Path) -> bool:

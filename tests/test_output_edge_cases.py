@@ -521,3 +521,18 @@ def test_a_failure_inside_a_mount_point_after_training_names_the_path(make_confi
     assert all(exp.store.get(spec) is not None for spec in exp.plan.runs)
     _no_debris(cfg.out)
     assert [p.name for p in cfg.out.iterdir()] == []
+
+
+def test_a_folder_of_the_users_files_is_refused_naming_them(tmp_path: Path) -> None:
+    """Before: "holds results of another experiment (or files memprox cannot show it wrote)" for a
+    folder holding only the user's notes.txt, which named neither the file nor the cause."""
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(HarnessError, match=r"holds files memprox has no record of writing \(notes.txt\)"):
+        outputs.check_out(out, "an-experiment", False, tmp_path / "store")
+    for i in range(4):
+        (out / f"z{i}.csv").write_text("")
+    with pytest.raises(HarnessError, match=r"\(notes.txt, z0.csv, z1.csv and 2 more\); pass another --out"):
+        outputs.check_out(out, "an-experiment", False, tmp_path / "store")
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt", "z0.csv", "z1.csv", "z2.csv", "z3.csv"]
