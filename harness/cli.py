@@ -11,6 +11,7 @@ nothing trained or written); 130 interrupted (Ctrl-C; finished runs stay in the 
 from __future__ import annotations
 
 import argparse
+import difflib
 import os
 import signal
 import sys
@@ -29,6 +30,21 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         raise HarnessError(f"{message}; see `{self.prog} --help`")
+
+    def parse_args(self, args=None, namespace=None):  # type: ignore[override]
+        """Unknown flags point at the subcommand's help, with the closest flag it has (`--seed`:
+        did you mean `--seeds`?), not at the top-level help that lists none of them."""
+        parsed, extras = self.parse_known_args(args, namespace)
+        if extras:
+            sub = self._subparsers._group_actions[0].choices.get(getattr(parsed, "command", None)) \
+                if self._subparsers is not None else None
+            parser = sub or self
+            flags = [f for action in parser._actions for f in action.option_strings]
+            close = [m for extra in extras if extra.startswith("--")
+                     for m in difflib.get_close_matches(extra.partition("=")[0], flags, n=1)]
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            raise HarnessError(f"unrecognized arguments: {' '.join(extras)}{hint}; see `{parser.prog} --help`")
+        return parsed
 
 
 class _Once(argparse.Action):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import sys
 
 import pandas as pd
@@ -144,3 +145,17 @@ def test_augmenting_mnist_warns_that_mirrored_digits_change_class() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         experiment_config(dataset="mnist").validate_for_data(digits, ["mlp"], 1)  # quick preset: no augmentation
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["run", "--seed", "1"], r"unrecognized arguments: --seed 1 \(did you mean --seeds\?\); see `python -m harness "
+                             r"run --help`"),
+    (["run", "--epoch=3"], r"did you mean --epochs\?"),
+    (["list", "--x"], r"see `python -m harness list --help`"),
+    (["run", "--tasks", "mislabelled"], r"unknown task\(s\) \['mislabelled'\] \(did you mean 'mislabeled'\?\)"),
+])
+def test_a_mistyped_flag_or_task_names_the_closest_and_the_right_help(argv, message, capsys) -> None:
+    """Before: `--seed 1` pointed at `python -m harness --help` (which lists no run flag) and
+    `--tasks mislabelled` got no suggestion, where proxies did."""
+    assert main(argv) == 2
+    assert re.search(message, capsys.readouterr().err)

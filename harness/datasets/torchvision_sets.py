@@ -52,7 +52,8 @@ def _load_torchvision(name: str, root: Path, download: bool, subset: int | None)
                 ) from exc
             raise HarnessError(
                 f"{name}: dataset files not found under data root {root}; pass --download to fetch "
-                f"them there, or --data-root DIR pointing at an existing copy"
+                f"them there, or --data-root DIR pointing at an existing copy (torchvision's files; a folder "
+                f"of images is --dataset imagefolder:PATH)"
             ) from exc
         except OSError as exc:  # network failures (URLError is an OSError)
             raise HarnessError(

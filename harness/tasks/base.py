@@ -7,6 +7,7 @@ memorization reference), and evaluates every proxy's scores in a setting into ro
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -168,7 +169,9 @@ def make_tasks(
         raise HarnessError(f"no tasks selected; pass --tasks with some of: {valid}")
     unknown = [n for n in names if n not in TASKS]
     if unknown:
-        raise HarnessError(f"unknown task(s) {unknown}; valid tasks: {valid}")
+        close = [m for n in unknown for m in difflib.get_close_matches(n.lower(), list(TASKS), n=1)]
+        hint = f" (did you mean {', '.join(repr(m) for m in close)}?)" if close else ""
+        raise HarnessError(f"unknown task(s) {unknown}{hint}; valid tasks: {valid}")
     repeated = sorted({n for n in names if names.count(n) > 1})
     if repeated:
         raise HarnessError(f"task(s) {repeated} selected more than once; list each task once in --tasks")
