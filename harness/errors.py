@@ -32,8 +32,12 @@ class StorageError(RuntimeError):
 
 class Interrupted(Exception):
     """Ctrl-C during an experiment: outstanding jobs were cancelled, the store is consistent.
-    The CLI prints `interrupted; N runs kept in the store, rerun to resume` and exits 130."""
+    The CLI prints `interrupted; N runs kept in the store (and M partly trained runs checkpointed),
+    rerun to resume` and exits 130."""
 
-    def __init__(self, kept_runs: int) -> None:
-        super().__init__(f"interrupted; {kept_runs} runs kept in the store, rerun to resume")
+    def __init__(self, kept_runs: int, checkpointed: int = 0) -> None:
+        partly = (f" and {checkpointed} partly trained run{'s' if checkpointed != 1 else ''} checkpointed"
+                  if checkpointed else "")
+        super().__init__(f"interrupted; {kept_runs} runs kept in the store{partly}, rerun to resume")
         self.kept_runs = kept_runs
+        self.checkpointed = checkpointed

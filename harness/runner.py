@@ -53,7 +53,8 @@ class Runner:
                         if not self._reuse(spec, result):
                             todo.append((spec, requests))
         except KeyboardInterrupt:
-            raise Interrupted(len(result.runs)) from None
+            partly = sum(self.store.has_checkpoint(spec) for spec in self.wanted if spec not in result.runs)
+            raise Interrupted(len(result.runs), partly) from None
         finally:
             self.executor.close()  # training is over: the workers' memory goes back before evaluation
         return result

@@ -281,6 +281,13 @@ class RunStore:
         """The saved state, or None to start the run over (`harness.checkpoints.load_checkpoint`)."""
         return load_checkpoint(self._ckpt(spec), spec.digest(), recorder_keys)
 
+    def has_checkpoint(self, spec: RunSpec) -> bool:
+        """Whether an unfinished run of `spec` left a checkpoint to resume from."""
+        try:
+            return self._ckpt(spec).is_file()
+        except OSError:
+            return False
+
     def clear_checkpoint(self, spec: RunSpec) -> None:
         self._ckpt(spec).unlink(missing_ok=True)
 

@@ -249,6 +249,23 @@ def test_ctrl_c_inside_a_job_keeps_the_store_consistent(make_config, monkeypatch
     assert len(Experiment(cfg).run().trained) == 1
 
 
+def test_ctrl_c_counts_the_partly_trained_runs_it_checkpointed(make_config, monkeypatch) -> None:
+    """Before: "0 runs kept in the store" although the interrupted run's checkpoint was there to
+    resume from; the message undersold what a rerun keeps."""
+    cfg = _two_runs(make_config)
+
+    def checkpointed_then_interrupted(spec, *a, **k):
+        RunStore(cfg.store)._ckpt(spec).write_bytes(b"a checkpoint")  # as train_run's callback leaves it
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(jobs, "train_run", checkpointed_then_interrupted)
+    with pytest.raises(Interrupted) as info:
+        Experiment(cfg).run()
+    assert (info.value.kept_runs, info.value.checkpointed) == (0, 1)
+    assert str(info.value) == ("interrupted; 0 runs kept in the store and 1 partly trained run checkpointed, "
+                               "rerun to resume")
+
+
 # --- all-NaN proxies -----------------------------------------------------------------------------------
 
 
