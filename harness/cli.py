@@ -15,6 +15,7 @@ import difflib
 import os
 import signal
 import sys
+import warnings
 from dataclasses import replace
 from typing import Any, NoReturn
 
@@ -73,6 +74,21 @@ def say(text: str, err: bool = False) -> None:
             pass
         finally:
             os.close(devnull)
+
+
+class _WarningLines:
+    """The CLI's warnings as `warning: ...` lines, each text once: the same warning raised by planning
+    and again by loading (an image folder's) printed twice, each time as Python's
+    `path:line: UserWarning: ...` with a line of memprox's source under it."""
+
+    def __init__(self) -> None:
+        self.said: set[str] = set()
+
+    def __call__(self, message, category, filename, lineno, file=None, line=None) -> None:
+        text = str(message)
+        if text not in self.said:
+            self.said.add(text)
+            say(f"warning: {text}", err=True)
 
 
 def help_text(option: Option) -> str:
@@ -211,6 +227,12 @@ def _take_back_ctrl_c() -> None:
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns the exit code (see the module docstring) instead of raising."""
     _take_back_ctrl_c()
+    with warnings.catch_warnings():
+        warnings.showwarning = _WarningLines()
+        return _main(argv)
+
+
+def _main(argv: list[str] | None) -> int:
     try:
         args = build_parser().parse_args(argv)
         if args.command == "list":

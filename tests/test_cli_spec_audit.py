@@ -159,3 +159,22 @@ def test_a_mistyped_flag_or_task_names_the_closest_and_the_right_help(argv, mess
     `--tasks mislabelled` got no suggestion, where proxies did."""
     assert main(argv) == 2
     assert re.search(message, capsys.readouterr().err)
+
+
+def test_warnings_are_one_line_each_and_said_once(monkeypatch, capsys) -> None:
+    """Before: Python's `path:line: UserWarning: ...` plus a line of memprox's source, and an image
+    folder's warning twice (planning, then loading, warn from two places)."""
+    import warnings
+
+    from harness import cli
+
+    def run_warning_twice(args) -> int:
+        for _ in range(2):
+            warnings.warn("3 files are not images; they are skipped", UserWarning, stacklevel=1)
+        warnings.warn("another", RuntimeWarning, stacklevel=1)
+        return 0
+
+    monkeypatch.setattr(cli, "cmd_run", run_warning_twice)
+    assert main(["run"]) == 0
+    assert capsys.readouterr().err.splitlines() == ["warning: 3 files are not images; they are skipped",
+                                                    "warning: another"]
