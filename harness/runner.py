@@ -8,6 +8,7 @@ again). No lock is ever awaited while others are held, so processes cannot deadl
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable
 from contextlib import ExitStack
@@ -53,7 +54,8 @@ class Runner:
                         if not self._reuse(spec, result):
                             todo.append((spec, requests))
         except KeyboardInterrupt:
-            partly = sum(self.store.has_checkpoint(spec) for spec in self.wanted if spec not in result.runs)
+            partly = sum(os.path.isfile(self.store.checkpoint_path(spec)) for spec in self.wanted
+                         if spec not in result.runs)
             raise Interrupted(len(result.runs), partly) from None
         finally:
             self.executor.close()  # training is over: the workers' memory goes back before evaluation

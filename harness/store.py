@@ -270,26 +270,20 @@ class RunStore:
         return StoredRun(spec, final, manifest, self.lock(spec))
 
     # checkpoints of unfinished runs (written by the holder of the entry's lock) -------------
-    def _ckpt(self, spec: RunSpec) -> Path:
+    def checkpoint_path(self, spec: RunSpec) -> Path:
+        """Where an unfinished run of `spec` keeps the checkpoint it resumes from."""
         return self.root / "partial" / f"{spec.digest()}.pt"
 
     def save_checkpoint(self, spec: RunSpec, state: dict, recorder_keys: list[str]) -> None:
         """Save `state` so that `load_checkpoint` reads it with `weights_only=True`."""
-        save_checkpoint(self._ckpt(spec), spec.digest(), state, recorder_keys)
+        save_checkpoint(self.checkpoint_path(spec), spec.digest(), state, recorder_keys)
 
     def load_checkpoint(self, spec: RunSpec, recorder_keys: list[str]) -> dict | None:
         """The saved state, or None to start the run over (`harness.checkpoints.load_checkpoint`)."""
-        return load_checkpoint(self._ckpt(spec), spec.digest(), recorder_keys)
-
-    def has_checkpoint(self, spec: RunSpec) -> bool:
-        """Whether an unfinished run of `spec` left a checkpoint to resume from."""
-        try:
-            return self._ckpt(spec).is_file()
-        except OSError:
-            return False
+        return load_checkpoint(self.checkpoint_path(spec), spec.digest(), recorder_keys)
 
     def clear_checkpoint(self, spec: RunSpec) -> None:
-        self._ckpt(spec).unlink(missing_ok=True)
+        self.checkpoint_path(spec).unlink(missing_ok=True)
 
     def clean(self) -> list[str]:
         """Remove temp and swapped-out entry folders, temp checkpoints, and checkpoints of runs

@@ -255,7 +255,7 @@ def test_ctrl_c_counts_the_partly_trained_runs_it_checkpointed(make_config, monk
     cfg = _two_runs(make_config)
 
     def checkpointed_then_interrupted(spec, *a, **k):
-        RunStore(cfg.store)._ckpt(spec).write_bytes(b"a checkpoint")  # as train_run's callback leaves it
+        RunStore(cfg.store).checkpoint_path(spec).write_bytes(b"a checkpoint")  # as train_run's callback leaves it
         raise KeyboardInterrupt
 
     monkeypatch.setattr(jobs, "train_run", checkpointed_then_interrupted)
