@@ -37,9 +37,7 @@ class _Parser(argparse.ArgumentParser):
         did you mean `--seeds`?), not at the top-level help that lists none of them."""
         parsed, extras = self.parse_known_args(args, namespace)
         if extras:
-            sub = self._subparsers._group_actions[0].choices.get(getattr(parsed, "command", None)) \
-                if self._subparsers is not None else None
-            parser = sub or self
+            parser = getattr(self, "commands", {}).get(getattr(parsed, "command", None)) or self
             flags = [f for action in parser._actions for f in action.option_strings]
             close = [m for extra in extras if extra.startswith("--")
                      for m in difflib.get_close_matches(extra.partition("=")[0], flags, n=1)]
@@ -126,6 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
         if option.help:
             add_flag(r, option)
     sub.add_parser("list", help="list proxies, datasets, models, tasks and presets")
+    p.commands = sub.choices  # the subcommands' parsers by name, for `_Parser.parse_args`
     return p
 
 

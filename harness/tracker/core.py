@@ -5,7 +5,7 @@ user's loop here; inputs in `inputs`, batches held for recording in `batch_log`,
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from contextlib import nullcontext
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 import numpy as np
@@ -153,8 +153,7 @@ class SampleTracker(TrackerCheckpoints, TrackerResults):
         # logits are checked for non-finite values when logit signals are recorded from them
         flag_logits = logits is not None and selection.train_keys != ("train_loss",)
         batch = Batch(host, idx, losses, logits, labels, flag_logits)
-        # rows made under the caller's inference_mode would refuse every later write outside it
-        with torch.inference_mode(False) if torch.is_inference_mode_enabled() else nullcontext():
+        with _writable():
             if not self._log.add(batch):  # the log holds another kind, or is full
                 self._flush()
                 if not self._log.add(batch):  # larger than the log: recorded as it is
@@ -169,8 +168,7 @@ class SampleTracker(TrackerCheckpoints, TrackerResults):
             raise HarnessError("end_epoch() without update() since the previous epoch; "
                                "call update() for every batch and end_epoch() once per epoch")
         self._restore_now("end_epoch()")
-        with torch.inference_mode(False) if torch.is_inference_mode_enabled() else nullcontext():
-            self._flush()
+        self._flush()
         signals = self._signals
         bad_index, non_finite, repeated, conflicts = signals.epoch_checks(self._inputs.bad)
         if bad_index:  # only CUDA indices get here: on the CPU update() raised at once
@@ -250,7 +248,8 @@ class SampleTracker(TrackerCheckpoints, TrackerResults):
         they are recorded: a failure keeps them, and every later flush fails alike, loudly."""
         held = self._log.held() if self._log is not None else None
         if held is not None:
-            self._record(held)
+            with _writable():
+                self._record(held)
             self._log.clear()
 
     def _record(self, batch: Batch) -> None:
@@ -262,10 +261,8 @@ class SampleTracker(TrackerCheckpoints, TrackerResults):
         labels = batch.labels
         if labels is None and batch.logits is not None:
             labels = signals.given[idx]  # the constructor's
-        try:  # on the CPU, the loss and gathers check labels for free: explain their errors
-            signals.record_batch(self.epochs, idx, batch.losses, batch.logits, labels, batch.flag_logits, batch.host)
-        except (IndexError, RuntimeError) as exc:
-            raise inputs.explain(exc, labels, self.num_classes) from exc
+        # host labels were range-checked by update() (`Inputs.check_host_labels`, `_check_fixed_labels`)
+        signals.record_batch(self.epochs, idx, batch.losses, batch.logits, labels, batch.flag_logits, batch.host)
 
     def _check_fixed_labels(self) -> None:
         """Logits without labels= read the constructor's labels, all of which must be classes of the
@@ -306,3 +303,9 @@ class SampleTracker(TrackerCheckpoints, TrackerResults):
         elif device != self._device:
             raise HarnessError(f"{where}: tensors are on {device} but earlier ones were on {self._device}; "
                                "keep the model and the tracked tensors on one device")
+
+
+def _writable() -> AbstractContextManager[object]:
+    """Out of the caller's `torch.inference_mode`, if on: rows and buffers made or written under it
+    would refuse every later write outside it."""
+    return torch.inference_mode(False) if torch.is_inference_mode_enabled() else nullcontext()

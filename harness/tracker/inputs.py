@@ -81,18 +81,16 @@ class Inputs:
                 raise HarnessError(f"sample index {low if low < 0 else high} is outside [0, {self.n}); "
                                    f"pass the dataset's own indices and n = len(dataset)")
 
-    def explain(self, exc: Exception, labels: torch.Tensor | None, num_classes: int | None) -> Exception:
-        """A clear HarnessError for a label torch rejected (host labels: CUDA ones cannot be read
-        without a sync); anything else as is. Indices were checked before recording."""
-        return (label_error(labels, num_classes) if labels is not None else None) or exc
-
     @staticmethod
     def check_host_labels(labels: torch.Tensor, num_classes: int | None) -> None:
         """Host labels given with logits, range-checked at once (free on the host): recording them
-        comes later (`harness.tracker.batch_log`), and the error belongs to this update()."""
-        error = label_error(labels, num_classes)
-        if error is not None:
-            raise error
+        comes later (`harness.tracker.batch_log`), and the error belongs to this update(). Device
+        labels are not read here (a sync per batch)."""
+        if labels.device.type == "cpu" and len(labels):
+            low, high = (int(v) for v in torch.aminmax(labels))
+            if low < 0 or (num_classes is not None and high >= num_classes):
+                raise HarnessError(f"update(): label {low if low < 0 else high} is outside [0, {num_classes}); "
+                                   f"labels must be class ids 0..C-1")
 
     def tensor(self, what: str, value: Any, *, ndim: int, length: int, floating: bool) -> torch.Tensor:
         if not isinstance(value, torch.Tensor):
@@ -134,16 +132,6 @@ class Inputs:
             x, y, idx = batch
             idx = self.indices(idx, "eval_epoch()")
             yield idx, x.to(dev), eval_labels(y, len(idx)).to(dev)
-
-
-def label_error(labels: torch.Tensor, num_classes: int | None) -> HarnessError | None:
-    """The error for host labels outside [0, num_classes), if any (device labels: not read here)."""
-    if labels.device.type == "cpu" and len(labels):
-        low, high = (int(v) for v in torch.aminmax(labels))
-        if low < 0 or (num_classes is not None and high >= num_classes):
-            return HarnessError(f"update(): label {low if low < 0 else high} is outside [0, {num_classes}); "
-                                f"labels must be class ids 0..C-1")
-    return None
 
 
 def eval_labels(y: Any, length: int) -> torch.Tensor:

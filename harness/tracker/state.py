@@ -12,7 +12,6 @@ tracker of another n, another proxy selection, other constructor labels or `runn
 from __future__ import annotations
 
 from collections.abc import Mapping
-from contextlib import nullcontext
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -252,8 +251,7 @@ class TrackerCheckpoints:
         values: save it with your checkpoint (`torch.save`), so that a resumed run keeps the epochs
         before the interruption. Costs one copy of the buffers to the host."""
         self._check_open("state_dict")
-        with torch.inference_mode(False) if torch.is_inference_mode_enabled() else nullcontext():
-            self._flush()  # the batches held for recording (`harness.tracker.batch_log`) are recorded state
+        self._flush()  # the batches held for recording (`harness.tracker.batch_log`) are recorded state
         if self._saved is not None:  # loaded and not used since: the state as loaded
             return {**self._saved, **{k: v for k, v in capture(self).items() if k != "signals"}}
         return capture(self)
