@@ -39,9 +39,11 @@ class _Parser(argparse.ArgumentParser):
         if extras:
             parser = getattr(self, "commands", {}).get(getattr(parsed, "command", None)) or self
             flags = [f for action in parser._actions for f in action.option_strings]
-            close = [m for extra in extras if extra.startswith("--")
-                     for m in difflib.get_close_matches(extra.partition("=")[0], flags, n=1)]
-            hint = f" (did you mean {close[0]}?)" if close else ""
+            unknown = [e.partition("=")[0] for e in extras if e.startswith("--")]
+            close = {flag: " or ".join(matches) for flag in unknown
+                     if (matches := difflib.get_close_matches(flag, flags, n=2, cutoff=0.75))}
+            hint = f" (did you mean {next(iter(close.values()))}?)" if len(unknown) == 1 and close else \
+                f" ({'; '.join(f'{flag}: did you mean {match}?' for flag, match in close.items())})" if close else ""
             raise HarnessError(f"unrecognized arguments: {' '.join(extras)}{hint}; see `{parser.prog} --help`")
         return parsed
 

@@ -151,6 +151,8 @@ def test_augmenting_mnist_warns_that_mirrored_digits_change_class() -> None:
     (["run", "--seed", "1"], r"unrecognized arguments: --seed 1 \(did you mean --seeds\?\); see `python -m harness "
                              r"run --help`"),
     (["run", "--epoch=3"], r"did you mean --epochs\?"),
+    (["run", "--bogus=1", "--epoch", "3"], r"--bogus=1 --epoch 3 \(--epoch: did you mean --epochs\?\);"),
+    (["run", "--proxy", "csl"], r"did you mean --proxy-arg or --proxies\?"),
     (["list", "--x"], r"see `python -m harness list --help`"),
     (["run", "--tasks", "mislabelled"], r"unknown task\(s\) \['mislabelled'\] \(did you mean 'mislabeled'\?\)"),
 ])
