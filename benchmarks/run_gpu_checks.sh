@@ -27,6 +27,7 @@ for stage in ${stages//,/ }; do
            # TF32) against float64; a failure is reported and the
            # timings still run (device time is too scarce to stop here)
       "$py" -m pytest tests/test_ensemble.py tests/test_tracker.py tests/test_tracker_edge_cases.py tests/test_curvature.py \
+        tests/test_held_batches.py \
         -q -p no:cacheprovider \
         -k cuda -rA 2>&1 \
         | tee "$out/cuda_tests.log" | tail -3 || echo "CUDA tests FAILED: see $out/cuda_tests.log" ;;

@@ -1,7 +1,8 @@
 """What recording costs: the same digits training run with and without per-sample recorders.
 
 CSL's claim is that it is free: the training pass already computes every sample's loss, so
-recording it is one scatter per batch. Each test here times plain runs and recorded runs
+recording it is one scatter (once an epoch: the loop holds its batches for the training-pass
+recorders, `harness/recorders/held.py`). Each test here times plain runs and recorded runs
 alternately (a plain run in pedantic's untimed `setup`, then the timed recorded run, each round),
 so drifting machine load hits both alike, and reports
 
@@ -16,8 +17,8 @@ MEMPROX_BENCH_ROUNDS (7), MEMPROX_BENCH_THREADS (1: the digits MLP is too small 
 and a shared box makes torch's thread pool spin).
 
 The digits MLP is the worst case for relative overhead: a training step is ~2 ms (CPU) or a launch-
-bound ~1.6 ms (GPU), so a recorder's fixed per-batch cost (Python dispatch, a kernel launch or two,
-the Stopwatch's CUDA events) weighs more than it would next to a real model's step. The ≤ 1% target
+bound ~1.6 ms (GPU), so a recorder's fixed cost (Python dispatch, kernel launches, the Stopwatch's
+CUDA events) weighs more than it would next to a real model's step. The ≤ 1% target
 is reported (`target_met`), not asserted; the assertions only guard against gross regressions
 (e.g. a per-batch host sync or a per-sample Python loop).
 """
@@ -110,9 +111,11 @@ def _overhead(benchmark, setup_run, requests: list[RecorderRequest], name: str) 
 
 def test_csl_recording_overhead(benchmark, setup_run) -> None:
     info = _overhead(benchmark, setup_run, CSL, "csl (train_loss)")
-    assert info["overhead_inloop"] < 0.10  # measured 1.4% (CPU) and 3.8% (H200) on the digits MLP
+    assert info["overhead_inloop"] < 0.10  # 0.45% (CPU, held batches); per batch: 1.8% (CPU), 3.8% (H200)
 
 
 def test_all_training_pass_recorders_overhead(benchmark, setup_run) -> None:
     info = _overhead(benchmark, setup_run, TRAINING_PASS, "train_loss+train_correct+train_margin+train_prob")
-    assert info["overhead_inloop"] < 0.60  # measured 10% (CPU) and 31% (H200) on the digits MLP
+    # 5.4% on the CPU with held batches, 16% batch by batch (31% on an H200, per batch): on the CPU
+    # the bound also catches the loop falling back to recording batch by batch
+    assert info["overhead_inloop"] < (0.12 if DEVICE.type == "cpu" else 0.60)

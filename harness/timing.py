@@ -43,6 +43,11 @@ class Stopwatch:
     def add(self, seconds: float) -> None:
         self._cpu_seconds += seconds
 
+    def include(self, other: Stopwatch) -> None:
+        """Add what `other` measured so far (its CUDA events unresolved: no sync)."""
+        self._cpu_seconds += other._cpu_seconds
+        self._events.extend(other._events)
+
 
 @contextmanager
 def count_flops(sink: list[int]) -> Iterator[None]:
@@ -63,6 +68,7 @@ class Meter:
     recorders, calls for checkpoint recorders). Seconds are timed on every `sample_every`-th other
     call and scaled the same way: per-batch CUDA timing events would otherwise cost more than the
     recorders they time. A recorder called once is timed on its counted call (the only measurement).
+    Work done for the recorder outside its calls (joining held batches) is `charge`d as measured.
     """
 
     def __init__(self, device: torch.device, sample_every: int = 1) -> None:
@@ -74,6 +80,11 @@ class Meter:
         self.calls = 0
         self.units = 0.0
         self.timed_units = 0.0
+        self.charged = Stopwatch(device)
+
+    def charge(self, watch: Stopwatch) -> None:
+        """Bill this recorder what `watch` measured, on top of its own calls."""
+        self.charged.include(watch)
 
     def run(self, fn: Callable[[], None], units: float = 1.0) -> None:
         if self.flops_per_unit is None:
@@ -93,8 +104,8 @@ class Meter:
 
     def seconds(self) -> float:
         if self.timed_units:
-            return self.watch.seconds() / self.timed_units * self.units
-        return self.first.seconds()
+            return self.watch.seconds() / self.timed_units * self.units + self.charged.seconds()
+        return self.first.seconds() + self.charged.seconds()
 
     def clock_seconds(self) -> float:
         """Estimated seconds these calls spent inside an enclosing clock (the FLOP-counted call at
@@ -110,7 +121,8 @@ class Meter:
     def state(self) -> dict:
         return {"seconds": self.watch.seconds(), "first": self.first.seconds(), "calls": self.calls,
                 "first_units": self.first_units,
-                "flops_per_unit": self.flops_per_unit, "units": self.units, "timed_units": self.timed_units}
+                "flops_per_unit": self.flops_per_unit, "units": self.units, "timed_units": self.timed_units,
+                "charged": self.charged.seconds()}
 
     def load(self, state: dict) -> None:
         self.watch.add(state["seconds"])
@@ -118,6 +130,7 @@ class Meter:
         self.flops_per_unit = state["flops_per_unit"]
         self.calls, self.units, self.timed_units = state["calls"], state["units"], state["timed_units"]
         self.first_units = state["first_units"]
+        self.charged.add(state.get("charged", 0.0))  # absent from checkpoints of older versions
 
 
 def warm_up_flop_counter() -> None:

@@ -169,7 +169,7 @@ def train_run(
         model = channels_last(model)
     step_model = torch.compile(model) if compile else model
     ctx = RunContext(data, recipe.epochs, phase_idx[0], recipe.batch_size, device, seed=spec.seed)
-    bank = RecorderBank(ctx, requests)
+    bank = RecorderBank(ctx, requests, hold_batches=True)
     train_watch = Stopwatch(device)
     warm_up_flop_counter()
     train_flops_per_sample = 0.0

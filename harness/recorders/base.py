@@ -108,6 +108,9 @@ class Recorder:
     name: ClassVar[str]
     description: ClassVar[str] = ""
     on_batches: ClassVar[bool] = False  # wants on_batch during training passes
+    #: `on_batch` computes per-sample values only, so the harness's loop may hand it an epoch's
+    #: batches joined as one, after the epoch, instead of each batch after its step
+    joins_batches: ClassVar[bool] = False
     #: takes eval-mode signals from a pass someone else ran (`on_eval_batch`): the batched ensemble's,
     #: a user's loop's
     takes_eval: ClassVar[bool] = False

@@ -18,6 +18,7 @@ class PerEpochRecorder(Recorder):
 
     signals: tuple[str, ...] = ()
     on_batches = True
+    joins_batches = True  # every signal is per sample
     needs_logits = True  # a batch without logits (a user's loop passing losses only) is skipped
 
     def __init__(self, ctx: RunContext, **params) -> None:
