@@ -167,6 +167,8 @@ def train_run(
     nhwc = getattr(recipe, "channels_last", False)
     if nhwc:
         model = channels_last(model)
+    # default mode: CUDA graphs (mode='reduce-overhead') would overwrite a step's logits at the next
+    # replay, and the bank holds them until the epoch's end (harness/recorders/held.py)
     step_model = torch.compile(model) if compile else model
     ctx = RunContext(data, recipe.epochs, phase_idx[0], recipe.batch_size, device, seed=spec.seed)
     bank = RecorderBank(ctx, requests, hold_batches=True)
