@@ -6,7 +6,7 @@ that member's share of one batched eval pass, and `harness.tracker.SampleTracker
 own loop. A bank builds its recorders from requests, calls them in request order, charges each its
 own time and FLOPs (a `Meter` per recorder, when timed), and hands back their arrays, by recorder
 key, for the store, a checkpoint or the proxies (`Records`). The harness's own loop asks it to hold
-training batches (`hold_batches`): recorders that `join_batches` then get an epoch's batches as one
+training batches (`hold_batches`): recorders that declare `joins_batches` then get an epoch's batches as one
 (`harness.recorders.held`), each billed the joining of the tensors it reads.
 """
 
@@ -172,9 +172,11 @@ class RecorderBank:
             meter.load(state[key])
 
     def seconds(self) -> dict[str, float]:
+        self.flush()
         return {key: m.seconds() for key, m in self.meters.items()}
 
     def flops(self) -> dict[str, int]:
+        self.flush()
         return {key: m.flops() for key, m in self.meters.items()}
 
     def batch_clock_seconds(self) -> float:
