@@ -17,7 +17,9 @@
 # $OUT gets session.log (what ran, its exit status and seconds), summary.md (the figures as
 # markdown for benchmarks/README.md, rewritten after every stage), checks.tgz (logs and JSON of the
 # checks, nvidia-smi) and full-cifar10.tgz (leaderboard, summary, gzipped per-sample scores, log);
-# the run store stays on the device. SESSION_STAGES picks and orders the stages (also
+# the run store stays on the device; bench_recording re-measures what the training-pass recorders
+# cost on the digits MLP since they record held batches (benchmarks/README.md's H200 table predates
+# them). SESSION_STAGES picks and orders the stages (also
 # full_cifar_duplicates: the duplicates task with the proxies that need no input gradients;
 # bench_bf16_long: one 10-epoch round of the bf16 loop comparison).
 # CPU rehearsal (a pack of a few hundred images, e.g. --train-per-class 30 --test-per-class 10):
@@ -29,9 +31,9 @@ set -uo pipefail
 export PYTHON=${PYTHON:-python3} PYTHONUNBUFFERED=1 MEMPROX_CACHE=${MEMPROX_CACHE:-$PWD/.gpu_cache}
 work=${WORK:-gpu-work}
 end=$((SECONDS + ${BUDGET_S:-450}))
-SESSION_STAGES=${SESSION_STAGES:-cuda_tests,full_cifar,bench_bf16,conv_ensemble,bench_fp32,gpu_packing,bench_compiled}
+SESSION_STAGES=${SESSION_STAGES:-cuda_tests,full_cifar,bench_bf16,conv_ensemble,bench_fp32,gpu_packing,bench_recording,bench_compiled}
 known=" cuda_tests full_cifar full_cifar_duplicates bench_bf16 bench_bf16_long conv_ensemble bench_fp32 gpu_packing"
-known+=" bench_compiled "
+known+=" bench_recording bench_compiled "
 for name in ${SESSION_STAGES//,/ }; do  # refuse a typo before any device time is spent
   [[ $known == *" $name "* ]] || { echo "unknown session stage $name; valid:$known" >&2; exit 2; }
 done
@@ -93,6 +95,11 @@ for name in ${SESSION_STAGES//,/ }; do
         "$checks/gpu_packing.log" "$PYTHON" benchmarks/bench_ray.py --configs local_gpu1,local_gpu025 --no-overhead \
         --epochs "${PACKING_EPOCHS:-10}" --json "$checks/gpu_packing.json" --grid "--dataset imagefolder:.gpu_data/cifar10 \
 --subset ${PACKING_SUBSET:-4000} --tasks mislabeled --proxies csl --seeds 4 --device ${DEVICE:-cuda} --no-progress" ;;
+    bench_recording)  # the digits MLP with and without the training-pass recorders (held batches), 3 rounds
+      stage bench_recording 60 bash -o pipefail -c '"$@" 2>&1 | tee "$0"' "$checks/recording.log" \
+        env MEMPROX_BENCH_DEVICE="${DEVICE:-cuda}" MEMPROX_BENCH_ROUNDS=3 "$PYTHON" -m pytest \
+        benchmarks/test_bench_recording.py --benchmark-only -s -q -p no:cacheprovider \
+        --benchmark-json="$checks/recording.json" ;;
     bench_compiled) stage bench_compiled 90 env OUT="$checks" STAGES=bf16_compiled COMPILED_K=images \
       benchmarks/run_gpu_checks.sh ;;
     *) echo "unknown session stage $name" | tee -a "$log"; exit 2 ;;
