@@ -106,6 +106,8 @@ class CSLCallback(Callback):
                               labels=outputs.get("labels"))
 
     def on_train_start(self, trainer: Any, pl_module: Any) -> None:
+        if self.tracker.finished and self._loaded is None:
+            raise HarnessError("CSLCallback: scores() ended this callback's record; give this fit a new CSLCallback")
         self._resume(trainer, pl_module)
 
     def on_fit_end(self, trainer: Any, pl_module: Any) -> None:
@@ -162,13 +164,24 @@ class CSLCallback(Callback):
     # -- results (the tracker's) ---------------------------------------------------------------
     def scores(self, proxies: Sequence[str | Proxy] | str | None = None) -> pd.DataFrame:
         """`SampleTracker.scores`: one row per sample, one column per proxy (higher = more suspicious)."""
+        self._check_recorded()
         return self.tracker.scores(proxies)
 
     def suspects(self, k: int = 20, by: str | Proxy = "csl") -> pd.DataFrame:
         """`SampleTracker.suspects`: the k highest-scoring samples with given and predicted label."""
+        self._check_recorded()
         return self.tracker.suspects(k, by)
 
     def plot_suspects(self, images: Any, k: int = 16, *, by: str | Proxy = "csl", path: str | Path = "suspects.png",
                       classes: Sequence[str] | None = None) -> Path:
         """`SampleTracker.plot_suspects`: a captioned grid of the k suspects' images."""
+        self._check_recorded()
         return self.tracker.plot_suspects(images, k, by=by, path=path, classes=classes)
+
+    def _check_recorded(self) -> None:
+        tracker = self.tracker
+        if not (tracker.finished or tracker.epochs or self._recorder.batches or self._loaded is not None):
+            raise HarnessError("CSLCallback: no epoch was recorded in this process. Call scores() after fit(); a "
+                               "fit launched in processes of its own (strategy='ddp_spawn' or 'ddp_notebook', "
+                               "devices > 1 in a notebook) records there and its record does not come back: use "
+                               "strategy='ddp' (a script), or read the scores inside the fit (on_train_end, rank 0)")

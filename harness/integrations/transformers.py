@@ -113,15 +113,29 @@ class CSLTrainerCallback(TrainerCallback):
         if self._recorder.batches == 0:
             raise HarnessError("CSLTrainerCallback: no batch of this epoch was recorded; train with CSLTrainer (its "
                                f"compute_loss records) on a dataset with a {INDEX_KEY!r} column (with_sample_index)")
+        if control.should_training_stop and not float(state.epoch or 0).is_integer():
+            # stopped mid-epoch (max_steps, early stopping): the epoch stays open, so that a checkpoint
+            # saved now (save_strategy="epoch") resumes it rather than starting another; scores() closes it
+            return
         self._recorder.end_epoch()
 
     def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         """A checkpoint saved at an epoch's last step holds that epoch still open, and the resumed
-        `Trainer` goes on with the next one (its `epoch` is whole): close it."""
+        `Trainer` goes on with the next one (its `epoch` is whole): close it. A fresh `train()` after
+        one that stopped mid-epoch closes that epoch too."""
+        if self.tracker.finished and self._loaded is None:
+            raise HarnessError("CSLTrainerCallback: scores() ended this callback's record; give this training a new "
+                               "CSLTrainerCallback")
         if self._loaded is not None:  # CSLTrainer.train(resume_from_checkpoint=...) read it
             saved, self._loaded = self._loaded, None
             self._recorder.resume(saved, args.device, "CSLTrainerCallback")
+        elif not state.global_step:
+            self._close_open_epoch()
         self._recorder.close_epoch_before(math.floor((state.epoch or 0) + 1e-9))
+
+    def _close_open_epoch(self) -> None:
+        if self._recorder.batches and not self.tracker.finished:
+            self._recorder.end_epoch()
 
     def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         """The checkpoint the `Trainer` just wrote gets the tracker's state (`CSLTrainer.train` reads it)."""
@@ -144,14 +158,17 @@ class CSLTrainerCallback(TrainerCallback):
 
     def scores(self, proxies: Sequence[str | Proxy] | str | None = None) -> pd.DataFrame:
         """`SampleTracker.scores`: one row per sample, one column per proxy (higher = more suspicious)."""
+        self._close_open_epoch()
         return self.tracker.scores(proxies)
 
     def suspects(self, k: int = 20, by: str | Proxy = "csl") -> pd.DataFrame:
         """`SampleTracker.suspects`: the k highest-scoring samples with given and predicted label."""
+        self._close_open_epoch()
         return self.tracker.suspects(k, by)
 
     def plot_suspects(self, images: Any, k: int = 16, **kwargs: Any) -> Any:
         """`SampleTracker.plot_suspects` (image datasets)."""
+        self._close_open_epoch()
         return self.tracker.plot_suspects(images, k, **kwargs)
 
 
@@ -171,8 +188,12 @@ class CSLTrainer(Trainer):
         if getattr(self.args, "label_smoothing_factor", 0) or self.compute_loss_func is not None:
             raise HarnessError("CSLTrainer computes plain per-sample cross-entropy: drop label_smoothing_factor and "
                                "compute_loss_func (CSL sums the loss the model is trained on)")
+        if len(self.args.label_names or ()) > 1:
+            raise HarnessError(f"CSLTrainer scores one label per sample; args.label_names = {self.args.label_names}")
         self.csl = found[0]
         self.data_collator = IndexCollator(self.data_collator, self.index_key)
+        if not self.label_names:  # a plain nn.Module (no label argument): evaluation must still see the labels
+            self.label_names = ["labels"]
         self.model_accepts_loss_kwargs = False  # our loss is a batch mean: the Trainer scales it for accumulation
         self.loss_is_scaled_for_ga = False
 
@@ -197,17 +218,24 @@ class CSLTrainer(Trainer):
                      num_items_in_batch: Any = None) -> Any:
         inputs = dict(inputs)
         indices = inputs.pop(self.index_key, None)
-        labels = inputs.pop("labels", None)
-        if labels is None:
-            labels = inputs.pop("label", None)
+        labels = None
+        for name in (*(self.args.label_names or ()), "labels", "label"):
+            if labels is None:
+                labels = inputs.pop(name, None)
         if labels is None:
             raise HarnessError("CSLTrainer: the batch has no labels; the collator must give `labels` (a `label` "
-                               "column becomes `labels` in the default collators)")
+                               "column becomes `labels` in the default collators, another one needs "
+                               "args.label_names=[its name])")
         outputs = model(**inputs)
         if isinstance(outputs, torch.Tensor):  # a plain nn.Module returning logits
             logits = outputs
+        elif isinstance(outputs, Mapping):
+            logits = outputs.get("logits")
+            if logits is None:
+                raise HarnessError(f"CSLTrainer: the model's output has no logits (keys {sorted(outputs)}); it "
+                                   f"computes the per-sample cross-entropy from them: return `logits` (B, C)")
         else:
-            logits = outputs["logits"] if isinstance(outputs, Mapping) else outputs[0]
+            logits = outputs[0]
         if logits.dim() != 2 or labels.dim() != 1:
             raise HarnessError(f"CSLTrainer scores classification (logits (B, C), labels (B,)); got logits "
                                f"{tuple(logits.shape)} and labels {tuple(labels.shape)}")
@@ -218,4 +246,16 @@ class CSLTrainer(Trainer):
                                    f"column with with_sample_index(train_dataset)")
             self.csl.record(indices, losses, logits, labels)
         loss = losses.mean()
-        return (loss, outputs) if return_outputs else loss
+        if not return_outputs:
+            return loss
+        if isinstance(outputs, Mapping):
+            outputs = outputs if isinstance(outputs, dict) else dict(outputs)
+        else:  # the Trainer reads a non-dict output as (loss, logits, ...), what a model given labels returns
+            outputs = (loss, *outputs) if isinstance(outputs, (tuple, list)) else (loss, logits)
+        return loss, outputs
+
+    def prediction_step(self, model: nn.Module, inputs: dict[str, Any], prediction_loss_only: bool,
+                        ignore_keys: list[str] | None = None) -> Any:
+        """`Trainer.prediction_step` without the sample index (a batch without labels goes to the model as is)."""
+        inputs = {k: v for k, v in inputs.items() if k != self.index_key}
+        return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys=ignore_keys)
