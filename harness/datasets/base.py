@@ -255,6 +255,11 @@ def load_dataset(
         isinstance(subset, bool) or not isinstance(subset, (int, np.integer)) or subset <= 0
     ):
         raise HarnessError(f"--subset must be a positive integer, got {subset!r}")
+    try:  # the name is written into every result file: refuse it now, not after training (a Latin-1 folder name)
+        name.encode()
+    except UnicodeEncodeError:
+        raise HarnessError(f"dataset {os.fsencode(name)!r} is not valid UTF-8 text; rename the folder or file "
+                           "(e.g. with convmv -f latin1 -t utf8)") from None
     kind, sep, path = name.partition(":")
     if kind not in DATASETS:
         _load_plugin(kind)

@@ -34,6 +34,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -42,7 +43,7 @@ import numpy as np
 
 from harness.datasets.base import Dataset, LoadRequest, _make, register_dataset
 from harness.datasets.npz import _npz_classes
-from harness.datasets.pixels import stack, to_pixels, widen
+from harness.datasets.pixels import decode_row, match_splits, stack
 from harness.errors import HarnessError
 
 __all__ = ["HFOptions", "parse_hf_name"]
@@ -142,7 +143,7 @@ def _load_hf(request: LoadRequest) -> Dataset:
         has_test = test is not None and len(test) > 0
         x_test = _images(name, test, column) if has_test else np.zeros((0, *x.shape[1:]), np.uint8)
         if len(x_test) and x_test.shape[1:] != x.shape[1:]:
-            x, x_test = _match(name, x, x_test)
+            x, x_test = match_splits(name, x, x_test)
     else:
         tokenizer = _tokenizer(name, opts)
         ids = _tokenize(name, tokenizer, train, column, opts.max_length)
@@ -195,9 +196,15 @@ def _splits(name: str, opts: HFOptions, loaded: Any, is_dict: bool) -> tuple[Any
             if opts.test not in loaded:
                 raise HarnessError(f"{name}: the saved DatasetDict has no {opts.test!r} split (it has {splits}); "
                                    f"pick one with test=NAME, or test=none")
+            if opts.test == opts.split:  # held-out accuracy would be measured on the training rows
+                raise HarnessError(f"{name}: test={opts.test} is the training split; pick another split, or test=none")
             test = loaded[opts.test]
         else:
             test = loaded["test"] if "test" in loaded and opts.split != "test" else None
+            held = [s for s in splits if s.lower() in ("validation", "valid", "val", "dev") and s != opts.split]
+            if test is None and held:  # as imagefolder: warns of a val/ beside train/
+                warnings.warn(f"{name}: the DatasetDict has no 'test' split, so the dataset has no test split; "
+                              f"{held} is not read: pass test={held[0]} to use it as the test split", stacklevel=5)
     if len(train) == 0:
         raise HarnessError(f"{name}: the training split is empty (0 rows); it needs at least one sample per class")
     return train, test
@@ -332,29 +339,19 @@ def _class_names(name: str, train: Any, column: str, y: np.ndarray, y_test: np.n
 
 
 def _images(name: str, split: Any, column: str) -> np.ndarray:
-    """Decoded uint8 (N, C, H, W) by `imagefolder:`'s rule (`harness.datasets.pixels`): gray when every
-    image is gray, else RGB; modes wider than 8 bits refused; one size required."""
-    if not split.features[column].decode:  # saved with Image(decode=False): rows are {path, bytes}, not images
-        split = split.cast_column(column, replace(split.features[column], decode=True))
+    """Decoded uint8 (N, C, H, W) by `imagefolder:`'s rule (`harness.datasets.pixels`, rows opened as it opens
+    files: `decode_row`): gray when every image is gray, else RGB; modes wider than 8 bits refused; one size."""
+    feature = split.features[column]
+    rows = split.cast_column(column, replace(feature, decode=False)) if feature.decode else split
     arrays: list[np.ndarray] = []
-    for start in range(0, len(split), 1024):
-        for i, image in enumerate(split[start : start + 1024][column]):
-            if image is None:
-                raise HarnessError(f"{name}: row {start + i} has no image in column {column!r}; drop such rows")
-            arrays.append(to_pixels(image, f"{name}: the image of row {start + i} (column {column!r})"))
+    for start in range(0, len(rows), 1024):
+        for i, value in enumerate(rows[start : start + 1024][column], start):
+            arrays.append(decode_row(value, feature.mode, f"{name}: the image of row {i} (column {column!r})"))
     sizes = {a.shape[:2] for a in arrays}
     if len(sizes) > 1:
         raise HarnessError(f"{name}: images in column {column!r} have {len(sizes)} sizes (e.g. "
                            f"{sorted(sizes)[:3]}); resize them to one size before save_to_disk")
     return stack(arrays)
-
-
-def _match(name: str, x: np.ndarray, x_test: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """A gray split beside an RGB one becomes RGB; other differences are errors."""
-    if x.shape[2:] != x_test.shape[2:]:
-        raise HarnessError(f"{name}: test images are {x_test.shape[2]}x{x_test.shape[3]} but training images "
-                           f"are {x.shape[2]}x{x.shape[3]}; resize them to one size")
-    return widen(x), widen(x_test)
 
 
 def _tokenizer(name: str, opts: HFOptions) -> Any:

@@ -185,9 +185,11 @@ def _list_split(root: Path, class_to_idx: dict[str, int], tree: Path, seen: dict
                     f"the duplicate is intended"
                 )
             seen[real] = file
+            _check_utf8(file, tree)
             try:
                 st = file.stat()
-                stats.update(f"{file}\t{class_to_idx[cls]}\t{st.st_size}\t{st.st_mtime_ns}\t{st.st_ctime_ns}\n".encode())
+                stats.update(f"{file}\t{class_to_idx[cls]}\t{st.st_size}\t{st.st_mtime_ns}\t{st.st_ctime_ns}\n"
+                             .encode(errors="surrogateescape"))  # the folder's own path may be any bytes
             except OSError as exc:
                 raise HarnessError(f"cannot read image {file}: {exc}; remove the file or fix it") from exc
             entries.append((cls, file.relative_to(cls_dir).as_posix(), file, class_to_idx[cls]))
@@ -202,6 +204,17 @@ def _list_split(root: Path, class_to_idx: dict[str, int], tree: Path, seen: dict
         labels=np.array([e[3] for e in entries], dtype=np.int64),
         stat_digest=stats.hexdigest(),
     )
+
+
+def _check_utf8(file: Path, tree: Path) -> None:
+    """An image's name within the folder must be text: it is hashed into the fingerprint and written
+    into every score file (a name copied from a Latin-1 archive crashed the load with a traceback)."""
+    rel = file.relative_to(tree).as_posix()
+    try:
+        rel.encode()
+    except UnicodeEncodeError:
+        raise HarnessError(f"image {os.fsencode(file)!r} has a name that is not valid UTF-8 (its folder, or the "
+                           f"file); rename it, e.g. with `convmv -f latin1 -t utf8 -r --notest {tree}`") from None
 
 
 def _by_index(entries: list[tuple[str, str, Path, int]], root: Path, warn: bool) -> list[tuple[str, str, Path, int]]:

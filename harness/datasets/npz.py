@@ -7,8 +7,10 @@ dataset's fingerprint. The label rules (`_npz_labels`, `_npz_classes`) are share
 from __future__ import annotations
 
 import math
+import tokenize
 import warnings
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -93,7 +95,7 @@ def _read_npz(name: str, path: Path) -> dict[str, np.ndarray]:
             return {k: z[k] for k in z.files}
     except HarnessError:
         raise
-    except (OSError, EOFError, ValueError, zipfile.BadZipFile) as exc:
+    except (OSError, EOFError, ValueError, zipfile.BadZipFile, zlib.error) as exc:  # zlib: a damaged savez_compressed
         raise HarnessError(f"{name}: cannot read {path} as a .npz file ({exc}); {save_hint}") from exc
 
 
@@ -115,7 +117,7 @@ def _check_npz_member(name: str, path: Path, archive: zipfile.ZipFile, info: zip
                 shape, _, dtype = np.lib.format.read_array_header_2_0(f)
             else:  # rarer header versions: np.load still checks the data's length
                 return
-        except ValueError as exc:
+        except (ValueError, SyntaxError, tokenize.TokenError) as exc:  # numpy parses a damaged header as Python
             raise HarnessError(f"{name}: member {member!r} of {path} is not a numpy array ({exc}); "
                                f"{save_hint}") from exc
         header = f.tell()

@@ -13,6 +13,7 @@ which is exactly what `convert("RGB")` gives them.
 
 from __future__ import annotations
 
+import io
 from collections.abc import Sequence
 from typing import Any
 
@@ -57,6 +58,22 @@ def to_pixels(image: Any, where: str) -> np.ndarray:
     return np.asarray(image.convert("L" if is_gray(image) else "RGB"), dtype=np.uint8)
 
 
+def decode_row(value: dict[str, Any] | None, mode: str | None, where: str) -> np.ndarray:
+    """`to_pixels` of one stored image, a `datasets.Image(decode=False)` row ({"bytes", "path"}), opened with
+    PIL as `imagefolder:` opens a file. Not `datasets`' own decode, which turns EXIF-oriented photos upright:
+    the same files gave other pixels (and sizes) through `hf:` than through `imagefolder:`. `mode`: the
+    feature's `Image(mode=...)`; `where` names the row in errors (an undecodable row was not named)."""
+    from PIL import Image
+
+    if value is None or (value.get("bytes") is None and value.get("path") is None):
+        raise HarnessError(f"{where} is missing; drop such rows")
+    try:
+        with Image.open(io.BytesIO(value["bytes"]) if value["bytes"] is not None else value["path"]) as image:
+            return to_pixels(image.convert(mode) if mode else image, where)
+    except (OSError, ValueError) as exc:  # PIL: unidentified or truncated bytes; a path that is gone
+        raise HarnessError(f"{where} cannot be decoded ({exc}); drop or replace that row") from exc
+
+
 def stack(arrays: Sequence[np.ndarray]) -> np.ndarray:
     """(N, C, H, W) from same-size `to_pixels` arrays: 1 channel when all are gray, else RGB."""
     if all(a.ndim == 2 for a in arrays):
@@ -68,3 +85,11 @@ def stack(arrays: Sequence[np.ndarray]) -> np.ndarray:
 def widen(x: np.ndarray) -> np.ndarray:
     """(N, 1, H, W) gray to (N, 3, H, W) RGB, as `convert("RGB")` does; RGB stays as is."""
     return np.repeat(x, 3, axis=1) if x.shape[1] == 1 else x
+
+
+def match_splits(name: str, x: np.ndarray, x_test: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A gray split beside an RGB one becomes RGB (`hf:`); test images of another size are an error."""
+    if x.shape[2:] != x_test.shape[2:]:
+        raise HarnessError(f"{name}: test images are {x_test.shape[2]}x{x_test.shape[3]} but training images "
+                           f"are {x.shape[2]}x{x.shape[3]}; resize them to one size")
+    return widen(x), widen(x_test)

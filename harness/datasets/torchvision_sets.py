@@ -44,7 +44,14 @@ def _load_torchvision(name: str, root: Path, download: bool, subset: int | None)
     for train in (True, False):
         try:
             splits.append(cls(root=str(root), train=train, download=download))
-        except RuntimeError as exc:  # torchvision: "Dataset not found or corrupted ..."
+        except (RuntimeError, AssertionError, ValueError, EOFError) as exc:  # "Dataset not found ...", or a
+            # damaged file: MNIST's reader asserts on a bad header and fails a reshape on a short file
+            if not download and not _missing(exc):
+                raise HarnessError(
+                    f"{name}: dataset files under data root {root} are damaged ({type(exc).__name__}: "
+                    f"{str(exc)[:200]}); delete them and fetch them again with --download, or pass --data-root "
+                    f"DIR pointing at a good copy"
+                ) from exc
             if download:
                 raise HarnessError(
                     f"{name}: files under {root} are unusable after download ({exc}); "
@@ -70,6 +77,12 @@ def _load_torchvision(name: str, root: Path, download: bool, subset: int | None)
         tr.classes,
         subset,
     )
+
+
+def _missing(exc: BaseException) -> bool:
+    """torchvision's "Dataset not found" (CIFAR: "not found or corrupted", by its checksum), not a file it
+    found and could not parse."""
+    return isinstance(exc, RuntimeError) and "not found" in str(exc)
 
 
 def _nchw(data: np.ndarray | torch.Tensor) -> np.ndarray:
