@@ -95,8 +95,13 @@ class ClusterLost(WorkersLost):
 
 
 def _call(fn: JobFn, job: Job):
-    """The remote task: `fn` travels as an argument, so any picklable callable (a partial) works."""
-    return fn(job)
+    """The remote task: `fn` travels as an argument, so any picklable callable (a partial) works.
+    A SystemExit from the job's code becomes the job's failure: Ray would take it for a crashed
+    worker, retry the job and report a dead worker (KeyboardInterrupt is Ray's cancellation)."""
+    try:
+        return fn(job)
+    except SystemExit as e:
+        raise RuntimeError(f"SystemExit: {e}" if str(e) else "SystemExit") from None
 
 
 def _job_error(error: RayTaskError) -> BaseException:

@@ -131,18 +131,49 @@ def check_reachable(address: str) -> tuple[str, int]:
     host, port = split_address(address)
     infos = _resolve(host, port, address)
     errors = []
+    # a ray:// address is the head's Ray Client server, which `--port` (the GCS port) does not move
+    flag = "--ray-client-server-port" if address.startswith("ray://") else "--port"
     for family, kind, proto, _, sockaddr in infos:
         try:
             with socket.socket(family, kind, proto) as s:
                 s.settimeout(CONNECT_TIMEOUT_S)
                 s.connect(sockaddr)
-            return host, port
+                not_ray = _not_grpc(s)
         except OSError as e:
             errors.append(e.strerror or type(e).__name__)
-    # a ray:// address is the head's Ray Client server, which `--port` (the GCS port) does not move
-    flag = "--ray-client-server-port" if address.startswith("ray://") else "--port"
+            continue
+        if not_ray:  # Ray would try such a port for minutes (5 attempts of ~40 s), then fail
+            raise HarnessError(f"something answers at {address}, but not a Ray cluster ({not_ray}): pass the port "
+                               f"Ray's head listens on (`ray start --head {flag}=PORT`); {CLUSTER_HELP}")
+        return host, port
     raise HarnessError(f"no Ray cluster answers at {address} ({errors[0] if errors else 'no address'}): start it "
                        f"(`ray start --head {flag}={port}` on the head node) or fix --ray-address; {CLUSTER_HELP}")
+
+
+#: The HTTP/2 client preface and an empty SETTINGS frame: a gRPC server (Ray's GCS, its Client
+#: server) answers with a SETTINGS frame of its own, anything else (an HTTP/1 server, a database,
+#: a port that accepts and says nothing) does not.
+_H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes([0, 0, 0, 4, 0, 0, 0, 0, 0])
+
+
+def _not_grpc(s: socket.socket) -> str | None:
+    """None when the connected socket `s` speaks gRPC (HTTP/2) as Ray's head does, else what it did
+    instead. Not checked under TLS (RAY_USE_TLS), which a plain preface cannot reach."""
+    if os.environ.get("RAY_USE_TLS", "0").lower() in ("1", "true"):
+        return None
+    head = b""
+    try:
+        s.sendall(_H2_PREFACE)
+        while len(head) < 9:  # one frame header: length (3), type (1: 4 is SETTINGS), flags, stream
+            chunk = s.recv(9 - len(head))
+            if not chunk:
+                return f"it closed the connection{' after ' + repr(head[:40]) if head else ''}"
+            head += chunk
+    except TimeoutError:
+        return f"no HTTP/2 answer within {CONNECT_TIMEOUT_S:.0f} s{' but ' + repr(head[:40]) if head else ''}"
+    except OSError as e:
+        return f"the connection failed: {e.strerror or type(e).__name__}"
+    return None if head[3] == 4 else f"it answered {head[:40]!r}, not HTTP/2"
 
 
 def _resolve(host: str, port: int, address: str) -> list:

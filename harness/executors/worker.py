@@ -60,13 +60,16 @@ def attempt(fn: Any, job: Any) -> tuple[bool, Any]:
     driver's), so a bug in a job shows where it happened."""
     try:
         return True, fn(job)
-    except Exception as e:
-        traceback.print_exc()
+    except BaseException as e:  # SystemExit or KeyboardInterrupt from the job's code too (this process
+        traceback.print_exc()   # ignores SIGINT): the job's failure, not a dead worker to retry
         return False, portable(e)
 
 
-def portable(error: Exception) -> Exception:
-    """The exception itself if it survives pickling, else a RuntimeError naming it."""
+def portable(error: BaseException) -> Exception:
+    """The exception itself if it survives pickling, else a RuntimeError naming it; a BaseException
+    that is no Exception (SystemExit, ...) as a RuntimeError too, so it cannot end the driver."""
+    if not isinstance(error, Exception):
+        return RuntimeError(f"{type(error).__name__}: {error}" if str(error) else type(error).__name__)
     try:
         pickle.loads(pickle.dumps(error))
         return error
