@@ -9,6 +9,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
 import shutil
 import stat
 from collections.abc import Collection
@@ -76,6 +77,7 @@ def regular_files(root: Path, skip: Collection[str] = ()) -> list[str]:
 #: Written first into the folder of set-aside files: what the swap moves, so that a kill part-way is
 #: rolled back (or finished) by the next process that finds the folder.
 JOURNAL = ".memprox-journal.json"
+_JOURNAL_TEMP = re.compile(re.escape(f".{JOURNAL}.") + r"[A-Za-z0-9_]+")  # atomic_write's temporary file
 
 
 def swap_files(src: Path, dst: Path, incoming: dict[str, str], outgoing: list[str], aside: Path,
@@ -131,9 +133,12 @@ def roll_back(aside: Path, journal: dict) -> bool:
 
 def recover_swap(aside: Path, dst: Path) -> None:
     """Settle a swap into `dst` that a killed process left in `aside`: finish it if it was
-    committed, else roll it back. A folder without a well-formed journal for `dst` is left alone:
+    committed, else roll it back. One killed before its journal was in place (`unstarted`) moved
+    nothing and is removed. Any other folder without a well-formed journal for `dst` is left alone:
     nothing proves it is ours."""
     journal = _read_journal(aside)
+    if journal is None and unstarted(aside):
+        shutil.rmtree(aside, ignore_errors=True)
     if journal is None or journal["dst"] != str(dst):
         return
     commit, sha = journal["commit"]
@@ -142,6 +147,16 @@ def recover_swap(aside: Path, dst: Path) -> None:
         _finish(aside, journal)
     elif roll_back(aside, journal):
         shutil.rmtree(aside, ignore_errors=True)
+
+
+def unstarted(aside: Path) -> bool:
+    """Whether `aside` is a set-aside folder whose swap was killed before its journal was renamed into
+    place: nothing but the journal's temporary file (`atomic_write`'s), or nothing at all. No file
+    was moved yet (the journal comes first), so removing it loses nothing."""
+    try:
+        return all(_JOURNAL_TEMP.fullmatch(p.name) and stat.S_ISREG(os.lstat(p).st_mode) for p in aside.iterdir())
+    except OSError:
+        return False
 
 
 def _finish(aside: Path, journal: dict) -> None:

@@ -7,6 +7,7 @@ files into a folder is `harness.file_swap`'s.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import re
@@ -38,6 +39,10 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
         os.chmod(tmp, 0o666 & ~umask())
         write(Path(tmp))
         os.replace(tmp, path)
+    except OSError as e:  # a writer that lost the name (pandas on a full disk): the message names the file
+        if e.filename is not None:
+            raise
+        raise OSError(e.errno, e.strerror or str(e), str(path)) from e
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
@@ -154,6 +159,19 @@ def probe_writable(folder: Path, into: Path | None = None) -> None:
             probe = str(into / Path(probe).name)
     finally:
         os.unlink(probe)
+
+
+def name_fits(folder: Path, name: str) -> None:
+    """OSError (ENAMETOOLONG) when the file system of `folder` (or of its nearest existing ancestor)
+    takes no file name as long as `name`: a working folder named after --out, refused before training
+    rather than when the outputs are staged after it."""
+    try:
+        limit = os.pathconf(nearest_folder(folder), "PC_NAME_MAX")
+    except (AttributeError, OSError, ValueError):  # no pathconf (Windows), or no answer: the usual limit
+        limit = 255
+    if len(os.fsencode(name)) > limit:
+        raise OSError(errno.ENAMETOOLONG, "File name too long for the hidden working folders named after it beside "
+                      "it; a shorter name fits", str(folder / name))
 
 
 def nearest_folder(path: Path) -> Path:

@@ -27,7 +27,16 @@ from filelock import FileLock, Timeout
 from harness.config import ExperimentConfig
 from harness.errors import HarnessError, StorageError
 from harness.evaluation import ExperimentResult
-from harness.file_swap import JOURNAL, blocked_by, is_plain_relpath, plain_file, recover_swap, regular_files, swap_files
+from harness.file_swap import (
+    JOURNAL,
+    blocked_by,
+    is_plain_relpath,
+    plain_file,
+    recover_swap,
+    regular_files,
+    swap_files,
+    unstarted,
+)
 from harness.io import (
     atomic_write,
     atomic_write_text,
@@ -36,6 +45,7 @@ from harness.io import (
     folder_beside,
     free_bytes_short,
     leftovers,
+    name_fits,
     nearest_folder,
     pid_alive,
     probe_writable,
@@ -160,6 +170,7 @@ def check_out(out: Path, identity: str, overwrite: bool, store: Path, data_paths
         if not out.parent.is_dir():  # made by `staging`: nothing is there to clean up yet
             place = nearest_folder(out.parent)
             probe_writable(place)
+            _work_place(out)  # the names it will take there fit
         else:
             probe_writable(out if out.exists() else out.parent)
             place = _work_place(out)
@@ -224,12 +235,12 @@ def _work_place(out: Path) -> Path:
     """Where `out`'s staging and set-aside folders go: beside it when it does not exist yet or a file
     made there renames into it, else inside it (a mount point, a bind mount, a parent this process
     may not write)."""
-    if not out.is_dir():
-        return out.parent
-    try:
-        probe_writable(out.parent, into=out)
-    except OSError:
-        return out
+    if out.is_dir():
+        try:
+            probe_writable(out.parent, into=out)
+        except OSError:
+            return out
+    name_fits(out.parent, f".{out.name}.tmp-{os.getpid()}-{'x' * 8}")  # `_new_folder`'s longest name there
     return out.parent
 
 
@@ -249,17 +260,16 @@ def staging(out: Path | None) -> Iterator[Path | None]:
         return
     out = Path(out).resolve()
     tmp = None
-    try:
-        try:
-            out.parent.mkdir(parents=True, exist_ok=True)
-            tmp = _new_folder(out, "tmp", _work_place(out))
-            _HELD[tmp] = lock = FileLock(tmp / STAGING_LOCK)
-            lock.acquire()
-            (tmp / STAGING_MARKER).write_text("memprox staging folder of an experiment's outputs\n")
-        except OSError as e:
-            raise StorageError(f"cannot write outputs for {out} to {e.filename or out} ({e.strerror}); every run "
-                               "is kept in the store, rerun once the folder is writable") from e
+    try:  # a write refused here or in the block (a task's table or figure: not only `write`) is one line
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = _new_folder(out, "tmp", _work_place(out))
+        _HELD[tmp] = lock = FileLock(tmp / STAGING_LOCK)
+        lock.acquire()
+        (tmp / STAGING_MARKER).write_text("memprox staging folder of an experiment's outputs\n")
         yield tmp
+    except OSError as e:
+        raise StorageError(f"cannot write outputs for {out} to {e.filename or out} ({e.strerror or e}); every run "
+                           "is kept in the store, rerun once the folder is writable") from e
     finally:
         if tmp is not None:
             _release(tmp)
@@ -291,8 +301,8 @@ def write(result: ExperimentResult, runs: dict[RunSpec, StoredRun], tmp: Path, a
         write_record(tmp, identity)
         publish(tmp, out, identity, cfg.overwrite)
     except OSError as e:
-        raise StorageError(f"cannot write outputs to {e.filename or out} ({e.strerror or e}); every run is kept "
-                           "in the store, rerun once the folder is writable") from e
+        raise StorageError(f"cannot write outputs for {out} to {e.filename or out} ({e.strerror or e}); every run "
+                           "is kept in the store, rerun once the folder is writable") from e
 
 
 def score_file(name: str) -> str:
@@ -363,9 +373,9 @@ def _stale(out: Path) -> list[tuple[re.Match[str], Path]]:
     set-aside folder is found under the folder's lock, which every swap holds: none is running."""
     def owned(m: re.Match[str], folder: Path) -> bool:
         if m.group(1) == "old":
-            return plain_file(folder, JOURNAL) is not None
-        if plain_file(folder, STAGING_MARKER) is None:
-            return False
+            return plain_file(folder, JOURNAL) is not None or unstarted(folder)
+        if plain_file(folder, STAGING_MARKER) is None:  # a publish killed between dropping it and its rename
+            return read_record(folder)[0] is not None  # (it held the folder's lock, as the caller does now)
         if plain_file(folder, STAGING_LOCK) is None:
             return not pid_alive(int(m.group(2)))
         try:
