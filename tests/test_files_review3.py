@@ -11,35 +11,13 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from test_output_safety import Killed, _dead_pid, _prepare
 
 from harness import file_swap
-from harness.outputs import RECORD, STAGING_LOCK, STAGING_MARKER, clean_stale, publish, read_record, write_record
-from harness.outputs import staging as make_staging
-
-
-class Killed(BaseException):
-    """A kill -9 as far as the code can tell: no handler after it does its clean-up."""
-
-
-def _dead_pid() -> int:
-    child = subprocess.Popen([sys.executable, "-c", "pass"])
-    child.wait()
-    return child.pid
-
-
-def _staged(out: Path, identity: str, files: dict[str, str]):
-    staging = make_staging(out)
-    tmp = staging.__enter__()
-    for rel, text in files.items():
-        (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
-        (tmp / rel).write_text(text)
-    write_record(tmp, identity)
-    return staging, tmp
+from harness.outputs import RECORD, STAGING_LOCK, STAGING_MARKER, clean_stale, publish, read_record
 
 
 def _tree(root: Path) -> dict[str, bytes]:
@@ -60,12 +38,12 @@ def _kill_at_first_rename(monkeypatch) -> None:
 
 def test_a_kill_before_the_swap_journal_is_in_place_is_cleaned_by_the_next_run(tmp_path, monkeypatch) -> None:
     out = tmp_path / "out"
-    staging, tmp = _staged(out, "e1", {"leaderboard.csv": "old", "scores/a.csv": "old a"})
+    staging, tmp = _prepare(out, "e1", {"leaderboard.csv": "old", "scores/a.csv": "old a"})
     publish(tmp, out, "e1", overwrite=False)
     staging.__exit__(None, None, None)
     (out / "notes.md").write_text("mine")
     before = _tree(out)
-    staging, tmp = _staged(out, "e1", {"leaderboard.csv": "new", "scores/a.csv": "new a"})
+    staging, tmp = _prepare(out, "e1", {"leaderboard.csv": "new", "scores/a.csv": "new a"})
     def journal_killed(path, text):  # killed in the journal's atomic write: its temporary file is left
         (Path(path).parent / f".{Path(path).name}.q1w2e3r4").write_text(text[:10])
         raise Killed
@@ -92,7 +70,7 @@ def test_a_kill_before_the_swap_journal_is_in_place_is_cleaned_by_the_next_run(t
 
 def test_a_kill_at_the_rename_of_a_new_out_into_place_is_cleaned_by_the_next_run(tmp_path, monkeypatch) -> None:
     out = tmp_path / "out"
-    staging, tmp = _staged(out, "e1", {"leaderboard.csv": "board", "scores/a.csv": "a"})
+    staging, tmp = _prepare(out, "e1", {"leaderboard.csv": "board", "scores/a.csv": "a"})
     _kill_at_first_rename(monkeypatch)  # after the marker and lock were dropped, before the rename
     with pytest.raises(Killed):
         publish(tmp, out, "e1", overwrite=False)
@@ -105,7 +83,7 @@ def test_a_kill_at_the_rename_of_a_new_out_into_place_is_cleaned_by_the_next_run
     clean_stale(out)
     assert _beside(out) == [no_record.name] and (no_record / "thesis.tex").read_text() == "precious"
     staging.__exit__(None, None, None)
-    staging, tmp = _staged(out, "e1", {"leaderboard.csv": "board", "scores/a.csv": "a"})
+    staging, tmp = _prepare(out, "e1", {"leaderboard.csv": "board", "scores/a.csv": "a"})
     publish(tmp, out, "e1", overwrite=False)
     staging.__exit__(None, None, None)
     assert _tree(out)["scores/a.csv"] == b"a" and (out / RECORD).is_file()
