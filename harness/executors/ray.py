@@ -65,6 +65,7 @@ from harness.executors.ray_cluster import (  # noqa: F401  (re-exported: tests a
     split_address,
     token_file,
 )
+from harness.executors.worker import portable
 
 if TYPE_CHECKING:
     import torch
@@ -101,7 +102,7 @@ def _call(fn: JobFn, job: Job):
     try:
         return fn(job)
     except SystemExit as e:
-        raise RuntimeError(f"SystemExit: {e}" if str(e) else "SystemExit") from None
+        raise portable(e) from None
 
 
 def _job_error(error: RayTaskError) -> BaseException:
