@@ -8,11 +8,12 @@ for a plugin, so registering a taken name raises unless the caller opts into rep
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import importlib.metadata
 import inspect
 import re
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Generic, TypeVar
 
 from harness.errors import HarnessError
@@ -66,6 +67,13 @@ class Registry(Generic[T]):
 
     def values(self):
         return self._items.values()
+
+
+def did_you_mean(names: Iterable[str], valid: Iterable[str]) -> str:
+    """` (did you mean 'x'?)` naming the closest valid name of each mistyped one, or "" when none is close."""
+    valid = list(valid)
+    close = [m for n in names for m in difflib.get_close_matches(n.lower(), valid, n=1)]
+    return f" (did you mean {', '.join(repr(m) for m in close)}?)" if close else ""
 
 
 #: A name the command line can select: `--proxies a,b(k=1)` splits at commas and brackets and

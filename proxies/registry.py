@@ -5,7 +5,6 @@
 from __future__ import annotations
 
 import ast
-import difflib
 import inspect
 import re
 from collections import Counter
@@ -13,7 +12,7 @@ from typing import Any
 
 from harness.errors import HarnessError
 from harness.recorders import RecorderRequest
-from harness.registry import Registry, check_selectable_name, load_class_plugins
+from harness.registry import Registry, check_selectable_name, did_you_mean, load_class_plugins
 from proxies.base import Proxy
 
 ENTRY_POINT_GROUP = "memprox.proxies"
@@ -70,9 +69,8 @@ def available_proxies() -> dict[str, type[Proxy]]:
 def make_proxy(name: str, **params: Any) -> Proxy:
     proxies = available_proxies()
     if name not in proxies:
-        close = difflib.get_close_matches(name.lower(), list(proxies), n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise HarnessError(f"unknown proxy {name!r}{hint}; valid proxies: {', '.join(proxies)} (or 'all')")
+        raise HarnessError(f"unknown proxy {name!r}{did_you_mean([name], proxies)}; valid proxies: "
+                           f"{', '.join(proxies)} (or 'all')")
     return proxies[name](**params)
 
 

@@ -7,7 +7,6 @@ memorization reference), and evaluates every proxy's scores in a setting into ro
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +20,7 @@ from harness.datasets import Dataset
 from harness.errors import HarnessError
 from harness.metrics import detection_boot, detection_metrics
 from harness.prepared import PreparedData
-from harness.registry import Registry, check_selectable_name, load_class_plugins
+from harness.registry import Registry, check_selectable_name, did_you_mean, load_class_plugins
 from harness.runspec import DataSpec, RunSpec
 from harness.store import StoredRun
 from harness.tasks.reference import REFERENCE_DEFAULTS, ReferenceConfig, reference_config
@@ -169,9 +168,7 @@ def make_tasks(
         raise HarnessError(f"no tasks selected; pass --tasks with some of: {valid}")
     unknown = [n for n in names if n not in TASKS]
     if unknown:
-        close = [m for n in unknown for m in difflib.get_close_matches(n.lower(), list(TASKS), n=1)]
-        hint = f" (did you mean {', '.join(repr(m) for m in close)}?)" if close else ""
-        raise HarnessError(f"unknown task(s) {unknown}{hint}; valid tasks: {valid}")
+        raise HarnessError(f"unknown task(s) {unknown}{did_you_mean(unknown, TASKS)}; valid tasks: {valid}")
     repeated = sorted({n for n in names if names.count(n) > 1})
     if repeated:
         raise HarnessError(f"task(s) {repeated} selected more than once; list each task once in --tasks")
