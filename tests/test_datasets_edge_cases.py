@@ -198,6 +198,23 @@ def test_npz_empty_test_split_is_no_test_split(tmp_path: Path) -> None:
     assert img.x_train.dtype == torch.uint8 and img.is_image and img.x_test.shape == (0, 3, 4, 4)
 
 
+def test_npz_uint8_pixels_beside_unit_floats_are_refused_as_two_scales(tmp_path: Path) -> None:
+    """Both splits are normalized with the training split's statistics: x in 0..255 and x_test in
+    [0, 1] gave a silently wrong test accuracy. Floats on the pixel scale are still taken."""
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (8, 3, 4, 4), dtype=np.uint8)
+    y = np.arange(8) % 2
+    np.savez(tmp_path / "a.npz", x=images, y=y, x_test=images[:4] / 255.0, y_test=y[:4])
+    with pytest.raises(HarnessError, match=r"x in uint8 \(0\.\.255\) but x_test in floats within \[0, 1\]"):
+        load_dataset(f"npz:{tmp_path / 'a.npz'}")
+    np.savez(tmp_path / "b.npz", x=images / 255.0, y=y, x_test=images[:4], y_test=y[:4])
+    with pytest.raises(HarnessError, match=r"x_test in uint8 .* but x in floats"):
+        load_dataset(f"npz:{tmp_path / 'b.npz'}")
+    np.savez(tmp_path / "c.npz", x=images, y=y, x_test=images[:4].astype(np.float32), y_test=y[:4])
+    same = load_dataset(f"npz:{tmp_path / 'c.npz'}")
+    assert np.array_equal(same.x_test.numpy(), images[:4].astype(np.float32))
+
+
 def test_a_run_on_an_npz_without_test_samples_reports_nan_test_accuracy(tmp_path: Path, make_config) -> None:
     from harness.experiment import Experiment
 

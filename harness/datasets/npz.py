@@ -71,9 +71,24 @@ def _load_npz(request: LoadRequest) -> Dataset:
             f"{name}: x_test samples are {x_test.shape[1:]} but x samples are {x.shape[1:]}; save them with one shape"
         )
     if x.dtype != x_test.dtype:  # uint8 images in one split, real values in the other: compare as floats
+        _check_one_scale(name, path, x, x_test)
         x, x_test = x.astype(np.float32), x_test.astype(np.float32)
     classes = _npz_classes(name, arrays.get("classes"), y, y_test)
     return _make(name, x, y, x_test, y_test, classes, request.subset, fingerprint=file_sha256(path)[:16])
+
+
+def _check_one_scale(name: str, path: Path, x: np.ndarray, x_test: np.ndarray) -> None:
+    """uint8 pixels (0..255) in one split and floats within [0, 1] in the other are two scales: both
+    are normalized with the training split's statistics, so the test accuracy was silently that of
+    images 255 times too dark or too bright."""
+    ints, floats = (x, x_test) if x.dtype == np.uint8 else (x_test, x)
+    if floats.size and ints.size and int(ints.max()) > 1 and float(np.abs(floats).max()) <= 1.0:
+        int_key, float_key = ("x", "x_test") if ints is x else ("x_test", "x")
+        raise HarnessError(
+            f"{name}: {path} has {int_key} in uint8 (0..{int(ints.max())}) but {float_key} in floats within "
+            f"[0, 1]: two scales, so one split would be normalized wrongly; save both as uint8 "
+            f"(({float_key} * 255).round().astype(np.uint8)) or both as floats on one scale"
+        )
 
 
 def _read_npz(name: str, path: Path) -> dict[str, np.ndarray]:
