@@ -1,4 +1,4 @@
-"""Figures for the theory-validation task and for looking at extreme samples.
+"""Figures for the theory-validation task and for looking at extreme samples and suspects.
 
 Figures are built on ``matplotlib.figure.Figure`` with an explicit Agg canvas instead of pyplot:
 no display is ever touched (headless servers, CI), no global figure registry grows across a long
@@ -9,10 +9,12 @@ interrupted run never leaves a truncated PNG that looks finished.
 
 from __future__ import annotations
 
+import math
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -259,3 +261,25 @@ def _draw_grid(images: np.ndarray, scores: np.ndarray, classes: Sequence[str], p
                         spine.set_visible(False)
             axes[c, 0].set_ylabel(str(name), fontsize=7, rotation=0, ha="right", va="center")
     return _Grid(fig, cells)
+
+
+def plot_suspects(table: pd.DataFrame, pictures: np.ndarray, by: str, path: str | Path,
+                  classes: Sequence[str] | None, columns: int) -> Path:
+    """PNG grid of the suspects in `table` (index, label, predicted, score), captioned
+    `#index given->predicted` and the score: the tracker's `plot_suspects` and the suspects task's figure."""
+    rows = max(1, math.ceil(len(table) / columns))
+    fig = new_figure((columns * 1.1, rows * 1.3 + 0.4))
+    fig.suptitle(f"top {len(table)} by {by}", fontsize=8)
+    axes = fig.subplots(rows, columns, squeeze=False)
+
+    def name(c: Any) -> str:
+        return "?" if pd.isna(c) else (classes[int(c)] if classes is not None else str(int(c)))
+
+    for cell, ax in enumerate(axes.flat):
+        if cell < len(table):
+            r = table.iloc[cell]
+            caption = f"#{int(r['index'])} {name(r['label'])}->{name(r['predicted'])}\n{r['score']:.3g}"
+            show_image(ax, pictures[int(r["index"])], caption)
+        else:
+            ax.set_axis_off()
+    return save_figure(fig, path)

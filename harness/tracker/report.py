@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -86,23 +85,8 @@ def check_png_path(path: str | Path) -> Path:
 
 def draw_suspects(table: pd.DataFrame, pictures: np.ndarray, by: str, path: str | Path,
                   classes: Sequence[str] | None, columns: int) -> Path:
-    """PNG grid of the suspects in `table` (index, label, predicted, score), captioned
-    `#index given->predicted` and the score."""
-    from harness.plots import new_figure, save_figure, show_image  # the extreme-image grid's drawing
+    """PNG grid of the suspects in `table` (`harness.plots.plot_suspects`, imported here so that the
+    tracker loads matplotlib only when it draws)."""
+    from harness.plots import plot_suspects
 
-    rows = max(1, math.ceil(len(table) / columns))
-    fig = new_figure((columns * 1.1, rows * 1.3 + 0.4))
-    fig.suptitle(f"top {len(table)} by {by}", fontsize=8)
-    axes = fig.subplots(rows, columns, squeeze=False)
-
-    def name(c: Any) -> str:
-        return "?" if pd.isna(c) else (classes[int(c)] if classes is not None else str(int(c)))
-
-    for cell, ax in enumerate(axes.flat):
-        if cell < len(table):
-            r = table.iloc[cell]
-            caption = f"#{int(r['index'])} {name(r['label'])}->{name(r['predicted'])}\n{r['score']:.3g}"
-            show_image(ax, pictures[int(r["index"])], caption)
-        else:
-            ax.set_axis_off()
-    return save_figure(fig, path)
+    return plot_suspects(table, pictures, by, path, classes, columns)
