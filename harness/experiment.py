@@ -58,6 +58,8 @@ class Experiment:
             raise HarnessError(f"unknown model {cfg.model!r}; valid models: {', '.join(sorted(MODELS))}")
         self.proxies: list[Proxy] = resolve_proxies(cfg.proxies, cfg.proxy_args)
         self.tasks = make_tasks(cfg.tasks, cfg.task_args, cfg.reference)
+        for task in self.tasks:
+            task.check_proxies(self.proxies)
         self.device = resolve_device(cfg.device)
         if cfg.threads:
             torch.set_num_threads(cfg.threads)

@@ -30,7 +30,7 @@ class PluginTask(Task):
 
 def test_tasks_are_a_registry_and_a_taken_name_is_an_error() -> None:
     assert isinstance(TASKS, Registry)
-    assert list(TASKS) == ["cost", "duplicates", "memorization", "mislabeled", "privacy", "theory"]
+    assert list(TASKS) == ["cost", "duplicates", "memorization", "mislabeled", "privacy", "suspects", "theory"]
 
     class Impostor(PluginTask):
         name = "mislabeled"

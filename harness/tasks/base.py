@@ -85,6 +85,9 @@ class Task:
     def bind(self, tasks: list[Task]) -> None:
         """Called once by make_tasks with every selected task (e.g. cost borrows a sibling's settings)."""
 
+    def check_proxies(self, proxies: list[Proxy]) -> None:
+        """Raise HarnessError when a parameter names a proxy that is not selected (before training)."""
+
     def settings(self, cfg: ExperimentConfig, base_data: DataSpec, dataset: Dataset) -> list[Setting]:
         raise NotImplementedError
 

@@ -1,0 +1,124 @@
+"""Suspects: the data as given, ranked, for a person to look at -- the task for real data that has
+no ground truth to score against.
+
+The other tasks inject label noise or duplicates so that a detector can be scored; a data-quality
+engineer has one dataset and wants to know which of its samples to check first. This task trains
+the clean base run per seed (no corruption; the runs the proxies need on it, shared with `cost`)
+and, with an output folder, writes per seed:
+
+- `suspects/suspects_seed<s>.csv`: every training sample, most suspicious first by the proxy
+  `by`: rank, index, file (image folders), the label given, the label the final model predicts,
+  that model's probability of the given label, and every selected proxy's score (higher = more
+  suspicious). Ties keep index order here; this is a reading order, not a metric.
+- `figures/suspects_seed<s>.png` (image data): the top `k` by `by`, captioned
+  `#index given->predicted` and the score.
+
+Rows, per proxy: `predicted_other_at_k`, the share of the proxy's top k that the final model
+assigns to another class than the given one (expected value under random tie-breaking, as
+precision at k). It is a description, not an accuracy: no one knows which labels are wrong, and a
+sample the model predicts as its given class can still be mislabeled (the model fitted it).
+
+Parameters (`--task-arg suspects.NAME=VALUE`): `k` (40, at most 400: the grid's images and the
+rows' k) and `by` (the proxy to sort and draw by; default csl when selected, else the first
+selected proxy).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from harness.config import ExperimentConfig
+from harness.datasets import Dataset
+from harness.errors import HarnessError
+from harness.io import atomic_write
+from harness.metrics import precision_at_k
+from harness.recorders import RecorderRequest
+from harness.runspec import DataSpec, RunSpec
+from harness.tasks.base import EvalContext, Row, Setting, Task, positive_int, register_task
+from proxies.base import Need, Proxy
+
+#: The final eval pass over the training set: the model's own prediction of every sample.
+EVAL_LAST = RecorderRequest.of("eval_pass", epochs="last")
+#: Images drawn at most: a grid of 400 is already 50 rows.
+MAX_K = 400
+COLUMNS = 8
+
+
+@register_task
+class Suspects(Task):
+    name = "suspects"
+    description = ("your data as given, no injected noise: every sample ranked by a proxy, with the given and "
+                   "predicted label (CSV), the top k drawn (figure)")
+    defaults = {"k": 40, "by": ""}
+
+    def validate(self) -> None:
+        positive_int(self.name, "k", self.params["k"], maximum=MAX_K)
+        if not isinstance(self.params["by"], str):
+            raise HarnessError(f"suspects.by must name a proxy, got {self.params['by']!r}")
+
+    def check_proxies(self, proxies: list[Proxy]) -> None:
+        """`by` must name a selected proxy (checked before training, once the proxies are known)."""
+        labels = [p.label for p in proxies]
+        by = self.params["by"]
+        if by and by not in labels:
+            raise HarnessError(f"suspects.by={by} names no selected proxy; pass one of {', '.join(labels)}, "
+                               f"or add {by} to --proxies")
+
+    def sort_by(self, labels: list[str]) -> str | None:
+        """`by`; csl or the first proxy when `by` is not given, or failed to score (reported as a failure)."""
+        if self.params["by"] in labels:
+            return self.params["by"]
+        return "csl" if "csl" in labels else (labels[0] if labels else None)
+
+    def settings(self, cfg: ExperimentConfig, base_data: DataSpec, dataset: Dataset) -> list[Setting]:
+        return [Setting(self.name, "clean", base_data, seed) for seed in cfg.seeds]
+
+    def needs(self, setting: Setting, base: RunSpec, cfg: ExperimentConfig) -> list[Need]:
+        return [Need(base, frozenset({EVAL_LAST}))]
+
+    def evaluate(self, ctx: EvalContext, scores: dict[str, np.ndarray]) -> list[Row]:
+        eval_last = ctx.runs[ctx.base].arrays(EVAL_LAST.key)
+        labels = ctx.data.labels
+        predicted = np.asarray(eval_last["probs_last"]).argmax(axis=1)
+        other = predicted != labels
+        k = min(self.params["k"], ctx.data.n)
+        rows: list[Row] = [{"proxy": proxy, "metric": "predicted_other_at_k", "value": precision_at_k(other, s, k)}
+                           for proxy, s in scores.items()]
+        by = self.sort_by(list(scores))
+        if ctx.out is not None and by is not None:
+            table = self.table(ctx, scores, by, predicted, np.asarray(eval_last["p_label"])[-1])
+            self.write(ctx, table, by, k)
+        return rows
+
+    @staticmethod
+    def table(ctx: EvalContext, scores: dict[str, np.ndarray], by: str, predicted: np.ndarray,
+              p_label: np.ndarray) -> pd.DataFrame:
+        """Every sample, most suspicious first by `by` (NaN scores last)."""
+        files = ctx.data.dataset.sample_names
+        columns: dict[str, Any] = {"index": np.arange(ctx.data.n)}
+        if files is not None:
+            columns["file"] = list(files)
+        columns |= {"label": ctx.data.labels, "predicted": predicted, "p_label": p_label, **scores}
+        table = pd.DataFrame(columns)
+        table = table.sort_values(by, ascending=False, kind="stable", na_position="last").reset_index(drop=True)
+        table.insert(0, "rank", np.arange(1, len(table) + 1))
+        return table
+
+    @staticmethod
+    def write(ctx: EvalContext, table: pd.DataFrame, by: str, k: int) -> None:
+        out, seed = Path(ctx.out), ctx.setting.seed
+        name = f"suspects/suspects_seed{seed}.csv"
+        atomic_write(out / name, lambda path: table.to_csv(path, index=False))
+        ctx.artifacts.setdefault("suspects", []).append(name)
+        dataset = ctx.data.dataset
+        if dataset.is_image:
+            from harness.plots import plot_suspects
+
+            top = table.head(k)[["index", "label", "predicted", by]].rename(columns={by: "score"})
+            figure = plot_suspects(top, ctx.data.x.cpu().numpy(), by, out / "figures" / f"suspects_seed{seed}.png",
+                                   list(dataset.classes), COLUMNS)
+            ctx.artifacts.setdefault("figures", []).append(str(figure.relative_to(out)))

@@ -1,0 +1,117 @@
+"""The suspects task: real data without ground truth, ranked for a person to check. Its CSV must
+hold the stored run's own predictions and the proxies' own scores in the proxy's order, its row
+must be the share of the top k the model predicts as another class, and on data with real
+(unannounced) label errors the top suspects must be those errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.datasets import load_digits
+
+from harness.cli import main
+from harness.errors import HarnessError
+from harness.experiment import Experiment
+from harness.runspec import RunSpec
+from harness.tasks import make_tasks
+from harness.tasks.suspects import EVAL_LAST
+
+
+def _run(make_config, **overrides):
+    cfg = make_config(tasks=("suspects",), **overrides)
+    exp = Experiment(cfg)
+    return exp, exp.run()
+
+
+def test_the_csv_ranks_every_sample_with_the_runs_own_predictions(make_config) -> None:
+    exp, result = _run(make_config, proxies="csl,aum", task_args={"suspects": {"k": 25}})
+    out = Path(exp.cfg.out)
+    table = pd.read_csv(out / "suspects" / "suspects_seed0.csv")
+    scores = result.scores["clean_seed0"]
+    n = len(scores)
+    assert list(table.columns) == ["rank", "index", "label", "predicted", "p_label", "csl", "aum"]
+    assert table["rank"].tolist() == list(range(1, n + 1)) and sorted(table["index"]) == list(range(n))
+    assert (np.diff(table["csl"].to_numpy()) <= 0).all()  # csl by default, most suspicious first
+    by_index = table.set_index("index").sort_index()
+    np.testing.assert_allclose(by_index["csl"], scores["csl"], rtol=1e-6)
+    np.testing.assert_allclose(by_index["aum"], scores["aum"], rtol=1e-6)
+    (base,) = [b for _, _, b in exp.plan.settings]
+    stored = exp.store.get(base).arrays(EVAL_LAST.key)
+    assert (by_index["predicted"].to_numpy() == stored["probs_last"].argmax(1)).all()
+    np.testing.assert_allclose(by_index["p_label"], stored["p_label"][-1], rtol=1e-6)
+    assert (by_index["label"].to_numpy() == scores["label"].to_numpy()).all()
+    # the row: share of csl's 25 highest that the model predicts as another class (no ties in csl here)
+    top = np.argsort(-scores["csl"].to_numpy(), kind="stable")[:25]
+    other = by_index["predicted"].to_numpy() != by_index["label"].to_numpy()
+    row = result.raw[(result.raw.proxy == "csl") & (result.raw.metric == "predicted_other_at_k")]
+    assert row["value"].item() == pytest.approx(other[top].mean())
+    assert (out / "figures" / "suspects_seed0.png").stat().st_size > 0
+
+
+def test_real_label_errors_top_the_list(tmp_path: Path, make_config) -> None:
+    """Digits with 5 % of the labels changed in the file itself: the task knows nothing of it, and
+    the 40 highest-CSL samples are mostly those changed labels (chance would give 2 of 40)."""
+    digits = load_digits()
+    rng = np.random.default_rng(0)
+    y = digits.target.copy()
+    changed = rng.choice(len(y), size=int(0.05 * len(y)), replace=False)
+    y[changed] = (y[changed] + rng.integers(1, 10, len(changed))) % 10
+    x = (digits.images * 255 / 16).round().astype(np.uint8)
+    np.savez(tmp_path / "mine.npz", x=x, y=y)
+    exp, _ = _run(make_config, dataset=f"npz:{tmp_path / 'mine.npz'}", epochs=10, lr=0.1)
+    table = pd.read_csv(Path(exp.cfg.out) / "suspects" / "suspects_seed0.csv")
+    hits = np.isin(table["index"].head(40), changed).sum()
+    assert hits >= 30, hits
+
+
+def test_by_orders_and_draws_by_another_proxy(make_config) -> None:
+    exp, _ = _run(make_config, proxies="csl,final_loss", task_args={"suspects": {"by": "final_loss", "k": 8}})
+    table = pd.read_csv(Path(exp.cfg.out) / "suspects" / "suspects_seed0.csv")
+    assert (np.diff(table["final_loss"].to_numpy()) <= 0).all()
+    assert not (np.diff(table["csl"].to_numpy()) <= 0).all()
+
+
+def test_image_folder_suspects_name_their_files(tmp_path: Path, make_config) -> None:
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for c in ("cat", "dog"):
+        (tmp_path / "imgs" / c).mkdir(parents=True)
+        for i in range(12):
+            Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(tmp_path / "imgs" / c / f"{c}{i}.png")
+    exp, _ = _run(make_config, dataset=f"imagefolder:{tmp_path / 'imgs'}", task_args={"suspects": {"k": 4}})
+    table = pd.read_csv(Path(exp.cfg.out) / "suspects" / "suspects_seed0.csv")
+    names = exp.dataset.sample_names
+    assert [names[i] for i in table["index"]] == table["file"].tolist()
+    assert (Path(exp.cfg.out) / "figures" / "suspects_seed0.png").exists()
+
+
+def test_suspects_shares_the_clean_run_with_cost_and_adds_only_the_eval_pass(make_config) -> None:
+    exp = Experiment(make_config(tasks=("suspects", "cost"), proxies="csl"))
+    runs: dict[RunSpec, set] = exp.plan.runs
+    assert len(runs) == 1
+    assert {r.key for r in next(iter(runs.values()))} == {"train_loss", EVAL_LAST.key}
+
+
+def test_a_by_that_names_no_selected_proxy_is_refused_before_training(tmp_path: Path, capsys) -> None:
+    store = tmp_path / "store"
+    code = main(["run", "--tasks", "suspects", "--proxies", "csl", "--task-arg", "suspects.by=aum",
+                 "--store", str(store), "--out", str(tmp_path / "out"), "--epochs", "1"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "suspects.by=aum names no selected proxy; pass one of csl, or add aum to --proxies" in err
+    assert not store.exists()
+
+
+@pytest.mark.parametrize("args, message", [
+    ({"k": 0}, "suspects.k must be a positive integer"),
+    ({"k": 401}, "suspects.k must be at most 400"),
+    ({"by": 3}, "suspects.by must name a proxy"),
+    ({"kk": 3}, "task 'suspects' has no parameter(s) ['kk']"),
+])
+def test_bad_parameters_are_refused(args: dict, message: str) -> None:
+    with pytest.raises(HarnessError, match=message.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[")):
+        make_tasks(["suspects"], {"suspects": args})
