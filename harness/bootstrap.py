@@ -19,11 +19,16 @@ Method, as the leaderboard reports it:
    so it carries both the sample and the seed variation. (The seed stage also sees the sampling
    noise, once more, in the spread of the seeds' values: with S = 3 such seeds the intervals still
    cover about 98 %, conservative rather than too narrow.)
-3. Paired test against the best proxy (best = highest mean; lowest for cost-like metrics): on
-   the same combined replicates, d_b = proxy_b - best_b (sign flipped when lower is better).
-   ``p_vs_best`` = fraction of replicates with d_b >= 0 (how often the proxy is at least as good
-   as the best); ``tied_with_best`` = the 95 % percentile interval of d contains 0 (the best is
-   tied with itself).
+3. Paired test against the best proxy (best = highest mean; lowest for cost-like metrics): with
+   the same seed draw, d_b averages proxy - best over the drawn copies of the seeds where *both*
+   have a replicate (sign flipped when lower is better) -- paired over samples and seeds, so a
+   proxy that failed a seed is compared on the seeds they share (taking the difference of the
+   two seed means instead compared different seeds: missing a hard seed bought a proxy 0.15
+   worse on every shared seed a tie). With every seed present it is the difference of the
+   combined replicates. ``p_vs_best`` = fraction of replicates with d_b >= 0 (how often the
+   proxy is at least as good as the best); ``tied_with_best`` = the 95 % percentile interval of d
+   contains 0, or lies above it (a proxy better than the best on their shared seeds, whose mean
+   is lower only because the best missed a hard seed, is not worse; the best is tied with itself).
 Replicates whose metric is undefined (e.g. a resample without positives) are NaN and ignored.
 """
 
@@ -136,18 +141,32 @@ def percentile_interval(replicates: np.ndarray, level: float = LEVEL) -> tuple[n
 def compare_to_best(
     replicates: np.ndarray, best: int, higher_is_better: bool = True, level: float = LEVEL
 ) -> tuple[np.ndarray, np.ndarray]:
-    """replicates (P, B) -> (p_vs_best, tied_with_best) per proxy, paired on the replicates.
+    """replicates (P, B) -> (p_vs_best, tied_with_best) per proxy, paired on the replicates
+    (`compare_differences` of each proxy's replicates minus those of proxy `best`)."""
+    return compare_differences(replicates - replicates[best], higher_is_better, level)
 
-    p_vs_best: fraction of replicates in which the proxy is at least as good as proxy `best`;
-    tied_with_best: the `level` percentile interval of the difference contains 0. A proxy
-    without finite paired replicates gets NaN and False."""
-    diff = replicates - replicates[best]
+
+def paired_differences(values: np.ndarray, best: int, rng: np.random.Generator) -> np.ndarray:
+    """values (P, S, B) -> (P, B) replicates of proxy minus `best`, each averaging the difference
+    over the drawn seeds where both have a value (`combine_seeds` of the per-seed differences):
+    paired over seeds as well as samples. `rng` must draw as the one that made the proxies'
+    replicates (the same key), so the comparison reads the very draws their intervals did."""
+    return combine_seeds(values - values[best], rng)
+
+
+def compare_differences(
+    diff: np.ndarray, higher_is_better: bool = True, level: float = LEVEL
+) -> tuple[np.ndarray, np.ndarray]:
+    """diff (P, B), replicates of each proxy minus the best -> (p_vs_best, tied_with_best).
+
+    p_vs_best: fraction of replicates in which the proxy is at least as good as the best;
+    tied_with_best: the `level` percentile interval of the difference contains 0 or lies above
+    it (not worse than the best). A proxy without finite paired replicates gets NaN and False."""
     if not higher_is_better:
         diff = -diff
     valid = np.isfinite(diff)
     n_valid = valid.sum(axis=1)
     p = np.divide((diff >= 0).sum(axis=1, where=valid), n_valid, out=np.full(len(diff), np.nan),
                   where=n_valid > 0)
-    low, high = percentile_interval(diff, level)
-    tied = (low <= 0) & (high >= 0)
-    return p, tied
+    _, high = percentile_interval(diff, level)
+    return p, high >= 0  # NaN (no finite replicate) compares False

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from harness.bootstrap import combine_seeds, compare_to_best, generator, percentile_interval
+from harness.bootstrap import combine_seeds, compare_differences, generator, paired_differences, percentile_interval
 
 KEYS = ["task", "dataset", "model", "setting", "proxy", "metric"]
 STATS = ["mean", "std", "n_seeds", "ci_low", "ci_high", "p_vs_best", "tied_with_best"]
@@ -31,7 +31,10 @@ def higher_is_better(task: str, metric: str) -> bool:
 
 def _intervals(group: pd.DataFrame, task: str, setting: str, metric: str) -> pd.DataFrame:
     """CI and comparison columns for one (task, dataset, model, setting, metric): the proxies'
-    per-seed replicates stacked (P, S, B), seeds resampled with one draw for all proxies."""
+    per-seed replicates stacked (P, S, B), seeds resampled with one draw for all proxies. A seed
+    whose value is undefined (NaN: not in the mean nor in n_seeds) adds no replicates either: a
+    top-k Pearson whose tied maxima fill the top k is NaN, yet resamples that missed some of them
+    are defined, and their other statistic made a [-1, 1] "interval" around a NaN mean."""
     rows = group[group["boot"].map(lambda b: isinstance(b, np.ndarray) and b.size > 0)]
     if rows.empty:
         return pd.DataFrame(columns=["proxy", "ci_low", "ci_high", "p_vs_best", "tied_with_best"])
@@ -39,9 +42,11 @@ def _intervals(group: pd.DataFrame, task: str, setting: str, metric: str) -> pd.
     seeds = sorted(set(rows["seed"]))
     b = max(len(x) for x in rows["boot"])
     values = np.full((len(proxies), len(seeds), b), np.nan)
-    for proxy, seed, boot in zip(rows["proxy"], rows["seed"], rows["boot"], strict=True):
-        values[proxies.index(proxy), seeds.index(seed), : len(boot)] = boot
-    reps = combine_seeds(values, generator("seeds", task, setting, metric, *seeds))
+    for proxy, seed, value, boot in zip(rows["proxy"], rows["seed"], rows["value"], rows["boot"], strict=True):
+        if np.isfinite(value):
+            values[proxies.index(proxy), seeds.index(seed), : len(boot)] = boot
+    key = ("seeds", task, setting, metric, *seeds)
+    reps = combine_seeds(values, generator(*key))
     low, high = percentile_interval(reps)
     means = rows.groupby("proxy", sort=False)["value"].mean().reindex(proxies).to_numpy()
     higher = higher_is_better(task, metric)
@@ -50,7 +55,9 @@ def _intervals(group: pd.DataFrame, task: str, setting: str, metric: str) -> pd.
     tied = np.zeros(len(proxies), dtype=bool)
     if finite.any():
         best = int(np.nanargmax(means) if higher else np.nanargmin(means))
-        p_vs_best, tied = compare_to_best(reps, best, higher)
+        # the same seed draw as reps, differences taken within each seed: a proxy missing a seed is
+        # compared with the best on the seeds they share, never on a different set of seeds
+        p_vs_best, tied = compare_differences(paired_differences(values, best, generator(*key)), higher)
     return pd.DataFrame({"proxy": proxies, "ci_low": low, "ci_high": high, "p_vs_best": p_vs_best,
                          "tied_with_best": pd.array(np.where(finite, tied, False), dtype="boolean")})
 
