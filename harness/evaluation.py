@@ -41,6 +41,7 @@ class ExperimentResult:
     failures: list[str] = field(default_factory=list)
     trained: list[str] = field(default_factory=list)
     reused: list[str] = field(default_factory=list)
+    resumed: dict[str, int] = field(default_factory=dict)  # trained label -> the epoch a checkpoint resumed it at
     outputs: dict[str, object] = field(default_factory=dict)
     base_train_acc: list[float] = field(default_factory=list)  # eval-mode, on the labels trained on
     flipped_fit: dict[str, float] = field(default_factory=dict)  # noisy base run's hash -> share fitted
@@ -144,7 +145,7 @@ def evaluate(cfg: ExperimentConfig, plan: Plan, proxies: list[Proxy], ran: Runne
         raw = pd.DataFrame(rows, columns=RAW_COLUMNS)  # written without the bootstrap arrays ("boot")
         board = aggregate(full if "boot" in full.columns else raw)
     with timer("write"):
-        result = ExperimentResult(raw, board, failures, ran.trained, ran.reused)
+        result = ExperimentResult(raw, board, failures, ran.trained, ran.reused, dict(ran.resumed))
         bases = dict.fromkeys(b for _, _, b in plan.settings if b in runs)  # tasks share base runs: each once
         result.base_train_acc = [runs[b].manifest.train_acc for b in bases]
         result.flipped_fit = flipped_fit(plan, runs, prepared)

@@ -74,6 +74,7 @@ class JobResult:
 
     outputs: dict[RunSpec, tuple[dict[str, dict[str, np.ndarray]], Manifest]] = field(default_factory=dict)
     failures: dict[RunSpec, str] = field(default_factory=dict)
+    resumed: dict[RunSpec, int] = field(default_factory=dict)  # spec -> the epoch its checkpoint resumed it at
 
 
 # per-process caches: a worker that gets several jobs on one dataset loads and prepares it once
@@ -159,7 +160,10 @@ def run_job(job: Job) -> JobResult:
     if job.engine == "ensemble":
         outs = train_members(job.specs, data, job.requests, progress=job.progress, max_members=len(job.specs))
     else:
-        outs = [_train_single(job, data)]
+        out, resumed_at = _train_single(job, data)
+        outs = [out]
+        if resumed_at is not None:
+            result.resumed[job.specs[0]] = resumed_at
     wall = (time.perf_counter() - t0) / len(job.specs)
     for spec, out in zip(job.specs, outs, strict=True):
         if isinstance(out, RunFailed):
@@ -169,7 +173,8 @@ def run_job(job: Job) -> JobResult:
     return result
 
 
-def _train_single(job: Job, data: PreparedData) -> RunOutput | RunFailed:
+def _train_single(job: Job, data: PreparedData) -> tuple[RunOutput | RunFailed, int | None]:
+    """The run, and the epoch its checkpoint resumed it at (None: trained from the start)."""
     from harness.store import RunStore  # checkpoints go through the store's paths and atomic writes
 
     (spec,) = job.specs
@@ -184,14 +189,16 @@ def _train_single(job: Job, data: PreparedData) -> RunOutput | RunFailed:
             warnings.warn(f"cannot write a checkpoint of {spec.label()} under {store.root / 'partial'} "
                           f"({e.strerror or e}); training goes on without it")
 
+    state = store.load_checkpoint(spec, keys) if store else None
+    resumed_at = int(state["epoch"]) if state is not None else None
     try:
         return train_run(
             spec, data, list(job.requests),
-            resume_state=store.load_checkpoint(spec, keys) if store else None,
+            resume_state=state,
             checkpoint=checkpoint if store else None,
             checkpoint_every_s=job.checkpoint_every_s,
             progress=job.progress,
             compile=job.compile,
-        )
+        ), resumed_at
     except RunFailed as e:
-        return e
+        return e, resumed_at

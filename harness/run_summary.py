@@ -29,6 +29,7 @@ def summary(result: ExperimentResult, runs: dict[RunSpec, StoredRun], cfg: Exper
                  for r in runs.values()],
         "trained": result.trained,
         "reused": result.reused,
+        "resumed": result.resumed,  # of the trained runs: label -> the epoch its checkpoint resumed it at
         "failures": result.failures,
         "outputs": {"leaderboard": "leaderboard.csv", "raw": "raw.csv", "markdown": "leaderboard.md",
                     **result.outputs},

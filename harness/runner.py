@@ -30,6 +30,7 @@ class RunnerResult:
     failed: dict[RunSpec, str] = field(default_factory=dict)  # spec -> why it failed
     trained: list[str] = field(default_factory=list)  # labels trained by this process
     reused: list[str] = field(default_factory=list)  # labels read from the store
+    resumed: dict[str, int] = field(default_factory=dict)  # label -> epoch, of the trained runs a checkpoint resumed
 
 
 class Runner:
@@ -105,3 +106,5 @@ class Runner:
         for spec, (arrays, manifest) in outcome.outputs.items():
             result.runs[spec] = self.store.put(spec, arrays, manifest)
             result.trained.append(spec.label())
+            if spec in outcome.resumed:
+                result.resumed[spec.label()] = outcome.resumed[spec]

@@ -9,6 +9,7 @@ never look at, or kill, processes they did not start.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -305,6 +306,9 @@ def test_a_pool_worker_resumes_an_interrupted_run_from_its_checkpoint(make_confi
     executor = LocalExecutor(workers=1, progress=False, fn=partial(resumed_from, str(log)))
     result = Experiment(cfg, executor=executor).run()
     assert result.trained == [spec.label()] and log.read_text().split() == ["2"]
+    assert result.resumed == {spec.label(): 2}  # reported (summary.json, the CLI's runs line)
+    summary = json.loads((Path(cfg.out) / "summary.json").read_text())
+    assert summary["resumed"] == {spec.label(): 2}
     stored = exp.store.get(spec)
     full = train_run(spec, exp.prepared(spec.data), requests, progress=False)
     assert [h["epoch"] for h in stored.manifest.history] == [1, 2, 3, 4]
