@@ -147,10 +147,10 @@ def preset_note(cfg: ExperimentConfig, input_shape: tuple[int, ...] | None = Non
 
     r = cfg.recipe
     augment = "on" if r.augment else "off"
-    if r.augment and input_shape is not None and not augmenting(replace(r, augment_epochs=None), input_shape, 0):
-        augment = "on, not applied to these inputs (images under 16 pixels wide, or token ids)"
     if r.augment and r.augment_epochs is not None and r.augment_epochs < r.epochs:
         augment = f"in the first {r.augment_epochs} epochs, then off"
+    if r.augment and input_shape is not None and not augmenting(replace(r, augment_epochs=None), input_shape, 0):
+        augment = "on, not applied to these inputs (images under 16 pixels wide, or token ids)"  # in no epoch
     schedule = r.schedule
     if r.schedule == "multistep":
         steps = ", ".join(map(str, r.milestones))

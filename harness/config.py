@@ -75,6 +75,7 @@ class ConfigChecks:
     def _check(self) -> None:
         from harness.executors import validate_executor  # light: no torch, no Ray unless --executor ray
 
+        self._check_shapes()
         for option in _options.table():
             if option.check is not None:
                 option.check(option.value_in(self), option)
@@ -86,6 +87,21 @@ class ConfigChecks:
         if cfg.precision != cfg.recipe.precision:  # training reads the recipe's: never ignore one silently
             raise HarnessError(f"precision {cfg.precision!r} disagrees with recipe.precision "
                                f"{cfg.recipe.precision!r}; set both (harness.api.experiment_config does)")
+
+    def _check_shapes(self) -> None:
+        """A hand-built config must hold what `experiment_config` builds: seeds=3 (the builder's count)
+        raised TypeError from len(), and tasks="cost" was read one task per letter."""
+        from harness.recipe import Recipe
+
+        for option in _options.table():
+            value = getattr(self, option.name) if option.field else None
+            tuples = option.annotation.startswith("tuple[")
+            if (tuples and not isinstance(value, (tuple, list))) or (
+                    option.annotation == "Recipe" and not isinstance(value, Recipe)):
+                kind = "a tuple" if tuples else "a harness.recipe.Recipe"
+                raise HarnessError(f"{option.name} must be {kind} in an ExperimentConfig (got "
+                                   f"{type(value).__name__} {short_repr(value)}); build the config with "
+                                   "harness.api.experiment_config, which takes counts and comma strings")
 
     def validate_for_data(self, dataset: Dataset, models: Iterable[str], n_proxies: int) -> None:
         """The checks that need the loaded dataset, run while planning (before the first run
@@ -152,6 +168,11 @@ ExperimentConfig = config_class()
 #: Config fields that say how or where an experiment runs, not what it computes: two configs that
 #: differ only in these are the same experiment (and may write to the same --out).
 RUNTIME_FIELDS = _options.runtime_fields()
+#: Runtime options that experiment ids hashed before they were found to be runtime, with the value
+#: (their default) they are hashed at now, whatever the config holds: the ids of configs without them
+#: stay, so --out folders written before keep their owner. `download` fetches files and computes
+#: nothing: a rerun without it was "another experiment" on its own --out.
+HASHED_AT: dict[str, Any] = {"download": False}
 
 
 def experiment_id(cfg: Any) -> str:
@@ -160,6 +181,7 @@ def experiment_id(cfg: Any) -> str:
 
     runtime = _options.runtime_fields()
     what = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in runtime}
+    what.update({k: v for k, v in HASHED_AT.items() if k in runtime and hasattr(cfg, k)})
     what["recipe"] = without_defaults(what["recipe"], LATER_RECIPE_DEFAULTS)
     # the selection as the registry reads it (whitespace ignored, `csl()` is csl): ' csl' or 'csl()' in a
     # rerun named "another experiment" and needed --overwrite; plain selections keep their identity

@@ -38,7 +38,6 @@ from harness.values import (
     MAX_EPOCHS,
     MAX_LR,
     MAX_NOISE_RATES,
-    MAX_SEED,
     MAX_SEEDS,
     MAX_THREADS,
     MIN_GPUS_PER_RUN,
@@ -157,12 +156,17 @@ def _tasks(value: Any, opt: Option) -> None:
     check_unique(value, "task", opt.flag)
 
 
+#: The largest seed: fold and half splits (confident_learning, ssft) seed sklearn with the run's seed,
+#: which takes 32 bits; a larger one (values.MAX_SEED is torch's 64) failed there with a traceback.
+MAX_SPLIT_SEED = 2**32 - 1
+
+
 def _seeds(value: Any, opt: Option) -> None:
     if not value:
         raise HarnessError("no seeds given; pass a count (--seeds 3) or a list (--seeds 0,5)")
     check_count(len(value), MAX_SEEDS, "seeds", opt.flag, "each seed trains runs of its own")
     for seed in value:
-        check_integer(seed, "seed", opt.flag, minimum=0, maximum=MAX_SEED)
+        check_integer(seed, "seed", opt.flag, minimum=0, maximum=MAX_SPLIT_SEED)
     check_unique(value, "seed", opt.flag)
 
 
@@ -264,7 +268,7 @@ DEFAULT_TASKS = ("mislabeled", "duplicates", "cost", "memorization", "theory", "
 DEFAULT_NOISE_RATES = (0.01, 0.02, 0.05, 0.10)
 DEFAULT_REFERENCE = "stability"
 _PATH = dict(types=(str, os.PathLike, type(None)), type_words="str, pathlib.Path or None")
-_NAMES = dict(types=(str, Iterable), type_words="str or list of str")
+_NAMES = dict(types=(str, Sequence), type_words="str or list of str")  # not a set: its order changes between runs
 _FROM_PRESET = dict(shown_default="the preset's")
 _PARAMS = dict(types=(Mapping, str, Iterable, type(None)), type_words="dict, str, list of str or None",
                annotation="dict[str, dict[str, Any]]", factory=dict, fill=lambda ctx, value: {} if value is None
@@ -316,7 +320,7 @@ OPTIONS: tuple[Option, ...] = (
            **_FROM_PRESET),
     _path(name="data_root", help="folder holding torchvision datasets"),
     Option("download", False, "let torchvision download the dataset into --data-root", annotation="bool",
-           switch=True, check=_boolean),
+           switch=True, check=_boolean, runtime=True),
     Option("noise_rates", None, "symmetric label-noise rates, each in (0, 1)", annotation="tuple[float, ...]",
            field_default=DEFAULT_NOISE_RATES, types=(str, numbers.Real, Iterable, type(None)),
            type_words="str, number, list of numbers or None", parse=lambda v: parse_floats(v, "--noise-rates"),
@@ -361,7 +365,7 @@ OPTIONS: tuple[Option, ...] = (
            annotation="int | None", cli_type=int, shown_default="usable CPUs // --threads", runtime=True),
     Option("ray_address", None, "ray: join this cluster (HOST:PORT or auto) instead of starting one",
            annotation="str | None", types=(str, type(None)), type_words="str or None", runtime=True),
-    Option("gpus_per_run", 1.0, "ray on GPUs: fraction of a GPU per run, in [0.01, 1] (0.25 packs four)",
+    Option("gpus_per_run", 1.0, "on a GPU (local, ray): fraction of a GPU per run, in [0.01, 1] (0.25 packs four)",
            annotation="float", cli_type=float, check=_gpus, runtime=True),
     Option("bootstrap", 1000, "bootstrap resamples for confidence intervals and paired tests (0: none)",
            annotation="int", cli_type=int,

@@ -131,7 +131,8 @@ def load_class_plugins(group: str, registry: Registry[type], base: type, registe
         if not (isinstance(cls, type) and issubclass(cls, base)):
             warnings.warn(f"{where} is not a {base.__name__} subclass; ignored", stacklevel=3)
             continue
-        taken = registry[cls.name] if getattr(cls, "name", None) in registry else None
+        name = getattr(cls, "name", None)  # not a str (e.g. a list, unhashable): `register` refuses it below
+        taken = registry[name] if isinstance(name, str) and name in registry else None
         if taken is not None and taken is not cls:
             warnings.warn(f"{where} is named {cls.name!r} like {taken.__module__}.{taken.__qualname__}, which keeps "
                           "the name; the plugin is ignored (give it another `name`)", stacklevel=3)

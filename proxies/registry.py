@@ -28,6 +28,9 @@ def register_proxy(cls: type[Proxy]) -> type[Proxy]:
         if not getattr(cls, attr, None):
             raise TypeError(f"proxy {cls.__name__} must declare a non-empty `{attr}`")
     check_selectable_name(cls, "proxy", "--proxies")
+    if cls.name == "all":  # `--proxies all` selects every proxy: this one could never be selected alone
+        raise TypeError(f"proxy {cls.__name__} has name 'all', which `--proxies all` reads as every proxy; "
+                        "give it another name")
     _check_declarations(cls)
     PROXIES.register(cls.name, cls)
     return cls
