@@ -191,7 +191,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         f"{len(exp.proxies)} proxies · {len(exp.plan.settings)} settings · {len(exp.plan.runs)} distinct runs · "
         f"device {exp.device} · preset {cfg.preset}", err=True)
     result = exp.run()
-    say(f"runs: {len(result.trained)} trained, {len(result.reused)} reused from the store", err=True)
+    resumed = f" ({len(result.resumed)} resumed from their checkpoints)" if result.resumed else ""
+    say(f"runs: {len(result.trained)} trained{resumed}, {len(result.reused)} reused from the store", err=True)
     if result.base_train_acc:
         accs, shape = result.base_train_acc, tuple(exp.dataset.x_train.shape[1:])
         say(f"final training accuracy of the base runs on the labels they trained on: "
@@ -204,6 +205,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     say(markdown(result.leaderboard))
     if cfg.out is not None:
         say(f"leaderboard: {cfg.out / 'leaderboard.csv'}  (per-seed rows: raw.csv, per-sample scores: scores/)")
+        if "suspects" in result.outputs:
+            say(f"suspects: {cfg.out / 'suspects'}/  (every sample, most suspicious first; the top k in figures/)")
     say(format_phases(result.phase_seconds), err=True)
     if result.failures:
         say(f"{len(result.failures)} failure(s):", err=True)

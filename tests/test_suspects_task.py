@@ -115,3 +115,25 @@ def test_a_by_that_names_no_selected_proxy_is_refused_before_training(tmp_path: 
 def test_bad_parameters_are_refused(args: dict, message: str) -> None:
     with pytest.raises(HarnessError, match=message.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[")):
         make_tasks(["suspects"], {"suspects": args})
+
+
+def test_the_cli_points_at_the_suspects_and_counts_resumed_runs(tmp_path: Path, capsys, monkeypatch) -> None:
+    argv = ["run", "--tasks", "suspects", "--proxies", "csl", "--seeds", "1", "--epochs", "2", "--executor",
+            "inprocess", "--no-progress", "--store", str(tmp_path / "store"), "--out", str(tmp_path / "out")]
+    assert main(argv) == 0
+    out, err = capsys.readouterr()
+    assert f"suspects: {tmp_path / 'out' / 'suspects'}/  (every sample, most suspicious first" in out
+    assert "runs: 1 trained, 0 reused from the store" in err
+
+    from harness.evaluation import ExperimentResult
+
+    real = Experiment.run
+
+    def resumed_run(self):  # as if the run had been interrupted at epoch 1 and resumed from there
+        result: ExperimentResult = real(self)
+        result.resumed = dict.fromkeys(result.trained, 1)
+        return result
+
+    monkeypatch.setattr(Experiment, "run", resumed_run)
+    assert main([*argv[:-4], "--store", str(tmp_path / "store2"), "--out", str(tmp_path / "out2")]) == 0
+    assert "runs: 1 trained (1 resumed from their checkpoints), 0 reused from the store" in capsys.readouterr().err
