@@ -6,6 +6,7 @@ train anything themselves, they declare run specs and recorders, and read the re
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -14,7 +15,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from harness.errors import HarnessError
-from harness.recorders import RecorderRequest, RunArrays
+from harness.recorders import RECORDERS, RecorderRequest, RunArrays
 from harness.runspec import RunSpec
 
 #: Default bound of a proxy's count parameters (draws, folds, epochs between checkpoints): far
@@ -28,6 +29,21 @@ class Need:
 
     spec: RunSpec
     recorders: frozenset[RecorderRequest]
+
+    def __post_init__(self) -> None:
+        """A recorder name or parameter that no registered recorder takes fails here, while the
+        experiment is planned: found only when the run started, it failed with a traceback, after
+        other runs had trained, a run that other proxies share (the base run)."""
+        for request in sorted(self.recorders, key=lambda r: r.key):
+            if request.name not in RECORDERS:
+                raise HarnessError(f"unknown recorder {request.name!r} requested for run {self.spec.label()}; "
+                                   f"registered: {', '.join(sorted(RECORDERS))} (a plugin's recorder must be "
+                                   "registered with @register_recorder before the experiment is planned)")
+            try:
+                inspect.signature(RECORDERS[request.name]).bind(None, **dict(request.params))
+            except TypeError as e:
+                raise HarnessError(f"recorder {request.key} cannot be built: {e}; pass the parameters "
+                                   f"its __init__ takes") from None
 
 
 @dataclass
@@ -83,7 +99,9 @@ class Proxy:
 
     def check_number(self, key: str, low: float, high: float, *, low_open: bool = True,
                      high_open: bool = False) -> float:
-        """A finite real number in the interval from low to high (open at either end as told)."""
+        """A finite real number in the interval from low to high (open at either end as told), kept
+        as a float: `h=1` and `h=1.0` are one setting, and as an int it labelled itself apart
+        (`curvature(h=1)` beside `curvature(h=1.0)`, the same scores under two names)."""
         value = self.params[key]
         ok = isinstance(value, int | float) and not isinstance(value, bool)
         ok = ok and (isinstance(value, int) or math.isfinite(value))  # math.isfinite overflows on huge ints
@@ -91,7 +109,8 @@ class Proxy:
         if not ok:
             interval = f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
             raise HarnessError(f"{self.name}.{key} must be a finite number in {interval} (got {value!r})")
-        return float(value)
+        self.params[key] = float(value)
+        return self.params[key]
 
     def check_choice(self, key: str, choices: tuple[Any, ...]) -> Any:
         """One of `choices`, matched by type as well as value (True is not 1, 1.0 is not 1)."""

@@ -15,7 +15,10 @@ from proxies.registry import register_proxy
 @register_proxy
 class LossSensitivity(Proxy):
     name = "loss_sensitivity"
-    description = "input-gradient norm of the loss (l1 by default, norm=2 for l2), mean over epoch checkpoints"
+    description = (
+        "input-gradient norm of the loss, mean over epoch checkpoints: l1 as Arpit et al. (default), "
+        "norm=2 for l2 as the seed paper's released code"
+    )
     citation = "Arpit et al., A Closer Look at Memorization in Deep Networks, ICML 2017"
     defaults = {"norm": 1, "every": 1}
 
