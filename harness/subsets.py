@@ -12,13 +12,17 @@ from harness.errors import HarnessError
 from harness.runspec import TrainSubset
 
 
-def stratified_folds(labels: np.ndarray, count: int, seed: int) -> list[np.ndarray]:
-    """Held-out index sets of `count` stratified folds (sorted), seeded."""
+def stratified_folds(labels: np.ndarray, count: int, seed: int, halves: bool = False) -> list[np.ndarray]:
+    """Held-out index sets of `count` stratified folds (sorted), seeded. `labels` are those the run
+    trains on, noise included, so a class can be thinner here than in the clean labels planning
+    checks; `halves` names SSFT's two halves in the error (it suggested fewer folds, which SSFT has not)."""
     counts = np.bincount(labels)
     if counts[counts > 0].min() < count:
+        thin = int(np.flatnonzero(counts == counts[counts > 0].min())[0])
+        what, fix = ("2 stratified halves (ssft)", "") if halves else (f"{count} stratified folds", " or fewer folds")
         raise HarnessError(
-            f"cannot make {count} stratified folds: a class has only {counts[counts > 0].min()} samples; "
-            "use a larger --subset or fewer folds"
+            f"cannot make {what}: class {thin} has only {counts[thin]} sample(s) among the labels the run trains "
+            f"on (label noise included); use a larger --subset{fix}"
         )
     from sklearn.model_selection import StratifiedKFold  # here: scikit-learn costs every worker seconds to import
 
@@ -43,7 +47,7 @@ def subset_indices(subset: TrainSubset, labels: np.ndarray) -> np.ndarray:
         held_out = stratified_folds(labels, subset.count, subset.seed)[subset.index]
         return np.setdiff1d(np.arange(n), held_out)
     if subset.kind == "half":
-        return stratified_folds(labels, 2, subset.seed)[subset.index]
+        return stratified_folds(labels, 2, subset.seed, halves=True)[subset.index]
     if subset.kind == "random":
         return random_subset(n, subset.fraction, subset.seed, subset.index)
     raise HarnessError(f"unknown training subset kind {subset.kind!r}")

@@ -105,3 +105,17 @@ def test_each_sample_scored_by_run_where_it_was_first() -> None:
     expected[a] = 1 - np.array([2, 0, 1, 2]) / 2
     expected[b] = 1 - np.array([0, 2, 1, 2]) / 2
     np.testing.assert_allclose(proxy.score(ctx), expected)
+
+
+def test_a_class_too_thin_for_halves_names_ssft_and_not_folds() -> None:
+    """The halves are split on the labels the run trains on (noise included): the message said to
+    use fewer folds, which SSFT does not have."""
+    from harness.subsets import stratified_folds
+
+    labels = np.array([0, 0, 0, 1, 1, 1, 2])
+    with pytest.raises(HarnessError, match=r"^cannot make 2 stratified halves \(ssft\): class 2 has only 1 sample"
+                                           r"\(s\) among the labels the run trains on \(label noise included\); use a "
+                                           r"larger --subset$"):
+        stratified_folds(labels, 2, 0, halves=True)
+    with pytest.raises(HarnessError, match=r"cannot make 3 stratified folds: class 2 .* or fewer folds$"):
+        stratified_folds(labels, 3, 0)

@@ -137,3 +137,21 @@ def test_the_cli_points_at_the_suspects_and_counts_resumed_runs(tmp_path: Path, 
     monkeypatch.setattr(Experiment, "run", resumed_run)
     assert main([*argv[:-4], "--store", str(tmp_path / "store2"), "--out", str(tmp_path / "out2")]) == 0
     assert "runs: 1 trained (1 resumed from their checkpoints), 0 reused from the store" in capsys.readouterr().err
+
+
+def test_two_seeds_are_ranked_together_by_their_mean(make_config) -> None:
+    exp, result = _run(make_config, seeds=(0, 1), proxies="csl,aum")
+    folder = Path(exp.cfg.out) / "suspects"
+    assert sorted(p.name for p in folder.iterdir()) == ["suspects.csv", "suspects_seed0.csv", "suspects_seed1.csv"]
+    combined = pd.read_csv(folder / "suspects.csv")
+    seeds = [pd.read_csv(folder / f"suspects_seed{s}.csv").set_index("index").sort_index() for s in (0, 1)]
+    assert list(combined.columns) == ["rank", "index", "label", "n_seeds", "predicted_other", "p_label", "csl",
+                                      "aum"]
+    assert (combined["n_seeds"] == 2).all() and (np.diff(combined["csl"].to_numpy()) <= 0).all()
+    by_index = combined.set_index("index").sort_index()
+    for column in ("csl", "aum", "p_label"):
+        np.testing.assert_allclose(by_index[column], (seeds[0][column] + seeds[1][column]) / 2, rtol=1e-6)
+    other = sum((s["predicted"] != s["label"]).astype(float) for s in seeds) / 2
+    np.testing.assert_array_equal(by_index["predicted_other"], other)
+    csl = [result.scores[f"clean_seed{s}"]["csl"].to_numpy() for s in (0, 1)]
+    np.testing.assert_allclose(by_index["csl"], (csl[0] + csl[1]) / 2, rtol=1e-6)

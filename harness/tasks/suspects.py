@@ -13,6 +13,10 @@ and, with an output folder, writes per seed:
 - `figures/suspects_seed<s>.png` (image data): the top `k` by `by`, captioned
   `#index given->predicted` and the score.
 
+With two or more seeds, `suspects/suspects.csv` ranks by the mean over seeds, which is steadier
+than any one run: per sample the mean of every proxy's score and of `p_label`, `predicted_other`
+(the share of the seeds' final models that predict another class than the given one) and `n_seeds`.
+
 Rows, per proxy: `predicted_other_at_k`, the share of the proxy's top k that the final model
 assigns to another class than the given one (expected value under random tie-breaking, as
 precision at k). It is a description, not an accuracy: no one knows which labels are wrong, and a
@@ -39,6 +43,7 @@ from harness.metrics import precision_at_k
 from harness.recorders import RecorderRequest
 from harness.runspec import DataSpec, RunSpec
 from harness.tasks.base import EvalContext, Row, Setting, Task, positive_int, register_task
+from harness.tasks.reference import ReferenceConfig
 from proxies.base import Need, Proxy
 
 #: The final eval pass over the training set: the model's own prediction of every sample.
@@ -48,12 +53,23 @@ MAX_K = 400
 COLUMNS = 8
 
 
+def ranked(table: pd.DataFrame, by: str) -> pd.DataFrame:
+    """`table` most suspicious first by `by` (NaN last; ties in index order), with a rank column."""
+    table = table.sort_values(by, ascending=False, kind="stable", na_position="last").reset_index(drop=True)
+    table.insert(0, "rank", np.arange(1, len(table) + 1))
+    return table
+
+
 @register_task
 class Suspects(Task):
     name = "suspects"
     description = ("your data as given, no injected noise: every sample ranked by a proxy, with the given and "
                    "predicted label (CSV), the top k drawn (figure)")
     defaults = {"k": 40, "by": ""}
+
+    def __init__(self, reference: ReferenceConfig | None = None, **params: Any) -> None:
+        super().__init__(reference, **params)
+        self.by_seed: dict[int, pd.DataFrame] = {}  # each evaluated seed's table, in index order
 
     def validate(self) -> None:
         positive_int(self.name, "k", self.params["k"], maximum=MAX_K)
@@ -90,23 +106,40 @@ class Suspects(Task):
                            for proxy, s in scores.items()]
         by = self.sort_by(list(scores))
         if ctx.out is not None and by is not None:
-            table = self.table(ctx, scores, by, predicted, np.asarray(eval_last["p_label"])[-1])
-            self.write(ctx, table, by, k)
+            table = self.table(ctx, scores, predicted, np.asarray(eval_last["p_label"])[-1])
+            self.write(ctx, ranked(table, by), by, k)
+            self.by_seed[ctx.setting.seed] = table
+            if len(self.by_seed) > 1:  # rewritten as each seed arrives: at the end it holds them all
+                self.write_combined(ctx, by)
         return rows
 
     @staticmethod
-    def table(ctx: EvalContext, scores: dict[str, np.ndarray], by: str, predicted: np.ndarray,
+    def table(ctx: EvalContext, scores: dict[str, np.ndarray], predicted: np.ndarray,
               p_label: np.ndarray) -> pd.DataFrame:
-        """Every sample, most suspicious first by `by` (NaN scores last)."""
+        """Every sample in index order: file, labels, the final model's view, the proxies' scores."""
         files = ctx.data.dataset.sample_names
         columns: dict[str, Any] = {"index": np.arange(ctx.data.n)}
         if files is not None:
             columns["file"] = list(files)
         columns |= {"label": ctx.data.labels, "predicted": predicted, "p_label": p_label, **scores}
-        table = pd.DataFrame(columns)
-        table = table.sort_values(by, ascending=False, kind="stable", na_position="last").reset_index(drop=True)
-        table.insert(0, "rank", np.arange(1, len(table) + 1))
-        return table
+        return pd.DataFrame(columns)
+
+    def write_combined(self, ctx: EvalContext, by: str) -> None:
+        """`suspects/suspects.csv`: the seeds' tables averaged per sample, ranked by the mean of `by`."""
+        tables = [self.by_seed[s] for s in sorted(self.by_seed)]
+        first = tables[0]
+        keys = [c for c in ("index", "file", "label") if c in first.columns]
+        numbers = [c for c in first.columns if c not in (*keys, "predicted")]
+        combined = first[keys].copy()
+        combined["n_seeds"] = len(tables)
+        combined["predicted_other"] = np.mean([t["predicted"] != t["label"] for t in tables], axis=0)
+        for column in numbers:
+            combined[column] = np.mean([t[column].to_numpy(dtype=np.float64) for t in tables], axis=0)
+        name = "suspects/suspects.csv"
+        table = ranked(combined, by)
+        atomic_write(Path(ctx.out) / name, lambda path: table.to_csv(path, index=False))
+        if name not in ctx.artifacts.setdefault("suspects", []):
+            ctx.artifacts["suspects"].append(name)
 
     @staticmethod
     def write(ctx: EvalContext, table: pd.DataFrame, by: str, k: int) -> None:
