@@ -67,6 +67,7 @@ class Planner:
     def __init__(self, cfg: ExperimentConfig, source: DataSource, dataset: Dataset, device: torch.device,
                  store: RunStore) -> None:
         self.cfg, self.source, self.dataset, self.device, self.store = cfg, source, dataset, device, store
+        self._single_sample_ok: dict[tuple, bool] = {}  # (model, input shape, classes) -> trains on a batch of 1
 
     def prepared(self, spec: DataSpec) -> PreparedData:
         return prepared_data(self.source, spec, self.device)
@@ -91,8 +92,38 @@ class Planner:
             labels = self.prepared(spec.data).labels
             for part in (spec.train_on, spec.then_on):
                 if part is not None:
-                    subset_indices(part, labels)
+                    self._check_last_batch(spec, len(subset_indices(part, labels)))
         return Plan(settings, dict(runs))
+
+    def _check_last_batch(self, spec: RunSpec, m: int) -> None:
+        """A phase of m samples whose last batch holds one sample: batch norm cannot train on one value
+        per channel, which a small image reaches in a CNN's last layers (8x8 digits in small_cnn). That
+        failed with a traceback at the end of the first epoch; it is refused here, with the fix. Models
+        that can take it (no batch norm, or larger maps) train as before: one forward of a single sample
+        in train mode tells."""
+        size = spec.recipe.batch_size
+        if m % size != 1 or m == 1:
+            return
+        data = self.prepared(spec.data)
+        key = (spec.model, tuple(data.x.shape[1:]), data.num_classes)
+        if key not in self._single_sample_ok:
+            from harness.model_registry import build_model
+
+            model = build_model(spec.model, key[1], key[2]).to(data.x.device).train()
+            try:
+                with torch.no_grad():
+                    model(data.inputs(torch.zeros(1, dtype=torch.long, device=data.x.device)))
+                self._single_sample_ok[key] = True
+            except ValueError as e:
+                if "Expected more than 1 value per channel" not in str(e):
+                    raise
+                self._single_sample_ok[key] = False
+        if not self._single_sample_ok[key]:
+            fits = next(b for b in range(size - 1, 0, -1) if m % b != 1)
+            raise HarnessError(f"run {spec.label()} trains {m} samples at batch size {size}, so its last batch holds "
+                               f"one sample, and the batch norm of {spec.model} cannot train on one sample at "
+                               f"{'x'.join(map(str, key[1][1:]))} inputs; pass --batch-size {fits} (any size b "
+                               f"with {m} % b != 1), or another --subset")
 
     def _check_classes(self) -> None:
         """Every class needs two training samples: stratified folds and halves, and a label to flip

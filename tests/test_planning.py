@@ -71,3 +71,19 @@ def test_compile_says_that_ensemble_runs_stay_eager(make_config) -> None:
     with pytest.warns(UserWarning, match="--compile applies to runs trained alone"):
         jobs = exp.jobs(todo)
     assert [j.engine for j in jobs] == ["ensemble"]
+
+
+def test_a_last_batch_of_one_that_batch_norm_cannot_train_on_is_refused_before_training(make_config) -> None:
+    """129 samples at batch size 64 leave one sample in the last batch; small_cnn's batch norm sees
+    one value per channel at 8x8 inputs and failed with a traceback after the first epoch. The MLP
+    (no batch norm) trains as before; a batch size that leaves more than one sample is taken."""
+    from harness.errors import HarnessError
+
+    cfg = make_config(model="small_cnn", subset=129, batch_size=64, epochs=1)
+    with pytest.raises(HarnessError, match=r"trains 129 samples at batch size 64, so its last batch holds one "
+                                           r"sample, and the batch norm of small_cnn cannot train on one sample "
+                                           r"at 8x8 inputs; pass --batch-size 63"):
+        Experiment(cfg)
+    assert not cfg.store.exists()
+    assert len(Experiment(make_config(model="mlp", subset=129, batch_size=64, epochs=1)).plan.runs) == 1
+    assert len(Experiment(make_config(model="small_cnn", subset=129, batch_size=63, epochs=1)).plan.runs) == 1
