@@ -20,7 +20,7 @@ STATS = ["mean", "std", "n_seeds", "ci_low", "ci_high", "p_vs_best", "tied_with_
 COST_COLUMNS = ["cost_flops", "cost_seconds", "cost_flops_rel", "cost_seconds_rel"]
 COLUMNS = [*KEYS, *STATS, *COST_COLUMNS]
 HEADLINE = {"mislabeled": "auroc", "duplicates": "auroc", "cost": "seconds_rel", "memorization": "pearson",
-            "privacy": "spearman"}
+            "privacy": "spearman", "suspects": "predicted_other_at_k"}
 #: Metrics where lower is better (the cost task's); everything else compares higher-is-better.
 LOWER_IS_BETTER = {"flops", "seconds", "flops_rel", "seconds_rel"}
 
