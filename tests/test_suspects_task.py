@@ -155,3 +155,24 @@ def test_two_seeds_are_ranked_together_by_their_mean(make_config) -> None:
     np.testing.assert_array_equal(by_index["predicted_other"], other)
     csl = [result.scores[f"clean_seed{s}"]["csl"].to_numpy() for s in (0, 1)]
     np.testing.assert_allclose(by_index["csl"], (csl[0] + csl[1]) / 2, rtol=1e-6)
+
+
+def test_a_proxy_missing_from_one_seed_is_left_out_of_the_seed_mean(tmp_path: Path) -> None:
+    """A proxy that failed on one seed (a reported failure) has no column there: the mean over seeds
+    is taken of the proxies every seed scored, ranked by `by` when it is among them, else csl."""
+    from types import SimpleNamespace
+
+    from harness.tasks.suspects import Suspects
+
+    task = make_tasks(["suspects"], {"suspects": {"by": "aum"}})[0]
+    assert isinstance(task, Suspects)
+    base = {"index": [0, 1, 2], "label": [0, 1, 1], "p_label": [0.9, 0.2, 0.5]}
+    task.by_seed = {0: pd.DataFrame({**base, "predicted": [0, 0, 1], "csl": [1.0, 5.0, 3.0], "aum": [0.0, 2.0, 1.0]}),
+                    1: pd.DataFrame({**base, "predicted": [0, 1, 1], "csl": [3.0, 1.0, 2.0]})}
+    ctx = SimpleNamespace(out=tmp_path, artifacts={})
+    task.write_combined(ctx, "aum")
+    table = pd.read_csv(tmp_path / "suspects" / "suspects.csv")
+    assert list(table.columns) == ["rank", "index", "label", "n_seeds", "predicted_other", "p_label", "csl"]
+    assert table["index"].tolist() == [1, 2, 0] and table["csl"].tolist() == [3.0, 2.5, 2.0]
+    assert table["predicted_other"].tolist() == [0.5, 0.0, 0.0]
+    assert ctx.artifacts == {"suspects": ["suspects/suspects.csv"]}

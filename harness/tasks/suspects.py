@@ -129,12 +129,17 @@ class Suspects(Task):
         tables = [self.by_seed[s] for s in sorted(self.by_seed)]
         first = tables[0]
         keys = [c for c in ("index", "file", "label") if c in first.columns]
-        numbers = [c for c in first.columns if c not in (*keys, "predicted")]
+        # a proxy that failed on some seed (reported as a failure) is left out of the mean
+        numbers = [c for c in first.columns if c not in (*keys, "predicted") and all(c in t for t in tables)]
         combined = first[keys].copy()
         combined["n_seeds"] = len(tables)
         combined["predicted_other"] = np.mean([t["predicted"] != t["label"] for t in tables], axis=0)
         for column in numbers:
             combined[column] = np.mean([t[column].to_numpy(dtype=np.float64) for t in tables], axis=0)
+        scored = [c for c in numbers if c != "p_label"]
+        by = by if by in scored else self.sort_by(scored)
+        if by is None:
+            return
         name = "suspects/suspects.csv"
         table = ranked(combined, by)
         atomic_write(Path(ctx.out) / name, lambda path: table.to_csv(path, index=False))
