@@ -38,6 +38,7 @@ from harness.values import (
     MAX_EPOCHS,
     MAX_LR,
     MAX_NOISE_RATES,
+    MAX_SEED,
     MAX_SEEDS,
     MAX_THREADS,
     MIN_GPUS_PER_RUN,
@@ -156,17 +157,12 @@ def _tasks(value: Any, opt: Option) -> None:
     check_unique(value, "task", opt.flag)
 
 
-#: The largest seed: fold and half splits (confident_learning, ssft) seed sklearn with the run's seed,
-#: which takes 32 bits; a larger one (values.MAX_SEED is torch's 64) failed there with a traceback.
-MAX_SPLIT_SEED = 2**32 - 1
-
-
 def _seeds(value: Any, opt: Option) -> None:
     if not value:
         raise HarnessError("no seeds given; pass a count (--seeds 3) or a list (--seeds 0,5)")
     check_count(len(value), MAX_SEEDS, "seeds", opt.flag, "each seed trains runs of its own")
     for seed in value:
-        check_integer(seed, "seed", opt.flag, minimum=0, maximum=MAX_SPLIT_SEED)
+        check_integer(seed, "seed", opt.flag, minimum=0, maximum=MAX_SEED)
     check_unique(value, "seed", opt.flag)
 
 
