@@ -138,14 +138,6 @@ def percentile_interval(replicates: np.ndarray, level: float = LEVEL) -> tuple[n
     return np.where(finite, low, np.nan), np.where(finite, high, np.nan)
 
 
-def compare_to_best(
-    replicates: np.ndarray, best: int, higher_is_better: bool = True, level: float = LEVEL
-) -> tuple[np.ndarray, np.ndarray]:
-    """replicates (P, B) -> (p_vs_best, tied_with_best) per proxy, paired on the replicates
-    (`compare_differences` of each proxy's replicates minus those of proxy `best`)."""
-    return compare_differences(replicates - replicates[best], higher_is_better, level)
-
-
 def paired_differences(values: np.ndarray, best: int, rng: np.random.Generator) -> np.ndarray:
     """values (P, S, B) -> (P, B) replicates of proxy minus `best`, each averaging the difference
     over the drawn seeds where both have a value (`combine_seeds` of the per-seed differences):

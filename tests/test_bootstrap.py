@@ -8,7 +8,7 @@ import pytest
 from scipy import stats
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from harness.bootstrap import Resamples, combine_seeds, compare_to_best, generator, percentile_interval
+from harness.bootstrap import Resamples, combine_seeds, compare_differences, generator, percentile_interval
 from harness.metrics import detection_boot, precision_at_k
 from harness.similarity import similarity_boot
 
@@ -98,9 +98,11 @@ def test_combine_seeds_and_compare_by_hand() -> None:
     # replicate 0: seed 1 twice, its replicates 0 and 1 (a second copy is another resample);
     # replicate 1: seeds 0 and 1, each its replicate 1. A missing value (NaN) is left out.
     np.testing.assert_allclose(reps, [[3.5, 3.0], [5.0, 3.0]])
-    p, tied = compare_to_best(np.array([[0.5, 0.6, 0.7, 0.8], [0.6, 0.5, 0.7, 0.9]]), best=0)
+    pair = np.array([[0.5, 0.6, 0.7, 0.8], [0.6, 0.5, 0.7, 0.9]])
+    p, tied = compare_differences(pair - pair[0])
     assert p.tolist() == [1.0, 0.75] and tied.tolist() == [True, True]
-    p, tied = compare_to_best(np.array([[0.5, 0.6], [0.1, 0.2]]), best=0)
+    pair = np.array([[0.5, 0.6], [0.1, 0.2]])
+    p, tied = compare_differences(pair - pair[0])
     assert p.tolist() == [1.0, 0.0] and tied.tolist() == [True, False]
     low, high = percentile_interval(np.array([[np.nan, np.nan], [1.0, 3.0]]))
     assert np.isnan(low[0]) and (low[1], high[1]) == (pytest.approx(1.05), pytest.approx(2.95))
