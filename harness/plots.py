@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -263,10 +263,11 @@ def _draw_grid(images: np.ndarray, scores: np.ndarray, classes: Sequence[str], p
     return _Grid(fig, cells)
 
 
-def plot_suspects(table: pd.DataFrame, pictures: np.ndarray, by: str, path: str | Path,
+def plot_suspects(table: pd.DataFrame, pictures: np.ndarray | Mapping[int, np.ndarray], by: str, path: str | Path,
                   classes: Sequence[str] | None, columns: int) -> Path:
     """PNG grid of the suspects in `table` (index, label, predicted, score), captioned
-    `#index given->predicted` and the score: the tracker's `plot_suspects` and the suspects task's figure."""
+    `#index given->predicted` and the score: the tracker's `plot_suspects` and the suspects task's figure.
+    `pictures[i]` is sample i's (C, H, W) uint8 image: all of them, or those of the table's samples."""
     rows = max(1, math.ceil(len(table) / columns))
     fig = new_figure((columns * 1.1, rows * 1.3 + 0.4))
     fig.suptitle(f"top {len(table)} by {by}", fontsize=8)

@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import torch
 
 from harness.config import ExperimentConfig
 from harness.datasets import Dataset
@@ -157,6 +158,9 @@ class Suspects(Task):
             from harness.plots import plot_suspects
 
             top = table.head(k)[["index", "label", "predicted", by]].rename(columns={by: "score"})
-            figure = plot_suspects(top, ctx.data.x.cpu().numpy(), by, out / "figures" / f"suspects_seed{seed}.png",
+            index = top["index"].tolist()  # only the drawn images leave the device, not the whole set
+            drawn = ctx.data.x[torch.as_tensor(index, device=ctx.data.x.device)].cpu().numpy()
+            pictures = dict(zip(index, drawn))
+            figure = plot_suspects(top, pictures, by, out / "figures" / f"suspects_seed{seed}.png",
                                    list(dataset.classes), COLUMNS)
             ctx.artifacts.setdefault("figures", []).append(str(figure.relative_to(out)))
