@@ -207,6 +207,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         say(f"leaderboard: {cfg.out / 'leaderboard.csv'}  (per-seed rows: raw.csv, per-sample scores: scores/)")
         if "suspects" in result.outputs:
             say(f"suspects: {cfg.out / 'suspects'}/  (every sample, most suspicious first; the top k in figures/)")
+            if "suspects/duplicates.csv" in result.outputs["suspects"]:
+                say(f"duplicates: {cfg.out / 'suspects' / 'duplicates.csv'}  (copies and near copies among the "
+                    "training samples, pairs with different labels first)")
     say(format_phases(result.phase_seconds), err=True)
     if result.failures:
         say(f"{len(result.failures)} failure(s):", err=True)

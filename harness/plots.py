@@ -284,3 +284,23 @@ def plot_suspects(table: pd.DataFrame, pictures: np.ndarray | Mapping[int, np.nd
         else:
             ax.set_axis_off()
     return save_figure(fig, path)
+
+
+def plot_pairs(pairs: pd.DataFrame, pictures: Mapping[int, np.ndarray], path: str | Path,
+               classes: Sequence[str] | None, columns: int) -> Path:
+    """PNG grid of duplicate pairs (a, b, label_a, label_b, distance), the two images of a pair side
+    by side, captioned `#index label` and the pair's distance: the suspects task's duplicates figure."""
+    per_row = max(1, columns // 2)
+    rows = max(1, math.ceil(len(pairs) / per_row))
+    fig = new_figure((per_row * 2 * 1.1, rows * 1.3 + 0.4))
+    fig.suptitle(f"{len(pairs)} duplicate pair(s), different labels first (d = 1 - pixel correlation)", fontsize=8)
+    axes = fig.subplots(rows, per_row * 2, squeeze=False)
+    for ax in axes.flat:
+        ax.set_axis_off()
+    for cell, r in enumerate(pairs.itertuples(index=False)):
+        row, col = divmod(cell, per_row)
+        for side, (i, c) in enumerate(((r.a, r.label_a), (r.b, r.label_b))):
+            name = classes[int(c)] if classes is not None else str(int(c))
+            caption = f"#{int(i)} {name}" + (f"\nd={r.distance:.2g}" if side else "\n")
+            show_image(axes[row, 2 * col + side], pictures[int(i)], caption)
+    return save_figure(fig, path)

@@ -32,7 +32,8 @@ def test_the_csv_ranks_every_sample_with_the_runs_own_predictions(make_config) -
     table = pd.read_csv(out / "suspects" / "suspects_seed0.csv")
     scores = result.scores["clean_seed0"]
     n = len(scores)
-    assert list(table.columns) == ["rank", "index", "label", "predicted", "p_label", "csl", "aum"]
+    assert list(table.columns) == ["rank", "index", "label", "duplicates", "duplicate_labels_differ", "predicted",
+                                   "p_label", "csl", "aum"]
     assert table["rank"].tolist() == list(range(1, n + 1)) and sorted(table["index"]) == list(range(n))
     assert (np.diff(table["csl"].to_numpy()) <= 0).all()  # csl by default, most suspicious first
     by_index = table.set_index("index").sort_index()
@@ -111,6 +112,10 @@ def test_a_by_that_names_no_selected_proxy_is_refused_before_training(tmp_path: 
     ({"k": 401}, "suspects.k must be at most 400"),
     ({"by": 3}, "suspects.by must name a proxy"),
     ({"kk": 3}, "task 'suspects' has no parameter(s) ['kk']"),
+    ({"duplicates": "nearr"}, "suspects.duplicates must be one of near, exact, off, got 'nearr'"),
+    ({"duplicate_threshold": 0}, "suspects.duplicate_threshold must be a finite number > 0"),
+    ({"duplicate_threshold": 1.5}, "suspects.duplicate_threshold must be at most 1"),
+    ({"duplicate_threshold": "x"}, "suspects.duplicate_threshold must be a finite number > 0"),
 ])
 def test_bad_parameters_are_refused(args: dict, message: str) -> None:
     with pytest.raises(HarnessError, match=message.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[")):
@@ -123,6 +128,7 @@ def test_the_cli_points_at_the_suspects_and_counts_resumed_runs(tmp_path: Path, 
     assert main(argv) == 0
     out, err = capsys.readouterr()
     assert f"suspects: {tmp_path / 'out' / 'suspects'}/  (every sample, most suspicious first" in out
+    assert f"duplicates: {tmp_path / 'out' / 'suspects' / 'duplicates.csv'}  (copies and near copies" in out
     assert "runs: 1 trained, 0 reused from the store" in err
 
     from harness.evaluation import ExperimentResult
@@ -142,11 +148,13 @@ def test_the_cli_points_at_the_suspects_and_counts_resumed_runs(tmp_path: Path, 
 def test_two_seeds_are_ranked_together_by_their_mean(make_config) -> None:
     exp, result = _run(make_config, seeds=(0, 1), proxies="csl,aum")
     folder = Path(exp.cfg.out) / "suspects"
-    assert sorted(p.name for p in folder.iterdir()) == ["suspects.csv", "suspects_seed0.csv", "suspects_seed1.csv"]
-    combined = pd.read_csv(folder / "suspects.csv")
+    assert sorted(p.name for p in folder.iterdir()) == ["duplicates.csv", "suspects.csv", "suspects_seed0.csv",
+                                                        "suspects_seed1.csv"]
+    combined = pd.read_csv(folder / "suspects.csv", dtype={"duplicates": str})
     seeds = [pd.read_csv(folder / f"suspects_seed{s}.csv").set_index("index").sort_index() for s in (0, 1)]
-    assert list(combined.columns) == ["rank", "index", "label", "n_seeds", "predicted_other", "p_label", "csl",
-                                      "aum"]
+    assert list(combined.columns) == ["rank", "index", "label", "duplicates", "duplicate_labels_differ", "n_seeds",
+                                      "predicted_other", "p_label", "csl", "aum"]
+    assert combined.set_index("index").loc[1275, "duplicates"] == "1323"  # two near-identical 1s in digits
     assert (combined["n_seeds"] == 2).all() and (np.diff(combined["csl"].to_numpy()) <= 0).all()
     by_index = combined.set_index("index").sort_index()
     for column in ("csl", "aum", "p_label"):
@@ -176,3 +184,49 @@ def test_a_proxy_missing_from_one_seed_is_left_out_of_the_seed_mean(tmp_path: Pa
     assert table["index"].tolist() == [1, 2, 0] and table["csl"].tolist() == [3.0, 2.5, 2.0]
     assert table["predicted_other"].tolist() == [0.5, 0.0, 0.0]
     assert ctx.artifacts == {"suspects": ["suspects/suspects.csv"]}
+
+
+def _digits_with_copies(tmp_path: Path) -> tuple[str, np.ndarray]:
+    """Digits as a file, with the paper's duplicate planted by hand (slot 5 holds image 900 under
+    another label) and a darker copy of image 300 in slot 17 under its own label."""
+    digits = load_digits()
+    x = (digits.images * 255 / 16).round().astype(np.uint8)
+    y = digits.target.copy()
+    x[5], y[5] = x[900], (y[900] + 3) % 10
+    x[17], y[17] = (x[300] * 0.8).round().astype(np.uint8), y[300]
+    np.savez(tmp_path / "copies.npz", x=x, y=y)
+    return f"npz:{tmp_path / 'copies.npz'}", y
+
+
+def test_duplicates_are_listed_with_other_labels_first(tmp_path: Path, make_config) -> None:
+    dataset, y = _digits_with_copies(tmp_path)
+    exp, _ = _run(make_config, dataset=dataset, proxies="csl", task_args={"suspects": {"k": 8}})
+    out = Path(exp.cfg.out)
+    pairs = pd.read_csv(out / "suspects" / "duplicates.csv")
+    assert list(pairs.columns) == ["a", "b", "distance", "label_a", "label_b", "labels_differ"]
+    assert pairs.iloc[0].tolist() == [5, 900, 0.0, y[5], y[900], True]  # the only pair whose labels differ
+    assert not pairs["labels_differ"].iloc[1:].any()
+    darker = pairs[(pairs["a"] == 17) & (pairs["b"] == 300)]
+    assert len(darker) == 1 and 0 < darker["distance"].item() < 1e-3  # rounding: not exactly 0
+    table = pd.read_csv(out / "suspects" / "suspects_seed0.csv", dtype={"duplicates": str}).set_index("index")
+    assert table.loc[5, "duplicates"] == "900" and table.loc[900, "duplicates"] == "5"
+    assert table.loc[5, "duplicate_labels_differ"] and table.loc[900, "duplicate_labels_differ"]
+    assert table.loc[17, "duplicates"] == "300" and not table.loc[17, "duplicate_labels_differ"]
+    paired = set(pairs["a"]) | set(pairs["b"])
+    assert table.loc[[i for i in table.index if i not in paired], "duplicates"].isna().all()
+    assert (out / "figures" / "duplicates.png").stat().st_size > 0
+
+
+def test_duplicates_off_writes_no_pairs_and_no_columns(tmp_path: Path, make_config) -> None:
+    dataset, _ = _digits_with_copies(tmp_path)
+    exp, _ = _run(make_config, dataset=dataset, task_args={"suspects": {"duplicates": "off"}})
+    out = Path(exp.cfg.out)
+    assert not (out / "suspects" / "duplicates.csv").exists() and not (out / "figures" / "duplicates.png").exists()
+    assert "duplicates" not in pd.read_csv(out / "suspects" / "suspects_seed0.csv").columns
+
+
+def test_duplicates_exact_finds_only_the_byte_equal_copy(tmp_path: Path, make_config) -> None:
+    dataset, _ = _digits_with_copies(tmp_path)
+    exp, _ = _run(make_config, dataset=dataset, task_args={"suspects": {"duplicates": "exact"}})
+    pairs = pd.read_csv(Path(exp.cfg.out) / "suspects" / "duplicates.csv")
+    assert pairs[["a", "b", "distance"]].values.tolist() == [[5, 900, 0.0]]
