@@ -10,7 +10,9 @@ global batch (rank 0's samples first), so `scores()` works on any rank and all r
 tracker keeps a sample's first presentation of an epoch (its presentation as a member of the
 epoch, not as padding), the rule of a single-process run too, so each sample contributes one loss
 per epoch. Up to world size - 1 repeated samples per epoch (the most padding there can be) pass
-without the tracker's warning about repeated samples.
+without the tracker's warning about repeated samples; under Accelerate (the Hugging Face
+`Trainer`), whose `even_batches` completes every rank's last batch with the epoch's first samples,
+up to world size x the per-device batch size - 1 (`DistributedRecorder.padding_batch`).
 """
 
 from __future__ import annotations
@@ -76,6 +78,9 @@ class DistributedRecorder:
     def __init__(self, tracker: SampleTracker) -> None:
         self.tracker = tracker
         self.batches = 0  # recorded in the epoch in progress
+        #: samples per rank the sampler may repeat to even out an epoch: 1 for a `DistributedSampler`,
+        #: the per-device batch size for Accelerate's `even_batches` (which refills whole batches)
+        self.padding_batch = 1
 
     def update(self, indices: Any, *, losses: torch.Tensor | None = None, logits: torch.Tensor | None = None,
                labels: torch.Tensor | None = None) -> None:
@@ -90,7 +95,7 @@ class DistributedRecorder:
             logits = _gather(logits.detach(), world) if logits is not None else None
             labels = _gather(labels.detach(), world) if labels is not None else None
             indices = idx
-            self.tracker.allowed_repeats = world - 1  # a DistributedSampler's padding is no surprise
+            self.tracker.allowed_repeats = world * self.padding_batch - 1  # a sampler's padding is no surprise
         self.tracker.update(indices, losses=losses, logits=logits, labels=labels)
         self.batches += 1
 

@@ -19,8 +19,10 @@ as a (B,) tensor, and keeps the column, and the label columns (`labels`, `label`
 `args.label_names`), from the `Trainer`'s removal of unused columns. The
 callback closes the tracker's epoch at each epoch's end. Under DDP the batch of every rank is
 gathered first, as in the Lightning callback. Each checkpoint the `Trainer` saves gets the
-tracker's state (`csl_tracker.pt`), and `train(resume_from_checkpoint=...)` loads it back, so a
-resumed run goes on with the epochs recorded before it.
+tracker's state (`csl_tracker.pt`: a hyperparameter-search trial's checkpoints under its run folder
+too, a checkpoint pushed to the Hub before the push), and `train(resume_from_checkpoint=...)` loads
+it back, so a resumed run goes on with the epochs recorded before it. With `model_init`, every
+`train()` (every search trial) trains a new model and so starts a new record.
 
 What it does not do: label smoothing (`label_smoothing_factor`) and `compute_loss_func` are
 replaced by plain cross-entropy (both refused); token-level tasks (one label per token) are not
@@ -49,7 +51,7 @@ from proxies import Proxy
 try:
     from transformers import Trainer, TrainerCallback
     from transformers.data.data_collator import default_data_collator
-    from transformers.trainer_utils import get_last_checkpoint
+    from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
 except ImportError as exc:  # pragma: no cover
     raise ImportError("harness.integrations.transformers needs transformers: pip install 'memprox[hf]'") from exc
 
@@ -65,6 +67,10 @@ STATE_FILE = "csl_tracker.pt"
 def with_sample_index(dataset: Any, key: str = INDEX_KEY) -> Any:
     """`dataset` with each row's index: a `datasets.Dataset` gets a column `key` (0..n-1), any other
     map-style dataset of dict items is wrapped in `WithIndex`."""
+    if not (hasattr(dataset, "__len__") and hasattr(dataset, "__getitem__")):
+        raise HarnessError(f"with_sample_index: a {type(dataset).__name__} has no length or row access (a streaming "
+                           f"dataset?); give its rows their ids at the source, before any shuffle: "
+                           f"ds.map(lambda row, i: {{{key!r}: i}}, with_indices=True), with n = its number of rows")
     if hasattr(dataset, "add_column") and hasattr(dataset, "column_names"):
         if key in dataset.column_names:
             raise HarnessError(f"with_sample_index: the dataset already has a {key!r} column")
@@ -100,9 +106,19 @@ class CSLTrainerCallback(TrainerCallback):
 
     def __init__(self, n: int, *, proxies: Sequence[str | Proxy] | str | None = None,
                  labels: Sequence[int] | np.ndarray | torch.Tensor | None = None, running_sums: bool = False) -> None:
-        self.tracker = SampleTracker(n, proxies=proxies, labels=labels, running_sums=running_sums)
+        self._options = {"n": n, "proxies": proxies, "labels": labels, "running_sums": running_sums}
+        self.tracker = SampleTracker(**self._options)
         self._recorder = DistributedRecorder(self.tracker)
         self._loaded: dict[str, Any] | None = None  # a checkpoint's state, until training begins
+        self._folder: Path | None = None  # the checkpoint folder being saved (`CSLTrainer._save_checkpoint`)
+        self._written: Path | None = None  # the folder the state was last written to
+
+    def restart(self) -> None:
+        """A new, empty record: `CSLTrainer.train` with `model_init` trains a new model (each trial of
+        `hyperparameter_search` too), whose losses must not add to those of the model before."""
+        self.tracker = SampleTracker(**self._options)
+        self._recorder = DistributedRecorder(self.tracker)
+        self._loaded = None
 
     def record(self, indices: torch.Tensor, losses: torch.Tensor, logits: torch.Tensor | None,
                labels: torch.Tensor | None) -> None:
@@ -126,6 +142,8 @@ class CSLTrainerCallback(TrainerCallback):
         if self.tracker.finished and self._loaded is None:
             raise HarnessError("CSLTrainerCallback: scores() ended this callback's record; give this training a new "
                                "CSLTrainerCallback")
+        # Accelerate's even_batches refills each rank's last batch with the epoch's first samples
+        self._recorder.padding_batch = max(1, int(getattr(args, "per_device_train_batch_size", 1) or 1))
         if self._loaded is not None:  # CSLTrainer.train(resume_from_checkpoint=...) read it
             saved, self._loaded = self._loaded, None
             self._recorder.resume(saved, args.device, "CSLTrainerCallback")
@@ -138,13 +156,22 @@ class CSLTrainerCallback(TrainerCallback):
             self._recorder.end_epoch()
 
     def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        """The checkpoint the `Trainer` just wrote gets the tracker's state (`CSLTrainer.train` reads it)."""
-        folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        """The checkpoint the `Trainer` just wrote gets the tracker's state (`CSLTrainer.train` reads it):
+        in the folder `CSLTrainer` saved to (a hyperparameter-search trial's is `output_dir/run-...`)."""
+        folder = self._folder or Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        self._folder = None
         # the Trainer's own rule for who writes a checkpoint: rank 0, or each node's local rank 0 under
         # save_on_each_node (no shared disk: each node resumes from its own copy); the ranks' records agree
-        if args.should_save and folder.is_dir() and not self.tracker.finished:
+        if args.should_save and folder != self._written:  # not written already, before a push
+            self.save(folder)
+        self._written = None
+
+    def save(self, folder: Path) -> None:
+        """Write the record so far into checkpoint `folder` (when it exists and the record is open)."""
+        if folder.is_dir() and not self.tracker.finished:
             saved = self._recorder.state()
             atomic_write(folder / STATE_FILE, lambda path: torch.save(saved, path))
+            self._written = folder
 
     def load(self, checkpoint: str | Path) -> None:
         """Resume the record from a checkpoint folder's `csl_tracker.pt`; warns when it has none."""
@@ -198,13 +225,30 @@ class CSLTrainer(Trainer):
         self.loss_is_scaled_for_ga = False
 
     def train(self, resume_from_checkpoint: str | bool | None = None, *args: Any, **kwargs: Any) -> Any:
-        """`Trainer.train`; resuming from a checkpoint also resumes the tracker's record from it."""
+        """`Trainer.train`; resuming from a checkpoint also resumes the tracker's record from it. With
+        `model_init` every call trains a new model (every `hyperparameter_search` trial does), so it
+        starts a new record (the checkpoint's, when resuming): scores() are then the last call's."""
+        if self.model_init is not None:
+            self.csl.restart()
         checkpoint = resume_from_checkpoint
         if checkpoint is True:
             checkpoint = get_last_checkpoint(self.args.output_dir)
         if checkpoint:
             self.csl.load(checkpoint)
         return super().train(resume_from_checkpoint, *args, **kwargs)
+
+    def _save_checkpoint(self, model: nn.Module, trial: Any, *args: Any, **kwargs: Any) -> None:
+        """`Trainer._save_checkpoint`, telling the callback the folder: a hyperparameter-search trial
+        saves under its own run folder (`Trainer._get_output_dir`), not `output_dir`."""
+        self.csl._folder = Path(self._get_output_dir(trial)) / f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+        super()._save_checkpoint(model, trial, *args, **kwargs)
+
+    def _push_from_checkpoint(self, checkpoint_folder: str, *args: Any, **kwargs: Any) -> None:
+        """The tracker's state joins the checkpoint before `push_to_hub` uploads it (the `Trainer`
+        pushes before it calls `on_save`, where the state is otherwise written)."""
+        if self.args.should_save:
+            self.csl.save(Path(checkpoint_folder))
+        super()._push_from_checkpoint(checkpoint_folder, *args, **kwargs)
 
     def _set_signature_columns_if_needed(self) -> None:
         """Keep the index and the labels through `remove_unused_columns`: `compute_loss` reads both
@@ -239,6 +283,10 @@ class CSLTrainer(Trainer):
         if logits.dim() != 2 or labels.dim() != 1:
             raise HarnessError(f"CSLTrainer scores classification (logits (B, C), labels (B,)); got logits "
                                f"{tuple(logits.shape)} and labels {tuple(labels.shape)}")
+        if labels.dtype.is_floating_point or labels.dtype == torch.bool:
+            raise HarnessError(f"CSLTrainer scores classification: labels must be integer class ids, got "
+                               f"{labels.dtype} (a regression head has no per-sample cross-entropy; cast class ids "
+                               f"with dataset.cast_column(..., Value('int64')))")
         losses = nn.functional.cross_entropy(logits, labels, reduction="none")
         if model.training:
             if indices is None:

@@ -197,7 +197,8 @@ class SampleTracker(TrackerCheckpoints, TrackerResults):
         every epoch), final_loss and in_confidence (after the last one).
 
         `data` is either `(x, y)` tensors holding all n samples in index order, or an iterable of
-        `(x, y, index)` batches (a DataLoader over the `WithIndex` wrapper, without augmentation).
+        `(x, y, index)` batches (a DataLoader over the `WithIndex` wrapper, without augmentation)
+        covering every sample: one a pass leaves out scores NaN in the proxies reading that pass.
         `y` must be the labels the model is trained on: labels other than the recorded ones (from
         `update` or the constructor), or outside the classes, fail the pass (one host read at its
         end) and it is not recorded. Wrap the call in `torch.autocast(...)` for a half-precision

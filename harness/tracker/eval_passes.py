@@ -115,15 +115,21 @@ class EvalPasses:
             self.at.pop()
             self.flags.pop()
 
-    def offer(self, arrays: dict, non_finite: dict[str, np.ndarray], epochs: int) -> None:
-        """Move the recorder's arrays (in `arrays`) to the keys the passes qualify for."""
+    def offer(self, arrays: dict, non_finite: dict[str, np.ndarray], missing: dict[str, np.ndarray],
+              epochs: int) -> None:
+        """Move the recorder's arrays (in `arrays`) to the keys the passes qualify for. `missing`:
+        per key, the samples a pass left out (a loader with drop_last, over part of the set): their
+        row stays NaN, which csl_eval's sum over passes would read as 0, so they must score NaN."""
         passes = arrays.pop(self.key, None)
         if not self.at:
             return
         flags = [f.cpu().numpy() > 0 for f in self.flags]
+        absent = np.isnan(passes["loss"])  # a sample a pass covered has a finite loss, or a flag
         if self.at[-1] == epochs:  # the pass after the last epoch: its row and probabilities
             arrays[EVAL_LAST_KEY] = {k: v if k == "probs_last" else v[-1:].copy() for k, v in passes.items()}
             non_finite[EVAL_LAST_KEY] = flags[-1]
+            missing[EVAL_LAST_KEY] = absent[-1] & ~flags[-1]
         if self.at == list(range(1, epochs + 1)):  # a pass after every epoch (history kept, or 1 epoch)
             arrays[EVAL_ALL_KEY] = passes
             non_finite[EVAL_ALL_KEY] = np.logical_or.reduce(flags)
+            missing[EVAL_ALL_KEY] = absent.any(axis=0) & ~non_finite[EVAL_ALL_KEY]

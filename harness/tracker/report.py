@@ -23,6 +23,17 @@ def non_finite_report(spoiled: dict[str, np.ndarray]) -> str:
             f"Lower the learning rate, or check these samples' inputs and labels")
 
 
+def left_out_report(left_out: dict[str, np.ndarray], eval_at: list[int]) -> str:
+    """One warning for `scores()`: samples an eval pass did not cover score NaN in the proxies
+    reading that pass (csl_eval would otherwise sum the other passes, or score 0)."""
+    samples = np.unique(np.concatenate(list(left_out.values())))
+    per_proxy = ", ".join(f"{label} ({len(idx)})" for label, idx in left_out.items())
+    return (f"SampleTracker: {len(samples)} sample(s) were left out of eval_epoch passes (first: "
+            f"{samples[:10].tolist()}; passes after epochs {eval_at}); they score NaN in {per_proxy}. Pass every "
+            f"sample to eval_epoch: (x, y) tensors of all n, or a loader over the whole training set without "
+            f"drop_last")
+
+
 def absent_report(presented: np.ndarray, epochs: int) -> str | None:
     """One warning for `scores()` when some samples missed some epochs (`presented`: epochs each
     sample was presented in): csl sums over the epochs a sample was presented in, so a missed epoch

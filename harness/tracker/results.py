@@ -19,6 +19,7 @@ from harness.tracker.report import (
     check_class_names,
     check_png_path,
     draw_suspects,
+    left_out_report,
     non_finite_report,
     nullable,
 )
@@ -42,7 +43,8 @@ class TrackerResults:
             raise HarnessError("no epoch recorded: call update() for every batch and end_epoch() after each epoch")
         self._restore_now("scores()")
         self._finished = True
-        self._host, self._non_finite_host, self._labels_host, self._pred_host = self._signals.to_host(self.epochs)
+        (self._host, self._non_finite_host, self._missing_host, self._labels_host,
+         self._pred_host) = self._signals.to_host(self.epochs)
         self._presented_host = self._signals.presentations.epochs.cpu().numpy().astype(np.int64)
         self._signals = None  # free the device buffers
         return self
@@ -52,7 +54,8 @@ class TrackerResults:
         more suspicious). Ends recording. `proxies` defaults to the constructor's selection, else
         every proxy the recorded signals allow. A sample never presented scores as the proxies
         score missing values (csl 0, means NaN); a sample with a non-finite loss or logits scores
-        NaN in every proxy that reads them, with a RuntimeWarning naming the samples."""
+        NaN in every proxy that reads them, with a RuntimeWarning naming the samples; so does a
+        sample an `eval_epoch` pass left out, in the proxies that read that pass."""
         self.finish()
         selection, recorded = self._selection, self._host.recorders
         chosen = (selection.resolve(proxies) if proxies is not None
@@ -61,19 +64,25 @@ class TrackerResults:
                            runs={BASE: self._host})
         columns: dict[str, Any] = {"index": np.arange(self.n), "label": nullable(self._labels_host)}
         spoiled: dict[str, np.ndarray] = {}  # proxy label -> samples with a non-finite signal it reads
+        left_out: dict[str, np.ndarray] = {}  # proxy label -> samples an eval pass it reads did not cover
         for proxy in chosen:
             selection.check_available(proxy, recorded, self.epochs, self._all_batches_had_logits, self._eval_at)
             with warnings.catch_warnings():  # a sample never presented has no values: NaN, not a warning
-                warnings.filterwarnings("ignore", "Mean of empty slice|Degrees of freedom", RuntimeWarning)
+                warnings.filterwarnings("ignore", "Mean of empty slice|Degrees of freedom|invalid value encountered",
+                                        RuntimeWarning)
                 column = np.array(proxy.score(ctx), dtype=np.float64)
-            flags = [self._non_finite_host[k] for k in selection.keys_of(proxy) if k in self._non_finite_host]
-            bad = np.logical_or.reduce(flags) if flags else np.zeros(self.n, dtype=bool)
-            if bad.any():
-                column[bad] = np.nan  # the proxies read NaN as "not presented", which would score 0 or skip it
-                spoiled[proxy.label] = np.flatnonzero(bad)
+            keys = selection.keys_of(proxy)
+            # the proxies read NaN as "not presented", which would score 0 (a sum) or skip it (a mean)
+            for found, host in ((spoiled, self._non_finite_host), (left_out, self._missing_host)):
+                bad = _any_of(host, keys, self.n)
+                if bad.any():
+                    column[bad] = np.nan
+                    found[proxy.label] = np.flatnonzero(bad)
             columns[proxy.label] = column
         if spoiled:
             warnings.warn(non_finite_report(spoiled), RuntimeWarning, stacklevel=2)
+        if left_out:
+            warnings.warn(left_out_report(left_out, self._eval_at), RuntimeWarning, stacklevel=2)
         absent = absent_report(self._presented_host, self.epochs)
         if absent and any("train_loss" in selection.keys_of(proxy) for proxy in chosen):  # a sum over epochs
             warnings.warn(absent, RuntimeWarning, stacklevel=2)
@@ -122,3 +131,9 @@ class TrackerResults:
         table = self.suspects(k, by)
         check_class_names(classes, table, self.num_classes)
         return draw_suspects(table, pictures, by.label if isinstance(by, Proxy) else by, path, classes, columns)
+
+
+def _any_of(flags: dict[str, np.ndarray], keys: set[str], n: int) -> np.ndarray:
+    """The samples flagged under any of `keys` (bool (n,))."""
+    found = [flags[k] for k in keys if k in flags]
+    return np.logical_or.reduce(found) if found else np.zeros(n, dtype=bool)

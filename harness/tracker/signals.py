@@ -211,17 +211,20 @@ class TrackedSignals:
         self.non_finite_now.zero_()
 
     # -- results -------------------------------------------------------------------------------
-    def to_host(self, epochs: int) -> tuple[Records, dict[str, np.ndarray], np.ndarray, np.ndarray]:
-        """(records by key, non-finite flags by key, given labels, predicted labels) on the host."""
+    def to_host(self, epochs: int) -> tuple[Records, dict[str, np.ndarray], dict[str, np.ndarray], np.ndarray,
+                                            np.ndarray]:
+        """(records by key, non-finite flags by key, samples eval passes left out by key, given labels,
+        predicted labels) on the host."""
         arrays = self.bank.arrays(rows=epochs)
         for key in TRAIN_KEYS:  # drop the scratch column of repeated presentations
             if key in arrays:
                 arrays[key] = {name: values[:, : self.n] for name, values in arrays[key].items()}
         train_flags = self.non_finite_train.cpu().numpy()
         non_finite = {key: train_flags for key in TRAIN_KEYS}
-        self.evals.offer(arrays, non_finite, epochs)
+        missing: dict[str, np.ndarray] = {}
+        self.evals.offer(arrays, non_finite, missing, epochs)
         pred = self.pred[: self.n].cpu().numpy()
         if EVAL_LAST_KEY in arrays:  # the final model's eval-mode prediction beats the last batches'
             probs = arrays[EVAL_LAST_KEY]["probs_last"]
             pred = np.where(np.isnan(probs).any(1), -1, np.nan_to_num(probs, nan=0.0).argmax(1))
-        return Records(arrays), non_finite, self.given[: self.n].cpu().numpy(), pred
+        return Records(arrays), non_finite, missing, self.given[: self.n].cpu().numpy(), pred
