@@ -30,9 +30,9 @@ CUDA, batch norm under vmap gets a float32 input (``float32_batch_norm``).
 Channels-last is a layout request the batched engine does not apply: under ``vmap`` a stacked
 convolution is one grouped convolution whose layout torch picks; the computation is the same.
 
-Only single-phase runs and the final eval pass are supported, and on a CPU only models without
-convolutions (there batching them is slower); ``can_ensemble`` says so, and everything else trains
-one run at a time. A spec that can be
+Only single-phase runs and the final eval pass are supported, never a model that draws random
+numbers in training (dropout), and on a CPU only models without convolutions (there batching them
+is slower); ``can_ensemble`` says so, and everything else trains one run at a time. A spec that can be
 a member always trains here, even alone (an ensemble of one), so the engine that produced a stored
 run depends only on the spec and the device type, never on what else happened to be pending.
 Members are independent (the summed loss gives each only its own gradient), so a member whose loss
@@ -54,6 +54,7 @@ from torch.func import functional_call, vmap
 from tqdm.auto import tqdm
 
 from harness.ensemble_stack import (
+    draws_random,
     float32_batch_norm,
     largest_activation,
     members_test_accuracy,
@@ -70,7 +71,7 @@ from harness.recorders import EVAL_LAST, RecorderBank, RecorderRequest, RunConte
 from harness.recorders.eval_pass import eval_signals
 from harness.runspec import RunSpec
 from harness.subsets import subset_indices
-from harness.timing import count_flops
+from harness.timing import count_flops, synchronize
 from harness.training import (
     RunOutput,
     augment_generator,
@@ -85,10 +86,14 @@ from harness.training import (
 SUPPORTED = frozenset({EVAL_LAST})
 
 
-def can_ensemble(spec: RunSpec, requests, device: torch.device | str | None = None) -> bool:
-    """True when `spec` can be one member of a batched ensemble with these recorders, and, when
+def can_ensemble(spec: RunSpec, requests, device: torch.device | str | None = None,
+                 inputs: torch.Tensor | None = None) -> bool:
+    """True when `spec` can be one member of a batched ensemble with these recorders, its model
+    draws no random numbers in training on `inputs` (the training set; `draws_random`), and, when
     `device` is given, batching pays there: on a CPU only for models without convolutions."""
     if spec.model not in MODELS or spec.then_on is not None or not set(requests) <= SUPPORTED:
+        return False
+    if draws_random(spec.model, inputs):
         return False
     return device is None or torch.device(device).type != "cpu" or not _has_conv(spec.model)
 
@@ -211,9 +216,10 @@ def train_members(
         return []
     first = specs[0]
     for s in specs:
-        if (s.data, s.model, s.recipe) != (first.data, first.model, first.recipe) or not can_ensemble(s, requests):
+        if (s.data, s.model, s.recipe) != (first.data, first.model, first.recipe) or not can_ensemble(
+                s, requests, inputs=data.x):
             raise HarnessError(f"run {s.label()} cannot join this ensemble (different model/recipe/data, "
-                               "a second phase or an unsupported recorder)")
+                               "a second phase, an unsupported recorder or dropout in the model)")
     labels = data.labels
     outputs: list[RunOutput | RunFailed | None] = [None] * len(specs)
     normalized = normalized_inputs(data)
@@ -294,6 +300,7 @@ def _train_group(
         aug_gens = [augment_generator(s.seed, epoch, device) for s in specs] if augment else []
         loss_sum = torch.zeros(k, device=device)
         correct_sum = torch.zeros(k, device=device)
+        synchronize(device)  # the FLOP count and stacking queued before the first epoch are not training
         t0 = time.perf_counter()
         for start in batch_starts(m, recipe.batch_size):
             idx = perm[:, start : start + recipe.batch_size]  # (K, b)
@@ -334,6 +341,7 @@ def _train_group(
     eval_flops: list[int] = []
     with count_flops(eval_flops):
         _eval_pass(banks, recipe.epochs - 1, forward_shared, params, buffers, data, eval_batch)
+    synchronize(device)  # on CUDA the pass is still running when the host has queued it
     eval_seconds = time.perf_counter() - t0
     test_acc = members_test_accuracy(forward_shared, params, buffers, data, eval_batch)
     train_acc = [float(torch.gather(bank[EVAL_LAST.key].buffers["correct"][0], 0, train_idx[j]).double().mean())

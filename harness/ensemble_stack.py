@@ -6,13 +6,44 @@ every member at once.
 
 from __future__ import annotations
 
+from functools import cache
+
 import torch
 from torch import nn
-from torch.func import stack_module_state
+from torch.func import functional_call, stack_module_state, vmap
 
+from harness.model_registry import MODELS, Factory
 from harness.prepared import PreparedData
 from harness.timing import count_flops
 from harness.training import count_correct
+
+
+def draws_random(model: str, inputs: torch.Tensor | None = None) -> bool:
+    """Whether `model` draws random numbers in a training forward (dropout) on inputs like
+    `inputs` (a training set; None: 32x32 images). Such a model cannot be a member: ``vmap``
+    refuses random draws (a RuntimeError deep in the worker), and allowed, they would not be the
+    draws `train_run` makes. A model that cannot be built or run for the probe counts as not.
+    Cached by factory, so a model registered anew under its name (a notebook) is probed anew."""
+    shape = (3, 32, 32) if inputs is None else tuple(inputs.shape[1:])
+    return _draws_random(MODELS.get(model).factory, shape, inputs is not None and inputs.dtype == torch.int64)
+
+
+@cache
+def _draws_random(factory: Factory, shape: tuple[int, ...], tokens: bool) -> bool:
+    """One stacked member's training forward under vmap, on the meta device (nothing allocated,
+    nothing computed), on two samples (batch norm needs more than one)."""
+    try:
+        with torch.device("meta"):
+            net = factory(shape, 10).train()
+            params = {k: v.unsqueeze(0) for k, v in net.named_parameters()}
+            buffers = {k: v.unsqueeze(0) for k, v in net.named_buffers()}
+            x = torch.zeros((1, 2, *shape), dtype=torch.int64 if tokens else torch.float32)
+            vmap(lambda p, b, xb: functional_call(net, (p, b), (xb,)))(params, buffers, x)
+    except RuntimeError as e:
+        return "randomness" in str(e)
+    except Exception:
+        return False
+    return False
 
 
 def largest_activation(model: nn.Module, x: torch.Tensor) -> int:

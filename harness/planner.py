@@ -176,7 +176,7 @@ class Planner:
         groups: dict[tuple, list[RunSpec]] = defaultdict(list)
         singles: Pending = []
         for spec, requests in pending:
-            if can_ensemble(spec, requests, device):
+            if can_ensemble(spec, requests, device, self.dataset.x_train):
                 groups[(spec.data, spec.model, spec.recipe, frozenset(requests))].append(spec)
             else:
                 singles.append((spec, requests))

@@ -15,7 +15,12 @@ from torch.utils.flop_counter import FlopCounterMode
 
 
 class Stopwatch:
+    """Seconds of the work done inside `measure()` on `device`. CUDA events are recorded on that
+    device's stream, not the current device's: under `--device cuda:1` the current device is still
+    cuda:0, whose idle stream timed every recorder at ~0 s."""
+
     def __init__(self, device: torch.device) -> None:
+        self.device = device
         self.cuda = device.type == "cuda"
         self._cpu_seconds = 0.0
         self._events: list[tuple[torch.cuda.Event, torch.cuda.Event]] = []
@@ -24,9 +29,10 @@ class Stopwatch:
     def measure(self) -> Iterator[None]:
         if self.cuda:
             start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
+            stream = torch.cuda.current_stream(self.device)
+            start.record(stream)
             yield
-            end.record()
+            end.record(stream)
             self._events.append((start, end))
         else:
             t0 = time.perf_counter()
@@ -35,7 +41,7 @@ class Stopwatch:
 
     def seconds(self) -> float:
         if self._events:
-            torch.cuda.synchronize()
+            torch.cuda.synchronize(self.device)
             self._cpu_seconds += sum(s.elapsed_time(e) for s, e in self._events) / 1000.0
             self._events.clear()
         return self._cpu_seconds
@@ -47,6 +53,14 @@ class Stopwatch:
         """Add what `other` measured so far (its CUDA events unresolved: no sync)."""
         self._cpu_seconds += other._cpu_seconds
         self._events.extend(other._events)
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait until the device has run the work queued on it; nothing on a CPU. CUDA runs kernels
+    asynchronously, so a host clock read without this bills the kernels still queued to whatever
+    is timed next (an epoch's recorder passes to the next epoch's training clock)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 @contextmanager

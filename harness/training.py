@@ -30,7 +30,7 @@ from harness.recipe import Recipe, make_optimizer, make_scheduler, random_crop_f
 from harness.recorders import RecorderBank, RecorderRequest, RunContext, eval_batches
 from harness.runspec import RunSpec
 from harness.subsets import subset_indices
-from harness.timing import Stopwatch, count_flops, warm_up_flop_counter
+from harness.timing import Stopwatch, count_flops, synchronize, warm_up_flop_counter
 
 CheckpointFn = Callable[[dict], None]
 
@@ -176,7 +176,11 @@ def train_run(
     warm_up_flop_counter()
     train_flops_per_sample = 0.0
     samples_seen = 0
+    # seconds and samples of each process's first steps: off the clock, billed at the mean rate of the
+    # others. The first step is FLOP-counted (a fresh run) and meets a cold device; with --compile the
+    # second compiles too, as torch.compile runs the step under the FLOP counter eagerly
     first_batch_seconds, first_batch_samples = 0.0, 0
+    off_clock_steps = 1 + int(compile)
     history: list[dict[str, float]] = []
 
     def new_optimizer():
@@ -197,8 +201,11 @@ def train_run(
         bank.load_state(resume_state["meters"])
         train_flops_per_sample = resume_state["train_flops_per_sample"]
         samples_seen = resume_state["samples_seen"]
+        first_batch_seconds = resume_state.get("first_batch_seconds", 0.0)  # absent from older checkpoints
+        first_batch_samples = resume_state.get("first_batch_samples", 0)
         history = list(resume_state["history"])
     last_checkpoint = time.monotonic()
+    steps_here = 0
 
     bar = tqdm(range(start_epoch, total_epochs), desc=spec.label(), leave=False, disable=not progress)
     for g in bar:
@@ -212,6 +219,7 @@ def train_run(
         loss_sum = torch.zeros((), device=device)
         correct_sum = torch.zeros((), device=device)
         model.train()
+        synchronize(device)  # the last epoch's recorder passes are theirs, not this epoch's training
         t0 = time.perf_counter()
         for start in batch_starts(len(perm), recipe.batch_size):
             idx = perm[start : start + recipe.batch_size]
@@ -222,8 +230,13 @@ def train_run(
                 xb = data.inputs(idx)
             if nhwc:  # after augmentation, whose crop hands back a row-major batch
                 xb = channels_last(xb)
-            measuring = samples_seen == 0  # count FLOPs on the run's first batch, keep it off the clock
+            measuring = samples_seen == 0  # count FLOPs on the run's first batch
             flops: list[int] = []
+            off_clock = steps_here < off_clock_steps
+            if off_clock:
+                synchronize(device)
+                if compile:  # one graph for every batch size, compiled here off the clock: otherwise the
+                    torch._dynamo.maybe_mark_dynamic(xb, 0)  # partial last batch recompiles on it
             t_first = time.perf_counter()
             with first_batch_flops(flops) if measuring else nullcontext():
                 with autocast(device, precision):
@@ -232,10 +245,13 @@ def train_run(
                 optimizer.zero_grad(set_to_none=True)
                 loss.mean().backward()
                 optimizer.step()
+            if off_clock:
+                synchronize(device)  # the step's kernels are its own
+                first_batch_seconds += time.perf_counter() - t_first
+                first_batch_samples += len(idx)
+            steps_here += 1
             if measuring:
                 train_flops_per_sample = flops[0] / len(idx)
-                first_batch_seconds = time.perf_counter() - t_first
-                first_batch_samples = len(idx)
             samples_seen += len(idx)
             loss_d, logits_d = loss.detach(), logits.detach()
             loss_sum += loss_d.sum()
@@ -265,16 +281,18 @@ def train_run(
                     "meters": bank.state(),
                     "train_flops_per_sample": train_flops_per_sample,
                     "samples_seen": samples_seen,
+                    "first_batch_seconds": first_batch_seconds,
+                    "first_batch_samples": first_batch_samples,
                     "history": history,
                 }
             )
             last_checkpoint = time.monotonic()
     bar.close()
 
-    # the loop's clock ran through batch recorders and the FLOP-counted first batch: take both out,
-    # and bill the first batch at the mean rate of the others
+    # the loop's clock ran through batch recorders and the first steps: take both out, and bill the
+    # first steps at the mean rate of the others
     loop_seconds = train_watch.seconds() - bank.batch_clock_seconds()
-    if samples_seen > first_batch_samples and start_epoch == 0:
+    if samples_seen > first_batch_samples:
         loop_seconds -= first_batch_seconds
         loop_seconds *= samples_seen / (samples_seen - first_batch_samples)
     return RunOutput(
