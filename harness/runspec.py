@@ -11,7 +11,14 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass, field, replace
 
-from harness.recipe import AUGMENT_VERSION, LATER_RECIPE_DEFAULTS, Recipe, without_defaults
+from harness.recipe import (
+    AUGMENT_VERSION,
+    LATER_RECIPE_DEFAULTS,
+    ONECYCLE_VERSION,
+    Recipe,
+    onecycle_changed,
+    without_defaults,
+)
 
 STORE_FORMAT = 1  # bump when stored arrays change meaning; old entries then stop matching
 #: Which test samples a `--subset` run is scored on (its stored test_acc). Version 2: max(1000, subset)
@@ -109,6 +116,8 @@ class RunSpec:
         spec["recipe"] = without_defaults(spec["recipe"], _ADDED_RECIPE_DEFAULTS)
         if self.recipe.augment:  # runs stored before AUGMENT_VERSION 2 padded crops with grey: not reused
             spec["recipe"]["augment_version"] = AUGMENT_VERSION
+        if self.recipe.schedule == "onecycle" and onecycle_changed(self.recipe.epochs):  # peaked between epochs
+            spec["recipe"]["onecycle_version"] = ONECYCLE_VERSION  # before version 2: not reused
         if self.data.subset is not None:  # runs stored before TEST_KEEP_VERSION 2 measured test_acc on
             spec["data"]["test_keep_version"] = TEST_KEEP_VERSION  # a prefix of the test split: not reused
         if not spec["data"].get("dataset_sha"):  # built-in datasets keep their pre-fingerprint addresses

@@ -67,6 +67,39 @@ def test_onecycle_rises_to_lr_at_a_quarter_then_falls_linearly() -> None:
     assert _lrs(Recipe(lr=0.4, epochs=1, schedule="onecycle")) == pytest.approx([0.016])  # no crash when short
 
 
+@pytest.mark.parametrize(("epochs", "peak"), [(2, 1), (3, 1), (5, 1), (6, 2), (10, 3), (13, 3), (20, 5), (22, 6)])
+def test_onecycle_reaches_its_lr_at_a_whole_epoch_whatever_the_epochs(epochs: int, peak: int) -> None:
+    """Peaking at E/4 itself left 10 epochs at most 0.93 of the lr (and 5 at 0.81): the schedule is
+    stepped per epoch, so the peak is the whole epoch nearest E/4."""
+    lrs = _lrs(Recipe(lr=0.4, epochs=epochs, schedule="onecycle"))
+    assert max(lrs) == pytest.approx(0.4) and lrs.index(max(lrs)) == peak
+    assert lrs[0] == pytest.approx(0.016) and 0 < lrs[-1] < 0.4 / (epochs - peak) + 1e-9
+
+
+def test_only_runs_whose_onecycle_moved_get_new_addresses() -> None:
+    """The runs stored before the peak moved to a whole epoch are reused where their schedule is the
+    same (E = 1 or a multiple of 4, every preset as shipped) and never where it is not."""
+    from harness.runspec import DataSpec, RunSpec
+
+    def digest(epochs: int, schedule: str = "onecycle") -> str:
+        return RunSpec(DataSpec("digits"), "mlp", Recipe(epochs=epochs, schedule=schedule)).digest()
+
+    def old_digest(epochs: int, schedule: str = "onecycle") -> str:
+        import harness.runspec as runspec
+        original = runspec.onecycle_changed
+        runspec.onecycle_changed = lambda e: False
+        try:
+            return digest(epochs, schedule)
+        finally:
+            runspec.onecycle_changed = original
+
+    for epochs in (1, 4, 20, 40):
+        assert digest(epochs) == old_digest(epochs)
+    for epochs in (2, 5, 10):
+        assert digest(epochs) != old_digest(epochs)
+        assert digest(epochs, "cosine") == old_digest(epochs, "cosine")
+
+
 @pytest.mark.parametrize(("epochs", "milestones"), [(200, (120, 180)), (100, (60, 90)), (150, (90, 135)),
                                                     (10, (6, 9)), (2, (1,)), (1, ())])
 def test_epochs_scale_the_paper_presets_milestones(epochs: int, milestones: tuple[int, ...]) -> None:
