@@ -230,3 +230,17 @@ def test_duplicates_exact_finds_only_the_byte_equal_copy(tmp_path: Path, make_co
     exp, _ = _run(make_config, dataset=dataset, task_args={"suspects": {"duplicates": "exact"}})
     pairs = pd.read_csv(Path(exp.cfg.out) / "suspects" / "duplicates.csv")
     assert pairs[["a", "b", "distance"]].values.tolist() == [[5, 900, 0.0]]
+
+
+def test_a_near_duplicate_search_too_big_to_finish_is_refused_before_training(tmp_path: Path, monkeypatch,
+                                                                               capsys) -> None:
+    import harness.tasks.suspects as suspects
+
+    monkeypatch.setattr(suspects, "MAX_NEAR_WORK", 1437**2 * 64 - 1)  # digits' 1,437 images of 8 x 8 just exceed it
+    argv = ["run", "--tasks", "suspects", "--proxies", "csl", "--epochs", "1", "--store", str(tmp_path / "store"),
+            "--out", str(tmp_path / "out")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "suspects: a near-duplicate search over 1437 samples of 64 values would take hours" in err
+    assert "pass --task-arg suspects.duplicates=exact" in err and not (tmp_path / "store").exists()
+    assert main([*argv, "--task-arg", "suspects.duplicates=exact"]) == 0
