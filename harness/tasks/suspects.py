@@ -137,7 +137,8 @@ class Suspects(Task):
         by = self.sort_by(list(scores))
         if ctx.out is not None and by is not None:
             if not self.pairs_found:
-                self.pairs, self.pairs_found = self.duplicate_pairs(ctx, k), True
+                mode, threshold = self.params["duplicates"], float(self.params["duplicate_threshold"])
+                self.pairs, self.pairs_found = duplicate_pairs(ctx, mode, threshold, k), True
             table = self.table(ctx, scores, predicted, np.asarray(eval_last["p_label"])[-1], self.pairs)
             self.write(ctx, ranked(table, by), by, k)
             self.by_seed[ctx.setting.seed] = table
@@ -155,47 +156,9 @@ class Suspects(Task):
             columns["file"] = list(files)
         columns["label"] = ctx.data.labels
         if pairs is not None:
-            columns |= Suspects.partners(pairs, ctx.data.n)
+            columns |= partner_columns(pairs, ctx.data.n)
         columns |= {"predicted": predicted, "p_label": p_label, **scores}
         return pd.DataFrame(columns)
-
-    @staticmethod
-    def partners(pairs: pd.DataFrame, n: int) -> dict[str, Any]:
-        """Per sample: its duplicates (`;`-separated indices) and whether any has another label."""
-        partners: list[list[int]] = [[] for _ in range(n)]
-        differ = np.zeros(n, dtype=bool)
-        for a, b, other in zip(pairs["a"], pairs["b"], pairs["labels_differ"]):
-            partners[a].append(int(b))
-            partners[b].append(int(a))
-            differ[[a, b]] |= bool(other)
-        return {"duplicates": [";".join(map(str, sorted(p))) for p in partners], "duplicate_labels_differ": differ}
-
-    def duplicate_pairs(self, ctx: EvalContext, k: int) -> pd.DataFrame | None:
-        """The copies and near copies among the training samples (the same for every seed): written to
-        `suspects/duplicates.csv`, pairs whose labels differ first, and the first k/2 pairs drawn."""
-        if self.params["duplicates"] == "off":
-            return None
-        dataset, labels = ctx.data.dataset, np.asarray(ctx.data.labels)
-        pairs = find_pairs(dataset.x_train, self.params["duplicates"], float(self.params["duplicate_threshold"]))
-        pairs["label_a"], pairs["label_b"] = labels[pairs["a"]], labels[pairs["b"]]
-        pairs["labels_differ"] = pairs["label_a"] != pairs["label_b"]
-        if dataset.sample_names is not None:
-            files = np.asarray(dataset.sample_names, dtype=object)
-            pairs["file_a"], pairs["file_b"] = files[pairs["a"]], files[pairs["b"]]
-        pairs = pairs.sort_values("labels_differ", ascending=False, kind="stable").reset_index(drop=True)
-        out, name = Path(ctx.out), "suspects/duplicates.csv"
-        atomic_write(out / name, lambda path: pairs.to_csv(path, index=False))
-        ctx.artifacts.setdefault("suspects", []).append(name)
-        drawn = pairs.head(max(1, k // 2))
-        if dataset.is_image and len(drawn):
-            from harness.plots import plot_pairs
-
-            index = sorted(set(drawn["a"]) | set(drawn["b"]))
-            images = ctx.data.x[torch.as_tensor(index, device=ctx.data.x.device)].cpu().numpy()
-            figure = plot_pairs(drawn, dict(zip(index, images)), out / "figures" / "duplicates.png",
-                                list(dataset.classes), COLUMNS)
-            ctx.artifacts.setdefault("figures", []).append(str(figure.relative_to(out)))
-        return pairs
 
     def write_combined(self, ctx: EvalContext, by: str) -> None:
         """`suspects/suspects.csv`: the seeds' tables averaged per sample, ranked by the mean of `by`."""
@@ -236,3 +199,42 @@ class Suspects(Task):
             figure = plot_suspects(top, pictures, by, out / "figures" / f"suspects_seed{seed}.png",
                                    list(dataset.classes), COLUMNS)
             ctx.artifacts.setdefault("figures", []).append(str(figure.relative_to(out)))
+
+
+def partner_columns(pairs: pd.DataFrame, n: int) -> dict[str, Any]:
+    """Per sample: its duplicates (`;`-separated indices) and whether any has another label."""
+    partners: list[list[int]] = [[] for _ in range(n)]
+    differ = np.zeros(n, dtype=bool)
+    for a, b, other in zip(pairs["a"], pairs["b"], pairs["labels_differ"]):
+        partners[a].append(int(b))
+        partners[b].append(int(a))
+        differ[[a, b]] |= bool(other)
+    return {"duplicates": [";".join(map(str, sorted(p))) for p in partners], "duplicate_labels_differ": differ}
+
+
+def duplicate_pairs(ctx: EvalContext, mode: str, threshold: float, k: int) -> pd.DataFrame | None:
+    """The copies and near copies among the training samples (the same for every seed): written to
+    `suspects/duplicates.csv`, pairs whose labels differ first, and the first k/2 pairs drawn."""
+    if mode == "off":
+        return None
+    dataset, labels = ctx.data.dataset, np.asarray(ctx.data.labels)
+    pairs = find_pairs(dataset.x_train, mode, threshold)
+    pairs["label_a"], pairs["label_b"] = labels[pairs["a"]], labels[pairs["b"]]
+    pairs["labels_differ"] = pairs["label_a"] != pairs["label_b"]
+    if dataset.sample_names is not None:
+        files = np.asarray(dataset.sample_names, dtype=object)
+        pairs["file_a"], pairs["file_b"] = files[pairs["a"]], files[pairs["b"]]
+    pairs = pairs.sort_values("labels_differ", ascending=False, kind="stable").reset_index(drop=True)
+    out, name = Path(ctx.out), "suspects/duplicates.csv"
+    atomic_write(out / name, lambda path: pairs.to_csv(path, index=False))
+    ctx.artifacts.setdefault("suspects", []).append(name)
+    drawn = pairs.head(max(1, k // 2))
+    if dataset.is_image and len(drawn):
+        from harness.plots import plot_pairs
+
+        index = sorted(set(drawn["a"]) | set(drawn["b"]))
+        images = ctx.data.x[torch.as_tensor(index, device=ctx.data.x.device)].cpu().numpy()
+        figure = plot_pairs(drawn, dict(zip(index, images)), out / "figures" / "duplicates.png",
+                            list(dataset.classes), COLUMNS)
+        ctx.artifacts.setdefault("figures", []).append(str(figure.relative_to(out)))
+    return pairs
