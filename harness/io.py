@@ -147,18 +147,67 @@ def umask() -> int:
     return mask
 
 
+#: A write probe: `.write-test-PID-RANDOM` (mkstemp's 8 characters), empty, locked (flock) by its
+#: process while it exists, so one that a kill left behind is provably ours and dead.
+_PROBE = re.compile(r"\.write-test-(\d+)-[a-z0-9_]{8}")
+
+
 def probe_writable(folder: Path, into: Path | None = None) -> None:
     """OSError when no file can be created in `folder` (read-only, another user's, missing), or,
     with `into`, cannot be renamed from there into the folder `into` (EXDEV: another file system,
-    such as a mount point or a bind mount, even where st_dev is the same)."""
-    fd, probe = tempfile.mkstemp(prefix=".write-test-", dir=folder)
-    os.close(fd)
+    such as a mount point or a bind mount, even where st_dev is the same). The probes that killed
+    processes left in these folders are removed first (`remove_dead_probes`)."""
+    for place in (folder, into) if into is not None else (folder,):
+        remove_dead_probes(place)
+    fd, probe = tempfile.mkstemp(prefix=f".write-test-{os.getpid()}-", dir=folder)
     try:
+        if fcntl is not None:  # held until closed: a cleaner never takes a live probe (where there is no
+            with suppress(OSError):  # flock, as on an NFS mount without locks, no cleaner can take it either)
+                fcntl.flock(fd, fcntl.LOCK_EX)
         if into is not None:
             os.rename(probe, into / Path(probe).name)
             probe = str(into / Path(probe).name)
     finally:
-        os.unlink(probe)
+        try:
+            os.unlink(probe)
+        finally:
+            os.close(fd)
+
+
+def remove_dead_probes(folder: Path) -> list[str]:
+    """Remove the write probes (`_PROBE`) a kill left in `folder`: only an empty regular file of that
+    name whose process is gone and whose lock is free (a process in another PID namespace, such as
+    a container sharing the volume, may show a live PID as dead). A user's file is never one: any
+    other name, a link, a folder or a file with content stays. Returns the names removed."""
+    removed = []
+    try:
+        names = [e.name for e in os.scandir(folder) if e.name.startswith(".write-test-")]
+    except OSError:
+        return removed
+    for name in names:
+        m = _PROBE.fullmatch(name)
+        if m is None or pid_alive(int(m.group(1))):
+            continue
+        path = os.path.join(folder, name)
+        try:  # a regular file before it is opened: opening a FIFO or a device named so would act on it
+            if not stat.S_ISREG(os.lstat(path).st_mode):
+                continue
+            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0))
+        except OSError:
+            continue
+        try:
+            if fcntl is not None:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # BlockingIOError: a live probe
+            held, now = os.fstat(fd), os.lstat(path)
+            same = (held.st_dev, held.st_ino) == (now.st_dev, now.st_ino)  # not swapped since it was opened
+            if stat.S_ISREG(held.st_mode) and held.st_size == 0 and same:
+                os.unlink(path)
+                removed.append(name)
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+    return removed
 
 
 def name_fits(folder: Path, name: str) -> None:
@@ -233,6 +282,18 @@ def swap_folder(new: Path, final: Path, aside: Path) -> None:
         os.rename(aside, final)  # put the old one back
         raise
     rmtree(aside)
+
+
+def killed_as_made(folder: Path, m: re.Match[str], inside: str) -> bool:
+    """Whether `folder` was left by a process killed as it made it: its name (matched by `m` up to
+    mkdtemp's random part, group 2 the PID) is exactly as made, its PID is gone, and it holds nothing,
+    or nothing but a regular file `inside` (made first). False when it cannot be listed."""
+    if not re.fullmatch(r"[a-z0-9_]{8}", folder.name[m.end():]) or pid_alive(int(m.group(2))):
+        return False
+    try:
+        return all(p.name == inside and not p.is_symlink() and p.is_file() for p in folder.iterdir())
+    except OSError:
+        return False
 
 
 def leftovers(parent: Path, pattern: re.Pattern[str], owned: Callable[[re.Match[str], Path], bool]

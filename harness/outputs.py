@@ -44,6 +44,7 @@ from harness.io import (
     file_sha256,
     folder_beside,
     free_bytes_short,
+    killed_as_made,
     leftovers,
     name_fits,
     nearest_folder,
@@ -263,8 +264,7 @@ def staging(out: Path | None) -> Iterator[Path | None]:
     try:  # a write refused here or in the block (a task's table or figure: not only `write`) is one line
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = _new_folder(out, "tmp", _work_place(out))
-        _HELD[tmp] = lock = FileLock(tmp / STAGING_LOCK)
-        lock.acquire()
+        _HELD.setdefault(tmp, FileLock(tmp / STAGING_LOCK)).acquire()
         (tmp / STAGING_MARKER).write_text("memprox staging folder of an experiment's outputs\n")
         yield tmp
     except OSError as e:
@@ -367,16 +367,17 @@ def _check_place(out: Path, rel: str, ours: dict[str, str], overwrite: bool) -> 
 
 
 def _stale(out: Path) -> list[tuple[re.Match[str], Path]]:
-    """Staging ("tmp") and set-aside ("old") folders of `out` that killed processes left, beside it
-    and inside it: the name pattern, and the marker or journal written inside on creation; a staging
-    folder also needs its lock to be free (one of an older memprox, which took none: a dead PID). A
+    """Staging ("tmp") and set-aside ("old") folders of `out` that killed processes left, beside and in it:
+    the name, and the marker or journal written inside on creation (or a record, or nothing but the lock
+    and a dead PID); a staging folder's lock must be free (an older memprox took none: a dead PID). A
     set-aside folder is found under the folder's lock, which every swap holds: none is running."""
     def owned(m: re.Match[str], folder: Path) -> bool:
         if m.group(1) == "old":
             return plain_file(folder, JOURNAL) is not None or unstarted(folder)
-        if plain_file(folder, STAGING_MARKER) is None:  # a publish killed between dropping it and its rename
-            return read_record(folder)[0] is not None  # (it held the folder's lock, as the caller does now)
-        if plain_file(folder, STAGING_LOCK) is None:
+        if plain_file(folder, STAGING_MARKER) is None:  # a publish killed before its rename, or `staging` as it made it
+            if read_record(folder)[0] is None and not killed_as_made(folder, m, STAGING_LOCK):
+                return False
+        elif plain_file(folder, STAGING_LOCK) is None:
             return not pid_alive(int(m.group(2)))
         try:
             with FileLock(folder / STAGING_LOCK).acquire(timeout=0):

@@ -47,6 +47,7 @@ class Runner:
         already stored stays, no lock is left held and the executor's workers are stopped."""
         result = RunnerResult(runs=dict(done), reused=[spec.label() for spec in done])
         try:
+            self.store.require_writable([spec.label() for spec, _ in todo])  # a read-only store: before training
             while todo:
                 waiting = self._train_claimed(todo, result)
                 todo = []

@@ -20,7 +20,9 @@ checkpoint is loaded with `weights_only=True`, so a file planted in a shared sto
 cannot run code: it holds only tensors and plain values (numpy arrays are saved as tensors), and
 one that is damaged (its zip CRCs), belongs to another spec or needs unpickling restarts the run.
 `clean()` removes what kills leave behind, only when it is the store's own (its names and
-contents) and no live writer still holds it.
+contents) and no live writer still holds it. A store this process cannot write (`check_writable`: a
+team's read-only store of finished runs) is only read, never locked or cleaned, and an experiment
+that must train into it is refused before training (`require_writable`).
 """
 
 from __future__ import annotations
@@ -163,10 +165,13 @@ class RunStore:
     def __init__(self, root: str | Path, create: bool = True) -> None:
         self.root = Path(root)
         self._locks: dict[str, FileLock] = {}
+        self._unwritable: tuple[str, str] | None = None  # (what is wrong, the fix), from `check_writable`
         if create:
             self.create()
 
     def create(self) -> None:
+        if self._unwritable is not None:  # only read (`check_writable`): an absent folder holds nothing
+            return
         try:
             for sub in ("runs", "partial", "locks"):
                 (self.root / sub).mkdir(parents=True, exist_ok=True)
@@ -185,19 +190,16 @@ class RunStore:
         return self._locks[digest]
 
     def check_writable(self) -> None:
-        """HarnessError naming the folder when the store cannot take new entries (read-only,
-        another user's, nearly full): said before anything trains, not after."""
-        for sub in ("runs", "partial", "locks"):
-            folder = self.root / sub
-            try:
-                probe_writable(nearest_folder(folder))
-            except OSError as e:
-                raise HarnessError(f"run store folder {folder} is not writable ({e.strerror}); "
-                                   "fix its permissions or pass another --store") from e
-        free = free_bytes_short(nearest_folder(self.root))
-        if free is not None:
-            raise HarnessError(f"run store {self.root} has only {free / 2**20:.0f} MiB free; "
-                               "free some space or pass another --store")
+        """Whether the store can take new entries (`_write_problem`). One that cannot is only read (a team's
+        store of finished runs); refused here (HarnessError) when it holds no runs, else by `require_writable`."""
+        self._unwritable = _write_problem(self.root)
+        if self._unwritable is not None and not (self.root / "runs").is_dir():
+            raise HarnessError("; ".join(self._unwritable))
+
+    def require_writable(self, missing: list[str]) -> None:
+        """HarnessError, before training, when the store cannot be written and `missing` must be trained."""
+        if self._unwritable is not None and missing:
+            raise _refusal(self._unwritable, missing)
 
     def get(self, spec: RunSpec) -> StoredRun | None:
         """The stored run, or None when absent, damaged or unverifiable (one warning line naming
@@ -208,7 +210,7 @@ class RunStore:
         found = self._read(spec)
         if isinstance(found, StoredRun):
             return found
-        if found is not None or self._swapping(spec) or os.path.lexists(self._dir(spec)):
+        if self._unwritable is None and (found is not None or self._swapping(spec) or os.path.lexists(self._dir(spec))):
             with self.lock(spec):
                 found = self._read(spec)
         if isinstance(found, Exception):
@@ -240,7 +242,7 @@ class RunStore:
             raise _unreadable(path, e) from e
         except (OSError, ValueError, KeyError, TypeError) as e:
             return e
-        return StoredRun(spec, path, manifest, self.lock(spec))
+        return StoredRun(spec, path, manifest, self.lock(spec) if self._unwritable is None else None)
 
     def put(self, spec: RunSpec, arrays: dict[str, dict[str, np.ndarray]], manifest: Manifest) -> StoredRun:
         """Write the entry (checksums filled in here) and swap it into place under the entry's lock.
@@ -291,8 +293,8 @@ class RunStore:
         them; a folder holding nothing but entry files) and its entry's lock is free (no live writer).
         An entry swapped aside by a writer killed mid-swap is put back instead.
         Returns the names removed."""
-        removed = []
-        for digest, path in _leftovers(self.root):
+        removed: list[str] = []
+        for digest, path in _leftovers(self.root) if self._unwritable is None else []:  # read-only: nothing
             try:
                 with self.lock(digest).acquire(timeout=0):
                     final = self.root / "runs" / digest
@@ -305,6 +307,28 @@ class RunStore:
             if not os.path.lexists(path):
                 removed.append(path.name)
         return removed
+
+
+def _write_problem(root: Path) -> tuple[str, str] | None:
+    """(What is wrong, the fix) when the store at `root` cannot take new entries: read-only, another
+    user's, nearly full. Checked before anything trains, not after."""
+    for sub in ("runs", "partial", "locks"):
+        try:
+            probe_writable(nearest_folder(root / sub))
+        except OSError as e:
+            return (f"run store folder {root / sub} is not writable ({e.strerror})",
+                    "fix its permissions or pass another --store")
+    free = free_bytes_short(nearest_folder(root))
+    if free is not None:
+        return f"run store {root} has only {free / 2**20:.0f} MiB free", "free some space or pass another --store"
+    return None
+
+
+def _refusal(problem: tuple[str, str], missing: list[str]) -> HarnessError:
+    """The refusal of runs that must be trained into a store that cannot be written (`_write_problem`)."""
+    (what, fix), shown = problem, ", ".join(missing[:2]) + (f" and {len(missing) - 2} more" if len(missing) > 2 else "")
+    return HarnessError(f"{what}, and {len(missing)} run(s) this experiment needs must be trained into it ({shown}); "
+                        f"{fix} (a store that cannot be written serves only the runs it holds)")
 
 
 def _write_arrays(folder: Path, arrays: dict[str, dict[str, np.ndarray]]) -> dict[str, str]:
