@@ -75,6 +75,11 @@ def score(proxies: list[Proxy], base: RunSpec, data: PreparedData, runs: Mapping
             problems.append(f"proxy {proxy.label} failed for {base.label()}: every score is NaN "
                             "(check its parameters); left out of the leaderboard")
             continue
+        unscored = int((~np.isfinite(s)).sum())
+        if unscored:  # detection metrics rank them least suspicious, correlations become NaN: say so
+            warnings.warn(f"proxy {proxy.label} gives {unscored} of {len(s)} samples no finite score for "
+                          f"{base.label()}: detection metrics rank them as the least suspicious and its correlations "
+                          "with a reference are NaN; a proxy should score every sample", stacklevel=2)
         seen = s[~np.isnan(s)]
         if len(seen) == len(s) and len(s) > 1 and (seen == seen[0]).all():
             warnings.warn(f"proxy {proxy.label} gives every sample the same score ({seen[0]:g}) for {base.label()}: "

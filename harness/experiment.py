@@ -89,8 +89,9 @@ class Experiment:
                 raise
             warnings.warn(f"the {cfg.preset} preset's subset of {cfg.subset} is more than the {e.available} training "
                           f"samples of {cfg.dataset}: all {e.available} are used", stacklevel=3)
+        # the identity stays the command's (with the preset's subset): its next run checks --out with it
+        # before it loads, so recording the identity without the subset made every rerun "another experiment"
         self.cfg = cfg = replace(cfg, subset=None)
-        self._check_out()  # the identity changed with the subset
         self.source = replace(self.source, subset=None)
         return load_source(self.source, download=cfg.download)
 
