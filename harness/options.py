@@ -314,7 +314,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("subset", None, "keep the first N training samples in canonical order", annotation="int | None",
            cli_type=int, fill=_preset_or("subset"), check=_integer("subset size", 1, optional=True),
            **_FROM_PRESET),
-    _path(name="data_root", help="folder holding torchvision datasets"),
+    _path(name="data_root", help="folder holding torchvision datasets", shown_default="$MEMPROX_CACHE/data, "
+          "else ~/.cache/memprox/data"),
     Option("download", False, "let torchvision download the dataset into --data-root", annotation="bool",
            switch=True, check=_boolean, runtime=True),
     Option("noise_rates", None, "symmetric label-noise rates, each in (0, 1)", annotation="tuple[float, ...]",

@@ -28,11 +28,12 @@ class Curvature(Proxy):
     def validate(self) -> None:
         self.check_int("n", 1)
         self.check_int("every", 1)
-        h = self.check_number("h", 0.0, 1.0)  # a finite-difference step on standardised inputs
-        if h < MIN_STEP:
+        h = self.params["h"]
+        if isinstance(h, int | float) and not isinstance(h, bool) and 0 < h < MIN_STEP:
             raise HarnessError(f"curvature.h must be at least {MIN_STEP:g} (got {self.params['h']!r}): a smaller "
                                "step drowns in float32 rounding (x + h*v rounds back to x), so the scores "
                                "would be rounding noise, not curvature")
+        self.check_number("h", MIN_STEP, 1.0, low_open=False)  # a finite-difference step on standardised inputs
 
     @property
     def request(self) -> RecorderRequest:

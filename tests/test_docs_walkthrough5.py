@@ -163,3 +163,17 @@ def test_a_proxy_that_leaves_samples_unscored_is_named_in_a_warning() -> None:
                         "metrics rank them as the least suspicious and its correlations with a reference are NaN; "
                         "a proxy should score every sample"]
     assert not problems and set(scores) == {"whole", "gappy"}
+
+
+def test_help_and_messages_name_the_real_defaults_and_ranges() -> None:
+    """`--data-root`'s help said "(default: none)" (they live in $MEMPROX_CACHE/data), and
+    curvature(h=0) was told "(0, 1]" although the range is [1e-5, 1] (proxies.md)."""
+    from harness.cli import help_text
+    from harness.errors import HarnessError
+    from harness.options import OPTIONS
+    from proxies import resolve_proxies
+
+    (data_root,) = [o for o in OPTIONS if o.name == "data_root"]
+    assert help_text(data_root).endswith("(default: $MEMPROX_CACHE/data, else ~/.cache/memprox/data)")
+    with pytest.raises(HarnessError, match=re.escape("curvature.h must be a finite number in [1e-05, 1] (got 0)")):
+        resolve_proxies("curvature(h=0)", {})
