@@ -103,9 +103,14 @@ def load_source(source: DataSource, download: bool = False, fingerprint: str | N
 
 
 def prepared_data(source: DataSource, spec: DataSpec, device: torch.device) -> PreparedData:
+    """A job's data. Loading it says nothing: the driver loaded this source before planning and showed
+    its warnings once, and every worker process repeated them on its first job, raw."""
     key = (spec, str(device))
     if key not in _PREPARED:
-        _PREPARED[key] = prepare(spec, load_source(source, fingerprint=spec.dataset_sha), device)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            dataset = load_source(source, fingerprint=spec.dataset_sha)
+        _PREPARED[key] = prepare(spec, dataset, device)
         while len(_PREPARED) > 4:
             _PREPARED.popitem(last=False)
     return _PREPARED[key]
