@@ -67,6 +67,9 @@ class Planner:
     def __init__(self, cfg: ExperimentConfig, source: DataSource, dataset: Dataset, device: torch.device,
                  store: RunStore) -> None:
         self.cfg, self.source, self.dataset, self.device, self.store = cfg, source, dataset, device, store
+        if (cfg.gpus_per_run or 1.0) != 1.0 and device.type != "cuda":
+            warnings.warn(f"--gpus-per-run {cfg.gpus_per_run:g} has no effect: this experiment runs on {device}, and "
+                          "only runs on a CUDA GPU share it", stacklevel=3)
         self._single_sample_ok: dict[tuple, bool] = {}  # (model, input shape, classes) -> trains on a batch of 1
 
     def prepared(self, spec: DataSpec) -> PreparedData:

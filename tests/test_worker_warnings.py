@@ -38,3 +38,15 @@ def test_the_driver_sees_a_loading_warning_and_a_job_loading_the_same_data_does_
         data = prepared_data(warning_dataset, DataSpec(dataset=NAME), torch.device("cpu"))
     assert [str(w.message) for w in caught] == []
     assert data.n == 1437  # the data itself is loaded as before
+
+
+def test_gpus_per_run_on_a_cpu_says_it_has_no_effect(make_config) -> None:
+    """It was accepted silently: a user packing runs with --gpus-per-run 0.25 on a machine without a
+    GPU (--device auto) should hear that nothing is packed."""
+    from harness.experiment import Experiment
+
+    with pytest.warns(UserWarning, match=r"--gpus-per-run 0.25 has no effect: this experiment runs on cpu"):
+        Experiment(make_config(gpus_per_run=0.25))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        Experiment(make_config())  # the default says nothing
