@@ -186,3 +186,19 @@ def test_gather_uneven_batches_and_padding_duplicates(tmp_path):
     init = f"file://{tmp_path / 'rendezvous'}"
     mp.spawn(gather_worker, args=(2, init, out), nprocs=2, join=True)
     np.testing.assert_array_equal(np.load(out), np.arange(1.0, 8.0) * 3)  # 1x + 2x each loss, no 100
+
+
+def test_a_second_fit_of_another_model_warns_that_it_adds_to_the_first_ones_record():
+    """The callback continues its record across fits (right for the same model trained on); another
+    model's losses silently added to the first one's, csl summing two trainings."""
+    import warnings
+
+    x, y = _data()
+    csl = CSLCallback(N)
+    module = Module(_net(), False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        L.Trainer(max_epochs=1, callbacks=[csl], **TRAINER).fit(module, _loader(x, y))
+        L.Trainer(max_epochs=1, callbacks=[csl], **TRAINER).fit(module, _loader(x, y))  # the same model, on
+    with pytest.warns(RuntimeWarning, match="this fit trains another model than the fit before"):
+        L.Trainer(max_epochs=1, callbacks=[csl], **TRAINER).fit(Module(_net(), False), _loader(x, y))

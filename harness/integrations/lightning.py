@@ -29,6 +29,7 @@ with the epochs recorded before it.
 from __future__ import annotations
 
 import warnings
+import weakref
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -93,6 +94,7 @@ class CSLCallback(Callback):
         self.images, self.plot_path, self.k, self.by, self.classes = images, plot_path, k, by, classes
         self.figure: Path | None = None
         self._loaded: dict[str, Any] | None = None  # a checkpoint's state, until the fit starts
+        self._module: weakref.ref | None = None  # the model the record is of (the first fit's)
 
     # -- Lightning hooks ------------------------------------------------------------------------
     def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
@@ -108,7 +110,18 @@ class CSLCallback(Callback):
     def on_train_start(self, trainer: Any, pl_module: Any) -> None:
         if self.tracker.finished and self._loaded is None:
             raise HarnessError("CSLCallback: scores() ended this callback's record; give this fit a new CSLCallback")
+        self._check_same_model(pl_module)
         self._resume(trainer, pl_module)
+
+    def _check_same_model(self, pl_module: Any) -> None:
+        """A second fit continues the record, which is right for the same model trained on; another
+        model's losses would add to the first one's (csl summed over two trainings), so say so."""
+        before = self._module() if self._module is not None else None
+        if self._module is not None and before is not pl_module and (self.tracker.epochs or self._recorder.batches):
+            warnings.warn("CSLCallback: this fit trains another model than the fit before, and its losses add to "
+                          "that model's record (csl would sum both trainings); give each model its own CSLCallback",
+                          RuntimeWarning, stacklevel=3)
+        self._module = weakref.ref(pl_module)
 
     def on_fit_end(self, trainer: Any, pl_module: Any) -> None:
         # a fit resumed from a checkpoint of its last epoch trains nothing and calls no on_train_start
