@@ -287,13 +287,16 @@ def plot_suspects(table: pd.DataFrame, pictures: np.ndarray | Mapping[int, np.nd
 
 
 def plot_pairs(pairs: pd.DataFrame, pictures: Mapping[int, np.ndarray], path: str | Path,
-               classes: Sequence[str] | None, columns: int) -> Path:
+               classes: Sequence[str] | None, columns: int, total: int | None = None) -> Path:
     """PNG grid of duplicate pairs (a, b, label_a, label_b, distance), the two images of a pair side
-    by side, captioned `#index label` and the pair's distance: the suspects task's duplicates figure."""
+    by side, captioned `#index label` and the pair's distance: the suspects task's duplicates figure.
+    `total`: how many pairs were found, when `pairs` are the first of them (the title says so: the
+    first 20 of CIFAR-10's 124 pairs were titled "20 duplicate pair(s)")."""
     per_row = max(1, columns // 2)
     rows = max(1, math.ceil(len(pairs) / per_row))
     fig = new_figure((per_row * 2 * 1.1, rows * 1.3 + 0.4))
-    fig.suptitle(f"{len(pairs)} duplicate pair(s), different labels first (d = 1 - pixel correlation)", fontsize=8)
+    shown = f"the first {len(pairs)} of {total}" if total is not None and total > len(pairs) else f"{len(pairs)}"
+    fig.suptitle(f"{shown} duplicate pair(s), different labels first (d = 1 - pixel correlation)", fontsize=8)
     axes = fig.subplots(rows, per_row * 2, squeeze=False)
     for ax in axes.flat:
         ax.set_axis_off()

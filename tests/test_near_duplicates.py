@@ -88,7 +88,7 @@ def test_the_rule_matches_a_brute_force_computation() -> None:
 
 
 def test_the_pairs_are_cleanlab_datalabs_near_duplicates() -> None:
-    """On centred, unit-norm features Datalab's near-duplicate sets are the same pairs."""
+    """On channel-centred, unit-norm features Datalab's near-duplicate sets are the same pairs."""
     pytest.importorskip("datasets")  # Datalab needs Hugging Face datasets (the hf extra)
     from cleanlab import Datalab
 
@@ -97,8 +97,9 @@ def test_the_pairs_are_cleanlab_datalabs_near_duplicates() -> None:
     for a, b in rng.choice(400, (20, 2), replace=False):
         x[b] = x[a] + rng.normal(0, rng.uniform(2, 40), x[a].shape)
     x = np.clip(x, 0, 255).astype(np.uint8)
-    features = x.reshape(400, -1).astype(np.float64)
-    features -= features.mean(axis=1, keepdims=True)
+    features = x.reshape(400, 3, -1).astype(np.float64)
+    features -= features.mean(axis=2, keepdims=True)  # each colour channel centred on its own
+    features = features.reshape(400, -1)
     features /= np.linalg.norm(features, axis=1, keepdims=True)
     lab = Datalab(data={"label": np.zeros(400, dtype=int)}, label_name="label", verbosity=0)
     lab.find_issues(features=features, issue_types={"near_duplicate": {"metric": "cosine"}})
@@ -111,3 +112,17 @@ def test_the_pairs_are_cleanlab_datalabs_near_duplicates() -> None:
 def test_a_bad_mode_is_an_error() -> None:
     with pytest.raises(ValueError, match="mode must be one of"):
         find_pairs(torch.zeros(3, 1, 2, 2, dtype=torch.uint8), mode="nearr")
+
+
+def test_different_pictures_under_one_strong_colour_cast_are_not_duplicates() -> None:
+    """Centred as a whole, images sharing a colour (a blue sky: red low, blue high) correlate through
+    that colour alone, whatever they show (on CIFAR-10, all 9 pairs with different labels were
+    different birds and airplanes in a plain sky): each colour channel is centred on its own."""
+    rng = np.random.default_rng(7)
+    x = _images(150, seed=8)
+    for i in range(60, 90):  # blue-sky images: a shared cast, a shade of their own, faint content of their own
+        cast = np.array([90, 140, 230])[:, None, None] + rng.integers(-15, 16)
+        x[i] = np.clip(cast + rng.integers(-20, 21, (3, 8, 8)), 0, 255)
+    x[149] = np.clip(x[75].astype(int) + rng.integers(-2, 3, x[75].shape), 0, 255)  # one real copy
+    x[148] = np.clip(x[80].astype(int) + np.array([25, -10, -20])[:, None, None], 0, 255)  # recoloured copy
+    assert _pairs(find_pairs(torch.from_numpy(x))) == {(75, 149), (80, 148)}

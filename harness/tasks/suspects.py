@@ -24,9 +24,11 @@ sample the model predicts as its given class can still be mislabeled (the model 
 
 Duplicates (harness.near_duplicates; the same for every seed, found once): `suspects/duplicates.csv`
 lists the pairs of training samples that are copies or near copies of each other (a, b, their
-distance, 1 - pixel correlation, 0 for exact copies; labels, files; pairs whose labels differ
-first), `figures/duplicates.png` draws the first k/2 pairs, and every suspects CSV gains
-`duplicates` (the sample's partners, `;`-separated) and `duplicate_labels_differ`.
+distance: 1 - pixel correlation for images, Euclidean in standard deviations for a table's features,
+0 for exact copies; labels, files; pairs whose labels differ first), `figures/duplicates.png`
+draws the first k/2 pairs, and every suspects CSV gains `duplicates` (the sample's partners,
+`;`-separated) and `duplicate_labels_differ` (a copy of the sample, or a partner of one, has
+another label: `partner_columns`).
 
 Parameters (`--task-arg suspects.NAME=VALUE`): `k` (40, at most 400: the grid's images and the
 rows' k), `by` (the proxy to sort and draw by; default csl when selected, else the first
@@ -202,14 +204,39 @@ class Suspects(Task):
 
 
 def partner_columns(pairs: pd.DataFrame, n: int) -> dict[str, Any]:
-    """Per sample: its duplicates (`;`-separated indices) and whether any has another label."""
+    """Per sample: its duplicates (`;`-separated indices) and whether any of its copies has another
+    label. Copies of one picture (distance 0) pair with the first copy only, so a sample's own pairs
+    miss some: with copies 0, 3 and 5 labelled A, A and B, sample 3 pairs only with 0 (A) but is as
+    much a copy of 5 (B), and of whatever is near 0. The flag is taken over every copy of the sample
+    and their partners' copies, so two identical samples with one label get one flag."""
     partners: list[list[int]] = [[] for _ in range(n)]
-    differ = np.zeros(n, dtype=bool)
-    for a, b, other in zip(pairs["a"], pairs["b"], pairs["labels_differ"]):
+    for a, b in zip(pairs["a"], pairs["b"]):
         partners[a].append(int(b))
         partners[b].append(int(a))
-        differ[[a, b]] |= bool(other)
-    return {"duplicates": [";".join(map(str, sorted(p))) for p in partners], "duplicate_labels_differ": differ}
+    return {"duplicates": [";".join(map(str, sorted(p))) for p in partners],
+            "duplicate_labels_differ": _conflicting(pairs, n)}
+
+
+def _conflicting(pairs: pd.DataFrame, n: int) -> np.ndarray:
+    """Samples with a copy (distance 0, transitively) or a copy's partner under another label."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    a, b = pairs["a"].to_numpy(dtype=np.int64), pairs["b"].to_numpy(dtype=np.int64)
+    label = np.full(n, -1, dtype=np.int64)
+    label[a], label[b] = pairs["label_a"].to_numpy(), pairs["label_b"].to_numpy()
+    same = pairs["distance"].to_numpy() == 0
+    graph = coo_matrix((np.ones(int(same.sum())), (a[same], b[same])), shape=(n, n))
+    group = connected_components(graph, directed=False)[1]
+    seen: dict[int, set[int]] = {}  # group -> labels of its members and of its partners' groups
+    for i in np.flatnonzero(label >= 0):
+        seen.setdefault(int(group[i]), set()).add(int(label[i]))
+    own = {g: set(labels) for g, labels in seen.items()}
+    for ga, gb in zip(group[a[~same]], group[b[~same]]):
+        seen[int(ga)] |= own[int(gb)]
+        seen[int(gb)] |= own[int(ga)]
+    mixed = [g for g, labels in seen.items() if len(labels) > 1]
+    return (label >= 0) & np.isin(group, mixed)
 
 
 def duplicate_pairs(ctx: EvalContext, mode: str, threshold: float, k: int) -> pd.DataFrame | None:
@@ -235,6 +262,6 @@ def duplicate_pairs(ctx: EvalContext, mode: str, threshold: float, k: int) -> pd
         index = sorted(set(drawn["a"]) | set(drawn["b"]))
         images = ctx.data.x[torch.as_tensor(index, device=ctx.data.x.device)].cpu().numpy()
         figure = plot_pairs(drawn, dict(zip(index, images)), out / "figures" / "duplicates.png",
-                            list(dataset.classes), COLUMNS)
+                            list(dataset.classes), COLUMNS, total=len(pairs))
         ctx.artifacts.setdefault("figures", []).append(str(figure.relative_to(out)))
     return pairs
