@@ -33,7 +33,7 @@ another label: `partner_columns`).
 Parameters (`--task-arg suspects.NAME=VALUE`): `k` (40, at most 400: the grid's images and the
 rows' k), `by` (the proxy to sort and draw by; default csl when selected, else the first
 selected proxy), `duplicates` (near, the default; exact: byte-equal copies only, for data too big
-for a search that grows as N^2 (~5 min at 50,000 CIFAR-10 images on one thread; 16 times that is
+for a search that grows as N^2 (185 s at 50,000 CIFAR-10 images on one thread; 16 times that is
 refused before training); off) and
 `duplicate_threshold` (0.13, cleanlab Datalab's: a pair is near below this times the median
 distance of a sample to its nearest neighbour).
@@ -67,7 +67,7 @@ EVAL_LAST = RecorderRequest.of("eval_pass", epochs="last")
 MAX_K = 400
 COLUMNS = 8
 #: The largest near-duplicate search (N^2 x values per sample): 16 x CIFAR-10's 50,000 x 3,072
-#: values, whose search took ~5 minutes on 2 CPU cores, so about an hour and a half there.
+#: values, whose search took 185 s on one idle CPU thread (evaluation runs on one), so ~50 minutes there.
 MAX_NEAR_WORK = 16 * 50_000**2 * 3_072
 
 
@@ -120,9 +120,9 @@ class Suspects(Task):
         searched = dataset.x_train.dtype.is_floating_point or dataset.x_train.dtype == torch.uint8  # not token ids
         if self.params["duplicates"] == "near" and searched and n * n * values > MAX_NEAR_WORK:  # before training
             raise HarnessError(f"suspects: a near-duplicate search over {n} samples of {values} values would take "
-                               f"hours (it grows as N^2; {MAX_NEAR_WORK:.1e} N^2 x values at most, 16 x CIFAR-10's "
-                               "50,000 images); pass --task-arg suspects.duplicates=exact (byte-equal copies only) "
-                               "or suspects.duplicates=off")
+                               f"an hour or more (it grows as N^2; {MAX_NEAR_WORK:.1e} N^2 x values at most, 16 x "
+                               "CIFAR-10's 50,000 images); pass --task-arg suspects.duplicates=exact (byte-equal "
+                               "copies only) or suspects.duplicates=off")
         return [Setting(self.name, "clean", base_data, seed) for seed in cfg.seeds]
 
     def needs(self, setting: Setting, base: RunSpec, cfg: ExperimentConfig) -> list[Need]:
