@@ -21,6 +21,7 @@ from harness.ensemble import can_ensemble, ensemble_chunks
 from harness.errors import HarnessError
 from harness.executors import Executor
 from harness.jobs import DataSource, Job, Pending, prepared_data
+from harness.model_registry import build_model
 from harness.model_registry import registered_here_only as model_registered_here_only
 from harness.prepared import PreparedData
 from harness.recorders import RecorderRequest
@@ -110,8 +111,6 @@ class Planner:
         data = self.prepared(spec.data)
         key = (spec.model, tuple(data.x.shape[1:]), data.num_classes)
         if key not in self._single_sample_ok:
-            from harness.model_registry import build_model
-
             model = build_model(spec.model, key[1], key[2]).to(data.x.device).train()
             try:
                 with torch.no_grad():

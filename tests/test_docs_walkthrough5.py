@@ -24,22 +24,15 @@ def _text(name: str) -> str:
 def test_the_one_cycle_peak_epoch_the_page_names_is_the_schedules() -> None:
     """experiments.md said one-cycle at 10 epochs never trains above 0.93 of its peak lr; the
     schedule now peaks at the whole epoch nearest E/4, so 10 epochs reach the full peak, in epoch 3."""
-    import torch
+    from test_presets import _lrs
 
     from harness.presets import PRESETS
-    from harness.recipe import make_optimizer, make_scheduler
 
     said = re.search(r"at 10 epochs the peak lr is used in epoch (\d+)", _text("experiments.md"))
     assert said, "experiments.md no longer says where one-cycle peaks at 10 epochs"
     recipe = replace(PRESETS.get("gpu").for_dataset("cifar10").recipe, epochs=10)
     assert recipe.schedule == "onecycle"
-    optimizer = make_optimizer(recipe, torch.nn.Linear(2, 2).parameters())
-    scheduler = make_scheduler(recipe, optimizer)
-    lrs = []
-    for _ in range(recipe.epochs):
-        lrs.append(optimizer.param_groups[0]["lr"])
-        optimizer.step()
-        scheduler.step()
+    lrs = _lrs(recipe)
     assert int(np.argmax(lrs)) == int(said.group(1))
     assert max(lrs) == pytest.approx(recipe.lr)  # the full peak, not 0.93 of it
     assert "0.93× the peak" not in _text("experiments.md")

@@ -41,12 +41,15 @@ distance of a sample to its nearest neighbour).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
 
 from harness.config import ExperimentConfig
 from harness.datasets import Dataset
@@ -88,8 +91,7 @@ class Suspects(Task):
     def __init__(self, reference: ReferenceConfig | None = None, **params: Any) -> None:
         super().__init__(reference, **params)
         self.by_seed: dict[int, pd.DataFrame] = {}  # each evaluated seed's table, in index order
-        self.pairs: pd.DataFrame | None = None  # the duplicate pairs, found at the first seed
-        self.pairs_found = False
+        self.pairs: pd.DataFrame | None = None  # the duplicate pairs, found at the first seed (None: off)
 
     def validate(self) -> None:
         positive_int(self.name, "k", self.params["k"], maximum=MAX_K)
@@ -138,9 +140,9 @@ class Suspects(Task):
                            for proxy, s in scores.items()]
         by = self.sort_by(list(scores))
         if ctx.out is not None and by is not None:
-            if not self.pairs_found:
+            if self.pairs is None:
                 mode, threshold = self.params["duplicates"], float(self.params["duplicate_threshold"])
-                self.pairs, self.pairs_found = duplicate_pairs(ctx, mode, threshold, k), True
+                self.pairs = duplicate_pairs(ctx, mode, threshold, k)
             table = self.table(ctx, scores, predicted, np.asarray(eval_last["p_label"])[-1], self.pairs)
             self.write(ctx, ranked(table, by), by, k)
             self.by_seed[ctx.setting.seed] = table
@@ -195,12 +197,16 @@ class Suspects(Task):
             from harness.plots import plot_suspects
 
             top = table.head(k)[["index", "label", "predicted", by]].rename(columns={by: "score"})
-            index = top["index"].tolist()  # only the drawn images leave the device, not the whole set
-            drawn = ctx.data.x[torch.as_tensor(index, device=ctx.data.x.device)].cpu().numpy()
-            pictures = dict(zip(index, drawn))
-            figure = plot_suspects(top, pictures, by, out / "figures" / f"suspects_seed{seed}.png",
+            figure = plot_suspects(top, pictures(ctx, top["index"]), by, out / "figures" / f"suspects_seed{seed}.png",
                                    list(dataset.classes), COLUMNS)
             ctx.artifacts.setdefault("figures", []).append(str(figure.relative_to(out)))
+
+
+def pictures(ctx: EvalContext, index: Iterable[int]) -> dict[int, np.ndarray]:
+    """The (C, H, W) uint8 images of the samples drawn, by index: only they leave the device, not the set."""
+    index = sorted(int(i) for i in index)
+    images = ctx.data.x[torch.as_tensor(index, dtype=torch.long, device=ctx.data.x.device)].cpu().numpy()
+    return dict(zip(index, images))
 
 
 def partner_columns(pairs: pd.DataFrame, n: int) -> dict[str, Any]:
@@ -219,9 +225,6 @@ def partner_columns(pairs: pd.DataFrame, n: int) -> dict[str, Any]:
 
 def _conflicting(pairs: pd.DataFrame, n: int) -> np.ndarray:
     """Samples with a copy (distance 0, transitively) or a copy's partner under another label."""
-    from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import connected_components
-
     a, b = pairs["a"].to_numpy(dtype=np.int64), pairs["b"].to_numpy(dtype=np.int64)
     label = np.full(n, -1, dtype=np.int64)
     label[a], label[b] = pairs["label_a"].to_numpy(), pairs["label_b"].to_numpy()
@@ -259,9 +262,7 @@ def duplicate_pairs(ctx: EvalContext, mode: str, threshold: float, k: int) -> pd
     if dataset.is_image and len(drawn):
         from harness.plots import plot_pairs
 
-        index = sorted(set(drawn["a"]) | set(drawn["b"]))
-        images = ctx.data.x[torch.as_tensor(index, device=ctx.data.x.device)].cpu().numpy()
-        figure = plot_pairs(drawn, dict(zip(index, images)), out / "figures" / "duplicates.png",
+        figure = plot_pairs(drawn, pictures(ctx, set(drawn["a"]) | set(drawn["b"])), out / "figures" / "duplicates.png",
                             list(dataset.classes), COLUMNS, total=len(pairs))
         ctx.artifacts.setdefault("figures", []).append(str(figure.relative_to(out)))
     return pairs
