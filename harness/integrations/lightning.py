@@ -112,6 +112,7 @@ class CSLCallback(Callback):
             raise HarnessError("CSLCallback: scores() ended this callback's record; give this fit a new CSLCallback")
         self._check_same_model(pl_module)
         self._resume(trainer, pl_module)
+        self._warn_mid_epoch_resume(trainer)
 
     def _check_same_model(self, pl_module: Any) -> None:
         """A second fit continues the record, which is right for the same model trained on; another
@@ -140,6 +141,33 @@ class CSLCallback(Callback):
                           f"record of the epochs before (a checkpoint saved without its state, by an older memprox "
                           f"or by a CSLCallback with other proxies or running_sums); csl will sum the epochs from "
                           f"here on only", RuntimeWarning, stacklevel=3)
+
+    def _warn_mid_epoch_resume(self, trainer: Any) -> None:
+        """A fit resumed from a checkpoint saved within an epoch (`every_n_train_steps`, `max_steps`)
+        does not train what the uninterrupted fit trains (Lightning replays a plain DataLoader from its
+        start), and a fit stopped by `max_steps` closed its half epoch: say what the record holds."""
+        cut = _mid_epoch_steps(trainer)
+        if cut is None:
+            return
+        done, per_epoch, resumable = cut
+        is_open = self._recorder.batches > 0
+        if resumable and is_open:
+            return  # the loader goes on where it stopped, and so does the open epoch: as if uninterrupted
+        if not resumable:
+            what = (f"Lightning replays that epoch from the start of the DataLoader (not resumable), so the samples of "
+                    f"its first {done} step(s) are trained again and those of its last {per_epoch - done} not at all. ")
+            what += ("In the record's open epoch each sample keeps its first presentation: the replayed samples keep "
+                     "their loss from before the checkpoint and the others have none in this epoch"
+                     if is_open else
+                     "The epoch cut short (max_steps) was closed in the record, and the replayed steps are recorded "
+                     "as another, shorter epoch: the replayed samples count one epoch more, the others one fewer")
+        else:
+            what = ("The epoch cut short (max_steps) was closed in the record, so the rest of it is recorded as an "
+                    "epoch of its own: one epoch more than the uninterrupted fit, split in two halves")
+        warnings.warn(f"CSLCallback: the fit resumes from a checkpoint saved within an epoch, after {done} of its "
+                      f"{per_epoch} optimizer steps. {what}. The scores (csl, and the per-epoch proxies) are not "
+                      f"those of an uninterrupted fit; for those, resume from a checkpoint saved at an epoch's end "
+                      f"(with max_steps a multiple of the {per_epoch} steps per epoch)", RuntimeWarning, stacklevel=3)
 
     @property
     def state_key(self) -> str:
@@ -196,5 +224,23 @@ class CSLCallback(Callback):
         if not (tracker.finished or tracker.epochs or self._recorder.batches or self._loaded is not None):
             raise HarnessError("CSLCallback: no epoch was recorded in this process. Call scores() after fit(); a "
                                "fit launched in processes of its own (strategy='ddp_spawn' or 'ddp_notebook', "
-                               "devices > 1 in a notebook) records there and its record does not come back: use "
-                               "strategy='ddp' (a script), or read the scores inside the fit (on_train_end, rank 0)")
+                               "devices > 1 in a notebook), or by Ray Tune / Ray Train in their workers, records "
+                               "there and its record does not come back: use strategy='ddp' (a script), or read "
+                               "the scores inside the fit (on_train_end, rank 0)")
+
+
+def _mid_epoch_steps(trainer: Any) -> tuple[int, int, bool] | None:
+    """For a fit resumed from a checkpoint saved within an epoch: (optimizer steps of that epoch done,
+    steps per epoch, whether every training DataLoader is resumable), by Lightning's own test
+    (`_TrainingEpochLoop.reset`); else None."""
+    batches = getattr(trainer, "num_training_batches", float("inf"))
+    if getattr(trainer, "ckpt_path", None) is None or not isinstance(batches, int) or batches < 1:
+        return None
+    per_epoch = -(-batches // max(1, int(getattr(trainer, "accumulate_grad_batches", 1))))
+    done = int(trainer.global_step) % per_epoch
+    if not done:
+        return None
+    loaders = getattr(getattr(trainer.fit_loop, "_combined_loader", None), "flattened", [])
+    resumable = bool(loaders) and all(callable(getattr(loader, "state_dict", None))
+                                      and callable(getattr(loader, "load_state_dict", None)) for loader in loaders)
+    return done, per_epoch, resumable

@@ -147,13 +147,9 @@ class CSLTrainerCallback(TrainerCallback):
         if self._loaded is not None:  # CSLTrainer.train(resume_from_checkpoint=...) read it
             saved, self._loaded = self._loaded, None
             self._recorder.resume(saved, args.device, "CSLTrainerCallback")
-        elif not state.global_step:
-            self._close_open_epoch()
+        elif not state.global_step and self._recorder.batches and not self.tracker.finished:
+            self._recorder.end_epoch()  # a fresh train() after one that stopped mid-epoch
         self._recorder.close_epoch_before(math.floor((state.epoch or 0) + 1e-9))
-
-    def _close_open_epoch(self) -> None:
-        if self._recorder.batches and not self.tracker.finished:
-            self._recorder.end_epoch()
 
     def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         """The checkpoint the `Trainer` just wrote gets the tracker's state (`CSLTrainer.train` reads it):
@@ -197,6 +193,17 @@ class CSLTrainerCallback(TrainerCallback):
         """`SampleTracker.plot_suspects` (image datasets)."""
         self._close_open_epoch()
         return self.tracker.plot_suspects(images, k, **kwargs)
+
+    def _close_open_epoch(self) -> None:
+        """Before results: an epoch stopped mid-way is closed; a record with no epoch says why."""
+        tracker = self.tracker
+        if not (tracker.finished or tracker.epochs or self._recorder.batches):
+            raise HarnessError("CSLTrainerCallback: no epoch was recorded in this process. Call scores() after "
+                               "train(); hyperparameter_search(backend='ray') trains each trial in a Ray worker "
+                               "process with a copy of this callback, whose record stays there: train the chosen "
+                               "trial again with CSLTrainer (its hyperparameters) for its scores")
+        if self._recorder.batches and not tracker.finished:
+            self._recorder.end_epoch()
 
 
 class CSLTrainer(Trainer):
@@ -242,6 +249,14 @@ class CSLTrainer(Trainer):
         saves under its own run folder (`Trainer._get_output_dir`), not `output_dir`."""
         self.csl._folder = Path(self._get_output_dir(trial)) / f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
         super()._save_checkpoint(model, trial, *args, **kwargs)
+
+    def _tune_save_checkpoint(self, checkpoint_dir: str) -> None:
+        """`Trainer._tune_save_checkpoint`: the checkpoint a Ray Tune trial reports, from which Ray
+        restores a failed trial or, under population-based training, copies a trial into another,
+        gets the tracker's state too (else the restored trial's csl would sum only the later epochs)."""
+        super()._tune_save_checkpoint(checkpoint_dir)
+        if self.args.should_save:
+            self.csl.save(Path(checkpoint_dir) / f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
 
     def _push_from_checkpoint(self, checkpoint_folder: str, *args: Any, **kwargs: Any) -> None:
         """The tracker's state joins the checkpoint before `push_to_hub` uploads it (the `Trainer`

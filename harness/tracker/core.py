@@ -65,9 +65,10 @@ class SampleTracker(TrackerCheckpoints, TrackerResults):
     later ones are dropped -- the rule of the DDP integrations, whose `DistributedSampler` pads an
     epoch with repeats -- and `end_epoch` warns once (RuntimeWarning) naming the samples.
 
-    Non-finite values: a sample whose loss or logits are NaN or inf in some batch (a diverged
-    sample, an overflow that a GradScaler skipped) scores NaN in every proxy that reads that
-    signal -- never the 0 or the partial sum that the proxies' "not presented" rule would give, which
+    Non-finite values: a sample whose loss or logits are NaN or +inf in some batch, or whose
+    label's logit is -inf (a diverged sample, an overflow that a GradScaler skipped), scores NaN in
+    every proxy that reads that signal (a -inf logit of another class is a class mask: recorded)
+    -- never the 0 or the partial sum that the proxies' "not presented" rule would give, which
     would rank a diverged sample least suspicious. The samples are counted on the device (one int32
     and one bool (N,) row, one int32 row per eval pass), read at `end_epoch` together with the index
     check, reported by a RuntimeWarning at the first such epoch and again by `scores()`. The loop is

@@ -12,6 +12,7 @@ import torch
 from harness.errors import HarnessError
 from harness.recorders import RecorderBank, RecorderRequest, RunContext, build_recorder
 from harness.recorders.eval_pass import eval_signals
+from harness.tracker.inputs import unusable_logits
 from harness.tracker.selection import EVAL_ALL_KEY, EVAL_LAST_KEY
 
 
@@ -82,7 +83,7 @@ class EvalPasses:
         signals = eval_signals(logits, labels)
         if epoch >= 0:
             self.bank.on_eval_batch(epoch, idx, signals)
-        bad = ~torch.isfinite(signals["loss"]) | ~torch.isfinite(logits).all(-1)
+        bad = ~torch.isfinite(signals["loss"]) | unusable_logits(logits, labels)
         state.flags.index_add_(0, idx, bad.to(torch.int32))
 
     def end(self, epochs: int, state: EvalPassState, classes: int) -> None:

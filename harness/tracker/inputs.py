@@ -15,6 +15,15 @@ _INDEX_DTYPES = frozenset({torch.int64, torch.int32, torch.int16, torch.int8, to
 _UNSIGNED_TORCH = frozenset({torch.uint16, torch.uint32, torch.uint64})
 
 
+def unusable_logits(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Rows (bool (B,)) whose logit signals are not defined: a NaN or +inf anywhere (the softmax is
+    NaN) or a target logit that is not finite (an infinite loss). A -inf logit of another class is
+    a class mask (classes absent from a task): its probability is 0 and the loss, margin, EL2N,
+    probabilities and prediction stay finite, so the sample is recorded like any other."""
+    target = logits.gather(-1, labels[..., None]).squeeze(-1)
+    return ~(logits < float("inf")).all(-1) | ~torch.isfinite(target)
+
+
 def label_array(labels: Any, n: int) -> np.ndarray:
     """`SampleTracker(labels=...)` as n int64 class ids >= 0."""
     y = labels.cpu().numpy() if isinstance(labels, torch.Tensor) else np.asarray(labels)

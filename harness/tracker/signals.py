@@ -14,6 +14,7 @@ from harness.errors import HarnessError
 from harness.recorders import RecorderBank, RecorderRequest, Records, RunContext, build_recorder
 from harness.recorders.train_pass import RunningLossSum
 from harness.tracker.eval_passes import EvalPasses
+from harness.tracker.inputs import unusable_logits
 from harness.tracker.selection import EVAL_LAST_KEY, TRAIN_KEYS
 
 _NEVER = torch.iinfo(torch.int64).max  # `first_seen` of a sample not presented this epoch
@@ -167,8 +168,8 @@ class TrackedSignals:
             else:
                 self.given.index_copy_(0, slot, labels)
         bad = ~torch.isfinite(loss)
-        if flag_logits:
-            bad |= ~torch.isfinite(logits).all(1)
+        if flag_logits:  # -inf logits of other classes (class masks) are no fault (`unusable_logits`)
+            bad |= unusable_logits(logits, labels)
         self.non_finite_now.index_add_(0, slot, bad.to(torch.int32))
 
     def epoch_checks(self, bad_index: torch.Tensor) -> tuple[bool, bool, int, int]:
