@@ -238,7 +238,8 @@ def _decode_images(files: Sequence[Path]) -> np.ndarray:
         elif arr.shape[:2] != size:
             raise HarnessError(
                 f"image {file} is {arr.shape[1]}x{arr.shape[0]} but {files[0]} is {size[1]}x{size[0]}; "
-                f"all images of an imagefolder dataset must have one size"
+                f"all images of an imagefolder dataset must have one size: resize it to {size[1]}x{size[0]} "
+                f"(PIL: img.resize(({size[1]}, {size[0]}))) or remove it"
             )
         arrays.append(arr)
     if not arrays:

@@ -70,25 +70,47 @@ def _load_npz(request: LoadRequest) -> Dataset:
         raise HarnessError(
             f"{name}: x_test samples are {x_test.shape[1:]} but x samples are {x.shape[1:]}; save them with one shape"
         )
-    if x.dtype != x_test.dtype:  # uint8 images in one split, real values in the other: compare as floats
-        _check_one_scale(name, path, x, x_test)
-        x, x_test = x.astype(np.float32), x_test.astype(np.float32)
+    if x.dtype != x_test.dtype:  # uint8 images in one split, real values in the other
+        x_test = _test_like_train(name, path, x, x_test)
     classes = _npz_classes(name, arrays.get("classes"), y, y_test)
     return _make(name, x, y, x_test, y_test, classes, request.subset, fingerprint=file_sha256(path)[:16])
 
 
-def _check_one_scale(name: str, path: Path, x: np.ndarray, x_test: np.ndarray) -> None:
-    """uint8 pixels (0..255) in one split and floats within [0, 1] in the other are two scales: both
-    are normalized with the training split's statistics, so the test accuracy was silently that of
-    images 255 times too dark or too bright."""
-    ints, floats = (x, x_test) if x.dtype == np.uint8 else (x_test, x)
-    if floats.size and ints.size and int(ints.max()) > 1 and float(np.abs(floats).max()) <= 1.0:
-        int_key, float_key = ("x", "x_test") if ints is x else ("x_test", "x")
+def _test_like_train(name: str, path: Path, x: np.ndarray, x_test: np.ndarray) -> np.ndarray:
+    """x_test in x's dtype (the training split decides whether the data are images or features),
+    after checking that the float split is on the uint8 split's pixel scale (0..255). Both splits
+    are normalized with the training split's statistics, so a standardized or 16-bit x_test beside
+    uint8 x was accepted and trained on, and its test accuracy was chance (0.10 on digits)."""
+    _check_one_scale(name, path, x, x_test)
+    if x.dtype != np.uint8:
+        return x_test.astype(np.float32)
+    whole = np.flatnonzero((x_test.reshape(len(x_test), -1) % 1 != 0).any(axis=1))
+    if len(whole):  # uint8 images stay images: only whole pixel values convert without loss
         raise HarnessError(
-            f"{name}: {path} has {int_key} in uint8 (0..{int(ints.max())}) but {float_key} in floats within "
-            f"[0, 1]: two scales, so one split would be normalized wrongly; save both as uint8 "
-            f"(({float_key} * 255).round().astype(np.uint8)) or both as floats on one scale"
+            f"{name}: {path} has x in uint8 but x_test in floats that are not whole pixel values (first: sample "
+            f"{int(whole[0])}); save x_test.round().astype(np.uint8), or x as floats (x.astype(np.float32))"
         )
+    return x_test.astype(np.uint8)
+
+
+def _check_one_scale(name: str, path: Path, x: np.ndarray, x_test: np.ndarray) -> None:
+    """uint8 pixels (0..255) in one split and floats within [0, 1], or outside 0..255 (standardized,
+    16-bit), in the other are two scales: both are normalized with the training split's statistics,
+    so the test accuracy was silently that of images on another scale."""
+    ints, floats = (x, x_test) if x.dtype == np.uint8 else (x_test, x)
+    if not (floats.size and ints.size):
+        return
+    int_key, float_key = ("x", "x_test") if ints is x else ("x_test", "x")
+    low, high = float(floats.min()), float(floats.max())
+    fix = (f"save both as uint8 (({float_key} * 255).round().astype(np.uint8) for floats in [0, 1]) "
+           f"or both as floats on one scale")
+    if int(ints.max()) > 1 and low >= 0.0 and high <= 1.0:
+        raise HarnessError(f"{name}: {path} has {int_key} in uint8 (0..{int(ints.max())}) but {float_key} in floats "
+                           f"within [0, 1]: two scales, so one split would be normalized wrongly; {fix}")
+    if low < 0.0 or high > 255.0:
+        raise HarnessError(f"{name}: {path} has {int_key} in uint8 (0..{int(ints.max())}) but {float_key} in floats "
+                           f"from {low:.4g} to {high:.4g}, outside 0..255 (standardized? 16-bit?): two scales, so "
+                           f"one split would be normalized wrongly; {fix}")
 
 
 def _read_npz(name: str, path: Path) -> dict[str, np.ndarray]:
@@ -179,6 +201,12 @@ def _npz_features(name: str, key: str, x: np.ndarray, allow_empty: bool = False)
 def _npz_labels(name: str, key: str, y: np.ndarray, n: int) -> np.ndarray:
     if y.ndim != 1 or len(y) != n:
         raise HarnessError(f"{name}: {key} has shape {y.shape} but must be ({n},), one class id per sample")
+    if y.dtype.kind in "US":  # class names: the ids and the names both need saving
+        example = f", e.g. {str(y.flat[0])!r}" if y.size else ""
+        raise HarnessError(
+            f"{name}: {key} holds text labels ({y.dtype}{example}) but must hold integer class ids 0..C-1; "
+            f"save classes, {key} = np.unique(labels, return_inverse=True) and pass classes=classes"
+        )
     if not np.issubdtype(y.dtype, np.integer):
         raise HarnessError(
             f"{name}: {key} has dtype {y.dtype} but must hold integer class ids 0..C-1; save "
