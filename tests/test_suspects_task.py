@@ -6,6 +6,7 @@ must be the share of the top k the model predicts as another class, and on data 
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -17,7 +18,7 @@ from harness.errors import HarnessError
 from harness.experiment import Experiment
 from harness.runspec import RunSpec
 from harness.tasks import make_tasks
-from harness.tasks.suspects import EVAL_LAST
+from harness.tasks.suspects import EVAL_LAST, Suspects
 
 
 def _run(make_config, **overrides):
@@ -32,8 +33,11 @@ def test_the_csv_ranks_every_sample_with_the_runs_own_predictions(make_config) -
     table = pd.read_csv(out / "suspects" / "suspects_seed0.csv")
     scores = result.scores["clean_seed0"]
     n = len(scores)
-    assert list(table.columns) == ["rank", "index", "label", "duplicates", "duplicate_labels_differ", "predicted",
-                                   "p_label", "csl", "aum"]
+    assert list(table.columns) == ["rank", "index", "label", "label_name", "duplicates", "duplicate_labels_differ",
+                                   "predicted", "predicted_name", "p_label", "csl", "aum"]
+    classes = [str(c) for c in range(10)]  # digits' class names
+    assert table["label_name"].astype(str).tolist() == [classes[c] for c in table["label"]]
+    assert table["predicted_name"].astype(str).tolist() == [classes[c] for c in table["predicted"]]
     assert table["rank"].tolist() == list(range(1, n + 1)) and sorted(table["index"]) == list(range(n))
     assert (np.diff(table["csl"].to_numpy()) <= 0).all()  # csl by default, most suspicious first
     by_index = table.set_index("index").sort_index()
@@ -152,8 +156,8 @@ def test_two_seeds_are_ranked_together_by_their_mean(make_config) -> None:
                                                         "suspects_seed1.csv"]
     combined = pd.read_csv(folder / "suspects.csv", dtype={"duplicates": str})
     seeds = [pd.read_csv(folder / f"suspects_seed{s}.csv").set_index("index").sort_index() for s in (0, 1)]
-    assert list(combined.columns) == ["rank", "index", "label", "duplicates", "duplicate_labels_differ", "n_seeds",
-                                      "predicted_other", "p_label", "csl", "aum"]
+    assert list(combined.columns) == ["rank", "index", "label", "label_name", "duplicates", "duplicate_labels_differ",
+                                      "n_seeds", "predicted_other", "p_label", "csl", "aum"]
     assert combined.set_index("index").loc[1275, "duplicates"] == "1323"  # two near-identical 1s in digits
     assert (combined["n_seeds"] == 2).all() and (np.diff(combined["csl"].to_numpy()) <= 0).all()
     by_index = combined.set_index("index").sort_index()
@@ -168,8 +172,6 @@ def test_two_seeds_are_ranked_together_by_their_mean(make_config) -> None:
 def test_a_proxy_missing_from_one_seed_is_left_out_of_the_seed_mean(tmp_path: Path) -> None:
     """A proxy that failed on one seed (a reported failure) has no column there: the mean over seeds
     is taken of the proxies every seed scored, ranked by `by` when it is among them, else csl."""
-    from types import SimpleNamespace
-
     from harness.tasks.suspects import Suspects
 
     task = make_tasks(["suspects"], {"suspects": {"by": "aum"}})[0]
@@ -244,3 +246,15 @@ def test_a_near_duplicate_search_too_big_to_finish_is_refused_before_training(tm
     assert "suspects: a near-duplicate search over 1437 samples of 64 values would take an hour or more" in err
     assert "pass --task-arg suspects.duplicates=exact" in err and not (tmp_path / "store").exists()
     assert main([*argv, "--task-arg", "suspects.duplicates=exact"]) == 0
+
+
+def test_the_table_names_each_class_id_by_the_datasets_class_names() -> None:
+    """Ids alone sent the reader to look up the class order; names that differ from the ids show the mapping."""
+    dataset = SimpleNamespace(sample_names=["a.png", "b.png", "c.png"], classes=["cat", "dog", "ship"])
+    ctx = SimpleNamespace(data=SimpleNamespace(n=3, labels=np.array([2, 0, 1]), dataset=dataset))
+    table = Suspects.table(ctx, {"csl": np.array([0.5, 0.1, 0.9])}, np.array([0, 0, 2]), np.array([0.1, 0.8, 0.2]),
+                           None)
+    assert table["label_name"].tolist() == ["ship", "cat", "dog"]
+    assert table["predicted_name"].tolist() == ["cat", "cat", "ship"]
+    assert list(table.columns) == ["index", "file", "label", "label_name", "predicted", "predicted_name", "p_label",
+                                   "csl"]

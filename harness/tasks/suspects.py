@@ -7,9 +7,10 @@ the clean base run per seed (no corruption; the runs the proxies need on it, sha
 and, with an output folder, writes per seed:
 
 - `suspects/suspects_seed<s>.csv`: every training sample, most suspicious first by the proxy
-  `by`: rank, index, file (image folders), the label given, the label the final model predicts,
-  that model's probability of the given label, and every selected proxy's score (higher = more
-  suspicious). Ties keep index order here; this is a reading order, not a metric.
+  `by`: rank, index, file (image folders), the label given and the label the final model predicts
+  (class ids, each with its class name: `label_name`, `predicted_name`), that model's probability
+  of the given label, and every selected proxy's score (higher = more suspicious). Ties keep index
+  order here; this is a reading order, not a metric.
 - `figures/suspects_seed<s>.png` (image data): the top `k` by `by`, captioned
   `#index given->predicted` and the score.
 
@@ -158,19 +159,22 @@ class Suspects(Task):
         columns: dict[str, Any] = {"index": np.arange(ctx.data.n)}
         if files is not None:
             columns["file"] = list(files)
-        columns["label"] = ctx.data.labels
+        names = np.asarray(ctx.data.dataset.classes, dtype=object)  # ids alone send the reader to look up the order
+        columns |= {"label": ctx.data.labels, "label_name": names[ctx.data.labels]}
         if pairs is not None:
             columns |= partner_columns(pairs, ctx.data.n)
-        columns |= {"predicted": predicted, "p_label": p_label, **scores}
+        columns |= {"predicted": predicted, "predicted_name": names[predicted], "p_label": p_label, **scores}
         return pd.DataFrame(columns)
 
     def write_combined(self, ctx: EvalContext, by: str) -> None:
         """`suspects/suspects.csv`: the seeds' tables averaged per sample, ranked by the mean of `by`."""
         tables = [self.by_seed[s] for s in sorted(self.by_seed)]
         first = tables[0]
-        keys = [c for c in ("index", "file", "label", "duplicates", "duplicate_labels_differ") if c in first.columns]
+        keys = [c for c in ("index", "file", "label", "label_name", "duplicates", "duplicate_labels_differ")
+                if c in first.columns]
         # a proxy that failed on some seed (reported as a failure) is left out of the mean
-        numbers = [c for c in first.columns if c not in (*keys, "predicted") and all(c in t for t in tables)]
+        numbers = [c for c in first.columns
+                   if c not in (*keys, "predicted", "predicted_name") and all(c in t for t in tables)]
         combined = first[keys].copy()
         combined["n_seeds"] = len(tables)
         combined["predicted_other"] = np.mean([t["predicted"] != t["label"] for t in tables], axis=0)
