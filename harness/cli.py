@@ -29,16 +29,22 @@ from harness.presets import PRESETS
 class _Parser(argparse.ArgumentParser):
     """argparse prints its usage and exits; memprox promises one `error:` line and exit 2 instead."""
 
+    argv: list[str] = []
+
     def error(self, message: str) -> NoReturn:
-        raise HarnessError(f"{message}; see `{self.prog} --help`")
+        raise HarnessError(f"{message}{_negative_hint(message, self.argv)}; see `{self.prog} --help`")
 
     def parse_args(self, args=None, namespace=None):  # type: ignore[override]
         """Unknown flags point at the subcommand's help, with the closest flag it has (`--seed`:
         did you mean `--seeds`?), not at the top-level help that lists none of them."""
+        _Parser.argv = list(sys.argv[1:] if args is None else args)  # for `error`'s hint (subparsers too)
         parsed, extras = self.parse_known_args(args, namespace)
         if extras:
             parser = getattr(self, "commands", {}).get(getattr(parsed, "command", None)) or self
             flags = [f for action in parser._actions for f in action.option_strings]
+            if "--" in extras:  # `run -- --epochs 2`: "--epochs: did you mean --epochs?" named no mistake
+                raise HarnessError(f"unrecognized arguments: {' '.join(extras)} (nothing after '--' is read as a "
+                                   f"flag: drop the '--'); see `{parser.prog} --help`")
             unknown = [e.partition("=")[0] for e in extras if e.startswith("--")]
             close = {flag: " or ".join(matches) for flag in unknown
                      if (matches := difflib.get_close_matches(flag, flags, n=2, cutoff=0.75))}
@@ -46,6 +52,18 @@ class _Parser(argparse.ArgumentParser):
                 f" ({'; '.join(f'{flag}: did you mean {match}?' for flag, match in close.items())})" if close else ""
             raise HarnessError(f"unrecognized arguments: {' '.join(extras)}{hint}; see `{parser.prog} --help`")
         return parsed
+
+
+def _negative_hint(message: str, argv: list[str]) -> str:
+    """argparse reads `--lr -1e-3` as the flag `--lr` followed by a flag `-1e-3` ("expected one
+    argument", which names neither the value nor the fix): say how to pass a value starting with '-'."""
+    flag = message.removeprefix("argument ").partition(":")[0]
+    if not message.endswith("expected one argument") or flag not in argv:
+        return ""
+    after = argv[argv.index(flag) + 1:]
+    if not after or not after[0].startswith("-") or after[0].startswith("--"):
+        return ""
+    return f" (argparse reads {after[0]!r} as a flag: write {flag}={after[0]})"
 
 
 class _Once(argparse.Action):

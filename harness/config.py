@@ -84,6 +84,7 @@ class ConfigChecks:
             raise HarnessError("the mislabeled task needs noise rates; pass --noise-rates 0.1 (or --noisy-labels "
                                "FILE, or drop the task)")
         validate_executor(cfg)  # the name, other executors' options, and its own options
+        _warn_unread_data_options(cfg)
         if cfg.precision != cfg.recipe.precision:  # training reads the recipe's: never ignore one silently
             raise HarnessError(f"precision {cfg.precision!r} disagrees with recipe.precision "
                                f"{cfg.recipe.precision!r}; set both (harness.api.experiment_config does)")
@@ -113,6 +114,11 @@ class ConfigChecks:
         for model in sorted(set(models)):
             check_model_input(model, tuple(dataset.x_train.shape[1:]), dataset.num_classes, self.dataset,
                               tokens=dataset.is_tokens)
+        if self.recipe.augment and (dataset.is_tokens or dataset.x_train.shape[-1] < 16):
+            shape = "x".join(map(str, dataset.x_train.shape[1:]))
+            warnings.warn(f"augmentation (--augment on, or the {self.preset} preset's) has no effect on the {shape} "
+                          f"samples of {self.dataset}: crop + flip apply only to images at least 16 pixels wide, so "
+                          "the runs train on the plain samples; pass --augment off", stacklevel=3)
         if self.dataset == "mnist" and self.recipe.augment and dataset.x_train.shape[-1] >= 16:
             warnings.warn("--augment on mirrors MNIST digits, and a mirrored digit is not its label (a 2, a 7); the "
                           "recipe's crop + flip is CIFAR's: pass --augment off for mnist", stacklevel=3)
@@ -141,6 +147,26 @@ class ConfigChecks:
                                f"float64 weights, seed replicates of {n_proxies} proxies); at most {fit} resamples fit "
                                f"in {_gib(MAX_IMPLIED_BYTES)}: lower --bootstrap (1000 is typical, 0 disables the "
                                "intervals)")
+
+
+#: Built-in datasets whose loaders read neither --data-root nor --download (only torchvision's do;
+#: a plugin's loader may read both, so only these are named).
+NO_DATA_ROOT = ("digits", "npz", "imagefolder", "hf")
+
+
+def _warn_unread_data_options(cfg: Any) -> None:
+    """`--download` or `--data-root` with a dataset that reads neither was accepted without a word,
+    as if the data had come from there (the gpus_per_run precedent: a warning, not a refusal, so a
+    script that switches datasets keeps its flags)."""
+    kind = str(cfg.dataset).partition(":")[0]
+    if kind not in NO_DATA_ROOT:
+        return
+    given = [flag for flag, on in (("--download", cfg.download), ("--data-root", cfg.data_root is not None)) if on]
+    if given:
+        where = "is bundled" if kind == "digits" else "is read from its own PATH"
+        warnings.warn(f"{' and '.join(given)} {'have' if len(given) > 1 else 'has'} no effect on --dataset {kind}, "
+                      f"which {where}; only torchvision's datasets (cifar10, cifar100, mnist, fashion-mnist) read "
+                      f"{'them' if len(given) > 1 else 'it'}: drop {' and '.join(given)}", UserWarning, stacklevel=5)
 
 
 @cache

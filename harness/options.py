@@ -42,6 +42,7 @@ from harness.values import (
     MAX_SEEDS,
     MAX_THREADS,
     MIN_GPUS_PER_RUN,
+    MIN_LR,
     check_count,
     check_integer,
     check_number,
@@ -125,8 +126,8 @@ def _integer(what: str, minimum: int, maximum: int | None = None, fix: str = "",
     return check
 
 
-def _number(what: str, maximum: float = float("inf")):
-    return lambda value, opt: check_number(value, what, opt.flag, maximum=maximum)
+def _number(what: str, maximum: float = float("inf"), minimum: float = 0.0):
+    return lambda value, opt: check_number(value, what, opt.flag, maximum=maximum, minimum=minimum)
 
 
 def _boolean(value: Any, opt: Option) -> None:
@@ -301,7 +302,7 @@ OPTIONS: tuple[Option, ...] = (
            read=lambda cfg: cfg.recipe.batch_size, check=_integer("batch size", 1, MAX_BATCH_SIZE),
            **_FROM_PRESET),
     Option("lr", None, "learning rate", field=False, cli_type=float, into_recipe=_into("lr"),
-           read=lambda cfg: cfg.recipe.lr, check=_number("learning rate", MAX_LR), **_FROM_PRESET),
+           read=lambda cfg: cfg.recipe.lr, check=_number("learning rate", MAX_LR, MIN_LR), **_FROM_PRESET),
     Option("augment", None, "random crop + flip", field=False, choices=("on", "off"),
            types=(bool, str, type(None)), type_words="bool, 'on'/'off' or None",
            parse=lambda v: parse_switch(v, "augment"), into_recipe=_augment_into, **_FROM_PRESET),

@@ -27,6 +27,9 @@ MAX_SEED = 2**32 - 1
 MAX_THREADS = 1_024  # torch threads of a run, and --workers
 MAX_BATCH_SIZE = 2**24
 MAX_LR = 1e6  # far above any working rate; past 3.4e38 torch cannot even hold it in float32
+#: float32's smallest normal number: a smaller rate (1e-320) is 0 or denormal in float32 training, so
+#: no weight moves and the "trained" runs are their initialisation.
+MIN_LR = 1.2e-38
 MAX_NOISE_RATES = 1_000
 MAX_BOOTSTRAP = 100_000  # far past the point where percentile intervals stop changing
 MIN_GPUS_PER_RUN = 0.01  # Ray rounds smaller fractions away
@@ -49,12 +52,15 @@ def check_integer(value: Any, what: str, flag: str, *, minimum: int, maximum: in
         raise HarnessError(f"{what} must be at most {maximum} (got {value}); fix {flag}{hint}")
 
 
-def check_number(value: Any, what: str, flag: str, maximum: float = math.inf) -> None:
-    """A finite number > 0 (and at most `maximum`)."""
+def check_number(value: Any, what: str, flag: str, maximum: float = math.inf, minimum: float = 0.0) -> None:
+    """A finite number > 0, at least `minimum` (when given) and at most `maximum`."""
     ok = not isinstance(value, bool) and isinstance(value, (int, float))
     ok = ok and (isinstance(value, int) or math.isfinite(value))  # math.isfinite overflows on huge ints
     if not ok or value <= 0:
         raise HarnessError(f"{what} must be a finite number > 0 (got {short_repr(value)}); fix {flag}")
+    if value < minimum:
+        raise HarnessError(f"{what} must be at least {minimum:g} (got {short_repr(value)}): a smaller one vanishes "
+                           f"in float32 training and no weight would move; fix {flag}")
     if value > maximum:
         raise HarnessError(f"{what} must be at most {maximum:g} (got {short_repr(value)}); fix {flag}")
 
@@ -167,6 +173,9 @@ def parse_key_values(value: Mapping[str, Mapping[str, Any]] | Sequence[str], fla
         owner, dot, key = name.strip().partition(".")
         if not sep or not dot or not owner or not key:
             raise HarnessError(f"{flag} takes NAME.PARAM=VALUE (e.g. curvature.n=2), got {item!r}")
+        if not text.strip():  # `suspects.by=$UNSET`: an empty string silently meant the parameter's default
+            raise HarnessError(f"{flag} {str(item).strip()!r} gives {owner}.{key} no value; pass NAME.PARAM=VALUE, or "
+                               "drop the argument for the default")
         try:
             parsed: Any = ast.literal_eval(text.strip())
         except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):  # not a literal: the text
