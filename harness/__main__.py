@@ -1,8 +1,5 @@
 import sys
 
-try:  # Ctrl-C while torch imports: exit 130 quietly, as after the imports
-    from harness.cli import main
-except KeyboardInterrupt:
-    sys.exit(130)
+from harness.console import main
 
 sys.exit(main())

@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import difflib
 import os
-import signal
 import sys
 import warnings
 from dataclasses import replace
@@ -21,6 +20,7 @@ from typing import Any, NoReturn
 
 from harness.api import experiment_config
 from harness.config import ExperimentConfig
+from harness.console import take_back_ctrl_c
 from harness.errors import HarnessError, Interrupted, StorageError
 from harness.options import Option, keyword_options
 from harness.presets import PRESETS
@@ -237,21 +237,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _take_back_ctrl_c() -> None:
-    """A shell starts a script's background job (`memprox run ... &`) with SIGINT ignored, and
-    Python then never raises KeyboardInterrupt: `kill -INT` and Ctrl-C were ignored and the run went
-    on to exit 0. memprox promises that Ctrl-C always stops a run (exit 130, stored runs kept), so
-    it restores Python's handler."""
-    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
-        try:
-            signal.signal(signal.SIGINT, signal.default_int_handler)
-        except ValueError:  # not the main thread: the embedding program owns signals
-            pass
-
-
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns the exit code (see the module docstring) instead of raising."""
-    _take_back_ctrl_c()
+    take_back_ctrl_c()  # for callers of main() itself; the console entry did it before the imports
     with warnings.catch_warnings():
         warnings.showwarning = _WarningLines()
         return _main(argv)

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from harness.errors import HarnessError
+from harness.values import expand_home
 
 __all__ = ["default_duplicate_pairs", "inject_duplicates", "read_label_file", "symmetric_noise"]
 
@@ -152,10 +153,10 @@ def _check_labels(labels: np.ndarray, num_classes: int, what: str) -> np.ndarray
 def _parse_label_spec(spec: str) -> tuple[Path, str | None]:
     """Split "f.npz:key"; a colon elsewhere (e.g. a Windows drive) is part of the path."""
     if spec.endswith((".npy", ".npz")):
-        return Path(spec).expanduser(), None
+        return expand_home(spec, "--noisy-labels"), None
     head, sep, key = spec.rpartition(":")
     if sep and head.endswith(".npz") and key:
-        return Path(head).expanduser(), key
+        return expand_home(head, "--noisy-labels"), key
     raise HarnessError(
         f"label file {spec!r} is not .npy or .npz; pass PATH.npy, PATH.npz or PATH.npz:KEY"
     )

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 import warnings
 from collections import OrderedDict
@@ -178,6 +179,12 @@ def run_job(job: Job) -> JobResult:
     return result
 
 
+def resume_line(spec: RunSpec, epoch: int) -> str:
+    """The line a run resumed from its checkpoint prints: which run, from which epoch of how many."""
+    total = spec.recipe.epochs * (1 if spec.then_on is None else 2)
+    return f"resuming {spec.label()} from its checkpoint at epoch {epoch} of {total}"
+
+
 def _train_single(job: Job, data: PreparedData) -> tuple[RunOutput | RunFailed, int | None]:
     """The run, and the epoch its checkpoint resumed it at (None: trained from the start)."""
     from harness.store import RunStore  # checkpoints go through the store's paths and atomic writes
@@ -196,6 +203,8 @@ def _train_single(job: Job, data: PreparedData) -> tuple[RunOutput | RunFailed, 
 
     state = store.load_checkpoint(spec, keys) if store else None
     resumed_at = int(state["epoch"]) if state is not None else None
+    if resumed_at is not None:  # said as it happens: a kill before the run is stored would hide it otherwise
+        print(resume_line(spec, resumed_at), file=sys.stderr, flush=True)
     try:
         return train_run(
             spec, data, list(job.requests),

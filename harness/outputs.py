@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 from filelock import FileLock, Timeout
 
-from harness.config import ExperimentConfig
+from harness.config import NO_DATA_ROOT, ExperimentConfig
 from harness.errors import HarnessError, StorageError
 from harness.evaluation import ExperimentResult
 from harness.file_swap import (
@@ -56,6 +56,7 @@ from harness.leaderboard import markdown
 from harness.run_summary import summary
 from harness.runspec import RunSpec
 from harness.store import StoredRun
+from harness.values import expand_home
 
 #: The output folder's own record of what memprox wrote into it: {"experiment": id, "publish": nonce,
 #: "files": {relative path: SHA-256}}. Only files listed there, and unchanged since, are ever removed.
@@ -145,10 +146,13 @@ def _apart(path: Path, other: Path, flag: str, what: str, fix: str) -> None:
 
 
 def data_folders(cfg: ExperimentConfig) -> tuple[Path, ...]:
-    """The folders `cfg` reads data from (a NAME:PATH dataset's path, --data-root): `check_out`'s
-    `data_paths`."""
-    _, sep, path = cfg.dataset.partition(":")
-    return tuple(Path(p).expanduser() for p in (path if sep else None, cfg.data_root) if p)
+    """The folders `cfg` reads data from (a NAME:PATH dataset's path, --data-root where the dataset
+    reads it): `check_out`'s `data_paths`."""
+    kind, sep, path = cfg.dataset.partition(":")
+    folders = [expand_home(path, f"--dataset {kind}:")] if sep and path else []
+    if cfg.data_root is not None and kind not in NO_DATA_ROOT:  # an unread --data-root is no data of this run
+        folders.append(expand_home(cfg.data_root, "--data-root"))
+    return tuple(folders)
 
 
 def check_out(out: Path, identity: str, overwrite: bool, store: Path, data_paths: Collection[Path] = ()) -> None:

@@ -91,10 +91,16 @@ def parse_path(value: str | os.PathLike | None, name: str) -> Path | None:
         raise HarnessError(f"{name} must be a str or pathlib.Path path (got {short_repr(value)})") from e
     if not str(value).strip():
         raise HarnessError(f"{name} is an empty path; pass a folder ({flag} PATH)")
+    return expand_home(path, flag)
+
+
+def expand_home(path: str | Path, where: str) -> Path:
+    """`Path(path).expanduser()`, whose RuntimeError (~user of no such user, or no home folder) would
+    end the run in a traceback; `where` names the flag or variable the path came from."""
     try:
-        return path.expanduser()
-    except RuntimeError as e:  # ~user of no such user, or no home folder
-        raise HarnessError(f"{flag} {short_repr(str(value))}: {str(e).rstrip('.')} to expand ~ in; pass a path "
+        return Path(path).expanduser()
+    except RuntimeError as e:
+        raise HarnessError(f"{where} {short_repr(str(path))}: {str(e).rstrip('.')} to expand ~ in; pass a path "
                            "without ~, or ~user of an existing user") from e
 
 

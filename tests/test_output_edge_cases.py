@@ -489,7 +489,9 @@ def test_data_folders_of_a_config(tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("HOME", str(tmp_path))
     cfg = experiment_config(dataset="imagefolder:~/images", data_root="~/torchvision", tasks="mislabeled",
                             noise_rates=0.1)
-    assert data_folders(cfg) == (tmp_path / "images", tmp_path / "torchvision")
+    assert data_folders(cfg) == (tmp_path / "images",)  # an image folder never reads --data-root
+    cfg = experiment_config(dataset="cifar10", data_root="~/torchvision", tasks="mislabeled", noise_rates=0.1)
+    assert data_folders(cfg) == (tmp_path / "torchvision",)
     assert data_folders(experiment_config(tasks="mislabeled", noise_rates=0.1)) == ()
 
 

@@ -33,6 +33,7 @@ import torch
 
 from harness.errors import HarnessError, SubsetTooLarge
 from harness.registry import Registry
+from harness.values import expand_home
 
 __all__ = [
     "DATASETS",
@@ -165,7 +166,7 @@ class LoadRequest:
 
     @property
     def cache(self) -> Path:
-        return self.cache_dir.expanduser() if self.cache_dir is not None else default_cache_dir()
+        return expand_home(self.cache_dir, "cache_dir") if self.cache_dir is not None else default_cache_dir()
 
 
 @dataclass(frozen=True)
@@ -234,7 +235,7 @@ def _load_plugin(kind: str) -> None:
 def default_cache_dir() -> Path:
     """`$MEMPROX_CACHE`, else ~/.cache/memprox: one place to delete to reclaim disk."""
     env = os.environ.get("MEMPROX_CACHE")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "memprox"
+    return expand_home(env or "~/.cache/memprox", "MEMPROX_CACHE" if env else "the default cache")
 
 
 def default_data_root() -> Path:
@@ -273,7 +274,7 @@ def load_dataset(
     request = LoadRequest(
         name=name,
         path=path or None,
-        data_root=Path(data_root).expanduser() if data_root is not None else None,
+        data_root=expand_home(data_root, "--data-root") if data_root is not None else None,
         download=download,
         subset=subset,
         cache_dir=Path(cache_dir) if cache_dir is not None else None,

@@ -45,6 +45,7 @@ from harness.datasets.base import Dataset, LoadRequest, _make, register_dataset
 from harness.datasets.npz import _npz_classes
 from harness.datasets.pixels import decode_row, match_splits, stack
 from harness.errors import HarnessError
+from harness.values import expand_home
 
 __all__ = ["HFOptions", "parse_hf_name"]
 
@@ -109,7 +110,7 @@ def _load_hf(request: LoadRequest) -> Dataset:
     assert request.path is not None  # load_dataset checked it
     name = request.name
     opts = parse_hf_name(name, request.path)
-    path = Path(opts.path).expanduser()
+    path = expand_home(opts.path, f"--dataset {name}")
     if not path.exists():
         raise HarnessError(f"{name}: {path} does not exist; pass hf:PATH with a folder {_SAVE_HINT}")
     if not path.is_dir():

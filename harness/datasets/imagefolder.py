@@ -36,6 +36,7 @@ from harness.datasets.base import (
 from harness.datasets.imagefolder_cache import _cached_decode, _Split, content_digest
 from harness.datasets.pixels import widen
 from harness.errors import HarnessError
+from harness.values import expand_home
 
 _IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 #: Images by name that torchvision's ImageFolder (whose extensions `_IMG_EXTENSIONS` are) skips too:
@@ -48,7 +49,8 @@ _SPLIT_NAMES = ("train", "training", "test", "testing", "val", "valid", "validat
 @register_dataset("imagefolder", "a folder of class subfolders (optionally train/ and test/)", takes_path=True)
 def _load_imagefolder_request(request: LoadRequest) -> Dataset:
     assert request.path is not None  # load_dataset checked it
-    return _load_imagefolder(request.name, Path(request.path).expanduser(), request.subset, request.cache)
+    path = expand_home(request.path, f"--dataset {request.name}")
+    return _load_imagefolder(request.name, path, request.subset, request.cache)
 
 
 def _load_imagefolder(name: str, path: Path, subset: int | None, cache_dir: Path) -> Dataset:

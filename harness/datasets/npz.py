@@ -18,6 +18,7 @@ import numpy as np
 from harness.datasets.base import Dataset, LoadRequest, _make, _require_every_class, register_dataset
 from harness.errors import HarnessError
 from harness.io import file_sha256
+from harness.values import expand_home
 
 # --------------------------------------------------------------------------------------------
 # npz: any array data set
@@ -43,7 +44,7 @@ def _load_npz(request: LoadRequest) -> Dataset:
     """
     assert request.path is not None  # load_dataset checked it
     name = request.name
-    path = Path(request.path).expanduser().resolve()
+    path = expand_home(request.path, f"--dataset {name}").resolve()
     if not path.is_file():
         raise HarnessError(f"{name}: file {path} does not exist; pass npz:PATH with an existing .npz file")
     arrays = _read_npz(name, path)

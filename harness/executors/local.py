@@ -135,7 +135,10 @@ class LocalExecutor(Executor):
             theirs.close()
         worker = _Worker(proc, Connection(ours.detach()))
         self._pool.append(worker)
-        worker.conn.send((list(sys.path), self.threads, pickle.dumps(self.fn) if self.fn is not None else None))
+        try:
+            worker.conn.send((list(sys.path), self.threads, pickle.dumps(self.fn) if self.fn is not None else None))
+        except OSError:  # it died at once (a kill, no memory): the pool sees it end before it is ready
+            pass
 
     def _gone(self, worker: _Worker) -> str:
         """Remove a dead worker; how it ended."""
@@ -144,9 +147,11 @@ class LocalExecutor(Executor):
         if not worker.ready:
             self._failed_starts += 1
             if self._failed_starts >= START_FAILURES:
+                code = worker.proc.returncode
+                why = ("a signal from outside, or the kernel's out-of-memory killer" if code is not None and code < 0
+                       else "see the error above")
                 raise WorkersLost(f"the local executor's worker processes end before they are ready "
-                                  f"({describe_exit(worker.proc.returncode)}; see the error above); runs already "
-                                  "stored are kept")
+                                  f"({describe_exit(code)}: {why}); runs already stored are kept, rerun to resume")
         return describe_exit(worker.proc.returncode)
 
     # running jobs -------------------------------------------------------------------------------

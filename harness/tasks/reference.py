@@ -22,6 +22,7 @@ from baselines.stability import EVAL_LAST, VARIANTS, split_half_pearson, stabili
 from baselines.stability import stability_memorization as _stability
 from harness.errors import HarnessError
 from harness.runspec import RunSpec
+from harness.values import expand_home
 from proxies.base import Need
 
 #: K = 128 (~38 out-of-subset models per sample at r = 0.7). On digits with the quick preset the
@@ -122,5 +123,5 @@ def reference_config(reference: str, args: Mapping[str, Any]) -> ReferenceConfig
     kind, _, path = reference.partition(":")
     if not ((kind == "stability" and not path) or (kind in LOADERS and path)):
         raise HarnessError(f"unknown --reference {reference!r}; use stability, fz:PATH or cscore:PATH")
-    return ReferenceConfig(kind, str(Path(path).expanduser()) if path else "", p["k"], float(fraction), p["variant"],
-                           model)
+    path = str(expand_home(path, "--reference")) if path else ""
+    return ReferenceConfig(kind, path, p["k"], float(fraction), p["variant"], model)
