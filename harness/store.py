@@ -192,6 +192,16 @@ class RunStore:
     def check_writable(self) -> None:
         """Whether the store can take new entries (`_write_problem`). One that cannot is only read (a team's
         store of finished runs); refused here (HarnessError) when it holds no runs, else by `require_writable`."""
+        if _is_home(self.root):  # it holds the user's files, hidden ones too
+            raise HarnessError(f"--store {self.root} is the home folder: the store would add runs/, partial/ and "
+                               "locks/ to it; pass a folder of its own (the default is $MEMPROX_CACHE/store or "
+                               "~/.cache/memprox/store)")
+        others = _foreign_entries(self.root)
+        if others:
+            shown = ", ".join(others[:3]) + (f" and {len(others) - 3} more" if len(others) > 3 else "")
+            raise HarnessError(f"--store {self.root} is a folder of other files ({shown}), not a run store: the store "
+                               "would add runs/, partial/ and locks/ among them; pass a new or empty folder, or an "
+                               "existing store")
         self._unwritable = _write_problem(self.root)
         if self._unwritable is not None and not (self.root / "runs").is_dir():
             raise HarnessError("; ".join(self._unwritable))
@@ -307,6 +317,22 @@ class RunStore:
             if not os.path.lexists(path):
                 removed.append(path.name)
         return removed
+
+
+def _is_home(root: Path) -> bool:
+    try:
+        return root.resolve() == Path.home().resolve()
+    except RuntimeError:  # no home folder at all
+        return False
+
+
+def _foreign_entries(root: Path) -> list[str]:
+    """What an existing folder that is no store yet (no runs/) holds besides a store's own folders:
+    `--store ~` or `--store .` in a project would have scattered runs/, partial/ and locks/ among
+    the user's files. Hidden entries (.DS_Store, write probes) do not count."""
+    if not root.is_dir() or (root / "runs").is_dir():
+        return []
+    return sorted(e.name for e in os.scandir(root) if e.name not in ("partial", "locks") and not e.name.startswith("."))
 
 
 def _write_problem(root: Path) -> tuple[str, str] | None:
