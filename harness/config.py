@@ -25,6 +25,7 @@ import warnings
 import weakref
 from collections.abc import Iterable
 from functools import cache
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from harness import options as _options
@@ -39,6 +40,7 @@ from harness.values import (  # noqa: F401  (MAX_*, short_repr and _integer: imp
     MAX_SEEDS,
     MAX_THREADS,
     MIN_GPUS_PER_RUN,
+    expand_home,
     short_repr,
 )
 from harness.values import check_integer as _integer  # noqa: F401  (harness.executors.base)
@@ -167,6 +169,16 @@ def _warn_unread_data_options(cfg: Any) -> None:
         warnings.warn(f"{' and '.join(given)} {'have' if len(given) > 1 else 'has'} no effect on --dataset {kind}, "
                       f"which {where}; only torchvision's datasets (cifar10, cifar100, mnist, fashion-mnist) read "
                       f"{'them' if len(given) > 1 else 'it'}: drop {' and '.join(given)}", UserWarning, stacklevel=5)
+
+
+def data_folders(cfg: Any) -> tuple[Path, ...]:
+    """The folders `cfg` reads data from (a NAME:PATH dataset's path, --data-root where the dataset
+    reads it): `check_out`'s `data_paths`."""
+    kind, sep, path = cfg.dataset.partition(":")
+    folders = [expand_home(path, f"--dataset {kind}:")] if sep and path else []
+    if cfg.data_root is not None and kind not in NO_DATA_ROOT:  # an unread --data-root is no data of this run
+        folders.append(expand_home(cfg.data_root, "--data-root"))
+    return tuple(folders)
 
 
 @cache

@@ -19,14 +19,14 @@ from pathlib import Path
 
 import torch
 
-from harness.config import RUNTIME_FIELDS, ExperimentConfig, experiment_id
+from harness.config import RUNTIME_FIELDS, ExperimentConfig, data_folders, experiment_id
 from harness.datasets import Dataset, default_cache_dir
 from harness.errors import HarnessError, Interrupted, SubsetTooLarge
 from harness.evaluation import RAW_COLUMNS, ExperimentResult, evaluate
 from harness.executors import Executor, make_executor
 from harness.jobs import DataSource, Job, Pending, load_source
 from harness.models import MODELS
-from harness.outputs import RECORD, STAGING_MARKER, check_out, data_folders, staging, write
+from harness.outputs import RECORD, STAGING_MARKER, check_out, staging, write
 from harness.phases import PHASES, PhaseTimer, format_phases, single_blas_thread
 from harness.planner import Plan, Planner, resolve_device
 from harness.prepared import PreparedData

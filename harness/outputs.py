@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 from filelock import FileLock, Timeout
 
-from harness.config import NO_DATA_ROOT, ExperimentConfig
+from harness.config import ExperimentConfig
 from harness.errors import HarnessError, StorageError
 from harness.evaluation import ExperimentResult
 from harness.file_swap import (
@@ -56,7 +56,6 @@ from harness.leaderboard import markdown
 from harness.run_summary import summary
 from harness.runspec import RunSpec
 from harness.store import StoredRun
-from harness.values import expand_home
 
 #: The output folder's own record of what memprox wrote into it: {"experiment": id, "publish": nonce,
 #: "files": {relative path: SHA-256}}. Only files listed there, and unchanged since, are ever removed.
@@ -143,16 +142,6 @@ def _apart(path: Path, other: Path, flag: str, what: str, fix: str) -> None:
     if path == other or other in path.parents or path in other.parents:
         where = "is" if path == other else "is inside" if other in path.parents else "contains"
         raise HarnessError(f"{flag} {path} {where} {what} {other}; {fix}")
-
-
-def data_folders(cfg: ExperimentConfig) -> tuple[Path, ...]:
-    """The folders `cfg` reads data from (a NAME:PATH dataset's path, --data-root where the dataset
-    reads it): `check_out`'s `data_paths`."""
-    kind, sep, path = cfg.dataset.partition(":")
-    folders = [expand_home(path, f"--dataset {kind}:")] if sep and path else []
-    if cfg.data_root is not None and kind not in NO_DATA_ROOT:  # an unread --data-root is no data of this run
-        folders.append(expand_home(cfg.data_root, "--data-root"))
-    return tuple(folders)
 
 
 def check_out(out: Path, identity: str, overwrite: bool, store: Path, data_paths: Collection[Path] = ()) -> None:

@@ -53,6 +53,7 @@ from harness.io import (
 )
 from harness.manifest import Manifest
 from harness.runspec import RunSpec
+from harness.store_place import check_place
 
 _DIGEST = "[0-9a-f]{20}"  # RunSpec.digest()
 _LEFTOVER = re.compile(rf"^\.(?:tmp|old)-({_DIGEST})-")
@@ -190,18 +191,8 @@ class RunStore:
         return self._locks[digest]
 
     def check_writable(self) -> None:
-        """Whether the store can take new entries (`_write_problem`). One that cannot is only read (a team's
-        store of finished runs); refused here (HarnessError) when it holds no runs, else by `require_writable`."""
-        if _is_home(self.root):  # it holds the user's files, hidden ones too
-            raise HarnessError(f"--store {self.root} is the home folder: the store would add runs/, partial/ and "
-                               "locks/ to it; pass a folder of its own (the default is $MEMPROX_CACHE/store or "
-                               "~/.cache/memprox/store)")
-        others = _foreign_entries(self.root)
-        if others:
-            shown = ", ".join(others[:3]) + (f" and {len(others) - 3} more" if len(others) > 3 else "")
-            raise HarnessError(f"--store {self.root} is a folder of other files ({shown}), not a run store: the store "
-                               "would add runs/, partial/ and locks/ among them; pass a new or empty folder, or an "
-                               "existing store")
+        """Whether the store can take new entries (`_write_problem`) in its place (`check_place`). One that cannot is
+        only read (a team's store of finished runs); refused here when it holds no runs, else by `require_writable`."""
         self._unwritable = _write_problem(self.root)
         if self._unwritable is not None and not (self.root / "runs").is_dir():
             raise HarnessError("; ".join(self._unwritable))
@@ -319,25 +310,10 @@ class RunStore:
         return removed
 
 
-def _is_home(root: Path) -> bool:
-    try:
-        return root.resolve() == Path.home().resolve()
-    except RuntimeError:  # no home folder at all
-        return False
-
-
-def _foreign_entries(root: Path) -> list[str]:
-    """What an existing folder that is no store yet (no runs/) holds besides a store's own folders:
-    `--store ~` or `--store .` in a project would have scattered runs/, partial/ and locks/ among
-    the user's files. Hidden entries (.DS_Store, write probes) do not count."""
-    if not root.is_dir() or (root / "runs").is_dir():
-        return []
-    return sorted(e.name for e in os.scandir(root) if e.name not in ("partial", "locks") and not e.name.startswith("."))
-
-
 def _write_problem(root: Path) -> tuple[str, str] | None:
     """(What is wrong, the fix) when the store at `root` cannot take new entries: read-only, another
-    user's, nearly full. Checked before anything trains, not after."""
+    user's, nearly full. Checked before anything trains, not after, as is the place (`check_place`)."""
+    check_place(root)
     for sub in ("runs", "partial", "locks"):
         try:
             probe_writable(nearest_folder(root / sub))

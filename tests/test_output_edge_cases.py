@@ -39,10 +39,11 @@ from test_output_safety import (
 from harness import file_swap, io, outputs
 from harness.api import experiment_config
 from harness.cli import build_parser, main, run_options
+from harness.config import data_folders
 from harness.errors import HarnessError, StorageError
 from harness.experiment import Experiment
 from harness.io import atomic_write_text
-from harness.outputs import RECORD, STAGING_LOCK, STAGING_MARKER, check_out, clean_stale, data_folders, publish
+from harness.outputs import RECORD, STAGING_LOCK, STAGING_MARKER, check_out, clean_stale, publish
 from harness.outputs import staging as make_staging
 
 REPO = Path(__file__).resolve().parents[1]

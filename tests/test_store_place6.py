@@ -50,3 +50,11 @@ def test_new_empty_and_existing_stores_are_accepted(tmp_path: Path, layout: str)
         (store / "runs").mkdir()
         (store / "notes.txt").write_text("a store a user wrote a note into stays usable")
     _experiment(store, tmp_path / "out")  # planning passed the store checks
+
+
+def test_a_store_already_in_the_home_folder_stays_usable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Runs stored there before the check are not cut off: nothing new is scattered by using them."""
+    home = tmp_path / "home"
+    (home / "runs").mkdir(parents=True)
+    monkeypatch.setenv("HOME", str(home))
+    _experiment(home, tmp_path / "out")
