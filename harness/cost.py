@@ -42,6 +42,7 @@ def proxy_cost(proxy: Proxy, base: RunSpec, runs: Mapping[RunSpec, StoredRun]) -
     for spec, keys in needed_recorders(proxy, base).items():
         f, s = run_cost(runs[spec], keys, include_training=True)
         flops, seconds = flops + f, seconds + s
+    seconds += getattr(proxy, "score_seconds", {}).get(base, 0.0)  # what `score` computes after training
     return cost_row(flops, seconds, runs[base])
 
 

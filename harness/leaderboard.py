@@ -127,7 +127,7 @@ def markdown(board: pd.DataFrame, bootstrap: int | None = None) -> str:
         body = table.fillna("").to_markdown(disable_numparse=True)
         if sub["ci_low"].notna().any():
             how = (f"mean [95% CI] over {n} seed(s), bootstrap B = {b} resamples of samples and seeds; "
-                   "**bold**: tied with the best (paired 95% interval of the difference contains 0)")
+                   "**bold**: tied with the best (paired 95% interval of the difference contains 0 or lies above it)")
         else:
             how = f"mean ± std over {n} seed(s)"
         parts.append(f"### {task}: {metric} ({how})\n\n{body}\n")

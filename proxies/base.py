@@ -6,9 +6,11 @@ train anything themselves, they declare run specs and recorders, and read the re
 
 from __future__ import annotations
 
+import functools
 import inspect
 import math
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -16,6 +18,7 @@ import numpy as np
 
 from harness.errors import HarnessError
 from harness.recorders import RECORDERS, RecorderRequest, RunArrays
+from harness.registry import did_you_mean
 from harness.runspec import RunSpec
 
 #: Default bound of a proxy's count parameters (draws, folds, epochs between checkpoints): far
@@ -56,6 +59,69 @@ class ScoreContext:
     def arrays(self, request: RecorderRequest, spec: RunSpec | None = None) -> dict[str, np.ndarray]:
         return self.runs[spec or self.base].arrays(request.key)
 
+    def declared(self, proxy: Proxy) -> ScoreContext:
+        """This context as `proxy` may read it: only the recorders, on the runs, that its `needs`
+        declare. Reading another one worked by accident whenever another selected proxy had asked
+        for it (in `--proxies all`): the cost task charged the proxy nothing for it (a proxy reading
+        the last eval pass showed 1.00x beside final_loss's 1.09x), and alone it failed."""
+        allowed = frozenset((n.spec, r.key) for n in proxy.needs(self.base) for r in n.recorders)
+        return DeclaredContext(self.base, self.labels, self.num_classes, self.runs, proxy.label, allowed)
+
+
+@dataclass
+class DeclaredContext(ScoreContext):
+    """A ScoreContext that refuses what its proxy did not declare (see `ScoreContext.declared`)."""
+
+    proxy: str = ""
+    allowed: frozenset[tuple[RunSpec, str]] = frozenset()
+
+    def arrays(self, request: RecorderRequest, spec: RunSpec | None = None) -> dict[str, np.ndarray]:
+        if ((spec or self.base), request.key) not in self.allowed:
+            run = "" if spec is None or spec == self.base else f" of run {spec.label()}"
+            raise HarnessError(f"proxy {self.proxy} reads {request.key}{run}, which its `recorders`/`needs` do not "
+                               "declare: declare it (its cost is not charged, and without it the run lacks it)")
+        return super().arrays(request, spec)
+
+
+def _reads_declared_only(score: Callable[[Proxy, ScoreContext], np.ndarray]) -> Callable[..., np.ndarray]:
+    """`score`, handed a context restricted to what the proxy declares (a context already
+    restricted, e.g. in a subclass's `super().score(ctx)`, is passed on as it is). Its wall time
+    is kept in `self.score_seconds[base]`: the cost columns hold only runs and recorders, and a
+    proxy that computes for minutes after training showed 1.00x there."""
+
+    @functools.wraps(score)
+    def wrapper(self: Proxy, ctx: ScoreContext) -> np.ndarray:
+        if not isinstance(ctx, ScoreContext) or isinstance(ctx, DeclaredContext):
+            return score(self, ctx)
+        start = time.perf_counter()
+        try:
+            return score(self, ctx.declared(self))
+        finally:
+            seconds = vars(self).setdefault("score_seconds", {})  # a subclass's __init__ may skip ours
+            seconds[ctx.base] = time.perf_counter() - start
+
+    wrapper.reads_declared_only = True  # type: ignore[attr-defined]
+    return wrapper
+
+
+class UnknownParameter(HarnessError, KeyError):
+    """`self.params[key]` with a key that `defaults` does not declare (a typo in `score`)."""
+
+    __str__ = Exception.__str__  # the message, not KeyError's repr of it
+
+
+class Params(dict):
+    """A proxy's parameters: a key not in `defaults` names the proxy and its valid keys, instead of
+    a bare `KeyError: 'fractoin'` after every run has trained."""
+
+    def __init__(self, proxy: str, values: Mapping[str, Any]) -> None:
+        super().__init__(values)
+        self.proxy = proxy
+
+    def __missing__(self, key: str) -> Any:
+        raise UnknownParameter(f"proxy {self.proxy!r} reads parameter {key!r}, which its `defaults` do not declare; "
+                               f"declared: {', '.join(sorted(self)) or 'none'}")
+
 
 class Proxy:
     """Subclass, set the class attributes, implement `score`; register with `@register_proxy`.
@@ -76,9 +142,18 @@ class Proxy:
         unknown = set(params) - set(self.defaults)
         if unknown:
             valid = ", ".join(sorted(self.defaults)) or "none"
-            raise HarnessError(f"proxy {self.name!r} has no parameter(s) {sorted(unknown)}; valid: {valid}")
-        self.params: dict[str, Any] = {**self.defaults, **params}
+            raise HarnessError(f"proxy {self.name!r} has no parameter(s) {sorted(unknown)}"
+                               f"{did_you_mean(sorted(unknown), self.defaults)}; valid: {valid}")
+        self.params: dict[str, Any] = Params(self.name, {**self.defaults, **params})
+        self.score_seconds: dict[RunSpec, float] = {}  # base run -> wall seconds of `score` on it
         self.validate()
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """Wrap each subclass's own `score` so that it reads only what it declares."""
+        super().__init_subclass__(**kwargs)
+        own = cls.__dict__.get("score")
+        if callable(own) and own is not Proxy.score and not getattr(own, "reads_declared_only", False):
+            cls.score = _reads_declared_only(own)  # type: ignore[method-assign]
 
     def validate(self) -> None:
         """Check `self.params`; raise HarnessError naming the parameter and its valid values.

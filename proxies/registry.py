@@ -40,6 +40,14 @@ def _check_declarations(cls: type[Proxy]) -> None:
     """`score` implemented, `defaults` a dict of named parameters, `recorders` a tuple of
     RecorderRequest and each `variants_in_all` entry a dict of declared parameters."""
     where = f"proxy {cls.__name__} ({cls.name!r})"
+    try:  # `--proxies all` and `make_proxy(name)` build it with no arguments
+        inspect.signature(cls).bind()
+    except TypeError:
+        raise TypeError(f"{where} cannot be built without arguments ({cls.__name__}{inspect.signature(cls)}): "
+                        "declare each parameter in `defaults` with a default, read it as self.params[...], "
+                        "and check it in `validate`") from None
+    except ValueError:  # no signature to read (a builtin __init__): nothing to check
+        pass
     if getattr(cls, "score", None) is Proxy.score:
         raise TypeError(f"{where} must implement `score(self, ctx) -> np.ndarray` (one float per sample)")
     if not isinstance(cls.defaults, dict) or not all(isinstance(k, str) for k in cls.defaults):
@@ -73,7 +81,9 @@ def make_proxy(name: str, **params: Any) -> Proxy:
     proxies = available_proxies()
     if name not in proxies:
         raise HarnessError(f"unknown proxy {name!r}{did_you_mean([name], proxies)}; valid proxies: "
-                           f"{', '.join(proxies)} (or 'all')")
+                           f"{', '.join(proxies)} (or 'all'); a proxy of your own registers when its module is "
+                           "imported (Python) or installed under the `memprox.proxies` entry point (the command "
+                           "line), see docs/extending.md")
     return proxies[name](**params)
 
 
