@@ -106,9 +106,8 @@ def read_label_file(spec: str, n: int, num_classes: int, expected_sha: str = "")
     arr = _load_label_array(path, key, data)
     where = f"{path}" + (f":{key}" if key else "")
     if arr.ndim != 1:
-        raise HarnessError(
-            f"labels in {where} have shape {arr.shape}; expected a 1-D array of {n} class ids"
-        )
+        hint = "; a one-hot or probability array? save labels.argmax(1)" if arr.ndim == 2 and len(arr) == n else ""
+        raise HarnessError(f"labels in {where} have shape {arr.shape}; expected a 1-D array of {n} class ids{hint}")
     arr = _as_int_labels(arr, where)
     if len(arr) != n:
         raise HarnessError(
@@ -220,6 +219,10 @@ def _as_int_labels(arr: np.ndarray, where: str) -> np.ndarray:
         finite = np.isfinite(arr)
         if finite.all() and np.array_equal(arr, np.round(arr)):
             return arr.astype(np.int64)
+    if arr.dtype.kind in "US":  # class names: astype(int) fails on them
+        raise HarnessError(f"labels in {where} are class names ({arr.dtype}); save class ids instead, in the "
+                           "dataset's class order (an image folder's: its class folders sorted by name), e.g. "
+                           "np.array([classes.index(c) for c in labels])")
     raise HarnessError(
         f"labels in {where} must be integer class ids, got dtype {arr.dtype}"
         + ("" if not np.issubdtype(arr.dtype, np.floating) else " with non-integer values")

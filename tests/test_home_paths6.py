@@ -52,3 +52,20 @@ def test_memprox_cache_that_cannot_expand_is_one_error_line(tmp_path: Path, monk
     monkeypatch.setenv("MEMPROX_CACHE", NO_USER)
     assert main([*BASE, "--tasks", "mislabeled", "--noise-rates", "0.1", "--out", str(tmp_path / "out")]) == 2
     assert _error(capsys).startswith("error: MEMPROX_CACHE '~no_such_user_zq/x'")
+
+
+def test_noisy_labels_as_class_names_or_one_hot_get_a_fix_that_works(tmp_path: Path) -> None:
+    """Text labels were told `labels.astype(int)`, which fails on them; a one-hot array only heard
+    its shape. Found by the own-data walk-through."""
+    import numpy as np
+
+    from harness.corruption import read_label_file
+
+    names = tmp_path / "names.npy"
+    np.save(names, np.array(["cat", "dog", "cat"]))
+    with pytest.raises(HarnessError, match=r"are class names \(<U3\); .*classes.index\(c\)"):
+        read_label_file(str(names), 3, 2)
+    onehot = tmp_path / "onehot.npy"
+    np.save(onehot, np.eye(2)[[0, 1, 0]])
+    with pytest.raises(HarnessError, match=r"shape \(3, 2\); .*save labels.argmax\(1\)"):
+        read_label_file(str(onehot), 3, 2)
