@@ -22,8 +22,9 @@ from harness.config import ExperimentConfig
 from harness.datasets import Dataset, load_dataset
 from harness.prepared import PreparedData, prepare
 from harness.recipe import Recipe
+from harness.registry import Registry
 from harness.runspec import Corruption, DataSpec, RunSpec
-from proxies import ScoreContext
+from proxies import ScoreContext, registry
 
 torch.set_num_threads(int(os.environ.get("MEMPROX_TEST_THREADS", "1")))
 
@@ -111,3 +112,13 @@ def score_ctx() -> Callable[..., ScoreContext]:
                             runs={base: FakeRun(arrays)})
 
     return make
+
+
+@pytest.fixture
+def fresh(monkeypatch) -> Registry:
+    """A copy of the proxy registry, so what a test registers leaves the real one untouched."""
+    copy = Registry("proxy")
+    for name, cls in registry.PROXIES.items():
+        copy.register(name, cls)
+    monkeypatch.setattr(registry, "PROXIES", copy)
+    return copy

@@ -11,7 +11,6 @@ import pytest
 
 from harness.errors import HarnessError
 from harness.recorders import RecorderRequest
-from harness.registry import Registry
 from harness.runspec import DataSpec, RunSpec
 from proxies import Need, Proxy, ScoreContext, available_proxies, registry
 from tests.conftest import TINY_RECIPE, FakeRun
@@ -20,16 +19,6 @@ TRAIN_LOSS = RecorderRequest.of("train_loss")
 EVAL_LAST = RecorderRequest.of("eval_pass", epochs="last")
 BASE = RunSpec(data=DataSpec(), model="mlp", recipe=TINY_RECIPE)
 OTHER_SEED = replace(BASE, seed=1000)
-
-
-@pytest.fixture
-def fresh(monkeypatch) -> Registry:
-    """A copy of the proxy registry, so what a test registers leaves the real one untouched."""
-    copy = Registry("proxy")
-    for name, cls in registry.PROXIES.items():
-        copy.register(name, cls)
-    monkeypatch.setattr(registry, "PROXIES", copy)
-    return copy
 
 
 def _ctx() -> ScoreContext:

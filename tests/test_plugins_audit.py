@@ -14,7 +14,6 @@ import pytest
 
 from harness.errors import HarnessError
 from harness.recorders import RecorderRequest
-from harness.registry import Registry
 from proxies import Proxy, registry, resolve_proxies
 
 DEFINITION = '''
@@ -28,16 +27,6 @@ class LateLoss(Proxy):
     def score(self, ctx):
         return np.zeros(len(ctx.labels)) + VERSION
 '''
-
-
-@pytest.fixture
-def fresh(monkeypatch) -> Registry:
-    """A copy of the proxy registry, so what a test registers leaves the real one untouched."""
-    copy = Registry("proxy")
-    for name, cls in registry.PROXIES.items():
-        copy.register(name, cls)
-    monkeypatch.setattr(registry, "PROXIES", copy)
-    return copy
 
 
 def _proxy_class(**attributes) -> type[Proxy]:

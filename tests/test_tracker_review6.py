@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from harness import SampleTracker
+from tests.test_tracker_review5 import _Plain
 
 N, C, EPOCHS = 12, 5, 3
 
@@ -179,15 +180,6 @@ def test_lightning_resumed_from_a_step_checkpoint_mid_epoch_says_what_the_record
 
 
 # --- Hugging Face under Ray Tune: the checkpoints a trial reports, and the driver's callback -------
-
-class _Plain(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        torch.manual_seed(0)
-        self.linear = nn.Linear(4, 2)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.linear(x)
 
 
 def _hf_trainer(tmp_path, csl=None, callbacks=()):

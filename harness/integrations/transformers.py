@@ -147,8 +147,8 @@ class CSLTrainerCallback(TrainerCallback):
         if self._loaded is not None:  # CSLTrainer.train(resume_from_checkpoint=...) read it
             saved, self._loaded = self._loaded, None
             self._recorder.resume(saved, args.device, "CSLTrainerCallback")
-        elif not state.global_step and self._recorder.batches and not self.tracker.finished:
-            self._recorder.end_epoch()  # a fresh train() after one that stopped mid-epoch
+        elif not state.global_step:
+            self._end_open_epoch()  # a fresh train() after one that stopped mid-epoch
         self._recorder.close_epoch_before(math.floor((state.epoch or 0) + 1e-9))
 
     def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
@@ -202,7 +202,10 @@ class CSLTrainerCallback(TrainerCallback):
                                "train(); hyperparameter_search(backend='ray') trains each trial in a Ray worker "
                                "process with a copy of this callback, whose record stays there: train the chosen "
                                "trial again with CSLTrainer (its hyperparameters) for its scores")
-        if self._recorder.batches and not tracker.finished:
+        self._end_open_epoch()
+
+    def _end_open_epoch(self) -> None:
+        if self._recorder.batches and not self.tracker.finished:
             self._recorder.end_epoch()
 
 
