@@ -104,13 +104,27 @@ def start_cli(tmp: Path, args: list[str], env: dict[str, str], **popen) -> subpr
                             start_new_session=True, **popen)
 
 
-def wait_for_job(ray_tmp: Path, proc: subprocess.Popen, seconds: float = 180) -> None:
-    """Until a Ray worker of that session trains a job (its process is named after the job)."""
+def _jobs(ray_tmp: Path) -> list[psutil.Process]:
+    """The session's workers that are training a job (Ray names the process after the job)."""
+    found = []
+    for proc in session(ray_tmp):
+        try:
+            if " ".join(proc.cmdline()).startswith("ray::digits"):
+                found.append(proc)
+        except psutil.Error:
+            pass
+    return found
+
+
+def wait_for_job(ray_tmp: Path, proc: subprocess.Popen, seconds: float = 180,
+                 earlier: frozenset[int] = frozenset()) -> None:
+    """Until a Ray worker of that session trains a job of `proc`'s: workers in `earlier` (still
+    training for a driver an earlier test killed, which Ray ends only later) are not it."""
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             pytest.fail(f"the run ended before a job started: {proc.returncode}\n{proc.stderr.read()}")
-        if any(n.startswith("ray::digits") for n in names(session(ray_tmp))):
+        if any(p.pid not in earlier for p in _jobs(ray_tmp)):
             return
         time.sleep(0.5)
     pytest.fail("no job started")
@@ -333,10 +347,11 @@ def test_auto_joins_the_cluster_ray_start_recorded(ray_head) -> None:
 
 def test_a_lost_head_ends_the_run_with_one_line(ray_head, short_tmp) -> None:
     """Ray waited 60 s, then ended the process with its own "Failed to connect to GCS" line."""
+    earlier = frozenset(p.pid for p in _jobs(ray_head["tmp"]))  # a killed driver's job may still train
     proc = start_cli(short_tmp, [*LONG_RUN, "--seeds", "2", "--executor", "ray",
                                  "--ray-address", f"127.0.0.1:{ray_head['port']}"],
                      env_for(short_tmp, HOME=str(ray_head["home"]), RAY_AUTH_MODE="token"))
-    wait_for_job(ray_head["tmp"], proc)
+    wait_for_job(ray_head["tmp"], proc, earlier=earlier)
     kill_session(ray_head["tmp"])  # the head node dies: GCS, raylet, workers
     code, err, seconds = finish(proc, 45)
     assert code == 1, f"exit {code} after {seconds:.0f} s\n{err[-2000:]}"
