@@ -4,6 +4,17 @@ A recorder owns device buffers indexed by sample; the training loop hands it eac
 (indices, logits, per-sample loss, labels) after the optimizer step, or calls it at each epoch
 checkpoint. Buffers are written with index ops only: no host sync, no per-sample Python.
 The loop times every recorder apart from training so each proxy is charged only what it adds.
+
+Versions. A stored run is reused by its address and its recorder keys, so a recorder whose code
+changes what it writes down would have its old arrays reused beside new ones. Each recorder class
+therefore declares `version` (an int, 1 unless bumped). Bump it, in the same change, whenever the
+same run would now record other values: a new definition or sign, a fixed bug, another precision,
+other samples or epochs covered. Do not bump it for a change that is bit for bit the same (a
+refactor, speed), or one that only adds an array (readers of old records handle its absence) --
+every bump makes every stored run that carries the recorder train again. A version above 1 enters
+the recorder's key (`RecorderRequest.key`: `name@v2`, `name[k=v]@v2`), and with it the stored file
+names, the planner's reuse check and in-run checkpoints: an old record is then re-recorded, never
+reused. Version 1 adds nothing, so every key (and store) written before versions existed is kept.
 """
 
 from __future__ import annotations
@@ -33,9 +44,11 @@ class RecorderRequest:
 
     @property
     def key(self) -> str:
-        if not self.params:
-            return self.name
-        return f"{self.name}[{','.join(f'{k}={v}' for k, v in self.params)}]"
+        """The name under which the run's record keeps this recorder's arrays; a recorder class's
+        `version` above 1 is part of it, so records of an older version never match (module docstring)."""
+        key = self.name if not self.params else f"{self.name}[{','.join(f'{k}={v}' for k, v in self.params)}]"
+        version = recorder_version(self.name)
+        return key if version == 1 else f"{key}@v{version}"
 
 
 class RunArrays(Protocol):
@@ -107,6 +120,8 @@ class GrowingRows:
 class Recorder:
     name: ClassVar[str]
     description: ClassVar[str] = ""
+    #: What the arrays mean: bump when the same run would record other values (module docstring)
+    version: ClassVar[int] = 1
     on_batches: ClassVar[bool] = False  # wants on_batch during training passes
     #: `on_batch` computes per-sample values only, so the harness's loop may hand it an epoch's
     #: batches joined as one, after the epoch, instead of each batch after its step
@@ -166,9 +181,19 @@ EVAL_LAST = RecorderRequest.of("eval_pass", epochs="last")
 
 
 def register_recorder(cls: type[Recorder]) -> type[Recorder]:
-    """Class decorator; a second recorder under a taken name is an error, not a silent overwrite."""
+    """Class decorator; a second recorder under a taken name is an error, not a silent overwrite,
+    and so is a `version` that is not an int >= 1 (it would make keys no store can match again)."""
+    version = getattr(cls, "version", 1)
+    if type(version) is not int or version < 1:
+        raise TypeError(f"recorder {cls.__name__}.version must be an int >= 1, not {version!r}")
     RECORDERS.register(cls.name, cls)
     return cls
+
+
+def recorder_version(name: str) -> int:
+    """The registered recorder's `version`; 1 for a name not registered (yet), whose key is its
+    pre-version key."""
+    return RECORDERS[name].version if name in RECORDERS else 1
 
 
 def build_recorder(request: RecorderRequest, ctx: RunContext) -> Recorder:
