@@ -18,6 +18,7 @@ from __future__ import annotations
 import difflib
 import inspect
 from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -49,14 +50,42 @@ def run_experiment(**options: Any) -> ExperimentResult:
     `store`: the run store (default $MEMPROX_CACHE/store or ~/.cache/memprox/store).
     `executor`: local (a pool of `workers` processes, default usable CPUs // `threads`), ray, or
     inprocess (this process, for debugging); `threads`: torch threads of each run (default 1).
+    This process is left as it was (`host_state_kept`): its torch thread count and its torch,
+    numpy and Python RNG states are restored when the call returns or fails.
 
     Returns an ExperimentResult: `leaderboard`, `raw` and `scores` (DataFrames), `failures`,
     `trained`, `reused`. Bad input raises HarnessError before anything trains.
     """
-    cfg = experiment_config(**options)
-    from harness.experiment import Experiment
+    with host_state_kept():  # the first imports too: a library may draw from `random` when imported
+        cfg = experiment_config(**options)
+        from harness.experiment import Experiment
 
-    return Experiment(cfg).run()
+        return Experiment(cfg).run()
+
+
+@contextmanager
+def host_state_kept() -> Iterator[None]:
+    """The caller's process as it was: a notebook that calls `run_experiment` and then trains a
+    model of its own must not find its torch thread count set to the runs' `threads` (1 by
+    default) nor its RNGs reseeded by the runs `executor="inprocess"` trains here (each seeds
+    torch with its run's seed). Torch's CPU and CUDA generators, numpy's and Python's global
+    RNG and torch's intra-op threads are put back, also when the run fails."""
+    import random
+
+    import torch
+
+    threads, seed = torch.get_num_threads(), torch.initial_seed()
+    np_state, py_state = np.random.get_state(), random.getstate()
+    cuda_was_up = torch.cuda.is_initialized()  # not initialised here: a worker pool must not inherit CUDA
+    try:
+        with torch.random.fork_rng(devices=range(torch.cuda.device_count()) if cuda_was_up else []):
+            yield
+    finally:
+        torch.set_num_threads(threads)
+        np.random.set_state(np_state)
+        random.setstate(py_state)
+        if not cuda_was_up and torch.cuda.is_available():  # CUDA's generators start from the CPU seed, as before
+            torch.cuda.manual_seed_all(seed)
 
 
 def keywords() -> list[str]:

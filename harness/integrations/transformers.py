@@ -204,16 +204,43 @@ class CSLTrainerCallback(TrainerCallback):
                                "trial again with CSLTrainer (its hyperparameters) for its scores")
         self._end_open_epoch()
 
+    def drop_open_epoch(self, exc: BaseException) -> None:
+        """`train()` raised mid-epoch: its partial epoch is dropped, so the record holds the epochs
+        completed before it (scores() scores those, a later train() records on from there)."""
+        if self._recorder.batches and not self.tracker.finished:
+            done = self.tracker.epochs
+            self.tracker.discard_epoch()
+            self._recorder.batches = 0
+            warnings.warn(f"CSLTrainer: training stopped by {type(exc).__name__} in epoch {done + 1}; that epoch's "
+                          f"batches are dropped from the record, which holds the {done} completed epoch(s)",
+                          RuntimeWarning, stacklevel=3)
+
     def _end_open_epoch(self) -> None:
         if self._recorder.batches and not self.tracker.finished:
             self._recorder.end_epoch()
+
+
+def _warn_accumulation_scale(model_scales: bool, steps: int) -> None:
+    """Under gradient accumulation the plain `Trainer` does not divide the loss of a model whose
+    forward takes `**kwargs` (it hands it `num_items_in_batch` and trusts it to normalise), while
+    CSLTrainer's batch mean is divided by the steps: the same arguments then train differently
+    (BERT's classification head ignores `num_items_in_batch`: the plain Trainer's step is `steps`
+    times CSLTrainer's). Said at construction, since nothing in the scores would show it."""
+    if model_scales and steps > 1:
+        warnings.warn(f"CSLTrainer: with gradient_accumulation_steps={steps} its loss is each batch's mean divided by "
+                      f"{steps}, while the plain Trainer leaves this model's own loss undivided (its forward takes "
+                      f"**kwargs, so the Trainer expects it to normalise by num_items_in_batch): a model whose loss "
+                      f"is a batch mean regardless (BERT's classification head) trains with {steps}x the update "
+                      f"under the plain Trainer. To train as it did, multiply learning_rate by {steps} (or set "
+                      f"gradient_accumulation_steps=1 with a {steps}x batch)", RuntimeWarning, stacklevel=3)
 
 
 class CSLTrainer(Trainer):
     """A `Trainer` whose loss is per-sample cross-entropy, recorded into the `CSLTrainerCallback`
     among its callbacks. Everything else (optimizer, schedule, DDP, mixed precision) is the
     `Trainer`'s. Gradient accumulation: the returned loss is the batch mean, which the `Trainer`
-    divides by the accumulation steps."""
+    divides by the accumulation steps -- which the plain `Trainer` does not do for a model whose
+    forward takes `**kwargs` (most Hugging Face models): a RuntimeWarning says so (`_warn_accumulation_scale`)."""
 
     index_key = INDEX_KEY
 
@@ -231,6 +258,7 @@ class CSLTrainer(Trainer):
         self.data_collator = IndexCollator(self.data_collator, self.index_key)
         if not self.label_names:  # a plain nn.Module (no label argument): evaluation must still see the labels
             self.label_names = ["labels"]
+        _warn_accumulation_scale(self.model_accepts_loss_kwargs, int(self.args.gradient_accumulation_steps or 1))
         self.model_accepts_loss_kwargs = False  # our loss is a batch mean: the Trainer scales it for accumulation
         self.loss_is_scaled_for_ga = False
 
@@ -245,7 +273,11 @@ class CSLTrainer(Trainer):
             checkpoint = get_last_checkpoint(self.args.output_dir)
         if checkpoint:
             self.csl.load(checkpoint)
-        return super().train(resume_from_checkpoint, *args, **kwargs)
+        try:
+            return super().train(resume_from_checkpoint, *args, **kwargs)
+        except BaseException as exc:  # mid-epoch: no half epoch summed as a whole one by scores()
+            self.csl.drop_open_epoch(exc)
+            raise
 
     def _save_checkpoint(self, model: nn.Module, trial: Any, *args: Any, **kwargs: Any) -> None:
         """`Trainer._save_checkpoint`, telling the callback the folder: a hyperparameter-search trial

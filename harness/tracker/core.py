@@ -15,7 +15,7 @@ from torch import nn
 from harness.errors import HarnessError
 from harness.recorders import Records
 from harness.tracker.batch_log import Batch, BatchLog
-from harness.tracker.eval_passes import EvalPassState
+from harness.tracker.eval_passes import EvalPassState, training_untouched
 from harness.tracker.inputs import Inputs, label_array
 from harness.tracker.results import TrackerResults
 from harness.tracker.selection import ProxySelection
@@ -74,6 +74,10 @@ class SampleTracker(TrackerCheckpoints, TrackerResults):
     check, reported by a RuntimeWarning at the first such epoch and again by `scores()`. The loop is
     yours, so the tracker does not stop it; `warnings.simplefilter("error", RuntimeWarning)` does.
 
+    The loop stays yours: `update()` draws no random numbers and `eval_epoch()` restores every
+    submodule's mode and the global RNGs, so a tracked loop trains bitwise as the untracked one.
+    A loop that raised mid-epoch calls `discard_epoch()` before rerunning the epoch or scoring.
+
     Checkpoints (`harness.tracker.state.TrackerCheckpoints`): `state_dict()` holds everything
     recorded so far, the epoch in progress included; `load_state_dict(state)` resumes it in a new
     tracker made with the same arguments, so an interrupted run scores as an uninterrupted one.
@@ -103,6 +107,7 @@ class SampleTracker(TrackerCheckpoints, TrackerResults):
         self._pending = False  # update() called since the last end_epoch()
         self._finished = False
         self._all_batches_had_logits = True
+        self._had_logits_closed = True  # as of the last end_epoch(): what discard_epoch() goes back to
         self._eval_at: list[int] = []  # epochs completed when each eval pass ran (kept after finish)
         #: samples an epoch may present more than once without a warning: the DDP integrations set it
         #: to world size - 1, the most a `DistributedSampler` repeats to pad the epoch
@@ -185,6 +190,23 @@ class SampleTracker(TrackerCheckpoints, TrackerResults):
         signals.close_epoch(self.epochs)
         self.epochs += 1
         self._pending = False
+        self._had_logits_closed = self._all_batches_had_logits
+
+    def discard_epoch(self) -> None:
+        """Drop the epoch in progress -- every `update()` since the last `end_epoch()` -- when the
+        loop raised mid-epoch: rerun the epoch, or score the epochs closed before it. Closing it
+        with `end_epoch()` instead would count a half epoch (csl sums it), and rerunning it without
+        this would keep the failed attempt's losses (each sample's first presentation)."""
+        self._check_open("discard_epoch")
+        if not self._pending:
+            return
+        self._restore_now("discard_epoch()")
+        if self._log is not None:
+            self._log.clear()
+        self._signals.discard_epoch(self.epochs)
+        self._inputs.bad.zero_()
+        self._all_batches_had_logits = self._had_logits_closed
+        self._pending = False
 
     @torch.no_grad()
     def eval_epoch(
@@ -205,6 +227,8 @@ class SampleTracker(TrackerCheckpoints, TrackerResults):
         end) and it is not recorded. Wrap the call in `torch.autocast(...)` for a half-precision
         pass, or in `torch.inference_mode()`. A pass before the first `end_epoch()` (a baseline)
         is allowed and recorded nowhere: csl_eval still wants one pass after every epoch.
+        The pass leaves the training as it was: each submodule's train/eval mode, and the global
+        RNGs (torch, numpy, random) that a loader or the model drew from during the pass.
         """
         self._check_open("eval_epoch")
         if self.running_sums:
@@ -218,22 +242,19 @@ class SampleTracker(TrackerCheckpoints, TrackerResults):
         state: EvalPassState | None = None
         classes = 0
         epoch = self.epochs - 1  # the recorder's row: the epoch just closed (-1: a baseline pass)
-        was_training = model.training
-        model.eval()
         try:
-            for idx, x, y in self._inputs.eval_batches(data, batch_size):
-                logits = model(x)
-                classes = self._eval_classes(logits, len(idx))
-                with torch.inference_mode(False):  # the buffers outlive a caller's inference_mode
-                    if state is None:
-                        state = signals.evals.start(epoch, classes)
-                    signals.evals.batch(epoch, idx, logits, y, state)
+            with training_untouched(model, self._device):  # modes and global RNGs as they were
+                for idx, x, y in self._inputs.eval_batches(data, batch_size):
+                    logits = model(x)
+                    classes = self._eval_classes(logits, len(idx))
+                    with torch.inference_mode(False):  # the buffers outlive a caller's inference_mode
+                        if state is None:
+                            state = signals.evals.start(epoch, classes)
+                        signals.evals.batch(epoch, idx, logits, y, state)
         except BaseException:
             if state is not None:  # the row was cleared and partly rewritten: no pass of it stands
                 signals.evals.discard(self.epochs)
             raise
-        finally:
-            model.train(was_training)
         if state is None:
             raise HarnessError("eval_epoch(): data yielded no batches")
         signals.evals.end(self.epochs, state, classes)

@@ -4,10 +4,14 @@ ends (one host read)."""
 
 from __future__ import annotations
 
+import random
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
 import torch
+from torch import nn
 
 from harness.errors import HarnessError
 from harness.recorders import RecorderBank, RecorderRequest, RunContext, build_recorder
@@ -25,6 +29,29 @@ class EvalPassState:
     flags: torch.Tensor  # int32 (N,)
     bad_labels: torch.Tensor  # int64 ()
     mismatched: torch.Tensor  # int64 ()
+
+
+@contextmanager
+def training_untouched(model: nn.Module, device: torch.device) -> Iterator[None]:
+    """Run an eval pass in eval mode without changing the training it sits in: afterwards every
+    submodule has the train/eval mode it had (a BatchNorm the user froze with `.eval()` inside a
+    training model stays frozen; `model.train(was_training)` would unfreeze it), and the global
+    RNGs -- torch's (CPU and the pass's CUDA device), numpy's and Python's -- are as before, so the
+    next epoch's shuffle and dropout masks are the ones an untracked loop draws (iterating a
+    DataLoader alone draws its base seed from torch's global generator)."""
+    modes = [(module, module.training) for module in model.modules()]
+    cuda = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
+    np_state, py_state = np.random.get_state(), random.getstate()
+    try:
+        with torch.random.fork_rng(devices=cuda):
+            model.eval()
+            yield
+    finally:
+        model.train(modes[0][1])  # a module's own train() override runs as it would in the user's loop
+        for module, training in modes:
+            module.training = training
+        np.random.set_state(np_state)
+        random.setstate(py_state)
 
 
 def eval_label_error(bad_labels: int, mismatched: int, classes: int) -> HarnessError:

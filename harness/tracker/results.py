@@ -38,7 +38,8 @@ class TrackerResults:
         if self._finished:
             return self
         if self._pending:
-            raise HarnessError("the last epoch is still open: call end_epoch() after its last batch, then scores()")
+            raise HarnessError("the last epoch is still open: call end_epoch() after its last batch, then scores(); "
+                               "after a loop that raised mid-epoch, discard_epoch() drops the partial epoch instead")
         if self.epochs == 0:
             raise HarnessError("no epoch recorded: call update() for every batch and end_epoch() after each epoch")
         self._restore_now("scores()")

@@ -12,6 +12,7 @@ from torch import nn
 
 from harness.errors import HarnessError
 from harness.recorders import RecorderBank, RecorderRequest, Records, RunContext, build_recorder
+from harness.recorders.base import GrowingRows
 from harness.recorders.train_pass import RunningLossSum
 from harness.tracker.eval_passes import EvalPasses
 from harness.tracker.inputs import unusable_logits
@@ -102,6 +103,15 @@ class Presentations:
             RuntimeWarning,
             stacklevel=3,
         )
+
+    def forget(self) -> None:
+        """Drop the open epoch's presentations without counting it (`SampleTracker.discard_epoch`)."""
+        self.seen[:] = False
+        self.repeated_host.clear()
+        if self.presented is not None and self.first_seen is not None:
+            self.presented.zero_()
+            self.first_seen.fill_(_NEVER)
+        self.sequence = 0
 
     def reset(self) -> None:
         """Close the epoch: count it for the samples it presented, then forget who was seen."""
@@ -194,6 +204,23 @@ class TrackedSignals:
     def close_epoch(self, epoch: int) -> None:
         self.bank.on_epoch_end(epoch, 1, None)  # the running sum folds the epoch in
         self.presentations.reset()
+
+    def discard_epoch(self, epochs: int) -> None:
+        """Forget what the open epoch (after `epochs` closed ones) recorded: its rows, its running
+        loss, its presentations and its deferred checks. The latest predictions (`pred`, shown by
+        `suspects` without an eval pass) keep the discarded batches' where they overwrote them."""
+        for key in self.bank:
+            recorder = self.bank[key]
+            for buf in recorder.buffers.values():
+                if isinstance(buf, GrowingRows) and key != self.evals.key:
+                    del buf.rows[epochs:]
+            running = getattr(recorder, "epoch_row", None)
+            if running is not None:
+                running.fill_(float("nan"))
+        if self.label_conflicts is not None:
+            self.label_conflicts.zero_()
+        self.non_finite_now.zero_()
+        self.presentations.forget()
 
     def close_non_finite_epoch(self, epoch_number: int) -> None:
         """Fold this epoch's non-finite samples into the record (their scores become NaN) and warn

@@ -159,11 +159,13 @@ def restore_counters(tracker: SampleTracker, state: Mapping[str, Any]) -> None:
     tracker.num_classes = state["num_classes"]
     tracker._pending = bool(state["pending"])
     tracker._all_batches_had_logits = bool(state["all_batches_had_logits"])
+    tracker._had_logits_closed = tracker._all_batches_had_logits  # mid-epoch: a discard keeps False as False
     tracker._warned_repeats = bool(state["warned_repeats"])
     tracker._eval_at = list(state["eval_at"])
 
 
-_COUNTERS = ("epochs", "num_classes", "_pending", "_all_batches_had_logits", "_warned_repeats", "_eval_at", "_saved")
+_COUNTERS = ("epochs", "num_classes", "_pending", "_all_batches_had_logits", "_had_logits_closed", "_warned_repeats",
+             "_eval_at", "_saved")
 
 
 def restore_signals(s: TrackedSignals, bad_index: torch.Tensor, state: Mapping[str, Any], classes: int | None,
