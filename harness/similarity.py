@@ -123,6 +123,11 @@ def _break_ties(top: np.ndarray, weights: np.ndarray, partial: np.ndarray, left:
         top[rows, cols] = np.where(p[rows], chosen.reshape(keys.shape).sum(axis=2), top[rows, cols])
 
 
+#: Distinct samples a statistic needs before it says anything: a Pearson or Spearman of two samples
+#: is +-1 and a cosine of one sample is its sign, whatever the proxy, so below these counts (a top-k
+#: set of k = 2 at N = 20, a resample that drew two samples) the metric is NaN, not a perfect score.
+MIN_SAMPLES = {"cosine": 2, "pearson": 3, "spearman": 3}
+
 #: A weighted variance this small relative to the mean square is a constant vector up to
 #: rounding (a constant's variance from weighted sums is ~1e-16 of its square, not exactly 0).
 FLAT = 1e-10
@@ -149,22 +154,30 @@ class _Side:
         self.mean, self.var, self.flat = _moments(x, w, sw)
 
 
+def _support(w: np.ndarray) -> np.ndarray:
+    """Distinct samples (columns with a positive weight) per row: what a statistic can tell apart."""
+    return np.count_nonzero(w > 0, axis=1)
+
+
 def _pearson(a: _Side, b: _Side, w: np.ndarray, sw: np.ndarray) -> np.ndarray:
-    """Weighted Pearson per row; NaN where either side is constant on the support."""
+    """Weighted Pearson per row; NaN where either side is constant on the support, or where the
+    support holds fewer than MIN_SAMPLES["pearson"] samples (two points always lie on a line)."""
     if a.x.ndim == 1 and b.x.ndim == 1:
         cross = w @ (a.x * b.x)
     else:
         cross = np.einsum("bn,bn,bn->b", w, np.broadcast_to(a.x, w.shape), np.broadcast_to(b.x, w.shape))
     cov = cross / sw - a.mean * b.mean
-    ok = ~(a.flat | b.flat)
+    ok = ~(a.flat | b.flat) & (_support(w) >= MIN_SAMPLES["pearson"])
     r = np.divide(cov, np.sqrt(np.abs(a.var * b.var)), out=np.full(len(w), np.nan), where=ok)
     return np.clip(r, -1.0, 1.0)
 
 
 def _cosine(a: np.ndarray, b: np.ndarray, w: np.ndarray) -> np.ndarray:
-    """Weighted cosine per row; NaN when either vector is all zeros on the support."""
+    """Weighted cosine per row; NaN when either vector is all zeros on the support, or the support
+    is a single sample (whose cosine is the sign of proxy x reference, whatever the proxy)."""
     norm = np.sqrt((w @ (a * a)) * (w @ (b * b)))
-    return np.divide(w @ (a * b), norm, out=np.full(len(w), np.nan), where=norm > 0)
+    ok = (norm > 0) & (_support(w) >= MIN_SAMPLES["cosine"])
+    return np.divide(w @ (a * b), norm, out=np.full(len(w), np.nan), where=ok)
 
 
 def _centered(x: np.ndarray, w: np.ndarray, sw: np.ndarray, per_row: bool) -> np.ndarray:
@@ -200,6 +213,11 @@ class ReferenceSide:
             ranks = weighted_ranks(reference[cols], w)
             centered = _centered(reference[cols], w, sw, per_row=bool(suffix))
             self.parts[suffix] = (cols, w, sw, _Side(centered, w, sw), _Side(ranks, w, sw))
+
+    @property
+    def flat(self) -> np.ndarray:
+        """Per row of weights: the reference is constant over all its samples (it ranks nothing)."""
+        return self.parts[""][3].flat
 
     def metrics(self, proxy: np.ndarray, which: tuple[str, ...] = SIMILARITY) -> dict[str, np.ndarray]:
         out: dict[str, np.ndarray] = {}

@@ -38,7 +38,7 @@ from harness.datasets import Dataset
 from harness.errors import HarnessError
 from harness.io import atomic_write
 from harness.runspec import Corruption, DataSpec, RunSpec
-from harness.similarity import similarity_boot, similarity_table, top_k_count
+from harness.similarity import MIN_SAMPLES, similarity_boot, similarity_table, top_k_count
 from harness.tasks.base import EvalContext, Row, Setting, Task, register_task
 from harness.tasks.reference import REFERENCE_DEFAULTS, ReferenceConfig, reference_config
 from proxies.base import Need
@@ -82,6 +82,9 @@ class Memorization(ReferenceTask):
         top_k = self.params["top_k"]
         if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
             raise HarnessError(f"memorization.top_k must be a positive integer, got {top_k!r}")
+        if top_k is not None and top_k < MIN_SAMPLES["pearson"]:  # the top-k correlations would all be NaN
+            raise HarnessError(f"memorization.top_k must be at least {MIN_SAMPLES['pearson']}, got {top_k}: a "
+                               "Pearson or Spearman of fewer samples is +-1 whatever the proxy (omit it for 10% of N)")
 
     def settings(self, cfg: ExperimentConfig, base_data: DataSpec, dataset: Dataset) -> list[Setting]:
         top_k = self.params["top_k"]
@@ -99,6 +102,8 @@ class Memorization(ReferenceTask):
             warnings.warn(f"memorization.top_k {top_k} is not below the {estimated} samples with a reference "
                           "estimate (the others were never held out): the *_topk metrics are those over all of "
                           "them; lower memorization.top_k", stacklevel=2)
+        small_top_k_warning(estimated, top_k)
+        flat_reference_warning(reference.scores)
         resamples = ctx.resamples()
         boot = similarity_boot(scores, reference.scores, resamples, top_k) if resamples is not None else {}
         rows: list[Row] = []
@@ -122,6 +127,29 @@ class Memorization(ReferenceTask):
         if ctx.out is not None:
             write_reference(ctx, reference)
         return rows
+
+
+def small_top_k_warning(estimated: int, top_k: int | None) -> None:
+    """Say why the *_topk correlations are blank when the top-k set is too small to correlate (the
+    default 10% of N below N = 26, or few samples with a reference estimate): NaN, not the +-1 that
+    two samples always give."""
+    k = top_k_count(estimated, top_k) if estimated else 0
+    if k < MIN_SAMPLES["pearson"]:
+        blank = "pearson_topk and spearman_topk" + (" and cosine_topk" if k < MIN_SAMPLES["cosine"] else "")
+        warnings.warn(f"the memorization top-k set holds {k} of the {estimated} samples with a reference estimate: "
+                      f"{blank} are NaN (a correlation of so few samples is +-1 whatever the proxy); the default 10% "
+                      "needs at least 26 samples, or pass memorization.top_k",
+                      stacklevel=3)
+
+
+def flat_reference_warning(reference: np.ndarray) -> None:
+    """Say why every proxy's Pearson and Spearman are NaN when the reference ranks nothing (a stability
+    reference from models that all got every sample right: 0 everywhere), rather than leave them blank."""
+    finite = reference[np.isfinite(reference)]
+    if len(finite) >= MIN_SAMPLES["pearson"] and np.ptp(finite) == 0:
+        warnings.warn(f"the memorization reference is {finite[0]:g} for all {len(finite)} samples with an estimate: "
+                      "it ranks nothing, so every proxy's Pearson and Spearman are NaN (for a stability reference: "
+                      "more epochs, more models or harder data)", stacklevel=3)
 
 
 def write_reference(ctx: EvalContext, reference: Reference) -> None:

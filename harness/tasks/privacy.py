@@ -63,7 +63,7 @@ from harness.io import atomic_write
 from harness.metrics import weighted_detection
 from harness.plots import plot_binned
 from harness.privacy_plots import best_other, plot_attack_roc
-from harness.similarity import ReferenceSide, top_k_weights
+from harness.similarity import MIN_SAMPLES, ReferenceSide, top_k_weights
 from harness.tasks.base import EvalContext, Row, positive_int, register_task
 from harness.tasks.memorization import ReferenceTask
 
@@ -92,10 +92,13 @@ class VulnerabilitySide:
         self.live = (self.detect_weights != 0).any(axis=0)  # most flag copies weigh 0 in every row
 
     def metrics(self, score: np.ndarray) -> dict[str, np.ndarray]:
+        """A row where v is constant flags an arbitrary `top` fraction: its AUROC and AUPRC are NaN,
+        as its correlations are, not the 0.5 and `top` that any proxy would get against no ranking."""
         corr = self.corr.metrics(score, ("pearson", "spearman"))
         detect = weighted_detection(self.positives, np.r_[score, score], self.detect_weights, live=self.live)
+        flat = self.corr.flat
         return {"pearson": corr["pearson"], "spearman": corr["spearman"],
-                "auroc": detect["auroc"], "auprc": detect["auprc"]}
+                "auroc": np.where(flat, np.nan, detect["auroc"]), "auprc": np.where(flat, np.nan, detect["auprc"])}
 
 
 def proxy_metrics(v: np.ndarray, score: np.ndarray, weights: np.ndarray, top: float) -> dict[str, np.ndarray]:
@@ -129,6 +132,20 @@ def all_proxy_metrics(v: np.ndarray, scores: dict[str, np.ndarray], top: float,
                     parts[proxy].setdefault(metric, []).append(np.asarray(x, dtype=np.float64))
         reps = {proxy: {m: np.concatenate(x) for m, x in d.items()} for proxy, d in parts.items()}
     return points, reps
+
+
+def few_vulnerabilities_warning(v: np.ndarray) -> None:
+    """Say why every proxy's privacy metrics are NaN: fewer than 3 samples with a vulnerability (the
+    others never in or never out of a model) give correlations of +-1 whatever the proxy, and a
+    constant v has no most vulnerable samples to flag."""
+    finite = v[np.isfinite(v)]
+    if len(finite) < MIN_SAMPLES["pearson"]:
+        warnings.warn(f"privacy: only {len(finite)} samples have a vulnerability (the others were never held out, "
+                      "or never trained on), too few to correlate: every proxy's privacy metrics are NaN; raise "
+                      "memorization.k or use more samples", stacklevel=3)
+    elif np.ptp(finite) == 0:
+        warnings.warn(f"privacy: every sample has the same vulnerability ({finite[0]:.3g}): nothing to rank or "
+                      "flag, every proxy's privacy metrics are NaN", stacklevel=3)
 
 
 @register_task
@@ -176,6 +193,7 @@ class Privacy(ReferenceTask):
         rows.append({"proxy": "reference", "metric": "mean_vulnerability", "value": float(np.nanmean(v))})
 
         scored = int(np.isfinite(v).sum())
+        few_vulnerabilities_warning(v)
         if max(1, round(p["top"] * scored)) >= scored:
             warnings.warn(f"privacy.top {p['top']:g} flags all {scored} samples with a vulnerability: their AUROC "
                           "and AUPRC have no negatives and are NaN; lower privacy.top", stacklevel=2)

@@ -42,6 +42,7 @@ distance of a sample to its nearest neighbour).
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -126,6 +127,11 @@ class Suspects(Task):
                                f"an hour or more (it grows as N^2; {MAX_NEAR_WORK:.1e} N^2 x values at most, 16 x "
                                "CIFAR-10's 50,000 images); pass --task-arg suspects.duplicates=exact (byte-equal "
                                "copies only) or suspects.duplicates=off")
+        if self.params["k"] >= n:
+            warnings.warn(f"suspects.k {self.params['k']} is not below the N={n} training samples: every proxy's "
+                          "top k is every sample, so predicted_other_at_k is the same number for all of them (the "
+                          "share the model predicts as another class); lower suspects.k to compare proxies",
+                          stacklevel=2)
         return [Setting(self.name, "clean", base_data, seed) for seed in cfg.seeds]
 
     def needs(self, setting: Setting, base: RunSpec, cfg: ExperimentConfig) -> list[Need]:
