@@ -5,7 +5,10 @@ extra passes): each such run's training once, plus the recorders the proxy asked
 proxy that reads the base run (csl, final_loss, ...) is thus charged the base run's training; one
 that trains its own models (ssft's two two-phase runs, confident_learning's folds) is charged those
 and not the base run, which its score never reads -- as the stability reference is charged its K
-models only. Ratios are relative to the base run's plain training (recorders excluded), the paper's
+models only. A recorder that several proxies read (the input gradients of loss_sensitivity,
+learning_time and csg) is charged in full to each: a row is what that proxy would cost alone. Costs
+are read from the runs' manifests, so a run reused from the store is charged what it cost when it
+trained. Ratios are relative to the base run's plain training (recorders excluded), the paper's
 Table 5 convention.
 """
 
@@ -38,6 +41,8 @@ def needed_recorders(proxy: Proxy, base: RunSpec) -> dict[RunSpec, set[str]]:
 
 
 def proxy_cost(proxy: Proxy, base: RunSpec, runs: Mapping[RunSpec, StoredRun]) -> dict[str, float]:
+    """FLOPs and seconds of every run `proxy` reads on `base` (training + its recorders there) and of
+    its `score`, with their ratios to the plain base run."""
     flops = seconds = 0.0
     for spec, keys in needed_recorders(proxy, base).items():
         f, s = run_cost(runs[spec], keys, include_training=True)

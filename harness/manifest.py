@@ -23,6 +23,11 @@ from typing import Any
 ENGINES = ("single", "ensemble")
 #: The manifest.json field holding the SHA-256 of the manifest's other fields (`manifest_digest`).
 DIGEST_FIELD = "manifest_sha256"
+#: How the recorders' seconds were measured. 2 (2 December 2026): a recorder's FLOP-counted
+#: execution is never timed (`harness.timing.Meter`). 1, a manifest without the field: a recorder
+#: called once per run was timed on its counted call, the counter's overhead included, so its
+#: seconds read high (the final eval pass: ~1.3x where ~1.1x is right on digits). FLOPs are alike.
+METER_VERSION = 2
 
 
 def manifest_digest(raw: dict[str, Any]) -> str:
@@ -73,6 +78,7 @@ class Manifest:
     versions: dict[str, str] = field(default_factory=package_versions)
     created: str = field(default_factory=lambda: time.strftime("%Y-%m-%dT%H:%M:%S%z"))
     checksums: dict[str, str] = field(default_factory=dict)  # array file -> SHA-256, set by the store
+    meter: int = METER_VERSION  # how recorder seconds were measured; absent (older runs): 1
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -111,6 +117,7 @@ class Manifest:
             raise ValueError(f"manifest lacks {', '.join(missing)}")
         known = {f.name for f in fields(cls)}
         kwargs = {k: v for k, v in raw.items() if k in known}
+        kwargs.setdefault("meter", 1)  # written before the field existed: measured the first way
         try:
             kwargs["recorders"] = {k: RecorderRecord(**v) for k, v in raw["recorders"].items()}
             manifest = cls(**kwargs)

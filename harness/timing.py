@@ -75,22 +75,42 @@ def count_flops(sink: list[int]) -> Iterator[None]:
     sink.append(int(mode.get_total_flops()))
 
 
-class Meter:
-    """Charges one recorder its FLOPs and seconds without billing the FLOP counter's overhead.
+def count_then_time(fn: Callable[[], None], device: torch.device) -> tuple[int, float]:
+    """(FLOPs, seconds) of `fn`, a repeatable call: counted on one execution and timed on a second,
+    so the seconds are `fn`'s own and not the FLOP counter's (the batched ensemble's eval pass)."""
+    sink: list[int] = []
+    with count_flops(sink):
+        fn()
+    watch = Stopwatch(device)
+    with watch.measure():
+        fn()
+    return sink[0], watch.seconds()
 
-    FLOPs are counted on the first call only and scaled by the work units done (samples for batch
-    recorders, calls for checkpoint recorders). Seconds are timed on every `sample_every`-th other
-    call and scaled the same way: per-batch CUDA timing events would otherwise cost more than the
-    recorders they time. A recorder called once is timed on its counted call (the only measurement).
-    Work done for the recorder outside its calls (joining held batches) is `charge`d as measured.
+
+class Meter:
+    """Charges one recorder its FLOPs and seconds, each measured on an execution of its own.
+
+    FLOPs are counted on the first call only, under torch's FlopCounterMode, and scaled by the work
+    units done (samples for batch recorders, calls for checkpoint recorders). The counter adds Python
+    work to every op it sees (~4x the digits MLP's eval pass on a CPU), so a counted execution is
+    never timed: the first call of a recorder that declares its calls `repeatable` (called twice with
+    the same arguments, it leaves what one call leaves: every recorder of the harness) runs twice,
+    counted and then timed; a recorder called once (the final eval pass, any checkpoint recorder of
+    a one-epoch run) has no other call to time. Seconds are timed on every `sample_every`-th call
+    and scaled the same way: per-batch CUDA timing events would otherwise cost more than the
+    recorders they time. A recorder that does not declare itself repeatable runs once, counted, and
+    is billed the other calls' rate for it; called only once, its seconds include the counter's
+    overhead (the only measurement there is). Work done for the recorder outside its calls
+    (joining held batches) is `charge`d as measured.
     """
 
     def __init__(self, device: torch.device, sample_every: int = 1) -> None:
         self.watch = Stopwatch(device)
-        self.first = Stopwatch(device)
+        self.first = Stopwatch(device)  # the FLOP-counted execution
         self.sample_every = sample_every
         self.flops_per_unit: float | None = None
         self.first_units = 0.0
+        self.first_extra = False  # the counted execution was an extra one (a repeatable recorder)
         self.calls = 0
         self.units = 0.0
         self.timed_units = 0.0
@@ -100,41 +120,58 @@ class Meter:
         """Bill this recorder what `watch` measured, on top of its own calls."""
         self.charged.include(watch)
 
-    def run(self, fn: Callable[[], None], units: float = 1.0) -> None:
+    def run(self, fn: Callable[[], None], units: float = 1.0, repeatable: bool = False) -> None:
+        """Call `fn`, `units` units of work; `repeatable`: the recorder's declaration (`Recorder.repeatable`)."""
         if self.flops_per_unit is None:
-            sink: list[int] = []
-            with self.first.measure(), count_flops(sink):
-                fn()
-            self.flops_per_unit = sink[0] / units
-            self.first_units = units
+            self._count(fn, units, repeatable)
         elif self.calls % self.sample_every == 0:
-            with self.watch.measure():
-                fn()
-            self.timed_units += units
+            self._timed(fn, units)
         else:
             fn()
         self.calls += 1
         self.units += units
 
-    def seconds(self) -> float:
+    def _count(self, fn: Callable[[], None], units: float, repeatable: bool) -> None:
+        """The first call: counted, then (when the recorder allows it) executed again, timed."""
+        sink: list[int] = []
+        with self.first.measure(), count_flops(sink):
+            fn()
+        self.flops_per_unit = sink[0] / units
+        self.first_units = units
+        self.first_extra = repeatable
+        if repeatable:
+            self._timed(fn, units)
+
+    def _timed(self, fn: Callable[[], None], units: float) -> None:
+        with self.watch.measure():
+            fn()
+        self.timed_units += units
+
+    def _rate(self) -> float:
+        """Seconds per unit of work: of the timed executions; without any (a recorder that is not
+        repeatable, called fewer than `sample_every` times), of the counted one, counter included."""
         if self.timed_units:
-            return self.watch.seconds() / self.timed_units * self.units + self.charged.seconds()
-        return self.first.seconds() + self.charged.seconds()
+            return self.watch.seconds() / self.timed_units
+        return self.first.seconds() / self.first_units if self.first_units else 0.0
+
+    def seconds(self) -> float:
+        """Every call's units at the measured rate: the recorder's own time, its counting excluded."""
+        return self._rate() * self.units + self.charged.seconds()
 
     def clock_seconds(self) -> float:
-        """Estimated seconds these calls spent inside an enclosing clock (the FLOP-counted call at
-        its measured, counter-inflated time), to take them out of that clock."""
+        """Seconds these calls spent inside an enclosing clock (the FLOP-counted execution at its
+        measured, counter-inflated time), to take them out of that clock."""
         if not self.timed_units:
-            return self.first.seconds()
-        rate = self.watch.seconds() / self.timed_units
-        return self.first.seconds() + rate * (self.units - self.first_units)
+            return self._rate() * self.units
+        rest = self.units - (0.0 if self.first_extra else self.first_units)
+        return self.first.seconds() + self._rate() * rest
 
     def flops(self) -> int:
         return int(round((self.flops_per_unit or 0.0) * self.units))
 
     def state(self) -> dict:
         return {"seconds": self.watch.seconds(), "first": self.first.seconds(), "calls": self.calls,
-                "first_units": self.first_units,
+                "first_units": self.first_units, "first_extra": self.first_extra,
                 "flops_per_unit": self.flops_per_unit, "units": self.units, "timed_units": self.timed_units,
                 "charged": self.charged.seconds()}
 
@@ -144,6 +181,7 @@ class Meter:
         self.flops_per_unit = state["flops_per_unit"]
         self.calls, self.units, self.timed_units = state["calls"], state["units"], state["timed_units"]
         self.first_units = state["first_units"]
+        self.first_extra = state.get("first_extra", False)  # absent from checkpoints of older versions
         self.charged.add(state.get("charged", 0.0))  # absent from checkpoints of older versions
 
 

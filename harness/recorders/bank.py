@@ -84,7 +84,7 @@ class RecorderBank:
 
     def _call(self, key: str, fn: Callable[[], None], units: float = 1.0) -> None:
         if self.timed:
-            self.meters[key].run(fn, units=units)
+            self.meters[key].run(fn, units=units, repeatable=self.recorders[key].repeatable)
         else:
             fn()
 

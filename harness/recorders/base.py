@@ -122,6 +122,11 @@ class Recorder:
     description: ClassVar[str] = ""
     #: What the arrays mean: bump when the same run would record other values (module docstring)
     version: ClassVar[int] = 1
+    #: Called twice with the same arguments, the recorder leaves what one call leaves (it writes by
+    #: index, or resets its rows first): its first call then runs once under the FLOP counter and
+    #: once timed, so its seconds are its own and not the counter's (`harness.timing.Meter`). A
+    #: recorder that carries state from call to call (a counter, a running sum) keeps it False.
+    repeatable: ClassVar[bool] = False
     on_batches: ClassVar[bool] = False  # wants on_batch during training passes
     #: `on_batch` computes per-sample values only, so the harness's loop may hand it an epoch's
     #: batches joined as one, after the epoch, instead of each batch after its step

@@ -54,6 +54,9 @@ class Curvature(Recorder):
     name = "curvature"
     description = "finite-difference input-loss curvature (n Rademacher draws, step h) at scored checkpoints"
     phases = (1,)
+    #: called twice with the same arguments, a call leaves what one call leaves (its draws are seeded
+    #: by run and epoch), so the FLOP counter gets an execution of its own (`harness.timing.Meter`)
+    repeatable = True
 
     def __init__(self, ctx: RunContext, n: int = 10, h: float = 1e-3, every: int = 1) -> None:
         super().__init__(ctx, n=n, h=h, every=every)

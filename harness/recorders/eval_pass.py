@@ -56,6 +56,9 @@ class EvalPass(Recorder):
     name = "eval_pass"
     description = "eval-mode loss, correctness and label probability on every training sample"
     takes_eval = True
+    #: called twice with the same arguments, a call leaves what one call leaves, so the FLOP counter
+    #: gets an execution of its own (`harness.timing.Meter`)
+    repeatable = True
 
     def __init__(self, ctx: RunContext, epochs: str = "last") -> None:
         super().__init__(ctx, epochs=epochs)

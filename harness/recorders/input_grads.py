@@ -61,6 +61,9 @@ class InputGrads(Recorder):
     name = "input_grads"
     description = "per-sample input-gradient norms (l1, l2, squared l2) at every epoch checkpoint, eval mode"
     phases = (1,)
+    #: called twice with the same arguments, a call leaves what one call leaves, so the FLOP counter
+    #: gets an execution of its own (`harness.timing.Meter`)
+    repeatable = True
 
     def __init__(self, ctx: RunContext, every: int = 1) -> None:
         super().__init__(ctx, **({"every": every} if every != 1 else {}))

@@ -17,6 +17,9 @@ class SSFTCorrect(Recorder):
     name = "ssft_correct"
     description = "eval-mode correctness of the first-phase samples after every second-phase epoch"
     phases = (2,)
+    #: called twice with the same arguments, a call leaves what one call leaves, so the FLOP counter
+    #: gets an execution of its own (`harness.timing.Meter`)
+    repeatable = True
 
     def __init__(self, ctx: RunContext) -> None:
         super().__init__(ctx)

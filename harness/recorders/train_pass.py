@@ -20,6 +20,10 @@ class PerEpochRecorder(Recorder):
     on_batches = True
     joins_batches = True  # every signal is per sample
     needs_logits = True  # a batch without logits (a user's loop passing losses only) is skipped
+    #: called twice with the same arguments, `on_batch` leaves what one call leaves (it writes by
+    #: index), so the FLOP counter gets an execution of its own (`harness.timing.Meter`); a subclass
+    #: that carries state from call to call sets it False
+    repeatable = True
 
     def __init__(self, ctx: RunContext, **params) -> None:
         super().__init__(ctx, **params)

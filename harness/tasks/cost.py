@@ -6,6 +6,7 @@ confident_learning alone train only their own runs)."""
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import numpy as np
@@ -13,6 +14,7 @@ import numpy as np
 from harness.config import ExperimentConfig
 from harness.cost import proxy_cost
 from harness.datasets import Dataset
+from harness.manifest import METER_VERSION
 from harness.runspec import DataSpec, RunSpec
 from harness.tasks.base import EvalContext, Row, Setting, Task, register_task
 from harness.tasks.reference import ReferenceConfig
@@ -43,6 +45,7 @@ class Cost(Task):
         return [Need(base, frozenset())]
 
     def evaluate(self, ctx: EvalContext, scores: dict[str, np.ndarray]) -> list[Row]:
+        warn_older_meters([run.manifest.meter for run in ctx.runs.values()])
         rows = []
         for proxy in ctx.proxies:
             if proxy.label not in scores:
@@ -50,3 +53,15 @@ class Cost(Task):
             for metric, value in proxy_cost(proxy, ctx.base, ctx.runs).items():
                 rows.append({"proxy": proxy.label, "metric": metric, "value": value})
         return rows
+
+
+def warn_older_meters(meters: list[int]) -> None:
+    """Runs reused from a store keep the seconds measured when they trained: a table mixing runs
+    timed the older way (a one-call recorder's seconds with the FLOP counter's overhead in them)
+    with new ones compares unlike numbers, so say so and how to get a clean table."""
+    old = sum(m < METER_VERSION for m in meters)
+    if old:
+        warnings.warn(f"cost: {old} of the {len(meters)} runs read were stored by a memprox before 2 December 2026, "
+                      "which timed a recorder called once per run (the final eval pass of final_loss and "
+                      "in_confidence) with the FLOP counter's overhead: their seconds read high, FLOPs are alike; "
+                      "for a cost table, run with --store on a fresh folder", UserWarning, stacklevel=2)
