@@ -93,3 +93,46 @@ def test_a_recorder_version_that_no_key_could_match_is_refused(monkeypatch, vers
     Odd.version = version  # type: ignore[assignment]
     with pytest.raises(TypeError, match=r"recorder Odd.version must be an int >= 1"):
         register_recorder(Odd)
+
+
+_TRACKER_AFTER_A_BUMP = """
+import json, sys
+import torch
+from harness.recorders import RECORDERS
+for name in ("train_loss", "train_correct"):
+    RECORDERS[name].version = 2  # as a future change to what they record would
+from harness.tracker import SampleTracker
+from harness.tracker.selection import LOSS_KEY, TRAIN_KEYS
+out = {"keys": [LOSS_KEY, *TRAIN_KEYS]}
+logits = torch.tensor([[2.0, 0.0], [0.0, 1.0], [1.0, 1.0], [0.0, 3.0]])
+for mode in ("all", "running"):
+    t = SampleTracker(4, running_sums=mode == "running") if mode == "running" else SampleTracker(4)
+    for epoch in range(2):
+        t.update(torch.arange(4), logits=logits, labels=torch.tensor([0, 1, 1, 0]))
+        t.end_epoch()
+    out[mode] = t.scores().drop(columns=["label"]).to_dict(orient="list")
+json.dump(out, sys.stdout)
+"""
+
+
+def test_the_tracker_follows_a_bumped_training_pass_recorder() -> None:
+    """The tracker looked its training-pass recorders up by bare name ("train_loss"): after a
+    version bump every tracker would fail with "csl needs train_loss@v2". Keys now come from the
+    requests, so a bump changes nothing a tracker user sees (same scores as version 1)."""
+    import json
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    bumped = subprocess.run([sys.executable, "-c", _TRACKER_AFTER_A_BUMP], cwd=root, capture_output=True, text=True,
+                            timeout=120)
+    assert bumped.returncode == 0, bumped.stderr[-2000:]
+    got = json.loads(bumped.stdout)
+    assert got["keys"][0] == "train_loss@v2" and "train_correct@v2" in got["keys"]
+    plain = subprocess.run([sys.executable, "-c", _TRACKER_AFTER_A_BUMP.replace("version = 2", "version = 1")],
+                           cwd=root, capture_output=True, text=True, timeout=120)
+    assert plain.returncode == 0, plain.stderr[-2000:]
+    expected = json.loads(plain.stdout)
+    assert expected["keys"][0] == "train_loss"
+    assert got["all"] == expected["all"] and got["running"] == expected["running"]
+    assert expected["running"]["csl"] == pytest.approx(expected["all"]["csl"])

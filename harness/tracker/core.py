@@ -18,7 +18,7 @@ from harness.tracker.batch_log import Batch, BatchLog
 from harness.tracker.eval_passes import EvalPassState, training_untouched
 from harness.tracker.inputs import Inputs, label_array
 from harness.tracker.results import TrackerResults
-from harness.tracker.selection import ProxySelection
+from harness.tracker.selection import LOSS_KEY, ProxySelection
 from harness.tracker.signals import TrackedSignals
 from harness.tracker.state import TrackerCheckpoints, restore_signals
 from proxies import Proxy
@@ -157,7 +157,7 @@ class SampleTracker(TrackerCheckpoints, TrackerResults):
                     "pass them too, or select proxies=['csl'] for losses alone"
                 )
         # logits are checked for non-finite values when logit signals are recorded from them
-        flag_logits = logits is not None and selection.train_keys != ("train_loss",)
+        flag_logits = logits is not None and selection.train_keys != (LOSS_KEY,)
         batch = Batch(host, idx, losses, logits, labels, flag_logits)
         with _writable():
             if not self._log.add(batch):  # the log holds another kind, or is full

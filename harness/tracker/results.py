@@ -23,7 +23,7 @@ from harness.tracker.report import (
     non_finite_report,
     nullable,
 )
-from harness.tracker.selection import BASE
+from harness.tracker.selection import BASE, LOSS_KEY
 from proxies import Proxy, ScoreContext
 
 if TYPE_CHECKING:
@@ -85,7 +85,7 @@ class TrackerResults:
         if left_out:
             warnings.warn(left_out_report(left_out, self._eval_at), RuntimeWarning, stacklevel=2)
         absent = absent_report(self._presented_host, self.epochs)
-        if absent and any("train_loss" in selection.keys_of(proxy) for proxy in chosen):  # a sum over epochs
+        if absent and any(LOSS_KEY in selection.keys_of(proxy) for proxy in chosen):  # a sum over epochs
             warnings.warn(absent, RuntimeWarning, stacklevel=2)
         return pd.DataFrame(columns)
 

@@ -15,7 +15,11 @@ from proxies import Proxy, available_proxies, resolve_proxies
 
 #: The tracker's stand-in for "the base run": proxies ask for their recorders on it.
 BASE = RunSpec(data=DataSpec(dataset="user"), model="user", recipe=Recipe())
-TRAIN_KEYS = tuple(name for name, cls in RECORDERS.items() if issubclass(cls, PerEpochRecorder))
+#: The training-pass recorders by key (a recorder's `version` above 1 is part of its key).
+TRAIN_REQUESTS = {RecorderRequest.of(name).key: RecorderRequest.of(name)
+                  for name, cls in RECORDERS.items() if issubclass(cls, PerEpochRecorder)}
+TRAIN_KEYS = tuple(TRAIN_REQUESTS)
+LOSS_KEY = RecorderRequest.of("train_loss").key  # the one signal running sums keep
 EVAL_ALL_KEY = RecorderRequest.of("eval_pass", epochs="all").key
 EVAL_LAST_KEY = EVAL_LAST.key
 #: Proxies that say nothing with fewer epochs: forgetting counts transitions between epochs,
@@ -51,9 +55,9 @@ class ProxySelection:
             self.train_keys = tuple(k for k in TRAIN_KEYS if k in keys)
             self.keep_eval_history = EVAL_ALL_KEY in keys
         else:
-            self.train_keys = ("train_loss",) if running_sums else TRAIN_KEYS
+            self.train_keys = (LOSS_KEY,) if running_sums else TRAIN_KEYS
             self.keep_eval_history = True
-        self.logit_keys = [k for k in self.train_keys if k != "train_loss"]
+        self.logit_keys = [k for k in self.train_keys if k != LOSS_KEY]
 
     def resolve(self, proxies: Sequence[str | Proxy] | str | Proxy) -> list[Proxy]:
         """Proxies from names (a comma-separated string too, as `--proxies` takes it; "all" alone:
@@ -112,7 +116,7 @@ class ProxySelection:
             except HarnessError:
                 continue
             if keys <= recorded and epochs >= MIN_EPOCHS.get(proxy.name, 1):
-                if any(k != "train_loss" and k in TRAIN_KEYS for k in keys) and not all_had_logits:
+                if any(k != LOSS_KEY and k in TRAIN_KEYS for k in keys) and not all_had_logits:
                     continue
                 out.append(proxy)
         return out
@@ -126,7 +130,7 @@ class ProxySelection:
             raise HarnessError(f"{proxy.label} needs at least {need} epochs, the tracker recorded {epochs}")
         for key in sorted(keys):
             found = key in recorded
-            if key in TRAIN_KEYS and key != "train_loss" and not all_had_logits:
+            if key in TRAIN_KEYS and key != LOSS_KEY and not all_had_logits:
                 found = False  # some batches came without logits: these rows have holes
             if found:
                 continue

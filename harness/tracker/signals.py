@@ -11,12 +11,12 @@ import torch
 from torch import nn
 
 from harness.errors import HarnessError
-from harness.recorders import RecorderBank, RecorderRequest, Records, RunContext, build_recorder
+from harness.recorders import RecorderBank, Records, RunContext, build_recorder
 from harness.recorders.base import GrowingRows
 from harness.recorders.train_pass import RunningLossSum
 from harness.tracker.eval_passes import EvalPasses
 from harness.tracker.inputs import unusable_logits
-from harness.tracker.selection import EVAL_LAST_KEY, TRAIN_KEYS
+from harness.tracker.selection import EVAL_LAST_KEY, LOSS_KEY, TRAIN_KEYS, TRAIN_REQUESTS
 
 _NEVER = torch.iinfo(torch.int64).max  # `first_seen` of a sample not presented this epoch
 
@@ -143,10 +143,10 @@ class TrackedSignals:
         self.ctx = RunContext(None, None, None, 0, device, samples=n + 1)  # + the scratch column
         self.bank = RecorderBank(self.ctx, timed=False)
         if running_sums:
-            self.bank.add("train_loss", RunningLossSum(self.ctx))
+            self.bank.add(LOSS_KEY, RunningLossSum(self.ctx))
         else:
             for key in train_keys:
-                self.bank.add(key, build_recorder(RecorderRequest.of(key), self.ctx))
+                self.bank.add(key, build_recorder(TRAIN_REQUESTS[key], self.ctx))
         given = np.full(n + 1, -1, dtype=np.int64)
         if fixed_labels is not None:
             given[:n] = fixed_labels

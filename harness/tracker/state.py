@@ -18,6 +18,7 @@ import torch
 
 from harness.errors import HarnessError
 from harness.recorders.base import GrowingRows, Recorder
+from harness.tracker.selection import LOSS_KEY
 from harness.tracker.signals import TrackedSignals
 
 if TYPE_CHECKING:
@@ -54,7 +55,7 @@ def capture(tracker: SampleTracker) -> dict[str, Any]:
 
 def _signals_state(s: TrackedSignals, bad_index: torch.Tensor) -> dict[str, Any]:
     p = s.presentations
-    running = s.bank["train_loss"] if "train_loss" in s.bank else None
+    running = s.bank[LOSS_KEY] if LOSS_KEY in s.bank else None
     return {
         "bank": {key: _buffers(s.bank[key]) for key in s.bank},
         "running_row": _copy(getattr(running, "epoch_row", None)),
@@ -141,7 +142,7 @@ def _validate(tracker: SampleTracker, state: Mapping[str, Any]) -> None:
     for key in template.bank:
         for name, buf in template.bank[key].buffers.items():
             if isinstance(buf, GrowingRows):
-                low = epochs if key == "train_loss" else 0  # every batch records a loss
+                low = epochs if key == LOSS_KEY else 0  # every batch records a loss
                 high = epochs if key == template.evals.key else top
                 if not low <= len(buf.rows) <= high:
                     raise _damaged(f"{len(buf.rows)} rows of {key} {name} for {epochs} epochs")
@@ -211,7 +212,7 @@ def restore_signals(s: TrackedSignals, bad_index: torch.Tensor, state: Mapping[s
                 buf.rows = rows(value, like, f"{key} {name} row")
             else:
                 put(buf, value, f"{key} {name}")
-    running = getattr(s.bank["train_loss"], "epoch_row", None) if "train_loss" in s.bank else None
+    running = getattr(s.bank[LOSS_KEY], "epoch_row", None) if LOSS_KEY in s.bank else None
     for name, target in (("running_row", running), ("label_conflicts", s.label_conflicts)):
         if (target is None) != (state[name] is None):
             raise _damaged(f"{name} is {'missing' if target is not None else 'unexpected'}")
