@@ -6,17 +6,19 @@ refused (nothing is ever unpickled)."""
 from __future__ import annotations
 
 import errno
+import os
 import pickle
+import tempfile
 import warnings
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from harness.io import atomic_write, failure_reason
+from harness.io import atomic_write, failure_reason, umask
 
 #: Bumped when the checkpoint layout changes; a checkpoint of another format restarts its run.
 CKPT_FORMAT = 2
@@ -26,8 +28,33 @@ _NUMPY = "__numpy__"  # marks a numpy array saved as a tensor in a checkpoint
 def save_checkpoint(path: Path, digest: str, state: dict, recorder_keys: list[str]) -> None:
     """Save `state` so that `load_checkpoint` can read it with `weights_only=True`: numpy
     arrays become tensors (and come back as arrays), numpy scalars Python numbers."""
-    blob = {"format": CKPT_FORMAT, "spec": digest, "recorder_keys": sorted(recorder_keys), "state": to_tensors(state)}
-    atomic_write(path, lambda p: _torch_save(blob, p))
+    atomic_write(path, lambda p: _torch_save(_blob(digest, state, recorder_keys), p))
+
+
+def _blob(digest: str, state: dict, recorder_keys: list[str]) -> dict:
+    return {"format": CKPT_FORMAT, "spec": digest, "recorder_keys": sorted(recorder_keys), "state": to_tensors(state)}
+
+
+def save_checkpoints(items: Iterable[tuple[Path, str, dict, list[str]]]) -> None:
+    """Checkpoints that belong together (`path, digest, state, recorder_keys` each; the members of an
+    ensemble chunk), each as `save_checkpoint` writes it, all written in full under temporary names
+    before the first is renamed into place: a kill while they are written leaves the previous set
+    whole, and only one in the instants of the renames leaves a mixed set (which its reader must
+    detect). `items` may be a generator, so one state at a time is held."""
+    staged: list[tuple[Path, Path]] = []
+    try:
+        for path, digest, state, keys in items:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)  # as atomic_write names it
+            os.close(fd)
+            staged.append((Path(tmp), path))
+            os.chmod(tmp, 0o666 & ~umask())
+            _torch_save(_blob(digest, state, keys), Path(tmp))
+        for tmp, path in staged:
+            os.replace(tmp, path)
+    finally:
+        for tmp, _ in staged:
+            tmp.unlink(missing_ok=True)
 
 
 def _torch_save(blob: dict, path: Path) -> None:

@@ -37,6 +37,12 @@ a member always trains here, even alone (an ensemble of one), so the engine that
 run depends only on the spec and the device type, never on what else happened to be pending.
 Members are independent (the summed loss gives each only its own gradient), so a member whose loss
 became non-finite fails alone.
+
+A chunk given `ChunkCheckpoints` (a job whose worker reaches the run store) checkpoints its members
+at epoch ends, every `--checkpoint-every` seconds, and resumes from them bit for bit
+(`harness.ensemble_checkpoint`). Training seconds leave out each process's first step, the
+one-time warm-up, and bill its samples at the mean rate of the others, as `train_run` does
+(`ChunkProgress.charged_seconds`).
 """
 
 from __future__ import annotations
@@ -45,7 +51,6 @@ import copy
 import time
 from collections import defaultdict
 from collections.abc import Sequence
-from functools import cache
 
 import numpy as np
 import torch
@@ -53,9 +58,12 @@ from torch import nn
 from torch.func import functional_call, vmap
 from tqdm.auto import tqdm
 
+from harness.ensemble_checkpoint import ChunkCheckpoints, ChunkProgress, Stacked
 from harness.ensemble_stack import (
+    cpu_chunk,
     draws_random,
     float32_batch_norm,
+    has_conv,
     largest_activation,
     members_test_accuracy,
     normalized_inputs,
@@ -71,7 +79,7 @@ from harness.recorders import EVAL_LAST, RecorderBank, RecorderRequest, RunConte
 from harness.recorders.eval_pass import eval_signals
 from harness.runspec import RunSpec
 from harness.subsets import subset_indices
-from harness.timing import count_flops, synchronize
+from harness.timing import count_then_time, synchronize
 from harness.training import (
     RunOutput,
     augment_generator,
@@ -95,33 +103,7 @@ def can_ensemble(spec: RunSpec, requests, device: torch.device | str | None = No
         return False
     if draws_random(spec.model, inputs):
         return False
-    return device is None or torch.device(device).type != "cpu" or not _has_conv(spec.model)
-
-
-@cache
-def _has_conv(model: str) -> bool:
-    """Stacked convolutions run as one grouped convolution, which the CPU kernels serve far worse
-    than K ordinary ones: 8 small_cnn_gn members on 350 CIFAR-10 images trained 2.3x slower batched
-    than one at a time (2 cores). Linear layers become batched matmuls, which pay everywhere."""
-    try:
-        with torch.device("meta"):
-            net = build_model(model, (3, 32, 32), 10)
-    except Exception:  # a plugin model that cannot take 32x32 images: do not guess, train singly
-        return True
-    return any(isinstance(m, nn.modules.conv._ConvNd) for m in net.modules())
-
-
-#: Stacked parameters per chunk on a CPU (16 MB of float32). A step there is compute-bound, so
-#: batching buys fewer thread synchronisations rather than fewer FLOPs, and chunks keep the stacked
-#: parameters, gradients and momenta near the caches: 64 digits MLPs of 300k parameters took
-#: ~4x longer in one chunk than in chunks of 16 (2 cores). On a GPU all members go at once.
-CPU_PARAMS_PER_CHUNK = 4_000_000
-
-
-def _cpu_chunk(spec: RunSpec, data: PreparedData) -> int:
-    with torch.device("meta"):  # counts parameters without allocating or drawing random numbers
-        model = build_model(spec.model, tuple(data.x.shape[1:]), data.num_classes)
-    return max(1, CPU_PARAMS_PER_CHUNK // sum(p.numel() for p in model.parameters()))
+    return device is None or torch.device(device).type != "cpu" or not has_conv(spec.model)
 
 
 #: Share of the GPU's free memory one ensemble chunk may plan for; the rest covers the allocator's
@@ -193,7 +175,7 @@ def ensemble_chunks(specs: Sequence[RunSpec], data: PreparedData, max_members: i
         by_size[len(subset_indices(s.train_on, labels))].append(i)
     if max_members is None:
         on_cpu = data.x.device.type == "cpu"
-        max_members = _cpu_chunk(specs[0], data) if on_cpu else _gpu_chunk(specs[0], data, gpu_fraction)
+        max_members = cpu_chunk(specs[0], data) if on_cpu else _gpu_chunk(specs[0], data, gpu_fraction)
     chunks = []
     for group in by_size.values():  # balanced: 64 members at most 47 a chunk go as 32 + 32
         n_chunks = -(-len(group) // max(1, max_members))
@@ -208,9 +190,11 @@ def train_members(
     requests: Sequence[RecorderRequest],
     progress: bool = True,
     max_members: int | None = None,
+    checkpoints: ChunkCheckpoints | None = None,
 ) -> list[RunOutput | RunFailed]:
     """One RunOutput per spec, in order, or a RunFailed for a member whose loss became non-finite
-    (the other members are unaffected). Trains `ensemble_chunks(specs, data, max_members)`."""
+    (the other members are unaffected). Trains `ensemble_chunks(specs, data, max_members)`, each
+    chunk checkpointed to and resumed from `checkpoints` when given."""
     specs = list(specs)
     if not specs:
         return []
@@ -225,7 +209,7 @@ def train_members(
     normalized = normalized_inputs(data)
     for members in ensemble_chunks(specs, data, max_members):
         outs = _train_group([specs[i] for i in members], [subset_indices(specs[i].train_on, labels) for i in members],
-                            data, requests, progress, normalized)
+                            data, requests, progress, normalized, checkpoints)
         for i, out in zip(members, outs, strict=True):
             outputs[i] = out
     return [o for o in outputs if o is not None]
@@ -262,6 +246,7 @@ def _train_group(
     requests: Sequence[RecorderRequest],
     progress: bool,
     normalized: torch.Tensor | None,
+    checkpoints: ChunkCheckpoints | None = None,
 ) -> list[RunOutput | RunFailed]:
     device = data.x.device
     recipe = specs[0].recipe
@@ -287,13 +272,13 @@ def _train_group(
     forward_shared = vmap(one, in_dims=(0, 0, None))  # the same inputs for every member
 
     optimizer = make_optimizer(recipe, list(params.values()))
-    scheduler = make_scheduler(recipe, optimizer)
+    stacked = Stacked(params, buffers, optimizer, make_scheduler(recipe, optimizer))
+    run = (checkpoints.resume(specs, stacked, recipe.epochs) if checkpoints is not None else None) or ChunkProgress(
+        epoch=0, history=[[] for _ in specs])
     skeleton.train()
-    history: list[list[dict[str, float]]] = [[] for _ in specs]
-    samples_seen = 0
-    train_seconds = 0.0
-    failed: dict[int, int] = {}
-    bar = tqdm(range(recipe.epochs), desc=f"ensemble of {k} ({specs[0].model})", leave=False, disable=not progress)
+    steps_here = 0  # this process's: its first step is the warm-up (`ChunkProgress.charged_seconds`)
+    bar = tqdm(range(run.epoch, recipe.epochs), desc=f"ensemble of {k} ({specs[0].model})", leave=False,
+               disable=not progress)
     for epoch in bar:
         perm = torch.stack([batch_order(s.seed, epoch, train_idx[j]) for j, s in enumerate(specs)])  # (K, M)
         augment = augmenting(recipe, shape, epoch)
@@ -312,61 +297,78 @@ def _train_group(
                                                  for j in range(k)]))
             else:
                 xb = normalized[idx] if normalized is not None else data.inputs(idx.reshape(-1)).reshape(k, b, *shape)
-            with autocast(device, recipe.precision):
-                logits = forward(params, buffers, xb)  # (K, b, C)
-            # float32 as train_run's per_sample_loss; classes on dim 1: (K, C, b) runs the CPU kernel
-            # ~5x faster than (K * b, C)
-            loss = nn.functional.cross_entropy(logits.float().transpose(1, 2), yb, reduction="none")  # (K, b)
-            optimizer.zero_grad(set_to_none=True)
-            loss.mean(1).sum().backward()
-            optimizer.step()
-            samples_seen += b
+            if steps_here == 0:
+                synchronize(device)
+            t_step = time.perf_counter()
+            loss, logits = _train_step(forward, stacked, xb, yb, recipe.precision)
+            if steps_here == 0:  # the warm-up: timed to the end of its kernels, billed at the others' rate
+                synchronize(device)
+                run.warm_seconds += time.perf_counter() - t_step
+                run.warm_samples += b
+            steps_here += 1
+            run.samples_seen += b
             loss_sum += loss.detach().sum(1)
             correct_sum += (logits.detach().argmax(2) == yb).sum(1)
-        scheduler.step()
+        stacked.scheduler.step()
         rows = close_epoch(epoch + 1, 1, loss_sum, correct_sum, m)
-        train_seconds += time.perf_counter() - t0
+        run.seconds += time.perf_counter() - t0
         for j, row in enumerate(rows):
-            if non_finite(row) and j not in failed:
-                failed[j] = epoch + 1
-            history[j].append(row)
+            if non_finite(row) and j not in run.failed:
+                run.failed[j] = epoch + 1
+            run.history[j].append(row)
+        run.epoch = epoch + 1
         bar.set_postfix(loss=f"{np.mean([r['loss'] for r in rows]):.3f}")
+        if checkpoints is not None and run.epoch < recipe.epochs and checkpoints.due():
+            checkpoints.save(specs, stacked, run)
     bar.close()
 
     skeleton.eval()
     # the final eval pass always runs (train accuracy reads its correctness); it is stored when requested
     banks = [RecorderBank(RunContext(data, recipe.epochs, train_idx[j], recipe.batch_size, device, seed=s.seed),
                           [EVAL_LAST], timed=False) for j, s in enumerate(specs)]
-    t0 = time.perf_counter()
-    eval_flops: list[int] = []
-    with count_flops(eval_flops):
-        _eval_pass(banks, recipe.epochs - 1, forward_shared, params, buffers, data, eval_batch)
-    synchronize(device)  # on CUDA the pass is still running when the host has queued it
-    eval_seconds = time.perf_counter() - t0
+    want_eval = EVAL_LAST in set(requests)
+    eval_flops, eval_seconds = count_then_time(  # the pass rewrites its rows: a second execution is the first's
+        lambda: _eval_pass(banks, recipe.epochs - 1, forward_shared, params, buffers, data, eval_batch), device,
+        count=want_eval)
     test_acc = members_test_accuracy(forward_shared, params, buffers, data, eval_batch)
     train_acc = [float(torch.gather(bank[EVAL_LAST.key].buffers["correct"][0], 0, train_idx[j]).double().mean())
                  for j, bank in enumerate(banks)]
+    if checkpoints is not None:  # failed members are never stored, and storing removes the others' files
+        checkpoints.clear([specs[j] for j in run.failed])
 
-    want_eval = EVAL_LAST in set(requests)
     outputs: list[RunOutput | RunFailed] = []
     for j in range(k):
-        if j in failed:
+        if j in run.failed:
             outputs.append(RunFailed(f"run {specs[j].label()} [{specs[j].digest()}] (ensemble member): "
-                                     + non_finite_message(f"epoch {failed[j]}")))
+                                     + non_finite_message(f"epoch {run.failed[j]}")))
             continue
         outputs.append(
             RunOutput(
                 arrays=banks[j].arrays() if want_eval else {},
-                train_seconds=train_seconds / k,
-                train_flops=int(round(flops_per_sample * samples_seen)),
+                train_seconds=run.charged_seconds() / k,
+                train_flops=int(round(flops_per_sample * run.samples_seen)),
                 recorder_seconds={EVAL_LAST.key: eval_seconds / k} if want_eval else {},
-                recorder_flops={EVAL_LAST.key: int(eval_flops[0] // k)} if want_eval else {},
+                recorder_flops={EVAL_LAST.key: int(eval_flops // k)} if want_eval else {},
                 train_acc=float(train_acc[j]),
                 test_acc=test_acc[j],
-                history=history[j],
+                history=run.history[j],
             )
         )
     return outputs
+
+
+def _train_step(forward, stacked: Stacked, xb: torch.Tensor, yb: torch.Tensor, precision: str
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+    """One optimizer step of every member: per-sample losses (K, b) and logits (K, b, C)."""
+    with autocast(xb.device, precision):
+        logits = forward(stacked.params, stacked.buffers, xb)  # (K, b, C)
+    # float32 as train_run's per_sample_loss; classes on dim 1: (K, C, b) runs the CPU kernel
+    # ~5x faster than (K * b, C)
+    loss = nn.functional.cross_entropy(logits.float().transpose(1, 2), yb, reduction="none")  # (K, b)
+    stacked.optimizer.zero_grad(set_to_none=True)
+    loss.mean(1).sum().backward()
+    stacked.optimizer.step()
+    return loss, logits
 
 
 @torch.no_grad()

@@ -24,6 +24,7 @@ import torch
 
 from harness.datasets import Dataset, load_dataset
 from harness.ensemble import train_members
+from harness.ensemble_checkpoint import ChunkCheckpoints
 from harness.errors import HarnessError, RunFailed
 from harness.manifest import ENGINES, Manifest, RecorderRecord
 from harness.prepared import PreparedData, prepare
@@ -53,7 +54,7 @@ class Job:
     device: str = "cpu"
     threads: int = 1  # torch intra-op threads of the job (the bits depend on it: every executor uses --threads)
     compile: bool = False  # torch.compile the training step (precision and memory format are the recipe's)
-    checkpoint_root: str | None = None  # a run store the worker can reach: single runs checkpoint there
+    checkpoint_root: str | None = None  # a run store the worker can reach: runs and ensembles checkpoint there
     checkpoint_every_s: float = 120.0
     progress: bool = False
     num_cpus: float = 1.0  # resources a scheduler reserves for the job
@@ -164,7 +165,11 @@ def run_job(job: Job) -> JobResult:
     result = JobResult()
     t0 = time.perf_counter()
     if job.engine == "ensemble":
-        outs = train_members(job.specs, data, job.requests, progress=job.progress, max_members=len(job.specs))
+        store = _checkpoint_store(job)
+        checkpoints = ChunkCheckpoints(store, [r.key for r in job.requests], job.checkpoint_every_s) if store else None
+        outs = train_members(job.specs, data, job.requests, progress=job.progress, max_members=len(job.specs),
+                             checkpoints=checkpoints)
+        result.resumed.update(checkpoints.resumed if checkpoints else {})
     else:
         out, resumed_at = _train_single(job, data)
         outs = [out]
@@ -185,13 +190,29 @@ def resume_line(spec: RunSpec, epoch: int) -> str:
     return f"resuming {spec.label()} from its checkpoint at epoch {epoch} of {total}"
 
 
-def _train_single(job: Job, data: PreparedData) -> tuple[RunOutput | RunFailed, int | None]:
-    """The run, and the epoch its checkpoint resumed it at (None: trained from the start)."""
+def _checkpoint_store(job: Job):
+    """The run store checkpoints go to, when the job's worker reaches one."""
     from harness.store import RunStore  # checkpoints go through the store's paths and atomic writes
 
+    return RunStore(job.checkpoint_root) if job.checkpoint_root else None
+
+
+def _single_state(store, spec: RunSpec, keys: list[str]) -> dict | None:
+    """The run's checkpoint, unless it is an ensemble member's (the spec trained batched on another
+    device type): that holds rows of a chunk, not a model, and is ignored with one line."""
+    state = store.load_checkpoint(spec, keys) if store else None
+    if state is not None and state.get("engine") == "ensemble":
+        warnings.warn(f"checkpoint {store.checkpoint_path(spec)} is of {spec.label()} as a member of a batched "
+                      "ensemble, which this run is not trained in here; ignoring it and restarting that run")
+        return None
+    return state
+
+
+def _train_single(job: Job, data: PreparedData) -> tuple[RunOutput | RunFailed, int | None]:
+    """The run, and the epoch its checkpoint resumed it at (None: trained from the start)."""
     (spec,) = job.specs
     keys = [r.key for r in job.requests]
-    store = RunStore(job.checkpoint_root) if job.checkpoint_root else None
+    store = _checkpoint_store(job)
 
     def checkpoint(state: dict) -> None:
         """A checkpoint only saves time after a kill: one that cannot be written is a warning."""
@@ -201,7 +222,7 @@ def _train_single(job: Job, data: PreparedData) -> tuple[RunOutput | RunFailed, 
             warnings.warn(f"cannot write a checkpoint of {spec.label()} under {store.root / 'partial'} "
                           f"({e.strerror or e}); training goes on without it")
 
-    state = store.load_checkpoint(spec, keys) if store else None
+    state = _single_state(store, spec, keys)
     resumed_at = int(state["epoch"]) if state is not None else None
     if resumed_at is not None:  # said as it happens: a kill before the run is stored would hide it otherwise
         print(resume_line(spec, resumed_at), file=sys.stderr, flush=True)

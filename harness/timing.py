@@ -75,16 +75,18 @@ def count_flops(sink: list[int]) -> Iterator[None]:
     sink.append(int(mode.get_total_flops()))
 
 
-def count_then_time(fn: Callable[[], None], device: torch.device) -> tuple[int, float]:
+def count_then_time(fn: Callable[[], None], device: torch.device, count: bool = True) -> tuple[int, float]:
     """(FLOPs, seconds) of `fn`, a repeatable call: counted on one execution and timed on a second,
-    so the seconds are `fn`'s own and not the FLOP counter's (the batched ensemble's eval pass)."""
-    sink: list[int] = []
-    with count_flops(sink):
-        fn()
+    so the seconds are `fn`'s own and not the FLOP counter's (the batched ensemble's eval pass).
+    `count=False` runs it once, timed (0 FLOPs): its cost is not wanted, only its effect."""
+    sink: list[int] = [0]
+    if count:
+        with count_flops(sink):
+            fn()
     watch = Stopwatch(device)
     with watch.measure():
         fn()
-    return sink[0], watch.seconds()
+    return sink[-1], watch.seconds()
 
 
 class Meter:
