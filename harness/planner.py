@@ -133,9 +133,10 @@ class Planner:
         counts = np.bincount(self.dataset.y_train.numpy(), minlength=self.dataset.num_classes)
         thin = [str(c) for c, k in enumerate(counts) if k < 2]
         if thin:
-            where = f"--subset {self.cfg.subset}" if self.cfg.subset else f"dataset {self.cfg.dataset}"
-            raise HarnessError(f"{where} leaves class(es) {', '.join(thin)} with fewer than 2 training samples; "
-                               "use a larger --subset (or drop those classes from the data)")
+            where, fix = f"--subset {self.cfg.subset}", "use a larger --subset (or drop those classes from the data)"
+            if not self.cfg.subset:  # the whole dataset: no --subset can add samples
+                where, fix = f"dataset {self.cfg.dataset}", "add training samples to those classes or drop them"
+            raise HarnessError(f"{where} leaves class(es) {', '.join(thin)} with fewer than 2 training samples; {fix}")
 
     def _check_input_gradients(self, runs: dict[RunSpec, set[RecorderRequest]], proxies: list[Proxy],
                                settings: list[tuple[Task, Setting, RunSpec]]) -> None:

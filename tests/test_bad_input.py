@@ -342,3 +342,17 @@ def test_the_store_under_a_tilde_memprox_cache_is_in_the_home_folder(tmp_path, m
     monkeypatch.setenv("HOME", str(tmp_path))
     monkeypatch.setenv("MEMPROX_CACHE", "~/memprox-cache")
     assert default_store() == tmp_path / "memprox-cache" / "store"
+
+
+def test_a_class_with_one_sample_in_a_whole_dataset_says_to_add_samples(tmp_path, capsys, no_training) -> None:
+    """Without --subset, "use a larger --subset" was the fix offered for a thin class of the data
+    itself, which no --subset can change."""
+    path = tmp_path / "inputs" / "thin.npz"
+    path.parent.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    y = np.r_[np.arange(40) % 2, 2]
+    np.savez(path, x=rng.normal(size=(41, 3)).astype(np.float32), y=y,
+             x_test=rng.normal(size=(9, 3)).astype(np.float32), y_test=np.arange(9) % 3)
+    args = argv(tmp_path, {"--dataset": f"npz:{path}"})
+    assert_refused(tmp_path, capsys, args, "leaves class(es) 2 with fewer than 2 training samples; add training "
+                                           "samples to those classes or drop them")
