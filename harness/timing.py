@@ -86,6 +86,7 @@ def count_then_time(fn: Callable[[], None], device: torch.device, count: bool = 
     watch = Stopwatch(device)
     with watch.measure():
         fn()
+        synchronize(device)  # CUDA events time the device's work already; a host clock must wait for it
     return sink[-1], watch.seconds()
 
 

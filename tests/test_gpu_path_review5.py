@@ -54,6 +54,7 @@ def _waiting_first(queue: DeviceQueue, fn):
 def device_queue(monkeypatch) -> DeviceQueue:
     """Both engines' host reads (`close_epoch`, held-out accuracy) and `synchronize` wait for it."""
     queue = DeviceQueue()
+    monkeypatch.setattr(timing, "synchronize", queue.wait)  # count_then_time's (the ensemble's eval pass)
     for module in (training_module, ensemble_module):
         monkeypatch.setattr(module, "synchronize", queue.wait, raising=False)
         monkeypatch.setattr(module, "close_epoch", _waiting_first(queue, module.close_epoch))
