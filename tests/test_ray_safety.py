@@ -327,7 +327,11 @@ def test_a_cluster_that_refuses_the_driver_is_one_error_line(ray_head, short_tmp
                      env_for(short_tmp, HOME=str(ray_head["home"])))
     code, err, seconds = finish(proc, 60)
     assert code == 2, f"exit {code} after {seconds:.0f} s\n{err[-2000:]}"
-    assert seconds < 15 + 10
+    # Ray logs a refused attempt about once a second: memprox gives it JOIN_WAIT_S (5 s), Ray's own
+    # window is 20 s and more. Counted, not timed: on a busy 2-core box the start-up before the join
+    # (torch, the data, the plan) took 27 s once, and a wall-clock bound on the whole run failed.
+    retries = err.count("Failed to get cluster ID")
+    assert retries <= 2 * ray_executor.JOIN_WAIT_S, f"{retries} join attempts\n{err[-2000:]}"
     lines = error_lines(err)
     assert len(lines) == 1 and "RAY_AUTH_MODE=token" in lines[0] and "Traceback" not in err, err
 
