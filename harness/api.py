@@ -70,20 +70,17 @@ def host_state_kept() -> Iterator[None]:
     default) nor its RNGs reseeded by the runs `executor="inprocess"` trains here (each seeds
     torch with its run's seed). Torch's CPU and CUDA generators, numpy's and Python's global
     RNG and torch's intra-op threads are put back, also when the run fails."""
-    import random
-
     import torch
 
+    from harness.rngs import global_rngs_kept
+
     threads, seed = torch.get_num_threads(), torch.initial_seed()
-    np_state, py_state = np.random.get_state(), random.getstate()
     cuda_was_up = torch.cuda.is_initialized()  # not initialised here: a worker pool must not inherit CUDA
     try:
-        with torch.random.fork_rng(devices=range(torch.cuda.device_count()) if cuda_was_up else []):
+        with global_rngs_kept(range(torch.cuda.device_count()) if cuda_was_up else []):
             yield
     finally:
         torch.set_num_threads(threads)
-        np.random.set_state(np_state)
-        random.setstate(py_state)
         if not cuda_was_up and torch.cuda.is_available():  # CUDA's generators start from the CPU seed, as before
             torch.cuda.manual_seed_all(seed)
 

@@ -17,6 +17,7 @@ up to world size x the per-device batch size - 1 (`DistributedRecorder.padding_b
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -102,6 +103,17 @@ class DistributedRecorder:
     def end_epoch(self) -> None:
         self.tracker.end_epoch()
         self.batches = 0
+
+    def drop_open_epoch(self, stopped: str) -> None:
+        """A fit that raised (or was interrupted) mid-epoch: its partial epoch is dropped, so the
+        record holds the epochs completed before it -- scored by scores(), and continued by a later
+        fit -- never half an epoch summed as a whole one. `stopped` begins the warning."""
+        if self.batches and not self.tracker.finished:
+            done = self.tracker.epochs
+            self.tracker.discard_epoch()
+            self.batches = 0
+            warnings.warn(f"{stopped} in epoch {done + 1}; that epoch's batches are dropped from the record, which "
+                          f"holds the {done} completed epoch(s)", RuntimeWarning, stacklevel=3)
 
     def close_epoch_before(self, epoch: int) -> None:
         """At a resume: a checkpoint saved after an epoch's last batch, before its end, holds that

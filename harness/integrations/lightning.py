@@ -198,16 +198,8 @@ class CSLCallback(Callback):
         self._recorder.end_epoch()
 
     def on_exception(self, trainer: Any, pl_module: Any, exception: BaseException) -> None:
-        """A fit that raised (or was interrupted) mid-epoch: its partial epoch is dropped, so the
-        record holds the epochs completed before it -- scored by scores(), and continued by a later
-        fit with this callback -- never half an epoch summed as a whole one."""
-        if self._recorder.batches and not self.tracker.finished:
-            done = self.tracker.epochs
-            self.tracker.discard_epoch()
-            self._recorder.batches = 0
-            warnings.warn(f"CSLCallback: the fit stopped by {type(exception).__name__} in epoch {done + 1}; that "
-                          f"epoch's batches are dropped from the record, which holds the {done} completed epoch(s)",
-                          RuntimeWarning, stacklevel=2)
+        """A fit that raised mid-epoch keeps whole epochs only (`DistributedRecorder.drop_open_epoch`)."""
+        self._recorder.drop_open_epoch(f"CSLCallback: the fit stopped by {type(exception).__name__}")
 
     def on_train_end(self, trainer: Any, pl_module: Any) -> None:
         if self.plot_path is not None and getattr(trainer, "is_global_zero", True):

@@ -205,15 +205,8 @@ class CSLTrainerCallback(TrainerCallback):
         self._end_open_epoch()
 
     def drop_open_epoch(self, exc: BaseException) -> None:
-        """`train()` raised mid-epoch: its partial epoch is dropped, so the record holds the epochs
-        completed before it (scores() scores those, a later train() records on from there)."""
-        if self._recorder.batches and not self.tracker.finished:
-            done = self.tracker.epochs
-            self.tracker.discard_epoch()
-            self._recorder.batches = 0
-            warnings.warn(f"CSLTrainer: training stopped by {type(exc).__name__} in epoch {done + 1}; that epoch's "
-                          f"batches are dropped from the record, which holds the {done} completed epoch(s)",
-                          RuntimeWarning, stacklevel=3)
+        """`train()` raised mid-epoch: keep whole epochs only (`DistributedRecorder.drop_open_epoch`)."""
+        self._recorder.drop_open_epoch(f"CSLTrainer: training stopped by {type(exc).__name__}")
 
     def _end_open_epoch(self) -> None:
         if self._recorder.batches and not self.tracker.finished:

@@ -4,7 +4,6 @@ ends (one host read)."""
 
 from __future__ import annotations
 
-import random
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -16,6 +15,7 @@ from torch import nn
 from harness.errors import HarnessError
 from harness.recorders import RecorderBank, RecorderRequest, RunContext, build_recorder
 from harness.recorders.eval_pass import eval_signals
+from harness.rngs import global_rngs_kept
 from harness.tracker.inputs import unusable_logits
 from harness.tracker.selection import EVAL_ALL_KEY, EVAL_LAST_KEY
 
@@ -41,17 +41,14 @@ def training_untouched(model: nn.Module, device: torch.device) -> Iterator[None]
     DataLoader alone draws its base seed from torch's global generator)."""
     modes = [(module, module.training) for module in model.modules()]
     cuda = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
-    np_state, py_state = np.random.get_state(), random.getstate()
     try:
-        with torch.random.fork_rng(devices=cuda):
+        with global_rngs_kept(cuda):
             model.eval()
             yield
     finally:
         model.train(modes[0][1])  # a module's own train() override runs as it would in the user's loop
         for module, training in modes:
             module.training = training
-        np.random.set_state(np_state)
-        random.setstate(py_state)
 
 
 def eval_label_error(bad_labels: int, mismatched: int, classes: int) -> HarnessError:
