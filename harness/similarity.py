@@ -159,24 +159,25 @@ def _support(w: np.ndarray) -> np.ndarray:
     return np.count_nonzero(w > 0, axis=1)
 
 
-def _pearson(a: _Side, b: _Side, w: np.ndarray, sw: np.ndarray) -> np.ndarray:
+def _pearson(a: _Side, b: _Side, w: np.ndarray, sw: np.ndarray, support: np.ndarray) -> np.ndarray:
     """Weighted Pearson per row; NaN where either side is constant on the support, or where the
-    support holds fewer than MIN_SAMPLES["pearson"] samples (two points always lie on a line)."""
+    support (`_support(w)`) holds fewer than MIN_SAMPLES["pearson"] samples (two points always lie
+    on a line)."""
     if a.x.ndim == 1 and b.x.ndim == 1:
         cross = w @ (a.x * b.x)
     else:
         cross = np.einsum("bn,bn,bn->b", w, np.broadcast_to(a.x, w.shape), np.broadcast_to(b.x, w.shape))
     cov = cross / sw - a.mean * b.mean
-    ok = ~(a.flat | b.flat) & (_support(w) >= MIN_SAMPLES["pearson"])
+    ok = ~(a.flat | b.flat) & (support >= MIN_SAMPLES["pearson"])
     r = np.divide(cov, np.sqrt(np.abs(a.var * b.var)), out=np.full(len(w), np.nan), where=ok)
     return np.clip(r, -1.0, 1.0)
 
 
-def _cosine(a: np.ndarray, b: np.ndarray, w: np.ndarray) -> np.ndarray:
+def _cosine(a: np.ndarray, b: np.ndarray, w: np.ndarray, support: np.ndarray) -> np.ndarray:
     """Weighted cosine per row; NaN when either vector is all zeros on the support, or the support
     is a single sample (whose cosine is the sign of proxy x reference, whatever the proxy)."""
     norm = np.sqrt((w @ (a * a)) * (w @ (b * b)))
-    ok = (norm > 0) & (_support(w) >= MIN_SAMPLES["cosine"])
+    ok = (norm > 0) & (support >= MIN_SAMPLES["cosine"])
     return np.divide(w @ (a * b), norm, out=np.full(len(w), np.nan), where=ok)
 
 
@@ -212,7 +213,7 @@ class ReferenceSide:
             sw = w.sum(axis=1)
             ranks = weighted_ranks(reference[cols], w)
             centered = _centered(reference[cols], w, sw, per_row=bool(suffix))
-            self.parts[suffix] = (cols, w, sw, _Side(centered, w, sw), _Side(ranks, w, sw))
+            self.parts[suffix] = (cols, w, sw, _Side(centered, w, sw), _Side(ranks, w, sw), _support(w))
 
     @property
     def flat(self) -> np.ndarray:
@@ -221,17 +222,18 @@ class ReferenceSide:
 
     def metrics(self, proxy: np.ndarray, which: tuple[str, ...] = SIMILARITY) -> dict[str, np.ndarray]:
         out: dict[str, np.ndarray] = {}
-        for suffix, (cols, w, sw, ref, ref_ranks) in self.parts.items():
+        for suffix, (cols, w, sw, ref, ref_ranks, support) in self.parts.items():
             if not np.isfinite(proxy).all():  # a proxy bug: every metric NaN
                 out.update({f"{m}{suffix}": np.full(len(w), np.nan) for m in SIMILARITY if m in which})
                 continue
             if "cosine" in which:
-                out[f"cosine{suffix}"] = _cosine(proxy[cols], self.raw[cols], w)
+                out[f"cosine{suffix}"] = _cosine(proxy[cols], self.raw[cols], w, support)
             if "pearson" in which:
                 centered = _centered(proxy[cols], w, sw, per_row=bool(suffix))
-                out[f"pearson{suffix}"] = _pearson(_Side(centered, w, sw), ref, w, sw)
+                out[f"pearson{suffix}"] = _pearson(_Side(centered, w, sw), ref, w, sw, support)
             if "spearman" in which:
-                out[f"spearman{suffix}"] = _pearson(_Side(weighted_ranks(proxy[cols], w), w, sw), ref_ranks, w, sw)
+                out[f"spearman{suffix}"] = _pearson(_Side(weighted_ranks(proxy[cols], w), w, sw), ref_ranks, w, sw,
+                                                   support)
         return out
 
 

@@ -50,20 +50,8 @@ COUNTING: list[bool] = [False]  # whether the FLOP counter runs now (set by the 
 @pytest.fixture
 def counter_overhead(monkeypatch) -> Iterator[float]:
     """The Meter's FLOP counter made to cost a known 0.8 s and to say when it is running."""
-    real = timing.count_flops
     overhead = 0.8
-
-    @contextmanager
-    def count_flops(sink: list[int]) -> Iterator[None]:
-        COUNTING[0] = True
-        try:
-            with real(sink):
-                yield
-            time.sleep(overhead)
-        finally:
-            COUNTING[0] = False
-
-    monkeypatch.setattr(timing, "count_flops", count_flops)
+    monkeypatch.setattr(timing, "count_flops", _flagging(timing.count_flops, overhead))
     yield overhead
 
 
@@ -146,13 +134,15 @@ def test_per_batch_clock_time_covers_the_extra_execution(monkeypatch) -> None:
     assert restored.clock_seconds() == pytest.approx(meter.clock_seconds())
 
 
-def _flagging(real):
+def _flagging(real, overhead: float = 0.0):
+    """`real` (torch's counter) that sets COUNTING while it runs and then costs `overhead` seconds."""
     @contextmanager
     def count_flops(sink: list[int]) -> Iterator[None]:
         COUNTING[0] = True
         try:
             with real(sink):
                 yield
+            time.sleep(overhead)
         finally:
             COUNTING[0] = False
 
@@ -339,25 +329,17 @@ def test_the_cost_task_warns_when_runs_were_timed_the_older_way() -> None:
         warn_older_meters([2, 2])
 
 
-def test_the_ensembles_eval_pass_is_billed_without_the_counter(base_spec, digits_noisy, monkeypatch) -> None:
+def test_the_ensembles_eval_pass_is_billed_without_the_counter(base_spec, digits_noisy, counter_overhead,
+                                                               monkeypatch) -> None:
     """The batched engine timed its final eval pass together with its FLOP count: with one member
     (`--proxies final_loss` alone) the pass read 0.35 s where 0.10 s is its own. A counter made to
     cost 0.8 s must not reach the members' eval seconds; the FLOPs stay a plain pass's."""
     from harness.ensemble import train_ensemble
 
-    real = timing.count_flops
-
-    @contextmanager
-    def slow_counter(sink: list[int]) -> Iterator[None]:
-        with real(sink):
-            yield
-        time.sleep(0.8)
-
-    monkeypatch.setattr(timing, "count_flops", slow_counter)
-    monkeypatch.setattr("harness.ensemble.count_flops", slow_counter, raising=False)  # where it was imported
+    monkeypatch.setattr("harness.ensemble.count_flops", timing.count_flops, raising=False)  # where it was imported
     spec = replace(base_spec, recipe=replace(base_spec.recipe, epochs=1))
     outs = train_ensemble([spec], digits_noisy, [EVAL_LAST], progress=False)
     (out,) = outs
     assert not isinstance(out, Exception)
-    assert out.recorder_seconds[EVAL_LAST.key] < 0.8
+    assert out.recorder_seconds[EVAL_LAST.key] < counter_overhead
     assert out.recorder_flops == {EVAL_LAST.key: FORWARD * digits_noisy.n}
