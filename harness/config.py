@@ -87,6 +87,7 @@ class ConfigChecks:
                                "FILE, or drop the task)")
         validate_executor(cfg)  # the name, other executors' options, and its own options
         _warn_unread_data_options(cfg)
+        _warn_few_resamples(cfg.bootstrap)
         if cfg.precision != cfg.recipe.precision:  # training reads the recipe's: never ignore one silently
             raise HarnessError(f"precision {cfg.precision!r} disagrees with recipe.precision "
                                f"{cfg.recipe.precision!r}; set both (harness.api.experiment_config does)")
@@ -169,6 +170,20 @@ def _warn_unread_data_options(cfg: Any) -> None:
         warnings.warn(f"{' and '.join(given)} {'have' if len(given) > 1 else 'has'} no effect on --dataset {kind}, "
                       f"which {where}; only torchvision's datasets (cifar10, cifar100, mnist, fashion-mnist) read "
                       f"{'them' if len(given) > 1 else 'it'}: drop {' and '.join(given)}", UserWarning, stacklevel=5)
+
+
+#: Below this many resamples a 95 % interval's ends are interpolated between the two or three most
+#: extreme resamples (fewer than 40 leave no resample in either 2.5 % tail), and p_vs_best moves in
+#: steps of 1/B: a number that looks like an interval but is close to the resamples' range.
+FEW_RESAMPLES = 100
+
+
+def _warn_few_resamples(bootstrap: int) -> None:
+    """--bootstrap 1 to 99 is allowed (a quick look) but said, so that nobody reads it as the default's interval."""
+    if 0 < bootstrap < FEW_RESAMPLES:
+        warnings.warn(f"--bootstrap {bootstrap}: with fewer than {FEW_RESAMPLES} resamples the 95 % intervals are "
+                      f"close to the range of the resamples and p_vs_best moves in steps of 1/{bootstrap}; use 1000 "
+                      "(the default) for intervals to report, or 0 for none", UserWarning, stacklevel=5)
 
 
 def data_folders(cfg: Any) -> tuple[Path, ...]:

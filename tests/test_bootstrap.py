@@ -107,3 +107,20 @@ def test_combine_seeds_and_compare_by_hand() -> None:
     low, high = percentile_interval(np.array([[np.nan, np.nan], [1.0, 3.0]]))
     assert np.isnan(low[0]) and (low[1], high[1]) == (pytest.approx(1.05), pytest.approx(2.95))
     assert generator("a", 1).integers(0, 10**9) == generator("a", 1).integers(0, 10**9)
+
+
+@pytest.mark.parametrize(("resamples", "warned"), [(0, False), (1, True), (39, True), (99, True), (100, False),
+                                                   (1000, False)])
+def test_a_few_resamples_are_allowed_but_said(resamples: int, warned: bool) -> None:
+    """Fewer than 40 resamples put none in a 2.5 % tail, so the '95 % interval' is the resamples' range."""
+    import warnings
+
+    from harness.api import experiment_config
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        experiment_config(bootstrap=resamples)
+    said = [str(w.message) for w in caught if "--bootstrap" in str(w.message)]
+    assert bool(said) is warned
+    if warned:
+        assert f"--bootstrap {resamples}: with fewer than 100 resamples" in said[0] and "use 1000" in said[0]
