@@ -30,6 +30,7 @@ from harness.runspec import DataSpec, RunSpec
 from harness.store import StoredRun
 from harness.tasks import EvalContext
 from proxies import Proxy, ScoreContext
+from proxies.base import checked_scores
 
 RAW_COLUMNS = ["task", "dataset", "model", "setting", "proxy", "metric", "seed", "value"]
 
@@ -62,7 +63,7 @@ def score(proxies: list[Proxy], base: RunSpec, data: PreparedData, runs: Mapping
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN slices are reported below
-                s = _checked(proxy.score(ctx), data.n)
+                s = checked_scores(proxy.score(ctx), data.n)
         except Exception as e:  # a bug in one proxy (a plugin's, say) costs that proxy, not the experiment
             # the harness's own checks (ssft's halves, CL's folds) say what is wrong in the message; they
             # were re-raised, which ended a trained experiment with exit 2 ("bad input, nothing trained")
@@ -87,17 +88,6 @@ def score(proxies: list[Proxy], base: RunSpec, data: PreparedData, runs: Mapping
                           "proxies cannot separate samples (e.g. learning_time's rule=first)", stacklevel=2)
         scores[proxy.label] = s
     return scores, problems
-
-
-def _checked(raw: object, n: int) -> np.ndarray:
-    """A proxy's scores as float64 (n,): any other shape, or complex or non-numeric values, are an
-    error of that proxy (a complex score would lose its imaginary part in the cast unnoticed)."""
-    s = np.asarray(raw)
-    if s.shape != (n,):
-        raise ValueError(f"it returned shape {s.shape}; a proxy returns one score per sample, shape ({n},)")
-    if s.dtype.kind not in "biuf":
-        raise TypeError(f"it returned {s.dtype} scores; a proxy returns real numbers")
-    return s.astype(np.float64)
 
 
 def flipped_fit(plan: Plan, runs: Mapping[RunSpec, StoredRun], prepared: Callable[[DataSpec], PreparedData]

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
+import torch
 
 from harness.errors import HarnessError
 from harness.recorders import RECORDERS, RecorderRequest, RunArrays
@@ -207,3 +208,22 @@ class Proxy:
 
     def score(self, ctx: ScoreContext) -> np.ndarray:
         raise NotImplementedError
+
+
+def checked_scores(raw: object, n: int) -> np.ndarray:
+    """A proxy's returned scores as a new float64 (n,) array, the one check both the experiment
+    (`harness.evaluation.score`) and the tracker (`SampleTracker.scores`) apply, so that a plugin
+    behaves the same in both: a torch tensor (any device or float dtype, bf16 too, grad or not)
+    is taken as its float64 host copy, as are ints, bools and lists; another shape, or complex or
+    non-numeric values, is a ValueError or TypeError (a complex score would lose its imaginary
+    part in the cast unnoticed). The caller names the proxy."""
+    if isinstance(raw, torch.Tensor):
+        if raw.is_complex():
+            raise TypeError(f"it returned {raw.dtype} scores; a proxy returns real numbers")
+        raw = raw.detach().to(device="cpu", dtype=torch.float64).numpy()
+    s = np.asarray(raw)
+    if s.shape != (n,):
+        raise ValueError(f"it returned shape {s.shape}; a proxy returns one score per sample, shape ({n},)")
+    if s.dtype.kind not in "biuf":
+        raise TypeError(f"it returned {s.dtype} scores; a proxy returns real numbers")
+    return s.astype(np.float64)  # a copy: callers blank samples in it, never in the proxy's own array

@@ -4,6 +4,15 @@ K stratified folds; each fold's model trains from scratch on the other folds wit
 and predicts its own, held-out fold in eval mode. The released benchmark code reused one network
 across folds, so its "held-out" probabilities had been trained on; here every fold is its own run,
 and the planner shares nothing between them.
+
+Self-confidence p is read from the stored float32 `probs_last`: renormalized in float64, 1 − p
+keeps its order until the other classes' share falls below float64's 1.1e-16 (a margin of ~37
+nats), then every such unflagged sample scores exactly 0, tied, and past ~27 nats it is rounding
+more than 1e-4 of itself. Where 1 − p is below `EXACT_BELOW` it is taken from the fold models'
+recorded phi = logit_y − logsumexp of the other logits, as 1 / (1 + e^phi) in float64, exact at
+any margin (as final_loss and in_confidence do); larger values are unchanged bit for bit, and the
+flags are cleanlab's on the same pred_probs as before. If any fold run was stored before phi
+existed, every sample keeps the float32 value: one definition per ranking, never a mix of folds.
 """
 
 from __future__ import annotations
@@ -15,15 +24,20 @@ from harness.recorders import EVAL_LAST
 from harness.runspec import RunSpec, TrainSubset
 from harness.subsets import stratified_folds
 from proxies.base import Need, Proxy, ScoreContext
+from proxies.final_loss import exact_where_small
+from proxies.in_confidence import one_minus_p_label
 from proxies.registry import register_proxy
 
 
-def confident_learning_scores(labels: np.ndarray, pred_probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def confident_learning_scores(labels: np.ndarray, pred_probs: np.ndarray, phi: np.ndarray | None = None
+                              ) -> tuple[np.ndarray, np.ndarray]:
     """(score, flags): cleanlab's confident-learning issue flags, and flag + (1 - self-confidence).
 
     Self-confidence is the predicted probability of the given label, in [0, 1], so every flagged
     sample scores in [1, 2] and every unflagged one in [0, 1]: flagged rank first, and within
-    each group lower self-confidence ranks higher.
+    each group lower self-confidence ranks higher. `phi` (N,), each sample's logit_y − logsumexp
+    of its other logits, gives 1 − self-confidence where the float32 probabilities round it
+    (below EXACT_BELOW); the flags never read it.
     """
     labels = np.asarray(labels, dtype=np.int64)
     pred_probs = np.asarray(pred_probs, dtype=np.float64)
@@ -33,8 +47,14 @@ def confident_learning_scores(labels: np.ndarray, pred_probs: np.ndarray) -> tup
 
     pred_probs = pred_probs / pred_probs.sum(axis=1, keepdims=True)  # float32 softmax rounding
     flags = find_label_issues(labels, pred_probs, filter_by="confident_learning", n_jobs=1)
-    self_confidence = pred_probs[np.arange(len(labels)), labels]
-    return flags.astype(np.float64) + (1.0 - self_confidence), flags
+    tail = 1.0 - pred_probs[np.arange(len(labels)), labels]
+    if phi is not None:
+        phi = np.asarray(phi, dtype=np.float64)
+        if phi.shape != labels.shape or np.isnan(phi).any():
+            raise HarnessError(f"phi must be a complete ({len(labels)},) array, got shape {phi.shape}"
+                               f"{' with NaN' if phi.shape == labels.shape else ''}")
+        tail = exact_where_small(tail, one_minus_p_label(phi))
+    return flags.astype(np.float64) + tail, flags
 
 
 @register_proxy
@@ -67,6 +87,20 @@ class ConfidentLearning(Proxy):
             source[idx] = k
         return pred_probs, source
 
+    def out_of_fold_phi(self, ctx: ScoreContext) -> np.ndarray | None:
+        """Each sample's final phi from the fold model that held it out, or None if any fold run
+        lacks it (stored before phi was recorded): then no sample gets it, so that one ranking
+        never mixes exact values of some folds with rounded ones of others."""
+        specs = self.fold_specs(ctx.base)
+        held_out = stratified_folds(ctx.labels, len(specs), ctx.base.seed)
+        phi = np.full(len(ctx.labels), np.nan)
+        for spec, idx in zip(specs, held_out, strict=True):
+            arrays = ctx.arrays(EVAL_LAST, spec)
+            if "phi" not in arrays:
+                return None
+            phi[idx] = np.asarray(arrays["phi"][-1], dtype=np.float64)[idx]
+        return phi
+
     def score(self, ctx: ScoreContext) -> np.ndarray:
         pred_probs, _ = self.out_of_fold(ctx)
-        return confident_learning_scores(ctx.labels, pred_probs)[0]
+        return confident_learning_scores(ctx.labels, pred_probs, self.out_of_fold_phi(ctx))[0]

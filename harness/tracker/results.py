@@ -25,6 +25,7 @@ from harness.tracker.report import (
 )
 from harness.tracker.selection import BASE, LOSS_KEY
 from proxies import Proxy, ScoreContext
+from proxies.base import checked_scores
 
 if TYPE_CHECKING:
     from harness.tracker.core import SampleTracker
@@ -71,7 +72,7 @@ class TrackerResults:
             with warnings.catch_warnings():  # a sample never presented has no values: NaN, not a warning
                 warnings.filterwarnings("ignore", "Mean of empty slice|Degrees of freedom|invalid value encountered",
                                         RuntimeWarning)
-                column = np.array(proxy.score(ctx), dtype=np.float64)
+                column = _checked(proxy, proxy.score(ctx), self.n)
             keys = selection.keys_of(proxy)
             # the proxies read NaN as "not presented", which would score 0 (a sum) or skip it (a mean)
             for found, host in ((spoiled, self._non_finite_host), (left_out, self._missing_host)):
@@ -138,3 +139,13 @@ def _any_of(flags: dict[str, np.ndarray], keys: set[str], n: int) -> np.ndarray:
     """The samples flagged under any of `keys` (bool (n,))."""
     found = [flags[k] for k in keys if k in flags]
     return np.logical_or.reduce(found) if found else np.zeros(n, dtype=bool)
+
+
+def _checked(proxy: Proxy, raw: object, n: int) -> np.ndarray:
+    """`raw` through the experiment's own check (`checked_scores`), its error naming the proxy as
+    the experiment's failure line does: a (n, 1) array failed inside pandas without a name, a
+    complex one lost its imaginary part with a mere ComplexWarning, a bf16 tensor failed in numpy."""
+    try:
+        return checked_scores(raw, n)
+    except (ValueError, TypeError) as e:
+        raise type(e)(f"proxy {proxy.label} failed: {e}") from None
