@@ -73,6 +73,7 @@ from harness.ensemble_stack import (
 from harness.errors import HarnessError, RunFailed
 from harness.models import MODELS, build_model
 from harness.precision import autocast
+from harness.predictions import predicts_label
 from harness.prepared import PreparedData
 from harness.recipe import make_optimizer, make_scheduler, random_crop_flip
 from harness.recorders import EVAL_LAST, RecorderBank, RecorderRequest, RunContext
@@ -308,7 +309,7 @@ def _train_group(
             steps_here += 1
             run.samples_seen += b
             loss_sum += loss.detach().sum(1)
-            correct_sum += (logits.detach().argmax(2) == yb).sum(1)
+            correct_sum += predicts_label(logits.detach(), yb).sum(1)
         stacked.scheduler.step()
         rows = close_epoch(epoch + 1, 1, loss_sum, correct_sum, m)
         run.seconds += time.perf_counter() - t0

@@ -25,6 +25,10 @@ STORE_FORMAT = 1  # bump when stored arrays change meaning; old entries then sto
 #: taken round robin over the classes (`harness.datasets.base._test_keep`); version 1 took a prefix,
 #: which in a split stored class by class (the offline CIFAR-10 copy) was all airplanes.
 TEST_KEEP_VERSION = 2
+#: How a tie between the label's logit and another's counts as correct (`harness.predictions`). Version 2:
+#: never; version 1 (argmax == label) counted it for the lower class index only. Only bf16 logits tie in
+#: practice, so only bf16 runs carry it: float32 runs keep their addresses (bitwise the same arrays).
+TIE_RULE_VERSION = 2
 
 #: Recipe fields added after STORE_FORMAT 1, with their defaults. At its default such a field is
 #: left out of the hashed spec, so every run stored before the field existed keeps its address;
@@ -120,6 +124,8 @@ class RunSpec:
             spec["recipe"]["onecycle_version"] = ONECYCLE_VERSION  # before version 2: not reused
         if self.data.subset is not None:  # runs stored before TEST_KEEP_VERSION 2 measured test_acc on
             spec["data"]["test_keep_version"] = TEST_KEEP_VERSION  # a prefix of the test split: not reused
+        if self.recipe.precision != "fp32":  # bf16 runs stored before TIE_RULE_VERSION 2 counted a tie with
+            spec["recipe"]["tie_rule_version"] = TIE_RULE_VERSION  # the label as correct for class 0: not reused
         if not spec["data"].get("dataset_sha"):  # built-in datasets keep their pre-fingerprint addresses
             spec["data"].pop("dataset_sha", None)
         payload = json.dumps({"format": STORE_FORMAT, "spec": spec}, sort_keys=True, default=str)

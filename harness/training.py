@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 from harness.errors import RunFailed
 from harness.models import build_model
 from harness.precision import autocast, channels_last, per_sample_loss
+from harness.predictions import predicts_label
 from harness.prepared import PreparedData
 from harness.recipe import Recipe, make_optimizer, make_scheduler, random_crop_flip
 from harness.recorders import RecorderBank, RecorderRequest, RunContext, eval_batches
@@ -115,7 +116,7 @@ def count_correct(forward: Callable[[torch.Tensor], torch.Tensor], x: torch.Tens
     """Correct predictions of `forward` (logits (..., b, C); leading dims are ensemble members)."""
     correct = None
     for s in range(0, len(y), batch):
-        hits = (forward(x[s : s + batch]).argmax(-1) == y[s : s + batch]).sum(-1)
+        hits = predicts_label(forward(x[s : s + batch]), y[s : s + batch]).sum(-1)
         correct = hits if correct is None else correct + hits
     return correct if correct is not None else torch.zeros(())
 
@@ -123,7 +124,7 @@ def count_correct(forward: Callable[[torch.Tensor], torch.Tensor], x: torch.Tens
 def _accuracy(model: nn.Module, data: PreparedData, idx: torch.Tensor, batch: int) -> float:
     correct = torch.zeros((), device=data.x.device)
     for b, logits in eval_batches(model, data, idx, batch):
-        correct += (logits.argmax(1) == data.y[b]).sum()
+        correct += predicts_label(logits, data.y[b]).sum()
     return float(correct) / max(1, len(idx))
 
 
@@ -255,7 +256,7 @@ def train_run(
             samples_seen += len(idx)
             loss_d, logits_d = loss.detach(), logits.detach()
             loss_sum += loss_d.sum()
-            correct_sum += (logits_d.argmax(1) == yb).sum()
+            correct_sum += predicts_label(logits_d, yb).sum()
             if phase == 1:
                 bank.on_batch(epoch, idx, logits_d, loss_d, yb)
         scheduler.step()

@@ -220,7 +220,7 @@ def test_train_loss_and_correct_on_a_batch() -> None:
     np.testing.assert_allclose(rec.arrays()["loss"], _scattered(loss.numpy()), equal_nan=True)
     rec = _batch_recorder("train_correct")
     rec.on_batch(1, IDX, LOGITS, loss, LABELS)
-    # argmax of sample 1 is 0 (first of the tied maxima), so it counts as wrong
+    # sample 1's label ties another class: a tie is not its label, so it counts as wrong
     np.testing.assert_array_equal(rec.arrays()["correct"], _scattered([0.0, 0.0, 1.0]))
 
 

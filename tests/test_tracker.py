@@ -343,7 +343,7 @@ def test_a_nan_logit_spoils_every_training_proxy_of_that_sample_only() -> None:
     ce = np.log1p(np.exp(-1.0)) + np.log1p(np.exp(-2.0)), np.log(2.0) + np.log1p(np.e)
     np.testing.assert_allclose(table["csl"].to_numpy()[[0, 2]], ce, rtol=1e-6)
     np.testing.assert_allclose(table["aum"].to_numpy()[[0, 2]], [-1.5, 0.5], rtol=1e-6)  # -mean margin
-    assert table["forgetting"].tolist()[::2] == [0, 1]  # sample 2: correct (tie -> class 0), then wrong
+    assert table["forgetting"].tolist()[::2] == [0, 2]  # sample 2: a tie is not its label, then wrong: E
 
 
 def test_a_nan_in_one_eval_pass_spoils_only_the_proxies_reading_it() -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from harness.predictions import predicts_label
 from harness.recorders.base import Recorder, RunContext, eval_batches, register_recorder
 
 #: The per-sample arrays every pass keeps, allocated up front in this order (the probabilities only at the
@@ -36,7 +37,7 @@ def eval_signals(logits: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.
     loss = nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), reduction="none")
     return {
         "loss": loss.reshape(labels.shape),
-        "correct": (logits.argmax(-1) == labels).float(),
+        "correct": predicts_label(logits, labels).float(),
         "p_label": probs.gather(-1, labels[..., None]).squeeze(-1),
         "p_max": probs.amax(-1),
         "phi": logit_confidence(logits, labels),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from torch import nn
 
+from harness.predictions import predicts_label
 from harness.recorders.base import Recorder, RunContext, eval_batches, register_recorder
 
 
@@ -30,4 +31,4 @@ class SSFTCorrect(Recorder):
         row = self.buffers["correct"][epoch]
         y = self.ctx.data.y
         for idx, logits in eval_batches(model, self.ctx.data, self.ctx.train_idx, self.ctx.eval_batch_size):
-            row.index_copy_(0, idx, (logits.argmax(1) == y[idx]).float())
+            row.index_copy_(0, idx, predicts_label(logits, y[idx]).float())

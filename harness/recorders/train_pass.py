@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import torch
 
+from harness.predictions import predicts_label
 from harness.recorders.base import Recorder, RunContext, register_recorder
 
 
@@ -87,7 +88,7 @@ class TrainCorrect(PerEpochRecorder):
 
     @staticmethod
     def compute(logits, loss, labels):
-        return {"correct": (logits.argmax(1) == labels).float()}
+        return {"correct": predicts_label(logits, labels).float()}
 
 
 @register_recorder
