@@ -5,14 +5,16 @@ A thin layer over `harness.api`: argv becomes a dict of the flags actually given
 
 Exit codes: 0 success; 1 some run or proxy failed (the rest finished and was written), or a write
 after training failed (StorageError; the runs stay in the store); 2 bad input (one `error:` line,
-nothing trained or written); 130 interrupted (Ctrl-C; finished runs stay in the store).
+nothing trained or written); 130 interrupted (Ctrl-C; finished runs stay in the store); 143
+stopped by SIGTERM (a scheduler's time limit, `docker stop`, `timeout`), 129 stopped by SIGHUP (the
+terminal closed; not under `nohup`, which keeps SIGHUP ignored): as after Ctrl-C, finished runs and
+the checkpoints of unfinished ones stay, and rerunning the same command resumes from them.
 """
 
 from __future__ import annotations
 
 import argparse
 import difflib
-import os
 import sys
 import warnings
 from dataclasses import replace
@@ -20,7 +22,7 @@ from typing import Any, NoReturn
 
 from harness.api import experiment_config
 from harness.config import ExperimentConfig
-from harness.console import take_back_ctrl_c
+from harness.console import KEPT, stop_signals_handled, stopped, take_back_ctrl_c, write_line
 from harness.errors import HarnessError, Interrupted, StorageError
 from harness.options import Option, keyword_options
 from harness.presets import PRESETS
@@ -78,20 +80,9 @@ class _Once(argparse.Action):
 def say(text: str, err: bool = False) -> None:
     """Print a line of the report. A reader that went away (`run ... | head`) ends the report, not the
     command: the outputs are written by then, and the exit code must still say how the experiment
-    went (a BrokenPipeError made it 1, with a traceback, and hid the failures)."""
-    stream = sys.stderr if err else sys.stdout
-    if stream is None:  # started with the stream closed (`2>&-`): print(file=None) wrote to stdout instead
-        return
-    try:
-        print(text, file=stream, flush=True)
-    except BrokenPipeError:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        try:  # what is left to print, and Python's flush at exit, go nowhere
-            os.dup2(devnull, stream.fileno())
-        except (OSError, ValueError):  # not a file (a captured stream): each later line is dropped here
-            pass
-        finally:
-            os.close(devnull)
+    went (a BrokenPipeError made it 1, with a traceback, and hid the failures). So does a terminal
+    that went away (EIO after a closed ssh session's SIGHUP: exit 1 instead of 129)."""
+    write_line(text, sys.stderr if err else sys.stdout)
 
 
 class _WarningLines:
@@ -240,7 +231,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns the exit code (see the module docstring) instead of raising."""
     take_back_ctrl_c()  # for callers of main() itself; the console entry did it before the imports
-    with warnings.catch_warnings():
+    with stop_signals_handled(), warnings.catch_warnings():
         warnings.showwarning = _WarningLines()
         return _main(argv)
 
@@ -259,8 +250,6 @@ def _main(argv: list[str] | None) -> int:
         say(f"error: {e}", err=True)
         return 1
     except Interrupted as e:
-        say(str(e), err=True)
-        return 130
+        return stopped(str(e))
     except KeyboardInterrupt:
-        say("interrupted; runs that finished are kept in the store, rerun to resume", err=True)
-        return 130
+        return stopped(KEPT)

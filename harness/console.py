@@ -4,11 +4,31 @@ A shell starts a script's background job (`memprox run ... &`) with SIGINT ignor
 then never raises KeyboardInterrupt. memprox promises that Ctrl-C always stops a run (exit 130,
 stored runs kept), so the handler is taken back first: importing `harness.cli` (torch) takes 2 s
 on an idle machine and 20 s on a loaded one, and a `kill -INT` in that window was lost.
+
+Machines stop jobs with other signals: SLURM's time limit, `docker stop`, Kubernetes and `timeout`
+send SIGTERM (then SIGKILL after a grace period), a closed ssh session sends SIGHUP. Python's
+default for both is to die at once: no message, no `finally`, workers and Ray left to their own
+reapers. `stop_signals_handled` makes them stop a CLI run the way Ctrl-C does (same cleanup path,
+checkpoints kept), and the CLI then exits 128 + the signal's number (143, 129), as shells and
+schedulers expect. Only the CLI installs them: a program that calls `harness.api` owns its signals.
 """
 
 from __future__ import annotations
 
+import os
 import signal
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from types import FrameType
+from typing import TextIO
+
+#: The signals other than Ctrl-C that stop a run: a scheduler's or container's stop, a closed terminal.
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+#: The line of an interrupted run when the runner could not count what it kept.
+KEPT = "interrupted; runs that finished are kept in the store, rerun to resume"
+#: The stop signals received since `stop_signals_handled` began (the first one decides the exit code).
+_received: list[int] = []
 
 
 def take_back_ctrl_c() -> None:
@@ -20,11 +40,97 @@ def take_back_ctrl_c() -> None:
             pass
 
 
+def _stop(signum: int, frame: FrameType | None) -> None:
+    """SIGTERM or SIGHUP: act as Ctrl-C does now. The current SIGINT handler decides, so a block that
+    holds Ctrl-C (`harness.io.interrupts_held`, a rollback of swapped files) holds this signal too.
+    Repeats are ignored: a scheduler's second SIGTERM must not break off the cleanup the first began."""
+    if _received:
+        return
+    _received.append(signum)
+    handler = signal.getsignal(signal.SIGINT)
+    if callable(handler) and handler is not signal.default_int_handler:
+        handler(signal.SIGINT, frame)
+        return
+    raise KeyboardInterrupt
+
+
+def stop_signal() -> int | None:
+    """The stop signal that ended this run (None: none, e.g. Ctrl-C)."""
+    return _received[0] if _received else None
+
+
+def install_stop_signals() -> dict[int, object]:
+    """Handle SIGTERM and SIGHUP with `_stop`; returns the handlers replaced. A signal the process
+    started with ignored stays ignored (`nohup` ignores SIGHUP so that the run outlives the terminal)."""
+    replaced: dict[int, object] = {}
+    for sig in STOP_SIGNALS:
+        previous = signal.getsignal(sig)
+        if previous is signal.SIG_IGN or previous is _stop:
+            continue
+        try:
+            signal.signal(sig, _stop)
+        except ValueError:  # not the main thread: the embedding program owns signals
+            return replaced
+        replaced[sig] = previous
+    return replaced
+
+
+@contextmanager
+def stop_signals_handled() -> Iterator[None]:
+    """SIGTERM and SIGHUP stop the block like Ctrl-C (`stop_signal` says which came); the handlers
+    replaced are put back afterwards, for a program that called `harness.cli.main` itself."""
+    replaced = install_stop_signals()
+    if replaced:  # not already handled by `main`, whose record of a signal must survive
+        _received.clear()
+    try:
+        yield
+    finally:
+        for sig, previous in replaced.items():
+            signal.signal(sig, previous if previous is not None else signal.SIG_DFL)  # type: ignore[arg-type]
+
+
+def stopped(text: str) -> int:
+    """Print how the run was interrupted (`text`: the Ctrl-C line) and return the exit code: 130 for
+    Ctrl-C, else 128 + the stop signal's number, with a line naming the signal."""
+    signum = stop_signal()
+    if signum is not None:
+        what = text.removeprefix("interrupted; ").removesuffix(", rerun to resume")
+        text = f"stopped by {signal.Signals(signum).name}; {what}, rerun the same command to resume"
+    if text:
+        write_line(text, sys.stderr)
+    return 130 if signum is None else 128 + signum
+
+
+def write_line(text: str, stream: TextIO | None) -> None:
+    """Print a line; a reader that went away (`| head`: EPIPE) or a terminal that did (a closed ssh
+    session: EIO, with the SIGHUP) sends this and every later line nowhere, not into a traceback:
+    the exit code must still say how the run ended."""
+    if stream is None:  # started with the stream closed (`2>&-`): print(file=None) wrote to stdout instead
+        return
+    try:
+        print(text, file=stream, flush=True)
+    except OSError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        try:  # what is left to print, and Python's flush at exit, go nowhere
+            os.dup2(devnull, stream.fileno())
+        except (OSError, ValueError):  # not a file (a captured stream): each later line is dropped here
+            pass
+        finally:
+            os.close(devnull)
+
+
 def main() -> int:
-    """Take Ctrl-C back, then run the CLI; Ctrl-C during the imports exits 130 quietly, as after them."""
+    """Take Ctrl-C back and handle SIGTERM and SIGHUP, then run the CLI; a signal during the imports
+    ends it as after them (Ctrl-C quietly with 130, a stop signal with its line and 128 + its number).
+    The handlers stay for the process's whole life: a late SIGTERM must not kill it half-way out."""
     take_back_ctrl_c()
+    _received.clear()
+    install_stop_signals()
     try:
         from harness.cli import main as cli_main
     except KeyboardInterrupt:
-        return 130
-    return cli_main()
+        return stopped("" if stop_signal() is None else "interrupted; nothing was trained yet")
+    try:
+        return cli_main()
+    except KeyboardInterrupt:  # arrived in the instant before or after the CLI's own handling
+        return stopped(KEPT)

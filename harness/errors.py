@@ -31,9 +31,10 @@ class StorageError(RuntimeError):
 
 
 class Interrupted(Exception):
-    """Ctrl-C during an experiment: outstanding jobs were cancelled, the store is consistent.
-    The CLI prints `interrupted; N runs kept in the store (and M partly trained runs checkpointed),
-    rerun to resume` and exits 130."""
+    """Ctrl-C (or, under the CLI, SIGTERM or SIGHUP) during an experiment: outstanding jobs were
+    cancelled, the store is consistent. The CLI prints `interrupted; N runs kept in the store (and M
+    partly trained runs checkpointed), rerun to resume` and exits 130 (for SIGTERM/SIGHUP the line
+    starts `stopped by SIG...` and the exit code is 143/129)."""
 
     def __init__(self, kept_runs: int, checkpointed: int = 0) -> None:
         partly = (f" and {checkpointed} partly trained run{'s' if checkpointed != 1 else ''} checkpointed"

@@ -10,7 +10,8 @@ otherwise. The driver trains nothing: it hands out jobs, stores results and writ
 Workers are fresh interpreters (`python -m harness.executors.worker`), never forks of the driver:
 forking a process whose torch has started threads is unsafe, and a fresh interpreter gets its thread
 variables before torch loads. They live as long as the executor (across `run` calls, keeping their
-per-process dataset caches) and are stopped by `close`, by Ctrl-C, or by the driver's death.
+per-process dataset caches) and are stopped by `close` (also after Ctrl-C, or the SIGTERM or SIGHUP the
+CLI handles alike), or by the driver's death.
 
 A job whose worker dies (killed, out of memory) is retried once on a new worker, then reported as
 failed, as under Ray; an exception inside a job is reported, not retried. Workers share this

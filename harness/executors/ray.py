@@ -28,10 +28,13 @@ from __future__ import annotations
 import os
 import re
 import secrets
+import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 from harness.errors import HarnessError, RunFailed
@@ -143,12 +146,29 @@ def _head_gone(head: tuple[str, int] | None) -> bool:
     return True
 
 
+@contextmanager
+def _signals_kept() -> Iterator[None]:
+    """Put back the signal handlers `ray.init` replaces: it takes SIGTERM for itself (the driver's
+    `sys.exit(15)`, a local head's "kill Ray, exit 1"), so a scheduler's SIGTERM ended the CLI with
+    no message and exit 1 or 15, and an API caller's own handler was gone. Ray's processes are
+    reaped however this process ends (`_start_reaper`, Ray's own atexit)."""
+    signals = [getattr(signal, name) for name in ("SIGTERM", "SIGHUP", "SIGINT") if hasattr(signal, name)]
+    main = threading.current_thread() is threading.main_thread()  # elsewhere no handler can be set
+    saved = {sig: signal.getsignal(sig) for sig in signals} if main else {}
+    try:
+        yield
+    finally:
+        for sig, handler in saved.items():
+            if handler is not None and signal.getsignal(sig) is not handler:
+                signal.signal(sig, handler)
+
+
 def _join(address: str | None, target: str) -> None:
     """Join the checked cluster, within JOIN_WAIT_S. `auto` is passed on as `auto`: it finds the
     same cluster, and Ray then uses this machine's token for it as it does for `ray.init()`."""
     wait = os.environ.get("RAY_gcs_server_port_wait_time_s", str(JOIN_WAIT_S))
     try:
-        with _environ(RAY_gcs_server_port_wait_time_s=wait):
+        with _environ(RAY_gcs_server_port_wait_time_s=wait), _signals_kept():
             ray.init(address="auto" if address == "auto" else target, log_to_driver=False)
     except Exception as e:  # ConnectionError, AuthenticationError, a version mismatch, ...
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
@@ -235,7 +255,7 @@ class RayExecutor(Executor):
         mark = secrets.token_hex(8)
         _stop_reaper()
         _reaper = _start_reaper(f"{SESSION_VAR}={mark}")
-        with _loopback_only(), _environ(**{SESSION_VAR: mark}):
+        with _loopback_only(), _environ(**{SESSION_VAR: mark}), _signals_kept():
             # --workers jobs at a time, each reserving its threads; by default the CPUs this process may use
             cpus = self.workers * self.threads if self.workers else usable_cpus()
             ray.init(address="local", num_cpus=cpus, include_dashboard=False, log_to_driver=False)
