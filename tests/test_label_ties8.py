@@ -75,8 +75,9 @@ def test_bf16_rounding_makes_the_tie() -> None:
     assert predicts_label(half, torch.tensor([1])).tolist() == [False]
 
 
-def test_a_label_outside_the_classes_is_false_not_an_index_error() -> None:
-    assert predicts_label(_t([[1.0, 2.0], [2.0, 1.0]]), torch.tensor([2, -1])).tolist() == [False, False]
+def test_infinities_rank_as_numbers_and_two_top_infinities_tie() -> None:
+    logits = _t([[float("inf"), 0.0, 0.0], [float("inf"), float("inf"), 0.0], [0.0, float("-inf"), float("-inf")]])
+    assert predicts_label(logits, torch.tensor([0, 0, 0])).tolist() == [True, False, True]
 
 
 # --- every place that asks --------------------------------------------------------------------
