@@ -216,14 +216,33 @@ def checked_scores(raw: object, n: int) -> np.ndarray:
     behaves the same in both: a torch tensor (any device or float dtype, bf16 too, grad or not)
     is taken as its float64 host copy, as are ints, bools and lists; another shape, or complex or
     non-numeric values, is a ValueError or TypeError (a complex score would lose its imaginary
-    part in the cast unnoticed). The caller names the proxy."""
+    part in the cast unnoticed). A pandas Series must be indexed 0..n-1 in order (numpy reads its
+    values by position, so a sorted or shuffled one scored samples under other samples' scores),
+    and a masked array's masked entries are NaN, "no score" (numpy read the values under the mask).
+    The caller names the proxy."""
     if isinstance(raw, torch.Tensor):
         if raw.is_complex():
             raise TypeError(f"it returned {raw.dtype} scores; a proxy returns real numbers")
         raw = raw.detach().to(device="cpu", dtype=torch.float64).numpy()
+    _check_pandas_order(raw, n)
     s = np.asarray(raw)
     if s.shape != (n,):
         raise ValueError(f"it returned shape {s.shape}; a proxy returns one score per sample, shape ({n},)")
     if s.dtype.kind not in "biuf":
         raise TypeError(f"it returned {s.dtype} scores; a proxy returns real numbers")
+    if isinstance(raw, np.ma.MaskedArray):
+        return np.ma.filled(raw.astype(np.float64), np.nan)
     return s.astype(np.float64)  # a copy: callers blank samples in it, never in the proxy's own array
+
+
+def _check_pandas_order(raw: object, n: int) -> None:
+    """A pandas Series of n values whose index is not 0..n-1 in order is refused: its values would
+    be read by position, not by the sample each is indexed under."""
+    if not type(raw).__module__.startswith("pandas") or getattr(raw, "ndim", 0) != 1 or len(raw) != n:
+        return
+    import pandas as pd
+
+    index = getattr(raw, "index", None)
+    if index is not None and not index.equals(pd.RangeIndex(n)):
+        raise ValueError(f"it returned a pandas Series indexed {list(index[:3])}...; a proxy returns scores in "
+                         "sample order: return series.sort_index().to_numpy() if its index is the sample index")

@@ -102,5 +102,18 @@ class ConfidentLearning(Proxy):
         return phi
 
     def score(self, ctx: ScoreContext) -> np.ndarray:
-        pred_probs, _ = self.out_of_fold(ctx)
+        pred_probs, source = self.out_of_fold(ctx)
+        diverged_folds(pred_probs, source, self.fold_specs(ctx.base))
         return confident_learning_scores(ctx.labels, pred_probs, self.out_of_fold_phi(ctx))[0]
+
+
+def diverged_folds(pred_probs: np.ndarray, source: np.ndarray, specs: list[RunSpec]) -> None:
+    """A HarnessError naming the fold runs whose eval pass gave NaN probabilities (a diverged fold
+    model): cleanlab's flags need every sample's, and the check below said only 'pred_probs must be
+    a complete (N, C) array ... got (N, C)', which named neither the NaN nor the run."""
+    bad = np.isnan(pred_probs).any(axis=1)
+    if bad.any():
+        folds = sorted({int(k) for k in source[bad] if k >= 0})
+        raise HarnessError(f"{int(bad.sum())} of {len(bad)} samples have NaN held-out probabilities from fold "
+                           f"run(s) {', '.join(specs[k].label() for k in folds)} (a diverged fold model); "
+                           "lower --lr, or leave confident_learning out")

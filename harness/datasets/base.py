@@ -90,6 +90,13 @@ class Dataset:
                 raise HarnessError(
                     f"{self.name}: y_{split} must be int64 of length {x.shape[0]}, got {y.dtype} {tuple(y.shape)}"
                 )
+            # an id past the classes failed only after training (a gather in the test accuracy; on a
+            # GPU a device-side assert that ends the process), and before that made test_acc silently low
+            if len(y) and (int(y.min()) < 0 or int(y.max()) >= len(self.classes)):
+                bad = int(y.min()) if int(y.min()) < 0 else int(y.max())
+                raise HarnessError(f"{self.name}: y_{split} holds class id {bad}, outside [0, {len(self.classes)}) "
+                                   f"for its {len(self.classes)} class names; a loader returns ids 0..C-1 and one "
+                                   "name per id")
         if self.sample_names is not None and len(self.sample_names) != self.x_train.shape[0]:
             raise HarnessError(f"{self.name}: {len(self.sample_names)} sample names for {self.x_train.shape[0]} "
                                "training samples")
