@@ -22,7 +22,7 @@ from typing import Any, NoReturn
 
 from harness.api import experiment_config
 from harness.config import ExperimentConfig
-from harness.console import KEPT, stop_signals_handled, stopped, take_back_ctrl_c, write_line
+from harness.console import KEPT, stop_signals_handled, stopped, write_line
 from harness.errors import HarnessError, Interrupted, StorageError
 from harness.options import Option, keyword_options
 from harness.presets import PRESETS
@@ -81,8 +81,14 @@ def say(text: str, err: bool = False) -> None:
     """Print a line of the report. A reader that went away (`run ... | head`) ends the report, not the
     command: the outputs are written by then, and the exit code must still say how the experiment
     went (a BrokenPipeError made it 1, with a traceback, and hid the failures). So does a terminal
-    that went away (EIO after a closed ssh session's SIGHUP: exit 1 instead of 129)."""
-    write_line(text, sys.stderr if err else sys.stdout)
+    that went away (EIO after a closed ssh session's SIGHUP: exit 1 instead of 129). A stdout that
+    refuses the report (a full disk) is a StorageError, exit 1: the leaderboard is not lost with exit 0;
+    stderr's lines (progress, warnings) are dropped then, not worth ending a run for."""
+    try:
+        write_line(text, sys.stderr if err else sys.stdout)
+    except StorageError:
+        if not err:
+            raise
 
 
 class _WarningLines:
@@ -230,8 +236,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns the exit code (see the module docstring) instead of raising."""
-    take_back_ctrl_c()  # for callers of main() itself; the console entry did it before the imports
-    with stop_signals_handled(), warnings.catch_warnings():
+    with stop_signals_handled(), warnings.catch_warnings():  # Ctrl-C taken back there, for callers of main()
         warnings.showwarning = _WarningLines()
         return _main(argv)
 

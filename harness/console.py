@@ -15,6 +15,7 @@ schedulers expect. Only the CLI installs them: a program that calls `harness.api
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import sys
@@ -22,6 +23,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from types import FrameType
 from typing import TextIO
+
+from harness.errors import StorageError
 
 #: The signals other than Ctrl-C that stop a run: a scheduler's or container's stop, a closed terminal.
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
@@ -77,8 +80,11 @@ def install_stop_signals() -> dict[int, object]:
 
 @contextmanager
 def stop_signals_handled() -> Iterator[None]:
-    """SIGTERM and SIGHUP stop the block like Ctrl-C (`stop_signal` says which came); the handlers
-    replaced are put back afterwards, for a program that called `harness.cli.main` itself."""
+    """SIGTERM and SIGHUP stop the block like Ctrl-C (`stop_signal` says which came), and Ctrl-C does
+    even if the process ignored it; the handlers replaced are put back afterwards, for a program that
+    called `harness.cli.main` itself (one that ignores Ctrl-C, e.g. a background job, still does)."""
+    ctrl_c = signal.getsignal(signal.SIGINT)
+    take_back_ctrl_c()
     replaced = install_stop_signals()
     if replaced:  # not already handled by `main`, whose record of a signal must survive
         _received.clear()
@@ -87,6 +93,8 @@ def stop_signals_handled() -> Iterator[None]:
     finally:
         for sig, previous in replaced.items():
             signal.signal(sig, previous if previous is not None else signal.SIG_DFL)  # type: ignore[arg-type]
+        if ctrl_c is signal.SIG_IGN and signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)  # the caller ignored Ctrl-C: so it stays
 
 
 def stopped(text: str) -> int:
@@ -97,19 +105,25 @@ def stopped(text: str) -> int:
         what = text.removeprefix("interrupted; ").removesuffix(", rerun to resume")
         text = f"stopped by {signal.Signals(signum).name}; {what}, rerun the same command to resume"
     if text:
-        write_line(text, sys.stderr)
+        try:
+            write_line(text, sys.stderr)
+        except StorageError:  # stderr refuses the line (a full disk): the exit code still says it
+            pass
     return 130 if signum is None else 128 + signum
 
 
 def write_line(text: str, stream: TextIO | None) -> None:
     """Print a line; a reader that went away (`| head`: EPIPE) or a terminal that did (a closed ssh
     session: EIO, with the SIGHUP) sends this and every later line nowhere, not into a traceback:
-    the exit code must still say how the run ended."""
+    the exit code must still say how the run ended. Any other failure (`> log` on a full disk:
+    ENOSPC) raises StorageError naming the file: a leaderboard lost with exit 0 passed for success."""
     if stream is None:  # started with the stream closed (`2>&-`): print(file=None) wrote to stdout instead
         return
     try:
         print(text, file=stream, flush=True)
-    except OSError:
+    except OSError as e:
+        where = _target(stream)
+        gone = isinstance(e, BrokenPipeError) or (e.errno == errno.EIO and where == "a terminal")
         devnull = os.open(os.devnull, os.O_WRONLY)
         try:  # what is left to print, and Python's flush at exit, go nowhere
             os.dup2(devnull, stream.fileno())
@@ -117,12 +131,27 @@ def write_line(text: str, stream: TextIO | None) -> None:
             pass
         finally:
             os.close(devnull)
+        if not gone:
+            raise StorageError(f"cannot write to {where} ({e.strerror or e}); runs that finished stay in the "
+                               "store: rerun with the output going where it can be written") from e
+
+
+def _target(stream: TextIO) -> str:
+    """What the stream writes to, for the error line: a path, `a terminal` (also one hung up), or its name."""
+    try:
+        fd = stream.fileno()
+        if os.isatty(fd):
+            return "a terminal"
+        path = os.readlink(f"/proc/self/fd/{fd}")
+    except (OSError, ValueError):
+        return str(getattr(stream, "name", "the output stream"))
+    return "a terminal" if path.startswith(("/dev/pts/", "/dev/tty", "/dev/console")) else path
 
 
 def main() -> int:
     """Take Ctrl-C back and handle SIGTERM and SIGHUP, then run the CLI; a signal during the imports
     ends it as after them (Ctrl-C quietly with 130, a stop signal with its line and 128 + its number).
-    The handlers stay for the process's whole life: a late SIGTERM must not kill it half-way out."""
+    The handlers stay until the CLI returns; then these signals are ignored (`_ignore_stop_signals`)."""
     take_back_ctrl_c()
     _received.clear()
     install_stop_signals()
@@ -134,3 +163,14 @@ def main() -> int:
         return cli_main()
     except KeyboardInterrupt:  # arrived in the instant before or after the CLI's own handling
         return stopped(KEPT)
+    finally:
+        _ignore_stop_signals()
+
+
+def _ignore_stop_signals() -> None:
+    """The run is over and its exit code decided: a SIGTERM or SIGHUP now must not change it. Handled,
+    it raised KeyboardInterrupt in an atexit callback (Ray's shutdown: a traceback, Ray half stopped);
+    once the interpreter's teardown had put the default back, it killed a finished run (exit 143).
+    Ignored signals are the ones the teardown leaves alone."""
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)
