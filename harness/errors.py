@@ -39,6 +39,7 @@ class Interrupted(Exception):
     def __init__(self, kept_runs: int, checkpointed: int = 0) -> None:
         partly = (f" and {checkpointed} partly trained run{'s' if checkpointed != 1 else ''} checkpointed"
                   if checkpointed else "")
-        super().__init__(f"interrupted; {kept_runs} runs kept in the store{partly}, rerun to resume")
+        super().__init__(f"interrupted; {kept_runs} run{'s' if kept_runs != 1 else ''} kept in the store{partly}, "
+                         "rerun to resume")
         self.kept_runs = kept_runs
         self.checkpointed = checkpointed

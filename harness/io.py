@@ -275,12 +275,16 @@ def swap_folder(new: Path, final: Path, aside: Path) -> None:
     if not os.path.lexists(final):
         os.rename(new, final)
         return
-    os.rename(final, aside)
-    try:
-        os.rename(new, final)
-    except BaseException:
-        os.rename(aside, final)  # put the old one back
-        raise
+    # held: a Ctrl-C or SIGTERM landing just after the second rename, still inside its `try`, put
+    # `aside` back onto the new `final` (an OSError, exit 1 instead of 130/143); between the two it
+    # left no run at `final`. Held, it is raised once the swap is whole.
+    with interrupts_held():
+        os.rename(final, aside)
+        try:
+            os.rename(new, final)
+        except OSError:
+            os.rename(aside, final)  # put the old one back
+            raise
     rmtree(aside)
 
 

@@ -239,7 +239,7 @@ def test_ctrl_c_inside_a_job_keeps_the_store_consistent(make_config, monkeypatch
     exp = Experiment(cfg)
     with pytest.raises(Interrupted) as info:
         exp.run()
-    assert info.value.kept_runs == 1 and "1 runs kept in the store, rerun to resume" in str(info.value)
+    assert info.value.kept_runs == 1 and "1 run kept in the store, rerun to resume" in str(info.value)
     assert len(_entries(exp.store)) == 1 and _leftovers(exp.store) == []
     assert not cfg.out.exists()
     for spec in exp.plan.runs:  # no lock left held: another process could take each at once

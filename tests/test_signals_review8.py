@@ -261,3 +261,25 @@ def test_cli_main_puts_back_an_ignored_ctrl_c(monkeypatch, clean_record) -> None
     finally:
         signal.signal(signal.SIGINT, previous)
 
+
+
+def test_a_stop_right_after_a_folder_swap_keeps_the_new_folder_and_is_raised_after(tmp_path, monkeypatch) -> None:
+    """A Ctrl-C (or SIGTERM, which acts as one) landing just after `rename(new, final)` but still in
+    its `try` put `aside` back onto the new, non-empty `final`: an OSError (exit 1) instead of 130/143."""
+    import harness.io as hio
+
+    final, new, aside = tmp_path / "final", tmp_path / "new", tmp_path / "aside"
+    for folder, text in ((final, "old"), (new, "new")):
+        folder.mkdir()
+        (folder / "f").write_text(text)
+    real_rename = os.rename
+
+    def rename_then_ctrl_c(src, dst):
+        real_rename(src, dst)
+        if Path(src) == new:  # the second rename is done: the swap is whole
+            os.kill(os.getpid(), signal.SIGINT)
+
+    monkeypatch.setattr(hio.os, "rename", rename_then_ctrl_c)
+    with pytest.raises(KeyboardInterrupt):
+        hio.swap_folder(new, final, aside)
+    assert (final / "f").read_text() == "new" and not new.exists()
