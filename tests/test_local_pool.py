@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from _processes import live_with_env, wait_until
 
 from harness.errors import HarnessError
 from harness.executors import cpus, executor_names, make_executor
@@ -95,22 +96,7 @@ def _job(seed: int) -> Job:
 
 # helpers ----------------------------------------------------------------------------------------
 def marked(mark: str) -> list[int]:
-    """Live processes (zombies excluded) whose environment carries MARK=mark."""
-    key = f"{MARK}={mark}".encode()
-    found = []
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/environ", "rb") as f:
-                if key not in f.read().split(b"\0"):
-                    continue
-            with open(f"/proc/{name}/stat") as f:
-                if f.read().rpartition(")")[2].split()[0] != "Z":
-                    found.append(int(name))
-        except OSError:
-            pass
-    return found
+    return live_with_env(f"{MARK}={mark}")
 
 
 def workers_of(mark: str) -> list[int]:
@@ -122,17 +108,6 @@ def workers_of(mark: str) -> list[int]:
         except OSError:
             pass
     return out
-
-
-def wait_until(condition, seconds: float, proc: subprocess.Popen | None = None) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        if proc is not None and proc.poll() is not None:
-            pytest.fail(f"the run ended early: {proc.returncode}\n{proc.stderr.read()}")
-        time.sleep(0.2)
-    return condition()
 
 
 def start_cli(tmp: Path, args: list[str], mark: str) -> subprocess.Popen:

@@ -19,10 +19,11 @@ import sys
 import termios
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from _processes import live_with_env, wait_until
 
 from harness import console
 from harness.cli import main as cli_main
@@ -36,16 +37,7 @@ LONG = ["--proxies", "csl", "--tasks", "mislabeled", "--noise-rates", "0.1", "--
 
 
 def marked(mark: str) -> list[int]:
-    """Live processes (zombies excluded) whose environment carries MARK=mark."""
-    key, found = f"{MARK}={mark}".encode(), []
-    for name in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            if key in Path(f"/proc/{name}/environ").read_bytes().split(b"\0") and \
-                    Path(f"/proc/{name}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
-                found.append(int(name))
-        except OSError:
-            pass
-    return found
+    return live_with_env(f"{MARK}={mark}")
 
 
 @pytest.fixture
@@ -57,17 +49,6 @@ def mark() -> Iterator[str]:
             os.kill(pid, signal.SIGKILL)
         except OSError:
             pass
-
-
-def wait_until(condition: Callable[[], bool], seconds: float, proc: subprocess.Popen | None = None) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        if proc is not None and proc.poll() is not None:
-            pytest.fail(f"the run ended early: {proc.returncode}\n{proc.stderr.read()}")
-        time.sleep(0.1)
-    return condition()
 
 
 def start(tmp: Path, args: list[str], mark: str, ignore_hup: bool = False, code: str | None = None) -> subprocess.Popen:

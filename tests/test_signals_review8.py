@@ -27,6 +27,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from _processes import live_with_env
 
 from harness import console
 from harness.errors import StorageError
@@ -61,15 +62,7 @@ sys.exit(main())
 
 
 def _ray_processes(tmp: Path) -> list[int]:
-    key, found = f"RAY_TMPDIR={tmp}".encode(), []
-    for name in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            if key in Path(f"/proc/{name}/environ").read_bytes().split(b"\0") and \
-                    Path(f"/proc/{name}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
-                found.append(int(name))
-        except OSError:
-            pass
-    return found
+    return live_with_env(f"RAY_TMPDIR={tmp}")
 
 
 def test_sigterm_while_ray_starts_stops_with_143_and_the_line() -> None:
