@@ -75,36 +75,41 @@ class ConfidentLearning(Proxy):
     def needs(self, base: RunSpec) -> list[Need]:
         return [Need(spec, frozenset({EVAL_LAST})) for spec in self.fold_specs(base)]
 
-    def out_of_fold(self, ctx: ScoreContext) -> tuple[np.ndarray, np.ndarray]:
-        """(pred_probs (N, C), source (N,)): each sample's final eval-mode softmax from the fold
-        model that held it out, and that model's fold index."""
+    def held_out(self, ctx: ScoreContext) -> list[tuple[np.ndarray, dict[str, np.ndarray]]]:
+        """Each fold run's held-out samples and its stored final eval pass, in fold order: read
+        once per score (a read loads and checksums every array of the pass)."""
         specs = self.fold_specs(ctx.base)
         held_out = stratified_folds(ctx.labels, len(specs), ctx.base.seed)
+        return [(idx, ctx.arrays(EVAL_LAST, spec)) for spec, idx in zip(specs, held_out, strict=True)]
+
+    def out_of_fold(self, ctx: ScoreContext, folds: list[tuple[np.ndarray, dict[str, np.ndarray]]] | None = None
+                    ) -> tuple[np.ndarray, np.ndarray]:
+        """(pred_probs (N, C), source (N,)): each sample's final eval-mode softmax from the fold
+        model that held it out, and that model's fold index."""
         pred_probs = np.full((len(ctx.labels), ctx.num_classes), np.nan)
         source = np.full(len(ctx.labels), -1, dtype=np.int64)
-        for k, (spec, idx) in enumerate(zip(specs, held_out, strict=True)):
-            pred_probs[idx] = ctx.arrays(EVAL_LAST, spec)["probs_last"][idx]
+        for k, (idx, arrays) in enumerate(folds if folds is not None else self.held_out(ctx)):
+            pred_probs[idx] = arrays["probs_last"][idx]
             source[idx] = k
         return pred_probs, source
 
-    def out_of_fold_phi(self, ctx: ScoreContext) -> np.ndarray | None:
+    def out_of_fold_phi(self, ctx: ScoreContext, folds: list[tuple[np.ndarray, dict[str, np.ndarray]]] | None = None
+                        ) -> np.ndarray | None:
         """Each sample's final phi from the fold model that held it out, or None if any fold run
         lacks it (stored before phi was recorded): then no sample gets it, so that one ranking
         never mixes exact values of some folds with rounded ones of others."""
-        specs = self.fold_specs(ctx.base)
-        held_out = stratified_folds(ctx.labels, len(specs), ctx.base.seed)
         phi = np.full(len(ctx.labels), np.nan)
-        for spec, idx in zip(specs, held_out, strict=True):
-            arrays = ctx.arrays(EVAL_LAST, spec)
+        for idx, arrays in folds if folds is not None else self.held_out(ctx):
             if "phi" not in arrays:
                 return None
             phi[idx] = np.asarray(arrays["phi"][-1], dtype=np.float64)[idx]
         return phi
 
     def score(self, ctx: ScoreContext) -> np.ndarray:
-        pred_probs, source = self.out_of_fold(ctx)
+        folds = self.held_out(ctx)
+        pred_probs, source = self.out_of_fold(ctx, folds)
         diverged_folds(pred_probs, source, self.fold_specs(ctx.base))
-        return confident_learning_scores(ctx.labels, pred_probs, self.out_of_fold_phi(ctx))[0]
+        return confident_learning_scores(ctx.labels, pred_probs, self.out_of_fold_phi(ctx, folds))[0]
 
 
 def diverged_folds(pred_probs: np.ndarray, source: np.ndarray, specs: list[RunSpec]) -> None:
