@@ -1,4 +1,4 @@
-"""`python -m harness`: run experiments and list what is available.
+"""`python -m harness`: run experiments, list what is available, manage the run store (`store`).
 
 A thin layer over `harness.api`: argv becomes a dict of the flags actually given, and
 `experiment_config` (the same builder `run_experiment` uses) fills the defaults and validates.
@@ -26,6 +26,7 @@ from harness.console import KEPT, stop_signals_handled, stopped, write_line
 from harness.errors import HarnessError, Interrupted, StorageError
 from harness.options import Option, keyword_options
 from harness.presets import PRESETS
+from harness.store_report import add_store_parser, cmd_store
 
 
 class _Parser(argparse.ArgumentParser):
@@ -42,7 +43,7 @@ class _Parser(argparse.ArgumentParser):
         _Parser.argv = list(sys.argv[1:] if args is None else args)  # for `error`'s hint (subparsers too)
         parsed, extras = self.parse_known_args(args, namespace)
         if extras:
-            parser = getattr(self, "commands", {}).get(getattr(parsed, "command", None)) or self
+            parser = _innermost(self, parsed)
             flags = [f for action in parser._actions for f in action.option_strings]
             if "--" in extras:  # `run -- --epochs 2`: "--epochs: did you mean --epochs?" named no mistake
                 raise HarnessError(f"unrecognized arguments: {' '.join(extras)} (nothing after '--' is read as a "
@@ -54,6 +55,16 @@ class _Parser(argparse.ArgumentParser):
                 f" ({'; '.join(f'{flag}: did you mean {match}?' for flag, match in close.items())})" if close else ""
             raise HarnessError(f"unrecognized arguments: {' '.join(extras)}{hint}; see `{parser.prog} --help`")
         return parsed
+
+
+def _innermost(parser: argparse.ArgumentParser, parsed: argparse.Namespace) -> argparse.ArgumentParser:
+    """The parser of the innermost subcommand given (`store prune`): its flags are the ones to suggest."""
+    while True:
+        name = getattr(parsed, getattr(parser, "command_dest", "command"), None)
+        nested = getattr(parser, "commands", {}).get(name)
+        if nested is None:
+            return parser
+        parser = nested
 
 
 def _negative_hint(message: str, argv: list[str]) -> str:
@@ -141,6 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
         if option.help:
             add_flag(r, option)
     sub.add_parser("list", help="list proxies, datasets, models, tasks and presets")
+    add_store_parser(sub, _Once)  # `store info`, `store prune` (harness.store_report)
     p.commands = sub.choices  # the subcommands' parsers by name, for `_Parser.parse_args`
     return p
 
@@ -247,6 +259,8 @@ def _main(argv: list[str] | None) -> int:
         if args.command == "list":
             cmd_list()
             return 0
+        if args.command == "store":
+            return cmd_store(args, say)
         return cmd_run(args)
     except HarnessError as e:
         say(f"error: {e}", err=True)

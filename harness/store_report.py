@@ -1,0 +1,283 @@
+"""`memprox store info` and `memprox store prune`: the CLI over `harness.store_admin`.
+
+`info` only reads (a team's read-only store works; nothing is locked, made or cleaned). `prune`
+refuses, before removing anything, a selection that is empty, unknown or malformed, a path that
+holds no store and a store it cannot write, each with one `error:` line (exit 2). It prints each
+thing it removes (or would, with --dry-run) and the bytes freed; an entry in use is skipped and
+said so; exit 1 when something selected could not be removed, 130 on Ctrl-C with what was removed
+gone whole and the rest whole.
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import math
+from collections.abc import Callable
+from datetime import datetime, timezone
+from pathlib import Path
+
+import harness.store_admin as admin
+from harness.console import stopped
+from harness.errors import HarnessError
+from harness.io import interrupts_held, probe_writable
+from harness.store_admin import Entry, Scan, Selection, is_store, remove_checkpoint, remove_entry, scan
+
+Say = Callable[[str], None]
+
+
+def add_store_parser(sub: argparse._SubParsersAction, once: type[argparse.Action]) -> argparse.ArgumentParser:
+    """The `store` command with `info` and `prune`; `once`: the CLI's flag-given-twice refusal."""
+    s = sub.add_parser("store", help="show what the run store holds; remove runs you select", allow_abbrev=False)
+    ssub = s.add_subparsers(dest="store_command", required=True, metavar="{info,prune}")
+    where = "the run store (default: $MEMPROX_CACHE/store or ~/.cache/memprox/store)"
+    info = ssub.add_parser("info", help="what the store holds and how big it is (read only)", allow_abbrev=False)
+    info.add_argument("--store", action=once, default=argparse.SUPPRESS, help=where)
+    info.add_argument("--runs", action=once, nargs=0, const=True, default=argparse.SUPPRESS,
+                      help="one line per entry: hash, label, created, bytes, recorders")
+    p = ssub.add_parser("prune", help="remove the entries (or checkpoints) selected; criteria combine with AND",
+                        allow_abbrev=False, description="Remove what you select; criteria combine with AND, and no "
+                        "selection removes nothing. Only the store's own files go, each under its entry's lock (an "
+                        "entry in use is skipped) and whole; a user's files, links, runs/, partial/ and locks/ stay.")
+    p.add_argument("--store", action=once, default=argparse.SUPPRESS, help=where)
+    p.add_argument("--older-than", action=once, metavar="DAYS", default=argparse.SUPPRESS,
+                   help="entries created more than DAYS days ago (with --partial: checkpoints not written since)")
+    p.add_argument("--dataset", action=once, default=argparse.SUPPRESS, help="entries of this dataset")
+    p.add_argument("--model", action=once, default=argparse.SUPPRESS, help="entries of this model")
+    p.add_argument("--label-contains", action=once, metavar="TEXT", default=argparse.SUPPRESS,
+                   help="entries whose label contains TEXT (e.g. 'noise=0.1', 'seed3')")
+    for flag, text in (("--unreachable", "entries today's memprox never reads again (made by an older version)"),
+                       ("--damaged", "entries that fail the store's integrity check"),
+                       ("--partial", "checkpoints of unfinished runs in partial/ (none is resuming now)"),
+                       ("--leftovers", "what killed processes left (the cleanup every run does)"),
+                       ("--all", "every entry (explicit: there is no default selection)"),
+                       ("--dry-run", "print what would be removed; remove nothing")):
+        p.add_argument(flag, action=once, nargs=0, const=True, default=argparse.SUPPRESS, help=text)
+    s.commands = ssub.choices  # type: ignore[attr-defined]  # for the CLI's unknown-flag hints
+    s.command_dest = "store_command"  # type: ignore[attr-defined]
+    return s
+
+
+def cmd_store(args: argparse.Namespace, say: Say) -> int:
+    """Run `store info` or `store prune`; returns the exit code."""
+    opts = {k.replace("-", "_"): v for k, v in vars(args).items()}
+    root = _root(opts.get("store"))
+    if args.store_command == "info":
+        return info(root, bool(opts.get("runs")), say)
+    return prune(root, opts, say)
+
+
+def _root(given: str | None) -> Path:
+    from harness.values import expand_home
+
+    if given is not None:
+        if not given:
+            raise HarnessError("--store is empty; pass the folder of the run store")
+        return expand_home(given, "--store")
+    from harness.datasets.base import default_cache_dir
+
+    return default_cache_dir() / "store"
+
+
+def _need_store(root: Path) -> None:
+    if not is_store(root):
+        what = "does not exist" if not root.exists() else "holds no run store (no runs/ folder, or a link named so)"
+        raise HarnessError(f"--store {root} {what}; pass the --store your runs were trained into")
+
+
+def _scan(root: Path) -> Scan:
+    """The store's contents, or one line naming what cannot be read."""
+    _need_store(root)
+    try:
+        return scan(root)
+    except OSError as e:
+        raise HarnessError(f"cannot read the run store {e.filename or root} ({e.strerror or e}); fix its "
+                           "permissions or pass another --store") from e
+
+
+def size(n: int) -> str:
+    """Bytes, exact, and in the unit a person reads."""
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n >= scale:
+            return f"{n} bytes ({n / scale:.1f} {unit})"
+    return f"{n} bytes"
+
+
+# --- info -----------------------------------------------------------------------------------------
+
+def info(root: Path, runs: bool, say: Say) -> int:
+    from tabulate import tabulate
+
+    found = _scan(root)
+    complete = [e for e in found.entries if e.status == "complete"]
+    say(f"run store: {root.absolute()}")
+    say(f"complete entries: {len(complete)}, {size(sum(e.bytes for e in complete))}")
+    for reach, words in (("unreachable", "made by an older memprox, never read again (prune --unreachable)"),
+                         ("unknown", "spec today's memprox cannot rebuild exactly, so reachability unknown")):
+        some = [e for e in complete if e.reach == reach]
+        if some:
+            say(f"  of which {reach}: {len(some)}, {size(sum(e.bytes for e in some))}: {words}")
+    for status, words in (("damaged", "fail the integrity check, recomputed when next needed (prune --damaged)"),
+                          ("unreadable", "cannot be read by you (permissions)"),
+                          ("foreign", "a link or file named as an entry: never touched")):
+        some = [e for e in found.entries if e.status == status]
+        if some:
+            say(f"{status} entries: {len(some)}, {size(sum(e.bytes for e in some))}: {words}")
+    shared = [e for e in found.entries if not e.own and e.status != "foreign"]
+    if shared:
+        say(f"entries holding files that are not the store's own (never pruned): {len(shared)}")
+    for what, items, hint in (("partial checkpoints", found.checkpoints, " (prune --partial)"),
+                              ("leftovers of killed processes", found.leftovers, " (prune --leftovers)"),
+                              ("other files in runs/ and partial/ (not the store's, never touched)", found.foreign,
+                               "")):
+        say(f"{what}: {len(items)}, {size(sum(i.bytes for i in items))}{hint if items else ''}")
+    now = datetime.now(timezone.utc)
+    dates = sorted((age, d) for e in complete
+                   if (d := e.field("created")) and math.isfinite(age := admin.age_days(d, now)))
+    if dates:
+        say(f"created: oldest {dates[-1][1]}, newest {dates[0][1]}")
+    if complete:
+        say("\n" + tabulate(_summary(complete), headers=["dataset", "model", "entries", "bytes"]))
+    if runs and found.entries:
+        rows = [(e.digest, e.field("label") or "-", e.field("created") or "-", e.bytes, _state(e),
+                 ",".join(sorted(e.manifest.recorders)) if e.manifest else "-") for e in found.entries]
+        say("\n" + tabulate(rows, headers=["hash", "label", "created", "bytes", "state", "recorders"]))
+    return 0
+
+
+def _summary(entries: list[Entry]) -> list[tuple[str, str, int, int]]:
+    groups: dict[tuple[str, str], list[Entry]] = {}
+    for e in entries:
+        groups.setdefault((e.field("dataset") or "?", e.field("model") or "?"), []).append(e)
+    return [(d, m, len(es), sum(e.bytes for e in es)) for (d, m), es in sorted(groups.items())]
+
+
+def _state(e: Entry) -> str:
+    return e.reach if e.status == "complete" and e.reach != "current" else e.status
+
+
+# --- prune ----------------------------------------------------------------------------------------
+
+ENTRY_FLAGS = ("older_than", "dataset", "model", "label_contains", "unreachable", "damaged", "all")
+
+
+def selection_of(opts: dict) -> tuple[Selection, bool, bool]:
+    """(entry criteria, --partial, --leftovers), refusing no selection and combinations that mean nothing."""
+    given = [k for k in (*ENTRY_FLAGS, "partial", "leftovers") if k in opts]
+    if not given:
+        raise HarnessError("store prune needs a selection (--unreachable, --damaged, --partial, --leftovers, "
+                           "--older-than DAYS, --dataset NAME, --model NAME, --label-contains TEXT, or --all); "
+                           "it never removes everything by default")
+    flags = ", ".join("--" + k.replace("_", "-") for k in given)
+    if "leftovers" in opts and len(given) > 1:
+        raise HarnessError(f"--leftovers takes no other criterion (given: {flags}); run it on its own")
+    if "partial" in opts and set(given) - {"partial", "older_than"}:
+        raise HarnessError(f"--partial selects checkpoints, which have no manifest: only --older-than combines with "
+                           f"it (given: {flags})")
+    if "all" in opts and len(given) > 1:
+        raise HarnessError(f"--all selects every entry and takes no other criterion (given: {flags})")
+    days = _days(opts["older_than"]) if "older_than" in opts else None
+    label = opts.get("label_contains")
+    if label is not None and not label:
+        raise HarnessError("--label-contains is empty; pass some text of the labels to select")
+    selection = Selection(days, opts.get("dataset"), opts.get("model"), label, "unreachable" in opts,
+                          "damaged" in opts, "all" in opts)
+    return selection, "partial" in opts, "leftovers" in opts
+
+
+def _days(text: str) -> float:
+    try:
+        days = float(text)
+    except ValueError:
+        days = math.nan
+    if not math.isfinite(days) or days < 0:
+        raise HarnessError(f"--older-than takes a number of days, 0 or more (got {text!r}); e.g. --older-than 30")
+    return days
+
+
+def _check_names(found: Scan, sel: Selection) -> None:
+    for what, wanted in (("dataset", sel.dataset), ("model", sel.model)):
+        present = sorted({v for e in found.entries if (v := e.field(what))})
+        if wanted is not None and wanted not in present:
+            raise HarnessError(f"no entry of {what} {wanted!r} in the store; it holds: {', '.join(present) or 'none'}")
+
+
+def _check_writable(root: Path) -> None:
+    for sub in ("runs", "partial", "locks"):
+        folder = root / sub
+        if not folder.exists() and sub != "runs":
+            continue
+        try:
+            probe_writable(folder)
+        except OSError as e:
+            if e.errno != errno.ENOSPC:  # a full disk is when pruning is needed
+                raise HarnessError(f"run store folder {folder} is not writable ({e.strerror}); prune needs a store "
+                                   "you may write (a team's read-only store is pruned by its owner)") from e
+
+
+def prune(root: Path, opts: dict, say: Say) -> int:
+    sel, checkpoints, leftovers = selection_of(opts)
+    _need_store(root)
+    dry = "dry_run" in opts
+    if not dry:
+        _check_writable(root)
+        (root / "locks").mkdir(exist_ok=True)
+    found = _scan(root)
+    _check_names(found, sel)
+    now = datetime.now(timezone.utc)
+    if leftovers:
+        targets = [(i.name, i.bytes, None) for i in found.leftovers]
+    elif checkpoints:
+        days = sel.older_than_days
+        targets = [(i.name, i.bytes, (lambda i=i: remove_checkpoint(root, i, days))) for i in found.checkpoints
+                   if days is None or admin.idle_days(i.path) > days]
+    else:
+        targets = [(f"runs/{e.digest}  {e.field('label') or '?'}", e.bytes,
+                    (lambda e=e: remove_entry(root, e.digest, sel, now))) for e in found.entries if sel.matches(e, now)]
+    if dry or leftovers:
+        return _prune_listed(root, targets, dry, leftovers, say)
+    tally = {"freed": 0, "done": 0, "skipped": 0, "failed": 0}
+    try:
+        for name, _, remove in targets:
+            with interrupts_held():  # Ctrl-C lands between removals: each is whole, and counted
+                _remove_one(name, remove, tally, say)
+    except KeyboardInterrupt:
+        return stopped(f"interrupted; {tally['done']} removed ({size(tally['freed'])} freed), the rest is kept "
+                       "whole, rerun to resume")
+    skipped = f"; {tally['skipped']} skipped" if tally["skipped"] else ""
+    say(f"removed {tally['done']} of {len(targets)} selected, freed {size(tally['freed'])}{skipped}")
+    return 1 if tally["failed"] else 0
+
+
+def _remove_one(name: str, remove: Callable[[], tuple[int | None, str]], tally: dict[str, int], say: Say) -> None:
+    try:
+        got, why = remove()
+    except OSError as e:  # the file system refused (permissions): this one stays, whole, the others go on
+        got, why = None, f"cannot be removed ({e.strerror or e}{f' on {e.filename}' if e.filename else ''})"
+        tally["failed"] += 1
+    if got is not None:
+        tally["freed"] += got
+        tally["done"] += 1
+        say(f"removed {name}  {size(got)}")
+    elif why:  # none: another prune removed it first
+        tally["skipped"] += 1
+        tally["failed"] += why.startswith("set aside")
+        say(f"skipped {name}: {why}")
+
+
+def _prune_listed(root: Path, targets: list, dry: bool, leftovers: bool, say: Say) -> int:
+    if dry:
+        for name, nbytes, _ in targets:
+            back = leftovers and Path(name).name.startswith(".old-") and not (root / "runs" / name[10:30]).exists()
+            say(f"would {'put back (an entry a kill left mid-swap)' if back else 'remove'} {name}  {size(nbytes)}")
+        say(f"would remove {len(targets)}, freeing {size(sum(t[1] for t in targets))} (dry run: nothing removed)")
+        return 0
+    from harness.store import RunStore
+
+    sizes = {Path(name).name: nbytes for name, nbytes, _ in targets}
+    removed = RunStore(root, create=False).clean()  # the cleanup every run does: own leftovers, lock free
+    for name in removed:
+        say(f"removed {name}  {size(sizes.get(name, 0))}")
+    say(f"removed {len(removed)} of {len(targets)} leftovers, freed {size(sum(sizes.get(n, 0) for n in removed))}")
+    return 0
+
