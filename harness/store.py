@@ -31,6 +31,7 @@ import hashlib
 import io
 import os
 import re
+import stat
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,7 +57,7 @@ from harness.runspec import RunSpec
 from harness.store_place import check_place
 
 _DIGEST = "[0-9a-f]{20}"  # RunSpec.digest()
-_LEFTOVER = re.compile(rf"^\.(?:tmp|old)-({_DIGEST})-")
+LEFTOVER = re.compile(rf"^\.(?:tmp|old)-({_DIGEST})-")
 _CKPT_TEMP = re.compile(rf"^(?:\.({_DIGEST})\.pt\..+|({_DIGEST})\.tmp\d+)$")
 
 
@@ -71,10 +72,34 @@ def _named_files(manifest: Manifest) -> set[str]:
     return {f"{key}.{name}.npy" for key, rec in manifest.recorders.items() for name in rec.arrays}
 
 
-def _read_manifest(path: Path, digest: str) -> Manifest:
+def verify_entry(path: Path, digest: str) -> Manifest:
+    """The manifest of the entry folder `path` when the manifest and every array it names check
+    out against their checksums (`read_manifest`, `check_file`). ValueError says what is wrong;
+    OSError (a permission, say) is the caller's to report."""
+    if not path.is_dir():
+        raise ValueError("it is not a folder")
+    manifest = read_manifest(path, digest)
+    for fname, sha in sorted(manifest.checksums.items()):
+        check_file(path, fname, sha)
+    return manifest
+
+
+def _plain_or_missing(path: Path) -> None:
+    """ValueError for a FIFO, socket or device (or a link to one) where the store writes plain
+    files: reading a FIFO would wait forever for a writer."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise ValueError(f"{path.name} is missing") from None
+    if not stat.S_ISREG(mode):
+        raise ValueError(f"{path.name} is not a plain file")
+
+
+def read_manifest(path: Path, digest: str) -> Manifest:
     """The entry's manifest when its own checksum matches, it belongs to `digest`, and its array
     checksums are complete (exactly one per array it names). ValueError says what is wrong;
     OSError (a permission, say) is the caller's to report. The arrays are not hashed here."""
+    _plain_or_missing(path / "manifest.json")
     try:
         text = (path / "manifest.json").read_bytes()
     except FileNotFoundError:
@@ -89,7 +114,8 @@ def _read_manifest(path: Path, digest: str) -> Manifest:
     return manifest
 
 
-def _check_file(path: Path, fname: str, expected: str) -> None:
+def check_file(path: Path, fname: str, expected: str) -> None:
+    _plain_or_missing(path / fname)
     try:
         digest = file_sha256(path / fname)
     except FileNotFoundError:
@@ -100,6 +126,7 @@ def _check_file(path: Path, fname: str, expected: str) -> None:
 
 def _checked_bytes(path: Path, fname: str, expected: str) -> bytes:
     """The file's bytes, checked against its checksum: what is loaded is what was verified."""
+    _plain_or_missing(path / fname)
     try:
         data = (path / fname).read_bytes()
     except FileNotFoundError:
@@ -138,7 +165,7 @@ class StoredRun:
             raise self._damaged(first) from first
         with self.lock:
             try:
-                self.manifest = _read_manifest(self.path, self.spec.digest())
+                self.manifest = read_manifest(self.path, self.spec.digest())
                 return self._load(recorder_key)
             except PermissionError as e:
                 raise _unreadable(self.path, e) from e
@@ -234,11 +261,7 @@ class RunStore:
         except PermissionError as e:
             raise _unreadable(path, e) from e
         try:
-            if not path.is_dir():
-                raise ValueError("it is not a folder")
-            manifest = _read_manifest(path, spec.digest())
-            for fname, digest in sorted(manifest.checksums.items()):
-                _check_file(path, fname, digest)
+            manifest = verify_entry(path, spec.digest())
         except PermissionError as e:
             raise _unreadable(path, e) from e
         except (OSError, ValueError, KeyError, TypeError) as e:
@@ -257,7 +280,7 @@ class RunStore:
                 manifest.checksums = _write_arrays(tmp, arrays)
                 (tmp / "manifest.json").write_text(manifest.to_json())
                 try:
-                    _read_manifest(tmp, spec.digest())  # as every reader will check it
+                    read_manifest(tmp, spec.digest())  # as every reader will check it
                 except ValueError as e:
                     raise StorageError(f"run store entry {final} did not read back as written ({e}); "
                                        "the runs already stored are kept") from e
@@ -295,7 +318,7 @@ class RunStore:
         An entry swapped aside by a writer killed mid-swap is put back instead.
         Returns the names removed."""
         removed: list[str] = []
-        for digest, path in _leftovers(self.root) if self._unwritable is None else []:  # read-only: nothing
+        for digest, path in store_leftovers(self.root) if self._unwritable is None else []:  # read-only: nothing
             try:
                 with self.lock(digest).acquire(timeout=0):
                     final = self.root / "runs" / digest
@@ -346,11 +369,11 @@ def _write_arrays(folder: Path, arrays: dict[str, dict[str, np.ndarray]]) -> dic
     return checksums
 
 
-def _leftovers(root: Path) -> list[tuple[str, Path]]:
+def store_leftovers(root: Path) -> list[tuple[str, Path]]:
     """(entry digest, path) of what kills may have left in the store at `root`, by name and
     contents (not yet by lock): entry folders set aside mid-swap (first) and temp entry folders,
     temp checkpoints, checkpoints of runs already complete."""
-    found = leftovers(root / "runs", _LEFTOVER, lambda m, p: _own_entry_folder(p))
+    found = leftovers(root / "runs", LEFTOVER, lambda m, p: own_entry_folder(p))
     candidates = [(m.group(1), p) for m, p in sorted(found, key=lambda mp: not mp[1].name.startswith(".old-"))]
     for p in (root / "partial").iterdir():
         if not _plain_file(p):
@@ -367,7 +390,7 @@ def _plain_file(path: Path) -> bool:
     return path.is_file() and not path.is_symlink()
 
 
-def _own_entry_folder(path: Path) -> bool:
+def own_entry_folder(path: Path) -> bool:
     """A folder only the store could have left: a real folder of entry files (arrays, manifest)."""
     try:
         return all(_plain_file(p) and (p.name == "manifest.json" or p.name.endswith(".npy"))

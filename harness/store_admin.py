@@ -3,7 +3,7 @@
 The store only grows: runs a version bump made unreachable and checkpoints of runs never resumed
 stay forever, and deleting folders by hand is how users lose runs. `scan` reads a store without
 locking, creating or cleaning anything (a read-only store is fine); `prune` removes only what is
-the store's own (`harness.store._own_entry_folder`: a digest-named real folder of entry files;
+the store's own (`harness.store.own_entry_folder`: a digest-named real folder of entry files;
 `partial/<digest>.pt` checkpoints), each under its entry's lock taken without waiting (an entry in
 use is skipped), re-checked under that lock (a writer may have replaced it since the scan), and
 renamed aside (`.tmp-<digest>-prune...`, which the store never reads as an entry and
@@ -36,7 +36,7 @@ from harness.io import failure_reason, rmtree
 from harness.manifest import Manifest
 from harness.recipe import Recipe
 from harness.runspec import Corruption, DataSpec, RunSpec, TrainSubset
-from harness.store import _LEFTOVER, _check_file, _leftovers, _own_entry_folder, _read_manifest
+from harness.store import LEFTOVER, own_entry_folder, store_leftovers, verify_entry
 
 DIGEST = re.compile(r"[0-9a-f]{20}")
 CHECKPOINT = re.compile(r"([0-9a-f]{20})\.pt")
@@ -54,7 +54,7 @@ class Entry:
     reason: str = ""
     manifest: Manifest | None = None  # verified when complete; parsed as far as it reads when damaged
     reach: str = ""  # complete entries: current | unreachable | unknown (`reachability`)
-    own: bool = True  # only entry files inside (`_own_entry_folder`): the only kind prune removes
+    own: bool = True  # only entry files inside (`own_entry_folder`): the only kind prune removes
 
     def field(self, name: str) -> str | None:
         """`dataset`, `model`, `label` or `created` from the manifest; None when it does not read."""
@@ -84,7 +84,7 @@ class Scan:
     root: Path
     entries: list[Entry]
     checkpoints: list[Item]  # partial/<digest>.pt of runs not stored complete
-    leftovers: list[Item]  # what kills left (`harness.store._leftovers`)
+    leftovers: list[Item]  # what kills left (`harness.store.store_leftovers`)
     foreign: list[Item]  # anything else in runs/ or partial/: never touched
 
 
@@ -118,12 +118,12 @@ def scan(root: Path) -> Scan:
         path = runs / name
         if DIGEST.fullmatch(name):
             entries.append(read_entry(path))
-        elif not _LEFTOVER.match(name):
+        elif not LEFTOVER.match(name):
             foreign.append(Item(f"runs/{name}", path, tree_bytes(path)))
-    left = _leftovers(root) if partial.is_dir() else []
+    left = store_leftovers(root) if partial.is_dir() else []
     leftover_paths = {p for _, p in left}
     for name in sorted(os.listdir(runs)):  # leftover names whose contents are not the store's own
-        if _LEFTOVER.match(name) and runs / name not in leftover_paths:
+        if LEFTOVER.match(name) and runs / name not in leftover_paths:
             foreign.append(Item(f"runs/{name}", runs / name, tree_bytes(runs / name)))
     checkpoints = []
     for name in sorted(os.listdir(partial)) if partial.is_dir() else []:
@@ -152,13 +152,11 @@ def read_entry(path: Path) -> Entry:
     digest, size = path.name, tree_bytes(path)
     if path.is_symlink() or not path.is_dir():
         return Entry(digest, path, size, "foreign", "not a real folder", own=False)
-    own = _own_entry_folder(path)
+    own = own_entry_folder(path)
     if _special_inside(path):  # reading a FIFO (or a link to one) named as an array would hang
         return Entry(digest, path, size, "foreign", "holds links or special files", own=False)
     try:
-        manifest = _read_manifest(path, digest)
-        for fname, sha in sorted(manifest.checksums.items()):
-            _check_file(path, fname, sha)
+        manifest = verify_entry(path, digest)
     except PermissionError as e:
         return Entry(digest, path, size, "unreadable", failure_reason(e), own=own)
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
@@ -298,7 +296,7 @@ def remove_entry(root: Path, digest: str, selection: Selection, now: datetime) -
             return None, why
         aside = root / "runs" / f".tmp-{digest}-prune{os.getpid()}-{uuid.uuid4().hex[:8]}"
         os.rename(path, aside)  # atomic: the entry is complete at its name or not there at all
-        if not _own_entry_folder(aside):  # a file put in since it was read: the entry goes back whole
+        if not own_entry_folder(aside):  # a file put in since it was read: the entry goes back whole
             os.rename(aside, path)
             return None, "holds files that are not the store's own"
         rmtree(aside)

@@ -520,3 +520,18 @@ def test_no_code_path_unpickles() -> None:
             elif func.endswith("read_pickle"):
                 bad.append(where)
     assert loads >= 4 and bad == []
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("name", ["manifest.json", "train_loss.loss.npy"])
+def test_a_fifo_in_an_entry_reads_as_damaged_instead_of_hanging(tmp_path, base_spec, name) -> None:
+    """Reading a FIFO waits for a writer that never comes: the entry (and so the experiment) hung."""
+    store = RunStore(tmp_path / "store")
+    stored = _put(store, base_spec)
+    (stored.path / name).unlink()
+    os.mkfifo(stored.path / name)
+    _untrusted(store, base_spec, match="not a plain file")
+    link = stored.path / "train_prob.el2n.npy"  # a link to a FIFO is no better
+    link.unlink()
+    link.symlink_to(stored.path / name)
+    _untrusted(store, base_spec, match="not a plain file")
