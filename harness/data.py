@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from harness.datasets import (
     DATASETS,
+    ENTRY_POINT_GROUP,
     Dataset,
     DatasetLoader,
     LoadRequest,
@@ -24,6 +25,7 @@ from harness.datasets.base import _check_subset, _make, _test_count  # noqa: F40
 
 __all__ = [
     "DATASETS",
+    "ENTRY_POINT_GROUP",
     "Dataset",
     "DatasetLoader",
     "LoadRequest",

@@ -375,3 +375,18 @@ def test_an_executor_plugin_registers_through_an_entry_point(make_config, monkey
         make_config(executor="dasklike", workers=2).validate()
     with pytest.raises(HarnessError, match="unknown executor 'nope'.*dasklike"):
         make_config(executor="nope").validate()
+
+
+def test_workers_get_the_package_folder_on_pythonpath_only_outside_site_packages(monkeypatch) -> None:
+    """A wheel install's site-packages on PYTHONPATH went before the standard library in workers:
+    an old backport there (`pathlib` 1.0.1) replaced the real module, and every worker died."""
+    import os
+    import site
+
+    from harness.executors.local import worker_pythonpath
+
+    monkeypatch.setenv("PYTHONPATH", "/x/users")
+    assert worker_pythonpath("/src/checkout").split(os.pathsep) == ["/src/checkout", "/x/users"]
+    assert worker_pythonpath(site.getsitepackages()[0]).split(os.pathsep) == ["/x/users"]
+    monkeypatch.delenv("PYTHONPATH")
+    assert worker_pythonpath(site.getsitepackages()[0]) == ""

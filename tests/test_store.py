@@ -163,7 +163,8 @@ def test_failed_put_leaves_no_entry(tmp_path, base_spec, monkeypatch) -> None:
         calls.append(path)
         if len(calls) == 2:
             raise OSError(28, "No space left on device")
-        np.lib.format.write_array(open(path, "wb"), np.asanyarray(arr))
+        with open(path, "wb") as f:
+            np.lib.format.write_array(f, np.asanyarray(arr))
 
     monkeypatch.setattr(np, "save", failing_save)
     with pytest.raises(StorageError, match="No space left"):

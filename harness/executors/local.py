@@ -65,6 +65,20 @@ START_FAILURES = 2
 _PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
 
 
+def worker_pythonpath(package_root: str) -> str:
+    """The workers' PYTHONPATH: the folder holding `harness` first, so a source checkout run
+    without installing works, unless that folder is site-packages (a wheel install), which the
+    worker's Python reads anyway. On PYTHONPATH it would go before the standard library, and an old
+    backport installed there (`pathlib` 1.0.1, `enum34`) would replace the real module in workers."""
+    import site
+    import sysconfig
+
+    sites = {os.path.realpath(p) for p in (*site.getsitepackages(), site.getusersitepackages(),
+                                           sysconfig.get_path("purelib"), sysconfig.get_path("platlib"))}
+    own = [] if os.path.realpath(package_root) in sites else [package_root]
+    return os.pathsep.join(p for p in (*own, os.environ.get("PYTHONPATH")) if p)
+
+
 @dataclass(eq=False)
 class _Worker:
     proc: subprocess.Popen
@@ -122,8 +136,7 @@ class LocalExecutor(Executor):
         from harness.jobs import thread_environment
 
         ours, theirs = socket.socketpair()
-        path = os.pathsep.join(p for p in (_PACKAGE_ROOT, os.environ.get("PYTHONPATH")) if p)
-        env = {**os.environ, **thread_environment(self.threads), "PYTHONPATH": path}
+        env = {**os.environ, **thread_environment(self.threads), "PYTHONPATH": worker_pythonpath(_PACKAGE_ROOT)}
         try:
             proc = subprocess.Popen(
                 [sys.executable, "-m", "harness.executors.worker", str(theirs.fileno()), str(os.getpid())],
