@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import platform
 import sys
 import warnings
 from dataclasses import replace
@@ -143,9 +144,25 @@ def add_flag(group: argparse.ArgumentParser, option: Option) -> None:
                        **kwargs)
 
 
+def version_line() -> str:
+    """`memprox 0.1.0 (torch 2.14.1, Python 3.11.7)`, from the installed metadata: the versions a
+    bug report needs (stored manifests record the same in `versions`)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    def installed(name: str) -> str:
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            return "not installed"
+
+    return f"memprox {installed('memprox')} (torch {installed('torch')}, Python {platform.python_version()})"
+
+
 def build_parser() -> argparse.ArgumentParser:
     # no abbreviations: `--seed 5` would silently mean `--seeds 5`, i.e. five seeds
     p = _Parser(prog="python -m harness", description="memprox: benchmark memorization proxies", allow_abbrev=False)
+    p.add_argument("--version", action="version", version=version_line(),
+                   help="print memprox's, torch's and Python's versions (what a bug report needs) and exit")
     sub = p.add_subparsers(dest="command", required=True)
     r = sub.add_parser("run", help="train the shared runs, score proxies, write a leaderboard", allow_abbrev=False)
     for option in keyword_options().values():  # every option of the table with a help text has a flag
