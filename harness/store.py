@@ -181,8 +181,8 @@ class StoredRun:
         return out
 
     def _damaged(self, e: BaseException) -> StorageError:
-        return StorageError(f"run store entry {self.path} was damaged while in use ({failure_reason(e)}); "
-                            "rerun to recompute it")
+        return StorageError(f"run store entry {self.path} was removed or damaged while in use ({failure_reason(e)}; "
+                            "a `memprox store prune` meanwhile?); rerun to recompute it")
 
 
 class RunStore:
@@ -375,7 +375,8 @@ def store_leftovers(root: Path) -> list[tuple[str, Path]]:
     temp checkpoints, checkpoints of runs already complete."""
     found = leftovers(root / "runs", LEFTOVER, lambda m, p: own_entry_folder(p))
     candidates = [(m.group(1), p) for m, p in sorted(found, key=lambda mp: not mp[1].name.startswith(".old-"))]
-    for p in (root / "partial").iterdir():
+    partial = root / "partial"  # a link to elsewhere (a home folder) is not the store's: never cleaned
+    for p in [] if partial.is_symlink() else partial.iterdir():
         if not _plain_file(p):
             continue
         m = _CKPT_TEMP.match(p.name)

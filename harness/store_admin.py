@@ -3,12 +3,14 @@
 The store only grows: runs a version bump made unreachable and checkpoints of runs never resumed
 stay forever, and deleting folders by hand is how users lose runs. `scan` reads a store without
 locking, creating or cleaning anything (a read-only store is fine); `prune` removes only what is
-the store's own (`harness.store.own_entry_folder`: a digest-named real folder of entry files;
-`partial/<digest>.pt` checkpoints), each under its entry's lock taken without waiting (an entry in
-use is skipped), re-checked under that lock (a writer may have replaced it since the scan), and
-renamed aside (`.tmp-<digest>-prune...`, which the store never reads as an entry and
-`RunStore.clean` removes) before it is deleted, so a kill never leaves half an entry that reads
-as complete. Symlinks are never followed; runs/, partial/ and locks/ and lock files stay.
+the store's own (`own_files`: a digest-named real folder holding its manifest.json and only the
+arrays that manifest names; `partial/<digest>.pt` checkpoints), each under its entry's lock taken
+without waiting (an entry in use is skipped), re-checked under that lock (a writer may have
+replaced it since the scan), and renamed aside (`.tmp-<digest>-prune...`, which the store never
+reads as an entry and `RunStore.clean` removes) before exactly the files checked are deleted (a
+file put in meanwhile stays), so a kill never leaves half an entry that reads as complete.
+Symlinks are never followed, not even a partial/ that is one (`Scan.linked`); runs/, partial/ and
+locks/ and lock files stay.
 
 "Unreachable" is exact: an entry is unreachable only when its manifest's spec rebuilds into
 today's `RunSpec` with every stored field as stored (`rebuild_spec`) and that spec's digest is not
@@ -21,6 +23,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import stat
 import time
 import uuid
 import zipfile
@@ -32,11 +35,11 @@ from typing import Any
 
 from filelock import FileLock, Timeout
 
-from harness.io import failure_reason, rmtree
+from harness.io import failure_reason
 from harness.manifest import Manifest
 from harness.recipe import Recipe
 from harness.runspec import Corruption, DataSpec, RunSpec, TrainSubset
-from harness.store import LEFTOVER, own_entry_folder, store_leftovers, verify_entry
+from harness.store import LEFTOVER, store_leftovers, verify_entry
 
 DIGEST = re.compile(r"[0-9a-f]{20}")
 CHECKPOINT = re.compile(r"([0-9a-f]{20})\.pt")
@@ -54,7 +57,8 @@ class Entry:
     reason: str = ""
     manifest: Manifest | None = None  # verified when complete; parsed as far as it reads when damaged
     reach: str = ""  # complete entries: current | unreachable | unknown (`reachability`)
-    own: bool = True  # only entry files inside (`own_entry_folder`): the only kind prune removes
+    own: bool = True  # only its manifest and arrays inside (`own_files`): the only kind prune removes
+    files: tuple[str, ...] = ()  # when own: the names of those files, all prune ever deletes of it
 
     def field(self, name: str) -> str | None:
         """`dataset`, `model`, `label` or `created` from the manifest; None when it does not read."""
@@ -86,25 +90,31 @@ class Scan:
     checkpoints: list[Item]  # partial/<digest>.pt of runs not stored complete
     leftovers: list[Item]  # what kills left (`harness.store.store_leftovers`)
     foreign: list[Item]  # anything else in runs/ or partial/: never touched
+    linked: list[str]  # store folders that are symlinks (partial/): never walked into
 
 
 def is_store(root: Path) -> bool:
     return (root / "runs").is_dir() and not (root / "runs").is_symlink()
 
 
-def tree_bytes(path: Path) -> int:
-    """Sum of the sizes (lstat: a symlink counts as itself, never its target) of the files under `path`."""
+def tree_bytes(path: Path, freeable: bool = False) -> int:
+    """Sum of the sizes (lstat: a symlink counts as itself, never its target) of the files under `path`;
+    `freeable`: only of files with no other hard link (one linked elsewhere, as by a `cp -al` backup,
+    frees nothing when removed here)."""
+    def counted(st: os.stat_result) -> int:
+        return st.st_size if not freeable or st.st_nlink == 1 else 0
+
     try:
         top = os.lstat(path)
     except OSError:
         return 0
     if not os.path.isdir(path) or os.path.islink(path):
-        return top.st_size
+        return counted(top)
     total = 0
     for folder, dirs, files in os.walk(path, followlinks=False):
         for name in files + [d for d in dirs if os.path.islink(os.path.join(folder, d))]:
             try:
-                total += os.lstat(os.path.join(folder, name)).st_size
+                total += counted(os.lstat(os.path.join(folder, name)))
             except OSError:
                 pass
     return total
@@ -120,13 +130,15 @@ def scan(root: Path) -> Scan:
             entries.append(read_entry(path))
         elif not LEFTOVER.match(name):
             foreign.append(Item(f"runs/{name}", path, tree_bytes(path)))
-    left = store_leftovers(root) if partial.is_dir() else []
+    linked = ["partial"] if partial.is_symlink() else []
+    left = [(d, p) for d, p in (store_leftovers(root) if partial.is_dir() else [])
+            if not (linked and p.parent == partial)]  # a link to elsewhere (a home folder) is not the store's
     leftover_paths = {p for _, p in left}
     for name in sorted(os.listdir(runs)):  # leftover names whose contents are not the store's own
         if LEFTOVER.match(name) and runs / name not in leftover_paths:
             foreign.append(Item(f"runs/{name}", runs / name, tree_bytes(runs / name)))
     checkpoints = []
-    for name in sorted(os.listdir(partial)) if partial.is_dir() else []:
+    for name in sorted(os.listdir(partial)) if partial.is_dir() and not linked else []:
         path = partial / name
         if path in leftover_paths:
             continue
@@ -136,7 +148,7 @@ def scan(root: Path) -> Scan:
         else:
             foreign.append(Item(f"partial/{name}", path, tree_bytes(path)))
     leftovers = [Item(str(p.relative_to(root)), p, tree_bytes(p), d) for d, p in left]
-    return Scan(root, entries, checkpoints, leftovers, foreign)
+    return Scan(root, entries, checkpoints, leftovers, foreign, linked)
 
 
 def own_checkpoint(path: Path) -> bool:
@@ -152,16 +164,47 @@ def read_entry(path: Path) -> Entry:
     digest, size = path.name, tree_bytes(path)
     if path.is_symlink() or not path.is_dir():
         return Entry(digest, path, size, "foreign", "not a real folder", own=False)
-    own = own_entry_folder(path)
     if _special_inside(path):  # reading a FIFO (or a link to one) named as an array would hang
         return Entry(digest, path, size, "foreign", "holds links or special files", own=False)
     try:
         manifest = verify_entry(path, digest)
     except PermissionError as e:
-        return Entry(digest, path, size, "unreadable", failure_reason(e), own=own)
+        return Entry(digest, path, size, "unreadable", failure_reason(e), own=False)
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
-        return Entry(digest, path, size, "damaged", failure_reason(e), _lenient_manifest(path), own=own)
-    return Entry(digest, path, size, "complete", "", manifest, reachability(manifest.spec, digest), own)
+        lenient = _lenient_manifest(path)
+        files = own_files(path, lenient)
+        return Entry(digest, path, size, "damaged", failure_reason(e), lenient, own=files is not None,
+                     files=files or ())
+    files = own_files(path, manifest)
+    return Entry(digest, path, size, "complete", "", manifest, reachability(manifest.spec, digest),
+                 own=files is not None, files=files or ())
+
+
+def own_files(path: Path, manifest: Manifest | None) -> tuple[str, ...] | None:
+    """The names of the files in the entry folder `path` when each is one the store writes there:
+    plain files, a manifest.json (the store never leaves an entry without one) and only the arrays
+    that manifest names (when it does not parse: only `.npy` files). None when anything else is there
+    (a user's file, even a `.npy`, a folder, a link) or it cannot be listed: never removed."""
+    try:
+        found = list(os.scandir(path))
+    except OSError:
+        return None
+    names = {e.name for e in found}
+    if "manifest.json" not in names or not all(e.is_file(follow_symlinks=False) for e in found):
+        return None
+    arrays = names - {"manifest.json"}
+    named = _array_files(manifest)
+    ok = arrays <= named if named is not None else all(n.endswith(".npy") for n in arrays)
+    return tuple(sorted(names)) if ok else None
+
+
+def _array_files(manifest: Manifest | None) -> set[str] | None:
+    """The array files a manifest names (recorders and checksums); None when it names none readably."""
+    try:
+        named = {f"{key}.{name}.npy" for key, rec in manifest.recorders.items() for name in rec.arrays}
+        return named | {str(k) for k in manifest.checksums}
+    except (AttributeError, TypeError):  # no manifest, or one parsed leniently with odd fields
+        return None
 
 
 def _special_inside(path: Path) -> bool:
@@ -296,15 +339,34 @@ def remove_entry(root: Path, digest: str, selection: Selection, now: datetime) -
             return None, why
         aside = root / "runs" / f".tmp-{digest}-prune{os.getpid()}-{uuid.uuid4().hex[:8]}"
         os.rename(path, aside)  # atomic: the entry is complete at its name or not there at all
-        if not own_entry_folder(aside):  # a file put in since it was read: the entry goes back whole
+        # back whole when a file was put in since the check, or a link swapped in (deleting reaches through it)
+        if not stat.S_ISDIR(os.lstat(aside).st_mode) or own_files(aside, entry.manifest) != entry.files:
             os.rename(aside, path)
             return None, "holds files that are not the store's own"
-        rmtree(aside)
-        if os.path.lexists(aside):
-            return None, f"set aside as runs/{aside.name} but not all of it could be removed; remove that by hand"
-        return entry.bytes, ""
+        try:
+            return delete_files(aside, entry.files), ""
+        except OSError as e:
+            return None, (f"set aside as runs/{aside.name} but not all of it could be removed "
+                          f"({failure_reason(e)}); remove that by hand")
     finally:
         lock.release()
+
+
+def delete_files(folder: Path, names: tuple[str, ...]) -> int:
+    """Delete exactly the files `names` (those checked as the store's own) and then the empty folder,
+    never anything else: a file put in after the check makes the last step fail, and stays. Returns
+    the bytes freed (a file with another hard link frees nothing)."""
+    freed = 0
+    for name in names:
+        st = os.lstat(folder / name)
+        try:
+            os.unlink(folder / name)
+        except PermissionError:  # a folder made read-only: the entry's own, so made writable to delete it
+            os.chmod(folder, stat.S_IRWXU)
+            os.unlink(folder / name)
+        freed += st.st_size if st.st_nlink == 1 else 0
+    os.rmdir(folder)
+    return freed
 
 
 def remove_checkpoint(root: Path, item: Item, older_than_days: float | None = None) -> tuple[int | None, str]:
@@ -320,7 +382,7 @@ def remove_checkpoint(root: Path, item: Item, older_than_days: float | None = No
             return None, ""
         if older_than_days is not None and idle_days(item.path) <= older_than_days:
             return None, "written again since the scan"
-        size = tree_bytes(item.path)
+        size = tree_bytes(item.path, freeable=True)
         item.path.unlink()
         return size, ""
     finally:

@@ -13,9 +13,12 @@ from __future__ import annotations
 import argparse
 import errno
 import math
+import os
 from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
+
+from filelock import FileLock, Timeout
 
 import harness.store_admin as admin
 from harness.console import stopped
@@ -123,7 +126,9 @@ def info(root: Path, runs: bool, say: Say) -> int:
         some = [e for e in found.entries if e.status == status]
         if some:
             say(f"{status} entries: {len(some)}, {size(sum(e.bytes for e in some))}: {words}")
-    shared = [e for e in found.entries if not e.own and e.status != "foreign"]
+    for sub in found.linked:
+        say(f"{sub}/ is a link to {(root / sub).resolve()}: not walked into, nothing in it is counted or pruned")
+    shared = [e for e in found.entries if not e.own and e.status in ("complete", "damaged")]
     if shared:
         say(f"entries holding files that are not the store's own (never pruned): {len(shared)}")
     for what, items, hint in (("partial checkpoints", found.checkpoints, " (prune --partial)"),
@@ -224,15 +229,18 @@ def prune(root: Path, opts: dict, say: Say) -> int:
         (root / "locks").mkdir(exist_ok=True)
     found = _scan(root)
     _check_names(found, sel)
+    if (checkpoints or leftovers) and found.linked:
+        raise HarnessError(f"run store folder {root / 'partial'} is a link (to {(root / 'partial').resolve()}); prune "
+                           "never walks into links: make partial/ a real folder, or remove checkpoints by hand")
     now = datetime.now(timezone.utc)
     if leftovers:
-        targets = [(i.name, i.bytes, None) for i in found.leftovers]
+        targets = [(i.name, admin.tree_bytes(i.path, freeable=True), i.digest) for i in found.leftovers]
     elif checkpoints:
         days = sel.older_than_days
-        targets = [(i.name, i.bytes, (lambda i=i: remove_checkpoint(root, i, days))) for i in found.checkpoints
-                   if days is None or admin.idle_days(i.path) > days]
+        targets = [(i.name, admin.tree_bytes(i.path, freeable=True), (lambda i=i: remove_checkpoint(root, i, days)))
+                   for i in found.checkpoints if days is None or admin.idle_days(i.path) > days]
     else:
-        targets = [(f"runs/{e.digest}  {e.field('label') or '?'}", e.bytes,
+        targets = [(f"runs/{e.digest}  {e.field('label') or '?'}", admin.tree_bytes(e.path, freeable=True),
                     (lambda e=e: remove_entry(root, e.digest, sel, now))) for e in found.entries if sel.matches(e, now)]
     if dry or leftovers:
         return _prune_listed(root, targets, dry, leftovers, say)
@@ -266,18 +274,44 @@ def _remove_one(name: str, remove: Callable[[], tuple[int | None, str]], tally: 
 
 
 def _prune_listed(root: Path, targets: list, dry: bool, leftovers: bool, say: Say) -> int:
+    """--dry-run, or --leftovers (the cleanup every run does): an entry a kill left set aside mid-swap
+    is put back, not removed, and said so; neither is counted as freed."""
+    def back(name: str) -> bool:  # runs/.old-<digest>-PID, its entry not at its name
+        return leftovers and Path(name).name.startswith(".old-") and not (root / "runs" / name[10:30]).exists()
+
     if dry:
+        gone = [t for t in targets if not back(t[0])]
         for name, nbytes, _ in targets:
-            back = leftovers and Path(name).name.startswith(".old-") and not (root / "runs" / name[10:30]).exists()
-            say(f"would {'put back (an entry a kill left mid-swap)' if back else 'remove'} {name}  {size(nbytes)}")
-        say(f"would remove {len(targets)}, freeing {size(sum(t[1] for t in targets))} (dry run: nothing removed)")
+            what = "put back (an entry a kill left mid-swap)" if back(name) else "remove"
+            say(f"would {what} {name}  {size(nbytes)}")
+        say(f"would remove {len(gone)}, freeing {size(sum(t[1] for t in gone))} (dry run: nothing removed)")
         return 0
     from harness.store import RunStore
 
     sizes = {Path(name).name: nbytes for name, nbytes, _ in targets}
+    put_back = [name for name, _, _ in targets if back(name)]
     removed = RunStore(root, create=False).clean()  # the cleanup every run does: own leftovers, lock free
     for name in removed:
         say(f"removed {name}  {size(sizes.get(name, 0))}")
-    say(f"removed {len(removed)} of {len(targets)} leftovers, freed {size(sum(sizes.get(n, 0) for n in removed))}")
-    return 0
+    for name in put_back:
+        if not (root / name).exists():
+            say(f"put back runs/{name[10:30]} (an entry a kill left mid-swap)")
+    failed = 0
+    for name, _, digest in targets:
+        if os.path.lexists(root / name):  # clean() passed it over: in use, or it could not
+            busy = _in_use(root, digest)
+            failed += not busy
+            say(f"skipped {name}: " + ("in use by another process" if busy else "could not be removed (the file "
+                                       "system refused, or it holds files not the store's own now)"))
+    say(f"removed {len(removed)} of {len(targets) - len(put_back)} leftovers, freed "
+        f"{size(sum(sizes.get(n, 0) for n in removed))}")
+    return 1 if failed else 0
 
+
+def _in_use(root: Path, digest: str) -> bool:
+    """Whether another process holds the entry's lock (a live writer) right now."""
+    try:
+        with FileLock(root / "locks" / f"{digest}.lock").acquire(timeout=0):
+            return False
+    except Timeout:
+        return True

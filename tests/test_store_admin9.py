@@ -334,13 +334,14 @@ def test_two_prunes_at_once_remove_each_entry_once(store, tmp_path) -> None:
 
 
 def test_ctrl_c_mid_prune_leaves_what_was_removed_removed_and_the_rest_whole(store, capsys, monkeypatch) -> None:
-    real = admin.rmtree
+    real = admin.delete_files
 
-    def rmtree_then_ctrl_c(path: Path) -> None:
-        real(path)
+    def delete_then_ctrl_c(path: Path, names: tuple[str, ...]) -> int:
+        freed = real(path, names)
         os.kill(os.getpid(), signal.SIGINT)  # lands while the removal holds Ctrl-C
+        return freed
 
-    monkeypatch.setattr(admin, "rmtree", rmtree_then_ctrl_c)  # (an entry's removal: rename aside, then this)
+    monkeypatch.setattr(admin, "delete_files", delete_then_ctrl_c)  # (an entry's removal: rename aside, then this)
     code, _, err = _cli(capsys, "store", "prune", "--store", str(store), "--all")
     assert code == 130 and "interrupted; 1 removed" in err
     assert len(_entries(store)) == 2  # the others read as complete
