@@ -14,12 +14,14 @@ Each member reproduces what ``harness.training.train_run`` would do for its spec
   are shared, so one optimizer over the stacked tensors is the same update per member;
 - loss: each member's batch-mean cross entropy; the summed objective gives each member exactly
   the gradient of its own loss.
-Results agree with ``train_run`` up to float rounding (batched matmuls reduce in another order).
+Results agree with ``train_run`` up to float rounding (batched matmuls reduce in another order),
+and a member's numbers do not depend on its chunk (company, place, size; ``ROW_ALIGN``,
+``member_state``), so which other runs were pending never changes a stored run.
 
 Both engines share one per-epoch schedule (``harness.training``: batch order, augmentation,
 epoch loss and accuracy, non-finite check, held-out accuracy) and one storage: each member has a
-``RecorderBank`` whose ``eval_pass`` recorder takes that member's share of one batched eval pass
-(``eval_signals`` on the stacked logits, fed through ``on_eval_batch``), so the arrays are the
+``RecorderBank`` whose ``eval_pass`` recorder takes that member's eval pass, run alone through the
+stacked forward (``eval_signals`` on its logits, fed through ``on_eval_batch``), so the arrays are the
 recorder's and new signals reach both engines at once.
 
 Batch norm is supported: each member's running statistics are rows of the stacked buffers, which
@@ -60,11 +62,14 @@ from tqdm.auto import tqdm
 
 from harness.ensemble_checkpoint import ChunkCheckpoints, ChunkProgress, Stacked
 from harness.ensemble_stack import (
+    aligned_rows,
     cpu_chunk,
     draws_random,
     float32_batch_norm,
+    has_batch_norm,
     has_conv,
     largest_activation,
+    member_state,
     members_test_accuracy,
     normalized_inputs,
     plain_flops,
@@ -262,14 +267,15 @@ def _train_group(
         float32_batch_norm(skeleton)
     first = train_idx[0, : recipe.batch_size]  # FLOPs as train_run counts them: one plain member's batch
     flops_per_sample = plain_flops(models[0], data.inputs(first), data.y[first]) / len(first)
-    # the eval passes feed every member the same images: a batch whose stacked activations fit
-    eval_batch = stacked_batch(k, 4 * recipe.batch_size, largest_activation(models[0].eval(), data.inputs(first[:1])))
+    # the eval passes run one member at a time (`member_state`), so their batch is the chunk size's neither
+    eval_batch = stacked_batch(1, 4 * recipe.batch_size, largest_activation(models[0].eval(), data.inputs(first[:1])))
     del models
 
     def one(p, b, x):
         return functional_call(skeleton, (p, b), (x,))
 
     forward = vmap(one)  # (K, b, ...) inputs, one batch per member
+    pad = not has_batch_norm(skeleton)
     forward_shared = vmap(one, in_dims=(0, 0, None))  # the same inputs for every member
 
     optimizer = make_optimizer(recipe, list(params.values()))
@@ -301,7 +307,7 @@ def _train_group(
             if steps_here == 0:
                 synchronize(device)
             t_step = time.perf_counter()
-            loss, logits = _train_step(forward, stacked, xb, yb, recipe.precision)
+            loss, logits = _train_step(forward, stacked, xb, yb, recipe.precision, pad)
             if steps_here == 0:  # the warm-up: timed to the end of its kernels, billed at the others' rate
                 synchronize(device)
                 run.warm_seconds += time.perf_counter() - t_step
@@ -358,11 +364,14 @@ def _train_group(
     return outputs
 
 
-def _train_step(forward, stacked: Stacked, xb: torch.Tensor, yb: torch.Tensor, precision: str
+def _train_step(forward, stacked: Stacked, xb: torch.Tensor, yb: torch.Tensor, precision: str, pad: bool = False
                 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """One optimizer step of every member: per-sample losses (K, b) and logits (K, b, C)."""
+    """One optimizer step of every member: per-sample losses (K, b) and logits (K, b, C); `pad`
+    aligns the rows (ROW_ALIGN), which batch norm cannot take (zero rows would enter its statistics)."""
+    b = xb.shape[1]
+    xb = aligned_rows(xb) if pad else xb
     with autocast(xb.device, precision):
-        logits = forward(stacked.params, stacked.buffers, xb)  # (K, b, C)
+        logits = forward(stacked.params, stacked.buffers, xb)[:, :b]  # (K, b, C)
     # float32 as train_run's per_sample_loss; classes on dim 1: (K, C, b) runs the CPU kernel
     # ~5x faster than (K * b, C)
     loss = nn.functional.cross_entropy(logits.float().transpose(1, 2), yb, reduction="none")  # (K, b)
@@ -375,16 +384,15 @@ def _train_step(forward, stacked: Stacked, xb: torch.Tensor, yb: torch.Tensor, p
 @torch.no_grad()
 def _eval_pass(banks: Sequence[RecorderBank], epoch: int, forward_shared, params, buffers, data: PreparedData,
                batch: int) -> None:
-    """The eval pass after `epoch` for every member at once: `eval_signals` of the stacked logits
-    (K, b, ...), each member's share fed to its bank."""
+    """The eval pass after `epoch` of every member, each alone (`member_state`) through the stacked
+    forward as a chunk of one: `eval_signals` of its logits (1, b, ...) fed to its bank."""
     n, y = data.n, data.y
-    k = len(banks)
-    for bank in banks:
+    for j, bank in enumerate(banks):  # one member at a time: its values must not depend on its place in the chunk
+        p, b = member_state(params, buffers, j)
         bank.on_eval_start(epoch)
-    for start in range(0, n, batch):
-        idx = torch.arange(start, min(n, start + batch), device=data.x.device)
-        signals = eval_signals(forward_shared(params, buffers, data.inputs(idx)), y[idx].expand(k, -1))  # (K, b, ...)
-        for j, bank in enumerate(banks):
-            bank.on_eval_batch(epoch, idx, {name: values[j] for name, values in signals.items()})
+        for start in range(0, n, batch):
+            idx = torch.arange(start, min(n, start + batch), device=data.x.device)
+            signals = eval_signals(forward_shared(p, b, data.inputs(idx)), y[idx][None])  # (1, b, ...)
+            bank.on_eval_batch(epoch, idx, {name: values[0] for name, values in signals.items()})
 
 

@@ -118,6 +118,25 @@ def stack_members(models: list[nn.Module]) -> tuple[dict[str, torch.Tensor], dic
         out[name] = p.requires_grad_()
     return out, buffers
 
+#: Each member's rows of a training batch are padded to a multiple of this (`aligned_rows`).
+#: A member's share of a stacked (K, b, C) activation starts at j * b * C floats, and the CPU
+#: kernels round a share that starts off a 64-byte boundary differently: with b odd (batch size 63,
+#: or a last batch of 33) a member's numbers depended on its place in the chunk, i.e. on which other
+#: runs happened to be pending. Zero rows, dropped before the loss, keep every share aligned.
+ROW_ALIGN = 16
+
+
+def aligned_rows(xb: torch.Tensor) -> torch.Tensor:
+    """`xb` (K, b, ...) with zero rows appended up to a multiple of ROW_ALIGN rows per member."""
+    short = -xb.shape[1] % ROW_ALIGN
+    return torch.cat([xb, xb.new_zeros((xb.shape[0], short, *xb.shape[2:]))], 1) if short else xb
+
+
+def has_batch_norm(model: nn.Module) -> bool:
+    """Batch norm normalises with its batch's statistics, so padded rows would change a member's
+    training: such models train unpadded (their rows stay as the batch size makes them)."""
+    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+
 def float32_batch_norm(skeleton: nn.Module) -> None:
     """Batch norm layers of a bf16 ensemble on CUDA normalise a float32 copy of their input and
     hand back the input's dtype.
@@ -147,11 +166,27 @@ def plain_flops(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> int:
         nn.functional.cross_entropy(model(x), y).backward()
     return flops[0]
 
+def member_state(params: dict[str, torch.Tensor], buffers: dict[str, torch.Tensor], j: int
+                 ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """Member j's parameters and buffers as a stack of one, each in memory of its own. Evaluated as
+    rows of the stacked tensors, a member's logits depended on its place in the chunk (the CPU
+    kernels round a shared-input batched matmul differently per column block: up to 2e-6 in phi on
+    digits), so `--seeds 2` in one go and seed by seed gave different privacy scores; alone, every
+    member computes exactly what a chunk of one computes, wherever it sat."""
+    return ({name: v[j : j + 1].clone() for name, v in params.items()},
+            {name: v[j : j + 1].clone() for name, v in buffers.items()})
+
+
 @torch.no_grad()
 def members_test_accuracy(forward_shared, params, buffers, data: PreparedData, batch: int) -> list[float]:
+    """Held-out accuracy of each member, evaluated alone (`member_state`)."""
     x, y = data.test_inputs()
     k = next(iter(params.values())).shape[0]
     if len(y) == 0:
         return [float("nan")] * k
-    correct = count_correct(lambda xb: forward_shared(params, buffers, xb), x, y, batch)
-    return (correct.double() / len(y)).tolist()
+    accuracy = []
+    for j in range(k):
+        p, b = member_state(params, buffers, j)
+        correct = count_correct(lambda xb, p=p, b=b: forward_shared(p, b, xb), x, y, batch)
+        accuracy.append(float(correct.double().sum()) / len(y))
+    return accuracy

@@ -168,18 +168,21 @@ class Planner:
                 requests |= {RecorderRequest(r.name, tuple(map(tuple, r.params)))
                              for r in stored.manifest.recorders.values() if r.name}
             todo.append((spec, requests))
+        warn_other_threads(done, self.cfg.threads or 1, self.device)
         return done, todo
 
     def jobs(self, pending: Pending, device: torch.device, executor: Executor) -> list[Job]:
-        """Self-contained jobs for the pending runs. A spec that can be an ensemble member trains in
-        the ensemble engine, always (even alone), so how a spec is trained depends only on the spec
-        and the device type; members sharing data, model, recipe and recorders train together, in
-        chunks of `harness.ensemble.ensemble_chunks`."""
+        """Self-contained jobs for the pending runs. A spec that trains on part of the data (a fold,
+        a stability model) and can be an ensemble member trains in the ensemble engine, always (even
+        alone), so how a spec is trained depends only on the spec and the device type; members
+        sharing data, model, recipe and recorders train together, in chunks of
+        `harness.ensemble.ensemble_chunks`. A run on all the data always trains alone
+        (`trains_batched`)."""
         check_workers_know(pending, executor)
         groups: dict[tuple, list[RunSpec]] = defaultdict(list)
         singles: Pending = []
         for spec, requests in pending:
-            if can_ensemble(spec, requests, device, self.dataset.x_train):
+            if trains_batched(spec, requests, device, self.dataset.x_train):
                 groups[(spec.data, spec.model, spec.recipe, frozenset(requests))].append(spec)
             else:
                 singles.append((spec, requests))
@@ -207,6 +210,34 @@ class Planner:
             checkpoint_every_s=cfg.checkpoint_every_s, progress=placed.progress,
             num_cpus=placed.num_cpus, num_gpus=placed.num_gpus,
         )
+
+
+def trains_batched(spec: RunSpec, requests, device: torch.device, inputs: torch.Tensor) -> bool:
+    """Whether the planner gives `spec` to the ensemble engine: a run on part of the data that can be
+    a member (`can_ensemble`). A base run (all the data) is every proxy's, and the recorders it
+    carries are the union of the selected proxies' (final_loss alone: the eval pass only, batchable;
+    with csl: per-batch losses, not), so choosing its engine by its recorders made final_loss's
+    scores depend on which other proxies were selected (AUROC 5e-6, per-sample 4e-4 apart on digits,
+    40 epochs). Alone always, its numbers are the same whichever proxies share it."""
+    on_part = spec.train_on is not None and spec.train_on.kind != "all"
+    return on_part and can_ensemble(spec, requests, device, inputs)
+
+
+def warn_other_threads(done: dict[RunSpec, StoredRun], threads: int, device: torch.device) -> None:
+    """One line when runs read back from the store were trained on a CPU with another torch thread
+    count than this experiment's. The count is not in a run's address, yet it changes the run's
+    numbers (reductions split differently; after 40 digits epochs csl scores moved by up to 12 and
+    an AUROC by 1.5e-3), so such an experiment reports those threads' numbers, not a fresh run's."""
+    if device.type != "cpu":
+        return
+    other = sorted({r.manifest.threads for r in done.values()
+                    if r.manifest.device.startswith("cpu") and r.manifest.threads != threads})
+    if other:
+        count = sum(r.manifest.threads in other for r in done.values())
+        warnings.warn(f"{count} run(s) read from the store were trained with {'/'.join(map(str, other))} torch "
+                      f"thread(s), this experiment trains with {threads}: a CPU run's numbers depend on its thread "
+                      f"count, so these are not the numbers a fresh run here gives; pass --threads {other[0]} to "
+                      "match them, or another --store to retrain", stacklevel=3)
 
 
 def check_workers_know(pending: Pending, executor: Executor) -> None:

@@ -34,18 +34,21 @@ def test_a_job_pickles_and_runs_without_the_experiment(make_config, digits_noisy
 
 
 def test_the_engine_is_chosen_by_the_spec_not_by_its_company(make_config) -> None:
-    """A spec that can be an ensemble member trains as an ensemble even when it is the only one
-    pending, so its stored results do not depend on what else needed training."""
+    """A spec on part of the data (a fold) that can be an ensemble member trains as an ensemble even
+    when it is the only one pending, and a run on all the data always trains alone, so stored results
+    depend neither on what else needed training nor on which proxies were selected."""
     exp = Experiment(make_config(epochs=2, proxies="final_loss,confident_learning"))
     pending = exp.pending()[1]
     base = exp.plan.settings[0][2]
-    alone = exp.jobs([p for p in pending if p[0] == base])
-    together = exp.jobs(pending)
-    assert [j.engine for j in alone] == ["ensemble"] and alone[0].specs == (base,)
-    assert all(j.engine == "ensemble" for j in together)
+    fold = next(p[0] for p in pending if p[0] != base)
+    assert [j.engine for j in exp.jobs([p for p in pending if p[0] == base])] == ["single"]
+    fold_alone = exp.jobs([p for p in pending if p[0] == fold])
+    assert [j.engine for j in fold_alone] == ["ensemble"] and fold_alone[0].specs == (fold,)
+    assert sorted({j.engine for j in exp.jobs(pending)}) == ["ensemble", "single"]
     assert exp.plan.runs[base] == {EVAL_LAST}
     result = exp.run()
-    assert {exp.store.get(s).manifest.engine for s in exp.plan.runs} == {"ensemble"}
+    engines = {s: exp.store.get(s).manifest.engine for s in exp.plan.runs}
+    assert engines[base] == "single" and {e for s, e in engines.items() if s != base} == {"ensemble"}
     assert not result.failures
 
 
