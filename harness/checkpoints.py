@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from harness.io import atomic_write, failure_reason, umask
+from harness.io import atomic_write, failure_reason, umask, write_errno
 
 #: Bumped when the checkpoint layout changes; a checkpoint of another format restarts its run.
 CKPT_FORMAT = 2
@@ -57,13 +57,22 @@ def save_checkpoints(items: Iterable[tuple[Path, str, dict, list[str]]]) -> None
             tmp.unlink(missing_ok=True)
 
 
+def torch_save(obj: Any, path: Path) -> None:
+    """`torch.save` for other writers (the transformers integration's tracker state): a refused write is
+    an OSError naming `path` with the file system's errno, not torch's "unexpected pos" RuntimeError."""
+    _torch_save(obj, path)
+
+
 def _torch_save(blob: dict, path: Path) -> None:
     """torch.save, with a failed write as the OSError it is: torch's zip writer reports a full disk
     as a RuntimeError ("unexpected pos ..."), which callers that keep training on a failed
     checkpoint (and atomic_write's clean-up) would not take for a write error."""
     try:
         torch.save(blob, path)
-    except RuntimeError as e:
+    except RuntimeError as e:  # the file system's own errno when it has one (a full disk: ENOSPC), not torch's text
+        code = write_errno(path)
+        if code is not None:
+            raise OSError(code, os.strerror(code), str(path)) from e
         raise OSError(errno.EIO, f"writing {path} failed, the disk may be full ({e})", str(path)) from e
 
 

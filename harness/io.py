@@ -40,13 +40,55 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
         write(Path(tmp))
         os.replace(tmp, path)
     except OSError as e:  # a writer that lost the name (pandas on a full disk): the message names the file
-        if e.filename is not None:
+        if e.filename not in (None, tmp) and e.errno is not None:
             raise
-        raise OSError(e.errno, e.strerror or str(e), str(path)) from e
+        raise write_failure(e, path, Path(tmp)) from e
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
     return path
+
+
+#: The errors of a write that more room would have let through: a full disk, a quota, a file size limit.
+NO_ROOM = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
+
+def write_failure(e: OSError, path: str | Path, written: Path | None = None) -> OSError:
+    """`e` as an OSError naming `path`, with the errno the file system gave. A short write through
+    numpy or a file object's close loses it ("3000 requested and 2016 written", no errno), which hid
+    a full disk from the message and its fix: one more byte appended to `written` (the file the write
+    failed on, about to be removed) gets the file system's own answer."""
+    code = e.errno
+    if code is None and written is not None:
+        code = write_errno(written)
+    strerror = os.strerror(code) if code is not None and (e.errno is None or not e.strerror) else e.strerror
+    return OSError(code, strerror or str(e), str(path))
+
+
+def write_errno(path: Path) -> int | None:
+    """The errno (one of NO_ROOM: ENOSPC on a full disk, EFBIG past the file size limit) of appending
+    one byte to the existing file `path`; None when it went through or failed for another reason (the
+    byte is left: call it on a file about to be removed)."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | getattr(os, "O_NOFOLLOW", 0))
+    except OSError:
+        return None
+    try:
+        os.write(fd, b"\0")
+    except OSError as e:
+        return e.errno if e.errno in NO_ROOM else None
+    finally:
+        os.close(fd)
+    return None
+
+
+def room_fix(e: OSError, writable_fix: str) -> str:
+    """What to do about a refused write: make room when it was room that ran out, else `writable_fix`."""
+    if e.errno == errno.EFBIG:
+        return "raise the file size limit (ulimit -f)"
+    if e.errno in NO_ROOM:
+        return "free some space on its file system"
+    return writable_fix
 
 
 def atomic_write_text(path: str | Path, text: str) -> Path:

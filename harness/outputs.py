@@ -38,6 +38,7 @@ from harness.file_swap import (
     unstarted,
 )
 from harness.io import (
+    NO_ROOM,
     atomic_write,
     atomic_write_text,
     exclusive,
@@ -51,6 +52,7 @@ from harness.io import (
     pid_alive,
     probe_writable,
     rmtree,
+    room_fix,
 )
 from harness.leaderboard import markdown
 from harness.run_summary import summary
@@ -114,10 +116,9 @@ def _ours(out: Path) -> tuple[str | None, dict[str, str], list[str]]:
 
 @contextmanager
 def _out_lock(out: Path) -> Iterator[None]:
-    """Serialises work on `out` between processes: a lock file beside it (`out` may not exist yet)
-    and, when it is a folder, one inside it. A process that may not write beside it (a mount point
-    under a read-only parent) takes only the inner one: every swap into an existing `out` holds it.
-    The files are removed on release."""
+    """Serialises work on `out` between processes: a lock file beside it (`out` may not exist yet) and,
+    when it is a folder, one inside it (alone where beside it may not be written: a mount point under a
+    read-only parent; every swap into an existing `out` holds it). Removed on release."""
     with ExitStack() as stack:
         try:
             stack.enter_context(exclusive(out.parent / f".{out.name}.memprox-lock"))
@@ -130,8 +131,7 @@ def _out_lock(out: Path) -> Iterator[None]:
 
 
 def _resolved(path: Path, flag: str) -> Path:
-    """The absolute path with links resolved; a link loop on the way is bad input, not a traceback
-    (RuntimeError before Python 3.13, OSError since)."""
+    """The absolute path with links resolved; a link loop is bad input (RuntimeError or OSError)."""
     try:
         return Path(path).resolve()
     except (RuntimeError, OSError) as e:
@@ -171,7 +171,9 @@ def check_out(out: Path, identity: str, overwrite: bool, store: Path, data_paths
             with _out_lock(out):
                 clean_stale(out)
     except OSError as e:
-        raise HarnessError(f"output folder {out} is not writable ({e.strerror}); pass a writable --out") from e
+        what, fix = ("is full", f"{room_fix(e, '')} or pass another --out") if e.errno in NO_ROOM else \
+            ("is not writable", "pass a writable --out")
+        raise HarnessError(f"output folder {out} {what} ({e.strerror}); {fix}") from e
     free = free_bytes_short(place)
     if free is not None:
         raise HarnessError(f"output folder {out} has only {free / 2**20:.0f} MiB free; free some space or pass "
@@ -211,8 +213,7 @@ def _check_in_the_way(out: Path) -> None:
 
 
 def _whose(out: Path, owner: str | None) -> str:
-    """What is in the way in `out`, for the refusal: another experiment's results, or the names of
-    (some of) the entries memprox has no record of writing."""
+    """What is in the way in `out`: another experiment's results, or entries memprox did not write."""
     if owner is not None:
         return "results of another experiment"
     names = sorted(p.name for p in out.iterdir() if not _WORKING.fullmatch(p.name))
@@ -261,8 +262,7 @@ def staging(out: Path | None) -> Iterator[Path | None]:
         (tmp / STAGING_MARKER).write_text("memprox staging folder of an experiment's outputs\n")
         yield tmp
     except OSError as e:
-        raise StorageError(f"cannot write outputs for {out} to {e.filename or out} ({e.strerror or e}); every run "
-                           "is kept in the store, rerun once the folder is writable") from e
+        raise _write_error(out, e, tmp) from e
     finally:
         if tmp is not None:
             _release(tmp)
@@ -277,8 +277,7 @@ def _release(tmp: Path) -> None:
 
 def write(result: ExperimentResult, runs: dict[RunSpec, StoredRun], tmp: Path, artifacts: dict[str, list[str]],
           cfg: ExperimentConfig, identity: str, device: torch.device, phases: Callable[[], dict[str, float]]) -> None:
-    """Write every output into the staging folder `tmp` (scores, raw rows, leaderboard, summary, the
-    record) and publish them into --out. StorageError when the file system refuses."""
+    """Write every output into `tmp` and publish them into --out; StorageError when the file system refuses."""
     out = Path(cfg.out).resolve()
     try:
         for name, frame in result.scores.items():
@@ -294,8 +293,17 @@ def write(result: ExperimentResult, runs: dict[RunSpec, StoredRun], tmp: Path, a
         write_record(tmp, identity)
         publish(tmp, out, identity, cfg.overwrite)
     except OSError as e:
-        raise StorageError(f"cannot write outputs for {out} to {e.filename or out} ({e.strerror or e}); every run "
-                           "is kept in the store, rerun once the folder is writable") from e
+        raise _write_error(out, e, tmp) from e
+
+
+def _write_error(out: Path, e: OSError, tmp: Path | None) -> StorageError:
+    """The file as named in --out (the staging folder is gone when the line is read), why, and the fix:
+    room when that ran out, not the folder's permissions."""
+    where = Path(e.filename) if e.filename else tmp or out
+    where = out / where.relative_to(tmp) if tmp is not None and (where == tmp or tmp in where.parents) else where
+    fix = room_fix(e, "make it writable")
+    return StorageError(f"cannot write outputs for {out} to {where} ({e.strerror or e}); {fix} or pass another --out, "
+                        "and rerun: every run is kept in the store")
 
 
 def score_file(name: str) -> str:
@@ -345,8 +353,7 @@ def publish(tmp: Path, out: Path, identity: str, overwrite: bool) -> None:
 
 
 def _check_place(out: Path, rel: str, ours: dict[str, str], overwrite: bool) -> None:
-    """A new output may take the place of memprox's own file, of any file with --overwrite, but
-    never of a folder or a link on the way (those are never removed)."""
+    """A new output replaces memprox's own file, any file with --overwrite, never a folder or link."""
     target = out / rel
     blocker = blocked_by(out, rel)
     if blocker is None and target.is_dir() and not target.is_symlink():

@@ -14,8 +14,11 @@ from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 
-from harness.errors import Interrupted
+from filelock import BaseFileLock
+
+from harness.errors import Interrupted, StorageError
 from harness.executors import Executor
+from harness.io import room_fix
 from harness.jobs import Job, JobResult, Pending
 from harness.recorders import RecorderRequest
 from harness.runspec import RunSpec
@@ -52,9 +55,13 @@ class Runner:
                 waiting = self._train_claimed(todo, result)
                 todo = []
                 for spec, requests in waiting:
-                    with self.store.lock(spec):  # wait for the other process to let go
+                    lock = self.store.lock(spec)
+                    _acquire(lock)  # wait for the other process to let go
+                    try:
                         if not self._reuse(spec, result):
                             todo.append((spec, requests))
+                    finally:
+                        lock.release()
         except KeyboardInterrupt:
             partly = sum(os.path.isfile(self.store.checkpoint_path(spec)) for spec in self.wanted
                          if spec not in result.runs)
@@ -79,7 +86,7 @@ class Runner:
             for spec, requests in pending:
                 lock = self.store.lock(spec)
                 try:
-                    lock.acquire(timeout=0)
+                    _acquire(lock, timeout=0)
                 except TimeoutError:
                     waiting.append((spec, requests))
                     continue
@@ -109,3 +116,18 @@ class Runner:
             result.trained.append(spec.label())
             if spec in outcome.resumed:
                 result.resumed[spec.label()] = outcome.resumed[spec]
+
+
+def _acquire(lock: BaseFileLock, timeout: float = -1) -> None:
+    """`lock.acquire`, with a lock file that cannot be made (a store out of inodes; a group's store whose
+    locks folder another member made without group write) as a one-line StorageError naming it and the
+    fix, not a traceback. TimeoutError (another process holds it) passes through."""
+    try:
+        lock.acquire(timeout=timeout)
+    except TimeoutError:
+        raise
+    except OSError as e:
+        fix = room_fix(e, "make it writable for you (a store shared by a group: chmod -R g+w on its locks "
+                          "folder, and umask 002 for every member)")
+        raise StorageError(f"cannot lock a run's entry at {lock.lock_file} ({e.strerror or e}); {fix}, and rerun: "
+                           "every stored run is kept") from e

@@ -1,28 +1,25 @@
 """Content-addressed run store that several processes (experiments, Ray drivers) can share.
 
-`runs/<spec hash>/` holds one `.npy` per recorded array and a `manifest.json` (`harness.manifest`)
-with a SHA-256 per array and one over the manifest itself. An entry is trusted only when those
-checksums are complete (every array the manifest names has one) and match the bytes on disk; the
-arrays a caller loads are checked again on the bytes it loads. Anything else (a changed number, a
-missing array, an entry written before manifests carried their own checksum) reads as missing, with
-one warning line naming the entry, and is recomputed; an entry the process may not read is a
-HarnessError naming the path and the fix, as recomputing would fail on it too.
+`runs/<spec hash>/` holds one `.npy` per recorded array and a `manifest.json` (`harness.manifest`) with a SHA-256
+per array and one over the manifest itself. An entry is trusted only when those checksums are complete (every array
+the manifest names has one) and match the bytes on disk; the arrays a caller loads are checked again on the bytes it
+loads. Anything else (a changed number, a missing array, an entry written before manifests carried their own
+checksum) reads as missing, with one warning line naming the entry, and is recomputed; an entry the process may not
+read is a HarnessError naming the path and the fix, as recomputing would fail on it too.
 
-Every write of an entry happens under that entry's file lock (`locks/<hash>.lock`, the `filelock`
-package), and the lock is what makes the store write-once:
-whoever holds it re-reads the entry first, so a spec two processes need is trained once; the other
-process waits on the lock and then reads. An entry is built in a temporary folder and swapped into
-place (old entry renamed aside, new one renamed in, old one removed), so a crash at any point
-leaves either the complete old entry or the complete new one, and a reader never deletes anything:
-a damaged entry reads as missing and is replaced by the next writer. Interrupted runs leave a
-checkpoint under `partial/` (written by the lock holder) that the next attempt resumes from. A
-checkpoint is loaded with `weights_only=True`, so a file planted in a shared store's `partial/`
-cannot run code: it holds only tensors and plain values (numpy arrays are saved as tensors), and
-one that is damaged (its zip CRCs), belongs to another spec or needs unpickling restarts the run.
-`clean()` removes what kills leave behind, only when it is the store's own (its names and
-contents) and no live writer still holds it. A store this process cannot write (`check_writable`: a
-team's read-only store of finished runs) is only read, never locked or cleaned, and an experiment
-that must train into it is refused before training (`require_writable`).
+Every write of an entry happens under that entry's file lock (`locks/<hash>.lock`, the `filelock` package), and the
+lock is what makes the store write-once: whoever holds it re-reads the entry first, so a spec two processes need is
+trained once; the other process waits on the lock and then reads. An entry is built in a temporary folder and
+swapped into place (old entry renamed aside, new one renamed in, old one removed), so a crash at any point leaves
+either the complete old entry or the complete new one, and a reader never deletes anything: a damaged entry reads as
+missing and is replaced by the next writer. Interrupted runs leave a checkpoint under `partial/` (written by the
+lock holder) that the next attempt resumes from. A checkpoint is loaded with `weights_only=True`, so a file planted
+in a shared store's `partial/` cannot run code: it holds only tensors and plain values (numpy arrays are saved as
+tensors), and one that is damaged (its zip CRCs), belongs to another spec or needs unpickling restarts the run.
+`clean()` removes what kills leave behind, only when it is the store's own (its names and contents) and no live
+writer still holds it. A store this process cannot write (`check_writable`: a team's read-only store of finished
+runs) is only read, never locked or cleaned, and an experiment that must train into it is refused before training
+(`require_writable`).
 """
 
 from __future__ import annotations
@@ -50,7 +47,9 @@ from harness.io import (
     nearest_folder,
     probe_writable,
     rmtree,
+    room_fix,
     swap_folder,
+    write_failure,
 )
 from harness.manifest import Manifest
 from harness.runspec import RunSpec
@@ -73,9 +72,8 @@ def _named_files(manifest: Manifest) -> set[str]:
 
 
 def verify_entry(path: Path, digest: str) -> Manifest:
-    """The manifest of the entry folder `path` when the manifest and every array it names check
-    out against their checksums (`read_manifest`, `check_file`). ValueError says what is wrong;
-    OSError (a permission, say) is the caller's to report."""
+    """The manifest of the entry folder `path` when it and every array it names check out (`read_manifest`,
+    `check_file`). ValueError says what is wrong; OSError (a permission, say) is the caller's to report."""
     if not path.is_dir():
         raise ValueError("it is not a folder")
     manifest = read_manifest(path, digest)
@@ -85,8 +83,7 @@ def verify_entry(path: Path, digest: str) -> Manifest:
 
 
 def _plain_or_missing(path: Path) -> None:
-    """ValueError for a FIFO, socket or device (or a link to one) where the store writes plain
-    files: reading a FIFO would wait forever for a writer."""
+    """ValueError for a FIFO, socket or device (or a link to one): reading a FIFO would wait forever."""
     try:
         mode = os.stat(path).st_mode
     except FileNotFoundError:
@@ -287,8 +284,8 @@ class RunStore:
                 swap_folder(tmp, final, runs / f".old-{final.name}-{os.getpid()}")
                 tmp = None
             except OSError as e:
-                raise StorageError(f"cannot write run store entry {e.filename or final} ({e.strerror or e}); "
-                                   "the runs already stored are kept, rerun once the store is writable") from e
+                raise StorageError(f"cannot write run store entry {e.filename or final} ({e.strerror or e}); the "
+                                   f"runs already stored are kept, {room_fix(e, 'make it writable')} and rerun") from e
             finally:
                 if tmp is not None:
                     rmtree(tmp)
@@ -363,9 +360,12 @@ def _write_arrays(folder: Path, arrays: dict[str, dict[str, np.ndarray]]) -> dic
         for name, arr in named.items():
             if np.asarray(arr).dtype.hasobject:  # would need unpickling to read back
                 raise TypeError(f"{key}.{name} is an object array; the store keeps numbers only")
-            fname = f"{key}.{name}.npy"
-            np.save(folder / fname, arr)
-            checksums[fname] = file_sha256(folder / fname)
+            path = folder / f"{key}.{name}.npy"
+            try:
+                np.save(path, arr)
+            except OSError as e:  # numpy's short write has no errno ("requested and written"): the disk's own
+                raise write_failure(e, path, path) from e
+            checksums[path.name] = file_sha256(path)
     return checksums
 
 

@@ -42,6 +42,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from harness.checkpoints import torch_save
 from harness.errors import HarnessError
 from harness.integrations._common import DistributedRecorder, WithIndex
 from harness.io import atomic_write
@@ -166,7 +167,7 @@ class CSLTrainerCallback(TrainerCallback):
         """Write the record so far into checkpoint `folder` (when it exists and the record is open)."""
         if folder.is_dir() and not self.tracker.finished:
             saved = self._recorder.state()
-            atomic_write(folder / STATE_FILE, lambda path: torch.save(saved, path))
+            atomic_write(folder / STATE_FILE, lambda path: torch_save(saved, path))  # a full disk names the file
             self._written = folder
 
     def load(self, checkpoint: str | Path) -> None:
