@@ -285,6 +285,10 @@ def _main(argv: list[str] | None) -> int:
     except StorageError as e:
         say(f"error: {e}", err=True)
         return 1
+    except Warning as w:  # PYTHONWARNINGS=error (set for a CI's test suite) or -W error: a traceback, before
+        say(f"error: {w} (a warning, raised as an error by PYTHONWARNINGS or -W error: unset it to go on "
+            "with the warning)", err=True)
+        return 2
     except Interrupted as e:
         return stopped(str(e))
     except KeyboardInterrupt:

@@ -120,7 +120,7 @@ def write_line(text: str, stream: TextIO | None) -> None:
     if stream is None:  # started with the stream closed (`2>&-`): print(file=None) wrote to stdout instead
         return
     try:
-        print(text, file=stream, flush=True)
+        print(encodable(text, stream), file=stream, flush=True)
     except OSError as e:
         where = _target(stream)
         gone = isinstance(e, BrokenPipeError) or (e.errno == errno.EIO and where == "a terminal")
@@ -134,6 +134,43 @@ def write_line(text: str, stream: TextIO | None) -> None:
         if not gone:
             raise StorageError(f"cannot write to {where} ({e.strerror or e}); runs that finished stay in the "
                                "store: rerun with the output going where it can be written") from e
+
+
+def encodable(text: str, stream: TextIO) -> str:
+    """`text` as the stream can encode it. stdout's encoding follows the locale and PYTHONIOENCODING
+    (ascii under LC_ALL=C with PYTHONUTF8=0, on many CI boxes and cron jobs) with errors=strict: the
+    leaderboard's `mean ± std` raised UnicodeEncodeError after training, and the table was lost
+    (stderr's backslashreplace printed `\\xb7` for `·`). memprox's symbols become ASCII (`+-`, `x`,
+    `->`); any other character the stream cannot encode (a class or folder name) is written as its
+    backslash escape, never dropped; a path's undecodable bytes go out as they came in (surrogateescape)."""
+    encoding = getattr(stream, "encoding", None)
+    if not isinstance(encoding, str):
+        return text
+    try:
+        text.encode(encoding)
+        return text
+    except UnicodeEncodeError:
+        pass
+    except LookupError:  # an encoding Python does not know: print raises what it raises
+        return text
+    surrogates = getattr(stream, "errors", None) == "surrogateescape"
+    return "".join(_encodable_char(c, encoding, surrogates) for c in text)
+
+
+#: ASCII stand-ins for the symbols memprox prints, for a stream that cannot encode them.
+_ASCII = {"±": "+-", "×": "x", "·": "-", "→": "->", "←": "<-", "…": "...", "—": "--", "–": "-", "−": "-",
+          "≤": "<=", "≥": ">=", "≠": "!=", "≈": "~"}
+
+
+def _encodable_char(char: str, encoding: str, surrogates: bool) -> str:
+    """The character; where the stream cannot encode it, its ASCII stand-in or backslash escape (`\\xe9`)."""
+    for errors in ("strict", "surrogateescape") if surrogates else ("strict",):
+        try:
+            char.encode(encoding, errors)
+            return char
+        except UnicodeEncodeError:
+            pass
+    return _ASCII.get(char) or char.encode("ascii", "backslashreplace").decode("ascii")
 
 
 def _target(stream: TextIO) -> str:
@@ -155,6 +192,8 @@ def main() -> int:
     take_back_ctrl_c()
     _received.clear()
     install_stop_signals()
+    if not _cwd_exists():
+        return 2
     try:
         from harness.cli import main as cli_main
     except KeyboardInterrupt:
@@ -165,6 +204,19 @@ def main() -> int:
         return stopped(KEPT)
     finally:
         _ignore_stop_signals()
+
+
+def _cwd_exists() -> bool:
+    """Whether the current folder still exists; if not, says so. A shell left in a folder that was
+    deleted (a finished job's scratch folder) got `Intel oneMKL FATAL ERROR: Cannot load
+    libtorch_cpu.so` from importing torch, and the default --out (results/latest) has nowhere to go."""
+    try:
+        os.getcwd()
+    except FileNotFoundError:
+        write_line("error: the current folder no longer exists (deleted or moved); cd to an existing folder "
+                   "and rerun", sys.stderr)
+        return False
+    return True
 
 
 def _ignore_stop_signals() -> None:

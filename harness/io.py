@@ -92,7 +92,8 @@ def room_fix(e: OSError, writable_fix: str) -> str:
 
 
 def atomic_write_text(path: str | Path, text: str) -> Path:
-    return atomic_write(path, lambda p: p.write_text(text))
+    """UTF-8 whatever the locale: leaderboard.md's `±` crashed the write phase under LC_ALL=C."""
+    return atomic_write(path, lambda p: p.write_text(text, encoding="utf-8"))
 
 
 def file_sha256(path: str | Path) -> str:

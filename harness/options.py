@@ -113,17 +113,13 @@ class Option:
 
     def make_default(self) -> Any:
         """The field's default for a hand-built config (a fresh object for a mutable one)."""
-        if self.factory is not None:
-            return self.factory()
-        return self.default if self.field_default is _SAME else self.field_default
+        return self.factory() if self.factory else self.default if self.field_default is _SAME else self.field_default
 
 
 # the checks the table refers to -----------------------------------------------------------------
 def _integer(what: str, minimum: int, maximum: int | None = None, fix: str = "", optional: bool = False):
-    def check(value: Any, opt: Option) -> None:
-        if not (optional and value is None):
-            check_integer(value, what, opt.flag, minimum=minimum, maximum=maximum, fix=fix)
-    return check
+    return lambda value, opt: None if optional and value is None else check_integer(
+        value, what, opt.flag, minimum=minimum, maximum=maximum, fix=fix)
 
 
 def _number(what: str, maximum: float = float("inf"), minimum: float = 0.0):
@@ -187,18 +183,26 @@ def _noise_rates(value: Any, opt: Option) -> None:
 def _noisy_labels(value: Any, opt: Option) -> None:
     if value is not None and (not isinstance(value, str) or not value.strip()):
         raise HarnessError(f"--noisy-labels must name a file (got {value!r}); pass FILE.npy or FILE.npz[:KEY]")
+    _utf8(value, opt)
+
+
+def _utf8(value: Any, opt: Option) -> None:
+    """A path named in outputs is text: LC_ALL=C, PYTHONUTF8=0 kept UTF-8 as surrogates (planning's traceback)."""
+    if isinstance(value, str) and any("\ud800" <= c <= "\udfff" for c in value):
+        from harness.datasets.base import not_utf8  # torch and the loaders: only on this error
+        raise not_utf8(f"{opt.flag} {value!r}", value, "rename the file (e.g. with convmv -f latin1 -t utf8)")
 
 
 def _owner_params(value: Any, opt: Option) -> None:
-    if not isinstance(value, dict) or not all(
-        isinstance(k, str) and isinstance(v, dict) and all(isinstance(p, str) for p in v) for k, v in value.items()
-    ):
+    if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, dict) and all(
+            isinstance(p, str) for p in v) for k, v in value.items()):
         raise HarnessError(f"{opt.flag} must map NAME -> {{PARAM: VALUE}} (got {value!r})")
 
 
 def _reference(value: Any, opt: Option) -> None:
     if not isinstance(value, str):
         raise HarnessError(f"reference must be stability, fz:PATH or cscore:PATH (got {value!r}); fix --reference")
+    _utf8(value, opt)
 
 
 def _executor(value: Any, opt: Option) -> None:
@@ -238,9 +242,8 @@ def _epochs_into(recipe: Recipe, epochs: Any) -> Recipe:
     if isinstance(epochs, int) and not isinstance(epochs, bool) and recipe.milestones:
         scaled = (round(m * epochs / recipe.epochs) for m in recipe.milestones)
         kept = tuple(sorted({m for m in scaled if 1 <= m < epochs}))
-    augment_epochs = recipe.augment_epochs
-    if augment_epochs is not None and isinstance(epochs, int):
-        augment_epochs = min(augment_epochs, epochs)
+    cut = recipe.augment_epochs is not None and isinstance(epochs, int)
+    augment_epochs = min(recipe.augment_epochs, epochs) if cut else recipe.augment_epochs  # type: ignore[type-var]
     return replace(recipe, epochs=epochs, milestones=kept, augment_epochs=augment_epochs)
 
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import os
+import sys
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -103,18 +104,12 @@ class Dataset:
         if self.x_test.shape[0] and self.x_test.dtype != self.x_train.dtype:
             raise HarnessError(f"{self.name}: x_test is {self.x_test.dtype} but x_train is {self.x_train.dtype}")
         if self.x_test.shape[0] and self.x_test.shape[1:] != self.x_train.shape[1:]:
-            raise HarnessError(
-                f"{self.name}: test images are {tuple(self.x_test.shape[1:])} but train images are "
-                f"{tuple(self.x_train.shape[1:])}"
-            )
+            raise HarnessError(f"{self.name}: test images are {tuple(self.x_test.shape[1:])} but train images are "
+                               f"{tuple(self.x_train.shape[1:])}")
 
-    def __repr__(self) -> str:
-        # The dataclass default would print every pixel.
-        return (
-            f"Dataset({self.name!r}, train={tuple(self.x_train.shape)}, "
-            f"test={tuple(self.x_test.shape)}, classes={self.num_classes}, "
-            f"full_train_size={self.full_train_size})"
-        )
+    def __repr__(self) -> str:  # the dataclass default would print every pixel
+        return (f"Dataset({self.name!r}, train={tuple(self.x_train.shape)}, test={tuple(self.x_test.shape)}, "
+                f"classes={self.num_classes}, full_train_size={self.full_train_size})")
 
     @property
     def is_image(self) -> bool:
@@ -240,9 +235,29 @@ def _load_plugin(kind: str) -> None:
 
 
 def default_cache_dir() -> Path:
-    """`$MEMPROX_CACHE`, else ~/.cache/memprox: one place to delete to reclaim disk."""
+    """`$MEMPROX_CACHE` (empty: unset), else ~/.cache/memprox: one place to delete to reclaim disk. A
+    value with a space at an end (a docker --env-file keeps it) and an empty HOME (`~` is then `/`)
+    silently put the run store in a new folder (` /store` in the current one, `/.cache/memprox`)."""
     env = os.environ.get("MEMPROX_CACHE")
+    if env and env != env.strip():
+        raise HarnessError(f"MEMPROX_CACHE {env!r} begins or ends with white space; set it to the folder's path "
+                           "without it, or unset it for ~/.cache/memprox")
+    if not env and os.environ.get("HOME") == "":
+        raise HarnessError("HOME is set but empty, so the default cache ~/.cache/memprox would be /.cache/memprox; "
+                           "set HOME, or MEMPROX_CACHE to a folder for the cache and the run store")
     return expand_home(env or "~/.cache/memprox", "MEMPROX_CACHE" if env else "the default cache")
+
+
+def not_utf8(what: str, text: str, fix: str) -> HarnessError:
+    """The error for a name (`what`, naming it) that is not UTF-8 text. A UTF-8 name that Python read
+    as ASCII (LC_ALL=C with PYTHONUTF8=0: its bytes kept as surrogates) is the locale's fault, not
+    the name's: renaming a valid `é` folder, as the old message said, could not help."""
+    try:
+        text.encode(errors="surrogateescape").decode()
+    except UnicodeError:  # bytes that are not UTF-8 (a Latin-1 name), or a surrogate no file name holds
+        return HarnessError(f"{what} is not valid UTF-8 text; {fix}")
+    return HarnessError(f"{what} is UTF-8, but this Python reads names as {sys.getfilesystemencoding()} (the "
+                        "locale, e.g. LC_ALL=C, with UTF-8 mode off); rerun with PYTHONUTF8=1 or LC_ALL=C.UTF-8")
 
 
 def default_data_root() -> Path:
@@ -266,8 +281,7 @@ def load_dataset(
     try:  # the name is written into every result file: refuse it now, not after training (a Latin-1 folder name)
         name.encode()
     except UnicodeEncodeError:
-        raise HarnessError(f"dataset {os.fsencode(name)!r} is not valid UTF-8 text; rename the folder or file "
-                           "(e.g. with convmv -f latin1 -t utf8)") from None
+        raise not_utf8(f"dataset {name!r}", name, "rename it (e.g. with convmv -f latin1 -t utf8)") from None
     kind, sep, path = name.partition(":")
     if kind not in DATASETS:
         _load_plugin(kind)
@@ -303,11 +317,8 @@ def _check_subset(name: str, subset: int | None, available: int) -> int:
     if subset is None:
         return available
     if subset > available:
-        raise SubsetTooLarge(
-            f"--subset {subset} is larger than the {available} training samples of {name}; "
-            f"use --subset {available} or less",
-            available,
-        )
+        raise SubsetTooLarge(f"--subset {subset} is larger than the {available} training samples of {name}; "
+                             f"use --subset {available} or less", available)
     return subset
 
 
@@ -384,6 +395,5 @@ def _require_every_class(name: str, classes: list[str], y: np.ndarray, fix: str)
             f"{name}: every class must occur in the training labels, but class id(s) {ids}{named} never occur; {fix}"
         )
     if len(classes) < 2:
-        raise HarnessError(
-            f"{name}: the training labels hold a single class ({classes[0]!r}); a classifier needs at least 2"
-        )
+        raise HarnessError(f"{name}: the training labels hold a single class ({classes[0]!r}); a classifier needs "
+                           "at least 2")

@@ -169,7 +169,7 @@ def _import(module: str, name: str) -> Any:
 def _empty_state(folder: Path) -> bool:
     """A Dataset folder whose state.json lists no data files: datasets cannot load it back."""
     try:
-        return json.loads((folder / "state.json").read_text()).get("_data_files") == []
+        return json.loads((folder / "state.json").read_text(encoding="utf-8")).get("_data_files") == []
     except (OSError, ValueError, AttributeError):
         return False
 

@@ -31,6 +31,7 @@ from harness.datasets.base import (
     _require_every_class,
     _round_robin,
     _test_count,
+    not_utf8,
     register_dataset,
 )
 from harness.datasets.imagefolder_cache import _cached_decode, _Split, content_digest
@@ -215,8 +216,8 @@ def _check_utf8(file: Path, tree: Path) -> None:
     try:
         rel.encode()
     except UnicodeEncodeError:
-        raise HarnessError(f"image {os.fsencode(file)!r} has a name that is not valid UTF-8 (its folder, or the "
-                           f"file); rename it, e.g. with `convmv -f latin1 -t utf8 -r --notest {tree}`") from None
+        raise not_utf8(f"image {str(file)!r}: the name (its folder's, or its own)", rel,
+                       f"rename it, e.g. with `convmv -f latin1 -t utf8 -r --notest {tree}`") from None
 
 
 def _by_index(entries: list[tuple[str, str, Path, int]], root: Path, warn: bool) -> list[tuple[str, str, Path, int]]:

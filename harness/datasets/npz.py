@@ -235,7 +235,7 @@ def _npz_classes(name: str, classes: np.ndarray | None, y: np.ndarray, y_test: n
     if classes is not None:
         if classes.ndim != 1 or len(classes) < 2:
             raise HarnessError(f"{name}: classes must be a 1-D array of at least 2 names, got shape {classes.shape}")
-        names = [c.decode() if isinstance(c, bytes) else str(c) for c in classes.tolist()]
+        names = [_class_name(name, c) for c in classes.tolist()]
         if len(set(names)) != len(names):
             raise HarnessError(f"{name}: classes has duplicate names; give every class a distinct name")
         top = max(int(y.max()), int(y_test.max()) if len(y_test) else 0)
@@ -259,3 +259,15 @@ def _npz_classes(name: str, classes: np.ndarray | None, y: np.ndarray, y_test: n
     names = [str(c) for c in range(num)]
     _require_every_class(name, names, y, fix)
     return names
+
+
+def _class_name(name: str, value: object) -> str:
+    """A class name as text. It is written into the suspects CSVs (UTF-8): bytes that are not UTF-8
+    (Latin-1 `b'caf\\xe9'`) raised UnicodeDecodeError, a traceback, instead of naming the fix."""
+    try:
+        text = value.decode() if isinstance(value, bytes) else str(value)
+        text.encode()
+    except UnicodeError:
+        raise HarnessError(f"{name}: class name {value!r} is not valid UTF-8 text; save classes as str, e.g. "
+                           "classes=np.array([c.decode('latin-1') for c in classes])") from None
+    return text

@@ -45,8 +45,8 @@ def _cgroup_dirs(root: Path, self_cgroup: Path) -> list[Path]:
     """Folders whose CPU limits apply: for each CPU hierarchy (v2's unified one, v1's `cpu`), the
     process's own cgroup folder and every ancestor up to the mount point. In a container the path
     /proc shows may be the host's; the mount point itself (the container's cgroup) is always read."""
-    try:
-        lines = self_cgroup.read_text().splitlines()
+    try:  # bytes, decoded as paths are: a cgroup name that is not ASCII crashed under LC_ALL=C
+        lines = os.fsdecode(self_cgroup.read_bytes()).splitlines()
     except OSError:
         lines = []
     dirs = [root]  # cgroup v2 in a container, or a v2-only host without /proc/self/cgroup
