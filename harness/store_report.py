@@ -182,12 +182,21 @@ def selection_of(opts: dict) -> tuple[Selection, bool, bool]:
     if "all" in opts and len(given) > 1:
         raise HarnessError(f"--all selects every entry and takes no other criterion (given: {flags})")
     days = _days(opts["older_than"]) if "older_than" in opts else None
-    label = opts.get("label_contains")
+    label = _text(opts.get("label_contains"))
     if label is not None and not label:
         raise HarnessError("--label-contains is empty; pass some text of the labels to select")
-    selection = Selection(days, opts.get("dataset"), opts.get("model"), label, "unreachable" in opts,
+    selection = Selection(days, _text(opts.get("dataset")), _text(opts.get("model")), label, "unreachable" in opts,
                           "damaged" in opts, "all" in opts)
     return selection, "partial" in opts, "leftovers" in opts
+
+
+def _text(arg: str | None) -> str | None:
+    """An argument as the manifests hold it (UTF-8): under LC_ALL=C with PYTHONUTF8=0 Python keeps a
+    UTF-8 `--dataset imagefolder:/data/café` as surrogates, which matched no entry."""
+    try:
+        return None if arg is None else os.fsencode(arg).decode("utf-8")
+    except UnicodeError:
+        return arg
 
 
 def _days(text: str) -> float:

@@ -295,3 +295,13 @@ def test_a_lock_file_another_member_made_is_one_line_naming_it_and_the_group_fix
         assert "chmod -R g+w" in errors[0] and "umask 002" in errors[0]
     finally:
         shutil.rmtree(shared, ignore_errors=True)
+
+
+def test_prune_selection_reads_a_utf8_argument_kept_as_surrogates_as_the_manifests_hold_it() -> None:
+    """Under LC_ALL=C with PYTHONUTF8=0, `--dataset imagefolder:/data/café` reaches argv as surrogates
+    (the bytes kept by surrogateescape) and matched no entry; read back as UTF-8 it does."""
+    from harness.store_report import _text
+
+    assert _text("imagefolder:/data/caf\udcc3\udca9") == "imagefolder:/data/café"
+    assert _text("digits") == "digits" and _text(None) is None
+    assert _text("caf\udce9") == "caf\udce9"  # Latin-1 bytes: not UTF-8, left as given (it matches nothing)
