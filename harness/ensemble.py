@@ -34,9 +34,10 @@ convolution is one grouped convolution whose layout torch picks; the computation
 
 Only single-phase runs and the final eval pass are supported, never a model that draws random
 numbers in training (dropout), and on a CPU only models without convolutions (there batching them
-is slower); ``can_ensemble`` says so, and everything else trains one run at a time. A spec that can be
-a member always trains here, even alone (an ensemble of one), so the engine that produced a stored
-run depends only on the spec and the device type, never on what else happened to be pending.
+is slower); ``can_ensemble`` says so, and everything else trains one run at a time, as does every run
+on all the data (``harness.planner.trains_batched``). A spec on part of the data that can be a member
+always trains here, even alone (an ensemble of one), so the engine that produced a stored run
+depends only on the spec and the device type, never on what else happened to be pending.
 Members are independent (the summed loss gives each only its own gradient), so a member whose loss
 became non-finite fails alone.
 
