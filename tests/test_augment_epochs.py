@@ -50,12 +50,15 @@ def test_zero_and_all_epochs_equal_off_and_on_bitwise(tiny_recipe, images, monke
 
 
 def test_ensemble_members_switch_at_the_same_epoch(tiny_recipe, images) -> None:
+    """The engines agree to rounding, which the switch amplifies on some CPUs (AMD EPYC, AVX-512: 1.8e-4
+    after 3 epochs, 7.7e-4 after 2, 2e-7 without a switch); a switch one or two epochs off moves p_label
+    by 0.16-0.26, so 1e-3 still catches a member that switches at another epoch."""
     recipe = replace(tiny_recipe, epochs=3, batch_size=32, lr=0.02, augment=True, augment_epochs=1)
     specs = _specs(RunSpec(images.spec, "small_cnn_gn", recipe, seed=0), 2)
     outs = train_ensemble(specs, images, [EVAL_LAST], progress=False)
     for spec, out in zip(specs, outs, strict=True):
         single = train_run(spec, images, [EVAL_LAST], progress=False)
-        np.testing.assert_allclose(out.arrays[KEY]["p_label"], single.arrays[KEY]["p_label"], atol=1e-4)
+        np.testing.assert_allclose(out.arrays[KEY]["p_label"], single.arrays[KEY]["p_label"], atol=1e-3)
 
 
 def test_settings_that_change_nothing_take_the_plain_form(tiny_recipe) -> None:
