@@ -16,12 +16,12 @@ Each member reproduces what ``harness.training.train_run`` would do for its spec
   the gradient of its own loss.
 Results agree with ``train_run`` up to float rounding (batched matmuls reduce in another order),
 and a member's numbers do not depend on its chunk (company, place, size; ``ROW_ALIGN``,
-``member_state``), so which other runs were pending never changes a stored run.
+``each_member``), so which other runs were pending never changes a stored run.
 
 Both engines share one per-epoch schedule (``harness.training``: batch order, augmentation,
 epoch loss and accuracy, non-finite check, held-out accuracy) and one storage: each member has a
-``RecorderBank`` whose ``eval_pass`` recorder takes that member's eval pass, run alone through the
-stacked forward (``eval_signals`` on its logits, fed through ``on_eval_batch``), so the arrays are the
+``RecorderBank`` whose ``eval_pass`` recorder takes that member's share of one batched eval pass
+(``eval_signals`` on the stacked logits, fed through ``on_eval_batch``), so the arrays are the
 recorder's and new signals reach both engines at once.
 
 Batch norm is supported: each member's running statistics are rows of the stacked buffers, which
@@ -41,11 +41,10 @@ depends only on the spec and the device type, never on what else happened to be 
 Members are independent (the summed loss gives each only its own gradient), so a member whose loss
 became non-finite fails alone.
 
-A chunk given `ChunkCheckpoints` (a job whose worker reaches the run store) checkpoints its members
-at epoch ends, every `--checkpoint-every` seconds, and resumes from them bit for bit
-(`harness.ensemble_checkpoint`). Training seconds leave out each process's first step, the
-one-time warm-up, and bill its samples at the mean rate of the others, as `train_run` does
-(`ChunkProgress.charged_seconds`).
+A chunk given `ChunkCheckpoints` (a job whose worker reaches the run store) checkpoints its members at
+epoch ends, every `--checkpoint-every` seconds, and resumes from them bit for bit (`harness.ensemble_checkpoint`).
+Training seconds leave out each process's first step, the one-time warm-up, and bill its samples at
+the mean rate of the others, as `train_run` does (`ChunkProgress.charged_seconds`).
 """
 
 from __future__ import annotations
@@ -63,14 +62,15 @@ from tqdm.auto import tqdm
 
 from harness.ensemble_checkpoint import ChunkCheckpoints, ChunkProgress, Stacked
 from harness.ensemble_stack import (
+    aligned_count,
     aligned_rows,
     cpu_chunk,
     draws_random,
+    each_member,
     float32_batch_norm,
     has_batch_norm,
     has_conv,
     largest_activation,
-    member_state,
     members_test_accuracy,
     normalized_inputs,
     plain_flops,
@@ -268,8 +268,8 @@ def _train_group(
         float32_batch_norm(skeleton)
     first = train_idx[0, : recipe.batch_size]  # FLOPs as train_run counts them: one plain member's batch
     flops_per_sample = plain_flops(models[0], data.inputs(first), data.y[first]) / len(first)
-    # the eval passes run one member at a time (`member_state`), so their batch is the chunk size's neither
-    eval_batch = stacked_batch(1, 4 * recipe.batch_size, largest_activation(models[0].eval(), data.inputs(first[:1])))
+    # the eval passes give every member its own copy of the same images: a batch whose stacked activations fit
+    eval_batch = stacked_batch(k, 4 * recipe.batch_size, largest_activation(models[0].eval(), data.inputs(first[:1])))
     del models
 
     def one(p, b, x):
@@ -277,7 +277,6 @@ def _train_group(
 
     forward = vmap(one)  # (K, b, ...) inputs, one batch per member
     pad = not has_batch_norm(skeleton)
-    forward_shared = vmap(one, in_dims=(0, 0, None))  # the same inputs for every member
 
     optimizer = make_optimizer(recipe, list(params.values()))
     stacked = Stacked(params, buffers, optimizer, make_scheduler(recipe, optimizer))
@@ -336,9 +335,9 @@ def _train_group(
                           [EVAL_LAST], timed=False) for j, s in enumerate(specs)]
     want_eval = EVAL_LAST in set(requests)
     eval_flops, eval_seconds = count_then_time(  # the pass rewrites its rows: a second execution is the first's
-        lambda: _eval_pass(banks, recipe.epochs - 1, forward_shared, params, buffers, data, eval_batch), device,
+        lambda: _eval_pass(banks, recipe.epochs - 1, forward, params, buffers, data, eval_batch), device,
         count=want_eval)
-    test_acc = members_test_accuracy(forward_shared, params, buffers, data, eval_batch)
+    test_acc = members_test_accuracy(forward, params, buffers, data, eval_batch)
     train_acc = [float(torch.gather(bank[EVAL_LAST.key].buffers["correct"][0], 0, train_idx[j]).double().mean())
                  for j, bank in enumerate(banks)]
     if checkpoints is not None:  # failed members are never stored, and storing removes the others' files
@@ -356,7 +355,8 @@ def _train_group(
                 train_seconds=run.charged_seconds() / k,
                 train_flops=int(round(flops_per_sample * run.samples_seen)),
                 recorder_seconds={EVAL_LAST.key: eval_seconds / k} if want_eval else {},
-                recorder_flops={EVAL_LAST.key: int(eval_flops // k)} if want_eval else {},
+                recorder_flops={EVAL_LAST.key: eval_flops * data.n // (k * aligned_count(data.n, eval_batch))}
+                if want_eval else {},  # the FLOPs of the real rows (train_run's), not of the padding
                 train_acc=float(train_acc[j]),
                 test_acc=test_acc[j],
                 history=run.history[j],
@@ -383,17 +383,18 @@ def _train_step(forward, stacked: Stacked, xb: torch.Tensor, yb: torch.Tensor, p
 
 
 @torch.no_grad()
-def _eval_pass(banks: Sequence[RecorderBank], epoch: int, forward_shared, params, buffers, data: PreparedData,
+def _eval_pass(banks: Sequence[RecorderBank], epoch: int, forward, params, buffers, data: PreparedData,
                batch: int) -> None:
-    """The eval pass after `epoch` of every member, each alone (`member_state`) through the stacked
-    forward as a chunk of one: `eval_signals` of its logits (1, b, ...) fed to its bank."""
+    """The eval pass after `epoch` for every member at once (`each_member`): `eval_signals` of the
+    stacked logits (K, b, ...), each member's share fed to its bank."""
     n, y = data.n, data.y
-    for j, bank in enumerate(banks):  # one member at a time: its values must not depend on its place in the chunk
-        p, b = member_state(params, buffers, j)
+    k = len(banks)
+    for bank in banks:
         bank.on_eval_start(epoch)
-        for start in range(0, n, batch):
-            idx = torch.arange(start, min(n, start + batch), device=data.x.device)
-            signals = eval_signals(forward_shared(p, b, data.inputs(idx)), y[idx][None])  # (1, b, ...)
-            bank.on_eval_batch(epoch, idx, {name: values[0] for name, values in signals.items()})
+    for start in range(0, n, batch):
+        idx = torch.arange(start, min(n, start + batch), device=data.x.device)
+        signals = eval_signals(each_member(forward, params, buffers, data.inputs(idx)), y[idx].expand(k, -1))
+        for j, bank in enumerate(banks):
+            bank.on_eval_batch(epoch, idx, {name: values[j] for name, values in signals.items()})
 
 

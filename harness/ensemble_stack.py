@@ -132,6 +132,11 @@ def aligned_rows(xb: torch.Tensor) -> torch.Tensor:
     return torch.cat([xb, xb.new_zeros((xb.shape[0], short, *xb.shape[2:]))], 1) if short else xb
 
 
+def aligned_count(n: int, batch: int) -> int:
+    """Rows a pass over `n` samples in batches of `batch` computes per member, padding included."""
+    return sum(-(-min(batch, n - s) // ROW_ALIGN) * ROW_ALIGN for s in range(0, n, batch))
+
+
 def has_batch_norm(model: nn.Module) -> bool:
     """Batch norm normalises with its batch's statistics, so padded rows would change a member's
     training: such models train unpadded (their rows stay as the batch size makes them)."""
@@ -166,27 +171,24 @@ def plain_flops(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> int:
         nn.functional.cross_entropy(model(x), y).backward()
     return flops[0]
 
-def member_state(params: dict[str, torch.Tensor], buffers: dict[str, torch.Tensor], j: int
-                 ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-    """Member j's parameters and buffers as a stack of one, each in memory of its own. Evaluated as
-    rows of the stacked tensors, a member's logits depended on its place in the chunk (the CPU
-    kernels round a shared-input batched matmul differently per column block: up to 2e-6 in phi on
-    digits), so `--seeds 2` in one go and seed by seed gave different privacy scores; alone, every
-    member computes exactly what a chunk of one computes, wherever it sat."""
-    return ({name: v[j : j + 1].clone() for name, v in params.items()},
-            {name: v[j : j + 1].clone() for name, v in buffers.items()})
+def each_member(forward, params: dict[str, torch.Tensor], buffers: dict[str, torch.Tensor], x: torch.Tensor
+                ) -> torch.Tensor:
+    """Logits (K, b, ...) of every member on the same inputs `x` (b, ...), each member given its own
+    copy, its rows aligned (`aligned_rows`). Shared inputs (vmap in_dims None) made a member's logits
+    depend on its place in the chunk (the CPU kernels round a shared-input batched matmul differently
+    per column block: up to 2e-6 in phi on digits), so `--seeds 2` in one go and seed by seed gave
+    different privacy scores; with its own aligned copy a member computes what a chunk of one
+    computes. Eval mode only: zero rows would enter batch norm's training statistics."""
+    k, b = next(iter(params.values())).shape[0], x.shape[0]
+    return forward(params, buffers, aligned_rows(x.expand(k, *x.shape).contiguous()))[:, :b]
 
 
 @torch.no_grad()
-def members_test_accuracy(forward_shared, params, buffers, data: PreparedData, batch: int) -> list[float]:
-    """Held-out accuracy of each member, evaluated alone (`member_state`)."""
+def members_test_accuracy(forward, params, buffers, data: PreparedData, batch: int) -> list[float]:
+    """Held-out accuracy of each member (`each_member`)."""
     x, y = data.test_inputs()
     k = next(iter(params.values())).shape[0]
     if len(y) == 0:
         return [float("nan")] * k
-    accuracy = []
-    for j in range(k):
-        p, b = member_state(params, buffers, j)
-        correct = count_correct(lambda xb, p=p, b=b: forward_shared(p, b, xb), x, y, batch)
-        accuracy.append(float(correct.double().sum()) / len(y))
-    return accuracy
+    correct = count_correct(lambda xb: each_member(forward, params, buffers, xb), x, y, batch)
+    return (correct.double() / len(y)).tolist()
