@@ -62,6 +62,13 @@ class Corruption:
 MAX_LABEL_FILE_BYTES = 120
 
 
+def label_file_key(spec: str) -> str:
+    """The part of a label-file spec ("PATH.npy", "PATH.npz", "PATH.npz:KEY") that is not where the
+    file lies: ":KEY" or "". A run's address holds the file's content hash instead of its path."""
+    head, sep, key = spec.rpartition(":")
+    return f":{key}" if sep and head.endswith(".npz") and key and not spec.endswith((".npy", ".npz")) else ""
+
+
 def _file_label(spec: str) -> str:
     """The label file as given, or, when that is too long for a file name, a digest of it and
     the end of its name (the digest keeps two long paths with one file name apart)."""
@@ -128,6 +135,10 @@ class RunSpec:
             spec["recipe"]["tie_rule_version"] = TIE_RULE_VERSION  # the label as correct for class 0: not reused
         if not spec["data"].get("dataset_sha"):  # built-in datasets keep their pre-fingerprint addresses
             spec["data"].pop("dataset_sha", None)
+        else:  # content-addressed: `kind:PATH` says where the data lie, the fingerprint what they are
+            spec["data"]["dataset"] = spec["data"]["dataset"].partition(":")[0]  # (a copy finds its runs)
+        if spec["data"]["corruption"].get("label_file_sha"):  # likewise a label file: its key stays
+            spec["data"]["corruption"]["label_file"] = label_file_key(spec["data"]["corruption"]["label_file"])
         payload = json.dumps({"format": STORE_FORMAT, "spec": spec}, sort_keys=True, default=str)
         return hashlib.sha256(payload.encode()).hexdigest()[:20]
 
