@@ -231,9 +231,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     from harness.leaderboard import markdown
 
     exp = Experiment(cfg)
+    settings = len({(s.task, s.label) for _, s, _ in exp.plan.settings})  # plan.settings: one per seed
     say(f"memprox: {cfg.dataset} (N={exp.dataset.n_train}) · {cfg.model} · {cfg.recipe.epochs} epochs · "
-        f"{len(exp.proxies)} proxies · {len(exp.plan.settings)} settings · {len(exp.plan.runs)} distinct runs · "
-        f"device {exp.device} · preset {cfg.preset}", err=True)
+        f"{len(exp.proxies)} proxies · {settings} settings × {len(cfg.seeds)} seeds · {len(exp.plan.runs)} distinct "
+        f"runs · device {exp.device} · preset {cfg.preset}", err=True)
     result = exp.run()
     resumed = f" ({len(result.resumed)} resumed from their checkpoints)" if result.resumed else ""
     say(f"runs: {len(result.trained)} trained{resumed}, {len(result.reused)} reused from the store", err=True)
@@ -252,8 +253,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         if "suspects" in result.outputs:
             say(f"suspects: {cfg.out / 'suspects'}/  (every sample, most suspicious first; the top k in figures/)")
             if "suspects/duplicates.csv" in result.outputs["suspects"]:
-                say(f"duplicates: {cfg.out / 'suspects' / 'duplicates.csv'}  (copies and near copies among the "
-                    "training samples, pairs with different labels first)")
+                exact = any(t.name == "suspects" and t.params.get("duplicates") == "exact" for t in exp.tasks)
+                copies = "exact copies" if exact else "copies and near copies"
+                say(f"duplicates: {cfg.out / 'suspects' / 'duplicates.csv'}  ({copies} among the training samples, "
+                    "pairs with different labels first)")
     say(format_phases(result.phase_seconds), err=True)
     if result.failures:
         say(f"{len(result.failures)} failure(s):", err=True)

@@ -110,8 +110,11 @@ class Suspects(Task):
         labels = [p.label for p in proxies]
         by = self.params["by"]
         if by and by not in labels:
-            raise HarnessError(f"suspects.by={by} names no selected proxy; pass one of {', '.join(labels)}, "
-                               f"or add {by} to --proxies")
+            from proxies.registry import available_proxies
+
+            known = by.split("(")[0] in available_proxies()
+            add = f"or add {by} to --proxies" if known else f"{by} is no proxy at all (memprox proxies lists them)"
+            raise HarnessError(f"suspects.by={by} names no selected proxy; pass one of {', '.join(labels)}, {add}")
 
     def sort_by(self, labels: list[str]) -> str | None:
         """`by`; csl or the first proxy when `by` is not given, or failed to score (reported as a failure)."""
