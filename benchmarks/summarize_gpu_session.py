@@ -144,6 +144,8 @@ def benchmarks(files: Files) -> list[str]:
     for name in files.names("checks/*.json"):
         for b in (files.json(name) or {}).get("benchmarks", []):
             e = b.get("extra_info", {})
+            if "n" not in e:  # recording.json (the digits MLP) has no loop benchmark sizes
+                continue
             size = f"model {e.get('model')}, n {e.get('n')}, batch {e.get('batch')}, device {e.get('device')}"
     out = [f"Sizes: {size}.", ""]
     if loop:
@@ -241,8 +243,10 @@ def summarize(root: Path) -> str:
 
 
 def main() -> None:
-    if len(sys.argv) not in (2, 3):
+    if len(sys.argv) not in (2, 3) or sys.argv[1] in ("-h", "--help"):
         raise SystemExit(__doc__)
+    if not Path(sys.argv[1]).is_dir():
+        raise SystemExit(f"error: {sys.argv[1]} is not a folder; pass the session's results folder\n\n{__doc__}")
     text = summarize(Path(sys.argv[1]))
     if len(sys.argv) == 3:
         Path(sys.argv[2]).write_text(text)
