@@ -268,19 +268,22 @@ def plot_suspects(table: pd.DataFrame, pictures: np.ndarray | Mapping[int, np.nd
     """PNG grid of the suspects in `table` (index, label, predicted, score), captioned
     `#index given->predicted` and the score: the tracker's `plot_suspects` and the suspects task's figure.
     `pictures[i]` is sample i's (C, H, W) uint8 image: all of them, or those of the table's samples."""
-    rows = max(1, math.ceil(len(table) / columns))
-    fig = new_figure((columns * 1.1, rows * 1.3 + 0.4))
-    fig.suptitle(f"top {len(table)} by {by}", fontsize=8)
-    axes = fig.subplots(rows, columns, squeeze=False)
-
     def name(c: Any) -> str:
         return "?" if pd.isna(c) else (classes[int(c)] if classes is not None else str(int(c)))
 
+    captions = [f"#{int(r['index'])} {name(r['label'])}->{name(r['predicted'])}\n{r['score']:.3g}"
+                for _, r in table.iterrows()]
+    # a cell as wide as its longest caption line at 6 pt (~0.055 in a character, and a margin): long class names
+    # ("automobile->airplane") overlapped the next cell's caption at the fixed 1.1 in
+    width = max([1.1] + [0.065 * len(line) for c in captions for line in c.split("\n")])
+    rows = max(1, math.ceil(len(table) / columns))
+    height = rows * 1.3 + 0.4
+    fig = new_figure((columns * width, height))
+    fig.suptitle(f"top {len(table)} by {by}", fontsize=8)
+    axes = fig.subplots(rows, columns, squeeze=False, gridspec_kw={"top": 1 - 0.4 / height})  # the title's room
     for cell, ax in enumerate(axes.flat):
         if cell < len(table):
-            r = table.iloc[cell]
-            caption = f"#{int(r['index'])} {name(r['label'])}->{name(r['predicted'])}\n{r['score']:.3g}"
-            show_image(ax, pictures[int(r["index"])], caption)
+            show_image(ax, pictures[int(table.iloc[cell]["index"])], captions[cell])
         else:
             ax.set_axis_off()
     return save_figure(fig, path)

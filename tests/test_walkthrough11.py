@@ -30,3 +30,24 @@ def test_the_start_line_counts_settings_and_seeds_apart_and_exact_copies_are_cal
     out, err = capsys.readouterr()
     assert " · 3 settings × 2 seeds · " in err  # noise=0.1, noise=0.2, the suspects task's one
     assert "(exact copies among the training samples" in out and "near copies" not in out
+
+
+def test_suspect_captions_with_long_class_names_do_not_overlap(tmp_path: Path, monkeypatch) -> None:
+    """`#4 automobile->airplane` ran into its neighbours' captions in a grid of fixed 1.1 in cells."""
+    import numpy as np
+    import pandas as pd
+
+    import harness.plots as plots
+
+    figures = []
+    monkeypatch.setattr(plots, "save_figure", lambda fig, path: figures.append(fig) or Path(path))
+    table = pd.DataFrame({"index": range(12), "label": [1] * 12, "predicted": [0] * 12, "score": np.arange(12.0)})
+    pictures = np.zeros((12, 3, 32, 32), np.uint8)
+    plots.plot_suspects(table, pictures, "csl", tmp_path / "s.png", ["airplane", "automobile"], 6)
+    fig = figures[0]
+    renderer = fig.canvas.get_renderer()
+    boxes = [ax.title.get_window_extent(renderer) for ax in fig.axes if ax.get_title()]
+    for row in (boxes[:6], boxes[6:]):
+        assert all(a.x1 <= b.x0 for a, b in zip(row, row[1:], strict=False))
+    title = fig._suptitle.get_window_extent(renderer)
+    assert all(title.y0 >= b.y1 or title.x1 <= b.x0 or title.x0 >= b.x1 for b in boxes[:6])
