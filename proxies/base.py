@@ -58,7 +58,7 @@ class ScoreContext:
     runs: Mapping[RunSpec, RunArrays]  # a stored run, a tracker's records: anything with .arrays(key)
 
     def arrays(self, request: RecorderRequest, spec: RunSpec | None = None) -> dict[str, np.ndarray]:
-        return self.runs[spec or self.base].arrays(request.key)
+        return RecordedArrays(request.key, self.runs[spec or self.base].arrays(request.key))
 
     def declared(self, proxy: Proxy) -> ScoreContext:
         """This context as `proxy` may read it: only the recorders, on the runs, that its `needs`
@@ -67,6 +67,18 @@ class ScoreContext:
         the last eval pass showed 1.00x beside final_loss's 1.09x), and alone it failed."""
         allowed = frozenset((n.spec, r.key) for n in proxy.needs(self.base) for r in n.recorders)
         return DeclaredContext(self.base, self.labels, self.num_classes, self.runs, proxy.label, allowed)
+
+
+class RecordedArrays(dict):
+    """A recorder's arrays by name; a name it does not hold is a KeyError that lists the ones it does
+    (a bare `KeyError: 'margin'` left a proxy's author to guess)."""
+
+    def __init__(self, key: str, arrays: dict[str, np.ndarray]) -> None:
+        super().__init__(arrays)
+        self.key = key
+
+    def __missing__(self, name: str) -> np.ndarray:
+        raise KeyError(f"recorder {self.key} holds no array {name!r}; it holds {', '.join(sorted(self))}")
 
 
 @dataclass

@@ -136,7 +136,8 @@ def resolve_proxies(selection: str, params: dict[str, dict[str, Any]] | None = N
     names = {n for n, _ in chosen}
     for name in params:
         if name not in names:
-            raise HarnessError(f"--proxy-arg names proxy {name!r}, which is not among the selected proxies")
+            raise HarnessError(f"--proxy-arg names proxy {name!r}, which is not among the selected proxies"
+                               f"{did_you_mean([name], sorted(names))}")
     if not everything:  # inline values would override --proxy-arg silently
         for name, inline in chosen:
             twice = sorted(set(inline) & set(params.get(name, {})))

@@ -51,3 +51,57 @@ def test_suspect_captions_with_long_class_names_do_not_overlap(tmp_path: Path, m
         assert all(a.x1 <= b.x0 for a, b in zip(row, row[1:], strict=False))
     title = fig._suptitle.get_window_extent(renderer)
     assert all(title.y0 >= b.y1 or title.x1 <= b.x0 or title.x0 >= b.x1 for b in boxes[:6])
+
+
+# --- what walkthroughs of writing a proxy plugin and of the own-loop tracker found -----------------------------
+def test_a_plugin_asking_for_an_unregistered_recorder_no_longer_breaks_every_tracker(monkeypatch) -> None:
+    """`SampleTracker(n, proxies=["csl"])` raised "unknown recorder 'train_lossx'" because of another,
+    installed proxy: it is now left out of the tracker with a warning naming it."""
+    import numpy as np
+    import pytest
+    import torch
+
+    from harness import SampleTracker
+    from proxies import Proxy, register_proxy
+    from proxies.base import RecorderRequest
+    from proxies.registry import PROXIES
+
+    monkeypatch.setattr(PROXIES, "_items", dict(PROXIES._items))  # the registration is undone after the test
+
+    @register_proxy
+    class Ghost(Proxy):
+        name = "ghost"
+        description = "asks for a recorder nobody registered"
+        citation = "none"
+        recorders = (RecorderRequest.of("train_lossx"),)
+
+        def score(self, ctx):
+            return np.zeros(len(ctx.labels))
+
+    with pytest.warns(RuntimeWarning, match=r"proxy ghost \(.*\) is left out of the tracker: unknown recorder"):
+        tracker = SampleTracker(8, proxies=["csl"])
+        tracker.update(torch.arange(8), logits=torch.randn(8, 3), labels=torch.randint(0, 3, (8,)))
+        tracker.end_epoch()
+        assert list(tracker.scores().columns) == ["index", "label", "csl"]
+
+
+def test_a_mistyped_proxy_in_proxy_arg_gets_a_suggestion() -> None:
+    import pytest
+
+    from harness.errors import HarnessError
+    from proxies import resolve_proxies
+
+    with pytest.raises(HarnessError, match=r"'aun', which is not among the selected proxies \(did you mean 'aum'\?\)"):
+        resolve_proxies("csl,aum", {"aun": {"window": 2}})
+
+
+def test_an_array_a_recorder_does_not_hold_names_the_ones_it_does() -> None:
+    import numpy as np
+    import pytest
+
+    from proxies.base import RecordedArrays
+
+    arrays = RecordedArrays("train_loss", {"loss": np.zeros(3)})
+    assert arrays["loss"].shape == (3,)
+    with pytest.raises(KeyError, match="recorder train_loss holds no array 'margin'; it holds loss"):
+        arrays["margin"]

@@ -137,7 +137,7 @@ class Inputs:
         for batch in data:
             if not (isinstance(batch, (tuple, list)) and len(batch) == 3):
                 raise HarnessError("eval_epoch(): batches must be (x, y, index) -- wrap the dataset so it returns "
-                                   "its index (WithIndex in harness.tracker's docstring) -- or pass (x, y) tensors")
+                                   "its index (harness.integrations.WithIndex(dataset)) -- or pass (x, y) tensors")
             x, y, idx = batch
             idx = self.indices(idx, "eval_epoch()")
             yield idx, x.to(dev), eval_labels(y, len(idx)).to(dev)

@@ -4,6 +4,7 @@ recorder only memprox's training loop has, or needs a pass or epochs that were n
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 
 from harness.errors import HarnessError
@@ -31,14 +32,15 @@ def trackable() -> list[Proxy]:
     """Every registered proxy (plugins included) that reads only signals the tracker records."""
     out = []
     for cls in available_proxies().values():
-        try:
-            proxy = cls()
-        except Exception:  # a proxy whose defaults cannot be built is not ours to report here
+        try:  # a plugin whose defaults cannot be built, or that asks for an unregistered recorder, is
+            proxy = cls()  # not ours to report here (`memprox run` refuses it); it broke every tracker
+            needs = proxy.needs(BASE)
+            keys = {r.key for r in needs[0].recorders} if len(needs) == 1 and needs[0].spec == BASE else None
+        except Exception as e:
+            warnings.warn(f"proxy {getattr(cls, 'name', cls.__name__)} ({cls.__module__}) is left out of the tracker: "
+                          f"{e}", RuntimeWarning, stacklevel=2)
             continue
-        needs = proxy.needs(BASE)
-        if len(needs) == 1 and needs[0].spec == BASE and {r.key for r in needs[0].recorders} <= {
-            *TRAIN_KEYS, EVAL_ALL_KEY, EVAL_LAST_KEY
-        }:
+        if keys is not None and keys <= {*TRAIN_KEYS, EVAL_ALL_KEY, EVAL_LAST_KEY}:
             out.append(proxy)
     return out
 
