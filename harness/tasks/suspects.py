@@ -113,7 +113,7 @@ class Suspects(Task):
             from proxies.registry import available_proxies
 
             known = by.split("(")[0] in available_proxies()
-            add = f"or add {by} to --proxies" if known else f"{by} is no proxy at all (memprox proxies lists them)"
+            add = f"or add {by} to --proxies" if known else f"{by} is no proxy at all (memprox list shows them)"
             raise HarnessError(f"suspects.by={by} names no selected proxy; pass one of {', '.join(labels)}, {add}")
 
     def sort_by(self, labels: list[str]) -> str | None:
