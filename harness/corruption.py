@@ -149,13 +149,19 @@ def _check_labels(labels: np.ndarray, num_classes: int, what: str) -> np.ndarray
     return y.astype(np.int64, copy=True)
 
 
-def _parse_label_spec(spec: str) -> tuple[Path, str | None]:
-    """Split "f.npz:key"; a colon elsewhere (e.g. a Windows drive) is part of the path."""
-    if spec.endswith((".npy", ".npz")):
-        return expand_home(spec, "--noisy-labels"), None
+def split_label_spec(spec: str) -> tuple[str, str | None]:
+    """("f.npz", "key") of "f.npz:key", (spec, None) otherwise; a colon elsewhere (e.g. a Windows drive)
+    is part of the path."""
     head, sep, key = spec.rpartition(":")
-    if sep and head.endswith(".npz") and key:
-        return expand_home(head, "--noisy-labels"), key
+    if not spec.endswith((".npy", ".npz")) and sep and head.endswith(".npz") and key:
+        return head, key
+    return spec, None
+
+
+def _parse_label_spec(spec: str) -> tuple[Path, str | None]:
+    path, key = split_label_spec(spec)
+    if key is not None or spec.endswith((".npy", ".npz")):
+        return expand_home(path, "--noisy-labels"), key
     raise HarnessError(
         f"label file {spec!r} is not .npy or .npz; pass PATH.npy, PATH.npz or PATH.npz:KEY"
     )

@@ -11,6 +11,7 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass, field, replace
 
+from harness.corruption import split_label_spec
 from harness.recipe import (
     AUGMENT_VERSION,
     LATER_RECIPE_DEFAULTS,
@@ -65,8 +66,8 @@ MAX_LABEL_FILE_BYTES = 120
 def label_file_key(spec: str) -> str:
     """The part of a label-file spec ("PATH.npy", "PATH.npz", "PATH.npz:KEY") that is not where the
     file lies: ":KEY" or "". A run's address holds the file's content hash instead of its path."""
-    head, sep, key = spec.rpartition(":")
-    return f":{key}" if sep and head.endswith(".npz") and key and not spec.endswith((".npy", ".npz")) else ""
+    key = split_label_spec(spec)[1]
+    return f":{key}" if key else ""
 
 
 def _file_label(spec: str) -> str:
