@@ -47,6 +47,7 @@ from harness.values import check_integer as _integer  # noqa: F401  (harness.exe
 
 if TYPE_CHECKING:
     from harness.datasets import Dataset
+    from harness.recipe import Recipe
 
 #: What --epochs and --bootstrap may imply in memory once N is known (see `validate_for_data`).
 MAX_IMPLIED_BYTES = 4 * 2**30
@@ -62,6 +63,41 @@ _VALIDATED: dict[int, tuple[weakref.ref, str]] = {}
 
 class ConfigChecks:
     """What an ExperimentConfig does; its fields come from the option table (`config_class`)."""
+
+    if TYPE_CHECKING:  # the generated fields, as type checkers see them (tests/test_config_types12.py
+        # holds these to the option table's names and annotations; at run time the table makes them)
+        dataset: str
+        model: str
+        recipe: Recipe
+        preset: str
+        subset: int | None
+        data_root: Path | None
+        download: bool
+        seeds: tuple[int, ...]
+        tasks: tuple[str, ...]
+        proxies: str
+        proxy_args: dict[str, dict[str, Any]]
+        noise_rates: tuple[float, ...]
+        duplicate_pairs: int | None
+        noisy_labels: str | None
+        reference: str
+        task_args: dict[str, dict[str, Any]]
+        device: str
+        out: Path | None
+        store: Path | None
+        progress: bool
+        threads: int
+        checkpoint_every_s: float
+        executor: str
+        workers: int | None
+        ray_address: str | None
+        gpus_per_run: float
+        bootstrap: int
+        overwrite: bool
+        precision: str
+        compile: bool
+
+        def __init__(self, **fields: Any) -> None: ...
 
     def validate(self) -> None:
         """Raise HarnessError for the first config-level mistake; called before anything runs. The
@@ -217,7 +253,11 @@ def config_class() -> type:
     return _class_for(_options.table())
 
 
-ExperimentConfig = config_class()
+if TYPE_CHECKING:
+    class ExperimentConfig(ConfigChecks):
+        """What type checkers see: `ConfigChecks` with its declared fields."""
+else:
+    ExperimentConfig = config_class()
 #: Config fields that say how or where an experiment runs, not what it computes: two configs that
 #: differ only in these are the same experiment (and may write to the same --out).
 RUNTIME_FIELDS = _options.runtime_fields()

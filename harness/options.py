@@ -243,7 +243,7 @@ def _epochs_into(recipe: Recipe, epochs: Any) -> Recipe:
         scaled = (round(m * epochs / recipe.epochs) for m in recipe.milestones)
         kept = tuple(sorted({m for m in scaled if 1 <= m < epochs}))
     cut = recipe.augment_epochs is not None and isinstance(epochs, int)
-    augment_epochs = min(recipe.augment_epochs, epochs) if cut else recipe.augment_epochs  # type: ignore[type-var]
+    augment_epochs = min(recipe.augment_epochs, epochs) if cut else recipe.augment_epochs
     return replace(recipe, epochs=epochs, milestones=kept, augment_epochs=augment_epochs)
 
 
@@ -267,10 +267,11 @@ def _executor_names() -> list[str]:
 DEFAULT_TASKS = ("mislabeled", "duplicates", "cost", "memorization", "theory", "privacy")
 DEFAULT_NOISE_RATES = (0.01, 0.02, 0.05, 0.10)
 DEFAULT_REFERENCE = "stability"
-_PATH = dict(types=(str, os.PathLike, type(None)), type_words="str, pathlib.Path or None")
-_NAMES = dict(types=(str, Sequence), type_words="str or list of str")  # not a set: its order changes between runs
-_FROM_PRESET = dict(shown_default="the preset's")
-_PARAMS = dict(types=(Mapping, str, Iterable, type(None)), type_words="dict, str, list of str or None",
+_PATH: dict[str, Any] = dict(types=(str, os.PathLike, type(None)), type_words="str, pathlib.Path or None")
+# not a set: its order changes between runs
+_NAMES: dict[str, Any] = dict(types=(str, Sequence), type_words="str or list of str")
+_FROM_PRESET: dict[str, Any] = dict(shown_default="the preset's")
+_PARAMS: dict[str, Any] = dict(types=(Mapping, str, Iterable, type(None)), type_words="dict, str, list of str or None",
                annotation="dict[str, dict[str, Any]]", factory=dict, fill=lambda ctx, value: {} if value is None
                else value, check=_owner_params, repeat=True)
 
