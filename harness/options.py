@@ -268,8 +268,7 @@ DEFAULT_TASKS = ("mislabeled", "duplicates", "cost", "memorization", "theory", "
 DEFAULT_NOISE_RATES = (0.01, 0.02, 0.05, 0.10)
 DEFAULT_REFERENCE = "stability"
 _PATH: dict[str, Any] = dict(types=(str, os.PathLike, type(None)), type_words="str, pathlib.Path or None")
-# not a set: its order changes between runs
-_NAMES: dict[str, Any] = dict(types=(str, Sequence), type_words="str or list of str")
+_NAMES: dict[str, Any] = dict(types=(str, Sequence), type_words="str or list of str")  # not a set: order varies
 _FROM_PRESET: dict[str, Any] = dict(shown_default="the preset's")
 _PARAMS: dict[str, Any] = dict(types=(Mapping, str, Iterable, type(None)), type_words="dict, str, list of str or None",
                annotation="dict[str, dict[str, Any]]", factory=dict, fill=lambda ctx, value: {} if value is None
