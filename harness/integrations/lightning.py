@@ -48,7 +48,7 @@ try:
     from lightning.pytorch import Callback
 except ImportError:  # pragma: no cover - the standalone package
     try:
-        from pytorch_lightning import Callback
+        from pytorch_lightning import Callback  # type: ignore[assignment]  # the standalone twin of that class
     except ImportError as exc:
         raise ImportError("harness.integrations.lightning needs Lightning: pip install 'memprox[lightning]'") from exc
 

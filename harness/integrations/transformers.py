@@ -35,7 +35,7 @@ import math
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict, cast
 
 import numpy as np
 import pandas as pd
@@ -96,6 +96,15 @@ class IndexCollator:
         return batch
 
 
+class _TrackerOptions(TypedDict):
+    """`SampleTracker`'s arguments, kept to make a new tracker for each `train()` (`restart`)."""
+
+    n: int
+    proxies: Sequence[str | Proxy] | str | None
+    labels: Sequence[int] | np.ndarray | torch.Tensor | None
+    running_sums: bool
+
+
 class CSLTrainerCallback(TrainerCallback):
     """Holds the `SampleTracker` a `CSLTrainer` records into and closes its epochs.
 
@@ -107,7 +116,7 @@ class CSLTrainerCallback(TrainerCallback):
 
     def __init__(self, n: int, *, proxies: Sequence[str | Proxy] | str | None = None,
                  labels: Sequence[int] | np.ndarray | torch.Tensor | None = None, running_sums: bool = False) -> None:
-        self._options = {"n": n, "proxies": proxies, "labels": labels, "running_sums": running_sums}
+        self._options: _TrackerOptions = {"n": n, "proxies": proxies, "labels": labels, "running_sums": running_sums}
         self.tracker = SampleTracker(**self._options)
         self._recorder = DistributedRecorder(self.tracker)
         self._loaded: dict[str, Any] | None = None  # a checkpoint's state, until training begins
@@ -298,9 +307,10 @@ class CSLTrainer(Trainer):
         """Keep the index and the labels through `remove_unused_columns`: `compute_loss` reads both
         itself, and a plain `nn.Module` whose forward takes no `labels` would otherwise lose them."""
         super()._set_signature_columns_if_needed()
+        columns = cast("list[str]", self._signature_columns)  # typed None by the Trainer: the call above filled it
         for column in (self.index_key, "labels", "label", *(self.args.label_names or ())):
-            if column not in self._signature_columns:
-                self._signature_columns.append(column)
+            if column not in columns:
+                columns.append(column)
 
     def compute_loss(self, model: nn.Module, inputs: dict[str, Any], return_outputs: bool = False,
                      num_items_in_batch: Any = None) -> Any:
@@ -318,10 +328,11 @@ class CSLTrainer(Trainer):
         if isinstance(outputs, torch.Tensor):  # a plain nn.Module returning logits
             logits = outputs
         elif isinstance(outputs, Mapping):
-            logits = outputs.get("logits")
-            if logits is None:
+            found = outputs.get("logits")
+            if found is None:
                 raise HarnessError(f"CSLTrainer: the model's output has no logits (keys {sorted(outputs)}); it "
                                    f"computes the per-sample cross-entropy from them: return `logits` (B, C)")
+            logits = found
         else:
             logits = outputs[0]
         if logits.dim() != 2 or labels.dim() != 1:

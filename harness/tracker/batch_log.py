@@ -38,7 +38,10 @@ class Batch(NamedTuple):
 
     @property
     def size(self) -> int:
-        return len(self.host) if self.host is not None else int(self.idx.shape[0])
+        if self.host is not None:
+            return len(self.host)
+        assert self.idx is not None  # the indices are on the host or on the device
+        return int(self.idx.shape[0])
 
     @property
     def kind(self) -> tuple[object, ...]:
@@ -71,6 +74,7 @@ class BatchLog:
             return False
         start, stop = self.rows, self.rows + b
         if batch.host is not None:
+            assert self._host is not None  # made for this kind, whose indices are on the host
             self._host[start:stop] = batch.host
         for name in self._buffers:
             self._buffers[name][start:stop].copy_(getattr(batch, name))
@@ -85,6 +89,7 @@ class BatchLog:
         rows = self.rows
         held = {name: buffer[:rows] for name, buffer in self._buffers.items()}
         host = None if self._host is None else self._host[:rows].copy()
+        assert self._kind is not None  # set by _make for the held rows
         _, _, _, _, flag_logits = self._kind
         return Batch(host=host, idx=held.get("idx"), losses=held.get("losses"), logits=held.get("logits"),
                      labels=held.get("labels"), flag_logits=bool(flag_logits))
@@ -101,7 +106,6 @@ class BatchLog:
         return max(1, min(MAX_ROWS, MAX_LOGIT_VALUES // max(1, int(batch.logits.shape[1]))))
 
     def _make(self, batch: Batch) -> None:
-        width = None if batch.logits is None else max(1, int(batch.logits.shape[1]))
         capacity = self.capacity(batch)
         dev = self.device
         buffers: dict[str, torch.Tensor] = {}
@@ -110,6 +114,7 @@ class BatchLog:
         if batch.losses is not None:
             buffers["losses"] = torch.empty(capacity, dtype=torch.float32, device=dev)
         if batch.logits is not None:
+            width = max(1, int(batch.logits.shape[1]))
             buffers["logits"] = torch.empty((capacity, width), dtype=batch.logits.dtype, device=dev)
         if batch.labels is not None:
             buffers["labels"] = torch.empty(capacity, dtype=torch.int64, device=dev)

@@ -1,6 +1,7 @@
 """`SampleTracker`, the public face of `harness.tracker`: argument checks and the call order of a
 user's loop here; inputs in `inputs`, batches held for recording in `batch_log`, recording state in
-`signals`, proxy choice in `selection`, results in `results`, checkpoints in `state`."""
+`signals`, proxy choice in `selection`, results in `results`, checkpoints in `state`; the attributes
+all of them share are declared in `fields`."""
 
 from __future__ import annotations
 
@@ -13,7 +14,6 @@ import torch
 from torch import nn
 
 from harness.errors import HarnessError
-from harness.recorders import Records
 from harness.tracker.batch_log import Batch, BatchLog
 from harness.tracker.eval_passes import EvalPassState, training_untouched
 from harness.tracker.inputs import Inputs, label_array
@@ -96,25 +96,25 @@ class SampleTracker(TrackerCheckpoints, TrackerResults):
         self.n = int(n)
         self.running_sums = running_sums
         self.epochs = 0
-        self.num_classes: int | None = None
+        self.num_classes = None
         self._selection = ProxySelection(proxies, running_sums)
         self._fixed_labels = None if labels is None else label_array(labels, self.n)
         self._fixed_top = -1 if self._fixed_labels is None else int(self._fixed_labels.max())  # n >= 1
-        self._device: torch.device | None = None
-        self._inputs: Inputs | None = None
-        self._signals: TrackedSignals | None = None
-        self._log: BatchLog | None = None  # the epoch's batches not yet recorded
+        self._device = None  # the device state (these four) is made by _ensure_device
+        self._inputs = None
+        self._signals = None
+        self._log = None  # the epoch's batches not yet recorded
         self._pending = False  # update() called since the last end_epoch()
         self._finished = False
         self._all_batches_had_logits = True
         self._had_logits_closed = True  # as of the last end_epoch(): what discard_epoch() goes back to
-        self._eval_at: list[int] = []  # epochs completed when each eval pass ran (kept after finish)
+        self._eval_at = []  # epochs completed when each eval pass ran (kept after finish)
         #: samples an epoch may present more than once without a warning: the DDP integrations set it
         #: to world size - 1, the most a `DistributedSampler` repeats to pad the epoch
         self.allowed_repeats = 0
         self._warned_repeats = False
-        self._host: Records | None = None
-        self._saved: dict[str, Any] | None = None  # a loaded state, written to the device at its first use
+        self._host = None
+        self._saved = None  # a loaded state, written to the device at its first use
 
     # -- recording ---------------------------------------------------------------------------
     def update(
@@ -135,9 +135,14 @@ class SampleTracker(TrackerCheckpoints, TrackerResults):
         if not isinstance(ref, torch.Tensor):
             raise HarnessError(f"update(): losses and logits must be torch tensors, got {type(ref).__name__}")
         self._ensure_device(ref.device, "update()")
-        inputs, selection = self._inputs, self._selection
+        inputs, selection, log = self._inputs, self._selection, self._log
+        assert inputs is not None and log is not None  # made by _ensure_device
         host, idx = inputs.batch_indices(indices)
-        b = len(host) if host is not None else idx.shape[0]
+        if host is not None:
+            b = len(host)
+        else:
+            assert idx is not None  # the indices are on the host or on the device
+            b = idx.shape[0]
         if logits is not None:
             logits = inputs.tensor("logits", logits, ndim=2, length=b, floating=True)
             self._check_classes(logits.shape[1], "update(): logits have {} classes but earlier batches had {}")
@@ -160,9 +165,9 @@ class SampleTracker(TrackerCheckpoints, TrackerResults):
         flag_logits = logits is not None and selection.train_keys != (LOSS_KEY,)
         batch = Batch(host, idx, losses, logits, labels, flag_logits)
         with _writable():
-            if not self._log.add(batch):  # the log holds another kind, or is full
+            if not log.add(batch):  # the log holds another kind, or is full
                 self._flush()
-                if not self._log.add(batch):  # larger than the log: recorded as it is
+                if not log.add(batch):  # larger than the log: recorded as it is
                     self._record(batch)
         self._pending = True
 
@@ -175,8 +180,9 @@ class SampleTracker(TrackerCheckpoints, TrackerResults):
                                "call update() for every batch and end_epoch() once per epoch")
         self._restore_now("end_epoch()")
         self._flush()
-        signals = self._signals
-        bad_index, non_finite, repeated, conflicts = signals.epoch_checks(self._inputs.bad)
+        signals, inputs = self._signals, self._inputs
+        assert signals is not None and inputs is not None  # an update() made them, or _restore_now did
+        bad_index, non_finite, repeated, conflicts = signals.epoch_checks(inputs.bad)
         if bad_index:  # only CUDA indices get here: on the CPU update() raised at once
             raise HarnessError(f"update() got sample indices outside [0, {self.n}) in epoch {self.epochs + 1}; "
                                f"pass the dataset's own indices and n = len(dataset)")
@@ -203,8 +209,10 @@ class SampleTracker(TrackerCheckpoints, TrackerResults):
         self._restore_now("discard_epoch()")
         if self._log is not None:
             self._log.clear()
-        self._signals.discard_epoch(self.epochs)
-        self._inputs.bad.zero_()
+        signals, inputs = self._signals, self._inputs
+        assert signals is not None and inputs is not None  # an update() made them, or _restore_now did
+        signals.discard_epoch(self.epochs)
+        inputs.bad.zero_()
         self._all_batches_had_logits = self._had_logits_closed
         self._pending = False
 
@@ -238,13 +246,14 @@ class SampleTracker(TrackerCheckpoints, TrackerResults):
             raise HarnessError("eval_epoch() runs between epochs: call end_epoch() first")
         param = next(iter(model.parameters()), None)
         self._ensure_device(param.device if param is not None else torch.device("cpu"), "eval_epoch()")
-        signals = self._signals
+        signals, inputs, device = self._signals, self._inputs, self._device
+        assert signals is not None and inputs is not None and device is not None  # made by _ensure_device
         state: EvalPassState | None = None
         classes = 0
         epoch = self.epochs - 1  # the recorder's row: the epoch just closed (-1: a baseline pass)
         try:
-            with training_untouched(model, self._device):  # modes and global RNGs as they were
-                for idx, x, y in self._inputs.eval_batches(data, batch_size):
+            with training_untouched(model, device):  # modes and global RNGs as they were
+                for idx, x, y in inputs.eval_batches(data, batch_size):
                     logits = model(x)
                     classes = self._eval_classes(logits, len(idx))
                     with torch.inference_mode(False):  # the buffers outlive a caller's inference_mode
@@ -269,15 +278,18 @@ class SampleTracker(TrackerCheckpoints, TrackerResults):
     def _flush(self) -> None:
         """Record the batches the log holds (`harness.tracker.batch_log`). The log is emptied once
         they are recorded: a failure keeps them, and every later flush fails alike, loudly."""
-        held = self._log.held() if self._log is not None else None
-        if held is not None:
+        log = self._log
+        held = log.held() if log is not None else None
+        if log is not None and held is not None:
             with _writable():
                 self._record(held)
-            self._log.clear()
+            log.clear()
 
     def _record(self, batch: Batch) -> None:
         inputs, signals = self._inputs, self._signals
+        assert inputs is not None and signals is not None  # made by _ensure_device
         if batch.host is None:
+            assert batch.idx is not None  # a batch's indices are on the host or on the device
             idx = inputs.on_device(batch.idx)
         else:
             idx = torch.from_numpy(batch.host).to(self._device, non_blocking=True)
@@ -292,9 +304,11 @@ class SampleTracker(TrackerCheckpoints, TrackerResults):
         logits: checked once for all samples, since the batches are recorded later (`batch_log`)."""
         if self._fixed_labels is None:
             raise HarnessError("update(): logits= needs labels= (or SampleTracker(labels=...) at construction)")
-        if self._fixed_top >= self.num_classes:
+        top = self.num_classes
+        assert top is not None  # update() set it from the logits before this check
+        if self._fixed_top >= top:
             sample = int(self._fixed_labels.argmax())
-            label, top = int(self._fixed_labels[sample]), self.num_classes
+            label = int(self._fixed_labels[sample])
             raise HarnessError(f"update(): SampleTracker(labels=...) gives sample {sample} label {label}, outside "
                                f"the logits' classes [0, {top}); labels must be class ids 0..C-1")
 

@@ -70,6 +70,7 @@ class Inputs:
         """The batch's sample indices as int64 on the device, checked (`batch_indices`, `on_device`)."""
         host, idx = self.batch_indices(indices, where)
         if host is None:
+            assert idx is not None  # the indices are on the host or on the device
             return self.on_device(idx)
         return torch.from_numpy(host).to(self.device, torch.int64, non_blocking=True)
 

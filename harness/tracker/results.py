@@ -13,6 +13,7 @@ import pandas as pd
 import torch
 
 from harness.errors import HarnessError
+from harness.tracker.fields import TrackerFields
 from harness.tracker.report import (
     absent_report,
     as_uint8_nchw,
@@ -28,13 +29,20 @@ from proxies import Proxy, ScoreContext
 from proxies.base import checked_scores
 
 if TYPE_CHECKING:
-    from harness.tracker.core import SampleTracker
+    from typing_extensions import Self
 
 
-class TrackerResults:
+class TrackerResults(TrackerFields):
     """`SampleTracker`'s results API (its state lives in the tracker, see `SampleTracker`)."""
 
-    def finish(self) -> SampleTracker:
+    # the host copies `finish` makes: read only after it
+    _non_finite_host: dict[str, np.ndarray]
+    _missing_host: dict[str, np.ndarray]
+    _labels_host: np.ndarray
+    _pred_host: np.ndarray
+    _presented_host: np.ndarray
+
+    def finish(self) -> Self:
         """Stop recording and copy the signals to the host (`scores()` and `suspects()` call it)."""
         if self._finished:
             return self
@@ -45,9 +53,11 @@ class TrackerResults:
             raise HarnessError("no epoch recorded: call update() for every batch and end_epoch() after each epoch")
         self._restore_now("scores()")
         self._finished = True
+        signals = self._signals
+        assert signals is not None  # epochs were recorded, and a loaded state was restored just above
         (self._host, self._non_finite_host, self._missing_host, self._labels_host,
-         self._pred_host) = self._signals.to_host(self.epochs)
-        self._presented_host = self._signals.presentations.epochs.cpu().numpy().astype(np.int64)
+         self._pred_host) = signals.to_host(self.epochs)
+        self._presented_host = signals.presentations.epochs.cpu().numpy().astype(np.int64)
         self._signals = None  # free the device buffers
         return self
 
@@ -59,11 +69,13 @@ class TrackerResults:
         NaN in every proxy that reads them, with a RuntimeWarning naming the samples; so does a
         sample an `eval_epoch` pass left out, in the proxies that read that pass."""
         self.finish()
-        selection, recorded = self._selection, self._host.recorders
+        records = self._host
+        assert records is not None  # copied by finish()
+        selection, recorded = self._selection, records.recorders
         chosen = (selection.resolve(proxies) if proxies is not None
                   else selection.default(recorded, self.epochs, self._all_batches_had_logits))
         ctx = ScoreContext(base=BASE, labels=self._labels_host, num_classes=self.num_classes or 0,
-                           runs={BASE: self._host})
+                           runs={BASE: records})
         columns: dict[str, Any] = {"index": np.arange(self.n), "label": nullable(self._labels_host)}
         spoiled: dict[str, np.ndarray] = {}  # proxy label -> samples with a non-finite signal it reads
         left_out: dict[str, np.ndarray] = {}  # proxy label -> samples an eval pass it reads did not cover

@@ -166,8 +166,11 @@ class TrackedSignals:
         """One batch to the bank (without logits: train_loss only), the labels, and the count of
         samples whose loss (or logits, when `flag_logits`) are not finite: no host sync. Indices
         must be in [0, n) (checked by `Inputs`)."""
-        loss = losses.float() if losses is not None else nn.functional.cross_entropy(
-            logits.float(), labels, reduction="none")
+        if losses is not None:
+            loss = losses.float()
+        else:  # update() gives losses, or logits with labels (the constructor's when it had none)
+            assert logits is not None and labels is not None
+            loss = nn.functional.cross_entropy(logits.float(), labels, reduction="none")
         slot = self.presentations.slots(idx, host)
         if logits is not None:
             self.pred.index_copy_(0, slot, logits.argmax(1))
@@ -179,6 +182,7 @@ class TrackedSignals:
                 self.given.index_copy_(0, slot, labels)
         bad = ~torch.isfinite(loss)
         if flag_logits:  # -inf logits of other classes (class masks) are no fault (`unusable_logits`)
+            assert logits is not None and labels is not None  # flagged only for logits, which come with labels
             bad |= unusable_logits(logits, labels)
         self.non_finite_now.index_add_(0, slot, bad.to(torch.int32))
 
@@ -193,6 +197,7 @@ class TrackedSignals:
         return bool(bad), bool(non_finite), repeated, conflicted
 
     def label_conflict_error(self, count: int, epoch_number: int) -> HarnessError:
+        assert self.label_conflicts is not None  # conflicts are counted only against constructor labels
         first = torch.nonzero(self.label_conflicts).flatten()[:10].tolist()
         return HarnessError(
             f"update() got labels other than SampleTracker(labels=...) for {count} sample(s) in epoch "

@@ -12,17 +12,15 @@ tracker of another n, another proxy selection, other constructor labels or `runn
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
 from harness.errors import HarnessError
 from harness.recorders.base import GrowingRows, Recorder
+from harness.tracker.fields import TrackerFields
 from harness.tracker.selection import LOSS_KEY
 from harness.tracker.signals import TrackedSignals
-
-if TYPE_CHECKING:
-    from harness.tracker.core import SampleTracker
 
 FORMAT, VERSION = "memprox.SampleTracker", 1
 
@@ -32,7 +30,7 @@ def _copy(t: torch.Tensor | None) -> torch.Tensor | None:
     return None if t is None else t.detach().to("cpu", copy=True)
 
 
-def _config(tracker: SampleTracker) -> dict[str, Any]:
+def _config(tracker: TrackerFields) -> dict[str, Any]:
     """What must match between the saved tracker and the one resuming it."""
     selected = tracker._selection.selected
     labels = tracker._fixed_labels
@@ -41,7 +39,7 @@ def _config(tracker: SampleTracker) -> dict[str, Any]:
             "labels": None if labels is None else torch.from_numpy(labels.copy())}
 
 
-def capture(tracker: SampleTracker) -> dict[str, Any]:
+def capture(tracker: TrackerFields) -> dict[str, Any]:
     """The tracker's whole state as plain, host-side values."""
     state = {"format": FORMAT, "version": VERSION, **_config(tracker), "epochs": tracker.epochs,
              "num_classes": tracker.num_classes, "pending": tracker._pending,
@@ -49,6 +47,7 @@ def capture(tracker: SampleTracker) -> dict[str, Any]:
              "warned_repeats": tracker._warned_repeats, "eval_at": list(tracker._eval_at), "signals": None}
     signals = tracker._signals
     if signals is not None:
+        assert tracker._inputs is not None  # made with the signals (`_ensure_device`)
         state["signals"] = _signals_state(signals, tracker._inputs.bad)
     return state
 
@@ -74,7 +73,7 @@ def _buffers(rec: Recorder) -> dict[str, Any]:
             for name, buf in rec.buffers.items()}
 
 
-def check(tracker: SampleTracker, state: Any) -> None:
+def check(tracker: TrackerFields, state: Any) -> None:
     """A HarnessError, before anything changes, when `state` cannot resume this tracker: another
     tracker's, or one damaged or cut short (its every buffer is checked against this tracker's)."""
     if not isinstance(state, Mapping) or state.get("format") != FORMAT:
@@ -114,7 +113,7 @@ def _damaged(what: str) -> HarnessError:
                         f"returned, unchanged")
 
 
-def _validate(tracker: SampleTracker, state: Mapping[str, Any]) -> None:
+def _validate(tracker: TrackerFields, state: Mapping[str, Any]) -> None:
     """The counters' types and ranges, then a dry run of `restore_signals` on the meta device (no
     memory), then the agreement of the rows with the epoch count."""
     epochs, classes, eval_at = state["epochs"], state["num_classes"], state["eval_at"]
@@ -154,7 +153,7 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def restore_counters(tracker: SampleTracker, state: Mapping[str, Any]) -> None:
+def restore_counters(tracker: TrackerFields, state: Mapping[str, Any]) -> None:
     """The plain values; the recorded signals follow on the device (`restore_signals`)."""
     tracker.epochs = int(state["epochs"])
     tracker.num_classes = state["num_classes"]
@@ -241,7 +240,7 @@ def restore_signals(s: TrackedSignals, bad_index: torch.Tensor, state: Mapping[s
     put(p.epochs, state["epochs_presented"], "epochs_presented")
 
 
-class TrackerCheckpoints:
+class TrackerCheckpoints(TrackerFields):
     """`SampleTracker`'s checkpoint API (its state lives in the tracker, see `SampleTracker`)."""
 
     @property

@@ -1,0 +1,54 @@
+"""What a `SampleTracker` holds, declared once for the type checker. The tracker's methods are split
+over `core`, `state` (`TrackerCheckpoints`) and `results` (`TrackerResults`), and the mixins read
+the attributes that `SampleTracker.__init__` makes and call its helpers: declared here, they are
+checked in every part. Nothing here exists at run time beyond the annotations."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import numpy as np
+    import torch
+
+    from harness.recorders import Records
+    from harness.tracker.batch_log import BatchLog
+    from harness.tracker.inputs import Inputs
+    from harness.tracker.selection import ProxySelection
+    from harness.tracker.signals import TrackedSignals
+
+
+class TrackerFields:
+    """The attributes of `SampleTracker` (see its `__init__`). The device state (`_device`,
+    `_inputs`, `_signals`, `_log`) is None until `_ensure_device` makes it, all at once."""
+
+    n: int
+    running_sums: bool
+    epochs: int
+    num_classes: int | None
+    allowed_repeats: int
+    _selection: ProxySelection
+    _fixed_labels: np.ndarray | None
+    _fixed_top: int
+    _device: torch.device | None
+    _inputs: Inputs | None
+    _signals: TrackedSignals | None
+    _log: BatchLog | None
+    _pending: bool
+    _finished: bool
+    _all_batches_had_logits: bool
+    _had_logits_closed: bool
+    _eval_at: list[int]
+    _warned_repeats: bool
+    _host: Records | None
+    _saved: dict[str, Any] | None
+
+    if TYPE_CHECKING:  # defined by `SampleTracker` and `TrackerCheckpoints`, called across the parts
+
+        def _check_open(self, what: str) -> None: ...
+
+        def _flush(self) -> None: ...
+
+        def _ensure_device(self, device: torch.device, where: str) -> None: ...
+
+        def _restore_now(self, where: str) -> None: ...
