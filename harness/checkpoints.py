@@ -45,11 +45,11 @@ def save_checkpoints(items: Iterable[tuple[Path, str, dict, list[str]]]) -> None
     try:
         for path, digest, state, keys in items:
             path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)  # as atomic_write names it
+            fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)  # as atomic_write names it
             os.close(fd)
-            staged.append((Path(tmp), path))
-            os.chmod(tmp, 0o666 & ~umask())
-            _torch_save(_blob(digest, state, keys), Path(tmp))
+            staged.append((Path(tmp_name), path))
+            os.chmod(tmp_name, 0o666 & ~umask())
+            _torch_save(_blob(digest, state, keys), Path(tmp_name))
         for tmp, path in staged:
             os.replace(tmp, path)
     finally:

@@ -129,8 +129,8 @@ class ChunkCheckpoints:
             return None
         try:
             why = _mismatch(states, specs, epochs)
-            if why is None:
-                progress = _restore(states, stacked)
+            if why is None:  # then every member has one
+                progress = _restore([s for s in states if s is not None], stacked)
                 print(f"resuming {chunk_label(specs)} from its checkpoints at epoch {progress.epoch} of {epochs}",
                       file=sys.stderr, flush=True)
                 self.resumed.update(dict.fromkeys(specs, progress.epoch))

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
-from harness.model_registry import MODELS, Factory
+from harness.model_registry import MODELS, Factory, Shape, as_shape
 from harness.models import build_model
 from harness.prepared import PreparedData
 from harness.runspec import RunSpec
@@ -27,11 +27,11 @@ def draws_random(model: str, inputs: torch.Tensor | None = None) -> bool:
     draws `train_run` makes. A model that cannot be built or run for the probe counts as not.
     Cached by factory, so a model registered anew under its name (a notebook) is probed anew."""
     shape = (3, 32, 32) if inputs is None else tuple(inputs.shape[1:])
-    return _draws_random(MODELS.get(model).factory, shape, inputs is not None and inputs.dtype == torch.int64)
+    return _draws_random(MODELS.get(model).factory, as_shape(shape), inputs is not None and inputs.dtype == torch.int64)
 
 
 @cache
-def _draws_random(factory: Factory, shape: tuple[int, ...], tokens: bool) -> bool:
+def _draws_random(factory: Factory, shape: Shape, tokens: bool) -> bool:
     """One stacked member's training forward under vmap, on the meta device (nothing allocated,
     nothing computed), on two samples (batch norm needs more than one)."""
     try:
@@ -160,7 +160,7 @@ def float32_batch_norm(skeleton: nn.Module) -> None:
             def forward(x: torch.Tensor, plain=plain) -> torch.Tensor:
                 return plain(x.float()).to(x.dtype)
 
-            module.forward = forward
+            module.forward = forward  # type: ignore[method-assign,assignment]  # a wrapper per instance
 
 def plain_flops(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> int:
     """FLOPs of one training step of one member, counted on an unbatched copy. Counting under

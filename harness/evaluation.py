@@ -43,7 +43,7 @@ class ExperimentResult:
     trained: list[str] = field(default_factory=list)
     reused: list[str] = field(default_factory=list)
     resumed: dict[str, int] = field(default_factory=dict)  # trained label -> the epoch a checkpoint resumed it at
-    outputs: dict[str, object] = field(default_factory=dict)
+    outputs: dict[str, list[str]] = field(default_factory=dict)  # kind -> the files written
     base_train_acc: list[float] = field(default_factory=list)  # eval-mode, on the labels trained on
     flipped_fit: dict[str, float] = field(default_factory=dict)  # noisy base run's hash -> share fitted
     scores: dict[str, pd.DataFrame] = field(default_factory=dict)  # "noise=0.1_seed0" -> scores/<key>.csv

@@ -11,7 +11,9 @@ from torch import nn
 
 from harness.registry import Registry
 
-Factory = Callable[[tuple[int, int, int], int], nn.Module]
+#: (C, H, W): images as they are, (N, D) features as (D, 1, 1), token ids as (L, 1, 1)
+Shape = tuple[int, int, int]
+Factory = Callable[[Shape, int], nn.Module]
 
 
 @dataclass(frozen=True)
@@ -32,9 +34,19 @@ def register_model(name: str, description: str):
     return wrap
 
 
-def build_model(name: str, input_shape: tuple[int, int, int], num_classes: int) -> nn.Module:
-    """A freshly initialised model; an unknown name is a HarnessError listing the valid ones."""
-    return MODELS.get(name).factory(input_shape, num_classes)
+def build_model(name: str, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
+    """A freshly initialised model; an unknown name is a HarnessError listing the valid ones.
+    `input_shape` is a sample's shape (`x.shape[1:]`), which the loaders make three long."""
+    return MODELS.get(name).factory(as_shape(input_shape), num_classes)
+
+
+def as_shape(input_shape: tuple[int, ...]) -> Shape:
+    """A factory's (C, H, W) from a sample's shape; one of another length is a loader's bug."""
+    if len(input_shape) != 3:
+        raise ValueError(f"a model's input shape is (C, H, W), got {input_shape}: features are stored as "
+                         "(D, 1, 1) and token ids as (L, 1, 1)")
+    c, h, w = input_shape
+    return c, h, w
 
 
 def registered_here_only(name: str) -> str | None:

@@ -84,7 +84,8 @@ class Planner:
         every distinct run the proxies and tasks need, with the union of their recorders."""
         self._check_classes()
         base_data = DataSpec(dataset=self.cfg.dataset, subset=self.cfg.subset, dataset_sha=self.dataset.fingerprint)
-        settings, runs = [], defaultdict(set)
+        settings: list[tuple[Task, Setting, RunSpec]] = []
+        runs: defaultdict[RunSpec, set[RecorderRequest]] = defaultdict(set)
         for task in tasks:
             for setting in task.settings(self.cfg, base_data, self.dataset):
                 base = self.base_spec(setting)

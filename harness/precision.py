@@ -59,6 +59,7 @@ def ieee_float32(device: torch.device) -> Iterator[None]:
         yield
         return
     conv = getattr(torch.backends.cudnn, "conv", None)
+    off: str | bool  # the new flags take a precision's name, the legacy ones a bool
     if conv is not None and hasattr(conv, "fp32_precision"):
         flags: tuple[Any, ...] = (conv, torch.backends.cuda.matmul)
         name, off = "fp32_precision", "ieee"

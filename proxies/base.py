@@ -10,7 +10,7 @@ import functools
 import inspect
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sized
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -250,7 +250,9 @@ def checked_scores(raw: object, n: int) -> np.ndarray:
 def _check_pandas_order(raw: object, n: int) -> None:
     """A pandas Series of n values whose index is not 0..n-1 in order is refused: its values would
     be read by position, not by the sample each is indexed under."""
-    if not type(raw).__module__.startswith("pandas") or getattr(raw, "ndim", 0) != 1 or len(raw) != n:
+    if not type(raw).__module__.startswith("pandas") or getattr(raw, "ndim", 0) != 1:
+        return
+    if not isinstance(raw, Sized) or len(raw) != n:  # a Series is Sized: the check only narrows the type
         return
     import pandas as pd
 

@@ -70,9 +70,9 @@ def _quota(folder: Path) -> float | None:
             quota, _, period = (folder / "cpu.max").read_text().strip().partition(" ")
             return None if quota == "max" else int(quota) / int(period or 100_000)
         if (folder / "cpu.cfs_quota_us").is_file():
-            quota = int((folder / "cpu.cfs_quota_us").read_text())
-            period = int((folder / "cpu.cfs_period_us").read_text())
-            return quota / period if quota > 0 and period > 0 else None
+            quota_us = int((folder / "cpu.cfs_quota_us").read_text())
+            period_us = int((folder / "cpu.cfs_period_us").read_text())
+            return quota_us / period_us if quota_us > 0 and period_us > 0 else None
     except (OSError, ValueError, ZeroDivisionError):  # unreadable or malformed: no limit known
         return None
     return None

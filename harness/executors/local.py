@@ -54,7 +54,7 @@ from harness.executors.worker import READY
 
 if TYPE_CHECKING:
     from harness.config import ExperimentConfig
-    from harness.jobs import Job
+    from harness.jobs import Job, JobResult
 
 #: Seconds between checks of the workers while waiting for results.
 POLL_S = 1.0
@@ -206,7 +206,7 @@ class LocalExecutor(Executor):
         return [by_conn[c] for c in ready] + dead  # type: ignore[index]
 
     def _receive(self, worker: _Worker, jobs: list[Job], deaths: list[int],
-                 queue: deque[int]) -> tuple[int, object | None]:
+                 queue: deque[int]) -> tuple[int, JobResult | BaseException | None]:
         """Read one message; (job index, outcome) when a job ended, outcome None otherwise."""
         index = worker.job
         try:
@@ -241,6 +241,7 @@ def _stop(workers: list[_Worker]) -> None:
     stopping = list(workers)
     workers.clear()
     for worker in stopping:
+        assert worker.proc.stdin is not None  # started with stdin=PIPE (`_start`)
         for stream in (worker.proc.stdin, worker.conn):
             try:
                 stream.close()

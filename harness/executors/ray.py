@@ -74,7 +74,7 @@ if TYPE_CHECKING:
     import torch
 
     from harness.config import ExperimentConfig
-    from harness.jobs import Job
+    from harness.jobs import Job, JobResult
 
 try:
     import ray
@@ -124,6 +124,7 @@ def _stop_reaper() -> None:
     """Let the reaper run now (the local Ray is shut down) and wait for it briefly."""
     global _reaper
     if _reaper is not None:
+        assert _reaper.stdin is not None  # started with stdin=PIPE (`_start_reaper`)
         _reaper.stdin.close()
         try:
             _reaper.wait(timeout=15)
@@ -289,7 +290,7 @@ class RayExecutor(Executor):
         return ClusterLost(f"lost the Ray cluster {where}: its head has not answered for {LOST_AFTER_S:.0f} s; "
                            "runs already stored are kept, rerun to resume once the cluster is back")
 
-    def _wait_one(self, pending: dict) -> object:
+    def _wait_one(self, pending: dict[ray.ObjectRef, Job]) -> ray.ObjectRef:
         """The next finished job's ref. Waits in short steps, checking that the head still answers
         (Ray would otherwise wait, then end this process after 60 s with its own message)."""
         seen = time.monotonic()
@@ -323,7 +324,7 @@ class RayExecutor(Executor):
                     ref = self._wait_one(pending)
                     job = pending.pop(ref)
                     try:
-                        outcome: object = ray.get(ref)
+                        outcome: JobResult | BaseException = ray.get(ref)
                     except RayTaskError as e:  # the job raised: report it, do not retry
                         outcome = _job_error(e)
                     except ray.exceptions.RayError as e:  # the worker or its node died, twice
@@ -333,7 +334,7 @@ class RayExecutor(Executor):
                         outcome = RunFailed(f"job {job.label()}: its worker died {MAX_RETRIES + 1} times "
                                             f"({type(e).__name__}); the runs of this job are not stored")
                     bar.update()
-                    yield job, outcome  # type: ignore[misc]
+                    yield job, outcome
         finally:  # normal end: nothing left; Ctrl-C or a consumer error: cancel what is outstanding
             if pending and _head_answers(self.head):  # a lost cluster has nothing left to cancel
                 for ref in pending:

@@ -142,12 +142,15 @@ class Recorder:
         self.buffers: dict[str, torch.Tensor | GrowingRows] = {}
 
     def on_batch(
-        self, epoch: int, idx: torch.Tensor, logits: torch.Tensor, loss: torch.Tensor, labels: torch.Tensor
+        self, epoch: int, idx: torch.Tensor, logits: torch.Tensor | None, loss: torch.Tensor,
+        labels: torch.Tensor | None
     ) -> None:
-        """Training pass, after the step; tensors are detached."""
+        """Training pass, after the step; tensors are detached. A user's loop may give losses alone
+        (no logits, no labels), and held batches come without the logits nobody reads."""
 
-    def on_epoch_end(self, epoch: int, phase: int, model: nn.Module) -> None:
-        """At the checkpoint after `epoch` (0-based, within `phase`)."""
+    def on_epoch_end(self, epoch: int, phase: int, model: nn.Module | None) -> None:
+        """At the checkpoint after `epoch` (0-based, within `phase`). A user's loop has no model to
+        hand over (None): only recorders that need none are made there."""
 
     def on_eval_start(self, epoch: int) -> None:
         """Before the first batch of an eval pass fed through `on_eval_batch` after `epoch`."""
@@ -159,14 +162,15 @@ class Recorder:
         """Whether `on_epoch_end` does work at this checkpoint; cost is charged per active call."""
         return phase in self.phases
 
-    def buffer(self, name: str, shape: tuple[int | None, ...], dtype: torch.dtype = torch.float32,
+    def buffer(self, name: str, shape: tuple[int | None, int] | tuple[int, ...], dtype: torch.dtype = torch.float32,
                fill: float = 0.0):
         """A device buffer; a first dimension of None (open-ended epochs) makes `GrowingRows`."""
-        if shape[0] is None:
-            (width,) = shape[1:]
+        first, *rest = shape
+        if first is None:
+            (width,) = rest
             self.buffers[name] = GrowingRows(int(width), dtype, fill, self.ctx.device)
         else:
-            self.buffers[name] = torch.full(shape, fill, dtype=dtype, device=self.ctx.device)
+            self.buffers[name] = torch.full((first, *rest), fill, dtype=dtype, device=self.ctx.device)
         return self.buffers[name]
 
     def arrays(self, rows: int | None = None) -> dict[str, np.ndarray]:
@@ -175,7 +179,9 @@ class Recorder:
 
     def load_arrays(self, arrays: dict[str, np.ndarray]) -> None:
         for k, v in arrays.items():
-            self.buffers[k].copy_(torch.from_numpy(v))
+            buffer = self.buffers[k]
+            assert isinstance(buffer, torch.Tensor)  # only the harness's runs resume, and their epochs are known
+            buffer.copy_(torch.from_numpy(v))
 
 
 RECORDERS: Registry[type[Recorder]] = Registry("recorder")

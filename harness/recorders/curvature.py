@@ -66,15 +66,16 @@ class Curvature(Recorder):
         self.run_seed = ctx.seed
 
     def scored(self, epoch: int) -> bool:
-        return (epoch + 1) % self.every == 0 or epoch == self.ctx.epochs - 1
+        return (epoch + 1) % self.every == 0 or epoch + 1 == self.ctx.epochs
 
     def active(self, epoch: int, phase: int) -> bool:
         return phase in self.phases and self.scored(epoch)
 
-    def on_epoch_end(self, epoch: int, phase: int, model: nn.Module) -> None:
+    def on_epoch_end(self, epoch: int, phase: int, model: nn.Module | None) -> None:
         if not self.active(epoch, phase):  # a second phase (SSFT-style run) must not overwrite phase 1
             return
         data, bs = self.ctx.data, self.ctx.eval_batch_size
+        assert data is not None and model is not None  # only the harness's runs request it, and they have both
         gen = torch.Generator(device=self.ctx.device).manual_seed(curvature_seed(self.run_seed, epoch))
         with eval_mode(model), ieee_float32(self.ctx.device):
             for start in range(0, self.ctx.n, bs):

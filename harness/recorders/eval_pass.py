@@ -73,15 +73,22 @@ class EvalPass(Recorder):
     def active(self, epoch: int, phase: int) -> bool:
         if self.ctx.data is None:  # no training set to pass over: fed by on_eval_batch
             return False
-        return phase == 1 and (self.every_epoch or epoch == self.ctx.epochs - 1)
+        return phase == 1 and (self.every_epoch or self._last(epoch))
 
     def _last(self, epoch: int) -> bool:
         return self.ctx.epochs is None or epoch == self.ctx.epochs - 1
 
-    def on_epoch_end(self, epoch: int, phase: int, model: nn.Module) -> None:
-        y = self.ctx.data.y
-        for idx, logits in eval_batches(model, self.ctx.data, self.all_idx, self.ctx.eval_batch_size):
+    def on_epoch_end(self, epoch: int, phase: int, model: nn.Module | None) -> None:
+        data = self.ctx.data
+        assert data is not None and model is not None  # `active` only with a training set: a harness run's
+        y = data.y
+        for idx, logits in eval_batches(model, data, self.all_idx, self.ctx.eval_batch_size):
             self.on_eval_batch(epoch, idx, eval_signals(logits, y[idx]))
+
+    def _probs_last(self) -> torch.Tensor:
+        probs = self.buffers["probs_last"]
+        assert isinstance(probs, torch.Tensor)  # (N, C): its first dimension is never open-ended
+        return probs
 
     def on_eval_start(self, epoch: int) -> None:
         """A fed pass replaces what an earlier pass wrote into its row (and the probabilities)."""
@@ -90,7 +97,7 @@ class EvalPass(Recorder):
             if name != "probs_last":
                 buffer[row].fill_(float("nan"))
         if self._last(epoch):
-            self.buffers["probs_last"].fill_(float("nan"))
+            self._probs_last().fill_(float("nan"))
 
     def on_eval_batch(self, epoch: int, idx: torch.Tensor, signals: dict[str, torch.Tensor]) -> None:
         """Stores every signal it is given (a signal added to `eval_signals` gets a buffer of its
@@ -100,7 +107,7 @@ class EvalPass(Recorder):
         for name, values in signals.items():
             if name == "probs":
                 if last:
-                    self.buffers["probs_last"].index_copy_(0, idx, values)
+                    self._probs_last().index_copy_(0, idx, values)
                 continue
             if name not in self.buffers:
                 self.buffer(name, (self.rows, self.ctx.n), fill=float("nan"))

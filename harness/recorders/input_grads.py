@@ -73,10 +73,11 @@ class InputGrads(Recorder):
         self.all_idx = torch.arange(ctx.n, device=ctx.device)
 
     def active(self, epoch: int, phase: int) -> bool:
-        return super().active(epoch, phase) and ((epoch + 1) % self.every == 0 or epoch == self.ctx.epochs - 1)
+        return super().active(epoch, phase) and ((epoch + 1) % self.every == 0 or epoch + 1 == self.ctx.epochs)
 
-    def on_epoch_end(self, epoch: int, phase: int, model: nn.Module) -> None:
+    def on_epoch_end(self, epoch: int, phase: int, model: nn.Module | None) -> None:
         data, bs = self.ctx.data, self.ctx.eval_batch_size
+        assert data is not None and model is not None  # only the harness's runs request it, and they have both
         with eval_mode(model):
             for start in range(0, self.ctx.n, bs):
                 idx = self.all_idx[start : start + bs]

@@ -27,8 +27,11 @@ class SSFTCorrect(Recorder):
         # phase 2 trains for as many epochs as phase 1; samples outside phase 1 stay NaN
         self.buffer("correct", (ctx.epochs, ctx.n), fill=float("nan"))
 
-    def on_epoch_end(self, epoch: int, phase: int, model: nn.Module) -> None:
+    def on_epoch_end(self, epoch: int, phase: int, model: nn.Module | None) -> None:
+        data, first_phase = self.ctx.data, self.ctx.train_idx
+        # a two-phase run is the harness's own (`train_run`), which has all three
+        assert data is not None and first_phase is not None and model is not None
         row = self.buffers["correct"][epoch]
-        y = self.ctx.data.y
-        for idx, logits in eval_batches(model, self.ctx.data, self.ctx.train_idx, self.ctx.eval_batch_size):
+        y = data.y
+        for idx, logits in eval_batches(model, data, first_phase, self.ctx.eval_batch_size):
             row.index_copy_(0, idx, predicts_label(logits, y[idx]).float())
