@@ -132,7 +132,7 @@ def percentile_interval(replicates: np.ndarray, level: float = LEVEL) -> tuple[n
     """Percentile interval along the last axis, ignoring NaN replicates (all NaN -> NaN)."""
     tail = 100 * (1 - level) / 2
     reps = np.asarray(replicates, dtype=np.float64)
-    finite = np.isfinite(reps).any(axis=-1)
+    finite = np.asarray(np.isfinite(reps).any(axis=-1))  # an array even when reps is one row
     safe = np.where(finite[..., None], reps, 0.0)
     low, high = np.nanpercentile(safe, [tail, 100 - tail], axis=-1)
     return np.where(finite, low, np.nan), np.where(finite, high, np.nan)

@@ -34,11 +34,12 @@ class _Parser(argparse.ArgumentParser):
     """argparse prints its usage and exits; memprox promises one `error:` line and exit 2 instead."""
 
     argv: list[str] = []
+    commands: dict[str, _Parser]  # set by `build_parser`; `_innermost` reads it
 
     def error(self, message: str) -> NoReturn:
         raise HarnessError(f"{message}{_negative_hint(message, self.argv)}; see `{self.prog} --help`")
 
-    def parse_args(self, args=None, namespace=None):  # type: ignore[override]
+    def parse_args(self, args=None, namespace=None):
         """Unknown flags point at the subcommand's help, with the closest flag it has (`--seed`:
         did you mean `--seeds`?), not at the top-level help that lists none of them."""
         _Parser.argv = list(sys.argv[1:] if args is None else args)  # for `error`'s hint (subparsers too)
@@ -83,7 +84,7 @@ def _negative_hint(message: str, argv: list[str]) -> str:
 class _Once(argparse.Action):
     """Store a flag's value, refusing a second occurrence (argparse would keep the last silently)."""
 
-    def __call__(self, parser, namespace, values, option_string=None) -> None:  # type: ignore[override]
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
         if self.dest in vars(namespace):
             parser.error(f"{option_string} given more than once")
         setattr(namespace, self.dest, self.const if self.nargs == 0 else values)

@@ -61,6 +61,14 @@ FIELD_ORDER = ("dataset", "model", "recipe", "preset", "subset", "data_root", "d
 _VALIDATED: dict[int, tuple[weakref.ref, str]] = {}
 
 
+if TYPE_CHECKING:  # a dataclass to type checkers (`dataclasses.replace` takes it); the table makes it one
+    from dataclasses import dataclass as _dataclass_to_type_checkers
+else:
+    def _dataclass_to_type_checkers(cls: type) -> type:
+        return cls
+
+
+@_dataclass_to_type_checkers
 class ConfigChecks:
     """What an ExperimentConfig does; its fields come from the option table (`config_class`)."""
 
@@ -102,13 +110,13 @@ class ConfigChecks:
     def validate(self) -> None:
         """Raise HarnessError for the first config-level mistake; called before anything runs. The
         checks run once per config: called again on the same, unchanged config, it returns at once."""
-        values = repr([getattr(self, f.name) for f in dataclasses.fields(self)])  # type: ignore
+        values = repr([getattr(self, f.name) for f in dataclasses.fields(self)])
         seen = _VALIDATED.get(id(self))
         if seen is not None and seen[0]() is self and seen[1] == values:
             return
         self._check()
         key = id(self)
-        _VALIDATED[key] = (weakref.ref(self, lambda _, key=key: _VALIDATED.pop(key, None)), values)
+        _VALIDATED[key] = (weakref.ref(self, lambda _: _VALIDATED.pop(key, None)), values)
 
     def _check(self) -> None:
         from harness.executors import validate_executor  # light: no torch, no Ray unless --executor ray
@@ -255,7 +263,7 @@ def config_class() -> type:
 
 if TYPE_CHECKING:
     class ExperimentConfig(ConfigChecks):
-        """What type checkers see: `ConfigChecks` with its declared fields."""
+        """What type checkers see: `ConfigChecks`, a dataclass with the declared fields."""
 else:
     ExperimentConfig = config_class()
 #: Config fields that say how or where an experiment runs, not what it computes: two configs that

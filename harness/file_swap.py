@@ -199,9 +199,10 @@ def _read_journal(aside: Path) -> dict | None:
         return None
     incoming, outgoing = journal.get("incoming"), journal.get("outgoing")
     folders, commit = journal.get("folders"), journal.get("commit")
-    shapes = (isinstance(incoming, dict) and all(isinstance(v, str) for v in incoming.values())
-              and isinstance(outgoing, list) and isinstance(folders, list) and isinstance(commit, list)
-              and len(commit) == 2 and all(isinstance(c, str) for c in commit)
-              and is_plain_relpath(commit[0].lstrip(".")))  # the commit file is one name, may be hidden
-    rels = [*incoming, *outgoing, *folders] if shapes else [None]
+    if not (isinstance(incoming, dict) and all(isinstance(v, str) for v in incoming.values())
+            and isinstance(outgoing, list) and isinstance(folders, list) and isinstance(commit, list)
+            and len(commit) == 2 and all(isinstance(c, str) for c in commit)
+            and is_plain_relpath(commit[0].lstrip("."))):  # the commit file is one name, may be hidden
+        return None
+    rels = [*incoming, *outgoing, *folders]
     return journal if all(is_plain_relpath(r) for r in rels) else None

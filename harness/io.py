@@ -28,7 +28,7 @@ except ImportError:  # Windows
     fcntl = None  # type: ignore[assignment]
 
 
-def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
+def atomic_write(path: str | Path, write: Callable[[Path], object]) -> Path:
     """Call `write(tmp_path)`, then rename the temporary file over `path`. The file gets the mode the
     umask gives a new file (mkstemp makes 0600 files), as every other file memprox writes does."""
     path = Path(path)
@@ -222,7 +222,7 @@ def remove_dead_probes(folder: Path) -> list[str]:
     name whose process is gone and whose lock is free (a process in another PID namespace, such as
     a container sharing the volume, may show a live PID as dead). A user's file is never one: any
     other name, a link, a folder or a file with content stays. Returns the names removed."""
-    removed = []
+    removed: list[str] = []
     try:
         names = [e.name for e in os.scandir(folder) if e.name.startswith(".write-test-")]
     except OSError:
@@ -348,7 +348,7 @@ def leftovers(parent: Path, pattern: re.Pattern[str], owned: Callable[[re.Match[
     """Real folders in `parent` that killed processes left: their name matches `pattern` and
     `owned(match, path)` proves them ours (a dead owner, a marker written inside on creation, ...).
     A link, a file, or a folder that merely has the name is never listed."""
-    found = []
+    found: list[tuple[re.Match[str], Path]] = []
     if not parent.is_dir():
         return found
     for p in sorted(parent.iterdir()):

@@ -101,7 +101,7 @@ def _centred(rows: np.ndarray, first: np.ndarray, channels: int = 1) -> tuple[np
     than its euclidean). Centring the whole image left a blue sky's blue: on CIFAR-10, 14 of its 124
     pairs were different birds and airplanes in a plain sky, all 9 pairs with different labels among
     them; centred per channel, none of 150 (results/cifar10-suspects-cpu)."""
-    features = rows.astype(np.float32).reshape(len(rows), channels, -1)
+    features: np.ndarray = rows.astype(np.float32).reshape(len(rows), channels, -1)  # then flattened to 2-D
     features -= features.mean(axis=2, keepdims=True)
     features = features.reshape(len(rows), -1)
     norm = np.linalg.norm(features, axis=1)

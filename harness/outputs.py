@@ -19,6 +19,7 @@ import re
 import stat
 from collections.abc import Callable, Collection, Iterator
 from contextlib import ExitStack, contextmanager
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -89,7 +90,7 @@ def read_record(out: Path) -> tuple[str | None, dict[str, str]]:
     except (OSError, ValueError):
         return None, {}
     files = data.get("files") if isinstance(data, dict) else None
-    if not isinstance(files, dict) or not isinstance(data.get("experiment"), str):
+    if not isinstance(data, dict) or not isinstance(files, dict) or not isinstance(data.get("experiment"), str):
         return None, {}
     if not all(is_plain_relpath(rel) and isinstance(sha, str) and _SHA256.fullmatch(sha) for rel, sha in files.items()):
         return None, {}
@@ -174,8 +175,7 @@ def check_out(out: Path, identity: str, overwrite: bool, store: Path, data_paths
         what, fix = ("is full", f"{room_fix(e, '')} or pass another --out") if e.errno in NO_ROOM else \
             ("is not writable", "pass a writable --out")
         raise HarnessError(f"output folder {out} {what} ({e.strerror}); {fix}") from e
-    free = free_bytes_short(place)
-    if free is not None:
+    if (free := free_bytes_short(place)) is not None:
         raise HarnessError(f"output folder {out} has only {free / 2**20:.0f} MiB free; free some space or pass "
                            "another --out")
     if not out.exists():
@@ -270,20 +270,20 @@ def staging(out: Path | None) -> Iterator[Path | None]:
 
 
 def _release(tmp: Path) -> None:
-    lock = _HELD.pop(tmp, None)
-    if lock is not None and lock.is_locked:
+    if (lock := _HELD.pop(tmp, None)) is not None and lock.is_locked:
         lock.release()
 
 
 def write(result: ExperimentResult, runs: dict[RunSpec, StoredRun], tmp: Path, artifacts: dict[str, list[str]],
           cfg: ExperimentConfig, identity: str, device: torch.device, phases: Callable[[], dict[str, float]]) -> None:
     """Write every output into `tmp` and publish them into --out; StorageError when the file system refuses."""
+    assert cfg.out is not None  # the experiment writes only when it has an out folder (`staging`)
     out = Path(cfg.out).resolve()
     try:
         for name, frame in result.scores.items():
             path = f"scores/{score_file(name)}.csv"
-            atomic_write(tmp / path, lambda p, f=frame: f.to_csv(p, index=False))
-            result.outputs.setdefault("scores", []).append(path)  # type: ignore[union-attr]
+            atomic_write(tmp / path, partial(frame.to_csv, index=False))
+            result.outputs.setdefault("scores", []).append(path)
         atomic_write(tmp / "raw.csv", lambda p: result.raw.to_csv(p, index=False))
         atomic_write(tmp / "leaderboard.csv", lambda p: result.leaderboard.to_csv(p, index=False))
         atomic_write_text(tmp / "leaderboard.md", markdown(result.leaderboard))

@@ -18,8 +18,10 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.image import AxesImage
 
 from harness.errors import HarnessError
 from harness.io import atomic_write
@@ -139,7 +141,8 @@ def plot_histogram(values: np.ndarray, xlabel: str, path: str | Path, bins: int 
     values = values[np.isfinite(values)]
     fig = new_figure((5.0, 3.5))
     ax = fig.add_subplot()
-    ax.hist(values, bins=histogram_edges(values, bins) if values.size else bins)
+    edges = histogram_edges(values, bins) if values.size else bins
+    ax.hist(values, bins=edges)  # type: ignore[arg-type]  # an array of edges: matplotlib takes it, its stubs omit it
     ax.set_xlabel(xlabel)
     ax.set_ylabel("count")
     if title:
@@ -177,7 +180,7 @@ class _Grid:
     axes and images, in the order `plot_extreme_images` fills them."""
 
     fig: Figure
-    cells: list[tuple[object, object]]  # (axes, its AxesImage)
+    cells: list[tuple[Axes, AxesImage]]
 
 
 #: The last extreme-image grid, by layout (classes, images per class, image shape, filled cells):
@@ -241,7 +244,7 @@ def _caption(i: int, scores: np.ndarray) -> str:
 def _draw_grid(images: np.ndarray, scores: np.ndarray, classes: Sequence[str], picks: list, per_class: int) -> _Grid:
     n_cls = len(classes)
     fig = new_figure((2 * per_class * 0.9 + 1.2, n_cls * 0.8 + 0.6))  # room for "#49999: 0.716"
-    blocks = fig.subfigures(1, 2, wspace=0.05)
+    blocks = fig.subfigures(1, 2, squeeze=False, wspace=0.05)[0]
     grids = []
     for block, title in zip(blocks, ("highest", "lowest"), strict=True):
         block.suptitle(title)

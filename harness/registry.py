@@ -134,7 +134,7 @@ def load_class_plugins(group: str, registry: Registry[type], base: type, registe
         name = getattr(cls, "name", None)  # not a str (e.g. a list, unhashable): `register` refuses it below
         taken = registry[name] if isinstance(name, str) and name in registry else None
         if taken is not None and taken is not cls:
-            warnings.warn(f"{where} is named {cls.name!r} like {taken.__module__}.{taken.__qualname__}, which keeps "
+            warnings.warn(f"{where} is named {name!r} like {taken.__module__}.{taken.__qualname__}, which keeps "
                           "the name; the plugin is ignored (give it another `name`)", stacklevel=3)
             continue
         try:
@@ -142,6 +142,6 @@ def load_class_plugins(group: str, registry: Registry[type], base: type, registe
         except TypeError as e:
             warnings.warn(f"{where} is invalid: {e}; ignored", stacklevel=3)
             continue
-        if ep.name != cls.name:  # selected by the class's name: the entry point's would be unknown
-            warnings.warn(f"{where} registers {kind} {cls.name!r}: select it by that name, and name the entry "
-                          f"point {cls.name!r} too", stacklevel=3)
+        if ep.name != name:  # selected by the class's name: the entry point's would be unknown
+            warnings.warn(f"{where} registers {kind} {name!r}: select it by that name, and name the entry "
+                          f"point {name!r} too", stacklevel=3)

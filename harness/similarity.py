@@ -76,7 +76,7 @@ _TIE_BLOCK = 128
 _TIE_ELEMENTS = 1 << 22
 
 
-def top_k_weights(reference: np.ndarray, weights: np.ndarray, k: float,
+def top_k_weights(reference: np.ndarray, weights: np.ndarray, k: float | np.ndarray,
                   ties: np.random.Generator | None = None) -> np.ndarray:
     """Weights (b, N) of the top-k set by reference within each weighted resample: whole weight
     above the k-th place, 0 below. The tie group at the k-th place: without `ties`, each member by
@@ -206,7 +206,7 @@ class ReferenceSide:
         parts: list[tuple[str, slice | np.ndarray, np.ndarray]] = [("", slice(None), weights)]
         if top_k:
             top = top_k_weights(reference, weights, k, ties)
-            used = (top > 0).any(axis=0)  # ~k of N columns: the top-k metrics only look at these
+            used = np.asarray((top > 0).any(axis=0))  # ~k of N columns: the top-k metrics only look at these
             parts.append(("_topk", used, top[:, used]))
         self.parts = {}
         for suffix, cols, w in parts:

@@ -66,7 +66,7 @@ class Entry:
         if m is None:
             return None
         spec = m.spec if isinstance(m.spec, dict) else {}
-        data = spec.get("data") if isinstance(spec.get("data"), dict) else {}
+        data = found if isinstance(found := spec.get("data"), dict) else {}
         value = {"dataset": data.get("dataset"), "model": spec.get("model"), "label": m.label,
                  "created": m.created}[name]
         return value if isinstance(value, str) else None
@@ -200,10 +200,12 @@ def own_files(path: Path, manifest: Manifest | None) -> tuple[str, ...] | None:
 
 def _array_files(manifest: Manifest | None) -> set[str] | None:
     """The array files a manifest names (recorders and checksums); None when it names none readably."""
+    if manifest is None:
+        return None
     try:
         named = {f"{key}.{name}.npy" for key, rec in manifest.recorders.items() for name in rec.arrays}
         return named | {str(k) for k in manifest.checksums}
-    except (AttributeError, TypeError):  # no manifest, or one parsed leniently with odd fields
+    except (AttributeError, TypeError):  # a manifest parsed leniently, with odd fields
         return None
 
 
@@ -296,11 +298,10 @@ class Selection:
             return False
         if self.unreachable and entry.reach != "unreachable":
             return False
-        checks = ((self.dataset, lambda: entry.field("dataset") == self.dataset),
-                  (self.model, lambda: entry.field("model") == self.model),
-                  (self.label_contains, lambda: self.label_contains in (entry.field("label") or "")),
-                  (self.older_than_days, lambda: age_days(entry.field("created"), now) > self.older_than_days))
-        return all(check() for wanted, check in checks if wanted is not None)
+        return ((self.dataset is None or entry.field("dataset") == self.dataset)
+                and (self.model is None or entry.field("model") == self.model)
+                and (self.label_contains is None or self.label_contains in (entry.field("label") or ""))
+                and (self.older_than_days is None or age_days(entry.field("created"), now) > self.older_than_days))
 
 
 def age_days(created: str | None, now: datetime) -> float:

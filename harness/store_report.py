@@ -56,8 +56,8 @@ def add_store_parser(sub: argparse._SubParsersAction, once: type[argparse.Action
                        ("--all", "every entry (explicit: there is no default selection)"),
                        ("--dry-run", "print what would be removed; remove nothing")):
         p.add_argument(flag, action=once, nargs=0, const=True, default=argparse.SUPPRESS, help=text)
-    s.commands = ssub.choices  # type: ignore[attr-defined]  # for the CLI's unknown-flag hints
-    s.command_dest = "store_command"  # type: ignore[attr-defined]
+    s.commands = ssub.choices  # for the CLI's unknown-flag hints
+    s.command_dest = "store_command"
     return s
 
 
@@ -242,16 +242,17 @@ def prune(root: Path, opts: dict, say: Say) -> int:
         raise HarnessError(f"run store folder {root / 'partial'} is a link (to {(root / 'partial').resolve()}); prune "
                            "never walks into links: make partial/ a real folder, or remove checkpoints by hand")
     now = datetime.now(timezone.utc)
-    if leftovers:
-        targets = [(i.name, admin.tree_bytes(i.path, freeable=True), i.digest) for i in found.leftovers]
-    elif checkpoints:
+    if leftovers:  # each with its digest (whose lock says whether it is in use), not a removal
+        listed = [(i.name, admin.tree_bytes(i.path, freeable=True), i.digest) for i in found.leftovers]
+        return _prune_listed(root, listed, dry, leftovers, say)
+    if checkpoints:
         days = sel.older_than_days
         targets = [(i.name, admin.tree_bytes(i.path, freeable=True), (lambda i=i: remove_checkpoint(root, i, days)))
                    for i in found.checkpoints if days is None or admin.idle_days(i.path) > days]
     else:
         targets = [(f"runs/{e.digest}  {e.field('label') or '?'}", admin.tree_bytes(e.path, freeable=True),
                     (lambda e=e: remove_entry(root, e.digest, sel, now))) for e in found.entries if sel.matches(e, now)]
-    if dry or leftovers:
+    if dry:
         return _prune_listed(root, targets, dry, leftovers, say)
     tally = {"freed": 0, "done": 0, "skipped": 0, "failed": 0}
     try:

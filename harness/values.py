@@ -118,11 +118,10 @@ def parse_floats(value: str | Sequence[float], flag: str) -> tuple[float, ...]:
             return tuple(float(t) for t in value.split(",") if t.strip())
         except ValueError as e:
             raise HarnessError(f"{flag} takes comma-separated numbers, got {short_repr(value)}") from e
-    if isinstance(value, numbers.Real):
-        value = [value]
-    if not all(isinstance(v, numbers.Real) and not isinstance(v, bool) for v in value):
-        raise HarnessError(f"{flag} takes numbers, got {short_repr(value)}")
-    return tuple(float(v) for v in value)
+    values: Sequence[float | numbers.Real] = [value] if isinstance(value, numbers.Real) else value
+    if not all(isinstance(v, numbers.Real) and not isinstance(v, bool) for v in values):
+        raise HarnessError(f"{flag} takes numbers, got {short_repr(values)}")
+    return tuple(float(v) for v in values)
 
 
 def parse_seeds(value: int | str | Sequence[int]) -> tuple[int, ...]:
@@ -136,10 +135,10 @@ def parse_seeds(value: int | str | Sequence[int]) -> tuple[int, ...]:
             value = int(value)
         if isinstance(value, bool):
             raise TypeError
-        if isinstance(value, numbers.Integral):
+        if isinstance(value, (int, numbers.Integral)):  # int spelled out: the checker then knows a sequence is left
             if value < 1:
                 raise HarnessError(f"{fix}; a count must be >= 1 (got {value})")
-            _count_seeds(value)  # before range() makes a tuple of that length
+            _count_seeds(int(value))  # before range() makes a tuple of that length
             return tuple(range(int(value)))
         if isinstance(value, Sized):
             _count_seeds(len(value))

@@ -230,9 +230,9 @@ def _by_index(entries: list[tuple[str, str, Path, int]], root: Path, warn: bool)
     2, or a tenth) is not numbered by sample index at all (`cat/1.jpg` beside `dog/1.jpg`, numbered per
     class; names of any kind) and gets no warning: its (class, path) order is what its names mean."""
     ints = [int(e[2].stem) if re.fullmatch(r"\d+", e[2].stem) else None for e in entries]
-    if entries and None not in ints and len(set(ints)) == len(ints):
-        return [e for _, e in sorted(zip(ints, entries), key=lambda p: p[0])]
     numbered = [i for i in ints if i is not None]
+    if entries and len(numbered) == len(ints) and len(set(ints)) == len(ints):
+        return [e for _, e in sorted(zip(numbered, entries), key=lambda p: p[0])]
     offenders = len(ints) - len(set(numbered))  # names without an index, and repeats of an index
     if warn and numbered and offenders <= max(2, len(ints) // 10):
         names = [f"{e[0]}/{e[1]}" for e in entries]

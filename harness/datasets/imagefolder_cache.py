@@ -126,7 +126,8 @@ def _cached_decode(split: _Split, split_name: str, content: str, count: int, cac
                 if smaller[0] < count:
                     smaller[1].unlink(missing_ok=True)
                     _digest_file(smaller[1]).unlink(missing_ok=True)
-            return _read_cache(folder, key, count) if len(x) else x
+            mapped = _read_cache(folder, key, count) if len(x) else None  # shared pages, unless unreadable back
+            return x if mapped is None else mapped
         return x
     finally:
         lock.__exit__(None, None, None)
@@ -169,7 +170,7 @@ def _digest_file(file: Path) -> Path:
 
 
 def _pixels_digest(x: np.ndarray) -> str:
-    return hashlib.sha256(memoryview(np.ascontiguousarray(x)).cast("B")).hexdigest()
+    return hashlib.sha256(np.ascontiguousarray(x).data.cast("B")).hexdigest()
 
 
 def _write_cache(file: Path, x: np.ndarray) -> bool:

@@ -159,6 +159,7 @@ def write_reference(ctx: EvalContext, reference: Reference) -> None:
     table = pd.DataFrame({"index": np.arange(len(reference.scores)), "reference": reference.scores})
     if reference.stderr is not None:
         table["reference_stderr"] = reference.stderr
+    assert ctx.out is not None  # evaluate writes only when the experiment has an out folder
     atomic_write(Path(ctx.out) / name, lambda path: table.to_csv(path, index=False))
     ctx.artifacts.setdefault("memorization", []).append(name)
 

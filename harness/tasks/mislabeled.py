@@ -55,6 +55,7 @@ class Mislabeled(Task):
 
     @staticmethod
     def _check_label_file(cfg: ExperimentConfig, dataset: Dataset) -> None:
+        assert cfg.noisy_labels is not None  # checked only when a label file is given
         clean = dataset.y_train.numpy()
         noisy = read_label_file(cfg.noisy_labels, dataset.full_train_size, dataset.num_classes)[: len(clean)]
         if not np.any(noisy != clean):

@@ -213,6 +213,7 @@ class Privacy(ReferenceTask):
 
     def _write(self, ctx: EvalContext, v, fit, attack, scores: dict[str, np.ndarray],
                spearman: dict[str, float]) -> None:
+        assert ctx.out is not None  # evaluate writes only when the experiment has an out folder
         out, seed, bins = Path(ctx.out), ctx.setting.seed, self.params["bins"]
         written: list[Path] = []
         xlabel = f"vulnerability v ({self.params['vulnerability']} in/out AUROC)"

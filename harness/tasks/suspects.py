@@ -190,17 +190,19 @@ class Suspects(Task):
         for column in numbers:
             combined[column] = np.mean([t[column].to_numpy(dtype=np.float64) for t in tables], axis=0)
         scored = [c for c in numbers if c != "p_label"]
-        by = by if by in scored else self.sort_by(scored)
-        if by is None:
+        key = by if by in scored else self.sort_by(scored)
+        if key is None:
             return
+        assert ctx.out is not None  # evaluate writes only when the experiment has an out folder
         name = "suspects/suspects.csv"
-        table = ranked(combined, by)
+        table = ranked(combined, key)
         atomic_write(Path(ctx.out) / name, lambda path: table.to_csv(path, index=False))
         if name not in ctx.artifacts.setdefault("suspects", []):
             ctx.artifacts["suspects"].append(name)
 
     @staticmethod
     def write(ctx: EvalContext, table: pd.DataFrame, by: str, k: int) -> None:
+        assert ctx.out is not None  # evaluate writes only when the experiment has an out folder
         out, seed = Path(ctx.out), ctx.setting.seed
         name = f"suspects/suspects_seed{seed}.csv"
         atomic_write(out / name, lambda path: table.to_csv(path, index=False))
@@ -268,6 +270,7 @@ def duplicate_pairs(ctx: EvalContext, mode: str, threshold: float, k: int) -> pd
         files = np.asarray(dataset.sample_names, dtype=object)
         pairs["file_a"], pairs["file_b"] = files[pairs["a"]], files[pairs["b"]]
     pairs = pairs.sort_values("labels_differ", ascending=False, kind="stable").reset_index(drop=True)
+    assert ctx.out is not None  # evaluate finds the pairs only when the experiment has an out folder
     out, name = Path(ctx.out), "suspects/duplicates.csv"
     atomic_write(out / name, lambda path: pairs.to_csv(path, index=False))
     ctx.artifacts.setdefault("suspects", []).append(name)
