@@ -243,6 +243,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         accs, shape = result.base_train_acc, tuple(exp.dataset.x_train.shape[1:])
         say(f"final training accuracy of the base runs on the labels they trained on: "
             f"mean {sum(accs) / len(accs):.3f}, min {min(accs):.3f} ({preset_note(cfg, shape)})", err=True)
+    if result.reference_train_acc:
+        accs = result.reference_train_acc
+        say(f"final training accuracy of the {len(accs)} stability reference models on their subsets: "
+            f"mean {sum(accs) / len(accs):.3f}, min {min(accs):.3f} (memorization compares models that fit their "
+            "samples: far below 1, train the reference longer)", err=True)
     if result.flipped_fit:
         fits = list(result.flipped_fit.values())
         say(f"share of the flipped labels the noisy base runs fit: mean {sum(fits) / len(fits):.3f}, min "
@@ -252,10 +257,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     if cfg.out is not None:
         say(f"leaderboard: {cfg.out / 'leaderboard.csv'}  (per-seed rows: raw.csv, per-sample scores: scores/)")
         if "suspects" in result.outputs:
-            say(f"suspects: {cfg.out / 'suspects'}/  (every sample, most suspicious first; the top k in figures/)")
+            drawn = any(f.startswith("figures/suspects_") for f in result.outputs.get("figures", []))
+            say(f"suspects: {cfg.out / 'suspects'}/  (every sample, most suspicious first"
+                f"{'; the top k in figures/' if drawn else ''})")
             if "suspects/duplicates.csv" in result.outputs["suspects"]:
                 exact = any(t.name == "suspects" and t.params.get("duplicates") == "exact" for t in exp.tasks)
-                copies = "exact copies" if exact else "copies and near copies"
+                copies = ("texts of equal token ids (after max_length)" if exp.dataset.is_tokens  # exact only
+                          else "exact copies" if exact else "copies and near copies")
                 say(f"duplicates: {cfg.out / 'suspects' / 'duplicates.csv'}  ({copies} among the training samples, "
                     "pairs with different labels first)")
     say(format_phases(result.phase_seconds), err=True)

@@ -45,6 +45,7 @@ class ExperimentResult:
     resumed: dict[str, int] = field(default_factory=dict)  # trained label -> the epoch a checkpoint resumed it at
     outputs: dict[str, list[str]] = field(default_factory=dict)  # kind -> the files written
     base_train_acc: list[float] = field(default_factory=list)  # eval-mode, on the labels trained on
+    reference_train_acc: list[float] = field(default_factory=list)  # the stability models', on their subsets
     flipped_fit: dict[str, float] = field(default_factory=dict)  # noisy base run's hash -> share fitted
     scores: dict[str, pd.DataFrame] = field(default_factory=dict)  # "noise=0.1_seed0" -> scores/<key>.csv
     phase_seconds: dict[str, float] = field(default_factory=dict)  # PHASES -> wall seconds (summary.json)
@@ -109,6 +110,15 @@ def flipped_fit(plan: Plan, runs: Mapping[RunSpec, StoredRun], prepared: Callabl
     return out
 
 
+def reference_train_acc(plan: Plan, runs: Mapping[RunSpec, StoredRun]) -> list[float]:
+    """Each stability model's final training accuracy on its subset, once per model: a reference
+    from models that never fitted their training samples (too few epochs, a model too small) is
+    no memorization estimate, and its numbers would otherwise be scored without a word."""
+    specs = dict.fromkeys(spec for task, _, base in plan.settings if task.reference is not None
+                          for spec in task.reference.specs(base))
+    return [runs[s].manifest.train_acc for s in specs if s in runs]
+
+
 def evaluate(cfg: ExperimentConfig, plan: Plan, proxies: list[Proxy], ran: RunnerResult,
              prepared: Callable[[DataSpec], PreparedData], timer: PhaseTimer, out: Path | None
              ) -> tuple[ExperimentResult, dict[str, list[str]]]:
@@ -143,6 +153,7 @@ def evaluate(cfg: ExperimentConfig, plan: Plan, proxies: list[Proxy], ran: Runne
         result = ExperimentResult(raw, board, failures, ran.trained, ran.reused, dict(ran.resumed))
         bases = dict.fromkeys(b for _, _, b in plan.settings if b in runs)  # tasks share base runs: each once
         result.base_train_acc = [runs[b].manifest.train_acc for b in bases]
+        result.reference_train_acc = reference_train_acc(plan, runs)
         result.flipped_fit = flipped_fit(plan, runs, prepared)
         for (data_spec, seed), scores in scores_by_data.items():
             data = prepared(data_spec)

@@ -193,6 +193,12 @@ def make_tasks(
                                f"{', '.join(REFERENCE_DEFAULTS)}")
         raise HarnessError(f"--task-arg names task {owner!r}, which is not among the selected tasks "
                            f"({', '.join(names)}); add it to --tasks or drop the argument")
+    read = {name for n in referencing for name in getattr(TASKS[n], "reference_params", REFERENCE_DEFAULTS)}
+    unread = sorted(set(ref_args) - read)
+    if unread:
+        raise HarnessError(f"memorization.{unread[0]} changes the memorization reference's values, which none of "
+                           f"the selected tasks ({', '.join(referencing)}) reads (privacy reads the K models' "
+                           "phi); add memorization to --tasks or drop the argument")
     rc = reference_config(reference, ref_args) if referencing else None
     tasks = [TASKS[n](reference=rc, **task_args.get(n, {})) for n in names]
     for task in tasks:

@@ -52,12 +52,19 @@ class ReferenceTask(Task):
 
     uses_reference = True
     reference: ReferenceConfig
+    #: the reference parameters (`--task-arg memorization.NAME`) this task reads; one that no
+    #: selected task reads is refused (privacy reads the K models' phi, not their correctness)
+    reference_params: tuple[str, ...] = tuple(REFERENCE_DEFAULTS)
 
     def settings(self, cfg: ExperimentConfig, base_data: DataSpec, dataset: Dataset) -> list[Setting]:
         self.reference.check(dataset.y_train.numpy(), dataset.full_train_size)
         self.reference.check_size(dataset.n_train)
+        self.check_coverage(self.reference.check_coverage(dataset.n_train, tuple(cfg.seeds)))
         data = replace(base_data, corruption=Corruption())
         return [Setting(self.name, "clean", data, seed) for seed in cfg.seeds]
+
+    def check_coverage(self, estimated: int) -> None:
+        """A task's own check of the fewest samples with a stability estimate (0 for a score file)."""
 
     def needs(self, setting: Setting, base: RunSpec, cfg: ExperimentConfig) -> list[Need]:
         return self.reference.needs(base)

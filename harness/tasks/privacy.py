@@ -154,6 +154,7 @@ class Privacy(ReferenceTask):
     description = "per-sample membership-inference vulnerability (LiRA on the stability models) vs each proxy"
     defaults: ClassVar[dict[str, Any]] = {"top": 0.1, "vulnerability": "gaussian", "sigma_floor": 0.1,
                                           "fixed_variance": False, "bins": 20}
+    reference_params = ("k", "fraction", "model")  # the attack reads the K models' phi, not `variant`
 
     def validate(self) -> None:
         p = self.params
@@ -177,6 +178,15 @@ class Privacy(ReferenceTask):
         if rc.k < 3:
             raise HarnessError(f"privacy needs memorization.k >= 3 models (leave-one-model-out attack), "
                                f"got {rc.k}")
+
+    def check_coverage(self, estimated: int) -> None:
+        """`top` of the samples with a vulnerability (the samples with an estimate) must leave some
+        unflagged, or AUROC and AUPRC have no negatives: known before anything trains."""
+        top = self.params["top"]
+        if max(1, round(top * estimated)) >= estimated:
+            raise HarnessError(f"privacy.top {top:g} flags all {estimated} samples with a vulnerability (a sample "
+                               "needs a model that trained on it and one that left it out): AUROC and AUPRC would "
+                               "have no negatives; lower privacy.top, or raise memorization.k")
 
     def evaluate(self, ctx: EvalContext, scores: dict[str, np.ndarray]) -> list[Row]:
         p, rc = self.params, self.reference

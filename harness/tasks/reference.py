@@ -10,6 +10,7 @@ ask for, parsed and validated once by ``make_tasks`` into one ``ReferenceConfig`
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -18,7 +19,14 @@ from typing import Any
 import numpy as np
 
 from baselines.references import Reference, load_cscore, load_fz
-from baselines.stability import EVAL_LAST, VARIANTS, split_half_pearson, stability_matrix, stability_specs
+from baselines.stability import (
+    EVAL_LAST,
+    VARIANTS,
+    split_half_pearson,
+    stability_matrix,
+    stability_specs,
+    subset_masks,
+)
 from baselines.stability import stability_memorization as _stability
 from harness.errors import HarnessError
 from harness.runspec import RunSpec
@@ -33,6 +41,9 @@ REFERENCE_DEFAULTS: dict[str, Any] = {"k": 128, "fraction": 0.7, "variant": "cor
 #: Stability models at most: each is a training run (the estimator is reliable from K = 128).
 MAX_REFERENCE_MODELS = 10_000
 LOADERS = {"fz": load_fz, "cscore": load_cscore}
+#: Fewer samples with a stability estimate than this stop the experiment while planning: a Pearson
+#: over 3 samples came out as -0.76 [-0.88, -0.64], "significantly worse than the best", from noise.
+MIN_REFERENCE_SAMPLES = 10
 
 
 @dataclass(frozen=True)
@@ -67,6 +78,34 @@ class ReferenceConfig:
         if self.kind == "stability" and not 1 <= size < n:
             raise HarnessError(f"memorization.fraction {self.fraction:g} trains each reference model on {size} of "
                                f"the N={n} samples; pick a fraction that keeps at least one sample in and one out")
+
+    def covered(self, n: int, seeds: tuple[int, ...]) -> tuple[int, int]:
+        """Over the seeds, the fewest samples with a stability estimate (some model trained on
+        them, some left them out) and the fewest with a standard error (two of each). The subsets
+        are known before anything trains, so a reference of a handful of samples is refused here."""
+        masks = [subset_masks(n, self.k, self.fraction, seed) for seed in seeds]
+        inside = [m.sum(axis=0) for m in masks]
+        estimated = min(int(((c >= 1) & (c <= self.k - 1)).sum()) for c in inside)
+        with_error = min(int(((c >= 2) & (c <= self.k - 2)).sum()) for c in inside)
+        return estimated, with_error
+
+    def check_coverage(self, n: int, seeds: tuple[int, ...]) -> int:
+        """Refuse a stability reference of fewer than MIN_REFERENCE_SAMPLES samples, and say when no
+        sample gets a standard error; returns the fewest samples with an estimate (0: a file)."""
+        if self.kind != "stability":
+            return 0
+        estimated, with_error = self.covered(n, seeds)
+        if estimated < MIN_REFERENCE_SAMPLES:
+            raise HarnessError(f"memorization.k={self.k} at fraction {self.fraction:g} of N={n} samples gives "
+                               f"{estimated} sample(s) a memorization estimate (a sample needs a model that trained "
+                               f"on it and one that left it out), fewer than {MIN_REFERENCE_SAMPLES}: correlations "
+                               "over them say nothing; raise memorization.k, use a fraction nearer 0.5, or more "
+                               "samples")
+        if with_error == 0:
+            warnings.warn(f"memorization.k={self.k}: no sample has two models that trained on it and two that "
+                          "left it out, so the reference's standard errors (reference_mean_stderr) are NaN; "
+                          "raise memorization.k (128 is the default)", UserWarning, stacklevel=4)
+        return estimated
 
     def base(self, base: RunSpec) -> RunSpec:
         """The run the stability models derive from: the proxies' base run, or the same data,
