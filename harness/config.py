@@ -321,8 +321,10 @@ def check_model_input(model: str, input_shape: tuple[int, ...], num_classes: int
             raise
         except Exception as e:  # any failure of a forward pass means the model cannot train here
             shape = "x".join(map(str, input_shape))
-            kind = (" (token ids of text: pick a text model such as text_bow or text_cnn)" if tokens else
-                    " ((N, D) features are stored as D x 1 x 1)" if input_shape[1:] == (1, 1) else "")
+            if tokens:  # an image model's dtype error says nothing to a user: the fix is the model
+                raise HarnessError(f"model {model} cannot take the token ids ({shape}) of text dataset {dataset}; "
+                                   "pass --model text_bow (or text_cnn): the text models of `memprox list`") from e
+            kind = " ((N, D) features are stored as D x 1 x 1)" if input_shape[1:] == (1, 1) else ""
             raise HarnessError(f"model {model} cannot take the {shape} samples of dataset {dataset}{kind}: "
                                f"{str(e).splitlines()[0] if str(e) else type(e).__name__}; pick a model that takes "
                                "this input (e.g. mlp)") from e

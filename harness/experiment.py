@@ -30,7 +30,7 @@ from harness.outputs import RECORD, STAGING_MARKER, check_out, staging, write
 from harness.phases import PHASES, PhaseTimer, format_phases, single_blas_thread
 from harness.planner import Plan, Planner, resolve_device
 from harness.prepared import PreparedData
-from harness.presets import PRESETS
+from harness.presets import PRESETS, announce_preset_cut
 from harness.runner import Runner, RunnerResult
 from harness.runspec import DataSpec, RunSpec
 from harness.store import RunStore, StoredRun
@@ -83,7 +83,7 @@ class Experiment:
         cfg = self.cfg
         self.source = DataSource(cfg.dataset, str(cfg.data_root) if cfg.data_root else None, cfg.subset)
         try:
-            return load_source(self.source, download=cfg.download)
+            return announce_preset_cut(load_source(self.source, download=cfg.download), cfg.preset, cfg.subset)
         except SubsetTooLarge as e:
             if cfg.subset != PRESETS[cfg.preset].for_dataset(cfg.dataset).subset:
                 raise

@@ -9,10 +9,15 @@ on image datasets), so the registry maps a name to a `PresetEntry` that picks on
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
 
 from harness.recipe import Recipe
+
+if TYPE_CHECKING:
+    from harness.datasets import Dataset
 from harness.registry import Registry
 
 
@@ -125,3 +130,16 @@ PRESETS.register("gpu", PresetEntry(
 def preset_for(name: str, dataset: str) -> Preset:
     """The preset `name` for `dataset`; an unknown name is a HarnessError listing the valid ones."""
     return PRESETS.get(name).for_dataset(dataset)
+
+
+def announce_preset_cut(dataset: Dataset, preset: str, subset: int | None) -> Dataset:
+    """Say when the preset's subset (quick: the first 4,000 samples), not a --subset the user chose,
+    keeps part of a larger dataset: a data-quality run ranked 4,000 of 6,000 texts, and only the
+    start line's N said so."""
+    if subset is not None and subset == PRESETS[preset].for_dataset(dataset.name).subset and \
+            subset < dataset.full_train_size:
+        warnings.warn(f"the {preset} preset trains on the first {subset:,} of the {dataset.full_train_size:,} "
+                      f"training samples of {dataset.name}: every score (and the suspects ranking) covers only "
+                      f"those; pass --subset {dataset.full_train_size} (or --preset cpu-full) for all of them",
+                      UserWarning, stacklevel=3)
+    return dataset

@@ -182,5 +182,6 @@ def test_an_image_model_on_text_is_refused_before_training(saved, tmp_path, caps
     dataset = f"hf:{saved['text']},text=sentence,tokenizer={saved['tok']},max_length=16"
     assert _run(dataset, model, tmp_path / "out", tmp_path / "store") == 2
     err = capsys.readouterr().err
-    assert f"model {model} cannot take" in err and "text_bow or text_cnn" in err
+    assert f"model {model} cannot take the token ids" in err and "pass --model text_bow (or text_cnn)" in err
+    assert "e.g. mlp" not in err and "dtype" not in err  # not the failed model, not torch's error
     assert not (tmp_path / "store").exists() or not list((tmp_path / "store").rglob("*.npz"))

@@ -41,3 +41,23 @@ def test_build_model_takes_a_samples_shape_and_refuses_another_length() -> None:
     assert build_model("mlp", (1, 8, 8), 10)(torch.zeros(2, 1, 8, 8)).shape == (2, 10)
     with pytest.raises(ValueError, match=r"\(C, H, W\), got \(8, 8\): features are stored as \(D, 1, 1\)"):
         build_model("mlp", (8, 8), 10)
+
+
+def test_a_preset_subset_that_cuts_the_dataset_is_announced() -> None:
+    """The quick preset's 4,000 (not a --subset the user chose) ranked 4,000 of a user's 6,000 texts,
+    and only the start line's N said so."""
+    import warnings
+    from types import SimpleNamespace
+
+    from harness.presets import announce_preset_cut
+
+    big = SimpleNamespace(name="hf:/data/topics,tokenizer=/tok", full_train_size=6000)
+    with pytest.warns(UserWarning, match=r"the quick preset trains on the first 4,000 of the 6,000 training samples "
+                                         r"of hf:/data/topics.* pass --subset 6000"):
+        assert announce_preset_cut(big, "quick", 4000) is big  # type: ignore[arg-type]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        announce_preset_cut(SimpleNamespace(name="imagefolder:/x", full_train_size=4000), "quick", 4000)  # all kept
+        announce_preset_cut(big, "quick", 500)  # the user's own --subset
+        announce_preset_cut(big, "quick", None)
+        announce_preset_cut(SimpleNamespace(name="digits", full_train_size=1437), "quick", None)

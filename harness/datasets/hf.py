@@ -42,6 +42,7 @@ from typing import Any
 import numpy as np
 
 from harness.datasets.base import Dataset, LoadRequest, _make, register_dataset
+from harness.datasets.hf_text import pad, tokenize
 from harness.datasets.npz import _npz_classes
 from harness.datasets.pixels import decode_row, match_splits, stack
 from harness.errors import HarnessError
@@ -147,10 +148,10 @@ def _load_hf(request: LoadRequest) -> Dataset:
             x, x_test = match_splits(name, x, x_test)
     else:
         tokenizer = _tokenizer(name, opts)
-        ids = _tokenize(name, tokenizer, train, column, opts.max_length)
-        ids_test = _tokenize(name, tokenizer, test, column, opts.max_length) if test is not None else []
+        ids = tokenize(name, tokenizer, train, column, opts.max_length, "training")
+        ids_test = tokenize(name, tokenizer, test, column, opts.max_length, "test") if test is not None else []
         width = max([len(r) for r in ids] + [len(r) for r in ids_test] + [1])
-        x, x_test = _pad(ids, width), _pad(ids_test, width)
+        x, x_test = pad(ids, width), pad(ids_test, width)
     fingerprint = _fingerprint(column_kind, x, y, x_test, y_test, classes)
     return _make(name, x, y, x_test, y_test, classes, request.subset, fingerprint=fingerprint, keep_dtype=True)
 
@@ -357,32 +358,20 @@ def _images(name: str, split: Any, column: str) -> np.ndarray:
 
 def _tokenizer(name: str, opts: HFOptions) -> Any:
     transformers = _import("transformers", name)
+    given = opts.tokenizer
+    assert given is not None  # a text column without tokenizer= was refused with the columns (_input_column)
+    folder = expand_home(given, f"{name}: tokenizer=")
+    if (given.startswith(("/", ".", "~")) or given.count("/") > 1) and not folder.is_dir():
+        # a folder's typo reached the Hub's name check ("Repo id must be in the form 'repo_name'..."); a
+        # Hub id is NAME or ORG/NAME
+        raise HarnessError(f"{name}: tokenizer folder {folder} does not exist; pass the folder you saved with "
+                           "tokenizer.save_pretrained(DIR) (a Hub name has no leading . or ~)")
     try:
         return transformers.AutoTokenizer.from_pretrained(opts.tokenizer)
     except (OSError, ValueError) as exc:
         raise HarnessError(f"{name}: cannot load tokenizer {opts.tokenizer!r} ({str(exc).splitlines()[0][:200]}); "
                            "pass a folder saved with tokenizer.save_pretrained(DIR), or a Hub name that is cached "
                            "(tests and offline machines set HF_HUB_OFFLINE=1)") from exc
-
-
-def _tokenize(name: str, tokenizer: Any, split: Any, column: str, max_length: int) -> list[list[int]]:
-    texts = split[column]
-    for i, t in enumerate(texts):
-        if not isinstance(t, str):
-            raise HarnessError(f"{name}: row {i} of column {column!r} is {type(t).__name__}, not text; drop or fill "
-                               "such rows")
-    if not texts:
-        return []
-    out = tokenizer(list(texts), truncation=True, max_length=max_length, add_special_tokens=True)
-    return [list(ids) for ids in out["input_ids"]]
-
-
-def _pad(rows: list[list[int]], width: int) -> np.ndarray:
-    """Token ids + 1, right-padded with 0, as (N, width, 1, 1) int64."""
-    x = np.zeros((len(rows), width), dtype=np.int64)
-    for i, ids in enumerate(rows):
-        x[i, : len(ids)] = np.asarray(ids, dtype=np.int64) + 1
-    return x[:, :, None, None]
 
 
 def _fingerprint(kind: str, x: np.ndarray, y: np.ndarray, x_test: np.ndarray, y_test: np.ndarray,
