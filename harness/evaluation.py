@@ -29,6 +29,7 @@ from harness.runner import RunnerResult
 from harness.runspec import DataSpec, RunSpec
 from harness.store import StoredRun
 from harness.tasks import EvalContext
+from harness.tasks.suspects import sample_column
 from proxies import Proxy, ScoreContext
 from proxies.base import checked_scores
 
@@ -158,9 +159,9 @@ def evaluate(cfg: ExperimentConfig, plan: Plan, proxies: list[Proxy], ran: Runne
         for (data_spec, seed), scores in scores_by_data.items():
             data = prepared(data_spec)
             name = f"{data_spec.corruption.label().replace('/', '_')}_seed{seed}"
-            files = data.dataset.sample_names
+            files, named = data.dataset.sample_names, sample_column(data.dataset)
             result.scores[name] = pd.DataFrame({"index": np.arange(data.n),
-                                                **({"file": list(files)} if files is not None else {}),
+                                                **({named: list(files)} if files is not None else {}),
                                                 "label": data.labels, "clean_label": data.y_clean,
                                                 "positive": data.positives, **scores})
     return result, artifacts

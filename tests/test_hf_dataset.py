@@ -106,7 +106,9 @@ def _save(path: Path, columns: dict, features: dict | None = None) -> Path:
         ({"sentence": ["a b", "c"], "label": [0, 1]}, ",text=label,tokenizer=TOK", r"'label' is the label column"),
         ({"sentence": ["a b", "c"], "label": [0, 0]}, ",tokenizer=TOK", r"single class"),
         ({"sentence": [], "label": []}, ",tokenizer=TOK", r"empty"),
-        ({"sentence": ["a b", "c"], "label": [0, 1]}, ",tokenizer=/nonexistent/tok", r"cannot load tokenizer"),
+        ({"sentence": ["a b", "c"], "label": [0, 1]}, ",tokenizer=/nonexistent/tok",
+         r"tokenizer folder /nonexistent/tok does not exist"),
+        ({"sentence": ["a b", "c"], "label": [0, 1]}, ",tokenizer=no-such-cached-tokenizer", r"cannot load tokenizer"),
     ],
 )
 def test_errors_name_the_fix(saved, tmp_path, columns, option, message):

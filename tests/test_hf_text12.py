@@ -61,3 +61,25 @@ def test_a_missing_tokenizer_folder_is_named(tmp_path, tok) -> None:
         with pytest.raises(HarnessError, match=r"tokenizer folder .* does not exist; pass the folder you saved with "
                                                r"tokenizer.save_pretrained"):
             load_dataset(f"hf:{path},tokenizer={given}")
+
+
+def test_suspects_and_duplicates_name_each_sample_by_its_text(tmp_path, tok, make_config) -> None:
+    """A text suspect was a row number to join back to the dataset; its text is what a reader fixes."""
+    import pandas as pd
+
+    from harness.experiment import Experiment
+
+    texts, _ = tiny.text_corpus(40)
+    texts[39] = texts[3]  # an exact copy, labelled 1 (row 3 is labelled 1 as well: 3 % 2 == 39 % 2)
+    path = _save(tmp_path / "txt", texts)
+    cfg = make_config(dataset=f"hf:{path},tokenizer={tok}", model="text_bow", tasks=("suspects",), bootstrap=0,
+                      proxies="csl,final_loss", seeds=(0, 1), task_args={"suspects": {"k": 10}})
+    Experiment(cfg).run()
+    table = pd.read_csv(cfg.out / "suspects" / "suspects.csv")
+    assert "file" not in table.columns and list(table.columns[:3]) == ["rank", "index", "text"]
+    assert dict(zip(table["index"], table["text"])) == dict(enumerate(texts))
+    pairs = pd.read_csv(cfg.out / "suspects" / "duplicates.csv")
+    assert (pairs["a"].tolist(), pairs["b"].tolist()) == ([3], [39])
+    assert pairs["text_a"].tolist() == pairs["text_b"].tolist() == [texts[3]]
+    scores = pd.read_csv(next((cfg.out / "scores").glob("*.csv")))
+    assert scores["text"].tolist() == texts

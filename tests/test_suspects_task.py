@@ -250,7 +250,8 @@ def test_a_near_duplicate_search_too_big_to_finish_is_refused_before_training(tm
 
 def test_the_table_names_each_class_id_by_the_datasets_class_names() -> None:
     """Ids alone sent the reader to look up the class order; names that differ from the ids show the mapping."""
-    dataset = SimpleNamespace(sample_names=["a.png", "b.png", "c.png"], classes=["cat", "dog", "ship"])
+    dataset = SimpleNamespace(sample_names=["a.png", "b.png", "c.png"], classes=["cat", "dog", "ship"],
+                              is_tokens=False)
     ctx = SimpleNamespace(data=SimpleNamespace(n=3, labels=np.array([2, 0, 1]), dataset=dataset))
     table = Suspects.table(ctx, {"csl": np.array([0.5, 0.1, 0.9])}, np.array([0, 0, 2]), np.array([0.1, 0.8, 0.2]),
                            None)

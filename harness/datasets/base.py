@@ -71,7 +71,7 @@ class Dataset:
     #: and mtimes), "" for the built-in ones: the same name with other contents is another dataset.
     fingerprint: str = ""
     #: Where each training sample came from, in canonical order (`imagefolder:`: the image's path
-    #: relative to the folder), so a suspect in the scores can be found and fixed; None: no files.
+    #: relative to the folder; `hf:` text: the text), so a suspect can be found and fixed; None: none.
     #: Not part of the fingerprint (which hashes names and bytes itself).
     sample_names: tuple[str, ...] | None = None
 

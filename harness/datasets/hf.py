@@ -153,7 +153,11 @@ def _load_hf(request: LoadRequest) -> Dataset:
         width = max([len(r) for r in ids] + [len(r) for r in ids_test] + [1])
         x, x_test = pad(ids, width), pad(ids_test, width)
     fingerprint = _fingerprint(column_kind, x, y, x_test, y_test, classes)
-    return _make(name, x, y, x_test, y_test, classes, request.subset, fingerprint=fingerprint, keep_dtype=True)
+    dataset = _make(name, x, y, x_test, y_test, classes, request.subset, fingerprint=fingerprint, keep_dtype=True)
+    if column_kind == "image":
+        return dataset
+    texts = train[column][: dataset.n_train]  # a suspect's text is what its reader needs, not its row number
+    return replace(dataset, sample_names=tuple(texts))
 
 
 # --------------------------------------------------------------------------------------------

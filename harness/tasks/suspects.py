@@ -167,7 +167,7 @@ class Suspects(Task):
         files = ctx.data.dataset.sample_names
         columns: dict[str, Any] = {"index": np.arange(ctx.data.n)}
         if files is not None:
-            columns["file"] = list(files)
+            columns[sample_column(ctx.data.dataset)] = list(files)
         names = np.asarray(ctx.data.dataset.classes, dtype=object)  # ids alone send the reader to look up the order
         columns |= {"label": ctx.data.labels, "label_name": names[ctx.data.labels]}
         if pairs is not None:
@@ -179,7 +179,7 @@ class Suspects(Task):
         """`suspects/suspects.csv`: the seeds' tables averaged per sample, ranked by the mean of `by`."""
         tables = [self.by_seed[s] for s in sorted(self.by_seed)]
         first = tables[0]
-        keys = [c for c in ("index", "file", "label", "label_name", "duplicates", "duplicate_labels_differ")
+        keys = [c for c in ("index", "file", "text", "label", "label_name", "duplicates", "duplicate_labels_differ")
                 if c in first.columns]
         # a proxy that failed on some seed (reported as a failure) is left out of the mean
         numbers = [c for c in first.columns
@@ -257,6 +257,11 @@ def _conflicting(pairs: pd.DataFrame, n: int) -> np.ndarray:
     return (label >= 0) & np.isin(group, mixed)
 
 
+def sample_column(dataset: Dataset) -> str:
+    """The column that names each sample in the tables: its file (image folders), its text (`hf:` text)."""
+    return "text" if dataset.is_tokens else "file"
+
+
 def duplicate_pairs(ctx: EvalContext, mode: str, threshold: float, k: int) -> pd.DataFrame | None:
     """The copies and near copies among the training samples (the same for every seed): written to
     `suspects/duplicates.csv`, pairs whose labels differ first, and the first k/2 pairs drawn."""
@@ -267,8 +272,8 @@ def duplicate_pairs(ctx: EvalContext, mode: str, threshold: float, k: int) -> pd
     pairs["label_a"], pairs["label_b"] = labels[pairs["a"]], labels[pairs["b"]]
     pairs["labels_differ"] = pairs["label_a"] != pairs["label_b"]
     if dataset.sample_names is not None:
-        files = np.asarray(dataset.sample_names, dtype=object)
-        pairs["file_a"], pairs["file_b"] = files[pairs["a"]], files[pairs["b"]]
+        files, column = np.asarray(dataset.sample_names, dtype=object), sample_column(dataset)
+        pairs[f"{column}_a"], pairs[f"{column}_b"] = files[pairs["a"]], files[pairs["b"]]
     pairs = pairs.sort_values("labels_differ", ascending=False, kind="stable").reset_index(drop=True)
     assert ctx.out is not None  # evaluate finds the pairs only when the experiment has an out folder
     out, name = Path(ctx.out), "suspects/duplicates.csv"
