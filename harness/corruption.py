@@ -229,6 +229,10 @@ def _as_int_labels(arr: np.ndarray, where: str) -> np.ndarray:
         raise HarnessError(f"labels in {where} are class names ({arr.dtype}); save class ids instead, in the "
                            "dataset's class order (an image folder's: its class folders sorted by name), e.g. "
                            "np.array([classes.index(c) for c in labels])")
+    if np.issubdtype(arr.dtype, np.floating) and np.isnan(arr).any():  # pandas reads a blank cell as NaN
+        raise HarnessError(f"labels in {where} hold {int(np.isnan(arr).sum())} NaN (missing labels, first at "
+                           f"sample {int(np.flatnonzero(np.isnan(arr))[0])}); every sample needs a class id: fill "
+                           "them, or drop those samples from the dataset too")
     raise HarnessError(
         f"labels in {where} must be integer class ids, got dtype {arr.dtype}"
         + ("" if not np.issubdtype(arr.dtype, np.floating) else " with non-integer values")

@@ -83,3 +83,23 @@ def test_suspects_and_duplicates_name_each_sample_by_its_text(tmp_path, tok, mak
     assert pairs["text_a"].tolist() == pairs["text_b"].tolist() == [texts[3]]
     scores = pd.read_csv(next((cfg.out / "scores").glob("*.csv")))
     assert scores["text"].tolist() == texts
+
+
+def test_path_mistakes_say_what_is_wrong(tmp_path, tok, capsys) -> None:
+    """A space after an option's comma, a path without its kind, NaN in a label file: each said as such."""
+    import numpy as np
+
+    from harness.cli import main
+
+    path = _save(tmp_path / "ok", tiny.text_corpus(10)[0])
+    common = ["--model", "text_bow", "--epochs", "1", "--store", str(tmp_path / "s"), "--out", str(tmp_path / "o")]
+    assert main(["run", "--dataset", f"hf:{path}, tokenizer={tok}", *common]) == 2
+    assert "no space after a comma" in capsys.readouterr().err
+    assert main(["run", "--dataset", str(path), *common]) == 2
+    assert "a path needs its kind: imagefolder:PATH, npz:PATH or hf:PATH" in capsys.readouterr().err
+    labels = np.zeros(1437)
+    labels[[3, 9]] = np.nan
+    np.save(tmp_path / "nan.npy", labels)
+    assert main(["run", "--tasks", "mislabeled", "--noisy-labels", str(tmp_path / "nan.npy"), *common[2:]]) == 2
+    assert "hold 2 NaN (missing labels, first at sample 3)" in capsys.readouterr().err
+    assert not (tmp_path / "s").exists()

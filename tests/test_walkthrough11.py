@@ -16,7 +16,7 @@ def test_a_by_that_is_no_proxy_says_so_instead_of_asking_to_add_it(tmp_path: Pat
                  "--store", str(store), "--out", str(tmp_path / "out"), "--epochs", "1"])
     assert code == 2
     err = capsys.readouterr().err
-    assert "suspects.by=nosuch names no selected proxy; pass one of csl, nosuch is no proxy at all" in err
+    assert "suspects.by=nosuch is no proxy (memprox list shows them); pass one of the selected proxies: csl" in err
     assert "add nosuch to --proxies" not in err and not store.exists()
 
 

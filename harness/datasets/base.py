@@ -286,7 +286,8 @@ def load_dataset(
     if kind not in DATASETS:
         _load_plugin(kind)
     if kind not in DATASETS:
-        raise HarnessError(f"unknown dataset {name!r}; valid names: {', '.join(dataset_names())}")
+        hint = "; a path needs its kind: imagefolder:PATH, npz:PATH or hf:PATH" if not sep and "/" in name else ""
+        raise HarnessError(f"unknown dataset {name!r}; valid names: {', '.join(dataset_names())}{hint}")
     entry = DATASETS[kind]
     if entry.takes_path and not path:
         raise HarnessError(f"{kind} needs a path: use --dataset {kind}:/path/to/data")

@@ -113,7 +113,9 @@ def _load_hf(request: LoadRequest) -> Dataset:
     opts = parse_hf_name(name, request.path)
     path = expand_home(opts.path, f"--dataset {name}")
     if not path.exists():
-        raise HarnessError(f"{name}: {path} does not exist; pass hf:PATH with a folder {_SAVE_HINT}")
+        spaced = " (options follow the path as ,KEY=VALUE, no space after a comma)" if ", " in str(path) else ""
+        raise HarnessError(f"{name}: {path} does not exist{spaced}; pass hf:PATH, a folder written by "
+                           "`dataset.save_to_disk(PATH)` (a Dataset or a DatasetDict with a train split)")
     if not path.is_dir():
         raise HarnessError(f"{name}: {path} is a file, not a folder; {_SAVE_HINT}")
     is_dict = (path / "dataset_dict.json").is_file()

@@ -113,8 +113,11 @@ class Suspects(Task):
             from proxies.registry import available_proxies
 
             known = by.split("(")[0] in available_proxies()
-            add = f"or add {by} to --proxies" if known else f"{by} is no proxy at all (memprox list shows them)"
-            raise HarnessError(f"suspects.by={by} names no selected proxy; pass one of {', '.join(labels)}, {add}")
+            if known:
+                raise HarnessError(f"suspects.by={by} names no selected proxy; pass one of {', '.join(labels)}, or "
+                                   f"add {by} to --proxies")
+            raise HarnessError(f"suspects.by={by} is no proxy (memprox list shows them); pass one of the selected "
+                               f"proxies: {', '.join(labels)}")
 
     def sort_by(self, labels: list[str]) -> str | None:
         """`by`; csl or the first proxy when `by` is not given, or failed to score (reported as a failure)."""
