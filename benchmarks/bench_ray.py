@@ -77,7 +77,7 @@ def job_overhead(n: int = 200) -> dict:
     job = Job(specs=(RunSpec(DataSpec(), "mlp", Recipe(), 0),), requests=(), engine="single",
               source=DataSource("digits"))
     t0 = time.perf_counter()
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     start = time.perf_counter() - t0
     ex = RayExecutor(workers=2, progress=False, fn=_noop)
     list(ex.run([job] * 20))  # warm-up: worker processes started, function exported

@@ -4,8 +4,11 @@ importing each other."""
 
 from __future__ import annotations
 
+import hashlib
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from torch import nn
 
@@ -47,6 +50,37 @@ def as_shape(input_shape: tuple[int, ...]) -> Shape:
                          "(D, 1, 1) and token ids as (L, 1, 1)")
     c, h, w = input_shape
     return c, h, w
+
+
+def model_fingerprint(name: str) -> str:
+    """A digest of the code of model `name` when it is registered outside memprox (a script, a
+    notebook, a user's module), else "": the run store addressed such a model by its name alone, so
+    a re-registered `tiny_mlp` of 256 units got the stored runs of its 16-unit predecessor back."""
+    factory = MODELS.get(name).factory
+    if factory.__module__.startswith("harness."):
+        return ""
+    return hashlib.sha256(_code(factory, set()).encode()).hexdigest()[:16]
+
+
+def _code(obj: Any, seen: set[int]) -> str:
+    """Its source (the compiled code where none is found: a notebook's class), with the source of
+    the functions and classes of its own module it names (a factory's model class, its blocks)."""
+    if id(obj) in seen:
+        return ""
+    seen.add(id(obj))
+    try:
+        text = inspect.getsource(obj)
+    except (OSError, TypeError):
+        codes = [obj.__code__] if inspect.isfunction(obj) else [
+            f.__code__ for f in vars(obj).values() if inspect.isfunction(f)]
+        text = repr([(c.co_code, c.co_consts, c.co_names) for c in codes])
+    functions = [obj] if inspect.isfunction(obj) else [f for f in vars(obj).values() if inspect.isfunction(f)]
+    for function in functions:
+        for named in function.__code__.co_names:
+            value = function.__globals__.get(named)
+            if (inspect.isfunction(value) or inspect.isclass(value)) and value.__module__ == obj.__module__:
+                text += _code(value, seen)
+    return text
 
 
 def registered_here_only(name: str) -> str | None:

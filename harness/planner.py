@@ -21,7 +21,7 @@ from harness.ensemble import can_ensemble, ensemble_chunks
 from harness.errors import HarnessError
 from harness.executors import Executor
 from harness.jobs import DataSource, Job, Pending, prepared_data
-from harness.model_registry import build_model
+from harness.model_registry import build_model, model_fingerprint
 from harness.model_registry import registered_here_only as model_registered_here_only
 from harness.prepared import PreparedData
 from harness.recorders import RecorderRequest
@@ -77,7 +77,8 @@ class Planner:
         return prepared_data(self.source, spec, self.device)
 
     def base_spec(self, setting: Setting) -> RunSpec:
-        return RunSpec(data=setting.data, model=self.cfg.model, recipe=self.cfg.recipe, seed=setting.seed)
+        return RunSpec(data=setting.data, model=self.cfg.model, recipe=self.cfg.recipe, seed=setting.seed,
+                       model_sha=model_fingerprint(self.cfg.model))
 
     def plan(self, tasks: list[Task], proxies: list[Proxy]) -> Plan:
         """Every task's settings (each task given the loaded dataset) with their base runs, and

@@ -119,6 +119,9 @@ class RunSpec:
     seed: int = 0
     train_on: TrainSubset = field(default_factory=TrainSubset)
     then_on: TrainSubset | None = None  # a second phase with a fresh optimizer (SSFT)
+    #: the code of a model registered outside memprox (`model_registry.model_fingerprint`): an edited
+    #: or re-registered model under the same name is another model; empty for memprox's own
+    model_sha: str = ""
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -134,6 +137,8 @@ class RunSpec:
             spec["data"]["test_keep_version"] = TEST_KEEP_VERSION  # a prefix of the test split: not reused
         if self.recipe.precision != "fp32":  # bf16 runs stored before TIE_RULE_VERSION 2 counted a tie with
             spec["recipe"]["tie_rule_version"] = TIE_RULE_VERSION  # the label as correct for class 0: not reused
+        if not spec["model_sha"]:  # memprox's models keep their addresses
+            del spec["model_sha"]
         if not spec["data"].get("dataset_sha"):  # built-in datasets keep their pre-fingerprint addresses
             spec["data"].pop("dataset_sha", None)
         else:  # content-addressed: `kind:PATH` says where the data lie, the fingerprint what they are

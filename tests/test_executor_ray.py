@@ -25,7 +25,7 @@ ray = pytest.importorskip("ray")
 def local_ray():
     started = not ray.is_initialized()
     if started:
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     # the job wrappers below live in this test module, which Ray's workers cannot import
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
     yield

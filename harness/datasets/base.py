@@ -5,10 +5,9 @@ per training sample aligned with that order, and published reference scores (Fel
 C-scores) are indexed by the *original* training order: so the order of `x_train` is part of the
 contract, the same on every machine, every run, with and without `--subset`.
 
-Images stay uint8 (N, C, H, W) so that even CIFAR-scale data fits on a GPU as one tensor;
-normalization happens later, batched, on the device. Features that are not images (`npz:` files of
-tabular or pre-processed data) are float32 (N, D, 1, 1): every feature is a "channel", so the same
-per-channel normalization standardizes each feature.
+Images stay uint8 (N, C, H, W) so that CIFAR-scale data fits on a GPU as one tensor; normalization
+happens later, batched, on the device. Features that are not images (`npz:` files) are float32
+(N, D, 1, 1): every feature is a "channel", so per-channel normalization standardizes each feature.
 
 Loaders live in one registry, `DATASETS`; a loader registered with `takes_path=True` is selected as
 `NAME:PATH` (`imagefolder:/data/cifar10`, `npz:/data/table.npz`). Each built-in loader is a module of
@@ -32,6 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from harness.datasets.content import with_content_fingerprint
 from harness.errors import HarnessError, SubsetTooLarge
 from harness.registry import Registry
 from harness.values import expand_home
@@ -302,7 +302,7 @@ def load_dataset(
         cache_dir=Path(cache_dir) if cache_dir is not None else None,
     )
     try:
-        return entry.load(request)
+        return with_content_fingerprint(entry.load(request), entry.load.__module__)
     except OSError as exc:  # a path the OS refuses (too long, a loop of links, no permission, ...)
         where = exc.filename if exc.filename is not None else path or name
         raise HarnessError(f"dataset {name[:200]!r} cannot be read: {exc.strerror or exc} ({str(where)[:200]}); "

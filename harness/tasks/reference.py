@@ -29,6 +29,7 @@ from baselines.stability import (
 )
 from baselines.stability import stability_memorization as _stability
 from harness.errors import HarnessError
+from harness.model_registry import model_fingerprint
 from harness.runspec import RunSpec
 from harness.values import expand_home
 from proxies.base import Need
@@ -111,7 +112,7 @@ class ReferenceConfig:
         """The run the stability models derive from: the proxies' base run, or the same data,
         recipe and seed with another architecture (the paper's reference came from ResNet-50s
         while its proxies came from ResNet-18s; an MLP lets the K models train batched on a CPU)."""
-        return base if self.model is None else replace(base, model=self.model)
+        return base if self.model is None else replace(base, model=self.model, model_sha=model_fingerprint(self.model))
 
     def specs(self, base: RunSpec) -> list[RunSpec]:
         return stability_specs(self.base(base), self.k, self.fraction) if self.kind == "stability" else []
