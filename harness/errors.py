@@ -30,11 +30,13 @@ class StorageError(RuntimeError):
     one-line message and exits 1; every run already in the store is kept."""
 
 
-class Interrupted(Exception):
+class Interrupted(KeyboardInterrupt):
     """Ctrl-C (or, under the CLI, SIGTERM or SIGHUP) during an experiment: outstanding jobs were
-    cancelled, the store is consistent. The CLI prints `interrupted; N runs kept in the store (and M
-    partly trained runs checkpointed), rerun to resume` and exits 130 (for SIGTERM/SIGHUP the line
-    starts `stopped by SIG...` and the exit code is 143/129)."""
+    cancelled, the store is consistent. A KeyboardInterrupt, not an Exception: a notebook's sweep
+    written `except Exception: continue` went on to the next configuration after Ctrl-C. The CLI
+    prints `interrupted; N runs kept in the store (and M partly trained runs checkpointed), rerun to
+    resume` and exits 130 (for SIGTERM/SIGHUP the line starts `stopped by SIG...` and the exit code
+    is 143/129)."""
 
     def __init__(self, kept_runs: int, checkpointed: int = 0) -> None:
         partly = (f" and {checkpointed} partly trained run{'s' if checkpointed != 1 else ''} checkpointed"

@@ -24,7 +24,7 @@ from harness.jobs import DataSource, Job, Pending, prepared_data
 from harness.model_registry import build_model, model_fingerprint
 from harness.model_registry import registered_here_only as model_registered_here_only
 from harness.prepared import PreparedData
-from harness.recorders import RecorderRequest
+from harness.recorders import RECORDERS, RecorderRequest
 from harness.runspec import DataSpec, RunSpec
 from harness.store import RunStore, StoredRun
 from harness.subsets import subset_indices
@@ -243,12 +243,19 @@ def warn_other_threads(done: dict[RunSpec, StoredRun], threads: int, device: tor
 
 
 def check_workers_know(pending: Pending, executor: Executor) -> None:
-    """A dataset or model registered by this process only (in a script, a notebook) is unknown to an
-    executor's worker processes, which import memprox afresh: refused before anything trains,
-    instead of failing every run in its worker with "unknown dataset"."""
+    """A dataset, model or recorder registered by this process only (in a script, a notebook) is
+    unknown to an executor's worker processes, which import memprox afresh: refused before anything
+    trains, instead of failing every run in its worker with "unknown dataset" (or recorder)."""
     if executor.runs_jobs_here:
         return
-    for spec, _ in pending:
+    for spec, requests in pending:
+        outside = sorted({r.name for r in requests if not RECORDERS.get(r.name).__module__.startswith("harness.")})
+        if outside:  # recorders have no plugin entry point: a worker knows only memprox's own
+            owner = RECORDERS.get(outside[0]).__module__
+            raise HarnessError(f"recorder {outside[0]!r} is registered in this process only (by {owner}), and the "
+                               f"{executor.name} executor trains in worker processes that import memprox afresh; run "
+                               "with executor='inprocess' (--executor inprocess), or add it to harness/recorders/ "
+                               "(docs/extending.md)")
         kind = spec.data.dataset.partition(":")[0]
         for what, name, module in (("dataset", kind, dataset_registered_here_only(kind)),
                                    ("model", spec.model, model_registered_here_only(spec.model))):
