@@ -55,3 +55,16 @@ def test_a_script_recorder_is_refused_before_training_in_workers_and_runs_here(m
                                    here.scores["noise=0.1_seed0"]["csl"], rtol=1e-6)
     finally:
         del PROXIES._items["script_proxy12"], RECORDERS._items["script_loss12"]
+
+
+@pytest.mark.parametrize(("task_args", "hint"), [
+    ({"memorization": {"kk": 8}}, "(did you mean 'k'?)"),
+    ({"memorisation": {"k": 8}}, "(did you mean 'memorization'?)"),
+    ({"privacy": {"topp": 0.1}}, "(did you mean 'top'?)"),
+])
+def test_a_mistyped_task_parameter_or_task_gets_the_close_name(task_args, hint) -> None:
+    from harness.tasks import make_tasks
+
+    with pytest.raises(HarnessError) as raised:
+        make_tasks(["memorization", "privacy"], task_args)
+    assert hint in str(raised.value)

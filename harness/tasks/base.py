@@ -74,7 +74,8 @@ class Task:
         unknown = sorted(set(params) - set(self.defaults))
         if unknown:
             valid = ", ".join(self.defaults) or "none"
-            raise HarnessError(f"task {self.name!r} has no parameter(s) {unknown}; valid: {valid}")
+            close = did_you_mean(unknown, self.defaults)
+            raise HarnessError(f"task {self.name!r} has no parameter(s) {unknown}{close}; valid: {valid}")
         self.params: dict[str, Any] = {**self.defaults, **params}
         self.reference: ReferenceConfig | None = (reference or ReferenceConfig()) if self.uses_reference else None
         self.validate()
@@ -177,7 +178,8 @@ def make_tasks(
         raise HarnessError(f"task(s) {repeated} selected more than once; list each task once in --tasks")
     for owner in task_args:
         if owner not in TASKS:
-            raise HarnessError(f"--task-arg names unknown task {owner!r}; valid tasks: {valid}")
+            raise HarnessError(f"--task-arg names unknown task {owner!r}{did_you_mean([owner], TASKS)}; valid tasks: "
+                               f"{valid}")
     referencing = [n for n in names if TASKS[n].uses_reference]
     mem_args = task_args.get("memorization", {})
     ref_args = {k: v for k, v in mem_args.items() if k in REFERENCE_DEFAULTS}

@@ -30,6 +30,7 @@ from baselines.stability import (
 from baselines.stability import stability_memorization as _stability
 from harness.errors import HarnessError
 from harness.model_registry import model_fingerprint
+from harness.registry import did_you_mean
 from harness.runspec import RunSpec
 from harness.values import expand_home
 from proxies.base import Need
@@ -141,7 +142,8 @@ def reference_config(reference: str, args: Mapping[str, Any]) -> ReferenceConfig
     """Parse `--reference` and the reference's parameters (a subset of REFERENCE_DEFAULTS)."""
     unknown = sorted(set(args) - set(REFERENCE_DEFAULTS))
     if unknown:
-        raise HarnessError(f"the memorization reference has no parameter(s) {unknown}; "
+        raise HarnessError(f"the memorization reference has no parameter(s) {unknown}"
+                           f"{did_you_mean(unknown, REFERENCE_DEFAULTS)}; "
                            f"valid: {', '.join(REFERENCE_DEFAULTS)}")
     p = {**REFERENCE_DEFAULTS, **args}
     if not _is_int(p["k"]) or p["k"] < 2:
