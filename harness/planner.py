@@ -62,8 +62,7 @@ class Plan:
 
 
 class Planner:
-    """Plans an experiment's runs on its loaded dataset, and turns what the store lacks into jobs
-    placed by the executor (on the device) that `jobs` is given."""
+    """Plans an experiment's runs on its dataset; turns what the store lacks into jobs the executor placed."""
 
     def __init__(self, cfg: ExperimentConfig, source: DataSource, dataset: Dataset, device: torch.device,
                  store: RunStore) -> None:

@@ -5,14 +5,9 @@ line: it is registered here) and returned an empty leaderboard instead of refusi
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
 from harness.errors import HarnessError, Interrupted
-from harness.experiment import Experiment
-from harness.recorders import RECORDERS, RecorderRequest, register_recorder
-from harness.recorders.train_pass import TrainLoss
-from proxies import PROXIES, Proxy, ScoreContext, register_proxy
 
 
 def test_interrupted_is_a_keyboard_interrupt_that_except_exception_lets_through() -> None:
@@ -25,36 +20,61 @@ def test_interrupted_is_a_keyboard_interrupt_that_except_exception_lets_through(
     assert str(Interrupted(3, 1)).startswith("interrupted; 3 runs kept in the store and 1 partly trained run")
 
 
+SCRIPT = """
+import numpy as np
+from harness import run_experiment
+from harness.errors import HarnessError
+from harness.recorders import RecorderRequest, register_recorder
+from harness.recorders.train_pass import TrainLoss
+from proxies import Proxy, ScoreContext, register_proxy
+
+
 @register_recorder
-class _ScriptLoss(TrainLoss):
-    name = "script_loss12"
+class ScriptLoss(TrainLoss):
+    name = "script_loss"
 
 
 @register_proxy
-class _ScriptProxy(Proxy):
-    name = "script_proxy12"
-    description = "reads a recorder this test module defines"
+class ScriptProxy(Proxy):
+    name = "script_proxy"
+    description = "reads a recorder this script defines"
     citation = "test"
-    recorders = (RecorderRequest.of("script_loss12"),)
+    recorders = (RecorderRequest.of("script_loss"),)
 
     def score(self, ctx: ScoreContext) -> np.ndarray:
         return ctx.arrays(self.recorders[0])["loss"].sum(axis=0)
 
 
-def test_a_script_recorder_is_refused_before_training_in_workers_and_runs_here(make_config) -> None:
-    try:
-        cfg = make_config(proxies="csl,script_proxy12", executor="local", workers=1)
-        with pytest.raises(HarnessError, match=r"recorder 'script_loss12' is registered in this process only \(by "
-                                               r"test_api_walkthrough12\).* executor='inprocess'"):
-            Experiment(cfg).run()
-        assert not cfg.store.exists() or not any(cfg.store.rglob("*.npz"))
-        here = Experiment(make_config(proxies="csl,script_proxy12", bootstrap=0)).run()
-        board = here.leaderboard
-        assert not here.failures and {"csl", "script_proxy12"} <= set(board.proxy)
-        np.testing.assert_allclose(here.scores["noise=0.1_seed0"]["script_proxy12"],
-                                   here.scores["noise=0.1_seed0"]["csl"], rtol=1e-6)
-    finally:
-        del PROXIES._items["script_proxy12"], RECORDERS._items["script_loss12"]
+common = dict(proxies="csl,script_proxy", tasks="mislabeled", noise_rates=[0.1], seeds=1, epochs=2, subset=150,
+              bootstrap=0, out=None)
+try:
+    run_experiment(executor="local", workers=1, **common)
+    print("NOT REFUSED")
+except HarnessError as e:
+    print("REFUSED:", e)
+result = run_experiment(executor="inprocess", **common)
+scores = result.scores["noise=0.1_seed0"]
+print("FAILURES:", result.failures)
+print("SAME:", bool(np.allclose(scores["script_proxy"], scores["csl"], rtol=1e-6)))
+"""
+
+
+def test_a_script_recorder_is_refused_before_training_in_workers_and_runs_here(tmp_path) -> None:
+    """As a user's script: the recorder and the proxy live in __main__ (a subprocess, so that no
+    registry of the test process keeps them)."""
+    import os
+    import subprocess
+    import sys
+
+    (tmp_path / "script.py").write_text(SCRIPT)
+    env = {**os.environ, "MEMPROX_CACHE": str(tmp_path / "cache"), "PYTHONWARNINGS": "ignore"}
+    done = subprocess.run([sys.executable, "script.py"], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    out = done.stdout
+    assert "REFUSED: recorder 'script_loss' is registered in this process only (by __main__)" in out
+    assert "executor='inprocess'" in out and "NOT REFUSED" not in out
+    assert "FAILURES: []" in out and "SAME: True" in out
 
 
 @pytest.mark.parametrize(("task_args", "hint"), [

@@ -6,7 +6,9 @@ memprox's own datasets and models keep their addresses exactly."""
 from __future__ import annotations
 
 import json
+
 import numpy as np
+import pytest
 import torch
 from torch import nn
 
@@ -19,7 +21,6 @@ from harness.runspec import DataSpec, RunSpec
 DATA = {"shift": 0.0}
 
 
-@register_dataset("blobs12", "four blobs whose centre a test moves")
 def _blobs(request: LoadRequest) -> Dataset:
     rng = np.random.default_rng(0)
     y = rng.integers(0, 4, 260)
@@ -28,6 +29,15 @@ def _blobs(request: LoadRequest) -> Dataset:
     return Dataset(name="blobs12", x_train=t(x[:200, :, None, None]), y_train=t(y[:200]),
                    x_test=t(x[200:, :, None, None]), y_test=t(y[200:]), classes=("a", "b", "c", "d"),
                    full_train_size=200)
+
+
+@pytest.fixture(autouse=True)
+def blobs12():
+    """Registered for this module's tests only: another test file in the process lists every dataset."""
+    register_dataset("blobs12", "four blobs whose centre a test moves")(_blobs)
+    yield
+    DATASETS._items.pop("blobs12", None)
+    MODELS._items.pop("tiny12", None)
 
 
 def _register_width(width: int) -> None:
@@ -83,7 +93,6 @@ def test_a_redefined_model_under_the_same_name_trains_again(make_config) -> None
     assert model_fingerprint("tiny12") != narrow
     wide = run()
     assert wide.trained and not wide.reused
-    del MODELS._items["tiny12"]
 
 
 def test_memprox_models_keep_their_addresses() -> None:

@@ -31,11 +31,12 @@ def warning_dataset(monkeypatch: pytest.MonkeyPatch):
 
 def test_the_driver_sees_a_loading_warning_and_a_job_loading_the_same_data_does_not(warning_dataset) -> None:
     with pytest.warns(UserWarning, match="stems are not integers"):
-        load_source(warning_dataset)  # the driver, before planning
+        planned = load_source(warning_dataset)  # the driver, before planning
     jobs._DATASETS.clear()  # a fresh worker process: nothing cached
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        data = prepared_data(warning_dataset, DataSpec(dataset=NAME), torch.device("cpu"))
+        data = prepared_data(warning_dataset, DataSpec(dataset=NAME, dataset_sha=planned.fingerprint),
+                             torch.device("cpu"))
     assert [str(w.message) for w in caught] == []
     assert data.n == 1437  # the data itself is loaded as before
 
