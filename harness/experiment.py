@@ -30,7 +30,7 @@ from harness.outputs import RECORD, STAGING_MARKER, check_out, staging, write
 from harness.phases import PHASES, PhaseTimer, format_phases, single_blas_thread
 from harness.planner import Plan, Planner, resolve_device
 from harness.prepared import PreparedData
-from harness.presets import PRESETS, announce_preset_cut
+from harness.presets import announce_preset_cut, is_preset_subset
 from harness.runner import Runner, RunnerResult
 from harness.runspec import DataSpec, RunSpec
 from harness.store import RunStore, StoredRun
@@ -85,7 +85,7 @@ class Experiment:
         try:
             return announce_preset_cut(load_source(self.source, download=cfg.download), cfg.preset, cfg.subset)
         except SubsetTooLarge as e:
-            if cfg.subset != PRESETS[cfg.preset].for_dataset(cfg.dataset).subset:
+            if not is_preset_subset(cfg.preset, cfg.dataset, cfg.subset):
                 raise
             warnings.warn(f"the {cfg.preset} preset's subset of {cfg.subset} is more than the {e.available} training "
                           f"samples of {cfg.dataset}: all {e.available} are used", stacklevel=3)

@@ -57,7 +57,7 @@ def model_fingerprint(name: str) -> str:
     notebook, a user's module), else "": the run store addressed such a model by its name alone, so
     a re-registered `tiny_mlp` of 256 units got the stored runs of its 16-unit predecessor back."""
     factory = MODELS.get(name).factory
-    if factory.__module__.startswith("harness."):
+    if registered_here_only(name) is None:  # memprox's own
         return ""
     return hashlib.sha256(_code(factory, set()).encode()).hexdigest()[:16]
 
@@ -68,13 +68,11 @@ def _code(obj: Any, seen: set[int]) -> str:
     if id(obj) in seen:
         return ""
     seen.add(id(obj))
+    functions = [obj] if inspect.isfunction(obj) else [f for f in vars(obj).values() if inspect.isfunction(f)]
     try:
         text = inspect.getsource(obj)
     except (OSError, TypeError):
-        codes = [obj.__code__] if inspect.isfunction(obj) else [
-            f.__code__ for f in vars(obj).values() if inspect.isfunction(f)]
-        text = repr([(c.co_code, c.co_consts, c.co_names) for c in codes])
-    functions = [obj] if inspect.isfunction(obj) else [f for f in vars(obj).values() if inspect.isfunction(f)]
+        text = repr([(f.__code__.co_code, f.__code__.co_consts, f.__code__.co_names) for f in functions])
     for function in functions:
         for named in function.__code__.co_names:
             value = function.__globals__.get(named)

@@ -132,12 +132,16 @@ def preset_for(name: str, dataset: str) -> Preset:
     return PRESETS.get(name).for_dataset(dataset)
 
 
+def is_preset_subset(preset: str, dataset: str, subset: int | None) -> bool:
+    """Whether `subset` is the preset's own for `dataset` (quick: 4,000 images), not one the user chose."""
+    return subset == PRESETS[preset].for_dataset(dataset).subset
+
+
 def announce_preset_cut(dataset: Dataset, preset: str, subset: int | None) -> Dataset:
     """Say when the preset's subset (quick: the first 4,000 samples), not a --subset the user chose,
     keeps part of a larger dataset: a data-quality run ranked 4,000 of 6,000 texts, and only the
     start line's N said so."""
-    if subset is not None and subset == PRESETS[preset].for_dataset(dataset.name).subset and \
-            subset < dataset.full_train_size:
+    if subset is not None and is_preset_subset(preset, dataset.name, subset) and subset < dataset.full_train_size:
         warnings.warn(f"the {preset} preset trains on the first {subset:,} of the {dataset.full_train_size:,} "
                       f"training samples of {dataset.name}: every score (and the suspects ranking) covers only "
                       f"those; pass --subset {dataset.full_train_size} (or --preset cpu-full) for all of them",

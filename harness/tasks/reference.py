@@ -13,6 +13,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -85,11 +86,7 @@ class ReferenceConfig:
         """Over the seeds, the fewest samples with a stability estimate (some model trained on
         them, some left them out) and the fewest with a standard error (two of each). The subsets
         are known before anything trains, so a reference of a handful of samples is refused here."""
-        masks = [subset_masks(n, self.k, self.fraction, seed) for seed in seeds]
-        inside = [m.sum(axis=0) for m in masks]
-        estimated = min(int(((c >= 1) & (c <= self.k - 1)).sum()) for c in inside)
-        with_error = min(int(((c >= 2) & (c <= self.k - 2)).sum()) for c in inside)
-        return estimated, with_error
+        return _coverage(n, self.k, self.fraction, tuple(seeds))
 
     def check_coverage(self, n: int, seeds: tuple[int, ...]) -> int:
         """Refuse a stability reference of fewer than MIN_REFERENCE_SAMPLES samples, and say when no
@@ -132,6 +129,14 @@ class ReferenceConfig:
             return self.load_file(clean_labels, full_size), float("nan")
         matrix, masks = stability_matrix(runs, self.base(base), self.k, self.fraction, self.variant)
         return _stability(matrix, masks), split_half_pearson(matrix, masks)
+
+
+@cache  # the memorization, theory and privacy tasks share one reference: counted once
+def _coverage(n: int, k: int, fraction: float, seeds: tuple[int, ...]) -> tuple[int, int]:
+    inside = [subset_masks(n, k, fraction, seed).sum(axis=0) for seed in seeds]
+    estimated = min(int(((c >= 1) & (c <= k - 1)).sum()) for c in inside)
+    with_error = min(int(((c >= 2) & (c <= k - 2)).sum()) for c in inside)
+    return estimated, with_error
 
 
 def _is_int(value: object) -> bool:
