@@ -8,9 +8,9 @@ leaderboard, raw rows and per-sample scores as DataFrames.
 
 The option table (`harness.options.OPTIONS`) is the one list of options and defaults: its keywords
 are `run_experiment`'s, and the CLI parses argv into a dict of the flags given and hands it to
-`experiment_config`, which fills the rest from the table, so the two cannot drift (the only
-difference: the CLI writes to results/latest unless told otherwise; the API writes files only when
-`out` is given).
+`build_config`, which fills the rest from the table, so the two cannot drift (the only
+differences: the CLI writes to results/latest unless told otherwise, the API writes files only when
+`out` is given; and the API's errors name its keywords, `epochs`, where the CLI's name `--epochs`).
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from harness import config as _config
+from harness.api_wording import keyword_errors
 from harness.config import ExperimentConfig
 from harness.errors import HarnessError
 from harness.options import DEFAULT_NOISE_RATES, DEFAULT_REFERENCE, Context, Option, keyword_options, table
@@ -57,12 +58,13 @@ def run_experiment(**options: Any) -> ExperimentResult:
     numpy and Python RNG states are restored when the call returns or fails.
 
     Returns an ExperimentResult: `leaderboard`, `raw` and `scores` (DataFrames), `failures`,
-    `trained`, `reused`. Bad input raises HarnessError before anything trains. Ctrl-C raises
+    `trained`, `reused`, `outputs` (with `out`: every file written, by kind). Bad input raises
+    HarnessError, naming these keywords, before anything trains. Ctrl-C raises
     `harness.errors.Interrupted`, a KeyboardInterrupt (an `except Exception` does not catch it),
     once the runs trained so far are stored: the same call again resumes.
     """
-    with host_state_kept():  # the first imports too: a library may draw from `random` when imported
-        cfg = experiment_config(**options)
+    with host_state_kept(), keyword_errors():  # the imports too: a library may draw from `random`
+        cfg = build_config(**options)
         from harness.experiment import Experiment
 
         return Experiment(cfg).run()
@@ -120,6 +122,13 @@ run_experiment.__doc__ = (run_experiment.__doc__ or "") + _options_doc()
 
 def experiment_config(**options: Any) -> ExperimentConfig:
     """The validated config `run_experiment(**options)` runs; options not given take their defaults.
+    Errors name keywords (`build_config` is the same, naming the CLI's flags)."""
+    with keyword_errors():
+        return build_config(**options)
+
+
+def build_config(**options: Any) -> ExperimentConfig:
+    """The config from options given as keywords, its errors naming the CLI's flags (the CLI's builder).
 
     Every step reads the option table: unknown keywords (with close matches), each keyword's type,
     options that replace others, then the preset; each given value is parsed (`Option.parse`), the
@@ -152,6 +161,9 @@ def experiment_config(**options: Any) -> ExperimentConfig:
     cfg = _config.config_class()(**fields)
     cfg.validate()
     _check_used(values, cfg)
+    if values["overwrite"] and values["out"] is None:  # the CLI always has an --out (results/latest)
+        raise HarnessError("--overwrite lets --out replace a folder another experiment wrote, and no --out is given "
+                           "(nothing is written); pass --out PATH or drop --overwrite")
     return cfg
 
 

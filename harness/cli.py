@@ -1,7 +1,7 @@
 """`python -m harness`: run experiments, list what is available, manage the run store (`store`).
 
 A thin layer over `harness.api`: argv becomes a dict of the flags actually given, and
-`experiment_config` (the same builder `run_experiment` uses) fills the defaults and validates.
+`build_config` (the same builder `run_experiment` uses) fills the defaults and validates.
 
 Exit codes: 0 success; 1 some run or proxy failed (the rest finished and was written), or a write
 after training failed (StorageError; the runs stay in the store); 2 bad input (one `error:` line,
@@ -21,7 +21,7 @@ import warnings
 from dataclasses import replace
 from typing import Any, NoReturn
 
-from harness.api import experiment_config
+from harness.api import build_config
 from harness.config import ExperimentConfig
 from harness.console import KEPT, stop_signals_handled, stopped, write_line
 from harness.errors import HarnessError, Interrupted, StorageError
@@ -227,7 +227,7 @@ def cmd_list() -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    cfg = experiment_config(**run_options(args))  # bad options fail here, before the heavy imports
+    cfg = build_config(**run_options(args))  # bad options fail here, before the heavy imports
     from harness.experiment import Experiment, format_phases
     from harness.leaderboard import markdown
 

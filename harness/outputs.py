@@ -56,7 +56,7 @@ from harness.io import (
     room_fix,
 )
 from harness.leaderboard import markdown
-from harness.run_summary import summary
+from harness.run_summary import TABLES, summary
 from harness.runspec import RunSpec
 from harness.store import StoredRun
 
@@ -277,8 +277,7 @@ def _release(tmp: Path) -> None:
 def write(result: ExperimentResult, runs: dict[RunSpec, StoredRun], tmp: Path, artifacts: dict[str, list[str]],
           cfg: ExperimentConfig, identity: str, device: torch.device, phases: Callable[[], dict[str, float]]) -> None:
     """Write every output into `tmp` and publish them into --out; StorageError when the file system refuses."""
-    assert cfg.out is not None  # the experiment writes only when it has an out folder (`staging`)
-    out = Path(cfg.out).resolve()
+    out = Path(cfg.out).resolve()  # type: ignore[arg-type]  # the experiment writes only with an --out (`staging`)
     try:
         for name, frame in result.scores.items():
             path = f"scores/{score_file(name)}.csv"
@@ -290,6 +289,7 @@ def write(result: ExperimentResult, runs: dict[RunSpec, StoredRun], tmp: Path, a
         result.outputs.update(artifacts)
         text = json.dumps(summary(result, runs, cfg, identity, device, phases()), indent=1, default=str)
         atomic_write_text(tmp / "summary.json", text)  # its write phase ends above (summary and record follow)
+        result.outputs = {**TABLES, "summary": ["summary.json"], **result.outputs}  # every file, as in summary.json
         write_record(tmp, identity)
         publish(tmp, out, identity, cfg.overwrite)
     except OSError as e:

@@ -12,6 +12,9 @@ from harness.evaluation import ExperimentResult
 from harness.runspec import RunSpec
 from harness.store import StoredRun
 
+#: The tables every experiment writes (ExperimentResult.outputs lists them too, once written).
+TABLES = {"leaderboard": ["leaderboard.csv"], "raw": ["raw.csv"], "markdown": ["leaderboard.md"]}
+
 
 def summary(result: ExperimentResult, runs: dict[RunSpec, StoredRun], cfg: ExperimentConfig, identity: str,
             device: torch.device, phase_seconds: dict[str, float]) -> dict:
@@ -31,7 +34,6 @@ def summary(result: ExperimentResult, runs: dict[RunSpec, StoredRun], cfg: Exper
         "reused": result.reused,
         "resumed": result.resumed,  # of the trained runs: label -> the epoch its checkpoint resumed it at
         "failures": result.failures,
-        "outputs": {"leaderboard": "leaderboard.csv", "raw": "raw.csv", "markdown": "leaderboard.md",
-                    **result.outputs},
+        "outputs": {**{kind: files[0] for kind, files in TABLES.items()}, **result.outputs},
         "phase_seconds": phase_seconds,  # write: up to this summary (it and the publish take ms)
     }

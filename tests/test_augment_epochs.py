@@ -96,7 +96,7 @@ def test_options_follow_the_preset_and_the_flags(tmp_path) -> None:
     assert build_config(**common, augment_epochs=5).recipe.augment_epochs == 5
     zero = build_config(**common, augment_epochs=0).recipe
     assert (zero.augment, zero.augment_epochs) == (False, None)  # one address for one training
-    with pytest.raises(HarnessError, match="--augment-epochs"):
+    with pytest.raises(HarnessError, match="fix augment_epochs"):
         build_config(**common, augment_epochs=-1)
     with pytest.raises(HarnessError, match="must be in"):  # both given: no silent cut
         build_config(**common, epochs=3, augment_epochs=4)

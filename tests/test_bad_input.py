@@ -288,14 +288,14 @@ def test_corruption_labels_stay_as_they_were_except_long_label_files() -> None:
     ("device", None, "device must be str (got NoneType None)"),
     ("dataset", None, "dataset must be str (got NoneType None)"),
     ("seeds", None, "seeds must be int, str or list of int (got NoneType None)"),
-    ("seeds", range(2**70), "--seeds takes a count"),
+    ("seeds", range(2**70), "seeds takes a count"),
     ("noise_rates", object(), "noise_rates must be str, number, list of numbers or None (got object"),
     ("proxy_args", 5, "proxy_args must be dict, str, list of str or None (got int 5)"),
     ("reference", 1, "reference must be str or None (got int 1)"),
     ("preset", ["quick"], "preset must be str (got list ['quick'])"),
     pytest.param("lr", 10**400, "learning rate must be at most", id="lr-huge-int"),
     ("out", "", "out is an empty path"),
-    ("reference", "stability", "--reference is used only by the memorization"),
+    ("reference", "stability", "reference is used only by the memorization"),
 ])
 def test_api_refuses_bad_types_naming_option_and_types(tmp_path, monkeypatch, no_training, option, value,
                                                        needle) -> None:

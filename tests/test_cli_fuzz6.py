@@ -61,7 +61,7 @@ def test_a_flag_missing_its_value_at_the_end_gets_no_hint(capsys: pytest.Capture
 def test_a_learning_rate_float32_cannot_hold_is_refused(lr: float) -> None:
     """`--lr 1e-320` passed the "> 0" check and trained nothing: in float32 the step is 0 (or
     denormal), so every run stayed at its initialisation."""
-    with pytest.raises(HarnessError, match=r"learning rate must be at least 1\.2e-38 .*fix --lr"):
+    with pytest.raises(HarnessError, match=r"learning rate must be at least 1\.2e-38 .*fix lr"):
         experiment_config(lr=lr, **MISLABELED)
 
 

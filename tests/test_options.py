@@ -59,7 +59,7 @@ def test_a_new_option_reaches_the_api_and_the_config(new_option) -> None:
 
 
 def test_a_new_option_is_validated_with_its_message(new_option, capsys, tmp_path) -> None:
-    with pytest.raises(HarnessError, match=r"label smoothing must be in \[0, 1\) \(got 1.5\); fix --label-smoothing"):
+    with pytest.raises(HarnessError, match=r"label smoothing must be in \[0, 1\) \(got 1.5\); fix label_smoothing"):
         experiment_config(label_smoothing=1.5)
     cfg = config_class()(label_smoothing=-1)
     with pytest.raises(HarnessError, match="label smoothing must be in"):

@@ -450,7 +450,7 @@ def test_tilde_is_expanded_in_every_path_option(tmp_path, monkeypatch) -> None:
     cfg = experiment_config(out="~/mo", store=Path("~/st"), tasks="mislabeled", noise_rates=0.1)
     assert (cfg.out, cfg.store) == (home / "mo", home / "st")
     assert experiment_config(out="x/~", tasks="mislabeled", noise_rates=0.1).out == Path("x/~")  # only a leading ~
-    with pytest.raises(HarnessError, match="--out '~no_such_user_xyz/mo'.*without ~"):
+    with pytest.raises(HarnessError, match="out='~no_such_user_xyz/mo'.*without ~"):
         experiment_config(out="~no_such_user_xyz/mo", tasks="mislabeled", noise_rates=0.1)
     assert not (tmp_path / "~").exists()
 

@@ -1,0 +1,71 @@
+"""Errors raised from Python name run_experiment's keywords (`fix epochs`), the CLI's name its flags
+(`fix --epochs`); `overwrite` without `out` is refused; `result.outputs` lists every file written."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from harness.api import experiment_config, run_experiment
+from harness.api_wording import as_keywords
+from harness.cli import main
+from harness.errors import HarnessError, SubsetTooLarge
+
+
+@pytest.mark.parametrize("message, expected", [
+    ("epochs must be an integer >= 1 (got 0); fix --epochs", "epochs must be an integer >= 1 (got 0); fix epochs"),
+    ("--noisy-labels replaces --noise-rates; pass one of them", "noisy_labels replaces noise_rates; pass one of them"),
+    ("pass --overwrite to replace it", "pass overwrite=True to replace it"),
+    ("hide them with --no-progress.", "hide them with progress=False."),
+    ("pass e.g. --gpus-per-run 0.25 to pack four", "pass e.g. gpus_per_run=0.25 to pack four"),
+    ("it is one of --executor ray", "it is one of executor='ray'"),
+    ("pass a folder (--out PATH)", "pass a folder (out=PATH)"),
+    ("use --subset 30 or less", "use subset=30 or less"),
+    ("pass --model text_bow", "pass model='text_bow'"),
+    ("e.g. --device cuda:0.", "e.g. device='cuda:0'."),
+    ("pass --proxy-arg curvature.n=2", "pass proxy_args=['curvature.n=2']"),
+    ("--out '~x/y': no home", "out='~x/y': no home"),
+    # a command to run keeps its flags, and so does a flag the option table does not know
+    ("see `python -m harness run --proxies all --epochs 2`", "see `python -m harness run --proxies all --epochs 2`"),
+    ("ray start --head --port=6379", "ray start --head --port=6379"),
+])
+def test_flags_become_keywords_outside_backticks(message: str, expected: str) -> None:
+    assert as_keywords(message) == expected
+
+
+def test_api_errors_name_keywords_and_cli_errors_name_flags(capsys) -> None:
+    with pytest.raises(HarnessError) as raised:
+        experiment_config(epochs=0)
+    assert str(raised.value) == "epochs must be an integer >= 1 (got 0); fix epochs"
+    assert main(["run", "--epochs", "0"]) == 2
+    assert "fix --epochs" in capsys.readouterr().err
+
+
+def test_run_experiment_words_errors_raised_while_planning(tmp_path) -> None:
+    # planning (the dataset loaded) raises SubsetTooLarge, naming the option: the class and its fields stay
+    with pytest.raises(SubsetTooLarge) as raised:
+        run_experiment(proxies="csl", tasks="mislabeled", seeds=1, noise_rates=[0.1], epochs=1, subset=10**6,
+                       device="cpu", store=tmp_path / "store", progress=False)
+    assert "subset=1000000 is larger" in str(raised.value) and "--" not in str(raised.value)
+    assert raised.value.available == 1437  # digits' training split
+
+
+def test_overwrite_without_out_is_refused() -> None:
+    with pytest.raises(HarnessError, match=r"no out is given \(nothing is written\); pass out=PATH or drop "
+                                           r"overwrite=True"):
+        experiment_config(overwrite=True)
+    assert experiment_config(overwrite=True, out="somewhere").overwrite is True
+
+
+def test_result_outputs_list_every_file_summary_json_lists(tmp_path) -> None:
+    result = run_experiment(proxies="csl", tasks="mislabeled", seeds=1, noise_rates=[0.1], epochs=1, device="cpu",
+                            bootstrap=0, store=tmp_path / "store", out=tmp_path / "out", progress=False)
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert list(result.outputs)[:4] == ["leaderboard", "raw", "markdown", "summary"]
+    written = {path for paths in result.outputs.values() for path in paths}
+    assert written == {"leaderboard.csv", "raw.csv", "leaderboard.md", "summary.json",
+                       "scores/noise=0.1_seed0.csv", *summary["outputs"].get("suspects", [])}
+    assert all((tmp_path / "out" / path).is_file() for path in written)
+    listed = {k: v if isinstance(v, list) else [v] for k, v in summary["outputs"].items()}
+    assert listed == {k: v for k, v in result.outputs.items() if k != "summary"}
