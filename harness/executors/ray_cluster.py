@@ -107,11 +107,13 @@ def cluster_address(address: str) -> str:
     recorded on this machine. HarnessError when `auto` finds neither."""
     if address != "auto":
         return address
-    found = os.environ.get("RAY_ADDRESS") or _recorded_cluster()
-    if not found or found in ("auto", "local"):
-        raise HarnessError("--ray-address auto found no Ray cluster: RAY_ADDRESS is not set and no cluster started "
-                           "with `ray start` is recorded on this machine; start one (`ray start --head`), pass "
-                           "--ray-address HOST:PORT, or drop --ray-address to start a local Ray")
+    env = os.environ.get("RAY_ADDRESS", "")
+    found = env if env not in ("", "auto", "local") else _recorded_cluster()
+    if not found or found in ("auto", "local"):  # RAY_ADDRESS=auto (or local) names no cluster either
+        said = f"RAY_ADDRESS is {env!r}, which names no cluster," if env else "RAY_ADDRESS is not set"
+        raise HarnessError(f"--ray-address auto found no Ray cluster: {said} and no cluster started with `ray start` "
+                           "is recorded on this machine; start one (`ray start --head`), pass --ray-address "
+                           "HOST:PORT, or drop --ray-address to start a local Ray")
     return found
 
 
