@@ -47,17 +47,17 @@ def run_experiment(**options: Any) -> ExperimentResult:
     `noise_rates` defaults to 0.01, 0.02, 0.05, 0.1 and contradicts `noisy_labels`.
     `proxy_args`/`task_args`: {"curvature": {"n": 2}} or ["curvature.n=2"].
     `reference`: the memorization reference (default stability), only with a task that uses one.
-    `out`: None writes nothing (the result holds the leaderboard, raw rows and per-sample scores;
-    the tasks' own files, such as the suspects ranking, duplicates.csv, the reference's and the
-    privacy task's per-sample tables and the figures, exist only in a folder); a folder gets the
-    CLI's files.
+    `out`: None writes nothing (the result holds the leaderboard, raw rows, per-sample scores and
+    the tasks' own tables, by file name: `result.tables["suspects/suspects_seed0.csv"]`,
+    "suspects/duplicates.csv", the reference's and the privacy task's per-sample tables; only the
+    figures exist in a folder alone); a folder gets the CLI's files.
     `store`: the run store (default $MEMPROX_CACHE/store or ~/.cache/memprox/store).
     `executor`: local (a pool of `workers` processes, default usable CPUs // `threads`), ray, or
     inprocess (this process, for debugging); `threads`: torch threads of each run (default 1).
     This process is left as it was (`host_state_kept`): its torch thread count and its torch,
     numpy and Python RNG states are restored when the call returns or fails.
 
-    Returns an ExperimentResult: `leaderboard`, `raw` and `scores` (DataFrames), `failures`,
+    Returns an ExperimentResult: `leaderboard`, `raw`, `scores` and `tables` (DataFrames), `failures`,
     `trained`, `reused`, `outputs` (with `out`: every file written, by kind). Bad input raises
     HarnessError, naming these keywords, before anything trains. Ctrl-C raises
     `harness.errors.Interrupted`, a KeyboardInterrupt (an `except Exception` does not catch it),

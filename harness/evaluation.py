@@ -49,6 +49,7 @@ class ExperimentResult:
     reference_train_acc: list[float] = field(default_factory=list)  # the stability models', on their subsets
     flipped_fit: dict[str, float] = field(default_factory=dict)  # noisy base run's hash -> share fitted
     scores: dict[str, pd.DataFrame] = field(default_factory=dict)  # "noise=0.1_seed0" -> scores/<key>.csv
+    tables: dict[str, pd.DataFrame] = field(default_factory=dict)  # tasks' own: "suspects/suspects.csv" -> it
     phase_seconds: dict[str, float] = field(default_factory=dict)  # PHASES -> wall seconds (summary.json)
 
 
@@ -125,11 +126,12 @@ def evaluate(cfg: ExperimentConfig, plan: Plan, proxies: list[Proxy], ran: Runne
              ) -> tuple[ExperimentResult, dict[str, list[str]]]:
     """Score each setting's data once, evaluate every task setting on it and aggregate the
     leaderboard. Returns the result and the files tasks wrote into `out` (artifacts: kind ->
-    relative paths; `out` None: tasks write no files)."""
+    relative paths; `out` None: tasks write no files, and keep their tables in the result alone)."""
     runs, rows = ran.runs, []
     failures = list(ran.failed.values())
     scores_by_data: dict[tuple[DataSpec, int], dict[str, np.ndarray]] = {}
     artifacts: dict[str, list[str]] = {}
+    tables: dict[str, pd.DataFrame] = {}
     config = replace(cfg, out=out)  # nothing reads config.out for its files: ctx.out is the place
     for task, setting, base in plan.settings:
         data = prepared(setting.data)
@@ -138,7 +140,7 @@ def evaluate(cfg: ExperimentConfig, plan: Plan, proxies: list[Proxy], ran: Runne
             with timer("score"):
                 scores_by_data[key], problems = score(proxies, base, data, runs)
             failures += problems
-        ctx = EvalContext(setting, base, data, runs, config, proxies, out=out, artifacts=artifacts)
+        ctx = EvalContext(setting, base, data, runs, config, proxies, out=out, artifacts=artifacts, tables=tables)
         if any(n.spec not in runs for n in task.needs(setting, base, cfg)):
             failures.append(f"task {task.name} [{setting.label} seed {setting.seed}] skipped: a needed run failed")
             continue
@@ -151,7 +153,7 @@ def evaluate(cfg: ExperimentConfig, plan: Plan, proxies: list[Proxy], ran: Runne
         raw = pd.DataFrame(rows, columns=RAW_COLUMNS)  # written without the bootstrap arrays ("boot")
         board = aggregate(full if "boot" in full.columns else raw)
     with timer("write"):
-        result = ExperimentResult(raw, board, failures, ran.trained, ran.reused, dict(ran.resumed))
+        result = ExperimentResult(raw, board, failures, ran.trained, ran.reused, dict(ran.resumed), tables=tables)
         bases = dict.fromkeys(b for _, _, b in plan.settings if b in runs)  # tasks share base runs: each once
         result.base_train_acc = [runs[b].manifest.train_acc for b in bases]
         result.reference_train_acc = reference_train_acc(plan, runs)

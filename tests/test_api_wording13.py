@@ -69,3 +69,25 @@ def test_result_outputs_list_every_file_summary_json_lists(tmp_path) -> None:
     assert all((tmp_path / "out" / path).is_file() for path in written)
     listed = {k: v if isinstance(v, list) else [v] for k, v in summary["outputs"].items()}
     assert listed == {k: v for k, v in result.outputs.items() if k != "summary"}
+
+
+def test_tasks_tables_are_in_the_result_without_out(tmp_path) -> None:
+    # the suspects ranking is what a data-quality user wants from Python: it was written only to a folder
+    import io
+
+    import pandas as pd
+
+    common = dict(proxies="csl,aum", tasks="suspects", seeds=2, epochs=2, device="cpu", bootstrap=0,
+                  store=tmp_path / "store", progress=False)
+    alone = run_experiment(**common)
+    written = run_experiment(**common, out=tmp_path / "out")
+    assert written.reused and not written.trained  # the same runs: the same tables
+    assert sorted(alone.tables) == sorted(written.tables) == sorted(written.outputs["suspects"]) == [
+        "suspects/duplicates.csv", "suspects/suspects.csv", "suspects/suspects_seed0.csv",
+        "suspects/suspects_seed1.csv"]
+    for name, table in alone.tables.items():
+        on_disk = pd.read_csv(tmp_path / "out" / name)
+        pd.testing.assert_frame_equal(pd.read_csv(io.StringIO(table.to_csv(index=False))), on_disk)
+    ranking = alone.tables["suspects/suspects.csv"]
+    assert len(ranking) == 1437 and ranking["n_seeds"].eq(2).all()
+    assert not (tmp_path / "results").exists() and sorted(p.name for p in tmp_path.iterdir()) == ["out", "store"]

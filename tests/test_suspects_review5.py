@@ -3,6 +3,8 @@ whose rows are compared feature by feature in standard deviations, not as pixels
 
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 import pytest
 import torch
@@ -131,6 +133,7 @@ def test_the_duplicates_figure_says_it_draws_the_first_k_over_2_of_all_pairs(tmp
     import pandas as pd
 
     import harness.plots as plots
+    from harness.tasks.base import EvalContext
     from harness.tasks.suspects import duplicate_pairs
 
     titles: list[str] = []
@@ -142,7 +145,9 @@ def test_the_duplicates_figure_says_it_draws_the_first_k_over_2_of_all_pairs(tmp
         x[20 + i] = x[i]
     labels = torch.arange(30) % 3
     dataset = SimpleNamespace(x_train=x, sample_names=None, is_image=True, classes=("a", "b", "c"))
-    ctx = SimpleNamespace(data=SimpleNamespace(dataset=dataset, labels=labels.numpy(), x=x), out=tmp_path, artifacts={})
+    ctx = SimpleNamespace(data=SimpleNamespace(dataset=dataset, labels=labels.numpy(), x=x), out=tmp_path, artifacts={},
+                          tables={})
+    ctx.keep_table = partial(EvalContext.keep_table, ctx)
     pairs = duplicate_pairs(ctx, "near", THRESHOLD, 5)
     assert len(pairs) == 6 and len(pd.read_csv(tmp_path / "suspects" / "duplicates.csv")) == 6
     assert titles == ["the first 2 of 6 duplicate pair(s), different labels first (d = 1 - pixel correlation)"]

@@ -5,6 +5,7 @@ must be the share of the top k the model predicts as another class, and on data 
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -179,7 +180,10 @@ def test_a_proxy_missing_from_one_seed_is_left_out_of_the_seed_mean(tmp_path: Pa
     base = {"index": [0, 1, 2], "label": [0, 1, 1], "p_label": [0.9, 0.2, 0.5]}
     task.by_seed = {0: pd.DataFrame({**base, "predicted": [0, 0, 1], "csl": [1.0, 5.0, 3.0], "aum": [0.0, 2.0, 1.0]}),
                     1: pd.DataFrame({**base, "predicted": [0, 1, 1], "csl": [3.0, 1.0, 2.0]})}
-    ctx = SimpleNamespace(out=tmp_path, artifacts={})
+    from harness.tasks.base import EvalContext
+
+    ctx = SimpleNamespace(out=tmp_path, artifacts={}, tables={})
+    ctx.keep_table = partial(EvalContext.keep_table, ctx)
     task.write_combined(ctx, "aum")
     table = pd.read_csv(tmp_path / "suspects" / "suspects.csv")
     assert list(table.columns) == ["rank", "index", "label", "n_seeds", "predicted_other", "p_label", "csl"]

@@ -13,11 +13,13 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
+import pandas as pd
 
 from harness.bootstrap import Resamples
 from harness.config import ExperimentConfig
 from harness.datasets import Dataset
 from harness.errors import HarnessError
+from harness.io import atomic_write
 from harness.metrics import detection_boot, detection_metrics
 from harness.prepared import PreparedData
 from harness.registry import Registry, check_selectable_name, did_you_mean, load_class_plugins
@@ -45,6 +47,16 @@ class EvalContext:
     proxies: list[Proxy]
     out: Path | None = None  # where figures go; None: the task writes no files
     artifacts: dict[str, list[str]] = field(default_factory=dict)  # files written, relative to out
+    tables: dict[str, pd.DataFrame] = field(default_factory=dict)  # a task's own tables, by their file name
+
+    def keep_table(self, kind: str, name: str, table: pd.DataFrame) -> None:
+        """A task's own table (the suspects ranking, a per-sample reference): kept in the result
+        (`ExperimentResult.tables`, also without an out folder) and, with one, written as `name`."""
+        self.tables[name] = table
+        if self.out is not None:
+            atomic_write(Path(self.out) / name, lambda path: table.to_csv(path, index=False))
+            if name not in self.artifacts.setdefault(kind, []):
+                self.artifacts[kind].append(name)
 
     def resamples(self) -> Resamples | None:
         """The setting's bootstrap resamples (config.bootstrap of them; None when 0), the same

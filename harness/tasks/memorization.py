@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -36,7 +35,6 @@ from harness.config import ExperimentConfig
 from harness.cost import cost_row, run_cost
 from harness.datasets import Dataset
 from harness.errors import HarnessError
-from harness.io import atomic_write
 from harness.runspec import Corruption, DataSpec, RunSpec
 from harness.similarity import MIN_SAMPLES, similarity_boot, similarity_table, top_k_count
 from harness.tasks.base import EvalContext, Row, Setting, Task, register_task
@@ -131,8 +129,7 @@ class Memorization(ReferenceTask):
         if self.reference.kind == "stability":
             for metric, value in reference_cost(self.reference, ctx).items():
                 rows.append({"proxy": "reference", "metric": f"reference_{metric}", "value": value})
-        if ctx.out is not None:
-            write_reference(ctx, reference)
+        keep_reference(ctx, reference)
         return rows
 
 
@@ -159,16 +156,14 @@ def flat_reference_warning(reference: np.ndarray) -> None:
                       "more epochs, more models or harder data)", stacklevel=3)
 
 
-def write_reference(ctx: EvalContext, reference: Reference) -> None:
+def keep_reference(ctx: EvalContext, reference: Reference) -> None:
     """`memorization/reference_seed<s>.csv`: the reference per sample, and for stability its
     standard error per sample (methods.md asks for it), beside the proxies' scores/ files."""
     name = f"memorization/reference_seed{ctx.setting.seed}.csv"
     table = pd.DataFrame({"index": np.arange(len(reference.scores)), "reference": reference.scores})
     if reference.stderr is not None:
         table["reference_stderr"] = reference.stderr
-    assert ctx.out is not None  # evaluate writes only when the experiment has an out folder
-    atomic_write(Path(ctx.out) / name, lambda path: table.to_csv(path, index=False))
-    ctx.artifacts.setdefault("memorization", []).append(name)
+    ctx.keep_table("memorization", name, table)
 
 
 def boundary_tie_group(reference: np.ndarray, top_k: int | None) -> int:

@@ -59,7 +59,6 @@ from baselines.privacy import (
 from baselines.stability import EVAL_LAST, subset_masks
 from harness.bootstrap import Resamples
 from harness.errors import HarnessError
-from harness.io import atomic_write
 from harness.metrics import weighted_detection
 from harness.plots import plot_binned
 from harness.privacy_plots import best_other, plot_attack_roc
@@ -217,13 +216,16 @@ class Privacy(ReferenceTask):
                     row["boot"] = reps[metric]
                 rows.append(row)
             spearman[proxy] = float(point["spearman"][0])
+        table = pd.DataFrame({"index": np.arange(len(v)), "vulnerability": v,
+                              "mu_in": fit.mu_in, "sigma_in": fit.sigma_in, "n_in": fit.n_in,
+                              "mu_out": fit.mu_out, "sigma_out": fit.sigma_out, "n_out": fit.n_out})
+        ctx.keep_table("privacy", f"privacy/vulnerability_seed{ctx.setting.seed}.csv", table)
         if ctx.out is not None:
-            self._write(ctx, v, fit, attack, scores, spearman)
+            self._plot(ctx, v, attack, scores, spearman)
         return rows
 
-    def _write(self, ctx: EvalContext, v, fit, attack, scores: dict[str, np.ndarray],
-               spearman: dict[str, float]) -> None:
-        assert ctx.out is not None  # evaluate writes only when the experiment has an out folder
+    def _plot(self, ctx: EvalContext, v, attack, scores: dict[str, np.ndarray], spearman: dict[str, float]) -> None:
+        assert ctx.out is not None  # figures exist only in an out folder
         out, seed, bins = Path(ctx.out), ctx.setting.seed, self.params["bins"]
         written: list[Path] = []
         xlabel = f"vulnerability v ({self.params['vulnerability']} in/out AUROC)"
@@ -235,9 +237,3 @@ class Privacy(ReferenceTask):
         written.append(plot_attack_roc(attack, out / "figures" / f"privacy_attack_roc_seed{seed}.png",
                                        title=f"LiRA on the stability models, seed {seed}"))
         ctx.artifacts.setdefault("figures", []).extend(str(f.relative_to(out)) for f in written)
-        table = pd.DataFrame({"index": np.arange(len(v)), "vulnerability": v,
-                              "mu_in": fit.mu_in, "sigma_in": fit.sigma_in, "n_in": fit.n_in,
-                              "mu_out": fit.mu_out, "sigma_out": fit.sigma_out, "n_out": fit.n_out})
-        name = f"privacy/vulnerability_seed{seed}.csv"
-        atomic_write(out / name, lambda path: table.to_csv(path, index=False))
-        ctx.artifacts.setdefault("privacy", []).append(name)

@@ -56,7 +56,6 @@ from scipy.sparse.csgraph import connected_components
 from harness.config import ExperimentConfig
 from harness.datasets import Dataset
 from harness.errors import HarnessError
-from harness.io import atomic_write
 from harness.metrics import precision_at_k
 from harness.near_duplicates import MODES, THRESHOLD, find_pairs
 from harness.recorders import RecorderRequest
@@ -152,7 +151,7 @@ class Suspects(Task):
         rows: list[Row] = [{"proxy": proxy, "metric": "predicted_other_at_k", "value": precision_at_k(other, s, k)}
                            for proxy, s in scores.items()]
         by = self.sort_by(list(scores))
-        if ctx.out is not None and by is not None:
+        if by is not None:
             if self.pairs is None:
                 mode, threshold = self.params["duplicates"], float(self.params["duplicate_threshold"])
                 self.pairs = duplicate_pairs(ctx, mode, threshold, k)
@@ -196,22 +195,15 @@ class Suspects(Task):
         key = by if by in scored else self.sort_by(scored)
         if key is None:
             return
-        assert ctx.out is not None  # evaluate writes only when the experiment has an out folder
-        name = "suspects/suspects.csv"
-        table = ranked(combined, key)
-        atomic_write(Path(ctx.out) / name, lambda path: table.to_csv(path, index=False))
-        if name not in ctx.artifacts.setdefault("suspects", []):
-            ctx.artifacts["suspects"].append(name)
+        ctx.keep_table("suspects", "suspects/suspects.csv", ranked(combined, key))
 
     @staticmethod
     def write(ctx: EvalContext, table: pd.DataFrame, by: str, k: int) -> None:
-        assert ctx.out is not None  # evaluate writes only when the experiment has an out folder
-        out, seed = Path(ctx.out), ctx.setting.seed
-        name = f"suspects/suspects_seed{seed}.csv"
-        atomic_write(out / name, lambda path: table.to_csv(path, index=False))
-        ctx.artifacts.setdefault("suspects", []).append(name)
+        seed = ctx.setting.seed
+        ctx.keep_table("suspects", f"suspects/suspects_seed{seed}.csv", table)
         dataset = ctx.data.dataset
-        if dataset.is_image:
+        if dataset.is_image and ctx.out is not None:
+            out = Path(ctx.out)
             from harness.plots import plot_suspects
 
             top = table.head(k)[["index", "label", "predicted", by]].rename(columns={by: "score"})
@@ -278,14 +270,12 @@ def duplicate_pairs(ctx: EvalContext, mode: str, threshold: float, k: int) -> pd
         files, column = np.asarray(dataset.sample_names, dtype=object), sample_column(dataset)
         pairs[f"{column}_a"], pairs[f"{column}_b"] = files[pairs["a"]], files[pairs["b"]]
     pairs = pairs.sort_values("labels_differ", ascending=False, kind="stable").reset_index(drop=True)
-    assert ctx.out is not None  # evaluate finds the pairs only when the experiment has an out folder
-    out, name = Path(ctx.out), "suspects/duplicates.csv"
-    atomic_write(out / name, lambda path: pairs.to_csv(path, index=False))
-    ctx.artifacts.setdefault("suspects", []).append(name)
+    ctx.keep_table("suspects", "suspects/duplicates.csv", pairs)
     drawn = pairs.head(max(1, k // 2))
-    if dataset.is_image and len(drawn):
+    if dataset.is_image and len(drawn) and ctx.out is not None:
         from harness.plots import plot_pairs
 
+        out = Path(ctx.out)
         figure = plot_pairs(drawn, pictures(ctx, set(drawn["a"]) | set(drawn["b"])), out / "figures" / "duplicates.png",
                             list(dataset.classes), COLUMNS, total=len(pairs))
         ctx.artifacts.setdefault("figures", []).append(str(figure.relative_to(out)))
