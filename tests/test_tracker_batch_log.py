@@ -17,6 +17,7 @@ def _batches(seed: int) -> list[dict[str, torch.Tensor]]:
     """Two epochs of batches of mixed kinds: losses only, logits and labels, losses and logits;
     repeats within and across batches, a NaN loss, an inf logit, uneven sizes, int32 indices."""
     gen = torch.Generator().manual_seed(seed)
+    label_of = torch.randint(0, C, (N,), generator=gen)  # one label per sample (another would be refused)
     epochs = []
     for epoch in range(2):
         order = torch.randperm(N, generator=gen)
@@ -26,7 +27,7 @@ def _batches(seed: int) -> list[dict[str, torch.Tensor]]:
             idx = torch.cat([idx, idx[:1]]) if i == 1 else idx  # a repeat within a batch
             b = len(idx)
             logits = torch.randn(b, C, generator=gen)
-            labels = torch.randint(0, C, (b,), generator=gen)
+            labels = label_of[idx]
             losses = torch.rand(b, generator=gen) * 3
             if epoch == 0 and i == 2:
                 losses[0] = float("nan")

@@ -182,6 +182,8 @@ class CSLTrainerCallback(TrainerCallback):
     def load(self, checkpoint: str | Path) -> None:
         """Resume the record from a checkpoint folder's `csl_tracker.pt`; warns when it has none."""
         path = Path(checkpoint) / STATE_FILE
+        if not Path(checkpoint).is_dir():  # no checkpoint at all: the Trainer says so itself, and resumes nothing
+            return
         if not path.is_file():
             warnings.warn(f"CSLTrainer: {checkpoint} holds no {STATE_FILE} (saved without CSLTrainerCallback, or by "
                           f"an older memprox); csl will sum the epochs from the resumed step on only",

@@ -37,7 +37,8 @@ class SampleTracker(TrackerCheckpoints, TrackerResults):
             Naming them records only the signals they need (less memory, less work per batch).
         labels: the given label of every sample (optional; otherwise taken from `update`). One
             source of truth: `update(labels=...)` may then be left out, and must give the same
-            labels when passed (else `end_epoch` raises); `eval_epoch` must use them too.
+            labels when passed (else `end_epoch` raises); `eval_epoch` must use them too. Without
+            them, `update` must give a sample the same label every time (else `end_epoch` raises).
         running_sums: keep only a running per-sample loss sum: O(N) memory for N in the millions,
             but then csl is the only proxy available.
 
@@ -47,7 +48,7 @@ class SampleTracker(TrackerCheckpoints, TrackerResults):
     5 x 4 bytes x N x epochs for the default set (N = 50,000 and 200 epochs: 200 MB) -- plus two
     int64 (N,) rows (given and predicted label), a bool and an int32 (N,) host array for the epoch's
     presentations (plus an int32 and an int64 device row once indices come on a GPU), an int32 row
-    counting label conflicts when `labels` is given, and for
+    counting label conflicts, and for
     `eval_epoch` one float32 (N,) row per eval signal (loss, correct, p_label, p_max, phi) per
     epoch and the last pass's (N, C) probabilities (only the last call's rows when the selected
     proxies do not include csl_eval).

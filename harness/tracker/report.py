@@ -50,6 +50,18 @@ def absent_report(presented: np.ndarray, epochs: int) -> str | None:
             f"epochs_presented() gives each sample's count")
 
 
+def unread_report(unread: dict[str, np.ndarray]) -> str:
+    """One warning for `scores()`: samples that were presented yet score NaN in a proxy that reads
+    only some epochs (el2n: its early window), because they were absent from all of those."""
+    samples = np.unique(np.concatenate(list(unread.values())))
+    per_proxy = ", ".join(f"{label} ({len(idx)})" for label, idx in unread.items())
+    return (f"SampleTracker: {len(samples)} presented sample(s) score NaN in {per_proxy} (first: "
+            f"{samples[:10].tolist()}): these proxies read only some epochs (el2n: its early window, the "
+            f"first el2n.window fraction of them, 0.1 by default) and the samples were presented in none of those. "
+            f"drop_last=True, a sampler with replacement or over a subset do this; epochs_presented() gives each "
+            f"sample's count")
+
+
 def nullable(labels: np.ndarray) -> pd.arrays.IntegerArray:
     """Class ids with -1 (never seen) as <NA>."""
     labels = np.asarray(labels, dtype=np.int64)

@@ -23,6 +23,7 @@ from harness.tracker.report import (
     left_out_report,
     non_finite_report,
     nullable,
+    unread_report,
 )
 from harness.tracker.selection import BASE, LOSS_KEY
 from proxies import Proxy, ScoreContext
@@ -66,7 +67,7 @@ class TrackerResults(TrackerFields):
         more suspicious). Ends recording. `proxies` defaults to the constructor's selection, else
         every proxy the recorded signals allow. A sample never presented scores as the proxies
         score missing values (csl 0, means NaN); a sample with a non-finite loss or logits scores
-        NaN in every proxy that reads them, with a RuntimeWarning naming the samples; so does a
+        NaN in every proxy of that pass, with a RuntimeWarning naming the samples; so does a
         sample an `eval_epoch` pass left out, in the proxies that read that pass."""
         self.finish()
         records = self._host
@@ -79,6 +80,7 @@ class TrackerResults(TrackerFields):
         columns: dict[str, Any] = {"index": np.arange(self.n), "label": nullable(self._labels_host)}
         spoiled: dict[str, np.ndarray] = {}  # proxy label -> samples with a non-finite signal it reads
         left_out: dict[str, np.ndarray] = {}  # proxy label -> samples an eval pass it reads did not cover
+        unread: dict[str, np.ndarray] = {}  # proxy label -> samples presented, but not in the epochs it reads
         for proxy in chosen:
             selection.check_available(proxy, recorded, self.epochs, self._all_batches_had_logits, self._eval_at)
             with warnings.catch_warnings():  # a sample never presented has no values: NaN, not a warning
@@ -92,11 +94,16 @@ class TrackerResults(TrackerFields):
                 if bad.any():
                     column[bad] = np.nan
                     found[proxy.label] = np.flatnonzero(bad)
+            explained = _any_of(self._non_finite_host, keys, self.n) | _any_of(self._missing_host, keys, self.n)
+            if (nan := np.isnan(column) & (self._presented_host > 0) & ~explained).any():
+                unread[proxy.label] = np.flatnonzero(nan)  # el2n's early window, a sampler's absences
             columns[proxy.label] = column
         if spoiled:
             warnings.warn(non_finite_report(spoiled), RuntimeWarning, stacklevel=2)
         if left_out:
             warnings.warn(left_out_report(left_out, self._eval_at), RuntimeWarning, stacklevel=2)
+        if unread:
+            warnings.warn(unread_report(unread), RuntimeWarning, stacklevel=2)
         absent = absent_report(self._presented_host, self.epochs)
         if absent and any(LOSS_KEY in selection.keys_of(proxy) for proxy in chosen):  # a sum over epochs
             warnings.warn(absent, RuntimeWarning, stacklevel=2)

@@ -75,6 +75,9 @@ class ProxySelection:
         else:
             chosen = resolve_proxies(names) if names else []
         chosen += [p for p in items if isinstance(p, Proxy)]
+        if not chosen:  # an empty selection would record nothing and score only the index and label columns
+            raise HarnessError(f"proxies selects no proxy (got {proxies!r}); name some ('csl', 'csl,aum', 'all'), or "
+                               "pass proxies=None for every proxy the recorded signals allow")
         for proxy in chosen:
             self.keys_of(proxy)
         return chosen

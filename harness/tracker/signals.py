@@ -153,8 +153,9 @@ class TrackedSignals:
         self.given = torch.as_tensor(given).to(device)
         self.evals = EvalPasses(self.bank, self.given, n, device, keep_eval_history)
         self.keep_labels = fixed_labels is None  # labels come from update()
-        # constructor labels: per sample, the presentations whose update() label differed from them
-        self.label_conflicts = None if self.keep_labels else torch.zeros(n, dtype=torch.int32, device=device)
+        # per sample, the presentations whose update() label differed from the constructor's or, without
+        # those, from the label an earlier update() gave it: one label per sample, or the proxies mix two
+        self.label_conflicts = torch.zeros(n, dtype=torch.int32, device=device)
         self.pred = torch.full((n + 1,), -1, dtype=torch.int64, device=device)
         self.presentations = Presentations(n, device)
         self.non_finite_now = torch.zeros(n + 1, dtype=torch.int32, device=device)  # this epoch's, per sample
@@ -176,10 +177,14 @@ class TrackedSignals:
             self.pred.index_copy_(0, slot, logits.argmax(1))
         self.bank.on_batch(epoch, slot, logits, loss, labels)
         if labels is not None:
-            if self.label_conflicts is not None:
-                self.label_conflicts.index_add_(0, idx, (self.given[idx] != labels).to(torch.int32))
-            else:
+            before = self.given[idx]
+            differ = before != labels
+            if self.keep_labels:  # -1: no label yet; a repeat within the batch, against its first presentation's
+                differ &= before >= 0
                 self.given.index_copy_(0, slot, labels)
+                after = self.given[idx]
+                differ |= (after >= 0) & (after != labels)
+            self.label_conflicts.index_add_(0, idx, differ.to(torch.int32))
         bad = ~torch.isfinite(loss)
         if flag_logits:  # -inf logits of other classes (class masks) are no fault (`unusable_logits`)
             assert logits is not None and labels is not None  # flagged only for logits, which come with labels
@@ -190,15 +195,22 @@ class TrackedSignals:
         """The epoch's deferred checks in one device-to-host read: (an index was out of range, a
         signal was not finite, samples presented more than once, samples whose update() label
         differed from the constructor's)."""
-        conflicts = (self.label_conflicts > 0).sum() if self.label_conflicts is not None else bad_index.new_zeros(())
+        conflicts = (self.label_conflicts > 0).sum()
         checks = torch.stack([bad_index.long(), self.non_finite_now[: self.n].any().long(),
                               self.presentations.repeated(), conflicts.long()])
         bad, non_finite, repeated, conflicted = checks.tolist()
         return bool(bad), bool(non_finite), repeated, conflicted
 
     def label_conflict_error(self, count: int, epoch_number: int) -> HarnessError:
-        assert self.label_conflicts is not None  # conflicts are counted only against constructor labels
         first = torch.nonzero(self.label_conflicts).flatten()[:10].tolist()
+        if self.keep_labels:
+            return HarnessError(
+                f"update() got labels for {count} sample(s) in epoch {epoch_number} other than an earlier update() "
+                f"gave them (first: {first}); every proxy would mix the losses of both labels (csl sums one epoch's "
+                f"loss against each) while scores() reports the last. Give each sample one label: check that the "
+                f"indices match the labels and that no target transform or label correction changes them, or pass "
+                f"SampleTracker(labels=...) and update() without labels="
+            )
         return HarnessError(
             f"update() got labels other than SampleTracker(labels=...) for {count} sample(s) in epoch "
             f"{epoch_number} (first: {first}); the proxies would score them against the update() labels while "
@@ -222,8 +234,7 @@ class TrackedSignals:
             running = getattr(recorder, "epoch_row", None)
             if running is not None:
                 running.fill_(float("nan"))
-        if self.label_conflicts is not None:
-            self.label_conflicts.zero_()
+        self.label_conflicts.zero_()
         self.non_finite_now.zero_()
         self.presentations.forget()
 

@@ -212,6 +212,8 @@ def restore_signals(s: TrackedSignals, bad_index: torch.Tensor, state: Mapping[s
             else:
                 put(buf, value, f"{key} {name}")
     running = getattr(s.bank[LOSS_KEY], "epoch_row", None) if LOSS_KEY in s.bank else None
+    if state["label_conflicts"] is None and s.keep_labels:  # saved before update() labels were checked: none yet
+        state = {**state, "label_conflicts": torch.zeros_like(s.label_conflicts, device="cpu")}
     for name, target in (("running_row", running), ("label_conflicts", s.label_conflicts)):
         if (target is None) != (state[name] is None):
             raise _damaged(f"{name} is {'missing' if target is not None else 'unexpected'}")
