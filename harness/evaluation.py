@@ -80,10 +80,14 @@ def score(proxies: list[Proxy], base: RunSpec, data: PreparedData, runs: Mapping
                             "(check its parameters); left out of the leaderboard")
             continue
         unscored = int((~np.isfinite(s)).sum())
-        if unscored:  # detection metrics rank them least suspicious, correlations become NaN: say so
+        if unscored:  # how detection metrics rank them (`harness.metrics._clean`), correlations become NaN: say so
+            ranks = ", ".join(f"{what} {rank}" for what, rank, count in (
+                ("NaN", "below every score", np.isnan(s).sum()),
+                ("-inf", "below every finite score", np.isneginf(s).sum()),
+                ("+inf", "above every finite score", np.isposinf(s).sum())) if count)
             warnings.warn(f"proxy {proxy.label} gives {unscored} of {len(s)} samples no finite score for "
-                          f"{base.label()}: detection metrics rank them as the least suspicious and its correlations "
-                          "with a reference are NaN; a proxy should score every sample", stacklevel=2)
+                          f"{base.label()}: detection metrics rank them as its value says ({ranks}) and its "
+                          "correlations with a reference are NaN; a proxy should score every sample", stacklevel=2)
         seen = s[~np.isnan(s)]
         if len(seen) == len(s) and len(s) > 1 and (seen == seen[0]).all():
             warnings.warn(f"proxy {proxy.label} gives every sample the same score ({seen[0]:g}) for {base.label()}: "

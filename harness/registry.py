@@ -27,6 +27,9 @@ class Registry(Generic[T]):
     def __init__(self, kind: str) -> None:
         self.kind = kind
         self._items: dict[str, T] = {}
+        #: names two or more installed plugins claim (name -> their entry points): none of them is
+        #: loaded, since which one won would depend on the order site-packages lists them in
+        self.withheld: dict[str, list[str]] = {}
 
     def register(self, name: str, item: T, *, replace: bool = False) -> T:
         """Register `item`; a taken name raises unless `replace`, or unless `item` redefines the
@@ -40,6 +43,11 @@ class Registry(Generic[T]):
                              f"{_origin(item)} another name")
         self._items[name] = item
         return item
+
+    def check_claimed_once(self, name: str) -> None:
+        """HarnessError for a name several installed plugins claim (none of them is registered)."""
+        if name in self.withheld and name not in self._items:
+            raise claimed_twice(self.kind, name, self.withheld[name])
 
     def get(self, name: str) -> T:
         """The item, or a HarnessError that lists the valid names (bad user input, exit 2)."""
@@ -67,6 +75,29 @@ class Registry(Generic[T]):
 
     def values(self):
         return self._items.values()
+
+
+def installed_plugins(group: str, kind: str, keep: Callable[[str], bool] = lambda name: False
+                      ) -> tuple[dict[str, importlib.metadata.EntryPoint], dict[str, list[str]]]:
+    """The entry points of `group` by name, and the names two or more installed packages claim
+    (name -> their entry points), which are left out with a warning: which one won would depend on
+    the order site-packages lists them in. `keep(name)`: a name registered already, whose own clash
+    check reports the plugins instead."""
+    claims: dict[str, list[importlib.metadata.EntryPoint]] = {}
+    for ep in sorted(importlib.metadata.entry_points(group=group), key=lambda ep: (ep.name, ep.value)):
+        if ep.value not in (other.value for other in claims.get(ep.name, [])):
+            claims.setdefault(ep.name, []).append(ep)
+    withheld = {name: [ep.value for ep in eps] for name, eps in claims.items() if len(eps) > 1 and not keep(name)}
+    for name, values in withheld.items():
+        warnings.warn(f"{kind} {name!r} is claimed by {len(values)} installed plugins ({', '.join(values)}): none is "
+                      "used, since which one loaded first would depend on the order site-packages lists them; "
+                      "uninstall all but one", stacklevel=3)
+    return {name: eps[0] for name, eps in claims.items() if name not in withheld}, withheld
+
+
+def claimed_twice(kind: str, name: str, values: list[str]) -> HarnessError:
+    return HarnessError(f"{kind} {name!r} is claimed by {len(values)} installed plugins ({', '.join(values)}), so "
+                        "none is used; uninstall all but one, or rename its `name` and entry point")
 
 
 def did_you_mean(names: Iterable[str], valid: Iterable[str]) -> str:
@@ -121,7 +152,9 @@ def load_class_plugins(group: str, registry: Registry[type], base: type, registe
     no `base` subclass, takes a registered name or fails `register`'s checks warns and is ignored:
     a third-party package must not take the harness down."""
     kind = registry.kind
-    for ep in importlib.metadata.entry_points(group=group):
+    points, withheld = installed_plugins(group, kind, keep=lambda name: name in registry)
+    registry.withheld.update(withheld)
+    for ep in points.values():
         where = f"{kind} plugin {ep.name!r} ({ep.value})"
         try:
             cls = ep.load()

@@ -79,6 +79,7 @@ def available_proxies() -> dict[str, type[Proxy]]:
 
 def make_proxy(name: str, **params: Any) -> Proxy:
     proxies = available_proxies()
+    PROXIES.check_claimed_once(name)
     if name not in proxies:
         raise HarnessError(f"unknown proxy {name!r}{did_you_mean([name], proxies)}; valid proxies: "
                            f"{', '.join(proxies)} (or 'all'); a proxy of your own registers when its module is "

@@ -33,7 +33,7 @@ import torch
 
 from harness.datasets.content import with_content_fingerprint
 from harness.errors import HarnessError, SubsetTooLarge
-from harness.registry import Registry
+from harness.registry import Registry, installed_plugins
 from harness.values import expand_home
 
 __all__ = [
@@ -210,13 +210,12 @@ def registered_here_only(kind: str) -> str | None:
 
 def _entry_points() -> dict[str, importlib.metadata.EntryPoint]:
     """Installed dataset plugins by name; one named like a registered dataset is ignored with a warning."""
-    found = {}
-    for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
-        if ep.name in DATASETS and DATASETS[ep.name].load.__module__.startswith("harness."):
-            warnings.warn(f"dataset plugin {ep.name!r} ({ep.value}) is named like a built-in dataset; ignored",
-                          stacklevel=3)
-            continue
-        found[ep.name] = ep
+    found, withheld = installed_plugins(ENTRY_POINT_GROUP, "dataset")
+    DATASETS.withheld.update(withheld)
+    for name in [n for n in found if n in DATASETS and DATASETS[n].load.__module__.startswith("harness.")]:
+        ep = found.pop(name)
+        warnings.warn(f"dataset plugin {ep.name!r} ({ep.value}) is named like a built-in dataset; ignored",
+                      stacklevel=3)
     return found
 
 
@@ -285,6 +284,7 @@ def load_dataset(
     kind, sep, path = name.partition(":")
     if kind not in DATASETS:
         _load_plugin(kind)
+    DATASETS.check_claimed_once(kind)
     if kind not in DATASETS:
         hint = "; a path needs its kind: imagefolder:PATH, npz:PATH or hf:PATH" if not sep and "/" in name else ""
         raise HarnessError(f"unknown dataset {name!r}; valid names: {', '.join(dataset_names())}{hint}")

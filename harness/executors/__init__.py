@@ -27,7 +27,7 @@ from harness.executors.base import (
     WorkersLost,
     progress_bar,
 )
-from harness.registry import Registry
+from harness.registry import Registry, installed_plugins
 
 if TYPE_CHECKING:
     from harness.config import ExperimentConfig
@@ -56,12 +56,12 @@ def register_executor(cls: type[Executor]) -> type[Executor]:
 
 def _entry_points() -> dict[str, importlib.metadata.EntryPoint]:
     """Installed executor plugins by name; one named like a built-in is ignored with a warning."""
-    found = {}
-    for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
-        if ep.name in BUILTIN:
+    found, withheld = installed_plugins(ENTRY_POINT_GROUP, "executor")
+    EXECUTORS.withheld.update(withheld)
+    for name, ep in list(found.items()):
+        if name in BUILTIN:
             warnings.warn(f"executor plugin {ep.name!r} ({ep.value}) is named like a built-in executor; ignored")
-            continue
-        found[ep.name] = ep
+            del found[name]
     return found
 
 
@@ -78,6 +78,7 @@ def executor_class(name: str) -> type[Executor]:
             importlib.import_module(BUILTIN[name])
         elif (ep := _entry_points().get(name)) is not None:
             _load_plugin(ep)
+    EXECUTORS.check_claimed_once(name)
     if name not in EXECUTORS:
         raise HarnessError(f"unknown executor {name!r} (--executor); valid: {', '.join(executor_names())}")
     return EXECUTORS[name]
