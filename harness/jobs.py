@@ -59,6 +59,7 @@ class Job:
     progress: bool = False
     num_cpus: float = 1.0  # resources a scheduler reserves for the job
     num_gpus: float = 0.0
+    imports: tuple[str, ...] = ()  # modules outside memprox that register its recorders, model or dataset
 
     def __post_init__(self) -> None:
         if self.engine not in ENGINES or not self.specs or (self.engine == "single" and len(self.specs) != 1):
@@ -160,6 +161,10 @@ def run_job(job: Job) -> JobResult:
     """Train the job's runs; a run whose loss became non-finite is a failure, not an exception."""
     if torch.get_num_threads() != job.threads:
         torch.set_num_threads(job.threads)
+    if job.imports:  # a worker process: a plugin's recorder, a model of the user's module (`harness.worker_imports`)
+        from harness.worker_imports import import_modules
+
+        import_modules(job.imports)
     device = torch.device(job.device)
     data = prepared_data(job.source, job.specs[0].data, device)
     result = JobResult()

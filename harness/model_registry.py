@@ -4,14 +4,12 @@ importing each other."""
 
 from __future__ import annotations
 
-import hashlib
-import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 from torch import nn
 
+from harness.code_digest import code_digest
 from harness.registry import Registry
 
 #: (C, H, W): images as they are, (N, D) features as (D, 1, 1), token ids as (L, 1, 1)
@@ -59,26 +57,7 @@ def model_fingerprint(name: str) -> str:
     factory = MODELS.get(name).factory
     if registered_here_only(name) is None:  # memprox's own
         return ""
-    return hashlib.sha256(_code(factory, set()).encode()).hexdigest()[:16]
-
-
-def _code(obj: Any, seen: set[int]) -> str:
-    """Its source (the compiled code where none is found: a notebook's class), with the source of
-    the functions and classes of its own module it names (a factory's model class, its blocks)."""
-    if id(obj) in seen:
-        return ""
-    seen.add(id(obj))
-    functions = [obj] if inspect.isfunction(obj) else [f for f in vars(obj).values() if inspect.isfunction(f)]
-    try:
-        text = inspect.getsource(obj)
-    except (OSError, TypeError):
-        text = repr([(f.__code__.co_code, f.__code__.co_consts, f.__code__.co_names) for f in functions])
-    for function in functions:
-        for named in function.__code__.co_names:
-            value = function.__globals__.get(named)
-            if (inspect.isfunction(value) or inspect.isclass(value)) and value.__module__ == obj.__module__:
-                text += _code(value, seen)
-    return text
+    return code_digest(factory)
 
 
 def registered_here_only(name: str) -> str | None:

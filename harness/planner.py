@@ -16,19 +16,18 @@ import torch
 
 from harness.config import ExperimentConfig
 from harness.datasets import Dataset
-from harness.datasets.base import registered_here_only as dataset_registered_here_only
 from harness.ensemble import can_ensemble, ensemble_chunks
 from harness.errors import HarnessError
 from harness.executors import Executor
 from harness.jobs import DataSource, Job, Pending, prepared_data
 from harness.model_registry import build_model, model_fingerprint
-from harness.model_registry import registered_here_only as model_registered_here_only
 from harness.prepared import PreparedData
-from harness.recorders import RECORDERS, RecorderRequest
+from harness.recorders import RecorderRequest
 from harness.runspec import DataSpec, RunSpec
 from harness.store import RunStore, StoredRun
 from harness.subsets import subset_indices
 from harness.tasks import Setting, Task
+from harness.worker_imports import check_workers_know, job_imports
 from proxies import Proxy
 
 #: Recorders that differentiate the loss with respect to the inputs: token ids (int64) have no
@@ -179,7 +178,8 @@ class Planner:
         sharing data, model, recipe and recorders train together, in chunks of
         `harness.ensemble.ensemble_chunks`. A run on all the data always trains alone
         (`trains_batched`)."""
-        check_workers_know(pending, executor)
+        if not executor.runs_jobs_here:
+            check_workers_know(pending, executor.name)
         groups: dict[tuple, list[RunSpec]] = defaultdict(list)
         singles: Pending = []
         for spec, requests in pending:
@@ -210,6 +210,7 @@ class Planner:
             checkpoint_root=str(self.store.root) if executor.shares_store else None,
             checkpoint_every_s=cfg.checkpoint_every_s, progress=placed.progress,
             num_cpus=placed.num_cpus, num_gpus=placed.num_gpus,
+            imports=() if executor.runs_jobs_here else job_imports(specs, requests),
         )
 
 
@@ -240,28 +241,3 @@ def warn_other_threads(done: dict[RunSpec, StoredRun], threads: int, device: tor
                       f"count, so these are not the numbers a fresh run here gives; pass --threads {other[0]} to "
                       "match them, or another --store to retrain", stacklevel=3)
 
-
-def check_workers_know(pending: Pending, executor: Executor) -> None:
-    """A dataset, model or recorder registered by this process only (in a script, a notebook) is
-    unknown to an executor's worker processes, which import memprox afresh: refused before anything
-    trains, instead of failing every run in its worker with "unknown dataset" (or recorder)."""
-    if executor.runs_jobs_here:
-        return
-    for spec, requests in pending:
-        outside = sorted({r.name for r in requests if not RECORDERS.get(r.name).__module__.startswith("harness.")})
-        if outside:  # recorders have no plugin entry point: a worker knows only memprox's own
-            owner = RECORDERS.get(outside[0]).__module__
-            raise HarnessError(f"recorder {outside[0]!r} is registered in this process only (by {owner}), and the "
-                               f"{executor.name} executor trains in worker processes that import memprox afresh; run "
-                               "with executor='inprocess' (--executor inprocess), or add it to harness/recorders/ "
-                               "(docs/extending.md)")
-        kind = spec.data.dataset.partition(":")[0]
-        for what, name, module in (("dataset", kind, dataset_registered_here_only(kind)),
-                                   ("model", spec.model, model_registered_here_only(spec.model))):
-            if module is not None:
-                plugin = (", or make it a `memprox.datasets` entry point (docs/datasets.md)" if what == "dataset"
-                          else " (models have no plugin entry point)")
-                raise HarnessError(
-                    f"{what} {name!r} is registered in this process only (by {module}), and the {executor.name} "
-                    f"executor trains in worker processes that import memprox afresh; run with "
-                    f"executor='inprocess' (--executor inprocess){plugin}")

@@ -72,7 +72,8 @@ def test_a_script_recorder_is_refused_before_training_in_workers_and_runs_here(t
                           timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     out = done.stdout
-    assert "REFUSED: recorder 'script_loss' is registered in this process only (by __main__)" in out
+    assert ("REFUSED: recorder 'script_loss' is registered in this process only (by __main__, which a fresh process "
+            "cannot import)") in out
     assert "executor='inprocess'" in out and "NOT REFUSED" not in out
     assert "FAILURES: []" in out and "SAME: True" in out
 

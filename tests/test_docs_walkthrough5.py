@@ -153,8 +153,8 @@ def test_a_proxy_that_leaves_samples_unscored_is_named_in_a_warning() -> None:
         scores, problems = score(proxies, base, data, {})
     messages = [str(w.message) for w in caught]
     assert messages == ["proxy gappy gives 2 of 10 samples no finite score for digits clean mlp seed0: detection "
-                        "metrics rank them as the least suspicious and its correlations with a reference are NaN; "
-                        "a proxy should score every sample"]
+                        "metrics rank them as its value says (NaN below every score, +inf above every finite score) "
+                        "and its correlations with a reference are NaN; a proxy should score every sample"]
     assert not problems and set(scores) == {"whole", "gappy"}
 
 

@@ -65,7 +65,7 @@ class Executor(ABC):
     shares_store: bool = True
     #: Whether jobs run in this process, and so see what it registered at run time (a dataset or
     #: model defined in the user's script); worker processes import memprox afresh and see only
-    #: memprox's own and installed plugins (`harness.planner.check_workers_know`).
+    #: memprox's own, installed plugins and the modules a job names (`harness.worker_imports`).
     runs_jobs_here: ClassVar[bool] = False
 
     @classmethod

@@ -15,6 +15,11 @@ every bump makes every stored run that carries the recorder train again. A versi
 the recorder's key (`RecorderRequest.key`: `name@v2`, `name[k=v]@v2`), and with it the stored file
 names, the planner's reuse check and in-run checkpoints: an old record is then re-recorded, never
 reused. Version 1 adds nothing, so every key (and store) written before versions existed is kept.
+
+A recorder registered outside memprox (a plugin's, a user's module or notebook) also carries a digest
+of its class's code in its key (`name@code-1a2b3c4d5e6f`, `harness.code_digest`): its author may
+forget the version, and a changed recorder must not be served its predecessor's arrays silently. Any
+edit of the class (a comment too) records it again.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from harness.code_digest import code_digest
 from harness.prepared import PreparedData
 from harness.registry import Registry
 
@@ -48,7 +54,8 @@ class RecorderRequest:
         `version` above 1 is part of it, so records of an older version never match (module docstring)."""
         key = self.name if not self.params else f"{self.name}[{','.join(f'{k}={v}' for k, v in self.params)}]"
         version = recorder_version(self.name)
-        return key if version == 1 else f"{key}@v{version}"
+        key = key if version == 1 else f"{key}@v{version}"
+        return f"{key}@code-{_DIGESTS[self.name]}" if self.name in _DIGESTS else key
 
 
 class RunArrays(Protocol):
@@ -185,6 +192,8 @@ class Recorder:
 
 
 RECORDERS: Registry[type[Recorder]] = Registry("recorder")
+#: recorder name -> the code digest in its key, for recorders registered outside memprox
+_DIGESTS: dict[str, str] = {}
 
 #: The final model's eval pass over every training sample: held-out probabilities of fold models,
 #: the stability reference's correctness, final loss. The one definition every user imports.
@@ -198,6 +207,10 @@ def register_recorder(cls: type[Recorder]) -> type[Recorder]:
     if type(version) is not int or version < 1:
         raise TypeError(f"recorder {cls.__name__}.version must be an int >= 1, not {version!r}")
     RECORDERS.register(cls.name, cls)
+    if cls.__module__.startswith("harness."):
+        _DIGESTS.pop(cls.name, None)
+    else:  # a plugin's or a user's recorder: its code is part of its key (module docstring)
+        _DIGESTS[cls.name] = code_digest(cls, 12)
     return cls
 
 

@@ -1,0 +1,119 @@
+"""What a worker process must import before a job: the modules outside memprox that registered the
+job's recorders, model or dataset. Workers import memprox afresh, so they know memprox's own and the
+installed `memprox.datasets` plugins, and a recorder or model from a plugin package (or a module of
+the user's on the path) only once that module is imported there. A registration the module does not
+make when imported (a script run as `__main__`, a notebook cell, a function that registers at run
+time) cannot reach a worker at all: refused before anything trains, after one fresh interpreter
+checked it, instead of failing every run in its worker with "unknown recorder"."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import json
+import subprocess
+import sys
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+from harness.datasets.base import registered_here_only as dataset_registered_here_only
+from harness.errors import HarnessError
+from harness.model_registry import registered_here_only as model_registered_here_only
+from harness.recorders import RECORDERS, RecorderRequest
+from harness.runspec import RunSpec
+
+if TYPE_CHECKING:
+    from harness.jobs import Pending
+
+#: Seconds the fresh interpreter may take to import torch, memprox and the modules.
+CHECK_TIMEOUT_S = 300
+
+Registration = tuple[str, str, str]  # (what, name, module): ("recorder", "walk_entropy", "walkext.entropy")
+
+
+def registrations(spec: RunSpec, requests: Iterable[RecorderRequest]) -> list[Registration]:
+    """The job's recorders, dataset and model that a module outside memprox registered."""
+    found = [("recorder", r.name, RECORDERS.get(r.name).__module__) for r in requests]
+    kind = spec.data.dataset.partition(":")[0]
+    found += [("dataset", kind, dataset_registered_here_only(kind) or "harness."),
+              ("model", spec.model, model_registered_here_only(spec.model) or "harness.")]
+    return sorted({r for r in found if not r[2].startswith("harness.")})
+
+
+def job_imports(specs: Iterable[RunSpec], requests: Iterable[RecorderRequest]) -> tuple[str, ...]:
+    """The modules a worker imports before it trains these specs (none for memprox's own)."""
+    requests = tuple(requests)
+    return tuple(sorted({module for spec in specs for _, _, module in registrations(spec, requests)}))
+
+
+def import_modules(modules: Iterable[str]) -> None:
+    """In a worker: import the job's modules, which register what it uses; one line when one is missing."""
+    for module in modules:
+        try:
+            importlib.import_module(module)
+        except Exception as e:
+            raise RuntimeError(f"the worker cannot import {module} ({type(e).__name__}: {e}), which registers a "
+                               "recorder, model or dataset of this job: install it where the workers run") from e
+
+
+def check_workers_know(pending: Pending, executor_name: str) -> None:
+    """Refuse what a fresh worker would not know: a registration in `__main__` or a module that
+    cannot be imported, or one its module does not make when imported (checked in a fresh
+    interpreter, with this process's path, only when there is anything outside memprox)."""
+    needed = sorted({r for spec, requests in pending for r in registrations(spec, requests)})
+    if not needed:
+        return
+    for what, name, module in needed:
+        if module == "__main__" or not _importable(module):
+            raise _refused(what, name, module, executor_name, "which a fresh process cannot import")
+    for what, name, module, why in _fresh_process_lacks(needed):
+        raise _refused(what, name, module, executor_name, why)
+
+
+def _importable(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):  # a parent package that fails, a module without a spec
+        return False
+
+
+def _fresh_process_lacks(needed: list[Registration]) -> list[tuple[str, str, str, str]]:
+    """The registrations a fresh interpreter with this process's path does not have after
+    importing their modules, each with why: (what, name, module, reason)."""
+    proc = subprocess.run([sys.executable, "-c", _CHECK, json.dumps([sys.path, needed])], capture_output=True,
+                          text=True, timeout=CHECK_TIMEOUT_S)
+    if proc.returncode != 0:
+        tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        raise HarnessError(f"checking in a fresh process that workers can import {', '.join(m for _, _, m in needed)} "
+                           f"failed: {tail}")
+    return [tuple(row) for row in json.loads(proc.stdout.strip().splitlines()[-1])]
+
+
+def _refused(what: str, name: str, module: str, executor_name: str, why: str) -> HarnessError:
+    return HarnessError(
+        f"{what} {name!r} is registered in this process only (by {module}, {why}), and the {executor_name} "
+        f"executor trains in worker processes that import memprox afresh; run with executor='inprocess' "
+        f"(--executor inprocess), or register it when an importable module is imported (a .py file on the path or "
+        f"an installed package: its workers import it; a dataset may be a `memprox.datasets` entry point instead, "
+        f"docs/extending.md)")
+
+
+_CHECK = """
+import importlib, json, sys
+path, needed = json.loads(sys.argv[1])
+sys.path[:0] = [p for p in path if p not in sys.path]
+from harness.datasets import DATASETS
+from harness.model_registry import MODELS
+from harness.recorders import RECORDERS
+registries = {"recorder": RECORDERS, "dataset": DATASETS, "model": MODELS}
+lacking = []
+for what, name, module in needed:
+    try:
+        importlib.import_module(module)
+    except Exception as e:
+        lacking.append([what, name, module, f"which fails to import in a fresh process: {type(e).__name__}: {e}"])
+        continue
+    if name not in registries[what]:
+        lacking.append([what, name, module, "which does not register it when imported"])
+print(json.dumps(lacking))
+"""
