@@ -16,7 +16,8 @@ import signal
 import stat
 import tempfile
 import threading
-from collections.abc import Callable, Iterator
+import warnings
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
@@ -311,10 +312,12 @@ def rmtree(path: Path) -> None:
         path.unlink(missing_ok=True)
 
 
-def swap_folder(new: Path, final: Path, aside: Path) -> None:
+def swap_folder(new: Path, final: Path, aside: Path, keep: Iterable[str] = ()) -> None:
     """Move the complete folder `new` to `final`. Whatever is at `final` is renamed to `aside`
-    first and removed only once `new` is in; if moving `new` in fails, it is put back. A remnant of
-    `aside` that cannot be removed (another user's files) is for the caller's leftover cleanup."""
+    first and removed only once `new` is in; if moving `new` in fails, it is put back. `keep`: names
+    in the old folder that are not the caller's to remove (a user's file): moved into the new one,
+    and where the new one has that name, the old folder stays at `aside`, with a warning. A remnant
+    of `aside` that cannot be removed (another user's files) is for the caller's leftover cleanup."""
     if not os.path.lexists(final):
         os.rename(new, final)
         return
@@ -328,6 +331,14 @@ def swap_folder(new: Path, final: Path, aside: Path) -> None:
         except OSError:
             os.rename(aside, final)  # put the old one back
             raise
+    clash = [name for name in keep if os.path.lexists(final / name)]
+    for name in keep:
+        if name not in clash:
+            os.rename(aside / name, final / name)
+    if clash:
+        warnings.warn(f"{final} is replaced, and {', '.join(clash)} in it, which memprox did not write, would be "
+                      f"overwritten: the old folder is kept as {aside}; move your files out of it", stacklevel=3)
+        return
     rmtree(aside)
 
 

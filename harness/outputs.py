@@ -190,7 +190,7 @@ def check_out(out: Path, identity: str, overwrite: bool, store: Path, data_paths
         return
     if owner != identity and content:
         raise HarnessError(f"--out {out} holds {_whose(out, owner)}; pass another --out, or --overwrite to replace "
-                           "the outputs there (other files are kept)")
+                           "the outputs there (a file named like an output is replaced, other files are kept)")
     foreign = [name for name in OUTPUT_FILES if name != RECORD and os.path.lexists(out / name) and name not in ours]
     if changed or foreign:
         what = f"{changed[0]} was changed after memprox wrote it" if changed else \

@@ -10,20 +10,21 @@ read is a HarnessError naming the path and the fix, as recomputing would fail on
 Every write of an entry happens under that entry's file lock (`locks/<hash>.lock`, the `filelock` package), and the
 lock is what makes the store write-once: whoever holds it re-reads the entry first, so a spec two processes need is
 trained once; the other process waits on the lock and then reads. An entry is built in a temporary folder and
-swapped into place (old entry renamed aside, new one renamed in, old one removed), so a crash at any point leaves
-either the complete old entry or the complete new one, and a reader never deletes anything: a damaged entry reads as
-missing and is replaced by the next writer. Interrupted runs leave a checkpoint under `partial/` (written by the
-lock holder) that the next attempt resumes from. A checkpoint is loaded with `weights_only=True`, so a file planted
-in a shared store's `partial/` cannot run code: it holds only tensors and plain values (numpy arrays are saved as
-tensors), and one that is damaged (its zip CRCs), belongs to another spec or needs unpickling restarts the run.
-`clean()` removes what kills leave behind, only when it is the store's own (its names and contents) and no live
-writer still holds it. A store this process cannot write (`check_writable`: a team's read-only store of finished
-runs) is only read, never locked or cleaned, and an experiment that must train into it is refused before training
-(`require_writable`).
+swapped into place (old entry renamed aside, new one renamed in, a user's files moved over, old one removed), so a
+crash at any point leaves either the complete old entry or the complete new one, and a reader never deletes anything:
+a damaged entry reads as missing and is replaced by the next writer. Interrupted runs leave a checkpoint under
+`partial/` (written by the lock holder) that the next attempt resumes from. A checkpoint is loaded with
+`weights_only=True`, so a file planted in a shared store's `partial/` cannot run code: it holds only tensors and plain
+values (numpy arrays as tensors), and one that is damaged (its zip CRCs), belongs to another spec or needs unpickling
+restarts the run. `clean()` removes what kills leave behind, only when it is the store's own (its names and contents)
+and no live writer still holds it. A store this process cannot write (`check_writable`: a team's read-only store of
+finished runs) is only read, never locked or cleaned, and one an experiment must train into is refused before
+training (`require_writable`).
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import os
@@ -53,6 +54,7 @@ from harness.io import (
 )
 from harness.manifest import Manifest
 from harness.runspec import RunSpec
+from harness.store_entry_files import foreign_names
 from harness.store_place import check_place
 
 _DIGEST = "[0-9a-f]{20}"  # RunSpec.digest()
@@ -104,8 +106,7 @@ def read_manifest(path: Path, digest: str) -> Manifest:
     manifest = Manifest.from_json(text)
     if manifest.spec_hash != digest:
         raise ValueError("it belongs to another spec")
-    named, summed = _named_files(manifest), set(manifest.checksums)
-    if named != summed:
+    if (named := _named_files(manifest)) != (summed := set(manifest.checksums)):
         gaps = ", ".join(sorted(named ^ summed)[:3])
         raise ValueError(f"its checksums do not cover exactly the arrays it names ({gaps})")
     return manifest
@@ -170,12 +171,9 @@ class StoredRun:
                 raise self._damaged(e) from e
 
     def _load(self, recorder_key: str) -> dict[str, np.ndarray]:
-        out = {}
-        for name in self.manifest.recorders[recorder_key].arrays:
-            fname = f"{recorder_key}.{name}.npy"
-            data = _checked_bytes(self.path, fname, self.manifest.checksums[fname])
-            out[name] = np.load(io.BytesIO(data), allow_pickle=False)
-        return out
+        files = {name: f"{recorder_key}.{name}.npy" for name in self.manifest.recorders[recorder_key].arrays}
+        return {name: np.load(io.BytesIO(_checked_bytes(self.path, f, self.manifest.checksums[f])), allow_pickle=False)
+                for name, f in files.items()}
 
     def _damaged(self, e: BaseException) -> StorageError:
         return StorageError(f"run store entry {self.path} was removed or damaged while in use ({failure_reason(e)}; "
@@ -281,7 +279,7 @@ class RunStore:
                 except ValueError as e:
                     raise StorageError(f"run store entry {final} did not read back as written ({e}); "
                                        "the runs already stored are kept") from e
-                swap_folder(tmp, final, runs / f".old-{final.name}-{os.getpid()}")
+                swap_folder(tmp, final, runs / f".old-{final.name}-{os.getpid()}", keep=foreign_names(final))
                 tmp = None
             except OSError as e:
                 raise StorageError(f"cannot write run store entry {e.filename or final} ({e.strerror or e}); the "
@@ -338,8 +336,8 @@ def _write_problem(root: Path) -> tuple[str, str] | None:
         try:
             probe_writable(nearest_folder(root / sub))
         except OSError as e:
-            return (f"run store folder {root / sub} is not writable ({e.strerror})",
-                    "fix its permissions or pass another --store")
+            return (f"run store folder {root / sub} is not writable ({e.strerror})", "pass another --store" if
+                    e.errno == errno.EROFS else "fix its permissions or pass another --store")
     free = free_bytes_short(nearest_folder(root))
     if free is not None:
         return f"run store {root} has only {free / 2**20:.0f} MiB free", "free some space or pass another --store"
@@ -392,9 +390,9 @@ def _plain_file(path: Path) -> bool:
 
 
 def own_entry_folder(path: Path) -> bool:
-    """A folder only the store could have left: a real folder of entry files (arrays, manifest)."""
+    """A folder only the store could have left: a real folder of entry files (its manifest and the
+    arrays it names; with no manifest readable, `.npy` files), no user's file (`foreign_names`)."""
     try:
-        return all(_plain_file(p) and (p.name == "manifest.json" or p.name.endswith(".npy"))
-                   for p in path.iterdir())
+        return all(_plain_file(p) for p in path.iterdir()) and not foreign_names(path)
     except OSError:
         return False

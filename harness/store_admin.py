@@ -40,6 +40,7 @@ from harness.manifest import Manifest
 from harness.recipe import Recipe
 from harness.runspec import Corruption, DataSpec, RunSpec, TrainSubset
 from harness.store import LEFTOVER, store_leftovers, verify_entry
+from harness.store_entry_files import own_files
 
 DIGEST = re.compile(r"[0-9a-f]{20}")
 CHECKPOINT = re.compile(r"([0-9a-f]{20})\.pt")
@@ -178,35 +179,6 @@ def read_entry(path: Path) -> Entry:
     files = own_files(path, manifest)
     return Entry(digest, path, size, "complete", "", manifest, reachability(manifest.spec, digest),
                  own=files is not None, files=files or ())
-
-
-def own_files(path: Path, manifest: Manifest | None) -> tuple[str, ...] | None:
-    """The names of the files in the entry folder `path` when each is one the store writes there:
-    plain files, a manifest.json (the store never leaves an entry without one) and only the arrays
-    that manifest names (when it does not parse: only `.npy` files). None when anything else is there
-    (a user's file, even a `.npy`, a folder, a link) or it cannot be listed: never removed."""
-    try:
-        found = list(os.scandir(path))
-    except OSError:
-        return None
-    names = {e.name for e in found}
-    if "manifest.json" not in names or not all(e.is_file(follow_symlinks=False) for e in found):
-        return None
-    arrays = names - {"manifest.json"}
-    named = _array_files(manifest)
-    ok = arrays <= named if named is not None else all(n.endswith(".npy") for n in arrays)
-    return tuple(sorted(names)) if ok else None
-
-
-def _array_files(manifest: Manifest | None) -> set[str] | None:
-    """The array files a manifest names (recorders and checksums); None when it names none readably."""
-    if manifest is None:
-        return None
-    try:
-        named = {f"{key}.{name}.npy" for key, rec in manifest.recorders.items() for name in rec.arrays}
-        return named | {str(k) for k in manifest.checksums}
-    except (AttributeError, TypeError):  # a manifest parsed leniently, with odd fields
-        return None
 
 
 def _special_inside(path: Path) -> bool:

@@ -91,6 +91,9 @@ def parse_path(value: str | os.PathLike | None, name: str) -> Path | None:
         raise HarnessError(f"{name} must be a str or pathlib.Path path (got {short_repr(value)})") from e
     if not str(value).strip():
         raise HarnessError(f"{name} is an empty path; pass a folder ({flag} PATH)")
+    if any(part != part.strip() for part in path.parts):  # a copied path, "$OUT ": a folder no one finds again
+        raise HarnessError(f"{flag} {str(value)!r} has white space at an end of a name, which would become part of "
+                           "the folder's name; pass the path without it")
     return expand_home(path, flag)
 
 
@@ -98,10 +101,28 @@ def expand_home(path: str | Path, where: str) -> Path:
     """`Path(path).expanduser()`, whose RuntimeError (~user of no such user, or no home folder) would
     end the run in a traceback; `where` names the flag or variable the path came from."""
     try:
-        return Path(path).expanduser()
+        expanded = Path(path).expanduser()
     except RuntimeError as e:
         raise HarnessError(f"{where} {short_repr(str(path))}: {str(e).rstrip('.')} to expand ~ in; pass a path "
                            "without ~, or ~user of an existing user") from e
+    check_lengths(expanded, where)
+    return expanded
+
+
+#: The longest file name and path the file systems memprox runs on take (Linux: NAME_MAX, PATH_MAX).
+NAME_MAX, PATH_MAX = 255, 4095
+
+
+def check_lengths(path: Path, where: str) -> None:
+    """A name or path no file system takes: one line naming it, before anything is written, rather
+    than an OSError (ENAMETOOLONG) traceback from the first `exists()` that touches it."""
+    long = next((part for part in path.parts if len(os.fsencode(part)) > NAME_MAX), None)
+    if long is not None:
+        raise HarnessError(f"{where} {short_repr(str(path))}: the name {short_repr(long)} is {len(os.fsencode(long))} "
+                           f"bytes long, and file systems take at most {NAME_MAX}; pass a shorter one")
+    if len(os.fsencode(str(path))) > PATH_MAX:
+        raise HarnessError(f"{where} {short_repr(str(path))} is {len(os.fsencode(str(path)))} bytes long, and file "
+                           f"systems take paths of at most {PATH_MAX}; pass a shorter one")
 
 
 def parse_switch(value: bool | str, name: str) -> bool:

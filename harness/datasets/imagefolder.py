@@ -60,6 +60,11 @@ def _load_imagefolder(name: str, path: Path, subset: int | None, cache_dir: Path
         raise HarnessError(
             f"{name}: folder {path} does not exist; pass imagefolder:PATH with an existing folder"
         )
+    cache = Path(cache_dir).resolve()
+    if cache == path or path in cache.parents:  # its decoded copies would be read back as a class folder
+        raise HarnessError(f"{name}: memprox's cache {cache} (MEMPROX_CACHE) is inside the image folder {path}, where "
+                           "its decoded copies would become a class of the data; set MEMPROX_CACHE to a folder "
+                           "apart from the data")
     train_dir, test_dir = path, None
     if (path / "train").is_dir():
         train_dir = path / "train"
