@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import difflib
 import inspect
+import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
@@ -67,7 +68,12 @@ def run_experiment(**options: Any) -> ExperimentResult:
         cfg = build_config(**options)
         from harness.experiment import Experiment
 
-        return Experiment(cfg).run()
+        result = Experiment(cfg).run()
+    if result.failures:  # the CLI lists them and exits 1; a notebook would see only a shorter leaderboard
+        more = f" (and {len(result.failures) - 1} more)" if len(result.failures) > 1 else ""
+        warnings.warn(f"run_experiment: {result.failures[0]}{more}; the leaderboard leaves those out, "
+                      "result.failures lists every one", RuntimeWarning, stacklevel=2)
+    return result
 
 
 @contextmanager

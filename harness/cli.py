@@ -214,16 +214,22 @@ def cmd_list() -> None:
     from harness.tasks import TASKS
     from proxies import available_proxies
 
-    say("Proxies:")
-    say(tabulate([(n, c.description, c.citation) for n, c in available_proxies().items()],
-                 headers=["name", "description", "citation"]))
+    say("Proxies (parameters: --proxy-arg NAME.PARAM=VALUE, or NAME(PARAM=VALUE) in --proxies):")
+    say(tabulate([(n, c.description, _defaults(c.defaults), c.citation) for n, c in available_proxies().items()],
+                 headers=["name", "description", "parameters", "citation"]))
     say(f"\nDatasets: {', '.join(dataset_names())}")
     say("\nModels:")
     say(tabulate([(m.name, m.description) for m in MODELS.values()], headers=["name", "description"]))
-    say("\nTasks:")
-    say(tabulate([(n, t.description) for n, t in TASKS.items()], headers=["name", "description"]))
+    say("\nTasks (parameters: --task-arg NAME.PARAM=VALUE):")
+    say(tabulate([(n, t.description, _defaults(t.defaults)) for n, t in TASKS.items()],
+                 headers=["name", "description", "parameters"]))
     say("\nPresets:")
     say(tabulate([(n, p.description) for n, p in PRESETS.items()], headers=["name", "description"]))
+
+
+def _defaults(defaults: dict) -> str:
+    """A class's parameters with their defaults, as --proxy-arg and --task-arg take them."""
+    return ", ".join(f"{k}={v}" for k, v in defaults.items()) or "-"
 
 
 def cmd_run(args: argparse.Namespace) -> int:

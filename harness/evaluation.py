@@ -13,6 +13,7 @@ import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -24,6 +25,7 @@ from harness.leaderboard import aggregate
 from harness.phases import PhaseTimer
 from harness.planner import Plan
 from harness.prepared import PreparedData
+from harness.provenance import proxy_provenance
 from harness.recorders import EVAL_LAST
 from harness.runner import RunnerResult
 from harness.runspec import DataSpec, RunSpec
@@ -50,6 +52,7 @@ class ExperimentResult:
     flipped_fit: dict[str, float] = field(default_factory=dict)  # noisy base run's hash -> share fitted
     scores: dict[str, pd.DataFrame] = field(default_factory=dict)  # "noise=0.1_seed0" -> scores/<key>.csv
     tables: dict[str, pd.DataFrame] = field(default_factory=dict)  # tasks' own: "suspects/suspects.csv" -> it
+    proxies: list[dict[str, Any]] = field(default_factory=list)  # each proxy's params and code (`harness.provenance`)
     phase_seconds: dict[str, float] = field(default_factory=dict)  # PHASES -> wall seconds (summary.json)
 
 
@@ -157,7 +160,8 @@ def evaluate(cfg: ExperimentConfig, plan: Plan, proxies: list[Proxy], ran: Runne
         raw = pd.DataFrame(rows, columns=RAW_COLUMNS)  # written without the bootstrap arrays ("boot")
         board = aggregate(full if "boot" in full.columns else raw)
     with timer("write"):
-        result = ExperimentResult(raw, board, failures, ran.trained, ran.reused, dict(ran.resumed), tables=tables)
+        result = ExperimentResult(raw, board, failures, ran.trained, ran.reused, dict(ran.resumed), tables=tables,
+                                  proxies=proxy_provenance(proxies))
         bases = dict.fromkeys(b for _, _, b in plan.settings if b in runs)  # tasks share base runs: each once
         result.base_train_acc = [runs[b].manifest.train_acc for b in bases]
         result.reference_train_acc = reference_train_acc(plan, runs)

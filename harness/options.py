@@ -334,9 +334,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("noisy_labels", None, "FILE.npy or FILE.npz[:KEY] of real noisy labels (replaces --noise-rates)",
            annotation="str | None", parse=str, check=_noisy_labels, used_by=("mislabeled",), replaces="noise_rates",
            **_PATH),
-    Option("proxy_args", None, "proxy parameter, repeatable (e.g. in_confidence.variant=max)", flag="--proxy-arg",
+    Option("proxy_args", None, "proxy parameter, repeatable (`list` shows each proxy's)", flag="--proxy-arg",
            parse=lambda v: parse_key_values(v, "--proxy-arg"), metavar="PROXY.PARAM=VALUE", **_PARAMS),
-    Option("task_args", None, "task parameter, repeatable (e.g. memorization.k=64)", flag="--task-arg",
+    Option("task_args", None, "task parameter, repeatable (`list` shows each task's)", flag="--task-arg",
            parse=lambda v: parse_key_values(v, "--task-arg"), metavar="TASK.PARAM=VALUE", **_PARAMS),
     Option("reference", None, "memorization reference: stability, fz:PATH or cscore:PATH (memorization, theory and "
            "privacy tasks)", annotation="str", field_default=DEFAULT_REFERENCE, types=(str, type(None)),

@@ -9,6 +9,7 @@ import torch
 
 from harness.config import ExperimentConfig
 from harness.evaluation import ExperimentResult
+from harness.provenance import memprox_version
 from harness.runspec import RunSpec
 from harness.store import StoredRun
 
@@ -22,6 +23,7 @@ def summary(result: ExperimentResult, runs: dict[RunSpec, StoredRun], cfg: Exper
     config = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(cfg).items() if k != "recipe"}
     return {
         "experiment": identity,
+        "memprox": memprox_version(),
         "config": config | {"recipe": vars(cfg.recipe)},
         "device": str(device),
         "runs": [{"label": r.manifest.label, "hash": r.manifest.spec_hash, "engine": r.manifest.engine,
@@ -30,6 +32,7 @@ def summary(result: ExperimentResult, runs: dict[RunSpec, StoredRun], cfg: Exper
                   **({"flipped_fit": result.flipped_fit[r.manifest.spec_hash]}
                      if r.manifest.spec_hash in result.flipped_fit else {})}
                  for r in runs.values()],
+        "proxies": result.proxies,  # label, params, class; from outside memprox also package and code digest
         "trained": result.trained,
         "reused": result.reused,
         "resumed": result.resumed,  # of the trained runs: label -> the epoch its checkpoint resumed it at

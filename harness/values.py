@@ -188,9 +188,23 @@ def parse_selection(value: str | Sequence[str]) -> str:
 
 
 def parse_key_values(value: Mapping[str, Mapping[str, Any]] | Sequence[str], flag: str) -> dict[str, dict[str, Any]]:
-    """['curvature.n=2', ...] (values as Python literals) or {'curvature': {'n': 2}}."""
+    """['curvature.n=2', ...] (values as Python literals), {'curvature': {'n': 2}}, or the flag's
+    form as a dict, {'curvature.n': 2} (a value is then taken as it is, not parsed)."""
     if isinstance(value, Mapping):
-        return {owner: dict(params) if isinstance(params, Mapping) else params for owner, params in value.items()}
+        out_map: dict[str, Any] = {}
+        for owner, params in value.items():
+            name, dot, key = str(owner).partition(".")
+            if dot and name and key and not isinstance(params, Mapping):  # {"memorization.k": 8}
+                owner, params = name, {key: params}
+            if not isinstance(params, Mapping):
+                out_map[owner] = params  # not a mapping: refused by the owner's checks, which name it
+                continue
+            if not isinstance(out_map.setdefault(owner, {}), dict):
+                continue  # the owner's bad value stays, to be refused
+            if twice := sorted(set(params) & set(out_map[owner])):
+                raise HarnessError(f"{flag} sets {owner}.{twice[0]} twice; pass it once")
+            out_map[owner].update(params)
+        return out_map
     if isinstance(value, str):
         value = [value]
     out: dict[str, dict[str, Any]] = {}

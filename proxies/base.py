@@ -159,7 +159,26 @@ class Proxy:
                                f"{did_you_mean(sorted(unknown), self.defaults)}; valid: {valid}")
         self.params: dict[str, Any] = Params(self.name, {**self.defaults, **params})
         self.score_seconds: dict[RunSpec, float] = {}  # base run -> wall seconds of `score` on it
+        if type(self).validate is Proxy.validate:  # no checks of its own: at least the defaults' types
+            for key, value in params.items():
+                self._check_like_default(key, value)
         self.validate()
+
+    def _check_like_default(self, key: str, value: Any) -> None:
+        """A value of its default's kind (a bool, an int, a number, a str; None: any), so that
+        `fraction="0.3"` fails before training, not in `score` after it (a TypeError then)."""
+        default = self.defaults[key]
+        kinds: tuple[tuple[type, tuple[type, ...], str], ...] = (
+            (bool, (bool,), "True or False"), (int, (int,), "an integer"), (float, (int, float), "a number"),
+            (str, (str,), "a string"))
+        for kind, accepted, words in kinds:
+            if isinstance(default, kind):
+                if not isinstance(value, accepted) or (kind is not bool and isinstance(value, bool)):
+                    raise HarnessError(f"{self.name}.{key} must be {words}, as its default {default!r} is (got "
+                                       f"{type(value).__name__} {value!r})")
+                if kind is float:  # h=1 and h=1.0 are one setting, under one label (as `check_number` keeps it)
+                    self.params[key] = float(value)  # type: ignore[arg-type]  # an int or a float, checked above
+                return
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         """Wrap each subclass's own `score` so that it reads only what it declares."""

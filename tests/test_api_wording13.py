@@ -67,6 +67,8 @@ def test_result_outputs_list_every_file_summary_json_lists(tmp_path) -> None:
     assert written == {"leaderboard.csv", "raw.csv", "leaderboard.md", "summary.json",
                        "scores/noise=0.1_seed0.csv", *summary["outputs"].get("suspects", [])}
     assert all((tmp_path / "out" / path).is_file() for path in written)
+    assert summary["proxies"] == [{"label": "csl", "name": "csl", "params": {}, "class": "proxies.csl.CSL"}]
+    assert summary["memprox"] and result.proxies == summary["proxies"]
     listed = {k: v if isinstance(v, list) else [v] for k, v in summary["outputs"].items()}
     assert listed == {k: v for k, v in result.outputs.items() if k != "summary"}
 
@@ -91,3 +93,36 @@ def test_tasks_tables_are_in_the_result_without_out(tmp_path) -> None:
     ranking = alone.tables["suspects/suspects.csv"]
     assert len(ranking) == 1437 and ranking["n_seeds"].eq(2).all()
     assert not (tmp_path / "results").exists() and sorted(p.name for p in tmp_path.iterdir()) == ["out", "store"]
+
+
+@pytest.mark.parametrize("given", [{"memorization.k": 8, "memorization.fraction": 0.5},
+                                   {"memorization": {"k": 8}, "memorization.fraction": 0.5},
+                                   {"memorization": {"k": 8, "fraction": 0.5}}, ["memorization.k=8",
+                                                                                 "memorization.fraction=0.5"]])
+def test_task_args_take_the_flags_form_as_a_dict_too(given) -> None:
+    cfg = experiment_config(tasks="memorization", task_args=given)
+    assert cfg.task_args == {"memorization": {"k": 8, "fraction": 0.5}}
+
+
+@pytest.mark.parametrize("given", [{"memorization.k": 8, "memorization": {"k": 9}},
+                                   {"memorization": {"k": 9}, "memorization.k": 8}])
+def test_a_parameter_given_twice_in_a_dict_is_refused(given) -> None:
+    with pytest.raises(HarnessError, match=r"task_args sets memorization\.k twice; pass it once"):
+        experiment_config(tasks="memorization", task_args=given)
+
+
+def test_a_failed_proxy_is_a_warning_from_python(tmp_path, monkeypatch) -> None:
+    import numpy as np
+
+    from proxies.csl import CSL
+
+    def broken(self, ctx):
+        raise ValueError("a bug in the proxy")
+
+    monkeypatch.setattr(CSL, "score", broken)
+    with pytest.warns(RuntimeWarning, match=r"run_experiment: proxy csl failed for .*ValueError: a bug in the proxy; "
+                                            r"left out of the leaderboard; the leaderboard leaves those out"):
+        result = run_experiment(proxies="csl,aum", tasks="mislabeled", seeds=1, noise_rates=[0.1], epochs=1,
+                                device="cpu", bootstrap=0, store=tmp_path / "store", progress=False)
+    assert len(result.failures) == 1 and set(result.leaderboard["proxy"]) == {"aum"}
+    assert np.isfinite(result.scores["noise=0.1_seed0"]["aum"]).all()
