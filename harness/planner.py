@@ -178,8 +178,7 @@ class Planner:
         sharing data, model, recipe and recorders train together, in chunks of
         `harness.ensemble.ensemble_chunks`. A run on all the data always trains alone
         (`trains_batched`)."""
-        if not executor.runs_jobs_here:
-            check_workers_know(pending, executor.name)
+        check_workers_know(pending, executor)
         groups: dict[tuple, list[RunSpec]] = defaultdict(list)
         singles: Pending = []
         for spec, requests in pending:
@@ -209,9 +208,7 @@ class Planner:
             device=placed.device, threads=placed.threads, compile=cfg.compile,
             checkpoint_root=str(self.store.root) if executor.shares_store else None,
             checkpoint_every_s=cfg.checkpoint_every_s, progress=placed.progress,
-            num_cpus=placed.num_cpus, num_gpus=placed.num_gpus,
-            imports=() if executor.runs_jobs_here else job_imports(specs, requests),
-        )
+            num_cpus=placed.num_cpus, num_gpus=placed.num_gpus, imports=job_imports(specs, requests, executor))
 
 
 def trains_batched(spec: RunSpec, requests, device: torch.device, inputs: torch.Tensor) -> bool:

@@ -23,6 +23,7 @@ from harness.recorders import RECORDERS, RecorderRequest
 from harness.runspec import RunSpec
 
 if TYPE_CHECKING:
+    from harness.executors import Executor
     from harness.jobs import Pending
 
 #: Seconds the fresh interpreter may take to import torch, memprox and the modules.
@@ -40,8 +41,12 @@ def registrations(spec: RunSpec, requests: Iterable[RecorderRequest]) -> list[Re
     return sorted({r for r in found if not r[2].startswith("harness.")})
 
 
-def job_imports(specs: Iterable[RunSpec], requests: Iterable[RecorderRequest]) -> tuple[str, ...]:
-    """The modules a worker imports before it trains these specs (none for memprox's own)."""
+def job_imports(specs: Iterable[RunSpec], requests: Iterable[RecorderRequest], executor: Executor
+                ) -> tuple[str, ...]:
+    """The modules a worker imports before it trains these specs (none for memprox's own, none
+    when jobs run in this process, which has them)."""
+    if executor.runs_jobs_here:
+        return ()
     requests = tuple(requests)
     return tuple(sorted({module for spec in specs for _, _, module in registrations(spec, requests)}))
 
@@ -56,18 +61,20 @@ def import_modules(modules: Iterable[str]) -> None:
                                "recorder, model or dataset of this job: install it where the workers run") from e
 
 
-def check_workers_know(pending: Pending, executor_name: str) -> None:
+def check_workers_know(pending: Pending, executor: Executor) -> None:
     """Refuse what a fresh worker would not know: a registration in `__main__` or a module that
     cannot be imported, or one its module does not make when imported (checked in a fresh
     interpreter, with this process's path, only when there is anything outside memprox)."""
+    if executor.runs_jobs_here:
+        return
     needed = sorted({r for spec, requests in pending for r in registrations(spec, requests)})
     if not needed:
         return
     for what, name, module in needed:
         if module == "__main__" or not _importable(module):
-            raise _refused(what, name, module, executor_name, "which a fresh process cannot import")
+            raise _refused(what, name, module, executor.name, "which a fresh process cannot import")
     for what, name, module, why in _fresh_process_lacks(needed):
-        raise _refused(what, name, module, executor_name, why)
+        raise _refused(what, name, module, executor.name, why)
 
 
 def _importable(module: str) -> bool:

@@ -154,7 +154,7 @@ def test_list_prints_every_proxy_with_its_citation() -> None:
         rows = [line for line in lines if line.split() and line.split()[0] == name]
         assert rows, f"{name} missing from `list`"
         assert cls.citation in rows[0], f"{name}: citation missing"
-    for section in ("Datasets:", "Models:", "Tasks:", "Presets:"):
+    for section in ("Datasets:", "Models:", "Tasks (parameters", "Presets:"):
         assert section in done.stdout
     from harness.presets import PRESETS
 

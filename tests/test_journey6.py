@@ -69,7 +69,7 @@ def test_imagefolder_size_error_names_the_file_and_the_fix(tmp_path: Path) -> No
             Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(tmp_path / cls / f"{cls}{i}.png")
     Image.fromarray(rng.integers(0, 256, (10, 12, 3), dtype=np.uint8)).save(tmp_path / "b" / "big one.png")
     with pytest.raises(HarnessError, match=r"b/big one\.png is 12x10 .* resize it to 8x8 .* or remove it"):
-        load_dataset(f"imagefolder:{tmp_path}", cache_dir=tmp_path / "cache")
+        load_dataset(f"imagefolder:{tmp_path}", cache_dir=tmp_path.parent / f"{tmp_path.name}-cache")
 
 
 def test_npz_text_labels_say_how_to_keep_the_class_names(tmp_path: Path) -> None:
