@@ -201,6 +201,9 @@ def _list_split(root: Path, class_to_idx: dict[str, int], tree: Path, seen: dict
             except OSError as exc:
                 raise HarnessError(f"cannot read image {file}: {exc}; remove the file or fix it") from exc
             entries.append((cls, file.relative_to(cls_dir).as_posix(), file, class_to_idx[cls]))
+    _warn_loose(root)
+    if warn_order and root != tree:  # the training split, under train/: an image beside train/ is in no split
+        _warn_loose(tree)
     if skipped:
         warnings.warn(f"{root}: skipped {len(skipped)} image(s) whose type imagefolder does not read (e.g. "
                       f"{skipped[:3]}); convert them to one of {', '.join(_IMG_EXTENSIONS)} to use them",
@@ -212,6 +215,20 @@ def _list_split(root: Path, class_to_idx: dict[str, int], tree: Path, seen: dict
         labels=np.array([e[3] for e in entries], dtype=np.int64),
         stat_digest=stats.hexdigest(),
     )
+
+
+def _warn_loose(folder: Path) -> None:
+    """Say so when images lie in `folder` itself, outside every class folder: they have no label and
+    are not used, which without a word looked like a dataset smaller than the user's for no reason."""
+    try:
+        loose = sorted(p.name for p in folder.iterdir() if p.suffix.lower() in _IMG_EXTENSIONS
+                       and not p.name.startswith(".") and p.is_file())
+    except OSError:
+        return
+    if loose:
+        warnings.warn(f"{folder}: {len(loose)} image(s) lie in it outside every class folder (e.g. {loose[:3]}) and "
+                      "are not used: an image's label is its folder's name; move each into its class folder",
+                      stacklevel=6)
 
 
 def _check_utf8(file: Path, tree: Path) -> None:

@@ -23,6 +23,7 @@ import hashlib
 import json
 import re
 import warnings
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -192,6 +193,15 @@ def _write_cache(file: Path, x: np.ndarray) -> bool:
         return False
 
 
+def _refuse(problems: list[str], fix: str) -> None:
+    """One HarnessError naming every image that cannot be used (the first ten, and how many)."""
+    if len(problems) == 1:
+        raise HarnessError(f"{problems[0]}; {fix}")
+    if problems:
+        more = f"; and {len(problems) - 10} more" if len(problems) > 10 else ""
+        raise HarnessError(f"{len(problems)} images cannot be used: {'; '.join(problems[:10])}{more}; {fix}")
+
+
 def _decode_split(split: _Split, count: int) -> np.ndarray:
     """The first `count` images of a split with the channel count of the whole split.
 
@@ -208,41 +218,46 @@ def _all_gray(files: Sequence[Path]) -> bool:
     """Every image is gray (`is_gray`); refuses any image whose mode does not fit 8 bits."""
     from PIL import Image, UnidentifiedImageError
 
-    gray = True
+    gray, bad = True, []
     for file in files:
         try:
             with Image.open(file) as img:
                 check_depth(img.mode, f"image {file}")
                 gray = gray and is_gray(img)
         except (OSError, UnidentifiedImageError, ValueError) as exc:
-            raise HarnessError(f"cannot decode image {file}: {exc}; remove or replace the file") from exc
+            bad.append(f"cannot decode image {file}: {exc}")
+    _refuse(bad, "remove or replace the file")
     return gray
 
 
 def _decode_images(files: Sequence[Path]) -> np.ndarray:
     """Decode images to one (N, C, H, W) uint8 array: 1 channel if every image is gray, else RGB
-    (the rule of `harness.datasets.pixels`, shared with `hf:`); a mode wider than 8 bits is refused."""
+    (the rule of `harness.datasets.pixels`, shared with `hf:`); a mode wider than 8 bits is refused.
+    Every image that cannot be used is named in one error (one run per bad file, before), and the
+    size is the most common one, so one odd first image does not make all the others wrong."""
     from PIL import Image, UnidentifiedImageError
 
     arrays: list[np.ndarray] = []
-    size: tuple[int, int] | None = None
+    decoded: list[Path] = []
+    bad: list[str] = []
     for file in files:
         try:
             with Image.open(file) as img:
-                arr = to_pixels(img, f"image {file}")
+                arrays.append(to_pixels(img, f"image {file}"))
+                decoded.append(file)
         except (OSError, UnidentifiedImageError, ValueError) as exc:
-            raise HarnessError(
-                f"cannot decode image {file}: {exc}; remove or replace the file"
-            ) from exc
-        if size is None:
-            size = arr.shape[:2]
-        elif arr.shape[:2] != size:
-            raise HarnessError(
-                f"image {file} is {arr.shape[1]}x{arr.shape[0]} but {files[0]} is {size[1]}x{size[0]}; "
-                f"all images of an imagefolder dataset must have one size: resize it to {size[1]}x{size[0]} "
-                f"(PIL: img.resize(({size[1]}, {size[0]}))) or remove it"
-            )
-        arrays.append(arr)
+            bad.append(f"cannot decode image {file}: {exc}")
+    fix = "remove or replace the file" + ("s that cannot be decoded" if len(bad) > 1 else "")
+    sizes = Counter(arr.shape[:2] for arr in arrays)
+    if len(sizes) > 1:
+        (h, w), _ = sizes.most_common(1)[0]
+        first = next(f for f, arr in zip(decoded, arrays) if arr.shape[:2] == (h, w))
+        bad += [f"image {f} is {arr.shape[1]}x{arr.shape[0]} but {first} is {w}x{h}"
+                for f, arr in zip(decoded, arrays) if arr.shape[:2] != (h, w)]
+        fix = (f"{fix}; " if bad[:1] and bad[0].startswith("cannot decode") else "") + (
+            f"all images of an imagefolder dataset must have one size: resize it to {w}x{h} (PIL: "
+            f"img.resize(({w}, {h}))) or remove it")
+    _refuse(bad, fix)
     if not arrays:
         return np.zeros((0, 3, 0, 0), dtype=np.uint8)
     return stack(arrays)
