@@ -63,7 +63,7 @@ _QUICK_DIGITS = Preset(
 PRESETS.register("quick", PresetEntry(
     "quick",
     "CPU-sized: digits and npz:PATH -> MLP, 40 epochs SGD, all samples; image datasets -> small_cnn on the first "
-    "4,000 samples (all, if fewer), 20 epochs Adam; cosine lr, no augmentation; fits the noisy labels",
+    "4,000 samples (all, if fewer), 20 epochs Adam; cosine lr, no augmentation; fits most noisy labels",
     _QUICK_IMAGES,
     {"digits": _QUICK_DIGITS, "npz": _QUICK_DIGITS},
 ))

@@ -37,7 +37,7 @@ def add_store_parser(sub: argparse._SubParsersAction, once: type[argparse.Action
     info = ssub.add_parser("info", help="what the store holds and how big it is (read only)", allow_abbrev=False)
     info.add_argument("--store", action=once, default=argparse.SUPPRESS, help=where)
     info.add_argument("--runs", action=once, nargs=0, const=True, default=argparse.SUPPRESS,
-                      help="one line per entry: hash, label, created, bytes, recorders")
+                      help="one line per entry: hash, label, created, bytes, state, recorders")
     p = ssub.add_parser("prune", help="remove the entries (or checkpoints) selected; criteria combine with AND",
                         allow_abbrev=False, description="Remove what you select; criteria combine with AND, and no "
                         "selection removes nothing. Only the store's own files go, each under its entry's lock (an "

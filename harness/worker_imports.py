@@ -99,8 +99,8 @@ def _fresh_process_lacks(needed: list[Registration]) -> list[tuple[str, str, str
 def _refused(what: str, name: str, module: str, executor_name: str, why: str) -> HarnessError:
     return HarnessError(
         f"{what} {name!r} is registered in this process only (by {module}, {why}), and the {executor_name} "
-        f"executor trains in worker processes that import memprox afresh; run with executor='inprocess' "
-        f"(--executor inprocess), or register it when an importable module is imported (a .py file on the path or "
+        f"executor trains in worker processes that import memprox afresh; run with --executor inprocess, or "
+        f"register it when an importable module is imported (a .py file on the path or "
         f"an installed package: its workers import it; a dataset may be a `memprox.datasets` entry point instead, "
         f"docs/extending.md)")
 
