@@ -6,9 +6,16 @@ goes from ~5 ms to >100 ms under load). One thread also makes CPU runs bitwise r
 which the determinism and resume tests rely on. Override with MEMPROX_TEST_THREADS.
 """
 
+# ruff: noqa: E402  (the offline switches below must precede every import)
 from __future__ import annotations
 
 import os
+
+# never the network, whatever a test asks for: set before anything imports huggingface_hub, which
+# reads them once (set later, a test of a missing Hub tokenizer waited ~45 s on Hub retries)
+for _offline in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
+    os.environ.setdefault(_offline, "1")
+
 from collections.abc import Callable, Mapping
 from dataclasses import replace
 from pathlib import Path
