@@ -54,7 +54,7 @@ from harness.io import (
 )
 from harness.manifest import Manifest
 from harness.runspec import RunSpec
-from harness.store_entry_files import foreign_names
+from harness.store_entry_files import foreign_names, own_entry_folder
 from harness.store_place import check_place
 
 _DIGEST = "[0-9a-f]{20}"  # RunSpec.digest()
@@ -106,7 +106,8 @@ def read_manifest(path: Path, digest: str) -> Manifest:
     manifest = Manifest.from_json(text)
     if manifest.spec_hash != digest:
         raise ValueError("it belongs to another spec")
-    if (named := _named_files(manifest)) != (summed := set(manifest.checksums)):
+    named, summed = _named_files(manifest), set(manifest.checksums)
+    if named != summed:
         gaps = ", ".join(sorted(named ^ summed)[:3])
         raise ValueError(f"its checksums do not cover exactly the arrays it names ({gaps})")
     return manifest
@@ -171,9 +172,12 @@ class StoredRun:
                 raise self._damaged(e) from e
 
     def _load(self, recorder_key: str) -> dict[str, np.ndarray]:
-        files = {name: f"{recorder_key}.{name}.npy" for name in self.manifest.recorders[recorder_key].arrays}
-        return {name: np.load(io.BytesIO(_checked_bytes(self.path, f, self.manifest.checksums[f])), allow_pickle=False)
-                for name, f in files.items()}
+        out = {}
+        for name in self.manifest.recorders[recorder_key].arrays:
+            fname = f"{recorder_key}.{name}.npy"
+            data = _checked_bytes(self.path, fname, self.manifest.checksums[fname])
+            out[name] = np.load(io.BytesIO(data), allow_pickle=False)
+        return out
 
     def _damaged(self, e: BaseException) -> StorageError:
         return StorageError(f"run store entry {self.path} was removed or damaged while in use ({failure_reason(e)}; "
@@ -387,12 +391,3 @@ def store_leftovers(root: Path) -> list[tuple[str, Path]]:
 
 def _plain_file(path: Path) -> bool:
     return path.is_file() and not path.is_symlink()
-
-
-def own_entry_folder(path: Path) -> bool:
-    """A folder only the store could have left: a real folder of entry files (its manifest and the
-    arrays it names; with no manifest readable, `.npy` files), no user's file (`foreign_names`)."""
-    try:
-        return all(_plain_file(p) for p in path.iterdir()) and not foreign_names(path)
-    except OSError:
-        return False

@@ -16,17 +16,45 @@ def own_files(path: Path, manifest: Manifest | None) -> tuple[str, ...] | None:
     plain files, a manifest.json (the store never leaves an entry without one) and only the arrays
     that manifest names (when it does not parse: only `.npy` files). None when anything else is there
     (a user's file, even a `.npy`, a folder, a link) or it cannot be listed: never removed."""
+    found = _listing(path)
+    if found is None or "manifest.json" not in {e.name for e in found} or _foreign(found, manifest):
+        return None
+    return tuple(sorted(e.name for e in found))
+
+
+def own_entry_folder(path: Path) -> bool:
+    """A folder only the store could have left (a temporary or swapped-out entry, maybe without its
+    manifest yet): readable, holding nothing `foreign_names` would name."""
+    found = _listing(path)
+    return found is not None and not _foreign(found, _read_manifest(path))
+
+
+def foreign_names(path: Path) -> list[str]:
+    """The names in the entry folder `path` the store did not write there (none when it is absent):
+    anything but its manifest.json and the arrays its manifest names (when the manifest does not
+    parse: anything but `.npy` files), and anything not a plain file."""
+    found = _listing(path)
+    return [] if found is None else _foreign(found, _read_manifest(path))
+
+
+def _listing(path: Path) -> list[os.DirEntry[str]] | None:
     try:
-        found = list(os.scandir(path))
+        return list(os.scandir(path))
     except OSError:
         return None
-    names = {e.name for e in found}
-    if "manifest.json" not in names or not all(e.is_file(follow_symlinks=False) for e in found):
+
+
+def _read_manifest(path: Path) -> Manifest | None:
+    try:
+        return Manifest.from_json((path / "manifest.json").read_bytes())
+    except Exception:  # unreadable in any way: only `.npy` files count as the store's
         return None
-    arrays = names - {"manifest.json"}
+
+
+def _foreign(found: list[os.DirEntry[str]], manifest: Manifest | None) -> list[str]:
     named = _array_files(manifest)
-    ok = arrays <= named if named is not None else all(n.endswith(".npy") for n in arrays)
-    return tuple(sorted(names)) if ok else None
+    return sorted(e.name for e in found if not e.is_file(follow_symlinks=False) or (e.name != "manifest.json" and (
+        e.name not in named if named is not None else not e.name.endswith(".npy"))))
 
 
 def _array_files(manifest: Manifest | None) -> set[str] | None:
@@ -38,21 +66,3 @@ def _array_files(manifest: Manifest | None) -> set[str] | None:
         return named | {str(k) for k in manifest.checksums}
     except (AttributeError, TypeError):  # a manifest parsed leniently, with odd fields
         return None
-
-
-def foreign_names(path: Path) -> list[str]:
-    """The names in the entry folder `path` the store did not write there (none when it is absent):
-    anything but its manifest.json and the arrays its manifest names (when the manifest does not
-    parse: anything but `.npy` files), and anything not a plain file."""
-    try:
-        found = list(os.scandir(path))
-    except OSError:
-        return []
-    try:
-        manifest: Manifest | None = Manifest.from_json((path / "manifest.json").read_bytes())
-    except Exception:  # unreadable in any way: only `.npy` files count as the store's
-        manifest = None
-    named = _array_files(manifest)
-    return sorted(e.name for e in found if e.name != "manifest.json" and (
-        not e.is_file(follow_symlinks=False) or (e.name not in named if named is not None
-                                                 else not e.name.endswith(".npy"))))
