@@ -6,6 +6,7 @@ then told apart in summary.json, where the experiment's identity (its options) i
 from __future__ import annotations
 
 import importlib.metadata
+from collections.abc import Mapping
 from typing import Any
 
 from harness.code_digest import code_digest
@@ -23,17 +24,19 @@ def memprox_version() -> str:
 
 def proxy_provenance(proxies: list[Proxy]) -> list[dict[str, Any]]:
     """One record per proxy: label, name, params, class; outside memprox also package and code."""
-    return [_one(proxy) for proxy in proxies]
+    packages: Mapping[str, list[str]] = {}
+    if any(type(p).__module__.partition(".")[0] not in OWN for p in proxies):  # scans every installed package
+        packages = importlib.metadata.packages_distributions()
+    return [_one(proxy, packages) for proxy in proxies]
 
 
-def _one(proxy: Proxy) -> dict[str, Any]:
+def _one(proxy: Proxy, packages: Mapping[str, list[str]]) -> dict[str, Any]:
     cls = type(proxy)
     record: dict[str, Any] = {"label": proxy.label, "name": proxy.name, "params": dict(proxy.params),
                               "class": f"{cls.__module__}.{cls.__qualname__}"}
     top = cls.__module__.partition(".")[0]
     if top not in OWN:
-        packages = importlib.metadata.packages_distributions().get(top, [])
-        record["package"] = ", ".join(f"{p} {_version(p)}" for p in packages) or None  # None: a script's, a module's
+        record["package"] = ", ".join(f"{p} {_version(p)}" for p in packages.get(top, [])) or None  # None: a script's
         record["code"] = code_digest(cls, 12)
     return record
 

@@ -34,11 +34,14 @@ Registration = tuple[str, str, str]  # (what, name, module): ("recorder", "walk_
 
 def registrations(spec: RunSpec, requests: Iterable[RecorderRequest]) -> list[Registration]:
     """The job's recorders, dataset and model that a module outside memprox registered."""
-    found = [("recorder", r.name, RECORDERS.get(r.name).__module__) for r in requests]
+    found = {("recorder", r.name, module) for r in requests
+             if not (module := RECORDERS.get(r.name).__module__).startswith("harness.")}
     kind = spec.data.dataset.partition(":")[0]
-    found += [("dataset", kind, dataset_registered_here_only(kind) or "harness."),
-              ("model", spec.model, model_registered_here_only(spec.model) or "harness.")]
-    return sorted({r for r in found if not r[2].startswith("harness.")})
+    for what, name, outside in (("dataset", kind, dataset_registered_here_only(kind)),
+                                ("model", spec.model, model_registered_here_only(spec.model))):
+        if outside is not None:  # None: memprox's own, or (a dataset) an installed plugin the workers load
+            found.add((what, name, outside))
+    return sorted(found)
 
 
 def job_imports(specs: Iterable[RunSpec], requests: Iterable[RecorderRequest], executor: Executor

@@ -89,12 +89,13 @@ class TrackerResults(TrackerFields):
                 column = _checked(proxy, proxy.score(ctx), self.n)
             keys = selection.keys_of(proxy)
             # the proxies read NaN as "not presented", which would score 0 (a sum) or skip it (a mean)
+            explained = np.zeros(self.n, dtype=bool)
             for found, host in ((spoiled, self._non_finite_host), (left_out, self._missing_host)):
                 bad = _any_of(host, keys, self.n)
+                explained |= bad
                 if bad.any():
                     column[bad] = np.nan
                     found[proxy.label] = np.flatnonzero(bad)
-            explained = _any_of(self._non_finite_host, keys, self.n) | _any_of(self._missing_host, keys, self.n)
             if (nan := np.isnan(column) & (self._presented_host > 0) & ~explained).any():
                 unread[proxy.label] = np.flatnonzero(nan)  # el2n's early window, a sampler's absences
             columns[proxy.label] = column
