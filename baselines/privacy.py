@@ -35,8 +35,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import stats
-from sklearn.metrics import roc_auc_score, roc_curve
 
 from harness.errors import HarnessError
 
@@ -125,6 +123,8 @@ def fit_gaussians(phi: np.ndarray, trained_on: np.ndarray, sigma_floor: float = 
 
 def gaussian_auroc(fit: GaussianFit) -> np.ndarray:
     """Φ((μ_in − μ_out)/√(σ_in² + σ_out²)) per sample, NaN where a group is empty."""
+    from scipy import stats  # scipy.stats and sklearn.metrics are imported where used: ~1 s a CLI need not pay
+
     z = (fit.mu_in - fit.mu_out) / np.sqrt(fit.sigma_in**2 + fit.sigma_out**2)
     return np.where(fit.defined, stats.norm.cdf(z), np.nan)
 
@@ -132,6 +132,8 @@ def gaussian_auroc(fit: GaussianFit) -> np.ndarray:
 def empirical_auroc(phi: np.ndarray, trained_on: np.ndarray) -> np.ndarray:
     """Per-sample Mann-Whitney AUROC of in- against out-values (ties ½), NaN where a group is
     empty: each column's ranks (average over ties) summed over its in-models give U."""
+    from scipy import stats
+
     phi, trained_on = _check(phi, trained_on)
     ranks = stats.rankdata(phi, axis=0)
     n_in = trained_on.sum(0)
@@ -156,6 +158,8 @@ def lira_scores(phi: np.ndarray, trained_on: np.ndarray, sigma_floor: float = 0.
                 fixed_variance: bool = False) -> np.ndarray:
     """(K, N) leave-one-model-out online LiRA scores (log likelihood ratio in/out, higher = more
     likely a member); NaN where the refit without model k leaves a group empty."""
+    from scipy import stats
+
     phi, trained_on = _check(phi, trained_on)
     k = phi.shape[0]
     if k < 3:
@@ -186,6 +190,8 @@ class AttackResult:
 
 def attack_metrics(scores: np.ndarray, members: np.ndarray) -> AttackResult:
     """AUROC and TPR at each of FPR_TARGETS of scores against membership; NaN scores dropped."""
+    from sklearn.metrics import roc_auc_score, roc_curve
+
     scores = np.asarray(scores, dtype=np.float64).ravel()
     members = np.asarray(members, dtype=bool).ravel()
     keep = np.isfinite(scores)

@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import numpy as np
 from scipy import sparse
-from scipy.stats import rankdata
-from sklearn.metrics import average_precision_score, roc_auc_score
 
 from harness.bootstrap import Resamples
 
@@ -30,6 +28,8 @@ def _clean(scores: np.ndarray) -> np.ndarray:
     """Dense ranks: NaN (could not score) 0, below every score, -inf and +inf included. Ranks keep
     the order and the ties of the scores, so every statistic here is unchanged, and no offset from
     the finite range can round into it (1e17 + 1.0 == 1e17 would tie +inf with the maximum)."""
+    from scipy.stats import rankdata  # scipy.stats and sklearn.metrics: ~1 s of imports, paid by the first metric
+
     s = np.asarray(scores, dtype=np.float64)
     return np.nan_to_num(rankdata(s, method="dense", nan_policy="omit"), nan=0.0)
 
@@ -159,6 +159,8 @@ def detection_metrics(positives: np.ndarray, scores: np.ndarray) -> dict[str, fl
     positives = np.asarray(positives, dtype=bool)
     if positives.all() or not positives.any() or np.isnan(np.asarray(scores, dtype=np.float64)).all():
         return {m: float("nan") for m in DETECTION}
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
     s = _clean(scores)
     return {
         "auroc": float(roc_auc_score(positives, s)),

@@ -35,7 +35,6 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import torch
-from sklearn.neighbors import NearestNeighbors
 
 #: Datalab's defaults: the relative threshold and the neighbours looked at per sample.
 THRESHOLD = 0.13
@@ -84,6 +83,8 @@ def _near(rows: np.ndarray, first: np.ndarray, threshold: float, k: int,
     if len(keep) < 2:
         return []
     n_neighbours = min(k + 1, len(keep))
+    from sklearn.neighbors import NearestNeighbors  # ~1.5 s of imports: paid by the first search
+
     distance, neighbour = NearestNeighbors(n_neighbors=n_neighbours, metric=metric).fit(features).kneighbors(features)
     distance = np.maximum(distance, 0.0)  # 1 - cos can round to just below 0
     self_hit = neighbour == np.arange(len(keep))[:, None]

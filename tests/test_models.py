@@ -191,3 +191,26 @@ def test_resnet9_forward_and_smallest_input(name: str) -> None:
     assert out.shape == (3, 7) and torch.isfinite(out).all()
     with pytest.raises(HarnessError, match="at least 8x8"):
         build_model(name, (3, 4, 4), 10)
+
+
+@pytest.mark.parametrize("shape, meta", [((1, 8, 8), False), ((3, 32, 32), False), ((3, 96, 96), True)])
+def test_the_model_input_check_refuses_a_mismatch_on_the_cpu_and_the_meta_device(monkeypatch, shape, meta) -> None:
+    """Small checks run on the CPU (the meta device's first forward costs ~1.5 s of torch's imports),
+    large ones on meta; both pass a fitting model and refuse one that pooling shrinks below 1x1."""
+    from harness import config, models
+
+    devices: list[str] = []
+    real_build = models.build_model
+
+    def spy(*args):
+        model = real_build(*args)
+        devices.append(next(model.parameters()).device.type)
+        return model
+
+    monkeypatch.setattr(models, "build_model", spy)
+    state = torch.get_rng_state()
+    config.check_model_input("resnet18", shape, 10, "d")
+    assert torch.equal(torch.get_rng_state(), state)  # the caller's RNG is left alone
+    assert devices == (["meta", "meta"] if meta else ["meta", "cpu"])  # the size from a meta build, then the forward
+    with pytest.raises(HarnessError, match=r"model small_cnn cannot take the 16x1x1 samples of dataset d"):
+        config.check_model_input("small_cnn", (16, 1, 1), 10, "d")
