@@ -297,16 +297,20 @@ def plot_suspects(table: pd.DataFrame, pictures: np.ndarray | Mapping[int, np.nd
 
 
 def plot_pairs(pairs: pd.DataFrame, pictures: Mapping[int, np.ndarray], path: str | Path,
-               classes: Sequence[str] | None, columns: int, total: int | None = None) -> Path:
+               classes: Sequence[str] | None, columns: int, total: int | None = None,
+               pictures_a: Mapping[int, np.ndarray] | None = None, names: tuple[str, str] | None = None) -> Path:
     """PNG grid of duplicate pairs (a, b, label_a, label_b, distance), the two images of a pair side
-    by side, captioned `#index label` and the pair's distance: the suspects task's duplicates figure.
+    by side, captioned `#index label` and the pair's distance: the suspects task's duplicates figures.
     `total`: how many pairs were found, when `pairs` are the first of them (the title says so: the
-    first 20 of CIFAR-10's 124 pairs were titled "20 duplicate pair(s)")."""
+    first 20 of CIFAR-10's 124 pairs were titled "20 duplicate pair(s)"). Pairs across two sets (a
+    test sample and its training copy) take a's images from `pictures_a` and the sets' `names`, which
+    the captions and the title carry."""
     per_row = max(1, columns // 2)
     rows = max(1, math.ceil(len(pairs) / per_row))
     fig = new_figure((per_row * 2 * 1.1, rows * 1.3 + 0.4))
     shown = f"the first {len(pairs)} of {total}" if total is not None and total > len(pairs) else f"{len(pairs)}"
-    fig.suptitle(f"{shown} duplicate pair(s), different labels first (d = 1 - pixel correlation)", fontsize=8)
+    across = f" ({names[0]}, {names[1]})" if names else ""
+    fig.suptitle(f"{shown} duplicate pair(s){across}, different labels first (d = 1 - pixel correlation)", fontsize=8)
     axes = fig.subplots(rows, per_row * 2, squeeze=False)
     for ax in axes.flat:
         ax.set_axis_off()
@@ -314,6 +318,8 @@ def plot_pairs(pairs: pd.DataFrame, pictures: Mapping[int, np.ndarray], path: st
         row, col = divmod(cell, per_row)
         for side, (i, c) in enumerate(((r.a, r.label_a), (r.b, r.label_b))):
             name = classes[int(c)] if classes is not None else str(int(c))
-            caption = f"#{int(i)} {name}" + (f"\nd={r.distance:.2g}" if side else "\n")
-            show_image(axes[row, 2 * col + side], pictures[int(i)], caption)
+            which = f"{names[side]} " if names else ""
+            caption = f"{which}#{int(i)} {name}" + (f"\nd={r.distance:.2g}" if side else "\n")
+            shown_from = pictures_a if side == 0 and pictures_a is not None else pictures
+            show_image(axes[row, 2 * col + side], shown_from[int(i)], caption)
     return save_figure(fig, path)

@@ -144,7 +144,7 @@ def test_the_duplicates_figure_says_it_draws_the_first_k_over_2_of_all_pairs(tmp
     for i in range(6):
         x[20 + i] = x[i]
     labels = torch.arange(30) % 3
-    dataset = SimpleNamespace(x_train=x, sample_names=None, is_image=True, classes=("a", "b", "c"))
+    dataset = SimpleNamespace(x_train=x, x_test=x[:0], sample_names=None, is_image=True, classes=("a", "b", "c"))
     ctx = SimpleNamespace(data=SimpleNamespace(dataset=dataset, labels=labels.numpy(), x=x), out=tmp_path, artifacts={},
                           tables={})
     ctx.keep_table = partial(EvalContext.keep_table, ctx)

@@ -154,7 +154,7 @@ def test_two_seeds_are_ranked_together_by_their_mean(make_config) -> None:
     exp, result = _run(make_config, seeds=(0, 1), proxies="csl,aum")
     folder = Path(exp.cfg.out) / "suspects"
     assert sorted(p.name for p in folder.iterdir()) == ["duplicates.csv", "suspects.csv", "suspects_seed0.csv",
-                                                        "suspects_seed1.csv"]
+                                                        "suspects_seed1.csv", "train_test_duplicates.csv"]
     combined = pd.read_csv(folder / "suspects.csv", dtype={"duplicates": str})
     seeds = [pd.read_csv(folder / f"suspects_seed{s}.csv").set_index("index").sort_index() for s in (0, 1)]
     assert list(combined.columns) == ["rank", "index", "label", "label_name", "duplicates", "duplicate_labels_differ",
@@ -247,7 +247,8 @@ def test_a_near_duplicate_search_too_big_to_finish_is_refused_before_training(tm
             "--out", str(tmp_path / "out")]
     assert main(argv) == 2
     err = capsys.readouterr().err
-    assert "suspects: a near-duplicate search over 1437 samples of 64 values would take an hour or more" in err
+    assert ("suspects: a near-duplicate search over 1437 samples (and 360 test samples) of 64 values would take "
+            "an hour or more") in err
     assert "pass --task-arg suspects.duplicates=exact" in err and not (tmp_path / "store").exists()
     assert main([*argv, "--task-arg", "suspects.duplicates=exact"]) == 0
 

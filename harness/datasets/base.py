@@ -74,6 +74,7 @@ class Dataset:
     #: relative to the folder; `hf:` text: the text), so a suspect can be found and fixed; None: none.
     #: Not part of the fingerprint (which hashes names and bytes itself).
     sample_names: tuple[str, ...] | None = None
+    test_sample_names: tuple[str, ...] | None = None  #: the same for the test samples
 
     def __post_init__(self) -> None:
         # Fail at construction, not deep inside a training loop, when a loader is wrong.
@@ -98,9 +99,10 @@ class Dataset:
                 raise HarnessError(f"{self.name}: y_{split} holds class id {bad}, outside [0, {len(self.classes)}) "
                                    f"for its {len(self.classes)} class names; a loader returns ids 0..C-1 and one "
                                    "name per id")
-        if self.sample_names is not None and len(self.sample_names) != self.x_train.shape[0]:
-            raise HarnessError(f"{self.name}: {len(self.sample_names)} sample names for {self.x_train.shape[0]} "
-                               "training samples")
+        for split, names, x in (("training", self.sample_names, self.x_train),
+                                ("test", self.test_sample_names, self.x_test)):
+            if names is not None and len(names) != x.shape[0]:
+                raise HarnessError(f"{self.name}: {len(names)} sample names for {x.shape[0]} {split} samples")
         if self.x_test.shape[0] and self.x_test.dtype != self.x_train.dtype:
             raise HarnessError(f"{self.name}: x_test is {self.x_test.dtype} but x_train is {self.x_train.dtype}")
         if self.x_test.shape[0] and self.x_test.shape[1:] != self.x_train.shape[1:]:
@@ -135,11 +137,8 @@ class Dataset:
         return int(self.x_train.shape[0])
 
     def channel_stats(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
-        """Per-channel mean and (population) std of x_train / 255, for input normalization.
-
-        Accumulated in float64 chunks: a float copy of all of CIFAR would take ~600 MB.
-        Token ids are not normalised: mean 0, std 1 per position.
-        """
+        """Per-channel mean and (population) std of x_train / 255, for input normalization, accumulated in
+        float64 chunks (a float copy of all of CIFAR: ~600 MB). Token ids are not normalised: 0 and 1."""
         n, c = self.x_train.shape[:2]
         if self.is_tokens:
             return (0.0,) * int(c), (1.0,) * int(c)

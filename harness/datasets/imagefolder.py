@@ -97,12 +97,12 @@ def _load_imagefolder(name: str, path: Path, subset: int | None, cache_dir: Path
         identity.append(_identity_key("test", len(test.files), test_content))
         m = _test_count(subset, len(test.files))
         if m < len(test.files):
-            x_test, y_test = _decode_test_subset(test, test_content, m, cache_dir)
+            x_test, y_test, test_files = _decode_test_subset(test, test_content, m, cache_dir)
         else:
             x_test = _cached_decode(test, "test", test_content, m, cache_dir) if m else _empty_like(x_train)
-            y_test = test.labels
+            y_test, test_files = test.labels, test.files
     else:
-        x_test, y_test = _empty_like(x_train), np.zeros(0, dtype=np.int64)
+        x_test, y_test, test_files = _empty_like(x_train), np.zeros(0, dtype=np.int64), ()
 
     x_train, x_test = _match_channels(x_train, x_test)
     if len(x_test) and x_test.shape[1:] != x_train.shape[1:]:
@@ -120,6 +120,7 @@ def _load_imagefolder(name: str, path: Path, subset: int | None, cache_dir: Path
         full_train_size=len(train.files),
         fingerprint=hashlib.sha256("\n".join(identity).encode()).hexdigest()[:16],
         sample_names=tuple(Path(os.path.relpath(f, path)).as_posix() for f in train.files[:n]),
+        test_sample_names=tuple(Path(os.path.relpath(f, path)).as_posix() for f in test_files),
     )
 
 
@@ -341,7 +342,8 @@ def _inside(path: str, folder: str) -> bool:
     return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
 
 
-def _decode_test_subset(test: _Split, content: str, m: int, cache_dir: Path) -> tuple[np.ndarray, np.ndarray]:
+def _decode_test_subset(test: _Split, content: str, m: int,
+                        cache_dir: Path) -> tuple[np.ndarray, np.ndarray, tuple[Path, ...]]:
     """The `m` test images kept under `--subset` (`harness.datasets.base._test_keep`: round robin over
     the classes, in canonical order), decoded through the cache as the prefix of the split listed in
     round-robin order: its own cache file, the fingerprint untouched, and the gray rule still decided
@@ -351,7 +353,8 @@ def _decode_test_subset(test: _Split, content: str, m: int, cache_dir: Path) -> 
     key = hashlib.sha256(f"round robin\n{content}".encode()).hexdigest()
     kept = order[:m]
     back = np.argsort(kept)  # round-robin order -> canonical order
-    return np.ascontiguousarray(_cached_decode(listing, "test", key, m, cache_dir)[back]), test.labels[kept[back]]
+    pixels = np.ascontiguousarray(_cached_decode(listing, "test", key, m, cache_dir)[back])
+    return pixels, test.labels[kept[back]], tuple(test.files[i] for i in kept[back])
 
 
 def _identity_key(split_name: str, count: int, content: str) -> str:

@@ -29,7 +29,10 @@ distance: 1 - pixel correlation for images, Euclidean in standard deviations for
 0 for exact copies; labels, files; pairs whose labels differ first), `figures/duplicates.png`
 draws the first k/2 pairs, and every suspects CSV gains `duplicates` (the sample's partners,
 `;`-separated) and `duplicate_labels_differ` (a copy of the sample, or a partner of one, has
-another label: `partner_columns`).
+another label: `partner_columns`). With a test split, `suspects/train_test_duplicates.csv` lists the
+test samples that copy a training sample (test, train, distance, both labels and files; by the same
+features and radius), `figures/train_test_duplicates.png` draws the first k/2, and a warning says
+how many: test accuracy counts them as generalisation.
 
 Parameters (`--task-arg suspects.NAME=VALUE`): `k` (40, at most 400: the grid's images and the
 rows' k), `by` (the proxy to sort and draw by; default csl when selected, else the first
@@ -57,7 +60,7 @@ from harness.config import ExperimentConfig
 from harness.datasets import Dataset
 from harness.errors import HarnessError
 from harness.metrics import precision_at_k
-from harness.near_duplicates import MODES, THRESHOLD, find_pairs
+from harness.near_duplicates import MODES, THRESHOLD, find_duplicates
 from harness.recorders import RecorderRequest
 from harness.runspec import DataSpec, RunSpec
 from harness.tasks.base import EvalContext, Row, Setting, Task, positive_int, register_task
@@ -127,9 +130,11 @@ class Suspects(Task):
     def settings(self, cfg: ExperimentConfig, base_data: DataSpec, dataset: Dataset) -> list[Setting]:
         n, values = len(dataset.x_train), dataset.x_train[0].numel() if len(dataset.x_train) else 0
         searched = dataset.x_train.dtype.is_floating_point or dataset.x_train.dtype == torch.uint8  # not token ids
-        if self.params["duplicates"] == "near" and searched and n * n * values > MAX_NEAR_WORK:  # before training
-            raise HarnessError(f"suspects: a near-duplicate search over {n} samples of {values} values would take "
-                               f"an hour or more (it grows as N^2; {MAX_NEAR_WORK:.1e} N^2 x values at most, 16 x "
+        work = n * (n + len(dataset.x_test)) * values  # the training set against itself and the test split
+        if self.params["duplicates"] == "near" and searched and work > MAX_NEAR_WORK:  # before training
+            test = f" (and {len(dataset.x_test)} test samples)" if len(dataset.x_test) else ""
+            raise HarnessError(f"suspects: a near-duplicate search over {n} samples{test} of {values} values would "
+                               f"take an hour or more (it grows as N^2; {MAX_NEAR_WORK:.1e} N^2 x values at most, 16 x "
                                "CIFAR-10's 50,000 images); pass --task-arg suspects.duplicates=exact (byte-equal "
                                "copies only) or suspects.duplicates=off")
         if self.params["k"] >= n:
@@ -263,7 +268,7 @@ def duplicate_pairs(ctx: EvalContext, mode: str, threshold: float, k: int) -> pd
     if mode == "off":
         return None
     dataset, labels = ctx.data.dataset, np.asarray(ctx.data.labels)
-    pairs = find_pairs(dataset.x_train, mode, threshold)
+    pairs, copies = find_duplicates(dataset.x_train, dataset.x_test, mode, threshold)
     pairs["label_a"], pairs["label_b"] = labels[pairs["a"]], labels[pairs["b"]]
     pairs["labels_differ"] = pairs["label_a"] != pairs["label_b"]
     if dataset.sample_names is not None:
@@ -279,4 +284,38 @@ def duplicate_pairs(ctx: EvalContext, mode: str, threshold: float, k: int) -> pd
         figure = plot_pairs(drawn, pictures(ctx, set(drawn["a"]) | set(drawn["b"])), out / "figures" / "duplicates.png",
                             list(dataset.classes), COLUMNS, total=len(pairs))
         ctx.artifacts.setdefault("figures", []).append(str(figure.relative_to(out)))
+    if len(dataset.x_test):
+        test_copies(ctx, copies, k)
     return pairs
+
+
+def test_copies(ctx: EvalContext, copies: pd.DataFrame, k: int) -> None:
+    """The test samples that copy a training sample (test, train, distance), written to
+    `suspects/train_test_duplicates.csv` with both labels and files, pairs whose labels differ first,
+    the first k/2 drawn; a warning says how many, since test accuracy counts them as generalisation."""
+    dataset, labels = ctx.data.dataset, np.asarray(ctx.data.labels)
+    copies["label_test"], copies["label_train"] = dataset.y_test.numpy()[copies["test"]], labels[copies["train"]]
+    copies["labels_differ"] = copies["label_test"] != copies["label_train"]
+    column = sample_column(dataset)
+    if dataset.test_sample_names is not None:
+        copies[f"{column}_test"] = np.asarray(dataset.test_sample_names, dtype=object)[copies["test"]]
+    if dataset.sample_names is not None:
+        copies[f"{column}_train"] = np.asarray(dataset.sample_names, dtype=object)[copies["train"]]
+    copies = copies.sort_values("labels_differ", ascending=False, kind="stable").reset_index(drop=True)
+    ctx.keep_table("suspects", "suspects/train_test_duplicates.csv", copies)
+    if len(copies):
+        found, differ = copies["test"].nunique(), int(copies.drop_duplicates("test")["labels_differ"].sum())
+        where = " (suspects/train_test_duplicates.csv)" if ctx.out is not None else ""
+        warnings.warn(f"suspects: {found} of the {len(dataset.x_test)} test samples copy a training sample, {differ} "
+                      f"under another label{where}: the test accuracy counts them as generalisation", stacklevel=2)
+    drawn = copies.head(max(1, k // 2))
+    if dataset.is_image and len(drawn) and ctx.out is not None:
+        from harness.plots import plot_pairs
+
+        out = Path(ctx.out)
+        test_images = dataset.x_test[torch.as_tensor(sorted(set(drawn["test"])), dtype=torch.long)].numpy()
+        pairs = drawn.rename(columns={"test": "a", "train": "b", "label_test": "label_a", "label_train": "label_b"})
+        figure = plot_pairs(pairs, pictures(ctx, set(drawn["train"])), out / "figures" / "train_test_duplicates.png",
+                            list(dataset.classes), COLUMNS, total=len(copies),
+                            pictures_a=dict(zip(sorted(set(drawn["test"])), test_images)), names=("test", "train"))
+        ctx.artifacts.setdefault("figures", []).append(str(figure.relative_to(out)))
