@@ -119,15 +119,15 @@ class Experiment:
         return self.planner.jobs(pending, self.device, self.executor)
 
     def execute(self) -> RunnerResult:
-        """Train what the store lacks and store it (`harness.runner.Runner.run`)."""
-        self.store.create()
+        """Train what the store lacks and store it (`harness.runner.Runner.run`, which creates the store)."""
         done, todo = self.pending()
         return Runner(self.store, self.executor, self.plan.runs, self.jobs).run(done, todo)
 
     def run(self) -> ExperimentResult:
         with self.timer("load"):
-            self.store.create()
-            self.store.clean()
+            if self.store.root.is_dir():  # a new store is created once the executor has its workers
+                self.store.create()
+                self.store.clean()
         loading = self.timer.seconds["load"]
         t0 = time.perf_counter()
         ran = self.execute()

@@ -51,6 +51,9 @@ class Runner:
         result = RunnerResult(runs=dict(done), reused=[spec.label() for spec in done])
         try:
             self.store.require_writable([spec.label() for spec, _ in todo])  # a read-only store: before training
+            if todo:  # a Ray cluster that cannot be joined left an empty store behind
+                self.executor.start()
+            self.store.create()
             while todo:
                 waiting = self._train_claimed(todo, result)
                 todo = []

@@ -86,7 +86,7 @@ def test_tasks_tables_are_in_the_result_without_out(tmp_path) -> None:
     assert written.reused and not written.trained  # the same runs: the same tables
     assert sorted(alone.tables) == sorted(written.tables) == sorted(written.outputs["suspects"]) == [
         "suspects/duplicates.csv", "suspects/suspects.csv", "suspects/suspects_seed0.csv",
-        "suspects/suspects_seed1.csv"]
+        "suspects/suspects_seed1.csv", "suspects/train_test_duplicates.csv"]
     for name, table in alone.tables.items():
         on_disk = pd.read_csv(tmp_path / "out" / name)
         pd.testing.assert_frame_equal(pd.read_csv(io.StringIO(table.to_csv(index=False))), on_disk)

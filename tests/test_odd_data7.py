@@ -130,7 +130,7 @@ def test_suspects_warns_when_its_top_k_is_every_sample() -> None:
     from harness.tasks.suspects import Suspects
 
     cfg = SimpleNamespace(seeds=[0])
-    small = SimpleNamespace(x_train=torch.zeros(20, 3))
+    small = SimpleNamespace(x_train=torch.zeros(20, 3), x_test=torch.zeros(0, 3))
     with pytest.warns(UserWarning, match="suspects.k 40 is not below the N=20 training samples"):
         assert len(Suspects().settings(cfg, None, small)) == 1
     with warnings.catch_warnings():

@@ -265,7 +265,7 @@ def test_a_bad_ray_address_is_one_error_line_in_seconds(short_tmp, address) -> N
     assert code == 2, f"exit {code} after {seconds:.0f} s\n{err[-2000:]}"
     assert seconds < 15 + 10  # 15 s promised, plus Python, torch and Ray imports on a busy machine
     assert len(error_lines(err)) == 1 and "Traceback" not in err, err
-    assert not (short_tmp / "out").exists()
+    assert not (short_tmp / "out").exists() and not (short_tmp / "store").exists()
 
 
 @pytest.mark.parametrize("address, parsed", [("h:1", ("h", 1)), ("10.0.0.5:6379", ("10.0.0.5", 6379)),
@@ -334,6 +334,7 @@ def test_a_cluster_that_refuses_the_driver_is_one_error_line(ray_head, short_tmp
     assert retries <= 2 * ray_executor.JOIN_WAIT_S, f"{retries} join attempts\n{err[-2000:]}"
     lines = error_lines(err)
     assert len(lines) == 1 and "RAY_AUTH_MODE=token" in lines[0] and "Traceback" not in err, err
+    assert not (short_tmp / "store").exists()  # the join comes before the store is made: nothing left behind
 
 
 def test_auto_joins_the_cluster_ray_start_recorded(ray_head) -> None:

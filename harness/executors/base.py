@@ -94,6 +94,11 @@ class Executor(ABC):
         consumer, a storage error) cancels the jobs still outstanding. An executor that loses its
         workers altogether raises a StorageError subclass (`WorkersLost`): one line, exit 1."""
 
+    def start(self) -> None:
+        """Reach the workers before anything is written (idempotent; `run` starts them too): a cluster
+        that cannot be joined is refused before the run store is created."""
+        return None
+
     def close(self) -> None:
         """Let go of workers kept between `run` calls (idempotent; a later `run` starts anew)."""
         return None

@@ -260,6 +260,9 @@ class RayExecutor(Executor):
             placed = JobPlacement("cuda", placed.threads, placed.progress, placed.num_cpus, placed.num_gpus)
         return placed
 
+    def start(self) -> None:
+        self._init()
+
     def _init(self) -> None:
         if not ray.is_initialized():
             if self.target:
