@@ -103,3 +103,28 @@ def test_path_mistakes_say_what_is_wrong(tmp_path, tok, capsys) -> None:
     assert main(["run", "--tasks", "mislabeled", "--noisy-labels", str(tmp_path / "nan.npy"), *common[2:]]) == 2
     assert "hold 2 NaN (missing labels, first at sample 3)" in capsys.readouterr().err
     assert not (tmp_path / "s").exists()
+
+
+def test_a_test_text_that_copies_a_training_text_is_listed_by_both_texts(tmp_path, tok) -> None:
+    """`suspects/train_test_duplicates.csv` names a text pair by its texts (`text_test`, `text_train`),
+    the test texts kept under --subset included; token ids are matched by exact copies only."""
+    import datasets
+    import numpy as np
+
+    from harness.near_duplicates import find_duplicates
+
+    texts, _ = tiny.text_corpus(60)
+    train, test = texts[:40], texts[40:]
+    test[7] = train[12]  # a leaked test text
+    features = datasets.Features({"sentence": datasets.Value("string"), "label": datasets.ClassLabel(names=["a", "b"])})
+    splits = {name: datasets.Dataset.from_dict({"sentence": t, "label": [i % 2 for i in range(len(t))]},
+                                               features=features) for name, t in (("train", train), ("test", test))}
+    datasets.DatasetDict(splits).save_to_disk(str(tmp_path / "dd"))
+    data = load_dataset(f"hf:{tmp_path / 'dd'},tokenizer={tok}")
+    assert data.test_sample_names == tuple(test)
+    _, copies = find_duplicates(data.x_train, data.x_test)
+    assert copies[["test", "train"]].values.tolist() == [[7, 12]]
+    names = np.asarray(data.test_sample_names, dtype=object)
+    assert names[7] == data.sample_names[12] == train[12]
+    kept = load_dataset(f"hf:{tmp_path / 'dd'},tokenizer={tok}", subset=10)  # keeps every test text (at most 1,000)
+    assert kept.test_sample_names == tuple(test) and len(kept.x_train) == 10

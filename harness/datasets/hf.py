@@ -41,7 +41,7 @@ from typing import Any
 
 import numpy as np
 
-from harness.datasets.base import Dataset, LoadRequest, _make, register_dataset
+from harness.datasets.base import Dataset, LoadRequest, _make, _test_keep, register_dataset
 from harness.datasets.hf_text import pad, tokenize
 from harness.datasets.npz import _npz_classes
 from harness.datasets.pixels import decode_row, match_splits, stack
@@ -159,7 +159,9 @@ def _load_hf(request: LoadRequest) -> Dataset:
     if column_kind == "image":
         return dataset
     texts = train[column][: dataset.n_train]  # a suspect's text is what its reader needs, not its row number
-    return replace(dataset, sample_names=tuple(texts))
+    kept = _test_keep(np.asarray(y_test), request.subset) if test is not None else []
+    test_texts = tuple(test[column][int(i)] for i in kept) if test is not None else None
+    return replace(dataset, sample_names=tuple(texts), test_sample_names=test_texts)
 
 
 # --------------------------------------------------------------------------------------------
