@@ -159,8 +159,9 @@ def _load_hf(request: LoadRequest) -> Dataset:
     if column_kind == "image":
         return dataset
     texts = train[column][: dataset.n_train]  # a suspect's text is what its reader needs, not its row number
-    kept = _test_keep(np.asarray(y_test), request.subset) if test is not None else []
-    test_texts = tuple(test[column][int(i)] for i in kept) if test is not None else None
+    test_texts = None
+    if test is not None:  # the test texts kept, as `_make` kept their ids
+        test_texts = tuple(test[column][int(i)] for i in _test_keep(np.asarray(y_test), request.subset))
     return replace(dataset, sample_names=tuple(texts), test_sample_names=test_texts)
 
 
