@@ -272,6 +272,10 @@ def cmd_run(args: argparse.Namespace) -> int:
                           else "exact copies" if exact else "copies and near copies")
                 say(f"duplicates: {cfg.out / 'suspects' / 'duplicates.csv'}  ({copies} among the training samples, "
                     "pairs with different labels first)")
+                if "suspects/train_test_duplicates.csv" in result.outputs["suspects"]:
+                    found = result.tables["suspects/train_test_duplicates.csv"]["test"].nunique()
+                    say(f"test copies: {cfg.out / 'suspects' / 'train_test_duplicates.csv'}  ({found} of the "
+                        f"{len(exp.dataset.x_test)} test samples copy a training sample)")
     say(format_phases(result.phase_seconds), err=True)
     if result.failures:
         say(f"{len(result.failures)} failure(s):", err=True)

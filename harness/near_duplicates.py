@@ -26,8 +26,9 @@ feature's spread), 20 of 20 are found and nothing else, where the correlation fo
 are such a table, as they are to the model; saved (N, H, W) they are compared as pixels.
 
 Token ids (text) have no meaningful distance, so there only exact copies are found. Exact copies
-are always found, in every mode, at distance 0, each paired with the first of its copies (m
-copies: m - 1 pairs, not m(m - 1)/2).
+are always found, in every mode, at distance 0 (and only they: a near copy reports at least
+`NEAR_FLOOR`, also one whose pixels correlate perfectly, as a brightness change does), each paired
+with the first of its copies (m copies: m - 1 pairs, not m(m - 1)/2).
 
 A test split is searched against the training samples with the same features and radius (the
 training set's median nearest-neighbour distance; a table standardised by the training set's
@@ -51,6 +52,9 @@ NEIGHBOURS = 10
 MODES = ("near", "exact", "off")
 COLUMNS = ["a", "b", "distance"]
 TEST_COLUMNS = ["test", "train", "distance"]
+#: The least distance a near pair reports: 0 is kept for exact (byte-equal) copies, and a brightness or
+#: contrast change correlates perfectly (1 - cos rounded to 0 for half of such copies).
+NEAR_FLOOR = 1e-9
 
 
 def find_pairs(x: torch.Tensor, mode: str = "near", threshold: float = THRESHOLD,
@@ -131,7 +135,7 @@ class _Space:
         self.radius = threshold * float(np.median(distance.min(axis=1)))
         i, j = np.nonzero(distance <= self.radius)
         a, b = self.keep[i], self.keep[neighbour[i, j]]
-        return [(int(min(p, q)), int(max(p, q)), float(d)) for p, q, d in zip(a, b, distance[i, j])]
+        return [(int(min(p, q)), int(max(p, q)), max(float(d), NEAR_FLOOR)) for p, q, d in zip(a, b, distance[i, j])]
 
     def across(self, rows: np.ndarray, threshold: float, k: int) -> list[tuple[int, int, float]]:
         """(row, training sample, distance) within the radius `within` set, among each row's k nearest."""
@@ -142,7 +146,8 @@ class _Space:
             return []
         distance, neighbour = self._neighbours(features, min(k, len(self.keep)))
         i, j = np.nonzero(distance <= self.radius)
-        return [(int(t), int(self.keep[m]), float(d)) for t, m, d in zip(kept[i], neighbour[i, j], distance[i, j])]
+        return [(int(t), int(self.keep[m]), max(float(d), NEAR_FLOOR))
+                for t, m, d in zip(kept[i], neighbour[i, j], distance[i, j])]
 
     def _neighbours(self, queries: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray]:
         from sklearn.neighbors import NearestNeighbors  # ~1.5 s of imports: paid by the first search

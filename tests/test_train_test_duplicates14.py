@@ -156,3 +156,23 @@ def test_no_test_split_and_a_dataset_without_names_write_what_they_have(tmp_path
                                 subset=300, store=tmp_path / "store", executor="inprocess", progress=False)
     table = result.tables["suspects/train_test_duplicates.csv"]
     assert list(table.columns) == ["test", "train", "distance", "label_test", "label_train", "labels_differ"]
+
+
+def test_distance_zero_is_a_byte_equal_copy_only() -> None:
+    """A brightness shift correlates perfectly: 1 - cos rounded to exactly 0 for half of such copies,
+    so `distance == 0` miscounted byte-equal copies. Near pairs now report at least NEAR_FLOOR."""
+    from harness.near_duplicates import NEAR_FLOOR
+
+    rng = np.random.default_rng(6)
+    train = rng.integers(0, 200, (100, 3, 8, 8), dtype=np.uint8)
+    test = rng.integers(0, 200, (12, 3, 8, 8), dtype=np.uint8)
+    for j in range(10):
+        test[j] = train[j] + 1 + j  # brighter, not clipped: correlation 1
+    test[11] = train[50]  # byte-equal
+    train[61] = train[60] + 3
+    pairs, copies = find_duplicates(torch.from_numpy(train), torch.from_numpy(test))
+    exact = copies[copies["distance"] == 0]
+    assert exact[["test", "train"]].values.tolist() == [[11, 50]]
+    shifted = copies[copies["test"] < 10]
+    assert len(shifted) == 10 and (shifted["distance"] >= NEAR_FLOOR).all() and (shifted["distance"] < 1e-6).all()
+    assert pairs[["a", "b"]].values.tolist() == [[60, 61]] and pairs["distance"].iloc[0] >= NEAR_FLOOR

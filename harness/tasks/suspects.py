@@ -134,9 +134,10 @@ class Suspects(Task):
         if self.params["duplicates"] == "near" and searched and work > MAX_NEAR_WORK:  # before training
             test = f" (and {len(dataset.x_test)} test samples)" if len(dataset.x_test) else ""
             raise HarnessError(f"suspects: a near-duplicate search over {n} samples{test} of {values} values would "
-                               f"take an hour or more (it grows as N^2; {MAX_NEAR_WORK:.1e} N^2 x values at most, 16 x "
-                               "CIFAR-10's 50,000 images); pass --task-arg suspects.duplicates=exact (byte-equal "
-                               "copies only) or suspects.duplicates=off")
+                               f"take an hour or more (it grows as N x (N + test samples); {MAX_NEAR_WORK:.1e} x "
+                               "values at most, 16 x CIFAR-10's 50,000 images); pass --task-arg "
+                               "suspects.duplicates=exact (byte-equal copies only) or --task-arg "
+                               "suspects.duplicates=off")
         if self.params["k"] >= n:
             warnings.warn(f"suspects.k {self.params['k']} is not below the N={n} training samples: every proxy's "
                           "top k is every sample, so predicted_other_at_k is the same number for all of them (the "
