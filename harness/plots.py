@@ -310,7 +310,7 @@ def plot_pairs(pairs: pd.DataFrame, pictures: Mapping[int, np.ndarray], path: st
     longest = max([0] + [len(f"{names[1] if names else ''} #{int(i)} {classes[int(c)] if classes else int(c)}")
                          for r in pairs.itertuples(index=False) for i, c in ((r.a, r.label_a), (r.b, r.label_b))])
     width = max(1.1, 0.065 * longest)  # as plot_suspects: "train #29429 automobile" overlapped its neighbour at 1.1 in
-    fig = new_figure((per_row * 2 * width, rows * 1.3 + 0.4))
+    fig = new_figure((per_row * 2 * width, rows * 1.45 + 0.4))  # two caption lines above each row
     shown = f"the first {len(pairs)} of {total}" if total is not None and total > len(pairs) else f"{len(pairs)}"
     across = f" ({names[0]}, {names[1]})" if names else ""
     fig.suptitle(f"{shown} duplicate pair(s){across}, different labels first (d = 1 - pixel correlation)", fontsize=8)
