@@ -189,9 +189,10 @@ def _centred(channels: int) -> Features:
 
 
 def _standardised(train: np.ndarray) -> Features:
-    """Rows with every feature standardised by the training set's mean and spread (a feature that
-    never varies there adds nothing), for the Euclidean metric."""
+    """Rows with every feature standardised by the training set's mean and spread, for the Euclidean
+    metric. A feature that never varies in training weighs nothing, for test rows too: it has no
+    spread to measure a difference in, and in its raw units it would outweigh every other feature."""
     mean = train.mean(axis=0, dtype=np.float64).astype(np.float32)
     spread = train.std(axis=0, dtype=np.float64)
-    scale = np.where(spread > 0, spread, 1.0).astype(np.float32)
-    return lambda rows: ((rows - mean) / scale, np.arange(len(rows)))
+    weight = np.where(spread > 0, 1.0 / np.where(spread > 0, spread, 1.0), 0.0).astype(np.float32)
+    return lambda rows: ((rows - mean) * weight, np.arange(len(rows)))

@@ -82,6 +82,22 @@ def test_a_table_is_standardised_by_the_training_sets_statistics() -> None:
     assert none.empty
 
 
+def test_a_feature_constant_in_training_weighs_nothing_for_test_rows() -> None:
+    """A column that never varies in training (a site id, a unit) has no spread to measure a test
+    row's difference in: a re-measured training row whose constant column reads otherwise is still
+    its copy, and the column does not make every other test row far."""
+    rng = np.random.default_rng(4)
+    train = rng.normal(size=(300, 5)).astype(np.float32)
+    train[:, 2] = 7.0
+    test = rng.normal(size=(40, 5)).astype(np.float32)
+    test[:, 2] = 1000.0
+    test[5] = train[11] + 0.02 * rng.normal(size=5).astype(np.float32)
+    test[5, 2] = 1000.0
+    as_table = lambda a: torch.from_numpy(a).reshape(len(a), 5, 1, 1)  # noqa: E731
+    _, copies = find_duplicates(as_table(train), as_table(test))
+    assert set(zip(copies["test"], copies["train"])) == {(5, 11)}
+
+
 def test_token_ids_are_matched_by_exact_copies_only() -> None:
     train = torch.randint(1, 50, (30, 12, 1, 1))
     test = torch.randint(1, 50, (10, 12, 1, 1))
