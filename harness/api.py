@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from harness import config as _config
-from harness.api_wording import keyword_errors
+from harness.api_wording import keyword_errors, keyword_warnings
 from harness.config import ExperimentConfig
 from harness.errors import HarnessError
 from harness.options import DEFAULT_NOISE_RATES, DEFAULT_REFERENCE, Context, Option, keyword_options, table
@@ -64,7 +64,7 @@ def run_experiment(**options: Any) -> ExperimentResult:
     `harness.errors.Interrupted`, a KeyboardInterrupt (an `except Exception` does not catch it),
     once the runs trained so far are stored: the same call again resumes.
     """
-    with host_state_kept(), keyword_errors():  # the imports too: a library may draw from `random`
+    with host_state_kept(), keyword_errors(), keyword_warnings():  # the imports too: a library may draw from `random`
         cfg = build_config(**options)
         from harness.experiment import Experiment
 
@@ -129,7 +129,7 @@ run_experiment.__doc__ = (run_experiment.__doc__ or "") + _options_doc()
 def experiment_config(**options: Any) -> ExperimentConfig:
     """The validated config `run_experiment(**options)` runs; options not given take their defaults.
     Errors name keywords (`build_config` is the same, naming the CLI's flags)."""
-    with keyword_errors():
+    with keyword_errors(), keyword_warnings():
         return build_config(**options)
 
 

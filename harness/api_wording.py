@@ -1,13 +1,16 @@
 """Error messages in the caller's words: the checks name the CLI's flags ("fix --epochs", "pass
 --overwrite"), which a notebook calling `run_experiment(epochs=0)` has never typed. Raised from the
 API, each flag of the option table becomes its keyword ("fix epochs", "pass overwrite=True"); a flag
-inside backticks stays, since it is part of a command to run (`python -m harness list`)."""
+inside backticks stays, since it is part of a command to run (`python -m harness list`). Warnings
+shown while the API runs are worded so too (`keyword_warnings`)."""
 
 from __future__ import annotations
 
 import re
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from harness.errors import HarnessError
 from harness.options import Option, table
@@ -32,6 +35,36 @@ def keyword_errors() -> Iterator[None]:
         if error.args and isinstance(error.args[0], str):
             error.args = (as_keywords(error.args[0]), *error.args[1:])
         raise
+
+
+@contextmanager
+def keyword_warnings() -> Iterator[None]:
+    """Warnings shown inside name keywords, not flags. The rewording sits in `warnings.showwarning`,
+    after the filters have chosen what to show, so `filterwarnings`, `catch_warnings(record=True)` and
+    `pytest.warns` outside still see every warning, in these words, when it happens."""
+    shown = warnings.showwarning
+
+    def reworded(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                 file: Any = None, line: str | None = None) -> None:
+        shown(_reworded(message), category, filename, lineno, file, line)
+
+    warnings.showwarning = reworded
+    try:
+        yield
+    finally:
+        warnings.showwarning = shown
+
+
+def _reworded(message: Warning | str) -> Warning | str:
+    text = str(message)
+    if "--" not in text:
+        return message
+    if isinstance(message, str):
+        return as_keywords(text)
+    try:  # a warning class whose constructor takes more than the text keeps its words
+        return type(message)(as_keywords(text))
+    except Exception:
+        return message
 
 
 def _words(text: str) -> str:

@@ -126,3 +126,22 @@ def test_a_failed_proxy_is_a_warning_from_python(tmp_path, monkeypatch) -> None:
                                 device="cpu", bootstrap=0, store=tmp_path / "store", progress=False)
     assert len(result.failures) == 1 and set(result.leaderboard["proxy"]) == {"aum"}
     assert np.isfinite(result.scores["noise=0.1_seed0"]["aum"]).all()
+
+
+def test_api_warnings_name_keywords_and_the_cli_builders_name_flags() -> None:
+    """A warning shown while the API runs names keywords too; `build_config` (the CLI's) keeps the
+    flags, and the warnings hook is put back however the call ends."""
+    import warnings
+
+    from harness.api import build_config
+
+    hook = warnings.showwarning
+    with pytest.warns(UserWarning) as shown:
+        experiment_config(bootstrap=10)
+    [message] = [str(w.message) for w in shown]
+    assert message.startswith("bootstrap=10: with fewer than 100 resamples") and "--" not in message
+    with pytest.warns(UserWarning, match=r"^--bootstrap 10: with fewer than 100 resamples"):
+        build_config(bootstrap=10)
+    with pytest.raises(HarnessError):
+        experiment_config(bootstrap=10, epochs=0)
+    assert warnings.showwarning is hook
