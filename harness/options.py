@@ -12,10 +12,9 @@ experiment's identity). From `OPTIONS` are generated:
 - `ExperimentConfig.validate()`: each option's `check`, in table order, once per config,
 - the experiment identity (`harness.config.experiment_id`: every field but the runtime ones).
 
-Adding an option is adding one entry here (and reading it where it acts). Checks that span several
-options (the mislabeled task needs noise rates, the precision agrees with the recipe) live in
-`ExperimentConfig.validate`; executor options are checked by their executor
-(`harness.executors.validate_executor`); task and proxy parameters by their constructors.
+Adding an option is one entry here (and reading it where it acts). Checks spanning several options
+(mislabeled needs noise rates, the precision agrees with the recipe) live in `ExperimentConfig.validate`,
+executor options' in `harness.executors.validate_executor`, task and proxy parameters' in their constructors.
 """
 
 from __future__ import annotations
@@ -47,6 +46,7 @@ from harness.values import (
     check_integer,
     check_number,
     check_unique,
+    parse_dataset,
     parse_floats,
     parse_key_values,
     parse_names,
@@ -285,7 +285,7 @@ def _path(name: str, help: str, **kwargs: Any) -> Option:
 OPTIONS: tuple[Option, ...] = (
     Option("dataset", "digits", "digits (bundled), cifar10, cifar100, mnist, fashion-mnist, imagefolder:PATH, "
            "npz:PATH or hf:PATH (see `list`)", annotation="str", types=(str,), type_words="str",
-           check=_named("a name", "see `python -m harness list`")),
+           parse=parse_dataset, check=_named("a name", "see `python -m harness list`")),
     Option("proxies", "all", "'all' or a comma-separated list; PROXY(k=v,...) selects a variant, so "
            "'curvature(n=2),curvature(n=10)' compares two side by side (see `list`)", annotation="str",
            parse=parse_selection, check=_proxies, **_NAMES),

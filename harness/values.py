@@ -78,6 +78,14 @@ def check_unique(values: Iterable[Any], what: str, flag: str) -> None:
 
 
 # parsers -----------------------------------------------------------------------------------------
+def parse_dataset(value: str) -> str:
+    """`kind:PATH` with the path's trailing slashes dropped: `imagefolder:/data/c10/` and
+    `imagefolder:/data/c10` are one folder, and the name is written into every result file and the
+    output folder's identity, where two spellings made one experiment refuse the other's --out."""
+    kind, sep, path = value.partition(":")
+    return f"{kind}{sep}{path.rstrip('/') or path[:1]}" if sep else value
+
+
 def parse_path(value: str | os.PathLike | None, name: str) -> Path | None:
     """A path option, with `~` expanded as in every other path memprox reads (`npz:~/x.npz`,
     `--noisy-labels ~/y.npy`): the shell leaves `--out=~/x` and a quoted "~/x" alone, and

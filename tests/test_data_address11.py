@@ -89,3 +89,22 @@ def test_the_address_drops_the_path_only_where_a_content_hash_stands_for_it() ->
     assert digest("digits", "", "/a/l.npz:k", "12" * 8) != digest("digits", "", "/a/l.npz:j", "12" * 8)
     assert [label_file_key(s) for s in ("/a/b.npy", "/a/b.npz", "/a/b.npz:worse", "C:/x/b.npz:k", "/a:b/c.npz")] == [
         "", "", ":worse", ":k", ""]
+
+
+def test_a_trailing_slash_is_the_same_experiment_for_the_output_folder(in_tmp: Path) -> None:
+    """The dataset name is written into the result files and the output folder's identity: a rerun
+    spelled with a trailing `/` was refused as "another experiment" in the same --out."""
+    import pandas as pd
+
+    from harness.api import experiment_config
+    from harness.cli import main
+
+    root = _folder(in_tmp / "mine")
+    assert experiment_config(dataset=f"imagefolder:{root}//").dataset == f"imagefolder:{root}"
+    assert experiment_config(dataset="npz:/").dataset == "npz:/"  # the root keeps its slash
+    argv = ["run", "--proxies", "final_loss", "--tasks", "mislabeled", "--noise-rates", "0.2", "--seeds", "1",
+            "--epochs", "1", "--store", str(in_tmp / "store"), "--out", str(in_tmp / "out"), "--no-progress",
+            "--executor", "inprocess"]
+    assert main([*argv, "--dataset", f"imagefolder:{root}/"]) == 0
+    assert main([*argv, "--dataset", f"imagefolder:{root}"]) == 0
+    assert set(pd.read_csv(in_tmp / "out" / "leaderboard.csv")["dataset"]) == {f"imagefolder:{root}"}
