@@ -188,7 +188,7 @@ def _target(stream: TextIO) -> str:
 def main() -> int:
     """Take Ctrl-C back and handle SIGTERM and SIGHUP, then run the CLI; a signal during the imports
     ends it as after them (Ctrl-C quietly with 130, a stop signal with its line and 128 + its number).
-    The handlers stay until the CLI returns; then these signals are ignored (`_ignore_stop_signals`)."""
+    The handlers stay until the CLI returns; then these signals and Ctrl-C are ignored (`_ignore_stop_signals`)."""
     take_back_ctrl_c()
     _received.clear()
     install_stop_signals()
@@ -220,9 +220,10 @@ def _cwd_exists() -> bool:
 
 
 def _ignore_stop_signals() -> None:
-    """The run is over and its exit code decided: a SIGTERM or SIGHUP now must not change it. Handled,
-    it raised KeyboardInterrupt in an atexit callback (Ray's shutdown: a traceback, Ray half stopped);
-    once the interpreter's teardown had put the default back, it killed a finished run (exit 143).
+    """The run is over and its exit code decided: a Ctrl-C, SIGTERM or SIGHUP now must not change it.
+    Handled, it raised KeyboardInterrupt in an atexit callback (Ray's shutdown of the local Ray: a
+    traceback after the final line, Ray half stopped, where a late Ctrl-C landed); once
+    the interpreter's teardown had put the default back, a SIGTERM killed a finished run (exit 143).
     Ignored signals are the ones the teardown leaves alone."""
-    for sig in STOP_SIGNALS:
+    for sig in (signal.SIGINT, *STOP_SIGNALS):
         signal.signal(sig, signal.SIG_IGN)

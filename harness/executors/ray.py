@@ -352,7 +352,18 @@ class RayExecutor(Executor):
                                             f"({type(e).__name__}); the runs of this job are not stored")
                     bar.update()
                     yield job, outcome
-        finally:  # normal end: nothing left; Ctrl-C or a consumer error: cancel what is outstanding
-            if pending and _head_answers(self.head):  # a lost cluster has nothing left to cancel
-                for ref in pending:
-                    ray.cancel(ref, force=True)
+        finally:  # normal end: nothing left; Ctrl-C or a consumer error: stop what is outstanding
+            if pending:
+                self._stop(pending)
+
+    def _stop(self, pending: dict[ray.ObjectRef, Job]) -> None:
+        """A local Ray this executor started is shut down (its workers with it; the next `run` starts
+        another): `ray.cancel(force=True)` races Ray's own handling of a job that just finished
+        ("Check failed: ... Tried to complete task that was not pending", ray-project/ray#54846),
+        which aborted the driver with exit 1 after the "interrupted" line, 2 of 20 Ctrl-C'd runs here.
+        A joined cluster keeps running, so its jobs are cancelled (the race remains there)."""
+        if self.started_ray:
+            self.shutdown()
+        elif _head_answers(self.head):  # a lost cluster has nothing left to cancel
+            for ref in pending:
+                ray.cancel(ref, force=True)
