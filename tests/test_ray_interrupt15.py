@@ -1,7 +1,8 @@
-"""An interrupted run on the local Ray the executor started shuts that Ray down rather than cancel
-its jobs: `ray.cancel(force=True)` races Ray's handling of a job that has just finished ("Check
-failed: ... Tried to complete task that was not pending", ray-project/ray#54846), and the driver
-died with exit 1 after the "interrupted" line in 2 of 20 Ctrl-C'd runs (0 of 20 after the change)."""
+"""The Ray executor's interrupts and remote failures. An interrupted run on the local Ray the
+executor started shuts that Ray down rather than cancel its jobs: `ray.cancel(force=True)` races
+Ray's handling of a job that has just finished ("Check failed: ... Tried to complete task that was
+not pending", ray-project/ray#54846), and the driver died with exit 1 after the "interrupted" line
+in 2 of 20 Ctrl-C'd runs (0 of 20 after the change). A job failing on another node names it."""
 
 from __future__ import annotations
 
@@ -35,3 +36,34 @@ def test_stopping_with_jobs_outstanding_shuts_the_executors_own_ray_down(make_co
     job, outcome = next(executor.run(jobs[1:2]))  # the next run starts another
     assert not isinstance(outcome, BaseException)
     executor.shutdown()
+
+
+def _missing_data(job: object) -> None:
+    from harness.errors import HarnessError
+
+    raise HarnessError("imagefolder:/data/c10: folder /data/c10 does not exist")
+
+
+def _exits(job: object) -> None:
+    raise SystemExit("stop")
+
+
+def test_a_job_failing_on_another_node_names_that_node() -> None:
+    """A folder missing on a worker node read as missing where memprox runs (where it exists). The
+    remote task is called here as Ray's worker calls it, with the driver's host name."""
+    import socket
+
+    from harness.errors import HarnessError
+    from harness.executors.ray import _call
+
+    here = socket.gethostname()
+    with pytest.raises(HarnessError) as raised:
+        _call(_missing_data, None, "driver-host")
+    assert str(raised.value) == (f"imagefolder:/data/c10: folder /data/c10 does not exist (on Ray node {here}, not "
+                                 "driver-host where memprox runs: every node needs the data, the code and the store "
+                                 "at the same paths)")
+    with pytest.raises(HarnessError, match=r"^imagefolder:/data/c10: folder /data/c10 does not exist$"):
+        _call(_missing_data, None, here)  # the driver's own machine: nothing to add
+    with pytest.raises(Exception, match=rf"stop.*on Ray node {here}") as exited:
+        _call(_exits, None, "driver-host")
+    assert not isinstance(exited.value, SystemExit)  # a failure of the job, not a dead worker

@@ -29,6 +29,7 @@ import os
 import re
 import secrets
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -98,14 +99,28 @@ class ClusterLost(WorkersLost):
     every run already stored is kept and a rerun resumes."""
 
 
-def _call(fn: JobFn, job: Job):
+def _call(fn: JobFn, job: Job, driver: str = ""):
     """The remote task: `fn` travels as an argument, so any picklable callable (a partial) works.
     A SystemExit from the job's code becomes the job's failure: Ray would take it for a crashed
-    worker, retry the job and report a dead worker (KeyboardInterrupt is Ray's cancellation)."""
+    worker, retry the job and report a dead worker (KeyboardInterrupt is Ray's cancellation). A
+    failure on another machine than the driver's (`driver`: its host name) names that node."""
     try:
         return fn(job)
     except SystemExit as e:
-        raise portable(e) from None
+        raise _on_node(portable(e), driver) from None
+    except Exception as e:
+        _on_node(e, driver)
+        raise
+
+
+def _on_node(error: Exception, driver: str) -> Exception:
+    """`error` with the node named, when it is not the driver's machine: "folder /data/c10 does not
+    exist" sent the user to a folder that exists where memprox was started."""
+    host = socket.gethostname()
+    if driver and host != driver and error.args and isinstance(error.args[0], str):
+        error.args = (f"{error.args[0]} (on Ray node {host}, not {driver} where memprox runs: every node needs "
+                      "the data, the code and the store at the same paths)", *error.args[1:])
+    return error
 
 
 def _job_error(error: RayTaskError) -> BaseException:
@@ -330,7 +345,7 @@ class RayExecutor(Executor):
         fn = ray.put(self.fn or run_job)
         pending = {
             remote.options(num_cpus=job.num_cpus, num_gpus=job.num_gpus, max_retries=MAX_RETRIES,
-                           retry_exceptions=False, name=job.label()[:100]).remote(fn, job): job
+                           retry_exceptions=False, name=job.label()[:100]).remote(fn, job, socket.gethostname()): job
             for job in jobs
         }
         slots = max(1, int(ray.cluster_resources().get("CPU", 1) // max(j.num_cpus for j in jobs)))
