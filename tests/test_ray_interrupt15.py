@@ -9,39 +9,49 @@ from __future__ import annotations
 import pytest
 
 from harness.experiment import Experiment
+from harness.jobs import JobResult
 
 ray = pytest.importorskip("ray")
 
 
-def test_stopping_with_jobs_outstanding_shuts_the_executors_own_ray_down(make_config, tmp_path,
-                                                                         monkeypatch) -> None:
+def test_stopping_with_jobs_outstanding_shuts_memproxs_own_ray_down(make_config, tmp_path, monkeypatch) -> None:
+    """Also when an earlier executor started that Ray (a notebook's second run_experiment), and the
+    next run watches the new Ray's head, not the old one's (a job outlasting LOST_AFTER_S was lost)."""
     from harness.executors.ray import RayExecutor
+    from harness.executors.ray_cluster import split_address
 
     if ray.is_initialized():
         pytest.skip("needs a process without Ray: the executor starts its own")
     cancelled: list[object] = []
     monkeypatch.setattr(ray, "cancel", lambda ref, **kw: cancelled.append(ref))
-    cfg = make_config(executor="ray", workers=1, seeds=(0, 1), store=tmp_path / "store", out=None)
-    executor = RayExecutor(workers=1, progress=False)
-    exp = Experiment(cfg, executor=executor)
+    cfg = make_config(executor="ray", workers=1, seeds=(0, 1, 2), store=tmp_path / "store", out=None)
+    first = RayExecutor(workers=1, progress=False)
+    exp = Experiment(cfg, executor=first)
     _, todo = exp.pending()
     jobs = exp.jobs(todo)
-    assert len(jobs) >= 2  # one CPU: the others wait while the first trains
+    assert len(jobs) >= 3  # one CPU: the others wait while one trains
     exp.store.create()
-    outcomes = executor.run(jobs)
+    assert [type(outcome) for _, outcome in first.run(jobs[:1])] == [JobResult]  # Ray stays up for the next
+    second = RayExecutor(workers=1, progress=False)
+    assert ray.is_initialized() and second.started_ray
+    outcomes = second.run(jobs[1:])
     job, outcome = next(outcomes)
-    assert not isinstance(outcome, BaseException) and executor.started_ray
+    assert isinstance(outcome, JobResult)
     outcomes.close()  # as a Ctrl-C or a failed store write in the consumer
-    assert not ray.is_initialized() and not executor.started_ray and cancelled == []
-    job, outcome = next(executor.run(jobs[1:2]))  # the next run starts another
-    assert not isinstance(outcome, BaseException)
-    executor.shutdown()
+    assert not ray.is_initialized() and not second.started_ray and cancelled == [] and second.head is None
+    job, outcome = next(second.run(jobs[1:2]))  # the next run starts another
+    assert isinstance(outcome, JobResult)
+    assert second.head == split_address(ray.get_runtime_context().gcs_address)
+    second.shutdown()
+    ray.init(address="local", num_cpus=1, include_dashboard=False, log_to_driver=False)
+    try:  # a Ray the caller started is the caller's: its jobs are cancelled, it keeps running
+        assert not RayExecutor(workers=1, progress=False).started_ray
+    finally:
+        ray.shutdown()
 
 
 def _missing_data(job: object) -> None:
-    from harness.errors import HarnessError
-
-    raise HarnessError("imagefolder:/data/c10: folder /data/c10 does not exist")
+    raise FileNotFoundError(2, "No such file or directory", "/data/c10")
 
 
 def _exits(job: object) -> None:
@@ -50,20 +60,24 @@ def _exits(job: object) -> None:
 
 def test_a_job_failing_on_another_node_names_that_node() -> None:
     """A folder missing on a worker node read as missing where memprox runs (where it exists). The
-    remote task is called here as Ray's worker calls it, with the driver's host name."""
+    remote task is called here as Ray's worker calls it, with the driver's host name: elsewhere a new
+    failure names the node (the job's own exception, which a reused worker may raise again, is left
+    as it was); on the driver's machine the exception passes unchanged."""
     import socket
 
-    from harness.errors import HarnessError
+    from harness.errors import RunFailed
     from harness.executors.ray import _call
 
     here = socket.gethostname()
-    with pytest.raises(HarnessError) as raised:
-        _call(_missing_data, None, "driver-host")
-    assert str(raised.value) == (f"imagefolder:/data/c10: folder /data/c10 does not exist (on Ray node {here}, not "
-                                 "driver-host where memprox runs: every node needs the data, the code and the store "
-                                 "at the same paths)")
-    with pytest.raises(HarnessError, match=r"^imagefolder:/data/c10: folder /data/c10 does not exist$"):
-        _call(_missing_data, None, here)  # the driver's own machine: nothing to add
-    with pytest.raises(Exception, match=rf"stop.*on Ray node {here}") as exited:
-        _call(_exits, None, "driver-host")
-    assert not isinstance(exited.value, SystemExit)  # a failure of the job, not a dead worker
+    for _ in range(2):
+        with pytest.raises(RunFailed) as raised:
+            _call(_missing_data, None, "login-1")
+        assert str(raised.value) == (f"[Errno 2] No such file or directory: '/data/c10' (raised on Ray node {here}, "
+                                     "not on login-1 where memprox runs)")
+        assert isinstance(raised.value.__cause__, FileNotFoundError)
+    with pytest.raises(FileNotFoundError) as unchanged:
+        _call(_missing_data, None, here)
+    assert str(unchanged.value) == "[Errno 2] No such file or directory: '/data/c10'"
+    assert unchanged.value.__cause__ is None
+    with pytest.raises(RunFailed, match=rf"^SystemExit: stop \(raised on Ray node {here}, not on login-1"):
+        _call(_exits, None, "login-1")  # a failure of the job, not a dead worker

@@ -59,6 +59,7 @@ from harness.executors.ray_cluster import (  # noqa: F401  (re-exported: tests a
     SESSION_VAR,
     _answers,
     _environ,
+    _gcs_address,
     _is_loopback,
     _loopback_only,
     _nudge_reaper,
@@ -92,6 +93,10 @@ LOST_AFTER_S = 5.0
 #: The reaper of the local Ray this process started (None: none started). Module-level because
 #: the local Ray outlives any one executor, and closing the pipe would reap it.
 _reaper: subprocess.Popen | None = None
+#: The head (GCS address) of the local Ray memprox started in this process, by any executor: a
+#: notebook's second run_experiment finds the first one's Ray running and must stop it the same way,
+#: and a Ray the caller started after shutting ours down is not ours.
+_own_local: str | None = None
 
 
 class ClusterLost(WorkersLost):
@@ -109,18 +114,19 @@ def _call(fn: JobFn, job: Job, driver: str = ""):
     except SystemExit as e:
         raise _on_node(portable(e), driver) from None
     except Exception as e:
-        _on_node(e, driver)
-        raise
+        if driver in ("", socket.gethostname()):
+            raise
+        raise _on_node(e, driver) from e
 
 
 def _on_node(error: Exception, driver: str) -> Exception:
-    """`error` with the node named, when it is not the driver's machine: "folder /data/c10 does not
-    exist" sent the user to a folder that exists where memprox was started."""
-    host = socket.gethostname()
-    if driver and host != driver and error.args and isinstance(error.args[0], str):
-        error.args = (f"{error.args[0]} (on Ray node {host}, not {driver} where memprox runs: every node needs "
-                      "the data, the code and the store at the same paths)", *error.args[1:])
-    return error
+    """`error`, or where this is not the driver's machine a new failure naming the node: "folder
+    /data/c10 does not exist" sent the user to a folder that exists where memprox runs."""
+    node = socket.gethostname()
+    if driver in ("", node):
+        return error
+    return RunFailed(f"{str(error) or type(error).__name__} (raised on Ray node {node}, not on {driver} where "
+                     "memprox runs)")
 
 
 def _job_error(error: RayTaskError) -> BaseException:
@@ -240,7 +246,6 @@ class RayExecutor(Executor):
         self.progress = progress
         self.fn = fn  # None: harness.jobs.run_job
         self.threads = threads  # of each job: a local Ray gets --workers x threads CPUs
-        self.started_ray = False
         # a cluster to join is checked now, before the experiment writes anything
         self.target = cluster_address(address) if address else None
         self.head = check_reachable(self.target) if self.target else None
@@ -293,7 +298,7 @@ class RayExecutor(Executor):
     def _start_local(self) -> None:
         """A new local Ray (never one RAY_ADDRESS names: that is what --ray-address is for), on the
         loopback interface, with a private token file, reaped when this process ends."""
-        global _reaper
+        global _reaper, _own_local
         ensure_private_token()
         mark = secrets.token_hex(8)
         _stop_reaper()
@@ -303,18 +308,27 @@ class RayExecutor(Executor):
             cpus = self.workers * self.threads if self.workers else usable_cpus()
             ray.init(address="local", num_cpus=cpus, include_dashboard=False, log_to_driver=False)
         _nudge_reaper(_reaper)
-        self.started_ray = True
+        _own_local = _gcs_address()
         ip = ray.util.get_node_ip_address()
         if not _is_loopback(ip):
             print(f"warning: this Ray version started the local cluster on {ip}, reachable from the network and "
                   "protected by its token only", file=sys.stderr)
 
+    @property
+    def started_ray(self) -> bool:
+        """Whether this executor runs on a local Ray memprox started (this executor or an earlier one)."""
+        return (self.target is None and _own_local is not None and ray.is_initialized()
+                and _gcs_address() == _own_local)
+
     def shutdown(self) -> None:
-        """Stop the local Ray this executor started (a cluster it joined keeps running)."""
-        if self.started_ray and ray.is_initialized():
+        """Stop the local Ray memprox started (a cluster it joined, or a Ray the caller started, keeps
+        running); the next `run` starts another and watches its head."""
+        global _own_local
+        if self.started_ray:
             ray.shutdown()
             _stop_reaper()
-        self.started_ray = False
+            _own_local = None
+            self.head = None
 
     def _lost(self) -> ClusterLost:
         where = f"at {self.target}" if self.target else "this run started on this machine"

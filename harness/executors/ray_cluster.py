@@ -244,6 +244,16 @@ def _loopback_only() -> Iterator[None]:
         constants.ENABLE_RAY_CLUSTER = saved
 
 
+def _gcs_address() -> str | None:
+    """The head of the Ray this process is connected to (None: none, or a Ray Client connection)."""
+    import ray
+
+    try:
+        return str(ray.get_runtime_context().gcs_address)
+    except Exception:
+        return None
+
+
 def token_file() -> Path:
     """Ray's default token file (the one `ray.init` creates for a new local cluster)."""
     return Path.home() / ".ray" / "auth_token"
