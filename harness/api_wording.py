@@ -7,8 +7,9 @@ shown while the API runs are worded so too (`keyword_warnings`)."""
 from __future__ import annotations
 
 import re
+import threading
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -28,43 +29,64 @@ def as_keywords(message: str) -> str:
 
 @contextmanager
 def keyword_errors() -> Iterator[None]:
-    """A HarnessError raised inside names keywords, not flags; its class and attributes stay."""
+    """A HarnessError raised inside names keywords, not flags; its class and attributes stay. So does
+    a warning raised as an error (`-W error`, `simplefilter("error")`)."""
     try:
         yield
-    except HarnessError as error:
+    except (HarnessError, Warning) as error:
         if error.args and isinstance(error.args[0], str):
             error.args = (as_keywords(error.args[0]), *error.args[1:])
         raise
+
+
+_lock = threading.Lock()
+_depth: dict[int, int] = {}  # thread id -> calls of the API running in it
+_shown: Callable[..., None] = warnings.showwarning  # the hook in place when the first call began
 
 
 @contextmanager
 def keyword_warnings() -> Iterator[None]:
     """Warnings shown inside name keywords, not flags. The rewording sits in `warnings.showwarning`,
     after the filters have chosen what to show, so `filterwarnings`, `catch_warnings(record=True)` and
-    `pytest.warns` outside still see every warning, in these words, when it happens."""
-    shown = warnings.showwarning
-
-    def reworded(message: Warning | str, category: type[Warning], filename: str, lineno: int,
-                 file: Any = None, line: str | None = None) -> None:
-        shown(_reworded(message), category, filename, lineno, file, line)
-
-    warnings.showwarning = reworded
+    `pytest.warns` outside still see every warning, in these words, when it happens. One hook for the
+    process, put back when the last call ends (unless something replaced it meanwhile: then it only
+    passes warnings on); only the warnings of threads inside a call are reworded."""
+    global _shown
+    me = threading.get_ident()
+    with _lock:
+        if not _depth and warnings.showwarning is not _reworded_hook:
+            _shown = warnings.showwarning
+            warnings.showwarning = _reworded_hook
+        _depth[me] = _depth.get(me, 0) + 1
     try:
         yield
     finally:
-        warnings.showwarning = shown
+        with _lock:
+            _depth[me] -= 1
+            if not _depth[me]:
+                del _depth[me]
+            if not _depth and warnings.showwarning is _reworded_hook:
+                warnings.showwarning = _shown
+
+
+def _reworded_hook(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                   file: Any = None, line: str | None = None) -> None:
+    if threading.get_ident() in _depth:
+        message = _reworded(message)
+    _shown(message, category, filename, lineno, file, line)
 
 
 def _reworded(message: Warning | str) -> Warning | str:
+    """The message in keywords: a str, or a built-in warning class's instance made anew from its one
+    argument (another class's constructor may take other arguments, or reword the text itself)."""
     text = str(message)
     if "--" not in text:
         return message
     if isinstance(message, str):
         return as_keywords(text)
-    try:  # a warning class whose constructor takes more than the text keeps its words
-        return type(message)(as_keywords(text))
-    except Exception:
+    if type(message).__module__ != "builtins" or len(message.args) != 1:
         return message
+    return type(message)(as_keywords(text))
 
 
 def _words(text: str) -> str:

@@ -145,3 +145,48 @@ def test_api_warnings_name_keywords_and_the_cli_builders_name_flags() -> None:
     with pytest.raises(HarnessError):
         experiment_config(bootstrap=10, epochs=0)
     assert warnings.showwarning is hook
+
+
+def test_the_warning_hook_rewords_only_calls_threads_and_built_in_classes_and_goes_back_once() -> None:
+    """Review findings: two overlapping calls left the hook in place for good; another thread's
+    warning ("pip: use --out PATH") was reworded; a warning class with its own constructor was rebuilt
+    from the text alone; `simplefilter("error")` raised the flag's wording."""
+    import threading
+    import warnings
+
+    from harness.api_wording import keyword_warnings
+
+    class Counted(UserWarning):
+        def __init__(self, n: int) -> None:
+            super().__init__(f"--epochs {n} is few")
+
+    hook = warnings.showwarning
+    entered, release = threading.Event(), threading.Event()
+
+    def other_call() -> None:
+        with keyword_warnings():
+            entered.set()
+            release.wait(10)
+
+    seen: list[str] = []
+    with warnings.catch_warnings(record=True) as shown:
+        warnings.simplefilter("always")
+        hook_inside = warnings.showwarning
+        thread = threading.Thread(target=other_call)
+        with keyword_warnings():
+            thread.start()
+            entered.wait(10)
+            warnings.warn("fix --epochs")
+            warnings.warn(Counted(3))
+            outside = threading.Thread(target=lambda: warnings.warn("pip: use --out PATH"))
+            outside.start()
+            outside.join()
+        release.set()  # the other call ends last: the hook goes back then
+        thread.join()
+        seen = [str(w.message) for w in shown]
+        assert warnings.showwarning is hook_inside
+    assert seen == ["fix epochs", "--epochs 3 is few", "pip: use --out PATH"]
+    assert warnings.showwarning is hook
+    with pytest.raises(UserWarning, match=r"^bootstrap=10: "), warnings.catch_warnings():
+        warnings.simplefilter("error")
+        experiment_config(bootstrap=10)
