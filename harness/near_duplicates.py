@@ -191,8 +191,18 @@ def _centred(channels: int) -> Features:
 def _standardised(train: np.ndarray) -> Features:
     """Rows with every feature standardised by the training set's mean and spread, for the Euclidean
     metric. A feature that never varies in training weighs nothing, for test rows too: it has no
-    spread to measure a difference in, and in its raw units it would outweigh every other feature."""
-    mean = train.mean(axis=0, dtype=np.float64).astype(np.float32)
+    spread to measure a difference in, and in its raw units it would outweigh every other feature.
+    Clipped: a test row 1e38 spreads away is far, not infinite (sklearn refuses inf)."""
+    mean = train.mean(axis=0, dtype=np.float64)
     spread = train.std(axis=0, dtype=np.float64)
-    weight = np.where(spread > 0, 1.0 / np.where(spread > 0, spread, 1.0), 0.0).astype(np.float32)
-    return lambda rows: ((rows - mean) * weight, np.arange(len(rows)))
+    f32 = np.finfo(np.float32)  # a spread below float32's resolution of the mean is rounding, not variation
+    varies = spread > np.maximum(np.abs(mean) * f32.eps, f32.tiny)
+    weight = np.where(varies, 1.0 / np.where(varies, spread, 1.0), 0.0).astype(np.float32)  # at most 1 / tiny
+    centre = mean.astype(np.float32)
+
+    def featurize(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        with np.errstate(over="ignore"):
+            features = (rows - centre) * weight
+        return np.clip(features, -1e18, 1e18, out=features), np.arange(len(rows))
+
+    return featurize

@@ -192,3 +192,17 @@ def test_distance_zero_is_a_byte_equal_copy_only() -> None:
     shifted = copies[copies["test"] < 10]
     assert len(shifted) == 10 and (shifted["distance"] >= NEAR_FLOOR).all() and (shifted["distance"] < 1e-6).all()
     assert pairs[["a", "b"]].values.tolist() == [[60, 61]] and pairs["distance"].iloc[0] >= NEAR_FLOOR
+
+
+def test_a_feature_varying_below_float32s_resolution_counts_as_constant() -> None:
+    """A spread of ~1e-38 made the weight ~1e38 and test rows infinite: "Input X contains infinity"."""
+    rng = np.random.default_rng(5)
+    train = rng.normal(size=(300, 4)).astype(np.float32)
+    train[:, 1] = rng.choice(np.array([0.0, 2e-38], dtype=np.float32), size=300)
+    test = rng.normal(size=(30, 4)).astype(np.float32)
+    test[:, 1] = 100.0
+    test[7] = train[3] + 0.002 * rng.normal(size=4).astype(np.float32)
+    test[7, 1] = 100.0
+    as_table = lambda a: torch.from_numpy(a).reshape(len(a), 4, 1, 1)  # noqa: E731
+    _, copies = find_duplicates(as_table(train), as_table(test))
+    assert set(zip(copies["test"], copies["train"])) == {(7, 3)}
