@@ -120,7 +120,7 @@ def test_a_few_resamples_are_allowed_but_said(resamples: int, warned: bool) -> N
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         experiment_config(bootstrap=resamples)
-    said = [str(w.message) for w in caught if "--bootstrap" in str(w.message)]
+    said = [str(w.message) for w in caught if "bootstrap=" in str(w.message)]  # keywords: from the API
     assert bool(said) is warned
     if warned:
-        assert f"--bootstrap {resamples}: with fewer than 100 resamples" in said[0] and "use 1000" in said[0]
+        assert f"bootstrap={resamples}: with fewer than 100 resamples" in said[0] and "use 1000" in said[0]

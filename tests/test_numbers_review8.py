@@ -194,7 +194,7 @@ def test_few_resamples_warn_once_per_config_however_often_it_is_validated() -> N
         cfg = experiment_config(bootstrap=7)
         cfg.validate()  # run_experiment validates the config again: no second line
         cfg.validate()
-    assert sum("--bootstrap 7:" in str(w.message) for w in caught) == 1
+    assert sum("bootstrap=7:" in str(w.message) for w in caught) == 1  # keywords: from the API
 
 
 @pytest.mark.parametrize("test_labels", [[0, 1, 2], [-1, 0, 1]], ids=["past-the-classes", "negative"])
