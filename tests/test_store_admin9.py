@@ -40,7 +40,7 @@ def built(tmp_path_factory) -> Path:
     """A real store: one base run and two SSFT runs (3 entries), trained once for the module."""
     root = tmp_path_factory.mktemp("built")
     proc = subprocess.run([sys.executable, "-m", "harness", "run", *RUN, "--proxies", "final_loss,ssft",
-                           "--store", str(root / "store"), "--out", str(root / "out")],
+                           "--executor", "inprocess", "--store", str(root / "store"), "--out", str(root / "out")],
                           cwd=REPO, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     return root / "store"
