@@ -78,12 +78,20 @@ def check_unique(values: Iterable[Any], what: str, flag: str) -> None:
 
 
 # parsers -----------------------------------------------------------------------------------------
+#: The built-in kinds whose PATH is a local file or folder (a plugin's may be a URL or a prefix,
+#: where `s3://bucket/a/` and `s3://bucket/a` differ).
+LOCAL_PATH_KINDS = ("imagefolder", "npz", "hf")
+
+
 def parse_dataset(value: str) -> str:
     """`kind:PATH` with the path's trailing slashes dropped: `imagefolder:/data/c10/` and
     `imagefolder:/data/c10` are one folder, and the name is written into every result file and the
     output folder's identity, where two spellings made one experiment refuse the other's --out."""
     kind, sep, path = value.partition(":")
-    return f"{kind}{sep}{path.rstrip('/') or path[:1]}" if sep else value
+    if kind not in LOCAL_PATH_KINDS:
+        return value
+    kept = path.rstrip("/")
+    return f"{kind}:{path[:len(kept) + 1] if not kept or kept.endswith(':') else kept}"  # `/` and `C:/` stay
 
 
 def parse_path(value: str | os.PathLike | None, name: str) -> Path | None:

@@ -98,10 +98,14 @@ def test_a_trailing_slash_is_the_same_experiment_for_the_output_folder(in_tmp: P
 
     from harness.api import experiment_config
     from harness.cli import main
+    from harness.values import parse_dataset
 
     root = _folder(in_tmp / "mine")
     assert experiment_config(dataset=f"imagefolder:{root}//").dataset == f"imagefolder:{root}"
     assert experiment_config(dataset="npz:/").dataset == "npz:/"  # the root keeps its slash
+    assert parse_dataset("imagefolder:C:/") == "imagefolder:C:/"  # a drive's root too
+    assert parse_dataset("mine:s3://bucket/prefix/") == "mine:s3://bucket/prefix/"  # a plugin's PATH as given
+    assert parse_dataset("digits") == "digits" and parse_dataset("hf:data//") == "hf:data"
     argv = ["run", "--proxies", "final_loss", "--tasks", "mislabeled", "--noise-rates", "0.2", "--seeds", "1",
             "--epochs", "1", "--store", str(in_tmp / "store"), "--out", str(in_tmp / "out"), "--no-progress",
             "--executor", "inprocess"]
