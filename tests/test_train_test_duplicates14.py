@@ -31,6 +31,11 @@ def _planted() -> tuple[np.ndarray, np.ndarray]:
     return train, test
 
 
+def _table(rows: np.ndarray) -> torch.Tensor:
+    """An (N, D) table as an `npz:` loader holds it: (N, D, 1, 1) floats."""
+    return torch.from_numpy(rows).reshape(len(rows), rows.shape[1], 1, 1)
+
+
 def _brute(train: np.ndarray, test: np.ndarray, k: int = 10) -> set[tuple[int, int]]:
     """The rule, computed directly: 1 - the correlation of per-channel-centred pixels, radius =
     THRESHOLD x the median distance of a unique training image to its nearest other one."""
@@ -75,10 +80,9 @@ def test_a_table_is_standardised_by_the_training_sets_statistics() -> None:
     train = (rng.normal(size=(300, 5)) * scale).astype(np.float32)
     test = (rng.normal(size=(40, 5)) * scale).astype(np.float32)
     test[5] = train[11] + 0.02 * train.std(axis=0) * rng.normal(size=5).astype(np.float32)
-    as_table = lambda a: torch.from_numpy(a).reshape(len(a), 5, 1, 1)  # noqa: E731
-    _, copies = find_duplicates(as_table(train), as_table(test))
+    _, copies = find_duplicates(_table(train), _table(test))
     assert set(zip(copies["test"], copies["train"])) == {(5, 11)}
-    _, none = find_duplicates(as_table(train), as_table(test * 1000))
+    _, none = find_duplicates(_table(train), _table(test * 1000))
     assert none.empty
 
 
@@ -93,8 +97,7 @@ def test_a_feature_constant_in_training_weighs_nothing_for_test_rows() -> None:
     test[:, 2] = 1000.0
     test[5] = train[11] + 0.02 * rng.normal(size=5).astype(np.float32)
     test[5, 2] = 1000.0
-    as_table = lambda a: torch.from_numpy(a).reshape(len(a), 5, 1, 1)  # noqa: E731
-    _, copies = find_duplicates(as_table(train), as_table(test))
+    _, copies = find_duplicates(_table(train), _table(test))
     assert set(zip(copies["test"], copies["train"])) == {(5, 11)}
 
 
@@ -203,6 +206,5 @@ def test_a_feature_varying_below_float32s_resolution_counts_as_constant() -> Non
     test[:, 1] = 100.0
     test[7] = train[3] + 0.002 * rng.normal(size=4).astype(np.float32)
     test[7, 1] = 100.0
-    as_table = lambda a: torch.from_numpy(a).reshape(len(a), 4, 1, 1)  # noqa: E731
-    _, copies = find_duplicates(as_table(train), as_table(test))
+    _, copies = find_duplicates(_table(train), _table(test))
     assert set(zip(copies["test"], copies["train"])) == {(7, 3)}

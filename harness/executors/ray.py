@@ -114,9 +114,10 @@ def _call(fn: JobFn, job: Job, driver: str = ""):
     except SystemExit as e:
         raise _on_node(portable(e), driver) from None
     except Exception as e:
-        if driver in ("", socket.gethostname()):
+        failed = _on_node(e, driver)
+        if failed is e:  # the driver's own machine: the job's exception as it is
             raise
-        raise _on_node(e, driver) from e
+        raise failed from e
 
 
 def _on_node(error: Exception, driver: str) -> Exception:

@@ -313,10 +313,10 @@ def test_copies(ctx: EvalContext, copies: pd.DataFrame, k: int) -> None:
     if dataset.is_image and len(drawn) and ctx.out is not None:
         from harness.plots import plot_pairs
 
-        out = Path(ctx.out)
-        test_images = dataset.x_test[torch.as_tensor(sorted(set(drawn["test"])), dtype=torch.long)].numpy()
+        out, tests = Path(ctx.out), sorted(set(drawn["test"]))
+        test_images = dataset.x_test[torch.as_tensor(tests, dtype=torch.long)].numpy()
         pairs = drawn.rename(columns={"test": "a", "train": "b", "label_test": "label_a", "label_train": "label_b"})
         figure = plot_pairs(pairs, pictures(ctx, set(drawn["train"])), out / "figures" / "train_test_duplicates.png",
                             list(dataset.classes), COLUMNS, total=len(copies),
-                            pictures_a=dict(zip(sorted(set(drawn["test"])), test_images)), names=("test", "train"))
+                            pictures_a=dict(zip(tests, test_images)), names=("test", "train"))
         ctx.artifacts.setdefault("figures", []).append(str(figure.relative_to(out)))
