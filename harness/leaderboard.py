@@ -10,6 +10,8 @@ cost, theory statistics) get NaN in the CI and comparison columns.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
+
 import numpy as np
 import pandas as pd
 
@@ -19,8 +21,6 @@ KEYS = ["task", "dataset", "model", "setting", "proxy", "metric"]
 STATS = ["mean", "std", "n_seeds", "ci_low", "ci_high", "p_vs_best", "tied_with_best"]
 COST_COLUMNS = ["cost_flops", "cost_seconds", "cost_flops_rel", "cost_seconds_rel"]
 COLUMNS = [*KEYS, *STATS, *COST_COLUMNS]
-HEADLINE = {"mislabeled": "auroc", "duplicates": "auroc", "cost": "seconds_rel", "memorization": "pearson",
-            "privacy": "spearman", "suspects": "predicted_other_at_k"}
 #: Metrics where lower is better (the cost task's); everything else compares higher-is-better.
 LOWER_IS_BETTER = {"flops", "seconds", "flops_rel", "seconds_rel"}
 
@@ -108,13 +108,23 @@ def _cell(r: pd.Series) -> str:
     return f"**{text}**" if pd.notna(tied) and bool(tied) else text
 
 
-def markdown(board: pd.DataFrame, bootstrap: int | None = None) -> str:
-    """One table per task: proxies as rows, settings as columns, the headline metric as
-    mean [95 % CI] (bold: statistically tied with the best of its column), or mean ± std where
-    there is no interval (cost, B = 0). `bootstrap` (B) defaults to what aggregate recorded."""
+def headline_metrics(tasks: Iterable[str]) -> dict[str, str]:
+    """Each named task's headline metric (`Task.headline`), in the order given: a registered task
+    without one (theory) and a name no task registers are left out."""
+    from harness.tasks import base
+
+    registered = base.TASKS
+    return {t: m for t in dict.fromkeys(tasks) if t in registered and (m := registered[t].headline) is not None}
+
+
+def markdown(board: pd.DataFrame, bootstrap: int | None = None, headlines: Mapping[str, str] | None = None) -> str:
+    """One table per task, in the board's order: proxies as rows, settings as columns, the
+    headline metric as mean [95 % CI] (bold: statistically tied with the best of its column), or
+    mean ± std where there is no interval (cost, B = 0). `headlines` (task -> metric) defaults to
+    the tasks' own (`Task.headline`), a plugin's included; `bootstrap` (B) to what aggregate recorded."""
     b = board.attrs.get("bootstrap", 0) if bootstrap is None else bootstrap
     parts = []
-    for task, metric in HEADLINE.items():
+    for task, metric in (headline_metrics(board["task"]) if headlines is None else headlines).items():
         sub = board[(board.task == task) & (board.metric == metric)]
         if sub.empty:
             continue

@@ -81,6 +81,9 @@ class Task:
     description: ClassVar[str]
     defaults: ClassVar[dict[str, Any]] = {}
     uses_reference: ClassVar[bool] = False
+    #: The metric of the task's table in leaderboard.md and the CLI's printout; None: its rows are
+    #: in leaderboard.csv only (a task of figures, as theory, has no one number to compare).
+    headline: ClassVar[str | None] = None
 
     def __init__(self, reference: ReferenceConfig | None = None, **params: Any) -> None:
         unknown = sorted(set(params) - set(self.defaults))
@@ -154,6 +157,9 @@ def register_task(cls: type[Task]) -> type[Task]:
     for attr in ("name", "description"):
         if not getattr(cls, attr, None):
             raise TypeError(f"task {cls.__name__} must declare a non-empty `{attr}`")
+    if cls.headline is not None and (not isinstance(cls.headline, str) or not cls.headline):
+        raise TypeError(f"task {cls.__name__}: `headline` names one of its metrics (a str) or is None, "
+                        f"got {cls.headline!r}")
     check_selectable_name(cls, "task", "--tasks and --task-arg TASK.PARAM")
     TASKS.register(cls.name, cls)
     return cls

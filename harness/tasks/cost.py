@@ -24,6 +24,7 @@ from proxies.base import Need
 @register_task
 class Cost(Task):
     name = "cost"
+    headline = "seconds_rel"
     description = "measured FLOPs and wall seconds of each proxy, absolute and relative to plain training"
 
     def __init__(self, reference: ReferenceConfig | None = None, **params: Any) -> None:

@@ -17,6 +17,7 @@ from harness.tasks.base import EvalContext, Row, Setting, Task, detection_rows, 
 @register_task
 class Duplicates(Task):
     name = "duplicates"
+    headline = "auroc"
     description = "detect both members of duplicated pairs with conflicting labels (AUROC, AUPRC)"
 
     def settings(self, cfg: ExperimentConfig, base_data: DataSpec, dataset: Dataset) -> list[Setting]:

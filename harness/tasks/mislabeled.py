@@ -28,6 +28,7 @@ MISALIGNED_MARGIN = 0.1
 @register_task
 class Mislabeled(Task):
     name = "mislabeled"
+    headline = "auroc"
     description = "detect samples whose label was changed (AUROC, AUPRC, precision at k)"
 
     def settings(self, cfg: ExperimentConfig, base_data: DataSpec, dataset: Dataset) -> list[Setting]:

@@ -150,6 +150,7 @@ def few_vulnerabilities_warning(v: np.ndarray) -> None:
 @register_task
 class Privacy(ReferenceTask):
     name = "privacy"
+    headline = "spearman"
     description = "per-sample membership-inference vulnerability (LiRA on the stability models) vs each proxy"
     defaults: ClassVar[dict[str, Any]] = {"top": 0.1, "vulnerability": "gaussian", "sigma_floor": 0.1,
                                           "fixed_variance": False, "bins": 20}

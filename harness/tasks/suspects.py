@@ -88,6 +88,7 @@ def ranked(table: pd.DataFrame, by: str) -> pd.DataFrame:
 @register_task
 class Suspects(Task):
     name = "suspects"
+    headline = "predicted_other_at_k"
     description = ("your data as given, no injected noise: every sample ranked by a proxy, with the given and "
                    "predicted label (CSV), the top k drawn (figure)")
     defaults = {"k": 40, "by": "", "duplicates": "near", "duplicate_threshold": THRESHOLD}
