@@ -100,8 +100,7 @@ def read_record(out: Path) -> tuple[str | None, dict[str, str]]:
 def _ours(out: Path) -> tuple[str | None, dict[str, str], list[str]]:
     """(owner, recorded files still exactly as memprox wrote them, recorded files changed since).
     A changed file is the user's now: it is never removed, and replaced only with --overwrite."""
-    owner, files = read_record(out)
-    ours, changed = {}, []
+    (owner, files), ours, changed = read_record(out), {}, []
     for rel, sha in files.items():
         path = plain_file(out, rel)
         try:
@@ -189,8 +188,9 @@ def check_out(out: Path, identity: str, overwrite: bool, store: Path, data_paths
     if overwrite:
         return
     if owner != identity and content:
+        gone = "that experiment's outputs go, " * (owner is not None)
         raise HarnessError(f"--out {out} holds {_whose(out, owner)}; pass another --out, or --overwrite to replace "
-                           "the outputs there (a file named like an output is replaced, other files are kept)")
+                           f"the outputs there ({gone}files of yours stay unless a new output has their name)")
     foreign = [name for name in OUTPUT_FILES if name != RECORD and os.path.lexists(out / name) and name not in ours]
     if changed or foreign:
         what = f"{changed[0]} was changed after memprox wrote it" if changed else \
@@ -324,11 +324,11 @@ def write_record(tmp: Path, identity: str) -> None:
 
 
 def publish(tmp: Path, out: Path, identity: str, overwrite: bool) -> None:
-    """Move the complete outputs in `tmp` (with their record) into `out`, under the folder's lock.
-    A folder that does not exist is the staging folder renamed. Into an existing one the new files
-    are swapped in with rollback (`harness.file_swap.swap_files`); set aside, and deleted once the new set
-    is in, are only memprox's own earlier outputs (recorded, unchanged) and, with --overwrite, files
-    a new output has the name of. Every other file and folder stays."""
+    """Move the complete outputs in `tmp` (with their record) into `out`, under the folder's lock. A
+    folder that does not exist is the staging folder renamed. Into an existing one the new files are
+    swapped in with rollback (`harness.file_swap.swap_files`); set aside, and deleted once the new set is
+    in, are only memprox's own earlier outputs (recorded, unchanged; another experiment's too, with
+    --overwrite) and, with --overwrite, files a new output has the name of. All else stays."""
     with _out_lock(out):
         clean_stale(out)
         if not os.path.lexists(out):

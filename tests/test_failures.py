@@ -283,7 +283,9 @@ def test_out_of_another_experiment_is_refused_before_training(make_config, monke
     Experiment(make_config(epochs=1, proxies="csl", noise_rates=(0.05, 0.1))).run()
     trained = []
     monkeypatch.setattr(jobs, "train_run", lambda *a, **k: trained.append(a))
-    with pytest.raises(HarnessError, match="another experiment.*--overwrite"):
+    # the fix says what --overwrite does: the other experiment's outputs go (docs audit: it said they stayed)
+    with pytest.raises(HarnessError, match="another experiment.*--overwrite.*that experiment's outputs go, files of "
+                                           "yours stay unless a new output has their name"):
         Experiment(make_config(epochs=1, proxies="aum"))
     assert trained == []
 
@@ -308,8 +310,9 @@ def test_foreign_files_survive_overwrite(make_config) -> None:
     cfg = make_config(epochs=1)
     cfg.out.mkdir(parents=True)
     (cfg.out / "notes.txt").write_text("mine")
-    with pytest.raises(HarnessError, match="--overwrite"):
+    with pytest.raises(HarnessError, match="--overwrite") as refused:
         Experiment(cfg)
+    assert "(files of yours stay unless a new output has their name)" in str(refused.value)  # no experiment's
     Experiment(replace(cfg, overwrite=True)).run()
     assert (cfg.out / "notes.txt").read_text() == "mine" and (cfg.out / "leaderboard.csv").exists()
 
