@@ -15,6 +15,7 @@ import errno
 import math
 import os
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -252,6 +253,7 @@ def prune(root: Path, opts: dict, say: Say) -> int:
     else:
         targets = [(f"runs/{e.digest}  {e.field('label') or '?'}", admin.tree_bytes(e.path, freeable=True),
                     (lambda e=e: remove_entry(root, e.digest, sel, now))) for e in found.entries if sel.matches(e, now)]
+        _say_kept(found, sel, now, say)
     if dry:
         return _prune_listed(root, targets, dry, leftovers, say)
     tally = {"freed": 0, "done": 0, "skipped": 0, "failed": 0}
@@ -265,6 +267,15 @@ def prune(root: Path, opts: dict, say: Say) -> int:
     skipped = f"; {tally['skipped']} skipped" if tally["skipped"] else ""
     say(f"removed {tally['done']} of {len(targets)} selected, freed {size(tally['freed'])}{skipped}")
     return 1 if tally["failed"] else 0
+
+
+def _say_kept(found: Scan, sel: Selection, now: datetime, say: Say) -> None:
+    """A line for each entry the criteria match that holds a file of someone else's: prune never
+    removes it, and it went unsaid (only `store info` counted such entries)."""
+    for e in found.entries:
+        if not e.own and e.status in ("complete", "damaged") and sel.matches(replace(e, own=True), now):
+            say(f"kept runs/{e.digest}  {e.field('label') or '?'}: it holds files that are not the store's own, "
+                "which prune never removes; move them out of it to prune it")
 
 
 def _remove_one(name: str, remove: Callable[[], tuple[int | None, str]], tally: dict[str, int], say: Say) -> None:

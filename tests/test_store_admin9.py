@@ -270,6 +270,26 @@ def test_damaged_selects_only_damaged_entries_of_the_stores_own(store, capsys) -
     _foreign_intact(store)
 
 
+def test_an_entry_holding_a_users_file_is_kept_with_a_line_saying_why(store, capsys) -> None:
+    """`--all` matched it and said nothing: "removed 2 of 2 selected" with a third entry still there
+    (docs audit; store.md promises a line for what is skipped)."""
+    entries = sorted(_entries(store))
+    mine = store / "runs" / entries[1] / "mine.npy"
+    mine.write_text("mine")
+    for dry in (["--dry-run"], []):
+        code, out, _ = _cli(capsys, "store", "prune", "--store", str(store), "--all", *dry)
+        assert code == 0
+        kept = [line for line in out.splitlines() if line.startswith("kept ")]
+        assert kept == [f"kept runs/{entries[1]}  {_entries(store)[entries[1]]}: it holds files that are not the "
+                        "store's own, which prune never removes; move them out of it to prune it"]
+    assert "removed 2 of 2 selected" in out and mine.read_text() == "mine" and list(_entries(store)) == [entries[1]]
+    # criteria the entry does not meet: not selected, no line
+    mine.unlink()
+    (store / "runs" / entries[1] / "other.txt").write_text("mine")
+    code, out, _ = _cli(capsys, "store", "prune", "--store", str(store), "--label-contains", "no such label")
+    assert "kept" not in out
+
+
 def test_an_entry_replaced_since_the_scan_is_rechecked_under_its_lock(store) -> None:
     digest = next(iter(_entries(store)))
     freed, why = admin.remove_entry(store, digest, admin.Selection(damaged=True), admin_now())
