@@ -271,9 +271,11 @@ def prune(root: Path, opts: dict, say: Say) -> int:
 
 def _say_kept(found: Scan, sel: Selection, now: datetime, say: Say) -> None:
     """A line for each entry the criteria match that holds a file of someone else's: prune never
-    removes it, and it went unsaid (only `store info` counted such entries)."""
+    removes it, and it went unsaid (only `store info` counted such entries). A folder named as an
+    entry without the manifest every entry has is no entry of the store's: it gets no line."""
     for e in found.entries:
-        if not e.own and e.status in ("complete", "damaged") and sel.matches(replace(e, own=True), now):
+        if (not e.own and e.manifest is not None and e.status in ("complete", "damaged")
+                and sel.matches(replace(e, own=True), now)):
             say(f"kept runs/{e.digest}  {e.field('label') or '?'}: it holds files that are not the store's own, "
                 "which prune never removes; move them out of it to prune it")
 

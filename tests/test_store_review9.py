@@ -95,7 +95,8 @@ def test_a_users_npy_put_into_an_entry_keeps_the_entry_whole(store, capsys) -> N
     entry = next((store / "runs").iterdir())
     np.save(entry / "my_scores.npy", np.arange(3))
     code, out, _ = _cli(capsys, "store", "prune", "--store", str(store), "--all")
-    assert code == 0 and "removed 1 of 1 selected" in out and entry.name not in out
+    assert code == 0 and "removed 1 of 1 selected" in out and f"removed runs/{entry.name}" not in out
+    assert f"kept runs/{entry.name}  " in out  # and said so (test_store_admin9)
     assert np.load(entry / "my_scores.npy").tolist() == [0, 1, 2]
     assert admin.read_entry(entry).status == "complete"
 
