@@ -341,3 +341,32 @@ def test_host_and_device_presentation_rules_agree() -> None:
     once = torch.randperm(n)[:20]
     assert host_side.slots(once, once.numpy()) is once  # the usual batch: no tensor op at all
     assert int(host_side.repeated()) == 0
+
+
+def _resumed_on(device: str, tensors_on: str) -> SampleTracker:
+    """One epoch recorded, its state loaded onto `device` (as written), a second epoch on `tensors_on`."""
+    g = torch.Generator().manual_seed(0)
+    losses = torch.rand(2, 8, generator=g)
+    first = SampleTracker(8, proxies=["csl"])
+    first.update(torch.arange(8), losses=losses[0])
+    first.end_epoch()
+    resumed = SampleTracker(8, proxies=["csl"])
+    resumed.load_state_dict(first.state_dict(), device=device)
+    resumed.update(torch.arange(8, device=tensors_on), losses=losses[1].to(tensors_on))
+    resumed.end_epoch()
+    np.testing.assert_array_equal(resumed.scores()["csl"].to_numpy(), (losses[0] + losses[1]).numpy())
+    return resumed
+
+
+def test_a_state_loaded_onto_cpu_0_takes_the_cpu_tensors_that_follow() -> None:
+    """Hugging Face's `args.device` is `cpu:0` under DDP on CPUs: the record loaded there refused every
+    batch ("tensors are on cpu but earlier ones were on cpu:0"), as `torch.device` compares literally
+    (integrations audit: `train(resume_from_checkpoint=...)` under torchrun crashed on both ranks)."""
+    _resumed_on("cpu:0", "cpu")
+    _resumed_on("cpu", "cpu")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+def test_cuda_a_state_loaded_onto_cuda_takes_the_tensors_on_the_current_gpu() -> None:
+    """`load_state_dict(device="cuda")` then batches on `cuda:0`: the same comparison as cpu:0."""
+    _resumed_on("cuda", f"cuda:{torch.cuda.current_device()}")

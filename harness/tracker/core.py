@@ -330,6 +330,8 @@ class SampleTracker(TrackerCheckpoints, TrackerResults):
 
     def _ensure_device(self, device: torch.device, where: str) -> None:
         if self._device is None:  # set only once the buffers are made: a failure here leaves no half a tracker
+            # as a tensor's: a loaded state's "cpu:0" (HF's args.device) or "cuda" equals no tensor's device
+            device = torch.empty(0, device=device).device
             with torch.inference_mode(False):  # a first eval_epoch under inference_mode: buffers stay writable
                 inputs = Inputs(self.n, device)
                 signals = TrackedSignals(self.n, device, self._selection.train_keys, self.running_sums,
