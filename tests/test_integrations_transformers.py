@@ -138,6 +138,19 @@ def test_clear_errors(setup, tmp_path):
         with_sample_index(with_sample_index(train))
 
 
+@pytest.mark.parametrize("how", ["keyword", "positional", "loss_func"])
+def test_label_smoothing_and_a_loss_function_are_refused_with_a_plain_module_too(tmp_path, how):
+    """With a plain nn.Module the Trainer's own code failed first, on `model.config` (an AttributeError
+    naming no fix): the refusal now comes before the Trainer looks at the model (integrations audit)."""
+    smoothing = _args(tmp_path, label_smoothing_factor=0.1)
+    calls = {"keyword": lambda: CSLTrainer(model=_Plain(), args=smoothing, callbacks=[CSLTrainerCallback(4)]),
+             "positional": lambda: CSLTrainer(_Plain(), smoothing, callbacks=[CSLTrainerCallback(4)]),
+             "loss_func": lambda: CSLTrainer(model=_Plain(), args=_args(tmp_path), callbacks=[CSLTrainerCallback(4)],
+                                             compute_loss_func=lambda outputs, labels, **kw: outputs.sum())}
+    with pytest.raises(HarnessError, match="drop label_smoothing_factor and compute_loss_func"):
+        calls[how]()
+
+
 def test_index_collator_sets_the_index_aside():
     batch = IndexCollator()([{"x": [1.0], "labels": 0, INDEX_KEY: 5}, {"x": [2.0], "labels": 1, INDEX_KEY: 2}])
     assert batch[INDEX_KEY].tolist() == [5, 2] and batch["x"].shape == (2, 1)

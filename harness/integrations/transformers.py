@@ -31,6 +31,7 @@ per-sample losses and are refused. `pip install 'memprox[hf]'`.
 
 from __future__ import annotations
 
+import inspect
 import math
 import warnings
 from collections.abc import Callable, Mapping, Sequence
@@ -250,13 +251,15 @@ class CSLTrainer(Trainer):
     index_key = INDEX_KEY
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
+        # before Trainer's own checks: with a plain nn.Module, label smoothing failed there first, on `model.config`
+        given = inspect.signature(Trainer.__init__).bind_partial(self, *args, **kwargs).arguments
+        if getattr(given.get("args"), "label_smoothing_factor", 0) or given.get("compute_loss_func") is not None:
+            raise HarnessError("CSLTrainer computes plain per-sample cross-entropy: drop label_smoothing_factor and "
+                               "compute_loss_func (CSL sums the loss the model is trained on)")
         super().__init__(*args, **kwargs)
         found = [cb for cb in self.callback_handler.callbacks if isinstance(cb, CSLTrainerCallback)]
         if len(found) != 1:
             raise HarnessError(f"CSLTrainer needs exactly one CSLTrainerCallback in callbacks=[...], got {len(found)}")
-        if getattr(self.args, "label_smoothing_factor", 0) or self.compute_loss_func is not None:
-            raise HarnessError("CSLTrainer computes plain per-sample cross-entropy: drop label_smoothing_factor and "
-                               "compute_loss_func (CSL sums the loss the model is trained on)")
         if len(self.args.label_names or ()) > 1:
             raise HarnessError(f"CSLTrainer scores one label per sample; args.label_names = {self.args.label_names}")
         self.csl = found[0]
