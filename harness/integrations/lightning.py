@@ -32,7 +32,7 @@ import warnings
 import weakref
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -116,9 +116,12 @@ class CSLCallback(Callback):
 
     def _check_same_model(self, pl_module: Any) -> None:
         """A second fit continues the record, which is right for the same model trained on; another
-        model's losses would add to the first one's (csl summed over two trainings), so say so."""
+        model's losses would add to the first one's (csl summed over two trainings), so say so. Not
+        when the fit resumes from a checkpoint with this callback's state: the record becomes the
+        checkpoint's, and a resumed fit is handed a new model object as a rule."""
         before = self._module() if self._module is not None else None
-        if self._module is not None and before is not pl_module and (self.tracker.epochs or self._recorder.batches):
+        if (self._module is not None and before is not pl_module and self._loaded is None
+                and (self.tracker.epochs or self._recorder.batches)):
             warnings.warn("CSLCallback: this fit trains another model than the fit before, and its losses add to "
                           "that model's record (csl would sum both trainings); give each model its own CSLCallback",
                           RuntimeWarning, stacklevel=3)
@@ -144,30 +147,37 @@ class CSLCallback(Callback):
 
     def _warn_mid_epoch_resume(self, trainer: Any) -> None:
         """A fit resumed from a checkpoint saved within an epoch (`every_n_train_steps`, `max_steps`)
-        does not train what the uninterrupted fit trains (Lightning replays a plain DataLoader from its
-        start), and a fit stopped by `max_steps` closed its half epoch: say what the record holds."""
-        cut = _mid_epoch_steps(trainer)
+        does not train what the uninterrupted fit trains: say what the record holds. Lightning either
+        finishes the cut epoch with its remaining batches, drawn from the start of a plain DataLoader
+        (so, with b of B batches done, the first min(b, B - b) are trained twice and the last as many
+        not at all), or, where the cut epoch counts as done (max_steps, resumed by epochs), starts the next."""
+        cut = _mid_epoch_cut(trainer)
         if cut is None:
             return
-        done, per_epoch, resumable = cut
-        is_open = self._recorder.batches > 0
-        if resumable and is_open:
+        is_open, left, twice = self._recorder.batches > 0, cut.batches - cut.batches_done, cut.batches_twice
+        if cut.resumable and cut.continues and is_open:
             return  # the loader goes on where it stopped, and so does the open epoch: as if uninterrupted
-        if not resumable:
-            what = (f"Lightning replays that epoch from the start of the DataLoader (not resumable), so the samples of "
-                    f"its first {done} step(s) are trained again and those of its last {per_epoch - done} not at all. ")
-            what += ("In the record's open epoch each sample keeps its first presentation: the replayed samples keep "
-                     "their loss from before the checkpoint and the others have none in this epoch"
-                     if is_open else
-                     "The epoch cut short (max_steps) was closed in the record, and the replayed steps are recorded "
-                     "as another, shorter epoch: the replayed samples count one epoch more, the others one fewer")
-        else:
+        if not cut.continues:
+            what = (f"Lightning starts the next epoch: the samples of the cut epoch's last {left} batch(es) are not "
+                    f"trained in it, and count one epoch fewer (the record closed it)")
+        elif cut.resumable:
             what = ("The epoch cut short (max_steps) was closed in the record, so the rest of it is recorded as an "
                     "epoch of its own: one epoch more than the uninterrupted fit, split in two halves")
-        warnings.warn(f"CSLCallback: the fit resumes from a checkpoint saved within an epoch, after {done} of its "
-                      f"{per_epoch} optimizer steps. {what}. The scores (csl, and the per-epoch proxies) are not "
-                      f"those of an uninterrupted fit; for those, resume from a checkpoint saved at an epoch's end "
-                      f"(with max_steps a multiple of the {per_epoch} steps per epoch)", RuntimeWarning, stacklevel=3)
+        else:
+            what = (f"Lightning finishes that epoch with {left} batch(es) drawn from the start of the DataLoader (not "
+                    f"resumable), so the samples of its first {twice} batch(es) are trained twice in it and those of "
+                    f"its last {twice} not at all. ")
+            what += ("In the record's open epoch each sample keeps its first presentation: those trained twice keep "
+                     f"their loss from before the checkpoint and those of the last {twice} batch(es) have none in "
+                     "this epoch" if is_open else
+                     "The epoch cut short (max_steps) was closed in the record, and the batches trained after the "
+                     f"checkpoint are recorded as another, shorter epoch: the samples of the first {twice} "
+                     f"batch(es) count one epoch more, those of the last {twice} one fewer")
+        warnings.warn(f"CSLCallback: the fit resumes from a checkpoint saved within an epoch, after {cut.steps} of "
+                      f"its {cut.per_epoch} optimizer steps ({cut.batches_done} of {cut.batches} batches). {what}. "
+                      f"The scores (csl, and the per-epoch proxies) are not those of an uninterrupted fit; for "
+                      f"those, resume from a checkpoint saved at an epoch's end (with max_steps a multiple of the "
+                      f"{cut.per_epoch} steps per epoch)", RuntimeWarning, stacklevel=3)
 
     @property
     def state_key(self) -> str:
@@ -233,18 +243,41 @@ class CSLCallback(Callback):
                                "the scores inside the fit (on_train_end, rank 0)")
 
 
-def _mid_epoch_steps(trainer: Any) -> tuple[int, int, bool] | None:
-    """For a fit resumed from a checkpoint saved within an epoch: (optimizer steps of that epoch done,
-    steps per epoch, whether every training DataLoader is resumable), by Lightning's own test
-    (`_TrainingEpochLoop.reset`); else None."""
+class _Cut(NamedTuple):
+    """Where a resumed fit's checkpoint cut its epoch, as Lightning restored it."""
+
+    steps: int  # optimizer steps of the cut epoch done
+    per_epoch: int  # optimizer steps per epoch
+    batches_done: int  # batches of the cut epoch done
+    batches: int  # batches per epoch
+    resumable: bool  # every training DataLoader has state_dict / load_state_dict
+    continues: bool  # Lightning finishes the cut epoch (else it starts the next)
+
+    @property
+    def batches_twice(self) -> int:
+        """Batches trained twice in the cut epoch, and as many never, where the loader starts over."""
+        return min(self.batches_done, self.batches - self.batches_done)
+
+
+def _mid_epoch_cut(trainer: Any) -> _Cut | None:
+    """For a fit resumed from a checkpoint saved within an epoch (Lightning's own test,
+    `_TrainingEpochLoop.reset`): where it was cut; else None. The batches done come from the restored
+    batch progress (with gradient accumulation they are not steps x accumulation at an epoch's last,
+    short step), and whether the cut epoch goes on from the fit loop's `restarting`: a fit stopped by
+    max_steps and resumed with max_epochs only starts the next epoch."""
     batches = getattr(trainer, "num_training_batches", float("inf"))
     if getattr(trainer, "ckpt_path", None) is None or not isinstance(batches, int) or batches < 1:
         return None
-    per_epoch = -(-batches // max(1, int(getattr(trainer, "accumulate_grad_batches", 1))))
-    done = int(trainer.global_step) % per_epoch
-    if not done:
+    accumulate = max(1, int(getattr(trainer, "accumulate_grad_batches", 1)))
+    per_epoch = -(-batches // accumulate)
+    steps = int(trainer.global_step) % per_epoch
+    if not steps:
         return None
-    loaders = getattr(getattr(trainer.fit_loop, "_combined_loader", None), "flattened", [])
+    fit_loop = trainer.fit_loop
+    ready = getattr(getattr(getattr(getattr(fit_loop, "epoch_loop", None), "batch_progress", None), "current", None),
+                    "ready", None)
+    done = ready if isinstance(ready, int) and 0 < ready < batches else min(batches - 1, steps * accumulate)
+    loaders = getattr(getattr(fit_loop, "_combined_loader", None), "flattened", [])
     resumable = bool(loaders) and all(callable(getattr(loader, "state_dict", None))
                                       and callable(getattr(loader, "load_state_dict", None)) for loader in loaders)
-    return done, per_epoch, resumable
+    return _Cut(steps, per_epoch, done, batches, resumable, bool(getattr(fit_loop, "restarting", True)))
