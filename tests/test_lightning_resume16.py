@@ -4,7 +4,8 @@ epoch with B - b batches drawn from the start of a plain DataLoader: min(b, B - 
 trained twice and as many not at all. The warning counted in steps as if b were replayed ("first 2
 trained again, last 3 not at all" at 2 of 5), multiplied by nothing under gradient accumulation,
 and described a replay when a fit stopped by max_steps and resumed with max_epochs starts the next
-epoch. And a resumed fit handed a new model object, as is usual, warned "another model"."""
+epoch. And a resumed fit handed a new model object, as is usual, warned "another model".
+(These replace test_tracker_review6's two cases, 2 of 4 batches: symmetric, so the counts agreed.)"""
 
 from __future__ import annotations
 
@@ -84,6 +85,12 @@ def test_a_step_checkpoint_says_how_many_batches_are_trained_twice_and_not_at_al
     assert f"those of the last {twice} batch(es) have none in this epoch" in said[0]
     # the uninterrupted fit presents every batch 3 times: the last `twice` batches miss the cut epoch
     assert _per_batch(csl) == presented and presented.count(2) == twice
+
+
+def test_a_step_checkpoint_at_an_epochs_end_says_nothing(tmp_path) -> None:
+    _fit(tmp_path, every=5, max_epochs=3)
+    csl, _, said = _fit(tmp_path, tmp_path / "steps" / "epoch=0-step=5.ckpt", max_epochs=3)
+    assert said == [] and _per_batch(csl) == [3] * 5
 
 
 def test_max_steps_resumed_by_steps_records_the_rest_as_a_shorter_epoch(tmp_path) -> None:
