@@ -129,3 +129,15 @@ def fresh(monkeypatch) -> Registry:
         copy.register(name, cls)
     monkeypatch.setattr(registry, "PROXIES", copy)
     return copy
+
+
+@pytest.fixture
+def fresh_tasks(monkeypatch) -> Registry:
+    """A copy of the task registry, as `fresh` for proxies."""
+    from harness.tasks import base
+
+    copy = Registry("task")
+    for name, cls in base.TASKS.items():
+        copy.register(name, cls)
+    monkeypatch.setattr(base, "TASKS", copy)
+    return copy

@@ -13,8 +13,7 @@ import pytest
 
 from harness import run_experiment
 from harness.leaderboard import aggregate, headline_metrics, markdown
-from harness.registry import Registry
-from harness.tasks import Setting, Task, base, register_task
+from harness.tasks import Setting, Task, register_task
 from harness.tasks.base import detection_rows
 
 
@@ -27,16 +26,6 @@ class _Plugin(Task):
 class _Figures(Task):
     name = "plugin_figures"
     description = "a task of figures: no one number to compare"
-
-
-@pytest.fixture
-def registry(monkeypatch) -> Registry:
-    """A copy of the task registry (what a test registers leaves the real one alone)."""
-    fresh: Registry = Registry("task")
-    for name, cls in base.TASKS.items():
-        fresh.register(name, cls)
-    monkeypatch.setattr(base, "TASKS", fresh)
-    return fresh
 
 
 def _raw(tasks: dict[str, str]) -> pd.DataFrame:
@@ -57,7 +46,7 @@ def test_the_builtin_tasks_declare_the_metrics_the_docs_name() -> None:
     assert headline_metrics(["no_such_task", "theory"]) == {}
 
 
-def test_a_plugin_tasks_headline_gets_a_table_and_a_task_without_one_none(registry) -> None:
+def test_a_plugin_tasks_headline_gets_a_table_and_a_task_without_one_none(fresh_tasks) -> None:
     register_task(_Plugin)
     register_task(_Figures)
     board = aggregate(_raw({"plugin_figures": "hits", "cost": "seconds_rel", "plugin_headline": "hits",
@@ -73,14 +62,14 @@ def test_a_plugin_tasks_headline_gets_a_table_and_a_task_without_one_none(regist
 
 
 @pytest.mark.parametrize("headline", [3, "", ("auroc",)])
-def test_a_headline_that_is_no_metric_name_is_refused_when_the_task_registers(registry, headline) -> None:
+def test_a_headline_that_is_no_metric_name_is_refused_when_the_task_registers(fresh_tasks, headline) -> None:
     odd = type("Odd", (Task,), {"name": "odd_headline", "description": "d", "headline": headline})
     with pytest.raises(TypeError, match=r"`headline` names one of its metrics \(a str\) or is None"):
         register_task(odd)
-    assert "odd_headline" not in registry
+    assert "odd_headline" not in fresh_tasks
 
 
-def test_the_extending_guides_task_has_its_table_in_leaderboard_md(registry, tmp_path: Path) -> None:
+def test_the_extending_guides_task_has_its_table_in_leaderboard_md(fresh_tasks, tmp_path: Path) -> None:
     """The guide's kind of task, run for real: its AUROC table is written and printed."""
 
     @register_task

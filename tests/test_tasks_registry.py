@@ -43,7 +43,7 @@ def test_tasks_are_a_registry_and_a_taken_name_is_an_error() -> None:
 
 
 @pytest.fixture
-def plugins(monkeypatch):
+def plugins(monkeypatch, fresh_tasks):
     """Entry points of the memprox.tasks group as the test sets them, into a copy of the registry."""
     module = types.ModuleType("fake_task_plugin")
     module.PluginTask = PluginTask
@@ -53,17 +53,13 @@ def plugins(monkeypatch):
 
     module.Mislabeled = Mislabeled
     monkeypatch.setitem(sys.modules, "fake_task_plugin", module)
-    fresh: Registry = Registry("task")
-    for name, cls in TASKS.items():
-        fresh.register(name, cls)
-    monkeypatch.setattr(base, "TASKS", fresh)
     monkeypatch.setattr(base, "_plugins_loaded", False)
 
     def install(*entry_points: tuple[str, str]) -> Registry:
         eps = [importlib.metadata.EntryPoint(n, v, base.ENTRY_POINT_GROUP) for n, v in entry_points]
         monkeypatch.setattr(importlib.metadata, "entry_points",
                             lambda group: eps if group == base.ENTRY_POINT_GROUP else [])
-        return fresh
+        return fresh_tasks
 
     return install
 
