@@ -121,23 +121,24 @@ def score_ctx() -> Callable[..., ScoreContext]:
     return make
 
 
+def _registry_copy(monkeypatch, module: Any, attr: str, kind: str) -> Registry:
+    """A copy of `module.attr` in its place, so what a test registers leaves the real registry untouched."""
+    copy: Registry = Registry(kind)
+    for name, cls in getattr(module, attr).items():
+        copy.register(name, cls)
+    monkeypatch.setattr(module, attr, copy)
+    return copy
+
+
 @pytest.fixture
 def fresh(monkeypatch) -> Registry:
-    """A copy of the proxy registry, so what a test registers leaves the real one untouched."""
-    copy = Registry("proxy")
-    for name, cls in registry.PROXIES.items():
-        copy.register(name, cls)
-    monkeypatch.setattr(registry, "PROXIES", copy)
-    return copy
+    """A copy of the proxy registry."""
+    return _registry_copy(monkeypatch, registry, "PROXIES", "proxy")
 
 
 @pytest.fixture
 def fresh_tasks(monkeypatch) -> Registry:
-    """A copy of the task registry, as `fresh` for proxies."""
+    """A copy of the task registry."""
     from harness.tasks import base
 
-    copy = Registry("task")
-    for name, cls in base.TASKS.items():
-        copy.register(name, cls)
-    monkeypatch.setattr(base, "TASKS", copy)
-    return copy
+    return _registry_copy(monkeypatch, base, "TASKS", "task")
