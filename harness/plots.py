@@ -271,23 +271,25 @@ def _draw_grid(images: np.ndarray, scores: np.ndarray, classes: Sequence[str], p
 
 
 def plot_suspects(table: pd.DataFrame, pictures: np.ndarray | Mapping[int, np.ndarray], by: str, path: str | Path,
-                  classes: Sequence[str] | None, columns: int) -> Path:
+                  classes: Sequence[str] | None, columns: int, files: Mapping[int, str] | None = None) -> Path:
     """PNG grid of the suspects in `table` (index, label, predicted, score), captioned
-    `#index given->predicted` and the score: the tracker's `plot_suspects` and the suspects task's figure.
+    `#index given->predicted`, the sample's file when `files` names it, and the score: the tracker's
+    `plot_suspects` and the suspects task's figure. The file is what a reader of the figure goes to
+    open or fix; the index alone sent them to look it up in suspects.csv first.
     `pictures[i]` is sample i's (C, H, W) uint8 image: all of them, or those of the table's samples."""
     def name(c: Any) -> str:
         return "?" if pd.isna(c) else (classes[int(c)] if classes is not None else str(int(c)))
 
-    captions = [f"#{int(r['index'])} {name(r['label'])}->{name(r['predicted'])}\n{r['score']:.3g}"
-                for _, r in table.iterrows()]
+    captions = [f"#{int(r['index'])} {name(r['label'])}->{name(r['predicted'])}\n"
+                + _file_line(files, int(r["index"])) + f"{r['score']:.3g}" for _, r in table.iterrows()]
     # a cell as wide as its longest caption line at 6 pt (~0.055 in a character, and a margin): long class names
     # ("automobile->airplane") overlapped the next cell's caption at the fixed 1.1 in
     width = max([1.1] + [0.065 * len(line) for c in captions for line in c.split("\n")])
-    rows = max(1, math.ceil(len(table) / columns))
-    height = rows * 1.3 + 0.4
+    rows, extra = max(1, math.ceil(len(table) / columns)), 0.1 if files else 0.0  # a third caption line's room
+    height = rows * (1.3 + extra) + 0.4 + extra
     fig = new_figure((columns * width, height))
     fig.suptitle(f"top {len(table)} by {by}", fontsize=8)
-    axes = fig.subplots(rows, columns, squeeze=False, gridspec_kw={"top": 1 - 0.4 / height})  # the title's room
+    axes = fig.subplots(rows, columns, squeeze=False, gridspec_kw={"top": 1 - (0.4 + extra) / height})  # title room
     for cell, ax in enumerate(axes.flat):
         if cell < len(table):
             show_image(ax, pictures[int(table.iloc[cell]["index"])], captions[cell])
@@ -296,33 +298,52 @@ def plot_suspects(table: pd.DataFrame, pictures: np.ndarray | Mapping[int, np.nd
     return save_figure(fig, path)
 
 
+#: The longest file name a caption shows; longer ones keep their end (the file's own name), after "...".
+FILE_CAPTION_CHARS = 28
+
+
+def _file_line(files: Mapping[int, str] | None, i: int) -> str:
+    """Sample i's file as a caption line (with its newline), or nothing when the files are unknown."""
+    if not files:
+        return ""
+    name = str(files[i])
+    return (name if len(name) <= FILE_CAPTION_CHARS else "..." + name[3 - FILE_CAPTION_CHARS:]) + "\n"
+
+
 def plot_pairs(pairs: pd.DataFrame, pictures: Mapping[int, np.ndarray], path: str | Path,
                classes: Sequence[str] | None, columns: int, total: int | None = None,
-               pictures_a: Mapping[int, np.ndarray] | None = None, names: tuple[str, str] | None = None) -> Path:
+               pictures_a: Mapping[int, np.ndarray] | None = None, names: tuple[str, str] | None = None,
+               files: Mapping[int, str] | None = None, files_a: Mapping[int, str] | None = None) -> Path:
     """PNG grid of duplicate pairs (a, b, label_a, label_b, distance), the two images of a pair side
-    by side, captioned `#index label` and the pair's distance: the suspects task's duplicates figures.
+    by side, captioned `#index label`, the sample's file when `files` names it, and the pair's
+    distance: the suspects task's duplicates figures.
     `total`: how many pairs were found, when `pairs` are the first of them (the title says so: the
     first 20 of CIFAR-10's 124 pairs were titled "20 duplicate pair(s)"). Pairs across two sets (a
-    test sample and its training copy) take a's images from `pictures_a` and the sets' `names`, which
-    the captions and the title carry."""
+    test sample and its training copy) take a's images and files from `pictures_a` and `files_a`, and
+    the sets' `names`, which the captions and the title carry."""
+    def caption(side: int, i: int, c: Any, distance: float) -> str:
+        name = classes[int(c)] if classes is not None else str(int(c))
+        which = f"{names[side]} " if names else ""
+        known = files_a if side == 0 and pictures_a is not None else files
+        return f"{which}#{i} {name}\n" + _file_line(known, i) + (f"d={distance:.2g}" if side else "")
+
+    drawn = [[caption(side, int(i), c, r.distance) for side, (i, c) in enumerate(((r.a, r.label_a), (r.b, r.label_b)))]
+             for r in pairs.itertuples(index=False)]
     per_row = max(1, columns // 2)
     rows = max(1, math.ceil(len(pairs) / per_row))
-    longest = max([0] + [len(f"{names[1] if names else ''} #{int(i)} {classes[int(c)] if classes else int(c)}")
-                         for r in pairs.itertuples(index=False) for i, c in ((r.a, r.label_a), (r.b, r.label_b))])
+    longest = max([0] + [len(line) for pair in drawn for c in pair for line in c.split("\n")])
     width = max(1.1, 0.065 * longest)  # as plot_suspects: "train #29429 automobile" overlapped its neighbour at 1.1 in
-    fig = new_figure((per_row * 2 * width, rows * 1.45 + 0.4))  # two caption lines above each row
+    lines = 3 if files or files_a else 2  # caption lines above each row
+    fig = new_figure((per_row * 2 * width, rows * (1.25 + 0.1 * lines) + 0.4))
     shown = f"the first {len(pairs)} of {total}" if total is not None and total > len(pairs) else f"{len(pairs)}"
     across = f" ({names[0]}, {names[1]})" if names else ""
     fig.suptitle(f"{shown} duplicate pair(s){across}, different labels first (d = 1 - pixel correlation)", fontsize=8)
     axes = fig.subplots(rows, per_row * 2, squeeze=False)
     for ax in axes.flat:
         ax.set_axis_off()
-    for cell, r in enumerate(pairs.itertuples(index=False)):
+    for cell, (r, pair) in enumerate(zip(pairs.itertuples(index=False), drawn, strict=True)):
         row, col = divmod(cell, per_row)
-        for side, (i, c) in enumerate(((r.a, r.label_a), (r.b, r.label_b))):
-            name = classes[int(c)] if classes is not None else str(int(c))
-            which = f"{names[side]} " if names else ""
-            caption = f"{which}#{int(i)} {name}" + (f"\nd={r.distance:.2g}" if side else "\n")
+        for side, i in enumerate((r.a, r.b)):
             shown_from = pictures_a if side == 0 and pictures_a is not None else pictures
-            show_image(axes[row, 2 * col + side], shown_from[int(i)], caption)
+            show_image(axes[row, 2 * col + side], shown_from[int(i)], pair[side])
     return save_figure(fig, path)

@@ -12,7 +12,7 @@ and, with an output folder, writes per seed:
   of the given label, and every selected proxy's score (higher = more suspicious). Ties keep index
   order here; this is a reading order, not a metric.
 - `figures/suspects_seed<s>.png` (image data): the top `k` by `by`, captioned
-  `#index given->predicted` and the score.
+  `#index given->predicted`, the file (image folders) and the score.
 
 With two or more seeds, `suspects/suspects.csv` ranks by the mean over seeds, which is steadier
 than any one run: per sample the mean of every proxy's score and of `p_label`, `predicted_other`
@@ -46,7 +46,7 @@ distance of a sample to its nearest neighbour).
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -215,7 +215,7 @@ class Suspects(Task):
 
             top = table.head(k)[["index", "label", "predicted", by]].rename(columns={by: "score"})
             figure = plot_suspects(top, pictures(ctx, top["index"]), by, out / "figures" / f"suspects_seed{seed}.png",
-                                   list(dataset.classes), COLUMNS)
+                                   list(dataset.classes), COLUMNS, files=named(dataset.sample_names, top["index"]))
             ctx.artifacts.setdefault("figures", []).append(str(figure.relative_to(out)))
 
 
@@ -224,6 +224,11 @@ def pictures(ctx: EvalContext, index: Iterable[int]) -> dict[int, np.ndarray]:
     index = sorted(int(i) for i in index)
     images = ctx.data.x[torch.as_tensor(index, dtype=torch.long, device=ctx.data.x.device)].cpu().numpy()
     return dict(zip(index, images))
+
+
+def named(names: Sequence[str] | None, index: Iterable[int]) -> dict[int, str] | None:
+    """The files of the samples drawn, by index, for the figures' captions; None when the set names none."""
+    return None if names is None else {int(i): names[int(i)] for i in index}
 
 
 def partner_columns(pairs: pd.DataFrame, n: int) -> dict[str, Any]:
@@ -283,8 +288,9 @@ def duplicate_pairs(ctx: EvalContext, mode: str, threshold: float, k: int) -> pd
         from harness.plots import plot_pairs
 
         out = Path(ctx.out)
-        figure = plot_pairs(drawn, pictures(ctx, set(drawn["a"]) | set(drawn["b"])), out / "figures" / "duplicates.png",
-                            list(dataset.classes), COLUMNS, total=len(pairs))
+        shown = set(drawn["a"]) | set(drawn["b"])
+        figure = plot_pairs(drawn, pictures(ctx, shown), out / "figures" / "duplicates.png",
+                            list(dataset.classes), COLUMNS, total=len(pairs), files=named(dataset.sample_names, shown))
         ctx.artifacts.setdefault("figures", []).append(str(figure.relative_to(out)))
     if len(dataset.x_test):
         test_copies(ctx, copies, k)
@@ -319,5 +325,7 @@ def test_copies(ctx: EvalContext, copies: pd.DataFrame, k: int) -> None:
         pairs = drawn.rename(columns={"test": "a", "train": "b", "label_test": "label_a", "label_train": "label_b"})
         figure = plot_pairs(pairs, pictures(ctx, set(drawn["train"])), out / "figures" / "train_test_duplicates.png",
                             list(dataset.classes), COLUMNS, total=len(copies),
-                            pictures_a=dict(zip(tests, test_images)), names=("test", "train"))
+                            pictures_a=dict(zip(tests, test_images)), names=("test", "train"),
+                            files=named(dataset.sample_names, drawn["train"]),
+                            files_a=named(dataset.test_sample_names, tests))
         ctx.artifacts.setdefault("figures", []).append(str(figure.relative_to(out)))
