@@ -185,6 +185,7 @@ class CSLTrainerCallback(TrainerCallback):
         path = Path(checkpoint) / STATE_FILE
         if not Path(checkpoint).is_dir():  # no checkpoint at all: the Trainer says so itself, and resumes nothing
             return
+        _warn_model_only(Path(checkpoint))
         if not path.is_file():
             warnings.warn(f"CSLTrainer: {checkpoint} holds no {STATE_FILE} (saved without CSLTrainerCallback, or by "
                           f"an older memprox); csl will sum the epochs from the resumed step on only",
@@ -224,6 +225,18 @@ class CSLTrainerCallback(TrainerCallback):
     def _end_open_epoch(self) -> None:
         if self._recorder.batches and not self.tracker.finished:
             self._recorder.end_epoch()
+
+
+def _warn_model_only(folder: Path) -> None:
+    """A checkpoint saved with `save_only_model=True` holds the weights alone: the `Trainer` resumes
+    from it with a new optimizer, schedule and random state (it says so at info level only), so the
+    resumed training, and the losses csl sums from there, are not the uninterrupted run's. The
+    optimizer's state is a file or folder named `optimizer*` (`*optim_states*` under DeepSpeed)."""
+    if not any("optim" in p.name for p in (*folder.glob("*"), *folder.glob("*/*"))):
+        warnings.warn(f"CSLTrainer: {folder} holds no optimizer state (saved with save_only_model=True?): the Trainer "
+                      f"resumes its weights with a new optimizer, learning-rate schedule and random state, so the "
+                      f"training from there, and the scores, differ from an uninterrupted run's; for equal scores, "
+                      f"checkpoint with save_only_model=False", RuntimeWarning, stacklevel=4)
 
 
 def _warn_accumulation_scale(model_scales: bool, steps: int) -> None:

@@ -1,0 +1,93 @@
+"""Integrations audit 17, run for real: the Hugging Face `CSLTrainer` under `hyperparameter_search`
+(Optuna) and resumed from checkpoints saved with `save_only_model`, DataLoader workers in a tracked
+loop, and the `hf:` dataset's fingerprint. Each test reproduces a finding that failed before its fix
+(the worker test pins what the docs now say)."""
+
+from __future__ import annotations
+
+import sys
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+N, BATCH = 16, 4  # 4 steps an epoch
+
+
+class _Plain(nn.Module):
+    """A linear classifier returning logits, seeded: `model_init` makes the same one every time."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.linear = nn.Linear(4, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear(x)
+
+
+@pytest.fixture
+def hf() -> dict:
+    pytest.importorskip("transformers")
+    datasets = pytest.importorskip("datasets")
+    sys.path.insert(0, str(Path(__file__).parent))
+    import _hf_tiny  # noqa: F401  (offline: sets HF_HUB_OFFLINE before transformers loads)
+
+    sys.path.pop(0)
+    from transformers import TrainingArguments
+
+    from harness.integrations import transformers as integration
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(N, 4, generator=g)
+    y = (x[:, 0] > 0).long()
+    y[:2] = 1 - y[:2]
+    rows = datasets.Dataset.from_dict({"x": x.tolist(), "labels": y.tolist()}).with_format("torch")
+
+    def args(out: Path, **kw) -> TrainingArguments:
+        base = dict(output_dir=str(out), per_device_train_batch_size=BATCH, num_train_epochs=2, use_cpu=True,
+                    report_to=[], logging_strategy="no", disable_tqdm=True, seed=0, learning_rate=0.1, optim="sgd",
+                    dataloader_num_workers=0, save_strategy="epoch")
+        return TrainingArguments(**{**base, **kw})
+
+    def trainer(out: Path, csl=None, callbacks=(), **kw):
+        csl = csl or integration.CSLTrainerCallback(N, proxies=["csl", "aum"])
+        made = integration.CSLTrainer(model_init=lambda trial=None: _Plain(), args=args(out, **kw),
+                                      train_dataset=integration.with_sample_index(rows),
+                                      eval_dataset=rows.select(range(8)),
+                                      callbacks=[csl, *callbacks])
+        return csl, made
+
+    return {"m": integration, "trainer": trainer}
+
+
+# --- 1. resuming from a checkpoint saved with save_only_model ----------------------------------------
+
+def test_resuming_from_a_model_only_checkpoint_warns_that_the_scores_differ(hf, tmp_path: Path) -> None:
+    """save_only_model=True checkpoints hold the weights (and csl_tracker.pt) but no optimizer,
+    schedule or RNG state; the Trainer resumes from them anyway, saying so at info level only, with a
+    new optimizer and schedule. The record resumed silently and the scores differed from the
+    uninterrupted run's, which the docs promise bitwise for a resumed run."""
+    m = hf["m"]
+    want, first = hf["trainer"](tmp_path / "run", save_only_model=True, lr_scheduler_type="linear")
+    first.train()
+    checkpoint = tmp_path / "run" / "checkpoint-4"
+    assert (checkpoint / m.STATE_FILE).is_file()
+    csl, trainer = hf["trainer"](tmp_path / "again", save_only_model=True, lr_scheduler_type="linear")
+    with pytest.warns(RuntimeWarning, match=r"checkpoint-4 holds no optimizer state \(saved with save_only_model"):
+        trainer.train(resume_from_checkpoint=str(checkpoint))
+    assert csl.tracker.epochs == 2
+    assert not csl.scores().equals(want.scores())  # what the warning is about: another schedule from step 4
+
+
+def test_resuming_from_a_full_checkpoint_says_nothing_and_scores_as_uninterrupted(hf, tmp_path: Path) -> None:
+    """Guards the fix: a checkpoint with the optimizer's state resumes silently, bitwise."""
+    want, first = hf["trainer"](tmp_path / "run", lr_scheduler_type="linear")
+    first.train()
+    csl, trainer = hf["trainer"](tmp_path / "again", lr_scheduler_type="linear")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        trainer.train(resume_from_checkpoint=str(tmp_path / "run" / "checkpoint-4"))
+    assert csl.scores().equals(want.scores())
