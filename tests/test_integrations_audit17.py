@@ -13,6 +13,8 @@ import pytest
 import torch
 from torch import nn
 
+from harness.errors import HarnessError
+
 N, BATCH = 16, 4  # 4 steps an epoch
 
 
@@ -91,3 +93,57 @@ def test_resuming_from_a_full_checkpoint_says_nothing_and_scores_as_uninterrupte
         warnings.simplefilter("error", RuntimeWarning)
         trainer.train(resume_from_checkpoint=str(tmp_path / "run" / "checkpoint-4"))
     assert csl.scores().equals(want.scores())
+
+
+# --- 2. a train() stopped in its first epoch (a pruned search trial) ---------------------------------
+
+class _Prune(Exception):
+    """What an Optuna pruner raises (`optuna.TrialPruned`), without optuna."""
+
+
+def test_scores_after_a_train_stopped_in_its_first_epoch_say_so(hf, tmp_path: Path) -> None:
+    """A train() that raised in its first epoch (the last trial of a search, pruned early) leaves no
+    epoch; scores() said "no epoch was recorded in this process" and sent the user to Ray Tune's
+    worker processes, the wrong cause."""
+    from transformers import TrainerCallback
+
+    class PruneAtStep2(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step == 2:
+                raise _Prune
+
+    csl, trainer = hf["trainer"](tmp_path / "run", callbacks=[PruneAtStep2()])
+    with pytest.warns(RuntimeWarning, match="training stopped by _Prune in epoch 1"), pytest.raises(_Prune):
+        trainer.train()
+    with pytest.raises(HarnessError, match=r"the last train\(\) stopped by _Prune in its first epoch, whose batches "
+                                           r"were dropped \(a pruned hyperparameter_search trial"):
+        csl.scores()
+
+
+def test_an_optuna_search_scores_each_trial_apart_and_names_a_pruned_last_trial(hf, tmp_path: Path) -> None:
+    """The real search (Optuna in this process): each trial's checkpoints under output_dir/run-<n>
+    hold that trial's record alone (a trial resumed from its last checkpoint scores as the same
+    hyperparameters trained alone), and a last trial pruned in its first epoch is named by scores()."""
+    optuna = pytest.importorskip("optuna")
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+    class PruneTrial1(optuna.pruners.BasePruner):
+        def prune(self, study, trial) -> bool:
+            return trial.number == 1
+
+    csl, trainer = hf["trainer"](tmp_path / "search", eval_strategy="steps", eval_steps=2)
+    with pytest.warns(RuntimeWarning, match="training stopped by TrialPruned in epoch 1"):
+        best = trainer.hyperparameter_search(
+            hp_space=lambda t: {"learning_rate": t.suggest_float("learning_rate", 0.01, 0.5, log=True)},
+            n_trials=2, direction="minimize", backend="optuna", pruner=PruneTrial1())
+    assert best.run_id == "0"
+    with pytest.raises(HarnessError, match="stopped by TrialPruned in its first epoch"):
+        csl.scores()
+    last = tmp_path / "search" / "run-0" / "checkpoint-8"
+    assert (last / hf["m"].STATE_FILE).is_file()
+    lr = best.hyperparameters["learning_rate"]
+    alone, trainer = hf["trainer"](tmp_path / "alone", learning_rate=lr)
+    trainer.train()
+    resumed, trainer = hf["trainer"](tmp_path / "resumed", learning_rate=lr)
+    trainer.train(resume_from_checkpoint=str(last))  # trains nothing: trial 0's record as it was
+    assert resumed.scores().equals(alone.scores())

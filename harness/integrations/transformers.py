@@ -123,13 +123,14 @@ class CSLTrainerCallback(TrainerCallback):
         self._loaded: dict[str, Any] | None = None  # a checkpoint's state, until training begins
         self._folder: Path | None = None  # the checkpoint folder being saved (`CSLTrainer._save_checkpoint`)
         self._written: Path | None = None  # the folder the state was last written to
+        self._stopped: str | None = None  # the exception that dropped the open epoch of the last train()
 
     def restart(self) -> None:
         """A new, empty record: `CSLTrainer.train` with `model_init` trains a new model (each trial of
         `hyperparameter_search` too), whose losses must not add to those of the model before."""
         self.tracker = SampleTracker(**self._options)
         self._recorder = DistributedRecorder(self.tracker)
-        self._loaded = None
+        self._loaded = self._stopped = None
 
     def record(self, indices: torch.Tensor, losses: torch.Tensor, logits: torch.Tensor | None,
                labels: torch.Tensor | None) -> None:
@@ -212,6 +213,11 @@ class CSLTrainerCallback(TrainerCallback):
         """Before results: an epoch stopped mid-way is closed; a record with no epoch says why."""
         tracker = self.tracker
         if not (tracker.finished or tracker.epochs or self._recorder.batches):
+            if self._stopped:  # a search whose last trial was pruned in its first epoch, an interrupted run
+                raise HarnessError(f"CSLTrainerCallback: no epoch was recorded: the last train() stopped by "
+                                   f"{self._stopped} in its first epoch, whose batches were dropped (a pruned "
+                                   f"hyperparameter_search trial, an interrupted run); train at least one whole "
+                                   f"epoch (the chosen trial again, after a search) for scores")
             raise HarnessError("CSLTrainerCallback: no epoch was recorded in this process. Call scores() after "
                                "train(); hyperparameter_search(backend='ray') trains each trial in a Ray worker "
                                "process with a copy of this callback, whose record stays there: train the chosen "
@@ -220,6 +226,7 @@ class CSLTrainerCallback(TrainerCallback):
 
     def drop_open_epoch(self, exc: BaseException) -> None:
         """`train()` raised mid-epoch: keep whole epochs only (`DistributedRecorder.drop_open_epoch`)."""
+        self._stopped = type(exc).__name__ if self._recorder.batches else self._stopped
         self._recorder.drop_open_epoch(f"CSLTrainer: training stopped by {type(exc).__name__}")
 
     def _end_open_epoch(self) -> None:
