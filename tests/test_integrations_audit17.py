@@ -12,8 +12,11 @@ from pathlib import Path
 import pytest
 import torch
 from torch import nn
+from torch.utils.data import DataLoader, Sampler, TensorDataset
 
+from harness import SampleTracker
 from harness.errors import HarnessError
+from harness.integrations import WithIndex
 
 N, BATCH = 16, 4  # 4 steps an epoch
 
@@ -147,3 +150,56 @@ def test_an_optuna_search_scores_each_trial_apart_and_names_a_pruned_last_trial(
     resumed, trainer = hf["trainer"](tmp_path / "resumed", learning_rate=lr)
     trainer.train(resume_from_checkpoint=str(last))  # trains nothing: trial 0's record as it was
     assert resumed.scores().equals(alone.scores())
+
+
+# --- 3. DataLoader workers ---------------------------------------------------------------------------
+
+class _Replay(Sampler[int]):
+    """Presents the recorded order again, epoch by epoch."""
+
+    def __init__(self, order: torch.Tensor, n: int) -> None:
+        self.order, self.n, self.epoch = order, n, 0
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self):
+        chunk = self.order[self.epoch * self.n:(self.epoch + 1) * self.n]
+        self.epoch += 1
+        return iter(chunk.tolist())
+
+
+def _loop(loader: DataLoader, x: torch.Tensor, y: torch.Tensor) -> tuple[object, torch.Tensor]:
+    torch.manual_seed(0)
+    model = nn.Linear(4, 3)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    tracker, seen = SampleTracker(len(y)), []
+    for _ in range(3):
+        for xb, yb, idx in loader:
+            seen.append(idx)
+            logits = model(xb)
+            loss = nn.functional.cross_entropy(logits, yb, reduction="none")
+            opt.zero_grad()
+            loss.mean().backward()
+            opt.step()
+            tracker.update(idx, losses=loss, logits=logits, labels=yb)
+        tracker.end_epoch()
+    return tracker.scores(), torch.cat(seen)
+
+
+def test_persistent_workers_train_other_batches_and_score_them_exactly() -> None:
+    """Pins docs/own-training-loop.md: workers score bitwise as num_workers=0; with
+    persistent_workers=True the DataLoader draws its base seed from torch's global generator once
+    per run, not once per epoch, so a shuffling loader without a generator of its own presents other
+    orders from the second epoch on than num_workers=0 does (and dropout draws other masks); the
+    scores are those of the batches trained, bitwise."""
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(48, 4, generator=g), torch.randint(0, 3, (48,), generator=g)
+    data = WithIndex(TensorDataset(x, y))
+    plain, plain_order = _loop(DataLoader(data, batch_size=8, shuffle=True), x, y)
+    fresh, fresh_order = _loop(DataLoader(data, batch_size=8, shuffle=True, num_workers=1), x, y)
+    assert torch.equal(fresh_order, plain_order) and fresh.equals(plain)  # workers alone change nothing
+    workers, order = _loop(DataLoader(data, batch_size=8, shuffle=True, num_workers=1, persistent_workers=True), x, y)
+    assert torch.equal(order[:48], plain_order[:48]) and not torch.equal(order, plain_order)
+    replayed, again = _loop(DataLoader(data, batch_size=8, sampler=_Replay(order, 48)), x, y)
+    assert torch.equal(again, order) and replayed.equals(workers) and not plain.equals(workers)
