@@ -18,6 +18,7 @@ from harness import SampleTracker
 from harness.errors import HarnessError
 from harness.integrations import WithIndex
 
+ROOT = Path(__file__).resolve().parents[1]
 N, BATCH = 16, 4  # 4 steps an epoch
 
 
@@ -203,3 +204,27 @@ def test_persistent_workers_train_other_batches_and_score_them_exactly() -> None
     assert torch.equal(order[:48], plain_order[:48]) and not torch.equal(order, plain_order)
     replayed, again = _loop(DataLoader(data, batch_size=8, sampler=_Replay(order, 48)), x, y)
     assert torch.equal(again, order) and replayed.equals(workers) and not plain.equals(workers)
+
+
+# --- 4. hf: fingerprints ---------------------------------------------------------------------------
+
+def test_a_max_length_above_the_longest_text_keeps_the_store_addresses(tmp_path: Path) -> None:
+    """docs/integrations.md said another max_length gets new store addresses; the fingerprint hashes
+    the token ids, so a max_length that cuts no text gives the same ids and the same addresses (the
+    reuse is right: the model sees the same data). The docs now say which max_length changes them."""
+    pytest.importorskip("transformers")
+    pytest.importorskip("datasets")
+    sys.path.insert(0, str(Path(__file__).parent))
+    import _hf_tiny as tiny
+
+    sys.path.pop(0)
+    from harness.datasets import load_dataset
+
+    tok, data = tiny.make_tokenizer(tmp_path / "tok"), tiny.save_text_dataset(tmp_path / "sst2", n=20, n_test=4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # max_length=4 cuts every text, and says so
+        loaded = {n: load_dataset(f"hf:{data},tokenizer={tok},max_length={n}") for n in (64, 128, 4)}
+    assert loaded[64].fingerprint == loaded[128].fingerprint != loaded[4].fingerprint
+    doc = " ".join((ROOT / "docs" / "integrations.md").read_text().split())
+    assert "an edited row, another tokenizer or another `max_length` gets new ones" not in doc
+    assert "a `max_length` that cuts no text changes nothing" in doc
