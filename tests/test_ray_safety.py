@@ -350,6 +350,25 @@ def test_auto_joins_the_cluster_ray_start_recorded(ray_head) -> None:
     assert (out / "out" / "leaderboard.csv").exists()
 
 
+def test_ctrl_c_on_a_joined_cluster_ends_its_jobs_there_and_leaves_the_cluster_up(ray_head, short_tmp) -> None:
+    """memprox leaves the cluster (Ray ends a driver's tasks when it disconnects) rather than cancel
+    each job, which races a job that has just finished (test_ray_joined17): the job's worker ends
+    within seconds and the cluster keeps running."""
+    earlier = frozenset(p.pid for p in _jobs(ray_head["tmp"]))
+    args = [*LONG_RUN, "--seeds", "2", "--executor", "ray", "--ray-address", f"127.0.0.1:{ray_head['port']}"]
+    env = env_for(short_tmp, HOME=str(ray_head["home"]), RAY_AUTH_MODE="token")
+    proc = start_cli(short_tmp, args, env)
+    wait_for_job(ray_head["tmp"], proc, earlier=earlier)
+    os.killpg(proc.pid, signal.SIGINT)
+    code, err, seconds = finish(proc, 60)
+    assert code == 130 and "interrupted" in err and "Traceback" not in err, f"exit {code}\n{err[-2000:]}"
+    deadline = time.monotonic() + 20
+    while (left := [p.pid for p in _jobs(ray_head["tmp"]) if p.pid not in earlier]) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert left == [], "the interrupted run's jobs still train on the cluster"
+    assert ray_executor._answers("127.0.0.1", ray_head["port"])  # the cluster is up for the next run
+
+
 def test_a_lost_head_ends_the_run_with_one_line(ray_head, short_tmp) -> None:
     """Ray waited 60 s, then ended the process with its own "Failed to connect to GCS" line."""
     earlier = frozenset(p.pid for p in _jobs(ray_head["tmp"]))  # a killed driver's job may still train

@@ -28,14 +28,11 @@ from __future__ import annotations
 import os
 import re
 import secrets
-import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 from harness.errors import HarnessError, RunFailed
@@ -70,6 +67,7 @@ from harness.executors.ray_cluster import (  # noqa: F401  (re-exported: tests a
     split_address,
     token_file,
 )
+from harness.executors.ray_signals import _signals_kept
 from harness.executors.worker import portable
 
 if TYPE_CHECKING:
@@ -97,6 +95,8 @@ _reaper: subprocess.Popen | None = None
 #: notebook's second run_experiment finds the first one's Ray running and must stop it the same way,
 #: and a Ray the caller started after shutting ours down is not ours.
 _own_local: str | None = None
+#: The head of the cluster memprox joined (--ray-address) in this process: left on Ctrl-C.
+_joined: str | None = None
 
 
 class ClusterLost(WorkersLost):
@@ -169,46 +169,26 @@ def _head_gone(head: tuple[str, int] | None) -> bool:
     return True
 
 
-def _keep_sigterm(handler: object) -> None:
-    """Stands in for Ray's `set_sigterm_handler` during `ray.init`: the handler in place stays."""
-
-
-@contextmanager
-def _signals_kept() -> Iterator[None]:
-    """Put back the signal handlers `ray.init` replaces: it takes SIGTERM for itself (the driver's
-    `sys.exit(15)`, a local head's "kill Ray, exit 1"), so a scheduler's SIGTERM ended the CLI with
-    no message and exit 1 or 15, and an API caller's own handler was gone. Ray's processes are
-    reaped however this process ends (`_start_reaper`, Ray's own atexit). Ray's SIGTERM handlers are
-    not even set while `ray.init` runs (seconds): a SIGTERM then exited 15 with no line."""
-    signals = [getattr(signal, name) for name in ("SIGTERM", "SIGHUP", "SIGINT") if hasattr(signal, name)]
-    main = threading.current_thread() is threading.main_thread()  # elsewhere no handler can be set
-    saved = {sig: signal.getsignal(sig) for sig in signals} if main else {}
-    utils = getattr(getattr(ray, "_private", None), "utils", None)
-    setter = getattr(utils, "set_sigterm_handler", None)  # how ray.init sets both of its SIGTERM handlers
-    if setter is not None:
-        utils.set_sigterm_handler = _keep_sigterm  # type: ignore[union-attr]
-    try:
-        yield
-    finally:
-        if setter is not None:
-            utils.set_sigterm_handler = setter  # type: ignore[union-attr]
-        for sig, handler in saved.items():  # set again even where Python's record still shows it: C code
-            if handler is not None:          # (Ray's core worker) may have set its own underneath
-                signal.signal(sig, handler)
-
-
 def _join(address: str | None, target: str) -> None:
     """Join the checked cluster, within JOIN_WAIT_S. `auto` is passed on as `auto`: it finds the
     same cluster, and Ray then uses this machine's token for it as it does for `ray.init()`."""
     wait = os.environ.get("RAY_gcs_server_port_wait_time_s", str(JOIN_WAIT_S))
     try:
-        with _environ(RAY_gcs_server_port_wait_time_s=wait), _signals_kept():
+        with _environ(RAY_gcs_server_port_wait_time_s=wait), _signals_kept(ray):
             ray.init(address="auto" if address == "auto" else target, log_to_driver=False)
     except Exception as e:  # ConnectionError, AuthenticationError, a version mismatch, ...
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise HarnessError(f"could not join the Ray cluster at {target} ({reason}); if it uses token "
                            "authentication, set RAY_AUTH_MODE=token and its token (RAY_AUTH_TOKEN, or the "
                            f"file ~/.ray/auth_token) before running memprox; {CLUSTER_HELP}") from None
+
+
+def _leave() -> None:
+    """Leave the cluster memprox joined: Ray ends this driver's tasks there (their workers were gone
+    0.3 s after, on a `ray start` cluster here), and nothing else of the cluster's."""
+    global _joined
+    ray.shutdown()
+    _joined = None
 
 
 # the executor ---------------------------------------------------------------------------------
@@ -285,9 +265,11 @@ class RayExecutor(Executor):
         self._init()
 
     def _init(self) -> None:
+        global _joined
         if not ray.is_initialized():
             if self.target:
                 _join(self.address, self.target)
+                _joined = _gcs_address()
             else:
                 self._start_local()
         if self.head is None:  # a local Ray, or one this process had already joined
@@ -304,7 +286,7 @@ class RayExecutor(Executor):
         mark = secrets.token_hex(8)
         _stop_reaper()
         _reaper = _start_reaper(f"{SESSION_VAR}={mark}")
-        with _loopback_only(), _environ(**{SESSION_VAR: mark}), _signals_kept():
+        with _loopback_only(), _environ(**{SESSION_VAR: mark}), _signals_kept(ray):
             # --workers jobs at a time, each reserving its threads; by default the CPUs this process may use
             cpus = self.workers * self.threads if self.workers else usable_cpus()
             ray.init(address="local", num_cpus=cpus, include_dashboard=False, log_to_driver=False)
@@ -387,13 +369,19 @@ class RayExecutor(Executor):
                 self._stop(pending)
 
     def _stop(self, pending: dict[ray.ObjectRef, Job]) -> None:
-        """A local Ray this executor started is shut down (its workers with it; the next `run` starts
-        another): `ray.cancel(force=True)` races Ray's own handling of a job that just finished
-        ("Check failed: ... Tried to complete task that was not pending", ray-project/ray#54846),
-        which aborted the driver with exit 1 after the "interrupted" line, 2 of 20 Ctrl-C'd runs here.
-        A joined cluster keeps running, so its jobs are cancelled (the race remains there)."""
+        """Stop the outstanding jobs without `ray.cancel(force=True)`, which races Ray's own handling
+        of a job that just finished ("Check failed: ... Tried to complete task that was not pending",
+        ray-project/ray#54846) and aborted the driver with exit 1 after the "interrupted" line (2 of
+        20 Ctrl-C'd runs on a local Ray here, 2 of 35 on a joined one). A local Ray this executor
+        started is shut down; a cluster it joined is left (Ray ends a driver's tasks when it
+        disconnects; the cluster runs on, and the next `run` joins again). Only on a Ray the caller
+        connected to are the jobs cancelled (the race remains)."""
         if self.started_ray:
             self.shutdown()
-        elif _head_answers(self.head):  # a lost cluster has nothing left to cancel
+        elif not _head_answers(self.head):  # a lost cluster has nothing left to stop
+            return
+        elif self.target is not None and _joined is not None and ray.is_initialized() and _gcs_address() == _joined:
+            _leave()
+        else:
             for ref in pending:
                 ray.cancel(ref, force=True)

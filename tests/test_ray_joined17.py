@@ -1,0 +1,93 @@
+"""Stopping a run on a Ray cluster memprox joined (`--ray-address`): Ctrl-C, SIGTERM or a failed
+store write leave the cluster (Ray ends a driver's tasks when it disconnects) instead of calling
+`ray.cancel(force=True)` on each job, which races Ray's handling of a job that has just finished
+("Check failed: ... Tried to complete task that was not pending", ray-project/ray#54846) and can
+abort the driver with exit 1 after its "interrupted" line. A Ray the caller connected to is the
+caller's: its jobs are cancelled, the connection kept. Ray itself is a stand-in here; the real
+cluster is tested in test_ray_safety (`test_ctrl_c_on_a_joined_cluster_...`)."""
+
+from __future__ import annotations
+
+import pytest
+
+pytest.importorskip("ray")
+
+import harness.executors.ray as ray_executor  # noqa: E402
+from harness.executors.ray import RayExecutor  # noqa: E402
+
+HEAD = "10.0.0.5:6379"
+
+
+class FakeRay:
+    """What `_stop` and `_init` ask of Ray: a connection that can be left, jobs that can be cancelled."""
+
+    def __init__(self) -> None:
+        self.calls: list[object] = []
+        self.up = False
+
+    def is_initialized(self) -> bool:
+        return self.up
+
+    def shutdown(self) -> None:
+        self.calls.append("shutdown")
+        self.up = False
+
+    def cancel(self, ref: object, force: bool = False) -> None:
+        self.calls.append(("cancel", ref, force))
+
+
+@pytest.fixture
+def fake(monkeypatch) -> FakeRay:
+    fake = FakeRay()
+    connected = {"to": HEAD}
+
+    def join(address: str | None, target: str) -> None:
+        fake.calls.append(("join", target))
+        fake.up = True
+
+    monkeypatch.setattr(ray_executor, "ray", fake)
+    monkeypatch.setattr(ray_executor, "_join", join)
+    monkeypatch.setattr(ray_executor, "_gcs_address", lambda: connected["to"] if fake.up else None)
+    monkeypatch.setattr(ray_executor, "check_reachable", lambda target: tuple(target.split(":")))
+    monkeypatch.setattr(ray_executor, "_head_answers", lambda head: True)
+    monkeypatch.setattr(ray_executor, "_joined", None)
+    monkeypatch.setattr(ray_executor, "_own_local", None)
+    fake.connected = connected  # type: ignore[attr-defined]
+    return fake
+
+
+def test_a_joined_cluster_is_left_not_cancelled_and_joined_again_by_the_next_run(fake) -> None:
+    executor = RayExecutor(address=HEAD, progress=False)
+    executor.start()
+    assert fake.calls == [("join", HEAD)] and ray_executor._joined == HEAD
+    executor._stop({"ref-a": None, "ref-b": None})  # type: ignore[dict-item]
+    assert fake.calls == [("join", HEAD), "shutdown"]  # no ray.cancel: nothing to race
+    assert ray_executor._joined is None and not fake.up
+    executor.start()  # a notebook's next run_experiment on the same executor joins again
+    assert fake.calls[-1] == ("join", HEAD) and ray_executor._joined == HEAD
+
+
+def test_a_ray_the_caller_connected_to_is_cancelled_and_kept(fake) -> None:
+    fake.up = True  # the caller's own ray.init(); memprox joined nothing
+    executor = RayExecutor(progress=False)
+    executor.head = ("10.0.0.5", 6379)
+    executor._stop({"ref-a": None})  # type: ignore[dict-item]
+    assert fake.calls == [("cancel", "ref-a", True)] and fake.up
+
+
+def test_a_cluster_the_caller_moved_to_after_memprox_joined_is_the_callers(fake) -> None:
+    """The record of what memprox joined names another head than the one connected now: cancel."""
+    executor = RayExecutor(address=HEAD, progress=False)
+    executor.start()
+    fake.connected["to"] = "10.0.0.9:6379"  # type: ignore[attr-defined]
+    executor._stop({"ref-a": None})  # type: ignore[dict-item]
+    assert fake.calls[1:] == [("cancel", "ref-a", True)] and fake.up
+
+
+def test_a_lost_cluster_is_neither_left_nor_cancelled(fake, monkeypatch) -> None:
+    """Nothing answers to take the request; Ray's own shutdown at exit handles the connection."""
+    executor = RayExecutor(address=HEAD, progress=False)
+    executor.start()
+    monkeypatch.setattr(ray_executor, "_head_answers", lambda head: False)
+    executor._stop({"ref-a": None})  # type: ignore[dict-item]
+    assert fake.calls == [("join", HEAD)] and fake.up
