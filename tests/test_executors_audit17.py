@@ -5,7 +5,7 @@ workers, retried every exception, and left submitted Slurm jobs running when sba
 These tests take each sketch's code from the page itself, so the page cannot rot again: the Dask one
 on an in-process Dask cluster, the Slurm one (through submitit) against a fake sbatch, srun, sacct
 and scancel that run each Slurm job as a local background process. Each is skipped where its
-package (dask.distributed, submitit) is not installed; neither is a dependency of memprox.
+package (dask.distributed, submitit) is not installed: both are in the dev extra, so the suite runs them.
 """
 
 from __future__ import annotations

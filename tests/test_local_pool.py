@@ -367,6 +367,8 @@ def test_an_executor_plugin_registers_through_an_entry_point(make_config, monkey
     real = importlib.metadata.entry_points  # other libraries (narwhals, via scikit-learn) look up their own groups
     monkeypatch.setattr(importlib.metadata, "entry_points",
                         lambda group=None, **kw: [ep] if group == ep.group else real(group=group, **kw))
+    for builtin in ("local", "inprocess"):  # imported now: imported into the stand-in, they were lost to later tests
+        executors.executor_class(builtin)
     monkeypatch.setattr(executors, "EXECUTORS", type(executors.EXECUTORS)("executor"))
     assert "dasklike" in executor_names()
     cfg = make_config(executor="dasklike", epochs=1)
