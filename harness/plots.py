@@ -172,8 +172,8 @@ def show_image(ax, image: np.ndarray, title: str | None) -> None:
         ax.imshow(_pixels(image), cmap="gray", vmin=0, vmax=255)
     else:
         ax.imshow(_pixels(image))
-    if title is not None:
-        ax.set_title(title, fontsize=6, pad=2)
+    if title is not None:  # as written: a pair of `$` in a file or class name was math to matplotlib, a crash
+        ax.set_title(title, fontsize=6, pad=2, parse_math=False)
     ax.set_xticks([])
     ax.set_yticks([])
 
@@ -304,7 +304,7 @@ FILE_CAPTION_CHARS = 28
 
 def _file_line(files: Mapping[int, str] | None, i: int) -> str:
     """Sample i's file as a caption line (with its newline), or nothing when the files are unknown."""
-    if not files:
+    if not files or files.get(i) is None:
         return ""
     name = str(files[i])
     return (name if len(name) <= FILE_CAPTION_CHARS else "..." + name[3 - FILE_CAPTION_CHARS:]) + "\n"

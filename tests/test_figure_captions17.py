@@ -78,3 +78,20 @@ def test_a_long_file_name_keeps_its_end() -> None:
     line = _file_line({4: long}, 4)
     assert line == "..." + long[-(FILE_CAPTION_CHARS - 3):] + "\n" and len(line) == FILE_CAPTION_CHARS + 1
     assert _file_line({4: "a/b.png"}, 4) == "a/b.png\n" and _file_line(None, 4) == ""
+
+
+def test_a_dollar_sign_in_a_file_or_class_name_is_drawn_as_written(tmp_path: Path, drawn) -> None:
+    """Matplotlib read text between two `$` as math: `a$_$b.png` raised a ParseSyntaxException and
+    the evaluation, with it the leaderboard, was lost. A sample missing from `files` gets no file line."""
+    import pandas as pd
+
+    from harness.plots import plot_pairs, plot_suspects
+
+    pictures = {i: np.full((3, 4, 4), 40 * i, dtype=np.uint8) for i in range(3)}
+    table = pd.DataFrame({"index": [0, 1], "label": [0, 1], "predicted": [1, 1], "score": [2.0, 1.0]})
+    plot_suspects(table, pictures, "csl", tmp_path / "s.png", ["c$1$", "d"], 4, files={0: "x/a$_$b.png"})
+    assert [c for _, c in drawn["s.png"]] == ["#0 c$1$->d\nx/a$_$b.png\n2", "#1 d->d\n1"]
+    pairs = pd.DataFrame({"a": [0], "b": [2], "label_a": [0], "label_b": [0], "distance": [0.0]})
+    plot_pairs(pairs, pictures, tmp_path / "p.png", ["$x$"], 4, files={0: "$1$.png", 2: "b.png"})
+    assert [c for _, c in drawn["p.png"]] == ["#0 $x$\n$1$.png\n", "#2 $x$\nb.png\nd=0"]
+    assert (tmp_path / "s.png").stat().st_size > 1000 and (tmp_path / "p.png").stat().st_size > 1000
