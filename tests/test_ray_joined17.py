@@ -24,6 +24,14 @@ class FakeRay:
     def __init__(self) -> None:
         self.calls: list[object] = []
         self.up = False
+        self.job = 0  # a new one per connection, as Ray's job id per ray.init
+
+    def connect(self) -> None:
+        self.up, self.job = True, self.job + 1
+
+    def get_runtime_context(self) -> object:
+        assert self.up, "get_runtime_context() without a connection starts a local Ray"
+        return type("Context", (), {"get_job_id": lambda _: f"{self.job:08x}"})()
 
     def is_initialized(self) -> bool:
         return self.up
@@ -39,49 +47,48 @@ class FakeRay:
 @pytest.fixture
 def fake(monkeypatch) -> FakeRay:
     fake = FakeRay()
-    connected = {"to": HEAD}
 
     def join(address: str | None, target: str) -> None:
         fake.calls.append(("join", target))
-        fake.up = True
+        fake.connect()
 
     monkeypatch.setattr(ray_executor, "ray", fake)
     monkeypatch.setattr(ray_executor, "_join", join)
-    monkeypatch.setattr(ray_executor, "_gcs_address", lambda: connected["to"] if fake.up else None)
     monkeypatch.setattr(ray_executor, "check_reachable", lambda target: tuple(target.split(":")))
     monkeypatch.setattr(ray_executor, "_head_answers", lambda head: True)
     monkeypatch.setattr(ray_executor, "_joined", None)
     monkeypatch.setattr(ray_executor, "_own_local", None)
-    fake.connected = connected  # type: ignore[attr-defined]
     return fake
 
 
 def test_a_joined_cluster_is_left_not_cancelled_and_joined_again_by_the_next_run(fake) -> None:
     executor = RayExecutor(address=HEAD, progress=False)
     executor.start()
-    assert fake.calls == [("join", HEAD)] and ray_executor._joined == HEAD
+    assert fake.calls == [("join", HEAD)] and ray_executor._joined == "00000001"
     executor._stop({"ref-a": None, "ref-b": None})  # type: ignore[dict-item]
     assert fake.calls == [("join", HEAD), "shutdown"]  # no ray.cancel: nothing to race
     assert ray_executor._joined is None and not fake.up
     executor.start()  # a notebook's next run_experiment on the same executor joins again
-    assert fake.calls[-1] == ("join", HEAD) and ray_executor._joined == HEAD
+    assert fake.calls[-1] == ("join", HEAD) and ray_executor._joined == "00000002"
 
 
 def test_a_ray_the_caller_connected_to_is_cancelled_and_kept(fake) -> None:
-    fake.up = True  # the caller's own ray.init(); memprox joined nothing
+    fake.connect()  # the caller's own ray.init(); memprox joined nothing
     executor = RayExecutor(progress=False)
     executor.head = ("10.0.0.5", 6379)
     executor._stop({"ref-a": None})  # type: ignore[dict-item]
     assert fake.calls == [("cancel", "ref-a", True)] and fake.up
 
 
-def test_a_cluster_the_caller_moved_to_after_memprox_joined_is_the_callers(fake) -> None:
-    """The record of what memprox joined names another head than the one connected now: cancel."""
+def test_a_connection_the_caller_made_again_to_the_same_cluster_is_the_callers(fake) -> None:
+    """memprox joined, then the caller left and connected again (`ray.shutdown(); ray.init(HEAD)`):
+    the same head, but the caller's connection, which a Ctrl-C must not end: its jobs are cancelled."""
     executor = RayExecutor(address=HEAD, progress=False)
     executor.start()
-    fake.connected["to"] = "10.0.0.9:6379"  # type: ignore[attr-defined]
+    fake.shutdown()
+    fake.connect()
     executor._stop({"ref-a": None})  # type: ignore[dict-item]
-    assert fake.calls[1:] == [("cancel", "ref-a", True)] and fake.up
+    assert fake.calls[1:] == ["shutdown", ("cancel", "ref-a", True)] and fake.up
 
 
 def test_a_lost_cluster_is_neither_left_nor_cancelled(fake, monkeypatch) -> None:

@@ -95,7 +95,9 @@ _reaper: subprocess.Popen | None = None
 #: notebook's second run_experiment finds the first one's Ray running and must stop it the same way,
 #: and a Ray the caller started after shutting ours down is not ours.
 _own_local: str | None = None
-#: The head of the cluster memprox joined (--ray-address) in this process: left on Ctrl-C.
+#: The Ray job (one per `ray.init`) of the cluster connection memprox made (--ray-address) in this
+#: process: left on Ctrl-C. A job, not the head's address: a caller who reconnects to the same
+#: cluster (`ray.shutdown(); ray.init(...)`) has a connection of their own, which is not left.
 _joined: str | None = None
 
 
@@ -181,6 +183,11 @@ def _join(address: str | None, target: str) -> None:
         raise HarnessError(f"could not join the Ray cluster at {target} ({reason}); if it uses token "
                            "authentication, set RAY_AUTH_MODE=token and its token (RAY_AUTH_TOKEN, or the "
                            f"file ~/.ray/auth_token) before running memprox; {CLUSTER_HELP}") from None
+
+
+def _job() -> str | None:
+    """The Ray job of this process's connection (None: none; `get_runtime_context` would start a Ray)."""
+    return ray.get_runtime_context().get_job_id() if ray.is_initialized() else None
 
 
 def _leave() -> None:
@@ -269,7 +276,7 @@ class RayExecutor(Executor):
         if not ray.is_initialized():
             if self.target:
                 _join(self.address, self.target)
-                _joined = _gcs_address()
+                _joined = _job()
             else:
                 self._start_local()
         if self.head is None:  # a local Ray, or one this process had already joined
@@ -374,13 +381,13 @@ class RayExecutor(Executor):
         ray-project/ray#54846) and aborted the driver with exit 1 after the "interrupted" line (2 of
         20 Ctrl-C'd runs on a local Ray here, 2 of 35 on a joined one). A local Ray this executor
         started is shut down; a cluster it joined is left (Ray ends a driver's tasks when it
-        disconnects; the cluster runs on, and the next `run` joins again). Only on a Ray the caller
-        connected to are the jobs cancelled (the race remains)."""
+        disconnects; the cluster runs on, and the next `run` joins again). Only on a connection the
+        caller made itself are the jobs cancelled (the race remains)."""
         if self.started_ray:
             self.shutdown()
         elif not _head_answers(self.head):  # a lost cluster has nothing left to stop
             return
-        elif self.target is not None and _joined is not None and ray.is_initialized() and _gcs_address() == _joined:
+        elif _joined is not None and _job() == _joined:
             _leave()
         else:
             for ref in pending:
