@@ -39,6 +39,7 @@ FOREIGN_FLAGS = {
     "--no-deps": "pip", "--target": "pip", "--generate": "ray get-auth-token", "--head": "ray start",
     "--port": "ray start", "--address": "ray start", "--signal": "sbatch", "--env-file": "docker run",
     "--seed": "the example of an abbreviated flag that is refused",
+    "--nthreads": "dask worker", "--nworkers": "dask worker", "--resources": "dask worker", "--me": "squeue",
 }
 #: Flags of benchmarks/bench_ray.py the pages quote: checked against its argument parser.
 BENCH_RAY_FLAGS = ("--no-overhead", "--configs")
