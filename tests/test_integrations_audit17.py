@@ -119,8 +119,8 @@ def test_scores_after_a_train_stopped_in_its_first_epoch_say_so(hf, tmp_path: Pa
     csl, trainer = hf["trainer"](tmp_path / "run", callbacks=[PruneAtStep2()])
     with pytest.warns(RuntimeWarning, match="training stopped by _Prune in epoch 1"), pytest.raises(_Prune):
         trainer.train()
-    with pytest.raises(HarnessError, match=r"the last train\(\) stopped by _Prune in its first epoch, whose batches "
-                                           r"were dropped \(a pruned hyperparameter_search trial"):
+    with pytest.raises(HarnessError, match=r"the last train\(\) stopped by _Prune before its first epoch ended, and "
+                                           r"its batches were dropped \(a pruned hyperparameter_search trial"):
         csl.scores()
 
 
@@ -141,7 +141,7 @@ def test_an_optuna_search_scores_each_trial_apart_and_names_a_pruned_last_trial(
             hp_space=lambda t: {"learning_rate": t.suggest_float("learning_rate", 0.01, 0.5, log=True)},
             n_trials=2, direction="minimize", backend="optuna", pruner=PruneTrial1())
     assert best.run_id == "0"
-    with pytest.raises(HarnessError, match="stopped by TrialPruned in its first epoch"):
+    with pytest.raises(HarnessError, match="stopped by TrialPruned before its first epoch ended"):
         csl.scores()
     last = tmp_path / "search" / "run-0" / "checkpoint-8"
     assert (last / hf["m"].STATE_FILE).is_file()
@@ -228,3 +228,24 @@ def test_a_max_length_above_the_longest_text_keeps_the_store_addresses(tmp_path:
     doc = " ".join((ROOT / "docs" / "integrations.md").read_text().split())
     assert "an edited row, another tokenizer or another `max_length` gets new ones" not in doc
     assert "a `max_length` that cuts no text changes nothing" in doc
+
+
+@pytest.mark.parametrize(("files", "warns"), [
+    (["model.safetensors", "scheduler.pt", "rng_state.pth", "trainer_state.json"], True),  # save_only_model
+    (["model.safetensors", "optimizer.pt", "scheduler.pt"], False),
+    (["model.safetensors", "optimizer_0/__0_0.distcp"], False),  # FSDP's sharded optimizer
+    (["global_step4/bf16_zero_pp_rank_0_mp_rank_00_optim_states.pt", "latest"], False),  # DeepSpeed ZeRO
+    (["global_step4/mp_rank_00_model_states.pt", "latest"], False),  # DeepSpeed stage 0: inside the model states
+])
+def test_the_optimizer_state_is_found_in_each_checkpoint_layout(tmp_path: Path, files: list[str], warns: bool) -> None:
+    pytest.importorskip("transformers")
+    from harness.integrations.transformers import _warn_model_only
+
+    for name in files:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(b"")
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        _warn_model_only(tmp_path)
+    assert [str(w.message)[:60] for w in seen] == ([f"CSLTrainer: {tmp_path} holds no optimizer state"[:60]] if warns
+                                                   else [])

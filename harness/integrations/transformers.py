@@ -215,9 +215,9 @@ class CSLTrainerCallback(TrainerCallback):
         if not (tracker.finished or tracker.epochs or self._recorder.batches):
             if self._stopped:  # a search whose last trial was pruned in its first epoch, an interrupted run
                 raise HarnessError(f"CSLTrainerCallback: no epoch was recorded: the last train() stopped by "
-                                   f"{self._stopped} in its first epoch, whose batches were dropped (a pruned "
-                                   f"hyperparameter_search trial, an interrupted run); train at least one whole "
-                                   f"epoch (the chosen trial again, after a search) for scores")
+                                   f"{self._stopped} before its first epoch ended, and its batches were dropped (a "
+                                   f"pruned hyperparameter_search trial, an interrupted run); train at least one "
+                                   f"whole epoch (the chosen trial again, after a search) for scores")
             raise HarnessError("CSLTrainerCallback: no epoch was recorded in this process. Call scores() after "
                                "train(); hyperparameter_search(backend='ray') trains each trial in a Ray worker "
                                "process with a copy of this callback, whose record stays there: train the chosen "
@@ -226,7 +226,7 @@ class CSLTrainerCallback(TrainerCallback):
 
     def drop_open_epoch(self, exc: BaseException) -> None:
         """`train()` raised mid-epoch: keep whole epochs only (`DistributedRecorder.drop_open_epoch`)."""
-        self._stopped = type(exc).__name__ if self._recorder.batches else self._stopped
+        self._stopped = type(exc).__name__  # the last train()'s, also one that failed before its first batch
         self._recorder.drop_open_epoch(f"CSLTrainer: training stopped by {type(exc).__name__}")
 
     def _end_open_epoch(self) -> None:
@@ -238,8 +238,11 @@ def _warn_model_only(folder: Path) -> None:
     """A checkpoint saved with `save_only_model=True` holds the weights alone: the `Trainer` resumes
     from it with a new optimizer, schedule and random state (it says so at info level only), so the
     resumed training, and the losses csl sums from there, are not the uninterrupted run's. The
-    optimizer's state is a file or folder named `optimizer*` (`*optim_states*` under DeepSpeed)."""
-    if not any("optim" in p.name for p in (*folder.glob("*"), *folder.glob("*/*"))):
+    optimizer's state is a file or folder named `optimizer*` (`*optim_states*` under DeepSpeed ZeRO;
+    DeepSpeed's stage 0 keeps it in its model states, so its `latest` or `global_step*` counts)."""
+    names = [p.name for p in (*folder.glob("*"), *folder.glob("*/*"))]
+    deepspeed = any(n == "latest" or n.startswith("global_step") for n in names)  # stage 0 keeps it in its model states
+    if not deepspeed and not any(n.startswith("optimizer") or "optim_states" in n for n in names):
         warnings.warn(f"CSLTrainer: {folder} holds no optimizer state (saved with save_only_model=True?): the Trainer "
                       f"resumes its weights with a new optimizer, learning-rate schedule and random state, so the "
                       f"training from there, and the scores, differ from an uninterrupted run's; for equal scores, "
