@@ -32,7 +32,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING
 
 from harness.errors import HarnessError, RunFailed
@@ -198,6 +198,39 @@ def _leave() -> None:
     _joined = None
 
 
+def _start_local(cpus: int) -> None:
+    """A new local Ray of `cpus` CPUs (never one RAY_ADDRESS names: that is what --ray-address is
+    for), on the loopback interface, with a private token file, reaped when this process ends."""
+    global _reaper, _own_local
+    ensure_private_token()
+    mark = secrets.token_hex(8)
+    _stop_reaper()
+    _reaper = _start_reaper(f"{SESSION_VAR}={mark}")
+    with _loopback_only(), _environ(**{SESSION_VAR: mark}), _signals_kept(ray):
+        ray.init(address="local", num_cpus=cpus, include_dashboard=False, log_to_driver=False)
+    _nudge_reaper(_reaper)
+    _own_local = _gcs_address()
+    ip = ray.util.get_node_ip_address()
+    if not _is_loopback(ip):
+        print(f"warning: this Ray version started the local cluster on {ip}, reachable from the network and "
+              "protected by its token only", file=sys.stderr)
+
+
+def _next_done(pending: dict[ray.ObjectRef, Job], head: tuple[str, int] | None,
+               lost: Callable[[], ClusterLost]) -> ray.ObjectRef:
+    """The next finished job's ref. Waits in short steps, checking that the head still answers
+    (Ray would otherwise wait, then end this process after 60 s with its own message)."""
+    seen = time.monotonic()
+    while True:
+        ready, _ = ray.wait(list(pending), num_returns=1, timeout=POLL_S)
+        if ready:
+            return ready[0]
+        if _head_answers(head):
+            seen = time.monotonic()
+        elif time.monotonic() - seen > LOST_AFTER_S:
+            raise lost()
+
+
 # the executor ---------------------------------------------------------------------------------
 def check_fits(jobs: Sequence[Job]) -> None:
     """A job that no live node can hold waits in Ray's queue forever ("Pending Demands" in `ray
@@ -277,32 +310,13 @@ class RayExecutor(Executor):
             if self.target:
                 _join(self.address, self.target)
                 _joined = _job()
-            else:
-                self._start_local()
+            else:  # --workers jobs at a time, each reserving its threads; by default the CPUs this process may use
+                _start_local(self.workers * self.threads if self.workers else usable_cpus())
         if self.head is None:  # a local Ray, or one this process had already joined
             try:
                 self.head = split_address(ray.get_runtime_context().gcs_address)
             except Exception:  # e.g. a Ray Client connection: no head to watch, Ray's own timeouts apply
                 self.head = None
-
-    def _start_local(self) -> None:
-        """A new local Ray (never one RAY_ADDRESS names: that is what --ray-address is for), on the
-        loopback interface, with a private token file, reaped when this process ends."""
-        global _reaper, _own_local
-        ensure_private_token()
-        mark = secrets.token_hex(8)
-        _stop_reaper()
-        _reaper = _start_reaper(f"{SESSION_VAR}={mark}")
-        with _loopback_only(), _environ(**{SESSION_VAR: mark}), _signals_kept(ray):
-            # --workers jobs at a time, each reserving its threads; by default the CPUs this process may use
-            cpus = self.workers * self.threads if self.workers else usable_cpus()
-            ray.init(address="local", num_cpus=cpus, include_dashboard=False, log_to_driver=False)
-        _nudge_reaper(_reaper)
-        _own_local = _gcs_address()
-        ip = ray.util.get_node_ip_address()
-        if not _is_loopback(ip):
-            print(f"warning: this Ray version started the local cluster on {ip}, reachable from the network and "
-                  "protected by its token only", file=sys.stderr)
 
     @property
     def started_ray(self) -> bool:
@@ -325,19 +339,6 @@ class RayExecutor(Executor):
         return ClusterLost(f"lost the Ray cluster {where}: its head has not answered for {LOST_AFTER_S:.0f} s; "
                            "runs already stored are kept, rerun to resume once the cluster is back")
 
-    def _wait_one(self, pending: dict[ray.ObjectRef, Job]) -> ray.ObjectRef:
-        """The next finished job's ref. Waits in short steps, checking that the head still answers
-        (Ray would otherwise wait, then end this process after 60 s with its own message)."""
-        seen = time.monotonic()
-        while True:
-            ready, _ = ray.wait(list(pending), num_returns=1, timeout=POLL_S)
-            if ready:
-                return ready[0]
-            if _head_answers(self.head):
-                seen = time.monotonic()
-            elif time.monotonic() - seen > LOST_AFTER_S:
-                raise self._lost()
-
     def run(self, jobs: Sequence[Job]) -> Iterator[Outcome]:
         if not jobs:
             return
@@ -357,7 +358,7 @@ class RayExecutor(Executor):
             with progress_bar(len(jobs), self.progress) as bar:
                 while pending:
                     bar.set_postfix(running=min(slots, len(pending)))
-                    ref = self._wait_one(pending)
+                    ref = _next_done(pending, self.head, self._lost)
                     job = pending.pop(ref)
                     try:
                         outcome: JobResult | BaseException = ray.get(ref)

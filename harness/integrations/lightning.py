@@ -112,7 +112,7 @@ class CSLCallback(Callback):
             raise HarnessError("CSLCallback: scores() ended this callback's record; give this fit a new CSLCallback")
         self._check_same_model(pl_module)
         self._resume(trainer, pl_module)
-        self._warn_mid_epoch_resume(trainer)
+        _warn_mid_epoch_resume(trainer, self._recorder.batches > 0)
 
     def _check_same_model(self, pl_module: Any) -> None:
         """A second fit continues the record, which is right for the same model trained on; another
@@ -144,40 +144,6 @@ class CSLCallback(Callback):
                           f"record of the epochs before (a checkpoint saved without its state, by an older memprox "
                           f"or by a CSLCallback with other proxies or running_sums); csl will sum the epochs from "
                           f"here on only", RuntimeWarning, stacklevel=3)
-
-    def _warn_mid_epoch_resume(self, trainer: Any) -> None:
-        """A fit resumed from a checkpoint saved within an epoch (`every_n_train_steps`, `max_steps`)
-        does not train what the uninterrupted fit trains: say what the record holds. Lightning either
-        finishes the cut epoch with its remaining batches, drawn from the start of a plain DataLoader
-        (so, with b of B batches done, the first min(b, B - b) are trained twice and the last as many
-        not at all), or, where the cut epoch counts as done (max_steps, resumed by epochs), starts the next."""
-        cut = _mid_epoch_cut(trainer)
-        if cut is None:
-            return
-        is_open, left, twice = self._recorder.batches > 0, cut.batches - cut.batches_done, cut.batches_twice
-        if cut.resumable and cut.continues and is_open:
-            return  # the loader goes on where it stopped, and so does the open epoch: as if uninterrupted
-        if not cut.continues:
-            what = (f"Lightning starts the next epoch: the samples of the cut epoch's last {left} batch(es) are not "
-                    f"trained in it, and count one epoch fewer (the record closed it)")
-        elif cut.resumable:
-            what = ("The epoch cut short (max_steps) was closed in the record, so the rest of it is recorded as an "
-                    "epoch of its own: one epoch more than the uninterrupted fit, split in two halves")
-        else:
-            what = (f"Lightning finishes that epoch with {left} batch(es) drawn from the start of the DataLoader (not "
-                    f"resumable), so the samples of its first {twice} batch(es) are trained twice in it and those of "
-                    f"its last {twice} not at all. ")
-            what += ("In the record's open epoch each sample keeps its first presentation: those trained twice keep "
-                     f"their loss from before the checkpoint and those of the last {twice} batch(es) have none in "
-                     "this epoch" if is_open else
-                     "The epoch cut short (max_steps) was closed in the record, and the batches trained after the "
-                     f"checkpoint are recorded as another, shorter epoch: the samples of the first {twice} "
-                     f"batch(es) count one epoch more, those of the last {twice} one fewer")
-        warnings.warn(f"CSLCallback: the fit resumes from a checkpoint saved within an epoch, after {cut.steps} of "
-                      f"its {cut.per_epoch} optimizer steps ({cut.batches_done} of {cut.batches} batches). {what}. "
-                      f"The scores (csl, and the per-epoch proxies) are not those of an uninterrupted fit; for "
-                      f"those, resume from a checkpoint saved at an epoch's end (with max_steps a multiple of the "
-                      f"{cut.per_epoch} steps per epoch)", RuntimeWarning, stacklevel=3)
 
     @property
     def state_key(self) -> str:
@@ -241,6 +207,42 @@ class CSLCallback(Callback):
                                "devices > 1 in a notebook), or by Ray Tune / Ray Train in their workers, records "
                                "there and its record does not come back: use strategy='ddp' (a script), or read "
                                "the scores inside the fit (on_train_end, rank 0)")
+
+
+def _warn_mid_epoch_resume(trainer: Any, is_open: bool) -> None:
+    """A fit resumed from a checkpoint saved within an epoch (`every_n_train_steps`, `max_steps`)
+    does not train what the uninterrupted fit trains: say what the record holds. Lightning either
+    finishes the cut epoch with its remaining batches, drawn from the start of a plain DataLoader
+    (so, with b of B batches done, the first min(b, B - b) are trained twice and the last as many
+    not at all), or, where the cut epoch counts as done (max_steps, resumed by epochs), starts the next.
+    `is_open`: whether the callback's record holds the cut epoch still open."""
+    cut = _mid_epoch_cut(trainer)
+    if cut is None:
+        return
+    left, twice = cut.batches - cut.batches_done, cut.batches_twice
+    if cut.resumable and cut.continues and is_open:
+        return  # the loader goes on where it stopped, and so does the open epoch: as if uninterrupted
+    if not cut.continues:
+        what = (f"Lightning starts the next epoch: the samples of the cut epoch's last {left} batch(es) are not "
+                f"trained in it, and count one epoch fewer (the record closed it)")
+    elif cut.resumable:
+        what = ("The epoch cut short (max_steps) was closed in the record, so the rest of it is recorded as an "
+                "epoch of its own: one epoch more than the uninterrupted fit, split in two halves")
+    else:
+        what = (f"Lightning finishes that epoch with {left} batch(es) drawn from the start of the DataLoader (not "
+                f"resumable), so the samples of its first {twice} batch(es) are trained twice in it and those of "
+                f"its last {twice} not at all. ")
+        what += ("In the record's open epoch each sample keeps its first presentation: those trained twice keep "
+                 f"their loss from before the checkpoint and those of the last {twice} batch(es) have none in "
+                 "this epoch" if is_open else
+                 "The epoch cut short (max_steps) was closed in the record, and the batches trained after the "
+                 f"checkpoint are recorded as another, shorter epoch: the samples of the first {twice} "
+                 f"batch(es) count one epoch more, those of the last {twice} one fewer")
+    warnings.warn(f"CSLCallback: the fit resumes from a checkpoint saved within an epoch, after {cut.steps} of "
+                  f"its {cut.per_epoch} optimizer steps ({cut.batches_done} of {cut.batches} batches). {what}. "
+                  f"The scores (csl, and the per-epoch proxies) are not those of an uninterrupted fit; for "
+                  f"those, resume from a checkpoint saved at an epoch's end (with max_steps a multiple of the "
+                  f"{cut.per_epoch} steps per epoch)", RuntimeWarning, stacklevel=3)
 
 
 class _Cut(NamedTuple):
