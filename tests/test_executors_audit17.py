@@ -191,7 +191,9 @@ def test_the_slurm_sketch_gives_the_serial_scores_and_reports_a_failed_job(fake_
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.setattr(MODELS, "_items", dict(MODELS._items))  # what the import registers goes with the test
     monkeypatch.delitem(sys.modules, "flaky17", raising=False)
-    import flaky17  # noqa: F401  (registers the model here; each Slurm job imports it again)
+    import flaky17  # (registers the model here; each Slurm job imports it again)
+
+    monkeypatch.setitem(sys.modules, "flaky17", flaky17)  # recorded as absent before: gone after the test
 
     with pytest.warns(RuntimeWarning, match="flaky17 refuses seed 1 in a Slurm job"):  # the job's traceback
         slurm = run_experiment(**SMALL, model="flaky17", seeds=2, executor="slurm", store=str(tmp_path / "slurm"))
