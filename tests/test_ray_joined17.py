@@ -55,6 +55,15 @@ def fake(monkeypatch) -> FakeRay:
     monkeypatch.setattr(ray_executor, "ray", fake)
     monkeypatch.setattr(ray_executor, "_join", join)
     monkeypatch.setattr(ray_executor, "check_reachable", lambda target: tuple(target.split(":")))
+    monkeypatch.setattr(ray_executor, "_gcs_address", lambda: f"local-head-{fake.job}" if fake.up else None)
+
+    def start_local(cpus: int) -> None:
+        fake.calls.append("start local")
+        fake.connect()
+        ray_executor._own_local = f"local-head-{fake.job}"
+
+    monkeypatch.setattr(ray_executor, "_start_local", start_local)
+    monkeypatch.setattr(ray_executor, "_stop_reaper", lambda: None)
     monkeypatch.setattr(ray_executor, "_head_answers", lambda head: True)
     monkeypatch.setattr(ray_executor, "_joined", None)
     monkeypatch.setattr(ray_executor, "_own_local", None)
@@ -64,12 +73,12 @@ def fake(monkeypatch) -> FakeRay:
 def test_a_joined_cluster_is_left_not_cancelled_and_joined_again_by_the_next_run(fake) -> None:
     executor = RayExecutor(address=HEAD, progress=False)
     executor.start()
-    assert fake.calls == [("join", HEAD)] and ray_executor._joined == "00000001"
+    assert fake.calls == [("join", HEAD)] and ray_executor._joined == ("00000001", HEAD)
     executor._stop({"ref-a": None, "ref-b": None})  # type: ignore[dict-item]
     assert fake.calls == [("join", HEAD), "shutdown"]  # no ray.cancel: nothing to race
     assert ray_executor._joined is None and not fake.up
     executor.start()  # a notebook's next run_experiment on the same executor joins again
-    assert fake.calls[-1] == ("join", HEAD) and ray_executor._joined == "00000002"
+    assert fake.calls[-1] == ("join", HEAD) and ray_executor._joined == ("00000002", HEAD)
 
 
 def test_a_ray_the_caller_connected_to_is_cancelled_and_kept(fake) -> None:
@@ -98,3 +107,33 @@ def test_a_lost_cluster_is_neither_left_nor_cancelled(fake, monkeypatch) -> None
     monkeypatch.setattr(ray_executor, "_head_answers", lambda head: False)
     executor._stop({"ref-a": None})  # type: ignore[dict-item]
     assert fake.calls == [("join", HEAD)] and fake.up
+
+
+OTHER = "10.0.0.9:6379"
+
+
+@pytest.mark.parametrize(("first", "then", "calls"), [
+    (HEAD, None, ["shutdown", "start local"]),  # joined, then a local run: it ran on the cluster
+    (None, HEAD, ["shutdown", ("join", HEAD)]),  # a local run, then a cluster run: it ran on the local Ray
+    (HEAD, OTHER, ["shutdown", ("join", OTHER)]),  # another cluster: it ran on the first
+    (HEAD, HEAD, []),  # the same cluster: the connection is reused
+    (None, None, []),  # and the local Ray
+])
+def test_each_run_connects_to_the_ray_it_asks_for(fake, first: str | None, then: str | None, calls: list) -> None:
+    """A notebook's runs in one process: memprox keeps its own connection up for the next run, and a
+    run that asked for another Ray ran on that one instead, silently (the cluster's jobs could not
+    see this machine's store, which a local run assumes)."""
+    RayExecutor(address=first, progress=False).start()
+    before = len(fake.calls)
+    executor = RayExecutor(address=then, progress=False)
+    executor.start()
+    assert fake.calls[before:] == calls and fake.up
+    if then:  # the head watched is the cluster's asked for
+        assert executor.head == tuple(then.split(":"))
+
+
+def test_a_ray_the_caller_connected_to_is_used_as_it_is(fake) -> None:
+    fake.connect()  # the caller's own ray.init(), to whatever cluster
+    RayExecutor(progress=False).start()
+    RayExecutor(address=HEAD, progress=False).start()
+    assert fake.calls == [] and fake.up

@@ -26,7 +26,6 @@ What the harness adds around Ray, because Ray alone gets these wrong for a comma
 from __future__ import annotations
 
 import os
-import re
 import secrets
 import socket
 import subprocess
@@ -67,8 +66,8 @@ from harness.executors.ray_cluster import (  # noqa: F401  (re-exported: tests a
     split_address,
     token_file,
 )
+from harness.executors.ray_jobs import _call, _job_error
 from harness.executors.ray_signals import _signals_kept
-from harness.executors.worker import portable
 
 if TYPE_CHECKING:
     import torch
@@ -95,53 +94,15 @@ _reaper: subprocess.Popen | None = None
 #: notebook's second run_experiment finds the first one's Ray running and must stop it the same way,
 #: and a Ray the caller started after shutting ours down is not ours.
 _own_local: str | None = None
-#: The Ray job (one per `ray.init`) of the cluster connection memprox made (--ray-address) in this
-#: process: left on Ctrl-C. A job, not the head's address: a caller who reconnects to the same
-#: cluster (`ray.shutdown(); ray.init(...)`) has a connection of their own, which is not left.
-_joined: str | None = None
+#: The cluster connection memprox made (--ray-address) in this process: (its Ray job, one per
+#: `ray.init`; the address joined). Left on Ctrl-C. A job, not the head's address: a caller who
+#: reconnects to the same cluster (`ray.shutdown(); ray.init(...)`) has a connection of their own.
+_joined: tuple[str, str] | None = None
 
 
 class ClusterLost(WorkersLost):
     """The Ray cluster stopped answering mid-run. Like a failed store write: one line, exit 1,
     every run already stored is kept and a rerun resumes."""
-
-
-def _call(fn: JobFn, job: Job, driver: str = ""):
-    """The remote task: `fn` travels as an argument, so any picklable callable (a partial) works.
-    A SystemExit from the job's code becomes the job's failure: Ray would take it for a crashed
-    worker, retry the job and report a dead worker (KeyboardInterrupt is Ray's cancellation). A
-    failure on another machine than the driver's (`driver`: its host name) names that node."""
-    try:
-        return fn(job)
-    except SystemExit as e:
-        raise _on_node(portable(e), driver) from None
-    except Exception as e:
-        failed = _on_node(e, driver)
-        if failed is e:  # the driver's own machine: the job's exception as it is
-            raise
-        raise failed from e
-
-
-def _on_node(error: Exception, driver: str) -> Exception:
-    """`error`, or where this is not the driver's machine a new failure naming the node: "folder
-    /data/c10 does not exist" sent the user to a folder that exists where memprox runs."""
-    node = socket.gethostname()
-    if driver in ("", node):
-        return error
-    return RunFailed(f"{str(error) or type(error).__name__} (raised on Ray node {node}, not on {driver} where "
-                     "memprox runs)")
-
-
-def _job_error(error: RayTaskError) -> BaseException:
-    """The exception a job raised, as the local executor reports it: the exception itself, its
-    traceback on stderr. Ray's wrapper reads as the worker's whole traceback in terminal colours,
-    which would become the run's failure line (on screen and in summary.json)."""
-    cause = getattr(error, "cause", None)
-    if not isinstance(cause, Exception):  # e.g. a cause Ray could not unpickle: keep Ray's text
-        return error.as_instanceof_cause() if hasattr(error, "as_instanceof_cause") else error
-    trace = getattr(error, "traceback_str", "") or str(error)
-    print(re.sub(r"\x1b\[[0-9;]*m", "", trace), file=sys.stderr)  # without Ray's colour codes
-    return cause
 
 
 def _stop_reaper() -> None:
@@ -196,6 +157,24 @@ def _leave() -> None:
     global _joined
     ray.shutdown()
     _joined = None
+
+
+def _stop_local() -> None:
+    """Stop the local Ray memprox started, its processes with it (the reaper's last look)."""
+    global _own_local
+    ray.shutdown()
+    _stop_reaper()
+    _own_local = None
+
+
+def _own_connection() -> str | None:
+    """The Ray this process is connected to, where memprox made the connection: "local" (the local
+    Ray it started) or the address it joined; None without a connection or for the caller's own."""
+    if not ray.is_initialized():
+        return None
+    if _own_local is not None and _gcs_address() == _own_local:
+        return "local"
+    return _joined[1] if _joined is not None and _job() == _joined[0] else None
 
 
 def _start_local(cpus: int) -> None:
@@ -305,11 +284,20 @@ class RayExecutor(Executor):
         self._init()
 
     def _init(self) -> None:
+        """Connect as this run asks: a notebook's earlier run left memprox's own connection up for
+        reuse, and a run with another --ray-address (or none) ran on that Ray instead of its own."""
         global _joined
+        if (own := _own_connection()) is not None and own != (self.target or "local"):
+            if own == "local":
+                _stop_local()
+            else:
+                _leave()
+            if not self.target:  # the local Ray to come has another head
+                self.head = None
         if not ray.is_initialized():
             if self.target:
                 _join(self.address, self.target)
-                _joined = _job()
+                _joined = (str(_job()), self.target)
             else:  # --workers jobs at a time, each reserving its threads; by default the CPUs this process may use
                 _start_local(self.workers * self.threads if self.workers else usable_cpus())
         if self.head is None:  # a local Ray, or one this process had already joined
@@ -327,11 +315,8 @@ class RayExecutor(Executor):
     def shutdown(self) -> None:
         """Stop the local Ray memprox started (a cluster it joined, or a Ray the caller started, keeps
         running); the next `run` starts another and watches its head."""
-        global _own_local
         if self.started_ray:
-            ray.shutdown()
-            _stop_reaper()
-            _own_local = None
+            _stop_local()
             self.head = None
 
     def _lost(self) -> ClusterLost:
@@ -388,7 +373,7 @@ class RayExecutor(Executor):
             self.shutdown()
         elif not _head_answers(self.head):  # a lost cluster has nothing left to stop
             return
-        elif _joined is not None and _job() == _joined:
+        elif _joined is not None and _job() == _joined[0]:
             _leave()
         else:
             for ref in pending:
