@@ -291,6 +291,7 @@ def _cifar10_dir() -> Path | None:
     return next((c for c in candidates if (c / "train").is_dir()), None)
 
 
+@pytest.mark.slow  # 54 s here: it lists the 50,000 training files and decodes the test split
 def test_offline_cifar10_imagefolder_is_in_original_order(tmp_path: Path) -> None:
     root = _cifar10_dir()
     if root is None:
