@@ -17,54 +17,24 @@ from torch.utils.data import DataLoader, Sampler, TensorDataset
 from harness import SampleTracker
 from harness.errors import HarnessError
 from harness.integrations import WithIndex
+from tests.test_tracker_review5 import _Plain, tiny_hf
 
 ROOT = Path(__file__).resolve().parents[1]
-N, BATCH = 16, 4  # 4 steps an epoch
-
-
-class _Plain(nn.Module):
-    """A linear classifier returning logits, seeded: `model_init` makes the same one every time."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        torch.manual_seed(0)
-        self.linear = nn.Linear(4, 2)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.linear(x)
+N = 16  # tiny_hf's rows: 4 steps an epoch
 
 
 @pytest.fixture
 def hf() -> dict:
-    pytest.importorskip("transformers")
-    datasets = pytest.importorskip("datasets")
-    sys.path.insert(0, str(Path(__file__).parent))
-    import _hf_tiny  # noqa: F401  (offline: sets HF_HUB_OFFLINE before transformers loads)
-
-    sys.path.pop(0)
-    from transformers import TrainingArguments
-
-    from harness.integrations import transformers as integration
-
-    g = torch.Generator().manual_seed(0)
-    x = torch.randn(N, 4, generator=g)
-    y = (x[:, 0] > 0).long()
-    y[:2] = 1 - y[:2]
-    rows = datasets.Dataset.from_dict({"x": x.tolist(), "labels": y.tolist()}).with_format("torch")
-
-    def args(out: Path, **kw) -> TrainingArguments:
-        base = dict(output_dir=str(out), per_device_train_batch_size=BATCH, num_train_epochs=2, use_cpu=True,
-                    report_to=[], logging_strategy="no", disable_tqdm=True, seed=0, learning_rate=0.1, optim="sgd",
-                    dataloader_num_workers=0, save_strategy="epoch")
-        return TrainingArguments(**{**base, **kw})
+    made = tiny_hf()
+    integration, rows, args = made["m"], made["rows"], made["args"]
 
     def trainer(out: Path, csl=None, callbacks=(), **kw):
         csl = csl or integration.CSLTrainerCallback(N, proxies=["csl", "aum"])
-        made = integration.CSLTrainer(model_init=lambda trial=None: _Plain(), args=args(out, **kw),
-                                      train_dataset=integration.with_sample_index(rows),
-                                      eval_dataset=rows.select(range(8)),
-                                      callbacks=[csl, *callbacks])
-        return csl, made
+        built = integration.CSLTrainer(model_init=lambda trial=None: _Plain(), args=args(out, **kw),
+                                       train_dataset=integration.with_sample_index(rows),
+                                       eval_dataset=rows.select(range(8)),
+                                       callbacks=[csl, *callbacks])
+        return csl, built
 
     return {"m": integration, "trainer": trainer}
 

@@ -90,8 +90,10 @@ class _Plain(nn.Module):
         return self.linear(x)
 
 
-@pytest.fixture
-def hf() -> dict:
+def tiny_hf() -> dict:
+    """What the CSLTrainer tests share (skipped without transformers and datasets): the integration
+    module (`m`), 16 rows of (x, labels) with two labels flipped (`rows`), and `args(out, **kw)`,
+    TrainingArguments of a seeded 2-epoch SGD run on the CPU in batches of 4."""
     pytest.importorskip("transformers")
     datasets = pytest.importorskip("datasets")
     sys.path.insert(0, str(Path(__file__).parent))
@@ -107,8 +109,7 @@ def hf() -> dict:
     x = torch.randn(16, 4, generator=g)
     y = (x[:, 0] > 0).long()
     y[:2] = 1 - y[:2]
-    train = integration.with_sample_index(
-        datasets.Dataset.from_dict({"x": x.tolist(), "labels": y.tolist()}).with_format("torch"))
+    rows = datasets.Dataset.from_dict({"x": x.tolist(), "labels": y.tolist()}).with_format("torch")
 
     def args(out: Path, **kw) -> TrainingArguments:
         base = dict(output_dir=str(out), per_device_train_batch_size=4, num_train_epochs=2, use_cpu=True,
@@ -116,7 +117,13 @@ def hf() -> dict:
                     dataloader_num_workers=0, save_strategy="epoch")
         return TrainingArguments(**{**base, **kw})
 
-    return {"m": integration, "train": train, "args": args}
+    return {"m": integration, "rows": rows, "args": args}
+
+
+@pytest.fixture
+def hf() -> dict:
+    made = tiny_hf()
+    return {**made, "train": made["m"].with_sample_index(made["rows"])}
 
 
 def _trial(hf: dict, out: Path, learning_rate: float, csl=None, **kw):
