@@ -309,8 +309,7 @@ class RayExecutor(Executor):
     @property
     def started_ray(self) -> bool:
         """Whether this executor runs on a local Ray memprox started (this executor or an earlier one)."""
-        return (self.target is None and _own_local is not None and ray.is_initialized()
-                and _gcs_address() == _own_local)
+        return self.target is None and _own_connection() == "local"
 
     def shutdown(self) -> None:
         """Stop the local Ray memprox started (a cluster it joined, or a Ray the caller started, keeps
