@@ -46,6 +46,7 @@ from torch import nn
 from harness.checkpoints import torch_save
 from harness.errors import HarnessError
 from harness.integrations._common import DistributedRecorder, WithIndex
+from harness.integrations._hf_accumulation import AccumulationCheck
 from harness.io import atomic_write
 from harness.tracker import SampleTracker
 from proxies import Proxy
@@ -249,27 +250,13 @@ def _warn_model_only(folder: Path) -> None:
                       f"checkpoint with save_only_model=False", RuntimeWarning, stacklevel=4)
 
 
-def _warn_accumulation_scale(model_scales: bool, steps: int) -> None:
-    """Under gradient accumulation the plain `Trainer` does not divide the loss of a model whose
-    forward takes `**kwargs` (it hands it `num_items_in_batch` and trusts it to normalise), while
-    CSLTrainer's batch mean is divided by the steps: the same arguments then train differently
-    (BERT's classification head ignores `num_items_in_batch`: the plain Trainer's step is `steps`
-    times CSLTrainer's). Said at construction, since nothing in the scores would show it."""
-    if model_scales and steps > 1:
-        warnings.warn(f"CSLTrainer: with gradient_accumulation_steps={steps} its loss is each batch's mean divided by "
-                      f"{steps}, while the plain Trainer leaves this model's own loss undivided (its forward takes "
-                      f"**kwargs, so the Trainer expects it to normalise by num_items_in_batch): a model whose loss "
-                      f"is a batch mean regardless (BERT's classification head) trains with {steps}x the update "
-                      f"under the plain Trainer. To train as it did, multiply learning_rate by {steps} (or set "
-                      f"gradient_accumulation_steps=1 with a {steps}x batch)", RuntimeWarning, stacklevel=3)
-
-
 class CSLTrainer(Trainer):
     """A `Trainer` whose loss is per-sample cross-entropy, recorded into the `CSLTrainerCallback`
     among its callbacks. Everything else (optimizer, schedule, DDP, mixed precision) is the
     `Trainer`'s. Gradient accumulation: the returned loss is the batch mean, which the `Trainer`
     divides by the accumulation steps -- which the plain `Trainer` does not do for a model whose
-    forward takes `**kwargs` (most Hugging Face models): a RuntimeWarning says so (`_warn_accumulation_scale`)."""
+    forward takes `**kwargs` (most Hugging Face models): a RuntimeWarning says so, at construction and at
+    each `train()` with another accumulation (a search trial's, `AccumulationCheck`)."""
 
     index_key = INDEX_KEY
 
@@ -289,7 +276,9 @@ class CSLTrainer(Trainer):
         self.data_collator = IndexCollator(self.data_collator, self.index_key)
         if not self.label_names:  # a plain nn.Module (no label argument): evaluation must still see the labels
             self.label_names = ["labels"]
-        _warn_accumulation_scale(self.model_accepts_loss_kwargs, int(self.args.gradient_accumulation_steps or 1))
+        self.accumulation_check = AccumulationCheck(self.model_accepts_loss_kwargs)
+        self.accumulation_check.check(self.args, stacklevel=2)  # said at the user's CSLTrainer(...) already
+        self.add_callback(self.accumulation_check)  # and again where each train()'s args are final (a trial's)
         self.model_accepts_loss_kwargs = False  # our loss is a batch mean: the Trainer scales it for accumulation
         self.loss_is_scaled_for_ga = False
 
