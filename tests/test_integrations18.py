@@ -10,9 +10,11 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
+from harness.errors import HarnessError
 from tests.test_tracker_review5 import _Plain, tiny_hf
 
 N = 16  # tiny_hf's rows: 4 batches of 4 an epoch
@@ -95,3 +97,62 @@ def test_a_model_that_divides_its_own_loss_is_not_warned(hf, tmp_path: Path) -> 
         trainer.args.gradient_accumulation_steps = 2
         trainer.train()
     assert _said(caught) == []
+
+
+# --- 2. the same callback resumed from a step checkpoint at its last epoch's last batch ---------------
+
+def _lightning():
+    pytest.importorskip("lightning")
+    from tests.test_lightning_resume16 import _fit
+
+    return _fit
+
+
+def test_lightning_same_callback_resumes_from_a_step_checkpoint_at_its_last_batch(tmp_path: Path) -> None:
+    """ModelCheckpoint(every_n_train_steps=5), 5 batches an epoch: the checkpoint of step 10 is saved
+    after epoch 2's last batch, before the callback closes the epoch, so it holds (1 epoch, 5
+    batches) where the callback holds 2 epochs; fit(ckpt_path=...) with that callback was refused.
+    The checkpoint resumes to exactly that record (a new callback closes its open epoch at the
+    resume), so it now goes on with its own: bitwise the uninterrupted fit's scores."""
+    fit = _lightning()
+    whole, _, _ = fit(tmp_path / "whole", max_epochs=3)
+    csl, _, _ = fit(tmp_path, every=5, max_epochs=2)
+    resumed, _, said = fit(tmp_path, tmp_path / "steps" / "epoch=1-step=10.ckpt", csl=csl, max_epochs=3)
+    assert said == [] and resumed is csl and csl.tracker.epochs == 3
+    fresh, _, _ = fit(tmp_path / "fresh", tmp_path / "steps" / "epoch=1-step=10.ckpt", max_epochs=3)
+    for other in (whole, fresh):
+        assert csl.scores().equals(other.scores())
+
+
+def test_lightning_same_callback_refuses_checkpoints_that_would_count_epochs_twice(tmp_path: Path) -> None:
+    """An older step checkpoint (epoch 1's last batch, the callback holds 2 epochs), and one of a fit
+    cut by max_steps within an epoch, resumed by steps: Lightning goes on in the cut epoch, which
+    this callback closed at the fit's end (a new callback takes the checkpoint's open epoch)."""
+    fit = _lightning()
+    csl, _, _ = fit(tmp_path, every=5, max_epochs=2)
+    with pytest.raises(HarnessError, match=r"recorded 2 epoch\(s\) and 0 batch\(es\), the checkpoint holds 0 and 5"):
+        fit(tmp_path, tmp_path / "steps" / "epoch=0-step=5.ckpt", csl=csl, max_epochs=3)
+    cut, _, _ = fit(tmp_path / "cut", every=7, max_steps=7)  # 5 steps, then 2 of epoch 2, closed at the end
+    assert cut.tracker.epochs == 2
+    with pytest.raises(HarnessError, match=r"recorded 2 epoch\(s\) and 0 batch\(es\), the checkpoint holds 1 and 2"):
+        fit(tmp_path / "cut", tmp_path / "cut" / "steps" / "epoch=1-step=7.ckpt", csl=cut, max_steps=15)
+
+
+def test_trainer_same_callback_resumes_from_a_step_checkpoint_at_its_last_batch(hf, tmp_path: Path) -> None:
+    """The Hugging Face Trainer saves a step checkpoint (save_strategy="steps") before on_epoch_end:
+    checkpoint-8 of a 2-epoch run holds (1 epoch, 4 batches); train(resume_from_checkpoint=...)
+    with the same trainer and callback was refused. Now bitwise the uninterrupted run's scores; an
+    older checkpoint stays refused, and leaves the record as it was. (With `model_init` every
+    train() starts a new record, the checkpoint's, and nothing was refused.)"""
+    steps = {"lr_scheduler_type": "constant", "save_strategy": "steps", "save_steps": 4}
+    whole, trainer = hf["trainer"](tmp_path / "whole", model=_Plain(), num_train_epochs=3, **steps)
+    trainer.train()
+    csl, trainer = hf["trainer"](tmp_path / "run", model=_Plain(), **steps)
+    trainer.train()
+    trainer.args.num_train_epochs = 3
+    with pytest.raises(HarnessError, match=r"recorded 2 epoch\(s\) and 0 batch\(es\), the checkpoint holds 0 and 4"):
+        trainer.train(resume_from_checkpoint=str(tmp_path / "run" / "checkpoint-4"))
+    trainer.train(resume_from_checkpoint=str(tmp_path / "run" / "checkpoint-8"))
+    assert csl.tracker.epochs == 3
+    assert csl.scores().equals(whole.scores())
+    np.testing.assert_array_equal(csl.tracker.epochs_presented(), np.full(N, 3))

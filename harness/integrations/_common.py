@@ -79,6 +79,7 @@ class DistributedRecorder:
     def __init__(self, tracker: SampleTracker) -> None:
         self.tracker = tracker
         self.batches = 0  # recorded in the epoch in progress
+        self.closed_with = 0  # batches of the last epoch closed: a checkpoint at its last batch holds them open
         #: samples per rank the sampler may repeat to even out an epoch: 1 for a `DistributedSampler`,
         #: the per-device batch size for Accelerate's `even_batches` (which refills whole batches)
         self.padding_batch = 1
@@ -102,7 +103,7 @@ class DistributedRecorder:
 
     def end_epoch(self) -> None:
         self.tracker.end_epoch()
-        self.batches = 0
+        self.closed_with, self.batches = self.batches, 0
 
     def drop_open_epoch(self, stopped: str) -> None:
         """A fit that raised (or was interrupted) mid-epoch: its partial epoch is dropped, so the
@@ -125,22 +126,37 @@ class DistributedRecorder:
         """What a checkpoint keeps: the tracker's record and the batches of the epoch in progress."""
         return {"tracker": self.tracker.state_dict(), "batches": self.batches}
 
-    def resume(self, saved: dict[str, Any], device: Any, who: str) -> None:
-        """Take a checkpoint's `state()`. A tracker that recorded already (the same callback trained
-        on, in a second fit / train call) keeps its record when the checkpoint holds just as much
-        of it -- its own last checkpoint; any other would count epochs twice or drop some."""
+    def resume(self, saved: dict[str, Any], device: Any, who: str, epoch: int) -> None:
+        """Take a checkpoint's `state()`, for a trainer going on with `epoch` (whole epochs done). A
+        tracker that recorded already (the same callback trained on, in a second fit / train call)
+        keeps its record when the checkpoint resumes to just that record: its own last checkpoint, or
+        one saved at its last epoch's last batch (`_closes_to`); any other would count epochs twice or
+        drop some."""
         tracker = self.tracker
         if not (tracker.finished or tracker.epochs or self.batches):
             tracker.load_state_dict(saved["tracker"], device=device)
-            self.batches = int(saved["batches"])
+            self.batches, self.closed_with = int(saved["batches"]), 0
             return
         ours, theirs = (tracker.epochs, self.batches), (int(saved["tracker"]["epochs"]), int(saved["batches"]))
-        if tracker.finished or ours != theirs:
+        if tracker.finished or not (ours == theirs or self._closes_to(theirs, epoch)):
             what = "ended its record (scores())" if tracker.finished else (
                 f"recorded {ours[0]} epoch(s) and {ours[1]} batch(es), the checkpoint holds {theirs[0]} and "
                 f"{theirs[1]}")
-            raise HarnessError(f"{who}: this callback {what}; resume from a checkpoint with a new {who} (the same "
-                               f"arguments), which takes the checkpoint's record")
+            raise HarnessError(f"{who}: this callback {what}; it goes on with its own record only from a checkpoint "
+                               f"that holds that record (its last, or one saved at its last epoch's last batch), "
+                               f"else epochs would count twice or go missing: resume from this checkpoint with a "
+                               f"new {who} (the same arguments), which takes the checkpoint's record")
+
+    def _closes_to(self, theirs: tuple[int, int], epoch: int) -> bool:
+        """A checkpoint saved at the last batch of this record's last epoch, before that epoch's end
+        (a step checkpoint landing there), holds the epoch open with the batches it closed with; the
+        trainer resuming after it (`epoch` past it) closes it (`close_epoch_before`), so the record
+        the checkpoint resumes to is this one, bitwise. A trainer that goes on in that epoch (a
+        checkpoint of a fit cut there by `max_steps`) would add batches to an epoch this record
+        closed: refused."""
+        epochs, batches = theirs
+        return (batches > 0 and self.batches == 0 and self.tracker.epochs == epochs + 1
+                and self.closed_with == batches and epoch > epochs)
 
 
 def check_indices(indices: Any, where: str, contract: str) -> None:

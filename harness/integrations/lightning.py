@@ -134,7 +134,7 @@ class CSLCallback(Callback):
     def _resume(self, trainer: Any, pl_module: Any) -> None:
         if self._loaded is not None:  # restored before the model reached its device: put the record there
             saved, self._loaded = self._loaded, None
-            self._recorder.resume(saved, pl_module.device, "CSLCallback")
+            self._recorder.resume(saved, pl_module.device, "CSLCallback", getattr(trainer, "current_epoch", 0))
         elif self.tracker.finished:
             return
         epoch = getattr(trainer, "current_epoch", 0)

@@ -157,12 +157,13 @@ class CSLTrainerCallback(TrainerCallback):
                                "CSLTrainerCallback")
         # Accelerate's even_batches refills each rank's last batch with the epoch's first samples
         self._recorder.padding_batch = max(1, int(getattr(args, "per_device_train_batch_size", 1) or 1))
+        epoch = math.floor((state.epoch or 0) + 1e-9)  # whole epochs done: the Trainer goes on with the next
         if self._loaded is not None:  # CSLTrainer.train(resume_from_checkpoint=...) read it
             saved, self._loaded = self._loaded, None
-            self._recorder.resume(saved, args.device, "CSLTrainerCallback")
+            self._recorder.resume(saved, args.device, "CSLTrainerCallback", epoch)
         elif not state.global_step:
             self._end_open_epoch()  # a fresh train() after one that stopped mid-epoch
-        self._recorder.close_epoch_before(math.floor((state.epoch or 0) + 1e-9))
+        self._recorder.close_epoch_before(epoch)
 
     def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         """The checkpoint the `Trainer` just wrote gets the tracker's state (`CSLTrainer.train` reads it):
