@@ -2,8 +2,10 @@
 `gradient_accumulation_steps` per trial (warned at construction only, so a trial with accumulation
 was never told that CSLTrainer trains it unlike the plain Trainer), and the same callback resuming
 from a step checkpoint saved at its last epoch's last batch (refused, though the checkpoint resumes
-to exactly the callback's own record), in Lightning and in the Hugging Face Trainer. Each test
-failed before its fix, except the refusals, which pin what must stay refused."""
+to exactly the callback's own record), in Lightning and in the Hugging Face Trainer. Each test of
+sections 1-2 failed before its fix, except the refusals and the no-warning case, which pin what
+must stay. Section 3 runs two paths nobody had run (Lightning's accumulate_grad_batches with a
+short last batch, the Trainer's early stopping with load_best_model_at_end): they scored right."""
 
 from __future__ import annotations
 
@@ -41,7 +43,7 @@ def hf() -> dict:
                                        eval_dataset=rows.select(range(8)), callbacks=[csl])
         return csl, built
 
-    return {"m": integration, "trainer": trainer}
+    return {"m": integration, "trainer": trainer, "rows": rows, "args": args}
 
 
 def _said(caught: list[warnings.WarningMessage]) -> list[int]:
@@ -156,3 +158,124 @@ def test_trainer_same_callback_resumes_from_a_step_checkpoint_at_its_last_batch(
     assert csl.tracker.epochs == 3
     assert csl.scores().equals(whole.scores())
     np.testing.assert_array_equal(csl.tracker.epochs_presented(), np.full(N, 3))
+
+
+# --- 3. paths run for the first time: accumulation with a short last batch, early stopping ------------
+
+def test_lightning_accumulation_with_a_short_last_batch_scores_as_the_plain_loop(tmp_path: Path) -> None:
+    """accumulate_grad_batches=3 over 7 batches an epoch, the last of 2 samples (steps after batches
+    3, 6 and 7): bitwise the plain loop's scores on the batches Lightning drew, every proxy; and the
+    same callback resumed from the step checkpoint at its last epoch's last, short step goes on as
+    the uninterrupted fit (the fix of section 2 under accumulation)."""
+    lightning = pytest.importorskip("lightning")
+    from torch import nn
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from harness import SampleTracker
+    from harness.integrations import WithIndex
+    from harness.integrations.lightning import CSLCallback
+
+    n, batch, accumulate, epochs = 50, 8, 3, 3
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(n, 6, generator=g)
+    y = (x[:, 0] > 0).long() + (x[:, 1] > 1).long()
+
+    def net() -> nn.Module:
+        torch.manual_seed(0)
+        return nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Linear(16, 3))
+
+    class Module(lightning.LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net, self.batches = net(), []
+
+        def training_step(self, data, batch_idx):
+            xb, yb, idx = data
+            self.batches.append(idx.clone())
+            logits = self.net(xb)
+            losses = nn.functional.cross_entropy(logits, yb, reduction="none")
+            return {"loss": losses.mean(), "losses": losses, "indices": idx, "logits": logits, "labels": yb}
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.2, momentum=0.9)
+
+    csl, module = CSLCallback(n), Module()
+    loader = DataLoader(WithIndex(TensorDataset(x, y)), batch_size=batch, shuffle=True,
+                        generator=torch.Generator().manual_seed(1))
+    trainer = lightning.Trainer(max_epochs=epochs, accumulate_grad_batches=accumulate, callbacks=[csl],
+                                accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
+                                enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0)
+    trainer.fit(module, loader)
+    assert trainer.global_step == 9 and len(module.batches) == 21
+    plain = net()
+    opt = torch.optim.SGD(plain.parameters(), lr=0.2, momentum=0.9)
+    tracker = SampleTracker(n)
+    for epoch in range(epochs):
+        drawn = module.batches[epoch * 7:(epoch + 1) * 7]
+        for k, idx in enumerate(drawn):
+            logits = plain(x[idx])
+            losses = nn.functional.cross_entropy(logits, y[idx], reduction="none")
+            (losses.mean() / accumulate).backward()  # Lightning divides "loss" by accumulate_grad_batches
+            if (k + 1) % accumulate == 0 or k + 1 == len(drawn):
+                opt.step()
+                opt.zero_grad()
+            tracker.update(idx, losses=losses, logits=logits, labels=y[idx])
+        tracker.end_epoch()
+    assert csl.scores().equals(tracker.scores())
+
+    import tests.test_lightning_resume16 as r16
+
+    fit = _lightning()
+    with pytest.MonkeyPatch.context() as patch:  # r16's fit, 7 batches of 8 an epoch, the last of 2
+        patch.setattr(r16, "N", n)
+        patch.setattr(r16, "BATCH", batch)
+        whole, _, _ = fit(tmp_path / "whole", max_epochs=4, accumulate_grad_batches=accumulate)
+        first, _, _ = fit(tmp_path, every=3, max_epochs=2, accumulate_grad_batches=accumulate)
+        _, _, said = fit(tmp_path, tmp_path / "steps" / "epoch=1-step=6.ckpt", csl=first, max_epochs=4,
+                         accumulate_grad_batches=accumulate)
+    assert said == [] and first.scores().equals(whole.scores())
+
+
+def test_trainer_with_early_stopping_and_the_best_model_at_end(hf, tmp_path: Path) -> None:
+    """eval_strategy="epoch", load_best_model_at_end, EarlyStoppingCallback, save_total_limit=1: the
+    record is of every epoch trained (bitwise the plain loop's on the Trainer's batches), not of
+    the epochs up to the best checkpoint, whose csl_tracker.pt holds the record up to it."""
+    from torch import nn
+    from transformers import EarlyStoppingCallback
+
+    from harness import SampleTracker
+
+    m = hf["m"]
+    drawn: list[torch.Tensor] = []
+
+    class Spy(m.CSLTrainer):
+        def compute_loss(self, model, inputs, **kw):
+            if model.training:
+                drawn.append(inputs[m.INDEX_KEY].clone())
+            return super().compute_loss(model, inputs, **kw)
+
+    rows, csl = hf["rows"], m.CSLTrainerCallback(N)
+    args = hf["args"](tmp_path / "es", num_train_epochs=6, eval_strategy="epoch", load_best_model_at_end=True,
+                      save_total_limit=1, max_grad_norm=0.0, lr_scheduler_type="constant", learning_rate=8.0)
+    trainer = Spy(model=_Plain(), args=args, train_dataset=m.with_sample_index(rows),
+                  eval_dataset=rows.select(range(8)), callbacks=[csl, EarlyStoppingCallback(early_stopping_patience=2)])
+    trainer.train()
+    assert len(drawn) == 12 and csl.tracker.epochs == 3  # eval loss up after epoch 1: stopped after epoch 3
+    best = Path(trainer.state.best_model_checkpoint)
+    assert best.name == "checkpoint-4"
+    up_to_best = SampleTracker(N)  # the callback's arguments
+    up_to_best.load_state_dict(torch.load(best / m.STATE_FILE, weights_only=True)["tracker"])
+    assert up_to_best.epochs == 1
+    plain = _Plain()
+    opt = torch.optim.SGD(plain.parameters(), lr=8.0)
+    tracker = SampleTracker(N)
+    for epoch in range(3):
+        for idx in drawn[epoch * 4:(epoch + 1) * 4]:
+            logits = plain(rows["x"][idx])
+            losses = nn.functional.cross_entropy(logits, rows["labels"][idx], reduction="none")
+            losses.mean().backward()
+            opt.step()
+            opt.zero_grad()
+            tracker.update(idx, losses=losses, logits=logits, labels=rows["labels"][idx])
+        tracker.end_epoch()
+    assert csl.scores().equals(tracker.scores())
