@@ -67,6 +67,7 @@ from harness.executors.ray_cluster import (  # noqa: F401  (re-exported: tests a
     token_file,
 )
 from harness.executors.ray_jobs import _call, _job_error
+from harness.executors.ray_leave import LEAVE_WAIT_S, shutdown_within
 from harness.executors.ray_signals import _signals_kept
 
 if TYPE_CHECKING:
@@ -151,12 +152,20 @@ def _job() -> str | None:
     return ray.get_runtime_context().get_job_id() if ray.is_initialized() else None
 
 
-def _leave() -> None:
+def _leave() -> bool:
     """Leave the cluster memprox joined: Ray ends this driver's tasks there (their workers were gone
-    0.3 s after, on a `ray start` cluster here), and nothing else of the cluster's."""
+    0.3 s after, on a `ray start` cluster here), and nothing else of the cluster's. Within
+    LEAVE_WAIT_S: a hung head hung Ray's shutdown for good (`ray_leave`); then the connection is
+    given up with a line, and its jobs end when Ray notices the driver is gone."""
     global _joined
-    ray.shutdown()
+    target = _joined[1] if _joined is not None else "the cluster"
     _joined = None
+    if shutdown_within(ray, LEAVE_WAIT_S):
+        return True
+    print(f"warning: could not leave the Ray cluster at {target} within {LEAVE_WAIT_S:.0f} s (its head does "
+          "not answer); jobs of this run still there end when the cluster notices this driver is gone",
+          file=sys.stderr)
+    return False
 
 
 def _stop_local() -> None:
@@ -290,8 +299,9 @@ class RayExecutor(Executor):
         if (own := _own_connection()) is not None and own != (self.target or "local"):
             if own == "local":
                 _stop_local()
-            else:
-                _leave()
+            elif not _leave():  # Ray's connect waits on the hung shutdown's lock
+                raise HarnessError(f"the Ray cluster at {own} does not answer and could not be left: restart "
+                                   "Python to connect to another")
             if not self.target:  # the local Ray to come has another head
                 self.head = None
         if not ray.is_initialized():
@@ -365,15 +375,13 @@ class RayExecutor(Executor):
         of a job that just finished ("Check failed: ... Tried to complete task that was not pending",
         ray-project/ray#54846) and aborted the driver with exit 1 after the "interrupted" line (2 of
         20 Ctrl-C'd runs on a local Ray here, 2 of 35 on a joined one). A local Ray this executor
-        started is shut down; a cluster it joined is left (Ray ends a driver's tasks when it
-        disconnects; the cluster runs on, and the next `run` joins again). Only on a connection the
-        caller made itself are the jobs cancelled (the race remains)."""
+        started is shut down; a cluster it joined is left, whatever one probe of its head says (a
+        blip skipped the leave, and the jobs ran on), within LEAVE_WAIT_S. Only on a connection the
+        caller made itself are the jobs cancelled (the race remains), unless its head is silent."""
         if self.started_ray:
             self.shutdown()
-        elif not _head_answers(self.head):  # a lost cluster has nothing left to stop
-            return
         elif _joined is not None and _job() == _joined[0]:
             _leave()
-        else:
+        elif _head_answers(self.head):  # a lost cluster has nothing left to cancel
             for ref in pending:
                 ray.cancel(ref, force=True)

@@ -1,0 +1,192 @@
+"""Stopping a run on a Ray cluster memprox joined when its head does not answer (issue 18).
+
+One failed 1-second probe of the head made `_stop` skip leaving the cluster, so the run's jobs ran
+on until the process ended (in a notebook: for good). The leave is now made whatever a probe says,
+and bounded: `ray.shutdown()` took 0.3 s with the head up, 5 s with the head's processes killed
+and did not return in 150 s with the head hung (its processes stopped: TCP still connects), so it
+runs in a thread for LEAVE_WAIT_S at most. The choice is tested with the stand-in Ray of
+test_ray_joined17; the two heads, killed and hung, on a real `ray start` cluster."""
+
+from __future__ import annotations
+
+import atexit
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("ray")
+
+from test_ray_joined17 import HEAD, FakeRay, stand_in
+from test_ray_safety import LEAVING_DRIVER, REPO, env_for, free_port, kill_session, session  # noqa: E402
+
+import harness.executors.ray as ray_executor  # noqa: E402
+from harness.errors import HarnessError  # noqa: E402
+from harness.executors.ray import RayExecutor  # noqa: E402
+from harness.executors.ray_leave import shutdown_within  # noqa: E402
+
+
+@pytest.fixture
+def fake(monkeypatch) -> FakeRay:
+    return stand_in(monkeypatch, FakeRay())
+
+
+def test_a_head_that_misses_one_probe_is_still_left(fake, monkeypatch) -> None:
+    """A blip (a probe lost to a busy head or network) skipped the leave: the jobs ran on."""
+    executor = RayExecutor(address=HEAD, progress=False)
+    executor.start()
+    monkeypatch.setattr(ray_executor, "_head_answers", lambda head: False)
+    executor._stop({"ref-a": None})  # type: ignore[dict-item]
+    assert fake.calls == [("join", HEAD), "shutdown"] and not fake.up and ray_executor._joined is None
+
+
+class HungRay(FakeRay):
+    """A Ray whose shutdown does not return until `release` is set: a hung head."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = threading.Event()
+
+    def shutdown(self) -> None:
+        self.calls.append("shutdown")
+        self.release.wait(30)
+        self.up = False
+
+
+def test_a_leave_that_hangs_ends_the_stop_within_its_bound(monkeypatch, capsys) -> None:
+    hung = stand_in(monkeypatch, HungRay())
+    monkeypatch.setattr(ray_executor, "LEAVE_WAIT_S", 0.3)
+    executor = RayExecutor(address=HEAD, progress=False)
+    executor.start()
+    stopping = threading.Thread(target=executor._stop, args=({"ref-a": None},), daemon=True)
+    try:
+        stopping.start()
+        stopping.join(10)
+        assert not stopping.is_alive(), "the stop waited on the hung shutdown"
+    finally:
+        hung.release.set()
+    assert hung.calls == [("join", HEAD), "shutdown"] and ray_executor._joined is None
+    assert "could not leave the Ray cluster at 10.0.0.5:6379 within 0 s" in capsys.readouterr().err
+
+
+def test_a_run_elsewhere_after_a_hung_leave_is_refused(monkeypatch) -> None:
+    """Ray's next connect would wait on the hung shutdown; the run ran on the silent cluster instead."""
+    hung = stand_in(monkeypatch, HungRay())
+    monkeypatch.setattr(ray_executor, "LEAVE_WAIT_S", 0.3)
+    RayExecutor(address=HEAD, progress=False).start()
+    try:
+        with pytest.raises(HarnessError, match="does not answer and could not be left"):
+            RayExecutor(address="10.0.0.9:6379", progress=False).start()
+    finally:
+        hung.release.set()
+
+
+def test_a_silent_head_of_the_callers_own_connection_is_not_cancelled(fake, monkeypatch) -> None:
+    """A connection the caller made is not memprox's to leave; cancelling on a silent head is not tried."""
+    fake.connect()
+    monkeypatch.setattr(ray_executor, "_head_answers", lambda head: False)
+    executor = RayExecutor(progress=False)
+    executor.head = ("10.0.0.5", 6379)
+    executor._stop({"ref-a": None})  # type: ignore[dict-item]
+    assert fake.calls == [] and fake.up
+
+
+class _Worker:
+    """The shape `_skip_exit_shutdown` looks for: `ray._private.worker.shutdown`."""
+
+    def __init__(self, shutdown: object) -> None:
+        self.worker = type("Worker", (), {"shutdown": staticmethod(shutdown)})()
+
+
+def test_shutdown_within_returns_passes_errors_and_gives_up(monkeypatch) -> None:
+    ok = type("Ray", (), {"shutdown": staticmethod(lambda: None)})()
+    assert shutdown_within(ok, 5) is True
+
+    def broken() -> None:
+        raise RuntimeError("no")
+
+    with pytest.raises(RuntimeError, match="no"):
+        shutdown_within(type("Ray", (), {"shutdown": staticmethod(broken)})(), 5)
+    release = threading.Event()
+    hung = type("Ray", (), {"shutdown": staticmethod(lambda: release.wait(30))})()
+
+    def at_exit() -> None:
+        """Stands for Ray's own exit shutdown, which would wait on the hung one's lock."""
+
+    hung._private = _Worker(at_exit)
+    dropped: list[object] = []
+    monkeypatch.setattr(atexit, "unregister", dropped.append)
+    try:
+        assert shutdown_within(hung, 0.2) is False
+        assert dropped == [at_exit]  # the exit no longer waits on it
+    finally:
+        release.set()
+
+
+# a real `ray start` cluster whose head is killed or hung -----------------------------------------
+#: LEAVING_DRIVER's run, stopped once the head is gone (the parent kills or stops it, then says so).
+HEADLESS_DRIVER = LEAVING_DRIVER[:LEAVING_DRIVER.index("outcomes.close()")] + """
+print("ready", flush=True)
+sys.stdin.readline()
+start = time.monotonic()
+outcomes.close()
+print(json.dumps({"connected": ray.is_initialized(), "seconds": time.monotonic() - start}), flush=True)
+os._exit(0)  # not Ray's exit: with a hung head it hangs, or crashes once the exit shutdown is dropped
+"""
+
+
+@pytest.fixture
+def head() -> Iterator[dict]:
+    """A one-node `ray start --head` cluster with token authentication, of this test alone."""
+    tmp = Path(tempfile.mkdtemp(prefix="mpx", dir="/tmp"))
+    found = {"tmp": tmp / "h", "home": tmp / "home", "port": free_port(), "root": tmp}
+    (found["home"] / ".ray").mkdir(parents=True)
+    found["tmp"].mkdir()
+    token = found["home"] / ".ray" / "auth_token"
+    token.write_text("0" * 64)
+    token.chmod(0o600)
+    try:
+        subprocess.run([str(Path(sys.executable).parent / "ray"), "start", "--head", f"--port={found['port']}",
+                        "--num-cpus=2", "--include-dashboard=false", "--disable-usage-stats"],
+                       env=env_for(found["tmp"], HOME=str(found["home"]), RAY_AUTH_MODE="token"),
+                       check=True, capture_output=True, timeout=120)
+        yield found
+    finally:
+        for proc in session(found["tmp"]):
+            proc.resume()  # a stopped process takes its SIGKILL only once it runs
+        kill_session(found["tmp"])
+        kill_session(tmp / "driver")
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+@pytest.mark.parametrize("lose", ["killed", "hung"])
+def test_a_run_stopped_after_its_head_is_lost_leaves_within_the_bound(head, lose) -> None:
+    """Killed: the old code skipped the leave (still connected after the stop). Hung: its probe
+    connected, and the leave (`ray.shutdown`) did not return in 150 s here."""
+    driver = head["root"] / "driver"
+    driver.mkdir()
+    (driver / "driver.py").write_text(HEADLESS_DRIVER)
+    proc = subprocess.Popen([sys.executable, str(driver / "driver.py"), f"127.0.0.1:{head['port']}", str(driver)],
+                            cwd=REPO, env=env_for(driver, HOME=str(head["home"]), RAY_AUTH_MODE="token"),
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "ready", proc.stderr.read()[-2000:]
+        for part in session(head["tmp"]):
+            part.kill() if lose == "killed" else part.suspend()
+        time.sleep(1)
+        proc.stdin.write("go\n")
+        proc.stdin.flush()
+        out, err = proc.communicate(timeout=ray_executor.LEAVE_WAIT_S + 60)
+    finally:
+        proc.kill()
+    seen = json.loads(out.strip().splitlines()[-1])
+    assert seen["connected"] == (lose == "hung"), err[-2000:]  # a hung leave is given up, connected
+    assert seen["seconds"] < ray_executor.LEAVE_WAIT_S + 5, seen  # 5.1 s and 10.0 s here
+    assert ("could not leave the Ray cluster" in err) == (lose == "hung"), err[-2000:]
