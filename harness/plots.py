@@ -282,20 +282,35 @@ def plot_suspects(table: pd.DataFrame, pictures: np.ndarray | Mapping[int, np.nd
 
     captions = [f"#{int(r['index'])} {name(r['label'])}->{name(r['predicted'])}\n"
                 + _file_line(files, int(r["index"])) + f"{r['score']:.3g}" for _, r in table.iterrows()]
-    # a cell as wide as its longest caption line at 6 pt (~0.055 in a character, and a margin): long class names
-    # ("automobile->airplane") overlapped the next cell's caption at the fixed 1.1 in
-    width = max([1.1] + [0.065 * len(line) for c in captions for line in c.split("\n")])
-    rows, extra = max(1, math.ceil(len(table) / columns)), 0.1 if files else 0.0  # a third caption line's room
-    height = rows * (1.3 + extra) + 0.4 + extra
-    fig = new_figure((columns * width, height))
-    fig.suptitle(f"top {len(table)} by {by}", fontsize=8)
-    axes = fig.subplots(rows, columns, squeeze=False, gridspec_kw={"top": 1 - (0.4 + extra) / height})  # title room
+    fig, axes = captioned_grid(max(1, math.ceil(len(table) / columns)), columns, captions, f"top {len(table)} by {by}")
     for cell, ax in enumerate(axes.flat):
         if cell < len(table):
             show_image(ax, pictures[int(table.iloc[cell]["index"])], captions[cell])
         else:
             ax.set_axis_off()
     return save_figure(fig, path)
+
+
+#: Caption geometry of the image grids, in inches: one 6-pt line (matplotlib's 1.2 line spacing), the
+#: room under the caption and between columns, the figure title's room, and the inches per caption
+#: character (~0.055 at 6 pt, with a margin: "automobile->airplane" overlapped its neighbour at 1.1 in).
+CAPTION_LINE_IN, CAPTION_GAP_IN, COLUMN_GAP_IN, TITLE_IN, CAPTION_CHAR_IN = 6 * 1.2 / 72, 0.06, 0.1, 0.3, 0.065
+
+
+def captioned_grid(rows: int, columns: int, captions: Sequence[str], title: str) -> tuple[Figure, Any]:
+    """A figure of rows x columns square image cells, each row with room above it for its tallest
+    caption. Rows are spaced by the captions' own height: a fixed 1.3 in a row gave images 1.7 in wide
+    once file names widened the cells, and each three-line caption ran into the image above it."""
+    width = max([1.1] + [CAPTION_CHAR_IN * len(line) for c in captions for line in c.split("\n")])
+    side = width - COLUMN_GAP_IN  # the image; a caption may use its column gap
+    caption = max([1] + [len(c.split("\n")) for c in captions]) * CAPTION_LINE_IN + CAPTION_GAP_IN
+    height = TITLE_IN + rows * (caption + side)
+    fig = new_figure((columns * width - COLUMN_GAP_IN, height))
+    fig.suptitle(title, fontsize=8, y=1 - 0.05 / height, va="top")
+    axes = fig.subplots(rows, columns, squeeze=False, gridspec_kw={
+        "left": 0, "right": 1, "bottom": 0, "top": 1 - (TITLE_IN + caption) / height,
+        "hspace": caption / side, "wspace": COLUMN_GAP_IN / side})
+    return fig, axes
 
 
 #: The longest file name a caption shows; longer ones keep their end (the file's own name), after "...".
@@ -330,15 +345,11 @@ def plot_pairs(pairs: pd.DataFrame, pictures: Mapping[int, np.ndarray], path: st
     drawn = [[caption(side, int(i), c, r.distance) for side, (i, c) in enumerate(((r.a, r.label_a), (r.b, r.label_b)))]
              for r in pairs.itertuples(index=False)]
     per_row = max(1, columns // 2)
-    rows = max(1, math.ceil(len(pairs) / per_row))
-    longest = max([0] + [len(line) for pair in drawn for c in pair for line in c.split("\n")])
-    width = max(1.1, 0.065 * longest)  # as plot_suspects: "train #29429 automobile" overlapped its neighbour at 1.1 in
-    lines = 3 if files or files_a else 2  # caption lines above each row
-    fig = new_figure((per_row * 2 * width, rows * (1.25 + 0.1 * lines) + 0.4))
     shown = f"the first {len(pairs)} of {total}" if total is not None and total > len(pairs) else f"{len(pairs)}"
     across = f" ({names[0]}, {names[1]})" if names else ""
-    fig.suptitle(f"{shown} duplicate pair(s){across}, different labels first (d = 1 - pixel correlation)", fontsize=8)
-    axes = fig.subplots(rows, per_row * 2, squeeze=False)
+    captions = [c for pair in drawn for c in pair]
+    fig, axes = captioned_grid(max(1, math.ceil(len(pairs) / per_row)), per_row * 2, captions,
+                               f"{shown} duplicate pair(s){across}, different labels first (d = 1 - pixel correlation)")
     for ax in axes.flat:
         ax.set_axis_off()
     for cell, (r, pair) in enumerate(zip(pairs.itertuples(index=False), drawn, strict=True)):
