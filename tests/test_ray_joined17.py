@@ -3,7 +3,8 @@ store write leave the cluster (Ray ends a driver's tasks when it disconnects) in
 `ray.cancel(force=True)` on each job, which races Ray's handling of a job that has just finished
 ("Check failed: ... Tried to complete task that was not pending", ray-project/ray#54846) and can
 abort the driver with exit 1 after its "interrupted" line. A Ray the caller connected to is the
-caller's: its jobs are cancelled, the connection kept. Ray itself is a stand-in here; the real
+caller's: its jobs are asked to stop themselves (test_ray_leave18), the connection kept. Ray
+itself is a stand-in here; the real
 cluster is tested in test_ray_safety (`test_ctrl_c_on_a_joined_cluster_...`)."""
 
 from __future__ import annotations
@@ -43,6 +44,9 @@ class FakeRay:
     def cancel(self, ref: object, force: bool = False) -> None:
         self.calls.append(("cancel", ref, force))
 
+    def ask_to_stop(self, key: str) -> None:
+        self.calls.append(("ask to stop", key))
+
 
 @pytest.fixture
 def fake(monkeypatch) -> FakeRay:
@@ -57,6 +61,7 @@ def stand_in(monkeypatch, fake: FakeRay) -> FakeRay:
         fake.connect()
 
     monkeypatch.setattr(ray_executor, "ray", fake)
+    monkeypatch.setattr(ray_executor, "ask_to_stop", fake.ask_to_stop, raising=False)  # raising: the old code lacks it
     monkeypatch.setattr(ray_executor, "_join", join)
     monkeypatch.setattr(ray_executor, "check_reachable", lambda target: tuple(target.split(":")))
     monkeypatch.setattr(ray_executor, "_gcs_address", lambda: f"local-head-{fake.job}" if fake.up else None)
@@ -85,23 +90,24 @@ def test_a_joined_cluster_is_left_not_cancelled_and_joined_again_by_the_next_run
     assert fake.calls[-1] == ("join", HEAD) and ray_executor._joined == ("00000002", HEAD)
 
 
-def test_a_ray_the_caller_connected_to_is_cancelled_and_kept(fake) -> None:
+def test_a_ray_the_caller_connected_to_is_asked_to_stop_and_kept(fake) -> None:
     fake.connect()  # the caller's own ray.init(); memprox joined nothing
     executor = RayExecutor(progress=False)
-    executor.head = ("10.0.0.5", 6379)
+    executor.head, executor._stop_key = ("10.0.0.5", 6379), "stop-1"
     executor._stop({"ref-a": None})  # type: ignore[dict-item]
-    assert fake.calls == [("cancel", "ref-a", True)] and fake.up
+    assert fake.calls == [("ask to stop", "stop-1")] and fake.up  # no ray.cancel
 
 
 def test_a_connection_the_caller_made_again_to_the_same_cluster_is_the_callers(fake) -> None:
     """memprox joined, then the caller left and connected again (`ray.shutdown(); ray.init(HEAD)`):
-    the same head, but the caller's connection, which a Ctrl-C must not end: its jobs are cancelled."""
+    the same head, but the caller's connection, which a Ctrl-C must not end: its jobs stop themselves."""
     executor = RayExecutor(address=HEAD, progress=False)
     executor.start()
     fake.shutdown()
     fake.connect()
+    executor._stop_key = "stop-1"
     executor._stop({"ref-a": None})  # type: ignore[dict-item]
-    assert fake.calls[1:] == ["shutdown", ("cancel", "ref-a", True)] and fake.up
+    assert fake.calls[1:] == ["shutdown", ("ask to stop", "stop-1")] and fake.up
 
 
 OTHER = "10.0.0.9:6379"

@@ -12,6 +12,7 @@ from __future__ import annotations
 import atexit
 import json
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -29,6 +30,7 @@ from test_ray_safety import LEAVING_DRIVER, REPO, env_for, free_port, kill_sessi
 
 import harness.executors.ray as ray_executor  # noqa: E402
 from harness.errors import HarnessError  # noqa: E402
+from harness.executors import ray_jobs  # noqa: E402
 from harness.executors.ray import RayExecutor  # noqa: E402
 from harness.executors.ray_leave import shutdown_within  # noqa: E402
 
@@ -88,14 +90,25 @@ def test_a_run_elsewhere_after_a_hung_leave_is_refused(monkeypatch) -> None:
         hung.release.set()
 
 
-def test_a_silent_head_of_the_callers_own_connection_is_not_cancelled(fake, monkeypatch) -> None:
-    """A connection the caller made is not memprox's to leave; cancelling on a silent head is not tried."""
+def test_the_callers_own_connection_is_asked_whatever_a_probe_says_within_the_bound(fake, monkeypatch,
+                                                                                   capsys) -> None:
+    """A connection the caller made is not memprox's to leave: its jobs are asked to stop, also
+    after a failed probe of the head (before: not asked, the jobs ran on), and a request the head
+    does not take ends the stop with a line."""
     fake.connect()
     monkeypatch.setattr(ray_executor, "_head_answers", lambda head: False)
     executor = RayExecutor(progress=False)
-    executor.head = ("10.0.0.5", 6379)
+    executor.head, executor._stop_key = ("10.0.0.5", 6379), "stop-1"
     executor._stop({"ref-a": None})  # type: ignore[dict-item]
-    assert fake.calls == [] and fake.up
+    assert fake.calls == [("ask to stop", "stop-1")] and fake.up
+    release = threading.Event()
+    monkeypatch.setattr(ray_executor, "ask_to_stop", lambda key: release.wait(30))
+    monkeypatch.setattr(ray_executor, "LEAVE_WAIT_S", 0.3)
+    try:
+        executor._stop({"ref-a": None})  # type: ignore[dict-item]
+    finally:
+        release.set()
+    assert "could not ask this run's Ray jobs to stop within 0 s" in capsys.readouterr().err
 
 
 class _Worker:
@@ -128,6 +141,58 @@ def test_shutdown_within_returns_passes_errors_and_gives_up(monkeypatch) -> None
         assert dropped == [at_exit]  # the exit no longer waits on it
     finally:
         release.set()
+
+
+# the caller's own connection: jobs stop themselves ----------------------------------------------
+def _spin(job: float) -> str:
+    """A job of `job` seconds that runs Python all along, as a training loop does."""
+    end = time.monotonic() + job
+    while time.monotonic() < end:
+        time.sleep(0.01)
+    return "done"
+
+
+@pytest.fixture
+def asked(monkeypatch) -> dict[str, bool]:
+    """Ray's key-value store, as the jobs see it."""
+    store: dict[str, bool] = {}
+    monkeypatch.setattr(ray_jobs, "_stop_asked", lambda key: store.get(key, False))
+    monkeypatch.setattr(ray_jobs, "STOP_POLL_S", 0.05)
+    return store
+
+
+def test_a_job_asked_to_stop_before_it_starts_does_not_start(asked) -> None:
+    asked["stop-1"] = True
+    started: list[float] = []
+    with pytest.raises(KeyboardInterrupt):  # Ray reports it as TaskCancelledError, the worker kept
+        ray_jobs._call(started.append, 1.0, "", "stop-1")
+    assert started == []
+
+
+@pytest.mark.parametrize(("job", "killed"), [(_spin, []), (time.sleep, [True])])
+def test_a_running_job_asked_to_stop_stops_at_its_next_step(asked, monkeypatch, job, killed) -> None:
+    """A job running Python stops at once; one long sleep ends first (Ray's workers gave a SIGINT
+    no heed): its worker is killed after STOP_GRACE_S (here 0.3 s; this test's process is not)."""
+    kills: list[bool] = []
+    monkeypatch.setattr(ray_jobs, "_kill_worker", lambda: kills.append(True))
+    monkeypatch.setattr(ray_jobs, "STOP_GRACE_S", 0.3)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # as in Ray's workers (xdist's ignore it)
+    try:
+        threading.Timer(0.2, asked.__setitem__, ("stop-1", True)).start()
+        start = time.monotonic()
+        with pytest.raises(KeyboardInterrupt):
+            ray_jobs._call(job, 30.0 if job is _spin else 1.5, "", "stop-1")
+        assert time.monotonic() - start < 10 and kills == killed
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def test_a_job_that_ends_first_is_not_interrupted_after(asked) -> None:
+    """The watcher stops with the job: an interrupt landing after it would hit Ray's worker loop."""
+    assert ray_jobs._call(_spin, 0.1, "", "stop-1") == "done"
+    asked["stop-1"] = True
+    time.sleep(0.3)  # a KeyboardInterrupt would surface here
+    assert ray_jobs._call(_spin, 0.01) == "done"  # without a key: no watcher, nothing asked
 
 
 # a real `ray start` cluster whose head is killed or hung -----------------------------------------
@@ -190,3 +255,26 @@ def test_a_run_stopped_after_its_head_is_lost_leaves_within_the_bound(head, lose
     assert seen["connected"] == (lose == "hung"), err[-2000:]  # a hung leave is given up, connected
     assert seen["seconds"] < ray_executor.LEAVE_WAIT_S + 5, seen  # 5.1 s and 10.0 s here
     assert ("could not leave the Ray cluster" in err) == (lose == "hung"), err[-2000:]
+
+
+#: LEAVING_DRIVER on a connection the driver made itself (`ray.init` before memprox runs). The
+#: worker outlives its stopped job here (idle, for the next): the job runs while Ray's title for
+#: the worker process names it.
+CALLERS_DRIVER = LEAVING_DRIVER.replace(
+    "outcomes = RayExecutor(address=sys.argv[1], progress=False, fn=sleep)",
+    "ray.init(address=sys.argv[1], log_to_driver=False)\noutcomes = RayExecutor(progress=False, fn=sleep)",
+).replace("return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE",
+          "return 'sleeper600' in ' '.join(psutil.Process(pid).cmdline())")
+
+
+def test_a_run_stopped_on_the_callers_own_connection_stops_its_jobs_and_keeps_it(head) -> None:
+    """The long job (one `time.sleep(600)`) stops itself when asked, and no `ray.cancel` is made."""
+    driver = head["root"] / "driver"
+    driver.mkdir()
+    assert CALLERS_DRIVER.count("sleeper600") == 1 and "ray.init" in CALLERS_DRIVER
+    (driver / "driver.py").write_text(CALLERS_DRIVER)
+    done = subprocess.run([sys.executable, str(driver / "driver.py"), f"127.0.0.1:{head['port']}", str(driver)],
+                          cwd=REPO, env=env_for(driver, HOME=str(head["home"]), RAY_AUTH_MODE="token"),
+                          capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == {"connected": True, "long job runs": False}

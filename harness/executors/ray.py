@@ -66,8 +66,8 @@ from harness.executors.ray_cluster import (  # noqa: F401  (re-exported: tests a
     split_address,
     token_file,
 )
-from harness.executors.ray_jobs import _call, _job_error
-from harness.executors.ray_leave import LEAVE_WAIT_S, shutdown_within
+from harness.executors.ray_jobs import _call, _job_error, ask_to_stop
+from harness.executors.ray_leave import LEAVE_WAIT_S, finished_within, shutdown_within
 from harness.executors.ray_signals import _signals_kept
 
 if TYPE_CHECKING:
@@ -168,6 +168,13 @@ def _leave() -> bool:
     return False
 
 
+def _ask_to_stop(key: str) -> None:
+    """Ask the jobs of a run on the caller's connection to stop, within LEAVE_WAIT_S (as `_leave`)."""
+    if not finished_within(lambda: ask_to_stop(key), LEAVE_WAIT_S):
+        print(f"warning: could not ask this run's Ray jobs to stop within {LEAVE_WAIT_S:.0f} s (the cluster's head "
+              "does not answer); they end when this process's connection does", file=sys.stderr)
+
+
 def _stop_local() -> None:
     """Stop the local Ray memprox started, its processes with it (the reaper's last look)."""
     global _own_local
@@ -255,6 +262,7 @@ class RayExecutor(Executor):
         self.progress = progress
         self.fn = fn  # None: harness.jobs.run_job
         self.threads = threads  # of each job: a local Ray gets --workers x threads CPUs
+        self._stop_key: str | None = None  # of the current run, on a connection the caller made
         # a cluster to join is checked now, before the experiment writes anything
         self.target = cluster_address(address) if address else None
         self.head = check_reachable(self.target) if self.target else None
@@ -342,9 +350,12 @@ class RayExecutor(Executor):
         check_fits(jobs)
         remote = ray.remote(_call)
         fn = ray.put(self.fn or run_job)
+        # a connection the caller made is not memprox's to end: its jobs stop themselves when asked
+        self._stop_key = None if _own_connection() else f"stop-{secrets.token_hex(8)}"
         pending = {
             remote.options(num_cpus=job.num_cpus, num_gpus=job.num_gpus, max_retries=MAX_RETRIES,
-                           retry_exceptions=False, name=job.label()[:100]).remote(fn, job, socket.gethostname()): job
+                           retry_exceptions=False, name=job.label()[:100]).remote(
+                fn, job, socket.gethostname(), self._stop_key): job
             for job in jobs
         }
         slots = max(1, int(ray.cluster_resources().get("CPU", 1) // max(j.num_cpus for j in jobs)))
@@ -371,17 +382,15 @@ class RayExecutor(Executor):
                 self._stop(pending)
 
     def _stop(self, pending: dict[ray.ObjectRef, Job]) -> None:
-        """Stop the outstanding jobs without `ray.cancel(force=True)`, which races Ray's own handling
-        of a job that just finished ("Check failed: ... Tried to complete task that was not pending",
-        ray-project/ray#54846) and aborted the driver with exit 1 after the "interrupted" line (2 of
-        20 Ctrl-C'd runs on a local Ray here, 2 of 35 on a joined one). A local Ray this executor
-        started is shut down; a cluster it joined is left, whatever one probe of its head says (a
-        blip skipped the leave, and the jobs ran on), within LEAVE_WAIT_S. Only on a connection the
-        caller made itself are the jobs cancelled (the race remains), unless its head is silent."""
+        """Stop the outstanding jobs without `ray.cancel`, which races Ray's handling of a job that
+        just finished (ray-project/ray#54846: "Check failed: ... Tried to complete task that was not
+        pending") and aborted the driver with exit 1 (docs/cluster.md has the counts). A local Ray
+        this executor started is shut down; a cluster it joined is left, whatever one probe of its
+        head says (a blip skipped the leave, and the jobs ran on); on a connection the caller made,
+        the jobs are asked to stop themselves (`ask_to_stop`). Both within LEAVE_WAIT_S."""
         if self.started_ray:
             self.shutdown()
         elif _joined is not None and _job() == _joined[0]:
             _leave()
-        elif _head_answers(self.head):  # a lost cluster has nothing left to cancel
-            for ref in pending:
-                ray.cancel(ref, force=True)
+        elif self._stop_key is not None:
+            _ask_to_stop(self._stop_key)

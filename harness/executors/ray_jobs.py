@@ -1,11 +1,18 @@
-"""The Ray executor's remote side (see `harness.executors.ray`): the task each job runs as, and
-how a job's failure reads on the driver. Imported by Ray's workers by reference, so it stays small."""
+"""The Ray executor's remote side (see `harness.executors.ray`): the task each job runs as, how a
+job's failure reads on the driver, and how a job on a Ray connection the caller made is asked to
+stop. Imported by Ray's workers by reference, so it stays small."""
 
 from __future__ import annotations
 
+import _thread
+import os
 import re
+import signal
 import socket
 import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 from harness.errors import RunFailed
@@ -18,13 +25,22 @@ if TYPE_CHECKING:
     from harness.jobs import Job
 
 
-def _call(fn: JobFn, job: Job, driver: str = ""):
+#: Ray's key-value store (the GCS) namespace of the stop requests, how often a job looks, and how
+#: long an interrupted job may take to end before its worker process is killed.
+STOP_NAMESPACE = "memprox"
+STOP_POLL_S = 0.5
+STOP_GRACE_S = 5.0
+
+
+def _call(fn: JobFn, job: Job, driver: str = "", stop_key: str | None = None):
     """The remote task: `fn` travels as an argument, so any picklable callable (a partial) works.
     A SystemExit from the job's code becomes the job's failure: Ray would take it for a crashed
     worker, retry the job and report a dead worker (KeyboardInterrupt is Ray's cancellation). A
-    failure on another machine than the driver's (`driver`: its host name) names that node."""
+    failure on another machine than the driver's (`driver`: its host name) names that node. With
+    `stop_key` the job stops itself once the driver sets that key (`ask_to_stop`)."""
     try:
-        return fn(job)
+        with _stops_on(stop_key):
+            return fn(job)
     except SystemExit as e:
         raise _on_node(portable(e), driver) from None
     except Exception as e:
@@ -32,6 +48,66 @@ def _call(fn: JobFn, job: Job, driver: str = ""):
         if failed is e:  # the driver's own machine: the job's exception as it is
             raise
         raise failed from e
+
+
+def ask_to_stop(stop_key: str) -> None:
+    """The driver's side: ask the jobs given `stop_key` to stop. Used instead of `ray.cancel` on a
+    connection the caller made (memprox cannot leave it): a cancel racing a job that has just
+    finished aborts the driver (ray-project/ray#54846), force or not (the race is in the driver's
+    task bookkeeping, before `force` matters); a key in Ray's store touches no task of the driver.
+    The key stays (a few bytes a stopped run): a job still queued would otherwise start."""
+    from ray.experimental.internal_kv import _internal_kv_put
+
+    _internal_kv_put(stop_key, b"1", namespace=STOP_NAMESPACE)
+
+
+def _stop_asked(stop_key: str) -> bool:
+    from ray.experimental.internal_kv import _internal_kv_get
+
+    return bool(_internal_kv_get(stop_key, namespace=STOP_NAMESPACE))
+
+
+@contextmanager
+def _stops_on(stop_key: str | None) -> Iterator[None]:
+    """Run the job, raising KeyboardInterrupt in it once the driver asks (`ask_to_stop`): at once
+    for a job that starts after the request, within STOP_POLL_S for a running one, at its next
+    Python step (as Ray's own `ray.cancel(force=False)`: the job fails with TaskCancelledError,
+    its worker is kept). A job still running STOP_GRACE_S later (one long sleep or C call: a
+    SIGINT sent to the worker's main thread did not wake a sleep here; or a worker that ignores
+    SIGINT, as one a `nohup`'d `ray start` began) has its worker killed: Ray retries the job once,
+    and the retry stops at its start."""
+    if stop_key is None:
+        yield
+        return
+    if _stop_asked(stop_key):
+        raise KeyboardInterrupt
+    ended = threading.Event()
+    guard = threading.Lock()
+    watcher = threading.Thread(target=_watch, args=(stop_key, ended, guard), name="memprox-stop-watch", daemon=True)
+    watcher.start()
+    try:
+        yield
+    finally:
+        with guard:
+            ended.set()
+
+
+def _watch(stop_key: str, ended: threading.Event, guard: threading.Lock) -> None:
+    """The watcher of `_stops_on`: `guard` keeps the interrupt from being sent once the job has
+    ended (it would land in Ray's worker loop, outside any job)."""
+    while not ended.wait(STOP_POLL_S):
+        if _stop_asked(stop_key):
+            with guard:
+                if ended.is_set():
+                    return
+                _thread.interrupt_main()
+            if not ended.wait(STOP_GRACE_S):
+                _kill_worker()
+            return
+
+
+def _kill_worker() -> None:
+    os.kill(os.getpid(), signal.SIGKILL)
 
 
 def _on_node(error: Exception, driver: str) -> Exception:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import atexit
 import threading
+from collections.abc import Callable
 from typing import Any
 
 #: Seconds a leave may take before the Ctrl-C goes on without it (twice the dead head's 5 s).
@@ -16,23 +17,32 @@ LEAVE_WAIT_S = 10.0
 
 
 def shutdown_within(ray: Any, seconds: float = LEAVE_WAIT_S) -> bool:
-    """`ray.shutdown()`, waited for `seconds` at most; False when it had not returned by then. It
-    runs in a daemon thread: Ray's shutdown is not interruptible, and a hung head must not hang the
-    Ctrl-C that asked to stop. An exception from it is raised here, as a direct call would."""
+    """`ray.shutdown()`, waited for `seconds` at most; False when it had not returned by then (and
+    Ray's own shutdown at exit, which would wait on it, is dropped)."""
+    if finished_within(ray.shutdown, seconds):
+        return True
+    _skip_exit_shutdown(ray)
+    return False
+
+
+def finished_within(call: Callable[[], object], seconds: float) -> bool:
+    """`call()`, waited for `seconds` at most; False when it had not returned by then. It runs in a
+    daemon thread: a call to Ray that waits on its head cannot be interrupted, and a hung head
+    must not hang the Ctrl-C that asked to stop. An exception from it is raised here, as a direct
+    call would."""
     done = threading.Event()
     failed: list[BaseException] = []
 
-    def leave() -> None:
+    def run() -> None:
         try:
-            ray.shutdown()
+            call()
         except BaseException as e:  # noqa: BLE001  (handed to the caller's thread)
             failed.append(e)
         finally:
             done.set()
 
-    threading.Thread(target=leave, name="memprox-ray-leave", daemon=True).start()
+    threading.Thread(target=run, name="memprox-ray-stop", daemon=True).start()
     if not done.wait(seconds):
-        _skip_exit_shutdown(ray)
         return False
     if failed:
         raise failed[0]
