@@ -236,6 +236,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     cfg = build_config(**run_options(args))  # bad options fail here, before the heavy imports
     from harness.experiment import Experiment, format_phases
     from harness.leaderboard import markdown
+    from harness.machine import mixed_machines_line
 
     exp = Experiment(cfg)
     settings = len({(s.task, s.label) for _, s, _ in exp.plan.settings})  # plan.settings: one per seed
@@ -245,6 +246,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     result = exp.run()
     resumed = f" ({len(result.resumed)} resumed from their checkpoints)" if result.resumed else ""
     say(f"runs: {len(result.trained)} trained{resumed}, {len(result.reused)} reused from the store", err=True)
+    if mixed := mixed_machines_line(result.machines):
+        say(mixed, err=True)
     if result.base_train_acc:
         accs, shape = result.base_train_acc, tuple(exp.dataset.x_train.shape[1:])
         say(f"final training accuracy of the base runs on the labels they trained on: "

@@ -54,6 +54,7 @@ class ExperimentResult:
     tables: dict[str, pd.DataFrame] = field(default_factory=dict)  # tasks' own: "suspects/suspects.csv" -> it
     proxies: list[dict[str, Any]] = field(default_factory=list)  # each proxy's params and code (`harness.provenance`)
     phase_seconds: dict[str, float] = field(default_factory=dict)  # PHASES -> wall seconds (summary.json)
+    machines: list[dict[str, Any]] = field(default_factory=list)  # each run's `Manifest.machine` ({}: unknown)
 
 
 def score(proxies: list[Proxy], base: RunSpec, data: PreparedData, runs: Mapping[RunSpec, StoredRun]
@@ -164,6 +165,7 @@ def evaluate(cfg: ExperimentConfig, plan: Plan, proxies: list[Proxy], ran: Runne
                                   proxies=proxy_provenance(proxies))
         bases = dict.fromkeys(b for _, _, b in plan.settings if b in runs)  # tasks share base runs: each once
         result.base_train_acc = [runs[b].manifest.train_acc for b in bases]
+        result.machines = [r.manifest.machine for r in runs.values()]
         result.reference_train_acc = reference_train_acc(plan, runs)
         result.flipped_fit = flipped_fit(plan, runs, prepared)
         for (data_spec, seed), scores in scores_by_data.items():

@@ -26,6 +26,7 @@ from harness.datasets import Dataset, load_dataset
 from harness.ensemble import train_members
 from harness.ensemble_checkpoint import ChunkCheckpoints
 from harness.errors import HarnessError, RunFailed
+from harness.machine import machine_record
 from harness.manifest import ENGINES, Manifest, RecorderRecord
 from harness.prepared import PreparedData, prepare
 from harness.recorders import RecorderRequest
@@ -121,11 +122,12 @@ def prepared_data(source: DataSource, spec: DataSpec, device: torch.device) -> P
 
 def make_manifest(spec: RunSpec, out: RunOutput, engine: str, device: str, requests: tuple[RecorderRequest, ...] = (),
                   wall: float = 0.0) -> Manifest:
-    """The manifest of a finished run (checksums are the store's to fill in)."""
+    """The manifest of a finished run (checksums are the store's to fill in), made in the process that
+    trained it: its threads, package versions and machine (`harness.machine`) are the training's."""
     by_key = {r.key: r for r in requests}
     return Manifest(
         spec=json.loads(json.dumps(spec.to_dict(), default=str)), spec_hash=spec.digest(), label=spec.label(),
-        engine=engine, device=device,
+        engine=engine, device=device, machine=machine_record(device),
         threads=torch.get_num_threads(), train_seconds=out.train_seconds, train_flops=out.train_flops,
         train_acc=out.train_acc, test_acc=out.test_acc, history=out.history, wall_seconds=wall,
         recorders={k: RecorderRecord(arrays=sorted(a), seconds=out.recorder_seconds[k], flops=out.recorder_flops[k],

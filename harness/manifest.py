@@ -5,9 +5,13 @@ The store writes it as `manifest.json` beside the arrays (`to_json`) and reads i
 as missing and recomputes it) instead of failing later on a string key. Every number in it can reach
 an output (costs, accuracies, the summary), so the file carries a SHA-256 over the canonical JSON of
 everything else in it (`manifest_sha256`): a manifest without it (written before it existed) or
-with any value changed is not trusted. `engine` and `threads` are recorded
-because they change results at float-rounding level: the same spec trained one at a time and in a
-batched ensemble, or with another thread count, agrees only up to rounding.
+with any value changed is not trusted. `engine`, `threads` and `machine` are
+recorded because they change results at float-rounding level: the same spec trained one at a time
+and in a batched ensemble, with another thread count, or on another CPU kernel set or GPU
+(`harness.machine`), agrees only up to rounding. A field added later (`meter`, `machine`) is absent
+from older files; it reads as what those runs had (`meter` 1) or as unknown (`machine` `{}`, and
+`versions` `{}`, `created` ""), never as the reading process's own, and the checksum covers the
+fields as written, so older manifests stay trusted and their runs are reused.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import hashlib
 import json
 import platform
 import time
+from collections.abc import Callable
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import Any
 
@@ -28,6 +33,8 @@ DIGEST_FIELD = "manifest_sha256"
 #: called once per run was timed on its counted call, the counter's overhead included, so its
 #: seconds read high (the final eval pass: ~1.3x where ~1.1x is right on digits). FLOPs are alike.
 METER_VERSION = 2
+#: What a manifest field made for the training process reads as when an older manifest.json lacks it.
+READER_DEFAULTS: dict[str, Callable[[], Any]] = {"versions": dict, "created": str, "machine": dict}
 
 
 def manifest_digest(raw: dict[str, Any]) -> str:
@@ -75,10 +82,13 @@ class Manifest:
     recorders: dict[str, RecorderRecord]
     history: list[dict[str, float]] = field(default_factory=list)
     wall_seconds: float = 0.0  # the job's wall clock, shared out over the runs it trained
-    versions: dict[str, str] = field(default_factory=package_versions)
-    created: str = field(default_factory=lambda: time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+    versions: dict[str, str] = field(default_factory=package_versions)  # absent (older runs): {}, unknown
+    created: str = field(default_factory=lambda: time.strftime("%Y-%m-%dT%H:%M:%S%z"))  # absent: ""
     checksums: dict[str, str] = field(default_factory=dict)  # array file -> SHA-256, set by the store
     meter: int = METER_VERSION  # how recorder seconds were measured; absent (older runs): 1
+    #: the machine that trained the run (`harness.machine.machine_record`, made in the training process
+    #: by `harness.jobs.make_manifest`); absent (older runs): {}, unknown
+    machine: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -118,6 +128,11 @@ class Manifest:
         known = {f.name for f in fields(cls)}
         kwargs = {k: v for k, v in raw.items() if k in known}
         kwargs.setdefault("meter", 1)  # written before the field existed: measured the first way
+        # fields whose default describes the process that makes a manifest: absent from an older file,
+        # they are unknown, never the reader's (its packages, its clock, its machine)
+        for name, unknown in READER_DEFAULTS.items():
+            if name not in kwargs:
+                kwargs[name] = unknown()
         try:
             kwargs["recorders"] = {k: RecorderRecord(**v) for k, v in raw["recorders"].items()}
             manifest = cls(**kwargs)
@@ -125,7 +140,8 @@ class Manifest:
             raise ValueError(f"manifest is malformed ({e})") from e
         if manifest.engine not in ENGINES:
             raise ValueError(f"manifest has an unknown engine {manifest.engine!r}")
-        if not isinstance(manifest.checksums, dict):
-            raise ValueError("manifest's checksums are not a JSON object")
+        for name in ("checksums", "machine"):
+            if not isinstance(getattr(manifest, name), dict):
+                raise ValueError(f"manifest's {name} field is not a JSON object")
         return manifest
 
