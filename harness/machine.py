@@ -83,7 +83,7 @@ def mixed_machines_line(records: Iterable[Mapping[str, Any]]) -> str | None:
     if len(kinds) < 2:
         return None
     labels = {machine_kind(r): machine_label(r) for r in records if r}
-    parts = ", ".join(f"{n} on {labels[k]}" for k, n in kinds.most_common())
+    parts = ", ".join(f"{n} on {labels[k]}" for k, n in sorted(kinds.items(), key=lambda kv: (-kv[1], labels[kv[0]])))
     older = f"; {unknown} stored before machines were recorded" if unknown else ""
     return (f"runs: the {len(records)} runs used were trained on {len(kinds)} kinds of machine ({parts}{older}): "
             "scores agree across them only up to float rounding")

@@ -126,6 +126,10 @@ def test_runs_from_two_kinds_of_machine_are_said_once_and_one_kind_is_not(tmp_pa
     monkeypatch.undo()  # rerun here: both runs are reused, with the machines that trained them
     err = _cli(tmp_path / "mixed", capsys)
     assert "2 reused" in err and "2 kinds of machine" in err
+    assert main(["store", "info", "--store", str(tmp_path / "mixed" / "store")]) == 0
+    (line,) = [x for x in capsys.readouterr().out.splitlines() if x.startswith("machines:")]
+    assert line == ("machines: 1 on AVX2 AMD EPYC 7763 64-Core Processor, 1 on AVX512 Intel(R) Xeon(R) Platinum "
+                    "8480+ (more than one kind: their scores agree only up to float rounding)")
 
 
 def test_unrecorded_machines_are_no_kind_of_their_own() -> None:
@@ -136,7 +140,7 @@ def test_unrecorded_machines_are_no_kind_of_their_own() -> None:
 
 
 # stored runs from before the field -----------------------------------------------------------------
-def test_a_run_stored_before_the_field_is_reused_and_reads_as_unknown(make_config) -> None:
+def test_a_run_stored_before_the_field_is_reused_and_reads_as_unknown(make_config, capsys) -> None:
     cfg = make_config(epochs=1)
     exp = Experiment(cfg)
     assert len(exp.run().trained) == 1
@@ -149,3 +153,5 @@ def test_a_run_stored_before_the_field_is_reused_and_reads_as_unknown(make_confi
     assert again.store.get(spec).manifest.machine == {} and result.machines == [{}]
     (row,) = json.loads((Path(again.cfg.out) / "summary.json").read_text())["runs"]
     assert row["machine"] == {}
+    assert main(["store", "info", "--store", str(cfg.store)]) == 0
+    assert "machines: 1 unrecorded (stored before memprox recorded machines)\n" in capsys.readouterr().out
