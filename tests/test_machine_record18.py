@@ -76,6 +76,18 @@ def test_this_process_record_has_the_cpu_and_its_kernel_set_and_no_host_name() -
     assert os.uname().nodename not in json.dumps(record)
 
 
+def test_a_cuda_run_records_its_gpu_and_compute_capability(monkeypatch) -> None:
+    """The GPU of the run's device (mocked: the test machine may have none)."""
+    asked = []
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda dev: asked.append(dev) or "NVIDIA H200")
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda dev: (9, 0))
+    record = machine_record("cuda:1")
+    assert record["gpu"] == "NVIDIA H200" and record["gpu_capability"] == "9.0"
+    assert asked == [torch.device("cuda:1")]
+    line = mixed_machines_line([record, {**record, "gpu": "NVIDIA A100-SXM4-80GB", "gpu_capability": "8.0"}])
+    assert line is not None and "NVIDIA H200 (9.0) on " in line and "NVIDIA A100-SXM4-80GB (8.0) on " in line
+
+
 # the training process's record --------------------------------------------------------------------
 def as_another_worker(job: Job) -> JobResult:
     """A worker's job function (imported by the worker from this module): its CPU probe names its pid."""
