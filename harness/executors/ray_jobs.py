@@ -81,27 +81,33 @@ def _stops_on(stop_key: str | None) -> Iterator[None]:
         return
     if _stop_asked(stop_key):
         raise KeyboardInterrupt
-    ended = threading.Event()
-    guard = threading.Lock()
-    watcher = threading.Thread(target=_watch, args=(stop_key, ended, guard), name="memprox-stop-watch", daemon=True)
+    ended = threading.Lock()  # taken by the job as it ends, for good; by the watcher while it interrupts
+    done = threading.Event()  # wakes the watcher
+    watcher = threading.Thread(target=_watch, args=(stop_key, ended, done), name="memprox-stop-watch", daemon=True)
     watcher.start()
     try:
         yield
     finally:
-        with guard:
-            ended.set()
+        # one C call: the job has ended before an interrupt sent meanwhile can surface, which it
+        # then does here, in the task, at the latest at the Python call below (not in Ray's loop)
+        ended.acquire()
+        done.set()
 
 
-def _watch(stop_key: str, ended: threading.Event, guard: threading.Lock) -> None:
-    """The watcher of `_stops_on`: `guard` keeps the interrupt from being sent once the job has
-    ended (it would land in Ray's worker loop, outside any job)."""
-    while not ended.wait(STOP_POLL_S):
+def _watch(stop_key: str, ended: threading.Lock, done: threading.Event) -> None:
+    """The watcher of `_stops_on`: it interrupts the job only while holding `ended`, which the job
+    takes as it ends (an interrupt after the job would land in Ray's worker loop), and kills the
+    worker only if the job has still not taken it STOP_GRACE_S later (the worker may be running
+    its next task by then: `done` may go unset, the interrupt surfacing in its `set`)."""
+    while not done.wait(STOP_POLL_S) and not ended.locked():
         if _stop_asked(stop_key):
-            with guard:
-                if ended.is_set():
-                    return
+            if not ended.acquire(blocking=False):
+                return  # the job has ended
+            try:
                 _thread.interrupt_main()
-            if not ended.wait(STOP_GRACE_S):
+            finally:
+                ended.release()
+            if not done.wait(STOP_GRACE_S) and not ended.locked():
                 _kill_worker()
             return
 
