@@ -1,11 +1,16 @@
 """Races in stopping a Ray run (test_ray_leave18): the stop watcher of a job on the caller's own
-connection when the job ends just as the watcher interrupts it.
+connection when the job ends just as the watcher interrupts it, and a run started after a stop
+whose leave of a hung cluster was given up.
 
 The watcher held its guard while it called `_thread.interrupt_main()`; the job, ending meanwhile,
 waited on the guard to say so, and the interrupt then surfaced in the `Event.set` that says it
 (a Python call: the first point that raises a pending interrupt), so the job never said it had
 ended. STOP_GRACE_S later the watcher killed its worker, which by then was idle or running the
-next task Ray gave it (a job of this run, or the caller's own work on the same connection)."""
+next task Ray gave it (a job of this run, or the caller's own work on the same connection).
+
+A leave of a hung cluster given up at a stop (Ctrl-C) cleared `_joined` with the connection still
+up: the next run in the process took it for the caller's own and ran on it, whatever it asked for;
+only a leave given up in `_init` itself was refused."""
 
 from __future__ import annotations
 
@@ -18,7 +23,13 @@ import pytest
 
 pytest.importorskip("ray")
 
+from test_ray_joined17 import HEAD, OTHER, stand_in  # noqa: E402
+from test_ray_leave18 import HungRay  # noqa: E402
+
+import harness.executors.ray as ray_executor  # noqa: E402
+from harness.errors import HarnessError  # noqa: E402
 from harness.executors import ray_jobs  # noqa: E402
+from harness.executors.ray import RayExecutor  # noqa: E402
 
 
 def test_an_interrupt_sent_as_the_job_ends_surfaces_in_the_task_and_kills_no_worker_after(monkeypatch) -> None:
@@ -59,3 +70,27 @@ def test_an_interrupt_sent_as_the_job_ends_surfaces_in_the_task_and_kills_no_wor
     assert landed == "in the task"  # Ray reports a cancelled task, its worker kept
     assert kills == [], "the worker was killed after its job had ended"
 
+
+# a Ctrl-C whose leave hung, then another run in the same process ----------------------------------
+@pytest.mark.parametrize("then", [HEAD, OTHER, None])
+def test_a_run_after_a_stop_whose_leave_hung_is_refused_until_the_leave_ends(monkeypatch, then) -> None:
+    """The given-up leave set `_joined` to None while the connection stayed up (half shut down):
+    the next run took it for a connection the caller made and ran on it, whatever it asked for (a
+    local run, or another cluster, on the hung one). `_init` refused this only when the leave hung
+    in `_init` itself."""
+    hung = stand_in(monkeypatch, HungRay())
+    monkeypatch.setattr(ray_executor, "LEAVE_WAIT_S", 0.3)
+    executor = RayExecutor(address=HEAD, progress=False)
+    executor.start()
+    try:
+        executor._stop({"ref-a": None})  # type: ignore[dict-item]  # the Ctrl-C: its leave hangs, given up
+        with pytest.raises(HarnessError, match="does not answer and could not be left"):
+            RayExecutor(address=then, progress=False).start()
+        assert hung.calls == [("join", HEAD), "shutdown"]
+    finally:
+        hung.release.set()
+    deadline = time.monotonic() + 10
+    while hung.up and time.monotonic() < deadline:  # the head answers again: the leave ends
+        time.sleep(0.01)
+    RayExecutor(address=then, progress=False).start()
+    assert hung.calls[-1] == (("join", then) if then else "start local") and hung.up

@@ -67,7 +67,7 @@ from harness.executors.ray_cluster import (  # noqa: F401  (re-exported: tests a
     token_file,
 )
 from harness.executors.ray_jobs import _call, _job_error, ask_to_stop
-from harness.executors.ray_leave import LEAVE_WAIT_S, finished_within, shutdown_within
+from harness.executors.ray_leave import LEAVE_WAIT_S, finished_within, hung_leave, shutdown_within
 from harness.executors.ray_signals import _signals_kept
 
 if TYPE_CHECKING:
@@ -160,7 +160,7 @@ def _leave() -> bool:
     global _joined
     target = _joined[1] if _joined is not None else "the cluster"
     _joined = None
-    if shutdown_within(ray, LEAVE_WAIT_S):
+    if shutdown_within(ray, LEAVE_WAIT_S, target):
         return True
     print(f"warning: could not leave the Ray cluster at {target} within {LEAVE_WAIT_S:.0f} s (its head does "
           "not answer); jobs of this run still there end when the cluster notices this driver is gone",
@@ -305,13 +305,12 @@ class RayExecutor(Executor):
         reuse, and a run with another --ray-address (or none) ran on that Ray instead of its own."""
         global _joined
         if (own := _own_connection()) is not None and own != (self.target or "local"):
-            if own == "local":
-                _stop_local()
-            elif not _leave():  # Ray's connect waits on the hung shutdown's lock
-                raise HarnessError(f"the Ray cluster at {own} does not answer and could not be left: restart "
-                                   "Python to connect to another")
+            _stop_local() if own == "local" else _leave()
             if not self.target:  # the local Ray to come has another head
                 self.head = None
+        if hung := hung_leave():  # here or at a stop: the connection, half shut, is no one's to run on
+            raise HarnessError(f"the Ray cluster at {hung} does not answer and could not be left: restart "
+                               "Python to run again")
         if not ray.is_initialized():
             if self.target:
                 _join(self.address, self.target)

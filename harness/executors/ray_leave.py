@@ -14,15 +14,31 @@ from typing import Any
 
 #: Seconds a leave may take before the Ctrl-C goes on without it (twice the dead head's 5 s).
 LEAVE_WAIT_S = 10.0
+#: A shutdown given up on (`shutdown_within`) and the cluster it leaves, until it returns.
+_given_up: tuple[threading.Thread, str] | None = None
 
 
-def shutdown_within(ray: Any, seconds: float = LEAVE_WAIT_S) -> bool:
+def shutdown_within(ray: Any, seconds: float = LEAVE_WAIT_S, target: str = "the cluster") -> bool:
     """`ray.shutdown()`, waited for `seconds` at most; False when it had not returned by then (and
-    Ray's own shutdown at exit, which would wait on it, is dropped)."""
-    if finished_within(ray.shutdown, seconds):
+    Ray's own shutdown at exit, which would wait on it, is dropped; `hung_leave` says it runs on)."""
+    global _given_up
+    running = _within(ray.shutdown, seconds)
+    if running is None:
         return True
+    _given_up = (running, target)
     _skip_exit_shutdown(ray)
     return False
+
+
+def hung_leave() -> str | None:
+    """The cluster of a shutdown given up on that has not returned yet (waited for a second): the
+    connection is half shut down, and Ray's next connect would wait on the shutdown's lock."""
+    global _given_up
+    if _given_up is not None:
+        _given_up[0].join(1.0)
+        if not _given_up[0].is_alive():
+            _given_up = None
+    return _given_up[1] if _given_up is not None else None
 
 
 def finished_within(call: Callable[[], object], seconds: float) -> bool:
@@ -30,6 +46,11 @@ def finished_within(call: Callable[[], object], seconds: float) -> bool:
     daemon thread: a call to Ray that waits on its head cannot be interrupted, and a hung head
     must not hang the Ctrl-C that asked to stop. An exception from it is raised here, as a direct
     call would."""
+    return _within(call, seconds) is None
+
+
+def _within(call: Callable[[], object], seconds: float) -> threading.Thread | None:
+    """`finished_within`: None when `call` returned, else its thread, still running."""
     done = threading.Event()
     failed: list[BaseException] = []
 
@@ -41,12 +62,13 @@ def finished_within(call: Callable[[], object], seconds: float) -> bool:
         finally:
             done.set()
 
-    threading.Thread(target=run, name="memprox-ray-stop", daemon=True).start()
+    thread = threading.Thread(target=run, name="memprox-ray-stop", daemon=True)
+    thread.start()
     if not done.wait(seconds):
-        return False
+        return thread
     if failed:
         raise failed[0]
-    return True
+    return None
 
 
 def _skip_exit_shutdown(ray: Any) -> None:
