@@ -1,6 +1,6 @@
 """Races in stopping a Ray run (test_ray_leave18): the stop watcher of a job on the caller's own
 connection when the job ends just as the watcher interrupts it, and a run started after a stop
-whose leave of a hung cluster was given up.
+whose leave of a hung cluster was given up; and the interrupt path on a real cluster.
 
 The watcher held its guard while it called `_thread.interrupt_main()`; the job, ending meanwhile,
 waited on the guard to say so, and the interrupt then surfaced in the `Event.set` that says it
@@ -15,7 +15,10 @@ only a leave given up in `_init` itself was refused."""
 from __future__ import annotations
 
 import _thread
+import json
 import signal
+import subprocess
+import sys
 import threading
 import time
 
@@ -24,7 +27,8 @@ import pytest
 pytest.importorskip("ray")
 
 from test_ray_joined17 import HEAD, OTHER, stand_in  # noqa: E402
-from test_ray_leave18 import HungRay  # noqa: E402
+from test_ray_leave18 import HungRay, head  # noqa: E402,F401  (head: a fixture, a real `ray start` cluster)
+from test_ray_safety import REPO, env_for  # noqa: E402
 
 import harness.executors.ray as ray_executor  # noqa: E402
 from harness.errors import HarnessError  # noqa: E402
@@ -78,7 +82,8 @@ def test_a_run_after_a_stop_whose_leave_hung_is_refused_until_the_leave_ends(mon
     the next run took it for a connection the caller made and ran on it, whatever it asked for (a
     local run, or another cluster, on the hung one). `_init` refused this only when the leave hung
     in `_init` itself."""
-    hung = stand_in(monkeypatch, HungRay())
+    hung = HungRay()
+    stand_in(monkeypatch, hung)
     monkeypatch.setattr(ray_executor, "LEAVE_WAIT_S", 0.3)
     executor = RayExecutor(address=HEAD, progress=False)
     executor.start()
@@ -94,3 +99,64 @@ def test_a_run_after_a_stop_whose_leave_hung_is_refused_until_the_leave_ends(mon
         time.sleep(0.01)
     RayExecutor(address=then, progress=False).start()
     assert hung.calls[-1] == (("join", then) if then else "start local") and hung.up
+
+
+# the interrupt path in a real Ray worker ------------------------------------------------------------
+#: A driver on its own connection: a job running Python is asked to stop; what happened, how fast, and
+#: whether its worker lived on past STOP_GRACE_S (it should: the interrupt stopped the job).
+SPINNING_DRIVER = """
+import json, os, sys, time
+from pathlib import Path
+
+import psutil
+import ray
+
+from harness.executors.ray_jobs import STOP_GRACE_S, _call, ask_to_stop
+
+out = Path(sys.argv[2])
+
+
+def spin(seconds):
+    (out / "pid").write_text(str(os.getpid()))
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        time.sleep(0.01)
+
+
+ray.init(address=sys.argv[1], log_to_driver=False)
+task = ray.remote(_call).options(num_cpus=1, max_retries=1, retry_exceptions=False)
+ref = task.remote(spin, 600.0, "", "stop-spin")
+while not (out / "pid").exists():
+    time.sleep(0.1)
+pid = int((out / "pid").read_text())
+time.sleep(1)
+start = time.monotonic()
+ask_to_stop("stop-spin")
+try:
+    ray.get(ref, timeout=60)
+    outcome = "finished"
+except ray.exceptions.TaskCancelledError:
+    outcome = "cancelled"
+except Exception as e:
+    outcome = type(e).__name__
+seconds = time.monotonic() - start
+time.sleep(STOP_GRACE_S + 2)
+print(json.dumps({"outcome": outcome, "seconds": seconds, "worker alive": psutil.pid_exists(pid)}), flush=True)
+ray.shutdown()
+"""
+
+
+def test_a_job_running_python_on_a_real_cluster_stops_when_asked_and_keeps_its_worker(head) -> None:  # noqa: F811
+    """The interrupt path (test_ray_leave18's real cluster tests only the kill, for a sleeping job):
+    the watcher thread's `interrupt_main` reaches the task in Ray's worker, which Ray reports as
+    cancelled, within STOP_POLL_S, and the worker is not killed after."""
+    driver = head["root"] / "driver"
+    driver.mkdir()
+    (driver / "driver.py").write_text(SPINNING_DRIVER)
+    done = subprocess.run([sys.executable, str(driver / "driver.py"), f"127.0.0.1:{head['port']}", str(driver)],
+                          cwd=REPO, env=env_for(driver, HOME=str(head["home"]), RAY_AUTH_MODE="token"),
+                          capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stderr[-2000:]
+    seen = json.loads(done.stdout.strip().splitlines()[-1])
+    assert seen["outcome"] == "cancelled" and seen["seconds"] < ray_jobs.STOP_GRACE_S, seen
+    assert seen["worker alive"], seen
