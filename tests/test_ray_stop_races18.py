@@ -157,6 +157,8 @@ def test_a_job_running_python_on_a_real_cluster_stops_when_asked_and_keeps_its_w
                           cwd=REPO, env=env_for(driver, HOME=str(head["home"]), RAY_AUTH_MODE="token"),
                           capture_output=True, text=True, timeout=180)
     assert done.returncode == 0, done.stderr[-2000:]
-    seen = json.loads(done.stdout.strip().splitlines()[-1])
+    reports = [line for line in done.stdout.splitlines() if line.startswith("{")]  # Ray's own lines may follow
+    assert reports, done.stdout[-2000:]
+    seen = json.loads(reports[-1])
     assert seen["outcome"] == "cancelled" and seen["seconds"] < ray_jobs.STOP_GRACE_S, seen
     assert seen["worker alive"], seen
