@@ -47,7 +47,8 @@ def cpu_capability() -> str:
 
 
 def machine_record(device: str | torch.device = "cpu") -> dict[str, Any]:
-    """This process's machine, as a run trained here on `device` records it (cheap: no subprocess)."""
+    """This process's machine, as a run trained here on `device` records it (cheap: the CPU model is
+    read once per process)."""
     record: dict[str, Any] = {"cpu": cpu_model(), "cpu_capability": cpu_capability(), "cpus": os.cpu_count() or 0,
                               "arch": platform.machine()}
     dev = torch.device(device)
