@@ -15,22 +15,19 @@ from __future__ import annotations
 
 import atexit
 import json
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 pytest.importorskip("ray")
 
 from test_ray_joined17 import HEAD, FakeRay, stand_in
-from test_ray_safety import LEAVING_DRIVER, REPO, env_for, free_port, kill_session, session  # noqa: E402
+from test_ray_safety import LEAVING_DRIVER, REPO, env_for, kill_session, session, token_head  # noqa: E402
 
 import harness.executors.ray as ray_executor  # noqa: E402
 from harness.errors import HarnessError  # noqa: E402
@@ -213,26 +210,12 @@ os._exit(0)  # not Ray's exit: with a hung head it hangs, or crashes once the ex
 
 @pytest.fixture
 def head() -> Iterator[dict]:
-    """A one-node `ray start --head` cluster with token authentication, of this test alone."""
-    tmp = Path(tempfile.mkdtemp(prefix="mpx", dir="/tmp"))
-    found = {"tmp": tmp / "h", "home": tmp / "home", "port": free_port(), "root": tmp}
-    (found["home"] / ".ray").mkdir(parents=True)
-    found["tmp"].mkdir()
-    token = found["home"] / ".ray" / "auth_token"
-    token.write_text("0" * 64)
-    token.chmod(0o600)
-    try:
-        subprocess.run([str(Path(sys.executable).parent / "ray"), "start", "--head", f"--port={found['port']}",
-                        "--num-cpus=2", "--include-dashboard=false", "--disable-usage-stats"],
-                       env=env_for(found["tmp"], HOME=str(found["home"]), RAY_AUTH_MODE="token"),
-                       check=True, capture_output=True, timeout=120)
-        yield found
-    finally:
-        for proc in session(found["tmp"]):
-            proc.resume()  # a stopped process takes its SIGKILL only once it runs
-        kill_session(found["tmp"])
-        kill_session(tmp / "driver")
-        shutil.rmtree(tmp, ignore_errors=True)
+    """A `ray start --head` cluster with token authentication (`token_head`), of this test alone."""
+    with token_head() as found:
+        try:
+            yield found
+        finally:
+            kill_session(found["root"] / "driver")
 
 
 @pytest.mark.parametrize("lose", ["killed", "hung"])

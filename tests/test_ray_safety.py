@@ -10,6 +10,7 @@ tests never look at, or kill, a Ray they did not start.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -296,10 +297,12 @@ def test_auto_takes_ray_address_then_the_recorded_cluster(monkeypatch, tmp_path)
 
 
 # a cluster that refuses us, a head lost mid-run ----------------------------------------------
-@pytest.fixture(scope="module")
-def ray_head() -> Iterator[dict]:
+@contextlib.contextmanager
+def token_head() -> Iterator[dict]:
     """A one-node cluster started with `ray start --head` and token authentication, as the README
-    tells a user to; the test of a lost head kills it, so it comes last."""
+    tells a user to: its temp dir (`tmp`), a HOME holding its token (`home`), its `port`, and a
+    folder for the test's own files (`root`), all removed afterwards with every process of it (a
+    stopped one is resumed first: it takes its SIGKILL only once it runs)."""
     tmp = Path(tempfile.mkdtemp(prefix="mpx", dir="/tmp"))
     head = {"tmp": tmp / "h", "home": tmp / "home", "port": free_port(), "root": tmp}
     (head["home"] / ".ray").mkdir(parents=True)
@@ -315,8 +318,17 @@ def ray_head() -> Iterator[dict]:
                        check=True, capture_output=True, timeout=120)
         yield head
     finally:
+        for proc in session(head["tmp"]):
+            proc.resume()
         kill_session(head["tmp"])
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def ray_head() -> Iterator[dict]:
+    """The module's cluster (`token_head`); the test of a lost head kills it, so it comes last."""
+    with token_head() as head:
+        yield head
 
 
 def test_a_cluster_that_refuses_the_driver_is_one_error_line(ray_head, short_tmp) -> None:
