@@ -75,16 +75,22 @@ def machine_label(record: Mapping[str, Any]) -> str:
     return f"{gpu} ({record.get('gpu_capability', '?')}) on {host}" if gpu else host
 
 
+def machine_counts(records: Iterable[Mapping[str, Any]]) -> tuple[list[tuple[str, int]], int]:
+    """How many runs each kind of machine trained, most first (`machine_label`, count), and how
+    many were stored before machines were recorded: the mixed-machines line's and `store info`'s."""
+    records = list(records)
+    kinds = Counter(machine_label(r) for r in records if r)
+    return sorted(kinds.items(), key=lambda kv: (-kv[1], kv[0])), sum(1 for r in records if not r)
+
+
 def mixed_machines_line(records: Iterable[Mapping[str, Any]]) -> str | None:
     """One line when the runs were trained on more than one kind of machine, else None. Runs stored
     before machines were recorded are no kind: they are counted, never assumed to differ."""
     records = list(records)
-    kinds = Counter(machine_kind(r) for r in records)
-    unknown = kinds.pop(None, 0)
+    kinds, unknown = machine_counts(records)
     if len(kinds) < 2:
         return None
-    labels = {machine_kind(r): machine_label(r) for r in records if r}
-    parts = ", ".join(f"{n} on {labels[k]}" for k, n in sorted(kinds.items(), key=lambda kv: (-kv[1], labels[kv[0]])))
+    parts = ", ".join(f"{n} on {label}" for label, n in kinds)
     older = f"; {unknown} stored before machines were recorded" if unknown else ""
     return (f"runs: the {len(records)} runs used were trained on {len(kinds)} kinds of machine ({parts}{older}): "
             "scores agree across them only up to float rounding")

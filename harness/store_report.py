@@ -144,7 +144,6 @@ def info(root: Path, runs: bool, say: Say) -> int:
         say(f"created: oldest {dates[-1][1]}, newest {dates[0][1]}")
     if complete:
         say(machines_line([e.manifest.machine if e.manifest else {} for e in complete]))
-    if complete:
         say("\n" + tabulate(_summary(complete), headers=["dataset", "model", "entries", "bytes"]))
     if runs and found.entries:
         rows = [(e.digest, e.field("label") or "-", e.field("created") or "-", e.bytes, _state(e),
@@ -156,13 +155,10 @@ def info(root: Path, runs: bool, say: Say) -> int:
 def machines_line(records: list[dict]) -> str:
     """`machines: 3 on AVX2 AMD EPYC 7763, 1 on AVX512 Intel ...; 2 unrecorded`: where the complete
     entries were trained (`harness.machine`); runs from different kinds agree only up to float rounding."""
-    from collections import Counter
+    from harness.machine import machine_counts
 
-    from harness.machine import machine_label
-
-    kinds = Counter(machine_label(r) for r in records if r)
-    unknown = sum(1 for r in records if not r)
-    parts = ", ".join(f"{n} on {label}" for label, n in sorted(kinds.items(), key=lambda kv: (-kv[1], kv[0])))
+    kinds, unknown = machine_counts(records)
+    parts = ", ".join(f"{n} on {label}" for label, n in kinds)
     older = f"{unknown} unrecorded (stored before memprox recorded machines)" if unknown else ""
     mixed = " (more than one kind: their scores agree only up to float rounding)" if len(kinds) > 1 else ""
     return f"machines: {'; '.join(p for p in (parts, older) if p)}{mixed}"
