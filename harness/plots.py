@@ -282,7 +282,7 @@ def plot_suspects(table: pd.DataFrame, pictures: np.ndarray | Mapping[int, np.nd
 
     captions = [f"#{int(r['index'])} {name(r['label'])}->{name(r['predicted'])}\n"
                 + _file_line(files, int(r["index"])) + f"{r['score']:.3g}" for _, r in table.iterrows()]
-    fig, axes = captioned_grid(max(1, math.ceil(len(table) / columns)), columns, captions, f"top {len(table)} by {by}")
+    fig, axes = captioned_grid(len(table), columns, captions, f"top {len(table)} by {by}")
     for cell, ax in enumerate(axes.flat):
         if cell < len(table):
             show_image(ax, pictures[int(table.iloc[cell]["index"])], captions[cell])
@@ -297,10 +297,11 @@ def plot_suspects(table: pd.DataFrame, pictures: np.ndarray | Mapping[int, np.nd
 CAPTION_LINE_IN, CAPTION_GAP_IN, COLUMN_GAP_IN, TITLE_IN, CAPTION_CHAR_IN = 6 * 1.2 / 72, 0.06, 0.1, 0.3, 0.065
 
 
-def captioned_grid(rows: int, columns: int, captions: Sequence[str], title: str) -> tuple[Figure, Any]:
-    """A figure of rows x columns square image cells, each row with room above it for its tallest
-    caption. Rows are spaced by the captions' own height: a fixed 1.3 in a row gave images 1.7 in wide
+def captioned_grid(cells: int, columns: int, captions: Sequence[str], title: str) -> tuple[Figure, Any]:
+    """A figure of `cells` square image cells in rows of `columns`, each row with room above it for
+    its tallest caption. Rows are spaced by the captions' own height: a fixed 1.3 in a row gave images 1.7 in wide
     once file names widened the cells, and each three-line caption ran into the image above it."""
+    rows = max(1, math.ceil(cells / columns))
     width = max([1.1] + [CAPTION_CHAR_IN * len(line) for c in captions for line in c.split("\n")])
     side = width - COLUMN_GAP_IN  # the image; a caption may use its column gap
     caption = max([1] + [len(c.split("\n")) for c in captions]) * CAPTION_LINE_IN + CAPTION_GAP_IN
@@ -348,7 +349,7 @@ def plot_pairs(pairs: pd.DataFrame, pictures: Mapping[int, np.ndarray], path: st
     shown = f"the first {len(pairs)} of {total}" if total is not None and total > len(pairs) else f"{len(pairs)}"
     across = f" ({names[0]}, {names[1]})" if names else ""
     captions = [c for pair in drawn for c in pair]
-    fig, axes = captioned_grid(max(1, math.ceil(len(pairs) / per_row)), per_row * 2, captions,
+    fig, axes = captioned_grid(len(captions), per_row * 2, captions,
                                f"{shown} duplicate pair(s){across}, different labels first (d = 1 - pixel correlation)")
     for ax in axes.flat:
         ax.set_axis_off()
