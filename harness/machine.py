@@ -7,9 +7,9 @@ kernels by the instruction set it finds (`torch.backends.cpu.get_cpu_capability(
 (a CIFAR-10 rerun on another CPU shared 26 of CSL's top 40 suspects), so a store shared between
 machines (NFS, Ray workers) holds runs that agree only up to float rounding. The record is made by
 the process that trains (`harness.jobs.make_manifest`, in the worker), never by the driver, and holds
-no host name: the CPU model, the kernel set, the logical CPU count, the architecture, and for a CUDA
-run the GPU's name and compute capability. A manifest written before the field existed reads as `{}`
-(unknown), never as the reader's machine.
+no host name: the CPU model, the kernel set, the logical CPU count, the architecture, and for a run
+on an accelerator its name (CUDA: with its compute capability). A manifest written before the field
+existed reads as `{}` (unknown), never as the reader's machine.
 """
 
 from __future__ import annotations
@@ -23,19 +23,77 @@ from typing import Any
 
 import torch
 
+#: ARM's "CPU implementer" codes (/proc/cpuinfo on ARM Linux, as util-linux's lscpu names them).
+ARM_IMPLEMENTERS = {0x41: "ARM", 0x42: "Broadcom", 0x43: "Cavium", 0x46: "Fujitsu", 0x48: "HiSilicon",
+                    0x4E: "NVIDIA", 0x50: "APM", 0x51: "Qualcomm", 0x53: "Samsung", 0x56: "Marvell",
+                    0x61: "Apple", 0x6D: "Microsoft", 0x70: "Phytium", 0xC0: "Ampere"}
+#: ARM's own cores by "CPU part" (the cores of Graviton, Grace, Altra, Raspberry Pi, ...); another
+#: part is named by its number.
+ARM_PARTS = {0xD03: "Cortex-A53", 0xD05: "Cortex-A55", 0xD07: "Cortex-A57", 0xD08: "Cortex-A72",
+             0xD0B: "Cortex-A76", 0xD0C: "Neoverse-N1", 0xD40: "Neoverse-V1", 0xD41: "Cortex-A78",
+             0xD49: "Neoverse-N2", 0xD4F: "Neoverse-V2", 0xD84: "Neoverse-V3", 0xD8E: "Neoverse-N3"}
+#: Files that name an ARM board where /proc/cpuinfo names no CPU (the device tree's `model`).
+BOARD_FILES = ("/proc/device-tree/model", "/sys/firmware/devicetree/base/model")
+
 
 @functools.lru_cache(maxsize=1)
 def cpu_model() -> str:
-    """The CPU's model name: /proc/cpuinfo's `model name` on Linux, else `platform.processor()`."""
+    """The CPU's model name: /proc/cpuinfo's (`cpuinfo_model`), else the device tree's board on ARM,
+    else `platform.processor()`."""
+    return cpuinfo_model(_read("/proc/cpuinfo")) or _board() or platform.processor() or "unknown"
+
+
+def cpuinfo_model(text: str) -> str:
+    """The CPU /proc/cpuinfo names: its `model name` (x86), `Model` or `cpu model`, else on ARM Linux,
+    which names none of them, each kind of core from its `CPU implementer` and `CPU part`
+    (`ARM Neoverse-N1 r3p1`; big.LITTLE: `ARM Cortex-A55 r2p0 + ARM Cortex-A76 r4p0`); "" for none."""
+    pairs = [(key.strip(), " ".join(value.split())) for key, sep, value in
+             (line.partition(":") for line in text.splitlines()) if sep]
+    for key, value in pairs:
+        if key in ("model name", "Model", "cpu model") and value:
+            return value
+    cores: list[str] = []
+    core: dict[str, str] = {}
+    for key, value in [*pairs, ("processor", "")]:  # each core's block starts with `processor`
+        if key == "processor":
+            name = _arm_core(core) if "CPU implementer" in core else ""
+            cores += [name] if name and name not in cores else []
+            core = {}
+        core[key] = value
+    return " + ".join(cores)
+
+
+def _arm_core(core: Mapping[str, str]) -> str:
+    """`ARM Neoverse-N1 r3p1`: implementer, part and ARM's r<variant>p<revision>."""
+    implementer, part = _hex(core.get("CPU implementer")), _hex(core.get("CPU part"))
+    vendor = ARM_IMPLEMENTERS.get(implementer, f"implementer {core.get('CPU implementer')}")
+    name = ARM_PARTS.get(part) if implementer == 0x41 else None
+    known = "CPU variant" in core and "CPU revision" in core
+    step = f" r{_hex(core['CPU variant'])}p{core['CPU revision']}" if known else ""
+    return f"{vendor} {name or 'part ' + str(core.get('CPU part', '?'))}{step}"
+
+
+def _hex(value: str | None) -> int:
     try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
-            for line in f:
-                key, sep, value = line.partition(":")
-                if sep and key.strip() in ("model name", "Model", "cpu model") and value.strip():
-                    return " ".join(value.split())
+        return int(value or "", 16)
+    except ValueError:
+        return -1
+
+
+def _read(path: str) -> str:
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            return f.read()
     except OSError:
-        pass
-    return platform.processor() or "unknown"
+        return ""
+
+
+def _board() -> str:
+    """An ARM board's model from its device tree (NUL-terminated), e.g. a Jetson's or a Pi's."""
+    for path in BOARD_FILES:
+        if name := " ".join(_read(path).replace("\x00", " ").split()):
+            return name
+    return ""
 
 
 def cpu_capability() -> str:
@@ -46,16 +104,39 @@ def cpu_capability() -> str:
         return "unknown"
 
 
+def accelerator_record(dev: torch.device) -> dict[str, Any]:
+    """What torch tells of the accelerator a run trains on: the GPU's name, and for CUDA its compute
+    capability, for Apple's MPS its GPU cores, for Intel's XPU its driver; {} on the CPU. A torch
+    without a call leaves that key out: the record says what is known."""
+    if dev.type == "cuda":
+        major, minor = torch.cuda.get_device_capability(dev)
+        return {"gpu": torch.cuda.get_device_name(dev), "gpu_capability": f"{major}.{minor}"}
+    if dev.type == "mps":
+        mps = torch.backends.mps
+        record: dict[str, Any] = {"gpu": _ask(getattr(mps, "get_name", None)) or "Apple MPS device"}
+        cores = _ask(getattr(mps, "get_core_count", None))
+        return record | ({"gpu_cores": int(cores)} if cores else {})
+    if dev.type == "xpu":
+        props = torch.xpu.get_device_properties(dev)
+        driver = getattr(props, "driver_version", "")
+        return {"gpu": str(props.name)} | ({"gpu_driver": str(driver)} if driver else {})
+    return {}
+
+
+def _ask(call: Any) -> Any:
+    """`call()`, or None where this torch lacks it or cannot answer."""
+    try:
+        return call() if call is not None else None
+    except (RuntimeError, AttributeError):
+        return None
+
+
 def machine_record(device: str | torch.device = "cpu") -> dict[str, Any]:
     """This process's machine, as a run trained here on `device` records it (cheap: the CPU model is
     read once per process)."""
     record: dict[str, Any] = {"cpu": cpu_model(), "cpu_capability": cpu_capability(), "cpus": os.cpu_count() or 0,
                               "arch": platform.machine()}
-    dev = torch.device(device)
-    if dev.type == "cuda":
-        major, minor = torch.cuda.get_device_capability(dev)
-        record |= {"gpu": torch.cuda.get_device_name(dev), "gpu_capability": f"{major}.{minor}"}
-    return record
+    return record | accelerator_record(torch.device(device))
 
 
 def machine_kind(record: Mapping[str, Any]) -> tuple[str, ...] | None:
@@ -72,7 +153,8 @@ def machine_label(record: Mapping[str, Any]) -> str:
         return "unknown"
     cap, cpu, gpu = kind
     host = f"{cap} {cpu}".strip()
-    return f"{gpu} ({record.get('gpu_capability', '?')}) on {host}" if gpu else host
+    gpu_cap = f" ({record['gpu_capability']})" if record.get("gpu_capability") else ""
+    return f"{gpu}{gpu_cap} on {host}" if gpu else host
 
 
 def machine_counts(records: Iterable[Mapping[str, Any]]) -> tuple[list[tuple[str, int]], int]:
