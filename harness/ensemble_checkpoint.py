@@ -7,10 +7,11 @@ Each member keeps its own checkpoint where a single run of its spec would (the r
 state, and its history. The store already treats these files as its own: `RunStore.put` removes a
 member's file when the member is stored, `clean()` removes those of stored runs, and an interrupted
 experiment counts them as partly trained runs. Every file also carries what the chunk shares (epoch,
-learning-rate schedule, the optimizer's step count and settings, samples seen, the clock), the
-chunk's members in order, and the token of the round of writes it belongs to. A round's files are
-all written before any replaces the last round's (`harness.checkpoints.save_checkpoints`), so a kill
-while they are written keeps the last round. A chunk resumes only from one complete round written by
+learning-rate schedule, the optimizer's step count and settings, samples seen, the clock, the
+machines that trained its epochs: `harness.machine.trained_by`), the chunk's members in order,
+and the token of the round of writes it belongs to. A round's files are all written before any
+replaces the last round's (`harness.checkpoints.save_checkpoints`), so a kill while they are
+written keeps the last round. A chunk resumes only from one complete round written by
 exactly this chunk; anything else (a member without a file, a damaged file, another spec's, a single
 run's, files of another chunk or of two rounds, as a kill in the instants of the renames leaves) is
 ignored with one warning line, and the chunk trains from its start: members are never mixed.
@@ -28,6 +29,7 @@ import sys
 import time
 import uuid
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -35,6 +37,7 @@ from typing import Any, Protocol
 import torch
 
 from harness.checkpoints import save_checkpoints
+from harness.machine import trained_before, trained_by
 from harness.runspec import RunSpec
 
 
@@ -88,12 +91,16 @@ def chunk_label(specs: list[RunSpec]) -> str:
 
 class ChunkCheckpoints:
     """Per-member checkpoints of ensemble chunks in `store` at most every `every_s` seconds (at
-    epoch ends); `resumed` maps each member a checkpoint resumed to its epoch."""
+    epoch ends); `resumed` maps each member a checkpoint resumed to its epoch, `before` lists the
+    machines that trained the resumed round's epochs (`harness.machine.trained_before`), and each
+    round records them with this process's `machine()` for its own epochs."""
 
-    def __init__(self, store: CheckpointStore, recorder_keys: list[str], every_s: float) -> None:
-        self.store, self.keys, self.every_s = store, list(recorder_keys), every_s
+    def __init__(self, store: CheckpointStore, recorder_keys: list[str], every_s: float,
+                 machine: Callable[[], dict] = dict) -> None:
+        self.store, self.keys, self.every_s, self.machine = store, list(recorder_keys), every_s, machine
         self.last = time.monotonic()
         self.resumed: dict[RunSpec, int] = {}
+        self.before: list[dict] = []
 
     def due(self) -> bool:
         return time.monotonic() - self.last >= self.every_s
@@ -105,6 +112,7 @@ class ChunkCheckpoints:
         params = list(stacked.params.values())
         optim = stacked.optimizer.state_dict()
         shared = {"engine": "ensemble", "round": uuid.uuid4().hex, "members": [s.digest() for s in specs],
+                  "machine": trained_by(self.before, self.machine(), progress.epoch),
                   **_shared_state(stacked, optim, progress)}
 
         def member(j: int) -> dict:
@@ -134,6 +142,7 @@ class ChunkCheckpoints:
                 print(f"resuming {chunk_label(specs)} from its checkpoints at epoch {progress.epoch} of {epochs}",
                       file=sys.stderr, flush=True)
                 self.resumed.update(dict.fromkeys(specs, progress.epoch))
+                self.before = trained_before(states[0])
                 return progress
         except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as e:
             why = f"they do not fit this chunk's model ({e})"

@@ -26,7 +26,7 @@ from harness.datasets import Dataset, load_dataset
 from harness.ensemble import train_members
 from harness.ensemble_checkpoint import ChunkCheckpoints
 from harness.errors import HarnessError, RunFailed
-from harness.machine import machine_record
+from harness.machine import machine_record, trained_before, trained_by
 from harness.manifest import ENGINES, Manifest, RecorderRecord
 from harness.prepared import PreparedData, prepare
 from harness.recorders import RecorderRequest
@@ -121,13 +121,14 @@ def prepared_data(source: DataSource, spec: DataSpec, device: torch.device) -> P
 
 
 def make_manifest(spec: RunSpec, out: RunOutput, engine: str, device: str, requests: tuple[RecorderRequest, ...] = (),
-                  wall: float = 0.0) -> Manifest:
+                  wall: float = 0.0, before: list[dict] | None = None) -> Manifest:
     """The manifest of a finished run (checksums are the store's to fill in), made in the process that
-    trained it: its threads, package versions and machine (`harness.machine`) are the training's."""
+    trained it: its threads, package versions and machine (`harness.machine`) are the training's, and
+    the machines that trained the epochs of the checkpoint it resumed (`before`) are recorded too."""
     by_key = {r.key: r for r in requests}
     return Manifest(
         spec=json.loads(json.dumps(spec.to_dict(), default=str)), spec_hash=spec.digest(), label=spec.label(),
-        engine=engine, device=device, machine=machine_record(device),
+        engine=engine, device=device, machine=trained_by(before or [], machine_record(device), total_epochs(spec)),
         threads=torch.get_num_threads(), train_seconds=out.train_seconds, train_flops=out.train_flops,
         train_acc=out.train_acc, test_acc=out.test_acc, history=out.history, wall_seconds=wall,
         recorders={k: RecorderRecord(arrays=sorted(a), seconds=out.recorder_seconds[k], flops=out.recorder_flops[k],
@@ -173,28 +174,36 @@ def run_job(job: Job) -> JobResult:
     t0 = time.perf_counter()
     if job.engine == "ensemble":
         store = _checkpoint_store(job)
-        checkpoints = ChunkCheckpoints(store, [r.key for r in job.requests], job.checkpoint_every_s) if store else None
+        checkpoints = ChunkCheckpoints(store, [r.key for r in job.requests], job.checkpoint_every_s,
+                                       machine=lambda: machine_record(job.device)) if store else None
         outs = train_members(job.specs, data, job.requests, progress=job.progress, max_members=len(job.specs),
                              checkpoints=checkpoints)
         result.resumed.update(checkpoints.resumed if checkpoints else {})
+        before = checkpoints.before if checkpoints else []
     else:
-        out, resumed_at = _train_single(job, data)
+        out, state = _train_single(job, data)
         outs = [out]
-        if resumed_at is not None:
-            result.resumed[job.specs[0]] = resumed_at
+        if state is not None:
+            result.resumed[job.specs[0]] = int(state["epoch"])
+        before = trained_before(state)
     wall = (time.perf_counter() - t0) / len(job.specs)
     for spec, out in zip(job.specs, outs, strict=True):
         if isinstance(out, RunFailed):
             result.failures[spec] = str(out)
         else:
-            result.outputs[spec] = (out.arrays, make_manifest(spec, out, job.engine, job.device, job.requests, wall))
+            result.outputs[spec] = (out.arrays, make_manifest(spec, out, job.engine, job.device, job.requests, wall,
+                                                              before))
     return result
+
+
+def total_epochs(spec: RunSpec) -> int:
+    """The run's epochs, both phases of a two-phase run counted (as its checkpoints count them)."""
+    return spec.recipe.epochs * (1 if spec.then_on is None else 2)
 
 
 def resume_line(spec: RunSpec, epoch: int) -> str:
     """The line a run resumed from its checkpoint prints: which run, from which epoch of how many."""
-    total = spec.recipe.epochs * (1 if spec.then_on is None else 2)
-    return f"resuming {spec.label()} from its checkpoint at epoch {epoch} of {total}"
+    return f"resuming {spec.label()} from its checkpoint at epoch {epoch} of {total_epochs(spec)}"
 
 
 def _checkpoint_store(job: Job):
@@ -215,8 +224,8 @@ def _single_state(store, spec: RunSpec, keys: list[str]) -> dict | None:
     return state
 
 
-def _train_single(job: Job, data: PreparedData) -> tuple[RunOutput | RunFailed, int | None]:
-    """The run, and the epoch its checkpoint resumed it at (None: trained from the start)."""
+def _train_single(job: Job, data: PreparedData) -> tuple[RunOutput | RunFailed, dict | None]:
+    """The run, and the checkpoint it resumed (None: trained from the start)."""
     (spec,) = job.specs
     keys = [r.key for r in job.requests]
     store = _checkpoint_store(job)
@@ -224,15 +233,16 @@ def _train_single(job: Job, data: PreparedData) -> tuple[RunOutput | RunFailed, 
     def checkpoint(state: dict) -> None:
         """A checkpoint only saves time after a kill: one that cannot be written is a warning."""
         try:
-            store.save_checkpoint(spec, state, keys)
+            machine = trained_by(before, machine_record(job.device), int(state["epoch"]))
+            store.save_checkpoint(spec, {**state, "machine": machine}, keys)  # the machines of its epochs
         except OSError as e:
             warnings.warn(f"cannot write a checkpoint of {spec.label()} under {store.root / 'partial'} "
                           f"({e.strerror or e}); training goes on without it")
 
     state = _single_state(store, spec, keys)
-    resumed_at = int(state["epoch"]) if state is not None else None
-    if resumed_at is not None:  # said as it happens: a kill before the run is stored would hide it otherwise
-        print(resume_line(spec, resumed_at), file=sys.stderr, flush=True)
+    before = trained_before(state)
+    if state is not None:  # said as it happens: a kill before the run is stored would hide it otherwise
+        print(resume_line(spec, int(state["epoch"])), file=sys.stderr, flush=True)
     try:
         return train_run(
             spec, data, list(job.requests),
@@ -241,6 +251,6 @@ def _train_single(job: Job, data: PreparedData) -> tuple[RunOutput | RunFailed, 
             checkpoint_every_s=job.checkpoint_every_s,
             progress=job.progress,
             compile=job.compile,
-        ), resumed_at
+        ), state
     except RunFailed as e:
-        return e, resumed_at
+        return e, state

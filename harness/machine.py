@@ -10,6 +10,14 @@ the process that trains (`harness.jobs.make_manifest`, in the worker), never by 
 no host name: the CPU model, the kernel set, the logical CPU count, the architecture, and for a run
 on an accelerator its name (CUDA: with its compute capability). A manifest written before the field
 existed reads as `{}` (unknown), never as the reader's machine.
+
+A run killed and resumed from its checkpoint may finish on another machine than the one that trained
+its first epochs, and its floats are then neither machine's. Each checkpoint carries the record of
+the epochs it holds (`trained_by`, read back by `trained_before`), so the finished run's record is
+the machine that finished it with the `epochs` [first, last] it trained and, in `earlier`, every
+other machine before it, in order, each with its epochs. A run trained on one machine throughout
+(resumed or not) has neither key; a checkpoint written before memprox recorded machines makes its
+epochs an unrecorded machine (`{"epochs": [1, k]}`).
 """
 
 from __future__ import annotations
@@ -19,7 +27,7 @@ import os
 import platform
 from collections import Counter
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 
@@ -139,9 +147,64 @@ def machine_record(device: str | torch.device = "cpu") -> dict[str, Any]:
     return record | accelerator_record(torch.device(device))
 
 
+# a run trained by more than one process ------------------------------------------------------------
+def trained_before(state: Mapping[str, Any] | None) -> list[dict[str, Any]]:
+    """The machines that trained a resumed checkpoint's epochs, in order, each with its `epochs`
+    [first, last]: [] when nothing was resumed, one unrecorded machine for a checkpoint written before
+    memprox recorded them (or with a record it cannot read)."""
+    if state is None:
+        return []
+    done = int(state["epoch"])
+    record = state.get("machine")
+    if not isinstance(record, Mapping) or not _well_formed(record):
+        return [{"epochs": [1, done]}]
+    return [*(dict(r) for r in record.get("earlier", [])), {**_own(record), "epochs": [_next_epoch(record), done]}]
+
+
+def trained_by(before: list[dict[str, Any]], here: Mapping[str, Any], last_epoch: int) -> dict[str, Any]:
+    """The record of a run whose first epochs `before` trained (`trained_before`) and the rest, up to
+    `last_epoch`, this machine (`here`). A machine like the one before it extends its epochs, so a
+    run resumed where it was killed records what an uninterrupted one does."""
+    machines = [*before, {**here, "epochs": [before[-1]["epochs"][1] + 1 if before else 1, last_epoch]}]
+    merged: list[dict[str, Any]] = []
+    for m in machines:
+        if merged and _own(merged[-1]) == _own(m):
+            merged[-1] = {**merged[-1], "epochs": [merged[-1]["epochs"][0], m["epochs"][1]]}
+        else:
+            merged.append(m)
+    if len(merged) == 1:
+        return _own(merged[0])
+    return {**merged[-1], "earlier": merged[:-1]}
+
+
+def run_machines(record: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    """Every machine that trained a run, in order (the one that finished it last); [] when unrecorded."""
+    if not record:
+        return []
+    earlier = record.get("earlier", [])
+    return [*(earlier if isinstance(earlier, list) else []), _own(record)]
+
+
+def _own(record: Mapping[str, Any]) -> dict[str, Any]:
+    """One machine's record, without the epochs it trained and the machines before it."""
+    return {k: v for k, v in record.items() if k not in ("epochs", "earlier")}
+
+
+def _next_epoch(record: Mapping[str, Any]) -> int:
+    earlier = record.get("earlier", [])
+    return int(earlier[-1]["epochs"][1]) + 1 if earlier else 1
+
+
+def _well_formed(record: Mapping[str, Any]) -> bool:
+    earlier = record.get("earlier", [])
+    return isinstance(earlier, list) and all(
+        isinstance(r, Mapping) and isinstance(r.get("epochs"), list) and len(r["epochs"]) == 2 for r in earlier)
+
+
+# kinds of machine ----------------------------------------------------------------------------------
 def machine_kind(record: Mapping[str, Any]) -> tuple[str, ...] | None:
     """What decides a run's rounding (kernel set, CPU model, GPU); None for an unrecorded machine."""
-    if not record:
+    if not any(record.get(k) for k in ("cpu", "cpu_capability", "gpu")):
         return None
     return (str(record.get("cpu_capability", "")), str(record.get("cpu", "")), str(record.get("gpu", "")))
 
@@ -157,22 +220,48 @@ def machine_label(record: Mapping[str, Any]) -> str:
     return f"{gpu}{gpu_cap} on {host}" if gpu else host
 
 
-def machine_counts(records: Iterable[Mapping[str, Any]]) -> tuple[list[tuple[str, int]], int]:
-    """How many runs each kind of machine trained, most first (`machine_label`, count), and how
-    many were stored before machines were recorded: the mixed-machines line's and `store info`'s."""
+def run_label(record: Mapping[str, Any]) -> str:
+    """A run's kinds of machine in order: `AVX2 AMD EPYC 7763` for one, `AVX2 AMD EPYC 7763 then
+    AVX512 Intel ...` for a run resumed on another kind (an unrecorded one reads `an unrecorded
+    machine`)."""
+    labels: list[str] = []
+    for m in run_machines(record):
+        label = machine_label(m) if machine_kind(m) else "an unrecorded machine"
+        if not labels or labels[-1] != label:
+            labels.append(label)
+    return " then ".join(labels)
+
+
+class MachineCounts(NamedTuple):
+    """How many runs each kind of machine trained, most first (`run_label`, count); how many runs
+    were stored before machines were recorded; how many kinds trained any of the runs' epochs."""
+
+    runs: list[tuple[str, int]]
+    unrecorded: int
+    kinds: int
+
+
+def machine_counts(records: Iterable[Mapping[str, Any]]) -> MachineCounts:
+    """The mixed-machines line's and `store info`'s counts. A run resumed on another kind is an entry
+    of its own (`X then Y`) and adds both kinds: its floats are neither machine's. A run stored before
+    machines were recorded is no kind; one resumed from such a run's checkpoint is its known kinds."""
     records = list(records)
-    kinds = Counter(machine_label(r) for r in records if r)
-    return sorted(kinds.items(), key=lambda kv: (-kv[1], kv[0])), sum(1 for r in records if not r)
+    known = [r for r in records if any(machine_kind(m) for m in run_machines(r))]
+    labels = Counter(run_label(r) for r in known)
+    kinds = {k for r in known for m in run_machines(r) if (k := machine_kind(m)) is not None}
+    return MachineCounts(sorted(labels.items(), key=lambda kv: (-kv[1], kv[0])), len(records) - len(known),
+                         len(kinds))
 
 
 def mixed_machines_line(records: Iterable[Mapping[str, Any]]) -> str | None:
     """One line when the runs were trained on more than one kind of machine, else None. Runs stored
     before machines were recorded are no kind: they are counted, never assumed to differ."""
     records = list(records)
-    kinds, unknown = machine_counts(records)
-    if len(kinds) < 2:
+    counts = machine_counts(records)
+    if counts.kinds < 2:
         return None
-    parts = ", ".join(f"{n} on {label}" for label, n in kinds)
-    older = f"; {unknown} stored before machines were recorded" if unknown else ""
-    return (f"runs: the {len(records)} runs used were trained on {len(kinds)} kinds of machine ({parts}{older}): "
+    parts = ", ".join(f"{n} on {label}" for label, n in counts.runs)
+    older = f"; {counts.unrecorded} stored before machines were recorded" if counts.unrecorded else ""
+    runs = f"the {len(records)} runs used were" if len(records) != 1 else "the 1 run used was"  # resumed elsewhere
+    return (f"runs: {runs} trained on {counts.kinds} kinds of machine ({parts}{older}): "
             "scores agree across them only up to float rounding")

@@ -8,7 +8,9 @@ everything else in it (`manifest_sha256`): a manifest without it (written before
 with any value changed is not trusted. `engine`, `threads` and `machine` are
 recorded because they change results at float-rounding level: the same spec trained one at a time
 and in a batched ensemble, with another thread count, or on another CPU kernel set or GPU
-(`harness.machine`), agrees only up to rounding. A field added later (`meter`, `machine`) is absent
+(`harness.machine`), agrees only up to rounding; a run resumed from its checkpoint on another machine
+records each machine with the epochs it trained (`machine`'s `epochs` and `earlier`, made by
+`harness.machine.trained_by`). A field added later (`meter`, `machine`) is absent
 from older files; it reads as what those runs had (`meter` 1) or as unknown (`machine` `{}`, and
 `versions` `{}`, `created` ""), never as the reading process's own, and the checksum covers the
 fields as written, so older manifests stay trusted and their runs are reused.
@@ -87,7 +89,9 @@ class Manifest:
     checksums: dict[str, str] = field(default_factory=dict)  # array file -> SHA-256, set by the store
     meter: int = METER_VERSION  # how recorder seconds were measured; absent (older runs): 1
     #: the machine that trained the run (`harness.machine.machine_record`, made in the training process
-    #: by `harness.jobs.make_manifest`); absent (older runs): {}, unknown
+    #: by `harness.jobs.make_manifest`); for a run resumed on another machine, the one that finished it
+    #: with its `epochs` and the machines before it in `earlier` (`harness.machine.trained_by`);
+    #: absent (older runs): {}, unknown
     machine: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -143,5 +147,8 @@ class Manifest:
         for name in ("checksums", "machine"):
             if not isinstance(getattr(manifest, name), dict):
                 raise ValueError(f"manifest's {name} field is not a JSON object")
+        earlier = manifest.machine.get("earlier", [])
+        if not isinstance(earlier, list) or not all(isinstance(m, dict) for m in earlier):
+            raise ValueError("manifest's machine.earlier is not a list of JSON objects")
         return manifest
 

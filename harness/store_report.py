@@ -154,13 +154,14 @@ def info(root: Path, runs: bool, say: Say) -> int:
 
 def machines_line(records: list[dict]) -> str:
     """`machines: 3 on AVX2 AMD EPYC 7763, 1 on AVX512 Intel ...; 2 unrecorded`: where the complete
-    entries were trained (`harness.machine`); runs from different kinds agree only up to float rounding."""
+    entries were trained (`harness.machine`; a run resumed on another kind counts as `X then Y`); runs
+    from different kinds agree only up to float rounding."""
     from harness.machine import machine_counts
 
-    kinds, unknown = machine_counts(records)
-    parts = ", ".join(f"{n} on {label}" for label, n in kinds)
-    older = f"{unknown} unrecorded (stored before memprox recorded machines)" if unknown else ""
-    mixed = " (more than one kind: their scores agree only up to float rounding)" if len(kinds) > 1 else ""
+    counts = machine_counts(records)
+    parts = ", ".join(f"{n} on {label}" for label, n in counts.runs)
+    older = f"{counts.unrecorded} unrecorded (stored before memprox recorded machines)" if counts.unrecorded else ""
+    mixed = " (more than one kind: their scores agree only up to float rounding)" if counts.kinds > 1 else ""
     return f"machines: {'; '.join(p for p in (parts, older) if p)}{mixed}"
 
 
