@@ -82,11 +82,14 @@ def _negative_hint(message: str, argv: list[str]) -> str:
 
 
 class _Once(argparse.Action):
-    """Store a flag's value, refusing a second occurrence (argparse would keep the last silently)."""
+    """Store a flag's value, refusing a second occurrence (argparse would keep the last silently).
+    The refusal names both values and the fix: `--seeds given more than once` left the user to work
+    out which of the two to keep, and that only one may stay."""
 
     def __call__(self, parser, namespace, values, option_string=None) -> None:
         if self.dest in vars(namespace):
-            parser.error(f"{option_string} given more than once")
+            both = "" if self.nargs == 0 else f" ({getattr(namespace, self.dest)}, then {values})"
+            parser.error(f"{option_string} given more than once{both}; pass it once")
         setattr(namespace, self.dest, self.const if self.nargs == 0 else values)
 
 

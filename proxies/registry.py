@@ -134,11 +134,10 @@ def resolve_proxies(selection: str, params: dict[str, dict[str, Any]] | None = N
         chosen = parse_selection(selection)
     if not chosen:
         raise HarnessError("no proxies selected; pass --proxies all or a comma-separated list")
-    names = {n for n, _ in chosen}
+    names = list(dict.fromkeys(n for n, _ in chosen))
     for name in params:
         if name not in names:
-            raise HarnessError(f"--proxy-arg names proxy {name!r}, which is not among the selected proxies"
-                               f"{did_you_mean([name], sorted(names))}")
+            raise _unselected(name, names)
     if not everything:  # inline values would override --proxy-arg silently
         for name, inline in chosen:
             twice = sorted(set(inline) & set(params.get(name, {})))
@@ -150,5 +149,17 @@ def resolve_proxies(selection: str, params: dict[str, dict[str, Any]] | None = N
         proxies = list({p.label: p for p in proxies[::-1]}.values())[::-1]
     duplicated = sorted(label for label, k in Counter(p.label for p in proxies).items() if k > 1)
     if duplicated:
-        raise HarnessError(f"proxy variant(s) selected twice: {', '.join(duplicated)}")
+        raise HarnessError(f"proxy variant(s) selected twice: {', '.join(duplicated)}; list each once")
     return proxies
+
+
+def _unselected(name: str, selected: list[str]) -> HarnessError:
+    """`--proxy-arg NAME.PARAM=V` for a proxy `--proxies` does not select. The fix depends on the
+    name: a known proxy is added to --proxies, a mistyped one is corrected (the message said only
+    "not among the selected proxies", and with `--proxies all` that read as a contradiction)."""
+    if name in available_proxies():
+        return HarnessError(f"--proxy-arg names proxy {name!r}, which is not among the selected proxies "
+                            f"({', '.join(selected)}); add it to --proxies or drop the argument")
+    return HarnessError(f"--proxy-arg names proxy {name!r}, which is not among the selected proxies"
+                        f"{did_you_mean([name], available_proxies())}: no proxy has that name; fix it or drop the "
+                        "argument (`python -m harness list` shows every proxy)")
