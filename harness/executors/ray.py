@@ -60,6 +60,7 @@ from harness.executors.ray_cluster import (  # noqa: F401  (re-exported: tests a
     _loopback_only,
     _nudge_reaper,
     _start_reaper,
+    check_fits,
     check_reachable,
     cluster_address,
     ensure_private_token,
@@ -227,19 +228,6 @@ def _next_done(pending: dict[ray.ObjectRef, Job], head: tuple[str, int] | None,
 
 
 # the executor ---------------------------------------------------------------------------------
-def check_fits(jobs: Sequence[Job]) -> None:
-    """A job that no live node can hold waits in Ray's queue forever ("Pending Demands" in `ray
-    status`), and memprox said nothing: `--threads 2` on 1-CPU nodes hung. Refused instead."""
-    nodes = [node.get("Resources", {}) for node in ray.nodes() if node.get("Alive")]
-    for resource, need, flag in (("CPU", max(j.num_cpus for j in jobs), "--threads"),
-                                 ("GPU", max(j.num_gpus for j in jobs), "--gpus-per-run")):
-        most = max((float(r.get(resource, 0.0)) for r in nodes), default=0.0)
-        if need > most:
-            raise HarnessError(f"each run asks for {need:g} {resource}(s) ({flag}), but the largest live node of the "
-                               f"Ray cluster has {most:g}: no node can run it, and Ray would wait forever; lower "
-                               f"{flag} or add a node with more {resource}s")
-
-
 def _check_installed() -> None:
     if ray is None:
         raise HarnessError("--executor ray needs Ray, an optional extra: pip install -e '.[ray]' "

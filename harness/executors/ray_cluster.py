@@ -1,7 +1,8 @@
 """What the Ray executor needs around Ray itself (see `harness.executors.ray`): cluster addresses
-checked in seconds (syntax, name resolution, a TCP connect), a local Ray bound to the loopback
-interface, Ray's token file created private, and the reaper that stops a local Ray's processes once
-the driver is gone. Standard library only at import; Ray is imported where it is used."""
+checked in seconds (syntax, name resolution, a TCP connect), jobs no live node can hold refused, a
+local Ray bound to the loopback interface, Ray's token file created private, and the reaper that
+stops a local Ray's processes once the driver is gone. Standard library only at import; Ray is
+imported where it is used."""
 
 from __future__ import annotations
 
@@ -12,11 +13,15 @@ import stat
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from harness.errors import HarnessError
+
+if TYPE_CHECKING:
+    from harness.jobs import Job
 
 #: Seconds for resolving a cluster's host name and for a TCP connect to it.
 RESOLVE_TIMEOUT_S = 5.0
@@ -199,6 +204,21 @@ def _resolve(host: str, port: int, address: str) -> list:
         raise HarnessError(f"the host {host!r} of Ray address {address} does not resolve ({reason}); check the "
                            "name or use the head node's IP address")
     return result[0]
+
+
+def check_fits(jobs: Sequence[Job]) -> None:
+    """A job that no live node can hold waits in Ray's queue forever ("Pending Demands" in `ray
+    status`), and memprox said nothing: `--threads 2` on 1-CPU nodes hung. Refused instead."""
+    import ray
+
+    nodes = [node.get("Resources", {}) for node in ray.nodes() if node.get("Alive")]
+    for resource, need, flag in (("CPU", max(j.num_cpus for j in jobs), "--threads"),
+                                 ("GPU", max(j.num_gpus for j in jobs), "--gpus-per-run")):
+        most = max((float(r.get(resource, 0.0)) for r in nodes), default=0.0)
+        if need > most:
+            raise HarnessError(f"each run asks for {need:g} {resource}(s) ({flag}), but the largest live node of the "
+                               f"Ray cluster has {most:g}: no node can run it, and Ray would wait forever; lower "
+                               f"{flag} or add a node with more {resource}s")
 
 
 def _answers(host: str, port: int, timeout: float = 1.0) -> bool:
