@@ -25,10 +25,12 @@ if TYPE_CHECKING:
     from harness.jobs import Job
 
 
-#: Ray's key-value store (the GCS) namespace of the stop requests, how often a job looks, and how
-#: long an interrupted job may take to end before its worker process is killed.
+#: Ray's key-value store (the GCS) namespace of the stop requests, how often a job looks, how long
+#: one look may wait for the head, and how long an interrupted job may take to end before its
+#: worker process is killed.
 STOP_NAMESPACE = "memprox"
 STOP_POLL_S = 0.5
+STOP_READ_S = 2.0
 STOP_GRACE_S = 5.0
 
 
@@ -62,9 +64,25 @@ def ask_to_stop(stop_key: str) -> None:
 
 
 def _stop_asked(stop_key: str) -> bool:
-    from ray.experimental.internal_kv import _internal_kv_get
+    """Whether the driver has asked. A head that does not answer (within STOP_READ_S) reads as "not
+    asked": its error failed a job as it started, and ended a running job's watcher for good (the job
+    could then no longer be stopped); the watcher looks again STOP_POLL_S later, so a stop is seen at
+    the first look the head answers. Without a timeout Ray's read of a stopped head had not returned
+    after 20 s here; with one it raised RpcError in time, for a stopped head as for a killed one."""
+    from ray.exceptions import RpcError
 
-    return bool(_internal_kv_get(stop_key, namespace=STOP_NAMESPACE))
+    try:
+        return _read_stop(stop_key)
+    except (RpcError, OSError):
+        return False
+
+
+def _read_stop(stop_key: str) -> bool:
+    from ray.experimental.internal_kv import internal_kv_get_gcs_client
+
+    value = internal_kv_get_gcs_client().internal_kv_get(stop_key.encode(), STOP_NAMESPACE.encode(),
+                                                         timeout=STOP_READ_S)
+    return bool(value)
 
 
 @contextmanager
