@@ -47,6 +47,12 @@ class FakeRay:
     def ask_to_stop(self, key: str) -> None:
         self.calls.append(("ask to stop", key))
 
+    def wait(self, refs: list, num_returns: int, timeout: float, fetch_local: bool) -> tuple[list, list]:
+        return list(refs), []  # every job has ended
+
+    def forget_stop(self, key: str) -> None:
+        self.calls.append(("forget stop", key))
+
 
 @pytest.fixture
 def fake(monkeypatch) -> FakeRay:
@@ -62,6 +68,7 @@ def stand_in(monkeypatch, fake: FakeRay) -> FakeRay:
 
     monkeypatch.setattr(ray_executor, "ray", fake)
     monkeypatch.setattr(ray_executor, "ask_to_stop", fake.ask_to_stop, raising=False)  # raising: the old code lacks it
+    monkeypatch.setattr(ray_executor, "forget_stop", fake.forget_stop, raising=False)
     monkeypatch.setattr(ray_executor, "_join", join)
     monkeypatch.setattr(ray_executor, "check_reachable", lambda target: tuple(target.split(":")))
     monkeypatch.setattr(ray_executor, "_gcs_address", lambda: f"local-head-{fake.job}" if fake.up else None)
@@ -95,7 +102,7 @@ def test_a_ray_the_caller_connected_to_is_asked_to_stop_and_kept(fake) -> None:
     executor = RayExecutor(progress=False)
     executor.head, executor._stop_key = ("10.0.0.5", 6379), "stop-1"
     executor._stop({"ref-a": None})  # type: ignore[dict-item]
-    assert fake.calls == [("ask to stop", "stop-1")] and fake.up  # no ray.cancel
+    assert fake.calls == [("ask to stop", "stop-1"), ("forget stop", "stop-1")] and fake.up  # no ray.cancel
 
 
 def test_a_connection_the_caller_made_again_to_the_same_cluster_is_the_callers(fake) -> None:
@@ -107,7 +114,7 @@ def test_a_connection_the_caller_made_again_to_the_same_cluster_is_the_callers(f
     fake.connect()
     executor._stop_key = "stop-1"
     executor._stop({"ref-a": None})  # type: ignore[dict-item]
-    assert fake.calls[1:] == ["shutdown", ("ask to stop", "stop-1")] and fake.up
+    assert fake.calls[1:] == ["shutdown", ("ask to stop", "stop-1"), ("forget stop", "stop-1")] and fake.up
 
 
 OTHER = "10.0.0.9:6379"

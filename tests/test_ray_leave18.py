@@ -101,7 +101,7 @@ def test_the_callers_own_connection_is_asked_whatever_a_probe_says_within_the_bo
     executor = RayExecutor(progress=False)
     executor.head, executor._stop_key = ("10.0.0.5", 6379), "stop-1"
     executor._stop({"ref-a": None})  # type: ignore[dict-item]
-    assert fake.calls == [("ask to stop", "stop-1")] and fake.up
+    assert fake.calls == [("ask to stop", "stop-1"), ("forget stop", "stop-1")] and fake.up
     release = threading.Event()
     monkeypatch.setattr(ray_executor, "ask_to_stop", lambda key: release.wait(30))
     monkeypatch.setattr(ray_executor, "LEAVE_WAIT_S", 0.3)

@@ -25,6 +25,7 @@ What the harness adds around Ray, because Ray alone gets these wrong for a comma
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import socket
@@ -67,8 +68,8 @@ from harness.executors.ray_cluster import (  # noqa: F401  (re-exported: tests a
     split_address,
     token_file,
 )
-from harness.executors.ray_jobs import _call, _job_error, ask_to_stop
-from harness.executors.ray_leave import LEAVE_WAIT_S, finished_within, hung_leave, shutdown_within
+from harness.executors.ray_jobs import STOP_GRACE_S, _call, _job_error, ask_to_stop, forget_stop, new_stop_key
+from harness.executors.ray_leave import LEAVE_WAIT_S, ended_within, finished_within, hung_leave, shutdown_within
 from harness.executors.ray_signals import _signals_kept
 
 if TYPE_CHECKING:
@@ -79,7 +80,7 @@ if TYPE_CHECKING:
 
 try:
     import ray
-    from ray.exceptions import RayTaskError
+    from ray.exceptions import RayError, RayTaskError
 except ImportError:  # the optional extra
     ray = None  # type: ignore[assignment]
 
@@ -89,6 +90,10 @@ JOIN_WAIT_S = 5
 #: Seconds between checks of the head while jobs run, and how long it may be unreachable.
 POLL_S = 1.0
 LOST_AFTER_S = 5.0
+#: Seconds a stop on the caller's connection waits for its jobs to end before it deletes their stop
+#: key: a job that ignores the interrupt is killed after STOP_GRACE_S, and Ray's retry of it (a new
+#: worker process: seconds on a busy machine) stops as it starts.
+ENDED_WAIT_S = STOP_GRACE_S + 10.0
 #: The reaper of the local Ray this process started (None: none started). Module-level because
 #: the local Ray outlives any one executor, and closing the pipe would reap it.
 _reaper: subprocess.Popen | None = None
@@ -169,11 +174,22 @@ def _leave() -> bool:
     return False
 
 
-def _ask_to_stop(key: str) -> None:
-    """Ask the jobs of a run on the caller's connection to stop, within LEAVE_WAIT_S (as `_leave`)."""
-    if not finished_within(lambda: ask_to_stop(key), LEAVE_WAIT_S):
+def _ask_to_stop(key: str, refs: list[ray.ObjectRef]) -> None:
+    """Ask the jobs `refs` of a run on the caller's connection to stop, within LEAVE_WAIT_S (as
+    `_leave`); once all have ended (ENDED_WAIT_S at most; else it stays) delete the key, which stayed
+    in Ray's store before. The stop returns once they have ended, as a leave does, not with one still
+    running (up to STOP_GRACE_S) after its run's store entry is unlocked."""
+    try:
+        asked = finished_within(lambda: ask_to_stop(key), LEAVE_WAIT_S)
+    except (RayError, OSError):  # raised from the stop, it replaced the Ctrl-C's line with a traceback
+        asked = False
+    if not asked:
         print(f"warning: could not ask this run's Ray jobs to stop within {LEAVE_WAIT_S:.0f} s (the cluster's head "
               "does not answer); they end when this process's connection does", file=sys.stderr)
+        return
+    with contextlib.suppress(RayError, OSError):  # Ray cannot tell or cannot delete: the key stays (a few bytes)
+        if ended_within(ray, refs, ENDED_WAIT_S):
+            finished_within(lambda: forget_stop(key), LEAVE_WAIT_S)
 
 
 def _stop_local() -> None:
@@ -338,7 +354,7 @@ class RayExecutor(Executor):
         remote = ray.remote(_call)
         fn = ray.put(self.fn or run_job)
         # a connection the caller made is not memprox's to end: its jobs stop themselves when asked
-        self._stop_key = None if _own_connection() else f"stop-{secrets.token_hex(8)}"
+        self._stop_key = None if _own_connection() else new_stop_key()
         pending = {
             remote.options(num_cpus=job.num_cpus, num_gpus=job.num_gpus, max_retries=MAX_RETRIES,
                            retry_exceptions=False, name=job.label()[:100]).remote(
@@ -374,10 +390,10 @@ class RayExecutor(Executor):
         pending") and aborted the driver with exit 1 (docs/cluster.md has the counts). A local Ray
         this executor started is shut down; a cluster it joined is left, whatever one probe of its
         head says (a blip skipped the leave, and the jobs ran on); on a connection the caller made,
-        the jobs are asked to stop themselves (`ask_to_stop`). Both within LEAVE_WAIT_S."""
+        the jobs are asked to stop themselves (`_ask_to_stop`). Each step within a bound."""
         if self.started_ray:
             self.shutdown()
         elif _joined is not None and _job() == _joined[0]:
             _leave()
         elif self._stop_key is not None:
-            _ask_to_stop(self._stop_key)
+            _ask_to_stop(self._stop_key, list(pending))

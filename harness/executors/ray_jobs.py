@@ -7,6 +7,7 @@ from __future__ import annotations
 import _thread
 import os
 import re
+import secrets
 import signal
 import socket
 import sys
@@ -52,15 +53,30 @@ def _call(fn: JobFn, job: Job, driver: str = "", stop_key: str | None = None):
         raise failed from e
 
 
+def new_stop_key() -> str:
+    """A stop key of one run alone: random, so that a key left in Ray's store (a driver killed while
+    its jobs were stopping deletes nothing) can never stop the jobs of a later run."""
+    return f"stop-{secrets.token_hex(8)}"
+
+
 def ask_to_stop(stop_key: str) -> None:
     """The driver's side: ask the jobs given `stop_key` to stop. Used instead of `ray.cancel` on a
     connection the caller made (memprox cannot leave it): a cancel racing a job that has just
     finished aborts the driver (ray-project/ray#54846), force or not (the race is in the driver's
     task bookkeeping, before `force` matters); a key in Ray's store touches no task of the driver.
-    The key stays (a few bytes a stopped run): a job still queued would otherwise start."""
+    The key must stay until every job given it has ended (`forget_stop`): a job still queued, or
+    Ray's retry of one whose worker was killed, would otherwise start."""
     from ray.experimental.internal_kv import _internal_kv_put
 
     _internal_kv_put(stop_key, b"1", namespace=STOP_NAMESPACE)
+
+
+def forget_stop(stop_key: str) -> None:
+    """The driver's side, once every job given `stop_key` has ended: delete the key `ask_to_stop`
+    set (this run's own, `new_stop_key`), so that a stopped run leaves nothing in Ray's store."""
+    from ray.experimental.internal_kv import _internal_kv_del
+
+    _internal_kv_del(stop_key, namespace=STOP_NAMESPACE)
 
 
 def _stop_asked(stop_key: str) -> bool:

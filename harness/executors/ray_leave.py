@@ -49,6 +49,18 @@ def finished_within(call: Callable[[], object], seconds: float) -> bool:
     return _within(call, seconds) is None
 
 
+def ended_within(ray: Any, refs: list, seconds: float) -> bool:
+    """Whether every task of `refs` has ended within `seconds` (a task Ray retries, once its retry
+    has). Waited for in a thread, as `finished_within`: Ray's wait may not keep its timeout on a
+    head that stopped answering."""
+    left: list[list] = []
+
+    def wait() -> None:
+        left.append(ray.wait(refs, num_returns=len(refs), timeout=seconds, fetch_local=False)[1])
+
+    return finished_within(wait, seconds + 1.0) and left == [[]]
+
+
 def _within(call: Callable[[], object], seconds: float) -> threading.Thread | None:
     """`finished_within`: None when `call` returned, else its thread, still running."""
     done = threading.Event()
