@@ -86,7 +86,9 @@ def _within(call: Callable[[], object], seconds: float) -> threading.Thread | No
 def _skip_exit_shutdown(ray: Any) -> None:
     """Drop the `ray.shutdown` Ray registered to run at interpreter exit: the hung one holds Ray's
     connect-or-shutdown lock, so the exit's call would wait on it for ever and the process (a
-    Ctrl-C'd CLI) would never end. The head is lost; Ray ends a gone driver's jobs itself."""
+    Ctrl-C'd CLI) would never end. The head is lost; Ray ends a gone driver's jobs itself. The
+    process then dies at exit (SIGSEGV in Ray's C++ exit handler, whose core worker the hung
+    shutdown never stopped): Ray's bug, with no sound workaround here (docs/cluster.md)."""
     worker = getattr(getattr(ray, "_private", None), "worker", None)
     registered = getattr(worker, "shutdown", None)
     if registered is not None:
