@@ -1,10 +1,10 @@
 """Stop keys (issue 19): the key in Ray's key-value store that asks the jobs of a run on the
 caller's own connection to stop (`ray_jobs.ask_to_stop`).
 
-A job read the key through Ray with no timeout and let any error through: a head that did not
-answer that read failed the job as it started (or, with no timeout, held it until Ray's own timeout
-ran out), and a failed read in the watcher ended the watcher, so a later stop was never seen and
-the job ran to its end. The key also stayed in Ray's store after the run, and the stop returned
+A job read the key through Ray with no timeout (a read of a stopped head had not returned after
+20 s) and let any error through: a head that did not answer that read failed the job as it started,
+and a failed read in the watcher ended the watcher, so a later stop was never seen and the job ran
+to its end. The key also stayed in Ray's store after the run, and the stop returned
 while a job that ignores the interrupt still ran (up to STOP_GRACE_S). The stop also let an error
 of Ray's through in place of the Ctrl-C. Faults are injected in the GCS client Ray's
 `internal_kv` uses; the driver's side runs on the stand-in Ray of test_ray_joined17, the whole path
