@@ -34,7 +34,7 @@ from __future__ import annotations
 import inspect
 import math
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypedDict, cast
 
@@ -46,56 +46,25 @@ from torch import nn
 from harness.checkpoints import torch_save
 from harness.errors import HarnessError
 from harness.integrations._common import DistributedRecorder, WithIndex
-from harness.integrations._hf_accumulation import AccumulationCheck
 from harness.io import atomic_write
 from harness.tracker import SampleTracker
 from proxies import Proxy
 
 try:
     from transformers import Trainer, TrainerCallback
-    from transformers.data.data_collator import default_data_collator
     from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
 except ImportError as exc:  # pragma: no cover
     raise ImportError("harness.integrations.transformers needs transformers: pip install 'memprox[hf]'") from exc
 
+# after the guard above: these import transformers too, and a missing install must get its message
+from harness.integrations._hf_accumulation import AccumulationCheck
+from harness.integrations._hf_data import INDEX_KEY, IndexCollator, with_sample_index
+
 __all__ = ["INDEX_KEY", "STATE_FILE", "CSLTrainer", "CSLTrainerCallback", "IndexCollator", "WithIndex",
            "with_sample_index"]
 
-#: The batch key (dataset column) carrying each sample's index.
-INDEX_KEY = "sample_index"
 #: The tracker's state in each checkpoint folder the `Trainer` saves.
 STATE_FILE = "csl_tracker.pt"
-
-
-def with_sample_index(dataset: Any, key: str = INDEX_KEY) -> Any:
-    """`dataset` with each row's index: a `datasets.Dataset` gets a column `key` (0..n-1), any other
-    map-style dataset of dict items is wrapped in `WithIndex`."""
-    if not (hasattr(dataset, "__len__") and hasattr(dataset, "__getitem__")):
-        raise HarnessError(f"with_sample_index: a {type(dataset).__name__} has no length or row access (a streaming "
-                           f"dataset?); give its rows their ids at the source, before any shuffle: "
-                           f"ds.map(lambda row, i: {{{key!r}: i}}, with_indices=True), with n = its number of rows")
-    if hasattr(dataset, "add_column") and hasattr(dataset, "column_names"):
-        if key in dataset.column_names:
-            raise HarnessError(f"with_sample_index: the dataset already has a {key!r} column")
-        return dataset.add_column(key, np.arange(len(dataset), dtype=np.int64))
-    return WithIndex(dataset, key)
-
-
-class IndexCollator:
-    """Collates with `collate` after setting each feature's `key` aside, then adds the indices as a
-    (B,) int64 tensor: any collator (padding, masking, default) works unchanged."""
-
-    def __init__(self, collate: Callable[[list[Any]], Any] | None = None, key: str = INDEX_KEY) -> None:
-        self.collate = collate if collate is not None else default_data_collator
-        self.key = key
-
-    def __call__(self, features: list[Any]) -> Any:
-        if not features or not isinstance(features[0], Mapping) or self.key not in features[0]:
-            return self.collate(features)  # eval batches, datasets without indices
-        indices = torch.tensor([int(f[self.key]) for f in features], dtype=torch.int64)
-        batch = self.collate([{k: v for k, v in f.items() if k != self.key} for f in features])
-        batch[self.key] = indices
-        return batch
 
 
 class _TrackerOptions(TypedDict):
