@@ -1,13 +1,24 @@
-"""Integrations 19, run for real. Each test failed before its fix: without transformers, importing
-the Hugging Face integration no longer named the extra to install."""
+"""Integrations 19, run for real: the install message, and trainings that share one callback from
+two threads (Optuna's `n_jobs > 1`). Each test failed before its fix: without transformers the
+import no longer named the extra to install; a `hyperparameter_search(n_jobs=2)` finished with
+scores that were no trial's (its trials shared one Trainer and callback, one trial's start emptied
+the record the other was filling), and two Lightning fits with one callback mixed their losses."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
+import torch
+from torch import nn
+
+from harness.errors import HarnessError
+from tests.test_tracker_review5 import _Plain, tiny_hf
+
+N = 16  # tiny_hf's rows: 4 batches of 4 an epoch
 
 # --- 1. the install message --------------------------------------------------------------------------
 
@@ -21,3 +32,128 @@ def test_without_transformers_the_import_says_what_to_install() -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
                           cwd=Path(__file__).parent.parent)
     assert done.stdout.strip() == "harness.integrations.transformers needs transformers: pip install 'memprox[hf]'"
+
+
+
+class _Gate:
+    """Holds the first training to reach a step until another training's call has returned: the two
+    overlap, whatever the threads' timing (a timeout only where the other call never comes)."""
+
+    def __init__(self) -> None:
+        self.other_returned = threading.Event()
+        self.holder: int | None = None
+
+    def hold(self) -> None:
+        if self.holder is None:
+            self.holder = threading.get_ident()
+            self.other_returned.wait(timeout=120)
+
+    def returned(self) -> None:
+        if self.holder != threading.get_ident():
+            self.other_returned.set()
+
+
+# --- 2. two trainings, one callback, two threads -------------------------------------------------------
+
+def test_an_optuna_search_with_two_jobs_is_refused_and_keeps_the_trial_that_trained(tmp_path: Path) -> None:
+    """hyperparameter_search(n_jobs=2) runs two trials at once on one Trainer and one callback.
+    Before: the search finished with scores equal to none of its trials' (2 of 4 runs of a probe),
+    or failed with a misleading error. Now the second train() is refused, naming n_jobs=1, and the
+    record is the one trial's that trained, bitwise the same learning rate trained alone."""
+    optuna = pytest.importorskip("optuna")
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    from transformers import TrainerCallback
+
+    made = tiny_hf()
+    m, rows = made["m"], made["rows"]
+    gate, trained = _Gate(), []
+
+    class Hold(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            gate.hold()
+
+    class Search(m.CSLTrainer):
+        def train(self, *args, trial=None, **kwargs):
+            try:
+                out = super().train(*args, trial=trial, **kwargs)
+                trained.append(trial.params["learning_rate"])
+                return out
+            finally:
+                gate.returned()
+
+    def build(cls, out: Path, **kw):
+        csl = m.CSLTrainerCallback(N, proxies=["csl"])
+        return csl, cls(model_init=lambda trial=None: _Plain(), args=made["args"](out, save_strategy="no", **kw),
+                        train_dataset=m.with_sample_index(rows), eval_dataset=rows.select(range(8)),
+                        callbacks=[csl, Hold()])
+
+    csl, trainer = build(Search, tmp_path / "search")
+    rates = [0.1, 0.5]
+
+    def space(trial) -> dict:
+        return {"learning_rate": trial.suggest_categorical("learning_rate", rates)}
+
+    with pytest.raises(HarnessError, match=r"already running in another thread.*use n_jobs=1"):
+        trainer.hyperparameter_search(hp_space=space, n_trials=2, n_jobs=2, direction="minimize", backend="optuna",
+                                      sampler=optuna.samplers.GridSampler({"learning_rate": rates}))
+    assert len(trained) == 1
+    alone, solo = build(m.CSLTrainer, tmp_path / "alone", learning_rate=trained[0])
+    solo.train()
+    assert csl.scores().equals(alone.scores())
+
+
+def test_two_lightning_fits_in_threads_with_one_callback(tmp_path: Path) -> None:
+    """Two fits with one CSLCallback at once (Optuna trials in threads sharing a callback made
+    outside the objective): before, both recorded into one record, each epoch closed twice. Now the
+    second fit is refused when it sets up (before Lightning could restore a checkpoint into the
+    callback), its error handling leaves the running fit's open epoch alone, and the first fit's
+    scores are bitwise those of the same fit alone."""
+    lightning = pytest.importorskip("lightning")
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from harness.integrations import WithIndex
+    from harness.integrations.lightning import CSLCallback
+
+    gate = _Gate()
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(40, 6, generator=g)
+    y = (x[:, 0] > 0).long()
+
+    class Module(lightning.LightningModule):
+        def __init__(self, hold: bool) -> None:
+            super().__init__()
+            torch.manual_seed(0)
+            self.net, self.hold = nn.Linear(6, 2), hold
+
+        def training_step(self, batch, batch_idx):
+            if self.hold:
+                gate.hold()
+            xb, yb, idx = batch
+            losses = nn.functional.cross_entropy(self.net(xb), yb, reduction="none")
+            return {"loss": losses.mean(), "losses": losses, "indices": idx}
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    def fit(csl: CSLCallback, hold: bool = False) -> None:
+        trainer = lightning.Trainer(max_epochs=2, callbacks=[csl], accelerator="cpu", devices=1, logger=False,
+                                    enable_checkpointing=False, enable_progress_bar=False,
+                                    enable_model_summary=False, num_sanity_val_steps=0)
+        trainer.fit(Module(hold), DataLoader(WithIndex(TensorDataset(x, y)), batch_size=10))
+
+    shared, errors = CSLCallback(40), []
+    first = threading.Thread(target=fit, args=(shared, True))
+    first.start()
+    while gate.holder is None and first.is_alive():
+        first.join(timeout=0.05)  # until the first fit holds at its first step
+    try:
+        fit(shared)
+    except HarnessError as e:
+        errors.append(str(e))
+    finally:
+        gate.returned()
+    first.join()
+    assert len(errors) == 1 and "already running in another thread" in errors[0] and "n_jobs=1" in errors[0]
+    alone = CSLCallback(40)
+    fit(alone)
+    assert shared.tracker.epochs == 2 and shared.scores().equals(alone.scores())

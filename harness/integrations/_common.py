@@ -17,6 +17,7 @@ up to world size x the per-device batch size - 1 (`DistributedRecorder.padding_b
 
 from __future__ import annotations
 
+import threading
 import warnings
 from collections.abc import Sequence
 from typing import Any
@@ -27,7 +28,7 @@ import torch
 from harness.errors import HarnessError
 from harness.tracker import SampleTracker
 
-__all__ = ["DistributedRecorder", "WithIndex", "world_size"]
+__all__ = ["DistributedRecorder", "OneTraining", "WithIndex", "concurrent_training", "world_size"]
 
 
 class WithIndex(torch.utils.data.Dataset):
@@ -51,6 +52,51 @@ class WithIndex(torch.utils.data.Dataset):
         if isinstance(item, (tuple, list)):
             return (*item, i)
         return (item, i)
+
+
+#: Guards `OneTraining`'s check-and-set; module-level, so that a callback still pickles (Ray Tune
+#: copies the Trainer with its callbacks into each trial's worker, Lightning's ddp_spawn too).
+_CLAIMS = threading.Lock()
+
+
+class OneTraining:
+    """Refuses a second training that would record into the same callback while one runs in another
+    thread. Optuna's `n_jobs > 1` runs trials in threads: those of `hyperparameter_search` share one
+    `Trainer` and its callback, where one trial's start empties the record another trial is filling and
+    both trials' losses land in one record, so the scores are no trial's (seen: a finished search whose
+    scores matched none of its trials). The owner is a thread id, not a lock, so the callback pickles;
+    an owner whose thread has ended (a training that died without its release) blocks nothing."""
+
+    def __init__(self) -> None:
+        self.owner: int | None = None
+
+    def claim(self, refusal: str) -> None:
+        """Take the callback for this thread, or raise `refusal` if another live thread trains with it."""
+        with _CLAIMS:
+            if self.elsewhere():
+                raise HarnessError(refusal)
+            self.owner = threading.get_ident()
+
+    def elsewhere(self) -> bool:
+        """Whether another thread, still alive, holds the callback."""
+        owner = self.owner
+        return owner is not None and owner != threading.get_ident() and any(
+            t.ident == owner for t in threading.enumerate())
+
+    def release(self) -> bool:
+        """The training of this thread ended (returned or raised). False for a training refused while
+        another thread holds the callback, whose error handling must then leave the record alone."""
+        with _CLAIMS:
+            if self.elsewhere():
+                return False
+            self.owner = None
+            return True
+
+
+def concurrent_training(who: str, advice: str) -> str:
+    """`OneTraining`'s refusal, for the callback named `who`; `advice`: how to train apart."""
+    return (f"{who}: a training with this callback is already running in another thread; two trainings recording "
+            f"into one callback mix their losses, and one's start can empty the other's record. {advice}")
 
 
 def world_size() -> int:

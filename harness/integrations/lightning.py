@@ -39,7 +39,7 @@ import pandas as pd
 import torch
 
 from harness.errors import HarnessError
-from harness.integrations._common import DistributedRecorder, WithIndex, check_indices
+from harness.integrations._common import DistributedRecorder, OneTraining, WithIndex, check_indices, concurrent_training
 from harness.tracker import SampleTracker
 from harness.tracker.report import check_png_path
 from proxies import Proxy
@@ -57,6 +57,9 @@ __all__ = ["CONTRACT", "CSLCallback", "WithIndex"]
 CONTRACT = ('training_step must return {"loss": losses.mean(), "losses": losses, "indices": idx} with the '
             'per-sample losses (reduction="none") and the batch\'s sample indices (wrap the dataset in '
             'harness.integrations.WithIndex); add "logits" and "labels" for the proxies beyond csl')
+
+_CONCURRENT = concurrent_training("CSLCallback", "Fits in threads (Optuna's n_jobs > 1 among them) need a CSLCallback "
+                                  "each: make it inside the objective, or use n_jobs=1")
 
 
 class CSLCallback(Callback):
@@ -95,6 +98,7 @@ class CSLCallback(Callback):
         self.figure: Path | None = None
         self._loaded: dict[str, Any] | None = None  # a checkpoint's state, until the fit starts
         self._module: weakref.ref | None = None  # the model the record is of (the first fit's)
+        self.one_training = OneTraining()  # claimed from setup to on_fit_end: one fit records at a time
 
     # -- Lightning hooks ------------------------------------------------------------------------
     def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
@@ -106,6 +110,10 @@ class CSLCallback(Callback):
         check_indices(outputs["indices"], "CSLCallback", CONTRACT)
         self._recorder.update(outputs["indices"], losses=outputs["losses"], logits=outputs.get("logits"),
                               labels=outputs.get("labels"))
+
+    def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
+        if stage == "fit":  # before Lightning restores a checkpoint's state into this callback
+            self.one_training.claim(_CONCURRENT)
 
     def on_train_start(self, trainer: Any, pl_module: Any) -> None:
         if self.tracker.finished and self._loaded is None:
@@ -130,6 +138,7 @@ class CSLCallback(Callback):
     def on_fit_end(self, trainer: Any, pl_module: Any) -> None:
         # a fit resumed from a checkpoint of its last epoch trains nothing and calls no on_train_start
         self._resume(trainer, pl_module)
+        self.one_training.release()
 
     def _resume(self, trainer: Any, pl_module: Any) -> None:
         if self._loaded is not None:  # restored before the model reached its device: put the record there
@@ -174,8 +183,10 @@ class CSLCallback(Callback):
         self._recorder.end_epoch()
 
     def on_exception(self, trainer: Any, pl_module: Any, exception: BaseException) -> None:
-        """A fit that raised mid-epoch keeps whole epochs only (`DistributedRecorder.drop_open_epoch`)."""
-        self._recorder.drop_open_epoch(f"CSLCallback: the fit stopped by {type(exception).__name__}")
+        """A fit that raised mid-epoch keeps whole epochs only (`DistributedRecorder.drop_open_epoch`);
+        not a fit refused because another thread's fit records here (that fit's epoch is its own)."""
+        if self.one_training.release():
+            self._recorder.drop_open_epoch(f"CSLCallback: the fit stopped by {type(exception).__name__}")
 
     def on_train_end(self, trainer: Any, pl_module: Any) -> None:
         if self.plot_path is not None and getattr(trainer, "is_global_zero", True):
@@ -185,28 +196,30 @@ class CSLCallback(Callback):
     # -- results (the tracker's) ---------------------------------------------------------------
     def scores(self, proxies: Sequence[str | Proxy] | str | None = None) -> pd.DataFrame:
         """`SampleTracker.scores`: one row per sample, one column per proxy (higher = more suspicious)."""
-        self._check_recorded()
+        _check_recorded(self)
         return self.tracker.scores(proxies)
 
     def suspects(self, k: int = 20, by: str | Proxy = "csl") -> pd.DataFrame:
         """`SampleTracker.suspects`: the k highest-scoring samples with given and predicted label."""
-        self._check_recorded()
+        _check_recorded(self)
         return self.tracker.suspects(k, by)
 
     def plot_suspects(self, images: Any, k: int = 16, *, by: str | Proxy = "csl", path: str | Path = "suspects.png",
                       classes: Sequence[str] | None = None) -> Path:
         """`SampleTracker.plot_suspects`: a captioned grid of the k suspects' images."""
-        self._check_recorded()
+        _check_recorded(self)
         return self.tracker.plot_suspects(images, k, by=by, path=path, classes=classes)
 
-    def _check_recorded(self) -> None:
-        tracker = self.tracker
-        if not (tracker.finished or tracker.epochs or self._recorder.batches or self._loaded is not None):
-            raise HarnessError("CSLCallback: no epoch was recorded in this process. Call scores() after fit(); a "
-                               "fit launched in processes of its own (strategy='ddp_spawn' or 'ddp_notebook', "
-                               "devices > 1 in a notebook), or by Ray Tune / Ray Train in their workers, records "
-                               "there and its record does not come back: use strategy='ddp' (a script), or read "
-                               "the scores inside the fit (on_train_end, rank 0)")
+
+def _check_recorded(csl: CSLCallback) -> None:
+    """Before results: a record with no epoch says where the fit recorded instead."""
+    tracker = csl.tracker
+    if not (tracker.finished or tracker.epochs or csl._recorder.batches or csl._loaded is not None):
+        raise HarnessError("CSLCallback: no epoch was recorded in this process. Call scores() after fit(); a "
+                           "fit launched in processes of its own (strategy='ddp_spawn' or 'ddp_notebook', "
+                           "devices > 1 in a notebook), or by Ray Tune / Ray Train in their workers, records "
+                           "there and its record does not come back: use strategy='ddp' (a script), or read "
+                           "the scores inside the fit (on_train_end, rank 0)")
 
 
 def _warn_mid_epoch_resume(trainer: Any, is_open: bool) -> None:

@@ -45,7 +45,7 @@ from torch import nn
 
 from harness.checkpoints import torch_save
 from harness.errors import HarnessError
-from harness.integrations._common import DistributedRecorder, WithIndex
+from harness.integrations._common import DistributedRecorder, OneTraining, WithIndex, concurrent_training
 from harness.io import atomic_write
 from harness.tracker import SampleTracker
 from proxies import Proxy
@@ -65,6 +65,12 @@ __all__ = ["INDEX_KEY", "STATE_FILE", "CSLTrainer", "CSLTrainerCallback", "Index
 
 #: The tracker's state in each checkpoint folder the `Trainer` saves.
 STATE_FILE = "csl_tracker.pt"
+
+
+_CONCURRENT = concurrent_training("CSLTrainer", "hyperparameter_search(backend='optuna', n_jobs>1) runs its trials in "
+                                  "threads that share one Trainer and its callback: use n_jobs=1 (backend='ray' trains "
+                                  "each trial in a process of its own); trainings of your own in threads need a "
+                                  "CSLTrainer and CSLTrainerCallback each")
 
 
 class _TrackerOptions(TypedDict):
@@ -94,6 +100,7 @@ class CSLTrainerCallback(TrainerCallback):
         self._folder: Path | None = None  # the checkpoint folder being saved (`CSLTrainer._save_checkpoint`)
         self._written: Path | None = None  # the folder the state was last written to
         self._stopped: str | None = None  # the exception that dropped the open epoch of the last train()
+        self.one_training = OneTraining()  # CSLTrainer.train claims it: one training at a time records here
 
     def restart(self) -> None:
         """A new, empty record: `CSLTrainer.train` with `model_init` trains a new model (each trial of
@@ -255,19 +262,24 @@ class CSLTrainer(Trainer):
     def train(self, resume_from_checkpoint: str | bool | None = None, *args: Any, **kwargs: Any) -> Any:
         """`Trainer.train`; resuming from a checkpoint also resumes the tracker's record from it. With
         `model_init` every call trains a new model (every `hyperparameter_search` trial does), so it
-        starts a new record (the checkpoint's, when resuming): scores() are then the last call's."""
-        if self.model_init is not None:
-            self.csl.restart()
-        checkpoint = resume_from_checkpoint
-        if checkpoint is True:
-            checkpoint = get_last_checkpoint(self.args.output_dir)
-        if checkpoint:
-            self.csl.load(checkpoint)
+        starts a new record (the checkpoint's, when resuming): scores() are then the last call's. A
+        call while another thread trains with the same callback is refused (`OneTraining`)."""
+        self.csl.one_training.claim(_CONCURRENT)
         try:
-            return super().train(resume_from_checkpoint, *args, **kwargs)
-        except BaseException as exc:  # mid-epoch: no half epoch summed as a whole one by scores()
-            self.csl.drop_open_epoch(exc)
-            raise
+            if self.model_init is not None:
+                self.csl.restart()
+            checkpoint = resume_from_checkpoint
+            if checkpoint is True:
+                checkpoint = get_last_checkpoint(self.args.output_dir)
+            if checkpoint:
+                self.csl.load(checkpoint)
+            try:
+                return super().train(resume_from_checkpoint, *args, **kwargs)
+            except BaseException as exc:  # mid-epoch: no half epoch summed as a whole one by scores()
+                self.csl.drop_open_epoch(exc)
+                raise
+        finally:
+            self.csl.one_training.release()
 
     def _save_checkpoint(self, model: nn.Module, trial: Any, *args: Any, **kwargs: Any) -> None:
         """`Trainer._save_checkpoint`, telling the callback the folder: a hyperparameter-search trial
