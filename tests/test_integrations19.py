@@ -1,16 +1,20 @@
-"""Integrations 19, run for real: the install message, and trainings that share one callback from
-two threads (Optuna's `n_jobs > 1`). Each test failed before its fix: without transformers the
-import no longer named the extra to install; a `hyperparameter_search(n_jobs=2)` finished with
-scores that were no trial's (its trials shared one Trainer and callback, one trial's start emptied
-the record the other was filling), and two Lightning fits with one callback mixed their losses."""
+"""Integrations 19, run for real: the install message, trainings that share one callback from two
+threads (Optuna's `n_jobs > 1`), and the Hugging Face `Trainer`'s out-of-memory retry
+(`auto_find_batch_size`). Each test failed before its fix: without transformers the import no
+longer named the extra to install; a `hyperparameter_search(n_jobs=2)` finished with scores that
+were no trial's (its trials shared one Trainer and callback, one trial's start emptied the record
+the other was filling), two Lightning fits with one callback mixed their losses; and a retry after
+running out of memory kept the failed attempt's half epoch as an epoch of its own."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
 import threading
+import warnings
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -157,3 +161,49 @@ def test_two_lightning_fits_in_threads_with_one_callback(tmp_path: Path) -> None
     alone = CSLCallback(40)
     fit(alone)
     assert shared.tracker.epochs == 2 and shared.scores().equals(alone.scores())
+
+
+# --- 3. the Trainer's out-of-memory retry (auto_find_batch_size) -----------------------------------------
+
+class _RunsOutOfMemory(_Plain):
+    """Raises CUDA's out-of-memory error at one training forward: the Trainer's `auto_find_batch_size`
+    then retries the training with a smaller batch."""
+
+    def __init__(self, at: int) -> None:
+        super().__init__()
+        self.at, self.calls = at, 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training:
+            self.calls += 1
+            if self.calls == self.at:
+                raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return self.linear(x)
+
+
+@pytest.mark.parametrize("before", [0, 2])
+def test_an_out_of_memory_retry_records_the_retried_training_only(tmp_path: Path, before: int) -> None:
+    """8 rows a batch, out of memory at the second batch: the Trainer retries with 7. Before, the
+    failed attempt's first batch was closed as an epoch of its own, 3 epochs for a 2-epoch training
+    (csl summing a dead half epoch, and scores() blaming a sampler). Now the record goes back to where
+    the attempt began: empty (`before`=0), or a first train()'s 2 epochs that the same callback goes on
+    from (`before`=2). learning_rate=0 keeps every loss the untrained model's, so csl is known."""
+    made = tiny_hf()
+    m, rows = made["m"], made["rows"]
+    model, csl = _RunsOutOfMemory(at=2 + before * 2), m.CSLTrainerCallback(N)
+    args = made["args"](tmp_path, per_device_train_batch_size=8, learning_rate=0.0, save_strategy="no",
+                        auto_find_batch_size=True)
+    trainer = m.CSLTrainer(model=model, args=args, train_dataset=m.with_sample_index(rows), callbacks=[csl])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for _ in range(1 + (before > 0)):
+            trainer.train()
+        scores = csl.scores()
+    said = [str(w.message) for w in caught if "CSLTrainer" in str(w.message) or "SampleTracker" in str(w.message)]
+    assert len(said) == 1 and "ran out of memory in epoch" in said[0] and f"the {before} epoch(s)" in said[0]
+    assert trainer._train_batch_size == 7 and csl.tracker.epochs == before + 2
+    np.testing.assert_array_equal(csl.tracker.epochs_presented(), np.full(N, before + 2))
+    every = rows[:]
+    with torch.no_grad():
+        loss = nn.functional.cross_entropy(model.linear(every["x"]), every["labels"], reduction="none")
+    np.testing.assert_allclose(scores["csl"], (before + 2) * loss.numpy(), rtol=1e-6)

@@ -59,6 +59,7 @@ except ImportError as exc:  # pragma: no cover
 # after the guard above: these import transformers too, and a missing install must get its message
 from harness.integrations._hf_accumulation import AccumulationCheck
 from harness.integrations._hf_data import INDEX_KEY, IndexCollator, with_sample_index
+from harness.integrations._hf_retry import RetryRecord
 
 __all__ = ["INDEX_KEY", "STATE_FILE", "CSLTrainer", "CSLTrainerCallback", "IndexCollator", "WithIndex",
            "with_sample_index"]
@@ -256,6 +257,8 @@ class CSLTrainer(Trainer):
         self.accumulation_check = AccumulationCheck(self.model_accepts_loss_kwargs)
         self.accumulation_check.check(self.args, stacklevel=2)  # said at the user's CSLTrainer(...) already
         self.add_callback(self.accumulation_check)  # and again where each train()'s args are final (a trial's)
+        self.retry_record = RetryRecord(self.csl)  # after the CSLTrainerCallback, whose record it keeps
+        self.add_callback(self.retry_record)
         self.model_accepts_loss_kwargs = False  # our loss is a batch mean: the Trainer scales it for accumulation
         self.loss_is_scaled_for_ga = False
 
@@ -280,6 +283,16 @@ class CSLTrainer(Trainer):
                 raise
         finally:
             self.csl.one_training.release()
+
+    def _inner_training_loop(self, *args: Any, **kwargs: Any) -> Any:
+        """`Trainer._inner_training_loop`; a retry after running out of memory starts from the failed
+        attempt's record (`auto_find_batch_size`, `RetryRecord`)."""
+        self.retry_record.begun = False
+        try:
+            return super()._inner_training_loop(*args, **kwargs)
+        except Exception as exc:
+            self.retry_record.failed(self.args, exc)
+            raise
 
     def _save_checkpoint(self, model: nn.Module, trial: Any, *args: Any, **kwargs: Any) -> None:
         """`Trainer._save_checkpoint`, telling the callback the folder: a hyperparameter-search trial

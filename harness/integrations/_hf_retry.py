@@ -1,0 +1,61 @@
+"""`CSLTrainer`'s record across the `Trainer`'s out-of-memory retries (`auto_find_batch_size`).
+
+With `auto_find_batch_size=True` the `Trainer` runs its training loop again, with a smaller batch,
+when an attempt runs out of memory (`accelerate`'s `find_executable_batch_size`): the retry starts
+over from the attempt's first step (epoch 0, or the resumed checkpoint's step), calls
+`on_train_begin` again and never leaves `train()`, so `CSLTrainer.train`'s drop of a failed epoch
+did not run. The failed attempt's batches stayed in the open epoch, the retry's `on_train_begin`
+closed them as an epoch of their own, and the retried epochs came on top: a 2-epoch training
+recorded 3, csl summing a dead half epoch (seen: out of memory at the second batch; `scores()`
+blamed a sampler for the samples the half epoch missed). The record of the retried training must be
+the one the failed attempt started from: it is kept at each attempt's `on_train_begin` (a copy when
+it holds epochs, i.e. the training resumes or continues a record) and put back before the retry.
+"""
+
+from __future__ import annotations
+
+import copy
+import warnings
+from typing import Any
+
+from transformers import TrainerCallback
+
+__all__ = ["RetryRecord"]
+
+
+def _reduces_batch(exc: BaseException) -> bool:
+    """Whether `find_executable_batch_size` retries after `exc` (its own test)."""
+    from accelerate.utils.memory import should_reduce_batch_size
+
+    return isinstance(exc, Exception) and bool(should_reduce_batch_size(exc))
+
+
+class RetryRecord(TrainerCallback):
+    """Keeps what the record of `csl` (a `CSLTrainerCallback`) held when a training attempt began,
+    and puts it back when the `Trainer` retries that attempt with a smaller batch. Added after the
+    `CSLTrainerCallback`, so its `on_train_begin` sees the record as that callback left it."""
+
+    def __init__(self, csl: Any) -> None:
+        self.csl = csl
+        self.begun = False  # this attempt reached on_train_begin (an attempt can fail before it)
+        self.start: dict[str, Any] | None = None  # the record then, when it held any (else empty)
+
+    def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        recorder = self.csl._recorder
+        held = bool(self.csl.tracker.epochs or recorder.batches)
+        self.begun = True
+        self.start = copy.deepcopy(recorder.state()) if args.auto_find_batch_size and held else None
+
+    def failed(self, args: Any, exc: BaseException) -> None:
+        """An attempt of the training loop raised: before a retry, the record goes back to its start."""
+        if not (args.auto_find_batch_size and self.begun and _reduces_batch(exc)):
+            return
+        epoch = self.csl.tracker.epochs + 1
+        self.csl.restart()
+        if self.start is not None:  # a new tracker takes a state like a checkpoint's (a copy: it may change)
+            self.csl._recorder.resume(copy.deepcopy(self.start), None, "CSLTrainerCallback", 0)
+        warnings.warn(f"CSLTrainer: the training ran out of memory in epoch {epoch}; the Trainer retries it with a "
+                      f"smaller batch (auto_find_batch_size) from its first step, so what this attempt recorded is "
+                      f"dropped and the record goes back to the {self.csl.tracker.epochs} epoch(s) it held when the "
+                      f"attempt began. The retry trains on from the weights the failed attempt reached",
+                      RuntimeWarning, stacklevel=4)
