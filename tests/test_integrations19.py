@@ -1,17 +1,25 @@
 """Integrations 19, run for real: the install message, trainings that share one callback from two
-threads (Optuna's `n_jobs > 1`), and the Hugging Face `Trainer`'s out-of-memory retry
-(`auto_find_batch_size`). Each test failed before its fix: without transformers the import no
-longer named the extra to install; a `hyperparameter_search(n_jobs=2)` finished with scores that
-were no trial's (its trials shared one Trainer and callback, one trial's start emptied the record
-the other was filling), two Lightning fits with one callback mixed their losses; and a retry after
-running out of memory kept the failed attempt's half epoch as an epoch of its own."""
+threads (Optuna's `n_jobs > 1`), the Hugging Face `Trainer`'s out-of-memory retry
+(`auto_find_batch_size`), what a hub push carries, and a real Ray Tune search.
+
+Sections 1-3 each failed before their fix: without transformers the import no longer named the
+extra to install; a `hyperparameter_search(n_jobs=2)` finished with scores that were no trial's
+(its trials shared one Trainer and callback, one trial's start emptied the record the other was
+filling), two Lightning fits with one callback mixed their losses; and a retry after running out
+of memory kept the failed attempt's half epoch as an epoch of its own. Sections 4-5 pin what was
+checked and found right: only checkpoint folders get `csl_tracker.pt` (the top-level push never
+holds it), and under Ray Tune each trial is warned about accumulation in its worker and reports
+its own record in its checkpoint, bitwise the same arguments trained alone."""
 
 from __future__ import annotations
 
+import fnmatch
+import json
 import subprocess
 import sys
 import threading
 import warnings
+from concurrent.futures import Future
 from pathlib import Path
 
 import numpy as np
@@ -207,3 +215,135 @@ def test_an_out_of_memory_retry_records_the_retried_training_only(tmp_path: Path
     with torch.no_grad():
         loss = nn.functional.cross_entropy(model.linear(every["x"]), every["labels"], reduction="none")
     np.testing.assert_allclose(scores["csl"], (before + 2) * loss.numpy(), rtol=1e-6)
+
+
+# --- 4. what a hub push carries ---------------------------------------------------------------------------
+
+def test_only_checkpoint_folders_hold_the_state_and_the_top_level_push_never_does(tmp_path: Path,
+                                                                                 monkeypatch) -> None:
+    """push_to_hub with each hub_strategy and save_on_each_node, the upload replaced by a list of what
+    it would send (its ignore patterns applied): the output folder's own push (the model) holds no
+    memprox file; a checkpoint push ("checkpoint", "all_checkpoints") holds csl_tracker.pt; and the
+    callback writes nothing outside the checkpoint folders, nor leaves temporary files."""
+    import transformers.trainer as hf_trainer
+
+    made = tiny_hf()
+    m, rows = made["m"], made["rows"]
+
+    class Api:
+        def __init__(self) -> None:
+            self.pushed: list[tuple[str, list[str]]] = []
+
+        def create_repo(self, *args, **kwargs):
+            return type("Repo", (), {"repo_id": "me/csl"})()
+
+        def upload_folder(self, *, folder_path, path_in_repo=None, ignore_patterns=(), **kwargs):
+            names = [str(p.relative_to(folder_path)) for p in sorted(Path(folder_path).rglob("*")) if p.is_file()]
+            kept = [n for n in names if not any(fnmatch.fnmatch(n.split("/")[0], pat) for pat in ignore_patterns or ())]
+            self.pushed.append((path_in_repo or ".", kept))
+            done: Future = Future()
+            done.set_result(None)
+            return done
+
+    for strategy in ("every_save", "checkpoint", "all_checkpoints"):
+        api, out = Api(), tmp_path / strategy
+        monkeypatch.setattr(hf_trainer, "hf_api", lambda api=api: api)
+        args = made["args"](out, push_to_hub=True, hub_model_id="me/csl", hub_strategy=strategy,
+                            save_on_each_node=True)
+        trainer = m.CSLTrainer(model=_Plain(), args=args, train_dataset=m.with_sample_index(rows),
+                               callbacks=[m.CSLTrainerCallback(N)])
+        trainer.train()
+        top = [files for where, files in api.pushed if where == "."]
+        assert len(top) == 2 and all(m.STATE_FILE not in files for files in top)
+        checkpoints = {where: files for where, files in api.pushed if where != "."}
+        want = {"every_save": set(), "checkpoint": {"last-checkpoint"},
+                "all_checkpoints": {"checkpoint-4", "checkpoint-8"}}[strategy]
+        assert set(checkpoints) == want and all(m.STATE_FILE in files for files in checkpoints.values())
+        ours = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.name.startswith((".csl", m.STATE_FILE)))
+        assert ours == ["checkpoint-4/csl_tracker.pt", "checkpoint-8/csl_tracker.pt"]
+
+
+# --- 5. a real Ray Tune search -------------------------------------------------------------------------
+
+class _LossKwargs(_Plain):
+    """A forward taking **kwargs: the accumulation warning's case."""
+
+    def forward(self, x: torch.Tensor, **kwargs: object) -> torch.Tensor:
+        return self.linear(x)
+
+
+def _ray_trainer(m, rows, args, out: Path, **kw):
+    csl = m.CSLTrainerCallback(N, proxies=["csl"])
+    return csl, m.CSLTrainer(model_init=lambda trial=None: _LossKwargs(), args=args(out, save_strategy="no", **kw),
+                             train_dataset=m.with_sample_index(rows), eval_dataset=rows.select(range(8)),
+                             callbacks=[csl])
+
+
+@pytest.mark.slow
+def test_a_ray_tune_search_warns_each_trial_and_reports_its_own_record(tmp_path: Path, monkeypatch) -> None:
+    """hyperparameter_search(backend="ray") over gradient_accumulation_steps 1, 2, 4 on a local Ray
+    with 2 CPUs. Each trial trains in a worker on its own copy of the Trainer: the trials with 2 and
+    4 steps are warned there (the worker's warning, which Ray forwards to the driver's console), and
+    each trial's last checkpoint reported to Ray holds csl_tracker.pt with its record: bitwise the
+    scores of the same arguments trained alone. The driver's callback recorded nothing and says so."""
+    ray = pytest.importorskip("ray")
+    tune = pytest.importorskip("ray.tune")
+    from harness import SampleTracker
+
+    made = tiny_hf()
+    m, rows, args = made["m"], made["rows"], made["args"]
+    said = tmp_path / "said"
+    said.mkdir()
+
+    class Said(m.CSLTrainer):  # each trial writes down the accumulation warnings its train() gave
+        def train(self, *a, **kw):
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                out = super().train(*a, **kw)
+            steps = self.args.gradient_accumulation_steps
+            named = [str(w.message).split("gradient_accumulation_steps=")[1].split(" ")[0] for w in caught
+                     if str(w.message).startswith("CSLTrainer: with gradient_accumulation_steps=")]
+            (said / f"{steps}.json").write_text(json.dumps([int(k) for k in named]))
+            return out
+
+    from accelerate.state import GradientState
+
+    shared = GradientState._shared_state
+    if "_dataloader_references_ref" in shared:
+        # accelerate's process-wide GradientState holds weak references to the DataLoaders of every
+        # Trainer trained before (earlier tests'), and a Trainer made after one trained cannot be pickled
+        # for Ray (the plain Trainer too): as in a fresh process, none here (docs/integrations.md)
+        monkeypatch.setitem(shared, "_dataloader_references_ref", [None])
+    started = not ray.is_initialized()
+    if started:
+        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    try:
+        csl = m.CSLTrainerCallback(N, proxies=["csl"])
+        trainer = Said(model_init=lambda trial=None: _LossKwargs(), args=args(tmp_path / "search", save_strategy="no"),
+                       train_dataset=m.with_sample_index(rows), eval_dataset=rows.select(range(8)), callbacks=[csl])
+        best = trainer.hyperparameter_search(
+            hp_space=lambda trial: {"gradient_accumulation_steps": tune.grid_search([1, 2, 4])}, n_trials=1,
+            direction="minimize", backend="ray", storage_path=str(tmp_path / "ray"),
+            resources_per_trial={"cpu": 1}, verbose=0)
+    finally:
+        ray.cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
+        if started:
+            ray.shutdown()
+    for steps in (1, 2, 4):
+        warned = json.loads((said / f"{steps}.json").read_text())
+        assert warned == ([] if steps == 1 else [steps])
+    trials = {t.config["gradient_accumulation_steps"]: t for t in best.run_summary.trials}
+    assert sorted(trials) == [1, 2, 4]
+    for steps, trial in trials.items():
+        with trial.checkpoint.as_directory() as folder:
+            state = torch.load(next(Path(folder).glob("checkpoint-*")) / m.STATE_FILE, weights_only=True)
+        reported = SampleTracker(N, proxies=["csl"])
+        reported.load_state_dict(state["tracker"])
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # the accumulation warning, said above
+            alone, solo = _ray_trainer(m, rows, args, tmp_path / f"alone{steps}", gradient_accumulation_steps=steps)
+        solo.train()
+        assert state["batches"] == 0 and reported.scores().equals(alone.scores())
+    with pytest.raises(HarnessError, match=r"no epoch was recorded in this process.*backend='ray'"):
+        csl.scores()

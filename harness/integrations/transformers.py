@@ -199,8 +199,10 @@ class CSLTrainerCallback(TrainerCallback):
                                    f"whole epoch (the chosen trial again, after a search) for scores")
             raise HarnessError("CSLTrainerCallback: no epoch was recorded in this process. Call scores() after "
                                "train(); hyperparameter_search(backend='ray') trains each trial in a Ray worker "
-                               "process with a copy of this callback, whose record stays there: train the chosen "
-                               "trial again with CSLTrainer (its hyperparameters) for its scores")
+                               "process with a copy of this callback, whose record comes back only in the "
+                               f"checkpoints the trial reports to Ray ({STATE_FILE}: load its 'tracker' entry into "
+                               "a SampleTracker): else train the chosen trial again with CSLTrainer (its "
+                               "hyperparameters) for its scores")
         self._end_open_epoch()
 
     def drop_open_epoch(self, exc: BaseException) -> None:
