@@ -39,7 +39,8 @@ def _read_npz(path: Path, keys: tuple[str, ...]) -> dict[str, np.ndarray]:
     if path.is_dir():
         raise HarnessError(f"reference file {path} is a folder; pass the .npz file itself")
     if not path.is_file():
-        raise HarnessError(f"reference file not found: {path}")
+        raise HarnessError(f"reference file not found: {path}; pass the path of an existing .npz "
+                           "(--reference fz:PATH or cscore:PATH, a path relative to the current folder)")
     try:
         loaded = np.load(path, allow_pickle=False)
         if not isinstance(loaded, np.lib.npyio.NpzFile):  # a .npy file: one bare array, no labels to check

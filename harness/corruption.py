@@ -112,7 +112,8 @@ def read_label_file(spec: str, n: int, num_classes: int, expected_sha: str = "")
     if len(arr) != n:
         raise HarnessError(
             f"labels in {where} have length {len(arr)} but the training set has {n} samples; "
-            f"the file must hold one label per training sample in canonical order (check --subset)"
+            f"the file must hold one label per training sample in canonical order; pass the --dataset "
+            f"it was made for (the default is the embedded digits) and the same --subset"
         )
     bad = np.flatnonzero((arr < 0) | (arr >= num_classes))
     if bad.size:
