@@ -47,8 +47,9 @@ BOARD_FILES = ("/proc/device-tree/model", "/sys/firmware/devicetree/base/model")
 @functools.lru_cache(maxsize=1)
 def cpu_model() -> str:
     """The CPU's model name: /proc/cpuinfo's (`cpuinfo_model`), else the device tree's board on ARM,
-    else `platform.processor()`."""
-    return cpuinfo_model(_read("/proc/cpuinfo")) or _board() or platform.processor() or "unknown"
+    else macOS's brand string, else `platform.processor()` (on a Mac only "arm" or "i386")."""
+    return (cpuinfo_model(_read("/proc/cpuinfo")) or _board() or _mac_brand() or platform.processor()
+            or "unknown")
 
 
 def cpuinfo_model(text: str) -> str:
@@ -102,6 +103,21 @@ def _board() -> str:
         if name := " ".join(_read(path).replace("\x00", " ").split()):
             return name
     return ""
+
+
+def _mac_brand() -> str:
+    """macOS names its CPU only through sysctl ("Apple M2 Pro", "Intel(R) Core(TM) i7-..."); ""
+    elsewhere or when sysctl cannot answer."""
+    if platform.system() != "Darwin":
+        return ""
+    import subprocess
+
+    try:
+        done = subprocess.run(["sysctl", "-n", "machdep.cpu.brand_string"], capture_output=True, text=True,
+                              timeout=5, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    return " ".join(done.stdout.split()) if done.returncode == 0 else ""
 
 
 def cpu_capability() -> str:

@@ -94,6 +94,29 @@ def test_nothing_to_read_is_unknown(monkeypatch) -> None:
     assert harness.machine.cpu_model() == "unknown"
 
 
+@pytest.mark.parametrize(("answer", "expected"), [
+    (subprocess.CompletedProcess([], 0, "Apple M2 Pro\n", ""), "Apple M2 Pro"),
+    (subprocess.CompletedProcess([], 1, "", "unknown oid"), "arm"),  # sysctl without the key
+    (FileNotFoundError("sysctl"), "arm"),
+], ids=["brand", "no_key", "no_sysctl"])
+def test_a_mac_cpu_is_named_by_sysctl_not_by_platform_processor(monkeypatch, answer, expected) -> None:
+    """macOS has no /proc/cpuinfo and platform.processor() says only "arm": every Apple chip read alike."""
+    _files(monkeypatch, {})
+    monkeypatch.setattr(harness.machine.platform, "processor", lambda: "arm")
+    monkeypatch.setattr(harness.machine.platform, "system", lambda: "Darwin")
+    asked: list[list[str]] = []
+
+    def fake_run(cmd, **kwargs):
+        asked.append(cmd)
+        if isinstance(answer, BaseException):
+            raise answer
+        return answer
+
+    monkeypatch.setattr(subprocess, "run", fake_run)
+    assert harness.machine.cpu_model() == expected
+    assert asked == [["sysctl", "-n", "machdep.cpu.brand_string"]]
+
+
 # MPS and XPU --------------------------------------------------------------------------------------
 def test_an_mps_run_records_the_metal_device_and_its_gpu_cores(monkeypatch) -> None:
     monkeypatch.setattr(torch.backends.mps, "get_name", lambda: "Apple M2 Pro", raising=False)
