@@ -65,6 +65,7 @@ from harness.executors.ray_cluster import (  # noqa: F401  (re-exported: tests a
     check_reachable,
     cluster_address,
     ensure_private_token,
+    runs_here,
     split_address,
     token_file,
 )
@@ -292,8 +293,8 @@ class RayExecutor(Executor):
 
     @property
     def shares_store(self) -> bool:  # type: ignore[override]
-        """A local Ray shares this machine's file system; a remote cluster may not."""
-        return self.address is None
+        """Whether jobs see this machine's store: on a local Ray, not on another machine (`runs_here`)."""
+        return self.address is None and (_own_connection() is not None or runs_here(ray))
 
     def placement(self, cfg: ExperimentConfig, device: torch.device) -> JobPlacement:
         placed = super().placement(cfg, device)

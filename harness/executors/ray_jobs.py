@@ -5,6 +5,7 @@ stop. Imported by Ray's workers by reference, so it stays small."""
 from __future__ import annotations
 
 import _thread
+import dataclasses
 import os
 import re
 import secrets
@@ -43,7 +44,7 @@ def _call(fn: JobFn, job: Job, driver: str = "", stop_key: str | None = None):
     `stop_key` the job stops itself once the driver sets that key (`ask_to_stop`)."""
     try:
         with _stops_on(stop_key):
-            return fn(job)
+            return fn(_checkpoints_here_only(job, driver))
     except SystemExit as e:
         raise _on_node(portable(e), driver) from None
     except Exception as e:
@@ -51,6 +52,15 @@ def _call(fn: JobFn, job: Job, driver: str = "", stop_key: str | None = None):
         if failed is e:  # the driver's own machine: the job's exception as it is
             raise
         raise failed from e
+
+
+def _checkpoints_here_only(job: Job, driver: str) -> Job:
+    """`job` without its checkpoint folder on another machine than the driver's: the driver found
+    every node of the cluster on its own machine (`runs_here`) when it planned, but a node may have
+    joined since (an autoscaler's), and there the folder is a path on that node's own disk."""
+    if getattr(job, "checkpoint_root", None) and driver and driver != socket.gethostname():
+        return dataclasses.replace(job, checkpoint_root=None)
+    return job
 
 
 def new_stop_key() -> str:
