@@ -4,6 +4,10 @@ executor, and put every result in the store as it arrives.
 Each pending spec is claimed with its entry's lock, without waiting; a spec another process holds
 is left to it, and once that process lets go it is read back (or, if it failed there, claimed
 again). No lock is ever awaited while others are held, so processes cannot deadlock.
+
+Ctrl-C stores the runs that had finished before it stops (the one being stored, and those a worker
+finished meanwhile, from the executor's `take_finished`): a rerun would train them again. It waits for
+no job still training, and a second Ctrl-C stops at once; each entry is written atomically.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from filelock import BaseFileLock
 
 from harness.errors import Interrupted, StorageError
 from harness.executors import Executor
+from harness.executors.base import Outcome
 from harness.io import room_fix
 from harness.jobs import Job, JobResult, Pending
 from harness.recorders import RecorderRequest
@@ -97,14 +102,35 @@ class Runner:
                 if not self._reuse(spec, result):  # it may have been stored since we looked
                     claimed.append((spec, requests))
             outcomes = self.executor.run(self.jobs(claimed))
+            handed: Outcome | None = None
             try:
-                for job, outcome in outcomes:
-                    self._store_outcome(job, outcome, result)
+                for handed in outcomes:
+                    self._store_outcome(*handed, result)
+            except KeyboardInterrupt:
+                _close(outcomes)  # the workers stop; what they had finished is read first
+                self._keep_finished(handed, result)  # while the locks are held
+                raise
             finally:
-                close = getattr(outcomes, "close", None)
-                if close is not None:
-                    close()  # cancels outstanding jobs when we leave early
+                _close(outcomes)
         return waiting
+
+    def _keep_finished(self, handed: Outcome | None, result: RunnerResult) -> None:
+        """On Ctrl-C, store the runs that had finished and are not stored yet: the last outcome handed out
+        and those the executor holds (executors that hold none have no `take_finished`). A failed write
+        ends this with its line; the interrupt goes on either way."""
+        take = getattr(self.executor, "take_finished", None)
+        finished = [*([handed] if handed is not None else []), *(take() if take is not None else [])]
+        runs = {spec: run for _, outcome in finished if isinstance(outcome, JobResult)
+                for spec, run in outcome.outputs.items() if spec not in result.runs}
+        if runs:
+            print(f"stopping: storing the {len(runs)} run{'s' if len(runs) != 1 else ''} that had finished first "
+                  "(Ctrl-C again stops at once; the rerun then trains them again)", file=sys.stderr)
+        try:
+            for spec, (arrays, manifest) in runs.items():
+                result.runs[spec] = self.store.put(spec, arrays, manifest)
+                result.trained.append(spec.label())
+        except StorageError as e:
+            print(f"error: {e}", file=sys.stderr)
 
     def _store_outcome(self, job: Job, outcome: JobResult | BaseException, result: RunnerResult) -> None:
         if isinstance(outcome, BaseException):
@@ -119,6 +145,13 @@ class Runner:
             result.trained.append(spec.label())
             if spec in outcome.resumed:
                 result.resumed[spec.label()] = outcome.resumed[spec]
+
+
+def _close(outcomes: object) -> None:
+    """Close an executor's iterator of outcomes (idempotent): cancels the jobs still outstanding."""
+    close = getattr(outcomes, "close", None)
+    if close is not None:
+        close()
 
 
 def _acquire(lock: BaseFileLock, timeout: float = -1) -> None:

@@ -16,6 +16,10 @@ CLI handles alike), or by the driver's death.
 A job whose worker dies (killed, out of memory) is retried once on a new worker, then reported as
 failed, as under Ray; an exception inside a job is reported, not retried. Workers share this
 machine's file system, so single runs checkpoint into the run store and resume from it.
+
+On Ctrl-C the results that had finished are not dropped with the workers: `take_finished` hands the
+driver the result it was storing and every one already sent down a pipe, read without waiting for a
+job still training, so it stores them before it stops (hours of training were lost otherwise).
 """
 
 from __future__ import annotations
@@ -110,6 +114,7 @@ class LocalExecutor(Executor):
         self.fn = fn  # None: harness.jobs.run_job; else a picklable callable the workers can import
         self._pool: list[_Worker] = []
         self._failed_starts = 0
+        self._finished: list[Outcome] = []  # received, not yet taken by the consumer (the first: handed out)
         weakref.finalize(self, _stop, self._pool)  # at the latest when the executor goes (or at exit)
 
     @classmethod
@@ -125,6 +130,12 @@ class LocalExecutor(Executor):
 
     def close(self) -> None:
         _stop(self._pool)
+
+    def take_finished(self) -> list[Outcome]:
+        """After a `run` iterator closed early (Ctrl-C): the outcomes the consumer may not have stored,
+        the last one it was handed and those finished since, so it can store them before it stops."""
+        finished, self._finished = self._finished, []
+        return finished
 
     # the pool ---------------------------------------------------------------------------------
     def _slots(self, jobs: Sequence[Job]) -> int:
@@ -178,6 +189,7 @@ class LocalExecutor(Executor):
         slots = self._slots(jobs)
         left = len(jobs)
         finished = False
+        self._finished = []
         try:
             with progress_bar(len(jobs), self.progress) as bar:
                 while left:
@@ -191,13 +203,19 @@ class LocalExecutor(Executor):
                     for worker in self._readable():
                         index, outcome = self._receive(worker, jobs, deaths, queue)
                         if outcome is not None:
-                            left -= 1
-                            bar.update()
-                            yield jobs[index], outcome
+                            self._finished.append((jobs[index], outcome))
+                    while self._finished:
+                        left -= 1
+                        bar.update()
+                        yield self._finished[0]
+                        del self._finished[0]  # the consumer asks for the next one: it has stored this one
             finished = True
         finally:  # Ctrl-C, a consumer's error, a closed iterator: stop the jobs still running
             if not finished:
-                self.close()
+                try:
+                    self._finished += _sent(self._pool, jobs)
+                finally:
+                    self.close()
 
     def _readable(self) -> list[_Worker]:
         by_conn = {w.conn: w for w in self._pool}
@@ -233,6 +251,21 @@ class LocalExecutor(Executor):
         job_id, _, payload = message
         worker.job = None
         return job_id, payload
+
+
+def _sent(workers: list[_Worker], jobs: list[Job]) -> list[Outcome]:
+    """The results `workers` have already sent, read without waiting for a job still training (a
+    second Ctrl-C stops this too). A dead worker or an unreadable result is no finished run."""
+    sent = []
+    for worker in workers:
+        try:
+            message = worker.conn.recv() if worker.job is not None and worker.conn.poll(0) else None
+        except Exception:
+            continue
+        if isinstance(message, tuple) and len(message) == 3:
+            job_id, _, payload = message
+            sent.append((jobs[job_id], payload))
+    return sent
 
 
 def _stop(workers: list[_Worker]) -> None:
