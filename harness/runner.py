@@ -116,10 +116,9 @@ class Runner:
 
     def _keep_finished(self, handed: Outcome | None, result: RunnerResult) -> None:
         """On Ctrl-C, store the runs that had finished and are not stored yet: the last outcome handed out
-        and those the executor holds (executors that hold none have no `take_finished`). A failed write
-        ends this with its line; the interrupt goes on either way."""
-        take = getattr(self.executor, "take_finished", None)
-        finished = [*([handed] if handed is not None else []), *(take() if take is not None else [])]
+        and those the executor holds (`Executor.take_finished`). A failed write ends this with its line;
+        the interrupt goes on either way."""
+        finished = [*([handed] if handed is not None else []), *self.executor.take_finished()]
         runs = {spec: run for _, outcome in finished if isinstance(outcome, JobResult)
                 for spec, run in outcome.outputs.items() if spec not in result.runs}
         if runs:

@@ -103,6 +103,12 @@ class Executor(ABC):
         """Let go of workers kept between `run` calls (idempotent; a later `run` starts anew)."""
         return None
 
+    def take_finished(self) -> list[Outcome]:
+        """After a `run` iterator closed early (Ctrl-C): the outcomes already finished that the consumer
+        may not have stored (the last one handed out, those finished since), which it stores before it
+        stops, so that the rerun does not train them again. An executor that keeps none returns []."""
+        return []
+
 
 def progress_bar(total: int, enabled: bool) -> tqdm:
     return tqdm(total=total, desc="jobs", unit="job", disable=not enabled or not total)
