@@ -156,8 +156,8 @@ def test_in_process_ctrl_c_while_storing_a_job_of_three_runs_keeps_all_three(mak
 
 
 def test_executors_that_keep_nothing_still_keep_the_run_being_stored(make_config, monkeypatch) -> None:
-    """Ray keeps no finished outcomes (`Executor.take_finished` returns []): the run the driver was
-    storing is kept all the same."""
+    """An executor that keeps no finished outcomes (`Executor.take_finished`'s default []): the run
+    the driver was storing is kept all the same."""
 
     class Plain(InProcessExecutor):
         def take_finished(self) -> list:

@@ -1,26 +1,18 @@
-"""`--executor ray`: run jobs on Ray, a local Ray on this machine (`--workers N` jobs at a time) or
-an existing cluster (`--ray-address`), each job reserving `num_cpus` (its torch threads) and
-`num_gpus` (`--gpus-per-run` on CUDA; Ray makes the job's GPU its only visible one).
+"""`--executor ray`: jobs on a local Ray (`--workers N` at a time) or a cluster (`--ray-address`),
+each reserving `num_cpus` (its torch threads) and `num_gpus` (`--gpus-per-run` on CUDA).
 
-Results travel back to the driver through Ray's object store and the driver writes the run store,
-so the workers need the package and the dataset, not the store. A job whose worker dies (killed,
-out of memory, node lost) is retried once by Ray (`max_retries=1`) and then reported as failed;
-an exception inside a job is not retried (it would fail the same way). Ray's token authentication
-is left as Ray configures it (on by default for local clusters since Ray 2.59).
+Results come back through Ray's object store and the driver writes the run store, so workers need
+the package and the dataset, not the store. A job whose worker dies is retried once by Ray, then
+reported failed; an exception inside a job is not retried. Ray's token authentication is left on.
+What memprox adds, because Ray alone gets these wrong for a command-line tool (docs/cluster.md):
 
-What the harness adds around Ray, because Ray alone gets these wrong for a command-line tool:
-
-- A cluster to join is checked before `ray.init` (address syntax, name resolution, a TCP connect,
-  each with a short timeout) and `ray.init` gets a bounded connect window: Ray itself retries an
-  unresolvable host or a closed port for minutes. `auto` means RAY_ADDRESS or the cluster
-  `ray start` recorded on this machine, never "any Ray found running here" (Ray's legacy
-  fallback, which could join another user's private Ray).
-- While jobs run, the head is checked every second; a head gone for `LOST_AFTER_S` ends the run
-  with one line (`ClusterLost`, exit 1, stored runs kept) before Ray would end the process itself
-  after 60 s with its own "Failed to connect to GCS" line.
-- A local Ray is bound to the loopback interface, its token file is created private (0600), and a
-  small reaper process kills every process of that Ray once the driver is gone, however it ended
-  (kill -9 included): Ray's agents otherwise outlive a killed driver by a minute or more.
+- A cluster to join is checked before `ray.init` (syntax, name, a TCP connect, short timeouts) and
+  `ray.init` gets a bounded window; `auto` means RAY_ADDRESS or the cluster `ray start` recorded
+  here, never "any Ray running here" (which could join another user's private Ray).
+- While jobs run the head is checked every second; one gone for `LOST_AFTER_S` ends the run with one
+  line (`ClusterLost`, exit 1, stored runs kept) before Ray would end the process after 60 s.
+- A local Ray listens on loopback only, with a private (0600) token file, and a reaper kills its
+  processes once the driver is gone, kill -9 included (Ray's agents outlive a killed driver).
 """
 
 from __future__ import annotations
@@ -69,7 +61,15 @@ from harness.executors.ray_cluster import (  # noqa: F401  (re-exported: tests a
     split_address,
     token_file,
 )
-from harness.executors.ray_jobs import STOP_GRACE_S, _call, _job_error, ask_to_stop, forget_stop, new_stop_key
+from harness.executors.ray_jobs import (
+    STOP_GRACE_S,
+    _call,
+    _job_error,
+    ask_to_stop,
+    finished_results,
+    forget_stop,
+    new_stop_key,
+)
 from harness.executors.ray_leave import LEAVE_WAIT_S, ended_within, finished_within, hung_leave, shutdown_within
 from harness.executors.ray_signals import _signals_kept
 
@@ -91,9 +91,8 @@ JOIN_WAIT_S = 5
 #: Seconds between checks of the head while jobs run, and how long it may be unreachable.
 POLL_S = 1.0
 LOST_AFTER_S = 5.0
-#: Seconds a stop on the caller's connection waits for its jobs to end before it deletes their stop
-#: key: a job that ignores the interrupt is killed after STOP_GRACE_S, and Ray's retry of it (a new
-#: worker process: seconds on a busy machine) stops as it starts.
+#: Seconds a stop on the caller's connection waits for its jobs to end before it deletes their key:
+#: a job ignoring the interrupt is killed after STOP_GRACE_S; Ray's retry of it stops as it starts.
 ENDED_WAIT_S = STOP_GRACE_S + 10.0
 #: The reaper of the local Ray this process started (None: none started). Module-level because
 #: the local Ray outlives any one executor, and closing the pipe would reap it.
@@ -176,10 +175,8 @@ def _leave() -> bool:
 
 
 def _ask_to_stop(key: str, refs: list[ray.ObjectRef]) -> None:
-    """Ask the jobs `refs` of a run on the caller's connection to stop, within LEAVE_WAIT_S (as
-    `_leave`); once all have ended (ENDED_WAIT_S at most; else it stays) delete the key, which stayed
-    in Ray's store before. The stop returns once they have ended, as a leave does, not with one still
-    running (up to STOP_GRACE_S) after its run's store entry is unlocked."""
+    """Ask the jobs `refs` on the caller's connection to stop (within LEAVE_WAIT_S); once all have
+    ended (ENDED_WAIT_S at most), so that none runs on after its store entry is unlocked, delete the key."""
     try:
         asked = finished_within(lambda: ask_to_stop(key), LEAVE_WAIT_S)
     except (RayError, OSError):  # raised from the stop, it replaced the Ctrl-C's line with a traceback
@@ -262,12 +259,11 @@ class RayExecutor(Executor):
         _check_installed()
         if workers is not None and workers < 1:
             raise HarnessError(f"--workers must be at least 1, got {workers}")
-        self.workers = workers
-        self.address = address
-        self.progress = progress
+        self.workers, self.address, self.progress = workers, address, progress
         self.fn = fn  # None: harness.jobs.run_job
         self.threads = threads  # of each job: a local Ray gets --workers x threads CPUs
         self._stop_key: str | None = None  # of the current run, on a connection the caller made
+        self._finished: list[Outcome] = []  # jobs found finished when a run was stopped (take_finished)
         # a cluster to join is checked now, before the experiment writes anything
         self.target = cluster_address(address) if address else None
         self.head = check_reachable(self.target) if self.target else None
@@ -381,17 +377,20 @@ class RayExecutor(Executor):
                                             f"({type(e).__name__}); the runs of this job are not stored")
                     bar.update()
                     yield job, outcome
-        finally:  # normal end: nothing left; Ctrl-C or a consumer error: stop what is outstanding
+        finally:  # normal end: nothing left; Ctrl-C or a consumer error: keep what finished, stop the rest
             if pending:
+                self._finished = finished_results(ray, pending)
                 self._stop(pending)
 
+    def take_finished(self) -> list[Outcome]:
+        finished, self._finished = self._finished, []
+        return finished
+
     def _stop(self, pending: dict[ray.ObjectRef, Job]) -> None:
-        """Stop the outstanding jobs without `ray.cancel`, which races Ray's handling of a job that
-        just finished (ray-project/ray#54846: "Check failed: ... Tried to complete task that was not
-        pending") and aborted the driver with exit 1 (docs/cluster.md has the counts). A local Ray
-        this executor started is shut down; a cluster it joined is left, whatever one probe of its
-        head says (a blip skipped the leave, and the jobs ran on); on a connection the caller made,
-        the jobs are asked to stop themselves (`_ask_to_stop`). Each step within a bound."""
+        """Stop the outstanding jobs without `ray.cancel`, which races a job that just finished
+        (ray-project/ray#54846) and aborted the driver (docs/cluster.md): shut down a local Ray memprox
+        started, leave a cluster it joined (whatever a probe of its head says), or on the caller's
+        connection ask the jobs to stop themselves (`_ask_to_stop`). Each step within a bound."""
         if self.started_ray:
             self.shutdown()
         elif _joined is not None and _job() == _joined[0]:

@@ -13,9 +13,10 @@ import signal
 import socket
 import sys
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from harness.errors import RunFailed
 from harness.executors.worker import portable
@@ -180,3 +181,31 @@ def _job_error(error: RayTaskError) -> BaseException:
     trace = getattr(error, "traceback_str", "") or str(error)
     print(re.sub(r"\x1b\[[0-9;]*m", "", trace), file=sys.stderr)  # without Ray's colour codes
     return cause
+
+
+#: Seconds a Ctrl-C waits to fetch the results of jobs that had already finished (from other nodes'
+#: object stores): long enough for a run's arrays, short enough not to hold up the stop.
+FETCH_FINISHED_S = 10.0
+
+
+def finished_results(ray: Any, pending: Mapping[Any, Job]) -> list[tuple[Job, Any]]:
+    """On Ctrl-C, before the outstanding jobs are stopped: the results of those that had already
+    finished, so the driver stores them instead of the rerun training them again. Only results
+    that have arrived (`ray.wait` with no timeout); a job that raised, or a fetch that does not
+    complete in FETCH_FINISHED_S, is left out: nothing waits for a job still running."""
+    try:
+        ready, _ = ray.wait(list(pending), num_returns=len(pending), timeout=0)
+    except Exception:  # the head or the driver's connection is gone: nothing can be fetched
+        return []
+    kept: list[tuple[Job, Any]] = []
+    deadline = time.monotonic() + FETCH_FINISHED_S  # for all of them: a hung cluster holds up each get
+    for ref in ready:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            break
+        try:
+            kept.append((pending[ref], ray.get(ref, timeout=left)))
+        except Exception:  # a job error, a lost object, a timeout: that run is trained again
+            continue
+    return kept
+
