@@ -18,6 +18,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from test_kill_fuzz6 import _checkpointed_at
 
 import harness.machine
 from harness.cli import main
@@ -26,7 +27,6 @@ from harness.jobs import Job, run_job
 from harness.machine import machine_record, mixed_machines_line, run_label, trained_before, trained_by
 from harness.manifest import DIGEST_FIELD, Manifest, manifest_digest
 from harness.store import RunStore
-from harness.training import train_run
 
 REPO = Path(__file__).resolve().parents[1]
 #: Another machine than any this suite runs on: the one a killed process "trained" on.
@@ -263,21 +263,9 @@ def test_a_checkpoint_written_before_machines_were_recorded_still_resumes(make_c
     """A checkpoint as the previous memprox wrote it (the training loop's state, no `machine`): it
     resumes, and its epochs are an unrecorded machine, not this one."""
     exp = Experiment(make_config(epochs=4))
-    (spec,) = exp.plan.runs
-    requests = sorted(exp.plan.runs[spec], key=lambda r: r.key)
-    exp.store.create()
-
-    def old_checkpoint(state: dict) -> None:
-        assert "machine" not in state
-        exp.store.save_checkpoint(spec, state, [r.key for r in requests])
-        if state["epoch"] == 3:
-            raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        train_run(spec, exp.prepared(spec.data), requests, checkpoint=old_checkpoint, checkpoint_every_s=0,
-                  progress=False)
-    job = Job(specs=(spec,), requests=tuple(requests), engine="single", source=exp.source,
-              checkpoint_root=str(exp.store.root), checkpoint_every_s=1e9)
+    job, requests = _checkpointed_at(exp, 3)  # the training loop's own state, as the store keeps it
+    (spec,) = job.specs
+    assert "machine" not in exp.store.load_checkpoint(spec, [r.key for r in requests])
     result = run_job(job)
     assert result.resumed == {spec: 3}
     _, manifest = result.outputs[spec]

@@ -27,7 +27,7 @@ import pytest
 pytest.importorskip("ray")
 
 from test_ray_joined17 import HEAD, FakeRay, stand_in
-from test_ray_safety import LEAVING_DRIVER, REPO, env_for, kill_session, session, token_head  # noqa: E402
+from test_ray_safety import LEAVING_DRIVER, REPO, env_for, kill_session, run_driver, session, token_head  # noqa: E402
 
 import harness.executors.ray as ray_executor  # noqa: E402
 from harness.errors import HarnessError  # noqa: E402
@@ -259,11 +259,4 @@ def test_a_run_stopped_on_the_callers_own_connection_stops_its_jobs_and_keeps_it
     driver = head["root"] / "driver"
     driver.mkdir()
     assert CALLERS_DRIVER.count("sleeper600") == 1 and "ray.init" in CALLERS_DRIVER
-    (driver / "driver.py").write_text(CALLERS_DRIVER)
-    done = subprocess.run([sys.executable, str(driver / "driver.py"), f"127.0.0.1:{head['port']}", str(driver)],
-                          cwd=REPO, env=env_for(driver, HOME=str(head["home"]), RAY_AUTH_MODE="token"),
-                          capture_output=True, text=True, timeout=180)
-    assert done.returncode == 0, done.stderr[-2000:]
-    # the driver's last JSON line: Ray's own log lines ("(raylet) Task _call failed ...") may come after it
-    reports = [line for line in done.stdout.splitlines() if line.startswith("{")]
-    assert reports and json.loads(reports[-1]) == {"connected": True, "long job runs": False}, done.stdout[-2000:]
+    assert run_driver(CALLERS_DRIVER, driver, head, timeout=180) == {"connected": True, "long job runs": False}

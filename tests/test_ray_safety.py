@@ -363,19 +363,9 @@ def test_auto_joins_the_cluster_ray_start_recorded(ray_head) -> None:
     assert (out / "out" / "leaderboard.csv").exists()
 
 
-#: A driver that joins the cluster, lets a short job finish and a long one start, then stops the
-#: run as a Ctrl-C or a failed store write in the consumer does (closing the outcomes), and stays
-#: alive to report: whether it is still connected, and whether the long job's worker still runs.
-LEAVING_DRIVER = """
-import json, os, sys, time
-from dataclasses import dataclass
-from pathlib import Path
-
-import psutil
-import ray
-
-from harness.executors.ray import RayExecutor
-
+#: The jobs of the driver scripts (run as `driver.py ADDRESS FOLDER`): `Sleeper(s)` sleeps s seconds,
+#: after writing its worker's pid to FOLDER/<s>.pid, and returns s.
+SLEEPERS = """
 out = Path(sys.argv[2])
 
 
@@ -392,7 +382,23 @@ class Sleeper:
 def sleep(job):
     (out / f"{job.seconds:g}.pid").write_text(str(os.getpid()))
     time.sleep(job.seconds)
+    return job.seconds
+"""
 
+
+#: A driver that joins the cluster, lets a short job finish and a long one start, then stops the
+#: run as a Ctrl-C or a failed store write in the consumer does (closing the outcomes), and stays
+#: alive to report: whether it is still connected, and whether the long job's worker still runs.
+LEAVING_DRIVER = """
+import json, os, sys, time
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+import ray
+
+from harness.executors.ray import RayExecutor
+""" + SLEEPERS + """
 
 def running(pid):
     try:
@@ -414,20 +420,27 @@ print(json.dumps({"connected": ray.is_initialized(), "long job runs": running(lo
 """
 
 
+def run_driver(script: str, folder: Path, head: dict, timeout: float) -> dict:
+    """Run a driver `script` against the token cluster `head` as `driver.py ADDRESS FOLDER`; it must
+    exit 0, and its report is its last JSON line (Ray's own log lines, such as "(raylet) Task _call
+    failed ...", may come after it)."""
+    (folder / "driver.py").write_text(script)
+    done = subprocess.run([sys.executable, str(folder / "driver.py"), f"127.0.0.1:{head['port']}", str(folder)],
+                          cwd=REPO, env=env_for(folder, HOME=str(head["home"]), RAY_AUTH_MODE="token"),
+                          capture_output=True, text=True, timeout=timeout)
+    assert done.returncode == 0, done.stderr[-2000:]
+    reports = [line for line in done.stdout.splitlines() if line.startswith("{")]
+    assert reports, done.stdout[-2000:]
+    return json.loads(reports[-1])
+
+
 def test_a_stopped_run_leaves_the_cluster_it_joined_which_ends_its_jobs_there(ray_head, short_tmp) -> None:
     """memprox leaves a cluster it joined rather than cancel each job, which races a job that has
     just finished (test_ray_joined17): the driver, still alive, is no longer connected, its long job
     no longer runs on the cluster, and the cluster still answers. Cancelling instead kept the
     connection (a Ctrl-C'd CLI exits anyway, and Ray ends its jobs then: a CLI test cannot tell)."""
-    script = short_tmp / "driver.py"
-    script.write_text(LEAVING_DRIVER)
-    env = env_for(short_tmp, HOME=str(ray_head["home"]), RAY_AUTH_MODE="token")
-    done = subprocess.run([sys.executable, str(script), f"127.0.0.1:{ray_head['port']}", str(short_tmp)],
-                          cwd=REPO, env=env, capture_output=True, text=True, timeout=180)
-    assert done.returncode == 0, done.stderr[-2000:]
-    # the driver's last JSON line: Ray's own log lines ("(raylet) Task _call failed ...") may come after it
-    reports = [line for line in done.stdout.splitlines() if line.startswith("{")]
-    assert reports and json.loads(reports[-1]) == {"connected": False, "long job runs": False}, done.stdout[-2000:]
+    seen = run_driver(LEAVING_DRIVER, short_tmp, ray_head, timeout=180)
+    assert seen == {"connected": False, "long job runs": False}
     assert ray_executor._answers("127.0.0.1", ray_head["port"])  # the cluster runs on
 
 

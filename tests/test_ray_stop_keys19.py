@@ -12,10 +12,7 @@ on a real `ray start` cluster."""
 
 from __future__ import annotations
 
-import json
 import signal
-import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 
@@ -27,7 +24,7 @@ from ray.exceptions import RpcError  # noqa: E402
 from ray.experimental import internal_kv  # noqa: E402
 from test_ray_joined17 import FakeRay, stand_in  # noqa: E402
 from test_ray_leave18 import _spin, head  # noqa: E402,F401  (head: a fixture, a real `ray start` cluster)
-from test_ray_safety import REPO, env_for  # noqa: E402
+from test_ray_safety import SLEEPERS, run_driver  # noqa: E402
 
 import harness.executors.ray as ray_executor  # noqa: E402
 from harness.executors import ray_jobs  # noqa: E402
@@ -180,25 +177,7 @@ import ray
 from ray.experimental.internal_kv import _internal_kv_list, _internal_kv_put
 
 from harness.executors.ray import RayExecutor
-
-out = Path(sys.argv[2])
-
-
-@dataclass
-class Sleeper:
-    seconds: float
-    num_cpus: float = 1.0
-    num_gpus: float = 0.0
-
-    def label(self) -> str:
-        return f"sleeper{self.seconds:g}"
-
-
-def sleep(job):
-    (out / f"{job.seconds:g}.pid").write_text(str(os.getpid()))
-    time.sleep(job.seconds)
-    return job.seconds
-
+""" + SLEEPERS + """
 
 def running(pid):
     try:
@@ -232,12 +211,5 @@ def test_a_stopped_run_on_a_real_cluster_ends_its_jobs_then_deletes_only_its_own
     and its key stayed in Ray's store for good."""
     driver = head["root"] / "driver"
     driver.mkdir()
-    (driver / "driver.py").write_text(KEYS_DRIVER)
-    done = subprocess.run([sys.executable, str(driver / "driver.py"), f"127.0.0.1:{head['port']}", str(driver)],
-                          cwd=REPO, env=env_for(driver, HOME=str(head["home"]), RAY_AUTH_MODE="token"),
-                          capture_output=True, text=True, timeout=240)
-    assert done.returncode == 0, done.stderr[-2000:]
-    reports = [line for line in done.stdout.splitlines() if line.startswith("{")]  # Ray's own lines may follow
-    assert reports, done.stdout[-2000:]
-    assert json.loads(reports[-1]) == {"long job runs": False, "keys after the stop": ["stop-of-another-driver"],
-                                       "next run": [0.2, 0.3]}, done.stderr[-2000:]
+    assert run_driver(KEYS_DRIVER, driver, head, timeout=240) == {
+        "long job runs": False, "keys after the stop": ["stop-of-another-driver"], "next run": [0.2, 0.3]}

@@ -15,10 +15,7 @@ only a leave given up in `_init` itself was refused."""
 from __future__ import annotations
 
 import _thread
-import json
 import signal
-import subprocess
-import sys
 import threading
 import time
 
@@ -28,7 +25,7 @@ pytest.importorskip("ray")
 
 from test_ray_joined17 import HEAD, OTHER, stand_in  # noqa: E402
 from test_ray_leave18 import HungRay, head  # noqa: E402,F401  (head: a fixture, a real `ray start` cluster)
-from test_ray_safety import REPO, env_for  # noqa: E402
+from test_ray_safety import run_driver  # noqa: E402
 
 import harness.executors.ray as ray_executor  # noqa: E402
 from harness.errors import HarnessError  # noqa: E402
@@ -152,13 +149,6 @@ def test_a_job_running_python_on_a_real_cluster_stops_when_asked_and_keeps_its_w
     cancelled, within STOP_POLL_S, and the worker is not killed after."""
     driver = head["root"] / "driver"
     driver.mkdir()
-    (driver / "driver.py").write_text(SPINNING_DRIVER)
-    done = subprocess.run([sys.executable, str(driver / "driver.py"), f"127.0.0.1:{head['port']}", str(driver)],
-                          cwd=REPO, env=env_for(driver, HOME=str(head["home"]), RAY_AUTH_MODE="token"),
-                          capture_output=True, text=True, timeout=180)
-    assert done.returncode == 0, done.stderr[-2000:]
-    reports = [line for line in done.stdout.splitlines() if line.startswith("{")]  # Ray's own lines may follow
-    assert reports, done.stdout[-2000:]
-    seen = json.loads(reports[-1])
+    seen = run_driver(SPINNING_DRIVER, driver, head, timeout=180)
     assert seen["outcome"] == "cancelled" and seen["seconds"] < ray_jobs.STOP_GRACE_S, seen
     assert seen["worker alive"], seen
