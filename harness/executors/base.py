@@ -104,9 +104,10 @@ class Executor(ABC):
         return None
 
     def take_finished(self) -> list[Outcome]:
-        """After a `run` iterator closed early (Ctrl-C): the outcomes already finished that the consumer
-        may not have stored (the last one handed out, those finished since), which it stores before it
-        stops, so that the rerun does not train them again. An executor that keeps none returns []."""
+        """After a `run` iterator closed early (Ctrl-C): the outcomes finished since the last one handed
+        out, which the consumer stores before it stops, so that the rerun does not train them again. The
+        consumer keeps the one handed out itself (it may come back here too; each run is stored once).
+        An executor that keeps none (one job at a time in this process) returns []."""
         return []
 
 

@@ -3,8 +3,7 @@ traceback points straight into training, monkeypatches apply, nothing is spawned
 than a failed run propagate unchanged, so a bug shows its traceback. Jobs run with the same torch
 threads as under any other executor (`--threads`, default 1), so the bits are the same; the thread
 count is set on this process and stays set under the CLI, while `harness.api.run_experiment` puts the
-caller's threads and RNGs back (`host_state_kept`). On Ctrl-C, `take_finished` hands back the result the
-consumer was storing, so that it still stores it before it stops."""
+caller's threads and RNGs back (`host_state_kept`)."""
 
 from __future__ import annotations
 
@@ -31,7 +30,6 @@ class InProcessExecutor(Executor):
     def __init__(self, progress: bool = True, fn: JobFn | None = None) -> None:
         self.progress = progress
         self.fn = fn
-        self._finished: list[Outcome] = []  # the outcome handed out and not yet stored
 
     @classmethod
     def from_config(cls, cfg: ExperimentConfig) -> InProcessExecutor:
@@ -44,16 +42,9 @@ class InProcessExecutor(Executor):
         from harness.jobs import run_job
 
         fn = self.fn or run_job
-        self._finished = []
         with progress_bar(len(jobs), self.progress) as bar:
             for job in jobs:
                 bar.set_postfix(running=1)
-                self._finished.append((job, fn(job)))
+                result = fn(job)
                 bar.update()
-                yield self._finished[0]
-                del self._finished[0]  # the consumer asks for the next one: it has stored this one
-
-    def take_finished(self) -> list[Outcome]:
-        """After a `run` iterator closed early (Ctrl-C): the outcome the consumer may not have stored."""
-        finished, self._finished = self._finished, []
-        return finished
+                yield job, result
