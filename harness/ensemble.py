@@ -62,6 +62,8 @@ from tqdm.auto import tqdm
 
 from harness.ensemble_checkpoint import ChunkCheckpoints, ChunkProgress, Stacked
 from harness.ensemble_stack import (
+    GPU_MEMORY_SHARE,
+    ROW_ALIGN,
     aligned_count,
     aligned_rows,
     cpu_chunk,
@@ -72,6 +74,7 @@ from harness.ensemble_stack import (
     has_conv,
     largest_activation,
     members_test_accuracy,
+    members_that_fit,
     normalized_inputs,
     plain_flops,
     stack_members,
@@ -113,27 +116,18 @@ def can_ensemble(spec: RunSpec, requests, device: torch.device | str | None = No
     return device is None or torch.device(device).type != "cpu" or not has_conv(spec.model)
 
 
-#: Share of the GPU's free memory one ensemble chunk may plan for; the rest covers the allocator's
-#: fragmentation, convolution workspaces and the eval pass's (K, N, C) probabilities.
-GPU_MEMORY_SHARE = 0.6
-
-
-#: Elements one stacked activation may hold. Under vmap a layer's output for K members is one
-#: tensor (K x batch x per-sample elements), and cuDNN indexes with 32-bit integers: a ResNet-18
-#: ensemble of 16 whose eval pass fed 2,048 images to every member made a 2^31-element batch-norm
-#: input, and cuDNN refused it (CUDNN_STATUS_NOT_SUPPORTED, seen on an H200).
+#: Elements one stacked activation may hold: under vmap a layer's output for K members is one tensor
+#: (K x batch x per-sample elements), and cuDNN indexes with 32-bit integers (a 16-member ResNet-18 eval
+#: pass of 2,048 images made a 2^31-element batch-norm input: CUDNN_STATUS_NOT_SUPPORTED on an H200).
 MAX_STACKED_ELEMENTS = 2**31 - 1
 
 
-def stacked_batch(members: int, batch: int, per_sample: int) -> int:
-    """The largest batch (at most `batch`) at which `members` stacked activations of `per_sample`
-    elements each stay within MAX_STACKED_ELEMENTS (at least 1)."""
-    return max(1, min(batch, MAX_STACKED_ELEMENTS // max(1, members * per_sample)))
-
-
-def members_that_fit(free_bytes: int, member_bytes: int, share: float = GPU_MEMORY_SHARE) -> int:
-    """How many members' training steps fit into `share` of `free_bytes` (at least one)."""
-    return max(1, int(share * free_bytes) // max(1, member_bytes))
+def stacked_batch(members: int, batch: int, per_sample: int, align: int = 1) -> int:
+    """The largest batch (at most `batch`, at least 1) at which `members` stacked activations of `per_sample`
+    elements each stay within MAX_STACKED_ELEMENTS, a multiple of `align` for a pass that pads rows to it
+    (`each_member`): 2,047 eval images of 16 ResNet-18s, padded to 2,048, made the refused 2^31 again."""
+    fit = MAX_STACKED_ELEMENTS // max(1, members * per_sample)
+    return max(1, min(batch, fit - fit % align if fit >= align else fit))
 
 
 def _gpu_chunk(spec: RunSpec, data: PreparedData, gpu_fraction: float = 1.0) -> int:
@@ -160,10 +154,15 @@ def _gpu_chunk(spec: RunSpec, data: PreparedData, gpu_fraction: float = 1.0) -> 
     torch.cuda.empty_cache()
     free, _ = torch.cuda.mem_get_info(device)
     fit = members_that_fit(free, peak + state, GPU_MEMORY_SHARE * min(1.0, gpu_fraction))
-    # the training step's stacked activations must stay indexable too (an eval pass can shrink its
-    # batch, a training step cannot)
+    # the training step's stacked activations must stay indexable too (only an eval pass can shrink its batch)
     per_sample = largest_activation(model.eval(), data.inputs(idx[:1]))
-    return max(1, min(fit, MAX_STACKED_ELEMENTS // max(1, len(idx) * per_sample)))
+    return max(1, min(fit, members_per_step(len(idx), per_sample)))
+
+
+def members_per_step(batch: int, per_sample: int) -> int:
+    """Members whose stacked training activations stay within MAX_STACKED_ELEMENTS at `batch` rows each,
+    padded as models without batch norm train them (`aligned_rows`)."""
+    return MAX_STACKED_ELEMENTS // max(1, aligned_count(batch, batch) * per_sample)
 
 
 def ensemble_chunks(specs: Sequence[RunSpec], data: PreparedData, max_members: int | None = None,
@@ -269,7 +268,8 @@ def _train_group(
     first = train_idx[0, : recipe.batch_size]  # FLOPs as train_run counts them: one plain member's batch
     flops_per_sample = plain_flops(models[0], data.inputs(first), data.y[first]) / len(first)
     # the eval passes give every member its own copy of the same images: a batch whose stacked activations fit
-    eval_batch = stacked_batch(k, 4 * recipe.batch_size, largest_activation(models[0].eval(), data.inputs(first[:1])))
+    eval_batch = stacked_batch(k, 4 * recipe.batch_size, largest_activation(models[0].eval(), data.inputs(first[:1])),
+                               align=ROW_ALIGN)
     del models
 
     def one(p, b, x):

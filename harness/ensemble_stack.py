@@ -68,6 +68,16 @@ def has_conv(model: str) -> bool:
 CPU_PARAMS_PER_CHUNK = 4_000_000
 
 
+#: Share of the GPU's free memory one ensemble chunk may plan for; the rest covers the allocator's
+#: fragmentation, convolution workspaces and the eval pass's (K, N, C) probabilities.
+GPU_MEMORY_SHARE = 0.6
+
+
+def members_that_fit(free_bytes: int, member_bytes: int, share: float = GPU_MEMORY_SHARE) -> int:
+    """How many members' training steps fit into `share` of `free_bytes` (at least one)."""
+    return max(1, int(share * free_bytes) // max(1, member_bytes))
+
+
 def cpu_chunk(spec: RunSpec, data: PreparedData) -> int:
     """Members per chunk on a CPU: about CPU_PARAMS_PER_CHUNK stacked parameters."""
     with torch.device("meta"):  # counts parameters without allocating or drawing random numbers
