@@ -11,7 +11,9 @@
 # benchmarks/run_gpu_session.sh runs this script inside one time-boxed device call.
 # A small CPU rehearsal of the same command lines:
 #   DEVICE=cpu EXTRA="--subset 300 --epochs 1 --precision fp32" benchmarks/run_gpu_full_cifar.sh
-# (with EXPERIMENTS=duplicates also DUPLICATE_PAIRS=20: 250 pairs need at least 501 samples)
+# (with EXPERIMENTS=duplicates also DUPLICATE_PAIRS=20: 250 pairs need at least 501 samples).
+# Runs checkpoint every CHECKPOINT_EVERY_S (60 s, the default is 120), so a GPU run saves at least one:
+# the checkpoint path (CUDA tensors, the machine record) had never run on a GPU.
 set -euo pipefail
 EXPERIMENTS=${EXPERIMENTS:-mislabeled}
 out=${WORK:-gpu-work}
@@ -26,7 +28,7 @@ run() {  # NAME TASK-FLAGS...: one experiment, its log and outputs under $out/NA
   local name=$1; shift
   # shellcheck disable=SC2086  # EXTRA is a list of flags
   "$py" -m harness run --dataset "imagefolder:$data" --preset gpu --device "${DEVICE:-cuda}" \
-    --proxies "$proxies" --seeds 1 --out "$out/$name" "$@" ${EXTRA:-} 2>&1 | tee "$out/$name.log" | grep -v '^\s*$' | tail -40
+    --proxies "$proxies" --seeds 1 --out "$out/$name" --checkpoint-every "${CHECKPOINT_EVERY_S:-60}" "$@" ${EXTRA:-} 2>&1 | tee "$out/$name.log" | grep -v '^\s*$' | tail -40
   gzip -f "$out/$name"/scores/*.csv
   if [ -n "${OUT:-}" ]; then tar czf "$OUT/$name.tgz" -C "$out" "$name" "$name.log"; fi
 }

@@ -6,6 +6,7 @@ every stage, and again here from the returned files:
 
     python benchmarks/summarize_gpu_session.py "$OUT" "$OUT/summary.md"      # what run_gpu_session.sh does
     python benchmarks/summarize_gpu_session.py /work/.device/files/ summary.md
+    python benchmarks/summarize_gpu_session.py "$OUT" --check   # exit 1 if $OUT would not all come back
 
 Standard library only, and it never fails on a missing or partial file: a stage that did not run or
 was stopped by the budget is said so, and the other sections are still written.
@@ -22,6 +23,7 @@ import tarfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 
 class Files:
@@ -89,6 +91,11 @@ def machine(files: Files) -> list[str]:
     return out
 
 
+#: A stage's exit status as the stage table says it: `timeout` at the stage's cap, its kill after the
+#: grace, the session stopped by SIGTERM (the device call's own limit).
+EXITS = {0: "0", 124: "124 (budget cap)", 137: "137 (killed)", 143: "143 (stopped by a signal)"}
+
+
 def stages(files: Files) -> list[str]:
     log = files.text("session.log")
     if log is None:
@@ -96,13 +103,15 @@ def stages(files: Files) -> list[str]:
     rows, notes = [], []
     for line in log.splitlines():
         if m := re.match(r"\[(\w+)\] rc (\d+) in (\d+) s", line):
-            rc = int(m.group(2))
-            rows.append([m.group(1), {0: "0", 124: "124 (budget cap)", 137: "137 (killed)"}.get(rc, str(rc)),
-                         int(m.group(3))])
-        elif m := re.match(r"\[(\w+)\] skipped", line):
-            rows.append([m.group(1), "skipped (budget)", 0])
-        elif line.startswith("[") and "start" not in line:
+            rows.append([m.group(1), EXITS.get(int(m.group(2)), m.group(2)), int(m.group(3))])
+        elif m := re.match(r"\[(\w+)\] skipped(.*)", line):
+            rows.append([m.group(1), "skipped (budget)" if "budget" in m.group(2) else "skipped (no dataset)"
+                         if "dataset" in m.group(2) else "skipped", 0])
+        elif line.startswith("[") and "] start" not in line:
             notes.append(line)
+    if any(note.startswith("[decode]") for note in notes):  # why the data stages did not run
+        decode = (files.text("checks/decode.log") or "").strip().splitlines()[-3:]
+        notes += ["", "checks/decode.log ends:", "```", *decode, "```"]
     return table(["stage", "exit", "seconds"], rows) + ([""] + notes if notes else [])
 
 
@@ -124,7 +133,7 @@ LOOP = ["ratio_wall", "ratio_loop", "bare_images_per_s", "memprox_images_per_s"]
 def benchmarks(files: Files) -> list[str]:
     loop, csl, ips = [], [], []
     for name in files.names("checks/*.json") + files.names("checks/*/*.json"):
-        if Path(name).stem in ("conv_ensemble", "gpu_packing"):
+        if Path(name).stem in ("conv_ensemble", "gpu_packing", "recording"):
             continue
         data = files.json(name) or {}
         for b in data.get("benchmarks", []):
@@ -142,10 +151,10 @@ def benchmarks(files: Files) -> list[str]:
         return ["No loop benchmark finished."]
     size = ""
     for name in files.names("checks/*.json"):
+        if Path(name).stem in ("conv_ensemble", "gpu_packing", "recording"):  # not the loop benchmarks' sizes
+            continue
         for b in (files.json(name) or {}).get("benchmarks", []):
             e = b.get("extra_info", {})
-            if "n" not in e:  # recording.json (the digits MLP) has no loop benchmark sizes
-                continue
             size = f"model {e.get('model')}, n {e.get('n')}, batch {e.get('batch')}, device {e.get('device')}"
     out = [f"Sizes: {size}.", ""]
     if loop:
@@ -155,6 +164,21 @@ def benchmarks(files: Files) -> list[str]:
     if ips:
         out += table(["ResNet-18 step", "images/s", "side", "batch"], ips)
     return out
+
+
+def recording(files: Files) -> list[str]:
+    """test_bench_recording.py: what the training-pass recorders cost on the digits MLP, both cases."""
+    data = files.json("checks/recording.json")
+    if not data:
+        return ["Not run, or stopped before its JSON."]
+    rows = []
+    for b in data.get("benchmarks", []):
+        e = b.get("extra_info", {})
+        case = "csl (`train_loss`)" if b["name"].startswith("test_csl") else "4 training-pass recorders"
+        rows.append([case, e.get("model"), e.get("device"), e.get("epochs"), e.get("rounds"), e.get("ratio_paired"),
+                     e.get("overhead_inloop"), e.get("target_met")])
+    return table(["case", "model", "device", "epochs", "rounds", "ratio_paired", "overhead_inloop", "≤ 1.01 met"],
+                 rows)
 
 
 def conv_ensemble(files: Files) -> list[str]:
@@ -192,7 +216,7 @@ def full_cifar(files: Files) -> list[str]:
         if summary.get("failures"):
             out.append(f"- failures: {summary['failures']}")
         board = files.text(f"{folder}/leaderboard.csv")
-        rows = []
+        rows: list[list[Any]] = []
         for r in csv.DictReader(io.StringIO(board or "")):
             if r["metric"] != "auroc" or r["task"] == "cost":
                 continue
@@ -223,10 +247,47 @@ def gpu_packing(files: Files) -> list[str]:
         table(["config", "runs trained", "wall (s)", "speed-up vs first"], rows)
 
 
+#: What a device call brings back from $OUT: at most 8 files, 16 MiB each, 64 MiB in all, two folders
+#: down at most, each name of letters, digits, '.', '_' and '-' (the device tool's limits).
+RETURN_FILES, RETURN_FILE_BYTES, RETURN_TOTAL_BYTES = 8, 16 * 2**20, 64 * 2**20
+PLAIN_NAME = re.compile(r"^[A-Za-z0-9._-]+$")
+
+
+def returned_problems(root: Path) -> list[str]:
+    """Why what `root` holds ($OUT) would not all come back from a device call, and per-sample scores
+    that are not gzipped (a CIFAR-10 score table is ~13 MB as text); [] when all is well."""
+    entries = sorted(root.rglob("*"))
+    files = [p for p in entries if p.is_file() and not p.is_symlink()]
+    problems = [f"{p.relative_to(root)}: not a plain file" for p in entries
+                if p.is_symlink() or not (p.is_file() or p.is_dir())]
+    problems += [f"{p.relative_to(root)}: name not of letters, digits, '.', '_' and '-'" for p in entries
+                 if not all(PLAIN_NAME.match(part) for part in p.relative_to(root).parts)]
+    problems += [f"{p.relative_to(root)}: more than two folders down" for p in files
+                 if len(p.relative_to(root).parts) > 3]
+    problems += [f"{p.relative_to(root)}: {p.stat().st_size / 2**20:.1f} MiB, over 16" for p in files
+                 if p.stat().st_size > RETURN_FILE_BYTES]
+    if len(files) > RETURN_FILES:
+        problems.append(f"{len(files)} files, over {RETURN_FILES}")
+    if sum(p.stat().st_size for p in files) > RETURN_TOTAL_BYTES:
+        problems.append("over 64 MiB in all")
+    problems += [f"{name}: per-sample scores not gzipped" for name in Files(root).names("full/*/scores/*")
+                 if not name.endswith(".gz")]
+    return problems
+
+
+def returned(files: Files) -> list[str]:
+    rows = [[str(p.relative_to(files.root)), p.stat().st_size / 2**20] for p in sorted(files.root.rglob("*"))
+            if p.is_file()]
+    problems = returned_problems(files.root)
+    return table(["file", "MiB"], rows) + [""] + ([f"**Would not come back:** {'; '.join(problems)}"]
+                                              if problems else ["All of it comes back from a device call."])
+
+
 SECTIONS: list[tuple[str, Callable[[Files], list[str]]]] = [
     ("Stages", stages), ("CUDA correctness tests", cuda_tests), ("Training loop benchmarks", benchmarks),
+    ("Recording cost on the digits MLP (held batches)", recording),
     ("Conv-net stability ensembles (K models/hour)", conv_ensemble), ("Full CIFAR-10, gpu preset", full_cifar),
-    ("--gpus-per-run 0.25 vs one at a time (local executor)", gpu_packing),
+    ("--gpus-per-run 0.25 vs one at a time (local executor)", gpu_packing), ("Returned files ($OUT)", returned),
 ]
 
 
@@ -243,15 +304,18 @@ def summarize(root: Path) -> str:
 
 
 def main() -> None:
-    if len(sys.argv) not in (2, 3) or sys.argv[1] in ("-h", "--help"):
+    args = [a for a in sys.argv[1:] if a != "--check"]
+    if len(args) not in (1, 2) or args[0] in ("-h", "--help"):
         raise SystemExit(__doc__)
-    if not Path(sys.argv[1]).is_dir():
-        raise SystemExit(f"error: {sys.argv[1]} is not a folder; pass the session's results folder\n\n{__doc__}")
-    text = summarize(Path(sys.argv[1]))
-    if len(sys.argv) == 3:
-        Path(sys.argv[2]).write_text(text)
+    if not Path(args[0]).is_dir():
+        raise SystemExit(f"error: {args[0]} is not a folder; pass the session's results folder\n\n{__doc__}")
+    text = summarize(Path(args[0]))
+    if len(args) == 2:
+        Path(args[1]).write_text(text)
     else:
         print(text)
+    if "--check" in sys.argv and (problems := returned_problems(Path(args[0]))):
+        raise SystemExit("error: a device call would not bring all of this back: " + "; ".join(problems))
 
 
 if __name__ == "__main__":
