@@ -2,15 +2,16 @@
 each reserving `num_cpus` (its torch threads) and `num_gpus` (`--gpus-per-run` on CUDA).
 
 Results come back through Ray's object store and the driver writes the run store, so workers need
-the package and the dataset, not the store. A job whose worker dies is retried once by Ray, then
-reported failed; an exception inside a job is not retried. Ray's token authentication is left on.
+the package and the dataset, not the store. A job whose worker or node dies is retried once by Ray,
+then reported failed; an exception inside a job is not retried. Token authentication is left on.
 What memprox adds, because Ray alone gets these wrong for a command-line tool (docs/cluster.md):
 
 - A cluster to join is checked before `ray.init` (syntax, name, a TCP connect, short timeouts) and
   `ray.init` gets a bounded window; `auto` means RAY_ADDRESS or the cluster `ray start` recorded
   here, never "any Ray running here" (which could join another user's private Ray).
 - While jobs run the head is checked every second; one gone for `LOST_AFTER_S` ends the run with one
-  line (`ClusterLost`, exit 1, stored runs kept) before Ray would end the process after 60 s.
+  line (`ClusterLost`, exit 1, stored runs kept) before Ray would end the process after 60 s; a job
+  no live node can hold after a node was lost is reported failed naming it (`ray_nodes`), not left waiting.
 - A local Ray listens on loopback only, with a private (0600) token file, and a reaper kills its
   processes once the driver is gone, kill -9 included (Ray's agents outlive a killed driver).
 """
@@ -71,6 +72,7 @@ from harness.executors.ray_jobs import (
     new_stop_key,
 )
 from harness.executors.ray_leave import LEAVE_WAIT_S, ended_within, finished_within, hung_leave, shutdown_within
+from harness.executors.ray_nodes import NodeWatch, died
 from harness.executors.ray_signals import _signals_kept
 
 if TYPE_CHECKING:
@@ -97,19 +99,16 @@ ENDED_WAIT_S = STOP_GRACE_S + 10.0
 #: The reaper of the local Ray this process started (None: none started). Module-level because
 #: the local Ray outlives any one executor, and closing the pipe would reap it.
 _reaper: subprocess.Popen | None = None
-#: The head (GCS address) of the local Ray memprox started in this process, by any executor: a
-#: notebook's second run_experiment finds the first one's Ray running and must stop it the same way,
-#: and a Ray the caller started after shutting ours down is not ours.
+#: The head (GCS address) of the local Ray memprox started in this process, by any executor: a notebook's
+#: second run stops the first one's Ray the same way; a Ray the caller started after ours is not ours.
 _own_local: str | None = None
-#: The cluster connection memprox made (--ray-address) in this process: (its Ray job, one per
-#: `ray.init`; the address joined). Left on Ctrl-C. A job, not the head's address: a caller who
-#: reconnects to the same cluster (`ray.shutdown(); ray.init(...)`) has a connection of their own.
+#: The cluster connection memprox made (--ray-address) here: (its Ray job, one per `ray.init`; the address
+#: joined). Left on Ctrl-C. A job, not the head's address: a caller's reconnection to it is their own.
 _joined: tuple[str, str] | None = None
 
 
 class ClusterLost(WorkersLost):
-    """The Ray cluster stopped answering mid-run. Like a failed store write: one line, exit 1,
-    every run already stored is kept and a rerun resumes."""
+    """The Ray cluster stopped answering mid-run: one line, exit 1, stored runs kept, a rerun resumes."""
 
 
 def _stop_reaper() -> None:
@@ -118,10 +117,8 @@ def _stop_reaper() -> None:
     if _reaper is not None:
         assert _reaper.stdin is not None  # started with stdin=PIPE (`_start_reaper`)
         _reaper.stdin.close()
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):
             _reaper.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            pass
         _reaper = None
 
 
@@ -227,16 +224,19 @@ def _start_local(cpus: int) -> None:
 
 
 def _next_done(pending: dict[ray.ObjectRef, Job], head: tuple[str, int] | None,
-               lost: Callable[[], ClusterLost]) -> ray.ObjectRef:
-    """The next finished job's ref. Waits in short steps, checking that the head still answers
-    (Ray would otherwise wait, then end this process after 60 s with its own message)."""
+               lost: Callable[[], ClusterLost], nodes: NodeWatch) -> tuple[ray.ObjectRef, RunFailed | None]:
+    """The next finished job's ref, or one that can no longer run (its failure: `NodeWatch`). Waits in
+    short steps, checking that the head still answers (Ray would otherwise wait, then end this process
+    after 60 s with its own message) and that no lost node has left a job waiting for ever."""
     seen = time.monotonic()
     while True:
         ready, _ = ray.wait(list(pending), num_returns=1, timeout=POLL_S)
         if ready:
-            return ready[0]
+            return ready[0], None
         if _head_answers(head):
             seen = time.monotonic()
+            if stranded := nodes.stranded(pending):
+                return stranded
         elif time.monotonic() - seen > LOST_AFTER_S:
             raise lost()
 
@@ -347,6 +347,7 @@ class RayExecutor(Executor):
         from harness.jobs import run_job
 
         self._init()
+        nodes = NodeWatch(ray)  # before the check: a node lost after it is one the watch knew
         check_fits(jobs)
         remote = ray.remote(_call)
         fn = ray.put(self.fn or run_job)
@@ -363,24 +364,23 @@ class RayExecutor(Executor):
             with progress_bar(len(jobs), self.progress) as bar:
                 while pending:
                     bar.set_postfix(running=min(slots, len(pending)))
-                    ref = _next_done(pending, self.head, self._lost)
-                    job = pending.pop(ref)
+                    ref, stranded = _next_done(pending, self.head, self._lost, nodes)
+                    job = pending[ref]
                     try:
-                        outcome: JobResult | BaseException = ray.get(ref)
+                        outcome: JobResult | BaseException = stranded or ray.get(ref)
                     except RayTaskError as e:  # the job raised: report it, do not retry
                         outcome = _job_error(e)
                     except ray.exceptions.RayError as e:  # the worker or its node died, twice
                         if _head_gone(self.head):  # not one job's fault: the whole cluster is gone
-                            pending[ref] = job
                             raise self._lost() from None
-                        outcome = RunFailed(f"job {job.label()}: its worker died {MAX_RETRIES + 1} times "
-                                            f"({type(e).__name__}); the runs of this job are not stored")
+                        outcome = died(job, e)
                     bar.update()
+                    del pending[ref]  # only now: a Ctrl-C during the fetch finds it in `finished_results`
                     yield job, outcome
         finally:  # normal end: nothing left; Ctrl-C or a consumer error: keep what finished, stop the rest
-            if pending:
-                self._finished = finished_results(ray, pending)
-                self._stop(pending)
+            self._finished = finished_results(ray, pending) if pending else []
+            if pending or nodes.given_up:  # a job given up for a lost node is still in Ray's queue
+                self._stop({**pending, **nodes.given_up})
 
     def take_finished(self) -> list[Outcome]:
         finished, self._finished = self._finished, []
