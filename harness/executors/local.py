@@ -31,13 +31,16 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import weakref
 from collections import deque
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
+from types import FrameType
 from typing import TYPE_CHECKING
 
 from harness.errors import RunFailed
@@ -55,6 +58,7 @@ from harness.executors.base import (
 )
 from harness.executors.cpus import usable_cpus
 from harness.executors.worker import READY
+from harness.values import MAX_THREADS, check_integer
 
 if TYPE_CHECKING:
     from harness.config import ExperimentConfig
@@ -91,6 +95,15 @@ class _Worker:
     job: int | None = None  # index (in the current `run`) of the job it trains
 
 
+def _checked_sizes(workers: int | None, threads: int) -> tuple[int | None, int]:
+    """`workers` and `threads` of a LocalExecutor built in code (a config is checked before): a negative
+    worker count started no worker, and the run waited for ever; 0 threads divided by zero."""
+    if workers is not None:
+        check_integer(workers, "worker count", "LocalExecutor(workers=...)", minimum=1, maximum=MAX_THREADS)
+    check_integer(threads, "thread count", "LocalExecutor(threads=...)", minimum=1, maximum=MAX_THREADS)
+    return workers, threads
+
+
 def default_workers(threads: int, gpus_per_job: float = 0.0, cpus: int | None = None) -> int:
     """Workers that keep the usable CPUs busy without oversubscribing them: CPUs // threads, at
     least 1; on a GPU also at most 1 / (GPU share of a job), as they all share one device."""
@@ -108,8 +121,7 @@ class LocalExecutor(Executor):
 
     def __init__(self, workers: int | None = None, threads: int = 1, progress: bool = True,
                  fn: JobFn | None = None) -> None:
-        self.workers = workers
-        self.threads = threads
+        self.workers, self.threads = _checked_sizes(workers, threads)
         self.progress = progress
         self.fn = fn  # None: harness.jobs.run_job; else a picklable callable the workers can import
         self._pool: list[_Worker] = []
@@ -160,10 +172,8 @@ class LocalExecutor(Executor):
             theirs.close()
         worker = _Worker(proc, Connection(ours.detach()))
         self._pool.append(worker)
-        try:
+        with suppress(OSError):  # it died at once (a kill, no memory): the pool sees it end before it is ready
             worker.conn.send((list(sys.path), self.threads, pickle.dumps(self.fn) if self.fn is not None else None))
-        except OSError:  # it died at once (a kill, no memory): the pool sees it end before it is ready
-            pass
 
     def _gone(self, worker: _Worker) -> str:
         """Remove a dead worker; how it ended."""
@@ -201,9 +211,10 @@ class LocalExecutor(Executor):
                             worker.conn.send((worker.job, jobs[worker.job]))
                     bar.set_postfix(running=sum(w.job is not None for w in self._pool))
                     for worker in self._readable():
-                        index, outcome = self._receive(worker, jobs, deaths, queue)
-                        if outcome is not None:
-                            self._finished.append((jobs[index], outcome))
+                        with interrupt_after():  # a result read and dropped by a Ctrl-C was trained again
+                            index, outcome = self._receive(worker, jobs, deaths, queue)
+                            if outcome is not None:
+                                self._finished.append((jobs[index], outcome))
                     while self._finished:
                         left -= 1
                         bar.update()
@@ -251,6 +262,33 @@ class LocalExecutor(Executor):
         job_id, _, payload = message
         worker.job = None
         return job_id, payload
+
+
+@contextmanager
+def interrupt_after() -> Iterator[None]:
+    """Hold a Ctrl-C (or the SIGTERM or SIGHUP the CLI turns into one) until the block is over, then
+    deliver it to the handler it was meant for: a Ctrl-C between reading a worker's result and
+    recording it lost that result. A second Ctrl-C in the block raises at once (stop now, as
+    everywhere; a worker hung half-way through sending holds the read). Main thread only: signals
+    are handled nowhere else; with Ctrl-C ignored there is nothing to hold."""
+    if threading.current_thread() is not threading.main_thread() or \
+            signal.getsignal(signal.SIGINT) in (signal.SIG_IGN, None):
+        yield
+        return
+    caught: list[int] = []
+
+    def hold(signum: int, frame: FrameType | None) -> None:
+        if caught:
+            raise KeyboardInterrupt
+        caught.append(signum)
+
+    previous = signal.signal(signal.SIGINT, hold)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if caught:
+        signal.raise_signal(signal.SIGINT)  # handled at once (default: KeyboardInterrupt here)
 
 
 def _sent(workers: list[_Worker], jobs: list[Job]) -> list[Outcome]:
