@@ -8,7 +8,9 @@ after training failed (StorageError; the runs stay in the store); 2 bad input (o
 nothing trained or written); 130 interrupted (Ctrl-C; finished runs stay in the store); 143
 stopped by SIGTERM (a scheduler's time limit, `docker stop`, `timeout`), 129 stopped by SIGHUP (the
 terminal closed; not under `nohup`, which keeps SIGHUP ignored): as after Ctrl-C, finished runs and
-the checkpoints of unfinished ones stay, and rerunning the same command resumes from them.
+the checkpoints of unfinished ones stay, and rerunning the same command resumes from them. Once the
+outputs are written the run is over: a Ctrl-C, SIGTERM or SIGHUP then leaves the exit code the run's
+(0 or 1) and says so in a `note:` line; a second one cuts the report on the screen short.
 """
 
 from __future__ import annotations
@@ -16,18 +18,23 @@ from __future__ import annotations
 import argparse
 import difflib
 import platform
+import signal
 import sys
+import threading
 import warnings
 from dataclasses import replace
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from harness.api import build_config
 from harness.config import ExperimentConfig
-from harness.console import KEPT, stop_signals_handled, stopped, write_line
+from harness.console import KEPT, stop_signal, stop_signals_handled, stopped, write_line
 from harness.errors import HarnessError, Interrupted, StorageError
 from harness.options import Option, keyword_options
 from harness.presets import PRESETS
 from harness.store_report import add_store_parser, cmd_store
+
+if TYPE_CHECKING:
+    from harness.experiment import Experiment, ExperimentResult
 
 
 class _Parser(argparse.ArgumentParser):
@@ -237,9 +244,7 @@ def _defaults(defaults: dict) -> str:
 
 def cmd_run(args: argparse.Namespace) -> int:
     cfg = build_config(**run_options(args))  # bad options fail here, before the heavy imports
-    from harness.experiment import Experiment, format_phases
-    from harness.leaderboard import markdown
-    from harness.machine import mixed_machines_line
+    from harness.experiment import Experiment
 
     exp = Experiment(cfg)
     settings = len({(s.task, s.label) for _, s, _ in exp.plan.settings})  # plan.settings: one per seed
@@ -247,6 +252,31 @@ def cmd_run(args: argparse.Namespace) -> int:
         f"{len(exp.proxies)} proxies · {settings} settings × {len(cfg.seeds)} seeds · {len(exp.plan.runs)} distinct "
         f"runs · device {exp.device} · preset {cfg.preset}", err=True)
     result = exp.run()
+    over = _RunOver.hold()  # the outputs are written: a Ctrl-C no longer stops the run
+    try:
+        _report(cfg, exp, result)
+    except KeyboardInterrupt:  # a second one: the report stops (a stdout that blocks), the exit code stands
+        say(f"note: the report was cut short; the run is complete, every output written{_written(cfg)}", err=True)
+    over.reporting = False
+    code = 1 if result.failures else 0
+    if over.caught:
+        what = "Ctrl-C" if (signum := stop_signal()) is None else signal.Signals(signum).name
+        say(f"note: {what} came after every output was written{_written(cfg)}: the run is complete (exit code "
+            f"{code}, as without it)", err=True)
+    return code
+
+
+def _written(cfg: ExperimentConfig) -> str:
+    return f" to {cfg.out}" if cfg.out is not None else ""
+
+
+def _report(cfg: ExperimentConfig, exp: Experiment, result: ExperimentResult) -> None:
+    """The lines printed once the outputs are written: the runs, the training checks, the leaderboard,
+    where the files are, the phases and the failures."""
+    from harness.experiment import format_phases
+    from harness.leaderboard import markdown
+    from harness.machine import mixed_machines_line
+
     resumed = f" ({len(result.resumed)} resumed from their checkpoints)" if result.resumed else ""
     say(f"runs: {len(result.trained)} trained{resumed}, {len(result.reused)} reused from the store", err=True)
     if mixed := mixed_machines_line(result.machines):
@@ -287,15 +317,44 @@ def cmd_run(args: argparse.Namespace) -> int:
         say(f"{len(result.failures)} failure(s):", err=True)
         for f in result.failures:
             say(f"  - {f}", err=True)
-        return 1
-    return 0
+
+
+class _RunOver:
+    """SIGINT's handler from the moment the outputs are written (`cmd_run`) until `main` returns: the
+    run is over, and its exit code is decided (0, or 1 for a failure). A Ctrl-C then (or the SIGTERM
+    or SIGHUP the CLI handles as one) is noted, not raised: it ended the run with exit 130 and
+    "interrupted; ... rerun to resume" while every output had been written. While the report prints,
+    a second one raises KeyboardInterrupt (a stdout that blocks must not hold the process)."""
+
+    def __init__(self) -> None:
+        self.caught: list[int] = []
+        self.reporting = True
+
+    def __call__(self, signum: int, frame: object) -> None:
+        self.caught.append(signum)
+        if self.reporting and len(self.caught) == 2:
+            raise KeyboardInterrupt
+
+    @classmethod
+    def hold(cls) -> _RunOver:
+        """A new one, installed where this thread handles Ctrl-C (the main thread, Ctrl-C not ignored)."""
+        over = cls()
+        if threading.current_thread() is threading.main_thread() and \
+                signal.getsignal(signal.SIGINT) not in (signal.SIG_IGN, None):
+            signal.signal(signal.SIGINT, over)
+        return over
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns the exit code (see the module docstring) instead of raising."""
-    with stop_signals_handled(), warnings.catch_warnings():  # Ctrl-C taken back there, for callers of main()
-        warnings.showwarning = _WarningLines()
-        return _main(argv)
+    ctrl_c = signal.getsignal(signal.SIGINT)
+    try:
+        with stop_signals_handled(), warnings.catch_warnings():  # Ctrl-C taken back there, for callers of main()
+            warnings.showwarning = _WarningLines()
+            return _main(argv)
+    finally:
+        if isinstance(signal.getsignal(signal.SIGINT), _RunOver) and ctrl_c is not None:
+            signal.signal(signal.SIGINT, ctrl_c)  # a Ctrl-C pending now is still the run's _RunOver's
 
 
 def _main(argv: list[str] | None) -> int:
