@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from harness.recorders import RecorderRequest
-from proxies.base import Proxy, ScoreContext
+from proxies.base import Proxy, ScoreContext, float64_record
 from proxies.registry import register_proxy
 
 
@@ -17,4 +17,4 @@ class AUM(Proxy):
     recorders = (RecorderRequest.of("train_margin"),)
 
     def score(self, ctx: ScoreContext) -> np.ndarray:
-        return -np.nanmean(ctx.arrays(self.recorders[0])["margin"], axis=0)
+        return -np.nanmean(float64_record(ctx.arrays(self.recorders[0])["margin"]), axis=0)

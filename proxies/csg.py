@@ -11,7 +11,7 @@ import numpy as np
 
 from harness.recorders import RecorderRequest
 from harness.recorders.input_grads import input_grads_request
-from proxies.base import Proxy, ScoreContext
+from proxies.base import Proxy, ScoreContext, float64_record
 from proxies.registry import register_proxy
 
 
@@ -30,4 +30,4 @@ class CSG(Proxy):
         return (input_grads_request(self.params["every"]),)
 
     def score(self, ctx: ScoreContext) -> np.ndarray:
-        return np.nansum(ctx.arrays(self.recorders[0])["l2"], axis=0)  # over the scored checkpoints
+        return np.nansum(float64_record(ctx.arrays(self.recorders[0])["l2"]), axis=0)  # over the scored checkpoints

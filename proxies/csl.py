@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from harness.recorders import RecorderRequest
-from proxies.base import Proxy, ScoreContext
+from proxies.base import Proxy, ScoreContext, float64_record
 from proxies.registry import register_proxy
 
 
@@ -17,4 +17,4 @@ class CSL(Proxy):
     recorders = (RecorderRequest.of("train_loss"),)
 
     def score(self, ctx: ScoreContext) -> np.ndarray:
-        return np.nansum(ctx.arrays(self.recorders[0])["loss"], axis=0)
+        return np.nansum(float64_record(ctx.arrays(self.recorders[0])["loss"]), axis=0)

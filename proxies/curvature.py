@@ -9,7 +9,7 @@ import numpy as np
 from harness.errors import HarnessError
 from harness.recorders import RecorderRequest
 from harness.runspec import RunSpec
-from proxies.base import Need, Proxy, ScoreContext
+from proxies.base import Need, Proxy, ScoreContext, float64_record
 from proxies.registry import register_proxy
 
 #: Smallest step `h` accepted. The recorder works in float32: measured against a float64 reference on
@@ -44,4 +44,4 @@ class Curvature(Proxy):
         return [Need(base, frozenset({self.request}))]
 
     def score(self, ctx: ScoreContext) -> np.ndarray:
-        return np.nanmean(ctx.arrays(self.request)["curvature"], axis=0)
+        return np.nanmean(float64_record(ctx.arrays(self.request)["curvature"]), axis=0)

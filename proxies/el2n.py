@@ -7,7 +7,7 @@ import math
 import numpy as np
 
 from harness.recorders import RecorderRequest
-from proxies.base import Proxy, ScoreContext
+from proxies.base import Proxy, ScoreContext, float64_record
 from proxies.registry import register_proxy
 
 
@@ -35,5 +35,5 @@ class EL2N(Proxy):
         self.check_number("window", 0.0, 1.0)
 
     def score(self, ctx: ScoreContext) -> np.ndarray:
-        el2n = ctx.arrays(self.recorders[0])["el2n"]
+        el2n = float64_record(ctx.arrays(self.recorders[0])["el2n"])
         return np.nanmean(el2n[: window_epochs(float(self.params["window"]), el2n.shape[0])], axis=0)

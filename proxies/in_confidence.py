@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from harness.recorders import RecorderRequest
-from proxies.base import Proxy, ScoreContext
+from proxies.base import Proxy, ScoreContext, float64_record
 from proxies.final_loss import exact_where_small
 from proxies.registry import register_proxy
 
@@ -39,7 +39,7 @@ class InConfidence(Proxy):
     def score(self, ctx: ScoreContext) -> np.ndarray:
         arrays = ctx.arrays(self.recorders[0])
         given = self.params["variant"] == "given"
-        recorded = 1.0 - arrays["p_label" if given else "p_max"][-1]
+        recorded = 1.0 - float64_record(arrays["p_label" if given else "p_max"][-1])  # 1 - float32 rounds below p = 0.5
         if "phi" not in arrays:
             return recorded
         exact = exact_where_small(recorded, one_minus_p_label(arrays["phi"][-1]))

@@ -8,7 +8,7 @@ import numpy as np
 
 from harness.recorders import RecorderRequest
 from harness.recorders.input_grads import input_grads_request
-from proxies.base import Proxy, ScoreContext
+from proxies.base import Proxy, ScoreContext, float64_record
 from proxies.registry import register_proxy
 
 
@@ -32,4 +32,4 @@ class LossSensitivity(Proxy):
 
     def score(self, ctx: ScoreContext) -> np.ndarray:
         key = "l1" if self.params["norm"] == 1 else "l2"
-        return np.nanmean(ctx.arrays(self.recorders[0])[key], axis=0)  # the scored checkpoints
+        return np.nanmean(float64_record(ctx.arrays(self.recorders[0])[key]), axis=0)  # the scored checkpoints

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from harness.recorders import RecorderRequest
-from proxies.base import Proxy, ScoreContext
+from proxies.base import Proxy, ScoreContext, float64_record
 from proxies.registry import register_proxy
 
 
@@ -22,4 +22,4 @@ class Variability(Proxy):
     recorders = (RecorderRequest.of("train_prob"),)
 
     def score(self, ctx: ScoreContext) -> np.ndarray:
-        return np.nanstd(ctx.arrays(self.recorders[0])["p_label"], axis=0)
+        return np.nanstd(float64_record(ctx.arrays(self.recorders[0])["p_label"]), axis=0)
