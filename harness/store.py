@@ -24,7 +24,6 @@ training (`require_writable`).
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import io
 import os
@@ -37,16 +36,13 @@ from pathlib import Path
 import numpy as np
 from filelock import FileLock, Timeout
 
-from harness.checkpoints import load_checkpoint, save_checkpoint
+from harness.checkpoints import load_checkpoint, read_checkpoint, save_checkpoint
 from harness.errors import HarnessError, StorageError
 from harness.io import (
     failure_reason,
     file_sha256,
     folder_beside,
-    free_bytes_short,
     leftovers,
-    nearest_folder,
-    probe_writable,
     rmtree,
     room_fix,
     swap_folder,
@@ -55,7 +51,7 @@ from harness.io import (
 from harness.manifest import Manifest
 from harness.runspec import RunSpec
 from harness.store_entry_files import foreign_names, own_entry_folder
-from harness.store_place import check_place
+from harness.store_place import refusal, write_problem
 
 _DIGEST = "[0-9a-f]{20}"  # RunSpec.digest()
 LEFTOVER = re.compile(rf"^\.(?:tmp|old)-({_DIGEST})-")
@@ -217,16 +213,16 @@ class RunStore:
         return self._locks[digest]
 
     def check_writable(self) -> None:
-        """Whether the store can take new entries (`_write_problem`) in its place (`check_place`). One that cannot is
+        """Whether the store can take new entries in its place (`write_problem`). One that cannot is
         only read (a team's store of finished runs); refused here when it holds no runs, else by `require_writable`."""
-        self._unwritable = _write_problem(self.root)
+        self._unwritable = write_problem(self.root)
         if self._unwritable is not None and not (self.root / "runs").is_dir():
             raise HarnessError("; ".join(self._unwritable))
 
     def require_writable(self, missing: list[str]) -> None:
         """HarnessError, before training, when the store cannot be written and `missing` must be trained."""
         if self._unwritable is not None and missing:
-            raise _refusal(self._unwritable, missing)
+            raise refusal(self._unwritable, missing)
 
     def get(self, spec: RunSpec) -> StoredRun | None:
         """The stored run, or None when absent, damaged or unverifiable (one warning line naming
@@ -286,7 +282,7 @@ class RunStore:
                 swap_folder(tmp, final, runs / f".old-{final.name}-{os.getpid()}", keep=foreign_names(final))
                 tmp = None
             except OSError as e:
-                raise StorageError(f"cannot write run store entry {e.filename or final} ({e.strerror or e}); the "
+                raise StorageError(f"cannot write run store entry {_as_final(e, tmp, final)} ({e.strerror or e}); the "
                                    f"runs already stored are kept, {room_fix(e, 'make it writable')} and rerun") from e
             finally:
                 if tmp is not None:
@@ -320,6 +316,8 @@ class RunStore:
         for digest, path in store_leftovers(self.root) if self._unwritable is None else []:  # read-only: nothing
             try:
                 with self.lock(digest).acquire(timeout=0):
+                    if path.parent.name == "partial" and not _superseded(self.root, digest, path):
+                        continue  # checked again under the lock: a run may have checkpointed since the listing
                     final = self.root / "runs" / digest
                     if path.name.startswith(".old-") and not os.path.lexists(final):
                         os.rename(path, final)  # killed mid-swap: the old complete entry goes back
@@ -332,27 +330,11 @@ class RunStore:
         return removed
 
 
-def _write_problem(root: Path) -> tuple[str, str] | None:
-    """(What is wrong, the fix) when the store at `root` cannot take new entries: read-only, another
-    user's, nearly full. Checked before anything trains, not after, as is the place (`check_place`)."""
-    check_place(root)
-    for sub in ("runs", "partial", "locks"):
-        try:
-            probe_writable(nearest_folder(root / sub))
-        except OSError as e:
-            return (f"run store folder {root / sub} is not writable ({e.strerror})", "pass another --store" if
-                    e.errno == errno.EROFS else "fix its permissions or pass another --store")
-    free = free_bytes_short(nearest_folder(root))
-    if free is not None:
-        return f"run store {root} has only {free / 2**20:.0f} MiB free", "free some space or pass another --store"
-    return None
-
-
-def _refusal(problem: tuple[str, str], missing: list[str]) -> HarnessError:
-    """The refusal of runs that must be trained into a store that cannot be written (`_write_problem`)."""
-    (what, fix), shown = problem, ", ".join(missing[:2]) + (f" and {len(missing) - 2} more" if len(missing) > 2 else "")
-    return HarnessError(f"{what}, and {len(missing)} run(s) this experiment needs must be trained into it ({shown}); "
-                        f"{fix} (a store that cannot be written serves only the runs it holds)")
+def _as_final(e: OSError, tmp: Path | None, final: Path) -> Path:
+    """The file a refused write names, as it is named in the entry: the temporary folder it was written in is gone
+    when the line is read (a disk full said `runs/.tmp-<hash>-x1y2/...`)."""
+    where = Path(e.filename) if e.filename else final
+    return final / where.relative_to(tmp) if tmp is not None and (where == tmp or tmp in where.parents) else where
 
 
 def _write_arrays(folder: Path, arrays: dict[str, dict[str, np.ndarray]]) -> dict[str, str]:
@@ -384,9 +366,25 @@ def store_leftovers(root: Path) -> list[tuple[str, Path]]:
         m = _CKPT_TEMP.match(p.name)
         if m:
             candidates.append((m.group(1) or m.group(2), p))
-        elif re.fullmatch(rf"{_DIGEST}\.pt", p.name) and (root / "runs" / p.stem / "manifest.json").exists():
+        elif re.fullmatch(rf"{_DIGEST}\.pt", p.name) and _superseded(root, p.stem, p):
             candidates.append((p.stem, p))
     return candidates
+
+
+def _superseded(root: Path, digest: str, checkpoint: Path) -> bool:
+    """Whether the checkpoint is of a run its entry already holds: the entry verifies and records every signal the
+    checkpoint does (a kill between storing and removing it). A run being recomputed (its entry damaged) or recorded
+    again with more signals resumes from it: removing it (as before, for any entry with a manifest) restarted that
+    run at its first epoch after a Ctrl-C that had promised a resume."""
+    try:
+        recorded = set(verify_entry(root / "runs" / digest, digest).recorders)
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    try:
+        keys = read_checkpoint(checkpoint, digest)["recorder_keys"]
+    except Exception:  # torn, damaged or foreign: no run resumes from it (`load_checkpoint`)
+        return True
+    return set(keys) <= recorded
 
 
 def _plain_file(path: Path) -> bool:

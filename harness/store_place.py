@@ -1,12 +1,16 @@
-"""Where a new run store may go: `--store ~` or `--store .` in a project was accepted, and the
-store then put its runs/, partial/ and locks/ among the user's files. Checked before training."""
+"""Where a new run store may go, and whether a store can take new entries there: `--store ~` or
+`--store .` in a project was accepted, and the store then put its runs/, partial/ and locks/ among
+the user's files. A store that cannot be written (read-only, another user's, nearly full) serves
+only the runs it holds. Both are checked before training."""
 
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path
 
 from harness.errors import HarnessError
+from harness.io import free_bytes_short, nearest_folder, probe_writable
 
 
 def check_place(root: Path) -> None:
@@ -38,3 +42,26 @@ def _foreign_entries(root: Path) -> list[str]:
     if not root.is_dir():
         return []
     return sorted(e.name for e in os.scandir(root) if e.name not in ("partial", "locks") and not e.name.startswith("."))
+
+
+def write_problem(root: Path) -> tuple[str, str] | None:
+    """(What is wrong, the fix) when the store at `root` cannot take new entries: read-only, another
+    user's, nearly full. Checked before anything trains, not after, as is the place (`check_place`)."""
+    check_place(root)
+    for sub in ("runs", "partial", "locks"):
+        try:
+            probe_writable(nearest_folder(root / sub))
+        except OSError as e:
+            return (f"run store folder {root / sub} is not writable ({e.strerror})", "pass another --store" if
+                    e.errno == errno.EROFS else "fix its permissions or pass another --store")
+    free = free_bytes_short(nearest_folder(root))
+    if free is not None:
+        return f"run store {root} has only {free / 2**20:.0f} MiB free", "free some space or pass another --store"
+    return None
+
+
+def refusal(problem: tuple[str, str], missing: list[str]) -> HarnessError:
+    """The refusal of runs that must be trained into a store that cannot be written (`write_problem`)."""
+    (what, fix), shown = problem, ", ".join(missing[:2]) + (f" and {len(missing) - 2} more" if len(missing) > 2 else "")
+    return HarnessError(f"{what}, and {len(missing)} run(s) this experiment needs must be trained into it ({shown}); "
+                        f"{fix} (a store that cannot be written serves only the runs it holds)")

@@ -1,0 +1,129 @@
+"""The run store attacked as a crashing machine would: what an interrupted run leaves must be what the
+rerun resumes from, never cleaned away as a leftover."""
+
+from __future__ import annotations
+
+import errno
+
+import numpy as np
+import pytest
+
+import harness.store as store_mod
+import harness.store_admin as admin
+import harness.training as training
+from harness.errors import StorageError
+from harness.experiment import Experiment
+from harness.jobs import make_manifest
+from harness.runspec import RunSpec
+from harness.store import RunStore
+from harness.training import RunOutput, train_run
+
+
+def _output() -> RunOutput:
+    rng = np.random.default_rng(0)
+    arrays = {"train_loss": {"loss": rng.random((3, 5), dtype=np.float32)},
+              "train_prob": {"p_label": rng.random((3, 5), dtype=np.float32)}}
+    return RunOutput(arrays=arrays, train_seconds=1.0, train_flops=1, recorder_seconds={"train_loss": 0.1,
+                     "train_prob": 0.1}, recorder_flops={"train_loss": 0, "train_prob": 0}, train_acc=0.5,
+                     test_acc=0.5, history=[])
+
+
+def _stored_with_checkpoint(tmp_path, spec: RunSpec, keys: list[str]) -> RunStore:
+    store = RunStore(tmp_path / "store")
+    out = _output()
+    store.put(spec, out.arrays, make_manifest(spec, out, "single", "cpu"))
+    store.save_checkpoint(spec, {"epoch": 3, "w": np.arange(4.0)}, keys)
+    return store
+
+
+def test_the_checkpoint_of_a_run_recorded_again_with_more_signals_survives_the_cleanup(tmp_path, base_spec) -> None:
+    keys = ["train_loss", "train_margin", "train_prob"]  # the stored entry lacks train_margin: an upgrade
+    store = _stored_with_checkpoint(tmp_path, base_spec, keys)
+    assert store.clean() == []
+    state = store.load_checkpoint(base_spec, keys)
+    assert state is not None and state["epoch"] == 3
+    found = admin.scan(store.root)
+    assert [i.name for i in found.checkpoints] == [f"partial/{base_spec.digest()}.pt"] and found.leftovers == []
+
+
+def test_the_checkpoint_of_a_damaged_entry_being_recomputed_survives_the_cleanup(tmp_path, base_spec) -> None:
+    keys = ["train_loss", "train_prob"]
+    store = _stored_with_checkpoint(tmp_path, base_spec, keys)
+    np.save(store.root / "runs" / base_spec.digest() / "train_loss.loss.npy", np.zeros((3, 5), np.float32))
+    assert store.clean() == []
+    state = store.load_checkpoint(base_spec, keys)
+    assert state is not None and state["epoch"] == 3
+
+
+@pytest.mark.parametrize("keys", [["train_loss", "train_prob"], ["train_loss"]])
+def test_the_checkpoint_of_a_run_its_entry_holds_is_still_a_leftover(tmp_path, base_spec, keys) -> None:
+    store = _stored_with_checkpoint(tmp_path, base_spec, keys)
+    assert store.clean() == [f"{base_spec.digest()}.pt"]
+    assert not store.checkpoint_path(base_spec).exists()
+
+
+def test_a_torn_checkpoint_of_a_complete_entry_is_a_leftover(tmp_path, base_spec) -> None:
+    store = _stored_with_checkpoint(tmp_path, base_spec, ["train_loss", "train_margin", "train_prob"])
+    path = store.checkpoint_path(base_spec)
+    path.write_bytes(path.read_bytes()[:100])
+    assert store.clean() == [path.name]
+
+
+class _Interrupt:
+    """A checkpoint callback that saves through the store, then stops the run after epoch `k` (Ctrl-C)."""
+
+    def __init__(self, store: RunStore, spec: RunSpec, keys: list[str], k: int) -> None:
+        self.store, self.spec, self.keys, self.k = store, spec, keys, k
+
+    def __call__(self, state: dict) -> None:
+        self.store.save_checkpoint(self.spec, state, self.keys)
+        if state["epoch"] == self.k:
+            raise KeyboardInterrupt
+
+
+def test_an_interrupted_upgrade_resumes_from_its_checkpoint(make_config, monkeypatch) -> None:
+    Experiment(make_config(epochs=4, proxies="final_loss")).run()
+    cfg = make_config(epochs=4, proxies="final_loss,forgetting", overwrite=True)
+    exp = Experiment(cfg)
+    (spec,) = exp.plan.runs
+    stored = exp.store.get(spec)
+    assert stored is not None and "train_correct" not in stored.recorders
+    done, todo = exp.pending()
+    ((_, wanted),) = todo  # the stored run is recorded again, with every signal old and new
+    requests = sorted(wanted, key=lambda r: r.key)
+    keys = [r.key for r in requests]
+    with pytest.raises(KeyboardInterrupt):
+        train_run(spec, exp.prepared(spec.data), requests, checkpoint=_Interrupt(exp.store, spec, keys, 2),
+                  checkpoint_every_s=0, progress=False)
+
+    epochs: list[int] = []
+    real = training._seed_for
+
+    def spy(seed: int, epoch: int, stream: int) -> int:  # the epochs the training loop trains
+        if stream == 0:
+            epochs.append(epoch)
+        return real(seed, epoch, stream)
+
+    monkeypatch.setattr(training, "_seed_for", spy)
+    result = Experiment(cfg).run()
+    assert result.trained == [spec.label()]
+    assert epochs == [2, 3]  # resumed after epoch 2 (it restarted at 0: [0, 1, 2, 3])
+    again = exp.store.get(spec)
+    assert again is not None and {"train_correct", *stored.recorders} <= again.recorders
+    assert not exp.store.checkpoint_path(spec).exists()  # cleared once the run was stored
+
+
+def test_a_refused_entry_write_names_the_file_as_in_the_entry_not_its_temporary_folder(tmp_path, base_spec,
+                                                                                        monkeypatch) -> None:
+    def refused(folder, arrays):  # as `ulimit -f` refuses the biggest array
+        raise OSError(errno.EFBIG, "File too large", str(folder / "train_loss.loss.npy"))
+
+    monkeypatch.setattr(store_mod, "_write_arrays", refused)
+    store = RunStore(tmp_path / "store")
+    out = _output()
+    with pytest.raises(StorageError) as caught:
+        store.put(base_spec, out.arrays, make_manifest(base_spec, out, "single", "cpu"))
+    entry = store.root / "runs" / base_spec.digest()
+    assert f"cannot write run store entry {entry / 'train_loss.loss.npy'} (File too large)" in str(caught.value)
+    assert "raise the file size limit" in str(caught.value)
+    assert list((store.root / "runs").iterdir()) == []
