@@ -13,8 +13,8 @@
 #      would bring all of it back (8 files, 16 MiB each, plain names, scores gzipped).
 # Exit 0 when every stage ran to rc 0, the pack would travel and $OUT would come back whole.
 #   benchmarks/rehearse_gpu_session.sh [REHEARSAL]   # default: a temporary folder, removed after (KEEP=1 keeps it)
-# CIFAR (../shared/data/cifar10 beside the checkout), PYTHON (python3), BUDGET_S (450) and
-# SESSION_STAGES (the session's) can be set; about 7 minutes on 2 idle cores with the small pack.
+# CIFAR (../shared/data/cifar10 beside the checkout), PYTHON (python3), BUDGET_S (900: a CPU is slower) and
+# SESSION_STAGES (the session's) can be set; about 8 minutes on 2 idle cores with the small pack.
 set -euo pipefail
 root=$(git rev-parse --show-toplevel)
 here=${1:-$(mktemp -d)}
@@ -36,8 +36,9 @@ if [ "${FULL_PACK:-0}" = 1 ]; then cut=(--test-per-class 200); else cut=(--train
 
 echo "== 3. run_gpu_session.sh on the CPU, imports as on the device"
 cd "$here/repo"
-env PYTHONPATH="$PWD/benchmarks/device_env" PYTHON="$py" OUT="$here/out" BUDGET_S="${BUDGET_S:-450}" \
-  DEVICE=cpu EXTRA="--subset 300 --epochs 2 --precision fp32 --checkpoint-every 0.01" DUPLICATE_PAIRS=20 FULL_NEED_S=20 DUPLICATES_NEED_S=20 \
+env PYTHONPATH="$PWD/benchmarks/device_env" PYTHON="$py" OUT="$here/out" BUDGET_S="${BUDGET_S:-900}" \
+  DEVICE=cpu EXTRA="--subset 300 --epochs 2 --precision fp32" CHECKPOINT_EVERY_S=0.01 DUPLICATE_PAIRS=20 \
+  FULL_NEED_S=20 DUPLICATES_NEED_S=20 \
   MEMPROX_BENCH_DEVICE=cpu MEMPROX_BENCH_N=128 MEMPROX_BENCH_ROUNDS=1 MEMPROX_BENCH_K=2 PACKING_SUBSET=100 \
   PACKING_EPOCHS=1 benchmarks/run_gpu_session.sh 2>&1 | tee "$here/out/console.log" || failed+=("session")
 

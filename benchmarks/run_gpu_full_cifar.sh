@@ -13,7 +13,8 @@
 #   DEVICE=cpu EXTRA="--subset 300 --epochs 1 --precision fp32" benchmarks/run_gpu_full_cifar.sh
 # (with EXPERIMENTS=duplicates also DUPLICATE_PAIRS=20: 250 pairs need at least 501 samples).
 # Runs checkpoint every CHECKPOINT_EVERY_S (60 s, the default is 120), so a GPU run saves at least one:
-# the checkpoint path (CUDA tensors, the machine record) had never run on a GPU.
+# the checkpoint path (CUDA tensors, the machine record) had never run on a GPU. Set it here, not in
+# EXTRA: the CLI refuses a flag given twice.
 set -euo pipefail
 EXPERIMENTS=${EXPERIMENTS:-mislabeled}
 out=${WORK:-gpu-work}

@@ -28,7 +28,7 @@
 # store stays on the device. SESSION_STAGES picks and orders the stages (also
 # full_cifar_duplicates: the duplicates task with the proxies that need no input gradients;
 # bench_bf16_long: one 10-epoch round of the bf16 loop comparison).
-# CPU rehearsal of the whole call, as it travels and imports on the device (about 7 minutes):
+# CPU rehearsal of the whole call, as it travels and imports on the device (about 8 minutes):
 #   benchmarks/rehearse_gpu_session.sh        # FULL_PACK=1: with the session's own 50,000-image pack
 set -uo pipefail
 : "${OUT:?set OUT to the folder whose files come back}"

@@ -9,6 +9,7 @@ import importlib.util
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 import tarfile
@@ -108,3 +109,33 @@ def test_the_rehearsal_python_imports_what_the_device_has(tmp_path: Path) -> Non
         assert outside.stdout.split("\n")[3] == "harness missing"
     inside = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, env=env, capture_output=True, text=True)
     assert inside.stdout.split("\n")[3] == "harness imported", inside.stderr
+
+
+def _cuda_stage_files() -> list[str]:
+    script = (BENCH / "run_gpu_checks.sh").read_text()
+    stage = script.split("    cuda)")[1].split(";;")[0]
+    return [f for line in stage.splitlines() if not line.strip().startswith("#")
+            for f in re.findall(r"tests/\w+\.py", line)]
+
+
+def test_every_file_of_the_cuda_stage_imports_on_the_device() -> None:
+    """A test module that imports a package the device lacks at its top fails pytest's collection
+    there (cleanlab: tests/test_score_checks8.py), and without --continue-on-collection-errors the
+    whole stage of CUDA tests with it."""
+    files = _cuda_stage_files()
+    assert "tests/test_ensemble.py" in files and "tests/test_score_checks8.py" not in files
+    env = {**os.environ, "PYTHONPATH": str(BENCH / "device_env")}
+    done = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider", *files],
+                          cwd=ROOT, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout[-2000:]
+    blocked = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider",
+                              "tests/test_score_checks8.py"], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert blocked.returncode != 0 and "cleanlab" in blocked.stdout  # what the device would say
+
+
+def test_the_rehearsal_passes_no_flag_the_experiment_script_gives_already() -> None:
+    """The CLI refuses a flag given twice, so a rehearsal EXTRA repeating one of
+    run_gpu_full_cifar.sh's flags fails the experiment (--checkpoint-every did)."""
+    command = (BENCH / "run_gpu_full_cifar.sh").read_text().split("-m harness run")[1].split("${EXTRA")[0]
+    extra = re.search(r'EXTRA="([^"]*)"', (BENCH / "rehearse_gpu_session.sh").read_text()).group(1)
+    assert set(re.findall(r"--[a-z-]+", extra)) & set(re.findall(r"--[a-z-]+", command)) == set()
