@@ -145,9 +145,9 @@ def _join(address: str | None, target: str) -> None:
             ray.init(address="auto" if address == "auto" else target, log_to_driver=False)
     except Exception as e:  # ConnectionError, AuthenticationError, a version mismatch, ...
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise HarnessError(f"could not join the Ray cluster at {target} ({reason}); if it uses token "
-                           "authentication, set RAY_AUTH_MODE=token and its token (RAY_AUTH_TOKEN, or the "
-                           f"file ~/.ray/auth_token) before running memprox; {CLUSTER_HELP}") from None
+        raise HarnessError(f"could not join the Ray cluster at {target} ({reason}); if it uses token authentication, "
+                           "set RAY_AUTH_MODE=token and the cluster's own token (RAY_AUTH_TOKEN, or the file "
+                           f"~/.ray/auth_token: a copy of the head's) before running memprox; {CLUSTER_HELP}") from None
 
 
 def _job() -> str | None:
