@@ -24,12 +24,12 @@ training (`require_writable`).
 
 from __future__ import annotations
 
-import hashlib
 import io
 import os
 import re
 import stat
 import warnings
+from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,7 +50,7 @@ from harness.io import (
 )
 from harness.manifest import Manifest
 from harness.runspec import RunSpec
-from harness.store_entry_files import foreign_names, own_entry_folder
+from harness.store_entry_files import checked_bytes, foreign_names, own_entry_folder, read_manifest, verify_entry
 from harness.store_place import refusal, write_problem
 
 _DIGEST = "[0-9a-f]{20}"  # RunSpec.digest()
@@ -63,72 +63,6 @@ def _unreadable(path: Path, e: OSError) -> HarnessError:
     where = f" on {e.filename}" if e.filename else ""
     return HarnessError(f"run store entry {path} cannot be read ({e.strerror or e}{where}); "
                         f"fix the permissions of {path} or remove it")
-
-
-def _named_files(manifest: Manifest) -> set[str]:
-    return {f"{key}.{name}.npy" for key, rec in manifest.recorders.items() for name in rec.arrays}
-
-
-def verify_entry(path: Path, digest: str) -> Manifest:
-    """The manifest of the entry folder `path` when it and every array it names check out (`read_manifest`,
-    `check_file`). ValueError says what is wrong; OSError (a permission, say) is the caller's to report."""
-    if not path.is_dir():
-        raise ValueError("it is not a folder")
-    manifest = read_manifest(path, digest)
-    for fname, sha in sorted(manifest.checksums.items()):
-        check_file(path, fname, sha)
-    return manifest
-
-
-def _plain_or_missing(path: Path) -> None:
-    """ValueError for a FIFO, socket or device (or a link to one): reading a FIFO would wait forever."""
-    try:
-        mode = os.stat(path).st_mode
-    except FileNotFoundError:
-        raise ValueError(f"{path.name} is missing") from None
-    if not stat.S_ISREG(mode):
-        raise ValueError(f"{path.name} is not a plain file")
-
-
-def read_manifest(path: Path, digest: str) -> Manifest:
-    """The entry's manifest when its own checksum matches, it belongs to `digest`, and its array
-    checksums are complete (exactly one per array it names). ValueError says what is wrong;
-    OSError (a permission, say) is the caller's to report. The arrays are not hashed here."""
-    _plain_or_missing(path / "manifest.json")
-    try:
-        text = (path / "manifest.json").read_bytes()
-    except FileNotFoundError:
-        raise ValueError("manifest.json is missing") from None
-    manifest = Manifest.from_json(text)
-    if manifest.spec_hash != digest:
-        raise ValueError("it belongs to another spec")
-    named, summed = _named_files(manifest), set(manifest.checksums)
-    if named != summed:
-        gaps = ", ".join(sorted(named ^ summed)[:3])
-        raise ValueError(f"its checksums do not cover exactly the arrays it names ({gaps})")
-    return manifest
-
-
-def check_file(path: Path, fname: str, expected: str) -> None:
-    _plain_or_missing(path / fname)
-    try:
-        digest = file_sha256(path / fname)
-    except FileNotFoundError:
-        raise ValueError(f"{fname} is missing") from None
-    if digest != expected:
-        raise ValueError(f"checksum mismatch in {fname}")
-
-
-def _checked_bytes(path: Path, fname: str, expected: str) -> bytes:
-    """The file's bytes, checked against its checksum: what is loaded is what was verified."""
-    _plain_or_missing(path / fname)
-    try:
-        data = (path / fname).read_bytes()
-    except FileNotFoundError:
-        raise ValueError(f"{fname} is missing") from None
-    if hashlib.sha256(data).hexdigest() != expected:
-        raise ValueError(f"checksum mismatch in {fname}")
-    return data
 
 
 @dataclass
@@ -171,7 +105,7 @@ class StoredRun:
         out = {}
         for name in self.manifest.recorders[recorder_key].arrays:
             fname = f"{recorder_key}.{name}.npy"
-            data = _checked_bytes(self.path, fname, self.manifest.checksums[fname])
+            data = checked_bytes(self.path, fname, self.manifest.checksums[fname])
             out[name] = np.load(io.BytesIO(data), allow_pickle=False)
         return out
 
@@ -250,7 +184,7 @@ class RunStore:
         trusted. HarnessError when it may not be read (permissions)."""
         path = self._dir(spec)
         try:
-            os.lstat(path)
+            mode = os.lstat(path).st_mode
         except FileNotFoundError:
             return None
         except PermissionError as e:
@@ -260,6 +194,8 @@ class RunStore:
         except PermissionError as e:
             raise _unreadable(path, e) from e
         except (OSError, ValueError, KeyError, TypeError) as e:
+            if not stat.S_ISDIR(mode):  # storing the run at its name would remove it
+                raise _in_the_way(path, mode) from e
             return e
         return StoredRun(spec, path, manifest, self.lock(spec) if self._unwritable is None else None)
 
@@ -304,7 +240,7 @@ class RunStore:
         return load_checkpoint(self.checkpoint_path(spec), spec.digest(), recorder_keys)
 
     def clear_checkpoint(self, spec: RunSpec) -> None:
-        self.checkpoint_path(spec).unlink(missing_ok=True)
+        _remove_plain_file(self.checkpoint_path(spec))
 
     def clean(self) -> list[str]:
         """Remove temp and swapped-out entry folders, temp checkpoints, and checkpoints of runs
@@ -335,6 +271,19 @@ def _as_final(e: OSError, tmp: Path | None, final: Path) -> Path:
     when the line is read (a disk full said `runs/.tmp-<hash>-x1y2/...`)."""
     where = Path(e.filename) if e.filename else final
     return final / where.relative_to(tmp) if tmp is not None and (where == tmp or tmp in where.parents) else where
+
+
+def _in_the_way(path: Path, mode: int) -> HarnessError:
+    return HarnessError(f"run store entry {path} is a {'link' if stat.S_ISLNK(mode) else 'file'}, not a folder memprox "
+                        "wrote, and this run is stored at that name; move it away and rerun")
+
+
+def _remove_plain_file(path: Path) -> None:
+    """Remove `path` when it is a plain file, as the store writes checkpoints (a folder of that name, not the store's,
+    ended the experiment that had just stored its run in a traceback); one the file system keeps is `clean`'s."""
+    with suppress(OSError):
+        if _plain_file(path):
+            path.unlink()
 
 
 def _write_arrays(folder: Path, arrays: dict[str, dict[str, np.ndarray]]) -> dict[str, str]:

@@ -1,13 +1,18 @@
 """Which files of a run-store entry folder are the store's own: its manifest.json and the arrays that
 manifest names. `store prune` removes an entry only when it holds nothing else (`own_files`), and a
 run that rewrites an entry (new recorders, a damaged entry recomputed) carries anything else, a
-user's notes say, into the new entry (`foreign_names`) instead of deleting it with the old one."""
+user's notes say, into the new entry (`foreign_names`) instead of deleting it with the old one.
+Whether an entry checks out (`verify_entry`: its manifest's own checksum, and one per array it names,
+matching the bytes on disk) is decided here too, for the store's reads and `store info` alike."""
 
 from __future__ import annotations
 
+import hashlib
 import os
+import stat
 from pathlib import Path
 
+from harness.io import file_sha256
 from harness.manifest import Manifest
 
 
@@ -38,6 +43,10 @@ def foreign_names(path: Path) -> list[str]:
 
 
 def _listing(path: Path) -> list[os.DirEntry[str]] | None:
+    """What the real folder `path` holds; None for a link (never listed through: a run rewriting an entry that was a
+    link to a user's folder moved the user's files from there into the new entry) or what cannot be listed."""
+    if os.path.islink(path):
+        return None
     try:
         return list(os.scandir(path))
     except OSError:
@@ -66,3 +75,71 @@ def _array_files(manifest: Manifest | None) -> set[str] | None:
         return named | {str(k) for k in manifest.checksums}
     except (AttributeError, TypeError):  # a manifest parsed leniently, with odd fields
         return None
+
+
+# --- whether an entry checks out: its manifest and every array it names ---------------------------
+
+def _named_files(manifest: Manifest) -> set[str]:
+    return {f"{key}.{name}.npy" for key, rec in manifest.recorders.items() for name in rec.arrays}
+
+
+def verify_entry(path: Path, digest: str) -> Manifest:
+    """The manifest of the entry folder `path` when it and every array it names check out (`read_manifest`,
+    `check_file`). ValueError says what is wrong; OSError (a permission, say) is the caller's to report."""
+    if not path.is_dir():
+        raise ValueError("it is not a folder")
+    manifest = read_manifest(path, digest)
+    for fname, sha in sorted(manifest.checksums.items()):
+        check_file(path, fname, sha)
+    return manifest
+
+
+def _plain_or_missing(path: Path) -> None:
+    """ValueError for a FIFO, socket or device (or a link to one): reading a FIFO would wait forever."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise ValueError(f"{path.name} is missing") from None
+    if not stat.S_ISREG(mode):
+        raise ValueError(f"{path.name} is not a plain file")
+
+
+def read_manifest(path: Path, digest: str) -> Manifest:
+    """The entry's manifest when its own checksum matches, it belongs to `digest`, and its array
+    checksums are complete (exactly one per array it names). ValueError says what is wrong;
+    OSError (a permission, say) is the caller's to report. The arrays are not hashed here."""
+    _plain_or_missing(path / "manifest.json")
+    try:
+        text = (path / "manifest.json").read_bytes()
+    except FileNotFoundError:
+        raise ValueError("manifest.json is missing") from None
+    manifest = Manifest.from_json(text)
+    if manifest.spec_hash != digest:
+        raise ValueError("it belongs to another spec")
+    named, summed = _named_files(manifest), set(manifest.checksums)
+    if named != summed:
+        gaps = ", ".join(sorted(named ^ summed)[:3])
+        raise ValueError(f"its checksums do not cover exactly the arrays it names ({gaps})")
+    return manifest
+
+
+def check_file(path: Path, fname: str, expected: str) -> None:
+    _plain_or_missing(path / fname)
+    try:
+        digest = file_sha256(path / fname)
+    except FileNotFoundError:
+        raise ValueError(f"{fname} is missing") from None
+    if digest != expected:
+        raise ValueError(f"checksum mismatch in {fname}")
+
+
+def checked_bytes(path: Path, fname: str, expected: str) -> bytes:
+    """The file's bytes, checked against its checksum: what is loaded is what was verified."""
+    _plain_or_missing(path / fname)
+    try:
+        data = (path / fname).read_bytes()
+    except FileNotFoundError:
+        raise ValueError(f"{fname} is missing") from None
+    if hashlib.sha256(data).hexdigest() != expected:
+        raise ValueError(f"checksum mismatch in {fname}")
+    return data

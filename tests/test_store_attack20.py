@@ -11,7 +11,7 @@ import pytest
 import harness.store as store_mod
 import harness.store_admin as admin
 import harness.training as training
-from harness.errors import StorageError
+from harness.errors import HarnessError, StorageError
 from harness.experiment import Experiment
 from harness.jobs import make_manifest
 from harness.runspec import RunSpec
@@ -127,3 +127,58 @@ def test_a_refused_entry_write_names_the_file_as_in_the_entry_not_its_temporary_
     assert f"cannot write run store entry {entry / 'train_loss.loss.npy'} (File too large)" in str(caught.value)
     assert "raise the file size limit" in str(caught.value)
     assert list((store.root / "runs").iterdir()) == []
+
+
+def test_a_file_named_as_an_entry_is_refused_before_training_and_kept(make_config) -> None:
+    cfg = make_config(epochs=2)
+    exp = Experiment(cfg)
+    (spec,) = exp.plan.runs
+    runs = exp.store.root / "runs"
+    runs.mkdir(parents=True)
+    (runs / spec.digest()).write_text("my notes\n")
+    with pytest.raises(HarnessError, match=f"{runs / spec.digest()} is a file, not a folder memprox wrote.*move"):
+        Experiment(cfg).run()
+    assert (runs / spec.digest()).read_text() == "my notes\n"  # the run stored there would have deleted it
+
+
+def test_a_link_named_as_an_entry_to_a_users_folder_is_refused_and_nothing_moves(make_config, tmp_path) -> None:
+    cfg = make_config(epochs=2)
+    exp = Experiment(cfg)
+    (spec,) = exp.plan.runs
+    (mine := tmp_path / "mine").mkdir()
+    (mine / "notes.txt").write_text("x")
+    (runs := exp.store.root / "runs").mkdir(parents=True)
+    (runs / spec.digest()).symlink_to(mine)
+    with pytest.raises(HarnessError, match="is a link, not a folder memprox wrote"):
+        Experiment(cfg).run()
+    assert (runs / spec.digest()).resolve() == mine and [p.name for p in mine.iterdir()] == ["notes.txt"]
+
+
+def test_an_entry_rewritten_through_a_link_moves_nothing_out_of_the_linked_folder(tmp_path, base_spec) -> None:
+    """A link to a complete entry is read through; recording it again (more signals) replaces the link alone.
+    The user's files in the folder it points to stayed there only once the store stopped listing through links
+    (they were moved into the new entry)."""
+    store = RunStore(tmp_path / "store")
+    out = _output()
+    store.put(base_spec, out.arrays, make_manifest(base_spec, out, "single", "cpu"))
+    entry = store.root / "runs" / base_spec.digest()
+    entry.rename(mine := tmp_path / "mine")
+    (mine / "notes.txt").write_text("x")
+    entry.symlink_to(mine)
+    assert store.get(base_spec) is not None  # read through the link
+    store.put(base_spec, out.arrays, make_manifest(base_spec, out, "single", "cpu"))
+    assert (mine / "notes.txt").read_text() == "x" and not entry.is_symlink()
+    assert sorted(p.name for p in entry.iterdir()) == sorted(["manifest.json", "train_loss.loss.npy",
+                                                               "train_prob.p_label.npy"])
+
+
+def test_a_folder_where_the_checkpoint_goes_stays_and_the_run_is_stored(make_config) -> None:
+    cfg = make_config(epochs=2, checkpoint_every_s=1e-6)
+    exp = Experiment(cfg)
+    (spec,) = exp.plan.runs
+    exp.store.create()
+    exp.store.checkpoint_path(spec).mkdir()
+    with pytest.warns(UserWarning, match="cannot write a checkpoint"):
+        result = Experiment(cfg).run()  # it ended in IsADirectoryError once the run was stored
+    assert result.trained == [spec.label()] and exp.store.get(spec) is not None
+    assert exp.store.checkpoint_path(spec).is_dir()
