@@ -55,6 +55,7 @@ from harness.store_place import refusal, write_problem
 
 _DIGEST = "[0-9a-f]{20}"  # RunSpec.digest()
 LEFTOVER = re.compile(rf"^\.(?:tmp|old)-({_DIGEST})-")
+_ASIDE = re.compile(rf"\.old-({_DIGEST})-\d+$")  # `put` sets an entry aside under this name
 _CKPT_TEMP = re.compile(rf"^(?:\.({_DIGEST})\.pt\..+|({_DIGEST})\.tmp\d+)$")
 
 
@@ -167,7 +168,8 @@ class RunStore:
         found = self._read(spec)
         if isinstance(found, StoredRun):
             return found
-        if self._unwritable is None and (found is not None or self._swapping(spec) or os.path.lexists(self._dir(spec))):
+        swapping = any((self.root / "runs").glob(f".old-{spec.digest()}-*"))  # a writer is replacing it
+        if self._unwritable is None and (found is not None or swapping or os.path.lexists(self._dir(spec))):
             with self.lock(spec):
                 found = self._read(spec)
         if isinstance(found, Exception):
@@ -175,9 +177,6 @@ class RunStore:
                           f"({failure_reason(found)}); recomputing it")
             return None
         return found
-
-    def _swapping(self, spec: RunSpec) -> bool:
-        return any((self.root / "runs").glob(f".old-{spec.digest()}-*"))
 
     def _read(self, spec: RunSpec) -> StoredRun | Exception | None:
         """The verified entry, None when there is none, or the exception saying why it cannot be
@@ -243,13 +242,12 @@ class RunStore:
         _remove_plain_file(self.checkpoint_path(spec))
 
     def clean(self) -> list[str]:
-        """Remove temp and swapped-out entry folders, temp checkpoints, and checkpoints of runs
-        that are already complete, each only when it is the store's own (named as the store names
-        them; a folder holding nothing but entry files) and its entry's lock is free (no live writer).
-        An entry swapped aside by a writer killed mid-swap is put back instead.
-        Returns the names removed."""
+        """Remove temp and swapped-out entry folders, temp checkpoints, and checkpoints of runs already stored, each
+        only when it is the store's own (named as the store names them; a folder holding nothing but entry files) and
+        its entry's lock is free (no live writer). An entry a writer killed mid-swap set aside is put back, or its
+        user's files go into the new one (`_swaps_left`). Returns the names removed."""
         removed: list[str] = []
-        for digest, path in store_leftovers(self.root) if self._unwritable is None else []:  # read-only: nothing
+        for digest, path in _swaps_left(self.root) if self._unwritable is None else []:  # read-only: nothing
             try:
                 with self.lock(digest).acquire(timeout=0):
                     if path.parent.name == "partial" and not _superseded(self.root, digest, path):
@@ -258,7 +256,9 @@ class RunStore:
                     if path.name.startswith(".old-") and not os.path.lexists(final):
                         os.rename(path, final)  # killed mid-swap: the old complete entry goes back
                         continue
-                    rmtree(path)
+                    _move_users_files(path, final)
+                    if path.parent.name == "partial" or own_entry_folder(path):
+                        rmtree(path)
             except (Timeout, OSError):
                 continue  # a live writer holds it, or it is not ours to remove
             if not os.path.lexists(path):
@@ -318,6 +318,32 @@ def store_leftovers(root: Path) -> list[tuple[str, Path]]:
         elif re.fullmatch(rf"{_DIGEST}\.pt", p.name) and _superseded(root, p.stem, p):
             candidates.append((p.stem, p))
     return candidates
+
+
+def _swaps_left(root: Path) -> list[tuple[str, Path]]:
+    """`store_leftovers`, and the entries set aside by a put (`.old-<hash>-PID`, its manifest checking out) that hold
+    a user's files: a kill between the swap's renames left them there for good (the old entry not put back, so a rerun
+    trained it again; the user's files hidden in it). A folder merely named so is not listed."""
+    found = store_leftovers(root)
+    listed = {path for _, path in found}
+    return found + [(m.group(1), p) for m, p in leftovers(root / "runs", _ASIDE,
+                                                           lambda m, p: p not in listed and _entry_of(p, m.group(1)))]
+
+
+def _entry_of(path: Path, digest: str) -> bool:
+    try:
+        read_manifest(path, digest)
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    return True
+
+
+def _move_users_files(aside: Path, final: Path) -> None:
+    """Move the files the store did not write from an entry set aside (`.old-`) into the entry now at its name (as
+    `put` does once the new entry is in), each where that name is free."""
+    if aside.name.startswith(".old-") and final.is_dir() and not final.is_symlink():
+        for name in (n for n in foreign_names(aside) if not os.path.lexists(final / n)):
+            os.rename(aside / name, final / name)
 
 
 def _superseded(root: Path, digest: str, checkpoint: Path) -> bool:

@@ -182,3 +182,42 @@ def test_a_folder_where_the_checkpoint_goes_stays_and_the_run_is_stored(make_con
         result = Experiment(cfg).run()  # it ended in IsADirectoryError once the run was stored
     assert result.trained == [spec.label()] and exp.store.get(spec) is not None
     assert exp.store.checkpoint_path(spec).is_dir()
+
+
+class _Killed(BaseException):
+    """Stands in for kill -9: nothing after it runs in the swap (no rollback, no except OSError)."""
+
+
+@pytest.mark.parametrize("kill_at", [2, 3])  # the new entry's rename into place; the user's file's move into it
+def test_a_users_file_in_an_entry_set_aside_by_a_killed_swap_goes_back_to_the_entry(tmp_path, base_spec, monkeypatch,
+                                                                                   kill_at) -> None:
+    store = RunStore(tmp_path / "store")
+    out = _output()
+    store.put(base_spec, out.arrays, make_manifest(base_spec, out, "single", "cpu"))
+    entry = store.root / "runs" / base_spec.digest()
+    (entry / "notes.txt").write_text("mine")
+    real, calls = store_mod.os.rename, []
+
+    def rename(src, dst):
+        calls.append(dst)
+        if len(calls) == kill_at:
+            raise _Killed
+        return real(src, dst)
+
+    monkeypatch.setattr(store_mod.os, "rename", rename)
+    more = _output()
+    more.arrays["train_margin"] = {"margin": np.ones((3, 5), np.float32)}
+    more.recorder_seconds["train_margin"], more.recorder_flops["train_margin"] = 0.1, 0
+    with pytest.raises(_Killed):
+        store.put(base_spec, more.arrays, make_manifest(base_spec, more, "single", "cpu"))
+    monkeypatch.undo()
+    (aside,) = [p for p in (store.root / "runs").iterdir() if p.name.startswith(".old-")]
+    assert (aside / "notes.txt").read_text() == "mine"  # as a kill leaves it
+
+    RunStore(tmp_path / "store").clean()  # every run does it first
+    assert (entry / "notes.txt").read_text() == "mine"
+    assert [p.name for p in (store.root / "runs").iterdir()] == [entry.name]  # nothing set aside is left
+    stored = store.get(base_spec)
+    assert stored is not None  # the old entry put back (2) or the new one kept (3), whole
+    assert stored.recorders == ({"train_loss", "train_prob"} if kill_at == 2 else {"train_loss", "train_prob",
+                                                                                    "train_margin"})
