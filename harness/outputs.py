@@ -1,8 +1,7 @@
-"""The output folder (`--out`): checked before anything trains, written to a staging folder, and
-published into it at the end with rollback, so an interrupted experiment never leaves half an output
-folder and a folder never mixes two experiments. The staging folder is made where a rename into
-`--out` works: beside it, or, where `--out` is a mount point (another file system than its parent)
-or its parent may not be written, inside it under a hidden name memprox never records.
+"""The output folder (`--out`): checked before anything trains, written to a staging folder, and published into it
+at the end with rollback, so an interrupted experiment never leaves half an output folder and a folder never mixes
+two experiments. The staging folder is made where a rename into `--out` works: beside it, or, where `--out` is a
+mount point (another file system than its parent) or its parent may not be written, inside it under a hidden name.
 
 The folder's own record (`.memprox-outputs.json`: each file with its checksum) says what memprox
 wrote there: only those files, unchanged since, are ever replaced or removed, so a user's files, a
@@ -300,7 +299,8 @@ def _write_error(out: Path, e: OSError, tmp: Path | None) -> StorageError:
     """The file as named in --out (the staging folder is gone when the line is read), why, and the fix:
     room when that ran out, not the folder's permissions."""
     where = Path(e.filename) if e.filename else tmp or out
-    where = out / where.relative_to(tmp) if tmp is not None and (where == tmp or tmp in where.parents) else where
+    where = out / where.relative_to(tmp) if tmp is not None and (where == tmp or tmp in where.parents) else \
+        nearest_folder(where)  # a staging folder that could not be made: the folder that refused it
     fix = room_fix(e, "make it writable")
     return StorageError(f"cannot write outputs for {out} to {where} ({e.strerror or e}); {fix} or pass another --out, "
                         "and rerun: every run is kept in the store")

@@ -43,6 +43,7 @@ from harness.io import (
     file_sha256,
     folder_beside,
     leftovers,
+    nearest_folder,
     rmtree,
     room_fix,
     swap_folder,
@@ -270,7 +271,9 @@ def _as_final(e: OSError, tmp: Path | None, final: Path) -> Path:
     """The file a refused write names, as it is named in the entry: the temporary folder it was written in is gone
     when the line is read (a disk full said `runs/.tmp-<hash>-x1y2/...`)."""
     where = Path(e.filename) if e.filename else final
-    return final / where.relative_to(tmp) if tmp is not None and (where == tmp or tmp in where.parents) else where
+    if tmp is not None and (where == tmp or tmp in where.parents):
+        return final / where.relative_to(tmp)
+    return nearest_folder(where)  # a temporary folder that could not be made: the folder that refused it (runs/)
 
 
 def _in_the_way(path: Path, mode: int) -> HarnessError:

@@ -4,10 +4,12 @@ rerun resumes from, never cleaned away as a leftover."""
 from __future__ import annotations
 
 import errno
+from pathlib import Path
 
 import numpy as np
 import pytest
 
+import harness.outputs as outputs
 import harness.store as store_mod
 import harness.store_admin as admin
 import harness.training as training
@@ -221,3 +223,27 @@ def test_a_users_file_in_an_entry_set_aside_by_a_killed_swap_goes_back_to_the_en
     assert stored is not None  # the old entry put back (2) or the new one kept (3), whole
     assert stored.recorders == ({"train_loss", "train_prob"} if kill_at == 2 else {"train_loss", "train_prob",
                                                                                     "train_margin"})
+
+
+def _refused(parent: Path, prefix: str) -> Path:
+    """`folder_beside` as mkdtemp fails in a folder made read-only (chattr +i) after training began."""
+    raise OSError(errno.EPERM, "Operation not permitted", str(Path(parent) / f"{prefix}k1ll3d9x"))
+
+
+def test_an_entry_folder_that_cannot_be_made_names_the_folder_that_refused_it(tmp_path, base_spec,
+                                                                               monkeypatch) -> None:
+    store = RunStore(tmp_path / "store")
+    monkeypatch.setattr(store_mod, "folder_beside", _refused)
+    out = _output()
+    with pytest.raises(StorageError) as caught:
+        store.put(base_spec, out.arrays, make_manifest(base_spec, out, "single", "cpu"))
+    runs = store.root / "runs"
+    assert f"cannot write run store entry {runs} (Operation not permitted)" in str(caught.value)  # not runs/.tmp-...
+
+
+def test_a_staging_folder_that_cannot_be_made_names_the_output_folder(tmp_path, monkeypatch) -> None:
+    (out := tmp_path / "out").mkdir()
+    monkeypatch.setattr(outputs, "folder_beside", _refused)
+    with pytest.raises(StorageError) as caught, outputs.staging(out):
+        pass
+    assert f"cannot write outputs for {out} to {tmp_path} (Operation not permitted)" in str(caught.value)  # beside
