@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from harness.config import ExperimentConfig
-from harness.errors import HarnessError
+from harness.errors import HarnessError, StorageError
 from harness.io import failure_reason
 from harness.leaderboard import aggregate
 from harness.phases import PhaseTimer
@@ -71,6 +71,8 @@ def score(proxies: list[Proxy], base: RunSpec, data: PreparedData, runs: Mapping
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN slices are reported below
                 s = checked_scores(proxy.score(ctx), data.n)
+        except StorageError:  # the store failed (an entry pruned mid-run, a disk): not the proxy's fault
+            raise
         except Exception as e:  # a bug in one proxy (a plugin's, say) costs that proxy, not the experiment
             # the harness's own checks (ssft's halves, CL's folds) say what is wrong in the message; they
             # were re-raised, which ended a trained experiment with exit 2 ("bad input, nothing trained")

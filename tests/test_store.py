@@ -124,7 +124,7 @@ def test_checksum_damage_is_detected_and_replaced_by_the_next_put(tmp_path, base
 
 
 @pytest.mark.parametrize("damage", ["missing_array", "missing_manifest", "garbled_manifest", "manifest_lacks_key",
-                                    "old_dict_manifest", "entry_is_a_file"])
+                                    "old_dict_manifest"])
 def test_other_damage_reads_as_missing_and_is_replaced(tmp_path, base_spec, damage: str) -> None:
     store = RunStore(tmp_path / "store")
     stored = _put(store, base_spec, _output())
@@ -139,15 +139,10 @@ def test_other_damage_reads_as_missing_and_is_replaced(tmp_path, base_spec, dama
         raw = json.loads(manifest.read_text())
         del raw["train_acc"]
         manifest.write_text(json.dumps(raw))
-    elif damage == "old_dict_manifest":  # written before the manifest recorded the engine
+    else:  # "old_dict_manifest": written before the manifest recorded the engine
         raw = json.loads(manifest.read_text())
         del raw["engine"], raw["threads"]
         manifest.write_text(json.dumps(raw))
-    else:
-        import shutil
-
-        shutil.rmtree(stored.path)
-        stored.path.write_text("not a run")
     with pytest.warns(UserWarning, match="damaged"):
         assert store.get(base_spec) is None
     _put(store, base_spec, _output())  # recomputed into place

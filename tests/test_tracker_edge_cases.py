@@ -354,7 +354,8 @@ def _resumed_on(device: str, tensors_on: str) -> SampleTracker:
     resumed.load_state_dict(first.state_dict(), device=device)
     resumed.update(torch.arange(8, device=tensors_on), losses=losses[1].to(tensors_on))
     resumed.end_epoch()
-    np.testing.assert_array_equal(resumed.scores()["csl"].to_numpy(), (losses[0] + losses[1]).numpy())
+    np.testing.assert_array_equal(resumed.scores()["csl"].to_numpy(),
+                                  losses[0].double().numpy() + losses[1].double().numpy())
     return resumed
 
 
