@@ -203,7 +203,10 @@ def main() -> int:
     except KeyboardInterrupt:  # arrived in the instant before or after the CLI's own handling
         return stopped(KEPT)
     finally:
-        _ignore_stop_signals()
+        try:
+            _ignore_stop_signals()
+        except KeyboardInterrupt:  # came after cli.main put its handler back, before these were ignored
+            _ignore_stop_signals()
 
 
 def _cwd_exists() -> bool:

@@ -133,6 +133,7 @@ class Experiment:
         ran = self.execute()
         # execute's store lookups (`pending`) count as load; the rest is training and storing
         self.timer.add("train", time.perf_counter() - t0 - (self.timer.seconds["load"] - loading))
+        published = False
         try:
             with staging(self.cfg.out) as folder, single_blas_thread():
                 result, artifacts = evaluate(self.cfg, self.plan, self.proxies, ran, self.prepared, self.timer,
@@ -141,7 +142,13 @@ class Experiment:
                     with self.timer("write"):
                         write(result, ran.runs, folder, artifacts, self.cfg, self.identity, self.device,
                               self.timer.rounded)
+                    published = True
         except KeyboardInterrupt:
-            raise Interrupted(len(ran.runs)) from None
+            if not published:
+                raise Interrupted(len(ran.runs)) from None
+            # only the emptied staging folder was being removed: saying "interrupted, rerun to resume"
+            # with exit 130 would send the user to redo a finished experiment (the next run clears it)
+            warnings.warn(f"Ctrl-C came after every output was published to {self.cfg.out}: the run is "
+                          "complete; its emptied staging folder is removed by the next run there", stacklevel=1)
         result.phase_seconds = self.timer.rounded()
         return result
