@@ -14,8 +14,11 @@ from harness.api import experiment_config, keywords, run_experiment
 from harness.cli import build_parser, main, run_options
 from harness.errors import HarnessError
 
+#: Trained in this process (`--executor inprocess`): the pool's worker processes cost seconds of
+#: imports each, and the outputs are the same with any executor (test_local_pool.py,
+#: test_executor_equivalence10.py).
 TINY = {"dataset": "digits", "proxies": "csl,aum", "tasks": "mislabeled", "seeds": "2", "noise_rates": "0.1",
-        "epochs": "2", "device": "cpu", "bootstrap": "50"}
+        "epochs": "2", "device": "cpu", "bootstrap": "50", "executor": "inprocess"}
 
 
 def as_csv(frame: pd.DataFrame) -> pd.DataFrame:
@@ -51,7 +54,8 @@ def test_run_experiment_returns_the_cli_leaderboard(tmp_path) -> None:
 
 def test_run_experiment_writes_files_when_given_out(tmp_path) -> None:
     result = run_experiment(proxies="csl", tasks="mislabeled", seeds=1, noise_rates=[0.1], epochs=1, device="cpu",
-                            bootstrap=0, store=tmp_path / "store", out=tmp_path / "out", progress=False)
+                            bootstrap=0, store=tmp_path / "store", out=tmp_path / "out", progress=False,
+                            executor="inprocess")
     board = pd.read_csv(tmp_path / "out" / "leaderboard.csv")
     pd.testing.assert_frame_equal(as_csv(result.leaderboard), board)
 

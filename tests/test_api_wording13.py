@@ -60,7 +60,8 @@ def test_overwrite_without_out_is_refused() -> None:
 
 def test_result_outputs_list_every_file_summary_json_lists(tmp_path) -> None:
     result = run_experiment(proxies="csl", tasks="mislabeled", seeds=1, noise_rates=[0.1], epochs=1, device="cpu",
-                            bootstrap=0, store=tmp_path / "store", out=tmp_path / "out", progress=False)
+                            bootstrap=0, store=tmp_path / "store", out=tmp_path / "out", progress=False,
+                            executor="inprocess")  # the pool's workers cost seconds of imports each
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert list(result.outputs)[:4] == ["leaderboard", "raw", "markdown", "summary"]
     written = {path for paths in result.outputs.values() for path in paths}
@@ -80,7 +81,7 @@ def test_tasks_tables_are_in_the_result_without_out(tmp_path) -> None:
     import pandas as pd
 
     common = dict(proxies="csl,aum", tasks="suspects", seeds=2, epochs=2, device="cpu", bootstrap=0,
-                  store=tmp_path / "store", progress=False)
+                  store=tmp_path / "store", progress=False, executor="inprocess")
     alone = run_experiment(**common)
     written = run_experiment(**common, out=tmp_path / "out")
     assert written.reused and not written.trained  # the same runs: the same tables
@@ -123,7 +124,8 @@ def test_a_failed_proxy_is_a_warning_from_python(tmp_path, monkeypatch) -> None:
     with pytest.warns(RuntimeWarning, match=r"run_experiment: proxy csl failed for .*ValueError: a bug in the proxy; "
                                             r"left out of the leaderboard; the leaderboard leaves those out"):
         result = run_experiment(proxies="csl,aum", tasks="mislabeled", seeds=1, noise_rates=[0.1], epochs=1,
-                                device="cpu", bootstrap=0, store=tmp_path / "store", progress=False)
+                                device="cpu", bootstrap=0, store=tmp_path / "store", progress=False,
+                                executor="inprocess")
     assert len(result.failures) == 1 and set(result.leaderboard["proxy"]) == {"aum"}
     assert np.isfinite(result.scores["noise=0.1_seed0"]["aum"]).all()
 

@@ -67,6 +67,7 @@ def test_out_of_fold_on_stored_runs(tmp_path) -> None:
         out=tmp_path / "out",
         store=tmp_path / "store",
         progress=False,
+        executor="inprocess",  # trained here: a pool's workers cost seconds of imports
     )
     exp = Experiment(cfg)
     ran = exp.execute()

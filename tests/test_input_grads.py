@@ -139,7 +139,8 @@ def test_end_to_end_one_run_one_input_grads_recorder(tmp_path) -> None:
     store, out = tmp_path / "store", tmp_path / "out"
     rc = main(["run", "--epochs", "5", "--seeds", "1", "--noise-rates", "0.1", "--tasks", "mislabeled",
                "--proxies", "loss_sensitivity,learning_time,csg,curvature", "--proxy-arg", "curvature.n=2",
-               "--device", "cpu", "--store", str(store), "--out", str(out), "--no-progress"])
+               "--device", "cpu", "--store", str(store), "--out", str(out), "--no-progress",
+               "--executor", "inprocess"])  # trained here: a pool's workers cost seconds of imports
     assert rc == 0
     runs = list((store / "runs").iterdir())
     assert len(runs) == 1

@@ -173,7 +173,7 @@ def test_leaderboard_csv_columns_from_a_real_run(tmp_path, capsys) -> None:
     out = tmp_path / "out"
     code = main(["run", "--proxies", "csl,final_loss", "--tasks", "mislabeled,cost", "--seeds", "2",
                  "--noise-rates", "0.1", "--epochs", "2", "--device", "cpu", "--no-progress",
-                 "--out", str(out), "--store", str(tmp_path / "store")])
+                 "--out", str(out), "--store", str(tmp_path / "store"), "--executor", "inprocess"])
     assert code == 0, capsys.readouterr().err
     board = pd.read_csv(out / "leaderboard.csv")
     assert list(board.columns) == COLUMNS

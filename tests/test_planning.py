@@ -27,6 +27,7 @@ def _config(tmp_path) -> ExperimentConfig:
         out=tmp_path / "out",
         store=tmp_path / "store",
         progress=False,
+        executor="inprocess",  # trained here: a pool's workers cost seconds of imports
     )
 
 

@@ -244,7 +244,7 @@ def test_a_near_duplicate_search_too_big_to_finish_is_refused_before_training(tm
 
     monkeypatch.setattr(suspects, "MAX_NEAR_WORK", 1437**2 * 64 - 1)  # digits' 1,437 images of 8 x 8 just exceed it
     argv = ["run", "--tasks", "suspects", "--proxies", "csl", "--epochs", "1", "--store", str(tmp_path / "store"),
-            "--out", str(tmp_path / "out")]
+            "--out", str(tmp_path / "out"), "--seeds", "1", "--executor", "inprocess"]  # one run, trained here
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert ("suspects: a near-duplicate search over 1437 samples (and 360 test samples) of 64 values would take "
