@@ -64,9 +64,12 @@ def _links(text: str) -> list[str]:
 
 
 def _run_example(source: str, tmp_path: Path) -> subprocess.CompletedProcess:
+    """One thread for the native libraries, as conftest pins this process's torch and as
+    test_examples.py runs the examples/ scripts: an example's own torch loop (the tracker's) took
+    twice the CPU time on 2 cores with torch's default pool spinning."""
     script = tmp_path / "example.py"
     script.write_text(source, encoding="utf-8")
-    env = {**os.environ, "MEMPROX_CACHE": str(tmp_path / "cache"), "MPLBACKEND": "Agg",
+    env = {**os.environ, "MEMPROX_CACHE": str(tmp_path / "cache"), "MPLBACKEND": "Agg", "OMP_NUM_THREADS": "1",
            "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)}
     return subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True,
                           timeout=EXAMPLE_TIMEOUT_S)
@@ -86,14 +89,54 @@ def test_examples_are_found_and_skips_give_a_reason() -> None:
 def test_python_example_runs(source: str, before: str, tmp_path: Path) -> None:
     if NO_TEST.match(before.strip()):
         pytest.skip(before.strip())
-    done = _run_example(source, tmp_path)
+    tracker = before.strip() == TRACKER_MARKER
+    done = _run_example(source + (TRACKER_TAIL if tracker else ""), tmp_path)
     output = f"{done.stdout[-3000:]}\n{done.stderr[-6000:]}"
     assert done.returncode == 0, f"example failed (exit {done.returncode}):\n{output}"
-    if before.strip() == TRACKER_MARKER:  # the tracker example must also find what it promises
+    _check_stated_output(source, done.stdout)
+    if tracker:  # the tracker example must also find what it promises
         assert (tmp_path / "suspects.png").read_bytes()[:4] == b"\x89PNG"
         found = re.search(r"flipped labels among the 20 suspects: (\d+)%", done.stdout)
         assert found, done.stdout[-2000:]
         assert int(found.group(1)) >= 80, done.stdout[-2000:]
+        _check_tracker_scores(tmp_path)
+
+
+#: Appended to the tracker example once it has run as written: what it computed, for the checks below.
+TRACKER_TAIL = """
+np.save("flipped.npy", flipped)
+scores.to_csv("scores.csv", index=False)
+suspects.to_csv("suspects.csv", index=False)
+"""
+
+
+def _check_tracker_scores(folder: Path) -> None:
+    """The tracker example's scores find the flipped labels (CSL's AUROC), beyond its own printout."""
+    import numpy as np
+    import pandas as pd
+    from sklearn.metrics import roc_auc_score
+
+    flipped = np.load(folder / "flipped.npy")
+    scores, suspects = pd.read_csv(folder / "scores.csv"), pd.read_csv(folder / "suspects.csv")
+    assert roc_auc_score(np.isin(scores["index"], flipped), scores["csl"]) >= 0.95
+    assert np.isin(suspects["index"], flipped).mean() >= 0.8
+    assert {"csl", "forgetting", "aum", "final_loss", "in_confidence"} <= set(scores.columns)
+
+
+def _check_stated_output(source: str, stdout: str) -> None:
+    """An example whose comment says what it prints must print that (checked on the run above, not
+    on a second one). datasets.md's CSV example said "classes ['benign', 'malignant']" where
+    `list(classes)` of a NumPy 2 str array prints [np.str_('benign'), np.str_('malignant')]."""
+    stated = re.search(r"# (\d+) samples, classes (\[.*\])", source)
+    if stated and "load_breast_cancer" in source:
+        assert f"train=({stated.group(1)}, " in stdout, stdout
+        assert stdout.rstrip().endswith(stated.group(2)), stdout
+
+
+def test_an_example_states_what_it_prints() -> None:
+    """The CSV example is the one `_check_stated_output` holds to its comment: it must stay found."""
+    assert sum(bool(re.search(r"# \d+ samples, classes \[", s)) and "load_breast_cancer" in s
+               for _, s, b in BLOCKS if not NO_TEST.match(b.strip())) == 1
 
 
 def test_the_tracker_example_is_marked() -> None:
