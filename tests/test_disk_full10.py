@@ -96,11 +96,27 @@ def _run(tmp: Path, at: str = "", *, limit: int = 0, restore: bool = False, fill
         env["DF_FILL"] = str(fill)
     if min_free is not None:
         env["DF_MIN_FREE"] = str(min_free)
-    args = ["run", "--proxies", "csl", "--tasks", "mislabeled", "--seeds", "1", "--noise-rates", "0.1",
+    return subprocess.run([sys.executable, str(driver), *_args(tmp, store, out, extra, epochs)], env=env,
+                          capture_output=True, text=True, timeout=120, cwd=tmp)
+
+
+def _args(tmp: Path, store: Path | None = None, out: Path | None = None, extra: tuple[str, ...] = (),
+          epochs: int = 2) -> list[str]:
+    return ["run", "--proxies", "csl", "--tasks", "mislabeled", "--seeds", "1", "--noise-rates", "0.1",
             "--epochs", str(epochs), "--subset", "200", "--device", "cpu", "--executor", "inprocess", "--no-progress",
             "--store", str(store or tmp / "store"), "--out", str(out or tmp / "out"), *extra]
-    return subprocess.run([sys.executable, str(driver), *args], env=env, capture_output=True, text=True,
-                          timeout=120, cwd=tmp)
+
+
+def _run_here(tmp: Path, capfd: pytest.CaptureFixture[str]) -> str:
+    """The same command with nothing refused, in this process (a subprocess costs seconds of imports;
+    only a refused write needs one, for its file size limit): its `runs:` line."""
+    from harness.cli import main
+
+    capfd.readouterr()
+    code = main(_args(tmp))
+    out, err = capfd.readouterr()
+    assert code == 0, err[-3000:]
+    return next(line for line in (out + err).splitlines() if line.startswith("runs:"))
 
 
 def _error_line(proc: subprocess.CompletedProcess) -> str:
@@ -135,7 +151,7 @@ def _debris(tmp: Path) -> list[str]:
 # --- RLIMIT_FSIZE: real EFBIG from the kernel, no root needed ---------------------------------------
 
 
-def test_outputs_refused_by_the_file_system_name_the_file_and_the_fix(tmp_path: Path) -> None:
+def test_outputs_refused_by_the_file_system_name_the_file_and_the_fix(tmp_path: Path, capfd) -> None:
     """The line named the hidden staging folder (`.out.tmp-PID-XXXX/scores/...`, gone when read) and
     sent a user whose disk or file size limit ran out to the folder's permissions ("rerun once the
     folder is writable")."""
@@ -147,13 +163,13 @@ def test_outputs_refused_by_the_file_system_name_the_file_and_the_fix(tmp_path: 
     assert "raise the file size limit (ulimit -f)" in line and "kept in the store" in line
     assert ".out.tmp-" not in line
     assert not out.exists() and _debris(tmp_path) == []
-    assert _runs_line(_run(tmp_path)) == "runs: 0 trained, 1 reused from the store"
+    assert _run_here(tmp_path, capfd) == "runs: 0 trained, 1 reused from the store"
 
 
-def _rewrite_refused(tmp_path: Path, stages: tuple[str, ...]) -> None:
+def _rewrite_refused(tmp_path: Path, stages: tuple[str, ...], capfd: pytest.CaptureFixture[str]) -> None:
     """A complete run, then reruns whose writes at `stages` the file system refuses: the earlier
     outputs stay byte for byte (record included), nothing is left behind, nothing is retrained."""
-    _runs_line(_run(tmp_path))
+    _run_here(tmp_path, capfd)
     out = tmp_path / "out"
     before, runs = _tree(out), _tree(tmp_path / "store" / "runs")
     assert {"leaderboard.csv", "leaderboard.md", "raw.csv", "summary.json", ".memprox-outputs.json"} <= set(before)
@@ -166,24 +182,25 @@ def _rewrite_refused(tmp_path: Path, stages: tuple[str, ...]) -> None:
         assert _debris(tmp_path) == [], stage
 
 
-def test_an_earlier_leaderboard_survives_when_the_journal_of_its_swap_is_refused(tmp_path: Path) -> None:
+def test_an_earlier_leaderboard_survives_when_the_journal_of_its_swap_is_refused(tmp_path: Path, capfd) -> None:
     """The last write before the swap into --out (its journal): every new output is staged by then."""
-    _rewrite_refused(tmp_path, ("harness.file_swap:swap_files",))
+    _rewrite_refused(tmp_path, ("harness.file_swap:swap_files",), capfd)
 
 
 @pytest.mark.slow
-def test_an_earlier_leaderboard_survives_a_rewrite_refused_at_any_stage(tmp_path: Path) -> None:
-    _rewrite_refused(tmp_path, ("harness.outputs:staging", "harness.outputs:write", "harness.outputs:write_record"))
+def test_an_earlier_leaderboard_survives_a_rewrite_refused_at_any_stage(tmp_path: Path, capfd) -> None:
+    _rewrite_refused(tmp_path, ("harness.outputs:staging", "harness.outputs:write", "harness.outputs:write_record"),
+                     capfd)
 
 
-def test_a_store_entry_the_file_system_refuses_leaves_no_entry_and_is_trained_again(tmp_path: Path) -> None:
+def test_a_store_entry_the_file_system_refuses_leaves_no_entry_and_is_trained_again(tmp_path: Path, capfd) -> None:
     proc = _run(tmp_path, "harness.store:_write_arrays")
     assert proc.returncode == 1
     line = _error_line(proc)
     assert f"cannot write run store entry {tmp_path / 'store' / 'runs'}" in line and "runs already stored" in line
     assert list((tmp_path / "store" / "runs").iterdir()) == [] and _debris(tmp_path) == []
     assert not (tmp_path / "out").exists()
-    assert _runs_line(_run(tmp_path)) == "runs: 1 trained, 0 reused from the store"
+    assert _run_here(tmp_path, capfd) == "runs: 1 trained, 0 reused from the store"
 
 
 def test_a_checkpoint_the_file_system_refuses_is_a_warning_with_its_errno(tmp_path: Path) -> None:
