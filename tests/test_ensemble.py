@@ -332,6 +332,8 @@ def test_stacked_batch_keeps_activations_indexable() -> None:
     images x 65,536 elements (64 channels of 32x32) is exactly 2^31."""
     assert 16 * 2048 * 65536 > MAX_STACKED_ELEMENTS
     assert stacked_batch(16, 2048, 65536) == 2047
+    # each_member pads every member's rows to a multiple of 16: 2,047 became 2,048 rows, the limit again
+    assert stacked_batch(16, 2048, 65536, align=16) == 2032
     assert stacked_batch(4, 512, 65536) == 512  # well inside: the batch asked for
     assert stacked_batch(10**6, 512, 10**6) == 1  # never below one sample
 
