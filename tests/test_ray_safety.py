@@ -257,16 +257,37 @@ def test_the_reaper_stops_only_the_processes_it_was_given() -> None:
 
 
 # --ray-address --------------------------------------------------------------------------------
-@pytest.mark.parametrize("address", ["memprox-test.invalid:6379", "closed-port", "host:notaport", ":::", "auto"])
-def test_a_bad_ray_address_is_one_error_line_in_seconds(short_tmp, address) -> None:
-    address = f"127.0.0.1:{free_port()}" if address == "closed-port" else address
-    proc = start_cli(short_tmp, ["--proxies", "csl", "--tasks", "mislabeled", "--seeds", "1", "--epochs", "1",
-                                 "--device", "cpu", "--no-progress", "--executor", "ray", "--ray-address", address],
-                     env_for(short_tmp))
+BAD_ADDRESS_RUN = ["--proxies", "csl", "--tasks", "mislabeled", "--seeds", "1", "--epochs", "1", "--device", "cpu",
+                   "--no-progress", "--executor", "ray", "--ray-address"]
+
+
+def test_a_bad_ray_address_is_one_error_line_in_seconds(short_tmp) -> None:
+    """End to end, as a user meets it: a name that does not resolve (the others run in this process, below)."""
+    proc = start_cli(short_tmp, [*BAD_ADDRESS_RUN, "memprox-test.invalid:6379"], env_for(short_tmp))
     code, err, seconds = finish(proc, 40)
     assert code == 2, f"exit {code} after {seconds:.0f} s\n{err[-2000:]}"
     assert seconds < 15 + 10  # 15 s promised, plus Python, torch and Ray imports on a busy machine
     assert len(error_lines(err)) == 1 and "Traceback" not in err, err
+    assert not (short_tmp / "out").exists() and not (short_tmp / "store").exists()
+
+
+@pytest.mark.parametrize("address", ["closed-port", "host:notaport", ":::", "auto"])
+def test_other_bad_ray_addresses_are_one_error_line_in_seconds(short_tmp, address, monkeypatch, capsys) -> None:
+    """The CLI in this process, in `env_for`'s environment (each subprocess cost seconds of imports):
+    every one is refused before `ray.init`."""
+    from harness.cli import main
+
+    address = f"127.0.0.1:{free_port()}" if address == "closed-port" else address
+    for name in ("RAY_ADDRESS", "RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("RAY_TMPDIR", str(short_tmp))
+    started = time.monotonic()
+    code = main(["run", *BAD_ADDRESS_RUN, address, "--out", str(short_tmp / "out"),
+                 "--store", str(short_tmp / "store")])
+    seconds = time.monotonic() - started
+    err = capsys.readouterr().err
+    assert code == 2, f"exit {code} after {seconds:.0f} s\n{err[-2000:]}"
+    assert seconds < 15 and len(error_lines(err)) == 1 and "Traceback" not in err, err
     assert not (short_tmp / "out").exists() and not (short_tmp / "store").exists()
 
 

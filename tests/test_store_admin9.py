@@ -37,12 +37,12 @@ BASE = "digits noise=0.1 mlp seed0"  # the label of the base run; the two SSFT r
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory) -> Path:
-    """A real store: one base run and two SSFT runs (3 entries), trained once for the module."""
+    """A real store: one base run and two SSFT runs (3 entries), trained once for the module, in this
+    process (a subprocess costs seconds of imports)."""
     root = tmp_path_factory.mktemp("built")
-    proc = subprocess.run([sys.executable, "-m", "harness", "run", *RUN, "--proxies", "final_loss,ssft",
-                           "--executor", "inprocess", "--store", str(root / "store"), "--out", str(root / "out")],
-                          cwd=REPO, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr
+    code = main(["run", *RUN, "--proxies", "final_loss,ssft", "--executor", "inprocess", "--store", str(root / "store"),
+                 "--out", str(root / "out")])
+    assert code == 0
     return root / "store"
 
 
