@@ -15,8 +15,11 @@ from harness.jobs import make_manifest
 from harness.store import RunStore
 from harness.training import RunOutput
 
+#: Each process trains its jobs itself (`--executor inprocess`): the store is shared by the two
+#: processes either way, and a pool would start two more interpreters per process (seconds of imports).
 ARGS = ["--proxies", "csl,final_loss,confident_learning", "--tasks", "mislabeled", "--seeds", "1",
-        "--noise-rates", "0.1", "--epochs", "2", "--device", "cpu", "--threads", "1", "--no-progress"]
+        "--noise-rates", "0.1", "--epochs", "2", "--device", "cpu", "--threads", "1", "--no-progress",
+        "--executor", "inprocess"]
 
 
 def test_two_processes_running_one_experiment_train_each_run_once(tmp_path: Path) -> None:
