@@ -130,25 +130,20 @@ class Experiment:
                 self.store.clean()
         loading = self.timer.seconds["load"]
         t0 = time.perf_counter()
-        ran = self.execute()
+        ran, published = self.execute(), False
         # execute's store lookups (`pending`) count as load; the rest is training and storing
         self.timer.add("train", time.perf_counter() - t0 - (self.timer.seconds["load"] - loading))
-        published = False
         try:
             with staging(self.cfg.out) as folder, single_blas_thread():
-                result, artifacts = evaluate(self.cfg, self.plan, self.proxies, ran, self.prepared, self.timer,
-                                             folder)
+                result, artifacts = evaluate(self.cfg, self.plan, self.proxies, ran, self.prepared, self.timer, folder)
                 if folder is not None:
                     with self.timer("write"):
                         write(result, ran.runs, folder, artifacts, self.cfg, self.identity, self.device,
                               self.timer.rounded)
                     published = True
-        except KeyboardInterrupt:
+        except KeyboardInterrupt:  # after publishing, only the emptied staging folder was being removed
             if not published:
                 raise Interrupted(len(ran.runs)) from None
-            # only the emptied staging folder was being removed: saying "interrupted, rerun to resume"
-            # with exit 130 would send the user to redo a finished experiment (the next run clears it)
-            warnings.warn(f"Ctrl-C came after every output was published to {self.cfg.out}: the run is "
-                          "complete; its emptied staging folder is removed by the next run there", stacklevel=1)
+            warnings.warn(f"Ctrl-C came after every output was published to {self.cfg.out}: the run is complete")
         result.phase_seconds = self.timer.rounded()
         return result
