@@ -26,9 +26,9 @@ for stage in ${stages//,/ }; do
     cuda)  # batched batch norm on cuDNN, the tracker's device buffers, curvature in IEEE float32 (not
            # TF32) against float64; a failure is reported and the timings still run (device time is too
            # scarce to stop here), and a file that cannot be imported there costs only its own tests
-           # (tests/test_score_checks8.py imports cleanlab, which the device lacks: left out)
+           # (the device lacks cleanlab: a file here imports it inside the tests that need it)
       "$py" -m pytest tests/test_ensemble.py tests/test_tracker.py tests/test_tracker_edge_cases.py tests/test_curvature.py \
-        tests/test_held_batches.py \
+        tests/test_held_batches.py tests/test_score_checks8.py \
         -q -p no:cacheprovider --continue-on-collection-errors \
         -k cuda -rA 2>&1 \
         | tee "$out/cuda_tests.log" | tail -3 || echo "CUDA tests FAILED: see $out/cuda_tests.log" ;;
