@@ -57,7 +57,7 @@ from harness.store_place import refusal, write_problem
 _DIGEST = "[0-9a-f]{20}"  # RunSpec.digest()
 LEFTOVER = re.compile(rf"^\.(?:tmp|old)-({_DIGEST})-")
 _ASIDE = re.compile(rf"\.old-({_DIGEST})-\d+$")  # `put` sets an entry aside under this name
-_CKPT_TEMP = re.compile(rf"^(?:\.({_DIGEST})\.pt\..+|({_DIGEST})\.tmp\d+)$")
+CKPT_TEMP = re.compile(rf"^(?:\.({_DIGEST})\.pt\..+|({_DIGEST})\.tmp\d+)$")
 
 
 def _unreadable(path: Path, e: OSError) -> HarnessError:
@@ -251,7 +251,7 @@ class RunStore:
         for digest, path in _swaps_left(self.root) if self._unwritable is None else []:  # read-only: nothing
             try:
                 with self.lock(digest).acquire(timeout=0):
-                    if path.parent.name == "partial" and not _superseded(self.root, digest, path):
+                    if path.name == f"{digest}.pt" and not _superseded(self.root, digest, path):
                         continue  # checked again under the lock: a run may have checkpointed since the listing
                     final = self.root / "runs" / digest
                     if path.name.startswith(".old-") and not os.path.lexists(final):
@@ -312,10 +312,10 @@ def store_leftovers(root: Path) -> list[tuple[str, Path]]:
     found = leftovers(root / "runs", LEFTOVER, lambda m, p: own_entry_folder(p))
     candidates = [(m.group(1), p) for m, p in sorted(found, key=lambda mp: not mp[1].name.startswith(".old-"))]
     partial = root / "partial"  # a link to elsewhere (a home folder) is not the store's: never cleaned
-    for p in [] if partial.is_symlink() else partial.iterdir():
+    for p in [] if partial.is_symlink() or not partial.is_dir() else partial.iterdir():  # none: prune makes none
         if not _plain_file(p):
             continue
-        m = _CKPT_TEMP.match(p.name)
+        m = CKPT_TEMP.match(p.name)
         if m:
             candidates.append((m.group(1) or m.group(2), p))
         elif re.fullmatch(rf"{_DIGEST}\.pt", p.name) and _superseded(root, p.stem, p):

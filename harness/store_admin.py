@@ -9,8 +9,8 @@ without waiting (an entry in use is skipped), re-checked under that lock (a writ
 replaced it since the scan), and renamed aside (`.tmp-<digest>-prune...`, which the store never
 reads as an entry and `RunStore.clean` removes) before exactly the files checked are deleted (a
 file put in meanwhile stays), so a kill never leaves half an entry that reads as complete.
-Symlinks are never followed, not even a partial/ that is one (`Scan.linked`); runs/, partial/ and
-locks/ and lock files stay.
+Symlinks are never followed (but a runs/ that is one: `is_store`), not even a partial/ that is one
+(`Scan.linked`); runs/, partial/ and locks/ and lock files stay. A live writer's files are `busy`.
 
 "Unreachable" is exact: an entry is unreachable only when its manifest's spec rebuilds into
 today's `RunSpec` with every stored field as stored (`rebuild_spec`) and that spec's digest is not
@@ -39,8 +39,13 @@ from harness.io import failure_reason
 from harness.manifest import Manifest
 from harness.recipe import Recipe
 from harness.runspec import Corruption, DataSpec, RunSpec, TrainSubset
-from harness.store import LEFTOVER, store_leftovers, verify_entry
+from harness.store import CKPT_TEMP, LEFTOVER, store_leftovers, verify_entry
 from harness.store_entry_files import own_files
+
+try:
+    import fcntl
+except ImportError:  # Windows: no flock to test, so nothing reads as held
+    fcntl = None  # type: ignore[assignment]
 
 DIGEST = re.compile(r"[0-9a-f]{20}")
 CHECKPOINT = re.compile(r"([0-9a-f]{20})\.pt")
@@ -82,6 +87,7 @@ class Item:
     path: Path
     bytes: int
     digest: str = ""
+    busy: bool = False  # its entry's lock is held: a live writer's own file, not a leftover (`held`)
 
 
 @dataclass
@@ -89,13 +95,36 @@ class Scan:
     root: Path
     entries: list[Entry]
     checkpoints: list[Item]  # partial/<digest>.pt of runs not stored complete
-    leftovers: list[Item]  # what kills left (`harness.store.store_leftovers`)
+    leftovers: list[Item]  # what kills left (`harness.store.store_leftovers`), or a live writer's (`busy`)
     foreign: list[Item]  # anything else in runs/ or partial/: never touched
     linked: list[str]  # store folders that are symlinks (partial/): never walked into
 
 
 def is_store(root: Path) -> bool:
-    return (root / "runs").is_dir() and not (root / "runs").is_symlink()
+    """A folder holding runs/; a runs/ that is a link to a folder (a big store's runs on another disk) counts, as it
+    does for the runs trained into it: prune deletes only files it checked as the store's own, never a folder that
+    may hold others, so following it cannot reach a user's files."""
+    return (root / "runs").is_dir()
+
+
+def held(root: Path, digest: str) -> bool:
+    """Whether a live process holds the entry's lock (a writer training, checkpointing or storing that run), tested
+    with a shared flock on the lock file opened read-only, so nothing is made or written (a read-only store is fine).
+    A lock file that is absent or cannot be opened is free: no writer could be holding it."""
+    try:
+        fd = os.open(root / "locks" / f"{digest}.lock", os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0))
+    except OSError:
+        return False
+    try:
+        if fcntl is not None and stat.S_ISREG(os.fstat(fd).st_mode):
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)  # released as the file is closed
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+    return False
 
 
 def tree_bytes(path: Path, freeable: bool = False) -> int:
@@ -122,33 +151,33 @@ def tree_bytes(path: Path, freeable: bool = False) -> int:
 
 
 def scan(root: Path) -> Scan:
-    """Everything the store at `root` holds, read only (no lock, no file made or removed)."""
+    """Everything the store at `root` holds, read only (no lock taken, no file made or removed). A leftover or
+    checkpoint whose entry's lock is held is marked `busy`: a running experiment is writing it (a temporary file it
+    made after the listing of leftovers, too: it was counted as another's file)."""
     runs, partial = root / "runs", root / "partial"
-    entries, foreign = [], []
-    for name in sorted(os.listdir(runs)):
-        path = runs / name
-        if DIGEST.fullmatch(name):
-            entries.append(read_entry(path))
-        elif not LEFTOVER.match(name):
-            foreign.append(Item(f"runs/{name}", path, tree_bytes(path)))
     linked = ["partial"] if partial.is_symlink() else []
-    left = [(d, p) for d, p in (store_leftovers(root) if partial.is_dir() else [])
-            if not (linked and p.parent == partial)]  # a link to elsewhere (a home folder) is not the store's
-    leftover_paths = {p for _, p in left}
-    for name in sorted(os.listdir(runs)):  # leftover names whose contents are not the store's own
-        if LEFTOVER.match(name) and runs / name not in leftover_paths:
-            foreign.append(Item(f"runs/{name}", runs / name, tree_bytes(runs / name)))
-    checkpoints = []
-    for name in sorted(os.listdir(partial)) if partial.is_dir() and not linked else []:
-        path = partial / name
-        if path in leftover_paths:
-            continue
-        m = CHECKPOINT.fullmatch(name)
-        if m and own_checkpoint(path):
-            checkpoints.append(Item(f"partial/{name}", path, tree_bytes(path), m.group(1)))
-        else:
-            foreign.append(Item(f"partial/{name}", path, tree_bytes(path)))
-    leftovers = [Item(str(p.relative_to(root)), p, tree_bytes(p), d) for d, p in left]
+    # a partial/ that links elsewhere (a home folder) is not the store's
+    left = [(d, p) for d, p in store_leftovers(root) if not (linked and p.parent == partial)]
+    listed = {p for _, p in left}
+    leftovers = [Item(str(p.relative_to(root)), p, tree_bytes(p), d, held(root, d)) for d, p in left]
+    entries, checkpoints, foreign = [], [], []
+    for sub, folder in (("runs", runs), ("partial", partial)):
+        for name in sorted(os.listdir(folder)) if folder.is_dir() and sub not in linked else []:
+            path = folder / name
+            if path in listed or not os.path.lexists(path):  # a leftover, or gone since the listing
+                continue
+            own = (DIGEST if sub == "runs" else CHECKPOINT).fullmatch(name)
+            temp = (LEFTOVER if sub == "runs" else CKPT_TEMP).match(name)
+            found = own or temp
+            digest = next((g for g in found.groups() if g), "") if found else ""
+            if own and sub == "runs":
+                entries.append(read_entry(path))
+            elif own and own_checkpoint(path):
+                checkpoints.append(Item(f"{sub}/{name}", path, tree_bytes(path), digest, held(root, digest)))
+            elif temp and held(root, digest):  # made by the live writer since the leftovers were listed
+                leftovers.append(Item(f"{sub}/{name}", path, tree_bytes(path), digest, True))
+            else:
+                foreign.append(Item(f"{sub}/{name}", path, tree_bytes(path)))
     return Scan(root, entries, checkpoints, leftovers, foreign, linked)
 
 

@@ -18,6 +18,14 @@ def check_place(root: Path) -> None:
     existing store (runs/) stays usable wherever it is."""
     if (root / "runs").is_dir():
         return
+    if root.exists() and not root.is_dir():
+        raise HarnessError(f"--store {root} is a file, not a folder; pass a folder (a new one, or an existing store)")
+    if root.is_symlink() and not root.exists():
+        raise HarnessError(f"--store {root} is a link to {root.resolve()}, which does not exist (a disk not mounted?); "
+                           "mount it, or pass the folder of your store")
+    if (root / "runs").is_symlink():  # a store's runs on another disk, not mounted now: never made again here
+        raise HarnessError(f"--store {root} holds a runs/ that is a link to {(root / 'runs').resolve()}, which is no "
+                           "folder (a disk not mounted?); mount it, or point the link at the folder of your runs")
     if _is_home(root):  # it holds the user's files, hidden ones too
         raise HarnessError(f"--store {root} is the home folder: the store would add runs/, partial/ and locks/ to it; "
                            "pass a folder of its own (the default is $MEMPROX_CACHE/store or ~/.cache/memprox/store)")

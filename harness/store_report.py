@@ -19,8 +19,6 @@ from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 
-from filelock import FileLock, Timeout
-
 import harness.store_admin as admin
 from harness.console import stopped
 from harness.errors import HarnessError
@@ -85,7 +83,10 @@ def _root(given: str | None) -> Path:
 
 def _need_store(root: Path) -> None:
     if not is_store(root):
-        what = "does not exist" if not root.exists() else "holds no run store (no runs/ folder, or a link named so)"
+        runs = root / "runs"
+        what = "does not exist" if not root.exists() else "is a file, not a folder" if not root.is_dir() else \
+            f"holds a runs/ that is a link to {runs.resolve()}, which is no folder" if runs.is_symlink() else \
+            "holds no run store (no runs/ folder)"
         raise HarnessError(f"--store {root} {what}; pass the --store your runs were trained into")
 
 
@@ -127,16 +128,23 @@ def info(root: Path, runs: bool, say: Say) -> int:
         some = [e for e in found.entries if e.status == status]
         if some:
             say(f"{status} entries: {len(some)}, {size(sum(e.bytes for e in some))}: {words}")
+    if (root / "runs").is_symlink():  # followed, as by the runs trained into it
+        say(f"runs/ is a link to {(root / 'runs').resolve()}: its entries are this store's, read and pruned there")
     for sub in found.linked:
         say(f"{sub}/ is a link to {(root / sub).resolve()}: not walked into, nothing in it is counted or pruned")
     shared = [e for e in found.entries if not e.own and e.status in ("complete", "damaged")]
     if shared:
         say(f"entries holding files that are not the store's own (never pruned): {len(shared)}")
-    for what, items, hint in (("partial checkpoints", found.checkpoints, " (prune --partial)"),
-                              ("leftovers of killed processes", found.leftovers, " (prune --leftovers)"),
+    busy = [i for i in found.checkpoints + found.leftovers if i.busy]
+    idle = [i for i in found.checkpoints if not i.busy], [i for i in found.leftovers if not i.busy]
+    for what, items, hint in (("partial checkpoints", idle[0], " (prune --partial)"),
+                              ("leftovers of killed processes", idle[1], " (prune --leftovers)"),
                               ("other files in runs/ and partial/ (not the store's, never touched)", found.foreign,
                                "")):
         say(f"{what}: {len(items)}, {size(sum(i.bytes for i in items))}{hint if items else ''}")
+    if busy:  # its entry's lock is held: a leftover only once that experiment ends without removing it
+        say(f"in use by a running experiment: {len(busy)}, {size(sum(i.bytes for i in busy))} (checkpoints and "
+            "temporary files of runs being trained or stored now; not freeable, never pruned while in use)")
     now = datetime.now(timezone.utc)
     dates = sorted((age, d) for e in complete
                    if (d := e.field("created")) and math.isfinite(age := admin.age_days(d, now)))
@@ -259,7 +267,7 @@ def prune(root: Path, opts: dict, say: Say) -> int:
     now = datetime.now(timezone.utc)
     if leftovers:  # each with its digest (whose lock says whether it is in use), not a removal
         listed = [(i.name, admin.tree_bytes(i.path, freeable=True), i.digest) for i in found.leftovers]
-        return _prune_listed(root, listed, dry, leftovers, say)
+        return _prune_listed(root, listed, dry, leftovers, say, {i.name for i in found.leftovers if i.busy})
     if checkpoints:
         days = sel.older_than_days
         targets = [(i.name, admin.tree_bytes(i.path, freeable=True), (lambda i=i: remove_checkpoint(root, i, days)))
@@ -269,7 +277,9 @@ def prune(root: Path, opts: dict, say: Say) -> int:
                     (lambda e=e: remove_entry(root, e.digest, sel, now))) for e in found.entries if sel.matches(e, now)]
         _say_kept(found, sel, now, say)
     if dry:
-        return _prune_listed(root, targets, dry, leftovers, say)
+        busy = {i.name for i in found.checkpoints if i.busy} | {f"runs/{e.digest}  {e.field('label') or '?'}"
+                                                                 for e in found.entries if admin.held(root, e.digest)}
+        return _prune_listed(root, targets, dry, leftovers, say, busy)
     tally = {"freed": 0, "done": 0, "skipped": 0, "failed": 0}
     try:
         for name, _, remove in targets:
@@ -310,16 +320,18 @@ def _remove_one(name: str, remove: Callable[[], tuple[int | None, str]], tally: 
         say(f"skipped {name}: {why}")
 
 
-def _prune_listed(root: Path, targets: list, dry: bool, leftovers: bool, say: Say) -> int:
+def _prune_listed(root: Path, targets: list, dry: bool, leftovers: bool, say: Say, busy: set[str]) -> int:
     """--dry-run, or --leftovers (the cleanup every run does): an entry a kill left set aside mid-swap
-    is put back, not removed, and said so; neither is counted as freed."""
+    is put back, not removed, and said so; neither is counted as freed, nor is what a running experiment
+    holds (`busy`: its lock is held; the removal would skip it)."""
     def back(name: str) -> bool:  # runs/.old-<digest>-PID, its entry not at its name
         return leftovers and Path(name).name.startswith(".old-") and not (root / "runs" / name[10:30]).exists()
 
     if dry:
-        gone = [t for t in targets if not back(t[0])]
+        gone = [t for t in targets if not back(t[0]) and t[0] not in busy]
         for name, nbytes, _ in targets:
-            what = "put back (an entry a kill left mid-swap)" if back(name) else "remove"
+            what = "put back (an entry a kill left mid-swap)" if back(name) else \
+                "skip (in use by a running experiment)" if name in busy else "remove"
             say(f"would {what} {name}  {size(nbytes)}")
         say(f"would remove {len(gone)}, freeing {size(sum(t[1] for t in gone))} (dry run: nothing removed)")
         return 0
@@ -336,19 +348,10 @@ def _prune_listed(root: Path, targets: list, dry: bool, leftovers: bool, say: Sa
     failed = 0
     for name, _, digest in targets:
         if os.path.lexists(root / name):  # clean() passed it over: in use, or it could not
-            busy = _in_use(root, digest)
-            failed += not busy
-            say(f"skipped {name}: " + ("in use by another process" if busy else "could not be removed (the file "
+            in_use = admin.held(root, digest)
+            failed += not in_use
+            say(f"skipped {name}: " + ("in use by another process" if in_use else "could not be removed (the file "
                                        "system refused, or it holds files not the store's own now)"))
     say(f"removed {len(removed)} of {len(targets) - len(put_back)} leftovers, freed "
         f"{size(sum(sizes.get(n, 0) for n in removed))}")
     return 1 if failed else 0
-
-
-def _in_use(root: Path, digest: str) -> bool:
-    """Whether another process holds the entry's lock (a live writer) right now."""
-    try:
-        with FileLock(root / "locks" / f"{digest}.lock").acquire(timeout=0):
-            return False
-    except Timeout:
-        return True
