@@ -1,7 +1,8 @@
 """Swapping a set of files into a folder with rollback, for publishing an experiment's outputs: the
 old files are set aside, not deleted, until the new set is committed, so an error, Ctrl-C or kill
-part-way leaves (or gets back) the old set. The paths a record or journal names are trusted only when
-they are plain relative paths reached through real folders, never through a link.
+part-way leaves (or gets back) the old set. The output folder's record (`read_record`) says which
+files memprox wrote there. The paths a record or journal names are trusted only when they are plain
+relative paths reached through real folders, never through a link.
 """
 
 from __future__ import annotations
@@ -70,6 +71,47 @@ def regular_files(root: Path, skip: Collection[str] = ()) -> list[str]:
             if rel not in skip and stat.S_ISREG(os.lstat(path).st_mode):
                 found.append(rel)
     return sorted(found)
+
+
+# --- the output folder's record of what memprox wrote into it -------------------------------------------
+
+#: The output folder's own record of what memprox wrote into it: {"experiment": id, "publish": nonce,
+#: "files": {relative path: SHA-256}}. Only files listed there, and unchanged since, are ever removed.
+RECORD = ".memprox-outputs.json"
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+def read_record(out: Path) -> tuple[str | None, dict[str, str]]:
+    """The folder's record of its outputs: (experiment id, relative path -> SHA-256). A record that is
+    missing, or malformed in any entry, counts as none: then no file there is known to be ours."""
+    path = plain_file(out, RECORD)
+    try:
+        data = json.loads(path.read_text()) if path is not None else None
+    except (OSError, ValueError):
+        return None, {}
+    files = data.get("files") if isinstance(data, dict) else None
+    if not isinstance(data, dict) or not isinstance(files, dict) or not isinstance(data.get("experiment"), str):
+        return None, {}
+    if not all(is_plain_relpath(rel) and isinstance(sha, str) and _SHA256.fullmatch(sha) for rel, sha in files.items()):
+        return None, {}
+    return data["experiment"], files
+
+
+def recorded_unchanged(out: Path) -> tuple[str | None, dict[str, str], list[str]]:
+    """(owner, recorded files still exactly as memprox wrote them, recorded files changed since).
+    A changed file is the user's now: it is never removed, and replaced only with --overwrite."""
+    (owner, files), ours, changed = read_record(out), {}, []
+    for rel, sha in files.items():
+        path = plain_file(out, rel)
+        try:
+            same = path is not None and file_sha256(path) == sha
+        except OSError:  # unreadable: not provably ours
+            same = False
+        if same:
+            ours[rel] = sha
+        elif os.path.lexists(out / rel):
+            changed.append(rel)
+    return owner, ours, changed
 
 
 # --- swapping a set of files into a folder, with rollback ------------------------------------------------

@@ -6,7 +6,8 @@ mount point (another file system than its parent) or its parent may not be writt
 The folder's own record (`.memprox-outputs.json`: each file with its checksum) says what memprox
 wrote there: only those files, unchanged since, are ever replaced or removed, so a user's files, a
 repository or the store beside them are never touched. What killed experiments leave (a staging
-folder whose owner's lock is free, a swap of outputs part-way) is settled by the next one.
+folder whose owner's lock is free, a swap of outputs part-way) is settled by the next one on that
+--out; a run on another --out beside it names such a staging folder (its marker says what it is).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import json
 import os
 import re
 import stat
+import warnings
 from collections.abc import Callable, Collection, Iterator
 from contextlib import ExitStack, contextmanager
 from functools import partial
@@ -29,9 +31,12 @@ from harness.errors import HarnessError, StorageError
 from harness.evaluation import ExperimentResult
 from harness.file_swap import (
     JOURNAL,
+    RECORD,
     blocked_by,
     is_plain_relpath,
     plain_file,
+    read_record,
+    recorded_unchanged,
     recover_swap,
     regular_files,
     swap_files,
@@ -59,11 +64,13 @@ from harness.run_summary import TABLES, summary
 from harness.runspec import RunSpec
 from harness.store import StoredRun
 
-#: The output folder's own record of what memprox wrote into it: {"experiment": id, "publish": nonce,
-#: "files": {relative path: SHA-256}}. Only files listed there, and unchanged since, are ever removed.
-RECORD = ".memprox-outputs.json"
 #: Written into a staging folder when it is made: proof that a stale one is memprox's to remove.
 STAGING_MARKER = ".memprox-staging"
+#: What the marker tells a person who finds the folder (hidden, beside --out): whose it is, and that it may go.
+_STAGING_NOTE = ("memprox staging folder: memprox process {pid} writes an experiment's outputs here, moves them into "
+                 "{out} and then removes this folder.\nIf no memprox run with --out {out} is running, one was killed "
+                 "here: the next run with that --out removes this folder (and finishes or undoes the publish that was "
+                 "killed); you may also delete it yourself.\n")
 #: Locked (flock, the `filelock` package) by the staging folder's process for the folder's whole life,
 #: before the marker is written: the folder is stale only when this lock is free. A PID would not do:
 #: a process in another PID namespace (a container sharing the volume) sees other PIDs.
@@ -73,44 +80,11 @@ OUTPUT_FILES, OUTPUT_FOLDERS = ("leaderboard.csv", "leaderboard.md", "raw.csv", 
 #: What memprox keeps inside --out while it works there (its lock, staging and set-aside folders,
 #: write probes): never content, never recorded (hidden names).
 _WORKING = re.compile(r"\.memprox-(?:lock|(?:tmp|old)-\d+-.*)|\.write-test-.*")
+_STAGING_BESIDE = re.compile(r"\.(.+)\.tmp-\d+-[a-z0-9_]{8}")  # `_new_folder`'s staging folder beside an --out NAME
 _INSIDE = re.compile(r"\.memprox-(tmp|old)-(\d+)(?:-|$)")
 _NOT_WRITABLE = (errno.EACCES, errno.EPERM, errno.EROFS)
-_SHA256 = re.compile(r"[0-9a-f]{64}")
 #: Staging folder -> the lock its process holds (released by `publish` before renaming the folder).
 _HELD: dict[Path, FileLock] = {}
-
-
-def read_record(out: Path) -> tuple[str | None, dict[str, str]]:
-    """The folder's record of its outputs: (experiment id, relative path -> SHA-256). A record that is
-    missing, or malformed in any entry, counts as none: then no file there is known to be ours."""
-    path = plain_file(out, RECORD)
-    try:
-        data = json.loads(path.read_text()) if path is not None else None
-    except (OSError, ValueError):
-        return None, {}
-    files = data.get("files") if isinstance(data, dict) else None
-    if not isinstance(data, dict) or not isinstance(files, dict) or not isinstance(data.get("experiment"), str):
-        return None, {}
-    if not all(is_plain_relpath(rel) and isinstance(sha, str) and _SHA256.fullmatch(sha) for rel, sha in files.items()):
-        return None, {}
-    return data["experiment"], files
-
-
-def _ours(out: Path) -> tuple[str | None, dict[str, str], list[str]]:
-    """(owner, recorded files still exactly as memprox wrote them, recorded files changed since).
-    A changed file is the user's now: it is never removed, and replaced only with --overwrite."""
-    (owner, files), ours, changed = read_record(out), {}, []
-    for rel, sha in files.items():
-        path = plain_file(out, rel)
-        try:
-            same = path is not None and file_sha256(path) == sha
-        except OSError:  # unreadable: not provably ours
-            same = False
-        if same:
-            ours[rel] = sha
-        elif os.path.lexists(out / rel):
-            changed.append(rel)
-    return owner, ours, changed
 
 
 @contextmanager
@@ -169,6 +143,7 @@ def check_out(out: Path, identity: str, overwrite: bool, store: Path, data_paths
             place = _work_place(out)
             with _out_lock(out):
                 clean_stale(out)
+            _say_others_left(out)
     except OSError as e:
         what, fix = ("is full", f"{room_fix(e, '')} or pass another --out") if e.errno in NO_ROOM else \
             ("is not writable", "pass a writable --out")
@@ -179,7 +154,7 @@ def check_out(out: Path, identity: str, overwrite: bool, store: Path, data_paths
     if not out.exists():
         return
     try:
-        owner, ours, changed = _ours(out)
+        owner, ours, changed = recorded_unchanged(out)
         content = _has_content(out)
     except OSError as e:
         raise HarnessError(f"--out {out} cannot be read ({e.strerror}); pass a readable --out") from e
@@ -258,7 +233,7 @@ def staging(out: Path | None) -> Iterator[Path | None]:
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = _new_folder(out, "tmp", _work_place(out))
         _HELD.setdefault(tmp, FileLock(tmp / STAGING_LOCK)).acquire()
-        (tmp / STAGING_MARKER).write_text("memprox staging folder of an experiment's outputs\n")
+        (tmp / STAGING_MARKER).write_text(_STAGING_NOTE.format(pid=os.getpid(), out=out))
         yield tmp
     except OSError as e:
         raise _write_error(out, e, tmp) from e
@@ -340,7 +315,7 @@ def publish(tmp: Path, out: Path, identity: str, overwrite: bool) -> None:
         if out.is_symlink() or not out.is_dir():
             raise StorageError(f"--out {out} is no longer a folder; every run is kept in the store, rerun with a "
                                "folder as --out")
-        owner, ours, _ = _ours(out)
+        owner, ours, _ = recorded_unchanged(out)
         if owner != identity and not overwrite and _has_content(out):
             raise StorageError(f"--out {out} got another experiment's results (or other files) while this one ran; "
                                "every run is kept in the store, rerun with another --out or --overwrite")
@@ -379,14 +354,38 @@ def _stale(out: Path) -> list[tuple[re.Match[str], Path]]:
                 return False
         elif plain_file(folder, STAGING_LOCK) is None:
             return not pid_alive(int(m.group(2)))
-        try:
-            with FileLock(folder / STAGING_LOCK).acquire(timeout=0):
-                return True
-        except (Timeout, OSError):
-            return False
+        return _lock_free(folder)
 
     beside = re.compile(rf"\.{re.escape(out.name)}\.(tmp|old)-(\d+)(?:-|$)")
     return leftovers(out.parent, beside, owned) + (leftovers(out, _INSIDE, owned) if out.is_dir() else [])
+
+
+def _lock_free(staging_folder: Path) -> bool:
+    """Whether no process holds the staging folder's lock (its own holds it for the folder's whole life)."""
+    try:
+        with FileLock(staging_folder / STAGING_LOCK).acquire(timeout=0):
+            return True
+    except (Timeout, OSError):
+        return False
+
+
+def _say_others_left(out: Path) -> None:
+    """A warning for each staging folder that a run killed while writing the outputs of another folder beside `out`
+    left there (marked, its lock free): hidden, it is removed only by the next run with that --out, and went unseen.
+    Never removed from here: that folder's swap may be part-way, which only its own cleanup settles."""
+    try:
+        found = sorted(out.parent.iterdir())
+    except OSError:  # a parent that may be written but not listed: nothing to say
+        return
+    for folder in found:
+        m = _STAGING_BESIDE.fullmatch(folder.name)
+        if m is None or m.group(1) == out.name or folder.is_symlink() or not folder.is_dir() or \
+                plain_file(folder, STAGING_MARKER) is None or not _lock_free(folder):
+            continue
+        other = out.parent / m.group(1)
+        warnings.warn(f"{folder} was left by a memprox run killed while writing its outputs for {other}: the next run "
+                      f"with --out {other} removes it (and finishes or undoes a publish cut short); you may also "
+                      "delete it")
 
 
 def clean_stale(out: Path) -> None:
