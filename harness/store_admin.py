@@ -155,11 +155,12 @@ def scan(root: Path) -> Scan:
     checkpoint whose entry's lock is held is marked `busy`: a running experiment is writing it (a temporary file it
     made after the listing of leftovers, too: it was counted as another's file)."""
     runs, partial = root / "runs", root / "partial"
-    linked = ["partial"] if partial.is_symlink() else []
-    # a partial/ that links elsewhere (a home folder) is not the store's
+    linked = ["partial"] if partial.is_symlink() else []  # a partial/ linked elsewhere (a home folder) is not ours
     left = [(d, p) for d, p in store_leftovers(root) if not (linked and p.parent == partial)]
     listed = {p for _, p in left}
-    leftovers = [Item(str(p.relative_to(root)), p, tree_bytes(p), d, held(root, d)) for d, p in left]
+    # one gone when looked at after its lock was found free was the live writer's, let go meanwhile: not listed
+    leftovers = [Item(str(p.relative_to(root)), p, tree_bytes(p), d, busy) for d, p in left
+                 if (busy := held(root, d)) or os.path.lexists(p)]
     entries, checkpoints, foreign = [], [], []
     for sub, folder in (("runs", runs), ("partial", partial)):
         for name in sorted(os.listdir(folder)) if folder.is_dir() and sub not in linked else []:
@@ -176,7 +177,7 @@ def scan(root: Path) -> Scan:
                 checkpoints.append(Item(f"{sub}/{name}", path, tree_bytes(path), digest, held(root, digest)))
             elif temp and held(root, digest):  # made by the live writer since the leftovers were listed
                 leftovers.append(Item(f"{sub}/{name}", path, tree_bytes(path), digest, True))
-            else:
+            elif os.path.lexists(path):  # not a live writer's file, removed as its lock was let go
                 foreign.append(Item(f"{sub}/{name}", path, tree_bytes(path)))
     return Scan(root, entries, checkpoints, leftovers, foreign, linked)
 

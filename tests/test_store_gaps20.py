@@ -163,3 +163,19 @@ def test_a_store_without_partial_lists_and_prunes_its_leftovers(tmp_path, base_s
     code, out, _ = _cli(capsys, "store", "prune", "--store", str(root), "--leftovers")
     assert code == 0 and "removed 1 of 1 leftovers" in out and not left.exists()
     assert not (root / "partial").exists() and (root / "runs" / base_spec.digest()).is_dir()
+
+
+def test_a_writers_file_gone_as_it_let_go_of_its_lock_is_not_a_leftover(writing, capsys, monkeypatch) -> None:
+    """The writer finishes between the listing and the look at its lock: its files are gone, the lock free.
+    They were counted as leftovers of killed processes, with their bytes."""
+    root, _, files = writing
+
+    def finished(root: Path, digest: str) -> bool:
+        shutil.rmtree(files[2], ignore_errors=True)
+        files[1].unlink(missing_ok=True)
+        return False
+
+    monkeypatch.setattr(admin, "held", finished)
+    code, out, _ = _cli(capsys, "store", "info", "--store", str(root))
+    assert code == 0 and "leftovers of killed processes: 0, 0 bytes" in out
+    assert "other files in runs/ and partial/ (not the store's, never touched): 0, 0 bytes" in out
