@@ -78,8 +78,9 @@ def score(proxies: list[Proxy], base: RunSpec, data: PreparedData, runs: Mapping
             # were re-raised, which ended a trained experiment with exit 2 ("bad input, nothing trained")
             if not isinstance(e, HarnessError):
                 traceback.print_exc()
+            hint = " (the recorded arrays are read-only: change a copy, np.array(...))" if _wrote_records(e) else ""
             problems.append(f"proxy {proxy.label} failed for {base.label()}: {type(e).__name__}: "
-                            f"{failure_reason(e)}; left out of the leaderboard")
+                            f"{failure_reason(e)}{hint}; left out of the leaderboard")
             continue
         if np.isnan(s).all():
             problems.append(f"proxy {proxy.label} failed for {base.label()}: every score is NaN "
@@ -101,6 +102,35 @@ def score(proxies: list[Proxy], base: RunSpec, data: PreparedData, runs: Mapping
                           "proxies cannot separate samples (e.g. learning_time's rule=first)", stacklevel=2)
         scores[proxy.label] = s
     return scores, problems
+
+
+#: Where a metric's whole 95 % interval lies below this, the proxy ranks the wrong way round:
+#: detection (AUROC) below chance, a rank correlation with the reference or vulnerability negative.
+CHANCE = {"auroc": 0.5, "spearman": 0.0}
+
+
+def reversed_rankings(board: pd.DataFrame) -> list[str]:
+    """A line for each proxy that some result ranks the wrong way round (its interval wholly below
+    chance). memprox reads a higher score as more memorized or suspicious; a proxy scoring the other
+    way (a margin, a confidence) got AUROC 0.03 and a negative correlation in the leaderboard, read
+    as "worse than chance" rather than "negate it", without a word."""
+    rows = board[board["metric"].isin(list(CHANCE)) & (board["proxy"] != "reference") & board["ci_high"].notna()]
+    rows = rows[rows["ci_high"].astype(float) < rows["metric"].map(CHANCE).astype(float)]  # empty: no str dtype
+    lines = []
+    for proxy, found in rows.groupby("proxy", sort=False):
+        where = "; ".join(f"{r.task} {r.setting} {r.metric} {r.mean:.3f} [{r.ci_low:.3f}, {r.ci_high:.3f}]"
+                          for r in found.head(3).itertuples())
+        more = f" and {len(found) - 3} more" if len(found) > 3 else ""
+        lines.append(f"proxy {proxy} ranks the wrong way round, its 95% interval wholly below chance ({where}{more}): "
+                     "memprox reads a higher score as more memorized or more suspicious; if a lower score of yours "
+                     "means more, return its negation (a built-in can show this where its signal does not apply: "
+                     "variability when the network never fits the flipped labels, docs/proxies.md)")
+    return lines
+
+
+def _wrote_records(e: Exception) -> bool:
+    """Whether `e` is numpy's refusal to write into a read-only array (`ScoreContext.arrays`)."""
+    return isinstance(e, ValueError) and "read-only" in str(e)
 
 
 def flipped_fit(plan: Plan, runs: Mapping[RunSpec, StoredRun], prepared: Callable[[DataSpec], PreparedData]
@@ -162,6 +192,8 @@ def evaluate(cfg: ExperimentConfig, plan: Plan, proxies: list[Proxy], ran: Runne
         full = pd.DataFrame(rows)
         raw = pd.DataFrame(rows, columns=RAW_COLUMNS)  # written without the bootstrap arrays ("boot")
         board = aggregate(full if "boot" in full.columns else raw)
+        for line in reversed_rankings(board):
+            warnings.warn(line, stacklevel=2)
     with timer("write"):
         result = ExperimentResult(raw, board, failures, ran.trained, ran.reused, dict(ran.resumed), tables=tables,
                                   proxies=proxy_provenance(proxies))

@@ -30,6 +30,8 @@ class Registry(Generic[T]):
         #: names two or more installed plugins claim (name -> their entry points): none of them is
         #: loaded, since which one won would depend on the order site-packages lists them in
         self.withheld: dict[str, list[str]] = {}
+        #: entry-point name -> why that installed plugin is not registered (it failed to import, ...)
+        self.failed: dict[str, str] = {}
 
     def register(self, name: str, item: T, *, replace: bool = False) -> T:
         """Register `item`; a taken name raises unless `replace`, or unless `item` redefines the
@@ -48,6 +50,13 @@ class Registry(Generic[T]):
         """HarnessError for a name several installed plugins claim (none of them is registered)."""
         if name in self.withheld and name not in self._items:
             raise claimed_twice(self.kind, name, self.withheld[name])
+
+    def check_loaded(self, name: str) -> None:
+        """HarnessError for a name an installed plugin claims but could not register: "unknown
+        proxy" beside a warning scrolled away left the author to connect the two."""
+        if name in self.failed and name not in self._items:
+            raise HarnessError(f"{self.failed[name]}, so {self.kind} {name!r} is not available; fix the plugin "
+                               "(its import error or class) and run again, or uninstall it")
 
     def get(self, name: str) -> T:
         """The item, or a HarnessError that lists the valid names (bad user input, exit 2)."""
@@ -159,10 +168,12 @@ def load_class_plugins(group: str, registry: Registry[type], base: type, registe
         try:
             cls = ep.load()
         except Exception as e:
-            warnings.warn(f"{where} failed to load: {e}", stacklevel=3)
+            registry.failed[ep.name] = f"{where} failed to load: {type(e).__name__}: {e}"
+            warnings.warn(registry.failed[ep.name], stacklevel=3)
             continue
         if not (isinstance(cls, type) and issubclass(cls, base)):
-            warnings.warn(f"{where} is not a {base.__name__} subclass; ignored", stacklevel=3)
+            registry.failed[ep.name] = f"{where} is not a {base.__name__} subclass"
+            warnings.warn(f"{registry.failed[ep.name]}; ignored", stacklevel=3)
             continue
         name = getattr(cls, "name", None)  # not a str (e.g. a list, unhashable): `register` refuses it below
         taken = registry[name] if isinstance(name, str) and name in registry else None
@@ -173,7 +184,8 @@ def load_class_plugins(group: str, registry: Registry[type], base: type, registe
         try:
             register(cls)
         except TypeError as e:
-            warnings.warn(f"{where} is invalid: {e}; ignored", stacklevel=3)
+            registry.failed[ep.name] = f"{where} is invalid: {e}"
+            warnings.warn(f"{registry.failed[ep.name]}; ignored", stacklevel=3)
             continue
         if ep.name != name:  # selected by the class's name: the entry point's would be unknown
             warnings.warn(f"{where} registers {kind} {name!r}: select it by that name, and name the entry "

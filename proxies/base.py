@@ -58,7 +58,11 @@ class ScoreContext:
     runs: Mapping[RunSpec, RunArrays]  # a stored run, a tracker's records: anything with .arrays(key)
 
     def arrays(self, request: RecorderRequest, spec: RunSpec | None = None) -> dict[str, np.ndarray]:
-        return RecordedArrays(request.key, self.runs[spec or self.base].arrays(request.key))
+        """The recorder's arrays, read-only: a tracker's records are one set of arrays that every
+        proxy (and every later `scores()` call) reads, so a proxy that changed one in place (a
+        `loss[loss > 5] = 5`) changed every later proxy's input without a word."""
+        arrays = self.runs[spec or self.base].arrays(request.key)
+        return RecordedArrays(request.key, {name: _read_only(a) for name, a in arrays.items()})
 
     def declared(self, proxy: Proxy) -> ScoreContext:
         """This context as `proxy` may read it: only the recorders, on the runs, that its `needs`
@@ -67,6 +71,13 @@ class ScoreContext:
         the last eval pass showed 1.00x beside final_loss's 1.09x), and alone it failed."""
         allowed = frozenset((n.spec, r.key) for n in proxy.needs(self.base) for r in n.recorders)
         return DeclaredContext(self.base, self.labels, self.num_classes, self.runs, proxy.label, allowed)
+
+
+def _read_only(values: np.ndarray) -> np.ndarray:
+    """A view of `values` that refuses writes (the records themselves are left as they are)."""
+    view = np.asarray(values).view()
+    view.flags.writeable = False
+    return view
 
 
 class RecordedArrays(dict):
@@ -130,6 +141,15 @@ class Params(dict):
     def __init__(self, proxy: str, values: Mapping[str, Any]) -> None:
         super().__init__(values)
         self.proxy = proxy
+        self.read: set[str] = set()  # the keys read so far (`Proxy.__init__` asks which `validate` checked)
+
+    def __getitem__(self, key: str) -> Any:
+        self.read.add(key)
+        return super().__getitem__(key)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        self.read.add(key)
+        return super().get(key, default)
 
     def __missing__(self, key: str) -> Any:
         raise UnknownParameter(f"proxy {self.proxy!r} reads parameter {key!r}, which its `defaults` do not declare; "
@@ -157,12 +177,21 @@ class Proxy:
             valid = ", ".join(sorted(self.defaults)) or "none"
             raise HarnessError(f"proxy {self.name!r} has no parameter(s) {sorted(unknown)}"
                                f"{did_you_mean(sorted(unknown), self.defaults)}; valid: {valid}")
-        self.params: dict[str, Any] = Params(self.name, {**self.defaults, **params})
+        values = Params(self.name, {**self.defaults, **params})
+        self.params: dict[str, Any] = values
         self.score_seconds: dict[RunSpec, float] = {}  # base run -> wall seconds of `score` on it
-        if type(self).validate is Proxy.validate:  # no checks of its own: at least the defaults' types
-            for key, value in params.items():
-                self._check_like_default(key, value)
         self.validate()
+        for key in self._unchecked(params, values.read):
+            self._check_like_default(key, params[key])
+
+    def _unchecked(self, given: Mapping[str, Any], read: set[str]) -> list[str]:
+        """The given parameters no check of the proxy's own looked at: all of them without a
+        `validate`, and those its `validate` did not read (one that checked `fraction` let
+        `window=2.5` through to `score`, a TypeError after training). A `validate` that reads no
+        parameter at all accepts every value as its author decided."""
+        if type(self).validate is not Proxy.validate and not read:
+            return []
+        return [key for key in given if key not in read]
 
     def _check_like_default(self, key: str, value: Any) -> None:
         """A value of its default's kind (a bool, an int, a number, a str; None: any), so that

@@ -16,6 +16,13 @@ from harness.registry import Registry, check_selectable_name, did_you_mean, load
 from proxies.base import Proxy
 
 ENTRY_POINT_GROUP = "memprox.proxies"
+#: Names of the columns the per-sample tables hold beside one column per proxy (scores/*.csv and
+#: `SampleTracker.scores`: index, label, clean_label, positive, file or text; the suspects tables:
+#: label_name, predicted, ...), and the leaderboard's reference rows: a proxy under one of them
+#: replaced that column with its scores (a proxy named `positive` overwrote the ground truth).
+RESERVED_NAMES = frozenset({"index", "label", "clean_label", "positive", "file", "text", "label_name", "predicted",
+                            "predicted_name", "p_label", "predicted_other", "n_seeds", "duplicates",
+                            "duplicate_labels_differ", "reference"})
 PROXIES: Registry[type[Proxy]] = Registry("proxy")
 _plugins_loaded = False
 
@@ -31,6 +38,9 @@ def register_proxy(cls: type[Proxy]) -> type[Proxy]:
     if cls.name == "all":  # `--proxies all` selects every proxy: this one could never be selected alone
         raise TypeError(f"proxy {cls.__name__} has name 'all', which `--proxies all` reads as every proxy; "
                         "give it another name")
+    if cls.name in RESERVED_NAMES:
+        raise TypeError(f"proxy {cls.__name__} has name {cls.name!r}, which the per-sample tables use for a column of "
+                        f"their own ({', '.join(sorted(RESERVED_NAMES))}); give it another name")
     _check_declarations(cls)
     PROXIES.register(cls.name, cls)
     return cls
@@ -80,6 +90,7 @@ def available_proxies() -> dict[str, type[Proxy]]:
 def make_proxy(name: str, **params: Any) -> Proxy:
     proxies = available_proxies()
     PROXIES.check_claimed_once(name)
+    PROXIES.check_loaded(name)
     if name not in proxies:
         raise HarnessError(f"unknown proxy {name!r}{did_you_mean([name], proxies)}; valid proxies: "
                            f"{', '.join(proxies)} (or 'all'); a proxy of your own registers when its module is "
@@ -137,6 +148,7 @@ def resolve_proxies(selection: str, params: dict[str, dict[str, Any]] | None = N
     names = list(dict.fromkeys(n for n, _ in chosen))
     for name in params:
         if name not in names:
+            PROXIES.check_loaded(name)
             raise _unselected(name, names)
     if not everything:  # inline values would override --proxy-arg silently
         for name, inline in chosen:

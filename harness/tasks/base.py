@@ -190,6 +190,7 @@ def make_tasks(
         raise HarnessError(f"no tasks selected; pass --tasks with some of: {valid}")
     for name in names:
         TASKS.check_claimed_once(name)
+        TASKS.check_loaded(name)
     unknown = [n for n in names if n not in TASKS]
     if unknown:
         raise HarnessError(f"unknown task(s) {unknown}{did_you_mean(unknown, TASKS)}; valid tasks: {valid}")

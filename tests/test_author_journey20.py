@@ -1,0 +1,174 @@
+"""A researcher's new proxy and the mistakes its author makes (author journey, round 20): each one
+is named, with the fix, before training where that can be known, and never becomes a silently
+wrong number."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import warnings
+
+import numpy as np
+import pytest
+
+from harness.errors import HarnessError
+from harness.recorders import RecorderRequest
+from harness.recorders.bank import Records
+from harness.runspec import DataSpec, RunSpec
+from proxies import Proxy, ScoreContext, make_proxy, registry, resolve_proxies
+from tests.conftest import TINY_RECIPE
+
+TRAIN_LOSS = RecorderRequest.of("train_loss")
+BASE = RunSpec(data=DataSpec(), model="mlp", recipe=TINY_RECIPE)
+LOSS = [[1.0, 9.0, 3.0], [0.5, 8.0, 4.0]]
+
+
+class _Clipped(Proxy):
+    """Clips the recorded loss in place: the author's `loss[loss > 5] = 5`."""
+
+    name, description, citation = "clipped_j20", "clipped loss", "you, 2026"
+    recorders = (TRAIN_LOSS,)
+
+    def score(self, ctx: ScoreContext) -> np.ndarray:
+        loss = ctx.arrays(TRAIN_LOSS)["loss"]
+        loss[loss > 5] = 5
+        return loss.sum(0)
+
+
+class _Sum(Proxy):
+    name, description, citation = "sum_j20", "summed loss", "you, 2026"
+    recorders = (TRAIN_LOSS,)
+
+    def score(self, ctx: ScoreContext) -> np.ndarray:
+        return np.asarray(ctx.arrays(TRAIN_LOSS)["loss"], dtype=np.float64).sum(0)
+
+
+def _shared_ctx() -> ScoreContext:
+    """One set of arrays that every read returns, as a SampleTracker's records are."""
+    records = Records({TRAIN_LOSS.key: {"loss": np.array(LOSS, dtype=np.float32)}})
+    return ScoreContext(base=BASE, labels=np.zeros(3, dtype=np.int64), num_classes=10, runs={BASE: records})
+
+
+def test_a_proxy_cannot_change_the_records_the_next_proxy_reads() -> None:
+    """Before: the clip went through, and the proxy read after it (csl, in `SampleTracker.scores`
+    or any later call) summed 5 + 5 where the run recorded 9 + 8, without a word."""
+    ctx = _shared_ctx()
+    with pytest.raises(ValueError, match="read-only"):
+        _Clipped().score(ctx)
+    assert _Sum().score(ctx).tolist() == [1.5, 17.0, 7.0]
+
+
+def test_a_proxy_writing_into_its_records_fails_alone_and_is_told_to_change_a_copy(base_spec, digits_noisy,
+                                                                                     capsys) -> None:
+    """In an experiment the write is that proxy's failure, with the fix in the line."""
+    from harness.evaluation import score
+
+    n = digits_noisy.n
+    loss = np.tile(np.linspace(0.0, 9.0, n, dtype=np.float32), (2, 1))
+    runs = {base_spec: Records({TRAIN_LOSS.key: {"loss": loss}})}
+    scores, problems = score([_Clipped(), _Sum()], base_spec, digits_noisy, runs)  # type: ignore[arg-type]
+    assert list(scores) == ["sum_j20"]
+    np.testing.assert_allclose(scores["sum_j20"], 2 * np.linspace(0.0, 9.0, n, dtype=np.float32))
+    assert len(problems) == 1 and "clipped_j20" in problems[0]
+    assert "the recorded arrays are read-only: change a copy, np.array(...)" in problems[0]
+
+
+class _Windowed(Proxy):
+    """Checks `fraction` and forgets `window` in its validate."""
+
+    name, description, citation = "windowed_j20", "mean loss over the last window", "you, 2026"
+    recorders = (TRAIN_LOSS,)
+    defaults = {"fraction": 0.5, "window": 2, "mode": "mean"}
+
+    def validate(self) -> None:
+        self.check_number("fraction", 0.0, 1.0)
+
+    def score(self, ctx: ScoreContext) -> np.ndarray:
+        return np.asarray(ctx.arrays(TRAIN_LOSS)["loss"])[-self.params["window"]:].mean(0)
+
+
+@pytest.mark.parametrize(("params", "message"), [
+    ({"window": 2.5}, "windowed_j20.window must be an integer, as its default 2 is (got float 2.5)"),
+    ({"window": "3"}, "windowed_j20.window must be an integer, as its default 2 is (got str '3')"),
+    ({"mode": True}, "windowed_j20.mode must be a string, as its default 'mean' is (got bool True)"),
+    ({"fraction": "0.3"}, "windowed_j20.fraction must be a finite number in (0, 1] (got '0.3')"),
+])
+def test_a_parameter_its_validate_forgets_is_still_checked_against_its_default(params, message) -> None:
+    """Before: a validate of its own switched the defaults' type check off for every parameter, so
+    `--proxy-arg windowed_j20.window=2.5` trained every run and then failed in `score`."""
+    with pytest.raises(HarnessError) as raised:
+        _Windowed(**params)
+    assert str(raised.value) == message
+
+
+def test_values_of_the_right_kind_pass_whoever_checks_them() -> None:
+    proxy = _Windowed(window=3, fraction=1, mode="max")
+    assert proxy.params == {"fraction": 1.0, "window": 3, "mode": "max"}
+    assert proxy.label == "windowed_j20(fraction=1.0,mode=max,window=3)"
+
+
+def _install_broken(monkeypatch, entry_name: str) -> None:
+    """An installed plugin whose module fails to import."""
+    ep = importlib.metadata.EntryPoint(entry_name, "no_such_module_j20.sub:Late", registry.ENTRY_POINT_GROUP)
+    real = importlib.metadata.entry_points
+    monkeypatch.setattr(importlib.metadata, "entry_points",
+                        lambda group=None, **kw: [ep] if group == ep.group else real(group=group, **kw))
+    monkeypatch.setattr(registry, "_plugins_loaded", False)
+
+
+def test_selecting_a_plugin_that_failed_to_import_says_why(monkeypatch, fresh) -> None:
+    """Before: "unknown proxy 'late_loss_j20' ... installed under the `memprox.proxies` entry point",
+    for a proxy that is installed there, beside a warning printed before training began."""
+    _install_broken(monkeypatch, "late_loss_j20")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        registry.load_plugins()
+    for select in (lambda: make_proxy("late_loss_j20"), lambda: resolve_proxies("csl,late_loss_j20"),
+                   lambda: resolve_proxies("csl", {"late_loss_j20": {"fraction": 0.3}})):
+        with pytest.raises(HarnessError) as raised:
+            select()
+        text = str(raised.value)
+        assert text.startswith("proxy plugin 'late_loss_j20' (no_such_module_j20.sub:Late) failed to load: "
+                               "ModuleNotFoundError: No module named 'no_such_module_j20'")
+        assert text.endswith("so proxy 'late_loss_j20' is not available; fix the plugin (its import error or class) "
+                             "and run again, or uninstall it")
+    assert [p.label for p in resolve_proxies("csl")] == ["csl"]  # the others are unaffected
+
+
+class _Margin(Proxy):
+    """A margin: high for the samples the network is sure of, the opposite of memprox's convention."""
+
+    name, description, citation = "margin_j20", "minus the summed training loss", "you, 2026"
+    recorders = (TRAIN_LOSS,)
+
+    def score(self, ctx: ScoreContext) -> np.ndarray:
+        return -np.asarray(ctx.arrays(TRAIN_LOSS)["loss"], dtype=np.float64).sum(0)
+
+
+def test_a_proxy_scoring_the_wrong_way_round_is_named_with_the_fix(fresh, tmp_path) -> None:
+    """Before: its AUROC below 0.5 (interval and all) stood in the leaderboard as "worse than
+    chance", with nothing saying that memprox reads higher as more suspicious."""
+    from harness import run_experiment
+
+    registry.register_proxy(_Margin)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = run_experiment(proxies="csl,margin_j20", tasks="mislabeled", noise_rates=[0.1], seeds=1, epochs=4,
+                                subset=300, bootstrap=200, executor="inprocess", store=str(tmp_path / "store"),
+                                progress=False)
+    board = result.leaderboard.set_index(["proxy", "metric"])
+    assert board.loc[("margin_j20", "auroc"), "ci_high"] < 0.5 < board.loc[("csl", "auroc"), "ci_low"]
+    lines = [str(w.message) for w in caught if "wrong way round" in str(w.message)]
+    assert len(lines) == 1 and lines[0].startswith("proxy margin_j20 ranks the wrong way round")
+    assert "mislabeled noise=0.1 auroc" in lines[0] and "return its negation" in lines[0]
+
+
+@pytest.mark.parametrize("name", ["positive", "label", "index", "file", "reference"])
+def test_a_proxy_named_like_a_column_of_the_tables_is_refused_when_it_registers(fresh, name: str) -> None:
+    """Before: a proxy named `positive` registered, and its scores replaced the ground-truth column
+    of scores/*.csv (and `result.scores`) without a word; `label`, the labels trained on."""
+    cls = type("Clash", (Proxy,), {"name": name, "description": "d", "citation": "c", "recorders": (TRAIN_LOSS,),
+                                   "score": lambda self, ctx: np.zeros(1)})
+    with pytest.raises(TypeError, match=f"has name '{name}', which the per-sample tables use for a column of their "
+                                        "own .*; give it another name"):
+        registry.register_proxy(cls)
+    assert name not in fresh
