@@ -56,6 +56,10 @@ def _load_imagefolder_request(request: LoadRequest) -> Dataset:
 
 def _load_imagefolder(name: str, path: Path, subset: int | None, cache_dir: Path) -> Dataset:
     path = path.resolve()
+    if path.is_file():  # "does not exist" sent the user looking for a file that was there
+        fix = f"pass npz:{path} for an array file" if path.suffix.lower() == ".npz" else \
+            "pass the folder that holds the class subfolders"
+        raise HarnessError(f"{name}: {path} is a file, not a folder; {fix}")
     if not path.is_dir():
         raise HarnessError(
             f"{name}: folder {path} does not exist; pass imagefolder:PATH with an existing folder"

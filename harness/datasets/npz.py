@@ -24,6 +24,8 @@ from harness.values import expand_home
 # npz: any array data set
 
 _NPZ_KEYS = ("x", "y", "x_test", "y_test", "classes")
+#: Suffixes of text tables a user may pass as they are: the error names the conversion, not numpy.savez alone.
+_TEXT_TABLES = (".csv", ".tsv", ".txt")
 
 
 @register_dataset(
@@ -45,6 +47,9 @@ def _load_npz(request: LoadRequest) -> Dataset:
     assert request.path is not None  # load_dataset checked it
     name = request.name
     path = expand_home(request.path, f"--dataset {name}").resolve()
+    if path.is_dir():  # "does not exist" sent the user looking for a folder that was there
+        raise HarnessError(f"{name}: {path} is a folder, not a .npz file; pass npz:PATH with a .npz file, or "
+                           f"imagefolder:{path} for a folder of class subfolders")
     if not path.is_file():
         raise HarnessError(f"{name}: file {path} does not exist; pass npz:PATH with an existing .npz file")
     arrays = _read_npz(name, path)
@@ -124,6 +129,9 @@ def _read_npz(name: str, path: Path) -> dict[str, np.ndarray]:
     if magic == b"\x93NUMPY":
         raise HarnessError(f"{name}: {path} holds a single array, not an .npz archive; {save_hint}")
     if not magic.startswith(b"PK"):  # np.load would try to unpickle anything else
+        if path.suffix.lower() in _TEXT_TABLES:
+            raise HarnessError(f"{name}: {path} is a text table, which npz: does not read; convert it once to a .npz "
+                               "of numbers (x) and class ids (y), as docs/datasets.md shows for a CSV file")
         raise HarnessError(f"{name}: cannot read {path} as a .npz file (not a zip archive); {save_hint}")
     try:
         with zipfile.ZipFile(path) as archive:

@@ -1,0 +1,115 @@
+"""A data-quality engineer's first hour with memprox, from the README and docs/ alone (journey 20):
+every output she is shown must be explained where the docs say it is, and a path given to the
+wrong loader must be named for what it is, not as missing."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from harness import run_experiment
+from harness.datasets import load_dataset
+from harness.errors import HarnessError
+from harness.presets import PRESETS
+
+ROOT = Path(__file__).resolve().parents[1]
+READING = (ROOT / "docs" / "reading-results.md").read_text(encoding="utf-8")
+
+
+@pytest.fixture(scope="module")
+def every_task(tmp_path_factory: pytest.TempPathFactory):
+    """One small run of every task (digits, 300 samples, 1 epoch, K = 4): the rows a user reads."""
+    folder = tmp_path_factory.mktemp("journey20")
+    return run_experiment(proxies="csl,aum", tasks="mislabeled,duplicates,cost,memorization,theory,privacy,suspects",
+                          seeds=1, epochs=1, noise_rates=[0.1], subset=300, task_args={"memorization": {"k": 4}},
+                          bootstrap=100, executor="inprocess", store=folder / "store", out=folder / "out")
+
+
+def _metric_table() -> dict[str, set[str]]:
+    """reading-results.md's table of metrics: task -> the metric names its rows give."""
+    section = READING.split("### Every metric in `leaderboard.csv`", 1)[1].split("\n#", 1)[0]
+    names: dict[str, set[str]] = {}
+    for line in section.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 3 and re.fullmatch(r"[a-z_]+", cells[0]) and cells[0] != "task":
+            names.setdefault(cells[0], set()).update(re.findall(r"`([^`]+)`", cells[1]))
+    return names
+
+
+def test_every_metric_of_every_task_is_explained_in_reading_results(every_task) -> None:
+    """The quickstart sends the user to reading-results.md for the columns; 15 of the 36 metrics a
+    run of every task writes (theory's, the reference's rows, cost's) were explained nowhere."""
+    documented = _metric_table()
+    board = every_task.leaderboard
+    written = {(task, metric) for task, metric in zip(board["task"], board["metric"])}
+    assert len(written) == 36
+    missing = sorted((task, metric) for task, metric in written if metric not in documented.get(task, set()))
+    assert missing == []
+
+
+def test_every_row_that_names_no_proxy_is_explained(every_task) -> None:
+    """Rows whose `proxy` is the reference or a theory figure (`csl vs memorization`) are named."""
+    board = every_task.leaderboard
+    others = sorted(set(board["proxy"]) - {"csl", "aum"})
+    assert others == ["csl vs learning_time", "csl vs memorization", "learning_time histogram",
+                      "learning_time vs memorization", "reference"]
+    assert [name for name in others if f"`{name}`" not in READING] == []
+
+
+def test_the_suspects_columns_are_listed_in_the_order_the_csv_has_them(every_task) -> None:
+    """The files table listed `predicted` before `label_name` and the duplicate columns last; a
+    reader matching the list against the file found them elsewhere."""
+    row = next(line for line in READING.splitlines() if line.startswith("| `suspects/suspects_seed<s>.csv`"))
+    listed = re.findall(r"`([a-z_]+)`", row.split("with the columns", 1)[1].split("then every proxy", 1)[0])
+    columns = list(every_task.tables["suspects/suspects_seed0.csv"].columns)
+    assert columns[-2:] == ["csl", "aum"]
+    assert [c for c in listed if c in columns] == columns[:-2]  # digits has no `file` or `text`
+    scores = every_task.scores["noise=0.1_seed0"]
+    scores_row = next(line for line in READING.splitlines() if line.startswith("| `scores/<setting>_seed<k>.csv`"))
+    assert [c for c in scores.columns if c not in ("csl", "aum") and f"`{c}`" not in scores_row] == []
+
+
+def test_npz_given_a_folder_says_it_is_a_folder(tmp_path: Path) -> None:
+    """`npz:` on an image folder said the folder "does not exist"."""
+    (tmp_path / "imgs" / "cat").mkdir(parents=True)
+    with pytest.raises(HarnessError) as caught:
+        load_dataset(f"npz:{tmp_path / 'imgs'}")
+    assert str(caught.value) == (f"npz:{tmp_path / 'imgs'}: {tmp_path / 'imgs'} is a folder, not a .npz file; pass "
+                                 f"npz:PATH with a .npz file, or imagefolder:{tmp_path / 'imgs'} for a folder of "
+                                 "class subfolders")
+
+
+def test_imagefolder_given_a_file_says_it_is_a_file(tmp_path: Path) -> None:
+    """`imagefolder:` on an .npz file said the folder "does not exist"."""
+    np.savez(tmp_path / "mine.npz", x=np.zeros((4, 2), np.float32), y=np.array([0, 1, 0, 1]))
+    with pytest.raises(HarnessError) as caught:
+        load_dataset(f"imagefolder:{tmp_path / 'mine.npz'}")
+    assert str(caught.value) == (f"imagefolder:{tmp_path / 'mine.npz'}: {tmp_path / 'mine.npz'} is a file, not a "
+                                 f"folder; pass npz:{tmp_path / 'mine.npz'} for an array file")
+
+
+def test_npz_given_a_csv_points_at_the_conversion(tmp_path: Path) -> None:
+    """A CSV passed as it is got "not a zip archive; save it with numpy.savez", which names no way
+    from a table with a text label column to x and y."""
+    (tmp_path / "mine.csv").write_text("a,b,diagnosis\n1.0,2.0,benign\n3.0,4.0,malignant\n", encoding="utf-8")
+    with pytest.raises(HarnessError, match=r"is a text table, which npz: does not read; convert it once to a \.npz "
+                                           r"of numbers \(x\) and class ids \(y\), as docs/datasets\.md shows"):
+        load_dataset(f"npz:{tmp_path / 'mine.csv'}")
+    assert "A table of your own as a CSV file" in (ROOT / "docs" / "datasets.md").read_text(encoding="utf-8")
+
+
+def test_the_docs_say_how_many_images_of_a_folder_the_default_preset_ranks() -> None:
+    """`--tasks suspects` on an image folder ranks only the quick preset's first 4,000 images; the
+    datasets page and the quickstart's "rank your own data" line did not say so."""
+    cap = PRESETS["quick"].for_dataset("imagefolder:/data/mine").subset
+    assert cap == 4000
+    datasets = (ROOT / "docs" / "datasets.md").read_text(encoding="utf-8")
+    folders = datasets.split("## Image folders", 1)[1].split("\n## ", 1)[0]
+    assert f"trains on the first {cap:,} images of a larger folder" in folders
+    assert "Every image must have one size" in folders
+    quickstart = (ROOT / "docs" / "quickstart.md").read_text(encoding="utf-8")
+    line = next(s for s in quickstart.splitlines() if "--tasks suspects" in s and "imagefolder:" in s)
+    assert f"first {cap:,} images" in line
