@@ -109,6 +109,7 @@ class ConfigChecks:
         overwrite: bool
         precision: str
         compile: bool
+        job_timeout: float | None
 
         def __init__(self, **fields: Any) -> None: ...
 

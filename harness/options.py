@@ -12,9 +12,10 @@ experiment's identity). From `OPTIONS` are generated:
 - `ExperimentConfig.validate()`: each option's `check`, in table order, once per config,
 - the experiment identity (`harness.config.experiment_id`: every field but the runtime ones).
 
-Adding an option is one entry here (and reading it where it acts). Checks spanning several options
-(mislabeled needs noise rates, the precision agrees with the recipe) live in `ExperimentConfig.validate`,
-executor options' in `harness.executors.validate_executor`, task and proxy parameters' in their constructors.
+Adding an option is one entry here (and reading it where it acts). The entries' checks are in
+`harness.option_checks`. Checks spanning several options (mislabeled needs noise rates, the precision
+agrees with the recipe) live in `ExperimentConfig.validate`, executor options' in
+`harness.executors.validate_executor`, task and proxy parameters' in their constructors.
 """
 
 from __future__ import annotations
@@ -26,26 +27,17 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from harness.errors import HarnessError
+from harness import option_checks as checks
 from harness.precision import PRECISIONS
 from harness.presets import PRESETS, Preset
 from harness.recipe import Recipe
-from harness.runspec import Corruption
 from harness.values import (
     MAX_BATCH_SIZE,
     MAX_BOOTSTRAP,
     MAX_EPOCHS,
     MAX_LR,
-    MAX_NOISE_RATES,
-    MAX_SEED,
-    MAX_SEEDS,
     MAX_THREADS,
-    MIN_GPUS_PER_RUN,
     MIN_LR,
-    check_count,
-    check_integer,
-    check_number,
-    check_unique,
     parse_dataset,
     parse_floats,
     parse_key_values,
@@ -54,7 +46,6 @@ from harness.values import (
     parse_seeds,
     parse_selection,
     parse_switch,
-    short_repr,
 )
 
 _SAME = object()  # Option.field_default: the same as the keyword's default
@@ -116,115 +107,6 @@ class Option:
         return self.factory() if self.factory else self.default if self.field_default is _SAME else self.field_default
 
 
-# the checks the table refers to -----------------------------------------------------------------
-def _integer(what: str, minimum: int, maximum: int | None = None, fix: str = "", optional: bool = False):
-    return lambda value, opt: None if optional and value is None else check_integer(
-        value, what, opt.flag, minimum=minimum, maximum=maximum, fix=fix)
-
-
-def _number(what: str, maximum: float = float("inf"), minimum: float = 0.0):
-    return lambda value, opt: check_number(value, what, opt.flag, maximum=maximum, minimum=minimum)
-
-
-def _boolean(value: Any, opt: Option) -> None:
-    if not isinstance(value, bool):
-        raise HarnessError(f"{opt.name} must be True or False (got {value!r})")
-
-
-def _path_or_none(value: Any, opt: Option) -> None:
-    if value is not None and not isinstance(value, Path):
-        raise HarnessError(f"{opt.name} must be a pathlib.Path or None (got {type(value).__name__} {value!r})")
-
-
-def _named(what: str, fix: str):
-    def check(value: Any, opt: Option) -> None:
-        if not isinstance(value, str) or not value.strip():
-            raise HarnessError(f"{opt.name} must be {what} (got {value!r}); {fix}")
-    return check
-
-
-def _proxies(value: Any, opt: Option) -> None:
-    if not isinstance(value, str) or not value.strip():
-        raise HarnessError("no proxies selected; pass --proxies all or a comma-separated list")
-
-
-def _tasks(value: Any, opt: Option) -> None:
-    if not value:
-        raise HarnessError("no tasks selected; pass e.g. --tasks mislabeled,duplicates")
-    check_unique(value, "task", opt.flag)
-
-
-def _seeds(value: Any, opt: Option) -> None:
-    if not value:
-        raise HarnessError("no seeds given; pass a count (--seeds 3) or a list (--seeds 0,5)")
-    check_count(len(value), MAX_SEEDS, "seeds", opt.flag, "each seed trains runs of its own")
-    for seed in value:
-        check_integer(seed, "seed", opt.flag, minimum=0, maximum=MAX_SEED)
-    check_unique(value, "seed", opt.flag)
-
-
-def _noise_rates(value: Any, opt: Option) -> None:
-    """Open (0, 1): a rate of 0 flips no label (no positives to detect), 1 is not a rate."""
-    check_count(len(value), MAX_NOISE_RATES, "noise rates", opt.flag, "each rate trains runs of its own")
-    for rate in value:
-        if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0.0 < rate < 1.0:
-            raise HarnessError(f"noise rate {rate!r} is outside (0, 1); pass rates like --noise-rates 0.01,0.1 "
-                               "(a clean run needs no noise rate)")
-    check_unique(value, "noise rate", opt.flag)
-    labels: dict[str, float] = {}
-    for rate in value:  # a setting is named noise=<rate:g>: two rates with one name would be one setting
-        name = Corruption(kind="noise", rate=rate).label()
-        if name in labels:
-            raise HarnessError(f"noise rates {labels[name]!r} and {rate!r} are both named {name} in outputs (6 "
-                               f"significant digits), so their results would merge; pass rates that differ there")
-        labels[name] = rate
-
-
-def _noisy_labels(value: Any, opt: Option) -> None:
-    if value is not None and (not isinstance(value, str) or not value.strip()):
-        raise HarnessError(f"--noisy-labels must name a file (got {value!r}); pass FILE.npy or FILE.npz[:KEY]")
-    _utf8(value, opt)
-
-
-def _utf8(value: Any, opt: Option) -> None:
-    """A path named in outputs is text: LC_ALL=C, PYTHONUTF8=0 kept UTF-8 as surrogates (planning's traceback)."""
-    if isinstance(value, str) and any("\ud800" <= c <= "\udfff" for c in value):
-        from harness.datasets.base import not_utf8  # torch and the loaders: only on this error
-        raise not_utf8(f"{opt.flag} {value!r}", value, "rename the file (e.g. with convmv -f latin1 -t utf8)")
-
-
-def _owner_params(value: Any, opt: Option) -> None:
-    if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, dict) and all(
-            isinstance(p, str) for p in v) for k, v in value.items()):
-        raise HarnessError(f"{opt.flag} must map NAME -> {{PARAM: VALUE}} (got {value!r})")
-
-
-def _reference(value: Any, opt: Option) -> None:
-    if not isinstance(value, str):
-        raise HarnessError(f"reference must be stability, fz:PATH or cscore:PATH (got {value!r}); fix --reference")
-    _utf8(value, opt)
-
-
-def _executor(value: Any, opt: Option) -> None:
-    if not isinstance(value, str) or not value:
-        raise HarnessError(f"executor must be a name such as local or ray (got {short_repr(value)})")
-
-
-def _gpus(value: Any, opt: Option) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not MIN_GPUS_PER_RUN <= value <= 1.0:
-        raise HarnessError(f"GPUs per run must be in [{MIN_GPUS_PER_RUN:g}, 1] (got {value!r}): a run trains on one "
-                           "device; pass e.g. --gpus-per-run 0.25 to pack four runs on a GPU")
-
-
-def _precision(value: Any, opt: Option) -> None:
-    if value not in PRECISIONS:
-        raise HarnessError(f"unknown precision {value!r}; valid: {', '.join(PRECISIONS)}")
-
-
-def _recipe(value: Recipe, opt: Option) -> None:
-    value.validate()  # after the epochs, batch size and lr entries, whose messages name their flags
-
-
 # how given values become the config's ------------------------------------------------------------
 def _preset_or(attribute: str):
     return lambda ctx, value: getattr(ctx.preset, attribute) if value is None else value
@@ -272,68 +154,69 @@ _NAMES: dict[str, Any] = dict(types=(str, Sequence), type_words="str or list of 
 _FROM_PRESET: dict[str, Any] = dict(shown_default="the preset's")
 _PARAMS: dict[str, Any] = dict(types=(Mapping, str, Iterable, type(None)), type_words="dict, str, list of str or None",
                annotation="dict[str, dict[str, Any]]", factory=dict, fill=lambda ctx, value: {} if value is None
-               else value, check=_owner_params, repeat=True)
+               else value, check=checks.owner_params, repeat=True)
 
 
 def _path(name: str, help: str, **kwargs: Any) -> Option:
     """A folder option: None or a non-empty path."""
     return Option(name, None, help, annotation="Path | None", parse=lambda v: parse_path(v, name),
-                  check=_path_or_none, **_PATH, **kwargs)
+                  check=checks.path_or_none, **_PATH, **kwargs)
 
 
 #: Every experiment option, in run_experiment's keyword order (also the order of --help).
 OPTIONS: tuple[Option, ...] = (
     Option("dataset", "digits", "digits (bundled), cifar10, cifar100, mnist, fashion-mnist, imagefolder:PATH, "
            "npz:PATH or hf:PATH (see `list`)", annotation="str", types=(str,), type_words="str",
-           parse=parse_dataset, check=_named("a name", "see `python -m harness list`")),
+           parse=parse_dataset, check=checks.named("a name", "see `python -m harness list`")),
     Option("proxies", "all", "'all' or a comma-separated list; PROXY(k=v,...) selects a variant, so "
            "'curvature(n=2),curvature(n=10)' compares two side by side (see `list`)", annotation="str",
-           parse=parse_selection, check=_proxies, **_NAMES),
+           parse=parse_selection, check=checks.proxies, **_NAMES),
     Option("tasks", DEFAULT_TASKS, "comma-separated tasks (see `list`)", annotation="tuple[str, ...]",
-           parse=lambda v: parse_names(v, "--tasks"), check=_tasks, **_NAMES),
+           parse=lambda v: parse_names(v, "--tasks"), check=checks.tasks, **_NAMES),
     Option("seeds", 3, "number of seeds (3 -> 0,1,2) or an explicit list (0,5)", annotation="tuple[int, ...]",
            field_default=(0, 1, 2), types=(numbers.Integral, str, Iterable), type_words="int, str or list of int",
-           parse=parse_seeds, check=_seeds),
+           parse=parse_seeds, check=checks.seeds),
     Option("preset", "quick", lambda: f"recipe and model: {', '.join(PRESETS)} (see `list`)", annotation="str",
            types=(str,), type_words="str", fill=lambda ctx, value: ctx.preset.name),
     Option("model", None, "model name (see `list`)", annotation="str", field_default="mlp",
            types=(str, type(None)), type_words="str or None", fill=_preset_or("model"),
-           check=_named("a model name", "see `python -m harness list`"), **_FROM_PRESET),
+           check=checks.named("a model name", "see `python -m harness list`"), **_FROM_PRESET),
     Option("epochs", None, "training epochs", field=False, cli_type=int, into_recipe=_epochs_into,
-           read=lambda cfg: cfg.recipe.epochs, check=_integer("epochs", 1, MAX_EPOCHS), **_FROM_PRESET),
+           read=lambda cfg: cfg.recipe.epochs, check=checks.integer("epochs", 1, MAX_EPOCHS), **_FROM_PRESET),
     Option("batch_size", None, "batch size", field=False, cli_type=int, into_recipe=_into("batch_size"),
-           read=lambda cfg: cfg.recipe.batch_size, check=_integer("batch size", 1, MAX_BATCH_SIZE),
+           read=lambda cfg: cfg.recipe.batch_size, check=checks.integer("batch size", 1, MAX_BATCH_SIZE),
            **_FROM_PRESET),
     Option("lr", None, "learning rate", field=False, cli_type=float, into_recipe=_into("lr"),
-           read=lambda cfg: cfg.recipe.lr, check=_number("learning rate", MAX_LR, MIN_LR), **_FROM_PRESET),
+           read=lambda cfg: cfg.recipe.lr, check=checks.number("learning rate", MAX_LR, MIN_LR), **_FROM_PRESET),
     Option("augment", None, "random crop + flip", field=False, choices=("on", "off"),
            types=(bool, str, type(None)), type_words="bool, 'on'/'off' or None",
            parse=lambda v: parse_switch(v, "augment"), into_recipe=_augment_into, **_FROM_PRESET),
     Option("augment_epochs", None, "augment only the first N epochs, then train on the plain images (lets the "
            "last epochs fit every label)", field=False, cli_type=int, into_recipe=_into("augment_epochs"),
-           read=lambda cfg: cfg.recipe.augment_epochs, check=_integer("augment epochs", 0, MAX_EPOCHS, optional=True),
-           **_FROM_PRESET),
+           read=lambda cfg: cfg.recipe.augment_epochs,
+           check=checks.integer("augment epochs", 0, MAX_EPOCHS, optional=True), **_FROM_PRESET),
     Option("recipe", keyword=None, annotation="Recipe", factory=Recipe, fill=lambda ctx, value: ctx.recipe,
-           check=_recipe),
+           check=checks.recipe),
     Option("subset", None, "keep the first N training samples in canonical order", annotation="int | None",
-           cli_type=int, fill=_preset_or("subset"), check=_integer("subset size", 1, optional=True),
+           cli_type=int, fill=_preset_or("subset"), check=checks.integer("subset size", 1, optional=True),
            **_FROM_PRESET),
     _path(name="data_root", help="folder holding torchvision datasets", shown_default="$MEMPROX_CACHE/data, "
           "else ~/.cache/memprox/data"),
     Option("download", False, "let torchvision download the dataset into --data-root", annotation="bool",
-           switch=True, check=_boolean, runtime=True),
+           switch=True, check=checks.boolean, runtime=True),
     Option("noise_rates", None, "symmetric label-noise rates, each in (0, 1)", annotation="tuple[float, ...]",
            field_default=DEFAULT_NOISE_RATES, types=(str, numbers.Real, Iterable, type(None)),
            type_words="str, number, list of numbers or None", parse=lambda v: parse_floats(v, "--noise-rates"),
            fill=lambda ctx, value: value if value is not None else () if ctx.given["noisy_labels"] is not None
-           else DEFAULT_NOISE_RATES, check=_noise_rates, shown_default=DEFAULT_NOISE_RATES, used_by=("mislabeled",)),
+           else DEFAULT_NOISE_RATES, check=checks.noise_rates, shown_default=DEFAULT_NOISE_RATES,
+           used_by=("mislabeled",)),
     Option("duplicate_pairs", None, "duplicated pairs, >= 1", annotation="int | None", cli_type=int,
-           check=_integer("duplicate pairs", 1, optional=True,
+           check=checks.integer("duplicate pairs", 1, optional=True,
                           fix="omit it for the default of 0.5% of N, or drop the duplicates task"),
            shown_default="0.5% of N", used_by=("duplicates",)),
     Option("noisy_labels", None, "FILE.npy or FILE.npz[:KEY] of real noisy labels (replaces --noise-rates)",
-           annotation="str | None", parse=str, check=_noisy_labels, used_by=("mislabeled",), replaces="noise_rates",
-           **_PATH),
+           annotation="str | None", parse=str, check=checks.noisy_labels, used_by=("mislabeled",),
+           replaces="noise_rates", **_PATH),
     Option("proxy_args", None, "proxy parameter, repeatable (`list` shows each proxy's)", flag="--proxy-arg",
            parse=lambda v: parse_key_values(v, "--proxy-arg"), metavar="PROXY.PARAM=VALUE", **_PARAMS),
     Option("task_args", None, "task parameter, repeatable (`list` shows each task's)", flag="--task-arg",
@@ -341,42 +224,48 @@ OPTIONS: tuple[Option, ...] = (
     Option("reference", None, "memorization reference: stability, fz:PATH or cscore:PATH (memorization, theory and "
            "privacy tasks)", annotation="str", field_default=DEFAULT_REFERENCE, types=(str, type(None)),
            type_words="str or None", fill=lambda ctx, value: DEFAULT_REFERENCE if value is None else value,
-           check=_reference, shown_default=DEFAULT_REFERENCE, used_by=_reference_users),
+           check=checks.reference, shown_default=DEFAULT_REFERENCE, used_by=_reference_users),
     Option("device", "auto", "auto (CUDA when present), cpu, cuda, cuda:N", annotation="str", types=(str,),
-           type_words="str", check=_named("a name such as auto, cpu or cuda", "fix --device")),
+           type_words="str", check=checks.named("a name such as auto, cpu or cuda", "fix --device")),
     # paths stay str on the CLI: Path("") would be the current folder; parse_path refuses an empty path
     _path(name="out", help="output directory (see --overwrite)", field_default=Path("results/latest"),
           cli_default=Path("results/latest"), runtime=True),
     _path(name="store", help="run store", shown_default="$MEMPROX_CACHE/store or ~/.cache/memprox/store",
           runtime=True),
     Option("checkpoint_every_s", 120.0, "seconds between in-run checkpoints (resume after interruption)",
-           keyword="checkpoint_every", annotation="float", cli_type=float, check=_number("checkpoint interval"),
+           keyword="checkpoint_every", annotation="float", cli_type=float, check=checks.number("checkpoint interval"),
            runtime=True),
     Option("threads", 1, "torch threads of each run, 1 to 1024; more pays only for a large model alone on an idle "
            "machine (see 'Threads and workers' in docs/executors.md)", annotation="int", cli_type=int,
-           check=_integer("thread count", 1, MAX_THREADS, optional=True,
+           check=checks.integer("thread count", 1, MAX_THREADS, optional=True,
                           fix="1 (the default) suits most runs; see 'Threads and workers' in docs/executors.md")),
     Option("progress", True, "hide progress bars", annotation="bool", flag="--no-progress", switch=False,
-           check=_boolean, runtime=True),
+           check=checks.boolean, runtime=True),
     Option("executor", "local", "where runs train: local (a pool of worker processes), ray (a local Ray or a "
            "cluster), inprocess (this process, for debugging)", annotation="str", types=(str,), type_words="str",
-           choices=_executor_names, check=_executor, runtime=True),
-    # workers and ray_address are executor options: their executor checks them (validate_executor)
+           choices=_executor_names, check=checks.executor, runtime=True),
+    # workers, ray_address and job_timeout are executor options: an executor that does not read one refuses it
+    # (validate_executor); the executor checks workers and ray_address, the table job_timeout
     Option("workers", None, "local, ray: runs training at once (worker processes, or jobs on a local Ray)",
            annotation="int | None", cli_type=int, shown_default="usable CPUs // --threads", runtime=True),
     Option("ray_address", None, "ray: join this cluster (HOST:PORT or auto) instead of starting one",
            annotation="str | None", types=(str, type(None)), type_words="str or None", runtime=True),
+    Option("job_timeout", None, "local, ray: seconds a job (a run, or a chunk of an ensemble) may run before it is "
+           "stopped and reported failed, not retried; its clock starts when it starts on a worker, and again in a "
+           "rerun, which resumes it from its last checkpoint (see 'Job time limit' in docs/executors.md)",
+           annotation="float | None", cli_type=float, types=(numbers.Real, type(None)), type_words="number or None",
+           check=checks.seconds, metavar="SECONDS", shown_default="no limit", runtime=True),
     Option("gpus_per_run", 1.0, "on a GPU (local, ray): fraction of a GPU per run, in [0.01, 1] (0.25 packs four)",
-           annotation="float", cli_type=float, check=_gpus, runtime=True),
+           annotation="float", cli_type=float, check=checks.gpus, runtime=True),
     Option("bootstrap", 1000, "bootstrap resamples for confidence intervals and paired tests (0: none)",
            annotation="int", cli_type=int,
-           check=_integer("bootstrap resamples", 0, MAX_BOOTSTRAP, fix="0 disables the intervals")),
+           check=checks.integer("bootstrap resamples", 0, MAX_BOOTSTRAP, fix="0 disables the intervals")),
     Option("overwrite", False, "let --out replace a folder another experiment wrote", annotation="bool",
-           switch=True, check=_boolean, runtime=True),
+           switch=True, check=checks.boolean, runtime=True),
     Option("precision", None, "training precision: fp32 or bf16 (autocast)", annotation="str", field_default="fp32",
            types=(str, type(None)), type_words="str or None", choices=PRECISIONS, into_recipe=_into("precision"),
-           fill=lambda ctx, value: ctx.recipe.precision, check=_precision, **_FROM_PRESET),
-    Option("compile", False, "torch.compile the model", annotation="bool", switch=True, check=_boolean),
+           fill=lambda ctx, value: ctx.recipe.precision, check=checks.precision, **_FROM_PRESET),
+    Option("compile", False, "torch.compile the model", annotation="bool", switch=True, check=checks.boolean),
 )
 
 

@@ -42,7 +42,9 @@ EXECUTORS: Registry[type[Executor]] = Registry("executor")
 BUILTIN = {"local": "harness.executors.local", "ray": "harness.executors.ray",
            "inprocess": "harness.executors.inprocess"}
 #: Config fields only some executors read (None unless given) -> (flag, the built-ins that read it).
-EXECUTOR_OPTIONS = {"workers": ("--workers", "local or ray"), "ray_address": ("--ray-address", "ray")}
+EXECUTOR_OPTIONS = {"workers": ("--workers", "local or --executor ray"), "ray_address": ("--ray-address", "ray"),
+                    "job_timeout": ("--job-timeout", "local or --executor ray, whose jobs run in worker processes "
+                                    "that can be stopped (a job in this process cannot stop itself)")}
 
 
 def register_executor(cls: type[Executor]) -> type[Executor]:

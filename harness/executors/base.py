@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, ClassVar
 
 from tqdm.auto import tqdm
 
-from harness.errors import StorageError
+from harness.errors import RunFailed, StorageError
 from harness.values import MAX_THREADS, check_integer
 
 if TYPE_CHECKING:
@@ -127,6 +127,16 @@ def warn_if_oversubscribed(workers: int, threads: int, cpus: int) -> None:
         warnings.warn(f"{workers} worker(s) x {threads} torch thread(s) = {workers * threads} threads on {cpus} "
                       "usable CPU(s): they will compete for the CPUs and every run slows down; lower --workers or "
                       "--threads (see 'Threads and workers' in docs/executors.md)", UserWarning, stacklevel=3)
+
+
+def timed_out(job: Job, limit: float, checkpoints: bool) -> RunFailed:
+    """The failure of a job stopped at its --job-timeout. Not retried: a hang (a deadlock, a frozen
+    node) would most likely repeat and hold the experiment as long again. `checkpoints`: whether its
+    runs wrote in-run checkpoints (where the workers see the store), which a rerun resumes from."""
+    rerun = ("rerun to train it again from its last in-run checkpoint (written every --checkpoint-every s)"
+             if checkpoints else "rerun to train it again (from its first epoch: its workers cannot see the store)")
+    return RunFailed(f"job {job.label()}: stopped after {limit:g} s, its --job-timeout, and not retried (a hang "
+                     f"would repeat); its runs are not stored. If it needs longer, raise --job-timeout; {rerun}")
 
 
 def describe_exit(code: int | None) -> str:

@@ -14,7 +14,10 @@ per-process dataset caches) and are stopped by `close` (also after Ctrl-C, or th
 CLI handles alike), or by the driver's death.
 
 A job whose worker dies (killed, out of memory) is retried once on a new worker, then reported as
-failed, as under Ray; an exception inside a job is reported, not retried. Workers share this
+failed, as under Ray; an exception inside a job is reported, not retried. A job still running
+`--job-timeout` seconds after it was handed to its (ready) worker has that worker killed (SIGKILL: a
+stopped or deadlocked process may ignore anything else) and replaced, and is reported failed, not
+retried: a hang would repeat. Its result, if it arrived by then, is kept. Workers share this
 machine's file system, so single runs checkpoint into the run store and resume from it.
 
 On Ctrl-C the results that had finished are not dropped with the workers: `take_finished` hands the
@@ -54,10 +57,12 @@ from harness.executors.base import (
     check_workers,
     describe_exit,
     progress_bar,
+    timed_out,
     warn_if_oversubscribed,
 )
 from harness.executors.cpus import usable_cpus
 from harness.executors.worker import READY
+from harness.option_checks import check_seconds
 from harness.values import MAX_THREADS, check_integer
 
 if TYPE_CHECKING:
@@ -93,6 +98,7 @@ class _Worker:
     conn: Connection
     ready: bool = False
     job: int | None = None  # index (in the current `run`) of the job it trains
+    started: float = 0.0  # time.monotonic() when that job was handed to it (the --job-timeout clock)
 
 
 def _checked_sizes(workers: int | None, threads: int) -> tuple[int | None, int]:
@@ -117,11 +123,13 @@ def default_workers(threads: int, gpus_per_job: float = 0.0, cpus: int | None = 
 class LocalExecutor(Executor):
     name = "local"
     description = "a pool of worker processes on this machine, --threads torch threads each (the default)"
-    options = ("workers",)
+    options = ("workers", "job_timeout")
 
     def __init__(self, workers: int | None = None, threads: int = 1, progress: bool = True,
-                 fn: JobFn | None = None) -> None:
+                 fn: JobFn | None = None, job_timeout: float | None = None) -> None:
         self.workers, self.threads = _checked_sizes(workers, threads)
+        check_seconds(job_timeout, "LocalExecutor(job_timeout=...)")
+        self.job_timeout = job_timeout  # seconds a job may run (None: no limit)
         self.progress = progress
         self.fn = fn  # None: harness.jobs.run_job; else a picklable callable the workers can import
         self._pool: list[_Worker] = []
@@ -138,7 +146,7 @@ class LocalExecutor(Executor):
         threads = cfg.threads or 1
         cpus = usable_cpus()
         warn_if_oversubscribed(cfg.workers or default_workers(threads, cpus=cpus), threads, cpus)
-        return cls(workers=cfg.workers, threads=threads, progress=cfg.progress)
+        return cls(workers=cfg.workers, threads=threads, progress=cfg.progress, job_timeout=cfg.job_timeout)
 
     def close(self) -> None:
         _stop(self._pool)
@@ -207,14 +215,17 @@ class LocalExecutor(Executor):
                         self._start()
                     for worker in self._pool:
                         if worker.ready and worker.job is None and queue:
-                            worker.job = queue.popleft()
+                            worker.job, worker.started = queue.popleft(), time.monotonic()
                             worker.conn.send((worker.job, jobs[worker.job]))
                     bar.set_postfix(running=sum(w.job is not None for w in self._pool))
-                    for worker in self._readable():
+                    for worker in _readable(self._pool, self.job_timeout):
                         with interrupt_after():  # a result read and dropped by a Ctrl-C was trained again
                             index, outcome = self._receive(worker, jobs, deaths, queue)
                             if outcome is not None:
                                 self._finished.append((jobs[index], outcome))
+                    for worker in _overdue(self._pool, self.job_timeout):
+                        with interrupt_after():  # killed and not recorded, the job would be lost unreported
+                            self._finished.append(_time_out(self._pool, worker, jobs, self.job_timeout))
                     while self._finished:
                         left -= 1
                         bar.update()
@@ -227,12 +238,6 @@ class LocalExecutor(Executor):
                     self._finished += _sent(self._pool, jobs)
                 finally:
                     self.close()
-
-    def _readable(self) -> list[_Worker]:
-        by_conn = {w.conn: w for w in self._pool}
-        ready = wait(list(by_conn), timeout=POLL_S)
-        dead = [w for w in self._pool if w.conn not in ready and w.proc.poll() is not None]
-        return [by_conn[c] for c in ready] + dead  # type: ignore[index]
 
     def _receive(self, worker: _Worker, jobs: list[Job], deaths: list[int],
                  queue: deque[int]) -> tuple[int, JobResult | BaseException | None]:
@@ -262,6 +267,33 @@ class LocalExecutor(Executor):
         job_id, _, payload = message
         worker.job = None
         return job_id, payload
+
+
+def _readable(pool: list[_Worker], limit: float | None) -> list[_Worker]:
+    """The workers with a message, or dead, within POLL_S (or sooner, where a job's --job-timeout comes)."""
+    by_conn = {w.conn: w for w in pool}
+    ends = [] if limit is None else [w.started + limit for w in pool if w.job is not None]
+    ready = wait(list(by_conn), timeout=max(0.0, min([POLL_S, *(end - time.monotonic() for end in ends)])))
+    dead = [w for w in pool if w.conn not in ready and w.proc.poll() is not None]
+    return [by_conn[c] for c in ready] + dead  # type: ignore[index]
+
+
+def _overdue(pool: list[_Worker], limit: float | None) -> list[_Worker]:
+    """Workers whose job has run past --job-timeout and has sent nothing back (a result that arrived at
+    the limit is read as any other; a worker that died at it is retried as any other)."""
+    now = time.monotonic()
+    return [] if limit is None else [w for w in pool if w.job is not None and now - w.started >= limit
+                                     and not w.conn.poll(0)]
+
+
+def _time_out(pool: list[_Worker], worker: _Worker, jobs: list[Job], limit: float | None) -> Outcome:
+    """Kill an overdue worker (the pool starts another) and fail its job, which is not retried."""
+    assert worker.job is not None and limit is not None  # `_overdue`'s
+    pool.remove(worker)
+    with suppress(OSError):
+        worker.proc.kill()  # at once: SIGTERM waits in a stopped (SIGSTOP) process until it is continued
+    _stop([worker])
+    return jobs[worker.job], timed_out(jobs[worker.job], limit, checkpoints=True)
 
 
 @contextmanager

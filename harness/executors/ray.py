@@ -21,7 +21,6 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
-import socket
 import subprocess
 import sys
 import time
@@ -31,7 +30,6 @@ from typing import TYPE_CHECKING
 from harness.errors import HarnessError, RunFailed
 from harness.executors import register_executor
 from harness.executors.base import (
-    MAX_RETRIES,
     Executor,
     JobFn,
     JobPlacement,
@@ -62,7 +60,7 @@ from harness.executors.ray_cluster import (  # noqa: F401  (re-exported: tests a
     split_address,
     token_file,
 )
-from harness.executors.ray_jobs import (
+from harness.executors.ray_jobs import (  # noqa: F401  (_call: re-exported)
     STOP_GRACE_S,
     _call,
     _job_error,
@@ -70,10 +68,13 @@ from harness.executors.ray_jobs import (
     finished_results,
     forget_stop,
     new_stop_key,
+    submit,
 )
 from harness.executors.ray_leave import LEAVE_WAIT_S, ended_within, finished_within, hung_leave, shutdown_within
 from harness.executors.ray_nodes import NodeWatch, died
 from harness.executors.ray_signals import _signals_kept
+from harness.executors.ray_timeout import JobClocks
+from harness.option_checks import check_seconds
 
 if TYPE_CHECKING:
     import torch
@@ -223,19 +224,21 @@ def _start_local(cpus: int) -> None:
               "protected by its token only", file=sys.stderr)
 
 
-def _next_done(pending: dict[ray.ObjectRef, Job], head: tuple[str, int] | None,
-               lost: Callable[[], ClusterLost], nodes: NodeWatch) -> tuple[ray.ObjectRef, RunFailed | None]:
-    """The next finished job's ref, or one that can no longer run (its failure: `NodeWatch`). Waits in
-    short steps, checking that the head still answers (Ray would otherwise wait, then end this process
-    after 60 s with its own message) and that no lost node has left a job waiting for ever."""
+def _next_done(pending: dict[ray.ObjectRef, Job], head: tuple[str, int] | None, lost: Callable[[], ClusterLost],
+               nodes: NodeWatch, clocks: JobClocks | None = None) -> tuple[ray.ObjectRef, RunFailed | None]:
+    """The next finished job's ref, or one that can no longer run (its failure: `NodeWatch`) or ran past
+    --job-timeout (`JobClocks`). Waits in short steps, checking that the head still answers (Ray would
+    otherwise end this process after 60 s) and that no lost node has left a job waiting for ever."""
     seen = time.monotonic()
     while True:
+        if clocks is not None:
+            clocks.look()
         ready, _ = ray.wait(list(pending), num_returns=1, timeout=POLL_S)
         if ready:
             return ready[0], None
         if _head_answers(head):
             seen = time.monotonic()
-            if stranded := nodes.stranded(pending):
+            if stranded := nodes.stranded(pending) or (clocks.stop_overdue(pending) if clocks else None):
                 return stranded
         elif time.monotonic() - seen > LOST_AFTER_S:
             raise lost()
@@ -252,14 +255,15 @@ def _check_installed() -> None:
 class RayExecutor(Executor):
     name = "ray"
     description = "a local Ray on this machine, or a Ray cluster (--ray-address)"
-    options = ("workers", "ray_address")
+    options = ("workers", "ray_address", "job_timeout")
 
     def __init__(self, workers: int | None = None, address: str | None = None, progress: bool = True,
-                 fn: JobFn | None = None, threads: int = 1) -> None:
+                 fn: JobFn | None = None, threads: int = 1, job_timeout: float | None = None) -> None:
         _check_installed()
         if workers is not None and workers < 1:
             raise HarnessError(f"--workers must be at least 1, got {workers}")
-        self.workers, self.address, self.progress = workers, address, progress
+        check_seconds(job_timeout, "RayExecutor(job_timeout=...)")
+        self.workers, self.address, self.progress, self.job_timeout = workers, address, progress, job_timeout
         self.fn = fn  # None: harness.jobs.run_job
         self.threads = threads  # of each job: a local Ray gets --workers x threads CPUs
         self._stop_key: str | None = None  # of the current run, on a connection the caller made
@@ -285,7 +289,8 @@ class RayExecutor(Executor):
         if cfg.ray_address is None:  # a local Ray shares this machine's CPUs
             cpus = usable_cpus()
             warn_if_oversubscribed(cfg.workers or max(1, cpus // threads), threads, cpus)
-        return cls(workers=cfg.workers, address=cfg.ray_address, progress=cfg.progress, threads=threads)
+        return cls(workers=cfg.workers, address=cfg.ray_address, progress=cfg.progress, threads=threads,
+                   job_timeout=cfg.job_timeout)
 
     @property
     def shares_store(self) -> bool:  # type: ignore[override]
@@ -349,22 +354,16 @@ class RayExecutor(Executor):
         self._init()
         nodes = NodeWatch(ray)  # before the check: a node lost after it is one the watch knew
         check_fits(jobs)
-        remote = ray.remote(_call)
-        fn = ray.put(self.fn or run_job)
         # a connection the caller made is not memprox's to end: its jobs stop themselves when asked
         self._stop_key = None if _own_connection() else new_stop_key()
-        pending = {
-            remote.options(num_cpus=job.num_cpus, num_gpus=job.num_gpus, max_retries=MAX_RETRIES,
-                           retry_exceptions=False, name=job.label()[:100]).remote(
-                fn, job, socket.gethostname(), self._stop_key): job
-            for job in jobs
-        }
+        clocks = JobClocks(ray, self.job_timeout, self.shares_store) if self.job_timeout else None
+        pending = submit(ray, self.fn or run_job, jobs, self._stop_key, clocks)
         slots = max(1, int(ray.cluster_resources().get("CPU", 1) // max(j.num_cpus for j in jobs)))
         try:
             with progress_bar(len(jobs), self.progress) as bar:
                 while pending:
                     bar.set_postfix(running=min(slots, len(pending)))
-                    ref, stranded = _next_done(pending, self.head, self._lost, nodes)
+                    ref, stranded = _next_done(pending, self.head, self._lost, nodes, clocks)
                     job = pending[ref]
                     try:
                         outcome: JobResult | BaseException = stranded or ray.get(ref)
@@ -381,6 +380,8 @@ class RayExecutor(Executor):
             self._finished = finished_results(ray, pending) if pending else []
             if pending or nodes.given_up:  # a job given up for a lost node is still in Ray's queue
                 self._stop({**pending, **nodes.given_up})
+            if clocks is not None:  # after the stop: a second Ctrl-C in it must not skip the stop
+                clocks.forget()
 
     def take_finished(self) -> list[Outcome]:
         finished, self._finished = self._finished, []

@@ -14,11 +14,12 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from harness.errors import RunFailed
+from harness.executors.ray_timeout import JobClocks, mark_started
 from harness.executors.worker import portable
 
 if TYPE_CHECKING:
@@ -37,12 +38,14 @@ STOP_READ_S = 2.0
 STOP_GRACE_S = 5.0
 
 
-def _call(fn: JobFn, job: Job, driver: str = "", stop_key: str | None = None):
+def _call(fn: JobFn, job: Job, driver: str = "", stop_key: str | None = None, start_key: str | None = None):
     """The remote task: `fn` travels as an argument, so any picklable callable (a partial) works.
     A SystemExit from the job's code becomes the job's failure: Ray would take it for a crashed
     worker, retry the job and report a dead worker (KeyboardInterrupt is Ray's cancellation). A
     failure on another machine than the driver's (`driver`: its host name) names that node. With
-    `stop_key` the job stops itself once the driver sets that key (`ask_to_stop`)."""
+    `stop_key` the job stops itself once the driver sets that key (`ask_to_stop`); with `start_key` it
+    marks its start, which starts its --job-timeout clock (`ray_timeout`)."""
+    mark_started(start_key)
     try:
         with _stops_on(stop_key):
             return fn(_checkpoints_here_only(job, driver))
@@ -53,6 +56,22 @@ def _call(fn: JobFn, job: Job, driver: str = "", stop_key: str | None = None):
         if failed is e:  # the driver's own machine: the job's exception as it is
             raise
         raise failed from e
+
+
+def submit(ray: Any, fn: JobFn, jobs: Sequence[Job], stop_key: str | None,
+           clocks: JobClocks | None) -> dict[Any, Job]:
+    """Hand every job to Ray, which queues it until a worker is free: each reserves its CPUs and GPUs, a
+    dead worker's job is retried MAX_RETRIES times, an exception is not retried. ref -> job."""
+    from harness.executors.base import MAX_RETRIES
+
+    remote, shared_fn, driver = ray.remote(_call), ray.put(fn), socket.gethostname()
+    refs = [remote.options(num_cpus=job.num_cpus, num_gpus=job.num_gpus, max_retries=MAX_RETRIES,
+                           retry_exceptions=False, name=job.label()[:100]).remote(
+                shared_fn, job, driver, stop_key, clocks.key(i) if clocks else None)
+            for i, job in enumerate(jobs)]
+    if clocks is not None:
+        clocks.refs = refs
+    return dict(zip(refs, jobs))
 
 
 def _checkpoints_here_only(job: Job, driver: str) -> Job:
