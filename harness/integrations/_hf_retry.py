@@ -10,6 +10,14 @@ recorded 3, csl summing a dead half epoch (seen: out of memory at the second bat
 blamed a sampler for the samples the half epoch missed). The record of the retried training must be
 the one the failed attempt started from: it is kept at each attempt's `on_train_begin` (a copy when
 it holds epochs, i.e. the training resumes or continues a record) and put back before the retry.
+
+A retry in a training resumed from a checkpoint resumes it with another batch than the checkpoint's
+(the first attempt takes the checkpoint's, `train_batch_size` in its state): the `Trainer` counts
+the steps done in batches of the new size, so it goes on elsewhere than the checkpoint stopped
+(seen: 8 rows a batch cut to 7 after one step of 8 trained sample 5 twice in its epoch; resumed
+from an epoch's last step, the epoch's last 2 rows were trained again after the record had closed
+that epoch, and csl counted them as a third epoch of a 2-epoch training). The record keeps what
+is trained, as the same resume without the error would; nothing said why, so it is said in words.
 """
 
 from __future__ import annotations
@@ -39,12 +47,16 @@ class RetryRecord(TrainerCallback):
         self.csl = csl
         self.begun = False  # this attempt reached on_train_begin (an attempt can fail before it)
         self.start: dict[str, Any] | None = None  # the record then, when it held any (else empty)
+        self.batch_size: int | None = None  # this attempt's (`CSLTrainer._inner_training_loop`)
 
     def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         recorder = self.csl._recorder
         held = bool(self.csl.tracker.epochs or recorder.batches)
         self.begun = True
         self.start = copy.deepcopy(recorder.state()) if args.auto_find_batch_size and held else None
+        saved = getattr(state, "train_batch_size", None)  # the checkpoint's, when resuming (a fresh state: this one)
+        if state.global_step and saved and self.batch_size and saved != self.batch_size:
+            _warn_resized_resume(int(state.global_step), int(saved), int(self.batch_size))
 
     def failed(self, args: Any, exc: BaseException) -> None:
         """An attempt of the training loop raised: before a retry, the record goes back to its start."""
@@ -59,3 +71,15 @@ class RetryRecord(TrainerCallback):
                       f"dropped and the record goes back to the {self.csl.tracker.epochs} epoch(s) it held when the "
                       f"attempt began. The retry trains on from the weights the failed attempt reached",
                       RuntimeWarning, stacklevel=4)
+
+
+def _warn_resized_resume(steps: int, saved: int, now: int) -> None:
+    warnings.warn(f"CSLTrainer: the training resumes from a checkpoint saved after {steps} step(s) in batches of "
+                  f"{saved}, in batches of {now} (an out-of-memory retry, auto_find_batch_size, or other arguments): "
+                  f"the Trainer counts the steps done in batches of {now}, so it goes on elsewhere than the "
+                  f"checkpoint stopped: samples of the epoch in progress are trained twice or not at all, or the last "
+                  f"batches of an epoch the checkpoint had finished are trained again. The record keeps each "
+                  f"sample's first presentation of an epoch and records batches trained after an epoch it closed "
+                  f"as an epoch of their own, so the scores are not those of an uninterrupted run; for those, resume "
+                  f"in batches of {saved}, or train from the start with per_device_train_batch_size={now}",
+                  RuntimeWarning, stacklevel=4)

@@ -286,12 +286,12 @@ class CSLTrainer(Trainer):
         finally:
             self.csl.one_training.release()
 
-    def _inner_training_loop(self, *args: Any, **kwargs: Any) -> Any:
+    def _inner_training_loop(self, batch_size: int | None = None, *args: Any, **kwargs: Any) -> Any:
         """`Trainer._inner_training_loop`; a retry after running out of memory starts from the failed
         attempt's record (`auto_find_batch_size`, `RetryRecord`)."""
-        self.retry_record.begun = False
+        self.retry_record.begun, self.retry_record.batch_size = False, batch_size
         try:
-            return super()._inner_training_loop(*args, **kwargs)
+            return super()._inner_training_loop(batch_size, *args, **kwargs)
         except Exception as exc:
             self.retry_record.failed(self.args, exc)
             raise
