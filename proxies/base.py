@@ -40,7 +40,8 @@ class Need:
         other runs had trained, a run that other proxies share (the base run)."""
         for request in sorted(self.recorders, key=lambda r: r.key):
             if request.name not in RECORDERS:
-                raise HarnessError(f"unknown recorder {request.name!r} requested for run {self.spec.label()}; "
+                raise HarnessError(f"unknown recorder {request.name!r}{did_you_mean([request.name], RECORDERS)} "
+                                   f"requested for run {self.spec.label()}; "
                                    f"registered: {', '.join(sorted(RECORDERS))} (a plugin's recorder must be "
                                    "registered with @register_recorder before the experiment is planned)")
             try:

@@ -172,3 +172,11 @@ def test_a_proxy_named_like_a_column_of_the_tables_is_refused_when_it_registers(
                                         "own .*; give it another name"):
         registry.register_proxy(cls)
     assert name not in fresh
+
+
+def test_a_misspelled_recorder_suggests_the_registered_one() -> None:
+    """Before: the registered recorders listed, with no word on which one was meant."""
+    from proxies import Need
+
+    with pytest.raises(HarnessError, match=r"^unknown recorder 'train_los' \(did you mean 'train_loss'\?\) requested "):
+        Need(BASE, frozenset({RecorderRequest.of("train_los")}))
