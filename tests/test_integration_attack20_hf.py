@@ -72,7 +72,7 @@ def test_a_retry_in_a_training_resumed_mid_epoch_records_as_the_same_training_wi
     assert sum("ran out of memory" in s for s in said) == 1 and retried.tracker.epochs == epochs
     resized = [s for s in said if "resumes from a checkpoint saved after" in s]
     assert len(resized) == 1 and f"saved after {checkpoint} step(s) in batches of 8, in batches of 7" in resized[0]
-    assert "resume in batches of 8, or train from the start with per_device_train_batch_size=7" in resized[0]
+    assert "resume in batches of 8, or train from the start in batches of 7" in resized[0]
     reference, _, want, said_ref = _train(made, tmp_path / "ref", batch=7, lr=0.0, resume=ckpt)
     assert retried.tracker.epochs == reference.tracker.epochs
     np.testing.assert_array_equal(retried.tracker.epochs_presented(), reference.tracker.epochs_presented())

@@ -81,5 +81,5 @@ def _warn_resized_resume(steps: int, saved: int, now: int) -> None:
                   f"batches of an epoch the checkpoint had finished are trained again. The record keeps each "
                   f"sample's first presentation of an epoch and records batches trained after an epoch it closed "
                   f"as an epoch of their own, so the scores are not those of an uninterrupted run; for those, resume "
-                  f"in batches of {saved}, or train from the start with per_device_train_batch_size={now}",
+                  f"in batches of {saved}, or train from the start in batches of {now}",
                   RuntimeWarning, stacklevel=4)
