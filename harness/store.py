@@ -251,8 +251,9 @@ class RunStore:
         for digest, path in _swaps_left(self.root) if self._unwritable is None else []:  # read-only: nothing
             try:
                 with self.lock(digest).acquire(timeout=0):
-                    if path.name == f"{digest}.pt" and not _superseded(self.root, digest, path):
-                        continue  # checked again under the lock: a run may have checkpointed since the listing
+                    if not os.path.lexists(path) or (path.name == f"{digest}.pt" and
+                                                     not _superseded(self.root, digest, path)):
+                        continue  # under the lock: gone (another cleaner's), or a run checkpointed since the listing
                     final = self.root / "runs" / digest
                     if path.name.startswith(".old-") and not os.path.lexists(final):
                         os.rename(path, final)  # killed mid-swap: the old complete entry goes back
