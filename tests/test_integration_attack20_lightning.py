@@ -144,3 +144,45 @@ def test_a_resumable_loader_resumed_mid_epoch_scores_as_the_uninterrupted_fit(tm
     np.testing.assert_array_equal(csl.tracker.epochs_presented(), np.full(N, EPOCHS))
     assert said == []
     np.testing.assert_array_equal(scores["csl"].to_numpy(), whole["csl"].to_numpy())
+
+
+class _Sized(_Module):
+    """The module with its own loader of `batch_size` rows, whose forward runs out of CUDA memory
+    (the error Lightning's batch-size finder reduces after) for batches above 5 rows."""
+
+    def __init__(self, batch_size: int) -> None:
+        super().__init__()
+        self.batch_size = batch_size
+
+    def train_dataloader(self) -> DataLoader:
+        return DataLoader(WithIndex(TensorDataset(X[:40], Y[:40])), batch_size=self.batch_size)
+
+    def training_step(self, batch, batch_idx):
+        if batch[0].shape[0] > 5:
+            raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return super().training_step(batch, batch_idx)
+
+
+def test_the_batch_size_finders_trials_are_not_recorded(tmp_path: Path) -> None:
+    """BatchSizeFinder (Lightning's search for the largest batch that fits) trains a few steps per
+    batch size -- 2, 4, then 8, which runs out of memory -- and restores the model from a checkpoint
+    before the fit: the record must hold the fit alone, bitwise the fit in batches of 4 without it."""
+    finder = lightning.pytorch.callbacks.BatchSizeFinder(mode="power", steps_per_trial=1, init_val=2, max_trials=3)
+
+    def fit(batch_size: int, *extra) -> tuple[CSLCallback, object]:
+        csl = CSLCallback(40)
+        trainer = lightning.Trainer(callbacks=[csl, *extra], accelerator="cpu", devices=1, logger=False,
+                                    max_epochs=2, enable_checkpointing=False, enable_progress_bar=False,
+                                    enable_model_summary=False, num_sanity_val_steps=0,
+                                    default_root_dir=str(tmp_path))
+        module = _Sized(batch_size)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", RuntimeWarning)
+            trainer.fit(module)
+        return csl, module
+
+    searched, module = fit(2, finder)
+    plain, _ = fit(4)
+    assert module.batch_size == 4 and searched.tracker.epochs == 2
+    np.testing.assert_array_equal(searched.tracker.epochs_presented(), np.full(40, 2))
+    assert searched.scores().equals(plain.scores())
