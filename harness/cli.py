@@ -34,6 +34,8 @@ from harness.presets import PRESETS
 from harness.store_report import add_store_parser, cmd_store
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from harness.experiment import Experiment, ExperimentResult
 
 
@@ -306,8 +308,8 @@ def _report(cfg: ExperimentConfig, exp: Experiment, result: ExperimentResult) ->
                 exact = any(t.name == "suspects" and t.params.get("duplicates") == "exact" for t in exp.tasks)
                 copies = ("texts of equal token ids (after max_length)" if exp.dataset.is_tokens  # exact only
                           else "exact copies" if exact else "copies and near copies")
-                say(f"duplicates: {cfg.out / 'suspects' / 'duplicates.csv'}  ({copies} among the training samples, "
-                    "pairs with different labels first)")
+                say(f"duplicates: {cfg.out / 'suspects' / 'duplicates.csv'}  ({copies} among the training samples: "
+                    f"{_pairs_found(result.tables['suspects/duplicates.csv'])})")
                 if "suspects/train_test_duplicates.csv" in result.outputs["suspects"]:
                     found = result.tables["suspects/train_test_duplicates.csv"]["test"].nunique()
                     say(f"test copies: {cfg.out / 'suspects' / 'train_test_duplicates.csv'}  ({found} of the "
@@ -317,6 +319,16 @@ def _report(cfg: ExperimentConfig, exp: Experiment, result: ExperimentResult) ->
         say(f"{len(result.failures)} failure(s):", err=True)
         for f in result.failures:
             say(f"  - {f}", err=True)
+
+
+def _pairs_found(pairs: pd.DataFrame) -> str:
+    """How many pairs the duplicates file holds, and how many with different labels: the line read
+    the same for an empty file as for one of conflicting copies, which the user then had to open."""
+    if not len(pairs):
+        return "none found"
+    differ = int(pairs["labels_differ"].sum())
+    first = ", listed first" if differ else ""
+    return f"{len(pairs)} pair{'s' * (len(pairs) != 1)}, {differ} with different labels{first}"
 
 
 class _RunOver:

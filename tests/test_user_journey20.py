@@ -113,3 +113,31 @@ def test_the_docs_say_how_many_images_of_a_folder_the_default_preset_ranks() -> 
     quickstart = (ROOT / "docs" / "quickstart.md").read_text(encoding="utf-8")
     line = next(s for s in quickstart.splitlines() if "--tasks suspects" in s and "imagefolder:" in s)
     assert f"first {cap:,} images" in line
+
+
+def _table(path: Path, copy_under_other_label: bool) -> str:
+    """60 random rows of 5 features, 2 classes; optionally row 60 repeats row 0 under the other label."""
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(60, 5)).astype(np.float32), np.arange(60) % 2
+    if copy_under_other_label:
+        x, y = np.concatenate([x, x[:1]]), np.concatenate([y, 1 - y[:1]])
+    np.savez(path, x=x, y=y)
+    return f"npz:{path}"
+
+
+@pytest.mark.parametrize(("copy", "said"), [(True, "1 pair, 1 with different labels, listed first"),
+                                            (False, "none found")])
+def test_the_duplicates_line_says_what_the_file_holds(tmp_path: Path, capsys, copy: bool, said: str) -> None:
+    """The line read "(copies and near copies among the training samples, pairs with different labels
+    first)" for an empty file as for one holding conflicting copies: the user had to open it to know."""
+    from harness.cli import main
+
+    out = tmp_path / "out"
+    argv = ["run", "--dataset", _table(tmp_path / "t.npz", copy), "--tasks", "suspects", "--proxies", "csl",
+            "--seeds", "1", "--epochs", "1", "--executor", "inprocess", "--no-progress",
+            "--store", str(tmp_path / "store"), "--out", str(out)]
+    assert main(argv) == 0
+    line = next(s for s in capsys.readouterr().out.splitlines() if s.startswith("duplicates:"))
+    assert line == (f"duplicates: {out / 'suspects' / 'duplicates.csv'}  (copies and near copies among the training "
+                    f"samples: {said})")
+    assert len(np.loadtxt(out / "suspects" / "duplicates.csv", delimiter=",", skiprows=1, usecols=0, ndmin=1)) == copy
