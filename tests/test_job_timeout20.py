@@ -23,7 +23,7 @@ from harness.api import experiment_config, keywords
 from harness.cli import main
 from harness.config import experiment_id
 from harness.errors import HarnessError, RunFailed
-from harness.executors.local import LocalExecutor, _overdue, _Worker
+from harness.executors.local import LocalExecutor
 from harness.experiment import Experiment
 from harness.jobs import DataSource, Job, JobResult, run_job
 from harness.recipe import Recipe
@@ -144,6 +144,8 @@ def test_an_executor_built_in_code_checks_its_limit() -> None:
 # the clock ----------------------------------------------------------------------------------------
 def test_a_result_that_arrived_at_the_limit_is_read_not_killed() -> None:
     """A job that finished right at its limit: what its worker sent is kept, the worker is not killed."""
+    from harness.executors.local import _overdue, _Worker
+
     ours, theirs = Pipe()
     worker = _Worker(proc=None, conn=ours, ready=True, job=0, started=time.monotonic() - 10)  # type: ignore[arg-type]
     assert _overdue([worker], 5.0) == [worker]
