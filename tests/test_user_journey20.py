@@ -113,6 +113,8 @@ def test_the_docs_say_how_many_images_of_a_folder_the_default_preset_ranks() -> 
     quickstart = (ROOT / "docs" / "quickstart.md").read_text(encoding="utf-8")
     line = next(s for s in quickstart.splitlines() if "--tasks suspects" in s and "imagefolder:" in s)
     assert f"first {cap:,} images" in line
+    readme = " ".join((ROOT / "README.md").read_text(encoding="utf-8").split())
+    assert f"`--tasks suspects` ranks every sample (of an image folder, the default preset's first {cap:,}" in readme
 
 
 def _table(path: Path, copy_under_other_label: bool) -> str:
