@@ -143,3 +143,16 @@ def test_the_duplicates_line_says_what_the_file_holds(tmp_path: Path, capsys, co
     assert line == (f"duplicates: {out / 'suspects' / 'duplicates.csv'}  (copies and near copies among the training "
                     f"samples: {said})")
     assert len(np.loadtxt(out / "suspects" / "duplicates.csv", delimiter=",", skiprows=1, usecols=0, ndmin=1)) == copy
+
+
+def test_the_start_line_counts_in_the_singular_where_there_is_one(tmp_path: Path, capsys) -> None:
+    """A first look (one seed, one setting, one proxy) read `1 proxies · 1 settings × 1 seeds · 1
+    distinct runs`."""
+    from harness.cli import main
+
+    argv = ["run", "--dataset", _table(tmp_path / "t.npz", False), "--tasks", "suspects", "--proxies", "csl",
+            "--seeds", "1", "--epochs", "1", "--executor", "inprocess", "--no-progress",
+            "--store", str(tmp_path / "store"), "--out", str(tmp_path / "out")]
+    assert main(argv) == 0
+    line = next(s for s in capsys.readouterr().err.splitlines() if s.startswith("memprox: "))
+    assert " · mlp · 1 epoch · 1 proxy · 1 setting × 1 seed · 1 distinct run · device " in line
