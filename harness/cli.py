@@ -328,8 +328,7 @@ def _report(cfg: ExperimentConfig, exp: Experiment, result: ExperimentResult) ->
 
 
 def _pairs_found(pairs: pd.DataFrame) -> str:
-    """How many pairs the duplicates file holds, and how many with different labels: the line read
-    the same for an empty file as for one of conflicting copies, which the user then had to open."""
+    """The pairs found, and how many differ in label: the line read the same for an empty file."""
     if not len(pairs):
         return "none found"
     differ = int(pairs["labels_differ"].sum())
