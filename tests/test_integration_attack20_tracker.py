@@ -84,6 +84,7 @@ def test_workers_drop_last_and_replacement_record_first_presentations() -> None:
             correct[i].append(bool(logit.argmax() == int(Y[i])))
             presented[i] += 1
     assert all(repeated) and (presented < EPOCHS).any() and (presented == 0).any()  # the loader does all three
+    assert any(len(idx) > len(np.unique(idx)) for epoch in kept for idx, _, _ in epoch)  # repeats within a batch too
     np.testing.assert_array_equal(tracker.epochs_presented(), presented)
     np.testing.assert_allclose(scores["csl"], csl, rtol=1e-6, atol=1e-6)
     # aum: minus the mean margin over the epochs that presented the sample; never presented: NaN
