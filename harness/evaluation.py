@@ -122,9 +122,9 @@ def reversed_rankings(board: pd.DataFrame) -> list[str]:
                           for r in found.head(3).itertuples())
         more = f" and {len(found) - 3} more" if len(found) > 3 else ""
         lines.append(f"proxy {proxy} ranks the wrong way round, its 95% interval wholly below chance ({where}{more}): "
-                     "memprox reads a higher score as more memorized or more suspicious; if a lower score of yours "
-                     "means more, return its negation (a built-in can show this where its signal does not apply: "
-                     "variability when the network never fits the flipped labels, docs/proxies.md)")
+                     "memprox reads a higher score as more memorized or more suspicious. A proxy of yours whose lower "
+                     "score means more returns its negation; a built-in ranks so only where its signal does not "
+                     "apply (docs/proxies.md: variability where the network never fits the flipped labels)")
     return lines
 
 

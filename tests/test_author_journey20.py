@@ -159,7 +159,7 @@ def test_a_proxy_scoring_the_wrong_way_round_is_named_with_the_fix(fresh, tmp_pa
     assert board.loc[("margin_j20", "auroc"), "ci_high"] < 0.5 < board.loc[("csl", "auroc"), "ci_low"]
     lines = [str(w.message) for w in caught if "wrong way round" in str(w.message)]
     assert len(lines) == 1 and lines[0].startswith("proxy margin_j20 ranks the wrong way round")
-    assert "mislabeled noise=0.1 auroc" in lines[0] and "return its negation" in lines[0]
+    assert "mislabeled noise=0.1 auroc" in lines[0] and "whose lower score means more returns its negation" in lines[0]
 
 
 @pytest.mark.parametrize("name", ["positive", "label", "index", "file", "reference"])
