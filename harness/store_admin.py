@@ -118,13 +118,11 @@ def held(root: Path, digest: str) -> bool:
     try:
         if fcntl is not None and stat.S_ISREG(os.fstat(fd).st_mode):
             fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)  # released as the file is closed
-    except BlockingIOError:
-        return True
-    except OSError:
         return False
+    except OSError as e:
+        return isinstance(e, BlockingIOError)  # held by another; any other failure tells nothing
     finally:
         os.close(fd)
-    return False
 
 
 def tree_bytes(path: Path, freeable: bool = False) -> int:
@@ -171,8 +169,9 @@ def scan(root: Path) -> Scan:
             temp = (LEFTOVER if sub == "runs" else CKPT_TEMP).match(name)
             found = own or temp
             digest = next((g for g in found.groups() if g), "") if found else ""
-            if own and sub == "runs":
-                entries.append(read_entry(path))
+            if own and sub == "runs":  # one that fails to read because a prune removed it meanwhile is gone
+                if (entry := read_entry(path)).status == "complete" or os.path.lexists(path):
+                    entries.append(entry)
             elif own and own_checkpoint(path):
                 checkpoints.append(Item(f"{sub}/{name}", path, tree_bytes(path), digest, held(root, digest)))
             elif temp and held(root, digest):  # made by the live writer since the leftovers were listed
