@@ -134,12 +134,21 @@ IDENTITY_CASES = {
 }
 
 
+#: Runtime fields added after the values above were computed, at their defaults (none of them
+#: changes what an experiment computes; a value other than the default is hashed).
+LATER_RUNTIME_DEFAULTS = {"job_timeout": None}
+
+
 def _whole(cfg) -> str:
     """A hash of every field, runtime ones included (recipe fields added since, at their old-
-    behaviour defaults, left out as experiment ids leave them out)."""
+    behaviour defaults, left out as experiment ids leave them out; so are runtime fields added
+    since, at their defaults: LATER_RUNTIME_DEFAULTS)."""
     from harness.recipe import LATER_RECIPE_DEFAULTS, without_defaults
 
     whole = dataclasses.asdict(cfg)
+    for name, default in LATER_RUNTIME_DEFAULTS.items():
+        if whole[name] == default:
+            del whole[name]
     whole["recipe"] = without_defaults(whole["recipe"], LATER_RECIPE_DEFAULTS)
     return hashlib.sha256(json.dumps(whole, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
@@ -161,7 +170,7 @@ def test_a_hand_built_config_is_unchanged() -> None:
         "dataset", "model", "recipe", "preset", "subset", "data_root", "download", "seeds", "tasks", "proxies",
         "proxy_args", "noise_rates", "duplicate_pairs", "noisy_labels", "reference", "task_args", "device", "out",
         "store", "progress", "threads", "checkpoint_every_s", "executor", "workers", "ray_address", "gpus_per_run",
-        "bootstrap", "overwrite", "precision", "compile"]
+        "bootstrap", "overwrite", "precision", "compile", "job_timeout"]  # a field added since goes at the end
 
 
 def test_runtime_fields_are_the_ones_the_experiment_leaves_out() -> None:
