@@ -180,3 +180,20 @@ def test_the_csv_tables_measurement_holds_as_the_datasets_page_states_it(tmp_pat
     page = " ".join((ROOT / "docs" / "datasets.md").read_text(encoding="utf-8").split())
     assert "all 16 were in CSL's top 40" in page and "above its original" in page
     assert "it put the repeat with the other label first" not in page
+
+
+def test_stdout_holds_the_leaderboard_and_the_paths_the_quickstart_names(tmp_path: Path, capsys) -> None:
+    """The quickstart said only the leaderboard and its path go to stdout; a suspects run also prints
+    where the suspects and the duplicates are, which a script reading stdout must expect."""
+    from harness.cli import main
+
+    argv = ["run", "--dataset", _table(tmp_path / "t.npz", True), "--tasks", "suspects", "--proxies", "csl",
+            "--seeds", "1", "--epochs", "1", "--executor", "inprocess", "--no-progress",
+            "--store", str(tmp_path / "store"), "--out", str(tmp_path / "out")]
+    assert main(argv) == 0
+    printed = [line.split(":", 1)[0] for line in capsys.readouterr().out.splitlines()
+               if line and not line.startswith(("#", "|"))]
+    assert printed == ["leaderboard", "suspects", "duplicates"]
+    quickstart = " ".join((ROOT / "docs" / "quickstart.md").read_text(encoding="utf-8").split())
+    said = quickstart.split("the paths of what was written go to stdout", 1)[1].split("stderr", 1)[0]
+    assert [name for name in printed if f"`{name}:`" not in said] == []
