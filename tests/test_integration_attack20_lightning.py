@@ -186,3 +186,50 @@ def test_the_batch_size_finders_trials_are_not_recorded(tmp_path: Path) -> None:
     assert module.batch_size == 4 and searched.tracker.epochs == 2
     np.testing.assert_array_equal(searched.tracker.epochs_presented(), np.full(40, 2))
     assert searched.scores().equals(plain.scores())
+
+
+class _Seen(_Module):
+    """The module, keeping the indices of every batch it trains."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[list[int]] = []
+
+    def training_step(self, batch, batch_idx):
+        self.seen.append(batch[2].tolist())
+        return super().training_step(batch, batch_idx)
+
+
+def test_a_shuffled_loader_resumed_mid_epoch_is_not_said_to_replay_the_cut_epochs_batches(tmp_path: Path) -> None:
+    """shuffle=True, checkpoint after 2 of epoch 2's 5 batches: started over, the loader's random
+    sampler draws a new order, so the 3 batches that finish the epoch are not its first 2 batches
+    again (here 11 samples trained twice, 11 not at all). The warning said "the samples of its first
+    2 batch(es) are trained twice in it and those of its last 2 not at all"; it now says the order
+    is drawn anew, and the tracker's counts are those of the batches trained."""
+    def fit(out: Path, ckpt: Path | None = None, every: int | None = None) -> tuple[CSLCallback, _Seen, list[str]]:
+        csl = CSLCallback(N)
+        saves = [lightning.pytorch.callbacks.ModelCheckpoint(dirpath=tmp_path / "steps", every_n_train_steps=every,
+                                                             save_top_k=-1)] if every else []
+        trainer = lightning.Trainer(callbacks=[csl, *saves], accelerator="cpu", devices=1, logger=False,
+                                    max_epochs=EPOCHS, enable_checkpointing=bool(every), enable_progress_bar=False,
+                                    enable_model_summary=False, num_sanity_val_steps=0, default_root_dir=str(out))
+        module = _Seen()
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            trainer.fit(module, DataLoader(WithIndex(TensorDataset(X, Y)), batch_size=BATCH, shuffle=True),
+                        ckpt_path=ckpt)
+            csl.scores()
+        said = [str(w.message) for w in caught if str(w.message).startswith(("CSLCallback", "SampleTracker"))]
+        return csl, module, said
+
+    _, first, _ = fit(tmp_path / "first", every=7)
+    csl, resumed, said = fit(tmp_path / "resumed", tmp_path / "steps" / "epoch=1-step=7.ckpt")
+    before, after = set(sum(first.seen[5:7], [])), set(sum(resumed.seen[:3], []))
+    twice, never = before & after, set(range(N)) - before - after
+    assert twice != before and len(twice) == len(never) > 0  # not the cut epoch's first 2 batches again
+    cut = [s for s in said if s.startswith("CSLCallback: the fit resumes")]
+    assert len(cut) == 1 and "in an order its random sampler draws anew" in cut[0]
+    assert "first 2 batch(es)" not in cut[0] and "last 2" not in cut[0]
+    assert any(f"{len(twice)} sample(s) were presented more than once in epoch 2" in s for s in said)
+    presented = csl.tracker.epochs_presented()
+    assert sorted(np.flatnonzero(presented < EPOCHS).tolist()) == sorted(never)

@@ -227,7 +227,9 @@ def _warn_mid_epoch_resume(trainer: Any, is_open: bool) -> None:
     does not train what the uninterrupted fit trains: say what the record holds. Lightning either
     finishes the cut epoch with its remaining batches, drawn from the start of a plain DataLoader
     (so, with b of B batches done, the first min(b, B - b) are trained twice and the last as many
-    not at all), or, where the cut epoch counts as done (max_steps, resumed by epochs), starts the next.
+    not at all, where the loader draws the cut epoch's order again; a random sampler draws another,
+    and which samples are trained twice is chance), or, where the cut epoch counts as done
+    (max_steps, resumed by epochs), starts the next.
     `is_open`: whether the callback's record holds the cut epoch still open."""
     cut = _mid_epoch_cut(trainer)
     if cut is None:
@@ -241,7 +243,7 @@ def _warn_mid_epoch_resume(trainer: Any, is_open: bool) -> None:
     elif cut.resumable:
         what = ("The epoch cut short (max_steps) was closed in the record, so the rest of it is recorded as an "
                 "epoch of its own: one epoch more than the uninterrupted fit, split in two halves")
-    else:
+    elif cut.replays:
         what = (f"Lightning finishes that epoch with {left} batch(es) drawn from the start of the DataLoader (not "
                 f"resumable), so the samples of its first {twice} batch(es) are trained twice in it and those of "
                 f"its last {twice} not at all. ")
@@ -251,6 +253,16 @@ def _warn_mid_epoch_resume(trainer: Any, is_open: bool) -> None:
                  "The epoch cut short (max_steps) was closed in the record, and the batches trained after the "
                  f"checkpoint are recorded as another, shorter epoch: the samples of the first {twice} "
                  f"batch(es) count one epoch more, those of the last {twice} one fewer")
+    else:  # a random sampler: the batches after the resume come from an order drawn anew
+        what = (f"Lightning finishes that epoch with {left} batch(es) drawn from the start of the DataLoader (not "
+                f"resumable), in an order its random sampler draws anew (not the cut epoch's), so some of the "
+                f"samples trained before the checkpoint are trained twice in it and some others not at all, by "
+                f"chance. ")
+        what += ("In the record's open epoch each sample keeps its first presentation: those trained twice keep "
+                 "their loss from before the checkpoint and those not trained have none in this epoch" if is_open
+                 else "The epoch cut short (max_steps) was closed in the record, and the batches trained after "
+                 "the checkpoint are recorded as another, shorter epoch: the samples in both count one epoch "
+                 "more, those in neither one fewer")
     warnings.warn(f"CSLCallback: the fit resumes from a checkpoint saved within an epoch, after {cut.steps} of "
                   f"its {cut.per_epoch} optimizer steps ({cut.batches_done} of {cut.batches} batches). {what}. "
                   f"The scores (csl, and the per-epoch proxies) are not those of an uninterrupted fit; for "
@@ -267,6 +279,7 @@ class _Cut(NamedTuple):
     batches: int  # batches per epoch
     resumable: bool  # every training DataLoader has state_dict / load_state_dict
     continues: bool  # Lightning finishes the cut epoch (else it starts the next)
+    replays: bool  # started over, every loader draws the cut epoch's order again (`_replays`)
 
     @property
     def batches_twice(self) -> int:
@@ -295,4 +308,15 @@ def _mid_epoch_cut(trainer: Any) -> _Cut | None:
     loaders = getattr(getattr(fit_loop, "_combined_loader", None), "flattened", [])
     resumable = bool(loaders) and all(callable(getattr(loader, "state_dict", None))
                                       and callable(getattr(loader, "load_state_dict", None)) for loader in loaders)
-    return _Cut(steps, per_epoch, done, batches, resumable, bool(getattr(fit_loop, "restarting", True)))
+    return _Cut(steps, per_epoch, done, batches, resumable, bool(getattr(fit_loop, "restarting", True)),
+                all(_replays(loader) for loader in loaders))
+
+
+def _replays(loader: Any) -> bool:
+    """Whether a loader started over draws the cut epoch's order again: unshuffled, or a sampler
+    seeded per epoch by `set_epoch` (which Lightning calls). A random sampler (`shuffle=True`, with
+    or without a generator) draws another order each time it is iterated, and the resumed process
+    draws its first one: the replayed batches hold other samples than the cut epoch's first ones."""
+    sampler = getattr(loader, "sampler", None)
+    return (sampler is None or isinstance(sampler, torch.utils.data.SequentialSampler)
+            or callable(getattr(sampler, "set_epoch", None)))
