@@ -143,8 +143,8 @@ def info(root: Path, runs: bool, say: Say) -> int:
                                "")):
         say(f"{what}: {len(items)}, {size(sum(i.bytes for i in items))}{hint if items else ''}")
     if busy:  # its entry's lock is held: a leftover only once that experiment ends without removing it
-        say(f"in use by a running experiment: {len(busy)}, {size(sum(i.bytes for i in busy))} (checkpoints and "
-            "temporary files of runs being trained or stored now; not freeable, never pruned while in use)")
+        say(f"in use by a running experiment or prune: {len(busy)}, {size(sum(i.bytes for i in busy))} (checkpoints "
+            "and temporary files of runs being trained, stored or removed now; not freeable, not pruned while in use)")
     now = datetime.now(timezone.utc)
     dates = sorted((age, d) for e in complete
                    if (d := e.field("created")) and math.isfinite(age := admin.age_days(d, now)))
@@ -331,7 +331,7 @@ def _prune_listed(root: Path, targets: list, dry: bool, leftovers: bool, say: Sa
         gone = [t for t in targets if not back(t[0]) and t[0] not in busy]
         for name, nbytes, _ in targets:
             what = "put back (an entry a kill left mid-swap)" if back(name) else \
-                "skip (in use by a running experiment)" if name in busy else "remove"
+                "skip (in use by a running experiment or prune)" if name in busy else "remove"
             say(f"would {what} {name}  {size(nbytes)}")
         say(f"would remove {len(gone)}, freeing {size(sum(t[1] for t in gone))} (dry run: nothing removed)")
         return 0

@@ -97,7 +97,7 @@ def test_info_counts_a_live_writers_files_as_in_use_not_as_leftovers_or_checkpoi
     assert code == 0
     assert "partial checkpoints: 0, 0 bytes" in out
     assert "leftovers of killed processes: 0, 0 bytes" in out and "prune --leftovers" not in out
-    assert f"in use by a running experiment: 3, {_size(files)} bytes" in out
+    assert f"in use by a running experiment or prune: 3, {_size(files)} bytes" in out
     code, out, _ = _cli(capsys, "store", "info", "--store", str(root))  # the writer gone: now they are leftovers
     assert "partial checkpoints: 1," in out and "in use by" not in out
     assert f"leftovers of killed processes: 2, {_size(files[1:])} bytes" in out
@@ -110,7 +110,7 @@ def test_a_file_the_writer_made_after_the_leftovers_were_listed_is_in_use_not_so
     with _held(root / "locks" / f"{spec.digest()}.lock"):
         code, out, _ = _cli(capsys, "store", "info", "--store", str(root))
     assert code == 0 and "other files in runs/ and partial/ (not the store's, never touched): 0, 0 bytes" in out
-    assert f"in use by a running experiment: 3, {_size(files)} bytes" in out
+    assert f"in use by a running experiment or prune: 3, {_size(files)} bytes" in out
 
 
 def test_prune_never_touches_a_live_writers_files_and_its_dry_run_does_not_count_them(writing, capsys) -> None:
@@ -118,7 +118,7 @@ def test_prune_never_touches_a_live_writers_files_and_its_dry_run_does_not_count
     with _held(root / "locks" / f"{spec.digest()}.lock"):
         code, out, _ = _cli(capsys, "store", "prune", "--store", str(root), "--leftovers", "--dry-run")
         assert code == 0 and "would remove 0, freeing 0 bytes" in out
-        assert f"would skip (in use by a running experiment) {files[1].relative_to(root)}" in out
+        assert f"would skip (in use by a running experiment or prune) {files[1].relative_to(root)}" in out
         code, out, _ = _cli(capsys, "store", "prune", "--store", str(root), "--partial", "--dry-run")
         assert code == 0 and "would remove 0, freeing 0 bytes" in out
         for flags in (["--leftovers"], ["--partial"], ["--all"]):
