@@ -200,12 +200,16 @@ class _Seen(_Module):
         return super().training_step(batch, batch_idx)
 
 
-def test_a_shuffled_loader_resumed_mid_epoch_is_not_said_to_replay_the_cut_epochs_batches(tmp_path: Path) -> None:
+@pytest.mark.parametrize("every, checkpoint", [(7, "epoch=1-step=7.ckpt"), (2, "epoch=0-step=2.ckpt")])
+def test_a_shuffled_loader_resumed_mid_epoch_is_not_said_to_replay_the_cut_epochs_batches(
+        tmp_path: Path, every: int, checkpoint: str) -> None:
     """shuffle=True, checkpoint after 2 of epoch 2's 5 batches: started over, the loader's random
-    sampler draws a new order, so the 3 batches that finish the epoch are not its first 2 batches
-    again (here 11 samples trained twice, 11 not at all). The warning said "the samples of its first
-    2 batch(es) are trained twice in it and those of its last 2 not at all"; it now says the order
-    is drawn anew, and the tracker's counts are those of the batches trained."""
+    sampler draws its first order in this process, epoch 1's, so the 3 batches that finish the
+    epoch are not its first 2 batches again (here 11 samples trained twice, 11 not at all). The
+    warning said "the samples of its first 2 batch(es) are trained twice in it and those of its last
+    2 not at all"; it now says the order is another. Cut in epoch 1, the first order is the cut
+    epoch's where torch's generator is seeded alike (the module seeds it): the replay the warning
+    then describes, under that condition."""
     def fit(out: Path, ckpt: Path | None = None, every: int | None = None) -> tuple[CSLCallback, _Seen, list[str]]:
         csl = CSLCallback(N)
         saves = [lightning.pytorch.callbacks.ModelCheckpoint(dirpath=tmp_path / "steps", every_n_train_steps=every,
@@ -222,14 +226,20 @@ def test_a_shuffled_loader_resumed_mid_epoch_is_not_said_to_replay_the_cut_epoch
         said = [str(w.message) for w in caught if str(w.message).startswith(("CSLCallback", "SampleTracker"))]
         return csl, module, said
 
-    _, first, _ = fit(tmp_path / "first", every=7)
-    csl, resumed, said = fit(tmp_path / "resumed", tmp_path / "steps" / "epoch=1-step=7.ckpt")
-    before, after = set(sum(first.seen[5:7], [])), set(sum(resumed.seen[:3], []))
+    _, first, _ = fit(tmp_path / "first", every=every)
+    csl, resumed, said = fit(tmp_path / "resumed", tmp_path / "steps" / checkpoint)
+    done = every - 2  # batches trained before the cut epoch
+    before, after = set(sum(first.seen[done:every], [])), set(sum(resumed.seen[:3], []))
     twice, never = before & after, set(range(N)) - before - after
-    assert twice != before and len(twice) == len(never) > 0  # not the cut epoch's first 2 batches again
     cut = [s for s in said if s.startswith("CSLCallback: the fit resumes")]
-    assert len(cut) == 1 and "in an order its random sampler draws anew" in cut[0]
-    assert "first 2 batch(es)" not in cut[0] and "last 2" not in cut[0]
-    assert any(f"{len(twice)} sample(s) were presented more than once in epoch 2" in s for s in said)
+    assert len(cut) == 1 and "in the first order its random sampler draws in this process" in cut[0]
+    if every == 7:
+        assert twice != before and len(twice) == len(never) > 0  # not the cut epoch's first 2 batches again
+        assert "not the cut epoch's (a later epoch's order)" in cut[0] and "first 2 batch(es)" not in cut[0]
+    else:
+        assert twice == before and len(never) == 20  # the cut epoch's order again
+        assert "which is the cut epoch's only if its generator" in cut[0] and "first 2 batch(es)" in cut[0]
+    epoch = 2 if every == 7 else 1
+    assert any(f"{len(twice)} sample(s) were presented more than once in epoch {epoch}" in s for s in said)
     presented = csl.tracker.epochs_presented()
     assert sorted(np.flatnonzero(presented < EPOCHS).tolist()) == sorted(never)

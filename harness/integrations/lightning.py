@@ -253,11 +253,15 @@ def _warn_mid_epoch_resume(trainer: Any, is_open: bool) -> None:
                  "The epoch cut short (max_steps) was closed in the record, and the batches trained after the "
                  f"checkpoint are recorded as another, shorter epoch: the samples of the first {twice} "
                  f"batch(es) count one epoch more, those of the last {twice} one fewer")
-    else:  # a random sampler: the batches after the resume come from an order drawn anew
+    else:  # a random sampler: the batches after the resume come from the first order it draws here
         what = (f"Lightning finishes that epoch with {left} batch(es) drawn from the start of the DataLoader (not "
-                f"resumable), in an order its random sampler draws anew (not the cut epoch's), so some of the "
-                f"samples trained before the checkpoint are trained twice in it and some others not at all, by "
-                f"chance. ")
+                f"resumable), in the first order its random sampler draws in this process, ")
+        what += ((f"which is the cut epoch's only if its generator (torch's global one, without generator=) is "
+                  f"seeded as in the fit that saved the checkpoint: then the samples of its first {twice} "
+                  f"batch(es) are trained twice in it and those of its last {twice} not at all; else " if cut.first
+                  else "not the cut epoch's (a later epoch's order): ")
+                 + "some of the samples trained before the checkpoint are trained twice in it and some others not "
+                   "at all, by chance. ")
         what += ("In the record's open epoch each sample keeps its first presentation: those trained twice keep "
                  "their loss from before the checkpoint and those not trained have none in this epoch" if is_open
                  else "The epoch cut short (max_steps) was closed in the record, and the batches trained after "
@@ -280,6 +284,7 @@ class _Cut(NamedTuple):
     resumable: bool  # every training DataLoader has state_dict / load_state_dict
     continues: bool  # Lightning finishes the cut epoch (else it starts the next)
     replays: bool  # started over, every loader draws the cut epoch's order again (`_replays`)
+    first: bool  # the cut epoch is the fit's first (a seeded random sampler's first order is its own)
 
     @property
     def batches_twice(self) -> int:
@@ -309,7 +314,7 @@ def _mid_epoch_cut(trainer: Any) -> _Cut | None:
     resumable = bool(loaders) and all(callable(getattr(loader, "state_dict", None))
                                       and callable(getattr(loader, "load_state_dict", None)) for loader in loaders)
     return _Cut(steps, per_epoch, done, batches, resumable, bool(getattr(fit_loop, "restarting", True)),
-                all(_replays(loader) for loader in loaders))
+                all(_replays(loader) for loader in loaders), int(getattr(trainer, "current_epoch", 0)) == 0)
 
 
 def _replays(loader: Any) -> bool:
