@@ -317,9 +317,10 @@ def _report(cfg: ExperimentConfig, exp: Experiment, result: ExperimentResult) ->
                 say(f"duplicates: {cfg.out / 'suspects' / 'duplicates.csv'}  ({copies} among the training samples: "
                     f"{_pairs_found(result.tables['suspects/duplicates.csv'])})")
                 if "suspects/train_test_duplicates.csv" in result.outputs["suspects"]:
-                    found = result.tables["suspects/train_test_duplicates.csv"]["test"].nunique()
-                    say(f"test copies: {cfg.out / 'suspects' / 'train_test_duplicates.csv'}  ({found} of the "
-                        f"{len(exp.dataset.x_test)} test samples copy a training sample)")
+                    tests = result.tables["suspects/train_test_duplicates.csv"].drop_duplicates("test")
+                    say(f"test copies: {cfg.out / 'suspects' / 'train_test_duplicates.csv'}  ({len(tests)} of the "
+                        f"{len(exp.dataset.x_test)} test samples copy a training sample, "
+                        f"{int(tests['labels_differ'].sum())} under another label)")
     say(format_phases(result.phase_seconds), err=True)
     if result.failures:
         say(f"{len(result.failures)} failure(s):", err=True)

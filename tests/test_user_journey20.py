@@ -197,3 +197,23 @@ def test_stdout_holds_the_leaderboard_and_the_paths_the_quickstart_names(tmp_pat
     quickstart = " ".join((ROOT / "docs" / "quickstart.md").read_text(encoding="utf-8").split())
     said = quickstart.split("the paths of what was written go to stdout", 1)[1].split("stderr", 1)[0]
     assert [name for name in printed if f"`{name}:`" not in said] == []
+
+
+def test_the_test_copies_line_says_how_many_are_under_another_label(tmp_path: Path, capsys) -> None:
+    """The warning said "3 of the 10 test samples copy a training sample, 1 under another label"; the
+    line that names the file dropped the second half."""
+    from harness.cli import main
+
+    rng = np.random.default_rng(1)
+    x, y = rng.normal(size=(60, 5)).astype(np.float32), np.arange(60) % 2
+    x_test = np.concatenate([x[:3], rng.normal(size=(7, 5)).astype(np.float32)])
+    y_test = np.concatenate([[1 - y[0], y[1], y[2]], np.arange(7) % 2])
+    np.savez(tmp_path / "t.npz", x=x, y=y, x_test=x_test, y_test=y_test)
+    out = tmp_path / "out"
+    argv = ["run", "--dataset", f"npz:{tmp_path / 't.npz'}", "--tasks", "suspects", "--proxies", "csl", "--seeds",
+            "1", "--epochs", "1", "--executor", "inprocess", "--no-progress", "--store", str(tmp_path / "store"),
+            "--out", str(out)]
+    assert main(argv) == 0
+    line = next(s for s in capsys.readouterr().out.splitlines() if s.startswith("test copies:"))
+    assert line == (f"test copies: {out / 'suspects' / 'train_test_duplicates.csv'}  (3 of the 10 test samples copy a "
+                    "training sample, 1 under another label)")
