@@ -21,10 +21,10 @@ def check_place(root: Path) -> None:
     if root.exists() and not root.is_dir():
         raise HarnessError(f"--store {root} is a file, not a folder; pass a folder (a new one, or an existing store)")
     if root.is_symlink() and not root.exists():
-        raise HarnessError(f"--store {root} is a link to {root.resolve()}, which does not exist (a disk not mounted?); "
-                           "mount it, or pass the folder of your store")
+        raise HarnessError(f"--store {root} is a link to {link_target(root)}, which does not exist (a disk not "
+                           "mounted?); mount it, or pass the folder of your store")
     if (root / "runs").is_symlink():  # a store's runs on another disk, not mounted now: never made again here
-        raise HarnessError(f"--store {root} holds a runs/ that is a link to {(root / 'runs').resolve()}, which is no "
+        raise HarnessError(f"--store {root} holds a runs/ that is a link to {link_target(root / 'runs')}, which is no "
                            "folder (a disk not mounted?); mount it, or point the link at the folder of your runs")
     if _is_home(root):  # it holds the user's files, hidden ones too
         raise HarnessError(f"--store {root} is the home folder: the store would add runs/, partial/ and locks/ to it; "
@@ -34,6 +34,14 @@ def check_place(root: Path) -> None:
         shown = ", ".join(others[:3]) + (f" and {len(others) - 3} more" if len(others) > 3 else "")
         raise HarnessError(f"--store {root} is a folder of other files ({shown}), not a run store: the store would add "
                            "runs/, partial/ and locks/ among them; pass a new or empty folder, or an existing store")
+
+
+def link_target(link: Path) -> str:
+    """Where the link `link` leads, as it was made: resolving a link that leads to itself (a loop) raises."""
+    try:
+        return os.readlink(link)
+    except OSError:
+        return str(link)
 
 
 def _is_home(root: Path) -> bool:

@@ -24,6 +24,7 @@ from harness.console import stopped
 from harness.errors import HarnessError
 from harness.io import interrupts_held, probe_writable
 from harness.store_admin import Entry, Scan, Selection, is_store, remove_checkpoint, remove_entry, scan
+from harness.store_place import link_target
 
 Say = Callable[[str], None]
 
@@ -85,7 +86,7 @@ def _need_store(root: Path) -> None:
     if not is_store(root):
         runs = root / "runs"
         what = "does not exist" if not root.exists() else "is a file, not a folder" if not root.is_dir() else \
-            f"holds a runs/ that is a link to {runs.resolve()}, which is no folder" if runs.is_symlink() else \
+            f"holds a runs/ that is a link to {link_target(runs)}, which is no folder" if runs.is_symlink() else \
             "holds no run store (no runs/ folder)"
         raise HarnessError(f"--store {root} {what}; pass the --store your runs were trained into")
 
@@ -129,9 +130,9 @@ def info(root: Path, runs: bool, say: Say) -> int:
         if some:
             say(f"{status} entries: {len(some)}, {size(sum(e.bytes for e in some))}: {words}")
     if (root / "runs").is_symlink():  # followed, as by the runs trained into it
-        say(f"runs/ is a link to {(root / 'runs').resolve()}: its entries are this store's, read and pruned there")
+        say(f"runs/ is a link to {link_target(root / 'runs')}: its entries are this store's, read and pruned there")
     for sub in found.linked:
-        say(f"{sub}/ is a link to {(root / sub).resolve()}: not walked into, nothing in it is counted or pruned")
+        say(f"{sub}/ is a link to {link_target(root / sub)}: not walked into, nothing in it is counted or pruned")
     shared = [e for e in found.entries if not e.own and e.status in ("complete", "damaged")]
     if shared:
         say(f"entries holding files that are not the store's own (never pruned): {len(shared)}")
@@ -262,7 +263,7 @@ def prune(root: Path, opts: dict, say: Say) -> int:
     found = _scan(root)
     _check_names(found, sel)
     if (checkpoints or leftovers) and found.linked:
-        raise HarnessError(f"run store folder {root / 'partial'} is a link (to {(root / 'partial').resolve()}); prune "
+        raise HarnessError(f"run store folder {root / 'partial'} is a link (to {link_target(root / 'partial')}); prune "
                            "never walks into links: make partial/ a real folder, or remove checkpoints by hand")
     now = datetime.now(timezone.utc)
     if leftovers:  # each with its digest (whose lock says whether it is in use), not a removal

@@ -124,3 +124,21 @@ def test_a_run_refuses_a_store_path_it_cannot_use_naming_why_and_makes_nothing(t
             "runs link to nothing": f"runs/ that is a link to {tmp_path / 'unmounted' / 'runs'}, which is no folder",
             }[kind] in said
     assert sorted(str(p) for p in tmp_path.rglob("*")) == before
+
+
+def test_a_store_folder_that_is_a_link_to_itself_is_one_line_not_a_traceback(tmp_path, capsys) -> None:
+    """Naming where a link leads resolved it, which raises on a loop: `store info` on a store whose partial/
+    is a link to itself ended in a RuntimeError traceback."""
+    root = tmp_path / "store"
+    (root / "runs").mkdir(parents=True)
+    (root / "partial").symlink_to(root / "partial")
+    code, out, _ = _cli(capsys, "store", "info", "--store", str(root))
+    assert code == 0 and f"partial/ is a link to {root / 'partial'}: not walked into" in out
+    code, _, err = _cli(capsys, "store", "prune", "--store", str(root), "--leftovers")
+    assert code == 2 and f"is a link (to {root / 'partial'})" in err
+    (root / "runs").rmdir()
+    (root / "runs").symlink_to(root / "runs")
+    code, _, err = _cli(capsys, "store", "info", "--store", str(root))
+    assert code == 2 and f"runs/ that is a link to {root / 'runs'}, which is no folder" in err
+    with pytest.raises(HarnessError, match="runs/ that is a link to .*, which is no folder"):
+        RunStore(root, create=False).check_writable()
