@@ -180,3 +180,46 @@ def test_a_misspelled_recorder_suggests_the_registered_one() -> None:
 
     with pytest.raises(HarnessError, match=r"^unknown recorder 'train_los' \(did you mean 'train_loss'\?\) requested "):
         Need(BASE, frozenset({RecorderRequest.of("train_los")}))
+
+
+def test_every_shipped_proxy_module_is_listed_as_built_in() -> None:
+    import pkgutil
+
+    import proxies
+
+    shipped = {m.name for m in pkgutil.iter_modules(proxies.__path__)} - {"base", "registry"}
+    assert set(proxies.BUILT_IN) == shipped
+
+
+CLIPPED_CSL = """
+import numpy as np
+from proxies.base import Proxy
+from proxies.registry import register_proxy
+
+
+@register_proxy
+class Clipped(Proxy):
+    name, description, citation = "csl", "mine", "me"
+
+    def score(self, ctx):
+        return np.zeros(len(ctx.labels))
+"""
+
+
+def test_a_module_dropped_into_proxies_under_a_built_in_name_is_the_one_told_to_rename(tmp_path) -> None:
+    """Before: modules were imported in name order, so a `clipped.py` claiming "csl" registered
+    first and the error said "give proxies.csl.CSL another name", the built-in."""
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    shutil.copytree(root / "proxies", tmp_path / "proxies", ignore=shutil.ignore_patterns("__pycache__"))
+    (tmp_path / "proxies" / "clipped.py").write_text(CLIPPED_CSL, encoding="utf-8")
+    env = {"PYTHONPATH": f"{tmp_path}:{root}", "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-c", "import proxies"], cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 1
+    assert done.stderr.rstrip().endswith("ValueError: proxy 'csl' is already registered by proxies.csl.CSL; give "
+                                         "proxies.clipped.Clipped another name"), done.stderr[-2000:]
