@@ -108,3 +108,23 @@ def test_a_resume_in_the_checkpoints_batches_says_nothing(tmp_path: Path) -> Non
     _, trainer, scores, said = _train(made, tmp_path / "same", batch=8, lr=0.1, auto=True,
                                       resume=tmp_path / "full" / "checkpoint-1")
     assert said == [] and trainer._train_batch_size == 8 and scores.equals(whole)
+
+
+def test_a_mid_epoch_resume_with_two_workers_scores_as_the_uninterrupted_run(tmp_path: Path) -> None:
+    """dataloader_num_workers=2: the run scores bitwise as without workers, and resumed from a
+    checkpoint mid-epoch (step 1 of 4) or in the second epoch (step 6) bitwise as uninterrupted."""
+    made = tiny_hf()
+    m, rows = made["m"], made["rows"]
+
+    def run(out: Path, workers: int, resume: Path | None = None, save: bool = False):
+        csl = m.CSLTrainerCallback(N)
+        saves = dict(save_strategy="steps", save_steps=1) if save else dict(save_strategy="no")
+        args = made["args"](out, dataloader_num_workers=workers, **saves)
+        m.CSLTrainer(model=_OutOfMemoryAbove(), args=args, train_dataset=m.with_sample_index(rows),
+                     callbacks=[csl]).train(resume_from_checkpoint=None if resume is None else str(resume))
+        return csl.scores()
+
+    whole = run(tmp_path / "full", 2, save=True)
+    assert whole.equals(run(tmp_path / "none", 0))
+    for step in (1, 6):
+        assert run(tmp_path / f"resumed{step}", 2, tmp_path / "full" / f"checkpoint-{step}").equals(whole), step
