@@ -7,15 +7,15 @@ so tasks score proxies against exactly what the run trained on.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
 
-from harness.corruption import content_sha, inject_duplicates, read_label_file, symmetric_noise
+from harness.corruption import content_sha, inject_duplicates, read_label_file, split_label_spec, symmetric_noise
 from harness.datasets import Dataset
 from harness.errors import HarnessError
 from harness.runspec import Corruption, DataSpec
+from harness.values import expand_home
 
 
 @dataclass
@@ -56,8 +56,12 @@ class PreparedData:
 
 
 def file_sha(path: str) -> str:
-    file = Path(path.split(":")[0] if not Path(path).exists() else path)
-    if not file.exists():
+    """The content hash of a --noisy-labels file, read by the rules `read_label_file` reads it by: the
+    first colon split off the key (`/data/run:1/labels.npz:worse` looked for `/data/run`), and `~`
+    was not expanded (`--noisy-labels=~/labels.npy`, which the shell leaves as it is, did not exist)."""
+    name, _ = split_label_spec(path)
+    file = expand_home(name, "--noisy-labels")
+    if not file.is_file():
         raise HarnessError(f"label file {file} does not exist; pass an existing .npy/.npz to --noisy-labels")
     return content_sha(file.read_bytes())
 

@@ -217,3 +217,24 @@ def test_the_test_copies_line_says_how_many_are_under_another_label(tmp_path: Pa
     line = next(s for s in capsys.readouterr().out.splitlines() if s.startswith("test copies:"))
     assert line == (f"test copies: {out / 'suspects' / 'train_test_duplicates.csv'}  (3 of the 10 test samples copy a "
                     "training sample, 1 under another label)")
+
+
+def test_a_label_file_is_hashed_where_it_is_read(tmp_path: Path, monkeypatch) -> None:
+    """Planning hashed `--noisy-labels` by splitting at the first colon and without expanding `~`, so a
+    file in `run:1/` ("label file .../run does not exist") or given as `--noisy-labels=~/labels.npy`
+    (the shell leaves that `~`) was refused, though the loader reads both."""
+    from harness.corruption import content_sha, read_label_file
+    from harness.prepared import file_sha
+
+    labels = np.arange(10) % 3
+    folder = tmp_path / "run:1"
+    folder.mkdir()
+    np.savez(folder / "labels.npz", worse=labels, clean=labels)
+    spec = f"{folder / 'labels.npz'}:worse"
+    assert file_sha(spec) == content_sha((folder / "labels.npz").read_bytes())
+    np.testing.assert_array_equal(read_label_file(spec, 10, 3, expected_sha=file_sha(spec)), labels)
+    np.save(tmp_path / "labels.npy", labels)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert file_sha("~/labels.npy") == content_sha((tmp_path / "labels.npy").read_bytes())
+    with pytest.raises(HarnessError, match=f"label file {tmp_path / 'nothere.npy'} does not exist"):
+        file_sha("~/nothere.npy")
