@@ -259,7 +259,7 @@ def _warn_mid_epoch_resume(trainer: Any, is_open: bool) -> None:
         what += ((f"which is the cut epoch's only if its generator (torch's global one, without generator=) is "
                   f"seeded as in the fit that saved the checkpoint: then the samples of its first {twice} "
                   f"batch(es) are trained twice in it and those of its last {twice} not at all; else " if cut.first
-                  else "not the cut epoch's (a later epoch's order): ")
+                  else "not the cut epoch's (a later one, whose order the sampler drew later): ")
                  + "some of the samples trained before the checkpoint are trained twice in it and some others not "
                    "at all, by chance. ")
         what += ("In the record's open epoch each sample keeps its first presentation: those trained twice keep "
