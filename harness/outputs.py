@@ -63,6 +63,7 @@ from harness.leaderboard import markdown
 from harness.run_summary import TABLES, summary
 from harness.runspec import RunSpec
 from harness.store import StoredRun
+from harness.store_admin import lock_held
 
 #: Written into a staging folder when it is made: proof that a stale one is memprox's to remove.
 STAGING_MARKER = ".memprox-staging"
@@ -354,25 +355,21 @@ def _stale(out: Path) -> list[tuple[re.Match[str], Path]]:
                 return False
         elif plain_file(folder, STAGING_LOCK) is None:
             return not pid_alive(int(m.group(2)))
-        return _lock_free(folder)
+        try:
+            with FileLock(folder / STAGING_LOCK).acquire(timeout=0):
+                return True
+        except (Timeout, OSError):
+            return False
 
     beside = re.compile(rf"\.{re.escape(out.name)}\.(tmp|old)-(\d+)(?:-|$)")
     return leftovers(out.parent, beside, owned) + (leftovers(out, _INSIDE, owned) if out.is_dir() else [])
 
 
-def _lock_free(staging_folder: Path) -> bool:
-    """Whether no process holds the staging folder's lock (its own holds it for the folder's whole life)."""
-    try:
-        with FileLock(staging_folder / STAGING_LOCK).acquire(timeout=0):
-            return True
-    except (Timeout, OSError):
-        return False
-
-
 def _say_others_left(out: Path) -> None:
     """A warning for each staging folder that a run killed while writing the outputs of another folder beside `out`
     left there (marked, its lock free): hidden, it is removed only by the next run with that --out, and went unseen.
-    Never removed from here: that folder's swap may be part-way, which only its own cleanup settles."""
+    Never removed from here (that folder's swap may be part-way, which only its own cleanup settles), and its lock
+    only read (`lock_held`): one made there as its publish drops it would be renamed into that --out."""
     try:
         found = sorted(out.parent.iterdir())
     except OSError:  # a parent that may be written but not listed: nothing to say
@@ -380,7 +377,8 @@ def _say_others_left(out: Path) -> None:
     for folder in found:
         m = _STAGING_BESIDE.fullmatch(folder.name)
         if m is None or m.group(1) == out.name or folder.is_symlink() or not folder.is_dir() or \
-                plain_file(folder, STAGING_MARKER) is None or not _lock_free(folder):
+                plain_file(folder, STAGING_MARKER) is None or plain_file(folder, STAGING_LOCK) is None or \
+                lock_held(folder / STAGING_LOCK):
             continue
         other = out.parent / m.group(1)
         warnings.warn(f"{folder} was left by a memprox run killed while writing its outputs for {other}: the next run "

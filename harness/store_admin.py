@@ -5,12 +5,11 @@ stay forever, and deleting folders by hand is how users lose runs. `scan` reads 
 locking, creating or cleaning anything (a read-only store is fine); `prune` removes only what is
 the store's own (`own_files`: a digest-named real folder holding its manifest.json and only the
 arrays that manifest names; `partial/<digest>.pt` checkpoints), each under its entry's lock taken
-without waiting (an entry in use is skipped), re-checked under that lock (a writer may have
-replaced it since the scan), and renamed aside (`.tmp-<digest>-prune...`, which the store never
-reads as an entry and `RunStore.clean` removes) before exactly the files checked are deleted (a
-file put in meanwhile stays), so a kill never leaves half an entry that reads as complete.
-Symlinks are never followed (but a runs/ that is one: `is_store`), not even a partial/ that is one
-(`Scan.linked`); runs/, partial/ and locks/ and lock files stay. A live writer's files are `busy`.
+without waiting (an entry in use is skipped), re-checked under that lock (a writer may have replaced
+it since the scan), and renamed aside (`.tmp-<digest>-prune...`, never read as an entry) before the
+files checked are deleted (one put in meanwhile stays): a kill never leaves half an entry. Symlinks
+are never followed (but a runs/ that is one: `is_store`), not even a partial/ that is one
+(`Scan.linked`); runs/, partial/, locks/ and lock files stay. A live writer's files are `busy`.
 
 "Unreachable" is exact: an entry is unreachable only when its manifest's spec rebuilds into
 today's `RunSpec` with every stored field as stored (`rebuild_spec`) and that spec's digest is not
@@ -107,12 +106,15 @@ def is_store(root: Path) -> bool:
     return (root / "runs").is_dir()
 
 
-def held(root: Path, digest: str) -> bool:
-    """Whether a live process holds the entry's lock (a writer training, checkpointing or storing that run), tested
-    with a shared flock on the lock file opened read-only, so nothing is made or written (a read-only store is fine).
-    A lock file that is absent or cannot be opened is free: no writer could be holding it."""
+def held(root: Path, digest: str) -> bool:  # a live writer trains, checkpoints or stores that run
+    return lock_held(root / "locks" / f"{digest}.lock")
+
+
+def lock_held(lock: Path) -> bool:
+    """Whether another process holds the lock file `lock` (flock, as `filelock` takes it), tested with a shared flock
+    on it opened read-only: nothing is made or written. Absent or not to be opened: free (no one could hold it)."""
     try:
-        fd = os.open(root / "locks" / f"{digest}.lock", os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0))
+        fd = os.open(lock, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0))
     except OSError:
         return False
     try:
@@ -167,8 +169,7 @@ def scan(root: Path) -> Scan:
                 continue
             own = (DIGEST if sub == "runs" else CHECKPOINT).fullmatch(name)
             temp = (LEFTOVER if sub == "runs" else CKPT_TEMP).match(name)
-            found = own or temp
-            digest = next((g for g in found.groups() if g), "") if found else ""
+            digest = next((g for g in found.groups() if g), "") if (found := own or temp) else ""
             if own and sub == "runs":  # one that fails to read because a prune removed it meanwhile is gone
                 if (entry := read_entry(path)).status == "complete" or os.path.lexists(path):
                     entries.append(entry)

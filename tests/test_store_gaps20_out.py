@@ -76,3 +76,15 @@ def test_nothing_is_said_of_a_live_staging_folder_or_a_folder_merely_named_so(tm
         live.kill()
         live.wait()
     assert mine.is_dir()
+
+
+def test_another_outs_staging_folder_is_only_read_never_given_a_lock_file(tmp_path) -> None:
+    """Its publish drops the lock file, then the marker, then renames the folder into its --out: the note
+    took the lock with `filelock`, which makes the file, and so could put a lock file into that --out."""
+    left = tmp_path / ".exp1.tmp-123-abcdefgh"
+    left.mkdir()
+    (left / STAGING_MARKER).write_text("")  # its lock file already dropped
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        check_out(tmp_path / "exp2", "e2", overwrite=False, store=tmp_path / "store")
+    assert sorted(p.name for p in left.iterdir()) == [STAGING_MARKER]
