@@ -41,26 +41,26 @@ def hang_on_seed(seed: int, job: Job) -> JobResult:
     return run_job(job)
 
 
-def warmed_hang_on_seed(seed: int) -> partial:
-    """`hang_on_seed(seed)` after the imports and the data load a fresh worker's first job pays (seconds
-    here: sklearn for digits, torch's flop counter), done as the worker unpickles its job function,
-    before it is ready: the quick job then fits the limit on a loaded machine too."""
-    from harness.jobs import load_source
-    from harness.timing import warm_up_flop_counter
+def hang_after_epoch_2(marker: str, job: Job) -> JobResult:
+    """run_job, whose first attempt hangs once its checkpoint after epoch 2 is written."""
+    import harness.jobs as jobs
 
-    warm_up_flop_counter()
-    load_source(DataSource("digits"))
-    return partial(hang_on_seed, seed)
+    real = jobs.train_run
 
+    def hanging(spec, data, requests, checkpoint=None, **kw):  # type: ignore[no-untyped-def]
+        def save_then_hang(state: dict) -> None:
+            checkpoint(state)
+            if state["epoch"] == 2 and not os.path.exists(marker):
+                Path(marker).touch()
+                time.sleep(3600)
 
-class WarmHangOnSeed:
-    """Pickles as `warmed_hang_on_seed(seed)`: the warm-up runs where it is unpickled, in the worker."""
+        return real(spec, data, requests, checkpoint=save_then_hang if checkpoint else None, **kw)
 
-    def __init__(self, seed: int) -> None:
-        self.seed = seed
-
-    def __reduce__(self) -> tuple:
-        return warmed_hang_on_seed, (self.seed,)
+    jobs.train_run = hanging
+    try:
+        return run_job(job)
+    finally:
+        jobs.train_run = real
 
 
 def stop_on_seed_0(pid_file: str, job: Job) -> int:
@@ -175,7 +175,7 @@ def test_a_hung_job_fails_alone_and_the_run_exits_1(tmp_path, monkeypatch, capsy
 
     def hanging(cls, cfg):  # type: ignore[no-untyped-def]
         executor = real(cls, cfg)
-        executor.fn = WarmHangOnSeed(1)
+        executor.fn = partial(hang_on_seed, 1)
         return executor
 
     monkeypatch.setattr(LocalExecutor, "from_config", classmethod(hanging))
@@ -241,3 +241,22 @@ def test_a_ctrl_c_while_a_job_is_stopped_waits_for_its_failure_to_be_recorded(tm
     ((job, failure),) = executor.take_finished()
     assert job.specs[0].seed == 0 and isinstance(failure, RunFailed) and "--job-timeout" in str(failure)
     assert started and not any(map(_alive, started)) and not executor._pool
+
+
+@pytest.mark.timeout(240)
+def test_the_rerun_resumes_a_stopped_run_from_its_checkpoint(make_config, tmp_path) -> None:
+    """What the failure line promises: the stopped run's checkpoint stays, and the rerun resumes it. Its
+    fresh worker loads the data and pays torch's one-off setup (seconds here) before it takes the job,
+    off the job's clock: the rerun with the same 2 s limit trains."""
+    cfg = make_config(executor="local", workers=1, epochs=4, checkpoint_every_s=1e-6, job_timeout=float(LIMIT))
+    marker = tmp_path / "hung-once"
+    executor = LocalExecutor(workers=1, progress=False, fn=partial(hang_after_epoch_2, str(marker)),
+                             job_timeout=float(LIMIT))
+    exp = Experiment(cfg, executor=executor)
+    (spec,) = exp.plan.runs
+    first = exp.run()
+    assert marker.exists() and not first.trained
+    assert any(f"job {spec.label()}: stopped after 2 s" in failure for failure in first.failures)
+    assert exp.store.get(spec) is None and Path(exp.store.checkpoint_path(spec)).is_file()
+    second = Experiment(cfg).run()  # the same command again
+    assert second.trained == [spec.label()] and second.resumed == {spec.label(): 2} and not second.failures

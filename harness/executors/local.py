@@ -163,7 +163,8 @@ class LocalExecutor(Executor):
             return self.workers
         return default_workers(self.threads, max(job.num_gpus for job in jobs))
 
-    def _start(self) -> None:
+    def _start(self, warm: object = None) -> None:
+        """A new worker; `warm`: the data source it loads before it is ready (`worker.warm_up`)."""
         from harness.jobs import thread_environment
 
         ours, theirs = socket.socketpair()
@@ -181,7 +182,8 @@ class LocalExecutor(Executor):
         worker = _Worker(proc, Connection(ours.detach()))
         self._pool.append(worker)
         with suppress(OSError):  # it died at once (a kill, no memory): the pool sees it end before it is ready
-            worker.conn.send((list(sys.path), self.threads, pickle.dumps(self.fn) if self.fn is not None else None))
+            worker.conn.send((list(sys.path), self.threads, pickle.dumps(self.fn) if self.fn is not None else None,
+                              warm))
 
     def _gone(self, worker: _Worker) -> str:
         """Remove a dead worker; how it ended."""
@@ -205,6 +207,7 @@ class LocalExecutor(Executor):
         queue = deque(range(len(jobs)))
         deaths = [0] * len(jobs)
         slots = self._slots(jobs)
+        warm = getattr(jobs[0], "source", None) if self.job_timeout else None  # off the jobs' clocks
         left = len(jobs)
         finished = False
         self._finished = []
@@ -212,7 +215,7 @@ class LocalExecutor(Executor):
             with progress_bar(len(jobs), self.progress) as bar:
                 while left:
                     while len(self._pool) < min(slots, left):
-                        self._start()
+                        self._start(warm)
                     for worker in self._pool:
                         if worker.ready and worker.job is None and queue:
                             worker.job, worker.started = queue.popleft(), time.monotonic()

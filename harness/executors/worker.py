@@ -1,7 +1,8 @@
 """A worker process of the local pool: `python -m harness.executors.worker FD DRIVER_PID`.
 
 It talks to the driver over the socket FD (a `multiprocessing.connection.Connection`): first
-(sys.path, threads, pickled job function or None), to which it answers READY once torch is set up;
+(sys.path, threads, pickled job function or None, data source to warm up or None), to which it
+answers READY once torch is set up (and, with --job-timeout, once the warm-up is done: `warm_up`);
 then (job id, job) messages, each answered (job id, ok, result or exception); None or EOF ends it.
 
 It must never outlive the driver, however the driver ends (Ctrl-C, an exception, kill -9): on Linux
@@ -33,12 +34,14 @@ def main(argv: list[str]) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # stopping is the driver's job
     die_with_driver(driver)
     conn = Connection(fd)
-    path, threads, fn_blob = conn.recv()
+    path, threads, fn_blob, *warm = conn.recv()
     sys.path[:0] = [p for p in path if p not in sys.path]  # the driver's modules (a test's job function)
     from harness.jobs import configure_threads, run_job
 
     configure_threads(threads)
     fn = pickle.loads(fn_blob) if fn_blob is not None else run_job
+    if warm and warm[0] is not None:
+        warm_up(warm[0])
     conn.send(READY)
     while True:
         try:
@@ -53,6 +56,26 @@ def main(argv: list[str]) -> None:
             conn.send((job_id, ok, payload))
         except Exception as e:  # the result (or the exception) does not pickle
             conn.send((job_id, False, RuntimeError(f"the job's result could not be sent back: {e}")))
+
+
+def warm_up(source: Any) -> None:
+    """With --job-timeout, whose clock starts when a ready worker gets a job: pay what a fresh worker's
+    first job would before the worker says it is ready (torch's flop counter, the dataset's load and
+    its library's imports: ~7 s for digits on a busy 2-core machine), so that the clock counts the job,
+    not the worker's start. The driver loaded the same data before it planned. A failure here is the
+    job's to report, where it happens again: ignored."""
+    import warnings
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the job's load says nothing either (`harness.jobs.prepared_data`)
+            from harness.jobs import load_source
+            from harness.timing import warm_up_flop_counter
+
+            warm_up_flop_counter()
+            load_source(source)
+    except Exception:
+        pass
 
 
 def attempt(fn: Any, job: Any) -> tuple[bool, Any]:
