@@ -341,6 +341,8 @@ def _prune_listed(root: Path, targets: list, dry: bool, leftovers: bool, say: Sa
     sizes = {Path(name).name: nbytes for name, nbytes, _ in targets}
     put_back = [name for name, _, _ in targets if back(name)]
     removed = RunStore(root, create=False).clean()  # the cleanup every run does: own leftovers, lock free
+    if any(os.path.lexists(root / name) and not admin.held(root, digest) for name, _, digest in targets):
+        removed += RunStore(root, create=False).clean()  # once more: a `store info` may have probed a lock just then
     for name in removed:
         say(f"removed {name}  {size(sizes.get(name, 0))}")
     for name in put_back:

@@ -217,3 +217,22 @@ def test_an_entry_a_prune_removes_while_info_reads_it_is_not_reported_damaged(tm
     code, out, _ = _cli(capsys, "store", "info", "--store", str(root))
     assert code == 0 and "complete entries: 0, 0 bytes" in out
     assert "damaged entries" not in out and "foreign entries" not in out
+
+
+def test_prune_leftovers_retries_a_leftover_whose_lock_was_probed_just_then(writing, capsys, monkeypatch) -> None:
+    """`store info` probes each leftover's lock (a shared flock, held for an instant): a `prune --leftovers`
+    whose cleanup tried that lock in that instant skipped the leftover, found the lock free after, and said
+    it `could not be removed` (exit 1)."""
+    import harness.store as store_mod
+
+    root, _, files = writing
+    real, calls = store_mod.RunStore.clean, []
+
+    def probed_at_first(self: RunStore) -> list[str]:
+        calls.append(1)
+        return [] if len(calls) == 1 else real(self)  # first: every lock taken by a probe at that instant
+
+    monkeypatch.setattr(store_mod.RunStore, "clean", probed_at_first)
+    code, out, _ = _cli(capsys, "store", "prune", "--store", str(root), "--leftovers")
+    assert code == 0 and "removed 2 of 2 leftovers" in out and "could not be removed" not in out
+    assert not os.path.lexists(files[1]) and not os.path.lexists(files[2])
