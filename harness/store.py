@@ -246,7 +246,7 @@ class RunStore:
         """Remove temp and swapped-out entry folders, temp checkpoints, and checkpoints of runs already stored, each
         only when it is the store's own (named as the store names them; a folder holding nothing but entry files) and
         its entry's lock is free (no live writer). An entry a writer killed mid-swap set aside is put back, or its
-        user's files go into the new one (`_swaps_left`). Returns the names removed."""
+        user's files go into the new one (`_swaps_left`). Returns the names removed (or put back) by this call."""
         removed: list[str] = []
         for digest, path in _swaps_left(self.root) if self._unwritable is None else []:  # read-only: nothing
             try:
@@ -256,8 +256,7 @@ class RunStore:
                         continue  # under the lock: gone (another cleaner's), or a run checkpointed since the listing
                     final = self.root / "runs" / digest
                     if path.name.startswith(".old-") and not os.path.lexists(final):
-                        os.rename(path, final)  # killed mid-swap: the old complete entry goes back
-                        continue
+                        os.rename(path, final)  # killed mid-swap: the old complete entry goes back (listed too)
                     _move_users_files(path, final)
                     if path.parent.name == "partial" or own_entry_folder(path):
                         rmtree(path)

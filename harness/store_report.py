@@ -343,11 +343,12 @@ def _prune_listed(root: Path, targets: list, dry: bool, leftovers: bool, say: Sa
     removed = RunStore(root, create=False).clean()  # the cleanup every run does: own leftovers, lock free
     if any(os.path.lexists(root / name) and not admin.held(root, digest) for name, _, digest in targets):
         removed += RunStore(root, create=False).clean()  # once more: a `store info` may have probed a lock just then
+    back_now = [name for name in put_back if Path(name).name in removed]  # by this prune, not another at once
+    removed = [name for name in removed if f"runs/{name}" not in put_back]
     for name in removed:
         say(f"removed {name}  {size(sizes.get(name, 0))}")
-    for name in put_back:
-        if not (root / name).exists():
-            say(f"put back runs/{name[10:30]} (an entry a kill left mid-swap)")
+    for name in back_now:
+        say(f"put back runs/{name[10:30]} (an entry a kill left mid-swap)")
     failed = 0
     for name, _, digest in targets:
         if os.path.lexists(root / name):  # clean() passed it over: in use, or it could not

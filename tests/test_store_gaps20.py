@@ -236,3 +236,30 @@ def test_prune_leftovers_retries_a_leftover_whose_lock_was_probed_just_then(writ
     code, out, _ = _cli(capsys, "store", "prune", "--store", str(root), "--leftovers")
     assert code == 0 and "removed 2 of 2 leftovers" in out and "could not be removed" not in out
     assert not os.path.lexists(files[1]) and not os.path.lexists(files[2])
+
+
+def test_an_entry_put_back_by_another_prune_at_once_is_not_said_put_back_twice(tmp_path, base_spec, capsys,
+                                                                               monkeypatch) -> None:
+    """An entry a kill left set aside mid-swap (`runs/.old-<hash>-PID`): two `prune --leftovers` at once each
+    said `put back runs/<hash>`, the one that listed it and found it back at its name as well."""
+    import harness.store as store_mod
+
+    root = _stored(tmp_path / "store", base_spec).root
+    entry = root / "runs" / base_spec.digest()
+    os.rename(entry, root / "runs" / f".old-{base_spec.digest()}-99999")
+    real = store_mod._swaps_left
+
+    def listed_then_put_back_by_another(root: Path) -> list:
+        found = real(root)
+        for _, path in found:
+            os.rename(path, entry)
+        return found
+
+    monkeypatch.setattr(store_mod, "_swaps_left", listed_then_put_back_by_another)
+    code, out, _ = _cli(capsys, "store", "prune", "--store", str(root), "--leftovers")
+    assert code == 0 and "put back" not in out and "removed 0 of 0 leftovers" in out
+    monkeypatch.undo()
+    os.rename(entry, root / "runs" / f".old-{base_spec.digest()}-99999")
+    code, out, _ = _cli(capsys, "store", "prune", "--store", str(root), "--leftovers")
+    assert code == 0 and f"put back runs/{base_spec.digest()} (an entry a kill left mid-swap)" in out
+    assert "removed .old" not in out and admin.read_entry(entry).status == "complete"
