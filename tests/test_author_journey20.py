@@ -223,3 +223,23 @@ def test_a_module_dropped_into_proxies_under_a_built_in_name_is_the_one_told_to_
     assert done.returncode == 1
     assert done.stderr.rstrip().endswith("ValueError: proxy 'csl' is already registered by proxies.csl.CSL; give "
                                          "proxies.clipped.Clipped another name"), done.stderr[-2000:]
+
+
+def test_a_proxy_label_holding_a_path_names_one_figure_file(tmp_path, monkeypatch) -> None:
+    """Before: the privacy figure of `x(weights=/tmp/w.npy)`, the best proxy after csl, went to
+    figures/privacy_x(weights=/tmp/w.npy)_vs_vulnerability_seed0.png: folders `privacy_x(weights=`,
+    `tmp`, one per piece of the path."""
+    from types import SimpleNamespace
+
+    from harness.tasks import privacy
+
+    written: list = []
+    monkeypatch.setattr(privacy, "plot_binned", lambda v, s, xlabel, proxy, path, **k: written.append(path) or path)
+    monkeypatch.setattr(privacy, "plot_attack_roc", lambda attack, path, **k: written.append(path) or path)
+    ctx = SimpleNamespace(out=tmp_path, setting=SimpleNamespace(seed=0), artifacts={})
+    label = "x(weights=/tmp/w.npy)"
+    scores = {"csl": np.arange(4.0), label: np.arange(4.0)}
+    privacy.Privacy()._plot(ctx, np.arange(4.0), None, scores, {"csl": 0.1, label: 0.5})  # type: ignore[arg-type]
+    assert [p.parent for p in written] == [tmp_path / "figures"] * 3
+    assert written[1].name == "privacy_x(weights=_tmp_w.npy)_vs_vulnerability_seed0.png"
+    assert ctx.artifacts["figures"][1] == "figures/privacy_x(weights=_tmp_w.npy)_vs_vulnerability_seed0.png"

@@ -40,6 +40,7 @@ When ``memorization.model`` names another architecture, v measures that architec
 from __future__ import annotations
 
 import math
+import re
 import warnings
 from pathlib import Path
 from typing import Any, ClassVar
@@ -147,6 +148,12 @@ def few_vulnerabilities_warning(v: np.ndarray) -> None:
                       "flag, every proxy's privacy metrics are NaN", stacklevel=3)
 
 
+def file_part(label: str) -> str:
+    """A proxy label as part of one file name: a parameter value holding a path
+    (`x(weights=/tmp/w.npy)`) put the figure into folders named after its pieces."""
+    return re.sub(r"[^\w().,=+-]", "_", label)
+
+
 @register_task
 class Privacy(ReferenceTask):
     name = "privacy"
@@ -233,7 +240,7 @@ class Privacy(ReferenceTask):
         title = f"seed {seed}: bin means over {bins} equal-width bins of v"
         for proxy in ("csl", best_other(spearman)):
             if proxy in scores:
-                path = out / "figures" / f"privacy_{proxy}_vs_vulnerability_seed{seed}.png"
+                path = out / "figures" / f"privacy_{file_part(proxy)}_vs_vulnerability_seed{seed}.png"
                 written.append(plot_binned(v, scores[proxy], xlabel, proxy, path, bins=bins, title=title))
         written.append(plot_attack_roc(attack, out / "figures" / f"privacy_attack_roc_seed{seed}.png",
                                        title=f"LiRA on the stability models, seed {seed}"))
