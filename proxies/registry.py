@@ -60,6 +60,13 @@ def _check_declarations(cls: type[Proxy]) -> None:
         pass
     if getattr(cls, "score", None) is Proxy.score:
         raise TypeError(f"{where} must implement `score(self, ctx) -> np.ndarray` (one float per sample)")
+    try:  # called as score(ctx) on an instance, after every run has trained: a wrong signature fails here
+        inspect.signature(cls.score).bind(None, None)
+    except TypeError:
+        raise TypeError(f"{where}: `score{inspect.signature(cls.score)}` cannot be called as score(self, ctx); "
+                        "define `def score(self, ctx)`") from None
+    except ValueError:  # no signature to read: nothing to check
+        pass
     if not isinstance(cls.defaults, dict) or not all(isinstance(k, str) for k in cls.defaults):
         raise TypeError(f"{where}: `defaults` must be a dict of parameter name -> default value "
                         f"(got {cls.defaults!r})")

@@ -243,3 +243,22 @@ def test_a_proxy_label_holding_a_path_names_one_figure_file(tmp_path, monkeypatc
     assert [p.parent for p in written] == [tmp_path / "figures"] * 3
     assert written[1].name == "privacy_x(weights=_tmp_w.npy)_vs_vulnerability_seed0.png"
     assert ctx.artifacts["figures"][1] == "figures/privacy_x(weights=_tmp_w.npy)_vs_vulnerability_seed0.png"
+
+
+@pytest.mark.parametrize("score", [lambda self: np.zeros(1), lambda ctx: np.zeros(1),
+                                   lambda self, ctx, extra: np.zeros(1)])
+def test_a_score_that_cannot_take_the_context_is_refused_when_it_registers(fresh, score) -> None:
+    """Before: registered, and `TypeError: score() takes 1 positional argument but 2 were given`
+    failed the proxy after every run had trained."""
+    cls = type("NoCtx", (Proxy,), {"name": "no_ctx_j20", "description": "d", "citation": "c", "score": score})
+    with pytest.raises(TypeError, match=r"proxy NoCtx \('no_ctx_j20'\): `score\(.*\)` cannot be called as "
+                                        r"score\(self, ctx\); define `def score\(self, ctx\)`"):
+        registry.register_proxy(cls)
+    assert "no_ctx_j20" not in fresh
+
+
+def test_a_score_with_optional_arguments_still_registers(fresh) -> None:
+    cls = type("Opt", (Proxy,), {"name": "opt_j20", "description": "d", "citation": "c",
+                                 "score": lambda self, ctx, scale=1.0, *rest, **kw: np.zeros(1)})
+    registry.register_proxy(cls)
+    assert fresh["opt_j20"] is cls
