@@ -262,3 +262,21 @@ def test_a_score_with_optional_arguments_still_registers(fresh) -> None:
                                  "score": lambda self, ctx, scale=1.0, *rest, **kw: np.zeros(1)})
     registry.register_proxy(cls)
     assert fresh["opt_j20"] is cls
+
+
+def test_selecting_a_task_plugin_that_failed_to_import_says_why(monkeypatch, fresh_tasks) -> None:
+    """Before: "unknown task(s) ['heavy_noise_j20']", for a task installed under `memprox.tasks`."""
+    from harness.tasks import base
+
+    ep = importlib.metadata.EntryPoint("heavy_noise_j20", "no_such_module_j20:HeavyNoise", base.ENTRY_POINT_GROUP)
+    real = importlib.metadata.entry_points
+    monkeypatch.setattr(importlib.metadata, "entry_points",
+                        lambda group=None, **kw: [ep] if group == ep.group else real(group=group, **kw))
+    monkeypatch.setattr(base, "_plugins_loaded", False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        base.load_plugins()
+    with pytest.raises(HarnessError, match=r"^task plugin 'heavy_noise_j20' \(no_such_module_j20:HeavyNoise\) failed "
+                                           r"to load: ModuleNotFoundError: .*, so task 'heavy_noise_j20' is not "
+                                           r"available; fix the plugin"):
+        base.make_tasks(["mislabeled", "heavy_noise_j20"])
