@@ -225,3 +225,23 @@ def test_a_label_file_is_hashed_where_it_is_read(tmp_path: Path, monkeypatch) ->
     assert file_sha("~/labels.npy") == content_sha((tmp_path / "labels.npy").read_bytes())
     with pytest.raises(HarnessError, match=f"label file {tmp_path / 'nothere.npy'} does not exist"):
         file_sha("~/nothere.npy")
+
+
+@pytest.mark.parametrize(("scale", "fix"), [(1 / 255, "save (x * 255).round().astype(np.uint8)"),
+                                            (1.0, "save x.round().astype(np.uint8)")])
+def test_float_images_in_an_npz_are_named_as_such(tmp_path: Path, scale: float, fix: str) -> None:
+    """Pictures saved as floats (x / 255, a common habit) trained as features without a word: no image
+    grid in the suspects figures, duplicates by feature distance. A table of features says nothing."""
+    pixels = np.random.default_rng(0).integers(0, 256, size=(20, 3, 8, 8)).astype(np.float32) * scale
+    y = np.arange(20) % 2
+    np.savez(tmp_path / "f.npz", x=pixels, y=y)
+    with pytest.warns(UserWarning, match=r"holds x of shape \(20, 3, 8, 8\) in float32: image-shaped, but npz: reads "
+                                         r"only uint8 as images") as caught:
+        dataset = load_dataset(f"npz:{tmp_path / 'f.npz'}")
+    assert not dataset.is_image and str(caught[0].message).endswith(fix)
+    np.savez(tmp_path / "t.npz", x=pixels.reshape(20, -1), y=y)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        load_dataset(f"npz:{tmp_path / 't.npz'}")

@@ -66,6 +66,7 @@ def _load_npz(request: LoadRequest) -> Dataset:
     if ("x_test" in arrays) != ("y_test" in arrays):
         raise HarnessError(f"{name}: {path} has only one of x_test and y_test; save both or neither")
     x = _npz_features(name, "x", arrays["x"])
+    _warn_float_images(name, path, arrays["x"])
     y = _npz_labels(name, "y", arrays["y"], len(x))
     has_test = "x_test" in arrays
     x_test = _npz_features(name, "x_test", arrays["x_test"], allow_empty=True) if has_test else x[:0]
@@ -80,6 +81,20 @@ def _load_npz(request: LoadRequest) -> Dataset:
         x_test = _test_like_train(name, path, x, x_test)
     classes = _npz_classes(name, arrays.get("classes"), y, y_test)
     return _make(name, x, y, x_test, y_test, classes, request.subset, fingerprint=file_sha256(path)[:16])
+
+
+def _warn_float_images(name: str, path: Path, x: np.ndarray) -> None:
+    """Say when x looks like images stored as floats ((N, 1 or 3, H, W)): npz: takes only
+    uint8 as images, so such pictures trained as features, silently without the suspects task's image
+    grids and duplicate pairs drawn, and with duplicates searched by feature distance, not pixel correlation."""
+    if x.dtype == np.uint8 or x.ndim != 4 or x.shape[1] not in (1, 3):  # (N, T, F) may be sequences: no word
+        return
+    low, high = (float(x.min()), float(x.max())) if x.size else (0.0, 0.0)
+    save = ("save (x * 255).round().astype(np.uint8)" if 0 <= low and high <= 1 else
+            "save x.round().astype(np.uint8)" if 0 <= low and high <= 255 else "save them as uint8 pixels (0..255)")
+    warnings.warn(f"{name}: {path} holds x of shape {x.shape} in {x.dtype}: image-shaped, but npz: reads only uint8 "
+                  f"as images, so these train as features (no image grids in the figures); if they are pictures, "
+                  f"{save}", stacklevel=4)
 
 
 def _test_like_train(name: str, path: Path, x: np.ndarray, x_test: np.ndarray) -> np.ndarray:
