@@ -86,7 +86,7 @@ class TrackerResults(TrackerFields):
             with warnings.catch_warnings():  # a sample never presented has no values: NaN, not a warning
                 warnings.filterwarnings("ignore", "Mean of empty slice|Degrees of freedom|invalid value encountered",
                                         RuntimeWarning)
-                column = _checked(proxy, proxy.score(ctx), self.n)
+                column = _checked(proxy, _score(proxy, ctx), self.n)
             keys = selection.keys_of(proxy)
             # the proxies read NaN as "not presented", which would score 0 (a sum) or skip it (a mean)
             explained = np.zeros(self.n, dtype=bool)
@@ -159,6 +159,19 @@ def _any_of(flags: dict[str, np.ndarray], keys: set[str], n: int) -> np.ndarray:
     """The samples flagged under any of `keys` (bool (n,))."""
     found = [flags[k] for k in keys if k in flags]
     return np.logical_or.reduce(found) if found else np.zeros(n, dtype=bool)
+
+
+def _score(proxy: Proxy, ctx: ScoreContext) -> object:
+    """The proxy's scores; an error inside it names the proxy (under `scores()` of several proxies a bare
+    traceback from a third-party proxy's code left the user to find which one), as the experiment does."""
+    try:
+        return proxy.score(ctx)
+    except HarnessError:
+        raise
+    except Exception as e:
+        hint = " (the recorded arrays are read-only: change a copy, np.array(...))" if (
+            isinstance(e, ValueError) and "read-only" in str(e)) else ""
+        raise HarnessError(f"proxy {proxy.label} failed: {type(e).__name__}: {e}{hint}") from e
 
 
 def _checked(proxy: Proxy, raw: object, n: int) -> np.ndarray:
