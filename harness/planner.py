@@ -28,7 +28,7 @@ from harness.store import RunStore, StoredRun
 from harness.subsets import subset_indices
 from harness.tasks import Setting, Task
 from harness.worker_imports import check_workers_know, job_imports
-from proxies import Proxy
+from proxies import Need, Proxy
 
 #: Recorders that differentiate the loss with respect to the inputs: token ids (int64) have no
 #: gradient, so a text dataset cannot take them.
@@ -89,7 +89,7 @@ class Planner:
             for setting in task.settings(self.cfg, base_data, self.dataset):
                 base = self.base_spec(setting)
                 settings.append((task, setting, base))
-                for need in [n for p in proxies for n in p.needs(base)] + task.needs(setting, base, self.cfg):
+                for need in [n for p in proxies for n in _needs(p, base)] + task.needs(setting, base, self.cfg):
                     runs[need.spec] |= set(need.recorders)
         self._check_input_gradients(runs, proxies, settings)
         for spec in runs:  # surface data and subset errors (label file, folds of tiny classes) before training
@@ -238,3 +238,11 @@ def warn_other_threads(done: dict[RunSpec, StoredRun], threads: int, device: tor
                       f"count, so these are not the numbers a fresh run here gives; pass --threads {other[0]} to "
                       "match them, or another --store to retrain", stacklevel=3)
 
+
+def _needs(proxy: Proxy, base: RunSpec) -> list[Need]:
+    """The proxy's needs; a need it declares wrongly (an unknown recorder) names the proxy: under
+    --proxies all, or a plugin's proxy, the message named the recorder and the run, not whose it was."""
+    try:
+        return proxy.needs(base)
+    except HarnessError as e:
+        raise HarnessError(f"proxy {proxy.label}: {e}") from None

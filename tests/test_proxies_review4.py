@@ -89,7 +89,7 @@ def test_a_misspelled_recorder_stops_the_experiment_before_anything_trains(tmp_p
     monkeypatch.setattr(harness.jobs, "train_run", lambda *a, **k: started.append(a) or pytest.fail("trained"))
     PROXIES.register(_Misspelled.name, _Misspelled)
     try:
-        with pytest.raises(HarnessError, match="unknown recorder 'train_los'"):
+        with pytest.raises(HarnessError, match="^proxy misspelled_recorder: unknown recorder 'train_los'"):
             run_experiment(proxies="csl,misspelled_recorder", tasks="mislabeled", seeds=1, epochs=1, subset=100,
                            noise_rates=(0.1,), executor="inprocess", progress=False, bootstrap=0,
                            store=tmp_path / "store", out=None)
