@@ -234,8 +234,10 @@ def _as_int_labels(arr: np.ndarray, where: str) -> np.ndarray:
         raise HarnessError(f"labels in {where} hold {int(np.isnan(arr).sum())} NaN (missing labels, first at "
                            f"sample {int(np.flatnonzero(np.isnan(arr))[0])}); every sample needs a class id: fill "
                            "them, or drop those samples from the dataset too")
-    raise HarnessError(
-        f"labels in {where} must be integer class ids, got dtype {arr.dtype}"
-        + ("" if not np.issubdtype(arr.dtype, np.floating) else " with non-integer values")
-        + "; convert with labels.astype(int)"
-    )
+    if np.issubdtype(arr.dtype, np.floating):  # astype(int) would truncate 0.5 to class 0 without a word
+        bad = np.flatnonzero(~np.isfinite(arr) | (arr != np.round(arr)))
+        raise HarnessError(f"labels in {where} must be integer class ids, got dtype {arr.dtype} with {bad.size} "
+                           f"non-integer values (first: sample {int(bad[0])}, {float(arr[bad[0]])}); fix those labels "
+                           "(astype(int) would truncate them), then save the file again")
+    raise HarnessError(f"labels in {where} must be integer class ids, got dtype {arr.dtype}; convert with "
+                       "labels.astype(int)")

@@ -57,3 +57,16 @@ def test_a_proxy_writing_into_the_records_is_told_to_change_a_copy() -> None:
         tracker.scores([_Clipping()])
     plain = tracker.scores(["csl"])["csl"].to_numpy()  # the records are as recorded: nothing was clipped
     assert (plain > 0.5 * 2).any()
+
+
+def test_a_label_file_with_fractional_labels_is_not_told_to_truncate_them(tmp_path) -> None:
+    """Before: 'convert with labels.astype(int)', which turns 2.5 into class 2 without a word."""
+    from harness.corruption import read_label_file
+
+    labels = np.array([0, 1, 2, 2.5, 1, 0.25])
+    np.save(tmp_path / "noisy.npy", labels)
+    with pytest.raises(HarnessError) as e:
+        read_label_file(str(tmp_path / "noisy.npy"), 6, 3)
+    message = str(e.value)
+    assert "2 non-integer values (first: sample 3, 2.5)" in message, message
+    assert "astype(int) would truncate them" in message and "convert with" not in message
