@@ -250,9 +250,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     exp = Experiment(cfg)
     settings = len({(s.task, s.label) for _, s, _ in exp.plan.settings})  # plan.settings: one per seed
-    say(f"memprox: {cfg.dataset} (N={exp.dataset.n_train}) · {cfg.model} · {cfg.recipe.epochs} epochs · "
-        f"{len(exp.proxies)} proxies · {settings} settings × {len(cfg.seeds)} seeds · {len(exp.plan.runs)} distinct "
-        f"runs · device {exp.device} · preset {cfg.preset}", err=True)
+    say(f"memprox: {cfg.dataset} (N={exp.dataset.n_train}) · {cfg.model} · {_count(cfg.recipe.epochs, 'epoch')} · "
+        f"{_count(len(exp.proxies), 'proxy', 'proxies')} · {_count(settings, 'setting')} × "
+        f"{_count(len(cfg.seeds), 'seed')} · {_count(len(exp.plan.runs), 'distinct run')} · device {exp.device} · "
+        f"preset {cfg.preset}", err=True)
     result = exp.run()
     over = _RunOver.hold()  # the outputs are written: a Ctrl-C no longer stops the run
     try:
@@ -266,6 +267,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         say(f"note: {what} came after every output was written{_written(cfg)}: the run is complete (exit code "
             f"{code}, as without it)", err=True)
     return code
+
+
+def _count(n: int, one: str, many: str = "") -> str:
+    """`1 seed`, `2 seeds`: a first run of one seed read `1 settings × 1 seeds · 1 distinct runs`."""
+    return f"{n} {one if n == 1 else many or one + 's'}"
 
 
 def _written(cfg: ExperimentConfig) -> str:

@@ -105,7 +105,7 @@ def test_the_cli_on_an_ascii_stdout_prints_the_leaderboard_and_exits_0(tmp_path:
     assert proc.returncode == 0, proc.stderr.decode(errors="replace")[-2000:]
     assert b"### mislabeled: auroc (mean +- std over 1 seed(s))" in proc.stdout
     assert proc.stdout.isascii() and proc.stderr.isascii()
-    assert b"\\xb7" not in proc.stderr and b" - mlp - 1 epochs - " in proc.stderr  # the header line, plain
+    assert b"\\xb7" not in proc.stderr and b" - mlp - 1 epoch - " in proc.stderr  # the header line, plain
 
 
 # --- the process's environment -----------------------------------------------------------------------------------

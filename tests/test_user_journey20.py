@@ -145,6 +145,19 @@ def test_the_duplicates_line_says_what_the_file_holds(tmp_path: Path, capsys, co
     assert len(np.loadtxt(out / "suspects" / "duplicates.csv", delimiter=",", skiprows=1, usecols=0, ndmin=1)) == copy
 
 
+def test_the_start_line_counts_in_the_singular_where_there_is_one(tmp_path: Path, capsys) -> None:
+    """A first look (one seed, one setting, one proxy) read `1 proxies · 1 settings × 1 seeds · 1
+    distinct runs`."""
+    from harness.cli import main
+
+    argv = ["run", "--dataset", _table(tmp_path / "t.npz", False), "--tasks", "suspects", "--proxies", "csl",
+            "--seeds", "1", "--epochs", "1", "--executor", "inprocess", "--no-progress",
+            "--store", str(tmp_path / "store"), "--out", str(tmp_path / "out")]
+    assert main(argv) == 0
+    line = next(s for s in capsys.readouterr().err.splitlines() if s.startswith("memprox: "))
+    assert " · mlp · 1 epoch · 1 proxy · 1 setting × 1 seed · 1 distinct run · device " in line
+
+
 def test_the_csv_tables_measurement_holds_as_the_datasets_page_states_it(tmp_path: Path) -> None:
     """datasets.md said the repeat under the other label came first; in four draws of the flipped
     rows it ranked 15th to 18th. The page now states what holds across draws; one draw checks it."""
