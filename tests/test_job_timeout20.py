@@ -243,7 +243,8 @@ def test_a_ctrl_c_while_a_job_is_stopped_waits_for_its_failure_to_be_recorded(tm
     assert started and not any(map(_alive, started)) and not executor._pool
 
 
-@pytest.mark.slow  # 10-13 s: the stop is tested above, a resume after a kill in tests/test_signals8.py and test_kill_fuzz6.py
+# slow (10-13 s): the stop is tested above, a resume after a kill in test_signals8.py and test_kill_fuzz6.py
+@pytest.mark.slow
 @pytest.mark.timeout(240)
 def test_the_rerun_resumes_a_stopped_run_from_its_checkpoint(make_config, tmp_path) -> None:
     """What the failure line promises: the stopped run's checkpoint stays, and the rerun resumes it. Its
