@@ -16,9 +16,8 @@ import pytest
 from _processes import wait_until
 
 from harness.errors import RunFailed
-from harness.jobs import DataSource, Job
-from harness.recipe import Recipe
-from harness.runspec import DataSpec, RunSpec
+from harness.jobs import Job
+from tests.test_job_timeout20 import _alive, _job
 
 ray = pytest.importorskip("ray")
 
@@ -47,19 +46,6 @@ def hang_by_seed(folder: str, job: Job) -> int:
     if seed == 1:
         time.sleep(3600)
     return os.getpid()
-
-
-def _job(seed: int) -> Job:
-    return Job(specs=(RunSpec(DataSpec(), "mlp", Recipe(), seed),), requests=(), engine="single",
-               source=DataSource("digits"))
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 @pytest.mark.timeout(300)
