@@ -33,7 +33,7 @@ from harness.store import StoredRun
 from harness.tasks import EvalContext
 from harness.tasks.suspects import sample_column
 from proxies import Proxy, ScoreContext
-from proxies.base import checked_scores
+from proxies.base import checked_scores, read_only_hint
 
 RAW_COLUMNS = ["task", "dataset", "model", "setting", "proxy", "metric", "seed", "value"]
 
@@ -78,9 +78,8 @@ def score(proxies: list[Proxy], base: RunSpec, data: PreparedData, runs: Mapping
             # were re-raised, which ended a trained experiment with exit 2 ("bad input, nothing trained")
             if not isinstance(e, HarnessError):
                 traceback.print_exc()
-            hint = " (the recorded arrays are read-only: change a copy, np.array(...))" if _wrote_records(e) else ""
             problems.append(f"proxy {proxy.label} failed for {base.label()}: {type(e).__name__}: "
-                            f"{failure_reason(e)}{hint}; left out of the leaderboard")
+                            f"{failure_reason(e)}{read_only_hint(e)}; left out of the leaderboard")
             continue
         if np.isnan(s).all():
             problems.append(f"proxy {proxy.label} failed for {base.label()}: every score is NaN "
@@ -126,11 +125,6 @@ def reversed_rankings(board: pd.DataFrame) -> list[str]:
                      "score means more returns its negation; a built-in ranks so only where its signal does not "
                      "apply (docs/proxies.md: variability where the network never fits the flipped labels)")
     return lines
-
-
-def _wrote_records(e: Exception) -> bool:
-    """Whether `e` is numpy's refusal to write into a read-only array (`ScoreContext.arrays`)."""
-    return isinstance(e, ValueError) and "read-only" in str(e)
 
 
 def flipped_fit(plan: Plan, runs: Mapping[RunSpec, StoredRun], prepared: Callable[[DataSpec], PreparedData]

@@ -81,6 +81,13 @@ def _read_only(values: np.ndarray) -> np.ndarray:
     return view
 
 
+def read_only_hint(e: BaseException) -> str:
+    """The fix to add to a proxy's failure when `e` is numpy's refusal to write into the read-only
+    arrays `ScoreContext.arrays` hands out (the experiment and the tracker both say it); else ""."""
+    wrote = isinstance(e, ValueError) and "read-only" in str(e)
+    return " (the recorded arrays are read-only: change a copy, np.array(...))" if wrote else ""
+
+
 class RecordedArrays(dict):
     """A recorder's arrays by name; a name it does not hold is a KeyError that lists the ones it does
     (a bare `KeyError: 'margin'` left a proxy's author to guess)."""

@@ -27,7 +27,7 @@ from harness.tracker.report import (
 )
 from harness.tracker.selection import BASE, LOSS_KEY
 from proxies import Proxy, ScoreContext
-from proxies.base import checked_scores
+from proxies.base import checked_scores, read_only_hint
 
 if TYPE_CHECKING:
     from typing_extensions import Self
@@ -169,9 +169,7 @@ def _score(proxy: Proxy, ctx: ScoreContext) -> object:
     except HarnessError:
         raise
     except Exception as e:
-        hint = " (the recorded arrays are read-only: change a copy, np.array(...))" if (
-            isinstance(e, ValueError) and "read-only" in str(e)) else ""
-        raise HarnessError(f"proxy {proxy.label} failed: {type(e).__name__}: {e}{hint}") from e
+        raise HarnessError(f"proxy {proxy.label} failed: {type(e).__name__}: {e}{read_only_hint(e)}") from e
 
 
 def _checked(proxy: Proxy, raw: object, n: int) -> np.ndarray:
