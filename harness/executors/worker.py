@@ -34,14 +34,14 @@ def main(argv: list[str]) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # stopping is the driver's job
     die_with_driver(driver)
     conn = Connection(fd)
-    path, threads, fn_blob, *warm = conn.recv()
+    path, threads, fn_blob, warm = conn.recv()
     sys.path[:0] = [p for p in path if p not in sys.path]  # the driver's modules (a test's job function)
     from harness.jobs import configure_threads, run_job
 
     configure_threads(threads)
     fn = pickle.loads(fn_blob) if fn_blob is not None else run_job
-    if warm and warm[0] is not None:
-        warm_up(warm[0])
+    if warm is not None:
+        warm_up(warm)
     conn.send(READY)
     while True:
         try:
