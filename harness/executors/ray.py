@@ -11,7 +11,7 @@ What memprox adds, because Ray alone gets these wrong for a command-line tool (d
   here, never "any Ray running here" (which could join another user's private Ray).
 - While jobs run the head is checked every second; one gone for `LOST_AFTER_S` ends the run with one
   line (`ClusterLost`, exit 1, stored runs kept) before Ray would end the process after 60 s; a job
-  no live node can hold after a node was lost is reported failed naming it (`ray_nodes`), not left waiting.
+  no live node can hold after a node was lost is reported failed naming it, not left waiting (`ray_wait`).
 - A local Ray listens on loopback only, with a private (0600) token file, and a reaper kills its
   processes once the driver is gone, kill -9 included (Ray's agents outlive a killed driver).
 """
@@ -23,20 +23,17 @@ import os
 import secrets
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING
 
-from harness.errors import HarnessError, RunFailed
+from harness.errors import HarnessError
 from harness.executors import register_executor
 from harness.executors.base import (
     Executor,
     JobFn,
     JobPlacement,
     Outcome,
-    WorkersLost,
     check_workers,
-    progress_bar,
     warn_if_oversubscribed,
 )
 from harness.executors.cpus import usable_cpus
@@ -71,29 +68,27 @@ from harness.executors.ray_jobs import (  # noqa: F401  (_call: re-exported)
     submit,
 )
 from harness.executors.ray_leave import LEAVE_WAIT_S, ended_within, finished_within, hung_leave, shutdown_within
-from harness.executors.ray_nodes import NodeWatch, died
+from harness.executors.ray_nodes import NodeWatch
 from harness.executors.ray_signals import _signals_kept
 from harness.executors.ray_timeout import JobClocks
+from harness.executors.ray_wait import LOST_AFTER_S, POLL_S, ClusterLost, collect  # noqa: F401  (re-exported)
 from harness.option_checks import check_seconds
 
 if TYPE_CHECKING:
     import torch
 
     from harness.config import ExperimentConfig
-    from harness.jobs import Job, JobResult
+    from harness.jobs import Job
 
 try:
     import ray
-    from ray.exceptions import RayError, RayTaskError
+    from ray.exceptions import RayError
 except ImportError:  # the optional extra
     ray = None  # type: ignore[assignment]
 
 #: Seconds `ray.init` may try to reach a cluster that accepted the TCP connect (a wrong token, a
 #: port that is not Ray's); Ray's default is 20 s or more (RAY_gcs_server_port_wait_time_s).
 JOIN_WAIT_S = 5
-#: Seconds between checks of the head while jobs run, and how long it may be unreachable.
-POLL_S = 1.0
-LOST_AFTER_S = 5.0
 #: Seconds a stop on the caller's connection waits for its jobs to end before it deletes their key:
 #: a job ignoring the interrupt is killed after STOP_GRACE_S; Ray's retry of it stops as it starts.
 ENDED_WAIT_S = STOP_GRACE_S + 10.0
@@ -106,10 +101,6 @@ _own_local: str | None = None
 #: The cluster connection memprox made (--ray-address) here: (its Ray job, one per `ray.init`; the address
 #: joined). Left on Ctrl-C. A job, not the head's address: a caller's reconnection to it is their own.
 _joined: tuple[str, str] | None = None
-
-
-class ClusterLost(WorkersLost):
-    """The Ray cluster stopped answering mid-run: one line, exit 1, stored runs kept, a rerun resumes."""
 
 
 def _stop_reaper() -> None:
@@ -125,16 +116,6 @@ def _stop_reaper() -> None:
 
 def _head_answers(head: tuple[str, int] | None) -> bool:
     return head is None or _answers(*head, timeout=POLL_S)
-
-
-def _head_gone(head: tuple[str, int] | None) -> bool:
-    """Whether the head stays unreachable for LOST_AFTER_S (one failed connect proves little)."""
-    deadline = time.monotonic() + LOST_AFTER_S
-    while time.monotonic() < deadline:
-        if _head_answers(head):
-            return False
-        time.sleep(POLL_S)
-    return True
 
 
 def _join(address: str | None, target: str) -> None:
@@ -222,26 +203,6 @@ def _start_local(cpus: int) -> None:
     if not _is_loopback(ip):
         print(f"warning: this Ray version started the local cluster on {ip}, reachable from the network and "
               "protected by its token only", file=sys.stderr)
-
-
-def _next_done(pending: dict[ray.ObjectRef, Job], head: tuple[str, int] | None, lost: Callable[[], ClusterLost],
-               nodes: NodeWatch, clocks: JobClocks | None = None) -> tuple[ray.ObjectRef, RunFailed | None]:
-    """The next finished job's ref, or one that can no longer run (its failure: `NodeWatch`) or ran past
-    --job-timeout (`JobClocks`). Waits in short steps, checking that the head still answers (Ray would
-    otherwise end this process after 60 s) and that no lost node has left a job waiting for ever."""
-    seen = time.monotonic()
-    while True:
-        if clocks is not None:
-            clocks.look()
-        ready, _ = ray.wait(list(pending), num_returns=1, timeout=POLL_S)
-        if ready:
-            return ready[0], None
-        if _head_answers(head):
-            seen = time.monotonic()
-            if stranded := nodes.stranded(pending) or (clocks.stop_overdue(pending) if clocks else None):
-                return stranded
-        elif time.monotonic() - seen > LOST_AFTER_S:
-            raise lost()
 
 
 # the executor ---------------------------------------------------------------------------------
@@ -358,24 +319,8 @@ class RayExecutor(Executor):
         self._stop_key = None if _own_connection() else new_stop_key()
         clocks = JobClocks(ray, self.job_timeout, self.shares_store) if self.job_timeout else None
         pending = submit(ray, self.fn or run_job, jobs, self._stop_key, clocks)
-        slots = max(1, int(ray.cluster_resources().get("CPU", 1) // max(j.num_cpus for j in jobs)))
         try:
-            with progress_bar(len(jobs), self.progress) as bar:
-                while pending:
-                    bar.set_postfix(running=min(slots, len(pending)))
-                    ref, stranded = _next_done(pending, self.head, self._lost, nodes, clocks)
-                    job = pending[ref]
-                    try:
-                        outcome: JobResult | BaseException = stranded or ray.get(ref)
-                    except RayTaskError as e:  # the job raised: report it, do not retry
-                        outcome = _job_error(e)
-                    except ray.exceptions.RayError as e:  # the worker or its node died, twice
-                        if _head_gone(self.head):  # not one job's fault: the whole cluster is gone
-                            raise self._lost() from None
-                        outcome = died(job, e)
-                    bar.update()
-                    del pending[ref]  # only now: a Ctrl-C during the fetch finds it in `finished_results`
-                    yield job, outcome
+            yield from collect(ray, pending, self.head, self._lost, nodes, clocks, _head_answers, self.progress)
         finally:  # normal end: nothing left; Ctrl-C or a consumer error: keep what finished, stop the rest
             self._finished = finished_results(ray, pending) if pending else []
             if pending or nodes.given_up:  # a job given up for a lost node is still in Ray's queue
