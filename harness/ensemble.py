@@ -34,8 +34,9 @@ convolution is one grouped convolution whose layout torch picks; the computation
 
 Only single-phase runs and the final eval pass are supported, never a model that draws random
 numbers in training (dropout), and on a CPU only models without convolutions (there batching them
-is slower); ``can_ensemble`` says so, and everything else trains one run at a time, as does every run
-on all the data (``harness.planner.trains_batched``). A spec on part of the data that can be a member
+is slower); ``can_ensemble`` says so (``harness.ensemble_plan``, which also sizes the chunks), and
+everything else trains one run at a time, as does every run on all the data
+(``harness.planner.trains_batched``). A spec on part of the data that can be a member
 always trains here, even alone (an ensemble of one), so the engine that produced a stored run
 depends only on the spec and the device type, never on what else happened to be pending.
 Members are independent (the summed loss gives each only its own gradient), so a member whose loss
@@ -51,7 +52,6 @@ from __future__ import annotations
 
 import copy
 import time
-from collections import defaultdict
 from collections.abc import Sequence
 
 import numpy as np
@@ -61,26 +61,32 @@ from torch.func import functional_call, vmap
 from tqdm.auto import tqdm
 
 from harness.ensemble_checkpoint import ChunkCheckpoints, ChunkProgress, Stacked
+
+# `name as name`: kept importable from here (moved to ensemble_plan, or ensemble_stack's)
+from harness.ensemble_plan import MAX_STACKED_ELEMENTS as MAX_STACKED_ELEMENTS
+from harness.ensemble_plan import SUPPORTED as SUPPORTED
+from harness.ensemble_plan import can_ensemble, ensemble_chunks, stacked_batch
+from harness.ensemble_plan import members_per_step as members_per_step
+from harness.ensemble_stack import GPU_MEMORY_SHARE as GPU_MEMORY_SHARE
 from harness.ensemble_stack import (
-    GPU_MEMORY_SHARE,
     ROW_ALIGN,
     aligned_count,
     aligned_rows,
-    cpu_chunk,
-    draws_random,
     each_member,
     float32_batch_norm,
     has_batch_norm,
-    has_conv,
     largest_activation,
     members_test_accuracy,
-    members_that_fit,
     normalized_inputs,
     plain_flops,
     stack_members,
 )
+from harness.ensemble_stack import cpu_chunk as cpu_chunk
+from harness.ensemble_stack import draws_random as draws_random
+from harness.ensemble_stack import has_conv as has_conv
+from harness.ensemble_stack import members_that_fit as members_that_fit
 from harness.errors import HarnessError, RunFailed
-from harness.models import MODELS, build_model
+from harness.models import build_model
 from harness.precision import autocast
 from harness.predictions import predicts_label
 from harness.prepared import PreparedData
@@ -100,94 +106,6 @@ from harness.training import (
     non_finite,
     non_finite_message,
 )
-
-SUPPORTED = frozenset({EVAL_LAST})
-
-
-def can_ensemble(spec: RunSpec, requests, device: torch.device | str | None = None,
-                 inputs: torch.Tensor | None = None) -> bool:
-    """True when `spec` can be one member of a batched ensemble with these recorders, its model
-    draws no random numbers in training on `inputs` (the training set; `draws_random`), and, when
-    `device` is given, batching pays there: on a CPU only for models without convolutions."""
-    if spec.model not in MODELS or spec.then_on is not None or not set(requests) <= SUPPORTED:
-        return False
-    if draws_random(spec.model, inputs):
-        return False
-    return device is None or torch.device(device).type != "cpu" or not has_conv(spec.model)
-
-
-#: Elements one stacked activation may hold: under vmap a layer's output for K members is one tensor
-#: (K x batch x per-sample elements), and cuDNN indexes with 32-bit integers (a 16-member ResNet-18 eval
-#: pass of 2,048 images made a 2^31-element batch-norm input: CUDNN_STATUS_NOT_SUPPORTED on an H200).
-MAX_STACKED_ELEMENTS = 2**31 - 1
-
-
-def stacked_batch(members: int, batch: int, per_sample: int, align: int = 1) -> int:
-    """The largest batch (at most `batch`, at least 1) at which `members` stacked activations of `per_sample`
-    elements each stay within MAX_STACKED_ELEMENTS, a multiple of `align` for a pass that pads rows to it
-    (`each_member`): 2,047 eval images of 16 ResNet-18s, padded to 2,048, made the refused 2^31 again."""
-    fit = MAX_STACKED_ELEMENTS // max(1, members * per_sample)
-    return max(1, min(batch, fit - fit % align if fit >= align else fit))
-
-
-def _gpu_chunk(spec: RunSpec, data: PreparedData, gpu_fraction: float = 1.0) -> int:
-    """Members per chunk on a GPU, from one member's measured training step: peak memory of a
-    forward and backward at the recipe's batch size, plus its parameters' optimizer state.
-    Small models all go at once; a ResNet-18 at batch 512 needs a few GB each, so 64 of them
-    cannot share one device. `gpu_fraction` is the share of the GPU one job gets (Ray's
-    `--gpus-per-run`): four jobs at 0.25 each plan for a quarter of the free memory."""
-    device = data.x.device
-    if device.type != "cuda":
-        return 1 << 30  # no allocator statistics to ask: all at once, as before
-    torch.manual_seed(spec.seed)
-    model = build_model(spec.model, tuple(data.x.shape[1:]), data.num_classes).to(device)
-    idx = torch.arange(min(spec.recipe.batch_size, data.n), device=device)
-    torch.cuda.synchronize(device)
-    base = torch.cuda.memory_allocated(device)
-    torch.cuda.reset_peak_memory_stats(device)
-    with autocast(device, spec.recipe.precision):
-        logits = model(data.inputs(idx))
-    nn.functional.cross_entropy(logits.float(), data.y[idx]).backward()
-    peak = torch.cuda.max_memory_allocated(device) - base
-    state = 3 * sum(p.numel() * p.element_size() for p in model.parameters())  # grads, 2 Adam moments
-    del logits
-    torch.cuda.empty_cache()
-    free, _ = torch.cuda.mem_get_info(device)
-    fit = members_that_fit(free, peak + state, GPU_MEMORY_SHARE * min(1.0, gpu_fraction))
-    # the training step's stacked activations must stay indexable too (only an eval pass can shrink its batch)
-    per_sample = largest_activation(model.eval(), data.inputs(idx[:1]))
-    return max(1, min(fit, members_per_step(len(idx), per_sample)))
-
-
-def members_per_step(batch: int, per_sample: int) -> int:
-    """Members whose stacked training activations stay within MAX_STACKED_ELEMENTS at `batch` rows each,
-    padded as models without batch norm train them (`aligned_rows`)."""
-    return MAX_STACKED_ELEMENTS // max(1, aligned_count(batch, batch) * per_sample)
-
-
-def ensemble_chunks(specs: Sequence[RunSpec], data: PreparedData, max_members: int | None = None,
-                    gpu_fraction: float = 1.0) -> list[list[int]]:
-    """Indices of `specs` that train together: members whose training sets differ in size cannot
-    share batches, so specs are grouped by that size, then split into balanced chunks of at most
-    `max_members` (default: about CPU_PARAMS_PER_CHUNK stacked parameters on a CPU; on a GPU as many
-    as fit in GPU_MEMORY_SHARE of its free memory, by `_gpu_chunk`).
-    The planner makes one job per chunk, so chunks also spread an ensemble over workers."""
-    specs = list(specs)
-    if not specs:
-        return []
-    labels = data.labels
-    by_size: dict[int, list[int]] = defaultdict(list)
-    for i, s in enumerate(specs):
-        by_size[len(subset_indices(s.train_on, labels))].append(i)
-    if max_members is None:
-        on_cpu = data.x.device.type == "cpu"
-        max_members = cpu_chunk(specs[0], data) if on_cpu else _gpu_chunk(specs[0], data, gpu_fraction)
-    chunks = []
-    for group in by_size.values():  # balanced: 64 members at most 47 a chunk go as 32 + 32
-        n_chunks = -(-len(group) // max(1, max_members))
-        size = -(-len(group) // n_chunks)
-        chunks += [group[i : i + size] for i in range(0, len(group), size)]
-    return chunks
 
 
 def train_members(

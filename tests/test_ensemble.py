@@ -355,7 +355,7 @@ def test_eval_batch_shrinks_under_the_element_limit(base_spec: RunSpec, digits_n
     default = train_ensemble(specs, digits_noisy, [EVAL_LAST], progress=False)
     per_sample = largest_activation(build_model(spec.model, tuple(digits_noisy.x.shape[1:]), 10),
                                     digits_noisy.inputs(torch.arange(1)))
-    monkeypatch.setattr("harness.ensemble.MAX_STACKED_ELEMENTS", 2 * 3 * per_sample)
+    monkeypatch.setattr("harness.ensemble_plan.MAX_STACKED_ELEMENTS", 2 * 3 * per_sample)
     batches: list[int] = []
     plain_eval = ensemble_module._eval_pass
     monkeypatch.setattr(ensemble_module, "_eval_pass", lambda *a: batches.append(a[-1]) or plain_eval(*a))

@@ -44,7 +44,7 @@ def test_every_eval_forward_stays_within_the_limit(base_spec, digits_noisy, monk
     per_sample = ensemble_stack.largest_activation(build_model(spec.model, tuple(digits_noisy.x.shape[1:]), 10),
                                                    digits_noisy.inputs(torch.arange(1)))
     limit = 2 * 40 * per_sample
-    monkeypatch.setattr("harness.ensemble.MAX_STACKED_ELEMENTS", limit)
+    monkeypatch.setattr("harness.ensemble_plan.MAX_STACKED_ELEMENTS", limit)
     computed: list[int] = []
     plain = ensemble_stack.aligned_rows
 
