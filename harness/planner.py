@@ -23,6 +23,7 @@ from harness.jobs import DataSource, Job, Pending, prepared_data
 from harness.model_registry import build_model, model_fingerprint
 from harness.prepared import PreparedData
 from harness.recorders import RecorderRequest
+from harness.runner import recorded
 from harness.runspec import DataSpec, RunSpec
 from harness.store import RunStore, StoredRun
 from harness.subsets import subset_indices
@@ -163,11 +164,7 @@ class Planner:
             if stored is not None and {r.key for r in wanted} <= stored.recorders:
                 done[spec] = stored
                 continue
-            requests = set(wanted)
-            if stored is not None:  # deterministic seeds retrace the run: keep what it recorded before
-                requests |= {RecorderRequest(r.name, tuple(map(tuple, r.params)))
-                             for r in stored.manifest.recorders.values() if r.name}
-            todo.append((spec, requests))
+            todo.append((spec, set(wanted) | recorded(stored)))  # an upgraded entry keeps what it recorded
         warn_other_threads(done, self.cfg.threads or 1, self.device)
         return done, todo
 

@@ -66,8 +66,8 @@ class Runner:
                     lock = self.store.lock(spec)
                     _acquire(lock)  # wait for the other process to let go
                     try:
-                        if not self._reuse(spec, result):
-                            todo.append((spec, requests))
+                        if (still := self._still_needed(spec, requests, result)) is not None:
+                            todo.append((spec, still))
                     finally:
                         lock.release()
         except KeyboardInterrupt:
@@ -78,13 +78,19 @@ class Runner:
             self.executor.close()  # training is over: the workers' memory goes back before evaluation
         return result
 
-    def _reuse(self, spec: RunSpec, result: RunnerResult) -> bool:
+    def _still_needed(self, spec: RunSpec, requests: set[RecorderRequest], result: RunnerResult
+                      ) -> set[RecorderRequest] | None:
+        """None when the store holds `spec` with every wanted recorder now (it is reused); else the
+        recorders to train it with: `requests` and those of an entry stored since it was planned.
+        Another experiment that needed other recorders may have stored it meanwhile: training only
+        `requests` replaced its entry by one without its recorders, so that experiment failed reading
+        them ("removed or damaged while in use") and the next one needing them trained the run again."""
         stored = self.store.get(spec)
         if stored is not None and {r.key for r in self.wanted[spec]} <= stored.recorders:
             result.runs[spec] = stored
             result.reused.append(spec.label())
-            return True
-        return False
+            return None
+        return set(requests) | recorded(stored)
 
     def _train_claimed(self, pending: Pending, result: RunnerResult) -> Pending:
         """Claim (lock), train and store `pending`; returns the specs another process holds."""
@@ -99,8 +105,8 @@ class Runner:
                     waiting.append((spec, requests))
                     continue
                 held.callback(lock.release)
-                if not self._reuse(spec, result):  # it may have been stored since we looked
-                    claimed.append((spec, requests))
+                if (still := self._still_needed(spec, requests, result)) is not None:  # stored since we looked?
+                    claimed.append((spec, still))
             outcomes = self.executor.run(self.jobs(claimed))
             handed: Outcome | None = None
             try:
@@ -144,6 +150,15 @@ class Runner:
             result.trained.append(spec.label())
             if spec in outcome.resumed:
                 result.resumed[spec.label()] = outcome.resumed[spec]
+
+
+def recorded(stored: StoredRun | None) -> set[RecorderRequest]:
+    """The recorders a stored entry carries, as requests: a run trained again to add recorders keeps
+    them (deterministic seeds retrace it). A recorder stored without its name (before manifests kept
+    it) cannot be asked for again and is left out."""
+    if stored is None:
+        return set()
+    return {RecorderRequest(r.name, tuple(map(tuple, r.params))) for r in stored.manifest.recorders.values() if r.name}
 
 
 def _close(outcomes: object) -> None:
