@@ -16,8 +16,9 @@ A retry in a training resumed from a checkpoint resumes it with another batch th
 the steps done in batches of the new size, so it goes on elsewhere than the checkpoint stopped
 (seen: 8 rows a batch cut to 7 after one step of 8 trained sample 5 twice in its epoch; resumed
 from an epoch's last step, the epoch's last 2 rows were trained again after the record had closed
-that epoch, and csl counted them as a third epoch of a 2-epoch training). The record keeps what
-is trained, as the same resume without the error would; nothing said why, so it is said in words.
+that epoch). The record follows the `Trainer`'s epochs (`_hf_epochs.EpochMap`), so it counts each
+sample once per epoch it was presented in, as the training without the error; the batches, the
+weights and the samples the `Trainer` skips differ from it, and nothing said why: said in words.
 """
 
 from __future__ import annotations
@@ -53,7 +54,8 @@ class RetryRecord(TrainerCallback):
         recorder = self.csl._recorder
         held = bool(self.csl.tracker.epochs or recorder.batches)
         self.begun = True
-        self.start = copy.deepcopy(recorder.state()) if args.auto_find_batch_size and held else None
+        kept = {**recorder.state(), "base": self.csl.epochs.base}
+        self.start = copy.deepcopy(kept) if args.auto_find_batch_size and held else None
         saved = getattr(state, "train_batch_size", None)  # the checkpoint's, when resuming (a fresh state: this one)
         if state.global_step and saved and self.batch_size and saved != self.batch_size:
             _warn_resized_resume(int(state.global_step), int(saved), int(self.batch_size))
@@ -66,6 +68,7 @@ class RetryRecord(TrainerCallback):
         self.csl.restart()
         if self.start is not None:  # a new tracker takes a state like a checkpoint's (a copy: it may change)
             self.csl._recorder.resume(copy.deepcopy(self.start), None, "CSLTrainerCallback", 0)
+            self.csl.epochs.kept = int(self.start["base"])  # the retry's on_train_begin maps its epochs with it
         warnings.warn(f"CSLTrainer: the training ran out of memory in epoch {epoch}; the Trainer retries it with a "
                       f"smaller batch (auto_find_batch_size) from its first step, so what this attempt recorded is "
                       f"dropped and the record goes back to the {self.csl.tracker.epochs} epoch(s) it held when the "
@@ -79,7 +82,7 @@ def _warn_resized_resume(steps: int, saved: int, now: int) -> None:
                   f"the Trainer counts the steps done in batches of {now}, so it goes on elsewhere than the "
                   f"checkpoint stopped: samples of the epoch in progress are trained twice or not at all, or the last "
                   f"batches of an epoch the checkpoint had finished are trained again. The record keeps each "
-                  f"sample's first presentation of an epoch and records batches trained after an epoch it closed "
-                  f"as an epoch of their own, so the scores are not those of an uninterrupted run; for those, resume "
-                  f"in batches of {saved}, or train from the start in batches of {now}",
+                  f"sample's first presentation of an epoch (batches of an epoch it closed, trained again, are not "
+                  f"recorded) and misses the samples skipped, so the scores are not those of an uninterrupted run; "
+                  f"for those, resume in batches of {saved}, or train from the start in batches of {now}",
                   RuntimeWarning, stacklevel=4)

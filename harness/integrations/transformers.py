@@ -59,6 +59,7 @@ except ImportError as exc:  # pragma: no cover
 # after the guard above: these import transformers too, and a missing install must get its message
 from harness.integrations._hf_accumulation import AccumulationCheck
 from harness.integrations._hf_data import INDEX_KEY, IndexCollator, with_sample_index
+from harness.integrations._hf_epochs import EpochMap
 from harness.integrations._hf_retry import RetryRecord
 
 __all__ = ["INDEX_KEY", "STATE_FILE", "CSLTrainer", "CSLTrainerCallback", "IndexCollator", "WithIndex",
@@ -102,6 +103,7 @@ class CSLTrainerCallback(TrainerCallback):
         self._written: Path | None = None  # the folder the state was last written to
         self._stopped: str | None = None  # the exception that dropped the open epoch of the last train()
         self.one_training = OneTraining()  # CSLTrainer.train claims it: one training at a time records here
+        self.epochs = EpochMap()  # the record's epoch of the Trainer's epoch in progress
 
     def restart(self) -> None:
         """A new, empty record: `CSLTrainer.train` with `model_init` trains a new model (each trial of
@@ -109,13 +111,21 @@ class CSLTrainerCallback(TrainerCallback):
         self.tracker = SampleTracker(**self._options)
         self._recorder = DistributedRecorder(self.tracker)
         self._loaded = self._stopped = None
+        self.epochs = EpochMap()
 
     def record(self, indices: torch.Tensor, losses: torch.Tensor, logits: torch.Tensor | None,
                labels: torch.Tensor | None) -> None:
-        """One training batch (called by `CSLTrainer.compute_loss`)."""
+        """One training batch (called by `CSLTrainer.compute_loss`); not one of an epoch the record
+        closed, which the Trainer trains again after a resume in smaller batches (`EpochMap`)."""
+        if self.epochs.retrained(self.tracker.epochs):
+            return
         self._recorder.update(indices, losses=losses, logits=logits, labels=labels)
 
     def on_epoch_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        retrained = self.epochs.retrained(self.tracker.epochs)
+        self.epochs.epoch += 1
+        if retrained:  # an epoch the record closed before: none of its batches was recorded
+            return
         if self._recorder.batches == 0:
             raise HarnessError("CSLTrainerCallback: no batch of this epoch was recorded; train with CSLTrainer (its "
                                f"compute_loss records) on a dataset with a {INDEX_KEY!r} column (with_sample_index)")
@@ -125,22 +135,26 @@ class CSLTrainerCallback(TrainerCallback):
             return
         self._recorder.end_epoch()
 
-    def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+    def on_train_begin(self, args: Any, state: Any, control: Any, train_dataloader: Any = None,
+                       **kwargs: Any) -> None:
         """A checkpoint saved at an epoch's last step holds that epoch still open, and the resumed
         `Trainer` goes on with the next one (its `epoch` is whole): close it. A fresh `train()` after
-        one that stopped mid-epoch closes that epoch too."""
+        one that stopped mid-epoch closes that epoch too. Resumed in other batches than the
+        checkpoint's, the `Trainer` goes on in another epoch (`EpochMap`)."""
         if self.tracker.finished and self._loaded is None:
             raise HarnessError("CSLTrainerCallback: scores() ended this callback's record; give this training a new "
                                "CSLTrainerCallback")
         # Accelerate's even_batches refills each rank's last batch with the epoch's first samples
         self._recorder.padding_batch = max(1, int(getattr(args, "per_device_train_batch_size", 1) or 1))
         epoch = math.floor((state.epoch or 0) + 1e-9)  # whole epochs done: the Trainer goes on with the next
+        base = None  # the checkpoint's EpochMap.base (None in one saved before memprox kept it)
         if self._loaded is not None:  # CSLTrainer.train(resume_from_checkpoint=...) read it
             saved, self._loaded = self._loaded, None
             self._recorder.resume(saved, args.device, "CSLTrainerCallback", epoch)
+            base = saved.get("base")
         elif not state.global_step:
             self._end_open_epoch()  # a fresh train() after one that stopped mid-epoch
-        self._recorder.close_epoch_before(epoch)
+        self.epochs.begin(self._recorder, args, state, train_dataloader, epoch, base)
 
     def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         """The checkpoint the `Trainer` just wrote gets the tracker's state (`CSLTrainer.train` reads it):
@@ -156,7 +170,7 @@ class CSLTrainerCallback(TrainerCallback):
     def save(self, folder: Path) -> None:
         """Write the record so far into checkpoint `folder` (when it exists and the record is open)."""
         if folder.is_dir() and not self.tracker.finished:
-            saved = self._recorder.state()
+            saved = {**self._recorder.state(), "base": self.epochs.base}
             atomic_write(folder / STATE_FILE, lambda path: torch_save(saved, path))  # a full disk names the file
             self._written = folder
 
@@ -208,6 +222,7 @@ class CSLTrainerCallback(TrainerCallback):
     def drop_open_epoch(self, exc: BaseException) -> None:
         """`train()` raised mid-epoch: keep whole epochs only (`DistributedRecorder.drop_open_epoch`)."""
         self._stopped = type(exc).__name__  # the last train()'s, also one that failed before its first batch
+        self.epochs.kept = None  # a retry's that did not begin
         self._recorder.drop_open_epoch(f"CSLTrainer: training stopped by {type(exc).__name__}")
 
     def _end_open_epoch(self) -> None:

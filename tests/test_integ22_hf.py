@@ -1,0 +1,89 @@
+"""`CSLTrainer` resumed in other batches than its checkpoint's: the record follows the `Trainer`'s
+epochs. An out-of-memory retry (`auto_find_batch_size`) resumed from an epoch's last step trained
+that epoch's last rows again, which csl counted as a third epoch of a 2-epoch training; the
+oracle is the uninterrupted training's record: each sample presented once per epoch, and at
+learning_rate=0 (every loss the untrained model's) the same csl, bitwise."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from tests.test_integration_attack20_hf import N, _OutOfMemoryAbove, _train
+from tests.test_tracker_review5 import tiny_hf
+
+
+@pytest.mark.parametrize("checkpoint", [1, 2, 3])
+def test_a_retry_resumed_from_a_checkpoint_records_the_uninterrupted_epochs(tmp_path: Path, checkpoint: int) -> None:
+    """2 epochs of 2 steps of 8 rows, resumed from each step's checkpoint; the first forward of the
+    resume runs out of memory and the Trainer retries in batches of 7 (3 steps an epoch: from
+    checkpoint-2, the first epoch's last step, it counts 0 epochs done and trains that epoch's last
+    2 rows again). The record: 2 epochs, every sample in each, csl the uninterrupted run's."""
+    made = tiny_hf()
+    _, _, whole, _ = _train(made, tmp_path / "full", batch=8, lr=0.0, save=True)
+    ckpt = tmp_path / "full" / f"checkpoint-{checkpoint}"
+    retried, trainer, scores, said = _train(made, tmp_path / "retry", batch=8, lr=0.0, resume=ckpt, at=1, auto=True)
+    assert trainer.model.raised == 1 and trainer._train_batch_size == 7
+    assert retried.tracker.epochs == 2
+    np.testing.assert_array_equal(retried.tracker.epochs_presented(), np.full(N, 2))
+    np.testing.assert_array_equal(scores["csl"].to_numpy(), whole["csl"].to_numpy())
+    assert sum("in batches of 8, in batches of 7" in s for s in said) == 1  # the training itself differs
+
+
+def test_a_retry_with_learning_records_each_sample_once_per_epoch(tmp_path: Path) -> None:
+    """With learning_rate > 0 the weights differ from the uninterrupted run's (the Trainer trained 2
+    rows again), but the record still holds 2 epochs of 16 samples (no third epoch)."""
+    made = tiny_hf()
+    _train(made, tmp_path / "full", batch=8, lr=0.1, save=True)
+    retried, _, scores, _ = _train(made, tmp_path / "retry", batch=8, lr=0.1, at=1, auto=True,
+                                   resume=tmp_path / "full" / "checkpoint-2")
+    assert retried.tracker.epochs == 2
+    np.testing.assert_array_equal(retried.tracker.epochs_presented(), np.full(N, 2))
+    assert np.isfinite(scores["csl"]).all()
+
+
+def _resume(made: dict, out: Path, ckpt: Path | None, batch: int, save: bool = False):
+    """The same 2-epoch training at learning_rate=0 in batches of `batch`, resumed from `ckpt`."""
+    m = made["m"]
+    csl = m.CSLTrainerCallback(N)
+    saves = dict(save_strategy="steps", save_steps=1) if save else dict(save_strategy="no")
+    args = made["args"](out, per_device_train_batch_size=batch, learning_rate=0.0, **saves)
+    trainer = m.CSLTrainer(model=_OutOfMemoryAbove(), args=args, train_dataset=m.with_sample_index(made["rows"]),
+                           callbacks=[csl])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        trainer.train(resume_from_checkpoint=None if ckpt is None else str(ckpt))
+        return csl, csl.scores()
+
+
+def test_a_resume_in_smaller_batches_and_a_checkpoint_saved_in_the_epoch_trained_again(tmp_path: Path) -> None:
+    """Saved in batches of 8 at the first epoch's end (checkpoint-2), resumed in batches of 4 (4
+    steps an epoch): the Trainer counts 0 epochs done and trains that epoch's last 2 batches again.
+    A checkpoint saved inside them (checkpoint-3) resumes to the same record, in batches of 4: the
+    record's epoch of the Trainer's epoch is saved with it. Both: the uninterrupted record."""
+    made = tiny_hf()
+    _, whole = _resume(made, tmp_path / "full", None, 8, save=True)
+    csl, scores = _resume(made, tmp_path / "small", tmp_path / "full" / "checkpoint-2", 4, save=True)
+    assert csl.tracker.epochs == 2 and scores.equals(whole)
+    saved = torch.load(tmp_path / "small" / "checkpoint-3" / "csl_tracker.pt", weights_only=True)
+    assert saved["tracker"]["epochs"] == 1 and saved["base"] == 0
+    again, scores = _resume(made, tmp_path / "again", tmp_path / "small" / "checkpoint-3", 4)
+    assert again.tracker.epochs == 2 and scores.equals(whole)
+    np.testing.assert_array_equal(again.tracker.epochs_presented(), np.full(N, 2))
+
+
+def test_a_resume_in_larger_batches_closes_the_epoch_the_trainer_left(tmp_path: Path) -> None:
+    """Saved in batches of 4 after 3 steps (12 rows of the first epoch), resumed in batches of 8 (2
+    steps an epoch): the Trainer counts 1 epoch done and skips 1 step into the second, so it trains
+    that epoch's last 8 rows only. The record: the first epoch's 12 samples and the second's 8, two
+    epochs (before: one, the 8 rows added to the first epoch's)."""
+    made = tiny_hf()
+    _resume(made, tmp_path / "full", None, 4, save=True)
+    csl, scores = _resume(made, tmp_path / "big", tmp_path / "full" / "checkpoint-3", 8)
+    assert csl.tracker.epochs == 2
+    presented = csl.tracker.epochs_presented()
+    assert presented.sum() == 12 + 8 and presented.max() == 2
