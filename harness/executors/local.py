@@ -11,7 +11,9 @@ Workers are fresh interpreters (`python -m harness.executors.worker`), never for
 forking a process whose torch has started threads is unsafe, and a fresh interpreter gets its thread
 variables before torch loads. They live as long as the executor (across `run` calls, keeping their
 per-process dataset caches) and are stopped by `close` (also after Ctrl-C, or the SIGTERM or SIGHUP the
-CLI handles alike), or by the driver's death.
+CLI handles alike), with what their jobs started in their process groups, or by the driver's death.
+Results come over a socket per worker that the driver reads without ever waiting on it (`channel`):
+a worker frozen half-way through a message is a job that has sent nothing yet.
 
 A job whose worker dies (killed, out of memory) is retried once on a new worker, then reported as
 failed, as under Ray; an exception inside a job is reported, not retried. A job still running
@@ -41,7 +43,7 @@ from collections import deque
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
-from multiprocessing.connection import Connection, wait
+from multiprocessing.connection import wait
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING
@@ -60,6 +62,7 @@ from harness.executors.base import (
     timed_out,
     warn_if_oversubscribed,
 )
+from harness.executors.channel import Channel
 from harness.executors.cpus import usable_cpus
 from harness.executors.worker import READY
 from harness.option_checks import check_seconds
@@ -95,7 +98,7 @@ def worker_pythonpath(package_root: str) -> str:
 @dataclass(eq=False)
 class _Worker:
     proc: subprocess.Popen
-    conn: Connection
+    conn: Channel  # never waits on a message half sent (a worker frozen mid-send held the driver for good)
     ready: bool = False
     job: int | None = None  # index (in the current `run`) of the job it trains
     started: float = 0.0  # time.monotonic() when that job was handed to it (the --job-timeout clock)
@@ -179,7 +182,7 @@ class LocalExecutor(Executor):
                               "runs already stored are kept") from e
         finally:
             theirs.close()
-        worker = _Worker(proc, Connection(ours.detach()))
+        worker = _Worker(proc, Channel(ours))
         self._pool.append(worker)
         with suppress(OSError):  # it died at once (a kill, no memory): the pool sees it end before it is ready
             worker.conn.send((list(sys.path), self.threads, pickle.dumps(self.fn) if self.fn is not None else None,
@@ -216,10 +219,9 @@ class LocalExecutor(Executor):
                 while left:
                     while len(self._pool) < min(slots, left):
                         self._start(warm)
-                    for worker in self._pool:
+                    for worker in list(self._pool):
                         if worker.ready and worker.job is None and queue:
-                            worker.job, worker.started = queue.popleft(), time.monotonic()
-                            worker.conn.send((worker.job, jobs[worker.job]))
+                            self._hand_out(worker, queue, jobs)
                     bar.set_postfix(running=sum(w.job is not None for w in self._pool))
                     for worker in _readable(self._pool, self.job_timeout):
                         with interrupt_after():  # a result read and dropped by a Ctrl-C was trained again
@@ -241,6 +243,18 @@ class LocalExecutor(Executor):
                     self._finished += _sent(self._pool, jobs)
                 finally:
                     self.close()
+
+    def _hand_out(self, worker: _Worker, queue: deque[int], jobs: list[Job]) -> None:
+        """Send the next job to an idle worker. One killed (or frozen) since its last message cannot take
+        it: it is replaced and the job, which never started, goes first to the next (the send raised out of
+        `run`, ending the experiment in a traceback)."""
+        worker.job, worker.started = queue.popleft(), time.monotonic()
+        try:
+            worker.conn.send((worker.job, jobs[worker.job]))
+        except OSError:
+            queue.appendleft(worker.job)
+            worker.job = None
+            self._gone(worker)
 
     def _receive(self, worker: _Worker, jobs: list[Job], deaths: list[int],
                  queue: deque[int]) -> tuple[int, JobResult | BaseException | None]:
@@ -267,18 +281,30 @@ class LocalExecutor(Executor):
             worker.ready = True
             self._failed_starts = 0
             return -1, None
-        job_id, _, payload = message
+        if index is None or not (isinstance(message, tuple) and len(message) == 3 and message[0] == index):
+            return -1, None  # not the answer to its job (a copy of the worker forked by a job's code): dropped
         worker.job = None
-        return job_id, payload
+        return index, message[2]
 
 
 def _readable(pool: list[_Worker], limit: float | None) -> list[_Worker]:
-    """The workers with a message, or dead, within POLL_S (or sooner, where a job's --job-timeout comes)."""
-    by_conn = {w.conn: w for w in pool}
+    """The workers with a whole message, at the end of their stream, or dead, within POLL_S (or sooner,
+    where a job's --job-timeout comes). What arrived of a message is kept for the next call."""
     ends = [] if limit is None else [w.started + limit for w in pool if w.job is not None]
-    ready = wait(list(by_conn), timeout=max(0.0, min([POLL_S, *(end - time.monotonic() for end in ends)])))
-    dead = [w for w in pool if w.conn not in ready and w.proc.poll() is not None]
-    return [by_conn[c] for c in ready] + dead  # type: ignore[index]
+    waiting = 0.0 if any(w.conn.ready() for w in pool) else min([POLL_S, *(end - time.monotonic() for end in ends)])
+    arrived = wait([w.conn.sock for w in pool], timeout=max(0.0, waiting))
+    return [w for w in pool if (w.conn.poll(0) if w.conn.sock in arrived else w.conn.ready()) or _exited(w.proc)]
+
+
+def _exited(proc: subprocess.Popen) -> bool:
+    """Whether a worker has ended, leaving it unreaped where the system allows (`os.waitid` with WNOWAIT):
+    its id then still names its process group, which `_stop` kills with it."""
+    if proc.returncode is not None or not hasattr(os, "waitid"):
+        return proc.poll() is not None
+    try:
+        return os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+    except ChildProcessError:
+        return proc.poll() is not None
 
 
 def _overdue(pool: list[_Worker], limit: float | None) -> list[_Worker]:
@@ -304,7 +330,7 @@ def interrupt_after() -> Iterator[None]:
     """Hold a Ctrl-C (or the SIGTERM or SIGHUP the CLI turns into one) until the block is over, then
     deliver it to the handler it was meant for: a Ctrl-C between reading a worker's result and
     recording it lost that result. A second Ctrl-C in the block raises at once (stop now, as
-    everywhere; a worker hung half-way through sending holds the read). Main thread only: signals
+    everywhere). Nothing in the block waits on a worker (`Channel`). Main thread only: signals
     are handled nowhere else; with Ctrl-C ignored there is nothing to hold."""
     if threading.current_thread() is not threading.main_thread() or \
             signal.getsignal(signal.SIGINT) in (signal.SIG_IGN, None):
@@ -335,15 +361,17 @@ def _sent(workers: list[_Worker], jobs: list[Job]) -> list[Outcome]:
             message = worker.conn.recv() if worker.job is not None and worker.conn.poll(0) else None
         except Exception:
             continue
-        if isinstance(message, tuple) and len(message) == 3:
-            job_id, _, payload = message
-            sent.append((jobs[job_id], payload))
+        index = worker.job
+        if index is not None and isinstance(message, tuple) and len(message) == 3 and message[0] == index:
+            sent.append((jobs[index], message[2]))
     return sent
 
 
 def _stop(workers: list[_Worker]) -> None:
-    """Stop workers for good: close their pipes (a worker exits at EOF), SIGTERM, and SIGKILL what
-    is left after STOP_GRACE_S. Empties the list."""
+    """Stop workers for good, and what their jobs started in their process groups (a child a job's code
+    left behind held the driver's stdout and stderr, and whoever read them to their end waited on it):
+    close their pipes (a worker exits at EOF), SIGTERM, and SIGKILL what is left after STOP_GRACE_S.
+    Empties the list."""
     stopping = list(workers)
     workers.clear()
     for worker in stopping:
@@ -353,15 +381,18 @@ def _stop(workers: list[_Worker]) -> None:
                 stream.close()
             except OSError:
                 pass
-        if worker.proc.poll() is None:
-            try:
-                worker.proc.send_signal(signal.SIGTERM)
-            except OSError:
-                pass
+        _signal_group(worker.proc, signal.SIGTERM)
     deadline = time.monotonic() + STOP_GRACE_S
     for worker in stopping:
-        try:
-            worker.proc.wait(max(0.0, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            worker.proc.kill()
-            worker.proc.wait()
+        while not _exited(worker.proc) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        _signal_group(worker.proc, signal.SIGKILL)  # the worker if it is left, and its group, before the reap
+        worker.proc.wait()
+
+
+def _signal_group(proc: subprocess.Popen, signum: int) -> None:
+    """Signal a worker's process group (its own: `start_new_session`), only while the worker is not reaped:
+    its id then names no other group. A reaped worker's group is left alone."""
+    if proc.returncode is None:
+        with suppress(OSError):
+            os.killpg(proc.pid, signum)

@@ -22,6 +22,7 @@ import signal
 import sys
 import threading
 import traceback
+from contextlib import suppress
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -43,6 +44,7 @@ def main(argv: list[str]) -> None:
     if warm is not None:
         warm_up(warm)
     conn.send(READY)
+    own = os.getpid()
     while True:
         try:
             message = conn.recv()
@@ -52,6 +54,8 @@ def main(argv: list[str]) -> None:
             return
         job_id, job = message
         ok, payload = attempt(fn, job)
+        if os.getpid() != own:  # a copy forked by the job's code, back here: the answer and the next job are
+            os._exit(0)          # the worker's (both copies answered and took jobs off one socket)
         try:
             conn.send((job_id, ok, payload))
         except Exception as e:  # the result (or the exception) does not pickle
@@ -84,7 +88,8 @@ def attempt(fn: Any, job: Any) -> tuple[bool, Any]:
     try:
         return True, fn(job)
     except BaseException as e:  # SystemExit or KeyboardInterrupt from the job's code too (this process
-        traceback.print_exc()   # ignores SIGINT): the job's failure, not a dead worker to retry
+        with suppress(Exception):  # ignores SIGINT): the job's failure, not a dead worker to retry
+            traceback.print_exc()  # not if the job closed stderr: the failure is reported all the same
         return False, portable(e)
 
 

@@ -1,0 +1,167 @@
+"""The local pool's worker protocol under a worker that freezes half-way through a message (issue 22).
+
+A worker frozen (SIGSTOP) after it had sent part of a result held the driver in `Connection.recv` for
+good: with --job-timeout the job was never stopped, and a first Ctrl-C was held until a read that
+never ended. The driver now reads only what has arrived (`harness.executors.channel`). The freezes
+are real (a partial frame written to the worker's socket, then SIGSTOP); nothing asserts on timings.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import signal
+import socket
+import struct
+import sys
+import threading
+from functools import partial
+from multiprocessing.connection import Connection
+from pathlib import Path
+
+import pytest
+from test_job_timeout20 import _alive, _job
+
+from harness.errors import RunFailed
+from harness.executors.local import LocalExecutor
+from harness.jobs import Job
+
+
+# job functions the workers import from this module -------------------------------------------
+def freeze_mid_send(pid_file: str, job: Job) -> int:
+    """In the job of seed 0: write the start of a result frame (a length, then a few of its bytes) to the
+    worker's socket, as a send cut short, then stop this process (SIGSTOP). Else: this worker's pid."""
+    if job.specs[0].seed == 0:
+        fd = int(sys.argv[1])  # `python -m harness.executors.worker FD DRIVER_PID`
+        os.write(fd, struct.pack("!i", 1_000_000) + pickle.dumps((0, True, "cut"))[:5])
+        Path(pid_file).write_text(str(os.getpid()))
+        os.kill(os.getpid(), signal.SIGSTOP)
+    return os.getpid()
+
+
+# the freeze -----------------------------------------------------------------------------------
+@pytest.mark.timeout(90)
+def test_a_worker_frozen_mid_send_is_stopped_at_its_limit_and_the_others_finish(tmp_path) -> None:
+    pid_file = tmp_path / "frozen.pid"
+    executor = LocalExecutor(workers=1, progress=False, fn=partial(freeze_mid_send, str(pid_file)),
+                             job_timeout=2.0)
+    try:
+        outcomes = {job.specs[0].seed: outcome for job, outcome in executor.run([_job(0), _job(1), _job(2)])}
+    finally:
+        executor.close()
+    frozen = int(pid_file.read_text())
+    assert isinstance(outcomes[0], RunFailed)
+    assert str(outcomes[0]).startswith(f"job {_job(0).label()}: stopped after 2 s, its --job-timeout, and not "
+                                       "retried")
+    assert isinstance(outcomes[1], int) and outcomes[1] == outcomes[2] != frozen  # one new worker ran both
+    assert not _alive(frozen)
+
+
+@pytest.mark.timeout(90)
+def test_without_a_limit_a_ctrl_c_stops_a_run_held_by_a_worker_frozen_mid_send(tmp_path) -> None:
+    """The first Ctrl-C stops the run (it used to wait for a read that never ended) and no worker is left."""
+    pid_file = tmp_path / "frozen.pid"
+    executor = LocalExecutor(workers=1, progress=False, fn=partial(freeze_mid_send, str(pid_file)))
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal (xdist ignores it)
+    done = threading.Event()
+
+    def ctrl_c_once_frozen() -> None:
+        while not done.wait(0.1):
+            if pid_file.exists() and _stopped(int(pid_file.read_text())):
+                done.wait(1.0)  # the driver has read the partial frame by then, or waits on it
+                os.kill(os.getpid(), signal.SIGINT)
+                return
+
+    watcher = threading.Thread(target=ctrl_c_once_frozen, daemon=True)
+    watcher.start()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            list(executor.run([_job(0)]))
+    finally:
+        done.set()
+        watcher.join()
+        signal.signal(signal.SIGINT, previous)
+        executor.close()
+    assert executor.take_finished() == [] and not executor._pool
+    assert not _alive(int(pid_file.read_text()))
+
+
+def _stopped(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] == "T"
+    except OSError:
+        return False
+
+
+# the frames -----------------------------------------------------------------------------------
+@pytest.mark.parametrize("size", [0, 100, 16385, 5_000_000])
+def test_the_driver_reads_what_a_worker_connection_sends_in_pieces(size) -> None:
+    """The driver's channel parses `Connection.send`'s frames (small, split header and body, several MB),
+    and says nothing of a message until its last byte is there."""
+    from harness.executors.channel import Channel
+
+    ours, theirs = socket.socketpair()
+    channel, sender = Channel(ours), Connection(theirs.detach())
+    message = (3, True, b"x" * size)
+    thread = threading.Thread(target=sender.send, args=(message,))
+    thread.start()
+    received = []
+    while not received:
+        if channel.poll(0):
+            received.append(channel.recv())
+    thread.join()
+    assert received == [message] and not channel.partial()
+    sender.send("ready")
+    sender.close()
+    while not channel.poll(0):
+        pass
+    assert channel.recv() == "ready"
+    with pytest.raises(EOFError):
+        channel.recv()
+    channel.close()
+
+
+def test_a_message_cut_short_is_partial_and_never_handed_out() -> None:
+    from harness.executors.channel import Channel
+
+    ours, theirs = socket.socketpair()
+    channel = Channel(ours)
+    theirs.sendall(struct.pack("!i", 10) + b"abc")
+    assert not channel.poll(0) and channel.partial()
+    with pytest.raises(EOFError):
+        channel.recv()
+    theirs.close()
+    assert channel.poll(0)  # the end of the stream: the worker is gone, the cut message with it
+    with pytest.raises(EOFError):
+        channel.recv()
+    channel.close()
+
+
+# a Ctrl-C right after a read (tests/test_exec_attack20_keep.py patched `local.Connection`, gone with issue 22)
+def test_a_result_read_just_before_a_ctrl_c_is_handed_back(monkeypatch) -> None:
+    from test_exec_attack20_keep import Echo, echo
+
+    import harness.executors.local as local
+    from harness.executors.channel import Channel
+
+    read: list[object] = []
+
+    class Interrupting(Channel):
+        def recv(self):  # type: ignore[no-untyped-def]
+            message = super().recv()
+            if isinstance(message, tuple) and len(message) == 3 and not read:
+                read.append(message[2])
+                signal.raise_signal(signal.SIGINT)
+            return message
+
+    monkeypatch.setattr(local, "Channel", Interrupting)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    executor = LocalExecutor(workers=1, progress=False, fn=echo)  # type: ignore[arg-type]
+    outcomes = executor.run([Echo(7)])  # type: ignore[list-item]
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            next(outcomes)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        executor.close()
+    assert read == [7] and executor.take_finished() == [(Echo(7), 7)]
