@@ -23,7 +23,7 @@ from harness.jobs import DataSource, Job, Pending, prepared_data
 from harness.model_registry import build_model, model_fingerprint
 from harness.prepared import PreparedData
 from harness.recorders import RecorderRequest
-from harness.runner import recorded
+from harness.runner import not_recordable, recorded
 from harness.runspec import DataSpec, RunSpec
 from harness.store import RunStore, StoredRun
 from harness.subsets import subset_indices
@@ -157,7 +157,7 @@ class Planner:
     def pending(self, plan: Plan) -> tuple[dict[RunSpec, StoredRun], Pending]:
         """Stored runs that already carry every wanted recorder, and what is left to train (with
         the recorders a stored entry has, so an upgraded entry keeps them)."""
-        done, todo = {}, []
+        done, todo, dropped = {}, [], {}
         order = sorted(plan.runs.items(), key=lambda kv: (str(kv[0].data), kv[0].seed, kv[0].digest()))
         for spec, wanted in order:
             stored = self.store.get(spec)
@@ -165,7 +165,10 @@ class Planner:
                 done[spec] = stored
                 continue
             todo.append((spec, set(wanted) | recorded(stored)))  # an upgraded entry keeps what it recorded
+            if stored is not None and (lost := not_recordable(stored)):
+                dropped[spec.label()] = lost
         warn_other_threads(done, self.cfg.threads or 1, self.device)
+        warn_dropped(dropped)
         return done, todo
 
     def jobs(self, pending: Pending, device: torch.device, executor: Executor) -> list[Job]:
@@ -234,6 +237,18 @@ def warn_other_threads(done: dict[RunSpec, StoredRun], threads: int, device: tor
                       f"thread(s), this experiment trains with {threads}: a CPU run's numbers depend on its thread "
                       f"count, so these are not the numbers a fresh run here gives; pass --threads {other[0]} to "
                       "match them, or another --store to retrain", stacklevel=3)
+
+
+def warn_dropped(dropped: dict[str, list[str]]) -> None:
+    """One line when runs trained again to add recorders lose stored ones this process cannot record
+    (a plugin's not registered here): an experiment that needs those trains the run once more."""
+    if dropped:
+        keys = sorted({k for lost in dropped.values() for k in lost})
+        first = next(iter(dropped))
+        warnings.warn(f"{len(dropped)} stored run(s) ({first}{', ...' if len(dropped) > 1 else ''}) train again to "
+                      f"add recorders and lose their recorder(s) {', '.join(keys)}, which are not registered in "
+                      "this process (a plugin's, from a script or a module not imported here): an experiment "
+                      "that needs them trains those runs again", stacklevel=3)
 
 
 def _needs(proxy: Proxy, base: RunSpec) -> list[Need]:

@@ -25,7 +25,7 @@ from harness.executors import Executor
 from harness.executors.base import Outcome
 from harness.io import room_fix
 from harness.jobs import Job, JobResult, Pending
-from harness.recorders import RecorderRequest
+from harness.recorders import RECORDERS, RecorderRequest
 from harness.runspec import RunSpec
 from harness.store import RunStore, StoredRun
 
@@ -154,11 +154,19 @@ class Runner:
 
 def recorded(stored: StoredRun | None) -> set[RecorderRequest]:
     """The recorders a stored entry carries, as requests: a run trained again to add recorders keeps
-    them (deterministic seeds retrace it). A recorder stored without its name (before manifests kept
-    it) cannot be asked for again and is left out."""
+    them (deterministic seeds retrace it). Left out: one stored without its name (before manifests
+    kept it), and one not registered in this process (a plugin's, from a script run on the same
+    store), which it cannot record: asked for, it stopped the experiment with "unknown recorder"
+    (`not_recordable` names them)."""
     if stored is None:
         return set()
-    return {RecorderRequest(r.name, tuple(map(tuple, r.params))) for r in stored.manifest.recorders.values() if r.name}
+    return {RecorderRequest(r.name, tuple(map(tuple, r.params))) for r in stored.manifest.recorders.values()
+            if r.name in RECORDERS}
+
+
+def not_recordable(stored: StoredRun) -> list[str]:
+    """The keys of the stored entry's recorders that `recorded` leaves out."""
+    return sorted(k for k, r in stored.manifest.recorders.items() if r.name not in RECORDERS)
 
 
 def _close(outcomes: object) -> None:

@@ -4,6 +4,7 @@ store and its claim of the run's entry keeps that experiment's recorders when th
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from harness.experiment import Experiment
 from harness.recorders import EVAL_LAST
@@ -34,3 +35,47 @@ def test_a_run_stored_meanwhile_with_other_recorders_keeps_them(make_config) -> 
     assert ran.trained == [base.label()] and ran.reused == []
     for name, values in csl_arrays.items():
         np.testing.assert_array_equal(after.arrays(csl_key)[name], values)
+
+
+def test_a_run_upgraded_without_a_plugin_recorder_trains_and_says_what_it_drops(make_config, fresh,
+                                                                               monkeypatch) -> None:
+    """A script registered a recorder and a proxy reading it and ran them on the store; a later
+    experiment without that script adds final_loss's recorder to the same run. Asking for every
+    recorder the entry held stopped it with "unknown recorder 'grow22_loss'", a recorder it never
+    asked for. It trains the run with what it can record (csl's recorder kept, bitwise) and warns
+    that the script's recorder is dropped."""
+    from harness.recorders import RECORDERS, RecorderRequest
+    from harness.recorders.train_pass import TrainLoss
+    from proxies import Proxy
+
+    class Grow22Loss(TrainLoss):
+        name = "grow22_loss"
+
+    class Grow22Proxy(Proxy):
+        name = "grow22_proxy"
+        description = "reads a recorder of its own"
+        citation = "test"
+        recorders = (RecorderRequest.of("grow22_loss"),)
+
+        def score(self, ctx):
+            return ctx.arrays(self.recorders[0])["loss"].sum(axis=0)
+
+    monkeypatch.setitem(RECORDERS._items, "grow22_loss", Grow22Loss)
+    fresh.register("grow22_proxy", Grow22Proxy)
+    first = Experiment(make_config(proxies="csl,grow22_proxy", out=None, subset=300))
+    first.run()
+    (base,) = first.plan.runs
+    stored = first.store.get(base)
+    assert stored is not None and stored.recorders == {"train_loss", "grow22_loss"}
+    csl_arrays = stored.arrays("train_loss")
+
+    monkeypatch.delitem(RECORDERS._items, "grow22_loss")  # the script is not run this time
+    with pytest.warns(UserWarning, match=r"1 stored run\(s\) \(digits noise=0.1 mlp seed0\) train again to add "
+                                         r"recorders and lose their recorder\(s\) grow22_loss, which are not "
+                                         "registered in this process"):
+        result = Experiment(make_config(proxies="csl,final_loss", out=None, subset=300)).run()
+    assert result.trained == [base.label()] and not result.failures
+    after = first.store.get(base)
+    assert after is not None and after.recorders == {"train_loss", EVAL_LAST.key}
+    for name, values in csl_arrays.items():
+        np.testing.assert_array_equal(after.arrays("train_loss")[name], values)
