@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 
 import harness.store_admin as admin
+import harness.store_scan as store_scan
 from harness.cli import main
 from harness.jobs import make_manifest
 from harness.runspec import RunSpec
@@ -106,7 +107,7 @@ def test_info_counts_a_live_writers_files_as_in_use_not_as_leftovers_or_checkpoi
 def test_a_file_the_writer_made_after_the_leftovers_were_listed_is_in_use_not_someone_elses(writing, capsys,
                                                                                             monkeypatch) -> None:
     root, spec, files = writing
-    monkeypatch.setattr(admin, "store_leftovers", lambda root: [])  # listed before the writer made them
+    monkeypatch.setattr(store_scan, "store_leftovers", lambda root: [])  # listed before the writer made them
     with _held(root / "locks" / f"{spec.digest()}.lock"):
         code, out, _ = _cli(capsys, "store", "info", "--store", str(root))
     assert code == 0 and "other files in runs/ and partial/ (not the store's, never touched): 0, 0 bytes" in out
@@ -175,7 +176,8 @@ def test_a_writers_file_gone_as_it_let_go_of_its_lock_is_not_a_leftover(writing,
         files[1].unlink(missing_ok=True)
         return False
 
-    monkeypatch.setattr(admin, "held", finished)
+    for module in (admin, store_scan):  # scan's lookup, and store_report's `admin.held`
+        monkeypatch.setattr(module, "held", finished)
     code, out, _ = _cli(capsys, "store", "info", "--store", str(root))
     assert code == 0 and "leftovers of killed processes: 0, 0 bytes" in out
     assert "other files in runs/ and partial/ (not the store's, never touched): 0, 0 bytes" in out
@@ -213,7 +215,7 @@ def test_an_entry_a_prune_removes_while_info_reads_it_is_not_reported_damaged(tm
         os.rename(path, path.parent / f".tmp-{digest}-prune1-deadbeef")  # as prune renames it aside
         return real(path, digest)
 
-    monkeypatch.setattr(admin, "verify_entry", pruned_as_read)
+    monkeypatch.setattr(store_scan, "verify_entry", pruned_as_read)  # where read_entry looks it up
     code, out, _ = _cli(capsys, "store", "info", "--store", str(root))
     assert code == 0 and "complete entries: 0, 0 bytes" in out
     assert "damaged entries" not in out and "foreign entries" not in out

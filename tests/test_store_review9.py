@@ -17,6 +17,7 @@ import pytest
 from filelock import FileLock
 
 import harness.store_admin as admin
+import harness.store_scan as store_scan
 from harness.cli import main
 from harness.jobs import make_manifest
 from harness.recipe import Recipe
@@ -167,7 +168,7 @@ def test_an_entry_this_process_may_not_read_is_never_selected(store, capsys, mon
             raise PermissionError(13, "Permission denied", str(path / "manifest.json"))
         return real(path, digest)
 
-    monkeypatch.setattr(admin, "verify_entry", denied)
+    monkeypatch.setattr(store_scan, "verify_entry", denied)  # where read_entry looks it up
     code, out, _ = _cli(capsys, "store", "info", "--store", str(store))
     assert "unreadable entries: 1" in out and "not the store's own" not in out
     for flag in ("--damaged", "--all"):
