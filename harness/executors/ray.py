@@ -2,8 +2,10 @@
 each reserving `num_cpus` (its torch threads) and `num_gpus` (`--gpus-per-run` on CUDA).
 
 Results come back through Ray's object store and the driver writes the run store, so workers need
-the package and the dataset, not the store. A job whose worker or node dies is retried once by Ray,
-then reported failed; an exception inside a job is not retried. Token authentication is left on.
+the package and the dataset, not the store; a job writes in-run checkpoints into the store only
+where its node sees the probe file the driver wrote there for the run (`ray_probe`). A job whose
+worker or node dies is retried once by Ray, then reported failed; an exception inside a job is not
+retried. Token authentication is left on.
 What memprox adds, because Ray alone gets these wrong for a command-line tool (docs/cluster.md):
 
 - A cluster to join is checked before `ray.init` (syntax, name, a TCP connect, short timeouts) and
@@ -53,7 +55,6 @@ from harness.executors.ray_cluster import (  # noqa: F401  (re-exported: tests a
     check_reachable,
     cluster_address,
     ensure_private_token,
-    runs_here,
     split_address,
     token_file,
 )
@@ -69,6 +70,7 @@ from harness.executors.ray_jobs import (  # noqa: F401  (_call: re-exported)
 )
 from harness.executors.ray_leave import LEAVE_WAIT_S, ended_within, finished_within, hung_leave, shutdown_within
 from harness.executors.ray_nodes import NodeWatch
+from harness.executors.ray_probe import StoreProbe
 from harness.executors.ray_signals import _signals_kept
 from harness.executors.ray_timeout import JobClocks
 from harness.executors.ray_wait import LOST_AFTER_S, POLL_S, ClusterLost, collect  # noqa: F401  (re-exported)
@@ -253,11 +255,6 @@ class RayExecutor(Executor):
         return cls(workers=cfg.workers, address=cfg.ray_address, progress=cfg.progress, threads=threads,
                    job_timeout=cfg.job_timeout)
 
-    @property
-    def shares_store(self) -> bool:  # type: ignore[override]
-        """Whether jobs see this machine's store: on a local Ray, not on another machine (`runs_here`)."""
-        return self.address is None and (_own_connection() is not None or runs_here(ray))
-
     def placement(self, cfg: ExperimentConfig, device: torch.device) -> JobPlacement:
         placed = super().placement(cfg, device)
         if device.type == "cuda":  # Ray sets each worker's visible GPU: the job's device is plain `cuda`
@@ -317,14 +314,17 @@ class RayExecutor(Executor):
         check_fits(jobs)
         # a connection the caller made is not memprox's to end: its jobs stop themselves when asked
         self._stop_key = None if _own_connection() else new_stop_key()
-        clocks = JobClocks(ray, self.job_timeout, self.shares_store) if self.job_timeout else None
-        pending = submit(ray, self.fn or run_job, jobs, self._stop_key, clocks)
+        probe = StoreProbe({root for job in jobs if (root := getattr(job, "checkpoint_root", None))})  # jobs check
+        clocks = JobClocks(ray, self.job_timeout, probe.live is not None) if self.job_timeout else None
+        pending: dict[ray.ObjectRef, Job] = {}
         try:
+            pending.update(submit(ray, self.fn or run_job, jobs, self._stop_key, clocks, probe.live))
             yield from collect(ray, pending, self.head, self._lost, nodes, clocks, _head_answers, self.progress)
         finally:  # normal end: nothing left; Ctrl-C or a consumer error: keep what finished, stop the rest
             self._finished = finished_results(ray, pending) if pending else []
             if pending or nodes.given_up:  # a job given up for a lost node is still in Ray's queue
                 self._stop({**pending, **nodes.given_up})
+            probe.remove()  # after the stop: no job of the run is left to read it
             if clocks is not None:  # after the stop: a second Ctrl-C in it must not skip the stop
                 clocks.forget()
 

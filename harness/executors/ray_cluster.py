@@ -16,7 +16,7 @@ import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from harness.errors import HarnessError
 
@@ -219,28 +219,6 @@ def check_fits(jobs: Sequence[Job]) -> None:
             raise HarnessError(f"each run asks for {need:g} {resource}(s) ({flag}), but the largest live node of the "
                                f"Ray cluster has {most:g}: no node can run it, and Ray would wait forever; lower "
                                f"{flag} or add a node with more {resource}s")
-
-
-def runs_here(ray: Any) -> bool:
-    """Whether the jobs of this process's Ray run on this machine, and so see its run store: with no
-    connection yet (a local Ray starts), or where every node the cluster lists has the IP address of
-    this driver's node. A caller's own `ray.init` to a multi-node cluster counted as local, and its
-    jobs on other machines wrote checkpoints under the store's path on their own disks, which the
-    driver never clears nor counts, and a later run placed there resumed from one. A Ray Client
-    connection (`ray://`) is never here: its driver's node is the head's, not this machine."""
-    if not ray.is_initialized():
-        return True
-    try:
-        from ray.util.client import ray as client
-
-        if client.is_connected():
-            return False
-        node = ray.get_runtime_context().get_node_id()
-        addresses = {n.get("NodeManagerAddress") for n in ray.nodes()}
-        mine = {n.get("NodeManagerAddress") for n in ray.nodes() if n.get("NodeID") == node}
-    except Exception:  # Ray cannot tell: count the jobs as elsewhere (no checkpoints, as --ray-address)
-        return False
-    return len(mine) == 1 and addresses == mine
 
 
 def _answers(host: str, port: int, timeout: float = 1.0) -> bool:

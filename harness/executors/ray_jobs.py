@@ -19,6 +19,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from harness.errors import RunFailed
+from harness.executors.ray_probe import sees_probe
 from harness.executors.ray_timeout import JobClocks, mark_started
 from harness.executors.worker import portable
 
@@ -38,17 +39,19 @@ STOP_READ_S = 2.0
 STOP_GRACE_S = 5.0
 
 
-def _call(fn: JobFn, job: Job, driver: str = "", stop_key: str | None = None, start_key: str | None = None):
+def _call(fn: JobFn, job: Job, driver: str = "", stop_key: str | None = None, start_key: str | None = None,
+          probe: str | None = None):
     """The remote task: `fn` travels as an argument, so any picklable callable (a partial) works.
     A SystemExit from the job's code becomes the job's failure: Ray would take it for a crashed
     worker, retry the job and report a dead worker (KeyboardInterrupt is Ray's cancellation). A
     failure on another machine than the driver's (`driver`: its host name) names that node. With
     `stop_key` the job stops itself once the driver sets that key (`ask_to_stop`); with `start_key` it
-    marks its start, which starts its --job-timeout clock (`ray_timeout`)."""
-    mark_started(start_key)
+    marks its start, which starts its --job-timeout clock (`ray_timeout`). It checkpoints only where
+    it sees the driver's probe of token `probe` in the store (`ray_probe`)."""
+    mark_started(start_key)  # first: the check below reads the store, which may hang (an NFS mount)
     try:
         with _stops_on(stop_key):
-            return fn(_checkpoints_here_only(job, driver))
+            return fn(_checkpoints_if_seen(job, probe))
     except SystemExit as e:
         raise _on_node(portable(e), driver) from None
     except Exception as e:
@@ -59,26 +62,29 @@ def _call(fn: JobFn, job: Job, driver: str = "", stop_key: str | None = None, st
 
 
 def submit(ray: Any, fn: JobFn, jobs: Sequence[Job], stop_key: str | None,
-           clocks: JobClocks | None) -> dict[Any, Job]:
+           clocks: JobClocks | None, probe: str | None = None) -> dict[Any, Job]:
     """Hand every job to Ray, which queues it until a worker is free: each reserves its CPUs and GPUs, a
-    dead worker's job is retried MAX_RETRIES times, an exception is not retried. ref -> job."""
+    dead worker's job is retried MAX_RETRIES times, an exception is not retried. ref -> job. `probe`:
+    the token of the run's store probe (None: none written, no job checkpoints)."""
     from harness.executors.base import MAX_RETRIES
 
     remote, shared_fn, driver = ray.remote(_call), ray.put(fn), socket.gethostname()
     refs = [remote.options(num_cpus=job.num_cpus, num_gpus=job.num_gpus, max_retries=MAX_RETRIES,
                            retry_exceptions=False, name=job.label()[:100]).remote(
-                shared_fn, job, driver, stop_key, clocks.key(i) if clocks else None)
+                shared_fn, job, driver, stop_key, clocks.key(i) if clocks else None, probe)
             for i, job in enumerate(jobs)]
     if clocks is not None:
         clocks.refs = refs
     return dict(zip(refs, jobs))
 
 
-def _checkpoints_here_only(job: Job, driver: str) -> Job:
-    """`job` without its checkpoint folder on another machine than the driver's: the driver found
-    every node of the cluster on its own machine (`runs_here`) when it planned, but a node may have
-    joined since (an autoscaler's), and there the folder is a path on that node's own disk."""
-    if getattr(job, "checkpoint_root", None) and driver and driver != socket.gethostname():
+def _checkpoints_if_seen(job: Job, probe: str | None) -> Job:
+    """`job` without its checkpoint folder unless this node sees the driver's probe there: a node that
+    does not (its own disk at the store's path, no such path) would write checkpoints the driver never
+    clears nor counts, and a later run placed on it would resume from one. Checked on the node, as the
+    job starts (an autoscaler's node that joined after planning is checked like any other)."""
+    root = getattr(job, "checkpoint_root", None)
+    if root and not (probe and sees_probe(root, probe)):
         return dataclasses.replace(job, checkpoint_root=None)
     return job
 
