@@ -154,3 +154,33 @@ def test_misbehaving_jobs_fail_alone_named_and_the_others_are_exact(capfd) -> No
                                 "job are not stored")
     assert isinstance(outcomes[3], RuntimeError) and str(outcomes[3]) == "Unpicklable: holds a lock"
     assert outcomes[4] == "closed" and outcomes[5] == "fine"
+
+
+class SilentError(Exception):
+    def __str__(self) -> str:
+        raise RuntimeError("no words")
+
+
+class ExitWhenPickled:
+    def __reduce__(self):  # type: ignore[no-untyped-def]
+        raise SystemExit(5)
+
+
+def raise_or_return_oddities(job: Job) -> object:
+    if job.specs[0].seed == 0:
+        raise SilentError()
+    if job.specs[0].seed == 1:
+        return ExitWhenPickled()
+    return "fine"
+
+
+@pytest.mark.timeout(120)
+def test_an_error_without_words_and_a_result_that_exits_when_pickled_are_named_failures() -> None:
+    """An exception whose str() raises reached the driver as it was (its failure line then raised there);
+    a result whose pickling raised SystemExit ended the worker (twice: 'its worker died 2 times')."""
+    outcomes = dict(_run(raise_or_return_oddities, range(3)))
+    assert isinstance(outcomes[0], RuntimeError)
+    assert str(outcomes[0]) == "SilentError: <its message could not be read: RuntimeError>"
+    assert isinstance(outcomes[1], RuntimeError)
+    assert str(outcomes[1]) == "the job's result could not be sent back: 5"
+    assert outcomes[2] == "fine"

@@ -58,8 +58,8 @@ def main(argv: list[str]) -> None:
             os._exit(0)          # the worker's (both copies answered and took jobs off one socket)
         try:
             conn.send((job_id, ok, payload))
-        except Exception as e:  # the result (or the exception) does not pickle
-            conn.send((job_id, False, RuntimeError(f"the job's result could not be sent back: {e}")))
+        except BaseException as e:  # the result (or the exception) does not pickle; SystemExit in a __reduce__
+            conn.send((job_id, False, RuntimeError(f"the job's result could not be sent back: {describe(e)}")))
 
 
 def warm_up(source: Any) -> None:
@@ -94,15 +94,26 @@ def attempt(fn: Any, job: Any) -> tuple[bool, Any]:
 
 
 def portable(error: BaseException) -> Exception:
-    """The exception itself if it survives pickling, else a RuntimeError naming it; a BaseException
-    that is no Exception (SystemExit, ...) as a RuntimeError too, so it cannot end the driver."""
+    """The exception itself if it survives pickling and can say what it is, else a RuntimeError naming
+    it; a BaseException that is no Exception (SystemExit, ...) as a RuntimeError too, so it cannot end
+    the driver. One whose str() raised reached the driver, and its failure line raised there."""
+    text = describe(error)
     if not isinstance(error, Exception):
-        return RuntimeError(f"{type(error).__name__}: {error}" if str(error) else type(error).__name__)
+        return RuntimeError(f"{type(error).__name__}: {text}" if text else type(error).__name__)
     try:
+        str(error)
         pickle.loads(pickle.dumps(error))
         return error
-    except Exception:
-        return RuntimeError(f"{type(error).__name__}: {error}")
+    except BaseException:
+        return RuntimeError(f"{type(error).__name__}: {text}")
+
+
+def describe(error: BaseException) -> str:
+    """str(error), or what stands in for it where that raises."""
+    try:
+        return str(error)
+    except BaseException as e:
+        return f"<its message could not be read: {type(e).__name__}>"
 
 
 def die_with_driver(driver: int) -> None:
