@@ -165,3 +165,43 @@ def test_a_result_read_just_before_a_ctrl_c_is_handed_back(monkeypatch) -> None:
         signal.signal(signal.SIGINT, previous)
         executor.close()
     assert read == [7] and executor.take_finished() == [(Echo(7), 7)]
+
+
+def freeze_mid_send_once(marker: str, job: Job) -> object:
+    """The first time seed 0's job comes: a result frame cut short, then SIGSTOP; else run_job."""
+    from harness.jobs import run_job
+
+    if job.specs[0].seed == 0 and not os.path.exists(marker):
+        Path(marker).touch()
+        os.write(int(sys.argv[1]), struct.pack("!i", 1_000_000) + b"\x80\x05")
+        os.kill(os.getpid(), signal.SIGSTOP)
+    return run_job(job)
+
+
+# slow (two CLI runs, ~30 s on a busy 2-core machine): the stop itself is tested above
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_the_cli_stores_the_other_runs_and_the_rerun_trains_the_frozen_one(tmp_path, monkeypatch, capsys) -> None:
+    from harness.api import experiment_config
+    from harness.cli import main
+    from harness.experiment import Experiment
+
+    real = LocalExecutor.from_config.__func__  # type: ignore[attr-defined]
+
+    def freezing(cls, cfg):  # type: ignore[no-untyped-def]
+        executor = real(cls, cfg)
+        executor.fn = partial(freeze_mid_send_once, str(tmp_path / "frozen-once"))
+        return executor
+
+    monkeypatch.setattr(LocalExecutor, "from_config", classmethod(freezing))
+    options = dict(proxies="csl", tasks="mislabeled", noise_rates="0.1", seeds=2, epochs=2, device="cpu",
+                   bootstrap=0, store=tmp_path / "store", out=tmp_path / "out")
+    args = [f"--{k.replace('_', '-')}={v}" for k, v in options.items()]
+    assert main(["run", *args, "--no-progress", "--workers", "2", "--job-timeout", "5"]) == 1
+    err = capsys.readouterr().err
+    exp = Experiment(experiment_config(executor="inprocess", **options))
+    frozen, other = sorted(exp.plan.runs, key=lambda spec: spec.seed)
+    assert f"error: job {frozen.label()}: stopped after 5 s, its --job-timeout" in err
+    assert exp.store.get(other) is not None and exp.store.get(frozen) is None
+    assert main(["run", *args, "--no-progress", "--workers", "2", "--job-timeout", "5"]) == 0
+    assert exp.store.get(frozen) is not None
