@@ -1,8 +1,10 @@
 """Cost (paper Table 5): each proxy's measured FLOPs and seconds, absolute and relative to one
-plain training run. It reuses the runs of the first other selected task's first setting label
-(no extra training); alone, it trains one clean base run per seed. The base run is the task's own
-need: the denominator of every ratio, trained even when no selected proxy reads it (ssft or
-confident_learning alone train only their own runs)."""
+plain training run. It reuses the runs of the first other selected task's first setting label;
+alone, it trains one clean base run per seed (a store holding only mislabeled or duplicates runs
+lacks them). The base run is the task's own need: the denominator of every ratio, trained even
+when no selected proxy reads it (ssft or confident_learning alone train only their own runs).
+Nothing trains to be timed: training and recorder costs are those in the runs' manifests, measured
+when each run trained (docs/experiments.md, "Growing an experiment")."""
 
 from __future__ import annotations
 
