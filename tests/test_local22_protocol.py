@@ -205,3 +205,21 @@ def test_the_cli_stores_the_other_runs_and_the_rerun_trains_the_frozen_one(tmp_p
     assert exp.store.get(other) is not None and exp.store.get(frozen) is None
     assert main(["run", *args, "--no-progress", "--workers", "2", "--job-timeout", "5"]) == 0
     assert exp.store.get(frozen) is not None
+
+
+def test_a_send_to_a_worker_that_takes_nothing_gives_up_and_a_corrupt_frame_is_an_error() -> None:
+    """A worker that reads nothing (frozen) fails the send after its timeout instead of holding the driver;
+    a negative length, which no Connection writes, is a ProtocolError (an OSError: the worker is replaced)."""
+    from harness.executors.channel import Channel, ProtocolError
+
+    ours, theirs = socket.socketpair()
+    channel = Channel(ours)
+    with pytest.raises(TimeoutError, match=r"^the worker took no data for 0\.2 s$"):
+        channel.send(b"x" * 50_000_000, timeout=0.2)
+    theirs.sendall(struct.pack("!i", -7) + b"junk")
+    assert channel.poll(0) and not channel.partial()
+    with pytest.raises(ProtocolError, match=r"^a message of length -7 from the worker: its stream is corrupt$"):
+        channel.recv()
+    assert isinstance(ProtocolError("x"), OSError)
+    channel.close()
+    theirs.close()
