@@ -79,3 +79,32 @@ def test_a_run_upgraded_without_a_plugin_recorder_trains_and_says_what_it_drops(
     assert after is not None and after.recorders == {"train_loss", EVAL_LAST.key}
     for name, values in csl_arrays.items():
         np.testing.assert_array_equal(after.arrays("train_loss")[name], values)
+
+
+def test_a_run_another_experiment_holds_is_trained_after_it_with_the_union(make_config, monkeypatch) -> None:
+    """how-it-works.md: two experiments that need one spec with different recorders each train it,
+    the second, once it gets the entry's lock, with the union of both. B finds the entry's lock
+    taken (A trains the run with csl's recorder and stores it meanwhile), waits for it, and trains
+    the run with final_loss's recorder and csl's: it trained final_loss's alone, dropping A's."""
+    import harness.runner as runner_module
+
+    b = Experiment(make_config(proxies="final_loss", out=None, subset=300))
+    done, todo = b.pending()
+    a = Experiment(make_config(proxies="csl", out=None, subset=300))
+    real = runner_module._acquire
+    taken: list = []
+
+    def acquire(lock, timeout: float = -1) -> None:
+        if timeout == 0 and not taken:  # B's first try: A holds the lock, trains, stores, lets go
+            taken.append(None)  # A's own tries take the lock as usual
+            taken[0] = a.run()
+            raise TimeoutError
+        real(lock, timeout)
+
+    monkeypatch.setattr(runner_module, "_acquire", acquire)
+    ran = Runner(b.store, b.executor, b.plan.runs, b.jobs).run(done, todo)
+    (base,) = b.plan.runs
+    assert taken[0].trained == [base.label()]
+    assert ran.trained == [base.label()]
+    after = b.store.get(base)
+    assert after is not None and after.recorders == {"train_loss", EVAL_LAST.key}
