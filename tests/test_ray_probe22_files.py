@@ -64,6 +64,8 @@ def test_a_probe_that_cannot_be_written_means_no_checkpoints_said_once(tmp_path,
     assert err.count("warning: cannot write") == 1 and "write no in-run checkpoints" in err
     probe.remove()  # nothing to remove: no error
     assert StoreProbe(set()).live is None  # no job checkpoints (the planner gave none a store)
+    assert StoreProbe({str(tmp_path / "no-store")}).live is None and not (tmp_path / "no-store").exists()
+    assert capsys.readouterr().err.count("warning: cannot write") == 1  # a store path that is no store: made none
 
 
 def test_probes_of_killed_drivers_on_this_host_are_removed_and_no_other(tmp_path) -> None:

@@ -322,9 +322,11 @@ class RayExecutor(Executor):
             yield from collect(ray, pending, self.head, self._lost, nodes, clocks, _head_answers, self.progress)
         finally:  # normal end: nothing left; Ctrl-C or a consumer error: keep what finished, stop the rest
             self._finished = finished_results(ray, pending) if pending else []
-            if pending or nodes.given_up:  # a job given up for a lost node is still in Ray's queue
-                self._stop({**pending, **nodes.given_up})
-            probe.remove()  # after the stop: no job of the run is left to read it
+            try:
+                if pending or nodes.given_up:  # a job given up for a lost node is still in Ray's queue
+                    self._stop({**pending, **nodes.given_up})
+            finally:  # after the stop (no job of the run is left to read it), even one a second Ctrl-C cut short
+                probe.remove()
             if clocks is not None:  # after the stop: a second Ctrl-C in it must not skip the stop
                 clocks.forget()
 

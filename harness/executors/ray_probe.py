@@ -16,6 +16,7 @@ driver on the same host removes it (its process gone, its lock free). A probe th
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import secrets
@@ -75,6 +76,8 @@ class StoreProbe:
         path = probe_path(root, self.token)
         remove_dead_probes(path.parent)
         try:
+            if not path.parent.is_dir():  # made with the store: a store path that is not one gets no folder
+                raise FileNotFoundError(errno.ENOENT, "no such folder", str(path.parent))
             atomic_write_text(path, f"{self.token}\n{socket.gethostname()}\n{os.getpid()}\n")
         except OSError as e:
             print(f"warning: cannot write {path} ({e.strerror or e}), the file that tells Ray's jobs they see "
