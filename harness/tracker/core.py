@@ -19,7 +19,7 @@ from harness.tracker.eval_passes import EvalPassState, training_untouched
 from harness.tracker.inputs import Inputs, label_array
 from harness.tracker.results import TrackerResults
 from harness.tracker.selection import LOSS_KEY, ProxySelection
-from harness.tracker.signals import TrackedSignals
+from harness.tracker.signals import TrackedSignals, warn_other_loss
 from harness.tracker.state import TrackerCheckpoints, restore_signals
 from proxies import Proxy
 
@@ -114,6 +114,7 @@ class SampleTracker(TrackerCheckpoints, TrackerResults):
         #: to world size - 1, the most a `DistributedSampler` repeats to pad the epoch
         self.allowed_repeats = 0
         self._warned_repeats = False
+        self._warned_other_loss = False  # losses= other than the cross-entropy of the logits: said once
         self._host = None
         self._saved = None  # a loaded state, written to the device at its first use
 
@@ -183,7 +184,7 @@ class SampleTracker(TrackerCheckpoints, TrackerResults):
         self._flush()
         signals, inputs = self._signals, self._inputs
         assert signals is not None and inputs is not None  # an update() made them, or _restore_now did
-        bad_index, non_finite, repeated, conflicts = signals.epoch_checks(inputs.bad)
+        bad_index, non_finite, repeated, conflicts, other_loss = signals.epoch_checks(inputs.bad)
         if bad_index:  # only CUDA indices get here: on the CPU update() raised at once
             raise HarnessError(f"update() got sample indices outside [0, {self.n}) in epoch {self.epochs + 1}; "
                                f"pass the dataset's own indices and n = len(dataset)")
@@ -194,6 +195,9 @@ class SampleTracker(TrackerCheckpoints, TrackerResults):
         if repeated > self.allowed_repeats and not self._warned_repeats:
             self._warned_repeats = True
             signals.presentations.warn(repeated, self.epochs + 1)
+        if other_loss and not self._warned_other_loss:
+            self._warned_other_loss = True
+            warn_other_loss(other_loss, self.epochs + 1)  # losses= of label smoothing, class weights, ...
         signals.close_epoch(self.epochs)
         self.epochs += 1
         self._pending = False

@@ -40,6 +40,7 @@ class TrackerFields:
     _had_logits_closed: bool
     _eval_at: list[int]
     _warned_repeats: bool
+    _warned_other_loss: bool
     _host: Records | None
     _saved: dict[str, Any] | None
 

@@ -19,6 +19,9 @@ from harness.tracker.inputs import unusable_logits
 from harness.tracker.selection import EVAL_LAST_KEY, LOSS_KEY, TRAIN_KEYS, TRAIN_REQUESTS
 
 _NEVER = torch.iinfo(torch.int64).max  # `first_seen` of a sample not presented this epoch
+#: losses= further than this (relative to 1 + the loss) from the cross-entropy of their logits are
+#: another loss (`TrackedSignals.other_loss`); a half-precision loss of those logits is well within it
+OTHER_LOSS_TOLERANCE = 1e-2
 
 
 class Presentations:
@@ -160,6 +163,7 @@ class TrackedSignals:
         self.presentations = Presentations(n, device)
         self.non_finite_now = torch.zeros(n + 1, dtype=torch.int32, device=device)  # this epoch's, per sample
         self.non_finite_train = torch.zeros(n, dtype=torch.bool, device=device)  # any epoch's
+        self.other_loss = torch.zeros((), dtype=torch.int64, device=device)  # this epoch's (`other_losses`)
 
     # -- training batches and epochs ---------------------------------------------------------------
     def record_batch(self, epoch: int, idx: torch.Tensor, losses: torch.Tensor | None, logits: torch.Tensor | None,
@@ -169,6 +173,8 @@ class TrackedSignals:
         must be in [0, n) (checked by `Inputs`)."""
         if losses is not None:
             loss = losses.float()
+            if logits is not None and labels is not None:  # the spec's loss, or another (`warn_other_loss`)
+                self.other_loss += other_losses(loss, logits, labels)
         else:  # update() gives losses, or logits with labels (the constructor's when it had none)
             assert logits is not None and labels is not None
             loss = nn.functional.cross_entropy(logits.float(), labels, reduction="none")
@@ -191,15 +197,16 @@ class TrackedSignals:
             bad |= unusable_logits(logits, labels)
         self.non_finite_now.index_add_(0, slot, bad.to(torch.int32))
 
-    def epoch_checks(self, bad_index: torch.Tensor) -> tuple[bool, bool, int, int]:
-        """The epoch's deferred checks in one device-to-host read: (an index was out of range, a
-        signal was not finite, samples presented more than once, samples whose update() label
-        differed from the constructor's)."""
+    def epoch_checks(self, bad_index: torch.Tensor) -> tuple[bool, bool, int, int, int]:
+        """The epoch's deferred checks in one device-to-host read: (an index out of range, a signal not
+        finite, samples presented more than once, samples of another label than before, losses= not
+        the cross-entropy of their logits)."""
         conflicts = (self.label_conflicts > 0).sum()
         checks = torch.stack([bad_index.long(), self.non_finite_now[: self.n].any().long(),
-                              self.presentations.repeated(), conflicts.long()])
-        bad, non_finite, repeated, conflicted = checks.tolist()
-        return bool(bad), bool(non_finite), repeated, conflicted
+                              self.presentations.repeated(), conflicts.long(), self.other_loss])
+        bad, non_finite, repeated, conflicted, other = checks.tolist()
+        self.other_loss.zero_()
+        return bool(bad), bool(non_finite), repeated, conflicted, other
 
     def label_conflict_error(self, count: int, epoch_number: int) -> HarnessError:
         first = torch.nonzero(self.label_conflicts).flatten()[:10].tolist()
@@ -236,6 +243,7 @@ class TrackedSignals:
                 running.fill_(float("nan"))
         self.label_conflicts.zero_()
         self.non_finite_now.zero_()
+        self.other_loss.zero_()
         self.presentations.forget()
 
     def close_non_finite_epoch(self, epoch_number: int) -> None:
@@ -272,3 +280,25 @@ class TrackedSignals:
             probs = arrays[EVAL_LAST_KEY]["probs_last"]
             pred = np.where(np.isnan(probs).any(1), -1, np.nan_to_num(probs, nan=0.0).argmax(1))
         return Records(arrays), non_finite, missing, self.given[: self.n].cpu().numpy(), pred
+
+
+def other_losses(loss: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """How many of a batch's `losses=` (float32) are not the cross-entropy of its logits: another
+    loss than methods.md's per-sample cross-entropy (a device count, read at `end_epoch`)."""
+    plain = nn.functional.cross_entropy(logits.float(), labels, reduction="none")
+    return ((loss - plain).abs() > OTHER_LOSS_TOLERANCE * (1 + plain.abs())).sum()
+
+
+def warn_other_loss(count: int, epoch_number: int) -> None:
+    """Say once that `csl` sums a loss other than the spec's (methods.md: per-sample cross-entropy
+    against the labels trained on), while the proxies reading logits use plain cross-entropy."""
+    warnings.warn(
+        f"SampleTracker: the losses= of {count} presentation(s) in epoch {epoch_number} differ from the "
+        f"cross-entropy of their logits= and labels (label smoothing, class weights, mixup, focal loss, a loss "
+        f"divided for gradient accumulation?). csl sums the losses as passed, while aum, forgetting, el2n and "
+        f"the other proxies read the logits against the labels; the specified csl sums plain per-sample "
+        f"cross-entropy: pass logits= and labels= without losses= and the tracker computes it (to sum your "
+        f"own loss, keep losses= and ignore this warning)",
+        RuntimeWarning,
+        stacklevel=3,
+    )
