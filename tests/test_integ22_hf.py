@@ -87,3 +87,28 @@ def test_a_resume_in_larger_batches_closes_the_epoch_the_trainer_left(tmp_path: 
     assert csl.tracker.epochs == 2
     presented = csl.tracker.epochs_presented()
     assert presented.sum() == 12 + 8 and presented.max() == 2
+
+
+def test_a_resume_in_other_batches_under_gradient_accumulation_counts_update_steps(tmp_path: Path) -> None:
+    """gradient_accumulation_steps=2: the Trainer counts update steps (2 batches each). Saved in
+    batches of 4 at the first epoch's end (2 update steps), resumed in batches of 2 (4 update steps
+    an epoch): it counts 0 epochs done and trains the first epoch's second half again. The record:
+    2 epochs, every sample in each, csl the uninterrupted run's (learning_rate=0)."""
+    made = tiny_hf()
+    m = made["m"]
+
+    def run(out: Path, batch: int, ckpt: Path | None = None):
+        csl = m.CSLTrainerCallback(N)
+        args = made["args"](out, per_device_train_batch_size=batch, learning_rate=0.0, gradient_accumulation_steps=2,
+                            save_strategy="steps", save_steps=1)
+        trainer = m.CSLTrainer(model=_OutOfMemoryAbove(), args=args,
+                               train_dataset=m.with_sample_index(made["rows"]), callbacks=[csl])
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            trainer.train(resume_from_checkpoint=None if ckpt is None else str(ckpt))
+            return csl, csl.scores()
+
+    _, whole = run(tmp_path / "full", 4)
+    csl, scores = run(tmp_path / "small", 2, tmp_path / "full" / "checkpoint-2")
+    assert csl.tracker.epochs == 2 and scores.equals(whole)
+    np.testing.assert_array_equal(csl.tracker.epochs_presented(), np.full(N, 2))
