@@ -168,6 +168,7 @@ class Planner:
             if stored is not None and (lost := not_recordable(stored)):
                 dropped[spec.label()] = lost
         warn_other_threads(done, self.cfg.threads or 1, self.device)
+        warn_other_engines(done, plan.runs, self.device, self.dataset.x_train)
         warn_dropped(dropped)
         return done, todo
 
@@ -237,6 +238,26 @@ def warn_other_threads(done: dict[RunSpec, StoredRun], threads: int, device: tor
                       f"thread(s), this experiment trains with {threads}: a CPU run's numbers depend on its thread "
                       f"count, so these are not the numbers a fresh run here gives; pass --threads {other[0]} to "
                       "match them, or another --store to retrain", stacklevel=3)
+
+
+def warn_other_engines(done: dict[RunSpec, StoredRun], wanted: dict[RunSpec, set[RecorderRequest]],
+                       device: torch.device, inputs: torch.Tensor) -> None:
+    """One line when runs read from the store were trained in another engine than a fresh run of this
+    experiment would be, on this kind of device. A fold or stability model that carries a recorder
+    the ensemble engine cannot record (a plugin's, from an earlier experiment) trained alone; reused
+    where only the last eval pass is wanted, its numbers are the single engine's, which agree with the
+    ensemble engine's to float rounding, not bitwise, and nothing said so."""
+    def engine(spec: RunSpec) -> str:
+        return "ensemble" if trains_batched(spec, wanted[spec], device, inputs) else "single"
+
+    other = [spec for spec, run in done.items()
+             if run.manifest.device.partition(":")[0] == device.type and run.manifest.engine != engine(spec)]
+    if other:
+        warnings.warn(f"{len(other)} run(s) read from the store ({other[0].label()}{', ...' if len(other) > 1 else ''})"
+                      " were trained in another engine than this experiment trains them in (their recorders then "
+                      "differed): the single and ensemble engines agree to float rounding, not bitwise, so these "
+                      "are not the numbers a fresh run here gives; pass another --store to retrain them",
+                      stacklevel=3)
 
 
 def warn_dropped(dropped: dict[str, list[str]]) -> None:

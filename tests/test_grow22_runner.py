@@ -108,3 +108,39 @@ def test_a_run_another_experiment_holds_is_trained_after_it_with_the_union(make_
     assert ran.trained == [base.label()]
     after = b.store.get(base)
     assert after is not None and after.recorders == {"train_loss", EVAL_LAST.key}
+
+
+def test_folds_reused_from_another_engine_are_named(make_config, fresh, monkeypatch) -> None:
+    """A plugin proxy recorded its own recorder on confident_learning's folds, which therefore trained
+    alone (the single engine); confident_learning alone then reused them, though a fresh run trains
+    its folds batched (the ensemble engine, equal to float rounding only), without a word."""
+    from harness.recorders import RECORDERS, RecorderRequest
+    from harness.recorders.train_pass import TrainLoss
+    from proxies import Need, Proxy
+    from proxies.confident_learning import ConfidentLearning
+
+    class Grow22FoldLoss(TrainLoss):
+        name = "grow22_fold_loss"
+
+    class Grow22FoldProxy(Proxy):
+        name = "grow22_fold_proxy"
+        description = "records its own recorder on confident_learning's folds"
+        citation = "test"
+
+        def needs(self, base):
+            request = RecorderRequest.of("grow22_fold_loss")
+            return [Need(spec, frozenset({request, EVAL_LAST})) for spec in ConfidentLearning().fold_specs(base)]
+
+        def score(self, ctx):
+            return np.zeros(len(ctx.labels))
+
+    monkeypatch.setitem(RECORDERS._items, "grow22_fold_loss", Grow22FoldLoss)
+    fresh.register("grow22_fold_proxy", Grow22FoldProxy)
+    first = Experiment(make_config(proxies="grow22_fold_proxy", out=None, subset=300)).run()
+    assert len(first.trained) == 3
+    second = Experiment(make_config(proxies="confident_learning", out=None, subset=300))
+    with pytest.warns(UserWarning, match=r"^3 run\(s\) read from the store \(digits noise=0.1 mlp seed0 on=fold\d/3@0, "
+                                         r"\.\.\.\) were trained in another engine than this experiment trains them"):
+        done, todo = second.pending()
+    assert len(done) == 3 and todo == []
+    assert {run.manifest.engine for run in done.values()} == {"single"}
