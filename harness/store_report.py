@@ -22,6 +22,7 @@ from pathlib import Path
 import harness.store_admin as admin
 from harness.console import stopped
 from harness.errors import HarnessError
+from harness.executors.ray_probe import remove_dead_probes
 from harness.io import interrupts_held, probe_writable
 from harness.store_admin import Entry, Scan, Selection, is_store, remove_checkpoint, remove_entry, scan
 from harness.store_place import link_target
@@ -143,6 +144,9 @@ def info(root: Path, runs: bool, say: Say) -> int:
                               ("other files in runs/ and partial/ (not the store's, never touched)", found.foreign,
                                "")):
         say(f"{what}: {len(items)}, {size(sum(i.bytes for i in items))}{hint if items else ''}")
+    if found.probes:
+        say(f"Ray run probes: {len(found.probes)} (a running Ray experiment's, telling its jobs they see this store, "
+            "or one a killed run left: the next Ray run on that host or prune --leftovers removes that)")
     if busy:  # its entry's lock is held: a leftover only once that experiment ends without removing it
         say(f"in use by a running experiment or prune: {len(busy)}, {size(sum(i.bytes for i in busy))} (checkpoints "
             "and temporary files of runs being trained, stored or removed now; not freeable, not pruned while in use)")
@@ -358,4 +362,6 @@ def _prune_listed(root: Path, targets: list, dry: bool, leftovers: bool, say: Sa
                                        "system refused, or it holds files not the store's own now)"))
     say(f"removed {len(removed)} of {len(targets) - len(put_back)} leftovers, freed "
         f"{size(sum(sizes.get(n, 0) for n in removed))}")
+    for name in remove_dead_probes(root / "partial"):  # this host's, its process gone, its lock free
+        say(f"removed partial/{name} (the probe file of a killed Ray run)")
     return 1 if failed else 0

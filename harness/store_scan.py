@@ -18,6 +18,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from harness.executors.ray_probe import NAME as PROBE
 from harness.io import failure_reason
 from harness.manifest import Manifest
 from harness.store import CKPT_TEMP, LEFTOVER, store_leftovers, verify_entry
@@ -80,6 +81,7 @@ class Scan:
     leftovers: list[Item]  # what kills left (`harness.store.store_leftovers`), or a live writer's (`busy`)
     foreign: list[Item]  # anything else in runs/ or partial/: never touched
     linked: list[str]  # store folders that are symlinks (partial/): never walked into
+    probes: list[Item]  # partial/.ray-probe-*: a Ray run's, or one its killed driver left (`ray_probe`)
 
 
 def is_store(root: Path) -> bool:
@@ -144,7 +146,7 @@ def scan(root: Path) -> Scan:
     # one gone when looked at after its lock was found free was the live writer's, let go meanwhile: not listed
     leftovers = [Item(str(p.relative_to(root)), p, tree_bytes(p), d, busy) for d, p in left
                  if (busy := held(root, d)) or os.path.lexists(p)]
-    entries, checkpoints, foreign = [], [], []
+    entries, checkpoints, foreign, probes = [], [], [], []
     for sub, folder in (("runs", runs), ("partial", partial)):
         for name in sorted(os.listdir(folder)) if folder.is_dir() and sub not in linked else []:
             path = folder / name
@@ -160,9 +162,11 @@ def scan(root: Path) -> Scan:
                 checkpoints.append(Item(f"{sub}/{name}", path, tree_bytes(path), digest, held(root, digest)))
             elif temp and held(root, digest):  # made by the live writer since the leftovers were listed
                 leftovers.append(Item(f"{sub}/{name}", path, tree_bytes(path), digest, True))
+            elif sub == "partial" and PROBE.fullmatch(name) and path.is_file() and not path.is_symlink():
+                probes.append(Item(f"{sub}/{name}", path, tree_bytes(path)))
             elif os.path.lexists(path):  # not a live writer's file, removed as its lock was let go
                 foreign.append(Item(f"{sub}/{name}", path, tree_bytes(path)))
-    return Scan(root, entries, checkpoints, leftovers, foreign, linked)
+    return Scan(root, entries, checkpoints, leftovers, foreign, linked, probes)
 
 
 def own_checkpoint(path: Path) -> bool:
