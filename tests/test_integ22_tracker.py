@@ -156,3 +156,23 @@ def test_one_tracker_for_two_models_sums_both_trainings() -> None:
     _replay(seen, first)
     assert first.epochs == 2 * EPOCHS
     np.testing.assert_array_equal(first.epochs_presented(), np.full(N, 2 * EPOCHS))
+
+
+@pytest.mark.parametrize("indices", [None, ["a", "b"], np.array([object(), object()])])
+def test_a_batch_without_indices_is_refused_naming_the_wrapper(indices) -> None:
+    """A batch without its indices (`batch.get("index")` of a dataset that gives none: None) was a
+    TypeError from torch about numpy object arrays; now a HarnessError naming WithIndex, and the
+    tracker records nothing of it."""
+    tracker = SampleTracker(N)
+    with pytest.raises(HarnessError, match=r"no sample indices .*WithIndex\(dataset\)"):
+        tracker.update(indices, losses=torch.ones(2))
+    tracker.update(torch.arange(N), losses=torch.ones(N))
+    tracker.end_epoch()
+    np.testing.assert_array_equal(tracker.scores()["csl"], np.ones(N))
+
+
+def test_one_hot_labels_are_refused_naming_the_class_ids() -> None:
+    x, y = _data()
+    tracker = SampleTracker(N)
+    with pytest.raises(HarnessError, match=r"labels has shape \(24, 3\) .*labels\.argmax\(1\)"):
+        tracker.update(torch.arange(N), logits=_model()(x), labels=nn.functional.one_hot(y, C).float())

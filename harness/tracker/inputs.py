@@ -46,7 +46,7 @@ class Inputs:
         """The batch's sample indices as (host int64 array, None) when given on the host, range-checked
         at once (free), or (None, int64 tensor on the tracker's device) when given on a GPU, to be
         range-checked there by `on_device` (a check here would sync the host every batch)."""
-        idx = indices if isinstance(indices, torch.Tensor) else self._from_numpy(np.asarray(indices))
+        idx = indices if isinstance(indices, torch.Tensor) else self._from_numpy(_host_indices(indices, where))
         if idx.dtype in _UNSIGNED_TORCH and idx.dtype != torch.uint64:
             idx = idx.long()  # uint16 / uint32 ids always fit in int64
         if idx.dim() != 1 or idx.dtype not in _INDEX_DTYPES:
@@ -108,6 +108,8 @@ class Inputs:
         if value.dim() != ndim or value.shape[0] != length:
             want = f"({length},)" if ndim == 1 else f"({length}, classes)"
             hint = "; compute the loss with reduction='none'" if what == "losses" else ""
+            if what == "labels" and value.dim() == 2:  # one-hot or soft targets (mixup, label smoothing by hand)
+                hint = "; pass each sample's class id (one-hot rows: labels.argmax(1)), the label it is trained on"
             raise HarnessError(f"update(): {what} has shape {tuple(value.shape)} but must be {want} for "
                                f"{length} indices{hint}")
         if floating != value.dtype.is_floating_point or value.dtype == torch.bool:
@@ -142,6 +144,19 @@ class Inputs:
             x, y, idx = batch
             idx = self.indices(idx, "eval_epoch()")
             yield idx, x.to(dev), eval_labels(y, len(idx)).to(dev)
+
+
+def _host_indices(indices: Any, where: str) -> np.ndarray:
+    """Indices given as a list or array, as an array: None (a batch without its index: `batch.get`
+    of a key the dataset does not give) or anything not numeric is named, not left to torch's
+    TypeError about numpy object arrays."""
+    array = np.asarray(indices)
+    if array.dtype.kind in "OSUV":
+        raise HarnessError(f"{where}: no sample indices (got {type(indices).__name__}); each batch must carry its "
+                           f"samples' indices in the dataset: wrap the dataset so it returns its index "
+                           f"(harness.integrations.WithIndex(dataset): (x, y) items become (x, y, index)) and pass "
+                           f"the batch's index tensor")
+    return array
 
 
 def eval_labels(y: Any, length: int) -> torch.Tensor:
