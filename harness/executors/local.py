@@ -168,21 +168,7 @@ class LocalExecutor(Executor):
 
     def _start(self, warm: object = None) -> None:
         """A new worker; `warm`: the data source it loads before it is ready (`worker.warm_up`)."""
-        from harness.jobs import thread_environment
-
-        ours, theirs = socket.socketpair()
-        env = {**os.environ, **thread_environment(self.threads), "PYTHONPATH": worker_pythonpath(_PACKAGE_ROOT)}
-        try:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "harness.executors.worker", str(theirs.fileno()), str(os.getpid())],
-                stdin=subprocess.PIPE, pass_fds=(theirs.fileno(),), env=env, start_new_session=True)
-        except OSError as e:
-            ours.close()
-            raise WorkersLost(f"cannot start a worker process of the local executor ({e.strerror or e}); "
-                              "runs already stored are kept") from e
-        finally:
-            theirs.close()
-        worker = _Worker(proc, Channel(ours))
+        worker = _spawn(self.threads)
         self._pool.append(worker)
         with suppress(OSError):  # it died at once (a kill, no memory): the pool sees it end before it is ready
             worker.conn.send((list(sys.path), self.threads, pickle.dumps(self.fn) if self.fn is not None else None,
@@ -245,9 +231,8 @@ class LocalExecutor(Executor):
                     self.close()
 
     def _hand_out(self, worker: _Worker, queue: deque[int], jobs: list[Job]) -> None:
-        """Send the next job to an idle worker. One killed (or frozen) since its last message cannot take
-        it: it is replaced and the job, which never started, goes first to the next (the send raised out of
-        `run`, ending the experiment in a traceback)."""
+        """Send the next job to an idle worker. One killed (or frozen) since cannot take it: it is replaced
+        and the job, never started, goes first to the next (the send raised out of `run`: a traceback)."""
         worker.job, worker.started = queue.popleft(), time.monotonic()
         try:
             worker.conn.send((worker.job, jobs[worker.job]))
@@ -285,6 +270,25 @@ class LocalExecutor(Executor):
             return -1, None  # not the answer to its job (a copy of the worker forked by a job's code): dropped
         worker.job = None
         return index, message[2]
+
+
+def _spawn(threads: int) -> _Worker:
+    """A worker process in a session of its own, and the driver's end of its socket."""
+    from harness.jobs import thread_environment
+
+    ours, theirs = socket.socketpair()
+    env = {**os.environ, **thread_environment(threads), "PYTHONPATH": worker_pythonpath(_PACKAGE_ROOT)}
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "harness.executors.worker", str(theirs.fileno()), str(os.getpid())],
+            stdin=subprocess.PIPE, pass_fds=(theirs.fileno(),), env=env, start_new_session=True)
+    except OSError as e:
+        ours.close()
+        raise WorkersLost(f"cannot start a worker process of the local executor ({e.strerror or e}); "
+                          "runs already stored are kept") from e
+    finally:
+        theirs.close()
+    return _Worker(proc, Channel(ours))
 
 
 def _readable(pool: list[_Worker], limit: float | None) -> list[_Worker]:
@@ -368,10 +372,9 @@ def _sent(workers: list[_Worker], jobs: list[Job]) -> list[Outcome]:
 
 
 def _stop(workers: list[_Worker]) -> None:
-    """Stop workers for good, and what their jobs started in their process groups (a child a job's code
-    left behind held the driver's stdout and stderr, and whoever read them to their end waited on it):
-    close their pipes (a worker exits at EOF), SIGTERM, and SIGKILL what is left after STOP_GRACE_S.
-    Empties the list."""
+    """Stop workers for good, with what their jobs started in their process groups (a child left behind held
+    the driver's stdout and stderr, and whoever read them to their end waited on it): close their pipes (a
+    worker exits at EOF), SIGTERM, and SIGKILL what is left after STOP_GRACE_S. Empties the list."""
     stopping = list(workers)
     workers.clear()
     for worker in stopping:
@@ -391,8 +394,7 @@ def _stop(workers: list[_Worker]) -> None:
 
 
 def _signal_group(proc: subprocess.Popen, signum: int) -> None:
-    """Signal a worker's process group (its own: `start_new_session`), only while the worker is not reaped:
-    its id then names no other group. A reaped worker's group is left alone."""
+    """Signal a worker's process group (`start_new_session`) while it is unreaped: its id names no other."""
     if proc.returncode is None:
         with suppress(OSError):
             os.killpg(proc.pid, signum)
