@@ -112,3 +112,41 @@ def test_a_resume_in_other_batches_under_gradient_accumulation_counts_update_ste
     csl, scores = run(tmp_path / "small", 2, tmp_path / "full" / "checkpoint-2")
     assert csl.tracker.epochs == 2 and scores.equals(whole)
     np.testing.assert_array_equal(csl.tracker.epochs_presented(), np.full(N, 2))
+
+
+def test_a_retry_resumed_from_a_checkpoint_inside_an_epoch_trained_again_keeps_its_map(tmp_path: Path) -> None:
+    """checkpoint-3 of a resume in batches of 4 from an epoch's end (saved in batches of 8) lies in
+    the first epoch, trained again, whose record is closed. Resumed from it in batches of 4, the
+    Trainer's first attempt takes the batch in the state (8, the first run's) and every forward of
+    more than 3 rows runs out of memory, so it retries in 7, 6, 5, 4 and 3 (global step 3: still
+    the first epoch, 9 rows skipped): each retry goes back to the record and to its map of epochs
+    (`EpochMap.kept`), so the 7 rows trained again are not an epoch of their own."""
+    made = tiny_hf()
+    m = made["m"]
+    _, whole = _resume(made, tmp_path / "full", None, 8, save=True)
+    _resume(made, tmp_path / "small", tmp_path / "full" / "checkpoint-2", 4, save=True)
+    csl = m.CSLTrainerCallback(N)
+    args = made["args"](tmp_path / "retry", per_device_train_batch_size=4, learning_rate=0.0, save_strategy="no",
+                        auto_find_batch_size=True)
+    model = _AlwaysOutOfMemoryAbove(3)
+    trainer = m.CSLTrainer(model=model, args=args, train_dataset=m.with_sample_index(made["rows"]), callbacks=[csl])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        trainer.train(resume_from_checkpoint=str(tmp_path / "small" / "checkpoint-3"))
+        scores = csl.scores()
+    assert model.raised == 5 and trainer._train_batch_size == 3
+    assert csl.tracker.epochs == 2 and scores.equals(whole)
+    np.testing.assert_array_equal(csl.tracker.epochs_presented(), np.full(N, 2))
+
+
+class _AlwaysOutOfMemoryAbove(_OutOfMemoryAbove):
+    """Every training forward of more than `limit` rows runs out of memory."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(None, limit)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training and x.shape[0] > self.limit:
+            self.raised += 1
+            raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return self.linear(x)
