@@ -22,6 +22,7 @@ import argparse
 import signal
 import threading
 import warnings
+from typing import TYPE_CHECKING
 
 from harness.api import build_config
 from harness.cli_parser import add_flag as add_flag
@@ -34,6 +35,16 @@ from harness.console import KEPT, stop_signal, stop_signals_handled, stopped
 from harness.errors import HarnessError, Interrupted, StorageError
 from harness.store_report import cmd_store
 
+if TYPE_CHECKING:
+    from harness.experiment import Experiment
+
+
+def cost_on(exp: Experiment) -> str:
+    """Where the cost task measures, for the start line: alone it trains clean base runs of its own,
+    which a store holding only another task's runs lacks (a run trained where a user expected none)."""
+    label = next((s.label for task, s, _ in exp.plan.settings if task.name == "cost"), None)
+    return "" if label is None else f" · cost on the {label} runs"
+
 
 def cmd_run(args: argparse.Namespace) -> int:
     cfg = build_config(**run_options(args))  # bad options fail here, before the heavy imports
@@ -44,7 +55,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     say(f"memprox: {cfg.dataset} (N={exp.dataset.n_train}) · {cfg.model} · {plural(cfg.recipe.epochs, 'epoch')} · "
         f"{plural(len(exp.proxies), 'proxy', 'proxies')} · {plural(settings, 'setting')} × "
         f"{plural(len(cfg.seeds), 'seed')} · {plural(len(exp.plan.runs), 'distinct run')} · device {exp.device} · "
-        f"preset {cfg.preset}", err=True)
+        f"preset {cfg.preset}{cost_on(exp)}", err=True)
     result = exp.run()
     over = _RunOver.hold()  # the outputs are written: a Ctrl-C no longer stops the run
     try:

@@ -68,7 +68,7 @@ def preset_note(cfg: ExperimentConfig, input_shape: tuple[int, ...] | None = Non
         schedule = f"multistep (/{1 / r.gamma:g} at epochs {steps})" if steps else "multistep (no milestone: constant)"
     formats = "".join(f", {word}" for word, on in ((r.precision, r.precision != "fp32"),
                                                     ("channels-last", r.channels_last)) if on)
-    return (f"preset {cfg.preset}: {cfg.model}, {r.epochs} epochs {r.optimizer} lr {r.lr:g} {schedule}, "
+    return (f"preset {cfg.preset}: {cfg.model}, {plural(r.epochs, 'epoch')} {r.optimizer} lr {r.lr:g} {schedule}, "
             f"batch {r.batch_size}, augmentation {augment}{formats}")
 
 
