@@ -34,7 +34,8 @@ def freeze_mid_send(pid_file: str, job: Job) -> int:
     if job.specs[0].seed == 0:
         fd = int(sys.argv[1])  # `python -m harness.executors.worker FD DRIVER_PID`
         os.write(fd, struct.pack("!i", 1_000_000) + pickle.dumps((0, True, "cut"))[:5])
-        Path(pid_file).write_text(str(os.getpid()))
+        Path(pid_file + ".tmp").write_text(str(os.getpid()))
+        os.replace(pid_file + ".tmp", pid_file)  # whole when it appears: the Ctrl-C test's watcher reads it
         os.kill(os.getpid(), signal.SIGSTOP)
     return os.getpid()
 
