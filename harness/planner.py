@@ -16,7 +16,7 @@ import torch
 
 from harness.config import ExperimentConfig
 from harness.datasets import Dataset
-from harness.ensemble import can_ensemble, ensemble_chunks
+from harness.ensemble_plan import can_ensemble, ensemble_chunks
 from harness.errors import HarnessError
 from harness.executors import Executor
 from harness.jobs import DataSource, Job, Pending, prepared_data
