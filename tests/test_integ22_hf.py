@@ -150,3 +150,30 @@ class _AlwaysOutOfMemoryAbove(_OutOfMemoryAbove):
             self.raised += 1
             raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
         return self.linear(x)
+
+
+def test_the_resize_warning_names_the_batch_the_checkpoint_s_steps_were_made_in(tmp_path: Path) -> None:
+    """The Trainer keeps the first run's train_batch_size (8) in a resumed state, so checkpoint-3 of
+    a resume in batches of 4 says 8 in its trainer_state.json; csl_tracker.pt keeps the batch the
+    steps were made in. Resumed from it in batches of 4: no warning (before: 'in batches of 8, in
+    batches of 4'); in batches of 8: the warning, naming 4."""
+    made = tiny_hf()
+    m = made["m"]
+    _resume(made, tmp_path / "full", None, 8, save=True)
+    _resume(made, tmp_path / "small", tmp_path / "full" / "checkpoint-2", 4, save=True)
+    ckpt = tmp_path / "small" / "checkpoint-3"
+    assert torch.load(ckpt / "csl_tracker.pt", weights_only=True)["batch"] == 4
+
+    def said(batch: int) -> list[str]:
+        args = made["args"](tmp_path / f"at{batch}", per_device_train_batch_size=batch, learning_rate=0.0,
+                            save_strategy="no")
+        trainer = m.CSLTrainer(model=_OutOfMemoryAbove(), args=args, train_dataset=m.with_sample_index(made["rows"]),
+                               callbacks=[m.CSLTrainerCallback(N)])
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            trainer.train(resume_from_checkpoint=str(ckpt))
+        return [str(w.message) for w in caught if "resumes from a checkpoint saved after" in str(w.message)]
+
+    assert said(4) == []
+    resized = said(8)
+    assert len(resized) == 1 and "saved after 3 step(s) in batches of 4, in batches of 8" in resized[0]

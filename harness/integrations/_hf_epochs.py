@@ -52,6 +52,8 @@ class EpochMap:
         self.epoch = 0
         self.base = 0
         self.kept: int | None = None  # the base of the record an out-of-memory retry goes back to
+        self.batch: int | None = None  # the batch this attempt counts its steps in (`RetryRecord`), saved
+        self.saved_batch: int | None = None  # the resumed checkpoint's `batch`, when it has one
 
     def retrained(self, recorded_epochs: int) -> bool:
         """Whether the `Trainer` trains again an epoch the record has closed."""

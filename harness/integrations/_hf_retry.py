@@ -49,6 +49,10 @@ class RetryRecord(TrainerCallback):
         self.begun = False  # this attempt reached on_train_begin (an attempt can fail before it)
         self.start: dict[str, Any] | None = None  # the record then, when it held any (else empty)
         self.batch_size: int | None = None  # this attempt's (`CSLTrainer._inner_training_loop`)
+        #: the batch the resumed checkpoint's steps were made in: its `csl_tracker.pt` says (the Trainer
+        #: keeps the first run's `train_batch_size` in a resumed state, so a resized resume's checkpoint
+        #: names the batch of the run before it), else the Trainer's state
+        self.checkpoint_batch: int | None = None
 
     def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         recorder = self.csl._recorder
@@ -56,7 +60,9 @@ class RetryRecord(TrainerCallback):
         self.begun = True
         kept = {**recorder.state(), "base": self.csl.epochs.base}
         self.start = copy.deepcopy(kept) if args.auto_find_batch_size and held else None
-        saved = getattr(state, "train_batch_size", None)  # the checkpoint's, when resuming (a fresh state: this one)
+        self.csl.epochs.batch = self.batch_size  # saved with the record, for a resume from its checkpoints
+        self.checkpoint_batch = self.csl.epochs.saved_batch or self.checkpoint_batch  # a retry's: the first's
+        saved = self.checkpoint_batch or getattr(state, "train_batch_size", None)  # a fresh state's: this one
         if state.global_step and saved and self.batch_size and saved != self.batch_size:
             _warn_resized_resume(int(state.global_step), int(saved), int(self.batch_size))
 

@@ -151,7 +151,7 @@ class CSLTrainerCallback(TrainerCallback):
         if self._loaded is not None:  # CSLTrainer.train(resume_from_checkpoint=...) read it
             saved, self._loaded = self._loaded, None
             self._recorder.resume(saved, args.device, "CSLTrainerCallback", epoch)
-            base = saved.get("base")
+            base, self.epochs.saved_batch = saved.get("base"), saved.get("batch")
         elif not state.global_step:
             self._end_open_epoch()  # a fresh train() after one that stopped mid-epoch
         self.epochs.begin(self._recorder, args, state, train_dataloader, epoch, base)
@@ -170,7 +170,7 @@ class CSLTrainerCallback(TrainerCallback):
     def save(self, folder: Path) -> None:
         """Write the record so far into checkpoint `folder` (when it exists and the record is open)."""
         if folder.is_dir() and not self.tracker.finished:
-            saved = {**self._recorder.state(), "base": self.epochs.base}
+            saved = {**self._recorder.state(), "base": self.epochs.base, "batch": self.epochs.batch}
             atomic_write(folder / STATE_FILE, lambda path: torch_save(saved, path))  # a full disk names the file
             self._written = folder
 
@@ -285,6 +285,7 @@ class CSLTrainer(Trainer):
         starts a new record (the checkpoint's, when resuming): scores() are then the last call's. A
         call while another thread trains with the same callback is refused (`OneTraining`)."""
         self.csl.one_training.claim(_CONCURRENT)
+        self.retry_record.checkpoint_batch = None  # this train()'s checkpoint's, read at its first attempt
         try:
             if self.model_init is not None:
                 self.csl.restart()
