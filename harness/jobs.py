@@ -121,7 +121,7 @@ def prepared_data(source: DataSource, spec: DataSpec, device: torch.device) -> P
 
 
 def make_manifest(spec: RunSpec, out: RunOutput, engine: str, device: str, requests: tuple[RecorderRequest, ...] = (),
-                  wall: float = 0.0, before: list[dict] | None = None) -> Manifest:
+                  wall: float = 0.0, before: list[dict] | None = None, compiled: bool = False) -> Manifest:
     """The manifest of a finished run (checksums are the store's to fill in), made in the process that
     trained it: its threads, package versions and machine (`harness.machine`) are the training's, and
     the machines that trained the epochs of the checkpoint it resumed (`before`) are recorded too."""
@@ -130,7 +130,7 @@ def make_manifest(spec: RunSpec, out: RunOutput, engine: str, device: str, reque
         spec=json.loads(json.dumps(spec.to_dict(), default=str)), spec_hash=spec.digest(), label=spec.label(),
         engine=engine, device=device, machine=trained_by(before or [], machine_record(device), total_epochs(spec)),
         threads=torch.get_num_threads(), train_seconds=out.train_seconds, train_flops=out.train_flops,
-        train_acc=out.train_acc, test_acc=out.test_acc, history=out.history, wall_seconds=wall,
+        train_acc=out.train_acc, test_acc=out.test_acc, history=out.history, wall_seconds=wall, compiled=compiled,
         recorders={k: RecorderRecord(arrays=sorted(a), seconds=out.recorder_seconds[k], flops=out.recorder_flops[k],
                                      name=by_key[k].name if k in by_key else "",
                                      params=[list(p) for p in by_key[k].params] if k in by_key else [])
@@ -192,7 +192,7 @@ def run_job(job: Job) -> JobResult:
             result.failures[spec] = str(out)
         else:
             result.outputs[spec] = (out.arrays, make_manifest(spec, out, job.engine, job.device, job.requests, wall,
-                                                              before))
+                                                              before, job.compile and job.engine == "single"))
     return result
 
 

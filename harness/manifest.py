@@ -7,11 +7,11 @@ an output (costs, accuracies, the summary), so the file carries a SHA-256 over t
 everything else in it (`manifest_sha256`): a manifest without it (written before it existed) or
 with any value changed is not trusted. `engine`, `threads` and `machine` are
 recorded because they change results at float-rounding level: the same spec trained one at a time
-and in a batched ensemble, with another thread count, or on another CPU kernel set or GPU
+and in a batched ensemble, with another thread count, compiled or not (`compiled`), or on another CPU kernel set or GPU
 (`harness.machine`), agrees only up to rounding; a run resumed from its checkpoint on another machine
 records each machine with the epochs it trained (`machine`'s `epochs` and `earlier`, made by
-`harness.machine.trained_by`). A field added later (`meter`, `machine`) is absent
-from older files; it reads as what those runs had (`meter` 1) or as unknown (`machine` `{}`, and
+`harness.machine.trained_by`). A field added later (`meter`, `machine`, `compiled`) is absent
+from older files; it reads as what those runs had (`meter` 1) or as unknown (`machine` `{}`, `compiled` None, and
 `versions` `{}`, `created` ""), never as the reading process's own, and the checksum covers the
 fields as written, so older manifests stay trusted and their runs are reused.
 """
@@ -36,7 +36,8 @@ DIGEST_FIELD = "manifest_sha256"
 #: seconds read high (the final eval pass: ~1.3x where ~1.1x is right on digits). FLOPs are alike.
 METER_VERSION = 2
 #: What a manifest field made for the training process reads as when an older manifest.json lacks it.
-READER_DEFAULTS: dict[str, Callable[[], Any]] = {"versions": dict, "created": str, "machine": dict}
+READER_DEFAULTS: dict[str, Callable[[], Any]] = {"versions": dict, "created": str, "machine": dict,
+                                                  "compiled": lambda: None}
 
 
 def manifest_digest(raw: dict[str, Any]) -> str:
@@ -93,6 +94,10 @@ class Manifest:
     #: with its `epochs` and the machines before it in `earlier` (`harness.machine.trained_by`);
     #: absent (older runs): {}, unknown
     machine: dict[str, Any] = field(default_factory=dict)
+    #: whether the training step ran under torch.compile (`--compile`, single runs; the ensemble engine
+    #: never compiles): not in the run's address, yet compiled and eager runs agree only to rounding;
+    #: absent (older runs): None, unknown
+    compiled: bool | None = False
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -147,6 +152,8 @@ class Manifest:
         for name in ("checksums", "machine"):
             if not isinstance(getattr(manifest, name), dict):
                 raise ValueError(f"manifest's {name} field is not a JSON object")
+        if manifest.compiled not in (True, False, None):
+            raise ValueError("manifest's compiled field is not true, false or null")
         earlier = manifest.machine.get("earlier", [])
         if not isinstance(earlier, list) or not all(isinstance(m, dict) for m in earlier):
             raise ValueError("manifest's machine.earlier is not a list of JSON objects")

@@ -168,6 +168,7 @@ class Planner:
             if stored is not None and (lost := not_recordable(stored)):
                 dropped[spec.label()] = lost
         warn_other_threads(done, self.cfg.threads or 1, self.device)
+        warn_other_compile(done, bool(self.cfg.compile))
         warn_other_engines(done, plan.runs, self.device, self.dataset.x_train)
         warn_dropped(dropped)
         return done, todo
@@ -238,6 +239,19 @@ def warn_other_threads(done: dict[RunSpec, StoredRun], threads: int, device: tor
                       f"thread(s), this experiment trains with {threads}: a CPU run's numbers depend on its thread "
                       f"count, so these are not the numbers a fresh run here gives; pass --threads {other[0]} to "
                       "match them, or another --store to retrain", stacklevel=3)
+
+
+def warn_other_compile(done: dict[RunSpec, StoredRun], compile: bool) -> None:
+    """One line when single runs read back from the store were trained compiled while this experiment
+    trains eager, or the other way round: `--compile` is not in a run's address, and the two agree
+    only to rounding. Runs whose manifest predates the record (None) are not counted."""
+    other = [r for r in done.values() if r.manifest.engine == "single" and r.manifest.compiled is (not compile)]
+    if other:
+        was, now = ("with", "without") if not compile else ("without", "with")
+        warnings.warn(f"{len(other)} run(s) read from the store were trained {was} --compile, this experiment "
+                      f"trains {now}: compiled and eager runs agree only to rounding, so these are not the numbers "
+                      f"a fresh run here gives; {'drop' if compile else 'pass'} --compile to match "
+                      "them, or another --store to retrain", stacklevel=3)
 
 
 def warn_other_engines(done: dict[RunSpec, StoredRun], wanted: dict[RunSpec, set[RecorderRequest]],

@@ -23,3 +23,51 @@ def test_the_start_line_names_the_runs_cost_measures_on(tmp_path, capsys) -> Non
     beside = _start(tmp_path, capsys, "mislabeled", "cost")
     assert beside.splitlines()[0].endswith(" · cost on the noise=0.1 runs")
     assert "cost on" not in _start(tmp_path, capsys, "mislabeled").splitlines()[0]
+
+
+def _stored_manifests(store) -> list:
+    return sorted(store.glob("runs/*/manifest.json"))
+
+
+def _set_compiled(path, value) -> None:
+    """Rewrite a stored manifest as a run trained compiled (or one written before the field) would be."""
+    import json
+
+    from harness.manifest import DIGEST_FIELD, manifest_digest
+
+    raw = json.loads(path.read_text())
+    raw.pop(DIGEST_FIELD)
+    if value is None:
+        raw.pop("compiled")
+    else:
+        raw["compiled"] = value
+    path.write_text(json.dumps({**raw, DIGEST_FIELD: manifest_digest(raw)}))
+
+
+def test_a_run_records_whether_it_trained_compiled_and_reusing_the_other_kind_warns(tmp_path) -> None:
+    """--compile is not in a run's address and its numbers agree with eager ones only to rounding: runs
+    compiled in one step were reused by an eager step without a word."""
+    import json
+    import warnings
+
+    import pytest
+
+    from harness.api import run_experiment
+
+    opts = dict(proxies="csl", tasks="mislabeled", noise_rates=[0.1], seeds=1, epochs=1, subset=200,
+                executor="inprocess", progress=False, store=str(tmp_path / "store"), out=None)
+    run_experiment(**opts)
+    (path,) = _stored_manifests(tmp_path / "store")
+    assert json.loads(path.read_text())["compiled"] is False
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        run_experiment(**opts)  # the same kind: nothing said
+    _set_compiled(path, True)
+    with pytest.warns(UserWarning, match=r"1 run\(s\) read from the store were trained with compile=True, this "
+                                         r"experiment trains without.*pass compile=True to match"):
+        run_experiment(**opts)
+    _set_compiled(path, None)  # written before the field: unknown, not counted
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        result = run_experiment(**opts)
+    assert result is not None
