@@ -11,13 +11,13 @@ import signal
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
-from multiprocessing.connection import Connection
 
 import pytest
 
 import harness.executors.local as local
 from harness import console
 from harness.console import stop_signal, stop_signals_handled
+from harness.executors.channel import Channel
 from harness.executors.local import LocalExecutor, interrupt_after
 
 
@@ -42,7 +42,7 @@ def ctrl_c_after_a_read(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[object
     arrives just after the driver has taken the result out of the pipe; yields the results read."""
     read: list[object] = []
 
-    class Interrupting(Connection):
+    class Interrupting(Channel):
         def recv(self):
             message = super().recv()
             if isinstance(message, tuple) and len(message) == 3 and not read:
@@ -50,7 +50,7 @@ def ctrl_c_after_a_read(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[object
                 signal.raise_signal(signal.SIGINT)
             return message
 
-    monkeypatch.setattr(local, "Connection", Interrupting)
+    monkeypatch.setattr(local, "Channel", Interrupting)
     yield read
 
 

@@ -138,36 +138,6 @@ def test_a_message_cut_short_is_partial_and_never_handed_out() -> None:
     channel.close()
 
 
-# a Ctrl-C right after a read (tests/test_exec_attack20_keep.py patched `local.Connection`, gone with issue 22)
-def test_a_result_read_just_before_a_ctrl_c_is_handed_back(monkeypatch) -> None:
-    from test_exec_attack20_keep import Echo, echo
-
-    import harness.executors.local as local
-    from harness.executors.channel import Channel
-
-    read: list[object] = []
-
-    class Interrupting(Channel):
-        def recv(self):  # type: ignore[no-untyped-def]
-            message = super().recv()
-            if isinstance(message, tuple) and len(message) == 3 and not read:
-                read.append(message[2])
-                signal.raise_signal(signal.SIGINT)
-            return message
-
-    monkeypatch.setattr(local, "Channel", Interrupting)
-    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
-    executor = LocalExecutor(workers=1, progress=False, fn=echo)  # type: ignore[arg-type]
-    outcomes = executor.run([Echo(7)])  # type: ignore[list-item]
-    try:
-        with pytest.raises(KeyboardInterrupt):
-            next(outcomes)
-    finally:
-        signal.signal(signal.SIGINT, previous)
-        executor.close()
-    assert read == [7] and executor.take_finished() == [(Echo(7), 7)]
-
-
 def freeze_mid_send_once(marker: str, job: Job) -> object:
     """The first time seed 0's job comes: a result frame cut short, then SIGSTOP; else run_job."""
     from harness.jobs import run_job
