@@ -71,3 +71,29 @@ def test_a_run_records_whether_it_trained_compiled_and_reusing_the_other_kind_wa
         warnings.simplefilter("error")
         result = run_experiment(**opts)
     assert result is not None
+
+
+def prints(job) -> str:
+    """Job code that prints, as a plugin recorder or dataset loader may."""
+    import os
+
+    print("printed by a job", flush=True)
+    os.write(1, b"written to fd 1 by a job\n")
+    return "done"
+
+
+def test_what_job_code_prints_in_a_worker_goes_to_stderr_not_into_the_report(capfd) -> None:
+    """stdout holds only the leaderboard and its path (docs/reading-results.md); a worker's stdout was
+    the driver's, so a plugin's prints landed in the middle of the report."""
+    from test_job_timeout20 import _job
+
+    from harness.executors.local import LocalExecutor
+
+    executor = LocalExecutor(workers=1, progress=False, fn=prints)  # type: ignore[arg-type]
+    try:
+        assert [outcome for _, outcome in executor.run([_job(0)])] == ["done"]
+    finally:
+        executor.close()
+    out, err = capfd.readouterr()
+    assert "by a job" not in out
+    assert "printed by a job\n" in err and "written to fd 1 by a job\n" in err

@@ -273,7 +273,7 @@ class LocalExecutor(Executor):
 
 
 def _spawn(threads: int) -> _Worker:
-    """A worker process in a session of its own, and the driver's end of its socket."""
+    """A worker in a session of its own, printing to stderr (stdout holds the report), and our end of its socket."""
     from harness.jobs import thread_environment
 
     ours, theirs = socket.socketpair()
@@ -281,7 +281,7 @@ def _spawn(threads: int) -> _Worker:
     try:
         proc = subprocess.Popen(
             [sys.executable, "-m", "harness.executors.worker", str(theirs.fileno()), str(os.getpid())],
-            stdin=subprocess.PIPE, pass_fds=(theirs.fileno(),), env=env, start_new_session=True)
+            stdin=subprocess.PIPE, stdout=2, pass_fds=(theirs.fileno(),), env=env, start_new_session=True)
     except OSError as e:
         ours.close()
         raise WorkersLost(f"cannot start a worker process of the local executor ({e.strerror or e}); "
