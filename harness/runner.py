@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 from filelock import BaseFileLock
 
-from harness.errors import Interrupted, StorageError
+from harness.errors import Interrupted, RunFailed, StorageError
 from harness.executors import Executor
 from harness.executors.base import Outcome
 from harness.io import room_fix
@@ -141,7 +141,7 @@ class Runner:
         if isinstance(outcome, BaseException):
             if not isinstance(outcome, Exception):
                 raise outcome
-            outcome = JobResult(failures={spec: str(outcome) or type(outcome).__name__ for spec in job.specs})
+            outcome = JobResult(failures={spec: failure_line(job, outcome) for spec in job.specs})
         for spec, message in outcome.failures.items():
             result.failed[spec] = message
             print(f"error: {message}", file=sys.stderr)
@@ -150,6 +150,16 @@ class Runner:
             result.trained.append(spec.label())
             if spec in outcome.resumed:
                 result.resumed[spec.label()] = outcome.resumed[spec]
+
+
+def failure_line(job: Job, error: Exception) -> str:
+    """An exception a job raised, as its failure line: the job's own failures (RunFailed) and the
+    executor's name the run; any other (a plugin recorder's bug, a dataset loader's) said only
+    `error: boom`, not which of the experiment's runs it broke."""
+    text = str(error) or type(error).__name__
+    if isinstance(error, RunFailed) or text.startswith(f"job {job.label()}:"):
+        return text
+    return f"job {job.label()}: {text}"
 
 
 def recorded(stored: StoredRun | None) -> set[RecorderRequest]:

@@ -97,3 +97,19 @@ def test_what_job_code_prints_in_a_worker_goes_to_stderr_not_into_the_report(cap
     out, err = capfd.readouterr()
     assert "by a job" not in out
     assert "printed by a job\n" in err and "written to fd 1 by a job\n" in err
+
+
+def test_an_exception_a_job_raised_names_the_job() -> None:
+    """A plugin recorder's or dataset loader's exception inside a job printed `error: boom`, not which
+    of the experiment's runs it broke; the job's own failures (RunFailed) already name their run."""
+    from test_job_timeout20 import _job
+
+    from harness.errors import RunFailed
+    from harness.runner import failure_line
+
+    job = _job(3)
+    assert failure_line(job, ValueError("boom")) == f"job {job.label()}: boom"
+    assert failure_line(job, KeyError()) == f"job {job.label()}: KeyError"
+    assert failure_line(job, RunFailed("run x: loss became nan")) == "run x: loss became nan"
+    said = f"job {job.label()}: its worker died 2 times"
+    assert failure_line(job, RuntimeError(said)) == said
