@@ -186,11 +186,12 @@ def _list_split(root: Path, class_to_idx: dict[str, int], tree: Path, seen: dict
             f"the test split may only use the training classes {sorted(class_to_idx)}"
         )
     skipped: list[str] = []
+    hidden: list[str] = []
     for cls in sorted(class_to_idx):
         cls_dir = root / cls
         if not cls_dir.is_dir():
             continue
-        for file, real in _image_files(cls_dir, tree, skipped):
+        for file, real in _image_files(cls_dir, tree, skipped, hidden):
             if real in seen:
                 raise HarnessError(
                     f"image {real} is reached twice, as {seen[real]} and as {file} (through a symbolic "
@@ -212,6 +213,10 @@ def _list_split(root: Path, class_to_idx: dict[str, int], tree: Path, seen: dict
     if skipped:
         warnings.warn(f"{root}: skipped {len(skipped)} image(s) whose type imagefolder does not read (e.g. "
                       f"{skipped[:3]}); convert them to one of {', '.join(_IMG_EXTENSIONS)} to use them",
+                      stacklevel=5)
+    if hidden:
+        warnings.warn(f"{root}: skipped {len(hidden)} hidden image file(s) (a name starting with '.', e.g. "
+                      f"{hidden[:3]}): they are not samples; rename one without the leading '.' to use it",
                       stacklevel=5)
     entries = _by_index(sorted(entries, key=lambda e: (e[0], e[1])), root, warn_order)
     return _Split(
@@ -277,11 +282,12 @@ def _by_index(entries: list[tuple[str, str, Path, int]], root: Path, warn: bool)
     return entries
 
 
-def _image_files(top: Path, tree: Path, skipped: list[str]) -> list[tuple[Path, str]]:
+def _image_files(top: Path, tree: Path, skipped: list[str], hidden: list[str]) -> list[tuple[Path, str]]:
     """Image files under `top` (not hidden, by extension) with their resolved paths, following
     only safe folder links; hidden subfolders (`.ipynb_checkpoints`, `.thumbnails`) are not entered,
     as hidden files are not listed: their images are copies, not samples. Files named like an image
-    of a type not read are added to `skipped`.
+    of a type not read are added to `skipped`, hidden ones to `hidden` (for the warning: a `.x.png`
+    was dropped without a word), but for macOS's `._x.jpg` beside `x.jpg`, metadata of that image.
 
     A subfolder is skipped, with a warning, when it is a link that resolves inside `tree` or to
     an ancestor of the folder holding it, or when it resolves to a folder already listed:
@@ -309,9 +315,12 @@ def _image_files(top: Path, tree: Path, skipped: list[str]) -> list[tuple[Path, 
         except OSError as exc:
             raise HarnessError(f"cannot list folder {folder}: {exc}; check that it is readable") from exc
         subfolders = []
+        names = {entry.name for entry in listing}
         for entry in listing:
             path = Path(entry.path)
             if entry.name.startswith("."):
+                if _hidden_image(entry, names):
+                    hidden.append(str(path))
                 continue
             if entry.is_dir():  # follows links; which ones to enter is decided when popped
                 subfolders.append((path, here))
@@ -327,6 +336,13 @@ def _image_files(top: Path, tree: Path, skipped: list[str]) -> list[tuple[Path, 
                 files.append((path, os.path.realpath(path) if entry.is_symlink() else os.path.join(here, entry.name)))
         stack.extend(reversed(subfolders))
     return files
+
+
+def _hidden_image(entry: os.DirEntry, names: set[str]) -> bool:
+    """A hidden file named like an image that may be one: not macOS's `._x.jpg` beside `x.jpg`."""
+    if not entry.name.lower().endswith(_IMG_EXTENSIONS) or entry.is_dir():
+        return False
+    return not (entry.name.startswith("._") and entry.name[2:] in names)
 
 
 def _skip_reason(folder: Path, here: str, parent: str, tree: Path, listed: set[str]) -> str | None:
