@@ -125,7 +125,7 @@ def remove_dead_probes(partial: Path) -> list[str]:
     for name in names:
         path = partial / name
         with suppress(OSError, ValueError):
-            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0))
+            fd = _open_to_lock(path)
             try:
                 if _dead_probe(fd, name[len(PREFIX):]):
                     path.unlink()
@@ -133,6 +133,18 @@ def remove_dead_probes(partial: Path) -> list[str]:
             finally:
                 os.close(fd)
     return removed
+
+
+def _open_to_lock(path: Path) -> int:
+    """The probe opened for the cleaner's exclusive lock: for writing where allowed, as NFS needs
+    (it makes flock a lock on the server, and an exclusive one there is refused on a file opened for
+    reading only: the killed driver's probe on a shared store was never removed); else for reading
+    (another user's probe: enough for flock on a local file system, and on NFS it stays)."""
+    flags = os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0)  # a FIFO named so must not block the run
+    try:
+        return os.open(path, os.O_RDWR | flags)
+    except PermissionError:
+        return os.open(path, os.O_RDONLY | flags)
 
 
 def _dead_probe(fd: int, token: str) -> bool:
