@@ -95,3 +95,36 @@ def test_another_users_probe_is_still_checked_where_it_cannot_be_opened_for_writ
     monkeypatch.setattr(ray_probe.os, "open", no_writing)
     assert remove_dead_probes(partial) == [dead.name]
     assert opened == [os.O_RDONLY]
+
+
+def test_the_probe_is_locked_before_it_appears_under_its_name(tmp_path, monkeypatch) -> None:
+    """The driver locked its probe after the rename that names it: a cleaner in another PID namespace
+    on this host (the driver's id looks gone there) could find it named, unlocked, and remove it
+    (this run's jobs then write no checkpoints, without a word)."""
+    partial = _partial(tmp_path)
+    real = ray_probe.fcntl
+    seen: list[str] = []
+    real_replace = os.replace
+
+    def replace(src, dst) -> None:  # noqa: ANN001  (os.replace's own signature)
+        if ray_probe.NAME.fullmatch(Path(dst).name):
+            fd = os.open(src, os.O_RDWR)
+            try:
+                real.flock(fd, real.LOCK_EX | real.LOCK_NB)
+                seen.append("free")
+            except BlockingIOError:
+                seen.append("held")
+            finally:
+                os.close(fd)
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", replace)
+    probe = StoreProbe({str(partial.parent)})
+    monkeypatch.undo()
+    try:
+        assert seen == ["held"]  # before: ["free"]
+        assert ray_probe.sees_probe(partial.parent, probe.token)
+        assert remove_dead_probes(partial) == []  # held by this process: kept
+    finally:
+        probe.remove()
+    assert os.listdir(partial) == []

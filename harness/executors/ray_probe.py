@@ -26,7 +26,7 @@ import sys
 from contextlib import suppress
 from pathlib import Path
 
-from harness.io import atomic_write_text, pid_alive
+from harness.io import atomic_write, pid_alive
 
 try:
     import fcntl
@@ -75,16 +75,25 @@ class StoreProbe:
     def _place(self, root: str) -> None:
         path = probe_path(root, self.token)
         remove_dead_probes(path.parent)
+        locked: list[int | None] = []  # locked before the rename: a cleaner never sees it named and free
+
+        def write(tmp: Path) -> None:
+            tmp.write_text(f"{self.token}\n{socket.gethostname()}\n{os.getpid()}\n", encoding="utf-8")
+            locked.append(_lock(tmp))
+
         try:
             if not path.parent.is_dir():  # made with the store: a store path that is not one gets no folder
                 raise FileNotFoundError(errno.ENOENT, "no such folder", str(path.parent))
-            atomic_write_text(path, f"{self.token}\n{socket.gethostname()}\n{os.getpid()}\n")
+            atomic_write(path, write)
         except OSError as e:
+            for fd in locked:
+                if fd is not None:
+                    os.close(fd)
             print(f"warning: cannot write {path} ({e.strerror or e}), the file that tells Ray's jobs they see "
                   "the run store: this run's jobs write no in-run checkpoints (a killed run restarts from its "
                   "first epoch); make the store's partial/ writable", file=sys.stderr)
             return
-        self.placed[path] = _lock(path)
+        self.placed[path] = locked[0]
 
     def remove(self) -> None:
         """Remove this run's probes: a job that starts later (one the run left behind) checkpoints no more."""
@@ -98,7 +107,9 @@ class StoreProbe:
 
 def _lock(path: Path) -> int | None:
     """Hold a shared lock on the probe while the run lasts: a cleaner never takes a live one, even
-    from a process it cannot see (another PID namespace on this host)."""
+    from a process it cannot see (another PID namespace on this host). Taken on the temporary file
+    (the lock goes with it through the rename): taken after it, a cleaner in another PID namespace
+    could find the probe named, its process gone by its id and its lock free, and remove it."""
     if fcntl is None:
         return None
     try:
