@@ -178,7 +178,7 @@ class Planner:
         a stability model) and can be an ensemble member trains in the ensemble engine, always (even
         alone), so how a spec is trained depends only on the spec and the device type; members
         sharing data, model, recipe and recorders train together, in chunks of
-        `harness.ensemble.ensemble_chunks`. A run on all the data always trains alone
+        `harness.ensemble_plan.ensemble_chunks`. A run on all the data always trains alone
         (`trains_batched`)."""
         check_workers_know(pending, executor)
         groups: dict[tuple, list[RunSpec]] = defaultdict(list)
@@ -249,7 +249,7 @@ def warn_other_compile(done: dict[RunSpec, StoredRun], compile: bool) -> None:
     if other:
         was, now = ("with", "without") if not compile else ("without", "with")
         warnings.warn(f"{len(other)} run(s) read from the store were trained {was} --compile, this experiment "
-                      f"trains {now}: compiled and eager runs agree only to rounding, so these are not the numbers "
+                      f"trains {now} it: compiled and eager runs agree only to rounding, so these are not the numbers "
                       f"a fresh run here gives; {'drop' if compile else 'pass'} --compile to match "
                       "them, or another --store to retrain", stacklevel=3)
 

@@ -27,8 +27,9 @@ def summary(result: ExperimentResult, runs: dict[RunSpec, StoredRun], cfg: Exper
         "config": config | {"recipe": vars(cfg.recipe)},
         "device": str(device),
         "runs": [{"label": r.manifest.label, "hash": r.manifest.spec_hash, "engine": r.manifest.engine,
-                  "threads": r.manifest.threads, "machine": r.manifest.machine, "train_acc": r.manifest.train_acc,
-                  "test_acc": r.manifest.test_acc, "train_seconds": r.manifest.train_seconds,
+                  "threads": r.manifest.threads, "compiled": r.manifest.compiled, "machine": r.manifest.machine,
+                  "train_acc": r.manifest.train_acc, "test_acc": r.manifest.test_acc,
+                  "train_seconds": r.manifest.train_seconds,
                   **({"flipped_fit": result.flipped_fit[r.manifest.spec_hash]}
                      if r.manifest.spec_hash in result.flipped_fit else {})}
                  for r in runs.values()],

@@ -64,8 +64,10 @@ def test_a_run_records_whether_it_trained_compiled_and_reusing_the_other_kind_wa
         run_experiment(**opts)  # the same kind: nothing said
     _set_compiled(path, True)
     with pytest.warns(UserWarning, match=r"1 run\(s\) read from the store were trained with compile=True, this "
-                                         r"experiment trains without.*pass compile=True to match"):
-        run_experiment(**opts)
+                                         r"experiment trains without it:.*pass compile=True to match"):
+        run_experiment(**{**opts, "out": str(tmp_path / "out")})
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert [run["compiled"] for run in summary["runs"]] == [True]
     _set_compiled(path, None)  # written before the field: unknown, not counted
     with warnings.catch_warnings():
         warnings.simplefilter("error")
