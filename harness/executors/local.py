@@ -36,16 +36,14 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 import weakref
 from collections import deque
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager, suppress
+from contextlib import suppress
 from dataclasses import dataclass
 from multiprocessing.connection import wait
 from pathlib import Path
-from types import FrameType
 from typing import TYPE_CHECKING
 
 from harness.errors import RunFailed
@@ -64,6 +62,7 @@ from harness.executors.base import (
 )
 from harness.executors.channel import Channel
 from harness.executors.cpus import usable_cpus
+from harness.executors.local_hold import interrupt_after
 from harness.executors.worker import READY
 from harness.option_checks import check_seconds
 from harness.values import MAX_THREADS, check_integer
@@ -327,33 +326,6 @@ def _time_out(pool: list[_Worker], worker: _Worker, jobs: list[Job], limit: floa
         worker.proc.kill()  # at once: SIGTERM waits in a stopped (SIGSTOP) process until it is continued
     _stop([worker])
     return jobs[worker.job], timed_out(jobs[worker.job], limit, checkpoints=True)
-
-
-@contextmanager
-def interrupt_after() -> Iterator[None]:
-    """Hold a Ctrl-C (or the SIGTERM or SIGHUP the CLI turns into one) until the block is over, then
-    deliver it to the handler it was meant for: a Ctrl-C between reading a worker's result and
-    recording it lost that result. A second Ctrl-C in the block raises at once (stop now, as
-    everywhere). Nothing in the block waits on a worker (`Channel`). Main thread only: signals
-    are handled nowhere else; with Ctrl-C ignored there is nothing to hold."""
-    if threading.current_thread() is not threading.main_thread() or \
-            signal.getsignal(signal.SIGINT) in (signal.SIG_IGN, None):
-        yield
-        return
-    caught: list[int] = []
-
-    def hold(signum: int, frame: FrameType | None) -> None:
-        if caught:
-            raise KeyboardInterrupt
-        caught.append(signum)
-
-    previous = signal.signal(signal.SIGINT, hold)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
-    if caught:
-        signal.raise_signal(signal.SIGINT)  # handled at once (default: KeyboardInterrupt here)
 
 
 def _sent(workers: list[_Worker], jobs: list[Job]) -> list[Outcome]:
