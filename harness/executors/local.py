@@ -77,6 +77,9 @@ POLL_S = 1.0
 STOP_GRACE_S = 2.0
 #: Workers in a row that die before they are ready: then the pool cannot start at all.
 START_FAILURES = 2
+#: Under --job-timeout, the least seconds a worker may take to get ready (torch's import and the warm-up take ~7 s on
+#: a busy 2-core machine); a longer --job-timeout is the limit instead. Past it the start is a failed one (`_late`).
+START_FLOOR_S = 60.0
 _PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
 
 
@@ -100,7 +103,7 @@ class _Worker:
     conn: Channel  # never waits on a message half sent (a worker frozen mid-send held the driver for good)
     ready: bool = False
     job: int | None = None  # index (in the current `run`) of the job it trains
-    started: float = 0.0  # time.monotonic() when that job was handed to it (the --job-timeout clock)
+    started: float = 0.0  # time.monotonic() when its job was handed to it (--job-timeout), or it started
 
 
 def _checked_sizes(workers: int | None, threads: int) -> tuple[int | None, int]:
@@ -168,23 +171,23 @@ class LocalExecutor(Executor):
     def _start(self, warm: object = None) -> None:
         """A new worker; `warm`: the data source it loads before it is ready (`worker.warm_up`)."""
         worker = _spawn(self.threads)
+        worker.started = time.monotonic()  # the clock of its start (`_late`), until it gets a job
         self._pool.append(worker)
         with suppress(OSError):  # it died at once (a kill, no memory): the pool sees it end before it is ready
             worker.conn.send((list(sys.path), self.threads, pickle.dumps(self.fn) if self.fn is not None else None,
                               warm))
 
-    def _gone(self, worker: _Worker) -> str:
-        """Remove a dead worker; how it ended."""
+    def _gone(self, worker: _Worker, late: float | None = None) -> str:
+        """Remove a dead worker, or kill one not ready `late` seconds after its start; how it ended."""
         self._pool.remove(worker)
+        if late is not None:
+            with suppress(OSError):
+                worker.proc.kill()  # at once: a stopped (SIGSTOP) process acts on SIGTERM only once continued
         _stop([worker])
         if not worker.ready:
             self._failed_starts += 1
             if self._failed_starts >= START_FAILURES:
-                code = worker.proc.returncode
-                why = ("a signal from outside, or the kernel's out-of-memory killer" if code is not None and code < 0
-                       else "see the error above")
-                raise WorkersLost(f"the local executor's worker processes end before they are ready "
-                                  f"({describe_exit(code)}: {why}); runs already stored are kept, rerun to resume")
+                raise WorkersLost(_no_start(worker.proc.returncode, late))
         return describe_exit(worker.proc.returncode)
 
     # running jobs -------------------------------------------------------------------------------
@@ -216,6 +219,8 @@ class LocalExecutor(Executor):
                     for worker in _overdue(self._pool, self.job_timeout):
                         with interrupt_after():  # killed and not recorded, the job would be lost unreported
                             self._finished.append(_time_out(self._pool, worker, jobs, self.job_timeout))
+                    for worker in _late(self._pool, self.job_timeout):  # else no job is handed out, none times out
+                        self._gone(worker, late=max(self.job_timeout or 0.0, START_FLOOR_S))
                     while self._finished:
                         left -= 1
                         bar.update()
@@ -315,6 +320,27 @@ def _overdue(pool: list[_Worker], limit: float | None) -> list[_Worker]:
     the limit is read as any other; a worker that died at it is retried as any other)."""
     now = time.monotonic()
     return [] if limit is None else [w for w in pool if w.job is not None and now - w.started >= limit
+                                     and not w.conn.poll(0)]
+
+
+def _no_start(code: int | None, late: float | None) -> str:
+    """Why the pool cannot start workers: the last one ended (`code`), or was not ready `late` s after its start."""
+    if late is not None:
+        return (f"the local executor's worker processes are not ready within {late:g} s of their start (importing "
+                "torch and loading the data, which --job-timeout does not count): stopped or hung; runs already "
+                "stored are kept, rerun to resume")
+    why = ("a signal from outside, or the kernel's out-of-memory killer" if code is not None and code < 0
+           else "see the error above")
+    return (f"the local executor's worker processes end before they are ready ({describe_exit(code)}: {why}); "
+            "runs already stored are kept, rerun to resume")
+
+
+def _late(pool: list[_Worker], limit: float | None) -> list[_Worker]:
+    """Under --job-timeout, workers not ready max(limit, START_FLOOR_S) s after their start, with nothing arrived:
+    stopped, or hung in their warm-up (a data loader's deadlock). They held the experiment for good: the job clock
+    starts only when a ready worker gets a job, so with no other worker nothing was handed out or timed out."""
+    now = time.monotonic()
+    return [] if limit is None else [w for w in pool if not w.ready and now - w.started >= max(limit, START_FLOOR_S)
                                      and not w.conn.poll(0)]
 
 
