@@ -14,6 +14,7 @@ import socket
 import sys
 import threading
 import time
+import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
@@ -61,6 +62,36 @@ def _call(fn: JobFn, job: Job, driver: str = "", stop_key: str | None = None, st
         raise failed from e
 
 
+@dataclasses.dataclass(frozen=True)
+class Reported:
+    """A job's result with the warnings it gave on its worker (each text once) and the worker's host:
+    memprox joins Ray with `log_to_driver=False`, so they went to that node's worker log, out of sight
+    (a read-only partial/ refusing every checkpoint said so there only). The driver says them (`said`)."""
+
+    result: Any
+    warnings: tuple[str, ...]
+    node: str
+
+
+def _call_reported(fn: JobFn, job: Job, driver: str = "", stop_key: str | None = None,
+                   start_key: str | None = None, probe: str | None = None) -> Reported:
+    """Ray's task: `_call`, its warnings brought back with its result (a job that raises reports that)."""
+    with warnings.catch_warnings(record=True) as caught:
+        result = _call(fn, job, driver, stop_key, start_key, probe)
+    return Reported(result, tuple(dict.fromkeys(str(w.message) for w in caught)), socket.gethostname())
+
+
+def said(outcome: Any) -> Any:
+    """The driver's side of `Reported`: its warnings on stderr, as the local executor's workers show
+    theirs, naming the node where it is not this machine; the job's result. Anything else as it is."""
+    if not isinstance(outcome, Reported):
+        return outcome
+    where = "" if outcome.node == socket.gethostname() else f" (on Ray node {outcome.node})"
+    for text in outcome.warnings:
+        print(f"warning: {text}{where}", file=sys.stderr)
+    return outcome.result
+
+
 def submit(ray: Any, fn: JobFn, jobs: Sequence[Job], stop_key: str | None,
            clocks: JobClocks | None, probe: str | None = None) -> dict[Any, Job]:
     """Hand every job to Ray, which queues it until a worker is free: each reserves its CPUs and GPUs, a
@@ -68,7 +99,7 @@ def submit(ray: Any, fn: JobFn, jobs: Sequence[Job], stop_key: str | None,
     the token of the run's store probe (None: none written, no job checkpoints)."""
     from harness.executors.base import MAX_RETRIES
 
-    remote, shared_fn, driver = ray.remote(_call), ray.put(fn), socket.gethostname()
+    remote, shared_fn, driver = ray.remote(_call_reported), ray.put(fn), socket.gethostname()
     refs = [remote.options(num_cpus=job.num_cpus, num_gpus=job.num_gpus, max_retries=MAX_RETRIES,
                            retry_exceptions=False, name=job.label()[:100]).remote(
                 shared_fn, job, driver, stop_key, clocks.key(i) if clocks else None, probe)
@@ -229,7 +260,7 @@ def finished_results(ray: Any, pending: Mapping[Any, Job]) -> list[tuple[Job, An
         if left <= 0:
             break
         try:
-            kept.append((pending[ref], ray.get(ref, timeout=left)))
+            kept.append((pending[ref], said(ray.get(ref, timeout=left))))
         except Exception:  # a job error, a lost object, a timeout: that run is trained again
             continue
     return kept

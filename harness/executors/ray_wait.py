@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from harness.errors import RunFailed
 from harness.executors.base import Outcome, WorkersLost, progress_bar
-from harness.executors.ray_jobs import _job_error
+from harness.executors.ray_jobs import _job_error, said
 from harness.executors.ray_nodes import NodeWatch, died
 from harness.executors.ray_timeout import JobClocks
 
@@ -77,7 +77,7 @@ def collect(ray: Any, pending: dict[Any, Job], head: tuple[str, int] | None, los
             ref, stranded = next_done(ray, pending, head, lost, nodes, clocks, answers)
             job = pending[ref]
             try:
-                outcome: JobResult | BaseException = stranded or ray.get(ref)
+                outcome: JobResult | BaseException = stranded or said(ray.get(ref))
             except ray.exceptions.RayTaskError as e:  # the job raised: report it, do not retry
                 outcome = _job_error(e)
             except ray.exceptions.RayError as e:  # the worker or its node died, twice
