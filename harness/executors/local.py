@@ -179,10 +179,10 @@ class LocalExecutor(Executor):
 
     def _gone(self, worker: _Worker, late: float | None = None) -> str:
         """Remove a dead worker, or kill one not ready `late` seconds after its start; how it ended."""
-        self._pool.remove(worker)
-        if late is not None:
+        if late is not None:  # killed while in the pool: a Ctrl-C here still leaves it to `close`
             with suppress(OSError):
                 worker.proc.kill()  # at once: a stopped (SIGSTOP) process acts on SIGTERM only once continued
+        self._pool.remove(worker)
         _stop([worker])
         if not worker.ready:
             self._failed_starts += 1
