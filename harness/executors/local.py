@@ -77,9 +77,9 @@ POLL_S = 1.0
 STOP_GRACE_S = 2.0
 #: Workers in a row that die before they are ready: then the pool cannot start at all.
 START_FAILURES = 2
-#: Under --job-timeout, the least seconds a worker may take to get ready (torch's import and the warm-up take ~7 s on
-#: a busy 2-core machine); a longer --job-timeout is the limit instead. Past it the start is a failed one (`_late`).
-START_FLOOR_S = 60.0
+#: Under --job-timeout, the least seconds a worker may take to get ready (torch's import and the warm-up: ~7 s, 20 s
+#: on a loaded 2-core machine); a longer --job-timeout is the limit instead. Past it the start failed (`_late`).
+START_FLOOR_S = 120.0
 _PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
 
 
