@@ -218,6 +218,17 @@ def probe_writable(folder: Path, into: Path | None = None) -> None:
             os.close(fd)
 
 
+def _open_to_lock(path: str) -> int:
+    """`path` opened for an exclusive flock: for writing where allowed, since NFS grants an exclusive
+    lock only on a file open for writing (flock(2)), and a read-only open there left every dead probe
+    in place; read-only where writing is refused (a lock there still works on a local disk)."""
+    flags = os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0)
+    try:
+        return os.open(path, os.O_RDWR | flags)
+    except PermissionError:
+        return os.open(path, os.O_RDONLY | flags)
+
+
 def remove_dead_probes(folder: Path) -> list[str]:
     """Remove the write probes (`_PROBE`) a kill left in `folder`: only an empty regular file of that
     name whose process is gone and whose lock is free (a process in another PID namespace, such as
@@ -236,7 +247,7 @@ def remove_dead_probes(folder: Path) -> list[str]:
         try:  # a regular file before it is opened: opening a FIFO or a device named so would act on it
             if not stat.S_ISREG(os.lstat(path).st_mode):
                 continue
-            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0))
+            fd = _open_to_lock(path)
         except OSError:
             continue
         try:

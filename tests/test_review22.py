@@ -115,3 +115,32 @@ def test_an_exception_a_job_raised_names_the_job() -> None:
     assert failure_line(job, RunFailed("run x: loss became nan")) == "run x: loss became nan"
     said = f"job {job.label()}: its worker died 2 times"
     assert failure_line(job, RuntimeError(said)) == said
+
+
+def test_a_killed_processs_write_probe_on_nfs_is_removed(tmp_path, monkeypatch) -> None:
+    """The store's write probes (`.write-test-<pid>-...`) are cleaned like the Ray probe: an exclusive
+    flock, which NFS grants only on a file open for writing; a read-only open left them for good."""
+    import errno
+    import os
+    import subprocess
+    import sys
+    import types
+
+    import harness.io as io
+
+    real = io.fcntl
+
+    def flock(fd: int, op: int) -> None:  # as an NFS client: LOCK_EX needs the file open for writing
+        if op & real.LOCK_EX and real.fcntl(fd, real.F_GETFL) & os.O_ACCMODE == os.O_RDONLY:
+            raise OSError(errno.EBADF, os.strerror(errno.EBADF))
+        real.flock(fd, op)
+
+    monkeypatch.setattr(io, "fcntl", types.SimpleNamespace(flock=flock, LOCK_EX=real.LOCK_EX, LOCK_NB=real.LOCK_NB,
+                                                           LOCK_SH=real.LOCK_SH))
+    dead = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                              text=True, check=True).stdout)
+    name = f".write-test-{dead}-abcd1234"
+    (tmp_path / name).touch()
+    (tmp_path / "mine.txt").touch()
+    assert io.remove_dead_probes(tmp_path) == [name]
+    assert sorted(os.listdir(tmp_path)) == ["mine.txt"]
