@@ -1,4 +1,4 @@
-"""A Ray job's warnings reach the driver (issue 22's attack on a real multi-node cluster, tag clus22).
+"""A Ray job's warnings reach the driver.
 
 On a node that mounts the store's partial/ read-only, a job sees the run's probe and tries to
 checkpoint; each write fails with "warning: cannot write a checkpoint ... training goes on without

@@ -1,5 +1,5 @@
-"""A killed Ray driver's store probe on NFS, the file system the probe exists for (issue 22's attack
-on a real multi-node cluster, tag clus22).
+"""A killed Ray driver's store probe on NFS, the file system the probe exists for (found by an attack
+on a real multi-node cluster).
 
 The next driver (and `store prune --leftovers`) removes a probe whose process is gone, once it gets
 an exclusive flock on it: a live driver holds a shared one. On NFS, flock is a lock on the server,

@@ -1,4 +1,4 @@
-"""Job code that misbehaves inside a local pool worker (issue 22): the run is never silently wrong, never
+"""Job code that misbehaves inside a local pool worker: the run is never silently wrong, never
 hangs, and names the failing job; the other jobs finish on the pool.
 
 The job functions stand in for a model, a dataset loader or a recorder of a plugin: they run where those
@@ -101,7 +101,7 @@ def _run(fn: object, seeds: range, workers: int = 1) -> list[tuple[int, object]]
         executor.close()
 
 
-# fixed in issue 22 ----------------------------------------------------------------------------
+# fixed in December 2026 ---------------------------------------------------------------------------
 @pytest.mark.timeout(120)
 def test_a_copy_forked_by_a_job_neither_answers_nor_takes_jobs() -> None:
     outcomes = _run(fork_and_answer_twice, range(3))

@@ -1,4 +1,4 @@
-"""The local pool's worker protocol under a worker that freezes half-way through a message (issue 22).
+"""The local pool's worker protocol under a worker that freezes half-way through a message.
 
 A worker frozen (SIGSTOP) after it had sent part of a result held the driver in `Connection.recv` for
 good: with --job-timeout the job was never stopped, and a first Ctrl-C was held until a read that

@@ -1,4 +1,4 @@
-"""In-run checkpoints under Ray follow what each job's node sees (issue 22), on a local Ray of 2 CPUs.
+"""In-run checkpoints under Ray follow what each job's node sees, on a local Ray of 2 CPUs.
 
 A cluster joined with --ray-address never checkpointed, even where its store sits on a file system
 every node mounts: the driver guessed from IP addresses. Now the driver writes a probe into the

@@ -1,4 +1,4 @@
-"""The store probe of a Ray run, without Ray (issue 22): the driver writes a file named after a
+"""The store probe of a Ray run, without Ray: the driver writes a file named after a
 random token into the store's partial/, holding that token; a job checkpoints only where it finds
 that file there. Before, the driver guessed from the nodes' IP addresses, and a cluster whose store
 every node mounts never checkpointed."""
