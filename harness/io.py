@@ -218,7 +218,7 @@ def probe_writable(folder: Path, into: Path | None = None) -> None:
             os.close(fd)
 
 
-def _open_to_lock(path: str) -> int:
+def open_to_lock(path: str | Path) -> int:
     """`path` opened for an exclusive flock: for writing where allowed, since NFS grants an exclusive
     lock only on a file open for writing (flock(2)), and a read-only open there left every dead probe
     in place; read-only where writing is refused (a lock there still works on a local disk)."""
@@ -247,7 +247,7 @@ def remove_dead_probes(folder: Path) -> list[str]:
         try:  # a regular file before it is opened: opening a FIFO or a device named so would act on it
             if not stat.S_ISREG(os.lstat(path).st_mode):
                 continue
-            fd = _open_to_lock(path)
+            fd = open_to_lock(path)
         except OSError:
             continue
         try:

@@ -146,7 +146,7 @@ def info(root: Path, runs: bool, say: Say) -> int:
         say(f"{what}: {len(items)}, {size(sum(i.bytes for i in items))}{hint if items else ''}")
     if found.probes:
         say(f"Ray run probes: {len(found.probes)} (a running Ray experiment's, telling its jobs they see this store, "
-            "or one a killed run left: the next Ray run on that host or prune --leftovers removes that)")
+            "or one a killed run left: the next Ray run or prune --leftovers on that host removes that)")
     if busy:  # its entry's lock is held: a leftover only once that experiment ends without removing it
         say(f"in use by a running experiment or prune: {len(busy)}, {size(sum(i.bytes for i in busy))} (checkpoints "
             "and temporary files of runs being trained, stored or removed now; not freeable, not pruned while in use)")
@@ -272,7 +272,10 @@ def prune(root: Path, opts: dict, say: Say) -> int:
     now = datetime.now(timezone.utc)
     if leftovers:  # each with its digest (whose lock says whether it is in use), not a removal
         listed = [(i.name, admin.tree_bytes(i.path, freeable=True), i.digest) for i in found.leftovers]
-        return _prune_listed(root, listed, dry, leftovers, say, {i.name for i in found.leftovers if i.busy})
+        code = _prune_listed(root, listed, dry, leftovers, say, {i.name for i in found.leftovers if i.busy})
+        for name in remove_dead_probes(root / "partial", dry_run=dry):  # this host's, process gone, lock free
+            say(f"{'would remove' if dry else 'removed'} partial/{name} (the probe file of a killed Ray run)")
+        return code
     if checkpoints:
         days = sel.older_than_days
         targets = [(i.name, admin.tree_bytes(i.path, freeable=True), (lambda i=i: remove_checkpoint(root, i, days)))
@@ -362,6 +365,4 @@ def _prune_listed(root: Path, targets: list, dry: bool, leftovers: bool, say: Sa
                                        "system refused, or it holds files not the store's own now)"))
     say(f"removed {len(removed)} of {len(targets) - len(put_back)} leftovers, freed "
         f"{size(sum(sizes.get(n, 0) for n in removed))}")
-    for name in remove_dead_probes(root / "partial"):  # this host's, its process gone, its lock free
-        say(f"removed partial/{name} (the probe file of a killed Ray run)")
     return 1 if failed else 0

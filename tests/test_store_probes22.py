@@ -42,6 +42,9 @@ def test_prune_leftovers_removes_a_killed_runs_probe_and_keeps_a_live_one(tmp_pa
     live = StoreProbe({str(tmp_path)})  # this process's: alive, its lock held (it removes dead probes first)
     dead = _dead_probe(tmp_path)
     try:
+        assert main(["store", "prune", "--leftovers", "--dry-run", "--store", str(tmp_path)]) == 0
+        assert f"would remove partial/{dead.name} (the probe file of a killed Ray run)" in capsys.readouterr().out
+        assert dead.exists()
         assert main(["store", "prune", "--leftovers", "--store", str(tmp_path)]) == 0
         out = capsys.readouterr().out
         assert f"removed partial/{dead.name} (the probe file of a killed Ray run)" in out

@@ -26,7 +26,7 @@ import sys
 from contextlib import suppress
 from pathlib import Path
 
-from harness.io import atomic_write, pid_alive
+from harness.io import atomic_write, open_to_lock, pid_alive
 
 try:
     import fcntl
@@ -121,11 +121,11 @@ def _lock(path: Path) -> int | None:
     return fd
 
 
-def remove_dead_probes(partial: Path) -> list[str]:
+def remove_dead_probes(partial: Path, dry_run: bool = False) -> list[str]:
     """Remove the probes killed drivers on this host left in `partial/`: only a small plain file of
     the probe's name whose contents name this host and a process that is gone, and whose lock is free.
     A probe of another host is left (its process cannot be checked from here); so is a linked partial/
-    (not the store's to clean). Returns the names removed."""
+    (not the store's to clean). Returns the names removed (`dry_run`: that would be, none removed)."""
     removed: list[str] = []
     if partial.is_symlink():
         return removed
@@ -136,26 +136,15 @@ def remove_dead_probes(partial: Path) -> list[str]:
     for name in names:
         path = partial / name
         with suppress(OSError, ValueError):
-            fd = _open_to_lock(path)
+            fd = open_to_lock(path)
             try:
                 if _dead_probe(fd, name[len(PREFIX):]):
-                    path.unlink()
+                    if not dry_run:
+                        path.unlink()
                     removed.append(name)
             finally:
                 os.close(fd)
     return removed
-
-
-def _open_to_lock(path: Path) -> int:
-    """The probe opened for the cleaner's exclusive lock: for writing where allowed, as NFS needs
-    (it makes flock a lock on the server, and an exclusive one there is refused on a file opened for
-    reading only: the killed driver's probe on a shared store was never removed); else for reading
-    (another user's probe: enough for flock on a local file system, and on NFS it stays)."""
-    flags = os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0)  # a FIFO named so must not block the run
-    try:
-        return os.open(path, os.O_RDWR | flags)
-    except PermissionError:
-        return os.open(path, os.O_RDONLY | flags)
 
 
 def _dead_probe(fd: int, token: str) -> bool:
