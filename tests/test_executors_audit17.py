@@ -184,6 +184,7 @@ def fake_slurm(monkeypatch, tmp_path) -> Path:
             pass
 
 
+@pytest.mark.slow  # 13 s: the docs' Slurm sketch end to end
 def test_the_slurm_sketch_gives_the_serial_scores_and_reports_a_failed_job(fake_slurm, registered, monkeypatch,
                                                                            tmp_path) -> None:
     registered("SlurmExecutor")

@@ -14,6 +14,7 @@ from harness.jobs import JobResult
 ray = pytest.importorskip("ray")
 
 
+@pytest.mark.slow  # 31 s: a local Ray started and stopped; test_ray_safety kills and Ctrl-Cs such runs too
 def test_stopping_with_jobs_outstanding_shuts_memproxs_own_ray_down(make_config, tmp_path, monkeypatch) -> None:
     """Also when an earlier executor started that Ray (a notebook's second run_experiment), and the
     next run watches the new Ray's head, not the old one's (a job outlasting LOST_AFTER_S was lost)."""

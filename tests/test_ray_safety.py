@@ -465,6 +465,7 @@ def test_a_stopped_run_leaves_the_cluster_it_joined_which_ends_its_jobs_there(ra
     assert ray_executor._answers("127.0.0.1", ray_head["port"])  # the cluster runs on
 
 
+@pytest.mark.slow  # 16 s; a lost head stays covered by test_ray_leave18's killed head
 def test_a_lost_head_ends_the_run_with_one_line(ray_head, short_tmp) -> None:
     """Ray waited 60 s, then ended the process with its own "Failed to connect to GCS" line."""
     earlier = frozenset(p.pid for p in _jobs(ray_head["tmp"]))  # a killed driver's job may still train

@@ -206,6 +206,7 @@ print(json.dumps(seen), flush=True)
 """
 
 
+@pytest.mark.slow  # 12 s: a real cluster; the key handling is checked on a stand-in above
 def test_a_stopped_run_on_a_real_cluster_ends_its_jobs_then_deletes_only_its_own_key(head) -> None:  # noqa: F811
     """Before, the stop returned with the long job still asleep (it was killed STOP_GRACE_S later),
     and its key stayed in Ray's store for good."""

@@ -143,6 +143,7 @@ ray.shutdown()
 """
 
 
+@pytest.mark.slow  # 12 s: a real cluster; the stop is checked on a stand-in above
 def test_a_job_running_python_on_a_real_cluster_stops_when_asked_and_keeps_its_worker(head) -> None:  # noqa: F811
     """The interrupt path (test_ray_leave18's real cluster tests only the kill, for a sleeping job):
     the watcher thread's `interrupt_main` reaches the task in Ray's worker, which Ray reports as

@@ -238,6 +238,7 @@ with open(f"{out}/rank{rank}.json", "w") as f:
 '''
 
 
+@pytest.mark.slow  # 26 s: two DDP processes; DDP equality stays in test_integrations_lightning
 def test_trainer_ddp_equals_one_process_and_accelerates_padding_is_no_repeat_warning(tmp_path: Path) -> None:
     """The Hugging Face Trainer on 2 CPU processes (torch.distributed.run, gloo). Accelerate's
     even_batches fills each rank's last batch with the epoch's first samples -- 14 repeats for 50
