@@ -105,7 +105,7 @@ def find_duplicates(x: torch.Tensor, x_test: torch.Tensor | None, mode: str = "n
         # float features are a table; so are 1 to 3 values of any kind (a correlation of so few is meaningless)
         tabular = x.dim() == 4 and tuple(x.shape[2:]) == (1, 1) and (rows.dtype.kind == "f" or rows.shape[1] <= 3)
         channels = 1 if tabular or x.dim() != 4 else int(x.shape[1])
-        space = _space(rows, first[:n], tabular, channels, _mirror_order(x, tabular))
+        space = _space(rows, first[:n], tabular, channels, _mirror_order(x))
         if space is not None:
             _keep_closest(pairs, space.within(threshold, k))
             if len(test_rows):
@@ -117,10 +117,17 @@ def _flat(x: torch.Tensor) -> np.ndarray:
     return np.asarray(x.detach().cpu().reshape(len(x), -1).numpy())
 
 
-def _mirror_order(x: torch.Tensor, tabular: bool) -> np.ndarray | None:
-    """The order of a flattened sample's values that flips it left to right (its last axis), for
-    images (N, C, H, W) or (N, H, W); None for tables and images one pixel wide, which have no mirror."""
-    if tabular or x.dim() not in (3, 4) or x.shape[-1] < 2:
+def searches_mirrors(x: torch.Tensor) -> bool:
+    """Whether the near search also compares the samples' mirrors, which doubles its cost: images
+    (N, C, H, W) or (N, H, W) at least two pixels wide. Tables (N, D, 1, 1) and token ids are one
+    value wide; a caller that sizes the search before running it counts two searches for these."""
+    return x.dim() in (3, 4) and x.shape[-1] >= 2 and (x.dtype.is_floating_point or x.dtype == torch.uint8)
+
+
+def _mirror_order(x: torch.Tensor) -> np.ndarray | None:
+    """The order of a flattened sample's values that flips it left to right (its last axis); None
+    where `searches_mirrors` says there is no mirror."""
+    if not searches_mirrors(x):
         return None
     return np.arange(int(np.prod(x.shape[1:]))).reshape(tuple(x.shape[1:]))[..., ::-1].reshape(-1)
 

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from harness.near_duplicates import NEAR_FLOOR, THRESHOLD, find_duplicates, find_pairs
+from harness.near_duplicates import NEAR_FLOOR, THRESHOLD, find_duplicates, find_pairs, searches_mirrors
 
 
 def _images(n: int, seed: int, shape: tuple[int, ...] = (3, 8, 8)) -> np.ndarray:
@@ -128,3 +128,12 @@ def test_tables_and_the_exact_search_have_no_mirrors() -> None:
     assert _found(exact) == {(2, 13): False}  # a byte-equal mirror is for the near search only
     assert _found(find_pairs(torch.from_numpy(x))) == {(2, 13): False, (4, 12): True}
 
+
+
+def test_searches_mirrors_says_which_searches_double() -> None:
+    """The suspects task sizes the near search before training: images count two searches."""
+    assert searches_mirrors(torch.zeros(5, 3, 32, 32, dtype=torch.uint8))
+    assert searches_mirrors(torch.zeros(5, 28, 28))
+    assert not searches_mirrors(torch.zeros(5, 13, 1, 1))  # a table
+    assert not searches_mirrors(torch.zeros(5, 16, 1, 1, dtype=torch.int64))  # token ids
+    assert not searches_mirrors(torch.zeros(5, 64))  # flattened: no width to flip
