@@ -64,32 +64,82 @@ def _call(fn: JobFn, job: Job, driver: str = "", stop_key: str | None = None, st
 
 @dataclasses.dataclass(frozen=True)
 class Reported:
-    """A job's result with the warnings it gave on its worker (each text once) and the worker's host:
-    memprox joins Ray with `log_to_driver=False`, so they went to that node's worker log, out of sight
-    (a read-only partial/ refusing every checkpoint said so there only). The driver says them (`said`)."""
+    """A job's result with the warnings it gave on its worker (each text once), the worker's host, and
+    the lines saying a run resumed from its checkpoint: memprox joins Ray with `log_to_driver=False`, so
+    these went to that node's worker log, out of sight (a read-only partial/ refusing every checkpoint
+    said so there only; a rerun after a kill counted "N resumed" without naming a run or an epoch). The
+    driver says them (`said`), as the job's result arrives."""
 
     result: Any
     warnings: tuple[str, ...]
     node: str
+    resumed: tuple[str, ...] = ()
 
 
 def _call_reported(fn: JobFn, job: Job, driver: str = "", stop_key: str | None = None,
                    start_key: str | None = None, probe: str | None = None) -> Reported:
-    """Ray's task: `_call`, its warnings brought back with its result (a job that raises reports that)."""
-    with warnings.catch_warnings(record=True) as caught:
+    """Ray's task: `_call`, its warnings and resuming lines brought back with its result (a job that
+    raises reports neither)."""
+    with warnings.catch_warnings(record=True) as caught, _resumes_kept() as resumed:
         result = _call(fn, job, driver, stop_key, start_key, probe)
-    return Reported(result, tuple(dict.fromkeys(str(w.message) for w in caught)), socket.gethostname())
+    return Reported(result, tuple(dict.fromkeys(str(w.message) for w in caught)), socket.gethostname(),
+                    tuple(resumed))
 
 
 def said(outcome: Any) -> Any:
-    """The driver's side of `Reported`: its warnings on stderr, as the local executor's workers show
-    theirs, naming the node where it is not this machine; the job's result. Anything else as it is."""
+    """The driver's side of `Reported`: its resuming lines and warnings on stderr, as the local
+    executor's workers show theirs, naming the node where it is not this machine; the job's result.
+    Anything else as it is."""
     if not isinstance(outcome, Reported):
         return outcome
     where = "" if outcome.node == socket.gethostname() else f" (on Ray node {outcome.node})"
+    for line in outcome.resumed:
+        print(f"{line}{where}", file=sys.stderr)
     for text in outcome.warnings:
         print(f"warning: {text}{where}", file=sys.stderr)
     return outcome.result
+
+
+#: How the lines of a run resumed from its checkpoint begin (`harness.jobs.resume_line`, the batched
+#: ensemble's), and the most of one line kept while it is written (its start, which is what is matched).
+RESUMING = "resuming "
+MAX_LINE = 100_000
+
+
+class _ResumesKept:
+    """A job's sys.stderr, written through, keeping each line that says a run resumed."""
+
+    def __init__(self, stream: Any) -> None:
+        self.stream, self.line = stream, ""
+        self.kept: list[str] = []
+
+    def write(self, text: str) -> int:
+        *ended, rest = text.split("\n")
+        for i, part in enumerate(ended):
+            self.end(self.line + part if i == 0 else part)
+        self.line = ((self.line if not ended else "") + rest)[:MAX_LINE]
+        return self.stream.write(text)
+
+    def end(self, line: str) -> None:
+        if line.startswith(RESUMING):
+            self.kept.append(line.rstrip("\r"))
+
+    def __getattr__(self, name: str) -> Any:  # flush, fileno, isatty, encoding, ...: the stream's
+        return getattr(self.stream, name)
+
+
+@contextmanager
+def _resumes_kept() -> Iterator[list[str]]:
+    """The resuming lines the job prints on stderr in the block (`print(..., file=sys.stderr)` finds
+    the stand-in); they still reach the worker's log."""
+    saved = sys.stderr
+    kept = _ResumesKept(saved)
+    sys.stderr = kept
+    try:
+        yield kept.kept
+    finally:
+        sys.stderr = saved
+        kept.end(kept.line)  # a last line without its newline
 
 
 def submit(ray: Any, fn: JobFn, jobs: Sequence[Job], stop_key: str | None,
