@@ -9,14 +9,18 @@ and, with an output folder, writes per seed:
 - `suspects/suspects_seed<s>.csv`: every training sample, most suspicious first by the proxy
   `by`: rank, index, file (image folders), the label given and the label the final model predicts
   (class ids, each with its class name: `label_name`, `predicted_name`), that model's probability
-  of the given label, and every selected proxy's score (higher = more suspicious). Ties keep index
-  order here; this is a reading order, not a metric.
+  of the given label, the suggested label (`suggested`, `suggested_name`: of the other classes, the
+  one of the highest mean softmax over the training pass's epochs, `p_suggested` that mean;
+  `suspects_labels`), and
+  every selected proxy's score (higher = more suspicious). Ties keep index order here; this is a
+  reading order, not a metric.
 - `figures/suspects_seed<s>.png` (image data): the top `k` by `by`, captioned
   `#index given->predicted`, the file (image folders) and the score.
 
 With two or more seeds, `suspects/suspects.csv` ranks by the mean over seeds, which is steadier
 than any one run: per sample the mean of every proxy's score and of `p_label`, `predicted_other`
-(the share of the seeds' final models that predict another class than the given one) and `n_seeds`.
+(the share of the seeds' final models that predict another class than the given one) and `n_seeds`;
+the suggested label is that of the seeds' mean softmax.
 
 Rows, per proxy: `predicted_other_at_k`, the share of the proxy's top k that the final model
 assigns to another class than the given one (expected value under random tie-breaking, as
@@ -40,7 +44,8 @@ selected proxy), `duplicates` (near, the default; exact: byte-equal copies only,
 for a search that grows as N^2 (185 s at 50,000 CIFAR-10 images on one thread; 16 times that is
 refused before training); off) and
 `duplicate_threshold` (0.13, cleanlab Datalab's: a pair is near below this times the median
-distance of a sample to its nearest neighbour).
+distance of a sample to its nearest neighbour), and `suggest` (on; off: no suggested label, and a
+run stored before it existed is reused as it is instead of training again to add it).
 """
 
 from __future__ import annotations
@@ -62,9 +67,18 @@ from harness.errors import HarnessError
 from harness.metrics import precision_at_k
 from harness.near_duplicates import MODES, THRESHOLD, find_duplicates
 from harness.recorders import RecorderRequest
+from harness.recorders.class_prob import mean_probs
 from harness.runspec import DataSpec, RunSpec
 from harness.tasks.base import EvalContext, Row, Setting, Task, positive_int, register_task
 from harness.tasks.reference import ReferenceConfig
+from harness.tasks.suspects_labels import (
+    SUGGEST,
+    SUGGEST_MODES,
+    SUGGESTED_COLUMNS,
+    RetrainingNotice,
+    insert_suggested,
+    suggested_columns,
+)
 from harness.values import check_number
 from proxies.base import Need, Proxy
 
@@ -91,12 +105,14 @@ class Suspects(Task):
     headline = "predicted_other_at_k"
     description = ("your data as given, no injected noise: every sample ranked by a proxy, with the given and "
                    "predicted label (CSV), the top k drawn (figure)")
-    defaults = {"k": 40, "by": "", "duplicates": "near", "duplicate_threshold": THRESHOLD}
+    defaults = {"k": 40, "by": "", "duplicates": "near", "duplicate_threshold": THRESHOLD, "suggest": "on"}
 
     def __init__(self, reference: ReferenceConfig | None = None, **params: Any) -> None:
         super().__init__(reference, **params)
         self.by_seed: dict[int, pd.DataFrame] = {}  # each evaluated seed's table, in index order
         self.pairs: pd.DataFrame | None = None  # the duplicate pairs, found at the first seed (None: off)
+        self.probs_by_seed: dict[int, np.ndarray] = {}  # each seed's (N, C) mean training-pass softmax
+        self.retraining = RetrainingNotice()  # stored runs that train again to add the suggested label
 
     def validate(self) -> None:
         positive_int(self.name, "k", self.params["k"], maximum=MAX_K)
@@ -105,6 +121,8 @@ class Suspects(Task):
         if self.params["duplicates"] not in MODES:
             raise HarnessError(f"suspects.duplicates must be one of {', '.join(MODES)}, "
                                f"got {self.params['duplicates']!r}")
+        if self.params["suggest"] not in SUGGEST_MODES:
+            raise HarnessError(f"suspects.suggest must be on or off, got {self.params['suggest']!r}")
         check_number(self.params["duplicate_threshold"], "suspects.duplicate_threshold",
                      "--task-arg suspects.duplicate_threshold (cleanlab's default is 0.13)", maximum=1.0)
 
@@ -147,7 +165,10 @@ class Suspects(Task):
         return [Setting(self.name, "clean", base_data, seed) for seed in cfg.seeds]
 
     def needs(self, setting: Setting, base: RunSpec, cfg: ExperimentConfig) -> list[Need]:
-        return [Need(base, frozenset({EVAL_LAST}))]
+        if self.params["suggest"] == "off":
+            return [Need(base, frozenset({EVAL_LAST}))]
+        self.retraining.note(cfg, setting.seed, base)
+        return [Need(base, frozenset({EVAL_LAST, SUGGEST}))]
 
     def evaluate(self, ctx: EvalContext, scores: dict[str, np.ndarray]) -> list[Row]:
         eval_last = ctx.runs[ctx.base].arrays(EVAL_LAST.key)
@@ -162,7 +183,10 @@ class Suspects(Task):
             if self.pairs is None:
                 mode, threshold = self.params["duplicates"], float(self.params["duplicate_threshold"])
                 self.pairs = duplicate_pairs(ctx, mode, threshold, k)
-            table = self.table(ctx, scores, predicted, np.asarray(eval_last["p_label"])[-1], self.pairs)
+            probs = mean_probs(ctx.runs[ctx.base].arrays(SUGGEST.key)) if self.params["suggest"] == "on" else None
+            table = self.table(ctx, scores, predicted, np.asarray(eval_last["p_label"])[-1], self.pairs, probs)
+            if probs is not None:
+                self.probs_by_seed[ctx.setting.seed] = probs
             self.write(ctx, ranked(table, by), by, k)
             self.by_seed[ctx.setting.seed] = table
             if len(self.by_seed) > 1:  # rewritten as each seed arrives: at the end it holds them all
@@ -171,8 +195,9 @@ class Suspects(Task):
 
     @staticmethod
     def table(ctx: EvalContext, scores: dict[str, np.ndarray], predicted: np.ndarray,
-              p_label: np.ndarray, pairs: pd.DataFrame | None) -> pd.DataFrame:
-        """Every sample in index order: file, labels, duplicates, the final model's view, the proxies' scores."""
+              p_label: np.ndarray, pairs: pd.DataFrame | None, probs: np.ndarray | None = None) -> pd.DataFrame:
+        """Every sample in index order: file, labels, duplicates, the final model's view, the label
+        suggested by the training pass's mean softmax `probs` (N, C; None: not recorded), the scores."""
         files = ctx.data.dataset.sample_names
         columns: dict[str, Any] = {"index": np.arange(ctx.data.n)}
         if files is not None:
@@ -181,7 +206,10 @@ class Suspects(Task):
         columns |= {"label": ctx.data.labels, "label_name": names[ctx.data.labels]}
         if pairs is not None:
             columns |= partner_columns(pairs, ctx.data.n)
-        columns |= {"predicted": predicted, "predicted_name": names[predicted], "p_label": p_label, **scores}
+        columns |= {"predicted": predicted, "predicted_name": names[predicted], "p_label": p_label}
+        if probs is not None:
+            columns |= suggested_columns(probs, np.asarray(ctx.data.labels), names)
+        columns |= scores
         return pd.DataFrame(columns)
 
     def write_combined(self, ctx: EvalContext, by: str) -> None:
@@ -191,13 +219,16 @@ class Suspects(Task):
         keys = [c for c in ("index", "file", "text", "label", "label_name", "duplicates", "duplicate_labels_differ")
                 if c in first.columns]
         # a proxy that failed on some seed (reported as a failure) is left out of the mean
-        numbers = [c for c in first.columns
-                   if c not in (*keys, "predicted", "predicted_name") and all(c in t for t in tables)]
+        apart = (*keys, "predicted", "predicted_name", *SUGGESTED_COLUMNS)  # not averaged
+        numbers = [c for c in first.columns if c not in apart and all(c in t for t in tables)]
         combined = first[keys].copy()
         combined["n_seeds"] = len(tables)
         combined["predicted_other"] = np.mean([t["predicted"] != t["label"] for t in tables], axis=0)
         for column in numbers:
             combined[column] = np.mean([t[column].to_numpy(dtype=np.float64) for t in tables], axis=0)
+        if set(self.by_seed) <= set(self.probs_by_seed):  # suggested by the seeds' mean softmax
+            probs = np.mean([self.probs_by_seed[s] for s in sorted(self.by_seed)], axis=0)
+            insert_suggested(combined, probs, np.asarray(ctx.data.dataset.classes, dtype=object))
         scored = [c for c in numbers if c != "p_label"]
         key = by if by in scored else self.sort_by(scored)
         if key is None:
