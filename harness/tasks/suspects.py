@@ -30,12 +30,12 @@ sample the model predicts as its given class can still be mislabeled (the model 
 Duplicates (harness.near_duplicates; the same for every seed, found once): `suspects/duplicates.csv`
 lists the pairs of training samples that are copies or near copies of each other (a, b, their
 distance: 1 - pixel correlation for images, Euclidean in standard deviations for a table's features,
-0 for exact copies; labels, files; pairs whose labels differ first), `figures/duplicates.png`
+0 for exact copies; labels with their class names, files; pairs whose labels differ first), `figures/duplicates.png`
 draws the first k/2 pairs, and every suspects CSV gains `duplicates` (the sample's partners,
 `;`-separated) and `duplicate_labels_differ` (a copy of the sample, or a partner of one, has
 another label: `partner_columns`). With a test split, `suspects/train_test_duplicates.csv` lists the
-test samples that copy a training sample (test, train, distance, both labels and files; by the same
-features and radius), `figures/train_test_duplicates.png` draws the first k/2, and a warning says
+test samples that copy a training sample (test, train, distance, both labels with their class names
+and files; by the same features and radius), `figures/train_test_duplicates.png` draws the first k/2, and a warning says
 how many: test accuracy counts them as generalisation.
 
 Parameters (`--task-arg suspects.NAME=VALUE`): `k` (40, at most 400: the grid's images and the
@@ -78,6 +78,7 @@ from harness.tasks.suspects_labels import (
     RetrainingNotice,
     insert_suggested,
     suggested_columns,
+    with_class_names,
 )
 from harness.values import check_number
 from proxies.base import Need, Proxy
@@ -309,6 +310,7 @@ def duplicate_pairs(ctx: EvalContext, mode: str, threshold: float, k: int) -> pd
     pairs, copies = find_duplicates(dataset.x_train, dataset.x_test, mode, threshold)
     pairs["label_a"], pairs["label_b"] = labels[pairs["a"]], labels[pairs["b"]]
     pairs["labels_differ"] = pairs["label_a"] != pairs["label_b"]
+    pairs = with_class_names(pairs, np.asarray(dataset.classes, dtype=object), ("label_a", "label_b"))
     if dataset.sample_names is not None:
         files, column = np.asarray(dataset.sample_names, dtype=object), sample_column(dataset)
         pairs[f"{column}_a"], pairs[f"{column}_b"] = files[pairs["a"]], files[pairs["b"]]
@@ -335,6 +337,7 @@ def test_copies(ctx: EvalContext, copies: pd.DataFrame, k: int) -> None:
     dataset, labels = ctx.data.dataset, np.asarray(ctx.data.labels)
     copies["label_test"], copies["label_train"] = dataset.y_test.numpy()[copies["test"]], labels[copies["train"]]
     copies["labels_differ"] = copies["label_test"] != copies["label_train"]
+    copies = with_class_names(copies, np.asarray(dataset.classes, dtype=object), ("label_test", "label_train"))
     column = sample_column(dataset)
     if dataset.test_sample_names is not None:
         copies[f"{column}_test"] = np.asarray(dataset.test_sample_names, dtype=object)[copies["test"]]

@@ -1,4 +1,5 @@
-"""Class labels in the suspects task's tables: each sample's suggested label.
+"""Class labels in the suspects task's tables: each sample's suggested label, and class names beside
+the ids of the duplicate-pair tables.
 
 The suggested label answers "if the given label is wrong, what is it?": of the classes other than
 the given one, the class the training pass gave the highest mean softmax over its epochs
@@ -66,6 +67,18 @@ def insert_suggested(table: pd.DataFrame, probs: np.ndarray, names: np.ndarray) 
     labels = table["label"].to_numpy(dtype=np.int64)
     for offset, (column, values) in enumerate(suggested_columns(probs, labels, names).items()):
         table.insert(at + offset, column, values)
+
+
+def with_class_names(pairs: pd.DataFrame, names: np.ndarray, columns: tuple[str, ...]) -> pd.DataFrame:
+    """`pairs` with `<column>_name` right after each label column: ids alone send the reader to look
+    up the class order (the suspects CSV has `label_name` for the same reason). Other columns are
+    kept where they are, whatever they are."""
+    pairs = pairs.copy()
+    for column in columns:
+        at = pairs.columns.get_loc(column)
+        assert isinstance(at, int)  # a label column appears once
+        pairs.insert(at + 1, f"{column}_name", names[pairs[column].to_numpy(dtype=np.int64)])
+    return pairs
 
 
 def stored_without_suggest(cfg: ExperimentConfig, base: RunSpec) -> bool:
