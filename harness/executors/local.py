@@ -41,8 +41,6 @@ import weakref
 from collections import deque
 from collections.abc import Iterator, Sequence
 from contextlib import suppress
-from dataclasses import dataclass
-from multiprocessing.connection import wait
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -63,6 +61,8 @@ from harness.executors.base import (
 from harness.executors.channel import Channel
 from harness.executors.cpus import usable_cpus
 from harness.executors.local_hold import interrupt_after
+from harness.executors.local_watch import POLL_S as POLL_S
+from harness.executors.local_watch import _exited, _late, _overdue, _readable, _sent, _Worker
 from harness.executors.worker import READY
 from harness.option_checks import check_seconds
 from harness.values import MAX_THREADS, check_integer
@@ -71,8 +71,6 @@ if TYPE_CHECKING:
     from harness.config import ExperimentConfig
     from harness.jobs import Job, JobResult
 
-#: Seconds between checks of the workers while waiting for results.
-POLL_S = 1.0
 #: Seconds stopped workers get to exit after SIGTERM before SIGKILL.
 STOP_GRACE_S = 2.0
 #: Workers in a row that die before they are ready: then the pool cannot start at all.
@@ -95,15 +93,6 @@ def worker_pythonpath(package_root: str) -> str:
                                            sysconfig.get_path("purelib"), sysconfig.get_path("platlib"))}
     own = [] if os.path.realpath(package_root) in sites else [package_root]
     return os.pathsep.join(p for p in (*own, os.environ.get("PYTHONPATH")) if p)
-
-
-@dataclass(eq=False)
-class _Worker:
-    proc: subprocess.Popen
-    conn: Channel  # never waits on a message half sent (a worker frozen mid-send held the driver for good)
-    ready: bool = False
-    job: int | None = None  # index (in the current `run`) of the job it trains
-    started: float = 0.0  # time.monotonic() when its job was handed to it (--job-timeout), or it started
 
 
 def _checked_sizes(workers: int | None, threads: int) -> tuple[int | None, int]:
@@ -199,6 +188,7 @@ class LocalExecutor(Executor):
         deaths = [0] * len(jobs)
         slots = self._slots(jobs)
         warm = getattr(jobs[0], "source", None) if self.job_timeout else None  # off the jobs' clocks
+        starting = None if self.job_timeout is None else max(self.job_timeout, START_FLOOR_S)  # `_late`
         left = len(jobs)
         finished = False
         self._finished = []
@@ -219,8 +209,8 @@ class LocalExecutor(Executor):
                     for worker in _overdue(self._pool, self.job_timeout):
                         with interrupt_after():  # killed and not recorded, the job would be lost unreported
                             self._finished.append(_time_out(self._pool, worker, jobs, self.job_timeout))
-                    for worker in _late(self._pool, self.job_timeout):  # else no job is handed out, none times out
-                        self._gone(worker, late=max(self.job_timeout or 0.0, START_FLOOR_S))
+                    for worker in _late(self._pool, starting):  # else no job is handed out, none times out
+                        self._gone(worker, late=starting)
                     while self._finished:
                         left -= 1
                         bar.update()
@@ -295,34 +285,6 @@ def _spawn(threads: int) -> _Worker:
     return _Worker(proc, Channel(ours))
 
 
-def _readable(pool: list[_Worker], limit: float | None) -> list[_Worker]:
-    """The workers with a whole message, at the end of their stream, or dead, within POLL_S (or sooner,
-    where a job's --job-timeout comes). What arrived of a message is kept for the next call."""
-    ends = [] if limit is None else [w.started + limit for w in pool if w.job is not None]
-    waiting = 0.0 if any(w.conn.ready() for w in pool) else min([POLL_S, *(end - time.monotonic() for end in ends)])
-    arrived = wait([w.conn.sock for w in pool], timeout=max(0.0, waiting))
-    return [w for w in pool if (w.conn.poll(0) if w.conn.sock in arrived else w.conn.ready()) or _exited(w.proc)]
-
-
-def _exited(proc: subprocess.Popen) -> bool:
-    """Whether a worker has ended, leaving it unreaped where the system allows (`os.waitid` with WNOWAIT):
-    its id then still names its process group, which `_stop` kills with it."""
-    if proc.returncode is not None or not hasattr(os, "waitid"):
-        return proc.poll() is not None
-    try:
-        return os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
-    except ChildProcessError:
-        return proc.poll() is not None
-
-
-def _overdue(pool: list[_Worker], limit: float | None) -> list[_Worker]:
-    """Workers whose job has run past --job-timeout and has sent nothing back (a result that arrived at
-    the limit is read as any other; a worker that died at it is retried as any other)."""
-    now = time.monotonic()
-    return [] if limit is None else [w for w in pool if w.job is not None and now - w.started >= limit
-                                     and not w.conn.poll(0)]
-
-
 def _no_start(code: int | None, late: float | None) -> str:
     """Why the pool cannot start workers: the last one ended (`code`), or was not ready `late` s after its start."""
     if late is not None:
@@ -335,15 +297,6 @@ def _no_start(code: int | None, late: float | None) -> str:
             "runs already stored are kept, rerun to resume")
 
 
-def _late(pool: list[_Worker], limit: float | None) -> list[_Worker]:
-    """Under --job-timeout, workers not ready max(limit, START_FLOOR_S) s after their start, with nothing arrived:
-    stopped, or hung in their warm-up (a data loader's deadlock). They held the experiment for good: the job clock
-    starts only when a ready worker gets a job, so with no other worker nothing was handed out or timed out."""
-    now = time.monotonic()
-    return [] if limit is None else [w for w in pool if not w.ready and now - w.started >= max(limit, START_FLOOR_S)
-                                     and not w.conn.poll(0)]
-
-
 def _time_out(pool: list[_Worker], worker: _Worker, jobs: list[Job], limit: float | None) -> Outcome:
     """Kill an overdue worker (the pool starts another) and fail its job, which is not retried."""
     assert worker.job is not None and limit is not None  # `_overdue`'s
@@ -352,21 +305,6 @@ def _time_out(pool: list[_Worker], worker: _Worker, jobs: list[Job], limit: floa
         worker.proc.kill()  # at once: SIGTERM waits in a stopped (SIGSTOP) process until it is continued
     _stop([worker])
     return jobs[worker.job], timed_out(jobs[worker.job], limit, checkpoints=True)
-
-
-def _sent(workers: list[_Worker], jobs: list[Job]) -> list[Outcome]:
-    """The results `workers` have already sent, read without waiting for a job still training (a
-    second Ctrl-C stops this too). A dead worker or an unreadable result is no finished run."""
-    sent = []
-    for worker in workers:
-        try:
-            message = worker.conn.recv() if worker.job is not None and worker.conn.poll(0) else None
-        except Exception:
-            continue
-        index = worker.job
-        if index is not None and isinstance(message, tuple) and len(message) == 3 and message[0] == index:
-            sent.append((jobs[index], message[2]))
-    return sent
 
 
 def _stop(workers: list[_Worker]) -> None:
