@@ -46,6 +46,7 @@ def _stored_probs(exp: Experiment, seed: int) -> np.ndarray:
     return mean_probs(exp.store.get(base).arrays(SUGGEST.key))
 
 
+@pytest.mark.slow  # ~10 s: ten epochs, so that the final model fits the flipped labels
 def test_the_suggested_label_is_the_passs_most_probable_other_class_and_finds_true_labels(
         tmp_path: Path, make_config) -> None:
     dataset, given, true = _flipped_digits(tmp_path)
@@ -74,6 +75,12 @@ def test_two_seeds_suggest_from_their_mean_softmax(make_config) -> None:
     combined = pd.read_csv(Path(cfg.out) / "suspects" / "suspects.csv").set_index("index").sort_index()
     columns = list(combined.columns)
     assert columns[columns.index("p_label") + 1:][:3] == ["suggested", "suggested_name", "p_suggested"]
+    for seed in (0, 1):  # each seed's CSV: its own run's mean softmax
+        table = pd.read_csv(Path(cfg.out) / "suspects" / f"suspects_seed{seed}.csv").set_index("index").sort_index()
+        probs = _stored_probs(exp, seed)
+        np.testing.assert_array_equal(table["suggested"], _other_best(probs, table["label"].to_numpy()))
+        np.testing.assert_allclose(table["p_suggested"], probs[np.arange(len(probs)), table["suggested"]], rtol=1e-6)
+        assert table["suggested_name"].astype(str).tolist() == [str(c) for c in table["suggested"]]
     probs = (_stored_probs(exp, 0) + _stored_probs(exp, 1)) / 2
     labels = combined["label"].to_numpy()
     np.testing.assert_array_equal(combined["suggested"], _other_best(probs, labels))
@@ -118,10 +125,11 @@ def _retraining_lines(caught: list[warnings.WarningMessage]) -> list[str]:
 
 
 def test_a_stored_run_without_the_recorder_is_announced_or_reused_with_suggest_off(make_config) -> None:
-    old = make_config(tasks=("suspects",), seeds=(0, 1), task_args={"suspects": {"suggest": "off"}})
+    old = make_config(tasks=("suspects",), seeds=(0, 1),
+                      task_args={"suspects": {"suggest": "off", "duplicates": "off"}})
     exp = Experiment(old)
     assert {r.key for r in next(iter(exp.plan.runs.values()))} == {"train_loss", "eval_pass[epochs=last]"}
-    exp.run()  # as a store written before the suggested label existed
+    before = exp.run()  # as a store written before the suggested label existed
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         again = Experiment(replace(old, out=None))
@@ -129,12 +137,18 @@ def test_a_stored_run_without_the_recorder_is_announced_or_reused_with_suggest_o
     assert todo == [] and _retraining_lines(caught) == []
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        upgraded = Experiment(make_config(tasks=("suspects",), seeds=(0, 1), out=None))
+        upgraded = Experiment(make_config(tasks=("suspects",), seeds=(0, 1), out=None,
+                                          task_args={"suspects": {"duplicates": "off"}}))
         _, todo = upgraded.pending()
     assert len(todo) == 2  # both seeds train again to add it, keeping what they recorded
     assert all({r.key for r in requests} >= {"train_loss", SUGGEST.key} for _, requests in todo)
     (line,) = _retraining_lines(caught)
     assert "stored clean run(s) of seed(s) 0, 1 lack the training pass's class probabilities" in line
+    after = upgraded.run()  # its other signals recorded again: on this CPU, the numbers they had
+    for seed in (0, 1):
+        was, now = (result.tables[f"suspects/suspects_seed{seed}.csv"] for result in (before, after))
+        assert was["csl"].tolist() == now["csl"].tolist() and was["p_label"].tolist() == now["p_label"].tolist()
+        assert "suggested" not in was and now["suggested"].notna().all()
     fresh = Experiment(make_config(tasks=("suspects",), seeds=(0, 1), out=None, store=old.store.parent / "fresh"))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

@@ -16,8 +16,10 @@ flipped or moved samples whose rule gives their true class:
   images early), the final model's most probable other class 33, this rule 68.
 
 A run stored before the suggested label existed lacks its recorder; the planner trains such a run
-again to add it (keeping what it recorded). That costs a training per seed, so it is announced
-before training, with the way out: `suspects.suggest=off` reuses it as it is, without the columns.
+again to add it, recording what it recorded before along with it (the same numbers on a CPU with
+the same thread count: csl and p_label came back bit for bit). That costs a training per seed, so
+it is announced before training, with the way out: `suspects.suggest=off` reuses it as it is,
+without the columns.
 """
 
 from __future__ import annotations
@@ -115,5 +117,5 @@ def warn_retraining(seeds: list[int]) -> None:
     """One line before training: stored runs train again to add the suggested label's recorder."""
     warnings.warn(f"suspects: the stored clean run(s) of seed(s) {', '.join(map(str, seeds))} lack the training "
                   "pass's class probabilities the suggested label is read from (stored before it existed): they "
-                  "train again once to add them, keeping their other records; pass --task-arg suspects.suggest=off "
-                  "to reuse them as they are, without the suggested columns", stacklevel=3)
+                  "train again once to add them, recording their other signals again; pass --task-arg "
+                  "suspects.suggest=off to reuse them as they are, without the suggested columns", stacklevel=3)
