@@ -132,7 +132,8 @@ class Planner:
         """Every class needs two training samples: stratified folds and halves, and a label to flip
         to, are undefined below that, and a leaderboard of one-sample classes says nothing."""
         counts = np.bincount(self.dataset.y_train.numpy(), minlength=self.dataset.num_classes)
-        thin = [str(c) for c, k in enumerate(counts) if k < 2]
+        thin = [f"{c} ({self.dataset.classes[c]!r})" if self.dataset.classes[c] != str(c) else str(c)
+                for c, k in enumerate(counts) if k < 2]
         if thin:
             where, fix = f"--subset {self.cfg.subset}", "use a larger --subset (or drop those classes from the data)"
             if not self.cfg.subset:  # the whole dataset: no --subset can add samples

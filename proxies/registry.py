@@ -99,11 +99,31 @@ def make_proxy(name: str, **params: Any) -> Proxy:
     PROXIES.check_claimed_once(name)
     PROXIES.check_loaded(name)
     if name not in proxies:
+        unregistered = _unregistered(name)
+        if unregistered is not None:
+            raise HarnessError(f"class {unregistered.__qualname__} ({unregistered.__module__}) has name {name!r} but "
+                               "is not registered: put @register_proxy above it (from proxies.registry import "
+                               "register_proxy)")
         raise HarnessError(f"unknown proxy {name!r}{did_you_mean([name], proxies)}; valid proxies: "
                            f"{', '.join(proxies)} (or 'all'); a proxy of your own registers when its module is "
                            "imported (Python) or installed under the `memprox.proxies` entry point (the command "
                            "line), see docs/extending.md")
     return proxies[name](**params)
+
+
+def _unregistered(name: str) -> type[Proxy] | None:
+    """A defined `Proxy` subclass named `name` that never went through `register_proxy`: its module
+    was imported, so the usual hint ("registers when its module is imported") would mislead."""
+    todo, seen = list(Proxy.__subclasses__()), set()
+    while todo:
+        cls = todo.pop()
+        if cls in seen:
+            continue
+        seen.add(cls)
+        todo.extend(cls.__subclasses__())
+        if getattr(cls, "name", None) == name:
+            return cls
+    return None
 
 
 def parse_selection(selection: str) -> list[tuple[str, dict[str, Any]]]:

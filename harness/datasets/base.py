@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from harness.datasets.content import with_content_fingerprint
+from harness.datasets.names import path_hint
 from harness.errors import HarnessError, SubsetTooLarge
 from harness.registry import Registry, installed_plugins
 from harness.values import expand_home
@@ -285,7 +286,7 @@ def load_dataset(
         _load_plugin(kind)
     DATASETS.check_claimed_once(kind)
     if kind not in DATASETS:
-        hint = "; a path needs its kind: imagefolder:PATH, npz:PATH or hf:PATH" if not sep and "/" in name else ""
+        hint = "" if sep else path_hint(name)
         raise HarnessError(f"unknown dataset {name!r}; valid names: {', '.join(dataset_names())}{hint}")
     entry = DATASETS[kind]
     if entry.takes_path and not path:

@@ -256,8 +256,11 @@ def _npz_classes(name: str, classes: np.ndarray | None, y: np.ndarray, y_test: n
     `fix` says how to repair labels that leave a class without training samples (`hf:` shares
     these rules with its own advice)."""
     if classes is not None:
-        if classes.ndim != 1 or len(classes) < 2:
+        if classes.ndim != 1 or len(classes) < 1:
             raise HarnessError(f"{name}: classes must be a 1-D array of at least 2 names, got shape {classes.shape}")
+        if len(classes) == 1:  # the same words as labels of one class without `classes`
+            raise HarnessError(f"{name}: the labels hold a single class ({_class_name(name, classes[0])!r}); a "
+                               "classifier needs at least 2")
         names = [_class_name(name, c) for c in classes.tolist()]
         if len(set(names)) != len(names):
             raise HarnessError(f"{name}: classes has duplicate names; give every class a distinct name")
