@@ -10,7 +10,8 @@ stopped by SIGTERM (a scheduler's time limit, `docker stop`, `timeout`), 129 sto
 terminal closed; not under `nohup`, which keeps SIGHUP ignored): as after Ctrl-C, finished runs and
 the checkpoints of unfinished ones stay, and rerunning the same command resumes from them. Once the
 outputs are written the run is over: a Ctrl-C, SIGTERM or SIGHUP then leaves the exit code the run's
-(0 or 1) and says so in a `note:` line; a second one cuts the report on the screen short.
+(0 or 1) and says so in a `note:` line; a second one cuts the report on the screen short. That holds
+until `harness.console.main` returns; while Python then exits (about a second), they are ignored, no line.
 
 Here: the commands, exit codes and signals. The parser is `harness.cli_parser`'s, the lines printed
 `harness.cli_report`'s; their public names stay importable from this module.
@@ -20,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import signal
-import threading
 import warnings
 from typing import TYPE_CHECKING
 
@@ -31,7 +31,7 @@ from harness.cli_parser import help_text as help_text
 from harness.cli_parser import version_line as version_line
 from harness.cli_report import WarningLines, cmd_list, plural, report_run, say, written_to
 from harness.cli_report import preset_note as preset_note
-from harness.console import KEPT, stop_signal, stop_signals_handled, stopped
+from harness.console import KEPT, RunOver, in_entry, stop_signals_handled, stopped
 from harness.errors import HarnessError, Interrupted, StorageError
 from harness.store_report import cmd_store
 
@@ -57,56 +57,34 @@ def cmd_run(args: argparse.Namespace) -> int:
         f"{plural(len(cfg.seeds), 'seed')} · {plural(len(exp.plan.runs), 'distinct run')} · device {exp.device} · "
         f"preset {cfg.preset}{cost_on(exp)}", err=True)
     result = exp.run()
-    over = _RunOver.hold()  # the outputs are written: a Ctrl-C no longer stops the run
+    over = RunOver.hold()  # the outputs are written: a Ctrl-C no longer stops the run
+    code = 1 if result.failures else 0
     try:
         report_run(cfg, exp, result)
     except KeyboardInterrupt:  # a second one: the report stops (a stdout that blocks), the exit code stands
         say(f"note: the report was cut short; the run is complete, every output written{written_to(cfg)}", err=True)
-    over.reporting = False
-    code = 1 if result.failures else 0
-    if over.caught:
-        what = "Ctrl-C" if (signum := stop_signal()) is None else signal.Signals(signum).name
-        say(f"note: {what} came after every output was written{written_to(cfg)}: the run is complete (exit code "
-            f"{code}, as without it)", err=True)
+    except StorageError:  # stdout refuses the report: exit 1 (`_main`)
+        over.finish(1, written_to(cfg))
+        raise
+    over.finish(code, written_to(cfg))
+    over.note()  # and again where the signals are handed back (`main`) or ignored (`harness.console.main`)
     return code
 
 
-class _RunOver:
-    """SIGINT's handler from the moment the outputs are written (`cmd_run`) until `main` returns: the
-    run is over, and its exit code is decided (0, or 1 for a failure). A Ctrl-C then (or the SIGTERM
-    or SIGHUP the CLI handles as one) is noted, not raised: it ended the run with exit 130 and
-    "interrupted; ... rerun to resume" while every output had been written. While the report prints,
-    a second one raises KeyboardInterrupt (a stdout that blocks must not hold the process)."""
-
-    def __init__(self) -> None:
-        self.caught: list[int] = []
-        self.reporting = True
-
-    def __call__(self, signum: int, frame: object) -> None:
-        self.caught.append(signum)
-        if self.reporting and len(self.caught) == 2:
-            raise KeyboardInterrupt
-
-    @classmethod
-    def hold(cls) -> _RunOver:
-        """A new one, installed where this thread handles Ctrl-C (the main thread, Ctrl-C not ignored)."""
-        over = cls()
-        if threading.current_thread() is threading.main_thread() and \
-                signal.getsignal(signal.SIGINT) not in (signal.SIG_IGN, None):
-            signal.signal(signal.SIGINT, over)
-        return over
-
-
 def main(argv: list[str] | None = None) -> int:
-    """Run the CLI; returns the exit code (see the module docstring) instead of raising."""
+    """Run the CLI; returns the exit code (see the module docstring) instead of raising. A finished
+    run's handler (`RunOver`) is replaced by the caller's on return, then notes a signal it kept since
+    the report's note; under `harness.console.main` (the process's entry) it stays, and that notes it."""
     ctrl_c = signal.getsignal(signal.SIGINT)
     try:
         with stop_signals_handled(), warnings.catch_warnings():  # Ctrl-C taken back there, for callers of main()
             warnings.showwarning = WarningLines()
             return _main(argv)
     finally:
-        if isinstance(signal.getsignal(signal.SIGINT), _RunOver) and ctrl_c is not None:
-            signal.signal(signal.SIGINT, ctrl_c)  # a Ctrl-C pending now is still the run's _RunOver's
+        over = signal.getsignal(signal.SIGINT)
+        if isinstance(over, RunOver) and ctrl_c is not None and not in_entry():
+            signal.signal(signal.SIGINT, ctrl_c)  # a signal from now on is the caller's
+            over.note()
 
 
 def _main(argv: list[str] | None) -> int:

@@ -19,6 +19,7 @@ import errno
 import os
 import signal
 import sys
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from types import FrameType
@@ -32,6 +33,9 @@ STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
 KEPT = "interrupted; runs that finished are kept in the store, rerun to resume"
 #: The stop signals received since `stop_signals_handled` began (the first one decides the exit code).
 _received: list[int] = []
+#: Whether `main`, the process's entry, is running the CLI: a finished run's `RunOver` then stays
+#: SIGINT's handler until `main` ignores the signals (`harness.cli.main` leaves it in place).
+_entry: list[bool] = []
 
 
 def take_back_ctrl_c() -> None:
@@ -95,6 +99,62 @@ def stop_signals_handled() -> Iterator[None]:
             signal.signal(sig, previous if previous is not None else signal.SIG_DFL)  # type: ignore[arg-type]
         if ctrl_c is signal.SIG_IGN and signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
             signal.signal(signal.SIGINT, signal.SIG_IGN)  # the caller ignored Ctrl-C: so it stays
+
+
+class RunOver:
+    """SIGINT's handler from the moment the outputs are written (`harness.cli.cmd_run`) until the CLI's
+    end: the run is over, and its exit code decided (0, or 1 for a failure). A Ctrl-C then (or the
+    SIGTERM or SIGHUP handled as one) is noted, not raised: it ended the run with exit 130 and
+    "interrupted; ... rerun to resume" while every output had been written. While the report prints,
+    a second one raises KeyboardInterrupt (a stdout that blocks must not hold the process).
+
+    It stays the handler until `main` ignores these signals for the process's exit, or `harness.cli.main`
+    gives a program its handler back, and `note` is called there once more: a signal after the report's
+    own note was kept and never said, and Python's handler, put back before `main` ignored the signals,
+    turned one into exit 130 (143, 129) with "interrupted". After that the process exits: Python's exit
+    handlers and its teardown (up to a second with torch loaded) run with the signals ignored, no line."""
+
+    def __init__(self) -> None:
+        self.caught: list[int] = []
+        self.reporting = True
+        self.code = 0  # the exit code, and where the outputs went (` to OUT`), once `finish` says them
+        self.where = ""
+        self.noted = False
+
+    def __call__(self, signum: int, frame: object) -> None:
+        self.caught.append(signum)
+        if self.reporting and len(self.caught) == 2:
+            raise KeyboardInterrupt
+
+    @classmethod
+    def hold(cls) -> RunOver:
+        """A new one, installed where this thread handles Ctrl-C (the main thread, Ctrl-C not ignored)."""
+        over = cls()
+        if threading.current_thread() is threading.main_thread() and \
+                signal.getsignal(signal.SIGINT) not in (signal.SIG_IGN, None):
+            signal.signal(signal.SIGINT, over)
+        return over
+
+    def finish(self, code: int, where: str) -> None:
+        """The report is over (or cut short): `code` is the exit code, `where` where the outputs went."""
+        self.reporting, self.code, self.where = False, code, where
+
+    def note(self) -> None:
+        """Once the report is over, say once on stderr that a signal came after the outputs were written."""
+        if self.reporting or self.noted or not self.caught:
+            return
+        self.noted = True
+        what = "Ctrl-C" if (signum := stop_signal()) is None else signal.Signals(signum).name
+        try:
+            write_line(f"note: {what} came after every output was written{self.where}: the run is complete "
+                       f"(exit code {self.code}, as without it)", sys.stderr)
+        except StorageError:  # stderr refuses the line (a full disk): the exit code says it all the same
+            pass
+
+
+def in_entry() -> bool:
+    """Whether `main`, the process's entry, runs the CLI (see `RunOver`)."""
+    return bool(_entry)
 
 
 def stopped(text: str) -> int:
@@ -188,7 +248,8 @@ def _target(stream: TextIO) -> str:
 def main() -> int:
     """Take Ctrl-C back and handle SIGTERM and SIGHUP, then run the CLI; a signal during the imports
     ends it as after them (Ctrl-C quietly with 130, a stop signal with its line and 128 + its number).
-    The handlers stay until the CLI returns; then these signals and Ctrl-C are ignored (`_ignore_stop_signals`)."""
+    The handlers stay until the CLI returns; then these signals and Ctrl-C are ignored (`_ignore_stop_signals`),
+    and a finished run notes one that came since its report's note (`RunOver`)."""
     take_back_ctrl_c()
     _received.clear()
     install_stop_signals()
@@ -198,15 +259,19 @@ def main() -> int:
         from harness.cli import main as cli_main
     except KeyboardInterrupt:
         return stopped("" if stop_signal() is None else "interrupted; nothing was trained yet")
+    _entry.append(True)
     try:
         return cli_main()
     except KeyboardInterrupt:  # arrived in the instant before or after the CLI's own handling
         return stopped(KEPT)
     finally:
+        _entry.clear()
         try:
-            _ignore_stop_signals()
+            over = _ignore_stop_signals()
         except KeyboardInterrupt:  # came after cli.main put its handler back, before these were ignored
-            _ignore_stop_signals()
+            over = _ignore_stop_signals()
+        if isinstance(over, RunOver):  # a finished run: a signal since its report's note is said now
+            over.note()
 
 
 def _cwd_exists() -> bool:
@@ -222,11 +287,13 @@ def _cwd_exists() -> bool:
     return True
 
 
-def _ignore_stop_signals() -> None:
+def _ignore_stop_signals() -> object:
     """The run is over and its exit code decided: a Ctrl-C, SIGTERM or SIGHUP now must not change it.
     Handled, it raised KeyboardInterrupt in an atexit callback (Ray's shutdown of the local Ray: a
     traceback after the final line, Ray half stopped, where a late Ctrl-C landed); once
     the interpreter's teardown had put the default back, a SIGTERM killed a finished run (exit 143).
-    Ignored signals are the ones the teardown leaves alone."""
-    for sig in (signal.SIGINT, *STOP_SIGNALS):
+    Ignored signals are the ones the teardown leaves alone. SIGINT's goes last: until then a SIGTERM
+    still reaches a finished run's `RunOver`. Returns SIGINT's handler it replaced."""
+    for sig in STOP_SIGNALS:
         signal.signal(sig, signal.SIG_IGN)
+    return signal.signal(signal.SIGINT, signal.SIG_IGN)
