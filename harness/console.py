@@ -112,7 +112,7 @@ class RunOver:
     gives a program its handler back, and `note` is called there once more: a signal after the report's
     own note was kept and never said, and Python's handler, put back before `main` ignored the signals,
     turned one into exit 130 (143, 129) with "interrupted". After that the process exits: Python's exit
-    handlers and its teardown (up to a second with torch loaded) run with the signals ignored, no line."""
+    handlers and its teardown (about a second with torch loaded) run with the signals ignored, no line."""
 
     def __init__(self) -> None:
         self.caught: list[int] = []
