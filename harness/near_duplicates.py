@@ -41,8 +41,8 @@ flipped copy, common in scraped data and in train/test leakage, does not correla
 Each sample's mirror is searched against the samples (a test sample's against the training samples)
 by the same rule: among its k nearest, within the radius, which stays the plain search's (the
 median nearest-neighbour distance without mirrors), so the plain pairs do not move. A pair found
-both ways is kept once, at the smaller distance (plain at a tie), and the `mirrored` column says
-which. A sample is never paired with its own mirror (a symmetric image is its own mirror). This
+both ways is kept once, at the smaller distance (plain within `MIRROR_TIE`), and the `mirrored`
+column says which. A sample is never paired with its own mirror (a symmetric image is its own mirror). This
 doubles the near search's cost (two N x N searches instead of one; the test split's likewise).
 Tables, token ids, images flattened to (N, D) and the exact search have no mirrors: a byte-equal
 mirror is found by the near search only, at `NEAR_FLOOR`, not at 0.
@@ -119,8 +119,8 @@ def _flat(x: torch.Tensor) -> np.ndarray:
 
 def searches_mirrors(x: torch.Tensor) -> bool:
     """Whether the near search also compares the samples' mirrors, which doubles its cost: images
-    (N, C, H, W) or (N, H, W) at least two pixels wide. Tables (N, D, 1, 1) and token ids are one
-    value wide; a caller that sizes the search before running it counts two searches for these."""
+    (N, C, H, W) or (N, H, W) at least two pixels wide (tables, (N, D, 1, 1), and token ids are one
+    value wide). A caller that sizes the search before running it counts it twice where this is True."""
     return x.dim() in (3, 4) and x.shape[-1] >= 2 and (x.dtype.is_floating_point or x.dtype == torch.uint8)
 
 
