@@ -35,7 +35,8 @@ def test_the_csv_ranks_every_sample_with_the_runs_own_predictions(make_config) -
     scores = result.scores["clean_seed0"]
     n = len(scores)
     assert list(table.columns) == ["rank", "index", "label", "label_name", "duplicates", "duplicate_labels_differ",
-                                   "predicted", "predicted_name", "p_label", "csl", "aum"]
+                                   "predicted", "predicted_name", "p_label", "suggested", "suggested_name",
+                                   "p_suggested", "csl", "aum"]
     classes = [str(c) for c in range(10)]  # digits' class names
     assert table["label_name"].astype(str).tolist() == [classes[c] for c in table["label"]]
     assert table["predicted_name"].astype(str).tolist() == [classes[c] for c in table["predicted"]]
@@ -95,11 +96,11 @@ def test_image_folder_suspects_name_their_files(tmp_path: Path, make_config) -> 
     assert (Path(exp.cfg.out) / "figures" / "suspects_seed0.png").exists()
 
 
-def test_suspects_shares_the_clean_run_with_cost_and_adds_only_the_eval_pass(make_config) -> None:
+def test_suspects_shares_the_clean_run_with_cost_adding_the_eval_pass_and_class_probs(make_config) -> None:
     exp = Experiment(make_config(tasks=("suspects", "cost"), proxies="csl"))
     runs: dict[RunSpec, set] = exp.plan.runs
     assert len(runs) == 1
-    assert {r.key for r in next(iter(runs.values()))} == {"train_loss", EVAL_LAST.key}
+    assert {r.key for r in next(iter(runs.values()))} == {"train_loss", EVAL_LAST.key, "train_class_prob"}
 
 
 def test_a_by_that_names_no_selected_proxy_is_refused_before_training(tmp_path: Path, capsys) -> None:
@@ -158,7 +159,8 @@ def test_two_seeds_are_ranked_together_by_their_mean(make_config) -> None:
     combined = pd.read_csv(folder / "suspects.csv", dtype={"duplicates": str})
     seeds = [pd.read_csv(folder / f"suspects_seed{s}.csv").set_index("index").sort_index() for s in (0, 1)]
     assert list(combined.columns) == ["rank", "index", "label", "label_name", "duplicates", "duplicate_labels_differ",
-                                      "n_seeds", "predicted_other", "p_label", "csl", "aum"]
+                                      "n_seeds", "predicted_other", "p_label", "suggested", "suggested_name",
+                                      "p_suggested", "csl", "aum"]
     assert combined.set_index("index").loc[1275, "duplicates"] == "1323"  # two near-identical 1s in digits
     assert (combined["n_seeds"] == 2).all() and (np.diff(combined["csl"].to_numpy()) <= 0).all()
     by_index = combined.set_index("index").sort_index()
@@ -209,8 +211,9 @@ def test_duplicates_are_listed_with_other_labels_first(tmp_path: Path, make_conf
     exp, _ = _run(make_config, dataset=dataset, proxies="csl", task_args={"suspects": {"k": 8}})
     out = Path(exp.cfg.out)
     pairs = pd.read_csv(out / "suspects" / "duplicates.csv")
-    assert list(pairs.columns) == ["a", "b", "distance", "label_a", "label_b", "labels_differ"]
-    assert pairs.iloc[0].tolist() == [5, 900, 0.0, y[5], y[900], True]  # the only pair whose labels differ
+    assert list(pairs.columns) == ["a", "b", "distance", "mirrored", "label_a", "label_a_name", "label_b",
+                                   "label_b_name", "labels_differ"]
+    assert pairs.iloc[0].tolist() == [5, 900, 0.0, False, y[5], y[5], y[900], y[900], True]  # labels differ only here
     assert not pairs["labels_differ"].iloc[1:].any()
     darker = pairs[(pairs["a"] == 17) & (pairs["b"] == 300)]
     assert len(darker) == 1 and 0 < darker["distance"].item() < 1e-3  # rounding: not exactly 0
@@ -264,3 +267,15 @@ def test_the_table_names_each_class_id_by_the_datasets_class_names() -> None:
     assert table["predicted_name"].tolist() == ["cat", "cat", "ship"]
     assert list(table.columns) == ["index", "file", "label", "label_name", "predicted", "predicted_name", "p_label",
                                    "csl"]
+
+
+def test_the_size_check_counts_the_mirrored_search_of_images(tmp_path: Path, monkeypatch, capsys) -> None:
+    """Images are searched twice (plain and mirrored): a limit above one search but below two refuses."""
+    import harness.tasks.suspects as suspects
+
+    monkeypatch.setattr(suspects, "MAX_NEAR_WORK", 2 * 1437 * (1437 + 360) * 64 - 1)
+    argv = ["run", "--tasks", "suspects", "--proxies", "csl", "--epochs", "1", "--store", str(tmp_path / "store"),
+            "--out", str(tmp_path / "out"), "--seeds", "1", "--executor", "inprocess"]
+    assert main(argv) == 2
+    assert "twice for images, searched mirrored too" in capsys.readouterr().err
+    assert not (tmp_path / "store").exists()
