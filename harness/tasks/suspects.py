@@ -65,7 +65,7 @@ from harness.config import ExperimentConfig
 from harness.datasets import Dataset
 from harness.errors import HarnessError
 from harness.metrics import precision_at_k
-from harness.near_duplicates import MODES, THRESHOLD, find_duplicates
+from harness.near_duplicates import MODES, THRESHOLD, find_duplicates, searches_mirrors
 from harness.recorders import RecorderRequest
 from harness.recorders.class_prob import mean_probs
 from harness.runspec import DataSpec, RunSpec
@@ -88,8 +88,9 @@ EVAL_LAST = RecorderRequest.of("eval_pass", epochs="last")
 #: Images drawn at most: a grid of 400 is already 50 rows.
 MAX_K = 400
 COLUMNS = 8
-#: The largest near-duplicate search (N^2 x values per sample): 16 x CIFAR-10's 50,000 x 3,072
-#: values, whose search took 185 s on one idle CPU thread (evaluation runs on one), so ~50 minutes there.
+#: The largest near-duplicate search (N^2 x values per sample, twice for images searched mirrored too):
+#: 16 x CIFAR-10's 50,000 x 3,072 values searched once, which took 185 s on one idle CPU thread
+#: (evaluation runs on one), so ~50 minutes there.
 MAX_NEAR_WORK = 16 * 50_000**2 * 3_072
 
 
@@ -151,11 +152,13 @@ class Suspects(Task):
         n, values = len(dataset.x_train), dataset.x_train[0].numel() if len(dataset.x_train) else 0
         searched = dataset.x_train.dtype.is_floating_point or dataset.x_train.dtype == torch.uint8  # not token ids
         work = n * (n + len(dataset.x_test)) * values  # the training set against itself and the test split
+        work *= 2 if searches_mirrors(dataset.x_train) else 1  # images: searched plain and mirrored
         if self.params["duplicates"] == "near" and searched and work > MAX_NEAR_WORK:  # before training
             test = f" (and {len(dataset.x_test)} test samples)" if len(dataset.x_test) else ""
             raise HarnessError(f"suspects: a near-duplicate search over {n} samples{test} of {values} values would "
-                               f"take an hour or more (it grows as N x (N + test samples); {MAX_NEAR_WORK:.1e} x "
-                               "values at most, 16 x CIFAR-10's 50,000 images); pass --task-arg "
+                               f"take an hour or more (it grows as N x (N + test samples), twice for images, "
+                               f"searched mirrored too; {MAX_NEAR_WORK:.1e} x values at most, 8 x CIFAR-10's 50,000 "
+                               "images); pass --task-arg "
                                "suspects.duplicates=exact (byte-equal copies only) or --task-arg "
                                "suspects.duplicates=off")
         if self.params["k"] >= n:
