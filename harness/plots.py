@@ -272,15 +272,19 @@ def _draw_grid(images: np.ndarray, scores: np.ndarray, classes: Sequence[str], p
 
 def plot_suspects(table: pd.DataFrame, pictures: np.ndarray | Mapping[int, np.ndarray], by: str, path: str | Path,
                   classes: Sequence[str] | None, columns: int, files: Mapping[int, str] | None = None) -> Path:
-    """PNG grid of the suspects in `table` (index, label, predicted, score), captioned
-    `#index given->predicted`, the sample's file when `files` names it, and the score: the tracker's
+    """PNG grid of the suspects in `table` (index, label, predicted, score; optional suggested),
+    captioned `#index given->predicted` (with ` (suggested?)` when the table suggests a label: the
+    final model repeats a memorised wrong label), the sample's file when `files` names it, and the score: the tracker's
     `plot_suspects` and the suspects task's figure. The file is what a reader of the figure goes to
     open or fix; the index alone sent them to look it up in suspects.csv first.
     `pictures[i]` is sample i's (C, H, W) uint8 image: all of them, or those of the table's samples."""
     def name(c: Any) -> str:
         return "?" if pd.isna(c) else (classes[int(c)] if classes is not None else str(int(c)))
 
-    captions = [f"#{int(r['index'])} {name(r['label'])}->{name(r['predicted'])}\n"
+    def suggested(r: pd.Series) -> str:
+        return f" ({name(r['suggested'])}?)" if "suggested" in r and not pd.isna(r["suggested"]) else ""
+
+    captions = [f"#{int(r['index'])} {name(r['label'])}->{name(r['predicted'])}{suggested(r)}\n"
                 + _file_line(files, int(r["index"])) + f"{r['score']:.3g}" for _, r in table.iterrows()]
     fig, axes = captioned_grid(len(table), columns, captions, f"top {len(table)} by {by}")
     for cell, ax in enumerate(axes.flat):
@@ -332,18 +336,19 @@ def plot_pairs(pairs: pd.DataFrame, pictures: Mapping[int, np.ndarray], path: st
                files: Mapping[int, str] | None = None, files_a: Mapping[int, str] | None = None) -> Path:
     """PNG grid of duplicate pairs (a, b, label_a, label_b, distance), the two images of a pair side
     by side, captioned `#index label`, the sample's file when `files` names it, and the pair's
-    distance: the suspects task's duplicates figures.
+    distance (and `mirrored` when one is the other's mirror): the suspects task's duplicates figures.
     `total`: how many pairs were found, when `pairs` are the first of them (the title says so: the
     first 20 of CIFAR-10's 124 pairs were titled "20 duplicate pair(s)"). Pairs across two sets (a
     test sample and its training copy) take a's images and files from `pictures_a` and `files_a`, and
     the sets' `names`, which the captions and the title carry."""
-    def caption(side: int, i: int, c: Any, distance: float) -> str:
+    def caption(side: int, i: int, c: Any, r: Any) -> str:
         name = classes[int(c)] if classes is not None else str(int(c))
         which = f"{names[side]} " if names else ""
         known = files_a if side == 0 and pictures_a is not None else files
-        return f"{which}#{i} {name}\n" + _file_line(known, i) + (f"d={distance:.2g}" if side else "")
+        mirrored = " mirrored" if bool(getattr(r, "mirrored", False)) else ""
+        return f"{which}#{i} {name}\n" + _file_line(known, i) + (f"d={r.distance:.2g}{mirrored}" if side else "")
 
-    drawn = [[caption(side, int(i), c, r.distance) for side, (i, c) in enumerate(((r.a, r.label_a), (r.b, r.label_b)))]
+    drawn = [[caption(side, int(i), c, r) for side, (i, c) in enumerate(((r.a, r.label_a), (r.b, r.label_b)))]
              for r in pairs.itertuples(index=False)]
     per_row = max(1, columns // 2)
     shown = f"the first {len(pairs)} of {total}" if total is not None and total > len(pairs) else f"{len(pairs)}"

@@ -15,7 +15,7 @@ and, with an output folder, writes per seed:
   every selected proxy's score (higher = more suspicious). Ties keep index order here; this is a
   reading order, not a metric.
 - `figures/suspects_seed<s>.png` (image data): the top `k` by `by`, captioned
-  `#index given->predicted`, the file (image folders) and the score.
+  `#index given->predicted (suggested?)`, the file (image folders) and the score.
 
 With two or more seeds, `suspects/suspects.csv` ranks by the mean over seeds, which is steadier
 than any one run: per sample the mean of every proxy's score and of `p_label`, `predicted_other`
@@ -248,7 +248,8 @@ class Suspects(Task):
             out = Path(ctx.out)
             from harness.plots import plot_suspects
 
-            top = table.head(k)[["index", "label", "predicted", by]].rename(columns={by: "score"})
+            shown = ["index", "label", "predicted", *(["suggested"] if "suggested" in table else []), by]
+            top = table.head(k)[shown].rename(columns={by: "score"})
             figure = plot_suspects(top, pictures(ctx, top["index"]), by, out / "figures" / f"suspects_seed{seed}.png",
                                    list(dataset.classes), COLUMNS, files=named(dataset.sample_names, top["index"]))
             ctx.artifacts.setdefault("figures", []).append(str(figure.relative_to(out)))
