@@ -15,6 +15,7 @@ from torch import nn
 
 from harness.errors import HarnessError
 from harness.tracker.batch_log import Batch, BatchLog
+from harness.tracker.class_probs import ClassProbSums, choose
 from harness.tracker.eval_passes import EvalPassState, training_untouched
 from harness.tracker.inputs import Inputs, label_array
 from harness.tracker.results import TrackerResults
@@ -41,6 +42,11 @@ class SampleTracker(TrackerCheckpoints, TrackerResults):
             them, `update` must give a sample the same label every time (else `end_epoch` raises).
         running_sums: keep only a running per-sample loss sum: O(N) memory for N in the millions,
             but then csl is the only proxy available.
+        suggest: record each sample's training-pass softmax summed over epochs, for the suggested
+            label of `suspects()` (the suspects task's rule: of the classes other than the given one,
+            the highest mean probability). None (default): when `update()` gets logits, unless
+            `running_sums` or the sums pass 1 GiB (N x C above 2^27, said once); True: at any size;
+            False: never.
 
     Memory, on the device of the first batch's tensors: one float32 (N,) row per signal per
     epoch (made at the epoch's first batch), i.e. O(N x epochs) -- loss (csl), correct
@@ -52,7 +58,8 @@ class SampleTracker(TrackerCheckpoints, TrackerResults):
     `eval_epoch` one float32 (N,) row per eval signal (loss, correct, p_label, p_max, phi) per
     epoch and the last pass's (N, C) probabilities (only the last call's rows when the selected
     proxies do not include csl_eval).
-    `running_sums=True`: one float64 and one float32 (N,) row. Batches are held and recorded
+    `running_sums=True`: one float64 and one float32 (N,) row. The suggested label (`suggest`): two
+    float32 (N, C) sums and two (N,) counts (the closed epochs' and the open one's). Batches are held and recorded
     together (at `end_epoch`, or every 65,536 samples; `harness.tracker.batch_log`), so a batch
     costs a few copies: a log of at most 1.3 MiB of indices, losses and labels plus 2^20 logit values
     (4 MiB in float32), on the device. Call `update()` and `end_epoch()` on one CUDA stream: the
@@ -91,11 +98,17 @@ class SampleTracker(TrackerCheckpoints, TrackerResults):
         proxies: Sequence[str | Proxy] | str | None = None,
         labels: Sequence[int] | np.ndarray | torch.Tensor | None = None,
         running_sums: bool = False,
+        suggest: bool | None = None,
     ) -> None:
         if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
             raise HarnessError(f"SampleTracker(n=...) must be the number of training samples (>= 1), got {n!r}")
         self.n = int(n)
         self.running_sums = running_sums
+        if suggest not in (None, True, False):
+            raise HarnessError(f"SampleTracker(suggest=...) must be None (by size), True or False, got {suggest!r}")
+        self._suggest = suggest
+        self._class_probs = None  # the suggested label's sums, made at the first recorded batch with logits
+        self._no_suggestion = None  # why there are none (decided at the first recorded batch); "": nothing to say
         self.epochs = 0
         self.num_classes = None
         self._selection = ProxySelection(proxies, running_sums)
@@ -199,6 +212,8 @@ class SampleTracker(TrackerCheckpoints, TrackerResults):
             self._warned_other_loss = True
             warn_other_loss(other_loss, self.epochs + 1)  # losses= of label smoothing, class weights, ...
         signals.close_epoch(self.epochs)
+        if self._class_probs is not None:
+            self._class_probs.close_epoch()
         self.epochs += 1
         self._pending = False
         self._had_logits_closed = self._all_batches_had_logits
@@ -217,6 +232,10 @@ class SampleTracker(TrackerCheckpoints, TrackerResults):
         signals, inputs = self._signals, self._inputs
         assert signals is not None and inputs is not None  # an update() made them, or _restore_now did
         signals.discard_epoch(self.epochs)
+        if self._class_probs is not None:
+            self._class_probs.discard_epoch()
+        if self.epochs == 0:  # the first batch decides on the suggested label's sums: decided again
+            self._class_probs = self._no_suggestion = None
         inputs.bad.zero_()
         self._all_batches_had_logits = self._had_logits_closed
         self._pending = False
@@ -302,7 +321,15 @@ class SampleTracker(TrackerCheckpoints, TrackerResults):
         if labels is None and batch.logits is not None:
             labels = signals.given[idx]  # the constructor's
         # host labels were range-checked by update() (`Inputs.check_host_labels`, `_check_fixed_labels`)
-        signals.record_batch(self.epochs, idx, batch.losses, batch.logits, labels, batch.flag_logits, batch.host)
+        slot = signals.record_batch(self.epochs, idx, batch.losses, batch.logits, labels, batch.flag_logits,
+                                    batch.host)
+        if self._class_probs is None and self._no_suggestion is None:  # the first batch decides
+            classes = None if batch.logits is None else int(batch.logits.shape[1])
+            self._no_suggestion = choose(self._suggest, self.running_sums, self.n, classes)
+            if self._no_suggestion is None and classes is not None and self._device is not None:
+                self._class_probs = ClassProbSums(self.n, classes, self._device)
+        if self._class_probs is not None and batch.logits is not None:
+            self._class_probs.on_batch(slot, batch.logits)
 
     def _check_fixed_labels(self) -> None:
         """Logits without labels= read the constructor's labels, all of which must be classes of the
@@ -340,9 +367,14 @@ class SampleTracker(TrackerCheckpoints, TrackerResults):
                 inputs = Inputs(self.n, device)
                 signals = TrackedSignals(self.n, device, self._selection.train_keys, self.running_sums,
                                          self._selection.keep_eval_history, self._fixed_labels)
+                probs = None
                 if self._saved is not None:
-                    restore_signals(signals, inputs.bad, self._saved["signals"], self.num_classes, self._eval_at)
+                    saved = self._saved["signals"]
+                    restore_signals(signals, inputs.bad, saved, self.num_classes, self._eval_at)
+                    if self._no_suggestion is None and saved.get("class_probs") is not None:
+                        probs = ClassProbSums.restored(saved["class_probs"], self.n, self.num_classes, device)
             self._device, self._inputs, self._signals, self._saved = device, inputs, signals, None
+            self._class_probs = probs
             self._log = BatchLog(device)
         elif device != self._device:
             raise HarnessError(f"{where}: tensors are on {device} but earlier ones were on {self._device}; "

@@ -13,6 +13,7 @@ if TYPE_CHECKING:
 
     from harness.recorders import Records
     from harness.tracker.batch_log import BatchLog
+    from harness.tracker.class_probs import ClassProbSums
     from harness.tracker.inputs import Inputs
     from harness.tracker.selection import ProxySelection
     from harness.tracker.signals import TrackedSignals
@@ -43,6 +44,9 @@ class TrackerFields:
     _warned_other_loss: bool
     _host: Records | None
     _saved: dict[str, Any] | None
+    _suggest: bool | None
+    _class_probs: ClassProbSums | None
+    _no_suggestion: str | None
 
     if TYPE_CHECKING:  # defined by `SampleTracker` and `TrackerCheckpoints`, called across the parts
 

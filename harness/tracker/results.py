@@ -13,6 +13,7 @@ import pandas as pd
 import torch
 
 from harness.errors import HarnessError
+from harness.tracker.class_probs import class_names, suggestion
 from harness.tracker.fields import TrackerFields
 from harness.tracker.report import (
     absent_report,
@@ -42,6 +43,7 @@ class TrackerResults(TrackerFields):
     _labels_host: np.ndarray
     _pred_host: np.ndarray
     _presented_host: np.ndarray
+    _class_probs_host: dict[str, np.ndarray] | None  # the suggested label's sums (`ClassProbSums.host`)
 
     def finish(self) -> Self:
         """Stop recording and copy the signals to the host (`scores()` and `suspects()` call it)."""
@@ -59,7 +61,8 @@ class TrackerResults(TrackerFields):
         (self._host, self._non_finite_host, self._missing_host, self._labels_host,
          self._pred_host) = signals.to_host(self.epochs)
         self._presented_host = signals.presentations.epochs.cpu().numpy().astype(np.int64)
-        self._signals = None  # free the device buffers
+        self._class_probs_host = None if self._class_probs is None else self._class_probs.host()
+        self._signals = self._class_probs = None  # free the device buffers
         return self
 
     def scores(self, proxies: Sequence[str | Proxy] | str | None = None) -> pd.DataFrame:
@@ -115,16 +118,19 @@ class TrackerResults(TrackerFields):
         sums over those, so `csl / epochs_presented()` is its per-epoch mean where epochs were missed."""
         return self.finish()._presented_host.copy()
 
-    def suspects(self, k: int = 20, by: str | Proxy = "csl") -> pd.DataFrame:
+    def suspects(self, k: int = 20, by: str | Proxy = "csl", classes: Sequence[str] | None = None) -> pd.DataFrame:
         """The k samples ranked most likely mislabeled / memorized by proxy `by`: index, given
         label, predicted label (from the eval pass after the last epoch if there was one, else the
-        last training-pass prediction) and score, highest score first (ties: lower index)."""
+        last training-pass prediction), the suggested label (`suggested`, `suggested_name` -- from
+        `classes`, else the id as text -- and `p_suggested`: the suspects task's rule, of the classes
+        other than the given one the highest mean training-pass softmax; left out, said once, when
+        the sums were not recorded) and score, highest score first (ties: lower index)."""
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
             raise HarnessError(f"suspects(k=...) must be a positive integer, got {k!r}")
         table = self.scores([by])
         score = table.columns[-1]
         ranked = table.dropna(subset=[score]).sort_values(score, ascending=False, kind="stable").head(int(k))
-        return pd.DataFrame(
+        out = pd.DataFrame(
             {
                 "index": ranked["index"].to_numpy(),
                 "label": ranked["label"].to_numpy(),
@@ -132,6 +138,29 @@ class TrackerResults(TrackerFields):
                 "score": ranked[score].to_numpy(),
             }
         )
+        self._insert_suggested(out, classes)
+        return out
+
+    def _insert_suggested(self, table: pd.DataFrame, classes: Sequence[str] | None) -> None:
+        """The suggested label's three columns after `predicted`, or, without the sums, why not
+        (once per tracker: a `suspects()` and its `plot_suspects()` say it once)."""
+        if self._class_probs_host is not None and not self._all_batches_had_logits:
+            self._class_probs_host = None  # the sums miss the presentations that came without logits
+            self._no_suggestion = ("some update() calls came without logits=, so the class probabilities miss "
+                                   "those presentations; pass logits= and labels= to every update()")
+        arrays = self._class_probs_host
+        if arrays is None:
+            if self._no_suggestion:
+                warnings.warn(f"SampleTracker: no suggested label: {self._no_suggestion}", UserWarning, stacklevel=3)
+                self._no_suggestion = ""
+            return
+        check_class_names(classes, table, self.num_classes)
+        rows = table["index"].to_numpy(dtype=np.int64)
+        names = class_names(classes, arrays["prob_sum"].shape[1])
+        columns = suggestion(arrays, rows, self._labels_host[rows], names)
+        at = list(table.columns).index("predicted") + 1
+        for offset, (column, values) in enumerate(columns.items()):
+            table.insert(at + offset, column, values)
 
     def plot_suspects(
         self,
@@ -143,14 +172,15 @@ class TrackerResults(TrackerFields):
         classes: Sequence[str] | None = None,
         columns: int = 8,
     ) -> Path:
-        """PNG grid of the k suspects' images, captioned `#index given->predicted` and the score.
+        """PNG grid of the k suspects' images, captioned `#index given->predicted (suggested?)` and
+        the score (the suggested label when `suspects()` has one).
 
         `images`: all n training images in index order, (N, H, W), (N, C, H, W) or (N, H, W, C)
         with C in (1, 3); uint8, or real values scaled to 0..255 (min to max over all of them).
         """
         check_png_path(path)
         pictures = as_uint8_nchw(images, self.n)
-        table = self.suspects(k, by)
+        table = self.suspects(k, by, classes)
         check_class_names(classes, table, self.num_classes)
         return draw_suspects(table, pictures, by.label if isinstance(by, Proxy) else by, path, classes, columns)
 

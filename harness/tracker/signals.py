@@ -167,10 +167,9 @@ class TrackedSignals:
 
     # -- training batches and epochs ---------------------------------------------------------------
     def record_batch(self, epoch: int, idx: torch.Tensor, losses: torch.Tensor | None, logits: torch.Tensor | None,
-                     labels: torch.Tensor | None, flag_logits: bool, host: np.ndarray | None = None) -> None:
-        """One batch to the bank (without logits: train_loss only), the labels, and the count of
-        samples whose loss (or logits, when `flag_logits`) are not finite: no host sync. Indices
-        must be in [0, n) (checked by `Inputs`)."""
+                     labels: torch.Tensor | None, flag_logits: bool, host: np.ndarray | None = None) -> torch.Tensor:
+        """One batch to the bank (without logits: train_loss only), the labels, and the count of samples whose
+        loss (or logits, when `flag_logits`) are not finite: no host sync. Indices in [0, n) (`Inputs`); the slots."""
         if losses is not None:
             loss = losses.float()
             if logits is not None and labels is not None:  # the spec's loss, or another (`warn_other_loss`)
@@ -196,6 +195,7 @@ class TrackedSignals:
             assert logits is not None and labels is not None  # flagged only for logits, which come with labels
             bad |= unusable_logits(logits, labels)
         self.non_finite_now.index_add_(0, slot, bad.to(torch.int32))
+        return slot  # each value's column: its sample's, or the scratch n (`Presentations.slots`)
 
     def epoch_checks(self, bad_index: torch.Tensor) -> tuple[bool, bool, int, int, int]:
         """The epoch's deferred checks in one device-to-host read: (an index out of range, a signal not

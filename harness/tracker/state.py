@@ -18,11 +18,15 @@ import torch
 
 from harness.errors import HarnessError
 from harness.recorders.base import GrowingRows, Recorder
+from harness.tracker.class_probs import ClassProbSums
 from harness.tracker.fields import TrackerFields
 from harness.tracker.selection import LOSS_KEY
 from harness.tracker.signals import TrackedSignals
 
 FORMAT, VERSION = "memprox.SampleTracker", 1
+#: why a tracker resumed from a state saved before the suggested label existed has none
+OLD_STATE = ("the tracker state was saved by a memprox without the suggested label, so its epochs have no class "
+             "probabilities; a new run records them")
 
 
 def _copy(t: torch.Tensor | None) -> torch.Tensor | None:
@@ -44,11 +48,14 @@ def capture(tracker: TrackerFields) -> dict[str, Any]:
     state = {"format": FORMAT, "version": VERSION, **_config(tracker), "epochs": tracker.epochs,
              "num_classes": tracker.num_classes, "pending": tracker._pending,
              "all_batches_had_logits": tracker._all_batches_had_logits,
-             "warned_repeats": tracker._warned_repeats, "eval_at": list(tracker._eval_at), "signals": None}
+             "warned_repeats": tracker._warned_repeats, "eval_at": list(tracker._eval_at), "signals": None,
+             "no_suggestion": tracker._no_suggestion}
     signals = tracker._signals
     if signals is not None:
         assert tracker._inputs is not None  # made with the signals (`_ensure_device`)
         state["signals"] = _signals_state(signals, tracker._inputs.bad)
+        probs = tracker._class_probs
+        state["signals"]["class_probs"] = None if probs is None else probs.state()
     return state
 
 
@@ -122,6 +129,8 @@ def _validate(tracker: TrackerFields, state: Mapping[str, Any]) -> None:
     for name in ("pending", "all_batches_had_logits", "warned_repeats"):
         if not isinstance(state[name], bool):
             raise _damaged(f"{name} = {state[name]!r}")
+    if not isinstance(state.get("no_suggestion"), (str, type(None))):
+        raise _damaged(f"no_suggestion = {state['no_suggestion']!r}")
     if (not isinstance(eval_at, (list, tuple)) or not all(_is_int(e) and 1 <= e <= epochs for e in eval_at)
             or list(eval_at) != sorted(set(eval_at))):
         raise _damaged(f"eval_at = {eval_at!r} for {epochs} epochs")
@@ -137,6 +146,8 @@ def _validate(tracker: TrackerFields, state: Mapping[str, Any]) -> None:
     template = TrackedSignals(tracker.n, meta, sel.train_keys, tracker.running_sums, sel.keep_eval_history,
                               tracker._fixed_labels)
     restore_signals(template, torch.zeros((), dtype=torch.bool, device=meta), signals, classes, list(eval_at))
+    if signals.get("class_probs") is not None:
+        ClassProbSums.restored(signals["class_probs"], tracker.n, classes, meta)
     top = epochs + 1  # an epoch's rows are made at its first batch
     for key in template.bank:
         for name, buf in template.bank[key].buffers.items():
@@ -162,10 +173,15 @@ def restore_counters(tracker: TrackerFields, state: Mapping[str, Any]) -> None:
     tracker._had_logits_closed = tracker._all_batches_had_logits  # mid-epoch: a discard keeps False as False
     tracker._warned_repeats = bool(state["warned_repeats"])
     tracker._eval_at = list(state["eval_at"])
+    # a state without the key was saved before the suggested label: its recorded batches have no sums
+    recorded = tracker.epochs > 0 or tracker._pending
+    tracker._no_suggestion = state.get("no_suggestion", OLD_STATE if recorded else None)
+    if tracker._suggest is False:  # never: sums the state has are not restored (`_ensure_device`)
+        tracker._no_suggestion = ""
 
 
 _COUNTERS = ("epochs", "num_classes", "_pending", "_all_batches_had_logits", "_had_logits_closed", "_warned_repeats",
-             "_eval_at", "_saved")
+             "_eval_at", "_saved", "_no_suggestion")
 
 
 def restore_signals(s: TrackedSignals, bad_index: torch.Tensor, state: Mapping[str, Any], classes: int | None,
