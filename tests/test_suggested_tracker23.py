@@ -248,7 +248,20 @@ def test_the_lightning_callback_gives_the_plain_loops_suggestion() -> None:
                         generator=torch.Generator().manual_seed(1))
     L.Trainer(max_epochs=EPOCHS, callbacks=[csl], accelerator="cpu", devices=1, logger=False,
               enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False).fit(module, loader)
-    top = csl.suspects(N)
+    top = csl.suspects(N, classes=NAMES)
     want = _by_hand(module.seen, top["index"].to_numpy())
     assert top["suggested"].to_numpy(dtype=np.int64).tolist() == want["suggested"].tolist()
+    assert top["suggested_name"].tolist() == [NAMES[c] for c in want["suggested"]]
     np.testing.assert_allclose(top["p_suggested"].to_numpy(), want["p_suggested"], rtol=1e-6, atol=1e-7)
+
+
+def test_the_callbacks_pass_suggest_to_their_tracker() -> None:
+    pytest.importorskip("lightning")
+    pytest.importorskip("transformers")
+    from harness.integrations.lightning import CSLCallback
+    from harness.integrations.transformers import CSLTrainerCallback
+
+    assert CSLCallback(N).tracker._suggest is None and CSLCallback(N, suggest=False).tracker._suggest is False
+    hf = CSLTrainerCallback(N, suggest=True)
+    hf.restart()  # a new record for each train(): the same options
+    assert hf.tracker._suggest is True and CSLTrainerCallback(N).tracker._suggest is None

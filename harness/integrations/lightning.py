@@ -67,8 +67,9 @@ class CSLCallback(Callback):
 
     Args:
         n: number of training samples (``len(dataset)``); indices are in [0, n).
-        proxies, labels, running_sums: as `SampleTracker` (default: csl alone from losses, every
-            training-pass proxy when ``training_step`` also returns logits and labels).
+        proxies, labels, running_sums, suggest: as `SampleTracker` (default: csl alone from losses,
+            every training-pass proxy and the suggested label when ``training_step`` also returns
+            logits and labels).
         images: all n training images in index order, to draw the suspects when training ends.
         plot_path: where that figure goes (needs ``images``); ``k``, ``by``, ``classes``: its top k,
             ranking proxy and class names.
@@ -81,6 +82,7 @@ class CSLCallback(Callback):
         proxies: Sequence[str | Proxy] | str | None = None,
         labels: Sequence[int] | np.ndarray | torch.Tensor | None = None,
         running_sums: bool = False,
+        suggest: bool | None = None,
         images: np.ndarray | torch.Tensor | None = None,
         plot_path: str | Path | None = None,
         k: int = 16,
@@ -92,7 +94,7 @@ class CSLCallback(Callback):
             raise HarnessError("CSLCallback(plot_path=...) needs images= (all n training images in index order)")
         if plot_path is not None:
             check_png_path(plot_path)  # said now, not when training has ended
-        self.tracker = SampleTracker(n, proxies=proxies, labels=labels, running_sums=running_sums)
+        self.tracker = SampleTracker(n, proxies=proxies, labels=labels, running_sums=running_sums, suggest=suggest)
         self._recorder = DistributedRecorder(self.tracker)
         self.images, self.plot_path, self.k, self.by, self.classes = images, plot_path, k, by, classes
         self.figure: Path | None = None
@@ -199,10 +201,10 @@ class CSLCallback(Callback):
         _check_recorded(self)
         return self.tracker.scores(proxies)
 
-    def suspects(self, k: int = 20, by: str | Proxy = "csl") -> pd.DataFrame:
-        """`SampleTracker.suspects`: the k highest-scoring samples with given and predicted label."""
+    def suspects(self, k: int = 20, by: str | Proxy = "csl", classes: Sequence[str] | None = None) -> pd.DataFrame:
+        """`SampleTracker.suspects`: the k highest-scoring samples with given, predicted and suggested label."""
         _check_recorded(self)
-        return self.tracker.suspects(k, by)
+        return self.tracker.suspects(k, by, classes)
 
     def plot_suspects(self, images: Any, k: int = 16, *, by: str | Proxy = "csl", path: str | Path = "suspects.png",
                       classes: Sequence[str] | None = None) -> Path:

@@ -82,6 +82,7 @@ class _TrackerOptions(TypedDict):
     proxies: Sequence[str | Proxy] | str | None
     labels: Sequence[int] | np.ndarray | torch.Tensor | None
     running_sums: bool
+    suggest: bool | None
 
 
 class CSLTrainerCallback(TrainerCallback):
@@ -89,13 +90,15 @@ class CSLTrainerCallback(TrainerCallback):
 
     Args:
         n: number of training samples (``len(train_dataset)``).
-        proxies, labels, running_sums: as `SampleTracker` (default: every training-pass proxy; the
-            trainer passes logits and labels).
+        proxies, labels, running_sums, suggest: as `SampleTracker` (default: every training-pass proxy
+            and the suggested label; the trainer passes logits and labels).
     """
 
     def __init__(self, n: int, *, proxies: Sequence[str | Proxy] | str | None = None,
-                 labels: Sequence[int] | np.ndarray | torch.Tensor | None = None, running_sums: bool = False) -> None:
-        self._options: _TrackerOptions = {"n": n, "proxies": proxies, "labels": labels, "running_sums": running_sums}
+                 labels: Sequence[int] | np.ndarray | torch.Tensor | None = None, running_sums: bool = False,
+                 suggest: bool | None = None) -> None:
+        self._options: _TrackerOptions = {"n": n, "proxies": proxies, "labels": labels, "running_sums": running_sums,
+                                          "suggest": suggest}
         self.tracker = SampleTracker(**self._options)
         self._recorder = DistributedRecorder(self.tracker)
         self._loaded: dict[str, Any] | None = None  # a checkpoint's state, until training begins
@@ -192,10 +195,10 @@ class CSLTrainerCallback(TrainerCallback):
         self._close_open_epoch()
         return self.tracker.scores(proxies)
 
-    def suspects(self, k: int = 20, by: str | Proxy = "csl") -> pd.DataFrame:
-        """`SampleTracker.suspects`: the k highest-scoring samples with given and predicted label."""
+    def suspects(self, k: int = 20, by: str | Proxy = "csl", classes: Sequence[str] | None = None) -> pd.DataFrame:
+        """`SampleTracker.suspects`: the k highest-scoring samples with given, predicted and suggested label."""
         self._close_open_epoch()
-        return self.tracker.suspects(k, by)
+        return self.tracker.suspects(k, by, classes)
 
     def plot_suspects(self, images: Any, k: int = 16, **kwargs: Any) -> Any:
         """`SampleTracker.plot_suspects` (image datasets)."""
