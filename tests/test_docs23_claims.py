@@ -176,7 +176,9 @@ def test_the_late_signal_rule_reads_the_same_in_the_page_and_the_cli() -> None:
     assert "printed its last line" not in page and "the command's last line" not in page
 
 
-def test_the_readme_names_what_the_suspects_task_gives() -> None:
+def test_the_readme_and_home_page_name_what_the_suspects_task_gives() -> None:
     readme = " ".join((ROOT / "README.md").read_text(encoding="utf-8").split())
     bullet = readme.split("`--tasks suspects` ranks every sample", 1)[1].split("- **", 1)[0]
-    assert "suggested" in bullet and "mirrored" in bullet and "near copies" in bullet
+    home = _text("index.md").split("`suspects` ranks every sample", 1)[1].split("- **", 1)[0]
+    for text in (bullet, home):
+        assert "suggested" in text and "mirrored" in text and "near copies" in text, text
