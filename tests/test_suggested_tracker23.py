@@ -190,6 +190,16 @@ def test_a_state_saved_before_the_suggested_label_resumes_without_it() -> None:
     _loop(resumed, range(1, EPOCHS), net, opt)
     with pytest.warns(UserWarning, match="saved by a memprox without the suggested label"):
         assert "suggested" not in resumed.suspects(5).columns
+    # sums missing from a state that recorded epochs: none, never the later epochs' mean alone
+    cut = SampleTracker(N)
+    net, opt, _ = _loop(cut, range(1))
+    state = cut.state_dict()
+    state["signals"]["class_probs"] = None
+    partial = SampleTracker(N)
+    partial.load_state_dict(state)
+    _loop(partial, range(1, 2), net, opt)
+    with pytest.warns(UserWarning, match="saved by a memprox without the suggested label"):
+        assert "suggested" not in partial.suspects(5).columns
     # a state of this memprox resumed with suggest=False drops its sums
     fresh = SampleTracker(N)
     net, opt, _ = _loop(fresh, range(1))

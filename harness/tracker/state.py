@@ -173,9 +173,11 @@ def restore_counters(tracker: TrackerFields, state: Mapping[str, Any]) -> None:
     tracker._had_logits_closed = tracker._all_batches_had_logits  # mid-epoch: a discard keeps False as False
     tracker._warned_repeats = bool(state["warned_repeats"])
     tracker._eval_at = list(state["eval_at"])
-    # a state without the key was saved before the suggested label: its recorded batches have no sums
+    # recorded batches without sums and without a reason: saved before the suggested label existed
+    signals, reason = state["signals"], state.get("no_suggestion")
+    sums = isinstance(signals, Mapping) and signals.get("class_probs") is not None
     recorded = tracker.epochs > 0 or tracker._pending
-    tracker._no_suggestion = state.get("no_suggestion", OLD_STATE if recorded else None)
+    tracker._no_suggestion = OLD_STATE if reason is None and recorded and not sums else reason
     if tracker._suggest is False:  # never: sums the state has are not restored (`_ensure_device`)
         tracker._no_suggestion = ""
 
