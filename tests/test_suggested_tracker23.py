@@ -15,6 +15,7 @@ import pytest
 import torch
 from torch import nn
 
+from harness.errors import HarnessError
 from harness.recorders import RunContext, build_recorder
 from harness.tasks.suspects_labels import SUGGEST
 from harness.tracker import SampleTracker
@@ -178,6 +179,8 @@ def test_the_size_bound_and_the_switch(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.warns(UserWarning, match="running_sums=True keeps O\\(N\\) memory"):
         assert "suggested" not in one_epoch(running_sums=True).suspects(5).columns
     assert "suggested" in one_epoch(running_sums=True, suggest=True).suspects(5).columns
+    with pytest.raises(HarnessError, match=r"suggest=\.\.\.\) must be None \(by size\), True or False, got 0"):
+        SampleTracker(N, suggest=0)  # type: ignore[arg-type]
 
 
 def test_a_state_saved_before_the_suggested_label_resumes_without_it() -> None:

@@ -58,8 +58,9 @@ class SampleTracker(TrackerCheckpoints, TrackerResults):
     `eval_epoch` one float32 (N,) row per eval signal (loss, correct, p_label, p_max, phi) per
     epoch and the last pass's (N, C) probabilities (only the last call's rows when the selected
     proxies do not include csl_eval).
-    `running_sums=True`: one float64 and one float32 (N,) row. The suggested label (`suggest`): two
-    float32 (N, C) sums and two (N,) counts (the closed epochs' and the open one's). Batches are held and recorded
+    `running_sums=True`: one float64 and one float32 (N,) row. The suggested label (`suggest`):
+    two float32 (N, C) sums and two (N,) counts (the closed epochs' and the open one's).
+    Batches are held and recorded
     together (at `end_epoch`, or every 65,536 samples; `harness.tracker.batch_log`), so a batch
     costs a few copies: a log of at most 1.3 MiB of indices, losses and labels plus 2^20 logit values
     (4 MiB in float32), on the device. Call `update()` and `end_epoch()` on one CUDA stream: the
@@ -104,7 +105,7 @@ class SampleTracker(TrackerCheckpoints, TrackerResults):
             raise HarnessError(f"SampleTracker(n=...) must be the number of training samples (>= 1), got {n!r}")
         self.n = int(n)
         self.running_sums = running_sums
-        if suggest not in (None, True, False):
+        if suggest is not None and not isinstance(suggest, bool):  # 0 would pass for False, and act as None
             raise HarnessError(f"SampleTracker(suggest=...) must be None (by size), True or False, got {suggest!r}")
         self._suggest = suggest
         self._class_probs = None  # the suggested label's sums, made at the first recorded batch with logits
