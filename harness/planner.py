@@ -132,8 +132,7 @@ class Planner:
         """Every class needs two training samples: stratified folds and halves, and a label to flip
         to, are undefined below that, and a leaderboard of one-sample classes says nothing."""
         counts = np.bincount(self.dataset.y_train.numpy(), minlength=self.dataset.num_classes)
-        thin = [f"{c} ({self.dataset.classes[c]!r})" if self.dataset.classes[c] != str(c) else str(c)
-                for c, k in enumerate(counts) if k < 2]
+        thin = [_class_label(int(c), self.dataset.classes) for c in np.flatnonzero(counts < 2)]
         if thin:
             where, fix = f"--subset {self.cfg.subset}", "use a larger --subset (or drop those classes from the data)"
             if not self.cfg.subset:  # the whole dataset: no --subset can add samples
@@ -294,3 +293,8 @@ def _needs(proxy: Proxy, base: RunSpec) -> list[Need]:
         return proxy.needs(base)
     except HarnessError as e:
         raise HarnessError(f"proxy {proxy.label}: {e}") from None
+
+
+def _class_label(c: int, names: tuple[str, ...]) -> str:
+    """A class id with its name where the name says more than the id: "3 ('rose')", or "3"."""
+    return str(c) if names[c] == str(c) else f"{c} ({names[c]!r})"

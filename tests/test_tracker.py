@@ -99,7 +99,8 @@ def test_suspects_find_the_noisy_labels(digits_noisy: PreparedData, tracked: Sam
     table = tracked.scores(["csl"])
     assert roc_auc_score(digits_noisy.positives, table["csl"]) >= 0.95
     top = tracked.suspects(k=50)
-    assert list(top.columns) == ["index", "label", "predicted", "score"]
+    assert list(top.columns) == ["index", "label", "predicted", "suggested", "suggested_name", "p_suggested",
+                                 "score"]
     assert top["score"].is_monotonic_decreasing and len(top) == 50
     assert np.array_equal(top["score"].to_numpy(), np.sort(table["csl"].to_numpy())[::-1][:50])
     assert digits_noisy.positives[top["index"].to_numpy()].mean() >= 0.8
