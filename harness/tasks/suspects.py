@@ -41,8 +41,8 @@ how many: test accuracy counts them as generalisation.
 Parameters (`--task-arg suspects.NAME=VALUE`): `k` (40, at most 400: the grid's images and the
 rows' k), `by` (the proxy to sort and draw by; default csl when selected, else the first
 selected proxy), `duplicates` (near, the default; exact: byte-equal copies only, for data too big
-for a search that grows as N^2 (185 s at 50,000 CIFAR-10 images on one thread; 16 times that is
-refused before training); off) and
+for a search that grows as N^2 (185 s at 50,000 CIFAR-10 images searched once on one thread; 16
+times that is refused before training, 8 times for images, which are searched twice); off) and
 `duplicate_threshold` (0.13, cleanlab Datalab's: a pair is near below this times the median
 distance of a sample to its nearest neighbour), and `suggest` (on; off: no suggested label, and a
 run stored before it existed is reused as it is instead of training again to add it).
@@ -94,6 +94,21 @@ COLUMNS = 8
 MAX_NEAR_WORK = 16 * 50_000**2 * 3_072
 
 
+def check_search_size(dataset: Dataset) -> None:
+    """Refuse, before training, a near-duplicate search too big to finish in reasonable time."""
+    n, values = len(dataset.x_train), dataset.x_train[0].numel() if len(dataset.x_train) else 0
+    searched = dataset.x_train.dtype.is_floating_point or dataset.x_train.dtype == torch.uint8  # not token ids
+    work = n * (n + len(dataset.x_test)) * values  # the training set against itself and the test split
+    work *= 2 if searches_mirrors(dataset.x_train) else 1  # images: searched plain and mirrored
+    if searched and work > MAX_NEAR_WORK:
+        test = f" (and {len(dataset.x_test)} test samples)" if len(dataset.x_test) else ""
+        raise HarnessError(f"suspects: a near-duplicate search over {n} samples{test} of {values} values would "
+                           "take an hour or more: it grows as N x (N + test samples) x values, twice for images, "
+                           f"searched mirrored too, and stops at {MAX_NEAR_WORK:.1e} (~50 minutes on one CPU thread, "
+                           "8 x CIFAR-10's 50,000 images); pass --task-arg suspects.duplicates=exact (byte-equal "
+                           "copies only) or --task-arg suspects.duplicates=off")
+
+
 def ranked(table: pd.DataFrame, by: str) -> pd.DataFrame:
     """`table` most suspicious first by `by` (NaN last; ties in index order), with a rank column."""
     table = table.sort_values(by, ascending=False, kind="stable", na_position="last").reset_index(drop=True)
@@ -105,8 +120,8 @@ def ranked(table: pd.DataFrame, by: str) -> pd.DataFrame:
 class Suspects(Task):
     name = "suspects"
     headline = "predicted_other_at_k"
-    description = ("your data as given, no injected noise: every sample ranked by a proxy, with the given and "
-                   "predicted label (CSV), the top k drawn (figure)")
+    description = ("your data as given, no injected noise: every sample ranked by a proxy, with the given, "
+                   "predicted and suggested label (CSV), copies and near copies, the top k drawn (figure)")
     defaults = {"k": 40, "by": "", "duplicates": "near", "duplicate_threshold": THRESHOLD, "suggest": "on"}
 
     def __init__(self, reference: ReferenceConfig | None = None, **params: Any) -> None:
@@ -149,18 +164,9 @@ class Suspects(Task):
         return "csl" if "csl" in labels else (labels[0] if labels else None)
 
     def settings(self, cfg: ExperimentConfig, base_data: DataSpec, dataset: Dataset) -> list[Setting]:
-        n, values = len(dataset.x_train), dataset.x_train[0].numel() if len(dataset.x_train) else 0
-        searched = dataset.x_train.dtype.is_floating_point or dataset.x_train.dtype == torch.uint8  # not token ids
-        work = n * (n + len(dataset.x_test)) * values  # the training set against itself and the test split
-        work *= 2 if searches_mirrors(dataset.x_train) else 1  # images: searched plain and mirrored
-        if self.params["duplicates"] == "near" and searched and work > MAX_NEAR_WORK:  # before training
-            test = f" (and {len(dataset.x_test)} test samples)" if len(dataset.x_test) else ""
-            raise HarnessError(f"suspects: a near-duplicate search over {n} samples{test} of {values} values would "
-                               f"take an hour or more (it grows as N x (N + test samples), twice for images, "
-                               f"searched mirrored too; {MAX_NEAR_WORK:.1e} x values at most, 8 x CIFAR-10's 50,000 "
-                               "images); pass --task-arg "
-                               "suspects.duplicates=exact (byte-equal copies only) or --task-arg "
-                               "suspects.duplicates=off")
+        n = len(dataset.x_train)
+        if self.params["duplicates"] == "near":
+            check_search_size(dataset)  # before training
         if self.params["k"] >= n:
             warnings.warn(f"suspects.k {self.params['k']} is not below the N={n} training samples: every proxy's "
                           "top k is every sample, so predicted_other_at_k is the same number for all of them (the "
