@@ -23,7 +23,8 @@ them, and compared by Euclidean distance in standard deviations (Datalab's rule 
 metric): on wine and breast-cancer with 20 rows re-measured (another row plus 2 % of each
 feature's spread), 20 of 20 are found and nothing else, where the correlation found 12 and 3 with
 9 and 1 false pairs (tests/test_suspects_review5.py). Images saved flattened as floats (N, H*W)
-are such a table, as they are to the model; saved (N, H, W) they are compared as pixels.
+are such a table, as they are to the model; saved (N, H, W) they are compared as pixels, and so are
+uint8 rows of more than 3 values (N, D, 1, 1: images saved flattened as uint8), centred as one channel.
 
 Token ids (text) have no meaningful distance, so there only exact copies are found. Exact copies
 are always found, in every mode, at distance 0 (and only they: a near copy reports at least
@@ -104,7 +105,9 @@ def find_duplicates(x: torch.Tensor, x_test: torch.Tensor | None, mode: str = "n
     if mode == "near" and rows.dtype.kind in "fu":  # token ids (int64): exact copies only
         # float features are a table; so are 1 to 3 values of any kind (a correlation of so few is meaningless)
         tabular = x.dim() == 4 and tuple(x.shape[2:]) == (1, 1) and (rows.dtype.kind == "f" or rows.shape[1] <= 3)
-        channels = 1 if tabular or x.dim() != 4 else int(x.shape[1])
+        # (N, D, 1, 1) is one flattened sample (uint8 with D > 3: images saved flattened), not D one-pixel
+        # channels: centred per channel, every value was 0 and no near copy was ever found
+        channels = 1 if tabular or x.dim() != 4 or tuple(x.shape[2:]) == (1, 1) else int(x.shape[1])
         space = _space(rows, first[:n], tabular, channels, _mirror_order(x))
         if space is not None:
             _keep_closest(pairs, space.within(threshold, k))
