@@ -15,7 +15,8 @@ flipped or moved samples whose rule gives their true class:
   final prediction 0, highest mean softmax with the given label allowed 9 (the pass fits the moved
   images early), the final model's most probable other class 33, this rule 68.
 
-A run stored before the suggested label existed lacks its recorder; the planner trains such a run
+A run stored before the suggested label existed lacks its recorder, and so does one stored by a task
+that does not record it (cost, or suspects with `suggest=off`); the planner trains such a run
 again to add it, recording what it recorded before along with it (the same numbers on a CPU with
 the same thread count: csl and p_label came back bit for bit). That costs a training per seed, so
 it is announced before training, with the way out: `suspects.suggest=off` reuses it as it is,
@@ -116,6 +117,7 @@ class RetrainingNotice:
 def warn_retraining(seeds: list[int]) -> None:
     """One line before training: stored runs train again to add the suggested label's recorder."""
     warnings.warn(f"suspects: the stored clean run(s) of seed(s) {', '.join(map(str, seeds))} lack the training "
-                  "pass's class probabilities the suggested label is read from (stored before it existed): they "
+                  "pass's class probabilities the suggested label is read from (stored before it existed, or by a "
+                  "run that did not record them: another task's, such as cost, or one with suspects.suggest=off): they "
                   "train again once to add them, recording their other signals again; pass --task-arg "
                   "suspects.suggest=off to reuse them as they are, without the suggested columns", stacklevel=3)
