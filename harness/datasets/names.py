@@ -7,20 +7,28 @@ from pathlib import Path
 
 
 def path_hint(name: str) -> str:
-    """The kind that reads `name` (suffixed to the unknown-dataset error), or '' if none fits."""
-    try:
-        path = Path(name).expanduser()
-        is_dir = path.is_dir()
-    except (RuntimeError, OSError, ValueError):  # ~nosuchuser, a name too long: no hint rather than a traceback
-        return ""
-    if path.suffix.lower() == ".csv":
+    """The kind that reads `name` (suffixed to the unknown-dataset error), or '' if none fits. The
+    suffix is read from the name as typed: `~nosuchuser/x.npz` or a name too long for the file system
+    still ends in .npz (only the folder check needs the path expanded)."""
+    suffix = Path(name).suffix.lower()
+    if suffix == ".csv":
         return ("; a CSV table is converted to an .npz file first (a few lines of pandas: 'Arrays: npz:PATH' in "
                 "docs/datasets.md), then --dataset npz:FILE.npz")
-    if path.suffix.lower() == ".npz":
-        return f"; did you mean --dataset npz:{name}?"
+    if suffix == ".npz":
+        return f"; did you mean --dataset {_shown('npz:' + name)}?"
+    try:
+        is_dir = Path(name).expanduser().is_dir()
+    except (RuntimeError, OSError, ValueError):  # ~nosuchuser, a name too long: no hint rather than a traceback
+        return ""
     if is_dir:
-        return (f"; did you mean --dataset imagefolder:{name} (a folder per class) or hf:{name} (a Hugging Face "
-                "dataset saved with save_to_disk)?")
+        return (f"; did you mean --dataset {_shown('imagefolder:' + name)} (a folder per class) or "
+                f"{_shown('hf:' + name)} (a Hugging Face dataset saved with save_to_disk)?")
     if "/" in name:
         return "; a path needs its kind: imagefolder:PATH, npz:PATH or hf:PATH"
     return ""
+
+
+def _shown(value: str) -> str:
+    """`value` as typed, or quoted with escapes when it holds a line break or another unprintable
+    character: the error stays one line."""
+    return value if value.isprintable() else repr(value)

@@ -1,0 +1,28 @@
+"""The unknown-dataset hint on odd paths (attack23): one line, exit 2, the kind that reads the file."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.test_bad_input import argv, assert_refused, no_training  # noqa: F401  (the fixture)
+
+
+@pytest.mark.parametrize("name, needle", [
+    # the hint used to be dropped when the home of ~user could not be found, or the name was too
+    # long for the file system: the suffix alone says the kind
+    ("~nosuchuser23/x.npz", "; did you mean --dataset npz:~nosuchuser23/x.npz?"),
+    ("x" * 300 + ".npz", f"; did you mean --dataset npz:{'x' * 300}.npz?"),
+    ("~nosuchuser23/t.CSV", "; a CSV table is converted to an .npz file first"),
+    # a line break in the name split the error over two lines
+    ("bad\nname.npz", "; did you mean --dataset 'npz:bad\\nname.npz'?"),
+])
+def test_a_path_without_its_kind_gets_its_hint_on_one_line(tmp_path, capsys, no_training, name,  # noqa: F811
+                                                            needle) -> None:
+    assert_refused(tmp_path, capsys, argv(tmp_path, {"--dataset": name}), needle)
+
+
+def test_a_folder_with_a_tab_in_its_name_is_quoted(tmp_path, capsys, no_training, monkeypatch) -> None:  # noqa: F811
+    (tmp_path / "inputs" / "my\tphotos").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path / "inputs")
+    assert_refused(tmp_path, capsys, argv(tmp_path, {"--dataset": "my\tphotos"}),
+                   "; did you mean --dataset 'imagefolder:my\\tphotos' (a folder per class) or 'hf:my\\tphotos'")
