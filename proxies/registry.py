@@ -121,7 +121,8 @@ def _unregistered(name: str) -> type[Proxy] | None:
             continue
         seen.add(cls)
         todo.extend(cls.__subclasses__())
-        if getattr(cls, "name", None) == name:
+        own = getattr(cls, "name", None)  # any class in the process: a name that is no str is none of ours
+        if isinstance(own, str) and own == name:
             return cls
     return None
 
