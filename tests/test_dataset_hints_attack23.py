@@ -26,3 +26,18 @@ def test_a_folder_with_a_tab_in_its_name_is_quoted(tmp_path, capsys, no_training
     monkeypatch.chdir(tmp_path / "inputs")
     assert_refused(tmp_path, capsys, argv(tmp_path, {"--dataset": "my\tphotos"}),
                    "; did you mean --dataset 'imagefolder:my\\tphotos' (a folder per class) or 'hf:my\\tphotos'")
+
+
+def test_a_name_with_a_colon_is_hinted_only_when_it_is_an_existing_path(tmp_path, monkeypatch) -> None:
+    """`harness.datasets.base` passes only names without a colon today (a colon names a kind); for the
+    day it passes every unknown name: an existing file or folder with a colon gets its kind, an
+    unknown kind (NPZ:x.npz) is no path to suggest npz: for."""
+    from harness.datasets.names import path_hint
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "a:b.npz").write_bytes(b"")
+    (tmp_path / "photos:2024").mkdir()
+    assert path_hint("./a:b.npz") == "; did you mean --dataset npz:./a:b.npz?"
+    assert path_hint("photos:2024").startswith("; did you mean --dataset imagefolder:photos:2024 ")
+    assert path_hint("NPZ:x.npz") == ""
+    assert path_hint("hf-hub:org/name") == ""

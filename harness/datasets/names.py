@@ -9,7 +9,11 @@ from pathlib import Path
 def path_hint(name: str) -> str:
     """The kind that reads `name` (suffixed to the unknown-dataset error), or '' if none fits. The
     suffix is read from the name as typed: `~nosuchuser/x.npz` or a name too long for the file system
-    still ends in .npz (only the folder check needs the path expanded)."""
+    still ends in .npz (only the folder check needs the path expanded). A name with a colon gets a
+    hint only when it is an existing path (`./a:b.npz`, `photos:2024`): the kind ends at the first
+    colon, so `npz:./a:b.npz` reads it."""
+    if ":" in name and not _exists(name):  # `kind:path` with an unknown kind (NPZ:x.npz, hf-hub:x): not a path
+        return ""
     suffix = Path(name).suffix.lower()
     if suffix == ".csv":
         return ("; a CSV table is converted to an .npz file first (a few lines of pandas: 'Arrays: npz:PATH' in "
@@ -32,3 +36,10 @@ def _shown(value: str) -> str:
     """`value` as typed, or quoted with escapes when it holds a line break or another unprintable
     character: the error stays one line."""
     return value if value.isprintable() else repr(value)
+
+
+def _exists(name: str) -> bool:
+    try:
+        return Path(name).expanduser().exists()
+    except (RuntimeError, OSError, ValueError):
+        return False
