@@ -41,3 +41,17 @@ def test_a_name_with_a_colon_is_hinted_only_when_it_is_an_existing_path(tmp_path
     assert path_hint("photos:2024").startswith("; did you mean --dataset imagefolder:photos:2024 ")
     assert path_hint("NPZ:x.npz") == ""
     assert path_hint("hf-hub:org/name") == ""
+
+
+def test_a_folder_saved_by_hugging_face_datasets_is_hinted_as_hf(tmp_path) -> None:
+    """A save_to_disk folder was offered imagefolder: first; its files say it is hf:."""
+    from harness.datasets.names import path_hint
+
+    for marker in ("state.json", "dataset_dict.json"):
+        folder = tmp_path / marker.split(".")[0]
+        folder.mkdir()
+        (folder / marker).write_text("{}")
+        assert path_hint(str(folder)) == (f"; did you mean --dataset hf:{folder} (a Hugging Face dataset saved with "
+                                          "save_to_disk)?")
+    (tmp_path / "photos" / "cat").mkdir(parents=True)
+    assert path_hint(str(tmp_path / "photos")).startswith(f"; did you mean --dataset imagefolder:{tmp_path}/photos ")

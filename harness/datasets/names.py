@@ -21,9 +21,13 @@ def path_hint(name: str) -> str:
     if suffix == ".npz":
         return f"; did you mean --dataset {_shown('npz:' + name)}?"
     try:
-        is_dir = Path(name).expanduser().is_dir()
+        path = Path(name).expanduser()
+        is_dir = path.is_dir()
+        saved = is_dir and ((path / "dataset_dict.json").is_file() or (path / "state.json").is_file())
     except (RuntimeError, OSError, ValueError):  # ~nosuchuser, a name too long: no hint rather than a traceback
         return ""
+    if saved:  # the files `hf:` reads (`harness.datasets.hf`): not a folder per class
+        return f"; did you mean --dataset {_shown('hf:' + name)} (a Hugging Face dataset saved with save_to_disk)?"
     if is_dir:
         return (f"; did you mean --dataset {_shown('imagefolder:' + name)} (a folder per class) or "
                 f"{_shown('hf:' + name)} (a Hugging Face dataset saved with save_to_disk)?")
