@@ -96,7 +96,8 @@ def test_path_mistakes_say_what_is_wrong(tmp_path, tok, capsys) -> None:
     assert main(["run", "--dataset", f"hf:{path}, tokenizer={tok}", *common]) == 2
     assert "no space after a comma" in capsys.readouterr().err
     assert main(["run", "--dataset", str(path), *common]) == 2
-    assert "a path needs its kind: imagefolder:PATH, npz:PATH or hf:PATH" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert f"did you mean --dataset hf:{path} (a Hugging Face dataset saved with save_to_disk)?" in err
     labels = np.zeros(1437)
     labels[[3, 9]] = np.nan
     np.save(tmp_path / "nan.npy", labels)

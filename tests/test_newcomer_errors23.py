@@ -73,3 +73,11 @@ def test_a_defined_but_unregistered_proxy_says_to_register_it() -> None:
     message = str(e.value)
     assert f"class _Forgotten ({_Forgotten.__module__}) has name 'forgotten_n23' but is not registered" in message
     assert "@register_proxy" in message and "registers when its module is imported" not in message
+
+
+def test_a_path_with_a_colon_is_hinted_too(tmp_path) -> None:
+    """`./a:b.npz` splits at its colon into an unknown kind; the file exists, so the hint still fits."""
+    path = _npz(tmp_path / "a:b.npz", x=np.zeros((4, 2)), y=np.array([0, 1, 0, 1]))
+    with pytest.raises(HarnessError) as e:
+        load_dataset(path)
+    assert f"did you mean --dataset npz:{path}?" in str(e.value)

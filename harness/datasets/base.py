@@ -286,7 +286,7 @@ def load_dataset(
         _load_plugin(kind)
     DATASETS.check_claimed_once(kind)
     if kind not in DATASETS:
-        hint = "" if sep else path_hint(name)
+        hint = path_hint(name)
         raise HarnessError(f"unknown dataset {name!r}; valid names: {', '.join(dataset_names())}{hint}")
     entry = DATASETS[kind]
     if entry.takes_path and not path:
