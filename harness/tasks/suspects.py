@@ -11,7 +11,7 @@ and, with an output folder, writes per seed:
   (class ids, each with its class name: `label_name`, `predicted_name`), that model's probability
   of the given label, the suggested label (`suggested`, `suggested_name`: of the other classes, the
   one of the highest mean softmax over the training pass's epochs, `p_suggested` that mean;
-  `suspects_labels`), and
+  `harness.recorders.class_prob`), and
   every selected proxy's score (higher = more suspicious). Ties keep index order here; this is a
   reading order, not a metric.
 - `figures/suspects_seed<s>.png` (image data): the top `k` by `by`, captioned
@@ -67,19 +67,11 @@ from harness.errors import HarnessError
 from harness.metrics import precision_at_k
 from harness.near_duplicates import MODES, THRESHOLD, find_duplicates, searches_mirrors
 from harness.recorders import RecorderRequest
-from harness.recorders.class_prob import mean_probs
+from harness.recorders.class_prob import SUGGEST, SUGGESTED_COLUMNS, insert_suggested, mean_probs, suggested_columns
 from harness.runspec import DataSpec, RunSpec
 from harness.tasks.base import EvalContext, Row, Setting, Task, positive_int, register_task
 from harness.tasks.reference import ReferenceConfig
-from harness.tasks.suspects_labels import (
-    SUGGEST,
-    SUGGEST_MODES,
-    SUGGESTED_COLUMNS,
-    RetrainingNotice,
-    insert_suggested,
-    suggested_columns,
-    with_class_names,
-)
+from harness.tasks.suspects_labels import SUGGEST_MODES, RetrainingNotice, with_class_names
 from harness.values import check_number
 from proxies.base import Need, Proxy
 
@@ -238,7 +230,8 @@ class Suspects(Task):
             combined[column] = np.mean([t[column].to_numpy(dtype=np.float64) for t in tables], axis=0)
         if set(self.by_seed) <= set(self.probs_by_seed):  # suggested by the seeds' mean softmax
             probs = np.mean([self.probs_by_seed[s] for s in sorted(self.by_seed)], axis=0)
-            insert_suggested(combined, probs, np.asarray(ctx.data.dataset.classes, dtype=object))
+            insert_suggested(combined, probs, combined["label"].to_numpy(dtype=np.int64),
+                             np.asarray(ctx.data.dataset.classes, dtype=object), after="p_label")
         scored = [c for c in numbers if c != "p_label"]
         key = by if by in scored else self.sort_by(scored)
         if key is None:

@@ -1,19 +1,6 @@
-"""Class labels in the suspects task's tables: each sample's suggested label, and class names beside
-the ids of the duplicate-pair tables.
-
-The suggested label answers "if the given label is wrong, what is it?": of the classes other than
-the given one, the class the training pass gave the highest mean softmax over its epochs
-(`harness.recorders.class_prob`). Whether the label is wrong is the proxies' rank; the suggestion
-is never the given label. The final model's prediction suggests nothing for a memorised mislabeled
-sample: it repeats the given label. Measured with one seed each (quick preset), share of the
-flipped or moved samples whose rule gives their true class:
-
-- digits, 180 of 1,797 labels flipped as the mislabeled task does (mlp, final training accuracy
-  0.93): final prediction 121, highest mean softmax with the given label allowed 163, the final
-  model's most probable other class 165, this rule 177;
-- 2,000 CIFAR-10 images, 100 moved to a wrong class folder (small_cnn, training accuracy 0.9995):
-  final prediction 0, highest mean softmax with the given label allowed 9 (the pass fits the moved
-  images early), the final model's most probable other class 33, this rule 68.
+"""Class labels in the suspects task's tables: class names beside the ids of the duplicate-pair
+tables, and the stored runs that must train again for the suggested label (its rule, and the
+measurements behind it, are `harness.recorders.class_prob`'s, beside the sums it reads).
 
 A run stored before the suggested label existed lacks its recorder, and so does one stored by a task
 that does not record it (cost, or suspects with `suggest=off`); the planner trains such a run
@@ -27,49 +14,18 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from harness.config import ExperimentConfig
 from harness.datasets import default_cache_dir
-from harness.recorders import RecorderRequest
-from harness.recorders.class_prob import NAME
+from harness.recorders.class_prob import SUGGEST
 from harness.runspec import RunSpec
 from harness.store_entry_files import read_manifest
 
-#: The training pass's summed softmax: the suggested label's source.
-SUGGEST = RecorderRequest.of(NAME)
 #: `suspects.suggest`: on (record the sums, write the columns) or off (neither).
 SUGGEST_MODES = ("on", "off")
-#: The columns the suggested label adds to a suspects table, in order.
-SUGGESTED_COLUMNS = ("suggested", "suggested_name", "p_suggested")
-
-
-def suggested_columns(probs: np.ndarray, labels: np.ndarray, names: np.ndarray) -> dict[str, Any]:
-    """`suggested` (of the classes other than the given `labels`, the one of the highest mean
-    training-pass softmax; the first on a tie), its `suggested_name` and that mean probability
-    `p_suggested`, from the (N, C) mean softmax. A sample the pass never presented (a NaN row) gets
-    empty cells, not class 0."""
-    valid = ~np.isnan(probs).any(axis=1)
-    others = np.nan_to_num(probs, nan=-1.0)
-    others[np.arange(len(others)), labels] = -np.inf  # the given label is what is in doubt
-    best = others.argmax(axis=1)
-    suggested = pd.array(best, dtype="Int64")
-    suggested[~valid] = pd.NA
-    return {"suggested": suggested,
-            "suggested_name": np.where(valid, names[best], None),
-            "p_suggested": np.where(valid, probs[np.arange(len(probs)), best], np.nan)}
-
-
-def insert_suggested(table: pd.DataFrame, probs: np.ndarray, names: np.ndarray) -> None:
-    """The suggested columns of the mean softmax `probs` (and `table`'s `label`) into `table`, after
-    `p_label` (where the per-seed tables have them), else at the end."""
-    at = list(table.columns).index("p_label") + 1 if "p_label" in table else len(table.columns)
-    labels = table["label"].to_numpy(dtype=np.int64)
-    for offset, (column, values) in enumerate(suggested_columns(probs, labels, names).items()):
-        table.insert(at + offset, column, values)
 
 
 def with_class_names(pairs: pd.DataFrame, names: np.ndarray, columns: tuple[str, ...]) -> pd.DataFrame:

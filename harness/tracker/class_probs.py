@@ -1,5 +1,5 @@
-"""The suggested label of a user's loop: the suspects task's rule (`harness.tasks.suspects_labels`)
-from the suspects task's recorder (`train_class_prob`), fed the logits `update()` already gets.
+"""The suggested label of a user's loop: the suspects task's recorder (`train_class_prob`) and its
+rule (`harness.recorders.class_prob`), fed the logits `update()` already gets.
 
 A memorised wrong label is what the final model predicts, so the prediction suggests nothing; the
 softmax summed over the training pass keeps what the sample looked like before it was memorised.
@@ -19,11 +19,8 @@ import numpy as np
 import torch
 
 from harness.errors import HarnessError
-from harness.recorders import RecorderRequest, RunContext, build_recorder
-from harness.recorders.class_prob import NAME, mean_probs
-
-#: the suspects task's recorder (`harness.tasks.suspects_labels.SUGGEST`)
-SUGGEST = RecorderRequest.of(NAME)
+from harness.recorders import RunContext, build_recorder
+from harness.recorders.class_prob import SUGGEST
 
 #: the default bound on the device memory of the sums (both copies): 1 GiB, N x C <= 2^27
 DEFAULT_LIMIT_BYTES = 1 << 30
@@ -124,17 +121,6 @@ class ClassProbSums:
 def _damaged(what: str) -> HarnessError:
     return HarnessError(f"load_state_dict(): the state is incomplete or damaged: {what}; pass what state_dict() "
                         f"returned, unchanged")
-
-
-def suggestion(arrays: dict[str, np.ndarray], rows: np.ndarray, labels: np.ndarray,
-               names: np.ndarray) -> dict[str, Any]:
-    """The suspects task's `suggested`, `suggested_name`, `p_suggested` of samples `rows` (given
-    `labels`), from the sums `arrays` (`ClassProbSums.host`). The task's module is imported here: at
-    the top it would load the harness's configuration and datasets into every user's loop."""
-    from harness.tasks.suspects_labels import suggested_columns
-
-    probs = mean_probs({name: values[rows] for name, values in arrays.items()})
-    return suggested_columns(probs, labels, names)
 
 
 def class_names(classes: Sequence[str] | None, num_classes: int) -> np.ndarray:

@@ -13,7 +13,8 @@ import pandas as pd
 import torch
 
 from harness.errors import HarnessError
-from harness.tracker.class_probs import class_names, suggestion
+from harness.recorders.class_prob import insert_suggested, mean_probs
+from harness.tracker.class_probs import class_names
 from harness.tracker.fields import TrackerFields
 from harness.tracker.report import (
     absent_report,
@@ -156,11 +157,9 @@ class TrackerResults(TrackerFields):
             return
         check_class_names(classes, table, self.num_classes)
         rows = table["index"].to_numpy(dtype=np.int64)
+        probs = mean_probs({name: values[rows] for name, values in arrays.items()})
         names = class_names(classes, arrays["prob_sum"].shape[1])
-        columns = suggestion(arrays, rows, self._labels_host[rows], names)
-        at = list(table.columns).index("predicted") + 1
-        for offset, (column, values) in enumerate(columns.items()):
-            table.insert(at + offset, column, values)
+        insert_suggested(table, probs, self._labels_host[rows], names, after="predicted")
 
     def plot_suspects(
         self,
