@@ -120,11 +120,17 @@ def _flat(x: torch.Tensor) -> np.ndarray:
     return np.asarray(x.detach().cpu().reshape(len(x), -1).numpy())
 
 
+def searches_values(x: torch.Tensor) -> bool:
+    """Whether the near search compares `x`'s values (floats, uint8 pixels): token ids have no
+    distance, so they get exact copies only. A caller that sizes the search asks this first."""
+    return x.dtype.is_floating_point or x.dtype == torch.uint8
+
+
 def searches_mirrors(x: torch.Tensor) -> bool:
     """Whether the near search also compares the samples' mirrors, which doubles its cost: images
     (N, C, H, W) or (N, H, W) at least two pixels wide (tables, (N, D, 1, 1), and token ids are one
     value wide). A caller that sizes the search before running it counts it twice where this is True."""
-    return x.dim() in (3, 4) and x.shape[-1] >= 2 and (x.dtype.is_floating_point or x.dtype == torch.uint8)
+    return x.dim() in (3, 4) and x.shape[-1] >= 2 and searches_values(x)
 
 
 def _mirror_order(x: torch.Tensor) -> np.ndarray | None:

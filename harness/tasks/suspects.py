@@ -65,7 +65,7 @@ from harness.config import ExperimentConfig
 from harness.datasets import Dataset
 from harness.errors import HarnessError
 from harness.metrics import precision_at_k
-from harness.near_duplicates import MODES, THRESHOLD, find_duplicates, searches_mirrors
+from harness.near_duplicates import MODES, THRESHOLD, find_duplicates, searches_mirrors, searches_values
 from harness.recorders import RecorderRequest
 from harness.recorders.class_prob import SUGGEST, SUGGESTED_COLUMNS, insert_suggested, mean_probs, suggested_columns
 from harness.runspec import DataSpec, RunSpec
@@ -89,10 +89,9 @@ MAX_NEAR_WORK = 16 * 50_000**2 * 3_072
 def check_search_size(dataset: Dataset) -> None:
     """Refuse, before training, a near-duplicate search too big to finish in reasonable time."""
     n, values = len(dataset.x_train), dataset.x_train[0].numel() if len(dataset.x_train) else 0
-    searched = dataset.x_train.dtype.is_floating_point or dataset.x_train.dtype == torch.uint8  # not token ids
     work = n * (n + len(dataset.x_test)) * values  # the training set against itself and the test split
     work *= 2 if searches_mirrors(dataset.x_train) else 1  # images: searched plain and mirrored
-    if searched and work > MAX_NEAR_WORK:
+    if searches_values(dataset.x_train) and work > MAX_NEAR_WORK:
         test = f" (and {len(dataset.x_test)} test samples)" if len(dataset.x_test) else ""
         raise HarnessError(f"suspects: a near-duplicate search over {n} samples{test} of {values} values would "
                            "take an hour or more: it grows as N x (N + test samples) x values, twice for images, "
