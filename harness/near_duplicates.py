@@ -187,7 +187,7 @@ class _Space:
         sample's mirror against the samples, within the same radius, never against itself."""
         count = min(k + 1, len(self.keep))
         hits: Hits = []
-        for mirrored in (False, True) if self.mirror is not None else (False,):
+        for mirrored in self._orientations():
             distance, neighbour = self._neighbours(self.features, count, mirrored)
             self_hit = neighbour == np.arange(len(self.keep))[:, None]
             distance[self_hit] = np.inf  # the sample itself (or its own mirror), wherever the ties put it
@@ -209,12 +209,16 @@ class _Space:
         if not len(kept):
             return []
         hits: Hits = []
-        for mirrored in (False, True) if self.mirror is not None else (False,):
+        for mirrored in self._orientations():
             distance, neighbour = self._neighbours(features, min(k, len(self.keep)), mirrored)
             i, j = np.nonzero(distance <= self.radius)
             hits += [(int(t), int(self.keep[m]), max(float(d), NEAR_FLOOR), mirrored)
                      for t, m, d in zip(kept[i], neighbour[i, j], distance[i, j])]
         return hits
+
+    def _orientations(self) -> tuple[bool, ...]:
+        """Plain, then mirrored where there are mirrors: the plain search sets the radius."""
+        return (False, True) if self.mirror is not None else (False,)
 
     def _neighbours(self, queries: np.ndarray, count: int, mirrored: bool) -> tuple[np.ndarray, np.ndarray]:
         """The `count` nearest samples of each query, or of each query's mirror (flipped a chunk at a
