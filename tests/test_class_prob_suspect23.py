@@ -7,11 +7,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from harness.recorders import RecorderBank, RecorderRequest, RunContext, build_recorder
-from harness.recorders.class_prob import NAME, mean_probs
+from harness.recorders import RecorderBank, RunContext, build_recorder
+from harness.recorders.class_prob import SUGGEST, mean_probs
 
 CPU = torch.device("cpu")
-REQUEST = RecorderRequest.of(NAME)
 
 
 def _ctx(n: int = 5, classes: int = 3) -> RunContext:
@@ -45,9 +44,9 @@ def _feed(bank: RecorderBank) -> None:
 
 def test_the_mean_softmax_over_the_pass_is_the_hand_computed_one_held_or_not() -> None:
     for hold in (False, True):
-        bank = RecorderBank(_ctx(), [REQUEST], timed=False, hold_batches=hold)
+        bank = RecorderBank(_ctx(), [SUGGEST], timed=False, hold_batches=hold)
         _feed(bank)
-        arrays = bank.arrays()[REQUEST.key]
+        arrays = bank.arrays()[SUGGEST.key]
         assert arrays["seen"].tolist() == [2, 2, 2, 2, 0]
         probs = mean_probs(arrays)
         np.testing.assert_allclose(probs[:4], _expected()[:4], rtol=1e-6)
@@ -55,7 +54,7 @@ def test_the_mean_softmax_over_the_pass_is_the_hand_computed_one_held_or_not() -
 
 
 def test_a_batch_without_logits_adds_nothing() -> None:
-    rec = build_recorder(REQUEST, _ctx())
+    rec = build_recorder(SUGGEST, _ctx())
     rec.on_batch(0, torch.tensor([0, 1]), None, torch.ones(2), None)
     arrays = rec.arrays()
     assert not arrays["prob_sum"].any() and not arrays["seen"].any()
@@ -64,9 +63,9 @@ def test_a_batch_without_logits_adds_nothing() -> None:
 def test_a_resumed_recorder_goes_on_from_its_loaded_sums() -> None:
     """`load_arrays` copies into the buffers the recorder adds to, so a resumed run keeps summing."""
     (first, *rest) = _batches()
-    rec = build_recorder(REQUEST, _ctx())
+    rec = build_recorder(SUGGEST, _ctx())
     rec.on_batch(first[0], first[1], first[2], torch.zeros(2), None)
-    resumed = build_recorder(REQUEST, _ctx())
+    resumed = build_recorder(SUGGEST, _ctx())
     resumed.load_arrays(rec.arrays())
     for epoch, idx, logits in rest:
         resumed.on_batch(epoch, idx, logits, torch.zeros(len(idx)), None)

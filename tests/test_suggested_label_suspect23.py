@@ -18,11 +18,10 @@ from sklearn.datasets import load_digits
 
 from harness.corruption import symmetric_noise
 from harness.experiment import Experiment
-from harness.recorders.class_prob import mean_probs
+from harness.recorders.class_prob import SUGGEST, mean_probs
 from harness.tasks import make_tasks
 from harness.tasks.base import EvalContext
 from harness.tasks.suspects import Suspects
-from harness.tasks.suspects_labels import SUGGEST
 
 
 def _flipped_digits(tmp_path: Path) -> tuple[str, np.ndarray, np.ndarray]:

@@ -17,7 +17,7 @@ from torch import nn
 
 from harness.errors import HarnessError
 from harness.recorders import RunContext, build_recorder
-from harness.tasks.suspects_labels import SUGGEST
+from harness.recorders.class_prob import SUGGEST
 from harness.tracker import SampleTracker
 from harness.tracker import class_probs as class_probs_module
 
