@@ -59,6 +59,20 @@ def test_a_long_progress_line_is_kept_bounded() -> None:
     assert kept.kept == [LINE]
 
 
+def test_the_driver_keeps_the_lines_the_resuming_code_prints() -> None:
+    """`RESUMING` is the start of `harness.jobs.resume_line`'s line, written there again: a reworded
+    line would stay in the worker's log with no test failing."""
+    from io import StringIO
+    from types import SimpleNamespace
+
+    from harness.jobs import resume_line
+
+    spec = SimpleNamespace(label=lambda: "digits", recipe=SimpleNamespace(epochs=9), then_on=None)
+    kept = ray_jobs._ResumesKept(StringIO())
+    kept.write(resume_line(spec, 7) + "\n")  # type: ignore[arg-type]
+    assert kept.kept == ["resuming digits from its checkpoint at epoch 7 of 9"]
+
+
 ray = pytest.importorskip("ray")
 
 
