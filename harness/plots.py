@@ -274,9 +274,9 @@ def plot_suspects(table: pd.DataFrame, pictures: np.ndarray | Mapping[int, np.nd
                   classes: Sequence[str] | None, columns: int, files: Mapping[int, str] | None = None) -> Path:
     """PNG grid of the suspects in `table` (index, label, predicted, score; optional suggested),
     captioned `#index given->predicted` (with ` (suggested?)` when the table suggests a label: the
-    final model repeats a memorised wrong label), the sample's file when `files` names it, and the score: the tracker's
-    `plot_suspects` and the suspects task's figure. The file is what a reader of the figure goes to
-    open or fix; the index alone sent them to look it up in suspects.csv first.
+    final model repeats a memorised wrong label), the sample's file when `files` names it, and the
+    score: the tracker's `plot_suspects` and the suspects task's figure. The file is what a reader
+    of the figure goes to open or fix; the index alone sent them to look it up in suspects.csv first.
     `pictures[i]` is sample i's (C, H, W) uint8 image: all of them, or those of the table's samples."""
     def name(c: Any) -> str:
         return "?" if pd.isna(c) else (classes[int(c)] if classes is not None else str(int(c)))

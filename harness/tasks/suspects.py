@@ -9,11 +9,10 @@ and, with an output folder, writes per seed:
 - `suspects/suspects_seed<s>.csv`: every training sample, most suspicious first by the proxy
   `by`: rank, index, file (image folders), the label given and the label the final model predicts
   (class ids, each with its class name: `label_name`, `predicted_name`), that model's probability
-  of the given label, the suggested label (`suggested`, `suggested_name`: of the other classes, the
-  one of the highest mean softmax over the training pass's epochs, `p_suggested` that mean;
-  `harness.recorders.class_prob`), and
-  every selected proxy's score (higher = more suspicious). Ties keep index order here; this is a
-  reading order, not a metric.
+  of the given label, the suggested label (`suggested`, `suggested_name`: of the other classes,
+  the one of the highest mean softmax over the training pass's epochs, `p_suggested` that mean;
+  `harness.recorders.class_prob`), and every selected proxy's score (higher = more suspicious).
+  Ties keep index order here; this is a reading order, not a metric.
 - `figures/suspects_seed<s>.png` (image data): the top `k` by `by`, captioned
   `#index given->predicted (suggested?)`, the file (image folders) and the score.
 
@@ -29,23 +28,24 @@ sample the model predicts as its given class can still be mislabeled (the model 
 
 Duplicates (harness.near_duplicates; the same for every seed, found once): `suspects/duplicates.csv`
 lists the pairs of training samples that are copies or near copies of each other (a, b, their
-distance: 1 - pixel correlation for images, Euclidean in standard deviations for a table's features,
-0 for exact copies; labels with their class names, files; pairs whose labels differ first), `figures/duplicates.png`
-draws the first k/2 pairs, and every suspects CSV gains `duplicates` (the sample's partners,
-`;`-separated) and `duplicate_labels_differ` (a copy of the sample, or a partner of one, has
-another label: `partner_columns`). With a test split, `suspects/train_test_duplicates.csv` lists the
-test samples that copy a training sample (test, train, distance, both labels with their class names
-and files; by the same features and radius), `figures/train_test_duplicates.png` draws the first k/2, and a warning says
-how many: test accuracy counts them as generalisation.
+distance: 1 - pixel correlation for images, Euclidean in standard deviations for a table's
+features, 0 for exact copies; whether one is the other's mirror; labels with their class names,
+files; pairs whose labels differ first), `figures/duplicates.png` draws the first k/2 pairs, and
+every suspects CSV gains `duplicates` (the sample's partners, `;`-separated) and
+`duplicate_labels_differ` (a copy of the sample, or a partner of one, has another label:
+`partner_columns`). With a test split, `suspects/train_test_duplicates.csv` lists the test samples
+that copy a training sample (test, train, distance, mirrored, both labels with their class names
+and files; by the same features and radius), `figures/train_test_duplicates.png` draws the first
+k/2, and a warning says how many: test accuracy counts them as generalisation.
 
 Parameters (`--task-arg suspects.NAME=VALUE`): `k` (40, at most 400: the grid's images and the
 rows' k), `by` (the proxy to sort and draw by; default csl when selected, else the first
 selected proxy), `duplicates` (near, the default; exact: byte-equal copies only, for data too big
 for a search that grows as N^2 (185 s at 50,000 CIFAR-10 images searched once on one thread; 16
-times that is refused before training, 8 times for images, which are searched twice); off) and
+times that is refused before training, 8 times for images, which are searched twice); off),
 `duplicate_threshold` (0.13, cleanlab Datalab's: a pair is near below this times the median
-distance of a sample to its nearest neighbour), and `suggest` (on; off: no suggested label, and a
-run stored before it existed is reused as it is instead of training again to add it).
+distance of a sample to its nearest neighbour) and `suggest` (on; off: no suggested label, and a
+stored run without its record is reused as it is instead of training again to add it).
 """
 
 from __future__ import annotations
