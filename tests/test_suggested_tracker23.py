@@ -35,9 +35,11 @@ def _data() -> tuple[torch.Tensor, torch.Tensor]:
 
 def _loop(tracker: SampleTracker | None, epochs: range = range(EPOCHS), net: nn.Module | None = None,
           opt: torch.optim.Optimizer | None = None, stop_at: tuple[int, int] | None = None,
+          start_at: tuple[int, int] = (0, 0),
           ) -> tuple[nn.Module, torch.optim.Optimizer, list[tuple[torch.Tensor, torch.Tensor]]]:
     """A plain SGD loop over shuffled batches (each epoch's order from its own seed); returns the
-    (indices, logits) it passed, for the recomputation. `stop_at`: (epoch, batch) to stop before."""
+    (indices, logits) it passed, for the recomputation. `stop_at`: (epoch, batch) to stop before;
+    `start_at`: the one to resume at (the batches before it are skipped, as a resumed loop does)."""
     x, y = _data()
     if net is None:
         torch.manual_seed(0)
@@ -50,6 +52,8 @@ def _loop(tracker: SampleTracker | None, epochs: range = range(EPOCHS), net: nn.
         for b, idx in enumerate(order.split(BATCH)):
             if stop_at == (epoch, b):
                 return net, opt, seen
+            if (epoch, b) < start_at:
+                continue
             logits = net(x[idx])
             loss = nn.functional.cross_entropy(logits, y[idx], reduction="none")
             opt.zero_grad()
@@ -111,17 +115,7 @@ def test_a_resumed_tracker_and_a_discarded_epoch_give_the_uninterrupted_suggesti
     buffer.seek(0)
     resumed = SampleTracker(N)
     resumed.load_state_dict(torch.load(buffer, weights_only=True))
-    x, y = _data()
-    order = torch.randperm(N, generator=torch.Generator().manual_seed(101))
-    for idx in order.split(BATCH)[3:]:  # the rest of epoch 2, then epoch 3
-        logits = net(x[idx])
-        loss = nn.functional.cross_entropy(logits, y[idx], reduction="none")
-        opt.zero_grad()
-        loss.mean().backward()
-        opt.step()
-        resumed.update(idx, logits=logits, labels=y[idx])
-    resumed.end_epoch()
-    _loop(resumed, range(2, EPOCHS), net, opt)
+    _loop(resumed, range(1, EPOCHS), net, opt, start_at=(1, 3))  # the rest of epoch 2, then epoch 3
     pd.testing.assert_frame_equal(resumed.suspects(k=N), want)
     # an epoch that raised midway is discarded and run again: its half is in no sum
     again = SampleTracker(N)
