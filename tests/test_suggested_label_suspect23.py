@@ -40,6 +40,13 @@ def _other_best(probs: np.ndarray, labels: np.ndarray) -> np.ndarray:
     return masked.argmax(1)
 
 
+def _check_suggested(table: pd.DataFrame, probs: np.ndarray, labels: np.ndarray) -> None:
+    """The table's suggested columns are the rule applied to the mean softmax `probs` by hand."""
+    np.testing.assert_array_equal(table["suggested"], _other_best(probs, labels))
+    np.testing.assert_allclose(table["p_suggested"], probs[np.arange(len(labels)), table["suggested"]], rtol=1e-6)
+    assert table["suggested_name"].astype(str).tolist() == [str(c) for c in table["suggested"]]
+
+
 def _stored_probs(exp: Experiment, seed: int) -> np.ndarray:
     (base,) = [b for _, s, b in exp.plan.settings if s.seed == seed]
     return mean_probs(exp.store.get(base).arrays(SUGGEST.key))
@@ -56,10 +63,7 @@ def test_the_suggested_label_is_the_passs_most_probable_other_class_and_finds_tr
     table = pd.read_csv(Path(cfg.out) / "suspects" / "suspects_seed0.csv").set_index("index").sort_index()
     columns = list(table.columns)
     assert columns[columns.index("p_label") + 1:][:3] == ["suggested", "suggested_name", "p_suggested"]
-    probs = _stored_probs(exp, 0)
-    np.testing.assert_array_equal(table["suggested"], _other_best(probs, given))
-    np.testing.assert_allclose(table["p_suggested"], probs[np.arange(len(given)), table["suggested"]], rtol=1e-6)
-    assert table["suggested_name"].astype(str).tolist() == [str(c) for c in table["suggested"]]
+    _check_suggested(table, _stored_probs(exp, 0), given)
     assert (table["suggested"] != table["label"]).all()  # the given label is what is in doubt
     flipped = given != true
     suggested_right = (table["suggested"].to_numpy() == true)[flipped].mean()
@@ -76,15 +80,8 @@ def test_two_seeds_suggest_from_their_mean_softmax(make_config) -> None:
     assert columns[columns.index("p_label") + 1:][:3] == ["suggested", "suggested_name", "p_suggested"]
     for seed in (0, 1):  # each seed's CSV: its own run's mean softmax
         table = pd.read_csv(Path(cfg.out) / "suspects" / f"suspects_seed{seed}.csv").set_index("index").sort_index()
-        probs = _stored_probs(exp, seed)
-        np.testing.assert_array_equal(table["suggested"], _other_best(probs, table["label"].to_numpy()))
-        np.testing.assert_allclose(table["p_suggested"], probs[np.arange(len(probs)), table["suggested"]], rtol=1e-6)
-        assert table["suggested_name"].astype(str).tolist() == [str(c) for c in table["suggested"]]
-    probs = (_stored_probs(exp, 0) + _stored_probs(exp, 1)) / 2
-    labels = combined["label"].to_numpy()
-    np.testing.assert_array_equal(combined["suggested"], _other_best(probs, labels))
-    np.testing.assert_allclose(combined["p_suggested"], probs[np.arange(len(labels)), combined["suggested"]],
-                               rtol=1e-6)
+        _check_suggested(table, _stored_probs(exp, seed), table["label"].to_numpy())
+    _check_suggested(combined, (_stored_probs(exp, 0) + _stored_probs(exp, 1)) / 2, combined["label"].to_numpy())
 
 
 def test_a_sample_never_presented_gets_no_suggestion() -> None:
