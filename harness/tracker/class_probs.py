@@ -34,7 +34,7 @@ def sums_bytes(n: int, classes: int) -> int:
     return 2 * 4 * (n + 1) * (classes + 1)
 
 
-def choose(suggest: bool | None, running_sums: bool, n: int, classes: int | None) -> str | None:
+def why_not_recorded(suggest: bool | None, running_sums: bool, n: int, classes: int | None) -> str | None:
     """At the first recorded batch (`classes`: its logits' classes, None without logits): None to
     record the sums, else why not -- "" when there is nothing to say (`suggest=False`, or the size
     bound, which is said here, at once, so a long run can be restarted with `suggest=True`)."""

@@ -15,7 +15,7 @@ from torch import nn
 
 from harness.errors import HarnessError
 from harness.tracker.batch_log import Batch, BatchLog
-from harness.tracker.class_probs import ClassProbSums, choose
+from harness.tracker.class_probs import ClassProbSums, why_not_recorded
 from harness.tracker.eval_passes import EvalPassState, training_untouched
 from harness.tracker.inputs import Inputs, label_array
 from harness.tracker.results import TrackerResults
@@ -326,7 +326,7 @@ class SampleTracker(TrackerCheckpoints, TrackerResults):
                                     batch.host)
         if self._class_probs is None and self._no_suggestion is None:  # the first batch decides
             classes = None if batch.logits is None else int(batch.logits.shape[1])
-            self._no_suggestion = choose(self._suggest, self.running_sums, self.n, classes)
+            self._no_suggestion = why_not_recorded(self._suggest, self.running_sums, self.n, classes)
             if self._no_suggestion is None and classes is not None and self._device is not None:
                 self._class_probs = ClassProbSums(self.n, classes, self._device)
         if self._class_probs is not None and batch.logits is not None:
