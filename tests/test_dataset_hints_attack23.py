@@ -29,9 +29,9 @@ def test_a_folder_with_a_tab_in_its_name_is_quoted(tmp_path, capsys, no_training
 
 
 def test_a_name_with_a_colon_is_hinted_only_when_it_is_an_existing_path(tmp_path, monkeypatch) -> None:
-    """`harness.datasets.base` passes only names without a colon today (a colon names a kind); for the
-    day it passes every unknown name: an existing file or folder with a colon gets its kind, an
-    unknown kind (NPZ:x.npz) is no path to suggest npz: for."""
+    """`harness.datasets.base` asks for a hint on every unknown name, colon or not (a colon names a
+    kind): an existing file or folder with a colon gets its kind, an unknown kind (NPZ:x.npz) is no
+    path to suggest npz: for (tests/test_newcomer_errors23.py has the first through load_dataset)."""
     from harness.datasets.names import path_hint
 
     monkeypatch.chdir(tmp_path)
