@@ -286,8 +286,7 @@ def load_dataset(
         _load_plugin(kind)
     DATASETS.check_claimed_once(kind)
     if kind not in DATASETS:
-        hint = path_hint(name)
-        raise HarnessError(f"unknown dataset {name!r}; valid names: {', '.join(dataset_names())}{hint}")
+        raise HarnessError(f"unknown dataset {name!r}; valid names: {', '.join(dataset_names())}{path_hint(name)}")
     entry = DATASETS[kind]
     if entry.takes_path and not path:
         raise HarnessError(f"{kind} needs a path: use --dataset {kind}:/path/to/data")
