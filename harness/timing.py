@@ -97,7 +97,7 @@ class Meter:
     units done (samples for batch recorders, calls for checkpoint recorders). The counter adds Python
     work to every op it sees (~4x the digits MLP's eval pass on a CPU), so a counted execution is
     never timed: the first call of a recorder that declares its calls `repeatable` (called twice with
-    the same arguments, it leaves what one call leaves: the harness's but a running sum) runs twice,
+    the same arguments, it leaves what one call leaves: all but train_class_prob, a running sum) runs twice,
     counted and then timed; a recorder called once (the final eval pass, any checkpoint recorder of
     a one-epoch run) has no other call to time. Seconds are timed on every `sample_every`-th call
     and scaled the same way: per-batch CUDA timing events would otherwise cost more than the
