@@ -10,15 +10,9 @@ The suggested label (`suggested_columns`) answers "if the given label is wrong, 
 the classes other than the given one, the class of the highest mean softmax. Whether the label is
 wrong is the proxies' rank; the suggestion is never the given label. The rule is here, beside the
 sums it reads, so the suspects task and the tracker (`harness.tracker.class_probs`) share it without
-the tracker importing the task's modules. Measured with one seed each (quick preset), share of the
-flipped or moved samples whose rule gives their true class:
-
-- digits, 180 of 1,797 labels flipped as the mislabeled task does (mlp, final training accuracy
-  0.93): final prediction 121, highest mean softmax with the given label allowed 163, the final
-  model's most probable other class 165, this rule 177;
-- 2,000 CIFAR-10 images, 100 moved to a wrong class folder (small_cnn, training accuracy 0.9995):
-  final prediction 0, highest mean softmax with the given label allowed 9 (the pass fits the moved
-  images early), the final model's most probable other class 33, this rule 68.
+the tracker importing the task's modules. Why this rule, not the final prediction nor the highest
+mean with the given label allowed, and how often it names the true class (digits and CIFAR-10, three
+seeds, `benchmarks/measure_suggested_label.py`): docs/tasks-and-metrics.md, "The suggested label".
 """
 
 from __future__ import annotations

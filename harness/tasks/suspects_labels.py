@@ -1,6 +1,6 @@
 """Class labels in the suspects task's tables: class names beside the ids of the duplicate-pair
-tables, and the stored runs that must train again for the suggested label (its rule, and the
-measurements behind it, are `harness.recorders.class_prob`'s, beside the sums it reads).
+tables, and the stored runs that must train again for the suggested label (its rule is
+`harness.recorders.class_prob`'s, beside the sums it reads).
 
 A run stored before the suggested label existed lacks its recorder, and so does one stored by a task
 that does not record it (cost, or suspects with `suggest=off`); the planner trains such a run
