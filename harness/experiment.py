@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from harness.config import RUNTIME_FIELDS, ExperimentConfig, data_folders, experiment_id
-from harness.datasets import Dataset, default_cache_dir
+from harness.datasets import Dataset
 from harness.errors import HarnessError, Interrupted, SubsetTooLarge
 from harness.evaluation import RAW_COLUMNS, ExperimentResult, evaluate
 from harness.executors import Executor, make_executor
@@ -33,17 +33,13 @@ from harness.prepared import PreparedData
 from harness.presets import announce_preset_cut, is_preset_subset
 from harness.runner import Runner, RunnerResult
 from harness.runspec import DataSpec, RunSpec
-from harness.store import RunStore, StoredRun
+from harness.store import RunStore, StoredRun, default_store
 from harness.tasks import Setting, make_tasks
 from proxies import Proxy, resolve_proxies
 
 __all__ = ["PHASES", "RAW_COLUMNS", "RECORD", "RUNTIME_FIELDS", "STAGING_MARKER", "Experiment", "ExperimentResult",
            "PhaseTimer", "Plan", "RunnerResult", "check_out", "default_store", "experiment_id", "format_phases",
            "resolve_device", "single_blas_thread"]
-
-
-def default_store() -> Path:
-    return default_cache_dir() / "store"
 
 
 class Experiment:

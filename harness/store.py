@@ -116,6 +116,13 @@ class StoredRun:
                             "a `memprox store prune` meanwhile?); rerun to recompute it")
 
 
+def default_store() -> Path:
+    """The store without --store: `<cache>/store` (MEMPROX_CACHE, else the user's cache folder)."""
+    from harness.datasets.base import default_cache_dir  # lazy: `memprox store` need not load the datasets
+
+    return default_cache_dir() / "store"
+
+
 class RunStore:
     """Runs by spec, on disk. `create=False` reads (an absent store holds nothing) and checks
     (`check_writable`) without making any folder until `create()`: an experiment refused for bad
@@ -138,7 +145,8 @@ class RunStore:
             raise HarnessError(f"cannot create the run store at {self.root}: {e.strerror}; "
                                "pass a writable --store") from e
 
-    def _dir(self, spec: RunSpec) -> Path:
+    def entry_dir(self, spec: RunSpec) -> Path:
+        """The entry's folder, whether or not it exists (a task reads a manifest through it)."""
         return self.root / "runs" / spec.digest()
 
     def lock(self, spec: RunSpec | str) -> FileLock:
@@ -170,11 +178,11 @@ class RunStore:
         if isinstance(found, StoredRun):
             return found
         swapping = any((self.root / "runs").glob(f".old-{spec.digest()}-*"))  # a writer is replacing it
-        if self._unwritable is None and (found is not None or swapping or os.path.lexists(self._dir(spec))):
+        if self._unwritable is None and (found is not None or swapping or os.path.lexists(self.entry_dir(spec))):
             with self.lock(spec):
                 found = self._read(spec)
         if isinstance(found, Exception):
-            warnings.warn(f"run store entry {self._dir(spec)} ({spec.label()}) is damaged or unverifiable "
+            warnings.warn(f"run store entry {self.entry_dir(spec)} ({spec.label()}) is damaged or unverifiable "
                           f"({failure_reason(found)}); recomputing it")
             return None
         return found
@@ -182,7 +190,7 @@ class RunStore:
     def _read(self, spec: RunSpec) -> StoredRun | Exception | None:
         """The verified entry, None when there is none, or the exception saying why it cannot be
         trusted. HarnessError when it may not be read (permissions)."""
-        path = self._dir(spec)
+        path = self.entry_dir(spec)
         try:
             mode = os.lstat(path).st_mode
         except FileNotFoundError:
@@ -202,7 +210,7 @@ class RunStore:
     def put(self, spec: RunSpec, arrays: dict[str, dict[str, np.ndarray]], manifest: Manifest) -> StoredRun:
         """Write the entry (checksums filled in here) and swap it into place under the entry's lock.
         StorageError naming the path when the file system refuses; any old complete entry stays."""
-        final = self._dir(spec)
+        final = self.entry_dir(spec)
         runs = final.parent
         with self.lock(spec):
             tmp: Path | None = None

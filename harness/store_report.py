@@ -78,9 +78,9 @@ def _root(given: str | None) -> Path:
         if not given:
             raise HarnessError("--store is empty; pass the folder of the run store")
         return expand_home(given, "--store")
-    from harness.datasets.base import default_cache_dir
+    from harness.store import default_store
 
-    return default_cache_dir() / "store"
+    return default_store()
 
 
 def _need_store(root: Path) -> None:

@@ -13,15 +13,14 @@ without the columns.
 from __future__ import annotations
 
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from harness.config import ExperimentConfig
-from harness.datasets import default_cache_dir
 from harness.recorders.class_prob import SUGGEST
 from harness.runspec import RunSpec
+from harness.store import RunStore, default_store
 from harness.store_entry_files import read_manifest
 
 #: `suspects.suggest`: on (record the sums, write the columns) or off (neither).
@@ -44,12 +43,11 @@ def stored_without_suggest(cfg: ExperimentConfig, base: RunSpec) -> bool:
     """Whether the store holds `base` without the suggested label's recorder (stored before it
     existed). Read from the entry's manifest alone (no array is hashed); an entry that cannot be
     read counts as absent: the planner reports it, and trains it whatever this says."""
-    digest = base.digest()
-    entry = Path(cfg.store or default_cache_dir() / "store") / "runs" / digest  # `RunStore._dir`
+    entry = RunStore(cfg.store or default_store(), create=False).entry_dir(base)
     if not entry.is_dir():
         return False
     try:
-        return SUGGEST.key not in read_manifest(entry, digest).recorders
+        return SUGGEST.key not in read_manifest(entry, base.digest()).recorders
     except (OSError, ValueError, KeyError, TypeError):
         return False
 
