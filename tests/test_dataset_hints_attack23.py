@@ -47,11 +47,16 @@ def test_a_folder_saved_by_hugging_face_datasets_is_hinted_as_hf(tmp_path) -> No
     """A save_to_disk folder was offered imagefolder: first; its files say it is hf:."""
     from harness.datasets.names import path_hint
 
-    for marker in ("state.json", "dataset_dict.json"):
-        folder = tmp_path / marker.split(".")[0]
+    for markers in (("state.json", "dataset_info.json"), ("dataset_dict.json",)):
+        folder = tmp_path / markers[0].split(".")[0]
         folder.mkdir()
-        (folder / marker).write_text("{}")
+        for marker in markers:
+            (folder / marker).write_text("{}")
         assert path_hint(str(folder)) == (f"; did you mean --dataset hf:{folder} (a Hugging Face dataset saved with "
                                           "save_to_disk)?")
+    half = tmp_path / "half"  # state.json alone: hf: refuses it, so the hint must not send the user there only
+    half.mkdir()
+    (half / "state.json").write_text("{}")
+    assert path_hint(str(half)).startswith(f"; did you mean --dataset imagefolder:{half} ")
     (tmp_path / "photos" / "cat").mkdir(parents=True)
     assert path_hint(str(tmp_path / "photos")).startswith(f"; did you mean --dataset imagefolder:{tmp_path}/photos ")

@@ -43,6 +43,7 @@ import numpy as np
 
 from harness.datasets.base import Dataset, LoadRequest, _make, _test_keep, register_dataset
 from harness.datasets.hf_text import pad, tokenize
+from harness.datasets.names import saved_by_save_to_disk
 from harness.datasets.npz import _npz_classes
 from harness.datasets.pixels import decode_row, match_splits, stack
 from harness.errors import HarnessError
@@ -119,7 +120,7 @@ def _load_hf(request: LoadRequest) -> Dataset:
     if not path.is_dir():
         raise HarnessError(f"{name}: {path} is a file, not a folder; {_SAVE_HINT}")
     is_dict = (path / "dataset_dict.json").is_file()
-    if not is_dict and not ((path / "state.json").is_file() and (path / "dataset_info.json").is_file()):
+    if not saved_by_save_to_disk(path):
         found = sorted(p.name for p in path.iterdir())[:8]
         hint = " (it holds images: use --dataset imagefolder:PATH)" if _has_images(path) else ""
         raise HarnessError(f"{name}: {path} is not a dataset saved with save_to_disk (no state.json and "

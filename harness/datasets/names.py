@@ -23,7 +23,7 @@ def path_hint(name: str) -> str:
     try:
         path = Path(name).expanduser()
         is_dir = path.is_dir()
-        saved = is_dir and ((path / "dataset_dict.json").is_file() or (path / "state.json").is_file())
+        saved = is_dir and saved_by_save_to_disk(path)
     except (RuntimeError, OSError, ValueError):  # ~nosuchuser, a name too long: no hint rather than a traceback
         return ""
     if saved:  # the files `hf:` reads (`harness.datasets.hf`): not a folder per class
@@ -34,6 +34,13 @@ def path_hint(name: str) -> str:
     if "/" in name:
         return "; a path needs its kind: imagefolder:PATH, npz:PATH or hf:PATH"
     return ""
+
+
+def saved_by_save_to_disk(path: Path) -> bool:
+    """The files `hf:` reads: a DatasetDict's dataset_dict.json, or a Dataset's state.json with its
+    dataset_info.json (the hint and the loader share this rule, so a hinted folder is one hf: reads)."""
+    return (path / "dataset_dict.json").is_file() or ((path / "state.json").is_file()
+                                                      and (path / "dataset_info.json").is_file())
 
 
 def _shown(value: str) -> str:
