@@ -2,7 +2,8 @@
 the store lacks, and the self-contained jobs that train those, placed by the executor.
 
 Whatever can be wrong with the plan (classes too thin to split, a subset or label file the data
-cannot take, input gradients asked of token ids) is refused here, before anything trains.
+cannot take, input gradients asked of token ids) is refused here (`harness.plan_checks`), before
+anything trains.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ import warnings
 from collections import defaultdict
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 
 from harness.config import ExperimentConfig
@@ -20,7 +20,8 @@ from harness.ensemble_plan import can_ensemble, ensemble_chunks
 from harness.errors import HarnessError
 from harness.executors import Executor
 from harness.jobs import DataSource, Job, Pending, prepared_data
-from harness.model_registry import build_model, model_fingerprint
+from harness.model_registry import model_fingerprint
+from harness.plan_checks import PlanChecks
 from harness.prepared import PreparedData
 from harness.recorders import RecorderRequest
 from harness.runner import not_recordable, recorded
@@ -31,11 +32,6 @@ from harness.tasks import Setting, Task
 from harness.worker_imports import check_workers_know, job_imports
 from proxies import Need, Proxy
 
-#: Recorders that differentiate the loss with respect to the inputs: token ids (int64) have no
-#: gradient, so a text dataset cannot take them.
-INPUT_GRADIENT_RECORDERS = ("input_grads", "curvature")
-#: The built-in proxies that read them (named in the error, with the selected ones).
-INPUT_GRADIENT_PROXIES = ("loss_sensitivity", "csg", "learning_time", "curvature")
 
 def resolve_device(name: str) -> torch.device:
     """The device runs train on. Only devices this machine can train on are accepted: torch also
@@ -70,7 +66,7 @@ class Planner:
         if (cfg.gpus_per_run or 1.0) != 1.0 and device.type != "cuda":
             warnings.warn(f"--gpus-per-run {cfg.gpus_per_run:g} has no effect: this experiment runs on {device}, and "
                           "only runs on a CUDA GPU share it", stacklevel=3)
-        self._single_sample_ok: dict[tuple, bool] = {}  # (model, input shape, classes) -> trains on a batch of 1
+        self.checks = PlanChecks(cfg, dataset, self.prepared)  # refused before anything trains
 
     def prepared(self, spec: DataSpec) -> PreparedData:
         return prepared_data(self.source, spec, self.device)
@@ -82,7 +78,7 @@ class Planner:
     def plan(self, tasks: list[Task], proxies: list[Proxy]) -> Plan:
         """Every task's settings (each task given the loaded dataset) with their base runs, and
         every distinct run the proxies and tasks need, with the union of their recorders."""
-        self._check_classes()
+        self.checks.classes()
         base_data = DataSpec(dataset=self.cfg.dataset, subset=self.cfg.subset, dataset_sha=self.dataset.fingerprint)
         settings: list[tuple[Task, Setting, RunSpec]] = []
         runs: defaultdict[RunSpec, set[RecorderRequest]] = defaultdict(set)
@@ -92,67 +88,13 @@ class Planner:
                 settings.append((task, setting, base))
                 for need in [n for p in proxies for n in _needs(p, base)] + task.needs(setting, base, self.cfg):
                     runs[need.spec] |= set(need.recorders)
-        self._check_input_gradients(runs, proxies, settings)
+        self.checks.input_gradients(runs, proxies, settings)
         for spec in runs:  # surface data and subset errors (label file, folds of tiny classes) before training
             labels = self.prepared(spec.data).labels
             for part in (spec.train_on, spec.then_on):
                 if part is not None:
-                    self._check_last_batch(spec, len(subset_indices(part, labels)))
+                    self.checks.last_batch(spec, len(subset_indices(part, labels)))
         return Plan(settings, dict(runs))
-
-    def _check_last_batch(self, spec: RunSpec, m: int) -> None:
-        """A phase of m samples whose last batch holds one sample: batch norm cannot train on one value
-        per channel, which a small image reaches in a CNN's last layers (8x8 digits in small_cnn). That
-        failed with a traceback at the end of the first epoch; it is refused here, with the fix. Models
-        that can take it (no batch norm, or larger maps) train as before: one forward of a single sample
-        in train mode tells."""
-        size = spec.recipe.batch_size
-        if m % size != 1 or m == 1:
-            return
-        data = self.prepared(spec.data)
-        key = (spec.model, tuple(data.x.shape[1:]), data.num_classes)
-        if key not in self._single_sample_ok:
-            model = build_model(spec.model, key[1], key[2]).to(data.x.device).train()
-            try:
-                with torch.no_grad():
-                    model(data.inputs(torch.zeros(1, dtype=torch.long, device=data.x.device)))
-                self._single_sample_ok[key] = True
-            except ValueError as e:
-                if "Expected more than 1 value per channel" not in str(e):
-                    raise
-                self._single_sample_ok[key] = False
-        if not self._single_sample_ok[key]:
-            fits = next(b for b in range(size - 1, 0, -1) if m % b != 1)
-            raise HarnessError(f"run {spec.label()} trains {m} samples at batch size {size}, so its last batch holds "
-                               f"one sample, and the batch norm of {spec.model} cannot train on one sample at "
-                               f"{'x'.join(map(str, key[1][1:]))} inputs; pass --batch-size {fits} (any size b "
-                               f"with {m} % b != 1), or another --subset")
-
-    def _check_classes(self) -> None:
-        """Every class needs two training samples: stratified folds and halves, and a label to flip
-        to, are undefined below that, and a leaderboard of one-sample classes says nothing."""
-        counts = np.bincount(self.dataset.y_train.numpy(), minlength=self.dataset.num_classes)
-        thin = [_class_label(int(c), self.dataset.classes) for c in np.flatnonzero(counts < 2)]
-        if thin:
-            where, fix = f"--subset {self.cfg.subset}", "use a larger --subset (or drop those classes from the data)"
-            if not self.cfg.subset:  # the whole dataset: no --subset can add samples
-                where, fix = f"dataset {self.cfg.dataset}", "add training samples to those classes or drop them"
-            raise HarnessError(f"{where} leaves class(es) {', '.join(thin)} with fewer than 2 training samples; {fix}")
-
-    def _check_input_gradients(self, runs: dict[RunSpec, set[RecorderRequest]], proxies: list[Proxy],
-                               settings: list[tuple[Task, Setting, RunSpec]]) -> None:
-        """Token ids (a text dataset) have no input gradient: refuse the recorders that need one."""
-        if not self.dataset.is_tokens:
-            return
-        asked = {r.name for requests in runs.values() for r in requests} & set(INPUT_GRADIENT_RECORDERS)
-        if not asked:
-            return
-        bases = {base for _, _, base in settings}
-        selected = sorted({p.label for p in proxies for base in bases for n in p.needs(base)
-                           if {r.name for r in n.recorders} & asked})
-        raise HarnessError(f"dataset {self.cfg.dataset} holds text (token ids), which have no input gradients; "
-                           f"the proxies {', '.join(selected) or '(of the tasks)'} need them (the input-gradient "
-                           f"proxies are {', '.join(INPUT_GRADIENT_PROXIES)}); drop them from --proxies for text")
 
     def pending(self, plan: Plan) -> tuple[dict[RunSpec, StoredRun], Pending]:
         """Stored runs that already carry every wanted recorder, and what is left to train (with
@@ -294,7 +236,3 @@ def _needs(proxy: Proxy, base: RunSpec) -> list[Need]:
     except HarnessError as e:
         raise HarnessError(f"proxy {proxy.label}: {e}") from None
 
-
-def _class_label(c: int, names: tuple[str, ...]) -> str:
-    """A class id with its name where the name says more than the id: "3 ('rose')", or "3"."""
-    return str(c) if names[c] == str(c) else f"{c} ({names[c]!r})"

@@ -1,0 +1,94 @@
+"""The planner's pre-training checks: what would fail only once a run trains (classes too thin to
+split, a last batch of one sample that batch norm cannot take, input gradients asked of token ids)
+is refused while the experiment is planned, with the fix, so bad input costs nothing."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import torch
+
+from harness.config import ExperimentConfig
+from harness.datasets import Dataset
+from harness.errors import HarnessError
+from harness.model_registry import build_model
+from harness.prepared import PreparedData
+from harness.recorders import RecorderRequest
+from harness.runspec import DataSpec, RunSpec
+from harness.tasks import Setting, Task
+from proxies import Proxy
+
+#: Recorders that differentiate the loss with respect to the inputs: token ids (int64) have no
+#: gradient, so a text dataset cannot take them.
+INPUT_GRADIENT_RECORDERS = ("input_grads", "curvature")
+#: The built-in proxies that read them (named in the error, with the selected ones).
+INPUT_GRADIENT_PROXIES = ("loss_sensitivity", "csg", "learning_time", "curvature")
+
+
+class PlanChecks:
+    """The checks of one experiment's plan, on its dataset; `prepared` gives a run's data on the
+    experiment's device (the planner's, cached there)."""
+
+    def __init__(self, cfg: ExperimentConfig, dataset: Dataset, prepared: Callable[[DataSpec], PreparedData]) -> None:
+        self.cfg, self.dataset, self.prepared = cfg, dataset, prepared
+        self._single_sample_ok: dict[tuple, bool] = {}  # (model, input shape, classes) -> trains on a batch of 1
+
+    def last_batch(self, spec: RunSpec, m: int) -> None:
+        """A phase of m samples whose last batch holds one sample: batch norm cannot train on one value
+        per channel, which a small image reaches in a CNN's last layers (8x8 digits in small_cnn). That
+        failed with a traceback at the end of the first epoch; it is refused here, with the fix. Models
+        that can take it (no batch norm, or larger maps) train as before: one forward of a single sample
+        in train mode tells."""
+        size = spec.recipe.batch_size
+        if m % size != 1 or m == 1:
+            return
+        data = self.prepared(spec.data)
+        key = (spec.model, tuple(data.x.shape[1:]), data.num_classes)
+        if key not in self._single_sample_ok:
+            model = build_model(spec.model, key[1], key[2]).to(data.x.device).train()
+            try:
+                with torch.no_grad():
+                    model(data.inputs(torch.zeros(1, dtype=torch.long, device=data.x.device)))
+                self._single_sample_ok[key] = True
+            except ValueError as e:
+                if "Expected more than 1 value per channel" not in str(e):
+                    raise
+                self._single_sample_ok[key] = False
+        if not self._single_sample_ok[key]:
+            fits = next(b for b in range(size - 1, 0, -1) if m % b != 1)
+            raise HarnessError(f"run {spec.label()} trains {m} samples at batch size {size}, so its last batch holds "
+                               f"one sample, and the batch norm of {spec.model} cannot train on one sample at "
+                               f"{'x'.join(map(str, key[1][1:]))} inputs; pass --batch-size {fits} (any size b "
+                               f"with {m} % b != 1), or another --subset")
+
+    def classes(self) -> None:
+        """Every class needs two training samples: stratified folds and halves, and a label to flip
+        to, are undefined below that, and a leaderboard of one-sample classes says nothing."""
+        counts = np.bincount(self.dataset.y_train.numpy(), minlength=self.dataset.num_classes)
+        thin = [_class_label(int(c), self.dataset.classes) for c in np.flatnonzero(counts < 2)]
+        if thin:
+            where, fix = f"--subset {self.cfg.subset}", "use a larger --subset (or drop those classes from the data)"
+            if not self.cfg.subset:  # the whole dataset: no --subset can add samples
+                where, fix = f"dataset {self.cfg.dataset}", "add training samples to those classes or drop them"
+            raise HarnessError(f"{where} leaves class(es) {', '.join(thin)} with fewer than 2 training samples; {fix}")
+
+    def input_gradients(self, runs: dict[RunSpec, set[RecorderRequest]], proxies: list[Proxy],
+                        settings: list[tuple[Task, Setting, RunSpec]]) -> None:
+        """Token ids (a text dataset) have no input gradient: refuse the recorders that need one."""
+        if not self.dataset.is_tokens:
+            return
+        asked = {r.name for requests in runs.values() for r in requests} & set(INPUT_GRADIENT_RECORDERS)
+        if not asked:
+            return
+        bases = {base for _, _, base in settings}
+        selected = sorted({p.label for p in proxies for base in bases for n in p.needs(base)
+                           if {r.name for r in n.recorders} & asked})
+        raise HarnessError(f"dataset {self.cfg.dataset} holds text (token ids), which have no input gradients; "
+                           f"the proxies {', '.join(selected) or '(of the tasks)'} need them (the input-gradient "
+                           f"proxies are {', '.join(INPUT_GRADIENT_PROXIES)}); drop them from --proxies for text")
+
+
+def _class_label(c: int, names: tuple[str, ...]) -> str:
+    """A class id with its name where the name says more than the id: "3 ('rose')", or "3"."""
+    return str(c) if names[c] == str(c) else f"{c} ({names[c]!r})"
