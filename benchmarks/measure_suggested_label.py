@@ -22,7 +22,16 @@ Each set then runs `python -m harness run --dataset ... --tasks suspects --proxi
   their true class (combined: the prediction of a majority of the seeds, which that file does not hold);
 - `top`, `top_suggested`: flipped or moved samples among csl's top --top (100), and how many of those
   get their true class as `suggested`;
-- the mean `p_suggested` of the flipped or moved samples and of the others.
+- the mean `p_suggested` of the flipped or moved samples and of the others;
+- the two rules the suggestion was chosen over, from the same runs' store entries (per seed, the clean
+  run's `train_class_prob` sums and final `probs_last`; combined, their mean over the seeds):
+  `mean_argmax`, the highest mean training softmax with the given label allowed, naming the true class
+  (`mean_argmax_given`: naming the wrong given label instead), and `final_other`, the final model's
+  most probable class other than the given one, naming the true class. The entries' mean softmax must
+  give the tables' `suggested` again, so a wrong entry stops the count instead of skewing it.
+
+`--recount` counts again from a WORK folder a finished run of this script left (same options),
+training nothing: the truth is built again from --data-seed in a temporary folder.
 
 WORK (--work, default a new temporary folder) is printed and kept: it holds the data, the results
 and the store. It must not exist yet or be empty, so nothing of anyone else's is written over.
@@ -31,6 +40,8 @@ and the store. It must not exist yet or be empty, so nothing of anyone else's is
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import io
 import os
 import shutil
 import subprocess
@@ -140,14 +151,83 @@ def majority(tables: list[pd.DataFrame], key: str, order: pd.Series) -> np.ndarr
     return out
 
 
-def measure(built: Built, out: Path, seeds: list[int], top: int) -> pd.DataFrame:
-    """One row per seed and one for the combined file."""
+CLASS_PROB = "train_class_prob"  # harness.recorders.class_prob.NAME
+EVAL_LAST = "eval_pass[epochs=last]"  # the suspects task's final-model record, with `probs_last`
+
+
+def stored_probs(store: Path, dataset: str, seeds: list[int]) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    """Per seed, the clean run of `dataset` in `store`: its (N, C) mean training softmax and its final
+    softmax `probs_last`, in the dataset's order. Each entry is checked as the store checks it; a seed
+    without exactly one such entry stops the count."""
+    from harness.recorders.class_prob import mean_probs
+    from harness.store_entry_files import checked_bytes
+    from harness.store_scan import scan
+
+    found: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+    for entry in scan(store).entries:
+        m = entry.manifest
+        if entry.status != "complete" or m is None or CLASS_PROB not in m.recorders:
+            continue
+        spec, data = m.spec, m.spec["data"]
+        if (data["dataset"] != dataset or data["corruption"]["kind"] != "none" or spec["seed"] not in seeds
+                or spec["train_on"]["kind"] != "all" or spec["then_on"] is not None):
+            continue
+        if spec["seed"] in found:
+            raise SystemExit(f"error: {store} holds two clean runs of {dataset} seed {spec['seed']}; "
+                             "pass --work with a folder only this script wrote")
+
+        def load(key: str, name: str, path: Path = entry.path, manifest=m) -> np.ndarray:
+            fname = f"{key}.{name}.npy"
+            return np.load(io.BytesIO(checked_bytes(path, fname, manifest.checksums[fname])), allow_pickle=False)
+
+        found[spec["seed"]] = (mean_probs({a: load(CLASS_PROB, a) for a in ("prob_sum", "seen")}),
+                               np.asarray(load(EVAL_LAST, "probs_last"), dtype=np.float64))
+    if missing := sorted(set(seeds) - set(found)):
+        raise SystemExit(f"error: {store} holds no complete clean run of {dataset} with {CLASS_PROB} for "
+                         f"seed(s) {missing}; run this script again without --recount")
+    return found
+
+
+def best_other(probs: np.ndarray, given: np.ndarray) -> np.ndarray:
+    """Per row, the class of the highest probability other than the given one (the first on a tie)."""
+    others = probs.copy()
+    others[np.arange(len(others)), given] = -np.inf
+    return others.argmax(axis=1)
+
+
+def other_rules(table: pd.DataFrame, built: Built, mean: np.ndarray, final: np.ndarray) -> dict[str, int]:
+    """Of the flipped or moved samples of `table`, how many the rules the suggestion was chosen over
+    name the true class: the highest `mean` softmax with the given label allowed (`mean_argmax`; how
+    many it names the given label: `mean_argmax_given`) and the `final` softmax's best other class
+    (`final_other`). `mean`, `final`: (N, C) in the dataset's order, matched by the table's `index`."""
+    truth = _aligned(table, built)
+    true, given = truth["true"].to_numpy(dtype=np.int64), truth["given"].to_numpy(dtype=np.int64)
+    rows = table["index"].to_numpy()
+    mean, final = mean[rows], final[rows]
+    if np.isnan(mean).any() or np.isnan(final).any():
+        raise SystemExit(f"error: a sample of {built.dataset} has no recorded softmax; its counts would be wrong")
+    if (best_other(mean, given) != table["suggested"].to_numpy(dtype=np.int64)).any():
+        raise SystemExit(f"error: the stored softmax of {built.dataset} does not give the table's `suggested`; "
+                         "the store is not this table's")
+    bad = given != true
+    argmax = mean.argmax(axis=1)
+    return {"mean_argmax": int(((argmax == true) & bad).sum()),
+            "mean_argmax_given": int(((argmax == given) & bad).sum()),
+            "final_other": int(((best_other(final, given) == true) & bad).sum())}
+
+
+def measure(built: Built, out: Path, seeds: list[int], top: int, store: Path) -> pd.DataFrame:
+    """One row per seed and one for the combined file (its other rules from the seeds' mean softmax)."""
     folder = out / "suspects"
     tables = {s: pd.read_csv(folder / f"suspects_seed{s}.csv") for s in seeds}
-    rows = {f"seed {s}": counts(t, built, t["predicted"].to_numpy(), top) for s, t in tables.items()}
+    probs = stored_probs(store, built.dataset, seeds)
+    rows = {f"seed {s}": counts(t, built, t["predicted"].to_numpy(), top) | other_rules(t, built, *probs[s])
+            for s, t in tables.items()}
     if len(seeds) > 1:
         combined = pd.read_csv(folder / "suspects.csv")
-        rows["combined"] = counts(combined, built, majority(list(tables.values()), built.key, combined[built.key]), top)
+        mean, final = (np.mean([probs[s][i] for s in seeds], axis=0) for i in (0, 1))
+        voted = majority(list(tables.values()), built.key, combined[built.key])
+        rows["combined"] = counts(combined, built, voted, top) | other_rules(combined, built, mean, final)
     return pd.DataFrame.from_dict(rows, orient="index")
 
 
@@ -174,6 +254,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--test-per-class", type=int, default=100)
     parser.add_argument("--top", type=int, default=100, help="csl's top k to count (default: 100)")
     parser.add_argument("--work", type=Path, default=None, help="new or empty folder (default: a new temporary one)")
+    parser.add_argument("--recount", action="store_true",
+                        help="count again from --work, left by a finished run with these options; trains nothing")
     args = parser.parse_args(argv)
     sets = [s.strip() for s in args.only.split(",") if s.strip()]
     if not sets or set(sets) - {"digits", "cifar"}:
@@ -181,23 +263,54 @@ def main(argv: list[str] | None = None) -> None:
     seeds = [int(s) for s in args.seeds.split(",")]
     if "cifar" in sets and not (args.cifar / "train").is_dir():
         raise SystemExit(f"error: {args.cifar} has no train/ folder; pass --cifar with the CIFAR-10 image folder")
+    if args.recount:
+        if args.work is None or not (args.work / "store" / "runs").is_dir():
+            raise SystemExit("error: --recount needs --work with the folder a finished run of this script left")
+        for name in sets:
+            with tempfile.TemporaryDirectory(prefix="memprox-recount-") as scratch:
+                built = recounted(build(name, args, Path(scratch)), name, args.work)
+            report(name, built, args.work, seeds, args.top)
+        return
     work = args.work or Path(tempfile.mkdtemp(prefix="memprox-suggested-"))
     if work.exists() and any(work.iterdir()):
         raise SystemExit(f"error: {work} is not empty; pass --work with a new or empty folder")
     print(f"work folder (kept): {work}", flush=True)
     for name in sets:
-        if name == "digits":
-            built = build_digits(work / "digits", args.data_seed)
-        else:
-            built = build_image_folder(args.cifar, work / "cifar" / "images", args.data_seed, args.per_class,
-                                       args.moved, args.test_per_class)
+        built = build(name, args, work)
+        if name == "cifar":
             wrong = built.truth[built.truth["given"] != built.truth["true"]]
             wrong.to_csv(work / "cifar" / "moved.csv")
         run_harness(built, work / name / "out", work / "store", seeds)
-        table = measure(built, work / name / "out", seeds, args.top)
-        print(f"\n{name}: {int(table['wrong'].iloc[0])} flipped or moved of {len(built.truth)}, csl's top {args.top}")
-        print(table.to_string(float_format=lambda v: f"{v:.3f}"), flush=True)
+        report(name, built, work, seeds, args.top)
 
+
+def build(name: str, args: argparse.Namespace, work: Path) -> Built:
+    if name == "digits":
+        return build_digits(work / "digits", args.data_seed)
+    return build_image_folder(args.cifar, work / "cifar" / "images", args.data_seed, args.per_class, args.moved,
+                              args.test_per_class)
+
+
+def recounted(scratch: Built, name: str, work: Path) -> Built:
+    """The truth built in a scratch folder, named as the data in `work` (the store's runs name it so)
+    once that data is checked to be it: the digits' arrays equal, every image file there."""
+    if name == "digits":
+        used = work / "digits" / "flipped.npz"
+        with np.load(scratch.dataset.removeprefix("npz:")) as new, np.load(used) as old:
+            if not (np.array_equal(new["x"], old["x"]) and np.array_equal(new["y"], old["y"])):
+                raise SystemExit(f"error: {used} is not the data --data-seed builds; pass the seed it was made with")
+        return dataclasses.replace(scratch, dataset=f"npz:{used}")
+    images = work / "cifar" / "images"
+    if lost := [k for k in scratch.truth.index if not (images / k).is_file()]:
+        raise SystemExit(f"error: {images} lacks {lost[0]} (and {len(lost) - 1} more) that these options build; "
+                         "pass the options that run used")
+    return dataclasses.replace(scratch, dataset=f"imagefolder:{images}")
+
+
+def report(name: str, built: Built, work: Path, seeds: list[int], top: int) -> None:
+    table = measure(built, work / name / "out", seeds, top, work / "store")
+    print(f"\n{name}: {int(table['wrong'].iloc[0])} flipped or moved of {len(built.truth)}, csl's top {top}")
+    print(table.to_string(float_format=lambda v: f"{v:.3f}"), flush=True)
 
 if __name__ == "__main__":
     main()
