@@ -16,6 +16,7 @@ from harness.recorders.base import GrowingRows
 from harness.recorders.train_pass import RunningLossSum
 from harness.tracker.eval_passes import EvalPasses
 from harness.tracker.inputs import unusable_logits
+from harness.tracker.labels import GivenLabels
 from harness.tracker.selection import EVAL_LAST_KEY, LOSS_KEY, TRAIN_KEYS, TRAIN_REQUESTS
 
 _NEVER = torch.iinfo(torch.int64).max  # `first_seen` of a sample not presented this epoch
@@ -150,15 +151,10 @@ class TrackedSignals:
         else:
             for key in train_keys:
                 self.bank.add(key, build_recorder(TRAIN_REQUESTS[key], self.ctx))
-        given = np.full(n + 1, -1, dtype=np.int64)
-        if fixed_labels is not None:
-            given[:n] = fixed_labels
-        self.given = torch.as_tensor(given).to(device)
+        self.labels = GivenLabels(n, device, fixed_labels)  # one label per sample, or the proxies mix two
+        # its tensors by the names the eval passes and `harness.tracker.state` use (all change them in place)
+        self.given, self.keep_labels, self.label_conflicts = self.labels.given, self.labels.keep, self.labels.conflicts
         self.evals = EvalPasses(self.bank, self.given, n, device, keep_eval_history)
-        self.keep_labels = fixed_labels is None  # labels come from update()
-        # per sample, the presentations whose update() label differed from the constructor's or, without
-        # those, from the label an earlier update() gave it: one label per sample, or the proxies mix two
-        self.label_conflicts = torch.zeros(n, dtype=torch.int32, device=device)
         self.pred = torch.full((n + 1,), -1, dtype=torch.int64, device=device)
         self.presentations = Presentations(n, device)
         self.non_finite_now = torch.zeros(n + 1, dtype=torch.int32, device=device)  # this epoch's, per sample
@@ -182,14 +178,7 @@ class TrackedSignals:
             self.pred.index_copy_(0, slot, logits.argmax(1))
         self.bank.on_batch(epoch, slot, logits, loss, labels)
         if labels is not None:
-            before = self.given[idx]
-            differ = before != labels
-            if self.keep_labels:  # -1: no label yet; a repeat within the batch, against its first presentation's
-                differ &= before >= 0
-                self.given.index_copy_(0, slot, labels)
-                after = self.given[idx]
-                differ |= (after >= 0) & (after != labels)
-            self.label_conflicts.index_add_(0, idx, differ.to(torch.int32))
+            self.labels.record(idx, slot, labels)
         bad = ~torch.isfinite(loss)
         if flag_logits:  # -inf logits of other classes (class masks) are no fault (`unusable_logits`)
             assert logits is not None and labels is not None  # flagged only for logits, which come with labels
@@ -209,21 +198,7 @@ class TrackedSignals:
         return bool(bad), bool(non_finite), repeated, conflicted, other
 
     def label_conflict_error(self, count: int, epoch_number: int) -> HarnessError:
-        first = torch.nonzero(self.label_conflicts).flatten()[:10].tolist()
-        if self.keep_labels:
-            return HarnessError(
-                f"update() got labels for {count} sample(s) in epoch {epoch_number} other than an earlier update() "
-                f"gave them (first: {first}); every proxy would mix the losses of both labels (csl sums one epoch's "
-                f"loss against each) while scores() reports the last. Give each sample one label: check that the "
-                f"indices match the labels and that no target transform or label correction changes them, or pass "
-                f"SampleTracker(labels=...) and update() without labels="
-            )
-        return HarnessError(
-            f"update() got labels other than SampleTracker(labels=...) for {count} sample(s) in epoch "
-            f"{epoch_number} (first: {first}); the proxies would score them against the update() labels while "
-            f"scores() reports the constructor's. Give each sample one label: pass the same labels to both, or "
-            f"only one of them (update(idx, logits=...) without labels= reads the constructor's)"
-        )
+        return self.labels.conflict_error(count, epoch_number)
 
     def close_epoch(self, epoch: int) -> None:
         self.bank.on_epoch_end(epoch, 1, None)  # the running sum folds the epoch in
