@@ -38,16 +38,13 @@ import subprocess
 import sys
 import time
 import weakref
-from collections import deque
 from collections.abc import Iterator, Sequence
 from contextlib import suppress
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from harness.errors import RunFailed
 from harness.executors import register_executor
 from harness.executors.base import (
-    MAX_RETRIES,
     Executor,
     JobFn,
     Outcome,
@@ -61,15 +58,15 @@ from harness.executors.base import (
 from harness.executors.channel import Channel
 from harness.executors.cpus import usable_cpus
 from harness.executors.local_hold import interrupt_after
+from harness.executors.local_schedule import RunSchedule
 from harness.executors.local_watch import POLL_S as POLL_S
 from harness.executors.local_watch import _exited, _late, _overdue, _readable, _sent, _Worker
-from harness.executors.worker import READY
 from harness.option_checks import check_seconds
 from harness.values import MAX_THREADS, check_integer
 
 if TYPE_CHECKING:
     from harness.config import ExperimentConfig
-    from harness.jobs import Job, JobResult
+    from harness.jobs import Job
 
 #: Seconds stopped workers get to exit after SIGTERM before SIGKILL.
 STOP_GRACE_S = 2.0
@@ -179,13 +176,17 @@ class LocalExecutor(Executor):
                 raise WorkersLost(_no_start(worker.proc.returncode, late))
         return describe_exit(worker.proc.returncode)
 
+    def _ready(self, worker: _Worker) -> None:
+        """A worker answered READY: the pool can start, so the count of failed starts begins again."""
+        worker.ready = True
+        self._failed_starts = 0
+
     # running jobs -------------------------------------------------------------------------------
     def run(self, jobs: Sequence[Job]) -> Iterator[Outcome]:
         jobs = list(jobs)
         if not jobs:
             return
-        queue = deque(range(len(jobs)))
-        deaths = [0] * len(jobs)
+        schedule = RunSchedule(jobs, self._gone, self._ready)
         slots = self._slots(jobs)
         warm = getattr(jobs[0], "source", None) if self.job_timeout else None  # off the jobs' clocks
         starting = None if self.job_timeout is None else max(self.job_timeout, START_FLOOR_S)  # `_late`
@@ -198,12 +199,12 @@ class LocalExecutor(Executor):
                     while len(self._pool) < min(slots, left):
                         self._start(warm)
                     for worker in list(self._pool):
-                        if worker.ready and worker.job is None and queue:
-                            self._hand_out(worker, queue, jobs)
+                        if worker.ready and worker.job is None and schedule.queue:
+                            schedule.hand_out(worker)
                     bar.set_postfix(running=sum(w.job is not None for w in self._pool))
                     for worker in _readable(self._pool, self.job_timeout):
                         with interrupt_after():  # a result read and dropped by a Ctrl-C was trained again
-                            index, outcome = self._receive(worker, jobs, deaths, queue)
+                            index, outcome = schedule.receive(worker)
                             if outcome is not None:
                                 self._finished.append((jobs[index], outcome))
                     for worker in _overdue(self._pool, self.job_timeout):
@@ -223,47 +224,6 @@ class LocalExecutor(Executor):
                     self._finished += _sent(self._pool, jobs)
                 finally:
                     self.close()
-
-    def _hand_out(self, worker: _Worker, queue: deque[int], jobs: list[Job]) -> None:
-        """Send the next job to an idle worker. One killed (or frozen) since cannot take it: it is replaced
-        and the job, never started, goes first to the next (the send raised out of `run`: a traceback)."""
-        worker.job, worker.started = queue.popleft(), time.monotonic()
-        try:
-            worker.conn.send((worker.job, jobs[worker.job]))
-        except OSError:
-            queue.appendleft(worker.job)
-            worker.job = None
-            self._gone(worker)
-
-    def _receive(self, worker: _Worker, jobs: list[Job], deaths: list[int],
-                 queue: deque[int]) -> tuple[int, JobResult | BaseException | None]:
-        """Read one message; (job index, outcome) when a job ended, outcome None otherwise."""
-        index = worker.job
-        try:
-            message = worker.conn.recv()
-        except (EOFError, OSError):
-            how = self._gone(worker)
-            if index is None:
-                return -1, None
-            deaths[index] += 1
-            if deaths[index] <= MAX_RETRIES:
-                queue.appendleft(index)
-                return index, None
-            return index, RunFailed(f"job {jobs[index].label()}: its worker died {deaths[index]} times ({how}); "
-                                    "the runs of this job are not stored")
-        except Exception as e:  # a result the driver cannot unpickle: that job's failure, not the run's
-            worker.job = None
-            if index is None:
-                return -1, None
-            return index, RuntimeError(f"job {jobs[index].label()}: its result could not be read ({e})")
-        if message == READY:
-            worker.ready = True
-            self._failed_starts = 0
-            return -1, None
-        if index is None or not (isinstance(message, tuple) and len(message) == 3 and message[0] == index):
-            return -1, None  # not the answer to its job (a copy of the worker forked by a job's code): dropped
-        worker.job = None
-        return index, message[2]
 
 
 def _spawn(threads: int) -> _Worker:
