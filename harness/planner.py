@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import warnings
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -29,6 +29,7 @@ from harness.runspec import DataSpec, RunSpec
 from harness.store import RunStore, StoredRun
 from harness.subsets import subset_indices
 from harness.tasks import Setting, Task
+from harness.upgrade_notice import Asker, warn_upgraded
 from harness.worker_imports import check_workers_know, job_imports
 from proxies import Need, Proxy
 
@@ -55,6 +56,8 @@ def resolve_device(name: str) -> torch.device:
 class Plan:
     settings: list[tuple[Task, Setting, RunSpec]]
     runs: dict[RunSpec, set[RecorderRequest]]  # every distinct run with the union of its recorders
+    #: per run, per recorder key: the proxies and tasks that asked for it (named when a stored run trains again)
+    askers: dict[RunSpec, dict[str, set[Asker]]] = field(default_factory=dict)
 
 
 class Planner:
@@ -82,24 +85,28 @@ class Planner:
         base_data = DataSpec(dataset=self.cfg.dataset, subset=self.cfg.subset, dataset_sha=self.dataset.fingerprint)
         settings: list[tuple[Task, Setting, RunSpec]] = []
         runs: defaultdict[RunSpec, set[RecorderRequest]] = defaultdict(set)
+        askers: defaultdict[RunSpec, defaultdict[str, set[Asker]]] = defaultdict(lambda: defaultdict(set))
         for task in tasks:
             for setting in task.settings(self.cfg, base_data, self.dataset):
                 base = self.base_spec(setting)
                 settings.append((task, setting, base))
-                for need in [n for p in proxies for n in _needs(p, base)] + task.needs(setting, base, self.cfg):
+                needs = [(n, ("proxy", p.label)) for p in proxies for n in _needs(p, base)]
+                for need, asker in needs + [(n, ("task", task.name)) for n in task.needs(setting, base, self.cfg)]:
                     runs[need.spec] |= set(need.recorders)
+                    for request in need.recorders:
+                        askers[need.spec][request.key].add(asker)
         self.checks.input_gradients(runs, proxies, settings)
         for spec in runs:  # surface data and subset errors (label file, folds of tiny classes) before training
             labels = self.prepared(spec.data).labels
             for part in (spec.train_on, spec.then_on):
                 if part is not None:
                     self.checks.last_batch(spec, len(subset_indices(part, labels)))
-        return Plan(settings, dict(runs))
+        return Plan(settings, dict(runs), {spec: dict(keys) for spec, keys in askers.items()})
 
     def pending(self, plan: Plan) -> tuple[dict[RunSpec, StoredRun], Pending]:
         """Stored runs that already carry every wanted recorder, and what is left to train (with
         the recorders a stored entry has, so an upgraded entry keeps them)."""
-        done, todo, dropped = {}, [], {}
+        done, todo, dropped, upgraded = {}, [], {}, {}
         order = sorted(plan.runs.items(), key=lambda kv: (str(kv[0].data), kv[0].seed, kv[0].digest()))
         for spec, wanted in order:
             stored = self.store.get(spec)
@@ -107,11 +114,14 @@ class Planner:
                 done[spec] = stored
                 continue
             todo.append((spec, set(wanted) | recorded(stored)))  # an upgraded entry keeps what it recorded
-            if stored is not None and (lost := not_recordable(stored)):
-                dropped[spec.label()] = lost
+            if stored is not None:
+                upgraded[spec] = {r.key for r in wanted} - stored.recorders
+                if lost := not_recordable(stored):
+                    dropped[spec.label()] = lost
         warn_other_threads(done, self.cfg.threads or 1, self.device)
         warn_other_compile(done, bool(self.cfg.compile))
         warn_other_engines(done, plan.runs, self.device, self.dataset.x_train)
+        warn_upgraded(upgraded, plan.askers, {id(t): t for t, _, _ in plan.settings}.values())
         warn_dropped(dropped)
         return done, todo
 

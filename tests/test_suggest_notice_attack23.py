@@ -1,6 +1,6 @@
-"""The suspects task's notice that stored runs train again to add the suggested label (attack23):
-a clean run stored today by the cost task lacks its recorder too, and the notice said it was
-'stored before it existed'."""
+"""The notice that stored runs train again to add the suggested label (attack23; the planner's line
+for any recorder since planner24): a clean run stored today by the cost task lacks its recorder
+too, and the notice said it was 'stored before it existed'."""
 
 from __future__ import annotations
 
@@ -16,6 +16,8 @@ def test_a_run_stored_by_the_cost_task_is_announced_without_claiming_it_is_old(m
         exp = Experiment(make_config(tasks=("suspects",), out=None, task_args={"suspects": {"duplicates": "off"}}))
         _, todo = exp.pending()
     assert len(todo) == 1  # trained again to add it
-    (line,) = [str(w.message) for w in caught if "suspects.suggest=off to reuse" in str(w.message)]
-    assert "seed(s) 0 lack" in line
-    assert "(stored before it existed, or by a run that did not record them: another task's, such as cost" in line
+    (line,) = [str(w.message) for w in caught if "train again" in str(w.message)]  # the planner's (planner24)
+    assert line.startswith("1 stored run(s) (digits clean mlp seed0) lack recorder(s) eval_pass[epochs=last], "
+                           "train_class_prob (asked by task suspects): ")
+    assert "stored before the recorder existed, or by an experiment that did not ask for it" in line
+    assert "suspects.suggest=off" not in line  # it lacks the last eval pass too, which suggest=off still asks for

@@ -139,7 +139,8 @@ def test_a_stored_run_without_the_recorder_is_announced_or_reused_with_suggest_o
     assert len(todo) == 2  # both seeds train again to add it, keeping what they recorded
     assert all({r.key for r in requests} >= {"train_loss", SUGGEST.key} for _, requests in todo)
     (line,) = _retraining_lines(caught)
-    assert "stored clean run(s) of seed(s) 0, 1 lack the training pass's class probabilities" in line
+    assert line.startswith(f"2 stored run(s) (digits clean mlp seed0, digits clean mlp seed1) lack recorder(s) "
+                           f"{SUGGEST.key} (asked by task suspects): ")  # the planner's line (planner24)
     after = upgraded.run()  # its other signals recorded again: on this CPU, the numbers they had
     for seed in (0, 1):
         was, now = (result.tables[f"suspects/suspects_seed{seed}.csv"] for result in (before, after))

@@ -71,7 +71,7 @@ from harness.recorders.class_prob import SUGGEST, SUGGESTED_COLUMNS, insert_sugg
 from harness.runspec import DataSpec, RunSpec
 from harness.tasks.base import EvalContext, Row, Setting, Task, positive_int, register_task
 from harness.tasks.reference import ReferenceConfig
-from harness.tasks.suspects_labels import SUGGEST_MODES, RetrainingNotice, with_class_names
+from harness.tasks.suspects_labels import RETRAINING_HINT, SUGGEST_MODES, with_class_names
 from harness.values import check_number
 from proxies.base import Need, Proxy
 
@@ -120,7 +120,6 @@ class Suspects(Task):
         self.by_seed: dict[int, pd.DataFrame] = {}  # each evaluated seed's table, in index order
         self.pairs: pd.DataFrame | None = None  # the duplicate pairs, found at the first seed (None: off)
         self.probs_by_seed: dict[int, np.ndarray] = {}  # each seed's (N, C) mean training-pass softmax
-        self.retraining = RetrainingNotice()  # stored runs that train again to add the suggested label
 
     def validate(self) -> None:
         positive_int(self.name, "k", self.params["k"], maximum=MAX_K)
@@ -168,8 +167,11 @@ class Suspects(Task):
     def needs(self, setting: Setting, base: RunSpec, cfg: ExperimentConfig) -> list[Need]:
         if self.params["suggest"] == "off":
             return [Need(base, frozenset({EVAL_LAST}))]
-        self.retraining.note(cfg, setting.seed, base)
         return [Need(base, frozenset({EVAL_LAST, SUGGEST}))]
+
+    def retraining_hint(self, key: str) -> str | None:
+        """How a stored run lacking recorder `key` is reused as it is (`harness.upgrade_notice`)."""
+        return RETRAINING_HINT if key == SUGGEST.key else None
 
     def evaluate(self, ctx: EvalContext, scores: dict[str, np.ndarray]) -> list[Row]:
         eval_last = ctx.runs[ctx.base].arrays(EVAL_LAST.key)

@@ -1,0 +1,92 @@
+"""The notice, before training, that stored runs train again to add recorders they lack.
+
+A stored run is reused only when it carries every recorder the experiment's proxies and tasks ask
+of it; one that lacks some (stored before a recorder existed, or by an experiment that did not ask
+for it) trains again in full, recording its other signals again along with the new ones. On
+CIFAR-10 that is half an hour a run, so it is said once, before anything trains: how many runs
+(a few labels), which recorders they lack, who asked for them, and how to do without them when
+there is a way (drop the proxy; a task may name its own, as suspects' `suggest=off`).
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterable
+from typing import Protocol, runtime_checkable
+
+from harness.runspec import RunSpec
+from harness.tasks import Task
+
+#: Who asked for a recorder: ("proxy", its label) or ("task", its name).
+Asker = tuple[str, str]
+#: Run labels named in the line; the rest are counted ("and N more").
+SHOWN = 3
+
+
+@runtime_checkable
+class ExplainsRetraining(Protocol):
+    """A task that can do without a recorder it asks for (a parameter that turns off what reads it)."""
+
+    def retraining_hint(self, key: str) -> str | None:
+        """What to pass so a stored run lacking recorder `key` is reused as it is; None: no way."""
+        ...
+
+
+def upgrade_notice(upgraded: dict[RunSpec, set[str]], askers: dict[RunSpec, dict[str, set[Asker]]],
+                   tasks: Iterable[Task]) -> str | None:
+    """The line for the stored runs in `upgraded` (each with the recorder keys it lacks), naming who
+    asked for those recorders (`askers`, from the plan) and the way to reuse the runs as they are:
+    drop the proxies, and each task's own hint; when a task that asked has none, no way is offered.
+    None when no stored run trains again."""
+    upgraded = {spec: lacking for spec, lacking in upgraded.items() if lacking}
+    if not upgraded:
+        return None
+    who: dict[str, set[Asker]] = {}
+    for spec, lacking in upgraded.items():
+        for key in lacking:
+            who.setdefault(key, set()).update(askers.get(spec, {}).get(key, set()))
+    ways = _ways(who, tasks)
+    labels = [spec.label() for spec in upgraded]
+    shown = ", ".join(labels[:SHOWN]) + (f" and {len(labels) - SHOWN} more" if len(labels) > SHOWN else "")
+    by_askers: dict[tuple[Asker, ...], list[str]] = {}  # recorders asked by the same proxies and tasks, together
+    for key, found in sorted(who.items()):
+        by_askers.setdefault(tuple(sorted(found)), []).append(key)
+    lack = ", ".join(", ".join(keys) + (f" (asked by {', '.join(map(_name, found))})" if found else "")
+                     for found, keys in by_askers.items())
+    way = f"; to avoid it, {' and '.join(ways)}" if ways else ""
+    return (f"{len(upgraded)} stored run(s) ({shown}) lack recorder(s) {lack}: stored before the recorder "
+            "existed, or by an experiment that did not ask for it, they train again in full before anything is "
+            f"scored, recording their other signals again along with it{way}")
+
+
+def warn_upgraded(upgraded: dict[RunSpec, set[str]], askers: dict[RunSpec, dict[str, set[Asker]]],
+                  tasks: Iterable[Task]) -> None:
+    """One warning line, before training, when stored runs train again to add recorders (`upgrade_notice`)."""
+    line = upgrade_notice(upgraded, askers, tasks)
+    if line is not None:
+        warnings.warn(line, stacklevel=3)
+
+
+def _ways(who: dict[str, set[Asker]], tasks: Iterable[Task]) -> list[str] | None:
+    """What to pass so that no recorder in `who` is asked for: the proxies dropped, and each task's
+    hint; None when some recorder has an asker without a way (a task without a hint, or no one known)."""
+    hints = {t.name: t for t in tasks if isinstance(t, ExplainsRetraining)}
+    drop = sorted({name for found in who.values() for kind, name in found if kind == "proxy"})
+    ways = [f"drop {', '.join(drop)} from --proxies"] if drop else []
+    for key, found in sorted(who.items()):
+        if not found:
+            return None
+        for kind, name in sorted(found):
+            if kind == "proxy":
+                continue
+            hint = hints[name].retraining_hint(key) if name in hints else None
+            if hint is None:
+                return None
+            if hint not in ways:
+                ways.append(hint)
+    return ways
+
+
+def _name(asker: Asker) -> str:
+    kind, name = asker
+    return name if kind == "proxy" else f"task {name}"
