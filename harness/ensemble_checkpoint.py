@@ -38,6 +38,7 @@ import torch
 
 from harness.checkpoints import save_checkpoints
 from harness.machine import trained_before, trained_by
+from harness.resuming import resuming_line
 from harness.runspec import RunSpec
 
 
@@ -87,6 +88,12 @@ class Stacked:
 
 def chunk_label(specs: list[RunSpec]) -> str:
     return f"ensemble of {len(specs)} ({specs[0].label()}, ...)"
+
+
+def chunk_resume_line(specs: list[RunSpec], epoch: int, epochs: int) -> str:
+    """The line a chunk resumed from its members' checkpoints prints (`harness.resuming`'s wording, which
+    the Ray driver matches to bring it back from the worker)."""
+    return resuming_line(chunk_label(specs), epoch, epochs, members=True)
 
 
 class ChunkCheckpoints:
@@ -139,8 +146,7 @@ class ChunkCheckpoints:
             why = _mismatch(states, specs, epochs)
             if why is None:  # then every member has one
                 progress = _restore([s for s in states if s is not None], stacked)
-                print(f"resuming {chunk_label(specs)} from its checkpoints at epoch {progress.epoch} of {epochs}",
-                      file=sys.stderr, flush=True)
+                print(chunk_resume_line(specs, progress.epoch, epochs), file=sys.stderr, flush=True)
                 self.resumed.update(dict.fromkeys(specs, progress.epoch))
                 self.before = trained_before(states[0])
                 return progress

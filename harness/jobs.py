@@ -30,6 +30,7 @@ from harness.machine import machine_record, trained_before, trained_by
 from harness.manifest import ENGINES, Manifest, RecorderRecord
 from harness.prepared import PreparedData, prepare
 from harness.recorders import RecorderRequest
+from harness.resuming import resuming_line
 from harness.runspec import DataSpec, RunSpec
 from harness.training import RunOutput, train_run
 
@@ -203,7 +204,7 @@ def total_epochs(spec: RunSpec) -> int:
 
 def resume_line(spec: RunSpec, epoch: int) -> str:
     """The line a run resumed from its checkpoint prints: which run, from which epoch of how many."""
-    return f"resuming {spec.label()} from its checkpoint at epoch {epoch} of {total_epochs(spec)}"
+    return resuming_line(spec.label(), epoch, total_epochs(spec))
 
 
 def _checkpoint_store(job: Job):

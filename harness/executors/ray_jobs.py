@@ -23,6 +23,7 @@ from harness.errors import RunFailed
 from harness.executors.ray_probe import sees_probe
 from harness.executors.ray_timeout import JobClocks, mark_started
 from harness.executors.worker import portable
+from harness.resuming import is_resuming
 
 if TYPE_CHECKING:
     from ray.exceptions import RayTaskError
@@ -100,9 +101,7 @@ def said(outcome: Any) -> Any:
     return outcome.result
 
 
-#: How the lines of a run resumed from its checkpoint begin (`harness.jobs.resume_line`, the batched
-#: ensemble's), and the most of one line kept while it is written (its start, which is what is matched).
-RESUMING = "resuming "
+#: The most of one line kept while it is written: its start, which is what `is_resuming` matches.
 MAX_LINE = 100_000
 
 
@@ -121,7 +120,7 @@ class _ResumesKept:
         return self.stream.write(text)
 
     def end(self, line: str) -> None:
-        if line.startswith(RESUMING):
+        if is_resuming(line):  # the wording of `harness.resuming`, which the lines are written in
             self.kept.append(line.rstrip("\r"))
 
     def __getattr__(self, name: str) -> Any:  # flush, fileno, isatty, encoding, ...: the stream's
