@@ -60,8 +60,8 @@ def test_a_long_progress_line_is_kept_bounded() -> None:
 
 
 def test_the_driver_keeps_the_lines_the_resuming_code_prints() -> None:
-    """`RESUMING` is the start of `harness.jobs.resume_line`'s line, written there again: a reworded
-    line would stay in the worker's log with no test failing."""
+    """The line `harness.jobs.resume_line` writes reaches the driver: `harness.resuming` holds its
+    wording, which the writers use and the driver matches (`is_resuming`)."""
     from io import StringIO
     from types import SimpleNamespace
 

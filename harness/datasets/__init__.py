@@ -1,6 +1,8 @@
 """Datasets: the `Dataset` type, the loader registry and the built-in loaders, one module each.
 
-    harness.datasets.base              Dataset, LoadRequest, the DATASETS registry, load_dataset, subset rules
+    harness.datasets.base              LoadRequest, the DATASETS registry, load_dataset, subset rules
+                                       (re-exports Dataset)
+    harness.datasets.dataset           the Dataset type and its checks
     harness.datasets.digits            digits (bundled, the default)
     harness.datasets.torchvision_sets  cifar10, cifar100, mnist, fashion-mnist
     harness.datasets.imagefolder       imagefolder:PATH (listing and link safety)
