@@ -58,6 +58,7 @@ except ImportError as exc:  # pragma: no cover
 
 # after the guard above: these import transformers too, and a missing install must get its message
 from harness.integrations._hf_accumulation import AccumulationCheck
+from harness.integrations._hf_batch import batch_labels, batch_logits, per_sample_cross_entropy
 from harness.integrations._hf_data import INDEX_KEY, IndexCollator, with_sample_index
 from harness.integrations._hf_epochs import EpochMap
 from harness.integrations._hf_retry import RetryRecord
@@ -349,33 +350,10 @@ class CSLTrainer(Trainer):
                      num_items_in_batch: Any = None) -> Any:
         inputs = dict(inputs)
         indices = inputs.pop(self.index_key, None)
-        labels = None
-        for name in (*(self.args.label_names or ()), "labels", "label"):
-            if labels is None:
-                labels = inputs.pop(name, None)
-        if labels is None:
-            raise HarnessError("CSLTrainer: the batch has no labels; the collator must give `labels` (a `label` "
-                               "column becomes `labels` in the default collators, another one needs "
-                               "args.label_names=[its name])")
+        labels = batch_labels(inputs, self.args.label_names)
         outputs = model(**inputs)
-        if isinstance(outputs, torch.Tensor):  # a plain nn.Module returning logits
-            logits = outputs
-        elif isinstance(outputs, Mapping):
-            found = outputs.get("logits")
-            if found is None:
-                raise HarnessError(f"CSLTrainer: the model's output has no logits (keys {sorted(outputs)}); it "
-                                   f"computes the per-sample cross-entropy from them: return `logits` (B, C)")
-            logits = found
-        else:
-            logits = outputs[0]
-        if logits.dim() != 2 or labels.dim() != 1:
-            raise HarnessError(f"CSLTrainer scores classification (logits (B, C), labels (B,)); got logits "
-                               f"{tuple(logits.shape)} and labels {tuple(labels.shape)}")
-        if labels.dtype.is_floating_point or labels.dtype == torch.bool:
-            raise HarnessError(f"CSLTrainer scores classification: labels must be integer class ids, got "
-                               f"{labels.dtype} (a regression head has no per-sample cross-entropy; cast class ids "
-                               f"with dataset.cast_column(..., Value('int64')))")
-        losses = nn.functional.cross_entropy(logits, labels, reduction="none")
+        logits = batch_logits(outputs)
+        losses = per_sample_cross_entropy(logits, labels)
         if model.training:
             if indices is None:
                 raise HarnessError(f"CSLTrainer: the training batch has no {self.index_key!r}; give the dataset the "

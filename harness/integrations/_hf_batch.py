@@ -1,0 +1,54 @@
+"""What `CSLTrainer.compute_loss` reads from a batch and from the model's output to compute each
+sample's cross-entropy: the labels (under `args.label_names`, `labels` or `label`), the logits (a
+tensor, a mapping's `logits` or a tuple's first entry), and the checks that they are one class id
+and one row of class scores per sample. Part of `harness.integrations.transformers`."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from harness.errors import HarnessError
+
+__all__ = ["batch_labels", "batch_logits", "per_sample_cross_entropy"]
+
+
+def batch_labels(inputs: dict[str, Any], label_names: Sequence[str] | None) -> torch.Tensor:
+    """Pops the batch's labels from `inputs` (the model runs without them)."""
+    labels = None
+    for name in (*(label_names or ()), "labels", "label"):
+        if labels is None:
+            labels = inputs.pop(name, None)
+    if labels is None:
+        raise HarnessError("CSLTrainer: the batch has no labels; the collator must give `labels` (a `label` "
+                           "column becomes `labels` in the default collators, another one needs "
+                           "args.label_names=[its name])")
+    return labels
+
+
+def batch_logits(outputs: Any) -> torch.Tensor:
+    """The logits of a model's output: a tensor (a plain nn.Module), a mapping's `logits`, a tuple's first."""
+    if isinstance(outputs, torch.Tensor):  # a plain nn.Module returning logits
+        return outputs
+    if isinstance(outputs, Mapping):
+        found = outputs.get("logits")
+        if found is None:
+            raise HarnessError(f"CSLTrainer: the model's output has no logits (keys {sorted(outputs)}); it "
+                               f"computes the per-sample cross-entropy from them: return `logits` (B, C)")
+        return found
+    return outputs[0]
+
+
+def per_sample_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """(B,) cross-entropy of (B, C) logits against (B,) integer class ids."""
+    if logits.dim() != 2 or labels.dim() != 1:
+        raise HarnessError(f"CSLTrainer scores classification (logits (B, C), labels (B,)); got logits "
+                           f"{tuple(logits.shape)} and labels {tuple(labels.shape)}")
+    if labels.dtype.is_floating_point or labels.dtype == torch.bool:
+        raise HarnessError(f"CSLTrainer scores classification: labels must be integer class ids, got "
+                           f"{labels.dtype} (a regression head has no per-sample cross-entropy; cast class ids "
+                           f"with dataset.cast_column(..., Value('int64')))")
+    return nn.functional.cross_entropy(logits, labels, reduction="none")
