@@ -14,6 +14,8 @@ What memprox adds, because Ray alone gets these wrong for a command-line tool (d
 - While jobs run the head is checked every second; one gone for `LOST_AFTER_S` ends the run with one
   line (`ClusterLost`, exit 1, stored runs kept) before Ray would end the process after 60 s; a job
   no live node can hold after a node was lost is reported failed naming it, not left waiting (`ray_wait`).
+- Each job checks that its node's memprox is the driver's (`ray_same_code`): a node with another
+  version or commit trained with its own code, silently; now it ends the run with one line.
 - A local Ray listens on loopback only, with a private (0600) token file, and a reaper kills its
   processes once the driver is gone, kill -9 included (Ray's agents outlive a killed driver).
 """
@@ -25,8 +27,8 @@ import os
 import secrets
 import subprocess
 import sys
-from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Generator, Iterator, Sequence
+from typing import TYPE_CHECKING, cast
 
 from harness.errors import HarnessError
 from harness.executors import register_executor
@@ -71,6 +73,7 @@ from harness.executors.ray_jobs import (  # noqa: F401  (_call: re-exported)
 from harness.executors.ray_leave import LEAVE_WAIT_S, ended_within, finished_within, hung_leave, shutdown_within
 from harness.executors.ray_nodes import NodeWatch
 from harness.executors.ray_probe import StoreProbe
+from harness.executors.ray_same_code import check_outcome, differs, same_code
 from harness.executors.ray_signals import _signals_kept
 from harness.executors.ray_timeout import JobClocks
 from harness.executors.ray_wait import LOST_AFTER_S, POLL_S, ClusterLost, collect  # noqa: F401  (re-exported)
@@ -318,8 +321,14 @@ class RayExecutor(Executor):
         clocks = JobClocks(ray, self.job_timeout, probe.live is not None) if self.job_timeout else None
         pending: dict[ray.ObjectRef, Job] = {}
         try:
-            pending.update(submit(ray, self.fn or run_job, jobs, self._stop_key, clocks, probe.live))
-            yield from collect(ray, pending, self.head, self._lost, nodes, clocks, _head_answers, self.progress)
+            # each job first checks that its node's memprox is this one (`ray_same_code`)
+            pending.update(submit(ray, same_code(self.fn or run_job), jobs, self._stop_key, clocks, probe.live))
+            outcomes = cast(Generator[Outcome, None, None], collect(ray, pending, self.head, self._lost, nodes,
+                                                                  clocks, _head_answers, self.progress))
+            with contextlib.closing(outcomes):  # as `yield from` would: a Ctrl-C closes it at once
+                for job, outcome in outcomes:
+                    check_outcome(outcome, f" at {self.target}" if self.target else "")
+                    yield job, outcome
         finally:  # normal end: nothing left; Ctrl-C or a consumer error: keep what finished, stop the rest
             self._finished = finished_results(ray, pending) if pending else []
             try:
@@ -332,7 +341,7 @@ class RayExecutor(Executor):
 
     def take_finished(self) -> list[Outcome]:
         finished, self._finished = self._finished, []
-        return finished
+        return [(job, outcome) for job, outcome in finished if not differs(outcome)]  # trained by other code
 
     def _stop(self, pending: dict[ray.ObjectRef, Job]) -> None:
         """Stop the outstanding jobs without `ray.cancel`, which races a job that just finished

@@ -1,0 +1,102 @@
+"""Every node of a Ray cluster must train with the driver's memprox. A job is pickled on the driver
+by reference (`harness.jobs.run_job`, its dataclasses) and trained by whatever memprox the node
+imports: a node with another version or commit trained it with its own code, silently. On a
+two-node `ray start` cluster here, a node whose SGD step differed (lr x 1.01) gave another
+leaderboard with exit 0, and its runs were stored under the driver's spec, for later runs to reuse.
+
+So each job first compares the node's code (`code_identity`: the version and a digest of the
+sources of memprox's packages) with the driver's, and a node that differs returns a marker instead
+of training; the driver ends the run with one line naming the fix (`check_outcome`). The check is
+pickled by value (nested functions: cloudpickle sends their code), so an older or newer memprox on
+the node runs it all the same. A node without memprox cannot load a job at all; Ray's error for
+that (ModuleNotFoundError while it unpickles the job) becomes one line as well."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Any
+
+from harness.executors.base import JobFn, WorkersLost
+
+#: memprox's packages, whose sources make up its code identity.
+PACKAGES = ("harness", "proxies", "baselines")
+#: What a job returns instead of its result on a node whose memprox differs: (DIFFERS, the node's
+#: identity, the driver's, the node's host name).
+DIFFERS = "memprox-code-differs"
+FIX = ("install this memprox (the same version and commit, and the modules the jobs use) on every node, "
+       "then rerun; runs already stored are kept")
+
+
+def _identity_fn() -> Callable[[], str]:
+    def code_identity() -> str:
+        """memprox's version and the first 16 hex digits of a SHA-256 of the .py files of its packages
+        as this process finds them (their paths inside the package and their bytes)."""
+        import hashlib
+        import importlib.metadata
+        import importlib.util
+        import os
+
+        digest = hashlib.sha256()
+        for package in PACKAGES:
+            spec = importlib.util.find_spec(package)
+            for root in sorted(spec.submodule_search_locations or []) if spec else []:
+                for folder, dirs, files in os.walk(root):
+                    dirs.sort()
+                    for name in sorted(f for f in files if f.endswith(".py")):
+                        path = os.path.join(folder, name)
+                        with open(path, "rb") as f:
+                            digest.update(f"{package}/{os.path.relpath(path, root)}\0".encode() + f.read() + b"\0")
+        try:
+            version = importlib.metadata.version("memprox")
+        except importlib.metadata.PackageNotFoundError:
+            version = "(not installed)"
+        return f"memprox {version}, code {digest.hexdigest()[:16]}"
+
+    return code_identity
+
+
+#: Nested, so that cloudpickle sends its code to the node instead of a reference into memprox there.
+code_identity = _identity_fn()
+
+
+def same_code(fn: JobFn, driver: str | None = None) -> JobFn:
+    """`fn`, run on a node only where the node's `code_identity` is `driver` (default: this process's);
+    elsewhere the job returns (DIFFERS, the node's identity, the driver's, its host name) untrained."""
+    driver, identity = driver or code_identity(), code_identity
+
+    def checked(job: Any) -> Any:
+        import socket
+
+        here = identity()
+        if here != driver:
+            return (DIFFERS, here, driver, socket.gethostname())
+        return fn(job)
+
+    return checked
+
+
+def check_outcome(outcome: Any, cluster: str) -> None:
+    """Raise WorkersLost (one line, exit 1, stored runs kept) for the outcome of a job that ran on a
+    node whose memprox differs from the driver's, or on a node that could not load the job for a
+    missing module; other outcomes pass. `cluster`: " at HOST:PORT", or "" (a local Ray, the caller's)."""
+    if differs(outcome):
+        _, node, driver, host = outcome
+        raise WorkersLost(f"a node of the Ray cluster{cluster} (host {host}) runs another memprox than this driver "
+                          f"({node}; here: {driver}), and would train with other code; {FIX}")
+    missing = re.search(r"No module named '([^']+)'", str(outcome)) if _system_error(outcome) else None
+    if missing:
+        what = ("memprox is not installed there, or not this one" if missing[1].partition(".")[0] in PACKAGES
+                else f"a module the jobs use ({missing[1]}) is not installed there")
+        raise WorkersLost(f"a node of the Ray cluster{cluster} cannot load this run's jobs (No module named "
+                          f"'{missing[1]}'): {what}; {FIX}")
+
+
+def differs(outcome: Any) -> bool:
+    """Whether `outcome` is the marker of a node whose memprox differs (no result to store)."""
+    return isinstance(outcome, tuple) and len(outcome) == 4 and outcome[0] == DIFFERS
+
+
+def _system_error(outcome: Any) -> bool:
+    """Ray's error for a job its worker could not load (a failed unpickle), not one the job raised."""
+    return isinstance(outcome, BaseException) and type(outcome).__name__ == "RaySystemError"
