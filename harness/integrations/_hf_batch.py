@@ -51,4 +51,10 @@ def per_sample_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torc
         raise HarnessError(f"CSLTrainer scores classification: labels must be integer class ids, got "
                            f"{labels.dtype} (a regression head has no per-sample cross-entropy; cast class ids "
                            f"with dataset.cast_column(..., Value('int64')))")
-    return nn.functional.cross_entropy(logits, labels, reduction="none")
+    try:
+        return nn.functional.cross_entropy(logits, labels, reduction="none")
+    except IndexError as exc:  # a class id outside the model's outputs ("Target 2 is out of bounds", on the CPU)
+        low, high = int(labels.min()), int(labels.max())
+        raise HarnessError(f"CSLTrainer: the batch's labels run from {low} to {high}, but the model has "
+                           f"{logits.shape[1]} outputs (class ids 0..{logits.shape[1] - 1}); drop unlabeled rows "
+                           f"(-1) and make the model with num_labels = the number of classes") from exc

@@ -61,6 +61,7 @@ from harness.integrations._hf_accumulation import AccumulationCheck
 from harness.integrations._hf_batch import batch_labels, batch_logits, per_sample_cross_entropy
 from harness.integrations._hf_data import INDEX_KEY, IndexCollator, with_sample_index
 from harness.integrations._hf_epochs import EpochMap
+from harness.integrations._hf_inputs import check_train_dataset
 from harness.integrations._hf_retry import RetryRecord
 
 __all__ = ["INDEX_KEY", "STATE_FILE", "CSLTrainer", "CSLTrainerCallback", "IndexCollator", "WithIndex",
@@ -272,6 +273,9 @@ class CSLTrainer(Trainer):
         if len(self.args.label_names or ()) > 1:
             raise HarnessError(f"CSLTrainer scores one label per sample; args.label_names = {self.args.label_names}")
         self.csl = found[0]
+        check_train_dataset(self.train_dataset, self.csl.tracker.n, self.args.label_names,
+                            getattr(getattr(self.model, "config", None), "num_labels", None),
+                            given.get("data_collator") is not None)
         self.data_collator = IndexCollator(self.data_collator, self.index_key)
         if not self.label_names:  # a plain nn.Module (no label argument): evaluation must still see the labels
             self.label_names = ["labels"]
