@@ -1,4 +1,4 @@
-"""A Ray node must train with the driver's memprox (`harness.executors.ray_same_code`).
+"""A Ray node on another machine must train with the driver's memprox (`harness.executors.ray_same_code`).
 
 On a two-node `ray start` cluster (the second node in its own mount namespace, with another copy of
 memprox's code at the same path), a node whose SGD step differed gave another leaderboard than
@@ -58,7 +58,7 @@ def _copy(to: Path, without: str | None = None) -> Path:
 def test_a_node_with_this_code_trains_and_one_with_an_older_copy_returns_the_marker(tmp_path) -> None:
     """The older copy lacks ray_same_code.py itself (a memprox from before the check) and has one
     line of its SGD step changed: the check still runs there, by value, and nothing is trained."""
-    check = cloudpickle.loads(cloudpickle.dumps(same_code(_trained)))  # as Ray sends it
+    check = cloudpickle.loads(cloudpickle.dumps(same_code(_trained, host="rj24-driver")))  # as Ray sends it
     assert _on_node(check, _copy(tmp_path / "same")) == "'trained'"
     old = _copy(tmp_path / "old", without="harness/executors/ray_same_code.py")
     recipe = old / "harness" / "recipe.py"
@@ -66,6 +66,12 @@ def test_a_node_with_this_code_trains_and_one_with_an_older_copy_returns_the_mar
     marker, node, driver, _host = ast.literal_eval(_on_node(check, old))
     assert (marker, driver) == (DIFFERS, code_identity())
     assert node != driver and node.startswith("memprox ")
+
+
+def test_on_the_drivers_own_machine_the_sources_are_not_compared() -> None:
+    """A local Ray imports the driver's install; its sources read mid-run differ from the driver's
+    start whenever the checkout is edited meanwhile, which must not fail a sound run."""
+    assert same_code(_trained, driver="memprox 0, code 0")("job") == "trained"
 
 
 def test_the_identity_follows_every_source_file_of_the_packages(tmp_path, monkeypatch) -> None:
@@ -108,7 +114,7 @@ def test_a_marker_found_finished_at_a_ctrl_c_is_not_stored() -> None:
 
 
 def test_a_run_on_ray_whose_node_differs_ends_with_one_line(monkeypatch) -> None:
-    """A local Ray; the driver's identity stands in for another memprox's, so its worker differs."""
+    """A local Ray; the driver stands in for another memprox on another machine, so its worker differs."""
 
     @dataclass
     class _Job:  # defined here: cloudpickle sends it by value (Ray's worker cannot import this module)
@@ -122,7 +128,8 @@ def test_a_run_on_ray_whose_node_differs_ends_with_one_line(monkeypatch) -> None
     if started:
         ray.init(address="local", num_cpus=1, include_dashboard=False, log_to_driver=False)
     try:
-        monkeypatch.setattr(ray_executor, "same_code", functools.partial(same_code, driver="memprox 0, code 0"))
+        monkeypatch.setattr(ray_executor, "same_code",
+                            functools.partial(same_code, driver="memprox 0, code 0", host="rj24-driver"))
         executor = ray_executor.RayExecutor(progress=False, fn=_trained)
         with pytest.raises(WorkersLost, match=r"runs another memprox than this driver \(memprox .*; here: memprox 0, "
                                               r"code 0\)"):

@@ -4,9 +4,12 @@ imports: a node with another version or commit trained it with its own code, sil
 two-node `ray start` cluster here, a node whose SGD step differed (lr x 1.01) gave another
 leaderboard with exit 0, and its runs were stored under the driver's spec, for later runs to reuse.
 
-So each job first compares the node's code (`code_identity`: the version and a digest of the
-sources of memprox's packages) with the driver's, and a node that differs returns a marker instead
-of training; the driver ends the run with one line naming the fix (`check_outcome`). The check is
+So each job on another machine than the driver's first compares the node's code (`code_identity`:
+the version and a digest of the sources of memprox's packages) with the driver's, and a node that
+differs returns a marker instead of training; the driver ends the run with one line naming the fix
+(`check_outcome`). Not on the driver's own machine (a local Ray): it imports the driver's install,
+and the sources read there during a run differed from the driver's start whenever someone edited
+the checkout meanwhile (a workflow this repository lives by), which failed a sound run. The check is
 pickled by value (nested functions: cloudpickle sends their code), so an older or newer memprox on
 the node runs it all the same. A node without memprox cannot load a job at all; Ray's error for
 that (ModuleNotFoundError while it unpickles the job) becomes one line as well."""
@@ -14,6 +17,7 @@ that (ModuleNotFoundError while it unpickles the job) becomes one line as well."
 from __future__ import annotations
 
 import re
+import socket
 from collections.abc import Callable
 from typing import Any
 
@@ -60,17 +64,19 @@ def _identity_fn() -> Callable[[], str]:
 code_identity = _identity_fn()
 
 
-def same_code(fn: JobFn, driver: str | None = None) -> JobFn:
-    """`fn`, run on a node only where the node's `code_identity` is `driver` (default: this process's);
-    elsewhere the job returns (DIFFERS, the node's identity, the driver's, its host name) untrained."""
+def same_code(fn: JobFn, driver: str | None = None, host: str | None = None) -> JobFn:
+    """`fn`, run on a node of host name `host` (default: this machine's) as it is, and on any other
+    only where the node's `code_identity` is `driver` (default: this process's); elsewhere the job
+    returns (DIFFERS, the node's identity, the driver's, the node's host name) untrained."""
     driver, identity = driver or code_identity(), code_identity
+    host = host or socket.gethostname()
 
     def checked(job: Any) -> Any:
         import socket
 
-        here = identity()
-        if here != driver:
-            return (DIFFERS, here, driver, socket.gethostname())
+        node = socket.gethostname()
+        if node != host and (here := identity()) != driver:
+            return (DIFFERS, here, driver, node)
         return fn(job)
 
     return checked
