@@ -170,3 +170,23 @@ def test_a_torch_dataset_with_a_class_beyond_the_outputs_is_named(tok, tmp_path)
                                            r"ids 0..1\); drop unlabeled rows \(-1\) and make the model with "
                                            r"num_labels = the number of classes"):
         _build_and_train(tok, tmp_path, with_sample_index(rows), num_labels=2, per_device_train_batch_size=16)
+
+
+def test_an_index_added_before_a_filter_is_refused(tok, tmp_path) -> None:
+    """Ids beyond the rows left: before, "sample index 13 is outside [0, 11)", which named no filter."""
+    train = with_sample_index(_reviews(tok)).filter(lambda row: row["topic"] != 1)
+    assert max(train["sample_index"]) >= len(train)
+    with pytest.raises(HarnessError, match=rf"the 'sample_index' column does not number the {len(train)} rows "
+                                           rf"0..{len(train) - 1} once each \(it runs from 0 to \d+, 0 id\(s\) "
+                                           r"repeated\): add it last, after any filter, select or concatenate"):
+        _build_and_train(tok, tmp_path, train, label_names=["topic"])
+
+
+def test_indexed_parts_concatenated_are_refused(tok, tmp_path) -> None:
+    """Ids repeated: before, the tracker's "labels ... other than an earlier update() gave them"."""
+    ds = _reviews(tok)
+    train = datasets.concatenate_datasets([with_sample_index(ds.select(range(8))),
+                                           with_sample_index(ds.select(range(8, 16)))])
+    with pytest.raises(HarnessError, match=r"does not number the 16 rows 0..15 once each \(it runs from 0 to 7, 8 "
+                                           r"id\(s\) repeated\)"):
+        _build_and_train(tok, tmp_path, train, label_names=["topic"])

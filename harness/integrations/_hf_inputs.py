@@ -15,6 +15,7 @@ import numpy as np
 
 from harness.errors import HarnessError
 from harness.integrations._common import WithIndex
+from harness.integrations._hf_data import INDEX_KEY
 
 __all__ = ["check_train_dataset"]
 
@@ -39,6 +40,8 @@ def check_train_dataset(dataset: Any, n: int, label_names: Sequence[str] | None,
     columns = getattr(inner, "column_names", None)
     if features is None or not isinstance(columns, list):  # not a datasets.Dataset: the batch checks remain
         return
+    if INDEX_KEY in columns:
+        _check_index(np.asarray(inner.with_format("numpy")[INDEX_KEY]), n)
     wanted = [*(label_names or ()), "labels", "label"]
     column = next((c for c in wanted if c in columns), None)
     if column is None:
@@ -47,6 +50,18 @@ def check_train_dataset(dataset: Any, n: int, label_names: Sequence[str] | None,
         raise HarnessError(f"CSLTrainer: train_dataset has no label column (looked for {wanted}; it has columns "
                            f"{columns}); name yours with TrainingArguments(label_names=[COLUMN])")
     _check_labels(inner, column, features[column], num_labels)
+
+
+def _check_index(index: np.ndarray, n: int) -> None:
+    """The index column numbers the rows trained on 0..n-1, each once: one added before a `filter`
+    (ids beyond the rows left) or on the parts of a `concatenate_datasets` (ids repeated, each with
+    the labels of two samples) ties losses to the wrong samples."""
+    if index.ndim == 1 and np.array_equal(np.sort(index), np.arange(n)):
+        return
+    repeated = int(len(index) - len(np.unique(index))) if index.ndim == 1 else 0
+    raise HarnessError(f"CSLTrainer: the {INDEX_KEY!r} column does not number the {n} rows 0..{n - 1} once each "
+                       f"(it runs from {int(index.min())} to {int(index.max())}, {repeated} id(s) repeated): add it "
+                       f"last, after any filter, select or concatenate_datasets: train = with_sample_index(ds)")
 
 
 def _check_labels(dataset: Any, column: str, feature: Any, num_labels: int | None) -> None:
