@@ -1,11 +1,11 @@
 """A Ray node on another machine must train with the driver's memprox (`harness.executors.ray_same_code`).
 
-On a two-node `ray start` cluster (the second node in its own mount namespace, with another copy of
-memprox's code at the same path), a node whose SGD step differed gave another leaderboard than
+On a two-node `ray start` cluster (the second node in mount and host-name namespaces of its own, with
+another copy of memprox's code at the same path), a node whose SGD step differed gave another leaderboard than
 `--executor inprocess`, with exit 0, and its runs were stored under the driver's spec; a node
 without memprox failed each job with Ray's whole unpickling traceback as the failure line. Each
-job now checks its node's code first (the check travels by value, so a node with an older memprox
-runs it too), and either node ends the run with one line naming the fix."""
+job on another host checks its node's code first (the check travels by value, so a node with an
+older memprox runs it too), and either node ends the run with one line naming the fix."""
 
 from __future__ import annotations
 
@@ -55,17 +55,22 @@ def _copy(to: Path, without: str | None = None) -> Path:
     return to
 
 
-def test_a_node_with_this_code_trains_and_one_with_an_older_copy_returns_the_marker(tmp_path) -> None:
-    """The older copy lacks ray_same_code.py itself (a memprox from before the check) and has one
-    line of its SGD step changed: the check still runs there, by value, and nothing is trained."""
-    check = cloudpickle.loads(cloudpickle.dumps(same_code(_trained, host="rj24-driver")))  # as Ray sends it
-    assert _on_node(check, _copy(tmp_path / "same")) == "'trained'"
+def test_a_node_with_the_drivers_code_trains_and_one_with_an_older_copy_returns_the_marker(tmp_path) -> None:
+    """The driver's code is a copy of this checkout (its identity read on the node: the checkout may
+    change meanwhile); the older copy lacks ray_same_code.py itself (a memprox from before the check)
+    and one line more in its recipe module: the check still runs there, by value, and nothing is
+    trained. Each check is sent as Ray sends it (cloudpickle)."""
+    same = _copy(tmp_path / "same")
+    asked = same_code(_trained, driver="memprox 0, code 0", host="rj24-driver")
+    marker, driver, said, _host = ast.literal_eval(_on_node(asked, same))
+    assert (marker, said) == (DIFFERS, "memprox 0, code 0") and driver.startswith("memprox ")
+    check = same_code(_trained, driver=driver, host="rj24-driver")
+    assert _on_node(check, same) == "'trained'"
     old = _copy(tmp_path / "old", without="harness/executors/ray_same_code.py")
     recipe = old / "harness" / "recipe.py"
-    recipe.write_text(recipe.read_text().replace("lr=recipe.lr,", "lr=recipe.lr * 1.01,"))
-    marker, node, driver, _host = ast.literal_eval(_on_node(check, old))
-    assert (marker, driver) == (DIFFERS, code_identity())
-    assert node != driver and node.startswith("memprox ")
+    recipe.write_text(recipe.read_text() + "\nLR_SCALE = 1.01  # another commit's line\n")
+    marker, node, said, _host = ast.literal_eval(_on_node(check, old))
+    assert (marker, said) == (DIFFERS, driver) and node != driver and node.startswith("memprox ")
 
 
 def test_on_the_drivers_own_machine_the_sources_are_not_compared() -> None:
