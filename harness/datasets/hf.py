@@ -341,9 +341,10 @@ def _class_names(name: str, train: Any, column: str, y: np.ndarray, y_test: np.n
     import datasets
 
     feature = train.features[column]
-    fix = (f"re-encode column {column!r} with ids 0..C-1 of the classes that occur (a ClassLabel naming only "
-           f"those), or filter the dataset")
     names = np.asarray(feature.names) if isinstance(feature, datasets.ClassLabel) else None
+    fix = (f"re-encode column {column!r} with ids 0..C-1 of the classes that occur (a ClassLabel naming only "
+           f"those), or filter the dataset" if names is not None else f"encode column {column!r} (e.g. ratings 1..5) "
+           f"as ids 0..C-1 of the values that occur: dataset.class_encode_column({column!r}) before save_to_disk")
     return _npz_classes(name, names, y, y_test, fix)
 
 
