@@ -37,8 +37,8 @@ FENCE = re.compile(r"^[ \t]*```.*?^[ \t]*```[ \t]*$", re.M | re.S)
 FOREIGN_FLAGS = {
     "--dist": "pytest-xdist", "--benchmark-only": "pytest-benchmark", "--strict": "mkdocs build",
     "--no-deps": "pip", "--target": "pip", "--upgrade": "pip", "--generate": "ray get-auth-token",
-    "--head": "ray start", "--port": "ray start", "--address": "ray start", "--signal": "sbatch",
-    "--env-file": "docker run", "--seed": "the example of an abbreviated flag that is refused",
+    "--head": "ray start", "--port": "ray start", "--address": "ray start", "--temp-dir": "ray start",
+    "--signal": "sbatch", "--env-file": "docker run", "--seed": "the example of an abbreviated flag that is refused",
     "--nthreads": "dask worker", "--nworkers": "dask worker", "--resources": "dask worker", "--me": "squeue",
 }
 #: Flags of benchmarks/bench_ray.py the pages quote: checked against its argument parser.

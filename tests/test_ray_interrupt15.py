@@ -6,6 +6,8 @@ in 2 of 20 Ctrl-C'd runs (0 of 20 after the change). A job failing on another no
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 
 from harness.experiment import Experiment
@@ -70,15 +72,16 @@ def test_a_job_failing_on_another_node_names_that_node() -> None:
     from harness.executors.ray import _call
 
     here = socket.gethostname()
+    job = SimpleNamespace(label=lambda: "c10 seed0")  # the failure line names the job, as any other does
     for _ in range(2):
         with pytest.raises(RunFailed) as raised:
-            _call(_missing_data, None, "login-1")
-        assert str(raised.value) == (f"[Errno 2] No such file or directory: '/data/c10' (raised on Ray node {here}, "
-                                     "not on login-1 where memprox runs)")
+            _call(_missing_data, job, "login-1")
+        assert str(raised.value) == (f"job c10 seed0: [Errno 2] No such file or directory: '/data/c10' (raised on "
+                                     f"Ray node {here}, not on login-1 where memprox runs)")
         assert isinstance(raised.value.__cause__, FileNotFoundError)
     with pytest.raises(FileNotFoundError) as unchanged:
-        _call(_missing_data, None, here)
+        _call(_missing_data, job, here)
     assert str(unchanged.value) == "[Errno 2] No such file or directory: '/data/c10'"
     assert unchanged.value.__cause__ is None
-    with pytest.raises(RunFailed, match=rf"^SystemExit: stop \(raised on Ray node {here}, not on login-1"):
-        _call(_exits, None, "login-1")  # a failure of the job, not a dead worker
+    with pytest.raises(RunFailed, match=rf"^job c10 seed0: SystemExit: stop \(raised on Ray node {here}, not on login"):
+        _call(_exits, job, "login-1")  # a failure of the job, not a dead worker

@@ -32,7 +32,7 @@ class Job:
 """
 
 
-def test_a_node_that_cannot_import_the_jobs_module_ends_the_run(monkeypatch) -> None:
+def test_a_node_that_cannot_import_the_jobs_module_ends_the_run(monkeypatch, capsys) -> None:
     ghost = types.ModuleType("rj24_ghost")
     ghost.__file__ = "/nonexistent/rj24_ghost.py"
     monkeypatch.setitem(sys.modules, "rj24_ghost", ghost)  # first: @dataclass looks its module up
@@ -45,6 +45,7 @@ def test_a_node_that_cannot_import_the_jobs_module_ends_the_run(monkeypatch) -> 
         with pytest.raises(WorkersLost, match=r"cannot load this run's jobs \(No module named 'rj24_ghost'\): a module "
                                               r"the jobs use \(rj24_ghost\) is not installed there; install this"):
             list(executor.run([ghost.Job()]))
+        assert "Traceback" not in capsys.readouterr().err  # the one line only, not Ray's unpickling frames too
     finally:
         if started:
             ray.shutdown()

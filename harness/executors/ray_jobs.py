@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from harness.errors import RunFailed
 from harness.executors.ray_probe import sees_probe
+from harness.executors.ray_same_code import missing_module
 from harness.executors.ray_timeout import JobClocks, mark_started
 from harness.executors.worker import portable
 from harness.resuming import is_resuming
@@ -55,9 +56,9 @@ def _call(fn: JobFn, job: Job, driver: str = "", stop_key: str | None = None, st
         with _stops_on(stop_key):
             return fn(_checkpoints_if_seen(job, probe))
     except SystemExit as e:
-        raise _on_node(portable(e), driver) from None
+        raise _on_node(portable(e), driver, job) from None
     except Exception as e:
-        failed = _on_node(e, driver)
+        failed = _on_node(e, driver, job)
         if failed is e:  # the driver's own machine: the job's exception as it is
             raise
         raise failed from e
@@ -266,14 +267,15 @@ def _kill_worker() -> None:
     os.kill(os.getpid(), signal.SIGKILL)
 
 
-def _on_node(error: Exception, driver: str) -> Exception:
+def _on_node(error: Exception, driver: str, job: Job) -> Exception:
     """`error`, or where this is not the driver's machine a new failure naming the node: "folder
-    /data/c10 does not exist" sent the user to a folder that exists where memprox runs."""
+    /data/c10 does not exist" sent the user to a folder that exists where memprox runs. It names the
+    job too, as the runner does for any other failure (a RunFailed's text is reported as it is)."""
     node = socket.gethostname()
     if driver in ("", node):
         return error
-    return RunFailed(f"{str(error) or type(error).__name__} (raised on Ray node {node}, not on {driver} where "
-                     "memprox runs)")
+    return RunFailed(f"job {job.label()}: {str(error) or type(error).__name__} (raised on Ray node {node}, not on "
+                     f"{driver} where memprox runs)")
 
 
 def _job_error(error: RayTaskError) -> BaseException:
@@ -283,6 +285,8 @@ def _job_error(error: RayTaskError) -> BaseException:
     cause = getattr(error, "cause", None)
     if not isinstance(cause, Exception):  # e.g. a cause Ray could not unpickle: keep Ray's text
         return error.as_instanceof_cause() if hasattr(error, "as_instanceof_cause") else error
+    if missing_module(cause):  # a node without memprox: `check_outcome` says it in one line, no traceback
+        return cause
     trace = getattr(error, "traceback_str", "") or str(error)
     print(re.sub(r"\x1b\[[0-9;]*m", "", trace), file=sys.stderr)  # without Ray's colour codes
     return cause

@@ -90,12 +90,18 @@ def check_outcome(outcome: Any, cluster: str) -> None:
         _, node, driver, host = outcome
         raise WorkersLost(f"a node of the Ray cluster{cluster} (host {host}) runs another memprox than this driver "
                           f"({node}; here: {driver}), and would train with other code; {FIX}")
-    missing = re.search(r"No module named '([^']+)'", str(outcome)) if _system_error(outcome) else None
-    if missing:
-        what = ("memprox is not installed there, or not this one" if missing[1].partition(".")[0] in PACKAGES
-                else f"a module the jobs use ({missing[1]}) is not installed there")
+    if missing := missing_module(outcome):
+        what = ("memprox is not installed there, or not this one" if missing.partition(".")[0] in PACKAGES
+                else f"a module the jobs use ({missing}) is not installed there")
         raise WorkersLost(f"a node of the Ray cluster{cluster} cannot load this run's jobs (No module named "
-                          f"'{missing[1]}'): {what}; {FIX}")
+                          f"'{missing}'): {what}; {FIX}")
+
+
+def missing_module(outcome: Any) -> str | None:
+    """The module a node could not import to load a job (Ray's error for a failed unpickle), or None
+    for any other outcome (a job that raised ModuleNotFoundError itself is the job's own failure)."""
+    found = re.search(r"No module named '([^']+)'", str(outcome)) if _system_error(outcome) else None
+    return found[1] if found else None
 
 
 def differs(outcome: Any) -> bool:
