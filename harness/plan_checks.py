@@ -86,7 +86,14 @@ class PlanChecks:
                            if {r.name for r in n.recorders} & asked})
         raise HarnessError(f"dataset {self.cfg.dataset} holds text (token ids), which have no input gradients; "
                            f"the proxies {', '.join(selected) or '(of the tasks)'} need them (the input-gradient "
-                           f"proxies are {', '.join(INPUT_GRADIENT_PROXIES)}); drop them from --proxies for text")
+                           f"proxies are {', '.join(INPUT_GRADIENT_PROXIES)}); drop them from --proxies for text"
+                           + _the_rest(proxies, selected))
+
+
+def _the_rest(proxies: list[Proxy], dropped: list[str]) -> str:
+    """The selection without `dropped`, to paste: `--proxies all` on text is refused, so the user types it."""
+    rest = [p.label for p in proxies if p.label not in dropped]
+    return f", e.g. --proxies '{','.join(rest)}'" if rest else ""
 
 
 def _class_label(c: int, names: tuple[str, ...]) -> str:

@@ -136,6 +136,10 @@ def test_clear_errors(setup, tmp_path):
         trainer.train()
     with pytest.raises(HarnessError, match="already has"):
         with_sample_index(with_sample_index(train))
+    from datasets import DatasetDict
+    with pytest.raises(HarnessError, match=r"a DatasetDict of splits \['train'\], not one split; pass one: "
+                                           r"with_sample_index\(ds\['train'\]\)"):
+        with_sample_index(DatasetDict(train=train))
 
 
 @pytest.mark.parametrize("how", ["keyword", "positional", "loss_func"])

@@ -33,12 +33,13 @@ def _run(dataset: str, proxies: str, tmp_path: Path) -> int:
                  "--out", str(tmp_path / "out"), "--store", str(tmp_path / "store")])
 
 
-@pytest.mark.parametrize(("proxies", "named"), [
-    ("csl,loss_sensitivity", ["loss_sensitivity"]),
-    ("csg,curvature,aum", ["csg", "curvature"]),
-    ("learning_time", ["learning_time"]),
+@pytest.mark.parametrize(("proxies", "named", "rest"), [
+    ("csl,loss_sensitivity", ["loss_sensitivity"], ", e.g. --proxies 'csl'"),
+    ("csg,curvature,aum", ["csg", "curvature"], ", e.g. --proxies 'aum'"),
+    ("learning_time", ["learning_time"], ""),  # nothing left to run: no list to paste
 ])
-def test_input_gradient_proxies_are_refused_on_text_before_training(text, tmp_path, capsys, proxies, named) -> None:
+def test_input_gradient_proxies_are_refused_on_text_before_training(text, tmp_path, capsys, proxies, named,
+                                                                    rest) -> None:
     assert _run(text, proxies, tmp_path) == 2
     err = capsys.readouterr().err
     lines = [line for line in err.splitlines() if line.strip()]
@@ -46,8 +47,18 @@ def test_input_gradient_proxies_are_refused_on_text_before_training(text, tmp_pa
     assert "text (token ids)" in err and "no input gradients" in err and "drop them from --proxies" in err
     assert all(name in err for name in named)
     assert "loss_sensitivity, csg, learning_time, curvature" in err  # every proxy that needs them
+    assert err.rstrip().endswith("drop them from --proxies for text" + rest)  # the rest, to paste
     assert not (tmp_path / "store").exists() or not list((tmp_path / "store").rglob("manifest.json"))
     assert not (tmp_path / "out").exists()
+
+
+def test_all_proxies_on_text_name_the_ones_that_apply(text, tmp_path, capsys) -> None:
+    """`--proxies all` is refused on text; the line ends with the selection that runs, ready to paste."""
+    assert _run(text, "all", tmp_path) == 2
+    pasted = capsys.readouterr().err.rstrip().rpartition("--proxies ")[2]
+    assert pasted[0] == pasted[-1] == "'" and "csl" in pasted.strip("'").split(",")
+    assert not {"loss_sensitivity", "csg", "curvature", "learning_time"} & set(pasted.strip("'").split(","))
+    assert _run(text, pasted.strip("'"), tmp_path) == 0
 
 
 def test_text_without_input_gradient_proxies_still_runs(text, tmp_path) -> None:

@@ -24,7 +24,11 @@ INDEX_KEY = "sample_index"
 
 def with_sample_index(dataset: Any, key: str = INDEX_KEY) -> Any:
     """`dataset` with each row's index: a `datasets.Dataset` gets a column `key` (0..n-1), any other
-    map-style dataset of dict items is wrapped in `WithIndex`."""
+    map-style dataset of dict items is wrapped in `WithIndex`. A DatasetDict (a mapping of splits) is
+    refused here: its "rows" would be the split names, and the index would number the splits."""
+    if isinstance(dataset, Mapping):
+        raise HarnessError(f"with_sample_index: a {type(dataset).__name__} of splits {list(dataset)[:5]}, not one "
+                           f"split; pass one: with_sample_index(ds[{next(iter(dataset), 'train')!r}])")
     if not (hasattr(dataset, "__len__") and hasattr(dataset, "__getitem__")):
         raise HarnessError(f"with_sample_index: a {type(dataset).__name__} has no length or row access (a streaming "
                            f"dataset?); give its rows their ids at the source, before any shuffle: "
