@@ -79,6 +79,18 @@ def test_on_the_drivers_own_machine_the_sources_are_not_compared() -> None:
     assert same_code(_trained, driver="memprox 0, code 0")("job") == "trained"
 
 
+def test_on_the_drivers_machine_another_install_is_compared() -> None:
+    """A `ray start` from another environment on the driver's machine (an older memprox in the
+    system Python) trained with its own code unchecked, as the host name alone exempted it."""
+    import socket
+
+    other = same_code(_trained, driver="memprox 0, code 0", install=("/elsewhere/site-packages/harness",))
+    marker, node, driver, host = other("job")
+    assert (marker, driver, host) == (DIFFERS, "memprox 0, code 0", socket.gethostname())
+    assert node == code_identity()
+    assert same_code(_trained, install=("/elsewhere/site-packages/harness",))("job") == "trained"  # same code
+
+
 def test_the_identity_follows_every_source_file_of_the_packages(tmp_path, monkeypatch) -> None:
     package = tmp_path / "rj24pkg"
     (package / "sub").mkdir(parents=True)

@@ -14,7 +14,7 @@ What memprox adds, because Ray alone gets these wrong for a command-line tool (d
 - While jobs run the head is checked every second; one gone for `LOST_AFTER_S` ends the run with one
   line (`ClusterLost`, exit 1, stored runs kept) before Ray would end the process after 60 s; a job
   no live node can hold after a node was lost is reported failed naming it, not left waiting (`ray_wait`).
-- Each job on another machine checks that its node's memprox is the driver's (`ray_same_code`): a
+- Each job, unless it runs the driver's own install, checks that its node's memprox is the driver's (`ray_same_code`): a
   node with another version or commit trained with its own code, silently; now it ends the run.
 - A local Ray listens on loopback only, with a private (0600) token file, and a reaper kills its
   processes once the driver is gone, kill -9 included (Ray's agents outlive a killed driver).
@@ -321,7 +321,7 @@ class RayExecutor(Executor):
         clocks = JobClocks(ray, self.job_timeout, probe.live is not None) if self.job_timeout else None
         pending: dict[ray.ObjectRef, Job] = {}
         try:
-            # a job on another machine first checks that its node's memprox is this one (`ray_same_code`)
+            # a job on another node or install first checks that its memprox is this one (`ray_same_code`)
             pending.update(submit(ray, same_code(self.fn or run_job), jobs, self._stop_key, clocks, probe.live))
             outcomes = cast(Generator[Outcome, None, None], collect(ray, pending, self.head, self._lost, nodes,
                                                                   clocks, _head_answers, self.progress))

@@ -4,12 +4,13 @@ imports: a node with another version or commit trained it with its own code, sil
 two-node `ray start` cluster here, a node whose SGD step differed (lr x 1.01) gave another
 leaderboard with exit 0, and its runs were stored under the driver's spec, for later runs to reuse.
 
-So each job on another machine than the driver's first compares the node's code (`code_identity`:
-the version and a digest of the sources of memprox's packages) with the driver's, and a node that
-differs returns a marker instead of training; the driver ends the run with one line naming the fix
-(`check_outcome`). Not on the driver's own machine (a local Ray): it imports the driver's install,
-and the sources read there during a run differed from the driver's start whenever someone edited
-the checkout meanwhile (a workflow this repository lives by), which failed a sound run. The check is
+So each job first compares the node's code (`code_identity`: the version and a digest of the
+sources of memprox's packages) with the driver's, and a node that differs returns a marker instead
+of training; the driver ends the run with one line naming the fix (`check_outcome`). Not a job on
+the driver's machine that imports memprox from the driver's folders (`code_install`; a local Ray):
+the sources read there during a run differed from the driver's start whenever someone edited the
+checkout meanwhile (a workflow this repository lives by), which failed a sound run. A `ray start`
+from another environment on the same machine is compared: the host name alone let it through. The check is
 pickled by value (nested functions: cloudpickle sends their code), so an older or newer memprox on
 the node runs it all the same. A node without memprox cannot load a job at all; Ray's error for
 that (ModuleNotFoundError while it unpickles the job) becomes one line as well."""
@@ -60,22 +61,40 @@ def _identity_fn() -> Callable[[], str]:
     return code_identity
 
 
-#: Nested, so that cloudpickle sends its code to the node instead of a reference into memprox there.
+def _install_fn() -> Callable[[], tuple[str, ...]]:
+    def code_install() -> tuple[str, ...]:
+        """The folders this process imports memprox's packages from (resolved): which install it runs."""
+        import importlib.util
+        import os
+
+        found = [importlib.util.find_spec(package) for package in PACKAGES]
+        return tuple(os.path.realpath(root) for spec in found if spec for root in spec.submodule_search_locations or [])
+
+    return code_install
+
+
+#: Nested, so that cloudpickle sends their code to the node instead of a reference into memprox there.
 code_identity = _identity_fn()
+code_install = _install_fn()
 
 
-def same_code(fn: JobFn, driver: str | None = None, host: str | None = None) -> JobFn:
-    """`fn`, run on a node of host name `host` (default: this machine's) as it is, and on any other
-    only where the node's `code_identity` is `driver` (default: this process's); elsewhere the job
-    returns (DIFFERS, the node's identity, the driver's, the node's host name) untrained."""
-    driver, identity = driver or code_identity(), code_identity
-    host = host or socket.gethostname()
+def same_code(fn: JobFn, driver: str | None = None, host: str | None = None,
+              install: tuple[str, ...] | None = None) -> JobFn:
+    """`fn`, run as it is on a node of host name `host` (default: this machine's) that imports memprox
+    from the folders `install` (default: this process's), and on any other node only where its
+    `code_identity` is `driver` (default: this process's); elsewhere the job returns (DIFFERS, the
+    node's identity, the driver's, the node's host name) untrained. A worker on the driver's machine
+    with another install (a `ray start` from another environment) is compared like a remote node."""
+    driver, identity, where = driver or code_identity(), code_identity, code_install
+    host, install = host or socket.gethostname(), install or code_install()
 
     def checked(job: Any) -> Any:
         import socket
 
         node = socket.gethostname()
-        if node != host and (here := identity()) != driver:
+        if node == host and where() == install:  # the driver's own install: edits mid-run are not a node's code
+            return fn(job)
+        if (here := identity()) != driver:
             return (DIFFERS, here, driver, node)
         return fn(job)
 
