@@ -40,6 +40,7 @@ from harness.errors import HarnessError
 from harness.integrations._common import DistributedRecorder, OneTraining, WithIndex, check_indices, concurrent_training
 from harness.integrations.lightning_resume import FitContinuity, warn_mid_epoch_resume
 from harness.tracker import SampleTracker
+from harness.tracker.class_names import checked_classes
 from harness.tracker.report import check_png_path
 from proxies import Proxy
 
@@ -93,6 +94,7 @@ class CSLCallback(Callback):
             raise HarnessError("CSLCallback(plot_path=...) needs images= (all n training images in index order)")
         if plot_path is not None:
             check_png_path(plot_path)  # said now, not when training has ended
+        classes = checked_classes(classes, "CSLCallback")  # said now too
         self.tracker = SampleTracker(n, proxies=proxies, labels=labels, running_sums=running_sums, suggest=suggest)
         self._recorder = DistributedRecorder(self.tracker)
         self.images, self.plot_path, self.k, self.by, self.classes = images, plot_path, k, by, classes

@@ -86,18 +86,6 @@ def as_uint8_nchw(images: Any, n: int) -> np.ndarray:
     return x
 
 
-def check_class_names(classes: Sequence[str] | None, table: pd.DataFrame, num_classes: int | None) -> None:
-    """`classes` must name every class id a caption can show: those of the model's outputs and
-    those in the suspects' labels and predictions."""
-    if classes is None:
-        return
-    ids = pd.concat([table["label"], table["predicted"]]).dropna()
-    needed = max(num_classes or 0, int(ids.max()) + 1 if len(ids) else 0)
-    if len(classes) < needed:
-        raise HarnessError(f"plot_suspects(classes=...) names {len(classes)} class(es) but the captions need class "
-                           f"ids 0..{needed - 1}; pass one name per class, in class-id order")
-
-
 def check_png_path(path: str | Path) -> Path:
     """The suspects' grid is written as PNG: a path named .pdf or .svg would hold PNG bytes."""
     path = Path(path)

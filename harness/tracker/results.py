@@ -14,12 +14,12 @@ import torch
 
 from harness.errors import HarnessError
 from harness.recorders.class_prob import insert_suggested, mean_probs
+from harness.tracker.class_names import check_class_count, checked_classes, insert_name_columns
 from harness.tracker.class_probs import class_names
 from harness.tracker.fields import TrackerFields
 from harness.tracker.report import (
     absent_report,
     as_uint8_nchw,
-    check_class_names,
     check_png_path,
     draw_suspects,
     left_out_report,
@@ -122,29 +122,34 @@ class TrackerResults(TrackerFields):
     def suspects(self, k: int = 20, by: str | Proxy = "csl", classes: Sequence[str] | None = None) -> pd.DataFrame:
         """The k samples ranked most likely mislabeled / memorized by proxy `by`: index, given
         label, predicted label (from the eval pass after the last epoch if there was one, else the
-        last training-pass prediction), the suggested label (`suggested`, `suggested_name` -- from
-        `classes`, else the id as text -- and `p_suggested`: the suspects task's rule, of the classes
-        other than the given one the highest mean training-pass softmax; left out, said once, when
-        the sums were not recorded) and score, highest score first (ties: lower index)."""
-        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-            raise HarnessError(f"suspects(k=...) must be a positive integer, got {k!r}")
+        last training-pass prediction), the suggested label (`suggested`, `suggested_name` and
+        `p_suggested`: the suspects task's rule, of the classes other than the given one the highest
+        mean training-pass softmax; left out, said once, when the sums were not recorded) and
+        score, highest score first (ties: lower index). `classes` (a name per class, in id order) puts
+        each id's name beside it as the suspects CSV does: `label_name`, `predicted_name`,
+        `suggested_name` (without it, `suggested_name` is the id as text)."""
+        return self._suspects(k, by, classes, "suspects")
+
+    def _suspects(self, k: int, by: str | Proxy, classes: Sequence[str] | None, call: str) -> pd.DataFrame:
+        """`suspects()`, its errors naming `call` (`plot_suspects` draws this table)."""
+        _check_k(k, call)
+        names = checked_classes(classes, call)  # before scores(), which ends recording
         table = self.scores([by])
+        if names is not None:
+            check_class_count(names, (self._labels_host, self._pred_host), self.num_classes, call)
         score = table.columns[-1]
         ranked = table.dropna(subset=[score]).sort_values(score, ascending=False, kind="stable").head(int(k))
-        out = pd.DataFrame(
-            {
-                "index": ranked["index"].to_numpy(),
-                "label": ranked["label"].to_numpy(),
-                "predicted": nullable(self._pred_host[ranked["index"].to_numpy()]),
-                "score": ranked[score].to_numpy(),
-            }
-        )
-        self._insert_suggested(out, classes)
+        rows = ranked["index"].to_numpy()
+        out = pd.DataFrame({"index": rows, "label": ranked["label"].array,  # Int64: <NA> if never seen, not 2.0
+                            "predicted": nullable(self._pred_host[rows]), "score": ranked[score].to_numpy()})
+        if names is not None:
+            insert_name_columns(out, names)
+        self._insert_suggested(out, names)
         return out
 
-    def _insert_suggested(self, table: pd.DataFrame, classes: Sequence[str] | None) -> None:
-        """The suggested label's three columns after `predicted`, or, without the sums, why not
-        (once per tracker: a `suspects()` and its `plot_suspects()` say it once)."""
+    def _insert_suggested(self, table: pd.DataFrame, names: list[str] | None) -> None:
+        """The suggested label's three columns after `predicted` (`predicted_name` when named), or,
+        without the sums, why not (once per tracker: a `suspects()` and its `plot_suspects()`)."""
         if self._class_probs_host is not None and not self._all_batches_had_logits:
             self._class_probs_host = None  # the sums miss the presentations that came without logits
             self._no_suggestion = ("some update() calls came without logits=, so the class probabilities miss "
@@ -152,14 +157,13 @@ class TrackerResults(TrackerFields):
         arrays = self._class_probs_host
         if arrays is None:
             if self._no_suggestion:
-                warnings.warn(f"SampleTracker: no suggested label: {self._no_suggestion}", UserWarning, stacklevel=3)
+                warnings.warn(f"SampleTracker: no suggested label: {self._no_suggestion}", UserWarning, stacklevel=4)
                 self._no_suggestion = ""
             return
-        check_class_names(classes, table, self.num_classes)
         rows = table["index"].to_numpy(dtype=np.int64)
         probs = mean_probs({name: values[rows] for name, values in arrays.items()})
-        names = class_names(classes, arrays["prob_sum"].shape[1])
-        insert_suggested(table, probs, self._labels_host[rows], names, after="predicted")
+        after = "predicted_name" if "predicted_name" in table else "predicted"
+        insert_suggested(table, probs, self._labels_host[rows], class_names(names, arrays["prob_sum"].shape[1]), after)
 
     def plot_suspects(
         self,
@@ -179,9 +183,13 @@ class TrackerResults(TrackerFields):
         """
         check_png_path(path)
         pictures = as_uint8_nchw(images, self.n)
-        table = self.suspects(k, by, classes)
-        check_class_names(classes, table, self.num_classes)
+        table = self._suspects(k, by, classes, "plot_suspects")  # checks the classes
         return draw_suspects(table, pictures, by.label if isinstance(by, Proxy) else by, path, classes, columns)
+
+
+def _check_k(k: object, call: str) -> None:
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise HarnessError(f"{call}(k=...) must be a positive integer, got {k!r}")
 
 
 def _any_of(flags: dict[str, np.ndarray], keys: set[str], n: int) -> np.ndarray:
