@@ -149,6 +149,18 @@ def test_the_lightning_callback_names_the_classes_and_refuses_bad_ones_at_once()
     assert csl.classes == NAMES
 
 
+def test_the_lightning_callback_draws_with_its_classes_at_train_end(tmp_path: Path) -> None:
+    pytest.importorskip("lightning")
+    from harness.integrations.lightning import CSLCallback
+
+    csl = CSLCallback(3, classes=np.array(NAMES), images=np.zeros((3, 4, 4)), plot_path=tmp_path / "s.png", k=3)
+    assert csl.classes == NAMES and type(csl.classes[0]) is str  # checked, as plain str
+    csl._recorder.update(torch.arange(3), logits=LOGITS, labels=LABELS)
+    csl.on_train_epoch_end(None, None)
+    csl.on_train_end(SimpleNamespace(is_global_zero=True), None)
+    assert csl.figure is not None and csl.figure.read_bytes()[:4] == b"\x89PNG"
+
+
 def test_the_hugging_face_callback_names_the_classes() -> None:
     pytest.importorskip("transformers")
     from harness.integrations.transformers import CSLTrainerCallback

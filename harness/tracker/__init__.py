@@ -12,8 +12,9 @@ formula or of their storage.
 The package: `core` (`SampleTracker`, the calls of a user's loop), `signals` (its recording state:
 the bank, labels, non-finite counts), `inputs` (checks of what the loop passes), `selection`
 (which proxies it can score), `report` (warnings, labels, the suspects' grid), `class_probs` (the
-suspects' suggested label, by the suspects task's recorder and rule) and `state` (its checkpoint:
-`state_dict` / `load_state_dict`).
+suspects' suggested label, by the suspects task's recorder and rule), `class_names` (the suspects'
+`classes=`, checked and written beside the ids) and `state` (its checkpoint: `state_dict` /
+`load_state_dict`).
 
 Your loop needs each batch's sample indices. Wrap the dataset so it returns them::
 
