@@ -131,6 +131,9 @@ def test_a_losses_only_tracker_takes_names_for_classes_beyond_its_labels() -> No
 def test_plot_suspects_draws_with_the_names(tmp_path: Path) -> None:
     path = _tracker().plot_suspects(np.zeros((3, 4, 4)), 3, classes=NAMES, path=tmp_path / "s.png")
     assert path.read_bytes()[:4] == b"\x89PNG"
+    # names from a generator: read once, for the check and the captions alike
+    path = _tracker().plot_suspects(np.zeros((3, 4, 4)), 3, classes=(n for n in NAMES), path=tmp_path / "g.png")
+    assert path.read_bytes()[:4] == b"\x89PNG"
 
 
 def test_the_lightning_callback_names_the_classes_and_refuses_bad_ones_at_once() -> None:

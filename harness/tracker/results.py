@@ -132,8 +132,7 @@ class TrackerResults(TrackerFields):
 
     def _suspects(self, k: int, by: str | Proxy, classes: Sequence[str] | None, call: str) -> pd.DataFrame:
         """`suspects()`, its errors naming `call` (`plot_suspects` draws this table)."""
-        _check_k(k, call)
-        names = checked_classes(classes, call)  # before scores(), which ends recording
+        names = _checked_args(k, classes, call)  # before scores(), which ends recording
         table = self.scores([by])
         if names is not None:
             check_class_count(names, (self._labels_host, self._pred_host), self.num_classes, call)
@@ -183,13 +182,16 @@ class TrackerResults(TrackerFields):
         """
         check_png_path(path)
         pictures = as_uint8_nchw(images, self.n)
-        table = self._suspects(k, by, classes, "plot_suspects")  # checks the classes
-        return draw_suspects(table, pictures, by.label if isinstance(by, Proxy) else by, path, classes, columns)
+        names = checked_classes(classes, "plot_suspects")  # a list: a generator of names is read once
+        table = self._suspects(k, by, names, "plot_suspects")
+        return draw_suspects(table, pictures, by.label if isinstance(by, Proxy) else by, path, names, columns)
 
 
-def _check_k(k: object, call: str) -> None:
+def _checked_args(k: object, classes: Sequence[str] | None, call: str) -> list[str] | None:
+    """`suspects()`'s k and its `classes` as a list of distinct names (`checked_classes`)."""
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
         raise HarnessError(f"{call}(k=...) must be a positive integer, got {k!r}")
+    return checked_classes(classes, call)
 
 
 def _any_of(flags: dict[str, np.ndarray], keys: set[str], n: int) -> np.ndarray:
