@@ -85,8 +85,8 @@ def test_the_suggestion_is_the_rule_recomputed_by_hand_and_the_recorders_own_sum
     tracker = SampleTracker(N)
     _, _, seen = _loop(tracker)
     top = tracker.suspects(k=N, classes=NAMES)
-    assert list(top.columns) == ["index", "label", "predicted", "suggested", "suggested_name", "p_suggested",
-                                 "score"]
+    assert list(top.columns) == ["index", "label", "label_name", "predicted", "predicted_name", "suggested",
+                                 "suggested_name", "p_suggested", "score"]
     rows = top["index"].to_numpy()
     want = _by_hand(seen, rows)
     assert top["suggested"].to_numpy(dtype=np.int64).tolist() == want["suggested"].tolist()
