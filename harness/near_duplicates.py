@@ -67,8 +67,10 @@ TEST_COLUMNS = ["test", "train", "distance", "mirrored"]
 #: The least distance a near pair reports: 0 is kept for exact (byte-equal) copies, and a brightness or
 #: contrast change correlates perfectly (1 - cos rounded to 0 for half of such copies).
 NEAR_FLOOR = 1e-9
-#: Rows mirrored at a time for a mirrored search: a copy of 8,192 CIFAR-10 images is 100 MB, of all 50,000 600 MB.
-MIRROR_CHUNK = 8192
+#: Bytes of float32 features mirrored at a time (a block of rows; at least one): 8,192 CIFAR-10 images, as
+#: the block of 8,192 rows before, 167 of 224 x 224. That block held 8,192 x 600 KB = 4.6 GiB of 224 x 224
+#: images, twice with scikit-learn's normalised copy of it (`harness.search_memory`).
+MIRROR_BYTES = 96 * 2**20
 #: How much closer a mirrored find must be to replace a plain one: a symmetric image's copy is as close
 #: both ways, and float32 rounding (1e-7 to 1e-6 on 3,072 values) would pick either.
 MIRROR_TIE = 1e-5
@@ -103,8 +105,7 @@ def find_duplicates(x: torch.Tensor, x_test: torch.Tensor | None, mode: str = "n
     pairs: Found = {(int(f), int(i)): (0.0, False) for i, f in enumerate(first[:n]) if f != i}
     copies: Found = {(int(j), int(f)): (0.0, False) for j, f in enumerate(first[n:]) if f < n}  # the first one
     if mode == "near" and rows.dtype.kind in "fu":  # token ids (int64): exact copies only
-        # float features are a table; so are 1 to 3 values of any kind (a correlation of so few is meaningless)
-        tabular = x.dim() == 4 and tuple(x.shape[2:]) == (1, 1) and (rows.dtype.kind == "f" or rows.shape[1] <= 3)
+        tabular = searches_table(x)
         # (N, D, 1, 1) is one flattened sample (uint8 with D > 3: images saved flattened), not D one-pixel
         # channels: centred per channel, every value was 0 and no near copy was ever found
         channels = 1 if tabular or x.dim() != 4 or tuple(x.shape[2:]) == (1, 1) else int(x.shape[1])
@@ -126,11 +127,25 @@ def searches_values(x: torch.Tensor) -> bool:
     return x.dtype.is_floating_point or x.dtype == torch.uint8
 
 
+def searches_table(x: torch.Tensor) -> bool:
+    """Whether the near search compares `x` as a table (standardised features, Euclidean distance):
+    float features (N, D, 1, 1); so are 1 to 3 values of any kind (a correlation of so few is meaningless)."""
+    return x.dim() == 4 and tuple(x.shape[2:]) == (1, 1) and (x.dtype.is_floating_point or x.shape[1] <= 3)
+
+
 def searches_mirrors(x: torch.Tensor) -> bool:
     """Whether the near search also compares the samples' mirrors, which doubles its cost: images
     (N, C, H, W) or (N, H, W) at least two pixels wide (tables, (N, D, 1, 1), and token ids are one
     value wide). A caller that sizes the search before running it counts it twice where this is True."""
     return x.dim() in (3, 4) and x.shape[-1] >= 2 and searches_values(x)
+
+
+def mirror_rows(values: int) -> int:
+    """Queries mirrored per block: `MIRROR_BYTES` of float32 features of `values` each, at least one.
+    By bytes, not rows: a fixed count of large images held gigabytes. The pairs do not depend on it; a
+    mirrored distance may move by float32 rounding (~1e-7: the matrix product rounds by its shape, as
+    with scikit-learn's own chunks), so CIFAR-10's block stays the 8,192 images it always was."""
+    return max(1, MIRROR_BYTES // (4 * max(1, values)))
 
 
 def _mirror_order(x: torch.Tensor) -> np.ndarray | None:
@@ -221,8 +236,8 @@ class _Space:
         return (False, True) if self.mirror is not None else (False,)
 
     def _neighbours(self, queries: np.ndarray, count: int, mirrored: bool) -> tuple[np.ndarray, np.ndarray]:
-        """The `count` nearest samples of each query, or of each query's mirror (flipped a chunk at a
-        time: a mirrored copy of all 50,000 CIFAR-10 images would hold another 600 MB)."""
+        """The `count` nearest samples of each query, or of each query's mirror (flipped a block of
+        `mirror_rows` at a time: a mirrored copy of all 50,000 CIFAR-10 images would hold another 600 MB)."""
         from sklearn.neighbors import NearestNeighbors  # ~1.5 s of imports: paid by the first search
 
         search = NearestNeighbors(n_neighbors=count, metric=self.metric).fit(self.features)
@@ -230,8 +245,8 @@ class _Space:
             distance, neighbour = search.kneighbors(queries)
         else:
             assert self.mirror is not None
-            parts = [search.kneighbors(queries[s:s + MIRROR_CHUNK][:, self.mirror])
-                     for s in range(0, len(queries), MIRROR_CHUNK)]
+            block = mirror_rows(queries.shape[1])
+            parts = [search.kneighbors(queries[s:s + block][:, self.mirror]) for s in range(0, len(queries), block)]
             distance, neighbour = np.concatenate([d for d, _ in parts]), np.concatenate([n for _, n in parts])
         return np.maximum(distance, 0.0), neighbour  # 1 - cos can round to just below 0
 
@@ -264,7 +279,9 @@ def _centred(channels: int) -> Features:
         features = features.reshape(len(rows), -1)
         norm = np.linalg.norm(features, axis=1)
         kept = np.flatnonzero(norm > 1e-6 * max(float(norm.max()), 1e-30))
-        return features[kept] / norm[kept, None], kept
+        features = features[kept]
+        features /= norm[kept, None]  # in place: a third copy of the features was the peak for large images
+        return features, kept
 
     return featurize
 
