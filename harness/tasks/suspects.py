@@ -65,10 +65,11 @@ from harness.config import ExperimentConfig
 from harness.datasets import Dataset
 from harness.errors import HarnessError
 from harness.metrics import precision_at_k
-from harness.near_duplicates import MODES, THRESHOLD, find_duplicates, searches_mirrors, searches_values
+from harness.near_duplicates import MODES, THRESHOLD, find_duplicates, searches_mirrors, searches_table, searches_values
 from harness.recorders import RecorderRequest
 from harness.recorders.class_prob import SUGGEST, SUGGESTED_COLUMNS, insert_suggested, mean_probs, suggested_columns
 from harness.runspec import DataSpec, RunSpec
+from harness.search_memory import available_bytes, search_peak_bytes
 from harness.tasks.base import EvalContext, Row, Setting, Task, positive_int, register_task
 from harness.tasks.reference import ReferenceConfig
 from harness.tasks.suspects_labels import RETRAINING_HINT, SUGGEST_MODES, with_class_names
@@ -87,7 +88,8 @@ MAX_NEAR_WORK = 16 * 50_000**2 * 3_072
 
 
 def check_search_size(dataset: Dataset) -> None:
-    """Refuse, before training, a near-duplicate search too big to finish in reasonable time."""
+    """Refuse, before training, a near-duplicate search too big to finish in reasonable time, or to fit
+    in the memory available (`check_search_memory`)."""
     n, values = len(dataset.x_train), dataset.x_train[0].numel() if len(dataset.x_train) else 0
     work = n * (n + len(dataset.x_test)) * values  # the training set against itself and the test split
     work *= 2 if searches_mirrors(dataset.x_train) else 1  # images: searched plain and mirrored
@@ -98,6 +100,25 @@ def check_search_size(dataset: Dataset) -> None:
                            f"searched mirrored too, and stops at {MAX_NEAR_WORK:.1e} (~50 minutes on one CPU thread, "
                            "8 x CIFAR-10's 50,000 images); pass --task-arg suspects.duplicates=exact (byte-equal "
                            "copies only) or --task-arg suspects.duplicates=off")
+    if searches_values(dataset.x_train):
+        check_search_memory(dataset)
+
+
+def check_search_memory(dataset: Dataset) -> None:
+    """Refuse, before training, a near-duplicate search estimated to need more memory than the machine
+    has available (`harness.search_memory`): it runs after training, and running out there loses the
+    task's output with no line saying why. Not checked where the available memory cannot be read."""
+    x, n, m = dataset.x_train, len(dataset.x_train), len(dataset.x_test)
+    values = x[0].numel() if n else 0
+    need = search_peak_bytes(n, m, values, searches_mirrors(x), x.element_size(), searches_table(x))
+    available = available_bytes()
+    if available is not None and need > available:
+        test = f" (and {m} test samples)" if m else ""
+        raise HarnessError(f"suspects: a near-duplicate search over {n} samples{test} of {values} values needs an "
+                           f"estimated {need / 2**30:.1f} GiB of memory and this machine has {available / 2**30:.1f} "
+                           "GiB available, so it would run out after training; pass --task-arg "
+                           "suspects.duplicates=exact (byte-equal copies only), --task-arg suspects.duplicates=off, "
+                           "or a smaller --subset")
 
 
 def ranked(table: pd.DataFrame, by: str) -> pd.DataFrame:

@@ -1,0 +1,93 @@
+"""The near-duplicate search's peak memory, estimated before training, and the memory the machine has.
+
+The suspects task refuses a search too big to finish (`harness.tasks.suspects.check_search_size`);
+one that fits in time can still run out of memory, and it runs after training: an out-of-memory kill
+there loses the task's output with no line saying why. So the peak is estimated from the sizes and
+compared with what the machine has available.
+
+The estimate follows `harness.near_duplicates` and scikit-learn 1.9's brute-force cosine search,
+phase by phase, with F = N x values x 4 bytes (the float32 features of the N training samples) and
+Ft the same for the M test samples:
+
+- exact copies: `np.unique` over the N + M rows, about three copies of them as the dataset holds them;
+- the features: two F while they are made (the float32 copy and the rows kept);
+- each k-nearest search of q queries against the N samples holds F and the queries, and per chunk
+  of c = min(q, working memory / (8 N)) queries (scikit-learn's `working_memory`, 1 GiB by default)
+  either a normalised copy of the samples (F), of the chunk (c x values x 4) and their product
+  (4 c N), or the distances with their int64 sort order (12 c N); the samples searched among
+  themselves in one chunk are normalised once;
+- a mirrored search (images) adds its block of `mirror_rows` mirrored queries;
+- the test split's search (M queries) holds Ft too.
+
+Checked against measurements (peak resident set over the loaded data). With 8,192-row mirrored blocks
+(2026-12-04, `/usr/bin/time -v` and ru_maxrss; results/cifar10-suspects-cpu/README.md): 50,000 CIFAR-10
+images 2,333 MiB (these phases: 2,218), with the 10,000 test images 2,440 (2,335), 20,000 images 1,949
+(1,866), 6,000 random 224 x 224 images 13.7 GiB (13.6). Those runs imported scikit-learn during the
+search; what the phases miss there, 83 to 115 MiB at every size, is `OVERHEAD`, rounded up. With
+96 MiB blocks, scikit-learn imported first (ru_maxrss in a process per search, random uint8 images,
+tests/test_search_memcap24.py): 4,000 32 x 32 images with 1,000 test images 286 MiB (phases: 277),
+1,500 of 96 x 96 522 (514), 600 of 224 x 224 with 100 test images 886 (881).
+
+Tables (float features, Euclidean distance) take scikit-learn's chunked Euclidean search, whose
+chunks are small; they are counted as the exact search, the features and the test features.
+
+Available memory is Linux's MemAvailable (/proc/meminfo), else the free pages `os.sysconf` reports
+(`SC_AVPHYS_PAGES`: free only, not reclaimable cache, so it errs low); None where neither exists
+(macOS, Windows), and then nothing is checked.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from harness.near_duplicates import mirror_rows
+
+#: What the measured peaks held beyond the phases counted (83 to 115 MiB at every size): mostly
+#: scikit-learn's import, which those runs paid during the search (~150 MiB in a process with torch).
+OVERHEAD = 128 * 2**20
+#: scikit-learn's default `working_memory` in MiB (`sklearn.get_config()`), which sizes its chunks.
+WORKING_MIB = 1024
+
+
+def search_peak_bytes(n: int, m: int, values: int, mirrored: bool, item: int = 1, table: bool = False,
+                      working_mib: int | None = None) -> int:
+    """The near search's estimated peak bytes over the loaded data, for `n` training and `m` test
+    samples of `values` values stored `item` bytes each; `mirrored`: images searched mirrored too;
+    `table`: float features searched by Euclidean distance."""
+    working = (WORKING_MIB if working_mib is None else working_mib) * 2**20
+    f, ft = 4 * n * values, 4 * m * values
+    peak = max(3 * (n + m) * values * item, 2 * f, f + 2 * ft)  # exact copies; the features as they are made
+    if table:
+        return max(peak, 2 * f + ft) + OVERHEAD
+    for queries, held, same in ((n, f, True), (m, f + ft, False)):  # the training set itself, the test split
+        if not queries:
+            continue
+        peak = max(peak, held + _neighbours_bytes(queries, n, values, working, same))
+        if mirrored:
+            block = min(queries, mirror_rows(values))
+            peak = max(peak, held + 4 * block * values + _neighbours_bytes(block, n, values, working))
+    return peak + OVERHEAD
+
+
+def _neighbours_bytes(queries: int, n: int, values: int, working: int, same: bool = False) -> int:
+    """What one brute-force cosine k-nearest search of `queries` rows among `n` allocates at its peak:
+    a chunk's normalised copies and product, or its distances with their int64 sort order. `same`: the
+    queries are the samples themselves, and in one chunk scikit-learn normalises them once."""
+    chunk = min(queries, max(1, working // (8 * n)))
+    own = 0 if same and chunk == queries else 4 * chunk * values
+    return max(4 * n * values + own + 4 * chunk * n, 12 * chunk * n)
+
+
+def available_bytes() -> int | None:
+    """The memory this machine can give a process now without swapping; None where it cannot be read."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024  # kB
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return int(os.sysconf("SC_AVPHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError):
+        return None
