@@ -273,9 +273,8 @@ class CSLTrainer(Trainer):
         if len(self.args.label_names or ()) > 1:
             raise HarnessError(f"CSLTrainer scores one label per sample; args.label_names = {self.args.label_names}")
         self.csl = found[0]
-        check_train_dataset(self.train_dataset, self.csl.tracker.n, self.args.label_names,
-                            getattr(getattr(self.model, "config", None), "num_labels", None),
-                            given.get("data_collator") is not None)
+        check_train_dataset(self.train_dataset, self.csl.tracker.n, self.args.label_names, self.model,
+                            given.get("data_collator"))
         self.data_collator = IndexCollator(self.data_collator, self.index_key)
         if not self.label_names:  # a plain nn.Module (no label argument): evaluation must still see the labels
             self.label_names = ["labels"]
