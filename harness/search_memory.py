@@ -79,6 +79,11 @@ def _neighbours_bytes(queries: int, n: int, values: int, working: int, same: boo
     return max(4 * n * values + own + 4 * chunk * n, 12 * chunk * n)
 
 
+def in_units(size: int) -> str:
+    """`size` bytes for a message: GiB to a tenth from 1 GiB, MiB below (0.0 GiB said nothing)."""
+    return f"{size / 2**30:.1f} GiB" if size >= 2**30 else f"{size / 2**20:.0f} MiB"
+
+
 def available_bytes() -> int | None:
     """The memory this machine can give a process now without swapping; None where it cannot be read."""
     try:

@@ -17,7 +17,7 @@ import harness.near_duplicates as nd
 import harness.search_memory as search_memory
 import harness.tasks.suspects as suspects
 from harness.errors import HarnessError
-from harness.search_memory import OVERHEAD, available_bytes, search_peak_bytes
+from harness.search_memory import OVERHEAD, available_bytes, in_units, search_peak_bytes
 
 GIB = 2**30
 
@@ -87,6 +87,20 @@ def test_a_search_that_would_not_fit_is_refused_with_its_estimate(monkeypatch) -
     suspects.check_search_size(dataset)  # 26.8 GiB fits
 
 
+def test_the_cli_refuses_before_training(tmp_path, monkeypatch, capsys) -> None:
+    from harness.cli import main
+
+    monkeypatch.setattr(suspects, "available_bytes", lambda: 2**20)  # 1 MiB: not even digits fits
+    argv = ["run", "--tasks", "suspects", "--proxies", "csl", "--epochs", "1", "--store", str(tmp_path / "store"),
+            "--out", str(tmp_path / "out"), "--seeds", "1", "--executor", "inprocess"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert ("a near-duplicate search over 1437 samples (and 360 test samples) of 64 values needs an estimated 152 MiB "
+            "of memory and this machine has 1 MiB available") in err
+    assert not (tmp_path / "store").exists()  # nothing trained
+    assert main([*argv, "--task-arg", "suspects.duplicates=exact"]) == 0
+
+
 def test_digits_is_not_refused_and_unknown_memory_is_not_checked(monkeypatch) -> None:
     from harness.datasets.digits import _load_digits
 
@@ -94,6 +108,11 @@ def test_digits_is_not_refused_and_unknown_memory_is_not_checked(monkeypatch) ->
     suspects.check_search_size(_load_digits(None))  # ~152 MiB
     monkeypatch.setattr(suspects, "available_bytes", lambda: None)
     suspects.check_search_size(_images(20_000, (3, 224, 224)))  # no figure to compare with: not checked
+
+
+def test_sizes_are_said_in_gib_from_one_gib_and_in_mib_below() -> None:
+    assert [in_units(n) for n in (2**20, 152 * 2**20 + 5, 2**30, int(26.84 * GIB))] == [
+        "1 MiB", "152 MiB", "1.0 GiB", "26.8 GiB"]
 
 
 def test_available_memory_is_memavailable_else_free_pages_else_unknown(monkeypatch) -> None:

@@ -69,7 +69,7 @@ from harness.near_duplicates import MODES, THRESHOLD, find_duplicates, searches_
 from harness.recorders import RecorderRequest
 from harness.recorders.class_prob import SUGGEST, SUGGESTED_COLUMNS, insert_suggested, mean_probs, suggested_columns
 from harness.runspec import DataSpec, RunSpec
-from harness.search_memory import available_bytes, search_peak_bytes
+from harness.search_memory import available_bytes, in_units, search_peak_bytes
 from harness.tasks.base import EvalContext, Row, Setting, Task, positive_int, register_task
 from harness.tasks.reference import ReferenceConfig
 from harness.tasks.suspects_labels import RETRAINING_HINT, SUGGEST_MODES, with_class_names
@@ -115,8 +115,8 @@ def check_search_memory(dataset: Dataset) -> None:
     if available is not None and need > available:
         test = f" (and {m} test samples)" if m else ""
         raise HarnessError(f"suspects: a near-duplicate search over {n} samples{test} of {values} values needs an "
-                           f"estimated {need / 2**30:.1f} GiB of memory and this machine has {available / 2**30:.1f} "
-                           "GiB available, so it would run out after training; pass --task-arg "
+                           f"estimated {in_units(need)} of memory and this machine has {in_units(available)} "
+                           "available, so it would run out after training; pass --task-arg "
                            "suspects.duplicates=exact (byte-equal copies only), --task-arg suspects.duplicates=off, "
                            "or a smaller --subset")
 
