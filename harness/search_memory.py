@@ -22,11 +22,12 @@ Ft the same for the M test samples:
 Checked against measurements (peak resident set over the loaded data). With 8,192-row mirrored blocks
 (2026-12-04, `/usr/bin/time -v` and ru_maxrss; results/cifar10-suspects-cpu/README.md): 50,000 CIFAR-10
 images 2,333 MiB (these phases: 2,218), with the 10,000 test images 2,440 (2,335), 20,000 images 1,949
-(1,866), 6,000 random 224 x 224 images 13.7 GiB (13.6). Those runs imported scikit-learn during the
-search; what the phases miss there, 83 to 115 MiB at every size, is `OVERHEAD`, rounded up. With
-96 MiB blocks, scikit-learn imported first (ru_maxrss in a process per search, random uint8 images,
-tests/test_search_memcap24.py): 4,000 32 x 32 images with 1,000 test images 286 MiB (phases: 277),
-1,500 of 96 x 96 522 (514), 600 of 224 x 224 with 100 test images 886 (881).
+(1,866), 6,000 random 224 x 224 images 13.7 GiB (13.6; with today's 96 MiB blocks the estimate is 7.1).
+Those runs imported scikit-learn during the search; what the phases miss there, 83 to 115 MiB at every
+size, is `OVERHEAD`, rounded up. With 96 MiB blocks, scikit-learn imported first (ru_maxrss in a
+process per search, random uint8 images, tests/test_search_memcap24.py): 4,000 32 x 32 images with
+1,000 test images 286 MiB (phases: 277), 1,500 of 96 x 96 522 (514), 600 of 224 x 224 with 100 test
+images 886 (881).
 
 Tables (float features, Euclidean distance) take scikit-learn's chunked Euclidean search, whose
 chunks are small; they are counted as the exact search, the features and the test features.
@@ -39,6 +40,7 @@ Available memory is Linux's MemAvailable (/proc/meminfo), else the free pages `o
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 from harness.near_duplicates import mirror_rows
@@ -46,7 +48,7 @@ from harness.near_duplicates import mirror_rows
 #: What the measured peaks held beyond the phases counted (83 to 115 MiB at every size): mostly
 #: scikit-learn's import, which those runs paid during the search (~150 MiB in a process with torch).
 OVERHEAD = 128 * 2**20
-#: scikit-learn's default `working_memory` in MiB (`sklearn.get_config()`), which sizes its chunks.
+#: scikit-learn's default `working_memory` in MiB, which sizes its chunks (`working_mib`).
 WORKING_MIB = 1024
 
 
@@ -55,7 +57,7 @@ def search_peak_bytes(n: int, m: int, values: int, mirrored: bool, item: int = 1
     """The near search's estimated peak bytes over the loaded data, for `n` training and `m` test
     samples of `values` values stored `item` bytes each; `mirrored`: images searched mirrored too;
     `table`: float features searched by Euclidean distance."""
-    working = (WORKING_MIB if working_mib is None else working_mib) * 2**20
+    working = (_working_mib() if working_mib is None else working_mib) * 2**20
     f, ft = 4 * n * values, 4 * m * values
     peak = max(3 * (n + m) * values * item, 2 * f, f + 2 * ft)  # exact copies; the features as they are made
     if table:
@@ -68,6 +70,15 @@ def search_peak_bytes(n: int, m: int, values: int, mirrored: bool, item: int = 1
             block = min(queries, mirror_rows(values))
             peak = max(peak, held + 4 * block * values + _neighbours_bytes(block, n, values, working))
     return peak + OVERHEAD
+
+
+def _working_mib() -> int:
+    """scikit-learn's `working_memory` as the search will read it: its config once imported (a caller
+    may have set it), else its environment variable, else its default; not imported for this."""
+    sklearn = sys.modules.get("sklearn")
+    if sklearn is not None:
+        return int(sklearn.get_config()["working_memory"])
+    return int(os.environ.get("SKLEARN_WORKING_MEMORY", WORKING_MIB))
 
 
 def _neighbours_bytes(queries: int, n: int, values: int, working: int, same: bool = False) -> int:

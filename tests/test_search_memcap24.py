@@ -73,6 +73,19 @@ def test_the_estimate_for_given_sizes() -> None:
     assert search_peak_bytes(1_000, 0, 30, False, item=4, table=True) == 3 * 1_000 * 30 * 4 + OVERHEAD
 
 
+def test_the_chunks_follow_scikit_learns_working_memory(monkeypatch) -> None:
+    import sklearn
+
+    half = search_peak_bytes(50_000, 0, 3_072, True, working_mib=512)
+    assert round(half / GIB, 2) == 1.63  # chunks of 1,342 rows, not 2,684: 1.63 GiB, not 2.29
+    assert search_peak_bytes(50_000, 0, 3_072, True) == search_peak_bytes(50_000, 0, 3_072, True, working_mib=1024)
+    with sklearn.config_context(working_memory=512):
+        assert search_peak_bytes(50_000, 0, 3_072, True) == half
+    monkeypatch.delitem(sys.modules, "sklearn")  # not imported yet: its environment variable
+    monkeypatch.setenv("SKLEARN_WORKING_MEMORY", "512")
+    assert search_peak_bytes(50_000, 0, 3_072, True) == half
+
+
 def test_a_search_that_would_not_fit_is_refused_with_its_estimate(monkeypatch) -> None:
     monkeypatch.setattr(suspects, "available_bytes", lambda: 16 * GIB)
     dataset = _images(20_000, (3, 224, 224))  # within the work cap, ~27 GiB
