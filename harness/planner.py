@@ -58,6 +58,7 @@ class Plan:
     runs: dict[RunSpec, set[RecorderRequest]]  # every distinct run with the union of its recorders
     #: per run, per recorder key: the proxies and tasks that asked for it (named when a stored run trains again)
     askers: dict[RunSpec, dict[str, set[Asker]]] = field(default_factory=dict)
+    proxies: list[str] | None = None  # the selected proxies' labels, in order (None: not known)
 
 
 class Planner:
@@ -101,7 +102,8 @@ class Planner:
             for part in (spec.train_on, spec.then_on):
                 if part is not None:
                     self.checks.last_batch(spec, len(subset_indices(part, labels)))
-        return Plan(settings, dict(runs), {spec: dict(keys) for spec, keys in askers.items()})
+        return Plan(settings, dict(runs), {spec: dict(keys) for spec, keys in askers.items()},
+                    [p.label for p in proxies])
 
     def pending(self, plan: Plan) -> tuple[dict[RunSpec, StoredRun], Pending]:
         """Stored runs that already carry every wanted recorder, and what is left to train (with
@@ -121,7 +123,10 @@ class Planner:
         warn_other_threads(done, self.cfg.threads or 1, self.device)
         warn_other_compile(done, bool(self.cfg.compile))
         warn_other_engines(done, plan.runs, self.device, self.dataset.x_train)
-        warn_upgraded(upgraded, plan.askers, {id(t): t for t, _, _ in plan.settings}.values())
+        # `--proxies all` has nothing to drop a proxy from: the way names the rest (not with --proxy-arg,
+        # which a pasted label's parameters would repeat, refused)
+        paste = self.cfg.proxies.strip() == "all" and not self.cfg.proxy_args
+        warn_upgraded(upgraded, plan.askers, {id(t): t for t, _, _ in plan.settings}.values(), plan.proxies, paste)
         warn_dropped(dropped)
         return done, todo
 

@@ -11,7 +11,7 @@ there is a way (drop the proxy; a task may name its own, as suspects' `suggest=o
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Protocol, runtime_checkable
 
 from harness.runspec import RunSpec
@@ -33,11 +33,13 @@ class ExplainsRetraining(Protocol):
 
 
 def upgrade_notice(upgraded: dict[RunSpec, set[str]], askers: dict[RunSpec, dict[str, set[Asker]]],
-                   tasks: Iterable[Task]) -> str | None:
+                   tasks: Iterable[Task], selected: Sequence[str] | None = None, paste: bool = False) -> str | None:
     """The line for the stored runs in `upgraded` (each with the recorder keys it lacks), naming who
     asked for those recorders (`askers`, from the plan) and the way to reuse the runs as they are:
     drop the proxies, and each task's own hint; when a task that asked has none, no way is offered.
-    None when no stored run trains again."""
+    `selected`: the labels of the experiment's proxies (None: not known), so a way that drops them
+    all (no experiment runs without one) is not offered; `paste`: the way names the rest of them to
+    paste (for `--proxies all`, from which nothing can be dropped). None when no stored run trains again."""
     upgraded = {spec: lacking for spec, lacking in upgraded.items() if lacking}
     if not upgraded:
         return None
@@ -45,7 +47,7 @@ def upgrade_notice(upgraded: dict[RunSpec, set[str]], askers: dict[RunSpec, dict
     for spec, lacking in upgraded.items():
         for key in lacking:
             who.setdefault(key, set()).update(askers.get(spec, {}).get(key, set()))
-    ways = _ways(who, tasks)
+    ways = _ways(who, tasks, selected, paste)
     labels = [spec.label() for spec in upgraded]
     shown = ", ".join(labels[:SHOWN]) + (f" and {len(labels) - SHOWN} more" if len(labels) > SHOWN else "")
     by_askers: dict[tuple[Asker, ...], list[str]] = {}  # recorders asked by the same proxies and tasks, together
@@ -60,19 +62,27 @@ def upgrade_notice(upgraded: dict[RunSpec, set[str]], askers: dict[RunSpec, dict
 
 
 def warn_upgraded(upgraded: dict[RunSpec, set[str]], askers: dict[RunSpec, dict[str, set[Asker]]],
-                  tasks: Iterable[Task]) -> None:
+                  tasks: Iterable[Task], selected: Sequence[str] | None = None, paste: bool = False) -> None:
     """One warning line, before training, when stored runs train again to add recorders (`upgrade_notice`)."""
-    line = upgrade_notice(upgraded, askers, tasks)
+    line = upgrade_notice(upgraded, askers, tasks, selected, paste)
     if line is not None:
         warnings.warn(line, stacklevel=3)
 
 
-def _ways(who: dict[str, set[Asker]], tasks: Iterable[Task]) -> list[str] | None:
+def _ways(who: dict[str, set[Asker]], tasks: Iterable[Task], selected: Sequence[str] | None,
+          paste: bool) -> list[str] | None:
     """What to pass so that no recorder in `who` is asked for: the proxies dropped, and each task's
-    hint; None when some recorder has an asker without a way (a task without a hint, or no one known)."""
+    hint; None when some recorder has an asker without a way (a task without a hint, or no one known)
+    or when the proxies to drop are all of `selected`."""
     hints = {t.name: t for t in tasks if isinstance(t, ExplainsRetraining)}
     drop = sorted({name for found in who.values() for kind, name in found if kind == "proxy"})
-    ways = [f"drop {', '.join(drop)} from --proxies"] if drop else []
+    ways = []
+    if drop:
+        rest = [label for label in selected or () if label not in drop]
+        if selected is not None and not rest:
+            return None
+        quoted = f", e.g. --proxies '{','.join(rest)}'" if paste and rest else ""  # labels hold ( ) for the shell
+        ways.append(f"drop {', '.join(drop)} from --proxies{quoted}")
     for key, found in sorted(who.items()):
         if not found:
             return None
