@@ -33,8 +33,9 @@ Tables (float features, Euclidean distance) take scikit-learn's chunked Euclidea
 chunks are small; they are counted as the exact search, the features and the test features.
 
 Available memory is Linux's MemAvailable (/proc/meminfo), else the free pages `os.sysconf` reports
-(`SC_AVPHYS_PAGES`: free only, not reclaimable cache, so it errs low); None where neither exists
-(macOS, Windows), and then nothing is checked.
+(`SC_AVPHYS_PAGES`: free only, not reclaimable cache, so it errs low), capped by the room under the
+process's cgroup memory limit (a container's); None where none of them exists (macOS, Windows), and
+then nothing is checked.
 """
 
 from __future__ import annotations
@@ -96,14 +97,61 @@ def in_units(size: int) -> str:
 
 
 def available_bytes() -> int | None:
-    """The memory this machine can give a process now without swapping; None where it cannot be read."""
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024  # kB
-    except (OSError, ValueError, IndexError):
-        pass
+    """The memory this process can have now without swapping or its container's out-of-memory kill:
+    the machine's, capped by the room under its cgroup's limit; None where neither can be read."""
+    machine = _machine_available()
+    room = _cgroup_room()
+    return machine if room is None else room if machine is None else min(machine, room)
+
+
+def _machine_available() -> int | None:
+    """MemAvailable, else the free pages `os.sysconf` reports; None where neither exists."""
+    meminfo = _fields(_read("/proc/meminfo"))
+    if "MemAvailable" in meminfo:
+        return meminfo["MemAvailable"] * 1024  # kB
     try:
         return int(os.sysconf("SC_AVPHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
     except (ValueError, OSError, AttributeError):
         return None
+
+
+def _cgroup_room() -> int | None:
+    """The room under this process's cgroup memory limit (v2, else v1), counting inactive file cache as
+    free (the kernel reclaims it before killing); None without a limit or a cgroup to read. In a
+    container /proc/meminfo shows the host's memory, and the container is killed at its own limit."""
+    for line in (_read("/proc/self/cgroup") or "").splitlines():
+        number, controllers, path = (line.split(":", 2) + ["", ""])[:3]
+        if number == "0" and not controllers:  # v2: 0::/path
+            folders, names = ("/sys/fs/cgroup" + path.rstrip("/"), "/sys/fs/cgroup"), (
+                "memory.max", "memory.current", "inactive_file")
+        elif "memory" in controllers.split(","):  # v1: N:memory:/path
+            folders, names = ("/sys/fs/cgroup/memory" + path.rstrip("/"), "/sys/fs/cgroup/memory"), (
+                "memory.limit_in_bytes", "memory.usage_in_bytes", "total_inactive_file")
+        else:
+            continue
+        for folder in folders:  # the process's own cgroup, else the hierarchy's root (a container's view)
+            limit, usage = _read(f"{folder}/{names[0]}"), _read(f"{folder}/{names[1]}")
+            if limit is None or usage is None:
+                continue
+            if not limit.strip().isdigit() or int(limit) >= 2**60:  # "max", or v1's page-rounded 2**63
+                return None
+            cache = _fields(_read(f"{folder}/memory.stat")).get(names[2], 0)
+            return max(0, int(limit) - int(usage) + cache)
+    return None
+
+
+def _read(path: str) -> str | None:
+    try:
+        return Path(path).read_text()
+    except (OSError, ValueError):
+        return None
+
+
+def _fields(text: str | None) -> dict[str, int]:
+    """`name value` or `Name: value kB` lines as {name: value}."""
+    fields: dict[str, int] = {}
+    for line in (text or "").splitlines():
+        parts = line.replace(":", " ").split()
+        if len(parts) >= 2 and parts[1].isdigit():
+            fields[parts[0]] = int(parts[1])
+    return fields

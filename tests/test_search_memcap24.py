@@ -128,22 +128,17 @@ def test_sizes_are_said_in_gib_from_one_gib_and_in_mib_below() -> None:
         "1 MiB", "152 MiB", "1.0 GiB", "26.8 GiB"]
 
 
+MEMINFO = "MemTotal:       24000000 kB\nMemFree:  1000 kB\nMemAvailable:   20000000 kB\n"
+
+
+def _files(monkeypatch, files: dict[str, str]) -> None:
+    monkeypatch.setattr(search_memory, "_read", files.get)
+
+
 def test_available_memory_is_memavailable_else_free_pages_else_unknown(monkeypatch) -> None:
-    class Meminfo:
-        def __init__(self, path: str) -> None:
-            self.path = path
-
-        def read_text(self) -> str:
-            return "MemTotal:       24000000 kB\nMemFree:  1000 kB\nMemAvailable:   20000000 kB\n"
-
-    monkeypatch.setattr(search_memory, "Path", Meminfo)
+    _files(monkeypatch, {"/proc/meminfo": MEMINFO})
     assert available_bytes() == 20_000_000 * 1024
-
-    class Unreadable(Meminfo):
-        def read_text(self) -> str:
-            raise OSError("no /proc")
-
-    monkeypatch.setattr(search_memory, "Path", Unreadable)
+    _files(monkeypatch, {})  # no /proc
     pages = {"SC_AVPHYS_PAGES": 1000, "SC_PAGE_SIZE": 4096}
     monkeypatch.setattr(search_memory.os, "sysconf", lambda name: pages[name])
     assert available_bytes() == 4_096_000
@@ -153,6 +148,25 @@ def test_available_memory_is_memavailable_else_free_pages_else_unknown(monkeypat
 
     monkeypatch.setattr(search_memory.os, "sysconf", unsupported)
     assert available_bytes() is None
+
+
+def test_a_containers_memory_limit_caps_what_is_available(monkeypatch) -> None:
+    """In a container /proc/meminfo shows the host's memory; the container is killed at its cgroup's limit."""
+    own = "/sys/fs/cgroup/user.slice/job"
+    v2 = {"/proc/meminfo": MEMINFO, "/proc/self/cgroup": "0::/user.slice/job\n", f"{own}/memory.max": "8589934592\n",
+          f"{own}/memory.current": "6442450944\n", f"{own}/memory.stat": "anon 5\ninactive_file 1073741824\n"}
+    _files(monkeypatch, v2)
+    assert available_bytes() == 3 * GIB  # 8 GiB limit - 6 GiB used + 1 GiB of reclaimable cache
+    _files(monkeypatch, {**v2, f"{own}/memory.max": "max\n"})
+    assert available_bytes() == 20_000_000 * 1024  # no limit: the machine's
+    root = "/sys/fs/cgroup/memory"  # v1, the container's own hierarchy at the root (its path not mounted)
+    _files(monkeypatch, {"/proc/meminfo": MEMINFO, "/proc/self/cgroup": "4:memory:/docker/abc\n0::/\n",
+                         f"{root}/memory.limit_in_bytes": "4294967296\n", f"{root}/memory.usage_in_bytes": "1073741824",
+                         f"{root}/memory.stat": "cache 9\ntotal_inactive_file 0\n"})
+    assert available_bytes() == 3 * GIB
+    _files(monkeypatch, {"/proc/meminfo": MEMINFO, "/proc/self/cgroup": "4:memory:/\n",
+                         f"{root}/memory.limit_in_bytes": "9223372036854771712", f"{root}/memory.usage_in_bytes": "1"})
+    assert available_bytes() == 20_000_000 * 1024  # v1's "no limit"
 
 
 MEASURE = """
