@@ -189,3 +189,16 @@ def test_the_checks_make_as_many_python_calls_for_20000_rows_as_for_2000() -> No
     """Before, the columns were read row by row: ~400 calls a row, minutes on a million rows."""
     small, large = _calls(2_000), _calls(20_000)
     assert large - small < 1_000, (small, large)
+
+
+def test_a_label_of_minus_100_is_no_loss_of_zero() -> None:
+    """-100 is cross_entropy's ignore_index: a row labeled so (HF's "ignore") was recorded with loss 0,
+    its csl silently the lowest; a torch dataset's labels are not read when the trainer is built."""
+    from harness.integrations._hf_batch import per_sample_cross_entropy
+
+    logits = torch.tensor([[2.0, 0.0], [0.0, 1.0]])
+    expected = torch.nn.functional.cross_entropy(logits, torch.tensor([0, 1]), reduction="none")
+    assert torch.equal(per_sample_cross_entropy(logits, torch.tensor([0, 1])), expected)
+    for bad in (-100, -1):
+        with pytest.raises(HarnessError, match=rf"the batch's labels run from {bad} to 1, but the model has 2 outputs"):
+            per_sample_cross_entropy(logits, torch.tensor([bad, 1]))

@@ -51,8 +51,11 @@ def per_sample_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torc
         raise HarnessError(f"CSLTrainer scores classification: labels must be integer class ids, got "
                            f"{labels.dtype} (a regression head has no per-sample cross-entropy; cast class ids "
                            f"with dataset.cast_column(..., Value('int64')))")
+    # a negative id is out of range too: as cross_entropy's ignore_index (-100) it was a loss of 0, silently
+    # (no sync with the GPU: there an id out of range stops the run with a device-side assert instead)
+    safe = labels.masked_fill(labels < 0, logits.shape[1])
     try:
-        return nn.functional.cross_entropy(logits, labels, reduction="none")
+        return nn.functional.cross_entropy(logits, safe, reduction="none")
     except IndexError as exc:  # a class id outside the model's outputs ("Target 2 is out of bounds", on the CPU)
         low, high = int(labels.min()), int(labels.max())
         raise HarnessError(f"CSLTrainer: the batch's labels run from {low} to {high}, but the model has "
