@@ -145,6 +145,15 @@ def test_a_head_of_ones_own_is_not_sized_by_its_configs_default_num_labels(tok, 
                model=BertForSequenceClassification(_config(tok, num_labels=2)))
 
 
+def test_a_head_replaced_after_loading_is_not_sized_by_num_labels(tok, tmp_path) -> None:
+    """`model.classifier = nn.Linear(hidden, 3)` on a 2-label model: CSLTrainer computes its own
+    cross-entropy, so this trained before the checks (the plain Trainer's loss would not)."""
+    torch.manual_seed(0)
+    model = BertForSequenceClassification(_config(tok, num_labels=2))
+    model.classifier = nn.Linear(16, 3)
+    assert _train(tok, tmp_path, with_sample_index(_data(tok)), model=model) == _labels(tok)
+
+
 def test_num_labels_is_read_only_where_it_sizes_the_logits(tok) -> None:
     from harness.integrations._hf_inputs import _head_size
 

@@ -19,6 +19,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
+from torch import nn
 
 from harness.errors import HarnessError
 from harness.integrations._common import WithIndex
@@ -76,12 +77,16 @@ def _head_size(model: Any) -> int | None:
     """`config.num_labels` where it sizes the logits: a transformers `*For...Classification` model
     (not token classification), PEFT-wrapped or not. Elsewhere it is `PretrainedConfig`'s default 2
     whatever the outputs: a head of the user's own on a `PreTrainedModel` (10 classes on a
-    `BertConfig()`), multiple choice (one output per choice); None there, not a refusal."""
+    `BertConfig()`, or a head replaced after loading), multiple choice (one output per choice); None
+    there, not a refusal."""
     base = model.get_base_model() if callable(getattr(model, "get_base_model", None)) else model
     kind = type(base)
     if not (kind.__module__.startswith("transformers.") and re.search(r"For(?!Token)\w*Classification", kind.__name__)):
         return None
     size = getattr(getattr(base, "config", None), "num_labels", None)
+    heads = [m for m in base.modules() if isinstance(m, nn.Linear)]  # the head is built last
+    if heads and heads[-1].out_features != size:  # replaced after loading: `model.classifier = nn.Linear(h, 10)`
+        return None
     return size if isinstance(size, int) else None
 
 
