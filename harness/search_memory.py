@@ -61,6 +61,8 @@ def search_peak_bytes(n: int, m: int, values: int, mirrored: bool, item: int = 1
     """The near search's estimated peak bytes over the loaded data, for `n` training and `m` test
     samples of `values` values stored `item` bytes each; `mirrored`: images searched mirrored too;
     `table`: float features searched by Euclidean distance."""
+    if n < 2:  # nothing to pair: the search returns at once
+        return 0
     working = (_working_mib() if working_mib is None else working_mib) * 2**20
     f, ft = 4 * n * values, 4 * m * values
     copies = (4 if m else 3) * (n + m) * values * item  # the exact search's: np.unique's 3, the test's concatenation

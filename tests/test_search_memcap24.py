@@ -71,6 +71,7 @@ def test_the_estimate_for_given_sizes() -> None:
     assert search_peak_bytes(1_437, 360, 64, True) == 4 * 1_437 * 64 * 2 + 12 * 1_437**2 + OVERHEAD
     # a float table (Euclidean, small chunks): the exact search's three copies of the rows
     assert search_peak_bytes(1_000, 0, 30, False, item=4, table=True) == 3 * 1_000 * 30 * 4 + OVERHEAD
+    assert search_peak_bytes(1, 100, 3_072, True) == search_peak_bytes(0, 100, 3_072, True) == 0  # no search
     # with a test split the rows are concatenated first: four copies (measured at 20,000 + 5,000 rows of 500)
     assert search_peak_bytes(1_000, 200, 30, False, item=4, table=True) == 4 * 1_200 * 30 * 4 + OVERHEAD
 
