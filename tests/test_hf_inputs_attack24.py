@@ -211,3 +211,17 @@ def test_a_label_of_minus_100_is_no_loss_of_zero() -> None:
     for bad in (-100, -1):
         with pytest.raises(HarnessError, match=rf"the batch's labels run from {bad} to 1, but the model has 2 outputs"):
             per_sample_cross_entropy(logits, torch.tensor([bad, 1]))
+
+
+def test_an_eval_batch_skips_minus_100_as_the_models_own_loss_does() -> None:
+    """Refusing -100 in training must not refuse an eval set that marks rows so: there the batch's
+    loss is the model's own (the mean over the rows not labeled -100), and a training batch still stops."""
+    from harness.integrations._hf_batch import batch_loss, per_sample_cross_entropy
+
+    logits = torch.tensor([[2.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+    labels = torch.tensor([0, -100, 1])
+    losses = per_sample_cross_entropy(logits, labels, training=False)
+    model_loss = torch.nn.CrossEntropyLoss()(logits, labels)  # what BertForSequenceClassification computes
+    assert losses[1] == 0 and torch.allclose(batch_loss(losses, labels, training=False), model_loss)
+    with pytest.raises(HarnessError, match="the batch's labels run from -100 to 1"):
+        per_sample_cross_entropy(logits, labels, training=True)

@@ -118,7 +118,10 @@ def test_a_datasetdict_is_refused_naming_the_split(tok, tmp_path) -> None:
     with pytest.raises(HarnessError, match=r"train_dataset is a DatasetDict of splits \['train', 'test'\], not "
                                            r"one split; pass the training split: "
                                            r"train = with_sample_index\(ds\['train'\]\)"):
-        _build_and_train(tok, tmp_path, with_sample_index(both), label_names=["topic"])
+        _build_and_train(tok, tmp_path, both, label_names=["topic"])
+    with pytest.raises(HarnessError, match=r"with_sample_index: a DatasetDict of splits \['train', 'test'\], not one "
+                                           r"split; pass one: with_sample_index\(ds\['train'\]\)"):
+        with_sample_index(both)  # the step before: refused there already
 
 
 def test_a_callback_sized_for_another_dataset_is_refused(tok, tmp_path) -> None:

@@ -13,7 +13,7 @@ from torch import nn
 
 from harness.errors import HarnessError
 
-__all__ = ["batch_labels", "batch_logits", "per_sample_cross_entropy"]
+__all__ = ["IGNORED", "batch_labels", "batch_logits", "batch_loss", "per_sample_cross_entropy"]
 
 
 def batch_labels(inputs: dict[str, Any], label_names: Sequence[str] | None) -> torch.Tensor:
@@ -42,8 +42,14 @@ def batch_logits(outputs: Any) -> torch.Tensor:
     return outputs[0]
 
 
-def per_sample_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """(B,) cross-entropy of (B, C) logits against (B,) integer class ids."""
+#: The label Hugging Face's classification losses skip (`cross_entropy`'s default ignore_index).
+IGNORED = -100
+
+
+def per_sample_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, training: bool = True) -> torch.Tensor:
+    """(B,) cross-entropy of (B, C) logits against (B,) integer class ids. In training every id must
+    be a class (a recorded loss of 0 would be a silently wrong csl); in evaluation a row labeled
+    IGNORED (-100) gets 0, as the model's own loss skips it (`batch_loss`)."""
     if logits.dim() != 2 or labels.dim() != 1:
         raise HarnessError(f"CSLTrainer scores classification (logits (B, C), labels (B,)); got logits "
                            f"{tuple(logits.shape)} and labels {tuple(labels.shape)}")
@@ -53,7 +59,7 @@ def per_sample_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torc
                            f"with dataset.cast_column(..., Value('int64')))")
     # a negative id is out of range too: as cross_entropy's ignore_index (-100) it was a loss of 0, silently
     # (no sync with the GPU: there an id out of range stops the run with a device-side assert instead)
-    safe = labels.masked_fill(labels < 0, logits.shape[1])
+    safe = labels.masked_fill(labels < 0, logits.shape[1]) if training else labels
     try:
         return nn.functional.cross_entropy(logits, safe, reduction="none")
     except IndexError as exc:  # a class id outside the model's outputs ("Target 2 is out of bounds", on the CPU)
@@ -61,3 +67,11 @@ def per_sample_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torc
         raise HarnessError(f"CSLTrainer: the batch's labels run from {low} to {high}, but the model has "
                            f"{logits.shape[1]} outputs (class ids 0..{logits.shape[1] - 1}); drop unlabeled rows "
                            f"(-1) and make the model with num_labels = the number of classes") from exc
+
+
+def batch_loss(losses: torch.Tensor, labels: torch.Tensor, training: bool = True) -> torch.Tensor:
+    """The batch's loss: the mean of `losses`; in evaluation over the rows not labeled IGNORED, as a
+    Hugging Face classification model's own loss (an eval set may mark rows so)."""
+    if training:
+        return losses.mean()
+    return losses.sum() / (labels != IGNORED).sum().clamp(min=1)

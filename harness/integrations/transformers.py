@@ -58,7 +58,7 @@ except ImportError as exc:  # pragma: no cover
 
 # after the guard above: these import transformers too, and a missing install must get its message
 from harness.integrations._hf_accumulation import AccumulationCheck
-from harness.integrations._hf_batch import batch_labels, batch_logits, per_sample_cross_entropy
+from harness.integrations._hf_batch import batch_labels, batch_logits, batch_loss, per_sample_cross_entropy
 from harness.integrations._hf_data import INDEX_KEY, IndexCollator, with_sample_index
 from harness.integrations._hf_epochs import EpochMap
 from harness.integrations._hf_inputs import check_train_dataset
@@ -356,13 +356,13 @@ class CSLTrainer(Trainer):
         labels = batch_labels(inputs, self.args.label_names)
         outputs = model(**inputs)
         logits = batch_logits(outputs)
-        losses = per_sample_cross_entropy(logits, labels)
+        losses = per_sample_cross_entropy(logits, labels, training=model.training)
         if model.training:
             if indices is None:
                 raise HarnessError(f"CSLTrainer: the training batch has no {self.index_key!r}; give the dataset the "
                                    f"column with with_sample_index(train_dataset)")
             self.csl.record(indices, losses, logits, labels)
-        loss = losses.mean()
+        loss = batch_loss(losses, labels, training=model.training)
         if not return_outputs:
             return loss
         if isinstance(outputs, Mapping):
