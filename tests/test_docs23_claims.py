@@ -100,10 +100,14 @@ def test_the_pair_tables_columns_the_pages_list_are_the_ones_written(written) ->
     assert written["duplicates"]["label_a_name"].tolist() == ["ant", "bee"]
 
 
-def test_the_near_search_cap_is_the_pages(recwarn) -> None:
+def test_the_near_search_cap_is_the_pages(recwarn, monkeypatch) -> None:
     """tasks-and-metrics.md: work over 16 x the plain CIFAR-10 search is refused before training,
-    for images (searched twice) 8 x CIFAR-10's training set; a table is searched once."""
+    for images (searched twice) 8 x CIFAR-10's training set; a table is searched once. The memory
+    check is left out (the largest case needs ~6 GiB, which a CI machine need not have free)."""
+    import harness.tasks.suspects as suspects
     from harness.tasks import make_tasks
+
+    monkeypatch.setattr(suspects, "available_bytes", lambda: None)
     from harness.tasks.suspects import MAX_NEAR_WORK
 
     text = _text("tasks-and-metrics.md")
