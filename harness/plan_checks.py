@@ -17,6 +17,7 @@ from harness.prepared import PreparedData
 from harness.recorders import RecorderRequest
 from harness.runspec import DataSpec, RunSpec
 from harness.tasks import Setting, Task
+from harness.upgrade_notice import paste_proxies
 from proxies import Proxy
 
 #: Recorders that differentiate the loss with respect to the inputs: token ids (int64) have no
@@ -92,8 +93,7 @@ class PlanChecks:
 
 def _the_rest(proxies: list[Proxy], dropped: list[str]) -> str:
     """The selection without `dropped`, to paste: `--proxies all` on text is refused, so the user types it."""
-    rest = [p.label for p in proxies if p.label not in dropped]
-    return f", e.g. --proxies '{','.join(rest)}'" if rest else ""
+    return paste_proxies([p.label for p in proxies if p.label not in dropped])
 
 
 def _class_label(c: int, names: tuple[str, ...]) -> str:

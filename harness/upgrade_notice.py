@@ -81,8 +81,7 @@ def _ways(who: dict[str, set[Asker]], tasks: Iterable[Task], selected: Sequence[
         rest = [label for label in selected or () if label not in drop]
         if selected is not None and not rest:
             return None
-        quoted = f", e.g. --proxies '{','.join(rest)}'" if paste and rest else ""  # labels hold ( ) for the shell
-        ways.append(f"drop {', '.join(drop)} from --proxies{quoted}")
+        ways.append(f"drop {', '.join(drop)} from --proxies{paste_proxies(rest) if paste else ''}")
     for key, found in sorted(who.items()):
         if not found:
             return None
@@ -95,6 +94,13 @@ def _ways(who: dict[str, set[Asker]], tasks: Iterable[Task], selected: Sequence[
             if hint not in ways:
                 ways.append(hint)
     return ways
+
+
+def paste_proxies(rest: Sequence[str]) -> str:
+    """", e.g. --proxies 'a,b'": the proxies `rest` as a selection to paste, quoted since labels hold
+    ( ) for the shell; "" when none is left. Said by this notice and by the text check
+    (`harness.plan_checks`), so the two ways out read alike."""
+    return f", e.g. --proxies '{','.join(rest)}'" if rest else ""
 
 
 def _name(asker: Asker) -> str:
