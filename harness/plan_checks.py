@@ -88,11 +88,13 @@ class PlanChecks:
         raise HarnessError(f"dataset {self.cfg.dataset} holds text (token ids), which have no input gradients; "
                            f"the proxies {', '.join(selected) or '(of the tasks)'} need them (the input-gradient "
                            f"proxies are {', '.join(INPUT_GRADIENT_PROXIES)}); drop them from --proxies for text"
-                           + _the_rest(proxies, selected))
+                           + ("" if self.cfg.proxy_args else _the_rest(proxies, selected)))
 
 
 def _the_rest(proxies: list[Proxy], dropped: list[str]) -> str:
-    """The selection without `dropped`, to paste: `--proxies all` on text is refused, so the user types it."""
+    """The selection without `dropped`, to paste: `--proxies all` on text is refused, so the user types it.
+    Not offered with --proxy-arg (the caller's test): a pasted label holds its parameters, which the
+    --proxy-arg given again would repeat, refused (as the planner's retraining notice does)."""
     return paste_proxies([p.label for p in proxies if p.label not in dropped])
 
 
