@@ -37,8 +37,8 @@ counted: 191).
 
 Available memory is Linux's MemAvailable (/proc/meminfo), else the free pages `os.sysconf` reports
 (`SC_AVPHYS_PAGES`: free only, not reclaimable cache, so it errs low), capped by the room under the
-process's cgroup memory limit (a container's); None where none of them exists (macOS, Windows), and
-then nothing is checked.
+process's cgroup memory limits (its own or a parent's: a container's, a Slurm job's); None where
+none of them exists (macOS, Windows), and then nothing is checked.
 """
 
 from __future__ import annotations
@@ -122,28 +122,32 @@ def _machine_available() -> int | None:
 
 
 def _cgroup_room() -> int | None:
-    """The room under this process's cgroup memory limit (v2, else v1), counting inactive file cache as
+    """The room under this process's cgroup memory limits (v2, else v1), counting inactive file cache as
     free (the kernel reclaims it before killing); None without a limit or a cgroup to read. In a
-    container /proc/meminfo shows the host's memory, and the container is killed at its own limit."""
+    container /proc/meminfo shows the host's memory, and the container is killed at its own limit.
+    The smallest room of the process's own cgroup and its ancestors: a limit set on a parent (a
+    Slurm job's, above its step's "max") applies to the process all the same."""
+    rooms = []
     for line in (_read("/proc/self/cgroup") or "").splitlines():
         number, controllers, path = (line.split(":", 2) + ["", ""])[:3]
         if number == "0" and not controllers:  # v2: 0::/path
-            folders, names = ("/sys/fs/cgroup" + path.rstrip("/"), "/sys/fs/cgroup"), (
-                "memory.max", "memory.current", "inactive_file")
+            mount, names = "/sys/fs/cgroup", ("memory.max", "memory.current", "inactive_file")
         elif "memory" in controllers.split(","):  # v1: N:memory:/path
-            folders, names = ("/sys/fs/cgroup/memory" + path.rstrip("/"), "/sys/fs/cgroup/memory"), (
-                "memory.limit_in_bytes", "memory.usage_in_bytes", "total_inactive_file")
+            mount, names = "/sys/fs/cgroup/memory", ("memory.limit_in_bytes", "memory.usage_in_bytes",
+                                                     "total_inactive_file")
         else:
             continue
-        for folder in folders:  # the process's own cgroup, else the hierarchy's root (a container's view)
+        parts = [part for part in path.split("/") if part]
+        # the own cgroup, its ancestors, and the hierarchy's root (a container's view: its path not mounted)
+        for folder in (mount + "".join("/" + part for part in parts[:i]) for i in range(len(parts), -1, -1)):
             limit, usage = _read(f"{folder}/{names[0]}"), _read(f"{folder}/{names[1]}")
             if limit is None or usage is None:
                 continue
             if not limit.strip().isdigit() or int(limit) >= 2**60:  # "max", or v1's page-rounded 2**63
-                return None
+                continue
             cache = _fields(_read(f"{folder}/memory.stat")).get(names[2], 0)
-            return max(0, int(limit) - int(usage) + cache)
-    return None
+            rooms.append(max(0, int(limit) - int(usage) + cache))
+    return min(rooms) if rooms else None
 
 
 def _read(path: str) -> str | None:
