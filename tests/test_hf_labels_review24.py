@@ -38,3 +38,34 @@ def test_a_class_label_column_and_negative_ids_as_before() -> None:
     bad = datasets.Dataset.from_dict({"label": [0, -1, 1]})
     with pytest.raises(Exception, match="negative class id -1 in 1 row"):
         _labels("hf:x", bad, "label", "test")
+
+
+def test_the_test_texts_are_read_as_one_list(tmp_path, monkeypatch) -> None:
+    """`test[column]` is a lazy Column in datasets 4+: indexing it row by row was a Dataset lookup
+    each (~126 Python calls a row); the loader takes the column as a list, then its kept rows."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    import _hf_tiny as tiny
+
+    sys.path.pop(0)
+    from harness.datasets import load_dataset
+
+    column = getattr(datasets.arrow_dataset, "Column", None)
+    if column is None:
+        pytest.skip("datasets < 4: a column is a list")
+    looked_up = []
+    original = column.__getitem__
+
+    def counting(self, key):  # type: ignore[no-untyped-def]
+        if isinstance(key, int):
+            looked_up.append(key)
+        return original(self, key)
+
+    monkeypatch.setattr(column, "__getitem__", counting)
+    tok = tiny.make_tokenizer(tmp_path / "tok")
+    data = load_dataset(f"hf:{tiny.save_text_dataset(tmp_path / 'text', n=24, n_test=12)},tokenizer={tok}")
+    texts, _ = tiny.text_corpus(12, 1)
+    assert data.test_sample_names is not None and len(data.test_sample_names) == len(data.x_test)
+    assert data.test_sample_names == tuple(texts) and looked_up == []  # all 12 kept, in order

@@ -162,7 +162,7 @@ def _load_hf(request: LoadRequest) -> Dataset:
     texts = train[column][: dataset.n_train]  # a suspect's text is what its reader needs, not its row number
     test_texts = None
     if test is not None:  # the test texts kept, as `_make` kept their ids
-        every = test[column]  # the column at once: a row at a time is a Dataset lookup each
+        every = test[column][:]  # the column at once, a list: a row at a time is a Dataset lookup each
         test_texts = tuple(every[int(i)] for i in _test_keep(np.asarray(y_test), request.subset))
     return replace(dataset, sample_names=tuple(texts), test_sample_names=test_texts)
 
