@@ -11,7 +11,8 @@ Ft the same for the M test samples:
 
 - exact copies: `np.unique` over the N + M rows, three copies of them as the dataset holds them, four
   with a test split (the rows concatenated first);
-- the features: two F while they are made (the float32 copy and the rows kept);
+- the features: two F while they are made (the float32 copy and the rows kept), and F with two Ft
+  while the test split's are;
 - each k-nearest search of q queries against the N samples holds F and the queries, and per chunk
   of c = min(q, working memory / (8 N)) queries (scikit-learn's `working_memory`, 1 GiB by default)
   either a normalised copy of the samples (F), of the chunk (c x values x 4) and their product
