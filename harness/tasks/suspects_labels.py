@@ -7,7 +7,9 @@ that does not record it (cost, or suspects with `suggest=off`); the planner trai
 again to add it, recording what it recorded before along with it (the same numbers on a CPU with
 the same thread count: csl and p_label came back bit for bit). That costs a training per seed, so
 the planner's notice (`harness.upgrade_notice`) says it before training, with this task's way out,
-`RETRAINING_HINT`: `suspects.suggest=off` reuses the run as it is, without the columns.
+`RETRAINING_HINT`: `suspects.suggest=off` reuses the run as it is, without the columns. It is
+offered only where it alone spares the training: a run stored by the cost task lacks the last eval
+pass too, which suspects reads either way, so it trains again whatever is passed.
 """
 
 from __future__ import annotations
