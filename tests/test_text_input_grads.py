@@ -26,9 +26,9 @@ def text(tmp_path_factory) -> str:
     return f"hf:{saved},text=sentence,tokenizer={tok},max_length=16"
 
 
-def _run(dataset: str, proxies: str, tmp_path: Path) -> int:
+def _run(dataset: str, proxies: str, tmp_path: Path, *extra: str) -> int:
     return main(["run", "--dataset", dataset, "--model", "text_bow", "--epochs", "2", "--batch-size", "16",
-                 "--subset", "30", "--seeds", "1", "--noise-rates", "0.1", "--proxies", proxies,
+                 "--subset", "30", "--seeds", "1", "--noise-rates", "0.1", "--proxies", proxies, *extra,
                  "--tasks", "mislabeled", "--executor", "inprocess", "--no-progress", "--bootstrap", "0",
                  "--out", str(tmp_path / "out"), "--store", str(tmp_path / "store")])
 
@@ -63,3 +63,20 @@ def test_all_proxies_on_text_name_the_ones_that_apply(text, tmp_path, capsys) ->
 
 def test_text_without_input_gradient_proxies_still_runs(text, tmp_path) -> None:
     assert _run(text, "csl,aum", tmp_path) == 0
+
+
+def test_no_paste_with_proxy_arg(text, tmp_path, capsys) -> None:
+    """The rest is pasted only without --proxy-arg: a pasted label holds its parameters
+    (`el2n(window=0.2)`), which the same --proxy-arg given again repeats, refused."""
+    arg = ("--proxy-arg", "el2n.window=0.2")
+    assert _run(text, "el2n,loss_sensitivity", tmp_path, *arg) == 2
+    err = capsys.readouterr().err
+    assert err.rstrip().endswith("drop them from --proxies for text"), err
+    # what the old line offered is refused with that --proxy-arg: the parameter given twice
+    assert _run(text, "el2n(window=0.2)", tmp_path, *arg) == 2
+    assert "given both by --proxy-arg and in --proxies" in capsys.readouterr().err
+
+
+def test_paste_without_proxy_arg(text, tmp_path, capsys) -> None:
+    assert _run(text, "el2n(window=0.2),loss_sensitivity", tmp_path) == 2
+    assert capsys.readouterr().err.rstrip().endswith("for text, e.g. --proxies 'el2n(window=0.2)'")
