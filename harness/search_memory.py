@@ -152,8 +152,10 @@ def _cgroup_room() -> int | None:
 
 
 def _read(path: str) -> str | None:
+    """The file's text, decoded as paths are: a cgroup name that is not valid in the locale's encoding
+    (`/proc/self/cgroup`) was a decode error, read as no file, so the cgroup's limit went unchecked."""
     try:
-        return Path(path).read_text()
+        return os.fsdecode(Path(path).read_bytes())
     except (OSError, ValueError):
         return None
 

@@ -28,3 +28,12 @@ def test_the_smallest_room_of_own_and_parent(monkeypatch) -> None:
              f"{parent}/memory.limit_in_bytes": str(6 * GIB), f"{parent}/memory.usage_in_bytes": str(4 * GIB)}
     monkeypatch.setattr(search_memory, "_read", files.get)
     assert available_bytes() == 2 * GIB  # the parent's room, not the own cgroup's 7 GiB
+
+
+def test_a_cgroup_name_not_in_the_locales_encoding_is_read(tmp_path) -> None:
+    """`/proc/self/cgroup` names the cgroup's folders, in bytes: one that did not decode was read as
+    no file, and the limit went unchecked (harness.executors.cpus decodes it as paths are too)."""
+    cgroup = tmp_path / "cgroup"
+    cgroup.write_bytes(b"0::/user.slice/caf\xe9/job\n")
+    text = search_memory._read(str(cgroup))
+    assert text is not None and text.startswith("0::/user.slice/caf") and text.endswith("/job\n")
