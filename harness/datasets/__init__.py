@@ -10,6 +10,8 @@
     harness.datasets.pixels            PIL images to uint8 pixels (8-bit only; the gray/RGB rule of imagefolder and hf)
     harness.datasets.npz               npz:PATH
     harness.datasets.hf                hf:PATH (a Hugging Face dataset saved with save_to_disk)
+    harness.datasets.hf_labels           its label column as class ids (npz:'s rules; test ids by name)
+    harness.datasets.hf_text             its text column as token ids (cut, padded, warned)
 
 Adding a dataset is one module: a function `load(request) -> Dataset` decorated with
 `@register_dataset(NAME, DESCRIPTION)`, imported before the name is loaded (here, for a built-in;

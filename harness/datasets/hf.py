@@ -19,7 +19,8 @@ Samples are in the stored row order (row i is sample i). Images must share one s
 they become uint8 (N, C, H, W), gray when every image is gray, else RGB (`harness.datasets.pixels`,
 the rule `imagefolder:` follows too). Text becomes int64 token ids (N, L, 1, 1), tokenizer id + 1
 with 0 for padding, L = min(max_length, longest sample), for the text models of the registry
-(`text_bow`, `text_cnn`). Labels are validated as `npz:`'s are: every class occurs in training.
+(`text_bow`, `text_cnn`; `harness.datasets.hf_text`). Labels are validated as `npz:`'s are: every
+class occurs in training (`harness.datasets.hf_labels`).
 
 The fingerprint is a SHA-256 of what the model sees (the decoded images or token ids, the labels
 and the class names), so the same saved dataset always gets the same store addresses
@@ -42,14 +43,16 @@ from typing import Any
 import numpy as np
 
 from harness.datasets.base import Dataset, LoadRequest, _make, _test_keep, register_dataset
+from harness.datasets.hf_labels import class_ids, class_names, label_column, test_class_ids
 from harness.datasets.hf_text import pad, tokenize
 from harness.datasets.names import saved_by_save_to_disk
-from harness.datasets.npz import _npz_classes
 from harness.datasets.pixels import decode_row, match_splits, stack
 from harness.errors import HarnessError
 from harness.values import expand_home
 
 __all__ = ["HFOptions", "parse_hf_name"]
+
+_labels = class_ids  # its name here before hf_labels.py: `from harness.datasets.hf import _labels` works
 
 _OPTIONS = ("image", "text", "label", "tokenizer", "max_length", "split", "test")
 _OPTION_RE = re.compile(r",([A-Za-z_][A-Za-z0-9_]*)=")
@@ -136,13 +139,13 @@ def _load_hf(request: LoadRequest) -> Dataset:
         raise HarnessError(f"{name}: datasets.load_from_disk cannot read {path} ({type(exc).__name__}: "
                            f"{str(exc)[:200]}); the folder may be damaged or empty; {_SAVE_HINT}") from exc
     train, test = _splits(name, opts, loaded, is_dict)
-    label = _label_column(name, opts, train)
+    label = label_column(name, opts.label, train)
     column_kind, column = _input_column(name, opts, train, label)
     if test is not None:
         _require_columns(name, test, "test", [column, label])
-    y = _labels(name, train, label, "train")
-    y_test = _test_labels(name, train, test, label) if test is not None else y[:0]
-    classes = _class_names(name, train, label, y, y_test)
+    y = class_ids(name, train, label, "train")
+    y_test = test_class_ids(name, train, test, label) if test is not None else y[:0]
+    classes = class_names(name, train, label, y, y_test)
     if column_kind == "image":
         x = _images(name, train, column)
         has_test = test is not None and len(test) > 0
@@ -277,76 +280,6 @@ def _input_column(name: str, opts: HFOptions, train: Any, label: str) -> tuple[s
     found = f"Image columns {image_cols}, string columns {text_cols}"
     raise HarnessError(f"{name}: cannot tell the input column ({found}; all columns {train.column_names}); set "
                        f"image=COLUMN or text=COLUMN,tokenizer=NAME_OR_DIR")
-
-
-def _label_column(name: str, opts: HFOptions, train: Any) -> str:
-    cols = train.column_names
-    if opts.label is not None:
-        if opts.label not in cols:
-            raise HarnessError(f"{name}: no label column {opts.label!r}; the dataset has columns {cols} "
-                               f"(set label=COLUMN)")
-        return opts.label
-    for guess in ("label", "labels"):
-        if guess in cols:
-            return guess
-    raise HarnessError(f"{name}: no label column (looked for 'label' and 'labels'); the dataset has columns {cols}; "
-                       f"set label=COLUMN")
-
-
-def _labels(name: str, split: Any, column: str, split_name: str) -> np.ndarray:
-    """Integer class ids 0..C-1 (a ClassLabel or an integer Value column); anything else says how to fix it."""
-    import datasets
-
-    feature = split.features[column]
-    kind = feature.dtype if isinstance(feature, datasets.Value) else None
-    if isinstance(feature, datasets.ClassLabel) or (kind is not None and re.fullmatch(r"u?int\d+", kind)):
-        # through Arrow: with_format("numpy")[column] made ~200 Python calls a row (datasets 4+), minutes on 1e6
-        y = np.asarray(split.select_columns([column]).with_format("arrow")[:].column(0).to_numpy(zero_copy_only=False))
-        if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer):
-            raise HarnessError(f"{name}: label column {column!r} ({split_name}) must hold one integer per row, got "
-                               f"{y.dtype} {y.shape}")
-        if len(y) and y.min() < 0:
-            bad = np.flatnonzero(y < 0)
-            raise HarnessError(f"{name}: label column {column!r} ({split_name}) has negative class id {int(y.min())} "
-                               f"in {len(bad)} row(s) (first: {bad[:5].tolist()}); unlabeled rows (-1, e.g. a GLUE "
-                               f"test split) cannot be trained or scored: drop them, or pick test=NAME / test=none")
-        return y.astype(np.int64)
-    if kind is not None and "float" in kind:
-        fix = (f"cast it: dataset.cast_column({column!r}, datasets.Value('int64')) when the floats are whole "
-               f"class ids, or dataset.class_encode_column({column!r}) for arbitrary values")
-        raise HarnessError(f"{name}: label column {column!r} holds {kind}, not class ids; {fix}")
-    if kind is not None and "string" in kind:
-        raise HarnessError(f"{name}: label column {column!r} holds strings, not class ids; encode them with "
-                           f"dataset.class_encode_column({column!r}) before save_to_disk")
-    raise HarnessError(f"{name}: label column {column!r} is {feature!r}; it must be a ClassLabel or integer class "
-                       f"ids (set label=COLUMN to pick another column)")
-
-
-def _test_labels(name: str, train: Any, test: Any, column: str) -> np.ndarray:
-    """The test split's class ids in the training split's numbering, mapped by ClassLabel name: splits saved
-    apart may name their ids otherwise (a class missing from one), and test accuracy used the wrong classes."""
-    import datasets
-
-    y, ours, theirs = _labels(name, test, column, "test"), train.features[column], test.features[column]
-    if not isinstance(ours, datasets.ClassLabel) or not isinstance(theirs, datasets.ClassLabel) or ours == theirs:
-        return y
-    unknown = sorted({theirs.names[i] for i in np.unique(y)} - set(ours.names))
-    if unknown:
-        raise HarnessError(f"{name}: the test split's labels {unknown[:5]} are not classes of the training split "
-                           f"({ours.names[:10]}); drop those rows, or pick test=NAME / test=none")
-    return np.array([ours.names.index(c) if c in ours.names else -1 for c in theirs.names], dtype=np.int64)[y]
-
-
-def _class_names(name: str, train: Any, column: str, y: np.ndarray, y_test: np.ndarray) -> list[str]:
-    """ClassLabel names, else 0..max(y) checked as npz: does (every class present, at least 2)."""
-    import datasets
-
-    feature = train.features[column]
-    names = np.asarray(feature.names) if isinstance(feature, datasets.ClassLabel) else None
-    fix = (f"re-encode column {column!r} with ids 0..C-1 of the classes that occur (a ClassLabel naming only "
-           f"those), or filter the dataset" if names is not None else f"encode column {column!r} (e.g. ratings 1..5) "
-           f"as ids 0..C-1 of the values that occur: dataset.class_encode_column({column!r}) before save_to_disk")
-    return _npz_classes(name, names, y, y_test, fix)
 
 
 # --------------------------------------------------------------------------------------------
