@@ -46,8 +46,8 @@ from __future__ import annotations
 
 import os
 import sys
-from pathlib import Path
 
+from harness.cgroups import SELF_CGROUP, cgroup_folders, read_text
 from harness.near_duplicates import mirror_rows
 
 #: What the measured peaks held beyond the phases counted (83 to 115 MiB at every size): mostly
@@ -55,6 +55,9 @@ from harness.near_duplicates import mirror_rows
 OVERHEAD = 128 * 2**20
 #: scikit-learn's default `working_memory` in MiB, which sizes its chunks (`working_mib`).
 WORKING_MIB = 1024
+#: A cgroup's memory limit, its usage and the reclaimable cache `memory.stat` counts, in v2 and v1.
+V2_NAMES = ("memory.max", "memory.current", "inactive_file")
+V1_NAMES = ("memory.limit_in_bytes", "memory.usage_in_bytes", "total_inactive_file")
 
 
 def search_peak_bytes(n: int, m: int, values: int, mirrored: bool, item: int = 1, table: bool = False,
@@ -129,18 +132,8 @@ def _cgroup_room() -> int | None:
     The smallest room of the process's own cgroup and its ancestors: a limit set on a parent (a
     Slurm job's, above its step's "max") applies to the process all the same."""
     rooms = []
-    for line in (_read("/proc/self/cgroup") or "").splitlines():
-        number, controllers, path = (line.split(":", 2) + ["", ""])[:3]
-        if number == "0" and not controllers:  # v2: 0::/path
-            mount, names = "/sys/fs/cgroup", ("memory.max", "memory.current", "inactive_file")
-        elif "memory" in controllers.split(","):  # v1: N:memory:/path
-            mount, names = "/sys/fs/cgroup/memory", ("memory.limit_in_bytes", "memory.usage_in_bytes",
-                                                     "total_inactive_file")
-        else:
-            continue
-        parts = [part for part in path.split("/") if part]
-        # the own cgroup, its ancestors, and the hierarchy's root (a container's view: its path not mounted)
-        for folder in (mount + "".join("/" + part for part in parts[:i]) for i in range(len(parts), -1, -1)):
+    for folder in cgroup_folders(_read(str(SELF_CGROUP)) or "", "memory"):
+        for names in V2_NAMES, V1_NAMES:  # a folder holds one version's files
             limit, usage = _read(f"{folder}/{names[0]}"), _read(f"{folder}/{names[1]}")
             if limit is None or usage is None:
                 continue
@@ -151,13 +144,8 @@ def _cgroup_room() -> int | None:
     return min(rooms) if rooms else None
 
 
-def _read(path: str) -> str | None:
-    """The file's text, decoded as paths are: a cgroup name that is not valid in the locale's encoding
-    (`/proc/self/cgroup`) was a decode error, read as no file, so the cgroup's limit went unchecked."""
-    try:
-        return os.fsdecode(Path(path).read_bytes())
-    except (OSError, ValueError):
-        return None
+#: Files are read decoded as paths are (`harness.cgroups.read_text`); tests replace it with a dict's `get`.
+_read = read_text
 
 
 def _fields(text: str | None) -> dict[str, int]:

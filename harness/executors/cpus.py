@@ -13,8 +13,7 @@ import math
 import os
 from pathlib import Path
 
-CGROUP_ROOT = Path("/sys/fs/cgroup")
-SELF_CGROUP = Path("/proc/self/cgroup")
+from harness.cgroups import CGROUP_ROOT, SELF_CGROUP, cgroup_folders, read_text
 
 
 def usable_cpus(root: Path = CGROUP_ROOT, self_cgroup: Path = SELF_CGROUP) -> int:
@@ -42,26 +41,9 @@ def cgroup_cpu_quota(root: Path = CGROUP_ROOT, self_cgroup: Path = SELF_CGROUP) 
 
 
 def _cgroup_dirs(root: Path, self_cgroup: Path) -> list[Path]:
-    """Folders whose CPU limits apply: for each CPU hierarchy (v2's unified one, v1's `cpu`), the
-    process's own cgroup folder and every ancestor up to the mount point. In a container the path
-    /proc shows may be the host's; the mount point itself (the container's cgroup) is always read."""
-    try:  # bytes, decoded as paths are: a cgroup name that is not ASCII crashed under LC_ALL=C
-        lines = os.fsdecode(self_cgroup.read_bytes()).splitlines()
-    except OSError:
-        lines = []
-    dirs = [root]  # cgroup v2 in a container, or a v2-only host without /proc/self/cgroup
-    for line in lines:
-        _, controllers, path = (line.split(":", 2) + ["", ""])[:3]
-        if controllers == "":  # v2
-            mounts = [root, root / "unified"]
-        elif "cpu" in controllers.split(","):  # v1: /sys/fs/cgroup/cpu or cpu,cpuacct
-            mounts = [root / "cpu", root / controllers, root / "cpu,cpuacct"]
-        else:
-            continue
-        rel = Path(path.strip().lstrip("/"))
-        for mount in mounts:
-            dirs += [mount / rel, *[mount / p for p in rel.parents]]
-    return list(dict.fromkeys(dirs))
+    """Folders whose CPU limits apply (`harness.cgroups`), and `root` always: cgroup v2 in a container, or
+    a v2-only host without /proc/self/cgroup."""
+    return list(dict.fromkeys([root, *cgroup_folders(read_text(self_cgroup) or "", "cpu", root)]))
 
 
 def _quota(folder: Path) -> float | None:
