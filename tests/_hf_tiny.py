@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never the network, whatever a test asks for
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -44,6 +46,14 @@ def make_tokenizer(directory: Path) -> Path:
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]")
     fast.save_pretrained(str(directory))
     return directory
+
+
+def tokenizer(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """`make_tokenizer`'s tokenizer loaded back with AutoTokenizer, as a user's saved one is: the `tok`
+    fixture of the Trainer tests (one place, so they cannot drift apart)."""
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(make_tokenizer(tmp_path_factory.mktemp("tok"))))
 
 
 def save_text_dataset(path: Path, n: int = 64, n_test: int = 16, *, column: str = "sentence",

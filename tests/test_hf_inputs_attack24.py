@@ -26,7 +26,6 @@ import _hf_tiny as tiny  # noqa: E402  (sets HF_HUB_OFFLINE / TRANSFORMERS_OFFLI
 sys.path.pop(0)
 import datasets  # noqa: E402
 from transformers import (  # noqa: E402
-    AutoTokenizer,
     BertConfig,
     BertForMultipleChoice,
     BertForSequenceClassification,
@@ -45,7 +44,7 @@ NAMES = ["neg", "pos", "meh"]
 
 @pytest.fixture(scope="module")
 def tok(tmp_path_factory) -> Any:
-    return AutoTokenizer.from_pretrained(str(tiny.make_tokenizer(tmp_path_factory.mktemp("tok"))))
+    return tiny.tokenizer(tmp_path_factory)
 
 
 def _data(tok: Any, label: str = "label") -> Any:

@@ -25,7 +25,6 @@ import _hf_tiny as tiny  # noqa: E402  (sets HF_HUB_OFFLINE / TRANSFORMERS_OFFLI
 sys.path.pop(0)
 import datasets  # noqa: E402
 from transformers import (  # noqa: E402
-    AutoTokenizer,
     BertConfig,
     BertForSequenceClassification,
     DataCollatorWithPadding,
@@ -41,7 +40,7 @@ NAMES = ["neg", "pos", "meh"]
 
 @pytest.fixture(scope="module")
 def tok(tmp_path_factory) -> Any:
-    return AutoTokenizer.from_pretrained(str(tiny.make_tokenizer(tmp_path_factory.mktemp("tok"))))
+    return tiny.tokenizer(tmp_path_factory)
 
 
 def _reviews(tok: Any, n: int = 16, *, label: str = "topic") -> Any:

@@ -22,7 +22,6 @@ import _hf_tiny as tiny  # noqa: E402  (sets HF_HUB_OFFLINE / TRANSFORMERS_OFFLI
 sys.path.pop(0)
 import datasets  # noqa: E402
 from transformers import (  # noqa: E402
-    AutoTokenizer,
     BertConfig,
     BertForSequenceClassification,
     DataCollatorWithPadding,
@@ -45,7 +44,7 @@ assert os.environ["HF_HUB_OFFLINE"] == "1"
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
-    tok = AutoTokenizer.from_pretrained(str(tiny.make_tokenizer(tmp_path_factory.mktemp("tok"))))
+    tok = tiny.tokenizer(tmp_path_factory)
     texts, y = tiny.text_corpus(N)
     y[:4] = 1 - y[:4]  # a few wrong labels
     enc = tok(texts, truncation=True, max_length=32)
