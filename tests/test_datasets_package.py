@@ -146,7 +146,7 @@ def _imports(file: Path) -> set[str]:
 
 
 def test_no_import_cycle() -> None:
-    """Inside the package, modules import base (and hf imports npz), never the package or each other
+    """Inside the package, modules import base (and hf_labels imports npz), never the package or each other
     in a loop; outside it, only harness's leaf modules (errors, io, registry, values), so no cycle can pass
     through the rest of the harness (nor through the `harness.data` alias). `harness.values` is a
     leaf too (it imports only errors): its `expand_home` turns a `~user` that cannot expand into one line."""
