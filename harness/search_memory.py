@@ -106,12 +106,26 @@ def in_units(size: int) -> str:
     return f"{size / 2**30:.1f} GiB" if size >= 2**30 else f"{size / 2**20:.0f} MiB"
 
 
-def available_bytes() -> int | None:
+class Available(int):
+    """Bytes available, knowing whether a cgroup's limit set them: a refusal that says "this machine
+    has" 2 GiB on a 256 GiB host misleads; the container's (or Slurm job's) limit is what to raise."""
+
+    cgroup: bool
+
+    def __new__(cls, size: int, cgroup: bool = False) -> Available:
+        self = super().__new__(cls, size)
+        self.cgroup = cgroup
+        return self
+
+
+def available_bytes() -> Available | None:
     """The memory this process can have now without swapping or its container's out-of-memory kill:
     the machine's, capped by the room under its cgroup's limit; None where neither can be read."""
     machine = _machine_available()
     room = _cgroup_room()
-    return machine if room is None else room if machine is None else min(machine, room)
+    if room is not None and (machine is None or room < machine):
+        return Available(room, cgroup=True)
+    return None if machine is None else Available(machine)
 
 
 def _machine_available() -> int | None:

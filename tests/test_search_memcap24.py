@@ -17,7 +17,7 @@ import harness.near_duplicates as nd
 import harness.search_memory as search_memory
 import harness.tasks.suspects as suspects
 from harness.errors import HarnessError
-from harness.search_memory import OVERHEAD, available_bytes, in_units, search_peak_bytes
+from harness.search_memory import OVERHEAD, Available, available_bytes, in_units, search_peak_bytes
 
 GIB = 2**30
 
@@ -90,7 +90,7 @@ def test_the_chunks_follow_scikit_learns_working_memory(monkeypatch) -> None:
 
 
 def test_a_search_that_would_not_fit_is_refused_with_its_estimate(monkeypatch) -> None:
-    monkeypatch.setattr(suspects, "available_bytes", lambda: 16 * GIB)
+    monkeypatch.setattr(suspects, "available_bytes", lambda: Available(16 * GIB))
     dataset = _images(20_000, (3, 224, 224))  # within the work cap, ~27 GiB
     with pytest.raises(HarnessError) as refused:
         suspects.check_search_size(dataset)
@@ -99,14 +99,24 @@ def test_a_search_that_would_not_fit_is_refused_with_its_estimate(monkeypatch) -
         "memory and this machine has 16.0 GiB available, so it would run out after training; pass --task-arg "
         "suspects.duplicates=exact (byte-equal copies only), --task-arg suspects.duplicates=off, or a smaller "
         "--subset")
-    monkeypatch.setattr(suspects, "available_bytes", lambda: 27 * GIB)
+    monkeypatch.setattr(suspects, "available_bytes", lambda: Available(27 * GIB))
     suspects.check_search_size(dataset)  # 26.8 GiB fits
+
+
+def test_a_refusal_under_a_cgroups_limit_names_the_limit_not_the_machine(monkeypatch) -> None:
+    """A container's (or Slurm job's) limit is what to raise: "this machine has 16 GiB" misled on a big host."""
+    monkeypatch.setattr(suspects, "available_bytes", lambda: Available(16 * GIB, cgroup=True))
+    with pytest.raises(HarnessError) as refused:
+        suspects.check_search_size(_images(20_000, (3, 224, 224)))
+    assert ("needs an estimated 26.8 GiB of memory and this process's memory limit (its container's or job's "
+            "cgroup) leaves 16.0 GiB available, so it would run out after training; pass --task-arg "
+            "suspects.duplicates=exact") in str(refused.value)
 
 
 def test_the_cli_refuses_before_training(tmp_path, monkeypatch, capsys) -> None:
     from harness.cli import main
 
-    monkeypatch.setattr(suspects, "available_bytes", lambda: 2**20)  # 1 MiB: not even digits fits
+    monkeypatch.setattr(suspects, "available_bytes", lambda: Available(2**20))  # 1 MiB: not even digits fits
     argv = ["run", "--tasks", "suspects", "--proxies", "csl", "--epochs", "1", "--store", str(tmp_path / "store"),
             "--out", str(tmp_path / "out"), "--seeds", "1", "--executor", "inprocess"]
     assert main(argv) == 2
@@ -120,7 +130,7 @@ def test_the_cli_refuses_before_training(tmp_path, monkeypatch, capsys) -> None:
 def test_digits_is_not_refused_and_unknown_memory_is_not_checked(monkeypatch) -> None:
     from harness.datasets.digits import _load_digits
 
-    monkeypatch.setattr(suspects, "available_bytes", lambda: 256 * 2**20)
+    monkeypatch.setattr(suspects, "available_bytes", lambda: Available(256 * 2**20))
     suspects.check_search_size(_load_digits(None))  # ~152 MiB
     monkeypatch.setattr(suspects, "available_bytes", lambda: None)
     suspects.check_search_size(_images(20_000, (3, 224, 224)))  # no figure to compare with: not checked
@@ -170,6 +180,20 @@ def test_a_containers_memory_limit_caps_what_is_available(monkeypatch) -> None:
     _files(monkeypatch, {"/proc/meminfo": MEMINFO, "/proc/self/cgroup": "4:memory:/\n",
                          f"{root}/memory.limit_in_bytes": "9223372036854771712", f"{root}/memory.usage_in_bytes": "1"})
     assert available_bytes() == 20_000_000 * 1024  # v1's "no limit"
+
+
+def test_the_figure_says_whether_a_cgroups_limit_set_it(monkeypatch) -> None:
+    """The refusal names the container's limit only where that limit, not the machine, set the figure."""
+    own = "/sys/fs/cgroup/job"
+    files = {"/proc/meminfo": MEMINFO, "/proc/self/cgroup": "0::/job\n", f"{own}/memory.current": "0\n"}
+    for limit, expected in ((GIB, (GIB, True)), (100 * GIB, (20_000_000 * 1024, False))):
+        _files(monkeypatch, {**files, f"{own}/memory.max": f"{limit}\n"})
+        available = available_bytes()
+        assert available is not None and (available, available.cgroup) == expected
+    _files(monkeypatch, {"/proc/self/cgroup": "0::/job\n", f"{own}/memory.current": "0\n", f"{own}/memory.max": "5"})
+    monkeypatch.setattr(search_memory.os, "sysconf", lambda name: (_ for _ in ()).throw(ValueError(name)))
+    available = available_bytes()  # no machine figure: the limit's
+    assert available is not None and (available, available.cgroup) == (5, True)
 
 
 MEASURE = """

@@ -115,9 +115,11 @@ def check_search_memory(dataset: Dataset) -> None:
     available = available_bytes()
     if available is not None and need > available:
         test = f" (and {m} test samples)" if m else ""
+        has = ("this process's memory limit (its container's or job's cgroup) leaves" if available.cgroup
+               else "this machine has")
         raise HarnessError(f"suspects: a near-duplicate search over {n} samples{test} of {values} values needs an "
-                           f"estimated {in_units(need)} of memory and this machine has {in_units(available)} "
-                           "available, so it would run out after training; pass --task-arg "
+                           f"estimated {in_units(need)} of memory and {has} {in_units(available)} available, so it "
+                           "would run out after training; pass --task-arg "
                            "suspects.duplicates=exact (byte-equal copies only), --task-arg suspects.duplicates=off, "
                            "or a smaller --subset")
 
