@@ -14,7 +14,7 @@ import numpy as np
 from harness.datasets.npz import _npz_classes
 from harness.errors import HarnessError
 
-__all__ = ["class_ids", "class_names", "label_column", "test_class_ids"]
+__all__ = ["arrow_column", "class_ids", "class_names", "label_column", "test_class_ids"]
 
 
 def label_column(name: str, given: str | None, train: Any) -> str:
@@ -32,6 +32,14 @@ def label_column(name: str, given: str | None, train: Any) -> str:
                        f"set label=COLUMN")
 
 
+def arrow_column(dataset: Any, column: str) -> Any:
+    """One column of a `datasets.Dataset` as an Arrow array, in the dataset's row order (after a
+    shuffle or select too), in a constant number of Python calls: `with_format("numpy")[column]`
+    converts datasets 4's lazy `Column` row by row (~200-400 calls a row, minutes on a million rows).
+    The `hf:` loader and `CSLTrainer`'s checks both read labels so."""
+    return dataset.select_columns([column]).with_format("arrow")[:].column(0)
+
+
 def class_ids(name: str, split: Any, column: str, split_name: str) -> np.ndarray:
     """Integer class ids 0..C-1 (a ClassLabel or an integer Value column); anything else says how to fix it."""
     import datasets
@@ -39,8 +47,7 @@ def class_ids(name: str, split: Any, column: str, split_name: str) -> np.ndarray
     feature = split.features[column]
     kind = feature.dtype if isinstance(feature, datasets.Value) else None
     if isinstance(feature, datasets.ClassLabel) or (kind is not None and re.fullmatch(r"u?int\d+", kind)):
-        # through Arrow: with_format("numpy")[column] made ~200 Python calls a row (datasets 4+), minutes on 1e6
-        y = np.asarray(split.select_columns([column]).with_format("arrow")[:].column(0).to_numpy(zero_copy_only=False))
+        y = np.asarray(arrow_column(split, column).to_numpy(zero_copy_only=False))
         if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer):
             raise HarnessError(f"{name}: label column {column!r} ({split_name}) must hold one integer per row, got "
                                f"{y.dtype} {y.shape}")

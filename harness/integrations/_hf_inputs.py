@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 from torch import nn
 
+from harness.datasets.hf_labels import arrow_column
 from harness.errors import HarnessError
 from harness.integrations._common import WithIndex
 from harness.integrations._hf_data import INDEX_KEY, IndexCollator
@@ -52,7 +53,7 @@ def check_train_dataset(dataset: Any, n: int, label_names: Sequence[str] | None,
         return
     readable = hasattr(inner, "__len__")  # an IterableDataset's rows are read only by iterating it
     if readable and INDEX_KEY in columns:
-        _check_index(_numpy(_read(inner, INDEX_KEY)), n)
+        _check_index(_numpy(arrow_column(inner, INDEX_KEY)), n)
     if (getattr(inner, "format", None) or {}).get("type") == "custom":  # set_transform: rows are what it makes
         return
     wanted = [*(label_names or ()), "labels", "label"]
@@ -90,13 +91,6 @@ def _head_size(model: Any) -> int | None:
     return size if isinstance(size, int) else None
 
 
-def _read(dataset: Any, column: str) -> Any:
-    """One column as an Arrow array (in the dataset's row order, after a shuffle or select too): a
-    constant number of Python calls; `with_format("numpy")[column]` makes ~400 per row (datasets 4's
-    lazy `Column`, converted row by row), minutes on a million rows."""
-    return dataset.select_columns([column]).with_format("arrow")[:].column(0)
-
-
 def _numpy(values: Any) -> np.ndarray:
     """An Arrow integer array as numpy, a null (a row without a value) read as -1."""
     return np.asarray(values.fill_null(-1).to_numpy(zero_copy_only=False))
@@ -124,7 +118,7 @@ def _check_labels(dataset: Any, column: str, feature: Any, num_labels: int | Non
                            f"dataset.features[{column!r}].names)")
     if dataset is None or not re.fullmatch(r"u?int\d+", kind):  # floats, lists ...: the batch checks say so
         return
-    values = _read(dataset, column)
+    values = arrow_column(dataset, column)
     if values.null_count:
         raise HarnessError(f"CSLTrainer: label column {column!r} has no label (None) in {values.null_count} row(s); "
                            f"unlabeled rows have no loss: drop them first, "
