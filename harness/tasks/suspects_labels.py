@@ -17,6 +17,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from harness.tracker.class_names import insert_name_columns
+
 #: `suspects.suggest`: on (record the sums, write the columns) or off (neither).
 SUGGEST_MODES = ("on", "off")
 #: The way to reuse a stored run that lacks the suggested label's recorder, in the planner's notice.
@@ -28,8 +30,5 @@ def with_class_names(pairs: pd.DataFrame, names: np.ndarray, columns: tuple[str,
     up the class order (the suspects CSV has `label_name` for the same reason). Other columns are
     kept where they are, whatever they are."""
     pairs = pairs.copy()
-    for column in columns:
-        at = pairs.columns.get_loc(column)
-        assert isinstance(at, int)  # a label column appears once
-        pairs.insert(at + 1, f"{column}_name", names[pairs[column].to_numpy(dtype=np.int64)])
+    insert_name_columns(pairs, names, columns)
     return pairs

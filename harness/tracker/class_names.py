@@ -56,10 +56,12 @@ def check_class_count(names: list[str], ids: Iterable[np.ndarray], num_classes: 
                            f"{num_classes}; {FIX}")
 
 
-def insert_name_columns(table: pd.DataFrame, names: list[str]) -> None:
-    """`label_name` after `label` and `predicted_name` after `predicted` (an id of <NA>: no name)."""
-    lookup = np.asarray(names, dtype=object)
-    for column in ("label", "predicted"):
+def insert_name_columns(table: pd.DataFrame, names: Iterable[str],
+                        columns: tuple[str, ...] = ("label", "predicted")) -> None:
+    """`<column>_name` right after each class-id column of `columns` (an id of <NA>: no name): the
+    tracker's `label_name` and `predicted_name`, the suspects task's pair tables' `label_a_name`, ..."""
+    lookup = np.asarray(list(names), dtype=object)
+    for column in columns:
         ids = pd.array(table[column], dtype="Int64")
         missing = np.asarray(ids.isna(), dtype=bool)
         values = lookup[np.where(missing, 0, ids.fillna(0).to_numpy(dtype=np.int64))]
