@@ -15,7 +15,8 @@ What memprox adds, because Ray alone gets these wrong for a command-line tool (d
   line (`ClusterLost`, exit 1, stored runs kept) before Ray would end the process after 60 s; a job
   no live node can hold after a node was lost is reported failed naming it, not left waiting (`ray_wait`).
 - Each job, unless it runs the driver's own install, checks that its node's memprox is the driver's (`ray_same_code`): a
-  node with another version or commit trained with its own code, silently; now it ends the run.
+  node with another version or commit trained with its own code, silently; now it ends the run. A node
+  with another torch, numpy, scikit-learn or cleanlab is said once, in a warning line (`ray_versions`).
 - A local Ray listens on loopback only, with a private (0600) token file, and a reaper kills its
   processes once the driver is gone, kill -9 included (Ray's agents outlive a killed driver).
 """
@@ -76,6 +77,7 @@ from harness.executors.ray_probe import StoreProbe
 from harness.executors.ray_same_code import check_outcome, differs, same_code
 from harness.executors.ray_signals import _signals_kept
 from harness.executors.ray_timeout import JobClocks
+from harness.executors.ray_versions import NodeVersions
 from harness.executors.ray_wait import LOST_AFTER_S, POLL_S, ClusterLost, collect  # noqa: F401  (re-exported)
 from harness.option_checks import check_seconds
 
@@ -234,6 +236,7 @@ class RayExecutor(Executor):
         self.threads = threads  # of each job: a local Ray gets --workers x threads CPUs
         self._stop_key: str | None = None  # of the current run, on a connection the caller made
         self._finished: list[Outcome] = []  # jobs found finished when a run was stopped (take_finished)
+        self._versions = NodeVersions()  # a node's other torch, numpy, ...: said once (`ray_versions`)
         # a cluster to join is checked now, before the experiment writes anything
         self.target = cluster_address(address) if address else None
         self.head = check_reachable(self.target) if self.target else None
@@ -328,9 +331,10 @@ class RayExecutor(Executor):
             with contextlib.closing(outcomes):  # as `yield from` would: a Ctrl-C closes it at once
                 for job, outcome in outcomes:
                     check_outcome(outcome, f" at {self.target}" if self.target else "")
-                    yield job, outcome
+                    yield job, self._versions.result(outcome)
         finally:  # normal end: nothing left; Ctrl-C or a consumer error: keep what finished, stop the rest
-            self._finished = finished_results(ray, pending) if pending else []
+            self._finished = [(job, self._versions.result(outcome))
+                              for job, outcome in (finished_results(ray, pending) if pending else [])]
             try:
                 if pending or nodes.given_up:  # a job given up for a lost node is still in Ray's queue
                     self._stop({**pending, **nodes.given_up})

@@ -13,7 +13,9 @@ checkout meanwhile (a workflow this repository lives by), which failed a sound r
 from another environment on the same machine is compared: the host name alone let it through. The check is
 pickled by value (nested functions: cloudpickle sends their code), so an older or newer memprox on
 the node runs it all the same. A node without memprox cannot load a job at all; Ray's error for
-that (ModuleNotFoundError while it unpickles the job) becomes one line as well."""
+that (ModuleNotFoundError while it unpickles the job) becomes one line as well. A node whose code is the
+driver's but whose torch, numpy, scikit-learn or cleanlab differs trains, and is said in one warning line
+(`ray_versions`, which says why that is not refused)."""
 
 from __future__ import annotations
 
@@ -23,6 +25,7 @@ from collections.abc import Callable
 from typing import Any
 
 from harness.executors.base import JobFn, WorkersLost
+from harness.executors.ray_versions import OTHER, differences, package_versions
 
 #: memprox's packages, whose sources make up its code identity.
 PACKAGES = ("harness", "proxies", "baselines")
@@ -79,14 +82,17 @@ code_install = _install_fn()
 
 
 def same_code(fn: JobFn, driver: str | None = None, host: str | None = None,
-              install: tuple[str, ...] | None = None) -> JobFn:
+              install: tuple[str, ...] | None = None, versions: tuple[tuple[str, str], ...] | None = None) -> JobFn:
     """`fn`, run as it is on a node of host name `host` (default: this machine's) that imports memprox
     from the folders `install` (default: this process's), and on any other node only where its
     `code_identity` is `driver` (default: this process's); elsewhere the job returns (DIFFERS, the
     node's identity, the driver's, the node's host name) untrained. A worker on the driver's machine
-    with another install (a `ray start` from another environment) is compared like a remote node."""
+    with another install (a `ray start` from another environment) is compared like a remote node.
+    Where such a node's `package_versions` differ from `versions` (default: this process's), it trains
+    and returns (OTHER, the result, its host name, the differences) (`ray_versions`: a warning)."""
     driver, identity, where = driver or code_identity(), code_identity, code_install
     host, install = host or socket.gethostname(), install or code_install()
+    mine, read, compare = versions or package_versions(), package_versions, differences
 
     def checked(job: Any) -> Any:
         import socket
@@ -96,7 +102,9 @@ def same_code(fn: JobFn, driver: str | None = None, host: str | None = None,
             return fn(job)
         if (here := identity()) != driver:
             return (DIFFERS, here, driver, node)
-        return fn(job)
+        found = compare(read(), mine)  # as the job starts, as its manifest will record them
+        result = fn(job)
+        return (OTHER, result, node, found) if found else result
 
     return checked
 
