@@ -1,0 +1,206 @@
+"""Claims of the user pages that drift silently when the code moves (docs25): the pages the home page
+and the README list (every page of the site's nav), the run counts the quickstart plans, the extras
+table against pyproject.toml, the retraining notice docs/store.md shows, the worker start floor and
+the suggested label's memory bound the pages quote, the reserved proxy names docs/extending.md
+lists, the tracker example's suggested labels and the index column that hides a copied table row.
+Each reads the page and checks it against what the code plans, prints or computes, so a moved
+constant, a reworded notice or a page left out of the lists fails here instead of misleading a reader."""
+
+from __future__ import annotations
+
+import re
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+DOCS = ROOT / "docs"
+
+
+def _text(name: str) -> str:
+    """A page (under docs/, or the README) with its lines folded into one, so a claim may wrap anywhere."""
+    path = ROOT / name if name == "README.md" else DOCS / name
+    return " ".join(path.read_text(encoding="utf-8").split())
+
+
+def _block_after(page: str, marker: str) -> list[str]:
+    """The lines of the first fenced block after `marker` on `page`."""
+    text = (DOCS / page).read_text(encoding="utf-8")
+    after = text[text.index(marker):]
+    start = after.index("```")
+    body = after[after.index("\n", start) + 1:]
+    return body[:body.index("```")].splitlines()
+
+
+def _nav_pages() -> list[str]:
+    """The pages of mkdocs.yml's nav, API reference and the home page left out."""
+    nav = (ROOT / "mkdocs.yml").read_text(encoding="utf-8").split("\nnav:", 1)[1]
+    pages = re.findall(r":\s*([\w./-]+\.md)\s*$", nav, flags=re.M)
+    return [p for p in pages if p != "index.md" and not p.startswith("api/")]
+
+
+def test_every_page_of_the_site_is_listed_on_the_home_page_and_in_the_readme() -> None:
+    pages = _nav_pages()
+    assert len(pages) >= 18 and "integrations.md" in pages
+    home = (DOCS / "index.md").read_text(encoding="utf-8")
+    table = home[home.index("## The pages"):home.index("## Specification")]
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    documentation = readme[readme.index("## Documentation"):readme.index("## Specification")]
+    assert [p for p in pages if f"]({p})" not in table] == [], "index.md's table of pages lacks these"
+    assert [p for p in pages if f"](docs/{p})" not in documentation] == [], "the README's Documentation lacks these"
+
+
+def test_the_run_counts_the_quickstart_quotes_are_the_plans(tmp_path: Path) -> None:
+    """The image-folder line plans its runs as any dataset does: digits gives the same structure."""
+    from harness.api import experiment_config
+    from harness.experiment import Experiment
+
+    page = _text("quickstart.md")
+    many = re.search(r"plans (\d+) runs \((\d+) settings for each of (\d+) seeds", page)
+    one = re.search(r"with 1 seed, ([\d,]+) images and 2 epochs \((\d+) runs\)", page)
+    assert many and one, "the quickstart no longer quotes the image-folder line's run counts"
+    line = "--proxies all --tasks mislabeled,duplicates,cost"
+    assert page.count(line) >= 2  # the commands the counts are about
+    plans = {seeds: Experiment(experiment_config(proxies="all", tasks="mislabeled,duplicates,cost", seeds=seeds,
+                                                 store=tmp_path / "store")).plan for seeds in (3, 1)}
+    seeds = int(many.group(3))
+    assert seeds == 3
+    assert len(plans[3].runs) == int(many.group(1)) == 90
+    assert len(plans[3].settings) == int(many.group(2)) * seeds
+    assert len(plans[1].runs) == int(one.group(2)) == 30
+
+
+def test_the_extras_table_is_pyprojects() -> None:
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]["optional-dependencies"]
+    quickstart = (DOCS / "quickstart.md").read_text(encoding="utf-8")
+    rows = dict(re.findall(r"^\| `(\w+)` \| (.*?) \| .*\|$", quickstart, flags=re.M))
+    assert set(rows) == set(extras), "the quickstart's extras table names other extras than pyproject.toml"
+
+    def names(requirements: list[str]) -> set[str]:
+        return {re.split(r"[\[<>=!~ ]", r, maxsplit=1)[0] for r in requirements}
+
+    for extra in ("ray", "lightning"):  # quoted with their bounds
+        assert set(re.findall(r"`([^`]+)`", rows[extra])) == set(extras[extra])
+    for extra in ("hf", "docs"):  # quoted by name
+        assert set(re.findall(r"`([^`]+)`", rows[extra])) == names(extras[extra])
+    dev = names(extras["dev"])
+    assert {"pytest", "ruff", "mypy"} <= dev and set(re.findall(r"`([^`]+)`", rows["dev"])) <= dev
+    assert "all of the above" in rows["dev"]
+    assert {f"memprox[{e}]" for e in extras if e != "dev"} <= set(extras["dev"])
+
+
+def test_the_retraining_notice_the_store_page_shows_is_the_clis(tmp_path: Path, capsys) -> None:
+    """store.md shows the line `--proxies csl`, then `--proxies csl,final_loss` print (2 seeds), and the
+    rest `--proxies all` pastes after csl alone; both come from the planner, word for word."""
+    from harness.api import experiment_config
+    from harness.cli import main
+    from harness.experiment import Experiment
+
+    common = ["--tasks", "mislabeled", "--noise-rates", "0.1", "--seeds", "2", "--epochs", "1", "--subset", "300",
+              "--device", "cpu", "--executor", "inprocess", "--no-progress", "--store", str(tmp_path / "store")]
+    assert main(["run", "--proxies", "csl", *common, "--out", str(tmp_path / "a")]) == 0
+    page = _text("store.md")
+    paste = re.search(r"\(`e\.g\. (--proxies '[a-z_,]+')`", page)
+    assert paste, "store.md no longer shows the rest --proxies all pastes"
+    cfg = experiment_config(proxies="all", tasks="mislabeled", noise_rates=[0.1], seeds=2, epochs=1, subset=300,
+                            device="cpu", executor="inprocess", store=tmp_path / "store")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        Experiment(cfg).pending()  # the notice comes before anything trains
+    notices = [str(w.message) for w in caught if "lack recorder(s)" in str(w.message)]
+    assert len(notices) == 1 and notices[0].endswith(f"e.g. {paste.group(1)}")
+    capsys.readouterr()
+    assert main(["run", "--proxies", "csl,final_loss", *common, "--out", str(tmp_path / "b")]) == 0
+    err = capsys.readouterr().err.splitlines()
+    shown = _block_after("store.md", "the line is wrapped")
+    assert err[0] == shown[0]
+    notice = next(line for line in err if "lack recorder(s)" in line)
+    assert notice == " ".join(shown[1:])
+
+
+def test_the_worker_start_floor_the_executors_page_quotes_is_the_codes() -> None:
+    from harness.executors.local import START_FLOOR_S
+
+    said = re.search(r"A worker that is not ready within the limit or (\d+) s, whichever is longer",
+                     _text("executors.md"))
+    assert said and float(said.group(1)) == START_FLOOR_S
+
+
+def test_the_suggested_label_memory_bound_the_tracker_page_quotes_is_the_codes() -> None:
+    """Two float32 (N, C) arrays: 8 bytes per sample and class."""
+    from harness.tracker.class_probs import DEFAULT_LIMIT_BYTES
+
+    page = _text("own-training-loop.md")
+    said = re.search(r"two float32 \(N, C\) arrays.*? at most (\d+) GiB \(N x C up to 2\^(\d+): CIFAR-100's 50,000 x "
+                     r"100 takes (\d+) MB; ImageNet's 1\.28 M x 1,000 would take (\d+) GB", page)
+    assert said, "own-training-loop.md no longer quotes the suggested label's memory bound"
+    assert DEFAULT_LIMIT_BYTES == int(said.group(1)) * 2**30
+    assert DEFAULT_LIMIT_BYTES // (2 * 4) == 2 ** int(said.group(2))
+    assert round(50_000 * 100 * 8 / 1e6) == int(said.group(3))
+    assert round(1_280_000 * 1_000 * 8 / 1e9) == int(said.group(4))
+
+
+def test_the_names_extending_says_a_proxy_cannot_take_are_reserved() -> None:
+    from proxies.registry import RESERVED_NAMES
+
+    said = re.search(r"none of the columns the per-sample tables hold beside the proxies' \((.*?)\.\.\.: the error "
+                     r"lists them\)", _text("extending.md"))
+    assert said, "extending.md no longer lists the column names a proxy cannot take"
+    listed = re.findall(r"`([a-z_]+)`", said.group(1))
+    assert len(listed) >= 8 and set(listed) <= RESERVED_NAMES
+
+
+def test_the_tracker_examples_suggested_labels_are_the_pages(tmp_path: Path, monkeypatch) -> None:
+    """own-training-loop.md: in its example, the 20 suspects are all flipped, and the suggested label
+    and the final prediction each give 19 of them their true digit (10 epochs memorise none)."""
+    said = re.search(r"In the example above, (\d+) of the (\d+) suspects \(all flipped\) get their true digit, and "
+                     r"so does `predicted`", _text("own-training-loop.md"))
+    assert said, "own-training-loop.md no longer says how many suspects get their true digit"
+    text = (DOCS / "own-training-loop.md").read_text(encoding="utf-8")
+    example = next(b for b in re.findall(r"```python\n(.*?)```", text, flags=re.S) if "tracker.suspects(k=20)" in b)
+    monkeypatch.chdir(tmp_path)  # the example writes suspects.png where it runs
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as tests/test_docs.py runs the page's examples
+    try:
+        namespace: dict = {"print": lambda *a, **k: None}
+        exec(compile(example, "own-training-loop.md", "exec"), namespace)
+    finally:
+        torch.set_num_threads(threads)
+    suspects, flipped, clean = namespace["suspects"], namespace["flipped"], namespace["digits"].target
+    true = clean[suspects["index"].to_numpy()]
+    assert len(suspects) == int(said.group(2)) == 20
+    assert np.isin(suspects["index"], flipped).all()
+    assert int((suspects["suggested"].to_numpy() == true).sum()) == int(said.group(1)) == 19
+    assert int((suspects["predicted"].to_numpy() == true).sum()) == int(said.group(1))
+
+
+def test_an_index_column_hides_a_copied_row_unless_it_lies_near_its_original(tmp_path: Path) -> None:
+    """datasets.md: the wine data with one row repeated at its end under another label (179 rows):
+    the copy is found; with the index column to_csv writes, only a copy a few rows away still is."""
+    from sklearn.datasets import load_wine
+
+    from harness.datasets import load_dataset
+    from harness.near_duplicates import find_pairs
+
+    said = re.search(r"a copy of row (\d+) was still found, of row (\d+) or (\d+) not", _text("datasets.md"))
+    assert said, "datasets.md no longer says which copies the index column hides"
+    found, *hidden = (int(g) for g in said.groups())
+    wine = load_wine()
+
+    def pairs(row: int, index: bool) -> list[list[int]]:
+        x = np.vstack([wine.data, wine.data[row:row + 1]])
+        y = np.append(wine.target, (wine.target[row] + 1) % 3)
+        if index:
+            x = np.hstack([np.arange(len(x))[:, None], x])
+        path = tmp_path / f"wine{row}{index}.npz"
+        np.savez(path, x=x, y=y)
+        return find_pairs(load_dataset(f"npz:{path}").x_train)[["a", "b"]].values.tolist()
+
+    for row in (found, *hidden):
+        assert pairs(row, index=False) == [[row, 178]]
+    assert pairs(found, index=True) == [[found, 178]]
+    assert [pairs(row, index=True) for row in hidden] == [[], []]
