@@ -204,3 +204,33 @@ def test_an_index_column_hides_a_copied_row_unless_it_lies_near_its_original(tmp
         assert pairs(row, index=False) == [[row, 178]]
     assert pairs(found, index=True) == [[found, 178]]
     assert [pairs(row, index=True) for row in hidden] == [[], []]
+
+
+def _seconds(minutes: str, seconds: str) -> int:
+    return 60 * int(minutes) + int(seconds)
+
+
+def test_the_suite_times_testing_md_sums_up_are_its_measurements() -> None:
+    """testing.md's summary of its earlier measurements spans every idle run it lists, and the test
+    counts it compares the newest runs with are the listed ones."""
+    page = (DOCS / "testing.md").read_text(encoding="utf-8")
+    earlier = " ".join(page[page.index("## Earlier measurements"):].split())
+    span = re.search(r"On idle 2-core machines the suite took (\d+) min (\d+) s to (\d+) min (\d+) s as it grew from "
+                     r"about ([\d,]+) to ([\d,]+) tests", earlier)
+    assert span, "testing.md no longer sums up its earlier measurements"
+    low, high = _seconds(*span.group(1, 2)), _seconds(*span.group(3, 4))
+    bullets = [" ".join(b.split()) for b in re.split(r"\n- ", page[page.index("## Earlier measurements"):])[1:]]
+    idle = [b for b in bullets if "idle" in b or "no other tests running" in b]
+    runs = [(_seconds(m, s), int(n.replace(",", ""))) for b in idle
+            for m, s, n in re.findall(r"(\d+) min (\d+) s for ([\d,]+)", b)]
+    assert len(runs) >= 8
+    assert all(low <= t <= high for t, _ in runs), f"idle runs outside {low}-{high} s: {runs}"
+    assert max(n for _, n in runs) == int(span.group(6).replace(",", ""))
+    newest = " ".join(page[:page.index("- **What it includes**")].split())
+    counts = re.search(r"for ([\d,]+) tests .*? for ([\d,]+) at \w+ .*?: (\d+) and (\d+) more tests than at (\w+) "
+                       r"\((\d+) min (\d+) s, below\)", newest)
+    assert counts, "testing.md's run time no longer compares the newest runs with an earlier one"
+    base = re.search(rf"(\d+) min (\d+) s for ([\d,]+) tests [^;]*? at {counts.group(5)}\b", earlier)
+    assert base and base.group(1, 2) == counts.group(6, 7)
+    was = int(base.group(3).replace(",", ""))
+    assert [int(counts.group(i).replace(",", "")) - was for i in (1, 2)] == [int(counts.group(3)), int(counts.group(4))]
