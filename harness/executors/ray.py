@@ -18,7 +18,8 @@ What memprox adds, because Ray alone gets these wrong for a command-line tool (d
   node with another version or commit trained with its own code, silently; now it ends the run. A node
   with another torch, numpy, scikit-learn or cleanlab is said once, in a warning line (`ray_versions`).
 - A local Ray listens on loopback only, with a private (0600) token file, and a reaper kills its
-  processes once the driver is gone, kill -9 included (Ray's agents outlive a killed driver).
+  processes once the driver is gone, kill -9 included (Ray's agents outlive a killed driver). A
+  cluster joined without token authentication is said in one warning line (`ray_auth`).
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from harness.executors.base import (
     warn_if_oversubscribed,
 )
 from harness.executors.cpus import usable_cpus
+from harness.executors.ray_auth import warn_if_open
 from harness.executors.ray_cluster import (  # noqa: F401  (re-exported: tests and users reach them here)
     CLUSTER_HELP,
     CONNECT_TIMEOUT_S,
@@ -127,7 +129,8 @@ def _head_answers(head: tuple[str, int] | None) -> bool:
 
 def _join(address: str | None, target: str) -> None:
     """Join the checked cluster, within JOIN_WAIT_S. `auto` is passed on as `auto`: it finds the
-    same cluster, and Ray then uses this machine's token for it as it does for `ray.init()`."""
+    same cluster, and Ray then uses this machine's token for it as it does for `ray.init()`. A
+    cluster without token authentication is joined with a warning line."""
     wait = os.environ.get("RAY_gcs_server_port_wait_time_s", str(JOIN_WAIT_S))
     try:
         with _environ(RAY_gcs_server_port_wait_time_s=wait), _signals_kept(ray):
@@ -137,6 +140,7 @@ def _join(address: str | None, target: str) -> None:
         raise HarnessError(f"could not join the Ray cluster at {target} ({reason}); if it uses token authentication, "
                            "set RAY_AUTH_MODE=token and the cluster's own token (RAY_AUTH_TOKEN, or the file "
                            f"~/.ray/auth_token: a copy of the head's) before running memprox; {CLUSTER_HELP}") from None
+    warn_if_open(target, _gcs_address())  # a head without token authentication: one line (`ray_auth`)
 
 
 def _job() -> str | None:
