@@ -234,3 +234,32 @@ def test_the_suite_times_testing_md_sums_up_are_its_measurements() -> None:
     assert base and base.group(1, 2) == counts.group(6, 7)
     was = int(base.group(3).replace(",", ""))
     assert [int(counts.group(i).replace(",", "")) - was for i in (1, 2)] == [int(counts.group(3)), int(counts.group(4))]
+
+
+def test_the_default_experiment_the_home_page_and_quickstart_describe_is_the_default() -> None:
+    from harness.api import experiment_config
+    from harness.corruption import default_duplicate_pairs
+    from harness.presets import PRESETS
+    from harness.tasks import TASKS
+
+    cfg = experiment_config()
+    rates = [f"{r * 100:g}" for r in cfg.noise_rates]
+    quick = _text("quickstart.md")
+    said = re.search(r"- the quick preset \(an MLP, (\d+) epochs\), (\d+) seeds; - every task: mislabeled at ([\d, ]+) "
+                     r"and (\d+) % noise, duplicates, cost, memorization against K = (\d+) stability models, "
+                     r"the theory figures and privacy\.", quick)
+    assert said, "the quickstart no longer describes the first command's run"
+    assert cfg.preset == "quick" and PRESETS["quick"].for_dataset("digits").model == "mlp"
+    assert int(said.group(1)) == PRESETS["quick"].for_dataset("digits").recipe.epochs
+    assert int(said.group(2)) == len(cfg.seeds)
+    assert [*said.group(3).split(", "), said.group(4)] == rates
+    assert int(said.group(5)) == TASKS.get("memorization").defaults["k"]
+    assert list(cfg.tasks) == ["mislabeled", "duplicates", "cost", "memorization", "theory", "privacy"]
+    home = _text("index.md")
+    noise = re.search(r"`mislabeled` \(symmetric noise at ([\d, ]+) %", home)
+    assert noise and noise.group(1).split(", ") == rates
+    pairs = re.search(r"P = ([\d.]+) % of N\)", home)
+    assert pairs and all(default_duplicate_pairs(n) == max(1, round(float(pairs.group(1)) / 100 * n))
+                         for n in (100, 1_437, 50_000))
+    assert default_duplicate_pairs(50_000) == 250  # the README's full CIFAR-10 duplicates run
+    assert "250 duplicated pairs" in _text("README.md")
