@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ast
 import functools
+import os
 import re
 import shutil
 import socket
@@ -56,7 +57,24 @@ def test_a_node_whose_torch_differs_trains_and_returns_its_versions_with_the_res
     check = same_code(_trained, host="rj25-driver", versions=_torch_at("0.0.1"))
     assert check("job") == (OTHER, "trained", socket.gethostname(), (("torch", torch_here, "0.0.1"),))
     assert same_code(_trained, host="rj25-driver")("job") == "trained"  # the same versions: the bare result
-    assert same_code(_trained, versions=_torch_at("0.0.1"))("job") == "trained"  # the driver's own install
+    own = same_code(_trained, versions=_torch_at("0.0.1"))("job")  # the driver's own memprox: compared as well
+    assert own == (OTHER, "trained", socket.gethostname(), (("torch", torch_here, "0.0.1"),))
+
+
+def test_a_worker_of_the_drivers_own_memprox_with_other_package_metadata_is_compared(tmp_path) -> None:
+    """As found on a token `ray start` head here whose PYTHONPATH held another torch's metadata: its jobs
+    ran the driver's memprox (exempt from the code check), their manifests recorded torch 9.9.9, and
+    nothing was said."""
+    meta = tmp_path / "torch-9.9.9.dist-info"
+    meta.mkdir()
+    (meta / "METADATA").write_text("Metadata-Version: 2.1\nName: torch\nVersion: 9.9.9\n")
+    done = subprocess.run([sys.executable, "-c", NODE], input=cloudpickle.dumps(same_code(_trained)),
+                          capture_output=True, timeout=120, cwd=tmp_path,
+                          env={**os.environ, "PYTHONPATH": str(tmp_path)})
+    assert done.returncode == 0, done.stderr.decode()[-2000:]
+    torch_here = dict(package_versions())["torch"]
+    assert ast.literal_eval(done.stdout.decode().strip()) == (OTHER, "trained", socket.gethostname(),
+                                                              (("torch", "9.9.9", torch_here),))
 
 
 def test_the_versions_check_travels_by_value(tmp_path) -> None:

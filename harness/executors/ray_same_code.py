@@ -88,8 +88,9 @@ def same_code(fn: JobFn, driver: str | None = None, host: str | None = None,
     `code_identity` is `driver` (default: this process's); elsewhere the job returns (DIFFERS, the
     node's identity, the driver's, the node's host name) untrained. A worker on the driver's machine
     with another install (a `ray start` from another environment) is compared like a remote node.
-    Where such a node's `package_versions` differ from `versions` (default: this process's), it trains
-    and returns (OTHER, the result, its host name, the differences) (`ray_versions`: a warning)."""
+    Where a node's `package_versions` differ from `versions` (default: this process's), also on the
+    driver's install, it trains and returns (OTHER, the result, its host name, the differences)
+    (`ray_versions`: a warning)."""
     driver, identity, where = driver or code_identity(), code_identity, code_install
     host, install = host or socket.gethostname(), install or code_install()
     mine, read, compare = versions or package_versions(), package_versions, differences
@@ -98,11 +99,10 @@ def same_code(fn: JobFn, driver: str | None = None, host: str | None = None,
         import socket
 
         node = socket.gethostname()
-        if node == host and where() == install:  # the driver's own install: edits mid-run are not a node's code
-            return fn(job)
-        if (here := identity()) != driver:
+        own = node == host and where() == install  # the driver's own install: edits mid-run are not a node's code
+        if not own and (here := identity()) != driver:
             return (DIFFERS, here, driver, node)
-        found = compare(read(), mine)  # as the job starts, as its manifest will record them
+        found = compare(read(), mine)  # every job (a worker with the driver's memprox and its own PYTHONPATH too)
         result = fn(job)
         return (OTHER, result, node, found) if found else result
 

@@ -11,9 +11,11 @@ torch `2.6.0+cu124` beside a CPU node's `2.6.0+cpu`, a numpy patch release. A ve
 cannot use fails the job itself, with the node named. Python's and Ray's versions are Ray's to check
 (Ray 2.60's `check_version_info` refuses a node or driver whose Python or Ray differs from the head's).
 
-Compared on the node, by the job's code check (`ray_same_code.same_code`), only where the code is the
-driver's (else the run ends anyway) and not on the driver's own install (the same packages). A node
-that differs returns (OTHER, the job's result, its host name, the differing packages); the driver takes
+Compared on the node by each job's code check (`ray_same_code.same_code`) where the code is the
+driver's (else the run ends anyway), also where the job imports memprox from the driver's own folders:
+a `ray start` here with its own PYTHONPATH ran memprox from them with another torch's metadata first on
+its path, whose version the run's manifests recorded, and nothing was said. A node that differs
+returns (OTHER, the job's result, its host name, the differing packages); the driver takes
 the result out and says the line (`NodeVersions`), once per node and difference for the executor.
 The node's side is pickled by value, as the code check is: a node's older memprox runs it too.
 """
