@@ -48,6 +48,7 @@ import os
 import sys
 
 from harness.cgroups import SELF_CGROUP, cgroup_folders, read_text
+from harness.errors import HarnessError, StorageError
 from harness.near_duplicates import mirror_rows
 
 #: What the measured peaks held beyond the phases counted (83 to 115 MiB at every size): mostly
@@ -99,6 +100,34 @@ def _neighbours_bytes(queries: int, n: int, values: int, working: int, same: boo
     chunk = min(queries, max(1, working // (8 * n)))
     own = 0 if same and chunk == queries else 4 * chunk * values
     return max(4 * n * values + own + 4 * chunk * n, 12 * chunk * n)
+
+
+class SearchOutOfMemory(StorageError):
+    """The search refused after training, for want of memory. A `StorageError` for its exit code: the
+    CLI prints the one line and exits 1, as for a write after training that failed (the runs stay in
+    the store); a `HarnessError`'s exit 2 says nothing was trained."""
+
+
+def refusal(n: int, m: int, values: int, need: int, available: Available, store: str | None = None
+            ) -> HarnessError | SearchOutOfMemory:
+    """The error that refuses a search of `need` bytes over `n` samples (and `m` test samples) of
+    `values` values with `available` bytes: before training (`store` None), or right before the
+    search, with the trained runs kept in `store`: then what frees memory, and that a rerun reuses them."""
+    test = f" (and {m} test samples)" if m else ""
+    has = ("this process's memory limit (its container's or job's cgroup) leaves" if available.cgroup
+           else "this machine has")
+    search = f"a near-duplicate search over {n} samples{test} of {values} values needs an estimated {in_units(need)}"
+    if store is None:
+        return HarnessError(f"suspects: {search} of memory and {has} {in_units(available)} available, so it would "
+                            "run out after training; pass --task-arg suspects.duplicates=exact (byte-equal copies "
+                            "only), --task-arg suspects.duplicates=off, or a smaller --subset")
+    rss = _fields(_read("/proc/self/status")).get("VmRSS")
+    held = f" (this process holds {in_units(rss * 1024)} now)" if rss else ""
+    return SearchOutOfMemory(
+        f"suspects: after training, {search} of memory and {has} {in_units(available)} available{held}, so it "
+        f"would run out; the trained runs are kept in the store {store}: free memory or rerun on a machine with "
+        "more (the rerun reuses the stored runs), or rerun with --task-arg suspects.duplicates=exact (byte-equal "
+        "copies only) or --task-arg suspects.duplicates=off")
 
 
 def in_units(size: int) -> str:

@@ -71,7 +71,8 @@ from harness.near_duplicates import MODES, THRESHOLD, find_duplicates, searches_
 from harness.recorders import RecorderRequest
 from harness.recorders.class_prob import SUGGEST, SUGGESTED_COLUMNS, insert_suggested, mean_probs, suggested_columns
 from harness.runspec import DataSpec, RunSpec
-from harness.search_memory import available_bytes, in_units, search_peak_bytes
+from harness.search_memory import available_bytes, refusal, search_peak_bytes
+from harness.store import default_store
 from harness.tasks.base import EvalContext, Row, Setting, Task, positive_int, register_task
 from harness.tasks.reference import ReferenceConfig
 from harness.tasks.suspects_labels import RETRAINING_HINT, SUGGEST_MODES, with_class_names
@@ -106,23 +107,19 @@ def check_search_size(dataset: Dataset) -> None:
         check_search_memory(dataset)
 
 
-def check_search_memory(dataset: Dataset) -> None:
-    """Refuse, before training, a near-duplicate search estimated to need more memory than the machine
-    has available (`harness.search_memory`): it runs after training, and running out there loses the
-    task's output with no line saying why. Not checked where the available memory cannot be read."""
+def check_search_memory(dataset: Dataset, ctx: EvalContext | None = None) -> None:
+    """Refuse a near-duplicate search estimated to need more memory than is available to it
+    (`harness.search_memory`; not checked where that cannot be read). Before training (`ctx` None):
+    the search runs after it, and running out there loses the task's output with no line saying why.
+    Again right before the search (`ctx`, its runs stored): the process then holds what training and
+    scoring left (a model, decoded data, caches), and other programs may have taken memory."""
     x, n, m = dataset.x_train, len(dataset.x_train), len(dataset.x_test)
     values = x[0].numel() if n else 0
     need = search_peak_bytes(n, m, values, searches_mirrors(x), x.element_size(), searches_table(x))
     available = available_bytes()
     if available is not None and need > available:
-        test = f" (and {m} test samples)" if m else ""
-        has = ("this process's memory limit (its container's or job's cgroup) leaves" if available.cgroup
-               else "this machine has")
-        raise HarnessError(f"suspects: a near-duplicate search over {n} samples{test} of {values} values needs an "
-                           f"estimated {in_units(need)} of memory and {has} {in_units(available)} available, so it "
-                           "would run out after training; pass --task-arg "
-                           "suspects.duplicates=exact (byte-equal copies only), --task-arg suspects.duplicates=off, "
-                           "or a smaller --subset")
+        store = None if ctx is None else str(ctx.config.store or default_store())
+        raise refusal(n, m, values, need, available, store)
 
 
 def ranked(table: pd.DataFrame, by: str) -> pd.DataFrame:
@@ -336,6 +333,8 @@ def duplicate_pairs(ctx: EvalContext, mode: str, threshold: float, k: int) -> pd
     if mode == "off":
         return None
     dataset, labels = ctx.data.dataset, np.asarray(ctx.data.labels)
+    if mode == "near" and searches_values(dataset.x_train):  # what training left may leave it too little now
+        check_search_memory(dataset, ctx)
     pairs, copies = find_duplicates(dataset.x_train, dataset.x_test, mode, threshold)
     pairs["label_a"], pairs["label_b"] = labels[pairs["a"]], labels[pairs["b"]]
     pairs["labels_differ"] = pairs["label_a"] != pairs["label_b"]
