@@ -3,7 +3,11 @@
 The suspects task refuses a search too big to finish (`harness.tasks.suspects.check_search_size`);
 one that fits in time can still run out of memory, and it runs after training: an out-of-memory kill
 there loses the task's output with no line saying why. So the peak is estimated from the sizes and
-compared with what the machine has available.
+compared with what the machine has available: before training, and again right before the search
+(`refusal`), when the process also holds what training and scoring left, which the estimate does not
+count. Measured (VmRSS at each check, 2026-12-05): 117 MiB more on digits with every proxy (`local`
+executor), 128 MiB trained in the process (`inprocess`); a 4,000-image CIFAR-10 subset with csl, 2
+epochs: 39 MiB (`local`: the workers have exited), 275 MiB (`inprocess`: the model, torch's caches).
 
 The estimate follows `harness.near_duplicates` and scikit-learn 1.9's brute-force cosine search,
 phase by phase, with F = N x values x 4 bytes (the float32 features of the N training samples) and
@@ -29,7 +33,9 @@ Those runs imported scikit-learn during the search; what the phases miss there, 
 size, is `OVERHEAD`, rounded up. With 96 MiB blocks, scikit-learn imported first (ru_maxrss in a
 process per search, random uint8 images, tests/test_search_memcap24.py): 4,000 32 x 32 images with
 1,000 test images 286 MiB (phases: 277), 1,500 of 96 x 96 522 (514), 600 of 224 x 224 with 100 test
-images 886 (881).
+images 886 (881). A 4,000-image CIFAR-10 subset with its 4,000 test images (the quick preset's;
+2026-12-05, `/usr/bin/time -v`, VmHWM over the loaded data): 439 MiB, scikit-learn imported during
+the search (phases: 324, estimate 452), 378 with it imported first.
 
 Tables (float features, Euclidean distance) take scikit-learn's chunked Euclidean search, whose
 chunks are small; they are counted as the exact search, the features and the test features. 20,000
@@ -51,8 +57,11 @@ from harness.cgroups import SELF_CGROUP, cgroup_folders, read_text
 from harness.errors import HarnessError, StorageError
 from harness.near_duplicates import mirror_rows
 
-#: What the measured peaks held beyond the phases counted (83 to 115 MiB at every size): mostly
-#: scikit-learn's import, which those runs paid during the search (~150 MiB in a process with torch).
+#: What the measured peaks held beyond the phases counted, fitted on this machine (83 to 115 MiB at
+#: every size; 115 on the CIFAR-10 subset): scikit-learn's import where the search pays it (the CLI
+#: has imported it before the check on digits with every proxy, not on CIFAR-10 with csl alone), and
+#: the temporaries the phases leave out (5 to 54 MiB with it imported first). Not what the process
+#: holds besides the loaded data (a model, caches): the check right before the search sees that.
 OVERHEAD = 128 * 2**20
 #: scikit-learn's default `working_memory` in MiB, which sizes its chunks (`working_mib`).
 WORKING_MIB = 1024

@@ -43,8 +43,8 @@ rows' k), `by` (the proxy to sort and draw by; default csl when selected, else t
 selected proxy), `duplicates` (near, the default; exact: byte-equal copies only, for data too big
 for a search that grows as N^2 (185 s at 50,000 CIFAR-10 images searched once on one thread; 16
 times that is refused before training, 8 times for images, which are searched twice; so is a search
-whose estimated memory exceeds what is available to it (the machine's, or its cgroup's limit),
-harness/search_memory.py); off),
+whose estimated memory exceeds what is available to it (the machine's, or its cgroup's limit,
+harness/search_memory.py), and checked again right before the search, the runs then stored); off),
 `duplicate_threshold` (0.13, cleanlab Datalab's: a pair is near below this times the median
 distance of a sample to its nearest neighbour) and `suggest` (on; off: no suggested label, and a
 stored run without its record is reused as it is instead of training again to add it).
