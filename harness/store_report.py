@@ -211,8 +211,9 @@ def selection_of(opts: dict) -> tuple[Selection, bool, bool]:
         raise HarnessError(f"--all selects every entry and takes no other criterion (given: {flags})")
     days = _days(opts["older_than"]) if "older_than" in opts else None
     label = _text(opts.get("label_contains"))
-    if label is not None and not label:
-        raise HarnessError("--label-contains is empty; pass some text of the labels to select")
+    if label is not None and not label.strip():  # a space is in every label ("digits clean mlp seed0"): all would go
+        what = "white space alone, which every label holds" if label else "empty"
+        raise HarnessError(f"--label-contains is {what}; pass some text of the labels to select")
     selection = Selection(days, _text(opts.get("dataset")), _text(opts.get("model")), label, "unreachable" in opts,
                           "damaged" in opts, "all" in opts)
     return selection, "partial" in opts, "leftovers" in opts

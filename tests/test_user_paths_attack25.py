@@ -1,0 +1,66 @@
+"""Two careless inputs found by the attack25 session, each taken as written before:
+
+- `SampleTracker.plot_suspects(path="~/figs/s.png")` wrote the grid to a folder named `~` in the
+  working folder (a later `rm -rf ~` to clean it up removes the home folder); `~` is now expanded as
+  in every other path memprox takes (`--out`, `--store`, ...).
+- `store prune --label-contains " "` (a shell variable left empty inside quotes with a space)
+  selected every entry, since every label holds a space; only an empty text was refused.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from harness.cli import main
+from harness.errors import HarnessError
+from harness.store_report import selection_of
+from harness.tracker import SampleTracker
+
+
+def _tracker() -> SampleTracker:
+    tracker = SampleTracker(3)
+    tracker.update([0, 1, 2], logits=torch.tensor([[2.0, 0.0], [0.0, 3.0], [1.0, 0.0]]),
+                   labels=torch.tensor([0, 0, 1]))
+    tracker.end_epoch()
+    return tracker
+
+
+def test_plot_suspects_expands_the_home_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    home, work = tmp_path / "home", tmp_path / "work"
+    home.mkdir()
+    work.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.chdir(work)
+    written = _tracker().plot_suspects(np.zeros((3, 4, 4)), 2, path="~/figs/s.png")
+    assert written == home / "figs" / "s.png"
+    assert written.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert list(work.iterdir()) == []  # no folder named ~ where the program ran
+
+
+def test_plot_suspects_of_a_user_that_does_not_exist_is_one_error() -> None:
+    with pytest.raises(HarnessError, match=r"^plot_suspects\(path=\.\.\.\) '~no_such_user_zq/s.png': .* without ~"):
+        _tracker().plot_suspects(np.zeros((3, 4, 4)), 2, path="~no_such_user_zq/s.png")
+
+
+@pytest.mark.parametrize("text", [" ", "  ", "\t"])
+def test_label_contains_of_white_space_alone_selects_nothing(text: str) -> None:
+    with pytest.raises(HarnessError, match="^--label-contains is white space alone, which every label holds; pass"):
+        selection_of({"label_contains": text})
+    with pytest.raises(HarnessError, match="^--label-contains is empty; pass some text"):
+        selection_of({"label_contains": ""})
+    assert selection_of({"label_contains": " seed1"})[0].label_contains == " seed1"  # text with a space is text
+
+
+def test_prune_with_a_space_as_label_text_is_refused_and_removes_nothing(tmp_path: Path,
+                                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    store = tmp_path / "store"
+    (store / "runs").mkdir(parents=True)
+    (store / "runs" / "notes.txt").write_text("mine")
+    assert main(["store", "prune", "--store", str(store), "--label-contains", " "]) == 2
+    err = capsys.readouterr().err
+    assert err.splitlines()[-1].startswith("error: --label-contains is white space alone")
+    assert (store / "runs" / "notes.txt").read_text() == "mine"
