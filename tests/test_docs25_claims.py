@@ -320,3 +320,17 @@ def test_the_unfitted_regime_proxies_md_quotes_is_the_runs(tmp_path: Path) -> No
     runs = json.loads((tmp_path / "out" / "summary.json").read_text())["runs"]
     fitted = [r["flipped_fit"] for r in runs if r["label"].startswith(f"digits noise={rate:g} ")]
     assert len(fitted) == 3 and round(100 * float(np.mean(fitted))) == int(said.group(5))
+
+
+def test_the_executor_options_and_the_gpu_chunk_share_the_pages_quote_are_the_codes() -> None:
+    from harness.ensemble_stack import GPU_MEMORY_SHARE
+    from harness.executors import BUILTIN, EXECUTOR_OPTIONS, executor_class
+
+    said = re.search(r"`options` lists which executor-specific config fields it reads "
+                     r"\(today ((?:`\w+`(?:, | and )?)+)", _text("executors.md"))
+    assert said, "executors.md no longer lists the executor-specific config fields"
+    listed = re.findall(r"`(\w+)`", said.group(1))
+    read = {field for name in BUILTIN for field in executor_class(name).options}
+    assert set(listed) == read == set(EXECUTOR_OPTIONS)
+    share = re.search(r"as many members as fit in (\d+) % of the free GPU memory", _text("experiments.md"))
+    assert share and int(share.group(1)) / 100 == GPU_MEMORY_SHARE
