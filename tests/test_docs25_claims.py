@@ -54,23 +54,26 @@ def test_every_page_of_the_site_is_listed_on_the_home_page_and_in_the_readme() -
 
 
 def test_the_run_counts_the_quickstart_quotes_are_the_plans(tmp_path: Path) -> None:
-    """The image-folder line plans its runs as any dataset does: digits gives the same structure."""
+    """The image-folder line plans its runs as any dataset does: digits gives the same structure. The
+    page said '6 settings for each of 3 seeds', which with 6 runs each made 108: the cost task's
+    setting trains nothing of its own (it measures on the first labeling's runs)."""
     from harness.api import experiment_config
     from harness.experiment import Experiment
 
     page = _text("quickstart.md")
-    many = re.search(r"plans (\d+) runs \((\d+) settings for each of (\d+) seeds", page)
+    many = re.search(r"plans (\d+) runs \((\d+) labelings, the four noise rates and the duplicates, for each of (\d+) "
+                     r"seeds, each trained (\d+) times: a base run, (\d+) `ssft` runs and (\d+) `confident_learning` "
+                     r"folds; cost measures on the first labeling's runs\)", page)
     one = re.search(r"with 1 seed, ([\d,]+) images and 2 epochs \((\d+) runs\)", page)
     assert many and one, "the quickstart no longer quotes the image-folder line's run counts"
-    line = "--proxies all --tasks mislabeled,duplicates,cost"
-    assert page.count(line) >= 2  # the commands the counts are about
-    plans = {seeds: Experiment(experiment_config(proxies="all", tasks="mislabeled,duplicates,cost", seeds=seeds,
-                                                 store=tmp_path / "store")).plan for seeds in (3, 1)}
-    seeds = int(many.group(3))
-    assert seeds == 3
-    assert len(plans[3].runs) == int(many.group(1)) == 90
-    assert len(plans[3].settings) == int(many.group(2)) * seeds
-    assert len(plans[1].runs) == int(one.group(2)) == 30
+    runs, labelings, seeds, each, ssft, folds = (int(g) for g in many.groups())
+    assert page.count("--proxies all --tasks mislabeled,duplicates,cost") >= 2  # the commands the counts are about
+    plans = {n: Experiment(experiment_config(proxies="all", tasks="mislabeled,duplicates,cost", seeds=n,
+                                             store=tmp_path / "store")).plan for n in (seeds, 1)}
+    plan = plans[seeds]
+    assert len(plan.runs) == runs == labelings * seeds * each and each == 1 + ssft + folds
+    assert len({(spec.data, spec.seed) for spec in plan.runs}) == labelings * seeds
+    assert len(plans[1].runs) == int(one.group(2)) == labelings * each
 
 
 def test_the_extras_table_is_pyprojects() -> None:
