@@ -321,25 +321,27 @@ def publish(tmp: Path, out: Path, identity: str, overwrite: bool) -> None:
             raise StorageError(f"--out {out} got another experiment's results (or other files) while this one ran; "
                                "every run is kept in the store, rerun with another --out or --overwrite")
         _, incoming = read_record(tmp)
-        for rel in incoming:
-            _check_place(out, rel, ours, overwrite)
+        _check_places(out, incoming, ours, overwrite)
         outgoing = [rel for rel in incoming if os.path.lexists(out / rel)]
         outgoing += [rel for rel in ours if rel not in incoming]
         swap_files(tmp, out, incoming, outgoing, _new_folder(out, "old", tmp.parent), RECORD)
 
 
-def _check_place(out: Path, rel: str, ours: dict[str, str], overwrite: bool) -> None:
-    """A new output replaces memprox's own file, any file with --overwrite, never a folder or link."""
-    target = out / rel
-    blocker = blocked_by(out, rel)
-    if blocker is None and target.is_dir() and not target.is_symlink():
-        blocker = target
-    if blocker is not None:
-        raise StorageError(f"cannot write {rel} into --out {out}: {blocker} is in the way; move it away and rerun "
-                           "(every run is kept in the store)")
-    if os.path.lexists(target) and rel not in ours and not overwrite:
-        raise StorageError(f"--out {out}: {rel} was not written by memprox (or was changed since); move it away, or "
-                           "rerun with --overwrite to replace it (every run is kept in the store)")
+def _check_places(out: Path, incoming: Collection[str], ours: dict[str, str], overwrite: bool) -> None:
+    """A new output replaces memprox's own file, any file with --overwrite, never a folder or link. Every
+    blocker is named at once: naming the first alone (a file `figures`) failed the rerun on the next one."""
+    blockers = dict.fromkeys(b for rel in incoming if (b := blocked_by(out, rel) or _real_folder(out / rel)))
+    if blockers:
+        raise StorageError(f"cannot write outputs into --out {out}; in the way: {', '.join(map(str, blockers))}; "
+                           "move each away and rerun (every run is kept in the store)")
+    theirs = [rel for rel in incoming if os.path.lexists(out / rel) and rel not in ours]
+    if theirs and not overwrite:
+        raise StorageError(f"--out {out}; not written by memprox (or changed since): {', '.join(theirs)}; move each "
+                           "away, or rerun with --overwrite to replace them (every run is kept in the store)")
+
+
+def _real_folder(path: Path) -> Path | None:
+    return path if path.is_dir() and not path.is_symlink() else None
 
 
 def _stale(out: Path) -> list[tuple[re.Match[str], Path]]:

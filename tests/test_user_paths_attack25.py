@@ -64,3 +64,30 @@ def test_prune_with_a_space_as_label_text_is_refused_and_removes_nothing(tmp_pat
     err = capsys.readouterr().err
     assert err.splitlines()[-1].startswith("error: --label-contains is white space alone")
     assert (store / "runs" / "notes.txt").read_text() == "mine"
+
+
+def test_every_output_blocker_is_named_at_once(make_config, tmp_path: Path) -> None:
+    """A file of the user's named `figures` and one named `suspects` in --out (with --overwrite) stand
+    where the suspects task writes folders: the publish named the first alone, so the rerun after
+    moving it failed again on the second, each time after the evaluation."""
+    from harness.errors import StorageError
+    from harness.experiment import Experiment
+
+    cfg = make_config(epochs=1, tasks=("suspects",), noise_rates=(), overwrite=True)
+    cfg.out.mkdir()
+    for name in ("figures", "suspects"):
+        (cfg.out / name).write_text(f"my {name}")
+    with pytest.raises(StorageError) as info:
+        Experiment(cfg).run()
+    line = str(info.value)
+    assert f"in the way: {cfg.out / 'figures'}, {cfg.out / 'suspects'}; move each away" in line
+    assert "\n" not in line
+    assert sorted(p.name for p in cfg.out.iterdir()) == ["figures", "suspects"]  # nothing of theirs touched
+    assert (cfg.out / "figures").read_text() == "my figures"
+    moved = tmp_path / "moved"
+    moved.mkdir()
+    for name in ("figures", "suspects"):
+        (cfg.out / name).rename(moved / name)
+    result = Experiment(cfg).run()  # one move was enough; the run trained before is reused
+    assert result.trained == [] and len(result.reused) == 1
+    assert (cfg.out / "suspects" / "suspects_seed0.csv").is_file()
