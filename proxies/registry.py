@@ -20,8 +20,8 @@ ENTRY_POINT_GROUP = "memprox.proxies"
 #: `SampleTracker.scores`: index, label, clean_label, positive, file or text; the suspects tables:
 #: label_name, predicted, ...), and the leaderboard's reference rows: a proxy under one of them
 #: replaced that column with its scores (a proxy named `positive` overwrote the ground truth).
-RESERVED_NAMES = frozenset({"index", "label", "clean_label", "positive", "file", "text", "label_name", "predicted",
-                            "predicted_name", "p_label", "suggested", "suggested_name", "p_suggested",
+RESERVED_NAMES = frozenset({"rank", "index", "label", "clean_label", "positive", "file", "text", "label_name",
+                            "predicted", "predicted_name", "p_label", "suggested", "suggested_name", "p_suggested",
                             "predicted_other", "n_seeds", "duplicates", "duplicate_labels_differ", "reference"})
 PROXIES: Registry[type[Proxy]] = Registry("proxy")
 _plugins_loaded = False
