@@ -63,7 +63,8 @@ def test_an_open_cluster_is_one_warning_line_and_nothing_else_is_said(monkeypatc
 def test_joining_a_cluster_checks_its_head(monkeypatch, capsys) -> None:
     """`_join` (memprox's own join, --ray-address) asks about the head Ray connected to."""
     asked: list[str] = []
-    monkeypatch.setattr(ray_executor, "ray", SimpleNamespace(init=lambda **kwargs: None))
+    monkeypatch.setattr(ray_executor, "ray", SimpleNamespace(init=lambda **kwargs: None, is_initialized=lambda: False))
+    monkeypatch.setattr(ray_executor, "_joined", None)  # `_join` records its connection (before the check)
     monkeypatch.setattr(ray_executor, "_gcs_address", lambda: "10.0.0.5:6379")
     monkeypatch.setattr(ray_auth, "open_cluster", lambda gcs: asked.append(gcs) or True)
     ray_executor._join("auto", "10.0.0.5:6379")

@@ -130,7 +130,10 @@ def _head_answers(head: tuple[str, int] | None) -> bool:
 def _join(address: str | None, target: str) -> None:
     """Join the checked cluster, within JOIN_WAIT_S. `auto` is passed on as `auto`: it finds the
     same cluster, and Ray then uses this machine's token for it as it does for `ray.init()`. A
-    cluster without token authentication is joined with a warning line."""
+    cluster without token authentication is joined with a warning line. Sets `_joined` before that
+    check: a Ctrl-C in it (30 s at most) left a connection memprox did not know it made, which a
+    notebook's next run, one for a local Ray included, then ran its jobs on."""
+    global _joined
     wait = os.environ.get("RAY_gcs_server_port_wait_time_s", str(JOIN_WAIT_S))
     try:
         with _environ(RAY_gcs_server_port_wait_time_s=wait), _signals_kept(ray):
@@ -140,6 +143,7 @@ def _join(address: str | None, target: str) -> None:
         raise HarnessError(f"could not join the Ray cluster at {target} ({reason}); if it uses token authentication, "
                            "set RAY_AUTH_MODE=token and the cluster's own token (RAY_AUTH_TOKEN, or the file "
                            f"~/.ray/auth_token: a copy of the head's) before running memprox; {CLUSTER_HELP}") from None
+    _joined = (str(_job()), target)  # `_init` sets it too (after a stand-in's join in tests)
     warn_if_open(target, _gcs_address())  # a head without token authentication: one line (`ray_auth`)
 
 

@@ -46,11 +46,13 @@ def open_cluster(address: str) -> bool | None:
     env = {name: value for name, value in os.environ.items() if name not in TOKEN_VARS}
     env["RAY_AUTH_MODE"] = "disabled"
     try:
-        done = subprocess.run([sys.executable, "-c", PROBE, address], env=env, capture_output=True, text=True,
-                              timeout=PROBE_WAIT_S)
+        done = subprocess.run([sys.executable, "-c", PROBE, address], env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.DEVNULL, timeout=PROBE_WAIT_S)
     except (OSError, subprocess.SubprocessError):
         return None
-    said = done.stdout.split()
+    # bytes, read leniently: text=True decoded strictly, and a byte that was not UTF-8 (Ray's or a
+    # site hook's output) raised UnicodeDecodeError out of the join, after it had joined
+    said = done.stdout.decode("utf-8", "replace").split()
     return {"open": True, "token": False}.get(said[-1] if said else "")
 
 
