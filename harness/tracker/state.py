@@ -27,6 +27,10 @@ FORMAT, VERSION = "memprox.SampleTracker", 1
 #: why a tracker resumed from a state saved before the suggested label existed has none
 OLD_STATE = ("the tracker state was saved by a memprox without the suggested label, so its epochs have no class "
              "probabilities; a new run records them")
+#: why a tracker asking for the suggested label resumed from a state saved without its sums has none
+NO_SUMS_SAVED = ("the tracker state was saved by a tracker that did not record the class probabilities (suggest=False, "
+                 "or over the default size bound), so its epochs have none; a run made with suggest=True from its "
+                 "first epoch records them")
 
 
 def _copy(t: torch.Tensor | None) -> torch.Tensor | None:
@@ -178,6 +182,8 @@ def restore_counters(tracker: TrackerFields, state: Mapping[str, Any]) -> None:
     sums = isinstance(signals, Mapping) and signals.get("class_probs") is not None
     recorded = tracker.epochs > 0 or tracker._pending
     tracker._no_suggestion = OLD_STATE if reason is None and recorded and not sums else reason
+    if reason == "" and recorded and not sums and tracker._suggest is not False:  # said, or it was silently absent
+        tracker._no_suggestion = NO_SUMS_SAVED
     if tracker._suggest is False:  # never: sums the state has are not restored (`_ensure_device`)
         tracker._no_suggestion = ""
 
