@@ -25,7 +25,7 @@ from collections.abc import Callable
 from typing import Any
 
 from harness.executors.base import JobFn, WorkersLost
-from harness.executors.ray_versions import OTHER, differences, package_versions
+from harness.executors.ray_versions import FAILED_WITH, OTHER, differences, package_versions
 
 #: memprox's packages, whose sources make up its code identity.
 PACKAGES = ("harness", "proxies", "baselines")
@@ -93,7 +93,7 @@ def same_code(fn: JobFn, driver: str | None = None, host: str | None = None,
     (`ray_versions`: a warning)."""
     driver, identity, where = driver or code_identity(), code_identity, code_install
     host, install = host or socket.gethostname(), install or code_install()
-    mine, read, compare = versions or package_versions(), package_versions, differences
+    mine, read, compare, mark = versions or package_versions(), package_versions, differences, FAILED_WITH
 
     def checked(job: Any) -> Any:
         import socket
@@ -103,8 +103,17 @@ def same_code(fn: JobFn, driver: str | None = None, host: str | None = None,
         if not own and (here := identity()) != driver:
             return (DIFFERS, here, driver, node)
         found = compare(read(), mine)  # every job (a worker with the driver's memprox and its own PYTHONPATH too)
-        result = fn(job)
-        return (OTHER, result, node, found) if found else result
+        if not found:
+            return fn(job)
+        try:
+            result = fn(job)
+        except Exception as error:  # the versions may be why: the driver says them too (pickled with it)
+            try:
+                setattr(error, mark, (node, found))
+            except Exception:  # an exception that takes no attributes: raised as it is
+                pass
+            raise
+        return (OTHER, result, node, found)
 
     return checked
 
@@ -133,7 +142,7 @@ def missing_module(outcome: Any) -> str | None:
 
 def differs(outcome: Any) -> bool:
     """Whether `outcome` is the marker of a node whose memprox differs (no result to store)."""
-    return isinstance(outcome, tuple) and len(outcome) == 4 and outcome[0] == DIFFERS
+    return isinstance(outcome, tuple) and len(outcome) == 4 and isinstance(outcome[0], str) and outcome[0] == DIFFERS
 
 
 def _system_error(outcome: Any) -> bool:

@@ -8,8 +8,9 @@ torch trains the same algorithm, and its runs may differ from the driver machine
 count, CPU kernel set or GPU), and each run's manifest records the versions that trained it (`versions`,
 written on the node), as it records the machine. A refusal would also fail sound clusters: a GPU node's
 torch `2.6.0+cu124` beside a CPU node's `2.6.0+cpu`, a numpy patch release. A version whose API memprox
-cannot use fails the job itself, with the node named. Python's and Ray's versions are Ray's to check
-(Ray 2.60's `check_version_info` refuses a node or driver whose Python or Ray differs from the head's).
+cannot use fails the job itself, with the node named and its line said (`FAILED_WITH`). Python's and
+Ray's versions are Ray's to check (Ray 2.60's `check_version_info` refuses a node or driver whose
+Python or Ray differs from the head's).
 
 Compared on the node by each job's code check (`ray_same_code.same_code`) where the code is the
 driver's (else the run ends anyway), also where the job imports memprox from the driver's own folders:
@@ -34,6 +35,10 @@ PACKAGES = ("torch", "numpy", "scikit-learn", "cleanlab")
 OTHER = "memprox-other-versions"
 #: One difference: (package, the node's version, the driver's).
 Difference = tuple[str, str, str]
+#: The attribute a job's exception carries from such a node: (its host name, the differences). The
+#: versions may be why it failed (an API memprox cannot use), and a node whose every job failed was
+#: otherwise never said; an attribute, so the job's failure is reported as it was raised.
+FAILED_WITH = "memprox_node_versions"
 
 
 def _versions_fn() -> Callable[[], tuple[tuple[str, str], ...]]:
@@ -74,7 +79,8 @@ differences = _differences_fn()
 
 def other_versions(outcome: Any) -> bool:
     """Whether `outcome` is a result wrapped by a node whose package versions differ."""
-    return isinstance(outcome, tuple) and len(outcome) == 4 and outcome[0] == OTHER
+    # the str check first: a job's own 4-tuple led by an array compared element-wise (ValueError)
+    return isinstance(outcome, tuple) and len(outcome) == 4 and isinstance(outcome[0], str) and outcome[0] == OTHER
 
 
 def warning_line(host: str, found: tuple[Difference, ...]) -> str:
@@ -94,11 +100,20 @@ class NodeVersions:
         self.said: set[tuple[str, tuple[Difference, ...]]] = set()
 
     def result(self, outcome: Any) -> Any:
-        """The job's result in `outcome`; any other outcome as it is."""
+        """The job's result in `outcome`; any other outcome (an exception the job raised included,
+        said as well where it ran on such a node: `FAILED_WITH`) as it is."""
+        if isinstance(outcome, BaseException):
+            failed = getattr(outcome, FAILED_WITH, None)
+            if isinstance(failed, tuple) and len(failed) == 2:
+                self._say(*failed)
+            return outcome
         if not other_versions(outcome):
             return outcome
         _, result, host, found = outcome
+        self._say(host, found)
+        return result
+
+    def _say(self, host: str, found: tuple[Difference, ...]) -> None:
         if (host, found) not in self.said:
             self.said.add((host, found))
             print(warning_line(host, found), file=sys.stderr)
-        return result
