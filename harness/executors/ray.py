@@ -313,6 +313,14 @@ class RayExecutor(Executor):
             _stop_local()
             self.head = None
 
+    def close(self) -> None:
+        """Training is over (the runner's call before evaluation): stop the local Ray memprox started,
+        as the local executor stops its pool. Its idle workers and object store stayed up through
+        evaluation (after a 2-worker run: 11 processes, 1.7 GiB resident, shared pages counted in
+        each), where the near-duplicate search's memory check saw them and refused a search that fit
+        without them. A cluster memprox joined, or the caller's Ray, is left as it is."""
+        self.shutdown()
+
     def _lost(self) -> ClusterLost:
         where = f"at {self.target}" if self.target else "this run started on this machine"
         return ClusterLost(f"lost the Ray cluster {where}: its head has not answered for {LOST_AFTER_S:.0f} s; "
