@@ -1,9 +1,10 @@
 """The Ray executor's `close` (the runner's call once training is over, before evaluation) stops the
 local Ray memprox started, as the local executor stops its pool. Before, it was the base class's
 no-op: the local Ray's idle workers and object store stayed up through evaluation (after a 2-worker
-run here: 11 processes, 1.7 GiB resident counting shared pages in each), and the near-duplicate
-search's memory check right before the search (`harness.search_memory`) saw them and refused a
-search that fit without them, telling the user to free memory memprox itself held."""
+run here: 11 processes, 1.7 GiB resident counting shared pages in each): the near-duplicate search
+ran beside them, and its memory check right before the search (`harness.search_memory`) counted
+their memory as taken, so it could refuse a search that fit without them, telling the user to free
+memory memprox itself held."""
 
 from __future__ import annotations
 

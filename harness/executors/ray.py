@@ -317,8 +317,9 @@ class RayExecutor(Executor):
         """Training is over (the runner's call before evaluation): stop the local Ray memprox started,
         as the local executor stops its pool. Its idle workers and object store stayed up through
         evaluation (after a 2-worker run: 11 processes, 1.7 GiB resident, shared pages counted in
-        each), where the near-duplicate search's memory check saw them and refused a search that fit
-        without them. A cluster memprox joined, or the caller's Ray, is left as it is."""
+        each): the near-duplicate search ran beside them, and its memory check right before it counted
+        their memory as taken, so it could refuse a search that fit without them. A cluster memprox
+        joined, or the caller's Ray, is left as it is."""
         self.shutdown()
 
     def _lost(self) -> ClusterLost:
