@@ -11,6 +11,10 @@
 
 from __future__ import annotations
 
+import errno
+import io
+import sys
+
 import numpy as np
 import pytest
 
@@ -19,7 +23,13 @@ pytest.importorskip("ray")
 from ray import cloudpickle  # noqa: E402
 
 from harness.executors.ray_same_code import differs, same_code  # noqa: E402
-from harness.executors.ray_versions import FAILED_WITH, NodeVersions, package_versions, warning_line  # noqa: E402
+from harness.executors.ray_versions import (  # noqa: E402
+    FAILED_WITH,
+    OTHER,
+    NodeVersions,
+    package_versions,
+    warning_line,
+)
 
 
 def _torch_at(version: str) -> tuple[tuple[str, str], ...]:
@@ -59,3 +69,24 @@ def test_a_result_led_by_an_array_is_the_result(capsys) -> None:
     wrapped = same_code(lambda job: own, versions=_torch_at("0.0.1"))("job")  # a node whose torch differs
     assert NodeVersions().result(wrapped) is own
     assert capsys.readouterr().err.count("warning: Ray node") == 1
+
+
+class _Refusing(io.StringIO):
+    """A stderr that refuses every line: `error` raised by each write."""
+
+    def __init__(self, error: OSError) -> None:
+        super().__init__()
+        self.error = error
+
+    def write(self, text: str) -> int:
+        raise self.error
+
+
+@pytest.mark.parametrize("error", [BrokenPipeError(errno.EPIPE, "Broken pipe"),
+                                   OSError(errno.ENOSPC, "No space left on device")])
+def test_a_stderr_that_refuses_the_line_does_not_stop_the_result(monkeypatch, error: OSError) -> None:
+    """Said in `RayExecutor.run`'s `finally` before the outstanding jobs are stopped: a raise there
+    skipped the stop (a Ctrl-C with `2>&1 | head` gone)."""
+    monkeypatch.setattr(sys, "stderr", _Refusing(error))
+    found = (("torch", "2.5.1+cpu", "2.6.0"),)
+    assert NodeVersions().result((OTHER, "result", "gpu-3", found)) == "result"

@@ -23,9 +23,13 @@ The node's side is pickled by value, as the code check is: a node's older mempro
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from collections.abc import Callable
 from typing import Any
+
+from harness.console import write_line
+from harness.errors import StorageError
 
 #: The packages whose versions can change a run's numbers (the manifest records them, with Python's
 #: and memprox's: memprox's code is `ray_same_code`'s check).
@@ -114,6 +118,10 @@ class NodeVersions:
         return result
 
     def _say(self, host: str, found: tuple[Difference, ...]) -> None:
+        """The line, once; a stderr that refuses it (`2>&1 | head` gone: EPIPE; a full disk) drops it.
+        It is said in `RayExecutor.run`'s `finally` too, before the outstanding jobs are stopped: a
+        BrokenPipeError there skipped the stop, and the jobs ran on."""
         if (host, found) not in self.said:
             self.said.add((host, found))
-            print(warning_line(host, found), file=sys.stderr)
+            with contextlib.suppress(StorageError, ValueError):  # ValueError: a closed stream
+                write_line(warning_line(host, found), sys.stderr)
