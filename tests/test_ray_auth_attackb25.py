@@ -6,10 +6,15 @@
   a run asking for a local Ray included. Now `_join` records it before the check.
 - The check read its process's output as strict text: one byte that was not UTF-8 raised
   UnicodeDecodeError out of the join, after it had joined. Now it is read leniently (and the
-  process's stderr, never used, is not read at all)."""
+  process's stderr, never used, is not read at all).
+- The warning was `print(file=sys.stderr)`: with stderr closed (`2>&-`) it went into stdout, and a
+  stderr that refused it raised out of the join. Now `console.write_line`, the line dropped there."""
 
 from __future__ import annotations
 
+import errno
+import io
+import sys
 from types import SimpleNamespace
 
 import pytest
@@ -78,3 +83,19 @@ def test_output_that_is_not_utf8_does_not_break_the_join(monkeypatch) -> None:
     assert ray_auth.open_cluster(HEAD) is True
     monkeypatch.setattr(ray_auth, "PROBE", "import sys\nsys.stdout.buffer.write(b'token \\xff')\n")
     assert ray_auth.open_cluster(HEAD) is None  # the last word is not an answer: not known
+
+
+def test_the_warning_never_goes_to_stdout_nor_ends_the_run(monkeypatch, capsys) -> None:
+    """With stderr closed (`2>&-`, sys.stderr None) print(file=None) wrote the warning into stdout,
+    where the leaderboard goes; a stderr that refuses the line raised out of the join."""
+    monkeypatch.setattr(ray_auth, "open_cluster", lambda gcs: True)
+    monkeypatch.setattr(sys, "stderr", None)
+    ray_auth.warn_if_open(HEAD, HEAD)
+    assert capsys.readouterr().out == ""
+
+    class Refusing(io.StringIO):
+        def write(self, text: str) -> int:
+            raise BrokenPipeError(errno.EPIPE, "Broken pipe")
+
+    monkeypatch.setattr(sys, "stderr", Refusing())
+    ray_auth.warn_if_open(HEAD, HEAD)  # no BrokenPipeError out of the join

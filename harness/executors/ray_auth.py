@@ -13,9 +13,13 @@ whose port is not the head's GCS."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
+
+from harness.console import write_line
+from harness.errors import StorageError
 
 #: Seconds the separate process may take (it imports Ray; the head has just answered the driver).
 PROBE_WAIT_S = 30.0
@@ -60,6 +64,10 @@ def warn_if_open(address: str, gcs: str | None) -> None:
     """One warning line on stderr when the cluster joined at `address` (its head's GCS at `gcs`; None:
     not known, as for a `ray://` address) answers without a token."""
     if gcs and not address.startswith("ray://") and open_cluster(gcs):
-        print(f"warning: the Ray cluster at {address} does not use token authentication (its head answered a "
-              "request without a token): anyone who reaches its port can run code on every node; restart its "
-              "nodes with RAY_AUTH_MODE=token and one token (docs/cluster.md, A cluster)", file=sys.stderr)
+        # write_line: with stderr closed (`2>&-`) print(file=None) wrote the line into stdout, the
+        # leaderboard's stream; a stderr that refuses it (EPIPE, a full disk) drops it, the run goes on
+        with contextlib.suppress(StorageError, ValueError):
+            write_line(f"warning: the Ray cluster at {address} does not use token authentication (its head "
+                       "answered a request without a token): anyone who reaches its port can run code on every "
+                       "node; restart its nodes with RAY_AUTH_MODE=token and one token (docs/cluster.md, A "
+                       "cluster)", sys.stderr)
