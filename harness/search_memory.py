@@ -114,7 +114,12 @@ def _neighbours_bytes(queries: int, n: int, values: int, working: int, same: boo
 class SearchOutOfMemory(StorageError):
     """The search refused after training, for want of memory. A `StorageError` for its exit code: the
     CLI prints the one line and exits 1, as for a write after training that failed (the runs stay in
-    the store); a `HarnessError`'s exit 2 says nothing was trained."""
+    the store); a `HarnessError`'s exit 2 says nothing was trained. `store`: the store that keeps the
+    trained runs, for an API caller who reruns with it (the message names it too)."""
+
+    def __init__(self, message: str, store: str = "") -> None:
+        super().__init__(message)
+        self.store = store
 
 
 def refusal(n: int, m: int, values: int, need: int, available: Available, store: str | None = None
@@ -136,7 +141,7 @@ def refusal(n: int, m: int, values: int, need: int, available: Available, store:
         f"suspects: after training, {search} of memory and {has} {in_units(available)} available{held}, so it "
         f"would run out; the trained runs are kept in the store {store}: free memory or rerun on a machine with "
         "more (the rerun reuses the stored runs), or rerun with --task-arg suspects.duplicates=exact (byte-equal "
-        "copies only) or --task-arg suspects.duplicates=off")
+        "copies only) or --task-arg suspects.duplicates=off", store)
 
 
 def in_units(size: int) -> str:
