@@ -181,8 +181,7 @@ class TrackerResults(TrackerFields):
         `images`: all n training images in index order, (N, H, W), (N, C, H, W) or (N, H, W, C)
         with C in (1, 3); uint8, or real values scaled to 0..255 (min to max over all of them).
         """
-        # `~` expanded as in every other path memprox takes: kept, it made a folder named ~ in the working folder
-        path = expand_home(check_png_path(path), "plot_suspects(path=...)")
+        path = expand_home(check_png_path(path), "plot_suspects(path=...)")  # not a folder named ~ in the working one
         pictures = as_uint8_nchw(images, self.n)
         names = checked_classes(classes, "plot_suspects")  # a list: a generator of names is read once
         table = self._suspects(k, by, names, "plot_suspects")
