@@ -97,7 +97,7 @@ class Experiment:
         self.identity = experiment_id(cfg)
         if cfg.out is not None:
             check_out(Path(cfg.out), self.identity, cfg.overwrite, Path(cfg.store or default_store()),
-                      data_paths=data_folders(cfg))
+                      data_paths=data_folders(cfg), folders=sorted({f for t in self.tasks for f in t.folders}))
 
     def base_spec(self, setting: Setting) -> RunSpec:
         return self.planner.base_spec(setting)

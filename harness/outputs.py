@@ -3,11 +3,10 @@ at the end with rollback, so an interrupted experiment never leaves half an outp
 two experiments. The staging folder is made where a rename into `--out` works: beside it, or, where `--out` is a
 mount point (another file system than its parent) or its parent may not be written, inside it under a hidden name.
 
-The folder's own record (`.memprox-outputs.json`: each file with its checksum) says what memprox
-wrote there: only those files, unchanged since, are ever replaced or removed, so a user's files, a
-repository or the store beside them are never touched. What killed experiments leave (a staging
-folder whose owner's lock is free, a swap of outputs part-way) is settled by the next one on that
---out; a run on another --out beside it names such a staging folder (its marker says what it is).
+The folder's own record (`.memprox-outputs.json`: each file with its checksum) says what memprox wrote there: only
+those files, unchanged since, are ever replaced or removed, so a user's files, a repository or the store beside them
+are never touched. What killed experiments leave (a staging folder whose owner's lock is free, a swap of outputs
+part-way) is settled by the next one on that --out; a run on another --out beside it names such a staging folder.
 """
 
 from __future__ import annotations
@@ -118,12 +117,13 @@ def _apart(path: Path, other: Path, flag: str, what: str, fix: str) -> None:
         raise HarnessError(f"{flag} {path} {where} {what} {other}; {fix}")
 
 
-def check_out(out: Path, identity: str, overwrite: bool, store: Path, data_paths: Collection[Path] = ()) -> None:
-    """Before training: --out must be a writable folder apart from the run store and from the data
-    (`data_paths`: the folders the experiment reads; files are left out), holding no other
-    experiment's results, no files memprox cannot show it wrote, none changed since it wrote them
-    (unless --overwrite, which replaces only files a new output has the name of), and nothing in the
-    way of an output every experiment writes (a folder named leaderboard.csv, a file named scores)."""
+def check_out(out: Path, identity: str, overwrite: bool, store: Path, data_paths: Collection[Path] = (),
+              folders: Collection[str] = ()) -> None:
+    """Before training: --out must be a writable folder apart from the run store and from the data (`data_paths`:
+    the folders the experiment reads; files are left out), holding no other experiment's results, no files memprox
+    cannot show it wrote, none changed since it wrote them (unless --overwrite, which replaces only files a new
+    output has the name of), and nothing in the way of an output (a folder named leaderboard.csv, a file named
+    scores or as one of `folders`, those the selected tasks write into)."""
     out, store = _resolved(out, "--out"), _resolved(store, "--store")
     _apart(out, store, "--out", "the run store", "pass an --out outside the store that does not contain it")
     for data in {Path(p).expanduser().resolve() for p in data_paths if Path(p).expanduser().is_dir()}:
@@ -159,7 +159,7 @@ def check_out(out: Path, identity: str, overwrite: bool, store: Path, data_paths
         content = _has_content(out)
     except OSError as e:
         raise HarnessError(f"--out {out} cannot be read ({e.strerror}); pass a readable --out") from e
-    _check_in_the_way(out)
+    _check_in_the_way(out, (*OUTPUT_FOLDERS, *folders))
     if overwrite:
         return
     if owner != identity and content:
@@ -173,18 +173,20 @@ def check_out(out: Path, identity: str, overwrite: bool, store: Path, data_paths
         raise HarnessError(f"--out {out}: {what}; move it away, or pass --overwrite to replace it")
 
 
-def _check_in_the_way(out: Path) -> None:
-    """A folder where every experiment writes a file, or a file or link where it writes a folder:
-    refused before training (`publish` removes neither, so it would refuse after it)."""
-    for name in (*OUTPUT_FILES, *OUTPUT_FOLDERS):
+def _check_in_the_way(out: Path, folders: Collection[str]) -> None:
+    """A folder where memprox writes a file, or a file or link where it writes a folder (every experiment's and
+    its tasks'): refused before training, every one at once (`publish` removes neither: it would refuse after it)."""
+    found = []
+    for name in dict.fromkeys((*OUTPUT_FILES, *folders)):
         try:
             mode = os.lstat(out / name).st_mode
         except FileNotFoundError:
             continue
-        if stat.S_ISDIR(mode) != (name in OUTPUT_FOLDERS):
+        if stat.S_ISDIR(mode) != (name in folders):
             what = "a folder" if stat.S_ISDIR(mode) else "a link" if stat.S_ISLNK(mode) else "a file"
-            raise HarnessError(f"--out {out}: {out / name} is {what}, where memprox writes its "
-                               f"{name + '/' if name in OUTPUT_FOLDERS else name}; move it away and rerun")
+            found.append(f"{out / name} is {what}, where memprox writes its {name + '/' if name in folders else name}")
+    if found:
+        raise HarnessError(f"--out {out}: {'; '.join(found)}; move {'them' if len(found) > 1 else 'it'} away and rerun")
 
 
 def _whose(out: Path, owner: str | None) -> str:
@@ -330,7 +332,8 @@ def publish(tmp: Path, out: Path, identity: str, overwrite: bool) -> None:
 def _check_places(out: Path, incoming: Collection[str], ours: dict[str, str], overwrite: bool) -> None:
     """A new output replaces memprox's own file, any file with --overwrite, never a folder or link. Every
     blocker is named at once: naming the first alone (a file `figures`) failed the rerun on the next one."""
-    blockers = dict.fromkeys(b for rel in incoming if (b := blocked_by(out, rel) or _real_folder(out / rel)))
+    folder = lambda path: path if path.is_dir() and not path.is_symlink() else None  # noqa: E731
+    blockers = dict.fromkeys(b for rel in incoming if (b := blocked_by(out, rel) or folder(out / rel)))
     if blockers:
         raise StorageError(f"cannot write outputs into --out {out}; in the way: {', '.join(map(str, blockers))}; "
                            "move each away and rerun (every run is kept in the store)")
@@ -338,10 +341,6 @@ def _check_places(out: Path, incoming: Collection[str], ours: dict[str, str], ov
     if theirs and not overwrite:
         raise StorageError(f"--out {out}; not written by memprox (or changed since): {', '.join(theirs)}; move each "
                            "away, or rerun with --overwrite to replace them (every run is kept in the store)")
-
-
-def _real_folder(path: Path) -> Path | None:
-    return path if path.is_dir() and not path.is_symlink() else None
 
 
 def _stale(out: Path) -> list[tuple[re.Match[str], Path]]:

@@ -84,6 +84,9 @@ class Task:
     #: The metric of the task's table in leaderboard.md and the CLI's printout; None: its rows are
     #: in leaderboard.csv only (a task of figures, as theory, has no one number to compare).
     headline: ClassVar[str | None] = None
+    #: The folders of --out the task writes into: a file or link of that name there is refused before
+    #: training (`harness.outputs.check_out`), not after the evaluation, when its outputs are published.
+    folders: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, reference: ReferenceConfig | None = None, **params: Any) -> None:
         unknown = sorted(set(params) - set(self.defaults))

@@ -75,6 +75,7 @@ class ReferenceTask(Task):
 @register_task
 class Memorization(ReferenceTask):
     name = "memorization"
+    folders = ("memorization",)
     headline = "pearson"
     description = "similarity of each proxy to a memorization reference (cosine, Pearson, Spearman; all and top-k)"
     defaults = DEFAULTS  # k, fraction, variant, model go to the shared ReferenceConfig (make_tasks)

@@ -157,6 +157,7 @@ def file_part(label: str) -> str:
 @register_task
 class Privacy(ReferenceTask):
     name = "privacy"
+    folders = ("privacy", "figures")
     headline = "spearman"
     description = "per-sample membership-inference vulnerability (LiRA on the stability models) vs each proxy"
     defaults: ClassVar[dict[str, Any]] = {"top": 0.1, "vulnerability": "gaussian", "sigma_floor": 0.1,

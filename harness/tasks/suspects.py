@@ -132,6 +132,7 @@ def ranked(table: pd.DataFrame, by: str) -> pd.DataFrame:
 @register_task
 class Suspects(Task):
     name = "suspects"
+    folders = ("suspects", "figures")
     headline = "predicted_other_at_k"
     description = ("your data as given, no injected noise: every sample ranked by a proxy, with the given, "
                    "predicted and suggested label (CSV), copies and near copies, the top k drawn (figure)")

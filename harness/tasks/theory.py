@@ -83,6 +83,7 @@ def bimodality_coefficient(values: np.ndarray) -> float:
 @register_task
 class Theory(ReferenceTask):
     name = "theory"
+    folders = ("figures",)
     description = "binned relations of learning time, CSL and memorization, histograms, extreme images (figures)"
     defaults = DEFAULTS
 
