@@ -4,7 +4,9 @@ A thin layer over `harness.api`: argv becomes a dict of the flags actually given
 `build_config` (the same builder `run_experiment` uses) fills the defaults and validates.
 
 Exit codes: 0 success; 1 some run or proxy failed (the rest finished and was written), or a write
-after training failed (StorageError; the runs stay in the store); 2 bad input (one `error:` line,
+after training failed (StorageError; the runs stay in the store), or the near-duplicate search was
+refused after training for want of memory (`harness.search_memory.SearchOutOfMemory`, a StorageError;
+the runs stay in the store); 2 bad input (one `error:` line,
 nothing trained or written); 130 interrupted (Ctrl-C; finished runs stay in the store); 143
 stopped by SIGTERM (a scheduler's time limit, `docker stop`, `timeout`), 129 stopped by SIGHUP (the
 terminal closed; not under `nohup`, which keeps SIGHUP ignored): as after Ctrl-C, finished runs and

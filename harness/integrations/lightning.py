@@ -42,6 +42,7 @@ from harness.integrations.lightning_resume import FitContinuity, warn_mid_epoch_
 from harness.tracker import SampleTracker
 from harness.tracker.class_names import checked_classes
 from harness.tracker.report import check_png_path
+from harness.values import expand_home
 from proxies import Proxy
 
 try:
@@ -92,8 +93,8 @@ class CSLCallback(Callback):
         super().__init__()
         if plot_path is not None and images is None:
             raise HarnessError("CSLCallback(plot_path=...) needs images= (all n training images in index order)")
-        if plot_path is not None:
-            check_png_path(plot_path)  # said now, not when training has ended
+        if plot_path is not None:  # said now, not when training has ended
+            plot_path = expand_home(check_png_path(plot_path), "CSLCallback(plot_path=...)")
         classes = checked_classes(classes, "CSLCallback")  # said now too
         self.tracker = SampleTracker(n, proxies=proxies, labels=labels, running_sums=running_sums, suggest=suggest)
         self._recorder = DistributedRecorder(self.tracker)
