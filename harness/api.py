@@ -62,7 +62,10 @@ def run_experiment(**options: Any) -> ExperimentResult:
     `trained`, `reused`, `outputs` (with `out`: every file written, by kind). Bad input raises
     HarnessError, naming these keywords, before anything trains. Ctrl-C raises
     `harness.errors.Interrupted`, a KeyboardInterrupt (an `except Exception` does not catch it),
-    once the runs trained so far are stored: the same call again resumes.
+    once the runs trained so far are stored: the same call again resumes. A write after training that
+    fails, or the near-duplicate search refused after training for want of memory
+    (`harness.search_memory.SearchOutOfMemory`, whose `store` names the store), raises
+    `harness.errors.StorageError`: the trained runs stay in the store and the same call again reuses them.
     """
     with host_state_kept(), keyword_errors(), keyword_warnings():  # the imports too: a library may draw from `random`
         cfg = build_config(**options)

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from harness.errors import HarnessError
+from harness.errors import HarnessError, StorageError
 from harness.options import Option, table
 
 _FLAG = re.compile(r"(?<![\w-])(--[a-z][a-z0-9-]*)(?: ('[^']*'|[^\s;,)]*[^\s;,).:]))?")
@@ -29,11 +29,12 @@ def as_keywords(message: str) -> str:
 
 @contextmanager
 def keyword_errors() -> Iterator[None]:
-    """A HarnessError raised inside names keywords, not flags; its class and attributes stay. So does
-    a warning raised as an error (`-W error`, `simplefilter("error")`)."""
+    """A HarnessError raised inside names keywords, not flags; its class and attributes stay. So do a
+    StorageError (a write, or the near-duplicate search, refused after training) and a warning raised as
+    an error (`-W error`, `simplefilter("error")`)."""
     try:
         yield
-    except (HarnessError, Warning) as error:
+    except (HarnessError, StorageError, Warning) as error:
         if error.args and isinstance(error.args[0], str):
             error.args = (as_keywords(error.args[0]), *error.args[1:])
         raise
