@@ -7,8 +7,9 @@ kernels by the instruction set it finds (`torch.backends.cpu.get_cpu_capability(
 (a CIFAR-10 rerun on another CPU shared 26 of CSL's top 40 suspects), so a store shared between
 machines (NFS, Ray workers) holds runs that agree only up to float rounding. The record is made by
 the process that trains (`harness.jobs.make_manifest`, in the worker), never by the driver, and holds
-no host name: the CPU model, the kernel set, the logical CPU count, the architecture, and for a run
-on an accelerator its name (CUDA: with its compute capability). A manifest written before the field
+no host name: the CPU model, the kernel set, the logical CPU count, the architecture, for a run
+on an accelerator its name (CUDA: with its compute capability), and the `versions` of torch, numpy,
+scikit-learn and cleanlab. A manifest written before the field
 existed reads as `{}` (unknown), never as the reader's machine.
 
 A run killed and resumed from its checkpoint may finish on another machine than the one that trained
@@ -160,7 +161,17 @@ def machine_record(device: str | torch.device = "cpu") -> dict[str, Any]:
     read once per process)."""
     record: dict[str, Any] = {"cpu": cpu_model(), "cpu_capability": cpu_capability(), "cpus": os.cpu_count() or 0,
                               "arch": platform.machine()}
-    return record | accelerator_record(torch.device(device))
+    return record | accelerator_record(torch.device(device)) | {"versions": dict(_versions())}
+
+
+@functools.cache
+def _versions() -> tuple[tuple[str, str], ...]:
+    """The packages that can change a run's floats, as this process has them: per machine record, so a
+    run resumed on a Ray node with another torch records both (the manifest's `versions` is the
+    finishing process's alone)."""
+    from harness.manifest import FLOAT_PACKAGES, package_versions
+
+    return tuple((k, v) for k, v in package_versions().items() if k in FLOAT_PACKAGES)
 
 
 # a run trained by more than one process ------------------------------------------------------------

@@ -47,11 +47,16 @@ def manifest_digest(raw: dict[str, Any]) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
+#: The packages besides memprox whose versions can change a run's floats: the manifest's `versions`,
+#: each machine's record (`harness.machine`), and what a Ray node is compared on (`ray_versions`).
+FLOAT_PACKAGES = ("torch", "numpy", "scikit-learn", "cleanlab")
+
+
 def package_versions() -> dict[str, str]:
     import importlib.metadata as md
 
     out = {"python": platform.python_version()}
-    for pkg in ("memprox", "torch", "numpy", "scikit-learn", "cleanlab"):
+    for pkg in ("memprox", *FLOAT_PACKAGES):
         try:
             out[pkg] = md.version(pkg)
         except md.PackageNotFoundError:

@@ -30,10 +30,11 @@ from typing import Any
 
 from harness.console import write_line
 from harness.errors import StorageError
+from harness.manifest import FLOAT_PACKAGES
 
 #: The packages whose versions can change a run's numbers (the manifest records them, with Python's
 #: and memprox's: memprox's code is `ray_same_code`'s check).
-PACKAGES = ("torch", "numpy", "scikit-learn", "cleanlab")
+PACKAGES = FLOAT_PACKAGES
 #: What a job returns, instead of its bare result, on a node whose versions differ from the driver's:
 #: (OTHER, the result, the node's host name, ((package, the node's version, the driver's), ...)).
 OTHER = "memprox-other-versions"
