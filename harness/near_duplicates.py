@@ -272,7 +272,7 @@ def _centred(channels: int) -> Features:
     metric (scikit-learn computes it as one matrix product per chunk, 3x faster than its euclidean);
     constant samples left out. Centring the whole image left a blue sky's blue: on CIFAR-10, 14 of
     its 124 pairs were different birds and airplanes in a plain sky, all 9 pairs with different labels
-    among them; centred per channel, none of 150 (results/cifar10-suspects-cpu)."""
+    among them; centred per channel, none of 150 (187 with mirrors; results/cifar10-suspects-cpu/README.md)."""
     def featurize(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         features: np.ndarray = rows.astype(np.float32).reshape(len(rows), channels, -1)  # then flattened to 2-D
         features -= features.mean(axis=2, keepdims=True)

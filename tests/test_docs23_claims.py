@@ -187,14 +187,3 @@ def test_the_readme_and_home_page_name_what_the_suspects_task_gives() -> None:
     for text in (bullet, home):
         assert "suggested" in text and "mirrored" in text and "near copies" in text, text
 
-
-def test_the_cifar10_suspects_folder_predates_what_results_md_says_it_does() -> None:
-    """results.md says the folder's files predate the suggested and mirrored columns (and its figures'
-    counts, 150 pairs): a folder made again with them must change the page too."""
-    folder = ROOT / "results" / "cifar10-suspects-cpu" / "suspects"
-    ranked = pd.read_csv(folder / "suspects_seed0.csv.gz", nrows=1).columns
-    pairs = pd.read_csv(folder / "duplicates.csv")
-    page = _text("results.md")
-    assert "The folder's files predate the suggested label and the mirrored search" in page
-    assert "suggested" not in ranked and "mirrored" not in pairs.columns and len(pairs) == 150
-    assert "mirrored" not in pd.read_csv(folder / "train_test_duplicates.csv", nrows=1).columns
