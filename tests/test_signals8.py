@@ -280,8 +280,13 @@ def test_joining_ray_leaves_the_signal_handlers(monkeypatch) -> None:
         def init(**kwargs) -> None:  # type: ignore[no-untyped-def]
             signal.signal(signal.SIGTERM, lambda s, f: sys.exit(s))
 
+        @staticmethod
+        def is_initialized() -> bool:
+            return False
+
     before = signal.getsignal(signal.SIGTERM)
     monkeypatch.setattr(ray_executor, "ray", FakeRay)
+    monkeypatch.setattr(ray_executor, "_joined", None)  # `_join` records the stand-in's connection
     try:
         ray_executor._join(None, "127.0.0.1:6379")
         assert signal.getsignal(signal.SIGTERM) is before

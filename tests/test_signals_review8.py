@@ -144,7 +144,9 @@ def test_ray_init_sets_no_sigterm_handler_of_its_own(monkeypatch) -> None:
     seen: list[object] = []
     before = signal.getsignal(signal.SIGTERM)
     setter = ray._private.utils.set_sigterm_handler
-    monkeypatch.setattr(ray_executor, "ray", type("R", (), {"init": FakeRay.init, "_private": ray._private}))
+    monkeypatch.setattr(ray_executor, "ray", type("R", (), {"init": FakeRay.init, "_private": ray._private,
+                                                            "is_initialized": staticmethod(lambda: False)}))
+    monkeypatch.setattr(ray_executor, "_joined", None)  # `_join` records the stand-in's connection
     try:
         ray_executor._join(None, "127.0.0.1:6379")
         assert seen == [before] and signal.getsignal(signal.SIGTERM) is before

@@ -265,9 +265,12 @@ def _loopback_only() -> Iterator[None]:
 
 
 def _gcs_address() -> str | None:
-    """The head of the Ray this process is connected to (None: none, or a Ray Client connection)."""
+    """The head of the Ray this process is connected to (None: none, or a Ray Client connection). Not
+    connected, `get_runtime_context` starts a local Ray of its own (a test's stand-in join did)."""
     import ray
 
+    if not ray.is_initialized():
+        return None
     try:
         return str(ray.get_runtime_context().gcs_address)
     except Exception:
