@@ -9,8 +9,10 @@ machines (NFS, Ray workers) holds runs that agree only up to float rounding. The
 the process that trains (`harness.jobs.make_manifest`, in the worker), never by the driver, and holds
 no host name: the CPU model, the kernel set, the logical CPU count, the architecture, for a run
 on an accelerator its name (CUDA: with its compute capability), and the `versions` of torch, numpy,
-scikit-learn and cleanlab. A manifest written before the field
-existed reads as `{}` (unknown), never as the reader's machine.
+scikit-learn and cleanlab. A manifest written before the field existed reads as `{}` (unknown),
+never as the reader's machine; a record made before `versions` has none (unknown too). A kind of
+machine is its hardware and versions: torch 2.5 and 2.14 round apart as two CPUs do, but a record
+without versions is never a kind of its own beside a like machine's that has them (`_kinds`).
 
 A run killed and resumed from its checkpoint may finish on another machine than the one that trained
 its first epochs, and its floats are then neither machine's. Each checkpoint carries the record of
@@ -27,7 +29,7 @@ import functools
 import os
 import platform
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from typing import Any, NamedTuple
 
 import torch
@@ -230,30 +232,69 @@ def _well_formed(record: Mapping[str, Any]) -> bool:
 
 # kinds of machine ----------------------------------------------------------------------------------
 def machine_kind(record: Mapping[str, Any]) -> tuple[str, ...] | None:
-    """What decides a run's rounding (kernel set, CPU model, GPU); None for an unrecorded machine."""
+    """The hardware that decides a run's rounding (kernel set, CPU model, GPU); None for an unrecorded
+    machine. The package versions that decide it too are `machine_versions`, counted by `_kinds`."""
     if not any(record.get(k) for k in ("cpu", "cpu_capability", "gpu")):
         return None
     return (str(record.get("cpu_capability", "")), str(record.get("cpu", "")), str(record.get("gpu", "")))
 
 
-def machine_label(record: Mapping[str, Any]) -> str:
-    """`AVX2 AMD EPYC 7763` or `NVIDIA H200 (9.0) on AVX512 Intel Xeon ...`; `unknown` when unrecorded."""
+def machine_versions(record: Mapping[str, Any]) -> dict[str, str]:
+    """The record's `versions` (torch, numpy, ...); {} for a record made before machines recorded them:
+    unknown, never the reader's."""
+    versions = record.get("versions")
+    return {str(k): str(v) for k, v in versions.items()} if isinstance(versions, Mapping) else {}
+
+
+def _kinds(machines: Iterable[Mapping[str, Any]]) -> set[tuple[tuple[str, ...], frozenset[tuple[str, str]]]]:
+    """The kinds (hardware and versions) of the recorded machines. A record that says less than another
+    of the same hardware and nothing against it (no versions: made before they were recorded; fewer
+    packages) is that one's kind, not one of its own: unknown is counted, never assumed to differ. So
+    a store of old runs and new ones of one torch is one kind, and torch 2.5 next to 2.14 is two."""
+    keys = {(hw, frozenset(machine_versions(m).items())) for m in machines if (hw := machine_kind(m)) is not None}
+    return {k for k in keys if not any(o[0] == k[0] and k[1] < o[1] for o in keys)}
+
+
+def differing_packages(machines: Iterable[Mapping[str, Any]]) -> tuple[str, ...]:
+    """The packages recorded with more than one version by the recorded machines: the only ones a
+    label names (versions alike everywhere would only lengthen the line)."""
+    seen: dict[str, set[str]] = {}
+    for m in (m for m in machines if machine_kind(m) is not None):
+        for package, version in machine_versions(m).items():
+            seen.setdefault(package, set()).add(version)
+    return tuple(p for p, versions in seen.items() if len(versions) > 1)
+
+
+def machine_label(record: Mapping[str, Any], packages: Collection[str] = ()) -> str:
+    """`AVX2 AMD EPYC 7763` or `NVIDIA H200 (9.0) on AVX512 Intel Xeon ...`, with the versions of
+    `packages` (`... with torch 2.14.1`; `differing_packages`); `unknown` when unrecorded."""
     kind = machine_kind(record)
     if kind is None:
         return "unknown"
     cap, cpu, gpu = kind
     host = f"{cap} {cpu}".strip()
     gpu_cap = f" ({record['gpu_capability']})" if record.get("gpu_capability") else ""
-    return f"{gpu}{gpu_cap} on {host}" if gpu else host
+    return (f"{gpu}{gpu_cap} on {host}" if gpu else host) + _versions_label(record, packages)
 
 
-def run_label(record: Mapping[str, Any]) -> str:
+def _versions_label(record: Mapping[str, Any], packages: Collection[str]) -> str:
+    """` with torch 2.14.1 and numpy 2.1.0`; ` with versions unrecorded` for a record made before
+    machines recorded them; "" when no package is named."""
+    if not packages:
+        return ""
+    versions = machine_versions(record)
+    if not versions:
+        return " with versions unrecorded"
+    return " with " + " and ".join(f"{p} {versions.get(p, 'unrecorded')}" for p in packages)
+
+
+def run_label(record: Mapping[str, Any], packages: Collection[str] = ()) -> str:
     """A run's kinds of machine in order: `AVX2 AMD EPYC 7763` for one, `AVX2 AMD EPYC 7763 then
     AVX512 Intel ...` for a run resumed on another kind (an unrecorded one reads `an unrecorded
-    machine`)."""
+    machine`), each with the versions of `packages` (`machine_label`)."""
     labels: list[str] = []
     for m in run_machines(record):
-        label = machine_label(m) if machine_kind(m) else "an unrecorded machine"
+        label = machine_label(m, packages) if machine_kind(m) else "an unrecorded machine"
         if not labels or labels[-1] != label:
             labels.append(label)
     return " then ".join(labels)
@@ -274,15 +315,17 @@ def machine_counts(records: Iterable[Mapping[str, Any]]) -> MachineCounts:
     machines were recorded is no kind; one resumed from such a run's checkpoint is its known kinds."""
     records = list(records)
     known = [r for r in records if any(machine_kind(m) for m in run_machines(r))]
-    labels = Counter(run_label(r) for r in known)
-    kinds = {k for r in known for m in run_machines(r) if (k := machine_kind(m)) is not None}
+    machines = [m for r in known for m in run_machines(r)]
+    packages = differing_packages(machines)
+    labels = Counter(run_label(r, packages) for r in known)
     return MachineCounts(sorted(labels.items(), key=lambda kv: (-kv[1], kv[0])), len(records) - len(known),
-                         len(kinds))
+                         len(_kinds(machines)))
 
 
 def mixed_machines_line(records: Iterable[Mapping[str, Any]]) -> str | None:
-    """One line when the runs were trained on more than one kind of machine, else None. Runs stored
-    before machines were recorded are no kind: they are counted, never assumed to differ."""
+    """One line when the runs were trained on more than one kind of machine (hardware or package
+    versions: `_kinds`), else None. Runs stored before machines were recorded are no kind, and runs
+    stored before their versions were: counted, never assumed to differ."""
     records = list(records)
     counts = machine_counts(records)
     if counts.kinds < 2:
