@@ -283,7 +283,10 @@ HASHED_AT: dict[str, Any] = {"download": False}
 
 
 def experiment_id(cfg: Any) -> str:
-    """Hash of what the experiment computes (not where or how it runs): the ownership mark of --out."""
+    """Hash of what the experiment computes (not where or how it runs): the ownership mark of --out.
+    A --data-root the dataset never reads (`NO_DATA_ROOT`) is hashed as not given: with it, a rerun
+    that dropped it as the warning says, or named another, was "another experiment" on its own --out.
+    Ids of configs without it, and of datasets that read it (torchvision's, plugins'), are unchanged."""
     from harness.recipe import LATER_RECIPE_DEFAULTS, without_defaults
 
     runtime = _options.runtime_fields()
@@ -293,6 +296,8 @@ def experiment_id(cfg: Any) -> str:
     # the selection as the registry reads it (whitespace ignored, `csl()` is csl): ' csl' or 'csl()' in a
     # rerun named "another experiment" and needed --overwrite; plain selections keep their identity
     what["proxies"] = re.sub(r"\s+", "", str(what["proxies"])).replace("()", "")
+    if "data_root" in what and str(what["dataset"]).partition(":")[0] in NO_DATA_ROOT:
+        what["data_root"] = None  # unread (the warning says "drop it"): hashed at its default, as without it
     return hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
