@@ -44,6 +44,10 @@ REFERENCE_DEFAULTS: dict[str, Any] = {"k": 128, "fraction": 0.7, "variant": "cor
 #: Stability models at most: each is a training run (the estimator is reliable from K = 128).
 MAX_REFERENCE_MODELS = 10_000
 LOADERS = {"fz": load_fz, "cscore": load_cscore}
+#: The arrays each score file holds (`baselines.references`' loaders read them): named when a file is no .npz.
+FILE_KEYS = {"fz": ("tr_mem", "tr_labels"), "cscore": ("scores", "labels")}
+#: How an .npz (a zip archive; the second: an empty one) and a .npy begin; numpy reads anything else as a pickle.
+ARCHIVE_STARTS = (b"PK\x03\x04", b"PK\x05\x06", b"\x93NUMPY")
 #: Fewer samples with a stability estimate than this stop the experiment while planning: a Pearson
 #: over 3 samples came out as -0.76 [-0.88, -0.64], "significantly worse than the best", from noise.
 MIN_REFERENCE_SAMPLES = 10
@@ -120,6 +124,7 @@ class ReferenceConfig:
 
     # evaluation ------------------------------------------------------------------------
     def load_file(self, labels: np.ndarray, full_size: int | None = None) -> Reference:
+        _check_archive(self.kind, self.path)
         return LOADERS[self.kind](self.path, labels, full_size)
 
     def scores(self, runs: Mapping[RunSpec, Any], base: RunSpec, clean_labels: np.ndarray,
@@ -129,6 +134,23 @@ class ReferenceConfig:
             return self.load_file(clean_labels, full_size), float("nan")
         matrix, masks = stability_matrix(runs, self.base(base), self.k, self.fraction, self.variant)
         return _stability(matrix, masks), split_half_pearson(matrix, masks)
+
+
+def _check_archive(kind: str, path: str) -> None:
+    """numpy reads a file that is neither an .npz nor a .npy as a pickle, and refusing pickles it said a
+    CSV or text file "contains pickled data" (an empty one escaped as a bare EOFError): say what the file
+    must be. A missing file, a folder or a .npy is left to the loader, which names each."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8)
+    except OSError:
+        return
+    if not head.startswith(ARCHIVE_STARTS):
+        scores, labels = FILE_KEYS[kind]
+        what = "is empty" if not head else f"is not an .npz archive (it begins {head!r})"
+        raise HarnessError(f"--reference {kind}:{path} {what}; a {kind} file must be an .npz holding the arrays "
+                           f"{scores} and {labels} (np.savez(PATH, {scores}=..., {labels}=...), one entry per "
+                           "training sample; see docs/experiments.md, The memorization reference)")
 
 
 @cache  # the memorization, theory and privacy tasks share one reference: counted once
