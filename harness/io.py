@@ -296,10 +296,12 @@ def free_bytes_short(folder: Path) -> int | None:
 
 def folder_beside(parent: Path, prefix: str) -> Path:
     """A new empty folder `parent/PREFIX<random>`, with the permissions the umask gives (mkdtemp
-    makes 0700 folders: the umask decides who may read what is published from it)."""
+    makes 0700 folders: the umask decides who may read what is published from it), and the setgid
+    bit it got from a setgid `parent`: a chmod without it cleared it, so in a group's store the files
+    of each new entry took their writer's own group, and under umask 007 no other member could read them."""
     path = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
     try:
-        os.chmod(path, 0o777 & ~umask())
+        os.chmod(path, (0o777 & ~umask()) | (os.stat(path).st_mode & stat.S_ISGID))
     except BaseException:
         rmtree(path)
         raise

@@ -1,0 +1,90 @@
+"""A run store shared by several Unix users (a group's folder, setgid, every member under umask 002
+or 007), as tried with two real users (multiuser25):
+
+- each new entry folder lost the setgid bit it got from runs/ (`folder_beside` set its mode with a
+  chmod that dropped it), so its files took their writer's own group: under umask 007 no other
+  member could read them ("run store entry ... cannot be read");
+- a member's prune of an entry whose folder another member owns and it may not write (written
+  under umask 022) renamed it aside (runs/ is group-writable) and then could not delete its files:
+  the run was gone from its address, left at `runs/.tmp-<hash>-prune...` for its owner to delete.
+  It now stays whole at its name, with one line saying whose it is and the fix (exit 1).
+
+The second user is stood in for by this (root) process taking another uid as its effective one
+(`os.seteuid`), so the kernel checks that user's permissions; without root the test skips.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from harness.jobs import make_manifest
+from harness.runspec import RunSpec
+from harness.store import RunStore
+from harness.training import RunOutput
+
+NOBODY = 65534  # a uid that is not ours: the other member
+
+
+def _stored(root: Path, spec: RunSpec) -> RunStore:
+    store = RunStore(root)
+    arrays = {"train_loss": {"loss": np.random.default_rng(0).random((3, 5), dtype=np.float32)}}
+    out = RunOutput(arrays=arrays, train_seconds=1.0, train_flops=1, recorder_seconds={"train_loss": 0.1},
+                    recorder_flops={"train_loss": 0}, train_acc=0.5, test_acc=0.5, history=[])
+    store.put(spec, out.arrays, make_manifest(spec, out, "single", "cpu"))
+    return store
+
+
+@contextmanager
+def _umask(mask: int) -> Iterator[None]:
+    old = os.umask(mask)
+    try:
+        yield
+    finally:
+        os.umask(old)
+
+
+@contextmanager
+def _as_user(uid: int) -> Iterator[None]:
+    """This process with `uid` as its effective user (root keeps its real uid, so it can come back)."""
+    os.seteuid(uid)
+    try:
+        yield
+    finally:
+        os.seteuid(0)
+
+
+@contextmanager
+def _reachable_folder() -> Iterator[Path]:
+    """A new folder under the system's temporary folder that every user may reach (pytest's own is 0700)."""
+    base = Path(tempfile.mkdtemp(prefix="memprox-multiuser25-"))
+    try:
+        os.chmod(base, 0o755)
+        yield base
+    finally:
+        shutil.rmtree(base)
+
+
+def test_an_entry_in_a_setgid_store_keeps_the_bit_so_its_files_take_the_stores_group(tmp_path, base_spec) -> None:
+    root = tmp_path / "team-store"
+    root.mkdir()
+    if os.geteuid() == 0:  # a group not the writer's own, as a team's group is
+        os.chown(root, -1, NOBODY)
+    os.chmod(root, 0o2770)
+    if not os.stat(root).st_mode & stat.S_ISGID:
+        pytest.skip("this file system (or group) does not keep the setgid bit on a folder")
+    group = os.stat(root).st_gid
+    with _umask(0o007):
+        store = _stored(root, base_spec)
+    entry = store.entry_dir(base_spec)
+    assert stat.S_IMODE(os.stat(entry).st_mode) == 0o2770  # was 0o770: the bit dropped
+    assert {p.name: p.stat().st_gid for p in entry.iterdir()} == {p.name: group for p in entry.iterdir()}
+    assert {stat.S_IMODE(p.stat().st_mode) for p in entry.iterdir()} == {0o660}
