@@ -15,7 +15,9 @@ Reading the store (`scan`, `read_entry`, `held`, ...) and reachability (`rebuild
 
 from __future__ import annotations
 
+import errno
 import os
+import pwd
 import stat
 import time
 import uuid
@@ -102,6 +104,9 @@ def remove_entry(root: Path, digest: str, selection: Selection, now: datetime) -
         if not selection.matches(entry, now):
             why = "holds files that are not the store's own" if not entry.own else "changed since the scan"
             return None, why
+        refused = not_yours(path)
+        if refused:  # renamed aside, it could not be emptied: the run was gone from its address, its files left
+            raise PermissionError(errno.EACCES, refused)
         aside = root / "runs" / f".tmp-{digest}-prune{os.getpid()}-{uuid.uuid4().hex[:8]}"
         os.rename(path, aside)  # atomic: the entry is complete at its name or not there at all
         # back whole when a file was put in since the check, or a link swapped in (deleting reaches through it)
@@ -115,6 +120,23 @@ def remove_entry(root: Path, digest: str, selection: Selection, now: datetime) -
                           f"({failure_reason(e)}); remove that by hand")
     finally:
         lock.release()
+
+
+def not_yours(folder: Path) -> str:
+    """Why this process may not delete the files of the entry `folder` (another user's, not writable
+    for us), or "": its owner may (`delete_files` makes it writable first). Checked before the entry is
+    renamed aside, which the store's group-writable runs/ allows anyone: another member's prune left
+    that member's run at `runs/.tmp-<hash>-prune...`, gone from the store, for its owner to delete."""
+    st = os.lstat(folder)
+    effective = os.access in os.supports_effective_ids  # the user this process acts as (a setuid tool's too)
+    if st.st_uid == os.geteuid() or os.access(folder, os.W_OK | os.X_OK, effective_ids=effective):
+        return ""
+    try:
+        owner = pwd.getpwuid(st.st_uid).pw_name
+    except KeyError:
+        owner = f"uid {st.st_uid}"
+    return (f"Permission denied: its folder is {owner}'s and not writable for you, so {owner} prunes it; in a "
+            "store a group shares, every member writes with umask 002, see docs/store.md")
 
 
 def delete_files(folder: Path, names: tuple[str, ...]) -> int:

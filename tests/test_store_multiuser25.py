@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from harness.cli import main
 from harness.jobs import make_manifest
 from harness.runspec import RunSpec
 from harness.store import RunStore
@@ -88,3 +89,31 @@ def test_an_entry_in_a_setgid_store_keeps_the_bit_so_its_files_take_the_stores_g
     assert stat.S_IMODE(os.stat(entry).st_mode) == 0o2770  # was 0o770: the bit dropped
     assert {p.name: p.stat().st_gid for p in entry.iterdir()} == {p.name: group for p in entry.iterdir()}
     assert {stat.S_IMODE(p.stat().st_mode) for p in entry.iterdir()} == {0o660}
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="acting as a second user needs root")
+def test_a_members_prune_of_an_entry_it_may_not_empty_leaves_it_whole_at_its_name(base_spec, capsys) -> None:
+    with _reachable_folder() as base:
+        root = base / "store"
+        with _umask(0o022):  # the owner (root here) wrote it under the usual umask: 0755 folder, 0644 files
+            store = _stored(root, base_spec)
+        for sub in ("runs", "partial", "locks"):  # the store's folders writable for the group (here: everyone)
+            os.chmod(root / sub, 0o777)
+        for lock in (root / "locks").iterdir():
+            os.chmod(lock, 0o666)
+        entry = store.entry_dir(base_spec)
+        before = {p.name: p.read_bytes() for p in entry.iterdir()}
+        assert main(["store", "prune", "--all", "--dry-run", "--store", str(root)]) == 0  # loads what prune uses
+        capsys.readouterr()
+        with _as_user(NOBODY):
+            code = main(["store", "prune", "--all", "--store", str(root)])
+        out, err = capsys.readouterr()
+        assert code == 1
+        assert sorted(os.listdir(root / "runs")) == [entry.name]  # no runs/.tmp-<hash>-prune... left
+        assert {p.name: p.read_bytes() for p in entry.iterdir()} == before
+        assert RunStore(root).get(base_spec) is not None
+        line = f"skipped runs/{entry.name}  {base_spec.label()}: cannot be removed (Permission denied: its " \
+               "folder is root's and not writable for you, so root prunes it;"
+        assert line in out
+        assert "removed 0 of 1 selected, freed 0 bytes; 1 skipped" in out
+        assert "Traceback" not in out + err
