@@ -29,7 +29,8 @@ import os
 import re
 import stat
 import warnings
-from contextlib import suppress
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -58,6 +59,26 @@ _DIGEST = "[0-9a-f]{20}"  # RunSpec.digest()
 LEFTOVER = re.compile(rf"^\.(?:tmp|old)-({_DIGEST})-")
 _ASIDE = re.compile(rf"\.old-({_DIGEST})-\d+$")  # `put` sets an entry aside under this name
 CKPT_TEMP = re.compile(rf"^(?:\.({_DIGEST})\.pt\..+|({_DIGEST})\.tmp\d+)$")
+
+
+@contextmanager
+def locked(lock: FileLock) -> Iterator[None]:
+    """`with lock:`, where a lock file this process may not open (a group's store whose lock another member made
+    under umask 022) is one line naming it and the fix, as runner's locking says it: a reader re-reading a damaged
+    entry under its lock ended in a traceback. Timeout (another process holds it) passes through."""
+    try:
+        lock.acquire()
+    except Timeout:
+        raise
+    except OSError as e:
+        fix = room_fix(e, "make it writable for you (a store shared by a group: chmod -R g+w on its locks "
+                          "folder, and umask 002 for every member)")
+        raise StorageError(f"cannot lock a run's entry at {lock.lock_file} ({e.strerror or e}); {fix}, and rerun: "
+                           "every stored run is kept") from e
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 def _unreadable(path: Path, e: OSError) -> HarnessError:
@@ -94,7 +115,7 @@ class StoredRun:
             first: Exception = e
         if self.lock is None:
             raise self._damaged(first) from first
-        with self.lock:
+        with locked(self.lock):
             try:
                 self.manifest = read_manifest(self.path, self.spec.digest())
                 return self._load(recorder_key)
@@ -179,7 +200,7 @@ class RunStore:
             return found
         swapping = any((self.root / "runs").glob(f".old-{spec.digest()}-*"))  # a writer is replacing it
         if self._unwritable is None and (found is not None or swapping or os.path.lexists(self.entry_dir(spec))):
-            with self.lock(spec):
+            with locked(self.lock(spec)):
                 found = self._read(spec)
         if isinstance(found, Exception):
             warnings.warn(f"run store entry {self.entry_dir(spec)} ({spec.label()}) is damaged or unverifiable "
@@ -212,7 +233,7 @@ class RunStore:
         StorageError naming the path when the file system refuses; any old complete entry stays."""
         final = self.entry_dir(spec)
         runs = final.parent
-        with self.lock(spec):
+        with locked(self.lock(spec)):
             tmp: Path | None = None
             try:
                 tmp = folder_beside(runs, f".tmp-{spec.digest()}-")

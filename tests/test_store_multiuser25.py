@@ -7,7 +7,10 @@ or 007), as tried with two real users (multiuser25):
 - a member's prune of an entry whose folder another member owns and it may not write (written
   under umask 022) renamed it aside (runs/ is group-writable) and then could not delete its files:
   the run was gone from its address, left at `runs/.tmp-<hash>-prune...` for its owner to delete.
-  It now stays whole at its name, with one line saying whose it is and the fix (exit 1).
+  It now stays whole at its name, with one line saying whose it is and the fix (exit 1);
+- a member re-reading a damaged entry under its lock, whose lock file another member made under
+  umask 022 (0644), ended in a traceback (PermissionError); it is now the one line the runner gives
+  for such a lock, naming the file and the fix, before anything trains.
 
 The second user is stood in for by this (root) process taking another uid as its effective one
 (`os.seteuid`), so the kernel checks that user's permissions; without root the test skips.
@@ -20,13 +23,14 @@ import shutil
 import stat
 import tempfile
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from harness.cli import main
+from harness.errors import StorageError
 from harness.jobs import make_manifest
 from harness.runspec import RunSpec
 from harness.store import RunStore
@@ -117,3 +121,27 @@ def test_a_members_prune_of_an_entry_it_may_not_empty_leaves_it_whole_at_its_nam
         assert line in out
         assert "removed 0 of 1 selected, freed 0 bytes; 1 skipped" in out
         assert "Traceback" not in out + err
+
+
+def test_rereading_a_damaged_entry_under_a_lock_file_we_may_not_open_is_one_line(base_spec) -> None:
+    with _reachable_folder() as base:
+        root = base / "store"
+        with _umask(0o022):  # the other member's lock file: 0644
+            store = _stored(root, base_spec)
+        for sub in ("runs", "partial", "locks"):
+            os.chmod(root / sub, 0o777)
+        entry = store.entry_dir(base_spec)
+        npy = next(entry.glob("*.npy"))
+        with open(npy, "ab") as f:  # damaged: the reader checks it again under the entry's lock
+            f.write(b"x")
+        before = {p.name: p.read_bytes() for p in entry.iterdir()}
+        lock = root / "locks" / f"{base_spec.digest()}.lock"
+        assert lock.is_file()
+        if os.geteuid() != 0:  # our own lock file made unwritable: the same refusal, as an ordinary user
+            os.chmod(lock, 0o444)
+        with _as_user(NOBODY) if os.geteuid() == 0 else nullcontext(), pytest.raises(StorageError) as got:
+            RunStore(root).get(base_spec)
+        assert str(got.value) == (f"cannot lock a run's entry at {lock} (Permission denied); make it writable for "
+                                  "you (a store shared by a group: chmod -R g+w on its locks folder, and umask 002 "
+                                  "for every member), and rerun: every stored run is kept")
+        assert {p.name: p.read_bytes() for p in entry.iterdir()} == before
