@@ -309,11 +309,15 @@ def folder_beside(parent: Path, prefix: str) -> Path:
 
 
 def rmtree(path: Path) -> None:
-    """Remove a folder (or file), making read-only parts writable first; leave what cannot be removed."""
+    """Remove a folder (or file), making read-only parts of it writable first; leave what cannot be removed.
+    The folder it is in is never changed: a folder of another user's it could not empty made that folder (a
+    group's runs/, when this user had made it) 0700, and the whole group lost the store."""
+    top = os.path.abspath(path)
 
     def writable_then_retry(func, p, _exc):
         try:
-            os.chmod(os.path.dirname(p), stat.S_IRWXU)
+            if os.path.abspath(p) != top:
+                os.chmod(os.path.dirname(p), stat.S_IRWXU)
             os.chmod(p, stat.S_IRWXU)
             func(p)
         except OSError:

@@ -10,7 +10,11 @@ or 007), as tried with two real users (multiuser25):
   It now stays whole at its name, with one line saying whose it is and the fix (exit 1);
 - a member re-reading a damaged entry under its lock, whose lock file another member made under
   umask 022 (0644), ended in a traceback (PermissionError); it is now the one line the runner gives
-  for such a lock, naming the file and the fix, before anything trains.
+  for such a lock, naming the file and the fix, before anything trains;
+- a member who made runs/ and then upgraded (stored again, with more signals) an entry another member
+  had written under umask 022 could not delete the old entry set aside, and the clean-up's retry made
+  the folder it was in, runs/, 0700: the whole group lost the store. runs/ now keeps its mode (the
+  old entry stays set aside, a leftover its owner's next run removes).
 
 The second user is stood in for by this (root) process taking another uid as its effective one
 (`os.seteuid`), so the kernel checks that user's permissions; without root the test skips.
@@ -39,9 +43,9 @@ from harness.training import RunOutput
 NOBODY = 65534  # a uid that is not ours: the other member
 
 
-def _stored(root: Path, spec: RunSpec) -> RunStore:
+def _stored(root: Path, spec: RunSpec, seed: int = 0) -> RunStore:
     store = RunStore(root)
-    arrays = {"train_loss": {"loss": np.random.default_rng(0).random((3, 5), dtype=np.float32)}}
+    arrays = {"train_loss": {"loss": np.random.default_rng(seed).random((3, 5), dtype=np.float32)}}
     out = RunOutput(arrays=arrays, train_seconds=1.0, train_flops=1, recorder_seconds={"train_loss": 0.1},
                     recorder_flops={"train_loss": 0}, train_acc=0.5, test_acc=0.5, history=[])
     store.put(spec, out.arrays, make_manifest(spec, out, "single", "cpu"))
@@ -145,3 +149,25 @@ def test_rereading_a_damaged_entry_under_a_lock_file_we_may_not_open_is_one_line
                                   "you (a store shared by a group: chmod -R g+w on its locks folder, and umask 002 "
                                   "for every member), and rerun: every stored run is kept")
         assert {p.name: p.read_bytes() for p in entry.iterdir()} == before
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="acting as a second user needs root")
+def test_storing_over_another_members_entry_leaves_the_groups_runs_folder_as_it_was(base_spec) -> None:
+    with _reachable_folder() as base:
+        root = base / "store"
+        with _umask(0o022):  # the other member (root here) wrote it under the usual umask: 0755, files 0644
+            _stored(root, base_spec)
+        entry = root / "runs" / base_spec.digest()
+        for folder in (root, root / "runs", root / "partial", root / "locks", *(root / "locks").iterdir()):
+            os.chown(folder, NOBODY, -1)  # this member made the store and its folders
+        os.chmod(root / "runs", 0o2775)
+        with _as_user(NOBODY), _umask(0o002):
+            _stored(root, base_spec, seed=1)  # stored again, as an upgrade stores it
+        assert stat.S_IMODE(os.stat(root / "runs").st_mode) == 0o2775  # was 0o700: nobody else could read it
+        assert os.stat(entry).st_uid == NOBODY
+        got = RunStore(root).get(base_spec)
+        assert got is not None
+        expected = np.random.default_rng(1).random((3, 5), dtype=np.float32)
+        np.testing.assert_array_equal(got.arrays("train_loss")["loss"], expected)
+        aside = [p.name for p in (root / "runs").iterdir() if p.name != entry.name]
+        assert [name.startswith(f".old-{entry.name}-") for name in aside] == [True]  # the owner's to remove
