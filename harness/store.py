@@ -37,6 +37,7 @@ from pathlib import Path
 import numpy as np
 from filelock import FileLock, Timeout
 
+import harness.store_entry_files as entry_files
 from harness.checkpoints import load_checkpoint, read_checkpoint, save_checkpoint
 from harness.errors import HarnessError, StorageError
 from harness.io import (
@@ -84,8 +85,8 @@ def locked(lock: FileLock) -> Iterator[None]:
 def _unreadable(path: Path, e: OSError) -> HarnessError:
     """An entry this process may not read: recomputing it would fail to replace it as well."""
     where = f" on {e.filename}" if e.filename else ""
-    return HarnessError(f"run store entry {path} cannot be read ({e.strerror or e}{where}); "
-                        f"fix the permissions of {path} or remove it")
+    fix = entry_files.unreadable_fix(path)  # another user's entry is that user's to fix
+    return HarnessError(f"run store entry {path} cannot be read ({e.strerror or e}{where}); {fix}")
 
 
 @dataclass

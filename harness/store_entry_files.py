@@ -9,11 +9,30 @@ from __future__ import annotations
 
 import hashlib
 import os
+import pwd
 import stat
 from pathlib import Path
 
 from harness.io import file_sha256
 from harness.manifest import Manifest
+
+
+def unreadable_fix(path: Path) -> str:
+    """The fix for an entry folder this process may not read. Another user's (a member of a group's
+    store who wrote it under umask 077, or without the store's group) is that user's to fix: "fix the
+    permissions or remove it" asked what its reader may do neither of."""
+    try:
+        uid = os.lstat(path).st_uid
+    except OSError:
+        uid = os.geteuid()
+    if uid == os.geteuid():
+        return f"fix the permissions of {path} or remove it"
+    try:
+        name = pwd.getpwuid(uid).pw_name
+    except KeyError:
+        name = f"uid {uid}"
+    return (f"it is {name}'s: {name} makes it readable for you (in a store a group shares: chmod -R g+rX on it, "
+            "and umask 002 or 007 for every member), or pass another --store")
 
 
 def own_files(path: Path, manifest: Manifest | None) -> tuple[str, ...] | None:

@@ -14,7 +14,9 @@ or 007), as tried with two real users (multiuser25):
 - a member who made runs/ and then upgraded (stored again, with more signals) an entry another member
   had written under umask 022 could not delete the old entry set aside, and the clean-up's retry made
   the folder it was in, runs/, 0700: the whole group lost the store. runs/ now keeps its mode (the
-  old entry stays set aside, a leftover its owner's next run removes).
+  old entry stays set aside, a leftover its owner's next run removes);
+- an entry another member wrote under umask 077 was refused with "fix the permissions of it or
+  remove it", which its reader may do neither of: the line now names whose it is and that user's fix.
 
 The second user is stood in for by this (root) process taking another uid as its effective one
 (`os.seteuid`), so the kernel checks that user's permissions; without root the test skips.
@@ -34,7 +36,7 @@ import numpy as np
 import pytest
 
 from harness.cli import main
-from harness.errors import StorageError
+from harness.errors import HarnessError, StorageError
 from harness.jobs import make_manifest
 from harness.runspec import RunSpec
 from harness.store import RunStore
@@ -171,3 +173,19 @@ def test_storing_over_another_members_entry_leaves_the_groups_runs_folder_as_it_
         np.testing.assert_array_equal(got.arrays("train_loss")["loss"], expected)
         aside = [p.name for p in (root / "runs").iterdir() if p.name != entry.name]
         assert [name.startswith(f".old-{entry.name}-") for name in aside] == [True]  # the owner's to remove
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="acting as a second user needs root")
+def test_an_entry_another_member_keeps_private_is_refused_naming_whose_it_is(base_spec) -> None:
+    with _reachable_folder() as base:
+        root = base / "store"
+        with _umask(0o022):
+            store = _stored(root, base_spec)
+        entry = store.entry_dir(base_spec)
+        os.chmod(entry, 0o700)  # written under umask 077 by its owner (root here)
+        with _as_user(NOBODY), pytest.raises(HarnessError) as got:
+            RunStore(root).get(base_spec)
+        assert str(got.value) == (f"run store entry {entry} cannot be read (Permission denied on {entry}/manifest.json)"
+                                  "; it is root's: root makes it readable for you (in a store a group shares: chmod -R "
+                                  "g+rX on it, and umask 002 or 007 for every member), or pass another --store")
+        assert RunStore(root).get(base_spec) is not None  # its owner still reads it
