@@ -18,6 +18,7 @@ from __future__ import annotations
 import errno
 import os
 import pwd
+import re
 import stat
 import time
 import uuid
@@ -43,6 +44,15 @@ from harness.store_scan import lock_held as lock_held
 from harness.store_scan import scan as scan
 
 
+def label_has(label: str, text: str) -> bool:
+    """`text` in `label` with a number at either end of it matched whole: as a plain substring `seed3`
+    selected seed30 and the stability models of seed 2 (seed3000000 on), `noise=0.1` noise=0.15, so a
+    prune of one run removed others. Letters stay plain text: `then=` and `random` select all theirs."""
+    head = r"(?<![0-9])(?<![0-9]\.)" if text[:1].isdigit() else ""
+    tail = r"(?![0-9]|\.[0-9]|e[-+]?[0-9])" if text[-1:].isdigit() else ""
+    return re.search(head + re.escape(text) + tail, label) is not None
+
+
 @dataclass
 class Selection:
     """Criteria an entry must all meet (None: not asked). `everything`: the explicit --all."""
@@ -66,7 +76,7 @@ class Selection:
             return False
         return ((self.dataset is None or entry.field("dataset") == self.dataset)
                 and (self.model is None or entry.field("model") == self.model)
-                and (self.label_contains is None or self.label_contains in (entry.field("label") or ""))
+                and (self.label_contains is None or label_has(entry.field("label") or "", self.label_contains))
                 and (self.older_than_days is None or age_days(entry.field("created"), now) > self.older_than_days))
 
 

@@ -14,9 +14,8 @@ import argparse
 import errno
 import math
 import os
-import re
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -216,29 +215,9 @@ def selection_of(opts: dict) -> tuple[Selection, bool, bool]:
     if label is not None and not label.strip():  # a space is in every label ("digits clean mlp seed0"): all would go
         what = "white space alone, which every label holds" if label else "empty"
         raise HarnessError(f"--label-contains is {what}; pass some text of the labels to select")
-    selection = LabelSelection(days, _text(opts.get("dataset")), _text(opts.get("model")), label,
+    selection = Selection(days, _text(opts.get("dataset")), _text(opts.get("model")), label,
                                "unreachable" in opts, "damaged" in opts, "all" in opts)
     return selection, "partial" in opts, "leftovers" in opts
-
-
-def label_has(label: str, text: str) -> bool:
-    """`text` in `label` with a number at either end of it matched whole: as a plain substring `seed3`
-    selected seed30 and the stability models of seed 2 (seed3000000 on), `noise=0.1` noise=0.15, so a
-    prune of one run removed others. Letters stay plain text: `then=` and `random` select all theirs."""
-    head = r"(?<![0-9])(?<![0-9]\.)" if text[:1].isdigit() else ""
-    tail = r"(?![0-9]|\.[0-9]|e[-+]?[0-9])" if text[-1:].isdigit() else ""
-    return re.search(head + re.escape(text) + tail, label) is not None
-
-
-@dataclass
-class LabelSelection(Selection):
-    """`Selection` with --label-contains read by `label_has`, also where the entry is checked again
-    under its lock (`remove_entry`) and for the `kept` lines."""
-
-    def matches(self, entry: Entry, now: datetime) -> bool:
-        text = self.label_contains
-        return Selection.matches(replace(self, label_contains=None), entry, now) and \
-            (text is None or label_has(entry.field("label") or "", text))
 
 
 def _text(arg: str | None) -> str | None:

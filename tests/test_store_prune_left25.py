@@ -15,7 +15,8 @@ from harness.cli import main
 from harness.jobs import make_manifest
 from harness.runspec import RunSpec, TrainSubset
 from harness.store import RunStore
-from harness.store_report import label_has, selection_of
+from harness.store_admin import label_has
+from harness.store_report import selection_of
 from harness.training import RunOutput
 
 SEEDS = (3, 30, 31, 13)
