@@ -312,6 +312,11 @@ def _say_kept(found: Scan, sel: Selection, now: datetime, say: Say) -> None:
                 and sel.matches(replace(e, own=True), now)):
             say(f"kept runs/{e.digest}  {e.field('label') or '?'}: it holds files that are not the store's own, "
                 "which prune never removes; move them out of it to prune it")
+    unreadable = [e for e in found.entries if e.status == "unreadable"]
+    if unreadable:  # no criterion can be checked on them: `--all` said "removed 0 of 0" and nothing of them
+        first = f" (runs/{unreadable[0].digest}: {unreadable[0].reason})" if unreadable[0].reason else ""
+        say(f"kept {len(unreadable)} entr{'y' if len(unreadable) == 1 else 'ies'} you cannot read{first}: prune "
+            "cannot tell what they hold; their owner prunes them, or makes them readable for you (docs/store.md)")
 
 
 def _remove_one(name: str, remove: Callable[[], tuple[int | None, str]], tally: dict[str, int], say: Say) -> None:
