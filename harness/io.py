@@ -92,6 +92,14 @@ def room_fix(e: OSError, writable_fix: str) -> str:
     return writable_fix
 
 
+def lock_failure(lock_file: str, e: OSError) -> str:
+    """Why a run entry's lock file could not be taken, and the fix: one wording for the runner and the
+    store's readers (a group's store whose locks another member made under umask 022; no room)."""
+    fix = room_fix(e, "make it writable for you (a store shared by a group: chmod -R g+w on its locks folder, and "
+                      "umask 002 for every member)")
+    return f"cannot lock a run's entry at {lock_file} ({e.strerror or e}); {fix}, and rerun: every stored run is kept"
+
+
 def atomic_write_text(path: str | Path, text: str) -> Path:
     """UTF-8 whatever the locale: leaderboard.md's `±` crashed the write phase under LC_ALL=C."""
     return atomic_write(path, lambda p: p.write_text(text, encoding="utf-8"))

@@ -23,7 +23,7 @@ from filelock import BaseFileLock
 from harness.errors import Interrupted, RunFailed, StorageError
 from harness.executors import Executor
 from harness.executors.base import Outcome
-from harness.io import room_fix
+from harness.io import lock_failure
 from harness.jobs import Job, JobResult, Pending
 from harness.recorders import RECORDERS, RecorderRequest
 from harness.runspec import RunSpec
@@ -195,7 +195,4 @@ def _acquire(lock: BaseFileLock, timeout: float = -1) -> None:
     except TimeoutError:
         raise
     except OSError as e:
-        fix = room_fix(e, "make it writable for you (a store shared by a group: chmod -R g+w on its locks "
-                          "folder, and umask 002 for every member)")
-        raise StorageError(f"cannot lock a run's entry at {lock.lock_file} ({e.strerror or e}); {fix}, and rerun: "
-                           "every stored run is kept") from e
+        raise StorageError(lock_failure(lock.lock_file, e)) from e

@@ -45,6 +45,7 @@ from harness.io import (
     file_sha256,
     folder_beside,
     leftovers,
+    lock_failure,
     nearest_folder,
     rmtree,
     room_fix,
@@ -72,10 +73,7 @@ def locked(lock: FileLock) -> Iterator[None]:
     except Timeout:
         raise
     except OSError as e:
-        fix = room_fix(e, "make it writable for you (a store shared by a group: chmod -R g+w on its locks "
-                          "folder, and umask 002 for every member)")
-        raise StorageError(f"cannot lock a run's entry at {lock.lock_file} ({e.strerror or e}); {fix}, and rerun: "
-                           "every stored run is kept") from e
+        raise StorageError(lock_failure(lock.lock_file, e)) from e
     try:
         yield
     finally:
