@@ -63,6 +63,7 @@ from harness.run_summary import TABLES, summary
 from harness.runspec import RunSpec
 from harness.store import StoredRun
 from harness.store_admin import lock_held
+from harness.store_entry_files import user_name
 
 #: Written into a staging folder when it is made: proof that a stale one is memprox's to remove.
 STAGING_MARKER = ".memprox-staging"
@@ -381,10 +382,10 @@ def _say_others_left(out: Path) -> None:
                 plain_file(folder, STAGING_MARKER) is None or plain_file(folder, STAGING_LOCK) is None or \
                 lock_held(folder / STAGING_LOCK):
             continue
-        other = out.parent / m.group(1)
+        other, uid = out.parent / m.group(1), folder.stat().st_uid  # another user's: theirs to delete
+        may = "you may also delete it" if uid == os.geteuid() else f"it is {user_name(uid)}'s, who may also delete it"
         warnings.warn(f"{folder} was left by a memprox run killed while writing its outputs for {other}: the next run "
-                      f"with --out {other} removes it (and finishes or undoes a publish cut short); you may also "
-                      "delete it")
+                      f"with --out {other} removes it (and finishes or undoes a publish cut short); {may}")
 
 
 def clean_stale(out: Path) -> None:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import errno
 import os
-import pwd
 import re
 import stat
 import time
@@ -31,7 +30,7 @@ from filelock import FileLock, Timeout
 from harness.io import failure_reason
 from harness.store import store_leftovers as store_leftovers
 from harness.store import verify_entry as verify_entry
-from harness.store_entry_files import own_files
+from harness.store_entry_files import own_files, user_name
 from harness.store_reach import reachability as reachability
 from harness.store_reach import rebuild_spec as rebuild_spec
 from harness.store_scan import CHECKPOINT as CHECKPOINT
@@ -141,10 +140,7 @@ def not_yours(folder: Path) -> str:
     effective = os.access in os.supports_effective_ids  # the user this process acts as (a setuid tool's too)
     if st.st_uid == os.geteuid() or os.access(folder, os.W_OK | os.X_OK, effective_ids=effective):
         return ""
-    try:
-        owner = pwd.getpwuid(st.st_uid).pw_name
-    except KeyError:
-        owner = f"uid {st.st_uid}"
+    owner = user_name(st.st_uid)
     return (f"Permission denied: its folder is {owner}'s and not writable for you, so {owner} prunes it; in a "
             "store a group shares, every member writes with umask 002, see docs/store.md")
 

@@ -17,6 +17,14 @@ from harness.io import file_sha256
 from harness.manifest import Manifest
 
 
+def user_name(uid: int) -> str:
+    """The user a file belongs to, as messages name whose it is (`uid N` for one the system does not know)."""
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return f"uid {uid}"
+
+
 def unreadable_fix(path: Path) -> str:
     """The fix for an entry folder this process may not read. Another user's (a member of a group's
     store who wrote it under umask 077, or without the store's group) is that user's to fix: "fix the
@@ -27,10 +35,7 @@ def unreadable_fix(path: Path) -> str:
         uid = os.geteuid()
     if uid == os.geteuid():
         return f"fix the permissions of {path} or remove it"
-    try:
-        name = pwd.getpwuid(uid).pw_name
-    except KeyError:
-        name = f"uid {uid}"
+    name = user_name(uid)
     return (f"it is {name}'s: {name} makes it readable for you (in a store a group shares: chmod -R g+rX on it, "
             "and umask 002 or 007 for every member), or pass another --store")
 

@@ -88,3 +88,19 @@ def test_another_outs_staging_folder_is_only_read_never_given_a_lock_file(tmp_pa
         warnings.simplefilter("error")
         check_out(tmp_path / "exp2", "e2", overwrite=False, store=tmp_path / "store")
     assert sorted(p.name for p in left.iterdir()) == [STAGING_MARKER]
+
+
+def test_another_users_staging_folder_is_said_to_be_theirs_to_delete(tmp_path, monkeypatch) -> None:
+    """A group member sees one a run of another member's left: "you may also delete it" asked what it
+    may not do (multiuser25). Another user simulated: this process's effective uid reads as another's."""
+    from harness import outputs
+    from harness.store_entry_files import user_name
+
+    first = tmp_path / "exp1"
+    left = _killed_staging(first)
+    monkeypatch.setattr(outputs.os, "geteuid", lambda: os.getuid() + 1)
+    with pytest.warns(UserWarning) as said:
+        outputs._say_others_left(tmp_path / "exp2")
+    (line,) = [str(w.message) for w in said]
+    assert line.startswith(f"{left} was left") and line.endswith(f"removes it (and finishes or undoes a publish cut short); it is {user_name(os.getuid())}'s, "
+                         "who may also delete it")
