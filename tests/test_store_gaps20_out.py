@@ -102,5 +102,6 @@ def test_another_users_staging_folder_is_said_to_be_theirs_to_delete(tmp_path, m
     with pytest.warns(UserWarning) as said:
         outputs._say_others_left(tmp_path / "exp2")
     (line,) = [str(w.message) for w in said]
-    assert line.startswith(f"{left} was left") and line.endswith(f"removes it (and finishes or undoes a publish cut short); it is {user_name(os.getuid())}'s, "
+    assert line.startswith(f"{left} was left")
+    assert line.endswith(f"removes it (and finishes or undoes a publish cut short); it is {user_name(os.getuid())}'s, "
                          "who may also delete it")
