@@ -333,7 +333,8 @@ def publish(tmp: Path, out: Path, identity: str, overwrite: bool) -> None:
 def _check_places(out: Path, incoming: Collection[str], ours: dict[str, str], overwrite: bool) -> None:
     """A new output replaces memprox's own file, any file with --overwrite, never a folder or link. Every
     blocker is named at once: naming the first alone (a file `figures`) failed the rerun on the next one."""
-    folder = lambda path: path if path.is_dir() and not path.is_symlink() else None  # noqa: E731
+    def folder(path: Path) -> Path | None:
+        return path if path.is_dir() and not path.is_symlink() else None
     blockers = dict.fromkeys(b for rel in incoming if (b := blocked_by(out, rel) or folder(out / rel)))
     if blockers:
         raise StorageError(f"cannot write outputs into --out {out}; in the way: {', '.join(map(str, blockers))}; "

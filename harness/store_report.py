@@ -215,8 +215,8 @@ def selection_of(opts: dict) -> tuple[Selection, bool, bool]:
     if label is not None and not label.strip():  # a space is in every label ("digits clean mlp seed0"): all would go
         what = "white space alone, which every label holds" if label else "empty"
         raise HarnessError(f"--label-contains is {what}; pass some text of the labels to select")
-    selection = Selection(days, _text(opts.get("dataset")), _text(opts.get("model")), label,
-                               "unreachable" in opts, "damaged" in opts, "all" in opts)
+    selection = Selection(days, _text(opts.get("dataset")), _text(opts.get("model")), label, "unreachable" in opts,
+                          "damaged" in opts, "all" in opts)
     return selection, "partial" in opts, "leftovers" in opts
 
 
