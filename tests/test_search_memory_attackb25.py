@@ -6,8 +6,12 @@ from __future__ import annotations
 
 import pickle
 
+import pytest
+
+from harness import api
 from harness.errors import StorageError
 from harness.search_memory import Available, SearchOutOfMemory, refusal
+from harness.tasks import suspects
 
 
 def test_the_refusal_after_training_carries_its_store() -> None:
@@ -22,12 +26,6 @@ def test_the_refusal_after_training_carries_its_store() -> None:
 def test_through_the_api_the_refusal_after_training_names_keywords(tmp_path, monkeypatch) -> None:
     """A notebook calling `run_experiment` never typed `--task-arg`: the refusal before training was
     reworded to `task_args=[...]`, the one after training (a StorageError) was not."""
-    import pytest
-
-    from harness import api
-    from harness.search_memory import Available
-    from harness.tasks import suspects
-
     calls: list[int] = []
     monkeypatch.setattr(suspects, "available_bytes", lambda: calls.append(1) or Available(
         64 * 2**30 if len(calls) == 1 else 2**20))
