@@ -57,16 +57,18 @@ def per_sample_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, trainin
         raise HarnessError(f"CSLTrainer scores classification: labels must be integer class ids, got "
                            f"{labels.dtype} (a regression head has no per-sample cross-entropy; cast class ids "
                            f"with dataset.cast_column(..., Value('int64')))")
-    # a negative id is out of range too: as cross_entropy's ignore_index (-100) it was a loss of 0, silently
-    # (no sync with the GPU: there an id out of range stops the run with a device-side assert instead)
-    safe = labels.masked_fill(labels < 0, logits.shape[1]) if training else labels
-    try:
-        return nn.functional.cross_entropy(logits, safe, reduction="none")
-    except IndexError as exc:  # a class id outside the model's outputs ("Target 2 is out of bounds", on the CPU)
-        low, high = int(labels.min()), int(labels.max())
-        raise HarnessError(f"CSLTrainer: the batch's labels run from {low} to {high}, but the model has "
-                           f"{logits.shape[1]} outputs (class ids 0..{logits.shape[1] - 1}); drop unlabeled rows "
-                           f"(-1) and make the model with num_labels = the number of classes") from exc
+    # checked before the loss: on a GPU an id out of range (a negative one included) stops the process with
+    # a device-side assert, and -100 (cross_entropy's ignore_index) was a training loss of 0, silently. One
+    # host read of the batch's extremes per step (the Trainer's own loss check reads the GPU per step too).
+    scored = labels if training else labels[labels != IGNORED]
+    if len(scored):
+        low, high = (int(v) for v in torch.aminmax(scored))
+        if low < 0 or high >= logits.shape[1]:
+            raise HarnessError(f"CSLTrainer: the batch's labels run from {low} to {high}, but the model has "
+                               f"{logits.shape[1]} outputs (class ids 0..{logits.shape[1] - 1}); drop unlabeled "
+                               f"rows (-1, or -100 in training) and make the model with num_labels = the number "
+                               f"of classes")
+    return nn.functional.cross_entropy(logits, labels, reduction="none")
 
 
 def batch_loss(losses: torch.Tensor, labels: torch.Tensor, training: bool = True) -> torch.Tensor:

@@ -17,7 +17,7 @@ from harness.errors import HarnessError
 from harness.tracker.batch_log import Batch, BatchLog
 from harness.tracker.class_probs import ClassProbSums, why_not_recorded
 from harness.tracker.eval_passes import EvalPassState, training_untouched
-from harness.tracker.inputs import Inputs, label_array
+from harness.tracker.inputs import Inputs, check_labels, label_array
 from harness.tracker.results import TrackerResults
 from harness.tracker.selection import LOSS_KEY, ProxySelection
 from harness.tracker.signals import TrackedSignals, warn_other_loss
@@ -164,8 +164,7 @@ class SampleTracker(TrackerCheckpoints, TrackerResults):
             self._check_classes(logits.shape[1], "update(): logits have {} classes but earlier batches had {}")
         if labels is not None:
             labels = inputs.tensor("labels", labels, ndim=1, length=b, floating=False)
-            if logits is not None:
-                inputs.check_host_labels(labels, self.num_classes)
+            inputs.check_host_labels(labels, self.num_classes)  # with losses= alone too: -100 is a loss of 0
         elif logits is not None:
             self._check_fixed_labels()
         if losses is not None:
@@ -200,8 +199,8 @@ class SampleTracker(TrackerCheckpoints, TrackerResults):
         assert signals is not None and inputs is not None  # an update() made them, or _restore_now did
         bad_index, non_finite, repeated, conflicts, other_loss = signals.epoch_checks(inputs.bad)
         if bad_index:  # only CUDA indices get here: on the CPU update() raised at once
-            raise HarnessError(f"update() got sample indices outside [0, {self.n}) in epoch {self.epochs + 1}; "
-                               f"pass the dataset's own indices and n = len(dataset)")
+            raise HarnessError(f"update() got sample indices outside [0, {self.n}) in epoch {self.epochs + 1}; pass "
+                               f"the dataset's own indices and n = len(dataset) (its final size, if it grows)")
         if conflicts:
             raise signals.label_conflict_error(conflicts, self.epochs + 1)
         if non_finite:
@@ -319,9 +318,10 @@ class SampleTracker(TrackerCheckpoints, TrackerResults):
         else:
             idx = torch.from_numpy(batch.host).to(self._device, non_blocking=True)
         labels = batch.labels
-        if labels is None and batch.logits is not None:
-            labels = signals.given[idx]  # the constructor's
-        # host labels were range-checked by update() (`Inputs.check_host_labels`, `_check_fixed_labels`)
+        if labels is not None:  # device labels are read here first, before a loss is computed from them
+            check_labels(labels, self.num_classes)
+        elif batch.logits is not None:
+            labels = signals.given[idx]  # the constructor's, range-checked by `_check_fixed_labels`
         slot = signals.record_batch(self.epochs, idx, batch.losses, batch.logits, labels, batch.flag_logits,
                                     batch.host)
         if self._class_probs is None and self._no_suggestion is None:  # the first batch decides

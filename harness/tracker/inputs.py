@@ -80,7 +80,7 @@ class Inputs:
         if array.dtype.kind == "u":
             if array.size and int(array.max()) >= self.n:
                 raise HarnessError(f"sample index {int(array.max())} is outside [0, {self.n}); pass the dataset's own "
-                                   f"indices and n = len(dataset)")
+                                   f"indices and n = len(dataset) (its final size, if it grows)")
             array = array.astype(np.int64)
         return torch.as_tensor(array)
 
@@ -88,19 +88,17 @@ class Inputs:
         if np.count_nonzero(host.view(np.uint64) >= self.n):  # one pass: a negative index is huge unsigned
             low, high = int(host.min()), int(host.max())
             if low < 0 or high >= self.n:
-                raise HarnessError(f"sample index {low if low < 0 else high} is outside [0, {self.n}); "
-                                   f"pass the dataset's own indices and n = len(dataset)")
+                raise HarnessError(f"sample index {low if low < 0 else high} is outside [0, {self.n}); pass the "
+                                   f"dataset's own indices and n = len(dataset) (its final size, if it grows)")
 
     @staticmethod
     def check_host_labels(labels: torch.Tensor, num_classes: int | None) -> None:
-        """Host labels given with logits, range-checked at once (free on the host): recording them
-        comes later (`harness.tracker.batch_log`), and the error belongs to this update(). Device
-        labels are not read here (a sync per batch)."""
-        if labels.device.type == "cpu" and len(labels):
-            low, high = (int(v) for v in torch.aminmax(labels))
-            if low < 0 or (num_classes is not None and high >= num_classes):
-                raise HarnessError(f"update(): label {low if low < 0 else high} is outside [0, {num_classes}); "
-                                   f"labels must be class ids 0..C-1")
+        """Host labels, range-checked at once (free on the host): recording them comes later
+        (`harness.tracker.batch_log`), and the error belongs to this update(). Device labels are
+        not read here (a sync per batch): `check_labels` reads them when the held batches are
+        recorded, before the tracker computes a loss from them."""
+        if labels.device.type == "cpu":
+            check_labels(labels, num_classes)
 
     def tensor(self, what: str, value: Any, *, ndim: int, length: int, floating: bool) -> torch.Tensor:
         if not isinstance(value, torch.Tensor):
@@ -114,7 +112,8 @@ class Inputs:
                                f"{length} indices{hint}")
         if floating != value.dtype.is_floating_point or value.dtype == torch.bool:
             kind = "floating point" if floating else "integer class ids"
-            raise HarnessError(f"update(): {what} must be {kind}, got {value.dtype}")
+            fix = "; integral values: pass labels.long()" if what == "labels" else ""
+            raise HarnessError(f"update(): {what} must be {kind}, got {value.dtype}{fix}")
         if not floating and value.dtype != torch.int64:
             value = value.long()  # uint8 / int32 class ids (numpy, collate): the losses and gathers need int64
         if value.device != self.device:
@@ -144,6 +143,24 @@ class Inputs:
             x, y, idx = batch
             idx = self.indices(idx, "eval_epoch()")
             yield idx, x.to(dev), eval_labels(y, len(idx)).to(dev)
+
+
+def check_labels(labels: torch.Tensor, num_classes: int | None, where: str = "update()") -> None:
+    """(B,) class ids in [0, num_classes) (only >= 0 while the classes are unknown: losses= alone),
+    refused before any loss is computed from them: on a GPU an id out of range stops the process
+    with a device-side assert, and -100 (cross_entropy's ignore_index) gives a loss of 0, a silently
+    lowest csl. One host read of the batch's extremes (a sync for device labels)."""
+    if not len(labels):
+        return
+    low, high = (int(v) for v in torch.aminmax(labels))
+    if low < 0:
+        what = f"is outside [0, {num_classes})" if num_classes is not None else "is not a class id"
+        raise HarnessError(f"{where}: label {low} {what}; labels must be class ids 0..C-1 (-100, cross_entropy's "
+                           f"ignore_index, would give the sample a loss of 0: a silently lowest csl); leave "
+                           f"unlabeled samples out of update(), e.g. keep = labels >= 0")
+    if num_classes is not None and high >= num_classes:
+        raise HarnessError(f"{where}: label {high} is outside [0, {num_classes}); labels must be class ids 0..C-1 "
+                           f"of the logits' classes")
 
 
 def _host_indices(indices: Any, where: str) -> np.ndarray:
