@@ -124,7 +124,8 @@ def weighted_detection(
     positives = np.asarray(positives, dtype=bool)
     weights = np.atleast_2d(weights)
     nan = np.full(weights.shape[0], np.nan)
-    if not np.isfinite(np.asarray(scores, dtype=np.float64)).any() or not positives.any():
+    # all NaN: no ranking (NaN); +-inf still rank (the point estimate, detection_metrics, ranks them)
+    if np.isnan(np.asarray(scores, dtype=np.float64)).all() or not positives.any():
         return {m: nan.copy() for m in DETECTION}
     tp, seen, tp_before, seen_before, n_pos, n_all = _at_positive_groups(positives, _clean(scores), weights,
                                                                          integral, live)
