@@ -1,8 +1,9 @@
 """File system primitives, shared by the run store and the output folder. Atomic file writes: a
 reader (or a crash) never sees half a leaderboard. Folders: the umask, a write probe, the free-space
-check, a new folder beside another (same file system, so renames are atomic), swapping a whole
-folder into place with rollback, and finding the leftovers of killed processes. Swapping a set of
-files into a folder is `harness.file_swap`'s.
+check, a new folder beside another (same file system, so renames are atomic), and swapping a whole
+folder into place with rollback. Swapping a set of files into a folder is `harness.file_swap`'s; the
+write probe and finding the leftovers of killed processes are `harness.kill_leftovers`'s (its names
+are re-exported here, where the store, the outputs and the Ray probe import them).
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ from __future__ import annotations
 import errno
 import hashlib
 import os
-import re
 import shutil
 import signal
 import stat
@@ -22,6 +22,13 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 
 from filelock import FileLock
+
+from harness.kill_leftovers import killed_as_made as killed_as_made
+from harness.kill_leftovers import leftovers as leftovers
+from harness.kill_leftovers import open_to_lock as open_to_lock
+from harness.kill_leftovers import pid_alive as pid_alive
+from harness.kill_leftovers import probe_writable as probe_writable
+from harness.kill_leftovers import remove_dead_probes as remove_dead_probes
 
 try:
     import fcntl
@@ -121,19 +128,6 @@ def failure_reason(e: BaseException) -> str:
     return (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
 
 
-def pid_alive(pid: int) -> bool:
-    """Whether process `pid` runs (this one included); a process of another user counts as alive."""
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 @contextmanager
 def exclusive(path: Path) -> Iterator[None]:
     """Hold an exclusive lock named `path` between processes. The lock file is removed on release,
@@ -183,7 +177,7 @@ def interrupts_held() -> Iterator[None]:
             raise KeyboardInterrupt
 
 
-# --- folders: umask, write probe, free space, new folders, whole-folder swaps, leftovers ----------------
+# --- folders: umask, free space, new folders, whole-folder swaps -----------------------------------
 
 #: Refuse to start when the store's or the outputs' file system has less room than this.
 MIN_FREE_BYTES = 64 * 2**20
@@ -198,79 +192,6 @@ def umask() -> int:
     os.umask(mask)
     return mask
 
-
-#: A write probe: `.write-test-PID-RANDOM` (mkstemp's 8 characters), empty, locked (flock) by its
-#: process while it exists, so one that a kill left behind is provably ours and dead.
-_PROBE = re.compile(r"\.write-test-(\d+)-[a-z0-9_]{8}")
-
-
-def probe_writable(folder: Path, into: Path | None = None) -> None:
-    """OSError when no file can be created in `folder` (read-only, another user's, missing), or,
-    with `into`, cannot be renamed from there into the folder `into` (EXDEV: another file system,
-    such as a mount point or a bind mount, even where st_dev is the same). The probes that killed
-    processes left in these folders are removed first (`remove_dead_probes`)."""
-    for place in (folder, into) if into is not None else (folder,):
-        remove_dead_probes(place)
-    fd, probe = tempfile.mkstemp(prefix=f".write-test-{os.getpid()}-", dir=folder)
-    try:
-        if fcntl is not None:  # held until closed: a cleaner never takes a live probe (where there is no
-            with suppress(OSError):  # flock, as on an NFS mount without locks, no cleaner can take it either)
-                fcntl.flock(fd, fcntl.LOCK_EX)
-        if into is not None:
-            os.rename(probe, into / Path(probe).name)
-            probe = str(into / Path(probe).name)
-    finally:
-        try:
-            os.unlink(probe)
-        finally:
-            os.close(fd)
-
-
-def open_to_lock(path: str | Path) -> int:
-    """`path` opened for an exclusive flock: for writing where allowed, since NFS grants an exclusive
-    lock only on a file open for writing (flock(2)), and a read-only open there left every dead probe
-    in place; read-only where writing is refused (a lock there still works on a local disk)."""
-    flags = os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0)
-    try:
-        return os.open(path, os.O_RDWR | flags)
-    except PermissionError:
-        return os.open(path, os.O_RDONLY | flags)
-
-
-def remove_dead_probes(folder: Path) -> list[str]:
-    """Remove the write probes (`_PROBE`) a kill left in `folder`: only an empty regular file of that
-    name whose process is gone and whose lock is free (a process in another PID namespace, such as
-    a container sharing the volume, may show a live PID as dead). A user's file is never one: any
-    other name, a link, a folder or a file with content stays. Returns the names removed."""
-    removed: list[str] = []
-    try:
-        names = [e.name for e in os.scandir(folder) if e.name.startswith(".write-test-")]
-    except OSError:
-        return removed
-    for name in names:
-        m = _PROBE.fullmatch(name)
-        if m is None or pid_alive(int(m.group(1))):
-            continue
-        path = os.path.join(folder, name)
-        try:  # a regular file before it is opened: opening a FIFO or a device named so would act on it
-            if not stat.S_ISREG(os.lstat(path).st_mode):
-                continue
-            fd = open_to_lock(path)
-        except OSError:
-            continue
-        try:
-            if fcntl is not None:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # BlockingIOError: a live probe
-            held, now = os.fstat(fd), os.lstat(path)
-            same = (held.st_dev, held.st_ino) == (now.st_dev, now.st_ino)  # not swapped since it was opened
-            if stat.S_ISREG(held.st_mode) and held.st_size == 0 and same:
-                os.unlink(path)
-                removed.append(name)
-        except OSError:
-            pass
-        finally:
-            os.close(fd)
-    return removed
 
 
 def name_fits(folder: Path, name: str) -> None:
@@ -365,31 +286,3 @@ def swap_folder(new: Path, final: Path, aside: Path, keep: Iterable[str] = ()) -
                       f"overwritten: the old folder is kept as {aside}; move your files out of it", stacklevel=3)
         return
     rmtree(aside)
-
-
-def killed_as_made(folder: Path, m: re.Match[str], inside: str) -> bool:
-    """Whether `folder` was left by a process killed as it made it: its name (matched by `m` up to
-    mkdtemp's random part, group 2 the PID) is exactly as made, its PID is gone, and it holds nothing,
-    or nothing but a regular file `inside` (made first). False when it cannot be listed."""
-    if not re.fullmatch(r"[a-z0-9_]{8}", folder.name[m.end():]) or pid_alive(int(m.group(2))):
-        return False
-    try:
-        return all(p.name == inside and not p.is_symlink() and p.is_file() for p in folder.iterdir())
-    except OSError:
-        return False
-
-
-def leftovers(parent: Path, pattern: re.Pattern[str], owned: Callable[[re.Match[str], Path], bool]
-              ) -> list[tuple[re.Match[str], Path]]:
-    """Real folders in `parent` that killed processes left: their name matches `pattern` and
-    `owned(match, path)` proves them ours (a dead owner, a marker written inside on creation, ...).
-    A link, a file, or a folder that merely has the name is never listed."""
-    found: list[tuple[re.Match[str], Path]] = []
-    if not parent.is_dir():
-        return found
-    for p in sorted(parent.iterdir()):
-        m = pattern.match(p.name)
-        if m is not None and not p.is_symlink() and p.is_dir() and owned(m, p):
-            found.append((m, p))
-    return found
-

@@ -135,8 +135,8 @@ def test_a_killed_processs_write_probe_on_nfs_is_removed(tmp_path, monkeypatch) 
             raise OSError(errno.EBADF, os.strerror(errno.EBADF))
         real.flock(fd, op)
 
-    monkeypatch.setattr(io, "fcntl", types.SimpleNamespace(flock=flock, LOCK_EX=real.LOCK_EX, LOCK_NB=real.LOCK_NB,
-                                                           LOCK_SH=real.LOCK_SH))
+    monkeypatch.setattr("harness.kill_leftovers.fcntl", types.SimpleNamespace(
+        flock=flock, LOCK_EX=real.LOCK_EX, LOCK_NB=real.LOCK_NB, LOCK_SH=real.LOCK_SH))
     dead = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
                               text=True, check=True).stdout)
     name = f".write-test-{dead}-abcd1234"

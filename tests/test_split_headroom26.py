@@ -1,0 +1,26 @@
+"""Headroom under the 400-line module limit (tests/test_experiment_split.py): each module that sat at it
+gave one job its own module, and keeps re-exporting its names where callers import them. A re-export
+must be the very object the new module defines: a test patches it where the code really looks it up."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import harness.io as io
+import harness.kill_leftovers as kill_leftovers
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _lines(rel: str) -> int:
+    return len((REPO / rel).read_text().splitlines())
+
+
+def test_io_leaves_room_for_the_next_fix() -> None:
+    assert _lines("harness/io.py") <= 340
+
+
+def test_io_reexports_the_kill_leftovers_names_themselves() -> None:
+    for name in ("pid_alive", "probe_writable", "open_to_lock", "remove_dead_probes", "killed_as_made", "leftovers"):
+        assert getattr(io, name) is getattr(kill_leftovers, name), name
+    assert kill_leftovers.remove_dead_probes.__module__ == "harness.kill_leftovers"
