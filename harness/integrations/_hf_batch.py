@@ -66,8 +66,7 @@ def per_sample_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, trainin
         if low < 0 or high >= logits.shape[1]:
             raise HarnessError(f"CSLTrainer: the batch's labels run from {low} to {high}, but the model has "
                                f"{logits.shape[1]} outputs (class ids 0..{logits.shape[1] - 1}); drop unlabeled "
-                               f"rows (-1, or -100 in training) and make the model with num_labels = the number "
-                               f"of classes")
+                               f"rows (-1) and make the model with num_labels = the number of classes")
     return nn.functional.cross_entropy(logits, labels, reduction="none")
 
 
