@@ -17,8 +17,10 @@ each seed (shared with the memorization and theory tasks):
   shadow models of a WideResNet; ours are at the preset's scale (data, model, epochs, K), so
   they compare in kind, not in value.
 - Rows per proxy, against v: ``pearson``, ``spearman``, and ``auroc`` / ``auprc`` for flagging
-  the ``top`` fraction (default 10 %) most vulnerable samples; samples tied with the boundary
-  value share the remaining places fractionally (as the memorization task's top-k set). Each
+  the ``top`` fraction (default 10 %) most vulnerable samples; when samples tied at the boundary
+  value compete for the last places, both are their expected values under random tie-breaking
+  (methods.md's rule for ties): the AUROC exactly, the AUPRC (not linear in the flags) as the
+  mean over seeded draws, one draw per bootstrap resample (as the memorization task's top-k). Each
   carries ``boot``, its value on the B bootstrap resamples of the samples (``harness.bootstrap``),
   drawn once per (task, setting, seed) and shared by all proxies.
 - With an output folder: ``figures/privacy_<proxy>_vs_vulnerability_seed<s>.png`` (bin means ±
@@ -63,7 +65,7 @@ from harness.errors import HarnessError
 from harness.metrics import weighted_detection
 from harness.plots import plot_binned
 from harness.privacy_plots import best_other, plot_attack_roc
-from harness.similarity import MIN_SAMPLES, ReferenceSide, top_k_weights
+from harness.similarity import MIN_SAMPLES, TIE_DRAWS, TIE_SEED, ReferenceSide, top_k_weights
 from harness.tasks.base import EvalContext, Row, positive_int, register_task
 from harness.tasks.memorization import ReferenceTask
 
@@ -78,11 +80,20 @@ def stored_phi(run: Any, labels: np.ndarray) -> np.ndarray:
     return phi_from_probs(arrays["probs_last"], labels)
 
 
+#: Flag weights (rows x samples) per block of tie-break draws for a point AUPRC (`drawn_auprc`).
+_DRAW_ELEMENTS = 1 << 21
+
+
 class VulnerabilitySide:
     """v's side of `proxy_metrics` under one weight matrix (b, N), computed once and paired with
-    every proxy: its moments and mid-ranks, and the flag weights of its `top` fraction."""
+    every proxy: its moments and mid-ranks, and the flag weights of its `top` fraction.
 
-    def __init__(self, v: np.ndarray, weights: np.ndarray, top: float) -> None:
+    `ties` (whole-number weights): where samples tied at the boundary share the last places, the
+    AUPRC comes from one random tie-break per row (`top_k_weights` with a generator): the AUROC of
+    the fractional flags is its expectation exactly, the AUPRC of the fractional flags is not."""
+
+    def __init__(self, v: np.ndarray, weights: np.ndarray, top: float,
+                 ties: np.random.Generator | None = None) -> None:
         k = np.maximum(1.0, np.round(top * weights.sum(1, keepdims=True)))
         self.corr = ReferenceSide(v, weights, k, top_k=False)
         flag = top_k_weights(v, weights, k)
@@ -90,6 +101,13 @@ class VulnerabilitySide:
         # column-major: the detection gathers samples (columns) in each proxy's score order
         self.detect_weights = np.asfortranarray(np.hstack([flag, weights - flag]))
         self.live = (self.detect_weights != 0).any(axis=0)  # most flag copies weigh 0 in every row
+        #: a boundary tie shares places fractionally in some row (a sample drawn m times alone at the
+        #: boundary takes a whole number of them, up to rounding: no tie between samples)
+        self.tied = bool((np.abs(flag - np.round(flag)) > 1e-9).any())
+        self.drawn_weights = None
+        if ties is not None and self.tied:
+            hard = top_k_weights(v, weights, k, ties)
+            self.drawn_weights = np.asfortranarray(np.hstack([hard, weights - hard]))
 
     def metrics(self, score: np.ndarray) -> dict[str, np.ndarray]:
         """A row where v is constant flags an arbitrary `top` fraction: its AUROC and AUPRC are NaN,
@@ -98,7 +116,28 @@ class VulnerabilitySide:
         detect = weighted_detection(self.positives, np.r_[score, score], self.detect_weights, live=self.live)
         flat = self.corr.flat
         return {"pearson": corr["pearson"], "spearman": corr["spearman"],
-                "auroc": np.where(flat, np.nan, detect["auroc"]), "auprc": np.where(flat, np.nan, detect["auprc"])}
+                "auroc": np.where(flat, np.nan, detect["auroc"]),
+                "auprc": np.where(flat, np.nan, self.auprc(score) if self.drawn_weights is not None else
+                                  detect["auprc"])}
+
+    def auprc(self, score: np.ndarray) -> np.ndarray:
+        """Per row, the AUPRC of the drawn (whole) flags; without draws, of the fractional ones."""
+        weights = self.detect_weights if self.drawn_weights is None else self.drawn_weights
+        return weighted_detection(self.positives, np.r_[score, score], weights, live=self.live)["auprc"]
+
+
+def drawn_auprc(v: np.ndarray, scores: dict[str, np.ndarray], top: float) -> dict[str, float]:
+    """Each proxy's flag AUPRC averaged over TIE_DRAWS seeded random tie-breaks of the flag boundary
+    (all samples weighted 1): its expected value, the point estimate when the boundary is tied."""
+    ties = np.random.default_rng(TIE_SEED)
+    step = max(1, _DRAW_ELEMENTS // (2 * len(v)))
+    sums = dict.fromkeys(scores, 0.0)
+    for start in range(0, TIE_DRAWS, step):
+        rows = min(step, TIE_DRAWS - start)
+        side = VulnerabilitySide(v, np.ones((rows, len(v))), top, ties)
+        for proxy, s in scores.items():
+            sums[proxy] += float(side.auprc(s).sum())
+    return {proxy: total / TIE_DRAWS for proxy, total in sums.items()}
 
 
 def proxy_metrics(v: np.ndarray, score: np.ndarray, weights: np.ndarray, top: float) -> dict[str, np.ndarray]:
@@ -108,8 +147,9 @@ def proxy_metrics(v: np.ndarray, score: np.ndarray, weights: np.ndarray, top: fl
     sharing the last places; a sample's flag weight w_top and the rest w − w_top enter the
     detection metrics as a positive and a negative copy. The AUROC is then exactly its expected
     value under random tie-breaking: within a tied group every unordered pair contributes 1/2 in
-    expectation, which is what the copies' cross and self pairs add up to. For many proxies, build
-    one `VulnerabilitySide` per weight matrix and pair it with each (the same numbers)."""
+    expectation, which is what the copies' cross and self pairs add up to. The AUPRC here is that of
+    the fractional flags; `all_proxy_metrics` reports its expectation over tie-breaks instead (equal
+    without a boundary tie). For many proxies, build one `VulnerabilitySide` per weight matrix."""
     return VulnerabilitySide(v, weights, top).metrics(score)
 
 
@@ -122,11 +162,15 @@ def all_proxy_metrics(v: np.ndarray, scores: dict[str, np.ndarray], top: float,
     vk = v[keep]
     side = VulnerabilitySide(vk, np.ones((1, int(keep.sum()))), top)
     points = {proxy: side.metrics(s[keep]) for proxy, s in scores.items()}
+    if side.tied:  # samples tied at the flag boundary share its last places: the AUPRC over tie-breaks
+        for proxy, auprc in drawn_auprc(vk, {p: s[keep] for p, s in scores.items()}, top).items():
+            points[proxy]["auprc"] = np.where(side.corr.flat, np.nan, auprc)
     reps: dict[str, dict[str, np.ndarray]] = {proxy: {} for proxy in scores}
     if resamples is not None and scores:
         parts: dict[str, dict[str, list[np.ndarray]]] = {proxy: {} for proxy in scores}
+        ties = np.random.default_rng(TIE_SEED)  # one tie-break per resample, drawn in resample order
         for w in resamples.chunks():
-            side = VulnerabilitySide(vk, w[:, keep], top)
+            side = VulnerabilitySide(vk, w[:, keep], top, ties)
             for proxy, s in scores.items():
                 for metric, x in side.metrics(s[keep]).items():
                     parts[proxy].setdefault(metric, []).append(np.asarray(x, dtype=np.float64))
