@@ -171,3 +171,34 @@ def test_hf_training_labels_are_checked_before_the_loss(monkeypatch: pytest.Monk
     eval_losses = per_sample_cross_entropy(logits, torch.tensor([-100, 1]), training=False)  # eval skips -100
     assert eval_losses[0].item() == 0.0
     assert eval_losses[1].item() == pytest.approx(_CROSS_ENTROPY(logits[1:], torch.tensor([1])).item())
+
+
+def test_scores_mid_training_name_the_copy_that_lets_training_go_on() -> None:
+    """scores() ends recording; a loop that peeked after an epoch and went on was told only to make a
+    new tracker. The message now gives the copy that peeks, and that copy scores as the tracker would
+    have at that epoch while the tracker itself goes on to score as an unpeeked one."""
+    gen = torch.Generator().manual_seed(0)
+    n, epochs = 30, 4
+    labels = torch.randint(0, 4, (n,), generator=gen)
+    logits = [torch.randn(n, 4, generator=gen) for _ in range(epochs)]
+
+    def tracked(stop: int) -> SampleTracker:
+        tracker = SampleTracker(n, proxies="csl,aum,forgetting")
+        for epoch in range(stop):
+            tracker.update(torch.arange(n), logits=logits[epoch], labels=labels)
+            tracker.end_epoch()
+        return tracker
+
+    peeked = tracked(2)
+    peeked.scores()
+    said = r"after the tracker finished.*peek\.load_state_dict\(tracker\.state_dict\(\)\); peek\.scores\(\)"
+    with pytest.raises(HarnessError, match=said):
+        peeked.update(torch.arange(n), logits=logits[2], labels=labels)
+    tracker = tracked(2)
+    peek = SampleTracker(n, proxies="csl,aum,forgetting")  # the message's way
+    peek.load_state_dict(tracker.state_dict())
+    assert peek.scores().equals(tracked(2).scores())
+    for epoch in range(2, epochs):
+        tracker.update(torch.arange(n), logits=logits[epoch], labels=labels)
+        tracker.end_epoch()
+    assert tracker.scores().equals(tracked(epochs).scores())
