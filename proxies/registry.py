@@ -7,6 +7,7 @@ from __future__ import annotations
 import ast
 import inspect
 import re
+import warnings
 from collections import Counter
 from typing import Any
 
@@ -79,6 +80,9 @@ def _check_declarations(cls: type[Proxy]) -> None:
         if not isinstance(variant, dict) or not set(variant) <= set(cls.defaults):
             raise TypeError(f"{where}: each `variants_in_all` entry must be a dict of parameters declared in "
                             f"`defaults` ({', '.join(cls.defaults) or 'none'}); got {variant!r}")
+        if all(value == cls.defaults[key] for key, value in variant.items()):  # `all` would score it once
+            raise TypeError(f"{where}: the `variants_in_all` entry {variant!r} is its defaults, which `--proxies "
+                            "all` runs anyway; list only parameter sets that differ from `defaults`")
 
 
 def load_plugins() -> None:
@@ -186,11 +190,30 @@ def resolve_proxies(selection: str, params: dict[str, dict[str, Any]] | None = N
                                    f"{name}({twice[0]}={inline[twice[0]]!r}); pass it once")
     proxies = [make_proxy(n, **{**params.get(n, {}), **p}) for n, p in chosen]
     if everything:  # --proxy-arg may turn a default into its listed variant: keep one of the two
+        _say_merged(proxies, params)
         proxies = list({p.label: p for p in proxies[::-1]}.values())[::-1]
     duplicated = sorted(label for label, k in Counter(p.label for p in proxies).items() if k > 1)
     if duplicated:
         raise HarnessError(f"proxy variant(s) selected twice: {', '.join(duplicated)}; list each once")
     return proxies
+
+
+def _say_merged(proxies: list[Proxy], params: dict[str, dict[str, Any]]) -> None:
+    """Warn, one line per label, when `--proxy-arg` made two entries of `--proxies all` the same
+    proxy (`learning_time.rule=count` turns the default into its listed variant): it is scored
+    once, under one column. It was dropped without a word, and the banner's count (15 proxies, not
+    16) was the only trace of the column the user had expected to compare with."""
+    for label, k in Counter(p.label for p in proxies).items():
+        if k < 2:
+            continue
+        proxy = next(p for p in proxies if p.label == label)
+        given = params.get(proxy.name, {})
+        cause = next((v for v in proxy.variants_in_all if all(key in given and given[key] == value
+                                                                for key, value in v.items())), given)
+        args = " ".join(f"{proxy.name}.{key}={value}" for key, value in cause.items())
+        warnings.warn(f"--proxy-arg {args} makes {proxy.name} the same as its variant {label}, which --proxies all "
+                      f"runs beside it: one column, {label}, not two (without {args}, both are scored)",
+                      stacklevel=3)
 
 
 def _unselected(name: str, selected: list[str]) -> HarnessError:
