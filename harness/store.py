@@ -16,17 +16,16 @@ a damaged entry reads as missing and is replaced by the next writer. Interrupted
 `partial/` (written by the lock holder) that the next attempt resumes from. A checkpoint is loaded with
 `weights_only=True`, so a file planted in a shared store's `partial/` cannot run code: it holds only tensors and plain
 values (numpy arrays as tensors), and one that is damaged (its zip CRCs), belongs to another spec or needs unpickling
-restarts the run. `clean()` removes what kills leave behind, only when it is the store's own (its names and contents)
-and no live writer still holds it. A store this process cannot write (`check_writable`: a team's read-only store of
-finished runs) is only read, never locked or cleaned, and one an experiment must train into is refused before
-training (`require_writable`).
+restarts the run. `clean()` removes what kills leave behind (listed by `harness.store_leftovers`), only when it is
+the store's own (its names and contents) and no live writer still holds it. A store this process cannot write
+(`check_writable`: a team's read-only store of finished runs) is only read, never locked or cleaned, and one an
+experiment must train into is refused before training (`require_writable`).
 """
 
 from __future__ import annotations
 
 import io
 import os
-import re
 import stat
 import warnings
 from collections.abc import Iterator
@@ -38,13 +37,12 @@ import numpy as np
 from filelock import FileLock, Timeout
 
 import harness.store_entry_files as entry_files
-from harness.checkpoints import load_checkpoint, read_checkpoint, save_checkpoint
+from harness.checkpoints import load_checkpoint, save_checkpoint
 from harness.errors import HarnessError, StorageError
 from harness.io import (
     failure_reason,
     file_sha256,
     folder_beside,
-    leftovers,
     lock_failure,
     nearest_folder,
     rmtree,
@@ -55,12 +53,11 @@ from harness.io import (
 from harness.manifest import Manifest
 from harness.runspec import RunSpec
 from harness.store_entry_files import checked_bytes, foreign_names, own_entry_folder, read_manifest, verify_entry
+from harness.store_leftovers import CKPT_TEMP as CKPT_TEMP
+from harness.store_leftovers import LEFTOVER as LEFTOVER
+from harness.store_leftovers import _plain_file, _superseded, _swaps_left
+from harness.store_leftovers import store_leftovers as store_leftovers
 from harness.store_place import refusal, write_problem
-
-_DIGEST = "[0-9a-f]{20}"  # RunSpec.digest()
-LEFTOVER = re.compile(rf"^\.(?:tmp|old)-({_DIGEST})-")
-_ASIDE = re.compile(rf"\.old-({_DIGEST})-\d+$")  # `put` sets an entry aside under this name
-CKPT_TEMP = re.compile(rf"^(?:\.({_DIGEST})\.pt\..+|({_DIGEST})\.tmp\d+)$")
 
 
 @contextmanager
@@ -333,65 +330,9 @@ def _write_arrays(folder: Path, arrays: dict[str, dict[str, np.ndarray]]) -> dic
     return checksums
 
 
-def store_leftovers(root: Path) -> list[tuple[str, Path]]:
-    """(entry digest, path) of what kills may have left in the store at `root`, by name and
-    contents (not yet by lock): entry folders set aside mid-swap (first) and temp entry folders,
-    temp checkpoints, checkpoints of runs already complete."""
-    found = leftovers(root / "runs", LEFTOVER, lambda m, p: own_entry_folder(p))
-    candidates = [(m.group(1), p) for m, p in sorted(found, key=lambda mp: not mp[1].name.startswith(".old-"))]
-    partial = root / "partial"  # a link to elsewhere (a home folder) is not the store's: never cleaned
-    for p in [] if partial.is_symlink() or not partial.is_dir() else partial.iterdir():  # none: prune makes none
-        if not _plain_file(p):
-            continue
-        m = CKPT_TEMP.match(p.name)
-        if m:
-            candidates.append((m.group(1) or m.group(2), p))
-        elif re.fullmatch(rf"{_DIGEST}\.pt", p.name) and _superseded(root, p.stem, p):
-            candidates.append((p.stem, p))
-    return candidates
-
-
-def _swaps_left(root: Path) -> list[tuple[str, Path]]:
-    """`store_leftovers`, and the entries set aside by a put (`.old-<hash>-PID`, its manifest checking out) that hold
-    a user's files: a kill between the swap's renames left them there for good (the old entry not put back, so a rerun
-    trained it again; the user's files hidden in it). A folder merely named so is not listed."""
-    found = store_leftovers(root)
-    listed = {path for _, path in found}
-    return found + [(m.group(1), p) for m, p in leftovers(root / "runs", _ASIDE,
-                                                           lambda m, p: p not in listed and _entry_of(p, m.group(1)))]
-
-
-def _entry_of(path: Path, digest: str) -> bool:
-    try:
-        read_manifest(path, digest)
-    except (OSError, ValueError, KeyError, TypeError):
-        return False
-    return True
-
-
 def _move_users_files(aside: Path, final: Path) -> None:
     """Move the files the store did not write from an entry set aside (`.old-`) into the entry now at its name (as
     `put` does once the new entry is in), each where that name is free."""
     if aside.name.startswith(".old-") and final.is_dir() and not final.is_symlink():
         for name in (n for n in foreign_names(aside) if not os.path.lexists(final / n)):
             os.rename(aside / name, final / name)
-
-
-def _superseded(root: Path, digest: str, checkpoint: Path) -> bool:
-    """Whether the checkpoint is of a run its entry already holds: the entry verifies and records every signal the
-    checkpoint does (a kill between storing and removing it). A run being recomputed (its entry damaged) or recorded
-    again with more signals resumes from it: removing it (as before, for any entry with a manifest) restarted that
-    run at its first epoch after a Ctrl-C that had promised a resume."""
-    try:
-        recorded = set(verify_entry(root / "runs" / digest, digest).recorders)
-    except (OSError, ValueError, KeyError, TypeError):
-        return False
-    try:
-        keys = read_checkpoint(checkpoint, digest)["recorder_keys"]
-    except Exception:  # torn, damaged or foreign: no run resumes from it (`load_checkpoint`)
-        return True
-    return set(keys) <= recorded
-
-
-def _plain_file(path: Path) -> bool:
-    return path.is_file() and not path.is_symlink()
