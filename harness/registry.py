@@ -169,7 +169,7 @@ def load_class_plugins(group: str, registry: Registry[type], base: type, registe
             cls = ep.load()
         except Exception as e:
             registry.failed[ep.name] = f"{where} failed to load: {type(e).__name__}: {e}"
-            warnings.warn(registry.failed[ep.name], stacklevel=3)
+            warnings.warn(registry.failed[ep.name] + _selects_other(registry, ep.name), stacklevel=3)
             continue
         if not (isinstance(cls, type) and issubclass(cls, base)):
             registry.failed[ep.name] = f"{where} is not a {base.__name__} subclass"
@@ -178,8 +178,9 @@ def load_class_plugins(group: str, registry: Registry[type], base: type, registe
         name = getattr(cls, "name", None)  # not a str (e.g. a list, unhashable): `register` refuses it below
         taken = registry[name] if isinstance(name, str) and name in registry else None
         if taken is not None and taken is not cls:
+            runs = _selects_other(registry, str(name))
             warnings.warn(f"{where} is named {name!r} like {taken.__module__}.{taken.__qualname__}, which keeps "
-                          "the name; the plugin is ignored (give it another `name`)", stacklevel=3)
+                          f"the name; the plugin is ignored (give it another `name`){runs}", stacklevel=3)
             continue
         try:
             register(cls)
@@ -190,3 +191,12 @@ def load_class_plugins(group: str, registry: Registry[type], base: type, registe
         if ep.name != name:  # selected by the class's name: the entry point's would be unknown
             warnings.warn(f"{where} registers {kind} {name!r}: select it by that name, and name the entry "
                           f"point {name!r} too", stacklevel=3)
+
+
+def _selects_other(registry: Registry, name: str) -> str:
+    """What selecting `name` runs when an installed plugin that claimed it was left out: another
+    class registered under that name (a built-in), whose numbers the user would otherwise read as
+    the plugin's (`--proxies csl` with a plugin named "csl" scored the built-in CSL)."""
+    if name not in registry:
+        return ""
+    return f"; selecting {registry.kind} {name!r} runs {_origin(registry[name])}, not this plugin"
