@@ -4,6 +4,7 @@ on the code before its fix."""
 from __future__ import annotations
 
 import itertools
+import warnings
 
 import numpy as np
 import pytest
@@ -77,3 +78,20 @@ def test_privacy_auprc_without_a_boundary_tie_is_unchanged() -> None:
     points, _ = all_proxy_metrics(v, {"p": s}, 0.1, None)
     flag = v >= v[-3]
     assert points["p"]["auprc"][0] == pytest.approx(average_precision_score(flag, s), abs=1e-12)
+
+
+def test_lira_tpr_at_an_fpr_below_one_negative_is_said_to_be_at_zero_false_positives() -> None:
+    """442 non-member pairs (a real tiny run's count): FPR <= 0.1 % allows no false positive, so the
+    reported lira_tpr@0.001fpr is the TPR at zero false positives; 1 % allows 4 and is not named."""
+    from harness.tasks.privacy import few_negatives_warning
+
+    members = np.ones((2, 700), dtype=bool)
+    members.ravel()[:442] = False
+    lira = np.random.default_rng(0).normal(size=members.shape)
+    with pytest.warns(UserWarning, match=r"442 non-member .*lira_tpr@0\.001fpr to allow one") as caught:
+        few_negatives_warning(lira, members)
+    assert "0.01fpr" not in str(caught[0].message)
+    members.ravel()[:1000] = False
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        few_negatives_warning(lira, members)  # 1,000 pairs: one false positive fits in 0.1 %

@@ -51,6 +51,7 @@ import numpy as np
 import pandas as pd
 
 from baselines.privacy import (
+    FPR_TARGETS,
     VULNERABILITIES,
     attack_metrics,
     fit_gaussians,
@@ -192,6 +193,19 @@ def few_vulnerabilities_warning(v: np.ndarray) -> None:
                       "flag, every proxy's privacy metrics are NaN", stacklevel=3)
 
 
+def few_negatives_warning(lira: np.ndarray, members: np.ndarray) -> None:
+    """Say when a TPR at a low FPR is the TPR at zero false positives: with fewer non-member (model,
+    sample) pairs than 1/FPR (1,000 for 0.1 %), no threshold allows even one false positive, so
+    `lira_tpr@0.001fpr` reads the strictest threshold's TPR, a far noisier figure than its name."""
+    negatives = int((~members & np.isfinite(lira)).sum())
+    short = [name for fpr, name in FPR_TARGETS.items() if negatives * fpr < 1]
+    if short:
+        warnings.warn(f"privacy: the LiRA attack has {negatives} non-member (model, sample) pairs, too few for "
+                      f"{' and '.join(short)} to allow one false positive: each is the TPR at zero false positives; "
+                      f"raise memorization.k or use more samples (>= {math.ceil(1 / min(FPR_TARGETS))} pairs)",
+                      stacklevel=3)
+
+
 def file_part(label: str) -> str:
     """A proxy label as part of one file name: a parameter value holding a path
     (`x(weights=/tmp/w.npy)`) put the figure into folders named after its pieces."""
@@ -250,7 +264,9 @@ class Privacy(ReferenceTask):
             v = gaussian_auroc(fit)
         else:
             v = vulnerability(phi, members, p["vulnerability"])
-        attack = attack_metrics(lira_scores(phi, members, p["sigma_floor"], p["fixed_variance"]), members)
+        lira = lira_scores(phi, members, p["sigma_floor"], p["fixed_variance"])
+        few_negatives_warning(lira, members)
+        attack = attack_metrics(lira, members)
         rows: list[Row] = [{"proxy": "reference", "metric": m, "value": x} for m, x in attack.rows().items()]
         rows.append({"proxy": "reference", "metric": "mean_vulnerability", "value": float(np.nanmean(v))})
 
