@@ -202,3 +202,15 @@ def test_scores_mid_training_name_the_copy_that_lets_training_go_on() -> None:
         tracker.update(torch.arange(n), logits=logits[epoch], labels=labels)
         tracker.end_epoch()
     assert tracker.scores().equals(tracked(epochs).scores())
+
+
+def test_numpy_labels_are_refused_naming_the_conversion() -> None:
+    """Indices may come as numpy arrays (a numpy collate); labels from the same collate were refused
+    without the conversion that fixes them."""
+    tracker = SampleTracker(3)
+    with pytest.raises(HarnessError, match=r"labels must be a torch tensor, got ndarray; convert it with "
+                                           r"torch.as_tensor\(labels, device='cpu'\)"):
+        tracker.update(np.arange(3), logits=torch.zeros(3, 2), labels=np.array([0, 1, 1]))
+    tracker.update(np.arange(3), logits=torch.zeros(3, 2), labels=torch.as_tensor(np.array([0, 1, 1]), device="cpu"))
+    tracker.end_epoch()
+    np.testing.assert_allclose(tracker.scores()["csl"], np.full(3, np.log(2)), rtol=1e-6)

@@ -66,8 +66,9 @@ class SampleTracker(TrackerCheckpoints, TrackerResults):
     (4 MiB in float32), on the device. Call `update()` and `end_epoch()` on one CUDA stream: the
     log is written by the one and read by the other. Nothing is copied to the host before
     `scores()`; per batch there is no host sync (index checks of CUDA tensors are collected on the
-    device and raised at `end_epoch`). Inputs in half precision (AMP) are cast to float32, integer
-    labels of any width to int64.
+    device and raised at `end_epoch`; CUDA labels are read once per recording of the held batches,
+    before any loss of them). Inputs in half precision (AMP) are cast to float32, integer labels of
+    any width to int64.
 
     One presentation per sample and epoch: when a sampler with replacement (or a repeated index)
     shows a sample again within an epoch, its first presentation of the epoch is kept and the

@@ -102,7 +102,8 @@ class Inputs:
 
     def tensor(self, what: str, value: Any, *, ndim: int, length: int, floating: bool) -> torch.Tensor:
         if not isinstance(value, torch.Tensor):
-            raise HarnessError(f"update(): {what} must be a torch tensor, got {type(value).__name__}")
+            raise HarnessError(f"update(): {what} must be a torch tensor, got {type(value).__name__}; convert it "
+                               f"with torch.as_tensor({what}, device={str(self.device)!r})")
         if value.dim() != ndim or value.shape[0] != length:
             want = f"({length},)" if ndim == 1 else f"({length}, classes)"
             hint = "; compute the loss with reduction='none'" if what == "losses" else ""
