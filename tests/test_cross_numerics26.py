@@ -24,6 +24,7 @@ from baselines.stability import stability_memorization
 from harness.corruption import inject_duplicates, symmetric_noise
 from harness.cost import cost_row
 from harness.metrics import detection_metrics, weighted_detection
+from harness.plots import binned_relation
 from harness.similarity import similarity_metrics
 from harness.tasks.privacy import proxy_metrics
 from harness.tasks.theory import bimodality_coefficient, skewness
@@ -250,6 +251,21 @@ def test_skewness_and_sarles_bimodality_coefficient_from_moments() -> None:
     assert skewness(v) == pytest.approx(g1, abs=1e-12)
     assert bimodality_coefficient(v) == pytest.approx(
         (big_g**2 + 1) / (excess + 3 * (n - 1) ** 2 / ((n - 2) * (n - 3))), abs=1e-12)
+
+
+def test_theory_bins_are_numpy_histograms_equal_width_bins() -> None:
+    """Bin counts and means over equal-width bins of x, the last bin closed (np.histogram's rule),
+    on rounded x values that land on the bin edges."""
+    rng = np.random.default_rng(1)
+    for _ in range(40):
+        x = np.round(rng.random(300) * rng.integers(1, 50), int(rng.integers(0, 3)))
+        y = rng.random(300)
+        table = binned_relation(x, y, bins=int(rng.integers(1, 25)), keep_empty=True)
+        counts, edges = np.histogram(x, bins=len(table))
+        idx = np.clip(np.digitize(x, edges) - 1, 0, len(table) - 1)
+        means = [y[idx == b].mean() if (idx == b).any() else np.nan for b in range(len(table))]
+        np.testing.assert_array_equal(table["count"].to_numpy(), counts)
+        np.testing.assert_allclose(table["mean"].to_numpy(), means, equal_nan=True)
 
 
 class _Manifest:
