@@ -214,3 +214,52 @@ def test_numpy_labels_are_refused_naming_the_conversion() -> None:
     tracker.update(np.arange(3), logits=torch.zeros(3, 2), labels=torch.as_tensor(np.array([0, 1, 1]), device="cpu"))
     tracker.end_epoch()
     np.testing.assert_allclose(tracker.scores()["csl"], np.full(3, np.log(2)), rtol=1e-6)
+
+
+_RESUME = '''
+import sys, numpy as np, torch
+from harness import SampleTracker
+saved = torch.load(sys.argv[1], weights_only=True)
+tracker = SampleTracker(len(saved["labels"]), proxies="csl,aum,forgetting")
+tracker.load_state_dict(saved["tracker"])
+for idx, logits in saved["rest"]:
+    if len(idx):
+        tracker.update(idx, logits=logits, labels=saved["labels"][idx])
+    else:
+        tracker.end_epoch()
+np.save(sys.argv[2], tracker.scores()[["csl", "aum", "forgetting"]].to_numpy())
+'''
+
+
+@pytest.mark.slow  # a new Python process imports torch and memprox
+def test_a_state_saved_mid_epoch_with_torch_save_resumes_in_a_new_process(tmp_path) -> None:
+    import subprocess
+    import sys
+
+    gen = torch.Generator().manual_seed(3)
+    n = 40
+    labels = torch.randint(0, 5, (n,), generator=gen)
+    batches = []  # three epochs of four shuffled batches; an empty batch marks an epoch's end
+    for _ in range(3):
+        order = torch.randperm(n, generator=gen)
+        batches += [(order[i:i + 10], torch.randn(10, 5, generator=gen)) for i in range(0, n, 10)]
+        batches.append((torch.zeros(0, dtype=torch.int64), torch.zeros(0, 5)))
+
+    def feed(tracker: SampleTracker, part: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
+        for idx, logits in part:
+            if len(idx):
+                tracker.update(idx, logits=logits, labels=labels[idx])
+            else:
+                tracker.end_epoch()
+
+    whole = SampleTracker(n, proxies="csl,aum,forgetting")
+    feed(whole, batches)
+    first = SampleTracker(n, proxies="csl,aum,forgetting")
+    feed(first, batches[:7])  # one epoch and two batches of the second
+    torch.save({"tracker": first.state_dict(), "labels": labels, "rest": batches[7:]}, tmp_path / "ckpt.pt")
+    (tmp_path / "resume.py").write_text(_RESUME)
+    done = subprocess.run([sys.executable, str(tmp_path / "resume.py"), str(tmp_path / "ckpt.pt"),
+                           str(tmp_path / "scores.npy")], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    resumed = np.load(tmp_path / "scores.npy")
+    np.testing.assert_array_equal(resumed, whole.scores()[["csl", "aum", "forgetting"]].to_numpy())
