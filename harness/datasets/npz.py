@@ -1,4 +1,5 @@
-"""`npz:PATH`: any array data set saved with `numpy.savez` (x, y; optional x_test, y_test, classes).
+"""`npz:PATH`: any array data set saved with `numpy.savez` (x, y; optional x_test, y_test, classes,
+and files/files_test: what names each sample, so that a suspect can be found where it came from).
 
 The file is read without unpickling, after checking every member's header; its SHA-256 is the
 dataset's fingerprint. The label rules (`_npz_labels`, `_npz_classes`) are shared with `hf:`.
@@ -11,11 +12,12 @@ import tokenize
 import warnings
 import zipfile
 import zlib
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
-from harness.datasets.base import Dataset, LoadRequest, _make, _require_every_class, register_dataset
+from harness.datasets.base import Dataset, LoadRequest, _make, _require_every_class, _test_keep, register_dataset
 from harness.errors import HarnessError
 from harness.io import file_sha256
 from harness.values import expand_home
@@ -23,7 +25,7 @@ from harness.values import expand_home
 # --------------------------------------------------------------------------------------------
 # npz: any array data set
 
-_NPZ_KEYS = ("x", "y", "x_test", "y_test", "classes")
+_NPZ_KEYS = ("x", "y", "x_test", "y_test", "classes", "files", "files_test")
 #: Suffixes of text tables a user may pass as they are: the error names the conversion, not numpy.savez alone.
 _TEXT_TABLES = (".csv", ".tsv", ".txt")
 
@@ -80,7 +82,32 @@ def _load_npz(request: LoadRequest) -> Dataset:
     if x.dtype != x_test.dtype:  # uint8 images in one split, real values in the other
         x_test = _test_like_train(name, path, x, x_test)
     classes = _npz_classes(name, arrays.get("classes"), y, y_test)
-    return _make(name, x, y, x_test, y_test, classes, request.subset, fingerprint=file_sha256(path)[:16])
+    dataset = _make(name, x, y, x_test, y_test, classes, request.subset, fingerprint=file_sha256(path)[:16])
+    return _with_names(dataset, arrays, len(x), len(x_test), _test_keep(y_test, request.subset))
+
+
+def _with_names(dataset: Dataset, arrays: dict[str, np.ndarray], n: int, m: int, test_kept: np.ndarray) -> Dataset:
+    """`dataset` with each sample named by `files` (and `files_test`), when the file holds them: the
+    suspects CSV and duplicates.csv then give the `file` of each suspect and copy (the image's path, a
+    table row's id), not only its row number, which a user had to map back to the source by hand."""
+    name = dataset.name
+    if "files_test" in arrays and "files" not in arrays:
+        raise HarnessError(f"{name}: files_test without files; save files (one name per row of x) too, or neither")
+    if "files" not in arrays:
+        return dataset
+    train = _npz_names(name, "files", arrays["files"], n)
+    test = _npz_names(name, "files_test", arrays["files_test"], m) if "files_test" in arrays else None
+    return replace(dataset, sample_names=train[:len(dataset.x_train)],
+                   test_sample_names=None if test is None or not m else tuple(test[i] for i in test_kept))
+
+
+def _npz_names(name: str, key: str, values: np.ndarray, n: int) -> tuple[str, ...]:
+    """One name per sample, as text: a str (or UTF-8 bytes, or integer id) array of length `n`."""
+    if values.ndim != 1 or len(values) != n or values.dtype.kind not in "USiu":
+        raise HarnessError(f"{name}: {key} must be a 1-D array of {n} names (one per row of "
+                           f"{'x' if key == 'files' else 'x_test'}), got {values.dtype} {values.shape}; save "
+                           f"{key}=np.array(names, dtype=str)")
+    return tuple(_class_name(name, v, key) for v in values.tolist())
 
 
 def _warn_float_images(name: str, path: Path, x: np.ndarray) -> None:
@@ -287,13 +314,14 @@ def _npz_classes(name: str, classes: np.ndarray | None, y: np.ndarray, y_test: n
     return names
 
 
-def _class_name(name: str, value: object) -> str:
-    """A class name as text. It is written into the suspects CSVs (UTF-8): bytes that are not UTF-8
-    (Latin-1 `b'caf\\xe9'`) raised UnicodeDecodeError, a traceback, instead of naming the fix."""
+def _class_name(name: str, value: object, key: str = "classes") -> str:
+    """A class (or sample, `key`) name as text. It is written into the suspects CSVs (UTF-8): bytes that
+    are not UTF-8 (Latin-1 `b'caf\\xe9'`) raised UnicodeDecodeError, a traceback, instead of naming the fix."""
     try:
         text = value.decode() if isinstance(value, bytes) else str(value)
         text.encode()
     except UnicodeError:
-        raise HarnessError(f"{name}: class name {value!r} is not valid UTF-8 text; save classes as str, e.g. "
-                           "classes=np.array([c.decode('latin-1') for c in classes])") from None
+        what = "class name" if key == "classes" else f"{key} name"
+        raise HarnessError(f"{name}: {what} {value!r} is not valid UTF-8 text; save {key} as str, e.g. "
+                           f"{key}=np.array([c.decode('latin-1') for c in {key}])") from None
     return text
