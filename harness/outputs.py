@@ -6,7 +6,8 @@ mount point (another file system than its parent) or its parent may not be writt
 The folder's own record (`.memprox-outputs.json`: each file with its checksum) says what memprox wrote there: only
 those files, unchanged since, are ever replaced or removed, so a user's files, a repository or the store beside them
 are never touched. What killed experiments leave (a staging folder whose owner's lock is free, a swap of outputs
-part-way) is settled by the next one on that --out; a run on another --out beside it names such a staging folder.
+part-way) is settled by the next one on that --out; a run on another --out beside it names such a staging folder
+(`harness.outputs_leftovers`).
 """
 
 from __future__ import annotations
@@ -16,30 +17,25 @@ import json
 import os
 import re
 import stat
-import warnings
 from collections.abc import Callable, Collection, Iterator
 from contextlib import ExitStack, contextmanager
 from functools import partial
 from pathlib import Path
 
 import torch
-from filelock import FileLock, Timeout
+from filelock import FileLock
 
 from harness.config import ExperimentConfig
 from harness.errors import HarnessError, StorageError
 from harness.evaluation import ExperimentResult
 from harness.file_swap import (
-    JOURNAL,
     RECORD,
     blocked_by,
     is_plain_relpath,
-    plain_file,
     read_record,
     recorded_unchanged,
-    recover_swap,
     regular_files,
     swap_files,
-    unstarted,
 )
 from harness.io import (
     NO_ROOM,
@@ -49,40 +45,28 @@ from harness.io import (
     file_sha256,
     folder_beside,
     free_bytes_short,
-    killed_as_made,
-    leftovers,
     name_fits,
     nearest_folder,
-    pid_alive,
     probe_writable,
     rmtree,
     room_fix,
 )
 from harness.leaderboard import markdown
+from harness.outputs_leftovers import STAGING_LOCK, STAGING_MARKER, _say_others_left, clean_stale
 from harness.run_summary import TABLES, summary
 from harness.runspec import RunSpec
 from harness.store import StoredRun
-from harness.store_admin import lock_held
-from harness.store_entry_files import user_name
 
-#: Written into a staging folder when it is made: proof that a stale one is memprox's to remove.
-STAGING_MARKER = ".memprox-staging"
 #: What the marker tells a person who finds the folder (hidden, beside --out): whose it is, and that it may go.
 _STAGING_NOTE = ("memprox staging folder: memprox process {pid} writes an experiment's outputs here, moves them into "
                  "{out} and then removes this folder.\nIf no memprox run with --out {out} is running, one was killed "
                  "here: the next run with that --out removes this folder (and finishes or undoes the publish that was "
                  "killed); you may also delete it yourself.\n")
-#: Locked (flock, the `filelock` package) by the staging folder's process for the folder's whole life,
-#: before the marker is written: the folder is stale only when this lock is free. A PID would not do:
-#: a process in another PID namespace (a container sharing the volume) sees other PIDs.
-STAGING_LOCK = ".memprox-staging.lock"
 #: What every experiment writes into --out: files, and folders of files (checked before training).
 OUTPUT_FILES, OUTPUT_FOLDERS = ("leaderboard.csv", "leaderboard.md", "raw.csv", "summary.json", RECORD), ("scores",)
 #: What memprox keeps inside --out while it works there (its lock, staging and set-aside folders,
 #: write probes): never content, never recorded (hidden names).
 _WORKING = re.compile(r"\.memprox-(?:lock|(?:tmp|old)-\d+-.*)|\.write-test-.*")
-_STAGING_BESIDE = re.compile(r"\.(.+)\.tmp-\d+-[a-z0-9_]{8}")  # `_new_folder`'s staging folder beside an --out NAME
-_INSIDE = re.compile(r"\.memprox-(tmp|old)-(\d+)(?:-|$)")
 _NOT_WRITABLE = (errno.EACCES, errno.EPERM, errno.EROFS)
 #: Staging folder -> the lock its process holds (released by `publish` before renaming the folder).
 _HELD: dict[Path, FileLock] = {}
@@ -343,58 +327,3 @@ def _check_places(out: Path, incoming: Collection[str], ours: dict[str, str], ov
     if theirs and not overwrite:
         raise StorageError(f"--out {out}; not written by memprox (or changed since): {', '.join(theirs)}; move each "
                            "away, or rerun with --overwrite to replace them (every run is kept in the store)")
-
-
-def _stale(out: Path) -> list[tuple[re.Match[str], Path]]:
-    """Staging ("tmp") and set-aside ("old") folders of `out` that killed processes left, beside and in it:
-    the name, and the marker or journal written inside on creation (or a record, or nothing but the lock
-    and a dead PID); a staging folder's lock must be free (an older memprox took none: a dead PID). A
-    set-aside folder is found under the folder's lock, which every swap holds: none is running."""
-    def owned(m: re.Match[str], folder: Path) -> bool:
-        if m.group(1) == "old":
-            return plain_file(folder, JOURNAL) is not None or unstarted(folder)
-        if plain_file(folder, STAGING_MARKER) is None:  # a publish killed before its rename, or `staging` as it made it
-            if read_record(folder)[0] is None and not killed_as_made(folder, m, STAGING_LOCK):
-                return False
-        elif plain_file(folder, STAGING_LOCK) is None:
-            return not pid_alive(int(m.group(2)))
-        try:
-            with FileLock(folder / STAGING_LOCK).acquire(timeout=0):
-                return True
-        except (Timeout, OSError):
-            return False
-
-    beside = re.compile(rf"\.{re.escape(out.name)}\.(tmp|old)-(\d+)(?:-|$)")
-    return leftovers(out.parent, beside, owned) + (leftovers(out, _INSIDE, owned) if out.is_dir() else [])
-
-
-def _say_others_left(out: Path) -> None:
-    """A warning for each staging folder that a run killed while writing the outputs of another folder beside `out`
-    left there (marked, its lock free): hidden, it is removed only by the next run with that --out, and went unseen.
-    Never removed from here (that folder's swap may be part-way, which only its own cleanup settles), and its lock
-    only read (`lock_held`): one made there as its publish drops it would be renamed into that --out."""
-    try:
-        found = sorted(out.parent.iterdir())
-    except OSError:  # a parent that may be written but not listed: nothing to say
-        return
-    for folder in found:
-        m = _STAGING_BESIDE.fullmatch(folder.name)
-        if m is None or m.group(1) == out.name or folder.is_symlink() or not folder.is_dir() or \
-                plain_file(folder, STAGING_MARKER) is None or plain_file(folder, STAGING_LOCK) is None or \
-                lock_held(folder / STAGING_LOCK):
-            continue
-        other, uid = out.parent / m.group(1), folder.stat().st_uid  # another user's: theirs to delete
-        may = "you may also delete it" if uid == os.geteuid() else f"it is {user_name(uid)}'s, who may also delete it"
-        warnings.warn(f"{folder} was left by a memprox run killed while writing its outputs for {other}: the next run "
-                      f"with --out {other} removes it (and finishes or undoes a publish cut short); {may}")
-
-
-def clean_stale(out: Path) -> None:
-    """Settle what killed experiments left for --out (call under the folder's lock): a staging
-    folder is removed, a swap of outputs is finished or rolled back (`harness.file_swap.recover_swap`).
-    A folder that merely has the name is never touched."""
-    for m, folder in _stale(out):
-        if m.group(1) == "tmp":
-            rmtree(folder)
-        else:
-            recover_swap(folder, out)

@@ -319,7 +319,7 @@ def test_a_live_staging_folder_is_kept_whatever_its_pid_says_and_a_dead_ones_rem
     try:
         tmp = Path(holder.stdout.readline().strip())
         assert (tmp / STAGING_MARKER).is_file()
-        monkeypatch.setattr(outputs, "pid_alive", lambda pid: False)  # seen from another PID namespace
+        monkeypatch.setattr("harness.outputs_leftovers.pid_alive", lambda pid: False)  # seen from another PID namespace
         clean_stale(out)
         check_out(out, "e1", overwrite=False, store=tmp_path / "store")
         assert (tmp / STAGING_MARKER).is_file(), "a live experiment's staging folder was deleted"
@@ -327,7 +327,7 @@ def test_a_live_staging_folder_is_kept_whatever_its_pid_says_and_a_dead_ones_rem
     finally:
         holder.send_signal(signal.SIGKILL)
         holder.wait()
-    monkeypatch.setattr(outputs, "pid_alive", lambda pid: True)  # its PID reused by another process
+    monkeypatch.setattr("harness.outputs_leftovers.pid_alive", lambda pid: True)  # its PID reused by another process
     clean_stale(out)
     assert not tmp.exists()
 

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import harness.io as io
 import harness.kill_leftovers as kill_leftovers
+import harness.outputs as outputs
+import harness.outputs_leftovers as outputs_leftovers
 import harness.store as store
 import harness.store_leftovers as store_leftovers
 
@@ -37,3 +39,15 @@ def test_store_reexports_the_leftover_listing_itself() -> None:
     `_superseded` through harness.store's names, which tests patch (tests/test_store_gaps20.py)."""
     for name in ("LEFTOVER", "CKPT_TEMP", "store_leftovers", "_swaps_left", "_superseded", "_plain_file"):
         assert getattr(store, name) is getattr(store_leftovers, name), name
+
+
+def test_outputs_leaves_room_for_the_next_fix() -> None:
+    assert _lines("harness/outputs.py") <= 340
+
+
+def test_outputs_uses_the_stale_folder_names_themselves() -> None:
+    """The experiment and the tests import these from harness.outputs; `pid_alive` is patched in
+    harness.outputs_leftovers, where `_stale` looks it up (tests/test_output_edge_cases.py)."""
+    for name in ("STAGING_MARKER", "STAGING_LOCK", "clean_stale", "_say_others_left"):
+        assert getattr(outputs, name) is getattr(outputs_leftovers, name), name
+    assert outputs_leftovers.pid_alive is kill_leftovers.pid_alive and not hasattr(outputs, "pid_alive")
