@@ -135,6 +135,23 @@ def test_weighted_detection_is_the_statistic_of_the_resampled_multiset() -> None
         expected_precision_at_k(POS[rep], TIED[rep], int(POS[rep].sum())))
 
 
+def test_fractionally_weighted_auroc_and_auprc_are_sklearns_with_sample_weight() -> None:
+    """The privacy flags enter as fractional weights: scikit-learn's weighted statistics agree."""
+    rng = np.random.default_rng(0)
+    checked = 0
+    for _ in range(200):
+        n = int(rng.integers(3, 40))
+        pos, s = rng.random(n) < 0.4, np.round(rng.random(n), 1)
+        w = rng.random(n) * (rng.random(n) < 0.8)
+        if w[pos].sum() == 0 or w[~pos].sum() == 0:
+            continue
+        got = weighted_detection(pos, s, w[None, :])
+        assert got["auroc"][0] == pytest.approx(roc_auc_score(pos, s, sample_weight=w), abs=1e-12)
+        assert got["auprc"][0] == pytest.approx(average_precision_score(pos, s, sample_weight=w), abs=1e-12)
+        checked += 1
+    assert checked > 100
+
+
 # --- memorization similarity ------------------------------------------------------------------
 def test_cosine_pearson_spearman_with_ties_match_numpy_and_scipy() -> None:
     x = np.array([1, 2, 2, 3, 5, 5, 5, 8.0])
