@@ -173,35 +173,39 @@ def test_hf_training_labels_are_checked_before_the_loss(monkeypatch: pytest.Monk
     assert eval_losses[1].item() == pytest.approx(_CROSS_ENTROPY(logits[1:], torch.tensor([1])).item())
 
 
-def test_scores_mid_training_name_the_copy_that_lets_training_go_on() -> None:
+def test_scores_mid_training_come_from_a_copy_while_the_tracker_goes_on() -> None:
     """scores() ends recording; a loop that peeked after an epoch and went on was told only to make a
-    new tracker. The message now gives the copy that peeks, and that copy scores as the tracker would
-    have at that epoch while the tracker itself goes on to score as an unpeeked one."""
+    new tracker, losing the run's record. `copy()` holds the record so far, with the same arguments:
+    it scores as the tracker would have at that epoch, and the tracker goes on to score as an
+    unpeeked one."""
     gen = torch.Generator().manual_seed(0)
     n, epochs = 30, 4
     labels = torch.randint(0, 4, (n,), generator=gen)
     logits = [torch.randn(n, 4, generator=gen) for _ in range(epochs)]
 
     def tracked(stop: int) -> SampleTracker:
-        tracker = SampleTracker(n, proxies="csl,aum,forgetting")
+        tracker = SampleTracker(n, proxies="csl,aum,forgetting", labels=labels)
         for epoch in range(stop):
-            tracker.update(torch.arange(n), logits=logits[epoch], labels=labels)
+            tracker.update(torch.arange(n), logits=logits[epoch])
             tracker.end_epoch()
         return tracker
 
     peeked = tracked(2)
     peeked.scores()
-    said = r"after the tracker finished.*peek\.load_state_dict\(tracker\.state_dict\(\)\); peek\.scores\(\)"
-    with pytest.raises(HarnessError, match=said):
-        peeked.update(torch.arange(n), logits=logits[2], labels=labels)
+    with pytest.raises(HarnessError, match=r"after the tracker finished.*go on with the tracker: "
+                                           r"tracker\.copy\(\)\.scores\(\)"):
+        peeked.update(torch.arange(n), logits=logits[2])
     tracker = tracked(2)
-    peek = SampleTracker(n, proxies="csl,aum,forgetting")  # the message's way
-    peek.load_state_dict(tracker.state_dict())
-    assert peek.scores().equals(tracked(2).scores())
-    for epoch in range(2, epochs):
-        tracker.update(torch.arange(n), logits=logits[epoch], labels=labels)
-        tracker.end_epoch()
+    assert tracker.copy().scores().equals(tracked(2).scores())
+    tracker.update(torch.arange(n // 2), logits=logits[2][: n // 2])
+    with pytest.raises(HarnessError, match="the last epoch is still open"):  # the copy holds the open epoch
+        tracker.copy().scores()
+    tracker.update(torch.arange(n // 2, n), logits=logits[2][n // 2:])
+    tracker.end_epoch()
+    tracker.update(torch.arange(n), logits=logits[3])
+    tracker.end_epoch()
     assert tracker.scores().equals(tracked(epochs).scores())
+    assert sorted(tracker.scores().columns) == ["aum", "csl", "forgetting", "index", "label"]
 
 
 def test_numpy_labels_are_refused_naming_the_conversion() -> None:

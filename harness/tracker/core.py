@@ -299,8 +299,7 @@ class SampleTracker(TrackerCheckpoints, TrackerResults):
         if self._finished:
             raise HarnessError(f"{what}() after the tracker finished (scores()/suspects()/finish() was called); "
                                "create a new SampleTracker for another run. To look at scores during training, "
-                               "score a copy: peek = SampleTracker(n, <the same arguments>); "
-                               "peek.load_state_dict(tracker.state_dict()); peek.scores()")
+                               "score a copy and go on with the tracker: tracker.copy().scores()")
 
     def _flush(self) -> None:
         """Record the batches the log holds (`harness.tracker.batch_log`). The log is emptied once

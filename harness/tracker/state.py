@@ -12,7 +12,7 @@ tracker of another n, another proxy selection, other constructor labels or `runn
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -22,6 +22,9 @@ from harness.tracker.class_probs import ClassProbSums
 from harness.tracker.fields import TrackerFields
 from harness.tracker.selection import LOSS_KEY
 from harness.tracker.signals import TrackedSignals
+
+if TYPE_CHECKING:
+    from harness.tracker.core import SampleTracker
 
 FORMAT, VERSION = "memprox.SampleTracker", 1
 #: why a tracker resumed from a state saved before the suggested label existed has none
@@ -273,6 +276,20 @@ class TrackerCheckpoints(TrackerFields):
     def finished(self) -> bool:
         """Whether recording ended (`scores()`, `suspects()` or `finish()` ran): no state to save then."""
         return self._finished
+
+    def copy(self) -> SampleTracker:
+        """A new tracker holding this one's record so far (`state_dict`, the open epoch included), made
+        with the same arguments: `tracker.copy().scores()` looks at the scores during training, while
+        `scores()` on the tracker itself ends its recording. Costs one copy of the buffers to the host."""
+        from harness.tracker.core import SampleTracker  # the class this mixin is part of
+
+        self._check_open("copy")
+        selected = self._selection.selected
+        twin = SampleTracker(self.n, proxies=None if selected is None else list(selected),
+                             labels=self._fixed_labels, running_sums=self.running_sums, suggest=self._suggest)
+        twin.allowed_repeats = self.allowed_repeats
+        twin.load_state_dict(self.state_dict())
+        return twin
 
     def state_dict(self) -> dict[str, Any]:
         """Everything recorded so far (the epoch in progress included) as CPU tensors and plain
