@@ -167,6 +167,12 @@ def load_class_plugins(group: str, registry: Registry[type], base: type, registe
         where = f"{kind} plugin {ep.name!r} ({ep.value})"
         try:
             cls = ep.load()
+        except SystemExit as e:  # a script's `parse_args()` or `sys.exit()` at import ended memprox with exit 2
+            registry.failed[ep.name] = (f"{where} exited while imported (SystemExit: {e.code}; any lines just above "
+                                        "are its own, e.g. argparse's usage): a module must not run a script when "
+                                        "imported; put that code under `if __name__ == \"__main__\":`")
+            warnings.warn(registry.failed[ep.name] + _selects_other(registry, ep.name), stacklevel=3)
+            continue
         except Exception as e:
             registry.failed[ep.name] = f"{where} failed to load: {type(e).__name__}: {e}"
             warnings.warn(registry.failed[ep.name] + _selects_other(registry, ep.name), stacklevel=3)
