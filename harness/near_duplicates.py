@@ -2,7 +2,7 @@
 real data, written beside the suspects.
 
 The duplicates task injects a copy of an image under another label, which CSL flags (methods.md);
-in a user's data the copies are rarely exact (re-encoded, re-cropped, brightened), so pairs are
+in a user's data the copies are rarely exact (re-encoded, brightened, mirrored), so pairs are
 found by distance, with cleanlab Datalab's near-duplicate rule: a pair is near when its distance is
 below `threshold` times the median distance of the samples to their nearest neighbour, looking at
 each sample's k nearest. The neighbours come from scikit-learn's NearestNeighbors; Datalab itself
@@ -25,6 +25,11 @@ feature's spread), 20 of 20 are found and nothing else, where the correlation fo
 9 and 1 false pairs (tests/test_suspects_review5.py). Images saved flattened as floats (N, H*W)
 are such a table, as they are to the model; saved (N, H, W) they are compared as pixels, and so are
 uint8 rows of more than 3 values (N, D, 1, 1: images saved flattened as uint8), centred as one channel.
+
+Pixels are compared where they lie, so a copy shifted or re-cropped by a pixel or two is not found: on
+CIFAR-10 images (dq26, docs/reading-results.md) none of 5 shifted by 1 or 2 pixels, cropped to 28 x 28
+and resized back, or flipped upside down, where every copy re-saved at JPEG quality 30, brightened,
+blurred or mirrored was found.
 
 Token ids (text) have no meaningful distance, so there only exact copies are found. Exact copies
 are always found, in every mode, at distance 0 (and only they: a near copy reports at least
