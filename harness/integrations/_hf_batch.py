@@ -62,7 +62,7 @@ def per_sample_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, trainin
     # host read of the batch's extremes per step (the Trainer's own loss check reads the GPU per step too).
     scored = labels if training else labels[labels != IGNORED]
     if len(scored):
-        low, high = (int(v) for v in torch.aminmax(scored))
+        low, high = torch.stack(torch.aminmax(scored)).tolist()  # one host read
         if low < 0 or high >= logits.shape[1]:
             raise HarnessError(f"CSLTrainer: the batch's labels run from {low} to {high}, but the model has "
                                f"{logits.shape[1]} outputs (class ids 0..{logits.shape[1] - 1}); drop unlabeled "

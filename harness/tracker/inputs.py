@@ -153,7 +153,7 @@ def check_labels(labels: torch.Tensor, num_classes: int | None, where: str = "up
     lowest csl. One host read of the batch's extremes (a sync for device labels)."""
     if not len(labels):
         return
-    low, high = (int(v) for v in torch.aminmax(labels))
+    low, high = torch.stack(torch.aminmax(labels)).tolist()  # one host read
     if low < 0:
         what = f"is outside [0, {num_classes})" if num_classes is not None else "is not a class id"
         raise HarnessError(f"{where}: label {low} {what}; labels must be class ids 0..C-1 (-100, cross_entropy's "
