@@ -200,10 +200,11 @@ def few_negatives_warning(lira: np.ndarray, members: np.ndarray) -> None:
     negatives = int((~members & np.isfinite(lira)).sum())
     short = [name for fpr, name in FPR_TARGETS.items() if negatives * fpr < 1]
     if short:
+        which = "each is" if len(short) > 1 else "it is"
         warnings.warn(f"privacy: the LiRA attack has {negatives} non-member (model, sample) pairs, too few for "
-                      f"{' and '.join(short)} to allow one false positive: each is the TPR at zero false positives; "
-                      f"raise memorization.k or use more samples (>= {math.ceil(1 / min(FPR_TARGETS))} pairs)",
-                      stacklevel=3)
+                      f"{' and '.join(short)} to allow one false positive: {which} the TPR at zero false "
+                      f"positives; raise memorization.k or use more samples (>= {math.ceil(1 / min(FPR_TARGETS))} "
+                      "pairs)", stacklevel=3)
 
 
 def file_part(label: str) -> str:
