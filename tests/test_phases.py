@@ -112,7 +112,7 @@ def test_privacy_metrics_for_all_proxies_equal_the_old_per_proxy_computation(see
         old_point = _old_proxy_metrics(v[keep], s[keep], np.ones((1, int(keep.sum()))), 0.1)
         old_reps = resamples.apply(lambda w, s=s: _old_proxy_metrics(v[keep], s[keep], w[:, keep], 0.1))
         assert list(points[name]) == list(old_point) == list(reps[name])
-        for m in old_point:
+        for m in ("pearson", "spearman", "auroc"):  # auprc: now the mean over tie-breaks (numerics26)
             np.testing.assert_array_equal(points[name][m], old_point[m])  # bit for bit, NaN where NaN
             np.testing.assert_array_equal(reps[name][m], old_reps[m])
         np.testing.assert_array_equal(proxy_metrics(v[keep], s[keep], np.ones((1, int(keep.sum()))), 0.1)["auroc"],
