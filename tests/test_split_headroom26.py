@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import harness.datasets.imagefolder as imagefolder
+import harness.datasets.imagefolder_files as imagefolder_files
 import harness.io as io
 import harness.kill_leftovers as kill_leftovers
 import harness.outputs as outputs
@@ -51,3 +53,13 @@ def test_outputs_uses_the_stale_folder_names_themselves() -> None:
     for name in ("STAGING_MARKER", "STAGING_LOCK", "clean_stale", "_say_others_left"):
         assert getattr(outputs, name) is getattr(outputs_leftovers, name), name
     assert outputs_leftovers.pid_alive is kill_leftovers.pid_alive and not hasattr(outputs, "pid_alive")
+
+
+def test_imagefolder_leaves_room_for_the_next_fix() -> None:
+    assert _lines("harness/datasets/imagefolder.py") <= 340
+
+
+def test_imagefolder_uses_the_listing_names_themselves() -> None:
+    """tests/test_docs_audit9.py reads the image types from harness.datasets.imagefolder."""
+    for name in ("_IMG_EXTENSIONS", "_SKIPPED_IMAGES", "_image_files"):
+        assert getattr(imagefolder, name) is getattr(imagefolder_files, name), name

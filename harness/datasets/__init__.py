@@ -5,7 +5,8 @@
     harness.datasets.dataset           the Dataset type and its checks
     harness.datasets.digits            digits (bundled, the default)
     harness.datasets.torchvision_sets  cifar10, cifar100, mnist, fashion-mnist
-    harness.datasets.imagefolder       imagefolder:PATH (listing and link safety)
+    harness.datasets.imagefolder       imagefolder:PATH (listing order, labels, fingerprint)
+    harness.datasets.imagefolder_files   which of its files are images; which folder links are followed
     harness.datasets.imagefolder_cache   its per-machine decode cache
     harness.datasets.pixels            PIL images to uint8 pixels (8-bit only; the gray/RGB rule of imagefolder and hf)
     harness.datasets.npz               npz:PATH
