@@ -7,7 +7,7 @@ the clean base run per seed (no corruption; the runs the proxies need on it, sha
 and, with an output folder, writes per seed:
 
 - `suspects/suspects_seed<s>.csv`: every training sample, most suspicious first by the proxy
-  `by`: rank, index, file (image folders), the label given and the label the final model predicts
+  `by`: rank, index, file (image folders, `npz:` files), the label given and the label the final model predicts
   (class ids, each with its class name: `label_name`, `predicted_name`), that model's probability
   of the given label, the suggested label (`suggested`, `suggested_name`: of the other classes,
   the one of the highest mean softmax over the training pass's epochs, `p_suggested` that mean;
@@ -324,7 +324,8 @@ def _conflicting(pairs: pd.DataFrame, n: int) -> np.ndarray:
 
 
 def sample_column(dataset: Dataset) -> str:
-    """The column that names each sample in the tables: its file (image folders), its text (`hf:` text)."""
+    """The column that names each sample in the tables: its file (image folders; `npz:` with a `files`
+    array: any name, a table row's id too), its text (`hf:` text)."""
     return "text" if dataset.is_tokens else "file"
 
 
