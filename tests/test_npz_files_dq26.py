@@ -37,7 +37,10 @@ def test_an_npz_with_files_names_its_suspects_and_copies(tmp_path: Path, make_co
     out = Path(exp.cfg.out)
     table = pd.read_csv(out / "suspects" / "suspects_seed0.csv", dtype={"duplicates": str})
     assert table["file"].tolist() == [f"img{i:04d}.png" for i in table["index"]]
-    assert "img0007.png" in table["file"].head(5).tolist()  # the moved label is among the first suspects
+    true = load_digits().target
+    # the copy under another label, then the moved label, top the list, each with its true class suggested
+    assert table["file"].head(2).tolist() == ["img0020.png", "img0007.png"]
+    assert table["suggested"].head(2).tolist() == [true[400], true[7]]
     pairs = pd.read_csv(out / "suspects" / "duplicates.csv")
     first = pairs.iloc[0]
     assert (first["file_a"], first["file_b"], first["distance"], bool(first["labels_differ"])) == (
