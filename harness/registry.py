@@ -41,8 +41,10 @@ class Registry(Generic[T]):
             raise TypeError(f"a {self.kind} needs a non-empty name")
         taken = self._items.get(name)
         if name in self._items and not replace and taken is not item and not _redefines(item, taken):
-            raise ValueError(f"{self.kind} {name!r} is already registered by {_origin(taken)}; give "
-                             f"{_origin(item)} another name")
+            clash = ValueError(f"{self.kind} {name!r} is already registered by {_origin(taken)}; give "
+                               f"{_origin(item)} another name")
+            clash.taken_name = name  # type: ignore[attr-defined]  # what a plugin's loader says selecting it runs
+            raise clash
         self._items[name] = item
         return item
 
@@ -175,7 +177,8 @@ def load_class_plugins(group: str, registry: Registry[type], base: type, registe
             continue
         except Exception as e:
             registry.failed[ep.name] = f"{where} failed to load: {type(e).__name__}: {e}"
-            warnings.warn(registry.failed[ep.name] + _selects_other(registry, ep.name), stacklevel=3)
+            taken = getattr(e, "taken_name", ep.name)  # its class registered a taken name as the module ran
+            warnings.warn(registry.failed[ep.name] + _selects_other(registry, str(taken)), stacklevel=3)
             continue
         if not (isinstance(cls, type) and issubclass(cls, base)):
             registry.failed[ep.name] = f"{where} is not a {base.__name__} subclass"

@@ -81,3 +81,19 @@ def test_a_plugin_that_fails_under_a_free_name_says_nothing_of_another(monkeypat
     with pytest.raises(HarnessError, match="failed to load: AttributeError.*so proxy 'boom_research26' is not "
                                         "available"):
         resolve_proxies("boom_research26")
+
+
+def test_an_entry_point_named_apart_whose_class_takes_a_built_in_name_says_the_built_in_runs(
+        monkeypatch, tmp_path, fresh) -> None:
+    """Before: `--proxies csl` scored the built-in with no word of it; the plugin's own entry-point
+    name was refused as failed to load (that part unchanged)."""
+    (tmp_path / "apart_research26.py").write_text(CLASHING, encoding="utf-8")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "apart_research26", raising=False)
+    _entry_point(monkeypatch, "my_csl_research26", "apart_research26:MyCSL")
+    said = _loaded()
+    assert len(said) == 1
+    assert said[0].endswith("give apart_research26.MyCSL another name; selecting proxy 'csl' runs proxies.csl.CSL, "
+                            "not this plugin")
+    with pytest.raises(HarnessError, match="so proxy 'my_csl_research26' is not available"):
+        resolve_proxies("my_csl_research26")
