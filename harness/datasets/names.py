@@ -5,6 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+#: File names of packed downloads, which a user passes as they came (`photos.zip`).
+_ARCHIVES = (".zip", ".tar", ".tgz", ".tar.gz", ".tar.bz2", ".tar.xz", ".7z", ".rar")
+
 
 def path_hint(name: str) -> str:
     """The kind that reads `name` (suffixed to the unknown-dataset error), or '' if none fits. The
@@ -31,6 +34,12 @@ def path_hint(name: str) -> str:
     if is_dir:
         return (f"; did you mean --dataset {_shown('imagefolder:' + name)} (a folder per class) or "
                 f"{_shown('hf:' + name)} (a Hugging Face dataset saved with save_to_disk)?")
+    if name.lower().endswith(_ARCHIVES):  # a download as it came (Kaggle's .zip): no kind reads it packed
+        return ("; an archive is unpacked first (unzip, tar -xf), then --dataset imagefolder:FOLDER for the folder "
+                "of class subfolders it holds")
+    if suffix == ".npy":  # one array: the labels are missing
+        return ("; a single .npy array is not a dataset: save the samples and their labels together, "
+                "numpy.savez('mine.npz', x=x, y=y), then --dataset npz:mine.npz")
     if "/" in name:
         return "; a path needs its kind: imagefolder:PATH, npz:PATH or hf:PATH"
     return ""
