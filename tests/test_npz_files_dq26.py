@@ -76,3 +76,20 @@ def test_files_that_do_not_fit_are_refused_with_the_fix(tmp_path: Path, extra: d
     np.savez(tmp_path / "bad.npz", x=x, y=y, **extra)
     with pytest.raises(HarnessError, match=message):
         load_dataset(f"npz:{tmp_path / 'bad.npz'}")
+
+
+def test_test_names_stay_with_their_samples_when_a_subset_keeps_some(tmp_path: Path) -> None:
+    """`--subset 10` keeps 1,000 of 1,200 test samples, round robin over the classes: each kept name
+    must be its sample's (the name carries the sample's pixel value and label here)."""
+    x, y = np.zeros((30, 1, 2, 2), dtype=np.uint8), np.arange(30) % 3
+    y_test = np.repeat([0, 1, 2], [600, 300, 300])
+    x_test = np.zeros((1200, 1, 2, 2), dtype=np.uint8)
+    x_test[:, 0, 0, 0] = np.arange(1200) % 251
+    names = np.array([f"t{i % 251}_{c}" for i, c in enumerate(y_test)])
+    np.savez(tmp_path / "d.npz", x=x, y=y, x_test=x_test, y_test=y_test, files=np.arange(30), files_test=names)
+    data = load_dataset(f"npz:{tmp_path / 'd.npz'}", subset=10)
+    assert data.test_sample_names is not None and len(data.test_sample_names) == len(data.y_test) == 1000
+    said = [name[1:].split("_") for name in data.test_sample_names]
+    assert [int(v) for v, _ in said] == data.x_test[:, 0, 0, 0].tolist()
+    assert [int(c) for _, c in said] == data.y_test.tolist()
+    assert data.y_test.bincount().tolist() == [400, 300, 300]
