@@ -276,7 +276,8 @@ def _by_index(entries: list[tuple[str, str, Path, int]], root: Path, warn: bool)
             why = f"two have one index ({clash})"
         warnings.warn(f"{root}: {len(ints) - len(others)} of {len(ints)} training images have integer file stems "
                       f"(sample indices), but {why}; so the samples are in (class, path) order, not by index, and a "
-                      f"label file in the original order would not line up: rename or remove those files",
+                      f"label file in the original order would not line up: rename those files if you pass such a "
+                      f"label file; otherwise nothing needs doing",
                       stacklevel=6)
     return entries
 
