@@ -16,7 +16,10 @@ differences: the CLI writes to results/latest unless told otherwise, the API wri
 from __future__ import annotations
 
 import difflib
+import faulthandler
 import inspect
+import os
+import sys
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -55,8 +58,9 @@ def run_experiment(**options: Any) -> ExperimentResult:
     `store`: the run store (default $MEMPROX_CACHE/store or ~/.cache/memprox/store).
     `executor`: local (a pool of `workers` processes, default usable CPUs // `threads`), ray, or
     inprocess (this process, for debugging); `threads`: torch threads of each run (default 1).
-    This process is left as it was (`host_state_kept`): its torch thread count and its torch,
-    numpy and Python RNG states are restored when the call returns or fails.
+    This process is left as it was (`host_state_kept`): its torch thread count, its torch, numpy
+    and Python RNG states, its environment variables, `sys.excepthook` and faulthandler are
+    restored when the call returns or fails.
 
     Returns an ExperimentResult: `leaderboard`, `raw`, `scores` and `tables` (DataFrames), `failures`,
     `trained`, `reused`, `outputs` (with `out`: every file written, by kind). Bad input raises
@@ -85,7 +89,10 @@ def host_state_kept() -> Iterator[None]:
     model of its own must not find its torch thread count set to the runs' `threads` (1 by
     default) nor its RNGs reseeded by the runs `executor="inprocess"` trains here (each seeds
     torch with its run's seed). Torch's CPU and CUDA generators, numpy's and Python's global
-    RNG and torch's intra-op threads are put back, also when the run fails."""
+    RNG and torch's intra-op threads are put back, also when the run fails; so are what
+    `ray.init` leaves after `ray.shutdown` (`executor="ray"`): environment variables (its
+    PYTHONBREAKPOINT sent the notebook's own `breakpoint()` to Ray's debugger), its
+    `sys.excepthook` and faulthandler, which it enables."""
     import torch
 
     from harness.rngs import global_rngs_kept
@@ -93,12 +100,31 @@ def host_state_kept() -> Iterator[None]:
     threads, seed = torch.get_num_threads(), torch.initial_seed()
     cuda_was_up = torch.cuda.is_initialized()  # not initialised here: a worker pool must not inherit CUDA
     try:
-        with global_rngs_kept(range(torch.cuda.device_count()) if cuda_was_up else []):
+        with global_rngs_kept(range(torch.cuda.device_count()) if cuda_was_up else []), process_hooks_kept():
             yield
     finally:
         torch.set_num_threads(threads)
         if not cuda_was_up and torch.cuda.is_available():  # CUDA's generators start from the CPU seed, as before
             torch.cuda.manual_seed_all(seed)
+
+
+@contextmanager
+def process_hooks_kept() -> Iterator[None]:
+    """os.environ, `sys.excepthook` and faulthandler's state as before the block, also when it raises.
+    Variables a library set while it was imported inside (scikit-learn's KMP_*) go too: each is read
+    when a library loads, which has happened, and a worker process sets them again when it imports it."""
+    environ, hook, faulting = dict(os.environ), sys.excepthook, faulthandler.is_enabled()
+    try:
+        yield
+    finally:
+        for name in [n for n in os.environ if n not in environ]:
+            del os.environ[name]
+        for name, value in environ.items():
+            if os.environ.get(name) != value:
+                os.environ[name] = value
+        sys.excepthook = hook
+        if not faulting and faulthandler.is_enabled():
+            faulthandler.disable()
 
 
 def keywords() -> list[str]:

@@ -1,0 +1,95 @@
+"""`run_experiment` called again and again in one process, as a notebook does: what a run leaves in
+the caller's process. `ray.init` (executor="ray") left PYTHONBREAKPOINT set to Ray's debugger after
+`ray.shutdown` (the notebook's own `breakpoint()` went to Ray), its `sys.excepthook` and faulthandler
+on; `host_state_kept` puts back the environment, the excepthook and faulthandler's state."""
+
+from __future__ import annotations
+
+import faulthandler
+import os
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import pytest
+
+import harness.jobs
+from harness.api import process_hooks_kept, run_experiment
+
+TINY: dict[str, Any] = dict(dataset="digits", proxies="final_loss", tasks="mislabeled", seeds=1, noise_rates=[0.1],
+                            epochs=1, subset=120, device="cpu", bootstrap=0, progress=False)
+
+
+@pytest.fixture
+def faulthandler_off() -> Iterator[None]:
+    """pytest turns faulthandler on for its own reports: off for the test, back on after."""
+    was = faulthandler.is_enabled()
+    faulthandler.disable()
+    try:
+        yield
+    finally:
+        if was:
+            faulthandler.enable(file=sys.__stderr__)
+
+
+def _like_ray_init() -> None:
+    """What `ray.init` does to its driver and `ray.shutdown` leaves (ray/_private/worker.py)."""
+    os.environ["PYTHONBREAKPOINT"] = "ray.util.rpdb._driver_set_trace"
+    os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
+    os.environ.pop("API26_GONE", None)
+    os.environ["API26_CHANGED"] = "ray's"
+    sys.excepthook = lambda *args: None
+    faulthandler.enable(file=sys.__stderr__)
+
+
+def test_the_environment_excepthook_and_faulthandler_are_put_back(monkeypatch, faulthandler_off) -> None:
+    monkeypatch.delenv("PYTHONBREAKPOINT", raising=False)
+    monkeypatch.delenv("RAY_USAGE_STATS_ENABLED", raising=False)
+    monkeypatch.setenv("API26_GONE", "mine")
+    monkeypatch.setenv("API26_CHANGED", "mine")
+    hook = sys.excepthook
+    with pytest.raises(RuntimeError, match="boom"), process_hooks_kept():
+        _like_ray_init()
+        raise RuntimeError("boom")
+    assert "PYTHONBREAKPOINT" not in os.environ and "RAY_USAGE_STATS_ENABLED" not in os.environ
+    assert (os.environ["API26_GONE"], os.environ["API26_CHANGED"]) == ("mine", "mine")
+    assert sys.excepthook is hook and not faulthandler.is_enabled()
+
+
+def test_faulthandler_the_caller_enabled_stays_enabled(faulthandler_off) -> None:
+    faulthandler.enable(file=sys.__stderr__)
+    with process_hooks_kept():
+        faulthandler.disable()
+        faulthandler.enable(file=sys.__stderr__)
+    assert faulthandler.is_enabled()
+
+
+def test_a_run_that_sets_them_leaves_the_notebook_as_it_was(tmp_path, monkeypatch, faulthandler_off) -> None:
+    """Through `run_experiment`: a job that does what `ray.init` does, in this process (inprocess)."""
+    monkeypatch.delenv("PYTHONBREAKPOINT", raising=False)
+    monkeypatch.setenv("API26_CHANGED", "mine")
+    train = harness.jobs.run_job
+
+    def job(job: harness.jobs.Job) -> harness.jobs.JobResult:
+        _like_ray_init()
+        return train(job)
+
+    monkeypatch.setattr(harness.jobs, "run_job", job)
+    hook, environ = sys.excepthook, dict(os.environ)
+    result = run_experiment(store=tmp_path / "store", executor="inprocess", **TINY)
+    assert len(result.trained) == 1 and np.isfinite(result.scores["noise=0.1_seed0"]["final_loss"]).all()
+    assert os.environ.get("PYTHONBREAKPOINT") is None and os.environ["API26_CHANGED"] == "mine"
+    assert dict(os.environ) == environ
+    assert sys.excepthook is hook and not faulthandler.is_enabled()
+
+
+@pytest.mark.slow
+def test_a_ray_run_leaves_no_ray_debugger_behind(tmp_path, monkeypatch) -> None:
+    pytest.importorskip("ray")
+    monkeypatch.delenv("PYTHONBREAKPOINT", raising=False)
+    hook, environ = sys.excepthook, dict(os.environ)
+    result = run_experiment(store=tmp_path / "store", executor="ray", workers=1, **TINY)
+    assert len(result.trained) == 1
+    assert os.environ.get("PYTHONBREAKPOINT") is None and dict(os.environ) == environ
+    assert sys.excepthook is hook
