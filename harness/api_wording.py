@@ -9,14 +9,14 @@ from __future__ import annotations
 import re
 import threading
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Container, Iterator
 from contextlib import contextmanager
 from typing import Any
 
 from harness.errors import HarnessError, StorageError
 from harness.options import Option, table
 
-_FLAG = re.compile(r"(?<![\w-])(--[a-z][a-z0-9-]*)(?: ('[^']*'|[^\s;,)]*[^\s;,).:]))?")
+_FLAG = re.compile(r"(?<![\w-])(--[a-z][a-z0-9-]*)(?: ('[^']*'|[^\s;)]*[^\s;,).:]))?")  # a list: a,b
 _NUMBER = re.compile(r"[+-]?\d[\d.e+-]*")
 _METAVAR = re.compile(r"[A-Z][A-Z_]*(?:[:.=\[][A-Z_:.=\[\]]*)?")
 
@@ -120,4 +120,23 @@ def _is_value(option: Option, word: str) -> bool:
     a.b=1`, `--model text_bow`) rather than the sentence going on (`--noisy-labels replaces ...`)."""
     choices = option.choices() if callable(option.choices) else option.choices or ()
     return (word in choices or word.startswith("'") or bool(_NUMBER.fullmatch(word)) or bool(_METAVAR.fullmatch(word))
-            or bool(re.search(r"[_:/.=\d]", word)))
+            or bool(re.search(r"[_:/.=\d,]", word)) or _is_name(option, word))
+
+
+def _is_name(option: Option, word: str) -> bool:
+    """Whether a plain word is a name the option selects (`--proxies all`, `--tasks mislabeled`, `--device
+    cpu`, `--preset paper`): "use device cpu" read as the sentence going on, where `device='cpu'` is meant."""
+    if option.name == "device":
+        return word in ("auto", "cpu", "cuda", "mps")
+    if option.name == "proxies":
+        from proxies.registry import PROXIES
+
+        return word == "all" or word in PROXIES
+    registry: Container[str] = ()
+    if option.name == "tasks":
+        from harness.tasks import TASKS as registry
+    elif option.name == "preset":
+        from harness.presets import PRESETS as registry
+    elif option.name == "model":
+        from harness.model_registry import MODELS as registry
+    return word in registry

@@ -93,3 +93,34 @@ def test_a_ray_run_leaves_no_ray_debugger_behind(tmp_path, monkeypatch) -> None:
     assert len(result.trained) == 1
     assert os.environ.get("PYTHONBREAKPOINT") is None and dict(os.environ) == environ
     assert sys.excepthook is hook
+
+
+@pytest.mark.parametrize("message, expected", [
+    ("no proxies selected; pass --proxies all or a comma-separated list",
+     "no proxies selected; pass proxies='all' or a comma-separated list"),
+    ("no tasks selected; pass e.g. --tasks mislabeled,duplicates",
+     "no tasks selected; pass e.g. tasks='mislabeled,duplicates'"),
+    ("CUDA is not available; use --device cpu", "CUDA is not available; use device='cpu'"),
+    ("pass rates like --noise-rates 0.01,0.1 (a clean run", "pass rates like noise_rates='0.01,0.1' (a clean run"),
+    ("(or --preset cpu-full) for all", "(or preset='cpu-full') for all"),
+    ("select it with --proxies csl.", "select it with proxies='csl'."),
+    # the sentence going on stays a sentence
+    ("pass --tasks with some of: a, b", "pass tasks with some of: a, b"),
+    ("--seeds given, the rest", "seeds given, the rest"),
+    ("fix --epochs, then --lr", "fix epochs, then lr"),
+])
+def test_a_name_or_a_list_after_a_flag_is_its_value_in_python(message: str, expected: str) -> None:
+    """"use device cpu" and "pass tasks mislabeled,duplicates" are no Python a notebook can type."""
+    from harness.api_wording import as_keywords
+
+    assert as_keywords(message) == expected
+
+
+def test_api_errors_say_the_python_to_type() -> None:
+    from harness.api import experiment_config
+    from harness.errors import HarnessError
+
+    with pytest.raises(HarnessError, match=r"pass proxies='all' or a comma-separated list$"):
+        experiment_config(proxies="")
+    with pytest.raises(HarnessError, match=r"pass e\.g\. tasks='mislabeled,duplicates'$"):
+        experiment_config(tasks="")
