@@ -21,6 +21,7 @@ import dataclasses
 import hashlib
 import json
 import math
+import os
 import re
 import warnings
 import weakref
@@ -138,6 +139,7 @@ class ConfigChecks:
         validate_executor(cfg)  # the name, other executors' options, and its own options
         _warn_unread_data_options(cfg)
         _warn_few_resamples(cfg.bootstrap)
+        check_figure_backend(cfg.tasks)
         if cfg.precision != cfg.recipe.precision:  # training reads the recipe's: never ignore one silently
             raise HarnessError(f"precision {cfg.precision!r} disagrees with recipe.precision "
                                f"{cfg.recipe.precision!r}; set both (harness.api.experiment_config does)")
@@ -220,6 +222,28 @@ def _warn_unread_data_options(cfg: Any) -> None:
         warnings.warn(f"{' and '.join(given)} {'have' if len(given) > 1 else 'has'} no effect on --dataset {kind}, "
                       f"which {where}; only torchvision's datasets (cifar10, cifar100, mnist, fashion-mnist) read "
                       f"{'them' if len(given) > 1 else 'it'}: drop {' and '.join(given)}", UserWarning, stacklevel=5)
+
+
+def check_figure_backend(tasks: Iterable[str]) -> None:
+    """A task that draws figures imports matplotlib after training, and matplotlib's import raises
+    ValueError for an MPLBACKEND it does not know (`qt4agg`, gone since matplotlib 3.5; a typo): the
+    run ended in a traceback with every output lost. Checked now, only when MPLBACKEND is set and a
+    task selected writes figures/ (memprox draws with Agg itself, so any backend matplotlib knows works)."""
+    backend = os.environ.get("MPLBACKEND")
+    if not backend:  # matplotlib reads it only when set and not empty
+        return
+    from harness.tasks import TASKS
+
+    drawing = [t for t in tasks if t in TASKS and "figures" in TASKS[t].folders]  # an unknown name: refused later
+    if not drawing:
+        return
+    try:
+        import matplotlib  # noqa: F401  (its import sets the backend from MPLBACKEND)
+    except ValueError as e:
+        raise HarnessError(f"MPLBACKEND={backend!r} is not a backend the installed matplotlib knows; the "
+                           f"{', '.join(drawing)} task{'s' * (len(drawing) > 1)} import{'s' * (len(drawing) == 1)} "
+                           "matplotlib after training to draw figures, which would fail there: unset MPLBACKEND "
+                           "(memprox draws with Agg and needs none) or set MPLBACKEND=agg") from e
 
 
 #: Below this many resamples a 95 % interval's ends are interpolated between the two or three most

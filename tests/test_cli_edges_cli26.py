@@ -1,0 +1,43 @@
+"""Command-line edges a careless or unlucky user meets (cli26): each refused before training, in one line."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ["--preset", "quick", "--subset", "300", "--epochs", "2", "--seeds", "1", "--proxies", "csl",
+        "--executor", "inprocess", "--no-progress", "--bootstrap", "0"]
+
+
+def _cli(args: list[str], tmp_path: Path, **env: str) -> subprocess.CompletedProcess:
+    path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)  # this checkout's code
+    environ = {**os.environ, "MEMPROX_CACHE": str(tmp_path / "cache"), "PYTHONPATH": path, **env}
+    return subprocess.run([sys.executable, "-m", "harness", *args], capture_output=True, text=True, cwd=tmp_path,
+                          env=environ, timeout=300)
+
+
+def test_unknown_mplbackend_is_refused_before_training(tmp_path: Path) -> None:
+    """MPLBACKEND=qt4agg (a backend matplotlib dropped in 3.5) made `import matplotlib` raise ValueError
+    when the suspects task drew its figure: after training, a traceback, exit 1, no output written."""
+    done = _cli(["run", *TINY, "--tasks", "suspects", "--store", str(tmp_path / "store"), "--out",
+                 str(tmp_path / "out")], tmp_path, MPLBACKEND="qt4agg")
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 2, done.stderr
+    assert len(lines) == 1 and lines[0].startswith("error: MPLBACKEND='qt4agg' is not a backend"), done.stderr
+    assert "suspects task imports matplotlib" in lines[0] and "MPLBACKEND=agg" in lines[0]
+    assert not (tmp_path / "store").exists() and not (tmp_path / "out").exists()  # nothing trained, nothing written
+
+
+def test_unknown_mplbackend_is_no_concern_of_tasks_without_figures(monkeypatch: pytest.MonkeyPatch) -> None:
+    """mislabeled, duplicates, cost and memorization draw nothing: they ran with such a backend and still do,
+    without importing matplotlib for the check."""
+    from harness.config import check_figure_backend
+
+    monkeypatch.setenv("MPLBACKEND", "qt4agg")
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # importing it now would raise ImportError
+    assert check_figure_backend(("mislabeled", "duplicates", "cost", "memorization", "no-such-task")) is None
