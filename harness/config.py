@@ -263,8 +263,12 @@ def _warn_few_resamples(bootstrap: int) -> None:
 def data_folders(cfg: Any) -> tuple[Path, ...]:
     """The folders `cfg` reads data from (a NAME:PATH dataset's path, --data-root where the dataset
     reads it): `check_out`'s `data_paths`."""
+    from harness.datasets import DATASETS
+
     kind, sep, path = cfg.dataset.partition(":")
-    folders = [expand_home(path, f"--dataset {kind}:")] if sep and path else []
+    # `digits:/data` is refused by the loader, as a name that takes no path: not as an --out inside "its" folder
+    takes_path = kind not in DATASETS or DATASETS[kind].takes_path  # a plugin not loaded yet: as if it did
+    folders = [expand_home(path, f"--dataset {kind}:")] if sep and path and takes_path else []
     if cfg.data_root is not None and kind not in NO_DATA_ROOT:  # an unread --data-root is no data of this run
         folders.append(expand_home(cfg.data_root, "--data-root"))
     return tuple(folders)

@@ -41,3 +41,24 @@ def test_unknown_mplbackend_is_no_concern_of_tasks_without_figures(monkeypatch: 
     monkeypatch.setenv("MPLBACKEND", "qt4agg")
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # importing it now would raise ImportError
     assert check_figure_backend(("mislabeled", "duplicates", "cost", "memorization", "no-such-task")) is None
+
+
+def test_a_path_given_to_a_dataset_that_takes_none_is_no_data_folder(tmp_path: Path) -> None:
+    """`--dataset digits:/tmp` with --out under /tmp was refused as "--out ... is inside the dataset folder
+    /tmp", a folder digits never reads, instead of by the loader's "dataset 'digits' takes no path"."""
+    from types import SimpleNamespace
+
+    from harness.config import data_folders
+
+    def folders(dataset: str) -> tuple[Path, ...]:
+        return data_folders(SimpleNamespace(dataset=dataset, data_root=None))
+
+    assert folders(f"digits:{tmp_path}") == ()
+    assert folders(f"cifar10:{tmp_path}") == ()
+    assert folders(f"imagefolder:{tmp_path}") == (tmp_path,)
+    assert folders(f"npz:{tmp_path / 'd.npz'}") == (tmp_path / "d.npz",)
+    assert folders(f"plugin-not-loaded:{tmp_path}") == (tmp_path,)  # it may read the path: kept apart from --out
+    done = _cli(["run", *TINY, "--tasks", "mislabeled", "--dataset", f"digits:{tmp_path}", "--out",
+                 str(tmp_path / "out")], tmp_path)
+    assert done.returncode == 2 and done.stderr.strip() == (
+        f"error: dataset 'digits' takes no path (got 'digits:{tmp_path}'); use --dataset digits"), done.stderr
