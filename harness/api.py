@@ -60,7 +60,8 @@ def run_experiment(**options: Any) -> ExperimentResult:
     inprocess (this process, for debugging); `threads`: torch threads of each run (default 1).
     This process is left as it was (`host_state_kept`): its torch thread count, its torch, numpy
     and Python RNG states, its environment variables, `sys.excepthook` and faulthandler are
-    restored when the call returns or fails.
+    restored when the call returns or fails. Its torch settings do not reach the runs: inside the
+    call torch has a fresh process's defaults (`torch_defaults`: grad mode, float32, ...).
 
     Returns an ExperimentResult: `leaderboard`, `raw`, `scores` and `tables` (DataFrames), `failures`,
     `trained`, `reused`, `outputs` (with `out`: every file written, by kind). Bad input raises
@@ -100,12 +101,49 @@ def host_state_kept() -> Iterator[None]:
     threads, seed = torch.get_num_threads(), torch.initial_seed()
     cuda_was_up = torch.cuda.is_initialized()  # not initialised here: a worker pool must not inherit CUDA
     try:
-        with global_rngs_kept(range(torch.cuda.device_count()) if cuda_was_up else []), process_hooks_kept():
+        with global_rngs_kept(range(torch.cuda.device_count()) if cuda_was_up else []), process_hooks_kept(), \
+                torch_defaults():
             yield
     finally:
         torch.set_num_threads(threads)
         if not cuda_was_up and torch.cuda.is_available():  # CUDA's generators start from the CPU seed, as before
             torch.cuda.manual_seed_all(seed)
+
+
+@contextmanager
+def torch_defaults() -> Iterator[None]:
+    """Torch as a fresh process has it inside the block, the caller's settings back after: a notebook's
+    `torch.no_grad()` or `inference_mode()` around the call, `set_default_dtype(torch.float64)`,
+    `set_default_device`, `use_deterministic_algorithms(True)`, anomaly detection,
+    `set_float32_matmul_precision("high")` or `cudnn.benchmark` reached the runs `executor="inprocess"`
+    trains here (and the model check every executor runs here): a RuntimeError, a "cannot take the
+    samples" refusal of a model that can, or numbers other than a worker process's, whose torch has
+    its defaults."""
+    import torch
+
+    dtype, anomaly, matmul = torch.get_default_dtype(), torch.is_anomaly_enabled(), torch.get_float32_matmul_precision()
+    deterministic, warn_only = torch.are_deterministic_algorithms_enabled(), \
+        torch.is_deterministic_algorithms_warn_only_enabled()
+    cudnn = torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic
+    device = torch.get_default_device()
+    try:
+        if device.type != "cpu":  # `set_default_device("cuda")`: else each tensor made for the CPU lands there
+            torch.set_default_device(None)
+        torch.set_default_dtype(torch.float32)
+        torch.use_deterministic_algorithms(False)
+        torch.set_anomaly_enabled(False)
+        torch.set_float32_matmul_precision("highest")
+        torch.backends.cudnn.benchmark = torch.backends.cudnn.deterministic = False
+        with torch.inference_mode(False), torch.enable_grad():
+            yield
+    finally:
+        torch.set_default_dtype(dtype)
+        torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
+        torch.set_anomaly_enabled(anomaly)
+        torch.set_float32_matmul_precision(matmul)
+        torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = cudnn
+        if device.type != "cpu":
+            torch.set_default_device(device)
 
 
 @contextmanager

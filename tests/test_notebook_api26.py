@@ -124,3 +124,58 @@ def test_api_errors_say_the_python_to_type() -> None:
         experiment_config(proxies="")
     with pytest.raises(HarnessError, match=r"pass e\.g\. tasks='mislabeled,duplicates'$"):
         experiment_config(tasks="")
+
+
+@pytest.fixture
+def torch_settings() -> Iterator[None]:
+    """The test's torch settings undone, whatever it changes."""
+    import torch
+
+    dtype, device = torch.get_default_dtype(), torch.get_default_device()
+    det, warn_only = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
+    anomaly, matmul = torch.is_anomaly_enabled(), torch.get_float32_matmul_precision()
+    cudnn = torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(dtype)
+        torch.set_default_device(None if device.type == "cpu" else device)
+        torch.use_deterministic_algorithms(det, warn_only=warn_only)
+        torch.set_anomaly_enabled(anomaly)
+        torch.set_float32_matmul_precision(matmul)
+        torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = cudnn
+
+
+def test_the_notebooks_torch_settings_do_not_reach_the_runs(tmp_path, torch_settings) -> None:
+    """Under the notebook's `no_grad()` an inprocess run raised "element 0 of tensors does not require
+    grad"; with float64 the default, the model check refused mlp for digits ("cannot take the 1x8x8
+    samples"). Both now train as a fresh process does, the same numbers, and the settings come back."""
+    import torch
+
+    fresh = run_experiment(store=tmp_path / "fresh", executor="inprocess", **TINY).scores["noise=0.1_seed0"]
+    torch.set_default_dtype(torch.float64)
+    with torch.no_grad():
+        result = run_experiment(store=tmp_path / "notebook", executor="inprocess", **TINY)
+        assert not torch.is_grad_enabled()
+    assert torch.get_default_dtype() == torch.float64
+    assert len(result.trained) == 1
+    assert np.array_equal(result.scores["noise=0.1_seed0"]["final_loss"].to_numpy(), fresh["final_loss"].to_numpy())
+
+
+def test_torch_defaults_inside_and_the_callers_settings_after(torch_settings) -> None:
+    import torch
+
+    from harness.api import torch_defaults
+
+    torch.set_default_device("meta")
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.set_anomaly_enabled(True)
+    torch.set_float32_matmul_precision("high")
+    torch.backends.cudnn.benchmark = True
+    with torch.inference_mode(), torch_defaults():
+        assert torch.empty(1).device.type == "cpu" and torch.is_grad_enabled() and not torch.is_inference_mode_enabled()
+        assert not torch.are_deterministic_algorithms_enabled() and not torch.is_anomaly_enabled()
+        assert torch.get_float32_matmul_precision() == "highest" and not torch.backends.cudnn.benchmark
+    assert torch.empty(1).device.type == "meta" and torch.is_deterministic_algorithms_warn_only_enabled()
+    assert torch.is_anomaly_enabled() and torch.get_float32_matmul_precision() == "high"
+    assert torch.backends.cudnn.benchmark
