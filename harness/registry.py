@@ -7,11 +7,13 @@ for a plugin, so registering a taken name raises unless the caller opts into rep
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import difflib
 import importlib.metadata
 import inspect
 import re
+import sys
 import warnings
 from collections.abc import Callable, Iterable, Iterator
 from typing import Generic, TypeVar
@@ -47,6 +49,10 @@ class Registry(Generic[T]):
             raise clash
         self._items[name] = item
         return item
+
+    def remove(self, name: str) -> None:
+        """Forget `name` (a plugin's half-imported class, `load_class_plugins`)."""
+        self._items.pop(name, None)
 
     def check_claimed_once(self, name: str) -> None:
         """HarnessError for a name several installed plugins claim (none of them is registered)."""
@@ -167,15 +173,22 @@ def load_class_plugins(group: str, registry: Registry[type], base: type, registe
     registry.withheld.update(withheld)
     for ep in points.values():
         where = f"{kind} plugin {ep.name!r} ({ep.value})"
+        before = dict(registry.items())
         try:
-            cls = ep.load()
+            with contextlib.redirect_stdout(sys.stderr):  # its prints at import are not memprox's report
+                cls = ep.load()
+        except KeyboardInterrupt:
+            _forget_half_imported(registry, before)
+            raise
         except SystemExit as e:  # a script's `parse_args()` or `sys.exit()` at import ended memprox with exit 2
+            _forget_half_imported(registry, before)
             registry.failed[ep.name] = (f"{where} exited while imported (SystemExit: {e.code}; any lines just above "
                                         "are its own, e.g. argparse's usage): a module must not run a script when "
                                         "imported; put that code under `if __name__ == \"__main__\":`")
             warnings.warn(registry.failed[ep.name] + _selects_other(registry, ep.name), stacklevel=3)
             continue
-        except Exception as e:
+        except BaseException as e:  # an Exception, or another BaseException (pytest.skip at its top level)
+            _forget_half_imported(registry, before)
             registry.failed[ep.name] = f"{where} failed to load: {type(e).__name__}: {e}"
             taken = getattr(e, "taken_name", ep.name)  # its class registered a taken name as the module ran
             warnings.warn(registry.failed[ep.name] + _selects_other(registry, str(taken)), stacklevel=3)
@@ -209,3 +222,19 @@ def _selects_other(registry: Registry, name: str) -> str:
     if name not in registry:
         return ""
     return f"; selecting {registry.kind} {name!r} runs {_origin(registry[name])}, not this plugin"
+
+
+def _forget_half_imported(registry: Registry, before: dict[str, object]) -> None:
+    """Undo what a plugin whose import failed registered from modules left half run (Python drops
+    such a module from `sys.modules`): a class registered above the line that raised or exited was
+    kept, `--proxies all` ran it and the warning said that its name ran another class. A module that
+    finished importing keeps its registrations, as when a user imports it."""
+    for name, item in list(registry.items()):
+        if before.get(name) is item:
+            continue
+        where = _definition(item)
+        if where is not None and any(module not in sys.modules for module, _ in where):
+            if name in before:  # it replaced a definition of the same name: that one is back
+                registry.register(name, before[name], replace=True)
+            else:
+                registry.remove(name)

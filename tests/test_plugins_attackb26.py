@@ -1,0 +1,98 @@
+"""A proxy plugin whose module registers its class and then fails further down (an import of a missing
+package, `sys.exit()` or `parse_args()` at the bottom, `pytest.skip` at its top level). Before, the
+class registered above the failing line stayed registered: `--proxies all` scored a proxy of a
+half-run module (its helpers below the failing line missing, a NameError after training) and the
+warning said that selecting its name ran "late_attackb26.Late, not this plugin" -- the plugin itself.
+A BaseException that is no Exception ended memprox with a traceback, and the module's prints at import
+went into memprox's report on stdout."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import sys
+import warnings
+
+import pytest
+
+from harness.errors import HarnessError
+from proxies import registry, resolve_proxies
+
+MODULE = '''
+import sys
+
+import numpy as np
+from proxies import Proxy, register_proxy
+
+print("plugin says hello")
+
+
+@register_proxy
+class Late(Proxy):
+    name, description, citation = "late_attackb26", "d", "c"
+
+    def score(self, ctx):
+        return helper(ctx)
+
+{bottom}
+
+
+def helper(ctx):
+    return np.zeros(len(ctx.labels))
+'''
+
+
+def _install(monkeypatch: pytest.MonkeyPatch, tmp_path, module: str, bottom: str) -> None:
+    (tmp_path / f"{module}.py").write_text(MODULE.format(bottom=bottom), encoding="utf-8")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, module, raising=False)
+    ep = importlib.metadata.EntryPoint("late_attackb26", f"{module}:Late", registry.ENTRY_POINT_GROUP)
+    real = importlib.metadata.entry_points
+    monkeypatch.setattr(importlib.metadata, "entry_points",
+                        lambda group=None, **kw: [ep] if group == ep.group else real(group=group, **kw))
+    monkeypatch.setattr(registry, "_plugins_loaded", False)
+
+
+class Halt(BaseException):
+    """Not an Exception, as pytest's skip at a module's top level."""
+
+
+@pytest.mark.parametrize(("module", "bottom", "said"), [
+    ("missing_attackb26", "import no_such_module_attackb26",
+     "failed to load: ModuleNotFoundError: No module named 'no_such_module_attackb26'"),
+    ("exit_attackb26", "sys.exit(3)", "exited while imported (SystemExit: 3;"),
+    ("halt_attackb26", "from tests.test_plugins_attackb26 import Halt\nraise Halt('stop here')",
+     "failed to load: Halt: stop here"),
+])
+def test_a_plugin_failing_below_its_registered_class_is_left_out(monkeypatch, tmp_path, fresh, capsys,
+                                                                 module: str, bottom: str, said: str) -> None:
+    _install(monkeypatch, tmp_path, module, bottom)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        labels = [p.label for p in resolve_proxies("all")]
+    assert "csl" in labels and "late_attackb26" not in labels
+    assert "late_attackb26" not in fresh
+    messages = [str(w.message) for w in caught if "late_attackb26" in str(w.message)]
+    assert len(messages) == 1 and said in messages[0]
+    assert "not this plugin" not in messages[0]  # nothing else holds the name
+    with pytest.raises(HarnessError, match=r"so proxy 'late_attackb26' is not available"):
+        resolve_proxies("late_attackb26")
+    out, err = capsys.readouterr()
+    assert "plugin says hello" not in out and "plugin says hello" in err
+
+
+def test_a_plugin_that_imports_cleanly_keeps_its_class_and_prints_to_stderr(monkeypatch, tmp_path, fresh,
+                                                                            capsys) -> None:
+    _install(monkeypatch, tmp_path, "clean_attackb26", "")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a sound plugin: not a word
+        assert [p.label for p in resolve_proxies("late_attackb26")] == ["late_attackb26"]
+    assert "late_attackb26" in [p.label for p in resolve_proxies("all")]
+    out, err = capsys.readouterr()
+    assert out == "" and "plugin says hello" in err
+
+
+def test_a_keyboard_interrupt_while_a_plugin_imports_stops_memprox(monkeypatch, tmp_path, fresh) -> None:
+    _install(monkeypatch, tmp_path, "interrupt_attackb26", "raise KeyboardInterrupt")
+    with pytest.raises(KeyboardInterrupt):
+        resolve_proxies("all")
+    assert "late_attackb26" not in fresh
