@@ -90,6 +90,11 @@ def _need_store(root: Path) -> None:
         what = "does not exist" if not root.exists() else "is a file, not a folder" if not root.is_dir() else \
             f"holds a runs/ that is a link to {link_target(runs)}, which is no folder" if runs.is_symlink() else \
             "holds no run store (no runs/ folder)"
+        outer = next((p for p in root.absolute().parents if is_store(p)), None)
+        if outer is not None and root.exists():  # `--store store/runs`, a run's entry: the store is above
+            inside = f"{root.absolute().relative_to(outer)}{'/' * root.is_dir()}"
+            raise HarnessError(f"--store {root} is {inside} of the run store {outer}, not a store; "
+                               f"pass --store {outer}")
         raise HarnessError(f"--store {root} {what}; pass the --store your runs were trained into")
 
 

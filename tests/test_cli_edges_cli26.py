@@ -62,3 +62,23 @@ def test_a_path_given_to_a_dataset_that_takes_none_is_no_data_folder(tmp_path: P
                  str(tmp_path / "out")], tmp_path)
     assert done.returncode == 2 and done.stderr.strip() == (
         f"error: dataset 'digits' takes no path (got 'digits:{tmp_path}'); use --dataset digits"), done.stderr
+
+
+@pytest.mark.parametrize("command", [["info"], ["prune", "--all", "--dry-run"]])
+def test_store_commands_given_a_folder_inside_a_store_name_the_store(tmp_path: Path, capsys, command) -> None:
+    """`store info --store ~/.cache/memprox/store/runs` (tab completion goes one folder too far) said the folder
+    "holds no run store (no runs/ folder)", which left the user to guess that the store is its parent."""
+    from harness.cli import main
+
+    store = tmp_path / "store"
+    (store / "runs" / "0123456789abcdef0123").mkdir(parents=True)
+    (store / "partial").mkdir()
+    for inside, shown in (("runs", "runs/"), ("partial", "partial/"), ("runs/0123456789abcdef0123",
+                                                                        "runs/0123456789abcdef0123/")):
+        assert main(["store", *command, "--store", str(store / inside)]) == 2
+        err = capsys.readouterr().err
+        assert err == f"error: --store {store / inside} is {shown} of the run store {store}, not a store; pass " \
+                      f"--store {store}\n"
+    assert main(["store", *command, "--store", str(tmp_path / "elsewhere")]) == 2  # no store above: as before
+    assert "does not exist; pass the --store your runs were trained into" in capsys.readouterr().err
+    assert sorted(p.name for p in store.rglob("*")) == ["0123456789abcdef0123", "partial", "runs"]  # nothing made
