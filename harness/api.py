@@ -21,7 +21,7 @@ import inspect
 import os
 import sys
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -118,32 +118,38 @@ def torch_defaults() -> Iterator[None]:
     `set_float32_matmul_precision("high")` or `cudnn.benchmark` reached the runs `executor="inprocess"`
     trains here (and the model check every executor runs here): a RuntimeError, a "cannot take the
     samples" refusal of a model that can, or numbers other than a worker process's, whose torch has
-    its defaults."""
+    its defaults. Only a setting that differs is touched (`use_deterministic_algorithms` imports
+    torch's inductor, hundreds of modules)."""
     import torch
 
-    dtype, anomaly, matmul = torch.get_default_dtype(), torch.is_anomaly_enabled(), torch.get_float32_matmul_precision()
-    deterministic, warn_only = torch.are_deterministic_algorithms_enabled(), \
-        torch.is_deterministic_algorithms_warn_only_enabled()
-    cudnn = torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic
-    device = torch.get_default_device()
+    undo: list[Callable[[], object]] = []  # each puts one of the caller's settings back
     try:
-        if device.type != "cpu":  # `set_default_device("cuda")`: else each tensor made for the CPU lands there
+        if (device := torch.get_default_device()).type != "cpu":  # `set_default_device("cuda")`
             torch.set_default_device(None)
-        torch.set_default_dtype(torch.float32)
-        torch.use_deterministic_algorithms(False)
-        torch.set_anomaly_enabled(False)
-        torch.set_float32_matmul_precision("highest")
-        torch.backends.cudnn.benchmark = torch.backends.cudnn.deterministic = False
+            undo.append(lambda: torch.set_default_device(device))
+        if (dtype := torch.get_default_dtype()) != torch.float32:
+            torch.set_default_dtype(torch.float32)
+            undo.append(lambda: torch.set_default_dtype(dtype))
+        if torch.are_deterministic_algorithms_enabled():
+            warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+            torch.use_deterministic_algorithms(False)
+            undo.append(lambda: torch.use_deterministic_algorithms(True, warn_only=warn_only))
+        if torch.is_anomaly_enabled():
+            check_nan = torch.is_anomaly_check_nan_enabled()
+            torch.set_anomaly_enabled(False)
+            undo.append(lambda: torch.set_anomaly_enabled(True, check_nan))
+        if (matmul := torch.get_float32_matmul_precision()) != "highest":
+            torch.set_float32_matmul_precision("highest")
+            undo.append(lambda: torch.set_float32_matmul_precision(matmul))
+        if (cudnn := (torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic)) != (False, False):
+            torch.backends.cudnn.benchmark = torch.backends.cudnn.deterministic = False
+            undo.append(lambda: setattr(torch.backends.cudnn, "benchmark", cudnn[0]))
+            undo.append(lambda: setattr(torch.backends.cudnn, "deterministic", cudnn[1]))
         with torch.inference_mode(False), torch.enable_grad():
             yield
     finally:
-        torch.set_default_dtype(dtype)
-        torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
-        torch.set_anomaly_enabled(anomaly)
-        torch.set_float32_matmul_precision(matmul)
-        torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = cudnn
-        if device.type != "cpu":
-            torch.set_default_device(device)
+        for step in reversed(undo):
+            step()
 
 
 @contextmanager

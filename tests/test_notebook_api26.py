@@ -179,3 +179,14 @@ def test_torch_defaults_inside_and_the_callers_settings_after(torch_settings) ->
     assert torch.empty(1).device.type == "meta" and torch.is_deterministic_algorithms_warn_only_enabled()
     assert torch.is_anomaly_enabled() and torch.get_float32_matmul_precision() == "high"
     assert torch.backends.cudnn.benchmark
+
+
+def test_torch_defaults_touch_nothing_already_at_its_default() -> None:
+    """`torch.use_deterministic_algorithms(False)` imports torch's inductor (about 900 modules, seconds on
+    a loaded machine) and sets its config: called on every run_experiment, even with determinism off."""
+    import subprocess
+
+    code = ("import sys, torch\nfrom harness.api import torch_defaults\nwith torch_defaults(): pass\n"
+            "print('torch._inductor.config' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
