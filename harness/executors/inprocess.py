@@ -3,7 +3,8 @@ traceback points straight into training, monkeypatches apply, nothing is spawned
 than a failed run propagate unchanged, so a bug shows its traceback. Jobs run with the same torch
 threads as under any other executor (`--threads`, default 1), so the bits are the same; the thread
 count is set on this process and stays set under the CLI, while `harness.api.run_experiment` puts the
-caller's threads and RNGs back (`host_state_kept`)."""
+caller's threads and RNGs back (`host_state_kept`) and trains under torch's defaults, not the caller's
+(`torch_defaults`: a notebook's `no_grad()` or float64 default dtype)."""
 
 from __future__ import annotations
 
