@@ -278,17 +278,35 @@ class TrackerCheckpoints(TrackerFields):
         return self._finished
 
     def copy(self) -> SampleTracker:
-        """A new tracker holding this one's record so far (`state_dict`, the open epoch included), made
-        with the same arguments: `tracker.copy().scores()` looks at the scores during training, while
-        `scores()` on the tracker itself ends its recording. Costs one copy of the buffers to the host."""
-        from harness.tracker.core import SampleTracker  # the class this mixin is part of
+        """A new tracker holding this one's record so far (the open epoch included), made with the
+        same arguments: `tracker.copy().scores()` looks at the scores during training, while
+        `scores()` on the tracker itself ends its recording. Costs one copy of the buffers to the
+        host. The tracker is left as it was: the batches it holds unrecorded (`batch_log`) are held
+        by the copy too, copied, so a peek changes nothing either of them scores later (recording
+        them would let a `discard_epoch()` keep their predictions in `suspects()`)."""
+        from harness.tracker.core import SampleTracker, _writable  # the class this mixin is part of
 
         self._check_open("copy")
         selected = self._selection.selected
         twin = SampleTracker(self.n, proxies=None if selected is None else list(selected),
                              labels=self._fixed_labels, running_sums=self.running_sums, suggest=self._suggest)
         twin.allowed_repeats = self.allowed_repeats
-        twin.load_state_dict(self.state_dict())
+        held = self._log.held() if self._log is not None else None
+        twin.load_state_dict(self._state())
+        # what the state leaves out or infers from a saved run: this tracker's own values
+        twin._no_suggestion, twin._had_logits_closed = self._no_suggestion, self._had_logits_closed
+        twin._warned_other_loss = self._warned_other_loss
+        if held is not None:
+            twin._restore_now("copy()")
+
+            def cpu(t: torch.Tensor | None) -> torch.Tensor | None:
+                return None if t is None else t.to("cpu", copy=True)
+
+            batch = held._replace(idx=cpu(held.idx), losses=cpu(held.losses), logits=cpu(held.logits),
+                                  labels=cpu(held.labels))
+            with _writable():
+                if twin._log is None or not twin._log.add(batch):  # held as the tracker holds them
+                    twin._record(batch)
         return twin
 
     def state_dict(self) -> dict[str, Any]:
@@ -297,6 +315,10 @@ class TrackerCheckpoints(TrackerFields):
         before the interruption. Costs one copy of the buffers to the host."""
         self._check_open("state_dict")
         self._flush()  # the batches held for recording (`harness.tracker.batch_log`) are recorded state
+        return self._state()
+
+    def _state(self) -> dict[str, Any]:
+        """The recorded state, without the batches the log holds."""
         if self._saved is not None:  # loaded and not used since: the state as loaded
             return {**self._saved, **{k: v for k, v in capture(self).items() if k != "signals"}}
         return capture(self)
