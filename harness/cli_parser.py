@@ -143,6 +143,11 @@ def run_options(args: argparse.Namespace) -> dict[str, Any]:
     """The flags given, as `run_experiment` keywords, with the CLI's own defaults (`Option.cli_default`:
     `--out` defaults to results/latest, where the API writes nothing)."""
     options = {k: v for k, v in vars(args).items() if k != "command"}
+    for flag, key in (("--out", "out"), ("--store", "store"), ("--data-root", "data_root")):
+        if options.get(key) == "-":  # the convention for stdout; it made a folder named '-' (`rm -r -` fails)
+            also = " (the leaderboard is printed on stdout as it is)" if key == "out" else ""
+            raise HarnessError(f"{flag} - names no stream here: {flag} is a folder{also}; pass a folder, or {flag} ./- "
+                               "for one named '-'")
     for name, option in keyword_options().items():
         if option.cli_default is not None:
             options.setdefault(name, option.cli_default)

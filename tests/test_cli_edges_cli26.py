@@ -82,3 +82,20 @@ def test_store_commands_given_a_folder_inside_a_store_name_the_store(tmp_path: P
     assert main(["store", *command, "--store", str(tmp_path / "elsewhere")]) == 2  # no store above: as before
     assert "does not exist; pass the --store your runs were trained into" in capsys.readouterr().err
     assert sorted(p.name for p in store.rglob("*")) == ["0123456789abcdef0123", "partial", "runs"]  # nothing made
+
+
+@pytest.mark.parametrize("flag", ["--out", "--store", "--data-root"])
+def test_a_dash_for_a_folder_is_refused_not_made_a_folder_named_dash(tmp_path: Path, monkeypatch, capsys,
+                                                                     flag: str) -> None:
+    """`--out -` (the convention for stdout) trained, wrote and printed as asked, into a new folder named
+    '-' of the current folder, which `rm -r -` then does not remove; `./-` still names such a folder."""
+    from harness.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MEMPROX_CACHE", str(tmp_path / "cache"))
+    args = ["run", *TINY, "--tasks", "mislabeled", "--dataset", "mnist" if flag == "--data-root" else "digits"]
+    assert main([*args, flag, "-"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {flag} - names no stream here: {flag} is a folder") and err.count("\n") == 1
+    assert err.rstrip().endswith(f"pass a folder, or {flag} ./- for one named '-'")
+    assert not (tmp_path / "-").exists()
