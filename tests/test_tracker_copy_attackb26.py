@@ -5,6 +5,7 @@ peek mid-epoch followed by `discard_epoch()` kept the discarded batches' predict
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from harness import SampleTracker
@@ -56,3 +57,36 @@ def test_a_copy_of_a_first_epoch_held_unrecorded_goes_on_as_the_tracker_would() 
     assert twin.suspects().equals(expected)
     assert tracker.suspects().equals(expected)
     assert expected["suggested"].notna().all()
+
+
+def test_a_copy_mid_epoch_saves_resumes_and_copies_again_as_the_tracker() -> None:
+    """The copy holds the tracker's unrecorded batches until it has a device: its state_dict(), and
+    a copy of the copy, hold them too."""
+    labels, logits = _data()
+    expected = _tracked(2, labels, logits).suspects()
+    tracker = _tracked(1, labels, logits)
+    tracker.update(torch.arange(N // 2), logits=logits[1][: N // 2])
+    resumed = SampleTracker(N, labels=labels, suggest=True)
+    resumed.load_state_dict(tracker.copy().state_dict())
+    for t in (resumed, tracker.copy().copy()):
+        t.update(torch.arange(N // 2, N), logits=logits[1][N // 2:])
+        t.end_epoch()
+        assert t.suspects().equals(expected)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="a GPU")
+def test_a_copy_of_a_gpu_tracker_mid_epoch_goes_on_with_the_loops_gpu_tensors() -> None:
+    """Made on the host, its buffers go to the device of its next update(): a copy made mid-epoch
+    and fed the loop's CUDA tensors was refused ('tensors are on cuda:0 but earlier ones were on cpu')."""
+    labels, logits = _data()
+    expected = _tracked(2, labels, logits).scores()
+    gpu = [x.cuda() for x in logits]
+    tracker = SampleTracker(N, labels=labels, suggest=True)
+    tracker.update(torch.arange(N, device="cuda"), logits=gpu[0])
+    tracker.end_epoch()
+    tracker.update(torch.arange(N // 2, device="cuda"), logits=gpu[1][: N // 2], labels=labels[: N // 2].cuda())
+    twin = tracker.copy()
+    for t in (tracker, twin):
+        t.update(torch.arange(N // 2, N, device="cuda"), logits=gpu[1][N // 2:], labels=labels[N // 2:].cuda())
+        t.end_epoch()
+        torch.testing.assert_close(torch.tensor(t.scores()["csl"].to_numpy()), torch.tensor(expected["csl"].to_numpy()))

@@ -43,6 +43,15 @@ class Batch(NamedTuple):
         assert self.idx is not None  # the indices are on the host or on the device
         return int(self.idx.shape[0])
 
+    def to(self, device: torch.device) -> Batch:
+        """A copy on `device`, sharing no memory with this one (`SampleTracker.copy`)."""
+
+        def moved(t: torch.Tensor | None) -> torch.Tensor | None:
+            return None if t is None else t.to(device, copy=True)
+
+        return self._replace(host=None if self.host is None else self.host.copy(), idx=moved(self.idx),
+                             losses=moved(self.losses), logits=moved(self.logits), labels=moved(self.labels))
+
     @property
     def kind(self) -> tuple[object, ...]:
         """What a log must hold alike: batches of one kind are recorded as one."""

@@ -120,6 +120,7 @@ class SampleTracker(TrackerCheckpoints, TrackerResults):
         self._inputs = None
         self._signals = None
         self._log = None  # the epoch's batches not yet recorded
+        self._replay = None  # a copy's (`copy`): the copied tracker's, on the host until the log is made
         self._pending = False  # update() called since the last end_epoch()
         self._finished = False
         self._all_batches_had_logits = True
@@ -379,6 +380,11 @@ class SampleTracker(TrackerCheckpoints, TrackerResults):
             self._device, self._inputs, self._signals, self._saved = device, inputs, signals, None
             self._class_probs = probs
             self._log = BatchLog(device)
+            if self._replay is not None:  # held by the tracker this one copies: held here alike
+                with _writable():
+                    added = self._log.add(self._replay.to(device))
+                assert added  # at most what one log held
+                self._replay = None
         elif device != self._device:
             raise HarnessError(f"{where}: tensors are on {device} but earlier ones were on {self._device}; "
                                "keep the model and the tracked tensors on one device")

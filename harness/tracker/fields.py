@@ -12,7 +12,7 @@ if TYPE_CHECKING:
     import torch
 
     from harness.recorders import Records
-    from harness.tracker.batch_log import BatchLog
+    from harness.tracker.batch_log import Batch, BatchLog
     from harness.tracker.class_probs import ClassProbSums
     from harness.tracker.inputs import Inputs
     from harness.tracker.selection import ProxySelection
@@ -35,6 +35,7 @@ class TrackerFields:
     _inputs: Inputs | None
     _signals: TrackedSignals | None
     _log: BatchLog | None
+    _replay: Batch | None
     _pending: bool
     _finished: bool
     _all_batches_had_logits: bool

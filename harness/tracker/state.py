@@ -283,30 +283,22 @@ class TrackerCheckpoints(TrackerFields):
         `scores()` on the tracker itself ends its recording. Costs one copy of the buffers to the
         host. The tracker is left as it was: the batches it holds unrecorded (`batch_log`) are held
         by the copy too, copied, so a peek changes nothing either of them scores later (recording
-        them would let a `discard_epoch()` keep their predictions in `suspects()`)."""
-        from harness.tracker.core import SampleTracker, _writable  # the class this mixin is part of
+        them would let a `discard_epoch()` keep their predictions in `suspects()`); the copy makes
+        its buffers on the device of its next update(), as a resumed tracker does."""
+        from harness.tracker.core import SampleTracker  # the class this mixin is part of
 
         self._check_open("copy")
         selected = self._selection.selected
         twin = SampleTracker(self.n, proxies=None if selected is None else list(selected),
                              labels=self._fixed_labels, running_sums=self.running_sums, suggest=self._suggest)
         twin.allowed_repeats = self.allowed_repeats
-        held = self._log.held() if self._log is not None else None
+        held = self._log.held() if self._log is not None else self._replay
         twin.load_state_dict(self._state())
         # what the state leaves out or infers from a saved run: this tracker's own values
         twin._no_suggestion, twin._had_logits_closed = self._no_suggestion, self._had_logits_closed
         twin._warned_other_loss = self._warned_other_loss
-        if held is not None:
-            twin._restore_now("copy()")
-
-            def cpu(t: torch.Tensor | None) -> torch.Tensor | None:
-                return None if t is None else t.to("cpu", copy=True)
-
-            batch = held._replace(idx=cpu(held.idx), losses=cpu(held.losses), logits=cpu(held.logits),
-                                  labels=cpu(held.labels))
-            with _writable():
-                if twin._log is None or not twin._log.add(batch):  # held as the tracker holds them
-                    twin._record(batch)
+        # held on the copy's device once it has one (the next update()'s, or the host's to score)
+        twin._replay = None if held is None else held.to(torch.device("cpu"))
         return twin
 
     def state_dict(self) -> dict[str, Any]:
@@ -314,6 +306,8 @@ class TrackerCheckpoints(TrackerFields):
         values: save it with your checkpoint (`torch.save`), so that a resumed run keeps the epochs
         before the interruption. Costs one copy of the buffers to the host."""
         self._check_open("state_dict")
+        if self._replay is not None:  # a copy holding the batches of the tracker it copies
+            self._restore_now("state_dict()")
         self._flush()  # the batches held for recording (`harness.tracker.batch_log`) are recorded state
         return self._state()
 
