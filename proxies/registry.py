@@ -178,6 +178,10 @@ def resolve_proxies(selection: str, params: dict[str, dict[str, Any]] | None = N
     if not chosen:
         raise HarnessError("no proxies selected; pass --proxies all or a comma-separated list")
     names = list(dict.fromkeys(n for n, _ in chosen))
+    if not everything and "all" in names and "all" not in available_proxies():  # 'unknown proxy all ... (or 'all')'
+        raise HarnessError(f"--proxies {selection.strip()}: 'all' selects every proxy and the variants each lists, "
+                           "and takes no other names nor parameters; pass all alone (--proxy-arg NAME.PARAM=V sets "
+                           "a parameter of every selected instance of NAME) or list the proxies you want")
     for name in params:
         if name not in names:
             PROXIES.check_loaded(name)
