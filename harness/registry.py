@@ -185,13 +185,14 @@ def load_class_plugins(group: str, registry: Registry[type], base: type, registe
             registry.failed[ep.name] = (f"{where} exited while imported (SystemExit: {e.code}; any lines just above "
                                         "are its own, e.g. argparse's usage): a module must not run a script when "
                                         "imported; put that code under `if __name__ == \"__main__\":`")
-            warnings.warn(registry.failed[ep.name] + _selects_other(registry, ep.name), stacklevel=3)
+            warnings.warn(registry.failed[ep.name] + _selects_other(registry, ep.name, ep.module), stacklevel=3)
             continue
         except BaseException as e:  # an Exception, or another BaseException (pytest.skip at its top level)
             _forget_half_imported(registry, before)
             registry.failed[ep.name] = f"{where} failed to load: {type(e).__name__}: {e}"
             taken = getattr(e, "taken_name", ep.name)  # its class registered a taken name as the module ran
-            warnings.warn(registry.failed[ep.name] + _selects_other(registry, str(taken)), stacklevel=3)
+            warnings.warn(registry.failed[ep.name] + _selects_other(registry, str(taken), ep.module),
+                          stacklevel=3)
             continue
         if not (isinstance(cls, type) and issubclass(cls, base)):
             registry.failed[ep.name] = f"{where} is not a {base.__name__} subclass"
@@ -215,12 +216,16 @@ def load_class_plugins(group: str, registry: Registry[type], base: type, registe
                           f"point {name!r} too", stacklevel=3)
 
 
-def _selects_other(registry: Registry, name: str) -> str:
+def _selects_other(registry: Registry, name: str, plugin_module: str = "") -> str:
     """What selecting `name` runs when an installed plugin that claimed it was left out: another
     class registered under that name (a built-in), whose numbers the user would otherwise read as
-    the plugin's (`--proxies csl` with a plugin named "csl" scored the built-in CSL)."""
+    the plugin's (`--proxies csl` with a plugin named "csl" scored the built-in CSL); or a class the
+    plugin's module registered as it was imported (an entry point naming a class it lacks)."""
     if name not in registry:
         return ""
+    where = _definition(registry[name]) or ()
+    if plugin_module and any(module == plugin_module for module, _ in where):
+        return f"; selecting {registry.kind} {name!r} runs {_origin(registry[name])}, which its module registered"
     return f"; selecting {registry.kind} {name!r} runs {_origin(registry[name])}, not this plugin"
 
 

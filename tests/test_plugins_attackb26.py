@@ -41,11 +41,11 @@ def helper(ctx):
 '''
 
 
-def _install(monkeypatch: pytest.MonkeyPatch, tmp_path, module: str, bottom: str) -> None:
+def _install(monkeypatch: pytest.MonkeyPatch, tmp_path, module: str, bottom: str, attr: str = "Late") -> None:
     (tmp_path / f"{module}.py").write_text(MODULE.format(bottom=bottom), encoding="utf-8")
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.delitem(sys.modules, module, raising=False)
-    ep = importlib.metadata.EntryPoint("late_attackb26", f"{module}:Late", registry.ENTRY_POINT_GROUP)
+    ep = importlib.metadata.EntryPoint("late_attackb26", f"{module}:{attr}", registry.ENTRY_POINT_GROUP)
     real = importlib.metadata.entry_points
     monkeypatch.setattr(importlib.metadata, "entry_points",
                         lambda group=None, **kw: [ep] if group == ep.group else real(group=group, **kw))
@@ -96,3 +96,17 @@ def test_a_keyboard_interrupt_while_a_plugin_imports_stops_memprox(monkeypatch, 
     with pytest.raises(KeyboardInterrupt):
         resolve_proxies("all")
     assert "late_attackb26" not in fresh
+
+
+def test_an_entry_point_naming_a_class_its_module_lacks_says_the_module_registered_the_name(monkeypatch, tmp_path,
+                                                                                            fresh) -> None:
+    """The module imported whole and registered its class; the entry point's typo failed the load. The
+    warning said selecting the name ran 'typo_attackb26.Late, not this plugin': it is the plugin's."""
+    _install(monkeypatch, tmp_path, "typo_attackb26", "", attr="Lat")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert [p.label for p in resolve_proxies("late_attackb26")] == ["late_attackb26"]
+    messages = [str(w.message) for w in caught if "late_attackb26" in str(w.message)]
+    assert len(messages) == 1 and "failed to load: AttributeError" in messages[0]
+    assert messages[0].endswith("; selecting proxy 'late_attackb26' runs typo_attackb26.Late, which its module "
+                                "registered")
