@@ -22,7 +22,7 @@ import os
 import sys
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -123,10 +123,9 @@ def torch_defaults() -> Iterator[None]:
     import torch
 
     undo: list[Callable[[], object]] = []  # each puts one of the caller's settings back
+    # `set_default_device("cuda")` or a `with torch.device("cuda")` around the call: the innermost wins
+    device = torch.device("cpu") if torch.get_default_device().type != "cpu" else nullcontext()
     try:
-        if (device := torch.get_default_device()).type != "cpu":  # `set_default_device("cuda")`
-            torch.set_default_device(None)
-            undo.append(lambda: torch.set_default_device(device))
         if (dtype := torch.get_default_dtype()) != torch.float32:
             torch.set_default_dtype(torch.float32)
             undo.append(lambda: torch.set_default_dtype(dtype))
@@ -145,7 +144,7 @@ def torch_defaults() -> Iterator[None]:
             torch.backends.cudnn.benchmark = torch.backends.cudnn.deterministic = False
             undo.append(lambda: setattr(torch.backends.cudnn, "benchmark", cudnn[0]))
             undo.append(lambda: setattr(torch.backends.cudnn, "deterministic", cudnn[1]))
-        with torch.inference_mode(False), torch.enable_grad():
+        with device, torch.inference_mode(False), torch.enable_grad():
             yield
     finally:
         for step in reversed(undo):

@@ -190,3 +190,17 @@ def test_torch_defaults_touch_nothing_already_at_its_default() -> None:
             "print('torch._inductor.config' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
+
+
+def test_a_device_context_around_the_call_does_not_reach_the_runs(torch_settings) -> None:
+    """`set_default_device(None)` clears only the global default: under a notebook's `with
+    torch.device(...)` every tensor a run made stayed on that device."""
+    import torch
+
+    from harness.api import torch_defaults
+
+    with torch.device("meta"):
+        with torch_defaults():
+            assert torch.empty(1).device.type == "cpu" and torch.nn.Linear(2, 2).weight.device.type == "cpu"
+        assert torch.empty(1).device.type == "meta"
+    assert torch.empty(1).device.type == "cpu"
