@@ -89,7 +89,17 @@ def main(argv: list[str] | None = None) -> int:
             over.note()
 
 
+def _interrupted(args: argparse.Namespace | None) -> str:
+    """The Ctrl-C line of the command: `store info` said "runs that finished are kept in the store,
+    rerun to resume", a run's line, for a command that trains nothing and only reads."""
+    command = getattr(args, "command", "run")
+    if command == "store" and getattr(args, "store_command", None) == "prune":
+        return "interrupted; what was removed is gone whole, the rest is kept whole, rerun to resume"
+    return KEPT if command == "run" else "interrupted; nothing was changed"
+
+
 def _main(argv: list[str] | None) -> int:
+    args = None
     try:
         args = build_parser().parse_args(argv)
         if args.command == "list":
@@ -111,4 +121,4 @@ def _main(argv: list[str] | None) -> int:
     except Interrupted as e:
         return stopped(str(e))
     except KeyboardInterrupt:
-        return stopped(KEPT)
+        return stopped(_interrupted(args))

@@ -99,3 +99,23 @@ def test_a_dash_for_a_folder_is_refused_not_made_a_folder_named_dash(tmp_path: P
     assert err.startswith(f"error: {flag} - names no stream here: {flag} is a folder") and err.count("\n") == 1
     assert err.rstrip().endswith(f"pass a folder, or {flag} ./- for one named '-'")
     assert not (tmp_path / "-").exists()
+
+
+@pytest.mark.parametrize(("command", "line"), [
+    (["info"], "interrupted; nothing was changed"),
+    (["prune", "--all", "--dry-run"], "interrupted; what was removed is gone whole, the rest is kept whole, rerun to "
+                                      "resume"),
+    (["prune", "--all"], "interrupted; what was removed is gone whole, the rest is kept whole, rerun to resume")])
+def test_ctrl_c_in_a_store_command_says_what_it_did(tmp_path: Path, monkeypatch, capsys, command, line) -> None:
+    """A Ctrl-C while `store info` read the store printed a run's line: "runs that finished are kept in the
+    store, rerun to resume", for a command that trains nothing."""
+    import harness.store_report as store_report
+    from harness.cli import main
+
+    def interrupted(root: Path):
+        raise KeyboardInterrupt
+
+    (tmp_path / "runs").mkdir()
+    monkeypatch.setattr(store_report, "scan", interrupted)
+    assert main(["store", *command, "--store", str(tmp_path)]) == 130
+    assert capsys.readouterr().err == line + "\n"
