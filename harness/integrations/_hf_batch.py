@@ -57,6 +57,7 @@ def per_sample_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, trainin
         raise HarnessError(f"CSLTrainer scores classification: labels must be integer class ids, got "
                            f"{labels.dtype} (a regression head has no per-sample cross-entropy; cast class ids "
                            f"with dataset.cast_column(..., Value('int64')))")
+    labels = labels.long()  # int32 / int16 ids (a torch-formatted dataset's column): cross_entropy takes int64
     # checked before the loss: on a GPU an id out of range (a negative one included) stops the process with
     # a device-side assert, and -100 (cross_entropy's ignore_index) was a training loss of 0, silently. One
     # host read of the batch's extremes per step (the Trainer's own loss check reads the GPU per step too).
