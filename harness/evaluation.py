@@ -67,16 +67,19 @@ def score(proxies: list[Proxy], base: RunSpec, data: PreparedData, runs: Mapping
         if any(n.spec not in runs for n in proxy.needs(base)):
             problems.append(f"proxy {proxy.label} skipped for {base.label()}: a run it needs failed")
             continue
+        scored = False  # a failed shape/dtype check of the scores is said in its line: no traceback
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN slices are reported below
-                s = checked_scores(proxy.score(ctx), data.n)
+                raw = proxy.score(ctx)
+                scored = True
+                s = checked_scores(raw, data.n)
         except StorageError:  # the store failed (an entry pruned mid-run, a disk): not the proxy's fault
             raise
         except Exception as e:  # a bug in one proxy (a plugin's, say) costs that proxy, not the experiment
             # the harness's own checks (ssft's halves, CL's folds) say what is wrong in the message; they
             # were re-raised, which ended a trained experiment with exit 2 ("bad input, nothing trained")
-            if not isinstance(e, HarnessError):
+            if not isinstance(e, HarnessError) and not scored:
                 traceback.print_exc()
             problems.append(f"proxy {proxy.label} failed for {base.label()}: {type(e).__name__}: "
                             f"{failure_reason(e)}{read_only_hint(e)}; left out of the leaderboard")
