@@ -90,3 +90,14 @@ def test_a_copy_of_a_gpu_tracker_mid_epoch_goes_on_with_the_loops_gpu_tensors() 
         t.update(torch.arange(N // 2, N, device="cuda"), logits=gpu[1][N // 2:], labels=labels[N // 2:].cuda())
         t.end_epoch()
         torch.testing.assert_close(torch.tensor(t.scores()["csl"].to_numpy()), torch.tensor(expected["csl"].to_numpy()))
+
+
+def test_a_state_loaded_into_a_copy_made_mid_first_epoch_replaces_its_held_batches() -> None:
+    labels, logits = _data()
+    tracker = SampleTracker(N, labels=labels, suggest=True)
+    tracker.update(torch.arange(N // 2), logits=logits[0][: N // 2] * 3)
+    twin = tracker.copy()  # a new tracker still: it may load another state, which replaces all it holds
+    twin.load_state_dict(_tracked(2, labels, logits).state_dict())
+    twin.update(torch.arange(N), logits=logits[2])
+    twin.end_epoch()
+    assert twin.suspects().equals(_tracked(3, labels, logits).suspects())

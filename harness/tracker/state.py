@@ -192,7 +192,7 @@ def restore_counters(tracker: TrackerFields, state: Mapping[str, Any]) -> None:
 
 
 _COUNTERS = ("epochs", "num_classes", "_pending", "_all_batches_had_logits", "_had_logits_closed", "_warned_repeats",
-             "_eval_at", "_saved", "_no_suggestion")
+             "_eval_at", "_saved", "_no_suggestion", "_replay")
 
 
 def restore_signals(s: TrackedSignals, bad_index: torch.Tensor, state: Mapping[str, Any], classes: int | None,
@@ -324,6 +324,7 @@ class TrackerCheckpoints(TrackerFields):
         check(self, saved)
         before = {name: getattr(self, name) for name in _COUNTERS}
         restore_counters(self, saved)
+        self._replay = None  # a copy's batches (`copy`) belong to the record this state replaces
         self._saved = dict(saved) if saved["signals"] is not None else None
         if device is not None:
             try:
