@@ -140,6 +140,7 @@ class ConfigChecks:
         _warn_unread_data_options(cfg)
         _warn_few_resamples(cfg.bootstrap)
         check_figure_backend(cfg.tasks)
+        _check_out_text(cfg.out)
         if cfg.precision != cfg.recipe.precision:  # training reads the recipe's: never ignore one silently
             raise HarnessError(f"precision {cfg.precision!r} disagrees with recipe.precision "
                                f"{cfg.recipe.precision!r}; set both (harness.api.experiment_config does)")
@@ -222,6 +223,19 @@ def _warn_unread_data_options(cfg: Any) -> None:
         warnings.warn(f"{' and '.join(given)} {'have' if len(given) > 1 else 'has'} no effect on --dataset {kind}, "
                       f"which {where}; only torchvision's datasets (cifar10, cifar100, mnist, fashion-mnist) read "
                       f"{'them' if len(given) > 1 else 'it'}: drop {' and '.join(given)}", UserWarning, stacklevel=5)
+
+
+def _check_out_text(out: Path | str | None) -> None:
+    """--out's path is written as text into a note in its staging folder after training: a name that is
+    not UTF-8 (a Latin-1 byte), or UTF-8 read under LC_ALL=C with PYTHONUTF8=0 (kept as surrogates),
+    ended the run there in a UnicodeEncodeError traceback, every output lost. Refused now, as
+    --noisy-labels and --reference paths are; the current folder counts for a relative --out."""
+    text = os.path.abspath(out) if out is not None else ""
+    if any("\ud800" <= c <= "\udfff" for c in text):
+        from harness.datasets.base import not_utf8  # torch and the loaders: only on this error
+
+        raise not_utf8(f"--out {text!r}", text, "pass an --out whose path is UTF-8 (rename the folder, e.g. with "
+                       "convmv -f latin1 -t utf8)")
 
 
 def check_figure_backend(tasks: Iterable[str]) -> None:

@@ -119,3 +119,20 @@ def test_ctrl_c_in_a_store_command_says_what_it_did(tmp_path: Path, monkeypatch,
     monkeypatch.setattr(store_report, "scan", interrupted)
     assert main(["store", *command, "--store", str(tmp_path)]) == 130
     assert capsys.readouterr().err == line + "\n"
+
+
+def test_an_out_path_that_is_not_utf8_is_refused_before_training(tmp_path: Path, monkeypatch, capsys) -> None:
+    """`--out $'bad\\xff'` (a Latin-1 name), or a UTF-8 one read under LC_ALL=C with PYTHONUTF8=0, trained every
+    run and then ended in a UnicodeEncodeError traceback writing --out's staging note: every output lost."""
+    from harness.cli import main
+
+    monkeypatch.setenv("MEMPROX_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / os.fsdecode(b"bad\xff")
+    assert main(["run", *TINY, "--tasks", "mislabeled", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err == f"error: --out {str(out)!r} is not valid UTF-8 text; pass an --out whose path is UTF-8 (rename " \
+                  "the folder, e.g. with convmv -f latin1 -t utf8)\n"
+    assert not (tmp_path / "cache").exists() and not out.exists()  # nothing trained, nothing written
+    monkeypatch.chdir(tmp_path)
+    assert main(["run", *TINY, "--tasks", "mislabeled", "--out", "café"]) == 0  # UTF-8 read as UTF-8: fine
+    assert (tmp_path / "café" / "leaderboard.csv").is_file()
