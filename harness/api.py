@@ -93,9 +93,11 @@ def host_state_kept() -> Iterator[None]:
     RNG and torch's intra-op threads are put back, also when the run fails; so are what
     `ray.init` leaves after `ray.shutdown` (`executor="ray"`): environment variables (its
     PYTHONBREAKPOINT sent the notebook's own `breakpoint()` to Ray's debugger), its
-    `sys.excepthook` and faulthandler, which it enables."""
+    `sys.excepthook` and faulthandler, which it enables. Data prepared on a GPU is let go
+    (`release_device_data`): the notebook's GPU memory is its own again."""
     import torch
 
+    from harness.jobs import release_device_data
     from harness.rngs import global_rngs_kept
 
     threads, seed = torch.get_num_threads(), torch.initial_seed()
@@ -106,6 +108,7 @@ def host_state_kept() -> Iterator[None]:
             yield
     finally:
         torch.set_num_threads(threads)
+        release_device_data()
         if not cuda_was_up and torch.cuda.is_available():  # CUDA's generators start from the CPU seed, as before
             torch.cuda.manual_seed_all(seed)
 

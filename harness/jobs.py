@@ -107,6 +107,14 @@ def load_source(source: DataSource, download: bool = False, fingerprint: str | N
     return cached
 
 
+def release_device_data() -> None:
+    """Drop the prepared data this process holds on an accelerator. A notebook's `run_experiment`
+    on a GPU (the model check, the in-process executor) left up to 4 prepared datasets in GPU
+    memory after it returned, taken from the notebook's own training; host copies stay cached."""
+    for key in [k for k in _PREPARED if torch.device(k[1]).type != "cpu"]:
+        del _PREPARED[key]
+
+
 def prepared_data(source: DataSource, spec: DataSpec, device: torch.device) -> PreparedData:
     """A job's data. Loading it says nothing: the driver loaded this source before planning and showed
     its warnings once, and every worker process repeated them on its first job, raw."""
