@@ -29,11 +29,26 @@ def check_place(root: Path) -> None:
     if _is_home(root):  # it holds the user's files, hidden ones too
         raise HarnessError(f"--store {root} is the home folder: the store would add runs/, partial/ and locks/ to it; "
                            "pass a folder of its own (the default is $MEMPROX_CACHE/store or ~/.cache/memprox/store)")
+    outer = _store_above(root)
+    if outer is not None:  # `--store store/partial`: a nested store, whose runs the outer one lists as other files
+        inside = root.absolute().relative_to(outer)
+        raise HarnessError(f"--store {root} is {inside}/ of the run store {outer}: a store made there would be the "
+                           f"outer store's files, which none of its commands reads or prunes; pass --store {outer}, "
+                           "or a folder outside it")
     others = _foreign_entries(root)
     if others:
         shown = ", ".join(others[:3]) + (f" and {len(others) - 3} more" if len(others) > 3 else "")
         raise HarnessError(f"--store {root} is a folder of other files ({shown}), not a run store: the store would add "
                            "runs/, partial/ and locks/ among them; pass a new or empty folder, or an existing store")
+
+
+def _store_above(root: Path) -> Path | None:
+    """The memprox run store a folder lies in (an ancestor holding runs/ beside partial/ or locks/:
+    a runs/ alone may be another tool's, TensorBoard's say), or None."""
+    for folder in root.absolute().parents:
+        if (folder / "runs").is_dir() and ((folder / "partial").is_dir() or (folder / "locks").is_dir()):
+            return folder
+    return None
 
 
 def link_target(link: Path) -> str:
