@@ -111,9 +111,10 @@ def read_label_file(spec: str, n: int, num_classes: int, expected_sha: str = "")
     arr = _as_int_labels(arr, where)
     if len(arr) != n:
         raise HarnessError(
-            f"labels in {where} have length {len(arr)} but the training set has {n} samples; "
-            f"the file must hold one label per training sample in canonical order; pass the --dataset "
-            f"it was made for (the default is the embedded digits) and the same --subset"
+            f"labels in {where} have length {len(arr)} but the whole training set has {n} samples; "
+            f"the file must hold one label per training sample in canonical order, all {n} of them even "
+            f"with --subset (its first N are used); pass the --dataset it was made for (the default is "
+            f"the embedded digits)"
         )
     bad = np.flatnonzero((arr < 0) | (arr >= num_classes))
     if bad.size:

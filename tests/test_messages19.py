@@ -18,9 +18,20 @@ def test_label_file_of_another_dataset_names_dataset_and_subset(tmp_path, capsys
     path.parent.mkdir()
     np.save(path, np.zeros(50_000, dtype=np.int64))
     args = argv(tmp_path, {"--noise-rates": DROP}, ("--noisy-labels", str(path)))
-    assert_refused(tmp_path, capsys, args, "have length 50000 but the training set has 1437 samples; the file must "
-                   "hold one label per training sample in canonical order; pass the --dataset it was made for "
-                   "(the default is the embedded digits) and the same --subset")
+    assert_refused(tmp_path, capsys, args, "have length 50000 but the whole training set has 1437 samples; the file "
+                   "must hold one label per training sample in canonical order, all 1437 of them even with --subset "
+                   "(its first N are used); pass the --dataset it was made for (the default is the embedded digits)")
+
+
+def test_label_file_of_a_subset_says_the_whole_training_set_is_needed(tmp_path, capsys) -> None:
+    """A file of --subset's 300 labels was told to 'pass ... the same --subset', which it had: the
+    file must hold the whole training set's labels whatever --subset is."""
+    path = tmp_path / "inputs" / "mine.npy"
+    path.parent.mkdir()
+    np.save(path, np.zeros(300, dtype=np.int64))
+    args = argv(tmp_path, {"--noise-rates": DROP}, ("--noisy-labels", str(path), "--subset", "300"))
+    assert_refused(tmp_path, capsys, args, "have length 300 but the whole training set has 1437 samples; the file "
+                   "must hold one label per training sample in canonical order, all 1437 of them even with --subset")
 
 
 def test_missing_reference_file_says_what_to_pass(tmp_path, capsys) -> None:
