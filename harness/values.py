@@ -228,7 +228,8 @@ def parse_key_values(value: Mapping[str, Mapping[str, Any]] | Sequence[str], fla
         name, sep, text = str(item).partition("=")
         owner, dot, key = name.strip().partition(".")
         if not sep or not dot or not owner or not key:
-            raise HarnessError(f"{flag} takes NAME.PARAM=VALUE (e.g. curvature.n=2), got {item!r}")
+            example = "suspects.k=40" if "task" in flag else "curvature.n=2"
+            raise HarnessError(f"{flag} takes NAME.PARAM=VALUE (e.g. {example}), got {item!r}")
         if not text.strip():  # `suspects.by=$UNSET`: an empty string silently meant the parameter's default
             raise HarnessError(f"{flag} {str(item).strip()!r} gives {owner}.{key} no value; pass NAME.PARAM=VALUE, or "
                                "drop the argument for the default")

@@ -52,6 +52,11 @@ def _load_torchvision(name: str, root: Path, download: bool, subset: int | None)
                     f"{str(exc)[:200]}); delete them and fetch them again with --download, or pass --data-root "
                     f"DIR pointing at a good copy"
                 ) from exc
+            if download and _network_failure(exc):  # torchvision wraps a URLError in a RuntimeError
+                raise HarnessError(
+                    f"{name}: download into {root} failed ({_one_line(exc)}); check the network, or place the "
+                    f"files there yourself and pass --data-root DIR"
+                ) from exc
             if download:
                 raise HarnessError(
                     f"{name}: files under {root} are unusable after download ({exc}); "
@@ -83,6 +88,15 @@ def _missing(exc: BaseException) -> bool:
     """torchvision's "Dataset not found" (CIFAR: "not found or corrupted", by its checksum), not a file it
     found and could not parse."""
     return isinstance(exc, RuntimeError) and "not found" in str(exc)
+
+
+def _network_failure(exc: BaseException) -> bool:
+    """torchvision's "Error downloading ..." around a URLError: no network, not a damaged file."""
+    return isinstance(exc, RuntimeError) and ("Error downloading" in str(exc) or "urlopen error" in str(exc))
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())[:300]
 
 
 def _nchw(data: np.ndarray | torch.Tensor) -> np.ndarray:
