@@ -29,9 +29,9 @@ def check_place(root: Path) -> None:
     if _is_home(root):  # it holds the user's files, hidden ones too
         raise HarnessError(f"--store {root} is the home folder: the store would add runs/, partial/ and locks/ to it; "
                            "pass a folder of its own (the default is $MEMPROX_CACHE/store or ~/.cache/memprox/store)")
-    outer = _store_above(root)
-    if outer is not None:  # `--store store/partial`: a nested store, whose runs the outer one lists as other files
-        inside = root.absolute().relative_to(outer)
+    above = store_above(root)
+    if above is not None:  # `--store store/partial`: a nested store, whose runs the outer one lists as other files
+        outer, inside = above
         raise HarnessError(f"--store {root} is {inside}/ of the run store {outer}: a store made there would be the "
                            f"outer store's files, which none of its commands reads or prunes; pass --store {outer}, "
                            "or a folder outside it")
@@ -42,12 +42,19 @@ def check_place(root: Path) -> None:
                            "runs/, partial/ and locks/ among them; pass a new or empty folder, or an existing store")
 
 
-def _store_above(root: Path) -> Path | None:
-    """The memprox run store a folder lies in (an ancestor holding runs/ beside partial/ or locks/:
-    a runs/ alone may be another tool's, TensorBoard's say), or None."""
-    for folder in root.absolute().parents:
-        if (folder / "runs").is_dir() and ((folder / "partial").is_dir() or (folder / "locks").is_dir()):
-            return folder
+def store_above(root: Path) -> tuple[Path, Path] | None:
+    """(The memprox run store a folder lies in, the folder's path inside it), or None. The store is an
+    ancestor holding runs/ beside partial/ or locks/ and nothing else but hidden entries, as a store
+    does: a runs/ alone, or beside another tool's locks/ among a project's files, is no store. The
+    path is resolved first: `store/../sibling` (or a link) lies beside the store, not inside it."""
+    try:
+        real = root.resolve()
+    except (OSError, RuntimeError):  # a link loop: its parents as written
+        real = Path(os.path.abspath(root))
+    for folder in real.parents:
+        if (folder / "runs").is_dir() and ((folder / "partial").is_dir() or (folder / "locks").is_dir()) \
+                and not [e for e in _foreign_entries(folder) if e != "runs"]:
+            return folder, real.relative_to(folder)
     return None
 
 

@@ -25,7 +25,7 @@ from harness.errors import HarnessError
 from harness.executors.ray_probe import remove_dead_probes
 from harness.io import interrupts_held, probe_writable
 from harness.store_admin import Entry, Scan, Selection, is_store, remove_checkpoint, remove_entry, scan
-from harness.store_place import link_target
+from harness.store_place import link_target, store_above
 
 Say = Callable[[str], None]
 
@@ -90,11 +90,11 @@ def _need_store(root: Path) -> None:
         what = "does not exist" if not root.exists() else "is a file, not a folder" if not root.is_dir() else \
             f"holds a runs/ that is a link to {link_target(runs)}, which is no folder" if runs.is_symlink() else \
             "holds no run store (no runs/ folder)"
-        outer = next((p for p in root.absolute().parents if is_store(p)), None)
-        if outer is not None and root.exists():  # `--store store/runs`, a run's entry: the store is above
-            inside = f"{root.absolute().relative_to(outer)}{'/' * root.is_dir()}"
-            raise HarnessError(f"--store {root} is {inside} of the run store {outer}, not a store; "
-                               f"pass --store {outer}")
+        above = store_above(root)
+        if above is not None and root.exists():  # `--store store/runs`, a run's entry: the store is above
+            outer, inside = above
+            raise HarnessError(f"--store {root} is {inside}{'/' * root.is_dir()} of the run store {outer}, not a "
+                               f"store; pass --store {outer}")
         raise HarnessError(f"--store {root} {what}; pass the --store your runs were trained into")
 
 
