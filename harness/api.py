@@ -19,6 +19,7 @@ import difflib
 import faulthandler
 import inspect
 import os
+import re
 import sys
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -59,8 +60,8 @@ def run_experiment(**options: Any) -> ExperimentResult:
     `executor`: local (a pool of `workers` processes, default usable CPUs // `threads`), ray, or
     inprocess (this process, for debugging); `threads`: torch threads of each run (default 1).
     This process is left as it was (`host_state_kept`): its torch thread count, its torch, numpy
-    and Python RNG states, its environment variables, `sys.excepthook` and faulthandler are
-    restored when the call returns or fails. Its torch settings do not reach the runs: inside the
+    and Python RNG states, the environment variables runs set (Ray's, `LEFT_BY_RUNS`), `sys.excepthook`
+    and faulthandler are restored when the call returns or fails. Its torch settings do not reach the runs: inside the
     call torch has a fresh process's defaults (`torch_defaults`: grad mode, float32, ...).
 
     Returns an ExperimentResult: `leaderboard`, `raw`, `scores` and `tables` (DataFrames), `failures`,
@@ -154,19 +155,26 @@ def torch_defaults() -> Iterator[None]:
             step()
 
 
+#: The environment variables a run sets in this process: `ray.init` (PYTHONBREAKPOINT on Ray's debugger,
+#: RAY_USAGE_STATS_ENABLED, RAY_CLIENT_MODE, RAY_AUTH_MODE), scikit-learn's import (KMP_*) and the thread
+#: sizes a worker sets. Only these are put back: any other was set by the caller's own code during the
+#: call (a plugin, a callback, another thread of the notebook), on purpose, and stays.
+LEFT_BY_RUNS = re.compile(r"PYTHONBREAKPOINT|RAY_.*|KMP_.*|(?:OMP|MKL|OPENBLAS)_NUM_THREADS")
+
+
 @contextmanager
 def process_hooks_kept() -> Iterator[None]:
-    """os.environ, `sys.excepthook` and faulthandler's state as before the block, also when it raises.
-    Variables a library set while it was imported inside (scikit-learn's KMP_*) go too: each is read
+    """The variables a run sets (`LEFT_BY_RUNS`), `sys.excepthook` and faulthandler's state as before the
+    block, also when it raises. KMP_* that scikit-learn sets when imported inside go too: each is read
     when a library loads, which has happened, and a worker process sets them again when it imports it."""
     environ, hook, faulting = dict(os.environ), sys.excepthook, faulthandler.is_enabled()
     try:
         yield
     finally:
-        for name in [n for n in os.environ if n not in environ]:
+        for name in [n for n in os.environ if n not in environ and LEFT_BY_RUNS.fullmatch(n)]:
             del os.environ[name]
         for name, value in environ.items():
-            if os.environ.get(name) != value:
+            if os.environ.get(name) != value and LEFT_BY_RUNS.fullmatch(name):
                 os.environ[name] = value
         sys.excepthook = hook
         if not faulting and faulthandler.is_enabled():

@@ -37,8 +37,8 @@ def _like_ray_init() -> None:
     """What `ray.init` does to its driver and `ray.shutdown` leaves (ray/_private/worker.py)."""
     os.environ["PYTHONBREAKPOINT"] = "ray.util.rpdb._driver_set_trace"
     os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
-    os.environ.pop("API26_GONE", None)
-    os.environ["API26_CHANGED"] = "ray's"
+    os.environ.pop("RAY_API26_GONE", None)
+    os.environ["RAY_API26_CHANGED"] = "ray's"
     sys.excepthook = lambda *args: None
     faulthandler.enable(file=sys.__stderr__)
 
@@ -46,14 +46,14 @@ def _like_ray_init() -> None:
 def test_the_environment_excepthook_and_faulthandler_are_put_back(monkeypatch, faulthandler_off) -> None:
     monkeypatch.delenv("PYTHONBREAKPOINT", raising=False)
     monkeypatch.delenv("RAY_USAGE_STATS_ENABLED", raising=False)
-    monkeypatch.setenv("API26_GONE", "mine")
-    monkeypatch.setenv("API26_CHANGED", "mine")
+    monkeypatch.setenv("RAY_API26_GONE", "mine")
+    monkeypatch.setenv("RAY_API26_CHANGED", "mine")
     hook = sys.excepthook
     with pytest.raises(RuntimeError, match="boom"), process_hooks_kept():
         _like_ray_init()
         raise RuntimeError("boom")
     assert "PYTHONBREAKPOINT" not in os.environ and "RAY_USAGE_STATS_ENABLED" not in os.environ
-    assert (os.environ["API26_GONE"], os.environ["API26_CHANGED"]) == ("mine", "mine")
+    assert (os.environ["RAY_API26_GONE"], os.environ["RAY_API26_CHANGED"]) == ("mine", "mine")
     assert sys.excepthook is hook and not faulthandler.is_enabled()
 
 
@@ -68,7 +68,7 @@ def test_faulthandler_the_caller_enabled_stays_enabled(faulthandler_off) -> None
 def test_a_run_that_sets_them_leaves_the_notebook_as_it_was(tmp_path, monkeypatch, faulthandler_off) -> None:
     """Through `run_experiment`: a job that does what `ray.init` does, in this process (inprocess)."""
     monkeypatch.delenv("PYTHONBREAKPOINT", raising=False)
-    monkeypatch.setenv("API26_CHANGED", "mine")
+    monkeypatch.setenv("RAY_API26_CHANGED", "mine")
     train = harness.jobs.run_job
 
     def job(job: harness.jobs.Job) -> harness.jobs.JobResult:
@@ -79,7 +79,7 @@ def test_a_run_that_sets_them_leaves_the_notebook_as_it_was(tmp_path, monkeypatc
     hook, environ = sys.excepthook, dict(os.environ)
     result = run_experiment(store=tmp_path / "store", executor="inprocess", **TINY)
     assert len(result.trained) == 1 and np.isfinite(result.scores["noise=0.1_seed0"]["final_loss"]).all()
-    assert os.environ.get("PYTHONBREAKPOINT") is None and os.environ["API26_CHANGED"] == "mine"
+    assert os.environ.get("PYTHONBREAKPOINT") is None and os.environ["RAY_API26_CHANGED"] == "mine"
     assert dict(os.environ) == environ
     assert sys.excepthook is hook and not faulthandler.is_enabled()
 
