@@ -125,9 +125,12 @@ def _is_value(option: Option, word: str) -> bool:
 
 def _is_name(option: Option, word: str) -> bool:
     """Whether a plain word is a name the option selects (`--proxies all`, `--tasks mislabeled`, `--device
-    cpu`, `--preset paper`): "use device cpu" read as the sentence going on, where `device='cpu'` is meant."""
+    cpu`, `--preset paper`, `--reference stability`, `--dataset digits`): "use device cpu" read as the
+    sentence going on, where `device='cpu'` is meant."""
     if option.name == "device":
         return word in ("auto", "cpu", "cuda", "mps")
+    if option.name == "reference":
+        return word == "stability"  # the others name a file: fz:PATH, cscore:PATH
     if option.name == "proxies":
         from proxies.registry import PROXIES
 
@@ -139,4 +142,6 @@ def _is_name(option: Option, word: str) -> bool:
         from harness.presets import PRESETS as registry
     elif option.name == "model":
         from harness.model_registry import MODELS as registry
+    elif option.name == "dataset":
+        from harness.datasets import DATASETS as registry
     return word in registry
