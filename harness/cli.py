@@ -91,9 +91,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def _interrupted(args: argparse.Namespace | None) -> str:
     """The Ctrl-C line of the command: `store info` said "runs that finished are kept in the store,
-    rerun to resume", a run's line, for a command that trains nothing and only reads."""
+    rerun to resume", a run's line, for a command that trains nothing and only reads (prune --dry-run too)."""
     command = getattr(args, "command", "run")
-    if command == "store" and getattr(args, "store_command", None) == "prune":
+    if command == "store" and getattr(args, "store_command", None) == "prune" and not getattr(args, "dry_run", False):
         return "interrupted; what was removed is gone whole, the rest is kept whole, rerun to resume"
     return KEPT if command == "run" else "interrupted; nothing was changed"
 

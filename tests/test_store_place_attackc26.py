@@ -50,3 +50,16 @@ def test_store_info_given_a_sibling_through_dot_dot_says_it_holds_no_store(tmp_p
     assert main(["store", "info", "--store", str(store / ".." / "sibling")]) == 2
     err = capsys.readouterr().err
     assert "holds no run store (no runs/ folder)" in err and "of the run store" not in err
+
+
+def test_ctrl_c_in_a_dry_run_prune_says_nothing_was_changed(tmp_path: Path, monkeypatch, capsys) -> None:
+    """9e9a115 gave `store prune --dry-run` prune's line, "what was removed is gone whole": it removes nothing."""
+    import harness.store_report as store_report
+
+    def interrupted(root: Path) -> None:
+        raise KeyboardInterrupt
+
+    (tmp_path / "runs").mkdir()
+    monkeypatch.setattr(store_report, "scan", interrupted)
+    assert main(["store", "prune", "--all", "--dry-run", "--store", str(tmp_path)]) == 130
+    assert capsys.readouterr().err == "interrupted; nothing was changed\n"
