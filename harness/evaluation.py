@@ -33,7 +33,7 @@ from harness.store import StoredRun
 from harness.tasks import EvalContext
 from harness.tasks.suspects import sample_column
 from proxies import Proxy, ScoreContext
-from proxies.base import checked_scores, read_only_hint
+from proxies.base import _check_pandas_order, checked_scores, read_only_hint
 
 RAW_COLUMNS = ["task", "dataset", "model", "setting", "proxy", "metric", "seed", "value"]
 
@@ -57,6 +57,16 @@ class ExperimentResult:
     machines: list[dict[str, Any]] = field(default_factory=list)  # each run's `Manifest.machine` ({}: unknown)
 
 
+def _failed_check(error: BaseException) -> bool:
+    """Whether `error` is the scores' shape/dtype check failing (`checked_scores`, numpy's reading of
+    them in it), said in its one line with no traceback; raised deeper, in the proxy's own code (its
+    returned object's `__array__`, a lazy value read there), it keeps the traceback that finds the bug."""
+    tb = error.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    return tb is not None and tb.tb_frame.f_code in (checked_scores.__code__, _check_pandas_order.__code__)
+
+
 def score(proxies: list[Proxy], base: RunSpec, data: PreparedData, runs: Mapping[RunSpec, StoredRun]
           ) -> tuple[dict[str, np.ndarray], list[str]]:
     """Every proxy's scores on the base run's data (proxy label -> one score per sample), and a line
@@ -67,19 +77,16 @@ def score(proxies: list[Proxy], base: RunSpec, data: PreparedData, runs: Mapping
         if any(n.spec not in runs for n in proxy.needs(base)):
             problems.append(f"proxy {proxy.label} skipped for {base.label()}: a run it needs failed")
             continue
-        scored = False  # a failed shape/dtype check of the scores is said in its line: no traceback
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN slices are reported below
-                raw = proxy.score(ctx)
-                scored = True
-                s = checked_scores(raw, data.n)
+                s = checked_scores(proxy.score(ctx), data.n)
         except StorageError:  # the store failed (an entry pruned mid-run, a disk): not the proxy's fault
             raise
         except Exception as e:  # a bug in one proxy (a plugin's, say) costs that proxy, not the experiment
             # the harness's own checks (ssft's halves, CL's folds) say what is wrong in the message; they
             # were re-raised, which ended a trained experiment with exit 2 ("bad input, nothing trained")
-            if not isinstance(e, HarnessError) and not scored:
+            if not isinstance(e, HarnessError) and not _failed_check(e):
                 traceback.print_exc()
             problems.append(f"proxy {proxy.label} failed for {base.label()}: {type(e).__name__}: "
                             f"{failure_reason(e)}{read_only_hint(e)}; left out of the leaderboard")
