@@ -23,7 +23,7 @@ import re
 import sys
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager, nullcontext
+from contextlib import ExitStack, contextmanager, nullcontext
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -118,7 +118,7 @@ def host_state_kept() -> Iterator[None]:
 def torch_defaults() -> Iterator[None]:
     """Torch as a fresh process has it inside the block, the caller's settings back after: a notebook's
     `torch.no_grad()` or `inference_mode()` around the call, `set_default_dtype(torch.float64)`,
-    `set_default_device`, `use_deterministic_algorithms(True)`, anomaly detection,
+    `set_default_device`, `torch.autocast(...)`, `use_deterministic_algorithms(True)`, anomaly detection,
     `set_float32_matmul_precision("high")` or `cudnn.benchmark` reached the runs `executor="inprocess"`
     trains here (and the model check every executor runs here): a RuntimeError, a "cannot take the
     samples" refusal of a model that can, or numbers other than a worker process's, whose torch has
@@ -148,7 +148,9 @@ def torch_defaults() -> Iterator[None]:
             torch.backends.cudnn.benchmark = torch.backends.cudnn.deterministic = False
             undo.append(lambda: setattr(torch.backends.cudnn, "benchmark", cudnn[0]))
             undo.append(lambda: setattr(torch.backends.cudnn, "deterministic", cudnn[1]))
-        with device, torch.inference_mode(False), torch.enable_grad():
+        with device, torch.inference_mode(False), torch.enable_grad(), ExitStack() as autocast_off:
+            for kind in _autocast_devices():  # a `with torch.autocast(...)` around the call: fp32 runs trained in
+                autocast_off.enter_context(torch.autocast(device_type=kind, enabled=False))  # bf16, stored as fp32
             yield
     finally:
         for step in reversed(undo):
@@ -160,6 +162,19 @@ def torch_defaults() -> Iterator[None]:
 #: sizes a worker sets. Only these are put back: any other was set by the caller's own code during the
 #: call (a plugin, a callback, another thread of the notebook), on purpose, and stays.
 LEFT_BY_RUNS = re.compile(r"PYTHONBREAKPOINT|RAY_.*|KMP_.*|(?:OMP|MKL|OPENBLAS)_NUM_THREADS")
+
+
+def _autocast_devices() -> list[str]:
+    """The device types whose autocast the caller has on (thread-local, like grad mode)."""
+    import torch
+
+    def on(kind: str) -> bool:
+        try:
+            return bool(torch.is_autocast_enabled(kind))
+        except (RuntimeError, TypeError, ValueError):  # a device type this torch does not know
+            return False
+
+    return [kind for kind in ("cpu", "cuda", "mps", "xpu") if on(kind)]
 
 
 @contextmanager

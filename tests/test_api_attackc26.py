@@ -8,10 +8,12 @@ import os
 import threading
 from collections.abc import Iterator
 
+import numpy as np
 import pytest
+import torch
 
 import harness.jobs
-from harness.api import process_hooks_kept, run_experiment
+from harness.api import process_hooks_kept, run_experiment, torch_defaults
 
 TINY = dict(dataset="digits", proxies="final_loss", tasks="mislabeled", seeds=1, noise_rates=[0.1], epochs=1,
             subset=120, device="cpu", bootstrap=0, progress=False)
@@ -50,6 +52,18 @@ def test_a_notebook_thread_setting_a_variable_during_a_run_keeps_it(tmp_path, mo
     assert len(result.trained) == 1
     assert os.environ.get("NOTEBOOK_ATTACKC26_THREAD") == "set meanwhile"
     monkeypatch.delenv("NOTEBOOK_ATTACKC26_THREAD")
+
+
+def test_a_callers_autocast_does_not_reach_the_runs(tmp_path) -> None:
+    """`with torch.autocast("cpu", dtype=torch.bfloat16)` around a call trained its fp32 runs in bf16 (CSL
+    off by up to 1e-3 here), and stored them as fp32 runs that later calls reuse."""
+    fresh = run_experiment(store=tmp_path / "fresh", executor="inprocess", **TINY).scores["noise=0.1_seed0"]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        with torch_defaults():
+            assert not torch.is_autocast_enabled("cpu")
+        assert torch.is_autocast_enabled("cpu")
+        got = run_experiment(store=tmp_path / "notebook", executor="inprocess", **TINY).scores["noise=0.1_seed0"]
+    np.testing.assert_array_equal(got["final_loss"].to_numpy(), fresh["final_loss"].to_numpy())
 
 
 @pytest.fixture(autouse=True)
