@@ -139,7 +139,8 @@ class ConfigChecks:
         validate_executor(cfg)  # the name, other executors' options, and its own options
         _warn_unread_data_options(cfg)
         _warn_few_resamples(cfg.bootstrap)
-        check_figure_backend(cfg.tasks)
+        if cfg.out is not None:  # figures are drawn only into an output folder (the API's out=None: none)
+            check_figure_backend(cfg.tasks)
         _check_out_text(cfg.out)
         if cfg.precision != cfg.recipe.precision:  # training reads the recipe's: never ignore one silently
             raise HarnessError(f"precision {cfg.precision!r} disagrees with recipe.precision "
@@ -242,7 +243,8 @@ def check_figure_backend(tasks: Iterable[str]) -> None:
     """A task that draws figures imports matplotlib after training, and matplotlib's import raises
     ValueError for an MPLBACKEND it does not know (`qt4agg`, gone since matplotlib 3.5; a typo): the
     run ended in a traceback with every output lost. Checked now, only when MPLBACKEND is set and a
-    task selected writes figures/ (memprox draws with Agg itself, so any backend matplotlib knows works)."""
+    task selected writes figures/ (memprox draws with Agg itself, so any backend matplotlib knows works),
+    into an --out (the caller checks: without one, as `run_experiment`'s default, nothing is drawn)."""
     backend = os.environ.get("MPLBACKEND")
     if not backend:  # matplotlib reads it only when set and not empty
         return

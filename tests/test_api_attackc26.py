@@ -5,6 +5,7 @@ or set back silently. Only what runs set (Ray's, scikit-learn's KMP_*, thread si
 from __future__ import annotations
 
 import os
+import sys
 import threading
 from collections.abc import Iterator
 
@@ -13,7 +14,7 @@ import pytest
 import torch
 
 import harness.jobs
-from harness.api import process_hooks_kept, run_experiment, torch_defaults
+from harness.api import experiment_config, process_hooks_kept, run_experiment, torch_defaults
 
 TINY = dict(dataset="digits", proxies="final_loss", tasks="mislabeled", seeds=1, noise_rates=[0.1], epochs=1,
             subset=120, device="cpu", bootstrap=0, progress=False)
@@ -64,6 +65,16 @@ def test_a_callers_autocast_does_not_reach_the_runs(tmp_path) -> None:
         assert torch.is_autocast_enabled("cpu")
         got = run_experiment(store=tmp_path / "notebook", executor="inprocess", **TINY).scores["noise=0.1_seed0"]
     np.testing.assert_array_equal(got["final_loss"].to_numpy(), fresh["final_loss"].to_numpy())
+
+
+def test_a_bad_mplbackend_refuses_no_call_that_draws_nothing(tmp_path, monkeypatch) -> None:
+    """e8344bb refused MPLBACKEND=qt4agg whenever suspects, theory or privacy was selected; without an
+    output folder (`run_experiment`'s default) nothing is drawn and matplotlib is never imported: the
+    call ran, and was refused."""
+    monkeypatch.setenv("MPLBACKEND", "qt4agg")
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # importing it now would raise ImportError
+    cfg = experiment_config(dataset="digits", tasks="suspects,theory", proxies="csl", seeds=1, epochs=1, subset=120)
+    assert cfg.out is None and cfg.tasks == ("suspects", "theory")
 
 
 @pytest.fixture(autouse=True)
