@@ -280,3 +280,26 @@ def test_the_copies_the_search_finds_reading_results_lists(planted) -> None:
     assert found == {"shifted 1": 0, "shifted 2": 0, "cropped": 0, "upside down": 0, "gray": 5, "jpeg 30": 5,
                      "brightened": 5, "contrast 0.8": 5, "blurred": 5, "mirrored, jpeg 60": 5}
     assert planted_pairs == 10 and len(pairs) == 10 + 5 * 6  # and no other pair
+
+
+def test_the_table_reading_results_measures(tmp_path: Path) -> None:
+    """reading-results.md: breast-cancer as an `npz:` table (the datasets page's CSV example's
+    arrays), 20 labels flipped and 10 rows repeated at its end with 2 % of each feature's spread
+    added; quick preset, csl."""
+    from sklearn.datasets import load_breast_cancer
+
+    data = load_breast_cancer()
+    rng = np.random.default_rng(0)
+    classes, y = np.unique(np.array(data.target_names[data.target], dtype=str), return_inverse=True)
+    x = data.data.astype(np.float32)
+    flipped = rng.choice(len(y), 20, replace=False)
+    y[flipped] = 1 - y[flipped]
+    rows = rng.choice(len(y), 10, replace=False)
+    x = np.concatenate([x, x[rows] + 0.02 * x.std(0) * rng.standard_normal((10, x.shape[1]), dtype=np.float32)])
+    y = np.concatenate([y, y[rows]])
+    np.savez(tmp_path / "table.npz", x=x, y=y, classes=classes)
+    result = _run(tmp_path, f"npz:{tmp_path / 'table.npz'}")
+    table, pairs = result.tables["suspects/suspects_seed0.csv"], result.tables["suspects/duplicates.csv"]
+    ranked = table.sort_values("csl", ascending=False, kind="stable")["index"].to_numpy()
+    assert [int(np.isin(ranked[:k], flipped).sum()) for k in (10, 20, 40, 100)] == [10, 16, 19, 20]
+    assert sorted(zip(pairs["a"], pairs["b"])) == sorted(zip(rows.tolist(), range(569, 579)))  # no other pair
