@@ -171,7 +171,9 @@ def _autocast_devices() -> list[str]:
     def on(kind: str) -> bool:
         try:
             return bool(torch.is_autocast_enabled(kind))
-        except (RuntimeError, TypeError, ValueError):  # a device type this torch does not know
+        except TypeError:  # torch < 2.4 takes no device type: the CUDA one, and the CPU's apart
+            return torch.is_autocast_cpu_enabled() if kind == "cpu" else kind == "cuda" and torch.is_autocast_enabled()
+        except (RuntimeError, ValueError):  # a device type this torch does not know
             return False
 
     return [kind for kind in ("cpu", "cuda", "mps", "xpu") if on(kind)]

@@ -67,6 +67,23 @@ def test_a_callers_autocast_does_not_reach_the_runs(tmp_path) -> None:
     np.testing.assert_array_equal(got["final_loss"].to_numpy(), fresh["final_loss"].to_numpy())
 
 
+@pytest.mark.filterwarnings("ignore:torch.is_autocast_cpu_enabled:DeprecationWarning")  # this torch's, not 2.3's
+def test_autocast_is_found_on_a_torch_without_the_device_argument(monkeypatch) -> None:
+    """torch 2.3 (pyproject's floor) has `is_autocast_enabled()` without a device type: a TypeError."""
+    from harness.api import _autocast_devices
+
+    cuda_only = torch.is_autocast_enabled
+
+    def old_torch(*args: object) -> bool:
+        if args:
+            raise TypeError("is_autocast_enabled() takes no arguments (1 given)")
+        return cuda_only("cuda")
+
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        monkeypatch.setattr(torch, "is_autocast_enabled", old_torch)
+        assert _autocast_devices() == ["cpu"]
+
+
 def test_a_bad_mplbackend_refuses_no_call_that_draws_nothing(tmp_path, monkeypatch) -> None:
     """e8344bb refused MPLBACKEND=qt4agg whenever suspects, theory or privacy was selected; without an
     output folder (`run_experiment`'s default) nothing is drawn and matplotlib is never imported: the
