@@ -24,6 +24,7 @@ import sys
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager, nullcontext
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -119,11 +120,11 @@ def torch_defaults() -> Iterator[None]:
     """Torch as a fresh process has it inside the block, the caller's settings back after: a notebook's
     `torch.no_grad()` or `inference_mode()` around the call, `set_default_dtype(torch.float64)`,
     `set_default_device`, `torch.autocast(...)`, `use_deterministic_algorithms(True)`, anomaly detection,
-    `set_float32_matmul_precision("high")` or `cudnn.benchmark` reached the runs `executor="inprocess"`
-    trains here (and the model check every executor runs here): a RuntimeError, a "cannot take the
-    samples" refusal of a model that can, or numbers other than a worker process's, whose torch has
-    its defaults. Only a setting that differs is touched (`use_deterministic_algorithms` imports
-    torch's inductor, hundreds of modules)."""
+    `set_float32_matmul_precision("high")`, `cudnn.benchmark` or cuDNN/oneDNN switched off reached the
+    runs `executor="inprocess"` trains here (and the model check every executor runs here): a
+    RuntimeError, a "cannot take the samples" refusal of a model that can, or numbers other than a
+    worker process's, whose torch has its defaults. Only a setting that differs is touched
+    (`use_deterministic_algorithms` imports torch's inductor, hundreds of modules)."""
     import torch
 
     undo: list[Callable[[], object]] = []  # each puts one of the caller's settings back
@@ -148,6 +149,12 @@ def torch_defaults() -> Iterator[None]:
             torch.backends.cudnn.benchmark = torch.backends.cudnn.deterministic = False
             undo.append(lambda: setattr(torch.backends.cudnn, "benchmark", cudnn[0]))
             undo.append(lambda: setattr(torch.backends.cudnn, "deterministic", cudnn[1]))
+        # switched off by a notebook, convolutions take other kernels: other numbers than a worker's
+        for backend, flag in ((torch.backends.cudnn, "enabled"), (torch.backends.cudnn, "allow_tf32"),
+                              (torch.backends.mkldnn, "enabled")):
+            if not getattr(backend, flag):
+                setattr(backend, flag, True)
+                undo.append(partial(setattr, backend, flag, False))
         with device, torch.inference_mode(False), torch.enable_grad(), ExitStack() as autocast_off:
             for kind in _autocast_devices():  # a `with torch.autocast(...)` around the call: fp32 runs trained in
                 autocast_off.enter_context(torch.autocast(device_type=kind, enabled=False))  # bf16, stored as fp32

@@ -67,6 +67,22 @@ def test_a_callers_autocast_does_not_reach_the_runs(tmp_path) -> None:
     np.testing.assert_array_equal(got["final_loss"].to_numpy(), fresh["final_loss"].to_numpy())
 
 
+def test_cudnn_and_onednn_switched_off_by_the_caller_are_on_inside_and_off_after() -> None:
+    """`torch.backends.mkldnn.enabled = False` (or cuDNN's, or its TF32) in a notebook sent the runs'
+    convolutions to other kernels: numbers other than a worker process's, stored as the run's."""
+    cudnn, mkldnn = torch.backends.cudnn, torch.backends.mkldnn
+    flags = ((cudnn, "enabled"), (cudnn, "allow_tf32"), (mkldnn, "enabled"))
+    try:
+        for backend, flag in flags:
+            setattr(backend, flag, False)
+        with torch_defaults():
+            assert all(getattr(backend, flag) for backend, flag in flags)
+        assert not any(getattr(backend, flag) for backend, flag in flags)
+    finally:
+        for backend, flag in flags:
+            setattr(backend, flag, True)
+
+
 @pytest.mark.filterwarnings("ignore:torch.is_autocast_cpu_enabled:DeprecationWarning")  # this torch's, not 2.3's
 def test_autocast_is_found_on_a_torch_without_the_device_argument(monkeypatch) -> None:
     """torch 2.3 (pyproject's floor) has `is_autocast_enabled()` without a device type: a TypeError."""
