@@ -46,15 +46,18 @@ def store_above(root: Path) -> tuple[Path, Path] | None:
     """(The memprox run store a folder lies in, the folder's path inside it), or None. The store is an
     ancestor holding runs/ beside partial/ or locks/ and nothing else but hidden entries, as a store
     does: a runs/ alone, or beside another tool's locks/ among a project's files, is no store. The
-    path is resolved first: `store/../sibling` (or a link) lies beside the store, not inside it."""
+    path as written, `..` taken away (`store/../sibling` lies beside the store), and where it leads
+    (a link into store/partial; a store whose runs/ is a link to another disk is found as written)."""
+    written = Path(os.path.abspath(root))
     try:
         real = root.resolve()
-    except (OSError, RuntimeError):  # a link loop: its parents as written
-        real = Path(os.path.abspath(root))
-    for folder in real.parents:
-        if (folder / "runs").is_dir() and ((folder / "partial").is_dir() or (folder / "locks").is_dir()) \
-                and not [e for e in _foreign_entries(folder) if e != "runs"]:
-            return folder, real.relative_to(folder)
+    except (OSError, RuntimeError):  # a link loop: as written
+        real = written
+    for path in (written, real):
+        for folder in path.parents:
+            if (folder / "runs").is_dir() and ((folder / "partial").is_dir() or (folder / "locks").is_dir()) \
+                    and not [e for e in _foreign_entries(folder) if e != "runs"]:
+                return folder, path.relative_to(folder)
     return None
 
 

@@ -44,6 +44,16 @@ def test_inside_a_store_is_still_refused_and_named_through_a_link(tmp_path: Path
     assert store_above(store / "partial" / "x") == (store.resolve(), Path("partial/x"))
 
 
+def test_inside_a_store_whose_runs_is_a_link_to_another_disk_is_still_refused(tmp_path: Path) -> None:
+    disk = tmp_path / "disk" / "runs"
+    disk.mkdir(parents=True)
+    store = tmp_path / "store"
+    (store / "partial").mkdir(parents=True)
+    (store / "runs").symlink_to(disk)
+    with pytest.raises(HarnessError, match=r"is runs/x/ of the run store .*store: "):
+        check_place(store / "runs" / "x")
+
+
 def test_store_info_given_a_sibling_through_dot_dot_says_it_holds_no_store(tmp_path: Path, capsys) -> None:
     store = _store(tmp_path / "store")
     (tmp_path / "sibling").mkdir()
