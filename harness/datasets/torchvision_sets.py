@@ -67,7 +67,13 @@ def _load_torchvision(name: str, root: Path, download: bool, subset: int | None)
                 f"them there, or --data-root DIR pointing at an existing copy (torchvision's files; a folder "
                 f"of images is --dataset imagefolder:PATH)"
             ) from exc
-        except OSError as exc:  # network failures (URLError is an OSError)
+        except OSError as exc:  # network failures (URLError is an OSError), or a file that cannot be read
+            if not _network_error(exc):  # PermissionError, EIO: "check the network" sent the user the wrong way
+                raise HarnessError(
+                    f"{name}: cannot read the dataset files under data root {root} ({type(exc).__name__}: "
+                    f"{_one_line(exc)}); fix their permissions or the disk, or pass --data-root DIR pointing at "
+                    "a readable copy"
+                ) from exc
             raise HarnessError(
                 f"{name}: download into {root} failed ({exc}); check the network, or place the files "
                 f"there yourself and pass --data-root DIR"
@@ -93,6 +99,15 @@ def _missing(exc: BaseException) -> bool:
 def _network_failure(exc: BaseException) -> bool:
     """torchvision's "Error downloading ..." around a URLError: no network, not a damaged file."""
     return isinstance(exc, RuntimeError) and ("Error downloading" in str(exc) or "urlopen error" in str(exc))
+
+
+def _network_error(exc: OSError) -> bool:
+    """A download's failure (no network, a refused or reset connection, a timeout, TLS), not a file's."""
+    import socket
+    import ssl
+    from urllib.error import URLError
+
+    return isinstance(exc, (URLError, ConnectionError, TimeoutError, socket.gaierror, ssl.SSLError))
 
 
 def _one_line(exc: BaseException) -> str:
