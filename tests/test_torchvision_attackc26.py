@@ -33,3 +33,15 @@ def test_a_network_error_still_names_the_network(tmp_path, monkeypatch) -> None:
     monkeypatch.setattr(tvd, "CIFAR10", offline)
     with pytest.raises(HarnessError, match=r"download into .* failed .*check the network"):
         _load_torchvision("cifar10", tmp_path, download=True, subset=None)
+
+
+def test_a_connection_dropped_mid_download_names_the_network(tmp_path, monkeypatch) -> None:
+    """http.client's IncompleteRead is no OSError: it went out as a traceback."""
+    from http.client import IncompleteRead
+
+    def dropped(**_kwargs):
+        raise IncompleteRead(b"partial", 1000)
+
+    monkeypatch.setattr(tvd, "CIFAR10", dropped)
+    with pytest.raises(HarnessError, match=r"^cifar10: download into .* failed .*check the network"):
+        _load_torchvision("cifar10", tmp_path, download=True, subset=None)

@@ -7,6 +7,7 @@ is imported only when one of these datasets is loaded.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from http.client import HTTPException
 from pathlib import Path
 
 import numpy as np
@@ -67,7 +68,8 @@ def _load_torchvision(name: str, root: Path, download: bool, subset: int | None)
                 f"them there, or --data-root DIR pointing at an existing copy (torchvision's files; a folder "
                 f"of images is --dataset imagefolder:PATH)"
             ) from exc
-        except OSError as exc:  # network failures (URLError is an OSError), or a file that cannot be read
+        except (OSError, HTTPException) as exc:  # network failures (URLError is an OSError; a connection
+            # dropped mid-file is http.client's IncompleteRead), or a file that cannot be read
             if not _network_error(exc):  # PermissionError, EIO: "check the network" sent the user the wrong way
                 raise HarnessError(
                     f"{name}: cannot read the dataset files under data root {root} ({type(exc).__name__}: "
@@ -101,13 +103,13 @@ def _network_failure(exc: BaseException) -> bool:
     return isinstance(exc, RuntimeError) and ("Error downloading" in str(exc) or "urlopen error" in str(exc))
 
 
-def _network_error(exc: OSError) -> bool:
+def _network_error(exc: OSError | HTTPException) -> bool:
     """A download's failure (no network, a refused or reset connection, a timeout, TLS), not a file's."""
     import socket
     import ssl
     from urllib.error import URLError
 
-    return isinstance(exc, (URLError, ConnectionError, TimeoutError, socket.gaierror, ssl.SSLError))
+    return isinstance(exc, (URLError, ConnectionError, TimeoutError, socket.gaierror, ssl.SSLError, HTTPException))
 
 
 def _one_line(exc: BaseException) -> str:
