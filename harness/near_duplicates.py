@@ -27,9 +27,9 @@ are such a table, as they are to the model; saved (N, H, W) they are compared as
 uint8 rows of more than 3 values (N, D, 1, 1: images saved flattened as uint8), centred as one channel.
 
 Pixels are compared where they lie, so a copy shifted or re-cropped by a pixel or two is not found: on
-CIFAR-10 images (docs/reading-results.md; tests/test_docs26_claims.py) none of 5 shifted by 1 or 2 pixels, cropped to 28 x 28
-and resized back, or flipped upside down, where every copy re-saved at JPEG quality 30, brightened,
-blurred or mirrored was found.
+CIFAR-10 images (docs/reading-results.md; tests/test_docs26_claims.py) none of 5 shifted by 1 or 2
+pixels, cropped to 28 x 28 and resized back, or flipped upside down, where every copy re-saved at
+JPEG quality 30, brightened, blurred or mirrored was found.
 
 Token ids (text) have no meaningful distance, so there only exact copies are found. Exact copies
 are always found, in every mode, at distance 0 (and only they: a near copy reports at least
