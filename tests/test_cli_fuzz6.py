@@ -71,10 +71,10 @@ def test_a_small_but_representable_learning_rate_is_kept() -> None:
 
 # --download / --data-root with a dataset that reads neither -------------------------------------------------
 @pytest.mark.parametrize(("options", "said"), [
-    ({"download": True}, "download=True has no effect on dataset digits, which is bundled"),
-    ({"data_root": "/tmp/somewhere"}, "data_root has no effect on dataset digits"),
+    ({"download": True}, "download=True has no effect on dataset='digits', which is bundled"),
+    ({"data_root": "/tmp/somewhere"}, "data_root has no effect on dataset='digits'"),
     ({"download": True, "dataset": "npz:/no/such.npz"},
-     "download=True has no effect on dataset npz, which is read from its own PATH"),
+     "download=True has no effect on dataset='npz', which is read from its own PATH"),
 ])
 def test_data_options_a_dataset_ignores_are_not_ignored_silently(options: dict, said: str) -> None:
     """Only torchvision's loaders read --data-root and --download; with digits, npz, imagefolder or
