@@ -12,6 +12,7 @@ from torch import nn
 
 pytest.importorskip("transformers")
 
+from _id_net import IdNet  # noqa: E402
 from transformers import TrainingArguments  # noqa: E402
 
 from harness.integrations._hf_batch import per_sample_cross_entropy  # noqa: E402
@@ -27,29 +28,11 @@ def test_narrow_integer_labels_give_the_int64_losses(dtype: torch.dtype) -> None
     torch.testing.assert_close(per_sample_cross_entropy(logits, torch.tensor([2, 1], dtype=dtype)), want)
 
 
-class _Net(nn.Module):
-    """A linear head; column 0 of x carries the sample's id, to sum each sample's own loss."""
-
-    def __init__(self, labels: torch.Tensor) -> None:
-        super().__init__()
-        torch.manual_seed(0)
-        self.head = nn.Linear(4, 3)
-        self.labels, self.own = labels, np.zeros(N)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        logits = self.head(x[:, 1:])
-        if self.training:
-            ids = x[:, 0].long()
-            losses = nn.functional.cross_entropy(logits.detach(), self.labels[ids], reduction="none")
-            self.own[ids.numpy()] += losses.double().numpy()
-        return logits
-
-
 def test_cslt_trainer_trains_and_scores_on_int32_labels(tmp_path) -> None:
     gen = torch.Generator().manual_seed(0)
     x = torch.cat([torch.arange(N, dtype=torch.float32)[:, None], torch.randn(N, 4, generator=gen)], 1)
     y = torch.randint(0, 3, (N,), generator=gen)
-    net = _Net(y)
+    net = IdNet(y)
     csl = CSLTrainerCallback(N)
     args = TrainingArguments(str(tmp_path), use_cpu=True, per_device_train_batch_size=8, num_train_epochs=1,
                              report_to=[], save_strategy="no", logging_strategy="no", disable_tqdm=True)

@@ -7,10 +7,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from torch import nn
 
 pytest.importorskip("transformers")
 
+from _id_net import IdNet  # noqa: E402
 from transformers import TrainerCallback, TrainingArguments  # noqa: E402
 
 from harness.integrations.transformers import CSLTrainer, CSLTrainerCallback, with_sample_index  # noqa: E402
@@ -18,27 +18,8 @@ from harness.integrations.transformers import CSLTrainer, CSLTrainerCallback, wi
 N, EPOCHS = 24, 2
 
 
-class _Net(nn.Module):
-    """A linear head; column 0 of x carries the sample's id, read only to check the scores."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        torch.manual_seed(0)
-        self.head = nn.Linear(4, 3)
-        self.own = np.zeros(N)
-        self.labels = torch.zeros(N, dtype=torch.int64)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        logits = self.head(x[:, 1:])
-        if self.training:
-            ids = x[:, 0].long()
-            losses = nn.functional.cross_entropy(logits.detach(), self.labels[ids], reduction="none")
-            self.own[ids.numpy()] += losses.double().numpy()
-        return logits
-
-
 class _Peek(TrainerCallback):
-    def __init__(self, csl: CSLTrainerCallback, net: _Net) -> None:
+    def __init__(self, csl: CSLTrainerCallback, net: IdNet) -> None:
         self.csl, self.net, self.peeks = csl, net, []
 
     def on_epoch_end(self, args, state, control, **kwargs) -> None:  # noqa: ANN001, ANN003  # the Trainer's hook
@@ -49,8 +30,7 @@ def test_a_copy_of_the_hf_callbacks_tracker_scores_each_epoch_and_training_goes_
     gen = torch.Generator().manual_seed(0)
     x = torch.cat([torch.arange(N, dtype=torch.float32)[:, None], torch.randn(N, 4, generator=gen)], 1)
     y = torch.randint(0, 3, (N,), generator=gen)
-    net = _Net()
-    net.labels = y
+    net = IdNet(y)
     csl = CSLTrainerCallback(N)
     peek = _Peek(csl, net)
     args = TrainingArguments(str(tmp_path), use_cpu=True, per_device_train_batch_size=8, num_train_epochs=EPOCHS,

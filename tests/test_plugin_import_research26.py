@@ -6,14 +6,14 @@ error, naming no plugin. Now it is a plugin that failed to load, like one that r
 
 from __future__ import annotations
 
-import importlib.metadata
 import sys
 import warnings
 
 import pytest
+from _plugin_entry import install_plugin
 
 from harness.errors import HarnessError
-from proxies import registry, resolve_proxies
+from proxies import resolve_proxies
 
 SCRIPT = '''
 import argparse
@@ -35,14 +35,7 @@ class Scripted(Proxy):
 
 
 def _install(monkeypatch, tmp_path, module: str, top_level: str) -> None:
-    (tmp_path / f"{module}.py").write_text(SCRIPT.format(top_level=top_level), encoding="utf-8")
-    monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.delitem(sys.modules, module, raising=False)
-    ep = importlib.metadata.EntryPoint("scripted_research26", f"{module}:Scripted", registry.ENTRY_POINT_GROUP)
-    real = importlib.metadata.entry_points
-    monkeypatch.setattr(importlib.metadata, "entry_points",
-                        lambda group=None, **kw: [ep] if group == ep.group else real(group=group, **kw))
-    monkeypatch.setattr(registry, "_plugins_loaded", False)
+    install_plugin(monkeypatch, tmp_path, module, SCRIPT.format(top_level=top_level), "scripted_research26", "Scripted")
 
 
 @pytest.mark.parametrize(("module", "top_level", "code"), [

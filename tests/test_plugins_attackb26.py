@@ -8,14 +8,13 @@ went into memprox's report on stdout."""
 
 from __future__ import annotations
 
-import importlib.metadata
-import sys
 import warnings
 
 import pytest
+from _plugin_entry import install_plugin
 
 from harness.errors import HarnessError
-from proxies import registry, resolve_proxies
+from proxies import resolve_proxies
 
 MODULE = '''
 import sys
@@ -42,14 +41,7 @@ def helper(ctx):
 
 
 def _install(monkeypatch: pytest.MonkeyPatch, tmp_path, module: str, bottom: str, attr: str = "Late") -> None:
-    (tmp_path / f"{module}.py").write_text(MODULE.format(bottom=bottom), encoding="utf-8")
-    monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.delitem(sys.modules, module, raising=False)
-    ep = importlib.metadata.EntryPoint("late_attackb26", f"{module}:{attr}", registry.ENTRY_POINT_GROUP)
-    real = importlib.metadata.entry_points
-    monkeypatch.setattr(importlib.metadata, "entry_points",
-                        lambda group=None, **kw: [ep] if group == ep.group else real(group=group, **kw))
-    monkeypatch.setattr(registry, "_plugins_loaded", False)
+    install_plugin(monkeypatch, tmp_path, module, MODULE.format(bottom=bottom), "late_attackb26", attr)
 
 
 class Halt(BaseException):
