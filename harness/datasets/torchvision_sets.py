@@ -54,10 +54,7 @@ def _load_torchvision(name: str, root: Path, download: bool, subset: int | None)
                     f"DIR pointing at a good copy"
                 ) from exc
             if download and _network_failure(exc):  # torchvision wraps a URLError in a RuntimeError
-                raise HarnessError(
-                    f"{name}: download into {root} failed ({_one_line(exc)}); check the network, or place the "
-                    f"files there yourself and pass --data-root DIR"
-                ) from exc
+                raise _download_failed(name, root, exc) from exc
             if download:
                 raise HarnessError(
                     f"{name}: files under {root} are unusable after download ({exc}); "
@@ -76,10 +73,7 @@ def _load_torchvision(name: str, root: Path, download: bool, subset: int | None)
                     f"{_one_line(exc)}); fix their permissions or the disk, or pass --data-root DIR pointing at "
                     "a readable copy"
                 ) from exc
-            raise HarnessError(
-                f"{name}: download into {root} failed ({exc}); check the network, or place the files "
-                f"there yourself and pass --data-root DIR"
-            ) from exc
+            raise _download_failed(name, root, exc) from exc
     tr, te = splits
     return _make(
         name,
@@ -110,6 +104,11 @@ def _network_error(exc: OSError | HTTPException) -> bool:
     from urllib.error import URLError
 
     return isinstance(exc, (URLError, ConnectionError, TimeoutError, socket.gaierror, ssl.SSLError, HTTPException))
+
+
+def _download_failed(name: str, root: Path, exc: BaseException) -> HarnessError:
+    return HarnessError(f"{name}: download into {root} failed ({_one_line(exc)}); check the network, or place the "
+                        "files there yourself and pass --data-root DIR")
 
 
 def _one_line(exc: BaseException) -> str:
