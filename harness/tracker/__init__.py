@@ -9,8 +9,9 @@ training-pass recorders' `on_batch`, each `eval_epoch` pass to the `eval_pass` r
 `on_eval_batch`, exactly as in `python -m harness run`. There is no second implementation of any
 formula or of their storage.
 
-The package: `core` (`SampleTracker`, the calls of a user's loop), `signals` (its recording state:
-the bank, labels, non-finite counts), `inputs` (checks of what the loop passes), `selection`
+The package: `core` (`SampleTracker`, the calls of a user's loop), `evaluation` (its eval-mode
+pass, `eval_epoch`), `signals` (its recording state: the bank, labels, non-finite counts), `inputs`
+(checks of what the loop passes), `selection`
 (which proxies it can score), `report` (warnings, labels, the suspects' grid), `class_probs` (the
 suspects' suggested label, by the suspects task's recorder and rule), `class_names` (the suspects'
 `classes=`, checked and written beside the ids) and `state` (its checkpoint: `state_dict` /

@@ -1,22 +1,20 @@
 """`SampleTracker`, the public face of `harness.tracker`: argument checks and the call order of a
 user's loop here; inputs in `inputs`, batches held for recording in `batch_log`, recording state in
-`signals`, proxy choice in `selection`, results in `results`, checkpoints in `state`; the attributes
-all of them share are declared in `fields`."""
+`signals`, proxy choice in `selection`, the eval pass in `evaluation`, results in `results`,
+checkpoints in `state`; the attributes all of them share are declared in `fields`."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from contextlib import AbstractContextManager, nullcontext
-from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 
 from harness.errors import HarnessError
 from harness.tracker.batch_log import Batch, BatchLog
 from harness.tracker.class_probs import ClassProbSums, why_not_recorded
-from harness.tracker.eval_passes import EvalPassState, training_untouched
+from harness.tracker.evaluation import TrackerEvaluation
 from harness.tracker.inputs import Inputs, check_labels, label_array
 from harness.tracker.results import TrackerResults
 from harness.tracker.selection import LOSS_KEY, ProxySelection
@@ -25,7 +23,7 @@ from harness.tracker.state import TrackerCheckpoints, restore_signals
 from proxies import Proxy
 
 
-class SampleTracker(TrackerCheckpoints, TrackerResults):
+class SampleTracker(TrackerEvaluation, TrackerCheckpoints, TrackerResults):
     """Per-sample training signals of a user-written loop, scored by memprox's proxies.
 
     Args:
@@ -48,27 +46,23 @@ class SampleTracker(TrackerCheckpoints, TrackerResults):
             `running_sums` or the sums pass 1 GiB (N x C above 2^27, said once); True: at any size;
             False: never.
 
-    Memory, on the device of the first batch's tensors: one float32 (N,) row per signal per
-    epoch (made at the epoch's first batch), i.e. O(N x epochs) -- loss (csl), correct
-    (forgetting, threshold_lt), margin (aum), p_label and el2n (el2n, variability), so
-    5 x 4 bytes x N x epochs for the default set (N = 50,000 and 200 epochs: 200 MB) -- plus two
-    int64 (N,) rows (given and predicted label), a bool and an int32 (N,) host array for the epoch's
-    presentations (plus an int32 and an int64 device row once indices come on a GPU), an int32 row
-    counting label conflicts, and for
-    `eval_epoch` one float32 (N,) row per eval signal (loss, correct, p_label, p_max, phi) per
-    epoch and the last pass's (N, C) probabilities (only the last call's rows when the selected
-    proxies do not include csl_eval).
-    `running_sums=True`: one float64 and one float32 (N,) row. The suggested label (`suggest`):
-    two float32 (N, C) sums and two (N,) counts (the closed epochs' and the open one's).
-    Batches are held and recorded
-    together (at `end_epoch`, or every 65,536 samples; `harness.tracker.batch_log`), so a batch
-    costs a few copies: a log of at most 1.3 MiB of indices, losses and labels plus 2^20 logit values
-    (4 MiB in float32), on the device. Call `update()` and `end_epoch()` on one CUDA stream: the
-    log is written by the one and read by the other. Nothing is copied to the host before
-    `scores()`; per batch there is no host sync (index checks of CUDA tensors are collected on the
-    device and raised at `end_epoch`; CUDA labels are read once per recording of the held batches,
-    before any loss of them). Inputs in half precision (AMP) are cast to float32, integer labels of
-    any width to int64.
+    Memory, on the device of the first batch's tensors: one float32 (N,) row per signal per epoch (made
+    at the epoch's first batch), i.e. O(N x epochs) -- loss (csl), correct (forgetting, threshold_lt),
+    margin (aum), p_label and el2n (el2n, variability), so 5 x 4 bytes x N x epochs for the default set
+    (N = 50,000 and 200 epochs: 200 MB) -- plus two int64 (N,) rows (given and predicted label), a bool
+    and an int32 (N,) host array for the epoch's presentations (plus an int32 and an int64 device row
+    once indices come on a GPU), an int32 row counting label conflicts, and for `eval_epoch` one float32
+    (N,) row per eval signal (loss, correct, p_label, p_max, phi) per epoch and the last pass's (N, C)
+    probabilities (only the last call's rows when the selected proxies do not include csl_eval).
+    `running_sums=True`: one float64 and one float32 (N,) row. The suggested label (`suggest`): two
+    float32 (N, C) sums and two (N,) counts (the closed epochs' and the open one's). Batches are held
+    and recorded together (at `end_epoch`, or every 65,536 samples; `harness.tracker.batch_log`), so a
+    batch costs a few copies: a log of at most 1.3 MiB of indices, losses and labels plus 2^20 logit
+    values (4 MiB in float32), on the device. Call `update()` and `end_epoch()` on one CUDA stream: the
+    log is written by the one and read by the other. Nothing is copied to the host before `scores()`;
+    per batch there is no host sync (index checks of CUDA tensors are collected on the device and raised
+    at `end_epoch`; CUDA labels are read once per recording of the held batches, before any loss of
+    them). Inputs in half precision (AMP) are cast to float32, integer labels of any width to int64.
 
     One presentation per sample and epoch: when a sampler with replacement (or a repeated index)
     shows a sample again within an epoch, its first presentation of the epoch is kept and the
@@ -242,59 +236,6 @@ class SampleTracker(TrackerCheckpoints, TrackerResults):
         self._all_batches_had_logits = self._had_logits_closed
         self._pending = False
 
-    @torch.no_grad()
-    def eval_epoch(
-        self,
-        model: nn.Module,
-        data: tuple[torch.Tensor, torch.Tensor] | Iterable[Sequence[torch.Tensor]],
-        *,
-        batch_size: int = 1024,
-    ) -> None:
-        """An eval-mode pass over the training set after an epoch, for csl_eval (call it after
-        every epoch), final_loss and in_confidence (after the last one).
-
-        `data` is either `(x, y)` tensors holding all n samples in index order, or an iterable of
-        `(x, y, index)` batches (a DataLoader over the `WithIndex` wrapper, without augmentation)
-        covering every sample: one a pass leaves out scores NaN in the proxies reading that pass.
-        `y` must be the labels the model is trained on: labels other than the recorded ones (from
-        `update` or the constructor), or outside the classes, fail the pass (one host read at its
-        end) and it is not recorded. Wrap the call in `torch.autocast(...)` for a half-precision
-        pass, or in `torch.inference_mode()`. A pass before the first `end_epoch()` (a baseline)
-        is allowed and recorded nowhere: csl_eval still wants one pass after every epoch.
-        The pass leaves the training as it was: each submodule's train/eval mode, and the global
-        RNGs (torch, numpy, random) that a loader or the model drew from during the pass.
-        """
-        self._check_open("eval_epoch")
-        if self.running_sums:
-            raise HarnessError("eval_epoch(): running_sums=True keeps only the loss sum that csl needs; "
-                               "use SampleTracker(running_sums=False) for csl_eval, final_loss, in_confidence")
-        if self._pending:
-            raise HarnessError("eval_epoch() runs between epochs: call end_epoch() first")
-        param = next(iter(model.parameters()), None)
-        self._ensure_device(param.device if param is not None else torch.device("cpu"), "eval_epoch()")
-        signals, inputs, device = self._signals, self._inputs, self._device
-        assert signals is not None and inputs is not None and device is not None  # made by _ensure_device
-        state: EvalPassState | None = None
-        classes = 0
-        epoch = self.epochs - 1  # the recorder's row: the epoch just closed (-1: a baseline pass)
-        try:
-            with training_untouched(model, device):  # modes and global RNGs as they were
-                for idx, x, y in inputs.eval_batches(data, batch_size):
-                    logits = model(x)
-                    classes = self._eval_classes(logits, len(idx))
-                    with torch.inference_mode(False):  # the buffers outlive a caller's inference_mode
-                        if state is None:
-                            state = signals.evals.start(epoch, classes)
-                        signals.evals.batch(epoch, idx, logits, y, state)
-        except BaseException:
-            if state is not None:  # the row was cleared and partly rewritten: no pass of it stands
-                signals.evals.discard(self.epochs)
-            raise
-        if state is None:
-            raise HarnessError("eval_epoch(): data yielded no batches")
-        signals.evals.end(self.epochs, state, classes)
-        self._eval_at = signals.evals.at
-
     # -- helpers -----------------------------------------------------------------------------
     def _check_open(self, what: str) -> None:
         if self._finished:
@@ -347,15 +288,6 @@ class SampleTracker(TrackerCheckpoints, TrackerResults):
             label = int(self._fixed_labels[sample])
             raise HarnessError(f"update(): SampleTracker(labels=...) gives sample {sample} label {label}, outside "
                                f"the logits' classes [0, {top}); labels must be class ids 0..C-1")
-
-    def _eval_classes(self, logits: Any, batch: int) -> int:
-        """The classes of an eval batch's logits, which must be (batch, C) like the training ones."""
-        if not isinstance(logits, torch.Tensor) or logits.dim() != 2 or logits.shape[0] != batch:
-            got = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
-            raise HarnessError(f"eval_epoch(): the model returned {got} for a batch of {batch}; it must return "
-                               f"logits ({batch}, classes)")
-        self._check_classes(logits.shape[1], "eval_epoch(): the model gives {} classes, training batches had {}")
-        return logits.shape[1]
 
     def _check_classes(self, classes: int, message: str) -> None:
         if self.num_classes is None:

@@ -1,7 +1,8 @@
 """What a `SampleTracker` holds, declared once for the type checker. The tracker's methods are split
-over `core`, `state` (`TrackerCheckpoints`) and `results` (`TrackerResults`), and the mixins read
-the attributes that `SampleTracker.__init__` makes and call its helpers: declared here, they are
-checked in every part. Nothing here exists at run time beyond the annotations."""
+over `core`, `evaluation` (`TrackerEvaluation`), `state` (`TrackerCheckpoints`) and `results`
+(`TrackerResults`), and the mixins read the attributes that `SampleTracker.__init__` makes and call
+its helpers: declared here, they are checked in every part. Nothing here exists at run time beyond
+the annotations."""
 
 from __future__ import annotations
 
@@ -52,6 +53,8 @@ class TrackerFields:
     if TYPE_CHECKING:  # defined by `SampleTracker` and `TrackerCheckpoints`, called across the parts
 
         def _check_open(self, what: str) -> None: ...
+
+        def _check_classes(self, classes: int, message: str) -> None: ...
 
         def _flush(self) -> None: ...
 
