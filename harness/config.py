@@ -7,8 +7,8 @@ same mistakes before anything is trained or written (each message names the prob
 the CLI exits 2). It runs each option's check once per config (a second call on an unchanged
 config returns at once), then the checks that span options, then the executor's own
 (`harness.executors.validate_executor`). `validate_for_data()` adds the checks that need the loaded
-dataset (the memory --epochs and --bootstrap imply at its N, whether the models take its inputs);
-the experiment calls it while planning, before the first run trains. Checks that need a registry
+dataset (the memory --epochs and --bootstrap imply at its N, whether the models take its inputs:
+`harness.config_model_input`); the experiment calls it while planning, before the first run trains. Checks that need a registry
 (task and proxy names, their parameters) live with the tasks and the proxies.
 
 `experiment_id(cfg)` is the experiment's identity: a hash of every field but the runtime ones
@@ -20,7 +20,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import math
 import os
 import re
 import warnings
@@ -31,6 +30,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from harness import options as _options
+from harness.config_figures import check_figure_backend
+from harness.config_model_input import check_model_input
 from harness.errors import HarnessError
 from harness.values import (  # noqa: F401  (MAX_*, short_repr and _integer: imported from here by others)
     MAX_BATCH_SIZE,
@@ -53,10 +54,6 @@ if TYPE_CHECKING:
 
 #: What --epochs and --bootstrap may imply in memory once N is known (see `validate_for_data`).
 MAX_IMPLIED_BYTES = 4 * 2**30
-#: `check_model_input` runs its forward pass on the CPU up to these sizes (resnet50's 23.5M parameters; a
-#: 3x64x64 sample), and on the meta device above them.
-CPU_CHECK_PARAMS = 30_000_000
-CPU_CHECK_VALUES = 3 * 64 * 64
 #: The fields in the order they have always had: summary.json lists a config's fields in this
 #: order. Options not listed here (new ones) follow, in table order.
 FIELD_ORDER = ("dataset", "model", "recipe", "preset", "subset", "data_root", "download", "seeds", "tasks",
@@ -239,29 +236,6 @@ def _check_out_text(out: Path | str | None) -> None:
                        "convmv -f latin1 -t utf8)")
 
 
-def check_figure_backend(tasks: Iterable[str]) -> None:
-    """A task that draws figures imports matplotlib after training, and matplotlib's import raises
-    ValueError for an MPLBACKEND it does not know (`qt4agg`, gone since matplotlib 3.5; a typo): the
-    run ended in a traceback with every output lost. Checked now, only when MPLBACKEND is set and a
-    task selected writes figures/ (memprox draws with Agg itself, so any backend matplotlib knows works),
-    into an --out (the caller checks: without one, as `run_experiment`'s default, nothing is drawn)."""
-    backend = os.environ.get("MPLBACKEND")
-    if not backend:  # matplotlib reads it only when set and not empty
-        return
-    from harness.tasks import TASKS
-
-    drawing = [t for t in tasks if t in TASKS and "figures" in TASKS[t].folders]  # an unknown name: refused later
-    if not drawing:
-        return
-    try:
-        import matplotlib  # noqa: F401  (its import sets the backend from MPLBACKEND)
-    except ValueError as e:
-        raise HarnessError(f"MPLBACKEND={backend!r} is not a backend the installed matplotlib knows; the "
-                           f"{', '.join(drawing)} task{'s' * (len(drawing) > 1)} import{'s' * (len(drawing) == 1)} "
-                           "matplotlib after training to draw figures, which would fail there: unset MPLBACKEND "
-                           "(memprox draws with Agg and needs none) or set MPLBACKEND=agg") from e
-
-
 #: Below this many resamples a 95 % interval's ends are interpolated between the two or three most
 #: extreme resamples (fewer than 40 leave no resample in either 2.5 % tail), and p_vs_best moves in
 #: steps of 1/B: a number that looks like an interval but is close to the resamples' range.
@@ -343,53 +317,6 @@ def experiment_id(cfg: Any) -> str:
     if "data_root" in what and str(what["dataset"]).partition(":")[0] in NO_DATA_ROOT:
         what["data_root"] = None  # unread (the warning says "drop it"): hashed at its default, as without it
     return hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def check_model_input(model: str, input_shape: tuple[int, ...], num_classes: int, dataset: str,
-                      tokens: bool = False) -> None:
-    """Refuse a model that cannot take the dataset's samples (e.g. small_cnn on (N, D) features,
-    which pooling shrinks below 1x1, or an image model on token ids) before anything trains, by a
-    forward pass of two samples. A small model on small samples runs it on the CPU (~0.1 s for
-    ResNet-18 on 32x32); a large one on the meta device, which costs no memory but ~1.5 s of torch's
-    lazy imports on its first call, once per process (a third of a one-epoch digits run). A model the
-    meta device cannot run is tried on the CPU before it is refused, so only a real mismatch stops the
-    experiment. `tokens`: the samples are int64 token ids (text), and the test input is too."""
-    import torch
-
-    from harness.models import build_model
-
-    def forward(device: str) -> None:
-        with torch.device(device), torch.no_grad():
-            x = torch.zeros(2, *input_shape, dtype=torch.int64 if tokens else torch.float32)
-            build_model(model, input_shape, num_classes).eval()(x)
-
-    def small() -> bool:
-        with torch.device("meta"):  # building on meta allocates nothing and imports nothing more
-            params = sum(p.numel() for p in build_model(model, input_shape, num_classes).parameters())
-        return params <= CPU_CHECK_PARAMS and math.prod(input_shape) <= CPU_CHECK_VALUES
-
-    with torch.random.fork_rng(devices=[]):  # building initialises weights: leave the caller's RNG alone
-        try:
-            if not tokens and not small():  # the meta device does not check dtypes: token ids go to the CPU
-                forward("meta")
-                return
-        except HarnessError:
-            raise
-        except Exception:  # confirmed on the CPU below
-            pass
-        try:
-            forward("cpu")
-        except HarnessError:
-            raise
-        except Exception as e:  # any failure of a forward pass means the model cannot train here
-            shape = "x".join(map(str, input_shape))
-            if tokens:  # an image model's dtype error says nothing to a user: the fix is the model
-                raise HarnessError(f"model {model} cannot take the token ids ({shape}) of text dataset {dataset}; "
-                                   "pass --model text_bow (or text_cnn): the text models of `memprox list`") from e
-            kind = " ((N, D) features are stored as D x 1 x 1)" if input_shape[1:] == (1, 1) else ""
-            raise HarnessError(f"model {model} cannot take the {shape} samples of dataset {dataset}{kind}: "
-                               f"{str(e).splitlines()[0] if str(e) else type(e).__name__}; pick a model that takes "
-                               "this input (e.g. mlp)") from e
 
 
 def _gib(n_bytes: float) -> str:
