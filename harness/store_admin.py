@@ -67,8 +67,8 @@ class Selection:
     def matches(self, entry: Entry, now: datetime) -> bool:
         if entry.status not in ("complete", "damaged") or not entry.own:
             return False
-        if entry.status == "damaged" and not (self.damaged or self.everything):  # only when asked for
-            return False
+        if entry.status == "damaged" and not (self.damaged or self.everything or entry.unchecked):  # when asked for
+            return False  # (an older memprox's entry without a checksum is selected as complete ones are)
         if self.damaged and entry.status != "damaged":
             return False
         if self.unreachable and entry.reach != "unreachable":

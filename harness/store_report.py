@@ -130,10 +130,15 @@ def info(root: Path, runs: bool, say: Say) -> int:
         some = [e for e in complete if e.reach == reach]
         if some:
             say(f"  of which {reach}: {len(some)}, {size(sum(e.bytes for e in some))}: {words}")
+    unchecked = [e for e in found.entries if e.unchecked]
+    if unchecked:  # an upgrade's, not damage: said as such, so the user neither fears for the disk nor keeps them
+        say(f"unreachable entries without a checksum: {len(unchecked)}, {size(sum(e.bytes for e in unchecked))}: "
+            "made by a memprox before 1 December 2026, never read again; a run that needs one trains again "
+            "(prune --unreachable)")
     for status, words in (("damaged", "fail the integrity check, recomputed when next needed (prune --damaged)"),
                           ("unreadable", "cannot be read by you (permissions)"),
                           ("foreign", "a link or file named as an entry: never touched")):
-        some = [e for e in found.entries if e.status == status]
+        some = [e for e in found.entries if e.status == status and not e.unchecked]
         if some:
             say(f"{status} entries: {len(some)}, {size(sum(e.bytes for e in some))}: {words}")
     if (root / "runs").is_symlink():  # followed, as by the runs trained into it
@@ -166,7 +171,7 @@ def info(root: Path, runs: bool, say: Say) -> int:
         say("\n" + tabulate(_summary(complete), headers=["dataset", "model", "entries", "bytes"]))
     if runs and found.entries:
         rows = [(e.digest, e.field("label") or "-", e.field("created") or "-", e.bytes, _state(e),
-                 ",".join(sorted(e.manifest.recorders)) if e.manifest else "-") for e in found.entries]
+                 ",".join(e.recorders()) or "-") for e in found.entries]
         say("\n" + tabulate(rows, headers=["hash", "label", "created", "bytes", "state", "recorders"]))
     return 0
 
@@ -192,6 +197,8 @@ def _summary(entries: list[Entry]) -> list[tuple[str, str, int, int]]:
 
 
 def _state(e: Entry) -> str:
+    if e.unchecked:
+        return "unreachable (no checksum)"
     return e.reach if e.status == "complete" and e.reach != "current" else e.status
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from harness.executors.ray_probe import NAME as PROBE
 from harness.io import failure_reason
-from harness.manifest import Manifest
+from harness.manifest import DIGEST_FIELD, Manifest
 from harness.store import CKPT_TEMP, LEFTOVER, store_leftovers, verify_entry
 from harness.store_entry_files import own_files
 from harness.store_reach import reachability
@@ -37,7 +37,11 @@ CHECKPOINT = re.compile(r"([0-9a-f]{20})\.pt")
 @dataclass
 class Entry:
     """One digest-named item of runs/ as read (`status`: complete, damaged, unreadable, or
-    foreign: a symlink or file named as an entry, never the store's own)."""
+    foreign: a symlink or file named as an entry, never the store's own). A damaged entry whose manifest
+    has no checksum (`unchecked`) was written by a memprox before 1 December 2026: nothing in it need
+    be wrong, but today's store never reads it again (a run that needs it trains again at its address),
+    so it is unreachable, and its manifest's fields still name it (`raw`) though today's Manifest
+    cannot hold them all (the first memprox wrote no `engine`)."""
 
     digest: str
     path: Path
@@ -45,20 +49,29 @@ class Entry:
     status: str
     reason: str = ""
     manifest: Manifest | None = None  # verified when complete; parsed as far as it reads when damaged
-    reach: str = ""  # complete entries: current | unreachable | unknown (`reachability`)
+    reach: str = ""  # complete entries: current | unreachable | unknown (`reachability`); `unchecked`: unreachable
     own: bool = True  # only its manifest and arrays inside (`own_files`): the only kind prune removes
     files: tuple[str, ...] = ()  # when own: the names of those files, all prune ever deletes of it
+    raw: dict | None = None  # a damaged entry's manifest.json as parsed, when it is a JSON object
+    unchecked: bool = False  # damaged only in having no checksum: an older memprox's, never read again
 
     def field(self, name: str) -> str | None:
-        """`dataset`, `model`, `label` or `created` from the manifest; None when it does not read."""
+        """`dataset`, `model`, `label` or `created` from the manifest (as parsed, when today's Manifest
+        cannot hold it); None when it does not read."""
         m = self.manifest
-        if m is None:
+        raw = vars(m) if m is not None else self.raw
+        if raw is None:
             return None
-        spec = m.spec if isinstance(m.spec, dict) else {}
+        spec = found if isinstance(found := raw.get("spec"), dict) else {}
         data = found if isinstance(found := spec.get("data"), dict) else {}
-        value = {"dataset": data.get("dataset"), "model": spec.get("model"), "label": m.label,
-                 "created": m.created}[name]
+        value = {"dataset": data.get("dataset"), "model": spec.get("model"), "label": raw.get("label"),
+                 "created": raw.get("created")}[name]
         return value if isinstance(value, str) else None
+
+    def recorders(self) -> list[str]:
+        """The recorder keys its manifest names (as parsed, for a damaged entry); [] when it names none."""
+        found = self.manifest.recorders if self.manifest is not None else (self.raw or {}).get("recorders")
+        return sorted(found) if isinstance(found, dict) else []
 
 
 @dataclass
@@ -189,10 +202,12 @@ def read_entry(path: Path) -> Entry:
     except PermissionError as e:
         return Entry(digest, path, size, "unreadable", failure_reason(e), own=False)
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
-        lenient = _lenient_manifest(path)
+        raw = _raw_manifest(path)
+        lenient = _lenient_manifest(raw)
         files = own_files(path, lenient)
-        return Entry(digest, path, size, "damaged", failure_reason(e), lenient, own=files is not None,
-                     files=files or ())
+        unchecked = raw is not None and DIGEST_FIELD not in raw
+        return Entry(digest, path, size, "damaged", failure_reason(e), lenient, "unreachable" if unchecked else "",
+                     own=files is not None, files=files or (), raw=raw, unchecked=unchecked)
     files = own_files(path, manifest)
     return Entry(digest, path, size, "complete", "", manifest, reachability(manifest.spec, digest),
                  own=files is not None, files=files or ())
@@ -207,11 +222,19 @@ def _special_inside(path: Path) -> bool:
         return False
 
 
-def _lenient_manifest(path: Path) -> Manifest | None:
-    """A damaged entry's manifest when it still parses (its fields select it), else None."""
+def _raw_manifest(path: Path) -> dict | None:
+    """A damaged entry's manifest.json as parsed, when it is a JSON object; else None."""
     try:
         raw = json.loads((path / "manifest.json").read_bytes())
-        raw.pop("manifest_sha256", None)
-        return Manifest.from_dict(raw)
-    except (OSError, ValueError, TypeError, AttributeError):
+    except (OSError, ValueError):
+        return None
+    return raw if isinstance(raw, dict) else None
+
+
+def _lenient_manifest(raw: dict | None) -> Manifest | None:
+    """A damaged entry's manifest when today's Manifest holds it (it names the arrays that are the
+    store's own), else None."""
+    try:
+        return Manifest.from_dict({k: v for k, v in raw.items() if k != DIGEST_FIELD}) if raw is not None else None
+    except (ValueError, TypeError, AttributeError):
         return None
