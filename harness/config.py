@@ -7,9 +7,10 @@ same mistakes before anything is trained or written (each message names the prob
 the CLI exits 2). It runs each option's check once per config (a second call on an unchanged
 config returns at once), then the checks that span options, then the executor's own
 (`harness.executors.validate_executor`). `validate_for_data()` adds the checks that need the loaded
-dataset (the memory --epochs and --bootstrap imply at its N, whether the models take its inputs:
-`harness.config_model_input`); the experiment calls it while planning, before the first run trains. Checks that need a registry
-(task and proxy names, their parameters) live with the tasks and the proxies.
+dataset (whether its figures can be drawn, the memory --epochs and --bootstrap imply at its N,
+whether the models take its inputs: `harness.config_model_input`); the experiment calls it while
+planning, before the first run trains. Checks that need a registry (task and proxy names, their
+parameters) live with the tasks and the proxies.
 
 `experiment_id(cfg)` is the experiment's identity: a hash of every field but the runtime ones
 (`Option.runtime`: how or where it runs, not what it computes).
@@ -160,9 +161,12 @@ class ConfigChecks:
 
     def validate_for_data(self, dataset: Dataset, models: Iterable[str], n_proxies: int) -> None:
         """The checks that need the loaded dataset, run while planning (before the first run
-        trains): the memory --epochs and --bootstrap imply at its N, and whether each model the
-        plan trains (`models`: the proxies' and the reference's) takes its input shape."""
+        trains): whether its figures can be drawn (an image-only task's), the memory --epochs and
+        --bootstrap imply at its N, and whether each model the plan trains (`models`: the proxies'
+        and the reference's) takes its input shape."""
         n = dataset.n_train
+        if self.out is not None:  # the tasks that draw only images, now that the data say whether they are
+            check_figure_backend(self.tasks, images=dataset.is_image)
         self._check_epochs_memory(n)
         self._check_bootstrap_memory(n, n_proxies)
         for model in sorted(set(models)):

@@ -8,19 +8,29 @@ from collections.abc import Iterable
 
 from harness.errors import HarnessError
 
+#: Tasks whose figures are pictures of samples, drawn only for image data (`Dataset.is_image`: uint8 with 1 or 3
+#: channels; `suspects.write` and its pair figures test it): on a table (`npz:` features, text) they write their
+#: CSVs and no figure. The other tasks that write figures/ (theory's relations, privacy's curves) draw on any data,
+#: and so does a plugin's, for all this module knows.
+IMAGE_ONLY_FIGURES = ("suspects",)
 
-def check_figure_backend(tasks: Iterable[str]) -> None:
+
+def check_figure_backend(tasks: Iterable[str], images: bool | None = None) -> None:
     """A task that draws figures imports matplotlib after training, and matplotlib's import raises
     ValueError for an MPLBACKEND it does not know (`qt4agg`, gone since matplotlib 3.5; a typo): the
     run ended in a traceback with every output lost. Checked now, only when MPLBACKEND is set and a
-    task selected writes figures/ (memprox draws with Agg itself, so any backend matplotlib knows works),
-    into an --out (the caller checks: without one, as `run_experiment`'s default, nothing is drawn)."""
+    task selected will draw (memprox draws with Agg itself, so any backend matplotlib knows works),
+    into an --out (the caller checks: without one, as `run_experiment`'s default, nothing is drawn).
+    `images`: whether the data are images; None before they are loaded, when only the tasks that draw
+    on any data count (`validate`), and `validate_for_data` asks again with the data: `--tasks suspects`
+    on an `npz:` table draws nothing and was refused."""
     backend = os.environ.get("MPLBACKEND")
     if not backend:  # matplotlib reads it only when set and not empty
         return
     from harness.tasks import TASKS
 
-    drawing = [t for t in tasks if t in TASKS and "figures" in TASKS[t].folders]  # an unknown name: refused later
+    drawing = [t for t in tasks if t in TASKS and "figures" in TASKS[t].folders  # an unknown name: refused later
+               and (images or t not in IMAGE_ONLY_FIGURES)]
     if not drawing:
         return
     try:
