@@ -144,7 +144,7 @@ def check_out(out: Path, identity: str, overwrite: bool, store: Path, data_paths
         content = _has_content(out)
     except OSError as e:
         raise HarnessError(f"--out {out} cannot be read ({e.strerror}); pass a readable --out") from e
-    _check_in_the_way(out, (*OUTPUT_FOLDERS, *folders))
+    _check_in_the_way(out, (*OUTPUT_FOLDERS, *folders), read_record(out)[1] if owner == identity else ())
     if overwrite:
         return
     if owner != identity and content:
@@ -158,10 +158,13 @@ def check_out(out: Path, identity: str, overwrite: bool, store: Path, data_paths
         raise HarnessError(f"--out {out}: {what}; move it away, or pass --overwrite to replace it")
 
 
-def _check_in_the_way(out: Path, folders: Collection[str]) -> None:
+def _check_in_the_way(out: Path, folders: Collection[str], recorded: Collection[str] = ()) -> None:
     """A folder where memprox writes a file, or a file or link where it writes a folder (every experiment's and
-    its tasks'): refused before training, every one at once (`publish` removes neither: it would refuse after it)."""
-    found = []
+    its tasks'; `recorded`: the files inside them that this experiment wrote there before, and writes again):
+    refused before training, every one at once (`publish` removes neither: it would refuse after it). A folder
+    made at `scores/<file>.csv` passed with --overwrite and was refused after training, and without it the
+    refusal said that --overwrite would replace it."""
+    found: dict[Path, str] = {}  # by path: a blocker on the way to several files is named once
     for name in dict.fromkeys((*OUTPUT_FILES, *folders)):
         try:
             mode = os.lstat(out / name).st_mode
@@ -169,9 +172,16 @@ def _check_in_the_way(out: Path, folders: Collection[str]) -> None:
             continue
         if stat.S_ISDIR(mode) != (name in folders):
             what = "a folder" if stat.S_ISDIR(mode) else "a link" if stat.S_ISLNK(mode) else "a file"
-            found.append(f"{out / name} is {what}, where memprox writes its {name + '/' if name in folders else name}")
+            found[out / name] = f"is {what}, where memprox writes its {name + '/' if name in folders else name}"
+    for rel in recorded:
+        if (way := blocked_by(out, rel)) is not None:
+            found.setdefault(way, f"is {'a link' if way.is_symlink() else 'a file'}, where memprox writes the folder "
+                                  f"of its {rel}")
+        elif (out / rel).is_dir() and not (out / rel).is_symlink():
+            found.setdefault(out / rel, f"is a folder, where memprox writes its {rel}")
     if found:
-        raise HarnessError(f"--out {out}: {'; '.join(found)}; move {'them' if len(found) > 1 else 'it'} away and rerun")
+        named = "; ".join(f"{path} {why}" for path, why in found.items())
+        raise HarnessError(f"--out {out}: {named}; move {'them' if len(found) > 1 else 'it'} away and rerun")
 
 
 def _whose(out: Path, owner: str | None) -> str:
@@ -221,7 +231,8 @@ def staging(out: Path | None) -> Iterator[Path | None]:
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = _new_folder(out, "tmp", _work_place(out))
         _HELD.setdefault(tmp, FileLock(tmp / STAGING_LOCK)).acquire()
-        (tmp / STAGING_MARKER).write_text(_STAGING_NOTE.format(pid=os.getpid(), out=out))
+        (tmp / STAGING_MARKER).write_text(_STAGING_NOTE.format(pid=os.getpid(), out=out), encoding="utf-8",
+                                           errors="surrogateescape")
         yield tmp
     except OSError as e:
         raise _write_error(out, e, tmp) from e
