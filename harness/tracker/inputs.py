@@ -3,7 +3,7 @@ data -- each checked, with an error that says what to pass instead of what torch
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import numpy as np
@@ -138,6 +138,11 @@ class Inputs:
                 yield (torch.arange(start, stop, device=dev), x[start:stop].to(dev), y[start:stop].to(dev))
             return
         for batch in data:
+            if isinstance(batch, Mapping):  # WithIndex over a dataset of dicts: it cannot know which key is x
+                keys = ", ".join(repr(k) for k in batch)
+                raise HarnessError(f"eval_epoch(): batches must be (x, y, index), got a dict with keys {keys}; pass "
+                                   f"a generator that picks them, e.g. ((b[X_KEY], b[Y_KEY], b['sample_index']) for "
+                                   f"b in loader), or (x, y) tensors")
             if not (isinstance(batch, (tuple, list)) and len(batch) == 3):
                 raise HarnessError("eval_epoch(): batches must be (x, y, index) -- wrap the dataset so it returns "
                                    "its index (harness.integrations.WithIndex(dataset)) -- or pass (x, y) tensors")
