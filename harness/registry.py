@@ -46,6 +46,7 @@ class Registry(Generic[T]):
             clash = ValueError(f"{self.kind} {name!r} is already registered by {_origin(taken)}; give "
                                f"{_origin(item)} another name")
             clash.taken_name = name  # type: ignore[attr-defined]  # what a plugin's loader says selecting it runs
+            clash.claimant = _origin(item)  # type: ignore[attr-defined]  # who else claimed it (load_class_plugins)
             raise clash
         self._items[name] = item
         return item
@@ -167,10 +168,15 @@ def load_class_plugins(group: str, registry: Registry[type], base: type, registe
     """Register the classes other packages install under the entry-point `group` (each names a
     `base` subclass), through `register` (the kind's own checks). A plugin that fails to import, is
     no `base` subclass, takes a registered name or fails `register`'s checks warns and is ignored:
-    a third-party package must not take the harness down."""
+    a third-party package must not take the harness down. A name two installed plugins claim (their
+    classes' `name`, under entry points of other names) is withheld from both, as `installed_plugins`
+    withholds an entry-point name: the first loaded kept it, and which one that was followed the entry
+    points' alphabetical order (`--proxies top_loss` scored another package's class, with a warning)."""
     kind = registry.kind
     points, withheld = installed_plugins(group, kind, keep=lambda name: name in registry)
     registry.withheld.update(withheld)
+    own = set(registry)  # registered before any plugin loaded: built-ins, a user's imported modules
+    contested: dict[str, list[str]] = {}  # a name two plugins registered -> each claimant (module.QualName)
     for ep in points.values():
         where = f"{kind} plugin {ep.name!r} ({ep.value})"
         before = dict(registry.items())
@@ -191,8 +197,12 @@ def load_class_plugins(group: str, registry: Registry[type], base: type, registe
             _forget_half_imported(registry, before)
             registry.failed[ep.name] = f"{where} failed to load: {type(e).__name__}: {e}"
             taken = getattr(e, "taken_name", ep.name)  # its class registered a taken name as the module ran
-            warnings.warn(registry.failed[ep.name] + _selects_other(registry, str(taken), ep.module),
-                          stacklevel=3)
+            claimant = getattr(e, "claimant", None)  # its class took a name registered before it
+            if claimant is not None and _contest(registry, own, contested, str(taken), str(claimant)):
+                warnings.warn(registry.failed[ep.name] + _withheld_note(kind, str(taken)), stacklevel=3)
+            else:
+                warnings.warn(registry.failed[ep.name] + _selects_other(registry, str(taken), ep.module),
+                              stacklevel=3)
             continue
         if not (isinstance(cls, type) and issubclass(cls, base)):
             registry.failed[ep.name] = f"{where} is not a {base.__name__} subclass"
@@ -201,6 +211,11 @@ def load_class_plugins(group: str, registry: Registry[type], base: type, registe
         name = getattr(cls, "name", None)  # not a str (e.g. a list, unhashable): `register` refuses it below
         taken = registry[name] if isinstance(name, str) and name in registry else None
         if taken is not None and taken is not cls:
+            claimant = f"{cls.__module__}.{cls.__qualname__}"
+            if _contest(registry, own, contested, str(name), claimant):
+                registry.failed[ep.name] = f"{where} is named {name!r} like {_origin(taken)}"
+                warnings.warn(registry.failed[ep.name] + _withheld_note(kind, str(name)), stacklevel=3)
+                continue
             runs = _selects_other(registry, str(name))
             warnings.warn(f"{where} is named {name!r} like {taken.__module__}.{taken.__qualname__}, which keeps "
                           f"the name; the plugin is ignored (give it another `name`){runs}", stacklevel=3)
@@ -214,6 +229,27 @@ def load_class_plugins(group: str, registry: Registry[type], base: type, registe
         if ep.name != name:  # selected by the class's name: the entry point's would be unknown
             warnings.warn(f"{where} registers {kind} {name!r}: select it by that name, and name the entry "
                           f"point {name!r} too", stacklevel=3)
+    for name, claimants in contested.items():  # none of them is used: which one won was an accident of order
+        registry.remove(name)
+        registry.withheld[name] = claimants
+
+
+def _contest(registry: Registry, own: set[str], contested: dict[str, list[str]], name: str, claimant: str) -> bool:
+    """Note `claimant` (module.QualName) as a second plugin claiming `name`, when the class that holds
+    the name came from a plugin loaded before it (not a built-in or a module the user imported);
+    whether it did."""
+    if name in own or name not in registry:
+        return False
+    claimants = contested.setdefault(name, [_origin(registry[name])])
+    if claimant not in claimants:
+        claimants.append(claimant)
+    return True
+
+
+def _withheld_note(kind: str, name: str) -> str:
+    return (f"; another installed plugin registered {kind} {name!r} first, and which of them loads first follows "
+            f"the entry points' order, so neither is used: selecting {name!r} is refused until one is renamed "
+            "(its `name` and entry point) or uninstalled")
 
 
 def _selects_other(registry: Registry, name: str, plugin_module: str = "") -> str:
