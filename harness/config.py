@@ -12,17 +12,14 @@ whether the models take its inputs: `harness.config_model_input`); the experimen
 planning, before the first run trains. Checks that need a registry (task and proxy names, their
 parameters) live with the tasks and the proxies.
 
-`experiment_id(cfg)` is the experiment's identity: a hash of every field but the runtime ones
-(`Option.runtime`: how or where it runs, not what it computes).
+`experiment_id(cfg)` is the experiment's identity (`harness.config_identity`): a hash of every field
+but the runtime ones (`Option.runtime`: how or where it runs, not what it computes).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import os
-import re
 import warnings
 import weakref
 from collections.abc import Iterable
@@ -32,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from harness import options as _options
 from harness.config_figures import check_figure_backend
+from harness.config_identity import experiment_id  # noqa: F401  (imported from here by others)
 from harness.config_model_input import check_model_input
 from harness.errors import HarnessError
 from harness.values import (  # noqa: F401  (MAX_*, short_repr and _integer: imported from here by others)
@@ -297,30 +295,6 @@ else:
 #: Config fields that say how or where an experiment runs, not what it computes: two configs that
 #: differ only in these are the same experiment (and may write to the same --out).
 RUNTIME_FIELDS = _options.runtime_fields()
-#: Runtime options that experiment ids hashed before they were found to be runtime, with the value
-#: (their default) they are hashed at now, whatever the config holds: the ids of configs without them
-#: stay, so --out folders written before keep their owner. `download` fetches files and computes
-#: nothing: a rerun without it was "another experiment" on its own --out.
-HASHED_AT: dict[str, Any] = {"download": False}
-
-
-def experiment_id(cfg: Any) -> str:
-    """Hash of what the experiment computes (not where or how it runs): the ownership mark of --out.
-    A --data-root the dataset never reads (`NO_DATA_ROOT`) is hashed as not given: with it, a rerun
-    that dropped it as the warning says, or named another, was "another experiment" on its own --out.
-    Ids of configs without it, and of datasets that read it (torchvision's, plugins'), are unchanged."""
-    from harness.recipe import LATER_RECIPE_DEFAULTS, without_defaults
-
-    runtime = _options.runtime_fields()
-    what = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in runtime}
-    what.update({k: v for k, v in HASHED_AT.items() if k in runtime and hasattr(cfg, k)})
-    what["recipe"] = without_defaults(what["recipe"], LATER_RECIPE_DEFAULTS)
-    # the selection as the registry reads it (whitespace ignored, `csl()` is csl): ' csl' or 'csl()' in a
-    # rerun named "another experiment" and needed --overwrite; plain selections keep their identity
-    what["proxies"] = re.sub(r"\s+", "", str(what["proxies"])).replace("()", "")
-    if "data_root" in what and str(what["dataset"]).partition(":")[0] in NO_DATA_ROOT:
-        what["data_root"] = None  # unread (the warning says "drop it"): hashed at its default, as without it
-    return hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def _gib(n_bytes: float) -> str:

@@ -4,6 +4,7 @@ is refused while the experiment is planned, with the fix, so bad input costs not
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 
 import numpy as np
@@ -16,6 +17,7 @@ from harness.model_registry import build_model
 from harness.prepared import PreparedData
 from harness.recorders import RecorderRequest
 from harness.runspec import DataSpec, RunSpec
+from harness.store import StoredRun
 from harness.tasks import Setting, Task
 from harness.upgrade_notice import paste_proxies
 from proxies import Proxy
@@ -89,6 +91,24 @@ class PlanChecks:
                            f"the proxies {', '.join(selected) or '(of the tasks)'} need them (the input-gradient "
                            f"proxies are {', '.join(INPUT_GRADIENT_PROXIES)}); drop them from --proxies for text"
                            + ("" if self.cfg.proxy_args else _the_rest(proxies, selected)))
+
+
+def warn_other_devices(done: dict[RunSpec, StoredRun], device: torch.device) -> None:
+    """One line when runs read from the store were trained on another kind of device than this
+    experiment trains on. A run's address leaves the device out (a CPU and a GPU run of one spec are
+    one entry), yet the two agree only to rounding: a CPU experiment that read GPU runs, or mixed them
+    with its own, reported numbers a fresh run here does not give, and nothing said so; its --out is
+    marked as this device's experiment (`harness.config_identity`)."""
+    kinds = {spec: run.manifest.device.partition(":")[0] for spec, run in done.items()}
+    other = sorted(set(kinds.values()) - {device.type})
+    if other:
+        count = sum(kind != device.type for kind in kinds.values())
+        first = next(spec for spec, kind in kinds.items() if kind != device.type)
+        warnings.warn(f"{count} run(s) read from the store ({first.label()}{', ...' if count > 1 else ''}) were "
+                      f"trained on {'/'.join(other)}, this experiment trains on {device.type}: runs on another kind "
+                      "of device agree with its own to rounding, not bitwise, so these are not the numbers a fresh "
+                      f"run here gives; pass --device {other[0]} to match them, or another --store to retrain them",
+                      stacklevel=3)
 
 
 def _the_rest(proxies: list[Proxy], dropped: list[str]) -> str:

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--preset", "quick", "--subset", "300", "--epochs", "2", "--seeds", "1", "--proxies", "csl",
@@ -72,3 +73,100 @@ def test_tasks_that_draw_on_any_data_are_refused_before_the_data_load(monkeypatc
         except ImportError:
             continue
         raise AssertionError(f"{tasks} with images={images} did not check the backend")
+
+
+# --device and the experiment's identity ---------------------------------------------------------------
+API_TINY = dict(dataset="digits", proxies="csl", tasks="mislabeled", seeds=1, noise_rates=[0.1], epochs=1,
+                subset=120, bootstrap=0, progress=False, executor="inprocess")
+NOISY = dict(noisy_labels="labels.npz:human", tasks="mislabeled", seeds=1)
+
+
+def _machine(monkeypatch, gpus: int) -> None:
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: gpus > 0)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: gpus)
+
+
+def _ids(**options) -> dict[str, str]:
+    from harness.api import experiment_config
+    from harness.config import ExperimentConfig, experiment_id
+
+    return {device: experiment_id(ExperimentConfig(device=device, **options) if not options else
+                                  experiment_config(device=device, **options))
+            for device in ("auto", "cpu", "cuda", "cuda:0", "cuda:1", "CPU", "cuda:00")}
+
+
+def test_spellings_of_one_device_kind_are_one_experiment(monkeypatch) -> None:
+    """`--device cpu` after the default (`auto`, the CPU here) was "another experiment" on its own --out,
+    and so was `cuda:0` after `cuda`: the id hashed the spelling. It hashes the kind now; a CPU and a GPU
+    stay two experiments, and the kind's id is the same on every machine."""
+    _machine(monkeypatch, 0)
+    cpu_box = _ids()
+    assert cpu_box["cpu"] == cpu_box["auto"] == "0938f621bdc8e982"  # the default's id, pinned in test_options
+    assert cpu_box["cuda"] == cpu_box["cuda:0"] == cpu_box["cuda:1"] != cpu_box["cpu"]
+    assert len({cpu_box["CPU"], cpu_box["cuda:00"], cpu_box["cpu"], cpu_box["cuda"]}) == 4  # refused: as spelled
+    _machine(monkeypatch, 2)
+    gpu_box = _ids()
+    assert gpu_box["auto"] == gpu_box["cuda"] == gpu_box["cuda:0"] == gpu_box["cuda:1"] == cpu_box["cuda"]
+    assert gpu_box["cpu"] == cpu_box["cpu"] != gpu_box["auto"]
+
+
+def test_an_out_written_with_a_former_id_is_named_by_former_ids(monkeypatch) -> None:
+    """Folders written before carry the id of the device as spelled: test_options pinned 970845f77635cff7
+    for this `--device cpu` config, whose id is now the default's; `former_ids` names it (and the other
+    spellings of the CPU here) for the --out check, and none is the id itself."""
+    from harness.api import experiment_config
+    from harness.config import experiment_id
+    from harness.config_identity import former_ids
+
+    _machine(monkeypatch, 0)
+    cpu, auto = experiment_config(device="cpu", **NOISY), experiment_config(**NOISY)
+    assert experiment_id(cpu) == experiment_id(auto) == "25b3dc9275839448"
+    assert former_ids(cpu) == former_ids(auto) == ("970845f77635cff7",)  # "auto" hashes as before: not former
+    assert former_ids(experiment_config(device="CPU", **NOISY)) == ()
+    _machine(monkeypatch, 2)
+    gpu = experiment_config(device="cuda:1", **NOISY)
+    assert len(former_ids(gpu)) == 3 and experiment_id(gpu) not in former_ids(gpu)  # auto, cuda:0, cuda:1
+
+
+def test_a_rerun_with_another_spelling_of_the_device_keeps_its_out(tmp_path) -> None:
+    """The default run, then `--device cpu` into the same --out and --store: refused ("holds results of
+    another experiment") until --overwrite, though it reused every run. Both orders."""
+    from harness.api import run_experiment
+
+    store = tmp_path / "store"
+    first = run_experiment(**API_TINY, store=store, out=tmp_path / "a")
+    again = run_experiment(**API_TINY, store=store, out=tmp_path / "a", device="cpu")
+    assert (len(first.trained), len(again.trained), len(again.reused)) == (1, 0, 1)
+    run_experiment(**API_TINY, store=store, out=tmp_path / "b", device="cpu")
+    assert run_experiment(**API_TINY, store=store, out=tmp_path / "b").reused == again.reused
+    records = [json.loads((tmp_path / o / "summary.json").read_text())["experiment"] for o in ("a", "b")]
+    assert records[0] == records[1]
+
+
+def test_runs_from_another_kind_of_device_are_said(recwarn) -> None:
+    """The store's address leaves the device out: a CPU experiment read GPU runs (to rounding, not bitwise
+    its own numbers) without a word. One line names them; runs of this kind, `cuda:1` as `cuda`, are quiet."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from harness.plan_checks import warn_other_devices
+
+    class Spec(str):  # a RunSpec as the warning reads it: hashable, with a label
+        def label(self) -> str:
+            return str(self)
+
+    def run(device: str, name: str) -> tuple:
+        return Spec(name), SimpleNamespace(manifest=SimpleNamespace(device=device))
+
+    runs: dict = dict([run("cuda:0", "seed0"), run("cpu", "seed1"), run("cuda:1", "seed2")])
+    warn_other_devices({k: v for k, v in runs.items() if k != "seed1"}, torch.device("cuda"))
+    assert not recwarn.list
+    with pytest.warns(UserWarning) as caught:
+        warn_other_devices(runs, torch.device("cpu"))
+    assert [str(w.message) for w in caught] == [
+        "2 run(s) read from the store (seed0, ...) were trained on cuda, this experiment trains on cpu: runs on "
+        "another kind of device agree with its own to rounding, not bitwise, so these are not the numbers a fresh "
+        "run here gives; pass --device cuda to match them, or another --store to retrain them"]
