@@ -218,8 +218,12 @@ for epoch in range(EPOCHS):
         tracker.update(batch[0], losses=batch[1], logits=batch[2], labels=batch[3])
         seen.append([epoch, batch[0].numpy(), batch[2].float().numpy(), batch[3].numpy()])
     tracker.end_epoch()
-s = tracker.scores(["csl", "aum", "forgetting"])
+tracker.eval_epoch(model, (x, y))  # every rank, all samples, through the wrapped model
+s = tracker.scores(["csl", "aum", "forgetting", "final_loss"])
+with torch.no_grad():
+    own = nn.functional.cross_entropy(model(x).double(), y, reduction="none").numpy()
 np.savez(f"{out}/{dist.get_rank()}.npz", csl=s["csl"], aum=s["aum"], forgetting=s["forgetting"],
+         final_loss=s["final_loss"], own_final_loss=own, training=model.training,
          epoch=np.concatenate([np.full(len(b[1]), b[0]) for b in seen]), idx=np.concatenate([b[1] for b in seen]),
          logits=np.concatenate([b[2] for b in seen]), labels=np.concatenate([b[3] for b in seen]),
          dtypes=str(logits.dtype))
@@ -238,7 +242,8 @@ def test_two_processes_gathered_score_as_the_float64_recomputation(tmp_path: Pat
                                                                    per_epoch: int) -> None:
     """2 CPU processes (gloo): plain DDP with all_gather (its sampler repeats 1 sample an epoch),
     Accelerate (bf16, accumulation 2) with gather_for_metrics (no repeat) and with gather (3 repeats
-    of even_batches): both ranks hold the same scores, those of each sample's first presentation."""
+    of even_batches): both ranks hold the same scores, those of each sample's first presentation, and
+    an eval_epoch over all samples through the wrapped model gives final_loss as the model computes it."""
     script = tmp_path / "worker.py"
     script.write_text(WORKER)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
@@ -257,3 +262,5 @@ def test_two_processes_gathered_score_as_the_float64_recomputation(tmp_path: Pat
                 torch.from_numpy(got["labels"][at]))
     assert ref.count.sum(1).tolist() == [per_epoch] * EPOCHS
     ref.check({k: got[k] for k in ("csl", "aum", "forgetting")})
+    assert bool(got["training"])  # eval_epoch gave the wrapped model back in train mode
+    np.testing.assert_allclose(got["final_loss"], got["own_final_loss"], rtol=1e-6, atol=0)
