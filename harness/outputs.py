@@ -145,6 +145,7 @@ def check_out(out: Path, identity: str, overwrite: bool, store: Path, data_paths
     except OSError as e:
         raise HarnessError(f"--out {out} cannot be read ({e.strerror}); pass a readable --out") from e
     _check_in_the_way(out, (*OUTPUT_FOLDERS, *folders), read_record(out)[1] if owner == identity else ())
+    _probe_folders(out, (*OUTPUT_FOLDERS, *folders))
     if overwrite:
         return
     if owner != identity and content:
@@ -182,6 +183,20 @@ def _check_in_the_way(out: Path, folders: Collection[str], recorded: Collection[
     if found:
         named = "; ".join(f"{path} {why}" for path, why in found.items())
         raise HarnessError(f"--out {out}: {named}; move {'them' if len(found) > 1 else 'it'} away and rerun")
+
+
+def _probe_folders(out: Path, folders: Collection[str]) -> None:
+    """The output folders already in `out` (`scores/`, a task's) must take new files too: a `scores/` made
+    read-only passed the check of `out` alone, and the run was refused after training."""
+    for name in folders:
+        folder = out / name
+        if not folder.is_dir() or folder.is_symlink():
+            continue
+        try:
+            probe_writable(folder)
+        except OSError as e:
+            what, fix = ("is full", room_fix(e, "")) if e.errno in NO_ROOM else ("is not writable", "make it writable")
+            raise HarnessError(f"output folder {folder} {what} ({e.strerror}); {fix} or pass another --out") from e
 
 
 def _whose(out: Path, owner: str | None) -> str:

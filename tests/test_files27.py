@@ -7,9 +7,11 @@ through.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
+import tempfile
 from dataclasses import replace
 from pathlib import Path
 
@@ -56,6 +58,25 @@ def test_a_file_where_a_recorded_output_has_its_folder_is_named_once(tmp_path: P
         _check_in_the_way(tmp_path, ("scores",), ["figures/a.png", "figures/b.png"])
     assert str(caught.value) == (f"--out {tmp_path}: {tmp_path / 'figures'} is a file, where memprox writes the "
                                  "folder of its figures/a.png; move it away and rerun")
+
+
+def test_a_read_only_scores_folder_is_refused_before_training(make_config, monkeypatch) -> None:
+    """Before: only --out itself was probed, so a `scores/` that takes no new file (chmod 555 while --out is
+    writable; simulated, as root ignores modes) let the run train, and the swap was refused after it."""
+    cfg = make_config(epochs=1)
+    Experiment(cfg).run()
+    scores, real = (cfg.out / "scores").resolve(), tempfile.mkstemp
+
+    def refused(*args, **kwargs):
+        if Path(kwargs.get("dir", "")) == scores:
+            raise PermissionError(errno.EACCES, "Permission denied", str(scores / ".write-test-x"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(tempfile, "mkstemp", refused)
+    with pytest.raises(HarnessError) as caught:
+        Experiment(replace(cfg, recipe=replace(cfg.recipe, epochs=2), overwrite=True))
+    assert str(caught.value) == (f"output folder {scores} is not writable (Permission denied); make it writable or "
+                                 "pass another --out")
 
 
 def test_the_staging_marker_of_an_out_that_is_not_utf8_holds_its_bytes(tmp_path: Path) -> None:
