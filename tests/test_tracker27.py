@@ -130,6 +130,22 @@ def test_eval_epoch_names_a_dict_batch_and_how_to_pass_it() -> None:
                           direct.scores(["final_loss"])["final_loss"].to_numpy())
 
 
+def test_eval_epoch_says_an_index_first_batch_came_in_another_order() -> None:
+    """A dataset yielding (index, x, y) put the features where eval_epoch reads the labels: it said
+    'labels must be integer class ids, got torch.float32', which names no cause; now it names the order."""
+    x, y = _data()
+    model = nn.Linear(6, C)
+    tracker = SampleTracker(N)
+    tracker.update(torch.arange(N), logits=model(x), labels=y)
+    tracker.end_epoch()
+    loader = DataLoader([(i, x[i], y[i]) for i in range(N)], batch_size=8)
+    with pytest.raises(HarnessError, match=r"batches are \(x, y, index\) in that order: a dataset yielding "
+                                           r"\(index, x, y\) needs"):
+        tracker.eval_epoch(model, loader)
+    tracker.eval_epoch(model, ((xb, yb, i) for i, xb, yb in loader))  # the advice works
+    assert np.isfinite(tracker.scores(["final_loss"])["final_loss"].to_numpy()).all()
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("compile_step", [False, True])
 def test_a_compiled_model_scores_as_its_own_logits_give(compile_step: bool) -> None:

@@ -147,6 +147,10 @@ class Inputs:
                 raise HarnessError("eval_epoch(): batches must be (x, y, index) -- wrap the dataset so it returns "
                                    "its index (harness.integrations.WithIndex(dataset)) -- or pass (x, y) tensors")
             x, y, idx = batch
+            if _looks_reordered(x, y):  # (index, x, y): a float y is refused anyway; say why it is float
+                raise HarnessError("eval_epoch(): a batch's first item is integer and its second floating point; "
+                                   "batches are (x, y, index) in that order: a dataset yielding (index, x, y) needs "
+                                   "((x, y, i) for i, x, y in loader)")
             idx = self.indices(idx, "eval_epoch()")
             yield idx, x.to(dev), eval_labels(y, len(idx)).to(dev)
 
@@ -180,6 +184,12 @@ def _host_indices(indices: Any, where: str) -> np.ndarray:
                            f"(harness.integrations.WithIndex(dataset): (x, y) items become (x, y, index)) and pass "
                            f"the batch's index tensor")
     return array
+
+
+def _looks_reordered(x: Any, y: Any) -> bool:
+    """An eval batch whose x is integer and y floating point: its items came in another order."""
+    return (isinstance(x, torch.Tensor) and isinstance(y, torch.Tensor) and y.dtype.is_floating_point
+            and not (x.dtype.is_floating_point or x.dtype.is_complex or x.dtype == torch.bool))
 
 
 def eval_labels(y: Any, length: int) -> torch.Tensor:
