@@ -52,7 +52,16 @@ from harness.io import (
 )
 from harness.manifest import Manifest
 from harness.runspec import RunSpec
-from harness.store_entry_files import checked_bytes, foreign_names, own_entry_folder, read_manifest, verify_entry
+from harness.store_entry_files import (
+    UNCHECKED,
+    checked_bytes,
+    foreign_names,
+    own_entry_folder,
+    raw_manifest,
+    read_manifest,
+    unchecked,
+    verify_entry,
+)
 from harness.store_leftovers import CKPT_TEMP as CKPT_TEMP
 from harness.store_leftovers import LEFTOVER as LEFTOVER
 from harness.store_leftovers import _plain_file, _superseded, _swaps_left
@@ -199,8 +208,9 @@ class RunStore:
             with locked(self.lock(spec)):
                 found = self._read(spec)
         if isinstance(found, Exception):
-            warnings.warn(f"run store entry {self.entry_dir(spec)} ({spec.label()}) is damaged or unverifiable "
-                          f"({failure_reason(found)}); recomputing it")
+            why = (f"was {UNCHECKED}, so it is not read as it is" if unchecked(raw_manifest(self.entry_dir(spec)))
+                   else f"is damaged or unverifiable ({failure_reason(found)})")
+            warnings.warn(f"run store entry {self.entry_dir(spec)} ({spec.label()}) {why}; recomputing it")
             return None
         return found
 

@@ -8,13 +8,14 @@ matching the bytes on disk) is decided here too, for the store's reads and `stor
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import pwd
 import stat
 from pathlib import Path
 
 from harness.io import file_sha256
-from harness.manifest import Manifest
+from harness.manifest import DIGEST_FIELD, Manifest
 
 
 def user_name(uid: int) -> str:
@@ -75,6 +76,28 @@ def _listing(path: Path) -> list[os.DirEntry[str]] | None:
         return list(os.scandir(path))
     except OSError:
         return None
+
+
+def raw_manifest(path: Path) -> dict | None:
+    """The entry's manifest.json as parsed, when it is a JSON object (a damaged or older entry's too); else None
+    (a FIFO is not read: it would wait forever)."""
+    try:
+        _plain_or_missing(path / "manifest.json")
+        raw = json.loads((path / "manifest.json").read_bytes())
+    except (OSError, ValueError):
+        return None
+    return raw if isinstance(raw, dict) else None
+
+
+def unchecked(raw: dict | None) -> bool:
+    """Whether a parsed manifest lacks its checksum, as every one a memprox before 1 December 2026 wrote:
+    today's store never reads such an entry (a run that needs it trains again at its address), though
+    nothing in it need be damaged."""
+    return raw is not None and DIGEST_FIELD not in raw
+
+
+#: How the store and `store info` say `unchecked` entries: not damage, an older memprox's.
+UNCHECKED = "made by a memprox before 1 December 2026, whose entries carry no checksum"
 
 
 def _read_manifest(path: Path) -> Manifest | None:

@@ -25,6 +25,7 @@ from harness.errors import HarnessError
 from harness.executors.ray_probe import remove_dead_probes
 from harness.io import interrupts_held, probe_writable
 from harness.store_admin import Entry, Scan, Selection, is_store, remove_checkpoint, remove_entry, scan
+from harness.store_entry_files import UNCHECKED
 from harness.store_place import link_target, store_above
 
 Say = Callable[[str], None]
@@ -133,8 +134,7 @@ def info(root: Path, runs: bool, say: Say) -> int:
     unchecked = [e for e in found.entries if e.unchecked]
     if unchecked:  # an upgrade's, not damage: said as such, so the user neither fears for the disk nor keeps them
         say(f"unreachable entries without a checksum: {len(unchecked)}, {size(sum(e.bytes for e in unchecked))}: "
-            "made by a memprox before 1 December 2026, never read again; a run that needs one trains again "
-            "(prune --unreachable)")
+            f"{UNCHECKED}, never read again; a run that needs one trains again (prune --unreachable)")
     for status, words in (("damaged", "fail the integrity check, recomputed when next needed (prune --damaged)"),
                           ("unreadable", "cannot be read by you (permissions)"),
                           ("foreign", "a link or file named as an entry: never touched")):

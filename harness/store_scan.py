@@ -10,7 +10,6 @@ writer's (`busy`, `held`), tested without taking the lock.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import stat
@@ -22,7 +21,7 @@ from harness.executors.ray_probe import NAME as PROBE
 from harness.io import failure_reason
 from harness.manifest import DIGEST_FIELD, Manifest
 from harness.store import CKPT_TEMP, LEFTOVER, store_leftovers, verify_entry
-from harness.store_entry_files import own_files
+from harness.store_entry_files import own_files, raw_manifest, unchecked
 from harness.store_reach import reachability
 
 try:
@@ -202,12 +201,12 @@ def read_entry(path: Path) -> Entry:
     except PermissionError as e:
         return Entry(digest, path, size, "unreadable", failure_reason(e), own=False)
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
-        raw = _raw_manifest(path)
+        raw = raw_manifest(path)
         lenient = _lenient_manifest(raw)
         files = own_files(path, lenient)
-        unchecked = raw is not None and DIGEST_FIELD not in raw
-        return Entry(digest, path, size, "damaged", failure_reason(e), lenient, "unreachable" if unchecked else "",
-                     own=files is not None, files=files or (), raw=raw, unchecked=unchecked)
+        older = unchecked(raw)
+        return Entry(digest, path, size, "damaged", failure_reason(e), lenient, "unreachable" if older else "",
+                     own=files is not None, files=files or (), raw=raw, unchecked=older)
     files = own_files(path, manifest)
     return Entry(digest, path, size, "complete", "", manifest, reachability(manifest.spec, digest),
                  own=files is not None, files=files or ())
@@ -220,15 +219,6 @@ def _special_inside(path: Path) -> bool:
                    for e in os.scandir(path))
     except OSError:
         return False
-
-
-def _raw_manifest(path: Path) -> dict | None:
-    """A damaged entry's manifest.json as parsed, when it is a JSON object; else None."""
-    try:
-        raw = json.loads((path / "manifest.json").read_bytes())
-    except (OSError, ValueError):
-        return None
-    return raw if isinstance(raw, dict) else None
 
 
 def _lenient_manifest(raw: dict | None) -> Manifest | None:

@@ -18,6 +18,8 @@ import pytest
 
 from harness.cli import main
 from harness.manifest import manifest_digest
+from harness.store import RunStore
+from harness.store_reach import rebuild_spec
 
 OLD, BAD = "bd174ca60ce2ae7a2951", "0123456789abcdef0123"
 
@@ -95,3 +97,17 @@ def test_an_entry_without_a_checksum_is_selected_by_its_label_date_and_by_damage
     assert code == 0 and f"would remove runs/{OLD}" in out and f"would remove runs/{BAD}" in out
     code, out = _cli(capsys, "store", "prune", "--store", str(store), "--label-contains", "seed1", "--dry-run")
     assert code == 0 and "would remove 0," in out  # a damaged entry only when asked for, as before
+
+
+def test_an_experiment_needing_such_an_entry_says_an_older_memprox_made_it_not_that_it_is_damaged(tmp_path) -> None:
+    """The run that needs it trains again at its address, and the line says why without calling the
+    disk's data damaged: it once read 'is damaged or unverifiable (manifest.json has no checksum ...)'."""
+    spec = rebuild_spec(_spec(0))
+    store = RunStore(tmp_path / "store")
+    _entry(store.root, spec.digest(), {"spec": _spec(0), "label": spec.label(), "recorders": {}})
+    with pytest.warns(UserWarning) as caught:
+        assert store.get(spec) is None
+    (line,) = [str(w.message) for w in caught]
+    assert line == (f"run store entry {store.entry_dir(spec)} (digits noise=0.1 mlp seed0) was made by a memprox "
+                    "before 1 December 2026, whose entries carry no checksum, so it is not read as it is; "
+                    "recomputing it")
