@@ -88,10 +88,19 @@ def _out_lock(out: Path) -> Iterator[None]:
         yield
 
 
+#: A relative path's current folder is gone (os.getcwd() fails): said so, not as a link loop or a traceback.
+_NO_CWD = "the current folder no longer exists (deleted or moved), so the relative --out {out} leads nowhere"
+
+
 def _resolved(path: Path, flag: str) -> Path:
     """The absolute path with links resolved; a link loop is bad input (RuntimeError or OSError)."""
     try:
         return Path(path).resolve()
+    except FileNotFoundError as e:
+        if Path(path).is_absolute():
+            raise
+        raise HarnessError(f"{_NO_CWD.format(out=path)}; cd to an existing folder, or pass an absolute "
+                           f"{flag}") from e
     except (RuntimeError, OSError) as e:
         raise HarnessError(f"{flag} {path} cannot be resolved ({e}); pass a path without a symbolic link loop") from e
 
@@ -240,7 +249,7 @@ def staging(out: Path | None) -> Iterator[Path | None]:
     if out is None:
         yield None
         return
-    out = Path(out).resolve()
+    out = _out_after_training(out)
     tmp = None
     try:  # a write refused here or in the block (a task's table or figure: not only `write`) is one line
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -257,6 +266,18 @@ def staging(out: Path | None) -> Iterator[Path | None]:
             rmtree(tmp)
 
 
+def _out_after_training(out: Path | str) -> Path:
+    """--out resolved again to write into it: a relative one whose current folder was deleted while the runs
+    trained ended the run in a traceback (FileNotFoundError from os.getcwd)."""
+    try:
+        return Path(out).resolve()
+    except FileNotFoundError as e:
+        if Path(out).is_absolute():
+            raise
+        raise StorageError(f"cannot write outputs: {_NO_CWD.format(out=out)}; cd to the folder to write them in and "
+                           "rerun: every run is kept in the store") from e
+
+
 def _release(tmp: Path) -> None:
     if (lock := _HELD.pop(tmp, None)) is not None and lock.is_locked:
         lock.release()
@@ -265,7 +286,7 @@ def _release(tmp: Path) -> None:
 def write(result: ExperimentResult, runs: dict[RunSpec, StoredRun], tmp: Path, artifacts: dict[str, list[str]],
           cfg: ExperimentConfig, identity: str, device: torch.device, phases: Callable[[], dict[str, float]]) -> None:
     """Write every output into `tmp` and publish them into --out; StorageError when the file system refuses."""
-    out = Path(cfg.out).resolve()  # type: ignore[arg-type]  # the experiment writes only with an --out (`staging`)
+    out = _out_after_training(cfg.out)  # type: ignore[arg-type]  # the experiment writes only with an --out
     try:
         for name, frame in result.scores.items():
             path = f"scores/{score_file(name)}.csv"

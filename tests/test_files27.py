@@ -18,9 +18,9 @@ from pathlib import Path
 import pytest
 
 import harness.config
-from harness.errors import HarnessError
+from harness.errors import HarnessError, StorageError
 from harness.experiment import Experiment
-from harness.outputs import RECORD, STAGING_MARKER, staging
+from harness.outputs import RECORD, STAGING_MARKER, check_out, staging
 
 SCORE = "scores/noise=0.1_seed0.csv"
 
@@ -122,3 +122,37 @@ def test_a_hard_link_of_an_output_keeps_the_old_bytes_and_a_link_named_like_one_
     assert (mine / "kept.csv").read_bytes() == kept != (cfg.out / "leaderboard.csv").read_bytes()
     assert (mine / "notes.csv").read_text() == "notes"
     assert not (cfg.out / "raw.csv").is_symlink() and "raw.csv" in _record_holds(cfg.out)
+
+
+def test_a_relative_out_whose_current_folder_is_deleted_while_training_is_one_line(make_config, tmp_path: Path,
+                                                                                   monkeypatch) -> None:
+    """Before: FileNotFoundError from os.getcwd as the outputs were staged, a traceback after training."""
+    here = tmp_path / "here"
+    here.mkdir()
+    monkeypatch.chdir(here)
+    exp = Experiment(make_config(epochs=1, out=Path("rel")))
+    real_execute = exp.execute
+
+    def execute_then_delete_the_folder():
+        ran = real_execute()
+        here.rmdir()
+        return ran
+
+    monkeypatch.setattr(exp, "execute", execute_then_delete_the_folder)
+    with pytest.raises(StorageError) as caught:
+        exp.run()
+    assert str(caught.value) == ("cannot write outputs: the current folder no longer exists (deleted or moved), so "
+                                 "the relative --out rel leads nowhere; cd to the folder to write them in and rerun: "
+                                 "every run is kept in the store")
+    assert all(exp.store.get(spec) is not None for spec in exp.plan.runs)
+
+
+def test_a_relative_out_checked_where_the_current_folder_is_gone_says_so(tmp_path: Path, monkeypatch) -> None:
+    """Before: '--out rel cannot be resolved ([Errno 2] ...); pass a path without a symbolic link loop'."""
+    gone = tmp_path / "gone"
+    gone.mkdir()
+    monkeypatch.chdir(gone)
+    gone.rmdir()
+    with pytest.raises(HarnessError, match=r"^the current folder no longer exists \(deleted or moved\), so the "
+                       r"relative --out rel leads nowhere; cd to an existing folder, or pass an absolute --out$"):
+        check_out(Path("rel"), "x", False, tmp_path / "store")
