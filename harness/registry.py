@@ -47,6 +47,7 @@ class Registry(Generic[T]):
                                f"{_origin(item)} another name")
             clash.taken_name = name  # type: ignore[attr-defined]  # what a plugin's loader says selecting it runs
             clash.claimant = _origin(item)  # type: ignore[attr-defined]  # who else claimed it (load_class_plugins)
+            clash.kind = self.kind  # type: ignore[attr-defined]  # a recorder's clash is no proxy's
             raise clash
         self._items[name] = item
         return item
@@ -198,6 +199,8 @@ def load_class_plugins(group: str, registry: Registry[type], base: type, registe
             registry.failed[ep.name] = f"{where} failed to load: {type(e).__name__}: {e}"
             taken = getattr(e, "taken_name", ep.name)  # its class registered a taken name as the module ran
             claimant = getattr(e, "claimant", None)  # its class took a name registered before it
+            if getattr(e, "kind", None) != kind:  # none, or another registry's (its recorder's name was taken)
+                claimant = None
             if claimant is not None and _contest(registry, own, contested, str(taken), str(claimant)):
                 warnings.warn(registry.failed[ep.name] + _withheld_note(kind, str(taken)), stacklevel=3)
             else:

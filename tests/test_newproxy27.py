@@ -207,3 +207,47 @@ def tiny(input_shape, num_classes):
             sys.path.remove(str(tmp_path))
             sys.modules.pop(module, None)
     assert digests[0] != digests[1]
+
+
+RECORDER_TOO = '''
+import numpy as np
+from harness.recorders import RecorderRequest
+from harness.recorders.base import Recorder, register_recorder
+from proxies import Proxy, register_proxy
+
+
+@register_recorder
+class Shared(Recorder):
+    name = "shared_newproxy27"
+
+
+@register_proxy
+class SharedProxy(Proxy):
+    name, description, citation = "shared_newproxy27", "a proxy named like its recorder", "me"
+    recorders = (RecorderRequest.of("shared_newproxy27"),)
+
+    def score(self, ctx):
+        return np.zeros(len(ctx.labels))
+'''
+
+
+def test_a_recorder_clash_leaves_a_proxy_of_that_name_alone(monkeypatch, tmp_path, fresh) -> None:
+    """Plugin b's recorder takes the name of plugin a's recorder, which a's proxy shares: b fails to
+    import, and a's proxy, which no other plugin claims, stays selectable."""
+    from harness.recorders import base
+
+    monkeypatch.setattr(base, "RECORDERS", base.Registry("recorder"))
+    monkeypatch.setattr(base, "_DIGESTS", {})
+    for module in ("a_newproxy27", "b_newproxy27"):
+        (tmp_path / f"{module}.py").write_text(RECORDER_TOO, encoding="utf-8")
+        monkeypatch.delitem(sys.modules, module, raising=False)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    eps = [importlib.metadata.EntryPoint(m, f"{m}_newproxy27:SharedProxy", registry.ENTRY_POINT_GROUP) for m in "ab"]
+    real, ours = importlib.metadata.entry_points, registry.ENTRY_POINT_GROUP
+    monkeypatch.setattr(importlib.metadata, "entry_points",
+                        lambda group=None, **kw: eps if group == ours else real(group=group, **kw))
+    monkeypatch.setattr(registry, "_plugins_loaded", False)
+    with warnings.catch_warnings(record=True):
+        warnings.simplefilter("always")
+        registry.load_plugins()
+    assert registry.make_proxy("shared_newproxy27").__module__ == "a_newproxy27"
