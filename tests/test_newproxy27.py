@@ -174,9 +174,6 @@ class Child(MyBase):
         sys.modules.pop(module, None)
 
 
-@pytest.mark.xfail(strict=True, reason="harness/code_digest.py hashes the class's source and the functions and "
-                   "classes of its module that its methods name, not a module-level value nor a base class of the "
-                   "user's: an edit of either serves the old records (newproxy27's report)")
 @pytest.mark.parametrize("edit", ["module value", "base class"])
 def test_a_recorder_edit_outside_its_class_changes_its_digest(tmp_path, edit) -> None:
     before = _digest_of(tmp_path, "1.0", "1")
@@ -184,9 +181,6 @@ def test_a_recorder_edit_outside_its_class_changes_its_digest(tmp_path, edit) ->
     assert before != after
 
 
-@pytest.mark.xfail(strict=True, reason="harness/code_digest.py leaves out the module-level values a model factory "
-                   "reads: a model widened by HIDDEN = 32 -> 256 reused the 32-wide model's stored runs (its AUROC and "
-                   "FLOPs), newproxy27's report")
 def test_a_model_factory_reading_another_width_gets_another_digest(tmp_path) -> None:
     digests = []
     for hidden in (32, 256):
