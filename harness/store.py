@@ -208,9 +208,7 @@ class RunStore:
             with locked(self.lock(spec)):
                 found = self._read(spec)
         if isinstance(found, Exception):
-            why = (f"was {UNCHECKED}, so it is not read as it is" if unchecked(raw_manifest(self.entry_dir(spec)))
-                   else f"is damaged or unverifiable ({failure_reason(found)})")
-            warnings.warn(f"run store entry {self.entry_dir(spec)} ({spec.label()}) {why}; recomputing it")
+            warnings.warn(_not_read(self.entry_dir(spec), spec, found))
             return None
         return found
 
@@ -300,6 +298,13 @@ class RunStore:
             if not os.path.lexists(path):
                 removed.append(path.name)
         return removed
+
+
+def _not_read(path: Path, spec: RunSpec, found: Exception) -> str:
+    """The warning for an entry `get` recomputes: one an older memprox wrote (no checksum) is not damaged."""
+    why = (f"was {UNCHECKED}, so it is not read as it is" if unchecked(raw_manifest(path))
+           else f"is damaged or unverifiable ({failure_reason(found)})")
+    return f"run store entry {path} ({spec.label()}) {why}; recomputing it"
 
 
 def _as_final(e: OSError, tmp: Path | None, final: Path) -> Path:
