@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 
 from harness.config import RUNTIME_FIELDS, ExperimentConfig, data_folders, experiment_id
+from harness.config_identity import former_ids
 from harness.datasets import Dataset
 from harness.errors import HarnessError, Interrupted, SubsetTooLarge
 from harness.evaluation import RAW_COLUMNS, ExperimentResult, evaluate
@@ -97,7 +98,8 @@ class Experiment:
         self.identity = experiment_id(cfg)
         if cfg.out is not None:
             check_out(Path(cfg.out), self.identity, cfg.overwrite, Path(cfg.store or default_store()),
-                      data_paths=data_folders(cfg), folders=sorted({f for t in self.tasks for f in t.folders}))
+                      data_paths=data_folders(cfg), folders=sorted({f for t in self.tasks for f in t.folders}),
+                      former=former_ids(cfg))
 
     def base_spec(self, setting: Setting) -> RunSpec:
         return self.planner.base_spec(setting)

@@ -26,6 +26,7 @@ import torch
 from filelock import FileLock
 
 from harness.config import ExperimentConfig
+from harness.config_identity import former_ids
 from harness.errors import HarnessError, StorageError
 from harness.evaluation import ExperimentResult
 from harness.file_swap import (
@@ -112,12 +113,13 @@ def _apart(path: Path, other: Path, flag: str, what: str, fix: str) -> None:
 
 
 def check_out(out: Path, identity: str, overwrite: bool, store: Path, data_paths: Collection[Path] = (),
-              folders: Collection[str] = ()) -> None:
+              folders: Collection[str] = (), former: Collection[str] = ()) -> None:
     """Before training: --out must be a writable folder apart from the run store and from the data (`data_paths`:
     the folders the experiment reads; files are left out), holding no other experiment's results, no files memprox
     cannot show it wrote, none changed since it wrote them (unless --overwrite, which replaces only files a new
     output has the name of), and nothing in the way of an output (a folder named leaderboard.csv, a file named
-    scores or as one of `folders`, those the selected tasks write into)."""
+    scores or as one of `folders`, those the selected tasks write into). An --out marked with one of `former`, the
+    ids this experiment had before (`harness.config_identity.former_ids`), is this experiment's."""
     out, store = _resolved(out, "--out"), _resolved(store, "--store")
     _apart(out, store, "--out", "the run store", "pass an --out outside the store that does not contain it")
     for data in {Path(p).expanduser().resolve() for p in data_paths if Path(p).expanduser().is_dir()}:
@@ -153,11 +155,12 @@ def check_out(out: Path, identity: str, overwrite: bool, store: Path, data_paths
         content = _has_content(out)
     except OSError as e:
         raise HarnessError(f"--out {out} cannot be read ({e.strerror}); pass a readable --out") from e
-    _check_in_the_way(out, (*OUTPUT_FOLDERS, *folders), read_record(out)[1] if owner == identity else ())
+    mine = owner == identity or owner in former
+    _check_in_the_way(out, (*OUTPUT_FOLDERS, *folders), read_record(out)[1] if mine else ())
     _probe_folders(out, (*OUTPUT_FOLDERS, *folders))
     if overwrite:
         return
-    if owner != identity and content:
+    if not mine and content:
         gone = "that experiment's outputs go, " * (owner is not None)
         raise HarnessError(f"--out {out} holds {_whose(out, owner)}; pass another --out, or --overwrite to replace "
                            f"the outputs there ({gone}files of yours stay unless a new output has their name)")
@@ -214,7 +217,7 @@ def _whose(out: Path, owner: str | None) -> str:
         return "results of another experiment"
     names = sorted(p.name for p in out.iterdir() if not _WORKING.fullmatch(p.name))
     shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
-    return f"files memprox has no record of writing ({shown})"
+    return f"files memprox has no record of writing ({shown}), yours or a memprox's before 1 December 2026"
 
 
 def _has_content(out: Path) -> bool:
@@ -300,7 +303,7 @@ def write(result: ExperimentResult, runs: dict[RunSpec, StoredRun], tmp: Path, a
         atomic_write_text(tmp / "summary.json", text)  # its write phase ends above (summary and record follow)
         result.outputs = {**TABLES, "summary": ["summary.json"], **result.outputs}  # every file, as in summary.json
         write_record(tmp, identity)
-        publish(tmp, out, identity, cfg.overwrite)
+        publish(tmp, out, identity, cfg.overwrite, former_ids(cfg))
     except OSError as e:
         raise _write_error(out, e, tmp) from e
 
@@ -333,7 +336,7 @@ def write_record(tmp: Path, identity: str) -> None:
     atomic_write_text(tmp / RECORD, json.dumps(record, indent=1))
 
 
-def publish(tmp: Path, out: Path, identity: str, overwrite: bool) -> None:
+def publish(tmp: Path, out: Path, identity: str, overwrite: bool, former: Collection[str] = ()) -> None:
     """Move the complete outputs in `tmp` (with their record) into `out`, under the folder's lock. A
     folder that does not exist is the staging folder renamed. Into an existing one the new files are
     swapped in with rollback (`harness.file_swap.swap_files`); set aside, and deleted once the new set is
@@ -351,7 +354,7 @@ def publish(tmp: Path, out: Path, identity: str, overwrite: bool) -> None:
             raise StorageError(f"--out {out} is no longer a folder; every run is kept in the store, rerun with a "
                                "folder as --out")
         owner, ours, _ = recorded_unchanged(out)
-        if owner != identity and not overwrite and _has_content(out):
+        if owner != identity and owner not in former and not overwrite and _has_content(out):
             raise StorageError(f"--out {out} got another experiment's results (or other files) while this one ran; "
                                "every run is kept in the store, rerun with another --out or --overwrite")
         _, incoming = read_record(tmp)

@@ -21,7 +21,7 @@ from harness.errors import HarnessError
 from harness.executors import Executor
 from harness.jobs import DataSource, Job, Pending, prepared_data
 from harness.model_registry import model_fingerprint
-from harness.plan_checks import PlanChecks
+from harness.plan_checks import PlanChecks, warn_other_devices
 from harness.prepared import PreparedData
 from harness.recorders import RecorderRequest
 from harness.runner import not_recordable, recorded
@@ -121,6 +121,7 @@ class Planner:
                 if lost := not_recordable(stored):
                     dropped[spec.label()] = lost
         warn_other_threads(done, self.cfg.threads or 1, self.device)
+        warn_other_devices(done, self.device)
         warn_other_compile(done, bool(self.cfg.compile))
         warn_other_engines(done, plan.runs, self.device, self.dataset.x_train)
         # `--proxies all` has nothing to drop a proxy from: the way names the rest (not with --proxy-arg,

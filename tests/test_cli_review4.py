@@ -17,10 +17,13 @@ def _error_line(capsys) -> str:
 
 
 # --download fetches files; it does not change what is computed ----------------------------------
-def test_download_leaves_the_experiment_identity_alone() -> None:
+def test_download_leaves_the_experiment_identity_alone(monkeypatch) -> None:
     """`--download` in the first run and not in the rerun (the quickstart's workflow: fetch once) made
     the rerun "another experiment", refused on its own --out without --overwrite. Ids of configs
     without it stay as they were (the default's is pinned in test_options)."""
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # the id pinned on a machine without CUDA
     plain = experiment_config()
     assert experiment_id(plain) == "054ea2abc95a6134"
     assert experiment_id(experiment_config(download=True)) == experiment_id(plain)

@@ -170,3 +170,44 @@ def test_runs_from_another_kind_of_device_are_said(recwarn) -> None:
         "2 run(s) read from the store (seed0, ...) were trained on cuda, this experiment trains on cpu: runs on "
         "another kind of device agree with its own to rounding, not bitwise, so these are not the numbers a fresh "
         "run here gives; pass --device cuda to match them, or another --store to retrain them"]
+
+
+def test_an_out_written_under_a_former_id_stays_this_experiments(tmp_path) -> None:
+    """A folder written before the device was hashed by its kind carries the id of its spelling: a rerun takes
+    it as its own and marks it with the id it has now; another experiment's folder is still refused."""
+    from harness.api import experiment_config, run_experiment
+    from harness.config_identity import former_ids
+    from harness.errors import HarnessError
+
+    options = dict(**API_TINY, store=tmp_path / "store", out=tmp_path / "out", device="cpu")
+    record = tmp_path / "out" / ".memprox-outputs.json"
+    run_experiment(**options)
+    new = json.loads(record.read_text())["experiment"]
+    (old,) = former_ids(experiment_config(**options))
+    record.write_text(record.read_text().replace(new, old))
+    assert run_experiment(**{**options, "device": "auto"}).reused
+    assert json.loads(record.read_text())["experiment"] == new
+    record.write_text(record.read_text().replace(new, "0123456789abcdef"))
+    with pytest.raises(HarnessError, match="holds results of another experiment"):
+        run_experiment(**options)
+
+
+def test_a_run_that_reads_gpu_trained_runs_says_so(tmp_path) -> None:
+    """The planner calls the device check: a CPU experiment whose store holds the run as trained on CUDA
+    (its manifest says so) reuses it, and the warning names the device to pass."""
+    import warnings
+
+    from harness.api import run_experiment
+    from harness.manifest import Manifest
+
+    options = dict(**API_TINY, store=tmp_path / "store", device="cpu")
+    run_experiment(**options)
+    (path,) = (tmp_path / "store" / "runs").glob("*/manifest.json")
+    manifest = Manifest.from_json(path.read_text())
+    manifest.device = "cuda:0"
+    path.write_text(manifest.to_json())
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert run_experiment(**options).reused
+    said = [str(w.message) for w in caught if "were trained on cuda" in str(w.message)]
+    assert len(said) == 1 and "this experiment trains on cpu" in said[0] and "device='cuda'" in said[0]  # the API's words

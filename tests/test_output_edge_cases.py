@@ -536,6 +536,7 @@ def test_a_folder_of_the_users_files_is_refused_naming_them(tmp_path: Path) -> N
         outputs.check_out(out, "an-experiment", False, tmp_path / "store")
     for i in range(4):
         (out / f"z{i}.csv").write_text("")
-    with pytest.raises(HarnessError, match=r"\(notes.txt, z0.csv, z1.csv and 2 more\); pass another --out"):
+    with pytest.raises(HarnessError, match=r"\(notes.txt, z0.csv, z1.csv and 2 more\), yours or a memprox's "
+                       "before 1 December 2026; pass another --out"):
         outputs.check_out(out, "an-experiment", False, tmp_path / "store")
     assert sorted(p.name for p in out.iterdir()) == ["notes.txt", "z0.csv", "z1.csv", "z2.csv", "z3.csv"]
