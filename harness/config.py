@@ -226,11 +226,15 @@ def _warn_unread_data_options(cfg: Any) -> None:
 
 
 def _check_out_text(out: Path | str | None) -> None:
-    """--out's path is written as text into a note in its staging folder after training: a name that is
-    not UTF-8 (a Latin-1 byte), or UTF-8 read under LC_ALL=C with PYTHONUTF8=0 (kept as surrogates),
-    ended the run there in a UnicodeEncodeError traceback, every output lost. Refused now, as
-    --noisy-labels and --reference paths are; the current folder counts for a relative --out."""
-    text = os.path.abspath(out) if out is not None else ""
+    """--out's path is printed and written as text (the report's lines, summary.json): a name that is not
+    UTF-8 (a Latin-1 byte), or UTF-8 read under LC_ALL=C with PYTHONUTF8=0 (kept as surrogates), ended
+    the run after training in a UnicodeEncodeError traceback, every output lost. The staging note holds
+    the name's bytes (`harness.outputs_leftovers`), but the rest does not: refused, as --noisy-labels and
+    --reference paths are; the current folder counts for a relative --out (gone: `check_out` says so)."""
+    try:
+        text = os.path.abspath(out) if out is not None else ""
+    except FileNotFoundError:  # a relative --out in a deleted current folder: check_out's one line names it
+        return
     if any("\ud800" <= c <= "\udfff" for c in text):
         from harness.datasets.base import not_utf8  # torch and the loaders: only on this error
 

@@ -210,4 +210,19 @@ def test_a_run_that_reads_gpu_trained_runs_says_so(tmp_path) -> None:
         warnings.simplefilter("always")
         assert run_experiment(**options).reused
     said = [str(w.message) for w in caught if "were trained on cuda" in str(w.message)]
-    assert len(said) == 1 and "this experiment trains on cpu" in said[0] and "device='cuda'" in said[0]  # the API's words
+    assert len(said) == 1 and "this experiment trains on cpu" in said[0] and "device='cuda'" in said[0]  # API words
+
+
+def test_a_relative_out_in_a_deleted_current_folder_is_one_error_in_the_api(tmp_path, monkeypatch) -> None:
+    """The API's config check read the relative --out's absolute path first, and a deleted current folder
+    raised a bare FileNotFoundError there; check_out's one line names the cause, as the CLI says it."""
+    from harness.api import run_experiment
+    from harness.errors import HarnessError
+
+    gone = tmp_path / "gone"
+    gone.mkdir()
+    monkeypatch.chdir(gone)
+    gone.rmdir()
+    with pytest.raises(HarnessError, match="current folder"):
+        run_experiment(**API_TINY, out="rel", store=tmp_path / "store")
+    assert not (tmp_path / "store").exists()
