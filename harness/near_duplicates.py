@@ -26,10 +26,13 @@ feature's spread), 20 of 20 are found and nothing else, where the correlation fo
 are such a table, as they are to the model; saved (N, H, W) they are compared as pixels, and so are
 uint8 rows of more than 3 values (N, D, 1, 1: images saved flattened as uint8), centred as one channel.
 
-Pixels are compared where they lie, so a copy shifted or re-cropped by a pixel or two is not found: on
-CIFAR-10 images (docs/reading-results.md; tests/test_docs26_claims.py) none of 5 shifted by 1 or 2
-pixels, cropped to 28 x 28 and resized back, or flipped upside down, where every copy re-saved at
-JPEG quality 30, brightened, blurred or mirrored was found.
+Pixels are compared where they lie, so a copy shifted or re-cropped by a pixel or two correlates no
+better with its original than another photograph does. Images at least 16 pixels a side are searched
+a third way for such copies (`harness.near_duplicates_shifted`): candidates by a small averaged picture,
+kept when the interiors correlate within the same radius at a shift of up to 2 pixels. A pair only that
+search finds is marked `shifted` and reports its interiors' distance; one found plain or mirrored
+keeps that. A copy cropped and resized back (a scale change) or flipped upside down is still not
+found (docs/reading-results.md has the counts).
 
 Token ids (text) have no meaningful distance, so there only exact copies are found. Exact copies
 are always found, in every mode, at distance 0 (and only they: a near copy reports at least
@@ -63,12 +66,14 @@ import numpy as np
 import pandas as pd
 import torch
 
+from harness.near_duplicates_shifted import ShiftHits, searches_shifts, shifted_across, shifted_within
+
 #: Datalab's defaults: the relative threshold and the neighbours looked at per sample.
 THRESHOLD = 0.13
 NEIGHBOURS = 10
 MODES = ("near", "exact", "off")
-COLUMNS = ["a", "b", "distance", "mirrored"]
-TEST_COLUMNS = ["test", "train", "distance", "mirrored"]
+COLUMNS = ["a", "b", "distance", "mirrored", "shifted"]
+TEST_COLUMNS = ["test", "train", "distance", "mirrored", "shifted"]
 #: The least distance a near pair reports: 0 is kept for exact (byte-equal) copies, and a brightness or
 #: contrast change correlates perfectly (1 - cos rounded to 0 for half of such copies).
 NEAR_FLOOR = 1e-9
@@ -104,11 +109,13 @@ def find_duplicates(x: torch.Tensor, x_test: torch.Tensor | None, mode: str = "n
     rows = _flat(x)
     test_rows = _flat(x_test) if x_test is not None and len(x_test) else rows[:0]
     if mode == "off" or len(rows) < 2:
-        return _frame({}, COLUMNS), _frame({}, TEST_COLUMNS)
+        return _frame({}, set(), COLUMNS), _frame({}, set(), TEST_COLUMNS)
     first = _first_copy(np.concatenate([rows, test_rows]) if len(test_rows) else rows)
     n = len(rows)
     pairs: Found = {(int(f), int(i)): (0.0, False) for i, f in enumerate(first[:n]) if f != i}
     copies: Found = {(int(j), int(f)): (0.0, False) for j, f in enumerate(first[n:]) if f < n}  # the first one
+    shifted: set[tuple[int, int]] = set()  # the pairs found only shifted (`harness.near_duplicates_shifted`)
+    shifted_copies: set[tuple[int, int]] = set()
     if mode == "near" and rows.dtype.kind in "fu":  # token ids (int64): exact copies only
         tabular = searches_table(x)
         # (N, D, 1, 1) is one flattened sample (uint8 with D > 3: images saved flattened), not D one-pixel
@@ -119,7 +126,13 @@ def find_duplicates(x: torch.Tensor, x_test: torch.Tensor | None, mode: str = "n
             _keep_closest(pairs, space.within(threshold, k))
             if len(test_rows):
                 _keep_closest(copies, space.across(test_rows, threshold, k))
-    return _frame(pairs, COLUMNS), _frame(copies, TEST_COLUMNS)
+            if not tabular and searches_shifts(x):  # found plain or mirrored, a pair keeps that distance
+                images = rows.reshape(n, -1, *x.shape[-2:])
+                _keep_new(pairs, shifted, shifted_within(images, space.keep, space.radius, k))
+                if len(test_rows):
+                    tests = test_rows.reshape(len(test_rows), *images.shape[1:])
+                    _keep_new(copies, shifted_copies, shifted_across(tests, images, space.keep, space.radius, k))
+    return _frame(pairs, shifted, COLUMNS), _frame(copies, shifted_copies, TEST_COLUMNS)
 
 
 def _flat(x: torch.Tensor) -> np.ndarray:
@@ -170,10 +183,20 @@ def _keep_closest(found: Found, hits: Hits) -> None:
             found[(a, b)] = (d, mirrored)
 
 
-def _frame(pairs: Found, columns: list[str]) -> pd.DataFrame:
+def _keep_new(found: Found, shifted: set[tuple[int, int]], hits: ShiftHits) -> None:
+    """The shifted finds of pairs no other search found (a test sample paired exactly or plain keeps
+    that), each at its least distance."""
+    for a, b, d in hits:
+        if (a, b) not in found or ((a, b) in shifted and d < found[(a, b)][0]):
+            found[(a, b)] = (max(d, NEAR_FLOOR), False)
+            shifted.add((a, b))
+
+
+def _frame(pairs: Found, shifted: set[tuple[int, int]], columns: list[str]) -> pd.DataFrame:
     """Pairs as a table, closest first (ties in index order)."""
-    table = pd.DataFrame([(a, b, d, m) for (a, b), (d, m) in pairs.items()], columns=columns)
-    table = table.astype({columns[0]: np.int64, columns[1]: np.int64, "distance": float, "mirrored": bool})
+    table = pd.DataFrame([(a, b, d, m, (a, b) in shifted) for (a, b), (d, m) in pairs.items()], columns=columns)
+    table = table.astype({columns[0]: np.int64, columns[1]: np.int64, "distance": float, "mirrored": bool,
+                          "shifted": bool})
     return table.sort_values(["distance", *columns[:2]], kind="stable").reset_index(drop=True)
 
 
