@@ -10,6 +10,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -135,7 +136,10 @@ def test_a_retry_resumed_from_a_checkpoint_inside_an_epoch_trained_again_keeps_i
         trainer.train(resume_from_checkpoint=str(tmp_path / "small" / "checkpoint-3"))
         scores = csl.scores()
     assert model.raised == 5 and trainer._train_batch_size == 3
-    assert csl.tracker.epochs == 2 and scores.equals(whole)
+    assert csl.tracker.epochs == 2 and list(scores.columns) == list(whole.columns)
+    # to rounding: the retry's batches of 3 are another matrix product than the first run's of 8, and
+    # on a machine with AVX-512 (bf16/fp16 kernels) they differ in the last bit (variability 3.7e-9 vs 0)
+    pd.testing.assert_frame_equal(scores, whole, check_exact=False, rtol=0, atol=1e-6)
     np.testing.assert_array_equal(csl.tracker.epochs_presented(), np.full(N, 2))
 
 
