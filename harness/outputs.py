@@ -12,13 +12,11 @@ part-way) is settled by the next one on that --out; a run on another --out besid
 
 from __future__ import annotations
 
-import errno
 import json
 import os
-import re
 import stat
 from collections.abc import Callable, Collection, Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
 
@@ -42,11 +40,8 @@ from harness.io import (
     NO_ROOM,
     atomic_write,
     atomic_write_text,
-    exclusive,
     file_sha256,
-    folder_beside,
     free_bytes_short,
-    name_fits,
     nearest_folder,
     probe_writable,
     rmtree,
@@ -54,6 +49,16 @@ from harness.io import (
 )
 from harness.leaderboard import markdown
 from harness.outputs_leftovers import STAGING_LOCK, STAGING_MARKER, _say_others_left, clean_stale
+from harness.outputs_place import (
+    _apart,
+    _has_content,
+    _new_folder,
+    _out_after_training,
+    _out_lock,
+    _resolved,
+    _whose,
+    _work_place,
+)
 from harness.run_summary import TABLES, summary
 from harness.runspec import RunSpec
 from harness.store import StoredRun
@@ -65,51 +70,8 @@ _STAGING_NOTE = ("memprox staging folder: memprox process {pid} writes an experi
                  "killed); you may also delete it yourself.\n")
 #: What every experiment writes into --out: files, and folders of files (checked before training).
 OUTPUT_FILES, OUTPUT_FOLDERS = ("leaderboard.csv", "leaderboard.md", "raw.csv", "summary.json", RECORD), ("scores",)
-#: What memprox keeps inside --out while it works there (its lock, staging and set-aside folders,
-#: write probes): never content, never recorded (hidden names).
-_WORKING = re.compile(r"\.memprox-(?:lock|(?:tmp|old)-\d+-.*)|\.write-test-.*")
-_NOT_WRITABLE = (errno.EACCES, errno.EPERM, errno.EROFS)
 #: Staging folder -> the lock its process holds (released by `publish` before renaming the folder).
 _HELD: dict[Path, FileLock] = {}
-
-
-@contextmanager
-def _out_lock(out: Path) -> Iterator[None]:
-    """Serialises work on `out` between processes: a lock file beside it (`out` may not exist yet) and,
-    when it is a folder, one inside it (alone where beside it may not be written: a mount point under a
-    read-only parent; every swap into an existing `out` holds it). Removed on release."""
-    with ExitStack() as stack:
-        try:
-            stack.enter_context(exclusive(out.parent / f".{out.name}.memprox-lock"))
-        except OSError as e:
-            if e.errno not in _NOT_WRITABLE or not out.is_dir():
-                raise
-        if out.is_dir():
-            stack.enter_context(exclusive(out / ".memprox-lock"))
-        yield
-
-
-#: A relative path's current folder is gone (os.getcwd() fails): said so, not as a link loop or a traceback.
-_NO_CWD = "the current folder no longer exists (deleted or moved), so the relative --out {out} leads nowhere"
-
-
-def _resolved(path: Path, flag: str) -> Path:
-    """The absolute path with links resolved; a link loop is bad input (RuntimeError or OSError)."""
-    try:
-        return Path(path).resolve()
-    except FileNotFoundError as e:
-        if Path(path).is_absolute():
-            raise
-        raise HarnessError(f"{_NO_CWD.format(out=path)}; cd to an existing folder, or pass an absolute "
-                           f"{flag}") from e
-    except (RuntimeError, OSError) as e:
-        raise HarnessError(f"{flag} {path} cannot be resolved ({e}); pass a path without a symbolic link loop") from e
-
-
-def _apart(path: Path, other: Path, flag: str, what: str, fix: str) -> None:
-    if path == other or other in path.parents or path in other.parents:
-        where = "is" if path == other else "is inside" if other in path.parents else "contains"
-        raise HarnessError(f"{flag} {path} {where} {what} {other}; {fix}")
 
 
 def check_out(out: Path, identity: str, overwrite: bool, store: Path, data_paths: Collection[Path] = (),
@@ -211,40 +173,6 @@ def _probe_folders(out: Path, folders: Collection[str]) -> None:
             raise HarnessError(f"output folder {folder} {what} ({e.strerror}); {fix} or pass another --out") from e
 
 
-def _whose(out: Path, owner: str | None) -> str:
-    """What is in the way in `out`: another experiment's results, or entries memprox did not write."""
-    if owner is not None:
-        return "results of another experiment"
-    names = sorted(p.name for p in out.iterdir() if not _WORKING.fullmatch(p.name))
-    shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
-    return f"files memprox has no record of writing ({shown}), yours or a memprox's before 1 December 2026"
-
-
-def _has_content(out: Path) -> bool:
-    """Whether `out` holds anything but what memprox keeps there while it works."""
-    return any(not _WORKING.fullmatch(p.name) for p in out.iterdir())
-
-
-def _work_place(out: Path) -> Path:
-    """Where `out`'s staging and set-aside folders go: beside it when it does not exist yet or a file
-    made there renames into it, else inside it (a mount point, a bind mount, a parent this process
-    may not write)."""
-    if out.is_dir():
-        try:
-            probe_writable(out.parent, into=out)
-        except OSError:
-            return out
-    name_fits(out.parent, f".{out.name}.tmp-{os.getpid()}-{'x' * 8}")  # `_new_folder`'s longest name there
-    return out.parent
-
-
-def _new_folder(out: Path, kind: str, place: Path) -> Path:
-    """A new folder for `out` in `place`: `.NAME.KIND-PID-RANDOM` beside it, `.memprox-KIND-PID-RANDOM`
-    inside it (the PID says which process made it; whether it still lives is the lock's to say)."""
-    prefix = f".memprox-{kind}-" if place == out else f".{out.name}.{kind}-"
-    return folder_beside(place, f"{prefix}{os.getpid()}-")
-
-
 @contextmanager
 def staging(out: Path | None) -> Iterator[Path | None]:
     """A temporary folder for --out (`_work_place`), locked and marked as memprox's when made, that
@@ -267,18 +195,6 @@ def staging(out: Path | None) -> Iterator[Path | None]:
         if tmp is not None:
             _release(tmp)
             rmtree(tmp)
-
-
-def _out_after_training(out: Path | str) -> Path:
-    """--out resolved again to write into it: a relative one whose current folder was deleted while the runs
-    trained ended the run in a traceback (FileNotFoundError from os.getcwd)."""
-    try:
-        return Path(out).resolve()
-    except FileNotFoundError as e:
-        if Path(out).is_absolute():
-            raise
-        raise StorageError(f"cannot write outputs: {_NO_CWD.format(out=out)}; cd to the folder to write them in and "
-                           "rerun: every run is kept in the store") from e
 
 
 def _release(tmp: Path) -> None:

@@ -41,19 +41,19 @@ from harness.checkpoints import load_checkpoint, save_checkpoint
 from harness.errors import HarnessError, StorageError
 from harness.io import (
     failure_reason,
-    file_sha256,
     folder_beside,
     lock_failure,
     nearest_folder,
     rmtree,
     room_fix,
     swap_folder,
-    write_failure,
 )
 from harness.manifest import Manifest
 from harness.runspec import RunSpec
 from harness.store_entry_files import (
     UNCHECKED,
+    _move_users_files,
+    _write_arrays,
     checked_bytes,
     foreign_names,
     own_entry_folder,
@@ -327,27 +327,3 @@ def _remove_plain_file(path: Path) -> None:
     with suppress(OSError):
         if _plain_file(path):
             path.unlink()
-
-
-def _write_arrays(folder: Path, arrays: dict[str, dict[str, np.ndarray]]) -> dict[str, str]:
-    """Each recorder's arrays as `KEY.NAME.npy` in `folder`; their SHA-256, of the bytes as written."""
-    checksums: dict[str, str] = {}
-    for key, named in arrays.items():
-        for name, arr in named.items():
-            if np.asarray(arr).dtype.hasobject:  # would need unpickling to read back
-                raise TypeError(f"{key}.{name} is an object array; the store keeps numbers only")
-            path = folder / f"{key}.{name}.npy"
-            try:
-                np.save(path, arr)
-            except OSError as e:  # numpy's short write has no errno ("requested and written"): the disk's own
-                raise write_failure(e, path, path) from e
-            checksums[path.name] = file_sha256(path)
-    return checksums
-
-
-def _move_users_files(aside: Path, final: Path) -> None:
-    """Move the files the store did not write from an entry set aside (`.old-`) into the entry now at its name (as
-    `put` does once the new entry is in), each where that name is free."""
-    if aside.name.startswith(".old-") and final.is_dir() and not final.is_symlink():
-        for name in (n for n in foreign_names(aside) if not os.path.lexists(final / n)):
-            os.rename(aside / name, final / name)

@@ -2,7 +2,8 @@
 manifest names. `store prune` removes an entry only when it holds nothing else (`own_files`), and a
 run that rewrites an entry (new recorders, a damaged entry recomputed) carries anything else, a
 user's notes say, into the new entry (`foreign_names`) instead of deleting it with the old one.
-Whether an entry checks out (`verify_entry`: its manifest's own checksum, and one per array it names,
+Writing an entry's arrays (`_write_arrays`) and carrying a user's files across (`_move_users_files`) are
+here as well. Whether an entry checks out (`verify_entry`: its manifest's own checksum, and one per array it names,
 matching the bytes on disk) is decided here too, for the store's reads and `store info` alike."""
 
 from __future__ import annotations
@@ -14,7 +15,9 @@ import pwd
 import stat
 from pathlib import Path
 
-from harness.io import file_sha256
+import numpy as np
+
+from harness.io import file_sha256, write_failure
 from harness.manifest import DIGEST_FIELD, Manifest
 
 
@@ -190,3 +193,27 @@ def checked_bytes(path: Path, fname: str, expected: str) -> bytes:
     if hashlib.sha256(data).hexdigest() != expected:
         raise ValueError(f"checksum mismatch in {fname}")
     return data
+
+
+def _write_arrays(folder: Path, arrays: dict[str, dict[str, np.ndarray]]) -> dict[str, str]:
+    """Each recorder's arrays as `KEY.NAME.npy` in `folder`; their SHA-256, of the bytes as written."""
+    checksums: dict[str, str] = {}
+    for key, named in arrays.items():
+        for name, arr in named.items():
+            if np.asarray(arr).dtype.hasobject:  # would need unpickling to read back
+                raise TypeError(f"{key}.{name} is an object array; the store keeps numbers only")
+            path = folder / f"{key}.{name}.npy"
+            try:
+                np.save(path, arr)
+            except OSError as e:  # numpy's short write has no errno ("requested and written"): the disk's own
+                raise write_failure(e, path, path) from e
+            checksums[path.name] = file_sha256(path)
+    return checksums
+
+
+def _move_users_files(aside: Path, final: Path) -> None:
+    """Move the files the store did not write from an entry set aside (`.old-`) into the entry now at its name (as
+    `put` does once the new entry is in), each where that name is free."""
+    if aside.name.startswith(".old-") and final.is_dir() and not final.is_symlink():
+        for name in (n for n in foreign_names(aside) if not os.path.lexists(final / n)):
+            os.rename(aside / name, final / name)

@@ -63,3 +63,17 @@ def test_imagefolder_uses_the_listing_names_themselves() -> None:
     """tests/test_docs_audit9.py reads the image types from harness.datasets.imagefolder."""
     for name in ("_IMG_EXTENSIONS", "_SKIPPED_IMAGES", "_image_files"):
         assert getattr(imagefolder, name) is getattr(imagefolder_files, name), name
+
+
+def test_outputs_and_store_use_the_moved_names_themselves() -> None:
+    """outputs_place (27) and store_entry_files' writers: harness.outputs' checks call `_work_place`
+    through its own name, which tests patch (tests/test_output_edge_cases.py); a subprocess test injects
+    its failure at harness.store:_write_arrays, where `RunStore.put` looks it up (tests/test_disk_full10.py)."""
+    import harness.outputs_place as outputs_place
+    import harness.store_entry_files as store_entry_files
+
+    for name in ("_work_place", "_new_folder", "_out_lock", "_has_content", "_whose", "_resolved", "_apart",
+                 "_out_after_training"):
+        assert getattr(outputs, name) is getattr(outputs_place, name), name
+    for name in ("_write_arrays", "_move_users_files"):
+        assert getattr(store, name) is getattr(store_entry_files, name), name

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 import harness.outputs as outputs
+import harness.outputs_place as outputs_place
 import harness.store as store_mod
 import harness.store_admin as admin
 import harness.training as training
@@ -243,7 +244,7 @@ def test_an_entry_folder_that_cannot_be_made_names_the_folder_that_refused_it(tm
 
 def test_a_staging_folder_that_cannot_be_made_names_the_output_folder(tmp_path, monkeypatch) -> None:
     (out := tmp_path / "out").mkdir()
-    monkeypatch.setattr(outputs, "folder_beside", _refused)
+    monkeypatch.setattr(outputs_place, "folder_beside", _refused)  # where `_new_folder` looks it up
     with pytest.raises(StorageError) as caught, outputs.staging(out):
         pass
     assert f"cannot write outputs for {out} to {tmp_path} (Operation not permitted)" in str(caught.value)  # beside
