@@ -27,7 +27,7 @@ def test_exact_copies_pair_with_their_first_copy_at_distance_zero() -> None:
     x[9] = x[7]
     table = find_pairs(torch.from_numpy(x), mode="exact")
     assert table.to_dict("list") == {"a": [0, 0, 7], "b": [3, 5, 9], "distance": [0.0, 0.0, 0.0],
-                                        "mirrored": [False, False, False]}
+                                        "mirrored": [False, False, False], "shifted": [False, False, False]}
 
 
 def test_near_copies_are_found_and_unrelated_images_are_not() -> None:
@@ -38,7 +38,7 @@ def test_near_copies_are_found_and_unrelated_images_are_not() -> None:
     x[30] = x[6]  # exact
     table = find_pairs(torch.from_numpy(x))
     assert _pairs(table) == {(4, 10), (8, 20), (6, 30)}
-    assert table.iloc[0].tolist() == [6, 30, 0.0, False]  # closest first
+    assert table.iloc[0].tolist() == [6, 30, 0.0, False, False]  # closest first
     assert (table["distance"] < 0.01).all()
     assert _pairs(find_pairs(torch.from_numpy(x), mode="exact")) == {(6, 30)}
     assert find_pairs(torch.from_numpy(x), mode="off").empty
@@ -84,7 +84,7 @@ def test_the_rule_matches_a_brute_force_computation() -> None:
     expected = {(min(i, j), max(i, j)) for i in range(300) for j in order[i] if distance[i, j] <= radius}
     assert 3 <= len(expected) < 15  # the rule keeps the close copies, not the noisy ones
     assert _pairs(table) == expected
-    for a, b, d, _ in table.itertuples(index=False):
+    for a, b, d, *_ in table.itertuples(index=False):
         assert d == pytest.approx(distance[a, b], abs=1e-5)
 
 

@@ -44,7 +44,7 @@ def _hand_built() -> np.ndarray:
 
 def test_a_mirrored_copy_and_a_mirrored_rebrightened_copy_pair_and_nothing_else() -> None:
     table = find_pairs(torch.from_numpy(_hand_built()))
-    assert list(table.columns) == ["a", "b", "distance", "mirrored"]
+    assert list(table.columns) == ["a", "b", "distance", "mirrored", "shifted"]
     assert _found(table) == {(3, 10): True, (5, 20): True, (7, 8): False}
     distance = dict(zip(zip(table["a"], table["b"]), table["distance"]))
     assert NEAR_FLOOR <= distance[(3, 10)] < 1e-5  # the same pixels flipped
@@ -57,7 +57,7 @@ def test_a_symmetric_image_does_not_pair_with_itself() -> None:
     for i in (2, 9, 15):
         x[i] = _symmetric(x[i])
     table = find_pairs(torch.from_numpy(x))
-    assert table.empty and list(table.columns) == ["a", "b", "distance", "mirrored"]
+    assert table.empty and list(table.columns) == ["a", "b", "distance", "mirrored", "shifted"]
 
 
 def test_a_test_image_mirroring_a_training_image_is_a_mirrored_copy() -> None:
@@ -68,7 +68,7 @@ def test_a_test_image_mirroring_a_training_image_is_a_mirrored_copy() -> None:
     test[15] = np.clip(train[41].astype(int) + 9, 0, 255)  # a plain brighter copy
     pairs, copies = find_duplicates(torch.from_numpy(train), torch.from_numpy(test))
     assert pairs.empty
-    assert list(copies.columns) == ["test", "train", "distance", "mirrored"]
+    assert list(copies.columns) == ["test", "train", "distance", "mirrored", "shifted"]
     assert _found(copies) == {(4, 17): True, (11, 60): True, (13, 40): False, (15, 41): False}
     assert copies.set_index("test").loc[13, "distance"] == 0.0  # byte-equal: 0, as before
 

@@ -55,7 +55,7 @@ def test_a_two_feature_table_has_no_false_pairs_at_distance_zero() -> None:
     expected = {(min(i, j), max(i, j)) for i in range(300) for j in order[i] if distance[i, j] <= radius}
     assert 1 <= len(expected) <= 5
     assert _pairs(table) == expected and (table["distance"] > 0).all()
-    for a, b, d, _ in table.itertuples(index=False):
+    for a, b, d, *_ in table.itertuples(index=False):
         assert d == pytest.approx(distance[a, b], rel=1e-5)
 
 
@@ -161,6 +161,6 @@ def test_two_small_integer_features_are_a_table_too() -> None:
     x = np.random.default_rng(0).integers(0, 256, (300, 2), dtype=np.uint8)
     x[7] = x[3]
     table = find_pairs(torch.from_numpy(x[:, :, None, None]))
-    assert table.iloc[0].tolist() == [3, 7, 0.0, False]
+    assert table.iloc[0].tolist() == [3, 7, 0.0, False, False]
     assert 1 <= len(table) <= 5 and (table["distance"].iloc[1:] > 0).all()
     assert _pairs(table) == _pairs(find_pairs(_table(x.astype(np.float32))))

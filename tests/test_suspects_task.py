@@ -211,9 +211,10 @@ def test_duplicates_are_listed_with_other_labels_first(tmp_path: Path, make_conf
     exp, _ = _run(make_config, dataset=dataset, proxies="csl", task_args={"suspects": {"k": 8}})
     out = Path(exp.cfg.out)
     pairs = pd.read_csv(out / "suspects" / "duplicates.csv")
-    assert list(pairs.columns) == ["a", "b", "distance", "mirrored", "label_a", "label_a_name", "label_b",
+    assert list(pairs.columns) == ["a", "b", "distance", "mirrored", "shifted", "label_a", "label_a_name", "label_b",
                                    "label_b_name", "labels_differ"]
-    assert pairs.iloc[0].tolist() == [5, 900, 0.0, False, y[5], y[5], y[900], y[900], True]  # labels differ only here
+    # labels differ only here
+    assert pairs.iloc[0].tolist() == [5, 900, 0.0, False, False, y[5], y[5], y[900], y[900], True]
     assert not pairs["labels_differ"].iloc[1:].any()
     darker = pairs[(pairs["a"] == 17) & (pairs["b"] == 300)]
     assert len(darker) == 1 and 0 < darker["distance"].item() < 1e-3  # rounding: not exactly 0

@@ -63,13 +63,14 @@ def test_planted_copies_of_training_images_in_the_test_split_are_found_and_nothi
     pairs, copies = find_duplicates(torch.from_numpy(train), torch.from_numpy(test))
     found = set(zip(copies["test"].tolist(), copies["train"].tolist()))
     assert found == {(3, 17), (9, 40), (20, 90)} == _brute(train, test)
-    assert copies.iloc[0].tolist() == [3, 17, 0.0, False] and (copies["distance"] < 0.01).all()  # closest first
+    assert copies.iloc[0].tolist() == [3, 17, 0.0, False, False] and (copies["distance"] < 0.01).all()  # closest first
     assert pairs.equals(find_pairs(torch.from_numpy(train)))  # the training pairs are unchanged: (17, 120)
     assert set(zip(pairs["a"], pairs["b"])) == {(17, 120)}
     _, exact = find_duplicates(torch.from_numpy(train), torch.from_numpy(test), mode="exact")
-    assert exact.to_dict("list") == {"test": [3], "train": [17], "distance": [0.0], "mirrored": [False]}
+    assert exact.to_dict("list") == {"test": [3], "train": [17], "distance": [0.0], "mirrored": [False],
+                                     "shifted": [False]}
     _, off = find_duplicates(torch.from_numpy(train), torch.from_numpy(test), mode="off")
-    assert off.empty and list(off.columns) == ["test", "train", "distance", "mirrored"]
+    assert off.empty and list(off.columns) == ["test", "train", "distance", "mirrored", "shifted"]
 
 
 def test_a_table_is_standardised_by_the_training_sets_statistics() -> None:
@@ -108,7 +109,8 @@ def test_token_ids_are_matched_by_exact_copies_only() -> None:
     test[6] = train[8]
     test[6, 0] = (test[6, 0] % 49) + 1  # one token off: no copy
     _, copies = find_duplicates(train, test)
-    assert copies.to_dict("list") == {"test": [4], "train": [7], "distance": [0.0], "mirrored": [False]}
+    assert copies.to_dict("list") == {"test": [4], "train": [7], "distance": [0.0], "mirrored": [False],
+                                      "shifted": [False]}
 
 
 def _folder(root: Path, train: np.ndarray, train_labels: np.ndarray, test: np.ndarray,
@@ -138,7 +140,7 @@ def test_the_suspects_task_writes_the_copies_with_files_labels_and_a_figure(tmp_
         run_experiment(dataset=name, model="mlp", proxies="final_loss", tasks="suspects", seeds=1, epochs=1,
                        out=tmp_path / "out", store=tmp_path / "store", executor="inprocess", progress=False)
     table = pd.read_csv(tmp_path / "out" / "suspects" / "train_test_duplicates.csv")
-    assert list(table.columns) == ["test", "train", "distance", "mirrored", "label_test", "label_test_name",
+    assert list(table.columns) == ["test", "train", "distance", "mirrored", "shifted", "label_test", "label_test_name",
                                    "label_train", "label_train_name", "labels_differ", "file_test", "file_train"]
     assert table["labels_differ"].tolist() == [True, False, False]
     for row in table.itertuples():  # every row names the files whose pixels it pairs
@@ -174,7 +176,7 @@ def test_no_test_split_and_a_dataset_without_names_write_what_they_have(tmp_path
         result = run_experiment(dataset="digits", proxies="final_loss", tasks="suspects", seeds=1, epochs=1,
                                 subset=300, store=tmp_path / "store", executor="inprocess", progress=False)
     table = result.tables["suspects/train_test_duplicates.csv"]
-    assert list(table.columns) == ["test", "train", "distance", "mirrored", "label_test", "label_test_name",
+    assert list(table.columns) == ["test", "train", "distance", "mirrored", "shifted", "label_test", "label_test_name",
                                    "label_train", "label_train_name", "labels_differ"]
 
 
