@@ -56,6 +56,7 @@ from harness.outputs_place import (
     _out_after_training,
     _out_lock,
     _resolved,
+    _trained_on,
     _whose,
     _work_place,
 )
@@ -75,13 +76,14 @@ _HELD: dict[Path, FileLock] = {}
 
 
 def check_out(out: Path, identity: str, overwrite: bool, store: Path, data_paths: Collection[Path] = (),
-              folders: Collection[str] = (), former: Collection[str] = ()) -> None:
+              folders: Collection[str] = (), former: Collection[str] = (), device: str | None = None) -> None:
     """Before training: --out must be a writable folder apart from the run store and from the data (`data_paths`:
     the folders the experiment reads; files are left out), holding no other experiment's results, no files memprox
     cannot show it wrote, none changed since it wrote them (unless --overwrite, which replaces only files a new
     output has the name of), and nothing in the way of an output (a folder named leaderboard.csv, a file named
     scores or as one of `folders`, those the selected tasks write into). An --out marked with one of `former`, the
-    ids this experiment had before (`harness.config_identity.former_ids`), is this experiment's."""
+    ids this experiment had before (`harness.config_identity.former_ids`), is this experiment's, unless its
+    outputs were computed on another kind of `device` (`_mine`)."""
     out, store = _resolved(out, "--out"), _resolved(store, "--store")
     _apart(out, store, "--out", "the run store", "pass an --out outside the store that does not contain it")
     for data in {Path(p).expanduser().resolve() for p in data_paths if Path(p).expanduser().is_dir()}:
@@ -117,20 +119,34 @@ def check_out(out: Path, identity: str, overwrite: bool, store: Path, data_paths
         content = _has_content(out)
     except OSError as e:
         raise HarnessError(f"--out {out} cannot be read ({e.strerror}); pass a readable --out") from e
-    mine = owner == identity or owner in former
+    mine = _mine(out, owner, identity, former, device)
     _check_in_the_way(out, (*OUTPUT_FOLDERS, *folders), read_record(out)[1] if mine else ())
     _probe_folders(out, (*OUTPUT_FOLDERS, *folders))
     if overwrite:
         return
     if not mine and content:
         gone = "that experiment's outputs go, " * (owner is not None)
-        raise HarnessError(f"--out {out} holds {_whose(out, owner)}; pass another --out, or --overwrite to replace "
+        whose = _whose(out, owner)
+        if owner is not None and (trained := _trained_on(out)) not in (None, device):
+            whose += f" (computed on {trained}; this one trains on {device}, which agrees with it to rounding only)"
+        raise HarnessError(f"--out {out} holds {whose}; pass another --out, or --overwrite to replace "
                            f"the outputs there ({gone}files of yours stay unless a new output has their name)")
     foreign = [name for name in OUTPUT_FILES if name != RECORD and os.path.lexists(out / name) and name not in ours]
     if changed or foreign:
         what = f"{changed[0]} was changed after memprox wrote it" if changed else \
             f"{foreign[0]} was not written by memprox"
         raise HarnessError(f"--out {out}: {what}; move it away, or pass --overwrite to replace it")
+
+
+def _mine(out: Path, owner: str | None, identity: str, former: Collection[str], device: str | None) -> bool:
+    """Whether `out` holds this experiment's outputs: marked with its id or a former one, and computed on its kind of
+    `device` where the folder says (`_trained_on`; None: not asked). The id alone took another device's folder: the
+    CPU's id is the one `auto` had, so `--device cpu` on a GPU machine took the folder of an `auto` run there
+    (CUDA's results), and, `auto` being a former id of CUDA there, `--device cuda` took a CPU run's folder, each
+    replacing the other device's outputs without --overwrite, though a CPU and a GPU are two experiments."""
+    if owner is None or (owner != identity and owner not in former):
+        return False
+    return device is None or _trained_on(out) in (None, device)
 
 
 def _check_in_the_way(out: Path, folders: Collection[str], recorded: Collection[str] = ()) -> None:
@@ -219,7 +235,7 @@ def write(result: ExperimentResult, runs: dict[RunSpec, StoredRun], tmp: Path, a
         atomic_write_text(tmp / "summary.json", text)  # its write phase ends above (summary and record follow)
         result.outputs = {**TABLES, "summary": ["summary.json"], **result.outputs}  # every file, as in summary.json
         write_record(tmp, identity)
-        publish(tmp, out, identity, cfg.overwrite, former_ids(cfg))
+        publish(tmp, out, identity, cfg.overwrite, former_ids(cfg), device.type)
     except OSError as e:
         raise _write_error(out, e, tmp) from e
 
@@ -252,7 +268,8 @@ def write_record(tmp: Path, identity: str) -> None:
     atomic_write_text(tmp / RECORD, json.dumps(record, indent=1))
 
 
-def publish(tmp: Path, out: Path, identity: str, overwrite: bool, former: Collection[str] = ()) -> None:
+def publish(tmp: Path, out: Path, identity: str, overwrite: bool, former: Collection[str] = (),
+            device: str | None = None) -> None:
     """Move the complete outputs in `tmp` (with their record) into `out`, under the folder's lock. A
     folder that does not exist is the staging folder renamed. Into an existing one the new files are
     swapped in with rollback (`harness.file_swap.swap_files`); set aside, and deleted once the new set is
@@ -270,7 +287,7 @@ def publish(tmp: Path, out: Path, identity: str, overwrite: bool, former: Collec
             raise StorageError(f"--out {out} is no longer a folder; every run is kept in the store, rerun with a "
                                "folder as --out")
         owner, ours, _ = recorded_unchanged(out)
-        if owner != identity and owner not in former and not overwrite and _has_content(out):
+        if not _mine(out, owner, identity, former, device) and not overwrite and _has_content(out):
             raise StorageError(f"--out {out} got another experiment's results (or other files) while this one ran; "
                                "every run is kept in the store, rerun with another --out or --overwrite")
         _, incoming = read_record(tmp)

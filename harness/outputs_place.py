@@ -6,6 +6,7 @@ room under the 400-line limit."""
 from __future__ import annotations
 
 import errno
+import json
 import os
 import re
 from collections.abc import Iterator
@@ -67,6 +68,17 @@ def _whose(out: Path, owner: str | None) -> str:
     names = sorted(p.name for p in out.iterdir() if not _WORKING.fullmatch(p.name))
     shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
     return f"files memprox has no record of writing ({shown}), yours or a memprox's before 1 December 2026"
+
+
+def _trained_on(out: Path) -> str | None:
+    """The kind of device (cpu, cuda, mps) the outputs in `out` were computed on, as its summary.json says; None
+    where it cannot say. The owner's id does not tell: the CPU's id is the one `auto` had on any machine
+    (`harness.config_identity.DEVICE_HASHED_AS`), a GPU machine's `auto` folder among them."""
+    try:
+        device = json.loads((out / "summary.json").read_text(encoding="utf-8")).get("device")
+    except (OSError, ValueError, AttributeError):  # missing, a folder, not JSON, not an object
+        return None
+    return (device.partition(":")[0] or None) if isinstance(device, str) else None
 
 
 def _has_content(out: Path) -> bool:
