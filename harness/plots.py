@@ -336,7 +336,8 @@ def plot_pairs(pairs: pd.DataFrame, pictures: Mapping[int, np.ndarray], path: st
                files: Mapping[int, str] | None = None, files_a: Mapping[int, str] | None = None) -> Path:
     """PNG grid of duplicate pairs (a, b, label_a, label_b, distance), the two images of a pair side
     by side, captioned `#index label`, the sample's file when `files` names it, and the pair's
-    distance (and `mirrored` when one is the other's mirror): the suspects task's duplicates figures.
+    distance (and `mirrored` when one is the other's mirror, `shifted` when only the shifted search found
+    it, its distance then the interiors'): the suspects task's duplicates figures.
     `total`: how many pairs were found, when `pairs` are the first of them (the title says so: the
     first 20 of CIFAR-10's 124 pairs were titled "20 duplicate pair(s)"). Pairs across two sets (a
     test sample and its training copy) take a's images and files from `pictures_a` and `files_a`, and
@@ -345,8 +346,8 @@ def plot_pairs(pairs: pd.DataFrame, pictures: Mapping[int, np.ndarray], path: st
         name = classes[int(c)] if classes is not None else str(int(c))
         which = f"{names[side]} " if names else ""
         known = files_a if side == 0 and pictures_a is not None else files
-        mirrored = " mirrored" if bool(getattr(r, "mirrored", False)) else ""
-        return f"{which}#{i} {name}\n" + _file_line(known, i) + (f"d={r.distance:.2g}{mirrored}" if side else "")
+        how = "".join(f" {flag}" for flag in ("mirrored", "shifted") if bool(getattr(r, flag, False)))
+        return f"{which}#{i} {name}\n" + _file_line(known, i) + (f"d={r.distance:.2g}{how}" if side else "")
 
     drawn = [[caption(side, int(i), c, r) for side, (i, c) in enumerate(((r.a, r.label_a), (r.b, r.label_b)))]
              for r in pairs.itertuples(index=False)]
