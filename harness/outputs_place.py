@@ -14,6 +14,7 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 from harness.errors import HarnessError, StorageError
+from harness.file_swap import plain_file
 from harness.io import exclusive, folder_beside, name_fits, probe_writable
 
 #: What memprox keeps inside --out while it works there (its lock, staging and set-aside folders,
@@ -74,9 +75,10 @@ def _trained_on(out: Path) -> str | None:
     """The kind of device (cpu, cuda, mps) the outputs in `out` were computed on, as its summary.json says; None
     where it cannot say. The owner's id does not tell: the CPU's id is the one `auto` had on any machine
     (`harness.config_identity.DEVICE_HASHED_AS`), a GPU machine's `auto` folder among them."""
-    try:
-        device = json.loads((out / "summary.json").read_text(encoding="utf-8")).get("device")
-    except (OSError, ValueError, AttributeError):  # missing, a folder, not JSON, not an object
+    try:  # a regular file only: a FIFO put in its place would hang the check
+        summary = plain_file(out, "summary.json")
+        device = None if summary is None else json.loads(summary.read_text(encoding="utf-8")).get("device")
+    except (OSError, ValueError, AttributeError):  # unreadable, not JSON, not an object
         return None
     return (device.partition(":")[0] or None) if isinstance(device, str) else None
 

@@ -112,3 +112,36 @@ def test_a_cpu_experiment_does_not_replace_a_gpu_machines_auto_folder(tmp_path) 
     assert json.loads((out / "summary.json").read_text())["device"] == "cuda"
     assert run_experiment(**{**options, "device": "cpu", "overwrite": True}).reused
     assert json.loads((out / "summary.json").read_text())["device"] == "cpu"
+
+
+def test_a_summary_that_is_not_a_regular_file_does_not_hang_the_check(tmp_path) -> None:
+    """The device is read from summary.json only where it is a regular file: a FIFO in its place blocked the
+    check (opening it waits for a writer); the changed file is named instead."""
+    import os
+    import threading
+
+    from harness.errors import HarnessError
+    from harness.outputs import check_out
+
+    options = _cpu_folder(tmp_path)
+    out = tmp_path / "out"
+    (out / "summary.json").unlink()
+    os.mkfifo(out / "summary.json")
+    caught: list[BaseException] = []
+
+    def check() -> None:
+        try:
+            check_out(out, *_ids(options, "cpu")[:1], False, tmp_path / "store", former=_ids(options, "cpu")[1],
+                      device="cpu")
+        except BaseException as e:  # noqa: BLE001  (handed to the test thread)
+            caught.append(e)
+
+    worker = threading.Thread(target=check, daemon=True)
+    worker.start()
+    worker.join(20)
+    if worker.is_alive():  # let the blocked open return before failing
+        with open(out / "summary.json", "w"):
+            pass
+        pytest.fail("check_out blocked on a FIFO named summary.json")
+    assert len(caught) == 1 and isinstance(caught[0], HarnessError)
+    assert "summary.json was changed after memprox wrote it" in str(caught[0])
