@@ -27,6 +27,7 @@ import torch
 
 from harness.errors import HarnessError
 from harness.tracker import SampleTracker
+from harness.tracker.gather import world_size
 
 __all__ = ["DistributedRecorder", "OneTraining", "WithIndex", "concurrent_training", "world_size"]
 
@@ -99,28 +100,9 @@ def concurrent_training(who: str, advice: str) -> str:
             f"into one callback mix their losses, and one's start can empty the other's record. {advice}")
 
 
-def world_size() -> int:
-    dist = torch.distributed
-    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
-
-
-def _gather(t: torch.Tensor, world: int) -> torch.Tensor:
-    """Concatenate `t` (B, ...) of every rank in rank order; B may differ between ranks."""
-    dist = torch.distributed
-    size = torch.tensor([t.shape[0]], device=t.device, dtype=torch.int64)
-    sizes = [torch.zeros_like(size) for _ in range(world)]
-    dist.all_gather(sizes, size)
-    counts = [int(s) for s in torch.cat(sizes).tolist()]
-    top = max(counts)
-    if t.shape[0] < top:  # all_gather needs equal shapes: pad, then trim
-        t = torch.cat([t, t.new_zeros((top - t.shape[0], *t.shape[1:]))])
-    parts = [torch.empty_like(t) for _ in range(world)]
-    dist.all_gather(parts, t.contiguous())
-    return torch.cat([p[:c] for p, c in zip(parts, counts)])
-
-
 class DistributedRecorder:
-    """Feeds `tracker` one batch at a time; gathers across ranks when there are several."""
+    """Feeds `tracker` one batch at a time; gathers across ranks when there are several, with the
+    tracker's own `update(..., gather=True)` (`harness.tracker.gather`), the one a user's loop calls."""
 
     def __init__(self, tracker: SampleTracker) -> None:
         self.tracker = tracker
@@ -133,18 +115,9 @@ class DistributedRecorder:
     def update(self, indices: Any, *, losses: torch.Tensor | None = None, logits: torch.Tensor | None = None,
                labels: torch.Tensor | None = None) -> None:
         world = world_size()
-        if world > 1:
-            ref = losses if losses is not None else logits
-            if ref is None:
-                raise HarnessError("the batch needs per-sample losses (or logits and labels) to record")
-            idx = torch.as_tensor(np.asarray(indices)) if not isinstance(indices, torch.Tensor) else indices
-            idx = _gather(idx.to(ref.device, torch.int64).reshape(-1), world)
-            losses = _gather(losses.detach(), world) if losses is not None else None
-            logits = _gather(logits.detach(), world) if logits is not None else None
-            labels = _gather(labels.detach(), world) if labels is not None else None
-            indices = idx
-            self.tracker.allowed_repeats = world * self.padding_batch - 1  # a sampler's padding is no surprise
-        self.tracker.update(indices, losses=losses, logits=logits, labels=labels)
+        if world > 1:  # a sampler's padding is no surprise; update() keeps the larger of this and world - 1
+            self.tracker.allowed_repeats = world * self.padding_batch - 1
+        self.tracker.update(indices, losses=losses, logits=logits, labels=labels, gather=True)
         self.batches += 1
 
     def end_epoch(self) -> None:

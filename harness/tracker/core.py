@@ -15,6 +15,7 @@ from harness.errors import HarnessError
 from harness.tracker.batch_log import Batch, BatchLog
 from harness.tracker.class_probs import ClassProbSums, why_not_recorded
 from harness.tracker.evaluation import TrackerEvaluation
+from harness.tracker.gather import gather_batch
 from harness.tracker.inputs import Inputs, check_labels, label_array
 from harness.tracker.results import TrackerResults
 from harness.tracker.selection import LOSS_KEY, ProxySelection
@@ -136,11 +137,22 @@ class SampleTracker(TrackerEvaluation, TrackerCheckpoints, TrackerResults):
         losses: torch.Tensor | None = None,
         logits: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
+        gather: bool = False,
     ) -> None:
         """Record one training batch: sample indices and per-sample losses (`reduction="none"`),
         and/or logits (B, C) with labels (B,); the loss is computed from logits when not given.
-        Tensors may require grad (they are detached) and be half precision."""
+        Tensors may require grad (they are detached) and be half precision.
+
+        `gather=True` (DDP, Accelerate): first gather the batch from every process, in rank order
+        (`harness.tracker.gather`; every rank calls it, a rank without samples with empty tensors;
+        batches of unequal size are fine), so every rank records the same global batch; and let
+        `allowed_repeats` cover a `DistributedSampler`'s padding (world size - 1). With one process,
+        or no process group, the batch is recorded as given."""
         self._check_open("update")
+        if gather:
+            indices, losses, logits, labels, world = gather_batch(indices, losses=losses, logits=logits,
+                                                                  labels=labels)
+            self.allowed_repeats = max(self.allowed_repeats, world - 1)
         if losses is None and logits is None:
             raise HarnessError("update() needs losses= (per-sample, reduction='none') or logits= and labels=")
         ref = logits if logits is not None else losses
