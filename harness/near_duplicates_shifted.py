@@ -112,23 +112,26 @@ def _nearest(queries: np.ndarray, samples: np.ndarray, count: int) -> np.ndarray
 def _least_distance(left: np.ndarray, i: np.ndarray, right: np.ndarray, j: np.ndarray) -> np.ndarray:
     """For each pair (left[i], right[j]): the least 1 - correlation (each channel centred on its own)
     of one image's interior with the other's moved by up to `REACH` pixels each way, either image moved.
-    From raw dot products and each window's sums, so no window is centred per pair."""
+    Each window is centred before the products (`_centred`): the sums of values and of their squares
+    cancel to float32 rounding where a window is flat, and two images flat in the middle (a plain
+    background in a noisy frame) then "correlated" at 1 - 1e-9 where they have no correlation at all."""
     least = np.full(len(i), np.inf, dtype=np.float32)
     step = check_rows(left)
     for start in range(0, len(i), step):
         a, b = _floats(left[i[start:start + step]]), _floats(right[j[start:start + step]])
         for moved, fixed in ((a, b), (b, a)):
-            sums, squares = _window_sums(fixed, 0, 0)
+            still = _centred(_interior(fixed, 0, 0))
+            still_norm = np.sqrt(np.einsum("ncij,ncij->n", still, still))
             for dy in range(-REACH, REACH + 1):
                 for dx in range(-REACH, REACH + 1):
-                    distance = _distance(fixed, sums, squares, moved, dy, dx)
+                    distance = _distance(still, still_norm, _centred(_interior(moved, dy, dx)))
                     np.minimum(least[start:start + step], distance, out=least[start:start + step])
     return np.maximum(least, 0.0)
 
 
 def _floats(images: np.ndarray) -> np.ndarray:
-    """float32 images with each channel's mean taken out: a window's sums then stay small, and its
-    centring by them loses no precision (a correlation does not see the shift)."""
+    """float32 images with each channel's mean taken out, so that a window's own mean, taken out next,
+    is small beside its values (a flat image far from 0 keeps its spread to float32's resolution)."""
     values = images.astype(np.float32)
     values -= values.mean(axis=(2, 3), keepdims=True)
     return values
@@ -140,20 +143,15 @@ def _interior(images: np.ndarray, dy: int, dx: int) -> np.ndarray:
     return images[..., REACH + dy:h - REACH + dy, REACH + dx:w - REACH + dx]
 
 
-def _window_sums(images: np.ndarray, dy: int, dx: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per image and channel, the sum of the moved interior's values and of their squares."""
-    window = _interior(images, dy, dx)
-    return window.sum(axis=(2, 3)), np.einsum("ncij,ncij->nc", window, window)
+def _centred(window: np.ndarray) -> np.ndarray:
+    """A copy of `window` with each image's channel centred on its own mean, summed in float64: the sum
+    of a flat window's values is then exact, its mean is its value, and it centres to exactly 0."""
+    return window - window.mean(axis=(2, 3), dtype=np.float64, keepdims=True).astype(np.float32)
 
 
-def _distance(fixed: np.ndarray, sums: np.ndarray, squares: np.ndarray, moved: np.ndarray, dy: int,
-              dx: int) -> np.ndarray:
-    """1 - correlation of `fixed`'s interior (its `sums`, `squares`) with `moved`'s moved by (dy, dx),
-    each channel centred on its own; 1 where either window is constant."""
-    window = _interior(moved, dy, dx)
-    size = float(window.shape[-2] * window.shape[-1])
-    moved_sums, moved_squares = _window_sums(moved, dy, dx)
-    dot = np.einsum("ncij,ncij->nc", _interior(fixed, 0, 0), window) - sums * moved_sums / size
-    spread = (squares - sums**2 / size).sum(axis=1) * (moved_squares - moved_sums**2 / size).sum(axis=1)
-    product = dot.sum(axis=1)
-    return np.where(spread > 0, 1 - product / np.sqrt(np.maximum(spread, 1e-30)), 1.0)
+def _distance(still: np.ndarray, still_norm: np.ndarray, window: np.ndarray) -> np.ndarray:
+    """1 - correlation of the centred windows `still` (its norm `still_norm`) and `window`, over all
+    channels together; 1 where either is flat (a correlation with nothing)."""
+    norm = still_norm * np.sqrt(np.einsum("ncij,ncij->n", window, window))
+    dot = np.einsum("ncij,ncij->n", still, window)
+    return np.where(norm > 0, 1 - dot / np.where(norm > 0, norm, 1.0), 1.0)

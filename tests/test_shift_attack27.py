@@ -1,0 +1,62 @@
+"""The shifted copy search (harness.near_duplicates_shifted) against a brute-force reference: for each
+pair, the least 1 - correlation of the per-channel-centred interiors over every shift of up to 2
+pixels, either image moved, in float64 (shiftattack27)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from harness.near_duplicates import find_pairs
+from harness.near_duplicates_shifted import REACH, _least_distance
+
+
+def _reference(a: np.ndarray, b: np.ndarray) -> float:
+    """The docstring's definition, pair by pair: 1 where a window is flat (no correlation)."""
+    def window(image: np.ndarray, dy: int, dx: int) -> np.ndarray:
+        h, w = image.shape[-2:]
+        part = image[:, REACH + dy:h - REACH + dy, REACH + dx:w - REACH + dx].astype(np.float64)
+        return part - part.mean(axis=(1, 2), keepdims=True)
+
+    best = np.inf
+    for moved, fixed in ((a, b), (b, a)):
+        still = window(fixed, 0, 0)
+        for dy in range(-REACH, REACH + 1):
+            for dx in range(-REACH, REACH + 1):
+                other = window(moved, dy, dx)
+                norm = np.sqrt((still**2).sum() * (other**2).sum())
+                best = min(best, 1 - float((still * other).sum()) / norm if norm > 0 else 1.0)
+    return max(best, 0.0)
+
+
+def _framed(n: int, channels: int = 3, seed: int = 7) -> np.ndarray:
+    """Images flat in the middle (one value per channel) in a frame of noise 2 pixels wide."""
+    rng = np.random.default_rng(seed)
+    x = rng.integers(0, 256, (n, channels, 32, 32)).astype(np.uint8)
+    x[:, :, REACH:-REACH, REACH:-REACH] = rng.integers(0, 256, (n, channels, 1, 1))
+    return x
+
+
+def test_images_flat_in_the_middle_are_not_shifted_copies() -> None:
+    x = _framed(60)
+    i, j = np.triu_indices(len(x), 1)
+    assert (_least_distance(x, i, x, j) == 1.0).all()  # no correlation: was under 0.05 for 151 of these 1,770
+    assert _reference(x[0], x[1]) == 1.0
+    assert find_pairs(torch.from_numpy(x)).empty  # were 54 pairs, all shifted, at 1e-9
+    gray = _framed(30, channels=1, seed=8)
+    assert find_pairs(torch.from_numpy(gray)).empty
+
+
+def test_the_least_distance_is_the_brute_force_one() -> None:
+    rng = np.random.default_rng(5)
+    low = torch.from_numpy(rng.random((12, 3, 8, 8), dtype=np.float32))
+    smooth = (torch.nn.functional.interpolate(low, size=24, mode="bilinear") * 255).round().to(torch.uint8).numpy()
+    dim = np.zeros((12, 3, 24, 24), np.uint8)  # low contrast far from 0: 250 + 0 or 1 in a black frame
+    dim[:, :, REACH:-REACH, REACH:-REACH] = 250 + rng.integers(0, 2, (12, 3, 20, 20))
+    moved = np.roll(smooth[:4], (1, -2), axis=(2, 3))  # shifted copies, their edge wrapped
+    x = np.concatenate([smooth, dim, moved, dim[:2].astype(np.float32) / 255])
+    i, j = np.triu_indices(len(x), 1)
+    found = _least_distance(x, i, x, j)
+    expected = np.array([_reference(x[a], x[b]) for a, b in zip(i, j)])
+    assert np.abs(found - expected).max() < 1e-5  # was 2e-3 on the low-contrast pairs
+    assert (found[(i < 4) & (j == i + 24)] < 1e-6).all()
