@@ -3,46 +3,134 @@ the run store addresses memprox's own by name and version, and a user's by name 
 changed model or recorder the stored arrays of its predecessor. Its source is hashed, with the source
 of the functions and classes of its own module it names (a factory's model class, its blocks), of its
 base classes from that module, and the plain values (numbers, text, tuples of them) of that module
-it reads. Not seen: helpers and values of other modules, and mutable module state (lists, dicts):
-a user who changes those bumps the recorder's `version` or renames the model."""
+it reads, in its methods and in the comprehensions, lambdas and inner functions they hold. Not seen:
+helpers and values of other modules, and mutable module state (lists, dicts): a user who changes
+those bumps the recorder's `version` or renames the model. A value that differs from process to
+process (`RUN_ID = str(uuid.uuid4())`) makes a digest that does too: `harness.worker_imports`
+compares this process's digests with a fresh one's before workers train (`settings_read` names it)."""
 
 from __future__ import annotations
 
+import dis
+import functools
 import hashlib
 import inspect
+from collections.abc import Iterator
+from types import CodeType
 from typing import Any
+
+#: Above this many bits an int setting is hashed in hex: its repr fails past the process's
+#: int-to-text digit limit (4300 by default, 640 at least), and `BIG = 10**5000` broke registration.
+_INT_REPR_BITS = 2000
 
 
 def code_digest(obj: Any, length: int = 16) -> str:
     """The first `length` hex digits of the SHA-256 of `obj`'s code (`_code`)."""
-    return hashlib.sha256(_code(obj, set()).encode()).hexdigest()[:length]
+    return hashlib.sha256(_code(obj, set(), {}).encode()).hexdigest()[:length]
 
 
-def _code(obj: Any, seen: set[int]) -> str:
+def settings_read(obj: Any) -> dict[str, str]:
+    """The plain module values `obj`'s digest reads, as `module.NAME` -> their hashed text: what to
+    name when the digest differs between two processes."""
+    read: dict[str, str] = {}
+    _code(obj, set(), read)
+    return read
+
+
+def _code(obj: Any, seen: set[int], read: dict[str, str]) -> str:
     """Its source (the compiled code where none is found: a notebook's class), with the source of
     the functions and classes of its own module it names (a factory's model class, its blocks)."""
     if id(obj) in seen:
         return ""
     seen.add(id(obj))
-    functions = [obj] if inspect.isfunction(obj) else [f for f in vars(obj).values() if inspect.isfunction(f)]
+    if not (inspect.isfunction(obj) or inspect.isclass(obj)):
+        return _callable_code(obj, seen, read)
+    functions = [obj] if inspect.isfunction(obj) else [f for v in vars(obj).values() for f in _functions(v)]
     try:
         text = inspect.getsource(obj)
     except (OSError, TypeError):
-        text = repr([(f.__code__.co_code, f.__code__.co_consts, f.__code__.co_names) for f in functions])
+        text = repr([(f.__code__.co_code, _consts(f.__code__), f.__code__.co_names) for f in functions])
     if inspect.isclass(obj):  # an own base class's methods run as this class's (an inherited `on_batch`)
         for base in obj.__mro__[1:]:
             if base.__module__ == obj.__module__:
-                text += _code(base, seen)
+                text += _code(base, seen, read)
     for function in functions:
-        for named in function.__code__.co_names:
-            if named not in function.__globals__:
-                continue
-            value = function.__globals__[named]
-            if (inspect.isfunction(value) or inspect.isclass(value)) and value.__module__ == obj.__module__:
-                text += _code(value, seen)
-            elif _is_setting(value):  # `HIDDEN = 256` widened the model but served the 32-wide one's runs
-                text += f"\n{named} = {value!r}"
+        text += _globals_code(function, obj.__module__, seen, read)
     return text
+
+
+def _globals_code(function: Any, module: str, seen: set[int], read: dict[str, str]) -> str:
+    """The own-module functions, classes and plain values `function` reads as globals, in its body or
+    in code nested in it (a list comprehension is code of its own before Python 3.12: a factory's
+    `[Block(HIDDEN) for _ in range(3)]` hid both). An attribute (`self.scale`) is no global."""
+    text = ""
+    done: set[str] = set()
+    for code in _nested(function.__code__):
+        loads = {i.argval for i in dis.get_instructions(code) if i.opname in ("LOAD_GLOBAL", "LOAD_NAME")}
+        for named in code.co_names:
+            if named in done or named not in loads or named not in function.__globals__:
+                continue
+            done.add(named)
+            value = function.__globals__[named]
+            if (inspect.isfunction(value) or inspect.isclass(value)) and value.__module__ == module:
+                text += _code(value, seen, read)
+            elif _is_setting(value):  # `HIDDEN = 256` widened the model but served the 32-wide one's runs
+                read[f"{function.__module__}.{named}"] = _repr(value)
+                text += f"\n{named} = {_repr(value)}"
+    return text
+
+
+def _callable_code(obj: Any, seen: set[int], read: dict[str, str]) -> str:
+    """A factory that is no function: `functools.partial(make, width=256)` by its function and
+    arguments, an instance of a class with `__call__` by its class and plain attributes. Both were
+    hashed as nothing at all, so `width=32` and `width=256` shared one digest and one model's runs."""
+    if isinstance(obj, functools.partial):
+        module = getattr(obj.func, "__module__", "")
+        return (f"partial({_code(obj.func, seen, read)}, {_argument(obj.args, module, seen, read)}, "
+                f"{_argument(dict(sorted(obj.keywords.items())), module, seen, read)})")
+    attributes = dict(sorted(vars(obj).items())) if hasattr(obj, "__dict__") else {}
+    return f"{_code(type(obj), seen, read)}\n{_argument(attributes, type(obj).__module__, seen, read)}"
+
+
+def _argument(value: Any, module: str, seen: set[int], read: dict[str, str]) -> str:
+    """A partial's argument or an instance's attribute: plain values and lists or dicts of them by
+    content, functions and classes by their code (by their name when not of `module`: torch's
+    `nn.ReLU`); anything else by its type alone (not seen)."""
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_argument(v, module, seen, read) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{_argument(k, module, seen, read)}: {_argument(v, module, seen, read)}"
+                               for k, v in value.items()) + "}"
+    if _is_setting(value):
+        return _repr(value)
+    if inspect.isfunction(value) or inspect.isclass(value):
+        own = value.__module__ == module
+        return _code(value, seen, read) if own else f"{value.__module__}.{value.__qualname__}"
+    return f"<{type(value).__module__}.{type(value).__qualname__}>"
+
+
+def _functions(value: Any) -> list[Any]:
+    """The functions behind a class attribute: a method, a staticmethod's or classmethod's function,
+    a property's getter, setter and deleter (their reads were not followed)."""
+    if isinstance(value, staticmethod | classmethod):
+        value = value.__func__
+    if isinstance(value, property):
+        return [f for f in (value.fget, value.fset, value.fdel) if inspect.isfunction(f)]
+    return [value] if inspect.isfunction(value) else []
+
+
+def _nested(code: CodeType) -> Iterator[CodeType]:
+    """`code` and the code objects nested in it (comprehensions, lambdas, inner functions)."""
+    yield code
+    for const in code.co_consts:
+        if isinstance(const, CodeType):
+            yield from _nested(const)
+
+
+def _consts(code: CodeType) -> tuple[Any, ...]:
+    """`co_consts` with nested code as its content: a code object's repr holds its address, which
+    gave a notebook class with a comprehension another digest in every process."""
+    return tuple((c.co_code, _consts(c), c.co_names) if isinstance(c, CodeType) else c for c in code.co_consts)
 
 
 def _is_setting(value: Any) -> bool:
@@ -51,3 +139,12 @@ def _is_setting(value: Any) -> bool:
     if value is None or isinstance(value, bool | int | float | complex | str | bytes):
         return True
     return isinstance(value, tuple) and all(_is_setting(v) for v in value)
+
+
+def _repr(value: Any) -> str:
+    """`repr(value)` of a setting, with an int of more than `_INT_REPR_BITS` bits in hex."""
+    if isinstance(value, tuple):
+        return "(" + ", ".join(_repr(v) for v in value) + ("," if len(value) == 1 else "") + ")"
+    if isinstance(value, int) and value.bit_length() > _INT_REPR_BITS:
+        return hex(value)
+    return repr(value)

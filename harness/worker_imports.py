@@ -4,7 +4,11 @@ installed `memprox.datasets` plugins, and a recorder or model from a plugin pack
 the user's on the path) only once that module is imported there. A registration the module does not
 make when imported (a script run as `__main__`, a notebook cell, a function that registers at run
 time) cannot reach a worker at all: refused before anything trains, after one fresh interpreter
-checked it, instead of failing every run in its worker with "unknown recorder"."""
+checked it, instead of failing every run in its worker with "unknown recorder". That process also
+computes the code digests of the job's recorders and model (`harness.code_digest`): one that reads a
+value set anew in every process (`RUN_ID = str(uuid.uuid4())`), or a module edited since this process
+imported it, gave the workers' recorder keys that this process never looked up (the proxy failed with
+"did not record", and every run trained again), and is refused too, naming the value."""
 
 from __future__ import annotations
 
@@ -16,8 +20,10 @@ import sys
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
+from harness.code_digest import settings_read
 from harness.datasets.base import registered_here_only as dataset_registered_here_only
 from harness.errors import HarnessError
+from harness.model_registry import MODELS, model_fingerprint
 from harness.model_registry import registered_here_only as model_registered_here_only
 from harness.recorders import RECORDERS, RecorderRequest
 from harness.runspec import RunSpec
@@ -76,8 +82,41 @@ def check_workers_know(pending: Pending, executor: Executor) -> None:
     for what, name, module in needed:
         if module == "__main__" or not _importable(module):
             raise _refused(what, name, module, executor.name, "which a fresh process cannot import")
-    for what, name, module, why in _fresh_process_lacks(needed):
+    lacking, digests = _fresh_process(needed)
+    for what, name, module, why in lacking:
         raise _refused(what, name, module, executor.name, why)
+    for what, name, module in needed:
+        if what in DIGESTED and digests[f"{what}:{name}"][0] != _digest(what, name)[0]:
+            raise _digest_differs(what, name, module, executor.name, digests[f"{what}:{name}"][1])
+
+
+#: What is addressed by a digest of its code: a recorder by its key, a model by its runs' address.
+DIGESTED = ("recorder", "model")
+
+
+def _digest(what: str, name: str) -> tuple[str, dict[str, str]]:
+    """The key (a recorder) or code digest (a model) of a registration, with the module values it reads."""
+    if what == "recorder":
+        return RecorderRequest.of(name).key, settings_read(RECORDERS[name])
+    return model_fingerprint(name), settings_read(MODELS[name].factory)
+
+
+def _digest_differs(what: str, name: str, module: str, executor_name: str, fresh: dict[str, str]) -> HarnessError:
+    """The refusal of a registration whose digest a fresh process computes otherwise, naming the values read."""
+    here = _digest(what, name)[1]
+    differ = [f"{k} is {here.get(k, 'not read')} here and {fresh.get(k, 'not read')} there"
+              for k in sorted(set(here) | set(fresh)) if here.get(k) != fresh.get(k)]
+    why = (f"reads a module value set anew in every process ({'; '.join(differ)})" if differ else
+           f"has other code there: was {module} edited since this process imported it? Restart it (the notebook's "
+           "kernel) or importlib.reload the module")
+    harm = ("store its arrays under a key this process does not look up: every proxy reading it would fail, and "
+            "every run train again" if what == "recorder" else
+            "train it under an address no later run computes again: its runs would never be reused")
+    fix = (" Make that a constant of the module or, if it does not change what is recorded or trained, set it "
+           "where the digest does not look (inside a function, or in another module)" if differ else "")
+    return HarnessError(f"{what} {name!r} is addressed in the run store by a digest of its code (docs/extending.md), "
+                        f"and its digest in a fresh process differs from this process's: its code {why}. The "
+                        f"{executor_name} executor's workers would {harm}.{fix}")
 
 
 def _importable(module: str) -> bool:
@@ -87,16 +126,19 @@ def _importable(module: str) -> bool:
         return False
 
 
-def _fresh_process_lacks(needed: list[Registration]) -> list[tuple[str, str, str, str]]:
+def _fresh_process(needed: list[Registration]
+                   ) -> tuple[list[tuple[str, str, str, str]], dict[str, tuple[str, dict[str, str]]]]:
     """The registrations a fresh interpreter with this process's path does not have after
-    importing their modules, each with why: (what, name, module, reason)."""
+    importing their modules, each with why: (what, name, module, reason); and the digests
+    (`_digest`) it computes of those it has, by `what:name`."""
     proc = subprocess.run([sys.executable, "-c", _CHECK, json.dumps([sys.path, needed])], capture_output=True,
                           text=True, timeout=CHECK_TIMEOUT_S)
     if proc.returncode != 0:
         tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
         raise HarnessError(f"checking in a fresh process that workers can import {', '.join(m for _, _, m in needed)} "
                            f"failed: {tail}")
-    return [tuple(row) for row in json.loads(proc.stdout.strip().splitlines()[-1])]
+    lacking, digests = json.loads(proc.stdout.strip().splitlines()[-1])
+    return [tuple(row) for row in lacking], {k: (key, read) for k, (key, read) in digests.items()}
 
 
 def _refused(what: str, name: str, module: str, executor_name: str, why: str) -> HarnessError:
@@ -115,8 +157,9 @@ sys.path[:0] = [p for p in path if p not in sys.path]
 from harness.datasets import DATASETS
 from harness.model_registry import MODELS
 from harness.recorders import RECORDERS
+from harness.worker_imports import DIGESTED, _digest
 registries = {"recorder": RECORDERS, "dataset": DATASETS, "model": MODELS}
-lacking = []
+lacking, digests = [], {}
 for what, name, module in needed:
     try:
         importlib.import_module(module)
@@ -125,5 +168,7 @@ for what, name, module in needed:
         continue
     if name not in registries[what]:
         lacking.append([what, name, module, "which does not register it when imported"])
-print(json.dumps(lacking))
+    elif what in DIGESTED:
+        digests[f"{what}:{name}"] = _digest(what, name)
+print(json.dumps([lacking, digests]))
 """
