@@ -24,7 +24,7 @@ import torch
 from filelock import FileLock
 
 from harness.config import ExperimentConfig
-from harness.config_identity import former_ids
+from harness.config_identity import former_ids_of
 from harness.errors import HarnessError, StorageError
 from harness.evaluation import ExperimentResult
 from harness.file_swap import (
@@ -235,7 +235,7 @@ def write(result: ExperimentResult, runs: dict[RunSpec, StoredRun], tmp: Path, a
         atomic_write_text(tmp / "summary.json", text)  # its write phase ends above (summary and record follow)
         result.outputs = {**TABLES, "summary": ["summary.json"], **result.outputs}  # every file, as in summary.json
         write_record(tmp, identity)
-        publish(tmp, out, identity, cfg.overwrite, former_ids(cfg), device.type)
+        publish(tmp, out, identity, cfg.overwrite, former_ids_of(cfg, identity), device.type)
     except OSError as e:
         raise _write_error(out, e, tmp) from e
 

@@ -9,6 +9,7 @@ import hashlib
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 API_TINY = dict(dataset="digits", proxies="csl", tasks="mislabeled", seeds=1, noise_rates=[0.1], epochs=1,
@@ -145,3 +146,34 @@ def test_a_summary_that_is_not_a_regular_file_does_not_hang_the_check(tmp_path) 
         pytest.fail("check_out blocked on a FIFO named summary.json")
     assert len(caught) == 1 and isinstance(caught[0], HarnessError)
     assert "summary.json was changed after memprox wrote it" in str(caught[0])
+
+
+def test_a_former_id_folder_of_a_preset_cut_dataset_is_published_into(tmp_path) -> None:
+    """quick's 4,000-image subset on a folder of 80 images: the experiment drops the subset after its identity is
+    taken, and write() asked former_ids of that other config. check_out took the folder an older memprox wrote with
+    `--device cpu` (a former id), the runs trained, and publish refused it ("got another experiment's results")."""
+    from PIL import Image
+
+    from harness.api import experiment_config, run_experiment
+    from harness.config_identity import experiment_id, former_ids
+
+    rng = np.random.default_rng(0)
+    for c in range(2):
+        (tmp_path / "imgs" / f"c{c}").mkdir(parents=True)
+        for i in range(40):
+            Image.fromarray(rng.integers(0, 255, size=(8, 8, 3), dtype=np.uint8)).save(tmp_path / "imgs" / f"c{c}" /
+                                                                                     f"{i}.png")
+    options = dict(dataset=f"imagefolder:{tmp_path / 'imgs'}", preset="quick", model="mlp", proxies="csl",
+                   tasks="mislabeled", seeds=1, noise_rates=[0.1], epochs=1, bootstrap=0, progress=False,
+                   executor="inprocess", store=tmp_path / "store", out=tmp_path / "out", device="cpu")
+    with pytest.warns(UserWarning, match="preset's subset of 4000"):
+        run_experiment(**options)
+    cfg = experiment_config(**options)
+    assert cfg.subset == 4000
+    record = tmp_path / "out" / ".memprox-outputs.json"
+    (old,) = former_ids(cfg)
+    record.write_text(record.read_text().replace(experiment_id(cfg), old))
+    with pytest.warns(UserWarning, match="preset's subset of 4000"):
+        again = run_experiment(**options)
+    assert (len(again.trained), len(again.reused)) == (0, 1)
+    assert json.loads(record.read_text())["experiment"] == experiment_id(cfg)
