@@ -213,3 +213,29 @@ def test_a_recorder_whose_module_was_edited_since_import_is_refused(tmp_path, mo
                                                  .replace("return RUN_ID", "return RUN_ID * 2"), encoding="utf-8")
     with pytest.raises(HarnessError, match="was attack27_edited edited since this process imported it"):
         _check(["tagged_attack27_edited"])
+
+
+def test_a_model_reading_a_value_set_anew_in_every_process_is_refused(tmp_path, monkeypatch) -> None:
+    from harness.model_registry import MODELS
+    from harness.worker_imports import check_workers_know
+
+    _module(tmp_path, monkeypatch, "attack27_model", """
+        import time
+        from torch import nn
+        from harness.model_registry import register_model
+
+        STAMP = time.time_ns()
+
+
+        @register_model("stamped_attack27", "a model whose module stamps its import")
+        def stamped(input_shape, num_classes):
+            return nn.Linear(STAMP % 7 + 1, num_classes)
+        """)
+    try:
+        spec = SimpleNamespace(data=SimpleNamespace(dataset="digits"), model="stamped_attack27")
+        with pytest.raises(HarnessError) as refused:
+            check_workers_know([(spec, set())], SimpleNamespace(runs_jobs_here=False, name="local"))  # type: ignore[arg-type]
+    finally:
+        MODELS.remove("stamped_attack27")
+    assert str(refused.value).startswith("model 'stamped_attack27' is addressed in the run store by a digest")
+    assert "attack27_model.STAMP is " in str(refused.value) and "would never be reused" in str(refused.value)
