@@ -13,7 +13,8 @@ centred on its own, and scaled to unit norm, so the distance is 1 - the correlat
 samples' pixels. Uncentred, every image of a plain bright background is near every other (on
 CIFAR-10, sets of 30+ sky images); centred as a whole, a blue sky with a bird stayed near a blue
 sky with an airplane; centred per channel, what stays near is the same picture. A constant sample
-has no correlation with anything: it is matched by exact copies only.
+(or one with a NaN or infinite value) has no correlation with anything: it is matched by exact
+copies only.
 
 Float features (N, D, 1, 1: an `npz:` table, and uint8 ones with D <= 3) are not pixels on one
 scale: a correlation across a row's features mixes units (wine's proline, ~1,000, outweighs its
@@ -305,8 +306,9 @@ def _centred(channels: int) -> Features:
         features: np.ndarray = rows.astype(np.float32).reshape(len(rows), channels, -1)  # then flattened to 2-D
         features -= features.mean(axis=2, keepdims=True)
         features = features.reshape(len(rows), -1)
-        norm = np.linalg.norm(features, axis=1)
-        kept = np.flatnonzero(norm > 1e-6 * max(float(norm.max()), 1e-30))
+        norm = np.linalg.norm(features, axis=1)  # NaN for a sample with a NaN or infinite value: left out
+        top = float(np.max(norm, initial=0.0, where=np.isfinite(norm)))  # one NaN's max left every sample out
+        kept = np.flatnonzero(norm > 1e-6 * max(top, 1e-30))
         features = features[kept]
         features /= norm[kept, None]  # in place: a third copy of the features was the peak for large images
         return features, kept

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from harness.near_duplicates import find_pairs
+from harness.near_duplicates import find_duplicates, find_pairs
 from harness.near_duplicates_shifted import REACH, _least_distance
 
 
@@ -60,3 +60,21 @@ def test_the_least_distance_is_the_brute_force_one() -> None:
     expected = np.array([_reference(x[a], x[b]) for a, b in zip(i, j)])
     assert np.abs(found - expected).max() < 1e-5  # was 2e-3 on the low-contrast pairs
     assert (found[(i < 4) & (j == i + 24)] < 1e-6).all()
+
+
+def _smooth(n: int, seed: int = 0) -> torch.Tensor:
+    """Float images in [0, 1] (N, 3, 32, 32), smooth as photographs, no two alike."""
+    low = torch.from_numpy(np.random.default_rng(seed).random((n, 3, 12, 12), dtype=np.float32))
+    return torch.nn.functional.interpolate(low, size=32, mode="bilinear")
+
+
+def test_a_nan_pixel_leaves_out_its_sample_not_every_pair() -> None:
+    x = _smooth(100)
+    copies = torch.stack([x[5] * 0.9, torch.roll(x[8], 1, dims=-1)])  # found plain, found shifted
+    train = torch.cat([x, copies])
+    train[3, 0, 10, 10] = float("nan")  # one pixel of another sample: every near pair was lost
+    pairs = find_pairs(train)
+    assert pairs[["a", "b", "shifted"]].values.tolist() == [[5, 100, False], [8, 101, True]]
+    test = torch.cat([x[6:7] * 0.8, x[7:8]])
+    test[1, 1, 0, 0] = float("nan")
+    assert find_duplicates(x, test)[1][["test", "train", "shifted"]].values.tolist() == [[0, 6, False]]
