@@ -37,7 +37,7 @@ class FakeRanks:
 
     def __init__(self, world: int) -> None:
         self.world = world
-        self.barrier = threading.Barrier(world, timeout=10)
+        self.barrier = threading.Barrier(world, timeout=5)  # a rank left waiting: BrokenBarrierError
         self.slots: list[Any] = [None] * world
         self.local = threading.local()
         self.calls = 0
@@ -64,8 +64,7 @@ class FakeRanks:
             try:
                 out[rank] = step(rank)
             except Exception as e:  # noqa: BLE001 - returned for the test to read
-                out[rank] = e
-                self.barrier.abort()
+                out[rank] = e  # no barrier.abort(): it could break a rank still leaving the last collective
 
         threads = [threading.Thread(target=one, args=(r,)) for r in range(self.world)]
         for t in threads:
@@ -222,6 +221,28 @@ def test_a_step_where_no_rank_has_rows_and_bad_indices_are_refused(ranks: FakeRa
     got = ranks.run(step)
     assert isinstance(got[1], HarnessError) and "indices must be a 1-D integer tensor" in str(got[1])
     assert isinstance(got[0], HarnessError) and "rank(s) [1] cannot be gathered" in str(got[0])
+
+
+def test_nccl_gathers_cpu_tensors_through_the_current_cuda_device(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The DataLoader's CPU indices and labels: NCCL takes CUDA tensors only (no GPU here: the choice)."""
+    from harness.tracker import gather
+
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 3)
+    for backend, want in (("nccl", torch.device("cuda", 3)), ("gloo", torch.device("cpu"))):
+        monkeypatch.setattr(torch.distributed, "get_backend", lambda *a, b=backend, **k: b)
+        assert gather._collective_device(torch.device("cpu")) == want
+    assert gather._collective_device(torch.device("cuda", 1)) == torch.device("cuda", 1)
+
+
+def test_logits_of_other_classes_or_transposed_are_handled_on_every_rank(ranks: FakeRanks) -> None:
+    def step(rank: int) -> Any:
+        z = torch.randn(C, 2).T  # (2, C), transposed strides
+        tracker = SampleTracker(4)
+        tracker.update(torch.tensor([2 * rank, 2 * rank + 1]), logits=z, labels=torch.tensor([0, 1]), gather=True)
+        tracker.update(torch.tensor([rank]), logits=torch.randn(1, C + rank), labels=torch.tensor([0]), gather=True)
+
+    for e in ranks.run(step):
+        assert isinstance(e, HarnessError) and "different numbers of classes [3, 4]" in str(e), e
 
 
 def test_one_process_records_the_batch_as_given() -> None:

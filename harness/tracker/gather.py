@@ -153,9 +153,11 @@ def _collective_device(device: torch.device) -> torch.device:
 
 
 def _all_gather(t: torch.Tensor, world: int) -> list[torch.Tensor]:
-    """Every rank's `t`, of one shape on every rank, in rank order."""
+    """Every rank's `t`, of one shape on every rank, in rank order; contiguous, as the backends want
+    (`empty_like` of a transposed tensor would keep its strides)."""
+    t = t.contiguous()
     parts = [torch.empty_like(t) for _ in range(world)]
-    torch.distributed.all_gather(parts, t.contiguous())
+    torch.distributed.all_gather(parts, t)
     return parts
 
 
