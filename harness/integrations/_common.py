@@ -4,7 +4,8 @@ feeds one `SampleTracker` from one process or from every rank of a DDP job.
 One process: each batch goes to `SampleTracker.update` as it is, so a callback's scores are the
 plain loop's, bitwise. Several processes (torch.distributed initialised, world size > 1): every
 rank sees only its shard of the batch, so the recorder first gathers (indices, losses, logits,
-labels) from all ranks -- batches of unequal size included -- and every rank then records the same
+labels) from all ranks -- batches of unequal size included; `SampleTracker.update(..., gather=True)`,
+`harness.tracker.gather`, the gather a user's own loop calls too -- and every rank then records the same
 global batch (rank 0's samples first), so `scores()` works on any rank and all ranks agree. A
 `DistributedSampler` pads the epoch by repeating a few samples so every rank gets as many; the
 tracker keeps a sample's first presentation of an epoch (its presentation as a member of the
