@@ -154,8 +154,9 @@ def test_unequal_batches_gathered_score_as_the_float64_recomputation(ranks: Fake
 
 def test_a_rank_whose_tensors_disagree_in_length_raises_on_every_rank(ranks: FakeRanks) -> None:
     """Rank 0 passes 4 indices and 5 losses, rank 1 4 indices and 3 losses: 8 and 8 once gathered, so
-    the tracker's length check passed and samples 4..7 got rank 0's 5th loss and rank 1's first two,
-    shifted by one, silently (the recorder's own gather). Now every rank raises, naming the shapes."""
+    the tracker's length check passed and sample 4 got rank 0's 5th loss, samples 5..7 rank 1's three
+    (csl [0, 1, 2, 3, 4, 10, 11, 12]), silently (the recorder's own gather, at 5d5080f). Now every rank
+    raises, naming the shapes."""
 
     def loop(rank: int) -> np.ndarray:
         tracker = SampleTracker(8, proxies=["csl"])
