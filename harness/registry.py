@@ -106,12 +106,19 @@ def installed_plugins(group: str, kind: str, keep: Callable[[str], bool] = lambd
     for ep in sorted(importlib.metadata.entry_points(group=group), key=lambda ep: (ep.name, ep.value)):
         if ep.value not in (other.value for other in claims.get(ep.name, [])):
             claims.setdefault(ep.name, []).append(ep)
-    withheld = {name: [ep.value for ep in eps] for name, eps in claims.items() if len(eps) > 1 and not keep(name)}
+    withheld = {name: [_claimant(ep) for ep in eps] for name, eps in claims.items() if len(eps) > 1 and not keep(name)}
     for name, values in withheld.items():
         warnings.warn(f"{kind} {name!r} is claimed by {len(values)} installed plugins ({', '.join(values)}): none is "
                       "used, since which one loaded first would depend on the order site-packages lists them; "
                       "uninstall all but one", stacklevel=3)
     return {name: eps[0] for name, eps in claims.items() if name not in withheld}, withheld
+
+
+def _claimant(ep: importlib.metadata.EntryPoint) -> str:
+    """An entry point's value and, when known, the distribution that installed it: "uninstall all but
+    one" named only `pkg.core:TopLoss` and `pkg:TopLoss`, not which of two installed packages to remove."""
+    dist = getattr(ep, "dist", None)
+    return f"{ep.value} from {dist.name} {dist.version}" if dist is not None else ep.value
 
 
 def claimed_twice(kind: str, name: str, values: list[str]) -> HarnessError:
@@ -265,6 +272,9 @@ def _selects_other(registry: Registry, name: str, plugin_module: str = "") -> st
     where = _definition(registry[name]) or ()
     if plugin_module and any(module == plugin_module for module, _ in where):
         return f"; selecting {registry.kind} {name!r} runs {_origin(registry[name])}, which its module registered"
+    package = plugin_module.partition(".")[0]
+    if package and any(module.partition(".")[0] == package for module, _ in where):  # a stale entry point's package
+        return f"; selecting {registry.kind} {name!r} runs {_origin(registry[name])}, which its package registered"
     return f"; selecting {registry.kind} {name!r} runs {_origin(registry[name])}, not this plugin"
 
 

@@ -239,3 +239,62 @@ def test_a_model_reading_a_value_set_anew_in_every_process_is_refused(tmp_path, 
         MODELS.remove("stamped_attack27")
     assert str(refused.value).startswith("model 'stamped_attack27' is addressed in the run store by a digest")
     assert "attack27_model.STAMP is " in str(refused.value) and "would never be reused" in str(refused.value)
+
+
+def _dist(root, name: str, version: str, entry: str) -> None:
+    """An installed distribution's metadata: one `memprox.digestattack27` entry point `top_x`."""
+    info = root / f"{name}-{version}.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n", encoding="utf-8")
+    (info / "entry_points.txt").write_text(f"[memprox.digestattack27]\ntop_x = {entry}\n", encoding="utf-8")
+
+
+def test_two_distributions_claiming_a_name_are_named_by_distribution(tmp_path, monkeypatch) -> None:
+    """A package renamed with the old one left installed: both entry points reach one module by two
+    paths. The warning said `topx_pkg.core:TopX, topx_pkg:TopX` and "uninstall all but one",
+    naming neither package to uninstall."""
+    from harness.registry import installed_plugins
+
+    _dist(tmp_path, "topx", "1.0", "topx_pkg:TopX")
+    _dist(tmp_path, "topx_renamed", "2.0", "topx_pkg.core:TopX")
+    _dist(tmp_path / "editable", "topx", "1.0", "topx_pkg:TopX")  # the same distribution twice is one
+    monkeypatch.syspath_prepend(str(tmp_path / "editable"))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.warns(UserWarning) as said:
+        found, withheld = installed_plugins("memprox.digestattack27", "proxy")
+    assert found == {}
+    assert withheld == {"top_x": ["topx_pkg.core:TopX from topx_renamed 2.0", "topx_pkg:TopX from topx 1.0"]}
+    assert "(topx_pkg.core:TopX from topx_renamed 2.0, topx_pkg:TopX from topx 1.0)" in str(said[0].message)
+
+
+def test_a_stale_entry_point_of_a_package_says_its_package_registered_the_name(tmp_path, monkeypatch, fresh) -> None:
+    """Two dist-infos of one distribution in one folder (an interrupted upgrade): Python reads the old
+    one, whose entry point names a module the new version dropped; importing it ran the package's
+    `__init__`, which registered the new class. The warning called that class "not this plugin"."""
+    from proxies import registry
+
+    package = tmp_path / "stale27_pkg"
+    package.mkdir()
+    (package / "__init__.py").write_text(textwrap.dedent("""
+        import numpy as np
+        from proxies import Proxy, register_proxy
+
+        @register_proxy
+        class TopX(Proxy):
+            name, description, citation = "top_x_stale27", "the new version", "me"
+
+            def score(self, ctx):
+                return np.zeros(len(ctx.labels))
+        """), encoding="utf-8")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "stale27_pkg", raising=False)
+    eps = [importlib.metadata.EntryPoint("top_x_stale27", "stale27_pkg.old:TopX", registry.ENTRY_POINT_GROUP)]
+    real, ours = importlib.metadata.entry_points, registry.ENTRY_POINT_GROUP
+    monkeypatch.setattr(importlib.metadata, "entry_points",
+                        lambda group=None, **kw: eps if group == ours else real(group=group, **kw))
+    monkeypatch.setattr(registry, "_plugins_loaded", False)
+    with pytest.warns(UserWarning) as said:
+        available = registry.available_proxies()
+    assert available["top_x_stale27"].__module__ == "stale27_pkg"
+    line = next(str(w.message) for w in said if "top_x_stale27" in str(w.message))
+    assert line.endswith("selecting proxy 'top_x_stale27' runs stale27_pkg.TopX, which its package registered")
