@@ -119,7 +119,7 @@ def check_out(out: Path, identity: str, overwrite: bool, store: Path, data_paths
         content = _has_content(out)
     except OSError as e:
         raise HarnessError(f"--out {out} cannot be read ({e.strerror}); pass a readable --out") from e
-    mine = _mine(out, owner, identity, former, device)
+    mine = _mine(out, owner, ours, identity, former, device)
     _check_in_the_way(out, (*OUTPUT_FOLDERS, *folders), read_record(out)[1] if mine else ())
     _probe_folders(out, (*OUTPUT_FOLDERS, *folders))
     if overwrite:
@@ -127,7 +127,7 @@ def check_out(out: Path, identity: str, overwrite: bool, store: Path, data_paths
     if not mine and content:
         gone = "that experiment's outputs go, " * (owner is not None)
         whose = _whose(out, owner)
-        if owner is not None and (trained := _trained_on(out)) not in (None, device):
+        if owner is not None and "summary.json" in ours and (trained := _trained_on(out)) not in (None, device):
             whose += f" (computed on {trained}; this one trains on {device}, which agrees with it to rounding only)"
         raise HarnessError(f"--out {out} holds {whose}; pass another --out, or --overwrite to replace "
                            f"the outputs there ({gone}files of yours stay unless a new output has their name)")
@@ -138,15 +138,17 @@ def check_out(out: Path, identity: str, overwrite: bool, store: Path, data_paths
         raise HarnessError(f"--out {out}: {what}; move it away, or pass --overwrite to replace it")
 
 
-def _mine(out: Path, owner: str | None, identity: str, former: Collection[str], device: str | None) -> bool:
+def _mine(out: Path, owner: str | None, ours: Collection[str], identity: str, former: Collection[str],
+          device: str | None) -> bool:
     """Whether `out` holds this experiment's outputs: marked with its id or a former one, and computed on its kind of
-    `device` where the folder says (`_trained_on`; None: not asked). The id alone took another device's folder: the
-    CPU's id is the one `auto` had, so `--device cpu` on a GPU machine took the folder of an `auto` run there
-    (CUDA's results), and, `auto` being a former id of CUDA there, `--device cuda` took a CPU run's folder, each
-    replacing the other device's outputs without --overwrite, though a CPU and a GPU are two experiments."""
+    `device` where the folder says (`_trained_on`, read from the summary.json memprox wrote, among `ours`: one
+    changed since is the user's; `device` None: not asked). The id alone took another device's folder: the CPU's
+    id is the one `auto` had, so `--device cpu` on a GPU machine took the folder of an `auto` run there (CUDA's
+    results), and, `auto` being a former id of CUDA there, `--device cuda` took a CPU run's folder, each replacing
+    the other device's outputs without --overwrite, though a CPU and a GPU are two experiments."""
     if owner is None or (owner != identity and owner not in former):
         return False
-    return device is None or _trained_on(out) in (None, device)
+    return device is None or "summary.json" not in ours or _trained_on(out) in (None, device)
 
 
 def _check_in_the_way(out: Path, folders: Collection[str], recorded: Collection[str] = ()) -> None:
@@ -287,7 +289,7 @@ def publish(tmp: Path, out: Path, identity: str, overwrite: bool, former: Collec
             raise StorageError(f"--out {out} is no longer a folder; every run is kept in the store, rerun with a "
                                "folder as --out")
         owner, ours, _ = recorded_unchanged(out)
-        if not _mine(out, owner, identity, former, device) and not overwrite and _has_content(out):
+        if not _mine(out, owner, ours, identity, former, device) and not overwrite and _has_content(out):
             raise StorageError(f"--out {out} got another experiment's results (or other files) while this one ran; "
                                "every run is kept in the store, rerun with another --out or --overwrite")
         _, incoming = read_record(tmp)

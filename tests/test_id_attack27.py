@@ -177,3 +177,18 @@ def test_a_former_id_folder_of_a_preset_cut_dataset_is_published_into(tmp_path) 
         again = run_experiment(**options)
     assert (len(again.trained), len(again.reused)) == (0, 1)
     assert json.loads(record.read_text())["experiment"] == experiment_id(cfg)
+
+
+def test_a_summary_changed_by_hand_is_named_not_read_for_its_device(tmp_path) -> None:
+    """The device is memprox's word only in the summary.json it wrote: one edited since (its device now says cuda)
+    is the user's file, named as changed; it was read, and the folder called another experiment's."""
+    from harness.errors import HarnessError
+    from harness.outputs import check_out
+
+    options = _cpu_folder(tmp_path)
+    out = tmp_path / "out"
+    summary = out / "summary.json"
+    summary.write_text(json.dumps({**json.loads(summary.read_text()), "device": "cuda"}))
+    identity, former = _ids(options, "cpu")
+    with pytest.raises(HarnessError, match="summary.json was changed after memprox wrote it"):
+        check_out(out, identity, False, tmp_path / "store", former=former, device="cpu")
