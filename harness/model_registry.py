@@ -64,6 +64,7 @@ def registered_here_only(name: str) -> str | None:
     """The module that registered model `name` when a fresh process would not know it (a factory
     defined in a script or notebook: models have no plugin entry points), else None."""
     entry = MODELS[name] if name in MODELS else None
-    if entry is None or entry.factory.__module__.startswith("harness."):
+    if entry is None:
         return None
-    return entry.factory.__module__
+    module = getattr(entry.factory, "func", entry.factory).__module__  # a partial's is functools: its function's
+    return None if module.startswith("harness.") else module
