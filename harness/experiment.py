@@ -99,7 +99,7 @@ class Experiment:
         if cfg.out is not None:
             check_out(Path(cfg.out), self.identity, cfg.overwrite, Path(cfg.store or default_store()),
                       data_paths=data_folders(cfg), folders=sorted({f for t in self.tasks for f in t.folders}),
-                      former=former_ids(cfg))
+                      former=former_ids(cfg), device=self.device.type)
 
     def base_spec(self, setting: Setting) -> RunSpec:
         return self.planner.base_spec(setting)
