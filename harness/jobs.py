@@ -62,6 +62,7 @@ class Job:
     num_cpus: float = 1.0  # resources a scheduler reserves for the job
     num_gpus: float = 0.0
     imports: tuple[str, ...] = ()  # modules outside memprox that register its recorders, model or dataset
+    keys: tuple[str, ...] = ()  # the requests' store keys as the planning process computed them (with imports)
 
     def __post_init__(self) -> None:
         if self.engine not in ENGINES or not self.specs or (self.engine == "single" and len(self.specs) != 1):
@@ -169,6 +170,20 @@ def configure_threads(threads: int) -> None:
         pass
 
 
+def _check_keys(job: Job) -> None:
+    """A user's recorder is keyed by a digest of its code and the module values it reads: a value that
+    differs on the worker's machine (a path from `__file__`, an environment variable) stored its arrays
+    under a key the planning process never looks up, so every proxy reading it failed and every rerun
+    trained again. The fresh-process check before training sees only the planning machine."""
+    here = tuple(r.key for r in job.requests)
+    if job.keys and here != job.keys:
+        differ = "; ".join(f"{mine} here, {theirs} where it was planned"
+                           for mine, theirs in zip(here, job.keys, strict=True) if mine != theirs)
+        raise HarnessError(f"recorder keys differ on this worker ({differ}): the recorder's code, or a module value "
+                           "it reads, is not the same here as where the experiment was planned; install the same "
+                           "code on every machine and make such a value a constant of its module (docs/extending.md)")
+
+
 def run_job(job: Job) -> JobResult:
     """Train the job's runs; a run whose loss became non-finite is a failure, not an exception."""
     if torch.get_num_threads() != job.threads:
@@ -177,6 +192,7 @@ def run_job(job: Job) -> JobResult:
         from harness.worker_imports import import_modules
 
         import_modules(job.imports)
+        _check_keys(job)
     device = torch.device(job.device)
     data = prepared_data(job.source, job.specs[0].data, device)
     result = JobResult()

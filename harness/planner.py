@@ -163,12 +163,15 @@ class Planner:
         """A job as the executor places it: it says how jobs see the device, threads and the store."""
         cfg = self.cfg
         placed = executor.placement(cfg, device)
+        imports = job_imports(specs, requests, executor)
+        ordered = tuple(sorted(requests, key=lambda r: r.key))
         return Job(
-            specs=specs, requests=tuple(sorted(requests, key=lambda r: r.key)), engine=engine, source=self.source,
+            specs=specs, requests=ordered, engine=engine, source=self.source,
             device=placed.device, threads=placed.threads, compile=cfg.compile,
             checkpoint_root=str(self.store.root) if executor.shares_store else None,
             checkpoint_every_s=cfg.checkpoint_every_s, progress=placed.progress,
-            num_cpus=placed.num_cpus, num_gpus=placed.num_gpus, imports=job_imports(specs, requests, executor))
+            num_cpus=placed.num_cpus, num_gpus=placed.num_gpus, imports=imports,
+            keys=tuple(r.key for r in ordered) if imports else ())
 
 
 def trains_batched(spec: RunSpec, requests, device: torch.device, inputs: torch.Tensor) -> bool:
