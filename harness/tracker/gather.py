@@ -16,6 +16,7 @@ ranks waiting in a collective that never completes, and tensors of unequal lengt
 
 from __future__ import annotations
 
+import functools
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -25,9 +26,10 @@ from harness.errors import HarnessError
 
 __all__ = ["Gathered", "gather_batch", "world_size"]
 
-#: dtype codes of the header (-1: not passed; len(_DTYPES): a dtype not listed here)
-_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64, torch.uint8, torch.int8, torch.int16,
-           torch.int32, torch.int64, torch.bool)
+#: dtype codes of the header: every dtype of torch, in one order on every rank (-1: not passed;
+#: len(_DTYPES): not a tensor). A short list left uint16 labels out of one rank's promotion but not of
+#: another's: one rank raised in the promotion while the other waited in the labels' all_gather.
+_DTYPES = tuple(sorted({v for v in vars(torch).values() if isinstance(v, torch.dtype)}, key=str))
 _NAMES = ("losses", "logits", "labels")
 
 
@@ -67,14 +69,14 @@ def gather_batch(indices: Any, *, losses: torch.Tensor | None = None, logits: to
     header = torch.tensor([int(problem is not None), rows, classes, *(_code(t) for t in tensors)], device=via)
     headers = torch.stack(_all_gather(header, world)).cpu()
     _check_headers(headers, problem)
+    dtypes = _common_dtypes(headers)  # from the headers alone: every rank decides alike, or raises alike
     assert idx is not None  # no rank's batch had a problem
     counts = headers[:, 1].tolist()
     out: list[torch.Tensor | None] = [_gather_rows(idx.to(via, torch.int64), counts, world).to(device)]
-    for k, t in enumerate(tensors):
-        if t is None:
+    for t, dtype in zip(tensors, dtypes):
+        if t is None or dtype is None:
             out.append(None)
             continue
-        dtype = _common_dtype(headers[:, 3 + k].tolist(), t.dtype)
         out.append(_gather_rows(t.detach().to(via, dtype), counts, world).to(device))
     return Gathered(out[0], out[1], out[2], out[3], world)
 
@@ -128,20 +130,35 @@ def _check_headers(headers: torch.Tensor, problem: str | None) -> None:
                            f"{sorted(classes)}; every rank's logits must be (B, classes) of one model")
 
 
-def _code(t: torch.Tensor | None) -> int:
+def _code(t: Any) -> int:
+    """The header's code of a tensor's dtype. Anything else is coded too, not read: a list passed as
+    labels= raised here on its rank alone, before the header's collective, and the others waited."""
     if t is None:
         return -1
-    return _DTYPES.index(t.dtype) if t.dtype in _DTYPES else len(_DTYPES)
+    return _DTYPES.index(t.dtype) if isinstance(t, torch.Tensor) else len(_DTYPES)
 
 
-def _common_dtype(codes: list[int], own: torch.dtype) -> torch.dtype:
-    """The dtype every rank's tensor is gathered in: the promotion of the ranks' dtypes (bf16 on one
-    rank and float32 on another gather as float32), so that every rank sends tensors of one dtype."""
-    dtype = own
-    for c in codes:
-        if 0 <= c < len(_DTYPES):
-            dtype = torch.promote_types(dtype, _DTYPES[c])
-    return dtype
+def _common_dtypes(headers: torch.Tensor) -> list[torch.dtype | None]:
+    """The dtype each tensor is gathered in, so that every rank sends one dtype: the promotion of the
+    ranks' dtypes (bf16 on one rank and float32 on another gather as float32), of the ranks with rows
+    (a rank without samples passing `torch.empty(0)` as labels made every rank's labels float32, then
+    refused as not integer); None: not passed. Dtypes without a promotion (uint16 and int64) raise."""
+    has_rows = [int(r) > 0 for r in headers[:, 1].tolist()]
+    dtypes: list[torch.dtype | None] = []
+    for k, name in enumerate(_NAMES):
+        codes = [int(c) for c in headers[:, 3 + k].tolist()]
+        if codes[0] < 0:  # `_check_headers`: passed by every rank or by none
+            dtypes.append(None)
+            continue
+        used = sorted({_DTYPES[c] for c, rows in zip(codes, has_rows) if rows} or {_DTYPES[c] for c in codes},
+                      key=str)
+        try:
+            dtypes.append(functools.reduce(torch.promote_types, used))
+        except RuntimeError as e:
+            raise HarnessError(f"update(gather=True): the ranks pass {name} of dtypes {[str(d) for d in used]}, "
+                               f"which torch cannot promote to one ({e}); pass one dtype on every rank "
+                               f"(labels as int64: labels.long())") from None
+    return dtypes
 
 
 def _collective_device(device: torch.device) -> torch.device:
