@@ -32,8 +32,9 @@ better with its original than another photograph does. Images at least 16 pixels
 a third way for such copies (`harness.near_duplicates_shifted`): candidates by a small averaged picture,
 kept when the interiors correlate within the same radius at a shift of up to 2 pixels. A pair only that
 search finds is marked `shifted` and reports its interiors' distance; one found plain or mirrored
-keeps that. A copy cropped and resized back (a scale change) or flipped upside down is still not
-found (docs/reading-results.md has the counts).
+keeps that. Mirrors are searched shifted too (a random crop and flip): such a pair is marked both.
+A copy cropped and resized back (a scale change) or flipped upside down is still not found
+(docs/reading-results.md has the counts).
 
 Token ids (text) have no meaningful distance, so there only exact copies are found. Exact copies
 are always found, in every mode, at distance 0 (and only they: a near copy reports at least
@@ -186,10 +187,11 @@ def _keep_closest(found: Found, hits: Hits) -> None:
 
 def _keep_new(found: Found, shifted: set[tuple[int, int]], hits: ShiftHits) -> None:
     """The shifted finds of pairs no other search found (a test sample paired exactly or plain keeps
-    that), each at its least distance."""
-    for a, b, d in hits:
-        if (a, b) not in found or ((a, b) in shifted and d < found[(a, b)][0]):
-            found[(a, b)] = (max(d, NEAR_FLOOR), False)
+    that), each once at its least distance, shifted plain or mirrored as `_keep_closest` picks."""
+    for a, b, d, mirrored in hits:
+        old = found.get((a, b))
+        if old is None or ((a, b) in shifted and d + MIRROR_TIE * mirrored < old[0] + MIRROR_TIE * old[1]):
+            found[(a, b)] = (max(d, NEAR_FLOOR), mirrored)
             shifted.add((a, b))
 
 

@@ -9,8 +9,10 @@ averaged down to `GRID` x `GRID` per channel, which barely moves when the image 
 the k nearest by that small picture (centred per channel, cosine, as the plain search) are the
 candidates, and a candidate pair is kept when the least 1 - correlation of one interior with the
 other's moved by up to `REACH` pixels each way (either image moved) is within the plain search's
-radius. On CIFAR-10's 50,000 images that is N x N x 147 multiply-adds for the candidates (2.4 % of
-the plain and mirrored searches' 2 x N x N x 3,072) and at most N x k x 50 x 2,352 for the check (0.4 %).
+radius. Each image's mirror is searched the same way (a random crop and flip, the usual augmentation,
+is both), so on CIFAR-10's 50,000 images that is 2 x N x N x 147 multiply-adds for the candidates (4.8 %
+of the plain and mirrored searches' 2 x N x N x 3,072) and at most 2 x N x (k + 1) x 50 x 2,352 for the
+check (0.9 %; more for large images and small N: k x 50 / N of the plain search's, 264 / N at k = 10).
 
 Measured on the CIFAR-10 image folder (JPEG q75; 2026-12-05; docs/reading-results.md): 3 draws of
 3,000 training images, each with 10 planted copies per kind, by `find_pairs`: shifted 1 pixel
@@ -24,6 +26,9 @@ plain and mirrored searches found, and 247 new ones (1 under another label: a sh
 dark shapes on a flat horizon), which by eye are mostly the same photograph moved or
 re-cropped (~60 of them among CIFAR-10's many near-identical shots of one white car); ~9 are
 different ships on a flat sea horizon (the family the plain search also pairs), ~10 doubtful.
+These counts were taken before mirrors were searched shifted (shiftattack27), which adds pairs
+and removes none: 12 of 12 copies mirrored and shifted by up to 2 pixels among 600 CIFAR-10 images,
+none before, and no other pair there.
 """
 
 from __future__ import annotations
@@ -42,8 +47,8 @@ MIN_SIDE = 16
 #: normalised copy of them, so `harness.search_memory`'s peak is not raised (a float copy of every image is).
 CHECK_BYTES = 16 * 2**20
 
-#: (a, b, least shifted distance) for every candidate pair within the radius
-ShiftHits = list[tuple[int, int, float]]
+#: (a, b, least shifted distance, whether a's mirror is b's copy) for every candidate pair within the radius
+ShiftHits = list[tuple[int, int, float, bool]]
 
 
 def searches_shifts(x: torch.Tensor) -> bool:
@@ -56,25 +61,42 @@ def searches_shifts(x: torch.Tensor) -> bool:
 def shifted_within(images: np.ndarray, keep: np.ndarray, radius: float, k: int) -> ShiftHits:
     """Pairs (a < b, both from `keep`) among the training `images` (N, C, H, W) whose interiors
     correlate within `radius` at some shift of up to `REACH` pixels, among each one's k nearest by the
-    small picture."""
+    small picture; then each one's mirror against the images the same way (never against itself)."""
     small = _small(images, keep)
-    neighbour = _nearest(small, small, min(k + 1, len(keep)))
-    a = np.repeat(np.arange(len(keep)), neighbour.shape[1])
-    b = neighbour.reshape(-1)
-    a, b = a[a != b], b[a != b]
-    pairs = keep[np.unique(np.stack([np.minimum(a, b), np.maximum(a, b)], axis=1), axis=0)]  # keep is ascending
-    found = _least_distance(images, pairs[:, 0], images, pairs[:, 1])
-    return [(int(pairs[i, 0]), int(pairs[i, 1]), float(found[i])) for i in np.flatnonzero(found <= radius)]
+    hits: ShiftHits = []
+    for mirrored in (False, True):
+        queries = _small(_oriented(images, mirrored), keep) if mirrored else small
+        neighbour = _nearest(queries, small, min(k + 1, len(keep)))
+        a = np.repeat(np.arange(len(keep)), neighbour.shape[1])
+        b = neighbour.reshape(-1)
+        a, b = a[a != b], b[a != b]
+        pairs = keep[np.unique(np.stack([np.minimum(a, b), np.maximum(a, b)], axis=1), axis=0)]  # keep ascends
+        found = _least_distance(images, pairs[:, 0], _oriented(images, mirrored), pairs[:, 1])
+        hits += [(int(pairs[i, 0]), int(pairs[i, 1]), float(found[i]), mirrored)
+                 for i in np.flatnonzero(found <= radius)]
+    return hits
 
 
 def shifted_across(queries: np.ndarray, images: np.ndarray, keep: np.ndarray, radius: float, k: int) -> ShiftHits:
-    """(query, training index, distance): the `queries` (M, C, H, W; a test split) with a training
-    image from `keep` within `radius` at some shift, among each query's k nearest by the small picture."""
-    neighbour = _nearest(_small(queries, np.arange(len(queries))), _small(images, keep), min(k, len(keep)))
-    q = np.repeat(np.arange(len(queries)), neighbour.shape[1])
-    t = keep[neighbour.reshape(-1)]
-    found = _least_distance(queries, q, images, t)
-    return [(int(q[i]), int(t[i]), float(found[i])) for i in np.flatnonzero(found <= radius)]
+    """(query, training index, distance, mirrored): the `queries` (M, C, H, W; a test split) with a
+    training image from `keep` within `radius` at some shift, among each query's k nearest by the small
+    picture, and among its mirror's."""
+    samples = _small(images, keep)
+    hits: ShiftHits = []
+    for mirrored in (False, True):
+        moved = _oriented(queries, mirrored)
+        neighbour = _nearest(_small(moved, np.arange(len(queries))), samples, min(k, len(keep)))
+        q = np.repeat(np.arange(len(queries)), neighbour.shape[1])
+        t = keep[neighbour.reshape(-1)]
+        found = _least_distance(moved, q, images, t)
+        hits += [(int(q[i]), int(t[i]), float(found[i]), mirrored) for i in np.flatnonzero(found <= radius)]
+    return hits
+
+
+def _oriented(images: np.ndarray, mirrored: bool) -> np.ndarray:
+    """`images`, or their left-right mirrors (a view). A mirror's interior is the interior's mirror and
+    the shifts are symmetric, so a mirror's distance to b is a's to b's mirror: either may be flipped."""
+    return images[..., ::-1] if mirrored else images
 
 
 def check_rows(images: np.ndarray) -> int:

@@ -78,3 +78,16 @@ def test_a_nan_pixel_leaves_out_its_sample_not_every_pair() -> None:
     test = torch.cat([x[6:7] * 0.8, x[7:8]])
     test[1, 1, 0, 0] = float("nan")
     assert find_duplicates(x, test)[1][["test", "train", "shifted"]].values.tolist() == [[0, 6, False]]
+
+
+def test_a_copy_both_mirrored_and_shifted_is_found_and_marked_both() -> None:
+    x = (_smooth(100) * 255).round().to(torch.uint8)
+    flipped = torch.roll(x[5].flip(-1), (1, -1), dims=(-2, -1))[None]  # random crop and flip, as augmented
+    pairs = find_pairs(torch.cat([x, flipped]))
+    assert pairs[["a", "b", "mirrored", "shifted"]].values.tolist() == [[5, 100, True, True]]  # was no pair
+    assert pairs["distance"].iloc[0] < 1e-6
+    _, found = find_duplicates(x, torch.cat([flipped, torch.roll(x[9], 2, dims=-1)[None]]))
+    assert found[["test", "train", "mirrored", "shifted"]].values.tolist() == [[0, 5, True, True], [1, 9, False, True]]
+    symmetric = torch.cat([x[7:8, :, :, :16], x[7:8, :, :, :16].flip(-1)], dim=-1)  # its own mirror
+    moved = torch.cat([x, symmetric, torch.roll(symmetric, 1, dims=-2)])
+    assert find_pairs(moved)[["a", "b", "mirrored", "shifted"]].values.tolist() == [[100, 101, False, True]]
