@@ -55,8 +55,35 @@ def _code(obj: Any, seen: set[int], read: dict[str, str]) -> str:
             if base.__module__ == obj.__module__:
                 text += _code(base, seen, read)
     for function in functions:
-        text += _globals_code(function, obj.__module__, seen, read)
+        text += _globals_code(function, obj.__module__, seen, read) + _carried(function, obj.__module__, seen, read)
     return text
+
+
+def _carried(function: Any, module: str, seen: set[int], read: dict[str, str]) -> str:
+    """The values a function carries that its source names but does not show: its default values
+    (`width=WIDTH` is evaluated once, at the `def`) and its closure's cells (`make_factory(64)`'s
+    `width`; a decorator's wrapper holds the function it wraps there), hashed as a partial's arguments.
+    Both were unseen: WIDTH 32 -> 256, `make_factory(128)` or an edit of HIDDEN read by a decorated
+    factory kept the digest and served the old model's runs. "" when it carries none (the digest of
+    such a function is unchanged); the `__class__` cell of a method calling `super()` is its class."""
+    cells = {name: cell for name, cell in zip(function.__code__.co_freevars, function.__closure__ or ())
+             if name != "__class__"}
+    text = ""
+    if function.__defaults__ or function.__kwdefaults__:
+        defaults = [list(function.__defaults__ or ()), dict(sorted((function.__kwdefaults__ or {}).items()))]
+        text += f"\ndefaults {_argument(defaults, module, seen, read)}"
+    if cells:
+        values = {name: _cell(cell) for name, cell in sorted(cells.items())}
+        text += f"\nclosure {_argument(values, module, seen, read)}"
+    return text
+
+
+def _cell(cell: Any) -> Any:
+    """A closure cell's value; one not yet assigned (a name bound after the inner `def`) as its type."""
+    try:
+        return cell.cell_contents
+    except ValueError:
+        return cell
 
 
 def _globals_code(function: Any, module: str, seen: set[int], read: dict[str, str]) -> str:
@@ -84,6 +111,8 @@ def _callable_code(obj: Any, seen: set[int], read: dict[str, str]) -> str:
     """A factory that is no function: `functools.partial(make, width=256)` by its function and
     arguments, an instance of a class with `__call__` by its class and plain attributes. Both were
     hashed as nothing at all, so `width=32` and `width=256` shared one digest and one model's runs."""
+    if inspect.ismethod(obj):  # `Net.build` (a classmethod) or `maker.make`: every bound method had one digest
+        return f"method({_code(obj.__func__, seen, read)}, of {_code(obj.__self__, seen, read)})"
     if isinstance(obj, functools.partial):
         module = getattr(obj.func, "__module__", "")
         return (f"partial({_code(obj.func, seen, read)}, {_argument(obj.args, module, seen, read)}, "
@@ -130,7 +159,20 @@ def _nested(code: CodeType) -> Iterator[CodeType]:
 def _consts(code: CodeType) -> tuple[Any, ...]:
     """`co_consts` with nested code as its content: a code object's repr holds its address, which
     gave a notebook class with a comprehension another digest in every process."""
-    return tuple((c.co_code, _consts(c), c.co_names) if isinstance(c, CodeType) else c for c in code.co_consts)
+    return tuple(_const(c) for c in code.co_consts)
+
+
+def _const(c: Any) -> Any:
+    """A constant as text that is the same in every process: nested code by its content, a frozenset
+    (`x in {"a", "b"}` compiles to one) in sorted order, not in the order of the process's string hash
+    seed, which gave a notebook's function another digest in every process."""
+    if isinstance(c, CodeType):
+        return c.co_code, _consts(c), c.co_names
+    if isinstance(c, frozenset):
+        return "frozenset", tuple(sorted(repr(_const(v)) for v in c))
+    if isinstance(c, tuple):
+        return tuple(_const(v) for v in c)
+    return c
 
 
 def _is_setting(value: Any) -> bool:

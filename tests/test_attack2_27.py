@@ -77,3 +77,96 @@ def test_changing_tensors_raise_on_every_rank_and_the_ranks_stay_in_step(ranks: 
 
     got = ranks.run(step)
     assert got[0] == got[1] == [1.0, 2.0, 3.0, 4.0], got
+
+
+def _load(tmp_path: Any, name: str, source: str) -> Any:
+    """`source` as module `name`, imported from its own file (so that inspect finds its source)."""
+    import importlib.util
+    import sys
+
+    path = tmp_path / f"{name}.py"
+    path.write_text(source)
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+FACTORIES = '''
+import functools
+from torch import nn
+HIDDEN = {hidden}
+
+def logged(f):
+    @functools.wraps(f)
+    def inner(*a, **k):
+        return f(*a, **k)
+    return inner
+
+class Net(nn.Module):
+    def __init__(self, w):
+        super().__init__()
+        self.fc = nn.Linear(4, w)
+
+    @classmethod
+    def build(cls, shape, k):
+        return cls({build})
+
+def with_default(shape, k, width=HIDDEN):
+    return Net(width)
+
+@logged
+def decorated(shape, k):
+    return Net(HIDDEN)
+
+def make(width):
+    def factory(shape, k):
+        return Net(width)
+    return factory
+
+closure = make({closure})
+'''
+
+
+@pytest.mark.parametrize("kind", ["classmethod", "with_default", "decorated", "closure"])
+def test_a_factory_that_builds_another_model_gets_another_digest(tmp_path: Any, kind: str) -> None:
+    """Each of these kept one digest across the edit, so the old model's runs (AUROC, FLOPs) were
+    served as the new one's: a classmethod (any bound method: all had the digest of the `method`
+    type), a default value read from the module, a decorated factory (its wrapper's code was hashed,
+    not the HIDDEN its function reads), a closure's value (`make(64)` vs `make(128)`)."""
+    from harness.code_digest import code_digest
+
+    before = {"hidden": 32, "build": 8, "closure": 64}
+    changed = {"classmethod": "build", "with_default": "hidden", "decorated": "hidden", "closure": "closure"}[kind]
+    old = _load(tmp_path, f"attack2_27_old_{kind}", FACTORIES.format(**before))
+    new = _load(tmp_path, f"attack2_27_new_{kind}", FACTORIES.format(**{**before, changed: before[changed] * 2}))
+    what = {"classmethod": lambda m: m.Net.build}.get(kind, lambda m: getattr(m, kind))
+    assert code_digest(what(old)) != code_digest(what(new))
+
+
+NOTEBOOK = '''
+import sys, types
+from harness.code_digest import code_digest
+cell = """
+def factory(shape, k):
+    return 1 if k in {"alpha", "beta", "gamma", "delta", "epsilon"} else 2
+"""
+module = types.ModuleType("attack2_27_cell")
+exec(compile(cell, "<cell>", "exec"), module.__dict__)
+print(code_digest(module.factory))
+'''
+
+
+def test_a_notebook_function_with_a_set_literal_has_one_digest_in_every_process() -> None:
+    """A function without source (a notebook cell) is hashed by its compiled code, whose constants
+    held a frozenset in the order of the process's string hash seed: another digest in every kernel,
+    so its runs were never reused."""
+    import os
+    import subprocess
+    import sys
+
+    digests = {subprocess.run([sys.executable, "-c", NOTEBOOK], capture_output=True, text=True, check=True,
+                              env={**os.environ, "PYTHONHASHSEED": seed}).stdout.strip() for seed in ("1", "2")}
+    assert len(digests) == 1, digests
