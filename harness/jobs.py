@@ -170,18 +170,22 @@ def configure_threads(threads: int) -> None:
         pass
 
 
-def _check_keys(job: Job) -> None:
+def _keys_refused(job: Job) -> JobResult | None:
     """A user's recorder is keyed by a digest of its code and the module values it reads: a value that
     differs on the worker's machine (a path from `__file__`, an environment variable) stored its arrays
     under a key the planning process never looks up, so every proxy reading it failed and every rerun
-    trained again. The fresh-process check before training sees only the planning machine."""
+    trained again. The fresh-process check before training sees only the planning machine. The refusal
+    is each run's failure line, not an exception: the local pool's worker and Ray's printed a traceback
+    of it for every job, around the one line that says it."""
     here = tuple(r.key for r in job.requests)
-    if job.keys and here != job.keys:
-        differ = "; ".join(f"{mine} here, {theirs} where it was planned"
-                           for mine, theirs in zip(here, job.keys, strict=True) if mine != theirs)
-        raise HarnessError(f"recorder keys differ on this worker ({differ}): the recorder's code, or a module value "
-                           "it reads, is not the same here as where the experiment was planned; install the same "
-                           "code on every machine and make such a value a constant of its module (docs/extending.md)")
+    if not job.keys or here == job.keys:
+        return None
+    differ = "; ".join(f"{mine} here, {theirs} where it was planned"
+                       for mine, theirs in zip(here, job.keys, strict=True) if mine != theirs)
+    why = (f"job {job.label()}: recorder keys differ on this worker ({differ}): the recorder's code, or a module "
+           "value it reads, is not the same here as where the experiment was planned; install the same code on every "
+           "machine and make such a value a constant of its module (docs/extending.md)")
+    return JobResult(failures={spec: why for spec in job.specs})
 
 
 def run_job(job: Job) -> JobResult:
@@ -192,7 +196,8 @@ def run_job(job: Job) -> JobResult:
         from harness.worker_imports import import_modules
 
         import_modules(job.imports)
-        _check_keys(job)
+        if (refused := _keys_refused(job)) is not None:
+            return refused
     device = torch.device(job.device)
     data = prepared_data(job.source, job.specs[0].data, device)
     result = JobResult()

@@ -170,3 +170,24 @@ def test_a_notebook_function_with_a_set_literal_has_one_digest_in_every_process(
     digests = {subprocess.run([sys.executable, "-c", NOTEBOOK], capture_output=True, text=True, check=True,
                               env={**os.environ, "PYTHONHASHSEED": seed}).stdout.strip() for seed in ("1", "2")}
     assert len(digests) == 1, digests
+
+
+def test_a_worker_whose_recorder_keys_differ_fails_its_runs_with_one_line_each() -> None:
+    """The refusal raised out of the job, and the local pool's worker (and Ray's) printed its traceback
+    for every job, around the line that says it: now each run's failure line, nothing trained. A job
+    without imports (memprox's own recorders) carries no keys and is not checked."""
+    from harness.jobs import DataSource, Job, run_job
+    from harness.recipe import Recipe
+    from harness.recorders import RecorderRequest
+    from harness.runspec import DataSpec, RunSpec
+
+    spec = RunSpec(DataSpec(), "mlp", Recipe(epochs=1), 0)
+    job = Job(specs=(spec,), requests=(RecorderRequest.of("train_loss"),), engine="single",
+              source=DataSource("digits"), imports=("json",), keys=("train_loss@code-0123",))
+    result = run_job(job)
+    assert not result.outputs
+    assert result.failures == {spec: f"job {spec.label()}: recorder keys differ on this worker (train_loss here, "
+                                     "train_loss@code-0123 where it was planned): the recorder's code, or a module "
+                                     "value it reads, is not the same here as where the experiment was planned; "
+                                     "install the same code on every machine and make such a value a constant of "
+                                     "its module (docs/extending.md)"}
