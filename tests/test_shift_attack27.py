@@ -91,3 +91,25 @@ def test_a_copy_both_mirrored_and_shifted_is_found_and_marked_both() -> None:
     symmetric = torch.cat([x[7:8, :, :, :16], x[7:8, :, :, :16].flip(-1)], dim=-1)  # its own mirror
     moved = torch.cat([x, symmetric, torch.roll(symmetric, 1, dims=-2)])
     assert find_pairs(moved)[["a", "b", "mirrored", "shifted"]].values.tolist() == [[100, 101, False, True]]
+
+
+def test_the_pairs_do_not_depend_on_the_order_of_the_samples() -> None:
+    x = (_smooth(150, seed=3) * 255).round().to(torch.uint8)
+    train = torch.cat([x, torch.roll(x[4], 1, dims=-1)[None], torch.roll(x[9].flip(-1), 2, dims=-2)[None]])
+    new = (_smooth(5, seed=4) * 255).round().to(torch.uint8)
+    test = torch.cat([torch.roll(x[20], (1, 1), dims=(-2, -1))[None], x[30:31] // 2, new])
+    pairs, found = find_duplicates(train, test)
+    order, test_order = np.random.default_rng(0).permutation(152), np.random.default_rng(1).permutation(7)
+    moved_pairs, moved_found = find_duplicates(train[order], test[test_order])
+
+    def back(table: np.ndarray, first: np.ndarray, second: np.ndarray, sort: bool) -> list[tuple[int, ...]]:
+        rows = [(int(first[a]), int(second[b]), bool(m), bool(s)) for a, b, m, s in table]
+        return sorted((min(a, b), max(a, b), m, s) if sort else (a, b, m, s) for a, b, m, s in rows)
+
+    columns = ["mirrored", "shifted"]
+    assert back(moved_pairs[["a", "b", *columns]].values, order, order, True) == \
+        back(pairs[["a", "b", *columns]].values, np.arange(152), np.arange(152), True) == \
+        [(4, 150, False, True), (9, 151, True, True)]
+    assert back(moved_found[["test", "train", *columns]].values, test_order, order, False) == \
+        back(found[["test", "train", *columns]].values, np.arange(7), np.arange(152), False) == \
+        [(0, 20, False, True), (1, 30, False, False)]
