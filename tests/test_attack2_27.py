@@ -191,3 +191,18 @@ def test_a_worker_whose_recorder_keys_differ_fails_its_runs_with_one_line_each()
                                      "value it reads, is not the same here as where the experiment was planned; "
                                      "install the same code on every machine and make such a value a constant of "
                                      "its module (docs/extending.md)"}
+
+
+def test_the_callbacks_recorder_keeps_a_larger_allowed_repeats_the_user_set(ranks: FakeRanks) -> None:  # noqa: F811
+    """`update(gather=True)` keeps a larger `allowed_repeats` (the page says so); the Lightning/HF
+    recorder overwrote it with world x padding_batch - 1 at every batch (1 for two ranks), so a user's
+    10 (a sampler of their own that repeats) warned all the same."""
+    from harness.integrations._common import DistributedRecorder
+
+    def step(rank: int) -> int:
+        tracker = SampleTracker(4, proxies=["csl"])
+        tracker.allowed_repeats = 10
+        DistributedRecorder(tracker).update(torch.tensor([rank]), losses=torch.ones(1))
+        return tracker.allowed_repeats
+
+    assert ranks.run(step) == [10, 10]

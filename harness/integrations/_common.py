@@ -116,8 +116,8 @@ class DistributedRecorder:
     def update(self, indices: Any, *, losses: torch.Tensor | None = None, logits: torch.Tensor | None = None,
                labels: torch.Tensor | None = None) -> None:
         world = world_size()
-        if world > 1:  # a sampler's padding is no surprise; update() keeps the larger of this and world - 1
-            self.tracker.allowed_repeats = world * self.padding_batch - 1
+        if world > 1:  # a sampler's padding is no surprise; a larger value the user set is kept (update()'s rule)
+            self.tracker.allowed_repeats = max(self.tracker.allowed_repeats, world * self.padding_batch - 1)
         self.tracker.update(indices, losses=losses, logits=logits, labels=labels, gather=True)
         self.batches += 1
 
