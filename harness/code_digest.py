@@ -15,7 +15,7 @@ import dis
 import functools
 import hashlib
 import inspect
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from types import CodeType
 from typing import Any
 
@@ -23,28 +23,48 @@ from typing import Any
 #: int-to-text digit limit (4300 by default, 640 at least), and `BIG = 10**5000` broke registration.
 _INT_REPR_BITS = 2000
 
+#: A step of the walk: yields the steps whose text it needs (`_run` runs them and sends their text
+#: back) and returns its own text. A stack of generators, not Python's: a factory naming a chain of
+#: 500 functions of its module passed the interpreter's recursion limit (RecursionError at import).
+Step = Generator[Any, str, str]
+
 
 def code_digest(obj: Any, length: int = 16) -> str:
     """The first `length` hex digits of the SHA-256 of `obj`'s code (`_code`)."""
-    return hashlib.sha256(_code(obj, set(), {}).encode()).hexdigest()[:length]
+    return hashlib.sha256(_run(_code(obj, set(), {})).encode()).hexdigest()[:length]
 
 
 def settings_read(obj: Any) -> dict[str, str]:
     """The plain module values `obj`'s digest reads, as `module.NAME` -> their hashed text: what to
     name when the digest differs between two processes."""
     read: dict[str, str] = {}
-    _code(obj, set(), read)
+    _run(_code(obj, set(), read))
     return read
 
 
-def _code(obj: Any, seen: set[int], read: dict[str, str]) -> str:
+def _run(step: Step) -> str:
+    """The text of `step`, running the steps it asks for depth first, in the order it asks for them."""
+    stack: list[Generator[Any, Any, Any]] = [step]  # a step is started with None, then sent text
+    text: str | None = None
+    while True:
+        try:
+            stack.append(stack[-1].send(text))  # a step it needs; a new step is started with None
+            text = None
+        except StopIteration as done:
+            stack.pop()
+            if not stack:
+                return str(done.value)
+            text = done.value
+
+
+def _code(obj: Any, seen: set[int], read: dict[str, str]) -> Step:
     """Its source (the compiled code where none is found: a notebook's class), with the source of
     the functions and classes of its own module it names (a factory's model class, its blocks)."""
     if id(obj) in seen:
         return ""
     seen.add(id(obj))
     if not (inspect.isfunction(obj) or inspect.isclass(obj)):
-        return _callable_code(obj, seen, read)
+        return (yield _callable_code(obj, seen, read))
     functions = [obj] if inspect.isfunction(obj) else [f for v in vars(obj).values() for f in _functions(v)]
     try:
         text = inspect.getsource(obj)
@@ -53,13 +73,14 @@ def _code(obj: Any, seen: set[int], read: dict[str, str]) -> str:
     if inspect.isclass(obj):  # an own base class's methods run as this class's (an inherited `on_batch`)
         for base in obj.__mro__[1:]:
             if base.__module__ == obj.__module__:
-                text += _code(base, seen, read)
+                text += yield _code(base, seen, read)
     for function in functions:
-        text += _globals_code(function, obj.__module__, seen, read) + _carried(function, obj.__module__, seen, read)
+        text += yield _globals_code(function, obj.__module__, seen, read)
+        text += yield _carried(function, obj.__module__, seen, read)
     return text
 
 
-def _carried(function: Any, module: str, seen: set[int], read: dict[str, str]) -> str:
+def _carried(function: Any, module: str, seen: set[int], read: dict[str, str]) -> Step:
     """The values a function carries that its source names but does not show: its default values
     (`width=WIDTH` is evaluated once, at the `def`) and its closure's cells (`make_factory(64)`'s
     `width`; a decorator's wrapper holds the function it wraps there), hashed as a partial's arguments.
@@ -71,10 +92,10 @@ def _carried(function: Any, module: str, seen: set[int], read: dict[str, str]) -
     text = ""
     if function.__defaults__ or function.__kwdefaults__:
         defaults = [list(function.__defaults__ or ()), dict(sorted((function.__kwdefaults__ or {}).items()))]
-        text += f"\ndefaults {_argument(defaults, module, seen, read)}"
+        text += "\ndefaults " + (yield _argument(defaults, module, seen, read))
     if cells:
         values = {name: _cell(cell) for name, cell in sorted(cells.items())}
-        text += f"\nclosure {_argument(values, module, seen, read)}"
+        text += "\nclosure " + (yield _argument(values, module, seen, read))
     return text
 
 
@@ -86,7 +107,7 @@ def _cell(cell: Any) -> Any:
         return cell
 
 
-def _globals_code(function: Any, module: str, seen: set[int], read: dict[str, str]) -> str:
+def _globals_code(function: Any, module: str, seen: set[int], read: dict[str, str]) -> Step:
     """The own-module functions, classes and plain values `function` reads as globals, in its body or
     in code nested in it (a list comprehension is code of its own before Python 3.12: a factory's
     `[Block(HIDDEN) for _ in range(3)]` hid both). An attribute (`self.scale`) is no global."""
@@ -100,41 +121,51 @@ def _globals_code(function: Any, module: str, seen: set[int], read: dict[str, st
             done.add(named)
             value = function.__globals__[named]
             if (inspect.isfunction(value) or inspect.isclass(value)) and value.__module__ == module:
-                text += _code(value, seen, read)
+                text += yield _code(value, seen, read)
             elif _is_setting(value):  # `HIDDEN = 256` widened the model but served the 32-wide one's runs
                 read[f"{function.__module__}.{named}"] = _repr(value)
                 text += f"\n{named} = {_repr(value)}"
     return text
 
 
-def _callable_code(obj: Any, seen: set[int], read: dict[str, str]) -> str:
+def _callable_code(obj: Any, seen: set[int], read: dict[str, str]) -> Step:
     """A factory that is no function: `functools.partial(make, width=256)` by its function and
     arguments, an instance of a class with `__call__` by its class and plain attributes. Both were
     hashed as nothing at all, so `width=32` and `width=256` shared one digest and one model's runs."""
     if inspect.ismethod(obj):  # `Net.build` (a classmethod) or `maker.make`: every bound method had one digest
-        return f"method({_code(obj.__func__, seen, read)}, of {_code(obj.__self__, seen, read)})"
+        function = yield _code(obj.__func__, seen, read)
+        return f"method({function}, of {(yield _code(obj.__self__, seen, read))})"
     if isinstance(obj, functools.partial):
         module = getattr(obj.func, "__module__", "")
-        return (f"partial({_code(obj.func, seen, read)}, {_argument(obj.args, module, seen, read)}, "
-                f"{_argument(dict(sorted(obj.keywords.items())), module, seen, read)})")
+        function = yield _code(obj.func, seen, read)
+        args = yield _argument(obj.args, module, seen, read)
+        keywords = yield _argument(dict(sorted(obj.keywords.items())), module, seen, read)
+        return f"partial({function}, {args}, {keywords})"
     attributes = dict(sorted(vars(obj).items())) if hasattr(obj, "__dict__") else {}
-    return f"{_code(type(obj), seen, read)}\n{_argument(attributes, type(obj).__module__, seen, read)}"
+    cls = yield _code(type(obj), seen, read)
+    return f"{cls}\n{(yield _argument(attributes, type(obj).__module__, seen, read))}"
 
 
-def _argument(value: Any, module: str, seen: set[int], read: dict[str, str]) -> str:
+def _argument(value: Any, module: str, seen: set[int], read: dict[str, str]) -> Step:
     """A partial's argument or an instance's attribute: plain values and lists or dicts of them by
     content, functions and classes by their code (by their name when not of `module`: torch's
     `nn.ReLU`); anything else by its type alone (not seen)."""
     if isinstance(value, list | tuple):
-        return "[" + ", ".join(_argument(v, module, seen, read) for v in value) + "]"
+        parts = []
+        for v in value:
+            parts.append((yield _argument(v, module, seen, read)))
+        return "[" + ", ".join(parts) + "]"
     if isinstance(value, dict):
-        return "{" + ", ".join(f"{_argument(k, module, seen, read)}: {_argument(v, module, seen, read)}"
-                               for k, v in value.items()) + "}"
+        items = []
+        for k, v in value.items():
+            key = yield _argument(k, module, seen, read)
+            items.append(f"{key}: {(yield _argument(v, module, seen, read))}")
+        return "{" + ", ".join(items) + "}"
     if _is_setting(value):
         return _repr(value)
     if inspect.isfunction(value) or inspect.isclass(value):
         own = value.__module__ == module
-        return _code(value, seen, read) if own else f"{value.__module__}.{value.__qualname__}"
+        return (yield _code(value, seen, read)) if own else f"{value.__module__}.{value.__qualname__}"
     return f"<{type(value).__module__}.{type(value).__qualname__}>"
 
 

@@ -206,3 +206,17 @@ def test_the_callbacks_recorder_keeps_a_larger_allowed_repeats_the_user_set(rank
         return tracker.allowed_repeats
 
     assert ranks.run(step) == [10, 10]
+
+
+def test_a_factory_naming_a_long_chain_of_its_modules_functions_is_digested(tmp_path: Any) -> None:
+    """The walk recursed twice per function named (its code, then the globals it reads): a factory
+    whose module chains 600 functions (f0 calls f1, ... f599) raised RecursionError (a recorder's at
+    its module's import). Now a stack of its own: the edit at the chain's end changes the digest."""
+    from harness.code_digest import code_digest
+
+    def chain(end: str) -> str:
+        return "\n".join(f"def f{i}(x):\n    return f{i + 1}(x)\n" for i in range(599)) + f"\ndef f599(x):\n    {end}\n"
+
+    old = _load(tmp_path, "attack2_27_chain_old", chain("return x"))
+    new = _load(tmp_path, "attack2_27_chain_new", chain("return -x"))
+    assert code_digest(old.f0) != code_digest(new.f0)
