@@ -5,24 +5,13 @@ are one experiment."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-
-ROOT = Path(__file__).resolve().parents[1]
-TINY = ["--preset", "quick", "--subset", "300", "--epochs", "2", "--seeds", "1", "--proxies", "csl",
-        "--executor", "inprocess", "--no-progress", "--bootstrap", "0"]
-
-
-def _cli(args: list[str], tmp_path: Path, **env: str) -> subprocess.CompletedProcess:
-    path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)  # this checkout's code
-    environ = {**os.environ, "MEMPROX_CACHE": str(tmp_path / "cache"), "PYTHONPATH": path, **env}
-    return subprocess.run([sys.executable, "-m", "harness", *args], capture_output=True, text=True, cwd=tmp_path,
-                          env=environ, timeout=300)
+from _cli_process import TINY
+from _cli_process import run_cli as _cli
 
 
 def _table(tmp_path: Path) -> Path:
