@@ -67,22 +67,6 @@ def former_ids(cfg: Any) -> tuple[str, ...]:
     return tuple(dict.fromkeys(i for i in (_hashed(cfg, name) for name in spellings) if i != now))
 
 
-def former_ids_of(cfg: Any, identity: str) -> tuple[str, ...]:
-    """`former_ids` of the config that has `identity`: `cfg`, or `cfg` with its preset's subset, which the
-    experiment drops when the dataset is smaller (`harness.experiment.Experiment._load`) while its identity stays
-    the command's. The outputs are published with the config after that: its own former ids were another
-    config's, so a folder that check_out took (marked with a former id) was refused after training."""
-    if experiment_id(cfg) == identity:
-        return former_ids(cfg)
-    from harness.presets import PRESETS
-
-    try:
-        command = dataclasses.replace(cfg, subset=PRESETS[cfg.preset].for_dataset(str(cfg.dataset)).subset)
-    except (KeyError, AttributeError, TypeError):  # not a preset's config: no other config to ask
-        return ()
-    return former_ids(command) if experiment_id(command) == identity else ()
-
-
 def _hashed(cfg: Any, device: str | None) -> str:
     """The id with `device` hashed as given (None: as the config holds it)."""
     from harness.config import NO_DATA_ROOT  # config imports this module

@@ -95,11 +95,11 @@ class Experiment:
     def _check_out(self) -> None:
         """The experiment's identity, and --out checked against it (`harness.outputs.check_out`)."""
         cfg = self.cfg
-        self.identity = experiment_id(cfg)
+        self.identity, self.former = experiment_id(cfg), former_ids(cfg)  # the command's: publish asks them too
         if cfg.out is not None:
             check_out(Path(cfg.out), self.identity, cfg.overwrite, Path(cfg.store or default_store()),
                       data_paths=data_folders(cfg), folders=sorted({f for t in self.tasks for f in t.folders}),
-                      former=former_ids(cfg), device=self.device.type)
+                      former=self.former, device=self.device.type)
 
     def base_spec(self, setting: Setting) -> RunSpec:
         return self.planner.base_spec(setting)
@@ -137,7 +137,7 @@ class Experiment:
                 if folder is not None:
                     with self.timer("write"):
                         write(result, ran.runs, folder, artifacts, self.cfg, self.identity, self.device,
-                              self.timer.rounded)
+                              self.timer.rounded, self.former)
                     published = True
         except KeyboardInterrupt:  # after publishing, only the emptied staging folder was being removed
             if not published:

@@ -24,7 +24,6 @@ import torch
 from filelock import FileLock
 
 from harness.config import ExperimentConfig
-from harness.config_identity import former_ids_of
 from harness.errors import HarnessError, StorageError
 from harness.evaluation import ExperimentResult
 from harness.file_swap import (
@@ -221,8 +220,11 @@ def _release(tmp: Path) -> None:
 
 
 def write(result: ExperimentResult, runs: dict[RunSpec, StoredRun], tmp: Path, artifacts: dict[str, list[str]],
-          cfg: ExperimentConfig, identity: str, device: torch.device, phases: Callable[[], dict[str, float]]) -> None:
-    """Write every output into `tmp` and publish them into --out; StorageError when the file system refuses."""
+          cfg: ExperimentConfig, identity: str, device: torch.device, phases: Callable[[], dict[str, float]],
+          former: Collection[str] = ()) -> None:
+    """Write every output into `tmp` and publish them into --out; StorageError when the file system refuses.
+    `former`: the ids the experiment had before, of the config the --out check read (`check_out`): `cfg` may
+    since have lost its preset's subset, whose former ids are another config's."""
     out = _out_after_training(cfg.out)  # type: ignore[arg-type]  # the experiment writes only with an --out
     try:
         for name, frame in result.scores.items():
@@ -237,7 +239,7 @@ def write(result: ExperimentResult, runs: dict[RunSpec, StoredRun], tmp: Path, a
         atomic_write_text(tmp / "summary.json", text)  # its write phase ends above (summary and record follow)
         result.outputs = {**TABLES, "summary": ["summary.json"], **result.outputs}  # every file, as in summary.json
         write_record(tmp, identity)
-        publish(tmp, out, identity, cfg.overwrite, former_ids_of(cfg, identity), device.type)
+        publish(tmp, out, identity, cfg.overwrite, former, device.type)
     except OSError as e:
         raise _write_error(out, e, tmp) from e
 
