@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from harness.datasets.base import Dataset, LoadRequest, _make, _require_every_class, _test_keep, register_dataset
+from harness.datasets.npz_checks import check_float32_range, warn_lost_precision, warn_uint8_table
 from harness.errors import HarnessError
 from harness.io import file_sha256
 from harness.values import expand_home
@@ -67,11 +68,12 @@ def _load_npz(request: LoadRequest) -> Dataset:
                       f"rename one that is meant as one of those", stacklevel=3)
     if ("x_test" in arrays) != ("y_test" in arrays):
         raise HarnessError(f"{name}: {path} has only one of x_test and y_test; save both or neither")
-    x = _npz_features(name, "x", arrays["x"])
+    x = _npz_features(name, "x", arrays["x"], path=path)
     _warn_float_images(name, path, arrays["x"])
+    warn_uint8_table(name, path, arrays["x"])
     y = _npz_labels(name, "y", arrays["y"], len(x))
     has_test = "x_test" in arrays
-    x_test = _npz_features(name, "x_test", arrays["x_test"], allow_empty=True) if has_test else x[:0]
+    x_test = _npz_features(name, "x_test", arrays["x_test"], allow_empty=True, path=path) if has_test else x[:0]
     y_test = _npz_labels(name, "y_test", arrays["y_test"], len(x_test)) if has_test else y[:0]
     if not len(x_test):  # an empty test split is no test split: the training layout, no dtype change
         x_test = x[:0]
@@ -218,8 +220,10 @@ def _check_npz_member(name: str, path: Path, archive: zipfile.ZipFile, info: zip
                            f"holds {info.file_size - header:,} bytes: the file is damaged; save it again")
 
 
-def _npz_features(name: str, key: str, x: np.ndarray, allow_empty: bool = False) -> np.ndarray:
-    """Bring x to (N, C, H, W): uint8 stays as is, other real dtypes become finite float32."""
+def _npz_features(name: str, key: str, x: np.ndarray, allow_empty: bool = False,
+                  path: Path | None = None) -> np.ndarray:
+    """Bring x to (N, C, H, W): uint8 stays as is, other real dtypes become finite float32 (checked in the
+    stored dtype: a finite float64 beyond float32's range is named as such, not as an inf)."""
     if x.ndim < 2 or x.ndim > 4:
         raise HarnessError(
             f"{name}: {key} has shape {x.shape}; expected (N, D) features, (N, H, W) or (N, C, H, W) images"
@@ -229,7 +233,6 @@ def _npz_features(name: str, key: str, x: np.ndarray, allow_empty: bool = False)
     if x.dtype != np.uint8:
         if not (np.issubdtype(x.dtype, np.number) or x.dtype == np.bool_) or np.iscomplexobj(x):
             raise HarnessError(f"{name}: {key} has dtype {x.dtype}; save real numbers (float32, or uint8 images)")
-        x = x.astype(np.float32)
         finite = np.isfinite(x.reshape(len(x), -1)).all(axis=1) if len(x) else np.ones(0, dtype=bool)
         if not finite.all():
             bad = np.flatnonzero(~finite)
@@ -237,6 +240,9 @@ def _npz_features(name: str, key: str, x: np.ndarray, allow_empty: bool = False)
                 f"{name}: {key} has NaN or inf in {len(bad)} sample(s) (first: {bad[:5].tolist()}); "
                 f"drop or impute them before saving"
             )
+        check_float32_range(name, key, x)
+        stored, x = x, x.astype(np.float32)
+        warn_lost_precision(name, path or Path(name), key, stored, x)
     if x.ndim == 4 and x.shape[3] in (1, 3, 4) and x.shape[1] not in (1, 3, 4):  # gray, RGB, RGBA
         raise HarnessError(
             f"{name}: {key} has shape {x.shape}, which looks channels-last (N, H, W, C); "
