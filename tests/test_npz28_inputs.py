@@ -105,3 +105,26 @@ def test_uint8_images_saved_with_their_shape_load_without_a_warning(tmp_path: Pa
         rgb = load_dataset(_save(tmp_path, x=np.repeat(images[:, None], 3, axis=1), y=y))
     assert tuple(gray.x_train.shape) == (30, 1, 8, 8) and tuple(rgb.x_train.shape) == (30, 3, 8, 8)
     assert gray.is_image and rgb.is_image
+
+
+@pytest.mark.parametrize(("y", "fix"), [
+    (np.eye(3, dtype=np.int64)[np.arange(60) % 3], r"save y\.argmax\(axis=1\) \(one-hot rows"),
+    (np.eye(3)[np.arange(60) % 3], r"save y\.argmax\(axis=1\)"),
+    ((np.arange(60) % 3)[:, None], r"save y\.ravel\(\)"),
+    (np.arange(60) % 3 - 1, r"negative class id -1; .* save np\.unique\(y, return_inverse=True\)\[1\]"),
+])
+def test_label_shapes_and_values_name_the_line_that_fixes_them(tmp_path: Path, y: np.ndarray, fix: str) -> None:
+    """One-hot rows, a column and negative ids were refused without saying how to map them."""
+    x, _ = _table()
+    with pytest.raises(HarnessError, match=fix):
+        load_dataset(_save(tmp_path, x=x, y=y))
+
+
+def test_the_label_fixes_the_errors_name_load(tmp_path: Path) -> None:
+    x, labels = _table()
+    onehot, negative = np.eye(3)[labels], labels - 1
+    fixed = load_dataset(_save(tmp_path, x=x, y=onehot.argmax(axis=1)))
+    assert torch.equal(fixed.y_train, torch.from_numpy(labels))
+    mapped = load_dataset(_save(tmp_path, x=x, y=np.unique(negative, return_inverse=True)[1],
+                                classes=np.unique(negative).astype(str)))
+    assert mapped.classes == ("-1", "0", "1") and torch.equal(mapped.y_train, torch.from_numpy(labels))

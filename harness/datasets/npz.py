@@ -256,6 +256,9 @@ def _npz_features(name: str, key: str, x: np.ndarray, allow_empty: bool = False,
 
 
 def _npz_labels(name: str, key: str, y: np.ndarray, n: int) -> np.ndarray:
+    if y.ndim == 2 and len(y) == n and y.size:  # a column, or one-hot rows / scores per class
+        fix = f"{key}.ravel()" if y.shape[1] == 1 else f"{key}.argmax(axis=1) (one-hot rows or scores per class)"
+        raise HarnessError(f"{name}: {key} has shape {y.shape} but must be ({n},), one class id per sample; save {fix}")
     if y.ndim != 1 or len(y) != n:
         raise HarnessError(f"{name}: {key} has shape {y.shape} but must be ({n},), one class id per sample")
     if y.dtype.kind in "US":  # class names: the ids and the names both need saving
@@ -273,7 +276,8 @@ def _npz_labels(name: str, key: str, y: np.ndarray, n: int) -> np.ndarray:
         raise HarnessError(f"{name}: {key} has class id {int(y.max())}; class ids must be 0..C-1")
     y = y.astype(np.int64)
     if len(y) and y.min() < 0:
-        raise HarnessError(f"{name}: {key} has negative class id {int(y.min())}; class ids must be 0..C-1")
+        raise HarnessError(f"{name}: {key} has negative class id {int(y.min())}; class ids must be 0..C-1: save "
+                           f"np.unique({key}, return_inverse=True)[1], and classes=np.unique({key}).astype(str)")
     return y
 
 
