@@ -128,3 +128,18 @@ def test_the_label_fixes_the_errors_name_load(tmp_path: Path) -> None:
     mapped = load_dataset(_save(tmp_path, x=x, y=np.unique(negative, return_inverse=True)[1],
                                 classes=np.unique(negative).astype(str)))
     assert mapped.classes == ("-1", "0", "1") and torch.equal(mapped.y_train, torch.from_numpy(labels))
+
+
+def test_a_uint8_table_of_one_to_three_columns_is_warned_about_by_what_it_would_show(tmp_path: Path) -> None:
+    """(N, 1) and (N, 3) uint8 load as (N, 1 or 3, 1, 1) images, which the suspects figures drew as 1-pixel
+    squares; (N, 2) is neither drawn nor searched as pixels, so it gets no warning."""
+    y = np.arange(40) % 2
+    for d, said in ((1, "draw each row as a 1-pixel image"), (3, "draw each row as a 1-pixel image"),
+                    (2, None), (4, "compares its rows as pixels")):
+        x = np.random.default_rng(d).integers(0, 9, (40, d)).astype(np.uint8)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            dataset = load_dataset(_save(tmp_path, x=x, y=y))
+        messages = [str(w.message) for w in caught]
+        assert dataset.is_image == (d in (1, 3))
+        assert (messages == []) if said is None else (len(messages) == 1 and said in messages[0]), (d, messages)

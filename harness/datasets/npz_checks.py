@@ -6,7 +6,8 @@ float64 feature whose spread is below float32's resolution at its size (a timest
 a measurement with a large offset) became constant or a few steps in the cast and trained silently
 as such. A uint8 table (N, D) is read as flattened pixels, which the duplicate search compares by
 correlation: rows of a few small integers then correlate by chance (on 500 rows of 5 answers 1..5,
-119 pairs were listed where 39 rows were copies), so that reading is said, with how to choose the other.
+119 pairs were listed where 39 rows were copies), and 1 or 3 columns were drawn as 1-pixel images in the
+suspects figures; so that reading is said, with how to choose the other.
 """
 
 from __future__ import annotations
@@ -65,10 +66,15 @@ def warn_uint8_table(name: str, path: Path, x: np.ndarray) -> None:
     if x.dtype != np.uint8 or x.ndim != 2:
         return
     n, d = x.shape
+    effect = ("the suspects task's figures draw each row as a 1-pixel image" if d in (1, 3) else
+              "" if d == 2 else  # 1 to 3 values are searched as a table: only the figures could mislead
+              "the suspects task's duplicate search compares its rows as pixels (by correlation, where rows of a "
+              "few small integers are near by chance), and image grids cannot show them")
+    if not effect:
+        return
     warnings.warn(
-        f"{name}: {path} holds x of shape {x.shape} in uint8, which npz: reads as images saved flattened: the "
-        f"suspects task's duplicate search compares its rows as pixels (by correlation, where rows of a few small "
-        f"integers are near by chance), and image grids cannot show them; if these are table columns (counts, codes), "
+        f"{name}: {path} holds x of shape {x.shape} in uint8, which npz: reads as images saved flattened: "
+        f"{effect}; if these are table columns (counts, codes), "
         f"save x.astype(np.float32) (the model sees the same standardized features); if they are images, save "
         f"x.reshape({n}, H, W) or ({n}, C, H, W) (image grids, mirrored and shifted copies searched)",
         stacklevel=4)
