@@ -30,6 +30,8 @@ def check_float32_range(name: str, key: str, x: np.ndarray) -> None:
     if x.dtype.kind != "f" or x.dtype.itemsize <= 4 or not x.size:
         return
     limit = float(np.finfo(np.float32).max)
+    if -limit <= float(x.min()) and float(x.max()) <= limit:  # no temporary array of x's size on the common path
+        return
     beyond = np.flatnonzero((np.abs(x.reshape(len(x), -1)) > limit).any(axis=1))
     if len(beyond):
         raise HarnessError(
