@@ -28,6 +28,9 @@ from typing import Any
 
 READY = "ready"
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+#: A send to a driver that is gone. Its kernel closes the socket before it delivers the worker's death signal
+#: (PR_SET_PDEATHSIG), so a worker may answer into a closed socket: it exits quietly, as it would at EOF.
+GONE = (BrokenPipeError, ConnectionResetError)
 
 
 def main(argv: list[str]) -> None:
@@ -58,8 +61,13 @@ def main(argv: list[str]) -> None:
             os._exit(0)          # the worker's (both copies answered and took jobs off one socket)
         try:
             conn.send((job_id, ok, payload))
+        except GONE:
+            os._exit(0)  # the driver died while we sent: no one to tell (a second send printed a traceback)
         except BaseException as e:  # the result (or the exception) does not pickle; SystemExit in a __reduce__
-            conn.send((job_id, False, RuntimeError(f"the job's result could not be sent back: {describe(e)}")))
+            try:
+                conn.send((job_id, False, RuntimeError(f"the job's result could not be sent back: {describe(e)}")))
+            except GONE:
+                os._exit(0)
 
 
 def warm_up(source: Any) -> None:
