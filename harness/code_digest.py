@@ -11,13 +11,18 @@ compares this process's digests with a fresh one's before workers train (`settin
 
 from __future__ import annotations
 
+import ast
 import dis
+import enum
 import functools
 import hashlib
 import inspect
+import re
 from collections.abc import Generator, Iterator
 from types import CodeType
 from typing import Any
+
+from harness.code_source import source
 
 #: Above this many bits an int setting is hashed in hex: its repr fails past the process's
 #: int-to-text digit limit (4300 by default, 640 at least), and `BIG = 10**5000` broke registration.
@@ -67,9 +72,11 @@ def _code(obj: Any, seen: set[int], read: dict[str, str]) -> Step:
         return (yield _callable_code(obj, seen, read))
     functions = [obj] if inspect.isfunction(obj) else [f for v in vars(obj).values() for f in _functions(v)]
     try:
-        text = inspect.getsource(obj)
+        shown: str | None = source(obj)
     except (OSError, TypeError):
-        text = repr([(f.__code__.co_code, _consts(f.__code__), f.__code__.co_names) for f in functions])
+        shown = None
+    text = shown if shown is not None else repr([(f.__code__.co_code, _consts(f.__code__), f.__code__.co_names)
+                                                 for f in functions])
     if inspect.isclass(obj):  # an own base class's methods run as this class's (an inherited `on_batch`)
         for base in obj.__mro__[1:]:
             if base.__module__ == obj.__module__:
@@ -77,6 +84,8 @@ def _code(obj: Any, seen: set[int], read: dict[str, str]) -> Step:
     for function in functions:
         text += yield _globals_code(function, obj.__module__, seen, read)
         text += yield _carried(function, obj.__module__, seen, read)
+    if inspect.isclass(obj):
+        text += yield _class_values(obj, shown, seen, read)
     return text
 
 
@@ -128,6 +137,108 @@ def _globals_code(function: Any, module: str, seen: set[int], read: dict[str, st
     return text
 
 
+def _class_values(cls: type, shown: str | None, seen: set[int], read: dict[str, str]) -> Step:
+    """The class attributes its body sets to a value its source does not show: one set from a module
+    value (`WIDTH = BASE * 2`, `WIDTH = consts.BASE`), an enum member's value, a partial, a nested class
+    and its reads, an array's bytes; every public one where no source is found (a notebook's class).
+    A plain literal (`WIDTH = 64`) is left out while the value is still the one written there, and so
+    are attributes the body does not set (`_fields`, `_is_protocol`: typing's), so a class whose body
+    sets literals only keeps its digest. Before, `BASE = 32` -> 64 under `WIDTH = BASE * 2` kept the
+    digest and served the 32-wide model's runs."""
+    body = _body(cls.__name__, shown) if shown is not None else None
+    bound, literals = body if body is not None else ({n for n in vars(cls) if not n.startswith("_")}, {})
+    text = ""
+    for name, value in vars(cls).items():
+        if name not in bound or name.endswith("__") or _functions(value) or isinstance(value, property):
+            continue  # `__module__`, `__doc__`; methods and properties are read as code (`_functions`)
+        if name in literals and _same(literals[name], value):
+            continue
+        part = yield _attribute(value, cls.__module__, seen, read)
+        if re.sub(r"<[\w.]+>|[\[\]{}(),: ]", "", part):  # not only types (`(EVAL_LAST,)`): the source names them
+            if _is_setting(value):  # named when a fresh process reads another value (`harness.worker_imports`)
+                read[f"{cls.__module__}.{cls.__qualname__}.{name}"] = part
+            text += f"\n{cls.__qualname__}.{name} = {part}"
+    return text
+
+
+def _body(name: str, shown: str) -> tuple[set[str], dict[str, Any]] | None:
+    """The names the class body `shown` binds (its code's STORE_NAMEs) and its top-level `NAME = literal`
+    assignments (the last of a name) as values; None when it does not compile. An indented source (a
+    nested class) goes under an `if`, not dedented: that would change the text of its strings."""
+    text = f"if True:\n{shown}" if shown[:1].isspace() else shown
+    try:
+        tree = ast.parse(text)
+        module = compile(tree, "<class>", "exec", dont_inherit=True)
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        return None
+    code = next((c for c in _nested(module) if c.co_name == name and c is not module), None)
+    if code is None:
+        return None
+    bound = {i.argval for i in dis.get_instructions(code) if i.opname == "STORE_NAME"}
+    classes = [n for n in ast.walk(tree) if isinstance(n, ast.ClassDef)]
+    literals: dict[str, Any] = {}
+    for node in classes[0].body if classes else []:
+        if isinstance(node, ast.Assign | ast.AnnAssign) and node.value is not None:
+            try:
+                literal = ast.literal_eval(node.value)
+            except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+                continue
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            literals.update({t.id: literal for t in targets if isinstance(t, ast.Name)})
+    return bound, literals
+
+
+def _same(literal: Any, value: Any) -> bool:
+    """Whether a class attribute still holds the literal its source assigns (not one set after), an
+    enum member the value written for it (`RELU = 1`)."""
+    value = value.value if isinstance(value, enum.Enum) else value
+    try:
+        return type(literal) is type(value) and repr(literal) == repr(value) and bool(literal == value)
+    except Exception:  # an odd __eq__ or __repr__: hash the value
+        return False
+
+
+def _attribute(value: Any, module: str, seen: set[int], read: dict[str, str]) -> Step:
+    """A class attribute's value as text: as a partial's argument (`_argument`), a partial by its code,
+    a set in sorted order (a set of text iterates in the order of the process's string hash seed), a C
+    function (`torch.relu`) by its name, an array by its bytes; "" for an instance of another class."""
+    if isinstance(value, staticmethod | classmethod):
+        value = value.__func__
+    if isinstance(value, enum.Enum):
+        return f"enum {(yield _argument(value.value, module, seen, read))}"
+    if isinstance(value, functools.partial):
+        return (yield _code(value, seen, read))
+    if isinstance(value, set | frozenset):
+        parts = []
+        for v in value:
+            parts.append((yield _argument(v, module, seen, read)))
+        return "{" + ", ".join(sorted(parts)) + "}"
+    if _is_setting(value) or isinstance(value, list | tuple | dict) or inspect.isfunction(value) or \
+            inspect.isclass(value):
+        return (yield _argument(value, module, seen, read))
+    if inspect.isbuiltin(value):
+        return f"{getattr(value, '__module__', None)}.{getattr(value, '__qualname__', None)}"
+    return _array(value)
+
+
+def _array(value: Any) -> str:
+    """A numpy array or torch tensor by its dtype, shape and a SHA-256 of its bytes; "" for any other value."""
+    kind = type(value).__module__.partition(".")[0]
+    try:
+        if kind == "numpy" and hasattr(value, "tobytes"):
+            data, dtype, shape = value.tobytes(), str(value.dtype), tuple(value.shape)
+        elif kind == "torch" and type(value).__name__ in ("Tensor", "Parameter"):
+            import torch
+
+            flat = value.detach().cpu().contiguous().reshape(-1).view(dtype=torch.uint8)
+            data, dtype, shape = flat.numpy().tobytes(), str(value.dtype), tuple(value.shape)
+        else:
+            return ""
+    except Exception:  # a sparse, quantized or meta tensor, an object array: not seen
+        return ""
+    return f"array({dtype}, {shape}, {hashlib.sha256(data).hexdigest()})"
+
+
 def _callable_code(obj: Any, seen: set[int], read: dict[str, str]) -> Step:
     """A factory that is no function: `functools.partial(make, width=256)` by its function and
     arguments, an instance of a class with `__call__` by its class and plain attributes. Both were
@@ -150,17 +261,16 @@ def _argument(value: Any, module: str, seen: set[int], read: dict[str, str]) -> 
     """A partial's argument or an instance's attribute: plain values and lists or dicts of them by
     content, functions and classes by their code (by their name when not of `module`: torch's
     `nn.ReLU`); anything else by its type alone (not seen)."""
-    if isinstance(value, list | tuple):
+    if isinstance(value, list | tuple | dict):
+        if id(value) in seen:  # a list holding itself, on the path from the outer one: it hung the digest
+            return "<cycle>"
+        seen.add(id(value))
         parts = []
-        for v in value:
-            parts.append((yield _argument(v, module, seen, read)))
-        return "[" + ", ".join(parts) + "]"
-    if isinstance(value, dict):
-        items = []
-        for k, v in value.items():
-            key = yield _argument(k, module, seen, read)
-            items.append(f"{key}: {(yield _argument(v, module, seen, read))}")
-        return "{" + ", ".join(items) + "}"
+        for k, v in value.items() if isinstance(value, dict) else enumerate(value):
+            key = (yield _argument(k, module, seen, read)) + ": " if isinstance(value, dict) else ""
+            parts.append(key + (yield _argument(v, module, seen, read)))
+        seen.discard(id(value))
+        return "{" + ", ".join(parts) + "}" if isinstance(value, dict) else "[" + ", ".join(parts) + "]"
     if _is_setting(value):
         return _repr(value)
     if inspect.isfunction(value) or inspect.isclass(value):
