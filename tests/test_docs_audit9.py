@@ -40,6 +40,7 @@ FOREIGN_FLAGS = {
     "--head": "ray start", "--port": "ray start", "--address": "ray start", "--temp-dir": "ray start",
     "--signal": "sbatch", "--env-file": "docker run", "--seed": "the example of an abbreviated flag that is refused",
     "--nthreads": "dask worker", "--nworkers": "dask worker", "--resources": "dask worker", "--me": "squeue",
+    "--preserve-status": "timeout",
 }
 #: Flags of benchmarks/bench_ray.py the pages quote: checked against its argument parser.
 BENCH_RAY_FLAGS = ("--no-overhead", "--configs")
