@@ -9,6 +9,9 @@ from __future__ import annotations
 import ast
 import inspect
 import linecache
+import sys
+import tokenize
+from types import CodeType
 from typing import Any
 
 #: file -> (the `linecache` lines parsed, class qualname -> index of its first line, decorators
@@ -65,3 +68,68 @@ def _class_lines(text: str) -> dict[str, int]:
                     if isinstance(c, ast.stmt | ast.excepthandler | ast.match_case)]
         stack.extend((child, names) for child in reversed(children))
     return found
+
+
+def edited_since_import(module_name: str) -> list[str]:
+    """The functions of module `module_name` whose code in this process is not the code its file
+    compiles to now (the file edited since it was imported, not reloaded), by qualname; a file that
+    no longer compiles as "<the file>"; [] for a module without a `.py` file (a notebook's). The digest
+    reads the file as it is now, so under `--executor inprocess` the edited model's digest addressed the
+    runs of the imported, old one: a fresh process then built the new model and was served them."""
+    module = sys.modules.get(module_name)
+    file = getattr(module, "__file__", None)
+    if module is None or not isinstance(file, str) or not file.endswith(".py"):
+        return []
+    try:
+        with tokenize.open(file) as f:
+            compiled = compile(f.read(), file, "exec", dont_inherit=True)
+    except OSError:  # gone: the digest falls back to the loaded code itself
+        return []
+    except (SyntaxError, ValueError):
+        return ["<the file>"]
+    now: dict[str, set[Any]] = {}
+    for code in _codes(compiled):
+        now.setdefault(getattr(code, "co_qualname", code.co_name), set()).add(_signature(code))
+    edited = []
+    for function in _loaded_functions(module, file):
+        code = function.__code__
+        if _signature(code) not in now.get(getattr(code, "co_qualname", code.co_name), set()):
+            edited.append(function.__qualname__)
+    return sorted(set(edited))
+
+
+def _loaded_functions(module: Any, file: str) -> list[Any]:
+    """The functions of `module` compiled from `file`, at its top level and in its classes (nested ones too)."""
+    found, seen, todo = [], set(), list(vars(module).values())
+    while todo:
+        value = todo.pop()
+        if id(value) in seen:
+            continue
+        seen.add(id(value))
+        if isinstance(value, staticmethod | classmethod):
+            todo.append(value.__func__)
+        elif isinstance(value, property):
+            todo += [value.fget, value.fset, value.fdel]
+        elif inspect.isfunction(value) and value.__code__.co_filename == file:
+            found.append(value)
+        elif inspect.isclass(value) and value.__module__ == module.__name__:
+            todo += list(vars(value).values())
+    return found
+
+
+def _codes(code: CodeType) -> list[CodeType]:
+    """`code` and every code object nested in it."""
+    found, todo = [], [code]
+    while todo:
+        found.append(todo.pop())
+        todo += [c for c in found[-1].co_consts if isinstance(c, CodeType)]
+    return found
+
+
+def _signature(code: CodeType) -> Any:
+    """What a code object does, without its line numbers: its bytecode, names and constants (nested
+    code by its own signature, a frozenset in sorted order)."""
+    consts = tuple(_signature(c) if isinstance(c, CodeType) else
+                   ("frozenset", tuple(sorted(map(repr, c)))) if isinstance(c, frozenset) else repr(c)
+                   for c in code.co_consts)
+    return code.co_code, code.co_names, code.co_varnames, code.co_freevars, consts

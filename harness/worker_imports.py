@@ -21,6 +21,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from harness.code_digest import settings_read
+from harness.code_source import edited_since_import
 from harness.datasets.base import registered_here_only as dataset_registered_here_only
 from harness.errors import HarnessError
 from harness.model_registry import MODELS, model_fingerprint
@@ -73,8 +74,10 @@ def import_modules(modules: Iterable[str]) -> None:
 def check_workers_know(pending: Pending, executor: Executor) -> None:
     """Refuse what a fresh worker would not know: a registration in `__main__` or a module that
     cannot be imported, or one its module does not make when imported (checked in a fresh
-    interpreter, with this process's path, only when there is anything outside memprox)."""
+    interpreter, with this process's path, only when there is anything outside memprox). Jobs run
+    in this process (`--executor inprocess`) need no fresh one, only a model whose file is its code."""
     if executor.runs_jobs_here:
+        _refuse_edited(pending, executor.name)
         return
     needed = sorted({r for spec, requests in pending for r in registrations(spec, requests)})
     if not needed:
@@ -88,6 +91,25 @@ def check_workers_know(pending: Pending, executor: Executor) -> None:
     for what, name, module in needed:
         if what in DIGESTED and digests[f"{what}:{name}"][0] != _digest(what, name)[0]:
             raise _digest_differs(what, name, module, executor.name, digests[f"{what}:{name}"][1])
+
+
+def _refuse_edited(pending: Pending, executor_name: str) -> None:
+    """Refuse a model whose module was edited since this process imported it: its digest reads the
+    file as it is now, and this process would train the code it imported, storing the old model's runs
+    where a fresh process, building the new one, looks them up (`code_source.edited_since_import`).
+    No process is started: a value set anew in every process is not checked here. It gives the runs a
+    new address in every process, never reused but never served as another model's; a recorder's key
+    is taken when it registers, from the code this process runs. (The fresh-process check of the other
+    executors would start one interpreter more per experiment where this executor starts none, and
+    refuse a monkeypatched module value, which this executor is for; docs/extending.md.)"""
+    for what, name, module in sorted({r for spec, requests in pending for r in registrations(spec, requests)}):
+        if what == "model" and (edited := edited_since_import(module)):
+            raise HarnessError(
+                f"model {name!r} is addressed in the run store by a digest of its code, read from its file as it is "
+                f"now, and {module} was edited since this process imported it (changed: {', '.join(edited)}): the "
+                f"{executor_name} executor would train the code imported before, and store its runs where the edited "
+                f"model's are looked up. importlib.reload({module}) or restart "
+                "the process (the notebook's kernel)")
 
 
 #: What is addressed by a digest of its code: a recorder by its key, a model by its runs' address.
