@@ -3,11 +3,15 @@ the run store addresses memprox's own by name and version, and a user's by name 
 changed model or recorder the stored arrays of its predecessor. Its source is hashed, with the source
 of the functions and classes of its own module it names (a factory's model class, its blocks), of its
 base classes from that module, and the plain values (numbers, text, tuples of them) of that module
-it reads, in its methods and in the comprehensions, lambdas and inner functions they hold. Not seen:
-helpers and values of other modules, and mutable module state (lists, dicts): a user who changes
-those bumps the recorder's `version` or renames the model. A value that differs from process to
-process (`RUN_ID = str(uuid.uuid4())`) makes a digest that does too: `harness.worker_imports`
-compares this process's digests with a fresh one's before workers train (`settings_read` names it)."""
+it reads, in its methods and in the comprehensions, lambdas and inner functions they hold, and the
+class attributes whose value the source does not show (`WIDTH = BASE * 2`: `_class_values`). Not
+seen: helpers of other modules, values read through another module (`config.SCALE` in a method),
+and mutable module state (lists, dicts): a user who changes those bumps the recorder's `version` or
+renames the model. A value that differs from process to process (`RUN_ID = str(uuid.uuid4())`)
+makes a digest that does too: `harness.worker_imports` compares this process's digests with a fresh
+one's before workers train (`settings_read` names it). The source is the file as it is now
+(`harness.code_source`); `worker_imports` refuses a model whose file changed since its import
+where this process trains it (`--executor inprocess`)."""
 
 from __future__ import annotations
 
