@@ -8,6 +8,7 @@ import dataclasses
 import hashlib
 import json
 import re
+from pathlib import Path, PurePath
 from typing import Any
 
 from harness import options as _options
@@ -53,9 +54,10 @@ def experiment_id(cfg: Any) -> str:
 
 
 def former_ids(cfg: Any) -> tuple[str, ...]:
-    """The ids `cfg` had while `device` was hashed as spelled, one per spelling of its device's kind on
-    this machine (`auto` where it resolves to that kind; `cuda`, `cuda:0`, ...), less the id it has now:
-    an --out written under one of them holds this experiment's outputs, and is taken as its own."""
+    """The ids `cfg` had while `device` was hashed as spelled, one per spelling of its device's kind (`auto` where
+    it resolves to that kind here; `cuda`, `cuda:0`, ... for this machine's GPUs, and the `cuda:N` its --out says
+    it was written with: `_written_with`), less the id it has now: an --out written under one of them holds this
+    experiment's outputs, and is taken as its own."""
     now, kind = experiment_id(cfg), device_kind(getattr(cfg, "device", None))
     if kind is None:
         return ()
@@ -64,7 +66,23 @@ def former_ids(cfg: Any) -> tuple[str, ...]:
         import torch
 
         spellings += [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+        spellings += [name for name in (_written_with(cfg),) if name is not None]
     return tuple(dict.fromkeys(i for i in (_hashed(cfg, name) for name in spellings) if i != now))
+
+
+def _written_with(cfg: Any) -> str | None:
+    """The `cuda:N` the summary.json in `cfg`'s --out says its outputs were computed on, which may be no GPU of
+    this machine: a folder written with `--device cuda:5` on an 8-GPU machine was "another experiment" on a 2-GPU
+    one (the ids listed `cuda:0` and `cuda:1` only) and needed --overwrite. Only a spelling `--device` accepts for
+    CUDA counts (not `cuda:05`, `cuda:-1`, nor another kind's), and only by its hash: it adds the id this very
+    config had with it, so the folder is taken only where its owner is that id, never another experiment's."""
+    from harness.outputs_place import recorded_device  # only here: the identity needs no file system
+
+    out = getattr(cfg, "out", None)
+    if not isinstance(out, (str, PurePath)):
+        return None
+    device = recorded_device(Path(out))
+    return device if device is not None and _CUDA_INDEX.fullmatch(device) else None
 
 
 def _hashed(cfg: Any, device: str | None) -> str:

@@ -75,12 +75,21 @@ def _trained_on(out: Path) -> str | None:
     """The kind of device (cpu, cuda, mps) the outputs in `out` were computed on, as its summary.json says; None
     where it cannot say. The owner's id does not tell: the CPU's id is the one `auto` had on any machine
     (`harness.config_identity.DEVICE_HASHED_AS`), a GPU machine's `auto` folder among them."""
-    try:  # a regular file only: a FIFO put in its place would hang the check
+    device = recorded_device(out)
+    return (device.partition(":")[0] or None) if device is not None else None
+
+
+def recorded_device(out: Path) -> str | None:
+    """The device the outputs in `out` were computed on, as its summary.json spells it (`cuda:5`); None where it
+    cannot say: no summary.json, not a regular file (a FIFO put in its place would hang the read), unreadable, not
+    JSON (nested too deep to parse among them: RecursionError), not an object, or its device not a string. Read as
+    found: a caller that trusts it checks it (`former_ids` hashes it and matches the folder's owner)."""
+    try:
         summary = plain_file(out, "summary.json")
         device = None if summary is None else json.loads(summary.read_text(encoding="utf-8")).get("device")
-    except (OSError, ValueError, AttributeError):  # unreadable, not JSON, not an object
+    except (OSError, ValueError, AttributeError, RecursionError):
         return None
-    return (device.partition(":")[0] or None) if isinstance(device, str) else None
+    return device if isinstance(device, str) else None
 
 
 def _has_content(out: Path) -> bool:
