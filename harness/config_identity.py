@@ -12,6 +12,7 @@ from pathlib import Path, PurePath
 from typing import Any
 
 from harness import options as _options
+from harness.outputs_place import recorded_device
 
 #: Runtime options that experiment ids hashed before they were found to be runtime, with the value
 #: (their default) they are hashed at now, whatever the config holds: the ids of configs without them
@@ -76,8 +77,6 @@ def _written_with(cfg: Any) -> str | None:
     one (the ids listed `cuda:0` and `cuda:1` only) and needed --overwrite. Only a spelling `--device` accepts for
     CUDA counts (not `cuda:05`, `cuda:-1`, nor another kind's), and only by its hash: it adds the id this very
     config had with it, so the folder is taken only where its owner is that id, never another experiment's."""
-    from harness.outputs_place import recorded_device  # only here: the identity needs no file system
-
     out = getattr(cfg, "out", None)
     if not isinstance(out, (str, PurePath)):
         return None
