@@ -159,8 +159,7 @@ def _class_values(cls: type, shown: str | None, seen: set[int], read: dict[str, 
             continue
         part = yield _attribute(value, cls.__module__, seen, read)
         if re.sub(r"<[\w.]+>|[\[\]{}(),: ]", "", part):  # not only types (`(EVAL_LAST,)`): the source names them
-            if _is_setting(value):  # named when a fresh process reads another value (`harness.worker_imports`)
-                read[f"{cls.__module__}.{cls.__qualname__}.{name}"] = part
+            read[f"{cls.__module__}.{cls.__qualname__}.{name}"] = part  # named where a fresh process differs
             text += f"\n{cls.__qualname__}.{name} = {part}"
     return text
 

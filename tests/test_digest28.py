@@ -216,8 +216,15 @@ def test_classes_whose_bodies_set_literals_keep_their_digests(tmp_path, monkeypa
 
 
 def test_a_class_attribute_set_anew_in_every_process_is_named(tmp_path, monkeypatch) -> None:
-    module = _module(tmp_path, monkeypatch, "digest28_run", "import uuid\nclass Rec:\n    RUN = str(uuid.uuid4())\n")
-    assert settings_read(module.Rec) == {"digest28_run.Rec.RUN": repr(module.Rec.RUN)}
+    module = _module(tmp_path, monkeypatch, "digest28_run", """
+        import uuid
+        class Rec:
+            RUN = str(uuid.uuid4())
+            ORDER = {name: i for i, name in enumerate({"a", "b"})}
+        """)
+    order = ", ".join(f"{k!r}: {v}" for k, v in module.Rec.ORDER.items())
+    assert settings_read(module.Rec) == {"digest28_run.Rec.RUN": repr(module.Rec.RUN),
+                                         "digest28_run.Rec.ORDER": "{" + order + "}"}
 
 
 def test_a_set_attribute_has_one_digest_under_every_hash_seed(tmp_path) -> None:
