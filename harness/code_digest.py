@@ -228,7 +228,7 @@ def _array(value: Any) -> str:
     """A numpy array or torch tensor by its dtype, shape and a SHA-256 of its bytes; "" for any other value."""
     kind = type(value).__module__.partition(".")[0]
     try:
-        if kind == "numpy" and hasattr(value, "tobytes"):
+        if kind == "numpy" and hasattr(value, "tobytes") and not value.dtype.hasobject:  # objects: their addresses
             data, dtype, shape = value.tobytes(), str(value.dtype), tuple(value.shape)
         elif kind == "torch" and type(value).__name__ in ("Tensor", "Parameter"):
             import torch

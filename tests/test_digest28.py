@@ -314,3 +314,15 @@ def test_a_module_of_many_classes_is_parsed_once(tmp_path, monkeypatch) -> None:
     getattr(sys.modules.get("harness.code_source"), "_CLASS_LINES", {}).clear()
     code_digest(module.C0)
     assert sum(parses) == 1  # f410fdc: 41, one per class
+
+
+def test_an_object_array_is_not_hashed_by_its_addresses(tmp_path, monkeypatch) -> None:
+    text = """
+        import numpy as np
+        class Thing:
+            pass
+        class Net:
+            THINGS = np.array([Thing(), Thing()], dtype=object)
+        """
+    digests = {code_digest(_module(tmp_path, monkeypatch, f"digest28_objects{i}", text).Net) for i in range(2)}
+    assert len(digests) == 1
