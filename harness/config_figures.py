@@ -5,14 +5,22 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 from harness.errors import HarnessError
 
-#: Tasks whose figures are pictures of samples, drawn only for image data (`Dataset.is_image`: uint8 with 1 or 3
-#: channels; `suspects.write` and its pair figures test it): on a table (`npz:` features, text) they write their
-#: CSVs and no figure. The other tasks that write figures/ (theory's relations, privacy's curves) draw on any data,
-#: and so does a plugin's, for all this module knows.
-IMAGE_ONLY_FIGURES = ("suspects",)
+if TYPE_CHECKING:  # harness.tasks imports harness.config, which imports this module
+    from harness.tasks import Task
+
+#: Tasks whose figures are pictures of samples that do not declare it yet (`Task.figures_need_images`): suspects,
+#: whose class belongs to another change now. Remove once `Suspects` sets `figures_need_images = True`.
+_UNDECLARED_IMAGE_ONLY = ("suspects",)
+
+
+def images_only(task: type[Task]) -> bool:
+    """Whether `task` draws figures only for image data (`Task.figures_need_images`): the other tasks that write
+    figures/ (theory's relations, privacy's curves) draw on any data, and so does a plugin's unless it says."""
+    return task.figures_need_images or task.name in _UNDECLARED_IMAGE_ONLY
 
 
 def check_figure_backend(tasks: Iterable[str], images: bool | None = None) -> None:
@@ -30,7 +38,7 @@ def check_figure_backend(tasks: Iterable[str], images: bool | None = None) -> No
     from harness.tasks import TASKS
 
     drawing = [t for t in tasks if t in TASKS and "figures" in TASKS[t].folders  # an unknown name: refused later
-               and (images or t not in IMAGE_ONLY_FIGURES)]
+               and (images or not images_only(TASKS[t]))]
     if not drawing:
         return
     try:

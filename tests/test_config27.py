@@ -49,11 +49,12 @@ def test_suspects_on_images_is_still_refused_before_training(tmp_path: Path) -> 
 def test_tasks_that_draw_on_any_data_are_refused_before_the_data_load(monkeypatch) -> None:
     """theory and privacy draw on a table too: refused while the config is checked, without the data;
     suspects alone waits for them (images=None), and counts once they are images."""
-    from harness.config_figures import IMAGE_ONLY_FIGURES, check_figure_backend
+    from harness.config_figures import check_figure_backend, images_only
+    from harness.tasks import TASKS
 
     monkeypatch.setenv("MPLBACKEND", "qt4agg")
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # importing it now raises ImportError: a check imported it
-    assert IMAGE_ONLY_FIGURES == ("suspects",)
+    assert [name for name in TASKS if images_only(TASKS[name])] == ["suspects"]
     assert check_figure_backend(("suspects", "mislabeled")) is None
     assert check_figure_backend(("suspects",), images=False) is None
     for tasks, images in ((("theory",), None), (("privacy", "suspects"), False), (("suspects",), True)):

@@ -87,6 +87,10 @@ class Task:
     #: The folders of --out the task writes into: a file or link of that name there is refused before
     #: training (`harness.outputs.check_out`), not after the evaluation, when its outputs are published.
     folders: ClassVar[tuple[str, ...]] = ()
+    #: Whether the task's figures are pictures of samples, drawn only for image data (`Dataset.is_image`, tested
+    #: where it draws them): on a table it draws none, so an MPLBACKEND matplotlib does not know refuses it only
+    #: once the data are known to be images (`harness.config_figures`). False: it may draw on any data.
+    figures_need_images: ClassVar[bool] = False
 
     def __init__(self, reference: ReferenceConfig | None = None, **params: Any) -> None:
         unknown = sorted(set(params) - set(self.defaults))
@@ -163,6 +167,8 @@ def register_task(cls: type[Task]) -> type[Task]:
     if cls.headline is not None and (not isinstance(cls.headline, str) or not cls.headline):
         raise TypeError(f"task {cls.__name__}: `headline` names one of its metrics (a str) or is None, "
                         f"got {cls.headline!r}")
+    if not isinstance(cls.figures_need_images, bool):
+        raise TypeError(f"task {cls.__name__}: `figures_need_images` is True or False, got {cls.figures_need_images!r}")
     check_selectable_name(cls, "task", "--tasks and --task-arg TASK.PARAM")
     TASKS.register(cls.name, cls)
     return cls
