@@ -127,9 +127,16 @@ def _codes(code: CodeType) -> list[CodeType]:
 
 
 def _signature(code: CodeType) -> Any:
-    """What a code object does, without its line numbers: its bytecode, names and constants (nested
-    code by its own signature, a frozenset in sorted order)."""
-    consts = tuple(_signature(c) if isinstance(c, CodeType) else
-                   ("frozenset", tuple(sorted(map(repr, c)))) if isinstance(c, frozenset) else repr(c)
-                   for c in code.co_consts)
-    return code.co_code, code.co_names, code.co_varnames, code.co_freevars, consts
+    """What a code object does, without its line numbers: its bytecode, names and constants."""
+    return code.co_code, code.co_names, code.co_varnames, code.co_freevars, tuple(map(_constant, code.co_consts))
+
+
+def _constant(c: Any) -> Any:
+    """A constant comparable as written: with its type (`1` is not `True`), a float by its repr
+    (`-0.0` is not `0.0`, a nan equals a nan), nested code by its signature, a frozenset sorted."""
+    if isinstance(c, CodeType):
+        return _signature(c)
+    if isinstance(c, tuple | frozenset):
+        parts = tuple(map(_constant, c))
+        return type(c).__name__, tuple(sorted(parts, key=repr)) if isinstance(c, frozenset) else parts
+    return type(c).__name__, repr(c) if isinstance(c, float | complex) else c
