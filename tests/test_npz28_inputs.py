@@ -55,7 +55,7 @@ def test_a_feature_float32_cannot_resolve_is_warned_about(tmp_path: Path) -> Non
     constant, silently."""
     x, y = _table()
     x[:, 1] = 1e6 + x[:, 1] * 1e-2
-    with pytest.warns(UserWarning, match=r"feature\(s\) \[1\] vary by less than float32 resolves") as caught:
+    with pytest.warns(UserWarning, match=r"feature\(s\) \[1\] vary too little for float32 to resolve") as caught:
         dataset = load_dataset(_save(tmp_path, x=x, y=y))
     assert len(np.unique(dataset.x_train[:, 1].numpy())) <= 2  # what the warning is about
     assert "values near 1e+06" in str(caught[0].message)

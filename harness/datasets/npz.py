@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from harness.datasets.base import Dataset, LoadRequest, _make, _require_every_class, _test_keep, register_dataset
-from harness.datasets.npz_checks import check_float32_range, warn_lost_precision, warn_uint8_table
+from harness.datasets.npz_checks import check_float32_range, label_matrix_fix, warn_lost_precision, warn_uint8_table
 from harness.errors import HarnessError
 from harness.io import file_sha256
 from harness.values import expand_home
@@ -257,8 +257,8 @@ def _npz_features(name: str, key: str, x: np.ndarray, allow_empty: bool = False,
 
 def _npz_labels(name: str, key: str, y: np.ndarray, n: int) -> np.ndarray:
     if y.ndim == 2 and len(y) == n and y.size:  # a column, or one-hot rows / scores per class
-        fix = f"{key}.ravel()" if y.shape[1] == 1 else f"{key}.argmax(axis=1) (one-hot rows or scores per class)"
-        raise HarnessError(f"{name}: {key} has shape {y.shape} but must be ({n},), one class id per sample; save {fix}")
+        raise HarnessError(f"{name}: {key} has shape {y.shape} but must be ({n},), one class id per sample; "
+                           f"{label_matrix_fix(key, y)}")
     if y.ndim != 1 or len(y) != n:
         raise HarnessError(f"{name}: {key} has shape {y.shape} but must be ({n},), one class id per sample")
     if y.dtype.kind in "US":  # class names: the ids and the names both need saving

@@ -1,17 +1,19 @@
 """Checks of an `npz:` file's x that need its stored dtype, before `npz` casts it to float32 features.
 
-A value float32 cannot hold (|x| > 3.4e38) became inf in the cast and was refused as "NaN or inf",
-naming a sample whose stored value was finite, with numpy's overflow RuntimeWarning beside it. A
-float64 feature whose spread is below float32's resolution at its size (a timestamp in milliseconds,
-a measurement with a large offset) became constant or a few steps in the cast and trained silently
-as such. A uint8 table (N, D) is read as flattened pixels, which the duplicate search compares by
-correlation: rows of a few small integers then correlate by chance (on 500 rows of 5 answers 1..5,
-119 pairs were listed where 39 rows were copies), and 1 or 3 columns were drawn as 1-pixel images in the
-suspects figures; so that reading is said, with how to choose the other.
+A value float32 cannot hold (|x| > 3.4e38) became inf in the cast and was refused as "NaN or inf", naming a
+sample whose stored value was finite, with numpy's overflow RuntimeWarning beside it. A float64 (or int32,
+int64) feature whose spread is below float32's resolution at its size (timestamps over minutes, a
+measurement with a large offset) became constant or a few steps in the cast and trained silently as such.
+(N, C) labels name `argmax`, except for 0/1 rows it would label silently. A uint8 table (N, D) is read as
+flattened pixels, which the duplicate search compares by correlation: rows of a few small integers then
+correlate by chance (on 500 rows of 5 answers 1..5, 119 pairs were listed where 39 rows were copies), and 1
+or 3 columns were drawn as 1-pixel images in the suspects figures; so that reading is said, with how to
+choose the other.
 """
 
 from __future__ import annotations
 
+import math
 import warnings
 from pathlib import Path
 
@@ -19,48 +21,60 @@ import numpy as np
 
 from harness.errors import HarnessError
 
-#: A feature whose float32 cast moves a value by more than this share of the feature's spread loses it.
-_LOST_SHARE = 0.01
+#: A feature whose float32 rounding error has a spread (std) above this share of the feature's loses more than
+#: 1 % of its variance. Float32 steps of 2 % of the spread (unix seconds over 6 hours) keep it to within 0.6 %,
+#: and were warned about when one value moved by 1 % of the std.
+_LOST_SHARE = 0.1
+#: The smallest magnitude the cast to float32 rounds to inf: halfway from float32's max to 2**128.
+_OVERFLOW = 2.0**128 - 2.0**103
 #: Bytes of float64 columns compared at a time.
 _BLOCK_BYTES = 64 * 2**20
 
 
 def check_float32_range(name: str, key: str, x: np.ndarray) -> None:
-    """Refuse finite values beyond float32's range, which the cast to float32 features makes inf."""
+    """Refuse finite values the cast to float32 features makes inf: |value| >= 2**128 - 2**103, halfway past
+    float32's max. A value just above the max (3.4028235e38, as numpy prints the max) rounds to it, and loads."""
     if x.dtype.kind != "f" or x.dtype.itemsize <= 4 or not x.size:
         return
-    limit = float(np.finfo(np.float32).max)
-    if -limit <= float(x.min()) and float(x.max()) <= limit:  # no temporary array of x's size on the common path
+    if -_OVERFLOW < float(x.min()) and float(x.max()) < _OVERFLOW:  # no temporary array of x's size on the common path
         return
-    beyond = np.flatnonzero((np.abs(x.reshape(len(x), -1)) > limit).any(axis=1))
+    beyond = np.flatnonzero((np.abs(x.reshape(len(x), -1)) >= _OVERFLOW).any(axis=1))
     if len(beyond):
         raise HarnessError(
-            f"{name}: {key} has values beyond float32's range (|value| > {limit:.3g}) in {len(beyond)} sample(s) "
-            f"(first: {beyond[:5].tolist()}), and npz: trains on float32 features; rescale them before saving "
-            f"(divide by a constant, or np.log1p of a positive feature)"
+            f"{name}: {key} has values beyond float32's range (|value| > {float(np.finfo(np.float32).max):.3g}) in "
+            f"{len(beyond)} sample(s) (first: {beyond[:5].tolist()}), and npz: trains on float32 features; rescale "
+            f"them before saving (divide by a constant, or np.log1p of a positive feature)"
         )
 
 
 def warn_lost_precision(name: str, path: Path, key: str, x: np.ndarray, cast: np.ndarray) -> None:
-    """Warn about the features (columns of an (N, D) table saved wider than float32) whose spread the cast
-    to float32 lost: the values varied by less than float32 resolves at their size."""
-    if x.ndim != 2 or x.dtype.kind not in "fiu" or x.dtype.itemsize <= 4 or len(x) < 2:
+    """Warn about the features (columns of an (N, D) table in a type float32 does not hold exactly: float64,
+    int32 and wider) whose variation the cast to float32 loses: its rounding error's spread is more than
+    `_LOST_SHARE` of the feature's. A constant column has no variation to lose: its float64 std is a rounding
+    residue (1e-16 for 0.1), which the check took for a spread, and the cast's shift, common to every sample,
+    is removed by standardizing."""
+    if x.ndim != 2 or len(x) < 2 or not (x.dtype.kind == "f" and x.dtype.itemsize > 4
+                                         or x.dtype.kind in "iu" and x.dtype.itemsize > 2):
         return
     cast = cast.reshape(x.shape)
     step = max(1, _BLOCK_BYTES // (8 * len(x)))  # columns at a time: a float64 copy of a large table is gigabytes
-    spread, moved = np.empty(x.shape[1]), np.empty(x.shape[1])
+    spread, share = np.zeros(x.shape[1]), np.zeros(x.shape[1])
     for start in range(0, x.shape[1], step):
-        wide = np.asarray(x[:, start:start + step], dtype=np.float64)
-        spread[start:start + step] = wide.std(axis=0)
-        moved[start:start + step] = np.abs(wide - cast[:, start:start + step]).max(axis=0)
-    lost = np.flatnonzero((spread > 0) & (moved > _LOST_SHARE * spread))
+        block, part = x[:, start:start + step], slice(start, start + step)
+        varies = block.max(axis=0) > block.min(axis=0)  # exact, in the stored type
+        wide = np.asarray(block, dtype=np.float64)  # a view of float64 columns, a copy of integer ones
+        spread[part] = np.where(varies, wide.std(axis=0), 0.0)
+        error = (wide - cast[:, part]).std(axis=0)
+        share[part] = np.where(spread[part] > 0, error / np.where(spread[part] > 0, spread[part], 1.0), 0.0)
+    lost = np.flatnonzero(share > _LOST_SHARE)
     if len(lost):
         j = int(lost[0])
         warnings.warn(
-            f"{name}: {path}: {key}'s feature(s) {lost[:10].tolist()} vary by less than float32 resolves at their "
-            f"size (feature {j}: values near {float(np.median(x[:, j])):.6g}, spread (std) {float(spread[j]):.3g}), "
-            f"so as the float32 features npz: trains on they lose most of that variation; save those columns "
-            f"centred (x - x.mean(axis=0), in float64) or rescaled", stacklevel=5)
+            f"{name}: {path}: {key}'s feature(s) {lost[:10].tolist()} vary too little for float32 to resolve at "
+            f"their size: in the float32 features npz: trains on, feature {j}'s rounding error has "
+            f"{float(share[j]):.0%} of its spread (values near {float(np.median(x[:, j])):.6g}, std "
+            f"{float(spread[j]):.3g}; at 100 % the feature is lost); save those columns centred "
+            f"(x - x.mean(axis=0), in float64) or rescaled", stacklevel=5)
 
 
 def warn_uint8_table(name: str, path: Path, x: np.ndarray) -> None:
@@ -78,5 +92,34 @@ def warn_uint8_table(name: str, path: Path, x: np.ndarray) -> None:
         f"{name}: {path} holds x of shape {x.shape} in uint8, which npz: reads as images saved flattened: "
         f"{effect}; if these are table columns (counts, codes), "
         f"save x.astype(np.float32) (the model sees the same standardized features); if they are images, save "
-        f"x.reshape({n}, H, W) or ({n}, C, H, W) (image grids, mirrored and shifted copies searched)",
+        f"{_reshape(n, d)} (image grids, mirrored and shifted copies searched)",
         stacklevel=4)
+
+
+def _reshape(n: int, d: int) -> str:
+    """The reshape that makes flattened rows of `d` pixels images: a square for d = 784 (MNIST's 28 x 28), three
+    square planes for d = 3,072 (CIFAR-10's own rows, red then green then blue); H and W where d says neither."""
+    side, plane = math.isqrt(d), math.isqrt(d // 3)
+    if d >= 64 and side * side == d:
+        return f"x.reshape({n}, {side}, {side})"
+    if d >= 192 and d % 3 == 0 and 3 * plane * plane == d:
+        return (f"x.reshape({n}, 3, {plane}, {plane}) if each row holds the red, then the green, then the blue "
+                f"plane, x.reshape({n}, {plane}, {plane}, 3).transpose(0, 3, 1, 2) if it holds RGB triples")
+    return f"x.reshape({n}, H, W) or ({n}, C, H, W)"
+
+
+def label_matrix_fix(key: str, y: np.ndarray) -> str:
+    """How to save (N, C) labels as one class id per sample: `argmax` for one-hot rows or scores, except for
+    0/1 rows without a 1 or with several, which argmax labelled silently (class 0, the first 1)."""
+    if y.shape[1] == 1:
+        return f"save {key}.ravel()"
+    if y.dtype.kind not in "biuf":
+        return "save one class id per sample"
+    ones = (y != 0).sum(axis=1) if y.dtype.kind == "b" or np.isin(y, (0, 1)).all() else np.ones(len(y))
+    none, several = np.flatnonzero(ones == 0), np.flatnonzero(ones > 1)
+    if not (len(none) or len(several)):
+        return f"save {key}.argmax(axis=1) (one-hot rows or scores per class)"
+    rows = [f"{len(found)} row(s) with {what} (first: {found[:5].tolist()})"
+            for found, what in ((none, "no 1"), (several, "several 1s")) if len(found)]
+    return (f"{' and '.join(rows)}, which argmax would label silently (class 0, the first 1): give those rows "
+            f"their class (or drop them), then save {key}.argmax(axis=1)")
