@@ -120,13 +120,14 @@ def check_workers(cfg: ExperimentConfig) -> None:
         check_integer(cfg.workers, "worker count", "--workers", minimum=1, maximum=MAX_THREADS)
 
 
-def warn_if_oversubscribed(workers: int, threads: int, cpus: int) -> None:
+def warn_if_oversubscribed(workers: int, threads: int, cpus: int, fix: str = "lower --workers or --threads") -> None:
     """One warning when `workers` jobs of `threads` torch threads each exceed the usable CPUs:
-    allowed (the user asked for it), but each run then waits for threads the scheduler parks."""
+    allowed (the user asked for it), but each run then waits for threads the scheduler parks. `fix`
+    names only options the executor takes (inprocess has no --workers)."""
     if workers * threads > cpus:
         warnings.warn(f"{workers} worker(s) x {threads} torch thread(s) = {workers * threads} threads on {cpus} "
-                      "usable CPU(s): they will compete for the CPUs and every run slows down; lower --workers or "
-                      "--threads (see 'Threads and workers' in docs/executors.md)", UserWarning, stacklevel=3)
+                      f"usable CPU(s): they will compete for the CPUs and every run slows down; {fix} "
+                      "(see 'Threads and workers' in docs/executors.md)", UserWarning, stacklevel=3)
 
 
 def timed_out(job: Job, limit: float, checkpoints: bool) -> RunFailed:

@@ -17,7 +17,8 @@ from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from harness.executors import register_executor
-from harness.executors.base import Executor, JobFn, JobPlacement, Outcome, progress_bar
+from harness.executors.base import Executor, JobFn, JobPlacement, Outcome, progress_bar, warn_if_oversubscribed
+from harness.executors.cpus import usable_cpus
 
 if TYPE_CHECKING:
     import torch
@@ -38,6 +39,7 @@ class InProcessExecutor(Executor):
 
     @classmethod
     def from_config(cls, cfg: ExperimentConfig) -> InProcessExecutor:
+        warn_if_oversubscribed(1, cfg.threads or 1, usable_cpus(), "lower --threads")  # one job at a time
         return cls(cfg.progress)
 
     def placement(self, cfg: ExperimentConfig, device: torch.device) -> JobPlacement:
