@@ -40,15 +40,26 @@ Step = Generator[Any, str, str]
 
 def code_digest(obj: Any, length: int = 16) -> str:
     """The first `length` hex digits of the SHA-256 of `obj`'s code (`_code`)."""
-    return hashlib.sha256(_run(_code(obj, set(), {})).encode()).hexdigest()[:length]
+    return hashlib.sha256(_run(_code(obj, {}, {})).encode()).hexdigest()[:length]
 
 
 def settings_read(obj: Any) -> dict[str, str]:
     """The plain module values `obj`'s digest reads, as `module.NAME` -> their hashed text: what to
     name when the digest differs between two processes."""
     read: dict[str, str] = {}
-    _run(_code(obj, set(), read))
+    _run(_code(obj, {}, read))
     return read
+
+
+def code_read(obj: Any) -> list[Any]:
+    """The functions and classes whose source `obj`'s digest reads (a class's methods and a wrapper's
+    wrapped function too): the code `--executor inprocess` compares with their files before it trains
+    (`code_source.edited_since_import`)."""
+    seen: dict[int, Any] = {}
+    _run(_code(obj, seen, {}))
+    found = [v for v in seen.values() if inspect.isfunction(v) or inspect.isclass(v)]
+    found += [f for v in found if inspect.isclass(v) for a in vars(v).values() for f in _functions(a)]
+    return found + [inspect.unwrap(f) for f in found if inspect.isfunction(f)]
 
 
 def _run(step: Step) -> str:
@@ -66,18 +77,18 @@ def _run(step: Step) -> str:
             text = done.value
 
 
-def _code(obj: Any, seen: set[int], read: dict[str, str]) -> Step:
+def _code(obj: Any, seen: dict[int, Any], read: dict[str, str]) -> Step:
     """Its source (the compiled code where none is found: a notebook's class), with the source of
     the functions and classes of its own module it names (a factory's model class, its blocks)."""
     if id(obj) in seen:
         return ""
-    seen.add(id(obj))
+    seen[id(obj)] = obj  # held, so its id is no other object's while the walk runs
     if not (inspect.isfunction(obj) or inspect.isclass(obj)):
         return (yield _callable_code(obj, seen, read))
     functions = [obj] if inspect.isfunction(obj) else [f for v in vars(obj).values() for f in _functions(v)]
     try:
         shown: str | None = source(obj)
-    except (OSError, TypeError):
+    except (OSError, TypeError, SyntaxError):  # its file no longer parses (edited since): the loaded code
         shown = None
     text = shown if shown is not None else repr([(f.__code__.co_code, _consts(f.__code__), f.__code__.co_names)
                                                  for f in functions])
@@ -93,7 +104,7 @@ def _code(obj: Any, seen: set[int], read: dict[str, str]) -> Step:
     return text
 
 
-def _carried(function: Any, module: str, seen: set[int], read: dict[str, str]) -> Step:
+def _carried(function: Any, module: str, seen: dict[int, Any], read: dict[str, str]) -> Step:
     """The values a function carries that its source names but does not show: its default values
     (`width=WIDTH` is evaluated once, at the `def`) and its closure's cells (`make_factory(64)`'s
     `width`; a decorator's wrapper holds the function it wraps there), hashed as a partial's arguments.
@@ -120,7 +131,7 @@ def _cell(cell: Any) -> Any:
         return cell
 
 
-def _globals_code(function: Any, module: str, seen: set[int], read: dict[str, str]) -> Step:
+def _globals_code(function: Any, module: str, seen: dict[int, Any], read: dict[str, str]) -> Step:
     """The own-module functions, classes and plain values `function` reads as globals, in its body or
     in code nested in it (a list comprehension is code of its own before Python 3.12: a factory's
     `[Block(HIDDEN) for _ in range(3)]` hid both). An attribute (`self.scale`) is no global."""
@@ -141,7 +152,7 @@ def _globals_code(function: Any, module: str, seen: set[int], read: dict[str, st
     return text
 
 
-def _class_values(cls: type, shown: str | None, seen: set[int], read: dict[str, str]) -> Step:
+def _class_values(cls: type, shown: str | None, seen: dict[int, Any], read: dict[str, str]) -> Step:
     """The class attributes its body sets to a value its source does not show: one set from a module
     value (`WIDTH = BASE * 2`, `WIDTH = consts.BASE`), an enum member's value, a partial, a nested class
     and its reads, an array's bytes; every public one where no source is found (a notebook's class).
@@ -201,7 +212,7 @@ def _same(literal: Any, value: Any) -> bool:
         return False
 
 
-def _attribute(value: Any, module: str, seen: set[int], read: dict[str, str]) -> Step:
+def _attribute(value: Any, module: str, seen: dict[int, Any], read: dict[str, str]) -> Step:
     """A class attribute's value as text: as a partial's argument (`_argument`), a partial by its code,
     a set in sorted order (a set of text iterates in the order of the process's string hash seed), a C
     function (`torch.relu`) by its name, an array by its bytes; "" for an instance of another class."""
@@ -242,7 +253,7 @@ def _array(value: Any) -> str:
     return f"array({dtype}, {shape}, {hashlib.sha256(data).hexdigest()})"
 
 
-def _callable_code(obj: Any, seen: set[int], read: dict[str, str]) -> Step:
+def _callable_code(obj: Any, seen: dict[int, Any], read: dict[str, str]) -> Step:
     """A factory that is no function: `functools.partial(make, width=256)` by its function and
     arguments, an instance of a class with `__call__` by its class and plain attributes. Both were
     hashed as nothing at all, so `width=32` and `width=256` shared one digest and one model's runs."""
@@ -260,19 +271,19 @@ def _callable_code(obj: Any, seen: set[int], read: dict[str, str]) -> Step:
     return f"{cls}\n{(yield _argument(attributes, type(obj).__module__, seen, read))}"
 
 
-def _argument(value: Any, module: str, seen: set[int], read: dict[str, str]) -> Step:
+def _argument(value: Any, module: str, seen: dict[int, Any], read: dict[str, str]) -> Step:
     """A partial's argument or an instance's attribute: plain values and lists or dicts of them by
     content, functions and classes by their code (by their name when not of `module`: torch's
     `nn.ReLU`); anything else by its type alone (not seen)."""
     if isinstance(value, list | tuple | dict):
         if id(value) in seen:  # a list holding itself, on the path from the outer one: it hung the digest
             return "<cycle>"
-        seen.add(id(value))
+        seen[id(value)] = value
         parts = []
         for k, v in value.items() if isinstance(value, dict) else enumerate(value):
             key = (yield _argument(k, module, seen, read)) + ": " if isinstance(value, dict) else ""
             parts.append(key + (yield _argument(v, module, seen, read)))
-        seen.discard(id(value))
+        seen.pop(id(value), None)
         return "{" + ", ".join(parts) + "}" if isinstance(value, dict) else "[" + ", ".join(parts) + "]"
     if _is_setting(value):
         return _repr(value)

@@ -9,8 +9,8 @@ from __future__ import annotations
 import ast
 import inspect
 import linecache
-import sys
-import tokenize
+import weakref
+from collections.abc import Iterable
 from types import CodeType
 from typing import Any
 
@@ -18,6 +18,10 @@ from typing import Any
 #: included). Valid while linecache hands out the same list: an edited file (its mtime or size
 #: changed) gets a new list from `linecache.checkcache`, and so a new parse.
 _CLASS_LINES: dict[str, tuple[list[str], dict[str, int]]] = {}
+
+#: class -> the signature of its body when this process first read its source: what
+#: `edited_since_import` compares a class with (its body's code is not kept once the class is made).
+_FIRST_BODY: weakref.WeakKeyDictionary[type, Any] = weakref.WeakKeyDictionary()
 
 
 def source(obj: Any) -> str:
@@ -32,7 +36,10 @@ def source(obj: Any) -> str:
     start = cached[1].get(obj.__qualname__)
     if start is None:
         raise OSError("could not find class definition")
-    return "".join(inspect.getblock(lines[start:]))
+    text = "".join(inspect.getblock(lines[start:]))
+    if obj not in _FIRST_BODY:
+        _FIRST_BODY[obj] = _body_signature(obj.__name__, text)
+    return text
 
 
 def _lines(obj: type) -> tuple[str, list[str]]:
@@ -70,51 +77,60 @@ def _class_lines(text: str) -> dict[str, int]:
     return found
 
 
-def edited_since_import(module_name: str) -> list[str]:
-    """The functions of module `module_name` whose code in this process is not the code its file
-    compiles to now (the file edited since it was imported, not reloaded), by qualname; a file that
-    no longer compiles as "<the file>"; [] for a module without a `.py` file (a notebook's). The digest
-    reads the file as it is now, so under `--executor inprocess` the edited model's digest addressed the
-    runs of the imported, old one: a fresh process then built the new model and was served them."""
-    module = sys.modules.get(module_name)
-    file = getattr(module, "__file__", None)
-    if module is None or not isinstance(file, str) or not file.endswith(".py"):
-        return []
-    try:
-        with tokenize.open(file) as f:
-            compiled = compile(f.read(), file, "exec", dont_inherit=True)
-    except OSError:  # gone: the digest falls back to the loaded code itself
-        return []
-    except (SyntaxError, ValueError):
-        return ["<the file>"]
-    now: dict[str, set[Any]] = {}
-    for code in _codes(compiled):
-        now.setdefault(getattr(code, "co_qualname", code.co_name), set()).add(_signature(code))
-    edited = []
-    for function in _loaded_functions(module, file):
-        code = function.__code__
-        if _signature(code) not in now.get(getattr(code, "co_qualname", code.co_name), set()):
-            edited.append(function.__qualname__)
-    return sorted(set(edited))
-
-
-def _loaded_functions(module: Any, file: str) -> list[Any]:
-    """The functions of `module` compiled from `file`, at its top level and in its classes (nested ones too)."""
-    found, seen, todo = [], set(), list(vars(module).values())
-    while todo:
-        value = todo.pop()
-        if id(value) in seen:
+def edited_since_import(objects: Iterable[Any]) -> list[str]:
+    """The qualnames of `objects` (the functions and classes a digest reads: `code_digest.code_read`)
+    whose code in this process is not what the file the digest reads them from says now (edited since
+    import, not reloaded); "<the file>" for a file that no longer compiles. A function is compared by
+    its compiled code (line numbers aside: a comment is no edit), a class by its body as first read in
+    this process (`source`), which catches a value the digest does not see (`act = nn.ReLU()` -> `GELU()`)
+    once the class was digested before the edit. Code without a file (a notebook's, `exec`'s) is its
+    own source. The digest reads the file as it is now, so under `--executor inprocess` the edited
+    model's digest addressed the runs of the imported, old one: a fresh process then built the new model
+    and was served them. Before, every function of the factory's module was compared and nothing else: a
+    helper the model never calls refused it, a decorated factory's or a class body's edit passed."""
+    files: dict[str, dict[str, set[Any]] | None] = {}
+    edited: set[str] = set()
+    for obj in objects:
+        try:
+            if inspect.isclass(obj):
+                first = _FIRST_BODY.get(obj)
+                if first is not None and _body_signature(obj.__name__, source(obj)) != first:
+                    edited.add(obj.__qualname__)
+            elif inspect.isfunction(obj):
+                code, name = obj.__code__, getattr(obj.__code__, "co_qualname", obj.__code__.co_name)
+                now = _compiled(code.co_filename, obj.__globals__, files)
+                if now is not None and _signature(code) not in now.get(name, set()):
+                    edited.add(obj.__qualname__)
+        except OSError:  # gone: the digest falls back to the loaded code itself
             continue
-        seen.add(id(value))
-        if isinstance(value, staticmethod | classmethod):
-            todo.append(value.__func__)
-        elif isinstance(value, property):
-            todo += [value.fget, value.fset, value.fdel]
-        elif inspect.isfunction(value) and value.__code__.co_filename == file:
-            found.append(value)
-        elif inspect.isclass(value) and value.__module__ == module.__name__:
-            todo += list(vars(value).values())
-    return found
+        except (SyntaxError, ValueError):
+            edited.add("<the file>")
+    return sorted(edited)
+
+
+def _compiled(file: str, module_globals: dict[str, Any], files: dict[str, dict[str, set[Any]] | None]
+              ) -> dict[str, set[Any]] | None:
+    """The signatures of the code `file` compiles to now, by qualname, from the lines `inspect` reads
+    (`linecache`: a zip's source too); None without lines. Compiled once per file (`files`)."""
+    if file not in files:
+        linecache.checkcache(file)
+        lines = linecache.getlines(file, module_globals)
+        files[file] = None
+        if lines:
+            found: dict[str, set[Any]] = {}
+            for code in _codes(compile("".join(lines), file, "exec", dont_inherit=True)):
+                found.setdefault(getattr(code, "co_qualname", code.co_name), set()).add(_signature(code))
+            files[file] = found
+    return files[file]
+
+
+def _body_signature(name: str, text: str) -> Any:
+    """The signature of the body of class `name` whose source is `text` (its methods' code included)."""
+    wrapped = f"if True:\n{text}" if text[:1].isspace() else text
+    for code in _codes(compile(wrapped, "<class>", "exec", dont_inherit=True)):
+        if code.co_name == name:
+            return _signature(code)
+    return None
 
 
 def _codes(code: CodeType) -> list[CodeType]:

@@ -20,7 +20,7 @@ import sys
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
-from harness.code_digest import settings_read
+from harness.code_digest import code_read, settings_read
 from harness.code_source import edited_since_import
 from harness.datasets.base import registered_here_only as dataset_registered_here_only
 from harness.errors import HarnessError
@@ -103,7 +103,7 @@ def _refuse_edited(pending: Pending, executor_name: str) -> None:
     executors would start one interpreter more per experiment where this executor starts none, and
     refuse a monkeypatched module value, which this executor is for; docs/extending.md.)"""
     for what, name, module in sorted({r for spec, requests in pending for r in registrations(spec, requests)}):
-        if what == "model" and (edited := edited_since_import(module)):
+        if what == "model" and (edited := edited_since_import(code_read(MODELS[name].factory))):
             raise HarnessError(
                 f"model {name!r} is addressed in the run store by a digest of its code, read from its file as it is "
                 f"now, and {module} was edited since this process imported it (changed: {', '.join(edited)}): the "

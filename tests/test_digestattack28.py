@@ -1,0 +1,111 @@
+"""`--executor inprocess` refuses a model whose code changed since import (digestattack28). Its check
+compared every function of the factory's module and nothing else, so at 5688e08:
+
+- an edit of a function the model never reads (a plotting helper in the same file) refused the
+  model, though its digest and its code were unchanged (a user blocked for nothing);
+- an edit of a decorated factory's body passed: the module's `make` is the decorator's wrapper,
+  whose code is unchanged, and the function it wraps was never compared; the digest (read from the
+  file) became the edited model's while the imported one trained: a fresh process building the
+  edited model was served those runs;
+- an edit of a class body's value the digest does not see (`act = nn.ReLU()` -> `nn.GELU()`) passed
+  the same way: only functions were compared.
+
+Now the functions and classes the digest reads are compared, each with the file it reads them from."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from types import SimpleNamespace
+
+import pytest
+
+from harness.errors import HarnessError
+from harness.model_registry import MODELS, model_fingerprint
+from harness.worker_imports import check_workers_know
+
+MODEL = '''
+import functools
+from torch import nn
+from harness.model_registry import register_model
+
+
+def plot_helper():
+    return 1
+
+
+def deco(fn):
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        return fn(*args, **kwargs)
+    return wrapper
+
+
+class Head(nn.Module):
+    act = nn.ReLU()
+
+    def __init__(self, width):
+        super().__init__()
+        self.fc = nn.Linear(width, 2)
+
+
+@register_model("attacked_digest28", "a decorated factory whose file is edited after its import")
+@deco
+def edited(input_shape, num_classes):
+    return Head(16)
+'''
+
+
+@pytest.fixture
+def write(tmp_path, monkeypatch):
+    """The module, imported; yields a function writing its file anew."""
+    path = tmp_path / "attacked28.py"
+    path.write_text(MODEL, encoding="utf-8")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "attacked28", raising=False)
+    importlib.invalidate_caches()
+    importlib.import_module("attacked28")
+    yield lambda text: path.write_text(text, encoding="utf-8")
+    MODELS.remove("attacked_digest28")
+
+
+def _check() -> None:
+    spec = SimpleNamespace(data=SimpleNamespace(dataset="digits"), model="attacked_digest28")
+    check_workers_know([(spec, set())], SimpleNamespace(runs_jobs_here=True, name="inprocess"))  # type: ignore[arg-type]
+
+
+def test_an_edit_of_a_function_the_model_does_not_read_is_not_refused(write) -> None:
+    before = model_fingerprint("attacked_digest28")
+    write(MODEL.replace("return 1", "return 2"))
+    assert model_fingerprint("attacked_digest28") == before  # nothing the model is changed
+    _check()
+
+
+def test_an_edit_of_a_decorated_factory_is_refused(write) -> None:
+    before = model_fingerprint("attacked_digest28")
+    write(MODEL.replace("Head(16)", "Head(32)"))
+    assert model_fingerprint("attacked_digest28") != before  # the digest is the edited model's ...
+    assert MODELS.get("attacked_digest28").factory((1, 1, 16), 2).fc.in_features == 16  # ... the code is not
+    with pytest.raises(HarnessError, match=r"attacked28 was edited since this process imported it "
+                                           r"\(changed: edited\)"):
+        _check()
+
+
+def test_an_edit_of_a_class_body_value_is_refused_once_the_model_was_digested(write) -> None:
+    before = model_fingerprint("attacked_digest28")  # a first run digests the model as imported
+    _check()
+    write(MODEL.replace("nn.ReLU()", "nn.Sigmoid()"))
+    assert model_fingerprint("attacked_digest28") != before
+    assert type(sys.modules["attacked28"].Head.act).__name__ == "ReLU"
+    with pytest.raises(HarnessError, match=r"\(changed: Head\)"):
+        _check()
+    importlib.reload(sys.modules["attacked28"])
+    _check()
+
+
+def test_comments_and_a_touch_are_not_refused(write) -> None:
+    model_fingerprint("attacked_digest28")
+    write(MODEL)
+    _check()
+    write(MODEL.replace("    act = nn.ReLU()\n", "    # the activation\n\n    act = nn.ReLU()  # kept\n"))
+    _check()
