@@ -105,7 +105,7 @@ def test_suspects_on_a_file_with_known_flips_ranks_them_as_the_page_says(tmp_pat
     x, y, flip = _flipped(0, 179)
     np.savez(tmp_path / "mine.npz", x=x, y=y)
     run_experiment(dataset=f"npz:{tmp_path / 'mine.npz'}", proxies="csl", tasks="suspects", seeds=1,
-                   out=str(tmp_path / "out"), executor="inprocess", progress=False)
+                   out=str(tmp_path / "out"), store=str(tmp_path / "store"), executor="inprocess", progress=False)
     import pandas as pd
 
     scores = pd.read_csv(tmp_path / "out" / "scores" / "clean_seed0.csv")
