@@ -77,6 +77,8 @@ def test_the_copies_the_page_plants_in_digits_are_listed_as_images_and_only_exac
     assert {(int(a), int(b)) for a, b in zip(as_table["a"], as_table["b"])} == exact
     page = _page()
     assert "listed all 12, and one pair of near-equal 1s that digits holds (samples 1,585 and 1,648" in page
+    correlation = np.corrcoef(images[1585].ravel().astype(float), images[1648].ravel().astype(float))[0, 1]
+    assert digits.target[1585] == digits.target[1648] == 1 and f"1,648, correlation {correlation:.3f})" in page
     assert "only the 4 exact copies were listed" in page
 
 
@@ -112,5 +114,5 @@ def test_suspects_on_a_file_with_known_flips_ranks_them_as_the_page_says(tmp_pat
     wrong = np.isin(scores["index"].to_numpy(), flip)
     csl = scores["csl"].to_numpy(dtype=float)
     top = np.argsort(-csl, kind="stable")[:len(flip)]
-    assert roc_auc_score(wrong, csl) > 0.997 and int(wrong[top].sum()) >= 168
+    assert round(roc_auc_score(wrong, csl), 3) == 0.999 and int(wrong[top].sum()) == 172  # 0.99887 (npzattack28)
     assert "AUROC 0.999 for CSL" in _page() and "172 of CSL's top 179 rows were the flipped ones" in _page()
