@@ -109,7 +109,8 @@ def test_one_hot_rows_argmax_would_label_silently_are_named(tmp_path: Path, bad:
 
 def _suggested(text: str) -> str:
     """The Python the error says to save (after 'save ')."""
-    found = re.search(r"save (y\.argmax\(axis=1\)|y\.ravel\(\)|np\.unique\(y, return_inverse=True\)\[1\])", text)
+    found = re.search(r"save (y\.argmax\(axis=1\)|y\.ravel\(\)|y\.astype\(np\.int64\)|"
+                      r"np\.unique\(y, return_inverse=True\)\[1\])", text)
     assert found, text
     return found.group(1)
 
@@ -120,7 +121,9 @@ def _suggested(text: str) -> str:
     (np.arange(60) % 4)[:, None],
     np.arange(60) % 4 - 2,
     (np.arange(60) % 4) * 10 - 15,
-], ids=["one-hot", "scores", "column", "negative", "sparse-negative"])
+    (np.arange(60) % 4).astype(np.float64),
+    (np.arange(60) % 4) / 2 + 0.25,  # 0.25, 0.75, 1.25, 1.75: astype(np.int64) made 2 classes of 4
+], ids=["one-hot", "scores", "column", "negative", "sparse-negative", "whole-floats", "fractions"])
 def test_the_line_each_label_error_names_runs_and_maps_the_labels(tmp_path: Path, y: np.ndarray) -> None:
     """The fix is taken from the error's text and run as written: it loads, and maps every row as stated."""
     x = _with_column(np.arange(60.0))

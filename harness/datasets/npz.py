@@ -18,7 +18,13 @@ from pathlib import Path
 import numpy as np
 
 from harness.datasets.base import Dataset, LoadRequest, _make, _require_every_class, _test_keep, register_dataset
-from harness.datasets.npz_checks import check_float32_range, label_matrix_fix, warn_lost_precision, warn_uint8_table
+from harness.datasets.npz_checks import (
+    check_float32_range,
+    label_matrix_fix,
+    number_label_fix,
+    warn_lost_precision,
+    warn_uint8_table,
+)
 from harness.errors import HarnessError
 from harness.io import file_sha256
 from harness.values import expand_home
@@ -268,10 +274,8 @@ def _npz_labels(name: str, key: str, y: np.ndarray, n: int) -> np.ndarray:
             f"save classes, {key} = np.unique(labels, return_inverse=True) and pass classes=classes"
         )
     if not np.issubdtype(y.dtype, np.integer):
-        raise HarnessError(
-            f"{name}: {key} has dtype {y.dtype} but must hold integer class ids 0..C-1; save "
-            f"{key}.astype(np.int64), or np.unique({key}, return_inverse=True)[1] for arbitrary labels"
-        )
+        raise HarnessError(f"{name}: {key} has dtype {y.dtype} but must hold integer class ids 0..C-1; "
+                           f"{number_label_fix(key, y)}")
     if len(y) and y.dtype.kind == "u" and int(y.max()) > np.iinfo(np.int64).max:
         raise HarnessError(f"{name}: {key} has class id {int(y.max())}; class ids must be 0..C-1")
     y = y.astype(np.int64)

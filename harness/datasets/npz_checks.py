@@ -123,3 +123,22 @@ def label_matrix_fix(key: str, y: np.ndarray) -> str:
             for found, what in ((none, "no 1"), (several, "several 1s")) if len(found)]
     return (f"{' and '.join(rows)}, which argmax would label silently (class 0, the first 1): give those rows "
             f"their class (or drop them), then save {key}.argmax(axis=1)")
+
+
+def number_label_fix(key: str, y: np.ndarray) -> str:
+    """How to save labels of a non-integer dtype as class ids: `astype` only for whole numbers (bool, 1.0), since
+    it truncates 0.25 and 0.75 to one class 0 silently; np.unique (with the values as class names) otherwise."""
+    if y.dtype.kind == "b":
+        return f"save {key}.astype(np.int64)"
+    mapped = f"save np.unique({key}, return_inverse=True)[1], and classes=np.unique({key}).astype(str)"
+    if y.dtype.kind != "f":
+        return mapped
+    missing = np.flatnonzero(~np.isfinite(y))
+    if len(missing):
+        return f"it holds NaN or inf in {len(missing)} sample(s) (first: {missing[:5].tolist()}); drop or label them"
+    fractions = np.flatnonzero(y % 1 != 0)
+    if not len(fractions):
+        return f"save {key}.astype(np.int64)"
+    first = int(fractions[0])
+    return (f"{len(fractions)} labels are not whole numbers (first: sample {first}, {float(y[first])!r}), which "
+            f"{key}.astype(np.int64) would truncate into one class with their neighbours: {mapped}")
