@@ -16,6 +16,7 @@ where this process trains it (`--executor inprocess`)."""
 from __future__ import annotations
 
 import ast
+import dataclasses
 import dis
 import enum
 import functools
@@ -23,7 +24,8 @@ import hashlib
 import inspect
 import re
 from collections.abc import Generator, Iterator
-from types import CodeType
+from pathlib import PurePath
+from types import CodeType, GenericAlias
 from typing import Any
 
 from harness.code_source import source
@@ -159,9 +161,11 @@ def _class_values(cls: type, shown: str | None, seen: dict[int, Any], read: dict
     A plain literal (`WIDTH = 64`) is left out while the value is still the one written there, and so
     are attributes the body does not set (`_fields`, `_is_protocol`: typing's), so a class whose body
     sets literals only keeps its digest. Before, `BASE = 32` -> 64 under `WIDTH = BASE * 2` kept the
-    digest and served the 32-wide model's runs."""
+    digest and served the 32-wide model's runs. A public attribute set outside the body (by a class
+    decorator, `Net.width = W` after it) is hashed too: it was not seen (digestattack28)."""
     body = _body(cls.__name__, shown) if shown is not None else None
-    bound, literals = body if body is not None else ({n for n in vars(cls) if not n.startswith("_")}, {})
+    bound, literals = body if body is not None else (set(), {})
+    bound = bound | {n for n, v in vars(cls).items() if not n.startswith("_") and not hasattr(type(v), "__get__")}
     text = ""
     for name, value in vars(cls).items():
         if name not in bound or name.endswith("__") or _functions(value) or isinstance(value, property):
@@ -232,7 +236,28 @@ def _attribute(value: Any, module: str, seen: dict[int, Any], read: dict[str, st
         return (yield _argument(value, module, seen, read))
     if inspect.isbuiltin(value):
         return f"{getattr(value, '__module__', None)}.{getattr(value, '__qualname__', None)}"
-    return _array(value)
+    return _array(value) or (yield _instance(value, module, seen, read))
+
+
+def _instance(value: Any, module: str, seen: dict[int, Any], read: dict[str, str]) -> Step:
+    """Another value by what makes it: a torch dtype or device, a compiled pattern, a path or a typing
+    generic by its repr (the same in every process), a dataclass instance by its class and fields, any
+    other by its class (its code when of this module); a descriptor (a NamedTuple's field, a slot) by
+    its type, left out. Each was hashed as nothing: `dtype = DTYPE` or `act = ACT()` kept its digest
+    when DTYPE or ACT changed."""
+    kind = f"{type(value).__module__}.{type(value).__qualname__}"
+    if isinstance(value, re.Pattern):
+        return f"re.compile({value.pattern!r}, {int(value.flags)})"
+    if isinstance(value, PurePath | GenericAlias) or kind in ("torch.dtype", "torch.device") or \
+            type(value).__module__ == "typing":
+        return f"{kind} {value!r}"
+    if hasattr(type(value), "__get__"):
+        return f"<{kind}>"
+    cls = yield _argument(type(value), module, seen, read)  # its code when of this module, else its name
+    if dataclasses.is_dataclass(value):
+        fields = {f.name: getattr(value, f.name, None) for f in dataclasses.fields(value)}
+        return f"{cls}{(yield _argument(fields, module, seen, read))}"
+    return f"instance of {cls}"
 
 
 def _array(value: Any) -> str:
