@@ -60,7 +60,7 @@ def test_the_npz_recipe_writes_the_suggested_labels_of_the_confirmed_rows(tmp_pa
     flipped = rng.choice(len(true), 60, replace=False)
     y = true.copy()
     y[flipped] = (y[flipped] + rng.integers(1, 10, 60)) % 10
-    files = np.array([f"row{i:04d}" for i in range(len(y))])  # ids that read back as numbers without dtype=str
+    files = np.array([f"{i:05d}" for i in range(len(y))])  # ids that read back as numbers without dtype=str
     np.savez("mine.npz", x=x[:1500], y=y[:1500], x_test=x[1500:], y_test=true[1500:], files=files[:1500])
     _, first = _run(make_config, "npz:mine.npz", "results/latest")
     ranked = _ranked("results/latest")
