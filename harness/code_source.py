@@ -37,8 +37,11 @@ def source(obj: Any) -> str:
     if start is None:
         raise OSError("could not find class definition")
     text = "".join(inspect.getblock(lines[start:]))
-    if obj not in _FIRST_BODY:
-        _FIRST_BODY[obj] = _body_signature(obj.__name__, text)
+    try:
+        if obj not in _FIRST_BODY:
+            _FIRST_BODY[obj] = _body_signature(obj.__name__, text)
+    except TypeError:  # a metaclass that makes its classes unhashable: not compared
+        pass
     return text
 
 
@@ -125,9 +128,14 @@ def _compiled(file: str, module_globals: dict[str, Any], files: dict[str, dict[s
 
 
 def _body_signature(name: str, text: str) -> Any:
-    """The signature of the body of class `name` whose source is `text` (its methods' code included)."""
+    """The signature of the body of class `name` whose source is `text` (its methods' code included);
+    None where that text does not compile alone (a nested class's `nonlocal`)."""
     wrapped = f"if True:\n{text}" if text[:1].isspace() else text
-    for code in _codes(compile(wrapped, "<class>", "exec", dont_inherit=True)):
+    try:
+        compiled = compile(wrapped, "<class>", "exec", dont_inherit=True)
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        return None
+    for code in _codes(compiled):
         if code.co_name == name:
             return _signature(code)
     return None

@@ -109,3 +109,42 @@ def test_comments_and_a_touch_are_not_refused(write) -> None:
     _check()
     write(MODEL.replace("    act = nn.ReLU()\n", "    # the activation\n\n    act = nn.ReLU()  # kept\n"))
     _check()
+
+
+ODD = '''
+class Meta(type):
+    def __eq__(cls, other):
+        return cls is other
+    __hash__ = None
+class Odd(metaclass=Meta):
+    def f(self):
+        return 1
+def outer():
+    x = 1
+    class Inner:
+        nonlocal x
+        x = 2
+        def g(self):
+            return 3
+    return Inner
+Inner = outer()
+'''
+
+
+def test_an_unhashable_class_and_a_body_that_compiles_only_in_place_keep_their_source(tmp_path, monkeypatch) -> None:
+    """7811059 kept each class's first body in a weak dict: a class whose metaclass makes it unhashable
+    raised TypeError in `source` (its digest fell back to bytecode), and a nested class with `nonlocal`
+    (whose source does not compile alone) raised SyntaxError. Digests pinned at f410fdc."""
+    import inspect
+
+    from harness.code_digest import code_digest
+    from harness.code_source import source
+
+    (tmp_path / "odd28.py").write_text(ODD, encoding="utf-8")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "odd28", raising=False)
+    importlib.invalidate_caches()
+    module = importlib.import_module("odd28")
+    for cls in (module.Odd, module.Inner):
+        assert source(cls) == inspect.getsource(cls)
+    assert (code_digest(module.Odd), code_digest(module.Inner)) == ("2967336e6bd34c25", "c1073867184f6dbb")
