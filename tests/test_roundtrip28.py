@@ -127,7 +127,7 @@ def _folder(root: Path, split: bool) -> dict[str, str]:
             image = Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8))
             if i == 11:  # a link out of the tree, as a folder assembled from other folders holds
                 image.save(outside / f"{cls}.png")
-                os.symlink(outside / f"{cls}.png", base / rel)
+                os.symlink(os.path.relpath(outside / f"{cls}.png", (base / rel).parent), base / rel)  # relative
             else:
                 image.save(base / rel)
             made[(Path("train") / rel if split else rel).as_posix()] = cls
