@@ -119,12 +119,29 @@ def _compiled(file: str, module_globals: dict[str, Any], files: dict[str, dict[s
         linecache.checkcache(file)
         lines = linecache.getlines(file, module_globals)
         files[file] = None
-        if lines:
+        compiled = _compile("".join(lines), file, module_globals) if lines else None
+        if compiled is not None:
             found: dict[str, set[Any]] = {}
-            for code in _codes(compile("".join(lines), file, "exec", dont_inherit=True)):
+            for code in _codes(compiled):
                 found.setdefault(getattr(code, "co_qualname", code.co_name), set()).add(_signature(code))
             files[file] = found
     return files[file]
+
+
+def _compile(text: str, file: str, module_globals: dict[str, Any]) -> CodeType | None:
+    """`text` compiled as its module's loader compiled it: a module pytest imported (a test file, a
+    conftest) has its asserts rewritten, and a model there with an `assert` was refused as edited while
+    unchanged; None where that rewrite cannot be repeated (not compared)."""
+    if "@pytest_ar" not in module_globals:
+        return compile(text, file, "exec", dont_inherit=True)
+    try:
+        from _pytest.assertion.rewrite import rewrite_asserts
+
+        tree = ast.parse(text, file)
+        rewrite_asserts(tree, text.encode(), file)
+        return compile(tree, file, "exec", dont_inherit=True)
+    except (ImportError, TypeError, AttributeError):  # another pytest: its rewrite's signature differs
+        return None
 
 
 def _body_signature(name: str, text: str) -> Any:

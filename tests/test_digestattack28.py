@@ -148,3 +148,47 @@ def test_an_unhashable_class_and_a_body_that_compiles_only_in_place_keep_their_s
     for cls in (module.Odd, module.Inner):
         assert source(cls) == inspect.getsource(cls)
     assert (code_digest(module.Odd), code_digest(module.Inner)) == ("2967336e6bd34c25", "c1073867184f6dbb")
+
+
+USER_TEST = '''
+from types import SimpleNamespace
+from torch import nn
+from harness.model_registry import register_model, model_fingerprint
+from harness.worker_imports import check_workers_know
+
+
+class Net(nn.Module):
+    def __init__(self, width):
+        super().__init__()
+        assert width > 0, "a width"
+        self.fc = nn.Linear(width, 2)
+
+
+@register_model("pytest_digest28", "a model defined in a test file pytest imports")
+def make(input_shape, num_classes):
+    assert len(input_shape) == 3
+    return Net(input_shape[-1])
+
+
+def test_inprocess_takes_it():
+    model_fingerprint("pytest_digest28")
+    spec = SimpleNamespace(data=SimpleNamespace(dataset="digits"), model="pytest_digest28")
+    check_workers_know([(spec, set())], SimpleNamespace(runs_jobs_here=True, name="inprocess"))
+'''
+
+
+def test_a_model_in_a_test_file_pytest_rewrote_is_not_refused(tmp_path) -> None:
+    """pytest rewrites the asserts of a test file it imports: its functions' code is not what the file
+    compiles to, and a model there with an `assert` was refused as edited since import (7811059 and
+    5688e08), unchanged. The rewrite is repeated on the file's text now."""
+    import os
+    import subprocess
+    from pathlib import Path
+
+    import harness
+
+    (tmp_path / "test_user_model28.py").write_text(USER_TEST, encoding="utf-8")
+    env = {**os.environ, "PYTHONPATH": str(Path(harness.__file__).parents[1])}
+    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_user_model28.py"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env)
+    assert "1 passed" in done.stdout, done.stdout[-2000:]
