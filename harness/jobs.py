@@ -118,9 +118,14 @@ def release_device_data() -> None:
 
 def prepared_data(source: DataSource, spec: DataSpec, device: torch.device) -> PreparedData:
     """A job's data. Loading it says nothing: the driver loaded this source before planning and showed
-    its warnings once, and every worker process repeated them on its first job, raw."""
+    its warnings once, and every worker process repeated them on its first job, raw. Rebuilt where this
+    process has loaded the source anew since (a notebook's next call, whose planning reloads it): the
+    fingerprint leaves some layout out on purpose (an image folder's `train/` level), which the sample
+    names keep, so the old one named files that had moved."""
     key = (spec, str(device))
-    if key not in _PREPARED:
+    latest = _DATASETS.get(source)
+    held = _PREPARED.get(key)
+    if held is None or (latest is not None and latest.fingerprint == spec.dataset_sha and held.dataset is not latest):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
             dataset = load_source(source, fingerprint=spec.dataset_sha)

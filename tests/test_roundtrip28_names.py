@@ -7,10 +7,8 @@ Found by roundtrip28: the second run's suspects CSV named `train/cat/...`, files
 exist. `harness.jobs.prepared_data` keeps this process's prepared data by (DataSpec, device); the
 DataSpec holds the dataset string and the fingerprint, both unchanged, so the experiment got the
 first run's PreparedData, whose Dataset carries the old sample names, though `load_source` had just
-reloaded the folder. The fix belongs in harness/jobs.py (not this helper's file): rebuild the
-prepared data when the freshly loaded dataset's `sample_names` or `test_sample_names` differ from
-the cached one's. Until then this test is a strict xfail: it fails, as the bug is there, and the
-fix turns it into an XPASS that strict mode reports, so the marker comes off with it."""
+reloaded the folder. `prepared_data` now rebuilds where this process loaded the
+source anew since it prepared it (the second run's planning reloads the folder)."""
 
 from __future__ import annotations
 
@@ -19,7 +17,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pytest
 
 from harness.experiment import Experiment
 
@@ -42,7 +39,6 @@ def _files(make_config, root: Path, out: Path) -> list[str]:
         "file"].tolist()
 
 
-@pytest.mark.xfail(strict=True, reason="harness.jobs.prepared_data reuses the previous layout's sample names")
 def test_a_folder_restructured_in_one_process_names_its_files_as_they_lie_now(tmp_path: Path, make_config) -> None:
     root = tmp_path / "mine"
     _folder(root)
