@@ -61,7 +61,16 @@ def code_read(obj: Any) -> list[Any]:
     _run(_code(obj, seen, {}))
     found = [v for v in seen.values() if inspect.isfunction(v) or inspect.isclass(v)]
     found += [f for v in found if inspect.isclass(v) for a in vars(v).values() for f in _functions(a)]
-    return found + [inspect.unwrap(f) for f in found if inspect.isfunction(f)]
+    return found + [_unwrap(f) for f in found if inspect.isfunction(f)]
+
+
+def _unwrap(function: Any) -> Any:
+    """The function `function` wraps (`functools.wraps`), whose source its digest reads; itself where
+    its `__wrapped__` chain loops."""
+    try:
+        return inspect.unwrap(function)
+    except ValueError:
+        return function
 
 
 def _run(step: Step) -> str:
@@ -90,7 +99,7 @@ def _code(obj: Any, seen: dict[int, Any], read: dict[str, str]) -> Step:
     functions = [obj] if inspect.isfunction(obj) else [f for v in vars(obj).values() for f in _functions(v)]
     try:
         shown: str | None = source(obj)
-    except (OSError, TypeError, SyntaxError):  # its file no longer parses (edited since): the loaded code
+    except (OSError, TypeError, SyntaxError, ValueError):  # a file that no longer parses, a __wrapped__ loop
         shown = None
     text = shown if shown is not None else repr([(f.__code__.co_code, _consts(f.__code__), f.__code__.co_names)
                                                  for f in functions])

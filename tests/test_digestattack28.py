@@ -192,3 +192,20 @@ def test_a_model_in_a_test_file_pytest_rewrote_is_not_refused(tmp_path) -> None:
     done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_user_model28.py"],
                           cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env)
     assert "1 passed" in done.stdout, done.stdout[-2000:]
+
+
+def test_a_wrapped_loop_is_digested_and_read() -> None:
+    """Two functions whose `__wrapped__` point at each other made `inspect.getsource` raise ValueError
+    out of the digest (f410fdc too) and out of the inprocess check: the loaded code is hashed instead."""
+    from harness.code_digest import code_digest, code_read
+
+    def f() -> int:
+        return 1
+
+    def g() -> int:
+        return 2
+
+    f.__wrapped__ = g  # type: ignore[attr-defined]
+    g.__wrapped__ = f  # type: ignore[attr-defined]
+    assert len(code_digest(f)) == 16
+    assert code_read(f) == [f, f]  # the function, and itself in place of what it wraps
