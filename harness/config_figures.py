@@ -12,15 +12,11 @@ from harness.errors import HarnessError
 if TYPE_CHECKING:  # harness.tasks imports harness.config, which imports this module
     from harness.tasks import Task
 
-#: Tasks whose figures are pictures of samples that do not declare it yet (`Task.figures_need_images`): suspects,
-#: whose class belongs to another change now. Remove once `Suspects` sets `figures_need_images = True`.
-_UNDECLARED_IMAGE_ONLY = ("suspects",)
-
 
 def images_only(task: type[Task]) -> bool:
     """Whether `task` draws figures only for image data (`Task.figures_need_images`): the other tasks that write
     figures/ (theory's relations, privacy's curves) draw on any data, and so does a plugin's unless it says."""
-    return task.figures_need_images or task.name in _UNDECLARED_IMAGE_ONLY
+    return task.figures_need_images
 
 
 def check_figure_backend(tasks: Iterable[str], images: bool | None = None) -> None:

@@ -145,6 +145,7 @@ def ranked(table: pd.DataFrame, by: str) -> pd.DataFrame:
 class Suspects(Task):
     name = "suspects"
     folders = ("suspects", "figures")
+    figures_need_images = True  # its figures draw the suspects' images: none on a table
     headline = "predicted_other_at_k"
     description = ("your data as given, no injected noise: every sample ranked by a proxy, with the given, "
                    "predicted and suggested label (CSV), copies and near copies, the top k drawn (figure)")
