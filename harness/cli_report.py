@@ -122,6 +122,9 @@ def report_run(cfg: ExperimentConfig, exp: Experiment, result: ExperimentResult)
         accs, shape = result.base_train_acc, tuple(exp.dataset.x_train.shape[1:])
         say(f"final training accuracy of the base runs on the labels they trained on: "
             f"mean {sum(accs) / len(accs):.3f}, min {min(accs):.3f} ({preset_note(cfg, shape)})", err=True)
+    if held_out := [a for a in result.base_test_acc if a == a]:  # NaN: no test split
+        say(f"held-out accuracy of the base runs on the test split: mean {sum(held_out) / len(held_out):.3f}, "
+            f"min {min(held_out):.3f}", err=True)
     if result.reference_train_acc:
         accs = result.reference_train_acc
         say(f"final training accuracy of the {len(accs)} stability reference models on their subsets: "

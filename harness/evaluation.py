@@ -48,6 +48,7 @@ class ExperimentResult:
     resumed: dict[str, int] = field(default_factory=dict)  # trained label -> the epoch a checkpoint resumed it at
     outputs: dict[str, list[str]] = field(default_factory=dict)  # kind -> the files written
     base_train_acc: list[float] = field(default_factory=list)  # eval-mode, on the labels trained on
+    base_test_acc: list[float] = field(default_factory=list)  # on the test split; NaN: none
     reference_train_acc: list[float] = field(default_factory=list)  # the stability models', on their subsets
     flipped_fit: dict[str, float] = field(default_factory=dict)  # noisy base run's hash -> share fitted
     scores: dict[str, pd.DataFrame] = field(default_factory=dict)  # "noise=0.1_seed0" -> scores/<key>.csv
@@ -203,6 +204,7 @@ def evaluate(cfg: ExperimentConfig, plan: Plan, proxies: list[Proxy], ran: Runne
                                   proxies=proxy_provenance(proxies))
         bases = dict.fromkeys(b for _, _, b in plan.settings if b in runs)  # tasks share base runs: each once
         result.base_train_acc = [runs[b].manifest.train_acc for b in bases]
+        result.base_test_acc = [runs[b].manifest.test_acc for b in bases]
         result.machines = [r.manifest.machine for r in runs.values()]
         result.reference_train_acc = reference_train_acc(plan, runs)
         result.flipped_fit = flipped_fit(plan, runs, prepared)
