@@ -1,16 +1,11 @@
-"""results/cifar10-suspects-cpu/ holds what the suspects task wrote at 1dfa044 (regen25), and the numbers
+"""results/cifar10-suspects-cpu/ holds what the suspects task wrote at f410fdc (resuspects28), and the numbers
 its README, results/README.md and docs/results.md quote are its files'.
 
-The folder was made again then so that its ranked CSV carries the suggested label and its pair tables
-the mirrored search and class names. The ranked CSV's columns are checked against the list
-docs/reading-results.md gives (itself checked against the code by tests/test_docs23_claims.py), so a
-folder left behind by a new column fails here; the quoted figures are recomputed from the files, so a
-folder made again whose numbers move cannot leave a stale figure in the prose.
-
-Its pair tables predate the shifted search (2fc5c5a): they lack today's `shifted` column, and about
-251 training pairs a rerun would add (recount27). Training 50,000 images again did not fit the shared 2-core box
-(integrate27), so the files are checked as they are: today's columns less `shifted`, and only while
-both READMEs say so (a rerun that brings the column fails the check until the notes go).
+The folder was made again then so that its pair tables carry the shifted search (`shifted`) beside the
+mirrored one and the class names, and its ranked CSV the suggested label. The ranked CSV's columns are
+checked against the list docs/reading-results.md gives (itself checked against the code by
+tests/test_docs23_claims.py), so a folder left behind by a new column fails here; the quoted figures are
+recomputed from the files, so a folder made again whose numbers move cannot leave a stale figure in the prose.
 """
 
 from __future__ import annotations
@@ -62,33 +57,28 @@ def test_the_ranked_csv_has_the_columns_the_task_writes_today(ranked: pd.DataFra
     assert ranked.p_suggested.between(0, 1).all() and ranked.p_label.between(0, 1).all()
 
 
-def test_the_pair_tables_have_the_mirrored_search_and_class_names() -> None:
-    """Today's columns but `shifted`: the tables were made at 1dfa044, before the shifted search."""
+def test_the_pair_tables_have_the_columns_the_task_writes_today() -> None:
+    """The search's columns (plain, mirrored, shifted), then each label with its class name and the files."""
     from harness.near_duplicates import COLUMNS, TEST_COLUMNS
 
     pairs = pd.read_csv(SUSPECTS / "duplicates.csv")
     copies = pd.read_csv(SUSPECTS / "train_test_duplicates.csv")
-    assert COLUMNS == ["a", "b", "distance", "mirrored", "shifted"]  # a new column fails here: rerun or note it
-    assert TEST_COLUMNS == ["test", "train", "distance", "mirrored", "shifted"]
-    assert list(pairs.columns) == ["a", "b", "distance", "mirrored", "label_a", "label_a_name", "label_b",
-                                   "label_b_name", "labels_differ", "file_a", "file_b"]
-    assert list(copies.columns) == ["test", "train", "distance", "mirrored", "label_test", "label_test_name",
-                                    "label_train", "label_train_name", "labels_differ", "file_test", "file_train"]
+    assert list(pairs.columns) == [*COLUMNS, "label_a", "label_a_name", "label_b", "label_b_name", "labels_differ",
+                                   "file_a", "file_b"]
+    assert list(copies.columns) == [*TEST_COLUMNS, "label_test", "label_test_name", "label_train",
+                                    "label_train_name", "labels_differ", "file_test", "file_train"]
+    assert "shifted" in COLUMNS and "shifted" in TEST_COLUMNS
     names = dict(zip(pairs.label_a, pairs.label_a_name))
     assert names == {k: v for k, v in dict(zip(pairs.label_b, pairs.label_b_name)).items() if k in names}
     assert [f.split("/")[1] for f in pairs.file_a] == pairs.label_a_name.tolist()  # train/<class>/<n>.jpg
 
 
-def test_both_readmes_say_the_pair_tables_predate_the_shifted_search() -> None:
-    """While the stored tables lack `shifted`, the folder's README and the results index say so and what
-    a rerun adds; a folder made again with the column fails here until the notes go."""
-    pairs = pd.read_csv(SUSPECTS / "duplicates.csv")
-    readme, index = _folded(FOLDER / "README.md"), _folded(ROOT / "results" / "README.md")
-    assert "shifted" not in pairs.columns
-    assert "**Its pair tables predate the shifted search.**" in readme and "made at 1dfa044" in readme
-    assert "adds that column and 251 training pairs" in readme
-    assert "**its pair tables predate the shifted search** (made at 1dfa044, before 2fc5c5a)" in index
-    assert "adds that column and 251 training pairs" in index
+def test_no_page_still_says_the_pair_tables_predate_the_shifted_search() -> None:
+    """The notes that the stored tables lacked `shifted` went with the rerun that brought the column."""
+    pages = [FOLDER / "README.md", ROOT / "results" / "README.md", ROOT / "docs" / "results.md"]
+    for page in pages:
+        text = _folded(page).lower()
+        assert "predate the shifted search" not in text and "predates the shifted search" not in text, page
 
 
 def test_the_ranked_csv_agrees_with_the_pair_table(ranked: pd.DataFrame) -> None:
@@ -145,13 +135,24 @@ def test_the_readme_quotes_the_pair_tables(ranked: pd.DataFrame) -> None:
     readme = _folded(FOLDER / "README.md")
     pairs = pd.read_csv(SUSPECTS / "duplicates.csv")
     copies = pd.read_csv(SUSPECTS / "train_test_duplicates.csv")
-    assert (f"({len(pairs)} pairs, {int(pairs.mirrored.sum())} mirrored; {len(copies)} test/training pairs, "
-            f"{int(copies.mirrored.sum())} mirrored, {copies.test.nunique()} test images)") in readme
+    both, both_test = int((pairs.mirrored & pairs.shifted).sum()), int((copies.mirrored & copies.shifted).sum())
+    assert (f"{len(pairs)} pairs, {int(pairs.mirrored.sum())} mirrored, {int(pairs.shifted.sum())} shifted, "
+            f"{both} of them both") in readme
+    assert (f"Training set: {len(pairs)} pairs, the former {int((~pairs.shifted).sum())} ") in readme
+    assert f"and {int(pairs.shifted.sum())} found only shifted, {both} of them also mirrored" in readme
+    tested = copies.test.nunique()
+    assert (f"{len(copies)} pairs, {int(copies.mirrored.sum())} mirrored, {int(copies.shifted.sum())} shifted "
+            f"({both_test} of them both), {tested} test images ({tested / 100:.2f} %)") in readme
+    assert f"the former {int((~copies.shifted).sum())} (the same pairs and distances)" in readme
     paired = ranked["index"].isin(pd.concat([pairs.a, pairs.b]))
     first = int(ranked["rank"][paired].min())
-    assert f"nor is any of the {int(paired.sum())} in this run's {len(pairs)} pairs" in readme
-    assert f"the first at rank {first:,})" in readme and first > 1000
-    assert not pairs.labels_differ.any() and not copies.labels_differ.any()  # "none under another label"
+    assert f"No image of the {int(paired.sum())} in a pair is among CSL's top 1,000" in readme
+    assert f"(the first at rank {first:,})" in readme and first > 1000
+    differ = pairs[pairs.labels_differ]
+    assert len(differ) == 1 and not copies.labels_differ.any()  # one pair under another label, no test copy
+    row = differ.iloc[0]
+    assert (f"#{row.a} ({row.label_a_name}) and #{row.b} ({row.label_b_name}), d = {row.distance:.3f}") in readme
+    assert bool(row.shifted) and "1 pair is under another label, and it is shifted" in readme
 
 
 def test_the_readme_quotes_the_suggested_label(ranked: pd.DataFrame) -> None:
@@ -163,7 +164,8 @@ def test_the_readme_quotes_the_suggested_label(ranked: pd.DataFrame) -> None:
     assert (f"final model predicts another class for {int(moved.sum())}; for {agree} of those `suggested` is "
             f"that class too ({everywhere} of the {int(_other(ranked).sum())} such images") in readme
     truck = ranked.loc[ranked["index"] == 18310].iloc[0]
-    assert truck["rank"] == 1 and f"two people: {truck.suggested_name}, {truck.p_suggested:.2f})" in readme
+    assert truck["rank"] == 4 and "shows two people (fourth)" in readme
+    assert f"two people: {truck.suggested_name}, {truck.p_suggested:.2f})" in readme
     assert (f"`p_suggested` averages {ranked.p_suggested.head(100).mean():.2f} over the top 100 and "
             f"{ranked.p_suggested.mean():.2f} over all 50,000") in readme
 
@@ -179,12 +181,14 @@ def test_results_md_and_the_results_index_quote_the_folder(ranked: pd.DataFrame)
     assert "predate the suggested label" not in page and "_mirrored.csv" not in page
     tested = copies.test.nunique()
     assert f"{tested} of the 10,000 test images ({tested / 100:.2f} %) have a near copy" in page
-    assert f"*the first 20 of the {len(pairs)} pairs, mirrors included" in page
-    assert f"*the first 20 of the {len(copies)} test/training pairs, mirrors included" in page
+    assert f"*the first 20 of the {len(pairs)} pairs, mirrored and shifted copies included" in page
+    assert f"*the first 20 of the {len(copies)} test/training pairs, mirrored and shifted copies included" in page
     top = ranked.head(40)
     moved = _other(top)
     agree = int((top.suggested[moved] == top.predicted[moved]).sum())
     assert f"of the {int(moved.sum())} images in the top 40 that the final model assigns to another class, " \
            f"{agree} have that class as their suggestion too" in page
-    assert f"the {len(pairs)} near-duplicate pairs among the training images, mirrors included" in index
+    assert (f"the {len(pairs)} near-duplicate pairs among the training images, mirrored and shifted copies included "
+            f"(`suspects/duplicates.csv`: {int(pairs.mirrored.sum())} mirrored, {int(pairs.shifted.sum())} shifted, "
+            f"{int(pairs.labels_differ.sum())} under another label)") in index
     assert f"the {tested} test images with a near copy in training" in index
