@@ -1,0 +1,150 @@
+"""The code digest in normal use after today's changes (digest2_28), against a store written at f410fdc:
+
+- the docs' model example, a class whose body sets literals only, and the example plugin's recorder keep
+  their f410fdc digests, so their stored runs and arrays are reused;
+- the classes that got a new digest once are the ones docs/extending.md lists; three cases were not
+  listed there and now are: a class or function held as a class attribute (`act = nn.ReLU`, `block =
+  Block`) and a class attribute computed from literals alone (`SCALE = 1 / math.sqrt(2)`);
+- a user module of several classes is parsed whole once per process, not once per class per digest
+  (f410fdc: `inspect.getsource` parsed it for each class: 12 parses for 4 digests of 3 classes);
+- a recorder's key is its digest when `@register_recorder` runs, before the rest of its module runs: a
+  helper, a value or an attribute defined below the class is not in it (f410fdc too; strict xfail,
+  the fix is in harness/recorders/base.py)."""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+import harness
+from harness.code_digest import code_digest
+
+ROOT = Path(harness.__file__).resolve().parents[1]
+
+NORMAL = '''
+import math
+
+from torch import nn
+
+HIDDEN = 32
+
+
+def tiny_mlp(input_shape, num_classes):
+    c, h, w = input_shape
+    return nn.Sequential(nn.Flatten(), nn.Linear(c * h * w, 32), nn.ReLU(), nn.Linear(32, num_classes))
+
+
+class Block(nn.Module):
+    expansion = 1
+    dropout = 0.1
+    sizes = (64, 32)
+    mode: str = "mean"
+
+    def forward(self, x):
+        return x
+
+
+class WithActClass(nn.Module):
+    act = nn.ReLU
+
+    def forward(self, x):
+        return self.act()(x)
+
+
+class WithBlockClass(nn.Module):
+    block = Block
+
+    def forward(self, x):
+        return self.block()(x)
+
+
+class WithArithmetic(nn.Module):
+    CHANNELS = 3 * 32
+    SCALE = 1 / math.sqrt(2)
+
+    def forward(self, x):
+        return x * self.SCALE
+'''
+
+#: f410fdc's digests (computed there, in a worktree, from NORMAL in a module named normal2_28)
+KEPT = {"tiny_mlp": "cd98e76d1d3bcf06", "Block": "a3e0a49408196871"}
+NEW_ONCE = {"WithActClass": "a5a722e6624f6c31", "WithBlockClass": "1ab1143d0dad7ad1",
+            "WithArithmetic": "adabf00456e70ac5"}
+
+
+def _module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str, text: str):
+    (tmp_path / f"{name}.py").write_text(textwrap.dedent(text), encoding="utf-8")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, name, raising=False)
+    importlib.invalidate_caches()
+    return importlib.import_module(name)
+
+
+def test_normal_models_keep_f410fdc_digests_and_the_listed_ones_change(tmp_path, monkeypatch) -> None:
+    module = _module(tmp_path, monkeypatch, "normal2_28", NORMAL)
+    assert {name: code_digest(getattr(module, name)) for name in KEPT} == KEPT
+    now = {name: code_digest(getattr(module, name)) for name in NEW_ONCE}
+    assert all(now[name] != NEW_ONCE[name] for name in NEW_ONCE), now
+    docs = (ROOT / "docs" / "extending.md").read_text(encoding="utf-8")
+    assert "`act = nn.ReLU`" in docs and "`SCALE = 1 / math.sqrt(2)`" in docs  # the three listed as new once
+
+
+def test_the_example_plugin_recorder_keeps_its_f410fdc_key() -> None:
+    sys.path.insert(0, str(ROOT / "examples" / "proxy_plugin"))
+    try:
+        own = importlib.import_module("my_proxies.own")
+        assert code_digest(own.LogitGradNorm, 12) == "fcc34f8b7e61"  # f410fdc's
+    finally:
+        sys.path.remove(str(ROOT / "examples" / "proxy_plugin"))
+
+
+def test_a_module_of_several_classes_is_parsed_once(tmp_path, monkeypatch) -> None:
+    module = _module(tmp_path, monkeypatch, "parsed2_28", NORMAL + "\n\ndef make(i, n):\n"
+                     "    return [WithActClass(), WithBlockClass(), WithArithmetic()]\n")
+    text = (tmp_path / "parsed2_28.py").read_text(encoding="utf-8")
+    whole = []
+    parse = ast.parse
+    monkeypatch.setattr(ast, "parse", lambda source, *a, **k: (whole.append(source == text), parse(source, *a, **k))[1])
+    digests = {code_digest(module.make) for _ in range(4)}
+    assert len(digests) == 1 and sum(whole) == 1  # f410fdc: 12 (3 classes, each parsed whole in each digest)
+
+
+LATE = '''
+from harness.recorders.base import Recorder, register_recorder
+
+
+@register_recorder
+class LateRec(Recorder):
+    name = "late_rec2_28"
+    description = "a recorder whose helper is defined below it"
+
+    def on_batch(self, epoch, idx, logits, loss, labels) -> None:
+        helper(logits)
+
+
+def helper(x):
+    return x * FACTOR
+
+
+FACTOR = 1.0
+'''
+
+
+@pytest.mark.xfail(strict=True, reason="harness/recorders/base.py digests a recorder at registration, before "
+                   "the helpers and values below its class exist (f410fdc too)")
+def test_a_recorder_key_sees_a_helper_defined_below_its_class(tmp_path) -> None:
+    (tmp_path / "late2_28.py").write_text(LATE, encoding="utf-8")
+    script = ("import late2_28; from harness.recorders.base import _DIGESTS; from harness.code_digest import "
+              "code_digest; print(_DIGESTS['late_rec2_28'], code_digest(late2_28.LateRec, 12))")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(ROOT)])}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, env=env)
+    assert done.returncode == 0, done.stderr[-2000:]
+    key, after_import = done.stdout.split()
+    assert key == after_import  # the key reads helper() and FACTOR, so an edit of either records again
