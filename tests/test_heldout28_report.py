@@ -28,7 +28,8 @@ def test_the_mean_and_lowest_held_out_accuracy_of_the_base_runs_are_printed(tmp_
     accs = [r["test_acc"] for r in runs]  # the two noisy base runs: the only runs
     assert len(accs) == 2 and all(0.5 < a <= 1 for a in accs)
     assert _heldout_line(capsys.readouterr().err) == [
-        f"held-out accuracy of the base runs on the test split: mean {sum(accs) / 2:.3f}, min {min(accs):.3f}"]
+        f"held-out accuracy of the base runs on the test split (360 samples): mean {sum(accs) / 2:.3f}, "
+        f"min {min(accs):.3f}"]  # digits' 360 test samples, all of them without --subset
 
 
 def test_no_line_without_a_test_split(tmp_path: Path, capsys) -> None:
