@@ -23,12 +23,12 @@ import functools
 import hashlib
 import inspect
 import re
-from collections.abc import Generator, Iterator
+from collections.abc import Generator
 from pathlib import PurePath
 from types import CodeType, GenericAlias
 from typing import Any
 
-from harness.code_source import source
+from harness.code_source import class_body, nested_codes, source
 
 #: Above this many bits an int setting is hashed in hex: its repr fails past the process's
 #: int-to-text digit limit (4300 by default, 640 at least), and `BIG = 10**5000` broke registration.
@@ -148,7 +148,7 @@ def _globals_code(function: Any, module: str, seen: dict[int, Any], read: dict[s
     `[Block(HIDDEN) for _ in range(3)]` hid both). An attribute (`self.scale`) is no global."""
     text = ""
     done: set[str] = set()
-    for code in _nested(function.__code__):
+    for code in nested_codes(function.__code__):
         loads = {i.argval for i in dis.get_instructions(code) if i.opname in ("LOAD_GLOBAL", "LOAD_NAME")}
         for named in code.co_names:
             if named in done or named not in loads or named not in function.__globals__:
@@ -190,17 +190,11 @@ def _class_values(cls: type, shown: str | None, seen: dict[int, Any], read: dict
 
 def _body(name: str, shown: str) -> tuple[set[str], dict[str, Any]] | None:
     """The names the class body `shown` binds (its code's STORE_NAMEs) and its top-level `NAME = literal`
-    assignments (the last of a name) as values; None when it does not compile. An indented source (a
-    nested class) goes under an `if`, not dedented: that would change the text of its strings."""
-    text = f"if True:\n{shown}" if shown[:1].isspace() else shown
-    try:
-        tree = ast.parse(text)
-        module = compile(tree, "<class>", "exec", dont_inherit=True)
-    except (SyntaxError, ValueError, RecursionError, MemoryError):
+    assignments (the last of a name) as values; None when it does not compile (`code_source.class_body`)."""
+    body = class_body(name, shown)
+    if body is None:
         return None
-    code = next((c for c in _nested(module) if c.co_name == name and c is not module), None)
-    if code is None:
-        return None
+    tree, code = body
     bound = {i.argval for i in dis.get_instructions(code) if i.opname == "STORE_NAME"}
     classes = [n for n in ast.walk(tree) if isinstance(n, ast.ClassDef)]
     literals: dict[str, Any] = {}
@@ -335,14 +329,6 @@ def _functions(value: Any) -> list[Any]:
     if isinstance(value, property):
         return [f for f in (value.fget, value.fset, value.fdel) if inspect.isfunction(f)]
     return [value] if inspect.isfunction(value) else []
-
-
-def _nested(code: CodeType) -> Iterator[CodeType]:
-    """`code` and the code objects nested in it (comprehensions, lambdas, inner functions)."""
-    yield code
-    for const in code.co_consts:
-        if isinstance(const, CodeType):
-            yield from _nested(const)
 
 
 def _consts(code: CodeType) -> tuple[Any, ...]:

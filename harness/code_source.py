@@ -122,7 +122,7 @@ def _compiled(file: str, module_globals: dict[str, Any], files: dict[str, dict[s
         compiled = _compile("".join(lines), file, module_globals) if lines else None
         if compiled is not None:
             found: dict[str, set[Any]] = {}
-            for code in _codes(compiled):
+            for code in nested_codes(compiled):
                 found.setdefault(getattr(code, "co_qualname", code.co_name), set()).add(_signature(code))
             files[file] = found
     return files[file]
@@ -144,26 +144,37 @@ def _compile(text: str, file: str, module_globals: dict[str, Any]) -> CodeType |
         return None
 
 
-def _body_signature(name: str, text: str) -> Any:
-    """The signature of the body of class `name` whose source is `text` (its methods' code included);
-    None where that text does not compile alone (a nested class's `nonlocal`)."""
+def class_body(name: str, text: str) -> tuple[ast.Module, CodeType] | None:
+    """The syntax tree of class `name`'s source `text` and the code of its body (its methods' code
+    nested in it); None where that text does not compile alone (a nested class's `nonlocal`). An
+    indented source (a nested class) goes under an `if`, not dedented: that would change the text of
+    its strings. The one compile of a class's text, for the digest's reads (`code_digest._body`) and
+    for the edited-since-import check (`_body_signature`)."""
     wrapped = f"if True:\n{text}" if text[:1].isspace() else text
     try:
-        compiled = compile(wrapped, "<class>", "exec", dont_inherit=True)
+        tree = ast.parse(wrapped)
+        module = compile(tree, "<class>", "exec", dont_inherit=True)
     except (SyntaxError, ValueError, RecursionError, MemoryError):
         return None
-    for code in _codes(compiled):
-        if code.co_name == name:
-            return _signature(code)
-    return None
+    code = next((c for c in nested_codes(module) if c.co_name == name and c is not module), None)
+    return None if code is None else (tree, code)
 
 
-def _codes(code: CodeType) -> list[CodeType]:
-    """`code` and every code object nested in it."""
+def _body_signature(name: str, text: str) -> Any:
+    """The signature of the body of class `name` whose source is `text` (its methods' code included);
+    None where that text does not compile alone."""
+    body = class_body(name, text)
+    return None if body is None else _signature(body[1])
+
+
+def nested_codes(code: CodeType) -> list[CodeType]:
+    """`code` and every code object nested in it (comprehensions, lambdas, inner functions, a class's
+    methods), outer first, each followed by its own in the order they are written; a stack of its
+    own, not Python's."""
     found, todo = [], [code]
     while todo:
         found.append(todo.pop())
-        todo += [c for c in found[-1].co_consts if isinstance(c, CodeType)]
+        todo += reversed([c for c in found[-1].co_consts if isinstance(c, CodeType)])
     return found
 
 
