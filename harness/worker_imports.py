@@ -104,12 +104,13 @@ def _refuse_edited(pending: Pending, executor_name: str) -> None:
     refuse a monkeypatched module value, which this executor is for; docs/extending.md.)"""
     for what, name, module in sorted({r for spec, requests in pending for r in registrations(spec, requests)}):
         if what == "model" and (edited := edited_since_import(code_read(MODELS[name].factory))):
+            fix = "run the script again (a script cannot be reloaded)" if module == "__main__" else \
+                f"importlib.reload({module}) or restart the process (the notebook's kernel)"
             raise HarnessError(
                 f"model {name!r} is addressed in the run store by a digest of its code, read from its file as it is "
                 f"now, and {module} was edited since this process imported it (changed: {', '.join(edited)}): the "
                 f"{executor_name} executor would train the code imported before, and store its runs where the edited "
-                f"model's are looked up. importlib.reload({module}) or restart "
-                "the process (the notebook's kernel)")
+                f"model's are looked up. {fix}")
 
 
 #: What is addressed by a digest of its code: a recorder by its key, a model by its runs' address.

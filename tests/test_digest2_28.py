@@ -148,3 +148,41 @@ def test_a_recorder_key_sees_a_helper_defined_below_its_class(tmp_path) -> None:
     assert done.returncode == 0, done.stderr[-2000:]
     key, after_import = done.stdout.split()
     assert key == after_import  # the key reads helper() and FACTOR, so an edit of either records again
+
+
+SCRIPT = '''
+from pathlib import Path
+from types import SimpleNamespace
+
+from torch import nn
+
+from harness.errors import HarnessError
+from harness.model_registry import register_model
+from harness.worker_imports import check_workers_know
+
+
+@register_model("script2_28", "a model of a script edited while it runs")
+def script_model(input_shape, num_classes):
+    return nn.Linear(16, num_classes)
+
+
+Path(__file__).write_text(Path(__file__).read_text().replace("nn.Linear(16,", "nn.Linear(32,"))
+spec = SimpleNamespace(data=SimpleNamespace(dataset="digits"), model="script2_28")
+try:
+    check_workers_know([(spec, set())], SimpleNamespace(runs_jobs_here=True, name="inprocess"))
+except HarnessError as e:
+    print(e)
+'''
+
+
+def test_a_script_edited_while_it_runs_is_told_to_run_again(tmp_path) -> None:
+    """A model of a script (`__main__`) whose file was edited while it ran (a second run_experiment
+    call) is refused under inprocess; the fix named was `importlib.reload(__main__)`, which cannot
+    reload a script."""
+    (tmp_path / "script2_28.py").write_text(SCRIPT, encoding="utf-8")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run([sys.executable, str(tmp_path / "script2_28.py")], capture_output=True, text=True,
+                          timeout=120, env=env, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "__main__ was edited since this process imported it (changed: script_model)" in done.stdout
+    assert "importlib.reload" not in done.stdout and "run the script again" in done.stdout
