@@ -24,6 +24,7 @@ import threading
 import traceback
 from contextlib import suppress
 from multiprocessing.connection import Connection
+from multiprocessing.reduction import ForkingPickler
 from typing import Any
 
 READY = "ready"
@@ -59,15 +60,15 @@ def main(argv: list[str]) -> None:
         ok, payload = attempt(fn, job)
         if os.getpid() != own:  # a copy forked by the job's code, back here: the answer and the next job are
             os._exit(0)          # the worker's (both copies answered and took jobs off one socket)
+        try:  # pickled apart from the send: a BrokenPipeError from the result's own pickling is its failure
+            answer = ForkingPickler.dumps((job_id, ok, payload))
+        except BaseException as e:  # the result (or the exception) does not pickle; SystemExit in a __reduce__
+            answer = ForkingPickler.dumps(
+                (job_id, False, RuntimeError(f"the job's result could not be sent back: {describe(e)}")))
         try:
-            conn.send((job_id, ok, payload))
+            conn.send_bytes(answer)  # what conn.send does after pickling
         except GONE:
             os._exit(0)  # the driver died while we sent: no one to tell (a second send printed a traceback)
-        except BaseException as e:  # the result (or the exception) does not pickle; SystemExit in a __reduce__
-            try:
-                conn.send((job_id, False, RuntimeError(f"the job's result could not be sent back: {describe(e)}")))
-            except GONE:
-                os._exit(0)
 
 
 def warm_up(source: Any) -> None:
