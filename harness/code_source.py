@@ -7,6 +7,7 @@ every class of memprox's modules were compared before and after, all equal), and
 from __future__ import annotations
 
 import ast
+import functools
 import inspect
 import linecache
 import weakref
@@ -144,12 +145,15 @@ def _compile(text: str, file: str, module_globals: dict[str, Any]) -> CodeType |
         return None
 
 
+@functools.lru_cache(maxsize=1024)
 def class_body(name: str, text: str) -> tuple[ast.Module, CodeType] | None:
     """The syntax tree of class `name`'s source `text` and the code of its body (its methods' code
     nested in it); None where that text does not compile alone (a nested class's `nonlocal`). An
     indented source (a nested class) goes under an `if`, not dedented: that would change the text of
     its strings. The one compile of a class's text, for the digest's reads (`code_digest._body`) and
-    for the edited-since-import check (`_body_signature`)."""
+    for the edited-since-import check (`_body_signature`); once per text and process (cached: the
+    planner digests the model once per run, and each digest parsed each class's text again). Its
+    tree is shared: read it, never change it."""
     wrapped = f"if True:\n{text}" if text[:1].isspace() else text
     try:
         tree = ast.parse(wrapped)

@@ -6,7 +6,9 @@
   listed there and now are: a class or function held as a class attribute (`act = nn.ReLU`, `block =
   Block`) and a class attribute computed from literals alone (`SCALE = 1 / math.sqrt(2)`);
 - a user module of several classes is parsed whole once per process, not once per class per digest
-  (f410fdc: `inspect.getsource` parsed it for each class: 12 parses for 4 digests of 3 classes);
+  (f410fdc: `inspect.getsource` parsed it for each class: 12 parses for 4 digests of 3 classes), and
+  each class's own text once per process (33fce50: again in each digest, and the planner digests the
+  model once per run);
 - a recorder's key is its digest when `@register_recorder` runs, before the rest of its module runs: a
   helper, a value or an attribute defined below the class is not in it (f410fdc too; strict xfail,
   the fix is in harness/recorders/base.py)."""
@@ -25,6 +27,7 @@ import pytest
 
 import harness
 from harness.code_digest import code_digest
+from harness.code_source import class_body
 
 ROOT = Path(harness.__file__).resolve().parents[1]
 
@@ -112,8 +115,10 @@ def test_a_module_of_several_classes_is_parsed_once(tmp_path, monkeypatch) -> No
     whole = []
     parse = ast.parse
     monkeypatch.setattr(ast, "parse", lambda source, *a, **k: (whole.append(source == text), parse(source, *a, **k))[1])
-    digests = {code_digest(module.make) for _ in range(4)}
+    class_body.cache_clear()
+    digests = {code_digest(module.make) for _ in range(4)}  # the planner digests the model once per run
     assert len(digests) == 1 and sum(whole) == 1  # f410fdc: 12 (3 classes, each parsed whole in each digest)
+    assert len(whole) == 1 + 4  # and each of the 4 classes' own text once (33fce50: 21, again in each digest)
 
 
 LATE = '''
