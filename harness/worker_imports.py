@@ -94,23 +94,26 @@ def check_workers_know(pending: Pending, executor: Executor) -> None:
 
 
 def _refuse_edited(pending: Pending, executor_name: str) -> None:
-    """Refuse a model whose module was edited since this process imported it: its digest reads the
-    file as it is now, and this process would train the code it imported, storing the old model's runs
-    where a fresh process, building the new one, looks them up (`code_source.edited_since_import`).
+    """Refuse a model or recorder whose module was edited since this process imported it: its digest
+    reads the file as it is now, and this process would run the code it imported, storing the old
+    code's runs or arrays where a fresh process, running the new code, looks them up
+    (`code_source.edited_since_import`; a recorder's key is taken at its first use, `recorder_digest`).
     No process is started: a value set anew in every process is not checked here. It gives the runs a
-    new address in every process, never reused but never served as another model's; a recorder's key
-    is taken when it registers, from the code this process runs. (The fresh-process check of the other
-    executors would start one interpreter more per experiment where this executor starts none, and
-    refuse a monkeypatched module value, which this executor is for; docs/extending.md.)"""
+    new address in every process, never reused but never served as another model's. (The fresh-process
+    check of the other executors would start one interpreter more per experiment where this executor
+    starts none, and refuse a monkeypatched module value, which this executor is for; docs/extending.md.)"""
     for what, name, module in sorted({r for spec, requests in pending for r in registrations(spec, requests)}):
-        if what == "model" and (edited := edited_since_import(code_read(MODELS[name].factory))):
+        if what not in DIGESTED:
+            continue
+        if edited := edited_since_import(code_read(MODELS[name].factory if what == "model" else RECORDERS[name])):
             fix = "run the script again (a script cannot be reloaded)" if module == "__main__" else \
                 f"importlib.reload({module}) or restart the process (the notebook's kernel)"
+            runs, does = ("runs", "train") if what == "model" else ("arrays", "record with")
             raise HarnessError(
-                f"model {name!r} is addressed in the run store by a digest of its code, read from its file as it is "
+                f"{what} {name!r} is addressed in the run store by a digest of its code, read from its file as it is "
                 f"now, and {module} was edited since this process imported it (changed: {', '.join(edited)}): the "
-                f"{executor_name} executor would train the code imported before, and store its runs where the edited "
-                f"model's are looked up. {fix}")
+                f"{executor_name} executor would {does} the code imported before, and store its {runs} where the "
+                f"edited {what}'s are looked up. {fix}")
 
 
 #: What is addressed by a digest of its code: a recorder by its key, a model by its runs' address.

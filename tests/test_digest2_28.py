@@ -9,9 +9,9 @@
   (f410fdc: `inspect.getsource` parsed it for each class: 12 parses for 4 digests of 3 classes), and
   each class's own text once per process (33fce50: again in each digest, and the planner digests the
   model once per run);
-- a recorder's key is its digest when `@register_recorder` runs, before the rest of its module runs: a
-  helper, a value or an attribute defined below the class is not in it (f410fdc too; strict xfail,
-  the fix is in harness/recorders/base.py)."""
+- a recorder's key was its digest when `@register_recorder` ran, before the rest of its module ran: a
+  helper, a value or an attribute defined below the class was not in it (f410fdc too); the digest is
+  now taken at the key's first use (`harness.recorders.base.recorder_digest`)."""
 
 from __future__ import annotations
 
@@ -142,12 +142,10 @@ FACTOR = 1.0
 '''
 
 
-@pytest.mark.xfail(strict=True, reason="harness/recorders/base.py digests a recorder at registration, before "
-                   "the helpers and values below its class exist (f410fdc too)")
 def test_a_recorder_key_sees_a_helper_defined_below_its_class(tmp_path) -> None:
     (tmp_path / "late2_28.py").write_text(LATE, encoding="utf-8")
-    script = ("import late2_28; from harness.recorders.base import _DIGESTS; from harness.code_digest import "
-              "code_digest; print(_DIGESTS['late_rec2_28'], code_digest(late2_28.LateRec, 12))")
+    script = ("import late2_28; from harness.recorders.base import recorder_digest; from harness.code_digest import "
+              "code_digest; print(recorder_digest('late_rec2_28'), code_digest(late2_28.LateRec, 12))")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(ROOT)])}
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, env=env)
     assert done.returncode == 0, done.stderr[-2000:]

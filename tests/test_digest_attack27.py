@@ -208,7 +208,11 @@ def test_a_recorder_reading_a_value_set_anew_in_every_process_is_refused_before_
 
 def test_a_recorder_whose_module_was_edited_since_import_is_refused(tmp_path, monkeypatch, forget) -> None:
     forget.append("tagged_attack27_edited")
+    from harness.recorders import RecorderRequest
+
     _module(tmp_path, monkeypatch, "attack27_edited", RECORDER.replace("VALUE", "'a'").replace("NAME", "edited"))
+    first = RecorderRequest.of("tagged_attack27_edited").key  # a first run: the key is taken from the code imported
+    assert first.startswith("tagged_attack27_edited@code-")
     (tmp_path / "attack27_edited.py").write_text(RECORDER.replace("VALUE", "'a'").replace("NAME", "edited")
                                                  .replace("return RUN_ID", "return RUN_ID * 2"), encoding="utf-8")
     with pytest.raises(HarnessError, match="was attack27_edited edited since this process imported it"):

@@ -19,7 +19,9 @@ reused. Version 1 adds nothing, so every key (and store) written before versions
 A recorder registered outside memprox (a plugin's, a user's module or notebook) also carries a digest
 of its class's code in its key (`name@code-1a2b3c4d5e6f`, `harness.code_digest`): its author may
 forget the version, and a changed recorder must not be served its predecessor's arrays silently. Any
-edit of the class (a comment too) records it again.
+edit of the class (a comment too) records it again. The digest is taken at the key's first use, not as
+the class registers: the module has then run to its end, so the helpers, values and attributes it sets
+below the class are read too (at registration they did not exist yet, and an edit of them kept the key).
 """
 
 from __future__ import annotations
@@ -55,7 +57,8 @@ class RecorderRequest:
         key = self.name if not self.params else f"{self.name}[{','.join(f'{k}={v}' for k, v in self.params)}]"
         version = recorder_version(self.name)
         key = key if version == 1 else f"{key}@v{version}"
-        return f"{key}@code-{_DIGESTS[self.name]}" if self.name in _DIGESTS else key
+        digest = recorder_digest(self.name)
+        return key if digest is None else f"{key}@code-{digest}"
 
 
 class RunArrays(Protocol):
@@ -192,8 +195,9 @@ class Recorder:
 
 
 RECORDERS: Registry[type[Recorder]] = Registry("recorder")
-#: recorder name -> the code digest in its key, for recorders registered outside memprox
-_DIGESTS: dict[str, str] = {}
+#: recorder name -> (the class registered under it, the code digest in its key), for recorders registered
+#: outside memprox, taken at the key's first use (`recorder_digest`)
+_DIGESTS: dict[str, tuple[type, str]] = {}
 
 #: The final model's eval pass over every training sample: held-out probabilities of fold models,
 #: the stability reference's correctness, final loss. The one definition every user imports.
@@ -207,11 +211,20 @@ def register_recorder(cls: type[Recorder]) -> type[Recorder]:
     if type(version) is not int or version < 1:
         raise TypeError(f"recorder {cls.__name__}.version must be an int >= 1, not {version!r}")
     RECORDERS.register(cls.name, cls)
-    if cls.__module__.startswith("harness."):
-        _DIGESTS.pop(cls.name, None)
-    else:  # a plugin's or a user's recorder: its code is part of its key (module docstring)
-        _DIGESTS[cls.name] = code_digest(cls, 12)
     return cls
+
+
+def recorder_digest(name: str) -> str | None:
+    """The code digest in the key of a recorder registered outside memprox (a plugin's or a user's: None
+    for memprox's own and for names not registered), taken at its first use and kept for the class: by
+    then the module that registered it has run to its end (module docstring), and one process keeps one
+    key for the code it runs."""
+    if name not in RECORDERS or (cls := RECORDERS[name]).__module__.startswith("harness."):
+        return None
+    held = _DIGESTS.get(name)
+    if held is None or held[0] is not cls:  # a class registered anew (a reload, a plugin's half import undone)
+        held = _DIGESTS[name] = (cls, code_digest(cls, 12))
+    return held[1]
 
 
 def recorder_version(name: str) -> int:
