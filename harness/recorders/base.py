@@ -26,6 +26,7 @@ below the class are read too (at registration they did not exist yet, and an edi
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol
@@ -223,8 +224,24 @@ def recorder_digest(name: str) -> str | None:
         return None
     held = _DIGESTS.get(name)
     if held is None or held[0] is not cls:  # a class registered anew (a reload, a plugin's half import undone)
-        held = _DIGESTS[name] = (cls, code_digest(cls, 12))
+        held = (cls, code_digest(cls, 12))
+        if not _still_running(cls.__module__):
+            _DIGESTS[name] = held
     return held[1]
+
+
+def _still_running(module: str) -> bool:
+    """Whether the body of `module` (not a script's or notebook's `__main__`, whose body is the whole run) is
+    still running: a key used there (a class attribute, a module it imports in turn, an import or reload)
+    reads none of what is defined below; kept, it stayed the key of the whole process, and an edit of a
+    helper defined below the use reused the old code's arrays."""
+    namespace = getattr(sys.modules.get(module), "__dict__", None)
+    if module == "__main__" or namespace is None:
+        return False
+    frame = sys._getframe(1)
+    while frame is not None and not (frame.f_code.co_name == "<module>" and frame.f_globals is namespace):
+        frame = frame.f_back  # type: ignore[assignment]
+    return frame is not None
 
 
 def recorder_version(name: str) -> int:

@@ -1,0 +1,83 @@
+"""A recorder's key taken while its own module still runs (a class attribute or a value computed from
+`RecorderRequest.of(...).key` in the module body, a module it imports in turn, an import or a reload) reads
+none of what is defined below that line. It was kept for the class: the process's every later key missed
+a helper defined below, so an edit of the helper reused the old code's arrays, and the driver's key differed
+from a fresh worker's (recattack28; fails at 9c7e8d3)."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import pytest
+from test_digest_attack27 import _module
+
+from harness.recorders import RECORDERS, RecorderRequest, base
+
+NAME = "rk28_tagged"
+SOURCE = """
+from harness.recorders import RecorderRequest, register_recorder
+from harness.recorders.train_pass import TrainLoss
+
+
+@register_recorder
+class Tagged(TrainLoss):
+    name = "rk28_tagged"
+
+    def tag(self):
+        return helper()
+
+
+EARLY = RecorderRequest.of("rk28_tagged").key
+
+
+def helper():
+    return VALUE
+"""
+
+
+@pytest.fixture
+def forget():
+    yield
+    RECORDERS.remove(NAME)
+    base._DIGESTS.pop(NAME, None)
+
+
+def _fresh_key() -> str:
+    """The key a process that imported the module before its first use computes (a worker)."""
+    held = base._DIGESTS.pop(NAME, None)
+    try:
+        return RecorderRequest.of(NAME).key
+    finally:
+        if held is not None:
+            base._DIGESTS[NAME] = held
+
+
+def test_a_key_used_in_its_modules_body_is_not_kept(tmp_path, monkeypatch, forget) -> None:
+    keys = []
+    for i, value in enumerate(("'a'", "'b'")):
+        module = _module(tmp_path, monkeypatch, f"rk28_body{i}", SOURCE.replace("VALUE", value))
+        assert module.EARLY.startswith(f"{NAME}@code-")
+        key = RecorderRequest.of(NAME).key
+        assert key == _fresh_key()
+        keys.append(key)
+        RECORDERS.remove(NAME)  # the next module registers the name anew
+    assert keys[0] != keys[1]  # the helper's edit is in the key
+
+
+def test_a_key_used_while_a_reload_runs_is_not_kept(tmp_path, monkeypatch, forget) -> None:
+    module = _module(tmp_path, monkeypatch, "rk28_reload", SOURCE.replace("VALUE", "'a'"))
+    before = RecorderRequest.of(NAME).key
+    (tmp_path / "rk28_reload.py").write_text(SOURCE.replace("VALUE", "'b'"), encoding="utf-8")
+    importlib.invalidate_caches()
+    sys.modules["rk28_reload"] = module
+    importlib.reload(module)
+    after = RecorderRequest.of(NAME).key
+    assert after != before
+    assert after == _fresh_key()
+
+
+def test_a_key_used_after_the_import_is_kept(tmp_path, monkeypatch, forget) -> None:
+    _module(tmp_path, monkeypatch, "rk28_after", SOURCE.replace("VALUE", "'a'").replace("EARLY = ", "EARLY = 0 and "))
+    key = RecorderRequest.of(NAME).key
+    assert base._DIGESTS[NAME] == (RECORDERS[NAME], key.rsplit("@code-", 1)[1])
