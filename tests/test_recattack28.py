@@ -81,3 +81,15 @@ def test_a_key_used_after_the_import_is_kept(tmp_path, monkeypatch, forget) -> N
     _module(tmp_path, monkeypatch, "rk28_after", SOURCE.replace("VALUE", "'a'").replace("EARLY = ", "EARLY = 0 and "))
     key = RecorderRequest.of(NAME).key
     assert base._DIGESTS[NAME] == (RECORDERS[NAME], key.rsplit("@code-", 1)[1])
+
+
+def test_the_example_plugin_recorder_key_is_f410fdc_s() -> None:
+    """test_digest2_28 pins the class's digest; this pins the key a fresh process's run looks arrays up by."""
+    import subprocess
+
+    from _cli_process import ROOT
+
+    script = ("import sys; sys.path.insert(0, 'examples/proxy_plugin'); import my_proxies.own; "
+              "from harness.recorders import RecorderRequest; print(RecorderRequest.of('logit_grad_norm').key)")
+    out = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["logit_grad_norm@code-fcc34f8b7e61"]
