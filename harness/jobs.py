@@ -144,12 +144,20 @@ def _holds_memory(data: PreparedData) -> bool:
             or not any(data.dataset is d for d in _DATASETS.values()))
 
 
+#: the most prepared entries kept in all, views of a cached dataset included: each holds labels of its own
+#: (17 bytes a sample, 850 kB for 50,000 images), and a notebook's or a long-lived worker's sweep of noise
+#: seeds kept every one it ever prepared (1,000 settings: 850 MB)
+MAX_PREPARED = 64
+
+
 def _trim_prepared() -> None:
-    """At most 4 entries that hold memory of their own, the oldest dropped first; views of a cached dataset
-    stay. All entries counted, an experiment of more than 4 corruptions (3 noise rates x 2 seeds and a clean
-    run: 7) prepared each 3 or 4 times, and each prepare reads every image for its channel statistics."""
+    """At most 4 entries that hold memory of their own and `MAX_PREPARED` in all, the oldest dropped first.
+    All entries counted against 4, an experiment of more than 4 corruptions (3 noise rates x 2 seeds and a
+    clean run: 7) prepared each 3 or 4 times, and each prepare reads every image for its channel statistics."""
     for key in [k for k, data in _PREPARED.items() if _holds_memory(data)][:-4]:
         del _PREPARED[key]
+    while len(_PREPARED) > MAX_PREPARED:
+        _PREPARED.popitem(last=False)
 
 
 def make_manifest(spec: RunSpec, out: RunOutput, engine: str, device: str, requests: tuple[RecorderRequest, ...] = (),
