@@ -24,7 +24,6 @@ import threading
 import traceback
 from contextlib import suppress
 from multiprocessing.connection import Connection
-from multiprocessing.reduction import ForkingPickler
 from typing import Any
 
 READY = "ready"
@@ -60,10 +59,14 @@ def main(argv: list[str]) -> None:
         ok, payload = attempt(fn, job)
         if os.getpid() != own:  # a copy forked by the job's code, back here: the answer and the next job are
             os._exit(0)          # the worker's (both copies answered and took jobs off one socket)
-        try:  # pickled apart from the send: a BrokenPipeError from the result's own pickling is its failure
-            answer = ForkingPickler.dumps((job_id, ok, payload))
+        # Pickled apart from the send: a BrokenPipeError from the result's own pickling is its failure. Plain
+        # pickle, not conn.send's ForkingPickler: torch's reductions on it moved a tensor's storage into shared
+        # memory behind a descriptor that the driver, another interpreter, cannot fetch (AuthenticationError
+        # in its recv, whose pickle.loads reads either).
+        try:
+            answer = pickle.dumps((job_id, ok, payload))
         except BaseException as e:  # the result (or the exception) does not pickle; SystemExit in a __reduce__
-            answer = ForkingPickler.dumps(
+            answer = pickle.dumps(
                 (job_id, False, RuntimeError(f"the job's result could not be sent back: {describe(e)}")))
         try:
             conn.send_bytes(answer)  # what conn.send does after pickling
