@@ -93,3 +93,17 @@ def test_the_example_plugin_recorder_key_is_f410fdc_s() -> None:
               "from harness.recorders import RecorderRequest; print(RecorderRequest.of('logit_grad_norm').key)")
     out = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["logit_grad_norm@code-fcc34f8b7e61"]
+
+
+def test_a_key_used_by_another_thread_while_the_module_imports_is_not_kept(tmp_path, monkeypatch, forget) -> None:
+    threaded = SOURCE.replace('EARLY = RecorderRequest.of("rk28_tagged").key', (
+        "import threading\nEARLY = []\nthread = threading.Thread(target=lambda: EARLY.append("
+        "RecorderRequest.of('rk28_tagged').key))\nthread.start()\nthread.join()"))
+    keys = []
+    for i, value in enumerate(("'a'", "'b'")):
+        module = _module(tmp_path, monkeypatch, f"rk28_thread{i}", threaded.replace("VALUE", value))
+        assert len(module.EARLY) == 1
+        keys.append(RecorderRequest.of(NAME).key)
+        assert keys[-1] == _fresh_key()
+        RECORDERS.remove(NAME)
+    assert keys[0] != keys[1]

@@ -238,6 +238,8 @@ def _still_running(module: str) -> bool:
     namespace = getattr(sys.modules.get(module), "__dict__", None)
     if module == "__main__" or namespace is None:
         return False
+    if getattr(getattr(sys.modules[module], "__spec__", None), "_initializing", False):
+        return True  # importing, in another thread too (its frames are not this thread's)
     frame = sys._getframe(1)
     while frame is not None and not (frame.f_code.co_name == "<module>" and frame.f_globals is namespace):
         frame = frame.f_back  # type: ignore[assignment]
