@@ -107,3 +107,16 @@ def test_a_key_used_by_another_thread_while_the_module_imports_is_not_kept(tmp_p
         assert keys[-1] == _fresh_key()
         RECORDERS.remove(NAME)
     assert keys[0] != keys[1]
+
+
+def test_a_class_put_back_in_the_registry_gets_its_own_key_back(tmp_path, monkeypatch, forget) -> None:
+    """A plugin's half import undone (`registry._forget_half_imported`) registers the former class again:
+    the key follows the class registered, never the one that replaced it for a while (pin; passes at 9c7e8d3)."""
+    first = _module(tmp_path, monkeypatch, "rk28_first", SOURCE.replace("VALUE", "'a'"))
+    key = RecorderRequest.of(NAME).key
+    second = _module(tmp_path, monkeypatch, "rk28_second", SOURCE.replace("VALUE", "'b'").replace(
+        "@register_recorder", "").replace("EARLY = ", "EARLY = 0 and "))
+    RECORDERS.register(NAME, second.Tagged, replace=True)
+    replaced = RecorderRequest.of(NAME).key
+    RECORDERS.register(NAME, first.Tagged, replace=True)
+    assert replaced != key and RecorderRequest.of(NAME).key == key
