@@ -22,6 +22,7 @@ forget the version, and a changed recorder must not be served its predecessor's 
 edit of the class (a comment too) records it again. The digest is taken at the key's first use, not as
 the class registers: the module has then run to its end, so the helpers, values and attributes it sets
 below the class are read too (at registration they did not exist yet, and an edit of them kept the key).
+A key used while that module still runs (a class attribute, a module it imports) is not kept for the class.
 """
 
 from __future__ import annotations
@@ -217,9 +218,9 @@ def register_recorder(cls: type[Recorder]) -> type[Recorder]:
 
 def recorder_digest(name: str) -> str | None:
     """The code digest in the key of a recorder registered outside memprox (a plugin's or a user's: None
-    for memprox's own and for names not registered), taken at its first use and kept for the class: by
-    then the module that registered it has run to its end (module docstring), and one process keeps one
-    key for the code it runs."""
+    for memprox's own and for names not registered), taken at its first use once the module that registered
+    it has run to its end (module docstring) and kept for the class: one process keeps one key for the code
+    it runs."""
     if name not in RECORDERS or (cls := RECORDERS[name]).__module__.startswith("harness."):
         return None
     held = _DIGESTS.get(name)
