@@ -97,7 +97,10 @@ def edited_since_import(objects: Iterable[Any]) -> list[str]:
     for obj in objects:
         try:
             if inspect.isclass(obj):
-                first = _FIRST_BODY.get(obj)
+                try:
+                    first = _FIRST_BODY.get(obj)
+                except TypeError:  # a metaclass that makes its classes unhashable: not kept, not compared (`source`)
+                    first = None
                 if first is not None and _body_signature(obj.__name__, source(obj)) != first:
                     edited.add(obj.__qualname__)
             elif inspect.isfunction(obj):

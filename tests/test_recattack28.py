@@ -140,8 +140,6 @@ class Tagged(TrainLoss, metaclass=Unhashable):
 """
 
 
-@pytest.mark.xfail(strict=True, raises=TypeError, reason="harness/code_source.py edited_since_import: "
-                   "_FIRST_BODY.get(obj) raises TypeError for a class its metaclass makes unhashable (fix there)")
 def test_inprocess_takes_a_recorder_whose_metaclass_makes_it_unhashable(tmp_path, monkeypatch, forget) -> None:
     """Its key is taken (`_DIGESTS` compares classes by identity), but the inprocess edited-since-import check,
     run on recorders since 9c7e8d3, raised TypeError out of the experiment."""
