@@ -99,15 +99,6 @@ def test_normal_models_keep_f410fdc_digests_and_the_listed_ones_change(tmp_path,
     assert "`act = nn.ReLU`" in docs and "`SCALE = 1 / math.sqrt(2)`" in docs  # the three listed as new once
 
 
-def test_the_example_plugin_recorder_keeps_its_f410fdc_key() -> None:
-    sys.path.insert(0, str(ROOT / "examples" / "proxy_plugin"))
-    try:
-        own = importlib.import_module("my_proxies.own")
-        assert code_digest(own.LogitGradNorm, 12) == "fcc34f8b7e61"  # f410fdc's
-    finally:
-        sys.path.remove(str(ROOT / "examples" / "proxy_plugin"))
-
-
 def test_a_module_of_several_classes_is_parsed_once(tmp_path, monkeypatch) -> None:
     module = _module(tmp_path, monkeypatch, "parsed2_28", NORMAL + "\n\ndef make(i, n):\n"
                      "    return [WithActClass(), WithBlockClass(), WithArithmetic()]\n")

@@ -84,7 +84,7 @@ def test_a_key_used_after_the_import_is_kept(tmp_path, monkeypatch, forget) -> N
 
 
 def test_the_example_plugin_recorder_key_is_f410fdc_s() -> None:
-    """test_digest2_28 pins the class's digest; this pins the key a fresh process's run looks arrays up by."""
+    """The key a fresh process's run looks arrays up by (with it, the class's digest f410fdc gave)."""
     import subprocess
 
     from _cli_process import ROOT

@@ -200,6 +200,9 @@ RECORDERS: Registry[type[Recorder]] = Registry("recorder")
 #: recorder name -> (the class registered under it, the code digest in its key), for recorders registered
 #: outside memprox, taken at the key's first use (`recorder_digest`)
 _DIGESTS: dict[str, tuple[type, str]] = {}
+#: id -> class of the recorders outside memprox that `register_recorder` took: their code is part of their key
+#: (by id: a metaclass may make a class unhashable). A class put in `RECORDERS` otherwise (a test's) has none.
+_OUTSIDE: dict[int, type] = {}
 
 #: The final model's eval pass over every training sample: held-out probabilities of fold models,
 #: the stability reference's correctness, final loss. The one definition every user imports.
@@ -213,6 +216,8 @@ def register_recorder(cls: type[Recorder]) -> type[Recorder]:
     if type(version) is not int or version < 1:
         raise TypeError(f"recorder {cls.__name__}.version must be an int >= 1, not {version!r}")
     RECORDERS.register(cls.name, cls)
+    if not cls.__module__.startswith("harness."):
+        _OUTSIDE[id(cls)] = cls
     return cls
 
 
@@ -221,7 +226,7 @@ def recorder_digest(name: str) -> str | None:
     for memprox's own and for names not registered), taken at its first use once the module that registered
     it has run to its end (module docstring) and kept for the class: one process keeps one key for the code
     it runs."""
-    if name not in RECORDERS or (cls := RECORDERS[name]).__module__.startswith("harness."):
+    if name not in RECORDERS or _OUTSIDE.get(id(cls := RECORDERS[name])) is not cls:
         return None
     held = _DIGESTS.get(name)
     if held is None or held[0] is not cls:  # a class registered anew (a reload, a plugin's half import undone)
