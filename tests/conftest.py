@@ -142,3 +142,15 @@ def fresh_tasks(monkeypatch) -> Registry:
     from harness.tasks import base
 
     return _registry_copy(monkeypatch, base, "TASKS", "task")
+
+
+@pytest.fixture
+def forget():
+    """Unregister the recorders a test registered (append their names), with their cached key digests."""
+    from harness.recorders import RECORDERS, base
+
+    names: list[str] = []
+    yield names
+    for name in names:
+        RECORDERS.remove(name)
+        base._DIGESTS.pop(name, None)

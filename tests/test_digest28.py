@@ -22,22 +22,13 @@ import os
 import pkgutil
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
+from test_digest_attack27 import _module
 
 import harness
 from harness.code_digest import code_digest, settings_read
-
-
-def _module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str, text: str):
-    (tmp_path / f"{name}.py").write_text(textwrap.dedent(text), encoding="utf-8")
-    monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.delitem(sys.modules, name, raising=False)
-    importlib.invalidate_caches()
-    return importlib.import_module(name)
-
 
 CONSTS = "BASE = VALUE\nNAMES = ('a', 'b', 'VALUE')\n"
 

@@ -16,14 +16,12 @@
 from __future__ import annotations
 
 import ast
-import importlib
 import os
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
-import pytest
+from test_digest_attack27 import _module
 
 import harness
 from harness.code_digest import code_digest
@@ -81,13 +79,6 @@ KEPT = {"tiny_mlp": "cd98e76d1d3bcf06", "Block": "a3e0a49408196871"}
 NEW_ONCE = {"WithActClass": "a5a722e6624f6c31", "WithBlockClass": "1ab1143d0dad7ad1",
             "WithArithmetic": "adabf00456e70ac5"}
 
-
-def _module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str, text: str):
-    (tmp_path / f"{name}.py").write_text(textwrap.dedent(text), encoding="utf-8")
-    monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.delitem(sys.modules, name, raising=False)
-    importlib.invalidate_caches()
-    return importlib.import_module(name)
 
 
 def test_normal_models_keep_f410fdc_digests_and_the_listed_ones_change(tmp_path, monkeypatch) -> None:

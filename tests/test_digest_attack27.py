@@ -181,16 +181,6 @@ def _check(names: list[str]) -> None:
     check_workers_know([(spec, {RecorderRequest.of(n) for n in names})], executor)  # type: ignore[arg-type]
 
 
-@pytest.fixture
-def forget():
-    """Unregister the recorders a test registered."""
-    from harness.recorders import RECORDERS, base
-
-    names: list[str] = []
-    yield names
-    for name in names:
-        RECORDERS.remove(name)
-        base._DIGESTS.pop(name, None)
 
 
 def test_a_recorder_reading_a_value_set_anew_in_every_process_is_refused_before_training(

@@ -19,16 +19,6 @@ from harness.worker_imports import check_workers_know
 NAME = "tagged_attack27_late28"
 
 
-@pytest.fixture
-def forget():
-    """Unregister the recorder a test registered."""
-    from harness.recorders import RECORDERS, base
-
-    names: list[str] = []
-    yield names
-    for name in names:
-        RECORDERS.remove(name)
-        base._DIGESTS.pop(name, None)
 
 
 def _edit(tmp_path) -> None:
