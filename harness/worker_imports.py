@@ -18,7 +18,7 @@ import json
 import subprocess
 import sys
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from harness.code_digest import code_read, settings_read
 from harness.code_source import edited_since_import
@@ -75,11 +75,11 @@ def check_workers_know(pending: Pending, executor: Executor) -> None:
     """Refuse what a fresh worker would not know: a registration in `__main__` or a module that
     cannot be imported, or one its module does not make when imported (checked in a fresh
     interpreter, with this process's path, only when there is anything outside memprox). Jobs run
-    in this process (`--executor inprocess`) need no fresh one, only a model whose file is its code."""
-    if executor.runs_jobs_here:
-        _refuse_edited(pending, executor.name)
-        return
+    in this process (`--executor inprocess`) need no fresh one, only code whose file is still its code."""
     needed = sorted({r for spec, requests in pending for r in registrations(spec, requests)})
+    if executor.runs_jobs_here:
+        _refuse_edited(needed, executor.name)
+        return
     if not needed:
         return
     for what, name, module in needed:
@@ -93,7 +93,7 @@ def check_workers_know(pending: Pending, executor: Executor) -> None:
             raise _digest_differs(what, name, module, executor.name, digests[f"{what}:{name}"][1])
 
 
-def _refuse_edited(pending: Pending, executor_name: str) -> None:
+def _refuse_edited(needed: list[Registration], executor_name: str) -> None:
     """Refuse a model or recorder whose module was edited since this process imported it: its digest
     reads the file as it is now, and this process would run the code it imported, storing the old
     code's runs or arrays where a fresh process, running the new code, looks them up
@@ -102,10 +102,10 @@ def _refuse_edited(pending: Pending, executor_name: str) -> None:
     new address in every process, never reused but never served as another model's. (The fresh-process
     check of the other executors would start one interpreter more per experiment where this executor
     starts none, and refuse a monkeypatched module value, which this executor is for; docs/extending.md.)"""
-    for what, name, module in sorted({r for spec, requests in pending for r in registrations(spec, requests)}):
+    for what, name, module in needed:
         if what not in DIGESTED:
             continue
-        if edited := edited_since_import(code_read(MODELS[name].factory if what == "model" else RECORDERS[name])):
+        if edited := edited_since_import(code_read(_digested(what, name))):
             fix = "run the script again (a script cannot be reloaded)" if module == "__main__" else \
                 f"importlib.reload({module}) or restart the process (the notebook's kernel)"
             runs, does = ("runs", "train") if what == "model" else ("arrays", "record with")
@@ -120,11 +120,15 @@ def _refuse_edited(pending: Pending, executor_name: str) -> None:
 DIGESTED = ("recorder", "model")
 
 
+def _digested(what: str, name: str) -> Any:
+    """The code a registration's digest reads: a recorder's class, a model's factory."""
+    return RECORDERS[name] if what == "recorder" else MODELS[name].factory
+
+
 def _digest(what: str, name: str) -> tuple[str, dict[str, str]]:
     """The key (a recorder) or code digest (a model) of a registration, with the module values it reads."""
-    if what == "recorder":
-        return RecorderRequest.of(name).key, settings_read(RECORDERS[name])
-    return model_fingerprint(name), settings_read(MODELS[name].factory)
+    key = RecorderRequest.of(name).key if what == "recorder" else model_fingerprint(name)
+    return key, settings_read(_digested(what, name))
 
 
 def _digest_differs(what: str, name: str, module: str, executor_name: str, fresh: dict[str, str]) -> HarnessError:

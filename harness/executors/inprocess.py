@@ -6,9 +6,9 @@ count is set on this process and stays set under the CLI, while `harness.api.run
 caller's threads and RNGs back (`host_state_kept`) and trains under torch's defaults, not the caller's
 (`torch_defaults`: a notebook's `no_grad()` or float64 default dtype). Nothing is spawned, so no
 fresh process compares the code digests of a user's model and recorders (a module value set anew in
-every process gives runs that are never reused, not wrong ones); a model whose file was edited since
-its import, which this process would train as imported under the edited file's digest, is refused
-(`harness.worker_imports.check_workers_know`)."""
+every process gives runs that are never reused, not wrong ones); a model or recorder whose file was
+edited since its import, which this process would run as imported under the edited file's digest, is
+refused (`harness.worker_imports.check_workers_know`)."""
 
 from __future__ import annotations
 
