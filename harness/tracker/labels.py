@@ -35,10 +35,20 @@ class GivenLabels:
         differ = before != labels
         if self.keep:  # -1: no label yet; a repeat within the batch, against its first presentation's
             differ &= before >= 0
-            self.given.index_copy_(0, slot, labels)
+            # a label once given stays: a conflicting one is counted (end_epoch raises), not kept, so that the
+            # epoch discarded after the error leaves the labels its closed epochs were recorded against
+            self.given.index_copy_(0, slot, torch.where(before >= 0, before, labels))
             after = self.given[idx]
             differ |= (after >= 0) & (after != labels)
         self.conflicts.index_add_(0, idx, differ.to(torch.int32))
+
+    def forget(self, presented: torch.Tensor) -> None:
+        """Drop what the open epoch told (`SampleTracker.discard_epoch`): its conflicts and, from update(),
+        the labels of samples no closed epoch presented (`presented`: (n,) closed epochs per sample), so a
+        rerun of a first epoch may give other labels than the discarded attempt did."""
+        if self.keep:
+            self.given[: len(presented)].masked_fill_(presented == 0, -1)
+        self.conflicts.zero_()
 
     def conflict_error(self, count: int, epoch_number: int) -> HarnessError:
         """The error of an epoch whose `count` samples got another label than before (`epoch_checks`)."""
@@ -47,7 +57,7 @@ class GivenLabels:
             return HarnessError(
                 f"update() got labels for {count} sample(s) in epoch {epoch_number} other than an earlier update() "
                 f"gave them (first: {first}); every proxy would mix the losses of both labels (csl sums one epoch's "
-                f"loss against each) while scores() reports the last. Give each sample one label: check that the "
+                f"loss against each) while scores() reports the first. Give each sample one label: check that the "
                 f"indices match the labels and that no target transform or label correction changes them, or pass "
                 f"SampleTracker(labels=...) and update() without labels="
             )

@@ -216,7 +216,7 @@ class TrackedSignals:
             running = getattr(recorder, "epoch_row", None)
             if running is not None:
                 running.fill_(float("nan"))
-        self.label_conflicts.zero_()
+        self.labels.forget(self.presentations.epochs)  # before `presentations.forget`: the closed epochs' counts
         self.non_finite_now.zero_()
         self.other_loss.zero_()
         self.presentations.forget()

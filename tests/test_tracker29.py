@@ -1,0 +1,95 @@
+"""The own-loop tracker against hand computation in loops users write (tracker29): a label conflict
+that the loop answers with `discard_epoch()`, and the hints of the errors and warnings such loops meet."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from harness import SampleTracker
+from harness.errors import HarnessError
+
+N, C = 12, 3
+
+
+def _data(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(N, C, generator=g), torch.randint(0, C, (N,), generator=g)
+
+
+def _hand_csl(epochs: list[tuple[torch.Tensor, torch.Tensor]]) -> np.ndarray:
+    """Each epoch's plain cross-entropy (float32, as the loop computes it) summed in float64."""
+    return np.sum([F.cross_entropy(lg, y, reduction="none").double().numpy() for lg, y in epochs], axis=0)
+
+
+def test_discarding_a_conflicting_epoch_keeps_the_labels_of_the_closed_epochs() -> None:
+    """A relabeled epoch raises at end_epoch; discarding it and rerunning the epoch with the labels of the
+    closed epochs scores as a loop that never relabeled (the discarded labels used to stay: the rerun raised)."""
+    logits, y = _data()
+    relabeled = y.clone()
+    relabeled[[3, 7]] = (relabeled[[3, 7]] + 1) % C
+    tracker = SampleTracker(N)
+    tracker.update(torch.arange(N), logits=logits, labels=y)
+    tracker.end_epoch()
+    tracker.update(torch.arange(N), logits=logits, labels=relabeled)
+    with pytest.raises(HarnessError, match=r"2 sample\(s\) in epoch 2.*first: \[3, 7\]"):
+        tracker.end_epoch()
+    tracker.discard_epoch()
+    tracker.update(torch.arange(N), logits=2 * logits, labels=y)
+    tracker.end_epoch()
+    scores = tracker.scores(["csl"])
+    np.testing.assert_array_equal(scores["label"].to_numpy(), y.numpy())
+    np.testing.assert_array_equal(scores["csl"].to_numpy(), _hand_csl([(logits, y), (2 * logits, y)]))
+
+
+def test_the_discarded_labels_cannot_be_given_again_without_an_error() -> None:
+    """Rerunning the discarded epoch with the new labels is the same conflict with the closed epoch: it
+    must raise again, not sum epoch 1's loss against one label and epoch 2's against another (it passed)."""
+    logits, y = _data(1)
+    relabeled = y.clone()
+    relabeled[5] = (relabeled[5] + 1) % C
+    tracker = SampleTracker(N)
+    tracker.update(torch.arange(N), logits=logits, labels=y)
+    tracker.end_epoch()
+    tracker.update(torch.arange(N), logits=logits, labels=relabeled)
+    with pytest.raises(HarnessError, match=r"first: \[5\]"):
+        tracker.end_epoch()
+    tracker.discard_epoch()
+    tracker.update(torch.arange(N), logits=logits, labels=relabeled)
+    with pytest.raises(HarnessError, match=r"1 sample\(s\) in epoch 2.*first: \[5\]"):
+        tracker.end_epoch()
+
+
+def test_a_discarded_first_epoch_forgets_its_labels() -> None:
+    """A first epoch that raised (labels read wrongly, say) is discarded and rerun with other labels: the
+    discarded attempt gave no sample its label, so the rerun's are the ones scored (they conflicted with
+    the discarded ones once a checkpoint had recorded the attempt's held batches)."""
+    logits, y = _data(2)
+    wrong = (y + 1) % C
+    tracker = SampleTracker(N)
+    tracker.update(torch.arange(6), logits=logits[:6], labels=wrong[:6])
+    tracker.state_dict()  # a checkpoint mid-epoch records the held batches; then the loop raises
+    tracker.discard_epoch()
+    for half in (torch.arange(6), torch.arange(6, N)):
+        tracker.update(half, logits=logits[half], labels=y[half])
+    tracker.end_epoch()
+    scores = tracker.scores(["csl"])
+    np.testing.assert_array_equal(scores["label"].to_numpy(), y.numpy())
+    np.testing.assert_array_equal(scores["csl"].to_numpy(), _hand_csl([(logits, y)]))
+
+
+def test_a_repeat_within_a_batch_with_another_label_still_raises() -> None:
+    """The conflict check against a sample's first presentation in the same batch (no earlier label) holds."""
+    logits, y = _data(3)
+    idx = torch.tensor([0, 1, 0])
+    labels = torch.tensor([int(y[0]), int(y[1]), (int(y[0]) + 1) % C])
+    tracker = SampleTracker(N)
+    tracker.update(idx, logits=logits[idx], labels=labels)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        with pytest.raises(HarnessError, match=r"first: \[0\]"):
+            tracker.end_epoch()
