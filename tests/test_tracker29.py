@@ -93,3 +93,32 @@ def test_a_repeat_within_a_batch_with_another_label_still_raises() -> None:
         warnings.simplefilter("ignore", RuntimeWarning)
         with pytest.raises(HarnessError, match=r"first: \[0\]"):
             tracker.end_epoch()
+
+
+def test_a_loop_that_forgets_end_epoch_is_told_to_call_it() -> None:
+    """end_epoch() called once after three epochs: the three are one epoch whose repeats are dropped, so
+    csl is the first epoch's loss alone (hand: CE of the first logits), and the warning names the missing
+    end_epoch(), not only a sampler with replacement."""
+    logits, y = _data(4)
+    tracker = SampleTracker(N)
+    for epoch in range(3):
+        for half in (torch.arange(6), torch.arange(6, N)):
+            tracker.update(half, logits=(epoch + 1) * logits[half], labels=y[half])
+    with pytest.warns(RuntimeWarning, match=r"12 sample\(s\) were presented more than once.*call end_epoch\(\) "
+                                            r"after each epoch"):
+        tracker.end_epoch()
+    assert tracker.epochs == 1
+    np.testing.assert_array_equal(tracker.scores(["csl"])["csl"].to_numpy(), _hand_csl([(logits, y)]))
+
+
+def test_a_sampler_with_replacement_is_not_told_about_end_epoch() -> None:
+    """Some samples repeated, others not (a sampler with replacement): the end_epoch() hint stays out."""
+    logits, y = _data(5)
+    idx = torch.tensor([0, 1, 1, 2, 3, 3])
+    tracker = SampleTracker(N)
+    tracker.update(idx, logits=logits[idx], labels=y[idx])
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always")
+        tracker.end_epoch()
+    text = " ".join(str(w.message) for w in said)
+    assert "2 sample(s) were presented more than once" in text and "end_epoch()" not in text

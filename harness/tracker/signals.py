@@ -99,11 +99,17 @@ class Presentations:
     def warn(self, count: int, epoch_number: int) -> None:
         """Say once, at the first epoch that has them, that repeated presentations are dropped."""
         first = torch.nonzero(self._repeated_mask()).flatten()[:10].tolist()
+        presented = int(np.count_nonzero(self.seen))
+        if self.presented is not None:
+            presented = int(((self.presented[: self.n] > 0) | torch.from_numpy(self.seen).to(self.device)).sum())
+        # every sample of the epoch came again: a loop that calls end_epoch() once after all its epochs
+        missed = (" Every sample this epoch presented came again: call end_epoch() after each epoch, or the "
+                  "epochs count as one and csl holds the first epoch's losses only." if count >= presented else "")
         warnings.warn(
             f"SampleTracker: {count} sample(s) were presented more than once in epoch {epoch_number} "
             f"(first: {first}); each keeps its first presentation of the epoch (loss, logits, label) and the "
-            f"later ones are not recorded, as under DDP. A sampler with replacement or repeated indices do "
-            f"this; iterate over every sample once per epoch for one value per sample",
+            f"later ones are not recorded, as under DDP.{missed} A sampler with replacement or repeated indices "
+            f"do this; iterate over every sample once per epoch for one value per sample",
             RuntimeWarning,
             stacklevel=3,
         )
