@@ -122,3 +122,27 @@ def test_a_sampler_with_replacement_is_not_told_about_end_epoch() -> None:
         tracker.end_epoch()
     text = " ".join(str(w.message) for w in said)
     assert "2 sample(s) were presented more than once" in text and "end_epoch()" not in text
+
+
+@pytest.mark.parametrize(("output", "said"), [
+    (lambda lg: (lg, lg.sum()), r"logits must be a torch tensor, got tuple of \(12, 3\), \(\); pass the logits "
+                                r"tensor itself .*out\[0\]"),
+    (lambda lg: {"logits": lg, "aux": 0}, r"logits must be a torch tensor, got dict \(keys 'logits', 'aux'\); pass "
+                                          r"the logits tensor itself, e.g. out\['logits'\]"),
+])
+def test_a_model_output_passed_as_logits_names_the_tensor_to_pass(output, said) -> None:
+    """A model returning a tuple or a dict, passed whole as logits=: the error names the tensor inside."""
+    logits, y = _data(6)
+    tracker = SampleTracker(N)
+    with pytest.raises(HarnessError, match=said):
+        tracker.update(torch.arange(N), logits=output(logits), labels=y)
+    tracker.update(torch.arange(N), logits=logits, labels=y)  # nothing was recorded by the refused call
+    tracker.end_epoch()
+    np.testing.assert_array_equal(tracker.scores(["csl"])["csl"].to_numpy(), _hand_csl([(logits, y)]))
+
+
+def test_losses_as_a_list_of_numbers_say_how_to_convert_them() -> None:
+    logits, y = _data(7)
+    with pytest.raises(HarnessError, match=r"losses must be a torch tensor, got list; convert it with "
+                                           r"torch.as_tensor\(losses\)"):
+        SampleTracker(N).update(torch.arange(N), losses=[0.5] * N, logits=logits, labels=y)

@@ -16,7 +16,7 @@ from harness.tracker.batch_log import Batch, BatchLog
 from harness.tracker.class_probs import ClassProbSums, why_not_recorded
 from harness.tracker.evaluation import TrackerEvaluation
 from harness.tracker.gather import gather_batch
-from harness.tracker.inputs import Inputs, check_labels, label_array
+from harness.tracker.inputs import Inputs, check_labels, label_array, not_a_tensor
 from harness.tracker.results import TrackerResults
 from harness.tracker.selection import LOSS_KEY, ProxySelection
 from harness.tracker.signals import TrackedSignals, warn_other_loss
@@ -155,9 +155,11 @@ class SampleTracker(TrackerEvaluation, TrackerCheckpoints, TrackerResults):
             self.allowed_repeats = max(self.allowed_repeats, world - 1)
         if losses is None and logits is None:
             raise HarnessError("update() needs losses= (per-sample, reduction='none') or logits= and labels=")
+        for what, value in (("logits", logits), ("losses", losses)):
+            if value is not None and not isinstance(value, torch.Tensor):
+                raise HarnessError(not_a_tensor(what, value))
         ref = logits if logits is not None else losses
-        if not isinstance(ref, torch.Tensor):
-            raise HarnessError(f"update(): losses and logits must be torch tensors, got {type(ref).__name__}")
+        assert isinstance(ref, torch.Tensor)  # one of them, checked above
         self._ensure_device(ref.device, "update()")
         inputs, selection, log = self._inputs, self._selection, self._log
         assert inputs is not None and log is not None  # made by _ensure_device

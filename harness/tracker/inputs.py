@@ -24,6 +24,20 @@ def unusable_logits(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return ~(logits < float("inf")).all(-1) | ~torch.isfinite(target)
 
 
+def not_a_tensor(what: str, value: Any) -> str:
+    """update()'s refusal of `losses=` or `logits=` that is not a tensor: a model's whole output (a tuple,
+    a dict, a Hugging Face `ModelOutput`) names the logits tensor to pass instead."""
+    hint = f"; convert it with torch.as_tensor({what})"
+    if isinstance(value, Mapping):
+        keys = ", ".join(repr(k) for k in list(value)[:6])
+        hint = f" (keys {keys}); pass the {what} tensor itself, e.g. out['logits'] or out.logits"
+    elif isinstance(value, (tuple, list)) and any(isinstance(v, torch.Tensor) for v in value):
+        shapes = ", ".join(str(tuple(v.shape)) if isinstance(v, torch.Tensor) else type(v).__name__ for v in value[:6])
+        hint = (f" of {shapes}; pass the {what} tensor itself (B, C for logits, B for losses), e.g. out[0] when the "
+                f"model returns its logits first")
+    return f"update(): {what} must be a torch tensor, got {type(value).__name__}{hint}"
+
+
 def label_array(labels: Any, n: int) -> np.ndarray:
     """`SampleTracker(labels=...)` as n int64 class ids >= 0."""
     y = labels.cpu().numpy() if isinstance(labels, torch.Tensor) else np.asarray(labels)
