@@ -1,17 +1,17 @@
 """A digest of the code of something registered outside memprox (a model factory, a recorder class):
 the run store addresses memprox's own by name and version, and a user's by name alone would serve a
 changed model or recorder the stored arrays of its predecessor. Its source is hashed, with the source
-of the functions and classes of its own module it names (a factory's model class, its blocks), of its
-base classes from that module, and the plain values (numbers, text, tuples of them) of that module
-it reads, in its methods and in the comprehensions, lambdas and inner functions they hold, and the
-class attributes whose value the source does not show (`WIDTH = BASE * 2`: `_class_values`). Not
-seen: helpers of other modules, values read through another module (`config.SCALE` in a method),
-and mutable module state (lists, dicts): a user who changes those bumps the recorder's `version` or
-renames the model. A value that differs from process to process (`RUN_ID = str(uuid.uuid4())`)
-makes a digest that does too: `harness.worker_imports` compares this process's digests with a fresh
-one's before workers train (`settings_read` names it). The source is the file as it is now
-(`harness.code_source`); `worker_imports` refuses a model whose file changed since its import
-where this process trains it (`--executor inprocess`)."""
+of the functions and classes it names and of its base classes, of its own module or a user module
+(`code_digest_user`: not memprox's, the standard library's or an installed package's), the plain
+values (numbers, text, tuples of them) it reads, in its methods and the comprehensions, lambdas and
+inner functions they hold, directly or through a user module (`config.SCALE`), and the class
+attributes whose value the source does not show (`WIDTH = BASE * 2`: `_class_values`; an instance of
+a user class by what it holds, in a tuple too). Not seen: mutable module state (lists, dicts): a user
+who changes it bumps the recorder's `version` or renames the model. A value that differs from process
+to process (`RUN_ID = str(uuid.uuid4())`) makes a digest that does too: `harness.worker_imports`
+compares this process's digests with a fresh one's before workers train (`settings_read` names it).
+The source is the file as it is now (`harness.code_source`); `worker_imports` refuses a model whose
+file changed since its import where this process trains it (`--executor inprocess`)."""
 
 from __future__ import annotations
 
@@ -28,6 +28,7 @@ from pathlib import PurePath
 from types import CodeType, GenericAlias
 from typing import Any
 
+from harness.code_digest_user import followed, instance_state, module_reads
 from harness.code_source import class_body, nested_codes, source
 
 #: Above this many bits an int setting is hashed in hex: its repr fails past the process's
@@ -103,9 +104,9 @@ def _code(obj: Any, seen: dict[int, Any], read: dict[str, str]) -> Step:
         shown = None
     text = shown if shown is not None else repr([(f.__code__.co_code, _consts(f.__code__), f.__code__.co_names)
                                                  for f in functions])
-    if inspect.isclass(obj):  # an own base class's methods run as this class's (an inherited `on_batch`)
+    if inspect.isclass(obj):  # an own or user module's base class's methods run as this class's (`on_batch`)
         for base in obj.__mro__[1:]:
-            if base.__module__ == obj.__module__:
+            if followed(base, obj.__module__):
                 text += yield _code(base, seen, read)
     for function in functions:
         text += yield _globals_code(function, obj.__module__, seen, read)
@@ -154,13 +155,25 @@ def _globals_code(function: Any, module: str, seen: dict[int, Any], read: dict[s
             if named in done or named not in loads or named not in function.__globals__:
                 continue
             done.add(named)
-            value = function.__globals__[named]
-            if (inspect.isfunction(value) or inspect.isclass(value)) and value.__module__ == module:
-                text += yield _code(value, seen, read)
-            elif _is_setting(value):  # `HIDDEN = 256` widened the model but served the 32-wide one's runs
-                read[f"{function.__module__}.{named}"] = _repr(value)
-                text += f"\n{named} = {_repr(value)}"
+            text += yield _global(named, function.__globals__[named], function.__module__, module, seen, read)
+        for named, value in module_reads(code, function.__globals__):  # `config.SCALE`, `blocks.Block`
+            if named not in done:
+                done.add(named)
+                text += yield _global(named, value, named.rpartition(".")[0], module, seen, read)
     return text
+
+
+def _global(named: str, value: Any, of: str, module: str, seen: dict[int, Any], read: dict[str, str]) -> Step:
+    """A global a function reads (`of.named`): a function or class of its module or a user module by its
+    code, a plain value by its repr, an instance of a user class by its state (`config.CFG`)."""
+    if (inspect.isfunction(value) or inspect.isclass(value)) and followed(value, module):
+        return (yield _code(value, seen, read))
+    if _is_setting(value):  # `HIDDEN = 256` widened the model but served the 32-wide one's runs
+        read[f"{of}.{named.rpartition('.')[2]}"] = _repr(value)
+        return f"\n{named} = {_repr(value)}"
+    if "." in named and followed(type(value), module):
+        return f"\n{named} = {(yield _argument(value, module, seen, read))}"
+    return ""
 
 
 def _class_values(cls: type, shown: str | None, seen: dict[int, Any], read: dict[str, str]) -> Step:
@@ -256,11 +269,24 @@ def _instance(value: Any, module: str, seen: dict[int, Any], read: dict[str, str
         return f"{kind} {value!r}"
     if hasattr(type(value), "__get__"):
         return f"<{kind}>"
-    cls = yield _argument(type(value), module, seen, read)  # its code when of this module, else its name
+    cls = yield _argument(type(value), module, seen, read)  # its code when of this or a user module, else its name
     if dataclasses.is_dataclass(value):
         fields = {f.name: getattr(value, f.name, None) for f in dataclasses.fields(value)}
         return f"{cls}{(yield _argument(fields, module, seen, read))}"
-    return f"instance of {cls}"
+    state = (yield _state(value, module, seen, read)) if followed(type(value), module) else ""
+    return f"instance of {cls}" + (f" {state}" if state else "")
+
+
+def _state(value: Any, module: str, seen: dict[int, Any], read: dict[str, str]) -> Step:
+    """An instance of a user class by what it holds (`code_digest_user.instance_state`), "" when nothing:
+    a config object's `self.width = 64` was hashed as its class alone, and 64 -> 256 kept the digest."""
+    if id(value) in seen:  # an instance holding itself, on the path from the outer one
+        return "<cycle>"
+    seen[id(value)] = value
+    state = instance_state(value)
+    text = (yield _argument(state, type(value).__module__, seen, read)) if state else ""
+    seen.pop(id(value), None)
+    return text
 
 
 def _array(value: Any) -> str:
@@ -316,9 +342,15 @@ def _argument(value: Any, module: str, seen: dict[int, Any], read: dict[str, str
     if _is_setting(value):
         return _repr(value)
     if inspect.isfunction(value) or inspect.isclass(value):
-        own = value.__module__ == module
+        own = followed(value, module)
         return (yield _code(value, seen, read)) if own else f"{value.__module__}.{value.__qualname__}"
-    return f"<{type(value).__module__}.{type(value).__qualname__}>"
+    kind = f"{type(value).__module__}.{type(value).__qualname__}"
+    if isinstance(value, enum.Enum):  # `Act.RELU` and `Act.TANH` were one argument
+        return f"<{kind}.{value.name}> {(yield _argument(value.value, module, seen, read))}"
+    if followed(type(value), module) and not hasattr(type(value), "__get__"):  # `(Block(3),)`, `cfg=Config()`
+        cls = yield _code(type(value), seen, read)
+        return f"<{kind}> {cls}{(yield _state(value, module, seen, read))}"
+    return f"<{kind}>"
 
 
 def _functions(value: Any) -> list[Any]:
