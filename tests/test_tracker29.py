@@ -146,3 +146,16 @@ def test_losses_as_a_list_of_numbers_say_how_to_convert_them() -> None:
     with pytest.raises(HarnessError, match=r"losses must be a torch tensor, got list; convert it with "
                                            r"torch.as_tensor\(losses\)"):
         SampleTracker(N).update(torch.arange(N), losses=[0.5] * N, logits=logits, labels=y)
+
+
+def test_batch_positions_passed_for_indices_are_named_in_the_warning() -> None:
+    """A loop passing torch.arange(len(xb)) as the indices presents samples 0..B-1 in every batch: the
+    warning names positions in the batch besides end_epoch(), and the scores say most were never presented."""
+    logits, y = _data(8)
+    tracker = SampleTracker(N)
+    for half in (torch.arange(6), torch.arange(6, N)):
+        tracker.update(torch.arange(6), logits=logits[half], labels=y[:6])
+    with pytest.warns(RuntimeWarning, match=r"6 sample\(s\) were presented more than once.*not its position in the "
+                                            r"batch"):
+        tracker.end_epoch()
+    np.testing.assert_array_equal(tracker.epochs_presented(), [1] * 6 + [0] * 6)

@@ -102,9 +102,11 @@ class Presentations:
         presented = int(np.count_nonzero(self.seen))
         if self.presented is not None:
             presented = int(((self.presented[: self.n] > 0) | torch.from_numpy(self.seen).to(self.device)).sum())
-        # every sample of the epoch came again: a loop that calls end_epoch() once after all its epochs
+        # every sample of the epoch came again: a loop that calls end_epoch() once after all its epochs, or
+        # that passes batch positions (arange(B), enumerate) for indices
         missed = (" Every sample this epoch presented came again: call end_epoch() after each epoch, or the "
-                  "epochs count as one and csl holds the first epoch's losses only." if count >= presented else "")
+                  "epochs count as one and csl holds the first epoch's losses only; and pass each sample's index "
+                  "in the dataset (WithIndex), not its position in the batch." if count >= presented else "")
         warnings.warn(
             f"SampleTracker: {count} sample(s) were presented more than once in epoch {epoch_number} "
             f"(first: {first}); each keeps its first presentation of the epoch (loss, logits, label) and the "
