@@ -15,7 +15,7 @@ from pathlib import Path
 
 from filelock import FileLock, Timeout
 
-from harness.file_swap import JOURNAL, plain_file, read_record, recover_swap, unstarted
+from harness.file_swap import JOURNAL, RECORD, plain_file, read_record, recorded_unchanged, recover_swap, unstarted
 from harness.io import killed_as_made, leftovers, pid_alive, rmtree
 from harness.store_admin import lock_held
 from harness.store_entry_files import user_name
@@ -39,7 +39,10 @@ def _stale(out: Path) -> list[tuple[re.Match[str], Path]]:
         if m.group(1) == "old":
             return plain_file(folder, JOURNAL) is not None or unstarted(folder)
         if plain_file(folder, STAGING_MARKER) is None:  # a publish killed before its rename, or `staging` as it made it
-            if read_record(folder)[0] is None and not killed_as_made(folder, m, STAGING_LOCK):
+            if read_record(folder)[0] is None:
+                if not killed_as_made(folder, m, STAGING_LOCK):
+                    return False
+            elif not _published_only(folder, m):
                 return False
         elif plain_file(folder, STAGING_LOCK) is None:
             return not pid_alive(int(m.group(2)))
@@ -51,6 +54,33 @@ def _stale(out: Path) -> list[tuple[re.Match[str], Path]]:
 
     beside = re.compile(rf"\.{re.escape(out.name)}\.(tmp|old)-(\d+)(?:-|$)")
     return leftovers(out.parent, beside, owned) + (leftovers(out, _INSIDE, owned) if out.is_dir() else [])
+
+
+def _published_only(folder: Path, m: re.Match[str]) -> bool:
+    """Whether `folder`, holding a record but no marker, is a staging folder whose publish was killed before its
+    rename: named exactly as made (mkdtemp's 8 characters after the PID), holding its record, the files it records
+    unchanged, the folders they are in and perhaps the lock, nothing else. The record alone proved nothing: a
+    user's output folder (one memprox published) named `.OUT.tmp-1` beside --out OUT, with a file of the user's
+    in it, was removed whole."""
+    if not re.fullmatch(r"[a-z0-9_]{8}", folder.name[m.end():]):
+        return False
+    try:
+        _, ours, changed = recorded_unchanged(folder)
+        allowed = {RECORD, STAGING_LOCK, *ours}
+        parents = {str(Path(rel).parent) for rel in allowed} - {"."}
+        parents |= {str(p) for rel in parents for p in Path(rel).parents if str(p) != "."}
+        for top, dirs, names in os.walk(folder):
+            here = Path(top).relative_to(folder)
+            for name in dirs:
+                if (here / name).as_posix() not in parents or (Path(top) / name).is_symlink():
+                    return False
+            for name in names:
+                rel = (here / name).as_posix()
+                if rel not in allowed or plain_file(folder, rel) is None:
+                    return False
+    except OSError:
+        return False
+    return not changed
 
 
 def _say_others_left(out: Path) -> None:

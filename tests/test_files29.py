@@ -1,0 +1,79 @@
+"""files29: ways to lose a user's files around --out and the run store (helper session 29)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from harness.file_swap import RECORD
+from harness.outputs import STAGING_LOCK, clean_stale, write_record
+
+
+def _dead_pid() -> int:
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+def _published(folder: Path, files: dict[str, str]) -> None:
+    """`folder` as memprox publishes it: `files` and their record (no staging marker)."""
+    for rel, text in files.items():
+        (folder / rel).parent.mkdir(parents=True, exist_ok=True)
+        (folder / rel).write_text(text)
+    write_record(folder, "e1")
+
+
+OUTPUTS = {"leaderboard.csv": "board", "summary.json": "{}", "scores/a.csv": "a"}
+
+
+@pytest.mark.parametrize("where", ["beside", "beside-mkdtemp-shaped", "inside"])
+def test_an_output_folder_named_like_staging_keeps_the_users_files(tmp_path, where) -> None:
+    """A folder memprox published (its record, no marker) whose name matches a staging folder's pattern of
+    another --out, with a file of the user's put in it, was removed whole by the next run on that --out: the
+    record alone was taken for a staging folder whose publish was killed before its rename."""
+    out, dead = tmp_path / "out", _dead_pid()
+    out.mkdir()
+    name = {"beside": ".out.tmp-1", "beside-mkdtemp-shaped": f".out.tmp-{dead}-abcd1234",
+            "inside": f"out/.memprox-tmp-{dead}-abcd1234"}[where]
+    theirs = tmp_path / name
+    theirs.mkdir()
+    _published(theirs, OUTPUTS)
+    (theirs / "thesis.tex").write_text("precious")
+    clean_stale(out)
+    assert (theirs / "thesis.tex").read_text() == "precious"
+    assert (theirs / "leaderboard.csv").read_text() == "board" and (theirs / RECORD).is_file()
+
+
+@pytest.mark.parametrize("lock", [False, True], ids=["lock-removed", "lock-left"])
+def test_a_publish_killed_before_its_rename_is_still_cleaned(tmp_path, lock) -> None:
+    """What a kill between removing the marker (and the lock) and renaming the staging folder leaves: still removed."""
+    out, dead = tmp_path / "out", _dead_pid()
+    out.mkdir()
+    stale = tmp_path / f".out.tmp-{dead}-abcd1234"
+    stale.mkdir()
+    _published(stale, OUTPUTS)
+    if lock:
+        (stale / STAGING_LOCK).write_text("")
+    clean_stale(out)
+    assert not stale.exists()
+
+
+@pytest.mark.parametrize("extra", ["changed", "link", "empty-folder"])
+def test_a_killed_publish_with_anything_more_stays(tmp_path, extra) -> None:
+    """A recorded file changed since, a link, or a folder no recorded file is in: not provably a staging folder."""
+    out, dead = tmp_path / "out", _dead_pid()
+    out.mkdir()
+    stale = tmp_path / f".out.tmp-{dead}-abcd1234"
+    stale.mkdir()
+    _published(stale, OUTPUTS)
+    if extra == "changed":
+        (stale / "scores/a.csv").write_text("edited")
+    elif extra == "link":
+        (stale / "scores/link").symlink_to(tmp_path)
+    else:
+        (stale / "mine").mkdir()
+    clean_stale(out)
+    assert stale.is_dir() and (stale / "leaderboard.csv").read_text() == "board"
