@@ -159,3 +159,34 @@ def test_batch_positions_passed_for_indices_are_named_in_the_warning() -> None:
                                             r"batch"):
         tracker.end_epoch()
     np.testing.assert_array_equal(tracker.epochs_presented(), [1] * 6 + [0] * 6)
+
+
+def test_eval_epoch_of_a_model_returning_a_dict_says_how_to_pass_its_logits() -> None:
+    """The eval pass of a model with a dict output is refused naming the wrapper; the wrapper it names scores
+    final_loss as the hand's cross-entropy of the model's logits."""
+    from torch import nn
+
+    class DictNet(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.lin = nn.Linear(4, C)
+
+        def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+            return {"logits": self.lin(x)}
+
+    class Pick(nn.Module):
+        def forward(self, out: dict[str, torch.Tensor]) -> torch.Tensor:
+            return out["logits"]
+
+    torch.manual_seed(0)
+    net, x = DictNet(), torch.randn(N, 4)
+    _, y = _data(9)
+    tracker = SampleTracker(N)
+    tracker.update(torch.arange(N), logits=net(x)["logits"], labels=y)
+    tracker.end_epoch()
+    with pytest.raises(HarnessError, match=r"returned dict for a batch of 12.*nn.Sequential\(model, Pick\(\)\)"):
+        tracker.eval_epoch(net, (x, y))
+    tracker.eval_epoch(nn.Sequential(net, Pick()), (x, y))
+    with torch.no_grad():
+        hand = F.cross_entropy(net(x)["logits"], y, reduction="none").numpy()
+    np.testing.assert_allclose(tracker.scores(["final_loss"])["final_loss"].to_numpy(), hand, rtol=1e-6)

@@ -76,7 +76,11 @@ class TrackerEvaluation(TrackerFields):
         """The classes of an eval batch's logits, which must be (batch, C) like the training ones."""
         if not isinstance(logits, torch.Tensor) or logits.dim() != 2 or logits.shape[0] != batch:
             got = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
+            hint = ""
+            if not isinstance(logits, torch.Tensor):  # a dict, a ModelOutput, (logits, aux): a module of its own
+                hint = ("; pass a module that returns them, e.g. nn.Sequential(model, Pick()) with Pick's forward "
+                        "returning out['logits'] (a dict or ModelOutput) or out[0] (a tuple)")
             raise HarnessError(f"eval_epoch(): the model returned {got} for a batch of {batch}; it must return "
-                               f"logits ({batch}, classes)")
+                               f"logits ({batch}, classes){hint}")
         self._check_classes(logits.shape[1], "eval_epoch(): the model gives {} classes, training batches had {}")
         return logits.shape[1]
