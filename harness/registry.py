@@ -185,6 +185,8 @@ def load_class_plugins(group: str, registry: Registry[type], base: type, registe
     registry.withheld.update(withheld)
     own = set(registry)  # registered before any plugin loaded: built-ins, a user's imported modules
     contested: dict[str, list[str]] = {}  # a name two plugins registered -> each claimant (module.QualName)
+    loaded: dict[str, object] = {}  # entry-point name -> what it loaded
+    misnamed: list[tuple[str, str, type]] = []  # (where, class name, class) of entry points named unlike it
     for ep in points.values():
         where = f"{kind} plugin {ep.name!r} ({ep.value})"
         before = dict(registry.items())
@@ -236,7 +238,11 @@ def load_class_plugins(group: str, registry: Registry[type], base: type, registe
             registry.failed[ep.name] = f"{where} is invalid: {e}"
             warnings.warn(f"{registry.failed[ep.name]}; ignored", stacklevel=3)
             continue
+        loaded[ep.name] = cls
         if ep.name != name:  # selected by the class's name: the entry point's would be unknown
+            misnamed.append((where, str(name), cls))
+    for where, name, cls in misnamed:  # an alias beside an entry point of the class's own name needs no fix
+        if loaded.get(name) is not cls:
             warnings.warn(f"{where} registers {kind} {name!r}: select it by that name, and name the entry "
                           f"point {name!r} too", stacklevel=3)
     for name, claimants in contested.items():  # none of them is used: which one won was an accident of order
