@@ -125,9 +125,9 @@ def test_a_sampler_with_replacement_is_not_told_about_end_epoch() -> None:
 
 
 @pytest.mark.parametrize(("output", "said"), [
-    (lambda lg: (lg, lg.sum()), r"logits must be a torch tensor, got tuple of \(12, 3\), \(\); pass the logits "
+    (lambda lg: (lg, lg.sum()), r"must be torch tensors; logits= is a tuple of \(12, 3\), \(\); pass the logits "
                                 r"tensor itself .*out\[0\]"),
-    (lambda lg: {"logits": lg, "aux": 0}, r"logits must be a torch tensor, got dict \(keys 'logits', 'aux'\); pass "
+    (lambda lg: {"logits": lg, "aux": 0}, r"must be torch tensors; logits= is a dict \(keys 'logits', 'aux'\); pass "
                                           r"the logits tensor itself, e.g. out\['logits'\]"),
 ])
 def test_a_model_output_passed_as_logits_names_the_tensor_to_pass(output, said) -> None:
@@ -143,7 +143,7 @@ def test_a_model_output_passed_as_logits_names_the_tensor_to_pass(output, said) 
 
 def test_losses_as_a_list_of_numbers_say_how_to_convert_them() -> None:
     logits, y = _data(7)
-    with pytest.raises(HarnessError, match=r"losses must be a torch tensor, got list; convert it with "
+    with pytest.raises(HarnessError, match=r"must be torch tensors; losses= is a list; convert it with "
                                            r"torch.as_tensor\(losses\)"):
         SampleTracker(N).update(torch.arange(N), losses=[0.5] * N, logits=logits, labels=y)
 
@@ -190,3 +190,35 @@ def test_eval_epoch_of_a_model_returning_a_dict_says_how_to_pass_its_logits() ->
     with torch.no_grad():
         hand = F.cross_entropy(net(x)["logits"], y, reduction="none").numpy()
     np.testing.assert_allclose(tracker.scores(["final_loss"])["final_loss"].to_numpy(), hand, rtol=1e-6)
+
+
+def test_a_refused_update_fixes_no_class_count() -> None:
+    """A first update() refused for its labels (one-hot rows) after logits of the wrong width (features):
+    nothing was recorded, so the corrected call is accepted and scored as the hand's (it was refused: 'logits
+    have 3 classes but earlier batches had 64')."""
+    logits, y = _data(10)
+    tracker = SampleTracker(N)
+    with pytest.raises(HarnessError, match="labels has shape"):
+        tracker.update(torch.arange(N), logits=torch.randn(N, 64), labels=F.one_hot(y, C))
+    with pytest.raises(HarnessError, match=r"label 2 is outside \[0, 2\)"):
+        tracker.update(torch.arange(N), logits=logits[:, :2], labels=torch.full((N,), 2))
+    tracker.update(torch.arange(N), logits=logits, labels=y)
+    tracker.end_epoch()
+    assert tracker.num_classes == C
+    np.testing.assert_array_equal(tracker.scores(["csl"])["csl"].to_numpy(), _hand_csl([(logits, y)]))
+
+
+def test_a_refused_losses_only_update_keeps_the_logit_proxies() -> None:
+    """proxies=['csl', 'aum'] and a first update() with losses alone, refused (aum needs logits): every later
+    batch has logits, so aum scores as the hand's -margin (scores() refused it: 'did not record')."""
+    logits, y = _data(11)
+    tracker = SampleTracker(N, proxies=["csl", "aum"])
+    with pytest.raises(HarnessError, match="the selected proxies need"):
+        tracker.update(torch.arange(N), losses=F.cross_entropy(logits, y, reduction="none"))
+    tracker.update(torch.arange(N), logits=logits, labels=y)
+    tracker.end_epoch()
+    scores = tracker.scores()
+    given = logits.gather(1, y[:, None]).squeeze(1)
+    others = logits.scatter(1, y[:, None], float("-inf")).amax(1)
+    np.testing.assert_array_equal(scores["aum"].to_numpy(), -(given - others).double().numpy())
+    np.testing.assert_array_equal(scores["csl"].to_numpy(), _hand_csl([(logits, y)]))

@@ -35,7 +35,7 @@ def not_a_tensor(what: str, value: Any) -> str:
         shapes = ", ".join(str(tuple(v.shape)) if isinstance(v, torch.Tensor) else type(v).__name__ for v in value[:6])
         hint = (f" of {shapes}; pass the {what} tensor itself (B, C for logits, B for losses), e.g. out[0] when the "
                 f"model returns its logits first")
-    return f"update(): {what} must be a torch tensor, got {type(value).__name__}{hint}"
+    return f"update(): losses and logits must be torch tensors; {what}= is a {type(value).__name__}{hint}"
 
 
 def label_array(labels: Any, n: int) -> np.ndarray:
