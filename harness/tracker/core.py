@@ -169,23 +169,28 @@ class SampleTracker(TrackerEvaluation, TrackerCheckpoints, TrackerResults):
         else:
             assert idx is not None  # the indices are on the host or on the device
             b = idx.shape[0]
-        if logits is not None:
-            logits = inputs.tensor("logits", logits, ndim=2, length=b, floating=True)
-            self._check_classes(logits.shape[1], "update(): logits have {} classes but earlier batches had {}")
-        if labels is not None:
-            labels = inputs.tensor("labels", labels, ndim=1, length=b, floating=False)
-            inputs.check_host_labels(labels, self.num_classes)  # with losses= alone too: -100 is a loss of 0
-        elif logits is not None:
-            self._check_fixed_labels()
-        if losses is not None:
-            losses = inputs.tensor("losses", losses, ndim=1, length=b, floating=True)
-        if logits is None:
-            self._all_batches_had_logits = False
-            if selection.logit_keys and selection.selected is not None:
+        classes = self.num_classes
+        try:  # a refused batch changes nothing: the call that corrects it must not be refused for it
+            if logits is not None:
+                logits = inputs.tensor("logits", logits, ndim=2, length=b, floating=True)
+                self._check_classes(logits.shape[1], "update(): logits have {} classes but earlier batches had {}")
+            if labels is not None:
+                labels = inputs.tensor("labels", labels, ndim=1, length=b, floating=False)
+                inputs.check_host_labels(labels, self.num_classes)  # with losses= alone too: -100 is a loss of 0
+            elif logits is not None:
+                self._check_fixed_labels()
+            if losses is not None:
+                losses = inputs.tensor("losses", losses, ndim=1, length=b, floating=True)
+            if logits is None and selection.logit_keys and selection.selected is not None:
                 raise HarnessError(
                     f"update(): the selected proxies need {selection.logit_keys}, computed from logits= and labels=; "
                     "pass them too, or select proxies=['csl'] for losses alone"
                 )
+        except BaseException:
+            self.num_classes = classes
+            raise
+        if logits is None:
+            self._all_batches_had_logits = False
         # logits are checked for non-finite values when logit signals are recorded from them
         flag_logits = logits is not None and selection.train_keys != (LOSS_KEY,)
         batch = Batch(host, idx, losses, logits, labels, flag_logits)
