@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 from pathlib import Path
 
 from harness.errors import HarnessError
@@ -16,7 +17,7 @@ from harness.io import free_bytes_short, nearest_folder, probe_writable
 def check_place(root: Path) -> None:
     """HarnessError when `root` is no place for a new store (`_is_home`, `_foreign_entries`); an
     existing store (runs/) stays usable wherever it is."""
-    if (root / "runs").is_dir():
+    if (root / "runs").is_dir() and _a_store(root):
         return
     if root.exists() and not root.is_dir():
         raise HarnessError(f"--store {root} is a file, not a folder; pass a folder (a new one, or an existing store)")
@@ -79,10 +80,34 @@ def _is_home(root: Path) -> bool:
 def _foreign_entries(root: Path) -> list[str]:
     """What a folder that is no store yet holds besides a store's own folders:
     `--store ~` or `--store .` in a project would have scattered runs/, partial/ and locks/ among
-    the user's files. Hidden entries (.DS_Store, write probes) do not count."""
+    the user's files. Hidden entries (.DS_Store, write probes) do not count, nor a runs/ of nothing
+    but entries (`_entries_only`)."""
     if not root.is_dir():
         return []
-    return sorted(e.name for e in os.scandir(root) if e.name not in ("partial", "locks") and not e.name.startswith("."))
+    return sorted(e.name for e in os.scandir(root) if e.name not in ("partial", "locks") and not e.name.startswith(".")
+                  and not (e.name == "runs" and _entries_only(root / "runs")))
+
+
+#: An entry's name in runs/ (`RunSpec.digest()`, as `harness.store_scan.DIGEST`, which imports this module's users).
+_DIGEST = re.compile(r"[0-9a-f]{20}")
+
+
+def _a_store(root: Path) -> bool:
+    """Whether `root`, holding a runs/ folder, is a run store: runs/ beside partial/ or locks/ (a store makes all
+    three at once), or a runs/ of nothing but entries, or empty (a store's runs copied alone; an older store's
+    runs/, its other folders not made yet). Another tool's runs/ in a
+    project (TensorBoard's SummaryWriter writes runs/<date>_<host>/ by default) made `--store .` there a store:
+    locks/ and partial/ were added among the user's files and the run stored into TensorBoard's folder."""
+    return (root / "partial").is_dir() or (root / "locks").is_dir() or _entries_only(root / "runs")
+
+
+def _entries_only(runs: Path) -> bool:
+    """Whether the folder `runs` holds nothing but entries (hex digests) and hidden names (an unreadable one: as
+    before, a store; its own reads say what is wrong)."""
+    try:
+        return all(_DIGEST.fullmatch(e.name) or e.name.startswith(".") for e in os.scandir(runs))
+    except OSError:
+        return True
 
 
 def write_problem(root: Path) -> tuple[str, str] | None:

@@ -77,3 +77,46 @@ def test_a_killed_publish_with_anything_more_stays(tmp_path, extra) -> None:
         (stale / "mine").mkdir()
     clean_stale(out)
     assert stale.is_dir() and (stale / "leaderboard.csv").read_text() == "board"
+
+
+# --- a project's own runs/ (TensorBoard's) is not a run store ----------------------------------------------------
+
+
+def _project(root: Path) -> None:
+    (root / "runs" / "Dec05_12-00-00_host").mkdir(parents=True)
+    (root / "runs" / "Dec05_12-00-00_host" / "events.out.tfevents.1").write_text("tensorboard")
+    (root / "train.py").write_text("code")
+
+
+@pytest.mark.parametrize("with_code", [True, False], ids=["project", "runs-alone"])
+def test_a_projects_tensorboard_runs_is_not_taken_for_a_store(tmp_path, with_code) -> None:
+    """`--store .` in a PyTorch project whose SummaryWriter wrote runs/<date>_<host>/ was accepted as an existing
+    store: locks/ and partial/ were added among the user's files and the run stored into TensorBoard's runs/."""
+    from harness.errors import HarnessError
+    from harness.store import RunStore
+
+    proj = tmp_path / "proj"
+    _project(proj)
+    if not with_code:
+        (proj / "train.py").unlink()
+    with pytest.raises(HarnessError, match=r"--store .*proj is a folder of other files \(runs") as e:
+        RunStore(proj, create=False).check_writable()
+    assert ("train.py" in str(e.value)) == with_code
+    assert sorted(p.name for p in proj.iterdir()) == (["runs", "train.py"] if with_code else ["runs"])
+    assert [p.name for p in (proj / "runs").iterdir()] == ["Dec05_12-00-00_host"]
+
+
+@pytest.mark.parametrize("layout", ["store", "runs-of-entries", "old-store-with-a-note"])
+def test_stores_stay_usable(tmp_path, layout) -> None:
+    """A store (runs/ beside locks/ or partial/, whatever else is there), or a runs/ holding entries alone."""
+    from harness.store import RunStore
+
+    store = tmp_path / "store"
+    (store / "runs" / ("0" * 20)).mkdir(parents=True)
+    (store / "runs" / ".tmp-x").mkdir()
+    if layout == "store":
+        (store / "locks").mkdir()
+        (store / "runs" / "notes.txt").write_text("mine")
+    if layout == "old-store-with-a-note":
+        (store / "notes.txt").write_text("mine")
+    RunStore(store, create=False).check_writable()  # no refusal
