@@ -222,3 +222,26 @@ def test_a_refused_losses_only_update_keeps_the_logit_proxies() -> None:
     others = logits.scatter(1, y[:, None], float("-inf")).amax(1)
     np.testing.assert_array_equal(scores["aum"].to_numpy(), -(given - others).double().numpy())
     np.testing.assert_array_equal(scores["csl"].to_numpy(), _hand_csl([(logits, y)]))
+
+
+@pytest.fixture
+def device_indices(monkeypatch: pytest.MonkeyPatch) -> None:
+    """CPU indices taken as a GPU's are (`Inputs.batch_indices` returns them as a device tensor, range-checked
+    at end_epoch): the device bookkeeping (`Presentations._device_slots`) on a machine without a GPU."""
+    from harness.tracker.inputs import Inputs
+
+    def device_path(self: Inputs, indices, where: str = "update()"):
+        return None, torch.as_tensor(indices).to(self.device, torch.int64)
+
+    monkeypatch.setattr(Inputs, "batch_indices", device_path)
+
+
+@pytest.mark.usefixtures("device_indices")
+def test_device_indices_discard_a_conflicting_epoch_and_name_a_missing_end_epoch() -> None:
+    """The discarded labels and the end_epoch() hint with indices held on the device (a GPU loop's)."""
+    test_discarding_a_conflicting_epoch_keeps_the_labels_of_the_closed_epochs()
+    test_the_discarded_labels_cannot_be_given_again_without_an_error()
+    test_a_discarded_first_epoch_forgets_its_labels()
+    test_a_loop_that_forgets_end_epoch_is_told_to_call_it()
+    test_a_sampler_with_replacement_is_not_told_about_end_epoch()
+    test_batch_positions_passed_for_indices_are_named_in_the_warning()
