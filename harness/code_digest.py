@@ -3,12 +3,11 @@ the run store addresses memprox's own by name and version, and a user's by name 
 changed model or recorder the stored arrays of its predecessor. Its source is hashed, with the source
 of the functions and classes it names and of its base classes, of its own module or a user module
 (`code_digest_user`: not memprox's, the standard library's or an installed package's), the plain
-values (numbers, text, tuples of them) it reads, in its methods and the comprehensions, lambdas and
-inner functions they hold, directly or through a user module (`config.SCALE`), and the class
-attributes whose value the source does not show (`WIDTH = BASE * 2`: `_class_values`; an instance of
-a user class by what it holds, in a tuple too). Not seen: mutable module state (lists, dicts): a user
-who changes it bumps the recorder's `version` or renames the model. A value that differs from process
-to process (`RUN_ID = str(uuid.uuid4())`) makes a digest that does too: `harness.worker_imports`
+values (numbers, text, tuples of them) and lists and dicts (as written) it reads, directly or through
+a user module (`config.SCALE`), in its methods and the comprehensions, lambdas and inner functions
+they hold, and the class attributes whose value the source does not show (`WIDTH = BASE * 2`:
+`_class_values`; a user class's instance by what it holds, in a tuple too). A value that differs
+from process to process (`RUN_ID = str(uuid.uuid4())`) makes a digest that does too: `harness.worker_imports`
 compares this process's digests with a fresh one's before workers train (`settings_read` names it).
 The source is the file as it is now (`harness.code_source`); `worker_imports` refuses a model whose
 file changed since its import where this process trains it (`--executor inprocess`)."""
@@ -28,7 +27,7 @@ from pathlib import PurePath
 from types import CodeType, GenericAlias
 from typing import Any
 
-from harness.code_digest_user import followed, instance_state, module_reads
+from harness.code_digest_user import container, followed, instance_state, module_reads
 from harness.code_source import class_body, nested_codes, source
 
 #: Above this many bits an int setting is hashed in hex: its repr fails past the process's
@@ -164,10 +163,12 @@ def _globals_code(function: Any, module: str, seen: dict[int, Any], read: dict[s
 
 
 def _global(named: str, value: Any, of: str, module: str, seen: dict[int, Any], read: dict[str, str]) -> Step:
-    """A global a function reads (`of.named`): a function or class of its module or a user module by its
-    code, a plain value by its repr, an instance of a user class by its state (`config.CFG`)."""
+    """A global a function reads (`of.named`): a function or class of its or a user module by its code, a plain
+    value by its repr, a list or dict as written (`container`), a user class's instance by its state."""
     if (inspect.isfunction(value) or inspect.isclass(value)) and followed(value, module):
         return (yield _code(value, seen, read))
+    if isinstance(value, list | dict | set | frozenset):  # `LAYERS = [64, 32]` -> [128, 64] kept the digest
+        return container(named, value, of, read)
     if _is_setting(value):  # `HIDDEN = 256` widened the model but served the 32-wide one's runs
         read[f"{of}.{named.rpartition('.')[2]}"] = _repr(value)
         return f"\n{named} = {_repr(value)}"

@@ -8,9 +8,11 @@ could change and the old model's runs were served as the new one's."""
 
 from __future__ import annotations
 
+import ast
 import dis
 import functools
 import inspect
+import linecache
 import os
 import site
 import sys
@@ -116,3 +118,93 @@ def _torch_module_keys() -> frozenset[str]:
     import torch
 
     return frozenset(vars(torch.nn.Module()))
+
+
+#: file -> (the `linecache` lines parsed, name -> each top-level assignment of it: its text, its value as
+#: `_plain` text where it is a literal, the names it reads): one parse of a module per process, again
+#: once its file is edited (`linecache.checkcache` hands out new lines).
+Assignment = tuple[str, str | None, frozenset[str]]
+_ASSIGNED: dict[str, tuple[list[str], dict[str, list[Assignment]]]] = {}
+
+
+def container(named: str, value: Any, module: str, read: dict[str, str]) -> str:
+    """A module-level list, dict or set a function reads (`LAYERS` or `config.LAYERS`) by the text of its
+    assignments in the module (`LAYERS = [64, 32]`: comments and layout aside), and by its value too
+    (when made of plain values; named in `read`) unless that is still the literal written, or it is
+    written empty (`{}`: a cache a run fills) or made from code alone (`defaultdict(list)`): the same in
+    every process. So one computed from module values (`[BASE * i for i in range(3)]`), changed as the
+    module ran (`LAYERS.append(WIDTH)`), imported, or edited in a file not reloaded since, is hashed by
+    its value. `LAYERS = [64, 32]` -> `[128, 64]` kept the digest, and so did BASE = 8 -> 16 under SIZES."""
+    name = named.rpartition(".")[2]
+    namespace = getattr(sys.modules.get(module), "__dict__", {})
+    assigned = _assigned(module, name)
+    text = "".join(f"\n{named} written {t}" for t, _, _ in assigned)
+    plain = _plain(value, set())
+    last = assigned[-1] if assigned else None
+    kept = last is not None and (last[1] in (plain, "list()", "dict()", "set()") if last[1] is not None else
+                                 len(assigned) == 1 and not any(_data(namespace.get(n)) for n in last[2]))
+    if not kept:
+        if plain is not None:
+            read[f"{module}.{name}"] = plain
+            text += f"\n{named} = {plain}"
+    return text
+
+
+def _data(value: Any) -> bool:
+    """A value, not code: not a function, class, module or None (`defaultdict(list)` reads code only)."""
+    return value is not None and not callable(value) and not inspect.ismodule(value)
+
+
+def _assigned(module: str, name: str) -> list[Assignment]:
+    """Each top-level assignment of `name` in `module`'s file, in order: its text (`ast.unparse`d),
+    its value's text where it is a literal (`_plain`), and the names it reads."""
+    namespace = getattr(sys.modules.get(module), "__dict__", None)
+    file = namespace.get("__file__") if namespace is not None else None
+    if not isinstance(file, str):
+        return []
+    linecache.checkcache(file)
+    lines = linecache.getlines(file, namespace)
+    cached = _ASSIGNED.get(file)
+    if cached is None or cached[0] is not lines:
+        found: dict[str, list[Assignment]] = {}
+        try:
+            for node in ast.parse("".join(lines)).body:
+                if isinstance(node, ast.Assign | ast.AnnAssign | ast.AugAssign) and node.value is not None:
+                    op = type(node.op).__name__ + " " if isinstance(node, ast.AugAssign) else ""
+                    names = frozenset(n.id for n in ast.walk(node.value) if isinstance(n, ast.Name))
+                    assignment = (op + ast.unparse(node.value), None if op else _literal(node.value), names)
+                    targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+                    for target in (t for t in targets if isinstance(t, ast.Name)):
+                        found.setdefault(target.id, []).append(assignment)
+        except (SyntaxError, ValueError, RecursionError, MemoryError):
+            found = {}
+        cached = _ASSIGNED[file] = (lines, found)
+    return cached[1].get(name, [])
+
+
+def _literal(node: ast.expr) -> str | None:
+    try:
+        return _plain(ast.literal_eval(node), set())
+    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+        return None
+
+
+def _plain(value: Any, path: set[int]) -> str | None:
+    """`value` as text when it is made of numbers, text, None, and lists, tuples, dicts and sets of them
+    (a set in sorted order: its own follows the process's string hash seed); None for anything else."""
+    if value is None or isinstance(value, bool | int | float | complex | str | bytes):
+        return hex(value) if isinstance(value, int) and value.bit_length() > 2000 else repr(value)
+    if not isinstance(value, list | tuple | dict | set | frozenset) or id(value) in path:
+        return None
+    path.add(id(value))
+    items = value.items() if isinstance(value, dict) else ((None, v) for v in value)
+    parts = []
+    for key, item in items:
+        texts = [_plain(item, path)] + ([_plain(key, path)] if isinstance(value, dict) else [])
+        if any(t is None for t in texts):
+            path.discard(id(value))
+            return None
+        parts.append(f"{texts[1]}: {texts[0]}" if isinstance(value, dict) else str(texts[0]))
+    path.discard(id(value))
+    parts = sorted(parts) if isinstance(value, set | frozenset) else parts
+    return f"{type(value).__name__}({', '.join(parts)})"

@@ -241,3 +241,57 @@ def test_modules_that_read_each_other_are_digested_once_each(tmp_path, monkeypat
     assert code_digest(module.ping) == code_digest(module.ping)
     assert {f.__name__ for f in code_read(module.ping)} == {"ping", "pong"}
     assert settings_read(module.ping) == {"pong29.P": "1"}
+
+
+LISTS = """
+from collections import defaultdict
+
+LAYERS = [64, 32]
+NAMES = {"a": 1, "b": (2, 3)}
+BASE = 8
+SIZES = [BASE * i for i in range(3)]
+CACHE = {}
+SEEN = defaultdict(list)
+
+
+def make(input_shape, num_classes):
+    CACHE[num_classes] = len(CACHE)
+    SEEN[num_classes].append(input_shape)
+    return LAYERS + [NAMES["a"]] + SIZES
+"""
+
+
+@pytest.mark.parametrize(("old", "new"), [("[64, 32]", "[128, 64]"), ('"a": 1', '"a": 2'), ("BASE = 8", "BASE = 16")])
+def test_a_module_level_list_or_dict_a_function_reads_is_read(tmp_path, monkeypatch, old, new) -> None:
+    main = "import lists29\n\n\ndef make(input_shape, num_classes):\n    return lists29.make(input_shape, 2)\n"
+    before, edited, commented = _digests(tmp_path, monkeypatch, "lists29", _edits(LISTS, old, new), "listsmain29", main,
+                                         "make")
+    assert before != edited  # 6332435: equal, a list or dict was not read
+    assert before == commented
+
+
+def test_a_list_or_dict_filled_at_run_time_keeps_its_digest(tmp_path, monkeypatch) -> None:
+    module = _module(tmp_path, monkeypatch, "cache29", LISTS)
+    before = code_digest(module.make)
+    module.make((3, 8, 8), 10)  # fills CACHE and SEEN, written empty: read as written, as in a fresh process
+    assert code_digest(module.make) == before
+    assert settings_read(module.make) == {"cache29.SIZES": "list(0, 8, 16)"}  # computed: named by its value
+    module.LAYERS.append(16)  # no longer the literal written: read by its value, named where a fresh process differs
+    assert code_digest(module.make) != before and settings_read(module.make)["cache29.LAYERS"] == "list(64, 32, 16)"
+
+
+def test_a_list_edited_in_a_file_not_reloaded_is_read_as_the_process_holds_it(tmp_path, monkeypatch) -> None:
+    """Under `--executor inprocess` the process trains the list it imported: the edited file's key would
+    serve that model's runs as the edited one's."""
+    module = _module(tmp_path, monkeypatch, "stale29", LISTS)
+    (tmp_path / "stale29.py").write_text(textwrap.dedent(LISTS).replace("[64, 32]", "[128, 64]"), encoding="utf-8")
+    stale = code_digest(module.make)
+    assert settings_read(module.make)["stale29.LAYERS"] == "list(64, 32)"  # named: a fresh process differs
+    assert stale != code_digest(_module(tmp_path, monkeypatch, "stale29", LISTS.replace("[64, 32]", "[128, 64]")).make)
+
+
+def test_a_list_filled_as_its_module_runs_is_read_by_its_value(tmp_path, monkeypatch) -> None:
+    text = "WIDTH = VALUE\nLAYERS = [1]\nLAYERS.append(WIDTH)\n\n\ndef make(i, n):\n    return LAYERS\n"
+    digests = [code_digest(_module(tmp_path, monkeypatch, "filled29", text.replace("VALUE", v)).make)
+               for v in ("32", "64")]
+    assert digests[0] != digests[1]
