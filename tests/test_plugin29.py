@@ -89,3 +89,40 @@ def test_the_recorders_table_lists_every_built_in_recorder_and_its_arrays() -> N
     for name in built_in:
         assert rows[name] == _arrays(name), name
     assert rows["train_margin"] == {"margin"} and rows["train_prob"] == {"p_label", "el2n"}
+
+
+def _typed_class() -> type[Proxy]:
+    body = {"name": "typed29", "description": "d", "citation": "c", "score": lambda self, ctx: np.zeros(1),
+            "defaults": {"flag": False, "mode": "a", "scale": 1.0, "opt": None}}
+    return type("Typed29", (Proxy,), body)
+
+
+@pytest.mark.parametrize(("arg", "key", "value"), [
+    ("typed29.flag=True", "flag", True), ("typed29.mode=b", "mode", "b"), ("typed29.mode='3'", "mode", "3"),
+    ("typed29.scale=1e-2", "scale", 0.01), ("typed29.scale=2", "scale", 2.0), ("typed29.opt=None", "opt", None),
+    ("typed29.opt=nan", "opt", "nan"),
+])
+def test_proxy_arg_values_read_as_docs_proxies_says(fresh, arg, key, value) -> None:
+    """docs/proxies.md, Variants and parameters: a value is a Python literal, else the text."""
+    from harness.values import parse_key_values
+
+    fresh.register("typed29", _typed_class())
+    (proxy,) = registry.resolve_proxies("typed29", parse_key_values([arg], "--proxy-arg"))
+    got = proxy.params[key]
+    assert got == value and type(got) is type(value)
+
+
+@pytest.mark.parametrize(("arg", "needle"), [
+    ("typed29.flag=true", "typed29.flag must be True or False, as its default False is (got str 'true')"),
+    ("typed29.flag=1", "typed29.flag must be True or False, as its default False is (got int 1)"),
+    ("typed29.mode=3", "typed29.mode must be a string, as its default 'a' is (got int 3)"),
+    ("typed29.scale=inf", "typed29.scale must be a number, as its default 1.0 is (got str 'inf')"),
+])
+def test_proxy_arg_values_the_docs_say_are_refused_are(fresh, arg, needle) -> None:
+    from harness.errors import HarnessError
+    from harness.values import parse_key_values
+
+    fresh.register("typed29", _typed_class())
+    with pytest.raises(HarnessError) as info:
+        registry.resolve_proxies("typed29", parse_key_values([arg], "--proxy-arg"))
+    assert needle in str(info.value)
