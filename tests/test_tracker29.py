@@ -245,3 +245,45 @@ def test_device_indices_discard_a_conflicting_epoch_and_name_a_missing_end_epoch
     test_a_loop_that_forgets_end_epoch_is_told_to_call_it()
     test_a_sampler_with_replacement_is_not_told_about_end_epoch()
     test_batch_positions_passed_for_indices_are_named_in_the_warning()
+
+
+def test_scores_refused_for_a_missing_eval_pass_leaves_the_tracker_open_for_it() -> None:
+    """scores(['final_loss']) without eval_epoch says to call eval_epoch after the last end_epoch(); the
+    refusal no longer ends the recording (eval_epoch then said 'after the tracker finished'): the pass the
+    error asks for runs, and final_loss is the hand's cross-entropy of the model's logits."""
+    from torch import nn
+
+    torch.manual_seed(0)
+    model, x = nn.Linear(4, C), torch.randn(N, 4)
+    _, y = _data(12)
+    tracker = SampleTracker(N)
+    tracker.update(torch.arange(N), logits=model(x), labels=y)
+    tracker.end_epoch()
+    with pytest.raises(HarnessError, match=r"call eval_epoch\(model, data\) after the last end_epoch\(\)"):
+        tracker.scores(["final_loss"])
+    with pytest.raises(HarnessError, match="unknown proxy 'fnial_loss'"):
+        tracker.scores("csl,fnial_loss")
+    assert not tracker.finished
+    tracker.eval_epoch(model, (x, y))
+    with torch.no_grad():
+        hand = F.cross_entropy(model(x), y, reduction="none").numpy()
+    np.testing.assert_allclose(tracker.scores(["final_loss"])["final_loss"].to_numpy(), hand, rtol=1e-6)
+
+
+def test_a_constructor_selection_the_record_cannot_give_is_refused_before_the_end() -> None:
+    """SampleTracker(n, proxies=['csl', 'in_confidence']) scored before its eval pass: refused with the
+    tracker open; after the pass, in_confidence is 1 - the hand's softmax probability of the label."""
+    from torch import nn
+
+    torch.manual_seed(1)
+    model, x = nn.Linear(4, C), torch.randn(N, 4)
+    _, y = _data(13)
+    tracker = SampleTracker(N, proxies=["csl", "in_confidence"])
+    tracker.update(torch.arange(N), logits=model(x), labels=y)
+    tracker.end_epoch()
+    with pytest.raises(HarnessError, match="in_confidence reads"):
+        tracker.scores()
+    tracker.eval_epoch(model, (x, y))
+    with torch.no_grad():
+        hand = 1 - torch.softmax(model(x), 1).gather(1, y[:, None]).squeeze(1).double().numpy()
+    np.testing.assert_allclose(tracker.scores()["in_confidence"].to_numpy(), hand, rtol=1e-6)

@@ -74,7 +74,7 @@ class TrackerResults(TrackerFields):
         score missing values (csl 0, means NaN); a sample with a non-finite loss or logits scores
         NaN in every proxy of that pass, with a RuntimeWarning naming the samples; so does a
         sample an `eval_epoch` pass left out, in the proxies that read that pass."""
-        self.finish()
+        _finish_for(self, proxies)
         records = self._host
         assert records is not None  # copied by finish()
         selection, recorded = self._selection, records.recorders
@@ -186,6 +186,20 @@ class TrackerResults(TrackerFields):
         names = checked_classes(classes, "plot_suspects")  # a list: a generator of names is read once
         table = self._suspects(k, by, names, "plot_suspects")
         return draw_suspects(table, pictures, by.label if isinstance(by, Proxy) else by, path, names, columns)
+
+
+def _finish_for(tracker: TrackerResults, proxies: Sequence[str | Proxy] | str | None) -> None:
+    """`finish()` for `scores(proxies)`: proxies that the names do not resolve to, or that the record cannot
+    give (an eval pass not run, logits not passed), are refused before it, with the tracker still open, so
+    the fix the error names (`eval_epoch` after the last epoch, say) can still be made."""
+    selection = tracker._selection
+    chosen = selection.resolve(proxies) if proxies is not None else selection.selected
+    if chosen and not (tracker._finished or tracker._pending) and tracker.epochs:
+        recorded = selection.recorded_before_finish(tracker._eval_at, tracker.epochs)
+        for proxy in chosen:
+            selection.check_available(proxy, recorded, tracker.epochs, tracker._all_batches_had_logits,
+                                      tracker._eval_at)
+    tracker.finish()
 
 
 def _checked_args(k: object, classes: Sequence[str] | None, call: str) -> list[str] | None:

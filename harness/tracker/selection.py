@@ -126,6 +126,17 @@ class ProxySelection:
                 out.append(proxy)
         return out
 
+    def recorded_before_finish(self, eval_at: list[int], epochs: int) -> set[str]:
+        """The recorder keys the open record will give when it finishes (`TrackedSignals.to_host`: every
+        training-pass recorder, and the eval passes by `EvalPasses.offer`'s rule), for `check_available`
+        before `finish()` ends the recording."""
+        keys = set(self.train_keys)
+        if eval_at and eval_at[-1] == epochs:
+            keys.add(EVAL_LAST_KEY)
+        if eval_at == list(range(1, epochs + 1)):
+            keys.add(EVAL_ALL_KEY)
+        return keys
+
     def check_available(self, proxy: Proxy, recorded: set[str], epochs: int, all_had_logits: bool,
                         eval_at: list[int]) -> None:
         """A HarnessError naming what to call or pass when `proxy` cannot be scored."""
