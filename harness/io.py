@@ -238,16 +238,19 @@ def folder_beside(parent: Path, prefix: str) -> Path:
 
 
 def rmtree(path: Path) -> None:
-    """Remove a folder (or file), making read-only parts of it writable first; leave what cannot be removed.
+    """Remove a folder (or file), making read-only folders of it writable first; leave what cannot be removed.
     The folder it is in is never changed: a folder of another user's it could not empty made that folder (a
-    group's runs/, when this user had made it) 0700, and the whole group lost the store."""
+    group's runs/, when this user had made it) 0700, and the whole group lost the store. Nor is a file's mode:
+    unlinking needs its folder writable, not the file, and a chmod of a file reaches every hard link of it (a
+    `cp -al` backup of a store's entry, made 0700 as its read-only entry folder was removed)."""
     top = os.path.abspath(path)
 
     def writable_then_retry(func, p, _exc):
         try:
             if os.path.abspath(p) != top:
                 os.chmod(os.path.dirname(p), stat.S_IRWXU)
-            os.chmod(p, stat.S_IRWXU)
+            if stat.S_ISDIR(os.lstat(p).st_mode) or os.name == "nt":  # Windows: a read-only file is not deleted
+                os.chmod(p, stat.S_IRWXU)
             func(p)
         except OSError:
             pass

@@ -120,3 +120,34 @@ def test_stores_stay_usable(tmp_path, layout) -> None:
     if layout == "old-store-with-a-note":
         (store / "notes.txt").write_text("mine")
     RunStore(store, create=False).check_writable()  # no refusal
+
+
+# --- removing a folder never changes the mode of a file's other hard links -----------------------------------------
+
+
+def test_rmtree_of_a_read_only_folder_leaves_hard_links_modes_alone(tmp_path, monkeypatch) -> None:
+    """An unlink refused (a read-only entry folder; simulated, root ignores modes) made io.rmtree chmod the file
+    0700 too, which every hard link of it shares: a `cp -al` backup of the store lost its mode (0444 -> 0700)."""
+    import os
+    import stat as st
+
+    from harness import io
+
+    entry, backup = tmp_path / "runs" / ".old-x", tmp_path / "backup"
+    entry.mkdir(parents=True)
+    backup.mkdir()
+    (entry / "a.npy").write_bytes(b"array")
+    os.link(entry / "a.npy", backup / "a.npy")
+    os.chmod(backup / "a.npy", 0o444)
+    real_unlink, refused = os.unlink, []
+
+    def unlink(path, *args, **kwargs):
+        if str(path).endswith("a.npy") and not refused:
+            refused.append(path)
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_unlink(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "unlink", unlink)
+    io.rmtree(entry)
+    assert refused and not entry.exists()
+    assert st.S_IMODE(os.stat(backup / "a.npy").st_mode) == 0o444 and (backup / "a.npy").read_bytes() == b"array"
