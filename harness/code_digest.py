@@ -172,8 +172,9 @@ def _global(named: str, value: Any, of: str, module: str, seen: dict[int, Any], 
     if _is_setting(value):  # `HIDDEN = 256` widened the model but served the 32-wide one's runs
         read[f"{of}.{named.rpartition('.')[2]}"] = _repr(value)
         return f"\n{named} = {_repr(value)}"
-    if "." in named and followed(type(value), module):
-        return f"\n{named} = {(yield _argument(value, module, seen, read))}"
+    if followed(type(value), module):  # `CFG = Config(64)`, `config.CFG`: named where a fresh process differs
+        read[f"{of}.{named.rpartition('.')[2]}"] = part = yield _argument(value, module, seen, read)
+        return f"\n{named} = {part}"
     return ""
 
 
@@ -279,8 +280,7 @@ def _instance(value: Any, module: str, seen: dict[int, Any], read: dict[str, str
 
 
 def _state(value: Any, module: str, seen: dict[int, Any], read: dict[str, str]) -> Step:
-    """An instance of a user class by what it holds (`code_digest_user.instance_state`), "" when nothing:
-    a config object's `self.width = 64` was hashed as its class alone, and 64 -> 256 kept the digest."""
+    """A user class's instance by what it holds (`instance_state`; it was its class alone), "" for nothing."""
     if id(value) in seen:  # an instance holding itself, on the path from the outer one
         return "<cycle>"
     seen[id(value)] = value

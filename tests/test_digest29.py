@@ -295,3 +295,28 @@ def test_a_list_filled_as_its_module_runs_is_read_by_its_value(tmp_path, monkeyp
     digests = [code_digest(_module(tmp_path, monkeypatch, "filled29", text.replace("VALUE", v)).make)
                for v in ("32", "64")]
     assert digests[0] != digests[1]
+
+
+@pytest.mark.parametrize("read", ["CFG.width", "cfgmod29.CFG.width"])
+def test_an_instance_of_a_user_class_a_function_reads_is_read_by_what_it_holds(tmp_path, monkeypatch, read) -> None:
+    text = f"import cfgmod29\nfrom cfg29 import Config\n\nCFG = Config(VALUE)\n\n\ndef make(i, n):\n    return {read}\n"
+    digests = []
+    for value in ("16", "32", "16"):
+        (tmp_path / "cfgmod29.py").write_text(f"from cfg29 import Config\n\nCFG = Config({value})\n", encoding="utf-8")
+        monkeypatch.delitem(sys.modules, "cfgmod29", raising=False)
+        digests.append(code_digest(_module(tmp_path, monkeypatch, "instmain29", text.replace("VALUE", value)).make))
+    assert digests[0] != digests[1] and digests[0] == digests[2]  # 6332435: all equal
+    module = sys.modules["instmain29"]
+    assert ("cfgmod29.CFG" if read.startswith("cfgmod29") else "instmain29.CFG") in settings_read(module.make)
+
+
+def test_a_base_class_of_another_module_edited_since_import_is_refused_inprocess(tmp_path, monkeypatch) -> None:
+    from harness.code_source import edited_since_import
+
+    (tmp_path / "edbase29.py").write_text(BASE, encoding="utf-8")
+    monkeypatch.delitem(sys.modules, "edbase29", raising=False)
+    module = _module(tmp_path, monkeypatch, "ednet29", "import edbase29\n\n\nclass Net(edbase29.Base):\n    pass\n")
+    code_digest(module.Net)
+    assert edited_since_import(code_read(module.Net)) == []
+    (tmp_path / "edbase29.py").write_text(BASE.replace("x * FACTOR", "x + FACTOR"), encoding="utf-8")
+    assert edited_since_import(code_read(module.Net)) == ["Base", "Base.scale"]
