@@ -89,8 +89,8 @@ def _run(step: Step) -> str:
 
 
 def _code(obj: Any, seen: dict[int, Any], read: dict[str, str]) -> Step:
-    """Its source (the compiled code where none is found: a notebook's class), with the source of
-    the functions and classes of its own module it names (a factory's model class, its blocks)."""
+    """Its source (the compiled code where none is found: a notebook's class), with the source of the
+    functions and classes of its own or a user module it names (a factory's model class, its blocks)."""
     if id(obj) in seen:
         return ""
     seen[id(obj)] = obj  # held, so its id is no other object's while the walk runs
@@ -259,8 +259,8 @@ def _attribute(value: Any, module: str, seen: dict[int, Any], read: dict[str, st
 
 def _instance(value: Any, module: str, seen: dict[int, Any], read: dict[str, str]) -> Step:
     """Another value by what makes it: a torch dtype or device, a compiled pattern, a path or a typing
-    generic by its repr (the same in every process), a dataclass instance by its class and fields, any
-    other by its class (its code when of this module); a descriptor (a NamedTuple's field, a slot) by
+    generic by its repr (the same in every process), a dataclass instance by its class and fields, a
+    user class's by its code and what it holds (`_state`), any other by its class; a descriptor by
     its type, left out. Each was hashed as nothing: `dtype = DTYPE` or `act = ACT()` kept its digest
     when DTYPE or ACT changed."""
     kind = f"{type(value).__module__}.{type(value).__qualname__}"
@@ -328,8 +328,8 @@ def _callable_code(obj: Any, seen: dict[int, Any], read: dict[str, str]) -> Step
 
 def _argument(value: Any, module: str, seen: dict[int, Any], read: dict[str, str]) -> Step:
     """A partial's argument or an instance's attribute: plain values and lists or dicts of them by
-    content, functions and classes by their code (by their name when not of `module`: torch's
-    `nn.ReLU`); anything else by its type alone (not seen)."""
+    content, functions and classes by their code (by their name when not of `module` or a user module:
+    torch's `nn.ReLU`), a user class's instance by its code and state, anything else by its type alone."""
     if isinstance(value, list | tuple | dict):
         if id(value) in seen:  # a list holding itself, on the path from the outer one: it hung the digest
             return "<cycle>"
