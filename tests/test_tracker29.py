@@ -287,3 +287,21 @@ def test_a_constructor_selection_the_record_cannot_give_is_refused_before_the_en
     with torch.no_grad():
         hand = 1 - torch.softmax(model(x), 1).gather(1, y[:, None]).squeeze(1).double().numpy()
     np.testing.assert_allclose(tracker.scores()["in_confidence"].to_numpy(), hand, rtol=1e-6)
+
+
+def test_an_empty_batch_without_logits_keeps_the_logit_proxies() -> None:
+    """A loop that filters its batch (keep = labels >= 0) and passes an emptied one with losses= alone:
+    no sample lacks logits, so scores() still gives aum (the hand's -margin) and the suggested label
+    (the empty batch dropped every proxy but csl from the default set)."""
+    logits, y = _data(14)
+    tracker = SampleTracker(N)
+    tracker.update(torch.arange(6), logits=logits[:6], labels=y[:6])
+    tracker.update(torch.arange(0), losses=torch.zeros(0))
+    tracker.update(torch.arange(6, N), logits=logits[6:], labels=y[6:])
+    tracker.end_epoch()
+    scores = tracker.scores()
+    given = logits.gather(1, y[:, None]).squeeze(1)
+    others = logits.scatter(1, y[:, None], float("-inf")).amax(1)
+    assert {"csl", "aum", "el2n", "threshold_lt"} <= set(scores.columns)  # one epoch: no forgetting, variability
+    np.testing.assert_array_equal(scores["aum"].to_numpy(), -(given - others).double().numpy())
+    np.testing.assert_array_equal(scores["csl"].to_numpy(), _hand_csl([(logits, y)]))

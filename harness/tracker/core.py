@@ -189,7 +189,7 @@ class SampleTracker(TrackerEvaluation, TrackerCheckpoints, TrackerResults):
         except BaseException:
             self.num_classes = classes
             raise
-        if logits is None:
+        if logits is None and b:  # an empty batch leaves no sample without logits
             self._all_batches_had_logits = False
         # logits are checked for non-finite values when logit signals are recorded from them
         flag_logits = logits is not None and selection.train_keys != (LOSS_KEY,)
