@@ -27,7 +27,8 @@ class _Parser(argparse.ArgumentParser):
     commands: dict[str, _Parser]  # set by `build_parser`; `_innermost` reads it
 
     def error(self, message: str) -> NoReturn:
-        raise HarnessError(f"{message}{_negative_hint(message, self.argv)}; see `{self.prog} --help`")
+        raise HarnessError(f"{message}{_negative_hint(message, self.argv)}{_value_hint(message)}; "
+                           f"see `{self.prog} --help`")
 
     def parse_args(self, args=None, namespace=None):
         """Unknown flags point at the subcommand's help, with the closest flag it has (`--seed`:
@@ -41,10 +42,9 @@ class _Parser(argparse.ArgumentParser):
                 raise HarnessError(f"unrecognized arguments: {' '.join(extras)} (nothing after '--' is read as a "
                                    f"flag: drop the '--'); see `{parser.prog} --help`")
             unknown = [e.partition("=")[0] for e in extras if e.startswith("--")]
-            close = {flag: " or ".join(matches) for flag in unknown
-                     if (matches := difflib.get_close_matches(flag, flags, n=2, cutoff=0.75))}
-            hint = f" (did you mean {next(iter(close.values()))}?)" if len(unknown) == 1 and close else \
-                f" ({'; '.join(f'{flag}: did you mean {match}?' for flag, match in close.items())})" if close else ""
+            close = {flag: match for flag in unknown if (match := _closest(flag, flags))}
+            hint = f" (did you mean {next(iter(close.values()))})" if len(unknown) == 1 and close else \
+                f" ({'; '.join(f'{flag}: did you mean {match}' for flag, match in close.items())})" if close else ""
             raise HarnessError(f"unrecognized arguments: {' '.join(extras)}{hint}; see `{parser.prog} --help`")
         return parsed
 
@@ -57,6 +57,27 @@ def _innermost(parser: argparse.ArgumentParser, parsed: argparse.Namespace) -> a
         if nested is None:
             return parser
         parser = nested
+
+
+def _closest(flag: str, flags: list[str]) -> str:
+    """The flags `flag` was likely meant as, asked ("--seeds?"), or "": the close spellings (`--seed`),
+    else the flags it abbreviates (`--noise`: --noise-rates; `--dry`: --dry-run), which argparse would
+    have taken and memprox refuses, where "unrecognized arguments: --noise 0.1" named no flag nor the fix."""
+    close = difflib.get_close_matches(flag, flags, n=2, cutoff=0.75)
+    if close:
+        return " or ".join(close) + "?"
+    longer = [f for f in flags if f.startswith(flag) and len(flag) > 2][:3]
+    return f"{' or '.join(longer)}? flags are not abbreviated, write it whole" if longer else ""
+
+
+def _value_hint(message: str) -> str:
+    """The fix argparse leaves out of its value errors: `--epochs 1.5` ("invalid int value: '1.5'")
+    says that --epochs takes a whole number, `--download=yes` ("ignored explicit argument 'yes'") that
+    the flag takes no value. (A float flag's "invalid float value: 'abc'" is left as it was: a number.)"""
+    flag = message.removeprefix("argument ").partition(":")[0].split("/")[-1]
+    if ": ignored explicit argument " in message:
+        return f" ({flag} takes no value: pass {flag} alone, or leave it out)"
+    return f" ({flag} takes a whole number, e.g. {flag} 3)" if ": invalid int value: " in message else ""
 
 
 def _negative_hint(message: str, argv: list[str]) -> str:
