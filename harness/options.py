@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from harness import option_checks as checks
+from harness.errors import HarnessError
 from harness.precision import PRECISIONS
 from harness.presets import PRESETS, Preset
 from harness.recipe import Recipe
@@ -134,6 +135,26 @@ def _augment_into(recipe: Recipe, augment: Any) -> Recipe:
     return replace(recipe, augment=augment, augment_epochs=recipe.augment_epochs if augment else None)
 
 
+def _no_empty_item(parse: Callable[[Any], Any], flag: str, example: str) -> Callable[[Any], Any]:
+    """`parse` for a comma list that refuses an empty item: `--seeds 0,,5` ran seeds 0 and 5, and
+    `--noise-rates $A,0.1` with $A unset one rate, where a value was lost (as `--proxies csl,,aum` is
+    refused). One trailing comma stays allowed: `--seeds 5,` is the list of seed 5 alone."""
+    def checked(value: Any) -> Any:
+        if isinstance(value, str) and "," in value:
+            items = value.split(",")
+            if any(not item.strip() for item in items[:-1]):
+                raise HarnessError(f"{flag} {value!r} has an empty item between commas (a value lost, e.g. an "
+                                   f"unset shell variable?); list the values with one comma between each, e.g. "
+                                   f"{flag} {example}")
+        return parse(value)
+    return checked
+
+
+_TASK_LIST = _no_empty_item(lambda v: parse_names(v, "--tasks"), "--tasks", "mislabeled,duplicates")
+_SEED_LIST = _no_empty_item(parse_seeds, "--seeds", "0,5")
+_RATE_LIST = _no_empty_item(lambda v: parse_floats(v, "--noise-rates"), "--noise-rates", "0.01,0.1")
+
+
 def _reference_users() -> list[str]:
     from harness.tasks import TASKS
 
@@ -172,10 +193,10 @@ OPTIONS: tuple[Option, ...] = (
            "'curvature(n=2),curvature(n=10)' compares two side by side (see `list`)", annotation="str",
            parse=parse_selection, check=checks.proxies, **_NAMES),
     Option("tasks", DEFAULT_TASKS, "comma-separated tasks (see `list`)", annotation="tuple[str, ...]",
-           parse=lambda v: parse_names(v, "--tasks"), check=checks.tasks, **_NAMES),
+           parse=_TASK_LIST, check=checks.tasks, **_NAMES),
     Option("seeds", 3, "number of seeds (3 -> 0,1,2) or an explicit list (0,5)", annotation="tuple[int, ...]",
            field_default=(0, 1, 2), types=(numbers.Integral, str, Iterable), type_words="int, str or list of int",
-           parse=parse_seeds, check=checks.seeds),
+           parse=_SEED_LIST, check=checks.seeds),
     Option("preset", "quick", lambda: f"recipe and model: {', '.join(PRESETS)} (see `list`)", annotation="str",
            types=(str,), type_words="str", fill=lambda ctx, value: ctx.preset.name),
     Option("model", None, "model name (see `list`)", annotation="str", field_default="mlp",
@@ -206,7 +227,7 @@ OPTIONS: tuple[Option, ...] = (
            switch=True, check=checks.boolean, runtime=True),
     Option("noise_rates", None, "symmetric label-noise rates, each in (0, 1)", annotation="tuple[float, ...]",
            field_default=DEFAULT_NOISE_RATES, types=(str, numbers.Real, Iterable, type(None)),
-           type_words="str, number, list of numbers or None", parse=lambda v: parse_floats(v, "--noise-rates"),
+           type_words="str, number, list of numbers or None", parse=_RATE_LIST,
            fill=lambda ctx, value: value if value is not None else () if ctx.given["noisy_labels"] is not None
            else DEFAULT_NOISE_RATES, check=checks.noise_rates, shown_default=DEFAULT_NOISE_RATES,
            used_by=("mislabeled",)),
