@@ -305,3 +305,18 @@ def test_an_empty_batch_without_logits_keeps_the_logit_proxies() -> None:
     assert {"csl", "aum", "el2n", "threshold_lt"} <= set(scores.columns)  # one epoch: no forgetting, variability
     np.testing.assert_array_equal(scores["aum"].to_numpy(), -(given - others).double().numpy())
     np.testing.assert_array_equal(scores["csl"].to_numpy(), _hand_csl([(logits, y)]))
+
+
+def test_csl_of_a_float64_loop_is_its_losses_rounded_to_float32_then_summed_in_float64() -> None:
+    """The documented hand computation for a float64 loop (docs/own-training-loop.md): loss.float() per
+    epoch, summed in float64, gives csl's bits."""
+    logits, y = _data(15)
+    logits = logits.double()
+    tracker, kept = SampleTracker(N), []
+    for epoch in range(3):
+        losses = F.cross_entropy((epoch + 1) * logits, y, reduction="none")
+        kept.append(losses)
+        tracker.update(torch.arange(N), losses=losses, logits=(epoch + 1) * logits, labels=y)
+        tracker.end_epoch()
+    got = tracker.scores(["csl"])["csl"].to_numpy()
+    np.testing.assert_array_equal(got, torch.stack(kept).float().double().sum(0).numpy())
