@@ -104,9 +104,18 @@ UNCHECKED = "made by a memprox before 1 December 2026, whose entries carry no ch
 
 
 def _read_manifest(path: Path) -> Manifest | None:
+    """The entry's manifest as checked, else as today's Manifest holds it without its checksum, as `store prune`
+    reads a damaged entry's: an older memprox's manifest (no checksum) still names the arrays that are the store's
+    own. Taken as unreadable, every `.npy` counted as the store's, and a run recomputing such an entry deleted a
+    user's `my_analysis.npy` in it with the old entry (prune keeps that entry for it). None when it names none:
+    then only `.npy` files count as the store's."""
     try:
         return Manifest.from_json((path / "manifest.json").read_bytes())
-    except Exception:  # unreadable in any way: only `.npy` files count as the store's
+    except Exception:
+        raw = raw_manifest(path)
+    try:
+        return Manifest.from_dict({k: v for k, v in raw.items() if k != DIGEST_FIELD}) if raw is not None else None
+    except Exception:  # unreadable in any way
         return None
 
 

@@ -151,3 +151,31 @@ def test_rmtree_of_a_read_only_folder_leaves_hard_links_modes_alone(tmp_path, mo
     io.rmtree(entry)
     assert refused and not entry.exists()
     assert st.S_IMODE(os.stat(backup / "a.npy").st_mode) == 0o444 and (backup / "a.npy").read_bytes() == b"array"
+
+
+# --- a user's .npy in an older memprox's entry survives the run that recomputes it --------------------------------
+
+
+def test_a_users_npy_in_an_unchecked_entry_survives_its_recompute(tmp_path) -> None:
+    """An entry an older memprox stored (its manifest without a checksum) is recomputed by the next run that needs
+    it; a `.npy` of the user's in it was counted as the store's (the manifest was taken as unreadable) and deleted
+    with the old entry, though `store prune` keeps that entry for it."""
+    import json
+
+    import numpy as np
+
+    from harness.cli import main
+
+    args = ["run", "--no-progress", "--dataset", "digits", "--seeds", "1", "--noise-rates", "0.1", "--tasks",
+            "mislabeled", "--epochs", "2", "--proxies", "final_loss", "--executor", "inprocess", "--threads", "1",
+            "--store", str(tmp_path / "store")]
+    assert main([*args, "--out", str(tmp_path / "out1")]) == 0
+    (entry,) = (tmp_path / "store" / "runs").iterdir()
+    manifest = json.loads((entry / "manifest.json").read_text())
+    manifest.pop("manifest_sha256")  # as a memprox before 1 December 2026 wrote it
+    (entry / "manifest.json").write_text(json.dumps(manifest))
+    np.save(entry / "my_analysis.npy", np.arange(5))
+    assert main([*args, "--out", str(tmp_path / "out2")]) == 0
+    assert "manifest_sha256" in json.loads((entry / "manifest.json").read_text())  # recomputed, stored again
+    assert np.array_equal(np.load(entry / "my_analysis.npy"), np.arange(5))
+    assert [p.name for p in (tmp_path / "store" / "runs").iterdir()] == [entry.name]  # nothing left aside
