@@ -134,7 +134,14 @@ def precision(value: Any, opt: Option) -> None:
 
 
 def recipe(value: Recipe, opt: Option) -> None:
-    value.validate()  # after the epochs, batch size and lr entries, whose messages name their flags
+    """The recipe's own checks, after the epochs, batch size and lr entries, whose messages name their
+    flags; --augment-epochs past --epochs is said here with its flags ("augment epochs must be in [0,
+    epochs=2] (got 3)" named neither flag nor the fix)."""
+    n, epochs = value.augment_epochs, value.epochs
+    if value.augment and isinstance(n, int) and isinstance(epochs, int) and not isinstance(n, bool) and n > epochs:
+        raise HarnessError(f"--augment-epochs {n} must be in [0, {epochs}], the training epochs (--epochs or the "
+                           f"preset's); pass --augment-epochs {epochs} or less, or more --epochs")
+    value.validate()
 
 
 #: The longest --job-timeout (about 31 years): a larger one is no limit, and a huge int overflowed a float.

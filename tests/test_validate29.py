@@ -112,3 +112,22 @@ def test_a_trailing_comma_stays_a_list() -> None:
     assert cfg.noise_rates == (0.1,)
     assert experiment_config(seeds="0,5", tasks="mislabeled", proxies="csl").seeds == (0, 5)
     assert experiment_config(seeds="3", tasks="mislabeled", proxies="csl").seeds == (0, 1, 2)
+
+
+# --augment-epochs past --epochs ------------------------------------------------------------------------------
+@pytest.mark.parametrize(("argv", "epochs"), [(["--preset", "paper", "--augment-epochs", "300"], 1),
+                                             (["--augment", "on", "--epochs", "2", "--augment-epochs", "3"], 2)])
+def test_augment_epochs_past_the_end_names_both_flags(argv: list[str], epochs: int, tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    """Was "augment epochs must be in [0, epochs=1] (got 300)": no flag, no fix."""
+    given = argv[-1]
+    small = [a for a in SMALL if a not in ("--epochs", "1")] + ([] if "--epochs" in argv else ["--epochs", "1"])
+    line = _refused([*small, "--tasks", "mislabeled", *argv], tmp_path, capsys)
+    assert line == (f"error: --augment-epochs {given} must be in [0, {epochs}], the training epochs (--epochs or "
+                    f"the preset's); pass --augment-epochs {epochs} or less, or more --epochs")
+
+
+def test_augment_epochs_with_augmentation_off_keeps_its_message(tmp_path: Path,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    line = _refused([*SMALL, "--tasks", "mislabeled", "--augment-epochs", "3"], tmp_path, capsys)
+    assert line == "error: augment epochs (3) given with augmentation off; drop --augment-epochs or use --augment on"
