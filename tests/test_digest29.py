@@ -320,3 +320,15 @@ def test_a_base_class_of_another_module_edited_since_import_is_refused_inprocess
     assert edited_since_import(code_read(module.Net)) == []
     (tmp_path / "edbase29.py").write_text(BASE.replace("x * FACTOR", "x + FACTOR"), encoding="utf-8")
     assert edited_since_import(code_read(module.Net)) == ["Base", "Base.scale"]
+
+
+def test_a_module_whose_lists_are_read_is_parsed_once(tmp_path, monkeypatch) -> None:
+    import ast
+
+    module = _module(tmp_path, monkeypatch, "parse29", LISTS)
+    text = textwrap.dedent(LISTS)
+    whole = []
+    parse = ast.parse
+    monkeypatch.setattr(ast, "parse", lambda source, *a, **k: (whole.append(source == text), parse(source, *a, **k))[1])
+    digests = {code_digest(module.make) for _ in range(4)}  # the planner digests the model once per run
+    assert len(digests) == 1 and sum(whole) == 1
