@@ -47,7 +47,7 @@ def unreadable_fix(path: Path) -> str:
 def own_files(path: Path, manifest: Manifest | None) -> tuple[str, ...] | None:
     """The names of the files in the entry folder `path` when each is one the store writes there:
     plain files, a manifest.json (the store never leaves an entry without one) and only the arrays
-    that manifest names (when it does not parse: only `.npy` files). None when anything else is there
+    that manifest names (when it does not parse: only `KEY.NAME.npy` files). None when anything else is there
     (a user's file, even a `.npy`, a folder, a link) or it cannot be listed: never removed."""
     found = _listing(path)
     if found is None or "manifest.json" not in {e.name for e in found} or _foreign(found, manifest):
@@ -65,7 +65,7 @@ def own_entry_folder(path: Path) -> bool:
 def foreign_names(path: Path) -> list[str]:
     """The names in the entry folder `path` the store did not write there (none when it is absent):
     anything but its manifest.json and the arrays its manifest names (when the manifest does not
-    parse: anything but `.npy` files), and anything not a plain file."""
+    parse: anything but `KEY.NAME.npy` files), and anything not a plain file."""
     found = _listing(path)
     return [] if found is None else _foreign(found, _read_manifest(path))
 
@@ -108,7 +108,7 @@ def _read_manifest(path: Path) -> Manifest | None:
     reads a damaged entry's: an older memprox's manifest (no checksum) still names the arrays that are the store's
     own. Taken as unreadable, every `.npy` counted as the store's, and a run recomputing such an entry deleted a
     user's `my_analysis.npy` in it with the old entry (prune keeps that entry for it). None when it names none:
-    then only `.npy` files count as the store's."""
+    then only `KEY.NAME.npy` files count as the store's (`_array_named`)."""
     try:
         return Manifest.from_json((path / "manifest.json").read_bytes())
     except Exception:
@@ -122,7 +122,14 @@ def _read_manifest(path: Path) -> Manifest | None:
 def _foreign(found: list[os.DirEntry[str]], manifest: Manifest | None) -> list[str]:
     named = _array_files(manifest)
     return sorted(e.name for e in found if not e.is_file(follow_symlinks=False) or (e.name != "manifest.json" and (
-        e.name not in named if named is not None else not e.name.endswith(".npy"))))
+        e.name not in named if named is not None else not _array_named(e.name))))
+
+
+def _array_named(name: str) -> bool:
+    """Whether a file could be one of the store's arrays by its name alone (`KEY.NAME.npy`, as `_write_arrays` names
+    them), where no manifest says which are: any `.npy` counted, and `store prune --damaged` of an entry whose
+    manifest.json did not parse deleted a user's `my_analysis.npy` in it."""
+    return name.endswith(".npy") and name.count(".") >= 2
 
 
 def _array_files(manifest: Manifest | None) -> set[str] | None:

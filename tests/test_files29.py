@@ -179,3 +179,30 @@ def test_a_users_npy_in_an_unchecked_entry_survives_its_recompute(tmp_path) -> N
     assert "manifest_sha256" in json.loads((entry / "manifest.json").read_text())  # recomputed, stored again
     assert np.array_equal(np.load(entry / "my_analysis.npy"), np.arange(5))
     assert [p.name for p in (tmp_path / "store" / "runs").iterdir()] == [entry.name]  # nothing left aside
+
+
+@pytest.mark.parametrize("how", ["prune-damaged", "recompute"])
+def test_a_users_npy_in_an_entry_whose_manifest_does_not_parse_survives(tmp_path, capsys, how) -> None:
+    """Where no manifest names the store's arrays, any `.npy` counted as one: `store prune --damaged` removed an
+    entry whose manifest.json did not parse with a user's `my_analysis.npy` in it, and a run recomputing it deleted
+    the file with the old entry. A store array is named `KEY.NAME.npy`."""
+    import numpy as np
+
+    from harness.cli import main
+
+    args = ["run", "--no-progress", "--dataset", "digits", "--seeds", "1", "--noise-rates", "0.1", "--tasks",
+            "mislabeled", "--epochs", "2", "--proxies", "final_loss", "--executor", "inprocess", "--threads", "1",
+            "--store", str(tmp_path / "store")]
+    assert main([*args, "--out", str(tmp_path / "out1")]) == 0
+    (entry,) = (tmp_path / "store" / "runs").iterdir()
+    (entry / "manifest.json").write_text("garbage{")
+    np.save(entry / "my_analysis.npy", np.arange(5))
+    if how == "prune-damaged":
+        capsys.readouterr()
+        assert main(["store", "prune", "--damaged", "--store", str(tmp_path / "store")]) == 0
+        assert "removed 0 of 0" in capsys.readouterr().out
+        assert (entry / "manifest.json").read_text() == "garbage{"
+    else:
+        assert main([*args, "--out", str(tmp_path / "out2")]) == 0
+        assert (entry / "manifest.json").read_text() != "garbage{"  # recomputed, stored again
+    assert np.array_equal(np.load(entry / "my_analysis.npy"), np.arange(5))
