@@ -241,6 +241,8 @@ def load_class_plugins(group: str, registry: Registry[type], base: type, registe
         loaded[ep.name] = cls
         if ep.name != name:  # selected by the class's name: the entry point's would be unknown
             misnamed.append((where, str(name), cls))
+    for ep in points.values():
+        _contest_failed(registry, own, contested, ep)
     for where, name, cls in misnamed:  # an alias beside an entry point of the class's own name needs no fix
         if loaded.get(name) is not cls:
             warnings.warn(f"{where} registers {kind} {name!r}: select it by that name, and name the entry "
@@ -248,6 +250,24 @@ def load_class_plugins(group: str, registry: Registry[type], base: type, registe
     for name, claimants in contested.items():  # none of them is used: which one won was an accident of order
         registry.remove(name)
         registry.withheld[name] = claimants
+
+
+def _contest_failed(registry: Registry, own: set[str], contested: dict[str, list[str]],
+                    ep: importlib.metadata.EntryPoint) -> None:
+    """An installed plugin that failed to load, whose entry-point name another package's class took:
+    two plugins claim the name, as when both load, so neither is used. Before, selecting the name
+    scored the other package's class as if it were the failed plugin's (in either loading order)."""
+    name = ep.name
+    if name not in registry.failed or name not in registry or name in own or name in contested:
+        return
+    package = ep.module.partition(".")[0]
+    if any(module.partition(".")[0] == package for module, _ in _definition(registry[name]) or ()):
+        return  # its own package registered the name (a stale entry point): `_selects_other` says so
+    contested[name] = [_origin(registry[name]), f"{ep.value}, which failed to load"]
+    warnings.warn(f"{registry.kind} {name!r} is claimed by installed plugin {name!r} ({ep.value}), which failed to "
+                  f"load, and by {_origin(registry[name])}: neither is used, since which one {name!r} selects would "
+                  "follow which of them imports; fix the plugin that failed, or rename one of the two (its `name` "
+                  "and entry point)", stacklevel=4)
 
 
 def _contest(registry: Registry, own: set[str], contested: dict[str, list[str]], name: str, claimant: str) -> bool:

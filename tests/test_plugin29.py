@@ -126,3 +126,84 @@ def test_proxy_arg_values_the_docs_say_are_refused_are(fresh, arg, needle) -> No
     with pytest.raises(HarnessError) as info:
         registry.resolve_proxies("typed29", parse_key_values([arg], "--proxy-arg"))
     assert needle in str(info.value)
+
+
+PLUGIN_MODULE = '''
+from harness.recorders import RecorderRequest
+from proxies import Proxy, register_proxy
+
+TL = RecorderRequest.of("train_loss")
+
+
+@register_proxy
+class Var(Proxy):
+    name = "lv29"
+    description = "d"
+    citation = "{package}"
+    recorders = (TL,)
+
+    def score(self, ctx):
+        return ctx.arrays(TL)["loss"].sum(0)
+
+
+@register_proxy
+class Margin(Proxy):
+    name = "lm29"
+    description = "d"
+    citation = "{package}"
+    recorders = (TL,)
+
+    def score(self, ctx):
+        return -ctx.arrays(TL)["loss"].sum(0)
+'''
+
+
+def _two_packages(monkeypatch, tmp_path, points: list[tuple[str, str]]) -> None:
+    """pkg29a and pkg29b, each a module registering proxies lv29 and lm29, under `points` (name, value)."""
+    for package in ("pkg29a", "pkg29b"):
+        (tmp_path / package).mkdir()
+        (tmp_path / package / "__init__.py").write_text("")
+        (tmp_path / package / "mod.py").write_text(PLUGIN_MODULE.replace("{package}", package))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    for package in ("pkg29a", "pkg29b"):
+        monkeypatch.delitem(sys.modules, package, raising=False)
+        monkeypatch.delitem(sys.modules, f"{package}.mod", raising=False)
+    eps = [importlib.metadata.EntryPoint(n, v, ENTRY_GROUP) for n, v in points]
+    real = importlib.metadata.entry_points
+    monkeypatch.setattr(importlib.metadata, "entry_points",
+                        lambda group=None, **kw: eps if group == ENTRY_GROUP else real(group=group, **kw))
+    monkeypatch.setattr(registry, "_plugins_loaded", False)
+
+
+def test_a_name_whose_own_plugin_failed_to_load_is_not_served_by_another_packages_class(monkeypatch, tmp_path,
+                                                                                       fresh) -> None:
+    """Two packages both define lv29 (withheld) and lm29. pkg29b's module loads first (its entry point
+    `a_lm` sorts first) and registers both; pkg29a's module then fails on lv29, so its entry point
+    `lm29` fails to load. Before: `--proxies lm29` scored pkg29b's class (its AUROC under the name
+    of pkg29a's proxy, 0.003 in the journey), and no warning said that lm29 ran another package's
+    class. Now lm29 is claimed by two plugins, and neither is used."""
+    from harness.errors import HarnessError
+
+    _two_packages(monkeypatch, tmp_path, [("lv29", "pkg29a.mod:Var"), ("lm29", "pkg29a.mod:Margin"),
+                                          ("lv29", "pkg29b.mod:Var"), ("a_lm", "pkg29b.mod:Margin")])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        registry.load_plugins()
+    messages = [str(w.message) for w in caught]
+    assert "lm29" not in fresh and "lv29" not in fresh
+    assert any("proxy 'lm29' is claimed by installed plugin 'lm29' (pkg29a.mod:Margin), which failed to load, "
+               "and by pkg29b.mod.Margin" in m for m in messages), messages
+    with pytest.raises(HarnessError, match=r"proxy 'lm29' is claimed by 2 installed plugins \(pkg29b\.mod\.Margin, "
+                                           r"pkg29a\.mod:Margin, which failed to load\)"):
+        registry.resolve_proxies("lm29")
+
+
+def test_a_plugin_that_loads_keeps_its_name_when_the_others_module_failed(monkeypatch, tmp_path, fresh) -> None:
+    """The other order: pkg29a loads first and keeps lm29 under its own entry point; pkg29b's module
+    fails (lv29), so its class never claimed lm29: pkg29a's lm29 is used, as before."""
+    _two_packages(monkeypatch, tmp_path, [("lv29", "pkg29a.mod:Var"), ("lm29", "pkg29a.mod:Margin"),
+                                          ("lv29", "pkg29b.mod:Var"), ("z_lm", "pkg29b.mod:Margin")])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        registry.load_plugins()
+    assert fresh["lm29"].citation == "pkg29a" and "lv29" not in fresh
