@@ -27,8 +27,15 @@ class _Parser(argparse.ArgumentParser):
     commands: dict[str, _Parser]  # set by `build_parser`; `_innermost` reads it
 
     def error(self, message: str) -> NoReturn:
-        raise HarnessError(f"{message}{_negative_hint(message, self.argv)}{_value_hint(message)}; "
-                           f"see `{self.prog} --help`")
+        raise HarnessError(f"{message}{_negative_hint(message, self.argv)}{_value_hint(message)}"
+                           f"{self._command_hint(message)}; see `{self.prog} --help`")
+
+    def _command_hint(self, message: str) -> str:
+        """`python -m harness` alone said "the following arguments are required: command", not which."""
+        if not message.startswith("the following arguments are required: "):
+            return ""
+        names = [n for a in self._actions if isinstance(a, argparse._SubParsersAction) for n in a.choices]
+        return f" (pass one of: {', '.join(names)})" if names else ""
 
     def parse_args(self, args=None, namespace=None):
         """Unknown flags point at the subcommand's help, with the closest flag it has (`--seed`:

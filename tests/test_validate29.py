@@ -131,3 +131,15 @@ def test_augment_epochs_with_augmentation_off_keeps_its_message(tmp_path: Path,
                                                                 capsys: pytest.CaptureFixture[str]) -> None:
     line = _refused([*SMALL, "--tasks", "mislabeled", "--augment-epochs", "3"], tmp_path, capsys)
     assert line == "error: augment epochs (3) given with augmentation off; drop --augment-epochs or use --augment on"
+
+
+# a missing command ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(("argv", "line"), [
+    ([], "error: the following arguments are required: command (pass one of: run, list, store); see `python -m "
+         "harness --help`"),
+    (["store"], "error: the following arguments are required: {info,prune} (pass one of: info, prune); see `python "
+                "-m harness store --help`"),
+])
+def test_a_missing_command_names_the_commands(argv: list[str], line: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(argv) == 2
+    assert [x for x in capsys.readouterr().err.splitlines() if x.startswith("error:")] == [line]
