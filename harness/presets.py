@@ -14,11 +14,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
+from harness.errors import HarnessError
 from harness.recipe import Recipe
+from harness.registry import Registry, did_you_mean
 
 if TYPE_CHECKING:
     from harness.datasets import Dataset
-from harness.registry import Registry
 
 
 @dataclass(frozen=True)
@@ -128,7 +129,11 @@ PRESETS.register("gpu", PresetEntry(
 
 
 def preset_for(name: str, dataset: str) -> Preset:
-    """The preset `name` for `dataset`; an unknown name is a HarnessError listing the valid ones."""
+    """The preset `name` for `dataset`; an unknown name is a HarnessError listing the valid ones, with
+    the closest (`cpu_full`: did you mean 'cpu-full'?), as an unknown proxy or task names its own."""
+    if isinstance(name, str) and name not in PRESETS:
+        raise HarnessError(f"unknown preset {name!r}{did_you_mean([name], PRESETS)}; valid: "
+                           f"{', '.join(sorted(PRESETS))} (see `python -m harness list`)")
     return PRESETS.get(name).for_dataset(dataset)
 
 

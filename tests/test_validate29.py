@@ -143,3 +143,18 @@ def test_augment_epochs_with_augmentation_off_keeps_its_message(tmp_path: Path,
 def test_a_missing_command_names_the_commands(argv: list[str], line: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(argv) == 2
     assert [x for x in capsys.readouterr().err.splitlines() if x.startswith("error:")] == [line]
+
+
+# an unknown preset names the closest ------------------------------------------------------------------------
+@pytest.mark.parametrize(("given", "meant"), [("cpu_full", "cpu-full"), ("Quick", "quick"), ("papr", "paper")])
+def test_an_unknown_preset_names_the_closest(given: str, meant: str, tmp_path: Path,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    """Was "unknown preset 'cpu_full'; valid: ..." where an unknown proxy or task says which was meant."""
+    line = _refused([*SMALL, "--tasks", "mislabeled", "--preset", given], tmp_path, capsys)
+    assert line == (f"error: unknown preset {given!r} (did you mean {meant!r}?); valid: cpu-full, gpu, paper, quick "
+                    "(see `python -m harness list`)")
+
+
+def test_an_unknown_preset_far_from_any_lists_them() -> None:
+    with pytest.raises(HarnessError, match=r"^unknown preset 'fast'; valid: cpu-full, gpu, paper, quick \(see"):
+        experiment_config(preset="fast", tasks="mislabeled", proxies="csl")
