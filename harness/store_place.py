@@ -17,7 +17,7 @@ from harness.io import free_bytes_short, nearest_folder, probe_writable
 def check_place(root: Path) -> None:
     """HarnessError when `root` is no place for a new store (`_is_home`, `_foreign_entries`); an
     existing store (runs/) stays usable wherever it is."""
-    if (root / "runs").is_dir() and _a_store(root):
+    if (root / "runs").is_dir() and a_store(root):
         return
     if root.exists() and not root.is_dir():
         raise HarnessError(f"--store {root} is a file, not a folder; pass a folder (a new one, or an existing store)")
@@ -92,7 +92,7 @@ def _foreign_entries(root: Path) -> list[str]:
 _DIGEST = re.compile(r"[0-9a-f]{20}")
 
 
-def _a_store(root: Path) -> bool:
+def a_store(root: Path) -> bool:
     """Whether `root`, holding a runs/ folder, is a run store: runs/ beside partial/ or locks/ (a store makes all
     three at once), or a runs/ of nothing but entries, or empty (a store's runs copied alone; an older store's
     runs/, its other folders not made yet). Another tool's runs/ in a

@@ -90,7 +90,8 @@ def _need_store(root: Path) -> None:
         runs = root / "runs"
         what = "does not exist" if not root.exists() else "is a file, not a folder" if not root.is_dir() else \
             f"holds a runs/ that is a link to {link_target(runs)}, which is no folder" if runs.is_symlink() else \
-            "holds no run store (no runs/ folder)"
+            "holds a runs/ folder of another tool's (TensorBoard writes runs/<date>_<host>/), not a run store" \
+            if runs.is_dir() else "holds no run store (no runs/ folder)"
         above = store_above(root)
         if above is not None and root.exists():  # `--store store/runs`, a run's entry: the store is above
             outer, inside = above
@@ -258,13 +259,18 @@ def _check_names(found: Scan, sel: Selection) -> None:
             raise HarnessError(f"no entry of {what} {wanted!r} in the store; it holds: {', '.join(present) or 'none'}")
 
 
-def _check_writable(root: Path) -> None:
+def _check_writable(root: Path, dry: bool = False) -> None:
+    """The refusal the real prune gives a store it cannot write, said by `--dry-run` too (which asks the
+    permissions rather than writing a probe file): it listed "would remove 2" where the prune then refused."""
     for sub in ("runs", "partial", "locks"):
         folder = root / sub
         if not folder.exists() and sub != "runs":
             continue
         try:
-            probe_writable(folder)
+            if not dry:
+                probe_writable(folder)
+            elif not os.access(folder, os.W_OK | os.X_OK):
+                raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(folder))
         except OSError as e:
             if e.errno != errno.ENOSPC:  # a full disk is when pruning is needed
                 raise HarnessError(f"run store folder {folder} is not writable ({e.strerror}); prune needs a store "
@@ -275,8 +281,8 @@ def prune(root: Path, opts: dict, say: Say) -> int:
     sel, checkpoints, leftovers = selection_of(opts)
     _need_store(root)
     dry = "dry_run" in opts
+    _check_writable(root, dry)
     if not dry:
-        _check_writable(root)
         (root / "locks").mkdir(exist_ok=True)
     found = _scan(root)
     _check_names(found, sel)
@@ -320,7 +326,8 @@ def _say_kept(found: Scan, sel: Selection, now: datetime, say: Say) -> None:
     removes it, and it went unsaid (only `store info` counted such entries). A folder named as an
     entry without the manifest every entry has is no entry of the store's: it gets no line."""
     for e in found.entries:
-        if (not e.own and e.manifest is not None and e.status in ("complete", "damaged")
+        if (not e.own and (e.manifest is not None or e.raw is not None or (e.path / "manifest.json").is_file())
+                and e.status in ("complete", "damaged")
                 and sel.matches(replace(e, own=True), now)):
             say(f"kept runs/{e.digest}  {e.field('label') or '?'}: it holds files that are not the store's own, "
                 "which prune never removes; move them out of it to prune it")
