@@ -51,6 +51,9 @@ class TrackerEvaluation(TrackerFields):
         self._ensure_device(param.device if param is not None else torch.device("cpu"), "eval_epoch()")
         signals, inputs, device = self._signals, self._inputs, self._device
         assert signals is not None and inputs is not None and device is not None  # made by _ensure_device
+        # one list: a refused pass drops its epoch from the passes, and from what scores() and state_dict() read
+        # (a resumed tracker's were two lists, so its state after a refused pass did not load)
+        self._eval_at = signals.evals.at
         state: EvalPassState | None = None
         classes = 0
         epoch = self.epochs - 1  # the recorder's row: the epoch just closed (-1: a baseline pass)
