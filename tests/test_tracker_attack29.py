@@ -50,3 +50,47 @@ def test_a_resumed_trackers_refused_eval_pass_leaves_a_state_that_loads_and_scor
     with torch.no_grad():
         want = nn.functional.cross_entropy(model(x), y, reduction="none").numpy()
     np.testing.assert_array_equal(resumed.scores(["final_loss"])["final_loss"].to_numpy(), want.astype(np.float64))
+
+
+@pytest.mark.parametrize("resumed", [False, True])
+def test_a_resumed_open_epoch_with_a_losses_only_batch_discarded_keeps_the_logit_proxies(resumed: bool) -> None:
+    """A step checkpoint saved mid-epoch after a batch with losses= alone, resumed and its epoch discarded (the
+    loop raised): the record is the closed epochs', all with logits, so the default scores keep aum, forgetting,
+    el2n, ... as an unresumed tracker does (the resumed one scored csl alone, silently)."""
+    x, y = _data()
+    model = _model()
+    tracker = SampleTracker(N)
+    tracker.update(torch.arange(N), logits=model(x), labels=y)
+    tracker.end_epoch()
+    tracker.update(torch.arange(4), losses=torch.ones(4))
+    if resumed:
+        state = tracker.state_dict()
+        tracker = SampleTracker(N)
+        tracker.load_state_dict(state)
+    tracker.discard_epoch()
+    tracker.update(torch.arange(N), logits=model(x), labels=y)
+    tracker.end_epoch()
+    scores = tracker.scores()
+    assert list(scores.columns) == ["index", "label", "aum", "csl", "el2n", "forgetting", "threshold_lt",
+                                    "variability"]
+    with torch.no_grad():
+        logits = model(x)
+    own = logits.gather(1, y[:, None]).squeeze(1)
+    other = logits.scatter(1, y[:, None], float("-inf")).max(1).values
+    np.testing.assert_allclose(scores["aum"].to_numpy(), -(own - other).double().numpy(), rtol=1e-6)
+
+
+def test_a_state_saved_before_had_logits_closed_was_kept_still_loads() -> None:
+    """A state of a memprox that did not save it loads, as before: a discard keeps the open epoch's flag."""
+    x, y = _data()
+    tracker = SampleTracker(N)
+    tracker.update(torch.arange(N), logits=_model()(x), labels=y)
+    tracker.end_epoch()
+    state = tracker.state_dict()
+    del state["had_logits_closed"]
+    resumed = SampleTracker(N)
+    resumed.load_state_dict(state)
+    assert resumed._had_logits_closed is True
+    state["had_logits_closed"] = "yes"
+    with pytest.raises(HarnessError, match="had_logits_closed = 'yes'"):
+        SampleTracker(N).load_state_dict(state)

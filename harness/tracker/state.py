@@ -55,6 +55,7 @@ def capture(tracker: TrackerFields) -> dict[str, Any]:
     state = {"format": FORMAT, "version": VERSION, **_config(tracker), "epochs": tracker.epochs,
              "num_classes": tracker.num_classes, "pending": tracker._pending,
              "all_batches_had_logits": tracker._all_batches_had_logits,
+             "had_logits_closed": tracker._had_logits_closed,  # what discard_epoch() of the open epoch goes back to
              "warned_repeats": tracker._warned_repeats, "eval_at": list(tracker._eval_at), "signals": None,
              "no_suggestion": tracker._no_suggestion}
     signals = tracker._signals
@@ -136,6 +137,8 @@ def _validate(tracker: TrackerFields, state: Mapping[str, Any]) -> None:
     for name in ("pending", "all_batches_had_logits", "warned_repeats"):
         if not isinstance(state[name], bool):
             raise _damaged(f"{name} = {state[name]!r}")
+    if not isinstance(state.get("had_logits_closed", False), bool):  # absent: saved before it was kept
+        raise _damaged(f"had_logits_closed = {state['had_logits_closed']!r}")
     if not isinstance(state.get("no_suggestion"), (str, type(None))):
         raise _damaged(f"no_suggestion = {state['no_suggestion']!r}")
     if (not isinstance(eval_at, (list, tuple)) or not all(_is_int(e) and 1 <= e <= epochs for e in eval_at)
@@ -177,7 +180,9 @@ def restore_counters(tracker: TrackerFields, state: Mapping[str, Any]) -> None:
     tracker.num_classes = state["num_classes"]
     tracker._pending = bool(state["pending"])
     tracker._all_batches_had_logits = bool(state["all_batches_had_logits"])
-    tracker._had_logits_closed = tracker._all_batches_had_logits  # mid-epoch: a discard keeps False as False
+    # a state saved mid-epoch after a batch without logits: discarding that epoch gives the logit proxies back
+    # (a state saved before this was kept: a discard keeps False as False)
+    tracker._had_logits_closed = bool(state.get("had_logits_closed", tracker._all_batches_had_logits))
     tracker._warned_repeats = bool(state["warned_repeats"])
     tracker._eval_at = list(state["eval_at"])
     # recorded batches without sums and without a reason: saved before the suggested label existed
