@@ -94,3 +94,49 @@ def test_a_state_saved_before_had_logits_closed_was_kept_still_loads() -> None:
     state["had_logits_closed"] = "yes"
     with pytest.raises(HarnessError, match="had_logits_closed = 'yes'"):
         SampleTracker(N).load_state_dict(state)
+
+
+@pytest.mark.parametrize("resumed", [False, True])
+def test_a_discarded_epoch_drops_the_labels_it_gave_first_to_samples_presented_before_without_labels(
+        resumed: bool) -> None:
+    """Epoch 1 passes losses= alone; epoch 2 gives labels (wrong ones: read from the wrong column), a step
+    checkpoint records its held batches (state_dict), and the loop raises: after discard_epoch() the rerun
+    with the right labels is accepted and scored against them (it raised 'labels other than an earlier
+    update() gave them': the discarded labels stayed, since the samples were presented in a closed epoch)."""
+    _, y = _data()
+    wrong = (y + 1) % C
+    tracker = SampleTracker(N, proxies=["csl"])
+    tracker.update(torch.arange(N), losses=torch.full((N,), 0.5))
+    tracker.end_epoch()
+    tracker.update(torch.arange(N), losses=torch.full((N,), 9.0), labels=wrong)
+    state = tracker.state_dict()  # records the held batch: its labels reach the record
+    if resumed:
+        tracker = SampleTracker(N, proxies=["csl"])
+        tracker.load_state_dict(state)
+    tracker.discard_epoch()
+    tracker.update(torch.arange(N), losses=torch.full((N,), 0.25), labels=y)
+    tracker.end_epoch()
+    scores = tracker.scores()
+    np.testing.assert_array_equal(scores["label"].to_numpy(), y.numpy())
+    np.testing.assert_array_equal(scores["csl"].to_numpy(), np.full(N, 0.75))
+
+
+def test_labels_of_a_closed_epoch_stay_after_a_discard_of_a_resumed_state_saved_without_them() -> None:
+    """A state saved before the closed epochs' labels were kept (no given_closed) resumes with the old rule:
+    samples a closed epoch presented keep their label, so a discarded relabeling still cannot stick."""
+    x, y = _data()
+    model = _model()
+    tracker = SampleTracker(N)
+    tracker.update(torch.arange(N), logits=model(x), labels=y)
+    tracker.end_epoch()
+    tracker.update(torch.arange(N), logits=model(x), labels=(y + 1) % C)
+    state = tracker.state_dict()
+    del state["signals"]["given_closed"]
+    resumed = SampleTracker(N)
+    resumed.load_state_dict(state)
+    with pytest.raises(HarnessError, match=f"labels for {N} sample"):
+        resumed.end_epoch()
+    resumed.discard_epoch()
+    resumed.update(torch.arange(N), logits=model(x), labels=y)
+    resumed.end_epoch()
+    np.testing.assert_array_equal(resumed.scores()["label"].to_numpy(), y.numpy())

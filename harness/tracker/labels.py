@@ -27,6 +27,8 @@ class GivenLabels:
         self.given = torch.as_tensor(given).to(device)
         self.keep = fixed_labels is None  # labels come from update()
         self.conflicts = torch.zeros(n, dtype=torch.int32, device=device)
+        #: `given` as of the last end_epoch() (update() labels only): what `forget` goes back to
+        self.closed = self.given.clone() if self.keep else None
 
     def record(self, idx: torch.Tensor, slot: torch.Tensor, labels: torch.Tensor) -> None:
         """A batch's labels: kept at their slots (`Presentations.slots`) when they come from update(), and
@@ -42,13 +44,29 @@ class GivenLabels:
             differ |= (after >= 0) & (after != labels)
         self.conflicts.index_add_(0, idx, differ.to(torch.int32))
 
-    def forget(self, presented: torch.Tensor) -> None:
+    def close(self) -> None:
+        """The epoch closed (without conflicts: `end_epoch` raised before): its labels are the record's."""
+        if self.closed is not None:
+            self.closed.copy_(self.given)
+
+    def forget(self) -> None:
         """Drop what the open epoch told (`SampleTracker.discard_epoch`): its conflicts and, from update(),
-        the labels of samples no closed epoch presented (`presented`: (n,) closed epochs per sample), so a
-        rerun of a first epoch may give other labels than the discarded attempt did."""
-        if self.keep:
-            self.given[: len(presented)].masked_fill_(presented == 0, -1)
+        the labels it gave first -- to samples no closed epoch presented, or presented with losses= alone --
+        so the rerun may give other labels than the discarded attempt did."""
+        if self.closed is not None:
+            self.given.copy_(self.closed)
         self.conflicts.zero_()
+
+    def restore_closed(self, saved: torch.Tensor | None, presented: torch.Tensor) -> None:
+        """`closed` from a state (`harness.tracker.state`); a state saved before it was kept: the labels of
+        the samples a closed epoch presented (`presented`: (n,) closed epochs per sample), its old rule."""
+        if self.closed is None:
+            return
+        if saved is None:
+            self.closed.copy_(self.given)
+            self.closed[: len(presented)].masked_fill_(presented == 0, -1)
+        else:
+            self.closed.copy_(saved)
 
     def conflict_error(self, count: int, epoch_number: int) -> HarnessError:
         """The error of an epoch whose `count` samples got another label than before (`epoch_checks`)."""

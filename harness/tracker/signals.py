@@ -210,6 +210,7 @@ class TrackedSignals:
 
     def close_epoch(self, epoch: int) -> None:
         self.bank.on_epoch_end(epoch, 1, None)  # the running sum folds the epoch in
+        self.labels.close()
         self.presentations.reset()
 
     def discard_epoch(self, epochs: int) -> None:
@@ -224,7 +225,7 @@ class TrackedSignals:
             running = getattr(recorder, "epoch_row", None)
             if running is not None:
                 running.fill_(float("nan"))
-        self.labels.forget(self.presentations.epochs)  # before `presentations.forget`: the closed epochs' counts
+        self.labels.forget()  # the labels as of the last end_epoch()
         self.non_finite_now.zero_()
         self.other_loss.zero_()
         self.presentations.forget()

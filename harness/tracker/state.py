@@ -73,7 +73,8 @@ def _signals_state(s: TrackedSignals, bad_index: torch.Tensor) -> dict[str, Any]
     return {
         "bank": {key: _buffers(s.bank[key]) for key in s.bank},
         "running_row": _copy(getattr(running, "epoch_row", None)),
-        "given": _copy(s.given), "pred": _copy(s.pred), "non_finite_now": _copy(s.non_finite_now),
+        "given": _copy(s.given), "given_closed": _copy(s.labels.closed),
+        "pred": _copy(s.pred), "non_finite_now": _copy(s.non_finite_now),
         "non_finite_train": _copy(s.non_finite_train), "label_conflicts": _copy(s.label_conflicts),
         "bad_index": _copy(bad_index), "eval_flags": [_copy(f) for f in s.evals.flags],
         "seen": torch.from_numpy(p.seen.copy()), "repeated": sorted(p.repeated_host),
@@ -272,6 +273,12 @@ def restore_signals(s: TrackedSignals, bad_index: torch.Tensor, state: Mapping[s
             fits(torch.empty(s.n + 1, dtype=dtype, device="meta"), value, name)
         setattr(p, name, None if value is None else value.to(dev, copy=True))
     put(p.epochs, state["epochs_presented"], "epochs_presented")
+    closed = state.get("given_closed")  # absent: saved before it was kept
+    if closed is not None:
+        if s.labels.closed is None:
+            raise _damaged("given_closed is unexpected")
+        fits(s.labels.closed, closed, "given_closed")
+    s.labels.restore_closed(closed, p.epochs)
 
 
 class TrackerCheckpoints(TrackerFields):
