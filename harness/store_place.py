@@ -112,18 +112,58 @@ def _entries_only(runs: Path) -> bool:
 
 def write_problem(root: Path) -> tuple[str, str] | None:
     """(What is wrong, the fix) when the store at `root` cannot take new entries: read-only, another
-    user's, nearly full. Checked before anything trains, not after, as is the place (`check_place`)."""
-    check_place(root)
+    user's, nearly full, or a path that runs through a file. Checked before anything trains, not after, as is the
+    place (`check_place`). A store that comes from MEMPROX_CACHE (no --store given) names the variable: "pass another
+    --store" alone left its user looking for a flag they never gave."""
+    env = _from_cache_variable(root)
+    try:
+        check_place(root)
+    except HarnessError as e:
+        if env is None:
+            raise
+        raise HarnessError(str(e).replace(f"--store {root}", f"the run store {root} (from MEMPROX_CACHE={env})", 1)
+                           .replace("pass another --store", "set MEMPROX_CACHE to another folder or pass --store")
+                           ) from e
+    other = f"set MEMPROX_CACHE to another folder (it is {env}) or pass --store" if env else "pass another --store"
     for sub in ("runs", "partial", "locks"):
         try:
             probe_writable(nearest_folder(root / sub))
         except OSError as e:
-            return (f"run store folder {root / sub} is not writable ({e.strerror})", "pass another --store" if
-                    e.errno == errno.EROFS else "fix its permissions or pass another --store")
+            if e.errno == errno.ENOTDIR:  # `--store /etc/passwd/x`: "fix its permissions" could not help
+                file = _file_on_path(root / sub)
+                return (f"run store {root} cannot be made: its path runs through {file}, which is a file, not a folder",
+                        other.replace("another folder", "a folder") if env else "pass a --store whose path is "
+                        "folders only")
+            return (f"run store folder {root / sub} is not writable ({e.strerror})", other if
+                    e.errno == errno.EROFS else f"fix its permissions or {other}")
     free = free_bytes_short(nearest_folder(root))
     if free is not None:
-        return f"run store {root} has only {free / 2**20:.0f} MiB free", "free some space or pass another --store"
+        return f"run store {root} has only {free / 2**20:.0f} MiB free", f"free some space or {other}"
     return None
+
+
+def _file_on_path(path: Path) -> Path:
+    """The first item on the way to `path` that exists and is no folder (a file where a folder must be)."""
+    path = Path(os.path.abspath(path))
+    for step in [*reversed(path.parents), path]:
+        if os.path.exists(step) and not os.path.isdir(step):
+            return step
+    return path
+
+
+def _from_cache_variable(root: Path) -> str | None:
+    """MEMPROX_CACHE's value when `root` is the store it names (`harness.store.default_store`: no --store given, or
+    --store given as that same folder), else None."""
+    env = os.environ.get("MEMPROX_CACHE")
+    if not env:
+        return None
+    from harness.datasets.base import default_cache_dir  # lazy: as harness.store.default_store
+
+    try:
+        default = default_cache_dir() / "store"
+    except HarnessError:
+        return None
+    return env if os.path.abspath(default) == os.path.abspath(root) else None
 
 
 def refusal(problem: tuple[str, str], missing: list[str]) -> HarnessError:
