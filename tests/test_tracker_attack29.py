@@ -4,6 +4,8 @@ epoch, and every training-pass proxy recomputed by hand after a relabel + discar
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -140,3 +142,146 @@ def test_labels_of_a_closed_epoch_stay_after_a_discard_of_a_resumed_state_saved_
     resumed.update(torch.arange(N), logits=model(x), labels=y)
     resumed.end_epoch()
     np.testing.assert_array_equal(resumed.scores()["label"].to_numpy(), y.numpy())
+
+
+def _hand_scores(kept: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]], evals: list[torch.Tensor],
+                 y: torch.Tensor) -> dict[str, np.ndarray]:
+    """methods.md's definitions from the presentations a tracker keeps -- (indices, float32 logits, labels) per
+    batch, one list per closed epoch -- and the eval-mode logits after each epoch, in float64 from the float32
+    values a loop computes (csl: float32 cross-entropy summed in float64)."""
+    epochs = len(kept)
+    loss, margin, correct, p_label, el2n = (np.full((epochs, N), np.nan) for _ in range(5))
+    probs = np.zeros((N, C))
+    for e, batches in enumerate(kept):
+        for idx, logits, labels in batches:
+            i = idx.numpy()
+            loss[e, i] = nn.functional.cross_entropy(logits, labels, reduction="none").double().numpy()
+            lg = logits.double()
+            own = lg.gather(1, labels[:, None]).squeeze(1)
+            other = lg.scatter(1, labels[:, None], float("-inf")).max(1).values
+            margin[e, i], correct[e, i] = (own - other).numpy(), (own > other).double().numpy()
+            p = torch.softmax(lg, 1)
+            p_label[e, i] = p.gather(1, labels[:, None]).squeeze(1).numpy()
+            el2n[e, i] = (p - nn.functional.one_hot(labels, C).double()).norm(dim=1).numpy()
+            probs[i] += p.numpy()
+    events = np.zeros(N)
+    for e in range(1, epochs):
+        events += (correct[e - 1] == 1) & (correct[e] == 0)
+    ever = (correct == 1).any(0)
+    first = np.where(ever, (correct == 1).argmax(0), epochs) / epochs  # methods.md: [0,0,0,1,...] -> epoch 3
+    eval_loss = [nn.functional.cross_entropy(lg, y, reduction="none").double().numpy() for lg in evals]
+    p_last = torch.softmax(evals[-1].double(), 1).gather(1, y[:, None]).squeeze(1).numpy()
+    others = probs.copy()
+    others[np.arange(N), y.numpy()] = -np.inf
+    return {"csl": loss.sum(0), "aum": -margin.mean(0), "forgetting": np.where(ever, events, epochs),
+            "threshold_lt": first, "el2n": el2n[0], "variability": p_label.std(0),
+            "csl_eval": np.sum(eval_loss, axis=0), "final_loss": eval_loss[-1], "in_confidence": 1 - p_last,
+            "suggested": others.argmax(1)}
+
+
+def _compare(tracker: SampleTracker, want: dict[str, np.ndarray], y: torch.Tensor) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # nothing to warn about: every sample presented once an epoch
+        scores = tracker.copy().scores()
+        suspects = tracker.suspects(k=N)
+    np.testing.assert_array_equal(scores["label"].to_numpy(), y.numpy())
+    np.testing.assert_array_equal(scores["csl"].to_numpy(), want["csl"])
+    for exact in ("forgetting", "threshold_lt"):
+        np.testing.assert_array_equal(scores[exact].to_numpy(), want[exact], err_msg=exact)
+    for name in ("aum", "el2n", "variability", "csl_eval", "final_loss", "in_confidence"):
+        np.testing.assert_allclose(scores[name].to_numpy(), want[name], rtol=2e-6, atol=1e-7, err_msg=name)
+    by_index = suspects.set_index("index").sort_index()
+    np.testing.assert_array_equal(by_index["suggested"].to_numpy(), want["suggested"])
+
+
+def test_every_proxy_by_hand_after_a_relabeled_epoch_discarded_and_rerun() -> None:
+    """Epoch 3's first attempt relabels samples 0-3 (a label-correction step): a step checkpoint records its
+    first batch, end_epoch() raises, the loop discards the epoch and reruns it with the labels trained on.
+    Every proxy, the labels and the suggested label equal methods.md's definitions over the kept epochs."""
+    x, y = _data(1)
+    model = _model(1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.5)
+    tracker = SampleTracker(N)
+    kept: list[list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]] = []
+    evals: list[torch.Tensor] = []
+
+    def batch(idx: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        logits = model(x[idx])
+        loss = nn.functional.cross_entropy(logits, labels, reduction="none")
+        opt.zero_grad()
+        loss.mean().backward()
+        opt.step()
+        tracker.update(idx, losses=loss, logits=logits, labels=labels)
+        return idx, logits.detach().clone(), labels
+
+    for epoch in range(4):
+        order = torch.randperm(N, generator=torch.Generator().manual_seed(epoch)).split(4)
+        if epoch == 2:
+            relabeled = y.clone()
+            relabeled[:4] = (y[:4] + 1) % C
+            for idx in order:
+                batch(idx, relabeled[idx])
+                tracker.state_dict()
+            with pytest.raises(HarnessError, match="other than an earlier update"):
+                tracker.end_epoch()
+            tracker.discard_epoch()
+        kept.append([batch(idx, y[idx]) for idx in order])
+        tracker.end_epoch()
+        tracker.eval_epoch(model, (x, y))
+        with torch.no_grad():
+            evals.append(model(x))
+    _compare(tracker, _hand_scores(kept, evals, y), y)
+
+
+def test_every_proxy_by_hand_with_empty_losses_only_batches() -> None:
+    """A loop that filters its batches (keep = labels >= 0) passes an emptied one with losses= alone, first
+    of all and in every epoch: the empty batches count for nothing, and every proxy and the suggested label
+    equal methods.md's definitions over the others."""
+    x, y = _data(2)
+    model = _model(2)
+    opt = torch.optim.SGD(model.parameters(), lr=0.5)
+    tracker = SampleTracker(N)
+    kept: list[list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]] = []
+    evals: list[torch.Tensor] = []
+    for epoch in range(4):
+        tracker.update(torch.zeros(0, dtype=torch.int64), losses=torch.zeros(0))
+        batches = []
+        for idx in torch.randperm(N, generator=torch.Generator().manual_seed(epoch)).split(3):
+            logits = model(x[idx])
+            loss = nn.functional.cross_entropy(logits, y[idx], reduction="none")
+            opt.zero_grad()
+            loss.mean().backward()
+            opt.step()
+            tracker.update(idx, losses=loss, logits=logits, labels=y[idx])
+            tracker.update(idx[:0], losses=loss[:0])
+            batches.append((idx, logits.detach().clone(), y[idx]))
+        kept.append(batches)
+        tracker.end_epoch()
+        tracker.eval_epoch(model, (x, y))
+        with torch.no_grad():
+            evals.append(model(x))
+    _compare(tracker, _hand_scores(kept, evals, y), y)
+
+
+def test_scores_refused_then_fixed_equal_a_tracker_never_refused() -> None:
+    """scores() refused for an unknown name, for final_loss before the eval pass and for csl_eval without a
+    pass after every epoch, then eval_epoch and scores() again: bitwise a never-refused tracker's scores."""
+    x, y = _data(3)
+    model = _model(3)
+    twins = [SampleTracker(N), SampleTracker(N)]
+    for _ in range(3):
+        logits = model(x)
+        for tracker in twins:
+            tracker.update(torch.arange(N), logits=logits, labels=y)
+            tracker.end_epoch()
+    refused, fresh = twins
+    for names, said in ((["csl", "no_such_proxy"], "no_such_proxy"), (["final_loss"], "after the last end_epoch"),
+                        (["csl_eval"], "after every epoch")):
+        with pytest.raises(HarnessError, match=said):
+            refused.scores(names)
+        assert not refused.finished
+    for tracker in twins:
+        tracker.eval_epoch(model, (x, y))
+    names = ["csl", "aum", "forgetting", "el2n", "variability", "threshold_lt", "final_loss", "in_confidence"]
+    got, want = refused.scores(names), fresh.scores(names)
+    assert got.equals(want)
