@@ -27,7 +27,7 @@ from pathlib import PurePath
 from types import CodeType, GenericAlias
 from typing import Any
 
-from harness.code_digest_user import container, followed, instance_state, module_reads
+from harness.code_digest_user import container, followed, instance_state, module_reads, own_dict, read_containers
 from harness.code_source import class_body, nested_codes, source
 
 #: Above this many bits an int setting is hashed in hex: its repr fails past the process's
@@ -54,14 +54,14 @@ def settings_read(obj: Any) -> dict[str, str]:
 
 
 def code_read(obj: Any) -> list[Any]:
-    """The functions and classes whose source `obj`'s digest reads (a class's methods and a wrapper's
-    wrapped function too): the code `--executor inprocess` compares with their files before it trains
+    """The functions, classes and module lists (`read_containers`) whose source `obj`'s digest reads (methods,
+    a wrapper's wrapped function too): the code `--executor inprocess` compares with their files before it trains
     (`code_source.edited_since_import`)."""
     seen: dict[int, Any] = {}
     _run(_code(obj, seen, {}))
     found = [v for v in seen.values() if inspect.isfunction(v) or inspect.isclass(v)]
     found += [f for v in found if inspect.isclass(v) for a in vars(v).values() for f in _functions(a)]
-    return found + [_unwrap(f) for f in found if inspect.isfunction(f)]
+    return found + [_unwrap(f) for f in found if inspect.isfunction(f)] + read_containers(seen)
 
 
 def _unwrap(function: Any) -> Any:
@@ -168,7 +168,7 @@ def _global(named: str, value: Any, of: str, module: str, seen: dict[int, Any], 
     if (inspect.isfunction(value) or inspect.isclass(value)) and followed(value, module):
         return (yield _code(value, seen, read))
     if isinstance(value, list | dict | set | frozenset):  # `LAYERS = [64, 32]` -> [128, 64] kept the digest
-        return container(named, value, of, read)
+        return container(named, value, of, read, seen)
     if _is_setting(value):  # `HIDDEN = 256` widened the model but served the 32-wide one's runs
         read[f"{of}.{named.rpartition('.')[2]}"] = _repr(value)
         return f"\n{named} = {_repr(value)}"
@@ -321,7 +321,7 @@ def _callable_code(obj: Any, seen: dict[int, Any], read: dict[str, str]) -> Step
         args = yield _argument(obj.args, module, seen, read)
         keywords = yield _argument(dict(sorted(obj.keywords.items())), module, seen, read)
         return f"partial({function}, {args}, {keywords})"
-    attributes = dict(sorted(vars(obj).items())) if hasattr(obj, "__dict__") else {}
+    attributes = dict(sorted((own_dict(obj) or {}).items()))
     cls = yield _code(type(obj), seen, read)
     return f"{cls}\n{(yield _argument(attributes, type(obj).__module__, seen, read))}"
 

@@ -34,7 +34,11 @@ def user_module(name: str) -> bool:
     top = name.partition(".")[0]
     if top in OWN or top in sys.stdlib_module_names or top in sys.builtin_module_names:
         return False
-    file = getattr(sys.modules.get(name), "__file__", None)
+    module = sys.modules.get(name)
+    file = getattr(module, "__file__", None)
+    if file is None and module is not None:  # a namespace package (no __init__.py): `ns.config.SCALE` was not read
+        paths = list(getattr(module, "__path__", None) or ())
+        return bool(paths) and all(isinstance(p, str) and not _installed(p) for p in paths)
     return isinstance(file, str) and not _installed(file)
 
 
@@ -86,12 +90,22 @@ def module_reads(code: CodeType, namespace: dict[str, Any]) -> list[tuple[str, A
     return list(found.items())
 
 
+def own_dict(value: Any) -> dict[str, Any] | None:
+    """`value.__dict__`, None where it has none, without asking its class's `__getattr__`: a class with
+    slots asks it for `__dict__`, and one raising KeyError there crashed the digest (digestattack29)."""
+    try:
+        held = object.__getattribute__(value, "__dict__")
+    except AttributeError:
+        return None
+    return held if isinstance(held, dict) else None
+
+
 def instance_state(value: Any) -> dict[str, Any]:
     """What an instance of a user class holds: its attributes (`__dict__` and slots), by name; for a
     torch module, its own attributes without torch's bookkeeping (hooks, the `training` flag), its
     submodules, and the names, dtypes and shapes of its parameters and buffers (their values are its
     random initialisation, another in every process)."""
-    held = getattr(value, "__dict__", None)
+    held = own_dict(value)
     state = dict(held) if isinstance(held, dict) else {}
     for cls in type(value).__mro__:
         slots = vars(cls).get("__slots__", ())
@@ -125,9 +139,36 @@ def _torch_module_keys() -> frozenset[str]:
 #: once its file is edited (`linecache.checkcache` hands out new lines).
 Assignment = tuple[str, str | None, frozenset[str]]
 _ASSIGNED: dict[str, tuple[list[str], dict[str, list[Assignment]]]] = {}
+#: file -> (its module's `__spec__`, its assignments as first parsed since that module was (re)loaded: a
+#: reload sets a new spec): what `ContainerRead.edited` compares the file's assignments now with.
+_FIRST: dict[str, tuple[Any, dict[str, list[Assignment]]]] = {}
 
 
-def container(named: str, value: Any, module: str, read: dict[str, str]) -> str:
+class ContainerRead:
+    """A module-level list, dict or set a digest read (`container`), for `code_source.edited_since_import`:
+    its module as `__module__`, its name as `__name__` and `__qualname__`."""
+
+    def __init__(self, module: str, name: str) -> None:
+        self.__module__, self.__name__, self.__qualname__ = module, name, name
+
+    def edited(self) -> bool:
+        """Whether its assignments in its module's file are not those this process first read there
+        since the module was (re)loaded: the digest reads the file's text, and `ACTS = [nn.ReLU]` ->
+        `[nn.GELU]` in a file not reloaded kept the imported list training under the edited text's
+        address under `--executor inprocess` (a fresh process then built the new model and was served
+        those runs). Unseen when the file was edited before this process first digested it."""
+        now = [text for text, _, _ in _assigned(self.__module__, self.__name__)]
+        file = getattr(sys.modules.get(self.__module__), "__file__", None)
+        first = _FIRST[file][1] if isinstance(file, str) and file in _FIRST else {}
+        return now != [text for text, _, _ in first.get(self.__name__, [])]
+
+
+def read_containers(seen: dict[int, Any]) -> list[ContainerRead]:
+    """The module-level lists, dicts and sets a digest's walk read (`container` leaves them in `seen`)."""
+    return [v for v in seen.values() if isinstance(v, ContainerRead)]
+
+
+def container(named: str, value: Any, module: str, read: dict[str, str], seen: dict[int, Any] | None = None) -> str:
     """A module-level list, dict or set a function reads (`LAYERS` or `config.LAYERS`) by the text of its
     assignments in the module (`LAYERS = [64, 32]`: comments and layout aside), and by its value too
     (when made of plain values; named in `read`) unless that is still the literal written, or it is
@@ -136,6 +177,9 @@ def container(named: str, value: Any, module: str, read: dict[str, str]) -> str:
     module ran (`LAYERS.append(WIDTH)`), imported, or edited in a file not reloaded since, is hashed by
     its value. `LAYERS = [64, 32]` -> `[128, 64]` kept the digest, and so did BASE = 8 -> 16 under SIZES."""
     name = named.rpartition(".")[2]
+    if seen is not None:  # for `read_containers`: held there, so its id is no other object's
+        marker = ContainerRead(module, name)
+        seen[id(marker)] = marker
     namespace = getattr(sys.modules.get(module), "__dict__", {})
     assigned = _assigned(module, name)
     text = "".join(f"\n{named} written {t}" for t, _, _ in assigned)
@@ -179,6 +223,9 @@ def _assigned(module: str, name: str) -> list[Assignment]:
         except (SyntaxError, ValueError, RecursionError, MemoryError):
             found = {}
         cached = _ASSIGNED[file] = (lines, found)
+    spec = namespace.get("__spec__") if namespace is not None else None
+    if file not in _FIRST or _FIRST[file][0] is not spec:
+        _FIRST[file] = (spec, cached[1])
     return cached[1].get(name, [])
 
 

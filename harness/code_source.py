@@ -15,6 +15,8 @@ from collections.abc import Iterable
 from types import CodeType
 from typing import Any
 
+from harness.code_digest_user import ContainerRead
+
 #: file -> (the `linecache` lines parsed, class qualname -> index of its first line, decorators
 #: included). Valid while linecache hands out the same list: an edited file (its mtime or size
 #: changed) gets a new list from `linecache.checkcache`, and so a new parse.
@@ -102,6 +104,9 @@ def edited_since_import(objects: Iterable[Any]) -> list[str]:
                 except TypeError:  # a metaclass that makes its classes unhashable: not kept, not compared (`source`)
                     first = None
                 if first is not None and _body_signature(obj.__name__, source(obj)) != first:
+                    edited.add(obj.__qualname__)
+            elif isinstance(obj, ContainerRead):  # `LAYERS = [...]` of a module (`code_digest_user.container`)
+                if obj.edited():
                     edited.add(obj.__qualname__)
             elif inspect.isfunction(obj):
                 code, name = obj.__code__, getattr(obj.__code__, "co_qualname", obj.__code__.co_name)

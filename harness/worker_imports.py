@@ -105,15 +105,20 @@ def _refuse_edited(needed: list[Registration], executor_name: str) -> None:
     for what, name, module in needed:
         if what not in DIGESTED:
             continue
-        if edited := edited_since_import(code_read(_digested(what, name))):
-            fix = "run the script again (a script cannot be reloaded)" if module == "__main__" else \
-                f"importlib.reload({module}) or restart the process (the notebook's kernel)"
+        read = code_read(_digested(what, name))
+        if edited := edited_since_import(read):
+            # the modules edited (the registering one alone was named: reloading it left another one's edit in place),
+            # reloaded before the registering one, which holds what it imported from them
+            files = sorted({str(o.__module__) for o in read if getattr(o, "__qualname__", None) in edited}) or [module]
+            order = [f for f in files if f != module] + [module]
+            fix = "run the script again (a script cannot be reloaded)" if "__main__" in order else \
+                f"importlib.reload {' then '.join(order)}, or restart the process (the notebook's kernel)"
             runs, does = ("runs", "train") if what == "model" else ("arrays", "record with")
             raise HarnessError(
                 f"{what} {name!r} is addressed in the run store by a digest of its code, read from its file as it is "
-                f"now, and {module} was edited since this process imported it (changed: {', '.join(edited)}): the "
-                f"{executor_name} executor would {does} the code imported before, and store its {runs} where the "
-                f"edited {what}'s are looked up. {fix}")
+                f"now, and {', '.join(files)} was edited since this process imported it (changed: "
+                f"{', '.join(edited)}): the {executor_name} executor would {does} the code imported before, and store "
+                f"its {runs} where the edited {what}'s are looked up. {fix}")
 
 
 #: What is addressed by a digest of its code: a recorder by its key, a model by its runs' address.
@@ -143,7 +148,7 @@ def _digest_differs(what: str, name: str, module: str, executor_name: str, fresh
             "every run train again" if what == "recorder" else
             "train it under an address no later run computes again: its runs would never be reused")
     fix = (" Make that a constant of the module or, if it does not change what is recorded or trained, set it "
-           "where the digest does not look (inside a function, or in another module)" if differ else "")
+           "where the digest does not look (inside a function: another module of yours is read too)" if differ else "")
     return HarnessError(f"{what} {name!r} is addressed in the run store by a digest of its code (docs/extending.md), "
                         f"and its digest in a fresh process differs from this process's: its code {why}. The "
                         f"{executor_name} executor's workers would {harm}.{fix}")
