@@ -50,7 +50,8 @@ class SampleTracker(TrackerEvaluation, TrackerCheckpoints, TrackerResults):
     Memory, on the device of the first batch's tensors: one float32 (N,) row per signal per epoch (made
     at the epoch's first batch), i.e. O(N x epochs) -- loss (csl), correct (forgetting, threshold_lt),
     margin (aum), p_label and el2n (el2n, variability), so 5 x 4 bytes x N x epochs for the default set
-    (N = 50,000 and 200 epochs: 200 MB) -- plus two int64 (N,) rows (given and predicted label), a bool
+    (N = 50,000 and 200 epochs: 200 MB) -- plus two int64 (N,) rows (given and predicted label; a third, the
+    given labels as of the last end_epoch(), without constructor labels), a bool
     and an int32 (N,) host array for the epoch's presentations (plus an int32 and an int64 device row
     once indices come on a GPU), an int32 row counting label conflicts, and for `eval_epoch` one float32
     (N,) row per eval signal (loss, correct, p_label, p_max, phi) per epoch and the last pass's (N, C)
