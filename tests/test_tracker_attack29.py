@@ -285,3 +285,26 @@ def test_scores_refused_then_fixed_equal_a_tracker_never_refused() -> None:
     names = ["csl", "aum", "forgetting", "el2n", "variability", "threshold_lt", "final_loss", "in_confidence"]
     got, want = refused.scores(names), fresh.scores(names)
     assert got.equals(want)
+
+
+def test_a_refused_first_update_makes_nothing_a_checkpoint_or_a_later_call_sees() -> None:
+    """A first update() refused (float labels) made the tracker's buffers: its state_dict() was no longer a new
+    tracker's and load_state_dict() of the run's checkpoint was refused ('call it before the first update()').
+    After a load_state_dict(), a refused update() leaves the loaded record to the next call."""
+    x, y = _data(4)
+    logits = _model(4)(x)
+    done = SampleTracker(N)
+    done.update(torch.arange(N), logits=logits, labels=y)
+    done.end_epoch()
+    checkpoint = done.state_dict()
+    tracker = SampleTracker(N)
+    with pytest.raises(HarnessError, match="labels"):
+        tracker.update(torch.arange(N), logits=logits, labels=y.float())
+    assert tracker.state_dict() == SampleTracker(N).state_dict()
+    tracker.load_state_dict(checkpoint)  # raised: load_state_dict() resumes a new tracker
+    with pytest.raises(HarnessError, match="indices"):
+        tracker.update(torch.arange(N).float(), logits=logits, labels=y)
+    for t in (tracker, done):
+        t.update(torch.arange(N), logits=logits, labels=y)
+        t.end_epoch()
+    assert tracker.scores().equals(done.scores())

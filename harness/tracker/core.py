@@ -161,17 +161,18 @@ class SampleTracker(TrackerEvaluation, TrackerCheckpoints, TrackerResults):
                 raise HarnessError(not_a_tensor(what, value))
         ref = logits if logits is not None else losses
         assert isinstance(ref, torch.Tensor)  # one of them, checked above
-        self._ensure_device(ref.device, "update()")
-        inputs, selection, log = self._inputs, self._selection, self._log
-        assert inputs is not None and log is not None  # made by _ensure_device
-        host, idx = inputs.batch_indices(indices)
-        if host is not None:
-            b = len(host)
-        else:
-            assert idx is not None  # the indices are on the host or on the device
-            b = idx.shape[0]
-        classes = self.num_classes
+        classes, made = self.num_classes, {name: getattr(self, name) for name in _DEVICE_STATE}
         try:  # a refused batch changes nothing: the call that corrects it must not be refused for it
+            # (a first one made the buffers: a later load_state_dict was refused, a fix on a GPU was off-device)
+            self._ensure_device(ref.device, "update()")
+            inputs, selection, log = self._inputs, self._selection, self._log
+            assert inputs is not None and log is not None  # made by _ensure_device
+            host, idx = inputs.batch_indices(indices)
+            if host is not None:
+                b = len(host)
+            else:
+                assert idx is not None  # the indices are on the host or on the device
+                b = idx.shape[0]
             if logits is not None:
                 logits = inputs.tensor("logits", logits, ndim=2, length=b, floating=True)
                 self._check_classes(logits.shape[1], "update(): logits have {} classes but earlier batches had {}")
@@ -189,6 +190,8 @@ class SampleTracker(TrackerEvaluation, TrackerCheckpoints, TrackerResults):
                 )
         except BaseException:
             self.num_classes = classes
+            for name, value in made.items():
+                setattr(self, name, value)
             raise
         if logits is None and b:  # an empty batch leaves no sample without logits
             self._all_batches_had_logits = False
@@ -340,6 +343,10 @@ class SampleTracker(TrackerEvaluation, TrackerCheckpoints, TrackerResults):
         elif device != self._device:
             raise HarnessError(f"{where}: tensors are on {device} but earlier ones were on {self._device}; "
                                "keep the model and the tracked tensors on one device")
+
+
+#: what `_ensure_device` makes or uses up (a loaded state, a copy's held batches): put back by a refused update()
+_DEVICE_STATE = ("_device", "_inputs", "_signals", "_log", "_saved", "_replay", "_class_probs")
 
 
 def _writable() -> AbstractContextManager[object]:
