@@ -70,6 +70,9 @@ class Planner:
         if (cfg.gpus_per_run or 1.0) != 1.0 and device.type != "cuda":
             warnings.warn(f"--gpus-per-run {cfg.gpus_per_run:g} has no effect: this experiment runs on {device}, and "
                           "only runs on a CUDA GPU share it", stacklevel=3)
+        if cfg.recipe.precision == "bf16" and device.type == "cpu":  # docs/experiments.md, Precision and memory format
+            warnings.warn("bf16 on the CPU is about 8x slower than fp32 here; pass --precision fp32 (bf16 is a GPU "
+                          "option: the gpu preset sets it)", stacklevel=3)
         self.checks = PlanChecks(cfg, dataset, self.prepared)  # refused before anything trains
 
     def prepared(self, spec: DataSpec) -> PreparedData:
