@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import inspect
 import math
+import re
 import time
 from collections.abc import Callable, Mapping, Sized
 from dataclasses import dataclass
@@ -212,7 +213,7 @@ class Proxy:
             if isinstance(default, kind):
                 if not isinstance(value, accepted) or (kind is not bool and isinstance(value, bool)):
                     raise HarnessError(f"{self.name}.{key} must be {words}, as its default {default!r} is (got "
-                                       f"{type(value).__name__} {value!r})")
+                                       f"{type(value).__name__} {value!r}){_how_to_write(self.name, key, kind, value)}")
                 if kind is float:  # h=1 and h=1.0 are one setting, under one label (as `check_number` keeps it)
                     self.params[key] = float(value)  # type: ignore[arg-type]  # an int or a float, checked above
                 return
@@ -235,7 +236,8 @@ class Proxy:
         """An integer (a bool is not one) >= minimum and <= maximum (default MAX_COUNT)."""
         value = self.params[key]
         if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-            raise HarnessError(f"{self.name}.{key} must be an integer >= {minimum} (got {value!r})")
+            raise HarnessError(f"{self.name}.{key} must be an integer >= {minimum} (got {value!r})"
+                               f"{_how_to_write(self.name, key, int, value)}")
         maximum = MAX_COUNT if maximum is None else maximum
         if value > maximum:
             raise HarnessError(f"{self.name}.{key} must be at most {maximum} (got {value})")
@@ -252,7 +254,8 @@ class Proxy:
         ok = ok and (value > low if low_open else value >= low) and (value < high if high_open else value <= high)
         if not ok:
             interval = f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
-            raise HarnessError(f"{self.name}.{key} must be a finite number in {interval} (got {value!r})")
+            raise HarnessError(f"{self.name}.{key} must be a finite number in {interval} (got {value!r})"
+                               f"{_how_to_write(self.name, key, float, value)}")
         self.params[key] = float(value)
         return self.params[key]
 
@@ -276,6 +279,19 @@ class Proxy:
 
     def score(self, ctx: ScoreContext) -> np.ndarray:
         raise NotImplementedError
+
+
+def _how_to_write(name: str, key: str, kind: type, value: Any) -> str:
+    """How to write a value of `kind` that was read as another (docs/proxies.md, "A value is read
+    as a Python literal"): '' when there is nothing to add."""
+    if kind is bool:  # `flag=true` is the text 'true', `flag=1` the integer 1
+        return " (write True or False, capitalised)"
+    if kind is str and isinstance(value, int | float) and not isinstance(value, bool):  # `mode=3`: an int
+        return (f"; text that reads as a number needs Python quotes inside the shell's: --proxy-arg "
+                f"\"{name}.{key}='{value}'\" or --proxies \"{name}({key}='{value}')\"")
+    if kind in (int, float) and isinstance(value, str) and re.fullmatch(r"[+-]?0[0-9_]*[0-9]", value.strip()):
+        return f" (Python reads no integer with a leading zero: write {int(value.strip().replace('_', ''))})"
+    return ""
 
 
 def float64_record(values: np.ndarray) -> np.ndarray:

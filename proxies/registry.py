@@ -139,7 +139,13 @@ def parse_selection(selection: str) -> list[tuple[str, dict[str, Any]]]:
     out = []
     for name, args in items:
         params: dict[str, Any] = {}
-        for part in filter(None, (a.strip() for a in args.split(","))):
+        parts = [a.strip() for a in args.split(",")] if args.strip() else []
+        if parts and not parts[-1]:  # one trailing comma, as Python's calls and --seeds 5, allow
+            parts.pop()
+        for at, part in enumerate(parts, 1):
+            if not part:  # `n=2,,h=0.1` (an unset shell variable between commas) was dropped silently
+                raise HarnessError(f"{name}({args}) has an empty parameter (item {at}); remove the extra comma or "
+                                   "give it KEY=VALUE")
             key, sep, value = part.partition("=")
             if not sep:
                 raise HarnessError(f"proxy parameter {part!r} in {name}({args}) must be KEY=VALUE")

@@ -22,8 +22,11 @@ class Plain(Proxy):  # not registered: a test must not add to the registry other
     ({"fraction": "0.3"}, "plain_probe.fraction must be a number, as its default 0.5 is (got str '0.3')"),
     ({"k": 2.0}, "plain_probe.k must be an integer, as its default 3 is (got float 2.0)"),
     ({"k": True}, "plain_probe.k must be an integer, as its default 3 is (got bool True)"),
-    ({"flag": 1}, "plain_probe.flag must be True or False, as its default False is (got int 1)"),
-    ({"mode": 3}, "plain_probe.mode must be a string, as its default 'a' is (got int 3)"),
+    ({"flag": 1}, "plain_probe.flag must be True or False, as its default False is (got int 1) "
+                    "(write True or False, capitalised)"),
+    ({"mode": 3}, "plain_probe.mode must be a string, as its default 'a' is (got int 3); text that reads "
+                    "as a number needs Python quotes inside the shell's: --proxy-arg \"plain_probe.mode='3'\" or "
+                    "--proxies \"plain_probe(mode='3')\""),
 ])
 def test_a_value_unlike_its_default_is_refused(params: dict, message: str) -> None:
     with pytest.raises(HarnessError) as raised:
