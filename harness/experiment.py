@@ -32,6 +32,7 @@ from harness.phases import PHASES, PhaseTimer, format_phases, single_blas_thread
 from harness.planner import Plan, Planner, resolve_device
 from harness.prepared import PreparedData
 from harness.presets import announce_preset_cut, is_preset_subset
+from harness.registry import did_you_mean
 from harness.runner import Runner, RunnerResult
 from harness.runspec import DataSpec, RunSpec
 from harness.store import RunStore, StoredRun, default_store
@@ -52,7 +53,8 @@ class Experiment:
         self.cfg = cfg
         cfg.validate()
         if cfg.model not in MODELS:
-            raise HarnessError(f"unknown model {cfg.model!r}; valid models: {', '.join(sorted(MODELS))}")
+            raise HarnessError(f"unknown model {cfg.model!r}{did_you_mean([str(cfg.model)], MODELS)}; valid models: "
+                               f"{', '.join(sorted(MODELS))}")
         self.proxies: list[Proxy] = resolve_proxies(cfg.proxies, cfg.proxy_args)
         self.tasks = make_tasks(cfg.tasks, cfg.task_args, cfg.reference)
         for task in self.tasks:

@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+import harness.registry as registry  # for did_you_mean: a leaf module, as tests/test_datasets_package.py asks
 from harness.datasets.content import with_content_fingerprint
 from harness.datasets.dataset import Dataset
 from harness.datasets.names import path_hint
@@ -188,7 +189,9 @@ def load_dataset(
         _load_plugin(kind)
     DATASETS.check_claimed_once(kind)
     if kind not in DATASETS:
-        raise HarnessError(f"unknown dataset {name!r}; valid names: {', '.join(dataset_names())}{path_hint(name)}")
+        hint = path_hint(name)  # a path without its kind: that hint, not a name spelt like the path's
+        close = "" if hint else registry.did_you_mean([kind], [*DATASETS, *_entry_points()])
+        raise HarnessError(f"unknown dataset {name!r}{close}; valid names: {', '.join(dataset_names())}{hint}")
     entry = DATASETS[kind]
     if entry.takes_path and not path:
         raise HarnessError(f"{kind} needs a path: use --dataset {kind}:/path/to/data")
