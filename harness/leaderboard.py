@@ -97,9 +97,22 @@ def aggregate(raw: pd.DataFrame) -> pd.DataFrame:
     return board
 
 
+def _over_seeds(n_seeds: pd.Series) -> str:
+    """The seeds a table's values are over, counting only cells some seed gave a value (a seed whose
+    value is NaN is not counted): a proxy NaN on every seed made the header read "over 0-1 seed(s)"."""
+    counted = n_seeds[n_seeds > 0]
+    if counted.empty:
+        return "over no seed: no seed gave a value"
+    low, high = int(counted.min()), int(counted.max())
+    over = f"over {high if low == high else f'{low}-{high}'} seed(s)"
+    return over + ("; no value: no seed gave one" if len(counted) < len(n_seeds) else "")
+
+
 def _cell(r: pd.Series) -> str:
     """`mean [ci_low, ci_high]` when there is an interval, else `mean ± std`; ties with the best
-    (and the best itself) in bold."""
+    (and the best itself) in bold; `no value` where no seed gave one (not `nan`)."""
+    if r["n_seeds"] == 0:
+        return "no value"
     if pd.notna(r["ci_low"]):
         text = f"{r['mean']:.3f} [{r['ci_low']:.3f}, {r['ci_high']:.3f}]"
     else:
@@ -132,13 +145,12 @@ def markdown(board: pd.DataFrame, bootstrap: int | None = None, headlines: Mappi
         higher = higher_is_better(task, metric)
         order = sub.groupby("proxy")["mean"].mean().sort_values(ascending=not higher).index
         table = table.loc[order]
-        low, high = int(sub["n_seeds"].min()), int(sub["n_seeds"].max())
-        n = str(high) if low == high else f"{low}-{high}"  # a seed whose value is NaN is not counted
+        over = _over_seeds(sub["n_seeds"])
         body = table.fillna("").to_markdown(disable_numparse=True)
         if sub["ci_low"].notna().any():
-            how = (f"mean [95% CI] over {n} seed(s), bootstrap B = {b} resamples of samples and seeds; "
+            how = (f"mean [95% CI] {over}, bootstrap B = {b} resamples of samples and seeds; "
                    "**bold**: tied with the best (paired 95% interval of the difference contains 0 or lies above it)")
         else:
-            how = f"mean ± std over {n} seed(s)"
+            how = f"mean ± std {over}"
         parts.append(f"### {task}: {metric} ({how})\n\n{body}\n")
     return "\n".join(parts)
