@@ -85,7 +85,7 @@ def _foreign_entries(root: Path) -> list[str]:
     if not root.is_dir():
         return []
     return sorted(e.name for e in os.scandir(root) if e.name not in ("partial", "locks") and not e.name.startswith(".")
-                  and not (e.name == "runs" and _entries_only(root / "runs")))
+                  and not (e.name == "runs" and (_entries_only(root / "runs") or _holds_entry(root / "runs"))))
 
 
 #: An entry's name in runs/ (`RunSpec.digest()`, as `harness.store_scan.DIGEST`, which imports this module's users).
@@ -95,19 +95,33 @@ _DIGEST = re.compile(r"[0-9a-f]{20}")
 def a_store(root: Path) -> bool:
     """Whether `root`, holding a runs/ folder, is a run store: runs/ beside partial/ or locks/ (a store makes all
     three at once), or a runs/ of nothing but entries, or empty (a store's runs copied alone; an older store's
-    runs/, its other folders not made yet). Another tool's runs/ in a
-    project (TensorBoard's SummaryWriter writes runs/<date>_<host>/ by default) made `--store .` there a store:
-    locks/ and partial/ were added among the user's files and the run stored into TensorBoard's folder."""
-    return (root / "partial").is_dir() or (root / "locks").is_dir() or _entries_only(root / "runs")
+    runs/, its other folders not made yet), or one holding an entry of the store's among other files (a README put
+    there, a mount point's lost+found, after partial/ and locks/ were deleted: such a store was refused as "a
+    folder of other files (runs)"). Another tool's runs/ in a project (TensorBoard's SummaryWriter writes
+    runs/<date>_<host>/ by default) made `--store .` there a store: locks/ and partial/ were added among the user's
+    files and the run stored into TensorBoard's folder."""
+    return (root / "partial").is_dir() or (root / "locks").is_dir() or _entries_only(root / "runs") \
+        or _holds_entry(root / "runs")
 
 
 def _entries_only(runs: Path) -> bool:
-    """Whether the folder `runs` holds nothing but entries (hex digests) and hidden names (an unreadable one: as
-    before, a store; its own reads say what is wrong)."""
+    """Whether the folder `runs` holds nothing but entries (hex digests), hidden names and a file system's
+    lost+found (runs/ a disk of its own) (an unreadable one: as before, a store; its own reads say what is wrong)."""
     try:
-        return all(_DIGEST.fullmatch(e.name) or e.name.startswith(".") for e in os.scandir(runs))
+        return all(_DIGEST.fullmatch(e.name) or e.name.startswith(".") or e.name == "lost+found"
+                   for e in os.scandir(runs))
     except OSError:
         return True
+
+
+def _holds_entry(runs: Path) -> bool:
+    """Whether the folder `runs` holds an entry as only the store makes one: a real folder named as a digest that
+    holds a manifest.json file (no other tool names a folder so)."""
+    try:
+        return any(_DIGEST.fullmatch(e.name) and e.is_dir(follow_symlinks=False)
+                   and os.path.isfile(os.path.join(e.path, "manifest.json")) for e in os.scandir(runs))
+    except OSError:
+        return False
 
 
 def write_problem(root: Path) -> tuple[str, str] | None:

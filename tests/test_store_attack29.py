@@ -48,3 +48,40 @@ def test_a_store_from_memprox_cache_refused_by_its_place_names_the_variable(tmp_
     assert said.startswith(f"the run store {tmp_path / 'cache' / 'store'} (from MEMPROX_CACHE={tmp_path / 'cache'}) "
                            "is a file, not a folder")
     assert "--store" not in said.split(";")[0]
+
+
+def _entry(runs: Path, digest: str = "0123456789abcdef0123") -> Path:
+    (runs / digest).mkdir(parents=True)
+    (runs / digest / "manifest.json").write_text("{}")
+    return runs / digest
+
+
+@pytest.mark.parametrize("extra", ["README", "Thumbs.db", "lost+found/", "tmp/"])
+def test_a_store_of_runs_alone_with_a_file_beside_its_entries_is_still_a_store(tmp_path, capsys, extra) -> None:
+    """A store copied with `rsync` of runs/ alone, or whose user deleted partial/ and locks/, with a README in runs/
+    (or runs/ a disk of its own, with its lost+found) was refused by `run` as 'a folder of other files (runs)' and by
+    `store info` as another tool's runs/."""
+    from harness.cli import main
+    from harness.store_place import check_place
+    from harness.store_scan import is_store
+
+    root = tmp_path / "store"
+    _entry(root / "runs")
+    (root / "runs" / extra).mkdir() if extra.endswith("/") else (root / "runs" / extra).write_text("ours")
+    check_place(root)
+    assert is_store(root)
+    assert main(["store", "info", "--store", str(root)]) == 0
+    assert "run store:" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("inside", ["Dec05_12-00-00_host", "0123456789abcdef0123"])
+def test_a_projects_tensorboard_runs_is_still_no_store(tmp_path, inside) -> None:
+    """A digest-named folder without a manifest.json is no entry of the store's: TensorBoard's runs/ stays refused."""
+    from harness.store_place import check_place
+    from harness.store_scan import is_store
+
+    (tmp_path / "runs" / "Dec05_12-00-00_host").mkdir(parents=True)
+    (tmp_path / "runs" / inside).mkdir(exist_ok=True)
+    with pytest.raises(HarnessError, match=r"is a folder of other files \(runs\)"):
+        check_place(tmp_path)
+    assert not is_store(tmp_path) and sorted(p.name for p in tmp_path.iterdir()) == ["runs"]
