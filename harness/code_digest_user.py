@@ -183,14 +183,14 @@ def container(named: str, value: Any, module: str, read: dict[str, str], seen: d
     namespace = getattr(sys.modules.get(module), "__dict__", {})
     assigned = _assigned(module, name)
     text = "".join(f"\n{named} written {t}" for t, _, _ in assigned)
-    plain = _plain(value, set())
     last = assigned[-1] if assigned else None
-    kept = last is not None and (last[1] in (plain, "list()", "dict()", "set()") if last[1] is not None else
-                                 len(assigned) == 1 and not any(_data(namespace.get(n)) for n in last[2]))
-    if not kept:
-        if plain is not None:
-            read[f"{module}.{name}"] = plain
-            text += f"\n{named} = {plain}"
+    if last is not None and (last[1] in ("list()", "dict()", "set()") if last[1] is not None else
+                             len(assigned) == 1 and not any(_data(namespace.get(n)) for n in last[2])):
+        return text  # its value is not read: `BIG = list(range(10**6))` was made text at every digest (digestattack29)
+    plain = _plain(value, set())
+    if plain is not None and (last is None or last[1] != plain):
+        read[f"{module}.{name}"] = plain
+        text += f"\n{named} = {plain}"
     return text
 
 

@@ -305,3 +305,36 @@ def test_fifty_modules_parse_each_once(tmp_path, monkeypatch) -> None:
     assert {code_digest(factory) for _ in range(3)} == {first}
     assert edited_since_import(code_read(factory)) == []
     assert len(parses) == once  # no module parsed again: the next digests and the check read the caches
+
+
+BIG = """
+import helperbig29
+
+BIG = list(range(100_000))
+EMPTY = []
+SIZES = [1, 2]
+
+
+def factory():
+    return len(BIG) + len(EMPTY) + len(SIZES) + len(helperbig29.HUGE)
+"""
+
+
+def test_a_big_list_made_by_code_is_not_made_text(tmp_path, monkeypatch) -> None:
+    """A list the digest does not read by value (made from code alone, or written empty) is not made text at every
+    digest: `BIG = list(range(10**6))` was (f92dc10: a million items' reprs per digest, per run planned)."""
+    import harness.code_digest_user as user
+
+    _write(tmp_path, {"bigmod29.py": BIG, "helperbig29.py": "BASE = 0\nHUGE = [BASE] * 100_001\n"})
+    _fresh(monkeypatch, tmp_path, ("bigmod29", "helperbig29"))
+    module = importlib.import_module("bigmod29")
+    sizes = []
+    real = user._plain
+    monkeypatch.setattr(user, "_plain", lambda value, path: sizes.append(len(value)) or real(value, path)
+                        if isinstance(value, list) and not path else real(value, path))
+    before = code_digest(module.factory)
+    assert 100_000 not in sizes  # f92dc10: BIG and EMPTY made text too, at each digest
+    assert 100_001 in sizes  # HUGE is made from a module value (BASE): by value, as before
+    assert set(settings_read(module.factory)) == {"helperbig29.HUGE"}  # SIZES is still what is written
+    module.SIZES.append(3)  # changed as the module ran: read by value, as before
+    assert code_digest(module.factory) != before
