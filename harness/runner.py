@@ -26,6 +26,7 @@ from harness.executors.base import Outcome
 from harness.io import lock_failure
 from harness.jobs import Job, JobResult, Pending
 from harness.recorders import RECORDERS, RecorderRequest
+from harness.recorders.bank import RECORDER_NOTE
 from harness.runspec import RunSpec
 from harness.store import RunStore, StoredRun
 
@@ -157,6 +158,9 @@ def failure_line(job: Job, error: Exception) -> str:
     executor's name the run; any other (a plugin recorder's bug, a dataset loader's) said only
     `error: boom`, not which of the experiment's runs it broke."""
     text = str(error) or type(error).__name__
+    notes = [n for n in getattr(error, "__notes__", None) or [] if isinstance(n, str) and n.startswith(RECORDER_NOTE)]
+    if notes:
+        text = f"{text} ({notes[0]})"
     if isinstance(error, RunFailed) or text.startswith(f"job {job.label()}:"):
         return text
     return f"job {job.label()}: {text}"

@@ -14,6 +14,7 @@ import warnings
 from collections.abc import Iterable, Sequence
 from typing import Protocol, runtime_checkable
 
+from harness.recorders.base import CODE_MARK
 from harness.runspec import RunSpec
 from harness.tasks import Task
 
@@ -56,9 +57,11 @@ def upgrade_notice(upgraded: dict[RunSpec, set[str]], askers: dict[RunSpec, dict
     lack = ", ".join(", ".join(keys) + (f" (asked by {', '.join(map(_name, found))})" if found else "")
                      for found, keys in by_askers.items())
     way = f"; to avoid it, {' and '.join(ways)}" if ways else ""
+    edited = ", or before its code was edited (its key carries a digest of its code)" \
+        if any(CODE_MARK in key for key in who) else ""
     return (f"{len(upgraded)} stored run(s) ({shown}) lack recorder(s) {lack}: stored before the recorder "
-            "existed, or by an experiment that did not ask for it, they train again in full before anything is "
-            f"scored, recording their other signals again along with it{way}")
+            f"existed, or by an experiment that did not ask for it{edited}, they train again in full before anything "
+            f"is scored, recording their other signals again along with it{way}")
 
 
 def warn_upgraded(upgraded: dict[RunSpec, set[str]], askers: dict[RunSpec, dict[str, set[Asker]]],

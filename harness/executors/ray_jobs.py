@@ -274,8 +274,10 @@ def _on_node(error: Exception, driver: str, job: Job) -> Exception:
     node = socket.gethostname()
     if driver in ("", node):
         return error
-    return RunFailed(f"job {job.label()}: {str(error) or type(error).__name__} (raised on Ray node {node}, not on "
-                     f"{driver} where memprox runs)")
+    failed = RunFailed(f"job {job.label()}: {str(error) or type(error).__name__} (raised on Ray node {node}, not on "
+                       f"{driver} where memprox runs)")
+    failed.__notes__ = list(getattr(error, "__notes__", None) or [])  # type: ignore[attr-defined]  # the recorder
+    return failed
 
 
 def _job_error(error: RayTaskError) -> BaseException:

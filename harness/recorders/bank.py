@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from harness.recorders.base import Recorder, RecorderRequest, RunContext, build_recorder
+from harness.recorders.base import CODE_MARK, Recorder, RecorderRequest, RunContext, build_recorder
 from harness.recorders.held import HeldBatches
 from harness.timing import Meter, Stopwatch
 
@@ -83,10 +83,13 @@ class RecorderBank:
         return iter(self.recorders)
 
     def _call(self, key: str, fn: Callable[[], None], units: float = 1.0) -> None:
-        if self.timed:
-            self.meters[key].run(fn, units=units, repeatable=self.recorders[key].repeatable)
-        else:
-            fn()
+        try:
+            if self.timed:
+                self.meters[key].run(fn, units=units, repeatable=self.recorders[key].repeatable)
+            else:
+                fn()
+        except Exception as e:
+            raise name_recorder(e, key, getattr(fn, "func", fn)) from None
 
     # -- feeding -------------------------------------------------------------------------------
     def on_batch(self, epoch: int, idx: torch.Tensor, logits: torch.Tensor | None, loss: torch.Tensor,
@@ -142,16 +145,22 @@ class RecorderBank:
                 self._call(key, partial(rec.on_epoch_end, epoch, phase, model))
 
     def on_eval_start(self, epoch: int) -> None:
-        for rec in self.recorders.values():
+        for key, rec in self.recorders.items():
             if rec.takes_eval:
-                rec.on_eval_start(epoch)
+                try:
+                    rec.on_eval_start(epoch)
+                except Exception as e:
+                    raise name_recorder(e, key, rec.on_eval_start) from None
 
     def on_eval_batch(self, epoch: int, idx: torch.Tensor, signals: dict[str, torch.Tensor]) -> None:
         """One batch of an eval pass run elsewhere (`eval_signals` of samples `idx`); not timed here:
         the caller times its pass as a whole."""
-        for rec in self.recorders.values():
+        for key, rec in self.recorders.items():
             if rec.takes_eval:
-                rec.on_eval_batch(epoch, idx, signals)
+                try:
+                    rec.on_eval_batch(epoch, idx, signals)
+                except Exception as e:
+                    raise name_recorder(e, key, rec.on_eval_batch) from None
 
     # -- reading -------------------------------------------------------------------------------
     def arrays(self, rows: int | None = None) -> dict[str, dict[str, np.ndarray]]:
@@ -184,3 +193,23 @@ class RecorderBank:
         fed batch by batch, and held batches recorded before the epoch's end."""
         per_batch = (k for k, r in self.recorders.items() if r.on_batches and not self._joins(r))
         return sum(self.meters[k].clock_seconds() for k in per_batch) + self._in_loop.seconds()
+
+
+#: the note `name_recorder` adds, to be read back where a job's failure is said (`harness.runner.failure_line`)
+RECORDER_NOTE = "raised in recorder "
+
+
+def name_recorder(error: Exception, key: str, method: object) -> Exception:
+    """`error` with a note naming the recorder and method that raised it. A plugin recorder's bug failed
+    its run as `job digits noise=0.1 mlp seed0: boom`, naming neither; its type is kept (an out-of-memory
+    error stays one) and its message too, which other code reads."""
+    notes = list(getattr(error, "__notes__", None) or [])
+    if not any(isinstance(n, str) and n.startswith(RECORDER_NOTE) for n in notes):
+        hook = getattr(method, "__name__", "a hook")
+        note = (f"{RECORDER_NOTE}{key.split(CODE_MARK)[0]} ({hook}): a proxy that needs it fails on every run that "
+                "records it; drop that proxy from --proxies to score the others")
+        try:  # `add_note` (Python 3.11) appends to `__notes__`, which a traceback shows; 3.10 keeps it unshown
+            error.__notes__ = [*notes, note]  # type: ignore[attr-defined]
+        except (AttributeError, TypeError):
+            pass
+    return error

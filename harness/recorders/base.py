@@ -60,7 +60,11 @@ class RecorderRequest:
         version = recorder_version(self.name)
         key = key if version == 1 else f"{key}@v{version}"
         digest = recorder_digest(self.name)
-        return key if digest is None else f"{key}@code-{digest}"
+        return key if digest is None else f"{key}{CODE_MARK}{digest}"
+
+
+#: what separates a recorder's key from the digest of its code (`RecorderRequest.key`)
+CODE_MARK = "@code-"
 
 
 class RunArrays(Protocol):
