@@ -308,3 +308,20 @@ def test_a_refused_first_update_makes_nothing_a_checkpoint_or_a_later_call_sees(
         t.update(torch.arange(N), logits=logits, labels=y)
         t.end_epoch()
     assert tracker.scores().equals(done.scores())
+
+
+def test_with_indices_on_the_device_the_discards_and_the_hand_computations_hold(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same with indices held on the device (a GPU loop's; `Inputs.batch_indices` patched as in
+    tests/test_tracker29.py): the device bookkeeping of presentations on a machine without a GPU."""
+    from harness.tracker.inputs import Inputs
+
+    def device_path(self: Inputs, indices: object, where: str = "update()") -> tuple[None, torch.Tensor]:
+        return None, torch.as_tensor(indices).to(self.device, torch.int64)
+
+    monkeypatch.setattr(Inputs, "batch_indices", device_path)
+    for resumed in (False, True):
+        test_a_resumed_open_epoch_with_a_losses_only_batch_discarded_keeps_the_logit_proxies(resumed)
+        test_a_discarded_epoch_drops_the_labels_it_gave_first_to_samples_presented_before_without_labels(resumed)
+    test_every_proxy_by_hand_after_a_relabeled_epoch_discarded_and_rerun()
+    test_every_proxy_by_hand_with_empty_losses_only_batches()
