@@ -159,8 +159,9 @@ def failure_line(job: Job, error: Exception) -> str:
     `error: boom`, not which of the experiment's runs it broke."""
     text = str(error) or type(error).__name__
     notes = [n for n in getattr(error, "__notes__", None) or [] if isinstance(n, str) and n.startswith(RECORDER_NOTE)]
-    if notes:
-        text = f"{text} ({notes[0]})"
+    if notes:  # the own-loop tracker's traceback shows the note alone: it has no --proxies to drop a proxy from
+        text = (f"{text} ({notes[0]}: a proxy that needs it fails on every run that records it; drop that proxy "
+                "from --proxies to score the others)")
     if isinstance(error, RunFailed) or text.startswith(f"job {job.label()}:"):
         return text
     return f"job {job.label()}: {text}"

@@ -206,8 +206,7 @@ def name_recorder(error: Exception, key: str, method: object) -> Exception:
     notes = list(getattr(error, "__notes__", None) or [])
     if not any(isinstance(n, str) and n.startswith(RECORDER_NOTE) for n in notes):
         hook = getattr(method, "__name__", "a hook")
-        note = (f"{RECORDER_NOTE}{key.split(CODE_MARK)[0]} ({hook}): a proxy that needs it fails on every run that "
-                "records it; drop that proxy from --proxies to score the others")
+        note = f"{RECORDER_NOTE}{key.split(CODE_MARK)[0]} ({hook})"  # the way out is the runner's to say
         try:  # `add_note` (Python 3.11) appends to `__notes__`, which a traceback shows; 3.10 keeps it unshown
             error.__notes__ = [*notes, note]  # type: ignore[attr-defined]
         except (AttributeError, TypeError):
