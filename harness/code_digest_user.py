@@ -213,13 +213,8 @@ def _assigned(module: str, name: str) -> list[Assignment]:
         found: dict[str, list[Assignment]] = {}
         try:
             for node in ast.parse("".join(lines)).body:
-                if isinstance(node, ast.Assign | ast.AnnAssign | ast.AugAssign) and node.value is not None:
-                    op = type(node.op).__name__ + " " if isinstance(node, ast.AugAssign) else ""
-                    names = frozenset(n.id for n in ast.walk(node.value) if isinstance(n, ast.Name))
-                    assignment = (op + ast.unparse(node.value), None if op else _literal(node.value), names)
-                    targets = node.targets if isinstance(node, ast.Assign) else [node.target]
-                    for target in (t for t in targets if isinstance(t, ast.Name)):
-                        found.setdefault(target.id, []).append(assignment)
+                for target, assignment in _assignments(node):
+                    found.setdefault(target, []).append(assignment)
         except (SyntaxError, ValueError, RecursionError, MemoryError):
             found = {}
         cached = _ASSIGNED[file] = (lines, found)
@@ -227,6 +222,29 @@ def _assigned(module: str, name: str) -> list[Assignment]:
     if file not in _FIRST or _FIRST[file][0] is not spec:
         _FIRST[file] = (spec, cached[1])
     return cached[1].get(name, [])
+
+
+def _assignments(node: ast.stmt) -> list[tuple[str, Assignment]]:
+    """A top-level statement's assignments (`LAYERS = [64, 32]`, `LAYERS += [8]`) and changes of a module
+    list or dict (`LAYERS.append(8)`, `SIZES["head"] = 8`: as text, reading the name itself, so the value
+    is hashed), by the name they set. A change by a call or an item was unseen where the list was made
+    by code alone (`LAYERS = [0] * 3` then `LAYERS.append(8)` -> `append(16)` kept the digest) or written
+    empty (`LAYERS = []` then appends), and not compared by `ContainerRead.edited` (digestattack29)."""
+    if isinstance(node, ast.Assign | ast.AnnAssign | ast.AugAssign) and node.value is not None:
+        op = type(node.op).__name__ + " " if isinstance(node, ast.AugAssign) else ""
+        names = frozenset(n.id for n in ast.walk(node.value) if isinstance(n, ast.Name))
+        assignment = (op + ast.unparse(node.value), None if op else _literal(node.value), names)
+        targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+        found = [(t.id, assignment) for t in targets if isinstance(t, ast.Name)]
+        items = [t.value.id for t in targets if isinstance(t, ast.Subscript) and isinstance(t.value, ast.Name)]
+        changed = "changed " + ast.unparse(node)
+        return found + [(n, (changed, None, names | {n})) for n in items]
+    if isinstance(node, ast.Expr) and isinstance(node.value, ast.Call) and \
+            isinstance(node.value.func, ast.Attribute) and isinstance(node.value.func.value, ast.Name):
+        name = node.value.func.value.id
+        names = frozenset(n.id for n in ast.walk(node.value) if isinstance(n, ast.Name))
+        return [(name, ("changed " + ast.unparse(node.value), None, names))]
+    return []
 
 
 def _literal(node: ast.expr) -> str | None:

@@ -128,6 +128,7 @@ from torch import nn
 
 ACTS = [nn.ReLU, nn.Tanh]
 SIZES = [4, 8]
+SIZES.append(16)
 
 
 def helper(width):
@@ -168,10 +169,12 @@ def _check() -> None:
 @pytest.mark.parametrize(("file", "old", "new", "changed"), [
     ("blocks_a29.py", "[nn.ReLU, nn.Tanh]", "[nn.GELU]", "ACTS"),
     ("blocks_a29.py", "[4, 8]", "[4, 8, 16]", "SIZES"),
+    ("blocks_a29.py", "SIZES.append(16)", "SIZES.append(32)", "SIZES"),
     ("model_a29.py", "OWN = [nn.ReLU]", "OWN = [nn.GELU]", "OWN"),
 ])
 def test_an_edited_module_list_is_refused_under_inprocess(project, file, old, new, changed) -> None:
-    layers_before = str(MODELS.get("attack29_edited").factory((1, 1, 4), 2))
+    layers_before, digest_before = str(MODELS.get("attack29_edited").factory((1, 1, 4), 2)), model_fingerprint(
+        "attack29_edited")
     (project / file).write_text(textwrap.dedent(BLOCKS if file.startswith("blocks") else MODEL).replace(old, new),
                                 encoding="utf-8")
     assert str(MODELS.get("attack29_edited").factory((1, 1, 4), 2)) == layers_before
@@ -182,7 +185,8 @@ def test_an_edited_module_list_is_refused_under_inprocess(project, file, old, ne
     importlib.reload(sys.modules["blocks_a29"])
     importlib.reload(sys.modules["model_a29"])
     _check()
-    assert str(MODELS.get("attack29_edited").factory((1, 1, 4), 2)) != layers_before
+    assert model_fingerprint("attack29_edited") != digest_before  # the edited list, now loaded
+    assert str(MODELS.get("attack29_edited").factory((1, 1, 4), 2)) != layers_before or "append" in new
 
 
 def test_an_edited_helper_of_another_module_names_that_module(project) -> None:
@@ -338,3 +342,55 @@ def test_a_big_list_made_by_code_is_not_made_text(tmp_path, monkeypatch) -> None
     assert set(settings_read(module.factory)) == {"helperbig29.HUGE"}  # SIZES is still what is written
     module.SIZES.append(3)  # changed as the module ran: read by value, as before
     assert code_digest(module.factory) != before
+
+
+FILLED = """
+import fillhelp29
+
+LAYERS = [0] * 3
+LAYERS.append(VALUE)
+EMPTY = []
+EMPTY.extend([VALUE, 1])
+SIZES = {}
+SIZES["head"] = VALUE
+REGISTRY = {}
+
+
+def register(cls):
+    REGISTRY[cls.__name__] = cls
+    return cls
+
+
+@register
+class Block:
+    pass
+
+
+def factory():
+    return LAYERS + EMPTY + [SIZES, REGISTRY, fillhelp29.MORE]
+"""
+
+
+@pytest.mark.parametrize("where", ["fillmod29.py", "fillhelp29.py"])
+def test_a_list_or_dict_changed_at_import_is_read(tmp_path, monkeypatch, where) -> None:
+    """`LAYERS.append(8)` -> `append(16)` below `LAYERS = [0] * 3` or `LAYERS = []` kept the digest (f92dc10),
+    in the model's module and in another of yours; a registry a decorator fills keeps its digest."""
+    found = []
+    for value in ("8", "16", "( 8 )"):  # the third is only written otherwise
+        main, helper = FILLED.replace("VALUE", "8"), "MORE = []\nMORE.append(VALUE)\n".replace("VALUE", "8")
+        if where == "fillmod29.py":
+            main = FILLED.replace("VALUE", value)
+        else:
+            helper = helper.replace("append(8)", f"append({value})")
+        _write(tmp_path, {"fillmod29.py": main, "fillhelp29.py": helper})
+        _fresh(monkeypatch, tmp_path, ("fillmod29", "fillhelp29"))
+        module = importlib.import_module("fillmod29")
+        found.append((code_digest(module.factory), settings_read(module.factory)))
+    assert found[0][0] != found[1][0]  # f92dc10: equal
+    assert found[0] == found[2]
+    assert "fillmod29.REGISTRY" not in found[0][1]  # classes: no plain value, the same text in every process
+    if where == "fillmod29.py":
+        assert found[1][1]["fillmod29.LAYERS"] == "list(0, 0, 0, 16)"
+        assert found[1][1]["fillmod29.SIZES"] == "dict('head': 16)"
+    else:
+        assert found[1][1]["fillhelp29.MORE"] == "list(16)"
