@@ -325,3 +325,59 @@ def test_with_indices_on_the_device_the_discards_and_the_hand_computations_hold(
         test_a_discarded_epoch_drops_the_labels_it_gave_first_to_samples_presented_before_without_labels(resumed)
     test_every_proxy_by_hand_after_a_relabeled_epoch_discarded_and_rerun()
     test_every_proxy_by_hand_with_empty_losses_only_batches()
+
+
+def _same_state(a: object, b: object) -> bool:
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(_same_state(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)):
+        return isinstance(b, (list, tuple)) and len(a) == len(b) and all(_same_state(p, q) for p, q in zip(a, b))
+    if isinstance(a, torch.Tensor):
+        return isinstance(b, torch.Tensor) and a.dtype == b.dtype and torch.equal(a.nan_to_num(7.0), b.nan_to_num(7.0))
+    return bool(a == b)
+
+
+_REFUSED = {
+    "index out of range": dict(indices=[0, 99], logits=2, labels=2),
+    "float indices": dict(indices=torch.tensor([0.0, 1.0]), logits=2, labels=2),
+    "negative label": dict(indices=[0, 1], logits=2, labels=torch.tensor([-1, 0])),
+    "label past the classes": dict(indices=[0, 1], logits=2, labels=torch.tensor([C, 0])),
+    "float labels": dict(indices=[0, 1], logits=2, labels=torch.tensor([0.0, 1.0])),
+    "labels of another length": dict(indices=[0, 1], logits=2, labels=3),
+    "logits of other classes": dict(indices=[0, 1], logits=torch.randn(2, C + 2), labels=2),
+    "logits of another length": dict(indices=[0, 1], logits=3, labels=2),
+    "losses of another length": dict(indices=[0, 1], losses=torch.ones(3), logits=2, labels=2),
+    "2-D losses": dict(indices=[0, 1], losses=torch.ones(2, 1)),
+}
+
+
+@pytest.mark.filterwarnings("ignore:SampleTracker. 4 sample.s. were never presented:RuntimeWarning")
+@pytest.mark.parametrize("first", [True, False])
+@pytest.mark.parametrize("what", sorted(_REFUSED))
+def test_a_refused_update_in_any_field_changes_no_state(what: str, first: bool) -> None:
+    """Every kind of refused update(), as the first call or mid-epoch: state_dict() equals a tracker's that never
+    got it, before and after the corrected call, and so do the scores."""
+    if first and what == "logits of other classes":
+        return  # a first batch decides the classes
+    x, y = _data(5)
+    logits = _model(5)(x).detach()
+    refused, clean = SampleTracker(N), SampleTracker(N)
+    if not first:
+        for t in (refused, clean):
+            t.update(torch.arange(N), logits=logits, labels=y)
+            t.end_epoch()
+            t.update(torch.arange(4, N), logits=logits[4:], labels=y[4:])
+    call = dict(_REFUSED[what])
+    indices = call.pop("indices")
+    for key, value in call.items():  # a length: the first rows of the data
+        if isinstance(value, int):
+            call[key] = {"logits": logits, "labels": y}[key][:value]
+    with pytest.raises(HarnessError):
+        refused.update(indices, **call)
+    assert _same_state(refused.state_dict(), clean.state_dict())
+    for t in (refused, clean):
+        t.update(torch.arange(4), logits=logits[:4], labels=y[:4])
+    assert _same_state(refused.state_dict(), clean.state_dict())
+    for t in (refused, clean):
+        t.end_epoch()
+    assert refused.scores().equals(clean.scores())
