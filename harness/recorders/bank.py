@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
 from functools import partial
+from typing import Any
 
 import numpy as np
 import torch
@@ -147,20 +148,14 @@ class RecorderBank:
     def on_eval_start(self, epoch: int) -> None:
         for key, rec in self.recorders.items():
             if rec.takes_eval:
-                try:
-                    rec.on_eval_start(epoch)
-                except Exception as e:
-                    raise name_recorder(e, key, rec.on_eval_start) from None
+                _named_call(key, rec.on_eval_start, epoch)
 
     def on_eval_batch(self, epoch: int, idx: torch.Tensor, signals: dict[str, torch.Tensor]) -> None:
         """One batch of an eval pass run elsewhere (`eval_signals` of samples `idx`); not timed here:
         the caller times its pass as a whole."""
         for key, rec in self.recorders.items():
             if rec.takes_eval:
-                try:
-                    rec.on_eval_batch(epoch, idx, signals)
-                except Exception as e:
-                    raise name_recorder(e, key, rec.on_eval_batch) from None
+                _named_call(key, rec.on_eval_batch, epoch, idx, signals)
 
     # -- reading -------------------------------------------------------------------------------
     def arrays(self, rows: int | None = None) -> dict[str, dict[str, np.ndarray]]:
@@ -197,6 +192,13 @@ class RecorderBank:
 
 #: the note `name_recorder` adds, to be read back where a job's failure is said (`harness.runner.failure_line`)
 RECORDER_NOTE = "raised in recorder "
+
+
+def _named_call(key: str, method: Callable[..., None], *args: Any) -> None:
+    try:
+        method(*args)
+    except Exception as e:
+        raise name_recorder(e, key, method) from None
 
 
 def name_recorder(error: Exception, key: str, method: object) -> Exception:
