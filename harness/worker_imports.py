@@ -141,14 +141,16 @@ def _digest_differs(what: str, name: str, module: str, executor_name: str, fresh
     here = _digest(what, name)[1]
     differ = [f"{k} is {here.get(k, 'not read')} here and {fresh.get(k, 'not read')} there"
               for k in sorted(set(here) | set(fresh)) if here.get(k) != fresh.get(k)]
-    why = (f"reads a module value set anew in every process ({'; '.join(differ)})" if differ else
+    why = (f"reads a module value set anew in every process, or changed by a module this process imported and a "
+           f"worker, importing {module} alone, does not ({'; '.join(differ)})" if differ else
            f"has other code there: was {module} edited since this process imported it? Restart it (the notebook's "
            "kernel) or importlib.reload the module")
     harm = ("store its arrays under a key this process does not look up: every proxy reading it would fail, and "
             "every run train again" if what == "recorder" else
             "train it under an address no later run computes again: its runs would never be reused")
     fix = (" Make that a constant of the module or, if it does not change what is recorded or trained, set it "
-           "where the digest does not look (inside a function: another module of yours is read too)" if differ else "")
+           "where the digest does not look (inside a function: another module of yours is read too); if another "
+           f"module changes it as it is imported (a plugin's), import that module in {module}" if differ else "")
     return HarnessError(f"{what} {name!r} is addressed in the run store by a digest of its code (docs/extending.md), "
                         f"and its digest in a fresh process differs from this process's: its code {why}. The "
                         f"{executor_name} executor's workers would {harm}.{fix}")

@@ -394,3 +394,17 @@ def test_a_list_or_dict_changed_at_import_is_read(tmp_path, monkeypatch, where) 
         assert found[1][1]["fillmod29.SIZES"] == "dict('head': 16)"
     else:
         assert found[1][1]["fillhelp29.MORE"] == "list(16)"
+
+
+def test_a_list_changed_by_a_module_the_worker_does_not_import_names_that_cause(project, monkeypatch) -> None:
+    """A plugin module imported here (not by the workers, which import the model's module alone) appends to
+    a list the model reads: the fresh-process check refuses it (it did), and now says that an import here
+    can be the cause and how to fix it (f92dc10: 'a module value set anew in every process' only)."""
+    monkeypatch.setattr(sys.modules["blocks_a29"], "SIZES", [*sys.modules["blocks_a29"].SIZES, 99])
+    spec = SimpleNamespace(data=SimpleNamespace(dataset="digits"), model="attack29_edited")
+    with pytest.raises(HarnessError) as refused:
+        check_workers_know([(spec, set())], SimpleNamespace(runs_jobs_here=False, name="local"))  # type: ignore[arg-type]
+    text = str(refused.value)
+    assert "blocks_a29.SIZES is list(4, 8, 16, 99) here and list(4, 8, 16) there" in text
+    assert "changed by a module this process imported and a worker, importing model_a29 alone, does not" in text
+    assert "import that module in model_a29" in text
