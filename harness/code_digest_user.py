@@ -123,6 +123,9 @@ def instance_state(value: Any) -> dict[str, Any]:
             state["<buffers>"] = [(n, str(b.dtype), tuple(b.shape)) for n, b in value.named_buffers()]
         except Exception as e:  # a lazy module's parameter has no shape yet: its kind says so
             state["<parameters>"] = type(e).__name__
+    for key, held_value in state.items():  # a set of plain values by its sorted text: it was its type alone, so
+        if isinstance(held_value, set | frozenset):  # `Config(tags={"a", "b"})` -> {"a", "c"} kept the digest
+            state[key] = _plain(held_value, set()) or held_value
     return dict(sorted(state.items(), key=lambda item: str(item[0])))
 
 

@@ -408,3 +408,35 @@ def test_a_list_changed_by_a_module_the_worker_does_not_import_names_that_cause(
     assert "blocks_a29.SIZES is list(4, 8, 16, 99) here and list(4, 8, 16) there" in text
     assert "changed by a module this process imported and a worker, importing model_a29 alone, does not" in text
     assert "import that module in model_a29" in text
+
+
+TAGGED = """
+class Config:
+    def __init__(self, tags):
+        self.tags = tags
+        self.objects = {object}
+
+
+CFG = Config(VALUE)
+
+
+def factory():
+    return CFG
+"""
+
+
+def test_a_set_held_by_an_instance_is_read_in_sorted_order(tmp_path, monkeypatch) -> None:
+    """`Config(tags={"a", "b"})` -> `{"a", "c"}` kept the digest (f92dc10: the set by its type alone); its
+    sorted text is the same in processes of other string hash seeds."""
+    found = []
+    for value in ('{"alpha", "beta", "gamma"}', '{"alpha", "beta", "delta"}', '{"gamma", "beta", "alpha"}'):
+        _write(tmp_path, {"tagged29.py": TAGGED.replace("VALUE", value)})
+        _fresh(monkeypatch, tmp_path, ("tagged29",))
+        found.append(code_digest(importlib.import_module("tagged29").factory))
+    assert found[0] != found[1]  # f92dc10: equal
+    assert found[0] == found[2]
+    script = ("import sys; sys.path.insert(0, sys.argv[1]); import tagged29; "
+              "from harness.code_digest import code_digest; print(code_digest(tagged29.factory))")
+    out = {subprocess.run([sys.executable, "-c", script, str(tmp_path)], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHONHASHSEED": seed}, cwd=ROOT, check=True).stdout for seed in "12"}
+    assert out == {found[0] + "\n"}
