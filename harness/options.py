@@ -47,6 +47,7 @@ from harness.values import (
     parse_seeds,
     parse_selection,
     parse_switch,
+    short_repr,
 )
 
 _SAME = object()  # Option.field_default: the same as the keyword's default
@@ -135,12 +136,18 @@ def _augment_into(recipe: Recipe, augment: Any) -> Recipe:
     return replace(recipe, augment=augment, augment_epochs=recipe.augment_epochs if augment else None)
 
 
-def _no_empty_item(parse: Callable[[Any], Any], flag: str, example: str) -> Callable[[Any], Any]:
+def _no_empty_item(parse: Callable[[Any], Any], flag: str, example: str, text: bool = True) -> Callable[[Any], Any]:
     """`parse` for a comma list that refuses an empty item: `--seeds 0,,5` ran seeds 0 and 5, and
     `--noise-rates $A,0.1` with $A unset one rate, where a value was lost (as `--proxies csl,,aum` is
-    refused). One trailing comma stays allowed: `--seeds 5,` is the list of seed 5 alone."""
+    refused). One trailing comma stays allowed: `--seeds 5,` is the list of seed 5 alone. A Python
+    list's empty or blank string is refused too (`proxies=["csl", os.environ.get("P", "")]` ran csl
+    alone); `text=False` leaves the text form to `parse` (--proxies names its own empty items)."""
     def checked(value: Any) -> Any:
-        if isinstance(value, str) and "," in value:
+        if isinstance(value, list | tuple) and any(  # not any Sequence: range(2**70) is refused by `parse`
+                isinstance(item, str) and not item.strip() for item in value):
+            raise HarnessError(f"{flag} has an empty item ({short_repr(value)}: a value lost, e.g. an unset "
+                               f"variable?); drop it or give its value, e.g. {flag} {example}")
+        if text and isinstance(value, str) and "," in value:
             items = value.split(",")
             if any(not item.strip() for item in items[:-1]):
                 raise HarnessError(f"{flag} {value!r} has an empty item between commas (a value lost, e.g. an "
@@ -153,6 +160,7 @@ def _no_empty_item(parse: Callable[[Any], Any], flag: str, example: str) -> Call
 _TASK_LIST = _no_empty_item(lambda v: parse_names(v, "--tasks"), "--tasks", "mislabeled,duplicates")
 _SEED_LIST = _no_empty_item(parse_seeds, "--seeds", "0,5")
 _RATE_LIST = _no_empty_item(lambda v: parse_floats(v, "--noise-rates"), "--noise-rates", "0.01,0.1")
+_PROXY_LIST = _no_empty_item(parse_selection, "--proxies", "csl,aum", text=False)
 
 
 def _reference_users() -> list[str]:
@@ -191,7 +199,7 @@ OPTIONS: tuple[Option, ...] = (
            parse=parse_dataset, check=checks.named("a name", "see `python -m harness list`")),
     Option("proxies", "all", "'all' or a comma-separated list; PROXY(k=v,...) selects a variant, so "
            "'curvature(n=2),curvature(n=10)' compares two side by side (see `list`)", annotation="str",
-           parse=parse_selection, check=checks.proxies, **_NAMES),
+           parse=_PROXY_LIST, check=checks.proxies, **_NAMES),
     Option("tasks", DEFAULT_TASKS, "comma-separated tasks (see `list`)", annotation="tuple[str, ...]",
            parse=_TASK_LIST, check=checks.tasks, **_NAMES),
     Option("seeds", 3, "number of seeds (3 -> 0,1,2) or an explicit list (0,5)", annotation="tuple[int, ...]",

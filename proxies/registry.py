@@ -132,9 +132,16 @@ def _unregistered(name: str) -> type[Proxy] | None:
 
 
 def parse_selection(selection: str) -> list[tuple[str, dict[str, Any]]]:
-    """'csl,curvature(n=2),curvature(n=10,h=0.01)' -> [(name, params), ...] (values as Python literals)."""
-    items = re.findall(r"\s*([A-Za-z_][\w.-]*)\s*(?:\(([^)]*)\))?\s*(?:,|$)", selection)
-    if _squeezed(",".join(n + (f"({a})" if a else "") for n, a in items)) != _squeezed(selection):
+    """'csl,curvature(n=2),curvature(n=10,h=0.01)' -> [(name, params), ...] (values as Python literals).
+    One trailing comma is allowed (`csl,`, as `--tasks mislabeled,`); an empty item is refused, named."""
+    text = selection.rstrip()
+    text = text[:-1] if text.endswith(",") and text[:-1].strip() and not text[:-1].rstrip().endswith(",") else text
+    items = re.findall(r"\s*([A-Za-z_][\w.-]*)\s*(?:\(([^)]*)\))?\s*(?:,|$)", text)
+    if _squeezed(",".join(n + (f"({a})" if a else "") for n, a in items)) != _squeezed(text):
+        if "" in (item.strip() for item in re.split(r",(?![^(]*\))", text)):  # commas outside parentheses
+            raise HarnessError(f"cannot parse --proxies {selection!r}: an empty item between commas (a value lost, "
+                               "e.g. an unset shell variable?); list the proxies with one comma between each, e.g. "
+                               "--proxies csl,aum")
         raise HarnessError(f"cannot parse --proxies {selection!r}; use e.g. 'csl,curvature(n=2),curvature(n=10)'")
     out = []
     for name, args in items:
