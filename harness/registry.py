@@ -121,6 +121,12 @@ def _claimant(ep: importlib.metadata.EntryPoint) -> str:
     return f"{ep.value} from {dist.name} {dist.version}" if dist is not None else ep.value
 
 
+def _dist_name(ep: importlib.metadata.EntryPoint) -> str | None:
+    """The name of the distribution that installed `ep`, when known."""
+    dist = getattr(ep, "dist", None)
+    return getattr(dist, "name", None) if dist is not None else None
+
+
 def claimed_twice(kind: str, name: str, values: list[str]) -> HarnessError:
     return HarnessError(f"{kind} {name!r} is claimed by {len(values)} installed plugins ({', '.join(values)}), so "
                         "none is used; uninstall all but one, or rename its `name` and entry point")
@@ -242,7 +248,7 @@ def load_class_plugins(group: str, registry: Registry[type], base: type, registe
         if ep.name != name:  # selected by the class's name: the entry point's would be unknown
             misnamed.append((where, str(name), cls))
     for ep in points.values():
-        _contest_failed(registry, own, contested, ep)
+        _contest_failed(registry, own, contested, ep, [p for p in points.values() if p.name in loaded])
     for where, name, cls in misnamed:  # an alias beside an entry point of the class's own name needs no fix
         if loaded.get(name) is not cls:
             warnings.warn(f"{where} registers {kind} {name!r}: select it by that name, and name the entry "
@@ -253,16 +259,24 @@ def load_class_plugins(group: str, registry: Registry[type], base: type, registe
 
 
 def _contest_failed(registry: Registry, own: set[str], contested: dict[str, list[str]],
-                    ep: importlib.metadata.EntryPoint) -> None:
+                    ep: importlib.metadata.EntryPoint, loaded: list[importlib.metadata.EntryPoint]) -> None:
     """An installed plugin that failed to load, whose entry-point name another package's class took:
     two plugins claim the name, as when both load, so neither is used. Before, selecting the name
-    scored the other package's class as if it were the failed plugin's (in either loading order)."""
+    scored the other package's class as if it were the failed plugin's (in either loading order).
+    A class its own distribution registered (through another of its entry points that loaded, `loaded`,
+    from another top-level package of it) is no second plugin: "claimed by 2 installed plugins;
+    uninstall all but one" was refused of a single installed distribution."""
     name = ep.name
     if name not in registry.failed or name not in registry or name in own or name in contested:
         return
     package = ep.module.partition(".")[0]
-    if any(module.partition(".")[0] == package for module, _ in _definition(registry[name]) or ()):
+    where = _definition(registry[name]) or ()
+    if any(module.partition(".")[0] == package for module, _ in where):
         return  # its own package registered the name (a stale entry point): `_selects_other` says so
+    dist = _dist_name(ep)
+    if dist is not None and any(_dist_name(other) == dist and module == other.module
+                                for other in loaded for module, _ in where):
+        return  # its own distribution's other entry point registered it
     contested[name] = [_origin(registry[name]), f"{ep.value}, which failed to load"]
     warnings.warn(f"{registry.kind} {name!r} is claimed by installed plugin {name!r} ({ep.value}), which failed to "
                   f"load, and by {_origin(registry[name])}: neither is used, since which one {name!r} selects would "
