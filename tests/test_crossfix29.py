@@ -175,3 +175,146 @@ def test_a_table_where_no_seed_gave_a_value_says_so() -> None:
 def test_seed_counts_that_differ_are_a_range() -> None:
     md = markdown(aggregate(_raw({"csl": (0.9, 0.8), "half": (0.7, np.nan)})))
     assert "(mean ± std over 1-2 seed(s))" in md
+
+
+# attack on df1aeda (options: empty list items) --------------------------------------------------
+
+@pytest.mark.parametrize(("options", "seeds", "rates", "tasks"), [
+    ({"seeds": "5,"}, (5,), None, None), ({"seeds": "5, "}, (5,), None, None),
+    ({"seeds": "5"}, (0, 1, 2, 3, 4), None, None),
+    ({"noise_rates": "0.1,"}, None, (0.1,), None), ({"noise_rates": " 0.1 , "}, None, (0.1,), None),
+    ({"tasks": "mislabeled,"}, None, None, ("mislabeled",)), ({"seeds": [0, 5]}, (0, 5), None, None),
+])
+def test_one_trailing_comma_is_the_list_before_it(options, seeds, rates, tasks) -> None:
+    from harness.api import experiment_config
+
+    cfg = experiment_config(**options)
+    assert (seeds is None or cfg.seeds == seeds) and (rates is None or cfg.noise_rates == rates)
+    assert tasks is None or cfg.tasks == tasks
+
+
+@pytest.mark.parametrize(("options", "message"), [
+    ({"proxies": ["csl", ""]}, "proxies has an empty item (['csl', '']: a value lost, e.g. an unset variable?); "
+                               "drop it or give its value, e.g. proxies='csl,aum'"),
+    ({"proxies": ["csl", " "]}, "proxies has an empty item (['csl', ' ']: "),
+    ({"tasks": ["mislabeled", ""]}, "tasks has an empty item (['mislabeled', '']: "),
+    ({"seeds": ["0", ""]}, "seeds has an empty item (['0', '']: "),
+    ({"noise_rates": [0.1, ""]}, "noise_rates has an empty item ([0.1, '']: "),
+    ({"seeds": " , "}, "seeds=' , ' has an empty item between commas"),
+    ({"tasks": " , "}, "tasks=' , ' has an empty item between commas"),
+])
+def test_an_empty_item_of_a_python_list_is_refused_as_the_texts_is(options, message) -> None:
+    """A list's '' (proxies=['csl', os.environ.get('P', '')]) ran csl alone once `csl,` was allowed."""
+    from harness.api import experiment_config
+
+    with pytest.raises(HarnessError) as info:
+        experiment_config(**options)
+    assert str(info.value).startswith(message)
+
+
+def test_proxies_take_one_trailing_comma_and_name_an_empty_item() -> None:
+    """--tasks mislabeled, is mislabeled; --proxies csl, said "cannot parse", and csl,,aum too."""
+    assert parse_selection("csl,") == parse_selection("csl, ") == [("csl", {})]
+    assert [p.label for p in resolve_proxies("curvature(n=2),")] == ["curvature(n=2)"]
+    for bad in ("csl,,aum", ",csl", "csl,,", " , "):
+        with pytest.raises(HarnessError) as info:
+            parse_selection(bad)
+        assert str(info.value) == (f"cannot parse --proxies {bad!r}: an empty item between commas (a value lost, e.g. "
+                                   "an unset shell variable?); list the proxies with one comma between each, e.g. "
+                                   "--proxies csl,aum")
+    with pytest.raises(HarnessError, match="cannot parse --proxies 'csl,\\(\\)'; use e.g."):
+        parse_selection("csl,()")
+
+
+# attack on a6efe33 (a name claimed by a plugin that failed to load) --------------------------------
+
+_GOOD = '''
+import numpy as np
+from proxies import Proxy, register_proxy
+
+
+@register_proxy
+class P(Proxy):
+    name = "{name}"
+    description = "d"
+    citation = "{package}"
+
+    def score(self, ctx):
+        return np.zeros(1)
+'''
+
+
+class _Dist:
+    def __init__(self, name: str) -> None:
+        self.name, self.version = name, "1.0"
+
+
+def _plugins(monkeypatch, tmp_path, modules: dict[str, str], points: list[tuple[str, str, str]]) -> list[str]:
+    """Install `modules` (package.module -> source) and entry points (name, value, distribution);
+    load them; the warnings' messages."""
+    import importlib.metadata
+    import sys
+
+    from proxies import registry
+
+    for module, text in modules.items():
+        package, _, leaf = module.partition(".")
+        (tmp_path / package).mkdir(exist_ok=True)
+        (tmp_path / package / "__init__.py").write_text("")
+        (tmp_path / package / f"{leaf}.py").write_text(text)
+        monkeypatch.delitem(sys.modules, package, raising=False)
+        monkeypatch.delitem(sys.modules, module, raising=False)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    group = registry.ENTRY_POINT_GROUP
+    eps = [importlib.metadata.EntryPoint(n, v, group)._for(_Dist(d)) for n, v, d in points]
+    real = importlib.metadata.entry_points
+    monkeypatch.setattr(importlib.metadata, "entry_points",
+                        lambda group=None, **kw: eps if group == registry.ENTRY_POINT_GROUP
+                        else real(group=group, **kw))
+    monkeypatch.setattr(registry, "_plugins_loaded", False)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        registry.load_plugins()
+    return [str(w.message) for w in caught]
+
+
+def test_one_distribution_found_twice_and_two_entry_points_to_one_class_load_quietly(monkeypatch, tmp_path,
+                                                                                     fresh) -> None:
+    messages = _plugins(monkeypatch, tmp_path, {"pa_x29.mod": _GOOD.format(name="foo_x29", package="pa_x29")},
+                        [("foo_x29", "pa_x29.mod:P", "pa-x29"), ("foo_x29", "pa_x29.mod:P", "pa-x29"),
+                         ("foo_x29_alias", "pa_x29.mod:P", "pa-x29")])
+    assert messages == []
+    assert [p.citation for p in resolve_proxies("foo_x29")] == ["pa_x29"]
+
+
+def test_a_plugin_failing_for_its_own_reason_refuses_only_its_own_name(monkeypatch, tmp_path, fresh) -> None:
+    messages = _plugins(monkeypatch, tmp_path, {"pa_x29.mod": "import no_such_dependency_x29\n",
+                                                "pb_x29.mod": _GOOD.format(name="baz_x29", package="pb_x29")},
+                        [("bar_x29", "pa_x29.mod:P", "pa-x29"), ("baz_x29", "pb_x29.mod:P", "pb-x29")])
+    assert messages == ["proxy plugin 'bar_x29' (pa_x29.mod:P) failed to load: ModuleNotFoundError: No module named "
+                        "'no_such_dependency_x29'"]
+    assert [p.citation for p in resolve_proxies("baz_x29")] == ["pb_x29"]
+    with pytest.raises(HarnessError, match="^proxy plugin 'bar_x29' .* failed to load: .*, so proxy 'bar_x29' is not "
+                                           "available"):
+        resolve_proxies("bar_x29")
+
+
+def test_a_name_its_own_distribution_registered_is_no_second_plugin(monkeypatch, tmp_path, fresh) -> None:
+    """One distribution, two top-level packages: its entry point qux_x29 fails (a missing optional
+    dependency), another of its entry points registers qux_x29. It was refused as 'claimed by 2
+    installed plugins ... uninstall all but one', of one installed distribution."""
+    messages = _plugins(monkeypatch, tmp_path, {"qcore_x29.mod": "import no_such_dependency_x29\n",
+                                                "qextra_x29.mod": _GOOD.format(name="qux_x29", package="qextra_x29")},
+                        [("qux_x29", "qcore_x29.mod:P", "q-x29"), ("qux_x29_fast", "qextra_x29.mod:P", "q-x29")])
+    assert not any("claimed by" in m for m in messages), messages
+    assert [p.citation for p in resolve_proxies("qux_x29")] == ["qextra_x29"]
+
+
+def test_another_distributions_class_under_a_failed_plugins_name_is_still_refused(monkeypatch, tmp_path,
+                                                                                  fresh) -> None:
+    """a6efe33's case, with distributions named: the other distribution's class is not served."""
+    _plugins(monkeypatch, tmp_path, {"qcore_x29.mod": "import no_such_dependency_x29\n",
+                                     "qextra_x29.mod": _GOOD.format(name="qux_x29", package="qextra_x29")},
+             [("qux_x29", "qcore_x29.mod:P", "q-x29"), ("qux_x29_fast", "qextra_x29.mod:P", "other-x29")])
+    with pytest.raises(HarnessError, match="proxy 'qux_x29' is claimed by 2 installed plugins"):
+        resolve_proxies("qux_x29")
