@@ -52,11 +52,11 @@ class Experiment:
         t0 = time.perf_counter()
         self.cfg = cfg
         cfg.validate()
+        self.proxies: list[Proxy] = resolve_proxies(cfg.proxies, cfg.proxy_args)  # a plugin may register the model
+        self.tasks = make_tasks(cfg.tasks, cfg.task_args, cfg.reference)
         if cfg.model not in MODELS:
             raise HarnessError(f"unknown model {cfg.model!r}{did_you_mean([str(cfg.model)], MODELS)}; valid models: "
                                f"{', '.join(sorted(MODELS))}")
-        self.proxies: list[Proxy] = resolve_proxies(cfg.proxies, cfg.proxy_args)
-        self.tasks = make_tasks(cfg.tasks, cfg.task_args, cfg.reference)
         for task in self.tasks:
             task.check_proxies(self.proxies)
         self.device = resolve_device(cfg.device)
