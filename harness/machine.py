@@ -160,9 +160,10 @@ def _ask(call: Any) -> Any:
 
 def machine_record(device: str | torch.device = "cpu") -> dict[str, Any]:
     """This process's machine, as a run trained here on `device` records it (cheap: the CPU model is
-    read once per process)."""
+    read once per process), with the threads it trains on: a run killed at `--threads 1` and resumed at 2
+    recorded 2 alone, though its first epochs' floats are 1 thread's (`run_threads`)."""
     record: dict[str, Any] = {"cpu": cpu_model(), "cpu_capability": cpu_capability(), "cpus": os.cpu_count() or 0,
-                              "arch": platform.machine()}
+                              "arch": platform.machine(), "threads": torch.get_num_threads()}
     return record | accelerator_record(torch.device(device)) | {"versions": dict(_versions())}
 
 
@@ -286,6 +287,12 @@ def _versions_label(record: Mapping[str, Any], packages: Collection[str]) -> str
     if not versions:
         return " with versions unrecorded"
     return " with " + " and ".join(f"{p} {versions.get(p, 'unrecorded')}" for p in packages)
+
+
+def run_threads(record: Mapping[str, Any]) -> set[int]:
+    """The thread counts that trained a run's epochs, as its machines recorded them (none before 5 December
+    2026, when a record began to carry them)."""
+    return {int(m["threads"]) for m in run_machines(record) if isinstance(m.get("threads"), int)}
 
 
 def run_label(record: Mapping[str, Any], packages: Collection[str] = ()) -> str:

@@ -20,6 +20,7 @@ from harness.ensemble_plan import can_ensemble, ensemble_chunks
 from harness.errors import HarnessError
 from harness.executors import Executor
 from harness.jobs import DataSource, Job, Pending, prepared_data
+from harness.machine import run_threads
 from harness.model_registry import model_fingerprint
 from harness.plan_checks import PlanChecks, warn_other_devices
 from harness.prepared import PreparedData
@@ -195,10 +196,11 @@ def warn_other_threads(done: dict[RunSpec, StoredRun], threads: int, device: tor
     an AUROC by 1.5e-3), so such an experiment reports those threads' numbers, not a fresh run's."""
     if device.type != "cpu":
         return
-    other = sorted({r.manifest.threads for r in done.values()
-                    if r.manifest.device.startswith("cpu") and r.manifest.threads != threads})
+    trained = {spec: run_threads(r.manifest.machine) | {r.manifest.threads} for spec, r in done.items()
+               if r.manifest.device.startswith("cpu")}  # a run resumed at another count trained at both
+    other = sorted({t for counts in trained.values() for t in counts if t != threads})
     if other:
-        count = sum(r.manifest.threads in other for r in done.values())
+        count = sum(bool(counts - {threads}) for counts in trained.values())
         warnings.warn(f"{count} run(s) read from the store were trained with {'/'.join(map(str, other))} torch "
                       f"thread(s), this experiment trains with {threads}: a CPU run's numbers depend on its thread "
                       f"count, so these are not the numbers a fresh run here gives; pass --threads {other[0]} to "
