@@ -12,6 +12,7 @@ import math
 import numbers
 import operator
 import os
+import re
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence, Sized
 from pathlib import Path
@@ -41,13 +42,22 @@ def short_repr(value: Any, limit: int = 80) -> str:
     return text if len(text) <= limit else f"{text[:limit]}..."
 
 
+def leading_zero_hint(value: Any) -> str:
+    """Why `02` in `--task-arg memorization.k=02` (or `--proxy-arg`) is text, not 2: a value is read as a
+    Python literal, and Python reads no integer with a leading zero. '' for any other value."""
+    if isinstance(value, str) and re.fullmatch(r"[+-]?0[0-9_]*[0-9]", value.strip()):
+        return f" (Python reads no integer with a leading zero: write {int(value.strip().replace('_', ''))})"
+    return ""
+
+
 # checks ------------------------------------------------------------------------------------------
 def check_integer(value: Any, what: str, flag: str, *, minimum: int, maximum: int | None = None,
                   fix: str = "") -> None:
     """Integers only (a bool is not a count), at least `minimum` and at most `maximum`."""
     hint = f"; {fix}" if fix else ""
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise HarnessError(f"{what} must be an integer >= {minimum} (got {short_repr(value)}); fix {flag}{hint}")
+        raise HarnessError(f"{what} must be an integer >= {minimum} (got {short_repr(value)}"
+                           f"{leading_zero_hint(value)}); fix {flag}{hint}")
     if maximum is not None and value > maximum:
         raise HarnessError(f"{what} must be at most {maximum} (got {value}); fix {flag}{hint}")
 

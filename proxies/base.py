@@ -9,7 +9,6 @@ from __future__ import annotations
 import functools
 import inspect
 import math
-import re
 import time
 from collections.abc import Callable, Mapping, Sized
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ from harness.errors import HarnessError
 from harness.recorders import RECORDERS, RecorderRequest, RunArrays
 from harness.registry import did_you_mean
 from harness.runspec import RunSpec
+from harness.values import leading_zero_hint
 
 #: Default bound of a proxy's count parameters (draws, folds, epochs between checkpoints): far
 #: above any use, so a mistyped 2**40 is refused before training instead of looping inside it.
@@ -289,9 +289,7 @@ def _how_to_write(name: str, key: str, kind: type, value: Any) -> str:
     if kind is str and isinstance(value, int | float) and not isinstance(value, bool):  # `mode=3`: an int
         return (f"; text that reads as a number needs Python quotes inside the shell's: --proxy-arg "
                 f"\"{name}.{key}='{value}'\" or --proxies \"{name}({key}='{value}')\"")
-    if kind in (int, float) and isinstance(value, str) and re.fullmatch(r"[+-]?0[0-9_]*[0-9]", value.strip()):
-        return f" (Python reads no integer with a leading zero: write {int(value.strip().replace('_', ''))})"
-    return ""
+    return leading_zero_hint(value) if kind in (int, float) else ""
 
 
 def float64_record(values: np.ndarray) -> np.ndarray:

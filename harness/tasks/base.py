@@ -26,6 +26,7 @@ from harness.registry import Registry, check_selectable_name, did_you_mean, load
 from harness.runspec import DataSpec, RunSpec
 from harness.store import StoredRun
 from harness.tasks.reference import REFERENCE_DEFAULTS, ReferenceConfig, reference_config
+from harness.values import leading_zero_hint
 from proxies.base import Need, Proxy
 
 
@@ -129,7 +130,7 @@ MAX_TASK_COUNT = 10_000
 
 def positive_int(task: str, key: str, value: object, maximum: int = MAX_TASK_COUNT) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise HarnessError(f"{task}.{key} must be a positive integer, got {value!r}")
+        raise HarnessError(f"{task}.{key} must be a positive integer, got {value!r}{leading_zero_hint(value)}")
     if value > maximum:
         raise HarnessError(f"{task}.{key} must be at most {maximum}, got {value}")
     return value

@@ -39,6 +39,7 @@ from harness.runspec import Corruption, DataSpec, RunSpec
 from harness.similarity import MIN_SAMPLES, similarity_boot, similarity_table, top_k_count
 from harness.tasks.base import EvalContext, Row, Setting, Task, register_task
 from harness.tasks.reference import REFERENCE_DEFAULTS, ReferenceConfig, reference_config
+from harness.values import leading_zero_hint
 from proxies.base import Need
 
 DEFAULTS: dict[str, Any] = {**REFERENCE_DEFAULTS, "top_k": None}
@@ -88,7 +89,8 @@ class Memorization(ReferenceTask):
     def validate(self) -> None:
         top_k = self.params["top_k"]
         if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
-            raise HarnessError(f"memorization.top_k must be a positive integer, got {top_k!r}")
+            raise HarnessError(f"memorization.top_k must be a positive integer, got {top_k!r}"
+                               f"{leading_zero_hint(top_k)}")
         if top_k is not None and top_k < MIN_SAMPLES["pearson"]:  # the top-k correlations would all be NaN
             raise HarnessError(f"memorization.top_k must be at least {MIN_SAMPLES['pearson']}, got {top_k}: a "
                                "Pearson or Spearman of fewer samples is +-1 whatever the proxy (omit it for 10% of N)")

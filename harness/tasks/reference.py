@@ -33,7 +33,7 @@ from harness.errors import HarnessError
 from harness.model_registry import model_fingerprint
 from harness.registry import did_you_mean
 from harness.runspec import RunSpec
-from harness.values import expand_home
+from harness.values import expand_home, leading_zero_hint
 from proxies.base import Need
 
 #: K = 128 (~38 out-of-subset models per sample at r = 0.7). On digits with the quick preset the
@@ -174,7 +174,8 @@ def reference_config(reference: str, args: Mapping[str, Any]) -> ReferenceConfig
                            f"valid: {', '.join(REFERENCE_DEFAULTS)}")
     p = {**REFERENCE_DEFAULTS, **args}
     if not _is_int(p["k"]) or p["k"] < 2:
-        raise HarnessError(f"memorization.k must be an integer >= 2 (models to train), got {p['k']!r}")
+        raise HarnessError(f"memorization.k must be an integer >= 2 (models to train), got {p['k']!r}"
+                           f"{leading_zero_hint(p['k'])}")
     if p["k"] > MAX_REFERENCE_MODELS:
         raise HarnessError(f"memorization.k must be at most {MAX_REFERENCE_MODELS} (models to train), got {p['k']}")
     fraction = p["fraction"]
