@@ -24,15 +24,12 @@ import inspect
 import re
 from collections.abc import Generator
 from pathlib import PurePath
-from types import CodeType, GenericAlias
+from types import GenericAlias
 from typing import Any
 
 from harness.code_digest_user import container, followed, instance_state, module_reads, own_dict, read_containers
+from harness.code_digest_values import _array, _consts, _is_setting, _repr
 from harness.code_source import class_body, nested_codes, source
-
-#: Above this many bits an int setting is hashed in hex: its repr fails past the process's
-#: int-to-text digit limit (4300 by default, 640 at least), and `BIG = 10**5000` broke registration.
-_INT_REPR_BITS = 2000
 
 #: A step of the walk: yields the steps whose text it needs (`_run` runs them and sends their text
 #: back) and returns its own text. A stack of generators, not Python's: a factory naming a chain of
@@ -290,24 +287,6 @@ def _state(value: Any, module: str, seen: dict[int, Any], read: dict[str, str]) 
     return text
 
 
-def _array(value: Any) -> str:
-    """A numpy array or torch tensor by its dtype, shape and a SHA-256 of its bytes; "" for any other value."""
-    kind = type(value).__module__.partition(".")[0]
-    try:
-        if kind == "numpy" and hasattr(value, "tobytes") and not value.dtype.hasobject:  # objects: their addresses
-            data, dtype, shape = value.tobytes(), str(value.dtype), tuple(value.shape)
-        elif kind == "torch" and type(value).__name__ in ("Tensor", "Parameter"):
-            import torch
-
-            flat = value.detach().cpu().contiguous().reshape(-1).view(dtype=torch.uint8)
-            data, dtype, shape = flat.numpy().tobytes(), str(value.dtype), tuple(value.shape)
-        else:
-            return ""
-    except Exception:  # a sparse, quantized or meta tensor, an object array: not seen
-        return ""
-    return f"array({dtype}, {shape}, {hashlib.sha256(data).hexdigest()})"
-
-
 def _callable_code(obj: Any, seen: dict[int, Any], read: dict[str, str]) -> Step:
     """A factory that is no function: `functools.partial(make, width=256)` by its function and
     arguments, an instance of a class with `__call__` by its class and plain attributes. Both were
@@ -362,39 +341,3 @@ def _functions(value: Any) -> list[Any]:
     if isinstance(value, property):
         return [f for f in (value.fget, value.fset, value.fdel) if inspect.isfunction(f)]
     return [value] if inspect.isfunction(value) else []
-
-
-def _consts(code: CodeType) -> tuple[Any, ...]:
-    """`co_consts` with nested code as its content: a code object's repr holds its address, which
-    gave a notebook class with a comprehension another digest in every process."""
-    return tuple(_const(c) for c in code.co_consts)
-
-
-def _const(c: Any) -> Any:
-    """A constant as text that is the same in every process: nested code by its content, a frozenset
-    (`x in {"a", "b"}` compiles to one) in sorted order, not in the order of the process's string hash
-    seed, which gave a notebook's function another digest in every process."""
-    if isinstance(c, CodeType):
-        return c.co_code, _consts(c), c.co_names
-    if isinstance(c, frozenset):
-        return "frozenset", tuple(sorted(repr(_const(v)) for v in c))
-    if isinstance(c, tuple):
-        return tuple(_const(v) for v in c)
-    return c
-
-
-def _is_setting(value: Any) -> bool:
-    """A plain module-level value whose repr is its content in every process: numbers, text, None and
-    tuples of them (not a set or dict: a set's order follows the process's string hash seed)."""
-    if value is None or isinstance(value, bool | int | float | complex | str | bytes):
-        return True
-    return isinstance(value, tuple) and all(_is_setting(v) for v in value)
-
-
-def _repr(value: Any) -> str:
-    """`repr(value)` of a setting, with an int of more than `_INT_REPR_BITS` bits in hex."""
-    if isinstance(value, tuple):
-        return "(" + ", ".join(_repr(v) for v in value) + ("," if len(value) == 1 else "") + ")"
-    if isinstance(value, int) and value.bit_length() > _INT_REPR_BITS:
-        return hex(value)
-    return repr(value)

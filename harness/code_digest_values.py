@@ -1,0 +1,66 @@
+"""Values as text for the code digest (`harness.code_digest`): the same text in every process (a set or
+frozenset in sorted order, not its string hash seed's, nested code by its content, not its address), an
+array by its bytes. Moved out of `code_digest` unchanged (its size limit); every digest is the same."""
+
+from __future__ import annotations
+
+import hashlib
+from types import CodeType
+from typing import Any
+
+#: Above this many bits an int setting is hashed in hex: its repr fails past the process's
+#: int-to-text digit limit (4300 by default, 640 at least), and `BIG = 10**5000` broke registration.
+_INT_REPR_BITS = 2000
+
+def _array(value: Any) -> str:
+    """A numpy array or torch tensor by its dtype, shape and a SHA-256 of its bytes; "" for any other value."""
+    kind = type(value).__module__.partition(".")[0]
+    try:
+        if kind == "numpy" and hasattr(value, "tobytes") and not value.dtype.hasobject:  # objects: their addresses
+            data, dtype, shape = value.tobytes(), str(value.dtype), tuple(value.shape)
+        elif kind == "torch" and type(value).__name__ in ("Tensor", "Parameter"):
+            import torch
+
+            flat = value.detach().cpu().contiguous().reshape(-1).view(dtype=torch.uint8)
+            data, dtype, shape = flat.numpy().tobytes(), str(value.dtype), tuple(value.shape)
+        else:
+            return ""
+    except Exception:  # a sparse, quantized or meta tensor, an object array: not seen
+        return ""
+    return f"array({dtype}, {shape}, {hashlib.sha256(data).hexdigest()})"
+
+
+def _consts(code: CodeType) -> tuple[Any, ...]:
+    """`co_consts` with nested code as its content: a code object's repr holds its address, which
+    gave a notebook class with a comprehension another digest in every process."""
+    return tuple(_const(c) for c in code.co_consts)
+
+
+def _const(c: Any) -> Any:
+    """A constant as text that is the same in every process: nested code by its content, a frozenset
+    (`x in {"a", "b"}` compiles to one) in sorted order, not in the order of the process's string hash
+    seed, which gave a notebook's function another digest in every process."""
+    if isinstance(c, CodeType):
+        return c.co_code, _consts(c), c.co_names
+    if isinstance(c, frozenset):
+        return "frozenset", tuple(sorted(repr(_const(v)) for v in c))
+    if isinstance(c, tuple):
+        return tuple(_const(v) for v in c)
+    return c
+
+
+def _is_setting(value: Any) -> bool:
+    """A plain module-level value whose repr is its content in every process: numbers, text, None and
+    tuples of them (not a set or dict: a set's order follows the process's string hash seed)."""
+    if value is None or isinstance(value, bool | int | float | complex | str | bytes):
+        return True
+    return isinstance(value, tuple) and all(_is_setting(v) for v in value)
+
+
+def _repr(value: Any) -> str:
+    """`repr(value)` of a setting, with an int of more than `_INT_REPR_BITS` bits in hex."""
+    if isinstance(value, tuple):
+        return "(" + ", ".join(_repr(v) for v in value) + ("," if len(value) == 1 else "") + ")"
+    if isinstance(value, int) and value.bit_length() > _INT_REPR_BITS:
+        return hex(value)
+    return repr(value)
