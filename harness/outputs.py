@@ -16,7 +16,7 @@ import json
 import os
 import stat
 from collections.abc import Callable, Collection, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from functools import partial
 from pathlib import Path
 
@@ -211,7 +211,18 @@ def staging(out: Path | None) -> Iterator[Path | None]:
     finally:
         if tmp is not None:
             _release(tmp)
-            rmtree(tmp)
+            _remove_staging(tmp)
+
+
+def _remove_staging(tmp: Path) -> None:
+    """Remove the staging folder `tmp`, its marker last: removed first (as a whole-folder removal may), a kill
+    part-way left the lock and an empty scores/ without the marker that proves the folder memprox's, and no run
+    removed it again."""
+    with suppress(OSError):
+        for name in os.listdir(tmp):
+            if name != STAGING_MARKER:
+                rmtree(tmp / name)
+    rmtree(tmp)
 
 
 def _release(tmp: Path) -> None:

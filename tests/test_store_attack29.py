@@ -85,3 +85,61 @@ def test_a_projects_tensorboard_runs_is_still_no_store(tmp_path, inside) -> None
     with pytest.raises(HarnessError, match=r"is a folder of other files \(runs\)"):
         check_place(tmp_path)
     assert not is_store(tmp_path) and sorted(p.name for p in tmp_path.iterdir()) == ["runs"]
+
+
+_PUBLISH = """
+import os, sys
+from pathlib import Path
+import harness.outputs as outputs
+
+out, n, tag = Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+count = [0]
+release = outputs._release
+
+def killing(name):
+    real = getattr(os, name)
+    def call(*a, **k):
+        count[0] += 1
+        if count[0] == n:
+            os._exit(9)
+        return real(*a, **k)
+    return call
+
+def released(tmp):  # the outputs are published: from here on the staging folder is removed
+    release(tmp)
+    if n:
+        os.unlink, os.rmdir = killing("unlink"), killing("rmdir")
+
+outputs._release = released
+with outputs.staging(out) as tmp:
+    (tmp / "leaderboard.csv").write_text(tag)
+    (tmp / "scores").mkdir()
+    (tmp / "scores" / "a.csv").write_text(tag)
+    outputs.write_record(tmp, "ident")
+    outputs.publish(tmp, out, "ident", False)
+"""
+
+
+@pytest.mark.parametrize("kill_at", range(1, 7))
+def test_a_kill_while_the_staging_folder_is_removed_leaves_nothing_the_rerun_keeps(tmp_path, kill_at) -> None:
+    """Removing the staging folder after a publish into an existing --out removed its marker before its scores/: a
+    kill -9 then left `.OUT.tmp-PID-RANDOM` with the lock and an empty scores/, no longer provably memprox's, which no
+    later run removed."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "publish.py"
+    script.write_text(_PUBLISH)
+    work = tmp_path / "w"
+    work.mkdir()
+    out = work / "out"
+
+    def publish(n: int, tag: str) -> int:
+        return subprocess.run([sys.executable, str(script), str(out), str(n), tag], capture_output=True).returncode
+
+    assert publish(0, "old") == 0
+    (out / "notes.txt").write_text("mine")
+    assert publish(kill_at, "new") in (0, 9)
+    assert publish(0, "new") == 0
+    assert sorted(p.name for p in work.iterdir()) == ["out"]
+    assert (out / "notes.txt").read_text() == "mine" and (out / "leaderboard.csv").read_text() == "new"
