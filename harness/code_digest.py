@@ -27,7 +27,16 @@ from pathlib import PurePath
 from types import GenericAlias
 from typing import Any
 
-from harness.code_digest_user import container, followed, instance_state, module_reads, own_dict, read_containers
+from harness.code_digest_user import (
+    OWN,
+    container,
+    followed,
+    instance_state,
+    module_reads,
+    own_dict,
+    read_containers,
+    user_module,
+)
 from harness.code_digest_values import _array, _consts, _is_setting, _repr
 from harness.code_source import class_body, nested_codes, source
 
@@ -70,6 +79,30 @@ def _unwrap(function: Any) -> Any:
         return function
 
 
+def _cached(value: Any) -> Any:
+    """The function a cache or other wrapper that is no function holds (`functools.cache`'s); None for any other."""
+    if inspect.isfunction(value) or inspect.isclass(value) or not callable(value):
+        return None
+    try:
+        inner = inspect.unwrap(value)
+    except Exception:  # a `__wrapped__` loop, a `__getattr__` raising anything
+        return None
+    return inner if inspect.isfunction(inner) else None
+
+
+def _wrapper(function: Any) -> str:
+    """The code of a wrapper (`functools.wraps`) of a user module, whose source `inspect` gives as the wrapped
+    function's: a decorator's `return f(*a) * 2` -> `* 3` kept the digest. "" for memprox's or a package's."""
+    of = function.__globals__.get("__name__")
+    if not isinstance(of, str) or of.partition(".")[0] in OWN or not (of == function.__module__ or user_module(of)):
+        return ""
+    try:
+        return "\nwrapper " + inspect.getsource(function.__code__)
+    except (OSError, TypeError):
+        code = function.__code__
+        return "\nwrapper " + repr((code.co_code, _consts(code), code.co_names))
+
+
 def _run(step: Step) -> str:
     """The text of `step`, running the steps it asks for depth first, in the order it asks for them."""
     stack: list[Generator[Any, Any, Any]] = [step]  # a step is started with None, then sent text
@@ -104,7 +137,13 @@ def _code(obj: Any, seen: dict[int, Any], read: dict[str, str]) -> Step:
         for base in obj.__mro__[1:]:
             if followed(base, obj.__module__):
                 text += yield _code(base, seen, read)
+    if inspect.isfunction(obj) and shown is not None and _unwrap(obj) is not obj:
+        text += _wrapper(obj)
     for function in functions:
+        if inspect.isclass(obj) and not function.__qualname__.startswith(obj.__qualname__ + ".") and \
+                followed(function, obj.__module__):  # `fn = acts.act`, `staticmethod(act)`: its source was unread
+            text += f"\n{function.__qualname__} " + (yield _code(function, seen, read))
+            continue
         text += yield _globals_code(function, obj.__module__, seen, read)
         text += yield _carried(function, obj.__module__, seen, read)
     if inspect.isclass(obj):
@@ -161,7 +200,13 @@ def _globals_code(function: Any, module: str, seen: dict[int, Any], read: dict[s
 
 def _global(named: str, value: Any, of: str, module: str, seen: dict[int, Any], read: dict[str, str]) -> Step:
     """A global a function reads (`of.named`): a function or class of its or a user module by its code, a plain
-    value by its repr, a list or dict as written (`container`), a user class's instance by its state."""
+    value by its repr, a list or dict as written (`container`), a user class's instance by its state, a partial
+    by its function and arguments, a cached function (`@functools.cache`) by the function it wraps."""
+    inner = _cached(value)
+    if inner is not None and followed(inner, module):  # its cache wrapper is no function: its code was unread
+        value = inner
+    if isinstance(value, functools.partial):  # `B = partial(Block, width=W)`: hashed as nothing, W 8 -> 16 kept it
+        return (yield _code(value, seen, read))
     if (inspect.isfunction(value) or inspect.isclass(value)) and followed(value, module):
         return (yield _code(value, seen, read))
     if isinstance(value, list | dict | set | frozenset):  # `LAYERS = [64, 32]` -> [128, 64] kept the digest
