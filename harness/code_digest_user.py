@@ -73,6 +73,8 @@ def module_reads(code: CodeType, namespace: dict[str, Any]) -> list[tuple[str, A
     found: dict[str, Any] = {}
     current: ModuleType | None = None
     for instruction in dis.get_instructions(code):
+        if instruction.opname == "EXTENDED_ARG":  # the next one's argument past 255: `m128.Block` read no Block
+            continue
         if instruction.opname in ("LOAD_GLOBAL", "LOAD_NAME"):
             value = namespace.get(instruction.argval)
             current = value if inspect.ismodule(value) and user_module(value.__name__) else None

@@ -126,3 +126,16 @@ def test_the_new_reads_are_the_same_in_a_fresh_process(tmp_path, monkeypatch) ->
         out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True, cwd=root,
                              env={"PYTHONPATH": f"{root}:{ROOT}", "PYTHONHASHSEED": seed, "PATH": "/usr/bin"})
         assert out.stdout.strip() == here
+
+
+def _many_reads(last: int) -> dict[str, str]:
+    names = [f"A{i}" for i in range(300)]
+    return {"cfg29d2.py": "".join(f"{n} = {last if n == 'A299' else 1}\n" for n in names),
+            "model29d2.py": "import cfg29d2\n\n\ndef make(shape, n):\n    return " +
+                            " + ".join(f"cfg29d2.{n}" for n in names) + "\n"}
+
+
+def test_a_value_read_through_a_module_past_the_255th_name_is_read(tmp_path, monkeypatch) -> None:
+    """A function naming more than 255 names reads the later ones with EXTENDED_ARG between the module's load
+    and its attribute's: `cfg.A299` (and a 200-module project's `m128.Block128` on) was unread, 1 -> 2 kept it."""
+    _differ(tmp_path, monkeypatch, _many_reads, 1, 2)
