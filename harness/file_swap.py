@@ -202,7 +202,10 @@ def unstarted(aside: Path) -> bool:
 
 
 def _finish(aside: Path, journal: dict) -> None:
-    """After the commit: drop the set-aside files, and folders of `dst` they leave empty."""
+    """After the commit: drop the set-aside files, and folders of `dst` they leave empty. The journal goes
+    last: removed as one tree, a kill could take the journal first and leave the old outputs in a folder
+    nothing proved ours any more, never removed (storeattack29); so the files it lists go first, then
+    their emptied folders, the journal, and the folder itself (empty: `unstarted` removes it if killed)."""
     dst = Path(journal["dst"])
     for rel in journal["outgoing"]:
         folder = (dst / rel).parent
@@ -210,6 +213,17 @@ def _finish(aside: Path, journal: dict) -> None:
             while folder != dst and not os.listdir(folder):
                 folder.rmdir()
                 folder = folder.parent
+    for rel in journal["outgoing"]:
+        path = plain_file(aside, rel) if is_plain_relpath(rel) else None
+        if path is not None:
+            with suppress(OSError):
+                path.unlink()
+    for folder, _, _ in sorted(os.walk(aside), key=lambda entry: -len(entry[0])):  # the deepest first
+        if Path(folder) != aside:
+            with suppress(OSError):
+                os.rmdir(folder)
+    with suppress(OSError):
+        (aside / JOURNAL).unlink()
     shutil.rmtree(aside, ignore_errors=True)
 
 
