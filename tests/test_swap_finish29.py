@@ -45,7 +45,8 @@ with outputs.staging(out) as tmp:
 """
 
 
-@pytest.mark.parametrize("kill_at", [k if k in (2, 5) else pytest.param(k, marks=pytest.mark.slow) for k in range(1, 9)])
+@pytest.mark.parametrize("kill_at", [k if k in (2, 5) else pytest.param(k, marks=pytest.mark.slow)
+                                     for k in range(1, 9)])
 def test_a_kill_while_the_old_outputs_are_dropped_leaves_nothing_behind(tmp_path, kill_at) -> None:
     script = tmp_path / "publish.py"
     script.write_text(_PUBLISH)
