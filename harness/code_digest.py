@@ -29,7 +29,9 @@ from typing import Any
 
 from harness.code_digest_user import (
     OWN,
+    _plain,
     container,
+    displayed,
     followed,
     instance_state,
     module_reads,
@@ -209,8 +211,11 @@ def _global(named: str, value: Any, of: str, module: str, seen: dict[int, Any], 
         return (yield _code(value, seen, read))
     if (inspect.isfunction(value) or inspect.isclass(value)) and followed(value, module):
         return (yield _code(value, seen, read))
-    if isinstance(value, list | dict | set | frozenset):  # `LAYERS = [64, 32]` -> [128, 64] kept the digest
-        return container(named, value, of, read, seen)
+    if isinstance(value, list | dict | set | frozenset | tuple) and not _is_setting(value):  # `LAYERS = [64, 32]`
+        text = container(named, value, of, read, seen)  # -> [128, 64] kept the digest
+        if displayed(of, named.rpartition(".")[2]) and _plain(value, set()) is None:  # `ACTS = {"relu": my_act}`:
+            text += "\nholding " + (yield _attribute(value, module, seen, read))  # my_act's edit kept the digest
+        return text
     if _is_setting(value):  # `HIDDEN = 256` widened the model but served the 32-wide one's runs
         read[f"{of}.{named.rpartition('.')[2]}"] = _repr(value)
         return f"\n{named} = {_repr(value)}"

@@ -199,6 +199,16 @@ def container(named: str, value: Any, module: str, read: dict[str, str], seen: d
     return text
 
 
+def displayed(module: str, name: str) -> bool:
+    """Whether module list, tuple or dict `name` is first written as a display of items (`[Block, Other]`,
+    `{"relu": my_act}`, a comprehension), not empty nor by a call: the code and instances of the user's it
+    holds are read (`code_digest._global`); a cache written empty or `defaultdict(list)` and filled by a run
+    is not, and keeps its digest."""
+    assigned = _assigned(module, name)
+    text = assigned[0][0] if assigned else ""
+    return text[:1] in ("[", "(", "{") and text not in ("[]", "()", "{}")
+
+
 def _data(value: Any) -> bool:
     """A value, not code: not a function, class, module or None (`defaultdict(list)` reads code only)."""
     return value is not None and not callable(value) and not inspect.ismodule(value)

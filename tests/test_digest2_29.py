@@ -139,3 +139,28 @@ def test_a_value_read_through_a_module_past_the_255th_name_is_read(tmp_path, mon
     """A function naming more than 255 names reads the later ones with EXTENDED_ARG between the module's load
     and its attribute's: `cfg.A299` (and a 200-module project's `m128.Block128` on) was unread, 1 -> 2 kept it."""
     _differ(tmp_path, monkeypatch, _many_reads, 1, 2)
+
+
+def _held(k: int, holder: str) -> dict[str, str]:
+    return {"acts29d2.py": f"def my_act(x):\n    return x * {k}\n\n\nclass Block:\n    def __init__(self, w):\n"
+                           f"        self.w = w\n\n    def f(self):\n        return self.w * {k}\n",
+            "model29d2.py": f"from acts29d2 import Block, my_act\n\nHELD = {holder}\n\n\ndef make(shape, n):\n"
+                            "    return HELD\n"}
+
+
+@pytest.mark.parametrize("holder", ["{'relu': my_act}", "[Block]", "[Block(3)]", "(my_act,)",
+                                    "[Block(w) for w in (1, 2)]"])
+def test_the_code_a_module_list_dict_or_tuple_holds_is_read(tmp_path, monkeypatch, holder) -> None:
+    """`ACTS = {"relu": my_act}`, `BLOCKS = [Block]`: the list was read as its text alone, so an edit of my_act or
+    Block (x * 1 -> x * 2) kept the digest and served the old model's runs."""
+    _differ(tmp_path, monkeypatch, lambda k: _held(k, holder), 1, 2)
+
+
+def test_a_cache_filled_by_a_run_keeps_its_digest(tmp_path, monkeypatch) -> None:
+    """Pins what holds: a dict written empty and filled with instances of the user's as the model runs is not read."""
+    files = {"model29d2.py": "CACHE = {}\n\n\nclass Item:\n    def __init__(self, w):\n        self.w = w\n\n\n"
+                             "def make(shape, n):\n    return CACHE.setdefault(n, Item(n))\n"}
+    first = _digest(tmp_path, monkeypatch, files)
+    make = sys.modules["model29d2"].make
+    make((1,), 3)
+    assert code_digest(make) == first
