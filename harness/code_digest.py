@@ -214,7 +214,8 @@ def _global(named: str, value: Any, of: str, module: str, seen: dict[int, Any], 
     if isinstance(value, list | dict | set | frozenset | tuple) and not _is_setting(value):  # `LAYERS = [64, 32]`
         text = container(named, value, of, read, seen)  # -> [128, 64] kept the digest
         if displayed(of, named.rpartition(".")[2]) and _plain(value, set()) is None:  # `ACTS = {"relu": my_act}`:
-            text += "\nholding " + (yield _attribute(value, module, seen, read))  # my_act's edit kept the digest
+            read[f"{of}.{named.rpartition('.')[2]}"] = held = yield _attribute(value, module, seen, read)
+            text += "\nholding " + held  # my_act's edit kept the digest; named where a fresh process differs
         return text
     if _is_setting(value):  # `HIDDEN = 256` widened the model but served the 32-wide one's runs
         read[f"{of}.{named.rpartition('.')[2]}"] = _repr(value)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.code_digest import code_digest, code_read
+from harness.code_digest import code_digest, code_read, settings_read
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -164,3 +164,12 @@ def test_a_cache_filled_by_a_run_keeps_its_digest(tmp_path, monkeypatch) -> None
     make = sys.modules["model29d2"].make
     make((1,), 3)
     assert code_digest(make) == first
+
+
+def test_what_a_held_instance_holds_is_named_where_a_fresh_process_differs(tmp_path, monkeypatch) -> None:
+    """`PROTOS = [Stamp()]` holding a time: the local executor refuses it (its runs would never be reused), naming
+    module.PROTOS with what it holds (settings_read), not only asking whether the module was edited."""
+    files = {"model29d2.py": "class Stamp:\n    def __init__(self, t):\n        self.t = t\n\n\n"
+                             "PROTOS = [Stamp(1.5)]\n\n\ndef make(shape, n):\n    return PROTOS\n"}
+    _digest(tmp_path, monkeypatch, files)
+    assert "1.5" in settings_read(sys.modules["model29d2"].make)["model29d2.PROTOS"]
