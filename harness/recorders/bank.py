@@ -89,8 +89,9 @@ class RecorderBank:
                 self.meters[key].run(fn, units=units, repeatable=self.recorders[key].repeatable)
             else:
                 fn()
-        except Exception as e:
-            raise name_recorder(e, key, getattr(fn, "func", fn)) from None
+        except Exception as e:  # re-raised as it is: `from None` erased the recorder's own `raise ... from` cause
+            name_recorder(e, key, getattr(fn, "func", fn))
+            raise
 
     # -- feeding -------------------------------------------------------------------------------
     def on_batch(self, epoch: int, idx: torch.Tensor, logits: torch.Tensor | None, loss: torch.Tensor,
@@ -198,7 +199,8 @@ def _named_call(key: str, method: Callable[..., None], *args: Any) -> None:
     try:
         method(*args)
     except Exception as e:
-        raise name_recorder(e, key, method) from None
+        name_recorder(e, key, method)
+        raise
 
 
 def name_recorder(error: Exception, key: str, method: object) -> Exception:
