@@ -185,3 +185,12 @@ def refusal(problem: tuple[str, str], missing: list[str]) -> HarnessError:
     (what, fix), shown = problem, ", ".join(missing[:2]) + (f" and {len(missing) - 2} more" if len(missing) > 2 else "")
     return HarnessError(f"{what}, and {len(missing)} run(s) this experiment needs must be trained into it ({shown}); "
                         f"{fix} (a store that cannot be written serves only the runs it holds)")
+
+
+def read_only_disk(folder: Path) -> bool:
+    """Whether `folder` is on a file system mounted read-only (`store prune --dry-run` asks os.access, whose False
+    does not say why)."""
+    try:
+        return bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
+    except (OSError, AttributeError):  # no statvfs (Windows): os.access alone
+        return False

@@ -26,7 +26,7 @@ from harness.executors.ray_probe import remove_dead_probes
 from harness.io import interrupts_held, probe_writable
 from harness.store_admin import Entry, Scan, Selection, is_store, remove_checkpoint, remove_entry, scan
 from harness.store_entry_files import UNCHECKED
-from harness.store_place import link_target, store_above
+from harness.store_place import link_target, read_only_disk, store_above
 
 Say = Callable[[str], None]
 
@@ -264,11 +264,15 @@ def _check_writable(root: Path, dry: bool = False) -> None:
     permissions rather than writing a probe file): it listed "would remove 2" where the prune then refused."""
     for sub in ("runs", "partial", "locks"):
         folder = root / sub
-        if not folder.exists() and sub != "runs":
+        if not folder.exists() and sub == "partial":
             continue
+        if not folder.exists() and sub == "locks":  # prune makes locks/ in the store's folder (a store of runs/
+            folder = root  # alone): a read-only one crashed on that mkdir, its --dry-run saying "would remove 1"
         try:
             if not dry:
                 probe_writable(folder)
+            elif read_only_disk(folder):  # os.access says EACCES alone: "Permission denied" sent users to chmod
+                raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(folder))
             elif not os.access(folder, os.W_OK | os.X_OK):
                 raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(folder))
         except OSError as e:
