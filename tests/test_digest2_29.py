@@ -173,3 +173,30 @@ def test_what_a_held_instance_holds_is_named_where_a_fresh_process_differs(tmp_p
                              "PROTOS = [Stamp(1.5)]\n\n\ndef make(shape, n):\n    return PROTOS\n"}
     _digest(tmp_path, monkeypatch, files)
     assert "1.5" in settings_read(sys.modules["model29d2"].make)["model29d2.PROTOS"]
+
+
+_BLOCK = ("import functools\n\nfrom cfg29d2 import W\n\n\nclass Block:\n    def __init__(self, width):\n"
+          "        self.w = width\n\n\n")
+
+
+@pytest.mark.parametrize("model", [
+    "D = {'a': functools.partial(Block, width=W)}\n\n\ndef make(shape, n):\n    return D\n",
+    "def make(shape, n, block=functools.partial(Block, width=W)):\n    return block()\n",
+    "class Net:\n    blocks = {'a': functools.partial(Block, width=W)}\n\n\ndef make(shape, n):\n    return Net()\n",
+    "class Net:\n    def __init__(self, block=functools.partial(Block, width=W)):\n        self.b = block\n\n\n"
+    "def make(shape, n):\n    return Net()\n"])
+def test_a_partial_held_or_given_as_a_default_is_read_with_its_arguments(tmp_path, monkeypatch, model) -> None:
+    """A partial in a list or dict, or as a default value, was hashed as its type alone: W = 8 -> 16 kept it."""
+    _differ(tmp_path, monkeypatch, lambda w: {"cfg29d2.py": f"W = {w}\n", "model29d2.py": _BLOCK + model}, 8, 16)
+
+
+def test_an_installed_packages_function_in_a_partial_default_is_named_not_read(tmp_path, monkeypatch) -> None:
+    """`partial(json.dumps, indent=2)` as a default is its function's name and arguments (not json's code: a key
+    must not depend on the machine's installed packages); it was `<functools.partial>`."""
+    files = {"model29d2.py": "import functools\nimport json\n\n\n"
+                             "def make(shape, n, dump=functools.partial(json.dumps, indent=2)):\n    return dump\n"}
+    _digest(tmp_path, monkeypatch, files)
+    from harness.code_digest import _argument, _run
+
+    assert _run(_argument(sys.modules["model29d2"].make.__defaults__[0], "model29d2", {}, {})) == \
+        "partial(json.dumps, [], {'indent': 2})"
