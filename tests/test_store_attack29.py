@@ -90,11 +90,12 @@ def test_a_projects_tensorboard_runs_is_still_no_store(tmp_path, inside) -> None
 _PUBLISH = """
 import os, sys
 from pathlib import Path
+import harness.file_swap as file_swap
 import harness.outputs as outputs
 
-out, n, tag = Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+out, n, tag, phase = Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
 count = [0]
-release = outputs._release
+release, finish = outputs._release, file_swap._finish
 
 def killing(name):
     real = getattr(os, name)
@@ -105,26 +106,46 @@ def killing(name):
         return real(*a, **k)
     return call
 
-def released(tmp):  # the outputs are published: from here on the staging folder is removed
-    release(tmp)
+def arm():
     if n:
         os.unlink, os.rmdir = killing("unlink"), killing("rmdir")
 
-outputs._release = released
+def released(tmp):  # the outputs are published: from here on the staging folder is removed
+    release(tmp)
+    arm()
+
+def finishing(aside, journal):  # the new outputs are committed: from here on the old ones are dropped
+    arm()
+    finish(aside, journal)
+
+if phase == "staging":
+    outputs._release = released
+else:
+    file_swap._finish = finishing
 with outputs.staging(out) as tmp:
     (tmp / "leaderboard.csv").write_text(tag)
     (tmp / "scores").mkdir()
     (tmp / "scores" / "a.csv").write_text(tag)
+    if phase == "finish":
+        (tmp / "scores" / "deep").mkdir()
+        (tmp / "scores" / "deep" / "b.csv").write_text(tag)
     outputs.write_record(tmp, "ident")
     outputs.publish(tmp, out, "ident", False)
 """
 
 
-@pytest.mark.parametrize("kill_at", range(1, 7))
-def test_a_kill_while_the_staging_folder_is_removed_leaves_nothing_the_rerun_keeps(tmp_path, kill_at) -> None:
-    """Removing the staging folder after a publish into an existing --out removed its marker before its scores/: a
-    kill -9 then left `.OUT.tmp-PID-RANDOM` with the lock and an empty scores/, no longer provably memprox's, which no
-    later run removed."""
+def _slow_but(phase: str, kill_at: int, *fast: int):
+    return pytest.param(phase, kill_at, marks=() if kill_at in fast else pytest.mark.slow)
+
+
+@pytest.mark.parametrize(("phase", "kill_at"), [*(_slow_but("staging", k, 2, 3) for k in range(1, 7)),
+                                                *(_slow_but("finish", k, 2, 5) for k in range(1, 9))])
+def test_a_kill_while_memprox_removes_its_own_folders_leaves_nothing_the_rerun_keeps(tmp_path, phase, kill_at) -> None:
+    """`staging`: removing the staging folder after a publish into an existing --out removed its marker before its
+    scores/: a kill -9 then left `.OUT.tmp-PID-RANDOM` with the lock and an empty scores/, no longer provably
+    memprox's, which no later run removed. `finish`: a finished swap removed the set-aside folder as one tree, its
+    journal first, so a kill left `.OUT.old-PID-RANDOM` with the old outputs and no journal, never removed (the
+    journal now goes after the files it lists). Kill points failing before: staging 2, 3; finish 2 to 6."""
     import subprocess
     import sys
 
@@ -135,11 +156,14 @@ def test_a_kill_while_the_staging_folder_is_removed_leaves_nothing_the_rerun_kee
     out = work / "out"
 
     def publish(n: int, tag: str) -> int:
-        return subprocess.run([sys.executable, str(script), str(out), str(n), tag], capture_output=True).returncode
+        return subprocess.run([sys.executable, str(script), str(out), str(n), tag, phase],
+                              capture_output=True).returncode
 
     assert publish(0, "old") == 0
     (out / "notes.txt").write_text("mine")
     assert publish(kill_at, "new") in (0, 9)
-    assert publish(0, "new") == 0
+    assert (out / "leaderboard.csv").read_text() in ("old", "new") if phase == "staging" else \
+        (out / "leaderboard.csv").read_text() == "new"
+    assert publish(0, "newer") == 0
     assert sorted(p.name for p in work.iterdir()) == ["out"]
-    assert (out / "notes.txt").read_text() == "mine" and (out / "leaderboard.csv").read_text() == "new"
+    assert (out / "notes.txt").read_text() == "mine" and (out / "leaderboard.csv").read_text() == "newer"
