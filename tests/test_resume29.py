@@ -17,6 +17,7 @@ import sys
 import uuid
 from pathlib import Path
 
+import pytest
 from _processes import live_with_env, wait_until
 
 from harness.cli import main as cli_main
@@ -53,6 +54,7 @@ def _checkpointed_past(partial: Path, files: int) -> bool:
     return partial.is_dir() and len(list(partial.glob("*.pt"))) >= files
 
 
+@pytest.mark.slow  # ~50 s: trains the runs twice; test_kill_fuzz6 and test_local_pool keep kills in the default suite
 def test_kill_9_of_the_pools_driver_resumes_to_the_bits_of_a_run_never_killed(tmp_path: Path, capfd) -> None:
     mark = uuid.uuid4().hex
     store, out = tmp_path / "store", tmp_path / "out"
