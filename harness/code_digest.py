@@ -28,7 +28,6 @@ from types import GenericAlias
 from typing import Any
 
 from harness.code_digest_user import (
-    OWN,
     _plain,
     container,
     displayed,
@@ -37,9 +36,12 @@ from harness.code_digest_user import (
     module_reads,
     own_dict,
     read_containers,
-    user_module,
 )
 from harness.code_digest_values import _array, _consts, _is_setting, _repr
+from harness.code_digest_wrapped import cached as _cached
+from harness.code_digest_wrapped import functions as _functions
+from harness.code_digest_wrapped import unwrap as _unwrap
+from harness.code_digest_wrapped import wrapper_code as _wrapper
 from harness.code_source import class_body, nested_codes, source
 
 #: A step of the walk: yields the steps whose text it needs (`_run` runs them and sends their text
@@ -70,39 +72,6 @@ def code_read(obj: Any) -> list[Any]:
     found = [v for v in seen.values() if inspect.isfunction(v) or inspect.isclass(v)]
     found += [f for v in found if inspect.isclass(v) for a in vars(v).values() for f in _functions(a)]
     return found + [_unwrap(f) for f in found if inspect.isfunction(f)] + read_containers(seen)
-
-
-def _unwrap(function: Any) -> Any:
-    """The function `function` wraps (`functools.wraps`), whose source its digest reads; itself where
-    its `__wrapped__` chain loops."""
-    try:
-        return inspect.unwrap(function)
-    except ValueError:
-        return function
-
-
-def _cached(value: Any) -> Any:
-    """The function a cache or other wrapper that is no function holds (`functools.cache`'s); None for any other."""
-    if inspect.isfunction(value) or inspect.isclass(value) or not callable(value):
-        return None
-    try:
-        inner = inspect.unwrap(value)
-    except Exception:  # a `__wrapped__` loop, a `__getattr__` raising anything
-        return None
-    return inner if inspect.isfunction(inner) else None
-
-
-def _wrapper(function: Any) -> str:
-    """The code of a wrapper (`functools.wraps`) of a user module, whose source `inspect` gives as the wrapped
-    function's: a decorator's `return f(*a) * 2` -> `* 3` kept the digest. "" for memprox's or a package's."""
-    of = function.__globals__.get("__name__")
-    if not isinstance(of, str) or of.partition(".")[0] in OWN or not (of == function.__module__ or user_module(of)):
-        return ""
-    try:
-        return "\nwrapper " + inspect.getsource(function.__code__)
-    except (OSError, TypeError):
-        code = function.__code__
-        return "\nwrapper " + repr((code.co_code, _consts(code), code.co_names))
 
 
 def _run(step: Step) -> str:
@@ -387,13 +356,3 @@ def _argument(value: Any, module: str, seen: dict[int, Any], read: dict[str, str
         cls = yield _code(type(value), seen, read)
         return f"<{kind}> {cls}{(yield _state(value, module, seen, read))}"
     return f"<{kind}>"
-
-
-def _functions(value: Any) -> list[Any]:
-    """The functions behind a class attribute: a method, a staticmethod's or classmethod's function,
-    a property's getter, setter and deleter (their reads were not followed)."""
-    if isinstance(value, staticmethod | classmethod):
-        value = value.__func__
-    if isinstance(value, property):
-        return [f for f in (value.fget, value.fset, value.fdel) if inspect.isfunction(f)]
-    return [value] if inspect.isfunction(value) else []
