@@ -20,7 +20,7 @@ from harness.tracker.inputs import Inputs, check_labels, label_array, not_a_tens
 from harness.tracker.results import TrackerResults
 from harness.tracker.selection import LOSS_KEY, ProxySelection
 from harness.tracker.signals import TrackedSignals, warn_other_loss
-from harness.tracker.state import TrackerCheckpoints, restore_signals
+from harness.tracker.state import TrackerCheckpoints, restore_signals, warn_unknown_closed
 from proxies import Proxy
 
 
@@ -121,6 +121,7 @@ class SampleTracker(TrackerEvaluation, TrackerCheckpoints, TrackerResults):
         self._finished = False
         self._all_batches_had_logits = True
         self._had_logits_closed = True  # as of the last end_epoch(): what discard_epoch() goes back to
+        self._closed_logits_unknown = False  # resumed from a state without it (`harness.tracker.state`)
         self._eval_at = []  # epochs completed when each eval pass ran (kept after finish)
         #: samples an epoch may present more than once without a warning: the DDP integrations set it
         #: to world size - 1, the most a `DistributedSampler` repeats to pad the epoch
@@ -257,6 +258,7 @@ class SampleTracker(TrackerEvaluation, TrackerCheckpoints, TrackerResults):
             self._class_probs = self._no_suggestion = None
         inputs.bad.zero_()
         self._all_batches_had_logits = self._had_logits_closed
+        warn_unknown_closed(self)
         self._pending = False
 
     # -- helpers -----------------------------------------------------------------------------

@@ -41,6 +41,7 @@ class TrackerFields:
     _finished: bool
     _all_batches_had_logits: bool
     _had_logits_closed: bool
+    _closed_logits_unknown: bool  # `_had_logits_closed` guessed from a state that did not keep it
     _eval_at: list[int]
     _warned_repeats: bool
     _warned_other_loss: bool

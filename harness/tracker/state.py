@@ -11,6 +11,7 @@ tracker of another n, another proxy selection, other constructor labels or `runn
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -58,6 +59,8 @@ def capture(tracker: TrackerFields) -> dict[str, Any]:
              "had_logits_closed": tracker._had_logits_closed,  # what discard_epoch() of the open epoch goes back to
              "warned_repeats": tracker._warned_repeats, "eval_at": list(tracker._eval_at), "signals": None,
              "no_suggestion": tracker._no_suggestion}
+    if tracker._closed_logits_unknown:  # resumed from a state without it: saved again, still unknown
+        del state["had_logits_closed"]
     signals = tracker._signals
     if signals is not None:
         assert tracker._inputs is not None  # made with the signals (`_ensure_device`)
@@ -184,6 +187,10 @@ def restore_counters(tracker: TrackerFields, state: Mapping[str, Any]) -> None:
     # a state saved mid-epoch after a batch without logits: discarding that epoch gives the logit proxies back
     # (a state saved before this was kept: a discard keeps False as False)
     tracker._had_logits_closed = bool(state.get("had_logits_closed", tracker._all_batches_had_logits))
+    # saved mid-epoch after a batch without logits by a memprox that did not keep it: the closed epochs may have
+    # had logits in every batch; a discard of the open epoch says so (`warn_unknown_closed`)
+    tracker._closed_logits_unknown = ("had_logits_closed" not in state and bool(state["pending"])
+                                      and not tracker._all_batches_had_logits)
     tracker._warned_repeats = bool(state["warned_repeats"])
     tracker._eval_at = list(state["eval_at"])
     # recorded batches without sums and without a reason: saved before the suggested label existed
@@ -197,8 +204,22 @@ def restore_counters(tracker: TrackerFields, state: Mapping[str, Any]) -> None:
         tracker._no_suggestion = ""
 
 
-_COUNTERS = ("epochs", "num_classes", "_pending", "_all_batches_had_logits", "_had_logits_closed", "_warned_repeats",
-             "_eval_at", "_saved", "_no_suggestion", "_replay")
+_COUNTERS = ("epochs", "num_classes", "_pending", "_all_batches_had_logits", "_had_logits_closed",
+             "_closed_logits_unknown", "_warned_repeats", "_eval_at", "_saved", "_no_suggestion", "_replay")
+
+
+def warn_unknown_closed(tracker: TrackerFields) -> None:
+    """After `discard_epoch` of an open epoch resumed from a state that did not keep whether its closed epochs
+    had logits in every batch (`restore_counters`): the default scores leave the logit proxies out, said once."""
+    if not tracker._closed_logits_unknown:
+        return
+    tracker._closed_logits_unknown = False
+    warnings.warn(
+        "SampleTracker: the discarded epoch was resumed from a state saved mid-epoch, after a batch without "
+        "logits (update(losses=...) alone), by a memprox that did not keep whether the closed epochs had logits "
+        "in every batch; they are taken not to, so scores() leaves aum, el2n, forgetting, ... out (csl stays) "
+        "and refuses them when named. To keep them, resume from a checkpoint saved at an epoch's end (after "
+        "end_epoch())", RuntimeWarning, stacklevel=3)
 
 
 def restore_signals(s: TrackedSignals, bad_index: torch.Tensor, state: Mapping[str, Any], classes: int | None,
@@ -308,6 +329,7 @@ class TrackerCheckpoints(TrackerFields):
         twin.load_state_dict(self._state())
         # what the state leaves out or infers from a saved run: this tracker's own values
         twin._no_suggestion, twin._had_logits_closed = self._no_suggestion, self._had_logits_closed
+        twin._closed_logits_unknown = self._closed_logits_unknown
         twin._warned_other_loss = self._warned_other_loss
         # held on the copy's device once it has one (the next update()'s, or the host's to score)
         twin._replay = None if held is None else held.to(torch.device("cpu"))
