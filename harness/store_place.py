@@ -135,9 +135,11 @@ def write_problem(root: Path) -> tuple[str, str] | None:
     except HarnessError as e:
         if env is None:
             raise
-        raise HarnessError(str(e).replace(f"--store {root}", f"the run store {root} (from MEMPROX_CACHE={env})", 1)
-                           .replace("pass another --store", "set MEMPROX_CACHE to another folder or pass --store")
-                           ) from e
+        text = str(e).replace(f"--store {root}", f"the run store {root} (from MEMPROX_CACHE={env})", 1) \
+            .replace("pass another --store", "set MEMPROX_CACHE to another folder or pass --store")
+        if "set MEMPROX_CACHE" not in text:  # "pass a new or empty folder": no --store was given to replace
+            text += "; set MEMPROX_CACHE to another folder (the store is its store/), or pass --store"
+        raise HarnessError(text) from e
     other = f"set MEMPROX_CACHE to another folder (it is {env}) or pass --store" if env else "pass another --store"
     for sub in ("runs", "partial", "locks"):
         try:

@@ -111,3 +111,17 @@ def test_a_named_recorder_error_keeps_its_cause_and_context(call) -> None:
         run(_hook_implicit)
     assert isinstance(info.value.__context__, KeyError) and not info.value.__suppress_context__
     assert len(info.value.__notes__) == 1
+
+
+def test_a_store_from_memprox_cache_among_other_files_says_how_to_move_it(tmp_path, monkeypatch, capsys) -> None:
+    """No --store given: the refusal's fix ('pass a new or empty folder') named no variable to change."""
+    cache = tmp_path / "cache"
+    (cache / "store" / "runs" / "2024_host").mkdir(parents=True)  # a TensorBoard-like runs/ where the store would be
+    (cache / "store" / "runs" / "2024_host" / "events").write_text("e")
+    monkeypatch.setenv("MEMPROX_CACHE", str(cache))
+    capsys.readouterr()
+    assert main([*RUN, "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert f"the run store {cache / 'store'} (from MEMPROX_CACHE={cache}) is a folder of other files (runs)" in err
+    assert err.rstrip().endswith("set MEMPROX_CACHE to another folder (the store is its store/), or pass --store"), err
+    assert sorted(p.name for p in (cache / "store").iterdir()) == ["runs"]
