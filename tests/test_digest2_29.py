@@ -200,3 +200,18 @@ def test_an_installed_packages_function_in_a_partial_default_is_named_not_read(t
 
     assert _run(_argument(sys.modules["model29d2"].make.__defaults__[0], "model29d2", {}, {})) == \
         "partial(json.dumps, [], {'indent': 2})"
+
+
+@pytest.mark.parametrize("model", [
+    "import acts29d2\n\n\nclass Net:\n    fn = acts29d2.cached\n\n\ndef make(shape, n):\n    return Net()\n",
+    "import functools\n\nimport acts29d2\n\n\nclass Net:\n    @functools.cache\n    def width(self):\n"
+    "        return acts29d2.W\n\n\ndef make(shape, n):\n    return Net()\n",
+    "import functools\n\nimport acts29d2\n\n\nclass Net:\n    @functools.cached_property\n    def width(self):\n"
+    "        return acts29d2.W\n\n\ndef make(shape, n):\n    return Net()\n"])
+def test_a_cached_method_or_cached_attribute_function_is_read(tmp_path, monkeypatch, model) -> None:
+    """A `functools.cache`d or `cached_property` method's reads, or a cached function of another module held as
+    a class attribute, were unseen: W = 1 -> 2 (or the cached function's `return W` -> `return W + 1`) kept it."""
+    def project(w: int) -> dict[str, str]:
+        return {"acts29d2.py": f"import functools\n\nW = {w}\n\n\n@functools.cache\ndef cached():\n    return {w}\n",
+                "model29d2.py": model}
+    _differ(tmp_path, monkeypatch, project, 1, 2)
