@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from harness import SampleTracker
+from harness.errors import HarnessError
 
 N, C = 12, 3
 
@@ -88,3 +89,30 @@ def test_a_new_state_or_an_old_one_without_the_doubt_discards_silently_and_score
         assert list(want.columns) == list(got.columns) and "aum" in want.columns
         for col in want.columns:
             np.testing.assert_array_equal(got[col].to_numpy(), want[col].to_numpy())
+
+
+def test_an_old_mid_epoch_state_whose_open_epoch_relabeled_presented_samples_is_refused_at_load() -> None:
+    """A memprox before c94f7ce kept a conflicting update() label in place of the closed epochs' one: such a state
+    saved mid-epoch could not close its epoch, and after discard_epoch() the rerun with the right labels was refused
+    ('other than an earlier update() gave them') while one with the wrong labels mixed both silently. The load now
+    says the labels are lost and what to do; today's state of the same loop resumes, discards and reruns."""
+    y = torch.tensor([0, 1, 2, 0, 1, 2, 0, 1, 2, 0, 1, 2])
+    logits = torch.randn(N, C, generator=torch.Generator().manual_seed(5))
+    t = SampleTracker(N)
+    t.update(torch.arange(N), logits=logits, labels=y)
+    t.end_epoch()
+    t.update(torch.arange(4), logits=logits[:4], labels=(y[:4] + 1) % C)  # a label transform gone wrong
+    state = t.state_dict()
+    old = _old(state)
+    given = old["signals"]["given"].clone()
+    given[:4] = (y[:4] + 1) % C  # what the old memprox kept
+    old["signals"] = {**old["signals"], "given": given}
+    with pytest.raises(HarnessError, match=r"4 sample\(s\) labels other than .*first: \[0, 1, 2, 3\].*Resume from a "
+                                           r"checkpoint saved before this epoch"):
+        SampleTracker(N).load_state_dict(old)
+    resumed = SampleTracker(N)
+    resumed.load_state_dict(state)
+    resumed.discard_epoch()
+    resumed.update(torch.arange(N), logits=logits, labels=y)
+    resumed.end_epoch()
+    assert resumed.scores()["label"].tolist() == y.tolist()

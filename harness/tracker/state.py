@@ -120,11 +120,32 @@ def check(tracker: TrackerFields, state: Any) -> None:
                            "(SampleTracker(labels=...)); pass the same labels, or none if it had none")
     try:
         _validate(tracker, state)
+        _check_lost_labels(state)
     except HarnessError:
         raise
     except (KeyError, TypeError, AttributeError, ValueError, IndexError, RuntimeError) as exc:
         raise HarnessError(f"load_state_dict(): the state is incomplete or damaged ({type(exc).__name__}: {exc}); "
                            f"pass what state_dict() returned, unchanged") from exc
+
+
+def _check_lost_labels(state: Mapping[str, Any]) -> None:
+    """A state saved mid-epoch by a memprox before c94f7ce (one without `had_logits_closed`, which came after it),
+    after update() gave samples labels other than their closed epochs': it kept the new labels in their place, so
+    the closed epochs' labels of these samples are lost and nothing can go on from it (the epoch cannot close, and
+    after discard_epoch() a rerun with the old labels was refused, one with the new ones mixed both silently)."""
+    signals = state["signals"]  # had_logits_closed came after c94f7ce: such a state kept the old labels
+    conflicts = signals.get("label_conflicts") if signals is not None else None
+    if (signals is None or "given_closed" in signals or "had_logits_closed" in state or not state["pending"]
+            or state.get("labels") is not None or conflicts is None):
+        return
+    lost = torch.nonzero((conflicts > 0) & (signals["epochs_presented"] > 0)).flatten()
+    if len(lost):
+        raise HarnessError(
+            f"load_state_dict(): the state was saved mid-epoch after update() gave {len(lost)} sample(s) labels "
+            f"other than their earlier epochs' (first: {lost[:10].tolist()}), by a memprox that kept the new "
+            f"labels in place of the old: the labels their closed epochs were recorded against are lost, so the "
+            f"epoch can neither close nor be rerun. Resume from a checkpoint saved before this epoch (at an "
+            f"epoch's end), and give each sample one label")
 
 
 def _damaged(what: str) -> HarnessError:
