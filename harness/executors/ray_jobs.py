@@ -58,10 +58,11 @@ def _call(fn: JobFn, job: Job, driver: str = "", stop_key: str | None = None, st
     except SystemExit as e:
         raise _on_node(portable(e), driver, job) from None
     except Exception as e:
-        failed = _on_node(e, driver, job)
+        sent = portable(e)  # one Ray cannot pickle reached the driver as a dead worker's (UnserializableException)
+        failed = _on_node(sent, driver, job)
         if failed is e:  # the driver's own machine: the job's exception as it is
             raise
-        raise failed from e
+        raise failed from (e if sent is e else None)
 
 
 @dataclasses.dataclass(frozen=True)
