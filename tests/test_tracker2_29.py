@@ -10,6 +10,7 @@ import warnings
 import numpy as np
 import pytest
 import torch
+from test_gather27 import FakeRanks, ranks  # noqa: F401  (the fixture)
 
 from harness import SampleTracker
 from harness.errors import HarnessError
@@ -116,3 +117,41 @@ def test_an_old_mid_epoch_state_whose_open_epoch_relabeled_presented_samples_is_
     resumed.update(torch.arange(N), logits=logits, labels=y)
     resumed.end_epoch()
     assert resumed.scores()["label"].tolist() == y.tolist()
+
+
+def test_a_gathered_update_refused_for_one_ranks_labels_is_refused_on_every_rank_and_leaves_them_equal(
+        ranks: FakeRanks) -> None:  # noqa: F811  (the fixture)
+    """docs/own-training-loop.md: a label outside the logits' classes on rank 1 alone refuses the gathered batch on
+    both ranks, each leaves its record as it was, and after discard_epoch() on both and the rerun the ranks score
+    alike (csl bitwise); a discard on one rank alone would make them differ with no error (the page says so)."""
+    y = torch.randint(0, C, (N,), generator=torch.Generator().manual_seed(3))
+    logits = torch.randn(N, C, generator=torch.Generator().manual_seed(4))
+
+    def loop(rank: int) -> object:
+        t = SampleTracker(N)
+        for b in range(2):  # rank r holds rows [6b + 3r, 6b + 3r + 3)
+            i = torch.arange(6 * b + 3 * rank, 6 * b + 3 * rank + 3)
+            t.update(i, logits=logits[i], labels=y[i], gather=True)
+        t.end_epoch()
+        before = t.state_dict()
+        i = torch.arange(3 * rank, 3 * rank + 3)
+        with pytest.raises(HarnessError, match="outside"):
+            t.update(i, logits=logits[i], labels=y[i] + (C if rank == 1 else 0), gather=True)
+        after = t.state_dict()
+        assert after["pending"] is before["pending"] is False
+        t.discard_epoch()
+        for b in range(2):
+            i = torch.arange(6 * b + 3 * rank, 6 * b + 3 * rank + 3)
+            t.update(i, logits=logits[i] * 2, labels=y[i], gather=True)
+        t.end_epoch()
+        return t.scores(["csl"])["csl"].to_numpy()
+
+    got = ranks.run(loop)
+    assert not any(isinstance(g, BaseException) for g in got), got
+    want = (nn_ce(logits, y) + nn_ce(logits * 2, y)).numpy()[: 4 * 3]
+    np.testing.assert_array_equal(got[0], got[1])
+    np.testing.assert_allclose(got[0][:12], want, rtol=1e-6)
+
+
+def nn_ce(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return torch.nn.functional.cross_entropy(logits, y, reduction="none").double()
