@@ -165,10 +165,12 @@ def torch_defaults() -> Iterator[None]:
 
 
 #: The environment variables a run sets in this process: `ray.init` (PYTHONBREAKPOINT on Ray's debugger,
-#: RAY_USAGE_STATS_ENABLED, RAY_CLIENT_MODE, RAY_AUTH_MODE), scikit-learn's import (KMP_*) and the thread
-#: sizes a worker sets. Only these are put back: any other was set by the caller's own code during the
-#: call (a plugin, a callback, another thread of the notebook), on purpose, and stays.
-LEFT_BY_RUNS = re.compile(r"PYTHONBREAKPOINT|RAY_.*|KMP_.*|(?:OMP|MKL|OPENBLAS)_NUM_THREADS")
+#: RAY_USAGE_STATS_ENABLED, RAY_CLIENT_MODE, RAY_AUTH_MODE), scikit-learn's import (KMP_*), the thread
+#: sizes a worker sets, and TORCHINDUCTOR_CACHE_DIR, which torch's inductor sets to its default folder the
+#: first time a process asks for it (torch sets it again where the notebook needs it). Only these are put
+#: back: any other was set by the caller's own code during the call (a plugin, a callback, another thread of
+#: the notebook), on purpose, and stays.
+LEFT_BY_RUNS = re.compile(r"PYTHONBREAKPOINT|RAY_.*|KMP_.*|(?:OMP|MKL|OPENBLAS)_NUM_THREADS|TORCHINDUCTOR_CACHE_DIR")
 
 
 def _autocast_devices() -> list[str]:
