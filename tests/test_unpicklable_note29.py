@@ -5,6 +5,7 @@ and a Ray job's reached the driver as Ray's UnserializableException, read as a d
 from __future__ import annotations
 
 import pickle
+import threading
 from types import SimpleNamespace
 
 import pytest
@@ -16,9 +17,13 @@ from harness.runner import failure_line
 
 
 class Unpicklable(Exception):
+    """Unpicklable by what it holds (a lock), whatever reducer the process has: tblib's, which dask installs
+    when imported by another test, pickles an `__init__(self, a, b)` exception that plain pickle cannot."""
+
     def __init__(self, a, b) -> None:
         super().__init__(f"boom {a}")
         self.b = b
+        self.lock = threading.Lock()
 
 
 def _raised_in_recorder() -> Exception:
@@ -41,8 +46,10 @@ def test_a_ray_job_raises_what_ray_can_send() -> None:
     job = SimpleNamespace(label=lambda: "digits noise=0.1 mlp seed0", checkpoint_root=None)
     with pytest.raises(RuntimeError) as caught:
         ray_jobs._call(job_fn, job)  # type: ignore[arg-type]
-    sent = pickle.loads(pickle.dumps(caught.value))  # what Ray pickles for the driver
+    sent = caught.value  # Ray pickles it for the driver, without the chain (tblib's reducer, if installed, adds it)
+    assert type(sent) is RuntimeError and sent.__cause__ is None
     assert str(sent) == "Unpicklable: boom unpicklable" and sent.__notes__ == [f"{RECORDER_NOTE}boom_rec (<lambda>)"]
+    assert pickle.loads(pickle.dumps(RuntimeError(*sent.args))).args == sent.args
 
 
 def test_a_picklable_error_is_sent_as_it_is() -> None:
