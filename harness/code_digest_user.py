@@ -21,7 +21,9 @@ from pathlib import PurePath
 from types import CodeType, ModuleType
 from typing import Any
 
-#: memprox's own top-level packages (as `harness.provenance.OWN`): their code is addressed by memprox's version.
+from harness.code_digest_values import _repr
+
+#: memprox's own top-level packages: their code is addressed by memprox's version (`harness.provenance`).
 OWN = ("harness", "proxies", "baselines")
 
 _MISSING = object()
@@ -273,7 +275,7 @@ def _plain(value: Any, path: set[int]) -> str | None:
     """`value` as text when it is made of numbers, text, None, and lists, tuples, dicts and sets of them
     (a set in sorted order: its own follows the process's string hash seed); None for anything else."""
     if value is None or isinstance(value, bool | int | float | complex | str | bytes):
-        return hex(value) if isinstance(value, int) and value.bit_length() > 2000 else repr(value)
+        return _repr(value)
     if not isinstance(value, list | tuple | dict | set | frozenset) or id(value) in path:
         return None
     path.add(id(value))

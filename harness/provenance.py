@@ -10,9 +10,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from harness.code_digest import code_digest
+from harness.code_digest_user import OWN
 from proxies import Proxy
-
-OWN = ("harness", "proxies", "baselines")
 
 
 def memprox_version() -> str:
