@@ -80,16 +80,15 @@ def _is_home(root: Path) -> bool:
 def _foreign_entries(root: Path) -> list[str]:
     """What a folder that is no store yet holds besides a store's own folders:
     `--store ~` or `--store .` in a project would have scattered runs/, partial/ and locks/ among
-    the user's files. Hidden entries (.DS_Store, write probes) do not count, nor a runs/ of nothing
-    but entries (`_entries_only`)."""
+    the user's files. Hidden entries (.DS_Store, write probes) do not count; a runs/ that is a store's
+    (`a_store`) never gets here."""
     if not root.is_dir():
         return []
-    return sorted(e.name for e in os.scandir(root) if e.name not in ("partial", "locks") and not e.name.startswith(".")
-                  and not (e.name == "runs" and (_entries_only(root / "runs") or _holds_entry(root / "runs"))))
+    return sorted(e.name for e in os.scandir(root) if e.name not in ("partial", "locks") and not e.name.startswith("."))
 
 
-#: An entry's name in runs/ (`RunSpec.digest()`, as `harness.store_scan.DIGEST`, which imports this module's users).
-_DIGEST = re.compile(r"[0-9a-f]{20}")
+#: An entry's name in runs/ (`RunSpec.digest()`); `harness.store_scan` reads entries by it too.
+DIGEST = re.compile(r"[0-9a-f]{20}")
 
 
 def a_store(root: Path) -> bool:
@@ -108,7 +107,7 @@ def _entries_only(runs: Path) -> bool:
     """Whether the folder `runs` holds nothing but entries (hex digests), hidden names and a file system's
     lost+found (runs/ a disk of its own) (an unreadable one: as before, a store; its own reads say what is wrong)."""
     try:
-        return all(_DIGEST.fullmatch(e.name) or e.name.startswith(".") or e.name == "lost+found"
+        return all(DIGEST.fullmatch(e.name) or e.name.startswith(".") or e.name == "lost+found"
                    for e in os.scandir(runs))
     except OSError:
         return True
@@ -118,7 +117,7 @@ def _holds_entry(runs: Path) -> bool:
     """Whether the folder `runs` holds an entry as only the store makes one: a real folder named as a digest that
     holds a manifest.json file (no other tool names a folder so)."""
     try:
-        return any(_DIGEST.fullmatch(e.name) and e.is_dir(follow_symlinks=False)
+        return any(DIGEST.fullmatch(e.name) and e.is_dir(follow_symlinks=False)
                    and os.path.isfile(os.path.join(e.path, "manifest.json")) for e in os.scandir(runs))
     except OSError:
         return False

@@ -22,7 +22,7 @@ from harness.io import failure_reason
 from harness.manifest import DIGEST_FIELD, Manifest
 from harness.store import CKPT_TEMP, LEFTOVER, store_leftovers, verify_entry
 from harness.store_entry_files import own_files, raw_manifest, unchecked
-from harness.store_place import a_store
+from harness.store_place import DIGEST, a_store
 from harness.store_reach import reachability
 
 try:
@@ -30,7 +30,6 @@ try:
 except ImportError:  # Windows: no flock to test, so nothing reads as held
     fcntl = None  # type: ignore[assignment]
 
-DIGEST = re.compile(r"[0-9a-f]{20}")
 CHECKPOINT = re.compile(r"([0-9a-f]{20})\.pt")
 
 
