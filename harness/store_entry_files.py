@@ -112,10 +112,15 @@ def _read_manifest(path: Path) -> Manifest | None:
     try:
         return Manifest.from_json((path / "manifest.json").read_bytes())
     except Exception:
-        raw = raw_manifest(path)
+        return lenient_manifest(raw_manifest(path))
+
+
+def lenient_manifest(raw: dict | None) -> Manifest | None:
+    """A damaged or unchecked entry's manifest (`raw`, as parsed) when today's Manifest holds it without its
+    checksum: it names the arrays that are the store's own. None when it does not read in any way."""
     try:
         return Manifest.from_dict({k: v for k, v in raw.items() if k != DIGEST_FIELD}) if raw is not None else None
-    except Exception:  # unreadable in any way
+    except Exception:
         return None
 
 

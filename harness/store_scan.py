@@ -19,9 +19,9 @@ from pathlib import Path
 
 from harness.executors.ray_probe import NAME as PROBE
 from harness.io import failure_reason
-from harness.manifest import DIGEST_FIELD, Manifest
+from harness.manifest import Manifest
 from harness.store import CKPT_TEMP, LEFTOVER, store_leftovers, verify_entry
-from harness.store_entry_files import own_files, raw_manifest, unchecked
+from harness.store_entry_files import lenient_manifest, own_files, raw_manifest, unchecked
 from harness.store_place import DIGEST, a_store
 from harness.store_reach import reachability
 
@@ -203,7 +203,7 @@ def read_entry(path: Path) -> Entry:
         return Entry(digest, path, size, "unreadable", failure_reason(e), own=False)
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
         raw = raw_manifest(path)
-        lenient = _lenient_manifest(raw)
+        lenient = lenient_manifest(raw)
         files = own_files(path, lenient)
         older = unchecked(raw)
         return Entry(digest, path, size, "damaged", failure_reason(e), lenient, "unreachable" if older else "",
@@ -222,10 +222,3 @@ def _special_inside(path: Path) -> bool:
         return False
 
 
-def _lenient_manifest(raw: dict | None) -> Manifest | None:
-    """A damaged entry's manifest when today's Manifest holds it (it names the arrays that are the
-    store's own), else None."""
-    try:
-        return Manifest.from_dict({k: v for k, v in raw.items() if k != DIGEST_FIELD}) if raw is not None else None
-    except (ValueError, TypeError, AttributeError):
-        return None
