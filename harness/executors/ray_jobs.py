@@ -23,7 +23,7 @@ from harness.errors import RunFailed
 from harness.executors.ray_probe import sees_probe
 from harness.executors.ray_same_code import missing_module
 from harness.executors.ray_timeout import JobClocks, mark_started
-from harness.executors.worker import portable
+from harness.executors.worker import portable, with_notes
 from harness.resuming import is_resuming
 
 if TYPE_CHECKING:
@@ -275,10 +275,8 @@ def _on_node(error: Exception, driver: str, job: Job) -> Exception:
     node = socket.gethostname()
     if driver in ("", node):
         return error
-    failed = RunFailed(f"job {job.label()}: {str(error) or type(error).__name__} (raised on Ray node {node}, not on "
-                       f"{driver} where memprox runs)")
-    failed.__notes__ = list(getattr(error, "__notes__", None) or [])  # type: ignore[attr-defined]  # the recorder
-    return failed
+    return with_notes(RunFailed(f"job {job.label()}: {str(error) or type(error).__name__} (raised on Ray node {node}, "
+                                f"not on {driver} where memprox runs)"), error)
 
 
 def _job_error(error: RayTaskError) -> BaseException:

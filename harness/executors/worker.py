@@ -111,18 +111,19 @@ def portable(error: BaseException) -> Exception:
     the driver. One whose str() raised reached the driver, and its failure line raised there."""
     text = describe(error)
     if not isinstance(error, Exception):
-        return _noted(RuntimeError(f"{type(error).__name__}: {text}" if text else type(error).__name__), error)
+        return with_notes(RuntimeError(f"{type(error).__name__}: {text}" if text else type(error).__name__), error)
     try:
         str(error)
         pickle.loads(pickle.dumps(error))
         return error
     except BaseException:
-        return _noted(RuntimeError(f"{type(error).__name__}: {text}"), error)
+        return with_notes(RuntimeError(f"{type(error).__name__}: {text}"), error)
 
 
-def _noted(converted: Exception, error: BaseException) -> Exception:
+def with_notes(converted: Exception, error: BaseException) -> Exception:
     """`converted` with `error`'s notes (the recorder that raised it: `harness.recorders.bank.name_recorder`),
-    which an exception class that cannot be pickled lost on its way to the driver."""
+    which an exception in another's place (one that cannot be pickled, one named by its Ray node) lost on its
+    way to the driver."""
     notes = getattr(error, "__notes__", None)
     if isinstance(notes, list) and all(isinstance(n, str) for n in notes):
         converted.__notes__ = list(notes)  # type: ignore[attr-defined]
