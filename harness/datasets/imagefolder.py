@@ -36,6 +36,7 @@ from harness.datasets.base import (
     register_dataset,
 )
 from harness.datasets.imagefolder_cache import _cached_decode, _Split, content_digest
+from harness.datasets.imagefolder_exclude import Exclusions, read_exclusions, split_exclude
 from harness.datasets.imagefolder_files import _IMG_EXTENSIONS, _image_files
 from harness.datasets.imagefolder_files import _SKIPPED_IMAGES as _SKIPPED_IMAGES
 from harness.datasets.pixels import widen
@@ -46,23 +47,28 @@ from harness.values import expand_home
 _SPLIT_NAMES = ("train", "training", "test", "testing", "val", "valid", "validation")
 
 
-@register_dataset("imagefolder", "a folder of class subfolders (optionally train/ and test/)", takes_path=True)
+@register_dataset("imagefolder", "a folder of class subfolders (optionally train/ and test/); option ,exclude=FILE",
+                  takes_path=True)
 def _load_imagefolder_request(request: LoadRequest) -> Dataset:
     assert request.path is not None  # load_dataset checked it
-    path = expand_home(request.path, f"--dataset {request.name}")
-    return _load_imagefolder(request.name, path, request.subset, request.cache)
+    folder, exclude_file = split_exclude(request.name, request.path)
+    path = expand_home(folder, f"--dataset {request.name}")
+    exclusions = read_exclusions(request.name, exclude_file) if exclude_file is not None else None
+    return _load_imagefolder(request.name, path, request.subset, request.cache, exclusions)
 
 
-def _load_imagefolder(name: str, path: Path, subset: int | None, cache_dir: Path) -> Dataset:
+def _load_imagefolder(name: str, path: Path, subset: int | None, cache_dir: Path,
+                      exclusions: Exclusions | None = None) -> Dataset:
     path = path.resolve()
     if path.is_file():  # "does not exist" sent the user looking for a file that was there
         fix = f"pass npz:{path} for an array file" if path.suffix.lower() == ".npz" else \
             "pass the folder that holds the class subfolders"
         raise HarnessError(f"{name}: {path} is a file, not a folder; {fix}")
     if not path.is_dir():
-        raise HarnessError(
-            f"{name}: folder {path} does not exist; pass imagefolder:PATH with an existing folder"
-        )
+        spaced = " (the option follows the path as ,exclude=FILE, no space after the comma)" if \
+            ", exclude=" in str(path) else ""
+        raise HarnessError(f"{name}: folder {path} does not exist{spaced}; pass imagefolder:PATH with an existing "
+                           "folder")
     cache = Path(cache_dir).resolve()
     if cache == path or path in cache.parents:  # its decoded copies would be read back as a class folder
         raise HarnessError(f"{name}: memprox's cache {cache} (MEMPROX_CACHE) is inside the image folder {path}, where "
@@ -81,21 +87,22 @@ def _load_imagefolder(name: str, path: Path, subset: int | None, cache_dir: Path
     class_to_idx = {c: i for i, c in enumerate(classes)}
 
     seen: dict[str, Path] = {}  # resolved image -> where it was listed: no image counts twice
-    train = _list_split(train_dir, class_to_idx, path, seen, warn_order=True)
+    train = _list_split(train_dir, class_to_idx, path, seen, warn_order=True, exclusions=exclusions)
     if not train.files:
         raise HarnessError(
             f"{name}: no images ({', '.join(_IMG_EXTENSIONS)}) under {train_dir}; "
             f"expected {train_dir}/<class>/<image>"
         )
-    _require_every_class(name, classes, train.labels,
-                         f"put images in those class folders of {train_dir}, or remove the folders")
+    _require_every_class(name, classes, train.labels, f"put images in those class folders of {train_dir}, or remove "
+                         f"the folders" + (f" (or the lines of {exclusions.source} that exclude every image of "
+                                           "one)" if exclusions else ""))
     n = _check_subset(name, subset, len(train.files))
     train_content = content_digest(train, "train", cache_dir)
     x_train = _cached_decode(train, "train", train_content, n, cache_dir)
     identity = [_identity_key("train", len(train.files), train_content)]
 
     if test_dir is not None:
-        test = _list_split(test_dir, class_to_idx, path, seen)
+        test = _list_split(test_dir, class_to_idx, path, seen, exclusions=exclusions)
         test_content = content_digest(test, "test", cache_dir)
         identity.append(_identity_key("test", len(test.files), test_content))
         m = _test_count(subset, len(test.files))
@@ -106,6 +113,8 @@ def _load_imagefolder(name: str, path: Path, subset: int | None, cache_dir: Path
             y_test, test_files = test.labels, test.files
     else:
         x_test, y_test, test_files = _empty_like(x_train), np.zeros(0, dtype=np.int64), ()
+    if exclusions is not None:
+        exclusions.check_used(name, path)
 
     x_train, x_test = _match_channels(x_train, x_test)
     if len(x_test) and x_test.shape[1:] != x_train.shape[1:]:
@@ -159,7 +168,7 @@ def _class_names(root: Path) -> list[str]:
 
 
 def _list_split(root: Path, class_to_idx: dict[str, int], tree: Path, seen: dict[str, Path],
-                warn_order: bool = False) -> _Split:
+                warn_order: bool = False, exclusions: Exclusions | None = None) -> _Split:
     """List a split's images and put them in canonical order.
 
     Integer stems are the samples' original indices (`00042.jpg` is sample 42), so that order is
@@ -191,6 +200,8 @@ def _list_split(root: Path, class_to_idx: dict[str, int], tree: Path, seen: dict
         if not cls_dir.is_dir():
             continue
         for file, real in _image_files(cls_dir, tree, skipped, hidden):
+            if exclusions is not None and exclusions.excludes(file.relative_to(tree).as_posix()):
+                continue  # not a sample: neither listed, hashed nor checked (`imagefolder_exclude`)
             if real in seen:
                 raise HarnessError(
                     f"image {real} is reached twice, as {seen[real]} and as {file} (through a symbolic "

@@ -1,0 +1,102 @@
+"""`imagefolder:PATH,exclude=FILE`: images of the folder that are not samples, listed in a file.
+
+Why: memprox changes no file of yours, and a folder may not be yours to change (a read-only mount,
+a team's copy). Training without the suspects you confirmed, or without a subfolder (`cat/rejected/`,
+a class folder's subfolders are samples too), took a copy of the whole folder. A folder named with a
+leading `.` is skipped, but renaming is a change of the folder, and a `rejected/` moved beside the
+class folders became a class.
+
+The file holds one path or pattern per line, relative to PATH with `/` between names, as the suspects
+CSVs' `file` column writes them (`train/cat/00042.jpg`). A line names an image, or a folder whose
+images are all excluded; `*`, `?` and `[...]` are `fnmatch` patterns over the whole relative path (`*`
+matches `/` too). A line that matches no image is an error: a typo (or a file since renamed) would
+otherwise silently train on the image it meant to drop. The excluded images are not read, so the
+folder's fingerprint is that of the folder without them: the same stored runs as a copy with those
+files deleted.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+
+from harness.errors import HarnessError
+from harness.values import expand_home
+
+_KEY = ",exclude="
+
+
+def split_exclude(name: str, rest: str) -> tuple[str, Path | None]:
+    """`PATH[,exclude=FILE]` -> (PATH, FILE). The option is found by its last `,exclude=`, so a
+    folder whose name holds commas still loads without it."""
+    path, sep, value = rest.rpartition(_KEY)
+    if not sep:
+        return rest, None
+    if not value:
+        raise HarnessError(f"{name}: exclude= needs a file: imagefolder:PATH,exclude=FILE, FILE listing one image "
+                           "or folder (relative to PATH) per line")
+    if not path:
+        raise HarnessError(f"{name}: imagefolder needs a path before ,exclude=: imagefolder:PATH,exclude=FILE")
+    return path, expand_home(value, f"--dataset {name} (exclude=)")
+
+
+@dataclass
+class Exclusions:
+    """The lines of an exclude file, and which of them matched an image (see the module docstring)."""
+
+    source: Path
+    lines: list[str]
+    used: set[str] = field(default_factory=set)
+
+    def excludes(self, relative: str) -> bool:
+        """Whether the image at `relative` (POSIX, relative to PATH) is excluded: a line equal to it,
+        to one of its folders, or matching either as a pattern."""
+        names = [relative, *(p.as_posix() for p in PurePosixPath(relative).parents if p.as_posix() != ".")]
+        hit = False
+        for line in self.lines:
+            if any(n == line or fnmatch.fnmatchcase(n, line) for n in names):
+                self.used.add(line)
+                hit = True
+        return hit
+
+    def check_used(self, name: str, root: Path) -> None:
+        """A line that excluded nothing is an error naming it (a typo would keep the image it meant)."""
+        unused = [line for line in self.lines if line not in self.used]
+        if unused:
+            more = f" and {len(unused) - 5} more" if len(unused) > 5 else ""
+            raise HarnessError(
+                f"{name}: {len(unused)} line(s) of {self.source} match no image of {root} ({unused[:5]}{more}); each "
+                f"line is an image or a folder relative to {root}, as the suspects CSVs' `file` column writes it "
+                f"(e.g. train/cat/00042.jpg): fix those lines, or remove them if the images are gone"
+            )
+
+
+def read_exclusions(name: str, source: Path) -> Exclusions:
+    """The exclude file's lines (blank lines and `#` comments skipped), each checked to be a relative
+    path within the folder: an absolute path or a `..` could never match, and the error says why."""
+    try:
+        text = source.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise HarnessError(f"{name}: exclude file {source} does not exist; pass exclude=FILE, a text file listing "
+                           "one image or folder (relative to the dataset folder) per line") from None
+    except IsADirectoryError:
+        raise HarnessError(f"{name}: exclude={source} is a folder; pass a text file listing one image or folder "
+                           "(relative to the dataset folder) per line") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise HarnessError(f"{name}: cannot read exclude file {source}: {exc}; pass a UTF-8 text file") from None
+    lines: list[str] = []
+    for number, raw in enumerate(text.splitlines(), 1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        line = line.rstrip("/")
+        while line.startswith("./"):
+            line = line[2:]
+        if line.startswith("/") or ".." in PurePosixPath(line).parts or not line:
+            raise HarnessError(f"{name}: line {number} of {source} ({raw.strip()!r}) is not a path relative to the "
+                               f"dataset folder; write it as the suspects CSVs' `file` column does "
+                               f"(e.g. train/cat/00042.jpg)")
+        if line not in lines:
+            lines.append(line)
+    return Exclusions(source, lines)
