@@ -23,8 +23,6 @@ import hashlib
 import inspect
 import re
 from collections.abc import Generator
-from pathlib import PurePath
-from types import GenericAlias
 from typing import Any
 
 from harness.code_digest_user import (
@@ -37,7 +35,7 @@ from harness.code_digest_user import (
     own_dict,
     read_containers,
 )
-from harness.code_digest_values import _array, _consts, _is_setting, _repr
+from harness.code_digest_values import _array, _consts, _is_setting, _repr, shown
 from harness.code_digest_wrapped import cached as _cached
 from harness.code_digest_wrapped import functions as _functions
 from harness.code_digest_wrapped import unwrap as _unwrap
@@ -192,6 +190,10 @@ def _global(named: str, value: Any, of: str, module: str, seen: dict[int, Any], 
     if followed(type(value), module):  # `CFG = Config(64)`, `config.CFG`: named where a fresh process differs
         read[f"{of}.{named.rpartition('.')[2]}"] = part = yield _argument(value, module, seen, read)
         return f"\n{named} = {part}"
+    part = shown(value)  # `MEAN = np.array(...)`, `ROOT = Path(...)`: hashed as nothing (digest30)
+    if part:
+        read[f"{of}.{named.rpartition('.')[2]}"] = part
+        return f"\n{named} = {part}"
     return ""
 
 
@@ -281,11 +283,9 @@ def _instance(value: Any, module: str, seen: dict[int, Any], read: dict[str, str
     its type, left out. Each was hashed as nothing: `dtype = DTYPE` or `act = ACT()` kept its digest
     when DTYPE or ACT changed."""
     kind = f"{type(value).__module__}.{type(value).__qualname__}"
-    if isinstance(value, re.Pattern):
-        return f"re.compile({value.pattern!r}, {int(value.flags)})"
-    if isinstance(value, PurePath | GenericAlias) or kind in ("torch.dtype", "torch.device") or \
-            type(value).__module__ == "typing":
-        return f"{kind} {value!r}"
+    text = shown(value)
+    if text:
+        return text
     if hasattr(type(value), "__get__"):
         return f"<{kind}>"
     cls = yield _argument(type(value), module, seen, read)  # its code when of this or a user module, else its name
@@ -355,4 +355,9 @@ def _argument(value: Any, module: str, seen: dict[int, Any], read: dict[str, str
     if followed(type(value), module) and not hasattr(type(value), "__get__"):  # `(Block(3),)`, `cfg=Config()`
         cls = yield _code(type(value), seen, read)
         return f"<{kind}> {cls}{(yield _state(value, module, seen, read))}"
-    return f"<{kind}>"
+    if isinstance(value, set | frozenset) and value:  # `[{1, 2}]` in a class attribute, a partial's or instance's
+        parts = []  # list: its type alone, {1, 2} -> {1, 5} kept the digest (digest30); sorted: the hash seed's order
+        for v in value:
+            parts.append((yield _argument(v, module, seen, read)))
+        return f"<{kind}> {{{', '.join(sorted(parts))}}}"
+    return shown(value) or f"<{kind}>"  # an array, a path an instance or a list holds: its type alone (digest30)

@@ -5,7 +5,9 @@ array by its bytes. Moved out of `code_digest` unchanged (its size limit); every
 from __future__ import annotations
 
 import hashlib
-from types import CodeType
+import re
+from pathlib import PurePath
+from types import CodeType, GenericAlias
 from typing import Any
 
 #: Above this many bits an int setting is hashed in hex: its repr fails past the process's
@@ -28,6 +30,18 @@ def _array(value: Any) -> str:
     except Exception:  # a sparse, quantized or meta tensor, an object array: not seen
         return ""
     return f"array({dtype}, {shape}, {hashlib.sha256(data).hexdigest()})"
+
+
+def shown(value: Any) -> str:
+    """A value that is no setting by its content, the same in every process: an array by its bytes (`_array`), a
+    compiled pattern, a path, a torch dtype or device or a typing generic by its repr; "" for any other value."""
+    kind = f"{type(value).__module__}.{type(value).__qualname__}"
+    if isinstance(value, re.Pattern):
+        return f"re.compile({value.pattern!r}, {int(value.flags)})"
+    if isinstance(value, PurePath | GenericAlias) or kind in ("torch.dtype", "torch.device") or \
+            type(value).__module__ == "typing":
+        return f"{kind} {value!r}"
+    return _array(value)
 
 
 def _consts(code: CodeType) -> tuple[Any, ...]:

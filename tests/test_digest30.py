@@ -1,0 +1,85 @@
+"""The code digest's blind spots closed in digest30 (each test failed at da3a1ae, before the change, unless it
+says it pins what stays): an edit there kept the digest, so the old model's stored runs (their AUROC, FLOPs)
+were served as the edited one's.
+
+- a set inside a list, dict or partial that a class attribute, an instance or a partial holds was its type alone;
+- an array or path held by an instance, a list or a module global was its type alone or nothing."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+from test_digest_attack27 import _module
+
+from harness.code_digest import code_digest, settings_read
+
+HOLDER = "class C:\n    def __init__(self, v):\n        self.v = v\n"
+BUILD = "\ndef build(s, n):\n    return CFG\n"
+
+
+@pytest.fixture(autouse=True)
+def _no_bytecode(monkeypatch):
+    """A module rewritten within the same second at the same size would be imported from its stale .pyc."""
+    monkeypatch.setattr(sys, "dont_write_bytecode", True)
+
+
+def _pair(tmp_path, monkeypatch, name: str, source: str, old: str, new: str, attribute: str) -> list[str]:
+    """The digest of `attribute` of module `name` written from `source`, then with `old` -> `new`."""
+    assert old in source
+    return [code_digest(getattr(_module(tmp_path, monkeypatch, name, text), attribute))
+            for text in (source, source.replace(old, new))]
+
+
+HELD = {
+    "a set in a class attribute's list": ("B = 2\nclass Net:\n    T = [{1, B}]\n", "B = 2", "B = 5", "Net"),
+    "a set in an instance's list": (HOLDER + "CFG = C([{1, 2}])\ndef build(s, n):\n    return CFG\n",
+                                    "{1, 2}", "{1, 5}", "build"),
+    "a set in a partial's list": ("import functools\ndef f(s, n, t):\n    return t\n"
+                                  "build = functools.partial(f, t=[{1, 2}])\n",
+                                  "{1, 2}", "{1, 5}", "build"),
+    "an array an instance holds": ("import numpy as np\n" + HOLDER + "CFG = C(np.arange(2))" + BUILD,
+                                   "arange(2)", "arange(3)", "build"),
+    "an array in an instance's list": ("import numpy as np\n" + HOLDER +
+                                       "CFG = C([np.arange(2)])\ndef build(s, n):\n    return CFG\n",
+                                       "arange(2)", "arange(3)", "build"),
+    "a path an instance holds": ("from pathlib import Path\n" + HOLDER + "CFG = C(Path('a'))" + BUILD,
+                                 "Path('a')", "Path('b')", "build"),
+    "a module's array": ("import numpy as np\nB = 2\nA = np.arange(B)\ndef build(s, n):\n    return A\n",
+                         "B = 2", "B = 3", "build"),
+    "an array in a module's list": ("import numpy as np\nB = 2\nA = [np.arange(B)]\ndef build(s, n):\n    return A\n",
+                                    "B = 2", "B = 3", "build"),
+    "a module's path": ("from pathlib import Path\nP = Path('a')\ndef build(s, n):\n    return P\n",
+                        "Path('a')", "Path('b')", "build"),
+    "a dataclass holding an array": ("import numpy as np, dataclasses\n@dataclasses.dataclass\nclass D:\n    a: int\n"
+                                     "CFG = D(np.arange(2))" + BUILD,
+                                     "arange(2)", "arange(3)", "build"),
+}
+
+
+@pytest.mark.parametrize("case", list(HELD))
+def test_a_held_set_array_or_path_is_read_by_its_content(tmp_path, monkeypatch, case) -> None:
+    source, old, new, attribute = HELD[case]
+    before, after = _pair(tmp_path, monkeypatch, f"held30_{list(HELD).index(case)}", source, old, new, attribute)
+    assert before != after  # da3a1ae: equal
+
+
+def test_a_module_array_is_named_where_a_fresh_process_differs(tmp_path, monkeypatch) -> None:
+    module = _module(tmp_path, monkeypatch, "arr30", "import numpy as np\nA = np.zeros(2, dtype=np.int8)\n"
+                                                     "def build(s, n):\n    return A\n")
+    import hashlib
+    assert settings_read(module.build) == {"arr30.A": f"array(int8, (2,), {hashlib.sha256(bytes(2)).hexdigest()})"}
+
+
+def test_a_set_of_text_in_a_list_has_one_digest_under_every_hash_seed(tmp_path) -> None:
+    import os
+    import subprocess
+    from pathlib import Path
+
+    import harness
+    (tmp_path / "seed30.py").write_text("NAMES = tuple('abcdefgh')\nclass Net:\n    T = [set(NAMES)]\n")
+    script = "import seed30; from harness.code_digest import code_digest; print(code_digest(seed30.Net))"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(Path(harness.__file__).parents[1])])}
+    digests = {subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=120,
+                              env={**env, "PYTHONHASHSEED": seed}).stdout.strip() for seed in ("1", "2", "3")}
+    assert len(digests) == 1
