@@ -2,7 +2,8 @@
 its module's text, not one per class: `inspect.findsource` parses the whole module with `ast` for every
 class it is asked about, so digesting a user module of many classes parsed it once per class. The text
 returned is the same as `inspect.getsource`'s (the digests of memprox's own models and recorders and of
-every class of memprox's modules were compared before and after, all equal), and so are its errors."""
+every class of memprox's modules were compared before and after, all equal), and so are its errors, but
+for the second of two classes of one name: `inspect` gives the first's text, this the second's (`_which`)."""
 
 from __future__ import annotations
 
@@ -10,17 +11,21 @@ import ast
 import functools
 import inspect
 import linecache
+import textwrap
 import weakref
 from collections.abc import Iterable
 from types import CodeType
 from typing import Any
 
 from harness.code_digest_user import ContainerRead
+from harness.code_digest_wrapped import functions as _functions
 
-#: file -> (the `linecache` lines parsed, class qualname -> index of its first line, decorators
-#: included). Valid while linecache hands out the same list: an edited file (its mtime or size
-#: changed) gets a new list from `linecache.checkcache`, and so a new parse.
-_CLASS_LINES: dict[str, tuple[list[str], dict[str, int]]] = {}
+_MISSING = object()
+
+#: file -> (the `linecache` lines parsed, class qualname -> (index of its first line, decorators included,
+#: its last line's number) of each class of that name, in order). Valid while linecache hands out the same
+#: list: an edited file (its mtime or size changed) gets a new list from `linecache.checkcache`, and so a new parse.
+_CLASS_LINES: dict[str, tuple[list[str], dict[str, list[tuple[int, int]]]]] = {}
 
 #: class -> the signature of its body when this process first read its source: what
 #: `edited_since_import` compares a class with (its body's code is not kept once the class is made).
@@ -36,10 +41,10 @@ def source(obj: Any) -> str:
     cached = _CLASS_LINES.get(file)
     if cached is None or cached[0] is not lines:
         cached = _CLASS_LINES[file] = (lines, _class_lines("".join(lines)))
-    start = cached[1].get(obj.__qualname__)
-    if start is None:
+    found = cached[1].get(obj.__qualname__)
+    if not found:
         raise OSError("could not find class definition")
-    text = "".join(inspect.getblock(lines[start:]))
+    text = "".join(inspect.getblock(lines[_which(obj, file, lines, found):]))
     try:
         if obj not in _FIRST_BODY:
             _FIRST_BODY[obj] = _body_signature(obj.__name__, text)
@@ -64,17 +69,56 @@ def _lines(obj: type) -> tuple[str, list[str]]:
     return file, lines
 
 
-def _class_lines(text: str) -> dict[str, int]:
-    """Each class's qualname -> the index of its first line (its first decorator's), the first
-    definition of a name winning, as `inspect`'s class finder finds it; a walk of the statements
+def _which(cls: type, file: str, lines: list[str], found: list[tuple[int, int]]) -> int:
+    """The first line's index of the one of `found` (the classes of `cls`'s qualname in `file`) that made
+    `cls`: the one holding the first line of a method `cls` defines, else the first whose top-level literal
+    assignments `cls` still holds, else the first (`inspect.getsource`'s, which read the first of two classes
+    of one name: the second's edit kept its digest, digest30). One class of that name: it, as before."""
+    if len(found) == 1:
+        return found[0][0]
+    for value in vars(cls).values():
+        for function in _functions(value):
+            code = inspect.unwrap(function).__code__
+            if code.co_filename == file and function.__qualname__.startswith(cls.__qualname__ + "."):
+                match = [start for start, end in found if start < code.co_firstlineno <= end]
+                if match:
+                    return match[-1]
+    for start, end in found:
+        try:
+            tree = ast.parse(textwrap.dedent("".join(lines[start:end])))
+        except (SyntaxError, ValueError, RecursionError, MemoryError):
+            continue
+        node = tree.body[0] if tree.body else None
+        if isinstance(node, ast.ClassDef) and all(_holds(cls, statement) for statement in node.body):
+            return start
+    return found[0][0]
+
+
+def _holds(cls: type, statement: ast.stmt) -> bool:
+    """Whether `cls` holds the value a literal assignment of its body gives (any other statement: True)."""
+    if not isinstance(statement, ast.Assign | ast.AnnAssign) or statement.value is None:
+        return True
+    try:
+        literal = ast.literal_eval(statement.value)
+    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+        return True
+    targets = statement.targets if isinstance(statement, ast.Assign) else [statement.target]
+    return all(type(v := vars(cls).get(t.id, _MISSING)) is type(literal) and repr(v) == repr(literal)
+               for t in targets if isinstance(t, ast.Name))
+
+
+def _class_lines(text: str) -> dict[str, list[tuple[int, int]]]:
+    """Each class's qualname -> the index of its first line (its first decorator's) and its last line's
+    number, of each class of that name in the order written (`_which` picks one); a walk of the statements
     alone, with a stack of its own (no expression holds a class, and a deep one hit the recursion limit)."""
-    found: dict[str, int] = {}
+    found: dict[str, list[tuple[int, int]]] = {}
     stack: list[tuple[ast.AST, tuple[str, ...]]] = [(ast.parse(text), ())]
     while stack:
         node, names = stack.pop()
         if isinstance(node, ast.ClassDef):
             names = (*names, node.name)
-            found.setdefault(".".join(names), (node.decorator_list[0] if node.decorator_list else node).lineno - 1)
+            start = (node.decorator_list[0] if node.decorator_list else node).lineno - 1
+            found.setdefault(".".join(names), []).append((start, node.end_lineno or start + 1))
         elif isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
             names = (*names, node.name, "<locals>")
         children = [c for c in ast.iter_child_nodes(node)

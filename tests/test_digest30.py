@@ -83,3 +83,35 @@ def test_a_set_of_text_in_a_list_has_one_digest_under_every_hash_seed(tmp_path) 
     digests = {subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=120,
                               env={**env, "PYTHONHASHSEED": seed}).stdout.strip() for seed in ("1", "2", "3")}
     assert len(digests) == 1
+
+
+TWICE = {
+    "the second class's method": ("class Net:\n    W = 1\nclass Net:\n    def f(self):\n        return 8\n",
+                                  "return 8", "return 16", "Net"),
+    "the second class's literal, no method": ("class Net:\n    W = 1\nclass Net:\n    W = 2\n    V = 3\n",
+                                              "V = 3", "V = 4", "Net"),
+    "the first class kept under another name": ("class Net:\n    def f(self):\n        return 8\nOld = Net\n"
+                                                "class Net:\n    def f(self):\n        return 1\n",
+                                                "return 8", "return 16", "Old"),
+    "a nested class of the second outer class": ("class A:\n    class B:\n        pass\nclass A:\n    class B:\n"
+                                                 "        def f(self):\n            return 8\n",
+                                                 "return 8", "return 16", "A"),
+}
+
+
+@pytest.mark.parametrize("case", list(TWICE))
+def test_of_two_classes_of_one_name_the_one_digested_is_read(tmp_path, monkeypatch, case) -> None:
+    source, old, new, attribute = TWICE[case]
+    before, after = _pair(tmp_path, monkeypatch, f"twice30_{list(TWICE).index(case)}", source, old, new, attribute)
+    assert before != after  # da3a1ae: equal (the first class's source was read)
+
+
+def test_the_other_class_of_the_same_name_is_not_read(tmp_path, monkeypatch) -> None:
+    """Pins what stays: an edit of the class not digested keeps the digest, and its source is the right one."""
+    from harness.code_source import source
+    text = "class Net:\n    def f(self):\n        return 1\nOld = Net\nclass Net:\n    def g(self):\n        return 8\n"
+    before, after = _pair(tmp_path, monkeypatch, "twice30_other", text, "return 1", "return 5", "Net")
+    assert before == after
+    module = _module(tmp_path, monkeypatch, "twice30_src", text)
+    assert source(module.Net) == "class Net:\n    def g(self):\n        return 8\n"
+    assert source(module.Old) == "class Net:\n    def f(self):\n        return 1\n"
