@@ -22,6 +22,11 @@ from harness.tasks import Setting, Task
 from harness.upgrade_notice import paste_proxies
 from proxies import Proxy
 
+#: How the other-settings warnings (`warn_other_devices`, `harness.planner.warn_other_threads`, ...) name the
+#: runs they count: those stored when the experiment was planned, and those another process stored while this
+#: one waited for their locks (`Planner.warn_read_back`).
+READ = "read from the store"
+READ_BACK = "that another process stored while this experiment waited for them"
 #: Recorders that differentiate the loss with respect to the inputs: token ids (int64) have no
 #: gradient, so a text dataset cannot take them.
 INPUT_GRADIENT_RECORDERS = ("input_grads", "curvature")
@@ -93,7 +98,7 @@ class PlanChecks:
                            + ("" if self.cfg.proxy_args else _the_rest(proxies, selected)))
 
 
-def warn_other_devices(done: dict[RunSpec, StoredRun], device: torch.device) -> None:
+def warn_other_devices(done: dict[RunSpec, StoredRun], device: torch.device, what: str = READ) -> None:
     """One line when runs read from the store were trained on another kind of device than this
     experiment trains on. A run's address leaves the device out (a CPU and a GPU run of one spec are
     one entry), yet the two agree only to rounding: a CPU experiment that read GPU runs, or mixed them
@@ -104,7 +109,7 @@ def warn_other_devices(done: dict[RunSpec, StoredRun], device: torch.device) -> 
     if other:
         count = sum(kind != device.type for kind in kinds.values())
         first = next(spec for spec, kind in kinds.items() if kind != device.type)
-        warnings.warn(f"{count} run(s) read from the store ({first.label()}{', ...' if count > 1 else ''}) were "
+        warnings.warn(f"{count} run(s) {what} ({first.label()}{', ...' if count > 1 else ''}) were "
                       f"trained on {'/'.join(other)}, this experiment trains on {device.type}: runs on another kind "
                       "of device agree with its own to rounding, not bitwise, so these are not the numbers a fresh "
                       f"run here gives; pass --device {other[0]} to match them, or another --store to retrain them",

@@ -22,10 +22,10 @@ from harness.executors import Executor
 from harness.jobs import DataSource, Job, Pending, prepared_data
 from harness.machine import run_threads
 from harness.model_registry import model_fingerprint
-from harness.plan_checks import PlanChecks, warn_other_devices
+from harness.plan_checks import READ, READ_BACK, PlanChecks, warn_other_devices
 from harness.prepared import PreparedData
 from harness.recorders import RecorderRequest
-from harness.runner import not_recordable, recorded
+from harness.runner import RunnerResult, not_recordable, recorded
 from harness.runspec import DataSpec, RunSpec
 from harness.store import RunStore, StoredRun
 from harness.subsets import subset_indices
@@ -124,16 +124,31 @@ class Planner:
                 upgraded[spec] = {r.key for r in wanted} - stored.recorders
                 if lost := not_recordable(stored):
                     dropped[spec.label()] = lost
-        warn_other_threads(done, self.cfg.threads or 1, self.device)
-        warn_other_devices(done, self.device)
-        warn_other_compile(done, bool(self.cfg.compile))
-        warn_other_engines(done, plan.runs, self.device, self.dataset.x_train)
+        self.warn_read(done, plan)
         # `--proxies all` has nothing to drop a proxy from: the way names the rest (not with --proxy-arg,
         # which a pasted label's parameters would repeat, refused)
         paste = self.cfg.proxies.strip() == "all" and not self.cfg.proxy_args
         warn_upgraded(upgraded, plan.askers, {id(t): t for t, _, _ in plan.settings}.values(), plan.proxies, paste)
         warn_dropped(dropped)
         return done, todo
+
+    def warn_read(self, done: dict[RunSpec, StoredRun], plan: Plan, what: str = READ) -> None:
+        """One line for each way runs read from the store differ from a fresh run of this experiment (another
+        thread count, kind of device, --compile or engine): their numbers are not the ones it gives."""
+        warn_other_threads(done, self.cfg.threads or 1, self.device, what)
+        warn_other_devices(done, self.device, what)
+        warn_other_compile(done, bool(self.cfg.compile), what)
+        warn_other_engines(done, plan.runs, self.device, self.dataset.x_train, what)
+
+    def warn_read_back(self, plan: Plan, done: dict[RunSpec, StoredRun], ran: RunnerResult) -> None:
+        """`warn_read` for the runs the runner read back after waiting for their locks: another experiment on
+        the store trained them meanwhile (two started together), after `pending` had looked. Those were
+        reused without a word: an experiment at --threads 2 started beside one at 1 thread reported the
+        other's 1-thread numbers, the same bytes a later rerun warns about. The experiment calls this once
+        its runs are trained (`Runner.run`)."""
+        trained = set(ran.trained)
+        read = {spec: run for spec, run in ran.runs.items() if spec not in done and spec.label() not in trained}
+        self.warn_read(read, plan, READ_BACK)
 
     def jobs(self, pending: Pending, device: torch.device, executor: Executor) -> list[Job]:
         """Self-contained jobs for the pending runs. A spec that trains on part of the data (a fold,
@@ -189,7 +204,7 @@ def trains_batched(spec: RunSpec, requests, device: torch.device, inputs: torch.
     return on_part and can_ensemble(spec, requests, device, inputs)
 
 
-def warn_other_threads(done: dict[RunSpec, StoredRun], threads: int, device: torch.device) -> None:
+def warn_other_threads(done: dict[RunSpec, StoredRun], threads: int, device: torch.device, what: str = READ) -> None:
     """One line when runs read back from the store were trained on a CPU with another torch thread
     count than this experiment's. The count is not in a run's address, yet it changes the run's
     numbers (reductions split differently; after 40 digits epochs csl scores moved by up to 12 and
@@ -201,27 +216,27 @@ def warn_other_threads(done: dict[RunSpec, StoredRun], threads: int, device: tor
     other = sorted({t for counts in trained.values() for t in counts if t != threads})
     if other:
         count = sum(bool(counts - {threads}) for counts in trained.values())
-        warnings.warn(f"{count} run(s) read from the store were trained with {'/'.join(map(str, other))} torch "
+        warnings.warn(f"{count} run(s) {what} were trained with {'/'.join(map(str, other))} torch "
                       f"thread(s), this experiment trains with {threads}: a CPU run's numbers depend on its thread "
                       f"count, so these are not the numbers a fresh run here gives; pass --threads {other[0]} to "
                       "match them, or another --store to retrain", stacklevel=3)
 
 
-def warn_other_compile(done: dict[RunSpec, StoredRun], compile: bool) -> None:
+def warn_other_compile(done: dict[RunSpec, StoredRun], compile: bool, what: str = READ) -> None:
     """One line when single runs read back from the store were trained compiled while this experiment
     trains eager, or the other way round: `--compile` is not in a run's address, and the two agree
     only to rounding. Runs whose manifest predates the record (None) are not counted."""
     other = [r for r in done.values() if r.manifest.engine == "single" and r.manifest.compiled is (not compile)]
     if other:
         was, now = ("with", "without") if not compile else ("without", "with")
-        warnings.warn(f"{len(other)} run(s) read from the store were trained {was} --compile, this experiment "
+        warnings.warn(f"{len(other)} run(s) {what} were trained {was} --compile, this experiment "
                       f"trains {now} it: compiled and eager runs agree only to rounding, so these are not the numbers "
                       f"a fresh run here gives; {'drop' if compile else 'pass'} --compile to match "
                       "them, or another --store to retrain", stacklevel=3)
 
 
 def warn_other_engines(done: dict[RunSpec, StoredRun], wanted: dict[RunSpec, set[RecorderRequest]],
-                       device: torch.device, inputs: torch.Tensor) -> None:
+                       device: torch.device, inputs: torch.Tensor, what: str = READ) -> None:
     """One line when runs read from the store were trained in another engine than a fresh run of this
     experiment would be, on this kind of device. A fold or stability model that carries a recorder
     the ensemble engine cannot record (a plugin's, from an earlier experiment) trained alone; reused
@@ -233,7 +248,7 @@ def warn_other_engines(done: dict[RunSpec, StoredRun], wanted: dict[RunSpec, set
     other = [spec for spec, run in done.items()
              if run.manifest.device.partition(":")[0] == device.type and run.manifest.engine != engine(spec)]
     if other:
-        warnings.warn(f"{len(other)} run(s) read from the store ({other[0].label()}{', ...' if len(other) > 1 else ''})"
+        warnings.warn(f"{len(other)} run(s) {what} ({other[0].label()}{', ...' if len(other) > 1 else ''})"
                       " were trained in another engine than this experiment trains them in (their recorders then "
                       "differed): the single and ensemble engines agree to float rounding, not bitwise, so these "
                       "are not the numbers a fresh run here gives; pass another --store to retrain them",
