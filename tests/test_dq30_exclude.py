@@ -126,3 +126,16 @@ def test_cli_refuses_a_bad_exclude_line_without_a_traceback(tmp_path) -> None:
     assert "Traceback" not in proc.stderr
     assert "train/cat/typo.png" in proc.stderr and "match no image" in proc.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_a_byte_order_mark_and_decomposed_accents_still_match(tmp_path) -> None:
+    """Notepad writes a BOM before the first line, and a folder copied from macOS names `é` as `e` +
+    U+0301 while the user types U+00E9: both lines named the image, and were refused as matching none."""
+    mine = _folder(tmp_path / "mine")
+    nfd = "caf\u0065\u0301.png"
+    shutil.copy(mine / "train/cat/cat_0.png", mine / "train/cat" / nfd)
+    drop = tmp_path / "drop.txt"
+    drop.write_bytes("\ufefftrain/cat/rejected\r\ntrain/cat/caf\u00e9.png\r\n".encode())
+    ds = _load(f"{mine},exclude={drop}", tmp_path / "cache")
+    assert ds.n_train == 9
+    assert not any("rejected" in n or "caf" in n for n in ds.sample_names)

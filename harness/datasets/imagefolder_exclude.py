@@ -9,7 +9,8 @@ class folders became a class.
 The file holds one path or pattern per line, relative to PATH with `/` between names, as the suspects
 CSVs' `file` column writes them (`train/cat/00042.jpg`). A line names an image, or a folder whose
 images are all excluded; `*`, `?` and `[...]` are `fnmatch` patterns over the whole relative path (`*`
-matches `/` too). A line that matches no image is an error: a typo (or a file since renamed) would
+matches `/` too); names compare in Unicode's NFC form, as typed and as a Mac writes them. A line that
+matches no image is an error: a typo (or a file since renamed) would
 otherwise silently train on the image it meant to drop. The excluded images are not read, so the
 folder's fingerprint is that of the folder without them: the same stored runs as a copy with those
 files deleted.
@@ -18,6 +19,7 @@ files deleted.
 from __future__ import annotations
 
 import fnmatch
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
@@ -52,6 +54,7 @@ class Exclusions:
     def excludes(self, relative: str) -> bool:
         """Whether the image at `relative` (POSIX, relative to PATH) is excluded: a line equal to it,
         to one of its folders, or matching either as a pattern."""
+        relative = unicodedata.normalize("NFC", relative)  # a folder copied from macOS: é as e + U+0301
         names = [relative, *(p.as_posix() for p in PurePosixPath(relative).parents if p.as_posix() != ".")]
         hit = False
         for line in self.lines:
@@ -76,7 +79,7 @@ def read_exclusions(name: str, source: Path) -> Exclusions:
     """The exclude file's lines (blank lines and `#` comments skipped), each checked to be a relative
     path within the folder: an absolute path or a `..` could never match, and the error says why."""
     try:
-        text = source.read_text(encoding="utf-8")
+        text = source.read_text(encoding="utf-8-sig")  # Notepad's byte-order mark is not part of a name
     except FileNotFoundError:
         raise HarnessError(f"{name}: exclude file {source} does not exist; pass exclude=FILE, a text file listing "
                            "one image or folder (relative to the dataset folder) per line") from None
@@ -90,7 +93,7 @@ def read_exclusions(name: str, source: Path) -> Exclusions:
         line = raw.strip()
         if not line or line.startswith("#"):
             continue
-        line = line.rstrip("/")
+        line = unicodedata.normalize("NFC", line.rstrip("/"))
         while line.startswith("./"):
             line = line[2:]
         if line.startswith("/") or ".." in PurePosixPath(line).parts or not line:
