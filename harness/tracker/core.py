@@ -17,6 +17,7 @@ from harness.tracker.class_probs import ClassProbSums, why_not_recorded
 from harness.tracker.evaluation import TrackerEvaluation
 from harness.tracker.gather import gather_batch
 from harness.tracker.inputs import Inputs, check_labels, label_array, not_a_tensor
+from harness.tracker.refusals import unchanged_if_refused
 from harness.tracker.results import TrackerResults
 from harness.tracker.selection import LOSS_KEY, ProxySelection
 from harness.tracker.signals import TrackedSignals, warn_other_loss
@@ -55,7 +56,9 @@ class SampleTracker(TrackerEvaluation, TrackerCheckpoints, TrackerResults):
     and an int32 (N,) host array for the epoch's presentations (plus an int32 and an int64 device row
     once indices come on a GPU), an int32 row counting label conflicts, and for `eval_epoch` one float32
     (N,) row per eval signal (loss, correct, p_label, p_max, phi) per epoch and the last pass's (N, C)
-    probabilities (only the last call's rows when the selected proxies do not include csl_eval).
+    probabilities (only the last call's rows when the selected proxies do not include csl_eval); while a
+    pass runs, a copy of the row it replaces and of those probabilities, so that a refused pass leaves the
+    earlier one (`harness.tracker.refusals`: a refused call changes nothing).
     `running_sums=True`: one float64 and one float32 (N,) row. The suggested label (`suggest`): two
     float32 (N, C) sums and two (N,) counts (the closed epochs' and the open one's). Batches are held
     and recorded together (at `end_epoch`, or every 65,536 samples; `harness.tracker.batch_log`), so a
@@ -162,9 +165,9 @@ class SampleTracker(TrackerEvaluation, TrackerCheckpoints, TrackerResults):
                 raise HarnessError(not_a_tensor(what, value))
         ref = logits if logits is not None else losses
         assert isinstance(ref, torch.Tensor)  # one of them, checked above
-        classes, made = self.num_classes, {name: getattr(self, name) for name in _DEVICE_STATE}
-        try:  # a refused batch changes nothing: the call that corrects it must not be refused for it
-            # (a first one made the buffers: a later load_state_dict was refused, a fix on a GPU was off-device)
+        # a refused batch changes nothing: the call that corrects it must not be refused for it
+        # (a first one made the buffers: a later load_state_dict was refused, a fix on a GPU was off-device)
+        with unchanged_if_refused(self):
             self._ensure_device(ref.device, "update()")
             inputs, selection, log = self._inputs, self._selection, self._log
             assert inputs is not None and log is not None  # made by _ensure_device
@@ -189,11 +192,6 @@ class SampleTracker(TrackerEvaluation, TrackerCheckpoints, TrackerResults):
                     f"update(): the selected proxies need {selection.logit_keys}, computed from logits= and labels=; "
                     "pass them too, or select proxies=['csl'] for losses alone"
                 )
-        except BaseException:
-            self.num_classes = classes
-            for name, value in made.items():
-                setattr(self, name, value)
-            raise
         if logits is None and b:  # an empty batch leaves no sample without logits
             self._all_batches_had_logits = False
         # logits are checked for non-finite values when logit signals are recorded from them
@@ -345,10 +343,6 @@ class SampleTracker(TrackerEvaluation, TrackerCheckpoints, TrackerResults):
         elif device != self._device:
             raise HarnessError(f"{where}: tensors are on {device} but earlier ones were on {self._device}; "
                                "keep the model and the tracked tensors on one device")
-
-
-#: what `_ensure_device` makes or uses up (a loaded state, a copy's held batches): put back by a refused update()
-_DEVICE_STATE = ("_device", "_inputs", "_signals", "_log", "_saved", "_replay", "_class_probs")
 
 
 def _writable() -> AbstractContextManager[object]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -14,6 +15,7 @@ from torch import nn
 
 from harness.errors import HarnessError
 from harness.recorders import RecorderBank, RecorderRequest, RunContext, build_recorder
+from harness.recorders.base import GrowingRows
 from harness.recorders.eval_pass import eval_signals
 from harness.rngs import global_rngs_kept
 from harness.tracker.inputs import unusable_logits
@@ -29,6 +31,9 @@ class EvalPassState:
     flags: torch.Tensor  # int32 (N,)
     bad_labels: torch.Tensor  # int64 ()
     mismatched: torch.Tensor  # int64 ()
+    made: bool = False  # the `eval_pass` recorder was made by this pass
+    #: what the pass's start cleared (`EvalPasses.kept`), put back if the pass is refused
+    kept: dict[str, Any] | None = None
 
 
 @contextmanager
@@ -79,12 +84,52 @@ class EvalPasses:
 
     def start(self, epoch: int, classes: int) -> EvalPassState:
         """At a pass's first batch (after `epoch`, 0-based; -1: before training, not stored): the
-        recorder clears the row it will write. Returns the pass's device counters."""
+        recorder clears the row it will write, kept first (`kept`) so that a refused pass changes
+        nothing. Returns the pass's device counters."""
+        made = self.key not in self.bank
         self.recorder(classes)
+        kept = self.kept(epoch) if epoch >= 0 and not made else None
         if epoch >= 0:
             self.bank.on_eval_start(epoch)
         zero = torch.zeros((), dtype=torch.int64, device=self.device)
-        return EvalPassState(torch.zeros(self.n, dtype=torch.int32, device=self.device), zero, zero.clone())
+        return EvalPassState(torch.zeros(self.n, dtype=torch.int32, device=self.device), zero, zero.clone(), made,
+                             kept)
+
+    def kept(self, epoch: int) -> dict[str, Any]:
+        """Copies of what a pass after `epoch` overwrites: its row of each signal (with the count of rows made)
+        and the (N, C) probabilities. A refused pass put nothing back, so an earlier pass of that row was lost
+        (a repeated pass after the last epoch with the wrong labels left final_loss without its pass)."""
+        rec = self.bank[self.key]
+        row = epoch if self.keep_eval_history else 0
+        kept: dict[str, Any] = {"row": row}
+        for name, buf in rec.buffers.items():
+            if isinstance(buf, GrowingRows):
+                kept[name] = (len(buf.rows), buf.rows[row].clone() if row < len(buf.rows) else None)
+            else:
+                kept[name] = buf.clone()
+        return kept
+
+    def put_back(self, state: EvalPassState) -> None:
+        """Undo a refused pass: the recorder it made is dropped, the rows it cleared are as they were."""
+        if state.made:
+            self.bank.recorders.pop(self.key, None)
+            self.bank.meters.pop(self.key, None)
+            return
+        kept = state.kept
+        if kept is None:
+            return
+        rec, row = self.bank[self.key], kept["row"]
+        with torch.inference_mode(False):  # the caller's inference_mode: the buffers are normal tensors
+            for name in [name for name in rec.buffers if name not in kept]:  # a signal first seen in this pass
+                del rec.buffers[name]
+            for name, buf in rec.buffers.items():
+                if isinstance(buf, GrowingRows):
+                    length, old = kept[name]
+                    del buf.rows[length:]
+                    if old is not None:
+                        buf.rows[row].copy_(old)
+                else:
+                    buf.copy_(kept[name])
 
     def recorder(self, classes: int) -> None:
         """The `eval_pass` recorder, made at the first pass (or when a saved state is loaded)."""
@@ -116,7 +161,7 @@ class EvalPasses:
         counted, so csl_eval still sees one pass per epoch."""
         bad_labels, mismatched = torch.stack([state.bad_labels, state.mismatched]).tolist()
         if bad_labels or mismatched:
-            self.discard(epochs)
+            self.put_back(state)
             raise eval_label_error(bad_labels, mismatched, classes)
         if epochs == 0:
             return
@@ -128,17 +173,6 @@ class EvalPasses:
             self.flags.clear()
         self.at.append(epochs)
         self.flags.append(state.flags)
-
-    def discard(self, epochs: int) -> None:
-        """Forget the pass after `epochs` that failed midway: its row was cleared at its start and
-        partly rewritten, so no earlier pass of that row is offered either (without history, the
-        single row is every pass's)."""
-        if not self.keep_eval_history:
-            self.at.clear()
-            self.flags.clear()
-        elif self.at and self.at[-1] == epochs:
-            self.at.pop()
-            self.flags.pop()
 
     def offer(self, arrays: dict, non_finite: dict[str, np.ndarray], missing: dict[str, np.ndarray],
               epochs: int) -> None:

@@ -14,6 +14,7 @@ from torch import nn
 from harness.errors import HarnessError
 from harness.tracker.eval_passes import EvalPassState, training_untouched
 from harness.tracker.fields import TrackerFields
+from harness.tracker.refusals import unchanged_if_refused
 
 
 class TrackerEvaluation(TrackerFields):
@@ -35,9 +36,10 @@ class TrackerEvaluation(TrackerFields):
         covering every sample: one a pass leaves out scores NaN in the proxies reading that pass.
         `y` must be the labels the model is trained on: labels other than the recorded ones (from
         `update` or the constructor), or outside the classes, fail the pass (one host read at its
-        end) and it is not recorded. Wrap the call in `torch.autocast(...)` for a half-precision
-        pass, or in `torch.inference_mode()`. A pass before the first `end_epoch()` (a baseline)
-        is allowed and recorded nowhere: csl_eval still wants one pass after every epoch.
+        end) and it is not recorded (an earlier pass after the same epoch stays). Wrap the call in
+        `torch.autocast(...)` for a half-precision pass, or in `torch.inference_mode()`. A pass before
+        the first `end_epoch()` (a baseline) is allowed and recorded nowhere: csl_eval still wants one
+        pass after every epoch.
         The pass leaves the training as it was: each submodule's train/eval mode, and the global
         RNGs (torch, numpy, random) that a loader or the model drew from during the pass.
         """
@@ -48,12 +50,15 @@ class TrackerEvaluation(TrackerFields):
         if self._pending:
             raise HarnessError("eval_epoch() runs between epochs: call end_epoch() first")
         param = next(iter(model.parameters()), None)
-        self._ensure_device(param.device if param is not None else torch.device("cpu"), "eval_epoch()")
+        with unchanged_if_refused(self):  # a refused first pass makes no buffers; a refused pass keeps the earlier
+            self._pass(model, data, batch_size, param.device if param is not None else torch.device("cpu"))
+
+    def _pass(self, model: nn.Module, data: Any, batch_size: int, on: torch.device) -> None:
+        """The pass on `on` (the model's device); one that fails records nothing and puts back what its start
+        cleared."""
+        self._ensure_device(on, "eval_epoch()")
         signals, inputs, device = self._signals, self._inputs, self._device
         assert signals is not None and inputs is not None and device is not None  # made by _ensure_device
-        # one list: a refused pass drops its epoch from the passes, and from what scores() and state_dict() read
-        # (a resumed tracker's were two lists, so its state after a refused pass did not load)
-        self._eval_at = signals.evals.at
         state: EvalPassState | None = None
         classes = 0
         epoch = self.epochs - 1  # the recorder's row: the epoch just closed (-1: a baseline pass)
@@ -67,12 +72,14 @@ class TrackerEvaluation(TrackerFields):
                             state = signals.evals.start(epoch, classes)
                         signals.evals.batch(epoch, idx, logits, y, state)
         except BaseException:
-            if state is not None:  # the row was cleared and partly rewritten: no pass of it stands
-                signals.evals.discard(self.epochs)
+            if state is not None:  # the row was cleared and partly rewritten: put back as it was
+                signals.evals.put_back(state)
             raise
         if state is None:
             raise HarnessError("eval_epoch(): data yielded no batches")
         signals.evals.end(self.epochs, state, classes)
+        # one list: what scores() and state_dict() read (a resumed tracker's were two lists, so its state after a
+        # refused pass did not load)
         self._eval_at = signals.evals.at
 
     def _eval_classes(self, logits: Any, batch: int) -> int:

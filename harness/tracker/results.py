@@ -134,6 +134,8 @@ class TrackerResults(TrackerFields):
     def _suspects(self, k: int, by: str | Proxy, classes: Sequence[str] | None, call: str) -> pd.DataFrame:
         """`suspects()`, its errors naming `call` (`plot_suspects` draws this table)."""
         names = _checked_args(k, classes, call)  # before scores(), which ends recording
+        if names is not None and not self._finished:  # a class count refused with the tracker open
+            check_class_count(names, () if self.num_classes is not None else (self._given(),), self.num_classes, call)
         table = self.scores([by])
         if names is not None:
             check_class_count(names, (self._labels_host, self._pred_host), self.num_classes, call)
@@ -146,6 +148,13 @@ class TrackerResults(TrackerFields):
             insert_name_columns(out, names)
         self._insert_suggested(out, names)
         return out
+
+    def _given(self) -> np.ndarray:
+        """The given labels so far, without ending the record (losses= alone: the classes are these labels')."""
+        if self._signals is not None:
+            return self._signals.given[: self.n].cpu().numpy()
+        saved = self._saved["signals"]["given"] if self._saved is not None else None
+        return saved[: self.n].numpy() if saved is not None else np.zeros(0, dtype=np.int64)
 
     def _insert_suggested(self, table: pd.DataFrame, names: list[str] | None) -> None:
         """The suggested label's three columns after `predicted` (`predicted_name` when named), or,
@@ -183,6 +192,8 @@ class TrackerResults(TrackerFields):
         """
         path = expand_home(check_png_path(path), "plot_suspects(path=...)")  # not a folder named ~ in the working one
         pictures = as_uint8_nchw(images, self.n)
+        if isinstance(columns, bool) or not isinstance(columns, (int, np.integer)) or columns < 1:
+            raise HarnessError(f"plot_suspects(columns=...) must be a positive integer, got {columns!r}")
         names = checked_classes(classes, "plot_suspects")  # a list: a generator of names is read once
         table = self._suspects(k, by, names, "plot_suspects")
         return draw_suspects(table, pictures, by.label if isinstance(by, Proxy) else by, path, names, columns)

@@ -5,7 +5,7 @@ recorder only memprox's training loop has, or needs a pass or epochs that were n
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 from harness.errors import HarnessError
 from harness.recipe import Recipe
@@ -64,7 +64,7 @@ class ProxySelection:
     def resolve(self, proxies: Sequence[str | Proxy] | str | Proxy) -> list[Proxy]:
         """Proxies from names (a comma-separated string too, as `--proxies` takes it; "all" alone:
         every proxy this tracker can compute) and Proxy objects."""
-        items = [proxies] if isinstance(proxies, (str, Proxy)) else list(proxies)
+        items = [proxies] if isinstance(proxies, (str, Proxy)) or not isinstance(proxies, Iterable) else list(proxies)
         strange = [p for p in items if not isinstance(p, (str, Proxy))]
         if strange:
             raise HarnessError(f"proxies must be proxy names ('csl', 'csl,aum', 'in_confidence(variant=max)', 'all') "
