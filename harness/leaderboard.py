@@ -58,8 +58,12 @@ def _intervals(group: pd.DataFrame, task: str, setting: str, metric: str) -> pd.
         # the same seed draw as reps, differences taken within each seed: a proxy missing a seed is
         # compared with the best on the seeds they share, never on a different set of seeds
         p_vs_best, tied = compare_differences(paired_differences(values, best, generator(*key)), higher)
+    # no paired replicate (a NaN mean, no seed shared with the best, a best without replicates): no
+    # comparison was made, so <NA> -- False read "worse than the best" beside a blank p_vs_best
+    compared = np.isfinite(p_vs_best)
+    tied_col = pd.array([bool(t) if c else pd.NA for t, c in zip(tied, compared, strict=True)], dtype="boolean")
     return pd.DataFrame({"proxy": proxies, "ci_low": low, "ci_high": high, "p_vs_best": p_vs_best,
-                         "tied_with_best": pd.array(np.where(finite, tied, False), dtype="boolean")})
+                         "tied_with_best": tied_col})
 
 
 def aggregate(raw: pd.DataFrame) -> pd.DataFrame:
