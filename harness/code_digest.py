@@ -27,6 +27,7 @@ from typing import Any
 
 from harness.code_digest_user import (
     _plain,
+    code_named,
     container,
     displayed,
     followed,
@@ -183,6 +184,8 @@ def _global(named: str, value: Any, of: str, module: str, seen: dict[int, Any], 
         if displayed(of, named.rpartition(".")[2]) and _plain(value, set()) is None:  # `ACTS = {"relu": my_act}`:
             read[f"{of}.{named.rpartition('.')[2]}"] = held = yield _attribute(value, module, seen, read)
             text += "\nholding " + held  # my_act's edit kept the digest; named where a fresh process differs
+        for code in code_named(of, named.rpartition(".")[2]):  # `W = make_widths()`: its edit kept the digest
+            text += "\nmade by " + (yield _code(code, seen, read))
         return text
     if _is_setting(value):  # `HIDDEN = 256` widened the model but served the 32-wide one's runs
         read[f"{of}.{named.rpartition('.')[2]}"] = _repr(value)

@@ -21,6 +21,7 @@ from pathlib import PurePath
 from types import CodeType, ModuleType
 from typing import Any
 
+from harness.code_digest_changes import Assignment, changes, mutators, names
 from harness.code_digest_values import _repr
 
 #: memprox's own top-level packages: their code is addressed by memprox's version (`harness.provenance`).
@@ -144,7 +145,6 @@ def _torch_module_keys() -> frozenset[str]:
 #: file -> (the `linecache` lines parsed, name -> each top-level assignment of it: its text, its value as
 #: `_plain` text where it is a literal, the names it reads): one parse of a module per process, again
 #: once its file is edited (`linecache.checkcache` hands out new lines).
-Assignment = tuple[str, str | None, frozenset[str]]
 _ASSIGNED: dict[str, tuple[list[str], dict[str, list[Assignment]]]] = {}
 #: file -> (its module's `__spec__`, its assignments as first parsed since that module was (re)loaded: a
 #: reload sets a new spec): what `ContainerRead.edited` compares the file's assignments now with.
@@ -211,6 +211,25 @@ def displayed(module: str, name: str) -> bool:
     return text[:1] in ("[", "(", "{") and text not in ("[]", "()", "{}")
 
 
+def code_named(module: str, name: str) -> list[Any]:
+    """The functions and classes of `module` or another user module that the assignments and changes of module
+    list, dict or set `name` name (`W = make_widths()`, `W = cfg.widths()`, a decorator that registers into it,
+    `code_digest_changes`), in the order written: the code that makes its value, unread where that value is not
+    (a call's), so an edit of `make_widths` kept the digest (digest30)."""
+    namespace = getattr(sys.modules.get(module), "__dict__", {})
+    found: dict[int, Any] = {}
+    for _, _, read in _assigned(module, name):
+        for ref in sorted(read):
+            root, *rest = ref.split(".")
+            value = namespace.get(root, _MISSING)
+            for part in rest:
+                held = inspect.ismodule(value) and user_module(value.__name__)
+                value = vars(value).get(part, _MISSING) if held else _MISSING
+            if (inspect.isfunction(value) or inspect.isclass(value)) and followed(value, module):
+                found.setdefault(id(value), value)
+    return list(found.values())
+
+
 def _data(value: Any) -> bool:
     """A value, not code: not a function, class, module or None (`defaultdict(list)` reads code only)."""
     return value is not None and not callable(value) and not inspect.ismodule(value)
@@ -229,8 +248,10 @@ def _assigned(module: str, name: str) -> list[Assignment]:
     if cached is None or cached[0] is not lines:
         found: dict[str, list[Assignment]] = {}
         try:
-            for node in ast.parse("".join(lines)).body:
-                for target, assignment in _assignments(node):
+            tree = ast.parse("".join(lines))
+            by = mutators(tree)
+            for node in tree.body:
+                for target, assignment in _assignments(node) + changes(node, by):
                     found.setdefault(target, []).append(assignment)
         except (SyntaxError, ValueError, RecursionError, MemoryError):
             found = {}
@@ -249,18 +270,18 @@ def _assignments(node: ast.stmt) -> list[tuple[str, Assignment]]:
     empty (`LAYERS = []` then appends), and not compared by `ContainerRead.edited` (digestattack29)."""
     if isinstance(node, ast.Assign | ast.AnnAssign | ast.AugAssign) and node.value is not None:
         op = type(node.op).__name__ + " " if isinstance(node, ast.AugAssign) else ""
-        names = frozenset(n.id for n in ast.walk(node.value) if isinstance(n, ast.Name))
-        assignment = (op + ast.unparse(node.value), None if op else _literal(node.value), names)
+        read = names(node.value)
+        assignment = (op + ast.unparse(node.value), None if op else _literal(node.value), read)
         targets = node.targets if isinstance(node, ast.Assign) else [node.target]
         found = [(t.id, assignment) for t in targets if isinstance(t, ast.Name)]
         items = [t.value.id for t in targets if isinstance(t, ast.Subscript) and isinstance(t.value, ast.Name)]
         changed = "changed " + ast.unparse(node)
-        return found + [(n, (changed, None, names | {n})) for n in items]
+        return found + [(n, (changed, None, read | {n})) for n in items]
     if isinstance(node, ast.Expr) and isinstance(node.value, ast.Call) and \
             isinstance(node.value.func, ast.Attribute) and isinstance(node.value.func.value, ast.Name):
         name = node.value.func.value.id
-        names = frozenset(n.id for n in ast.walk(node.value) if isinstance(n, ast.Name))
-        return [(name, ("changed " + ast.unparse(node.value), None, names))]
+        read = names(node.value)
+        return [(name, ("changed " + ast.unparse(node.value), None, read))]
     return []
 
 

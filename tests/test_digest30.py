@@ -115,3 +115,52 @@ def test_the_other_class_of_the_same_name_is_not_read(tmp_path, monkeypatch) -> 
     module = _module(tmp_path, monkeypatch, "twice30_src", text)
     assert source(module.Net) == "class Net:\n    def g(self):\n        return 8\n"
     assert source(module.Old) == "class Net:\n    def f(self):\n        return 1\n"
+
+
+FILLED = {
+    "a list filled by a loop": ("W = []\nfor i in range(3):\n    W.append(i * 8)\ndef build(s, n):\n    return W\n",
+                                "i * 8", "i * 16"),
+    "a list a loop fills with text": ("W = []\nfor i in range(2):\n    W.append(str(i) + 'a')\n"
+                                      "def build(s, n):\n    return W\n", "'a'", "'b'"),
+    "a list a function makes": ("def make_widths():\n    return [8, 16]\nW = make_widths()\n"
+                                "def build(s, n):\n    return W\n",
+                                "[8, 16]", "[8, 32]"),
+    "a dict a decorator fills": ("ACTS = {}\ndef reg(f):\n    ACTS[f.__name__] = f\n    return f\n@reg\ndef relu(x):\n"
+                                 "    return x * 1\ndef build(s, n):\n    return ACTS['relu'](n)\n", "x * 1", "x * 2"),
+    "a list a call of a module function fills": ("W = []\ndef add(w):\n    W.append(w)\nadd(8)\n"
+                                                 "def build(s, n):\n    return W\n", "add(8)", "add(16)"),
+    "a list a with block fills": ("W = []\nwith open(__file__) as f:\n    W.append(8)\n"
+                                  "def build(s, n):\n    return W\n",
+                                  "append(8)", "append(16)"),
+}
+
+
+@pytest.mark.parametrize("case", list(FILLED))
+def test_a_module_list_filled_by_a_loop_call_or_decorator_is_read(tmp_path, monkeypatch, case) -> None:
+    source, old, new = FILLED[case]
+    name = f"filled30_{list(FILLED).index(case)}"
+    before, after = _pair(tmp_path, monkeypatch, name, source, old, new, "build")
+    assert before != after  # da3a1ae: equal
+    commented = _pair(tmp_path, monkeypatch, name, source, "def build", "# a comment\ndef build", "build")
+    assert commented[0] == commented[1] == before
+
+
+def test_a_list_a_function_of_another_module_makes_is_read(tmp_path, monkeypatch) -> None:
+    (tmp_path / "cfg30.py").write_text("def widths():\n    return [8, 16]\n")
+    monkeypatch.delitem(sys.modules, "cfg30", raising=False)
+    first = code_digest(_module(tmp_path, monkeypatch, "made30", "import cfg30\nW = cfg30.widths()\n"
+                                                                  "def build(s, n):\n    return W\n").build)
+    (tmp_path / "cfg30.py").write_text("def widths():\n    return [8, 32]\n")
+    monkeypatch.delitem(sys.modules, "cfg30", raising=False)
+    second = code_digest(_module(tmp_path, monkeypatch, "made30", "import cfg30\nW = cfg30.widths()\n"
+                                                                   "def build(s, n):\n    return W\n").build)
+    assert first != second  # da3a1ae: equal
+
+
+def test_a_cache_a_run_fills_keeps_its_digest(tmp_path, monkeypatch) -> None:
+    """Pins what stays: a dict written empty and filled by a function the run calls is not read by value."""
+    module = _module(tmp_path, monkeypatch, "cache30", "CACHE = {}\ndef remember(k, v):\n    CACHE[k] = v\n"
+                                                       "def build(s, n):\n    remember(n, n)\n    return CACHE\n")
+    before = code_digest(module.build)
+    module.build((1,), 3)
+    assert module.CACHE == {3: 3} and code_digest(module.build) == before
