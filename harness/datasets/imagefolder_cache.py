@@ -224,10 +224,21 @@ def _all_gray(files: Sequence[Path]) -> bool:
             with Image.open(file) as img:
                 check_depth(img.mode, f"image {file}")
                 gray = gray and is_gray(img)
-        except (OSError, UnidentifiedImageError, ValueError) as exc:
-            bad.append(f"cannot decode image {file}: {exc}")
+        except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError) as exc:
+            bad.append(_cannot_decode(file, exc))
     _refuse(bad, "remove or replace the file")
     return gray
+
+
+def _cannot_decode(file: Path, exc: Exception) -> str:
+    """One image's problem, for `_refuse`. PIL's DecompressionBombError (a header claiming more than
+    ~179 million pixels, a damaged file or a huge photo) is no OSError: it ended the run in a traceback."""
+    from PIL import Image
+
+    if isinstance(exc, Image.DecompressionBombError):
+        return (f"cannot decode image {file}: its header claims more pixels than PIL decodes safely ({exc}); if it "
+                f"is a real photo, resize it (every image must have the dataset's one size)")
+    return f"cannot decode image {file}: {exc}"
 
 
 def _decode_images(files: Sequence[Path]) -> np.ndarray:
@@ -245,8 +256,8 @@ def _decode_images(files: Sequence[Path]) -> np.ndarray:
             with Image.open(file) as img:
                 arrays.append(to_pixels(img, f"image {file}"))
                 decoded.append(file)
-        except (OSError, UnidentifiedImageError, ValueError) as exc:
-            bad.append(f"cannot decode image {file}: {exc}")
+        except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError) as exc:
+            bad.append(_cannot_decode(file, exc))
     fix = "remove or replace the file" + ("s that cannot be decoded" if len(bad) > 1 else "")
     sizes = Counter(arr.shape[:2] for arr in arrays)
     if len(sizes) > 1:

@@ -1,0 +1,61 @@
+"""dq30: an image whose header claims more pixels than PIL decodes safely (a damaged file, or a huge
+photo) raised PIL's DecompressionBombError, which is no OSError: `--dataset imagefolder:` ended in a
+traceback with exit 1, naming no fix. It must be a HarnessError naming the file, like any file that
+does not decode, whether the image is decoded or only its header read (past a `--subset`)."""
+
+from __future__ import annotations
+
+import os
+import struct
+import subprocess
+import sys
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from harness.datasets import load_dataset
+from harness.errors import HarnessError
+
+
+def _chunk(kind: bytes, body: bytes) -> bytes:
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+
+def _bomb(path: Path) -> None:
+    """A 400-byte PNG whose header says 20,000 x 20,000 gray pixels (400 million)."""
+    header = struct.pack(">IIBBBBB", 20000, 20000, 8, 0, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", header) + _chunk(b"IDAT", zlib.compress(b"\0" * 100))
+                     + _chunk(b"IEND", b""))
+
+
+def _folder(root: Path) -> Path:
+    rng = np.random.default_rng(3)
+    for c in ("a", "b"):
+        (root / c).mkdir(parents=True)
+        for i in range(3):
+            Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(root / c / f"{c}{i}.png")
+    _bomb(root / "b" / "b9.png")  # last in (class, path) order: past --subset 2
+    return root
+
+
+@pytest.mark.parametrize("subset", [None, 2])
+def test_an_image_over_the_decompression_limit_is_named(tmp_path, subset) -> None:
+    root = _folder(tmp_path / "d")
+    with pytest.raises(HarnessError, match=r"cannot decode image .*b9\.png: its header claims more pixels") as caught:
+        load_dataset(f"imagefolder:{root}", subset=subset, cache_dir=tmp_path / "cache")
+    assert "400000000 pixels" in str(caught.value) and "remove or replace the file" in str(caught.value)
+
+
+def test_the_cli_refuses_it_without_a_traceback(tmp_path) -> None:
+    root = _folder(tmp_path / "d")
+    env = {**os.environ, "MEMPROX_CACHE": str(tmp_path / "cache")}
+    proc = subprocess.run([sys.executable, "-m", "harness", "run", "--dataset", f"imagefolder:{root}", "--tasks",
+                           "suspects", "--proxies", "csl", "--seeds", "1", "--epochs", "1", "--out",
+                           str(tmp_path / "out"), "--no-progress"], capture_output=True, text=True, env=env,
+                          timeout=300)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+    assert "b9.png" in proc.stderr
