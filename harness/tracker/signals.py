@@ -42,6 +42,9 @@ class Presentations:
         self.stamp = np.zeros(n, dtype=np.int32)  # host indices: a position in the current batch
         self.positions = np.arange(0, dtype=np.int32)
         self.repeated_host: set[int] = set()  # host indices: samples presented again this epoch
+        #: host indices: how many samples the epoch presented before its first repeat (None: none yet, or
+        #: unknown in a state saved before it was kept): all of them, for a loop that misses end_epoch()
+        self.first_repeat: int | None = None
         self.presented: torch.Tensor | None = None  # device indices: (n + 1,) int32
         self.first_seen: torch.Tensor | None = None  # device indices: (n + 1,) int64
         self.sequence = 0  # device indices: presentations so far this epoch
@@ -68,6 +71,8 @@ class Presentations:
         keep = np.zeros(len(host), dtype=bool)
         keep[first] = True
         keep &= ~self.seen[host]
+        if self.first_repeat is None and not keep.all():  # the samples before it are new ones, each once
+            self.first_repeat = int(np.count_nonzero(self.seen)) + int(np.argmin(keep))
         self.repeated_host.update(host[~keep].tolist())
         self.seen[host] = True
         return torch.from_numpy(np.where(keep, host, self.n)).to(idx.device)
@@ -99,14 +104,15 @@ class Presentations:
     def warn(self, count: int, epoch_number: int) -> None:
         """Say once, at the first epoch that has them, that repeated presentations are dropped."""
         first = torch.nonzero(self._repeated_mask()).flatten()[:10].tolist()
-        presented = int(np.count_nonzero(self.seen))
-        if self.presented is not None:
-            presented = int(((self.presented[: self.n] > 0) | torch.from_numpy(self.seen).to(self.device)).sum())
-        # every sample of the epoch came again: a loop that calls end_epoch() once after all its epochs, or
-        # that passes batch positions (arange(B), enumerate) for indices
-        missed = (" Every sample this epoch presented came again: call end_epoch() after each epoch, or the "
-                  "epochs count as one and csl holds the first epoch's losses only; and pass each sample's index "
-                  "in the dataset (WithIndex), not its position in the batch." if count >= presented else "")
+        # every sample came again, in whole passes: a loop that calls end_epoch() once after all its epochs, or
+        # that passes batch positions (arange(B), enumerate) for indices; not a sampler with replacement, which
+        # repeats a sample before it has shown the others (one drawing 5 x len(dataset) repeats every sample)
+        missed = (" Every sample this epoch presented came again, in whole passes over them (none before all had "
+                  "come once): if the loop calls end_epoch() once after all its epochs, call end_epoch() after each "
+                  "epoch, or the epochs count as one and csl holds the first epoch's losses only; if it passes batch "
+                  "positions (arange(B), enumerate) for indices, pass each sample's index in the dataset (WithIndex), "
+                  "not its position in the batch. A sampler drawing more than len(dataset) indices an epoch without "
+                  "replacement (RandomSampler(num_samples=...)) does this too." if self.whole_passes(count) else "")
         warnings.warn(
             f"SampleTracker: {count} sample(s) were presented more than once in epoch {epoch_number} "
             f"(first: {first}); each keeps its first presentation of the epoch (loss, logits, label) and the "
@@ -116,10 +122,24 @@ class Presentations:
             stacklevel=3,
         )
 
+    def whole_passes(self, count: int) -> bool:
+        """Whether the epoch's `count` repeated samples are all it presented, and none came again before every
+        one of them had come once. Indices on the device: the first presentations are the epoch's first ones
+        (`first_seen`: sequence numbers 0..P-1); on the host, `first_repeat` (unknown: no)."""
+        if not self.sequence:  # indices on the host alone this epoch
+            presented = int(np.count_nonzero(self.seen))
+            return count >= presented and self.first_repeat is not None and self.first_repeat >= presented
+        if np.count_nonzero(self.seen) or self.presented is None or self.first_seen is None:  # both kinds
+            return False
+        shown = self.presented[: self.n] > 0
+        presented = int(shown.sum())
+        return count >= presented > 0 and int(self.first_seen[: self.n][shown].max()) == presented - 1
+
     def forget(self) -> None:
         """Drop the open epoch's presentations without counting it (`SampleTracker.discard_epoch`)."""
         self.seen[:] = False
         self.repeated_host.clear()
+        self.first_repeat = None
         if self.presented is not None and self.first_seen is not None:
             self.presented.zero_()
             self.first_seen.fill_(_NEVER)
@@ -133,6 +153,7 @@ class Presentations:
         self.epochs += presented
         self.seen[:] = False
         self.repeated_host.clear()
+        self.first_repeat = None
         if self.sequence and self.presented is not None and self.first_seen is not None:
             self.presented.zero_()
             self.first_seen.fill_(_NEVER)

@@ -80,7 +80,7 @@ def _signals_state(s: TrackedSignals, bad_index: torch.Tensor) -> dict[str, Any]
         "pred": _copy(s.pred), "non_finite_now": _copy(s.non_finite_now),
         "non_finite_train": _copy(s.non_finite_train), "label_conflicts": _copy(s.label_conflicts),
         "bad_index": _copy(bad_index), "eval_flags": [_copy(f) for f in s.evals.flags],
-        "seen": torch.from_numpy(p.seen.copy()), "repeated": sorted(p.repeated_host),
+        "seen": torch.from_numpy(p.seen.copy()), "repeated": sorted(p.repeated_host), "first_repeat": p.first_repeat,
         "presented": _copy(p.presented), "first_seen": _copy(p.first_seen), "sequence": p.sequence,
         "epochs_presented": _copy(p.epochs),
     }
@@ -303,11 +303,12 @@ def restore_signals(s: TrackedSignals, bad_index: torch.Tensor, state: Mapping[s
     s.evals.flags = rows(state["eval_flags"], torch.empty(s.n, dtype=torch.int32, device="meta"), "eval flags")
     p = s.presentations
     fits(torch.from_numpy(p.seen), state["seen"], "seen")
-    repeated, sequence = state["repeated"], state["sequence"]
-    if not all(_is_int(i) and 0 <= i < s.n for i in repeated) or not _is_int(sequence) or sequence < 0:
-        raise _damaged(f"repeated = {list(repeated)[:10]}, sequence = {sequence!r}")
+    repeated, sequence, first = state["repeated"], state["sequence"], state.get("first_repeat")  # absent: before it
+    if not all(_is_int(i) and 0 <= i < s.n for i in repeated) or not _is_int(sequence) or sequence < 0 or not (
+            first is None or _is_int(first) and 0 <= first <= s.n):
+        raise _damaged(f"repeated = {list(repeated)[:10]}, sequence = {sequence!r}, first_repeat = {first!r}")
     p.seen[:] = state["seen"].cpu().numpy()
-    p.repeated_host = set(repeated)
+    p.repeated_host, p.first_repeat = set(repeated), first
     p.sequence = sequence
     for name, dtype in (("presented", torch.int32), ("first_seen", torch.int64)):
         value = state[name]
