@@ -59,3 +59,16 @@ def test_the_cli_refuses_it_without_a_traceback(tmp_path) -> None:
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr
     assert "b9.png" in proc.stderr
+
+
+def test_one_class_folder_says_how_to_add_the_others(tmp_path) -> None:
+    """The single-class error of an image folder named no fix ("a classifier needs at least 2")."""
+    root = tmp_path / "d"
+    (root / "cat").mkdir(parents=True)
+    for i in range(3):
+        Image.fromarray(np.full((8, 8, 3), i, dtype=np.uint8)).save(root / "cat" / f"{i}.png")
+    with pytest.raises(HarnessError) as caught:
+        load_dataset(f"imagefolder:{root}", cache_dir=tmp_path / "cache")
+    assert str(caught.value) == (
+        f"imagefolder:{root}: the training labels hold a single class ('cat'); a classifier needs at least 2: put "
+        f"each other class's images in a folder of its own beside {root / 'cat'} ({root}/<class>/<image>)")
