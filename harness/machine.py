@@ -7,8 +7,9 @@ kernels by the instruction set it finds (`torch.backends.cpu.get_cpu_capability(
 (a CIFAR-10 rerun on another CPU shared 26 of CSL's top 40 suspects), so a store shared between
 machines (NFS, Ray workers) holds runs that agree only up to float rounding. The record is made by
 the process that trains (`harness.jobs.make_manifest`, in the worker), never by the driver, and holds
-no host name: the CPU model, the kernel set, the logical CPU count, the architecture, for a run
-on an accelerator its name (CUDA: with its compute capability), and the `versions` of torch, numpy,
+no host name: the CPU model, the kernel set, the logical CPU count, the architecture, the torch threads,
+whether a single run trains compiled (`--compile`: neither is in a run's address, both change its floats),
+for a run on an accelerator its name (CUDA: with its compute capability), and the `versions` of torch, numpy,
 scikit-learn and cleanlab. A manifest written before the field existed reads as `{}` (unknown),
 never as the reader's machine; a record made before `versions` has none (unknown too). A kind of
 machine is its hardware and versions: torch 2.5 and 2.14 round apart as two CPUs do, but a record
@@ -158,12 +159,15 @@ def _ask(call: Any) -> Any:
         return None
 
 
-def machine_record(device: str | torch.device = "cpu") -> dict[str, Any]:
+def machine_record(device: str | torch.device = "cpu", compiled: bool | None = None) -> dict[str, Any]:
     """This process's machine, as a run trained here on `device` records it (cheap: the CPU model is
     read once per process), with the threads it trains on: a run killed at `--threads 1` and resumed at 2
-    recorded 2 alone, though its first epochs' floats are 1 thread's (`run_threads`)."""
+    recorded 2 alone, though its first epochs' floats are 1 thread's (`run_threads`); and, given, whether it
+    trains compiled: a run killed under `--compile` and resumed without it recorded the finishing process's
+    choice alone (`Manifest.compiled`), though its first epochs are compiled floats (`run_compiled`)."""
     record: dict[str, Any] = {"cpu": cpu_model(), "cpu_capability": cpu_capability(), "cpus": os.cpu_count() or 0,
                               "arch": platform.machine(), "threads": torch.get_num_threads()}
+    record |= {} if compiled is None else {"compiled": bool(compiled)}
     return record | accelerator_record(torch.device(device)) | {"versions": dict(_versions())}
 
 
@@ -293,6 +297,12 @@ def run_threads(record: Mapping[str, Any]) -> set[int]:
     """The thread counts that trained a run's epochs, as its machines recorded them (none before 5 December
     2026, when a record began to carry them)."""
     return {int(m["threads"]) for m in run_machines(record) if isinstance(m.get("threads"), int)}
+
+
+def run_compiled(record: Mapping[str, Any]) -> set[bool]:
+    """Whether the run's epochs trained compiled (True), eager (False) or both, as its machines recorded it
+    (none before 5 December 2026, when a record began to carry it: `Manifest.compiled` is then all there is)."""
+    return {m["compiled"] for m in run_machines(record) if isinstance(m.get("compiled"), bool)}
 
 
 def run_label(record: Mapping[str, Any], packages: Collection[str] = ()) -> str:
