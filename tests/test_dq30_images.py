@@ -72,3 +72,22 @@ def test_one_class_folder_says_how_to_add_the_others(tmp_path) -> None:
     assert str(caught.value) == (
         f"imagefolder:{root}: the training labels hold a single class ('cat'); a classifier needs at least 2: put "
         f"each other class's images in a folder of its own beside {root / 'cat'} ({root}/<class>/<image>)")
+
+
+def test_a_macos_zip_folder_is_neither_a_class_nor_samples(tmp_path) -> None:
+    """A folder unzipped from a macOS archive holds `__MACOSX/<class>/._x.jpg` (metadata): it was refused
+    as a class of no images, with a warning to rename its files into samples."""
+    import warnings
+
+    root = _folder(tmp_path / "d")
+    (root / "b" / "b9.png").unlink()
+    plain = load_dataset(f"imagefolder:{root}", cache_dir=tmp_path / "cache")
+    for where in (root / "__MACOSX" / "a", root / "b" / "__MACOSX"):
+        where.mkdir(parents=True)
+        (where / "._a0.png").write_bytes(b"\0\5\26\7")
+        (where / "a1.png").write_bytes(b"\0\5\26\7")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        zipped = load_dataset(f"imagefolder:{root}", cache_dir=tmp_path / "cache")
+    assert zipped.classes == ("a", "b")
+    assert zipped.sample_names == plain.sample_names and zipped.fingerprint == plain.fingerprint

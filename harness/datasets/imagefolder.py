@@ -37,7 +37,7 @@ from harness.datasets.base import (
 )
 from harness.datasets.imagefolder_cache import _cached_decode, _Split, content_digest
 from harness.datasets.imagefolder_exclude import Exclusions, read_exclusions, split_exclude
-from harness.datasets.imagefolder_files import _IMG_EXTENSIONS, _image_files
+from harness.datasets.imagefolder_files import _IMG_EXTENSIONS, _MACOS_ZIP, _image_files
 from harness.datasets.imagefolder_files import _SKIPPED_IMAGES as _SKIPPED_IMAGES
 from harness.datasets.pixels import widen
 from harness.errors import HarnessError
@@ -164,9 +164,11 @@ def _check_split_folders(name: str, path: Path, train_dir: Path, test_dir: Path 
 
 
 def _class_names(root: Path) -> list[str]:
-    """Sorted subfolder names, as torchvision's ImageFolder, so label ids agree with it."""
+    """Sorted subfolder names, as torchvision's ImageFolder, so label ids agree with it; not hidden ones,
+    nor macOS's `__MACOSX` (`_image_files` says why)."""
     try:
-        return sorted(e.name for e in os.scandir(root) if e.is_dir() and not e.name.startswith("."))
+        return sorted(e.name for e in os.scandir(root) if e.is_dir() and not e.name.startswith(".")
+                      and e.name != _MACOS_ZIP)
     except OSError as exc:
         raise HarnessError(f"cannot list folder {root}: {exc}; check that it exists and is readable") from exc
 

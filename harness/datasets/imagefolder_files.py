@@ -16,6 +16,9 @@ _IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".ti
 #: Images by name that torchvision's ImageFolder (whose extensions `_IMG_EXTENSIONS` are) skips too:
 #: skipped with a warning, so that a folder of mixed .jpg and .gif does not lose the GIFs unnoticed.
 _SKIPPED_IMAGES = (".gif", ".jfif", ".jpe", ".pbm", ".pnm", ".avif", ".heic", ".heif", ".jp2", ".tga", ".dib")
+#: The folder a zip made on macOS unpacks beside its files: `._x.jpg` metadata, never samples. Not hidden,
+#: so it was a class of no images (refused) and its files were counted as hidden images to rename.
+_MACOS_ZIP = "__MACOSX"
 
 
 def _image_files(top: Path, tree: Path, skipped: list[str], hidden: list[str]) -> list[tuple[Path, str]]:
@@ -57,6 +60,8 @@ def _image_files(top: Path, tree: Path, skipped: list[str], hidden: list[str]) -
             if entry.name.startswith("."):
                 if _hidden_image(entry, names):
                     hidden.append(str(path))
+                continue
+            if entry.name == _MACOS_ZIP:
                 continue
             if entry.is_dir():  # follows links; which ones to enter is decided when popped
                 subfolders.append((path, here))
