@@ -25,6 +25,7 @@ import re
 from collections.abc import Generator
 from typing import Any
 
+from harness.code_digest_imports import imported
 from harness.code_digest_user import (
     _plain,
     code_named,
@@ -116,6 +117,8 @@ def _code(obj: Any, seen: dict[int, Any], read: dict[str, str]) -> Step:
             continue
         text += yield _globals_code(function, obj.__module__, seen, read)
         text += yield _carried(function, obj.__module__, seen, read)
+        text += imported(nested_codes(function.__code__), function.__globals__.get("__package__") or "",
+                         function.__module__, seen)  # `def build(): from mypkg import widths`: unread (digest30)
     if inspect.isclass(obj):
         text += yield _class_values(obj, shown, seen, read)
     return text

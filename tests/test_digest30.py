@@ -164,3 +164,79 @@ def test_a_cache_a_run_fills_keeps_its_digest(tmp_path, monkeypatch) -> None:
     before = code_digest(module.build)
     module.build((1,), 3)
     assert module.CACHE == {3: 3} and code_digest(module.build) == before
+
+
+def _package(tmp_path, files: dict[str, str]) -> None:
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text, encoding="utf-8")
+
+
+IMPORTED = {
+    "from a package import a module": "def build(s, n):\n    from pkg30 import widths\n    return widths.W\n",
+    "import a package's module": "def build(s, n):\n    import pkg30.widths\n    return pkg30.widths.W\n",
+    "from a module import a value": "def build(s, n):\n    from pkg30.widths import W\n    return W\n",
+    "in a method, as an alias": "class Net:\n    def __init__(self):\n        import pkg30.widths as w\n"
+                                "        self.w = w.W\n",
+    "through the module it imports": "def build(s, n):\n    from pkg30 import wide\n    return wide.V\n",
+}
+
+
+@pytest.mark.parametrize("case", list(IMPORTED))
+def test_a_module_imported_inside_a_function_is_read(tmp_path, monkeypatch, case) -> None:
+    digests = []
+    for width in ("8", "16", "8  # a comment"):
+        _package(tmp_path, {"pkg30/__init__.py": "", "pkg30/widths.py": f"W = {width}\n",
+                            "pkg30/wide.py": "from .widths import W\nV = W * 2\n"})
+        for name in ("pkg30", "pkg30.widths", "pkg30.wide"):
+            monkeypatch.delitem(sys.modules, name, raising=False)
+        module = _module(tmp_path, monkeypatch, f"imp30_{list(IMPORTED).index(case)}", IMPORTED[case])
+        digests.append(code_digest(getattr(module, "build", None) or module.Net))
+    assert digests[0] != digests[1]  # da3a1ae: equal
+    assert digests[0] == digests[2]  # a comment is no edit
+
+
+def test_an_imported_module_s_digest_is_one_before_and_after_it_runs_and_in_a_fresh_process(tmp_path, monkeypatch):
+    import os
+    import subprocess
+    from pathlib import Path
+
+    import harness
+    from harness import code_digest_imports
+    _package(tmp_path, {"pkg30b/__init__.py": "", "pkg30b/widths.py": "import numpy\nW = 8\n"})
+    module = _module(tmp_path, monkeypatch, "imp30_fresh", "def build(s, n):\n    from pkg30b import widths\n"
+                                                          "    import numpy, json\n    return widths.W\n")
+    parses = code_digest_imports.PARSES[0]
+    before = code_digest(module.build)
+    assert "pkg30b.widths" not in sys.modules and code_digest_imports.PARSES[0] == parses + 2  # the two user files
+    assert module.build((1,), 2) == 8 and "pkg30b.widths" in sys.modules
+    assert code_digest(module.build) == before and code_digest_imports.PARSES[0] == parses + 2  # parsed once
+    script = "import imp30_fresh; from harness.code_digest import code_digest; print(code_digest(imp30_fresh.build))"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(Path(harness.__file__).parents[1])])}
+    fresh = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=120,
+                           env=env).stdout.strip()
+    assert fresh == before
+
+
+def test_an_installed_or_standard_module_imported_inside_a_function_keeps_the_digest(tmp_path, monkeypatch) -> None:
+    """Pins what stays: numpy and json imported in the body add nothing (the digest as before)."""
+    plain = _module(tmp_path, monkeypatch, "imp30_plain", "def build(s, n):\n    return n\n")
+    lazy = _module(tmp_path, monkeypatch, "imp30_lazy", "def build(s, n):\n    return n\n")
+    assert code_digest(plain.build) == code_digest(lazy.build)
+    from harness.code_digest import _code, _run
+    text = _run(_code(_module(tmp_path, monkeypatch, "imp30_np", "def build(s, n):\n    import numpy, json\n"
+                                                                 "    from torch import nn\n    return n\n").build,
+                      {}, {}))
+    assert "imports" not in text
+
+
+def test_a_module_imported_inside_a_function_and_edited_since_is_refused_in_process(tmp_path, monkeypatch) -> None:
+    from harness.code_digest import code_read
+    from harness.code_source import edited_since_import
+    _package(tmp_path, {"pkg30c/__init__.py": "", "pkg30c/widths.py": "W = 8\n"})
+    module = _module(tmp_path, monkeypatch, "imp30_edit", "def build(s, n):\n    from pkg30c import widths\n"
+                                                         "    return widths.W\n")
+    module.build((1,), 2)
+    assert edited_since_import(code_read(module.build)) == []
+    _package(tmp_path, {"pkg30c/widths.py": "W = 16  # longer\n"})
+    assert edited_since_import(code_read(module.build)) == ["pkg30c.widths"]
