@@ -174,3 +174,51 @@ def test_similarity_point_and_replicates_equal_scipy() -> None:
         assert boot["pearson"][b] == pytest.approx(pearsonr(xb, yb)[0], abs=1e-9)
         assert boot["spearman"][b] == pytest.approx(spearmanr(xb, yb)[0], abs=1e-9)
         assert boot["cosine"][b] == pytest.approx(xb @ yb / np.linalg.norm(xb) / np.linalg.norm(yb), abs=1e-9)
+
+
+def test_mislabeled_ground_truth_is_exactly_the_changed_labels_each_moved_to_another_class() -> None:
+    """round(p * N) labels change, each to one of the C - 1 other classes uniformly (methods.md)."""
+    from harness.corruption import symmetric_noise
+
+    y = np.arange(1000) % 10
+    moved = []
+    for seed in range(5):
+        noisy, mask = symmetric_noise(y, 10, 0.05, seed)
+        assert mask.sum() == round(0.05 * 1000) and np.array_equal(mask, noisy != y)
+        moved.append((noisy[mask] - y[mask]) % 10)
+    offsets = np.bincount(np.concatenate(moved), minlength=10)
+    assert offsets[0] == 0 and offsets[1:].min() >= 10  # 250 moves over 9 offsets: never the same class
+
+
+def test_duplicates_ground_truth_is_both_members_of_each_pair() -> None:
+    """Slot a holds b's image with a label other than b's; positives are exactly the 2P members."""
+    from harness.corruption import inject_duplicates
+
+    rng = np.random.default_rng(0)
+    x, y = rng.random((50, 3)), np.arange(50) % 5
+    new_x, new_y, positives = inject_duplicates(x, y, 5, 4, 1)
+    copied = np.flatnonzero((new_x != x).any(axis=1))
+    assert len(copied) == 4 and positives.sum() == 8
+    for a in copied:
+        b = np.flatnonzero((x == new_x[a]).all(axis=1))
+        assert len(b) == 1 and positives[a] and positives[b[0]] and new_y[a] != y[b[0]]
+
+
+def test_privacy_point_metrics_equal_scipy_and_sklearn_on_the_flagged_top_tenth() -> None:
+    """Pearson and Spearman against v, AUROC and AUPRC of flagging the round(0.1 n) highest v (no tie)."""
+    from harness.tasks.privacy import all_proxy_metrics
+
+    rng = np.random.default_rng(5)
+    v = rng.random(200)
+    v[:7] = np.nan  # samples with no vulnerability are dropped
+    s = np.round(np.nan_to_num(v, nan=0.5) + rng.normal(0, 0.3, 200), 1)
+    points, _ = all_proxy_metrics(v, {"p": s}, 0.1, None)
+    keep = np.isfinite(v)
+    vk, sk = v[keep], s[keep]
+    flag = np.zeros(len(vk), bool)
+    flag[np.argsort(-vk)[: round(0.1 * len(vk))]] = True
+    got = {m: float(x[0]) for m, x in points["p"].items()}
+    assert got["pearson"] == pytest.approx(pearsonr(sk, vk)[0], abs=1e-12)
+    assert got["spearman"] == pytest.approx(spearmanr(sk, vk)[0], abs=1e-12)
+    assert got["auroc"] == pytest.approx(roc_auc_score(flag, sk), abs=1e-12)
+    assert got["auprc"] == pytest.approx(average_precision_score(flag, sk), abs=1e-12)
