@@ -15,8 +15,8 @@ import inspect
 import re
 import sys
 import warnings
-from collections.abc import Callable, Iterable, Iterator
-from typing import Generic, TypeVar
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import Any, Generic, TypeVar
 
 from harness.errors import HarnessError
 
@@ -207,7 +207,7 @@ def load_class_plugins(group: str, registry: Registry[type], base: type, registe
             registry.failed[ep.name] = (f"{where} exited while imported (SystemExit: {e.code}; any lines just above "
                                         "are its own, e.g. argparse's usage): a module must not run a script when "
                                         "imported; put that code under `if __name__ == \"__main__\":`")
-            warnings.warn(registry.failed[ep.name] + _selects_other(registry, ep.name, ep.module), stacklevel=3)
+            warnings.warn(registry.failed[ep.name] + _runs(registry, ep.name, ep, points, loaded), stacklevel=3)
             continue
         except BaseException as e:  # an Exception, or another BaseException (pytest.skip at its top level)
             _forget_half_imported(registry, before)
@@ -219,8 +219,7 @@ def load_class_plugins(group: str, registry: Registry[type], base: type, registe
             if claimant is not None and _contest(registry, own, contested, str(taken), str(claimant)):
                 warnings.warn(registry.failed[ep.name] + _withheld_note(kind, str(taken)), stacklevel=3)
             else:
-                warnings.warn(registry.failed[ep.name] + _selects_other(registry, str(taken), ep.module),
-                              stacklevel=3)
+                warnings.warn(registry.failed[ep.name] + _runs(registry, str(taken), ep, points, loaded), stacklevel=3)
             continue
         if not (isinstance(cls, type) and issubclass(cls, base)):
             registry.failed[ep.name] = f"{where} is not a {base.__name__} subclass"
@@ -247,10 +246,10 @@ def load_class_plugins(group: str, registry: Registry[type], base: type, registe
         loaded[ep.name] = cls
         if ep.name != name:  # selected by the class's name: the entry point's would be unknown
             misnamed.append((where, str(name), cls))
-    for ep in points.values():
-        _contest_failed(registry, own, contested, ep, [p for p in points.values() if p.name in loaded])
+    noted = {ep.name for ep in points.values()
+             if _contest_failed(registry, own, contested, ep, [p for p in points.values() if p.name in loaded])}
     for where, name, cls in misnamed:  # an alias beside an entry point of the class's own name needs no fix
-        if loaded.get(name) is not cls:
+        if loaded.get(name) is not cls and name not in noted:  # its own failed entry point holds that name
             warnings.warn(f"{where} registers {kind} {name!r}: select it by that name, and name the entry "
                           f"point {name!r} too", stacklevel=3)
     for name, claimants in contested.items():  # none of them is used: which one won was an accident of order
@@ -259,29 +258,53 @@ def load_class_plugins(group: str, registry: Registry[type], base: type, registe
 
 
 def _contest_failed(registry: Registry, own: set[str], contested: dict[str, list[str]],
-                    ep: importlib.metadata.EntryPoint, loaded: list[importlib.metadata.EntryPoint]) -> None:
+                    ep: importlib.metadata.EntryPoint, loaded: list[importlib.metadata.EntryPoint]) -> bool:
     """An installed plugin that failed to load, whose entry-point name another package's class took:
     two plugins claim the name, as when both load, so neither is used. Before, selecting the name
     scored the other package's class as if it were the failed plugin's (in either loading order).
     A class its own distribution registered (through another of its entry points that loaded, `loaded`,
     from another top-level package of it) is no second plugin: "claimed by 2 installed plugins;
-    uninstall all but one" was refused of a single installed distribution."""
+    uninstall all but one" was refused of a single installed distribution. That class is what the name
+    selects, said once after loading (whichever loaded first): said only when the failed one loaded after it,
+    as "runs ..., not this plugin", it read as another package's. Whether it said anything (True)."""
     name = ep.name
     if name not in registry.failed or name not in registry or name in own or name in contested:
-        return
+        return False
     package = ep.module.partition(".")[0]
     where = _definition(registry[name]) or ()
     if any(module.partition(".")[0] == package for module, _ in where):
-        return  # its own package registered the name (a stale entry point): `_selects_other` says so
-    dist = _dist_name(ep)
-    if dist is not None and any(_dist_name(other) == dist and module == other.module
-                                for other in loaded for module, _ in where):
-        return  # its own distribution's other entry point registered it
+        return False  # its own package registered the name (a stale entry point): `_selects_other` says so
+    kin = _kin(registry, name, ep, loaded)
+    if kin is not None:  # its own distribution's other entry point registered it
+        warnings.warn(f"{registry.kind} {name!r} selects {_origin(registry[name])}, which entry point {kin.name!r} "
+                      f"({kin.value}) of the same distribution ({_dist_name(ep)}) registers: its entry point {name!r} "
+                      f"({ep.value}) failed to load (above), so {name!r} runs that class instead", stacklevel=4)
+        return True
     contested[name] = [_origin(registry[name]), f"{ep.value}, which failed to load"]
     warnings.warn(f"{registry.kind} {name!r} is claimed by installed plugin {name!r} ({ep.value}), which failed to "
                   f"load, and by {_origin(registry[name])}: neither is used, since which one {name!r} selects would "
                   "follow which of them imports; fix the plugin that failed, or rename one of the two (its `name` "
                   "and entry point)", stacklevel=4)
+    return False
+
+
+def _kin(registry: Registry, name: str, ep: importlib.metadata.EntryPoint,
+         loaded: Iterable[importlib.metadata.EntryPoint]) -> importlib.metadata.EntryPoint | None:
+    """The loaded entry point of `ep`'s own distribution whose module registered `name`, if any."""
+    dist = _dist_name(ep)
+    where = (_definition(registry[name]) or ()) if name in registry and dist is not None else ()
+    return next((other for other in loaded if _dist_name(other) == dist and any(m == other.module for m, _ in where)),
+                None)
+
+
+def _runs(registry: Registry, name: str, ep: importlib.metadata.EntryPoint, points: Mapping[str, Any],
+          loaded: Mapping[str, object]) -> str:
+    """`_selects_other` for a plugin that failed to load, except where another entry point of its own
+    distribution, in another package, registered the name: `_contest_failed` says so once loading is done."""
+    kin = _kin(registry, name, ep, [p for p in points.values() if p.name in loaded]) if name == ep.name else None
+    if kin is not None and kin.module.partition(".")[0] != ep.module.partition(".")[0]:
+        return ""
+    return _selects_other(registry, name, ep.module)
 
 
 def _contest(registry: Registry, own: set[str], contested: dict[str, list[str]], name: str, claimant: str) -> bool:
