@@ -84,10 +84,6 @@ def _load_imagefolder(name: str, path: Path, subset: int | None, cache_dir: Path
             f"{name}: {train_dir} has no class subfolders; expected {train_dir}/<class>/<image>"
         )
     _check_split_folders(name, path, train_dir, test_dir, classes)
-    if len(classes) == 1:  # base's rule, with the fix an image folder needs (it named none)
-        raise HarnessError(f"{name}: the training labels hold a single class ({classes[0]!r}); a classifier needs at "
-                           f"least 2: put each other class's images in a folder of its own beside "
-                           f"{train_dir / classes[0]} ({train_dir}/<class>/<image>)")
     class_to_idx = {c: i for i, c in enumerate(classes)}
 
     seen: dict[str, Path] = {}  # resolved image -> where it was listed: no image counts twice
@@ -97,6 +93,10 @@ def _load_imagefolder(name: str, path: Path, subset: int | None, cache_dir: Path
             f"{name}: no images ({', '.join(_IMG_EXTENSIONS)}) under {train_dir}; "
             f"expected {train_dir}/<class>/<image>"
         )
+    if len(classes) == 1:  # base's rule, with the fix an image folder needs (it named none)
+        raise HarnessError(f"{name}: the training labels hold a single class ({classes[0]!r}); a classifier needs at "
+                           f"least 2: put each other class's images in a folder of its own beside "
+                           f"{train_dir / classes[0]} ({train_dir}/<class>/<image>)")
     _require_every_class(name, classes, train.labels, f"put images in those class folders of {train_dir}, or remove "
                          f"the folders" + (f" (or the lines of {exclusions.source} that exclude every image of "
                                            "one)" if exclusions else ""))
