@@ -70,8 +70,7 @@ def inject_duplicates(
             f"lower --duplicate-pairs or use a larger --subset"
         )
     rng = np.random.default_rng(seed)
-    perm = rng.permutation(n)
-    a, b = perm[:pairs], perm[pairs : 2 * pairs]
+    a, b = _pair_slots(n, pairs, rng)
     new_x = x.copy()
     new_y = y.copy()
     new_x[a] = x[b]
@@ -80,6 +79,23 @@ def inject_duplicates(
     positives[a] = True
     positives[b] = True
     return new_x, new_y, positives
+
+
+def _pair_slots(n: int, pairs: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Slots a (overwritten) and b (copied from): the generator's first draw, so both callers agree."""
+    perm = rng.permutation(n)
+    return perm[:pairs], perm[pairs : 2 * pairs]
+
+
+def duplicate_clean_labels(labels: np.ndarray, pairs: int, seed: int) -> np.ndarray:
+    """The true class of each slot after `inject_duplicates(..., pairs, seed)`: slot a holds b's image.
+
+    The per-sample tables' `clean_label` said a's old class, so `label != clean_label` missed a copy
+    whose new label happened to be a's old class (one of two copies in a digits run)."""
+    y = np.asarray(labels).copy()
+    a, b = _pair_slots(len(y), pairs, np.random.default_rng(seed))
+    y[a] = y[b]
+    return y
 
 
 def read_label_file(spec: str, n: int, num_classes: int, expected_sha: str = "") -> np.ndarray:

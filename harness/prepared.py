@@ -11,7 +11,14 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from harness.corruption import content_sha, inject_duplicates, read_label_file, split_label_spec, symmetric_noise
+from harness.corruption import (
+    content_sha,
+    duplicate_clean_labels,
+    inject_duplicates,
+    read_label_file,
+    split_label_spec,
+    symmetric_noise,
+)
 from harness.datasets import Dataset
 from harness.errors import HarnessError
 from harness.runspec import Corruption, DataSpec
@@ -75,6 +82,7 @@ def prepare(spec: DataSpec, dataset: Dataset, device: torch.device) -> PreparedD
         y, positives = symmetric_noise(y_clean, dataset.num_classes, c.rate, c.seed)
     elif c.kind == "duplicates":
         x, y, positives = inject_duplicates(x, y_clean, dataset.num_classes, c.pairs, c.seed)
+        y_clean = duplicate_clean_labels(y_clean, c.pairs, c.seed)
     elif c.kind == "label_file":
         # the file describes the whole training set; a --subset keeps its canonical prefix
         y = read_label_file(c.label_file, dataset.full_train_size, dataset.num_classes,
