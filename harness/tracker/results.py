@@ -133,9 +133,7 @@ class TrackerResults(TrackerFields):
 
     def _suspects(self, k: int, by: str | Proxy, classes: Sequence[str] | None, call: str) -> pd.DataFrame:
         """`suspects()`, its errors naming `call` (`plot_suspects` draws this table)."""
-        names = _checked_args(k, classes, call)  # before scores(), which ends recording
-        if names is not None and not self._finished:  # a class count refused with the tracker open
-            check_class_count(names, () if self.num_classes is not None else (self._given(),), self.num_classes, call)
+        names = _names_open(self, k, classes, call)  # before scores(), which ends recording
         table = self.scores([by])
         if names is not None:
             check_class_count(names, (self._labels_host, self._pred_host), self.num_classes, call)
@@ -148,13 +146,6 @@ class TrackerResults(TrackerFields):
             insert_name_columns(out, names)
         self._insert_suggested(out, names)
         return out
-
-    def _given(self) -> np.ndarray:
-        """The given labels so far, without ending the record (losses= alone: the classes are these labels')."""
-        if self._signals is not None:
-            return self._signals.given[: self.n].cpu().numpy()
-        saved = self._saved["signals"]["given"] if self._saved is not None else None
-        return saved[: self.n].numpy() if saved is not None else np.zeros(0, dtype=np.int64)
 
     def _insert_suggested(self, table: pd.DataFrame, names: list[str] | None) -> None:
         """The suggested label's three columns after `predicted` (`predicted_name` when named), or,
@@ -191,9 +182,7 @@ class TrackerResults(TrackerFields):
         with C in (1, 3); uint8, or real values scaled to 0..255 (min to max over all of them).
         """
         path = expand_home(check_png_path(path), "plot_suspects(path=...)")  # not a folder named ~ in the working one
-        pictures = as_uint8_nchw(images, self.n)
-        if isinstance(columns, bool) or not isinstance(columns, (int, np.integer)) or columns < 1:
-            raise HarnessError(f"plot_suspects(columns=...) must be a positive integer, got {columns!r}")
+        pictures, columns = as_uint8_nchw(images, self.n), _checked_columns(columns)
         names = checked_classes(classes, "plot_suspects")  # a list: a generator of names is read once
         table = self._suspects(k, by, names, "plot_suspects")
         return draw_suspects(table, pictures, by.label if isinstance(by, Proxy) else by, path, names, columns)
@@ -218,6 +207,31 @@ def _checked_args(k: object, classes: Sequence[str] | None, call: str) -> list[s
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
         raise HarnessError(f"{call}(k=...) must be a positive integer, got {k!r}")
     return checked_classes(classes, call)
+
+
+def _names_open(tracker: TrackerResults, k: object, classes: Sequence[str] | None, call: str) -> list[str] | None:
+    """`_checked_args`, and the names' count checked while the tracker is open: refused after `scores()`, the
+    error ended the record (no eval pass could be added, no state saved) for a typo in a list of names."""
+    names = _checked_args(k, classes, call)
+    if names is not None and not tracker._finished:
+        given = () if tracker.num_classes is not None else (_given(tracker),)  # losses= alone: the labels' classes
+        check_class_count(names, given, tracker.num_classes, call)
+    return names
+
+
+def _given(tracker: TrackerResults) -> np.ndarray:
+    """The given labels so far, without ending the record."""
+    if tracker._signals is not None:
+        return tracker._signals.given[: tracker.n].cpu().numpy()
+    saved = tracker._saved["signals"]["given"] if tracker._saved is not None else None
+    return saved[: tracker.n].numpy() if saved is not None else np.zeros(0, dtype=np.int64)
+
+
+def _checked_columns(columns: object) -> int:
+    """`plot_suspects(columns=...)`, checked before the table (0 failed in the drawing, after the record ended)."""
+    if isinstance(columns, bool) or not isinstance(columns, (int, np.integer)) or columns < 1:
+        raise HarnessError(f"plot_suspects(columns=...) must be a positive integer, got {columns!r}")
+    return int(columns)
 
 
 def _any_of(flags: dict[str, np.ndarray], keys: set[str], n: int) -> np.ndarray:
