@@ -139,3 +139,15 @@ def test_a_byte_order_mark_and_decomposed_accents_still_match(tmp_path) -> None:
     ds = _load(f"{mine},exclude={drop}", tmp_path / "cache")
     assert ds.n_train == 9
     assert not any("rejected" in n or "caf" in n for n in ds.sample_names)
+
+
+def test_a_line_that_matches_nothing_is_refused_before_any_image_is_decoded(tmp_path) -> None:
+    """The check ran after both splits were decoded (100 s for 50,000 JPEGs on a first load): a typo
+    was reported only then, or a bad image's error came first and hid it."""
+    mine = _folder(tmp_path / "mine", test=True)
+    (mine / "train/dog/dog_0.png").write_bytes(b"not a png")
+    drop = tmp_path / "drop.txt"
+    drop.write_text("train/dog/dog_O.png\n")  # a letter O for the zero
+    with pytest.raises(HarnessError, match=r"match no image .*\['train/dog/dog_O.png'\]"):
+        _load(f"{mine},exclude={drop}", tmp_path / "cache")
+    assert not (tmp_path / "cache" / "datasets").exists() or not list((tmp_path / "cache" / "datasets").glob("*.npy"))
