@@ -166,9 +166,10 @@ def make_manifest(spec: RunSpec, out: RunOutput, engine: str, device: str, reque
     trained it: its threads, package versions and machine (`harness.machine`) are the training's, and
     the machines that trained the epochs of the checkpoint it resumed (`before`) are recorded too."""
     by_key = {r.key: r for r in requests}
+    here = machine_record(device, compiled if engine == "single" else None)  # --compile is single runs' alone
     return Manifest(
         spec=json.loads(json.dumps(spec.to_dict(), default=str)), spec_hash=spec.digest(), label=spec.label(),
-        engine=engine, device=device, machine=trained_by(before or [], machine_record(device), total_epochs(spec)),
+        engine=engine, device=device, machine=trained_by(before or [], here, total_epochs(spec)),
         threads=torch.get_num_threads(), train_seconds=out.train_seconds, train_flops=out.train_flops,
         train_acc=out.train_acc, test_acc=out.test_acc, history=out.history, wall_seconds=wall, compiled=compiled,
         recorders={k: RecorderRecord(arrays=sorted(a), seconds=out.recorder_seconds[k], flops=out.recorder_flops[k],
@@ -293,7 +294,7 @@ def _train_single(job: Job, data: PreparedData) -> tuple[RunOutput | RunFailed, 
     def checkpoint(state: dict) -> None:
         """A checkpoint only saves time after a kill: one that cannot be written is a warning."""
         try:
-            machine = trained_by(before, machine_record(job.device), int(state["epoch"]))
+            machine = trained_by(before, machine_record(job.device, job.compile), int(state["epoch"]))
             store.save_checkpoint(spec, {**state, "machine": machine}, keys)  # the machines of its epochs
         except OSError as e:
             warnings.warn(f"cannot write a checkpoint of {spec.label()} under {store.root / 'partial'} "

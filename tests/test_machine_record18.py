@@ -127,7 +127,7 @@ def test_runs_from_two_kinds_of_machine_are_said_once_and_one_kind_is_not(tmp_pa
     err = _cli(tmp_path / "same", capsys)
     assert "kinds of machine" not in err  # both runs trained here
     machines = iter([EPYC, XEON])
-    monkeypatch.setattr("harness.jobs.machine_record", lambda device: next(machines))
+    monkeypatch.setattr("harness.jobs.machine_record", lambda device, compiled=None: next(machines))
     err = _cli(tmp_path / "mixed", capsys)
     lines = [line for line in err.splitlines() if "kinds of machine" in line]
     assert len(lines) == 1, err

@@ -201,7 +201,7 @@ import pickle, sys, time
 import harness.jobs
 from harness.store import RunStore
 
-harness.jobs.machine_record = lambda device: {machine!r}  # this process is "another machine"
+harness.jobs.machine_record = lambda device, compiled=None: {machine!r}  # this process is "another machine"
 real = RunStore.save_checkpoint
 
 def save(self, spec, state, keys):
@@ -245,7 +245,7 @@ def test_a_run_killed_on_one_machine_and_resumed_on_another_records_both(make_co
     result = exp.run()
     (spec,) = exp.plan.runs
     assert result.resumed == {spec.label(): 2}
-    here = machine_record("cpu")
+    here = machine_record("cpu", compiled=False)
     expected = {**here, "epochs": [3, 4], "earlier": [{**ELSEWHERE, "epochs": [1, 2]}]}
     assert exp.store.get(spec).manifest.machine == expected
     (row,) = json.loads((Path(cfg.out) / "summary.json").read_text())["runs"]
@@ -269,7 +269,8 @@ def test_a_checkpoint_written_before_machines_were_recorded_still_resumes(make_c
     result = run_job(job)
     assert result.resumed == {spec: 3}
     _, manifest = result.outputs[spec]
-    assert manifest.machine == {**machine_record("cpu"), "epochs": [4, 4], "earlier": [{"epochs": [1, 3]}]}
+    assert manifest.machine == {**machine_record("cpu", compiled=False), "epochs": [4, 4],
+                                "earlier": [{"epochs": [1, 3]}]}
 
 
 def test_an_ensemble_chunk_resumed_on_another_machine_records_both_for_every_member(monkeypatch, tmp_path) -> None:
@@ -296,7 +297,7 @@ def test_an_ensemble_chunk_resumed_on_another_machine_records_both_for_every_mem
 
     with monkeypatch.context() as m:
         m.setattr(ChunkCheckpoints, "save", killed_after_epoch_2)
-        m.setattr("harness.jobs.machine_record", lambda device: dict(ELSEWHERE))
+        m.setattr("harness.jobs.machine_record", lambda device, compiled=None: dict(ELSEWHERE))
         with pytest.raises(KeyboardInterrupt):
             run_job(job)
     result = run_job(job)  # resumed here
