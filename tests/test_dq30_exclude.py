@@ -151,3 +151,13 @@ def test_a_line_that_matches_nothing_is_refused_before_any_image_is_decoded(tmp_
     with pytest.raises(HarnessError, match=r"match no image .*\['train/dog/dog_O.png'\]"):
         _load(f"{mine},exclude={drop}", tmp_path / "cache")
     assert not (tmp_path / "cache" / "datasets").exists() or not list((tmp_path / "cache" / "datasets").glob("*.npy"))
+
+
+def test_excluding_every_training_image_says_so(tmp_path) -> None:
+    mine = _folder(tmp_path / "mine")
+    drop = tmp_path / "drop.txt"
+    drop.write_text("train\n")
+    with pytest.raises(HarnessError) as caught:
+        _load(f"{mine},exclude={drop}", tmp_path / "cache")
+    assert f"no images (.jpg, .jpeg, .png, .ppm, .bmp, .pgm, .tif, .tiff, .webp) under {mine / 'train'} but those " \
+           f"{drop} excludes; expected {mine / 'train'}/<class>/<image>" in str(caught.value)

@@ -93,8 +93,9 @@ def _load_imagefolder(name: str, path: Path, subset: int | None, cache_dir: Path
         exclusions.check_used(name, path)
     if not train.files:
         raise HarnessError(
-            f"{name}: no images ({', '.join(_IMG_EXTENSIONS)}) under {train_dir}; "
-            f"expected {train_dir}/<class>/<image>"
+            f"{name}: no images ({', '.join(_IMG_EXTENSIONS)}) under {train_dir}"
+            + (f" but those {exclusions.source} excludes" if exclusions and exclusions.used else "")
+            + f"; expected {train_dir}/<class>/<image>"
         )
     if len(classes) == 1:  # base's rule, with the fix an image folder needs (it named none)
         raise HarnessError(f"{name}: the training labels hold a single class ({classes[0]!r}); a classifier needs at "
