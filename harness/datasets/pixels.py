@@ -72,6 +72,9 @@ def decode_row(value: dict[str, Any] | None, mode: str | None, where: str) -> np
             return to_pixels(image.convert(mode) if mode else image, where)
     except (OSError, ValueError) as exc:  # PIL: unidentified or truncated bytes; a path that is gone
         raise HarnessError(f"{where} cannot be decoded ({exc}); drop or replace that row") from exc
+    except Image.DecompressionBombError as exc:  # no OSError: a header claiming > ~179 M pixels was a traceback
+        raise HarnessError(f"{where} cannot be decoded: its header claims more pixels than PIL decodes safely "
+                           f"({exc}); drop that row, or resize the image if it is a real photo") from exc
 
 
 def stack(arrays: Sequence[np.ndarray]) -> np.ndarray:
