@@ -100,8 +100,12 @@ def parse_dataset(value: str) -> str:
     kind, sep, path = value.partition(":")
     if kind not in LOCAL_PATH_KINDS:
         return value
+    option = ""
+    if kind == "imagefolder" and ",exclude=" in path:  # the folder's slashes go before the option too
+        path, key, rest = path.rpartition(",exclude=")
+        option = key + rest
     kept = path.rstrip("/")
-    return f"{kind}:{path[:len(kept) + 1] if not kept or kept.endswith(':') else kept}"  # `/` and `C:/` stay
+    return f"{kind}:{path[:len(kept) + 1] if not kept or kept.endswith(':') else kept}{option}"  # `/`, `C:/` stay
 
 
 def parse_path(value: str | os.PathLike | None, name: str) -> Path | None:
