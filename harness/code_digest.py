@@ -31,13 +31,14 @@ from harness.code_digest_user import (
     code_named,
     container,
     displayed,
+    effects,
     followed,
     instance_state,
     module_reads,
     own_dict,
     read_containers,
 )
-from harness.code_digest_values import _array, _consts, _is_setting, _repr, shown
+from harness.code_digest_values import _array, _consts, _is_setting, _repr, _torch_module, shown
 from harness.code_digest_wrapped import cached as _cached
 from harness.code_digest_wrapped import functions as _functions
 from harness.code_digest_wrapped import unwrap as _unwrap
@@ -51,8 +52,13 @@ Step = Generator[Any, str, str]
 
 
 def code_digest(obj: Any, length: int = 16) -> str:
-    """The first `length` hex digits of the SHA-256 of `obj`'s code (`_code`)."""
-    return hashlib.sha256(_run(_code(obj, {}, {})).encode()).hexdigest()[:length]
+    """The first `length` hex digits of the SHA-256 of `obj`'s code (`_code`) and of the calls its modules make
+    through another module as they run (`effects`: `torch.set_default_dtype(...)`)."""
+    seen: dict[int, Any] = {}
+    text = _run(_code(obj, seen, {}))
+    modules = [v.__module__ for v in [obj, type(obj), *seen.values()]
+               if (inspect.isfunction(v) or inspect.isclass(v)) and isinstance(v.__module__, str)]
+    return hashlib.sha256((text + effects(modules)).encode()).hexdigest()[:length]
 
 
 def settings_read(obj: Any) -> dict[str, str]:
@@ -196,7 +202,7 @@ def _global(named: str, value: Any, of: str, module: str, seen: dict[int, Any], 
     if followed(type(value), module):  # `CFG = Config(64)`, `config.CFG`: named where a fresh process differs
         read[f"{of}.{named.rpartition('.')[2]}"] = part = yield _argument(value, module, seen, read)
         return f"\n{named} = {part}"
-    part = shown(value)  # `MEAN = np.array(...)`, `ROOT = Path(...)`: hashed as nothing (digest30)
+    part = shown(value) or _torch_module(value)  # `MEAN = np.array(...)`, `ACT = nn.LeakyReLU(0.1)`: nothing
     if part:
         read[f"{of}.{named.rpartition('.')[2]}"] = part
         return f"\n{named} = {part}"

@@ -65,6 +65,26 @@ def changes(node: ast.stmt, by: dict[str, set[str]]) -> list[tuple[str, Assignme
     return [(n, (text, None, read | {n})) for n in sorted(changed)]
 
 
+def effect(node: ast.stmt) -> list[tuple[str, Assignment]]:
+    """A top-level call of a module's function or a setting of a module's attribute, a change of state outside
+    the module's own names (`torch.set_default_dtype(torch.float64)`, `torch.manual_seed(1)`, `nn.ReLU.forward
+    = f`), under "<effects>", with its root name as the second item (`code_digest_user.effects` keeps those that
+    name a module): it changes what every model builds, and its edit kept the digest (digest30)."""
+    target: ast.expr | None = None
+    if isinstance(node, ast.Expr) and isinstance(node.value, ast.Call):
+        target = node.value.func
+    elif isinstance(node, ast.Assign | ast.AugAssign | ast.AnnAssign) and node.value is not None:
+        targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+        target = next((t for t in targets if isinstance(t, ast.Attribute)), None)
+    else:
+        return []
+    if not isinstance(target, ast.Attribute):  # `W = torch.float32`, `print(x)`: no change through a module
+        return []
+    while isinstance(target, ast.Attribute):
+        target = target.value
+    return [("<effects>", (ast.unparse(node), target.id, names(node)))] if isinstance(target, ast.Name) else []
+
+
 def _called(node: ast.expr) -> str:
     """The name of the function a decorator or call names (`register`, `register("relu")`); "" for another."""
     node = node.func if isinstance(node, ast.Call) else node

@@ -14,6 +14,7 @@ import functools
 import inspect
 import linecache
 import os
+import re
 import site
 import sys
 import sysconfig
@@ -21,7 +22,7 @@ from pathlib import PurePath
 from types import CodeType, ModuleType
 from typing import Any
 
-from harness.code_digest_changes import Assignment, changes, mutators, names
+from harness.code_digest_changes import Assignment, changes, effect, mutators, names
 from harness.code_digest_values import _repr
 
 #: memprox's own top-level packages: their code is addressed by memprox's version (`harness.provenance`).
@@ -145,6 +146,8 @@ def _torch_module_keys() -> frozenset[str]:
 #: file -> (the `linecache` lines parsed, name -> each top-level assignment of it: its text, its value as
 #: `_plain` text where it is a literal, the names it reads): one parse of a module per process, again
 #: once its file is edited (`linecache.checkcache` hands out new lines).
+#: A line that may start a top-level call or setting through a module (`torch.manual_seed(`, `nn.ReLU.forward =`).
+_EFFECT = re.compile(r"[A-Za-z_]\w*(\.\w+)+\s*(\(|[-+*/%&|^@]?=)")
 _ASSIGNED: dict[str, tuple[list[str], dict[str, list[Assignment]]]] = {}
 #: file -> (its module's `__spec__`, its assignments as first parsed since that module was (re)loaded: a
 #: reload sets a new spec): what `ContainerRead.edited` compares the file's assignments now with.
@@ -230,6 +233,26 @@ def code_named(module: str, name: str) -> list[Any]:
     return list(found.values())
 
 
+def effects(modules: list[str]) -> str:
+    """The top-level calls and attribute settings through a module (not memprox's) of each user module of
+    `modules` (`code_digest_changes.effect`), as text; "" for none (the digest as before)."""
+    text = ""
+    for module in sorted(set(modules)):
+        namespace = getattr(sys.modules.get(module), "__dict__", {})
+        file = namespace.get("__file__")
+        if not (isinstance(file, str) and user_module(module)):
+            continue
+        linecache.checkcache(file)
+        lines = linecache.getlines(file, namespace)
+        if not any(_EFFECT.match(line) for line in lines):  # no such line: its text is not parsed (one parse less)
+            continue
+        for line, root, _ in _assigned(module, "<effects>"):
+            held = namespace.get(root or "")
+            if inspect.ismodule(held) and held.__name__.partition(".")[0] not in OWN:
+                text += f"\neffect {line}"
+    return text
+
+
 def _data(value: Any) -> bool:
     """A value, not code: not a function, class, module or None (`defaultdict(list)` reads code only)."""
     return value is not None and not callable(value) and not inspect.ismodule(value)
@@ -251,7 +274,7 @@ def _assigned(module: str, name: str) -> list[Assignment]:
             tree = ast.parse("".join(lines))
             by = mutators(tree)
             for node in tree.body:
-                for target, assignment in _assignments(node) + changes(node, by):
+                for target, assignment in _assignments(node) + changes(node, by) + effect(node):
                     found.setdefault(target, []).append(assignment)
         except (SyntaxError, ValueError, RecursionError, MemoryError):
             found = {}

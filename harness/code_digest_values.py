@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import sys
 from pathlib import PurePath
 from types import CodeType, GenericAlias
 from typing import Any
@@ -42,6 +43,19 @@ def shown(value: Any) -> str:
             type(value).__module__ == "typing":
         return f"{kind} {value!r}"
     return _array(value)
+
+
+def _torch_module(value: Any) -> str:
+    """A torch module (an installed package's: `nn.LeakyReLU(0.1)`) by its repr, which shows its settings and
+    its parameters' shapes, not their values; "" for any other value or a repr holding an address."""
+    torch = sys.modules.get("torch")
+    if torch is None or not isinstance(value, torch.nn.Module):
+        return ""
+    try:
+        text = repr(value)
+    except Exception:  # a module whose extra_repr fails
+        return ""
+    return "" if " at 0x" in text else f"{type(value).__module__}.{type(value).__qualname__} {text}"
 
 
 def _consts(code: CodeType) -> tuple[Any, ...]:
