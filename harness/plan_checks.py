@@ -23,10 +23,11 @@ from harness.upgrade_notice import paste_proxies
 from proxies import Proxy
 
 #: How the other-settings warnings (`warn_other_devices`, `harness.planner.warn_other_threads`, ...) name the
-#: runs they count: those stored when the experiment was planned, and those another process stored while this
-#: one waited for their locks (`Planner.warn_read_back`).
+#: runs they count: those stored when the experiment was planned, those another process stored while this
+#: one waited for their locks, and those it resumed from a checkpoint (`Planner.warn_read_back`).
 READ = "read from the store"
 READ_BACK = "that another process stored while this experiment waited for them"
+RESUMED = "this experiment resumed from a checkpoint"
 #: Recorders that differentiate the loss with respect to the inputs: token ids (int64) have no
 #: gradient, so a text dataset cannot take them.
 INPUT_GRADIENT_RECORDERS = ("input_grads", "curvature")

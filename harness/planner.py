@@ -22,7 +22,7 @@ from harness.executors import Executor
 from harness.jobs import DataSource, Job, Pending, prepared_data
 from harness.machine import run_threads
 from harness.model_registry import model_fingerprint
-from harness.plan_checks import READ, READ_BACK, PlanChecks, warn_other_devices
+from harness.plan_checks import READ, READ_BACK, RESUMED, PlanChecks, warn_other_devices
 from harness.prepared import PreparedData
 from harness.recorders import RecorderRequest
 from harness.runner import RunnerResult, not_recordable, recorded
@@ -144,11 +144,15 @@ class Planner:
         """`warn_read` for the runs the runner read back after waiting for their locks: another experiment on
         the store trained them meanwhile (two started together), after `pending` had looked. Those were
         reused without a word: an experiment at --threads 2 started beside one at 1 thread reported the
-        other's 1-thread numbers, the same bytes a later rerun warns about. The experiment calls this once
-        its runs are trained (`Runner.run`)."""
+        other's 1-thread numbers, the same bytes a later rerun warns about. And for the runs it resumed from a
+        checkpoint written at another thread count (the other experiment's, killed while this one waited, or
+        its own earlier run's): their first epochs are that count's, and only the next experiment was told.
+        The experiment calls this once its runs are trained (`Runner.run`)."""
         trained = set(ran.trained)
         read = {spec: run for spec, run in ran.runs.items() if spec not in done and spec.label() not in trained}
         self.warn_read(read, plan, READ_BACK)
+        resumed = {spec: run for spec, run in ran.runs.items() if spec.label() in ran.resumed}
+        warn_other_threads(resumed, self.cfg.threads or 1, self.device, RESUMED)
 
     def jobs(self, pending: Pending, device: torch.device, executor: Executor) -> list[Job]:
         """Self-contained jobs for the pending runs. A spec that trains on part of the data (a fold,

@@ -3,7 +3,8 @@ waits for the first's locks and reads back what the first stored. Those runs wer
 later rerun prints: an experiment at `--threads 2` beside one at 1 thread reported the other's 1-thread numbers
 (on digits, the same leaderboard bytes as a rerun that warns "4 run(s) read from the store were trained with 1
 torch thread(s)") and said nothing. `Planner.warn_read_back` says it for the runs read back after waiting; the
-experiment has to call it once the runner is done (`harness/experiment.py`, `Experiment.execute`).
+experiment has to call it once the runner is done (`harness/experiment.py`, `Experiment.execute`). The same
+call tells of runs resumed from a checkpoint written at another thread count.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import pytest
 import torch
 
 from harness.experiment import Experiment
-from harness.plan_checks import READ_BACK
+from harness.plan_checks import READ_BACK, RESUMED
 from harness.planner import Plan, Planner
 from harness.recipe import Recipe
 from harness.runner import RunnerResult
@@ -58,6 +59,22 @@ def test_only_the_runs_read_back_after_waiting_are_counted() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         _planner(1).warn_read_back(plan, done, ran)  # type: ignore[arg-type]  # at their own count: nothing
+
+
+def test_a_run_resumed_from_a_checkpoint_of_another_thread_count_is_told() -> None:
+    """A run killed at 1 thread (the other experiment, killed while this one waited) and resumed here at 2: its
+    first epochs are 1 thread's. Checked by hand: 800-epoch digits runs, the first killed at epoch 13, the rerun
+    at --threads 2 said "1 resumed from their checkpoints" and nothing about threads; a third run warned."""
+    spec, fresh = _spec(0), _spec(1)
+    mixed = _run(2)
+    mixed.manifest.machine = {"threads": 2, "earlier": [{"threads": 1, "epochs": [1, 13]}], "epochs": [14, 800]}
+    plan = Plan(settings=[], runs={spec: set(), fresh: set()})
+    ran = RunnerResult(runs={spec: mixed, fresh: _run(2)}, trained=[spec.label(), fresh.label()],
+                       resumed={spec.label(): 13})
+    with pytest.warns(UserWarning) as caught:
+        _planner(2).warn_read_back(plan, {}, ran)  # type: ignore[arg-type]
+    assert [str(w.message).split(":")[0] for w in caught] == [
+        f"1 run(s) {RESUMED} were trained with 1 torch thread(s), this experiment trains with 2"]
 
 
 @pytest.mark.xfail(strict=True, reason="harness/experiment.py's Experiment.execute does not call "
