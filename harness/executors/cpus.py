@@ -13,12 +13,16 @@ import math
 import os
 from pathlib import Path
 
-from harness.cgroups import CGROUP_ROOT, SELF_CGROUP, cgroup_folders, read_text
+from harness import cgroups
+from harness.cgroups import cgroup_folders, read_text
 
 
-def usable_cpus(root: Path = CGROUP_ROOT, self_cgroup: Path = SELF_CGROUP) -> int:
+def usable_cpus(root: Path | None = None, self_cgroup: Path | None = None) -> int:
     """CPUs this process may keep busy: affinity, capped by the cgroup quota rounded down (a quota
-    of 1.5 CPUs is 1: a second thread would be throttled), at least 1."""
+    of 1.5 CPUs is 1: a second thread would be throttled), at least 1. `root` and `self_cgroup` default
+    to `harness.cgroups.CGROUP_ROOT` and `SELF_CGROUP` as they are at the call, so a test (or a check of a
+    container's files) that points those at other files sizes the pool, its warning and inprocess's
+    from them; bound at import as defaults, they reached only a direct call with arguments."""
     count = affinity_cpus()
     quota = cgroup_cpu_quota(root, self_cgroup)
     if quota is not None:
@@ -33,9 +37,11 @@ def affinity_cpus() -> int:
         return os.cpu_count() or 1
 
 
-def cgroup_cpu_quota(root: Path = CGROUP_ROOT, self_cgroup: Path = SELF_CGROUP) -> float | None:
+def cgroup_cpu_quota(root: Path | None = None, self_cgroup: Path | None = None) -> float | None:
     """The smallest CPU quota (in CPUs) over this process's cgroup and its ancestors, v2 or v1;
     None when there is none (no cgroups, `max`, -1) or nothing is readable."""
+    root = cgroups.CGROUP_ROOT if root is None else root
+    self_cgroup = cgroups.SELF_CGROUP if self_cgroup is None else self_cgroup
     limits = [q for d in _cgroup_dirs(root, self_cgroup) if (q := _quota(d)) is not None]
     return min(limits) if limits else None
 
