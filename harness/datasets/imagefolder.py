@@ -53,7 +53,7 @@ def _load_imagefolder_request(request: LoadRequest) -> Dataset:
     assert request.path is not None  # load_dataset checked it
     folder, exclude_file = split_exclude(request.name, request.path)
     path = expand_home(folder, f"--dataset {request.name}")
-    exclusions = read_exclusions(request.name, exclude_file) if exclude_file is not None else None
+    exclusions = read_exclusions(request.name, exclude_file, path) if exclude_file is not None else None
     return _load_imagefolder(request.name, path, request.subset, request.cache, exclusions)
 
 

@@ -10,6 +10,9 @@ The file holds one path or pattern per line, relative to PATH with `/` between n
 CSVs' `file` column writes them (`train/cat/00042.jpg`). A line names an image, or a folder whose
 images are all excluded; `*`, `?` and `[...]` are `fnmatch` patterns over the whole relative path (`*`
 matches `/` too); names compare in Unicode's NFC form, as typed and as a Mac writes them. A line that
+names an existing file or folder is that name, never a pattern: `train/cat/img[1].jpg`, copied from the
+`file` column, also matched `train/cat/img1.jpg` and silently left that image out too. `a//b` and
+`a/./b` are `a/b`, as to the file system. A line that
 matches no image is an error: a typo (or a file since renamed) would
 otherwise silently train on the image it meant to drop. The excluded images are not read, so the
 folder's fingerprint is that of the folder without them: the same stored runs as a copy with those
@@ -19,6 +22,7 @@ files deleted.
 from __future__ import annotations
 
 import fnmatch
+import os
 import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -50,6 +54,15 @@ class Exclusions:
     source: Path
     lines: list[str]
     used: set[str] = field(default_factory=set)
+    #: lines that name an existing file or folder of the dataset folder (`anchor`): matched as names only
+    literal: set[str] = field(default_factory=set)
+
+    def anchor(self, root: Path) -> None:
+        """Take the lines that name an existing path under `root` literally, even when they hold `[`, `?` or
+        `*`: a file named `img[1].jpg` is common, and as a pattern its line also left out `img1.jpg`. Both
+        Unicode forms are tried, as the lines are NFC and a folder copied from a Mac is NFD."""
+        self.literal = {line for line in self.lines if any(c in line for c in "*?[")
+                        and any(os.path.lexists(root / unicodedata.normalize(form, line)) for form in ("NFC", "NFD"))}
 
     def excludes(self, relative: str) -> bool:
         """Whether the image at `relative` (POSIX, relative to PATH) is excluded: a line equal to it,
@@ -58,7 +71,8 @@ class Exclusions:
         names = [relative, *(p.as_posix() for p in PurePosixPath(relative).parents if p.as_posix() != ".")]
         hit = False
         for line in self.lines:
-            if any(n == line or fnmatch.fnmatchcase(n, line) for n in names):
+            pattern = line not in self.literal
+            if any(n == line or (pattern and fnmatch.fnmatchcase(n, line)) for n in names):
                 self.used.add(line)
                 hit = True
         return hit
@@ -75,14 +89,18 @@ class Exclusions:
             )
 
 
-def read_exclusions(name: str, source: Path) -> Exclusions:
+def read_exclusions(name: str, source: Path, root: Path) -> Exclusions:
     """The exclude file's lines (blank lines and `#` comments skipped), each checked to be a relative
-    path within the folder: an absolute path or a `..` could never match, and the error says why."""
+    path within the folder `root`: an absolute path or a `..` could never match, and the error says why.
+    A relative `source` is relative to the current folder, as every path memprox reads (not to `root`)."""
     try:
         text = source.read_text(encoding="utf-8-sig")  # Notepad's byte-order mark is not part of a name
     except FileNotFoundError:
-        raise HarnessError(f"{name}: exclude file {source} does not exist; pass exclude=FILE, a text file listing "
-                           "one image or folder (relative to the dataset folder) per line") from None
+        inside = root / source
+        hint = (f" (a relative FILE is relative to the current folder {Path.cwd()}, not to the dataset folder: "
+                f"pass exclude={inside})") if not source.is_absolute() and inside.is_file() else ""
+        raise HarnessError(f"{name}: exclude file {source} does not exist{hint}; pass exclude=FILE, a text file "
+                           "listing one image or folder (relative to the dataset folder) per line") from None
     except IsADirectoryError:
         raise HarnessError(f"{name}: exclude={source} is a folder; pass a text file listing one image or folder "
                            "(relative to the dataset folder) per line") from None
@@ -94,12 +112,14 @@ def read_exclusions(name: str, source: Path) -> Exclusions:
         if not line or line.startswith("#"):
             continue
         line = unicodedata.normalize("NFC", line.rstrip("/"))
-        while line.startswith("./"):
-            line = line[2:]
-        if line.startswith("/") or ".." in PurePosixPath(line).parts or not line:
+        if line and not line.startswith("/"):  # `./a`, `a//b`, `a/./b` are `a/b`, as to the file system
+            line = PurePosixPath(line).as_posix()
+        if line.startswith("/") or ".." in PurePosixPath(line).parts or line in ("", "."):
             raise HarnessError(f"{name}: line {number} of {source} ({raw.strip()!r}) is not a path relative to the "
                                f"dataset folder; write it as the suspects CSVs' `file` column does "
                                f"(e.g. train/cat/00042.jpg)")
         if line not in lines:
             lines.append(line)
-    return Exclusions(source, lines)
+    exclusions = Exclusions(source, lines)
+    exclusions.anchor(root)
+    return exclusions

@@ -1,0 +1,67 @@
+"""attex30: `imagefolder:PATH,exclude=FILE` attacked as a user meets it. A line copied from the suspects
+CSV's `file` column must leave out exactly that image: a name holding `[1]` was also a pattern, and left
+out a second image without a word."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from harness.datasets import load_dataset
+from harness.errors import HarnessError
+
+_FILES = ("train/cat/img1.png", "train/cat/img[1].png", "train/cat/img2.png", "train/dog/3.png", "train/dog/4.png",
+          "test/cat/5.png", "test/dog/6.png")
+
+
+def _folder(root: Path) -> Path:
+    rng = np.random.default_rng(3)
+    for rel in _FILES:
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(root / rel)
+    return root
+
+
+def _names(tmp_path: Path, lines: str) -> tuple[str, ...]:
+    folder = _folder(tmp_path / "d")
+    drop = tmp_path / "drop.txt"
+    drop.write_text(lines, encoding="utf-8")
+    with pytest.warns(UserWarning, match="integer file stems"):  # img1/img2 beside 3/4: not this test's subject
+        ds = load_dataset(f"imagefolder:{folder},exclude={drop}", cache_dir=tmp_path / "cache")
+    return ds.sample_names
+
+
+def test_a_name_with_brackets_leaves_out_that_image_only(tmp_path) -> None:
+    assert _names(tmp_path, "train/cat/img[1].png\n") == (
+        "train/cat/img1.png", "train/cat/img2.png", "train/dog/3.png", "train/dog/4.png")
+
+
+def test_a_pattern_that_names_no_file_is_still_a_pattern(tmp_path) -> None:
+    assert _names(tmp_path, "train/cat/img[12].png\n") == ("train/cat/img[1].png", "train/dog/3.png", "train/dog/4.png")
+
+
+@pytest.mark.parametrize("line", ["train//cat/img2.png", "train/./cat/img2.png", "./train/cat//img2.png",
+                                  "train/cat/img2.png \r", "\ufefftrain/cat/img2.png"])
+def test_spellings_of_one_path_name_that_image(tmp_path, line) -> None:
+    assert _names(tmp_path, line + "\n") == (
+        "train/cat/img1.png", "train/cat/img[1].png", "train/dog/3.png", "train/dog/4.png")
+
+
+def test_a_relative_exclude_file_beside_the_images_names_where_it_was_looked_for(tmp_path, monkeypatch) -> None:
+    folder = _folder(tmp_path / "d")
+    (folder / "drop.txt").write_text("train/cat/img2.png\n")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(HarnessError, match=r"relative to the current folder .*not to the dataset folder: pass "
+                                           rf"exclude={os.path.join(folder, 'drop.txt')}"):
+        load_dataset(f"imagefolder:{folder},exclude=drop.txt", cache_dir=tmp_path / "cache")
+
+
+def test_a_lone_dot_line_is_refused_as_no_path(tmp_path) -> None:
+    folder = _folder(tmp_path / "d")
+    (tmp_path / "drop.txt").write_text("# all\n./\n")
+    with pytest.raises(HarnessError, match="line 2 of .* is not a path relative"):
+        load_dataset(f"imagefolder:{folder},exclude={tmp_path / 'drop.txt'}", cache_dir=tmp_path / "cache")
