@@ -2,12 +2,11 @@
 (`harness.planner`), train what the store lacks and store it (`harness.runner`), score and evaluate
 (`harness.evaluation`), and write the outputs (`harness.outputs`).
 
-Everything that can be wrong with the input (and an unwritable store or output folder) is checked
-before the first run trains, so bad input costs nothing and leaves no partial output. A run that
-fails (non-finite loss, a worker that died twice) is reported and the rest still finishes. Store
-entries are claimed with per-entry locks, so experiments sharing a store train each spec once.
-Outputs are staged beside `--out` (inside it when it is a mount point) and published at the end
-with rollback.
+Everything that can be wrong with the input (and an unwritable store or output folder) is checked before the
+first run trains, so bad input costs nothing and leaves no partial output. A run that fails (non-finite loss,
+a worker that died twice) is reported and the rest still finishes. Store entries are claimed with per-entry
+locks, so experiments sharing a store train each spec once. Outputs are staged beside `--out` (inside it when
+it is a mount point) and published at the end with rollback.
 """
 
 from __future__ import annotations
@@ -121,7 +120,8 @@ class Experiment:
     def execute(self) -> RunnerResult:
         """Train what the store lacks and store it (`harness.runner.Runner.run`, which creates the store)."""
         done, todo = self.pending()
-        return Runner(self.store, self.executor, self.plan.runs, self.jobs).run(done, todo)
+        ran = Runner(self.store, self.executor, self.plan.runs, self.jobs).run(done, todo)
+        return self.planner.warn_read_back(self.plan, done, ran)  # of runs another process stored meanwhile
 
     def run(self) -> ExperimentResult:
         with self.timer("load"):

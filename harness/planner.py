@@ -20,7 +20,7 @@ from harness.ensemble_plan import can_ensemble, ensemble_chunks
 from harness.errors import HarnessError
 from harness.executors import Executor
 from harness.jobs import DataSource, Job, Pending, prepared_data
-from harness.machine import run_threads
+from harness.machine import run_compiled, run_threads
 from harness.model_registry import model_fingerprint
 from harness.plan_checks import READ, READ_BACK, RESUMED, PlanChecks, warn_other_devices
 from harness.prepared import PreparedData
@@ -140,19 +140,21 @@ class Planner:
         warn_other_compile(done, bool(self.cfg.compile), what)
         warn_other_engines(done, plan.runs, self.device, self.dataset.x_train, what)
 
-    def warn_read_back(self, plan: Plan, done: dict[RunSpec, StoredRun], ran: RunnerResult) -> None:
+    def warn_read_back(self, plan: Plan, done: dict[RunSpec, StoredRun], ran: RunnerResult) -> RunnerResult:
         """`warn_read` for the runs the runner read back after waiting for their locks: another experiment on
         the store trained them meanwhile (two started together), after `pending` had looked. Those were
         reused without a word: an experiment at --threads 2 started beside one at 1 thread reported the
         other's 1-thread numbers, the same bytes a later rerun warns about. And for the runs it resumed from a
         checkpoint written at another thread count (the other experiment's, killed while this one waited, or
         its own earlier run's): their first epochs are that count's, and only the next experiment was told.
-        The experiment calls this once its runs are trained (`Runner.run`)."""
+        The experiment calls this once its runs are trained (`Runner.run`); `ran` is returned as it came."""
         trained = set(ran.trained)
         read = {spec: run for spec, run in ran.runs.items() if spec not in done and spec.label() not in trained}
         self.warn_read(read, plan, READ_BACK)
         resumed = {spec: run for spec, run in ran.runs.items() if spec.label() in ran.resumed}
         warn_other_threads(resumed, self.cfg.threads or 1, self.device, RESUMED)
+        warn_other_compile(resumed, bool(self.cfg.compile), RESUMED)
+        return ran
 
     def jobs(self, pending: Pending, device: torch.device, executor: Executor) -> list[Job]:
         """Self-contained jobs for the pending runs. A spec that trains on part of the data (a fold,
@@ -229,8 +231,10 @@ def warn_other_threads(done: dict[RunSpec, StoredRun], threads: int, device: tor
 def warn_other_compile(done: dict[RunSpec, StoredRun], compile: bool, what: str = READ) -> None:
     """One line when single runs read back from the store were trained compiled while this experiment
     trains eager, or the other way round: `--compile` is not in a run's address, and the two agree
-    only to rounding. Runs whose manifest predates the record (None) are not counted."""
-    other = [r for r in done.values() if r.manifest.engine == "single" and r.manifest.compiled is (not compile)]
+    only to rounding. Each segment of a resumed run counts (`run_compiled`: a run killed under --compile
+    and resumed without it is both); runs whose manifest predates the record (None) are not counted."""
+    other = [r for r in done.values() if r.manifest.engine == "single"
+             and (not compile) in run_compiled(r.manifest.machine) | {r.manifest.compiled}]
     if other:
         was, now = ("with", "without") if not compile else ("without", "with")
         warnings.warn(f"{len(other)} run(s) {what} were trained {was} --compile, this experiment "

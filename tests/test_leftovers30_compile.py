@@ -38,8 +38,6 @@ def test_a_run_resumed_with_the_other_choice_records_both(first: bool) -> None:
     assert len(run_machines(record)) == 2
 
 
-@pytest.mark.xfail(strict=True, reason="needs planner.warn_other_compile to read run_compiled (leftovers30 report); "
-                                       "remove this mark with that change")
 @pytest.mark.parametrize("compile", [False, True])
 def test_an_experiment_of_either_choice_is_told_of_a_half_compiled_run(compile: bool) -> None:
     mixed = trained_by([{**HERE, "compiled": not compile, "epochs": [1, 3]}], {**HERE, "compiled": compile}, 5)

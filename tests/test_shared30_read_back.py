@@ -77,8 +77,6 @@ def test_a_run_resumed_from_a_checkpoint_of_another_thread_count_is_told() -> No
         f"1 run(s) {RESUMED} were trained with 1 torch thread(s), this experiment trains with 2"]
 
 
-@pytest.mark.xfail(strict=True, reason="harness/experiment.py's Experiment.execute does not call "
-                   "Planner.warn_read_back yet (not this task's file); once it does, drop this marker")
 def test_an_experiment_that_waited_for_another_threads_runs_is_told(make_config, tmp_path) -> None:
     """The user journey, in one process: runs trained at 1 thread into another store (the other experiment's
     work), an experiment at 2 threads planned on an empty store whose locks are held, the entries put in place
