@@ -15,7 +15,7 @@ import os
 import re
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence, Sized
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from harness.errors import HarnessError
@@ -96,14 +96,17 @@ LOCAL_PATH_KINDS = ("imagefolder", "npz", "hf")
 def parse_dataset(value: str) -> str:
     """`kind:PATH` with the path's trailing slashes dropped: `imagefolder:/data/c10/` and
     `imagefolder:/data/c10` are one folder, and the name is written into every result file and the
-    output folder's identity, where two spellings made one experiment refuse the other's --out."""
+    output folder's identity, where two spellings made one experiment refuse the other's --out. An
+    image folder's `,exclude=FILE` is written as the file system reads it (`./x`, `a//x`, `a/./x` are
+    `x`, `a/x`, `a/x`; `..` stays, as a link makes it another folder)."""
     kind, sep, path = value.partition(":")
     if kind not in LOCAL_PATH_KINDS:
         return value
     option = ""
     if kind == "imagefolder" and ",exclude=" in path:  # the folder's slashes go before the option too
         path, key, rest = path.rpartition(",exclude=")
-        option = key + rest
+        # the file as the file system reads it: `./drop.txt`, `a//drop.txt` made another experiment for --out
+        option = key + (PurePosixPath(rest).as_posix() if rest else rest)
     kept = path.rstrip("/")
     return f"{kind}:{path[:len(kept) + 1] if not kept or kept.endswith(':') else kept}{option}"  # `/`, `C:/` stay
 
