@@ -62,10 +62,10 @@ class Runner:
             self.store.create()
             while todo:
                 waiting = self._train_claimed(todo, result)
-                todo = []
+                todo, told = [], False
                 for spec, requests in waiting:
                     lock = self.store.lock(spec)
-                    _acquire(lock)  # wait for the other process to let go
+                    told = _wait_for(lock, len(waiting), told)
                     try:
                         if (still := self._still_needed(spec, requests, result)) is not None:
                             todo.append((spec, still))
@@ -189,6 +189,20 @@ def _close(outcomes: object) -> None:
     close = getattr(outcomes, "close", None)
     if close is not None:
         close()
+
+
+def _wait_for(lock: BaseFileLock, runs: int, told: bool) -> bool:
+    """Block until the other process lets `lock` go, saying so once (`told`: said already): a waiting
+    experiment printed nothing, for as long as the other's runs took, without end if one hangs."""
+    try:
+        _acquire(lock, timeout=0)
+        return told
+    except TimeoutError:
+        if not told:
+            print(f"waiting for {runs} run(s) another process on this store is training: each is read back when it "
+                  "lets go (or trained here, if that process stops first)", file=sys.stderr)
+        _acquire(lock)
+        return True
 
 
 def _acquire(lock: BaseFileLock, timeout: float = -1) -> None:
