@@ -37,8 +37,9 @@ from harness.code_digest_user import (
     module_reads,
     own_dict,
     read_containers,
+    written,
 )
-from harness.code_digest_values import _array, _consts, _is_setting, _repr, _torch_module, shown
+from harness.code_digest_values import _array, _consts, _is_setting, _repr, _torch_module, shown, stateful
 from harness.code_digest_wrapped import cached as _cached
 from harness.code_digest_wrapped import functions as _functions
 from harness.code_digest_wrapped import unwrap as _unwrap
@@ -210,8 +211,9 @@ def _global(named: str, value: Any, of: str, module: str, seen: dict[int, Any], 
     if followed(type(value), module):  # `CFG = Config(64)`, `config.CFG`: named where a fresh process differs
         read[f"{of}.{named.rpartition('.')[2]}"] = part = yield _argument(value, module, seen, read)
         return f"\n{named} = {part}"
-    part = shown(value) or _torch_module(value)  # `MEAN = np.array(...)`, `ACT = nn.LeakyReLU(0.1)`: nothing
-    if part:
+    text = written(of, named.rpartition(".")[2], value) if stateful(value) else None  # made by code alone: its
+    part = f"written {text}" if text is not None else shown(value) or _torch_module(value)  # text (`container`'s)
+    if part:  # `MEAN = np.array(...)`, `ACT = nn.LeakyReLU(0.1)` were hashed as nothing
         read[f"{of}.{named.rpartition('.')[2]}"] = part
         return f"\n{named} = {part}"
     return ""

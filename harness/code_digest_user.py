@@ -253,6 +253,24 @@ def effects(modules: list[str]) -> str:
     return text
 
 
+def written(module: str, name: str, value: Any) -> str | None:
+    """The text of module global `name`'s one top-level assignment where `value` is its value and it is made
+    from code alone (`BUF = np.zeros(4)`, `PROJ = torch.randn(8, 4)`, `ACT = nn.LazyLinear(3)`) and no other
+    top-level statement changes it (`ACT.negative_slope = 0.2`, `BUF[0] = 1`); None for any other: read by value.
+    Its value by content was not the same in every process: state a run fills in place (`BUF[0] += 1`, a lazy
+    module's first forward) gave a digest after a run that a fresh process's refused, and a random one
+    (`torch.randn` unseeded) was refused in every fresh process, where the text is the same in each (attdig30)."""
+    namespace = getattr(sys.modules.get(module), "__dict__", {})
+    if namespace.get(name, _MISSING) is not value:  # a wrapper's `__module__` (functools.wraps) is another's
+        return None
+    assigned = _assigned(module, name)
+    if len(assigned) != 1 or assigned[0][1] is not None or any(_data(namespace.get(n)) for n in assigned[0][2]):
+        return None
+    if any(root == name for _, root, _ in _assigned(module, "<effects>")):
+        return None
+    return assigned[0][0]
+
+
 def _data(value: Any) -> bool:
     """A value, not code: not a function, class, module or None (`defaultdict(list)` reads code only)."""
     return value is not None and not callable(value) and not inspect.ismodule(value)

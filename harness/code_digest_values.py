@@ -45,6 +45,15 @@ def shown(value: Any) -> str:
     return _array(value)
 
 
+def stateful(value: Any) -> bool:
+    """Whether `value` is a numpy array, a torch tensor or a torch module: what a run may change in place, or
+    a random initialisation makes another in every process (`code_digest_user.written`)."""
+    kind = type(value).__module__.partition(".")[0]
+    torch = sys.modules.get("torch") if kind == "torch" else None
+    return (kind == "numpy" and hasattr(value, "dtype") and hasattr(value, "tobytes")) or \
+        (torch is not None and isinstance(value, torch.Tensor | torch.nn.Module))
+
+
 def _torch_module(value: Any) -> str:
     """A torch module (an installed package's: `nn.LeakyReLU(0.1)`) by its repr, which shows its settings and
     its parameters' shapes, not their values; "" for any other value or a repr holding an address."""
