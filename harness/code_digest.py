@@ -211,8 +211,8 @@ def _global(named: str, value: Any, of: str, module: str, seen: dict[int, Any], 
     if followed(type(value), module):  # `CFG = Config(64)`, `config.CFG`: named where a fresh process differs
         read[f"{of}.{named.rpartition('.')[2]}"] = part = yield _argument(value, module, seen, read)
         return f"\n{named} = {part}"
-    text = written(of, named.rpartition(".")[2], value) if stateful(value) else None  # made by code alone: its
-    part = f"written {text}" if text is not None else shown(value) or _torch_module(value)  # text (`container`'s)
+    made = written(of, named.rpartition(".")[2], value) if stateful(value) else None  # made by code alone: its
+    part = f"written {made}" if made is not None else shown(value) or _torch_module(value)  # text (`container`'s)
     if part:  # `MEAN = np.array(...)`, `ACT = nn.LeakyReLU(0.1)` were hashed as nothing
         read[f"{of}.{named.rpartition('.')[2]}"] = part
         return f"\n{named} = {part}"
