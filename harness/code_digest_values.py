@@ -18,14 +18,19 @@ _INT_REPR_BITS = 2000
 def _array(value: Any) -> str:
     """A numpy array or torch tensor by its dtype, shape and a SHA-256 of its bytes; "" for any other value."""
     kind = type(value).__module__.partition(".")[0]
-    try:
+    data: Any
+    try:  # its bytes as `tobytes()` gives them, hashed where they lie: a copy doubled a 500 MB array's memory
         if kind == "numpy" and hasattr(value, "tobytes") and not value.dtype.hasobject:  # objects: their addresses
-            data, dtype, shape = value.tobytes(), str(value.dtype), tuple(value.shape)
+            import numpy as np
+
+            plain = type(value) in (np.ndarray, np.memmap) and value.dtype.itemsize  # a masked array's are filled
+            data = np.ascontiguousarray(value).reshape(-1).view(np.uint8) if plain else value.tobytes()
+            dtype, shape = str(value.dtype), tuple(value.shape)
         elif kind == "torch" and type(value).__name__ in ("Tensor", "Parameter"):
             import torch
 
             flat = value.detach().cpu().contiguous().reshape(-1).view(dtype=torch.uint8)
-            data, dtype, shape = flat.numpy().tobytes(), str(value.dtype), tuple(value.shape)
+            data, dtype, shape = flat.numpy(), str(value.dtype), tuple(value.shape)
         else:
             return ""
     except Exception:  # a sparse, quantized or meta tensor, an object array: not seen
