@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import signal
 import sys
 import threading
@@ -255,6 +256,7 @@ def main() -> int:
     install_stop_signals()
     if not _cwd_exists():
         return 2
+    drop_bad_thread_counts()
     try:
         from harness.cli import main as cli_main
     except KeyboardInterrupt:
@@ -272,6 +274,22 @@ def main() -> int:
             over = _ignore_stop_signals()
         if isinstance(over, RunOver):  # a finished run: a signal since its report's note is said now
             over.note()
+
+
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def drop_bad_thread_counts() -> None:
+    """Unset a thread-count variable that is no positive whole number (or comma list of them, OpenMP's
+    nested form), before torch loads, with one line naming it: OpenMP ignored it anyway, printing
+    `libgomp: Invalid value for environment variable OMP_NUM_THREADS` twice, naming no fix."""
+    for name in THREAD_VARIABLES:
+        value = os.environ.get(name)
+        if value is None or all(re.fullmatch(r"\s*0*[1-9][0-9]*\s*", part, re.ASCII) for part in value.split(",")):
+            continue
+        del os.environ[name]
+        print(f"warning: {name}={value!r} is not a positive whole number, so it is ignored (memprox sets each "
+              f"worker's torch threads by --threads); set it to a number such as 1, or unset it", file=sys.stderr)
 
 
 def _cwd_exists() -> bool:
