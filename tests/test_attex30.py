@@ -84,3 +84,23 @@ def test_lines_that_name_images_are_looked_up_not_matched_one_by_one(tmp_path, m
     assert len(kept) == 1_000 - 40 - 50  # 40 listed (every 25th), 50 of class 3 below 500 (none listed)
     assert set(calls) == {"train/c3/00[0-4]*.png"}
     assert len(calls) == 1_000 * 3 - 2 * 50  # the pattern against each image and its two folders (a hit stops)
+
+
+@pytest.mark.parametrize("option", [",Exclude={t}/drop.txt", ",exclude={t}/drop.txt,exclude={t}/more.txt",
+                                    ",  EXCLUDE={t}/drop.txt"])
+def test_a_misspelt_or_repeated_option_says_how_it_is_written(tmp_path, option) -> None:
+    folder = _folder(tmp_path / "d")
+    for name in ("drop.txt", "more.txt"):
+        (tmp_path / name).write_text("train/cat/img2.png\n")
+    option = option.format(t=tmp_path)
+    with pytest.raises(HarnessError, match=r"does not exist \(the option follows the path once, as ,exclude=FILE: "
+                                           r"lowercase, no space after the comma\)"):
+        load_dataset(f"imagefolder:{folder}{option}", cache_dir=tmp_path / "cache")
+
+
+def test_a_missing_relative_exclude_file_is_named_where_it_was_looked_for(tmp_path, monkeypatch) -> None:
+    folder = _folder(tmp_path / "d")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(HarnessError, match=rf"exclude file lists/drop.txt \({tmp_path / 'lists/drop.txt'}\) does "
+                                           r"not exist; pass"):
+        load_dataset(f"imagefolder:{folder},exclude=lists/drop.txt", cache_dir=tmp_path / "cache")

@@ -65,8 +65,8 @@ def _load_imagefolder(name: str, path: Path, subset: int | None, cache_dir: Path
             "pass the folder that holds the class subfolders"
         raise HarnessError(f"{name}: {path} is a file, not a folder; {fix}")
     if not path.is_dir():
-        spaced = " (the option follows the path as ,exclude=FILE, no space after the comma)" if \
-            ", exclude=" in str(path) else ""
+        spaced = " (the option follows the path once, as ,exclude=FILE: lowercase, no space after the comma)" if \
+            re.search(r",\s*exclude=", str(path), re.IGNORECASE) else ""
         raise HarnessError(f"{name}: folder {path} does not exist{spaced}; pass imagefolder:PATH with an existing "
                            "folder")
     cache = Path(cache_dir).resolve()

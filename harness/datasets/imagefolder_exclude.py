@@ -107,7 +107,8 @@ def read_exclusions(name: str, source: Path, root: Path) -> Exclusions:
         inside = root / source
         hint = (f" (a relative FILE is relative to the current folder {Path.cwd()}, not to the dataset folder: "
                 f"pass exclude={inside})") if not source.is_absolute() and inside.is_file() else ""
-        raise HarnessError(f"{name}: exclude file {source} does not exist{hint}; pass exclude=FILE, a text file "
+        where = "" if source.is_absolute() else f" ({Path.cwd() / source})"
+        raise HarnessError(f"{name}: exclude file {source}{where} does not exist{hint}; pass exclude=FILE, a text file "
                            "listing one image or folder (relative to the dataset folder) per line") from None
     except IsADirectoryError:
         raise HarnessError(f"{name}: exclude={source} is a folder; pass a text file listing one image or folder "
