@@ -6,7 +6,8 @@ a class folder's subfolders are samples too), took a copy of the whole folder. A
 leading `.` is skipped, but renaming is a change of the folder, and a `rejected/` moved beside the
 class folders became a class.
 
-The file holds one path or pattern per line, relative to PATH with `/` between names, as the suspects
+FILE itself, when relative, is relative to the current folder (as every path memprox is given), not to
+PATH. The file holds one path or pattern per line, relative to PATH with `/` between names, as the suspects
 CSVs' `file` column writes them (`train/cat/00042.jpg`). A line names an image, or a folder whose
 images are all excluded; `*`, `?` and `[...]` are `fnmatch` patterns over the whole relative path (`*`
 matches `/` too); names compare in Unicode's NFC form, as typed and as a Mac writes them. A line that
