@@ -286,10 +286,7 @@ def _attribute(value: Any, module: str, seen: dict[int, Any], read: dict[str, st
     if isinstance(value, functools.partial):
         return (yield _code(value, seen, read))
     if isinstance(value, set | frozenset):
-        parts = []
-        for v in value:
-            parts.append((yield _argument(v, module, seen, read)))
-        return "{" + ", ".join(sorted(parts)) + "}"
+        return "{" + ", ".join((yield from _members(value, module, seen, read))) + "}"
     if _is_setting(value) or isinstance(value, list | tuple | dict) or inspect.isfunction(value) or \
             inspect.isclass(value):
         return (yield _argument(value, module, seen, read))
@@ -378,8 +375,19 @@ def _argument(value: Any, module: str, seen: dict[int, Any], read: dict[str, str
         cls = yield _code(type(value), seen, read)
         return f"<{kind}> {cls}{(yield _state(value, module, seen, read))}"
     if isinstance(value, set | frozenset) and value:  # `[{1, 2}]` in a class attribute, a partial's or instance's
-        parts = []  # list: its type alone, {1, 2} -> {1, 5} kept the digest (digest30); sorted: the hash seed's order
-        for v in value:
-            parts.append((yield _argument(v, module, seen, read)))
-        return f"<{kind}> {{{', '.join(sorted(parts))}}}"
+        parts = yield from _members(value, module, seen, read)  # list: its type alone, {1, 2} -> {1, 5} kept it
+        return f"<{kind}> {{{', '.join(parts)}}}"
     return shown(value) or f"<{kind}>"  # an array, a path an instance or a list holds: its type alone (digest30)
+
+
+def _members(value: Any, module: str, seen: dict[int, Any], read: dict[str, str]) -> Step:
+    """A set's members as text, sorted, each read in the order of the text the walk so far gives it alone: read in
+    the set's order (ids: another in every process), a member that a former one's code read (`{Block, Big}`, Big a
+    Block) was "" or not by chance, and a fresh process's digest differed, refused as such (attdig30)."""
+    alone = []
+    for v in value:
+        alone.append(((yield _argument(v, module, dict(seen), {})), v))
+    parts = []
+    for _, v in sorted(alone, key=lambda item: item[0]):
+        parts.append((yield _argument(v, module, seen, read)))
+    return sorted(parts)

@@ -6,6 +6,7 @@ Pinned too: such a global's edit, and its value where it is not made by code alo
 
 from __future__ import annotations
 
+import functools
 import os
 import subprocess
 import sys
@@ -76,3 +77,50 @@ def test_a_global_made_by_code_alone_is_named_by_its_text(tmp_path, monkeypatch)
     module = _module(tmp_path, monkeypatch, "attdig30_named", "import numpy as np\nBUF = np.zeros(4)\n"
                                                               "def build(s, n):\n    return BUF\n")
     assert settings_read(module.build) == {"attdig30_named.BUF": "written np.zeros(4)"}
+
+
+
+SET_OF_CODE = """
+class Block:
+    def f(self):
+        return 1
+class Big(Block):
+    def g(self):
+        return 2
+def relu_like(x):
+    return x
+def gelu_like(x):
+    return relu_like(x) * 2
+def f(s, n, kinds):
+    return kinds
+"""
+
+
+class Ordered(set):
+    """A set whose iteration order the test picks (a set of classes or functions iterates in the order of their
+    ids, another in every process), of no user module, so the digest reads it as the set it is."""
+
+    reverse = False
+
+    def __iter__(self):
+        items = sorted(set.__iter__(self), key=lambda v: v.__name__)
+        return iter(items[::-1] if Ordered.reverse else items)
+
+
+Ordered.__module__ = "collections"
+
+
+@pytest.mark.parametrize("members", [("Block", "Big"), ("relu_like", "gelu_like")])
+@pytest.mark.parametrize("holder", ["partial", "list in a class attribute", "class attribute"])
+def test_a_set_of_code_has_one_digest_in_every_order(tmp_path, monkeypatch, members, holder) -> None:
+    module = _module(tmp_path, monkeypatch, f"attdig30_setcode_{members[0]}_{holder.replace(' ', '_')}", SET_OF_CODE)
+    held = Ordered(getattr(module, m) for m in members)
+    if holder == "partial":
+        obj: object = functools.partial(module.f, kinds=held)
+    else:
+        obj = type("Net", (), {"__module__": module.__name__, "KINDS": [held] if holder.startswith("list") else held})
+    digests = []
+    for reverse in (False, True):
+        monkeypatch.setattr(Ordered, "reverse", reverse)
+        digests.append(code_digest(obj))
+    assert digests[0] == digests[1]  # 4048737: two (one member read as "" after the other's code read it)
