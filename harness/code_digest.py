@@ -380,7 +380,7 @@ def _argument(value: Any, module: str, seen: dict[int, Any], read: dict[str, str
     return shown(value) or f"<{kind}>"  # an array, a path an instance or a list holds: its type alone (digest30)
 
 
-def _members(value: Any, module: str, seen: dict[int, Any], read: dict[str, str]) -> Step:
+def _members(value: Any, module: str, seen: dict[int, Any], read: dict[str, str]) -> Generator[Any, str, list[str]]:
     """A set's members as text, sorted, each read in the order of the text the walk so far gives it alone: read in
     the set's order (ids: another in every process), a member that a former one's code read (`{Block, Big}`, Big a
     Block) was "" or not by chance, and a fresh process's digest differed, refused as such (attdig30)."""
