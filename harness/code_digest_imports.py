@@ -95,9 +95,10 @@ def _modules(name: str, level: int, names: tuple[str, ...], package: str) -> lis
 
 def _file(module: str) -> str | None:
     """The source file of module `module` where it is the user's (not memprox's, the standard library's or an
-    installed package's), found as the import system would find it, without importing it or its package."""
+    installed package's), found as the import system would find it, without importing it or its package. Not
+    `__main__`: the script this process runs, and none or another in a fresh one (its digest differed: refused)."""
     top = module.partition(".")[0]
-    if top in OWN or top in sys.stdlib_module_names or top in sys.builtin_module_names:
+    if top in (*OWN, "__main__") or top in sys.stdlib_module_names or top in sys.builtin_module_names:
         return None
     held = sys.modules.get(module)
     file = getattr(held, "__file__", None) if held is not None else getattr(_spec(module), "origin", None)
