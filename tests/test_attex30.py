@@ -104,3 +104,26 @@ def test_a_missing_relative_exclude_file_is_named_where_it_was_looked_for(tmp_pa
     with pytest.raises(HarnessError, match=rf"exclude file lists/drop.txt \({tmp_path / 'lists/drop.txt'}\) does "
                                            r"not exist; pass"):
         load_dataset(f"imagefolder:{folder},exclude=lists/drop.txt", cache_dir=tmp_path / "cache")
+
+
+@pytest.mark.parametrize("subset", [None, 2])
+def test_an_undecodable_image_left_out_is_never_read(tmp_path, subset) -> None:
+    """The way out for a folder you may not change: a file that does not decode (or claims 400 million pixels)
+    listed in the exclude file is not read, and the data are those of the folder without it."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    folder = _folder(tmp_path / "d")
+    (folder / "train/dog/5.png").write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(
+        ">IIBBBBB", 20000, 20000, 8, 0, 0, 0, 0)) + chunk(b"IDAT", zlib.compress(b"\0" * 100)) + chunk(b"IEND", b""))
+    (folder / "test/dog/7.png").write_bytes(b"not an image")
+    drop = tmp_path / "drop.txt"
+    drop.write_text("train/dog/5.png\ntest/dog/7.png\n")
+    ds = load_dataset(f"imagefolder:{folder},exclude={drop}", subset=subset, cache_dir=tmp_path / "cache")
+    assert ds.full_train_size == 5 and ds.n_train == (subset or 5)
+    assert ds.sample_names == ("train/cat/img1.png", "train/cat/img2.png", "train/cat/img[1].png", "train/dog/3.png",
+                               "train/dog/4.png")[:subset]
+    assert ds.test_sample_names == ("test/cat/5.png", "test/dog/6.png")
