@@ -384,6 +384,8 @@ def _members(value: Any, module: str, seen: dict[int, Any], read: dict[str, str]
     """A set's members as text, sorted, each read in the order of the text the walk so far gives it alone: read in
     the set's order (ids: another in every process), a member that a former one's code read (`{Block, Big}`, Big a
     Block) was "" or not by chance, and a fresh process's digest differed, refused as such (attdig30)."""
+    if all(_is_setting(v) and not isinstance(v, tuple) for v in value):  # plain: each its repr (`_argument`'s)
+        return sorted(_repr(v) for v in value)
     alone = []
     for v in value:
         alone.append(((yield _argument(v, module, dict(seen), {})), v))

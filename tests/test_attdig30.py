@@ -124,3 +124,19 @@ def test_a_set_of_code_has_one_digest_in_every_order(tmp_path, monkeypatch, memb
         monkeypatch.setattr(Ordered, "reverse", reverse)
         digests.append(code_digest(obj))
     assert digests[0] == digests[1]  # 4048737: two (one member read as "" after the other's code read it)
+
+
+PLAIN_SETS = """
+import functools
+def f(s, n, t): return t
+class Net:
+    T = {1, "a", None, 2.5, (1, "b"), float("nan")}
+    L = [{"x", "y", 3}]
+build = functools.partial(f, t=[set(f"s{i}" for i in range(1000)) | {1, None, (1, "a")}])
+"""
+
+
+def test_a_set_of_plain_values_keeps_its_digest(tmp_path, monkeypatch) -> None:
+    """Pinned (as at 4048737): a set of plain values is read as before, in sorted order."""
+    module = _module(tmp_path, monkeypatch, "attdig30_plainsets", PLAIN_SETS)
+    assert (code_digest(module.build), code_digest(module.Net)) == ("f1414770d3274399", "17b4e3b975e7b7f6")
