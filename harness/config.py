@@ -262,6 +262,8 @@ def data_folders(cfg: Any) -> tuple[Path, ...]:
     from harness.datasets import DATASETS
 
     kind, sep, path = cfg.dataset.partition(":")
+    if kind == "imagefolder" and ",exclude=" in path:  # the folder, not `/d,exclude=x` (an --out inside it passed)
+        path = path.rpartition(",exclude=")[0]
     # `digits:/data` is refused by the loader, as a name that takes no path: not as an --out inside "its" folder
     takes_path = kind not in DATASETS or DATASETS[kind].takes_path  # a plugin not loaded yet: as if it did
     folders = [expand_home(path, f"--dataset {kind}:")] if sep and path and takes_path else []
