@@ -308,7 +308,8 @@ def restore_signals(s: TrackedSignals, bad_index: torch.Tensor, state: Mapping[s
             first is None or _is_int(first) and 0 <= first <= s.n):
         raise _damaged(f"repeated = {list(repeated)[:10]}, sequence = {sequence!r}, first_repeat = {first!r}")
     p.seen[:] = state["seen"].cpu().numpy()
-    p.repeated_host, p.first_repeat = set(repeated), first
+    # an old state with repeats: where the first came is unknown, so not whole passes (0), not the next repeat
+    p.repeated_host, p.first_repeat = set(repeated), 0 if first is None and repeated else first
     p.sequence = sequence
     for name, dtype in (("presented", torch.int32), ("first_seen", torch.int64)):
         value = state[name]
