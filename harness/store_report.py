@@ -27,6 +27,7 @@ from harness.io import interrupts_held, probe_writable
 from harness.store_admin import Entry, Scan, Selection, is_store, remove_checkpoint, remove_entry, scan
 from harness.store_entry_files import UNCHECKED
 from harness.store_place import link_target, read_only_disk, store_above
+from harness.values import parse_dataset
 
 Say = Callable[[str], None]
 
@@ -228,8 +229,9 @@ def selection_of(opts: dict) -> tuple[Selection, bool, bool]:
     if label is not None and not label.strip():  # a space is in every label ("digits clean mlp seed0"): all would go
         what = "white space alone, which every label holds" if label else "empty"
         raise HarnessError(f"--label-contains is {what}; pass some text of the labels to select")
-    selection = Selection(days, _text(opts.get("dataset")), _text(opts.get("model")), label, "unreachable" in opts,
-                          "damaged" in opts, "all" in opts)
+    dataset = None if (named := _text(opts.get("dataset"))) is None else parse_dataset(named)  # as `run` writes it
+    selection = Selection(days, dataset, _text(opts.get("model")), label, "unreachable" in opts, "damaged" in opts,
+                          "all" in opts)
     return selection, "partial" in opts, "leftovers" in opts
 
 
