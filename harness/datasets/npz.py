@@ -60,7 +60,9 @@ def _load_npz(request: LoadRequest) -> Dataset:
         raise HarnessError(f"{name}: {path} is a folder, not a .npz file; pass npz:PATH with a .npz file, or "
                            f"imagefolder:{path} for a folder of class subfolders")
     if not path.is_file():
-        raise HarnessError(f"{name}: file {path} does not exist; pass npz:PATH with an existing .npz file")
+        option = " (,exclude=FILE is imagefolder:'s option; leave the rows out of the arrays)" \
+            if ",exclude=" in str(request.path) else ""
+        raise HarnessError(f"{name}: file {path} does not exist{option}; pass npz:PATH with an existing .npz file")
     arrays = _read_npz(name, path)
     missing = [k for k in ("x", "y") if k not in arrays]
     if missing:
