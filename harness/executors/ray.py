@@ -293,8 +293,10 @@ class RayExecutor(Executor):
             if self.target:
                 _join(self.address, self.target)
                 _joined = (str(_job()), self.target)
-            else:  # --workers jobs at a time, each reserving its threads; by default the CPUs this process may use
-                _start_local(self.workers * self.threads if self.workers else usable_cpus())
+            else:  # --workers jobs at a time, each reserving its threads; by default as many as the CPUs this
+                # process may use hold, at least one: a Ray of usable_cpus() CPUs refused a run of more --threads
+                # ("no node can run it") that the local pool and the warning above run one at a time
+                _start_local(self.threads * (self.workers or max(1, usable_cpus() // self.threads)))
         if self.head is None:  # a local Ray, or one this process had already joined
             try:
                 self.head = split_address(ray.get_runtime_context().gcs_address)
