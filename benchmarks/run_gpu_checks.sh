@@ -27,10 +27,11 @@ for stage in ${stages//,/ }; do
            # TF32) against float64; a failure is reported and the timings still run (device time is too
            # scarce to stop here), and a file that cannot be imported there costs only its own tests
            # (the device lacks cleanlab: a file here imports it inside the tests that need it)
+      # every test that skips without CUDA is here (tests/test_bench30_session.py checks the list)
       "$py" -m pytest tests/test_ensemble.py tests/test_tracker.py tests/test_tracker_edge_cases.py tests/test_curvature.py \
-        tests/test_held_batches.py tests/test_score_checks8.py \
+        tests/test_held_batches.py tests/test_score_checks8.py tests/test_tracker_copy_attackb26.py \
         -q -p no:cacheprovider --continue-on-collection-errors \
-        -k cuda -rA 2>&1 \
+        -k "cuda or gpu" -rA 2>&1 \
         | tee "$out/cuda_tests.log" | tail -3 || echo "CUDA tests FAILED: see $out/cuda_tests.log" ;;
     fp32) bench fp32 "${FP32_K:-loop_vs or csl or images}" MEMPROX_BENCH_PRECISION=fp32 ;;
     bf16) bench bf16 "${BF16_K:-loop_vs or csl}" MEMPROX_BENCH_PRECISION=bf16 ;;

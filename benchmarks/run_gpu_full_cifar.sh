@@ -29,7 +29,7 @@ run() {  # NAME TASK-FLAGS...: one experiment, its log and outputs under $out/NA
   local name=$1; shift
   # shellcheck disable=SC2086  # EXTRA is a list of flags
   "$py" -m harness run --dataset "imagefolder:$data" --preset gpu --device "${DEVICE:-cuda}" \
-    --proxies "$proxies" --seeds 1 --out "$out/$name" --checkpoint-every "${CHECKPOINT_EVERY_S:-60}" "$@" ${EXTRA:-} 2>&1 | tee "$out/$name.log" | grep -v '^\s*$' | tail -40
+    --proxies "$proxies" --seeds 1 --out "$out/$name" --no-progress --checkpoint-every "${CHECKPOINT_EVERY_S:-60}" "$@" ${EXTRA:-} 2>&1 | tee "$out/$name.log" | grep -v '^\s*$' | tail -40
   gzip -f "$out/$name"/scores/*.csv
   if [ -n "${OUT:-}" ]; then tar czf "$OUT/$name.tgz" -C "$out" "$name" "$name.log"; fi
 }
