@@ -25,8 +25,8 @@ from harness.tracker.selection import EVAL_ALL_KEY, EVAL_LAST_KEY
 @dataclass
 class EvalPassState:
     """What one eval pass counts on the device, read once when it ends: per sample, the batches
-    whose signals were not finite; in all, labels outside the classes and labels other than the
-    ones the samples were trained on."""
+    whose signals were not finite; in all, labels outside the classes, labels other than the
+    ones the samples were trained on, and device indices outside [0, n) (`bad_index`)."""
 
     flags: torch.Tensor  # int32 (N,)
     bad_labels: torch.Tensor  # int64 ()
@@ -34,6 +34,7 @@ class EvalPassState:
     made: bool = False  # the `eval_pass` recorder was made by this pass
     #: what the pass's start cleared (`EvalPasses.kept`), put back if the pass is refused
     kept: dict[str, Any] | None = None
+    bad_index: torch.Tensor | None = None  # bool (): a device index outside [0, n) (`Inputs.eval_batches`)
 
 
 @contextmanager
@@ -159,7 +160,12 @@ class EvalPasses:
         """Count the pass as the eval pass after `epochs` epochs (one host read of its label
         checks). A pass before the first epoch (a baseline) is no epoch's pass: it is not
         counted, so csl_eval still sees one pass per epoch."""
-        bad_labels, mismatched = torch.stack([state.bad_labels, state.mismatched]).tolist()
+        bad_index = state.bad_index if state.bad_index is not None else torch.zeros((), device=self.device)
+        bad_labels, mismatched, outside = torch.stack([state.bad_labels, state.mismatched, bad_index.long()]).tolist()
+        if outside:  # first: the labels of clamped indices were compared with another sample's
+            self.put_back(state)
+            raise HarnessError(f"eval_epoch(): sample indices outside [0, {self.n}) (the pass was not recorded); pass "
+                               f"the dataset's own indices and n = len(dataset) (its final size, if it grows)")
         if bad_labels or mismatched:
             self.put_back(state)
             raise eval_label_error(bad_labels, mismatched, classes)

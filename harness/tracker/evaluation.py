@@ -62,9 +62,10 @@ class TrackerEvaluation(TrackerFields):
         state: EvalPassState | None = None
         classes = 0
         epoch = self.epochs - 1  # the recorder's row: the epoch just closed (-1: a baseline pass)
+        bad = torch.zeros((), dtype=torch.bool, device=device)  # the pass's device indices outside [0, n)
         try:
             with training_untouched(model, device):  # modes and global RNGs as they were
-                for idx, x, y in inputs.eval_batches(data, batch_size):
+                for idx, x, y in inputs.eval_batches(data, batch_size, bad):
                     logits = model(x)
                     classes = self._eval_classes(logits, len(idx))
                     with torch.inference_mode(False):  # the buffers outlive a caller's inference_mode
@@ -77,6 +78,7 @@ class TrackerEvaluation(TrackerFields):
             raise
         if state is None:
             raise HarnessError("eval_epoch(): data yielded no batches")
+        state.bad_index = bad
         signals.evals.end(self.epochs, state, classes)
         # one list: what scores() and state_dict() read (a resumed tracker's were two lists, so its state after a
         # refused pass did not load)

@@ -74,18 +74,20 @@ class Inputs:
             return host, None
         return None, idx.to(self.device, torch.int64)
 
-    def on_device(self, idx: torch.Tensor) -> torch.Tensor:
-        """Device indices counted into `bad` when outside [0, n) (raised at `end_epoch`, without a sync
-        here) and clamped, so that recording them cannot fault."""
-        self.bad |= ((idx < 0) | (idx >= self.n)).any()
+    def on_device(self, idx: torch.Tensor, bad: torch.Tensor | None = None) -> torch.Tensor:
+        """Device indices counted into `bad` (the training batches' own, `self.bad`, unless given) when outside
+        [0, n) (raised at `end_epoch`, or at an eval pass's end, without a sync here) and clamped, so that
+        recording them cannot fault."""
+        flag = self.bad if bad is None else bad
+        flag |= ((idx < 0) | (idx >= self.n)).any()
         return idx.clamp(0, self.n - 1)
 
-    def indices(self, indices: Any, where: str = "update()") -> torch.Tensor:
+    def indices(self, indices: Any, where: str = "update()", bad: torch.Tensor | None = None) -> torch.Tensor:
         """The batch's sample indices as int64 on the device, checked (`batch_indices`, `on_device`)."""
         host, idx = self.batch_indices(indices, where)
         if host is None:
             assert idx is not None  # the indices are on the host or on the device
-            return self.on_device(idx)
+            return self.on_device(idx, bad)
         return torch.from_numpy(host).to(self.device, torch.int64, non_blocking=True)
 
     def _from_numpy(self, array: np.ndarray) -> torch.Tensor:
@@ -136,8 +138,11 @@ class Inputs:
                                f"{self.device}; keep the batch's tensors on one device")
         return value.detach()
 
-    def eval_batches(self, data: Any, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-        """(index, x, y) batches on the tracker's device, y as int64 class ids."""
+    def eval_batches(self, data: Any, batch_size: int,
+                     bad: torch.Tensor | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """(index, x, y) batches on the tracker's device, y as int64 class ids. Device indices outside [0, n)
+        are counted into `bad`, the pass's own (`EvalPassState.bad_index`): in the training batches' flag they
+        were written clamped to sample n - 1 and blamed on the next epoch's update()."""
         if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
             raise HarnessError(f"eval_epoch(batch_size=...) must be an integer >= 1, got {batch_size!r}")
         dev = self.device
@@ -165,7 +170,7 @@ class Inputs:
                 raise HarnessError("eval_epoch(): a batch's first item is integer and its second floating point; "
                                    "batches are (x, y, index) in that order: a dataset yielding (index, x, y) needs "
                                    "((x, y, i) for i, x, y in loader)")
-            idx = self.indices(idx, "eval_epoch()")
+            idx = self.indices(idx, "eval_epoch()", bad)
             yield idx, x.to(dev), eval_labels(y, len(idx)).to(dev)
 
 
