@@ -77,12 +77,26 @@ def unpack(src: Path, dest: Path) -> int:
     return len(names)
 
 
+def tree_files(repo: Path = Path(".")) -> dict[str, int]:
+    """Bytes of each file a device call copies from `repo`: tracked or untracked-not-ignored, present."""
+    listed = subprocess.run(["git", "-C", str(repo), "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+                            capture_output=True, text=True, check=True).stdout.split("\0")
+    return {f: (repo / f).stat().st_size for f in set(listed) if f and (repo / f).is_file()}
+
+
+def largest_folders(files: dict[str, int], n: int = 5) -> list[tuple[str, int]]:
+    """The n largest folders two levels down (results/NAME, tests): what to look at when a call is over."""
+    sizes: dict[str, int] = {}
+    for f, size in files.items():
+        folder = "/".join(f.split("/")[:2][: max(1, f.count("/"))])
+        sizes[folder] = sizes.get(folder, 0) + size
+    return sorted(sizes.items(), key=lambda kv: -kv[1])[:n]
+
+
 def travel_bytes(carry: list[Path], repo: Path = Path(".")) -> tuple[int, int]:
     """(working tree, carried paths) in bytes, as a device call counts them: the files git lists as
     tracked or untracked-not-ignored under `repo`, and every file under each carried path."""
-    listed = subprocess.run(["git", "-C", str(repo), "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-                            capture_output=True, text=True, check=True).stdout.split("\0")
-    tree = sum((repo / f).stat().st_size for f in set(listed) if f and (repo / f).is_file())
+    tree = sum(tree_files(repo).values())
     carried = 0
     for path in carry:
         files = [path] if path.is_file() else [Path(d) / f for d, _, fs in os.walk(path) for f in fs]
@@ -110,6 +124,11 @@ def main() -> None:
         fits = tree + carried <= TRAVEL_LIMIT
         print(f"travel: working tree {tree / 2**20:.1f} MiB + carry {carried / 2**20:.1f} MiB = "
               f"{(tree + carried) / 2**20:.1f} MiB ({'within' if fits else 'OVER'} the 64 MiB a call carries)")
+        if not fits:  # a refused call costs device time: say by how much, and where the bytes are
+            big = ", ".join(f"{f} {b / 2**20:.1f}" for f, b in largest_folders(tree_files()))
+            print(f"travel: {(tree + carried - TRAVEL_LIMIT) / 2**20:.1f} MiB too much; largest folders (MiB): {big}. "
+                  "A call copies only files present: move some of them out of the checkout for the call "
+                  "(benchmarks/README.md, 'How the dataset travels')")
         sys.exit(0 if fits else 1)
     if args.command == "pack":
         n = pack(args.src, args.dest, args.splits, args.test_per_class, args.train_per_class)

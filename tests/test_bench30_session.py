@@ -102,3 +102,9 @@ def test_the_rehearsal_measures_the_carry_of_the_sessions_own_pack(tmp_path: Pat
     # the small pack (30 + 10 a class) holds 80 of the 150 images: ~0.37 MiB against ~0.69 MiB
     assert full_mib > 0.6 and float(carry.group(1)) == pytest.approx(full_mib, abs=0.051)
     assert done.returncode == 1 and "rehearsal FAILED" in done.stderr  # the unknown stage fails it
+
+
+def test_travel_over_the_limit_names_the_largest_folders() -> None:
+    files = {"README.md": 5, "tests/a.py": 7, "tests/b.py": 8, "results/big/s.csv.gz": 40, "results/big/x/y": 2,
+             "results/small/s.csv": 9, "harness/tracker/state.py": 1}
+    assert _pack_module().largest_folders(files, 3) == [("results/big", 42), ("tests", 15), ("results/small", 9)]
