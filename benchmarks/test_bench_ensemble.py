@@ -79,4 +79,6 @@ def test_ensemble_big_k(benchmark, data) -> None:
     benchmark.extra_info.update({"k": BIG_K, "epochs": RECIPE.epochs, "device": str(DEVICE), "seconds": seconds,
                                  "threads": torch.get_num_threads()})
     print(f"\nensemble of {BIG_K}: {seconds:.1f} s ({seconds / BIG_K:.2f} s per model)")
-    assert len(outs) == BIG_K and all(o.train_acc > 0.9 for o in outs)
+    assert len(outs) == BIG_K
+    if RECIPE.epochs >= PRESET.recipe.epochs:  # the recipe fits digits; a short MEMPROX_BENCH_EPOCHS run does not
+        assert all(o.train_acc > 0.9 for o in outs)
