@@ -255,7 +255,8 @@ class RayExecutor(Executor):
         check_workers(cfg)
         if cfg.ray_address is not None:
             if not isinstance(cfg.ray_address, str) or not cfg.ray_address:
-                raise HarnessError(f"ray address must be HOST:PORT or 'auto' (got {cfg.ray_address!r})")
+                raise HarnessError(f"--ray-address must be the head's HOST:PORT or auto (got {cfg.ray_address!r}); "
+                                   "pass e.g. --ray-address 10.0.0.5:6379, or leave it out to start a local Ray")
             if cfg.workers is not None:
                 raise HarnessError("--workers sizes a local Ray; a cluster joined with --ray-address has its own "
                                    "workers: pass one of them")

@@ -119,6 +119,13 @@ def cluster_address(address: str) -> str:
         raise HarnessError(f"--ray-address auto found no Ray cluster: {said} and no cluster started with `ray start` "
                            "is recorded on this machine; start one (`ray start --head`), pass --ray-address "
                            "HOST:PORT, or drop --ray-address to start a local Ray")
+    if found == env:  # the user wrote `auto`: a malformed RAY_ADDRESS said "Ray address 'foo' is not HOST:PORT"
+        try:
+            split_address(env)
+        except HarnessError:
+            raise HarnessError(f"--ray-address auto reads RAY_ADDRESS, which is {env!r}: not HOST:PORT (e.g. "
+                               "10.0.0.5:6379, [::1]:6379); fix or unset RAY_ADDRESS, or pass --ray-address "
+                               f"HOST:PORT; {CLUSTER_HELP}") from None
     return found
 
 
