@@ -211,7 +211,7 @@ def _global(named: str, value: Any, of: str, module: str, seen: dict[int, Any], 
     if followed(type(value), module):  # `CFG = Config(64)`, `config.CFG`: named where a fresh process differs
         read[f"{of}.{named.rpartition('.')[2]}"] = part = yield _argument(value, module, seen, read)
         return f"\n{named} = {part}"
-    made = written(of, named.rpartition(".")[2], value) if stateful(value) else None  # made by code alone: its
+    made = written(of, named.rpartition(".")[2], value, seen) if stateful(value) else None  # made by code alone: its
     part = f"written {made}" if made is not None else shown(value) or _torch_module(value)  # text (`container`'s)
     if part:  # `MEAN = np.array(...)`, `ACT = nn.LeakyReLU(0.1)` were hashed as nothing
         read[f"{of}.{named.rpartition('.')[2]}"] = part
@@ -267,10 +267,13 @@ def _body(name: str, shown: str) -> tuple[set[str], dict[str, Any]] | None:
 
 def _same(literal: Any, value: Any) -> bool:
     """Whether a class attribute still holds the literal its source assigns (not one set after), an
-    enum member the value written for it (`RELU = 1`)."""
+    enum member the value written for it (`RELU = 1`). Compared as `_plain` text (a set's sorted): a set's
+    repr follows its table's history and the string hash seed, and `S = {"x", "y", 3}` was hashed or not
+    by chance, another digest in a fresh process, refused (attdig30)."""
     value = value.value if isinstance(value, enum.Enum) else value
     try:
-        return type(literal) is type(value) and repr(literal) == repr(value) and bool(literal == value)
+        return type(literal) is type(value) and _plain(literal, set()) == _plain(value, set()) and \
+            bool(literal == value)
     except Exception:  # an odd __eq__ or __repr__: hash the value
         return False
 

@@ -253,13 +253,14 @@ def effects(modules: list[str]) -> str:
     return text
 
 
-def written(module: str, name: str, value: Any) -> str | None:
+def written(module: str, name: str, value: Any, seen: dict[int, Any]) -> str | None:
     """The text of module global `name`'s one top-level assignment where `value` is its value and it is made
     from code alone (`BUF = np.zeros(4)`, `PROJ = torch.randn(8, 4)`, `ACT = nn.LazyLinear(3)`) and no other
     top-level statement changes it (`ACT.negative_slope = 0.2`, `BUF[0] = 1`); None for any other: read by value.
     Its value by content was not the same in every process: state a run fills in place (`BUF[0] += 1`, a lazy
     module's first forward) gave a digest after a run that a fresh process's refused, and a random one
-    (`torch.randn` unseeded) was refused in every fresh process, where the text is the same in each (attdig30)."""
+    (`torch.randn` unseeded) was refused in every fresh process, where the text is the same in each (attdig30).
+    Left in `seen` as a module list is (`read_containers`): its edit, in a file not reloaded, is refused in process."""
     namespace = getattr(sys.modules.get(module), "__dict__", {})
     if namespace.get(name, _MISSING) is not value:  # a wrapper's `__module__` (functools.wraps) is another's
         return None
@@ -268,6 +269,8 @@ def written(module: str, name: str, value: Any) -> str | None:
         return None
     if any(root == name for _, root, _ in _assigned(module, "<effects>")):
         return None
+    marker = ContainerRead(module, name)
+    seen[id(marker)] = marker
     return assigned[0][0]
 
 

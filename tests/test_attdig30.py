@@ -140,3 +140,33 @@ def test_a_set_of_plain_values_keeps_its_digest(tmp_path, monkeypatch) -> None:
     """Pinned (as at 4048737): a set of plain values is read as before, in sorted order."""
     module = _module(tmp_path, monkeypatch, "attdig30_plainsets", PLAIN_SETS)
     assert (code_digest(module.build), code_digest(module.Net)) == ("f1414770d3274399", "17b4e3b975e7b7f6")
+
+
+def test_a_global_read_by_its_text_and_edited_since_is_refused_in_process(tmp_path, monkeypatch) -> None:
+    """Read by its text, the edit gives a new digest while this process holds the old array: under --executor
+    inprocess the old array would train under the new text's key, so it is compared as a module list is."""
+    from harness.code_digest import code_read
+    from harness.code_source import edited_since_import
+    module = _module(tmp_path, monkeypatch, "attdig30_editbuf", "import numpy as np\nBUF = np.zeros(4)\n"
+                                                                "def build(s, n):\n    return BUF\n")
+    before = code_digest(module.build)
+    assert edited_since_import(code_read(module.build)) == []
+    (tmp_path / "attdig30_editbuf.py").write_text("import numpy as np\nBUF = np.zeros(16)  # wider\n"
+                                                  "def build(s, n):\n    return BUF\n", encoding="utf-8")
+    assert code_digest(module.build) != before
+    assert edited_since_import(code_read(module.build)) == ["BUF"]  # b3d5d66: [] (the old array trained)
+
+
+def test_a_class_s_literal_set_has_one_digest_under_every_hash_seed(tmp_path) -> None:
+    """`L = [{"x", "y", 3}]` was left out as the literal written, or hashed, by the order the set's repr gave it:
+    under hash seeds 4 and 8 another digest, refused by the executors' fresh process."""
+    (tmp_path / "attdig30_seeds.py").write_text(PLAIN_SETS, encoding="utf-8")
+    script = ("import attdig30_seeds\nfrom harness.code_digest import code_digest\n"
+              "print(code_digest(attdig30_seeds.Net))")
+    digests = []
+    for seed in ("1", "4", "8"):
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), *sys.path]), "PYTHONHASHSEED": seed,
+               "PYTHONDONTWRITEBYTECODE": "1"}
+        digests.append(subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True,
+                                      check=True).stdout.strip())
+    assert digests == ["17b4e3b975e7b7f6"] * 3  # b3d5d66: c30341a7f5acb64e under seeds 4 and 8
