@@ -275,7 +275,10 @@ def _on_node(error: Exception, driver: str, job: Job) -> Exception:
     node = socket.gethostname()
     if driver in ("", node):
         return error
-    return with_notes(RunFailed(f"job {job.label()}: {str(error) or type(error).__name__} (raised on Ray node {node}, "
+    text = str(error) or type(error).__name__
+    # a RunFailed names its run already (`run L [digest]: ...`, as the runner reports it): it read "job L: run L ..."
+    named = isinstance(error, RunFailed) or text.startswith(f"job {job.label()}:")
+    return with_notes(RunFailed(f"{'' if named else f'job {job.label()}: '}{text} (raised on Ray node {node}, "
                                 f"not on {driver} where memprox runs)"), error)
 
 
