@@ -98,16 +98,17 @@ class EvalPasses:
 
     def kept(self, epoch: int) -> dict[str, Any]:
         """Copies of what a pass after `epoch` overwrites: its row of each signal (with the count of rows made)
-        and the (N, C) probabilities. A refused pass put nothing back, so an earlier pass of that row was lost
-        (a repeated pass after the last epoch with the wrong labels left final_loss without its pass)."""
+        and the (N, C) probabilities, in host memory (one device-to-host copy a pass). A refused pass put
+        nothing back, so an earlier pass of that row was lost (a repeated pass after the last epoch with the
+        wrong labels left final_loss without its pass)."""
         rec = self.bank[self.key]
         row = epoch if self.keep_eval_history else 0
         kept: dict[str, Any] = {"row": row}
         for name, buf in rec.buffers.items():
             if isinstance(buf, GrowingRows):
                 kept[name] = (len(buf.rows), buf.rows[row].clone() if row < len(buf.rows) else None)
-            else:
-                kept[name] = buf.clone()
+            else:  # the (N, C) probabilities on the host: a second copy on the GPU (5 GB at ImageNet-1k) could OOM
+                kept[name] = buf.to("cpu", copy=True)
         return kept
 
     def put_back(self, state: EvalPassState) -> None:
