@@ -63,9 +63,9 @@ class Runner:
             while todo:
                 waiting = self._train_claimed(todo, result)
                 todo, told = [], False
-                for spec, requests in waiting:
+                for i, (spec, requests) in enumerate(waiting):  # those before `i` are read back: not waited for
                     lock = self.store.lock(spec)
-                    told = _wait_for(lock, len(waiting), told)
+                    told = _wait_for(lock, len(waiting) - i, told)
                     try:
                         if (still := self._still_needed(spec, requests, result)) is not None:
                             todo.append((spec, still))
@@ -193,7 +193,9 @@ def _close(outcomes: object) -> None:
 
 def _wait_for(lock: BaseFileLock, runs: int, told: bool) -> bool:
     """Block until the other process lets `lock` go, saying so once (`told`: said already): a waiting
-    experiment printed nothing, for as long as the other's runs took, without end if one hangs."""
+    experiment printed nothing, for as long as the other's runs took, without end if one hangs. `runs`: this
+    one and those after it (those before it were let go already, and are read back: counted too, 2 runs
+    still held of 3 read 'waiting for 3')."""
     try:
         _acquire(lock, timeout=0)
         return told
