@@ -222,10 +222,13 @@ def warn_other_threads(done: dict[RunSpec, StoredRun], threads: int, device: tor
     other = sorted({t for counts in trained.values() for t in counts if t != threads})
     if other:
         count = sum(bool(counts - {threads}) for counts in trained.values())
+        mixed = sum(len(counts) > 1 for counts in trained.values() if counts - {threads})
         warnings.warn(f"{count} run(s) {what} were trained with {'/'.join(map(str, other))} torch "
                       f"thread(s), this experiment trains with {threads}: a CPU run's numbers depend on its thread "
-                      f"count, so these are not the numbers a fresh run here gives; pass --threads {other[0]} to "
-                      "match them, or another --store to retrain", stacklevel=3)
+                      "count, so these are not the numbers a fresh run here gives; "
+                      + (f"pass --threads {other[0]} to match them, or another --store to retrain" if not mixed else
+                         f"{_mix(mixed, count)} thread counts (resumed at another), which no --threads matches: "
+                         "pass another --store to retrain"), stacklevel=3)
 
 
 def warn_other_compile(done: dict[RunSpec, StoredRun], compile: bool, what: str = READ) -> None:
@@ -233,14 +236,25 @@ def warn_other_compile(done: dict[RunSpec, StoredRun], compile: bool, what: str 
     trains eager, or the other way round: `--compile` is not in a run's address, and the two agree
     only to rounding. Each segment of a resumed run counts (`run_compiled`: a run killed under --compile
     and resumed without it is both); runs whose manifest predates the record (None) are not counted."""
-    other = [r for r in done.values() if r.manifest.engine == "single"
-             and (not compile) in run_compiled(r.manifest.machine) | {r.manifest.compiled}]
+    ways = [{*run_compiled(r.manifest.machine), r.manifest.compiled} for r in done.values()
+            if r.manifest.engine == "single"]
+    other = [way for way in ways if (not compile) in way]
     if other:
         was, now = ("with", "without") if not compile else ("without", "with")
+        mixed = sum(compile in way for way in other)
         warnings.warn(f"{len(other)} run(s) {what} were trained {was} --compile, this experiment "
                       f"trains {now} it: compiled and eager runs agree only to rounding, so these are not the numbers "
-                      f"a fresh run here gives; {'drop' if compile else 'pass'} --compile to match "
-                      "them, or another --store to retrain", stacklevel=3)
+                      "a fresh run here gives; " + (f"{'drop' if compile else 'pass'} --compile to match them, or "
+                                                   "another --store to retrain" if not mixed else
+                                                   f"{_mix(mixed, len(other))} compiled and eager epochs (resumed "
+                                                   "the other way), which neither choice matches: pass another "
+                                                   "--store to retrain"), stacklevel=3)
+
+
+def _mix(mixed: int, count: int) -> str:
+    """Who of the `count` runs a warning names mix two settings: a run resumed under another one was trained
+    under both, and the advice to pass the other setting led to the same warning from the other side."""
+    return "they mix" if mixed == count else f"{mixed} of them mix"
 
 
 def warn_other_engines(done: dict[RunSpec, StoredRun], wanted: dict[RunSpec, set[RecorderRequest]],
