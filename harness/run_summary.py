@@ -32,11 +32,11 @@ def summary(result: ExperimentResult, runs: dict[RunSpec, StoredRun], cfg: Exper
                   "train_seconds": r.manifest.train_seconds,
                   **({"flipped_fit": result.flipped_fit[r.manifest.spec_hash]}
                      if r.manifest.spec_hash in result.flipped_fit else {})}
-                 for r in runs.values()],
+                 for r in sorted(runs.values(), key=lambda r: (r.manifest.label, r.manifest.spec_hash))],
         "proxies": result.proxies,  # label, params, class; from outside memprox also package and code digest
-        "trained": result.trained,
-        "reused": result.reused,
-        "resumed": result.resumed,  # of the trained runs: label -> the epoch its checkpoint resumed it at
+        "trained": sorted(result.trained),  # sorted: the order jobs finished differed by executor and rerun
+        "reused": sorted(result.reused),
+        "resumed": dict(sorted(result.resumed.items())),  # of the trained runs: label -> epoch resumed at
         "failures": result.failures,
         "outputs": {**{kind: files[0] for kind, files in TABLES.items()}, **result.outputs},
         "phase_seconds": phase_seconds,  # write: up to this summary (it and the publish take ms)
