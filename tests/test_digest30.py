@@ -73,7 +73,7 @@ def test_a_held_set_array_or_path_is_read_by_its_content(tmp_path, monkeypatch, 
 
 
 def test_a_module_array_is_named_where_a_fresh_process_differs(tmp_path, monkeypatch) -> None:
-    module = _module(tmp_path, monkeypatch, "arr30", "import numpy as np\nA = np.zeros(2, dtype=np.int8)\n"
+    module = _module(tmp_path, monkeypatch, "arr30", "import numpy as np\nN = 2\nA = np.zeros(N, dtype=np.int8)\n"
                                                      "def build(s, n):\n    return A\n")
     import hashlib
     assert settings_read(module.build) == {"arr30.A": f"array(int8, (2,), {hashlib.sha256(bytes(2)).hexdigest()})"}
