@@ -72,12 +72,27 @@ class Runner:
                     finally:
                         lock.release()
         except KeyboardInterrupt:
-            partly = sum(os.path.isfile(self.store.checkpoint_path(spec)) for spec in self.wanted
-                         if spec not in result.runs)
+            partly = sum(self._resumable(spec) for spec in self.wanted if spec not in result.runs)
             raise Interrupted(len(result.runs), partly) from None
         finally:
             self.executor.close()  # training is over: the workers' memory goes back before evaluation
         return result
+
+    def _resumable(self, spec: RunSpec) -> bool:
+        """Whether a checkpoint of `spec` waits for a rerun: not one another process is training from now
+        (it holds the entry's lock). An experiment stopped while it waited for that process counted the other's
+        live checkpoint as 'partly trained run checkpointed' of its own, having trained nothing."""
+        if not os.path.isfile(self.store.checkpoint_path(spec)):
+            return False
+        lock = self.store.lock(spec)
+        try:
+            lock.acquire(timeout=0)
+        except TimeoutError:
+            return False
+        except OSError:  # cannot tell: counted, as before
+            return True
+        lock.release()
+        return True
 
     def _still_needed(self, spec: RunSpec, requests: set[RecorderRequest], result: RunnerResult
                       ) -> set[RecorderRequest] | None:

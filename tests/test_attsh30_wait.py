@@ -8,7 +8,10 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 
+import pytest
+
 import harness.runner
+from harness.errors import Interrupted
 from harness.recipe import Recipe
 from harness.runner import Runner
 from harness.runspec import DataSpec, RunSpec
@@ -78,3 +81,48 @@ def test_a_run_let_go_before_the_wait_is_not_counted(tmp_path, monkeypatch, capf
         thread.join(60)
     err = capfd.readouterr().err
     assert err.count("waiting for") == 1 and "waiting for 2 run(s) another process" in err
+
+
+def test_ctrl_c_while_waiting_counts_no_checkpoint_of_the_other_process(tmp_path, monkeypatch) -> None:
+    """Stopped while it waited, an experiment that trained nothing said 'and 1 partly trained run checkpointed':
+    the other process's live checkpoint. One left by an earlier killed run (its lock free) still counts."""
+    theirs, left = RunSpec(DataSpec(), "mlp", Recipe(), 0), RunSpec(DataSpec(), "mlp", Recipe(), 1)
+    store, other = RunStore(tmp_path / "store"), RunStore(tmp_path / "store")
+    store.create()
+    for spec in (theirs, left):
+        store.checkpoint_path(spec).parent.mkdir(parents=True, exist_ok=True)
+        store.checkpoint_path(spec).write_bytes(b"checkpoint")
+    real = harness.runner._acquire
+
+    def acquire(lock, timeout: float = -1) -> None:
+        if timeout < 0:
+            raise KeyboardInterrupt  # Ctrl-C while blocked on the other process's lock
+        real(lock, timeout)
+
+    monkeypatch.setattr(harness.runner, "_acquire", acquire)
+    taken, done = threading.Event(), threading.Event()
+
+    def holder() -> None:
+        lock = other.lock(theirs)
+        lock.acquire()
+        taken.set()
+        done.wait(60)
+        lock.release()
+
+    thread = threading.Thread(target=holder)
+    thread.start()
+    assert taken.wait(60)
+    try:
+        with pytest.raises(Interrupted) as stopped:
+            Runner(store, _Idle(_set(), threading.Event()), {theirs: set(), left: set()},
+                   lambda pending: []).run({}, [(theirs, set()), (left, set())])  # type: ignore[arg-type]
+    finally:
+        done.set()
+        thread.join(60)
+    assert (stopped.value.kept_runs, stopped.value.checkpointed) == (0, 1)
+
+
+def _set() -> threading.Event:
+    event = threading.Event()
+    event.set()
+    return event
