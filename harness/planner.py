@@ -227,7 +227,7 @@ def warn_other_threads(done: dict[RunSpec, StoredRun], threads: int, device: tor
                       f"thread(s), this experiment trains with {threads}: a CPU run's numbers depend on its thread "
                       "count, so these are not the numbers a fresh run here gives; "
                       + (f"pass --threads {other[0]} to match them, or another --store to retrain" if not mixed else
-                         f"{_mix(mixed, count)} thread counts (resumed at another), which no --threads matches: "
+                         f"{_mix(mixed, count)} thread counts (resumed at another), which no --threads value matches: "
                          "pass another --store to retrain"), stacklevel=3)
 
 

@@ -31,7 +31,7 @@ def test_a_run_of_both_counts_is_not_matched_by_either(threads: int) -> None:
     mixed = _run(2, trained_by([{**HERE, "threads": 1, "epochs": [1, 3]}], {**HERE, "threads": 2}, 5))
     with pytest.warns(UserWarning) as caught:
         warn_other_threads({"a": mixed}, threads, CPU, RESUMED)  # type: ignore[dict-item]
-    assert _advice(caught) == ["they mix thread counts (resumed at another), which no --threads matches: pass "
+    assert _advice(caught) == ["they mix thread counts (resumed at another), which no --threads value matches: pass "
                                "another --store to retrain"]
 
 
@@ -44,7 +44,7 @@ def test_runs_of_one_other_count_keep_their_advice_and_a_mix_is_counted() -> Non
     with pytest.warns(UserWarning) as caught:
         warn_other_threads({"a": plain, "b": mixed}, 2, CPU)  # type: ignore[dict-item]
     assert [str(w.message).split(" were")[0] for w in caught] == ["2 run(s) read from the store"]
-    assert _advice(caught) == ["1 of them mix thread counts (resumed at another), which no --threads matches: pass "
+    assert _advice(caught) == ["1 of them mix thread counts (resumed at another), which no --threads value matches: pass "
                                "another --store to retrain"]
 
 
