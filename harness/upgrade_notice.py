@@ -22,6 +22,13 @@ from harness.tasks import Task
 Asker = tuple[str, str]
 #: Run labels named in the line; the rest are counted ("and N more").
 SHOWN = 3
+#: Why a recorder keyed by its code's digest is lacking beyond the reasons of every recorder: its code was
+#: edited, or memprox upgraded its digest. The second is the one a user upgrading memprox meets with code
+#: left as it was (a list filled by a loop, read since 5 December 2026, gave a new key): the line named only
+#: an edit, which sent them looking for one. docs/extending.md lists what the digest began to read, and when.
+EDITED = (", or before its code was edited (its key carries a digest of its code), or by a memprox whose code digest "
+          "read less of it (after an upgrade of memprox, a recorder of yours may record again once with no edit of "
+          "yours: docs/extending.md says what the digest began to read, and when)")
 
 
 @runtime_checkable
@@ -57,8 +64,7 @@ def upgrade_notice(upgraded: dict[RunSpec, set[str]], askers: dict[RunSpec, dict
     lack = ", ".join(", ".join(keys) + (f" (asked by {', '.join(map(_name, found))})" if found else "")
                      for found, keys in by_askers.items())
     way = f"; to avoid it, {' and '.join(ways)}" if ways else ""
-    edited = ", or before its code was edited (its key carries a digest of its code)" \
-        if any(CODE_MARK in key for key in who) else ""
+    edited = EDITED if any(CODE_MARK in key for key in who) else ""
     return (f"{len(upgraded)} stored run(s) ({shown}) lack recorder(s) {lack}: stored before the recorder "
             f"existed, or by an experiment that did not ask for it{edited}, they train again in full before anything "
             f"is scored, recording their other signals again along with it{way}")
