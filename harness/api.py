@@ -32,6 +32,7 @@ import numpy as np
 from harness import config as _config
 from harness.api_wording import keyword_errors, keyword_warnings
 from harness.config import ExperimentConfig
+from harness.console import drop_bad_thread_counts
 from harness.errors import HarnessError
 from harness.options import DEFAULT_NOISE_RATES, DEFAULT_REFERENCE, Context, Option, keyword_options, table
 from harness.presets import preset_for
@@ -75,6 +76,7 @@ def run_experiment(**options: Any) -> ExperimentResult:
     `harness.errors.StorageError`: the trained runs stay in the store and the same call again reuses them.
     """
     with host_state_kept(), keyword_errors(), keyword_warnings():  # the imports too: a library may draw from `random`
+        drop_bad_thread_counts()  # named, and kept from processes started here (put back after: host_state_kept)
         cfg = build_config(**options)
         from harness.experiment import Experiment
 
