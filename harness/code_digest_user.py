@@ -143,11 +143,11 @@ def _torch_module_keys() -> frozenset[str]:
     return frozenset(vars(torch.nn.Module()))
 
 
+#: A line that may start a top-level call or setting through a module (`torch.manual_seed(`, `nn.ReLU.forward =`).
+_EFFECT = re.compile(r"[A-Za-z_]\w*(\.\w+)+\s*(\(|[-+*/%&|^@]?=)")
 #: file -> (the `linecache` lines parsed, name -> each top-level assignment of it: its text, its value as
 #: `_plain` text where it is a literal, the names it reads): one parse of a module per process, again
 #: once its file is edited (`linecache.checkcache` hands out new lines).
-#: A line that may start a top-level call or setting through a module (`torch.manual_seed(`, `nn.ReLU.forward =`).
-_EFFECT = re.compile(r"[A-Za-z_]\w*(\.\w+)+\s*(\(|[-+*/%&|^@]?=)")
 _ASSIGNED: dict[str, tuple[list[str], dict[str, list[Assignment]]]] = {}
 #: file -> (its module's `__spec__`, its assignments as first parsed since that module was (re)loaded: a
 #: reload sets a new spec): what `ContainerRead.edited` compares the file's assignments now with.
