@@ -1,6 +1,6 @@
 """Values as text for the code digest (`harness.code_digest`): the same text in every process (a set or
 frozenset in sorted order, not its string hash seed's, nested code by its content, not its address), an
-array by its bytes. Moved out of `code_digest` unchanged (its size limit); every digest is the same."""
+array by its bytes, a torch module by its repr. Here, not in `code_digest`, for that module's size limit."""
 
 from __future__ import annotations
 
