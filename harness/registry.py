@@ -207,7 +207,7 @@ def load_class_plugins(group: str, registry: Registry[type], base: type, registe
             registry.failed[ep.name] = (f"{where} exited while imported (SystemExit: {e.code}; any lines just above "
                                         "are its own, e.g. argparse's usage): a module must not run a script when "
                                         "imported; put that code under `if __name__ == \"__main__\":`")
-            warnings.warn(registry.failed[ep.name] + _runs(registry, ep.name, ep, points, loaded), stacklevel=3)
+            warnings.warn(registry.failed[ep.name] + _failed_note(registry, ep.name, ep, points, loaded), stacklevel=3)
             continue
         except BaseException as e:  # an Exception, or another BaseException (pytest.skip at its top level)
             _forget_half_imported(registry, before)
@@ -219,7 +219,8 @@ def load_class_plugins(group: str, registry: Registry[type], base: type, registe
             if claimant is not None and _contest(registry, own, contested, str(taken), str(claimant)):
                 warnings.warn(registry.failed[ep.name] + _withheld_note(kind, str(taken)), stacklevel=3)
             else:
-                warnings.warn(registry.failed[ep.name] + _runs(registry, str(taken), ep, points, loaded), stacklevel=3)
+                warnings.warn(registry.failed[ep.name] + _failed_note(registry, str(taken), ep, points, loaded),
+                              stacklevel=3)
             continue
         if not (isinstance(cls, type) and issubclass(cls, base)):
             registry.failed[ep.name] = f"{where} is not a {base.__name__} subclass"
@@ -266,7 +267,8 @@ def _contest_failed(registry: Registry, own: set[str], contested: dict[str, list
     from another top-level package of it) is no second plugin: "claimed by 2 installed plugins;
     uninstall all but one" was refused of a single installed distribution. That class is what the name
     selects, said once after loading (whichever loaded first): said only when the failed one loaded after it,
-    as "runs ..., not this plugin", it read as another package's. Whether it said anything (True)."""
+    as "runs ..., not this plugin", it read as another package's. True where it said that (the caller then
+    drops its "name the entry point" line for that name); False otherwise, a contest warned of included."""
     name = ep.name
     if name not in registry.failed or name not in registry or name in own or name in contested:
         return False
@@ -297,7 +299,7 @@ def _kin(registry: Registry, name: str, ep: importlib.metadata.EntryPoint,
                 None)
 
 
-def _runs(registry: Registry, name: str, ep: importlib.metadata.EntryPoint, points: Mapping[str, Any],
+def _failed_note(registry: Registry, name: str, ep: importlib.metadata.EntryPoint, points: Mapping[str, Any],
           loaded: Mapping[str, object]) -> str:
     """`_selects_other` for a plugin that failed to load, except where another entry point of its own
     distribution, in another package, registered the name: `_contest_failed` says so once loading is done."""
