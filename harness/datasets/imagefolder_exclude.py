@@ -10,14 +10,13 @@ FILE itself, when relative, is relative to the current folder (as every path mem
 PATH. The file holds one path or pattern per line, relative to PATH with `/` between names, as the suspects
 CSVs' `file` column writes them (`train/cat/00042.jpg`). A line names an image, or a folder whose
 images are all excluded; `*`, `?` and `[...]` are `fnmatch` patterns over the whole relative path (`*`
-matches `/` too); names compare in Unicode's NFC form, as typed and as a Mac writes them. A line that
-names an existing file or folder is that name, never a pattern: `train/cat/img[1].jpg`, copied from the
-`file` column, also matched `train/cat/img1.jpg` and silently left that image out too. `a//b` and
-`a/./b` are `a/b`, as to the file system. A line that
-matches no image is an error: a typo (or a file since renamed) would
-otherwise silently train on the image it meant to drop. The excluded images are not read, so the
-folder's fingerprint is that of the folder without them: the same stored runs as a copy with those
-files deleted.
+matches `/` too); names compare in Unicode's NFC form, so a line typed on any system matches a name a Mac
+wrote decomposed (NFD). A line that names an existing file or folder is that name, never a pattern:
+`train/cat/img[1].jpg`, copied from the `file` column, also matched `train/cat/img1.jpg` and silently left
+that image out too. `a//b` and `a/./b` are `a/b`, as to the file system. A line that matches no image is an
+error: a typo (or a file since renamed) would otherwise silently train on the image it meant to drop. The
+excluded images are not read, so the folder's fingerprint is that of the folder without them: the same
+stored runs as a copy with those files deleted.
 """
 
 from __future__ import annotations
