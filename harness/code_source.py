@@ -19,6 +19,7 @@ from typing import Any
 
 from harness.code_digest_user import ContainerRead, _plain
 from harness.code_digest_wrapped import functions as _functions
+from harness.code_digest_wrapped import unwrap as _unwrap
 
 _MISSING = object()
 
@@ -78,8 +79,9 @@ def _which(cls: type, file: str, lines: list[str], found: list[tuple[int, int]])
         return found[0][0]
     for value in vars(cls).values():
         for function in _functions(value):
-            code = inspect.unwrap(function).__code__
-            if code.co_filename == file and function.__qualname__.startswith(cls.__qualname__ + "."):
+            code = getattr(_unwrap(function), "__code__", None)  # `functools.wraps(len)`: a builtin, no code
+            if code is not None and code.co_filename == file and \
+                    function.__qualname__.startswith(cls.__qualname__ + "."):
                 match = [start for start, end in found if start < code.co_firstlineno <= end]
                 if match:
                     return match[-1]
