@@ -202,6 +202,8 @@ class SampleTracker(TrackerEvaluation, TrackerCheckpoints, TrackerResults):
                 self._flush()
                 if not log.add(batch):  # larger than the log: recorded as it is
                     self._record(batch)
+        assert self._signals is not None  # made by _ensure_device
+        self._signals.presentations.batches.add(b)  # the log records batches merged: their sizes are counted here
         self._pending = True
 
     def end_epoch(self) -> None:

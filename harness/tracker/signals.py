@@ -17,6 +17,7 @@ from harness.recorders.train_pass import RunningLossSum
 from harness.tracker.eval_passes import EvalPasses
 from harness.tracker.inputs import unusable_logits
 from harness.tracker.labels import GivenLabels
+from harness.tracker.passes import OPENINGS, EpochBatches, whole_passes
 from harness.tracker.selection import EVAL_LAST_KEY, LOSS_KEY, TRAIN_KEYS, TRAIN_REQUESTS
 
 _NEVER = torch.iinfo(torch.int64).max  # `first_seen` of a sample not presented this epoch
@@ -45,6 +46,7 @@ class Presentations:
         #: host indices: how many samples the epoch presented before its first repeat (None: none yet, or
         #: unknown in a state saved before it was kept): all of them, for a loop that misses end_epoch()
         self.first_repeat: int | None = None
+        self.batches = EpochBatches()  # the sizes update() got, for drop_last's whole passes (`whole_passes`)
         self.presented: torch.Tensor | None = None  # device indices: (n + 1,) int32
         self.first_seen: torch.Tensor | None = None  # device indices: (n + 1,) int64
         self.sequence = 0  # device indices: presentations so far this epoch
@@ -107,12 +109,13 @@ class Presentations:
         # every sample came again, in whole passes: a loop that calls end_epoch() once after all its epochs, or
         # that passes batch positions (arange(B), enumerate) for indices; not a sampler with replacement, which
         # repeats a sample before it has shown the others (one drawing 5 x len(dataset) repeats every sample)
-        missed = (" Every sample this epoch presented came again, in whole passes over them (none before all had "
-                  "come once): if the loop calls end_epoch() once after all its epochs, call end_epoch() after each "
-                  "epoch, or the epochs count as one and csl holds the first epoch's losses only; if it passes batch "
-                  "positions (arange(B), enumerate) for indices, pass each sample's index in the dataset (WithIndex), "
-                  "not its position in the batch. A sampler drawing more than len(dataset) indices an epoch without "
-                  "replacement (RandomSampler(num_samples=...)) does this too." if self.whole_passes(count) else "")
+        kind = self.pass_kind(count)
+        missed = "" if kind is None else (
+            f" {OPENINGS[kind]}: if the loop calls end_epoch() once after all its epochs, call end_epoch() after "
+            "each epoch, or the epochs count as one and csl holds the first epoch's losses only; if it passes batch "
+            "positions (arange(B), enumerate) for indices, pass each sample's index in the dataset (WithIndex), "
+            "not its position in the batch. A sampler drawing more than len(dataset) indices an epoch without "
+            "replacement (RandomSampler(num_samples=...)) does this too.")
         warnings.warn(
             f"SampleTracker: {count} sample(s) were presented more than once in epoch {epoch_number} "
             f"(first: {first}); each keeps its first presentation of the epoch (loss, logits, label) and the "
@@ -123,23 +126,27 @@ class Presentations:
         )
 
     def whole_passes(self, count: int) -> bool:
-        """Whether the epoch's `count` repeated samples are all it presented, and none came again before every
-        one of them had come once. Indices on the device: the first presentations are the epoch's first ones
-        (`first_seen`: sequence numbers 0..P-1); on the host, `first_repeat` (unknown: no)."""
+        """Whether the epoch's `count` repeated samples came in whole passes over those it presented
+        (`harness.tracker.passes`)."""
+        return self.pass_kind(count) is not None
+
+    def pass_kind(self, count: int) -> str | None:
+        """`passes.whole_passes` of the epoch. Indices on the device: the first repeat comes after the
+        presentations numbered 0..f-1, all first ones (`first_seen`); on the host, `first_repeat` (unknown: none)."""
         if not self.sequence:  # indices on the host alone this epoch
-            presented = int(np.count_nonzero(self.seen))
-            return count >= presented and self.first_repeat is not None and self.first_repeat >= presented
+            return whole_passes(count, int(np.count_nonzero(self.seen)), self.first_repeat, self.batches)
         if np.count_nonzero(self.seen) or self.presented is None or self.first_seen is None:  # both kinds
-            return False
-        shown = self.presented[: self.n] > 0
-        presented = int(shown.sum())
-        return count >= presented > 0 and int(self.first_seen[: self.n][shown].max()) == presented - 1
+            return None
+        firsts = torch.sort(self.first_seen[: self.n][self.presented[: self.n] > 0]).values
+        first_repeat = int((firsts == torch.arange(len(firsts), device=firsts.device)).sum())
+        return whole_passes(count, len(firsts), first_repeat, self.batches)
 
     def forget(self) -> None:
         """Drop the open epoch's presentations without counting it (`SampleTracker.discard_epoch`)."""
         self.seen[:] = False
         self.repeated_host.clear()
         self.first_repeat = None
+        self.batches.clear()
         if self.presented is not None and self.first_seen is not None:
             self.presented.zero_()
             self.first_seen.fill_(_NEVER)
@@ -154,6 +161,7 @@ class Presentations:
         self.seen[:] = False
         self.repeated_host.clear()
         self.first_repeat = None
+        self.batches.clear()
         if self.sequence and self.presented is not None and self.first_seen is not None:
             self.presented.zero_()
             self.first_seen.fill_(_NEVER)

@@ -82,6 +82,7 @@ def _signals_state(s: TrackedSignals, bad_index: torch.Tensor) -> dict[str, Any]
         "bad_index": _copy(bad_index), "eval_flags": [_copy(f) for f in s.evals.flags],
         "seen": torch.from_numpy(p.seen.copy()), "repeated": sorted(p.repeated_host), "first_repeat": p.first_repeat,
         "presented": _copy(p.presented), "first_seen": _copy(p.first_seen), "sequence": p.sequence,
+        "batches": p.batches.state(),
         "epochs_presented": _copy(p.epochs),
     }
 
@@ -311,6 +312,7 @@ def restore_signals(s: TrackedSignals, bad_index: torch.Tensor, state: Mapping[s
     # an old state with repeats: where the first came is unknown, so not whole passes (0), not the next repeat
     p.repeated_host, p.first_repeat = set(repeated), 0 if first is None and repeated else first
     p.sequence = sequence
+    p.batches.restore(state.get("batches"), sequence > 0 or bool(p.seen.any()))  # absent: saved before it was kept
     for name, dtype in (("presented", torch.int32), ("first_seen", torch.int64)):
         value = state[name]
         if value is not None:
