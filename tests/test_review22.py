@@ -39,8 +39,9 @@ def _set_compiled(path, value) -> None:
     raw.pop(DIGEST_FIELD)
     if value is None:
         raw.pop("compiled")
-    else:
-        raw["compiled"] = value
+        raw["machine"].pop("compiled", None)
+    else:  # the machine record says it too since 5 December 2026 (a run resumed the other way says both)
+        raw["compiled"] = raw["machine"]["compiled"] = value
     path.write_text(json.dumps({**raw, DIGEST_FIELD: manifest_digest(raw)}))
 
 
