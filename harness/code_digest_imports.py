@@ -21,6 +21,9 @@ from typing import Any
 from harness.code_digest_user import OWN, ContainerRead, _installed
 
 _IMPORT = dis.opmap["IMPORT_NAME"]
+#: What loads an import's level and names: Python 3.14 loads the level with LOAD_SMALL_INT, and an import
+#: read as LOAD_CONST alone was unread there (its module's edit kept the digest).
+_LOADS = ("LOAD_CONST", "LOAD_SMALL_INT")
 
 #: file -> (the `linecache` lines parsed, a SHA-256 of its syntax tree, the modules it imports as
 #: (name, level, names) with level and names as `from . import x` gives them): one parse per file and process,
@@ -60,7 +63,7 @@ def imported(codes: list[CodeType], package: str, own: str, seen: dict[int, Any]
         for instruction in dis.get_instructions(code):
             if instruction.opname == "IMPORT_NAME" and len(consts) >= 2 and isinstance(consts[-2], int):
                 todo.append((instruction.argval, consts[-2], tuple(consts[-1] or ()), package))
-            consts = consts + [instruction.argval] if instruction.opname == "LOAD_CONST" else []
+            consts = consts + [instruction.argval] if instruction.opname in _LOADS else []
     done = {v.__module__ for v in seen.values() if isinstance(v, ModuleRead)} | {own}
     text = ""
     while todo:

@@ -62,3 +62,29 @@ def test_its_digest_is_that_of_the_class_alone(twin, tmp_path: Path) -> None:
         assert code_digest(alone.A) == twin_digest
     finally:
         sys.path.remove(str(folder))
+
+
+def test_an_import_whose_level_is_a_small_int_load_is_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Python 3.14 loads an import's level with LOAD_SMALL_INT, not LOAD_CONST (3.10 to 3.13 here use
+    LOAD_CONST); `imported` took only LOAD_CONST, so there a function's `from mod import x` was silently unread
+    and an edit of `mod` kept the digest. The 3.14 instruction stream is made from this one's."""
+    import dis
+
+    from harness import code_digest_imports
+
+    (tmp_path / "review30_widths.py").write_text("W = 8\n", encoding="utf-8")
+    monkeypatch.syspath_prepend(str(tmp_path))
+
+    def build() -> object:
+        from review30_widths import W  # type: ignore[import-not-found]
+        return W
+
+    real = dis.get_instructions
+
+    def as_314(code, **kwargs):
+        return [i._replace(opname="LOAD_SMALL_INT") if i.opname == "LOAD_CONST" and type(i.argval) is int else i
+                for i in real(code, **kwargs)]
+
+    monkeypatch.setattr(code_digest_imports.dis, "get_instructions", as_314)
+    text = code_digest_imports.imported([build.__code__], "", build.__module__, {})
+    assert text.startswith("\nimports review30_widths ") and len(text.split()) == 3
