@@ -209,8 +209,8 @@ def _close(outcomes: object) -> None:
 def _wait_for(lock: BaseFileLock, runs: int, told: bool) -> bool:
     """Block until the other process lets `lock` go, saying so once (`told`: said already): a waiting
     experiment printed nothing, for as long as the other's runs took, without end if one hangs. `runs`: this
-    one and those after it (those before it were let go already, and are read back: counted too, 2 runs
-    still held of 3 read 'waiting for 3')."""
+    one and those after it, not those before it (let go already, and read back): counting them too read
+    'waiting for 3' with 2 runs still held."""
     try:
         _acquire(lock, timeout=0)
         return told
