@@ -37,7 +37,7 @@ def _warning(n: int, batches: list[torch.Tensor], resume_at: int | None = None) 
             state = tracker.state_dict()
             tracker = SampleTracker(n, proxies=["csl"])
             tracker.load_state_dict(state)
-        tracker.update(idx, losses=torch.ones(len(idx)))
+        tracker.update(idx, losses=torch.ones(len(idx), device=idx.device))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         tracker.end_epoch()
@@ -213,3 +213,16 @@ def test_the_device_rule_matches_the_host_rule() -> None:
                 count = int(device.repeated())
                 assert count == int(host.repeated())
                 assert device.whole_passes(count) is whole and host.whole_passes(count) is whole, (seed, epochs)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="indices on a GPU take the device path")
+def test_cuda_indices_get_the_hosts_hint() -> None:
+    """The whole tracker with indices on a GPU (`first_seen`, batches merged by the log) says what it says
+    for the same batches on the host."""
+    for seed in range(4):
+        batches = [b for e in range(2) for b in _epoch(10, 4, seed=10 * seed + e)]
+        g = torch.Generator().manual_seed(seed)
+        weighted = _epoch(10, 4, WeightedRandomSampler(torch.ones(10), 30, generator=g))
+        for order in (batches, weighted):
+            assert _warning(10, [b.cuda() for b in order]) == _warning(10, order)
+        assert HINT in _warning(10, [b.cuda() for b in batches])
