@@ -6,10 +6,11 @@ Whole passes: no sample came again before every sample presented had come once. 
 `drop_last=True` leaves out r = N mod batch samples a pass, a different r each time: its second pass repeats
 samples from N - r on, and some samples come once only (those the other passes dropped). Those passes are told
 apart from a sampler with replacement by their batches (`EpochBatches`, counted by `update()`): all of one size
-B, the first repeat in the batch after a first pass of whole batches that leaves fewer than B samples out, the
-epoch a whole number of such passes, and at most 2 (B - 1) samples presented once (a sample presented once was
-dropped by every other pass; each drops fewer than B). A sampler with replacement repeats a sample after about
-sqrt(N) draws, long before N - B.
+B, the first repeat in the batch after a first pass of at least two whole batches that leaves fewer than B
+samples out, the epoch a whole number of such passes, and at most 2 (B - 1) samples presented once (a sample
+presented once was dropped by every other pass but one; each drops fewer than B). A sampler with replacement
+repeats a sample after about sqrt(N) draws, long before N - B; with N below a few dozen and B near N / 3 a
+random one can still pass (about 1 in 500 of such loops: the hint is advice, the warning comes either way).
 """
 
 from __future__ import annotations
