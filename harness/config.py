@@ -33,6 +33,7 @@ from harness.config_identity import experiment_id  # noqa: F401  (imported from 
 from harness.config_model_input import check_model_input
 from harness.errors import HarnessError
 from harness.values import (  # noqa: F401  (MAX_*, short_repr and _integer: imported from here by others)
+    EXCLUDE_OPTION,
     MAX_BATCH_SIZE,
     MAX_BOOTSTRAP,
     MAX_EPOCHS,
@@ -262,8 +263,8 @@ def data_folders(cfg: Any) -> tuple[Path, ...]:
     from harness.datasets import DATASETS
 
     kind, sep, path = cfg.dataset.partition(":")
-    if kind == "imagefolder" and ",exclude=" in path:  # the folder, not `/d,exclude=x` (an --out inside it passed)
-        path = path.rpartition(",exclude=")[0]
+    if kind == "imagefolder" and EXCLUDE_OPTION in path:  # the folder, not `/d,exclude=x` (an --out inside it passed)
+        path = path.rpartition(EXCLUDE_OPTION)[0]
     # `digits:/data` is refused by the loader, as a name that takes no path: not as an --out inside "its" folder
     takes_path = kind not in DATASETS or DATASETS[kind].takes_path  # a plugin not loaded yet: as if it did
     folders = [expand_home(path, f"--dataset {kind}:")] if sep and path and takes_path else []

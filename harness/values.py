@@ -91,6 +91,9 @@ def check_unique(values: Iterable[Any], what: str, flag: str) -> None:
 #: The built-in kinds whose PATH is a local file or folder (a plugin's may be a URL or a prefix,
 #: where `s3://bucket/a/` and `s3://bucket/a` differ).
 LOCAL_PATH_KINDS = ("imagefolder", "npz", "hf")
+#: What follows an image folder's path to name its exclude file (`harness.datasets.imagefolder_exclude`): the
+#: loader, this module's spelling of a dataset and `config.data_folders` split the path at its last one.
+EXCLUDE_OPTION = ",exclude="
 
 
 def parse_dataset(value: str) -> str:
@@ -103,8 +106,8 @@ def parse_dataset(value: str) -> str:
     if kind not in LOCAL_PATH_KINDS:
         return value
     option = ""
-    if kind == "imagefolder" and ",exclude=" in path:  # the folder's slashes go before the option too
-        path, key, rest = path.rpartition(",exclude=")
+    if kind == "imagefolder" and EXCLUDE_OPTION in path:  # the folder's slashes go before the option too
+        path, key, rest = path.rpartition(EXCLUDE_OPTION)
         # the file as the file system reads it: `./drop.txt`, `a//drop.txt` made another experiment for --out
         option = key + (PurePosixPath(rest).as_posix() if rest else rest)
     kept = path.rstrip("/")

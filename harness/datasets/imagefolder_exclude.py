@@ -29,16 +29,15 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from harness.errors import HarnessError
-from harness.values import expand_home
+from harness.values import EXCLUDE_OPTION, expand_home
 
-_KEY = ",exclude="
 _MAGIC = re.compile(r"[*?[]")  # what makes fnmatch read a line as a pattern
 
 
 def split_exclude(name: str, rest: str) -> tuple[str, Path | None]:
     """`PATH[,exclude=FILE]` -> (PATH, FILE). The option is found by its last `,exclude=`, so a
     folder whose name holds commas still loads without it."""
-    path, sep, value = rest.rpartition(_KEY)
+    path, sep, value = rest.rpartition(EXCLUDE_OPTION)
     if not sep:
         return rest, None
     if not value:

@@ -27,7 +27,7 @@ from harness.datasets.npz_checks import (
 )
 from harness.errors import HarnessError
 from harness.io import file_sha256
-from harness.values import expand_home
+from harness.values import EXCLUDE_OPTION, expand_home
 
 # --------------------------------------------------------------------------------------------
 # npz: any array data set
@@ -61,7 +61,7 @@ def _load_npz(request: LoadRequest) -> Dataset:
                            f"imagefolder:{path} for a folder of class subfolders")
     if not path.is_file():
         option = " (,exclude=FILE is imagefolder:'s option; leave the rows out of the arrays)" \
-            if ",exclude=" in str(request.path) else ""
+            if EXCLUDE_OPTION in str(request.path) else ""
         raise HarnessError(f"{name}: file {path} does not exist{option}; pass npz:PATH with an existing .npz file")
     arrays = _read_npz(name, path)
     missing = [k for k in ("x", "y") if k not in arrays]
