@@ -1,16 +1,17 @@
-"""A digest of the code of something registered outside memprox (a model factory, a recorder class):
-the run store addresses memprox's own by name and version, and a user's by name alone would serve a
-changed model or recorder the stored arrays of its predecessor. Its source is hashed, with the source
-of the functions and classes it names and of its base classes, of its own module or a user module
-(`code_digest_user`: not memprox's, the standard library's or an installed package's), the plain
-values (numbers, text, tuples of them) and lists and dicts (as written) it reads, directly or through
-a user module (`config.SCALE`), in its methods and the comprehensions, lambdas and inner functions
-they hold, and the class attributes whose value the source does not show (`WIDTH = BASE * 2`:
-`_class_values`; a user class's instance by what it holds, in a tuple too). A value that differs
-from process to process (`RUN_ID = str(uuid.uuid4())`) makes a digest that does too: `harness.worker_imports`
-compares this process's digests with a fresh one's before workers train (`settings_read` names it).
-The source is the file as it is now (`harness.code_source`); `worker_imports` refuses a model whose
-file changed since its import where this process trains it (`--executor inprocess`)."""
+"""A digest of the code of something registered outside memprox (a model factory, a recorder class): the run store
+addresses memprox's own by name and version, and a user's by name alone would serve a changed model or recorder the
+stored arrays of its predecessor. Its source is hashed, with the source of the functions and classes it names and of
+its base classes, of its own module or a user module (`code_digest_user`: not memprox's, the standard library's or an
+installed package's), the plain values (numbers, text, tuples of them) and lists and dicts (as written) it reads,
+directly or through a user module (`config.SCALE`), in its methods and the comprehensions, lambdas and inner functions
+they hold, and the class attributes whose value the source does not show (`WIDTH = BASE * 2`: `_class_values`; a user
+class's instance by what it holds, in a tuple too). It reads too the user modules a function imports in its body
+(`code_digest_imports`), the code that fills or makes a module list or dict (`code_digest_changes`), and top-level
+calls through another module (`torch.manual_seed(1)`). A value that differs from process to process (`RUN_ID =
+str(uuid.uuid4())`) makes a digest that does too: `harness.worker_imports` compares this process's digests with a
+fresh one's before workers train (`settings_read` names it). The source is the file as it is now
+(`harness.code_source`); `worker_imports` refuses a model whose file changed since its import where this process
+trains it (`--executor inprocess`)."""
 
 from __future__ import annotations
 
