@@ -276,21 +276,20 @@ def main() -> int:
             over.note()
 
 
-#: The thread-count variables checked before torch loads, each as its reader takes it (`thread_count_read`).
-THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
-#: libgomp reads each comma-separated part with strtoul: blanks around it and a `+` are taken, and a count past
-#: a C long is 'Invalid value' as is 0. MKL_NUM_THREADS is read as before but for counts past a C int (MKL wraps
-#: 4294967297 to 1); MKL itself takes digits alone (" 3" and "3,2" are 1 thread), which matters little here:
-#: workers get their counts from --threads.
-_READ = {"OMP_NUM_THREADS": (re.compile(r"\s*\+?([0-9]+)\s*", re.ASCII), 2**63 - 1),
-         "MKL_NUM_THREADS": (re.compile(r"\s*([0-9]+)\s*", re.ASCII), 2**31 - 1)}
+#: The thread-count variables checked before torch loads (not `harness.jobs.THREAD_VARIABLES`, what a worker
+#: sets), each -> how its reader takes it (`thread_count_read`). libgomp reads each comma-separated part with
+#: strtoul: blanks around it and a `+` are taken, and a count past a C long is 'Invalid value' as is 0.
+#: MKL_NUM_THREADS is read as before but for counts past a C int (MKL wraps 4294967297 to 1); MKL itself takes
+#: digits alone (" 3" and "3,2" are 1 thread), which matters little here: workers get their counts from --threads.
+_COUNT_FORMS = {"OMP_NUM_THREADS": (re.compile(r"\s*\+?([0-9]+)\s*", re.ASCII), 2**63 - 1),
+                "MKL_NUM_THREADS": (re.compile(r"\s*([0-9]+)\s*", re.ASCII), 2**31 - 1)}
 
 
 def thread_count_read(name: str, value: str) -> bool:
     """Whether the library that reads `name` takes `value` as the count written. A regex of positive whole
     numbers unset OMP_NUM_THREADS=+4, which libgomp reads as 4, saying it was ignored, and kept
     99999999999999999999, on which libgomp printed 'Invalid value' twice."""
-    pattern, largest = _READ[name]
+    pattern, largest = _COUNT_FORMS[name]
     for part in value.split(","):
         found = pattern.fullmatch(part)
         if found is None or not 1 <= int(found.group(1)) <= largest:
@@ -302,7 +301,7 @@ def drop_bad_thread_counts() -> None:
     """Unset a thread-count variable its library does not read as a count (`thread_count_read`), before torch
     loads, with one line naming it: OpenMP ignored it anyway, printing `libgomp: Invalid value for environment
     variable OMP_NUM_THREADS` twice, naming no fix."""
-    for name in THREAD_VARIABLES:
+    for name in _COUNT_FORMS:
         value = os.environ.get(name)
         if value is None or thread_count_read(name, value):
             continue
