@@ -144,7 +144,7 @@ def _torch_module_keys() -> frozenset[str]:
 
 
 #: A line that may start a top-level call or setting through a module (`torch.manual_seed(`, `nn.ReLU.forward =`).
-_EFFECT = re.compile(r"[A-Za-z_]\w*(\.\w+)+\s*(\(|[-+*/%&|^@]?=)")
+_EFFECT = re.compile(r"[A-Za-z_]\w*(\.\w+)+\s*(\(|(\*\*|//|>>|<<|[-+*/%&|^@])?=|:)")  # `a.b: T = v` too
 #: file -> (the `linecache` lines parsed, name -> each top-level assignment of it: its text, its value as
 #: `_plain` text where it is a literal, the names it reads): one parse of a module per process, again
 #: once its file is edited (`linecache.checkcache` hands out new lines).
