@@ -306,8 +306,9 @@ def drop_bad_thread_counts() -> None:
         if value is None or thread_count_read(name, value):
             continue
         del os.environ[name]
-        print(f"warning: {name}={value!r} is not a positive whole number, so it is ignored (memprox sets each "
-              f"worker's torch threads by --threads); set it to a number such as 1, or unset it", file=sys.stderr)
+        print(f"warning: {name}={value!r} is not a positive whole number its library reads (too large ones are "
+              f"not), so it is ignored (memprox sets each worker's torch threads by --threads); set it to a number "
+              f"such as 1, or unset it", file=sys.stderr)
 
 
 def _cwd_exists() -> bool:
