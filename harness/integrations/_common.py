@@ -125,6 +125,15 @@ class DistributedRecorder:
         self.tracker.end_epoch()
         self.closed_with, self.batches = self.batches, 0
 
+    def not_whole_passes(self) -> None:
+        """The open epoch goes on with batches drawn again (a fit resumed within it): its repeats are no sign of
+        a loop missing `end_epoch()`, which the tracker's repeat warning would otherwise suggest
+        (`Presentations.not_whole_passes`)."""
+        tracker = self.tracker
+        tracker._restore_now("CSLCallback")  # a loaded record not yet on its device: made there now
+        if tracker._signals is not None:
+            tracker._signals.presentations.not_whole_passes()
+
     def drop_open_epoch(self, stopped: str) -> None:
         """A fit that raised (or was interrupted) mid-epoch: its partial epoch is dropped, so the
         record holds the epochs completed before it -- scored by scores(), and continued by a later

@@ -123,7 +123,8 @@ class CSLCallback(Callback):
             raise HarnessError("CSLCallback: scores() ended this callback's record; give this fit a new CSLCallback")
         self._fit.check_same_model(pl_module)
         self._fit.resume(trainer, pl_module)
-        warn_mid_epoch_resume(trainer, self._recorder.batches > 0)
+        if warn_mid_epoch_resume(trainer, self._recorder.batches > 0):  # its first batches come again
+            self._recorder.not_whole_passes()
 
     def on_fit_end(self, trainer: Any, pl_module: Any) -> None:
         # a fit resumed from a checkpoint of its last epoch trains nothing and calls no on_train_start

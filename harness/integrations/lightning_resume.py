@@ -59,7 +59,7 @@ class FitContinuity:
                           f"here on only", RuntimeWarning, stacklevel=3)
 
 
-def warn_mid_epoch_resume(trainer: Any, is_open: bool) -> None:
+def warn_mid_epoch_resume(trainer: Any, is_open: bool) -> bool:
     """A fit resumed from a checkpoint saved within an epoch (`every_n_train_steps`, `max_steps`)
     does not train what the uninterrupted fit trains: say what the record holds. Lightning either
     finishes the cut epoch with its remaining batches, drawn from the start of a plain DataLoader
@@ -67,13 +67,15 @@ def warn_mid_epoch_resume(trainer: Any, is_open: bool) -> None:
     not at all, where the loader draws the cut epoch's order again; a random sampler draws another,
     and which samples are trained twice is chance), or, where the cut epoch counts as done
     (max_steps, resumed by epochs), starts the next.
-    `is_open`: whether the callback's record holds the cut epoch still open."""
+    `is_open`: whether the callback's record holds the cut epoch still open. Returns whether that open
+    epoch goes on with batches drawn from the loader's start again: its repeats are then this resume's, not
+    whole passes of a loop missing `end_epoch()` (`Presentations.not_whole_passes`)."""
     cut = _mid_epoch_cut(trainer)
     if cut is None:
-        return
+        return False
     left, twice = cut.batches - cut.batches_done, cut.batches_twice
     if cut.resumable and cut.continues and is_open:
-        return  # the loader goes on where it stopped, and so does the open epoch: as if uninterrupted
+        return False  # the loader goes on where it stopped, and so does the open epoch: as if uninterrupted
     if not cut.continues:
         what = (f"Lightning starts the next epoch: the samples of the cut epoch's last {left} batch(es) are not "
                 f"trained in it, and count one epoch fewer (the record closed it)")
@@ -109,6 +111,7 @@ def warn_mid_epoch_resume(trainer: Any, is_open: bool) -> None:
                   f"The scores (csl, and the per-epoch proxies) are not those of an uninterrupted fit; for "
                   f"those, resume from a checkpoint saved at an epoch's end (with max_steps a multiple of the "
                   f"{cut.per_epoch} steps per epoch)", RuntimeWarning, stacklevel=3)
+    return cut.continues and not cut.resumable and is_open
 
 
 class _Cut(NamedTuple):

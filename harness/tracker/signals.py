@@ -132,7 +132,10 @@ class Presentations:
 
     def pass_kind(self, count: int) -> str | None:
         """`passes.whole_passes` of the epoch. Indices on the device: the first repeat comes after the
-        presentations numbered 0..f-1, all first ones (`first_seen`); on the host, `first_repeat` (unknown: none)."""
+        presentations numbered 0..f-1, all first ones (`first_seen`); on the host, `first_repeat` (unknown: none).
+        A `first_repeat` of 0 (`not_whole_passes`) rules them out on either."""
+        if self.first_repeat == 0:
+            return None
         if not self.sequence:  # indices on the host alone this epoch
             return whole_passes(count, int(np.count_nonzero(self.seen)), self.first_repeat, self.batches)
         if np.count_nonzero(self.seen) or self.presented is None or self.first_seen is None:  # both kinds
@@ -140,6 +143,12 @@ class Presentations:
         firsts = torch.sort(self.first_seen[: self.n][self.presented[: self.n] > 0]).values
         first_repeat = int((firsts == torch.arange(len(firsts), device=firsts.device)).sum())
         return whole_passes(count, len(firsts), first_repeat, self.batches)
+
+    def not_whole_passes(self) -> None:
+        """The open epoch's repeats are known to come from elsewhere than a missed `end_epoch()` (a Lightning fit
+        resumed within it draws its first batches again: cut at half an epoch, the two halves are one whole pass
+        twice, which was taken for epochs closed at once). Kept in the state; the next epoch is judged anew."""
+        self.first_repeat = 0
 
     def forget(self) -> None:
         """Drop the open epoch's presentations without counting it (`SampleTracker.discard_epoch`)."""
