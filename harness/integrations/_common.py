@@ -115,10 +115,10 @@ class DistributedRecorder:
 
     def update(self, indices: Any, *, losses: torch.Tensor | None = None, logits: torch.Tensor | None = None,
                labels: torch.Tensor | None = None) -> None:
-        world = world_size()
+        self.tracker.update(indices, losses=losses, logits=logits, labels=labels, gather=True)
+        world = world_size()  # after the update: a refused one changes nothing, the allowance included
         if world > 1:  # a sampler's padding is no surprise; a larger value the user set is kept (update()'s rule)
             self.tracker.allowed_repeats = max(self.tracker.allowed_repeats, world * self.padding_batch - 1)
-        self.tracker.update(indices, losses=losses, logits=logits, labels=labels, gather=True)
         self.batches += 1
 
     def end_epoch(self) -> None:

@@ -154,10 +154,10 @@ class SampleTracker(TrackerEvaluation, TrackerCheckpoints, TrackerResults):
         `allowed_repeats` cover a `DistributedSampler`'s padding (world size - 1). With one process,
         or no process group, the batch is recorded as given."""
         self._check_open("update")
+        world = 1
         if gather:
             indices, losses, logits, labels, world = gather_batch(indices, losses=losses, logits=logits,
                                                                   labels=labels)
-            self.allowed_repeats = max(self.allowed_repeats, world - 1)
         if losses is None and logits is None:
             raise HarnessError("update() needs losses= (per-sample, reduction='none') or logits= and labels=")
         for what, value in (("logits", logits), ("losses", losses)):
@@ -192,6 +192,8 @@ class SampleTracker(TrackerEvaluation, TrackerCheckpoints, TrackerResults):
                     f"update(): the selected proxies need {selection.logit_keys}, computed from logits= and labels=; "
                     "pass them too, or select proxies=['csl'] for losses alone"
                 )
+        # set once the batch is accepted: a refused call changes nothing (`refusals`), this attribute included
+        self.allowed_repeats = max(self.allowed_repeats, world - 1)
         if logits is None and b:  # an empty batch leaves no sample without logits
             self._all_batches_had_logits = False
         # logits are checked for non-finite values when logit signals are recorded from them
