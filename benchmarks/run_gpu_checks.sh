@@ -30,6 +30,7 @@ for stage in ${stages//,/ }; do
       # every test that skips without CUDA is here (tests/test_bench30_session.py checks the list)
       "$py" -m pytest tests/test_ensemble.py tests/test_tracker.py tests/test_tracker_edge_cases.py tests/test_curvature.py \
         tests/test_held_batches.py tests/test_score_checks8.py tests/test_tracker_copy_attackb26.py \
+        tests/test_hint30_droplast.py tests/test_tracker_kept_cuda30.py \
         -q -p no:cacheprovider --continue-on-collection-errors \
         -k "cuda or gpu" -rA 2>&1 \
         | tee "$out/cuda_tests.log" | tail -3 || echo "CUDA tests FAILED: see $out/cuda_tests.log" ;;

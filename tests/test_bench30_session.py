@@ -41,9 +41,12 @@ def _cuda_only_tests() -> set[str]:
     """file::name of every test function in tests/ that skips where CUDA is absent."""
     found = set()
     for path in sorted((ROOT / "tests").glob("test_*.py")):
-        for node in ast.parse(path.read_text()).body:
+        body = ast.parse(path.read_text()).body
+        whole = any(isinstance(n, ast.Assign) and any(ast.unparse(t) == "pytestmark" for t in n.targets)
+                    and _skips_without_cuda(n.value) for n in body)  # `pytestmark = pytest.mark.skipif(...)`
+        for node in body:
             if isinstance(node, ast.FunctionDef) and node.name.startswith("test_") \
-                    and any(_skips_without_cuda(d) for d in node.decorator_list):
+                    and (whole or any(_skips_without_cuda(d) for d in node.decorator_list)):
                 found.add(f"tests/{path.name}::{node.name}")
     return found
 
