@@ -44,8 +44,8 @@ def test_runs_of_one_other_count_keep_their_advice_and_a_mix_is_counted() -> Non
     with pytest.warns(UserWarning) as caught:
         warn_other_threads({"a": plain, "b": mixed}, 2, CPU)  # type: ignore[dict-item]
     assert [str(w.message).split(" were")[0] for w in caught] == ["2 run(s) read from the store"]
-    assert _advice(caught) == ["1 of them mix thread counts (resumed at another), which no --threads value matches: pass "
-                               "another --store to retrain"]
+    assert _advice(caught) == ["1 of them mix thread counts (resumed at another), which no --threads value "
+                               "matches: pass another --store to retrain"]
 
 
 @pytest.mark.parametrize("compile", [False, True])
