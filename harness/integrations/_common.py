@@ -116,10 +116,15 @@ class DistributedRecorder:
     def update(self, indices: Any, *, losses: torch.Tensor | None = None, logits: torch.Tensor | None = None,
                labels: torch.Tensor | None = None) -> None:
         self.tracker.update(indices, losses=losses, logits=logits, labels=labels, gather=True)
-        world = world_size()  # after the update: a refused one changes nothing, the allowance included
-        if world > 1:  # a sampler's padding is no surprise; a larger value the user set is kept (update()'s rule)
-            self.tracker.allowed_repeats = max(self.tracker.allowed_repeats, world * self.padding_batch - 1)
+        self._allow_padding()  # after the update: a refused one changes nothing, the allowance included
         self.batches += 1
+
+    def _allow_padding(self, saved: int | None = None) -> None:
+        """A sampler's padding is no surprise: the tracker allows `saved` repeats (a checkpoint's), else those of
+        this world; a larger value the user set is kept (update()'s rule)."""
+        world = world_size()
+        allowed = saved if saved is not None else world * self.padding_batch - 1 if world > 1 else 0
+        self.tracker.allowed_repeats = max(self.tracker.allowed_repeats, allowed)
 
     def end_epoch(self) -> None:
         self.tracker.end_epoch()
@@ -152,8 +157,10 @@ class DistributedRecorder:
             self.end_epoch()
 
     def state(self) -> dict[str, Any]:
-        """What a checkpoint keeps: the tracker's record and the batches of the epoch in progress."""
-        return {"tracker": self.tracker.state_dict(), "batches": self.batches}
+        """What a checkpoint keeps: the tracker's record, the batches of the epoch in progress, and the padding
+        allowance its updates set (the tracker's state leaves `allowed_repeats` out; `resume`)."""
+        return {"tracker": self.tracker.state_dict(), "batches": self.batches,
+                "allowed_repeats": self.tracker.allowed_repeats}
 
     def resume(self, saved: dict[str, Any], device: Any, who: str, epoch: int) -> None:
         """Take a checkpoint's `state()`, for a trainer going on with `epoch` (whole epochs done). A
@@ -165,6 +172,10 @@ class DistributedRecorder:
         if not (tracker.finished or tracker.epochs or self.batches):
             tracker.load_state_dict(saved["tracker"], device=device)
             self.batches, self.closed_with = int(saved["batches"]), 0
+            # the open epoch's padding was allowed by its updates: an epoch closed at the resume before any update
+            # (`close_epoch_before`) was warned of it (a checkpoint before it was kept: this world's padding)
+            allowed = saved.get("allowed_repeats")
+            self._allow_padding(int(allowed) if isinstance(allowed, int) and not isinstance(allowed, bool) else None)
             return
         ours, theirs = (tracker.epochs, self.batches), (int(saved["tracker"]["epochs"]), int(saved["batches"]))
         if tracker.finished or not (ours == theirs or self._closes_to(theirs, epoch)):
