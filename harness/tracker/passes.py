@@ -62,7 +62,9 @@ class EpochBatches:
         self.smallest, self.largest, self.total = (0, 0, 0) if value is None else value
         self.known = value is not None or not started
 
+
 def _valid(value: Any) -> bool:
+    """A saved [smallest, largest, total] that `update()` could have counted."""
     if not isinstance(value, Sequence) or isinstance(value, str) or len(value) != 3:
         return False
     if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in value):
