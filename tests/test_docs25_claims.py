@@ -230,13 +230,14 @@ def test_the_suite_times_testing_md_sums_up_are_its_measurements() -> None:
     assert all(low <= t <= high for t, _ in runs), f"idle runs outside {low}-{high} s: {runs}"
     assert max(n for _, n in runs) == int(span.group(6).replace(",", ""))
     newest = " ".join(page[:page.index("- **What it includes**")].split())
-    counts = re.search(r"for ([\d,]+) tests .*? for ([\d,]+) at \w+ .*?: (\d+) and (\d+) more tests than at (\w+) "
-                       r"\((\d+) min (\d+) s, below\)", newest)
+    counts = re.search(r"for ([\d,]+) tests .*? for ([\d,]+) at \w+ .*?: ([\d,]+) and ([\d,]+) more tests than "
+                       r"at (\w+) \((\d+) min (\d+) s, below\)", newest)
     assert counts, "testing.md's run time no longer compares the newest runs with an earlier one"
     base = re.search(rf"(\d+) min (\d+) s for ([\d,]+) tests [^;]*? at {counts.group(5)}\b", earlier)
     assert base and base.group(1, 2) == counts.group(6, 7)
     was = int(base.group(3).replace(",", ""))
-    assert [int(counts.group(i).replace(",", "")) - was for i in (1, 2)] == [int(counts.group(3)), int(counts.group(4))]
+    assert [int(counts.group(i).replace(",", "")) - was for i in (1, 2)] == [int(counts.group(i).replace(",", ""))
+                                                                             for i in (3, 4)]
 
 
 def test_the_default_experiment_the_home_page_and_quickstart_describe_is_the_default() -> None:
