@@ -26,7 +26,7 @@ from harness import SampleTracker
 from harness.tracker.signals import Presentations
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from test_gather27 import FakeRanks  # noqa: E402
+from test_gather27 import FakeRanks, fake_ranks  # noqa: E402
 
 REPEATS = "presented more than once"
 
@@ -117,15 +117,7 @@ def test_the_mark_rules_out_whole_passes_on_the_host_and_on_the_device() -> None
 # -- update(gather=True) under a DistributedSampler ---------------------------------------------------------------
 @pytest.fixture
 def ranks(monkeypatch: pytest.MonkeyPatch) -> FakeRanks:
-    fake = FakeRanks(2)
-    dist = torch.distributed
-    monkeypatch.setattr(dist, "is_available", lambda: True)
-    monkeypatch.setattr(dist, "is_initialized", lambda: True)
-    monkeypatch.setattr(dist, "get_world_size", lambda *a, **k: fake.world)
-    monkeypatch.setattr(dist, "get_rank", lambda *a, **k: fake.local.rank)
-    monkeypatch.setattr(dist, "get_backend", lambda *a, **k: "gloo")
-    monkeypatch.setattr(dist, "all_gather", fake.all_gather)
-    return fake
+    return fake_ranks(monkeypatch)
 
 
 @pytest.mark.parametrize(("n", "batch", "sampler_drop", "loader_drop", "kind"), [

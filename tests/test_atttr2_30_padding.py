@@ -17,22 +17,14 @@ from harness import SampleTracker
 from harness.integrations._common import DistributedRecorder
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from test_gather27 import FakeRanks  # noqa: E402
+from test_gather27 import FakeRanks, fake_ranks  # noqa: E402
 
 N = 5  # odd: a DistributedSampler over 2 ranks pads rank 1 with sample 0
 
 
 @pytest.fixture
 def ranks(monkeypatch: pytest.MonkeyPatch) -> FakeRanks:
-    fake = FakeRanks(2)
-    dist = torch.distributed
-    monkeypatch.setattr(dist, "is_available", lambda: True)
-    monkeypatch.setattr(dist, "is_initialized", lambda: True)
-    monkeypatch.setattr(dist, "get_world_size", lambda *a, **k: fake.world)
-    monkeypatch.setattr(dist, "get_rank", lambda *a, **k: fake.local.rank)
-    monkeypatch.setattr(dist, "get_backend", lambda *a, **k: "gloo")
-    monkeypatch.setattr(dist, "all_gather", fake.all_gather)
-    return fake
+    return fake_ranks(monkeypatch)
 
 
 @pytest.mark.parametrize("resumed", [False, True, "old"])

@@ -74,16 +74,23 @@ class FakeRanks:
         return out
 
 
-@pytest.fixture
-def ranks(monkeypatch: pytest.MonkeyPatch) -> FakeRanks:
-    fake = FakeRanks(2)
+def fake_ranks(monkeypatch: pytest.MonkeyPatch, world: int = 2) -> FakeRanks:
+    """torch.distributed as `world` ranks of threads see it (each thread its own rank): other test files'
+    `ranks` fixtures return this (a fixture imported across test files trips ruff's F811)."""
+    fake = FakeRanks(world)
     dist = torch.distributed
     monkeypatch.setattr(dist, "is_available", lambda: True)
     monkeypatch.setattr(dist, "is_initialized", lambda: True)
     monkeypatch.setattr(dist, "get_world_size", lambda *a, **k: fake.world)
+    monkeypatch.setattr(dist, "get_rank", lambda *a, **k: fake.local.rank)
     monkeypatch.setattr(dist, "get_backend", lambda *a, **k: "gloo")
     monkeypatch.setattr(dist, "all_gather", fake.all_gather)
     return fake
+
+
+@pytest.fixture
+def ranks(monkeypatch: pytest.MonkeyPatch) -> FakeRanks:
+    return fake_ranks(monkeypatch)
 
 
 def _batches(seed: int) -> dict[int, list[tuple[Any, torch.Tensor, torch.Tensor]]]:
