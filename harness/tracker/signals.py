@@ -162,19 +162,12 @@ class Presentations:
         self.sequence = 0
 
     def reset(self) -> None:
-        """Close the epoch: count it for the samples it presented, then forget who was seen."""
+        """Close the epoch: count it for the samples it presented, then forget who was seen (`forget`)."""
         presented = torch.from_numpy(self.seen).to(self.device)  # one (N,) copy per epoch, no sync
         if self.sequence and self.presented is not None:
             presented = presented | (self.presented[: self.n] > 0)
         self.epochs += presented
-        self.seen[:] = False
-        self.repeated_host.clear()
-        self.first_repeat = None
-        self.batches.clear()
-        if self.sequence and self.presented is not None and self.first_seen is not None:
-            self.presented.zero_()
-            self.first_seen.fill_(_NEVER)
-            self.sequence = 0
+        self.forget()
 
 
 class TrackedSignals:
