@@ -300,7 +300,7 @@ def _kin(registry: Registry, name: str, ep: importlib.metadata.EntryPoint,
 
 
 def _failed_note(registry: Registry, name: str, ep: importlib.metadata.EntryPoint, points: Mapping[str, Any],
-          loaded: Mapping[str, object]) -> str:
+                 loaded: Mapping[str, object]) -> str:
     """`_selects_other` for a plugin that failed to load, except where another entry point of its own
     distribution, in another package, registered the name: `_contest_failed` says so once loading is done."""
     kin = _kin(registry, name, ep, [p for p in points.values() if p.name in loaded]) if name == ep.name else None
