@@ -32,7 +32,8 @@ lists the pairs of training samples that are copies or near copies of each other
 distance: 1 - pixel correlation for images, Euclidean in standard deviations for a table's
 features, 0 for exact copies; whether one is the other's mirror; labels with their class names,
 files; pairs whose labels differ first), `figures/duplicates.png` draws the first k/2 pairs, and
-every suspects CSV gains `duplicates` (the sample's partners, `;`-separated) and
+every suspects CSV gains `duplicates` (the sample's partners, `;`-separated), `duplicate_files`
+(where samples have a `file`: the partners' files, a JSON list in the same order) and
 `duplicate_labels_differ` (a copy of the sample, or a partner of one, has another label:
 `partner_columns`). With a test split, `suspects/train_test_duplicates.csv` lists the test samples
 that copy a training sample (test, train, distance, mirrored, both labels with their class names
@@ -244,7 +245,8 @@ class Suspects(Task):
         names = np.asarray(ctx.data.dataset.classes, dtype=object)  # ids alone send the reader to look up the order
         columns |= {"label": ctx.data.labels, "label_name": names[ctx.data.labels]}
         if pairs is not None:
-            columns |= partner_columns(pairs, ctx.data.n)
+            named_files = files if files is not None and sample_column(ctx.data.dataset) == "file" else None
+            columns |= partner_columns(pairs, ctx.data.n, named_files)
         columns |= {"predicted": predicted, "predicted_name": names[predicted], "p_label": p_label}
         if probs is not None:
             columns |= suggested_columns(probs, np.asarray(ctx.data.labels), names)
@@ -255,8 +257,8 @@ class Suspects(Task):
         """`suspects/suspects.csv`: the seeds' tables averaged per sample, ranked by the mean of `by`."""
         tables = [self.by_seed[s] for s in sorted(self.by_seed)]
         first = tables[0]
-        keys = [c for c in ("index", "file", "text", "label", "label_name", "duplicates", "duplicate_labels_differ")
-                if c in first.columns]
+        keys = [c for c in ("index", "file", "text", "label", "label_name", "duplicates", "duplicate_files",
+                            "duplicate_labels_differ") if c in first.columns]
         # a proxy that failed on some seed (reported as a failure) is left out of the mean
         apart = (*keys, "predicted", "predicted_name", *SUGGESTED_COLUMNS)  # not averaged
         numbers = [c for c in first.columns if c not in apart and all(c in t for t in tables)]

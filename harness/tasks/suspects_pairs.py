@@ -7,6 +7,7 @@ the search stays there, where the tests patch what it reads.
 
 from __future__ import annotations
 
+import json
 import warnings
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -39,8 +40,9 @@ def named(names: Sequence[str] | None, index: Iterable[int]) -> dict[int, str] |
     return None if names is None else {int(i): names[int(i)] for i in index}
 
 
-def partner_columns(pairs: pd.DataFrame, n: int) -> dict[str, Any]:
-    """Per sample: its duplicates (`;`-separated indices) and whether any of its copies has another
+def partner_columns(pairs: pd.DataFrame, n: int, files: Sequence[str] | None = None) -> dict[str, Any]:
+    """Per sample: its duplicates (`;`-separated indices), their files when the set names its samples
+    by file (`duplicate_files`, `partner_files`), and whether any of its copies has another
     label. Copies of one picture (distance 0) pair with the first copy only, so a sample's own pairs
     miss some: with copies 0, 3 and 5 labelled A, A and B, sample 3 pairs only with 0 (A) but is as
     much a copy of 5 (B), and of whatever is near 0. The flag is taken over every copy of the sample
@@ -49,8 +51,18 @@ def partner_columns(pairs: pd.DataFrame, n: int) -> dict[str, Any]:
     for a, b in zip(pairs["a"], pairs["b"]):
         partners[a].append(int(b))
         partners[b].append(int(a))
-    return {"duplicates": [";".join(map(str, sorted(p))) for p in partners],
-            "duplicate_labels_differ": _conflicting(pairs, n)}
+    columns: dict[str, Any] = {"duplicates": [";".join(map(str, sorted(p))) for p in partners]}
+    if files is not None:
+        columns["duplicate_files"] = partner_files(partners, files)
+    return columns | {"duplicate_labels_differ": _conflicting(pairs, n)}
+
+
+def partner_files(partners: list[list[int]], files: Sequence[str]) -> list[str]:
+    """Each sample's partners' files as a JSON list, in the order of `duplicates` (by index), `[]` for
+    none. JSON, not a separator: a file name may hold any character but `/` and NUL (`;`, `,`, quotes,
+    a newline), so no separator splits every list right; `json.loads` of the cell gives the names exactly,
+    and JSON's escapes keep a newline in a name out of the CSV's lines. Non-ASCII is written as itself."""
+    return [json.dumps([files[i] for i in sorted(p)], ensure_ascii=False) for p in partners]
 
 
 def _conflicting(pairs: pd.DataFrame, n: int) -> np.ndarray:
