@@ -62,9 +62,8 @@ from tqdm.auto import tqdm
 
 from harness.ensemble_checkpoint import ChunkCheckpoints, ChunkProgress, Stacked
 
-# `name as name`: kept importable from here (moved to ensemble_plan, or ensemble_stack's)
+# `name as name`: moved to ensemble_plan or ensemble_stack, still imported from here by tests
 from harness.ensemble_plan import MAX_STACKED_ELEMENTS as MAX_STACKED_ELEMENTS
-from harness.ensemble_plan import SUPPORTED as SUPPORTED
 from harness.ensemble_plan import can_ensemble, ensemble_chunks, stacked_batch
 from harness.ensemble_plan import members_per_step as members_per_step
 from harness.ensemble_stack import GPU_MEMORY_SHARE as GPU_MEMORY_SHARE
@@ -81,9 +80,6 @@ from harness.ensemble_stack import (
     plain_flops,
     stack_members,
 )
-from harness.ensemble_stack import cpu_chunk as cpu_chunk
-from harness.ensemble_stack import draws_random as draws_random
-from harness.ensemble_stack import has_conv as has_conv
 from harness.ensemble_stack import members_that_fit as members_that_fit
 from harness.errors import HarnessError, RunFailed
 from harness.models import build_model
