@@ -29,6 +29,7 @@ from harness.predictions import predicts_label
 from harness.prepared import PreparedData
 from harness.recipe import Recipe, make_optimizer, make_scheduler, random_crop_flip
 from harness.recorders import RecorderBank, RecorderRequest, RunContext, eval_batches
+from harness.recorders.base import eval_mode
 from harness.runspec import RunSpec
 from harness.subsets import subset_indices
 from harness.timing import Stopwatch, count_flops, synchronize, warm_up_flop_counter
@@ -132,12 +133,8 @@ def _test_accuracy(model: nn.Module, data: PreparedData, batch: int) -> float:
     x, y = data.test_inputs()
     if len(y) == 0:
         return float("nan")
-    was = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         return float(count_correct(model, x, y, batch)) / len(y)
-    finally:
-        model.train(was)
 
 
 def train_run(

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol
 
@@ -266,16 +267,23 @@ def build_recorder(request: RecorderRequest, ctx: RunContext) -> Recorder:
     return RECORDERS.get(request.name)(ctx, **dict(request.params))
 
 
+@contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Eval mode for the block, then the model's own mode again: passes run between training steps
+    (recorders, accuracy) must hand the loop back a model that still trains."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
+
+
 def eval_batches(
     model: nn.Module, data: PreparedData, idx: torch.Tensor, batch_size: int
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Eval-mode logits over samples `idx`, no augmentation, no grad; restores the model's mode."""
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            for start in range(0, len(idx), batch_size):
-                b = idx[start : start + batch_size]
-                yield b, model(data.inputs(b))
-    finally:
-        model.train(was_training)
+    with eval_mode(model), torch.no_grad():
+        for start in range(0, len(idx), batch_size):
+            b = idx[start : start + batch_size]
+            yield b, model(data.inputs(b))

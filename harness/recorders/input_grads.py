@@ -15,24 +15,10 @@ batch size, so a short last batch comes out larger than the rest.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-
 import torch
 from torch import nn
 
-from harness.recorders.base import Recorder, RecorderRequest, RunContext, register_recorder
-
-
-@contextmanager
-def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
-    """Put the model in eval mode for the block and restore its mode afterwards."""
-    was_training = model.training
-    model.eval()
-    try:
-        yield model
-    finally:
-        model.train(was_training)
+from harness.recorders.base import Recorder, RecorderRequest, RunContext, eval_mode, register_recorder
 
 
 def per_sample_input_grads(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
