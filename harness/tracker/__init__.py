@@ -14,8 +14,9 @@ pass, `eval_epoch`), `signals` (its recording state: the bank, labels, non-finit
 (checks of what the loop passes), `selection`
 (which proxies it can score), `report` (warnings, labels, the suspects' grid), `class_probs` (the
 suspects' suggested label, by the suspects task's recorder and rule), `class_names` (the suspects'
-`classes=`, checked and written beside the ids), `state` (its checkpoint: `state_dict` /
-`load_state_dict`) and `gather` (a DDP job's batch from every process: `update(..., gather=True)`).
+`classes=`, checked and written beside the ids), `checkpoints` (its checkpoint: `state_dict` /
+`load_state_dict`; the state they save and load in `state`) and `gather` (a DDP job's batch from
+every process: `update(..., gather=True)`).
 
 Your loop needs each batch's sample indices. Wrap the dataset so it returns them::
 

@@ -1,7 +1,8 @@
 """`SampleTracker`, the public face of `harness.tracker`: argument checks and the call order of a
 user's loop here; inputs in `inputs`, batches held for recording in `batch_log`, recording state in
 `signals`, proxy choice in `selection`, the eval pass in `evaluation`, results in `results`,
-checkpoints in `state`; the attributes all of them share are declared in `fields`."""
+checkpoints in `checkpoints` (the API) and `state` (the saved state); the attributes all of them
+share are declared in `fields`."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import torch
 
 from harness.errors import HarnessError
 from harness.tracker.batch_log import Batch, BatchLog
+from harness.tracker.checkpoints import TrackerCheckpoints, warn_unknown_closed
 from harness.tracker.class_probs import ClassProbSums, why_not_recorded
 from harness.tracker.evaluation import TrackerEvaluation
 from harness.tracker.gather import gather_batch
@@ -21,7 +23,7 @@ from harness.tracker.refusals import unchanged_if_refused
 from harness.tracker.results import TrackerResults
 from harness.tracker.selection import LOSS_KEY, ProxySelection
 from harness.tracker.signals import TrackedSignals, warn_other_loss
-from harness.tracker.state import TrackerCheckpoints, restore_signals, warn_unknown_closed
+from harness.tracker.state import restore_signals
 from proxies import Proxy
 
 
@@ -87,7 +89,7 @@ class SampleTracker(TrackerEvaluation, TrackerCheckpoints, TrackerResults):
     submodule's mode and the global RNGs, so a tracked loop trains bitwise as the untracked one.
     A loop that raised mid-epoch calls `discard_epoch()` before rerunning the epoch or scoring.
 
-    Checkpoints (`harness.tracker.state.TrackerCheckpoints`): `state_dict()` holds everything
+    Checkpoints (`harness.tracker.checkpoints.TrackerCheckpoints`): `state_dict()` holds everything
     recorded so far, the epoch in progress included; `load_state_dict(state)` resumes it in a new
     tracker made with the same arguments, so an interrupted run scores as an uninterrupted one.
     """

@@ -1,5 +1,5 @@
 """What a `SampleTracker` holds, declared once for the type checker. The tracker's methods are split
-over `core`, `evaluation` (`TrackerEvaluation`), `state` (`TrackerCheckpoints`) and `results`
+over `core`, `evaluation` (`TrackerEvaluation`), `checkpoints` (`TrackerCheckpoints`) and `results`
 (`TrackerResults`), and the mixins read the attributes that `SampleTracker.__init__` makes and call
 its helpers: declared here, they are checked in every part. Nothing here exists at run time beyond
 the annotations."""
