@@ -16,8 +16,8 @@ import torch
 from torch import nn
 
 from harness.precision import ieee_float32
-from harness.recorders.base import Recorder, RunContext, register_recorder
-from harness.recorders.input_grads import eval_mode, per_sample_input_grads
+from harness.recorders.base import Recorder, RunContext, eval_mode, register_recorder
+from harness.recorders.input_grads import every_kth_and_last, per_sample_input_grads
 
 GradFn = Callable[[torch.Tensor], torch.Tensor]
 
@@ -65,11 +65,8 @@ class Curvature(Recorder):
         self.all_idx = torch.arange(ctx.n, device=ctx.device)
         self.run_seed = ctx.seed
 
-    def scored(self, epoch: int) -> bool:
-        return (epoch + 1) % self.every == 0 or epoch + 1 == self.ctx.epochs
-
     def active(self, epoch: int, phase: int) -> bool:
-        return phase in self.phases and self.scored(epoch)
+        return super().active(epoch, phase) and every_kth_and_last(epoch, self.every, self.ctx.epochs)
 
     def on_epoch_end(self, epoch: int, phase: int, model: nn.Module | None) -> None:
         if not self.active(epoch, phase):  # a second phase (SSFT-style run) must not overwrite phase 1

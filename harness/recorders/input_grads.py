@@ -37,6 +37,12 @@ def per_sample_input_grads(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -
     return grads, losses.detach()
 
 
+def every_kth_and_last(epoch: int, every: int, epochs: int | None) -> bool:
+    """Whether the checkpoint after `epoch` (0-based) is scored: every `every`-th and always the last,
+    so a proxy summing or averaging over checkpoints always sees the final model."""
+    return (epoch + 1) % every == 0 or epoch + 1 == epochs
+
+
 def input_grads_request(every: int = 1) -> RecorderRequest:
     """The request for input gradients at every `every`-th checkpoint; `every=1` has no parameter."""
     return RecorderRequest.of("input_grads", **({"every": int(every)} if int(every) != 1 else {}))
@@ -59,7 +65,7 @@ class InputGrads(Recorder):
         self.all_idx = torch.arange(ctx.n, device=ctx.device)
 
     def active(self, epoch: int, phase: int) -> bool:
-        return super().active(epoch, phase) and ((epoch + 1) % self.every == 0 or epoch + 1 == self.ctx.epochs)
+        return super().active(epoch, phase) and every_kth_and_last(epoch, self.every, self.ctx.epochs)
 
     def on_epoch_end(self, epoch: int, phase: int, model: nn.Module | None) -> None:
         data, bs = self.ctx.data, self.ctx.eval_batch_size
