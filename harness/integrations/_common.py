@@ -158,7 +158,8 @@ class DistributedRecorder:
 
     def state(self) -> dict[str, Any]:
         """What a checkpoint keeps: the tracker's record, the batches of the epoch in progress, and the padding
-        allowance its updates set (the tracker's state leaves `allowed_repeats` out; `resume`)."""
+        allowance its updates set (the tracker's state keeps `allowed_repeats` too since tracker31; kept here as
+        well for a memprox before it, whose tracker state left it out; `resume`)."""
         return {"tracker": self.tracker.state_dict(), "batches": self.batches,
                 "allowed_repeats": self.tracker.allowed_repeats}
 

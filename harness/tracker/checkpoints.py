@@ -16,7 +16,8 @@ if TYPE_CHECKING:
     from harness.tracker.core import SampleTracker
 
 _COUNTERS = ("epochs", "num_classes", "_pending", "_all_batches_had_logits", "_had_logits_closed",
-             "_closed_logits_unknown", "_warned_repeats", "_eval_at", "_saved", "_no_suggestion", "_replay")
+             "_closed_logits_unknown", "_warned_repeats", "_eval_at", "_saved", "_no_suggestion", "_replay",
+             "allowed_repeats")
 
 
 def warn_unknown_closed(tracker: TrackerFields) -> None:

@@ -56,7 +56,10 @@ def capture(tracker: TrackerFields) -> dict[str, Any]:
              "all_batches_had_logits": tracker._all_batches_had_logits,
              "had_logits_closed": tracker._had_logits_closed,  # what discard_epoch() of the open epoch goes back to
              "warned_repeats": tracker._warned_repeats, "eval_at": list(tracker._eval_at), "signals": None,
-             "no_suggestion": tracker._no_suggestion}
+             "no_suggestion": tracker._no_suggestion,
+             # update(gather=True)'s allowance for a sampler's padding: an epoch closed right after a resume has
+             # had no update() to set it again (tracker31)
+             "allowed_repeats": int(tracker.allowed_repeats)}
     if tracker._closed_logits_unknown:  # resumed from a state without it: saved again, still unknown
         del state["had_logits_closed"]
     signals = tracker._signals
@@ -163,6 +166,9 @@ def _validate(tracker: TrackerFields, state: Mapping[str, Any]) -> None:
             raise _damaged(f"{name} = {state[name]!r}")
     if not isinstance(state.get("had_logits_closed", False), bool):  # absent: saved before it was kept
         raise _damaged(f"had_logits_closed = {state['had_logits_closed']!r}")
+    allowed = state.get("allowed_repeats", 0)  # absent: saved before it was kept
+    if not _is_int(allowed) or allowed < 0:
+        raise _damaged(f"allowed_repeats = {allowed!r}")
     if not isinstance(state.get("no_suggestion"), (str, type(None))):
         raise _damaged(f"no_suggestion = {state['no_suggestion']!r}")
     if (not isinstance(eval_at, (list, tuple)) or not all(_is_int(e) and 1 <= e <= epochs for e in eval_at)
@@ -212,6 +218,8 @@ def restore_counters(tracker: TrackerFields, state: Mapping[str, Any]) -> None:
     tracker._closed_logits_unknown = ("had_logits_closed" not in state and bool(state["pending"])
                                       and not tracker._all_batches_had_logits)
     tracker._warned_repeats = bool(state["warned_repeats"])
+    # a larger allowance the user set stays (update()'s rule); a state saved before it was kept leaves it as it is
+    tracker.allowed_repeats = max(tracker.allowed_repeats, int(state.get("allowed_repeats", 0)))
     tracker._eval_at = list(state["eval_at"])
     # recorded batches without sums and without a reason: saved before the suggested label existed
     signals, reason = state["signals"], state.get("no_suggestion")
