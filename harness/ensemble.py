@@ -173,18 +173,7 @@ def _train_group(
     k, m = len(specs), len(indices[0])
     shape = tuple(data.x.shape[1:])
     train_idx = torch.as_tensor(np.stack(indices), device=device)  # (K, M)
-
-    models = _init_models(specs, data)
-    params, buffers = stack_members(models)
-    skeleton = copy.deepcopy(models[0]).to("meta")
-    if device.type == "cuda" and recipe.precision != "fp32":
-        float32_batch_norm(skeleton)
-    first = train_idx[0, : recipe.batch_size]  # FLOPs as train_run counts them: one plain member's batch
-    flops_per_sample = plain_flops(models[0], data.inputs(first), data.y[first]) / len(first)
-    # the eval passes give every member its own copy of the same images: a batch whose stacked activations fit
-    eval_batch = stacked_batch(k, 4 * recipe.batch_size, largest_activation(models[0].eval(), data.inputs(first[:1])),
-                               align=ROW_ALIGN)
-    del models
+    params, buffers, skeleton, flops_per_sample, eval_batch = _stack_chunk(specs, data, train_idx)
 
     def one(p, b, x):
         return functional_call(skeleton, (p, b), (x,))
@@ -242,8 +231,47 @@ def _train_group(
         if checkpoints is not None and run.epoch < recipe.epochs and checkpoints.due():
             checkpoints.save(specs, stacked, run)
     bar.close()
-
     skeleton.eval()
+    return _member_outputs(specs, train_idx, data, requests, forward, stacked, run, flops_per_sample, eval_batch,
+                           checkpoints)
+
+
+def _stack_chunk(specs: list[RunSpec], data: PreparedData, train_idx: torch.Tensor
+                 ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], nn.Module, float, int]:
+    """The chunk's members initialised as `train_run` would and stacked for `torch.func`: parameters,
+    buffers, the meta-device skeleton they run in, and what one plain member measures before it is
+    stacked away: FLOPs per training sample and the eval batch whose stacked activations fit."""
+    recipe = specs[0].recipe
+    models = _init_models(specs, data)
+    params, buffers = stack_members(models)
+    skeleton = copy.deepcopy(models[0]).to("meta")
+    if data.x.device.type == "cuda" and recipe.precision != "fp32":
+        float32_batch_norm(skeleton)
+    first = train_idx[0, : recipe.batch_size]  # FLOPs as train_run counts them: one plain member's batch
+    flops_per_sample = plain_flops(models[0], data.inputs(first), data.y[first]) / len(first)
+    # the eval passes give every member its own copy of the same images: a batch whose stacked activations fit
+    eval_batch = stacked_batch(len(specs), 4 * recipe.batch_size,
+                               largest_activation(models[0].eval(), data.inputs(first[:1])), align=ROW_ALIGN)
+    return params, buffers, skeleton, flops_per_sample, eval_batch
+
+
+def _member_outputs(
+    specs: list[RunSpec],
+    train_idx: torch.Tensor,
+    data: PreparedData,
+    requests: Sequence[RecorderRequest],
+    forward,
+    stacked: Stacked,
+    run: ChunkProgress,
+    flops_per_sample: float,
+    eval_batch: int,
+    checkpoints: ChunkCheckpoints | None,
+) -> list[RunOutput | RunFailed]:
+    """After the last epoch (the skeleton in eval mode): the final eval pass of every member, whose
+    correctness gives train accuracy, and each member's RunOutput, or its RunFailed when its loss
+    became non-finite; a failed member's checkpoint files are removed here (storing removes the others')."""
+    device, recipe, k = data.x.device, specs[0].recipe, len(specs)
+    params, buffers = stacked.params, stacked.buffers
     # the final eval pass always runs (train accuracy reads its correctness); it is stored when requested
     banks = [RecorderBank(RunContext(data, recipe.epochs, train_idx[j], recipe.batch_size, device, seed=s.seed),
                           [EVAL_LAST], timed=False) for j, s in enumerate(specs)]
@@ -254,7 +282,7 @@ def _train_group(
     test_acc = members_test_accuracy(forward, params, buffers, data, eval_batch)
     train_acc = [float(torch.gather(bank[EVAL_LAST.key].buffers["correct"][0], 0, train_idx[j]).double().mean())
                  for j, bank in enumerate(banks)]
-    if checkpoints is not None:  # failed members are never stored, and storing removes the others' files
+    if checkpoints is not None:  # failed members are never stored
         checkpoints.clear([specs[j] for j in run.failed])
 
     outputs: list[RunOutput | RunFailed] = []
