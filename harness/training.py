@@ -15,7 +15,7 @@ import time
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import torch
@@ -137,6 +137,43 @@ def _test_accuracy(model: nn.Module, data: PreparedData, batch: int) -> float:
         return float(count_correct(model, x, y, batch)) / len(y)
 
 
+@dataclass
+class _StepCounts:
+    """What the loop counts besides the model, checkpointed with the run under these field names:
+    FLOPs per training sample (measured on the first batch), samples processed, and the seconds and
+    samples of each process's first steps, which are taken off the clock (`billed_seconds`)."""
+
+    train_flops_per_sample: float = 0.0
+    samples_seen: int = 0
+    first_batch_seconds: float = 0.0
+    first_batch_samples: int = 0
+
+    @classmethod
+    def restored(cls, state: dict) -> _StepCounts:
+        return cls(state["train_flops_per_sample"], state["samples_seen"],
+                   state.get("first_batch_seconds", 0.0),  # absent from older checkpoints
+                   state.get("first_batch_samples", 0))
+
+    def billed_seconds(self, loop_seconds: float) -> float:
+        """The loop's seconds without the first steps (a cold device, a FLOP count, a compile), their
+        samples billed at the mean rate of the others."""
+        if self.samples_seen > self.first_batch_samples:
+            loop_seconds -= self.first_batch_seconds
+            loop_seconds *= self.samples_seen / (self.samples_seen - self.first_batch_samples)
+        return max(0.0, loop_seconds)
+
+
+def _batch_inputs(data: PreparedData, idx: torch.Tensor, recipe: Recipe, aug_gen: torch.Generator | None,
+                  nhwc: bool) -> torch.Tensor:
+    """The training batch `idx` as the model takes it: cropped and flipped raw images, then normalized
+    (the padding is black), when the epoch augments; channels-last after that, as asked."""
+    if aug_gen is not None:
+        xb = data.normalize(random_crop_flip(data.x[idx], recipe.crop_padding, aug_gen))
+    else:
+        xb = data.inputs(idx)
+    return channels_last(xb) if nhwc else xb  # after augmentation, whose crop hands back a row-major batch
+
+
 def train_run(
     spec: RunSpec,
     data: PreparedData,
@@ -172,12 +209,10 @@ def train_run(
     bank = RecorderBank(ctx, requests, hold_batches=True)
     train_watch = Stopwatch(device)
     warm_up_flop_counter()
-    train_flops_per_sample = 0.0
-    samples_seen = 0
-    # seconds and samples of each process's first steps: off the clock, billed at the mean rate of the
-    # others. The first step is FLOP-counted (a fresh run) and meets a cold device; with --compile the
-    # second compiles too, as torch.compile runs the step under the FLOP counter eagerly
-    first_batch_seconds, first_batch_samples = 0.0, 0
+    counts = _StepCounts()
+    # each process's first steps are off the clock (`_StepCounts.billed_seconds`): the first step is
+    # FLOP-counted (a fresh run) and meets a cold device; with --compile the second compiles too, as
+    # torch.compile runs the step under the FLOP counter eagerly
     off_clock_steps = 1 + int(compile)
     history: list[dict[str, float]] = []
 
@@ -197,10 +232,7 @@ def train_run(
         bank.load_arrays(resume_state["recorders"])
         train_watch.add(resume_state["train_seconds"])
         bank.load_state(resume_state["meters"])
-        train_flops_per_sample = resume_state["train_flops_per_sample"]
-        samples_seen = resume_state["samples_seen"]
-        first_batch_seconds = resume_state.get("first_batch_seconds", 0.0)  # absent from older checkpoints
-        first_batch_samples = resume_state.get("first_batch_samples", 0)
+        counts = _StepCounts.restored(resume_state)
         history = list(resume_state["history"])
     last_checkpoint = time.monotonic()
     steps_here = 0
@@ -222,13 +254,8 @@ def train_run(
         for start in batch_starts(len(perm), recipe.batch_size):
             idx = perm[start : start + recipe.batch_size]
             yb = data.y[idx]
-            if aug_gen is not None:  # crop the raw images, then normalize: the padding is black
-                xb = data.normalize(random_crop_flip(data.x[idx], recipe.crop_padding, aug_gen))
-            else:
-                xb = data.inputs(idx)
-            if nhwc:  # after augmentation, whose crop hands back a row-major batch
-                xb = channels_last(xb)
-            measuring = samples_seen == 0  # count FLOPs on the run's first batch
+            xb = _batch_inputs(data, idx, recipe, aug_gen, nhwc)
+            measuring = counts.samples_seen == 0  # count FLOPs on the run's first batch
             flops: list[int] = []
             off_clock = steps_here < off_clock_steps
             if off_clock:
@@ -245,12 +272,12 @@ def train_run(
                 optimizer.step()
             if off_clock:
                 synchronize(device)  # the step's kernels are its own
-                first_batch_seconds += time.perf_counter() - t_first
-                first_batch_samples += len(idx)
+                counts.first_batch_seconds += time.perf_counter() - t_first
+                counts.first_batch_samples += len(idx)
             steps_here += 1
             if measuring:
-                train_flops_per_sample = flops[0] / len(idx)
-            samples_seen += len(idx)
+                counts.train_flops_per_sample = flops[0] / len(idx)
+            counts.samples_seen += len(idx)
             loss_d, logits_d = loss.detach(), logits.detach()
             loss_sum += loss_d.sum()
             correct_sum += predicts_label(logits_d, yb).sum()
@@ -277,26 +304,18 @@ def train_run(
                     "recorders": bank.arrays(),
                     "train_seconds": train_watch.seconds(),
                     "meters": bank.state(),
-                    "train_flops_per_sample": train_flops_per_sample,
-                    "samples_seen": samples_seen,
-                    "first_batch_seconds": first_batch_seconds,
-                    "first_batch_samples": first_batch_samples,
+                    **asdict(counts),
                     "history": history,
                 }
             )
             last_checkpoint = time.monotonic()
     bar.close()
 
-    # the loop's clock ran through batch recorders and the first steps: take both out, and bill the
-    # first steps at the mean rate of the others
-    loop_seconds = train_watch.seconds() - bank.batch_clock_seconds()
-    if samples_seen > first_batch_samples:
-        loop_seconds -= first_batch_seconds
-        loop_seconds *= samples_seen / (samples_seen - first_batch_samples)
     return RunOutput(
         arrays=bank.arrays(),
-        train_seconds=max(0.0, loop_seconds),
-        train_flops=int(round(train_flops_per_sample * samples_seen)),
+        # the loop's clock ran through batch recorders and the first steps: both are taken out
+        train_seconds=counts.billed_seconds(train_watch.seconds() - bank.batch_clock_seconds()),
+        train_flops=int(round(counts.train_flops_per_sample * counts.samples_seen)),
         recorder_seconds=bank.seconds(),
         recorder_flops=bank.flops(),
         train_acc=_accuracy(model, data, phase_idx[-1], 4 * recipe.batch_size),
