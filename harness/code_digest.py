@@ -212,7 +212,7 @@ def _global(named: str, value: Any, of: str, module: str, seen: dict[int, Any], 
     if followed(type(value), module):  # `CFG = Config(64)`, `config.CFG`: named where a fresh process differs
         read[f"{of}.{named.rpartition('.')[2]}"] = part = yield _argument(value, module, seen, read)
         return f"\n{named} = {part}"
-    made = written(of, named.rpartition(".")[2], value, seen) if stateful(value) else None  # made by code alone: its
+    made = written(of, named.rpartition(".")[2], value, seen, stateful(value))  # made by code alone (or a file): its
     part = f"written {made}" if made is not None else shown(value) or _torch_module(value)  # text (`container`'s)
     if part:  # `MEAN = np.array(...)`, `ACT = nn.LeakyReLU(0.1)` were hashed as nothing
         read[f"{of}.{named.rpartition('.')[2]}"] = part

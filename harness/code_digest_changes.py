@@ -14,8 +14,25 @@ import ast
 #: (`cfg.widths` as such too: `code_digest_user.code_named` follows the code of those of the user's).
 Assignment = tuple[str, str | None, frozenset[str]]
 
+#: file -> (the `linecache` lines parsed, their syntax tree; None where they do not parse): one parse of a user
+#: module per process for what reads its top-level statements (`code_digest_user`, `code_digest_files`,
+#: `code_digest_fills`), again once its file is edited (`linecache.checkcache` hands out new lines).
+_TREES: dict[str, tuple[list[str], ast.Module | None]] = {}
+
 _COMPOUND = tuple(getattr(ast, n) for n in ("For", "AsyncFor", "While", "If", "With", "AsyncWith", "Try", "TryStar")
                   if hasattr(ast, n))
+
+
+def module_tree(file: str, lines: list[str]) -> ast.Module | None:
+    """The syntax tree of `lines` (`file`'s, as `linecache` gives them), parsed once while they are the same list."""
+    cached = _TREES.get(file)
+    if cached is None or cached[0] is not lines:
+        try:
+            tree: ast.Module | None = ast.parse("".join(lines))
+        except (SyntaxError, ValueError, RecursionError, MemoryError):
+            tree = None
+        cached = _TREES[file] = (lines, tree)
+    return cached[1]
 
 
 def names(node: ast.AST) -> frozenset[str]:

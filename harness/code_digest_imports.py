@@ -24,6 +24,8 @@ _IMPORT = dis.opmap["IMPORT_NAME"]
 #: What loads an import's level and names: Python 3.14 loads the level with LOAD_SMALL_INT, and an import
 #: read as LOAD_CONST alone was unread there (its module's edit kept the digest).
 _LOADS = ("LOAD_CONST", "LOAD_SMALL_INT")
+#: The functions that import a module named by their first argument (`called_imports`).
+_CALLED = frozenset({"import_module", "__import__"})
 
 #: file -> (the `linecache` lines parsed, a SHA-256 of its syntax tree, the modules it imports as
 #: (name, level, names) with level and names as `from . import x` gives them): one parse per file and process,
@@ -57,6 +59,7 @@ def imported(codes: list[CodeType], package: str, own: str, seen: dict[int, Any]
     (`seen`), the modules they import in turn after them. "" where they import none (the digest as before)."""
     todo: list[tuple[str, int, tuple[str, ...], str]] = []
     for code in codes:
+        todo += [(name, level, (), of or package) for name, level, of in called_imports(code)]
         if _IMPORT not in code.co_code[::2]:
             continue
         consts: list[Any] = []
@@ -83,6 +86,30 @@ def imported(codes: list[CodeType], package: str, own: str, seen: dict[int, Any]
             inner = module if os.path.basename(file) == "__init__.py" else module.rpartition(".")[0]
             todo += [(n, lv, ns, inner) for n, lv, ns in imports]
     return text
+
+
+def called_imports(code: CodeType) -> list[tuple[str, int, str]]:
+    """The modules `code` imports by a call with its name written in it: `importlib.import_module("mypkg.layers")`,
+    `import_module(".layers", package=__package__)`, `__import__("mypkg.layers")`, as (name, level, the package a
+    second written argument names, else ""). Unread before digest31: an edit of such a module kept the digest. A
+    name made as the code runs (`import_module(f"mypkg.{kind}")`) is not seen."""
+    if not _CALLED & {*code.co_names, *code.co_varnames, *code.co_freevars, *code.co_cellvars}:
+        return []
+    found: list[tuple[str, int, str]] = []
+    args: list[str] | None = None  # the written arguments after a load of `import_module`, as they come
+    for instruction in dis.get_instructions(code):
+        if instruction.opname in ("PUSH_NULL", "NOP", "CACHE", "PRECALL"):
+            continue
+        if args is not None and instruction.opname == "LOAD_CONST" and isinstance(instruction.argval, str) and \
+                len(args) < 2:
+            args.append(instruction.argval)
+            continue
+        if args:
+            level = len(args[0]) - len(args[0].lstrip("."))
+            found.append((args[0][level:], level, args[1] if len(args) > 1 else ""))
+        loads = instruction.opname.startswith("LOAD_") and instruction.argval in _CALLED
+        args = [] if loads else None
+    return found
 
 
 def _modules(name: str, level: int, names: tuple[str, ...], package: str) -> list[str]:
@@ -150,6 +177,27 @@ def _parsed(file: str) -> tuple[list[str], str, list[tuple[str, int, tuple[str, 
             imports += [(alias.name, 0, ()) for alias in node.names]
         elif isinstance(node, ast.ImportFrom):
             imports.append((node.module or "", node.level, tuple(alias.name for alias in node.names)))
+        elif isinstance(node, ast.Call):  # `importlib.import_module("mypkg.layers")` (digest31)
+            imports += _call_import(node)
     digest = hashlib.sha256(ast.dump(tree).encode()).hexdigest()[:16]
     cached = _PARSED[file] = (lines, digest, imports)
     return cached
+
+
+def _call_import(node: ast.Call) -> list[tuple[str, int, tuple[str, ...]]]:
+    """The module a call `import_module("name")`, `import_module(".name", "pkg")` or `__import__("name")` with its
+    name written imports, as `_parsed` keeps imports (a package written in the call resolved); [] for another call."""
+    func = node.func
+    called = func.id if isinstance(func, ast.Name) else func.attr if isinstance(func, ast.Attribute) else ""
+    args = [a.value if isinstance(a, ast.Constant) else None for a in node.args[:2]]
+    args += [k.value.value for k in node.keywords if k.arg == "package" and isinstance(k.value, ast.Constant)]
+    if called not in _CALLED or not args or not isinstance(args[0], str):
+        return []
+    name, package = args[0], args[1] if len(args) > 1 and called == "import_module" else None
+    if name.startswith(".") and isinstance(package, str):
+        try:
+            return [(importlib.util.resolve_name(name, package), 0, ())]
+        except (ImportError, ValueError):
+            return []
+    level = len(name) - len(name.lstrip("."))
+    return [(name[level:], level, ())]

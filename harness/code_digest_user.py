@@ -22,7 +22,7 @@ from pathlib import PurePath
 from types import CodeType, ModuleType
 from typing import Any
 
-from harness.code_digest_changes import Assignment, changes, effect, mutators, names
+from harness.code_digest_changes import Assignment, changes, effect, module_tree, mutators, names
 from harness.code_digest_values import _repr
 
 #: memprox's own top-level packages: their code is addressed by memprox's version (`harness.provenance`).
@@ -192,10 +192,12 @@ def container(named: str, value: Any, module: str, read: dict[str, str], seen: d
         seen[id(marker)] = marker
     namespace = getattr(sys.modules.get(module), "__dict__", {})
     assigned = _assigned(module, name)
-    text = "".join(f"\n{named} written {t}" for t, _, _ in assigned)
+    text = "".join(f"\n{named} written {t}" for t, _, _ in assigned) + _read_at_import(module, name, seen)
+    filled = _filled(module, name, value, seen)  # `other.BLOCKS.append(Conv)`: unread (digest31)
+    text += "".join(f"\n{named} filled by {of} {t}" for of, t, _ in filled)
     last = assigned[-1] if assigned else None
-    if last is not None and (last[1] in ("list()", "dict()", "set()") if last[1] is not None else
-                             len(assigned) == 1 and not any(_data(namespace.get(n)) for n in last[2])):
+    if not filled and last is not None and (last[1] in ("list()", "dict()", "set()") if last[1] is not None else
+                                            len(assigned) == 1 and not any(_data(namespace.get(n)) for n in last[2])):
         return text  # its value is not read: `BIG = list(range(10**6))` was made text at every digest (digestattack29)
     plain = _plain(value, set())
     if plain is not None and (last is None or last[1] != plain):
@@ -230,6 +232,9 @@ def code_named(module: str, name: str) -> list[Any]:
                 value = vars(value).get(part, _MISSING) if held else _MISSING
             if (inspect.isfunction(value) or inspect.isclass(value)) and followed(value, module):
                 found.setdefault(id(value), value)
+    held = namespace.get(name, _MISSING)
+    if isinstance(held, list | dict | set):  # the code another module fills it with (`_filled`)
+        found.update((id(v), v) for _, _, code in _filled(module, name, held, None) for v in code)
     return list(found.values())
 
 
@@ -253,7 +258,7 @@ def effects(modules: list[str]) -> str:
     return text
 
 
-def written(module: str, name: str, value: Any, seen: dict[int, Any]) -> str | None:
+def written(module: str, name: str, value: Any, seen: dict[int, Any], whole: bool = True) -> str | None:
     """The text of module global `name`'s one top-level assignment where `value` is its value and it is made
     from code alone (`BUF = np.zeros(4)`, `PROJ = torch.randn(8, 4)`, `ACT = nn.LazyLinear(3)`) and no other
     top-level statement changes it (`ACT.negative_slope = 0.2`, `BUF[0] = 1`); None for any other: read by value.
@@ -262,16 +267,34 @@ def written(module: str, name: str, value: Any, seen: dict[int, Any]) -> str | N
     (`torch.randn` unseeded) was refused in every fresh process, where the text is the same in each (attdig30).
     Left in `seen` as a module list is (`read_containers`): its edit, in a file not reloaded, is refused in process."""
     namespace = getattr(sys.modules.get(module), "__dict__", {})
-    if namespace.get(name, _MISSING) is not value:  # a wrapper's `__module__` (functools.wraps) is another's
-        return None
+    if namespace.get(name, _MISSING) is not value or not (whole or _data(value)):  # a wrapper's `__module__`
+        return None  # (functools.wraps) is another's; a module or a function made by no file
     assigned = _assigned(module, name)
+    if not whole:  # no array, tensor or torch module (`SimpleNamespace(**json.load(f))`): its files alone, if any
+        files = _read_at_import(module, name, seen)
+        return "".join(t for t, _, _ in assigned) + files if files else None
     if len(assigned) != 1 or assigned[0][1] is not None or any(_data(namespace.get(n)) for n in assigned[0][2]):
         return None
     if any(root == name for _, root, _ in _assigned(module, "<effects>")):
         return None
     marker = ContainerRead(module, name)
     seen[id(marker)] = marker
-    return assigned[0][0]
+    return assigned[0][0] + _read_at_import(module, name, seen)
+
+
+def _read_at_import(module: str, name: str, seen: dict[int, Any] | None) -> str:
+    """The content of the data files the statements binding `name` in user module `module` read
+    (`code_digest_files`: `np.load("w.npy")`'s edit kept the digest); "" for none."""
+    from harness.code_digest_files import files_read
+
+    return files_read(module, name, seen) if user_module(module) else ""
+
+
+def _filled(module: str, name: str, value: Any, seen: dict[int, Any] | None) -> list[tuple[str, str, list[Any]]]:
+    """What another user module's top-level statements put in `value` (`code_digest_fills`); none of memprox's."""
+    from harness.code_digest_fills import fills
+
+    return fills(module, name, value, seen) if user_module(module) else []
 
 
 def _data(value: Any) -> bool:
@@ -291,14 +314,11 @@ def _assigned(module: str, name: str) -> list[Assignment]:
     cached = _ASSIGNED.get(file)
     if cached is None or cached[0] is not lines:
         found: dict[str, list[Assignment]] = {}
-        try:
-            tree = ast.parse("".join(lines))
-            by = mutators(tree)
-            for node in tree.body:
-                for target, assignment in _assignments(node) + changes(node, by) + effect(node):
-                    found.setdefault(target, []).append(assignment)
-        except (SyntaxError, ValueError, RecursionError, MemoryError):
-            found = {}
+        tree = module_tree(file, lines)
+        by = mutators(tree) if tree is not None else {}
+        for node in tree.body if tree is not None else []:
+            for target, assignment in _assignments(node) + changes(node, by) + effect(node):
+                found.setdefault(target, []).append(assignment)
         cached = _ASSIGNED[file] = (lines, found)
     spec = namespace.get("__spec__") if namespace is not None else None
     if file not in _FIRST or _FIRST[file][0] is not spec:

@@ -1,0 +1,164 @@
+"""The data files a user module reads at import into a module value, for the code digest (`harness.code_digest`):
+`CFG = json.load(open("cfg.json"))`, `with open(HERE / "cfg.yaml") as f: CFG = yaml.safe_load(f)`, `W =
+np.load("w.npy")`. Before digest31 the digest read the statement's text alone, so an edit of the file kept the
+digest and served the old model's stored runs as the edited one's. A file is read by its content (a `.json` or
+`.yaml` file by what it parses to, so its layout and comments are no edit), never by where it lies: the same
+content found from another working directory, or a file touched with the same bytes, keeps the digest."""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import json
+import linecache
+import os
+import sys
+from pathlib import PurePath
+from typing import Any
+
+from harness.code_digest_changes import module_tree
+from harness.code_digest_user import ContainerRead
+
+#: file -> (the `linecache` lines parsed, name -> each top-level statement binding it that calls something:
+#: (the text constants it holds, the names it reads)): one parse per file and process, again once it is edited.
+_STATEMENTS: dict[str, tuple[list[str], dict[str, list[tuple[tuple[str, ...], frozenset[str]]]]]] = {}
+#: (real path, mtime, size, inode) -> the content's digest: a file is read once per process until it changes.
+_CONTENT: dict[tuple[str, int, int, int], str] = {}
+#: (module, name, path as written) -> (the module's `__spec__`, the content digest first read since it was
+#: (re)loaded): what `FileRead.edited` compares with.
+_FIRST: dict[tuple[str, str, str], tuple[Any, str]] = {}
+
+
+def files_read(module: str, name: str, seen: dict[int, Any] | None) -> str:
+    """The content of each file that the top-level statements binding `name` in user module `module` name by a
+    path written there (`open("cfg.json")`, `HERE / "w.npy"`, a module value `CFG_PATH`), as text; "" where they
+    name none (the digest as before). Each is left in `seen` (`read_containers`) for the in-process edit check."""
+    held = sys.modules.get(module)
+    namespace = getattr(held, "__dict__", {})
+    file = namespace.get("__file__")
+    if not isinstance(file, str):
+        return ""
+    text = ""
+    for written, reads in _statements(file).get(name, []):
+        for path_text in written:
+            path = _found(path_text, reads, file, namespace)
+            if path is None:
+                continue
+            content = _content(path)
+            text += f"\n{name} reads file {path_text!r} {content}"
+            key = (module, name, path_text)
+            spec = namespace.get("__spec__")
+            if key not in _FIRST or _FIRST[key][0] is not spec:
+                _FIRST[key] = (spec, content)
+            if seen is not None:
+                marker = FileRead(module, name, path_text, path)
+                seen[id(marker)] = marker
+    return text
+
+
+class FileRead(ContainerRead):
+    """A data file a module value was read from at import: edited since, this process holds the old data while
+    the digest reads the new, and `--executor inprocess` would store the old model's runs under the new key."""
+
+    def __init__(self, module: str, name: str, written: str, path: str) -> None:
+        super().__init__(module, f"{name} (read from {written})")
+        self.key, self.path = (module, name, written), path
+
+    def edited(self) -> bool:
+        first = _FIRST.get(self.key)
+        try:
+            return first is not None and _content(self.path) != first[1]
+        except OSError:  # gone since
+            return True
+
+
+def _statements(file: str) -> dict[str, list[tuple[tuple[str, ...], frozenset[str]]]]:
+    """By name bound: each top-level statement of `file` that binds it and makes a call, with its text constants
+    and the names it reads (`_STATEMENTS`)."""
+    linecache.checkcache(file)
+    lines = linecache.getlines(file)
+    cached = _STATEMENTS.get(file)
+    if cached is not None and cached[0] is lines:
+        return cached[1]
+    found: dict[str, list[tuple[tuple[str, ...], frozenset[str]]]] = {}
+    tree = module_tree(file, lines)
+    for statement in tree.body if tree is not None else []:
+        if isinstance(statement, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef | ast.Import | ast.ImportFrom):
+            continue
+        nodes = list(ast.walk(statement))
+        if not any(isinstance(n, ast.Call) for n in nodes):
+            continue
+        texts = tuple(dict.fromkeys(n.value for n in nodes if isinstance(n, ast.Constant) and isinstance(n.value, str)
+                                    and n.value.strip() and "\n" not in n.value))
+        reads = frozenset(n.id for n in nodes if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load))
+        bound = {n.id for n in nodes if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)}
+        names_read = tuple(n for n in sorted(reads) if n not in bound)
+        for name in sorted(bound):
+            found.setdefault(name, []).append((texts + tuple(f"<name {n}>" for n in names_read), reads))
+    _STATEMENTS[file] = (lines, found)
+    return found
+
+
+def _found(written: str, reads: frozenset[str], file: str, namespace: dict[str, Any]) -> str | None:
+    """The regular file path `written` (a text constant, or "<name N>": module value N) names: an absolute path as
+    it is; a relative one in the module's folder where the statement reads `__file__`, else in a folder a module
+    value it reads names (`HERE`, `DATA`), else in the working directory, as `open` finds it; None for none."""
+    if written.startswith("<name "):
+        value = namespace.get(written[6:-1])
+        if not isinstance(value, str | PurePath) or not str(value):
+            return None
+        candidates = [os.path.abspath(os.fspath(value))]
+    elif os.path.isabs(written):
+        candidates = [written]
+    else:
+        folders = [os.path.dirname(os.path.abspath(file))] if "__file__" in reads else []
+        for n in sorted(reads):
+            value = namespace.get(n)
+            if isinstance(value, str | PurePath) and str(value) and os.path.isdir(os.fspath(value)):
+                folders.append(os.path.abspath(os.fspath(value)))
+        candidates = [os.path.join(folder, written) for folder in folders or [os.getcwd()]]
+    for candidate in candidates:
+        try:
+            if os.path.isfile(candidate):
+                return candidate
+        except (OSError, ValueError):  # a name too long, a NUL byte: no path
+            continue
+    return None
+
+
+def _content(path: str) -> str:
+    """A SHA-256 of `path`'s content: a `.json` or `.yaml` file's by what it parses to (its layout and comments
+    aside; keys in the file's order, which a model iterating them builds in), any other's by its bytes."""
+    stat = os.stat(path)
+    key = (os.path.realpath(path), stat.st_mtime_ns, stat.st_size, stat.st_ino)
+    if key in _CONTENT:
+        return _CONTENT[key]
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    text = "bytes " + digest.hexdigest()
+    parsed = _parsed(path, stat.st_size)
+    if parsed is not None:
+        text = "parsed " + hashlib.sha256(parsed.encode()).hexdigest()
+    _CONTENT[key] = text[:32]
+    return _CONTENT[key]
+
+
+def _parsed(path: str, size: int) -> str | None:
+    """A `.json` or `.yaml` file (up to 64 MB) as canonical JSON text in its own key order; None where it is
+    another kind or does not parse (read by its bytes)."""
+    suffix = os.path.splitext(path)[1].lower()
+    if suffix not in (".json", ".yaml", ".yml") or size > 64 << 20:
+        return None
+    try:
+        with open(path, encoding="utf-8") as handle:
+            if suffix == ".json":
+                value = json.load(handle)
+            else:
+                import yaml  # type: ignore[import-untyped]
+
+                value = yaml.safe_load(handle)
+        return json.dumps(value, default=repr, separators=(",", ":"))
+    except Exception:  # not valid JSON or YAML, or no yaml installed: its bytes
+        return None
