@@ -86,7 +86,8 @@ def _statements(file: str) -> dict[str, list[tuple[tuple[str, ...], frozenset[st
         if isinstance(statement, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef | ast.Import | ast.ImportFrom):
             continue
         nodes = list(ast.walk(statement))
-        if not any(isinstance(n, ast.Call) for n in nodes):
+        calls = [n for n in nodes if isinstance(n, ast.Call)]
+        if not any(_reads(c) for c in calls) or any(_writes(c) for c in calls):
             continue
         texts = tuple(dict.fromkeys(n.value for n in nodes if isinstance(n, ast.Constant) and isinstance(n.value, str)
                                     and n.value.strip() and "\n" not in n.value))
@@ -97,6 +98,29 @@ def _statements(file: str) -> dict[str, list[tuple[tuple[str, ...], frozenset[st
             found.setdefault(name, []).append((texts + tuple(f"<name {n}>" for n in names_read), reads))
     _STATEMENTS[file] = (lines, found)
     return found
+
+
+def _called(call: ast.Call) -> str:
+    """The name a call calls (`load` of `np.load`, `open`); "" for another callee."""
+    func = call.func
+    return func.id if isinstance(func, ast.Name) else func.attr if isinstance(func, ast.Attribute) else ""
+
+
+def _reads(call: ast.Call) -> bool:
+    """Whether a call reads a file by its name: `open`, `*load*` (`json.load`, `np.load`, `yaml.safe_load`,
+    `torch.load`), `read*` (`read_text`, `pd.read_csv`), `fromfile`, `genfromtxt`."""
+    name = _called(call).lower()
+    return name == "open" or "load" in name or name.startswith("read") or name in ("fromfile", "genfromtxt")
+
+
+def _writes(call: ast.Call) -> bool:
+    """Whether a call opens a file to write it (`open("train.log", "a")`): a file a run changes is no data the
+    model was built from, and reading it would give a new digest after every run (a refusal in process)."""
+    if _called(call) != "open":
+        return False
+    modes = [a for a in call.args[1:2]] + [k.value for k in call.keywords if k.arg == "mode"]
+    return any(isinstance(m, ast.Constant) and isinstance(m.value, str) and set(m.value) & set("wax+")
+               for m in modes)
 
 
 def _found(written: str, reads: frozenset[str], file: str, namespace: dict[str, Any]) -> str | None:

@@ -7,7 +7,9 @@ so the old model's stored runs, their AUROC and FLOPs, were served as the edited
 - a list or dict written empty in one user module that another user module fills at import.
 
 And what must keep the digest (no new refusal, no retraining): a comment, a data file's layout or a touch with
-the same content, another working directory, another string hash seed, a run that fills a cache."""
+the same content, another working directory, another string hash seed, a run that fills a cache or writes a log
+file a module opened. Three readers (a path beside the module, one held by a module value, a `with` block) were
+read by value before and pass at 9b2283e too: they pin that the file's layout keeps the digest."""
 
 from __future__ import annotations
 
@@ -172,6 +174,20 @@ def test_a_text_that_names_no_file_adds_nothing(tmp_path, monkeypatch) -> None:
     build = _load(tmp_path, monkeypatch, {"m31nf.py": "ACTS = dict(relu='relu', gelu='gelu')\n"
                                                       "def build(s, n):\n    return ACTS\n"}, "m31nf:build")
     assert "reads file" not in _run(_code(build, {}, {}))
+
+
+def test_a_file_a_module_opens_to_write_is_not_read(tmp_path, monkeypatch) -> None:
+    """Pins what stays: a log a run appends to (`open("train.log", "a")`) is no data the model was built from."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "t31.log").write_text("start\n")
+    build = _load(tmp_path, monkeypatch, {"m31log.py": "LOG = open('t31.log', 'a')\n"
+                                                       "def build(s, n):\n    LOG.write('built\\n')\n"
+                                                       "    LOG.flush()\n    return n\n"}, "m31log:build")
+    before = code_digest(build)
+    build((1,), 2)
+    assert (tmp_path / "t31.log").read_text() == "start\nbuilt\n"
+    assert code_digest(build) == before and edited_since_import(code_read(build)) == []
+    build.__globals__["LOG"].close()
 
 
 REGISTRY = "BLOCKS = []\nSIZES = {}\ndef register(f):\n    BLOCKS.append(f)\n    return f\n"
