@@ -40,6 +40,7 @@ from harness.checkpoints import save_checkpoints
 from harness.machine import trained_before, trained_by
 from harness.resuming import resuming_line
 from harness.runspec import RunSpec
+from harness.training import billed_seconds
 
 
 class CheckpointStore(Protocol):
@@ -69,11 +70,8 @@ class ChunkProgress:
     def charged_seconds(self) -> float:
         """The loop's seconds with each process's first step, its one-time warm-up (kernel choice,
         allocator, on CUDA the library handles), taken out and its samples billed at the mean rate
-        of the other steps: what `train_run` charges, so a member costs the same in both engines."""
-        if self.samples_seen <= self.warm_samples:
-            return self.seconds
-        rest = self.samples_seen - self.warm_samples
-        return max(0.0, (self.seconds - self.warm_seconds) * self.samples_seen / rest)
+        of the other steps: what `train_run` charges (`billed_seconds`), so a member costs the same in both engines."""
+        return billed_seconds(self.seconds, self.warm_seconds, self.samples_seen, self.warm_samples)
 
 
 @dataclass(frozen=True)

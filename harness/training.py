@@ -155,12 +155,17 @@ class _StepCounts:
                    state.get("first_batch_samples", 0))
 
     def billed_seconds(self, loop_seconds: float) -> float:
-        """The loop's seconds without the first steps (a cold device, a FLOP count, a compile), their
-        samples billed at the mean rate of the others."""
-        if self.samples_seen > self.first_batch_samples:
-            loop_seconds -= self.first_batch_seconds
-            loop_seconds *= self.samples_seen / (self.samples_seen - self.first_batch_samples)
-        return max(0.0, loop_seconds)
+        return billed_seconds(loop_seconds, self.first_batch_seconds, self.samples_seen, self.first_batch_samples)
+
+
+def billed_seconds(seconds: float, warm_seconds: float, samples: int, warm_samples: int) -> float:
+    """A training loop's `seconds` without its warm-up steps (`warm_seconds` over `warm_samples`: a cold
+    device, a FLOP count, a compile), their samples billed at the mean rate of the other steps. Both
+    engines charge by this one rule (`train_run`, the batched ensemble's `ChunkProgress`), so a run
+    costs the same whichever trained it."""
+    if samples > warm_samples:
+        seconds = (seconds - warm_seconds) * (samples / (samples - warm_samples))
+    return max(0.0, seconds)
 
 
 def _batch_inputs(data: PreparedData, idx: torch.Tensor, recipe: Recipe, aug_gen: torch.Generator | None,
