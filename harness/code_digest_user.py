@@ -195,6 +195,8 @@ def container(named: str, value: Any, module: str, read: dict[str, str], seen: d
     text = "".join(f"\n{named} written {t}" for t, _, _ in assigned) + _read_at_import(module, name, seen)
     filled = _filled(module, name, value, seen)  # `other.BLOCKS.append(Conv)`: unread (digest31)
     text += "".join(f"\n{named} filled by {of} {t}" for of, t, _ in filled)
+    if filled:  # named where a fresh process, importing no filler, differs (`worker_imports`)
+        read[f"{module}.{name}"] = "filled at import by " + ", ".join(sorted({of for of, _, _ in filled}))
     last = assigned[-1] if assigned else None
     if not filled and last is not None and (last[1] in ("list()", "dict()", "set()") if last[1] is not None else
                                             len(assigned) == 1 and not any(_data(namespace.get(n)) for n in last[2])):

@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 
 import harness
-from harness.code_digest import code_digest, code_read
+from harness.code_digest import code_digest, code_read, settings_read
 from harness.code_source import edited_since_import
 
 
@@ -211,6 +211,8 @@ def test_a_list_another_module_fills_at_import_is_read(tmp_path, monkeypatch, ca
     commented = dict(files, **{"f31.py": "# a comment\n" + filler.replace("\n", "  # a comment\n\n", 1)})
     assert before != edited  # 9b2283e: equal
     assert before == code_digest(_load(tmp_path, monkeypatch, commented, "m31f:build"))
+    named = settings_read(_load(tmp_path, monkeypatch, files, "m31f:build"))  # what a refusal names
+    assert ("r31.SIZES" if "SIZES" in filler else "r31.BLOCKS") in named  # by its value, else its fillers
 
 
 def test_a_filler_edited_since_import_is_refused_in_process_and_a_run_s_fill_keeps_the_digest(tmp_path, monkeypatch):
