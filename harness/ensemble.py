@@ -168,6 +168,9 @@ def _train_group(
     normalized: torch.Tensor | None,
     checkpoints: ChunkCheckpoints | None = None,
 ) -> list[RunOutput | RunFailed]:
+    """One chunk (`ensemble_chunks`) trained as one stacked model, so K small runs cost a few large
+    batched steps instead of K small ones: each member's RunOutput, or its RunFailed when its loss
+    became non-finite; resumed from and checkpointed to `checkpoints` when given."""
     device = data.x.device
     recipe = specs[0].recipe
     k, m = len(specs), len(indices[0])

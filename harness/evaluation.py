@@ -97,7 +97,7 @@ def score(proxies: list[Proxy], base: RunSpec, data: PreparedData, runs: Mapping
                             "(check its parameters); left out of the leaderboard")
             continue
         unscored = int((~np.isfinite(s)).sum())
-        if unscored:  # how detection metrics rank them (`harness.metrics._clean`), correlations become NaN: say so
+        if unscored:  # how detection metrics rank them (`harness.metrics._dense_ranks`), correlations go NaN: say so
             ranks = ", ".join(f"{what} {rank}" for what, rank, count in (
                 ("NaN", "below every score", np.isnan(s).sum()),
                 ("-inf", "below every finite score", np.isneginf(s).sum()),

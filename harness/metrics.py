@@ -24,7 +24,7 @@ from harness.bootstrap import Resamples
 DETECTION = ("auroc", "auprc", "precision_at_k")
 
 
-def _clean(scores: np.ndarray) -> np.ndarray:
+def _dense_ranks(scores: np.ndarray) -> np.ndarray:
     """Dense ranks: NaN (could not score) 0, below every score, -inf and +inf included. Ranks keep
     the order and the ties of the scores, so every statistic here is unchanged, and no offset from
     the finite range can round into it (1e17 + 1.0 == 1e17 would tie +inf with the maximum)."""
@@ -127,7 +127,7 @@ def weighted_detection(
     # all NaN: no ranking (NaN); +-inf still rank (the point estimate, detection_metrics, ranks them)
     if np.isnan(np.asarray(scores, dtype=np.float64)).all() or not positives.any():
         return {m: nan.copy() for m in DETECTION}
-    tp, seen, tp_before, seen_before, n_pos, n_all = _at_positive_groups(positives, _clean(scores), weights,
+    tp, seen, tp_before, seen_before, n_pos, n_all = _at_positive_groups(positives, _dense_ranks(scores), weights,
                                                                          integral, live)
     n_neg = n_all - n_pos
     ok = (n_pos > 0) & (n_neg > 0)
@@ -151,18 +151,22 @@ def precision_at_k(positives: np.ndarray, scores: np.ndarray, k: int) -> float:
     if not positives.any():
         return 0.0
     ones = np.ones((1, len(positives)))
-    tp, seen, tp_before, seen_before, _, _ = _at_positive_groups(positives, _clean(scores), ones)
+    tp, seen, tp_before, seen_before, _, _ = _at_positive_groups(positives, _dense_ranks(scores), ones)
     places = np.array([min(k, len(positives))], dtype=np.float64)
     return float(_expected_hits(tp - tp_before, seen - seen_before, seen_before, places)[0] / k)
 
 
 def detection_metrics(positives: np.ndarray, scores: np.ndarray) -> dict[str, float]:
+    """The point estimates a detection row reports (the bootstrap's replicates are `detection_boot`'s):
+    scikit-learn's AUROC and AUPRC on the scores' dense ranks, so NaN (unscored) ranks lowest instead of
+    failing scikit-learn's check, and precision at k = the number of positives. NaN for every metric
+    when there is no ranking (all NaN) or a single class."""
     positives = np.asarray(positives, dtype=bool)
     if positives.all() or not positives.any() or np.isnan(np.asarray(scores, dtype=np.float64)).all():
         return {m: float("nan") for m in DETECTION}
     from sklearn.metrics import average_precision_score, roc_auc_score
 
-    s = _clean(scores)
+    s = _dense_ranks(scores)
     return {
         "auroc": float(roc_auc_score(positives, s)),
         "auprc": float(average_precision_score(positives, s)),
