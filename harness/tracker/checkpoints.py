@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 
 _COUNTERS = ("epochs", "num_classes", "_pending", "_all_batches_had_logits", "_had_logits_closed",
              "_closed_logits_unknown", "_warned_repeats", "_eval_at", "_saved", "_no_suggestion", "_replay",
-             "allowed_repeats")
+             "allowed_repeats", "_warned_other_loss")
 
 
 def warn_unknown_closed(tracker: TrackerFields) -> None:

@@ -59,7 +59,8 @@ def capture(tracker: TrackerFields) -> dict[str, Any]:
              "no_suggestion": tracker._no_suggestion,
              # update(gather=True)'s allowance for a sampler's padding: an epoch closed right after a resume has
              # had no update() to set it again (tracker31)
-             "allowed_repeats": int(tracker.allowed_repeats)}
+             "allowed_repeats": int(tracker.allowed_repeats),
+             "warned_other_loss": tracker._warned_other_loss}  # said once a run, a resumed one included
     if tracker._closed_logits_unknown:  # resumed from a state without it: saved again, still unknown
         del state["had_logits_closed"]
     signals = tracker._signals
@@ -80,6 +81,7 @@ def _signals_state(s: TrackedSignals, bad_index: torch.Tensor) -> dict[str, Any]
         "given": _copy(s.given), "given_closed": _copy(s.labels.closed),
         "pred": _copy(s.pred), "non_finite_now": _copy(s.non_finite_now),
         "non_finite_train": _copy(s.non_finite_train), "label_conflicts": _copy(s.label_conflicts),
+        "other_loss": _copy(s.other_loss),  # the open epoch's, warned at its end_epoch() (tracker31)
         "bad_index": _copy(bad_index), "eval_flags": [_copy(f) for f in s.evals.flags],
         "seen": torch.from_numpy(p.seen.copy()), "repeated": sorted(p.repeated_host), "first_repeat": p.first_repeat,
         "presented": _copy(p.presented), "first_seen": _copy(p.first_seen), "sequence": p.sequence,
@@ -164,8 +166,9 @@ def _validate(tracker: TrackerFields, state: Mapping[str, Any]) -> None:
     for name in ("pending", "all_batches_had_logits", "warned_repeats"):
         if not isinstance(state[name], bool):
             raise _damaged(f"{name} = {state[name]!r}")
-    if not isinstance(state.get("had_logits_closed", False), bool):  # absent: saved before it was kept
-        raise _damaged(f"had_logits_closed = {state['had_logits_closed']!r}")
+    for name in ("had_logits_closed", "warned_other_loss"):  # absent: saved before it was kept
+        if not isinstance(state.get(name, False), bool):
+            raise _damaged(f"{name} = {state[name]!r}")
     allowed = state.get("allowed_repeats", 0)  # absent: saved before it was kept
     if not _is_int(allowed) or allowed < 0:
         raise _damaged(f"allowed_repeats = {allowed!r}")
@@ -218,6 +221,7 @@ def restore_counters(tracker: TrackerFields, state: Mapping[str, Any]) -> None:
     tracker._closed_logits_unknown = ("had_logits_closed" not in state and bool(state["pending"])
                                       and not tracker._all_batches_had_logits)
     tracker._warned_repeats = bool(state["warned_repeats"])
+    tracker._warned_other_loss = bool(state.get("warned_other_loss", False))
     # a larger allowance the user set stays (update()'s rule); a state saved before it was kept leaves it as it is
     tracker.allowed_repeats = max(tracker.allowed_repeats, int(state.get("allowed_repeats", 0)))
     tracker._eval_at = list(state["eval_at"])
@@ -285,6 +289,8 @@ def restore_signals(s: TrackedSignals, bad_index: torch.Tensor, state: Mapping[s
             put(target, state[name], name)
     for name in ("given", "pred", "non_finite_now", "non_finite_train"):
         put(getattr(s, name), state[name], name)
+    if state.get("other_loss") is not None:  # absent: saved before it was kept, the open epoch's count lost
+        put(s.other_loss, state["other_loss"], "other_loss")
     put(bad_index, state["bad_index"], "bad_index")
     if len(state["eval_flags"]) != len(eval_at):
         raise _damaged(f"{len(state['eval_flags'])} eval flag rows for {len(eval_at)} eval passes")
