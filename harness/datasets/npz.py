@@ -22,7 +22,11 @@ from harness.datasets.npz_checks import (
     check_float32_range,
     label_matrix_fix,
     number_label_fix,
+    remap_fix,
+    structured_fix,
+    text_label_fix,
     warn_lost_precision,
+    warn_repeated_names,
     warn_uint8_table,
 )
 from harness.errors import HarnessError
@@ -66,8 +70,9 @@ def _load_npz(request: LoadRequest) -> Dataset:
     arrays = _read_npz(name, path)
     missing = [k for k in ("x", "y") if k not in arrays]
     if missing:
+        case = " (the names are lower case)" if any(k.upper() in arrays for k in missing) else ""
         raise HarnessError(
-            f"{name}: {path} lacks array(s) {missing} (it has {sorted(arrays) or 'none'}); "
+            f"{name}: {path} lacks array(s) {missing} (it has {sorted(arrays) or 'none'}){case}; "
             f"save it with numpy.savez(path, x=features, y=labels)"
         )
     unread = sorted(set(arrays) - set(_NPZ_KEYS))
@@ -79,10 +84,10 @@ def _load_npz(request: LoadRequest) -> Dataset:
     x = _npz_features(name, "x", arrays["x"], path=path)
     _warn_float_images(name, path, arrays["x"])
     warn_uint8_table(name, path, arrays["x"])
-    y = _npz_labels(name, "y", arrays["y"], len(x))
     has_test = "x_test" in arrays
+    y = _npz_labels(name, "y", arrays["y"], len(x), test=has_test)
     x_test = _npz_features(name, "x_test", arrays["x_test"], allow_empty=True, path=path) if has_test else x[:0]
-    y_test = _npz_labels(name, "y_test", arrays["y_test"], len(x_test)) if has_test else y[:0]
+    y_test = _npz_labels(name, "y_test", arrays["y_test"], len(x_test), test=True) if has_test else y[:0]
     if not len(x_test):  # an empty test split is no test split: the training layout, no dtype change
         x_test = x[:0]
     if x_test.shape[1:] != x.shape[1:]:
@@ -91,7 +96,8 @@ def _load_npz(request: LoadRequest) -> Dataset:
         )
     if x.dtype != x_test.dtype:  # uint8 images in one split, real values in the other
         x_test = _test_like_train(name, path, x, x_test)
-    classes = _npz_classes(name, arrays.get("classes"), y, y_test)
+    fix = f"remap: {remap_fix('y', True)}; ids must be 0..C-1 with every class present" if has_test else _NPZ_REMAP
+    classes = _npz_classes(name, arrays.get("classes"), y, y_test, fix)
     dataset = _make(name, x, y, x_test, y_test, classes, request.subset, fingerprint=file_sha256(path)[:16])
     return _with_names(dataset, arrays, len(x), len(x_test), _test_keep(y_test, request.subset))
 
@@ -117,7 +123,9 @@ def _npz_names(name: str, key: str, values: np.ndarray, n: int) -> tuple[str, ..
         raise HarnessError(f"{name}: {key} must be a 1-D array of {n} names (one per row of "
                            f"{'x' if key == 'files' else 'x_test'}), got {values.dtype} {values.shape}; save "
                            f"{key}=np.array(names, dtype=str)")
-    return tuple(_class_name(name, v, key) for v in values.tolist())
+    names = tuple(_class_name(name, v, key) for v in values.tolist())
+    warn_repeated_names(name, key, names)
+    return names
 
 
 def _warn_float_images(name: str, path: Path, x: np.ndarray) -> None:
@@ -233,9 +241,9 @@ def _npz_features(name: str, key: str, x: np.ndarray, allow_empty: bool = False,
     """Bring x to (N, C, H, W): uint8 stays as is, other real dtypes become finite float32 (checked in the
     stored dtype: a finite float64 beyond float32's range is named as such, not as an inf)."""
     if x.ndim < 2 or x.ndim > 4:
-        raise HarnessError(
-            f"{name}: {key} has shape {x.shape}; expected (N, D) features, (N, H, W) or (N, C, H, W) images"
-        )
+        fix = structured_fix(key, x)
+        raise HarnessError(f"{name}: {key} has shape {x.shape}; expected (N, D) features, (N, H, W) or (N, C, H, W) "
+                           f"images{'; ' + fix if fix else ''}")
     if (len(x) == 0 and not allow_empty) or (len(x) and x.size == 0):
         raise HarnessError(f"{name}: {key} is empty (shape {x.shape}); it needs at least one sample and one feature")
     if x.dtype != np.uint8:
@@ -244,10 +252,10 @@ def _npz_features(name: str, key: str, x: np.ndarray, allow_empty: bool = False,
         finite = np.isfinite(x.reshape(len(x), -1)).all(axis=1) if len(x) else np.ones(0, dtype=bool)
         if not finite.all():
             bad = np.flatnonzero(~finite)
-            raise HarnessError(
-                f"{name}: {key} has NaN or inf in {len(bad)} sample(s) (first: {bad[:5].tolist()}); "
-                f"drop or impute them before saving"
-            )
+            columns = np.flatnonzero(~np.isfinite(x).all(axis=0))[:10].tolist() if x.ndim == 2 else None
+            where = f", in feature(s) {columns}" if columns else ""  # a table: the columns to impute
+            raise HarnessError(f"{name}: {key} has NaN or inf in {len(bad)} sample(s) (first: {bad[:5].tolist()})"
+                               f"{where}; drop or impute them before saving")
         check_float32_range(name, key, x)
         stored, x = x, x.astype(np.float32)
         warn_lost_precision(name, path or Path(name), key, stored, x)
@@ -263,7 +271,9 @@ def _npz_features(name: str, key: str, x: np.ndarray, allow_empty: bool = False,
     return x
 
 
-def _npz_labels(name: str, key: str, y: np.ndarray, n: int) -> np.ndarray:
+def _npz_labels(name: str, key: str, y: np.ndarray, n: int, test: bool = False) -> np.ndarray:
+    """`y` as int64 class ids, refused with the fix when it is not (`test`: the file has a test split, and
+    a fix must number it by the same classes as y)."""
     if y.ndim == 2 and len(y) == n and y.size:  # a column, or one-hot rows / scores per class
         raise HarnessError(f"{name}: {key} has shape {y.shape} but must be ({n},), one class id per sample; "
                            f"{label_matrix_fix(key, y)}")
@@ -273,17 +283,17 @@ def _npz_labels(name: str, key: str, y: np.ndarray, n: int) -> np.ndarray:
         example = f", e.g. {str(y.flat[0])!r}" if y.size else ""
         raise HarnessError(
             f"{name}: {key} holds text labels ({y.dtype}{example}) but must hold integer class ids 0..C-1; "
-            f"save classes, {key} = np.unique(labels, return_inverse=True) and pass classes=classes"
+            f"{text_label_fix(key, test)}"
         )
     if not np.issubdtype(y.dtype, np.integer):
         raise HarnessError(f"{name}: {key} has dtype {y.dtype} but must hold integer class ids 0..C-1; "
-                           f"{number_label_fix(key, y)}")
+                           f"{number_label_fix(key, y, test)}")
     if len(y) and y.dtype.kind == "u" and int(y.max()) > np.iinfo(np.int64).max:
         raise HarnessError(f"{name}: {key} has class id {int(y.max())}; class ids must be 0..C-1")
     y = y.astype(np.int64)
     if len(y) and y.min() < 0:
-        raise HarnessError(f"{name}: {key} has negative class id {int(y.min())}; class ids must be 0..C-1: save "
-                           f"np.unique({key}, return_inverse=True)[1], and classes=np.unique({key}).astype(str)")
+        raise HarnessError(f"{name}: {key} has negative class id {int(y.min())}; class ids must be 0..C-1: "
+                           f"{remap_fix(key, test)}")
     return y
 
 

@@ -125,12 +125,14 @@ def label_matrix_fix(key: str, y: np.ndarray) -> str:
             f"their class (or drop them), then save {key}.argmax(axis=1)")
 
 
-def number_label_fix(key: str, y: np.ndarray) -> str:
-    """How to save labels of a non-integer dtype as class ids: `astype` only for whole numbers (bool, 1.0), since
-    it truncates 0.25 and 0.75 to one class 0 silently; np.unique (with the values as class names) otherwise."""
+def number_label_fix(key: str, y: np.ndarray, test: bool = False) -> str:
+    """How to save labels of a non-integer dtype as class ids: `astype` only for whole numbers that are ids
+    already (bool, 0.0..C-1), since it truncates 0.25 and 0.75 to one class 0 silently, and whole numbers
+    that are not the ids (1.0 and 2.0) were told `astype`, then refused for their empty class 0;
+    `remap_fix` otherwise. `test`: the file has a test split, which must be numbered with the same classes."""
     if y.dtype.kind == "b":
         return f"save {key}.astype(np.int64)"
-    mapped = f"save np.unique({key}, return_inverse=True)[1], and classes=np.unique({key}).astype(str)"
+    mapped = remap_fix(key, test)
     if y.dtype.kind != "f":
         return mapped
     missing = np.flatnonzero(~np.isfinite(y))
@@ -138,7 +140,65 @@ def number_label_fix(key: str, y: np.ndarray) -> str:
         return f"it holds NaN or inf in {len(missing)} sample(s) (first: {missing[:5].tolist()}); drop or label them"
     fractions = np.flatnonzero(y % 1 != 0)
     if not len(fractions):
-        return f"save {key}.astype(np.int64)"
+        values = np.unique(y)
+        ids = values.min() >= 0 if key != "y" else values[0] == 0 and values[-1] == len(values) - 1
+        if ids:
+            return f"save {key}.astype(np.int64)"
+        return f"its values {_preview(values)} are whole numbers but not the class ids 0..C-1: {mapped}"
     first = int(fractions[0])
     return (f"{len(fractions)} labels are not whole numbers (first: sample {first}, {float(y[first])!r}), which "
             f"{key}.astype(np.int64) would truncate into one class with their neighbours: {mapped}")
+
+
+def remap_fix(key: str, test: bool) -> str:
+    """How to number labels 0..C-1. With a test split, y and y_test by the same classes: `np.unique` of each
+    alone numbers y_test's classes apart from y's where y_test lacks one (its 2.0 becomes id 1, the id of y's
+    1.0), and the test accuracy is then computed on wrong labels, silently."""
+    if not test:
+        return f"save np.unique({key}, return_inverse=True)[1], and classes=np.unique({key}).astype(str)"
+    return ("number y and y_test by the same classes: classes = np.unique(y), check np.isin(y_test, classes).all() "
+            "(a test class must occur in training), then save y=np.searchsorted(classes, y), y_test=np.searchsorted("
+            "classes, y_test) and classes=classes.astype(str) (np.unique(y_test, return_inverse=True) alone numbers "
+            "y_test's classes apart from y's where it lacks one)")
+
+
+def text_label_fix(key: str, test: bool) -> str:
+    """How to save text labels as ids with their names; with a test split, both by the training's classes."""
+    fix = f"save classes, {key} = np.unique(labels, return_inverse=True) and pass classes=classes"
+    if not test:
+        return fix
+    return ("save classes, y = np.unique(labels, return_inverse=True), check np.isin(test_labels, classes).all() "
+            "(a test class must occur in training), then y_test = np.searchsorted(classes, test_labels), and pass "
+            "classes=classes (np.unique of the test labels alone numbers their classes apart from y's where they "
+            "lack one)")
+
+
+def _preview(values: np.ndarray) -> str:
+    """A few of `values`, as a reader would type them."""
+    shown = ", ".join(f"{float(v):g}" for v in values[:5])
+    return f"{shown}{', ...' if len(values) > 5 else ''}"
+
+
+def warn_repeated_names(name: str, key: str, names: tuple[str, ...]) -> None:
+    """Warn when `files` names two samples alike: the suspects CSVs' `file` (and `duplicate_files`, a
+    fix list joined on it) then cannot tell them apart, and `index` (the row of x) must be used instead."""
+    seen: dict[str, int] = {}
+    for i, sample in enumerate(names):
+        if sample in seen:
+            repeated = len(names) - len(set(names))
+            warnings.warn(f"{name}: {key} names {repeated} sample(s) with a name already used (first: {sample!r}, rows "
+                          f"{seen[sample]} and {i}): the suspects CSVs' file column cannot tell them apart, use index "
+                          f"(the row of x) for those, or save {key} with one distinct name per sample", stacklevel=5)
+            return
+        seen[sample] = i
+
+
+def structured_fix(key: str, x: np.ndarray) -> str | None:
+    """What to save for an x that is no (N, ...) array of numbers by shape: a structured array (fields,
+    read as a 1-D array of records) or a 1-D array (one feature); None otherwise."""
+    if x.dtype.names:
+        return (f"{key} is a structured array (fields {list(x.dtype.names)[:5]}); save its fields as columns: "
+                f"numpy.lib.recfunctions.structured_to_unstructured({key}).astype(np.float32)")
+    if x.ndim == 1:
+        return f"a single feature is a column: save {key}.reshape(-1, 1)"
+    return None
