@@ -4,8 +4,8 @@ a message that names the fix, and the fix it names works when followed literally
 - labels 1.0/2.0 were told `y.astype(np.int64)`, which was then refused for its empty class 0 (two
   round trips); now the remap is named at once;
 - with a test split, the remap named (`np.unique(y, return_inverse=True)[1]`, for y alone) left y_test
-  in the old numbering: y of 1/2 and a y_test of 2s loaded after the fix with every test label
-  pointing at another class than the same value in y, silently;
+  in the old numbering: y of 1/2 and a y_test of 1s loaded after the fix with every test label id 1,
+  the class of y's 2s, silently (and `np.unique` of a y_test of 2s alone made them id 0, y's 1s);
 - a 1-D x and a structured x were told only the shapes expected; NaN in a table named the samples, not
   the feature to impute; `X`/`Y` did not say the names are lower case; repeated `files` names loaded
   silently, though the suspects CSVs' `file` then names two samples alike.
