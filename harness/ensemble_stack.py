@@ -102,14 +102,19 @@ def largest_activation(model: nn.Module, x: torch.Tensor) -> int:
             hook.remove()
     return largest[0]
 
+
 #: The whole training set is normalised once per ensemble when its float copy stays below this;
 #: per-batch normalisation of K batches costs a tenth of a small MLP ensemble's step.
 NORMALIZED_BYTES = 256 * 2**20
 
+
 def normalized_inputs(data: PreparedData) -> torch.Tensor | None:
+    """The whole training set normalised once, for every epoch's batches; None when its float copy would
+    pass NORMALIZED_BYTES (the engine then normalises each batch as `train_run` does)."""
     if data.x.numel() * 4 > NORMALIZED_BYTES:
         return None
     return data.inputs(torch.arange(data.n, device=data.x.device))
+
 
 def stack_members(models: list[nn.Module]) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     """Stacked parameters (leaf tensors the optimizer updates) and buffers.
@@ -127,6 +132,7 @@ def stack_members(models: list[nn.Module]) -> tuple[dict[str, torch.Tensor], dic
             p = p.transpose(1, 2).contiguous().transpose(1, 2)
         out[name] = p.requires_grad_()
     return out, buffers
+
 
 #: Each member's rows of a training batch are padded to a multiple of this (`aligned_rows`).
 #: A member's share of a stacked (K, b, C) activation starts at j * b * C floats, and the CPU
@@ -152,6 +158,7 @@ def has_batch_norm(model: nn.Module) -> bool:
     training: such models train unpadded (their rows stay as the batch size makes them)."""
     return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
 
+
 def float32_batch_norm(skeleton: nn.Module) -> None:
     """Batch norm layers of a bf16 ensemble on CUDA normalise a float32 copy of their input and
     hand back the input's dtype.
@@ -172,6 +179,7 @@ def float32_batch_norm(skeleton: nn.Module) -> None:
 
             module.forward = forward  # type: ignore[method-assign,assignment]  # a wrapper per instance
 
+
 def plain_flops(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> int:
     """FLOPs of one training step of one member, counted on an unbatched copy. Counting under
     vmap would charge what batching adds (stacked convolutions also compute the first layer's
@@ -180,6 +188,7 @@ def plain_flops(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> int:
     with count_flops(flops):
         nn.functional.cross_entropy(model(x), y).backward()
     return flops[0]
+
 
 def each_member(forward, params: dict[str, torch.Tensor], buffers: dict[str, torch.Tensor], x: torch.Tensor
                 ) -> torch.Tensor:
