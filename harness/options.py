@@ -308,11 +308,6 @@ def keyword_options() -> dict[str, Option]:
     return {o.keyword: o for o in OPTIONS if o.keyword}
 
 
-def field_options() -> dict[str, Option]:
-    """ExperimentConfig's fields -> their options."""
-    return {o.name: o for o in OPTIONS if o.field}
-
-
 def runtime_fields() -> tuple[str, ...]:
     """The config fields outside the experiment's identity."""
     return tuple(o.name for o in OPTIONS if o.field and o.runtime)
