@@ -89,8 +89,9 @@ def executor_class(name: str) -> type[Executor]:
 def _load_plugin(ep: importlib.metadata.EntryPoint) -> None:
     try:
         cls = ep.load()
-    except Exception as e:  # a third-party import error is the plugin's, reported in one line
-        raise HarnessError(f"executor plugin {ep.name!r} ({ep.value}) failed to load: {e}") from e
+    except (Exception, SystemExit) as e:  # the plugin's import error (or a `sys.exit()` there), in one line
+        detail = f"it called sys.exit({e.code!r}) at import" if isinstance(e, SystemExit) else str(e)
+        raise HarnessError(f"executor plugin {ep.name!r} ({ep.value}) failed to load: {detail}") from e
     if not (isinstance(cls, type) and issubclass(cls, Executor)):
         raise HarnessError(f"executor plugin {ep.name!r} ({ep.value}) is not a harness.executors.Executor subclass")
     if ep.name not in EXECUTORS:  # the module may have registered it itself

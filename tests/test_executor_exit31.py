@@ -1,0 +1,28 @@
+"""An executor plugin whose import calls `sys.exit()` (a script's `parse_args()` at module level) ended
+memprox with the plugin's exit status and no word of which plugin: it is named like any failed import."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import sys
+
+import pytest
+
+import harness.executors as executors
+from harness.errors import HarnessError
+
+
+def test_an_executor_plugin_that_exits_at_import_is_named(monkeypatch, tmp_path) -> None:
+    (tmp_path / "exiting_executor31.py").write_text("import sys\nsys.exit(2)\n", encoding="utf-8")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "exiting_executor31", raising=False)
+    ep = importlib.metadata.EntryPoint("exiting", "exiting_executor31:Exec", executors.ENTRY_POINT_GROUP)
+    real = importlib.metadata.entry_points
+    monkeypatch.setattr(importlib.metadata, "entry_points",
+                        lambda group=None, **kw: [ep] if group == ep.group else real(group=group, **kw))
+    for builtin in ("local", "inprocess"):
+        executors.executor_class(builtin)
+    monkeypatch.setattr(executors, "EXECUTORS", type(executors.EXECUTORS)("executor"))
+    named = r"executor plugin 'exiting' \(exiting_executor31:Exec\) failed to load: it called sys.exit\(2\) at import"
+    with pytest.raises(HarnessError, match=named):
+        executors.executor_class("exiting")
