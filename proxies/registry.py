@@ -23,7 +23,8 @@ ENTRY_POINT_GROUP = "memprox.proxies"
 #: replaced that column with its scores (a proxy named `positive` overwrote the ground truth).
 RESERVED_NAMES = frozenset({"rank", "index", "label", "clean_label", "positive", "file", "text", "label_name",
                             "predicted", "predicted_name", "p_label", "suggested", "suggested_name", "p_suggested",
-                            "predicted_other", "n_seeds", "duplicates", "duplicate_labels_differ", "reference"})
+                            "predicted_other", "n_seeds", "duplicates", "duplicate_files",
+                            "duplicate_labels_differ", "reference"})
 PROXIES: Registry[type[Proxy]] = Registry("proxy")
 _plugins_loaded = False
 

@@ -26,3 +26,21 @@ def test_an_executor_plugin_that_exits_at_import_is_named(monkeypatch, tmp_path)
     named = r"executor plugin 'exiting' \(exiting_executor31:Exec\) failed to load: it called sys.exit\(2\) at import"
     with pytest.raises(HarnessError, match=named):
         executors.executor_class("exiting")
+
+
+def test_duplicate_files_is_a_reserved_proxy_name() -> None:
+    """The suspects CSVs' `duplicate_files` column (image folders only, so the digits-based reserved-names
+    check cannot see it) would have been overwritten by a proxy of that name's scores."""
+    from proxies.base import Proxy
+    from proxies.registry import register_proxy
+
+    class DuplicateFiles(Proxy):
+        name = "duplicate_files"
+        description = "collides with a suspects column"
+        citation = "none"
+
+        def score(self, records, ctx):  # pragma: no cover - never registered
+            raise AssertionError
+
+    with pytest.raises(TypeError, match="'duplicate_files', which the per-sample tables use"):
+        register_proxy(DuplicateFiles)
