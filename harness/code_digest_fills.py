@@ -27,6 +27,8 @@ _PARSED: dict[str, tuple[list[str], list[Statement], dict[str, set[str]]]] = {}
 #: file -> (its module's `__spec__`, its statements' texts as first read since it was (re)loaded): `FillRead`'s.
 _FIRST: dict[str, tuple[Any, list[str]]] = {}
 _MISSING = object()
+#: (the size of `sys.modules`, its last name), the user modules then (`_user_modules`).
+_USER: list[Any] = [None, []]
 
 
 def fills(module: str, name: str, value: Any, seen: dict[int, Any] | None = None) -> list[tuple[str, str, list[Any]]]:
@@ -37,10 +39,10 @@ def fills(module: str, name: str, value: Any, seen: dict[int, Any] | None = None
     own = getattr(sys.modules.get(module), "__file__", None)
     changers = {f for f, changed in _parsed(own)[2].items() if name in changed} if isinstance(own, str) else set()
     found: list[tuple[str, str, list[Any]]] = []
-    for other in sorted(sys.modules):
+    for other in _user_modules():
         held = sys.modules.get(other)
         file = getattr(held, "__file__", None)
-        if other == module or not isinstance(file, str) or file == own or not user_module(other):
+        if other == module or not isinstance(file, str) or file == own:
             continue
         if not _may_fill(file, name, changers):  # cannot change it: not parsed
             continue
@@ -75,6 +77,16 @@ class FillRead(ContainerRead):
         since it was (re)loaded."""
         first = _FIRST.get(self.file)
         return first is not None and [s[0] for s in _parsed(self.file)[1]] != first[1]
+
+
+def _user_modules() -> list[str]:
+    """The names of the user modules imported, sorted (`user_module`); kept while `sys.modules` holds as many
+    names, the last the same (a module imported or removed since changes that): checking 2,000 modules with
+    torch imported took 15 ms, twice per module list read and digest."""
+    key = (len(sys.modules), next(reversed(sys.modules.keys()), ""))
+    if _USER[0] != key:
+        _USER[:] = [key, sorted(m for m in list(sys.modules) if user_module(m))]
+    return list(_USER[1])
 
 
 def _may_fill(file: str, name: str, changers: set[str]) -> bool:
