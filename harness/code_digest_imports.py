@@ -4,7 +4,9 @@ it imports in turn. Before, a module imported inside a function was not read at 
 the digest and served the 8-wide model's runs (digest30). Read from the file, not the imported module: such a
 module is imported when the function first runs, so one process has it and a fresh one does not, and its
 values would give two digests of one code. Never imported here, and only the user's files are read (not
-memprox's, the standard library's or an installed package's: `code_digest_user.user_module`'s rule)."""
+memprox's, the standard library's or an installed package's: `code_digest_user.user_module`'s rule). A module
+imported by a call with its name written (`importlib.import_module("mypkg.widths")`, `__import__`) is read the
+same way, in a function's code and in such a module's text (`called_imports`, `_call_import`: digest31)."""
 
 from __future__ import annotations
 

@@ -140,6 +140,16 @@ def test_the_data_file_a_module_value_is_read_from_is_read(tmp_path, monkeypatch
         == digests[0]
 
 
+def test_reordering_a_json_file_s_keys_gives_a_new_digest(tmp_path, monkeypatch) -> None:
+    """Pins the documented cost: a dict's order is kept (a model iterating it builds its layers in that order, and
+    draws their initial weights in it), so reordering keys trains again rather than serve another model's runs."""
+    monkeypatch.chdir(tmp_path)
+    files = dict(READERS["json.load(open(...)) from the working directory"][0])
+    before = code_digest(_load(tmp_path, monkeypatch, files, "m31j:build"))
+    files["c31.json"] = '{"b": [1, 2], "w": 8}'
+    assert code_digest(_load(tmp_path, monkeypatch, files, "m31j:build")) != before
+
+
 def test_an_array_loaded_from_a_file_is_read_by_the_file(tmp_path, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)
     files = {"m31np.py": "import numpy as np\nW = np.load('w31.npy')\ndef build(s, n):\n    return W\n"}
