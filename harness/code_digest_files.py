@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 import hashlib
+import inspect
 import json
 import linecache
 import os
@@ -17,11 +18,14 @@ from pathlib import PurePath
 from typing import Any
 
 from harness.code_digest_changes import module_tree
-from harness.code_digest_user import ContainerRead
+from harness.code_digest_user import ContainerRead, user_module
+from harness.code_source import nested_codes
 
 #: file -> (the `linecache` lines parsed, name -> each top-level statement binding it that calls something:
 #: (the text constants it holds, the names it reads)): one parse per file and process, again once it is edited.
 _STATEMENTS: dict[str, tuple[list[str], dict[str, list[tuple[tuple[str, ...], frozenset[str]]]]]] = {}
+#: The modes `open` writes a file in (`_in_functions` leaves out a function holding one).
+_MODES = frozenset({"w", "wb", "wt", "w+", "a", "ab", "at", "a+", "x", "xb", "r+", "rb+", "r+b"})
 #: (real path, mtime, size, inode) -> the content's digest: a file is read once per process until it changes.
 _CONTENT: dict[tuple[str, int, int, int], str] = {}
 #: (module, name, path as written) -> (the module's `__spec__`, the content digest first read since it was
@@ -40,8 +44,8 @@ def files_read(module: str, name: str, seen: dict[int, Any] | None) -> str:
         return ""
     text = ""
     for written, reads in _statements(file).get(name, []):
-        for path_text in written:
-            path = _found(path_text, reads, file, namespace)
+        found = [(t, _found(t, reads, file, namespace)) for t in written] + _in_functions(reads, namespace)
+        for path_text, path in found:
             if path is None:
                 continue
             content = _content(path)
@@ -97,6 +101,27 @@ def _statements(file: str) -> dict[str, list[tuple[tuple[str, ...], frozenset[st
         for name in sorted(bound):
             found.setdefault(name, []).append((texts + tuple(f"<name {n}>" for n in names_read), reads))
     _STATEMENTS[file] = (lines, found)
+    return found
+
+
+def _in_functions(reads: frozenset[str], namespace: dict[str, Any]) -> list[tuple[str, str | None]]:
+    """The files that the user's functions a statement calls name in their code and read (`CFG = load()` where
+    `def load(): return json.load(open("cfg.json"))`), found as `_found` finds them from that function's module;
+    none of a function that opens a file to write (a mode "w" or "a" in it)."""
+    found: list[tuple[str, str | None]] = []
+    for n in sorted(reads):
+        function = namespace.get(n)
+        if not inspect.isfunction(function) or not user_module(function.__module__):
+            continue
+        codes = nested_codes(function.__code__)
+        called = {x for c in codes for x in c.co_names}
+        texts = [c for code in codes for c in code.co_consts if isinstance(c, str) and c.strip() and "\n" not in c]
+        if not any(x == "open" or "load" in x.lower() or x.startswith("read") for x in called) or \
+                ("open" in called and any(t in _MODES for t in texts)):
+            continue
+        held = function.__globals__.get("__file__")
+        found += [(t, _found(t, frozenset(called), held, function.__globals__)) for t in dict.fromkeys(texts)
+                  if isinstance(held, str)]
     return found
 
 

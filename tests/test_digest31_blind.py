@@ -119,6 +119,10 @@ READERS = {
                                                           "P = os.path.join(os.path.dirname(__file__), 'c31.json')\n"
                                                           "CFG = json.load(open(P))\n"
                                                           "def build(s, n):\n    return CFG\n"}, '"w": 8'),
+    "by a function of the module": (
+        {"c31.json": '{"w": 8, "b": [1, 2]}', "m31j.py": "import json\ndef load():\n"
+                                                          "    return json.load(open('c31.json'))\nCFG = load()\n"
+                                                          "def build(s, n):\n    return CFG['w']\n"}, '"w": 8'),
     "a namespace made from a file": (
         {"c31.json": '{"w": 8, "b": [1, 2]}', "m31j.py": "import json\nfrom types import SimpleNamespace\n"
                                                           "CFG = SimpleNamespace(**json.load(open('c31.json')))\n"
@@ -191,13 +195,16 @@ def test_a_file_a_module_opens_to_write_is_not_read(tmp_path, monkeypatch) -> No
     monkeypatch.chdir(tmp_path)
     (tmp_path / "t31.log").write_text("start\n")
     build = _load(tmp_path, monkeypatch, {"m31log.py": "LOG = open('t31.log', 'a')\n"
+                                                       "def opener():\n    return open('t31.log', mode='a')\n"
+                                                       "LOG2 = opener()\n"
                                                        "def build(s, n):\n    LOG.write('built\\n')\n"
-                                                       "    LOG.flush()\n    return n\n"}, "m31log:build")
+                                                       "    LOG.flush()\n    return n, LOG2\n"}, "m31log:build")
     before = code_digest(build)
     build((1,), 2)
     assert (tmp_path / "t31.log").read_text() == "start\nbuilt\n"
     assert code_digest(build) == before and edited_since_import(code_read(build)) == []
     build.__globals__["LOG"].close()
+    build.__globals__["LOG2"].close()
 
 
 REGISTRY = "BLOCKS = []\nSIZES = {}\ndef register(f):\n    BLOCKS.append(f)\n    return f\n"
