@@ -21,6 +21,7 @@ from harness.datasets.base import Dataset, LoadRequest, _make, _require_every_cl
 from harness.datasets.npz_checks import (
     check_float32_range,
     label_matrix_fix,
+    named_remap_fix,
     number_label_fix,
     remap_fix,
     structured_fix,
@@ -84,10 +85,10 @@ def _load_npz(request: LoadRequest) -> Dataset:
     x = _npz_features(name, "x", arrays["x"], path=path)
     _warn_float_images(name, path, arrays["x"])
     warn_uint8_table(name, path, arrays["x"])
-    has_test = "x_test" in arrays
-    y = _npz_labels(name, "y", arrays["y"], len(x), test=has_test)
+    has_test, named = "x_test" in arrays, "classes" in arrays
+    y = _npz_labels(name, "y", arrays["y"], len(x), test=has_test, named=named)
     x_test = _npz_features(name, "x_test", arrays["x_test"], allow_empty=True, path=path) if has_test else x[:0]
-    y_test = _npz_labels(name, "y_test", arrays["y_test"], len(x_test), test=True) if has_test else y[:0]
+    y_test = _npz_labels(name, "y_test", arrays["y_test"], len(x_test), test=True, named=named) if has_test else y[:0]
     if not len(x_test):  # an empty test split is no test split: the training layout, no dtype change
         x_test = x[:0]
     if x_test.shape[1:] != x.shape[1:]:
@@ -96,7 +97,10 @@ def _load_npz(request: LoadRequest) -> Dataset:
         )
     if x.dtype != x_test.dtype:  # uint8 images in one split, real values in the other
         x_test = _test_like_train(name, path, x, x_test)
-    fix = f"remap: {remap_fix('y', True)}; ids must be 0..C-1 with every class present" if has_test else _NPZ_REMAP
+    fix = _NPZ_REMAP  # with a test split, both numbered alike; with `classes`, keeping their names
+    if has_test:
+        remap = named_remap_fix(True) if named else f"remap: {remap_fix('y', True)}"
+        fix = f"{remap}; ids must be 0..C-1 with every class present"
     classes = _npz_classes(name, arrays.get("classes"), y, y_test, fix)
     dataset = _make(name, x, y, x_test, y_test, classes, request.subset, fingerprint=file_sha256(path)[:16])
     return _with_names(dataset, arrays, len(x), len(x_test), _test_keep(y_test, request.subset))
@@ -271,9 +275,9 @@ def _npz_features(name: str, key: str, x: np.ndarray, allow_empty: bool = False,
     return x
 
 
-def _npz_labels(name: str, key: str, y: np.ndarray, n: int, test: bool = False) -> np.ndarray:
+def _npz_labels(name: str, key: str, y: np.ndarray, n: int, test: bool = False, named: bool = False) -> np.ndarray:
     """`y` as int64 class ids, refused with the fix when it is not (`test`: the file has a test split, and
-    a fix must number it by the same classes as y)."""
+    a fix must number it by the same classes as y; `named`: it holds `classes`, which whole numbers index)."""
     if y.ndim == 2 and len(y) == n and y.size:  # a column, or one-hot rows / scores per class
         raise HarnessError(f"{name}: {key} has shape {y.shape} but must be ({n},), one class id per sample; "
                            f"{label_matrix_fix(key, y)}")
@@ -283,11 +287,11 @@ def _npz_labels(name: str, key: str, y: np.ndarray, n: int, test: bool = False) 
         example = f", e.g. {str(y.flat[0])!r}" if y.size else ""
         raise HarnessError(
             f"{name}: {key} holds text labels ({y.dtype}{example}) but must hold integer class ids 0..C-1; "
-            f"{text_label_fix(key, test)}"
+            f"{text_label_fix(key, test, named)}"
         )
     if not np.issubdtype(y.dtype, np.integer):
         raise HarnessError(f"{name}: {key} has dtype {y.dtype} but must hold integer class ids 0..C-1; "
-                           f"{number_label_fix(key, y, test)}")
+                           f"{number_label_fix(key, y, test, named)}")
     if len(y) and y.dtype.kind == "u" and int(y.max()) > np.iinfo(np.int64).max:
         raise HarnessError(f"{name}: {key} has class id {int(y.max())}; class ids must be 0..C-1")
     y = y.astype(np.int64)

@@ -125,11 +125,14 @@ def label_matrix_fix(key: str, y: np.ndarray) -> str:
             f"their class (or drop them), then save {key}.argmax(axis=1)")
 
 
-def number_label_fix(key: str, y: np.ndarray, test: bool = False) -> str:
+def number_label_fix(key: str, y: np.ndarray, test: bool = False, named: bool = False) -> str:
     """How to save labels of a non-integer dtype as class ids: `astype` only for whole numbers that are ids
     already (bool, 0.0..C-1), since it truncates 0.25 and 0.75 to one class 0 silently, and whole numbers
     that are not the ids (1.0 and 2.0) were told `astype`, then refused for their empty class 0;
-    `remap_fix` otherwise. `test`: the file has a test split, which must be numbered with the same classes."""
+    `remap_fix` otherwise. `test`: the file has a test split, which must be numbered with the same classes.
+    `named`: the file holds `classes`, so whole numbers >= 0 index its names: `astype` keeps them, and a class
+    left empty is then told the remap that keeps the names (the remap told here saved `classes=np.unique(y)
+    .astype(str)`, and classes a, b, c labelled 0.0 and 2.0 became classes "0.0" and "2.0")."""
     if y.dtype.kind == "b":
         return f"save {key}.astype(np.int64)"
     mapped = remap_fix(key, test)
@@ -141,7 +144,7 @@ def number_label_fix(key: str, y: np.ndarray, test: bool = False) -> str:
     fractions = np.flatnonzero(y % 1 != 0)
     if not len(fractions):
         values = np.unique(y)
-        ids = values.min() >= 0 if key != "y" else values[0] == 0 and values[-1] == len(values) - 1
+        ids = values.min() >= 0 if key != "y" or named else values[0] == 0 and values[-1] == len(values) - 1
         if ids:
             return f"save {key}.astype(np.int64)"
         return f"its values {_preview(values)} are whole numbers but not the class ids 0..C-1: {mapped}"
@@ -162,9 +165,27 @@ def remap_fix(key: str, test: bool) -> str:
             "y_test's classes apart from y's where it lacks one)")
 
 
-def text_label_fix(key: str, test: bool) -> str:
-    """How to save text labels as ids with their names; with a test split, both by the training's classes."""
+def named_remap_fix(test: bool) -> str:
+    """How to number y 0..C-1 when the file holds `classes` (ids index its names) and a class is never used:
+    keep the names of the classes used. `remap_fix`'s `classes=classes.astype(str)` replaced names a and c by
+    "0" and "2" (the ids), and the file's names were lost from every CSV's label_name."""
+    if not test:
+        return "used = np.unique(y), then save y=np.searchsorted(used, y) and classes=classes[used]"
+    return ("number y and y_test by the classes y uses, keeping their names: used = np.unique(y), check "
+            "np.isin(y_test, used).all() (a test class must occur in training), then save y=np.searchsorted(used, "
+            "y), y_test=np.searchsorted(used, y_test) and classes=classes[used]")
+
+
+def text_label_fix(key: str, test: bool, named: bool = False) -> str:
+    """How to save text labels as ids with their names; with a test split, both by the training's classes.
+    A text y_test beside ids in y and `classes` (`named`; y is checked first, so it holds ids) is numbered
+    by those names: told to renumber y from text labels, which it lacks, a reader had no fix to follow."""
     fix = f"save classes, {key} = np.unique(labels, return_inverse=True) and pass classes=classes"
+    if key == "y_test" and named:
+        return ("number y_test by the classes y's ids index: "
+                "index = {c: i for i, c in enumerate(classes.astype(str))}, check np.isin(y_test.astype(str), "
+                "list(index)).all() (a test class must occur in training), then save "
+                "y_test=np.array([index[c] for c in y_test.astype(str)])")
     if not test:
         return fix
     return ("save classes, y = np.unique(labels, return_inverse=True), check np.isin(test_labels, classes).all() "
