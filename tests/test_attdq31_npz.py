@@ -98,3 +98,22 @@ def test_text_test_labels_beside_ids_and_classes_are_numbered_by_those_names(tmp
     spec = _save(tmp_path, "b.npz", x=_x(9), y=y, x_test=_x(4), y_test=np.array([index[c] for c in y_test.astype(str)]),
                  classes=names)
     assert _names(spec) == (list(names[y]), list(test_labels))
+
+
+def test_a_structured_x_is_fixed_by_the_code_the_message_prints_run_in_a_fresh_python(tmp_path: Path) -> None:
+    """`numpy.lib.recfunctions` is no attribute of `numpy.lib` until imported: the advice, pasted into a
+    fresh interpreter, raised AttributeError (numpy 2.4). Run as printed, in a new process."""
+    import subprocess
+    import sys
+
+    records = np.zeros(6, dtype=[("height", "f8"), ("rooms", "i4")])
+    records["height"], records["rooms"] = np.arange(6) / 2, np.arange(6) % 3
+    said = _refused(_save(tmp_path, "a.npz", x=records, y=np.array([0, 1] * 3)))
+    code = said.split("save its fields as columns: ", 1)[1]
+    steps = [s if s.startswith("x=") or s.startswith("from ") else f"x = {s}" for s in code.split(", then save ")]
+    script = "\n".join(["import numpy as np", f"x = np.load({str(tmp_path / 'a.npz')!r})['x']", *steps,
+                        f"np.savez({str(tmp_path / 'b.npz')!r}, x=x, y=np.array([0, 1] * 3))"])
+    subprocess.run([sys.executable, "-c", script], check=True, capture_output=True)
+    data = load_dataset(f"npz:{tmp_path / 'b.npz'}")
+    assert data.x_train.shape == (6, 2, 1, 1)
+    assert data.x_train[:, :, 0, 0].tolist() == np.stack([np.arange(6) / 2, np.arange(6) % 3], axis=1).tolist()

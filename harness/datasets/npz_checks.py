@@ -216,10 +216,12 @@ def warn_repeated_names(name: str, key: str, names: tuple[str, ...]) -> None:
 
 def structured_fix(key: str, x: np.ndarray) -> str | None:
     """What to save for an x that is no (N, ...) array of numbers by shape: a structured array (fields,
-    read as a 1-D array of records) or a 1-D array (one feature); None otherwise."""
+    read as a 1-D array of records) or a 1-D array (one feature); None otherwise. The submodule is imported
+    by name: `numpy.lib.recfunctions` is not an attribute of `numpy.lib` until imported (AttributeError)."""
     if x.dtype.names:
         return (f"{key} is a structured array (fields {list(x.dtype.names)[:5]}); save its fields as columns: "
-                f"numpy.lib.recfunctions.structured_to_unstructured({key}).astype(np.float32)")
+                f"from numpy.lib import recfunctions, then save "
+                f"{key}=recfunctions.structured_to_unstructured({key}).astype(np.float32)")
     if x.ndim == 1:
         return f"a single feature is a column: save {key}.reshape(-1, 1)"
     return None
