@@ -1,15 +1,20 @@
 """A tracker resumed from its state at every point of a 2-epoch run scores and warns as the uninterrupted run
-(tracker31). A run is a list of events (update() of each batch, end_epoch(), eval_epoch()); the state is saved
-after each event in turn (first batch, middle, last batch before end_epoch(), between end_epoch() and the eval
-pass, after the eval pass before the next epoch's first batch, ... after the last eval pass), round-tripped through
-`torch.save` / `torch.load(weights_only=True)`, loaded into a fresh tracker (or taken by `copy()`), and the run
-finished there. Compared exactly with the uninterrupted run: every warning (category and text, in order), the final
-`state_dict()`, `scores()` (default and "all"), `suspects(k=N)` with its suggested label, `epochs_presented()`.
+(tracker31). A run is a list of events (update() of each batch, end_epoch(), eval_epoch(), discard_epoch()); the
+state is saved at each point in turn -- before the first event, after the first batch, a middle one, the last batch
+before end_epoch(), between end_epoch() and the eval pass, after the eval pass before the next epoch's first batch,
+..., after the last eval pass -- round-tripped through `torch.save` / `torch.load(weights_only=True)`, loaded into a
+fresh tracker ("state"; "device": `load_state_dict(device="cpu")`; "twice": loaded, saved and loaded again before any
+use) or taken by `copy()` ("copy", "copy-of-loaded"), and the run finished there. Compared exactly with the
+uninterrupted run: every warning (category and text, in order), the final `state_dict()`, `scores()` (default and
+"all", or its refusal), `suspects(k=N)` with its suggested label, `epochs_presented()`.
 
-"plain": logits and labels only. "rich": a sample repeated within each epoch (the repeat warning, once), losses=
-with label smoothing in one batch of each epoch (the other-loss warning, once), a NaN logit in epoch 2 (the
-non-finite warning and NaN scores). With gather: two ranks as threads (`FakeRanks`), each with its
-`DistributedSampler` shard of N = 7 samples (rank 1 padded with sample 0), each rank resumed from its own state."""
+Variants (`VARIANTS`): "plain" logits and labels; "rich" a sample repeated within each epoch (the repeat warning,
+once), losses= with label smoothing in each epoch's first batch (the other-loss warning, once), a NaN logit in
+epoch 2 (non-finite warnings, NaN scores); "retry" an attempt at epoch 2 discarded after a batch without logits;
+"fixed" constructor labels; "losses" / "mixed" losses= alone in every / one batch; "running" running_sums;
+"select" named proxies (the last eval pass alone kept); "nosuggest" suggest=False. With gather: two ranks as
+threads (`FakeRanks`), each with its `DistributedSampler` shard of N = 7 samples (one rank padded with a repeat),
+each rank resumed from its own state. Default run: rich and retry; the rest is slow."""
 
 from __future__ import annotations
 
@@ -58,13 +63,16 @@ def _model(epoch: int) -> nn.Module:
 #: what a variant's run does beyond "plain" (logits and labels in every batch, an eval pass after each epoch)
 VARIANTS: dict[str, set[str]] = {
     "plain": set(),
-    "rich": {"repeat", "smooth", "nan"},
-    # epoch 2's second batch without logits, then the loop raises: discard_epoch() and the epoch rerun with them
+    "rich": {"repeat", "smooth", "nan"},  # "nan": in a training batch of epoch 2 and in the eval pass after 1
+    # epoch 2's second batch without logits, then the loop raises: discard_epoch() and the epoch rerun with them;
+    # and the eval pass after epoch 1 run twice
     "retry": {"retry"},
     "fixed": {"fixed"},  # SampleTracker(labels=...), update() without labels=
     "losses": {"losses"},  # update(losses=...) alone: csl and the eval proxies only
     "mixed": {"mixed"},  # epoch 2's second batch with losses= alone: the logit proxies are left out, refused
     "running": {"running"},  # running_sums=True: no eval pass
+    "select": {"select", "repeat", "nan"},  # proxies named: only their signals, the last eval pass alone
+    "nosuggest": {"nosuggest", "smooth"},  # suggest=False
 }
 
 
@@ -112,19 +120,30 @@ def _events(rank: int | None, flags: set[str]) -> list[Event]:
         for step, idx in enumerate(batches):
             events.append(_update(epoch, step, idx, flags, rank is not None))
         events.append(SampleTracker.end_epoch)
-        if "running" not in flags:
-            model = _model(epoch)
-            events.append(lambda t, m=model: t.eval_epoch(m, (X, Y)))
+        if "running" in flags:
+            continue
+        if "retry" in flags and epoch == 0:  # a pass after epoch 1 run again: the second replaces the first
+            events.append(lambda t, m=_model(5): t.eval_epoch(m, (X, Y)))
+        x = X.clone()
+        if "nan" in flags and epoch == 0:
+            x[2, 0] = float("nan")  # sample 2 non-finite in the pass after epoch 1 (csl_eval NaN)
+        events.append(lambda t, m=_model(epoch), x=x: t.eval_epoch(m, (x, Y)))
     return events
 
 
 def _fresh(flags: set[str]) -> SampleTracker:
-    return SampleTracker(N, labels=Y if "fixed" in flags else None, running_sums="running" in flags)
+    proxies = ["csl", "aum", "final_loss", "in_confidence"] if "select" in flags else None
+    return SampleTracker(N, labels=Y if "fixed" in flags else None, running_sums="running" in flags,
+                         proxies=proxies, suggest=False if "nosuggest" in flags else None)
 
 
 def _resumed(t: SampleTracker, how: str, flags: set[str]) -> SampleTracker:
     if how == "copy":
         return t.copy()
+    if how == "twice":  # a state loaded and saved again before any use (`_saved`), then that state loaded
+        return _resumed(_resumed(t, "state", flags), "state", flags)
+    if how == "copy-of-loaded":
+        return _resumed(t, "state", flags).copy()
     buf = io.BytesIO()
     torch.save(t.state_dict(), buf)
     buf.seek(0)
@@ -146,6 +165,8 @@ def _run(events: list[Event], flags: set[str], at: int | None, how: str,
     """Every event, the tracker resumed (`how`) after event `at` (None: uninterrupted); what it reports, and the
     warnings, which the caller routes to `caught`."""
     t = _fresh(flags)
+    if at == -1:  # before the first event: a state with nothing recorded
+        t = _resumed(t, how, flags)
     for i, event in enumerate(events):
         event(t)
         if i == at:
@@ -199,7 +220,7 @@ def _same(a: Any, b: Any, where: str = "") -> list[str]:
 
 def _sweep(run: Callable[[int | None, str], Any], positions: int, hows: list[str]) -> list[str]:
     want = run(None, "")
-    return [f"after event {at} ({how}): {d}" for how in hows for at in range(positions)
+    return [f"after event {at} ({how}): {d}" for how in hows for at in range(-1, positions)
             for d in _same(run(at, how), want)]
 
 
@@ -210,11 +231,13 @@ def _case(variant: str, hows: list[str], slow: bool = False) -> Any:
 @pytest.mark.parametrize(("variant", "hows"), [
     _case("rich", ["state"]), _case("retry", ["state"]), _case("rich", ["device", "copy"], slow=True),
     _case("retry", ["device", "copy"], slow=True),
-    *(_case(v, ["state", "device", "copy"], slow=True) for v in ("plain", "fixed", "losses", "mixed", "running"))])
+    *(_case(v, ["state", "device", "copy"], slow=True)
+      for v in ("plain", "fixed", "losses", "mixed", "running", "select", "nosuggest")),
+    *(_case(v, ["twice", "copy-of-loaded"], slow=True) for v in ("rich", "retry", "select"))])
 def test_one_process_resumed_anywhere_reports_as_uninterrupted(variant: str, hows: list[str]) -> None:
     flags = VARIANTS[variant]
     events = _events(None, flags)
-    assert len(events) == {"retry": 13, "running": 8}.get(variant, 10)  # 3 updates, end, eval; twice
+    assert len(events) == {"retry": 14, "running": 8}.get(variant, 10)  # 3 updates, end, eval; twice
 
     def run(at: int | None, how: str) -> dict[str, Any]:
         with _warnings_by(lambda: 0) as caught:
@@ -230,7 +253,7 @@ def test_one_process_resumed_anywhere_reports_as_uninterrupted(variant: str, how
 def test_two_ranks_resumed_anywhere_report_as_uninterrupted(ranks: FakeRanks, variant: str, hows: list[str]) -> None:
     flags = VARIANTS[variant]
     events = {r: _events(r, flags) for r in (0, 1)}
-    assert len(events[0]) == len(events[1]) == (11 if variant == "retry" else 8)  # 2 updates, end, eval; twice
+    assert len(events[0]) == len(events[1]) == (12 if variant == "retry" else 8)  # 2 updates, end, eval; twice
 
     def run(at: int | None, how: str) -> list[Any]:
         with _warnings_by(lambda: ranks.local.rank) as caught:
