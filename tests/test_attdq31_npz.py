@@ -117,3 +117,18 @@ def test_a_structured_x_is_fixed_by_the_code_the_message_prints_run_in_a_fresh_p
     data = load_dataset(f"npz:{tmp_path / 'b.npz'}")
     assert data.x_train.shape == (6, 2, 1, 1)
     assert data.x_train[:, :, 0, 0].tolist() == np.stack([np.arange(6) / 2, np.arange(6) % 3], axis=1).tolist()
+
+
+def test_one_based_ids_beside_their_names_are_told_the_shift(tmp_path: Path) -> None:
+    """Labels 1.0/2.0 beside two names are told astype (they index `classes`); then 1..C are told to
+    shift, not only that 2 is out of range (before: a remap that renamed the classes "1.0" and "2.0")."""
+    names, y, y_test = np.array(["ant", "bee"]), np.array([1.0, 2.0] * 4), np.array([2.0, 1.0])
+    said = _refused(_save(tmp_path, "a.npz", x=_x(8), y=y, x_test=_x(2), y_test=y_test, classes=names))
+    assert said.endswith("save y.astype(np.int64)")
+    said = _refused(_save(tmp_path, "b.npz", x=_x(8), y=y.astype(np.int64), x_test=_x(2),
+                          y_test=y_test.astype(np.int64), classes=names))
+    assert said.endswith("class id 2 is out of range for 2 classes; ids must be 0..1: ids 1..2 start at 1, "
+                         "save y - 1 and y_test - 1")
+    spec = _save(tmp_path, "c.npz", x=_x(8), y=y.astype(np.int64) - 1, x_test=_x(2), y_test=y_test.astype(np.int64) - 1,
+                 classes=names)
+    assert _names(spec) == (["ant", "bee"] * 4, ["bee", "ant"])

@@ -101,7 +101,7 @@ def _load_npz(request: LoadRequest) -> Dataset:
     if has_test:
         remap = named_remap_fix(True) if named else f"remap: {remap_fix('y', True)}"
         fix = f"{remap}; ids must be 0..C-1 with every class present"
-    classes = _npz_classes(name, arrays.get("classes"), y, y_test, fix)
+    classes = _npz_classes(name, arrays.get("classes"), y, y_test, fix, saved=True)
     dataset = _make(name, x, y, x_test, y_test, classes, request.subset, fingerprint=file_sha256(path)[:16])
     return _with_names(dataset, arrays, len(x), len(x_test), _test_keep(y_test, request.subset))
 
@@ -307,11 +307,12 @@ _NPZ_REMAP = ("remap with np.unique(y, return_inverse=True)[1] (and save classes
 
 
 def _npz_classes(name: str, classes: np.ndarray | None, y: np.ndarray, y_test: np.ndarray,
-                 fix: str = _NPZ_REMAP) -> list[str]:
+                 fix: str = _NPZ_REMAP, saved: bool = False) -> list[str]:
     """Class names from `classes`, else 0..max(y); every id must be a class, every class must train.
 
     `fix` says how to repair labels that leave a class without training samples (`hf:` shares
-    these rules with its own advice)."""
+    these rules with its own advice); `saved`: the labels are arrays the user saves (`npz:`), so ids
+    1..C beside C names are told to save y - 1."""
     if classes is not None:
         if classes.ndim != 1 or len(classes) < 1:
             raise HarnessError(f"{name}: classes must be a 1-D array of at least 2 names, got shape {classes.shape}")
@@ -322,9 +323,13 @@ def _npz_classes(name: str, classes: np.ndarray | None, y: np.ndarray, y_test: n
         if len(set(names)) != len(names):
             raise HarnessError(f"{name}: classes has duplicate names; give every class a distinct name")
         top = max(int(y.max()), int(y_test.max()) if len(y_test) else 0)
-        if top >= len(names):
+        if top >= len(names):  # ids 1..C index no name 0: say the shift (whole-float labels are told astype here)
+            low = min(int(y.min()), int(y_test.min()) if len(y_test) else 1)
+            shift = f": ids 1..{len(names)} start at 1, save y - 1{' and y_test - 1' if len(y_test) else ''}" \
+                if saved and low == 1 and top == len(names) else ""
             raise HarnessError(
                 f"{name}: class id {top} is out of range for {len(names)} classes; ids must be 0..{len(names) - 1}"
+                f"{shift}"
             )
         _require_every_class(name, names, y, fix)
         return names
