@@ -132,3 +132,12 @@ def test_one_based_ids_beside_their_names_are_told_the_shift(tmp_path: Path) -> 
     spec = _save(tmp_path, "c.npz", x=_x(8), y=y.astype(np.int64) - 1, x_test=_x(2), y_test=y_test.astype(np.int64) - 1,
                  classes=names)
     assert _names(spec) == (["ant", "bee"] * 4, ["bee", "ant"])
+
+
+def test_an_empty_class_without_a_test_split_is_told_the_lines_that_keep_the_names(tmp_path: Path) -> None:
+    y = np.array([0, 2] * 4)
+    said = _refused(_save(tmp_path, "a.npz", x=_x(8), y=y, classes=NAMES))
+    assert "used = np.unique(y), then save y=np.searchsorted(used, y) and classes=classes[used]" in said
+    classes, used = NAMES, np.unique(y)
+    spec = _save(tmp_path, "b.npz", x=_x(8), y=np.searchsorted(used, y), classes=classes[used])
+    assert _names(spec) == (list(NAMES[y]), [])

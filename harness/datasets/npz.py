@@ -98,9 +98,9 @@ def _load_npz(request: LoadRequest) -> Dataset:
     if x.dtype != x_test.dtype:  # uint8 images in one split, real values in the other
         x_test = _test_like_train(name, path, x, x_test)
     fix = _NPZ_REMAP  # with a test split, both numbered alike; with `classes`, keeping their names
-    if has_test:
-        remap = named_remap_fix(True) if named else f"remap: {remap_fix('y', True)}"
-        fix = f"{remap}; ids must be 0..C-1 with every class present"
+    if has_test or named:
+        remap = named_remap_fix(has_test) if named else remap_fix('y', True)
+        fix = f"remap: {remap}; ids must be 0..C-1 with every class present"
     classes = _npz_classes(name, arrays.get("classes"), y, y_test, fix, saved=True)
     dataset = _make(name, x, y, x_test, y_test, classes, request.subset, fingerprint=file_sha256(path)[:16])
     return _with_names(dataset, arrays, len(x), len(x_test), _test_keep(y_test, request.subset))
