@@ -44,3 +44,20 @@ def test_duplicate_files_is_a_reserved_proxy_name() -> None:
 
     with pytest.raises(TypeError, match="'duplicate_files', which the per-sample tables use"):
         register_proxy(DuplicateFiles)
+
+
+def test_a_margin_recorded_for_some_batches_only_is_named_as_such() -> None:
+    """One update() without logits left holes in the margin rows: the refusal said the tracker 'did not
+    record' train_margin, which it had, for the other batches."""
+    import torch
+
+    from harness.tracker import SampleTracker
+
+    tracker = SampleTracker(4)
+    logits = torch.tensor([[2.0, 0.0], [0.0, 1.0]])
+    for _ in range(2):
+        tracker.update(torch.tensor([0, 1]), logits=logits, labels=torch.tensor([0, 1]))
+        tracker.update(torch.tensor([2, 3]), losses=torch.tensor([0.3, 0.4]))
+        tracker.end_epoch()
+    with pytest.raises(HarnessError, match="recorded for only some batches: some update\\(\\) calls had no logits"):
+        tracker.scores("all")

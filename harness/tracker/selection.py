@@ -145,10 +145,10 @@ class ProxySelection:
         if epochs < need:
             raise HarnessError(f"{proxy.label} needs at least {need} epochs, the tracker recorded {epochs}")
         for key in sorted(keys):
-            found = key in recorded
-            if key in TRAIN_KEYS and key != LOSS_KEY and not all_had_logits:
-                found = False  # some batches came without logits: these rows have holes
-            if found:
+            if key in recorded and key in TRAIN_KEYS and key != LOSS_KEY and not all_had_logits:
+                raise HarnessError(f"{proxy.label} reads {key}, which this tracker recorded for only some batches: "
+                                   "some update() calls had no logits; pass logits= and labels= to every update()")
+            if key in recorded:
                 continue
             if key == EVAL_ALL_KEY:
                 fix = (f"call eval_epoch(model, data) after every epoch (passes ran after epochs "
