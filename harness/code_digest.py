@@ -34,13 +34,13 @@ from harness.code_digest_user import (
     displayed,
     effects,
     followed,
+    global_text,
     instance_state,
     module_reads,
     own_dict,
     read_containers,
-    written,
 )
-from harness.code_digest_values import _array, _consts, _is_setting, _repr, _torch_module, shown, stateful
+from harness.code_digest_values import _array, _consts, _is_setting, _repr, shown
 from harness.code_digest_wrapped import cached as _cached
 from harness.code_digest_wrapped import functions as _functions
 from harness.code_digest_wrapped import unwrap as _unwrap
@@ -212,8 +212,7 @@ def _global(named: str, value: Any, of: str, module: str, seen: dict[int, Any], 
     if followed(type(value), module):  # `CFG = Config(64)`, `config.CFG`: named where a fresh process differs
         read[f"{of}.{named.rpartition('.')[2]}"] = part = yield _argument(value, module, seen, read)
         return f"\n{named} = {part}"
-    made = written(of, named.rpartition(".")[2], value, seen, stateful(value))  # made by code alone (or a file): its
-    part = f"written {made}" if made is not None else shown(value) or _torch_module(value)  # text (`container`'s)
+    part = global_text(of, named.rpartition(".")[2], value, seen)  # by its text where made by code alone, else value
     if part:  # `MEAN = np.array(...)`, `ACT = nn.LeakyReLU(0.1)` were hashed as nothing
         read[f"{of}.{named.rpartition('.')[2]}"] = part
         return f"\n{named} = {part}"

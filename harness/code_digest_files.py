@@ -13,6 +13,7 @@ import inspect
 import json
 import linecache
 import os
+import re
 import sys
 from pathlib import PurePath
 from typing import Any
@@ -26,6 +27,12 @@ from harness.code_source import nested_codes
 _STATEMENTS: dict[str, tuple[list[str], dict[str, list[tuple[tuple[str, ...], frozenset[str]]]]]] = {}
 #: The modes `open` writes a file in (`_in_functions` leaves out a function holding one).
 _MODES = frozenset({"w", "wb", "wt", "w+", "a", "ab", "at", "a+", "x", "xb", "r+", "rb+", "r+b"})
+_MODES_MORE = frozenset({"wb+", "w+b", "ab+", "a+b", "xt", "x+", "wt+", "at+", "a+t", "w+t"})
+#: The functions that write a file named by their first argument (`_written`); `open` by its mode (`_writes`).
+_WRITERS = re.compile(r"(write_text|write_bytes|.*FileHandler|save|savez.*|savetxt|to_(csv|json|parquet|pickle)|"
+                      r"touch|basicConfig)$")
+#: file -> (its syntax tree, the texts and names it writes files by: `_written`).
+_WRITTEN: dict[str, tuple[Any, frozenset[str]]] = {}
 #: (real path, mtime, size, inode) -> the content's digest: a file is read once per process until it changes.
 _CONTENT: dict[tuple[str, int, int, int], str] = {}
 #: (module, name, path as written) -> (the module's `__spec__`, the content digest first read since it was
@@ -78,7 +85,10 @@ class FileRead(ContainerRead):
 
 def _statements(file: str) -> dict[str, list[tuple[tuple[str, ...], frozenset[str]]]]:
     """By name bound: each top-level statement of `file` that binds it and makes a call, with its text constants
-    and the names it reads (`_STATEMENTS`)."""
+    (none where it calls no reader itself: `CFG = get_config()`, read through the function, `_in_functions`) and
+    the names it reads (`_STATEMENTS`). A method call that reads into a module value binds it (`CFG.read("c.ini")`,
+    `NET.load_state_dict(torch.load("w.pt"))`: attdig31). A text the module writes a file by anywhere
+    (`_written`: a log, a cache, a counter a run saves) is left out: it changes as the program runs."""
     linecache.checkcache(file)
     lines = linecache.getlines(file)
     cached = _STATEMENTS.get(file)
@@ -86,28 +96,64 @@ def _statements(file: str) -> dict[str, list[tuple[tuple[str, ...], frozenset[st
         return cached[1]
     found: dict[str, list[tuple[tuple[str, ...], frozenset[str]]]] = {}
     tree = module_tree(file, lines)
+    written = _written_in(file)
     for statement in tree.body if tree is not None else []:
         if isinstance(statement, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef | ast.Import | ast.ImportFrom):
             continue
         nodes = list(ast.walk(statement))
         calls = [n for n in nodes if isinstance(n, ast.Call)]
-        if not any(_reads(c) for c in calls) or any(_writes(c) for c in calls):
+        if not calls or any(_writes(c) for c in calls):
             continue
+        direct = any(_reads(c) for c in calls)
         texts = tuple(dict.fromkeys(n.value for n in nodes if isinstance(n, ast.Constant) and isinstance(n.value, str)
-                                    and n.value.strip() and "\n" not in n.value))
+                                    and n.value.strip() and "\n" not in n.value and n.value not in written))
         reads = frozenset(n.id for n in nodes if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load))
         bound = {n.id for n in nodes if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)}
-        names_read = tuple(n for n in sorted(reads) if n not in bound)
+        if direct and isinstance(statement, ast.Expr) and isinstance(statement.value, ast.Call) and \
+                isinstance(statement.value.func, ast.Attribute) and isinstance(statement.value.func.value, ast.Name):
+            bound.add(statement.value.func.value.id)  # `CFG.read("c.ini")`
+        names_read = tuple(n for n in sorted(reads) if n not in bound and n not in written)
         for name in sorted(bound):
-            found.setdefault(name, []).append((texts + tuple(f"<name {n}>" for n in names_read), reads))
+            held = texts + tuple(f"<name {n}>" for n in names_read) if direct else ()
+            found.setdefault(name, []).append((held, reads))
     _STATEMENTS[file] = (lines, found)
     return found
 
 
+def _written_in(file: str) -> frozenset[str]:
+    """`_written` of `file`'s syntax tree, walked once per parse."""
+    linecache.checkcache(file)
+    tree = module_tree(file, linecache.getlines(file))
+    cached = _WRITTEN.get(file)
+    if cached is None or cached[0] is not tree:
+        cached = _WRITTEN[file] = (tree, _written(tree))
+    return cached[1]
+
+
+def _written(tree: ast.Module | None) -> frozenset[str]:
+    """The texts and names of a module that a call of it writes a file by, in its functions too (`open("t.log",
+    "a")`, `Path(LOG).open("w")`, `json.dump(c, open("cache.json", "w"))`, `Path("n.txt").write_text(...)`,
+    `logging.FileHandler("t.log")`, `np.save(PATH, a)`): a log, cache or counter a run writes, read at import, gave
+    a new digest after every run (trained again; refused in process) where the model's data does not change."""
+    found: set[str] = set()
+    for call in (n for n in ast.walk(tree) if isinstance(n, ast.Call)) if tree is not None else []:
+        if not _writes(call) and not _WRITERS.match(_called(call)):
+            continue
+        parts = [*call.args[:1], *(k.value for k in call.keywords if k.arg in ("file", "filename", "path", "fname"))]
+        if isinstance(call.func, ast.Attribute):
+            parts.append(call.func.value)  # `Path("n.txt").write_text(...)`
+        for part in parts:
+            found.update(n.id if isinstance(n, ast.Name) else str(n.value) for n in ast.walk(part)
+                         if isinstance(n, ast.Name) or isinstance(n, ast.Constant) and isinstance(n.value, str))
+    return frozenset(found - {"Path", "os", "open", "pathlib"})
+
+
 def _in_functions(reads: frozenset[str], namespace: dict[str, Any]) -> list[tuple[str, str | None]]:
     """The files that the user's functions a statement calls name in their code and read (`CFG = load()` where
-    `def load(): return json.load(open("cfg.json"))`), found as `_found` finds them from that function's module;
-    none of a function that opens a file to write (a mode "w" or "a" in it)."""
+    `def load(): return json.load(open("cfg.json"))`, `CFG = get_config()`), found as `_found` finds them from that
+    function's module; not a text its module writes a file by (`_written`: `logging.FileHandler("t.log")` beside
+    the config's read). Before attdig31 a function holding a write mode was left out whole (its config's edit kept
+    the digest), and one not named `*load*`/`read*` was not looked into (`CFG = get_config()`'s edit kept it)."""
     found: list[tuple[str, str | None]] = []
     for n in sorted(reads):
         function = namespace.get(n)
@@ -115,13 +161,14 @@ def _in_functions(reads: frozenset[str], namespace: dict[str, Any]) -> list[tupl
             continue
         codes = nested_codes(function.__code__)
         called = {x for c in codes for x in c.co_names}
-        texts = [c for code in codes for c in code.co_consts if isinstance(c, str) and c.strip() and "\n" not in c]
-        if not any(x == "open" or "load" in x.lower() or x.startswith("read") for x in called) or \
-                ("open" in called and any(t in _MODES for t in texts)):
-            continue
         held = function.__globals__.get("__file__")
-        found += [(t, _found(t, frozenset(called), held, function.__globals__)) for t in dict.fromkeys(texts)
-                  if isinstance(held, str)]
+        if not any(x == "open" or "load" in x.lower() or x.startswith("read") for x in called) or \
+                not isinstance(held, str):
+            continue
+        written = _written_in(held)
+        texts = [c for code in codes for c in code.co_consts if isinstance(c, str) and c.strip() and "\n" not in c
+                 and c not in written and c not in _MODES | _MODES_MORE]
+        found += [(t, _found(t, frozenset(called), held, function.__globals__)) for t in dict.fromkeys(texts)]
     return found
 
 
@@ -139,12 +186,13 @@ def _reads(call: ast.Call) -> bool:
 
 
 def _writes(call: ast.Call) -> bool:
-    """Whether a call opens a file to write it (`open("train.log", "a")`): a file a run changes is no data the
-    model was built from, and reading it would give a new digest after every run (a refusal in process)."""
+    """Whether a call opens a file to write it (`open("train.log", "a")`, `Path("train.log").open("a")`): a file a
+    run changes is no data the model was built from, and reading it would give a new digest after every run (a
+    refusal in process). A path's `open` takes the mode first (attdig31: `Path(...).open("a")` was read)."""
     if _called(call) != "open":
         return False
-    modes = [a for a in call.args[1:2]] + [k.value for k in call.keywords if k.arg == "mode"]
-    return any(isinstance(m, ast.Constant) and isinstance(m.value, str) and set(m.value) & set("wax+")
+    modes = [a for a in call.args[:2]] + [k.value for k in call.keywords if k.arg == "mode"]
+    return any(isinstance(m, ast.Constant) and isinstance(m.value, str) and m.value in _MODES | _MODES_MORE
                for m in modes)
 
 

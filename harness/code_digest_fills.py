@@ -64,6 +64,32 @@ def fills(module: str, name: str, value: Any, seen: dict[int, Any] | None = None
     return found
 
 
+def home(module: str, name: str, value: Any) -> str:
+    """The user module whose top-level assignment binds `value`, where `module` imported it by name (`from
+    registry import REG`): the fills are looked for by the module that owns the value. Before attdig31 a model
+    reading `REG` so imported, filled by `@register("conv")` in a module its package's `__init__` imports, read
+    none of the fills: an edit of `Conv` kept the digest. `module` itself where it binds it, or none does."""
+    for candidate in [module, *_user_modules()]:
+        held = sys.modules.get(candidate)
+        file = getattr(held, "__file__", None)
+        if held is not None and isinstance(file, str) and vars(held).get(name, _MISSING) is value and \
+                _binds(file, name):
+            return candidate
+    return module
+
+
+def _binds(file: str, name: str) -> bool:
+    """Whether a top-level assignment of `file` binds `name` (`REG = {}`, `REG: dict = {}`)."""
+    linecache.checkcache(file)
+    tree = module_tree(file, linecache.getlines(file))
+    for node in tree.body if tree is not None else []:
+        targets = node.targets if isinstance(node, ast.Assign) else [node.target] \
+            if isinstance(node, ast.AnnAssign) and node.value is not None else []
+        if any(isinstance(t, ast.Name) and t.id == name for t in targets):
+            return True
+    return False
+
+
 class FillRead(ContainerRead):
     """A module whose top-level statements fill another's list (`fills`), for `code_source.edited_since_import`:
     edited since its import, this process holds the list as it filled it then, and the digest reads the edit."""

@@ -23,7 +23,7 @@ from types import CodeType, ModuleType
 from typing import Any
 
 from harness.code_digest_changes import Assignment, changes, effect, module_tree, mutators, names
-from harness.code_digest_values import _repr
+from harness.code_digest_values import _repr, _torch_module, shown, stateful
 
 #: memprox's own top-level packages: their code is addressed by memprox's version (`harness.provenance`).
 OWN = ("harness", "proxies", "baselines")
@@ -284,6 +284,18 @@ def written(module: str, name: str, value: Any, seen: dict[int, Any], whole: boo
     return assigned[0][0] + _read_at_import(module, name, seen)
 
 
+def global_text(module: str, name: str, value: Any, seen: dict[int, Any]) -> str:
+    """A module global that is no setting, list or code of the user's, as `code_digest._global` hashes it: by the
+    text that makes it (`written`), else by value (`shown`, a torch module's repr), with the data files read into
+    it at import: `NET.load_state_dict(torch.load("w.pt"))` read NET by its repr, which shows no weights, and a
+    new `w.pt` kept the digest (attdig31). "" for none."""
+    made = written(module, name, value, seen, stateful(value))
+    if made is not None:
+        return f"written {made}"
+    part = shown(value) or _torch_module(value)
+    return part + _read_at_import(module, name, seen) if part else part
+
+
 def _read_at_import(module: str, name: str, seen: dict[int, Any] | None) -> str:
     """The content of the data files the statements binding `name` in user module `module` read
     (`code_digest_files`: `np.load("w.npy")`'s edit kept the digest); "" for none."""
@@ -294,9 +306,9 @@ def _read_at_import(module: str, name: str, seen: dict[int, Any] | None) -> str:
 
 def _filled(module: str, name: str, value: Any, seen: dict[int, Any] | None) -> list[tuple[str, str, list[Any]]]:
     """What another user module's top-level statements put in `value` (`code_digest_fills`); none of memprox's."""
-    from harness.code_digest_fills import fills
+    from harness.code_digest_fills import fills, home
 
-    return fills(module, name, value, seen) if user_module(module) else []
+    return fills(home(module, name, value), name, value, seen) if user_module(module) else []
 
 
 def _data(value: Any) -> bool:
