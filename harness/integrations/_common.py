@@ -119,12 +119,12 @@ class DistributedRecorder:
         self._allow_padding()  # after the update: a refused one changes nothing, the allowance included
         self.batches += 1
 
-    def _allow_padding(self, saved: int | None = None) -> None:
-        """A sampler's padding is no surprise: the tracker allows `saved` repeats (a checkpoint's), else those of
-        this world; a larger value the user set is kept (update()'s rule)."""
+    def _allow_padding(self) -> None:
+        """A sampler's padding is no surprise: the tracker allows the repeats of this world's padding; a larger value
+        the user set is kept (update()'s rule). Raised through `_allow_repeats`, not `allowed_repeats = max(...)`:
+        that would make a resumed checkpoint's allowance, its open epoch's only, this run's (atttr31)."""
         world = world_size()
-        allowed = saved if saved is not None else world * self.padding_batch - 1 if world > 1 else 0
-        self.tracker.allowed_repeats = max(self.tracker.allowed_repeats, allowed)
+        self.tracker._allow_repeats(world * self.padding_batch - 1 if world > 1 else 0)
 
     def end_epoch(self) -> None:
         self.tracker.end_epoch()
@@ -171,12 +171,17 @@ class DistributedRecorder:
         drop some."""
         tracker = self.tracker
         if not (tracker.finished or tracker.epochs or self.batches):
-            tracker.load_state_dict(saved["tracker"], device=device)
-            self.batches, self.closed_with = int(saved["batches"]), 0
+            state, allowed = saved["tracker"], saved.get("allowed_repeats")
             # the open epoch's padding was allowed by its updates: an epoch closed at the resume before any update
-            # (`close_epoch_before`) was warned of it (a checkpoint before it was kept: this world's padding)
-            allowed = saved.get("allowed_repeats")
-            self._allow_padding(int(allowed) if isinstance(allowed, int) and not isinstance(allowed, bool) else None)
+            # (`close_epoch_before`) was warned of it. The tracker's state keeps it since tracker31; one saved before
+            # gets the checkpoint's own, for that open epoch only (`SampleTracker.allowed_repeats`), as a new state
+            if (isinstance(state, dict) and "allowed_repeats" not in state and isinstance(allowed, int)
+                    and not isinstance(allowed, bool) and allowed >= 0):
+                state = {**state, "allowed_repeats": allowed}
+            tracker.load_state_dict(state, device=device)
+            self.batches, self.closed_with = int(saved["batches"]), 0
+            if "allowed_repeats" not in state:  # a checkpoint before the allowance was kept: this world's padding
+                self._allow_padding()
             return
         ours, theirs = (tracker.epochs, self.batches), (int(saved["tracker"]["epochs"]), int(saved["batches"]))
         if tracker.finished or not (ours == theirs or self._closes_to(theirs, epoch)):

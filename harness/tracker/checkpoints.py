@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 
 _COUNTERS = ("epochs", "num_classes", "_pending", "_all_batches_had_logits", "_had_logits_closed",
              "_closed_logits_unknown", "_warned_repeats", "_eval_at", "_saved", "_no_suggestion", "_replay",
-             "allowed_repeats", "_warned_other_loss")
+             "_allowed_repeats", "_resumed_allowance", "_warned_other_loss")
 
 
 def warn_unknown_closed(tracker: TrackerFields) -> None:
@@ -38,6 +38,26 @@ class TrackerCheckpoints(TrackerFields):
     """`SampleTracker`'s checkpoint API (its state lives in the tracker, see `SampleTracker`)."""
 
     @property
+    def allowed_repeats(self) -> int:
+        """Samples an epoch may present more than once without a warning: the DDP integrations and
+        update(gather=True) raise it to cover a `DistributedSampler`'s padding (world size - 1); set it for
+        a sampler that repeats on purpose. After `load_state_dict` of a state saved mid-epoch, the saved
+        run's allowance also covers that open epoch (its batches came from that run's world), up to the
+        first update() of the next epoch: from there this run's own -- a run resumed in another world size
+        warns about the repeats of its own sampler as a run never saved would (atttr31)."""
+        own, resumed = self._allowed_repeats, self._resumed_allowance
+        return own if not resumed else max(own, resumed)
+
+    @allowed_repeats.setter
+    def allowed_repeats(self, value: int) -> None:
+        self._allowed_repeats = value
+
+    def _allow_repeats(self, count: int) -> None:
+        """This run's allowance raised to `count` (update(gather=True)'s rule, and the integrations' padding):
+        a larger one set before stays, and a resumed state's stays its open epoch's only."""
+        self._allowed_repeats = max(self._allowed_repeats, count)
+
+    @property
     def finished(self) -> bool:
         """Whether recording ended (`scores()`, `suspects()` or `finish()` ran): no state to save then."""
         return self._finished
@@ -56,13 +76,14 @@ class TrackerCheckpoints(TrackerFields):
         selected = self._selection.selected
         twin = SampleTracker(self.n, proxies=None if selected is None else list(selected),
                              labels=self._fixed_labels, running_sums=self.running_sums, suggest=self._suggest)
-        twin.allowed_repeats = self.allowed_repeats
+        twin._allowed_repeats = self._allowed_repeats
         held = self._log.held() if self._log is not None else self._replay
         twin.load_state_dict(self._state())
         # what the state leaves out or infers from a saved run: this tracker's own values
         twin._no_suggestion, twin._had_logits_closed = self._no_suggestion, self._had_logits_closed
         twin._closed_logits_unknown = self._closed_logits_unknown
         twin._warned_other_loss = self._warned_other_loss
+        twin._resumed_allowance = self._resumed_allowance  # the state has the sum of both: the parts as here
         # held on the copy's device once it has one (the next update()'s, or the host's to score)
         twin._replay = None if held is None else held.to(torch.device("cpu"))
         return twin

@@ -128,9 +128,10 @@ class SampleTracker(TrackerEvaluation, TrackerCheckpoints, TrackerResults):
         self._had_logits_closed = True  # as of the last end_epoch(): what discard_epoch() goes back to
         self._closed_logits_unknown = False  # resumed from a state without it (`harness.tracker.state`)
         self._eval_at = []  # epochs completed when each eval pass ran (kept after finish)
-        #: samples an epoch may present more than once without a warning: the DDP integrations set it
-        #: to world size - 1, the most a `DistributedSampler` repeats to pad the epoch
-        self.allowed_repeats = 0
+        #: samples an epoch may present more than once without a warning (`allowed_repeats`): the user's, or
+        #: world size - 1 (the most a `DistributedSampler` repeats to pad the epoch) set by update(gather=True)
+        self._allowed_repeats = 0
+        self._resumed_allowance = 0  # a loaded state's, for the epoch it holds open (`TrackerCheckpoints`)
         self._warned_repeats = False
         self._warned_other_loss = False  # losses= other than the cross-entropy of the logits: said once
         self._host = None
@@ -195,7 +196,9 @@ class SampleTracker(TrackerEvaluation, TrackerCheckpoints, TrackerResults):
                     "pass them too, or select proxies=['csl'] for losses alone"
                 )
         # set once the batch is accepted: a refused call changes nothing (`refusals`), this attribute included
-        self.allowed_repeats = max(self.allowed_repeats, world - 1)
+        self._allow_repeats(world - 1)
+        if not self._pending:  # a new epoch: this run's sampler, not the resumed state's (`allowed_repeats`)
+            self._resumed_allowance = 0
         if logits is None and b:  # an empty batch leaves no sample without logits
             self._all_batches_had_logits = False
         # logits are checked for non-finite values when logit signals are recorded from them

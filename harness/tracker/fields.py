@@ -28,7 +28,8 @@ class TrackerFields:
     running_sums: bool
     epochs: int
     num_classes: int | None
-    allowed_repeats: int
+    _allowed_repeats: int  # the user's or update(gather=True)'s; `allowed_repeats` adds a resumed state's
+    _resumed_allowance: int
     _selection: ProxySelection
     _fixed_labels: np.ndarray | None
     _fixed_top: int
@@ -62,3 +63,8 @@ class TrackerFields:
         def _ensure_device(self, device: torch.device, where: str) -> None: ...
 
         def _restore_now(self, where: str) -> None: ...
+
+        def _allow_repeats(self, count: int) -> None: ...
+
+        @property
+        def allowed_repeats(self) -> int: ...

@@ -59,7 +59,7 @@ def capture(tracker: TrackerFields) -> dict[str, Any]:
              "no_suggestion": tracker._no_suggestion,
              # update(gather=True)'s allowance for a sampler's padding: an epoch closed right after a resume has
              # had no update() to set it again (tracker31)
-             "allowed_repeats": int(tracker.allowed_repeats),
+             "allowed_repeats": _saved_allowance(tracker),
              "warned_other_loss": tracker._warned_other_loss}  # said once a run, a resumed one included
     if tracker._closed_logits_unknown:  # resumed from a state without it: saved again, still unknown
         del state["had_logits_closed"]
@@ -70,6 +70,16 @@ def capture(tracker: TrackerFields) -> dict[str, Any]:
         probs = tracker._class_probs
         state["signals"]["class_probs"] = None if probs is None else probs.state()
     return state
+
+
+def _saved_allowance(tracker: TrackerFields) -> int:
+    """`allowed_repeats` as the int a state holds: one set to a float (math.inf for "never warn"), a numpy or a
+    0-d tensor value as the same rule on a repeat count of 0..n (`int(inf)` made state_dict() and copy() raise)."""
+    value = tracker.allowed_repeats
+    try:
+        return max(0, int(value))
+    except (OverflowError, ValueError):  # inf or nan: no repeat count is above it, as none is above n
+        return 0 if value < 0 else tracker.n
 
 
 def _signals_state(s: TrackedSignals, bad_index: torch.Tensor) -> dict[str, Any]:
@@ -222,8 +232,9 @@ def restore_counters(tracker: TrackerFields, state: Mapping[str, Any]) -> None:
                                       and not tracker._all_batches_had_logits)
     tracker._warned_repeats = bool(state["warned_repeats"])
     tracker._warned_other_loss = bool(state.get("warned_other_loss", False))
-    # a larger allowance the user set stays (update()'s rule); a state saved before it was kept leaves it as it is
-    tracker.allowed_repeats = max(tracker.allowed_repeats, int(state.get("allowed_repeats", 0)))
+    # the saved run's allowance covers the epoch the state holds open (`allowed_repeats`); this tracker's own stays
+    # as set (a larger one covers it too); it replaces an earlier load's; a state saved before it was kept: none
+    tracker._resumed_allowance = int(state.get("allowed_repeats", 0))
     tracker._eval_at = list(state["eval_at"])
     # recorded batches without sums and without a reason: saved before the suggested label existed
     signals, reason = state["signals"], state.get("no_suggestion")
