@@ -96,7 +96,7 @@ def _statements(file: str) -> dict[str, list[tuple[tuple[str, ...], frozenset[st
         return cached[1]
     found: dict[str, list[tuple[tuple[str, ...], frozenset[str]]]] = {}
     tree = module_tree(file, lines)
-    written = _written_in(file)
+    written = written_in(file)
     for statement in tree.body if tree is not None else []:
         if isinstance(statement, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef | ast.Import | ast.ImportFrom):
             continue
@@ -120,7 +120,16 @@ def _statements(file: str) -> dict[str, list[tuple[tuple[str, ...], frozenset[st
     return found
 
 
-def _written_in(file: str) -> frozenset[str]:
+def saved_by(module: str) -> frozenset[str]:
+    """The names user module `module` writes a file by (`written_in`), which `code_digest_user.container` counts
+    as no data: a dict loaded from the file a run saves it to (`CACHE = json.load(open(CACHE_PATH))` and
+    `json.dump(CACHE, open(CACHE_PATH, "w"))`) was read by value, as one made from a module value, and each
+    run's save trained the model again and was refused in process (attdig31)."""
+    file = getattr(sys.modules.get(module), "__file__", None)
+    return written_in(file) if isinstance(file, str) and user_module(module) else frozenset()
+
+
+def written_in(file: str) -> frozenset[str]:
     """`_written` of `file`'s syntax tree, walked once per parse."""
     linecache.checkcache(file)
     tree = module_tree(file, linecache.getlines(file))
@@ -137,11 +146,14 @@ def _written(tree: ast.Module | None) -> frozenset[str]:
     a new digest after every run (trained again; refused in process) where the model's data does not change."""
     found: set[str] = set()
     for call in (n for n in ast.walk(tree) if isinstance(n, ast.Call)) if tree is not None else []:
-        if not _writes(call) and not _WRITERS.match(_called(call)):
+        called, method = _called(call), call.func if isinstance(call.func, ast.Attribute) else None
+        if not _writes(call) and not _WRITERS.match(called):
             continue
-        parts = [*call.args[:1], *(k.value for k in call.keywords if k.arg in ("file", "filename", "path", "fname"))]
-        if isinstance(call.func, ast.Attribute):
-            parts.append(call.func.value)  # `Path("n.txt").write_text(...)`
+        parts: list[ast.AST] = [k.value for k in call.keywords if k.arg in ("file", "filename", "path", "fname")]
+        if method is not None and (called in ("open", "write_text", "write_bytes", "touch")):
+            parts += [method.value, *call.args[:1]] if len(call.args) > 1 else [method.value]  # `io.open(P, "w")`
+        else:  # `open(P, "w")`, `FileHandler(P)`, `df.to_csv(P)`, `np.save(P, a)`, `torch.save(obj, P)`
+            parts += call.args[:2] if called == "save" else call.args[:1]
         for part in parts:
             found.update(n.id if isinstance(n, ast.Name) else str(n.value) for n in ast.walk(part)
                          if isinstance(n, ast.Name) or isinstance(n, ast.Constant) and isinstance(n.value, str))
@@ -165,7 +177,7 @@ def _in_functions(reads: frozenset[str], namespace: dict[str, Any]) -> list[tupl
         if not any(x == "open" or "load" in x.lower() or x.startswith("read") for x in called) or \
                 not isinstance(held, str):
             continue
-        written = _written_in(held)
+        written = written_in(held)
         texts = [c for code in codes for c in code.co_consts if isinstance(c, str) and c.strip() and "\n" not in c
                  and c not in written and c not in _MODES | _MODES_MORE]
         found += [(t, _found(t, frozenset(called), held, function.__globals__)) for t in dict.fromkeys(texts)]

@@ -198,8 +198,12 @@ def container(named: str, value: Any, module: str, read: dict[str, str], seen: d
     if filled:  # named where a fresh process, importing no filler, differs (`worker_imports`)
         read[f"{module}.{name}"] = "filled at import by " + ", ".join(sorted({of for of, _, _ in filled}))
     last = assigned[-1] if assigned else None
+    from harness.code_digest_files import saved_by  # a cache loaded from the file the module saves it to
+
+    saved = saved_by(module) if last is not None and last[1] is None else frozenset()
     if not filled and last is not None and (last[1] in ("list()", "dict()", "set()") if last[1] is not None else
-                                            len(assigned) == 1 and not any(_data(namespace.get(n)) for n in last[2])):
+                                            len(assigned) == 1 and not any(_data(namespace.get(n)) for n in last[2]
+                                                                           if not _path(namespace.get(n), n, saved))):
         return text  # its value is not read: `BIG = list(range(10**6))` was made text at every digest (digestattack29)
     plain = _plain(value, set())
     if plain is not None and (last is None or last[1] != plain):
@@ -314,6 +318,11 @@ def _filled(module: str, name: str, value: Any, seen: dict[int, Any] | None) -> 
 def _data(value: Any) -> bool:
     """A value, not code: not a function, class, module or None (`defaultdict(list)` reads code only)."""
     return value is not None and not callable(value) and not inspect.ismodule(value)
+
+
+def _path(value: Any, name: str, saved: frozenset[str]) -> bool:
+    """Whether `value` is a path (text or `PurePath`) that module value `name`'s module writes a file by."""
+    return name in saved and isinstance(value, str | PurePath)
 
 
 def _assigned(module: str, name: str) -> list[Assignment]:

@@ -59,6 +59,11 @@ CHURN = {
         "m31a.py": "from pathlib import Path\nSTATE = {'runs': int(Path('n31.txt').read_text())}\n"
                    "def build(s, n):\n    Path('n31.txt').write_text(str(STATE['runs'] + 1))\n    return STATE\n",
         "n31.txt": "0"},
+    "a cache dict loaded from the path held by a module value": {
+        "m31a.py": "import json\nimport os\nCACHE_PATH = 'cache31.json'\n"
+                   "CACHE = json.load(open(CACHE_PATH)) if os.path.exists(CACHE_PATH) else {}\n"
+                   "def build(s, n):\n    CACHE[str(n)] = n\n    with open(CACHE_PATH, 'w') as f:\n"
+                   "        json.dump(CACHE, f)\n    return CACHE\n"},
     "open(__file__) for its own source": {
         "m31a.py": "SRC = open(__file__).read().splitlines()\ndef build(s, n):\n    return len(SRC)\n"},
 }
@@ -102,6 +107,11 @@ MISSES = {
     "a loader that also appends to a log": (
         {"m31a.py": "import json\ndef load():\n    with open('t31.log', 'a') as log:\n        log.write('load\\n')\n"
                     "    return json.load(open('c31.json'))\nCFG = load()\ndef build(s, n):\n    return CFG['w']\n",
+         "c31.json": '{"w": 8}'}, '"w": 8', '"w": 16'),
+    "a config the run also saves a copy of elsewhere": (
+        {"m31a.py": "import json\nfrom pathlib import Path\nCFG_PATH = 'c31.json'\nCFG = json.load(open(CFG_PATH))\n"
+                    "WIDTHS = [CFG['w']] * 2\n"
+                    "def build(s, n):\n    Path('out31.json').write_text(json.dumps(CFG))\n    return WIDTHS\n",
          "c31.json": '{"w": 8}'}, '"w": 8', '"w": 16'),
     "a registry imported through its attribute": (
         {"pkg31a/__init__.py": "from . import blocks\n",
