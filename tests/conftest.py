@@ -154,3 +154,19 @@ def forget():
     for name in names:
         RECORDERS.remove(name)
         base._DIGESTS.pop(name, None)
+
+
+@pytest.fixture
+def young_gc_in_accelerate(monkeypatch):
+    """accelerate runs a full `gc.collect()` before and after every `auto_find_batch_size` attempt and every
+    hyperparameter-search trial (`release_memory`), to free CUDA memory. On the CPU it frees nothing a test reads,
+    and each full collection walks the whole heap (larger in an xdist worker that has run hundreds of tests): a
+    5-retry test spent 7 of its 10 s in 20 of them in a fresh process. Only the youngest generation here."""
+    import gc
+    from types import SimpleNamespace
+
+    try:
+        from accelerate.utils import memory
+    except ImportError:  # the test importorskips transformers itself
+        return
+    monkeypatch.setattr(memory, "gc", SimpleNamespace(collect=lambda generation=0: gc.collect(0)))
