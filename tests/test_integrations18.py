@@ -54,6 +54,7 @@ def _said(caught: list[warnings.WarningMessage]) -> list[int]:
 
 # --- 1. accumulation set per trial by hyperparameter_search -------------------------------------------
 
+@pytest.mark.usefixtures("young_gc_in_accelerate")  # a full gc.collect per trial/retry frees nothing here
 def test_a_search_warns_once_for_each_accumulation_its_trials_train_with(hf, tmp_path: Path) -> None:
     """The Optuna backend sets each trial's hyperparameters on trainer.args inside train()
     (`_hp_search_setup`), after construction, where the warning was said: trials with 2 and 4

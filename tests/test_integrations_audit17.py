@@ -94,6 +94,7 @@ def test_scores_after_a_train_stopped_in_its_first_epoch_say_so(hf, tmp_path: Pa
         csl.scores()
 
 
+@pytest.mark.usefixtures("young_gc_in_accelerate")  # a full gc.collect per trial/retry frees nothing here
 def test_an_optuna_search_scores_each_trial_apart_and_names_a_pruned_last_trial(hf, tmp_path: Path) -> None:
     """The real search (Optuna in this process): each trial's checkpoints under output_dir/run-<n>
     hold that trial's record alone (a trial resumed from its last checkpoint scores as the same

@@ -162,6 +162,7 @@ def test_a_search_trials_checkpoints_hold_the_tracker_state_and_resume(hf, tmp_p
     assert resumed.tracker.epochs == 2 and resumed.scores().equals(want)
 
 
+@pytest.mark.usefixtures("young_gc_in_accelerate")  # a full gc.collect per trial/retry frees nothing here
 def test_each_search_trial_gets_a_record_of_its_own(hf, tmp_path: Path) -> None:
     """The callback is shared by every trial, and each trial trains a new model (`model_init`): the
     record went on across trials, so after two trials of 2 epochs csl summed 4 epochs of two
