@@ -33,6 +33,9 @@ _WRITERS = re.compile(r"(write_text|write_bytes|.*FileHandler|save|savez.*|savet
                       r"touch|basicConfig)$")
 #: file -> (its syntax tree, the texts and names it writes files by: `_written`).
 _WRITTEN: dict[str, tuple[Any, frozenset[str]]] = {}
+#: The folders of files the system makes as they are read (`/proc/cpuinfo`: its MHz differ at each read): no data
+#: file; read by bytes, a fresh worker's digest differed and the model was refused (attdig31).
+_LIVE = ("/proc/", "/sys/", "/dev/")
 #: (real path, mtime, size, inode) -> the content's digest: a file is read once per process until it changes.
 _CONTENT: dict[tuple[str, int, int, int], str] = {}
 #: (module, name, path as written) -> (the module's `__spec__`, the content digest first read since it was
@@ -228,7 +231,7 @@ def _found(written: str, reads: frozenset[str], file: str, namespace: dict[str, 
         candidates = [os.path.join(folder, written) for folder in folders or [os.getcwd()]]
     for candidate in candidates:
         try:
-            if os.path.isfile(candidate):
+            if os.path.isfile(candidate) and not os.path.realpath(candidate).startswith(_LIVE):
                 return candidate
         except (OSError, ValueError):  # a name too long, a NUL byte: no path
             continue

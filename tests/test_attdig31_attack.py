@@ -146,3 +146,12 @@ def test_a_typical_edit_gives_a_new_digest(tmp_path, monkeypatch, case) -> None:
     before = _digest(tmp_path, monkeypatch, files)
     after = _digest(tmp_path, monkeypatch, {k: v.replace(old, new) for k, v in files.items()})
     assert before != after
+
+
+def test_a_file_the_system_makes_as_it_is_read_is_not_read(tmp_path, monkeypatch) -> None:
+    """`/proc/cpuinfo` holds each core's current MHz: read by bytes, a fresh worker's digest differed (refused)."""
+    from harness.code_digest import _code, _run
+
+    build = _load(tmp_path, monkeypatch, {"m31a.py": "CORES = open('/proc/cpuinfo').read().count('processor')\n"
+                                                     "def build(s, n):\n    return CORES\n"}, "m31a:build")
+    assert "reads file" not in _run(_code(build, {}, {}))
