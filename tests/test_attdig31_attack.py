@@ -152,6 +152,8 @@ def test_a_file_the_system_makes_as_it_is_read_is_not_read(tmp_path, monkeypatch
     """`/proc/cpuinfo` holds each core's current MHz: read by bytes, a fresh worker's digest differed (refused)."""
     from harness.code_digest import _code, _run
 
-    build = _load(tmp_path, monkeypatch, {"m31a.py": "CORES = open('/proc/cpuinfo').read().count('processor')\n"
-                                                     "def build(s, n):\n    return CORES\n"}, "m31a:build")
+    build = _load(tmp_path, monkeypatch, {"m31a.py": "from types import SimpleNamespace\n"
+                                                     "HOST = SimpleNamespace(cores=open('/proc/cpuinfo').read()"
+                                                     ".count('processor'))\n"
+                                                     "def build(s, n):\n    return HOST.cores\n"}, "m31a:build")
     assert "reads file" not in _run(_code(build, {}, {}))
