@@ -194,6 +194,9 @@ def _validate(tracker: TrackerFields, state: Mapping[str, Any]) -> None:
         return
     if not isinstance(signals, Mapping):
         raise _damaged(f"signals is a {type(signals).__name__}")
+    other = signals.get("other_loss")  # a count: a negative one warned "the losses= of -2 presentation(s)"
+    if isinstance(other, torch.Tensor) and other.numel() == 1 and not other.is_floating_point() and int(other) < 0:
+        raise _damaged(f"other_loss = {int(other)}")
     sel = tracker._selection
     meta = torch.device("meta")
     template = TrackedSignals(tracker.n, meta, sel.train_keys, tracker.running_sums, sel.keep_eval_history,
