@@ -27,6 +27,10 @@ _PARSED: dict[str, tuple[list[str], list[Statement], dict[str, set[str]]]] = {}
 #: file -> (its module's `__spec__`, its statements' texts as first read since it was (re)loaded): `FillRead`'s.
 _FIRST: dict[str, tuple[Any, list[str]]] = {}
 _MISSING = object()
+#: (module, name, id of the value) of the last `fills` of a digest's walk (one given `seen`), and what it found:
+#: `code_digest_user.code_named` asks again at once for the code it names, and half of a 50-module project's
+#: digest (270 ms on a loaded box) was those two looks through every module (attdig31). Any other call resets it.
+_LAST: list[Any] = [None, []]
 #: (the size of `sys.modules`, its last name), the user modules then (`_user_modules`).
 _USER: list[Any] = [None, []]
 
@@ -36,6 +40,10 @@ def fills(module: str, name: str, value: Any, seen: dict[int, Any] | None = None
     place, directly or by a function of `module` that changes it, as (its module, its text, the functions and
     classes of the user's it names), modules in name order. Each such module is left in `seen` for the in-process
     edit check (`FillRead`)."""
+    key = (module, name, id(value))
+    if seen is None and _LAST[0] == key:  # `code_user.code_named` right after `container` read the same value
+        return list(_LAST[1])
+    _LAST[:] = [key if seen is not None else None, []]
     own = getattr(sys.modules.get(module), "__file__", None)
     changers = {f for f, changed in _parsed(own)[2].items() if name in changed} if isinstance(own, str) else set()
     found: list[tuple[str, str, list[Any]]] = []
@@ -61,6 +69,7 @@ def fills(module: str, name: str, value: Any, seen: dict[int, Any] | None = None
         if seen is not None and len(found) > before:
             marker = FillRead(other, name, file)
             seen[id(marker)] = marker
+    _LAST[1] = found
     return found
 
 
