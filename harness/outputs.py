@@ -62,6 +62,7 @@ from harness.outputs_place import (
 from harness.run_summary import TABLES, summary
 from harness.runspec import RunSpec
 from harness.store import StoredRun
+from harness.store_place import enterable
 
 #: What the marker tells a person who finds the folder (hidden, beside --out): whose it is, and that it may go.
 _STAGING_NOTE = ("memprox staging folder: memprox process {pid} writes an experiment's outputs here, moves them into "
@@ -91,6 +92,7 @@ def check_out(out: Path, identity: str, overwrite: bool, store: Path, data_paths
         _apart(store, data, "--store", "the dataset folder", f"its runs {mix}; pass a --store apart from the data")
     if out == out.parent:
         raise HarnessError(f"--out {out} is the file system root; pass a folder")
+    enterable(out, "--out", "pass an --out in a folder you may enter")
     if out.exists() and not out.is_dir():
         raise HarnessError(f"--out {out} is a file, not a folder; pass a folder")
     try:  # what publishing needs: a staging folder that renames into --out (`_work_place`), its lock

@@ -13,10 +13,28 @@ from pathlib import Path
 from harness.errors import HarnessError
 from harness.io import free_bytes_short, nearest_folder, probe_writable
 
+#: The fix for a store this user may not reach; "pass another --store" becomes the MEMPROX_CACHE fix (`write_problem`).
+STORE_CLOSED_FIX = "pass another --store (in a folder you may enter)"
+
+
+def enterable(path: Path, flag: str, fix: str, probe: str = "") -> None:
+    """HarnessError naming the folder this user may not enter on the way to `path` (or `path/probe`): another
+    user's 0700 home. Every later check of it (exists, is_dir) raised PermissionError: a traceback, exit 1."""
+    try:
+        os.stat(path / probe if probe else path)
+    except PermissionError as e:
+        here = Path(os.path.abspath(path / probe if probe else path))
+        closed = next((p for p in [*reversed(here.parents), here] if not os.access(p, os.X_OK)), here.parent)
+        raise HarnessError(f"{flag} {path} cannot be reached: this user may not enter {closed} ({e.strerror}); "
+                           f"{fix}") from e
+    except OSError:  # missing, or a file on the way: the checks after say what is wrong
+        pass
+
 
 def check_place(root: Path) -> None:
     """HarnessError when `root` is no place for a new store (`_is_home`, `_foreign_entries`); an
     existing store (runs/) stays usable wherever it is."""
+    enterable(root, "--store", STORE_CLOSED_FIX, probe="runs")
     if (root / "runs").is_dir() and a_store(root):
         return
     if root.exists() and not root.is_dir():
