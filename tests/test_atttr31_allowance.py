@@ -239,3 +239,28 @@ def test_an_integration_checkpoint_resumed_on_as_many_ranks_allows_its_padding(m
         return said, rec.tracker.allowed_repeats, rec.tracker.state_dict()["allowed_repeats"]
 
     assert ranks.run(resumed) == [([], 3, 3)] * 2
+
+
+
+def test_a_larger_worlds_allowance_resumed_on_two_ranks_covers_its_open_epoch_only(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A state with allowance 3 (a 4-rank run's padding) resumed on 2 ranks mid-epoch 1; epoch 2's padding (1) with
+    rank 0's real repeats of samples 2 and 4 (3 in all) is warned on both ranks, as on 2 ranks never saved (before:
+    3 allowed for good, nothing said)."""
+    ranks = fake_ranks(monkeypatch)
+
+    def run(rank: int, resume: bool) -> tuple[list[str], int]:
+        t = SampleTracker(N, proxies=["csl"])
+        idx = torch.tensor(_shard(rank))
+        t.update(idx, losses=idx.float() + 1, gather=True)
+        if resume:
+            t = _reload({**t.state_dict(), "allowed_repeats": 3})
+        said = _said(t.end_epoch)
+        idx2 = torch.tensor(_shard(rank) + ([2, 4] if rank == 0 else []))
+        said += _said(lambda: (t.update(idx2, losses=torch.ones(len(idx2)), gather=True), t.end_epoch()))
+        return said, t.allowed_repeats
+
+    never = ranks.run(lambda rank: run(rank, False))
+    resumed = ranks.run(lambda rank: run(rank, True))
+    assert resumed == never and [len(n[0]) for n in never] == [1, 1] and never[0][1] == 1
+    assert "3 sample(s) were presented more than once in epoch 2" in never[0][0][0]

@@ -117,3 +117,20 @@ def test_older_or_extended_states_load(change: str) -> None:
     said, csl = _finish(t)
     assert said == ([] if change == "no other_loss" else [OTHER])
     assert csl == _csl() and t.allowed_repeats == (10**30 if change == "huge allowance" else 0)
+
+
+def test_a_load_to_a_device_that_fails_leaves_the_allowance_as_it_was() -> None:
+    """load_state_dict(device=...) that cannot make the device puts the tracker back, both parts of its allowance
+    included (the state's 3 does not stay behind), and the state loads after it."""
+    t = SampleTracker(N, proxies=["csl", "aum"])
+    t.allowed_repeats = 3
+    t.update([0, 1], logits=LOGITS, labels=torch.tensor([0, 1]))
+    saved = t.state_dict()
+    fresh = SampleTracker(N, proxies=["csl", "aum"])
+    fresh.allowed_repeats = 1
+    before = fresh.state_dict()
+    with pytest.raises((RuntimeError, HarnessError, AssertionError)):
+        fresh.load_state_dict(saved, device="cuda:99" if not torch.cuda.is_available() else "cuda:999")
+    assert fresh.allowed_repeats == 1 and _same(fresh.state_dict(), before)
+    fresh.load_state_dict(saved)
+    assert fresh.allowed_repeats == 3
