@@ -61,3 +61,38 @@ def test_a_margin_recorded_for_some_batches_only_is_named_as_such() -> None:
         tracker.end_epoch()
     with pytest.raises(HarnessError, match="recorded for only some batches: some update\\(\\) calls had no logits"):
         tracker.scores("all")
+
+
+def test_a_data_folder_the_user_may_not_enter_is_one_line_not_a_traceback(tmp_path) -> None:
+    """`--dataset imagefolder:~otheruser/data` (a 0700 home on the way): check_out's `is_dir()` of the data
+    folders raised PermissionError, a traceback with exit 1, before the loader could say anything."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+    import tempfile
+    from pathlib import Path
+
+    if os.geteuid() != 0 or shutil.which("setpriv") is None:
+        pytest.skip("needs root and setpriv")
+    work = Path(tempfile.mkdtemp(prefix="memprox-fixes31-"))  # pytest's tmp folders are 0700: nobody may not enter
+    try:
+        os.chmod(work, 0o777)
+        closed = work / "closed"
+        (closed / "data" / "a").mkdir(parents=True)
+        os.chmod(closed, 0o700)  # root's
+        nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable]
+        env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]), "HOME": str(work),
+               "MEMPROX_CACHE": str(work / "cache")}
+        if subprocess.run([*nobody, "-c", "pass"], env=env, cwd=work, capture_output=True).returncode != 0:
+            pytest.skip("the user nobody may not run this interpreter")
+        proc = subprocess.run([*nobody, "-m", "harness", "run", "--dataset", f"imagefolder:{closed / 'data'}",
+                               "--proxies", "csl", "--epochs", "1", "--executor", "inprocess",
+                               "--out", str(work / "o")], env=env, cwd=work, capture_output=True, text=True,
+                              timeout=300)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert proc.stderr.strip().splitlines()[-1] == (
+        f"error: the data folder {closed / 'data'} cannot be reached: this user may not enter {closed} (Permission "
+        "denied); pass a data folder you may enter, or ask its owner")
