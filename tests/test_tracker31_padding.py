@@ -6,7 +6,9 @@ the padding as repeated presentations, which the uninterrupted run allows. Two r
 from __future__ import annotations
 
 import sys
+import threading
 import warnings
+from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
@@ -47,12 +49,18 @@ def _run(ranks: FakeRanks, resume: str | None) -> list[Any]:
                 del saved["allowed_repeats"]
             tracker = SampleTracker(N, proxies=["csl"])
             tracker.load_state_dict(saved)
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            tracker.end_epoch()
-        return [str(w.message) for w in caught], tracker.allowed_repeats, tracker.scores()["csl"].tolist()
+        tracker.end_epoch()
+        return caught[threading.get_ident()], tracker.allowed_repeats, tracker.scores()["csl"].tolist()
 
-    return ranks.run(step)
+    caught: dict[int, list[str]] = defaultdict(list)  # per rank thread: catch_warnings in each would mix them
+
+    def show(message: Warning | str, *args: Any, **kwargs: Any) -> None:
+        caught[threading.get_ident()].append(str(message))
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        warnings.showwarning = show
+        return ranks.run(step)
 
 
 def test_the_sampler_shards_pad_with_sample_0() -> None:
