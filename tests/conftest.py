@@ -183,3 +183,17 @@ def young_gc_in_accelerate(monkeypatch):
     except ImportError:  # the test importorskips transformers itself
         return
     monkeypatch.setattr(memory, "gc", SimpleNamespace(collect=lambda generation=0: gc.collect(0)))
+
+
+@pytest.fixture
+def young_gc_in_lightning(monkeypatch):
+    """Lightning's batch size finder runs a full `gc.collect()` around every trial (`garbage_collection_cuda`), for
+    CUDA memory: as `young_gc_in_accelerate`, only the youngest generation here."""
+    import gc
+    from types import SimpleNamespace
+
+    try:
+        from lightning.pytorch.utilities import memory
+    except ImportError:  # the test importorskips lightning itself
+        return
+    monkeypatch.setattr(memory, "gc", SimpleNamespace(collect=lambda generation=0: gc.collect(0)))

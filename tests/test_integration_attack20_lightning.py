@@ -163,6 +163,7 @@ class _Sized(_Module):
         return super().training_step(batch, batch_idx)
 
 
+@pytest.mark.usefixtures("young_gc_in_lightning")  # a full gc.collect per trial frees nothing here
 def test_the_batch_size_finders_trials_are_not_recorded(tmp_path: Path) -> None:
     """BatchSizeFinder (Lightning's search for the largest batch that fits) trains a few steps per
     batch size -- 2, 4, then 8, which runs out of memory -- and restores the model from a checkpoint
