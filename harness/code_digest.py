@@ -26,6 +26,7 @@ import re
 from collections.abc import Generator
 from typing import Any
 
+from harness.code_digest_globals import global_text
 from harness.code_digest_imports import imported
 from harness.code_digest_user import (
     _plain,
@@ -34,7 +35,6 @@ from harness.code_digest_user import (
     displayed,
     effects,
     followed,
-    global_text,
     instance_state,
     module_reads,
     own_dict,

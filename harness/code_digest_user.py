@@ -23,7 +23,7 @@ from types import CodeType, ModuleType
 from typing import Any
 
 from harness.code_digest_changes import Assignment, changes, effect, module_tree, mutators, names
-from harness.code_digest_values import _repr, _torch_module, shown, stateful
+from harness.code_digest_values import _repr
 
 #: memprox's own top-level packages: their code is addressed by memprox's version (`harness.provenance`).
 OWN = ("harness", "proxies", "baselines")
@@ -192,9 +192,10 @@ def container(named: str, value: Any, module: str, read: dict[str, str], seen: d
         seen[id(marker)] = marker
     namespace = getattr(sys.modules.get(module), "__dict__", {})
     assigned = _assigned(module, name)
-    text = "".join(f"\n{named} written {t}" for t, _, _ in assigned) + _read_at_import(module, name, seen)
+    text = "".join(f"\n{named} written {t}" for t, _, _ in assigned)
+    files = _read_at_import(module, name, seen)
     filled = _filled(module, name, value, seen)  # `other.BLOCKS.append(Conv)`: unread (digest31)
-    text += "".join(f"\n{named} filled by {of} {t}" for of, t, _ in filled)
+    fills = "".join(f"\n{named} filled by {of} {t}" for of, t, _ in filled)
     if filled:  # named where a fresh process, importing no filler, differs (`worker_imports`)
         read[f"{module}.{name}"] = "filled at import by " + ", ".join(sorted({of for of, _, _ in filled}))
     last = assigned[-1] if assigned else None
@@ -204,12 +205,12 @@ def container(named: str, value: Any, module: str, read: dict[str, str], seen: d
     if not filled and last is not None and (last[1] in ("list()", "dict()", "set()") if last[1] is not None else
                                             len(assigned) == 1 and not any(_data(namespace.get(n)) for n in last[2]
                                                                            if not _path(namespace.get(n), n, saved))):
-        return text  # its value is not read: `BIG = list(range(10**6))` was made text at every digest (digestattack29)
+        return text + files + fills  # its value is not read: `BIG = list(range(10**6))` was made text at every digest
     plain = _plain(value, set())
-    if plain is not None and (last is None or last[1] != plain):
-        read[f"{module}.{name}"] = plain
-        text += f"\n{named} = {plain}"
-    return text
+    if plain is not None and (last is None or last[1] != plain):  # by value: its files add nothing but churn
+        read[f"{module}.{name}"] = plain  # (`CFG = json.load(open(HERE / "c.json"))`, read by value at 9b2283e,
+        return text + fills + f"\n{named} = {plain}"  # got a new digest and trained again: attdig2_31)
+    return text + files + fills
 
 
 def displayed(module: str, name: str) -> bool:
@@ -262,42 +263,6 @@ def effects(modules: list[str]) -> str:
             if inspect.ismodule(held) and held.__name__.partition(".")[0] not in OWN:
                 text += f"\neffect {line}"
     return text
-
-
-def written(module: str, name: str, value: Any, seen: dict[int, Any], whole: bool = True) -> str | None:
-    """The text of module global `name`'s one top-level assignment where `value` is its value and it is made
-    from code alone (`BUF = np.zeros(4)`, `PROJ = torch.randn(8, 4)`, `ACT = nn.LazyLinear(3)`) and no other
-    top-level statement changes it (`ACT.negative_slope = 0.2`, `BUF[0] = 1`); None for any other: read by value.
-    Its value by content was not the same in every process: state a run fills in place (`BUF[0] += 1`, a lazy
-    module's first forward) gave a digest after a run that a fresh process's refused, and a random one
-    (`torch.randn` unseeded) was refused in every fresh process, where the text is the same in each (attdig30).
-    Left in `seen` as a module list is (`read_containers`): its edit, in a file not reloaded, is refused in process."""
-    namespace = getattr(sys.modules.get(module), "__dict__", {})
-    if namespace.get(name, _MISSING) is not value or not (whole or _data(value)):  # a wrapper's `__module__`
-        return None  # (functools.wraps) is another's; a module or a function made by no file
-    assigned = _assigned(module, name)
-    if not whole:  # no array, tensor or torch module (`SimpleNamespace(**json.load(f))`): its files alone, if any
-        files = _read_at_import(module, name, seen)
-        return "".join(t for t, _, _ in assigned) + files if files else None
-    if len(assigned) != 1 or assigned[0][1] is not None or any(_data(namespace.get(n)) for n in assigned[0][2]):
-        return None
-    if any(root == name for _, root, _ in _assigned(module, "<effects>")):
-        return None
-    marker = ContainerRead(module, name)
-    seen[id(marker)] = marker
-    return assigned[0][0] + _read_at_import(module, name, seen)
-
-
-def global_text(module: str, name: str, value: Any, seen: dict[int, Any]) -> str:
-    """A module global that is no setting, list or code of the user's, as `code_digest._global` hashes it: by the
-    text that makes it (`written`), else by value (`shown`, a torch module's repr), with the data files read into
-    it at import: `NET.load_state_dict(torch.load("w.pt"))` read NET by its repr, which shows no weights, and a
-    new `w.pt` kept the digest (attdig31). "" for none."""
-    made = written(module, name, value, seen, stateful(value))
-    if made is not None:
-        return f"written {made}"
-    part = shown(value) or _torch_module(value)
-    return part + _read_at_import(module, name, seen) if part else part
 
 
 def _read_at_import(module: str, name: str, seen: dict[int, Any] | None) -> str:

@@ -52,7 +52,7 @@ def shown(value: Any) -> str:
 
 def stateful(value: Any) -> bool:
     """Whether `value` is a numpy array, a torch tensor or a torch module: what a run may change in place, or
-    a random initialisation makes another in every process (`code_digest_user.written`)."""
+    a random initialisation makes another in every process (`code_digest_globals.written`)."""
     kind = type(value).__module__.partition(".")[0]
     torch = sys.modules.get("torch") if kind == "torch" else None
     return (kind == "numpy" and hasattr(value, "dtype") and hasattr(value, "tobytes")) or \
