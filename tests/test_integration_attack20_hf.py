@@ -52,6 +52,7 @@ def _train(made: dict, out: Path, *, batch: int, lr: float, resume: Path | None 
     return csl, trainer, scores, said
 
 
+@pytest.mark.usefixtures("young_gc_in_accelerate")
 @pytest.mark.parametrize("checkpoint, at, epochs", [(1, 1, 2), (1, 3, 2), (2, 1, 2), (3, 1, 2)])
 def test_a_retry_in_a_training_resumed_mid_epoch_records_as_the_same_training_without_it(
         tmp_path: Path, checkpoint: int, at: int, epochs: int) -> None:
@@ -87,6 +88,7 @@ def test_a_retry_in_a_training_resumed_mid_epoch_records_as_the_same_training_wi
         np.testing.assert_array_equal(scores["csl"].to_numpy(), whole["csl"].to_numpy())
 
 
+@pytest.mark.usefixtures("young_gc_in_accelerate")
 def test_a_retry_at_the_first_step_after_a_mid_epoch_resume_trains_as_without_it(tmp_path: Path) -> None:
     """With learning_rate > 0: out of memory at the first forward after the resume, before any
     optimizer step of the failed attempt, so the retry starts from the checkpoint's weights and must
@@ -101,6 +103,7 @@ def test_a_retry_at_the_first_step_after_a_mid_epoch_resume_trains_as_without_it
     assert scores.equals(want)
 
 
+@pytest.mark.usefixtures("young_gc_in_accelerate")
 def test_a_resume_in_the_checkpoints_batches_says_nothing(tmp_path: Path) -> None:
     """auto_find_batch_size resumes in the checkpoint's batches, and without an out-of-memory error
     the resumed run is the uninterrupted one: no warning, the same scores."""

@@ -136,6 +136,7 @@ def _hf_trainer(tmp_path, csl=None, callbacks=()):
                                 callbacks=[csl, *callbacks])
 
 
+@pytest.mark.usefixtures("young_gc_in_accelerate")
 def test_a_ray_tune_trial_checkpoint_holds_the_tracker_state(tmp_path) -> None:
     """Under hyperparameter_search(backend="ray") the Trainer reports checkpoints to Ray with
     `_tune_save_checkpoint` (not `_save_checkpoint`): they lacked csl_tracker.pt, so a trial Ray
