@@ -283,6 +283,8 @@ def _npz_labels(name: str, key: str, y: np.ndarray, n: int, test: bool = False, 
                            f"{label_matrix_fix(key, y)}")
     if y.ndim != 1 or len(y) != n:
         raise HarnessError(f"{name}: {key} has shape {y.shape} but must be ({n},), one class id per sample")
+    if not y.size:  # an empty test split: np.array([]) is float64, a dtype no label was given in (review31b)
+        return y.astype(np.int64)
     if y.dtype.kind in "US":  # class names: the ids and the names both need saving
         example = f", e.g. {str(y.flat[0])!r}" if y.size else ""
         raise HarnessError(
