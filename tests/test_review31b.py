@@ -47,3 +47,34 @@ def test_a_dataset_plugin_that_exits_at_import_is_named(monkeypatch, tmp_path: P
     with pytest.raises(HarnessError, match=r"dataset plugin 'exiting31b' \(exiting_dataset31b:load\) failed to "
                                            r"load: it called sys.exit\(0\) at import"):
         base._load_plugin("exiting31b")
+
+
+NAMES = np.array(["ant", "bee", "cat"])
+
+
+@pytest.mark.parametrize("dtype", [np.int64, np.float64])
+def test_negative_ids_beside_classes_are_told_a_fix_that_keeps_the_names(tmp_path: Path, dtype) -> None:
+    """-1 ("unlabelled") among ids into `classes`: the advice was np.unique's remap with
+    `classes=np.unique(y).astype(str)`, which, followed, loaded classes "-1", "0", "1", "2": the file's names
+    gone and every sample's label_name shifted (an ant named "0"). Followed now, the names stay."""
+    rng = np.random.default_rng(31)
+    x, y = rng.normal(size=(30, 3)), np.arange(30) % 3
+    y_given = np.where(np.arange(30) % 10 == 9, -1, y).astype(dtype)  # rows 9, 19, 29 unlabelled
+    with pytest.raises(HarnessError) as caught:
+        load_dataset(_save(tmp_path, x=x, y=y_given, classes=NAMES))
+    said = str(caught.value)
+    assert "np.unique" not in said
+    assert "keep = y >= 0, then save x=x[keep] and y=y[keep]" in said
+    keep = y_given >= 0  # the advice, followed literally
+    fixed = load_dataset(_save(tmp_path, x=x[keep], y=y_given[keep].astype(np.int64), classes=NAMES))
+    assert list(fixed.classes) == ["ant", "bee", "cat"]
+    assert np.asarray(fixed.classes)[fixed.y_train.numpy()].tolist() == NAMES[y[keep]].tolist()
+    assert len(fixed.y_train) == 27
+
+
+def test_negative_test_ids_beside_classes_name_the_test_arrays(tmp_path: Path) -> None:
+    rng = np.random.default_rng(31)
+    x, y = rng.normal(size=(30, 3)), np.arange(30) % 3
+    with pytest.raises(HarnessError, match=r"y_test has negative class id -1; .*keep = y_test >= 0, then save "
+                                           r"x_test=x_test\[keep\] and y_test=y_test\[keep\]"):
+        load_dataset(_save(tmp_path, x=x, y=y, x_test=x[:4], y_test=np.array([0, -1, 2, 1]), classes=NAMES))

@@ -22,6 +22,7 @@ from harness.datasets.npz_checks import (
     check_float32_range,
     label_matrix_fix,
     named_remap_fix,
+    negative_named_fix,
     number_label_fix,
     remap_fix,
     structured_fix,
@@ -299,7 +300,7 @@ def _npz_labels(name: str, key: str, y: np.ndarray, n: int, test: bool = False, 
     y = y.astype(np.int64)
     if len(y) and y.min() < 0:
         raise HarnessError(f"{name}: {key} has negative class id {int(y.min())}; class ids must be 0..C-1: "
-                           f"{remap_fix(key, test)}")
+                           f"{negative_named_fix(key) if named else remap_fix(key, test)}")
     return y
 
 

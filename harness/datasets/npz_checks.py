@@ -147,7 +147,8 @@ def number_label_fix(key: str, y: np.ndarray, test: bool = False, named: bool = 
         ids = values.min() >= 0 if key != "y" or named else values[0] == 0 and values[-1] == len(values) - 1
         if ids:
             return f"save {key}.astype(np.int64)"
-        return f"its values {_preview(values)} are whole numbers but not the class ids 0..C-1: {mapped}"
+        return (f"its values {_preview(values)} are whole numbers but not the class ids 0..C-1: "
+                f"{negative_named_fix(key) if named else mapped}")
     first = int(fractions[0])
     return (f"{len(fractions)} labels are not whole numbers (first: sample {first}, {float(y[first])!r}), which "
             f"{key}.astype(np.int64) would truncate into one class with their neighbours: {mapped}")
@@ -163,6 +164,16 @@ def remap_fix(key: str, test: bool) -> str:
             "(a test class must occur in training), then save y=np.searchsorted(classes, y), y_test=np.searchsorted("
             "classes, y_test) and classes=classes.astype(str) (np.unique(y_test, return_inverse=True) alone numbers "
             "y_test's classes apart from y's where it lacks one)")
+
+
+def negative_named_fix(key: str) -> str:
+    """How to save negative ids beside `classes`, whose names the ids index: a negative id (-1, "unlabelled")
+    names no class. `remap_fix` made the ids themselves the names ("-1", "0", ...: the file's names lost and
+    every class shifted by one, class a labelled "0") (review31b)."""
+    x = "x_test" if key == "y_test" else "x"
+    return (f"{key}'s ids index classes, and a negative id names none: give those samples their class, or drop "
+            f"them: keep = {key} >= 0, then save {x}={x}[keep] and {key}={key}[keep] (and the same rows of "
+            f"{'files_test' if key == 'y_test' else 'files'}, if saved)")
 
 
 def named_remap_fix(test: bool) -> str:
