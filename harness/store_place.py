@@ -152,11 +152,7 @@ def write_problem(root: Path) -> tuple[str, str] | None:
     except HarnessError as e:
         if env is None:
             raise
-        text = str(e).replace(f"--store {root}", f"the run store {root} (from MEMPROX_CACHE={env})", 1) \
-            .replace("pass another --store", "set MEMPROX_CACHE to another folder or pass --store")
-        if "set MEMPROX_CACHE" not in text:  # "pass a new or empty folder": no --store was given to replace
-            text += "; set MEMPROX_CACHE to another folder (the store is its store/), or pass --store"
-        raise HarnessError(text) from e
+        raise _cache_named(e, root, env) from e
     other = f"set MEMPROX_CACHE to another folder (it is {env}) or pass --store" if env else "pass another --store"
     for sub in ("runs", "partial", "locks"):
         try:
@@ -182,6 +178,27 @@ def _file_on_path(path: Path) -> Path:
         if os.path.exists(step) and not os.path.isdir(step):
             return step
     return path
+
+
+def store_enterable(root: Path) -> None:
+    """`enterable` for the store at `root`, naming MEMPROX_CACHE where the store is its (no --store given):
+    `store info` and `store prune` said "--store ... pass another --store" to a user who gave none (review31b)."""
+    try:
+        enterable(root, "--store", STORE_CLOSED_FIX, probe="runs")
+    except HarnessError as e:
+        env = _from_cache_variable(root)
+        if env is None:
+            raise
+        raise _cache_named(e, root, env) from e
+
+
+def _cache_named(e: HarnessError, root: Path, env: str) -> HarnessError:
+    """Error `e` about the store at `root` reworded for a store MEMPROX_CACHE=`env` names: its flag and fix."""
+    text = str(e).replace(f"--store {root}", f"the run store {root} (from MEMPROX_CACHE={env})", 1) \
+        .replace("pass another --store", "set MEMPROX_CACHE to another folder or pass --store")
+    if "set MEMPROX_CACHE" not in text:  # "pass a new or empty folder": no --store was given to replace
+        text += "; set MEMPROX_CACHE to another folder (the store is its store/), or pass --store"
+    return HarnessError(text)
 
 
 def _from_cache_variable(root: Path) -> str | None:

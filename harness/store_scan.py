@@ -22,7 +22,7 @@ from harness.io import failure_reason
 from harness.manifest import Manifest
 from harness.store import CKPT_TEMP, LEFTOVER, store_leftovers, verify_entry
 from harness.store_entry_files import lenient_manifest, own_files, raw_manifest, unchecked
-from harness.store_place import DIGEST, STORE_CLOSED_FIX, a_store, enterable
+from harness.store_place import DIGEST, a_store, store_enterable
 from harness.store_reach import reachability
 
 try:
@@ -101,8 +101,8 @@ def is_store(root: Path) -> bool:
     `store prune` made locks/ among the user's files); a runs/ that is a link to a folder (a big store's runs on
     another disk) counts, as it does for the runs trained into it: prune deletes only files it checked as the
     store's own, never a folder that may hold others, so following it cannot reach a user's files. A store in a
-    folder this user may not enter is a HarnessError (`enterable`), where `store info` and `prune` crashed."""
-    enterable(root, "--store", STORE_CLOSED_FIX, probe="runs")
+    folder this user may not enter is a HarnessError (`store_enterable`), where `store info` and `prune` crashed."""
+    store_enterable(root)
     return (root / "runs").is_dir() and a_store(root)
 
 

@@ -78,3 +78,47 @@ def test_negative_test_ids_beside_classes_name_the_test_arrays(tmp_path: Path) -
     with pytest.raises(HarnessError, match=r"y_test has negative class id -1; .*keep = y_test >= 0, then save "
                                            r"x_test=x_test\[keep\] and y_test=y_test\[keep\]"):
         load_dataset(_save(tmp_path, x=x, y=y, x_test=x[:4], y_test=np.array([0, -1, 2, 1]), classes=NAMES))
+
+
+class _ClosedOs:
+    """`os` as another user sees a folder `closed` of mode 0700: stat below it is refused, it cannot be entered."""
+
+    def __init__(self, closed: Path) -> None:
+        import os
+
+        self._os, self._closed = os, str(closed)
+
+    def __getattr__(self, name: str):
+        return getattr(self._os, name)
+
+    def stat(self, path, *args, **kwargs):
+        if str(path).startswith(self._closed + "/"):
+            raise PermissionError(13, "Permission denied", str(path))
+        return self._os.stat(path, *args, **kwargs)
+
+    def access(self, path, mode, *args, **kwargs) -> bool:
+        return str(path) != self._closed and self._os.access(path, mode, *args, **kwargs)
+
+
+@pytest.mark.parametrize("from_env", [True, False])
+def test_a_closed_store_from_memprox_cache_is_named_by_the_variable(monkeypatch, tmp_path: Path,
+                                                                   from_env: bool) -> None:
+    """`store info` / `store prune` with no --store, MEMPROX_CACHE in a folder this user may not enter: the
+    error said "--store ... pass another --store" to a user who passed none (`run` named the variable)."""
+    import harness.store_place as store_place
+    from harness.store_scan import is_store
+
+    closed = tmp_path / "closed"
+    root = closed / "cache" / "store"
+    monkeypatch.setenv("MEMPROX_CACHE", str(closed / "cache") if from_env else str(tmp_path / "elsewhere"))
+    monkeypatch.setattr(store_place, "os", _ClosedOs(closed))
+    with pytest.raises(HarnessError) as caught:
+        is_store(root)
+    said = str(caught.value)
+    if from_env:
+        assert said == (f"the run store {root} (from MEMPROX_CACHE={closed / 'cache'}) cannot be reached: this user "
+                        f"may not enter {closed} (Permission denied); set MEMPROX_CACHE to another folder or pass "
+                        f"--store (in a folder you may enter)")
+    else:
+        assert said == (f"--store {root} cannot be reached: this user may not enter {closed} (Permission denied); "
+                        f"pass another --store (in a folder you may enter)")
