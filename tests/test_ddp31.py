@@ -100,7 +100,7 @@ def _one_run(job: dict[str, Any], rank: int, world: int) -> None:
             # the open epoch of a state saved in another world size: what its ranks would have presented, in rank order
             shards = saved_world if epoch == start[0] and start[1] > 0 else world
             parts = [_loader(mode, shards, r, epoch) for r in ([rank] if shards == world else range(shards))]
-            for step in range(start[1] if epoch == start[0] else 0, STEPS):
+            for step in range(start[1] if epoch == start[0] else 0, max(map(len, parts))):
                 xb, yb, idx = (torch.cat([p[step][i] for p in parts if step < len(p)]) for i in range(3))
                 logits = model(xb)
                 smooth = 0.1 if (epoch, step) in SMOOTH else 0.0
@@ -224,19 +224,20 @@ def _pair(tmp: Path, modes: list[str], points: list[str]) -> dict[tuple[str, str
         first += [{"mode": mode, "stop": list(POINTS[p]), "save": str(tmp / f"ckpt_{mode}_{p}_{{rank}}.pt")}
                   for p in points]
     _launch(tmp, 2, first, "first")
-    second = [{"mode": m, "resume": str(tmp / f"ckpt_{m}_{p}_{{rank}}.pt"), "out": str(tmp / f"res_{m}_{p}_{{rank}}.pkl")}
-              for m in modes for p in points]
+    second = [{"mode": m, "resume": str(tmp / f"ckpt_{m}_{p}_{{rank}}.pt"),
+               "out": str(tmp / f"res_{m}_{p}_{{rank}}.pkl")} for m in modes for p in points]
     _launch(tmp, 2, second, "second")
     return {(m, p): [(_load(tmp / f"full_{m}_{r}.pkl"), _load(tmp / f"res_{m}_{p}_{r}.pkl")) for r in (0, 1)]
             for m in modes for p in points}
 
 
 def _check_pairs(results: dict[tuple[str, str], Any]) -> None:
-    for (mode, point), ranks in results.items():
+    for (mode, _point), ranks in results.items():
         for full, resumed in ranks:
             kinds = [msg for _, msg in full["said"]]
             assert len(kinds) == len(_expected_warnings(mode)), (mode, kinds)
-            assert all(w in k for w, k in zip(_expected_warnings(mode), sorted(kinds, key=lambda s: "losses=" not in s)))
+            ordered = sorted(kinds, key=lambda s: "losses=" not in s)
+            assert all(w in k for w, k in zip(_expected_warnings(mode), ordered))
             assert all(" in epoch 2 " in k for k in kinds)
             if mode == "repeat":  # the padding's repeat (1 allowed) and the real one
                 assert kinds[0].startswith("SampleTracker: 2 sample(s) were presented more than once in epoch 2")
@@ -257,6 +258,38 @@ def test_resumed_mid_epoch_in_two_processes_scores_and_warns_as_the_uninterrupte
 @pytest.mark.slow
 def test_resumed_at_every_point_in_two_processes_scores_and_warns_as_the_uninterrupted_run(tmp_path: Path) -> None:
     _check_pairs(_pair(tmp_path, ["plain", "repeat"], list(POINTS)))
+
+
+@pytest.mark.slow
+def test_saved_at_two_ranks_resumed_in_one_process_warns_as_the_docs_say(tmp_path: Path) -> None:
+    """The open epoch keeps the saved run's allowance (1: its padding repeat is no warning, its real repeat is);
+    from the next epoch on the 1-process run's own (0): its sampler's real repeat is warned, 1 sample."""
+    points = ["mid0", "last0", "between", "mid1", "last1"]
+    modes = ["plain", "repeat"]
+    _launch(tmp_path, 2, [{"mode": m, "stop": list(POINTS[p]), "save": str(tmp_path / f"ckpt_{m}_{p}_{{rank}}.pt")}
+                          for m in modes for p in points], "first")
+    _launch(tmp_path, 1, [{"mode": m, "resume": str(tmp_path / f"ckpt_{m}_{p}_0.pt"),
+                           "out": str(tmp_path / f"one_{m}_{p}.pkl")} for m in modes for p in points], "second")
+    for mode in modes:
+        for point in points:
+            got = _load(tmp_path / f"one_{mode}_{point}.pkl")
+            repeats = [msg for _, msg in got["said"] if "presented more than once" in msg]
+            if mode == "plain":
+                assert repeats == [], (point, repeats)
+            elif point in ("mid1", "last1"):  # epoch 2 presented by the two ranks' sampler: padding + real repeat
+                assert len(repeats) == 1 and repeats[0].startswith("SampleTracker: 2 sample(s) were presented more "
+                                                                   "than once in epoch 2"), (point, repeats)
+            else:  # epoch 2 presented by the 1-process sampler: its real repeat, no allowance
+                assert len(repeats) == 1 and repeats[0].startswith("SampleTracker: 1 sample(s) were presented more "
+                                                                   "than once in epoch 2"), (point, repeats)
+            assert [m for _, m in got["said"] if "losses= of" in m and " in epoch 2 " in m]  # said once, epoch 2
+            # this run's own (world size 1) from its first update() of an epoch on; resumed in its last epoch, the
+            # saved run's allowance still reads after the last end_epoch() (no update() came to drop it)
+            assert got["allowed"] == (1 if point in ("mid1", "last1") else 0)
+            assert np.array_equal(got["presented"], np.full(N, 2))
+            saved1 = torch.load(tmp_path / f"ckpt_{mode}_{point}_1.pt", weights_only=True)
+            log = got["log"] + pickle.loads(saved1["log"].numpy().tobytes())  # rank 1's rows of the first part
+            np.testing.assert_array_equal(got["scores"]["csl"].to_numpy(), _csl_from_log(log))
 
 
 if __name__ == "__main__":
