@@ -45,7 +45,8 @@ def test_a_dataset_plugin_that_exits_at_import_is_named(monkeypatch, tmp_path: P
     ep = importlib.metadata.EntryPoint("exiting31b", "exiting_dataset31b:load", base.ENTRY_POINT_GROUP)
     monkeypatch.setattr(base, "_entry_points", lambda: {"exiting31b": ep})
     with pytest.raises(HarnessError, match=r"dataset plugin 'exiting31b' \(exiting_dataset31b:load\) failed to "
-                                           r"load: it called sys.exit\(0\) at import"):
+                                           r"load: it called sys.exit\(0\) at import: a module must not run a "
+                                           r"script when imported"):
         base._load_plugin("exiting31b")
 
 
@@ -122,3 +123,18 @@ def test_a_closed_store_from_memprox_cache_is_named_by_the_variable(monkeypatch,
     else:
         assert said == (f"--store {root} cannot be reached: this user may not enter {closed} (Permission denied); "
                         f"pass another --store (in a folder you may enter)")
+
+
+def test_an_executor_plugin_that_exits_at_import_is_told_the_fix(monkeypatch, tmp_path: Path) -> None:
+    """Named since today, but with no fix (the proxy and task plugins' message gives it)."""
+    import harness.executors as executors
+
+    (tmp_path / "exiting_executor31b.py").write_text("import sys\nsys.exit(3)\n", encoding="utf-8")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "exiting_executor31b", raising=False)
+    ep = importlib.metadata.EntryPoint("exiting31b", "exiting_executor31b:Exec", executors.ENTRY_POINT_GROUP)
+    with pytest.raises(HarnessError) as caught:
+        executors._load_plugin(ep)
+    assert str(caught.value) == ("executor plugin 'exiting31b' (exiting_executor31b:Exec) failed to load: it called "
+                                 "sys.exit(3) at import: a module must not run a script when imported; put that code "
+                                 "under `if __name__ == \"__main__\":`")
