@@ -138,3 +138,19 @@ def test_an_executor_plugin_that_exits_at_import_is_told_the_fix(monkeypatch, tm
     assert str(caught.value) == ("executor plugin 'exiting31b' (exiting_executor31b:Exec) failed to load: it called "
                                  "sys.exit(3) at import: a module must not run a script when imported; put that code "
                                  "under `if __name__ == \"__main__\":`")
+
+
+def test_repeated_test_file_names_are_warned_about_with_the_test_splits_columns(tmp_path: Path) -> None:
+    """`files_test` names test samples, which no suspects CSV lists by `file`/`index`: the warning sent the
+    reader to the training split's columns (the row of x) for rows of x_test."""
+    rng = np.random.default_rng(31)
+    x, y = rng.normal(size=(30, 3)), np.arange(30) % 3
+    files_test = np.array(["t0", "t1", "t0", "t3"])
+    spec = _save(tmp_path, x=x, y=y, x_test=x[:4], y_test=y[:4], files_test=files_test,
+                 files=np.array([f"r{i}" for i in range(30)]))
+    with pytest.warns(UserWarning) as caught:
+        load_dataset(spec)
+    said = [str(w.message) for w in caught if "already used" in str(w.message)]
+    assert said == [f"{spec}: files_test names 1 sample(s) with a name already used (first: 't0', rows 0 and 2): "
+                    "train_test_duplicates.csv's file_test column cannot tell them apart, use test (the row of x_test) "
+                    "for those, or save files_test with one distinct name per sample"]

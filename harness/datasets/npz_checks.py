@@ -214,13 +214,16 @@ def _preview(values: np.ndarray) -> str:
 def warn_repeated_names(name: str, key: str, names: tuple[str, ...]) -> None:
     """Warn when `files` names two samples alike: the suspects CSVs' `file` (and `duplicate_files`, a
     fix list joined on it) then cannot tell them apart, and `index` (the row of x) must be used instead."""
+    # files_test names the test samples, in train_test_duplicates.csv (`file_test`, beside `test`, the row of x_test)
+    where = ("train_test_duplicates.csv's file_test column", "test (the row of x_test)") if key == "files_test" \
+        else ("the suspects CSVs' file column", "index (the row of x)")
     seen: dict[str, int] = {}
     for i, sample in enumerate(names):
         if sample in seen:
             repeated = len(names) - len(set(names))
             warnings.warn(f"{name}: {key} names {repeated} sample(s) with a name already used (first: {sample!r}, rows "
-                          f"{seen[sample]} and {i}): the suspects CSVs' file column cannot tell them apart, use index "
-                          f"(the row of x) for those, or save {key} with one distinct name per sample", stacklevel=5)
+                          f"{seen[sample]} and {i}): {where[0]} cannot tell them apart, use {where[1]} for those, or "
+                          f"save {key} with one distinct name per sample", stacklevel=5)
             return
         seen[sample] = i
 
