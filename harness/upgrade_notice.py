@@ -10,8 +10,11 @@ there is a way (drop the proxy; a task may name its own, as suspects' `suggest=o
 
 from __future__ import annotations
 
+import json
+import os
 import warnings
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 from harness.recorders.base import CODE_MARK
@@ -115,3 +118,53 @@ def paste_proxies(rest: Sequence[str]) -> str:
 def _name(asker: Asker) -> str:
     kind, name = asker
     return name if kind == "proxy" else f"task {name}"
+
+
+def model_code_notice(root: Path, todo: Iterable[RunSpec]) -> str | None:
+    """The line for runs about to train of a model registered outside memprox that the store at `root` holds
+    under another digest of the model's code (the same run, `model_sha` aside): its code was edited, or memprox's
+    code digest reads more of it after an upgrade. Such runs trained with nothing said (attdig2_31: a registry
+    filled by another module's decorator, read since digest31, retrained every run of an unchanged plugin after
+    the upgrade from 9b2283e), which sent the user looking for an edit or for a store fault. Reads the
+    manifests' `spec` alone (no checksum), and only when such a run is to train. None when none is held."""
+    wanted = {_without_sha(spec.to_dict()): spec for spec in todo if spec.model_sha}
+    if not wanted:
+        return None
+    found: dict[str, tuple[RunSpec, set[str]]] = {}
+    for name in sorted(os.listdir(root / "runs")) if (root / "runs").is_dir() else []:
+        try:
+            with open(root / "runs" / name / "manifest.json", encoding="utf-8") as handle:
+                spec = json.load(handle).get("spec")
+        except (OSError, ValueError, AttributeError):  # damaged or foreign: the store's own checks say so
+            continue
+        held = spec.get("model_sha") if isinstance(spec, dict) else None
+        if not (isinstance(held, str) and held):  # memprox's own model, or no spec
+            continue
+        match = wanted.get(_without_sha(spec))
+        if match is not None and held != match.model_sha:
+            found.setdefault(match.label(), (match, set()))[1].add(held)
+    if not found:
+        return None
+    labels = list(found)
+    shown = ", ".join(labels[:SHOWN]) + (f" and {len(labels) - SHOWN} more" if len(labels) > SHOWN else "")
+    models = sorted({spec.model for spec, _ in found.values()})
+    was = ", ".join(sorted({sha for _, shas in found.values() for sha in shas}))
+    now = ", ".join(sorted({spec.model_sha for spec, _ in found.values()}))
+    return (f"{len(found)} run(s) ({shown}) of model {', '.join(models)} train again: the store holds them under "
+            f"another digest of the model's code ({was}; now {now}), so they are another model's runs. Either its "
+            "code or a file it reads was edited, or this memprox's code digest reads more of it than the one that "
+            "stored them (after an upgrade of memprox a model of yours may train again once with no edit of "
+            "yours: docs/extending.md says what the digest began to read, and when)")
+
+
+def warn_model_code(root: Path, todo: Iterable[RunSpec]) -> None:
+    """One warning line, before training, for the runs `model_code_notice` finds."""
+    line = model_code_notice(root, todo)
+    if line is not None:
+        warnings.warn(line, stacklevel=3)
+
+
+def _without_sha(spec: dict) -> str:
+    """A run's spec as canonical text, `model_sha` aside: the same run of another code of its model."""
+    return json.dumps({k: v for k, v in spec.items() if k != "model_sha"}, sort_keys=True, default=str)
+
