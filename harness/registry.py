@@ -204,14 +204,12 @@ def load_class_plugins(group: str, registry: Registry[type], base: type, registe
             raise
         except SystemExit as e:  # a script's `parse_args()` or `sys.exit()` at import ended memprox with exit 2
             _forget_half_imported(registry, before)
-            registry.failed[ep.name] = (f"{where} exited while imported (SystemExit: {e.code}; any lines just above "
-                                        "are its own, e.g. argparse's usage): a module must not run a script when "
-                                        "imported; put that code under `if __name__ == \"__main__\":`")
+            registry.failed[ep.name] = load_failure(where, e)
             warnings.warn(registry.failed[ep.name] + _failed_note(registry, ep.name, ep, points, loaded), stacklevel=3)
             continue
         except BaseException as e:  # an Exception, or another BaseException (pytest.skip at its top level)
             _forget_half_imported(registry, before)
-            registry.failed[ep.name] = f"{where} failed to load: {type(e).__name__}: {e}"
+            registry.failed[ep.name] = load_failure(where, e)
             taken = getattr(e, "taken_name", ep.name)  # its class registered a taken name as the module ran
             claimant = getattr(e, "claimant", None)  # its class took a name registered before it
             if getattr(e, "kind", None) != kind:  # none, or another registry's (its recorder's name was taken)
@@ -357,3 +355,13 @@ def _forget_half_imported(registry: Registry, before: dict[str, object]) -> None
                 registry.register(name, before[name], replace=True)
             else:
                 registry.remove(name)
+
+
+def load_failure(where: str, e: BaseException) -> str:
+    """Why the plugin `where` names did not load, with the fix: one wording for every kind of plugin (the
+    executor and dataset plugins wrote their own, and a `sys.exit()` at their import ended memprox silently)."""
+    if isinstance(e, SystemExit):
+        return (f"{where} exited while imported (SystemExit: {e.code}; any lines just above are its own, e.g. "
+                "argparse's usage): a module must not run a script when imported; put that code under "
+                "`if __name__ == \"__main__\":`")
+    return f"{where} failed to load: {type(e).__name__}: {e}"

@@ -23,7 +23,7 @@ def test_an_executor_plugin_that_exits_at_import_is_named(monkeypatch, tmp_path)
     for builtin in ("local", "inprocess"):
         executors.executor_class(builtin)
     monkeypatch.setattr(executors, "EXECUTORS", type(executors.EXECUTORS)("executor"))
-    named = r"executor plugin 'exiting' \(exiting_executor31:Exec\) failed to load: it called sys.exit\(2\) at import"
+    named = r"executor plugin 'exiting' \(exiting_executor31:Exec\) exited while imported \(SystemExit: 2;"
     with pytest.raises(HarnessError, match=named):
         executors.executor_class("exiting")
 

@@ -37,7 +37,7 @@ from harness.datasets.content import with_content_fingerprint
 from harness.datasets.dataset import Dataset
 from harness.datasets.names import path_hint
 from harness.errors import HarnessError, SubsetTooLarge
-from harness.registry import Registry, installed_plugins
+from harness.registry import Registry, installed_plugins, load_failure
 from harness.values import expand_home
 
 __all__ = [
@@ -129,8 +129,8 @@ def _load_plugin(kind: str) -> None:
         return
     try:
         ep.load()
-    except Exception as e:  # a third-party import error is the plugin's, reported in one line
-        raise HarnessError(f"dataset plugin {kind!r} ({ep.value}) failed to load: {e}") from e
+    except (Exception, SystemExit) as e:  # the plugin's import error (or a `sys.exit()` there), in one line
+        raise HarnessError(load_failure(f"dataset plugin {kind!r} ({ep.value})", e)) from e
     if kind not in DATASETS:
         raise HarnessError(f"dataset plugin {kind!r} ({ep.value}) loaded but registered no dataset {kind!r}; "
                            f"decorate its loader with @register_dataset({kind!r}, ...)")

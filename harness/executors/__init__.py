@@ -27,7 +27,7 @@ from harness.executors.base import (
     WorkersLost,
     progress_bar,
 )
-from harness.registry import Registry, installed_plugins
+from harness.registry import Registry, installed_plugins, load_failure
 
 if TYPE_CHECKING:
     from harness.config import ExperimentConfig
@@ -90,10 +90,7 @@ def _load_plugin(ep: importlib.metadata.EntryPoint) -> None:
     try:
         cls = ep.load()
     except (Exception, SystemExit) as e:  # the plugin's import error (or a `sys.exit()` there), in one line
-        # the fix too, as the proxy and task plugins' (`harness.registry`): the message named no way out (review31b)
-        detail = (f"it called sys.exit({e.code!r}) at import: a module must not run a script when imported; put "
-                  f"that code under `if __name__ == \"__main__\":`") if isinstance(e, SystemExit) else str(e)
-        raise HarnessError(f"executor plugin {ep.name!r} ({ep.value}) failed to load: {detail}") from e
+        raise HarnessError(load_failure(f"executor plugin {ep.name!r} ({ep.value})", e)) from e
     if not (isinstance(cls, type) and issubclass(cls, Executor)):
         raise HarnessError(f"executor plugin {ep.name!r} ({ep.value}) is not a harness.executors.Executor subclass")
     if ep.name not in EXECUTORS:  # the module may have registered it itself
