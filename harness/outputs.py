@@ -87,7 +87,7 @@ def check_out(out: Path, identity: str, overwrite: bool, store: Path, data_paths
     out, store = _resolved(out, "--out"), _resolved(store, "--store")
     _apart(out, store, "--out", "the run store", "pass an --out outside the store that does not contain it")
     for path in data_paths:
-        enterable(Path(path).expanduser(), "the data folder", "pass a data folder you may enter, or ask its owner")
+        enterable(Path(path).expanduser(), "the data path", "pass data in a folder you may enter, or ask its owner")
     for data in {Path(p).expanduser().resolve() for p in data_paths if Path(p).expanduser().is_dir()}:
         mix = "would mix with the data (an image folder reads every subfolder as a class)"
         _apart(out, data, "--out", "the dataset folder", f"its outputs {mix}; pass an --out apart from the data")

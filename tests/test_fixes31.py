@@ -94,5 +94,5 @@ def test_a_data_folder_the_user_may_not_enter_is_one_line_not_a_traceback(tmp_pa
         shutil.rmtree(work, ignore_errors=True)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
     assert proc.stderr.strip().splitlines()[-1] == (
-        f"error: the data folder {closed / 'data'} cannot be reached: this user may not enter {closed} (Permission "
-        "denied); pass a data folder you may enter, or ask its owner")
+        f"error: the data path {closed / 'data'} cannot be reached: this user may not enter {closed} (Permission "
+        "denied); pass data in a folder you may enter, or ask its owner")
