@@ -203,6 +203,20 @@ def _csl_from_log(log: list[tuple[int, int, int, np.ndarray, np.ndarray]]) -> np
     return csl
 
 
+def _equal(a: Any, b: Any) -> bool:
+    """Two saved states hold the same values: tensors bitwise (NaN where NaN), the rest by ==."""
+    if isinstance(a, torch.Tensor):
+        return (isinstance(b, torch.Tensor) and a.dtype == b.dtype and a.shape == b.shape
+                and torch.equal(a.isnan() if a.is_floating_point() else a, b.isnan() if b.is_floating_point() else b)
+                and torch.equal(a.nan_to_num() if a.is_floating_point() else a,
+                                b.nan_to_num() if b.is_floating_point() else b))
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(_equal(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)):
+        return isinstance(b, type(a)) and len(a) == len(b) and all(map(_equal, a, b))
+    return bool(a == b)
+
+
 def _same(a: dict[str, Any], b: dict[str, Any]) -> None:
     assert a["said"] == b["said"]
     for key in ("scores", "all", "suspects"):
@@ -224,6 +238,10 @@ def _pair(tmp: Path, modes: list[str], points: list[str]) -> dict[tuple[str, str
         first += [{"mode": mode, "stop": list(POINTS[p]), "save": str(tmp / f"ckpt_{mode}_{p}_{{rank}}.pt")}
                   for p in points]
     _launch(tmp, 2, first, "first")
+    for mode in modes:  # every rank saves the same tracker state: saving rank 0's alone would do
+        for p in points:
+            saved = [torch.load(tmp / f"ckpt_{mode}_{p}_{r}.pt", weights_only=True)["tracker"] for r in (0, 1)]
+            assert _equal(saved[0], saved[1]), (mode, p)
     second = [{"mode": m, "resume": str(tmp / f"ckpt_{m}_{p}_{{rank}}.pt"),
                "out": str(tmp / f"res_{m}_{p}_{{rank}}.pkl")} for m in modes for p in points]
     _launch(tmp, 2, second, "second")
