@@ -310,5 +310,29 @@ def test_saved_at_two_ranks_resumed_in_one_process_warns_as_the_docs_say(tmp_pat
             np.testing.assert_array_equal(got["scores"]["csl"].to_numpy(), _csl_from_log(log))
 
 
+@pytest.mark.slow
+def test_saved_in_one_process_resumed_on_two_ranks_between_epochs_warns_as_a_two_rank_run(tmp_path: Path) -> None:
+    """Growing the world between epochs: the 2 ranks' own allowance (1, from update(gather=True)) covers their
+    sampler's padding in epoch 2, and only a real repeat is warned (2 samples: the padding's and the real one)."""
+    modes = ["plain", "repeat"]
+    _launch(tmp_path, 1, [{"mode": m, "stop": [0, "end"], "save": str(tmp_path / f"ckpt_{m}.pt")} for m in modes],
+            "first")
+    _launch(tmp_path, 2, [{"mode": m, "resume": str(tmp_path / f"ckpt_{m}.pt"),
+                           "out": str(tmp_path / f"two_{m}_{{rank}}.pkl")} for m in modes], "second")
+    for mode in modes:
+        got = [_load(tmp_path / f"two_{mode}_{r}.pkl") for r in (0, 1)]
+        assert got[0]["said"] == got[1]["said"]
+        pd.testing.assert_frame_equal(got[0]["all"], got[1]["all"], check_exact=True)
+        repeats = [msg for _, msg in got[0]["said"] if "presented more than once" in msg]
+        if mode == "plain":
+            assert repeats == []
+        else:
+            assert len(repeats) == 1 and repeats[0].startswith("SampleTracker: 2 sample(s) were presented more than "
+                                                               "once in epoch 2")
+        assert got[0]["allowed"] == 1 and np.array_equal(got[0]["presented"], np.full(N, 2))
+        log = got[0]["log"] + [row for row in got[1]["log"] if row[0] == 1]  # epoch 1: one process; epoch 2: both
+        np.testing.assert_array_equal(got[0]["scores"]["csl"].to_numpy(), _csl_from_log(log))
+
+
 if __name__ == "__main__":
     sys.exit(_worker(sys.argv[1]))
