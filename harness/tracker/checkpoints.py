@@ -39,8 +39,9 @@ class TrackerCheckpoints(TrackerFields):
 
     @property
     def allowed_repeats(self) -> int:
-        """Samples an epoch may present more than once without a warning: the DDP integrations and
-        update(gather=True) raise it to cover a `DistributedSampler`'s padding (world size - 1); set it for
+        """Extra presentations an epoch may have without a warning -- presentations beyond each sample's
+        first, so a sample presented 3 times counts 2 (gap31) -- the DDP integrations and update(gather=True)
+        raise it to cover a `DistributedSampler`'s padding (world size - 1 extra presentations); set it for
         a sampler that repeats on purpose. After `load_state_dict` of a state saved mid-epoch, the saved
         run's allowance also covers that open epoch (its batches came from that run's world), up to the
         first update() of the next epoch: from there this run's own -- a run resumed in another world size

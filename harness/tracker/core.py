@@ -128,8 +128,8 @@ class SampleTracker(TrackerEvaluation, TrackerCheckpoints, TrackerResults):
         self._had_logits_closed = True  # as of the last end_epoch(): what discard_epoch() goes back to
         self._closed_logits_unknown = False  # resumed from a state without it (`harness.tracker.state`)
         self._eval_at = []  # epochs completed when each eval pass ran (kept after finish)
-        #: samples an epoch may present more than once without a warning (`allowed_repeats`): the user's, or
-        #: world size - 1 (the most a `DistributedSampler` repeats to pad the epoch) set by update(gather=True)
+        #: presentations beyond each sample's first an epoch may have without a warning (`allowed_repeats`): the
+        #: user's, or world size - 1 (the most a `DistributedSampler` adds to pad the epoch) set by update(gather=True)
         self._allowed_repeats = 0
         self._resumed_allowance = 0  # a loaded state's, for the epoch it holds open (`TrackerCheckpoints`)
         self._warned_repeats = False
@@ -154,7 +154,7 @@ class SampleTracker(TrackerEvaluation, TrackerCheckpoints, TrackerResults):
         `gather=True` (DDP, Accelerate): first gather the batch from every process, in rank order
         (`harness.tracker.gather`; every rank calls it, a rank without samples with empty tensors;
         batches of unequal size are fine), so every rank records the same global batch; and let
-        `allowed_repeats` cover a `DistributedSampler`'s padding (world size - 1). With one process,
+        `allowed_repeats` cover a `DistributedSampler`'s padding (world size - 1 extra presentations). With one process,
         or no process group, the batch is recorded as given."""
         self._check_open("update")
         world = 1
@@ -224,7 +224,7 @@ class SampleTracker(TrackerEvaluation, TrackerCheckpoints, TrackerResults):
         self._flush()
         signals, inputs = self._signals, self._inputs
         assert signals is not None and inputs is not None  # an update() made them, or _restore_now did
-        bad_index, non_finite, repeated, conflicts, other_loss = signals.epoch_checks(inputs.bad)
+        bad_index, non_finite, repeated, extra, conflicts, other_loss = signals.epoch_checks(inputs.bad)
         if bad_index:  # only CUDA indices get here: on the CPU update() raised at once
             raise HarnessError(f"update() got sample indices outside [0, {self.n}) in epoch {self.epochs + 1}; pass "
                                f"the dataset's own indices and n = len(dataset) (its final size, if it grows)")
@@ -232,9 +232,10 @@ class SampleTracker(TrackerEvaluation, TrackerCheckpoints, TrackerResults):
             raise signals.label_conflict_error(conflicts, self.epochs + 1)
         if non_finite:
             signals.close_non_finite_epoch(self.epochs + 1)
-        if repeated > self.allowed_repeats and not self._warned_repeats:
+        allowed = self.allowed_repeats  # extra presentations, not samples: the padding's bound (ddp31)
+        if extra > allowed and not self._warned_repeats:
             self._warned_repeats = True
-            signals.presentations.warn(repeated, self.epochs + 1)
+            signals.presentations.warn(repeated, self.epochs + 1, extra, allowed)
         if other_loss and not self._warned_other_loss:
             self._warned_other_loss = True
             warn_other_loss(other_loss, self.epochs + 1)  # losses= of label smoothing, class weights, ...

@@ -28,7 +28,7 @@ class TrackerFields:
     running_sums: bool
     epochs: int
     num_classes: int | None
-    _allowed_repeats: int  # the user's or update(gather=True)'s; `allowed_repeats` adds a resumed state's
+    _allowed_repeats: int  # extra presentations: the user's or update(gather=True)'s; `allowed_repeats` adds a state's
     _resumed_allowance: int
     _selection: ProxySelection
     _fixed_labels: np.ndarray | None

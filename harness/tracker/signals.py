@@ -43,6 +43,9 @@ class Presentations:
         self.stamp = np.zeros(n, dtype=np.int32)  # host indices: a position in the current batch
         self.positions = np.arange(0, dtype=np.int32)
         self.repeated_host: set[int] = set()  # host indices: samples presented again this epoch
+        #: host indices: the epoch's presentations beyond each sample's first (those sent to the scratch column),
+        #: what `allowed_repeats` is compared with (`extra`)
+        self.extra_host = 0
         #: host indices: how many samples the epoch presented before its first repeat (None: none yet, or
         #: unknown in a state saved before it was kept): all of them, for a loop that misses end_epoch()
         self.first_repeat: int | None = None
@@ -76,6 +79,7 @@ class Presentations:
         if self.first_repeat is None and not keep.all():  # the samples before it are new ones, each once
             self.first_repeat = int(np.count_nonzero(self.seen)) + int(np.argmin(keep))
         self.repeated_host.update(host[~keep].tolist())
+        self.extra_host += len(host) - int(np.count_nonzero(keep))
         self.seen[host] = True
         return torch.from_numpy(np.where(keep, host, self.n)).to(idx.device)
 
@@ -100,11 +104,22 @@ class Presentations:
         return mask
 
     def repeated(self) -> torch.Tensor:
-        """How many samples were presented more than once this epoch (on the device)."""
+        """How many samples were presented more than once this epoch (on the device): what the warning names."""
         return self._repeated_mask().sum()
 
-    def warn(self, count: int, epoch_number: int) -> None:
-        """Say once, at the first epoch that has them, that repeated presentations are dropped."""
+    def extra(self) -> torch.Tensor:
+        """The epoch's presentations beyond each sample's first (on the device, read with the epoch's other checks):
+        what `allowed_repeats` bounds. A `DistributedSampler` pads with at most world size - 1 extra presentations
+        however it spreads them (with fewer samples than ranks, one sample up to world size times), and a sample
+        presented 3 times is 2 extra presentations, not 1 repeated sample within the padding's allowance (ddp31)."""
+        extra = torch.full((), self.extra_host, dtype=torch.int64, device=self.device)  # a fill: no copy, no sync
+        if self.sequence and self.presented is not None:  # every device presentation but each sample's first
+            extra = extra + (self.sequence - (self.presented[: self.n] > 0).sum())
+        return extra
+
+    def warn(self, count: int, epoch_number: int, extra: int = 0, allowed: object = 0) -> None:
+        """Say once, at the first epoch that has them, that repeated presentations are dropped: `count` samples,
+        `extra` presentations beyond their first, above `allowed` (`allowed_repeats`)."""
         first = torch.nonzero(self._repeated_mask()).flatten()[:10].tolist()
         # every sample came again, in whole passes: a loop that calls end_epoch() once after all its epochs, or
         # that passes batch positions (arange(B), enumerate) for indices; not a sampler with replacement, which
@@ -120,7 +135,8 @@ class Presentations:
             f"SampleTracker: {count} sample(s) were presented more than once in epoch {epoch_number} "
             f"(first: {first}); each keeps its first presentation of the epoch (loss, logits, label) and the "
             f"later ones are not recorded, as under DDP.{missed} A sampler with replacement or repeated indices "
-            f"do this; iterate over every sample once per epoch for one value per sample",
+            f"do this; iterate over every sample once per epoch for one value per sample ({extra} presentation(s) "
+            f"beyond each sample's first this epoch, above tracker.allowed_repeats = {allowed})",
             RuntimeWarning,
             stacklevel=3,
         )
@@ -154,6 +170,7 @@ class Presentations:
         """Drop the open epoch's presentations without counting it (`SampleTracker.discard_epoch`)."""
         self.seen[:] = False
         self.repeated_host.clear()
+        self.extra_host = 0
         self.first_repeat = None
         self.batches.clear()
         if self.presented is not None and self.first_seen is not None:
@@ -225,16 +242,17 @@ class TrackedSignals:
         self.non_finite_now.index_add_(0, slot, bad.to(torch.int32))
         return slot  # each value's column: its sample's, or the scratch n (`Presentations.slots`)
 
-    def epoch_checks(self, bad_index: torch.Tensor) -> tuple[bool, bool, int, int, int]:
+    def epoch_checks(self, bad_index: torch.Tensor) -> tuple[bool, bool, int, int, int, int]:
         """The epoch's deferred checks in one device-to-host read: (an index out of range, a signal not
-        finite, samples presented more than once, samples of another label than before, losses= not
-        the cross-entropy of their logits)."""
+        finite, samples presented more than once, presentations beyond each sample's first, samples of
+        another label than before, losses= not the cross-entropy of their logits)."""
         conflicts = (self.label_conflicts > 0).sum()
-        checks = torch.stack([bad_index.long(), self.non_finite_now[: self.n].any().long(),
-                              self.presentations.repeated(), conflicts.long(), self.other_loss])
-        bad, non_finite, repeated, conflicted, other = checks.tolist()
+        p = self.presentations
+        checks = torch.stack([bad_index.long(), self.non_finite_now[: self.n].any().long(), p.repeated(),
+                              p.extra(), conflicts.long(), self.other_loss])
+        bad, non_finite, repeated, extra, conflicted, other = checks.tolist()
         self.other_loss.zero_()
-        return bool(bad), bool(non_finite), repeated, conflicted, other
+        return bool(bad), bool(non_finite), repeated, extra, conflicted, other
 
     def label_conflict_error(self, count: int, epoch_number: int) -> HarnessError:
         return self.labels.conflict_error(count, epoch_number)

@@ -23,7 +23,7 @@ from harness.recorders.base import GrowingRows, Recorder
 from harness.tracker.class_probs import ClassProbSums
 from harness.tracker.fields import TrackerFields
 from harness.tracker.selection import LOSS_KEY
-from harness.tracker.signals import TrackedSignals
+from harness.tracker.signals import Presentations, TrackedSignals
 
 FORMAT, VERSION = "memprox.SampleTracker", 1
 #: why a tracker resumed from a state saved before the suggested label existed has none
@@ -74,7 +74,9 @@ def capture(tracker: TrackerFields) -> dict[str, Any]:
 
 def _saved_allowance(tracker: TrackerFields) -> int:
     """`allowed_repeats` as the int a state holds: one set to a float (math.inf for "never warn"), a numpy or a
-    0-d tensor value as the same rule on a repeat count of 0..n (`int(inf)` made state_dict() and copy() raise)."""
+    0-d tensor value as the same rule on 0..n extra presentations (`int(inf)` made state_dict() and copy() raise;
+    inf as n: the open epoch of a resumed run that does not set it again warns above n extra presentations, which
+    a sampler drawing n indices an epoch, with replacement or not, never reaches; gap31)."""
     value = tracker.allowed_repeats
     try:
         return max(0, int(value))
@@ -94,6 +96,7 @@ def _signals_state(s: TrackedSignals, bad_index: torch.Tensor) -> dict[str, Any]
         "other_loss": _copy(s.other_loss),  # the open epoch's, warned at its end_epoch() (tracker31)
         "bad_index": _copy(bad_index), "eval_flags": [_copy(f) for f in s.evals.flags],
         "seen": torch.from_numpy(p.seen.copy()), "repeated": sorted(p.repeated_host), "first_repeat": p.first_repeat,
+        "extra_host": p.extra_host,  # host presentations beyond each sample's first (allowed_repeats bounds them)
         "presented": _copy(p.presented), "first_seen": _copy(p.first_seen), "sequence": p.sequence,
         "batches": p.batches.state(),
         "epochs_presented": _copy(p.epochs),
@@ -216,6 +219,16 @@ def _validate(tracker: TrackerFields, state: Mapping[str, Any]) -> None:
         raise _damaged(f"a sample presented in more than the {epochs} epochs")
 
 
+def _extra_of_old_state(p: Presentations) -> int:
+    """The open epoch's host presentations beyond each sample's first, for a state saved before they were kept:
+    its batch sizes (`batches`, kept since hint30) count every presentation, less the device's (`sequence`) and
+    the samples presented on the host; without them, one per repeated sample (each came at least twice): the count
+    the old rule compared, so such a state warns at most as it did (gap31)."""
+    if p.batches.known:
+        return max(p.batches.total - p.sequence - int(p.seen.sum()), len(p.repeated_host))
+    return len(p.repeated_host)
+
+
 def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
@@ -316,11 +329,15 @@ def restore_signals(s: TrackedSignals, bad_index: torch.Tensor, state: Mapping[s
     if not all(_is_int(i) and 0 <= i < s.n for i in repeated) or not _is_int(sequence) or sequence < 0 or not (
             first is None or _is_int(first) and 0 <= first <= s.n):
         raise _damaged(f"repeated = {list(repeated)[:10]}, sequence = {sequence!r}, first_repeat = {first!r}")
+    extra = state.get("extra_host")  # absent: saved before it was kept (`_extra_of_old_state`)
+    if extra is not None and (not _is_int(extra) or extra < len(repeated)):  # each repeated sample came again
+        raise _damaged(f"extra_host = {extra!r} for {len(repeated)} repeated sample(s)")
     p.seen[:] = state["seen"].cpu().numpy()
     # an old state with repeats: where the first came is unknown, so not whole passes (0), not the next repeat
     p.repeated_host, p.first_repeat = set(repeated), 0 if first is None and repeated else first
     p.sequence = sequence
     p.batches.restore(state.get("batches"), sequence > 0 or bool(p.seen.any()))  # absent: saved before it was kept
+    p.extra_host = _extra_of_old_state(p) if extra is None else extra
     for name, dtype in (("presented", torch.int32), ("first_seen", torch.int64)):
         value = state[name]
         if value is not None:
