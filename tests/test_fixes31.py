@@ -96,3 +96,29 @@ def test_a_data_folder_the_user_may_not_enter_is_one_line_not_a_traceback(tmp_pa
     assert proc.stderr.strip().splitlines()[-1] == (
         f"error: the data path {closed / 'data'} cannot be reached: this user may not enter {closed} (Permission "
         "denied); pass data in a folder you may enter, or ask its owner")
+
+
+def test_a_run_held_under_another_model_digest_is_named_before_it_trains_again(make_config, monkeypatch) -> None:
+    """The planner called no notice for runs that train again because the store holds them under another digest
+    of the model's code (an edit, or an upgrade whose digest reads more of it): '1 trained' and nothing said;
+    the model's digest is also computed once per experiment now, not once per setting."""
+    import warnings
+
+    import harness.planner as planner
+    from harness.experiment import Experiment
+
+    calls: list[str] = []
+
+    def digest(sha: str):
+        return lambda name: calls.append(name) or sha
+
+    cfg = make_config(seeds=(0, 1))
+    monkeypatch.setattr(planner, "model_fingerprint", digest("aaaaaaaaaaaaaaaa"))
+    Experiment(cfg).run()
+    assert calls == ["mlp"]  # two settings, one digest
+    monkeypatch.setattr(planner, "model_fingerprint", digest("bbbbbbbbbbbbbbbb"))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        Experiment(cfg).run()
+    said = [str(w.message) for w in caught if "another digest of the model's code" in str(w.message)]
+    assert len(said) == 1 and said[0].startswith("2 run(s) (") and "(aaaaaaaaaaaaaaaa; now bbbbbbbbbbbbbbbb)" in said[0]
