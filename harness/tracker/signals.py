@@ -121,25 +121,8 @@ class Presentations:
         """Say once, at the first epoch that has them, that repeated presentations are dropped: `count` samples,
         `extra` presentations beyond their first, above `allowed` (`allowed_repeats`)."""
         first = torch.nonzero(self._repeated_mask()).flatten()[:10].tolist()
-        # every sample came again, in whole passes: a loop that calls end_epoch() once after all its epochs, or
-        # that passes batch positions (arange(B), enumerate) for indices; not a sampler with replacement, which
-        # repeats a sample before it has shown the others (one drawing 5 x len(dataset) repeats every sample)
-        kind = self.pass_kind(count)
-        missed = "" if kind is None else (
-            f" {OPENINGS[kind]}: if the loop calls end_epoch() once after all its epochs, call end_epoch() after "
-            "each epoch, or the epochs count as one and csl holds the first epoch's losses only; if it passes batch "
-            "positions (arange(B), enumerate) for indices, pass each sample's index in the dataset (WithIndex), "
-            "not its position in the batch. A sampler drawing more than len(dataset) indices an epoch without "
-            "replacement (RandomSampler(num_samples=...)) does this too.")
-        warnings.warn(
-            f"SampleTracker: {count} sample(s) were presented more than once in epoch {epoch_number} "
-            f"(first: {first}); each keeps its first presentation of the epoch (loss, logits, label) and the "
-            f"later ones are not recorded, as under DDP.{missed} A sampler with replacement or repeated indices "
-            f"do this; iterate over every sample once per epoch for one value per sample ({extra} presentation(s) "
-            f"beyond each sample's first this epoch, above tracker.allowed_repeats = {allowed})",
-            RuntimeWarning,
-            stacklevel=3,
-        )
+        text = repeat_message(count, epoch_number, first, self.pass_kind(count), extra, allowed)
+        warnings.warn(text, RuntimeWarning, stacklevel=3)
 
     def whole_passes(self, count: int) -> bool:
         """Whether the epoch's `count` repeated samples came in whole passes over those it presented
@@ -320,6 +303,26 @@ def other_losses(loss: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor)
     loss than methods.md's per-sample cross-entropy (a device count, read at `end_epoch`)."""
     plain = nn.functional.cross_entropy(logits.float(), labels, reduction="none")
     return ((loss - plain).abs() > OTHER_LOSS_TOLERANCE * (1 + plain.abs())).sum()
+
+
+def repeat_message(count: int, epoch_number: int, first: list[int], kind: str | None, extra: int,
+                   allowed: object) -> str:
+    """The repeated-presentations warning (`Presentations.warn`): `count` samples (`first` of them), `extra`
+    presentations beyond each sample's first, above `allowed`; `kind`: the whole passes they came in, if any."""
+    # every sample came again, in whole passes: a loop that calls end_epoch() once after all its epochs, or
+    # that passes batch positions (arange(B), enumerate) for indices; not a sampler with replacement, which
+    # repeats a sample before it has shown the others (one drawing 5 x len(dataset) repeats every sample)
+    missed = "" if kind is None else (
+        f" {OPENINGS[kind]}: if the loop calls end_epoch() once after all its epochs, call end_epoch() after "
+        "each epoch, or the epochs count as one and csl holds the first epoch's losses only; if it passes batch "
+        "positions (arange(B), enumerate) for indices, pass each sample's index in the dataset (WithIndex), "
+        "not its position in the batch. A sampler drawing more than len(dataset) indices an epoch without "
+        "replacement (RandomSampler(num_samples=...)) does this too.")
+    return (f"SampleTracker: {count} sample(s) were presented more than once in epoch {epoch_number} "
+            f"(first: {first}); each keeps its first presentation of the epoch (loss, logits, label) and the "
+            f"later ones are not recorded, as under DDP.{missed} A sampler with replacement or repeated indices "
+            f"do this; iterate over every sample once per epoch for one value per sample ({extra} presentation(s) "
+            f"beyond each sample's first this epoch, above tracker.allowed_repeats = {allowed})")
 
 
 def warn_other_loss(count: int, epoch_number: int) -> None:
