@@ -168,7 +168,7 @@ def test_the_users_own_allowance_stays_past_the_resumed_epoch() -> None:
     assert _said(own_after.end_epoch) == [] and len(_said(plain.end_epoch)) == len(_said(twin.end_epoch)) == 1
 
 
-@pytest.mark.parametrize("value, saved", [(math.inf, N), (math.nan, N), (2.5, 2), (-math.inf, 0)])
+@pytest.mark.parametrize("value, saved", [(math.inf, 2**62), (math.nan, 2**62), (2.5, 2), (-math.inf, 0)])
 def test_a_float_allowance_saves_and_copies(value: float, saved: int) -> None:
     """math.inf ("never warn") made state_dict() and copy() raise OverflowError; saved as the int that warns
     alike on a repeat count of 0..n."""

@@ -72,16 +72,20 @@ def capture(tracker: TrackerFields) -> dict[str, Any]:
     return state
 
 
+#: The saved `allowed_repeats` of a tracker told never to warn (inf): no epoch presents this many extra.
+NEVER_WARN = 2**62
+
+
 def _saved_allowance(tracker: TrackerFields) -> int:
     """`allowed_repeats` as the int a state holds: one set to a float (math.inf for "never warn"), a numpy or a
-    0-d tensor value as the same rule on 0..n extra presentations (`int(inf)` made state_dict() and copy() raise;
-    inf as n: the open epoch of a resumed run that does not set it again warns above n extra presentations, which
-    a sampler drawing n indices an epoch, with replacement or not, never reaches; gap31)."""
+    0-d tensor value as the same rule on extra presentations (`int(inf)` made state_dict() and copy() raise).
+    inf and nan are saved as NEVER_WARN, above any epoch's extra presentations (n was reached by a sampler
+    drawing more than 2n indices an epoch: a resumed "never warn" then warned)."""
     value = tracker.allowed_repeats
     try:
         return max(0, int(value))
-    except (OverflowError, ValueError):  # inf or nan: no repeat count is above it, as none is above n
-        return 0 if value < 0 else tracker.n
+    except (OverflowError, ValueError):  # inf or nan: no count of extra presentations is above it
+        return 0 if value < 0 else NEVER_WARN
 
 
 def _signals_state(s: TrackedSignals, bad_index: torch.Tensor) -> dict[str, Any]:
