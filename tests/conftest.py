@@ -48,6 +48,7 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     gc.freeze()
     gc.set_threshold(*gc.get_threshold()[:2], 100)
 
+
 #: A recipe that trains a digits MLP in about a second: enough to exercise every code path.
 TINY_RECIPE = Recipe(optimizer="sgd", lr=0.05, momentum=0.9, weight_decay=0.0, batch_size=64, epochs=3,
                      schedule="cosine", milestones=(), augment=False)
