@@ -10,8 +10,8 @@ global batch (rank 0's samples first), so `scores()` works on any rank and all r
 `DistributedSampler` pads the epoch by repeating a few samples so every rank gets as many; the
 tracker keeps a sample's first presentation of an epoch (its presentation as a member of the
 epoch, not as padding), the rule of a single-process run too, so each sample contributes one loss
-per epoch. Up to world size - 1 repeated samples per epoch (the most padding there can be) pass
-without the tracker's warning about repeated samples; under Accelerate (the Hugging Face
+per epoch. Up to world size - 1 extra presentations per epoch (beyond each sample's first: the most padding
+there can be) pass without the tracker's warning about repeated samples; under Accelerate (the Hugging Face
 `Trainer`), whose `even_batches` completes every rank's last batch with the epoch's first samples,
 up to world size x the per-device batch size - 1 (`DistributedRecorder.padding_batch`).
 """
