@@ -252,3 +252,51 @@ def test_a_9b2283e_state_warns_and_scores_as_a_run_never_saved(name: str, tmp_pa
             t.allowed_repeats = allowed
             said_r, scores_r = finish(t, ep2[cut:], None)
             assert said_r == said and scores_r.equals(scores), (allowed, cut)
+
+
+@pytest.mark.parametrize("world", [2, 3])
+def test_distributed_sampler_shuffled_or_not_with_or_without_drop_last_is_silent(monkeypatch: pytest.MonkeyPatch,
+                                                                                world: int) -> None:
+    """DistributedSampler (shuffle on/off, drop_last on/off) at N = 1..7 through update(gather=True), ranks as
+    threads (tests/test_gather27.py): no repeat warning on any rank, and csl counts each sample's first
+    presentation once per epoch it is presented in (drop_last leaves some out)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from test_gather27 import fake_ranks
+
+    ranks = fake_ranks(monkeypatch, world)
+    said: list[str] = []
+    for n in range(1, 8):
+        for shuffle in (False, True):
+            for drop_last in (False, True):
+                plans = []
+                for epoch in range(2):
+                    shards = []
+                    for rank in range(world):
+                        s = torch.utils.data.DistributedSampler(range(n), num_replicas=world, rank=rank,
+                                                                shuffle=shuffle, seed=n, drop_last=drop_last)
+                        s.set_epoch(epoch)
+                        shards.append(list(s))
+                    plans.append(shards)
+                expected = np.zeros(n)
+                for shards in plans:
+                    for i in {i for shard in shards for i in shard}:
+                        expected[i] += i + 1.0
+
+                def step(rank: int, plans: list[list[list[int]]] = plans, n: int = n) -> list[float]:
+                    tracker = SampleTracker(n, proxies=["csl"])
+                    for shards in plans:
+                        for k in range(0, max(len(s) for s in shards) or 1, 2):
+                            idx = torch.tensor(shards[rank][k: k + 2], dtype=torch.int64)
+                            tracker.update(idx, losses=idx.float() + 1, gather=True)
+                        tracker.end_epoch()
+                    return [float(v) for v in tracker.scores()["csl"]]
+
+                said.clear()
+                with warnings.catch_warnings():
+                    warnings.simplefilter("always")
+                    warnings.showwarning = lambda message, *a, **k: said.append(str(message))
+                    out = ranks.run(step)
+                assert [m for m in said if REPEAT in m] == [], (n, shuffle, drop_last)
+                for got in out:
+                    assert not isinstance(got, BaseException), (n, shuffle, drop_last, got)
+                    assert got == expected.tolist(), (n, shuffle, drop_last)
