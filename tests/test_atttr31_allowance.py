@@ -170,8 +170,8 @@ def test_the_users_own_allowance_stays_past_the_resumed_epoch() -> None:
 
 @pytest.mark.parametrize("value, saved", [(math.inf, 2**62), (math.nan, 2**62), (2.5, 2), (-math.inf, 0)])
 def test_a_float_allowance_saves_and_copies(value: float, saved: int) -> None:
-    """math.inf ("never warn") made state_dict() and copy() raise OverflowError; saved as the int that warns
-    alike on a repeat count of 0..n."""
+    """math.inf ("never warn") made state_dict() and copy() raise OverflowError; saved as 2**62, above any
+    epoch's extra presentations (n was not: a sampler drawing more than 2n an epoch exceeds it)."""
     t = SampleTracker(N, proxies=["csl"])
     t.allowed_repeats = value
     t.update([0, 1, 2, 0, 1], losses=torch.ones(5))  # 2 repeats
