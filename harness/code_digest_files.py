@@ -21,6 +21,7 @@ from typing import Any
 from harness.code_digest_changes import module_tree
 from harness.code_digest_user import ContainerRead, user_module
 from harness.code_source import nested_codes
+from harness.io import file_sha256
 
 #: file -> (the `linecache` lines parsed, name -> each top-level statement binding it that calls something:
 #: (the text constants it holds, the names it reads)): one parse per file and process, again once it is edited.
@@ -245,11 +246,7 @@ def _content(path: str) -> str:
     key = (os.path.realpath(path), stat.st_mtime_ns, stat.st_size, stat.st_ino)
     if key in _CONTENT:
         return _CONTENT[key]
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    text = "bytes " + digest.hexdigest()
+    text = "bytes " + file_sha256(path)
     parsed = _parsed(path, stat.st_size)
     if parsed is not None:
         text = "parsed " + hashlib.sha256(parsed.encode()).hexdigest()
