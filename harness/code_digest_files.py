@@ -19,7 +19,7 @@ from pathlib import PurePath
 from typing import Any
 
 from harness.code_digest_changes import module_tree
-from harness.code_digest_user import ContainerRead, user_module
+from harness.code_digest_user import ContainerRead, callee, user_module
 from harness.code_source import nested_codes
 from harness.io import file_sha256
 
@@ -150,7 +150,7 @@ def _written(tree: ast.Module | None) -> frozenset[str]:
     a new digest after every run (trained again; refused in process) where the model's data does not change."""
     found: set[str] = set()
     for call in (n for n in ast.walk(tree) if isinstance(n, ast.Call)) if tree is not None else []:
-        called, method = _called(call), call.func if isinstance(call.func, ast.Attribute) else None
+        called, method = callee(call), call.func if isinstance(call.func, ast.Attribute) else None
         if not _writes(call) and not _WRITERS.match(called):
             continue
         parts: list[ast.AST] = [k.value for k in call.keywords if k.arg in ("file", "filename", "path", "fname")]
@@ -188,16 +188,10 @@ def _in_functions(reads: frozenset[str], namespace: dict[str, Any]) -> list[tupl
     return found
 
 
-def _called(call: ast.Call) -> str:
-    """The name a call calls (`load` of `np.load`, `open`); "" for another callee."""
-    func = call.func
-    return func.id if isinstance(func, ast.Name) else func.attr if isinstance(func, ast.Attribute) else ""
-
-
 def _reads(call: ast.Call) -> bool:
     """Whether a call reads a file by its name: `open`, `*load*` (`json.load`, `np.load`, `yaml.safe_load`,
     `torch.load`), `read*` (`read_text`, `pd.read_csv`), `fromfile`, `genfromtxt`."""
-    name = _called(call).lower()
+    name = callee(call).lower()
     return name == "open" or "load" in name or name.startswith("read") or name in ("fromfile", "genfromtxt")
 
 
@@ -205,7 +199,7 @@ def _writes(call: ast.Call) -> bool:
     """Whether a call opens a file to write it (`open("train.log", "a")`, `Path("train.log").open("a")`): a file a
     run changes is no data the model was built from, and reading it would give a new digest after every run (a
     refusal in process). A path's `open` takes the mode first (attdig31: `Path(...).open("a")` was read)."""
-    if _called(call) != "open":
+    if callee(call) != "open":
         return False
     modes = [a for a in call.args[:2]] + [k.value for k in call.keywords if k.arg == "mode"]
     return any(isinstance(m, ast.Constant) and isinstance(m.value, str) and m.value in _MODES | _MODES_MORE

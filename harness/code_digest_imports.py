@@ -20,7 +20,7 @@ import sys
 from types import CodeType
 from typing import Any
 
-from harness.code_digest_user import OWN, ContainerRead, _installed
+from harness.code_digest_user import OWN, ContainerRead, _installed, callee
 
 _IMPORT = dis.opmap["IMPORT_NAME"]
 #: What loads an import's level and names: Python 3.14 loads the level with LOAD_SMALL_INT, and an import
@@ -189,8 +189,7 @@ def _parsed(file: str) -> tuple[list[str], str, list[tuple[str, int, tuple[str, 
 def _call_import(node: ast.Call) -> list[tuple[str, int, tuple[str, ...]]]:
     """The module a call `import_module("name")`, `import_module(".name", "pkg")` or `__import__("name")` with its
     name written imports, as `_parsed` keeps imports (a package written in the call resolved); [] for another call."""
-    func = node.func
-    called = func.id if isinstance(func, ast.Name) else func.attr if isinstance(func, ast.Attribute) else ""
+    called = callee(node)
     args = [a.value if isinstance(a, ast.Constant) else None for a in node.args[:2]]
     args += [k.value.value for k in node.keywords if k.arg == "package" and isinstance(k.value, ast.Constant)]
     if called not in _CALLED or not args or not isinstance(args[0], str):

@@ -31,6 +31,12 @@ OWN = ("harness", "proxies", "baselines")
 _MISSING = object()
 
 
+def callee(call: ast.Call) -> str:
+    """The name a call calls: `load` of `np.load(...)`, `open`; "" for another callee (`f()()`)."""
+    func = call.func
+    return func.id if isinstance(func, ast.Name) else func.attr if isinstance(func, ast.Attribute) else ""
+
+
 def user_module(name: str) -> bool:
     """Whether the module `name` (imported in this process) is the user's own code: it has a source
     file, is not memprox's own or the standard library, and its file is not under site-packages
